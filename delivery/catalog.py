@@ -1,0 +1,88 @@
+"""Notice types: ``templates/<id>/notice.toml`` (definition) beside its templates.
+
+The ids and field names are the interface agencies export against (NOTICES.md): keep them stable.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailserver.errors import ConfigError
+
+FIELD_TYPES = ("text", "date", "money", "int")
+KINDS = ("reminder", "notification", "notice", "application", "statement", "bulletin")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    type: str
+    required: bool = True
+    min: str | int | None = None
+    max: str | int | None = None
+    pattern: str | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    rule: str
+    message: str
+
+
+@dataclass(frozen=True)
+class NoticeDefinition:
+    id: str
+    agency: str
+    kind: str
+    mandatory: bool
+    title: str
+    fields: tuple[FieldSpec, ...]
+    checks: tuple[Check, ...]
+    folder: Path
+
+    def as_row(self) -> dict:
+        return {"id": self.id, "agency": self.agency, "kind": self.kind, "mandatory": self.mandatory, "title": self.title}
+
+
+def load_definition(folder: Path) -> NoticeDefinition:
+    path = folder / "notice.toml"
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    try:
+        fields = tuple(
+            FieldSpec(name=name, type=spec["type"], required=spec.get("required", True), min=spec.get("min"),
+                      max=spec.get("max"), pattern=spec.get("pattern"))
+            for name, spec in data.get("fields", {}).items()
+        )
+        definition = NoticeDefinition(
+            id=data["id"], agency=data["agency"], kind=data["kind"], mandatory=bool(data["mandatory"]),
+            title=data["title"], fields=fields,
+            checks=tuple(Check(c["rule"], c["message"]) for c in data.get("checks", [])), folder=folder,
+        )
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: missing or malformed {exc}") from None
+    if definition.id != folder.name:
+        raise ConfigError(f"{path}: id {definition.id!r} differs from its folder name")
+    if definition.kind not in KINDS:
+        raise ConfigError(f"{path}: kind {definition.kind!r} is not one of {', '.join(KINDS)}")
+    for f in fields:
+        if f.type not in FIELD_TYPES:
+            raise ConfigError(f"{path}: field {f.name}: type {f.type!r} is not one of {', '.join(FIELD_TYPES)}")
+    return definition
+
+
+def load_catalog(templates_dir: Path) -> dict[str, NoticeDefinition]:
+    """Every notice type under ``templates_dir``, by id."""
+    if not templates_dir.is_dir():
+        raise ConfigError(f"{templates_dir}: notice-type folder missing")
+    return {d.id: d for d in (load_definition(p) for p in sorted(templates_dir.iterdir()) if (p / "notice.toml").exists())}
+
+
+def load_agencies(templates_dir: Path) -> dict[str, dict]:
+    path = templates_dir / "agencies.toml"
+    if not path.exists():
+        return {}
+    return tomllib.loads(path.read_text(encoding="utf-8"))

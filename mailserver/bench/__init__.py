@@ -1,0 +1,1 @@
+"""Benchmarks behind `civicmail bench ...`: each prints the figure an issue asks for."""

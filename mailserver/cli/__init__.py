@@ -1,0 +1,69 @@
+"""The operator CLI, `civicmail`: one group, one module per command group, commands thin.
+
+User errors print a clean message and exit non-zero (1; 2 for configuration and usage errors);
+exception text from inside never reaches the terminal as a traceback.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import ConfigError, CivicmailError
+from .app import App
+
+# Each module defines a click command or group named `command`; order is the help order.
+COMMAND_MODULES = (
+    "init", "db", "serve", "citizen", "agency", "stats", "bench",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", "config_path", metavar="PATH",
+              help="configuration file (default: $CIVICMAIL_CONFIG, else ./civicmail.toml)")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="override one configuration key for this run (repeatable)")
+@click.version_option(package_name="civicmail")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, overrides: tuple[str, ...]) -> None:
+    """civicmail: real-name city mailboxes, and notices from agencies' data drops."""
+    ctx.obj = App(config_path, overrides)
+    ctx.call_on_close(ctx.obj.close)
+
+
+def _register() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        cli.add_command(module.command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="civicmail", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 1
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except ConfigError as exc:
+        click.echo(f"civicmail: configuration error: {exc}", err=True)
+        return 2
+    except CivicmailError as exc:
+        click.echo(f"civicmail: {exc}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

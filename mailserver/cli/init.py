@@ -1,0 +1,160 @@
+"""`civicmail init DATA_DIR`: configuration, database, keys, certificates, DNS records; a demo city."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import secrets
+from pathlib import Path
+
+import click
+
+from .. import config as config_mod
+from ..config import REPO_ROOT, Config
+from ..errors import Conflict
+from ..identity import idnumber
+from ..identity.certs import dkim_dns_record, make_dkim_key, make_self_signed
+from ..identity.keys import IdKeyring
+from ..registry import Registry
+from ..registry.agencies import add_agency, grant, list_agencies, sync_notice_types
+from ..registry.citizens import add_citizen
+from ..store import migrate, open_store
+from .app import App
+
+TEMPLATE = REPO_ROOT / "config" / "civicmail.toml"
+
+DEMO_CITIZENS = (
+    ("张伟", "13800000001"),
+    ("王芳", "13800000002"),
+    ("李娜", "13800000003"),
+    ("欧阳明", "13800000004"),
+    ("张伟", "13800000005"),  # the same name twice: zhang.wei and zhang.wei2
+)
+
+
+def write_config(path: Path, domain: str, hostname: str) -> None:
+    """The commented default configuration, with this city's domain and host name."""
+    text = TEMPLATE.read_text(encoding="utf-8")
+    text = re.sub(r'(?m)^domain = ".*"$', f'domain = "{domain}"', text, count=1)
+    text = re.sub(r'(?m)^hostname = ".*"$', f'hostname = "{hostname}"', text, count=1)
+    path.write_text(text, encoding="utf-8")
+
+
+def sync_catalog(registry: Registry) -> int:
+    from delivery.catalog import load_catalog
+
+    return sync_notice_types(registry, [d.as_row() for d in load_catalog(registry.config.templates_dir).values()])
+
+
+def prepare(config: Config) -> list[str]:
+    """Everything but the demo; idempotent. Returns lines describing what was made."""
+    made = []
+    data = config.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    keys_dir = config.data_path(config.keys.dir)
+    if not (keys_dir / "idnumber.json").exists():
+        IdKeyring.generate().save(keys_dir)
+        made.append(f"ID-number keys     {keys_dir} (back this folder up separately)")
+    store = open_store(config)
+    try:
+        before = migrate.current_revision(store)
+        migrate.upgrade(store)
+        made.append(f"database           {store.url.split('///')[-1] if store.dialect == 'sqlite' else store.dialect}"
+                    f" at revision {migrate.current_revision(store)}" + ("" if before else " (new)"))
+        registry = Registry(config, store)
+        made.append(f"notice types       {sync_catalog(registry)} loaded from {config.templates_dir}")
+    finally:
+        store.dispose()
+    cert, key = config.data_path(config.tls.cert), config.data_path(config.tls.key)
+    if not cert.exists() or not key.exists():
+        make_self_signed(cert, key, config.server.hostname)
+        made.append(f"TLS certificate    {cert} (self-signed for {config.server.hostname}, localhost)")
+    dkim = config.data_path(config.dkim.key)
+    if not dkim.exists():
+        make_dkim_key(dkim)
+        made.append(f"DKIM key           {dkim} (selector {config.dkim.selector})")
+    return made
+
+
+def dns_records(config: Config) -> list[str]:
+    domain, host = config.city.domain, config.server.hostname
+    dkim = dkim_dns_record(config.data_path(config.dkim.key))
+    return [
+        f"{domain}.  MX   10 {host}.",
+        f'{domain}.  TXT  "v=spf1 mx -all"',
+        f'{config.dkim.selector}._domainkey.{domain}.  TXT  "{dkim}"',
+        f'_dmarc.{domain}.  TXT  "v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}"',
+    ]
+
+
+def demo_password() -> str:
+    return "demo-" + secrets.token_urlsafe(8)
+
+
+def make_demo(registry: Registry) -> list[tuple[str, str, str]]:
+    """The three agencies of MISSION.md with their grants, and a few citizens. Returns
+    (who, login, password) for what was made now; what exists already is left alone."""
+    from delivery.catalog import load_agencies, load_catalog
+
+    catalog = load_catalog(registry.config.templates_dir)
+    existing = {a.id for a in list_agencies(registry)}
+    made = []
+    for agency_id, info in load_agencies(registry.config.templates_dir).items():
+        if agency_id in existing:
+            continue
+        password = demo_password()
+        add_agency(registry, agency_id, info["name"], [info["sender"]], password, actor="init --demo")
+        grant(registry, agency_id, sorted(d.id for d in catalog.values() if d.agency == agency_id), actor="init --demo")
+        made.append((info["name"], agency_id, password))
+    for n, (name, phone) in enumerate(DEMO_CITIZENS, start=1):
+        number = idnumber.make("330106", dt.date(1970 + 7 * n, n, 10 + n), 100 + n)
+        password = demo_password()
+        try:
+            citizen = add_citizen(registry, name, number, phone, password=password, actor="init --demo")
+        except Conflict:
+            continue
+        made.append((name, citizen.address, password))
+    return made
+
+
+@click.command("init")
+@click.argument("data_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--domain", help="the city's mailbox domain (default: civic.example)")
+@click.option("--hostname", help="this server's host name (default: mail.<domain>)")
+@click.option("--demo", is_flag=True, help="also register three agencies and a few citizens, and print their logins")
+@click.pass_obj
+def command(app: App, data_dir: Path, domain: str | None, hostname: str | None, demo: bool) -> None:
+    """Set up DATA_DIR: configuration, database, ID-number keys, TLS certificate, DKIM key.
+
+    Safe to run again: what exists is kept (an existing civicmail.toml is not rewritten)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "civicmail.toml"
+    if path.exists():
+        if domain or hostname:
+            click.echo(f"{path} exists: --domain and --hostname ignored (edit the file instead)", err=True)
+    else:
+        domain = (domain or "civic.example").lower()
+        write_config(path, domain, hostname or f"mail.{domain}")
+        os.chmod(path, 0o640)
+    config = config_mod.load(path, app.overrides)
+    app.use_config(config)
+    click.echo(f"civicmail data directory {config.data_dir}")
+    click.echo(f"configuration      {path}")
+    for line in prepare(config):
+        click.echo(line)
+    click.echo("\nDNS records to publish:")
+    for line in dns_records(config):
+        click.echo("  " + line)
+    if demo:
+        made = make_demo(app.registry)
+        if made:
+            creds = config.data_dir / "demo-credentials.txt"
+            fd = os.open(creds, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as fh:
+                for row in made:
+                    fh.write("\t".join(row) + "\n")
+            click.echo(f"\nDemo logins (also in {creds}):")
+            for who, login, password in made:
+                click.echo(f"  {who:<12} {login:<32} {password}")
+        else:
+            click.echo(f"\nDemo city already present; logins are in {config.data_dir / 'demo-credentials.txt'}")

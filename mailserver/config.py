@@ -1,0 +1,329 @@
+"""Configuration: loaded once into a frozen object and passed in, never read from a global.
+
+The file is TOML (``config/civicmail.toml`` documents every key). It is found by
+``-c/--config PATH``, else ``$CIVICMAIL_CONFIG``, else ``./civicmail.toml``. Any key can be
+overridden for one run with ``--set section.key=value``. Unknown sections or keys and values of
+the wrong type are errors that name the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    #: development mode: AUTH allowed without TLS on loopback addresses only
+    development: bool = True
+    #: the host name this server announces (SMTP banner, Received headers)
+    hostname: str = "mail.civic.example"
+    #: where the database, keys, certificates and spool live; relative to the config file
+    data_dir: str = "."
+    log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class CityConfig:
+    name: str = "示例市"
+    #: the mailbox domain: every citizen's address is local@domain
+    domain: str = "civic.example"
+    #: further domains for which this server accepts mail
+    extra_domains: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    #: a SQLAlchemy URL; empty means a SQLite file civicmail.sqlite3 in the data directory
+    url: str = ""
+    #: SQLite only: seconds a writer waits for the lock before failing
+    busy_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class KeysConfig:
+    #: folder of the ID-number keys (AES-GCM and HMAC), relative to the data directory
+    dir: str = "keys"
+
+
+@dataclass(frozen=True)
+class PasswordConfig:
+    #: argon2id parameters (OWASP's recommended minimum by default)
+    time_cost: int = 2
+    memory_cost_kib: int = 19456
+    parallelism: int = 1
+    #: seconds an activation code stays valid
+    activation_ttl: int = 60 * 60 * 24 * 90
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    #: PEM certificate chain and key, relative to the data directory
+    cert: str = "tls/cert.pem"
+    key: str = "tls/key.pem"
+
+
+@dataclass(frozen=True)
+class SMTPConfig:
+    listen: str = "127.0.0.1:2525"
+    #: largest message accepted, in bytes (announced with SIZE)
+    max_message_size: int = 26214400
+    #: longest line accepted in DATA, in bytes including CRLF (RFC 5321: 1000)
+    max_line_length: int = 1000
+    max_recipients: int = 100
+    #: concurrent connections one client IP may hold
+    max_connections_per_ip: int = 50
+    #: messages one client IP may send per minute
+    max_messages_per_ip_per_minute: int = 6000
+
+
+@dataclass(frozen=True)
+class SubmissionConfig:
+    listen: str = "127.0.0.1:2587"
+    #: messages an agency may submit per minute
+    agency_rate_per_minute: int = 60000
+
+
+@dataclass(frozen=True)
+class SubmissionsConfig:
+    listen: str = "127.0.0.1:2465"
+
+
+@dataclass(frozen=True)
+class IMAPConfig:
+    listen: str = "127.0.0.1:2143"
+    #: seconds before an idle client outside IDLE is logged out (RFC 3501: at least 30 min)
+    idle_timeout: int = 1800
+    #: longest command line, and largest literal, in bytes
+    max_line_length: int = 65536
+    max_literal_size: int = 52428800
+    #: concurrent connections per user and client IP
+    max_connections_per_user_ip: int = 50
+
+
+@dataclass(frozen=True)
+class IMAPSConfig:
+    listen: str = "127.0.0.1:2993"
+
+
+@dataclass(frozen=True)
+class AccountsConfig:
+    #: mailbox quota in bytes (IMAP QUOTA, enforced on APPEND and delivery)
+    quota_bytes: int = 1073741824
+
+
+@dataclass(frozen=True)
+class LoginConfig:
+    #: failed logins allowed per client IP, and per account, in the window before throttling
+    max_failures_per_ip: int = 20
+    max_failures_per_account: int = 10
+    window_seconds: int = 300
+
+
+@dataclass(frozen=True)
+class DKIMConfig:
+    selector: str = "civic1"
+    #: private key (PEM), relative to the data directory
+    key: str = "dkim/civic1.key"
+
+
+@dataclass(frozen=True)
+class OutboundConfig:
+    #: "host:port" of the relay that carries mail to other domains; empty: mail stays queued
+    relay: str = ""
+    relay_username: str = ""
+    relay_password: str = ""
+    relay_starttls: bool = False
+    #: attempts before a bounce (DSN) goes back to the sender
+    max_attempts: int = 8
+    #: first retry delay in seconds; each later one doubles
+    retry_base_seconds: int = 60
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    #: notice-type folder (templates/<id>/); empty means the one shipped with civicmail
+    templates_dir: str = ""
+    #: spool folder watched by `civicmail serve`, relative to the data directory
+    spool_dir: str = "spool"
+    #: rows per delivery transaction
+    batch_size: int = 2000
+    #: worker processes for render and compose; 0 means one per core
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    city: CityConfig = field(default_factory=CityConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    keys: KeysConfig = field(default_factory=KeysConfig)
+    passwords: PasswordConfig = field(default_factory=PasswordConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    smtp: SMTPConfig = field(default_factory=SMTPConfig)
+    submission: SubmissionConfig = field(default_factory=SubmissionConfig)
+    submissions: SubmissionsConfig = field(default_factory=SubmissionsConfig)
+    imap: IMAPConfig = field(default_factory=IMAPConfig)
+    imaps: IMAPSConfig = field(default_factory=IMAPSConfig)
+    accounts: AccountsConfig = field(default_factory=AccountsConfig)
+    login: LoginConfig = field(default_factory=LoginConfig)
+    dkim: DKIMConfig = field(default_factory=DKIMConfig)
+    outbound: OutboundConfig = field(default_factory=OutboundConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    #: the file this came from (None for defaults); relative paths resolve against its folder
+    source: Path | None = None
+
+    # -- derived paths -----------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        base = self.source.parent if self.source else Path.cwd()
+        return (base / self.server.data_dir).resolve()
+
+    def data_path(self, relative: str) -> Path:
+        return self.data_dir / relative
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite:///{self.data_dir / 'civicmail.sqlite3'}"
+
+    @property
+    def local_domains(self) -> tuple[str, ...]:
+        return (self.city.domain.lower(),) + tuple(d.lower() for d in self.city.extra_domains)
+
+    @property
+    def templates_dir(self) -> Path:
+        if self.delivery.templates_dir:
+            return self.data_dir / self.delivery.templates_dir
+        return REPO_ROOT / "templates"
+
+    def replace(self, **sections: Any) -> "Config":
+        return dataclasses.replace(self, **sections)
+
+
+LISTENER_SECTIONS = ("smtp", "submission", "submissions", "imap", "imaps")
+
+
+def _section_types() -> dict[str, type]:
+    return {f.name: f.default_factory for f in dataclasses.fields(Config) if f.name != "source"}  # type: ignore[misc]
+
+
+def _coerce(key: str, value: Any, annotation: str) -> Any:
+    """Check one value against its field's annotation; return it in the field's type."""
+    if annotation == "bool":
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if annotation == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected a whole number, got {value!r}")
+    if annotation == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if annotation == "str":
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if annotation.startswith("tuple[str"):
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {annotation}")  # pragma: no cover
+
+
+def _parse_override(text: str) -> tuple[str, str, Any]:
+    """``section.key=value``; the value is read as TOML, else taken as a bare string."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    dotted, raw = text.split("=", 1)
+    section, key = dotted.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return section, key, value
+
+
+def build(data: Mapping[str, Any], overrides: tuple[str, ...] = (), source: Path | None = None) -> Config:
+    merged: dict[str, dict[str, Any]] = {}
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{section}: expected a [{section}] table")
+        merged[section] = dict(values)
+    for text in overrides:
+        section, key, value = _parse_override(text)
+        merged.setdefault(section, {})[key] = value
+    types = _section_types()
+    sections: dict[str, Any] = {}
+    for section, values in merged.items():
+        if section not in types:
+            raise ConfigError(f"{section}: unknown section (known: {', '.join(sorted(types))})")
+        cls = types[section]
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in values.items():
+            if key not in fields:
+                raise ConfigError(f"{section}.{key}: unknown key")
+            kwargs[key] = _coerce(f"{section}.{key}", value, str(fields[key].type))
+        sections[section] = cls(**kwargs)
+    config = Config(**sections, source=source)
+    _validate(config)
+    return config
+
+
+def _validate(config: Config) -> None:
+    for name in LISTENER_SECTIONS:
+        listen = getattr(config, name).listen
+        if listen:
+            parse_hostport(listen, f"{name}.listen")
+    if config.outbound.relay:
+        parse_hostport(config.outbound.relay, "outbound.relay")
+    domain = config.city.domain
+    if not domain or "@" in domain or "." not in domain or " " in domain:
+        raise ConfigError(f"city.domain: {domain!r} is not a domain name")
+    if config.passwords.memory_cost_kib < 8 * config.passwords.parallelism:
+        raise ConfigError("passwords.memory_cost_kib: must be at least 8 x parallelism")
+    if config.server.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"server.log_level: {config.server.log_level!r} is not debug, info, warning or error")
+
+
+def parse_hostport(value: str, key: str = "listen") -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` to (host, port); the error names the key."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{key}: {value!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def find_config_path(explicit: str | None) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("CIVICMAIL_CONFIG")
+    if env:
+        return Path(env)
+    local = Path("civicmail.toml")
+    return local if local.exists() else None
+
+
+def load(path: Path | None, overrides: tuple[str, ...] = ()) -> Config:
+    if path is None:
+        return build({}, overrides)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return build(data, overrides, source=path.resolve())

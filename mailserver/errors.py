@@ -1,0 +1,43 @@
+"""One typed error tree. Each protocol edge maps these to its own reply in one place;
+exception text written here is meant for operators and clerks, never internals."""
+from __future__ import annotations
+
+
+class CivicmailError(Exception):
+    """Base of every error civicmail raises on purpose."""
+
+
+class ConfigError(CivicmailError):
+    """The configuration is wrong; the message names the key."""
+
+
+class UserError(CivicmailError):
+    """An operator or client asked for something that cannot be done; the message says why."""
+
+
+class ValidationError(UserError):
+    """A value failed validation (an ID number, an address, a field of a drop row)."""
+
+
+class NotFound(UserError):
+    """The thing asked for does not exist."""
+
+
+class Conflict(UserError):
+    """The thing would clash with one that exists (a duplicate ID number or address)."""
+
+
+class AuthenticationFailed(CivicmailError):
+    """Wrong credentials, or an account that may not log in. Deliberately vague."""
+
+
+class Throttled(CivicmailError):
+    """Too many attempts; try again later."""
+
+
+class StorageError(CivicmailError):
+    """The store could not complete a write; nothing was half-written (the transaction rolled back)."""
+
+
+class QuotaExceeded(UserError):
+    """The mailbox is over its quota."""

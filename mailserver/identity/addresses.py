@@ -1,0 +1,54 @@
+"""Mailbox addresses: the default one derived from a registered Chinese name, and checks."""
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from pypinyin import lazy_pinyin
+
+from ..errors import ValidationError
+
+COMPOUND_SURNAMES = frozenset(
+    "欧阳 司马 上官 诸葛 东方 皇甫 尉迟 公孙 慕容 令狐 夏侯 长孙 宇文 司徒 端木 独孤 南宫 轩辕 西门 呼延 百里 东郭 钟离".split()
+)
+LOCAL_PART = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
+
+
+def _ascii(text: str) -> str:
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+    return re.sub(r"[^a-z0-9]+", "", folded)
+
+
+def base_local_part(name: str) -> str:
+    """张伟 -> zhang.wei; 欧阳娜娜 -> ouyang.nana; Zoë Åström -> zoe.astrom."""
+    name = name.strip()
+    if not name:
+        raise ValidationError("name is empty")
+    if any("\u4e00" <= ch <= "\u9fff" for ch in name):
+        han = "".join(ch for ch in name if not ch.isspace() and ch not in "·•.")
+        cut = 2 if han[:2] in COMPOUND_SURNAMES and len(han) > 2 else 1
+        surname = _ascii("".join(lazy_pinyin(han[:cut])))
+        given = _ascii("".join(lazy_pinyin(han[cut:])))
+        parts = [p for p in (surname, given) if p]
+    else:
+        parts = [p for p in (_ascii(w) for w in re.split(r"[\s·.\-_]+", name)) if p]
+    local = ".".join(parts)[:60].strip(".")
+    return local or "citizen"
+
+
+def numbered(base: str, n: int) -> str:
+    """The n-th holder of a base name: zhang.wei, zhang.wei2, zhang.wei3 ..."""
+    return base if n <= 1 else f"{base}{n}"
+
+
+def normalize_address(address: str, domain: str) -> str:
+    """Lower-case; add the city's domain to a bare local part; refuse what is not an address."""
+    address = address.strip().lower()
+    if "@" not in address:
+        address = f"{address}@{domain}"
+    local, _, dom = address.rpartition("@")
+    if not LOCAL_PART.match(local) or ".." in local:
+        raise ValidationError(f"{address!r} is not a valid mailbox address (letters, digits, '.', '-', '_')")
+    if not re.match(r"^[a-z0-9.-]+\.[a-z]{2,}$", dom):
+        raise ValidationError(f"{address!r}: {dom!r} is not a domain name")
+    return address

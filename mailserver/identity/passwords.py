@@ -1,0 +1,57 @@
+"""Passwords: argon2id (memory-hard), constant-time verification, hashes that upgrade themselves."""
+from __future__ import annotations
+
+import secrets
+
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from ..config import PasswordConfig
+from ..errors import ValidationError
+
+MIN_LENGTH = 8
+# An unambiguous alphabet for activation codes printed in letters (no 0/O, 1/I/L).
+CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+
+
+class Passwords:
+    def __init__(self, config: PasswordConfig) -> None:
+        self._hasher = PasswordHasher(
+            time_cost=config.time_cost,
+            memory_cost=config.memory_cost_kib,
+            parallelism=config.parallelism,
+            type=Type.ID,
+        )
+        # A hash to verify against when the account does not exist, so that a missing
+        # account costs the same time as a wrong password.
+        self._dummy = self._hasher.hash(secrets.token_hex(16))
+
+    def hash(self, password: str) -> str:
+        check_strength(password)
+        return self._hasher.hash(password)
+
+    def verify(self, stored: str | None, password: str) -> bool:
+        try:
+            return self._hasher.verify(stored or self._dummy, password) and stored is not None
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    def needs_rehash(self, stored: str) -> bool:
+        return self._hasher.check_needs_rehash(stored)
+
+
+def check_strength(password: str) -> None:
+    if len(password) < MIN_LENGTH:
+        raise ValidationError(f"password must have at least {MIN_LENGTH} characters")
+    if password.strip() != password or "\n" in password:
+        raise ValidationError("password must not start or end with spaces or contain line breaks")
+
+
+def activation_code() -> str:
+    """16 characters in groups of four, about 79 bits: typed from a letter, hashed with HMAC."""
+    raw = "".join(secrets.choice(CODE_ALPHABET) for _ in range(16))
+    return "-".join(raw[i:i + 4] for i in range(0, 16, 4))
+
+
+def normalize_code(code: str) -> str:
+    return code.replace("-", "").replace(" ", "").upper()

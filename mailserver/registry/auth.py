@@ -1,0 +1,85 @@
+"""Who is logging in: one check for SMTP submission and IMAP alike.
+
+Citizens log in with their full address; agencies with their agency id (their systems, over
+submission) or with their mailbox address (their clerks, over IMAP). Blocking (argon2 costs
+tens of milliseconds by design): protocol edges call it in a thread executor.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+
+from ..errors import AuthenticationFailed
+from ..store.models import Account, Agency, AgencyCredential, AgencyGrant, AgencySender
+from .context import Registry
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated identity and what it may do."""
+
+    kind: str  # "citizen" or "agency"
+    login: str
+    #: the mailbox this identity reads (None for an agency without one)
+    account_id: int | None
+    address: str | None
+    agency_id: str | None = None
+    #: addresses an agency may send from; a citizen sends from ``address`` only
+    senders: frozenset[str] = frozenset()
+    #: notice types an agency is granted
+    grants: frozenset[str] = frozenset()
+
+    @property
+    def is_agency(self) -> bool:
+        return self.kind == "agency"
+
+    def may_send_from(self, address: str) -> bool:
+        address = address.lower()
+        if self.is_agency:
+            return address in self.senders
+        return address == (self.address or "")
+
+
+def _agency_principal(session, agency: Agency, login: str) -> Principal:
+    senders = frozenset(session.scalars(select(AgencySender.address).where(AgencySender.agency_id == agency.id)))
+    grants = frozenset(session.scalars(select(AgencyGrant.notice_type_id).where(AgencyGrant.agency_id == agency.id)))
+    mailbox = session.execute(select(Account.id, Account.address).where(Account.agency_id == agency.id)).first()
+    return Principal("agency", login, mailbox[0] if mailbox else None, mailbox[1] if mailbox else None,
+                     agency.id, senders, grants)
+
+
+def authenticate(reg: Registry, login: str, password: str) -> Principal:
+    """Return the principal, or raise AuthenticationFailed (the reason is never told)."""
+    login = login.strip().lower()
+    with reg.store.reader() as s:
+        if "@" in login:
+            account = s.scalar(select(Account).where(Account.address == login))
+            stored = account.password_hash if account is not None else None
+            ok = reg.passwords.verify(stored, password)
+            if not ok or account is None or account.state != "active":
+                raise AuthenticationFailed("authentication failed")
+            if account.agency_id:
+                agency = s.get(Agency, account.agency_id)
+                if agency is None or not agency.enabled:
+                    raise AuthenticationFailed("authentication failed")
+                principal = _agency_principal(s, agency, login)
+            else:
+                principal = Principal("citizen", login, account.id, account.address)
+        else:
+            agency = s.get(Agency, login)
+            hashes = []
+            if agency is not None and agency.enabled:
+                hashes = list(s.scalars(select(AgencyCredential.password_hash).where(
+                    AgencyCredential.agency_id == agency.id, AgencyCredential.revoked_at.is_(None))))
+            if not any(reg.passwords.verify(h, password) for h in hashes or [None]) or agency is None:
+                raise AuthenticationFailed("authentication failed")
+            principal = _agency_principal(s, agency, login)
+    return principal
+
+
+def record_login(reg: Registry, account_id: int) -> None:
+    """Note the time of an IMAP login (the 'active users' figure)."""
+    with reg.store.session() as s:
+        s.execute(update(Account).where(Account.id == account_id).values(last_login_at=dt.datetime.now(dt.timezone.utc)))

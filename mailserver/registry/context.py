@@ -1,0 +1,28 @@
+"""What registry operations need: the store, the ID-number keys and the password hasher."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from ..config import Config
+from ..identity.keys import IdKeyring
+from ..identity.passwords import Passwords
+from ..store import Store
+
+
+@dataclass
+class Registry:
+    config: Config
+    store: Store
+
+    @cached_property
+    def keyring(self) -> IdKeyring:
+        return IdKeyring.load(self.config.data_path(self.config.keys.dir))
+
+    @cached_property
+    def passwords(self) -> Passwords:
+        return Passwords(self.config.passwords)
+
+    @property
+    def domain(self) -> str:
+        return self.config.city.domain.lower()

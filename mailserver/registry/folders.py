@@ -1,0 +1,28 @@
+"""The folders every account has (INBOX and the SPECIAL-USE set), created with the account."""
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from ..store.models import Folder
+from ..store.models.mail import DEFAULT_FOLDERS
+
+
+def new_uidvalidity() -> int:
+    # Seconds since the epoch fit in 32 bits until 2106 and grow between recreations.
+    return int(time.time()) & 0xFFFFFFFF
+
+
+def create_default_folders(session: Session, account_ids: Iterable[int]) -> None:
+    uidvalidity = new_uidvalidity()
+    rows = [
+        {"account_id": aid, "name": name, "special_use": use, "subscribed": True,
+         "uidvalidity": uidvalidity, "uidnext": 1, "highestmodseq": 1, "total_size": 0, "message_count": 0}
+        for aid in account_ids
+        for name, use in DEFAULT_FOLDERS
+    ]
+    if rows:
+        session.execute(insert(Folder), rows)

@@ -1,0 +1,114 @@
+"""`civicmail serve`: the listeners, the outbound queue and the spool watcher on one asyncio loop.
+
+Each part contributes services through a factory listed in SERVICE_FACTORIES:
+``make_services(ctx: ServerContext) -> list[Service]``. A service's ``start`` binds its socket
+(raising StartupError with a clear message if it cannot) and ``stop`` stops accepting, lets the
+work in flight finish, and returns.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import importlib
+import logging
+import signal
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Callable, Protocol, TypeVar
+
+from .config import Config
+from .errors import CivicmailError
+from .identity.throttle import LoginThrottle
+from .registry import Registry
+from .store import Store
+from .store.notify import ChangeHub, hub
+
+log = logging.getLogger("civicmail.server")
+T = TypeVar("T")
+
+#: "module:function" of each part's service factory, started in this order
+SERVICE_FACTORIES: tuple[str, ...] = ()
+
+
+class StartupError(CivicmailError):
+    """A service cannot start (port taken, certificate missing); the message says which."""
+
+
+class Service(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class ServerContext:
+    """What every service shares: one per process."""
+
+    config: Config
+    store: Store
+    registry: Registry
+    hub: ChangeHub = hub
+    executor: concurrent.futures.ThreadPoolExecutor = field(
+        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="store"))
+
+    @cached_property
+    def login_throttle(self) -> LoginThrottle:
+        return LoginThrottle(self.config.login)
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run blocking work (the store, argon2) off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+    def tls_context(self):
+        """The server TLS context from tls.cert / tls.key; StartupError if they are missing."""
+        import ssl
+
+        cert, key = self.config.data_path(self.config.tls.cert), self.config.data_path(self.config.tls.key)
+        if not cert.exists() or not key.exists():
+            raise StartupError(f"TLS certificate {cert} or key {key} missing (run `civicmail init`, or set tls.cert "
+                               "and tls.key)")
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ctx.load_cert_chain(cert, key)
+        except (ssl.SSLError, OSError) as exc:
+            raise StartupError(f"cannot load TLS certificate {cert}: {exc}") from None
+        return ctx
+
+
+def build_services(ctx: ServerContext) -> list[Service]:
+    services: list[Service] = []
+    for spec in SERVICE_FACTORIES:
+        module, _, func = spec.partition(":")
+        services.extend(getattr(importlib.import_module(module), func)(ctx))
+    return services
+
+
+async def serve(ctx: ServerContext, ready: Callable[[], None] | None = None) -> None:
+    """Start every service, wait for SIGTERM or SIGINT, stop them in reverse order."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    services = build_services(ctx)
+    started: list[Service] = []
+    try:
+        for service in services:
+            await service.start()
+            started.append(service)
+        log.info("civicmail ready: %d services", len(started))
+        if ready:
+            ready()
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        for service in reversed(started):
+            try:
+                await service.stop()
+            except Exception:  # keep stopping the others
+                log.exception("error stopping %s", service.name)
+        ctx.executor.shutdown(wait=True)

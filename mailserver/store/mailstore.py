@@ -1,0 +1,180 @@
+"""Putting messages into mailboxes: the one write path SMTP, the pipeline and APPEND share.
+
+UIDs and MODSEQs are allocated in the same transaction that inserts the messages, so UIDs in a
+folder only grow and a rolled-back transaction leaves no trace. The caller commits; only then
+may it acknowledge (``250`` after DATA, tagged ``OK`` after APPEND), and only then are sessions
+told (``notify.hub.changed``).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from ..errors import NotFound, QuotaExceeded
+from ..mime import Analyzed, analyze
+from .db import Store
+from .models import Account, Content, Folder, Message
+from .notify import hub
+
+
+@dataclass
+class NewMessage:
+    """One message for one mailbox. Several NewMessages may share one ``raw`` (one content row)."""
+
+    account_id: int
+    raw: bytes
+    analyzed: Analyzed | None = None
+    folder: str = "INBOX"
+    flags: int = 0
+    keywords: str | None = None
+    internaldate: dt.datetime | None = None
+    #: filled in by insert_messages
+    folder_id: int = 0
+    uid: int = 0
+    message_id: int = 0
+    content_id: int = 0
+
+
+@dataclass(frozen=True)
+class Delivered:
+    account_id: int
+    folder_id: int
+    uid: int
+    message_id: int
+
+
+@dataclass
+class QuotaCheck:
+    default_bytes: int
+    #: account id -> quota override (None: default)
+    overrides: dict[int, int | None] = field(default_factory=dict)
+
+
+def _folder_ids(session: Session, wanted: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
+    by_account: dict[str, list[int]] = defaultdict(list)
+    for account_id, name in wanted:
+        by_account[name].append(account_id)
+    found: dict[tuple[int, str], int] = {}
+    for name, accounts in by_account.items():
+        for chunk in _chunks(accounts, 900):
+            rows = session.execute(select(Folder.account_id, Folder.id)
+                                   .where(Folder.name == name, Folder.account_id.in_(chunk)))
+            for account_id, folder_id in rows:
+                found[(account_id, name)] = folder_id
+    missing = wanted - found.keys()
+    if missing:
+        account_id, name = sorted(missing)[0]
+        raise NotFound(f"account {account_id} has no folder {name}")
+    return found
+
+
+def _chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def check_quota(session: Session, messages: list[NewMessage], quota_default: int) -> None:
+    """Raise QuotaExceeded when a message would take its account over quota."""
+    adding: dict[int, int] = defaultdict(int)
+    for m in messages:
+        adding[m.account_id] += len(m.raw)
+    for chunk in _chunks(list(adding), 900):
+        used = dict(session.execute(select(Folder.account_id, func.sum(Folder.total_size))
+                                    .where(Folder.account_id.in_(chunk)).group_by(Folder.account_id)).all())
+        quotas = dict(session.execute(select(Account.id, Account.quota_bytes).where(Account.id.in_(chunk))).all())
+        for account_id in chunk:
+            limit = quotas.get(account_id) or quota_default
+            if (used.get(account_id) or 0) + adding[account_id] > limit:
+                raise QuotaExceeded(f"mailbox of account {account_id} is over its quota")
+
+
+def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delivered]:
+    """Insert messages (content once per distinct ``raw`` object) and allocate their UIDs.
+
+    Runs inside the caller's transaction. On SQLite the transaction holds the write lock
+    (BEGIN IMMEDIATE); on PostgreSQL the folder rows are locked (FOR UPDATE), in id order so
+    that two writers never deadlock.
+    """
+    if not messages:
+        return []
+    folders = _folder_ids(session, {(m.account_id, m.folder) for m in messages})
+    per_folder: dict[int, list[NewMessage]] = defaultdict(list)
+    for m in messages:
+        m.folder_id = folders[(m.account_id, m.folder)]
+        per_folder[m.folder_id].append(m)
+
+    # Content: one row per distinct raw object.
+    contents: dict[int, tuple[bytes, Analyzed, int]] = {}
+    for m in messages:
+        key = id(m.raw)
+        if key not in contents:
+            contents[key] = (m.raw, m.analyzed or analyze(m.raw), 0)
+        raw, an, refs = contents[key]
+        contents[key] = (raw, an, refs + 1)
+    keys = list(contents)
+    content_ids = session.execute(
+        insert(Content.__table__).returning(Content.__table__.c.id, sort_by_parameter_order=True),
+        [{"raw": raw, "size": an.size, "header_size": an.header_size, "envelope": an.envelope, "body": an.body,
+          "bodystructure": an.bodystructure, "search_text": an.search_text, "refcount": refs}
+         for raw, an, refs in (contents[k] for k in keys)],
+    ).scalars().all()
+    content_of = dict(zip(keys, content_ids))
+
+    # UIDs: lock the folders, read their counters, write them back advanced.
+    folder_ids = sorted(per_folder)
+    state: dict[int, tuple[int, int]] = {}
+    for chunk in _chunks(folder_ids, 900):
+        rows = session.execute(select(Folder.id, Folder.uidnext, Folder.highestmodseq)
+                               .where(Folder.id.in_(chunk)).order_by(Folder.id).with_for_update())
+        for fid, uidnext, modseq in rows:
+            state[fid] = (uidnext, modseq)
+    now = dt.datetime.now(dt.timezone.utc)
+    message_rows = []
+    folder_updates = []
+    for fid in folder_ids:
+        uidnext, modseq = state[fid]
+        modseq += 1
+        size = 0
+        for m in per_folder[fid]:
+            m.uid = uidnext
+            uidnext += 1
+            m.content_id = content_of[id(m.raw)]
+            size += len(m.raw)
+            message_rows.append({"folder_id": fid, "uid": m.uid, "modseq": modseq, "flags": m.flags,
+                                 "keywords": m.keywords, "internaldate": m.internaldate or now, "size": len(m.raw),
+                                 "content_id": m.content_id})
+        folder_updates.append({"fid": fid, "uidnext": uidnext, "modseq": modseq, "size": size,
+                               "count": len(per_folder[fid])})
+    order = [m for fid in folder_ids for m in per_folder[fid]]
+    ids = session.execute(insert(Message.__table__).returning(Message.__table__.c.id, sort_by_parameter_order=True),
+                          message_rows).scalars().all()
+    for m, mid in zip(order, ids):
+        m.message_id = mid
+    t = Folder.__table__
+    session.execute(
+        update(t).where(t.c.id == bindparam("fid")).values(
+            uidnext=bindparam("uidnext"), highestmodseq=bindparam("modseq"),
+            total_size=t.c.total_size + bindparam("size"), message_count=t.c.message_count + bindparam("count")),
+        folder_updates,
+        execution_options={"synchronize_session": False},
+    )
+    return [Delivered(m.account_id, m.folder_id, m.uid, m.message_id) for m in messages]
+
+
+def deliver(store: Store, raw: bytes, account_ids: list[int], folder: str = "INBOX",
+            quota_default: int | None = None, analyzed: Analyzed | None = None) -> list[Delivered]:
+    """Store one message in each account's folder, in one transaction; notify after commit.
+
+    Blocking: call it from a thread executor on the event loop."""
+    analyzed = analyzed or analyze(raw)
+    messages = [NewMessage(account_id=a, raw=raw, analyzed=analyzed, folder=folder) for a in account_ids]
+    with store.session() as session:
+        if quota_default is not None:
+            check_quota(session, messages, quota_default)
+        delivered = insert_messages(session, messages)
+    hub.changed(d.folder_id for d in delivered)
+    return delivered

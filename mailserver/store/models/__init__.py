@@ -1,0 +1,19 @@
+"""The one schema, on SQLite and PostgreSQL. One module per part of the system; all share Base.
+
+Every table here is created by an Alembic migration (``mailserver/store/migrations``); a test
+checks that the migrations and these models agree.
+"""
+from .base import Base, utcnow
+from .registry import Account, AddressCounter, Agency, AgencyCredential, AgencyGrant, AgencySender, AuditLog, Citizen, NoticeType
+from .mail import Content, Folder, Message
+from .delivery import Drop, DropRow, Notice
+from .queue import OutboundMessage
+
+__all__ = [
+    "Base", "utcnow",
+    "Citizen", "Account", "AddressCounter", "Agency", "AgencyCredential", "AgencySender", "AgencyGrant",
+    "NoticeType", "AuditLog",
+    "Folder", "Message", "Content",
+    "Drop", "DropRow", "Notice",
+    "OutboundMessage",
+]

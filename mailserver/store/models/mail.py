@@ -1,0 +1,79 @@
+"""Mailboxes: folders, messages and the content they point to."""
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .base import Base, BigId, utcnow
+
+# System flags as bits of Message.flags; keywords go in Message.keywords (space-separated).
+SEEN, ANSWERED, FLAGGED, DELETED, DRAFT = 1, 2, 4, 8, 16
+FLAG_BITS = {"\\Seen": SEEN, "\\Answered": ANSWERED, "\\Flagged": FLAGGED, "\\Deleted": DELETED, "\\Draft": DRAFT}
+
+#: (name, special-use attribute) of the folders every account has
+DEFAULT_FOLDERS = (
+    ("INBOX", None),
+    ("Sent", "\\Sent"),
+    ("Drafts", "\\Drafts"),
+    ("Trash", "\\Trash"),
+    ("Junk", "\\Junk"),
+    ("Archive", "\\Archive"),
+)
+
+
+class Folder(Base):
+    __tablename__ = "folder"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
+    #: full hierarchical name with "/" as the separator; INBOX is always "INBOX"
+    name: Mapped[str] = mapped_column(String(512))
+    special_use: Mapped[str | None] = mapped_column(String(16))
+    subscribed: Mapped[bool] = mapped_column(Boolean, default=True)
+    uidvalidity: Mapped[int] = mapped_column(BigId)
+    uidnext: Mapped[int] = mapped_column(BigId, default=1)
+    highestmodseq: Mapped[int] = mapped_column(BigId, default=1)
+    #: sum of the sizes of the messages in the folder (for QUOTA)
+    total_size: Mapped[int] = mapped_column(BigId, default=0)
+    message_count: Mapped[int] = mapped_column(BigId, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("account_id", "name", name="uq_folder_account_name"),)
+
+
+class Content(Base):
+    """The raw RFC 5322 bytes of a message, stored once however many mailboxes hold it,
+    with the structure IMAP FETCH needs, computed at delivery so that FETCH never re-parses."""
+
+    __tablename__ = "content"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+    #: bytes up to and including the blank line that ends the header
+    header_size: Mapped[int] = mapped_column(Integer)
+    #: IMAP ENVELOPE, BODY and BODYSTRUCTURE, serialised as the server sends them
+    envelope: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str | None] = mapped_column(Text)
+    bodystructure: Mapped[str | None] = mapped_column(Text)
+    #: decoded text of subject, addresses and text parts, for SEARCH (lower-cased)
+    search_text: Mapped[str | None] = mapped_column(Text)
+    refcount: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class Message(Base):
+    __tablename__ = "message"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    folder_id: Mapped[int] = mapped_column(ForeignKey("folder.id", ondelete="CASCADE"))
+    uid: Mapped[int] = mapped_column(BigId)
+    modseq: Mapped[int] = mapped_column(BigId, default=1)
+    flags: Mapped[int] = mapped_column(Integer, default=0)
+    keywords: Mapped[str | None] = mapped_column(String(1000))
+    internaldate: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    size: Mapped[int] = mapped_column(Integer)
+    content_id: Mapped[int] = mapped_column(ForeignKey("content.id"), index=True)
+
+    __table_args__ = (UniqueConstraint("folder_id", "uid", name="uq_message_folder_uid"),)

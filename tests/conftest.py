@@ -1,0 +1,118 @@
+"""Fixtures, not layers: a data directory, a store on SQLite or PostgreSQL, a registry.
+
+PostgreSQL tests use the server on 127.0.0.1:5432 (trust auth): each creates a throwaway
+database and drops it. Where no server answers they are skipped, with the reason shown.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+
+from mailserver import config as config_mod
+from mailserver.cli.init import prepare
+from mailserver.registry import Registry
+from mailserver.store import Store, open_store
+
+PG_ADMIN = os.environ.get("CIVICMAIL_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+# argon2 at its production cost makes every login ~20 ms; tests that are not about hashing
+# use a cheaper setting (the hashing tests use the defaults).
+FAST_KDF = ("passwords.memory_cost_kib=1024", "passwords.time_cost=1")
+
+
+def _pg_admin_engine():
+    from sqlalchemy import create_engine
+
+    return create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+
+
+_pg_state: dict[str, str | None] = {}
+
+
+def pg_unavailable() -> str | None:
+    """None if the PostgreSQL test server answers, else why not."""
+    if "reason" not in _pg_state:
+        try:
+            engine = _pg_admin_engine()
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            engine.dispose()
+            _pg_state["reason"] = None
+        except Exception as exc:  # any failure to connect means: skip, and say why
+            _pg_state["reason"] = f"no PostgreSQL server at {PG_ADMIN}: {exc.__class__.__name__}: {str(exc)[:200]}"
+    return _pg_state["reason"]
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    reason = pg_unavailable()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(reason)  # CI must run the PostgreSQL tests
+        pytest.skip(reason)
+    name = f"civicmail_test_{secrets.token_hex(6)}"
+    engine = _pg_admin_engine()
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """Each store test runs on both engines."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'civicmail.sqlite3'}"
+    else:
+        yield request.getfixturevalue("pg_url")
+
+
+def make_config(data_dir: Path, *overrides: str, store_url: str | None = None, fast_kdf: bool = True):
+    """Write a civicmail.toml into data_dir (test domain hz.example.cn) and load it."""
+    from mailserver.cli.init import write_config
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "civicmail.toml"
+    if not path.exists():
+        write_config(path, "hz.example.cn", "mail.hz.example.cn")
+    extra = list(FAST_KDF if fast_kdf else ()) + list(overrides)
+    if store_url:
+        extra.append(f'store.url="{store_url}"')
+    return config_mod.load(path, tuple(extra))
+
+
+@pytest.fixture
+def config(tmp_path, store_url):
+    """A prepared data directory (keys, migrated database, TLS, DKIM) on SQLite or PostgreSQL."""
+    cfg = make_config(tmp_path / "data", store_url=store_url)
+    prepare(cfg)
+    return cfg
+
+
+@pytest.fixture
+def sqlite_config(tmp_path):
+    """The same, on the embedded SQLite store only (for tests about protocols, not engines)."""
+    cfg = make_config(tmp_path / "data")
+    prepare(cfg)
+    return cfg
+
+
+@pytest.fixture
+def store(config):
+    s = open_store(config)
+    yield s
+    s.dispose()
+
+
+@pytest.fixture
+def registry(config, store):
+    return Registry(config, store)
