@@ -6,7 +6,7 @@ checks that the migrations and these models agree.
 from .base import Base, utcnow
 from .registry import Account, AddressCounter, Agency, AgencyCredential, AgencyGrant, AgencySender, AuditLog, Citizen, NoticeType
 from .mail import Content, Folder, Message
-from .delivery import Drop, DropRow, Notice
+from .delivery import Drop, DropRow, Notice, NoticeOptOut
 from .queue import OutboundMessage
 
 __all__ = [
@@ -14,6 +14,6 @@ __all__ = [
     "Citizen", "Account", "AddressCounter", "Agency", "AgencyCredential", "AgencySender", "AgencyGrant",
     "NoticeType", "AuditLog",
     "Folder", "Message", "Content",
-    "Drop", "DropRow", "Notice",
+    "Drop", "DropRow", "Notice", "NoticeOptOut",
     "OutboundMessage",
 ]

@@ -1,9 +1,9 @@
-"""Drops (one agency file for one notice type), their rows, and the notices delivered."""
+"""Drops (one agency file for one notice type), their rows, the notices delivered, and opt-outs."""
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base, BigId, utcnow
@@ -25,6 +25,12 @@ class Drop(Base):
     rows_rejected: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[dt.datetime | None]
+    #: how it arrived: cli, spool, mail
+    source: Mapped[str | None] = mapped_column(String(16))
+    #: the file's column names as the agency wrote them (JSON list), for the report CSV
+    columns: Mapped[str | None] = mapped_column(Text)
+    #: a file-level error (missing columns, unreadable file), for a drop that failed as a whole
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 class DropRow(Base):
@@ -34,10 +40,15 @@ class DropRow(Base):
     drop_id: Mapped[int] = mapped_column(ForeignKey("drop.id", ondelete="CASCADE"))
     #: the row number as the agency's spreadsheet shows it (header is row 1)
     line: Mapped[int] = mapped_column(Integer)
-    #: received, invalid, unmatched, held, delivered, duplicate, failed
+    #: received, invalid, unmatched, held, opted-out, delivered, duplicate, failed
     status: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(String(128))
+    #: the stage that decided the status (validate, match, consent, render, deliver)
+    stage: Mapped[str | None] = mapped_column(String(16))
+    #: the original row (JSON), sealed with the ID-number key since it holds the ID number;
+    #: kept only for rows not delivered, for the report and `drop retry`
+    data: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     __table_args__ = (Index("ix_drop_row_drop_line", "drop_id", "line"),)
 
@@ -55,3 +66,13 @@ class Notice(Base):
     message_id: Mapped[int | None] = mapped_column(BigId)
     drop_id: Mapped[int | None] = mapped_column(BigId)
     delivered_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+
+
+class NoticeOptOut(Base):
+    """A citizen who asked not to receive an optional notice type (mandatory ones ignore it)."""
+
+    __tablename__ = "notice_opt_out"
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"), primary_key=True)
+    notice_type_id: Mapped[str] = mapped_column(ForeignKey("notice_type.id"), primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
