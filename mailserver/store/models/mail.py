@@ -38,6 +38,8 @@ class Folder(Base):
     #: sum of the sizes of the messages in the folder (for QUOTA)
     total_size: Mapped[int] = mapped_column(BigId, default=0)
     message_count: Mapped[int] = mapped_column(BigId, default=0)
+    #: highest UID some session has already seen as \Recent (RFC 3501: one session gets each)
+    recent_uid: Mapped[int] = mapped_column(BigId, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (UniqueConstraint("account_id", "name", name="uq_folder_account_name"),)
@@ -76,4 +78,8 @@ class Message(Base):
     size: Mapped[int] = mapped_column(Integer)
     content_id: Mapped[int] = mapped_column(ForeignKey("content.id"), index=True)
 
-    __table_args__ = (UniqueConstraint("folder_id", "uid", name="uq_message_folder_uid"),)
+    __table_args__ = (
+        UniqueConstraint("folder_id", "uid", name="uq_message_folder_uid"),
+        # what changed since the MODSEQ a session last saw (cross-session updates)
+        Index("ix_message_folder_modseq", "folder_id", "modseq"),
+    )

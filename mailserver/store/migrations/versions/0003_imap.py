@@ -1,4 +1,4 @@
-"""imap: tables and columns of the IMAP work (reserved slot; empty until needed)
+"""imap: \\Recent bookkeeping and the index behind cross-session updates
 
 Revision ID: 0003
 Revises: 0002
@@ -15,8 +15,15 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table('folder', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('recent_uid', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'),
+                                      server_default='0', nullable=False))
+    with op.batch_alter_table('message', schema=None) as batch_op:
+        batch_op.create_index('ix_message_folder_modseq', ['folder_id', 'modseq'], unique=False)
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table('message', schema=None) as batch_op:
+        batch_op.drop_index('ix_message_folder_modseq')
+    with op.batch_alter_table('folder', schema=None) as batch_op:
+        batch_op.drop_column('recent_uid')
