@@ -1,11 +1,21 @@
 """Message structure computed once at delivery (what IMAP FETCH and SEARCH need), fast.
 
 ``analyze(raw)`` is called by every way mail enters the store (SMTP, APPEND, the pipeline), so it
-must be cheap: the modern ``email`` API parses only about 1,000 messages per second per core.
+must be cheap: the modern ``email`` API parses only about 1,000 messages per second per core, so
+this package parses the raw bytes itself (tests hold it equal to ``email`` with
+``policy.default``). Modules: ``headers`` (header blocks, RFC 2047 / 2231), ``wire`` (IMAP
+strings), ``envelope``, ``structure`` (part tree, BODY / BODYSTRUCTURE), ``sections``
+(BODY[section]), ``search`` (SEARCH text).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from . import search as _search
+from .sections import fetch_section
+from .structure import parse_message, structure
+
+__all__ = ["Analyzed", "analyze", "fetch_section", "search_matches", "header_contains", "header_size"]
 
 
 @dataclass(frozen=True)
@@ -17,17 +27,31 @@ class Analyzed:
     envelope: str | None = None
     body: str | None = None
     bodystructure: str | None = None
-    #: decoded, lower-cased text for SEARCH (None: not yet computed)
+    #: decoded, case-folded text for SEARCH, in the form ``search_matches`` reads (None: not yet computed)
     search_text: str | None = None
 
 
 def header_size(raw: bytes) -> int:
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        i = raw.find(sep)
-        if i >= 0:
-            return i + len(sep)
-    return len(raw)
+    return parse_message(raw).body_start
 
 
 def analyze(raw: bytes) -> Analyzed:
-    return Analyzed(size=len(raw), header_size=header_size(raw))
+    """Size, header size, ENVELOPE, BODY, BODYSTRUCTURE and SEARCH text of a message. Never raises
+    on any bytes: malformed MIME gives a best-effort structure."""
+    raw = bytes(raw)
+    root = parse_message(raw)
+    s = structure(raw, root)
+    return Analyzed(size=len(raw), header_size=root.body_start, envelope=s.envelope, body=s.body,
+                    bodystructure=s.bodystructure, search_text=_search.build(raw, root))
+
+
+def search_matches(search_text: str | None, key: str, needle: str) -> bool:
+    """SEARCH key (subject, from, to, cc, bcc, body, text) with a case-insensitive substring of
+    the decoded text; ``search_text`` is Analyzed.search_text."""
+    return _search.matches(search_text, key, needle)
+
+
+def header_contains(raw: bytes, field: str, needle: str) -> bool:
+    """SEARCH HEADER field string: a ``field`` of the message header whose decoded value contains
+    needle (an empty needle: the field is present)."""
+    return _search.header_contains(raw, field, needle)

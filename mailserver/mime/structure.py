@@ -1,0 +1,194 @@
+"""The MIME part tree of a message, as offsets into its raw bytes, and its BODY / BODYSTRUCTURE.
+
+A message is its root part: the part's header is the message header. A multipart part has
+``children``; a message/rfc822 part has ``message`` (the root part of the encapsulated message,
+which spans the part's body). Boundaries are found as RFC 2046 5.1.1 says: a delimiter line
+starts with "--boundary", may carry trailing blanks, and the line break before it belongs to the
+delimiter, not to the part (the stdlib parser agrees).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .envelope import envelope
+from .headers import (CR, LF, Field, first_value, parse_content_type, parse_disposition, param,
+                      scan_header, text_of)
+from .wire import NIL, nstring, param_list, string, string_list
+
+#: nesting and part-count bounds: a hostile message must not exhaust the stack or the column
+MAX_DEPTH = 40
+MAX_PARTS = 2000
+#: encodings under which a message/rfc822 part is itself parsed (RFC 2046 5.2.1 allows no other)
+IDENTITY_ENCODINGS = frozenset(("", "7bit", "8bit", "binary"))
+#: what an empty multipart (no delimiter found) shows in BODYSTRUCTURE: one empty text part
+EMPTY_TEXT = '("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 0 0)'
+EMPTY_TEXT_EXT = '("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 0 0 NIL NIL NIL NIL)'
+
+
+@dataclass(slots=True)
+class Part:
+    start: int
+    body_start: int
+    end: int
+    fields: list[Field]
+    maintype: str
+    subtype: str
+    params: list[tuple[str, str]]
+    children: list[Part] | None = None
+    message: Part | None = None
+    encoding: str = ""
+
+    def body(self, raw: bytes) -> bytes:
+        return raw[self.body_start:self.end]
+
+    @property
+    def is_multipart(self) -> bool:
+        return self.children is not None
+
+
+@dataclass
+class _Budget:
+    parts: int = MAX_PARTS
+
+
+def split_multipart(raw: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each body part between the delimiters of ``boundary``."""
+    delimiter = b"--" + boundary
+    spans: list[tuple[int, int]] = []
+    part_start = -1
+    pos = start
+    while True:
+        i = raw.find(delimiter, pos, end)
+        if i < 0:
+            break
+        pos = i + 1
+        if i != start and raw[i - 1] != LF:
+            continue
+        j = i + len(delimiter)
+        closing = raw.startswith(b"--", j, end)
+        k = j + 2 if closing else j
+        while k < end and raw[k] in (0x20, 0x09):
+            k += 1
+        if k < end and raw[k] != LF and raw[k] != CR:
+            continue  # "--boundaryX": a longer boundary, or text
+        nl = raw.find(b"\n", k, end)
+        line_end = end if nl < 0 else nl + 1
+        if part_start >= 0:
+            part_end = i
+            if part_end > part_start and raw[part_end - 1] == LF:
+                part_end -= 1
+                if part_end > part_start and raw[part_end - 1] == CR:
+                    part_end -= 1
+            spans.append((part_start, part_end))
+        if closing:
+            return spans
+        part_start = line_end
+        pos = line_end
+    if part_start >= 0:
+        spans.append((part_start, end))  # no closing delimiter: the last part runs to the end
+    return spans
+
+
+def parse_part(raw: bytes, start: int, end: int, default: tuple[str, str] = ("text", "plain"),
+               depth: int = 0, budget: _Budget | None = None) -> Part:
+    """The part (or message) spanning raw[start:end], and everything inside it."""
+    budget = budget or _Budget()
+    budget.parts -= 1
+    fields, body_start = scan_header(raw, start, end)
+    ctype = None
+    encoding = ""
+    for f in fields:
+        if f.name == "content-type" and ctype is None:
+            ctype = parse_content_type(text_of(f.raw_value(raw)))
+        elif f.name == "content-transfer-encoding" and not encoding:
+            encoding = text_of(f.raw_value(raw)).strip(" \t\"").lower()
+    if ctype is None:
+        ctype = (default[0], default[1], [])
+    maintype, subtype, params = ctype
+    if maintype == "text" and param(params, "charset") is None:
+        params = params + [("charset", "us-ascii")]  # RFC 2045 5.2, stated so clients need not know
+    part = Part(start, body_start, end, fields, maintype, subtype, params, encoding=encoding)
+    if maintype == "multipart":
+        boundary = param(params, "boundary")
+        if not boundary or depth >= MAX_DEPTH:
+            # RFC 2046 requires the boundary; without it the body can only be read as text
+            part.maintype, part.subtype, part.params = "text", "plain", [("charset", "us-ascii")]
+            return part
+        child_default = ("message", "rfc822") if subtype == "digest" else ("text", "plain")
+        part.children = []
+        for s, e in split_multipart(raw, body_start, end, boundary.encode("utf-8", "replace")):
+            if budget.parts <= 0:
+                break
+            part.children.append(parse_part(raw, s, e, child_default, depth + 1, budget))
+    elif (maintype, subtype) == ("message", "rfc822") and encoding in IDENTITY_ENCODINGS \
+            and depth < MAX_DEPTH and budget.parts > 0:
+        part.message = parse_part(raw, body_start, end, ("text", "plain"), depth + 1, budget)
+    return part
+
+
+def parse_message(raw: bytes) -> Part:
+    return parse_part(raw, 0, len(raw))
+
+
+def count_lines(raw: bytes, start: int, end: int) -> int:
+    """Lines of a body: its line breaks, plus a last line without one."""
+    if end <= start:
+        return 0
+    lines = raw.count(b"\n", start, end)
+    return lines if raw[end - 1] == LF else lines + 1
+
+
+def _fields_text(raw: bytes, part: Part, name: str) -> str | None:
+    value = first_value(raw, part.fields, name)
+    return None if value is None else text_of(value)
+
+
+def _extension(raw: bytes, part: Part) -> str:
+    """body-fld-dsp SP body-fld-lang SP body-fld-loc."""
+    dsp = NIL
+    disposition = parse_disposition(_fields_text(raw, part, "content-disposition"))
+    if disposition is not None:
+        dsp = f"({string(disposition[0].upper())} {param_list(disposition[1])})"
+    language = _fields_text(raw, part, "content-language")
+    langs = [w.strip() for w in language.split(",") if w.strip()] if language else []
+    location = _fields_text(raw, part, "content-location")
+    return f"{dsp} {string_list(langs)} {nstring(location)}"
+
+
+def bodystructure(raw: bytes, part: Part, extended: bool = True) -> str:
+    """BODYSTRUCTURE (extended) or BODY (not) of a part, RFC 3501 7.4.2."""
+    if part.children is not None:
+        kids = "".join(bodystructure(raw, c, extended) for c in part.children)
+        if not kids:
+            kids = EMPTY_TEXT_EXT if extended else EMPTY_TEXT
+        out = f"({kids} {string(part.subtype.upper())}"
+        if extended:
+            out += f" {param_list(part.params)} {_extension(raw, part)}"
+        return out + ")"
+    size = part.end - part.body_start
+    encoding = part.encoding.upper() or "7BIT"
+    out = (f"({string(part.maintype.upper())} {string(part.subtype.upper())} {param_list(part.params)} "
+           f"{nstring(_fields_text(raw, part, 'content-id'))} "
+           f"{nstring(_fields_text(raw, part, 'content-description'))} {string(encoding)} {size}")
+    if part.maintype == "text":
+        out += f" {count_lines(raw, part.body_start, part.end)}"
+    elif part.message is not None:
+        inner = part.message
+        out += (f" {envelope(raw, inner.fields)} {bodystructure(raw, inner, extended)}"
+                f" {count_lines(raw, part.body_start, part.end)}")
+    if extended:
+        out += f" NIL {_extension(raw, part)}"
+    return out + ")"
+
+
+@dataclass
+class Structure:
+    envelope: str
+    body: str
+    bodystructure: str
+    root: Part = field(repr=False)
+
+
+def structure(raw: bytes, root: Part) -> Structure:
+    return Structure(envelope(raw, root.fields), bodystructure(raw, root, False),
+                     bodystructure(raw, root, True), root)

@@ -1,0 +1,43 @@
+"""IMAP wire syntax for the strings in ENVELOPE and BODYSTRUCTURE (RFC 3501 4.3, 9).
+
+A value goes out as a quoted string when it is short 7-bit text without CR, LF or NUL, and as
+a literal ``{n}\\r\\n...`` otherwise (n counts the UTF-8 bytes), since IMAP4rev1 quoted strings
+may not carry 8-bit characters.
+"""
+from __future__ import annotations
+
+NIL = "NIL"
+#: longer values go as literals: some clients cap the length of a quoted string they accept
+MAX_QUOTED = 1000
+
+
+def string(value: str) -> str:
+    if "\x00" in value:
+        value = value.replace("\x00", "")  # NUL may appear in no IMAP string (nor in PostgreSQL text)
+    if value.isascii() and "\r" not in value and "\n" not in value and len(value) <= MAX_QUOTED:
+        if "\\" in value or '"' in value:
+            value = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{value}"'
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):  # lone surrogates cannot be sent
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return f"{{{len(value.encode('utf-8'))}}}\r\n{value}"
+
+
+def nstring(value: str | None) -> str:
+    return NIL if value is None else string(value)
+
+
+def string_list(values: list[str]) -> str:
+    """One string, or a parenthesised list of several (body-fld-lang); NIL when empty."""
+    if not values:
+        return NIL
+    if len(values) == 1:
+        return string(values[0])
+    return "(" + " ".join(string(v) for v in values) + ")"
+
+
+def param_list(params: list[tuple[str, str]]) -> str:
+    """body-fld-param: ("NAME" "value" ...) with upper-cased names, or NIL."""
+    if not params:
+        return NIL
+    return "(" + " ".join(f"{string(name.upper())} {string(value)}" for name, value in params) + ")"
