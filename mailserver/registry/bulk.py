@@ -128,7 +128,7 @@ def import_citizens(
     ttl = dt.timedelta(seconds=reg.config.passwords.activation_ttl)
     seen: set[int] = set()  # 64-bit prefixes of the index: a repeat inside this file
     codes = csv.writer(codes_out) if codes_out is not None else None
-    if codes is not None and codes_out.tell() == 0:
+    if codes is not None and os.fstat(codes_out.fileno()).st_size == 0:
         codes.writerow(["address", "name", "phone", "activation_code", "expires"])
     for batch in _batches(read_rows(fh, report, domain), batch_size):
         indexed = []

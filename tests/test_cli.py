@@ -1,0 +1,112 @@
+"""The operator CLI as an operator runs it: a real process, exit codes, clean messages."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mailserver.config import REPO_ROOT
+
+CLI = [sys.executable, str(REPO_ROOT / "bin" / "civicmail")]
+
+
+def civicmail(*args: str, stdin: str | None = None, cwd: Path | None = None, env: dict | None = None):
+    return subprocess.run(CLI + list(args), input=stdin, capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, **(env or {})}, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    data = tmp_path_factory.mktemp("demo") / "data"
+    done = civicmail("--set", "passwords.memory_cost_kib=1024", "init", str(data), "--demo", "--domain", "hz.example.cn")
+    assert done.returncode == 0, done.stderr
+    return data, done.stdout
+
+
+def test_init_demo_makes_a_working_city(demo):
+    data, out = demo
+    for path in ("civicmail.toml", "civicmail.sqlite3", "keys/idnumber.json", "tls/cert.pem", "tls/key.pem",
+                 "dkim/civic1.key", "demo-credentials.txt"):
+        assert (data / path).exists(), path
+    assert (data / "tls" / "key.pem").stat().st_mode & 0o077 == 0
+    assert "hz.example.cn.  MX   10 mail.hz.example.cn." in out
+    assert "civic1._domainkey.hz.example.cn.  TXT  \"v=DKIM1; k=rsa; p=" in out
+    assert "zhang.wei@hz.example.cn" in out and "zhang.wei2@hz.example.cn" in out and "traffic-police" in out
+    stats = civicmail("-c", str(data / "civicmail.toml"), "stats", "--json")
+    assert stats.returncode == 0, stats.stderr
+    assert '"citizens_registered": 5' in stats.stdout and '"accounts_activated": 5' in stats.stdout
+    agencies = civicmail("-c", str(data / "civicmail.toml"), "agency", "list")
+    assert "traffic-police" in agencies.stdout and "social-security" in agencies.stdout
+
+
+def test_init_twice_keeps_what_exists(demo):
+    data, _ = demo
+    key_before = (data / "keys" / "idnumber.json").read_bytes()
+    again = civicmail("init", str(data), "--demo")
+    assert again.returncode == 0, again.stderr
+    assert (data / "keys" / "idnumber.json").read_bytes() == key_before
+    assert "already present" in again.stdout
+
+
+def test_config_from_environment_and_cwd(demo):
+    data, _ = demo
+    via_env = civicmail("stats", env={"CIVICMAIL_CONFIG": str(data / "civicmail.toml")})
+    via_cwd = civicmail("stats", cwd=data)
+    assert via_env.returncode == via_cwd.returncode == 0
+    assert via_env.stdout == via_cwd.stdout and "citizens registered" in via_env.stdout
+
+
+def test_citizen_commands_and_user_errors(demo):
+    data, _ = demo
+    c = ["-c", str(data / "civicmail.toml")]
+    added = civicmail(*c, "citizen", "add", "--name", "测试", "--id-number", "11010519491231002x", "--password-stdin",
+                      stdin="a good password\n")
+    assert added.returncode == 0 and added.stdout.strip() == "ce.shi@hz.example.cn"
+    dup = civicmail(*c, "citizen", "add", "--name", "别人", "--id-number", "11010519491231002X")
+    assert dup.returncode == 1 and "already registered" in dup.stderr and "Traceback" not in dup.stderr
+    assert "11010519491231002X" not in dup.stderr
+    bad = civicmail(*c, "citizen", "add", "--name", "别人", "--id-number", "110105194912310021")
+    assert bad.returncode == 1 and "checksum" in bad.stderr
+    shown = civicmail(*c, "citizen", "show", "ce.shi@hz.example.cn")
+    assert "110*************2X" in shown.stdout and "11010519491231002X" not in shown.stdout
+    assert civicmail(*c, "citizen", "passwd", "ce.shi@hz.example.cn", "--password-stdin", stdin="short\n").returncode == 1
+    assert civicmail(*c, "citizen", "disable", "ce.shi@hz.example.cn").returncode == 0
+    assert "disabled" in civicmail(*c, "citizen", "show", "ce.shi@hz.example.cn").stdout
+    missing = civicmail(*c, "citizen", "show", "nobody@hz.example.cn")
+    assert missing.returncode == 1 and "no account" in missing.stderr
+
+
+def test_import_reports_lines_and_exits_zero(demo, tmp_path):
+    data, _ = demo
+    src = tmp_path / "people.csv"
+    src.write_text("name,id_number,phone\n王五,440524188001010014,\n赵六,440524188001010015,\n", encoding="utf-8")
+    done = civicmail("-c", str(data / "civicmail.toml"), "citizen", "import", str(src))
+    assert done.returncode == 0, done.stderr
+    assert "line 3: ID number: checksum" in done.stderr
+    assert "imported 1, already registered 0, rejected 1" in done.stdout
+    assert (tmp_path / "people.csv.codes.csv").exists()
+
+
+def test_config_errors_exit_2_naming_the_key(tmp_path):
+    path = tmp_path / "civicmail.toml"
+    path.write_text('[imap]\nlisten = "nope"\n')
+    done = civicmail("-c", str(path), "stats")
+    assert done.returncode == 2 and "imap.listen" in done.stderr and "Traceback" not in done.stderr
+    over = civicmail("--set", "smtp.max_message_size=big", "stats")
+    assert over.returncode == 2 and "smtp.max_message_size" in over.stderr
+
+
+def test_database_behind_the_schema_is_refused(tmp_path):
+    path = tmp_path / "civicmail.toml"
+    path.write_text("")
+    done = civicmail("-c", str(path), "stats")
+    assert done.returncode == 2 and "db upgrade" in done.stderr
+    assert civicmail("-c", str(path), "db", "upgrade").returncode == 0
+
+
+def test_usage_errors_exit_2():
+    done = civicmail("citizen", "add", "--name", "x")
+    assert done.returncode == 2 and "--id-number" in done.stderr
