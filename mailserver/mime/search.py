@@ -12,11 +12,13 @@ import binascii
 import html
 import re
 
-from .headers import decode_charset, decoded_value, param, scan_header
+from .envelope import parse_addresses
+from .headers import decode_charset, decode_words, decoded_value, param, scan_header, text_of
 from .structure import Part
 
 SEPARATOR = "\x1e"
 KEYS = ("subject", "from", "to", "cc", "bcc")
+ADDRESS_KEYS = frozenset(KEYS[1:])
 HEADER_SECTION, BODY_SECTION = 5, 6
 #: body text kept per message: enough for any real notice or letter, bounded for huge mail
 MAX_BODY_CHARS = 256 * 1024
@@ -80,12 +82,27 @@ def _body_texts(raw: bytes, part: Part, out: list[str], budget: list[int]) -> No
         budget[0] -= len(text)
 
 
+def address_text(value: bytes) -> str:
+    """Addresses as a reader sees them, ``Name <box@host>``: names unquoted and decoded."""
+    out = []
+    for a in parse_addresses(text_of(value)):
+        if a.host is None:
+            if a.mailbox:
+                out.append(decode_words(a.mailbox) + ":")  # a group's name
+            continue
+        spec = f"<{a.mailbox}@{a.host}>"
+        out.append(f"{decode_words(a.name)} {spec}" if a.name else spec)
+    return ", ".join(out)
+
+
 def build(raw: bytes, root: Part) -> str:
     sections = {k: [] for k in KEYS}
     header: list[str] = []
     for f in root.fields:
         value = decoded_value(f.raw_value(raw))
-        if f.name in sections:
+        if f.name in ADDRESS_KEYS:
+            sections[f.name].append(address_text(f.raw_value(raw)))
+        elif f.name == "subject":
             sections[f.name].append(value)
         header.append(f"{f.name}: {value}")
     body: list[str] = []
