@@ -28,7 +28,9 @@ log = logging.getLogger("civicmail.server")
 T = TypeVar("T")
 
 #: "module:function" of each part's service factory, started in this order
-SERVICE_FACTORIES: tuple[str, ...] = ()
+SERVICE_FACTORIES: tuple[str, ...] = (
+    "mailserver.smtp.service:make_services",
+)
 
 
 class StartupError(CivicmailError):

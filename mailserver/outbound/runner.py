@@ -1,0 +1,127 @@
+"""The outbound queue runner, a service of `civicmail serve`: takes due entries, signs them,
+hands them to the relay, and retries with exponential backoff; after the last attempt (or at
+once on a permanent refusal) the sender gets a DSN in their INBOX."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+
+from sqlalchemy import select
+
+from ..errors import ConfigError
+from ..server import ServerContext, StartupError
+from ..store.mailstore import deliver
+from ..store.models import Account
+from . import queue, relay
+from .dsn import build_dsn
+from .signing import DkimSigner
+
+log = logging.getLogger("civicmail.outbound")
+
+#: seconds between looks at the queue when nothing wakes the runner
+POLL_SECONDS = 30.0
+
+
+def retry_delay(base_seconds: int, attempts: int) -> dt.timedelta:
+    """Wait before attempt ``attempts + 1``: base, 2 x base, 4 x base, ... (capped at a day)."""
+    return dt.timedelta(seconds=min(base_seconds * 2 ** max(attempts - 1, 0), 86400))
+
+
+class OutboundRunner:
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        config = ctx.config
+        self.signer = DkimSigner.load(config.data_path(config.dkim.key), config.dkim.selector, config.city.domain,
+                                      config.local_domains)
+
+    async def run_once(self) -> int:
+        """One pass over the due entries; returns how many were attempted."""
+        claimed = await self.ctx.run(queue.claim_due, self.ctx.store)
+        for entry in claimed:
+            await self.attempt(entry)
+        return len(claimed)
+
+    async def attempt(self, entry: queue.Claimed) -> None:
+        config = self.ctx.config
+        signed = await self.ctx.run(self.signer.sign, entry.raw, entry.sender)
+        result = await self.ctx.run(relay.send, config.outbound, config.server.hostname, entry.sender,
+                                    entry.recipients, signed)
+        attempts = entry.attempts + 1
+        if result.permanent:
+            await self.ctx.run(self.bounce, entry, result.permanent, True)
+        if not result.temporary:
+            await self.ctx.run(queue.delivered, self.ctx.store, entry.id)
+            outcome = "sent" if not result.permanent else "partly bounced"
+        elif attempts >= config.outbound.max_attempts:
+            await self.ctx.run(self.bounce, entry, result.temporary, False)
+            await self.ctx.run(queue.bounced, self.ctx.store, entry.id, attempts,
+                               "; ".join(sorted(set(result.temporary.values()))))
+            outcome = "bounced"
+        else:
+            retry_at = queue.now() + retry_delay(config.outbound.retry_base_seconds, attempts)
+            await self.ctx.run(queue.deferred, self.ctx.store, entry.id, sorted(result.temporary), attempts, retry_at,
+                               "; ".join(sorted(set(result.temporary.values()))))
+            outcome = f"deferred (retry at {retry_at:%Y-%m-%d %H:%M:%S}Z)"
+        log.info("Q%d %s relay=%s from=<%s> to=%s attempt=%d size=%d", entry.id, outcome,
+                 config.outbound.relay or "-", entry.sender, ",".join(f"<{r}>" for r in entry.recipients),
+                 attempts, len(entry.raw))
+
+    def bounce(self, entry: queue.Claimed, failures: dict[str, str], permanent: bool) -> None:
+        """Blocking: deliver a DSN into the sender's INBOX (if the sender has a mailbox here)."""
+        store, config = self.ctx.store, self.ctx.config
+        account_id = entry.account_id
+        if account_id is None:
+            with store.reader() as s:
+                account_id = s.scalar(select(Account.id).where(Account.address == entry.sender.lower()))
+        if account_id is None or not entry.sender:
+            log.warning("Q%d bounce dropped: sender <%s> has no mailbox here", entry.id, entry.sender)
+            return
+        dsn = build_dsn(hostname=config.server.hostname, domain=config.city.domain, sender=entry.sender,
+                        original=entry.raw, failures=failures, permanent=permanent)
+        deliver(store, dsn, [account_id])
+
+
+class OutboundService:
+    name = "outbound queue"
+
+    def __init__(self, ctx: ServerContext, shared=None) -> None:
+        self.ctx = ctx
+        self.shared = shared
+        self.runner: OutboundRunner | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        try:
+            self.runner = OutboundRunner(self.ctx)
+        except ConfigError as exc:
+            raise StartupError(str(exc)) from None
+        if self.shared is not None:
+            self.shared.outbound_wakeup = self.wake
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="outbound-queue")
+        log.info("outbound queue running (relay %s)", self.ctx.config.outbound.relay or "not configured: mail waits")
+
+    async def _loop(self) -> None:
+        assert self.runner is not None
+        while not self._stopping:
+            try:
+                await self.runner.run_once()
+            except Exception:  # the store may be briefly unavailable; try again next round
+                log.exception("outbound queue pass failed")
+            try:
+                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def stop(self) -> None:
+        """Let the attempt in flight finish; entries not yet attempted stay queued."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task

@@ -1,0 +1,169 @@
+"""Group commit: one writer task turns the deliveries of many sessions into one transaction.
+
+A session hands its message to ``submit`` and waits. The writer takes everything that is
+waiting, analyses the messages and commits them together in the executor, then answers each
+waiter. While one commit runs, new messages pile up and go into the next: the batch grows with
+the load, so twenty sessions share one fsync instead of queuing for twenty.
+Acknowledged means durable: a waiter hears STORED only after the commit returned.
+"""
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+
+from ..mime import Analyzed, analyze
+from ..outbound.queue import enqueue
+from ..store.mailstore import NewMessage, insert_messages
+from ..store.models import Account, Folder
+from ..store.notify import hub
+
+log = logging.getLogger("civicmail.smtp")
+
+#: most messages in one transaction (bounds the time one commit holds the write lock)
+MAX_BATCH = 500
+
+
+class Outcome(enum.Enum):
+    STORED = "stored"
+    OVER_QUOTA = "over-quota"
+    FAILED = "failed"
+
+
+@dataclass
+class Pending:
+    raw: bytes
+    account_ids: list[int]
+    #: recipients in other domains: an outbound queue entry
+    remote: list[str] = field(default_factory=list)
+    sender: str = ""
+    sender_account_id: int | None = None
+    analyzed: Analyzed | None = None
+    #: set when stored: the outbound queue entry, if any
+    queue_id: int | None = None
+
+
+def over_quota(session, items: list[Pending], default_quota: int) -> set[int]:
+    """Indexes of items that would take one of their mailboxes over quota, counting the
+    items before them in the batch."""
+    accounts = sorted({a for p in items for a in p.account_ids})
+    used: dict[int, int] = {}
+    limits: dict[int, int] = {}
+    for i in range(0, len(accounts), 900):
+        chunk = accounts[i:i + 900]
+        used.update(session.execute(select(Folder.account_id, func.sum(Folder.total_size))
+                                    .where(Folder.account_id.in_(chunk)).group_by(Folder.account_id)).all())
+        limits.update(session.execute(select(Account.id, Account.quota_bytes).where(Account.id.in_(chunk))).all())
+    refused: set[int] = set()
+    adding: dict[int, int] = defaultdict(int)
+    for n, p in enumerate(items):
+        size = len(p.raw)
+        if any((used.get(a) or 0) + adding[a] + size > (limits.get(a) or default_quota) for a in p.account_ids):
+            refused.add(n)
+            continue
+        for a in p.account_ids:
+            adding[a] += size
+    return refused
+
+
+class GroupCommitter:
+    def __init__(self, store, run, default_quota: int, max_batch: int = MAX_BATCH) -> None:
+        self._store = store
+        self._run = run  # ServerContext.run: the thread executor
+        self._default_quota = default_quota
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[tuple[Pending, asyncio.Future] | None] = asyncio.Queue()
+        self._task: asyncio.Task | None = None
+        #: figures for the log and the benchmark
+        self.commits = 0
+        self.messages = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._writer(), name="smtp-group-commit")
+
+    async def stop(self) -> None:
+        """Commit what is waiting, then end."""
+        if self._task is not None:
+            self._queue.put_nowait(None)
+            await self._task
+            self._task = None
+
+    async def submit(self, pending: Pending) -> Outcome:
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((pending, future))
+        # The commit goes on even if this session is cancelled (client gone): shield it.
+        return await asyncio.shield(future)
+
+    async def _writer(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            if self._queue.empty():
+                await asyncio.sleep(0)  # let sessions that are ready right now join this batch
+            while len(batch) < self._max_batch and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            try:
+                outcomes = await self._run(self.commit, [p for p, _ in batch])
+            except Exception:  # commit() answers every failure itself; this is a last resort
+                log.exception("group commit failed")
+                outcomes = [Outcome.FAILED] * len(batch)
+            for (_, future), outcome in zip(batch, outcomes):
+                if not future.done():
+                    future.set_result(outcome)
+
+    # -- in the executor ------------------------------------------------------------------
+    def commit(self, items: list[Pending]) -> list[Outcome]:
+        """Blocking: store the items in one transaction; one outcome per item."""
+        outcomes: list[Outcome | None] = [None] * len(items)
+        live: list[int] = []
+        for n, p in enumerate(items):
+            try:
+                p.analyzed = p.analyzed or analyze(p.raw)
+                live.append(n)
+            except Exception:  # a bug in analysis must cost one message a retry, not the batch
+                log.exception("message analysis failed")
+                outcomes[n] = Outcome.FAILED
+        if live:
+            for n, outcome in zip(live, self._commit_analyzed([items[n] for n in live])):
+                outcomes[n] = outcome
+        return [o or Outcome.FAILED for o in outcomes]
+
+    def _commit_analyzed(self, items: list[Pending]) -> list[Outcome]:
+        outcomes = [Outcome.STORED] * len(items)
+        reached_commit = False
+        try:
+            with self._store.sessions() as session, session.begin():
+                for n in over_quota(session, items, self._default_quota):
+                    outcomes[n] = Outcome.OVER_QUOTA
+                storing = [p for p, o in zip(items, outcomes) if o is Outcome.STORED]
+                messages = [NewMessage(account_id=a, raw=p.raw, analyzed=p.analyzed)
+                            for p in storing for a in p.account_ids]
+                insert_messages(session, messages)
+                for p in storing:
+                    if p.remote:
+                        p.queue_id = enqueue(session, p.sender, p.remote, p.raw, p.sender_account_id)
+                reached_commit = True
+        except Exception:
+            if reached_commit or len(items) == 1:
+                log.exception("storing %d message(s) failed", len(items))
+                return [Outcome.FAILED] * len(items)
+            # Something in the batch failed before the commit (all rolled back): find which,
+            # one transaction per message, so that one bad message does not fail the others.
+            log.warning("batch of %d failed before commit; storing one by one", len(items))
+            return [self._commit_analyzed([p])[0] for p in items]
+        self.commits += 1
+        self.messages += len(items)
+        hub.changed({m.folder_id for m in messages})
+        return outcomes

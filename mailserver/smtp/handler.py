@@ -1,0 +1,215 @@
+"""The aiosmtpd hooks: each decides with policy.py, looks up with mailboxes.py, stores through
+the group committer, and returns a reply from replies.py. Exception text never reaches a client.
+
+One log line per accepted, refused or deferred message (Postfix-style), never content or ID
+numbers: ``QID outcome client=IP auth=... from=<...> to=<...> size=N``.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+from base64 import b64decode
+from typing import TYPE_CHECKING
+
+from aiosmtpd.smtp import MISSING, AuthResult
+
+from ..errors import AuthenticationFailed
+from ..registry.auth import Principal, authenticate
+from . import headers, policy, replies
+from .committer import Outcome, Pending
+from .protocol import CivicEnvelope, CivicSession, CivicSMTP
+
+if TYPE_CHECKING:
+    from .service import SMTPListener
+
+log = logging.getLogger("civicmail.smtp")
+
+
+def new_qid() -> str:
+    return secrets.token_hex(5).upper()
+
+
+def principal_of(session: CivicSession) -> Principal | None:
+    data = session.auth_data if session.authenticated else None
+    return data if isinstance(data, Principal) else None
+
+
+def identity(principal: Principal | None) -> str:
+    return policy.trusted_value(principal) if principal else "-"
+
+
+class Handler:
+    def __init__(self, listener: "SMTPListener") -> None:
+        self.listener = listener
+        self.ctx = listener.ctx
+        self.shared = listener.shared
+        self.local_domains = frozenset(self.ctx.config.local_domains)
+
+    def _log(self, outcome: str, session: CivicSession, envelope: CivicEnvelope, *, rcpts=None, size=None) -> None:
+        to = ",".join(f"<{r}>" for r in (rcpts if rcpts is not None else envelope.rcpt_tos))
+        log.info("%s %s client=%s port=%s auth=%s from=<%s> to=%s size=%s", envelope.qid or "NOQUEUE", outcome,
+                 session.client_ip, self.listener.kind, identity(principal_of(session)),
+                 envelope.mail_from if envelope.mail_from != "<>" else "", to, "-" if size is None else size)
+
+    # -- EHLO, AUTH --------------------------------------------------------------------
+    async def handle_EHLO(self, server: CivicSMTP, session: CivicSession, envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        out = [r for r in responses[:-1] if self.listener.is_submission or not r.startswith("250-AUTH")]
+        return out + ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250 HELP"]
+
+    async def handle_AUTH(self, server: CivicSMTP, session: CivicSession, envelope, args: list[str]):
+        if not self.listener.is_submission:
+            return replies.AUTH_NOT_HERE
+        return MISSING
+
+    async def auth_PLAIN(self, server: CivicSMTP, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            blob = await server.challenge_auth("")
+            if blob is MISSING:
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                blob = b64decode(args[1].encode(), validate=True)
+            except ValueError:
+                await server.push("501 5.5.2 Cannot decode base64")
+                return AuthResult(success=False, handled=True)
+        parts = blob.split(b"\x00")
+        if len(parts) != 3:
+            await server.push("501 5.5.2 Cannot split the PLAIN credentials")
+            return AuthResult(success=False, handled=True)
+        return await self._authenticate(server, parts[1], parts[2])
+
+    async def auth_LOGIN(self, server: CivicSMTP, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            login = await server.challenge_auth(server.AuthLoginUsernameChallenge)
+            if login is MISSING:
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                login = b64decode(args[1].encode(), validate=True)
+            except ValueError:
+                await server.push("501 5.5.2 Cannot decode base64")
+                return AuthResult(success=False, handled=True)
+        password = await server.challenge_auth(server.AuthLoginPasswordChallenge)
+        if password is MISSING:
+            return AuthResult(success=False, handled=True)
+        return await self._authenticate(server, login, password)
+
+    async def _authenticate(self, server: CivicSMTP, login_b: bytes, password_b: bytes) -> AuthResult:
+        session = server.session
+        assert isinstance(session, CivicSession)
+        ip = session.client_ip
+        try:
+            login, password = login_b.decode("utf-8"), password_b.decode("utf-8")
+        except UnicodeDecodeError:
+            return AuthResult(success=False, message=replies.AUTH_FAILED)
+        throttle = self.ctx.login_throttle
+        if throttle.blocked(ip, login):
+            log.info("NOQUEUE auth-throttled client=%s port=%s", ip, self.listener.kind)
+            return AuthResult(success=False, message=replies.AUTH_THROTTLED)
+        try:
+            principal = await self.ctx.run(authenticate, self.ctx.registry, login, password)
+        except AuthenticationFailed:
+            throttle.failed(ip, login)
+            log.info("NOQUEUE auth-failed client=%s port=%s", ip, self.listener.kind)
+            return AuthResult(success=False, message=replies.AUTH_FAILED)
+        except Exception:
+            log.exception("authentication error")
+            return AuthResult(success=False, message=replies.AUTH_UNAVAILABLE)
+        throttle.succeeded(ip, login)
+        return AuthResult(success=True, auth_data=principal, message=replies.AUTH_OK)
+
+    # -- the transaction ----------------------------------------------------------------
+    async def handle_MAIL(self, server: CivicSMTP, session: CivicSession, envelope: CivicEnvelope, address: str,
+                          mail_options: list[str]) -> str:
+        if self.listener.closing:
+            return replies.SHUTTING_DOWN
+        envelope.qid = new_qid()
+        sender = "" if address == "<>" else address
+        if not self.shared.ip_rate.allow(session.client_ip):
+            self._log("refused (ip rate)", session, envelope, rcpts=[])
+            return replies.RATE_LIMITED_IP
+        principal = principal_of(session)
+        if self.listener.is_submission:
+            if principal is None:
+                return replies.AUTH_REQUIRED
+            refusal = policy.check_envelope_sender(principal, sender)
+            if refusal:
+                envelope.mail_from = address
+                self._log("refused (sender)", session, envelope, rcpts=[])
+                envelope.mail_from = None
+                return refusal
+            if principal.is_agency and not self.shared.agency_rate.allow(principal.agency_id or ""):
+                self._log("deferred (agency rate)", session, envelope, rcpts=[])
+                return replies.RATE_LIMITED_AGENCY
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return replies.SENDER_OK
+
+    async def handle_RCPT(self, server: CivicSMTP, session: CivicSession, envelope: CivicEnvelope, address: str,
+                          rcpt_options: list[str]) -> str:
+        if len(envelope.rcpt_tos) >= self.ctx.config.smtp.max_recipients:
+            return replies.TOO_MANY_RECIPIENTS
+        lowered = address.lower()
+        if policy.domain_of(lowered) not in self.local_domains:
+            refusal = policy.check_remote_recipient(principal_of(session))
+            if refusal:
+                self._log("refused (relay)", session, envelope, rcpts=[address])
+                return refusal
+            envelope.remote.append(address)
+            envelope.rcpt_tos.append(address)
+            return replies.RECIPIENT_OK
+        try:
+            mailbox = await self.shared.find_mailbox(lowered)
+        except Exception:
+            log.exception("recipient lookup failed")
+            return replies.LOOKUP_FAILED
+        if mailbox is None or not mailbox.receives:
+            self._log("refused (unknown user)" if mailbox is None else "refused (disabled)", session, envelope,
+                      rcpts=[address])
+            return replies.UNKNOWN_USER if mailbox is None else replies.MAILBOX_DISABLED
+        envelope.local[lowered] = mailbox.account_id
+        envelope.rcpt_tos.append(address)
+        return replies.RECIPIENT_OK
+
+    async def handle_DATA(self, server: CivicSMTP, session: CivicSession, envelope: CivicEnvelope) -> str:
+        raw = envelope.original_content or b""
+        if headers.has_bare_line_ending(raw):
+            self._log("refused (bare CR/LF)", session, envelope, size=len(raw))
+            return replies.BARE_LINE_ENDING
+        raw = headers.strip_trusted(raw)
+        principal = principal_of(session)
+        if principal is not None:
+            header, _ = headers.split_header(raw)
+            refusal = (policy.check_from_header(principal, headers.from_addresses(header))
+                       or policy.check_notice_types(principal, headers.field_values(header, headers.NOTICE_TYPE_HEADER)))
+            if refusal:
+                self._log("refused (%s)" % refusal[4:9], session, envelope, size=len(raw))
+                return refusal
+        protocol = ("ESMTP" if session.extended_smtp else "SMTP") + ("S" if server.tls_active else "") + \
+                   ("A" if principal else "")
+        trace = headers.trace_headers(
+            qid=envelope.qid, helo=session.host_name or "", client_ip=session.client_ip,
+            hostname=self.ctx.config.server.hostname, protocol=protocol, recipients=envelope.rcpt_tos,
+            auth_identity=(principal.login if principal else None),
+            trusted_value=policy.trusted_value(principal) if principal else None)
+        sender = "" if envelope.mail_from == "<>" else (envelope.mail_from or "")
+        pending = Pending(raw=trace + raw, account_ids=sorted(set(envelope.local.values())), remote=list(envelope.remote),
+                          sender=sender, sender_account_id=principal.account_id if principal else None)
+        outcome = await self.shared.committer.submit(pending)
+        if outcome is Outcome.STORED:
+            self._log("queued+stored" if pending.remote and pending.account_ids else
+                      "queued" if pending.remote else "stored", session, envelope, size=len(pending.raw))
+            if pending.remote:
+                self.shared.outbound_wakeup()
+            return replies.STORED.format(qid=envelope.qid)
+        if outcome is Outcome.OVER_QUOTA:
+            self._log("refused (over quota)", session, envelope, size=len(pending.raw))
+            return replies.OVER_QUOTA
+        self._log("deferred (storage failure)", session, envelope, size=len(pending.raw))
+        return replies.STORAGE_FAILED
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("SMTP session error: %s", error.__class__.__name__, exc_info=error)
+        return replies.INTERNAL_ERROR
