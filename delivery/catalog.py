@@ -4,13 +4,27 @@ The ids and field names are the interface agencies export against (NOTICES.md): 
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
-from mailserver.errors import ConfigError
+from mailserver.errors import ConfigError, NotFound
+
+from .checks import CompiledCheck, compile_check
 
 FIELD_TYPES = ("text", "date", "money", "int")
+#: every drop row may carry these beside the notice type's own fields (NOTICES.md)
+COMMON_FIELDS = (("reference", "text", False), ("id_number", "text", True), ("name", "text", True))
+TEMPLATE_FILES = ("subject", "body.txt", "body.html")
+_COLUMN_NOISE = re.compile(r"[\s_\-]+")
+
+
+def column_key(name: str) -> str:
+    """A column name as matched: case, spaces, '-' and '_' ignored ("ID Number" = "id_number")."""
+    return _COLUMN_NOISE.sub("", name).lower()
+
 KINDS = ("reminder", "notification", "notice", "application", "statement", "bulletin")
 
 
@@ -44,6 +58,20 @@ class NoticeDefinition:
     def as_row(self) -> dict:
         return {"id": self.id, "agency": self.agency, "kind": self.kind, "mandatory": self.mandatory, "title": self.title}
 
+    @cached_property
+    def all_fields(self) -> tuple[FieldSpec, ...]:
+        """reference, id_number, name, then the type's own fields: what a row may carry."""
+        return tuple(FieldSpec(n, t, r) for n, t, r in COMMON_FIELDS) + self.fields
+
+    @cached_property
+    def compiled_checks(self) -> tuple[CompiledCheck, ...]:
+        types = {f.name: f.type for f in self.fields}
+        return tuple(compile_check(c.rule, c.message, types) for c in self.checks)
+
+    @property
+    def required_columns(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.all_fields if f.required)
+
 
 def load_definition(folder: Path) -> NoticeDefinition:
     path = folder / "notice.toml"
@@ -71,6 +99,13 @@ def load_definition(folder: Path) -> NoticeDefinition:
     for f in fields:
         if f.type not in FIELD_TYPES:
             raise ConfigError(f"{path}: field {f.name}: type {f.type!r} is not one of {', '.join(FIELD_TYPES)}")
+    try:
+        definition.compiled_checks
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    missing = [name for name in TEMPLATE_FILES if not (folder / name).exists()]
+    if missing:
+        raise ConfigError(f"{path}: template files missing: {', '.join(missing)}")
     return definition
 
 
@@ -79,6 +114,13 @@ def load_catalog(templates_dir: Path) -> dict[str, NoticeDefinition]:
     if not templates_dir.is_dir():
         raise ConfigError(f"{templates_dir}: notice-type folder missing")
     return {d.id: d for d in (load_definition(p) for p in sorted(templates_dir.iterdir()) if (p / "notice.toml").exists())}
+
+
+def get_definition(catalog: dict[str, NoticeDefinition], notice_type: str) -> NoticeDefinition:
+    try:
+        return catalog[notice_type]
+    except KeyError:
+        raise NotFound(f"unknown notice type {notice_type!r} (known: {', '.join(sorted(catalog))})") from None
 
 
 def load_agencies(templates_dir: Path) -> dict[str, dict]:

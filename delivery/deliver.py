@@ -1,0 +1,106 @@
+"""Stage `deliver`: one transaction per batch: the messages (through the one mail write path),
+their Notice rows and every row's DropRow state, then ``hub.changed`` after the commit.
+
+Exactly once: a notice's idempotency key is unique in ``notice``. Keys already there (an earlier
+drop, a rerun, a crash-and-rerun) or earlier in this batch make the row a duplicate; a concurrent
+writer that commits the same key first makes our insert fail, and the batch is redone.
+"""
+from __future__ import annotations
+
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from mailserver.identity.keys import IdKeyring
+from mailserver.store import Store
+from mailserver.store.mailstore import NewMessage, insert_messages
+from mailserver.store.models import Drop, DropRow, Notice
+from mailserver.store.notify import hub
+
+from .rowkeys import seal_row
+from .rowstate import DELIVERED, DUPLICATE, KEEP_DATA, RowState
+
+DUPLICATE_REASON = "此通知已送达过 / this notice was already delivered (an earlier row or drop)"
+KEY_CHUNK = 900
+
+
+def known_keys(session, keys: list[str]) -> set[str]:
+    found: set[str] = set()
+    for i in range(0, len(keys), KEY_CHUNK):
+        found.update(session.scalars(select(Notice.idempotency_key).where(
+            Notice.idempotency_key.in_(keys[i:i + KEY_CHUNK]))))
+    return found
+
+
+def mark_duplicates(session, rows: list[RowState]) -> list[RowState]:
+    """The rows still to deliver; the others marked duplicate."""
+    ready = [r for r in rows if r.ready]
+    existing = known_keys(session, [r.key for r in ready])
+    seen: set[str] = set()
+    out = []
+    for r in ready:
+        if r.key in existing or r.key in seen:
+            r.stop(DUPLICATE, "deliver", DUPLICATE_REASON)
+            r.raw = r.analyzed = None
+        else:
+            seen.add(r.key)
+            out.append(r)
+    return out
+
+
+def deliver_batch(store: Store, ring: IdKeyring, drop_id: int, agency_id: str, notice_type: str,
+                  rows: list[RowState], originals: dict[int, dict[str, str]]) -> None:
+    """Write one batch. ``originals``: row number -> the row's cells (sealed for rows kept)."""
+    for attempt in range(3):
+        try:
+            folder_ids = _write(store, ring, drop_id, agency_id, notice_type, rows, originals)
+            break
+        except IntegrityError:
+            # Another writer delivered one of these keys meanwhile: redo, now seeing it as duplicate.
+            for r in rows:
+                if r.status == DELIVERED:
+                    r.status, r.stage, r.reason = "received", None, None
+            if attempt == 2:
+                raise
+    hub.changed(folder_ids)
+
+
+def _write(store, ring, drop_id, agency_id, notice_type, rows, originals) -> set[int]:
+    with store.session() as s:
+        todo = mark_duplicates(s, rows)
+        delivered = insert_messages(s, [NewMessage(account_id=r.account_id, raw=r.raw, analyzed=r.analyzed)
+                                        for r in todo])
+        if todo:
+            s.execute(insert(Notice.__table__), [
+                {"idempotency_key": r.key, "agency_id": agency_id, "notice_type_id": notice_type,
+                 "account_id": r.account_id, "message_id": d.message_id, "drop_id": drop_id}
+                for r, d in zip(todo, delivered)])
+        for r in todo:
+            r.status, r.stage, r.reason = DELIVERED, "deliver", None
+        records = [{"drop_id": drop_id, "line": r.line, "status": r.status, "reason": r.reason,
+                    "idempotency_key": r.key, "stage": r.stage,
+                    "data": seal_row(ring, originals[r.line]) if r.status in KEEP_DATA and r.line in originals
+                    else None, "row_id": r.row_id}
+                   for r in rows]
+        fresh = [{k: v for k, v in rec.items() if k != "row_id"} for rec in records if rec["row_id"] is None]
+        if fresh:
+            s.execute(insert(DropRow.__table__), fresh)
+        again = [rec for rec in records if rec["row_id"] is not None]
+        if again:
+            t = DropRow.__table__
+            s.execute(update(t).where(t.c.id == bindparam("b_id")).values(
+                status=bindparam("b_status"), reason=bindparam("b_reason"), stage=bindparam("b_stage"),
+                data=bindparam("b_data"), idempotency_key=bindparam("b_key")),
+                [{"b_id": rec["row_id"], "b_status": rec["status"], "b_reason": rec["reason"],
+                  "b_stage": rec["stage"], "b_data": rec["data"], "b_key": rec["idempotency_key"]}
+                 for rec in again],
+                execution_options={"synchronize_session": False})
+        drop = s.get(Drop, drop_id)
+        new_rows = [r for r in rows if r.row_id is None]
+        drop.rows_total += len(new_rows)
+        drop.rows_delivered += len(todo)
+        drop.rows_rejected += sum(1 for r in new_rows if r.status != DELIVERED)
+        # A retried row was counted as rejected when it was first seen.
+        drop.rows_rejected -= sum(1 for r in todo if r.row_id is not None)
+    for r in todo:
+        r.raw = r.analyzed = None
+    return {d.folder_id for d in delivered}

@@ -1,0 +1,158 @@
+"""The pipeline: an ordered tuple of stage names, and the one loop that runs a chunk of rows
+through the row stages.
+
+``read`` feeds chunks; ``validate`` .. ``sign`` run in worker processes (``RowContext`` is what
+each worker builds once); ``deliver`` and ``report`` run in the one writer (``runner``).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from email.utils import format_datetime
+from functools import cached_property
+
+from mailserver.config import Config
+from mailserver.mime import analyze
+from mailserver.store import Store
+
+from . import compose as compose_mod
+from . import validate as validate_mod
+from .catalog import NoticeDefinition, load_catalog
+from .consent import consent
+from .match import match
+from .render import AgencyInfo, RenderError, Renderer
+from .rowkeys import idempotency_key
+from .rowstate import FAILED, INVALID, RECEIVED, UNMATCHED, RowState
+from .sign import authentication_results, sign as sign_raw
+
+PIPELINE = ("read", "validate", "match", "consent", "render", "compose", "sign", "deliver", "report")
+#: the stages that run per chunk in a worker, in order
+ROW_STAGES = PIPELINE[1:7]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a worker needs to process rows of one drop (picklable: sent to spawned workers)."""
+
+    config: Config
+    notice_type: str
+    agency: AgencyInfo
+    #: field name -> the file's column name
+    mapping: dict[str, str]
+
+
+class RowContext:
+    """Per process: the definition, compiled templates, skeleton, keys and a store to read."""
+
+    def __init__(self, spec: RunSpec, store: Store | None = None) -> None:
+        self.spec = spec
+        self.config = spec.config
+        self.definition: NoticeDefinition = load_catalog(spec.config.templates_dir)[spec.notice_type]
+        self._store = store
+
+    @cached_property
+    def store(self) -> Store:
+        from mailserver.store import open_store
+
+        return self._store or open_store(self.config)
+
+    @cached_property
+    def keyring(self):
+        from mailserver.identity.keys import IdKeyring
+
+        return IdKeyring.load(self.config.data_path(self.config.keys.dir))
+
+    @cached_property
+    def renderer(self) -> Renderer:
+        return Renderer(self.config.templates_dir, self.definition, self.spec.agency, self.config.city.name)
+
+    @cached_property
+    def skeleton(self) -> compose_mod.Skeleton:
+        return compose_mod.Skeleton.build(self.definition, self.spec.agency, self.config.city.domain.lower())
+
+    @cached_property
+    def trace_header(self) -> bytes:
+        return authentication_results(self.config.server.hostname, self.spec.agency.id, self.spec.agency.sender)
+
+    @cached_property
+    def key_fields(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.definition.all_fields if f.name != "reference")
+
+
+# -- the row stages: each takes the rows still on their way and may stop some -----------------
+
+def stage_validate(ctx: RowContext, rows: list[RowState]) -> None:
+    for r in rows:
+        values, errors = validate_mod.validate_row(ctx.definition, ctx.spec.mapping, r.cells)
+        if errors:
+            r.stop(INVALID, "validate", "; ".join(str(e) for e in errors))
+            continue
+        r.values = values
+        r.id_index = ctx.keyring.index(values["id_number"])
+        r.key = idempotency_key(ctx.spec.agency.id, ctx.definition.id, values, r.id_index, ctx.key_fields)
+
+
+def stage_render(ctx: RowContext, rows: list[RowState]) -> None:
+    for r in rows:
+        try:
+            r.rendered = ctx.renderer.render(r.values, r.address)
+        except RenderError as exc:
+            r.stop(FAILED, "render", str(exc))
+
+
+def stage_compose(ctx: RowContext, rows: list[RowState]) -> None:
+    date = format_datetime(dt.datetime.now().astimezone())
+    for r in rows:
+        r.raw = compose_mod.compose(ctx.skeleton, r.rendered, r.citizen_name, r.address, r.key, date)
+        r.rendered = None
+
+
+def stage_sign(ctx: RowContext, rows: list[RowState]) -> None:
+    for r in rows:
+        r.raw = sign_raw(r.raw, ctx.trace_header)
+        r.analyzed = analyze(r.raw)
+
+
+STAGES = {
+    "validate": stage_validate,
+    "match": match,
+    "consent": consent,
+    "render": stage_render,
+    "compose": stage_compose,
+    "sign": stage_sign,
+}
+
+
+def paper_fallback(ctx: RowContext, rows: list[RowState]) -> None:
+    """Unmatched rows get their text rendered for the paper-mail export."""
+    for r in rows:
+        if r.status == UNMATCHED and r.values:
+            try:
+                r.paper = ctx.renderer.render_text(r.values)
+            except RenderError as exc:
+                r.paper = ("", str(exc))
+
+
+def process_rows(ctx: RowContext, rows: list[RowState]) -> list[RowState]:
+    """Run a chunk through the row stages: the one loop."""
+    for name in ROW_STAGES:
+        STAGES[name](ctx, [r for r in rows if r.status == RECEIVED])
+    paper_fallback(ctx, rows)
+    return rows
+
+
+# -- worker processes --------------------------------------------------------------------------
+_worker: RowContext | None = None
+
+
+def init_worker(spec: RunSpec) -> None:
+    global _worker
+    _worker = RowContext(spec)
+
+
+def process_chunk(chunk: list[tuple[int, dict[str, str]]]) -> list[RowState]:
+    assert _worker is not None, "init_worker was not called"
+    rows = process_rows(_worker, [RowState(line, cells) for line, cells in chunk])
+    for r in rows:
+        r.cells = {}  # the writer still has them; do not send them back
+    return rows

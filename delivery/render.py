@@ -1,0 +1,115 @@
+"""Stage `render`: subject, text and HTML of one notice from its row, in a Jinja2 sandbox.
+
+``StrictUndefined``: a field a template names but the row lacks fails the row; it never renders
+blank. HTML is autoescaped (a name like ``<b>`` arrives as text); the subject and text are not.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
+from jinja2.sandbox import SandboxedEnvironment
+
+from mailserver.errors import ValidationError
+
+from .catalog import NoticeDefinition
+
+
+@dataclass(frozen=True)
+class AgencyInfo:
+    """Who a notice comes from: the registry's agency and its contact details
+    (``templates/agencies.toml``)."""
+
+    id: str
+    name: str
+    sender: str
+    phone: str = ""
+    address: str = ""
+    hours: str = ""
+    website: str = ""
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str
+
+
+class RenderError(ValidationError):
+    """A template could not render this row (a field missing, a template fault)."""
+
+
+def cn_date(value) -> str:
+    """2026年3月5日: how official letters write a date."""
+    if isinstance(value, dt.date):
+        return f"{value.year}年{value.month}月{value.day}日"
+    return str(value)
+
+
+def yuan(value) -> str:
+    """1,234.50: yuan with two decimals and thousands separators."""
+    if isinstance(value, Decimal):
+        return f"{value:,.2f}"
+    return str(value)
+
+
+def make_environment(templates_dir: Path) -> SandboxedEnvironment:
+    env = SandboxedEnvironment(
+        loader=FileSystemLoader(str(templates_dir)),
+        undefined=StrictUndefined,
+        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False, default=False),
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["cn_date"] = cn_date
+    env.filters["yuan"] = yuan
+    return env
+
+
+class Renderer:
+    """The three compiled templates of one notice type (compiled once per process)."""
+
+    def __init__(self, templates_dir: Path, definition: NoticeDefinition, agency: AgencyInfo, city: str) -> None:
+        env = make_environment(templates_dir)
+        self.definition = definition
+        self.agency = agency
+        self.city = city
+        try:
+            base = definition.folder.name
+            self.subject = env.get_template(f"{base}/subject")
+            self.text = env.get_template(f"{base}/body.txt")
+            self.html = env.get_template(f"{base}/body.html")
+        except TemplateError as exc:
+            raise RenderError(f"templates of {definition.id}: {exc}") from None
+
+    def context(self, values: dict, address: str | None) -> dict:
+        ctx = dict(values)
+        ctx.update(
+            citizen={"name": values.get("name"), "address": address or ""},
+            agency=self.agency,
+            notice={"id": self.definition.id, "title": self.definition.title, "kind": self.definition.kind,
+                    "mandatory": self.definition.mandatory},
+            city=self.city,
+        )
+        return ctx
+
+    def render(self, values: dict, address: str | None) -> Rendered:
+        ctx = self.context(values, address)
+        try:
+            subject = " ".join(self.subject.render(ctx).split())
+            return Rendered(subject, self.text.render(ctx), self.html.render(ctx))
+        except TemplateError as exc:  # StrictUndefined, sandbox refusals, template faults
+            raise RenderError(f"模板无法生成此通知 / template could not render this row: {exc.message}") from None
+
+    def render_text(self, values: dict) -> tuple[str, str]:
+        """Subject and text only (the paper-mail fallback)."""
+        ctx = self.context(values, None)
+        try:
+            return " ".join(self.subject.render(ctx).split()), self.text.render(ctx)
+        except TemplateError as exc:
+            raise RenderError(f"模板无法生成此通知 / template could not render this row: {exc.message}") from None

@@ -1,0 +1,45 @@
+"""One drop row on its way through the stages, and the states it can end in."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mailserver.mime import Analyzed
+
+RECEIVED, INVALID, UNMATCHED, HELD, OPTED_OUT = "received", "invalid", "unmatched", "held", "opted-out"
+DELIVERED, DUPLICATE, FAILED = "delivered", "duplicate", "failed"
+STATUSES = (RECEIVED, INVALID, UNMATCHED, HELD, OPTED_OUT, DELIVERED, DUPLICATE, FAILED)
+#: rows whose original data is kept (sealed) for the report and `drop retry`
+KEEP_DATA = (INVALID, UNMATCHED, HELD, OPTED_OUT, FAILED)
+#: rows `drop retry` runs again
+RETRYABLE = (HELD, FAILED, UNMATCHED)
+
+
+@dataclass
+class RowState:
+    line: int
+    #: {column as the agency wrote it: cell text}
+    cells: dict[str, str]
+    status: str = RECEIVED
+    stage: str | None = None
+    reason: str | None = None
+    values: dict = field(default_factory=dict)
+    id_index: bytes = b""
+    key: str | None = None
+    account_id: int | None = None
+    address: str | None = None
+    citizen_name: str | None = None
+    #: subject, text and HTML between render and compose (a render.Rendered)
+    rendered: object | None = None
+    raw: bytes | None = None
+    analyzed: Analyzed | None = None
+    #: (subject, text) for the paper-mail fallback of an unmatched row
+    paper: tuple[str, str] | None = None
+    #: set on `drop retry`: the stored row to update
+    row_id: int | None = None
+
+    def stop(self, status: str, stage: str, reason: str) -> None:
+        self.status, self.stage, self.reason = status, stage, reason
+
+    @property
+    def ready(self) -> bool:
+        return self.status == RECEIVED and self.raw is not None

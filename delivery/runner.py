@@ -1,0 +1,224 @@
+"""Running a drop: file-level checks, then chunks of rows through the workers, one writer.
+
+A drop whose earlier run did not finish (a crash, SIGKILL, a failed batch) is resumed when the
+same file is run again: its rows already recorded are skipped, and the idempotency keys make
+sure nothing is delivered twice even if they were not. A drop that finished is refused when its
+file (same SHA-256, agency and notice type) comes again, unless ``force`` (then every row it
+delivered reports as a duplicate).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from itertools import islice
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable, Iterator
+
+from sqlalchemy import func, select
+
+from mailserver.config import Config
+from mailserver.errors import NotFound
+from mailserver.registry import Registry
+from mailserver.store.models import Account, Agency, AgencyGrant, AgencySender, Drop, DropRow, utcnow
+
+from . import read as read_mod
+from .catalog import get_definition, load_agencies, load_catalog
+from .deliver import deliver_batch, mark_duplicates
+from .pipeline import RowContext, RunSpec, init_worker, process_chunk, process_rows
+from .read import FileError
+from .render import AgencyInfo
+from .report import ReportWriter, Summary
+from .rowkeys import unseal_row
+from .rowstate import RETRYABLE, RowState
+from .validate import column_mapping
+
+#: files smaller than this run in-process: starting worker processes costs more than it saves
+POOL_THRESHOLD_BYTES = 256 * 1024
+
+
+@dataclass
+class DropResult:
+    drop_id: int | None
+    summary: Summary
+    report_path: Path | None
+    paper_path: Path | None
+    resumed: bool = False
+
+
+def agency_info(reg: Registry, agency_id: str, notice_type: str) -> AgencyInfo:
+    """The agency as notices show it; NotFound unless it exists, is enabled and holds the grant."""
+    contacts = load_agencies(reg.config.templates_dir).get(agency_id, {})
+    with reg.store.reader() as s:
+        agency = s.get(Agency, agency_id)
+        if agency is None or not agency.enabled:
+            raise NotFound(f"no enabled agency {agency_id!r}")
+        name = agency.name
+        if s.get(AgencyGrant, (agency_id, notice_type)) is None:
+            raise NotFound(f"agency {agency_id} is not granted notice type {notice_type}")
+        # Its first sender is its mailbox; otherwise the first sender address.
+        sender = s.scalar(select(Account.address).where(Account.agency_id == agency_id).order_by(Account.id)) or \
+            s.scalar(select(func.min(AgencySender.address)).where(AgencySender.agency_id == agency_id))
+    return AgencyInfo(id=agency_id, name=name, sender=sender,
+                      **{k: str(contacts[k]) for k in ("phone", "address", "hours", "website") if k in contacts})
+
+
+def drops_dir(config: Config, drop_id: int) -> Path:
+    return config.data_path("drops") / str(drop_id)
+
+
+def _chunks(items: Iterator, size: int) -> Iterator[list]:
+    while True:
+        chunk = list(islice(items, size))
+        if not chunk:
+            return
+        yield chunk
+
+
+def _workers(config: Config, path: Path) -> int:
+    n = config.delivery.workers or os.cpu_count() or 1
+    return n if n > 1 and path.stat().st_size >= POOL_THRESHOLD_BYTES else 1
+
+
+def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry_run: bool = False,
+             encoding: str | None = None, force: bool = False, source: str = "cli",
+             report_path: Path | None = None, paper_path: Path | None = None,
+             progress: Callable[[int], None] = lambda n: None) -> DropResult:
+    """Run one drop file. FileError for a file-level problem (nothing is delivered then)."""
+    config, store = reg.config, reg.store
+    catalog = load_catalog(config.templates_dir)
+    try:
+        definition = get_definition(catalog, notice_type)
+    except NotFound as exc:
+        raise FileError(str(exc)) from None
+    agency = agency_info(reg, agency_id, notice_type)
+    drop_file = read_mod.open_drop(path, encoding)
+    mapping = column_mapping(definition, drop_file.columns)
+    stream = read_mod.rows(drop_file)
+    first = next(stream, None)
+    if first is None:
+        raise FileError("the file has a header but no rows / 文件没有数据行")
+    sha = read_mod.file_sha256(path)
+
+    drop_id, skip_through, resumed = None, 0, False
+    if not dry_run:
+        drop_id, skip_through, resumed = _start_drop(reg, path, sha, agency_id, notice_type, force, source,
+                                                     drop_file.columns)
+        out = drops_dir(config, drop_id)
+        report_path = report_path or out / "report.csv"
+        paper_path = paper_path or out / "paper.csv"
+    writer = ReportWriter(report_path, paper_path, drop_file.columns, append=resumed)
+    summary = Summary()
+    spec = RunSpec(config, notice_type, agency, mapping)
+    started = time.monotonic()
+
+    def all_rows():
+        yield first
+        yield from stream
+
+    pending = ((line, cells) for line, cells in all_rows() if line > skip_through)
+    batch = max(100, config.delivery.batch_size)
+    try:
+        for rows, originals in _process(spec, reg, path, _chunks(pending, batch)):
+            if dry_run:
+                with store.reader() as s:
+                    mark_duplicates(s, rows)
+                for r in rows:
+                    if r.ready:
+                        r.status, r.stage = "delivered", "deliver"
+            else:
+                deliver_batch(store, reg.keyring, drop_id, agency_id, notice_type, rows, originals)
+            summary.add(rows)
+            writer.write(rows, originals)
+            progress(len(rows))
+    except BaseException as exc:
+        writer.close()
+        if drop_id is not None:
+            _finish_drop(reg, drop_id, "failed", f"{exc.__class__.__name__}: the run stopped; run again to resume")
+        raise
+    writer.close()
+    summary.elapsed = time.monotonic() - started
+    if drop_id is not None:
+        _finish_drop(reg, drop_id, "done", None)
+    return DropResult(drop_id, summary, report_path, paper_path if writer.paper_rows or resumed else None, resumed)
+
+
+def _process(spec: RunSpec, reg: Registry, path: Path, chunks: Iterator[list]):
+    """(finished rows, their original cells) per chunk, in order. Worker processes for large
+    files, at most two chunks in flight per worker so that memory stays flat."""
+    workers = _workers(reg.config, path)
+    if workers == 1:
+        ctx = RowContext(spec, reg.store)
+        for chunk in chunks:
+            originals = {line: cells for line, cells in chunk}
+            yield process_rows(ctx, [RowState(line, cells) for line, cells in chunk]), originals
+        return
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=init_worker,
+                             initargs=(spec,)) as pool:
+        in_flight: deque = deque()
+        for chunk in chunks:
+            in_flight.append((pool.submit(process_chunk, chunk), {line: cells for line, cells in chunk}))
+            if len(in_flight) >= 2 * workers:
+                future, originals = in_flight.popleft()
+                yield future.result(), originals
+        while in_flight:
+            future, originals = in_flight.popleft()
+            yield future.result(), originals
+
+
+def _start_drop(reg: Registry, path: Path, sha: str, agency_id: str, notice_type: str, force: bool, source: str,
+                columns: list[str]) -> tuple[int, int, bool]:
+    with reg.store.session() as s:
+        previous = s.scalars(select(Drop).where(Drop.sha256 == sha, Drop.agency_id == agency_id,
+                                                Drop.notice_type_id == notice_type).order_by(Drop.id.desc())).first()
+        if previous is not None and not force:
+            if previous.state == "done":
+                raise FileError(f"this file was already run as drop {previous.id} "
+                                f"({previous.rows_delivered} delivered); --force runs it again / 此文件已处理过")
+            last = s.scalar(select(func.max(DropRow.line)).where(DropRow.drop_id == previous.id)) or 0
+            previous.state, previous.error, previous.finished_at = "running", None, None
+            return previous.id, last, True
+        drop = Drop(agency_id=agency_id, notice_type_id=notice_type, filename=path.name, sha256=sha, state="running",
+                    source=source, columns=json.dumps(columns, ensure_ascii=False))
+        s.add(drop)
+        s.flush()
+        return drop.id, 0, False
+
+
+def _finish_drop(reg: Registry, drop_id: int, state: str, error: str | None) -> None:
+    with reg.store.session() as s:
+        drop = s.get(Drop, drop_id)
+        drop.state, drop.error, drop.finished_at = state, error, utcnow()
+
+
+def retry_drop(reg: Registry, drop_id: int) -> Summary:
+    """Run the held, failed and unmatched rows of a drop again (after the registry was fixed)."""
+    ring = reg.keyring
+    with reg.store.reader() as s:
+        drop = s.get(Drop, drop_id)
+        if drop is None:
+            raise NotFound(f"no drop {drop_id}")
+        columns = json.loads(drop.columns or "[]")
+        agency_id, notice_type = drop.agency_id, drop.notice_type_id
+        stored = s.execute(select(DropRow.id, DropRow.line, DropRow.data).where(
+            DropRow.drop_id == drop_id, DropRow.status.in_(RETRYABLE), DropRow.data.is_not(None))
+            .order_by(DropRow.line)).all()
+    definition = get_definition(load_catalog(reg.config.templates_dir), notice_type)
+    spec = RunSpec(reg.config, notice_type, agency_info(reg, agency_id, notice_type),
+                   column_mapping(definition, columns))
+    ctx = RowContext(spec, reg.store)
+    summary = Summary()
+    started = time.monotonic()
+    for i in range(0, len(stored), reg.config.delivery.batch_size):
+        part = stored[i:i + reg.config.delivery.batch_size]
+        originals = {line: unseal_row(ring, data) for _, line, data in part}
+        rows = [RowState(line, originals[line], row_id=row_id) for row_id, line, _ in part]
+        process_rows(ctx, rows)
+        deliver_batch(reg.store, ring, drop_id, agency_id, notice_type, rows, originals)
+        summary.add(rows)
+    summary.elapsed = time.monotonic() - started
+    return summary
