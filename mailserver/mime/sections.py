@@ -32,12 +32,15 @@ def find_part(root: Part, path: tuple[int, ...]) -> Part | None:
 
 def _header_fields(raw: bytes, message: Part, names: tuple[str, ...], keep: bool) -> bytes:
     wanted = {n.lower() for n in names}
+    # line breaks as the message has them: CRLF, unless it was stored with bare LF
+    newline = b"\n" if raw.endswith(b"\n", message.start, message.body_start) \
+        and not raw.endswith(b"\r\n", message.start, message.body_start) else CRLF
     out = []
     for f in message.fields:
         if (f.name in wanted) == keep:
             line = raw[f.start:f.end]
-            out.append(line if line.endswith(b"\n") else line + CRLF)
-    out.append(CRLF)  # the blank line that ends a header belongs to it (RFC 3501 6.4.5)
+            out.append(line if line.endswith(b"\n") else line + newline)
+    out.append(newline)  # the blank line that ends a header belongs to it (RFC 3501 6.4.5)
     return b"".join(out)
 
 
