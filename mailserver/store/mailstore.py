@@ -32,11 +32,19 @@ class NewMessage:
     flags: int = 0
     keywords: str | None = None
     internaldate: dt.datetime | None = None
+    #: COPY: an existing content row to point at (its refcount is raised) instead of ``raw``;
+    #: ``size`` is then the message's size
+    reuse_content_id: int = 0
+    size: int = 0
     #: filled in by insert_messages
     folder_id: int = 0
     uid: int = 0
     message_id: int = 0
     content_id: int = 0
+
+    @property
+    def byte_size(self) -> int:
+        return self.size if self.reuse_content_id else len(self.raw)
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,7 @@ def check_quota(session: Session, messages: list[NewMessage], quota_default: int
     """Raise QuotaExceeded when a message would take its account over quota."""
     adding: dict[int, int] = defaultdict(int)
     for m in messages:
-        adding[m.account_id] += len(m.raw)
+        adding[m.account_id] += m.byte_size
     for chunk in _chunks(list(adding), 900):
         used = dict(session.execute(select(Folder.account_id, func.sum(Folder.total_size))
                                     .where(Folder.account_id.in_(chunk)).group_by(Folder.account_id)).all())
@@ -107,9 +115,13 @@ def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delive
         m.folder_id = folders[(m.account_id, m.folder)]
         per_folder[m.folder_id].append(m)
 
-    # Content: one row per distinct raw object.
+    # Content: one row per distinct raw object; COPY points at the existing row.
     contents: dict[int, tuple[bytes, Analyzed, int]] = {}
+    reused: dict[int, int] = defaultdict(int)
     for m in messages:
+        if m.reuse_content_id:
+            reused[m.reuse_content_id] += 1
+            continue
         key = id(m.raw)
         if key not in contents:
             contents[key] = (m.raw, m.analyzed or analyze(m.raw), 0)
@@ -121,8 +133,13 @@ def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delive
         [{"raw": raw, "size": an.size, "header_size": an.header_size, "envelope": an.envelope, "body": an.body,
           "bodystructure": an.bodystructure, "search_text": an.search_text, "refcount": refs}
          for raw, an, refs in (contents[k] for k in keys)],
-    ).scalars().all()
+    ).scalars().all() if keys else []
     content_of = dict(zip(keys, content_ids))
+    if reused:
+        ct = Content.__table__
+        session.execute(update(ct).where(ct.c.id == bindparam("cid")).values(refcount=ct.c.refcount + bindparam("n")),
+                        [{"cid": cid, "n": n} for cid, n in reused.items()],
+                        execution_options={"synchronize_session": False})
 
     # UIDs: lock the folders, read their counters, write them back advanced.
     folder_ids = sorted(per_folder)
@@ -142,10 +159,10 @@ def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delive
         for m in per_folder[fid]:
             m.uid = uidnext
             uidnext += 1
-            m.content_id = content_of[id(m.raw)]
-            size += len(m.raw)
+            m.content_id = m.reuse_content_id or content_of[id(m.raw)]
+            size += m.byte_size
             message_rows.append({"folder_id": fid, "uid": m.uid, "modseq": modseq, "flags": m.flags,
-                                 "keywords": m.keywords, "internaldate": m.internaldate or now, "size": len(m.raw),
+                                 "keywords": m.keywords, "internaldate": m.internaldate or now, "size": m.byte_size,
                                  "content_id": m.content_id})
         folder_updates.append({"fid": fid, "uidnext": uidnext, "modseq": modseq, "size": size,
                                "count": len(per_folder[fid])})

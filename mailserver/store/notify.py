@@ -30,6 +30,11 @@ class ChangeHub:
                 if not entries:
                     del self._listeners[folder_id]
 
+    def watched(self) -> set[int]:
+        """Folder ids some listener waits on."""
+        with self._lock:
+            return set(self._listeners)
+
     def changed(self, folder_ids: Iterable[int]) -> None:
         with self._lock:
             targets = [(fid, entry) for fid in set(folder_ids) for entry in self._listeners.get(fid, ())]
@@ -45,3 +50,84 @@ class ChangeHub:
 
 #: the process's hub (one per process, like the engine)
 hub = ChangeHub()
+
+
+class FolderWatcher:
+    """Turns writes made by OTHER processes (the pipeline, another node) into ``hub.changed``.
+
+    One cheap poll per process, not per session: every ``interval`` seconds it reads the
+    HIGHESTMODSEQ of the folders some session here watches, and notifies those that moved.
+    On SQLite it first asks ``PRAGMA data_version`` (changes only when another connection
+    committed), so an idle server costs one pragma per poll.
+    """
+
+    def __init__(self, store, hub: ChangeHub, executor=None, interval: float = 0.25) -> None:
+        self.store = store
+        self.hub = hub
+        self.executor = executor
+        self.interval = interval
+        self._conn = None
+        self._data_version: int | None = None
+        self._seen: dict[int, int] = {}
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await asyncio.get_running_loop().run_in_executor(self.executor, conn.close)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                changed = await loop.run_in_executor(self.executor, self.poll)
+            except Exception:  # a failed poll (database restarting) is retried on the next tick
+                import logging
+
+                logging.getLogger("civicmail.notify").warning("folder watcher poll failed", exc_info=True)
+                self._conn = None
+                continue
+            if changed:
+                self.hub.changed(changed)
+
+    def poll(self) -> list[int]:
+        """Folder ids whose HIGHESTMODSEQ moved since the last poll (blocking)."""
+        from sqlalchemy import select
+
+        from .models import Folder
+
+        watched = self.hub.watched()
+        if self._conn is None:
+            self._conn = self.store.engine.connect().execution_options(civicmail_readonly=True)
+        conn = self._conn
+        try:
+            if self.store.dialect == "sqlite":
+                version = conn.exec_driver_sql("PRAGMA data_version").scalar()
+                unchanged = version == self._data_version
+                self._data_version = version
+                if unchanged:
+                    self._seen = {f: m for f, m in self._seen.items() if f in watched}
+                    missing = [f for f in watched if f not in self._seen]
+                    if not missing:
+                        return []
+            current: dict[int, int] = {}
+            ids = sorted(watched)
+            for i in range(0, len(ids), 900):
+                current.update(conn.execute(select(Folder.id, Folder.highestmodseq)
+                                            .where(Folder.id.in_(ids[i:i + 900]))).all())
+        finally:
+            conn.rollback()
+        changed = [fid for fid in watched if self._seen.get(fid) != current.get(fid)]
+        self._seen = current
+        return changed

@@ -1,0 +1,1 @@
+"""Our own asyncio IMAP4rev1 server (see service.py for the listeners)."""

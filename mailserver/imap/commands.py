@@ -1,0 +1,338 @@
+"""Typed IMAP commands: what the parser yields and the handlers take.
+
+Each command can write itself back to the wire (``to_wire``): the parser's property test
+round-trips generated commands through it, and the benchmark's clients use it too.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Union
+
+from .codec import SeqSet, astring, encode_mailbox, format_internaldate
+
+# Search keys as plain tuples: ("SEEN",), ("SUBJECT", "text"), ("NOT", key), ("OR", k1, k2),
+# ("AND", (k1, k2, ...)), ("UID", SeqSet), ("SEQ", SeqSet), ("BEFORE", date), ("LARGER", int),
+# ("HEADER", field, text).
+SearchKey = tuple
+
+
+@dataclass(frozen=True)
+class Command:
+    tag: str
+
+    name = ""
+
+    def args_wire(self) -> bytes:
+        return b""
+
+    def to_wire(self) -> bytes:
+        args = self.args_wire()
+        return self.tag.encode() + b" " + self.name.encode() + (b" " + args if args else b"") + b"\r\n"
+
+
+@dataclass(frozen=True)
+class Simple(Command):
+    """Commands without arguments (CAPABILITY, NOOP, LOGOUT, STARTTLS, CHECK, CLOSE, UNSELECT,
+    IDLE, NAMESPACE, EXPUNGE)."""
+
+    verb: str = "NOOP"
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.verb
+
+
+@dataclass(frozen=True)
+class Login(Command):
+    user: str = ""
+    password: str = ""
+    name = "LOGIN"
+
+    def args_wire(self) -> bytes:
+        return astring(self.user) + b" " + astring(self.password)
+
+
+@dataclass(frozen=True)
+class Authenticate(Command):
+    mechanism: str = "PLAIN"
+    #: SASL-IR (RFC 4959): base64 text, "=" for an empty response, None if absent
+    initial: str | None = None
+    name = "AUTHENTICATE"
+
+    def args_wire(self) -> bytes:
+        return self.mechanism.encode() + (b" " + self.initial.encode() if self.initial is not None else b"")
+
+
+@dataclass(frozen=True)
+class MailboxCommand(Command):
+    """SELECT, EXAMINE, CREATE, DELETE, SUBSCRIBE, UNSUBSCRIBE, GETQUOTAROOT: one mailbox."""
+
+    verb: str = "SELECT"
+    mailbox: str = "INBOX"
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.verb
+
+    def args_wire(self) -> bytes:
+        return astring(encode_mailbox(self.mailbox))
+
+
+@dataclass(frozen=True)
+class Rename(Command):
+    old: str = ""
+    new: str = ""
+    name = "RENAME"
+
+    def args_wire(self) -> bytes:
+        return astring(encode_mailbox(self.old)) + b" " + astring(encode_mailbox(self.new))
+
+
+@dataclass(frozen=True)
+class ListCmd(Command):
+    """LIST / LSUB, with RFC 5258 selection and return options."""
+
+    reference: str = ""
+    patterns: tuple[str, ...] = ("*",)
+    lsub: bool = False
+    select_opts: tuple[str, ...] = ()
+    return_opts: tuple[str, ...] = ()
+    #: RFC 5819 LIST-STATUS items
+    status_items: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return "LSUB" if self.lsub else "LIST"
+
+    def args_wire(self) -> bytes:
+        out = b""
+        if self.select_opts:
+            out += b"(" + " ".join(self.select_opts).encode() + b") "
+        out += astring(encode_mailbox(self.reference)) + b" "
+        pats = [astring(encode_mailbox(p)) for p in self.patterns]
+        out += pats[0] if len(pats) == 1 and not self.select_opts else b"(" + b" ".join(pats) + b")"
+        if self.return_opts or self.status_items:
+            opts = [o.encode() for o in self.return_opts if o != "STATUS"]
+            if self.status_items:
+                opts.append(b"STATUS (" + " ".join(self.status_items).encode() + b")")
+            out += b" RETURN (" + b" ".join(opts) + b")"
+        return out
+
+
+@dataclass(frozen=True)
+class Status(Command):
+    mailbox: str = "INBOX"
+    items: tuple[str, ...] = ("MESSAGES",)
+    name = "STATUS"
+
+    def args_wire(self) -> bytes:
+        return astring(encode_mailbox(self.mailbox)) + b" (" + " ".join(self.items).encode() + b")"
+
+
+@dataclass(frozen=True)
+class Append(Command):
+    mailbox: str = "INBOX"
+    flags: tuple[str, ...] = ()
+    date: dt.datetime | None = None
+    message: bytes = b""
+    name = "APPEND"
+
+    def args_wire(self) -> bytes:
+        out = astring(encode_mailbox(self.mailbox))
+        if self.flags:
+            out += b" (" + " ".join(self.flags).encode() + b")"
+        if self.date is not None:
+            out += b' "' + format_internaldate(self.date).encode() + b'"'
+        return out + b" {%d+}\r\n" % len(self.message) + self.message
+
+
+@dataclass(frozen=True)
+class FetchAtt:
+    """One FETCH data item. ``section`` is set for BODY[...] / BODY.PEEK[...]."""
+
+    name: str  # FLAGS, UID, INTERNALDATE, RFC822.SIZE, ENVELOPE, BODY, BODYSTRUCTURE, RFC822,
+    # RFC822.HEADER, RFC822.TEXT, BODY[] (name "BODY[]" when a section is given)
+    part: tuple[int, ...] = ()
+    text: str | None = None
+    fields: tuple[str, ...] = ()
+    partial: tuple[int, int] | None = None
+    peek: bool = False
+    section: bool = False
+
+    def section_spec(self) -> str:
+        spec = ".".join(str(p) for p in self.part)
+        if self.text:
+            spec = f"{spec}.{self.text}" if spec else self.text
+            if self.fields:
+                spec += " (" + " ".join(self.fields) + ")"
+        return spec
+
+    def request_text(self) -> str:
+        if not self.section:
+            return self.name
+        out = ("BODY.PEEK[" if self.peek else "BODY[") + self.section_spec() + "]"
+        if self.partial:
+            out += f"<{self.partial[0]}.{self.partial[1]}>"
+        return out
+
+    def response_name(self) -> str:
+        """What the server echoes: no PEEK, partial shows the origin only."""
+        if not self.section:
+            return self.name
+        out = "BODY[" + self.section_spec() + "]"
+        if self.partial:
+            out += f"<{self.partial[0]}>"
+        return out
+
+
+@dataclass(frozen=True)
+class Fetch(Command):
+    seqset: SeqSet = field(default_factory=lambda: SeqSet.parse("1"))
+    atts: tuple[FetchAtt, ...] = ()
+    uid: bool = False
+    #: RFC 7162 CHANGEDSINCE is not supported; the modifier list is kept for errors only
+    name = "FETCH"
+
+    def to_wire(self) -> bytes:
+        atts = " ".join(a.request_text() for a in self.atts)
+        prefix = "UID FETCH" if self.uid else "FETCH"
+        return f"{self.tag} {prefix} {self.seqset} ({atts})\r\n".encode()
+
+
+@dataclass(frozen=True)
+class Store(Command):
+    seqset: SeqSet = field(default_factory=lambda: SeqSet.parse("1"))
+    mode: str = "+"  # "+", "-" or "" (replace)
+    silent: bool = False
+    flags: tuple[str, ...] = ()
+    uid: bool = False
+    name = "STORE"
+
+    def to_wire(self) -> bytes:
+        item = f"{self.mode}FLAGS" + (".SILENT" if self.silent else "")
+        prefix = "UID STORE" if self.uid else "STORE"
+        return f"{self.tag} {prefix} {self.seqset} {item} ({' '.join(self.flags)})\r\n".encode()
+
+
+@dataclass(frozen=True)
+class Copy(Command):
+    seqset: SeqSet = field(default_factory=lambda: SeqSet.parse("1"))
+    mailbox: str = "INBOX"
+    uid: bool = False
+    move: bool = False
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return "MOVE" if self.move else "COPY"
+
+    def to_wire(self) -> bytes:
+        prefix = ("UID " if self.uid else "") + self.name
+        return f"{self.tag} {prefix} {self.seqset} ".encode() + astring(encode_mailbox(self.mailbox)) + b"\r\n"
+
+
+@dataclass(frozen=True)
+class Search(Command):
+    charset: str | None = None
+    criteria: tuple[SearchKey, ...] = (("ALL",),)
+    uid: bool = False
+    #: RFC 4731 ESEARCH return options (None: a plain SEARCH answer)
+    return_opts: tuple[str, ...] | None = None
+    name = "SEARCH"
+
+    def to_wire(self) -> bytes:
+        prefix = ("UID " if self.uid else "") + "SEARCH"
+        out = f"{self.tag} {prefix}".encode()
+        if self.return_opts is not None:
+            out += b" RETURN (" + " ".join(self.return_opts).encode() + b")"
+        if self.charset:
+            out += b" CHARSET " + self.charset.encode()
+        for key in self.criteria:
+            out += b" " + search_key_wire(key)
+        return out + b"\r\n"
+
+
+def search_key_wire(key: SearchKey) -> bytes:
+    name = key[0]
+    if name == "AND":
+        return b"(" + b" ".join(search_key_wire(k) for k in key[1]) + b")"
+    if name == "NOT":
+        return b"NOT " + search_key_wire(key[1])
+    if name == "OR":
+        return b"OR " + search_key_wire(key[1]) + b" " + search_key_wire(key[2])
+    if name == "SEQ":
+        return str(key[1]).encode()
+    out = name.encode()
+    for arg in key[1:]:
+        if isinstance(arg, SeqSet):
+            out += b" " + str(arg).encode()
+        elif isinstance(arg, int):
+            out += b" " + str(arg).encode()
+        elif isinstance(arg, dt.date):
+            out += f" {arg.day}-{('Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec'.split())[arg.month - 1]}-{arg.year}".encode()
+        elif name in ("KEYWORD", "UNKEYWORD"):
+            out += b" " + arg.encode()
+        else:
+            out += b" " + astring(arg)
+    return out
+
+
+@dataclass(frozen=True)
+class Expunge(Command):
+    """EXPUNGE, or RFC 4315 UID EXPUNGE with a set."""
+
+    seqset: SeqSet | None = None
+    name = "EXPUNGE"
+
+    def to_wire(self) -> bytes:
+        if self.seqset is None:
+            return f"{self.tag} EXPUNGE\r\n".encode()
+        return f"{self.tag} UID EXPUNGE {self.seqset}\r\n".encode()
+
+
+@dataclass(frozen=True)
+class Id(Command):
+    """RFC 2971: the client's field/value pairs, or None for NIL."""
+
+    params: tuple[tuple[str, str | None], ...] | None = None
+    name = "ID"
+
+    def args_wire(self) -> bytes:
+        if self.params is None:
+            return b"NIL"
+        return b"(" + b" ".join(astring(k) + b" " + astring(v) for k, v in self.params) + b")"
+
+
+@dataclass(frozen=True)
+class Enable(Command):
+    capabilities: tuple[str, ...] = ()
+    name = "ENABLE"
+
+    def args_wire(self) -> bytes:
+        return " ".join(self.capabilities).encode()
+
+
+@dataclass(frozen=True)
+class GetQuota(Command):
+    root: str = ""
+    name = "GETQUOTA"
+
+    def args_wire(self) -> bytes:
+        return astring(self.root)
+
+
+@dataclass(frozen=True)
+class SetQuota(Command):
+    root: str = ""
+    name = "SETQUOTA"
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """A command that could not be parsed: answered with BAD (the tag when one was readable)."""
+
+    tag: str
+    reason: str
+
+
+Parsed = Union[Command, Invalid]

@@ -1,0 +1,93 @@
+"""FETCH responses (RFC 3501 6.4.5, 7.4.2), rendered from Core rows in UID order.
+
+The structure items come from what ``mailserver.mime.analyze`` cached at delivery; only body
+sections read the raw bytes.
+"""
+from __future__ import annotations
+
+from .. import mime
+from .codec import format_internaldate
+from .commands import FetchAtt
+from .selected import flag_text
+
+#: item -> the message/content columns it needs
+_COLUMNS = {
+    "FLAGS": ("flags", "keywords"),
+    "INTERNALDATE": ("internaldate",),
+    "RFC822.SIZE": ("size",),
+    "ENVELOPE": ("envelope", "raw"),
+    "BODY": ("body", "raw"),
+    "BODYSTRUCTURE": ("bodystructure", "raw"),
+    "RFC822": ("raw",),
+    "RFC822.HEADER": ("raw",),
+    "RFC822.TEXT": ("raw",),
+    "BODY[]": ("raw",),
+    "UID": (),
+    "MODSEQ": ("modseq",),
+}
+_CACHED = {"ENVELOPE": "envelope", "BODY": "body", "BODYSTRUCTURE": "bodystructure"}
+
+
+def columns_for(atts: tuple[FetchAtt, ...]) -> tuple[str, ...]:
+    cols: list[str] = []
+    for a in atts:
+        for c in _COLUMNS[a.name]:
+            # Structure items read raw only if the cache is empty; fetched raw is large, so
+            # the cached column goes first and raw is added only when a section needs it.
+            if c == "raw" and a.name in _CACHED:
+                continue
+            if c not in cols:
+                cols.append(c)
+    return tuple(cols)
+
+
+def sets_seen(atts: tuple[FetchAtt, ...]) -> bool:
+    """RFC 3501: BODY[...] (not PEEK), RFC822 and RFC822.TEXT set \\Seen."""
+    return any((a.section and not a.peek) or a.name in ("RFC822", "RFC822.TEXT") for a in atts)
+
+
+def _literal(data: bytes) -> bytes:
+    return b"{%d}\r\n" % len(data) + data
+
+
+def _structure(row, name: str, raw_loader) -> bytes:
+    cached = getattr(row, _CACHED[name])
+    if cached is None:
+        analyzed = mime.analyze(raw_loader())
+        cached = getattr(analyzed, _CACHED[name])
+    return cached.encode("utf-8")
+
+
+def render(seq: int, row, atts: tuple[FetchAtt, ...], recent: bool, with_uid: bool, raw_loader) -> bytes:
+    """One ``* seq FETCH (...)`` line. ``raw_loader()`` returns the raw bytes of this row's message."""
+    parts: list[bytes] = []
+    if with_uid:
+        parts.append(b"UID %d" % row.uid)
+    for a in atts:
+        name = a.name
+        if name == "UID":
+            if not with_uid:
+                parts.append(b"UID %d" % row.uid)
+        elif name == "FLAGS":
+            parts.append(b"FLAGS " + flag_text(row.flags, row.keywords, recent).encode())
+        elif name == "INTERNALDATE":
+            parts.append(b'INTERNALDATE "' + format_internaldate(row.internaldate).encode() + b'"')
+        elif name == "RFC822.SIZE":
+            parts.append(b"RFC822.SIZE %d" % row.size)
+        elif name == "MODSEQ":
+            parts.append(b"MODSEQ (%d)" % row.modseq)
+        elif name in _CACHED:
+            parts.append(name.encode() + b" " + _structure(row, name, raw_loader))
+        elif name == "RFC822":
+            parts.append(b"RFC822 " + _literal(raw_loader()))
+        elif name == "RFC822.HEADER":
+            parts.append(b"RFC822.HEADER " + _literal(mime.fetch_section(raw_loader(), (), "HEADER")))
+        elif name == "RFC822.TEXT":
+            parts.append(b"RFC822.TEXT " + _literal(mime.fetch_section(raw_loader(), (), "TEXT")))
+        else:
+            data = mime.fetch_section(raw_loader(), a.part, a.text, a.fields)
+            if a.partial:
+                start, count = a.partial
+                data = data[start:start + count]
+            parts.append(a.response_name().encode() + b" " + _literal(data))
+    return b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n"

@@ -1,0 +1,95 @@
+"""Reading one whole command off the socket, bounded.
+
+A command is a line, or several lines joined by literals: ``... {n}\\r\\n`` + n bytes + the rest.
+The framer checks every line against ``imap.max_line_length`` and every literal against
+``imap.max_literal_size`` *before* reading it: a synchronising literal over the limit is
+refused with BAD (the client never sends it, since it waits for ``+``); a non-synchronising
+one (LITERAL+) would arrive anyway, so the connection is closed instead.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+_LITERAL_AT_END = re.compile(rb"\{(\d{1,20})(\+?)\}\r?\n$")
+_TAG = re.compile(rb"^([\x21-\x7e]+)")
+
+
+@dataclass(frozen=True)
+class Framed:
+    """A complete command's bytes, ready for ``parser.parse_command``."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The command cannot be read: answer BAD with ``tag`` (and close the connection if ``fatal``)."""
+
+    tag: str
+    reason: str
+    fatal: bool = False
+
+
+class Closed(Exception):
+    """The client went away."""
+
+
+async def read_line(reader: asyncio.StreamReader, limit: int) -> bytes | None:
+    """One line including its LF; None if it was longer than ``limit`` (it is consumed)."""
+    try:
+        line = await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError:
+        raise Closed() from None
+    except asyncio.LimitOverrunError as exc:
+        # Discard the over-long line in bounded pieces, up to and including its LF.
+        consumed = exc.consumed
+        while True:
+            await reader.readexactly(consumed) if consumed else None
+            try:
+                await reader.readuntil(b"\n")
+                return None
+            except asyncio.LimitOverrunError as again:
+                consumed = again.consumed
+            except asyncio.IncompleteReadError:
+                raise Closed() from None
+    if len(line) > limit:
+        return None
+    return line
+
+
+async def read_command(reader: asyncio.StreamReader, max_line: int, max_literal: int,
+                       continuation: Callable[[], Awaitable[None]]) -> Framed | Refused:
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        line = await read_line(reader, max_line)
+        if line is None:
+            tag = _tag(parts[0] if parts else b"")
+            return Refused(tag, "line too long")
+        parts.append(line)
+        total += len(line)
+        m = _LITERAL_AT_END.search(line)
+        if not m:
+            return Framed(b"".join(parts))
+        size = int(m.group(1))
+        sync = not m.group(2)
+        if size > max_literal or total + size > max_literal + max_line * 4:
+            return Refused(_tag(parts[0]), "literal too large", fatal=not sync)
+        if sync:
+            await continuation()
+        try:
+            parts.append(await reader.readexactly(size))
+        except asyncio.IncompleteReadError:
+            raise Closed() from None
+        total += size
+
+
+def _tag(first: bytes) -> str:
+    m = _TAG.match(first)
+    if not m:
+        return "*"
+    tag = m.group(1).decode("ascii")
+    return "*" if any(c in tag for c in '+(){%*"\\') else tag

@@ -1,0 +1,147 @@
+"""Commands of any state and of logging in: CAPABILITY, NOOP, LOGOUT, STARTTLS, LOGIN,
+AUTHENTICATE PLAIN (SASL-IR), ID, ENABLE, NAMESPACE, IDLE, CHECK."""
+from __future__ import annotations
+
+import asyncio
+
+from ..errors import AuthenticationFailed
+from ..registry.auth import authenticate, record_login
+from . import responses as R
+from .commands import Authenticate, Command, Enable, Id, Login
+from .framing import Closed
+from .parser import ParseError, decode_sasl
+from .session import ANY, AUTH, NOT_AUTH, SELECTED, AlreadyAnswered, ImapSession, Logout, handler
+
+AUTHED = frozenset({AUTH, SELECTED})
+
+
+@handler("CAPABILITY", ANY)
+async def do_capability(s: ImapSession, cmd: Command):
+    await s.untagged(f"CAPABILITY {s.capability_text()}")
+    return "OK", R.OK_DONE
+
+
+@handler("NOOP", ANY)
+async def do_noop(s: ImapSession, cmd: Command):
+    s.pending = True  # NOOP is how clients poll: always look (RFC 3501 6.1.2)
+    return "OK", R.OK_DONE
+
+
+@handler("CHECK", frozenset({SELECTED}))
+async def do_check(s: ImapSession, cmd: Command):
+    s.pending = True
+    return "OK", R.OK_DONE
+
+
+@handler("LOGOUT", ANY)
+async def do_logout(s: ImapSession, cmd: Command):
+    raise Logout()
+
+
+@handler("STARTTLS", frozenset({NOT_AUTH}))
+async def do_starttls(s: ImapSession, cmd: Command):
+    if s.tls_active or not s.service.tls_available:
+        return "BAD", R.BAD_NOT_TLS
+    # The tagged OK goes out in clear, then the handshake; nothing buffered before it survives
+    # (RFC 3501 6.2.1: the client must discard what it learned before TLS).
+    s.writer.write(f"{cmd.tag} OK {R.OK_TLS}\r\n".encode())
+    await s.writer.drain()
+    await s.writer.start_tls(s.service.tls_context())
+    s.tls_active = True
+    raise AlreadyAnswered()
+
+
+async def _login(s: ImapSession, login: str, password: str) -> tuple[str, str]:
+    if not s.login_allowed:
+        return "NO", R.NO_LOGIN_DISABLED
+    throttle = s.ctx.login_throttle
+    if throttle.blocked(s.peer_ip, login):
+        return "NO", R.NO_THROTTLED
+    try:
+        principal = await s.ctx.run(authenticate, s.ctx.registry, login, password)
+    except AuthenticationFailed:
+        throttle.failed(s.peer_ip, login)
+        return "NO", R.NO_AUTH_FAILED
+    throttle.succeeded(s.peer_ip, login)
+    if principal.account_id is None:
+        return "NO", R.NO_NO_MAILBOX
+    if not s.service.admit(s, principal.account_id):
+        return "NO", "[LIMIT] " + R.BYE_TOO_MANY
+    s.principal = principal
+    s.account_id = principal.account_id
+    s.state = AUTH
+    await s.ctx.run(record_login, s.ctx.registry, principal.account_id)
+    return "OK", f"[CAPABILITY {s.capability_text()}] {R.OK_LOGIN}"
+
+
+@handler("LOGIN", frozenset({NOT_AUTH}))
+async def do_login(s: ImapSession, cmd: Login):
+    return await _login(s, cmd.user, cmd.password)
+
+
+@handler("AUTHENTICATE", frozenset({NOT_AUTH}))
+async def do_authenticate(s: ImapSession, cmd: Authenticate):
+    if cmd.mechanism != "PLAIN":
+        return "NO", R.BAD_MECHANISM
+    if not s.login_allowed:
+        return "NO", R.NO_LOGIN_DISABLED
+    text = cmd.initial
+    if text is None:
+        await s.continuation(R.CONT_AUTH)
+        text = (await s.read_client_line()).decode("ascii", "replace")
+    if text == "*":
+        return "BAD", R.BAD_AUTH_CANCELLED
+    try:
+        authzid, authcid, password = decode_sasl(text).decode("utf-8").split("\x00")
+    except (ParseError, UnicodeDecodeError, ValueError):
+        return "BAD", R.BAD_SYNTAX
+    if authzid and authzid.lower() != authcid.lower():
+        return "NO", R.NO_AUTH_FAILED  # acting as someone else is not offered
+    return await _login(s, authcid, password)
+
+
+@handler("ID", ANY)
+async def do_id(s: ImapSession, cmd: Id):
+    await s.untagged(f"ID {R.ID_RESPONSE}")
+    return "OK", R.OK_DONE
+
+
+@handler("ENABLE", AUTHED)
+async def do_enable(s: ImapSession, cmd: Enable):
+    # No ENABLE-able extension (CONDSTORE, QRESYNC, UTF8=ACCEPT) yet: an empty ENABLED is correct.
+    await s.untagged("ENABLED")
+    return "OK", R.OK_DONE
+
+
+@handler("NAMESPACE", AUTHED)
+async def do_namespace(s: ImapSession, cmd: Command):
+    await s.untagged(f"NAMESPACE {R.NAMESPACE}")
+    return "OK", R.OK_DONE
+
+
+@handler("IDLE", AUTHED)
+async def do_idle(s: ImapSession, cmd: Command):
+    """RFC 2177: changes are sent as they happen until the client says DONE."""
+    s.wake = asyncio.Event()
+    await s.continuation(R.CONT_IDLING)
+    reading = asyncio.ensure_future(s.read_client_line())
+    try:
+        while True:
+            if s.selected is not None:
+                await s.report_changes(allow_expunge=True)
+                await s.writer.drain()
+            waiter = asyncio.ensure_future(s.wake.wait())
+            done, _ = await asyncio.wait({reading, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if reading in done:
+                waiter.cancel()
+                line = reading.result()
+                if line.upper() != b"DONE":
+                    return "BAD", R.BAD_IDLE
+                return "OK", R.OK_IDLE_DONE
+            s.wake.clear()
+    except Closed:
+        raise
+    finally:
+        s.wake = None
+        if not reading.done():
+            reading.cancel()

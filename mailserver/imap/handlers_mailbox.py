@@ -1,0 +1,198 @@
+"""Mailbox commands: SELECT, EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST
+(LIST-EXTENDED, LIST-STATUS, SPECIAL-USE, CHILDREN), LSUB, STATUS, APPEND (APPENDUID,
+APPENDLIMIT), GETQUOTA, GETQUOTAROOT, SETQUOTA, CLOSE, UNSELECT."""
+from __future__ import annotations
+
+import re
+
+from ..errors import NotFound
+from ..store import mailboxes as mb
+from . import responses as R
+from .codec import astring, encode_mailbox
+from .commands import Append, Command, GetQuota, ListCmd, MailboxCommand, Rename, Status
+from .selected import SYSTEM_FLAGS, SelectedFolder, split_flags
+from .session import AUTH, SELECTED, ImapSession, handler
+
+AUTHED = frozenset({AUTH, SELECTED})
+
+
+def wire_name(name: str) -> str:
+    return astring(encode_mailbox(name)).decode("utf-8")
+
+
+@handler("SELECT", AUTHED)
+@handler("EXAMINE", AUTHED)
+async def do_select(s: ImapSession, cmd: MailboxCommand):
+    readonly = cmd.verb == "EXAMINE"
+    s.close_selected()  # RFC 3501: a failed SELECT leaves no mailbox selected
+    snap = await s.ctx.run(mb.select_folder, s.store, s.account_id, cmd.mailbox, readonly)
+    sel = SelectedFolder.from_snapshot(snap, readonly)
+    flags = SYSTEM_FLAGS + "".join(" " + k for k in sorted(sel.keywords))
+    await s.untagged(f"FLAGS ({flags})")
+    permanent = "" if readonly else SYSTEM_FLAGS + "".join(" " + k for k in sorted(sel.keywords)) + " \\*"
+    await s.untagged(f"OK [PERMANENTFLAGS ({permanent})] flags permitted")
+    await s.untagged(f"{sel.exists} EXISTS")
+    await s.untagged(f"{snap.recent} RECENT")
+    if snap.first_unseen_uid is not None:
+        seq = sel.seq_of(snap.first_unseen_uid)
+        if seq:
+            await s.untagged(f"OK [UNSEEN {seq}] first unseen")
+    await s.untagged(f"OK [UIDVALIDITY {snap.folder.uidvalidity}] UIDs valid")
+    await s.untagged(f"OK [UIDNEXT {snap.folder.uidnext}] predicted next UID")
+    await s.untagged(f"OK [HIGHESTMODSEQ {snap.folder.highestmodseq}] highest")
+    s.select(sel)
+    return "OK", R.OK_SELECT_RO if readonly else R.OK_SELECT_RW
+
+
+@handler("CREATE", AUTHED)
+async def do_create(s: ImapSession, cmd: MailboxCommand):
+    await s.ctx.run(mb.create_folder, s.store, s.account_id, cmd.mailbox)
+    return "OK", R.OK_DONE
+
+
+@handler("DELETE", AUTHED)
+async def do_delete(s: ImapSession, cmd: MailboxCommand):
+    if s.selected is not None and s.selected.name == cmd.mailbox:
+        s.close_selected()
+    await s.ctx.run(mb.delete_folder, s.store, s.account_id, cmd.mailbox)
+    return "OK", R.OK_DONE
+
+
+@handler("RENAME", AUTHED)
+async def do_rename(s: ImapSession, cmd: Rename):
+    await s.ctx.run(mb.rename_folder, s.store, s.account_id, cmd.old, cmd.new)
+    return "OK", R.OK_DONE
+
+
+@handler("SUBSCRIBE", AUTHED)
+@handler("UNSUBSCRIBE", AUTHED)
+async def do_subscribe(s: ImapSession, cmd: MailboxCommand):
+    await s.ctx.run(mb.set_subscribed, s.store, s.account_id, cmd.mailbox, cmd.verb == "SUBSCRIBE")
+    return "OK", R.OK_DONE
+
+
+def pattern_regex(reference: str, pattern: str) -> re.Pattern:
+    """RFC 3501 6.3.8: "*" matches anything, "%" anything but the separator."""
+    full = pattern if not reference else (reference if reference.endswith(R.SEP) or pattern.startswith(R.SEP)
+                                          else reference) + pattern
+    out = []
+    for ch in full:
+        out.append(".*" if ch == "*" else "[^/]*" if ch == "%" else re.escape(ch))
+    body = "".join(out)
+    if full.upper().startswith("INBOX"):  # INBOX matches case-insensitively
+        return re.compile(r"^(?:(?i:INBOX)" + "".join(out[5:]) + ")$", re.DOTALL)
+    return re.compile("^" + body + "$", re.DOTALL)
+
+
+def _status_items(st: mb.FolderStatus, items: tuple[str, ...]) -> str:
+    values = {"MESSAGES": st.info.message_count, "RECENT": st.recent, "UIDNEXT": st.info.uidnext,
+              "UIDVALIDITY": st.info.uidvalidity, "UNSEEN": st.unseen, "SIZE": st.info.total_size,
+              "HIGHESTMODSEQ": st.info.highestmodseq}
+    return " ".join(f"{i} {values[i]}" for i in items)
+
+
+@handler("LIST", AUTHED)
+@handler("LSUB", AUTHED)
+async def do_list(s: ImapSession, cmd: ListCmd):
+    verb = "LSUB" if cmd.lsub else "LIST"
+    if not cmd.lsub and cmd.patterns == ("",) and not cmd.select_opts:
+        await s.untagged(f'LIST (\\Noselect) "{R.SEP}" ""')
+        return "OK", R.OK_DONE
+    folders = await s.ctx.run(mb.list_folders, s.store, s.account_id)
+    names = {f.name for f in folders}
+    regexes = [pattern_regex(cmd.reference, p) for p in cmd.patterns]
+    subscribed_only = cmd.lsub or "SUBSCRIBED" in cmd.select_opts
+    special_only = "SPECIAL-USE" in cmd.select_opts
+    show_subscribed = "SUBSCRIBED" in cmd.select_opts or "SUBSCRIBED" in cmd.return_opts
+    matched = []
+    for f in folders:
+        if not any(r.match(f.name) for r in regexes):
+            continue
+        if subscribed_only and not f.subscribed:
+            continue
+        if special_only and not f.special_use:
+            continue
+        matched.append(f)
+    statuses = {}
+    if cmd.status_items and matched:
+        for st in await s.ctx.run(mb.folder_status, s.store, s.account_id, [f.name for f in matched]):
+            statuses[st.info.name] = st
+    for f in matched:
+        attrs = []
+        if not cmd.lsub:
+            has_children = any(n.startswith(f.name + R.SEP) for n in names)
+            attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
+            if f.special_use:
+                attrs.append(f.special_use)
+            if show_subscribed and f.subscribed:
+                attrs.append("\\Subscribed")
+        await s.untagged(f'{verb} ({" ".join(attrs)}) "{R.SEP}" {wire_name(f.name)}')
+        if f.name in statuses:
+            await s.untagged(f"STATUS {wire_name(f.name)} ({_status_items(statuses[f.name], cmd.status_items)})")
+    return "OK", R.OK_DONE
+
+
+@handler("STATUS", AUTHED)
+async def do_status(s: ImapSession, cmd: Status):
+    found = await s.ctx.run(mb.folder_status, s.store, s.account_id, [cmd.mailbox])
+    if not found:
+        return "NO", R.NO_NONEXISTENT
+    await s.untagged(f"STATUS {wire_name(cmd.mailbox)} ({_status_items(found[0], cmd.items)})")
+    return "OK", R.OK_DONE
+
+
+@handler("APPEND", AUTHED)
+async def do_append(s: ImapSession, cmd: Append):
+    if len(cmd.message) > s.config.imap.max_literal_size:
+        return "NO", R.NO_TOOBIG
+    bits, keywords = split_flags(cmd.flags)
+    try:
+        uidvalidity, uid = await s.ctx.run(mb.append_message, s.store, s.account_id, cmd.mailbox, cmd.message, bits,
+                                           " ".join(sorted(set(keywords))) or None, cmd.date,
+                                           s.config.accounts.quota_bytes)
+    except NotFound:
+        return "NO", R.NO_TRYCREATE
+    if s.selected is not None and s.selected.name == cmd.mailbox:
+        s.pending = True
+    return "OK", f"[APPENDUID {uidvalidity} {uid}] {R.OK_DONE}"
+
+
+async def _quota_lines(s: ImapSession) -> None:
+    used, limit = await s.ctx.run(mb.quota_usage, s.store, s.account_id, s.config.accounts.quota_bytes)
+    await s.untagged(f'QUOTA "" (STORAGE {(used + 1023) // 1024} {limit // 1024})')
+
+
+@handler("GETQUOTAROOT", AUTHED)
+async def do_getquotaroot(s: ImapSession, cmd: MailboxCommand):
+    await s.ctx.run(mb.find_folder, s.store, s.account_id, cmd.mailbox)
+    await s.untagged(f'QUOTAROOT {wire_name(cmd.mailbox)} ""')
+    await _quota_lines(s)
+    return "OK", R.OK_DONE
+
+
+@handler("GETQUOTA", AUTHED)
+async def do_getquota(s: ImapSession, cmd: GetQuota):
+    if cmd.root != "":
+        return "NO", R.NO_QUOTAROOT
+    await _quota_lines(s)
+    return "OK", R.OK_DONE
+
+
+@handler("SETQUOTA", AUTHED)
+async def do_setquota(s: ImapSession, cmd: Command):
+    return "NO", R.NO_SETQUOTA
+
+
+@handler("CLOSE", frozenset({SELECTED}))
+async def do_close(s: ImapSession, cmd: Command):
+    sel = s.selected
+    s.close_selected()
+    if sel is not None and not sel.readonly:
+        await s.ctx.run(mb.expunge, s.store, sel.folder_id)  # silently (RFC 3501 6.4.2)
+    return "OK", R.OK_DONE
+
+
+@handler("UNSELECT", frozenset({SELECTED}))
+async def do_unselect(s: ImapSession, cmd: Command):
+    s.close_selected()
+    return "OK", R.OK_DONE

@@ -1,0 +1,183 @@
+"""Message commands of the selected state: FETCH, STORE, COPY, MOVE, SEARCH, EXPUNGE (and UID forms).
+
+FETCH is streamed: rows are read in UID order in batches (keyset paging) and rendered in the
+store's thread pool, so a ``UID FETCH 1:* (FLAGS)`` of 100,000 messages never sits in memory
+whole and the event loop only writes.
+"""
+from __future__ import annotations
+
+from bisect import bisect_left
+
+from sqlalchemy import select
+
+from ..errors import NotFound
+from ..store import mailboxes as mb
+from ..store.models import Content, Message
+from ..store.models.mail import SEEN
+from . import fetch as F
+from . import responses as R
+from .codec import format_uid_set
+from .commands import Copy, Expunge, Fetch, FetchAtt, Search, Store
+from .search import Matcher, columns_for as search_columns
+from .selected import SelectedFolder, flag_text, split_flags
+from .session import SELECTED, ImapSession, handler
+
+SEL = frozenset({SELECTED})
+FETCH_BATCH = 2000
+
+
+def _ranges(s: ImapSession, seqset, by_uid: bool) -> list[tuple[int, int]] | None:
+    try:
+        return s.selected.uid_ranges(seqset, by_uid)
+    except IndexError:
+        return None
+
+
+def _raw_of(store, folder_id: int, uid: int) -> bytes:
+    with store.reader() as session:
+        raw = session.scalar(select(Content.raw).join(Message, Message.content_id == Content.id)
+                             .where(Message.folder_id == folder_id, Message.uid == uid))
+    return raw or b""
+
+
+def _render_batch(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tuple[FetchAtt, ...],
+                  columns: tuple[str, ...], with_uid: bool) -> tuple[bytes, int | None]:
+    """One batch of FETCH lines (in the thread pool) and the UID to continue after (None: done)."""
+    rows = mb.fetch_rows(store, sel.folder_id, lo, hi, FETCH_BATCH, columns, ranges if len(ranges) > 1 else None)
+    out = []
+    uids = sel.uids
+    for row in rows:
+        i = bisect_left(uids, row.uid)
+        if i >= len(uids) or uids[i] != row.uid:
+            continue  # not yet announced to this client
+        raw = getattr(row, "raw", None)
+        loader = (lambda r=raw: r) if raw is not None else (lambda u=row.uid: _raw_of(store, sel.folder_id, u))
+        out.append(F.render(i + 1, row, atts, sel.is_recent(row.uid), with_uid, loader))
+    nxt = rows[-1].uid + 1 if len(rows) == FETCH_BATCH else None
+    return b"".join(out), nxt
+
+
+def _saw_own_write(sel: SelectedFolder, stored: mb.Stored) -> None:
+    # Nothing else happened between our last look and our write: our own change is known.
+    if stored.modseq_before and stored.modseq_before == sel.modseq:
+        sel.modseq = stored.modseq_after
+
+
+@handler("FETCH", SEL)
+async def do_fetch(s: ImapSession, cmd: Fetch):
+    sel = s.selected
+    ranges = _ranges(s, cmd.seqset, cmd.uid)
+    if ranges is None:
+        return "BAD", R.BAD_SYNTAX
+    if not ranges:
+        return "OK", R.OK_DONE
+    atts = cmd.atts
+    if F.sets_seen(atts) and not sel.readonly:
+        stored = await s.ctx.run(mb.store_flags, s.store, sel.folder_id, ranges, "+", SEEN, ())
+        _saw_own_write(sel, stored)
+        if stored.rows and not any(a.name == "FLAGS" for a in atts):
+            atts = atts + (FetchAtt("FLAGS"),)
+    columns = F.columns_for(atts)
+    lo, hi = ranges[0][0], ranges[-1][1]
+    while lo is not None and lo <= hi:
+        chunk, lo = await s.ctx.run(_render_batch, s.store, sel, lo, hi, ranges, atts, columns, cmd.uid)
+        await s.send(chunk)
+        await s.writer.drain()
+    return "OK", R.OK_DONE
+
+
+@handler("STORE", SEL)
+async def do_store(s: ImapSession, cmd: Store):
+    sel = s.selected
+    if sel.readonly:
+        return "NO", R.NO_READONLY
+    ranges = _ranges(s, cmd.seqset, cmd.uid)
+    if ranges is None:
+        return "BAD", R.BAD_SYNTAX
+    bits, keywords = split_flags(cmd.flags)
+    stored = await s.ctx.run(mb.store_flags, s.store, sel.folder_id, ranges, cmd.mode, bits, keywords)
+    _saw_own_write(sel, stored)
+    sel.keywords.update(keywords)
+    if not cmd.silent:
+        for uid, flags, kws in stored.rows:
+            seq = sel.seq_of(uid)
+            if seq is None:
+                continue
+            uid_part = f"UID {uid} " if cmd.uid else ""
+            await s.untagged(f"{seq} FETCH ({uid_part}FLAGS {flag_text(flags, kws, sel.is_recent(uid))})")
+    return "OK", R.OK_DONE
+
+
+@handler("COPY", SEL)
+@handler("MOVE", SEL)
+async def do_copy(s: ImapSession, cmd: Copy):
+    sel = s.selected
+    if cmd.move and sel.readonly:
+        return "NO", R.NO_READONLY
+    ranges = _ranges(s, cmd.seqset, cmd.uid)
+    if ranges is None:
+        return "BAD", R.BAD_SYNTAX
+    if not ranges:
+        return "OK", R.OK_DONE
+    try:
+        copied = await s.ctx.run(mb.copy_messages, s.store, s.account_id, sel.folder_id, ranges, cmd.mailbox, cmd.move,
+                                 s.config.accounts.quota_bytes)
+    except NotFound:
+        return "NO", R.NO_TRYCREATE
+    code = ""
+    if copied.source_uids:
+        code = (f"[COPYUID {copied.uidvalidity} {format_uid_set(copied.source_uids)} "
+                f"{format_uid_set(copied.dest_uids)}] ")
+    if cmd.move:
+        # RFC 6851: COPYUID in an untagged OK before the EXPUNGEs that the update below sends.
+        s.pending = True
+        if code:
+            await s.untagged(f"OK {code}moved")
+        return "OK", R.OK_DONE
+    if copied.dest_folder_id == sel.folder_id:
+        s.pending = True
+    return "OK", f"{code}{R.OK_DONE}"
+
+
+def _search(store, sel: SelectedFolder, keys: tuple, charset_ok: bool) -> list[tuple[int, int]]:
+    """(seq, uid) of the matching messages this session knows (in the thread pool)."""
+    cols = tuple(sorted(search_columns(keys)))
+    matcher = Matcher(len(sel.uids), sel.max_uid, sel.is_recent)
+    hits: list[tuple[int, int]] = []
+    lo = 1
+    uids = sel.uids
+    while True:
+        rows = mb.fetch_rows(store, sel.folder_id, lo, sel.max_uid, FETCH_BATCH, cols)
+        for row in rows:
+            i = bisect_left(uids, row.uid)
+            if i >= len(uids) or uids[i] != row.uid:
+                continue
+            if all(matcher.match(k, row, i + 1) for k in keys):
+                hits.append((i + 1, row.uid))
+        if len(rows) < FETCH_BATCH:
+            return hits
+        lo = rows[-1].uid + 1
+
+
+@handler("SEARCH", SEL)
+async def do_search(s: ImapSession, cmd: Search):
+    sel = s.selected
+    hits = await s.ctx.run(_search, s.store, sel, cmd.criteria, True) if sel.uids else []
+    numbers = [str(uid if cmd.uid else seq) for seq, uid in hits]
+    await s.untagged("SEARCH" + "".join(" " + n for n in numbers))
+    return "OK", R.OK_DONE
+
+
+@handler("EXPUNGE", SEL)
+async def do_expunge(s: ImapSession, cmd: Expunge):
+    sel = s.selected
+    if sel.readonly:
+        return "NO", R.NO_READONLY
+    ranges = None
+    if cmd.seqset is not None:
+        ranges = _ranges(s, cmd.seqset, True)
+        if not ranges:
+            return "OK", R.OK_DONE
+    await s.ctx.run(mb.expunge, s.store, sel.folder_id, ranges)
+    s.pending = True
+    return "OK", R.OK_DONE

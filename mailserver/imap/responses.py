@@ -1,0 +1,88 @@
+"""Every reply text the IMAP server sends, in one place, and the error -> response mapping."""
+from __future__ import annotations
+
+from ..errors import (AuthenticationFailed, Conflict, NotFound, QuotaExceeded, StorageError, Throttled, UserError)
+
+GREETING = "civicmail IMAP4rev1 ready"
+BYE_LOGOUT = "civicmail logging out"
+BYE_IDLE_TIMEOUT = "idle for too long, logging out"
+BYE_SHUTDOWN = "server shutting down"
+BYE_TOO_MANY = "too many connections from this user and address"
+BYE_LITERAL = "literal too large, closing"
+BYE_FOLDER_GONE = "the selected folder was deleted"
+
+OK_DONE = "completed"
+OK_LOGIN = "logged in"
+OK_TLS = "begin TLS negotiation now"
+OK_SELECT_RW = "[READ-WRITE] selected"
+OK_SELECT_RO = "[READ-ONLY] examined"
+OK_IDLE_DONE = "IDLE terminated"
+CONT_READY = "Ready"
+CONT_IDLING = "idling"
+CONT_AUTH = ""
+
+BAD_SYNTAX = "syntax error"
+BAD_STATE = "command not allowed now"
+BAD_LINE_TOO_LONG = "line too long"
+BAD_LITERAL_TOO_LARGE = "[TOOBIG] literal too large"
+BAD_NOT_TLS = "STARTTLS not available now"
+BAD_MECHANISM = "unsupported authentication mechanism"
+BAD_AUTH_CANCELLED = "authentication cancelled"
+BAD_IDLE = "expected DONE"
+
+NO_LOGIN_DISABLED = "[PRIVACYREQUIRED] log in only after STARTTLS"
+NO_AUTH_FAILED = "[AUTHENTICATIONFAILED] authentication failed"
+NO_THROTTLED = "[UNAVAILABLE] too many failed logins, try later"
+NO_NO_MAILBOX = "[AUTHENTICATIONFAILED] this identity has no mailbox"
+NO_NONEXISTENT = "[NONEXISTENT] no such mailbox"
+NO_TRYCREATE = "[TRYCREATE] no such mailbox"
+NO_EXISTS = "[ALREADYEXISTS] mailbox exists"
+NO_CANNOT = "[CANNOT] not possible for this mailbox"
+NO_QUOTA = "[OVERQUOTA] mailbox is over its quota"
+NO_TOOBIG = "[TOOBIG] message too large"
+NO_SERVER = "[SERVERBUG] internal error, try again"
+NO_READONLY = "[READ-ONLY] mailbox is read-only"
+NO_BADCHARSET = "[BADCHARSET (UTF-8 US-ASCII)] charset not supported"
+NO_QUOTAROOT = "no such quota root"
+NO_SETQUOTA = "[NOPERM] quotas are set by the operator"
+NO_INUSE = "[INUSE] mailbox in use"
+NO_EXPUNGED = "some messages were expunged"
+
+SEP = "/"
+NAMESPACE = '(("" "/")) NIL NIL'
+ID_RESPONSE = '("name" "civicmail" "vendor" "civicmail")'
+
+
+def error_response(exc: Exception) -> tuple[str, str]:
+    """(status, text) for an expected error; unexpected ones are logged and become SERVERBUG."""
+    if isinstance(exc, QuotaExceeded):
+        return "NO", NO_QUOTA
+    if isinstance(exc, NotFound):
+        return "NO", NO_NONEXISTENT
+    if isinstance(exc, Conflict):
+        return "NO", NO_EXISTS
+    if isinstance(exc, AuthenticationFailed):
+        return "NO", NO_AUTH_FAILED
+    if isinstance(exc, Throttled):
+        return "NO", NO_THROTTLED
+    if isinstance(exc, UserError):
+        return "NO", NO_CANNOT
+    if isinstance(exc, StorageError):
+        return "NO", NO_SERVER
+    return "NO", NO_SERVER
+
+
+def capabilities(tls_active: bool, can_starttls: bool, login_allowed: bool, authenticated: bool,
+                 append_limit: int) -> str:
+    caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE"]
+    if not authenticated:
+        if can_starttls and not tls_active:
+            caps.append("STARTTLS")
+        if login_allowed:
+            caps.append("AUTH=PLAIN")
+        else:
+            caps.append("LOGINDISABLED")
+    else:
+        caps += ["UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS",
+                 f"APPENDLIMIT={append_limit}", "QUOTA", "QUOTA=RES-STORAGE"]
+    return " ".join(caps)

@@ -1,0 +1,126 @@
+"""SEARCH (RFC 3501 6.4.4): every key, evaluated over Core rows of the selected folder.
+
+Text keys use ``mailserver.mime.search_matches`` on the decoded, case-folded text cached at
+delivery, so a Chinese word in an RFC 2047 subject or a base64 GB18030 body is found.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import email.parser
+import email.utils
+
+from .. import mime
+from ..store.models.mail import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN
+from .codec import SeqSet
+
+_FLAG_KEYS = {"ANSWERED": (ANSWERED, True), "DELETED": (DELETED, True), "DRAFT": (DRAFT, True),
+              "FLAGGED": (FLAGGED, True), "SEEN": (SEEN, True), "UNANSWERED": (ANSWERED, False),
+              "UNDELETED": (DELETED, False), "UNDRAFT": (DRAFT, False), "UNFLAGGED": (FLAGGED, False),
+              "UNSEEN": (SEEN, False)}
+_TEXT_KEYS = {"BCC": "bcc", "BODY": "body", "CC": "cc", "FROM": "from", "SUBJECT": "subject", "TEXT": "text",
+              "TO": "to"}
+_HEADER_PARSER = email.parser.BytesHeaderParser()
+
+
+def columns_for(keys: tuple) -> set[str]:
+    cols = {"flags", "keywords", "internaldate", "size"}
+    for k in _walk(keys):
+        if k[0] in _TEXT_KEYS:
+            cols.add("search_text")
+        if k[0] in ("HEADER", "SENTBEFORE", "SENTON", "SENTSINCE"):
+            cols.update(("raw", "header_size"))
+    return cols
+
+
+def _walk(keys):
+    for k in keys:
+        yield k
+        if k[0] == "AND":
+            yield from _walk(k[1])
+        elif k[0] == "NOT":
+            yield from _walk((k[1],))
+        elif k[0] == "OR":
+            yield from _walk((k[1], k[2]))
+
+
+def _sent_date(row) -> dt.date | None:
+    header = row.raw[:row.header_size] if getattr(row, "header_size", None) else row.raw.split(b"\r\n\r\n", 1)[0]
+    value = _HEADER_PARSER.parsebytes(header).get("Date")
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(str(value))
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when.date() if when else None
+
+
+def _internal_date(row) -> dt.date:
+    when = row.internaldate
+    return when.date()
+
+
+class Matcher:
+    """Evaluates search keys for one message. ``seq`` and ``recent`` come from the session."""
+
+    def __init__(self, largest_seq: int, largest_uid: int, is_recent) -> None:
+        self.largest_seq = largest_seq
+        self.largest_uid = largest_uid
+        self.is_recent = is_recent
+        self._seq_cache: dict[int, list[tuple[int, int]]] = {}
+
+    def _in_set(self, s: SeqSet, n: int, largest: int) -> bool:
+        spans = self._seq_cache.get(id(s))
+        if spans is None:
+            spans = s.resolve(largest)
+            self._seq_cache[id(s)] = spans
+        return any(lo <= n <= hi for lo, hi in spans)
+
+    def match(self, key: tuple, row, seq: int) -> bool:
+        name = key[0]
+        if name == "ALL":
+            return True
+        if name == "AND":
+            return all(self.match(k, row, seq) for k in key[1])
+        if name == "NOT":
+            return not self.match(key[1], row, seq)
+        if name == "OR":
+            return self.match(key[1], row, seq) or self.match(key[2], row, seq)
+        if name in _FLAG_KEYS:
+            bit, want = _FLAG_KEYS[name]
+            return bool(row.flags & bit) == want
+        if name == "RECENT":
+            return self.is_recent(row.uid)
+        if name == "NEW":
+            return self.is_recent(row.uid) and not row.flags & SEEN
+        if name == "OLD":
+            return not self.is_recent(row.uid)
+        if name in ("KEYWORD", "UNKEYWORD"):
+            have = key[1] in (row.keywords or "").split()
+            return have if name == "KEYWORD" else not have
+        if name in _TEXT_KEYS:
+            return mime.search_matches(row.search_text, _TEXT_KEYS[name], key[1])
+        if name == "HEADER":
+            return mime.header_contains(row.raw, key[1], key[2])
+        if name == "LARGER":
+            return row.size > key[1]
+        if name == "SMALLER":
+            return row.size < key[1]
+        if name in ("BEFORE", "ON", "SINCE"):
+            return _compare(name, _internal_date(row), key[1])
+        if name in ("SENTBEFORE", "SENTON", "SENTSINCE"):
+            sent = _sent_date(row)
+            return sent is not None and _compare(name[4:], sent, key[1])
+        if name == "UID":
+            return self._in_set(key[1], row.uid, self.largest_uid)
+        if name == "SEQ":
+            return self._in_set(key[1], seq, self.largest_seq)
+        return False
+
+
+def _compare(how: str, day: dt.date, ref: dt.date) -> bool:
+    if how == "BEFORE":
+        return day < ref
+    if how == "ON":
+        return day == ref
+    return day >= ref

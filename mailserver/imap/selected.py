@@ -1,0 +1,138 @@
+"""The selected folder as one session sees it: UIDs by sequence number, \\Recent, and the
+bookkeeping of updates owed to the client (RFC 3501 7.4.1, 5.2, 5.5)."""
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
+
+from ..store.mailboxes import Changes, Snapshot
+from ..store.models.mail import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN
+from .codec import STAR, SeqSet
+
+_FLAG_NAMES = ((SEEN, "\\Seen"), (ANSWERED, "\\Answered"), (FLAGGED, "\\Flagged"), (DELETED, "\\Deleted"),
+               (DRAFT, "\\Draft"))
+FLAG_BITS = {name.lower(): bit for bit, name in _FLAG_NAMES}
+SYSTEM_FLAGS = "\\Answered \\Flagged \\Deleted \\Seen \\Draft"
+
+
+def flag_text(flags: int, keywords: str | None, recent: bool = False) -> str:
+    names = [name for bit, name in _FLAG_NAMES if flags & bit]
+    if recent:
+        names.append("\\Recent")
+    if keywords:
+        names.extend(keywords.split())
+    return "(" + " ".join(names) + ")"
+
+
+def split_flags(flags: tuple[str, ...]) -> tuple[int, list[str]]:
+    """System flags to bits; the rest are keywords."""
+    bits = 0
+    keywords = []
+    for f in flags:
+        bit = FLAG_BITS.get(f.lower())
+        if bit:
+            bits |= bit
+        elif not f.startswith("\\"):
+            keywords.append(f)
+    return bits, keywords
+
+
+@dataclass
+class SelectedFolder:
+    folder_id: int
+    name: str
+    readonly: bool
+    uidvalidity: int
+    modseq: int
+    uids: array
+    #: half-open (lo, hi] UID ranges this session holds as \\Recent
+    recent_ranges: list[tuple[int, int]] = field(default_factory=list)
+    keywords: set[str] = field(default_factory=set)
+    #: expunges seen but not yet told (they may not be sent during FETCH, STORE, SEARCH)
+    expunge_pending: bool = False
+
+    @classmethod
+    def from_snapshot(cls, snap: Snapshot, readonly: bool) -> "SelectedFolder":
+        sel = cls(snap.folder.id, snap.folder.name, readonly, snap.folder.uidvalidity, snap.folder.highestmodseq,
+                  snap.uids, keywords=set(snap.keywords))
+        if not readonly and snap.uids and snap.uids[-1] > snap.recent_above:
+            sel.recent_ranges.append((snap.recent_above, snap.uids[-1]))
+        return sel
+
+    @property
+    def exists(self) -> int:
+        return len(self.uids)
+
+    @property
+    def max_uid(self) -> int:
+        return self.uids[-1] if self.uids else 0
+
+    def is_recent(self, uid: int) -> bool:
+        return any(lo < uid <= hi for lo, hi in self.recent_ranges)
+
+    def recent_count(self) -> int:
+        total = 0
+        for lo, hi in self.recent_ranges:
+            total += bisect_right(self.uids, hi) - bisect_right(self.uids, lo)
+        return total
+
+    def seq_of(self, uid: int) -> int | None:
+        i = bisect_left(self.uids, uid)
+        return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
+
+    def uid_ranges(self, seqset: SeqSet, by_uid: bool) -> list[tuple[int, int]]:
+        """UID ranges addressed by a sequence set, limited to the messages this session knows."""
+        if not self.uids:
+            return []
+        if by_uid:
+            out = []
+            for lo, hi in seqset.resolve(self.max_uid):
+                hi = min(hi, self.max_uid)
+                if lo <= hi:
+                    out.append((lo, hi))
+            return out
+        out = []
+        for lo, hi in seqset.resolve(len(self.uids)):
+            if lo > len(self.uids):
+                raise IndexError("sequence number beyond the last message")
+            hi = min(hi, len(self.uids))
+            out.append((self.uids[lo - 1], self.uids[hi - 1]))
+        return out
+
+    def uids_in(self, ranges: list[tuple[int, int]]) -> list[int]:
+        out: list[int] = []
+        for lo, hi in ranges:
+            out.extend(self.uids[bisect_left(self.uids, lo):bisect_right(self.uids, hi)])
+        return out
+
+    def apply(self, changes: Changes, allow_expunge: bool) -> tuple[list[int], list[int], list[tuple]]:
+        """Fold a Changes into the view. Returns (expunged sequence numbers in the order to send,
+        new UIDs, flag changes (uid, flags, keywords) of known messages)."""
+        expunged_seqs: list[int] = []
+        if changes.present is not None:
+            if allow_expunge:
+                present = set(changes.present)
+                kept = array("q")
+                for i in range(len(self.uids) - 1, -1, -1):
+                    if self.uids[i] not in present:
+                        expunged_seqs.append(i + 1)
+                kept.extend(u for u in self.uids if u in present)
+                self.uids = kept
+                self.expunge_pending = False
+            else:
+                self.expunge_pending = True
+        new = [r[0] for r in changes.new if r[0] > self.max_uid]
+        self.uids.extend(new)
+        for r in changes.new:
+            if r[2]:
+                self.keywords.update(r[2].split())
+        self.modseq = changes.highestmodseq
+        return expunged_seqs, new, changes.changed
+
+    def note_recent(self, lo: int, hi: int) -> None:
+        if hi > lo:
+            self.recent_ranges.append((lo, hi))
+
+
+__all__ = ["SelectedFolder", "flag_text", "split_flags", "SYSTEM_FLAGS", "STAR"]

@@ -1,0 +1,117 @@
+"""The IMAP listeners (``imap.listen`` with STARTTLS, ``imaps.listen`` with implicit TLS) and the
+per-process watcher that turns other processes' writes into change notices."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections import Counter
+
+from ..config import parse_hostport
+from ..server import ServerContext, StartupError
+from ..store.notify import FolderWatcher
+from . import handlers_auth, handlers_mailbox, handlers_message  # noqa: F401  (they register handlers)
+from . import responses as R
+from .session import ImapSession
+
+log = logging.getLogger("civicmail.imap")
+
+
+class ImapService:
+    def __init__(self, ctx: ServerContext, listen: str, implicit_tls: bool, name: str) -> None:
+        self.ctx = ctx
+        self.listen = listen
+        self.implicit_tls = implicit_tls
+        self.name = name
+        self.server: asyncio.AbstractServer | None = None
+        #: (host, port) actually bound (port 0 in tests picks a free one)
+        self.address: tuple[str, int] | None = None
+        self.sessions: weakref.WeakSet[ImapSession] = weakref.WeakSet()
+        self._per_user_ip: Counter[tuple[int, str]] = Counter()
+        self._tls = None
+
+    @property
+    def tls_available(self) -> bool:
+        try:
+            self.tls_context()
+            return True
+        except StartupError:
+            return False
+
+    def tls_context(self):
+        if self._tls is None:
+            self._tls = self.ctx.tls_context()
+        return self._tls
+
+    # -- connection limits per user and client IP --------------------------------------------------
+    def admit(self, session: ImapSession, account_id: int) -> bool:
+        key = (account_id, session.peer_ip)
+        if self._per_user_ip[key] >= self.ctx.config.imap.max_connections_per_user_ip:
+            return False
+        self._per_user_ip[key] += 1
+        session._limit_key = key
+        return True
+
+    def release(self, session: ImapSession) -> None:
+        key = session._limit_key
+        if key is not None:
+            session._limit_key = None
+            self._per_user_ip[key] -= 1
+            if self._per_user_ip[key] <= 0:
+                del self._per_user_ip[key]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = ImapSession(self.ctx, self, reader, writer, tls_active=self.implicit_tls)
+        self.sessions.add(session)
+        try:
+            await session.run()
+        except Exception:  # one session's failure never reaches another
+            log.exception("IMAP session failed")
+
+    async def start(self) -> None:
+        host, port = parse_hostport(self.listen, f"{self.name}.listen")
+        ssl = self.tls_context() if self.implicit_tls else None
+        try:
+            self.server = await asyncio.start_server(self._handle, host, port, ssl=ssl,
+                                                     limit=self.ctx.config.imap.max_line_length + 2,
+                                                     backlog=4096)
+        except OSError as exc:
+            raise StartupError(f"{self.name}: cannot listen on {self.listen}: {exc.strerror}") from None
+        self.address = self.server.sockets[0].getsockname()[:2]
+        log.info("%s listening on %s:%d", self.name, *self.address)
+
+    async def stop(self) -> None:
+        if self.server is None:
+            return
+        self.server.close()
+        for session in list(self.sessions):
+            try:
+                session.writer.write(f"* BYE {R.BYE_SHUTDOWN}\r\n".encode())
+                session.writer.close()
+            except Exception:  # already gone
+                pass
+        await self.server.wait_closed()
+
+
+class WatcherService:
+    """Runs the store's FolderWatcher for this process (cross-process updates)."""
+
+    name = "imap-watcher"
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.watcher = FolderWatcher(ctx.store, ctx.hub, ctx.executor)
+
+    async def start(self) -> None:
+        self.watcher.start()
+
+    async def stop(self) -> None:
+        await self.watcher.stop()
+
+
+def make_services(ctx: ServerContext) -> list:
+    services: list = [WatcherService(ctx)]
+    if ctx.config.imap.listen:
+        services.append(ImapService(ctx, ctx.config.imap.listen, False, "imap"))
+    if ctx.config.imaps.listen:
+        services.append(ImapService(ctx, ctx.config.imaps.listen, True, "imaps"))
+    return services

@@ -1,0 +1,235 @@
+"""One IMAP connection: read a command, check the state, call its handler, write the replies,
+then tell the client what other sessions changed (RFC 3501 5.2, 7.4.1).
+
+Handlers live in ``handlers_auth``, ``handlers_mailbox`` and ``handlers_message``; each is
+``async def do_x(session, cmd) -> (status, text)``; an error raised by one is mapped to its
+response in one place here (``responses.error_response``), never with the exception's text.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+from ..errors import CivicmailError
+from ..store import mailboxes
+from . import responses as R
+from .commands import Command, Invalid
+from .framing import Closed, Framed, Refused, read_command, read_line
+from .parser import parse_command
+from .selected import SelectedFolder, flag_text
+
+if TYPE_CHECKING:
+    from ..registry.auth import Principal
+    from ..server import ServerContext
+    from .service import ImapService
+
+log = logging.getLogger("civicmail.imap")
+
+NOT_AUTH, AUTH, SELECTED, LOGOUT = "not-authenticated", "authenticated", "selected", "logout"
+Handler = Callable[["ImapSession", Command], Awaitable[tuple[str, str]]]
+#: command name -> (states in which it is allowed, handler); filled by the handler modules
+HANDLERS: dict[str, tuple[frozenset[str], Handler]] = {}
+ANY = frozenset({NOT_AUTH, AUTH, SELECTED})
+#: commands during which EXPUNGE must not be sent (RFC 3501 7.4.1; their UID forms may)
+_NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH"})
+_WRITE_HIGH_WATER = 256 * 1024
+
+
+def handler(name: str, states: frozenset[str]):
+    def register(fn: Handler) -> Handler:
+        HANDLERS[name] = (states, fn)
+        return fn
+    return register
+
+
+class Logout(Exception):
+    """End the session after the tagged reply."""
+
+
+class AlreadyAnswered(Exception):
+    """The handler wrote its own tagged reply (STARTTLS, before the handshake)."""
+
+
+class ImapSession:
+    __slots__ = ("ctx", "service", "reader", "writer", "tls_active", "peer_ip", "state", "principal", "account_id",
+                 "selected", "pending", "wake", "_limit_key", "__weakref__")
+
+    def __init__(self, ctx: "ServerContext", service: "ImapService", reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, tls_active: bool) -> None:
+        self.ctx = ctx
+        self.service = service
+        self.reader = reader
+        self.writer = writer
+        self.tls_active = tls_active
+        peer = writer.get_extra_info("peername")
+        self.peer_ip = peer[0] if peer else "?"
+        self.state = NOT_AUTH
+        self.principal: Principal | None = None
+        self.account_id = 0
+        self.selected: SelectedFolder | None = None
+        #: another session (or process) changed the selected folder; look before the next reply
+        self.pending = False
+        #: set while in IDLE, so that a change wakes the session at once
+        self.wake: asyncio.Event | None = None
+        self._limit_key: tuple[int, str] | None = None
+
+    # -- properties the handlers read ---------------------------------------------------------------
+    @property
+    def config(self):
+        return self.ctx.config
+
+    @property
+    def store(self):
+        return self.ctx.store
+
+    @property
+    def login_allowed(self) -> bool:
+        """Plaintext AUTH only over TLS, or on loopback in development mode (LOGINDISABLED else)."""
+        if self.tls_active:
+            return True
+        if not self.ctx.config.server.development:
+            return False
+        try:
+            return ipaddress.ip_address(self.peer_ip).is_loopback
+        except ValueError:
+            return False
+
+    def capability_text(self) -> str:
+        return R.capabilities(self.tls_active, self.service.tls_available, self.login_allowed,
+                              self.state in (AUTH, SELECTED), self.config.imap.max_literal_size)
+
+    # -- writing ------------------------------------------------------------------------------------
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        transport = self.writer.transport
+        if transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
+            await self.writer.drain()
+
+    async def untagged(self, text: str) -> None:
+        await self.send(b"* " + text.encode("utf-8") + b"\r\n")
+
+    async def continuation(self, text: str = R.CONT_READY) -> None:
+        self.writer.write(b"+ " + text.encode() + b"\r\n")
+        await self.writer.drain()
+
+    async def read_client_line(self) -> bytes:
+        line = await read_line(self.reader, self.config.imap.max_line_length)
+        if line is None:
+            return b""
+        return line.rstrip(b"\r\n")
+
+    # -- the loop -------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            await self.send(f"* OK [CAPABILITY {self.capability_text()}] {R.GREETING}\r\n".encode())
+            await self.writer.drain()
+            while self.state != LOGOUT:
+                try:
+                    framed = await asyncio.wait_for(
+                        read_command(self.reader, self.config.imap.max_line_length,
+                                     self.config.imap.max_literal_size, self.continuation),
+                        self.config.imap.idle_timeout)
+                except asyncio.TimeoutError:
+                    await self.untagged(f"BYE {R.BYE_IDLE_TIMEOUT}")
+                    break
+                if isinstance(framed, Refused):
+                    if framed.fatal:
+                        await self.untagged(f"BYE {R.BYE_LITERAL}")
+                        break
+                    reason = R.BAD_LINE_TOO_LONG if framed.reason == "line too long" else R.BAD_LITERAL_TOO_LARGE
+                    await self.send(f"{framed.tag} BAD {reason}\r\n".encode())
+                    continue
+                await self.execute(framed)
+                await self.writer.drain()
+        except (Closed, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.close_selected()
+            self.service.release(self)
+            try:
+                self.writer.close()
+            except Exception:  # the transport may already be gone
+                pass
+
+    async def execute(self, framed: Framed) -> None:
+        cmd = parse_command(framed.data)
+        if isinstance(cmd, Invalid):
+            if cmd.reason == "BADCHARSET":
+                await self.send(f"{cmd.tag} NO {R.NO_BADCHARSET}\r\n".encode())
+            else:
+                await self.send(f"{cmd.tag} BAD {R.BAD_SYNTAX}\r\n".encode())
+            return
+        entry = HANDLERS.get(cmd.name)
+        if entry is None or self.state not in entry[0]:
+            await self.send(f"{cmd.tag} BAD {R.BAD_STATE}\r\n".encode())
+            return
+        states, fn = entry
+        logout = False
+        try:
+            status, text = await fn(self, cmd)
+        except Logout:
+            status, text, logout = "OK", R.OK_DONE, True
+        except AlreadyAnswered:
+            return
+        except CivicmailError as exc:
+            status, text = R.error_response(exc)
+        except Exception:
+            log.exception("IMAP %s failed", cmd.name)
+            status, text = "NO", R.NO_SERVER
+        if self.selected is not None and not logout:
+            uid_form = getattr(cmd, "uid", False)
+            await self.report_changes(allow_expunge=uid_form or cmd.name not in _NO_EXPUNGE)
+        if logout:
+            await self.untagged(f"BYE {R.BYE_LOGOUT}")
+            self.state = LOGOUT
+        await self.send(f"{cmd.tag} {status} {text}\r\n".encode("utf-8"))
+
+    # -- the selected folder and other sessions' changes ------------------------------------------------
+    def _on_change(self, folder_id: int) -> None:
+        self.pending = True
+        if self.wake is not None:
+            self.wake.set()
+
+    def select(self, selected: SelectedFolder) -> None:
+        self.close_selected()
+        self.selected = selected
+        self.state = SELECTED
+        self.ctx.hub.subscribe(selected.folder_id, self._on_change, asyncio.get_running_loop())
+
+    def close_selected(self) -> None:
+        if self.selected is not None:
+            self.ctx.hub.unsubscribe(self.selected.folder_id, self._on_change, asyncio.get_running_loop())
+            self.selected = None
+            if self.state == SELECTED:
+                self.state = AUTH
+
+    async def report_changes(self, allow_expunge: bool, force: bool = False) -> None:
+        """Send the EXISTS / RECENT / EXPUNGE / FETCH FLAGS owed to this client."""
+        sel = self.selected
+        if sel is None or not (self.pending or force or (allow_expunge and sel.expunge_pending)):
+            return
+        self.pending = False
+        changes = await self.ctx.run(mailboxes.changes_since, self.store, sel.folder_id, sel.modseq, sel.max_uid,
+                                     sel.exists, force=allow_expunge and sel.expunge_pending)
+        if self.selected is not sel:
+            return
+        if changes is None:
+            await self.untagged(f"BYE {R.BYE_FOLDER_GONE}")
+            self.state = LOGOUT
+            raise Closed()
+        known_max = sel.max_uid
+        expunged, new, changed = sel.apply(changes, allow_expunge)
+        for seq in expunged:
+            await self.untagged(f"{seq} EXPUNGE")
+        if new:
+            if not sel.readonly:
+                before = await self.ctx.run(mailboxes.claim_recent, self.store, sel.folder_id, new[-1])
+                sel.note_recent(max(before, known_max), new[-1])
+            await self.untagged(f"{sel.exists} EXISTS")
+            await self.untagged(f"{sel.recent_count()} RECENT")
+        for uid, flags, keywords in changed:
+            seq = sel.seq_of(uid)
+            if seq is not None:
+                await self.untagged(f"{seq} FETCH (UID {uid} FLAGS {flag_text(flags, keywords, sel.is_recent(uid))})")

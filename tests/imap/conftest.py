@@ -1,0 +1,107 @@
+"""A real IMAP server on 127.0.0.1 (ephemeral ports) in a background thread, with two citizens."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import imaplib
+import threading
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import select
+
+from mailserver.identity import idnumber
+from mailserver.imap.service import ImapService, WatcherService
+from mailserver.registry import Registry
+from mailserver.registry.citizens import add_citizen
+from mailserver.server import ServerContext
+from mailserver.store import open_store
+from mailserver.store.models import Account
+
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Running:
+    ctx: ServerContext
+    loop: asyncio.AbstractEventLoop
+    imap: ImapService
+    imaps: ImapService
+    users: list[tuple[str, int]]  # (address, account id)
+
+    @property
+    def port(self) -> int:
+        return self.imap.address[1]
+
+    @property
+    def tls_port(self) -> int:
+        return self.imaps.address[1]
+
+    def client(self, user: int = 0, login: bool = True) -> imaplib.IMAP4:
+        c = imaplib.IMAP4("127.0.0.1", self.port, timeout=30)
+        if login:
+            c.login(self.users[user][0], PASSWORD)
+        return c
+
+    def call(self, fn, *args):
+        """Run a blocking store function (as another writer would) from the test thread."""
+        return fn(*args)
+
+
+def start_server(config, overrides=None) -> Running:
+    store = open_store(config)
+    registry = Registry(config, store)
+    users = []
+    for n, name in enumerate(("张伟", "王芳")):
+        made = add_citizen(registry, name, idnumber.make("330106", dt.date(1980, 1, n + 1), n + 1), password=PASSWORD)
+        with store.reader() as s:
+            users.append((made.address, s.scalar(select(Account.id).where(Account.address == made.address))))
+    ctx = ServerContext(config, store, registry)
+    loop = asyncio.new_event_loop()
+    imap = ImapService(ctx, "127.0.0.1:0", False, "imap")
+    imaps = ImapService(ctx, "127.0.0.1:0", True, "imaps")
+    watcher = WatcherService(ctx)
+    ready = threading.Event()
+
+    async def main():
+        await watcher.start()
+        await imap.start()
+        await imaps.start()
+        ready.set()
+
+    thread = threading.Thread(target=lambda: (loop.run_until_complete(main()), loop.run_forever()), daemon=True)
+    thread.start()
+    assert ready.wait(30)
+    running = Running(ctx, loop, imap, imaps, users)
+    running._stop = lambda: _stop(running, watcher, thread)  # type: ignore[attr-defined]
+    return running
+
+
+def _stop(running: Running, watcher: WatcherService, thread: threading.Thread) -> None:
+    async def down():
+        await running.imap.stop()
+        await running.imaps.stop()
+        await watcher.stop()
+
+    asyncio.run_coroutine_threadsafe(down(), running.loop).result(30)
+    running.loop.call_soon_threadsafe(running.loop.stop)
+    thread.join(30)
+    running.ctx.executor.shutdown(wait=True)
+    running.ctx.store.dispose()
+
+
+@pytest.fixture
+def server(sqlite_config):
+    running = start_server(sqlite_config)
+    yield running
+    running._stop()
+
+
+@pytest.fixture
+def client(server):
+    c = server.client()
+    yield c
+    try:
+        c.logout()
+    except Exception:
+        pass
