@@ -30,6 +30,7 @@ T = TypeVar("T")
 #: "module:function" of each part's service factory, started in this order
 SERVICE_FACTORIES: tuple[str, ...] = (
     "mailserver.smtp.service:make_services",
+    "mailserver.imap.service:make_services",
 )
 
 
