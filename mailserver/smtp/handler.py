@@ -103,20 +103,20 @@ class Handler:
         try:
             login, password = login_b.decode("utf-8"), password_b.decode("utf-8")
         except UnicodeDecodeError:
-            return AuthResult(success=False, message=replies.AUTH_FAILED)
+            return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
         throttle = self.ctx.login_throttle
         if throttle.blocked(ip, login):
             log.info("NOQUEUE auth-throttled client=%s port=%s", ip, self.listener.kind)
-            return AuthResult(success=False, message=replies.AUTH_THROTTLED)
+            return AuthResult(success=False, handled=False, message=replies.AUTH_THROTTLED)
         try:
             principal = await self.ctx.run(authenticate, self.ctx.registry, login, password)
         except AuthenticationFailed:
             throttle.failed(ip, login)
             log.info("NOQUEUE auth-failed client=%s port=%s", ip, self.listener.kind)
-            return AuthResult(success=False, message=replies.AUTH_FAILED)
+            return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
         except Exception:
             log.exception("authentication error")
-            return AuthResult(success=False, message=replies.AUTH_UNAVAILABLE)
+            return AuthResult(success=False, handled=False, message=replies.AUTH_UNAVAILABLE)
         throttle.succeeded(ip, login)
         return AuthResult(success=True, auth_data=principal, message=replies.AUTH_OK)
 

@@ -60,6 +60,7 @@ _REWRITES: tuple[tuple[str, str], ...] = (
     ("500 Error: bad syntax", "500 5.5.2 Syntax error"),
     ("500 Error: strict ASCII mode", "500 5.6.7 Non-ASCII data without SMTPUTF8"),
     ("500 Error:", "500 5.5.2 Syntax error"),
+    ("250 HELP", "250 HELP"),  # the last line of the EHLO reply
     ("250 OK", OK),
     ("221 Bye", BYE),
 )
