@@ -15,7 +15,7 @@ from .app import App
 # Each module defines a click command or group named `command`; order is the help order.
 COMMAND_MODULES = (
     "init", "db", "serve", "citizen", "agency", "stats", "bench",
-    "drop", "notice",
+    "drop", "notice", "queue",
 )
 
 

@@ -110,7 +110,8 @@ class OutboundService:
         assert self.runner is not None
         while not self._stopping:
             try:
-                await self.runner.run_once()
+                if await self.runner.run_once():
+                    continue  # a backlog: keep going until nothing is due
             except Exception:  # the store may be briefly unavailable; try again next round
                 log.exception("outbound queue pass failed")
             try:
