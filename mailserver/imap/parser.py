@@ -342,11 +342,13 @@ _SIMPLE = {"CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "CHECK", "CLOSE", "UNSELE
 _ONE_MAILBOX = {"SELECT", "EXAMINE", "CREATE", "DELETE", "SUBSCRIBE", "UNSUBSCRIBE", "GETQUOTAROOT"}
 _STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ"}
 _TAG = re.compile(r"^[\x21-\x7e]+$")
+_TAG_START = re.compile(rb"^([A-Za-z0-9.\-_!#$&',/:;<=>?@^`|~]+) ")
 
 
 def parse_command(buf: bytes) -> Parsed:
     """One complete command (as framed) to a Command or Invalid."""
-    tag = "*"
+    m = _TAG_START.match(buf)
+    tag = m.group(1).decode("ascii") if m else "*"
     try:
         toks = tokenize(buf)
         if not toks or not isinstance(toks[0], Atom):

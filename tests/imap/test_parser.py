@@ -1,0 +1,186 @@
+"""The parser: typed commands, BAD as a value, a Hypothesis round trip, and the bounded framer."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from hypothesis import given, settings, strategies as st
+
+from mailserver.imap.codec import SeqSet, decode_mailbox, encode_mailbox
+from mailserver.imap.commands import (Append, Authenticate, Copy, Expunge, Fetch, FetchAtt, Id, Invalid, ListCmd,
+                                      Login, MailboxCommand, Rename, Search, Simple, Status, Store)
+from mailserver.imap.framing import Framed, Refused, read_command
+from mailserver.imap.parser import parse_command, parse_fetch_att
+
+
+def test_login_with_quoted_and_literal_strings():
+    cmd = parse_command(b'a1 LOGIN "zhang.wei@hz.example.cn" {5}\r\np"a\\w\r\n')
+    assert cmd == Login("a1", "zhang.wei@hz.example.cn", 'p"a\\w')
+
+
+def test_fetch_items_and_sections():
+    cmd = parse_command(b"a UID FETCH 1:*,7 (FLAGS BODY.PEEK[1.2.HEADER.FIELDS (From Subject)]<0.100> BODY[TEXT])\r\n")
+    assert isinstance(cmd, Fetch) and cmd.uid
+    assert cmd.seqset.resolve(9) == [(1, 9)]
+    assert cmd.atts[1] == FetchAtt("BODY[]", (1, 2), "HEADER.FIELDS", ("FROM", "SUBJECT"), (0, 100), True, True)
+    assert cmd.atts[1].response_name() == "BODY[1.2.HEADER.FIELDS (FROM SUBJECT)]<0>"
+    assert parse_fetch_att("BODY[]").response_name() == "BODY[]"
+
+
+def test_fetch_macros_expand():
+    cmd = parse_command(b"a FETCH 1 ALL\r\n")
+    assert [a.name for a in cmd.atts] == ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"]
+
+
+def test_search_tree_with_utf8_literal():
+    word = "违法".encode()
+    cmd = parse_command(b"t SEARCH CHARSET UTF-8 OR SUBJECT {%d}\r\n" % len(word) + word +
+                        b" NOT SEEN (SINCE 1-Feb-2026 LARGER 10) UID 1:5\r\n")
+    assert cmd == Search("t", "UTF-8", (("OR", ("SUBJECT", "违法"), ("NOT", ("SEEN",))),
+                                        ("AND", (("SINCE", dt.date(2026, 2, 1)), ("LARGER", 10))),
+                                        ("UID", SeqSet.parse("1:5"))), False)
+
+
+def test_unknown_charset_is_badcharset():
+    assert parse_command(b"t SEARCH CHARSET KOI8-R ALL\r\n") == Invalid("t", "BADCHARSET")
+
+
+def test_bad_input_is_a_value_with_the_tag():
+    for line in (b"a1 FROB\r\n", b"a2 FETCH\r\n", b'a3 LOGIN "x\r\n', b"a4 FETCH 0 FLAGS\r\n",
+                 b"a5 STORE 1 FLAGS (\\Recent)\r\n", b"a6 SELECT (\r\n", b"a7 LIST \"\" *)\r\n"):
+        result = parse_command(line)
+        assert isinstance(result, Invalid), line
+        assert result.tag == line.split()[0].decode()
+    assert parse_command(b"\r\n") == Invalid("*", "missing tag")
+
+
+def test_mailbox_names_are_modified_utf7():
+    # Oracle: modified UTF-7 is the stdlib's UTF-7 with "&" for "+" and "," for "/" in base64.
+    oracle = "&" + "交通违法".encode("utf-7")[1:].decode().replace("/", ",")
+    assert encode_mailbox("交通违法/通知 & more") == oracle + "/&kBp35Q- &- more"
+    assert decode_mailbox(encode_mailbox("交通违法/通知 & more")) == "交通违法/通知 & more"
+    cmd = parse_command(b"a SELECT &kBp35Q-\r\n")
+    assert cmd == MailboxCommand("a", "SELECT", "通知")
+    assert parse_command(b"a SELECT inbox\r\n").mailbox == "INBOX"
+
+
+# -- Hypothesis: generated commands survive to_wire -> parse_command -------------------------------
+
+tags = st.text("abcdefghijklmnopqrstuvwxyz0123456789.", min_size=1, max_size=8)
+texts = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30)
+names = st.text(st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="*%/"), min_size=1,
+                max_size=20).filter(lambda n: n.upper() != "INBOX" and not n.upper().startswith("INBOX/"))
+seqsets = st.lists(st.tuples(st.integers(1, 5000), st.one_of(st.none(), st.integers(1, 5000), st.just(0))),
+                   min_size=1, max_size=4).map(
+    lambda rs: SeqSet.parse(",".join(str(a) if b is None else f"{a}:{'*' if b == 0 else b}" for a, b in rs)))
+flags = st.lists(st.sampled_from(["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft", "$Forwarded",
+                                  "Junk", "$label1"]), max_size=4, unique=True).map(tuple)
+fetch_atts = st.lists(st.one_of(
+    st.sampled_from([FetchAtt(n) for n in ("FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY",
+                                           "BODYSTRUCTURE", "RFC822", "RFC822.HEADER", "RFC822.TEXT")]),
+    st.builds(lambda part, text, peek, partial: FetchAtt(
+        "BODY[]", tuple(part), text[0], text[1], partial, peek, True),
+        st.lists(st.integers(1, 9), max_size=3),
+        st.sampled_from([(None, ()), ("HEADER", ()), ("TEXT", ()), ("HEADER.FIELDS", ("FROM", "SUBJECT")),
+                         ("HEADER.FIELDS.NOT", ("X-TUID",))]),
+        st.booleans(), st.one_of(st.none(), st.tuples(st.integers(0, 999), st.integers(1, 999))))),
+    min_size=1, max_size=4).map(tuple)
+search_leaf = st.one_of(
+    st.sampled_from([("SEEN",), ("UNSEEN",), ("DELETED",), ("RECENT",), ("NEW",), ("ALL",)]),
+    st.tuples(st.sampled_from(["SUBJECT", "FROM", "BODY", "TEXT", "TO", "CC", "BCC"]), texts),
+    st.tuples(st.sampled_from(["BEFORE", "SINCE", "ON", "SENTSINCE"]), st.dates(dt.date(1990, 1, 1))),
+    st.tuples(st.sampled_from(["LARGER", "SMALLER"]), st.integers(0, 10 ** 9)),
+    st.tuples(st.just("UID"), seqsets), st.tuples(st.just("SEQ"), seqsets),
+    st.tuples(st.just("KEYWORD"), st.sampled_from(["$Forwarded", "Junk"])),
+    st.tuples(st.just("HEADER"), st.sampled_from(["X-NOTICE", "MESSAGE-ID"]), texts))
+search_keys = st.recursive(search_leaf, lambda inner: st.one_of(
+    st.tuples(st.just("NOT"), inner), st.tuples(st.just("OR"), inner, inner),
+    st.lists(inner, min_size=1, max_size=3).map(lambda ks: ("AND", tuple(ks)))), max_leaves=6)
+commands = st.one_of(
+    st.builds(Simple, tags, st.sampled_from(["CAPABILITY", "NOOP", "LOGOUT", "CHECK", "IDLE", "UNSELECT"])),
+    st.builds(Login, tags, texts, texts),
+    st.builds(Authenticate, tags, st.just("PLAIN"), st.one_of(st.none(), st.just("AGFAAGI="))),
+    st.builds(MailboxCommand, tags, st.sampled_from(["SELECT", "EXAMINE", "CREATE", "DELETE", "SUBSCRIBE"]), names),
+    st.builds(Rename, tags, names, names),
+    st.builds(Status, tags, names, st.lists(st.sampled_from(["MESSAGES", "UIDNEXT", "UNSEEN", "RECENT"]),
+                                            min_size=1, max_size=4, unique=True).map(tuple)),
+    st.builds(Append, tags, names, flags.filter(lambda f: f != ()) | st.just(()),
+              st.one_of(st.none(), st.datetimes(dt.datetime(2000, 1, 1), dt.datetime(2099, 1, 1),
+                                                timezones=st.just(dt.timezone(dt.timedelta(hours=8)))).map(
+                  lambda d: d.replace(microsecond=0))),
+              st.binary(max_size=200)),
+    st.builds(Fetch, tags, seqsets, fetch_atts, st.booleans()),
+    st.builds(Store, tags, seqsets, st.sampled_from(["+", "-", ""]), st.booleans(), flags, st.booleans()),
+    st.builds(Copy, tags, seqsets, names, st.booleans(), st.booleans()),
+    st.builds(Search, tags, st.sampled_from([None, "UTF-8"]), st.lists(search_keys, min_size=1, max_size=3)
+              .map(tuple), st.booleans()),
+    st.builds(Expunge, tags, st.one_of(st.none(), seqsets)),
+    st.builds(Id, tags, st.one_of(st.none(), st.lists(st.tuples(texts, st.one_of(st.none(), texts)), max_size=3)
+                                   .map(tuple))),
+    st.builds(ListCmd, tags, st.just(""), st.lists(names, min_size=1, max_size=2).map(tuple), st.booleans()),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(commands)
+def test_generated_commands_round_trip(cmd):
+    parsed = parse_command(cmd.to_wire())
+    assert parsed == cmd
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_never_raise(data):
+    result = parse_command(data)
+    assert result is not None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b" ", b"(", b")", b"[", b"]", b'"', b"\\", b"{3}\r\n", b"{2+}\r\n", b"*",
+                                 b"FETCH", b"BODY[", b"1:*", b"\r\n", b"\x00", b"\xff"]), max_size=30))
+def test_grammar_fragments_never_raise(parts):
+    assert parse_command(b"".join(parts)) is not None
+
+
+# -- the framer ------------------------------------------------------------------------------------
+
+def _frame(data: bytes, max_line=100, max_literal=50):
+    async def go():
+        reader = asyncio.StreamReader(limit=max_line + 2)
+        reader.feed_data(data)
+        reader.feed_eof()
+        sent = []
+
+        async def cont():
+            sent.append("+")
+
+        return await read_command(reader, max_line, max_literal, cont), sent
+    return asyncio.run(go())
+
+
+def test_framer_joins_literals_and_asks_for_synchronising_ones():
+    framed, sent = _frame(b"a LOGIN {3}\r\nabc {2+}\r\nxy\r\n")
+    assert framed == Framed(b"a LOGIN {3}\r\nabc {2+}\r\nxy\r\n") and sent == ["+"]
+
+
+def test_framer_refuses_a_literal_over_the_limit_before_reading_it():
+    framed, sent = _frame(b"a APPEND INBOX {51}\r\n")
+    assert framed == Refused("a", "literal too large", fatal=False) and sent == []
+    framed, _ = _frame(b"b APPEND INBOX {51+}\r\n")
+    assert framed.fatal
+
+
+def test_framer_refuses_a_long_line_and_the_next_command_still_reads():
+    async def go():
+        reader = asyncio.StreamReader(limit=102)
+        reader.feed_data(b"a NOOP " + b"x" * 500 + b"\r\nb NOOP\r\n")
+        reader.feed_eof()
+
+        async def cont():
+            pass
+        first = await read_command(reader, 100, 50, cont)
+        second = await read_command(reader, 100, 50, cont)
+        return first, second
+    first, second = asyncio.run(go())
+    assert isinstance(first, Refused) and first.reason == "line too long"
+    assert second == Framed(b"b NOOP\r\n")
