@@ -119,7 +119,11 @@ def decode_charset(data: bytes, charset: str | None) -> str:
     if codec is None or codec == "utf-8":
         return text_of(data)
     try:
-        return data.decode(codec, "replace")
+        text = data.decode(codec, "replace")
+        text.encode("utf-8")  # some codecs (UTF-7, UTF-16) can yield lone surrogates
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
     except Exception:  # a codec may reject its input in other ways; never raise on mail
         return text_of(data)
 

@@ -1,6 +1,6 @@
 """IMAP wire syntax for the strings in ENVELOPE and BODYSTRUCTURE (RFC 3501 4.3, 9).
 
-A value goes out as a quoted string when it is short 7-bit text without CR, LF or NUL, and as
+A value goes out as a quoted string when it is short printable 7-bit text (tabs allowed), and as
 a literal ``{n}\\r\\n...`` otherwise (n counts the UTF-8 bytes), since IMAP4rev1 quoted strings
 may not carry 8-bit characters.
 """
@@ -14,13 +14,17 @@ MAX_QUOTED = 1000
 def string(value: str) -> str:
     if "\x00" in value:
         value = value.replace("\x00", "")  # NUL may appear in no IMAP string (nor in PostgreSQL text)
-    if value.isascii() and "\r" not in value and "\n" not in value and len(value) <= MAX_QUOTED:
+    printable = (value.replace("\t", " ") if "\t" in value else value).isprintable()
+    if value.isascii() and printable and len(value) <= MAX_QUOTED:
         if "\\" in value or '"' in value:
             value = value.replace("\\", "\\\\").replace('"', '\\"')
         return f'"{value}"'
-    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):  # lone surrogates cannot be sent
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:  # lone surrogates cannot be sent (nor stored)
         value = value.encode("utf-8", "replace").decode("utf-8")
-    return f"{{{len(value.encode('utf-8'))}}}\r\n{value}"
+        size = len(value.encode("utf-8"))
+    return f"{{{size}}}\r\n{value}"
 
 
 def nstring(value: str | None) -> str:

@@ -33,7 +33,7 @@ def _value(data: bytes, pos: int):
         while data[pos:pos + 1] != b'"':
             if data[pos:pos + 1] == b"\\":
                 pos += 1
-            assert data[pos] >= 0x20 and data[pos] < 0x80, "quoted strings must be 7-bit text"
+            assert 0x20 <= data[pos] < 0x7F or data[pos] == 0x09, "quoted strings: printable 7-bit text"
             out.append(data[pos])
             pos += 1
         return out.decode("ascii"), pos + 1

@@ -1,0 +1,90 @@
+"""No bytes make analyze or fetch_section raise, and what analyze produces is always valid IMAP
+syntax (random bytes, MIME-shaped noise, and mutated real messages)."""
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mime_samples import BARE_LF, DIGEST, EIGHTBIT, FORWARDED, GB18030, GROUP, MISSING, NESTED
+from mime_wire import parse
+
+from mailserver.mime import analyze, fetch_section, header_contains, search_matches
+
+SAMPLES = [NESTED, FORWARDED, GROUP, MISSING, BARE_LF, DIGEST, EIGHTBIT, GB18030]
+SECTION_TEXTS = [None, "HEADER", "TEXT", "MIME", "HEADER.FIELDS", "HEADER.FIELDS.NOT"]
+#: pieces that steer random input into the parser's interesting corners
+FRAGMENTS = [b"\r\n", b"\n", b"\r", b"\r\n\r\n", b"--b", b"--b--", b"--outer\r\n", b"--inner--\r\n",
+             b"Content-Type: multipart/mixed; boundary=b\r\n", b"Content-Type: message/rfc822\r\n",
+             b"Content-Type: multipart/digest; boundary=\"b\"\r\n", b"Content-Type: text/html\r\n",
+             b"Content-Transfer-Encoding: base64\r\n", b"Content-Transfer-Encoding: quoted-printable\r\n",
+             b"From: \"a\\\" <b@c>, (x(y)z) g: ;\r\n", b"To: <@a,@b:c@d>\r\n", b" folded\r\n",
+             b"Subject: =?gb2312?B?uau7/b3w?= =?utf-8?q?=E4=B8?=\r\n", b"=?x?B?###?=", b"\x00", b"\xff\xfe",
+             b"filename*0*=utf-8''%E4; filename*1*=%B8%AD; name*99999999999=x\r\n", b"\"", b"(", b"<", b":"]
+
+settings.register_profile("mime", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def check(raw: bytes, paths) -> None:
+    analyzed = analyze(raw)
+    assert analyzed.size == len(raw) and 0 <= analyzed.header_size <= len(raw)
+    for text in (analyzed.envelope, analyzed.body, analyzed.bodystructure):
+        parse(text)
+    assert "\x00" not in analyzed.search_text
+    analyzed.search_text.encode("utf-8")  # storable: no lone surrogates
+    for key in ("subject", "from", "body", "text"):
+        search_matches(analyzed.search_text, key, "a")
+    header_contains(raw, "subject", "x")
+    for path in paths:
+        for text in SECTION_TEXTS:
+            out = fetch_section(raw, path, text, ("subject", "content-type"))
+            assert isinstance(out, bytes)
+            if text is None or text in ("HEADER", "TEXT", "MIME"):
+                assert out in raw  # sections are the stored bytes, never rewritten
+
+
+paths_strategy = st.lists(st.lists(st.integers(0, 4), max_size=4).map(tuple), max_size=4)
+
+
+@settings(settings.get_profile("mime"), max_examples=300)
+@given(st.binary(max_size=2000), paths_strategy)
+def test_random_bytes(raw, paths):
+    check(raw, paths)
+
+
+@settings(settings.get_profile("mime"), max_examples=300)
+@given(st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.binary(max_size=20)), max_size=40), paths_strategy)
+def test_mime_shaped_noise(pieces, paths):
+    check(b"".join(pieces), paths)
+
+
+@settings(settings.get_profile("mime"), max_examples=400)
+@given(st.sampled_from(SAMPLES), st.data(), paths_strategy)
+def test_mutated_messages(raw, data, paths):
+    buf = bytearray(raw)
+    for _ in range(data.draw(st.integers(1, 6))):
+        at = data.draw(st.integers(0, len(buf)))
+        op = data.draw(st.sampled_from(["delete", "insert", "flip", "fragment", "truncate"]))
+        if op == "delete":
+            del buf[at:at + data.draw(st.integers(1, 40))]
+        elif op == "insert":
+            buf[at:at] = data.draw(st.binary(min_size=1, max_size=20))
+        elif op == "flip" and at < len(buf):
+            buf[at] = data.draw(st.integers(0, 255))
+        elif op == "fragment":
+            buf[at:at] = data.draw(st.sampled_from(FRAGMENTS))
+        else:
+            del buf[at:]
+    check(bytes(buf), paths + [(1,), (1, 1), (2,), (2, 1), (1, 2)])
+
+
+def test_deep_nesting_is_bounded():
+    depth = 5000
+    raw = b"".join(b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i) for i in range(depth))
+    raw += b"Content-Type: message/rfc822\r\n\r\n" * depth + b"\r\nend\r\n"
+    check(raw, [(1,) * 60])
+
+
+def test_many_parts_are_bounded():
+    raw = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + b"--b\r\n\r\nx\r\n" * 20000 + b"--b--\r\n"
+    analyzed = analyze(raw)
+    assert analyzed.body.count('"TEXT"') <= 2000
+    parse(analyzed.bodystructure)
