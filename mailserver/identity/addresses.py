@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 from pypinyin import lazy_pinyin
 
@@ -19,6 +20,7 @@ def _ascii(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "", folded)
 
 
+@lru_cache(maxsize=65536)  # names repeat: a city has far fewer names than citizens
 def base_local_part(name: str) -> str:
     """张伟 -> zhang.wei; 欧阳娜娜 -> ouyang.nana; Zoë Åström -> zoe.astrom."""
     name = name.strip()

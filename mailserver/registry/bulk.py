@@ -158,11 +158,16 @@ def import_citizens(
                 keep.append((r, i))
             derived = iter(assign_addresses(s, domain, [addresses.base_local_part(r.name) for r, _ in keep
                                                         if not r.address]))
-            citizen_ids = s.execute(
-                insert(Citizen.__table__).returning(Citizen.__table__.c.id, sort_by_parameter_order=True),
-                [{"name": r.name, "id_index": i, "id_cipher": ring.encrypt(r.number), "phone": r.phone,
-                  "created_at": expires - ttl} for r, i in keep],
-            ).scalars().all() if keep else []
+            # Plain executemany, then the new ids read back by their unique keys: on SQLite an
+            # INSERT ... RETURNING in parameter order runs row by row.
+            citizen_ids = []
+            if keep:
+                s.execute(insert(Citizen.__table__),
+                          [{"name": r.name, "id_index": i, "id_cipher": ring.encrypt(r.number), "phone": r.phone,
+                            "created_at": expires - ttl} for r, i in keep])
+                by_index = dict(s.execute(select(Citizen.id_index, Citizen.id)
+                                          .where(Citizen.id_index.in_([i for _, i in keep]))).all())
+                citizen_ids = [by_index[i] for _, i in keep]
             account_rows = []
             for (r, _), cid in zip(keep, citizen_ids):
                 code = activation_code()
@@ -174,10 +179,9 @@ def import_citizens(
                     "activation_expires": expires, "created_at": expires - ttl,
                 })
             if account_rows:
-                account_ids = s.execute(
-                    insert(Account.__table__).returning(Account.__table__.c.id, sort_by_parameter_order=True),
-                    account_rows,
-                ).scalars().all()
+                s.execute(insert(Account.__table__), account_rows)
+                account_ids = list(s.scalars(select(Account.id).where(
+                    Account.address.in_([row["address"] for row in account_rows]))))
                 create_default_folders(s, account_ids)
                 s.add(AuditLog(actor="operator", action="citizen.import", detail=f"{len(account_ids)} accounts"))
         report.imported += len(letters)

@@ -6,7 +6,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Iterable
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -92,8 +92,11 @@ def assign_addresses(session: Session, domain: str, bases: Iterable[str]) -> lis
             out[i] = f"{addresses.numbered(base, counters[base])}@{domain}"
     if fresh:
         session.execute(AddressCounter.__table__.insert(), [{"base": b, "last": counters[b]} for b in sorted(fresh)])
-    for base in set(distinct) - fresh:
-        session.execute(update(AddressCounter).where(AddressCounter.base == base).values(last=counters[base]))
+    known = sorted(set(distinct) - fresh)
+    if known:
+        t = AddressCounter.__table__
+        session.execute(t.update().where(t.c.base == bindparam("b")).values(last=bindparam("n")),
+                        [{"b": b, "n": counters[b]} for b in known])
     return out
 
 

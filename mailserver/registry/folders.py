@@ -4,10 +4,9 @@ from __future__ import annotations
 import time
 from typing import Iterable
 
-from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from ..store.models import Folder
+from ..store.models import Folder, utcnow
 from ..store.models.mail import DEFAULT_FOLDERS
 
 
@@ -18,11 +17,13 @@ def new_uidvalidity() -> int:
 
 def create_default_folders(session: Session, account_ids: Iterable[int]) -> None:
     uidvalidity = new_uidvalidity()
+    now = utcnow()
     rows = [
-        {"account_id": aid, "name": name, "special_use": use, "subscribed": True,
-         "uidvalidity": uidvalidity, "uidnext": 1, "highestmodseq": 1, "total_size": 0, "message_count": 0}
+        {"account_id": aid, "name": name, "special_use": use, "subscribed": True, "uidvalidity": uidvalidity,
+         "uidnext": 1, "highestmodseq": 1, "total_size": 0, "message_count": 0, "created_at": now}
         for aid in account_ids
         for name, use in DEFAULT_FOLDERS
     ]
     if rows:
-        session.execute(insert(Folder), rows)
+        # Core executemany: one prepared statement for the whole batch (bulk import makes millions)
+        session.execute(Folder.__table__.insert(), rows)
