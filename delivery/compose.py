@@ -24,7 +24,7 @@ CRLF = "\r\n"
 
 def message_id(key: str, notice_type: str, domain: str) -> str:
     """Derived from the idempotency key: the same notice always has the same Message-ID."""
-    return f"<{key[:32]}.{notice_type}@{domain}>"
+    return f"<{key[:24]}.{notice_type}@{domain}>"
 
 
 def boundary(key: str) -> str:
@@ -38,8 +38,12 @@ def _encode_header(name: str, value: str) -> str:
     return f"{name}: " + Header(value, "utf-8", header_name=name).encode(linesep=CRLF)
 
 
-def _address(name: str, address: str) -> str:
-    return formataddr((name, address), "utf-8")
+def _address(header: str, name: str, address: str) -> str:
+    """``Name <addr>``; a non-ASCII name as RFC 2047 words of at most 75 characters each
+    (``formataddr`` would make one over-long word)."""
+    if name.isascii():
+        return formataddr((name, address))
+    return Header(name, "utf-8", header_name=header).encode(linesep=CRLF) + f" <{address}>"
 
 
 def _lines_crlf(text: str) -> str:
@@ -70,7 +74,7 @@ class Skeleton:
         ]
         if not definition.mandatory:
             fixed.append(f"List-Unsubscribe: {list_unsubscribe(definition, domain)}")
-        return cls(definition, agency, domain, "From: " + _address(agency.name, agency.sender),
+        return cls(definition, agency, domain, "From: " + _address("From", agency.name, agency.sender),
                    CRLF.join(fixed) + CRLF)
 
 
@@ -85,7 +89,7 @@ def compose(skel: Skeleton, rendered: Rendered, to_name: str, to_address: str, k
     b = boundary(key)
     head = CRLF.join((
         skel.from_header,
-        "To: " + _address(to_name, to_address),
+        "To: " + _address("To", to_name, to_address),
         _encode_header("Subject", rendered.subject),
         f"Date: {date}",
         f"Message-ID: {message_id(key, skel.definition.id, skel.domain)}",
