@@ -439,6 +439,8 @@ def append_message(store: Store, account_id: int, folder: str, raw: bytes, flags
     """RFC 3501 6.3.11 with RFC 4315 APPENDUID: (uidvalidity, uid), after the commit."""
     with store.session() as s:
         target = _folder_row(s, account_id, folder)
+        if internaldate is not None:  # stored in UTC: SQLite keeps no offset
+            internaldate = internaldate.astimezone(dt.timezone.utc)
         message = NewMessage(account_id=account_id, raw=raw, folder=folder, flags=flags, keywords=keywords,
                              internaldate=internaldate)
         check_quota(s, [message], quota_default)

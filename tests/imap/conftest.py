@@ -86,8 +86,41 @@ def _stop(running: Running, watcher: WatcherService, thread: threading.Thread) -
     asyncio.run_coroutine_threadsafe(down(), running.loop).result(30)
     running.loop.call_soon_threadsafe(running.loop.stop)
     thread.join(30)
+    running.loop.close()
     running.ctx.executor.shutdown(wait=True)
     running.ctx.store.dispose()
+
+
+class Raw:
+    """A line-level client for what imaplib will not send."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.file = self.sock.makefile("rwb")
+        self.greeting = self.file.readline()
+
+    def send(self, data: bytes) -> None:
+        self.file.write(data)
+        self.file.flush()
+
+    def line(self) -> bytes:
+        return self.file.readline()
+
+    def command(self, tag: str, text: str) -> list[bytes]:
+        """Send one line; return every line up to the tagged reply."""
+        self.send(f"{tag} {text}\r\n".encode())
+        lines = []
+        while True:
+            line = self.line()
+            lines.append(line)
+            if line.startswith(tag.encode() + b" ") or not line:
+                return lines
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
 
 
 @pytest.fixture
