@@ -8,6 +8,8 @@ from .registry import Account, AddressCounter, Agency, AgencyCredential, AgencyG
 from .mail import Content, Folder, Message
 from .delivery import Drop, DropRow, Notice, NoticeOptOut
 from .queue import OutboundMessage
+from .services import (Application, ApplicationDesk, Ballot, Bulletin, BulletinDelivery, ServiceAccount,  # noqa: F401
+                       ServiceProcessed, Subscription, Survey, SurveyRecipient, Topic)
 
 __all__ = [
     "Base", "utcnow",
