@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .headers import Field, first_value, text_of
+from .headers import text_of
 from .wire import NIL, nstring
 
 #: the mailbox for an address that has no domain (the convention of UW-IMAP and Dovecot: a NIL
@@ -180,29 +180,38 @@ def parse_addresses(value: str) -> list[Address]:
     return out
 
 
-def address_list(value: bytes | None) -> str:
-    if value is None:
-        return NIL
-    addresses = parse_addresses(text_of(value))
-    if not addresses:
-        return NIL
-    return "(" + "".join(a.wire() for a in addresses) + ")"
+def addresses(values: dict[str, bytes], cache: dict[str, list[Address]], name: str) -> list[Address] | None:
+    """The parsed addresses of field ``name`` (None if absent), parsed once per message."""
+    if name not in values:
+        return None
+    found = cache.get(name)
+    if found is None:
+        found = cache[name] = parse_addresses(text_of(values[name]))
+    return found
 
 
-def envelope(raw: bytes, fields: list[Field]) -> str:
-    """The ENVELOPE of the message whose header fields are ``fields``."""
+def address_list(found: list[Address] | None) -> str:
+    if not found:
+        return NIL
+    return "(" + "".join(a.wire() for a in found) + ")"
+
+
+def envelope(values: dict[str, bytes], cache: dict[str, list[Address]]) -> str:
+    """The ENVELOPE of a message, from the first value of each of its header fields."""
     def text(name: str) -> str:
-        value = first_value(raw, fields, name)
+        value = values.get(name)
         return nstring(None if value is None else text_of(value))
 
-    from_ = address_list(first_value(raw, fields, "from"))
-    sender = address_list(first_value(raw, fields, "sender"))
-    reply_to = address_list(first_value(raw, fields, "reply-to"))
+    def addrs(name: str) -> str:
+        return address_list(addresses(values, cache, name))
+
+    from_ = addrs("from")
+    sender = addrs("sender")
+    reply_to = addrs("reply-to")
     # RFC 3501 7.4.2: absent or empty Sender / Reply-To take the value of From
     if sender == NIL:
         sender = from_
     if reply_to == NIL:
         reply_to = from_
     return (f"({text('date')} {text('subject')} {from_} {sender} {reply_to} "
-            f"{address_list(first_value(raw, fields, 'to'))} {address_list(first_value(raw, fields, 'cc'))} "
-            f"{address_list(first_value(raw, fields, 'bcc'))} {text('in-reply-to')} {text('message-id')})")
+            f"{addrs('to')} {addrs('cc')} {addrs('bcc')} {text('in-reply-to')} {text('message-id')})")

@@ -25,13 +25,17 @@ class Field:
     end: int
     #: where the value starts (just after the colon)
     value_start: int
+    #: the value as carried, unfolded (line breaks removed, the folding blanks kept), trimmed
+    value: bytes = b""
 
-    def raw_value(self, raw: bytes) -> bytes:
-        """The value as carried, unfolded (line breaks removed, the folding blanks kept), trimmed."""
-        value = raw[self.value_start:self.end]
+
+def _unfold(raw: bytes, fields: list[Field]) -> list[Field]:
+    for f in fields:
+        value = raw[f.value_start:f.end]
         if b"\n" in value:
             value = value.replace(b"\r\n", b"").replace(b"\n", b"")
-        return value.strip(b" \t\r")
+        f.value = value.strip(b" \t\r")
+    return fields
 
 
 def scan_header(raw: bytes, start: int, end: int) -> tuple[list[Field], int]:
@@ -49,7 +53,7 @@ def scan_header(raw: bytes, start: int, end: int) -> tuple[list[Field], int]:
         line_end = end if nl < 0 else nl + 1
         first = raw[pos]
         if first == LF or (first == CR and (line_end - pos == 2 or pos + 1 == end)):
-            return fields, line_end  # the empty line that ends the header
+            return _unfold(raw, fields), line_end  # the empty line that ends the header
         if first in (0x20, 0x09):
             if fields:
                 fields[-1].end = line_end
@@ -60,17 +64,19 @@ def scan_header(raw: bytes, start: int, end: int) -> tuple[list[Field], int]:
             if pos == start and raw.startswith(b"From ", pos):
                 pos = line_end
                 continue
-            return fields, pos  # a body line without the blank line before it
+            return _unfold(raw, fields), pos  # a body line without the blank line before it
         fields.append(Field(m.group(1).decode("ascii").lower(), pos, line_end, m.end()))
         pos = line_end
-    return fields, end
+    return _unfold(raw, fields), end
 
 
-def first_value(raw: bytes, fields: list[Field], name: str) -> bytes | None:
+def first_values(fields: list[Field]) -> dict[str, bytes]:
+    """Field name -> value of its first occurrence (what ENVELOPE and BODYSTRUCTURE use)."""
+    values: dict[str, bytes] = {}
     for f in fields:
-        if f.name == name:
-            return f.raw_value(raw)
-    return None
+        if f.name not in values:
+            values[f.name] = f.value
+    return values
 
 
 # --- text of 8-bit bytes and charsets -------------------------------------------------------

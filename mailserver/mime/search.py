@@ -3,7 +3,8 @@ bodies decoded from base64 / quoted-printable and their charset, HTML reduced to
 case-folded with blank runs collapsed.
 
 The stored form (``search_text``) is opaque to callers: seven sections joined by RS (U+001E),
-subject, from, to, cc, bcc, the whole decoded header, the body text. RS, NUL and other C0
+subject, from, to, cc, bcc, the other header fields, the body text (of multipart/alternative,
+the text/plain alternative only). RS, NUL and other C0
 controls are removed from the text itself (PostgreSQL text cannot hold NUL).
 """
 from __future__ import annotations
@@ -12,14 +13,14 @@ import binascii
 import html
 import re
 
-from .envelope import parse_addresses
+from .envelope import Address, addresses, parse_addresses
 from .headers import decode_charset, decode_words, decoded_value, param, scan_header, text_of
 from .structure import Part
 
 SEPARATOR = "\x1e"
 KEYS = ("subject", "from", "to", "cc", "bcc")
 ADDRESS_KEYS = frozenset(KEYS[1:])
-HEADER_SECTION, BODY_SECTION = 5, 6
+BODY_SECTION = 6
 #: body text kept per message: enough for any real notice or letter, bounded for huge mail
 MAX_BODY_CHARS = 256 * 1024
 #: raw bytes of one part decoded for search
@@ -65,16 +66,23 @@ def _part_text(raw: bytes, part: Part) -> str:
     return html_text(text) if part.subtype == "html" else text
 
 
+def _alternative(part: Part) -> list[Part]:
+    """Of multipart/alternative, the one part to index: text/plain says what the HTML says."""
+    for child in part.children or ():
+        if child.maintype == "text" and child.subtype == "plain":
+            return [child]
+    return part.children or []
+
+
 def _body_texts(raw: bytes, part: Part, out: list[str], budget: list[int]) -> None:
     if budget[0] <= 0:
         return
     if part.children is not None:
-        for child in part.children:
+        for child in (_alternative(part) if part.subtype == "alternative" else part.children):
             _body_texts(raw, child, out, budget)
     elif part.message is not None:
         # a forwarded message's header and body are text of this message's body
-        out.append(" ".join(decoded_value(f.raw_value(raw)) for f in part.message.fields
-                            if f.name in ("subject", "from", "to", "cc")))
+        out.append(" ".join(decoded_value(f.value) for f in part.message.fields))
         _body_texts(raw, part.message, out, budget)
     elif part.maintype == "text":
         text = _part_text(raw, part)
@@ -82,10 +90,10 @@ def _body_texts(raw: bytes, part: Part, out: list[str], budget: list[int]) -> No
         budget[0] -= len(text)
 
 
-def address_text(value: bytes) -> str:
+def address_text(found: list[Address] | None) -> str:
     """Addresses as a reader sees them, ``Name <box@host>``: names unquoted and decoded."""
     out = []
-    for a in parse_addresses(text_of(value)):
+    for a in found or ():
         if a.host is None:
             if a.mailbox:
                 out.append(decode_words(a.mailbox) + ":")  # a group's name
@@ -96,46 +104,37 @@ def address_text(value: bytes) -> str:
 
 
 def build(raw: bytes, root: Part) -> str:
-    sections = {k: [] for k in KEYS}
-    header: list[str] = []
+    """The search text of a message: its sections joined by SEPARATOR."""
+    sections: dict[str, list[str]] = {k: [] for k in KEYS}
+    other: list[str] = []
     for f in root.fields:
-        value = decoded_value(f.raw_value(raw))
-        if f.name in ADDRESS_KEYS:
-            sections[f.name].append(address_text(f.raw_value(raw)))
-        elif f.name == "subject":
-            sections[f.name].append(value)
-        header.append(f"{f.name}: {value}")
+        if f.name == "subject":
+            sections["subject"].append(decoded_value(f.value))
+        elif f.name in ADDRESS_KEYS:
+            first = f.value is root.values[f.name]  # parsed already for ENVELOPE
+            found = addresses(root.values, root.address_cache, f.name) if first else parse_addresses(text_of(f.value))
+            sections[f.name].append(address_text(found))
+        else:
+            other.append(f"{f.name}: {decoded_value(f.value)}")
     body: list[str] = []
     _body_texts(raw, root, body, [MAX_BODY_CHARS])
-    parts = [" ".join(sections[k]) for k in KEYS] + [" ".join(header), " ".join(body)]
-    return SEPARATOR.join(normalize(p) for p in parts)
+    texts = [" ".join(sections[k]) for k in KEYS] + [" ".join(other), " ".join(body)]
+    return SEPARATOR.join(normalize(t) for t in texts)
 
 
 def _span(search_text: str, key: str) -> tuple[int, int] | None:
     if key == "text":
-        index = HEADER_SECTION
-        last = BODY_SECTION
-    elif key == "body":
-        index = last = BODY_SECTION
-    elif key in KEYS:
-        index = last = KEYS.index(key)
-    else:
+        return 0, len(search_text)  # every header and the body (RFC 3501 6.4.4)
+    index = BODY_SECTION if key == "body" else KEYS.index(key) if key in KEYS else -1
+    if index < 0:
         return None
     start = 0
     for _ in range(index):
         start = search_text.find(SEPARATOR, start) + 1
         if start == 0:
             return None
-    end = start
-    for _ in range(last - index + 1):
-        end = search_text.find(SEPARATOR, end)
-        if end < 0:
-            end = len(search_text)
-            break
-        end += 1
-    else:
-        end -= 1
-    return start, end
+    end = search_text.find(SEPARATOR, start)
+    return start, len(search_text) if end < 0 else end
 
 
 def matches(search_text: str | None, key: str, needle: str) -> bool:
@@ -157,6 +156,6 @@ def header_contains(raw: bytes, name: str, needle: str) -> bool:
     name = name.lower()
     wanted = normalize(needle)
     for f in fields:
-        if f.name == name and (not wanted or wanted in normalize(decoded_value(f.raw_value(raw)))):
+        if f.name == name and (not wanted or wanted in normalize(decoded_value(f.value))):
             return True
     return False

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .envelope import envelope
-from .headers import (CR, LF, Field, first_value, parse_content_type, parse_disposition, param,
+from .headers import (CR, LF, Field, first_values, parse_content_type, parse_disposition, param,
                       scan_header, text_of)
 from .wire import NIL, nstring, param_list, string, string_list
 
@@ -31,12 +31,16 @@ class Part:
     body_start: int
     end: int
     fields: list[Field]
+    #: field name -> value of its first occurrence
+    values: dict[str, bytes]
     maintype: str
     subtype: str
     params: list[tuple[str, str]]
     children: list[Part] | None = None
     message: Part | None = None
     encoding: str = ""
+    #: parsed address fields, shared by ENVELOPE and the SEARCH text
+    address_cache: dict = field(default_factory=dict)
 
     def body(self, raw: bytes) -> bytes:
         return raw[self.body_start:self.end]
@@ -95,19 +99,19 @@ def parse_part(raw: bytes, start: int, end: int, default: tuple[str, str] = ("te
     budget = budget or _Budget()
     budget.parts -= 1
     fields, body_start = scan_header(raw, start, end)
+    values = first_values(fields)
     ctype = None
     encoding = ""
-    for f in fields:
-        if f.name == "content-type" and ctype is None:
-            ctype = parse_content_type(text_of(f.raw_value(raw)))
-        elif f.name == "content-transfer-encoding" and not encoding:
-            encoding = text_of(f.raw_value(raw)).strip(" \t\"").lower()
+    if "content-type" in values:
+        ctype = parse_content_type(text_of(values["content-type"]))
+    if "content-transfer-encoding" in values:
+        encoding = text_of(values["content-transfer-encoding"]).strip(" \t\"").lower()
     if ctype is None:
         ctype = (default[0], default[1], [])
     maintype, subtype, params = ctype
     if maintype == "text" and param(params, "charset") is None:
         params = params + [("charset", "us-ascii")]  # RFC 2045 5.2, stated so clients need not know
-    part = Part(start, body_start, end, fields, maintype, subtype, params, encoding=encoding)
+    part = Part(start, body_start, end, fields, values, maintype, subtype, params, encoding=encoding)
     if maintype == "multipart":
         boundary = param(params, "boundary")
         if not boundary or depth >= MAX_DEPTH:
@@ -138,20 +142,24 @@ def count_lines(raw: bytes, start: int, end: int) -> int:
     return lines if raw[end - 1] == LF else lines + 1
 
 
-def _fields_text(raw: bytes, part: Part, name: str) -> str | None:
-    value = first_value(raw, part.fields, name)
+def _fields_text(part: Part, name: str) -> str | None:
+    value = part.values.get(name)
     return None if value is None else text_of(value)
 
 
-def _extension(raw: bytes, part: Part) -> str:
+def _extension(part: Part) -> str:
     """body-fld-dsp SP body-fld-lang SP body-fld-loc."""
+    values = part.values
+    if "content-disposition" not in values and "content-language" not in values \
+            and "content-location" not in values:
+        return "NIL NIL NIL"
     dsp = NIL
-    disposition = parse_disposition(_fields_text(raw, part, "content-disposition"))
+    disposition = parse_disposition(_fields_text(part, "content-disposition"))
     if disposition is not None:
         dsp = f"({string(disposition[0].upper())} {param_list(disposition[1])})"
-    language = _fields_text(raw, part, "content-language")
+    language = _fields_text(part, "content-language")
     langs = [w.strip() for w in language.split(",") if w.strip()] if language else []
-    location = _fields_text(raw, part, "content-location")
+    location = _fields_text(part, "content-location")
     return f"{dsp} {string_list(langs)} {nstring(location)}"
 
 
@@ -163,21 +171,21 @@ def bodystructure(raw: bytes, part: Part, extended: bool = True) -> str:
             kids = EMPTY_TEXT_EXT if extended else EMPTY_TEXT
         out = f"({kids} {string(part.subtype.upper())}"
         if extended:
-            out += f" {param_list(part.params)} {_extension(raw, part)}"
+            out += f" {param_list(part.params)} {_extension(part)}"
         return out + ")"
     size = part.end - part.body_start
     encoding = part.encoding.upper() or "7BIT"
     out = (f"({string(part.maintype.upper())} {string(part.subtype.upper())} {param_list(part.params)} "
-           f"{nstring(_fields_text(raw, part, 'content-id'))} "
-           f"{nstring(_fields_text(raw, part, 'content-description'))} {string(encoding)} {size}")
+           f"{nstring(_fields_text(part, 'content-id'))} "
+           f"{nstring(_fields_text(part, 'content-description'))} {string(encoding)} {size}")
     if part.maintype == "text":
         out += f" {count_lines(raw, part.body_start, part.end)}"
     elif part.message is not None:
         inner = part.message
-        out += (f" {envelope(raw, inner.fields)} {bodystructure(raw, inner, extended)}"
+        out += (f" {envelope(inner.values, inner.address_cache)} {bodystructure(raw, inner, extended)}"
                 f" {count_lines(raw, part.body_start, part.end)}")
     if extended:
-        out += f" NIL {_extension(raw, part)}"
+        out += f" NIL {_extension(part)}"
     return out + ")"
 
 
@@ -190,5 +198,5 @@ class Structure:
 
 
 def structure(raw: bytes, root: Part) -> Structure:
-    return Structure(envelope(raw, root.fields), bodystructure(raw, root, False),
+    return Structure(envelope(root.values, root.address_cache), bodystructure(raw, root, False),
                      bodystructure(raw, root, True), root)

@@ -26,13 +26,25 @@ def test_chinese_in_base64_gb18030_body():
     assert not search_matches(text, "body", "医疗")
 
 
-def test_qp_html_part_reduced_to_text_and_base64_utf8():
+def test_base64_utf8_and_alternative_indexed_once():
     text = analyze(NESTED).search_text
     assert search_matches(text, "body", "下月到期")  # base64 text/plain
-    assert search_matches(text, "body", "您的驾驶证&")  # QP HTML: tags gone, entities decoded
-    assert not search_matches(text, "body", "<b>")
     assert search_matches(text, "to", "张伟")
     assert search_matches(text, "subject", "驾驶证换证提醒")
+    # of multipart/alternative only the text/plain alternative is indexed: the HTML says the same
+    assert not search_matches(text, "body", "您的驾驶证&")
+
+
+def test_qp_html_reduced_to_text():
+    raw = (b"Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+           b"<html><head><title>t</title><style>p { color: red }</style></head><body>"
+           b"<p>=E6=82=A8=E7=9A=84<b>=E9=A9=BE=E9=A9=B6=E8=AF=81</b>&amp;</p><script>var x;</script>"
+           b"<p>second=\r\n paragraph</p></body></html>\r\n")
+    text = analyze(raw).search_text
+    assert search_matches(text, "body", "您的驾驶证&")  # tags inside a word vanish, entities decoded
+    assert search_matches(text, "body", "second paragraph")  # QP soft line break joined
+    for markup in ("<b>", "color", "var x", "amp;"):
+        assert not search_matches(text, "body", markup)
 
 
 def test_case_folding_and_blank_runs():
