@@ -85,6 +85,21 @@ def _chunks(items: list, size: int):
         yield items[i:i + size]
 
 
+def insert_returning_ids(session: Session, table, rows: list[dict]) -> list[int]:
+    """Insert rows (executemany) and return their new ids in the order of ``rows``.
+
+    SQLAlchemy keeps parameter order on SQLite only by inserting row by row. Inside our write
+    transaction (BEGIN IMMEDIATE holds the lock) SQLite gives a multi-row INSERT ascending
+    rowids in the order of its VALUES, so the ids sorted are in parameter order; PostgreSQL
+    orders them itself at no such cost.
+    """
+    if not rows:
+        return []
+    if session.get_bind().dialect.name == "sqlite":
+        return sorted(session.execute(insert(table).returning(table.c.id), rows).scalars().all())
+    return list(session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars())
+
+
 def check_quota(session: Session, messages: list[NewMessage], quota_default: int) -> None:
     """Raise QuotaExceeded when a message would take its account over quota."""
     adding: dict[int, int] = defaultdict(int)
@@ -128,12 +143,10 @@ def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delive
         raw, an, refs = contents[key]
         contents[key] = (raw, an, refs + 1)
     keys = list(contents)
-    content_ids = session.execute(
-        insert(Content.__table__).returning(Content.__table__.c.id, sort_by_parameter_order=True),
-        [{"raw": raw, "size": an.size, "header_size": an.header_size, "envelope": an.envelope, "body": an.body,
-          "bodystructure": an.bodystructure, "search_text": an.search_text, "refcount": refs}
-         for raw, an, refs in (contents[k] for k in keys)],
-    ).scalars().all() if keys else []
+    content_ids = insert_returning_ids(session, Content.__table__, [
+        {"raw": raw, "size": an.size, "header_size": an.header_size, "envelope": an.envelope, "body": an.body,
+         "bodystructure": an.bodystructure, "search_text": an.search_text, "refcount": refs}
+        for raw, an, refs in (contents[k] for k in keys)])
     content_of = dict(zip(keys, content_ids))
     if reused:
         ct = Content.__table__
@@ -167,8 +180,7 @@ def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delive
         folder_updates.append({"fid": fid, "uidnext": uidnext, "modseq": modseq, "size": size,
                                "count": len(per_folder[fid])})
     order = [m for fid in folder_ids for m in per_folder[fid]]
-    ids = session.execute(insert(Message.__table__).returning(Message.__table__.c.id, sort_by_parameter_order=True),
-                          message_rows).scalars().all()
+    ids = insert_returning_ids(session, Message.__table__, message_rows)
     for m, mid in zip(order, ids):
         m.message_id = mid
     t = Folder.__table__
