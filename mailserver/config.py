@@ -160,6 +160,14 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True)
+class HTTPConfig:
+    #: the citizen-services endpoint (RFC 8058 one-click unsubscribe); empty: off
+    listen: str = "127.0.0.1:2080"
+    #: how citizens' mail clients reach it (behind a proxy: the public https URL); empty: http://listen
+    base_url: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     city: CityConfig = field(default_factory=CityConfig)
@@ -177,6 +185,7 @@ class Config:
     dkim: DKIMConfig = field(default_factory=DKIMConfig)
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    http: HTTPConfig = field(default_factory=HTTPConfig)
     #: the file this came from (None for defaults); relative paths resolve against its folder
     source: Path | None = None
 
@@ -207,7 +216,7 @@ class Config:
         return dataclasses.replace(self, **sections)
 
 
-LISTENER_SECTIONS = ("smtp", "submission", "submissions", "imap", "imaps")
+LISTENER_SECTIONS = ("smtp", "submission", "submissions", "imap", "imaps", "http")
 
 
 def _section_types() -> dict[str, type]:
