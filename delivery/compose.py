@@ -32,17 +32,40 @@ def boundary(key: str) -> str:
     return f"=_civicmail_{key[:24]}"
 
 
+#: bytes of UTF-8 per RFC 2047 "B" word: 45 bytes -> 60 base64 characters -> a 72-character word
+WORD_BYTES = 45
+
+
+def encoded_words(value: str, first_bytes: int = WORD_BYTES) -> str:
+    """``value`` as RFC 2047 base64 words (each at most 75 characters, never splitting a
+    character), one per folded line. What ``email.header.Header`` does, a few times faster."""
+    words, chunk, size, limit = [], [], 0, first_bytes
+    for ch in value:
+        n = len(ch.encode("utf-8"))
+        if size + n > limit and chunk:
+            words.append("".join(chunk))
+            chunk, size, limit = [], 0, WORD_BYTES
+        chunk.append(ch)
+        size += n
+    words.append("".join(chunk))
+    return (CRLF + " ").join(f"=?utf-8?b?{base64.b64encode(w.encode('utf-8')).decode('ascii')}?=" for w in words)
+
+
 def _encode_header(name: str, value: str) -> str:
     if value.isascii():
         return f"{name}: {value}"
-    return f"{name}: " + Header(value, "utf-8", header_name=name).encode(linesep=CRLF)
+    # The first word shares its line with the field name: keep that line within 78 characters.
+    return f"{name}: " + encoded_words(value, WORD_BYTES - 3 * ((len(name) + 2 + 2) // 4 + 1))
 
 
 def _address(header: str, name: str, address: str) -> str:
     """``Name <addr>``; a non-ASCII name as RFC 2047 words of at most 75 characters each
-    (``formataddr`` would make one over-long word)."""
+    (``formataddr`` would make one over-long word). Short names (up to 15 Chinese characters:
+    nearly all) take one word; longer ones are split exactly as ``email.header`` splits them."""
     if name.isascii():
         return formataddr((name, address))
+    if len(name.encode("utf-8")) <= WORD_BYTES - 6:
+        return f"=?utf-8?b?{base64.b64encode(name.encode('utf-8')).decode('ascii')}?= <{address}>"
     return Header(name, "utf-8", header_name=header).encode(linesep=CRLF) + f" <{address}>"
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from mailserver.identity.keys import IdKeyring
 from mailserver.store import Store
 from mailserver.store.mailstore import NewMessage, insert_messages
-from mailserver.store.models import Drop, DropRow, Notice
+from mailserver.store.models import Drop, DropRow, Notice, utcnow
 from mailserver.store.notify import hub
 
 from .rowkeys import seal_row
@@ -64,16 +64,33 @@ def deliver_batch(store: Store, ring: IdKeyring, drop_id: int, agency_id: str, n
     hub.changed(folder_ids)
 
 
+NOTICE_COLUMNS = ("idempotency_key", "agency_id", "notice_type_id", "account_id", "message_id", "drop_id",
+                  "delivered_at")
+DROP_ROW_COLUMNS = ("drop_id", "line", "status", "reason", "idempotency_key", "stage", "data")
+
+
+def _insert_rows(session, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """executemany straight through the driver: the pipeline's own rows are the bulk of its
+    writes, and SQLAlchemy's per-row parameter processing cost more than the insert itself."""
+    if not rows:
+        return
+    conn = session.connection()
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
+    conn.exec_driver_sql(sql, rows)
+
+
 def _write(store, ring, drop_id, agency_id, notice_type, rows, originals) -> set[int]:
+    now = utcnow()
+    if store.dialect == "sqlite":  # stored as SQLAlchemy's DateTime stores it there (UTC, no offset)
+        now = now.strftime("%Y-%m-%d %H:%M:%S.%f")
     with store.session() as s:
         todo = mark_duplicates(s, rows)
         delivered = insert_messages(s, [NewMessage(account_id=r.account_id, raw=r.raw, analyzed=r.analyzed)
                                         for r in todo])
-        if todo:
-            s.execute(insert(Notice.__table__), [
-                {"idempotency_key": r.key, "agency_id": agency_id, "notice_type_id": notice_type,
-                 "account_id": r.account_id, "message_id": d.message_id, "drop_id": drop_id}
-                for r, d in zip(todo, delivered)])
+        notices = [(r.key, agency_id, notice_type, r.account_id, d.message_id, drop_id, now)
+                   for r, d in zip(todo, delivered)]
+        _insert_rows(s, "notice", NOTICE_COLUMNS, notices)
         for r in todo:
             r.status, r.stage, r.reason = DELIVERED, "deliver", None
         records = [{"drop_id": drop_id, "line": r.line, "status": r.status, "reason": r.reason,
@@ -81,9 +98,8 @@ def _write(store, ring, drop_id, agency_id, notice_type, rows, originals) -> set
                     "data": seal_row(ring, originals[r.line]) if r.status in KEEP_DATA and r.line in originals
                     else None, "row_id": r.row_id}
                    for r in rows]
-        fresh = [{k: v for k, v in rec.items() if k != "row_id"} for rec in records if rec["row_id"] is None]
-        if fresh:
-            s.execute(insert(DropRow.__table__), fresh)
+        _insert_rows(s, "drop_row", DROP_ROW_COLUMNS,
+                     [tuple(rec[c] for c in DROP_ROW_COLUMNS) for rec in records if rec["row_id"] is None])
         again = [rec for rec in records if rec["row_id"] is not None]
         if again:
             t = DropRow.__table__

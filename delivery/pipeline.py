@@ -19,10 +19,11 @@ from . import compose as compose_mod
 from . import validate as validate_mod
 from .catalog import NoticeDefinition, load_catalog
 from .consent import consent
+from .deliver import DUPLICATE_REASON, known_keys
 from .match import match
 from .render import AgencyInfo, RenderError, Renderer
 from .rowkeys import idempotency_key
-from .rowstate import FAILED, INVALID, RECEIVED, UNMATCHED, RowState
+from .rowstate import DUPLICATE, FAILED, INVALID, RECEIVED, UNMATCHED, RowState
 from .sign import authentication_results, sign as sign_raw
 
 PIPELINE = ("read", "validate", "match", "consent", "render", "compose", "sign", "deliver", "report")
@@ -92,6 +93,18 @@ def stage_validate(ctx: RowContext, rows: list[RowState]) -> None:
         r.key = idempotency_key(ctx.spec.agency.id, ctx.definition.id, values, r.id_index, ctx.key_fields)
 
 
+def stage_match(ctx: RowContext, rows: list[RowState]) -> None:
+    """Match, then set aside rows already delivered (a rerun) before the costly stages; the
+    deliver stage still decides, under the unique key, inside its transaction."""
+    match(ctx, rows)
+    matched = [r for r in rows if r.status == RECEIVED]
+    with ctx.store.reader() as s:
+        known = known_keys(s, [r.key for r in matched])
+    for r in matched:
+        if r.key in known:
+            r.stop(DUPLICATE, "match", DUPLICATE_REASON)
+
+
 def stage_render(ctx: RowContext, rows: list[RowState]) -> None:
     for r in rows:
         try:
@@ -115,7 +128,7 @@ def stage_sign(ctx: RowContext, rows: list[RowState]) -> None:
 
 STAGES = {
     "validate": stage_validate,
-    "match": match,
+    "match": stage_match,
     "consent": consent,
     "render": stage_render,
     "compose": stage_compose,

@@ -1,0 +1,110 @@
+"""`civicmail bench pipeline --rows N`: N citizens and a drop of N rows, run end to end on a
+fresh SQLite data directory; prints notices per second and the peak resident memory of the
+`drop run` process tree (parent and workers, sampled from /proc).
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from .util import write_citizens_csv
+
+NOTICE_TYPE = "licence-renewal"
+AGENCY = "traffic-police"
+
+
+def write_drop(citizens_csv: Path, drop_csv: Path) -> int:
+    """One licence-renewal row per generated citizen (streamed: the CSVs are never in memory)."""
+    n = 0
+    with open(citizens_csv, encoding="utf-8", newline="") as src, \
+            open(drop_csv, "w", encoding="utf-8", newline="") as out:
+        reader, writer = csv.reader(src), csv.writer(out)
+        next(reader)
+        writer.writerow(["reference", "id_number", "name", "licence_number", "expiry_date", "office"])
+        for n, (name, number, _phone) in enumerate(reader, start=1):
+            expiry = dt.date(2027, 1, 1) + dt.timedelta(days=n % 365)
+            writer.writerow([f"BENCH-{n:08d}", number, name, f"3301{n:012d}", expiry.isoformat(),
+                             "示例市车辆管理所滨江分所（江南大道100号）"])
+    return n
+
+
+def _tree_rss_kib(pid: int) -> int:
+    """Resident memory of a process and all its descendants, in KiB."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    todo.extend(int(c) for c in fh.read().split())
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return total
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.peak_kib = pid, interval, 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.peak_kib = max(self.peak_kib, _tree_rss_kib(self.pid))
+            self.done.wait(self.interval)
+
+
+@click.command("pipeline")
+@click.option("--rows", default=100_000, show_default=True, help="citizens, and rows in the drop")
+@click.option("--workers", default=0, show_default=True, help="render/compose processes (0: one per core)")
+@click.option("--dir", "work_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="work directory (default: a temporary one, removed afterwards)")
+def command(rows: int, workers: int, work_dir: Path | None) -> None:
+    """Generate ROWS citizens and a drop of ROWS rows; time `drop run` on SQLite."""
+    with tempfile.TemporaryDirectory(prefix="civicmail-bench-") as tmp:
+        root = work_dir or Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        data, config = root / "data", root / "data" / "civicmail.toml"
+        cli = [sys.executable, "-m", "mailserver.cli"]
+        subprocess.run(cli + ["init", str(data), "--demo"], check=True, stdout=subprocess.DEVNULL)
+        started = time.monotonic()
+        citizens_csv, drop_csv = root / "citizens.csv", root / "drop.csv"
+        write_citizens_csv(citizens_csv, rows, seed=7)
+        subprocess.run(cli + ["-c", str(config), "citizen", "import", str(citizens_csv)], check=True,
+                       stdout=subprocess.DEVNULL)
+        write_drop(citizens_csv, drop_csv)
+        click.echo(f"setup: {rows:,} citizens registered and a {drop_csv.stat().st_size / 2**20:.0f} MiB drop "
+                   f"written in {time.monotonic() - started:.0f} s")
+        run = cli + ["-c", str(config), "--set", f"delivery.workers={workers}", "drop", "run", str(drop_csv),
+                     "--agency", AGENCY, "--notice-type", NOTICE_TYPE]
+        started = time.monotonic()
+        proc = subprocess.Popen(run, stdout=subprocess.PIPE, text=True)
+        sampler = RssSampler(proc.pid)
+        sampler.start()
+        out, _ = proc.communicate()
+        elapsed = time.monotonic() - started
+        sampler.done.set()
+        sampler.join()
+        if proc.returncode != 0:
+            click.echo(out)
+            raise click.ClickException(f"drop run exited {proc.returncode}")
+        delivered = next((int(line.split()[1].replace(",", "")) for line in out.splitlines()
+                          if line.startswith("delivered")), 0)
+        click.echo(out.rstrip())
+        click.echo(f"bench pipeline: {rows:,} rows, {delivered:,} delivered in {elapsed:.1f} s = "
+                   f"{delivered / elapsed:,.0f} notices/s end to end (process start to exit); "
+                   f"peak RSS of drop run + workers {sampler.peak_kib / 1024:.0f} MiB")
