@@ -144,8 +144,37 @@ def _mailbox(tokens: list[tuple[str, str]]) -> Address | None:
     return Address(comments[-1] if comments else None, None, mailbox, host)
 
 
+#: the everyday shapes, ``Name <box@host>`` and ``box@host``, with nothing that needs the parser
+SIMPLE_ADDRESS = re.compile(r"\s*(?:([^\s<>@,][^<>@,]*?)\s*<([^\s<>@,]+)@([^\s<>@,]+)>|([^\s<>@,]+)@([^\s<>@,]+))\s*")
+TRICKY = re.compile(r'["()\\:;\[]')
+
+
+def simple_addresses(value: str) -> list[Address] | None:
+    """The addresses if every item has an everyday shape, else None (then the general parser)."""
+    out = []
+    match = SIMPLE_ADDRESS.fullmatch
+    for item in value.split(","):
+        m = match(item)
+        if m is None:
+            return None
+        if m.group(2) is not None:
+            out.append(Address(" ".join(m.group(1).split()) if m.group(1) else None, None, m.group(2), m.group(3)))
+        else:
+            out.append(Address(None, None, m.group(4), m.group(5)))
+    return out
+
+
 def parse_addresses(value: str) -> list[Address]:
     """An address-list header value as IMAP addresses (group markers included)."""
+    if TRICKY.search(value) is None:
+        simple = simple_addresses(value)
+        if simple is not None:
+            return simple
+    return parse_addresses_general(value)
+
+
+def parse_addresses_general(value: str) -> list[Address]:
+    """parse_addresses for any input: RFC 5322 tokens, groups, routes, comments."""
     tokens = _tokens(value)
     out: list[Address] = []
     i = 0

@@ -15,6 +15,10 @@ from functools import lru_cache
 LF, CR = 0x0A, 0x0D
 #: a field name (printable ASCII but ':'), optional blanks, then ':' (RFC 5322 2.2, obs-FWS allowed)
 FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+#: one whole field: its name, then lines up to the last continuation line
+WHOLE_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:([^\n]*\n(?:[ \t][^\n]*\n)*)")
+#: lower-cased field names seen (a few dozen in practice), to skip decoding them each time
+_names: dict[bytes, str] = {}
 
 
 @dataclass(slots=True)
@@ -31,10 +35,10 @@ class Field:
 
 def _unfold(raw: bytes, fields: list[Field]) -> list[Field]:
     for f in fields:
-        value = raw[f.value_start:f.end]
-        if b"\n" in value:
-            value = value.replace(b"\r\n", b"").replace(b"\n", b"")
-        f.value = value.strip(b" \t\r")
+        value = raw[f.value_start:f.end].strip(b" \t\r\n")
+        if b"\n" in value:  # folded: drop the line breaks, keep the blanks after them
+            value = value.replace(b"\r\n", b"").replace(b"\n", b"").strip(b" \t\r")
+        f.value = value
     return fields
 
 
@@ -45,6 +49,31 @@ def scan_header(raw: bytes, start: int, end: int) -> tuple[list[Field], int]:
     first line that is neither a field nor a continuation (that line starts the body), as the
     stdlib parser does. A leading mbox "From " line is skipped.
     """
+    # The common case in one regex match per field; anything unusual takes the line-by-line walk.
+    fields: list[Field] = []
+    pos = start
+    match_field = WHOLE_FIELD.match
+    names = _names
+    while True:
+        m = match_field(raw, pos, end)
+        if m is None:
+            break
+        name = names.get(m.group(1))
+        if name is None:
+            name = m.group(1).decode("ascii").lower()
+            if len(names) < 1000:
+                names[m.group(1)] = name
+        fields.append(Field(name, pos, m.end(), m.start(2)))
+        pos = m.end()
+    if pos < end and (raw[pos] == LF or raw.startswith(b"\r\n", pos)):
+        return _unfold(raw, fields), pos + (1 if raw[pos] == LF else 2)
+    if pos == end:
+        return _unfold(raw, fields), end
+    return scan_header_lines(raw, start, end)
+
+
+def scan_header_lines(raw: bytes, start: int, end: int) -> tuple[list[Field], int]:
+    """scan_header line by line: the general case, and the reference the fast path is tested against."""
     fields: list[Field] = []
     pos = start
     match = FIELD_NAME.match

@@ -4,8 +4,8 @@ case-folded with blank runs collapsed.
 
 The stored form (``search_text``) is opaque to callers: seven sections joined by RS (U+001E),
 subject, from, to, cc, bcc, the other header fields, the body text (of multipart/alternative,
-the text/plain alternative only). RS, NUL and other C0
-controls are removed from the text itself (PostgreSQL text cannot hold NUL).
+the text/plain alternative only). TEXT searches all seven. RS counts as a blank
+inside the text and NUL is dropped (PostgreSQL text cannot hold it).
 """
 from __future__ import annotations
 
@@ -20,21 +20,26 @@ from .structure import Part
 SEPARATOR = "\x1e"
 KEYS = ("subject", "from", "to", "cc", "bcc")
 ADDRESS_KEYS = frozenset(KEYS[1:])
+SECTION_KEYS = frozenset(KEYS)
 BODY_SECTION = 6
 #: body text kept per message: enough for any real notice or letter, bounded for huge mail
 MAX_BODY_CHARS = 256 * 1024
 #: raw bytes of one part decoded for search
 MAX_PART_BYTES = 4 * 1024 * 1024
 
-BLANKS = re.compile(r"[\s\x00-\x1f\x7f]+")
 HTML_DROP = re.compile(r"<(script|style|head)\b.*?</\1\s*>|<!--.*?-->", re.S | re.I)
 HTML_BLOCK = re.compile(r"</?(?:p|br|div|tr|td|th|li|ul|ol|table|h[1-6]|blockquote|pre|hr)\b[^>]*>", re.I)
 HTML_TAG = re.compile(r"<[^>]*>")
 
 
 def normalize(text: str) -> str:
-    """Case-folded, controls dropped, blank runs as one space: how text and needles compare."""
-    return BLANKS.sub(" ", text).casefold().strip()
+    """Case-folded, blank runs as one space, no NUL: how text and needles compare.
+
+    str.split() treats RS (the separator) as a blank too, so no section can contain one.
+    """
+    if "\x00" in text:
+        text = text.replace("\x00", " ")
+    return " ".join(text.split()).casefold()
 
 
 def html_text(markup: str) -> str:
@@ -106,7 +111,6 @@ def address_text(found: list[Address] | None) -> str:
 def build(raw: bytes, root: Part) -> str:
     """The search text of a message: its sections joined by SEPARATOR."""
     sections: dict[str, list[str]] = {k: [] for k in KEYS}
-    other: list[str] = []
     for f in root.fields:
         if f.name == "subject":
             sections["subject"].append(decoded_value(f.value))
@@ -114,11 +118,11 @@ def build(raw: bytes, root: Part) -> str:
             first = f.value is root.values[f.name]  # parsed already for ENVELOPE
             found = addresses(root.values, root.address_cache, f.name) if first else parse_addresses(text_of(f.value))
             sections[f.name].append(address_text(found))
-        else:
-            other.append(f"{f.name}: {decoded_value(f.value)}")
+    # the other header fields, decoded in one go (folding becomes blanks in normalize): for TEXT
+    header = decoded_value(b"".join(raw[f.start:f.end] for f in root.fields if f.name not in SECTION_KEYS))
     body: list[str] = []
     _body_texts(raw, root, body, [MAX_BODY_CHARS])
-    texts = [" ".join(sections[k]) for k in KEYS] + [" ".join(other), " ".join(body)]
+    texts = [" ".join(sections[k]) for k in KEYS] + [header, " ".join(body)]
     return SEPARATOR.join(normalize(t) for t in texts)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from .envelope import envelope
 from .headers import (CR, LF, Field, first_values, parse_content_type, parse_disposition, param,
                       scan_header, text_of)
-from .wire import NIL, nstring, param_list, string, string_list
+from .wire import NIL, nstring, param_list, string, string_list, token
 
 #: nesting and part-count bounds: a hostile message must not exhaust the stack or the column
 MAX_DEPTH = 40
@@ -156,37 +156,48 @@ def _extension(part: Part) -> str:
     dsp = NIL
     disposition = parse_disposition(_fields_text(part, "content-disposition"))
     if disposition is not None:
-        dsp = f"({string(disposition[0].upper())} {param_list(disposition[1])})"
+        dsp = f"({token(disposition[0].upper())} {param_list(disposition[1])})"
     language = _fields_text(part, "content-language")
     langs = [w.strip() for w in language.split(",") if w.strip()] if language else []
     location = _fields_text(part, "content-location")
     return f"{dsp} {string_list(langs)} {nstring(location)}"
 
 
-def bodystructure(raw: bytes, part: Part, extended: bool = True) -> str:
-    """BODYSTRUCTURE (extended) or BODY (not) of a part, RFC 3501 7.4.2."""
+def body_and_structure(raw: bytes, part: Part) -> tuple[str, str]:
+    """(BODY, BODYSTRUCTURE) of a part, RFC 3501 7.4.2, made in one walk: BODY is BODYSTRUCTURE
+    without the extension data."""
     if part.children is not None:
-        kids = "".join(bodystructure(raw, c, extended) for c in part.children)
-        if not kids:
-            kids = EMPTY_TEXT_EXT if extended else EMPTY_TEXT
-        out = f"({kids} {string(part.subtype.upper())}"
-        if extended:
-            out += f" {param_list(part.params)} {_extension(part)}"
-        return out + ")"
-    size = part.end - part.body_start
-    encoding = part.encoding.upper() or "7BIT"
-    out = (f"({string(part.maintype.upper())} {string(part.subtype.upper())} {param_list(part.params)} "
-           f"{nstring(_fields_text(part, 'content-id'))} "
-           f"{nstring(_fields_text(part, 'content-description'))} {string(encoding)} {size}")
+        pairs = [body_and_structure(raw, c) for c in part.children]
+        body_kids = "".join(b for b, _ in pairs) or EMPTY_TEXT
+        ext_kids = "".join(e for _, e in pairs) or EMPTY_TEXT_EXT
+        subtype = token(part.subtype.upper())
+        return (f"({body_kids} {subtype})",
+                f"({ext_kids} {subtype} {param_list(part.params)} {_extension(part)})")
+    values = part.values
+    cid = values.get("content-id")
+    description = values.get("content-description")
+    basic = (f"({token(part.maintype.upper())} {token(part.subtype.upper())} {param_list(part.params)} "
+             f"{NIL if cid is None else string(text_of(cid))} "
+             f"{NIL if description is None else string(text_of(description))} "
+             f"{token(part.encoding.upper() or '7BIT')} {part.end - part.body_start}")
     if part.maintype == "text":
-        out += f" {count_lines(raw, part.body_start, part.end)}"
+        basic += f" {count_lines(raw, part.body_start, part.end)}"
+        body = ext = basic
     elif part.message is not None:
         inner = part.message
-        out += (f" {envelope(inner.values, inner.address_cache)} {bodystructure(raw, inner, extended)}"
-                f" {count_lines(raw, part.body_start, part.end)}")
-    if extended:
-        out += f" NIL {_extension(part)}"
-    return out + ")"
+        inner_body, inner_ext = body_and_structure(raw, inner)
+        env = envelope(inner.values, inner.address_cache)
+        lines = count_lines(raw, part.body_start, part.end)
+        body = f"{basic} {env} {inner_body} {lines}"
+        ext = f"{basic} {env} {inner_ext} {lines}"
+    else:
+        body = ext = basic
+    return body + ")", f"{ext} NIL {_extension(part)})"
+
+
+def bodystructure(raw: bytes, part: Part, extended: bool = True) -> str:
+    """BODYSTRUCTURE (extended) or BODY (not) of a part."""
+    return body_and_structure(raw, part)[1 if extended else 0]
 
 
 @dataclass
@@ -198,5 +209,5 @@ class Structure:
 
 
 def structure(raw: bytes, root: Part) -> Structure:
-    return Structure(envelope(root.values, root.address_cache), bodystructure(raw, root, False),
-                     bodystructure(raw, root, True), root)
+    body, ext = body_and_structure(raw, root)
+    return Structure(envelope(root.values, root.address_cache), body, ext, root)

@@ -6,6 +6,8 @@ may not carry 8-bit characters.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 NIL = "NIL"
 #: longer values go as literals: some clients cap the length of a quoted string they accept
 MAX_QUOTED = 1000
@@ -27,6 +29,12 @@ def string(value: str) -> str:
     return f"{{{size}}}\r\n{value}"
 
 
+@lru_cache(maxsize=1024)
+def token(value: str) -> str:
+    """string() of the few values every message repeats: types, parameter names, charsets."""
+    return string(value)
+
+
 def nstring(value: str | None) -> str:
     return NIL if value is None else string(value)
 
@@ -44,4 +52,5 @@ def param_list(params: list[tuple[str, str]]) -> str:
     """body-fld-param: ("NAME" "value" ...) with upper-cased names, or NIL."""
     if not params:
         return NIL
-    return "(" + " ".join(f"{string(name.upper())} {string(value)}" for name, value in params) + ")"
+    return "(" + " ".join(f"{token(name.upper())} {token(value) if name == 'charset' else string(value)}"
+                          for name, value in params) + ")"

@@ -8,6 +8,8 @@ from mime_samples import BARE_LF, DIGEST, EIGHTBIT, FORWARDED, GB18030, GROUP, M
 from mime_wire import parse
 
 from mailserver.mime import analyze, fetch_section, header_contains, search_matches
+from mailserver.mime.envelope import simple_addresses, parse_addresses_general
+from mailserver.mime.headers import scan_header, scan_header_lines
 
 SAMPLES = [NESTED, FORWARDED, GROUP, MISSING, BARE_LF, DIGEST, EIGHTBIT, GB18030]
 SECTION_TEXTS = [None, "HEADER", "TEXT", "MIME", "HEADER.FIELDS", "HEADER.FIELDS.NOT"]
@@ -88,3 +90,27 @@ def test_many_parts_are_bounded():
     analyzed = analyze(raw)
     assert analyzed.body.count('"TEXT"') <= 2000
     parse(analyzed.bodystructure)
+
+
+@settings(settings.get_profile("mime"), max_examples=300)
+@given(st.lists(st.one_of(st.sampled_from(FRAGMENTS + [b"X-A: b\r\n", b"\r\n\r\n", b" c\n"]),
+                          st.binary(max_size=8)), max_size=30))
+def test_header_fast_path_equals_line_walk(pieces):
+    raw = b"".join(pieces)
+    fast, fast_body = scan_header(raw, 0, len(raw))
+    slow, slow_body = scan_header_lines(raw, 0, len(raw))
+    assert fast_body == slow_body
+    assert [(f.name, f.start, f.end, f.value_start, f.value) for f in fast] == \
+        [(f.name, f.start, f.end, f.value_start, f.value) for f in slow]
+
+
+ADDRESS_PIECES = ["a", "b.c", "@", "<", ">", ",", " ", "  ", "Zoë", "=?utf-8?b?5byg5Lyf?=", "x-y", "_", ".", "\t"]
+
+
+@settings(settings.get_profile("mime"), max_examples=500)
+@given(st.lists(st.sampled_from(ADDRESS_PIECES), max_size=16))
+def test_address_fast_path_equals_general_parser(pieces):
+    value = "".join(pieces)
+    simple = simple_addresses(value)
+    if simple is not None:
+        assert simple == parse_addresses_general(value)
