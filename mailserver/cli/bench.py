@@ -49,3 +49,8 @@ def bench_import(app: App, count: int, work_dir: Path | None) -> None:
         elapsed = time.monotonic() - started
         click.echo(f"bench import: {count:,} citizens in {elapsed:.1f} s = {count / elapsed:,.0f} citizens/s; "
                    f"peak RSS of the import {peak_rss_mib(children=True):.0f} MiB")
+
+
+command.add_command(__import__("mailserver.bench.smtp", fromlist=["command"]).command)  # civicmail bench smtp
+command.add_command(__import__("mailserver.bench.pipeline", fromlist=["command"]).command)  # civicmail bench pipeline
+command.add_command(__import__("mailserver.bench.mime", fromlist=["command"]).command)  # civicmail bench mime
