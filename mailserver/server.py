@@ -31,6 +31,7 @@ T = TypeVar("T")
 SERVICE_FACTORIES: tuple[str, ...] = (
     "mailserver.smtp.service:make_services",
     "mailserver.imap.service:make_services",
+    "mailserver.services.service:make_services",
 )
 
 

@@ -16,6 +16,7 @@ from .app import App
 COMMAND_MODULES = (
     "init", "db", "serve", "citizen", "agency", "stats", "bench",
     "drop", "notice", "queue",
+    "topic", "bulletin", "survey", "application",
 )
 
 

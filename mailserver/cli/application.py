@@ -1,0 +1,48 @@
+"""`civicmail application`: agencies' application addresses, the applications, status replies."""
+from __future__ import annotations
+
+import click
+
+from ..errors import ValidationError
+from ..services import applications
+from .app import App, echo_table
+
+
+@click.group("application")
+def command() -> None:
+    """Citizens' applications to agencies, by mail."""
+
+
+@command.command("setup")
+@click.argument("agency_id")
+@click.option("--address", help="the application address (default: AGENCY-apply@domain)")
+@click.pass_obj
+def setup(app: App, agency_id: str, address: str | None) -> None:
+    """Create the agency's application address; applications arrive in the agency's mailbox."""
+    click.echo(f"applications to {agency_id}: {applications.setup_desk(app.registry, agency_id, address)}")
+
+
+@command.command("list")
+@click.option("--agency", help="only this agency's")
+@click.pass_obj
+def list_(app: App, agency: str | None) -> None:
+    """Applications with their status."""
+    echo_table([(a.number, a.agency_id, a.applicant, a.subject, a.status, a.updated_at.strftime("%Y-%m-%d %H:%M"))
+                for a in applications.list_applications(app.registry, agency)],
+               ("number", "agency", "applicant", "subject", "status", "updated"))
+
+
+@command.command("reply")
+@click.argument("number")
+@click.option("--status", required=True, help="e.g. in-progress, approved, rejected")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.pass_obj
+def reply(app: App, number: str, status: str, file: str) -> None:
+    """Send the agency's answer (FILE, plain text) to the applicant, in the application's thread."""
+    try:
+        with open(file, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"{file}: cannot read: {exc}") from None
+    msgid = applications.reply(app.registry, number, status, text)
+    click.echo(f"application {number}: {status} (sent {msgid})")

@@ -1,0 +1,109 @@
+"""RFC 8058 one-click unsubscribe: a minimal HTTP/1.1 endpoint on asyncio (stdlib only).
+
+``POST /unsubscribe/<topic>/<account>/<token>`` with the body ``List-Unsubscribe=One-Click``
+unsubscribes; the token is an HMAC, so a URL cannot be made up for someone else. A ``GET`` of
+the same URL (a person clicking a link, or a scanner following it) never unsubscribes: it
+answers with a page holding a button that POSTs. One request per connection; sizes and time
+are bounded.
+"""
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import re
+import urllib.parse
+
+from ..config import parse_hostport
+from .topics import one_click_unsubscribe
+
+log = logging.getLogger("civicmail.services.http")
+
+MAX_HEADER = 8192
+MAX_BODY = 4096
+TIMEOUT = 10.0
+PATH = re.compile(r"^/unsubscribe/([A-Za-z0-9-]{1,64})/(\d{1,18})/([A-Za-z0-9_-]{8,64})$")
+
+PAGE_DONE = "<!DOCTYPE html><html><body><p>已退订。You are unsubscribed.</p></body></html>"
+PAGE_CONFIRM = ('<!DOCTYPE html><html><body><form method="post" action="{action}">'
+                '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
+                '<button type="submit">退订 / Unsubscribe</button></form></body></html>')
+PAGE_NOT_FOUND = "<!DOCTYPE html><html><body><p>链接无效。This link is not valid.</p></body></html>"
+PAGE_BAD = "<!DOCTYPE html><html><body><p>Bad request.</p></body></html>"
+PAGE_ERROR = "<!DOCTYPE html><html><body><p>请稍后再试。Please try again later.</p></body></html>"
+
+
+class OneClickHTTP:
+    name = "citizen services HTTP"
+
+    def __init__(self, ctx, listen: str) -> None:
+        self.ctx = ctx
+        self.listen = listen
+        self.address: tuple[str, int] | None = None
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        from ..server import StartupError
+
+        host, port = parse_hostport(self.listen, "http.listen")
+        try:
+            self._server = await asyncio.start_server(self._connection, host, port, reuse_address=True,
+                                                      limit=MAX_HEADER)
+        except OSError as exc:
+            raise StartupError(f"http.listen = {self.listen}: cannot listen: {exc.strerror or exc}") from None
+        self.address = self._server.sockets[0].getsockname()[:2]
+        log.info("citizen services HTTP listening on %s:%d", *self.address)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            status, page = await asyncio.wait_for(self._request(reader), TIMEOUT)
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError,
+                ValueError, UnicodeDecodeError):
+            status, page = "400 Bad Request", PAGE_BAD
+        except Exception:
+            log.exception("one-click request failed")
+            status, page = "503 Service Unavailable", PAGE_ERROR
+        body = page.encode("utf-8")
+        try:
+            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\n"
+                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+            await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def _request(self, reader: asyncio.StreamReader) -> tuple[str, str]:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if len(head) > MAX_HEADER:
+            return "431 Request Header Fields Too Large", PAGE_BAD
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, _version = lines[0].split(" ", 2)
+        headers = {}
+        for line in lines[1:]:
+            if ":" in line:
+                name, value = line.split(":", 1)
+                headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0") or 0)
+        if length < 0 or length > MAX_BODY:
+            return "413 Content Too Large", PAGE_BAD
+        body = await reader.readexactly(length) if length else b""
+        path = urllib.parse.urlsplit(target).path
+        m = PATH.match(path)
+        if m is None:
+            return "404 Not Found", PAGE_NOT_FOUND
+        topic_id, account_id, token = m.group(1), int(m.group(2)), m.group(3)
+        if method == "GET":
+            return "200 OK", PAGE_CONFIRM.format(action=html.escape(path))
+        if method != "POST":
+            return "405 Method Not Allowed", PAGE_BAD
+        form = urllib.parse.parse_qs(body.decode("utf-8"), keep_blank_values=True)
+        if form.get("List-Unsubscribe") != ["One-Click"]:
+            return "400 Bad Request", PAGE_BAD
+        ok = await self.ctx.run(one_click_unsubscribe, self.ctx.registry, topic_id, account_id, token)
+        return ("200 OK", PAGE_DONE) if ok else ("404 Not Found", PAGE_NOT_FOUND)

@@ -1,0 +1,13 @@
+"""What handling one service message produced: an outcome word (recorded) and the mail to store."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+
+
+@dataclass
+class Handled:
+    #: recorded in service_processed.outcome (subscribed, vote, vote-rejected, ignored-unverified...)
+    outcome: str
+    #: (account id, message) to store in that account's INBOX, or (account id, message, folder)
+    mail: list[tuple] = field(default_factory=list)

@@ -1,0 +1,84 @@
+"""The citizen services in `civicmail serve`: the worker that answers service mail, and the
+one-click unsubscribe endpoint.
+
+The worker wakes when a service INBOX changes in this process (``ctx.hub``, which SMTP and the
+pipeline notify after their commits) and, as a fallback for writes by other processes or nodes,
+every POLL_SECONDS; each round also picks up service addresses created since (by the CLI).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .http import OneClickHTTP
+from .worker import ServiceInbox, process_pending, service_inboxes
+
+log = logging.getLogger("civicmail.services")
+
+POLL_SECONDS = 2.0
+
+
+class ServicesWorker:
+    name = "citizen services"
+
+    def __init__(self, ctx, poll_seconds: float = POLL_SECONDS) -> None:
+        self.ctx = ctx
+        self.poll_seconds = poll_seconds
+        self.inboxes: dict[int, ServiceInbox] = {}
+        self.handled = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _changed(self, _folder_id: int) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self._refresh()
+        self._task = self._loop.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        for fid in self.inboxes:
+            self.ctx.hub.unsubscribe(fid, self._changed, self._loop)
+
+    async def _refresh(self) -> None:
+        inboxes = await self.ctx.run(service_inboxes, self.ctx.store)
+        for fid in inboxes.keys() - self.inboxes.keys():
+            self.ctx.hub.subscribe(fid, self._changed, self._loop)
+        for fid in self.inboxes.keys() - inboxes.keys():
+            self.ctx.hub.unsubscribe(fid, self._changed, self._loop)
+        self.inboxes = inboxes
+
+    async def run_once(self) -> int:
+        """One round: new service addresses, then every unhandled message."""
+        await self._refresh()
+        n = await self.ctx.run(process_pending, self.ctx.registry, dict(self.inboxes))
+        self.handled += n
+        return n
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.run_once()
+            except Exception:  # the store restarting: try again next round
+                log.warning("citizen services round failed", exc_info=True)
+
+
+def make_services(ctx) -> list:
+    services: list = [ServicesWorker(ctx)]
+    if ctx.config.http.listen:
+        services.append(OneClickHTTP(ctx, ctx.config.http.listen))
+    return services

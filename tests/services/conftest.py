@@ -1,0 +1,181 @@
+"""`civicmail serve` as it runs (every SERVICE_FACTORIES entry: SMTP, IMAP, citizen services) on
+a loop in a thread, real sockets on ephemeral ports, over a prepared SQLite data directory."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import imaplib
+import smtplib
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pytest
+from sqlalchemy import func, select
+
+from mailserver.cli.init import prepare
+from mailserver.identity import idnumber
+from mailserver.registry import Registry
+from mailserver.registry.agencies import add_agency
+from mailserver.registry.citizens import add_citizen
+from mailserver.server import ServerContext, build_services
+from mailserver.services.service import ServicesWorker
+from mailserver.store import open_store
+from mailserver.store.models import Account, Content, Folder, Message, ServiceProcessed
+from tests.conftest import make_config
+
+DOMAIN = "hz.example.cn"
+PASSWORD = "correct horse battery"
+PORT_ZERO = ("smtp.listen=127.0.0.1:0", "submission.listen=127.0.0.1:0", "submissions.listen=127.0.0.1:0",
+             "imap.listen=127.0.0.1:0", "imaps.listen=127.0.0.1:0", "http.listen=127.0.0.1:0")
+NAMES = "张伟 王芳 李娜 刘洋 陈静 杨磊 赵敏 黄勇 周杰 吴婷".split()
+
+
+def make_citizens(reg: Registry, n: int, start: int = 0) -> list[str]:
+    out = []
+    for i in range(start, start + n):
+        birth = dt.date(1960 + i % 40, 1 + i % 12, 1 + i % 28)
+        out.append(add_citizen(reg, NAMES[i % len(NAMES)], idnumber.make("330106", birth, 100 + i),
+                               password=PASSWORD).address)
+    return out
+
+
+@dataclass
+class Server:
+    config: object
+    citizens: list[str]
+    ctx: ServerContext = None
+    services: list = field(default_factory=list)
+    loop: asyncio.AbstractEventLoop = None
+    thread: threading.Thread = None
+
+    def start(self) -> "Server":
+        store = open_store(self.config)
+        self.ctx = ServerContext(self.config, store, Registry(self.config, store))
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.call(self._start())
+        return self
+
+    async def _start(self) -> None:
+        self.services = build_services(self.ctx)
+        for s in self.services:
+            await s.start()
+
+    async def _stop(self) -> None:
+        for s in reversed(self.services):
+            await s.stop()
+
+    def call(self, coro, timeout: float = 120):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        try:
+            self.call(self._stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
+            self.ctx.executor.shutdown(wait=True)
+            self.ctx.store.dispose()
+
+    @property
+    def registry(self) -> Registry:
+        return self.ctx.registry
+
+    @property
+    def store(self):
+        return self.ctx.store
+
+    def port(self, name: str) -> int:
+        return next(s.address[1] for s in self.services if getattr(s, "kind", getattr(s, "name", None)) == name)
+
+    @property
+    def http_port(self) -> int:
+        from mailserver.services.http import OneClickHTTP
+
+        return next(s.address[1] for s in self.services if isinstance(s, OneClickHTTP))
+
+    @property
+    def worker(self) -> ServicesWorker:
+        return next(s for s in self.services if isinstance(s, ServicesWorker))
+
+    def settle(self) -> None:
+        """Let the worker handle everything delivered so far (a round picks up new addresses too)."""
+        self.call(self.worker.run_once())
+
+    def send(self, login: str | None, sender: str, to: str, raw: bytes) -> None:
+        """Over SMTP submission (authenticated) or inbound port 25 (login None: unauthenticated)."""
+        port = self.port("submission") if login else self.port("smtp")
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as c:
+            c.ehlo("client.test")
+            if login:
+                c.login(login, PASSWORD)
+            c.sendmail(sender, [to], raw)
+
+    def imap(self, address: str) -> imaplib.IMAP4:
+        c = imaplib.IMAP4("127.0.0.1", self.port("imap"), timeout=30)
+        c.login(address, PASSWORD)
+        return c
+
+    def inbox(self, address: str, folder: str = "INBOX") -> list[bytes]:
+        with self.store.reader() as s:
+            return list(s.scalars(
+                select(Content.raw).join(Message, Message.content_id == Content.id)
+                .join(Folder, Folder.id == Message.folder_id).join(Account, Account.id == Folder.account_id)
+                .where(Account.address == address, Folder.name == folder).order_by(Message.uid)))
+
+    def processed(self) -> dict[str, int]:
+        with self.store.reader() as s:
+            return dict(s.execute(select(ServiceProcessed.outcome, func.count()).group_by(ServiceProcessed.outcome)).all())
+
+    def wait_processed(self, total: int, timeout: float = 60) -> dict[str, int]:
+        """Wait until the worker (woken by SMTP's commit) has handled ``total`` messages."""
+        deadline = time.monotonic() + timeout
+        while True:
+            done = self.processed()
+            if sum(done.values()) >= total or time.monotonic() > deadline:
+                return done
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    running: list[Server] = []
+
+    def make(citizens: int = 3, *overrides: str) -> Server:
+        config = make_config(tmp_path / f"data{len(running)}", *PORT_ZERO, *overrides)
+        prepare(config)
+        store = open_store(config)
+        try:
+            reg = Registry(config, store)
+            addresses = make_citizens(reg, citizens)
+            add_agency(reg, "traffic-police", "交警支队", [f"traffic-police@{DOMAIN}"], PASSWORD)
+        finally:
+            store.dispose()
+        server = Server(config, addresses).start()
+        running.append(server)
+        return server
+
+    yield make
+    for server in running:
+        server.stop()
+
+
+@pytest.fixture
+def server(server_factory) -> Server:
+    return server_factory()
+
+
+def mail(sender: str, to: str, subject: str, body: str, msgid: str | None = None, extra: str = "") -> bytes:
+    from email.header import Header
+
+    subj = Header(subject, "utf-8").encode() if not subject.isascii() else subject
+    lines = [f"From: {sender}", f"To: {to}", f"Subject: {subj}", "MIME-Version: 1.0",
+             "Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 8bit"]
+    if msgid:
+        lines.append(f"Message-ID: {msgid}")
+    if extra:
+        lines.append(extra)
+    return ("\r\n".join(lines) + "\r\n\r\n" + body.replace("\n", "\r\n") + "\r\n").encode("utf-8")
