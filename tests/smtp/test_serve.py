@@ -1,0 +1,126 @@
+"""`civicmail serve` as operators run it: a subprocess, its log lines, SIGTERM, startup errors,
+and kill -9 in the middle of transactions."""
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from mailserver.bench.smtp import PORT_ZERO, start_server
+from mailserver.cli.init import prepare
+from mailserver.registry import Registry
+from mailserver.store import open_store
+from tests.conftest import make_config
+
+from .conftest import RunningServer, message, populate
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    config = make_config(tmp_path / "data")
+    prepare(config)
+    store = open_store(config)
+    try:
+        people = populate(Registry(config, store))
+    finally:
+        store.dispose()
+    return config, people
+
+
+def serve_cmd(config, *overrides: str) -> list[str]:
+    cmd = [sys.executable, "-m", "mailserver.cli", "-c", str(config.source)]
+    for o in PORT_ZERO + overrides:
+        cmd += ["--set", o]
+    return cmd + ["serve"]
+
+
+def test_serve_logs_each_listener_and_exits_0_on_sigterm(data_dir):
+    config, people = data_dir
+    proc, host, port, log = start_server(config.source)
+    try:
+        text = "".join(log)
+        for kind in ("smtp", "submission", "submissions"):
+            assert f"SMTP {kind} listening on 127.0.0.1:" in text
+        with smtplib.SMTP(host, port, timeout=30) as c:
+            c.sendmail("someone@example.org", [people.alice], message("someone@example.org", people.alice, "served"))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    assert "shutting down" in "".join(log)
+    assert any("stored" in line and f"to=<{people.alice}>" in line for line in log)
+    assert not any("ID number" in line or "Subject" in line for line in log)
+
+
+def test_port_in_use_is_a_clear_error(data_dir):
+    config, _ = data_dir
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(serve_cmd(config, f"smtp.listen=127.0.0.1:{port}"), capture_output=True, text=True,
+                                timeout=120)
+    assert result.returncode != 0
+    assert f"smtp.listen = 127.0.0.1:{port}: cannot listen: address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_certificate_is_a_clear_error(data_dir):
+    config, _ = data_dir
+    os.remove(config.data_path(config.tls.cert))
+    result = subprocess.run(serve_cmd(config), capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "TLS certificate" in result.stderr and "missing" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_kill_9_during_transactions_loses_no_acknowledged_message(data_dir):
+    config, people = data_dir
+    proc, host, port, _ = start_server(config.source)
+    acknowledged: list[str] = []
+    lock = threading.Lock()
+    enough = threading.Event()
+
+    def sender(n: int) -> None:
+        try:
+            with smtplib.SMTP(host, port, timeout=30) as c:
+                for i in range(10_000):
+                    subject = f"k{n}-{i}"
+                    c.sendmail("someone@example.org", [people.alice, people.bob],
+                               message("someone@example.org", people.alice, subject))
+                    with lock:
+                        acknowledged.append(subject)
+                        if len(acknowledged) >= 150:
+                            enough.set()
+        except (smtplib.SMTPException, OSError):
+            pass  # the server died under us: only what was acknowledged counts
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(10)]
+    for t in threads:
+        t.start()
+    try:
+        assert enough.wait(120), "senders made no progress"
+        proc.send_signal(signal.SIGKILL)  # mid-stream: several sessions are inside DATA
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for t in threads:
+            t.join(60)
+    with lock:
+        acked = set(acknowledged)
+    store = open_store(config)
+    try:
+        for address in (people.alice, people.bob):
+            holder = RunningServer(config, people)
+            holder.ctx = type("Ctx", (), {"store": store})()
+            subjects = [m.split(b"Subject: ", 1)[1].split(b"\r\n", 1)[0].decode() for m in holder.inbox(address)]
+            assert acked <= set(subjects)  # every acknowledged message survived
+            assert len(subjects) == len(set(subjects))  # and none twice
+    finally:
+        store.dispose()
