@@ -179,6 +179,7 @@ def _word_bytes(encoding: str, text: str) -> bytes | None:
         return None
 
 
+@lru_cache(maxsize=4096)  # a drop's notices share subject and sender: decode those once
 def decode_words(value: str) -> str:
     """Decode RFC 2047 encoded words; blanks between adjacent words go, as the RFC says.
 
@@ -287,7 +288,11 @@ def parse_params(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def param(params: list[tuple[str, str]], name: str) -> str | None:
+#: parameters as parsed: (lower-cased name, value) pairs in order
+Params = tuple[tuple[str, str], ...]
+
+
+def param(params: Params | list[tuple[str, str]], name: str) -> str | None:
     for key, value in params:
         if key == name:
             return value
@@ -306,7 +311,8 @@ def decode_param(name: str, value: str) -> tuple[str, str]:
     return name[:-1], decode_charset(data.encode("latin-1", "replace"), charset or None)
 
 
-def parse_content_type(value: str | None) -> tuple[str, str, list[tuple[str, str]]] | None:
+@lru_cache(maxsize=2048)  # the same few Content-Type values recur in every message
+def parse_content_type(value: str | None) -> tuple[str, str, Params] | None:
     """(type, subtype, params) lower-cased, or None if absent or not a type/subtype."""
     if value is None:
         return None
@@ -316,14 +322,15 @@ def parse_content_type(value: str | None) -> tuple[str, str, list[tuple[str, str
     subtype = subtype.strip(" \t\"").lower()
     if not slash or not maintype or not subtype or " " in maintype or " " in subtype:
         return None
-    return maintype, subtype, parse_params(sep + rest) if sep else []
+    return maintype, subtype, tuple(parse_params(sep + rest)) if sep else ()
 
 
-def parse_disposition(value: str | None) -> tuple[str, list[tuple[str, str]]] | None:
+@lru_cache(maxsize=1024)
+def parse_disposition(value: str | None) -> tuple[str, Params] | None:
     if value is None:
         return None
     head, sep, rest = value.partition(";")
     kind = head.strip(" \t\"").lower()
     if not kind:
         return None
-    return kind, parse_params(sep + rest) if sep else []
+    return kind, tuple(parse_params(sep + rest)) if sep else ()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .envelope import envelope
-from .headers import (CR, LF, Field, first_values, parse_content_type, parse_disposition, param,
+from .headers import (CR, LF, Field, Params, first_values, parse_content_type, parse_disposition, param,
                       scan_header, text_of)
 from .wire import NIL, nstring, param_list, string, string_list, token
 
@@ -35,7 +35,7 @@ class Part:
     values: dict[str, bytes]
     maintype: str
     subtype: str
-    params: list[tuple[str, str]]
+    params: Params
     children: list[Part] | None = None
     message: Part | None = None
     encoding: str = ""
@@ -107,16 +107,16 @@ def parse_part(raw: bytes, start: int, end: int, default: tuple[str, str] = ("te
     if "content-transfer-encoding" in values:
         encoding = text_of(values["content-transfer-encoding"]).strip(" \t\"").lower()
     if ctype is None:
-        ctype = (default[0], default[1], [])
+        ctype = (default[0], default[1], ())
     maintype, subtype, params = ctype
     if maintype == "text" and param(params, "charset") is None:
-        params = params + [("charset", "us-ascii")]  # RFC 2045 5.2, stated so clients need not know
+        params = params + (("charset", "us-ascii"),)  # RFC 2045 5.2, stated so clients need not know
     part = Part(start, body_start, end, fields, values, maintype, subtype, params, encoding=encoding)
     if maintype == "multipart":
         boundary = param(params, "boundary")
         if not boundary or depth >= MAX_DEPTH:
             # RFC 2046 requires the boundary; without it the body can only be read as text
-            part.maintype, part.subtype, part.params = "text", "plain", [("charset", "us-ascii")]
+            part.maintype, part.subtype, part.params = "text", "plain", (("charset", "us-ascii"),)
             return part
         child_default = ("message", "rfc822") if subtype == "digest" else ("text", "plain")
         part.children = []

@@ -6,6 +6,7 @@ may not carry 8-bit characters.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 
 NIL = "NIL"
@@ -48,7 +49,7 @@ def string_list(values: list[str]) -> str:
     return "(" + " ".join(string(v) for v in values) + ")"
 
 
-def param_list(params: list[tuple[str, str]]) -> str:
+def param_list(params: Sequence[tuple[str, str]]) -> str:
     """body-fld-param: ("NAME" "value" ...) with upper-cased names, or NIL."""
     if not params:
         return NIL
