@@ -112,7 +112,9 @@ def tokenize(buf: bytes) -> list:
             if depth:
                 raise ParseError("unterminated [")
             try:
-                stack[-1].append(Atom(buf[start:pos].decode("ascii")))
+                # RFC 3501 atoms are ASCII, but clients send UTF-8 search words bare; accept them
+                # (IMAP4rev2 allows UTF-8 there) and refuse only bytes that are not UTF-8.
+                stack[-1].append(Atom(buf[start:pos].decode("utf-8")))
             except UnicodeDecodeError:
                 raise ParseError("8-bit characters in an atom") from None
     if len(stack) != 1:
