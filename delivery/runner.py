@@ -149,7 +149,7 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
 
 def _process(spec: RunSpec, reg: Registry, path: Path, chunks: Iterator[list]):
     """(finished rows, their original cells) per chunk, in order. Worker processes for large
-    files, at most two chunks in flight per worker so that memory stays flat."""
+    files, at most one chunk per worker (plus one) in flight so that memory stays flat."""
     workers = _workers(reg.config, path)
     if workers == 1:
         ctx = RowContext(spec, reg.store)
@@ -162,7 +162,7 @@ def _process(spec: RunSpec, reg: Registry, path: Path, chunks: Iterator[list]):
         in_flight: deque = deque()
         for chunk in chunks:
             in_flight.append((pool.submit(process_chunk, chunk), {line: cells for line, cells in chunk}))
-            if len(in_flight) >= 2 * workers:
+            if len(in_flight) > workers:
                 future, originals = in_flight.popleft()
                 yield future.result(), originals
         while in_flight:
