@@ -130,12 +130,11 @@ def send_ballots(reg, survey_id: str, to: str = "all") -> int:
             raise ValidationError(f"survey {survey_id} is closed")
         if to != "all" and s.get(Topic, to.removeprefix("topic:")) is None:
             raise NotFound(f"no topic {to} (use all, or a topic id)")
-    questions = questions_of(survey)
-    subject = (replies.APPRAISAL_SUBJECT if survey.kind == "appraisal" else replies.BALLOT_SUBJECT).format(
-        title=survey.title)
-    msg = compose(sender=address, sender_name=survey.title, to=RCPT_MARK, subject=subject,
-                  text=ballot_text(survey, questions), domain=reg.domain, auto="auto-generated",
-                  extra={"Reply-To": address})
+        subject = (replies.APPRAISAL_SUBJECT if survey.kind == "appraisal" else replies.BALLOT_SUBJECT).format(
+            title=survey.title)
+        msg = compose(sender=address, sender_name=survey.title, to=RCPT_MARK, subject=subject,
+                      text=ballot_text(survey, questions_of(survey)), domain=reg.domain, auto="auto-generated",
+                      extra={"Reply-To": address})
     template = msg.as_bytes()
     end = template.index(b"\r\n\r\n")
     sent_already = select(SurveyRecipient.account_id).where(SurveyRecipient.survey_id == survey_id)

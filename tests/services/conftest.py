@@ -171,7 +171,7 @@ def server(server_factory) -> Server:
 def mail(sender: str, to: str, subject: str, body: str, msgid: str | None = None, extra: str = "") -> bytes:
     from email.header import Header
 
-    subj = Header(subject, "utf-8").encode() if not subject.isascii() else subject
+    subj = Header(subject, "utf-8").encode(linesep="\r\n") if not subject.isascii() else subject
     lines = [f"From: {sender}", f"To: {to}", f"Subject: {subj}", "MIME-Version: 1.0",
              "Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 8bit"]
     if msgid:
