@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import search as _search
+from .envelope import envelope
 from .sections import fetch_section
-from .structure import parse_message, structure
+from .structure import body_and_structure, parse_message
 
 __all__ = ["Analyzed", "analyze", "fetch_section", "search_matches", "header_contains", "header_size"]
 
@@ -40,9 +41,10 @@ def analyze(raw: bytes) -> Analyzed:
     on any bytes: malformed MIME gives a best-effort structure."""
     raw = bytes(raw)
     root = parse_message(raw)
-    s = structure(raw, root)
-    return Analyzed(size=len(raw), header_size=root.body_start, envelope=s.envelope, body=s.body,
-                    bodystructure=s.bodystructure, search_text=_search.build(raw, root))
+    body, bodystructure = body_and_structure(raw, root)
+    return Analyzed(size=len(raw), header_size=root.body_start,
+                    envelope=envelope(root.values, root.address_cache), body=body,
+                    bodystructure=bodystructure, search_text=_search.build(raw, root))
 
 
 def search_matches(search_text: str | None, key: str, needle: str) -> bool:

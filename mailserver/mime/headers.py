@@ -130,11 +130,11 @@ def codec_name(charset: str | None) -> str | None:
     label = charset.strip().strip('"').lower()
     label = CHARSET_ALIASES.get(label, label)
     try:
-        info = codecs.lookup(label)
+        # a label like "base64" names a bytes transform: bytes.decode refuses it (LookupError),
+        # and decode_charset then falls back to text_of
+        return codecs.lookup(label).name
     except (LookupError, ValueError):
         return None
-    # only text codecs: a label like "base64" or "rot13" must not pick a bytes transform
-    return info.name if getattr(info, "_is_text_encoding", True) else None
 
 
 def text_of(data: bytes) -> str:
@@ -179,7 +179,6 @@ def _word_bytes(encoding: str, text: str) -> bytes | None:
         return None
 
 
-@lru_cache(maxsize=4096)  # a drop's notices share subject and sender: decode those once
 def decode_words(value: str) -> str:
     """Decode RFC 2047 encoded words; blanks between adjacent words go, as the RFC says.
 
@@ -188,6 +187,18 @@ def decode_words(value: str) -> str:
     """
     if "=?" not in value:
         return value
+    if len(value) <= 512:
+        return _decode_words_cached(value)
+    return _decode_words(value)
+
+
+@lru_cache(maxsize=4096)
+def _decode_words_cached(value: str) -> str:
+    """A drop's notices share their subject and sender: those are decoded once."""
+    return _decode_words(value)
+
+
+def _decode_words(value: str) -> str:
     out: list[str] = []
     pending = bytearray()
     pending_charset: str | None = None

@@ -42,13 +42,6 @@ class Part:
     #: parsed address fields, shared by ENVELOPE and the SEARCH text
     address_cache: dict = field(default_factory=dict)
 
-    def body(self, raw: bytes) -> bytes:
-        return raw[self.body_start:self.end]
-
-    @property
-    def is_multipart(self) -> bool:
-        return self.children is not None
-
 
 @dataclass
 class _Budget:
@@ -193,21 +186,3 @@ def body_and_structure(raw: bytes, part: Part) -> tuple[str, str]:
     else:
         body = ext = basic
     return body + ")", f"{ext} NIL {_extension(part)})"
-
-
-def bodystructure(raw: bytes, part: Part, extended: bool = True) -> str:
-    """BODYSTRUCTURE (extended) or BODY (not) of a part."""
-    return body_and_structure(raw, part)[1 if extended else 0]
-
-
-@dataclass
-class Structure:
-    envelope: str
-    body: str
-    bodystructure: str
-    root: Part = field(repr=False)
-
-
-def structure(raw: bytes, root: Part) -> Structure:
-    body, ext = body_and_structure(raw, root)
-    return Structure(envelope(root.values, root.address_cache), body, ext, root)

@@ -58,7 +58,7 @@ def test_mime_shaped_noise(pieces, paths):
     check(b"".join(pieces), paths)
 
 
-@settings(settings.get_profile("mime"), max_examples=400)
+@settings(settings.get_profile("mime"), max_examples=250)
 @given(st.sampled_from(SAMPLES), st.data(), paths_strategy)
 def test_mutated_messages(raw, data, paths):
     buf = bytearray(raw)
