@@ -23,6 +23,7 @@ IDENTITY_ENCODINGS = frozenset(("", "7bit", "8bit", "binary"))
 #: what an empty multipart (no delimiter found) shows in BODYSTRUCTURE: one empty text part
 EMPTY_TEXT = '("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 0 0)'
 EMPTY_TEXT_EXT = '("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 0 0 NIL NIL NIL NIL)'
+EMPTY_ENVELOPE = "(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
 
 
 @dataclass(slots=True)
@@ -183,6 +184,12 @@ def body_and_structure(raw: bytes, part: Part) -> tuple[str, str]:
         lines = count_lines(raw, part.body_start, part.end)
         body = f"{basic} {env} {inner_body} {lines}"
         ext = f"{basic} {env} {inner_ext} {lines}"
+    elif part.maintype == "message" and part.subtype == "rfc822":
+        # not parsed (encoded, which RFC 2046 forbids, or nested too deep): the grammar still
+        # wants an envelope and a body after MESSAGE/RFC822, so empty ones stand in
+        lines = count_lines(raw, part.body_start, part.end)
+        body = f"{basic} {EMPTY_ENVELOPE} {EMPTY_TEXT} {lines}"
+        ext = f"{basic} {EMPTY_ENVELOPE} {EMPTY_TEXT_EXT} {lines}"
     else:
         body = ext = basic
     return body + ")", f"{ext} NIL {_extension(part)})"

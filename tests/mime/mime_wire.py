@@ -49,3 +49,57 @@ def _value(data: bytes, pos: int):
     assert m, f"bad syntax at {pos}: {data[pos:pos + 40]!r}"
     atom = m.group().decode("ascii")
     return (None if atom == "NIL" else atom), m.end()
+
+
+def check_body(body, extended: bool) -> None:
+    """Assert that a parsed BODY / BODYSTRUCTURE follows the RFC 3501 grammar (9, "body")."""
+    assert isinstance(body, list) and body, body
+    if isinstance(body[0], list):  # body-type-mpart
+        kids = 0
+        while kids < len(body) and isinstance(body[kids], list):
+            check_body(body[kids], extended)
+            kids += 1
+        rest = body[kids:]
+        assert isinstance(rest[0], str), rest
+        if extended:
+            assert len(rest) == 5, rest
+            _check_params(rest[1])
+            _check_extension(rest[2:])
+        else:
+            assert len(rest) == 1, rest
+        return
+    maintype, subtype, params, cid, description, encoding, size = body[:7]
+    assert isinstance(maintype, str) and isinstance(subtype, str) and isinstance(encoding, str)
+    _check_params(params)
+    assert cid is None or isinstance(cid, str)
+    assert description is None or isinstance(description, str)
+    assert isinstance(size, int) and size >= 0
+    rest = body[7:]
+    if maintype.upper() == "TEXT":
+        assert isinstance(rest[0], int)
+        rest = rest[1:]
+    elif (maintype.upper(), subtype.upper()) == ("MESSAGE", "RFC822"):
+        envelope, inner, lines = rest[:3]
+        assert isinstance(envelope, list) and len(envelope) == 10
+        check_body(inner, extended)
+        assert isinstance(lines, int)
+        rest = rest[3:]
+    if extended:
+        assert len(rest) == 4 and rest[0] is None, rest  # MD5 NIL, then dsp lang loc
+        _check_extension(rest[1:])
+    else:
+        assert rest == [], rest
+
+
+def _check_params(params) -> None:
+    assert params is None or (isinstance(params, list) and params and len(params) % 2 == 0
+                              and all(isinstance(p, str) for p in params)), params
+
+
+def _check_extension(ext) -> None:
+    dsp, lang, loc = ext
+    assert dsp is None or (isinstance(dsp, list) and len(dsp) == 2 and isinstance(dsp[0], str)), dsp
+    if dsp is not None:
+        _check_params(dsp[1])
+    assert lang is None or isinstance(lang, str) or all(isinstance(x, str) for x in lang), lang
+    assert loc is None or isinstance(loc, str), loc

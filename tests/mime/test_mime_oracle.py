@@ -13,7 +13,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
-from mime_wire import parse
+from mime_wire import check_body, parse
 
 from mailserver.mime import analyze, fetch_section, search_matches
 from mailserver.mime.headers import decode_param, decode_words
@@ -164,6 +164,7 @@ def test_corpus_matches_the_email_oracle(corpus):
         assert analyzed.header_size == len(header) and header.endswith(b"\r\n\r\n")
         check_envelope(parse(analyzed.envelope), oracle)
         bs = parse(analyzed.bodystructure)
+        check_body(bs, extended=True)
         assert parse(analyzed.body) == without_extensions(bs)
         top = () if oracle.get_content_maintype() == "multipart" else (1,)
         check_part(raw, top, bs, oracle)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mime_samples import BARE_LF, DIGEST, EIGHTBIT, FORWARDED, GB18030, GROUP, MISSING, NESTED
-from mime_wire import parse
+from mime_wire import check_body, parse
 
 from mailserver.mime import analyze, fetch_section, header_contains, search_matches
 from mailserver.mime.envelope import simple_addresses, parse_addresses_general
@@ -28,8 +28,9 @@ settings.register_profile("mime", deadline=None, suppress_health_check=[HealthCh
 def check(raw: bytes, paths) -> None:
     analyzed = analyze(raw)
     assert analyzed.size == len(raw) and 0 <= analyzed.header_size <= len(raw)
-    for text in (analyzed.envelope, analyzed.body, analyzed.bodystructure):
-        parse(text)
+    assert len(parse(analyzed.envelope)) == 10
+    check_body(parse(analyzed.body), extended=False)
+    check_body(parse(analyzed.bodystructure), extended=True)
     assert "\x00" not in analyzed.search_text
     analyzed.search_text.encode("utf-8")  # storable: no lone surrogates
     for key in ("subject", "from", "body", "text"):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 from mime_samples import BARE_LF, DIGEST, EIGHTBIT, FORWARDED, GROUP, MISSING, NESTED
-from mime_wire import parse
+from mime_wire import check_body, parse
 
 from mailserver.mime import analyze
 from mailserver.mime.headers import decode_param, parse_params
@@ -90,8 +90,8 @@ def test_exact_wire_strings(name):
     assert analyzed.bodystructure == bodystructure
     assert analyzed.header_size == header_size
     assert analyzed.size == len(raw)
-    for text in (envelope, body, bodystructure):
-        parse(text)  # well-formed IMAP syntax throughout
+    check_body(parse(body), extended=False)  # the RFC 3501 grammar throughout
+    check_body(parse(bodystructure), extended=True)
 
 
 def test_literal_counts_utf8_bytes():
@@ -145,3 +145,11 @@ def test_language_list_location_and_disposition_params():
     assert analyze(raw).bodystructure == (
         '("TEXT" "PLAIN" ("CHARSET" "utf-8" "FORMAT" "flowed") NIL NIL "7BIT" 3 1 NIL '
         '("INLINE" ("FILENAME" "a \\"b\\".txt" "SIZE" "3")) ("zh-CN" "en") "http://city.cn/a.txt")')
+
+
+def test_encoded_message_rfc822_keeps_the_grammar():
+    raw = (b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: message/rfc822\r\n"
+           b"Content-Transfer-Encoding: base64\r\n\r\nU3ViamVjdDogeA0KDQpib2R5\r\n--b--\r\n")
+    assert analyze(raw).body == (
+        '(("MESSAGE" "RFC822" NIL NIL NIL "BASE64" 24 (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) '
+        '("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 0 0) 1) "MIXED")')
