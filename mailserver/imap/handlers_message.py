@@ -23,7 +23,7 @@ from .selected import SelectedFolder, flag_text, split_flags
 from .session import SELECTED, ImapSession, handler
 
 SEL = frozenset({SELECTED})
-FETCH_BATCH = 2000
+FETCH_BATCH = 5000
 
 
 def _ranges(s: ImapSession, seqset, by_uid: bool) -> list[tuple[int, int]] | None:
@@ -44,15 +44,40 @@ def _render_batch(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tu
                   columns: tuple[str, ...], with_uid: bool) -> tuple[bytes, int | None]:
     """One batch of FETCH lines (in the thread pool) and the UID to continue after (None: done)."""
     rows = mb.fetch_rows(store, sel.folder_id, lo, hi, FETCH_BATCH, columns, ranges if len(ranges) > 1 else None)
-    out = []
     uids = sel.uids
-    for row in rows:
-        i = bisect_left(uids, row.uid)
-        if i >= len(uids) or uids[i] != row.uid:
-            continue  # not yet announced to this client
-        raw = getattr(row, "raw", None)
-        loader = (lambda r=raw: r) if raw is not None else (lambda u=row.uid: _raw_of(store, sel.folder_id, u))
-        out.append(F.render(i + 1, row, atts, sel.is_recent(row.uid), with_uid, loader))
+    recent_floor = min((r[0] for r in sel.recent_ranges), default=None)
+    out = []
+    i = bisect_left(uids, rows[0].uid) if rows else 0
+    if columns == ("flags", "keywords") and all(a.name in ("UID", "FLAGS") for a in atts):
+        # The hot path (a client opening a big folder): no per-row attribute lookups.
+        cache: dict[tuple[int, str | None, bool], bytes] = {}
+        one_range = sel.recent_ranges[0] if len(sel.recent_ranges) == 1 else None
+        n = len(uids)
+        for uid, flags, keywords in rows:
+            while i < n and uids[i] < uid:
+                i += 1
+            if i >= n or uids[i] != uid:
+                continue  # not yet announced to this client
+            if one_range is not None:
+                recent = one_range[0] < uid <= one_range[1]
+            else:
+                recent = recent_floor is not None and uid > recent_floor and sel.is_recent(uid)
+            text = cache.get((flags, keywords, recent))
+            if text is None:
+                text = cache[(flags, keywords, recent)] = flag_text(flags, keywords, recent).encode()
+            out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (i + 1, uid, text))
+    else:
+        has_raw = "raw" in columns
+        for row in rows:
+            while i < len(uids) and uids[i] < row.uid:
+                i += 1
+            if i >= len(uids) or uids[i] != row.uid:
+                continue
+            if has_raw:
+                loader = (lambda r=row.raw: r)
+            else:
+                loader = (lambda u=row.uid: _raw_of(store, sel.folder_id, u))
+            out.append(F.render(i + 1, row, atts, sel.is_recent(row.uid), with_uid, loader))
     nxt = rows[-1].uid + 1 if len(rows) == FETCH_BATCH else None
     return b"".join(out), nxt
 

@@ -1,0 +1,349 @@
+"""`civicmail bench imap`: the IMAP figures of issue 4, on loopback, in a throwaway data directory.
+
+* select: SELECT + ``UID FETCH 1:* (FLAGS)`` of a folder of --messages messages (bar: < 1 s);
+* idle: the server's resident memory holding --idle connections in IDLE (bar: 10,000 under
+  512 MB), and how long sessions in IDLE take to be told of a new message (bar: 1 s);
+* stress: --clients aioimaplib clients loop LOGIN, LIST, STATUS, SELECT, FETCH, STORE,
+  EXPUNGE, APPEND and LOGOUT at random, every answer checked against a model of the mailbox
+  (each client owns one mailbox, so the model is exact); prints commands/s and state errors.
+
+The server runs in a child process (only the IMAP listeners and the folder watcher), so that
+its memory is measured alone.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import multiprocessing
+import random
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+PASSWORD = "bench password 1"
+
+
+# -- the data directory and the server child ---------------------------------------------------------
+
+def _config(root: Path, *overrides: str):
+    from .. import config as config_mod
+    from ..cli.init import write_config
+
+    path = root / "civicmail.toml"
+    if not path.exists():
+        write_config(path, "bench.example.cn", "mail.bench.example.cn")
+    return config_mod.load(path, ("passwords.memory_cost_kib=1024", "passwords.time_cost=1",
+                                  "imap.max_connections_per_user_ip=100000") + overrides)
+
+
+def prepare_data(root: Path, users: int, messages: int) -> list[tuple[str, int]]:
+    """A fresh data directory with ``users`` citizens; the first has ``messages`` in INBOX."""
+    from sqlalchemy import select
+
+    from ..cli.init import prepare
+    from ..identity import idnumber
+    from ..registry import Registry
+    from ..registry.citizens import add_citizen
+    from ..store import open_store
+    from ..store.mailstore import NewMessage, insert_messages
+    from ..store.models import Account
+
+    cfg = _config(root)
+    prepare(cfg)
+    store = open_store(cfg)
+    registry = Registry(cfg, store)
+    made = []
+    for i in range(users):
+        number = idnumber.make("330106", dt.date(1960, 1, 1) + dt.timedelta(days=i % 20000), i // 20000 + 1)
+        made.append(add_citizen(registry, "张伟", number, address=f"u{i}@bench.example.cn", password=PASSWORD).address)
+    with store.reader() as s:
+        ids = dict(s.execute(select(Account.address, Account.id)).all())
+    out = [(a, ids[a]) for a in made]
+    raw = (b"From: traffic@bench.example.cn\r\nTo: u0@bench.example.cn\r\nSubject: notice\r\n"
+           b"Message-ID: <bench@x>\r\n\r\n" + b"body line\r\n" * 40)
+    done = 0
+    while done < messages:
+        n = min(10_000, messages - done)
+        with store.session() as s:  # one content row per batch, shared by its messages
+            insert_messages(s, [NewMessage(out[0][1], raw, flags=(i % 3 == 0)) for i in range(n)])
+        done += n
+    store.dispose()
+    return out
+
+
+def _child_main(root: str, conn) -> None:
+    """The server process: IMAP on 127.0.0.1:0 plus the folder watcher."""
+    import resource
+
+    from ..registry import Registry
+    from ..server import ServerContext
+    from ..store import open_store
+    from ..imap.service import ImapService, WatcherService
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    cfg = _config(Path(root))
+    store = open_store(cfg)
+    ctx = ServerContext(cfg, store, Registry(cfg, store))
+
+    async def main():
+        imap = ImapService(ctx, "127.0.0.1:0", False, "imap")
+        watcher = WatcherService(ctx)
+        await watcher.start()
+        await imap.start()
+        conn.send(imap.address[1])
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # wait for "stop"
+        await imap.stop()
+        await watcher.stop()
+
+    asyncio.run(main())
+
+
+class ServerChild:
+    def __init__(self, root: Path) -> None:
+        mp = multiprocessing.get_context("spawn")
+        self.conn, child = mp.Pipe()
+        self.proc = mp.Process(target=_child_main, args=(str(root), child), daemon=True)
+        self.proc.start()
+        self.port = self.conn.recv()
+
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        self.conn.send("stop")
+        self.proc.join(30)
+
+
+# -- a minimal line client (the hot loops need no library's overhead) ---------------------------------
+
+class LineClient:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.n = 0
+
+    @classmethod
+    async def connect(cls, port: int) -> "LineClient":
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+        c = cls(reader, writer)
+        await reader.readline()
+        return c
+
+    async def command(self, text: str) -> list[bytes]:
+        self.n += 1
+        tag = f"b{self.n}".encode()
+        self.writer.write(tag + b" " + text.encode() + b"\r\n")
+        lines = []
+        while True:
+            line = await self.reader.readline()
+            if not line:
+                raise ConnectionError("server closed")
+            lines.append(line)
+            if line.startswith(tag + b" "):
+                return lines
+
+
+async def _time_select_fetch(port: int, user: str) -> tuple[float, float, int]:
+    c = await LineClient.connect(port)
+    await c.command(f'LOGIN "{user}" "{PASSWORD}"')
+    started = time.perf_counter()
+    await c.command("SELECT INBOX")
+    selected = time.perf_counter()
+    lines = await c.command("UID FETCH 1:* (FLAGS)")
+    done = time.perf_counter()
+    c.writer.close()
+    return selected - started, done - started, len(lines) - 1
+
+
+# -- IDLE ---------------------------------------------------------------------------------------------
+
+async def _idle_session(port: int, user: str) -> LineClient:
+    c = await LineClient.connect(port)
+    await c.command(f'LOGIN "{user}" "{PASSWORD}"')
+    await c.command("SELECT INBOX")
+    c.writer.write(b"i IDLE\r\n")
+    line = await c.reader.readline()
+    if not line.startswith(b"+"):
+        raise RuntimeError(f"IDLE refused: {line!r}")
+    return c
+
+
+async def _idle_bench(root: Path, server: ServerChild, users: list[tuple[str, int]], count: int,
+                      probes: int) -> tuple[float, list[float]]:
+    from ..store import open_store
+    from ..store.mailstore import deliver
+
+    sessions: list[tuple[LineClient, int]] = []
+    for start in range(0, count, 200):
+        batch = [(i, users[i % len(users)]) for i in range(start, min(count, start + 200))]
+        made = await asyncio.gather(*(_idle_session(server.port, u[0]) for _, u in batch))
+        sessions.extend((c, u[1]) for c, (_, u) in zip(made, batch))
+    await asyncio.sleep(1.0)
+    rss = server.rss_mib()
+    # Latency: deliver (from this process: the cross-process path) to one user at a time and time
+    # until every session of that user has read its EXISTS.
+    store = open_store(_config(root))
+    loop = asyncio.get_running_loop()
+    latencies = []
+    for k in range(probes):
+        account = users[(k * 7) % len(users)][1]
+        watchers = [c for c, a in sessions if a == account]
+        started = time.perf_counter()
+        await loop.run_in_executor(None, deliver, store, b"Subject: ping\r\n\r\nping\r\n", [account])
+
+        async def told(c: LineClient) -> float:
+            while True:
+                line = await c.reader.readline()
+                if line.endswith(b"EXISTS\r\n"):
+                    return time.perf_counter() - started
+        latencies.extend(await asyncio.wait_for(asyncio.gather(*(told(c) for c in watchers)), 30))
+    store.dispose()
+    for c, _ in sessions:
+        c.writer.close()
+    return rss, latencies
+
+
+# -- stress with a model checker ------------------------------------------------------------------------
+
+class Model:
+    """What one mailbox must contain: uid -> flags (a set of names), and UIDNEXT."""
+
+    def __init__(self) -> None:
+        self.messages: dict[int, set[str]] = {}
+        self.uidnext = 1
+
+
+_FETCH = re.compile(rb"^\* (\d+) FETCH \(UID (\d+) FLAGS \(([^)]*)\)\)")
+
+
+async def _stress_client(port: int, user: str, model: Model, deadline: float, rng: random.Random,
+                         counts: dict[str, int]) -> None:
+    import aioimaplib
+
+    def error(what: str) -> None:
+        counts["errors"] += 1
+        if counts["errors"] <= 5:
+            click.echo(f"  state error ({user}): {what}", err=True)
+
+    while time.monotonic() < deadline:
+        c = aioimaplib.IMAP4("127.0.0.1", port, timeout=30)
+        await c.wait_hello_from_server()
+        await c.login(user, PASSWORD)
+        counts["commands"] += 1
+        resp = await c.select("INBOX")
+        counts["commands"] += 1
+        exists = next((int(ln.split()[0]) for ln in resp.lines if ln.endswith(b"EXISTS")), -1)
+        if exists != len(model.messages):
+            error(f"SELECT EXISTS {exists}, model {len(model.messages)}")
+        for _ in range(rng.randint(3, 10)):
+            op = rng.choice(("LIST", "STATUS", "FETCH", "STORE", "EXPUNGE", "APPEND", "APPEND", "NOOP"))
+            counts["commands"] += 1
+            if op == "LIST":
+                resp = await c.list('""', "*")
+                if sum(1 for ln in resp.lines if ln.startswith(b"(")) != 6:
+                    error("LIST count")
+            elif op == "NOOP":
+                await c.noop()
+            elif op == "STATUS":
+                resp = await c.status("INBOX", "(MESSAGES UIDNEXT)")
+                want = f"MESSAGES {len(model.messages)} UIDNEXT {model.uidnext}".encode()
+                if want not in resp.lines[0]:
+                    error(f"STATUS {resp.lines[0]!r}, model {want!r}")
+            elif op == "APPEND":
+                if len(model.messages) > 40:
+                    continue
+                resp = await c.append(b"Subject: stress\r\n\r\nbody\r\n", mailbox="INBOX")
+                m = re.search(rb"APPENDUID \d+ (\d+)", b" ".join(resp.lines))
+                if not m or int(m.group(1)) != model.uidnext:
+                    error(f"APPENDUID {resp.lines!r}, model {model.uidnext}")
+                    continue
+                model.messages[model.uidnext] = set()
+                model.uidnext += 1
+            elif op == "STORE":
+                if not model.messages:
+                    continue
+                uid = rng.choice(list(model.messages))
+                flag = rng.choice(("\\Seen", "\\Flagged", "\\Deleted", "\\Answered"))
+                sign = rng.choice("+-")
+                resp = await c.uid("store", str(uid), f"{sign}FLAGS", f"({flag})")
+                (model.messages[uid].add if sign == "+" else model.messages[uid].discard)(flag)
+                got = [_FETCH.match(b"* " + ln) for ln in resp.lines]
+                got = [g for g in got if g and int(g.group(2)) == uid]
+                if not got or set(got[-1].group(3).decode().split()) - {"\\Recent"} != model.messages[uid]:
+                    error(f"STORE {uid} {resp.lines!r}, model {model.messages[uid]}")
+            elif op == "FETCH":
+                resp = await c.uid("fetch", "1:*", "(FLAGS)")
+                seen = {}
+                for ln in resp.lines:
+                    g = _FETCH.match(b"* " + ln)
+                    if g:
+                        seen[int(g.group(2))] = set(g.group(3).decode().split()) - {"\\Recent"}
+                if seen != model.messages:
+                    error(f"FETCH {seen}, model {model.messages}")
+            elif op == "EXPUNGE":
+                resp = await c.expunge()
+                gone = [u for u, f in model.messages.items() if "\\Deleted" in f]
+                told = sum(1 for ln in resp.lines if ln.endswith(b"EXPUNGE"))
+                if told != len(gone):
+                    error(f"EXPUNGE told {told}, model {len(gone)}")
+                for u in gone:
+                    del model.messages[u]
+        await c.logout()
+        counts["commands"] += 1
+
+
+async def _stress(port: int, users: list[tuple[str, int]], clients: int, seconds: float) -> tuple[int, int, float]:
+    counts = {"commands": 0, "errors": 0}
+    deadline = time.monotonic() + seconds
+    started = time.perf_counter()
+    await asyncio.gather(*(_stress_client(port, users[i][0], Model(), deadline, random.Random(i), counts)
+                           for i in range(clients)))
+    return counts["commands"], counts["errors"], time.perf_counter() - started
+
+
+# -- the command ---------------------------------------------------------------------------------------
+
+@click.command("imap")
+@click.option("--mode", type=click.Choice(["all", "select", "idle", "stress"]), default="all", show_default=True)
+@click.option("--messages", default=100_000, show_default=True, help="messages in the folder SELECT opens")
+@click.option("--idle", "idle_count", default=10_000, show_default=True, help="connections held in IDLE")
+@click.option("--idle-users", default=500, show_default=True, help="users those connections log in as")
+@click.option("--clients", default=10, show_default=True, help="stress clients")
+@click.option("--seconds", default=30.0, show_default=True, help="stress duration")
+def command(mode: str, messages: int, idle_count: int, idle_users: int, clients: int, seconds: float) -> None:
+    """SELECT/FETCH time, IDLE memory and notification latency, random stress with a model check."""
+    with tempfile.TemporaryDirectory(prefix="civicmail-bench-imap-") as tmp:
+        root = Path(tmp)
+        users_needed = max(clients, idle_users if mode in ("all", "idle") else 1, 1)
+        started = time.monotonic()
+        users = prepare_data(root, users_needed, messages if mode in ("all", "select") else 0)
+        click.echo(f"prepared {len(users)} users and {messages if mode in ('all', 'select') else 0:,} messages "
+                   f"in {time.monotonic() - started:.1f} s")
+        server = ServerChild(root)
+        try:
+            if mode in ("all", "select"):
+                for attempt in range(3):
+                    sel, total, lines = asyncio.run(_time_select_fetch(server.port, users[0][0]))
+                    click.echo(f"select: SELECT {sel * 1000:.0f} ms, SELECT + UID FETCH 1:* (FLAGS) of {lines:,} "
+                               f"messages {total * 1000:.0f} ms (run {attempt + 1})")
+            if mode in ("all", "idle"):
+                base = server.rss_mib()
+                rss, lat = asyncio.run(_idle_bench(root, server, users[:idle_users], idle_count, 20))
+                lat.sort()
+                click.echo(f"idle: {idle_count:,} connections in IDLE: server RSS {rss:.0f} MiB "
+                           f"(before: {base:.0f} MiB, {(rss - base) * 1024 / max(idle_count, 1):.1f} KiB each); "
+                           f"new-mail notice median {statistics.median(lat) * 1000:.0f} ms, "
+                           f"max {lat[-1] * 1000:.0f} ms over {len(lat)} sessions")
+            if mode in ("all", "stress"):
+                commands, errors, elapsed = asyncio.run(_stress(server.port, users, clients, seconds))
+                click.echo(f"stress: {clients} clients, {commands:,} commands in {elapsed:.1f} s = "
+                           f"{commands / elapsed:,.0f} commands/s, {errors} state errors")
+        finally:
+            server.stop()
