@@ -54,3 +54,4 @@ def bench_import(app: App, count: int, work_dir: Path | None) -> None:
 command.add_command(__import__("mailserver.bench.smtp", fromlist=["command"]).command)  # civicmail bench smtp
 command.add_command(__import__("mailserver.bench.pipeline", fromlist=["command"]).command)  # civicmail bench pipeline
 command.add_command(__import__("mailserver.bench.mime", fromlist=["command"]).command)  # civicmail bench mime
+command.add_command(__import__("mailserver.bench.imap", fromlist=["command"]).command)  # civicmail bench imap
