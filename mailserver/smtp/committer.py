@@ -70,50 +70,87 @@ def over_quota(session, items: list[Pending], default_quota: int) -> set[int]:
     return refused
 
 
+def analyze_all(items: list[Pending]) -> None:
+    """Blocking: the cached structure of each message (a failure leaves it to commit())."""
+    for p in items:
+        if p.analyzed is None:
+            try:
+                p.analyzed = analyze(p.raw)
+            except Exception:
+                log.exception("message analysis failed")
+
+
 class GroupCommitter:
     def __init__(self, store, run, default_quota: int, max_batch: int = MAX_BATCH) -> None:
         self._store = store
         self._run = run  # ServerContext.run: the thread executor
         self._default_quota = default_quota
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[Pending, asyncio.Future] | None] = asyncio.Queue()
-        self._task: asyncio.Task | None = None
+        #: sessions' messages, waiting for analysis
+        self._incoming: asyncio.Queue[tuple[Pending, asyncio.Future] | None] = asyncio.Queue()
+        #: analysed batches, waiting for the writer
+        self._analyzed: asyncio.Queue[list[tuple[Pending, asyncio.Future]] | None] = asyncio.Queue()
+        self._tasks: list[asyncio.Task] = []
         #: figures for the log and the benchmark
         self.commits = 0
         self.messages = 0
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._writer(), name="smtp-group-commit")
+        if not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._analyzer(), name="smtp-analyze"),
+                           loop.create_task(self._writer(), name="smtp-group-commit")]
 
     async def stop(self) -> None:
         """Commit what is waiting, then end."""
-        if self._task is not None:
-            self._queue.put_nowait(None)
-            await self._task
-            self._task = None
+        if self._tasks:
+            self._incoming.put_nowait(None)
+            await asyncio.gather(*self._tasks)
+            self._tasks = []
 
     async def submit(self, pending: Pending) -> Outcome:
         future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((pending, future))
+        self._incoming.put_nowait((pending, future))
         # The commit goes on even if this session is cancelled (client gone): shield it.
         return await asyncio.shield(future)
 
-    async def _writer(self) -> None:
-        stopping = False
-        while not stopping:
-            first = await self._queue.get()
+    # Two stages, each in the executor: while one batch commits (mostly waiting for the disk,
+    # GIL released) the next is analysed. Structure is computed outside the write transaction.
+    async def _analyzer(self) -> None:
+        while True:
+            first = await self._incoming.get()
             if first is None:
-                break
+                self._analyzed.put_nowait(None)
+                return
             batch = [first]
-            if self._queue.empty():
+            if self._incoming.empty():
                 await asyncio.sleep(0)  # let sessions that are ready right now join this batch
-            while len(batch) < self._max_batch and not self._queue.empty():
-                item = self._queue.get_nowait()
+            stopping = False
+            while len(batch) < self._max_batch and not self._incoming.empty():
+                item = self._incoming.get_nowait()
                 if item is None:
                     stopping = True
                     break
                 batch.append(item)
+            await self._run(analyze_all, [p for p, _ in batch])
+            self._analyzed.put_nowait(batch)
+            if stopping:
+                self._analyzed.put_nowait(None)
+                return
+
+    async def _writer(self) -> None:
+        while True:
+            first = await self._analyzed.get()
+            if first is None:
+                return
+            batch = list(first)
+            stopping = False
+            while len(batch) < self._max_batch and not self._analyzed.empty():
+                more = self._analyzed.get_nowait()
+                if more is None:
+                    stopping = True
+                    break
+                batch.extend(more)
             try:
                 outcomes = await self._run(self.commit, [p for p, _ in batch])
             except Exception:  # commit() answers every failure itself; this is a last resort
@@ -122,6 +159,8 @@ class GroupCommitter:
             for (_, future), outcome in zip(batch, outcomes):
                 if not future.done():
                     future.set_result(outcome)
+            if stopping:
+                return
 
     # -- in the executor ------------------------------------------------------------------
     def commit(self, items: list[Pending]) -> list[Outcome]:

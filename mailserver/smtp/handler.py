@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 from aiosmtpd.smtp import MISSING, AuthResult
 
 from ..errors import AuthenticationFailed
-from ..mime import analyze
 from ..registry.auth import Principal, authenticate
 from . import headers, policy, replies
 from .committer import Outcome, Pending
@@ -198,12 +197,6 @@ class Handler:
         sender = "" if envelope.mail_from == "<>" else (envelope.mail_from or "")
         pending = Pending(raw=trace + raw, account_ids=sorted(set(envelope.local.values())), remote=list(envelope.remote),
                           sender=sender, sender_account_id=principal.account_id if principal else None)
-        try:
-            # Structure for IMAP, computed here in the executor (not on the loop), so that the
-            # group commit's critical section holds only SQL.
-            pending.analyzed = await self.ctx.run(analyze, pending.raw)
-        except Exception:  # the committer analyses again and answers for this message alone
-            log.exception("message analysis failed")
         outcome = await self.shared.committer.submit(pending)
         if outcome is Outcome.STORED:
             self._log("queued+stored" if pending.remote and pending.account_ids else

@@ -21,6 +21,10 @@ _PLAIN_ADDRESS = re.compile(r"\s*<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-
                             r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(\s.*)?$", re.ASCII | re.DOTALL)
 
 
+#: replies that are never held back for a pipelined group (see CivicSMTP.push)
+_NEVER_HOLD = frozenset((b"220", b"221", b"334", b"354", b"421"))
+
+
 class CivicSession(Session):
     @property
     def client_ip(self) -> str:
@@ -57,7 +61,7 @@ class CivicSMTP(SMTP):
             auth_require_tls=True,
             loop=asyncio.get_running_loop(),
         )
-        self._counted_ip: str | None = None
+        self._held: list[bytes] = []
 
     def _create_session(self) -> CivicSession:
         return CivicSession(self.loop)
@@ -81,7 +85,22 @@ class CivicSMTP(SMTP):
         return self.listener.implicit_tls or self._tls_protocol is not None
 
     async def push(self, status: AnyStr) -> None:
-        await super().push(replies.normalize(status) if isinstance(status, str) else status)
+        """Our reply texts; and with PIPELINING, the replies to a group of commands go out in
+        one write: while the client's next command is already waiting in the buffer, the
+        reply is held (never for replies after which the client must wait or we switch or
+        close: 220, 221, 334, 354, 421)."""
+        if isinstance(status, str):
+            status = replies.normalize(status)
+            data = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
+        else:
+            data = status
+        self._held.append(data + b"\r\n")
+        buffered = self._reader._buffer  # type: ignore[attr-defined]
+        if b"\n" in buffered and data[:3] not in _NEVER_HOLD:
+            return
+        self._writer.write(b"".join(self._held))
+        self._held.clear()
+        await self._writer.drain()
 
     async def _handle_client(self) -> None:
         assert isinstance(self.session, CivicSession)
@@ -165,5 +184,6 @@ class CivicSMTP(SMTP):
     def close_now(self, reply: str) -> None:
         """Say goodbye without waiting (shutdown of an idle session)."""
         if self.transport is not None and not self.transport.is_closing():
-            self._writer.write(reply.encode() + b"\r\n")
+            self._writer.write(b"".join(self._held) + reply.encode() + b"\r\n")
+            self._held.clear()
             self.transport.close()
