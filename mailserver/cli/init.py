@@ -63,6 +63,10 @@ def prepare(config: Config) -> list[str]:
                     f" at revision {migrate.current_revision(store)}" + ("" if before else " (new)"))
         registry = Registry(config, store)
         made.append(f"notice types       {sync_catalog(registry)} loaded from {config.templates_dir}")
+        from delivery.maildrop import drop_address, ensure_drop_mailbox
+
+        if ensure_drop_mailbox(registry):
+            made.append(f"drop mailbox       {drop_address(registry)} (agencies mail their data drops here)")
     finally:
         store.dispose()
     cert, key = config.data_path(config.tls.cert), config.data_path(config.tls.key)

@@ -1,0 +1,177 @@
+"""Drops by mail: an agency mails a CSV (or JSON Lines, XLSX) attachment to ``drops@<domain>``.
+
+The pipeline never speaks SMTP: SMTP delivers the message into the drop account's INBOX like
+any other, and this watcher reads that INBOX through the store. Only messages whose trusted
+header ``X-Civicmail-Authenticated: agency=<id>`` (added by SMTP submission to authenticated
+mail, stripped from everything else) names an agency are run. The notice type comes from an
+``X-Civicmail-Notice-Type`` header, else from the subject (a notice-type id written in it).
+The summary goes back as a message into the agency's own mailbox, again through the store.
+"""
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import re
+import tempfile
+from dataclasses import dataclass
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
+
+from sqlalchemy import select
+
+from mailserver.errors import CivicmailError
+from mailserver.registry import Registry
+from mailserver.registry.folders import create_default_folders
+from mailserver.store.mailstore import deliver
+from mailserver.store.models import Account, Content, Folder, Message
+
+from .catalog import load_catalog
+from .read import FORMATS
+from .runner import run_drop
+
+log = logging.getLogger("civicmail.delivery.maildrop")
+DROP_LOCAL_PART = "drops"
+TRUSTED_HEADER = "X-Civicmail-Authenticated"
+TYPE_HEADER = "X-Civicmail-Notice-Type"
+STATE_FILE = "maildrop-state.json"
+ATTACHMENT_SUFFIXES = tuple("." + f for f in FORMATS)
+
+
+def drop_address(reg: Registry) -> str:
+    return f"{DROP_LOCAL_PART}@{reg.domain}"
+
+
+def ensure_drop_mailbox(reg: Registry) -> bool:
+    """The system account mailed drops arrive in (no password: nobody logs in to it). True if made."""
+    address = drop_address(reg)
+    with reg.store.session() as s:
+        if s.scalar(select(Account.id).where(Account.address == address)) is not None:
+            return False
+        account = Account(address=address, state="active", password_hash=None)
+        s.add(account)
+        s.flush()
+        create_default_folders(s, [account.id])
+    return True
+
+
+@dataclass(frozen=True)
+class MailDropResult:
+    uid: int
+    agency: str | None
+    summary: str
+
+
+def _state(reg: Registry) -> dict:
+    path = reg.config.data_path(STATE_FILE)
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {"uidvalidity": None, "last_uid": 0}
+
+
+def _save_state(reg: Registry, state: dict) -> None:
+    path = reg.config.data_path(STATE_FILE)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    tmp.replace(path)
+
+
+def _new_messages(reg: Registry, state: dict) -> tuple[int | None, list[tuple[int, bytes]]]:
+    with reg.store.reader() as s:
+        row = s.execute(select(Folder.id, Folder.uidvalidity).join(Account, Account.id == Folder.account_id)
+                        .where(Account.address == drop_address(reg), Folder.name == "INBOX")).first()
+        if row is None:
+            return None, []
+        folder_id, uidvalidity = row
+        last = state["last_uid"] if state.get("uidvalidity") == uidvalidity else 0
+        msgs = s.execute(select(Message.uid, Content.raw).join(Content, Content.id == Message.content_id)
+                         .where(Message.folder_id == folder_id, Message.uid > last)
+                         .order_by(Message.uid).limit(20)).all()
+    return uidvalidity, [(uid, bytes(raw)) for uid, raw in msgs]
+
+
+def trusted_agency(msg: EmailMessage) -> str | None:
+    values = msg.get_all(TRUSTED_HEADER) or []
+    if len(values) != 1:  # none, or a forged second one: not trusted
+        return None
+    m = re.fullmatch(r"\s*agency=([a-z][a-z0-9-]{1,62})\s*", str(values[0]))
+    return m.group(1) if m else None
+
+
+def notice_type_of(msg: EmailMessage, known: set[str]) -> str | None:
+    named = str(msg.get(TYPE_HEADER, "") or "").strip().lower()
+    if named:
+        return named
+    subject = str(msg.get("Subject", "") or "").lower()
+    hits = [t for t in sorted(known, key=len, reverse=True) if re.search(rf"(?<![a-z-]){re.escape(t)}(?![a-z-])", subject)]
+    return hits[0] if hits else None
+
+
+def process_new_mail(reg: Registry) -> list[MailDropResult]:
+    """Run the drops that arrived since the last call. Blocking: the service calls it in a thread."""
+    state = _state(reg)
+    uidvalidity, messages = _new_messages(reg, state)
+    results = []
+    known = set(load_catalog(reg.config.templates_dir))
+    for uid, raw in messages:
+        results.append(_process_one(reg, uid, raw, known))
+        _save_state(reg, {"uidvalidity": uidvalidity, "last_uid": uid})
+    return results
+
+
+def _process_one(reg: Registry, uid: int, raw: bytes, known: set[str]) -> MailDropResult:
+    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    agency = trusted_agency(msg)
+    if agency is None:
+        log.info("drop mailbox: message %d not from an authenticated agency: ignored", uid)
+        return MailDropResult(uid, None, "ignored: not from an authenticated agency")
+    notice_type = notice_type_of(msg, known)
+    lines = []
+    attachments = [p for p in msg.iter_attachments()
+                   if (p.get_filename() or "").lower().endswith(ATTACHMENT_SUFFIXES)]
+    if notice_type is None:
+        lines.append("未能识别通知类型：请在主题中写明通知类型编号，或使用 X-Civicmail-Notice-Type 头。"
+                     " / No notice type: name it in the subject or an X-Civicmail-Notice-Type header.")
+    elif not attachments:
+        lines.append("邮件中没有 CSV、JSONL 或 XLSX 附件。 / No CSV, JSONL or XLSX attachment.")
+    for part in attachments if notice_type else []:
+        name = Path(part.get_filename()).name
+        with tempfile.TemporaryDirectory(prefix="civicmail-maildrop-") as tmp:
+            path = Path(tmp) / name
+            path.write_bytes(part.get_payload(decode=True))  # the bytes as sent: the reader detects the encoding
+            try:
+                result = run_drop(reg, path, agency, notice_type, source="mail")
+            except CivicmailError as exc:
+                lines.append(f"{name}: 未处理 / not run: {exc}")
+                continue
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(result.summary.counts.items()))
+        lines.append(f"{name}: drop {result.drop_id} ({notice_type}): {counts}")
+        lines.append(f"    civicmail drop status {result.drop_id}   /   civicmail drop report {result.drop_id}")
+    summary = "\n".join(lines)
+    _reply(reg, agency, msg, summary)
+    return MailDropResult(uid, agency, summary)
+
+
+def _reply(reg: Registry, agency: str, original: EmailMessage, summary: str) -> None:
+    with reg.store.reader() as s:
+        mailbox = s.execute(select(Account.id, Account.address).where(Account.agency_id == agency)
+                            .order_by(Account.id)).first()
+    if mailbox is None:
+        log.warning("drop mailbox: agency %s has no mailbox for the summary", agency)
+        return
+    reply = EmailMessage(policy=policy.SMTP)
+    reply["From"] = drop_address(reg)
+    reply["To"] = mailbox.address
+    reply["Subject"] = "回复 / Re: " + str(original.get("Subject", "") or "drop")
+    reply["Date"] = email.utils.formatdate(localtime=True)
+    reply["Message-ID"] = email.utils.make_msgid(domain=reg.domain)
+    original_id = str(original.get("Message-ID", "") or "").strip()
+    if original_id and original_id.isascii():
+        reply["In-Reply-To"] = original_id
+        reply["References"] = original_id
+    reply["Auto-Submitted"] = "auto-replied"
+    reply.set_content("数据文件处理结果 / What became of the drop:\n\n" + summary + "\n")
+    deliver(reg.store, reply.as_bytes(), [mailbox.id])

@@ -1,0 +1,79 @@
+"""The pipeline's part of `civicmail serve`: the spool watcher and the drop mailbox watcher.
+
+Both poll (the spool is a folder an agency's system writes into; the drop mailbox is read
+through the store) and run drops in the server's thread executor, one at a time, so the event
+loop never blocks. Stopping waits for the drop in flight: its batches commit or roll back
+whole, and a rerun resumes it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .maildrop import process_new_mail
+from .spool import pending_files, process_file
+
+log = logging.getLogger("civicmail.delivery")
+POLL_SECONDS = 2.0
+
+
+class _Poller:
+    name = "poller"
+
+    def __init__(self, ctx, interval: float = POLL_SECONDS) -> None:
+        self.ctx = ctx
+        self.interval = interval
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        #: set after each scan (tests wait on it)
+        self.scanned = asyncio.Event()
+
+    async def start(self) -> None:
+        self._stopping = asyncio.Event()
+        self._task = asyncio.create_task(self._loop(), name=self.name)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.scan()
+            except Exception:  # a broken scan must not end the watcher
+                log.exception("%s: scan failed", self.name)
+            self.scanned.set()
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
+            except asyncio.TimeoutError:
+                pass
+
+    async def scan(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class SpoolWatcher(_Poller):
+    name = "spool"
+
+    async def start(self) -> None:
+        self.spool = self.ctx.config.data_path(self.ctx.config.delivery.spool_dir)
+        self.spool.mkdir(parents=True, exist_ok=True)
+        await super().start()
+
+    async def scan(self) -> None:
+        for agency, notice_type, path in await self.ctx.run(pending_files, self.spool):
+            if self._stopping.is_set():
+                return
+            await self.ctx.run(process_file, self.ctx.registry, agency, notice_type, path)
+
+
+class MailDropWatcher(_Poller):
+    name = "maildrop"
+
+    async def scan(self) -> None:
+        await self.ctx.run(process_new_mail, self.ctx.registry)
+
+
+def make_services(ctx) -> list:
+    return [SpoolWatcher(ctx), MailDropWatcher(ctx)]

@@ -1,0 +1,83 @@
+"""The spool folder: ``spool/<agency>/<notice-type>/<file>`` is run as a drop, then moved to
+``done/`` (processed, even with bad rows) or ``failed/`` (the file as a whole could not run),
+with its report beside it.
+
+Agencies write a file under a temporary name and rename it when complete: names starting with
+``.`` or ending in ``.part`` / ``.tmp`` are not picked up (a rename is atomic; a half-copied file
+would otherwise be run).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailserver.errors import CivicmailError
+from mailserver.registry import Registry
+
+from .read import FORMATS
+from .runner import run_drop
+
+log = logging.getLogger("civicmail.delivery.spool")
+DONE, FAILED = "done", "failed"
+SUFFIXES = {"." + f for f in FORMATS} | {".ndjson"}
+
+
+@dataclass(frozen=True)
+class SpoolOutcome:
+    path: Path
+    moved_to: Path
+    drop_id: int | None
+    error: str | None
+
+
+def pending_files(spool: Path) -> list[tuple[str, str, Path]]:
+    """(agency, notice type, file) for every complete file waiting, oldest first."""
+    found = []
+    if not spool.is_dir():
+        return found
+    for agency_dir in sorted(p for p in spool.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for type_dir in sorted(p for p in agency_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for f in type_dir.iterdir():
+                if (f.is_file() and not f.name.startswith(".") and f.suffix.lower() in SUFFIXES
+                        and not f.name.endswith((".part", ".tmp"))):
+                    found.append((f.stat().st_mtime, agency_dir.name, type_dir.name, f))
+    return [(a, t, f) for _, a, t, f in sorted(found)]
+
+
+def _free_name(folder: Path, name: str) -> Path:
+    folder.mkdir(mode=0o700, exist_ok=True)
+    target = folder / name
+    if target.exists():
+        stem, suffix = os.path.splitext(name)
+        target = folder / f"{stem}.{dt.datetime.now():%Y%m%d-%H%M%S-%f}{suffix}"
+    return target
+
+
+def _copy_private(src: Path | None, dst: Path) -> None:
+    if src is not None and src.exists():
+        shutil.copyfile(src, dst)
+        os.chmod(dst, 0o600)
+
+
+def process_file(reg: Registry, agency: str, notice_type: str, path: Path) -> SpoolOutcome:
+    """Run one spooled file and move it. Blocking: the service calls it in a thread."""
+    try:
+        result = run_drop(reg, path, agency, notice_type, source="spool")
+    except CivicmailError as exc:
+        target = _free_name(path.parent / FAILED, path.name)
+        os.replace(path, target)
+        note = target.with_name(target.name + ".error.txt")
+        note.write_text(f"{exc}\n", encoding="utf-8")
+        log.warning("spool %s/%s/%s failed: %s", agency, notice_type, path.name, exc)
+        return SpoolOutcome(path, target, None, str(exc))
+    target = _free_name(path.parent / DONE, path.name)
+    os.replace(path, target)
+    _copy_private(result.report_path, target.with_name(target.name + ".report.csv"))
+    _copy_private(result.paper_path, target.with_name(target.name + ".paper.csv"))
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(result.summary.counts.items()))
+    log.info("spool %s/%s/%s: drop %s: %s", agency, notice_type, path.name, result.drop_id, counts)
+    return SpoolOutcome(path, target, result.drop_id, None)
