@@ -1,12 +1,22 @@
-"""The figures the city reports (the foundation's part: registry and messages stored)."""
+"""The figures the city reports: messages delivered (by agency and notice type, per day and in
+total), citizens registered and activated, active users, and growth against the same period a
+year before.
+
+"Delivered" counts the pipeline's ``notice`` rows (one per notice in a citizen's mailbox);
+"active" means an IMAP login (``account.last_login_at``) in the last ACTIVE_DAYS days. Only the
+last login is kept, so active users a year before cannot be known and are reported as None.
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import datetime as dt
+from dataclasses import asdict, dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import Date, case, cast, func, select
 
-from ..store.models import Account, Citizen, Message
+from ..store.models import Account, Citizen, Message, Notice
 from .context import Registry
+
+ACTIVE_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -21,6 +31,80 @@ class Stats:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Period:
+    first: dt.date
+    last: dt.date
+
+    def year_before(self) -> "Period":
+        return Period(_minus_year(self.first), _minus_year(self.last))
+
+    def bounds(self) -> tuple[dt.datetime, dt.datetime]:
+        """[start, end) in UTC."""
+        start = dt.datetime.combine(self.first, dt.time(), dt.timezone.utc)
+        return start, dt.datetime.combine(self.last + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class CityFigures:
+    """Stats plus the report: what `civicmail stats` prints."""
+
+    base: Stats
+    period: Period
+    active_users: int
+    notices_total: int
+    notices_period: int
+    notices_year_before: int
+    citizens_registered_period: int
+    citizens_registered_year_before: int
+    citizens_total_year_before: int
+    #: (agency, notice type, delivered in total, delivered in the period)
+    by_type: list[tuple[str, str, int, int]] = field(default_factory=list)
+    #: (day, agency, notice type, delivered)
+    per_day: list[tuple[dt.date, str, str, int]] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        """JSON: the foundation's keys unchanged, the report's beside them."""
+        out = self.base.as_dict()
+        out.update({
+            "period": {"first": self.period.first.isoformat(), "last": self.period.last.isoformat(),
+                       "year_before": {"first": self.period.year_before().first.isoformat(),
+                                       "last": self.period.year_before().last.isoformat()}},
+            "active_users": self.active_users,
+            "active_days": ACTIVE_DAYS,
+            "notices_delivered": {"total": self.notices_total, "period": self.notices_period,
+                                  "year_before": self.notices_year_before,
+                                  "growth": growth(self.notices_period, self.notices_year_before)},
+            "citizens": {"registered_total": self.base.citizens_registered,
+                         "registered_total_year_before": self.citizens_total_year_before,
+                         "registered_total_growth": growth(self.base.citizens_registered,
+                                                           self.citizens_total_year_before),
+                         "registered_period": self.citizens_registered_period,
+                         "registered_year_before": self.citizens_registered_year_before,
+                         "registered_growth": growth(self.citizens_registered_period,
+                                                     self.citizens_registered_year_before),
+                         "activated": self.base.accounts_activated},
+            "active_users_year_before": None,  # only the last login is kept
+            "by_agency_and_type": [{"agency": a, "notice_type": t, "total": n, "period": p}
+                                   for a, t, n, p in self.by_type],
+            "per_day": [{"day": d.isoformat(), "agency": a, "notice_type": t, "delivered": n}
+                        for d, a, t, n in self.per_day],
+        })
+        return out
+
+
+def growth(now: int, before: int) -> float | None:
+    """Relative change (0.25 = +25%); None when there is nothing to compare with."""
+    return round((now - before) / before, 4) if before else None
+
+
+def _minus_year(day: dt.date) -> dt.date:
+    try:
+        return day.replace(year=day.year - 1)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year - 1, day=28)
+
+
 def stats(reg: Registry) -> Stats:
     with reg.store.reader() as s:
         states = dict(s.execute(select(Account.state, func.count()).where(Account.citizen_id.is_not(None))
@@ -32,3 +116,52 @@ def stats(reg: Registry) -> Stats:
             accounts_disabled=states.get("disabled", 0),
             messages_stored=s.scalar(select(func.count()).select_from(Message)) or 0,
         )
+
+
+def _day(store, column):
+    """The UTC calendar day of a timestamp column, on either engine."""
+    if store.dialect == "postgresql":
+        return cast(func.timezone("UTC", column), Date)
+    return func.date(column)
+
+
+def city_figures(reg: Registry, days: int = 30, today: dt.date | None = None,
+                 now: dt.datetime | None = None) -> CityFigures:
+    """The report for the ``days`` days up to and including ``today`` (UTC)."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    today = today or now.date()
+    period = Period(today - dt.timedelta(days=max(days, 1) - 1), today)
+    before = period.year_before()
+    start, end = period.bounds()
+    b_start, b_end = before.bounds()
+    base = stats(reg)
+
+    def count(s, model, column, lo=None, hi=None) -> int:
+        q = select(func.count()).select_from(model)
+        if lo is not None:
+            q = q.where(column >= lo)
+        if hi is not None:
+            q = q.where(column < hi)
+        return s.scalar(q) or 0
+
+    with reg.store.reader() as s:
+        active = s.scalar(select(func.count()).select_from(Account).where(
+            Account.citizen_id.is_not(None), Account.last_login_at >= now - dt.timedelta(days=ACTIVE_DAYS))) or 0
+        in_period = (Notice.delivered_at >= start) & (Notice.delivered_at < end)
+        by_type = [(a, t, int(n), int(p or 0)) for a, t, n, p in s.execute(
+            select(Notice.agency_id, Notice.notice_type_id, func.count(), func.sum(case((in_period, 1), else_=0)))
+            .group_by(Notice.agency_id, Notice.notice_type_id).order_by(Notice.agency_id, Notice.notice_type_id))]
+        day = _day(reg.store, Notice.delivered_at)
+        per_day = [(d if isinstance(d, dt.date) else dt.date.fromisoformat(str(d)), a, t, int(n)) for d, a, t, n in
+                   s.execute(select(day, Notice.agency_id, Notice.notice_type_id, func.count()).where(in_period)
+                             .group_by(day, Notice.agency_id, Notice.notice_type_id)
+                             .order_by(day, Notice.agency_id, Notice.notice_type_id))]
+        return CityFigures(
+            base=base, period=period, active_users=active,
+            notices_total=count(s, Notice, Notice.delivered_at),
+            notices_period=count(s, Notice, Notice.delivered_at, start, end),
+            notices_year_before=count(s, Notice, Notice.delivered_at, b_start, b_end),
+            citizens_registered_period=count(s, Citizen, Citizen.created_at, start, end),
+            citizens_registered_year_before=count(s, Citizen, Citizen.created_at, b_start, b_end),
+            citizens_total_year_before=count(s, Citizen, Citizen.created_at, None, b_end),
+            by_type=by_type, per_day=per_day)

@@ -253,9 +253,14 @@ def handle_vote(reg, session: Session, inbound: Inbound) -> Handled:
     now = dt.datetime.now(dt.timezone.utc)
     if ballot is None:
         session.add(Ballot(survey_id=survey.id, voter_key=key, account_id=None if survey.anonymous else voter.id,
-                           answers=answers, replies=1, updated_at=now))
+                           answers=answers, replies=1, updated_at=now, source_message_id=inbound.message_id))
+    elif ballot.source_message_id > inbound.message_id:
+        # an older reply handled after a newer one (two workers): it counts as sent, replaces nothing
+        ballot.replies += 1
+        return Handled("vote-superseded")
     else:
         ballot.answers, ballot.replies, ballot.updated_at = answers, ballot.replies + 1, now
+        ballot.source_message_id = inbound.message_id
     labels = {(n, code): label for n, q in enumerate(questions, 1) for code, label in q.choices}
     listing = "\n".join(f"  {n}. {questions[n - 1].text}: {c} {labels[(n, c)]}" for n, c in sorted(vote.answers.items()))
     text = (replies.RECEIPT_REPLACED if ballot is not None else "") + replies.RECEIPT_TEXT.format(answers=listing)

@@ -125,6 +125,9 @@ class Ballot(Base):
     answers: Mapped[str] = mapped_column(Text)
     #: how many replies this voter sent (the later replaced the earlier)
     replies: Mapped[int] = mapped_column(Integer, default=1)
+    #: the stored message the counted answers came from: a reply handled late (another worker,
+    #: a retry) never replaces one that arrived after it
+    source_message_id: Mapped[int] = mapped_column(BigId, default=0)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (UniqueConstraint("survey_id", "voter_key", name="uq_ballot_survey_id"),)
