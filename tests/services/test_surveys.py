@@ -109,8 +109,10 @@ def test_hundred_citizens_vote_with_an_exact_tally(server_factory, tmp_path):
             vote(i, "1Z 2A")
         vote(i, body)
         expected[i] = "".join(final)
-    # a forged sender: unauthenticated over port 25, From: a citizen's address
-    server.send(None, citizens[1], address, mail(citizens[1], address, "Re: vote", "1C 2A"))
+    # a forged sender: unauthenticated over port 25, From: a citizen's address, even writing the
+    # trusted header itself (SMTP strips it from anything not authenticated)
+    server.send(None, citizens[1], address, mail(citizens[1], address, "Re: vote", "1C 2A",
+                                                 extra=f"X-Civicmail-Authenticated: citizen={citizens[1]}"))
     sent += 1
     done = server.wait_processed(sent)
     assert done == {"vote": 100, "vote-replaced": 10, "vote-rejected": 1, "ignored-unverified": 1}
