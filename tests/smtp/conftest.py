@@ -114,8 +114,8 @@ class RunningServer:
 def server_factory(tmp_path):
     running: list[RunningServer] = []
 
-    def make(*overrides: str) -> RunningServer:
-        config = make_config(tmp_path / f"data{len(running)}", *PORT_ZERO, *overrides)
+    def make(*overrides: str, store_url: str | None = None) -> RunningServer:
+        config = make_config(tmp_path / f"data{len(running)}", *PORT_ZERO, *overrides, store_url=store_url)
         prepare(config)
         store = open_store(config)
         try:

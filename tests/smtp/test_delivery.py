@@ -6,13 +6,13 @@ import smtplib
 import sqlite3
 
 import aiosmtplib
+import pytest
 
 from .conftest import message
 
 
-def test_fifty_concurrent_senders_store_every_accepted_message_once(server):
+def concurrent_senders(server, senders: int, per_sender: int) -> None:
     p = server.people
-    per_sender = 6
 
     async def sender(n: int) -> list[str]:
         accepted = []
@@ -27,15 +27,24 @@ def test_fifty_concurrent_senders_store_every_accepted_message_once(server):
         return accepted
 
     async def run_all():
-        return await asyncio.gather(*(sender(n) for n in range(50)))
+        return await asyncio.gather(*(sender(n) for n in range(senders)))
 
     accepted = [s for batch in asyncio.run(run_all()) for s in batch]
-    assert len(accepted) == 50 * per_sender
+    assert len(accepted) == senders * per_sender
     for address in (p.alice, p.bob):
         ids = [m.split(b"Message-ID: <", 1)[1].split(b"@test>", 1)[0].decode() for m in server.inbox(address)]
         assert sorted(ids) == sorted(accepted)  # every one, exactly once
-    committer = server.ctx and next(s for s in server.services if s.name == "smtp group commit").shared.committer
+    committer = next(s for s in server.services if s.name == "smtp group commit").shared.committer
     assert committer.commits < committer.messages  # sessions shared commits
+
+
+def test_fifty_concurrent_senders_store_every_accepted_message_once(server):
+    concurrent_senders(server, senders=50, per_sender=6)
+
+
+@pytest.mark.postgres
+def test_group_commit_on_postgresql(server_factory, pg_url):
+    concurrent_senders(server_factory(store_url=pg_url), senders=20, per_sender=5)
 
 
 def test_storage_failure_answers_451_and_writes_nothing(server_factory):

@@ -131,9 +131,11 @@ def test_last_failure_bounces_a_dsn_into_the_senders_inbox(server_factory, relay
     assert cli_main(["-c", str(server.config.source), "queue", "delete", str(entry.id)]) == 1
 
 
-def test_permanent_refusal_bounces_at_once(server_factory, relay_factory):
+@pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_permanent_refusal_bounces_at_once(server_factory, relay_factory, engine, request):
     relay = relay_factory(["550 5.1.1 no such user"])
-    server = server_factory(f"outbound.relay=127.0.0.1:{relay.port}")
+    store_url = request.getfixturevalue("pg_url") if engine == "postgresql" else None
+    server = server_factory(f"outbound.relay=127.0.0.1:{relay.port}", store_url=store_url)
     send_remote(server, "unknown friend")
     [dsn_raw] = wait_until(lambda: server.inbox(server.people.alice), "the bounce")
     assert b"Status: 5.1.1" in dsn_raw and relay.attempts == 1
