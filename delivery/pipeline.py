@@ -29,6 +29,7 @@ from .sign import authentication_results, sign as sign_raw
 PIPELINE = ("read", "validate", "match", "consent", "render", "compose", "sign", "deliver", "report")
 #: the stages that run per chunk in a worker, in order
 ROW_STAGES = PIPELINE[1:7]
+WORKER_CACHE_KIB = 4096
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,18 @@ class RowContext:
     def store(self) -> Store:
         from mailserver.store import open_store
 
-        return self._store or open_store(self.config)
+        if self._store is not None:
+            return self._store
+        store = open_store(self.config)
+        if store.dialect == "sqlite":
+            from sqlalchemy import event
+
+            # A worker only looks rows up: a small page cache keeps its memory flat (the
+            # store's default is sized for the writer).
+            @event.listens_for(store.engine, "connect")
+            def _small_cache(dbapi_conn, _record):
+                dbapi_conn.execute(f"PRAGMA cache_size=-{WORKER_CACHE_KIB}")
+        return store
 
     @cached_property
     def keyring(self):
