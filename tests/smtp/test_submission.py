@@ -176,3 +176,61 @@ def test_aiosmtplib_login_and_send_over_starttls(server):
     errors, reply = asyncio.run(send())
     assert errors == {} and reply.startswith("2.0.0 Stored as")
     assert len(server.inbox(p.alice)) == 1
+
+
+def non_loopback_address() -> str | None:
+    """This machine's own non-loopback IPv4 address, if it has one (no packet is sent)."""
+    import ipaddress
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: only picks the outgoing interface
+        except OSError:
+            return None
+        ip = s.getsockname()[0]
+    return None if ipaddress.ip_address(ip).is_loopback or ip == "0.0.0.0" else ip
+
+
+def test_auth_before_starttls_is_refused_off_loopback_even_in_development(server_factory):
+    ip = non_loopback_address()
+    if ip is None:
+        pytest.skip("no non-loopback address on this machine (the policy is tested on its own above)")
+    server = server_factory(f"submission.listen={ip}:0")  # development = true
+    with smtplib.SMTP(ip, server.port("submission"), timeout=30, source_address=(ip, 0)) as c:
+        c.ehlo("laptop")
+        assert not c.has_extn("auth")
+        code, reply = c.docmd("AUTH", "PLAIN AGFiYwBkZWY=")
+        assert (code, reply[:6]) == (538, b"5.7.11")
+        c.starttls(context=client_tls())
+        c.ehlo("laptop")
+        assert c.login(server.people.alice, PASSWORD)[0] == 235
+
+
+def test_shutdown_lets_the_transaction_in_flight_finish(server):
+    import threading
+
+    alice = server.people.alice
+    c = smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30)
+    c.ehlo("x")
+    c.mail("someone@example.org")
+    c.rcpt(alice)
+    listener = next(s for s in server.services if getattr(s, "kind", None) == "smtp")
+    stopper = threading.Thread(target=server.stop)
+    stopper.start()
+    try:
+        while not listener.closing:  # the shutdown has begun (a bound only against a hang)
+            stopper.join(0.01)
+        code, _ = c.data(message("someone@example.org", alice, "in flight at shutdown"))
+        assert code == 250
+        try:
+            code = c.mail("someone@example.org")[0]  # no new transaction: 421 and goodbye
+        except (smtplib.SMTPServerDisconnected, OSError):
+            code = 421
+        assert code == 421
+    finally:
+        stopper.join(60)
+        c.close()
+    assert not stopper.is_alive()
+    server.start()  # look at the store with a fresh server
+    assert [b"in flight at shutdown" in m for m in server.inbox(alice)] == [True]
