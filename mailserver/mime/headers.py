@@ -241,6 +241,8 @@ def decoded_value(raw_value: bytes) -> str:
 
 # --- MIME parameters (RFC 2045 5.1, RFC 2231) -----------------------------------------------
 
+#: RFC 2045 token (lower-cased): what a type or subtype may be made of
+MIME_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+")
 PARAM = re.compile(r';\s*([^\s=;"]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;]*)', re.S)
 CONTINUATION = re.compile(r"^(.+?)\*(\d{1,6})(\*?)$")
 UNQUOTE = re.compile(r"\\(.)", re.S)
@@ -331,8 +333,8 @@ def parse_content_type(value: str | None) -> tuple[str, str, Params] | None:
     maintype, slash, subtype = head.partition("/")
     maintype = maintype.strip(" \t\"").lower()
     subtype = subtype.strip(" \t\"").lower()
-    if not slash or not maintype or not subtype or " " in maintype or " " in subtype:
-        return None
+    if not slash or not MIME_TOKEN.fullmatch(maintype) or not MIME_TOKEN.fullmatch(subtype):
+        return None  # RFC 2045 5.2: an invalid Content-Type counts as absent
     return maintype, subtype, tuple(parse_params(sep + rest)) if sep else ()
 
 

@@ -153,3 +153,9 @@ def test_encoded_message_rfc822_keeps_the_grammar():
     assert analyze(raw).body == (
         '(("MESSAGE" "RFC822" NIL NIL NIL "BASE64" 24 (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) '
         '("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 0 0) 1) "MIXED")')
+
+
+def test_invalid_content_type_counts_as_absent():
+    for value in (b"text", b"\x00text/plain", b"text/pl ain", b"/plain", b"text/"):
+        raw = b"Content-Type: " + value + b"\r\n\r\nabc\r\n"
+        assert analyze(raw).body == '("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 5 1)', value
