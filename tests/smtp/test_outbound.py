@@ -98,7 +98,7 @@ def test_retry_after_failure_then_delivered_with_valid_dkim(server_factory, rela
     assert cli_main(["-c", config_path, "queue", "retry", str(entry.id)]) == 0
     server.loop.call_soon_threadsafe(server.outbound.wake)  # as the CLI would not: skip the poll wait
     wait_until(lambda: relay.received, "the relay to accept")
-    assert list_entries(server.store) == []
+    wait_until(lambda: list_entries(server.store) == [], "the entry to leave the queue")
 
     [(sender, rcpts, signed)] = relay.received
     assert (sender, rcpts) == (server.people.alice, ["friend@elsewhere.example"])
