@@ -111,23 +111,29 @@ def first_values(fields: list[Field]) -> dict[str, bytes]:
 # --- text of 8-bit bytes and charsets -------------------------------------------------------
 
 #: labels mail carries that Python names differently, or whose superset decodes more mail
-#: correctly (GB2312-labelled mail routinely holds GBK characters; us-ascii-labelled mail 8-bit)
+#: correctly (GB2312-labelled mail routinely holds GBK characters)
 CHARSET_ALIASES = {
     "gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "cp936": "gb18030",
     "euc-cn": "gb18030", "csgb2312": "gb18030", "x-euc-cn": "gb18030",
     "big5": "big5hkscs", "x-big5": "big5hkscs", "cn-big5": "big5hkscs",
-    "us-ascii": "utf-8", "ascii": "utf-8", "unknown-8bit": "utf-8", "x-unknown": "utf-8",
     "iso-8859-1": "cp1252", "latin1": "cp1252", "ks_c_5601-1987": "cp949",
     "iso-8859-8-i": "iso-8859-8", "utf8": "utf-8",
 }
 
 
+#: labels that say nothing about 8-bit bytes (us-ascii is the default when none is given):
+#: such text is guessed at, like unlabelled text
+GUESSED_LABELS = frozenset(("us-ascii", "ascii", "unknown-8bit", "x-unknown", "us_ascii", "ansi_x3.4-1968"))
+
+
 @lru_cache(maxsize=256)
 def codec_name(charset: str | None) -> str | None:
-    """The Python codec for a MIME charset label, or None if unknown."""
+    """The Python codec for a MIME charset label, or None if unknown (then the text is guessed)."""
     if not charset:
         return None
     label = charset.strip().strip('"').lower()
+    if label in GUESSED_LABELS:
+        return None
     label = CHARSET_ALIASES.get(label, label)
     try:
         # a label like "base64" names a bytes transform: bytes.decode refuses it (LookupError),
@@ -151,7 +157,7 @@ def text_of(data: bytes) -> str:
 
 def decode_charset(data: bytes, charset: str | None) -> str:
     codec = codec_name(charset)
-    if codec is None or codec == "utf-8":
+    if codec is None:
         return text_of(data)
     try:
         text = data.decode(codec, "replace")

@@ -24,8 +24,8 @@ SECTION_KEYS = frozenset(KEYS)
 BODY_SECTION = 6
 #: body text kept per message: enough for any real notice or letter, bounded for huge mail
 MAX_BODY_CHARS = 256 * 1024
-#: raw bytes of one part decoded for search
-MAX_PART_BYTES = 4 * 1024 * 1024
+#: raw bytes of one part decoded for search (base64 of MAX_BODY_CHARS Chinese characters fits)
+MAX_PART_BYTES = 1536 * 1024
 
 HTML_DROP = re.compile(r"<(script|style|head)\b.*?</\1\s*>|<!--.*?-->", re.S | re.I)
 HTML_BLOCK = re.compile(r"</?(?:p|br|div|tr|td|th|li|ul|ol|table|h[1-6]|blockquote|pre|hr)\b[^>]*>", re.I)
