@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .envelope import envelope
-from .headers import (CR, LF, Field, Params, first_values, parse_content_type, parse_disposition, param,
-                      scan_header, text_of)
+from .headers import (CR, LF, MIME_TOKEN, Field, Params, first_values, parse_content_type,
+                      parse_disposition, param, scan_header, text_of)
 from .wire import NIL, nstring, param_list, string, string_list, token
 
 #: nesting and part-count bounds: a hostile message must not exhaust the stack or the column
@@ -100,6 +100,8 @@ def parse_part(raw: bytes, start: int, end: int, default: tuple[str, str] = ("te
         ctype = parse_content_type(text_of(values["content-type"]))
     if "content-transfer-encoding" in values:
         encoding = text_of(values["content-transfer-encoding"]).strip(" \t\"").lower()
+        if not MIME_TOKEN.fullmatch(encoding):
+            encoding = ""  # not a token: no known encoding, so read as 7bit (as Dovecot does)
     if ctype is None:
         ctype = (default[0], default[1], ())
     maintype, subtype, params = ctype

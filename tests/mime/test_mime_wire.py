@@ -159,3 +159,8 @@ def test_invalid_content_type_counts_as_absent():
     for value in (b"text", b"\x00text/plain", b"text/pl ain", b"/plain", b"text/"):
         raw = b"Content-Type: " + value + b"\r\n\r\nabc\r\n"
         assert analyze(raw).body == '("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 5 1)', value
+
+
+def test_invalid_transfer_encoding_reads_as_7bit():
+    raw = b"Content-Transfer-Encoding: ?invalid\r\n\r\nHello another world\r\n"
+    assert analyze(raw).body == '("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 21 1)'
