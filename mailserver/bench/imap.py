@@ -117,6 +117,12 @@ class ServerChild:
                 return int(line.split()[1]) / 1024
         return 0.0
 
+    def cpu_seconds(self) -> float:
+        import os
+
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.conn.send("stop")
         self.proc.join(30)
@@ -342,8 +348,10 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, clients:
                            f"new-mail notice median {statistics.median(lat) * 1000:.0f} ms, "
                            f"max {lat[-1] * 1000:.0f} ms over {len(lat)} sessions")
             if mode in ("all", "stress"):
+                cpu = server.cpu_seconds()
                 commands, errors, elapsed = asyncio.run(_stress(server.port, users, clients, seconds))
                 click.echo(f"stress: {clients} clients, {commands:,} commands in {elapsed:.1f} s = "
-                           f"{commands / elapsed:,.0f} commands/s, {errors} state errors")
+                           f"{commands / elapsed:,.0f} commands/s, {errors} state errors "
+                           f"(server CPU {server.cpu_seconds() - cpu:.1f} s)")
         finally:
             server.stop()

@@ -6,6 +6,7 @@ import asyncio
 
 from ..errors import AuthenticationFailed
 from ..registry.auth import authenticate, record_login
+from ..store.mailboxes import serialized_writes
 from . import responses as R
 from .commands import Authenticate, Command, Enable, Id, Login
 from .framing import Closed
@@ -70,8 +71,14 @@ async def _login(s: ImapSession, login: str, password: str) -> tuple[str, str]:
     s.principal = principal
     s.account_id = principal.account_id
     s.state = AUTH
-    await s.ctx.run(record_login, s.ctx.registry, principal.account_id)
+    if s.service.should_record_login(principal.account_id):
+        await s.ctx.run(_record_login, s.ctx.registry, principal.account_id)
     return "OK", f"[CAPABILITY {s.capability_text()}] {R.OK_LOGIN}"
+
+
+def _record_login(registry, account_id: int) -> None:
+    with serialized_writes(registry.store):
+        record_login(registry, account_id)
 
 
 @handler("LOGIN", frozenset({NOT_AUTH}))

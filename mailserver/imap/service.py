@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections import Counter
 
@@ -15,6 +16,8 @@ from . import responses as R
 from .session import ImapSession
 
 log = logging.getLogger("civicmail.imap")
+#: seconds between two recorded logins of one account
+LOGIN_RECORD_INTERVAL = 600
 
 
 class ImapService:
@@ -29,6 +32,7 @@ class ImapService:
         self.sessions: weakref.WeakSet[ImapSession] = weakref.WeakSet()
         self._per_user_ip: Counter[tuple[int, str]] = Counter()
         self._tls = None
+        self._recorded: dict[int, float] = {}
 
     @property
     def tls_available(self) -> bool:
@@ -42,6 +46,19 @@ class ImapService:
         if self._tls is None:
             self._tls = self.ctx.tls_context()
         return self._tls
+
+    def should_record_login(self, account_id: int) -> bool:
+        """The 'active users' figure needs a login time, not every login: one write per account
+        per LOGIN_RECORD_INTERVAL (clients log in many times an hour)."""
+        now = time.monotonic()
+        last = self._recorded.get(account_id)
+        if last is not None and now - last < LOGIN_RECORD_INTERVAL:
+            return False
+        self._recorded[account_id] = now
+        if len(self._recorded) > 100_000:  # forget the oldest half rather than grow forever
+            for key in sorted(self._recorded, key=self._recorded.get)[:50_000]:
+                del self._recorded[key]
+        return True
 
     # -- connection limits per user and client IP --------------------------------------------------
     def admit(self, session: ImapSession, account_id: int) -> bool:

@@ -173,6 +173,8 @@ class ImapSession:
             status, text, logout = "OK", R.OK_DONE, True
         except AlreadyAnswered:
             return
+        except (Closed, ConnectionError):
+            raise  # the client went away: end the session quietly
         except CivicmailError as exc:
             status, text = R.error_response(exc)
         except Exception:

@@ -8,18 +8,21 @@ and calls ``notify.hub.changed`` after the commit.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 from array import array
+from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, NotFound, QuotaExceeded, UserError
 from .db import Store
+from .groupcommit import group_commit
 from .mailstore import NewMessage, check_quota, insert_messages
 from .models import Account, Content, Folder, Message
 from .models.mail import DELETED, SEEN
@@ -81,6 +84,23 @@ class Changes:
     changed: list[tuple[int, int, str | None]]
     #: every UID now in the folder, only when some were expunged (else None)
     present: array | None
+
+
+@contextlib.contextmanager
+def writing(store: Store) -> Iterator[Session]:
+    """A write transaction. On SQLite, writes of this process share commits (groupcommit.py);
+    the block's work is durable when the ``with`` statement has finished."""
+    if store.dialect != "sqlite":
+        with store.session() as session:
+            yield session
+        return
+    with group_commit(store).write() as session:
+        yield session
+
+
+def serialized_writes(store: Store):
+    """Queue a write made through another module (``record_login``) with ours."""
+    return group_commit(store).exclusive() if store.dialect == "sqlite" else contextlib.nullcontext()
 
 
 def _info(row) -> FolderInfo:
@@ -150,7 +170,7 @@ def create_folder(store: Store, account_id: int, name: str) -> None:
     name = name.rstrip(SEP)
     if not name or name.upper() == "INBOX" or any(not part for part in name.split(SEP)):
         raise Conflict(f"cannot create {name}")
-    with store.session() as s:
+    with writing(store) as s:
         existing = set(s.scalars(select(F.c.name).where(F.c.account_id == account_id)))
         if name in existing:
             raise Conflict(f"{name} exists")
@@ -180,7 +200,7 @@ def delete_folder(store: Store, account_id: int, name: str) -> None:
     """RFC 3501 6.3.4. INBOX, the special-use folders and folders with children stay."""
     if name.upper() == "INBOX":
         raise CannotDelete("INBOX cannot be deleted")
-    with store.session() as s:
+    with writing(store) as s:
         row = _folder_row(s, account_id, name)
         if row.special_use:
             raise CannotDelete(f"{name} is a special-use folder")
@@ -201,7 +221,7 @@ def rename_folder(store: Store, account_id: int, old: str, new: str) -> None:
     if not new or new.upper() == "INBOX" or any(not p for p in new.split(SEP)):
         raise Conflict(f"cannot rename to {new}")
     moved_folders: list[int] = []
-    with store.session() as s:
+    with writing(store) as s:
         names = set(s.scalars(select(F.c.name).where(F.c.account_id == account_id)))
         if new in names:
             raise Conflict(f"{new} exists")
@@ -232,7 +252,7 @@ def rename_folder(store: Store, account_id: int, old: str, new: str) -> None:
 
 
 def set_subscribed(store: Store, account_id: int, name: str, subscribed: bool) -> None:
-    with store.session() as s:
+    with writing(store) as s:
         row = _folder_row(s, account_id, name)
         s.execute(update(F).where(F.c.id == row.id).values(subscribed=subscribed))
 
@@ -246,11 +266,9 @@ def find_folder(store: Store, account_id: int, name: str) -> FolderInfo:
 
 def select_folder(store: Store, account_id: int, name: str, readonly: bool) -> Snapshot:
     """RFC 3501 6.3.1/6.3.2. SELECT (not EXAMINE) claims the \\Recent messages for this session."""
-    with (store.reader() if readonly else store.session()) as s:
-        q = select(*_INFO_COLS, F.c.recent_uid).where(F.c.account_id == account_id, F.c.name == name)
-        if not readonly:
-            q = q.with_for_update()
-        row = s.execute(q).first()
+    with store.reader() as s:
+        row = s.execute(select(*_INFO_COLS, F.c.recent_uid)
+                        .where(F.c.account_id == account_id, F.c.name == name)).first()
         if row is None:
             raise NotFound(f"no folder {name}")
         uids = array("q")
@@ -265,13 +283,15 @@ def select_folder(store: Store, account_id: int, name: str, readonly: bool) -> S
                 first_unseen = uid
             if kws:
                 keywords.update(kws.split())
-        recent_above = row.recent_uid
-        if not readonly and uids and uids[-1] > row.recent_uid:
-            s.execute(update(F).where(F.c.id == row.id).values(recent_uid=uids[-1]))
-    recent = 0 if readonly else sum(1 for u in reversed(uids) if u > recent_above) if uids and uids[-1] > recent_above else 0
+    info = _info(row)
     if readonly:
-        recent_above = 1 << 62
-    return Snapshot(_info(row), uids, recent_above, recent, first_unseen, keywords)
+        return Snapshot(info, uids, 1 << 62, 0, first_unseen, keywords)
+    recent_above = row.recent_uid
+    if uids and uids[-1] > recent_above:
+        # Only the first session to see a message gets it as \Recent: claim under the lock.
+        recent_above = max(recent_above, claim_recent(store, row.id, uids[-1]))
+    recent = len(uids) - bisect_right(uids, recent_above)
+    return Snapshot(info, uids, recent_above, recent, first_unseen, keywords)
 
 
 def _driver_rows(session: Session, sql: str, *params) -> list[tuple]:
@@ -291,7 +311,7 @@ def _driver_rows(session: Session, sql: str, *params) -> list[tuple]:
 def claim_recent(store: Store, folder_id: int, up_to_uid: int) -> int:
     """A session saw new messages first: they are \\Recent for it, and no later session.
     Returns the previous mark (messages above it are this session's)."""
-    with store.session() as s:
+    with writing(store) as s:
         before = s.scalar(select(F.c.recent_uid).where(F.c.id == folder_id).with_for_update())
         if before is None:
             return up_to_uid
@@ -362,7 +382,7 @@ def store_flags(store: Store, folder_id: int, uids: UidRanges, mode: str, bits: 
         return Stored([], 0, 0)
     out: list[tuple[int, int, str | None]] = []
     kw = set(keywords)
-    with store.session() as s:
+    with writing(store) as s:
         modseq = _bump(s, folder_id)
         rows = s.execute(select(M.c.id, M.c.uid, M.c.flags, M.c.keywords).where(
             M.c.folder_id == folder_id, _uid_filter(uids)).order_by(M.c.uid)).all()
@@ -410,7 +430,7 @@ def _remove(session: Session, folder_id: int, uids: list[int], release: bool = T
 
 def expunge(store: Store, folder_id: int, uids: UidRanges | None = None) -> list[int]:
     """RFC 3501 6.4.3 / RFC 4315 UID EXPUNGE: remove the \\Deleted messages; their UIDs, ascending."""
-    with store.session() as s:
+    with writing(store) as s:
         q = select(M.c.uid).where(M.c.folder_id == folder_id, M.c.flags.op("&")(DELETED) != 0)
         if uids:
             q = q.where(_uid_filter(uids))
@@ -439,7 +459,7 @@ class Copied:
 def copy_messages(store: Store, account_id: int, folder_id: int, uids: UidRanges, dest: str, move: bool,
                   quota_default: int) -> Copied:
     """RFC 3501 6.4.7 COPY, RFC 6851 MOVE; UIDs for RFC 4315 COPYUID. Quota counts copies."""
-    with store.session() as s:
+    with writing(store) as s:
         target = _folder_row(s, account_id, dest)
         rows = s.execute(select(M.c.uid, M.c.content_id, M.c.size, M.c.flags, M.c.keywords, M.c.internaldate)
                          .where(M.c.folder_id == folder_id, _uid_filter(uids)).order_by(M.c.uid)).all() if uids else []
@@ -456,7 +476,7 @@ def copy_messages(store: Store, account_id: int, folder_id: int, uids: UidRanges
 def append_message(store: Store, account_id: int, folder: str, raw: bytes, flags: int, keywords: str | None,
                    internaldate: dt.datetime | None, quota_default: int) -> tuple[int, int]:
     """RFC 3501 6.3.11 with RFC 4315 APPENDUID: (uidvalidity, uid), after the commit."""
-    with store.session() as s:
+    with writing(store) as s:
         target = _folder_row(s, account_id, folder)
         if internaldate is not None:  # stored in UTC: SQLite keeps no offset
             internaldate = internaldate.astimezone(dt.timezone.utc)
