@@ -14,7 +14,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from ..mime import Analyzed, analyze
 from ..outbound.queue import enqueue
@@ -47,22 +47,29 @@ class Pending:
     queue_id: int | None = None
 
 
+#: account id, its quota override and the bytes its folders hold: one Core query per batch
+_T_ACCOUNT, _T_FOLDER = Account.__table__, Folder.__table__
+_USAGE = (select(_T_ACCOUNT.c.id, _T_ACCOUNT.c.quota_bytes, func.coalesce(func.sum(_T_FOLDER.c.total_size), 0))
+          .select_from(_T_ACCOUNT.outerjoin(_T_FOLDER, _T_FOLDER.c.account_id == _T_ACCOUNT.c.id))
+          .where(_T_ACCOUNT.c.id.in_(bindparam("ids", expanding=True)))
+          .group_by(_T_ACCOUNT.c.id, _T_ACCOUNT.c.quota_bytes))
+
+
 def over_quota(session, items: list[Pending], default_quota: int) -> set[int]:
     """Indexes of items that would take one of their mailboxes over quota, counting the
     items before them in the batch."""
     accounts = sorted({a for p in items for a in p.account_ids})
     used: dict[int, int] = {}
-    limits: dict[int, int] = {}
+    limits: dict[int, int | None] = {}
+    connection = session.connection()
     for i in range(0, len(accounts), 900):
-        chunk = accounts[i:i + 900]
-        used.update(session.execute(select(Folder.account_id, func.sum(Folder.total_size))
-                                    .where(Folder.account_id.in_(chunk)).group_by(Folder.account_id)).all())
-        limits.update(session.execute(select(Account.id, Account.quota_bytes).where(Account.id.in_(chunk))).all())
+        for account_id, quota, size in connection.execute(_USAGE, {"ids": accounts[i:i + 900]}):
+            limits[account_id], used[account_id] = quota, size
     refused: set[int] = set()
     adding: dict[int, int] = defaultdict(int)
     for n, p in enumerate(items):
         size = len(p.raw)
-        if any((used.get(a) or 0) + adding[a] + size > (limits.get(a) or default_quota) for a in p.account_ids):
+        if any(used.get(a, 0) + adding[a] + size > (limits.get(a) or default_quota) for a in p.account_ids):
             refused.add(n)
             continue
         for a in p.account_ids:
