@@ -153,15 +153,22 @@ def folder_status(store: Store, account_id: int, names: Iterable[str] | None = N
 
 
 def _new_uidvalidity(session: Session, account_id: int) -> int:
-    # Grows between recreations of a name: a recreated folder never reuses an old UIDVALIDITY.
+    """Above every UIDVALIDITY the account has used, deleted folders' included (the mark on
+    the INBOX row remembers them), so a recreated folder never reuses one."""
     highest = session.scalar(select(func.max(F.c.uidvalidity)).where(F.c.account_id == account_id)) or 0
-    return max(int(time.time()) & 0xFFFFFFFF, highest + 1)
+    mark = session.scalar(select(F.c.uidvalidity_mark).where(F.c.account_id == account_id,
+                                                             F.c.name == "INBOX")) or 0
+    value = max(int(time.time()) & 0xFFFFFFFF, highest + 1, mark + 1)
+    session.execute(update(F).where(F.c.account_id == account_id, F.c.name == "INBOX")
+                    .values(uidvalidity_mark=value))
+    return value
 
 
 def _insert_folder(session: Session, account_id: int, name: str) -> None:
     session.execute(F.insert().values(account_id=account_id, name=name, special_use=None, subscribed=True,
                                       uidvalidity=_new_uidvalidity(session, account_id), uidnext=1,
                                       highestmodseq=1, total_size=0, message_count=0, recent_uid=0,
+                                      uidvalidity_mark=0,
                                       created_at=dt.datetime.now(dt.timezone.utc)))
 
 

@@ -40,6 +40,9 @@ class Folder(Base):
     message_count: Mapped[int] = mapped_column(BigId, default=0)
     #: highest UID some session has already seen as \Recent (RFC 3501: one session gets each)
     recent_uid: Mapped[int] = mapped_column(BigId, default=0, server_default="0")
+    #: on the INBOX row only: the highest UIDVALIDITY this account ever gave a folder, so that a
+    #: deleted and recreated folder never reuses one (RFC 3501 2.3.1.1)
+    uidvalidity_mark: Mapped[int] = mapped_column(BigId, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (UniqueConstraint("account_id", "name", name="uq_folder_account_name"),)

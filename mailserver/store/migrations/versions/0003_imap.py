@@ -18,6 +18,8 @@ def upgrade() -> None:
     with op.batch_alter_table('folder', schema=None) as batch_op:
         batch_op.add_column(sa.Column('recent_uid', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'),
                                       server_default='0', nullable=False))
+        batch_op.add_column(sa.Column('uidvalidity_mark', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'),
+                                      server_default='0', nullable=False))
     with op.batch_alter_table('message', schema=None) as batch_op:
         batch_op.create_index('ix_message_folder_modseq', ['folder_id', 'modseq'], unique=False)
 
@@ -26,4 +28,5 @@ def downgrade() -> None:
     with op.batch_alter_table('message', schema=None) as batch_op:
         batch_op.drop_index('ix_message_folder_modseq')
     with op.batch_alter_table('folder', schema=None) as batch_op:
+        batch_op.drop_column('uidvalidity_mark')
         batch_op.drop_column('recent_uid')
