@@ -6,6 +6,7 @@ numbers: ``QID outcome client=IP auth=... from=<...> to=<...> size=N``.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 from base64 import b64decode
@@ -25,8 +26,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("civicmail.smtp")
 
 
+#: queue ids: a random prefix per process and a counter (unique without a syscall per message)
+_QID_PREFIX = secrets.token_hex(3).upper()
+_qid_counter = itertools.count(1)
+
+
 def new_qid() -> str:
-    return secrets.token_hex(5).upper()
+    return f"{_QID_PREFIX}{next(_qid_counter):06X}"
 
 
 def principal_of(session: CivicSession) -> Principal | None:

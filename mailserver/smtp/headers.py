@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import re
+import time
 
 #: the header other parts trust to say who submitted a message; only we may write it
 TRUSTED_HEADER = b"x-civicmail-authenticated"
@@ -73,11 +74,23 @@ def from_addresses(header: bytes) -> list[str]:
     return [addr.lower() for _, addr in email.utils.getaddresses(values) if addr]
 
 
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _now_rfc5322() -> str:
+    """The date for a Received header; formatted once per second (it is on every message)."""
+    global _date_cache
+    second = int(time.time())
+    if _date_cache[0] != second:
+        _date_cache = (second, email.utils.format_datetime(email.utils.localtime()))
+    return _date_cache[1]
+
+
 def trace_headers(*, qid: str, helo: str, client_ip: str, hostname: str, protocol: str, recipients: list[str],
                   auth_identity: str | None, trusted_value: str | None) -> bytes:
     """Received (RFC 5321 4.4), Authentication-Results (RFC 8601) and, for submissions, the
     trusted identity header, to prepend to a stored message."""
-    when = email.utils.format_datetime(email.utils.localtime())
+    when = _now_rfc5322()
     rcpt = f"\r\n\tfor <{recipients[0]}>" if len(recipients) == 1 else ""
     helo = re.sub(r"[^A-Za-z0-9.\-\[\]:_]", "?", helo or "unknown")[:255]
     lines = [f"Received: from {helo} ([{client_ip}])\r\n\tby {hostname} (civicmail) with {protocol} id {qid}{rcpt};"
