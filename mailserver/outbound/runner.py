@@ -36,7 +36,10 @@ class OutboundRunner:
                                       config.local_domains)
 
     async def run_once(self) -> int:
-        """One pass over the due entries; returns how many were attempted."""
+        """One pass over the due entries; returns how many were attempted. Without a relay
+        (``outbound.relay`` empty) mail waits: no attempt is spent, nothing bounces."""
+        if not self.ctx.config.outbound.relay:
+            return 0
         claimed = await self.ctx.run(queue.claim_due, self.ctx.store)
         for entry in claimed:
             await self.attempt(entry)
