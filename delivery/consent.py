@@ -8,9 +8,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from mailserver.store.models import NoticeOptOut
 
+from . import reasons
 from .rowstate import OPTED_OUT, RowState
-
-OPTED_OUT_REASON = "本人已退订此类对账信息 / the citizen opted out of this statement"
 
 
 def consent(ctx, rows: list[RowState]) -> None:
@@ -24,7 +23,7 @@ def consent(ctx, rows: list[RowState]) -> None:
                 NoticeOptOut.notice_type_id == ctx.definition.id, NoticeOptOut.account_id.in_(ids[i:i + 900]))))
     for r in rows:
         if r.account_id in out:
-            r.stop(OPTED_OUT, "consent", OPTED_OUT_REASON)
+            r.stop(OPTED_OUT, "consent", reasons.OPTED_OUT)
 
 
 def set_opt_out(store, account_id: int, notice_type: str, opted_out: bool) -> None:

@@ -19,7 +19,7 @@ from mailserver.store.notify import hub
 from .rowkeys import seal_row
 from .rowstate import DELIVERED, DUPLICATE, KEEP_DATA, RowState
 
-DUPLICATE_REASON = "此通知已送达过 / this notice was already delivered (an earlier row or drop)"
+from .reasons import DUPLICATE as DUPLICATE_REASON
 KEY_CHUNK = 900
 
 

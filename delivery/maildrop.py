@@ -28,6 +28,7 @@ from mailserver.registry.folders import create_default_folders
 from mailserver.store.mailstore import deliver
 from mailserver.store.models import Account, Content, Folder, Message
 
+from . import reasons
 from .catalog import load_catalog
 from .read import FORMATS
 from .runner import run_drop
@@ -133,10 +134,9 @@ def _process_one(reg: Registry, uid: int, raw: bytes, known: set[str]) -> MailDr
     attachments = [p for p in msg.iter_attachments()
                    if (p.get_filename() or "").lower().endswith(ATTACHMENT_SUFFIXES)]
     if notice_type is None:
-        lines.append("未能识别通知类型：请在主题中写明通知类型编号，或使用 X-Civicmail-Notice-Type 头。"
-                     " / No notice type: name it in the subject or an X-Civicmail-Notice-Type header.")
+        lines.append(reasons.MAIL_NO_NOTICE_TYPE)
     elif not attachments:
-        lines.append("邮件中没有 CSV、JSONL 或 XLSX 附件。 / No CSV, JSONL or XLSX attachment.")
+        lines.append(reasons.MAIL_NO_ATTACHMENT)
     for part in attachments if notice_type else []:
         name = Path(part.get_filename()).name
         with tempfile.TemporaryDirectory(prefix="civicmail-maildrop-") as tmp:
@@ -145,7 +145,7 @@ def _process_one(reg: Registry, uid: int, raw: bytes, known: set[str]) -> MailDr
             try:
                 result = run_drop(reg, path, agency, notice_type, source="mail")
             except CivicmailError as exc:
-                lines.append(f"{name}: 未处理 / not run: {exc}")
+                lines.append(reasons.MAIL_NOT_RUN.format(name=name, error=exc))
                 continue
         counts = ", ".join(f"{k} {v}" for k, v in sorted(result.summary.counts.items()))
         lines.append(f"{name}: drop {result.drop_id} ({notice_type}): {counts}")
@@ -173,5 +173,5 @@ def _reply(reg: Registry, agency: str, original: EmailMessage, summary: str) -> 
         reply["In-Reply-To"] = original_id
         reply["References"] = original_id
     reply["Auto-Submitted"] = "auto-replied"
-    reply.set_content("数据文件处理结果 / What became of the drop:\n\n" + summary + "\n")
+    reply.set_content(reasons.MAIL_SUMMARY_HEAD + "\n\n" + summary + "\n")
     deliver(reg.store, reply.as_bytes(), [mailbox.id])

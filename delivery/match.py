@@ -9,13 +9,10 @@ from sqlalchemy import select
 
 from mailserver.store.models import Account, Citizen
 
+from .reasons import DISABLED, NAME_DIFFERS, NO_ACCOUNT
 from .rowstate import HELD, UNMATCHED, RowState
 
 LOOKUP_CHUNK = 900  # below SQLite's bound-parameter limit
-
-NO_ACCOUNT = "未开通市民邮箱，转纸质邮寄 / no mailbox for this ID number: sent to paper mail"
-DISABLED = "市民邮箱已停用，转纸质邮寄 / the citizen's mailbox is disabled: sent to paper mail"
-NAME_DIFFERS = "姓名与登记信息不符，已暂缓 / name differs from the registered name: held"
 
 
 def match(ctx, rows: list[RowState]) -> None:

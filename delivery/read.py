@@ -17,6 +17,8 @@ from typing import Iterator
 
 from mailserver.errors import ValidationError
 
+from . import reasons
+
 FORMATS = ("csv", "jsonl", "xlsx")
 SNIFF_BYTES = 1 << 16
 
@@ -79,7 +81,7 @@ def open_drop(path: Path, encoding: str | None = None) -> DropFile:
         drop.columns = columns
         break
     else:
-        raise FileError("the file is empty (no header row) / 文件为空")
+        raise FileError(reasons.EMPTY_FILE)
     return drop
 
 
@@ -113,7 +115,7 @@ def _records(drop: DropFile, header: bool) -> Iterator[tuple[int, list | dict]]:
         else:
             yield from _xlsx_records(drop, header)
     except UnicodeDecodeError:
-        raise FileError(f"the file is not valid {drop.encoding} text (use --encoding) / 文件编码无法识别") from None
+        raise FileError(reasons.NOT_TEXT.format(encoding=drop.encoding)) from None
     except csv.Error as exc:
         raise FileError(f"CSV format error: {exc}") from None
 
@@ -141,12 +143,12 @@ def _jsonl_records(drop: DropFile, header: bool) -> Iterator[tuple[int, list | d
             except json.JSONDecodeError:
                 if header:
                     raise FileError(f"line {number}: not a JSON object") from None
-                yield number, {"\0error": "not valid JSON / 不是有效的 JSON"}
+                yield number, {"\0error": reasons.NOT_JSON}
                 continue
             if not isinstance(obj, dict):
                 if header:
                     raise FileError(f"line {number}: not a JSON object")
-                yield number, {"\0error": "not a JSON object / 不是 JSON 对象"}
+                yield number, {"\0error": reasons.NOT_JSON_OBJECT}
                 continue
             if header:
                 yield number, list(obj)

@@ -16,6 +16,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from mailserver.errors import ValidationError
 
 from .catalog import NoticeDefinition
+from .reasons import RENDER_FAILED
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class Renderer:
             subject = " ".join(self.subject.render(ctx).split())
             return Rendered(subject, self.text.render(ctx), self.html.render(ctx))
         except TemplateError as exc:  # StrictUndefined, sandbox refusals, template faults
-            raise RenderError(f"模板无法生成此通知 / template could not render this row: {exc.message}") from None
+            raise RenderError(RENDER_FAILED.format(detail=exc.message)) from None
 
     def render_text(self, values: dict) -> tuple[str, str]:
         """Subject and text only (the paper-mail fallback)."""
@@ -112,4 +113,4 @@ class Renderer:
         try:
             return " ".join(self.subject.render(ctx).split()), self.text.render(ctx)
         except TemplateError as exc:
-            raise RenderError(f"模板无法生成此通知 / template could not render this row: {exc.message}") from None
+            raise RenderError(RENDER_FAILED.format(detail=exc.message)) from None

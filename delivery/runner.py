@@ -27,6 +27,7 @@ from mailserver.registry import Registry
 from mailserver.store.models import Account, Agency, AgencyGrant, AgencySender, Drop, DropRow, utcnow
 
 from . import read as read_mod
+from . import reasons
 from .catalog import get_definition, load_agencies, load_catalog
 from .deliver import deliver_batch, mark_duplicates
 from .pipeline import RowContext, RunSpec, init_worker, process_chunk, process_rows
@@ -101,7 +102,7 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
     stream = read_mod.rows(drop_file)
     first = next(stream, None)
     if first is None:
-        raise FileError("the file has a header but no rows / 文件没有数据行")
+        raise FileError(reasons.NO_ROWS)
     sha = read_mod.file_sha256(path)
 
     drop_id, skip_through, resumed = None, 0, False
@@ -177,8 +178,7 @@ def _start_drop(reg: Registry, path: Path, sha: str, agency_id: str, notice_type
                                                 Drop.notice_type_id == notice_type).order_by(Drop.id.desc())).first()
         if previous is not None and not force:
             if previous.state == "done":
-                raise FileError(f"this file was already run as drop {previous.id} "
-                                f"({previous.rows_delivered} delivered); --force runs it again / 此文件已处理过")
+                raise FileError(reasons.ALREADY_RUN.format(drop_id=previous.id, delivered=previous.rows_delivered))
             last = s.scalar(select(func.max(DropRow.line)).where(DropRow.drop_id == previous.id)) or 0
             previous.state, previous.error, previous.finished_at = "running", None, None
             return previous.id, last, True

@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from mailserver.errors import ValidationError
 from mailserver.identity import idnumber
 
+from . import reasons
 from .catalog import FieldSpec, NoticeDefinition, column_key
 from .read import FileError
 
@@ -43,7 +44,7 @@ def column_mapping(definition: NoticeDefinition, columns: list[str]) -> dict[str
     mapping = {f.name: by_key[column_key(f.name)] for f in definition.all_fields if column_key(f.name) in by_key}
     missing = [name for name in definition.required_columns if name not in mapping]
     if missing:
-        raise FileError(f"required columns missing / 缺少必需的列: {', '.join(missing)}")
+        raise FileError(reasons.MISSING_COLUMNS.format(columns=", ".join(missing)))
     return mapping
 
 
@@ -54,23 +55,23 @@ def parse_date(text: str) -> dt.date:
             try:
                 return dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
             except ValueError:
-                raise ValidationError(f"不是有效日期 / not a real date: {text}") from None
-    raise ValidationError(f"日期格式应为 YYYY-MM-DD / date must be YYYY-MM-DD, YYYY/MM/DD or YYYY年MM月DD日: {text}")
+                raise ValidationError(reasons.NOT_A_DATE.format(text=text)) from None
+    raise ValidationError(reasons.BAD_DATE.format(text=text))
 
 
 def parse_money(text: str) -> Decimal:
     value = text.replace("¥", "").replace("￥", "").replace(" ", "").replace("元", "")
     if not MONEY.match(value):
-        raise ValidationError(f"金额格式不正确 / not an amount in yuan with at most two decimals: {text}")
+        raise ValidationError(reasons.BAD_MONEY.format(text=text))
     try:
         return Decimal(value.replace(",", "")).quantize(CENT)
     except InvalidOperation:  # pragma: no cover - the pattern already rules this out
-        raise ValidationError(f"金额格式不正确 / not an amount: {text}") from None
+        raise ValidationError(reasons.BAD_MONEY.format(text=text)) from None
 
 
 def parse_int(text: str) -> int:
     if not INT.match(text):
-        raise ValidationError(f"应为整数 / not a whole number: {text}")
+        raise ValidationError(reasons.BAD_INT.format(text=text))
     return int(text)
 
 
@@ -84,15 +85,15 @@ def parse_field(spec: FieldSpec, text: str):
     else:
         value = text
         if spec.pattern and not re.fullmatch(spec.pattern, text):
-            raise ValidationError(f"格式不符 / does not match the expected form {spec.pattern}: {text}")
+            raise ValidationError(reasons.BAD_PATTERN.format(pattern=spec.pattern, text=text))
     if spec.min is not None and spec.type in ("money", "int"):
         low = Decimal(str(spec.min))
         if value < low:
-            raise ValidationError(f"不得小于 {spec.min} / must be at least {spec.min}: {text}")
+            raise ValidationError(reasons.TOO_SMALL.format(limit=spec.min, text=text))
     if spec.max is not None and spec.type in ("money", "int"):
         high = Decimal(str(spec.max))
         if value > high:
-            raise ValidationError(f"不得大于 {spec.max} / must be at most {spec.max}: {text}")
+            raise ValidationError(reasons.TOO_LARGE.format(limit=spec.max, text=text))
     return value
 
 
@@ -103,14 +104,14 @@ def validate_row(definition: NoticeDefinition, mapping: dict[str, str], cells: d
         return {}, [RowError("row", cells["\0error"])]
     if "\0extra" in cells:
         extra = cells["\0extra"]
-        errors.append(RowError("row", f"多出的单元格 / more cells than columns ({extra})"))
+        errors.append(RowError("row", reasons.EXTRA_CELLS.format(detail=extra)))
     values: dict = {}
     for spec in definition.all_fields:
         column = mapping.get(spec.name)
         text = (cells.get(column) or "").strip() if column else ""
         if not text:
             if spec.required:
-                errors.append(RowError(spec.name, "必填项为空 / required, but empty"))
+                errors.append(RowError(spec.name, reasons.REQUIRED_EMPTY))
             values[spec.name] = None
             continue
         try:
@@ -121,7 +122,7 @@ def validate_row(definition: NoticeDefinition, mapping: dict[str, str], cells: d
         except ValidationError as exc:
             reason = str(exc)
             if spec.name == "id_number":
-                reason = "身份证号码校验失败 / " + reason
+                reason = reasons.ID_NUMBER_PREFIX + reason
             errors.append(RowError(spec.name, reason))
     if not errors:
         for check in definition.compiled_checks:

@@ -1,0 +1,42 @@
+"""Every reason a row or a drop is given, in one place: Chinese for the clerk, English after it.
+
+Reasons never repeat an ID number (they end up in reports, logs and mail).
+"""
+from __future__ import annotations
+
+# validate
+REQUIRED_EMPTY = "必填项为空 / required, but empty"
+ID_NUMBER_PREFIX = "身份证号码校验失败 / "
+EXTRA_CELLS = "多出的单元格 / more cells than columns ({detail})"
+NOT_JSON = "不是有效的 JSON / not valid JSON"
+NOT_JSON_OBJECT = "不是 JSON 对象 / not a JSON object"
+BAD_DATE = "日期格式应为 YYYY-MM-DD / date must be YYYY-MM-DD, YYYY/MM/DD or YYYY年MM月DD日: {text}"
+NOT_A_DATE = "不是有效日期 / not a real date: {text}"
+BAD_MONEY = "金额格式不正确 / not an amount in yuan with at most two decimals: {text}"
+BAD_INT = "应为整数 / not a whole number: {text}"
+BAD_PATTERN = "格式不符 / does not match the expected form {pattern}: {text}"
+TOO_SMALL = "不得小于 {limit} / must be at least {limit}: {text}"
+TOO_LARGE = "不得大于 {limit} / must be at most {limit}: {text}"
+
+# match, consent, deliver, render
+NO_ACCOUNT = "未开通市民邮箱，转纸质邮寄 / no mailbox for this ID number: sent to paper mail"
+DISABLED = "市民邮箱已停用，转纸质邮寄 / the citizen's mailbox is disabled: sent to paper mail"
+NAME_DIFFERS = "姓名与登记信息不符，已暂缓 / name differs from the registered name: held"
+OPTED_OUT = "本人已退订此类对账信息 / the citizen opted out of this statement"
+DUPLICATE = "此通知已送达过 / this notice was already delivered (an earlier row or drop)"
+RENDER_FAILED = "模板无法生成此通知 / template could not render this row: {detail}"
+
+# the file as a whole
+EMPTY_FILE = "文件为空 / the file is empty (no header row)"
+NO_ROWS = "文件没有数据行 / the file has a header but no rows"
+MISSING_COLUMNS = "缺少必需的列 / required columns missing: {columns}"
+NOT_TEXT = "文件编码无法识别 / the file is not valid {encoding} text (use --encoding)"
+ALREADY_RUN = ("此文件已处理过 / this file was already run as drop {drop_id} ({delivered} delivered); "
+               "--force runs it again")
+
+# drops by mail: the summary sent back to the agency
+MAIL_NO_NOTICE_TYPE = ("未能识别通知类型：请在主题中写明通知类型编号，或使用 X-Civicmail-Notice-Type 头。"
+                       " / No notice type: name it in the subject or an X-Civicmail-Notice-Type header.")
+MAIL_NO_ATTACHMENT = "邮件中没有 CSV、JSONL 或 XLSX 附件。 / No CSV, JSONL or XLSX attachment."
+MAIL_NOT_RUN = "{name}: 未处理 / not run: {error}"
+MAIL_SUMMARY_HEAD = "数据文件处理结果 / What became of the drop:"
