@@ -47,6 +47,10 @@ async def do_starttls(s: ImapSession, cmd: Command):
     # (RFC 3501 6.2.1: the client must discard what it learned before TLS).
     s.writer.write(f"{cmd.tag} OK {R.OK_TLS}\r\n".encode())
     await s.writer.drain()
+    # Anything the client sent after STARTTLS in clear would be read as if it came over TLS
+    # (command injection, CVE-2011-0411 in other servers): such a client is disconnected.
+    if getattr(s.reader, "_buffer", b""):
+        raise Closed()
     await s.writer.start_tls(s.service.tls_context())
     s.tls_active = True
     raise AlreadyAnswered()

@@ -231,6 +231,14 @@ def test_fetch_items_sections_and_partial(server, client):
     text = b"".join(p if isinstance(p, bytes) else b"".join(p) for p in data)
     assert b'"MIXED"' in text.upper() and b'"ALTERNATIVE"' in text.upper()
     assert CHINESE_FILENAME_2231 in text
+    typ, data = client.fetch("1", "(RFC822.HEADER BODY.PEEK[1.1] BODY.PEEK[2.MIME] BODY.PEEK[TEXT]<5.10>)")
+    text = b"".join(p if isinstance(p, bytes) else b"".join(p) for p in data)
+    header_end = raw.index(b"\r\n\r\n") + 4
+    assert b"RFC822.HEADER {%d}" % header_end in text and raw[:header_end] in text
+    assert b"BODY[1.1] {" in text and "您的驾驶证".encode() in text  # the text part, 8bit as sent
+    assert b"BODY[2.MIME] {" in text and b"Content-Disposition: attachment" in text
+    assert b"BODY[TEXT]<5> {10}" in text and raw[header_end + 5:header_end + 15] in text
+    assert b"\\Seen" not in text
     typ, data = client.fetch("1", "(RFC822)")  # not PEEK: sets \Seen, and says so
     text = b"".join(p if isinstance(p, bytes) else b"".join(p) for p in data)
     assert raw in text and b"\\Seen" in text
