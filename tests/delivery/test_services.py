@@ -120,3 +120,67 @@ def test_drop_by_mail_through_the_service(sqlite_registry, sqlite_city):
         deliver(reg.store, _mail("housing-fund", "公积金对账", gb, notice_type="provident-fund-statement"), [drops])
         wait_for(lambda: len(inbox_messages(reg.store, f"housing-fund@{reg.domain}")) == 1)
     assert count_notices(reg.store) == 3
+
+
+def test_drop_mailed_over_smtp_submission(tmp_path):
+    """End to end: the agency logs in over submission and mails the CSV to drops@; SMTP stores
+    it with the trusted header; the drop watcher reads it from the store and runs it."""
+    import smtplib
+
+    from drophelpers import make_city
+    from mailserver.cli.init import prepare
+    from mailserver.smtp.service import make_services
+    from tests.conftest import make_config
+
+    config = make_config(tmp_path / "data", "smtp.listen=127.0.0.1:0", "submission.listen=127.0.0.1:0",
+                         "submissions.listen=127.0.0.1:0")
+    prepare(config)
+    store = open_store(config)
+    reg = Registry(config, store)
+    make_city(reg)
+    ctx = ServerContext(config, store, reg)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    services = make_services(ctx)
+
+    async def up():
+        for s in services:
+            await s.start()
+
+    async def down():
+        for s in reversed(services):
+            await s.stop()
+
+    asyncio.run_coroutine_threadsafe(up(), loop).result(30)
+    try:
+        port = next(s.address[1] for s in services if getattr(s, "kind", None) == "submission")
+        msg = EmailMessage()
+        msg["From"] = f"social-security@{reg.domain}"
+        msg["To"] = drop_address(reg)
+        msg["Subject"] = "十一月 pension-statement"
+        msg.set_content("见附件")
+        msg.add_attachment((CATALOG["pension-statement"].folder / "sample.csv").read_bytes(), maintype="text",
+                           subtype="csv", filename="pension.csv")
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+            smtp.ehlo()
+            if smtp.has_extn("starttls"):
+                import ssl
+
+                tls = ssl.create_default_context()
+                tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+                smtp.starttls(context=tls)
+                smtp.ehlo()
+            smtp.login("social-security", "agency-password-1")
+            smtp.send_message(msg)
+        results = process_new_mail(reg)
+        assert [r.agency for r in results] == ["social-security"], results
+        assert count_notices(store) == 3
+        assert len(inbox_messages(store, f"social-security@{reg.domain}")) == 1
+    finally:
+        asyncio.run_coroutine_threadsafe(down(), loop).result(60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
+        ctx.executor.shutdown(wait=True)
+        store.dispose()
