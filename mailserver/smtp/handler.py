@@ -78,11 +78,11 @@ class Handler:
             try:
                 blob = b64decode(args[1].encode(), validate=True)
             except ValueError:
-                await server.push("501 5.5.2 Cannot decode base64")
+                await server.push(replies.AUTH_BAD_BASE64)
                 return AuthResult(success=False, handled=True)
         parts = blob.split(b"\x00")
         if len(parts) != 3:
-            await server.push("501 5.5.2 Cannot split the PLAIN credentials")
+            await server.push(replies.AUTH_BAD_PLAIN)
             return AuthResult(success=False, handled=True)
         return await self._authenticate(server, parts[1], parts[2])
 
@@ -95,7 +95,7 @@ class Handler:
             try:
                 login = b64decode(args[1].encode(), validate=True)
             except ValueError:
-                await server.push("501 5.5.2 Cannot decode base64")
+                await server.push(replies.AUTH_BAD_BASE64)
                 return AuthResult(success=False, handled=True)
         password = await server.challenge_auth(server.AuthLoginPasswordChallenge)
         if password is MISSING:

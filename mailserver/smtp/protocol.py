@@ -134,12 +134,12 @@ class CivicSMTP(SMTP):
             return
         assert self.envelope is not None
         if not self.envelope.rcpt_tos:
-            await self.push("503 Error: need RCPT command")
+            await self.push(replies.DATA_NEEDS_RCPT)
             return
         if arg:
-            await self.push("501 Syntax: DATA")
+            await self.push(replies.DATA_SYNTAX)
             return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        await self.push(replies.DATA_GO_AHEAD)
         limit = self.data_size_limit or 0
         reader = self._reader
         saved_limit = reader._limit  # type: ignore[attr-defined]
@@ -179,7 +179,7 @@ class CivicSMTP(SMTP):
         self.envelope.content = self.envelope.original_content = content
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
-        await self.push("250 OK" if status is MISSING else status)
+        await self.push(replies.OK if status is MISSING else status)
 
     def close_now(self, reply: str) -> None:
         """Say goodbye without waiting (shutdown of an idle session)."""

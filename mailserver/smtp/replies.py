@@ -20,6 +20,8 @@ AUTH_NEEDS_TLS = "538 5.7.11 Encryption required: issue STARTTLS first"
 AUTH_NOT_HERE = "503 5.5.1 AUTH is not offered on this port: use submission (587 or 465)"
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
 AUTH_UNAVAILABLE = "454 4.7.0 Temporary authentication failure"
+AUTH_BAD_BASE64 = "501 5.5.2 Cannot decode base64"
+AUTH_BAD_PLAIN = "501 5.5.2 Cannot split the PLAIN credentials"
 
 # -- MAIL FROM -----------------------------------------------------------------------------
 SENDER_OK = "250 2.1.0 Sender OK"
@@ -39,6 +41,9 @@ TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 LOOKUP_FAILED = "451 4.3.0 Temporary lookup failure, try again later"
 
 # -- DATA ----------------------------------------------------------------------------------
+DATA_GO_AHEAD = "354 End data with <CR><LF>.<CR><LF>"
+DATA_NEEDS_RCPT = "503 5.5.1 Need RCPT command first"
+DATA_SYNTAX = "501 5.5.4 Syntax: DATA"
 STORED = "250 2.0.0 Stored as {qid}"
 BARE_LINE_ENDING = "550 5.6.2 Bare CR or LF in message: lines must end with CRLF"
 LINE_TOO_LONG = "500 5.5.6 Line too long (RFC 5321 4.5.3.1.6)"

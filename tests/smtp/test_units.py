@@ -76,7 +76,7 @@ def test_rate_limiter_refills():
 
 
 def test_every_reply_has_an_enhanced_code():
-    texts = [v for k, v in vars(replies).items() if k.isupper() and isinstance(v, str) and v[:1].isdigit()]
+    texts = [v for k, v in vars(replies).items() if k.isupper() and isinstance(v, str) and v[:1] in "245"]
     for text in texts:
         code, enhanced, _ = text.split(" ", 2)
         assert enhanced[0] == code[0] and enhanced.count(".") == 2, text
