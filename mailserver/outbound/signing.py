@@ -26,6 +26,12 @@ class DkimSigner:
             raise ConfigError(f"DKIM key {key_path} missing (run `civicmail init`, or set dkim.key)") from None
         return cls(selector, pem, default_domain, local_domains)
 
+    @property
+    def algorithm(self) -> bytes:
+        """RSA for a PEM key (what `civicmail init` makes); Ed25519 (RFC 8463, ~50 times faster
+        to sign) for dkimpy's base64 Ed25519 key format."""
+        return b"rsa-sha256" if self.key_pem.lstrip().startswith(b"-----BEGIN") else b"ed25519-sha256"
+
     def domain_for(self, sender: str) -> str:
         domain = sender.rpartition("@")[2].lower()
         return domain if domain in self.local_domains else self.default_domain
@@ -33,5 +39,5 @@ class DkimSigner:
     def sign(self, raw: bytes, sender: str) -> bytes:
         """The message with a DKIM-Signature header prepended (relaxed/simple, rsa-sha256)."""
         signature = dkim.sign(raw, self.selector.encode(), self.domain_for(sender).encode(), self.key_pem,
-                              canonicalize=(b"relaxed", b"relaxed"))
+                              canonicalize=(b"relaxed", b"relaxed"), signature_algorithm=self.algorithm)
         return signature + raw

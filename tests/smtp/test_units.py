@@ -97,3 +97,21 @@ def test_dsn_status_and_backoff():
     assert not parsed.defects
     status = [p for p in parsed.walk() if p.get_content_type() == "message/delivery-status"][0]
     assert b"Status: 5.1.1" in status.as_bytes()
+
+
+def test_dkim_ed25519_key_signs_and_verifies(tmp_path):
+    import base64
+
+    import dkim
+    import nacl.signing
+
+    from mailserver.outbound.signing import DkimSigner
+
+    key = nacl.signing.SigningKey.generate()
+    path = tmp_path / "ed.key"
+    path.write_bytes(base64.b64encode(bytes(key)))
+    signer = DkimSigner.load(path, "ed1", "hz.example.cn", ("hz.example.cn",))
+    signed = signer.sign(b"From: a@hz.example.cn\r\nTo: b@x\r\nSubject: s\r\n\r\nbody\r\n", "a@hz.example.cn")
+    assert b"a=ed25519-sha256" in signed
+    record = b"v=DKIM1; k=ed25519; p=" + base64.b64encode(bytes(key.verify_key))
+    assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: record)
