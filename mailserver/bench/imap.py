@@ -348,10 +348,15 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, clients:
                            f"new-mail notice median {statistics.median(lat) * 1000:.0f} ms, "
                            f"max {lat[-1] * 1000:.0f} ms over {len(lat)} sessions")
             if mode in ("all", "stress"):
+                import resource
+
                 cpu = server.cpu_seconds()
+                mine = resource.getrusage(resource.RUSAGE_SELF)
                 commands, errors, elapsed = asyncio.run(_stress(server.port, users, clients, seconds))
+                after = resource.getrusage(resource.RUSAGE_SELF)
+                client_cpu = after.ru_utime + after.ru_stime - mine.ru_utime - mine.ru_stime
                 click.echo(f"stress: {clients} clients, {commands:,} commands in {elapsed:.1f} s = "
                            f"{commands / elapsed:,.0f} commands/s, {errors} state errors "
-                           f"(server CPU {server.cpu_seconds() - cpu:.1f} s)")
+                           f"(CPU: server {server.cpu_seconds() - cpu:.1f} s, clients {client_cpu:.1f} s)")
         finally:
             server.stop()

@@ -23,7 +23,7 @@ from .selected import SelectedFolder, flag_text, split_flags
 from .session import SELECTED, ImapSession, handler
 
 SEL = frozenset({SELECTED})
-FETCH_BATCH = 5000
+FETCH_BATCH = 10000
 
 
 def _ranges(s: ImapSession, seqset, by_uid: bool) -> list[tuple[int, int]] | None:
@@ -47,7 +47,7 @@ def _render_batch(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tu
     uids = sel.uids
     recent_floor = min((r[0] for r in sel.recent_ranges), default=None)
     out = []
-    i = bisect_left(uids, rows[0].uid) if rows else 0
+    i = bisect_left(uids, rows[0][0]) if rows else 0
     if columns == ("flags", "keywords") and all(a.name in ("UID", "FLAGS") for a in atts):
         # The hot path (a client opening a big folder): no per-row attribute lookups.
         cache: dict[tuple[int, str | None, bool], bytes] = {}
@@ -78,7 +78,7 @@ def _render_batch(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tu
             else:
                 loader = (lambda u=row.uid: _raw_of(store, sel.folder_id, u))
             out.append(F.render(i + 1, row, atts, sel.is_recent(row.uid), with_uid, loader))
-    nxt = rows[-1].uid + 1 if len(rows) == FETCH_BATCH else None
+    nxt = rows[-1][0] + 1 if len(rows) == FETCH_BATCH else None
     return b"".join(out), nxt
 
 

@@ -360,6 +360,10 @@ def fetch_rows(store: Store, folder_id: int, lo_uid: int, hi_uid: int, limit: in
     if any(c.table is C for c in cols):
         q = q.select_from(M.join(C, C.c.id == M.c.content_id))
     with store.reader() as s:
+        if tuple(columns) == ("flags", "keywords") and not uids:
+            # Opening a big folder (UID FETCH 1:* (FLAGS)): plain tuples from the driver.
+            return _driver_rows(s, "SELECT uid, flags, keywords FROM message WHERE folder_id = ? AND uid >= ? "
+                                   "AND uid <= ? ORDER BY uid LIMIT ?", folder_id, lo_uid, hi_uid, limit)
         return s.execute(q.order_by(M.c.uid).limit(limit)).all()
 
 
