@@ -15,6 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from sqlalchemy import bindparam, func, select
+from sqlalchemy.exc import OperationalError
 
 from ..mime import Analyzed, analyze
 from ..outbound.queue import enqueue
@@ -201,8 +202,10 @@ class GroupCommitter:
                     if p.remote:
                         p.queue_id = enqueue(session, p.sender, p.remote, p.raw, p.sender_account_id)
                 reached_commit = True
-        except Exception:
-            if reached_commit or len(items) == 1:
+        except Exception as exc:
+            # The store itself failing (locked, disk, connection) fails every message at once:
+            # retrying them one by one would only wait out the same failure again and again.
+            if reached_commit or len(items) == 1 or isinstance(exc, OperationalError):
                 log.exception("storing %d message(s) failed", len(items))
                 return [Outcome.FAILED] * len(items)
             # Something in the batch failed before the commit (all rolled back): find which,
