@@ -55,3 +55,4 @@ command.add_command(__import__("mailserver.bench.smtp", fromlist=["command"]).co
 command.add_command(__import__("mailserver.bench.pipeline", fromlist=["command"]).command)  # civicmail bench pipeline
 command.add_command(__import__("mailserver.bench.mime", fromlist=["command"]).command)  # civicmail bench mime
 command.add_command(__import__("mailserver.bench.imap", fromlist=["command"]).command)  # civicmail bench imap
+command.add_command(__import__("mailserver.bench.services", fromlist=["command"]).command)  # civicmail bench services

@@ -3,7 +3,7 @@
 A message is claimed by inserting its ``service_processed`` row in the same transaction that
 applies its effect (a vote, a subscription, an application) and stores the answers: a crash
 leaves either all of it or none, and two processes never handle the same message (the primary
-key). A handler that fails on a message (a bug, a message it cannot read) records ``failed``
+key). Up to GROUP messages share one transaction, each in a savepoint. A handler that fails on a message (a bug, a message it cannot read) records ``failed``
 for it, so that one bad message never blocks the rest; a database that is briefly unavailable
 leaves the message for the next round.
 """
@@ -35,6 +35,8 @@ HANDLERS = {
     "statements": handle_statement_mail,
 }
 BATCH = 200
+#: messages per transaction
+GROUP = 50
 
 
 @dataclass(frozen=True)
@@ -72,12 +74,11 @@ def process_pending(reg, inboxes: dict[int, ServiceInbox]) -> int:
     while True:
         batch = pending_messages(reg.store, sorted(inboxes))
         progress = 0
-        for message_id, folder_id in batch:
+        for i in range(0, len(batch), GROUP):
             try:
-                if process_one(reg, message_id, inboxes[folder_id]):
-                    progress += 1
+                progress += process_group(reg, [(mid, inboxes[fid]) for mid, fid in batch[i:i + GROUP]])
             except OperationalError:
-                log.warning("store unavailable; message %d left for the next round", message_id, exc_info=True)
+                log.warning("store unavailable; messages left for the next round", exc_info=True)
                 return handled + progress
         handled += progress
         if len(batch) < BATCH or not progress:
@@ -88,43 +89,58 @@ def _to_raw(mail: EmailMessage | bytes) -> bytes:
     return mail if isinstance(mail, bytes) else mail.as_bytes()
 
 
-def process_one(reg, message_id: int, inbox: ServiceInbox) -> bool:
-    """True if this call handled the message (False: someone else did, or it is gone)."""
-    store = reg.store
-    try:
-        with store.session() as s:
-            s.add(ServiceProcessed(message_id=message_id, account_id=inbox.account_id, outcome="claimed"))
-            s.flush()  # the claim: a second handler stops here (primary key)
-            raw = s.scalar(select(Content.raw).join(Message, Message.content_id == Content.id)
-                           .where(Message.id == message_id))
-            if raw is None:
-                s.get(ServiceProcessed, message_id).outcome = "gone"
-                return True
-            msg = parse(raw)
-            kind, who = verified_sender(msg)
-            inbound = Inbound(message_id, inbox.account_id, inbox.address, inbox.kind, inbox.ref, raw, msg, kind, who)
-            result: Handled = HANDLERS[inbox.kind](reg, s, inbound)
-            new = [NewMessage(account_id=m[0], raw=_to_raw(m[1]), folder=m[2] if len(m) > 2 else "INBOX")
-                   for m in result.mail]
+def process_group(reg, items: list[tuple[int, ServiceInbox]]) -> int:
+    """Handle several messages in one transaction (one commit, one fsync: group commit), each
+    in its own savepoint so that one failing message takes nothing else with it. Returns how
+    many this call handled (a message another worker claimed first is skipped)."""
+    handled = 0
+    folders: list[int] = []
+    done: list[tuple[int, ServiceInbox, str]] = []
+    with reg.store.session() as s:
+        for message_id, inbox in items:
             try:
-                check_quota(s, new, reg.config.accounts.quota_bytes)
-            except QuotaExceeded:
-                new, result.outcome = [], result.outcome + "-unanswered"  # the effect stands; no reply
-            stored = insert_messages(s, new)
-            s.get(ServiceProcessed, message_id).outcome = result.outcome[:32]
-    except IntegrityError:
-        return False
-    except OperationalError:
-        raise
-    except Exception:  # one bad message must not stop the service: record it and go on
-        log.exception("service %s %s: message %d failed", inbox.kind, inbox.ref, message_id)
-        try:
-            with store.session() as s:
-                if s.get(ServiceProcessed, message_id) is None:
-                    s.add(ServiceProcessed(message_id=message_id, account_id=inbox.account_id, outcome="failed"))
-        except IntegrityError:
-            pass
-        return True
-    log.info("service %s %s: message %d %s", inbox.kind, inbox.ref, message_id, result.outcome)
-    hub.changed(d.folder_id for d in stored)
-    return True
+                with s.begin_nested():
+                    outcome, stored = _handle(reg, s, message_id, inbox)
+            except IntegrityError:
+                continue  # claimed by another worker (the primary key of service_processed)
+            except OperationalError:
+                raise
+            except Exception:  # one bad message must not stop the service: record it and go on
+                log.exception("service %s %s: message %d failed", inbox.kind, inbox.ref, message_id)
+                try:
+                    with s.begin_nested():
+                        s.add(ServiceProcessed(message_id=message_id, account_id=inbox.account_id, outcome="failed"))
+                except IntegrityError:
+                    continue
+                outcome, stored = "failed", []
+            handled += 1
+            folders.extend(d.folder_id for d in stored)
+            done.append((message_id, inbox, outcome))
+    for message_id, inbox, outcome in done:
+        log.info("service %s %s: message %d %s", inbox.kind, inbox.ref, message_id, outcome)
+    hub.changed(folders)
+    return handled
+
+
+def _handle(reg, s, message_id: int, inbox: ServiceInbox) -> tuple[str, list]:
+    """Claim, handle and answer one message inside the caller's transaction."""
+    s.add(ServiceProcessed(message_id=message_id, account_id=inbox.account_id, outcome="claimed"))
+    s.flush()  # the claim: a second handler stops here (primary key)
+    raw = s.scalar(select(Content.raw).join(Message, Message.content_id == Content.id)
+                   .where(Message.id == message_id))
+    if raw is None:  # expunged meanwhile
+        s.get(ServiceProcessed, message_id).outcome = "gone"
+        return "gone", []
+    msg = parse(raw)
+    kind, who = verified_sender(msg)
+    inbound = Inbound(message_id, inbox.account_id, inbox.address, inbox.kind, inbox.ref, raw, msg, kind, who)
+    result: Handled = HANDLERS[inbox.kind](reg, s, inbound)
+    new = [NewMessage(account_id=m[0], raw=_to_raw(m[1]), folder=m[2] if len(m) > 2 else "INBOX")
+           for m in result.mail]
+    try:
+        check_quota(s, new, reg.config.accounts.quota_bytes)
+    except QuotaExceeded:
+        new, result.outcome = [], result.outcome + "-unanswered"  # the effect stands; no reply
+    stored = insert_messages(s, new)
+    s.get(ServiceProcessed, message_id).outcome = result.outcome[:32]
+    return result.outcome, stored
