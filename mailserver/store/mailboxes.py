@@ -26,7 +26,7 @@ from .groupcommit import group_commit
 from .mailstore import NewMessage, check_quota, insert_messages
 from .models import Account, Content, Folder, Message
 from .models.mail import DELETED, SEEN
-from .notify import hub
+from .notify import announce, hub
 
 SEP = "/"
 F = Folder.__table__
@@ -218,6 +218,7 @@ def delete_folder(store: Store, account_id: int, name: str) -> None:
         s.execute(delete(M).where(M.c.folder_id == row.id))
         _release_content(s, content_ids)
         s.execute(delete(F).where(F.c.id == row.id))
+        announce(s, [row.id])
     hub.changed([row.id])
 
 
@@ -255,6 +256,7 @@ def rename_folder(store: Store, account_id: int, old: str, new: str) -> None:
             for cid, cname in children:
                 s.execute(update(F).where(F.c.id == cid).values(name=new + cname[len(old):]))
             moved_folders = [row.id] + [c[0] for c in children]
+        announce(s, moved_folders)
     hub.changed(moved_folders)
 
 
@@ -414,6 +416,7 @@ def store_flags(store: Store, folder_id: int, uids: UidRanges, mode: str, bits: 
             s.execute(update(M).where(M.c.id == bindparam("mid")).values(
                 flags=bindparam("flags"), keywords=bindparam("keywords"), modseq=bindparam("modseq")),
                 updates, execution_options={"synchronize_session": False})
+            announce(s, [folder_id])
     if updates:
         hub.changed([folder_id])
     return Stored(out, modseq - 1, modseq)
@@ -437,6 +440,7 @@ def _remove(session: Session, folder_id: int, uids: list[int], release: bool = T
         message_count=F.c.message_count - len(content_ids), total_size=F.c.total_size - size, highestmodseq=modseq))
     if release:
         _release_content(session, content_ids)
+    announce(session, [folder_id])
 
 
 def expunge(store: Store, folder_id: int, uids: UidRanges | None = None) -> list[int]:

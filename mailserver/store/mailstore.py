@@ -18,7 +18,7 @@ from ..errors import NotFound, QuotaExceeded
 from ..mime import Analyzed, analyze
 from .db import Store
 from .models import Account, Content, Folder, Message
-from .notify import hub
+from .notify import announce, hub
 
 
 @dataclass
@@ -191,6 +191,7 @@ def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delive
         folder_updates,
         execution_options={"synchronize_session": False},
     )
+    announce(session, folder_ids)  # other nodes (PostgreSQL NOTIFY, sent at commit)
     return [Delivered(m.account_id, m.folder_id, m.uid, m.message_id) for m in messages]
 
 

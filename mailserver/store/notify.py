@@ -51,6 +51,22 @@ class ChangeHub:
 #: the process's hub (one per process, like the engine)
 hub = ChangeHub()
 
+#: PostgreSQL channel on which writers announce changed folders (payload: "id,id,...")
+CHANNEL = "civicmail_folders"
+
+
+def announce(session, folder_ids: Iterable[int]) -> None:
+    """On PostgreSQL, NOTIFY the other nodes of changed folders inside the writer's transaction
+    (delivered at COMMIT, never for a rolled-back write). A no-op on SQLite."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    from sqlalchemy import text
+
+    ids = sorted(set(folder_ids))
+    for i in range(0, len(ids), 500):  # NOTIFY payloads stay under 8,000 bytes
+        session.execute(text("SELECT pg_notify(:channel, :payload)"),
+                        {"channel": CHANNEL, "payload": ",".join(map(str, ids[i:i + 500]))})
+
 
 class FolderWatcher:
     """Turns writes made by OTHER processes (the pipeline, another node) into ``hub.changed``.
@@ -70,11 +86,45 @@ class FolderWatcher:
         self._data_version: int | None = None
         self._seen: dict[int, int] = {}
         self._task: asyncio.Task | None = None
+        self._listener: threading.Thread | None = None
+        self._listening = False
 
     def start(self) -> None:
+        if self.store.dialect == "postgresql":
+            # LISTEN/NOTIFY tells us at once; the poll stays as a slow safety net.
+            self.interval = 30.0
+            self._listener = threading.Thread(target=self._listen, name="folder-listen", daemon=True)
+            self._listening = True
+            self._listener.start()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
+    def _listen(self) -> None:
+        """PostgreSQL: a dedicated connection LISTENs and hands every NOTIFY to the hub."""
+        import logging
+        import time
+
+        import psycopg
+
+        url = self.store.engine.url
+        while self._listening:
+            try:
+                with psycopg.connect(host=url.host, port=url.port, user=url.username, password=url.password,
+                                     dbname=url.database, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    while self._listening:
+                        for note in conn.notifies(timeout=1.0):
+                            ids = [int(x) for x in note.payload.split(",") if x.isdigit()]
+                            if ids:
+                                self.hub.changed(ids)
+            except Exception:  # the database restarted: reconnect after a pause
+                logging.getLogger("civicmail.notify").warning("LISTEN connection lost", exc_info=True)
+                time.sleep(1.0)
+
     async def stop(self) -> None:
+        self._listening = False
+        if self._listener is not None:
+            await asyncio.get_running_loop().run_in_executor(self.executor, self._listener.join, 5)
+            self._listener = None
         if self._task is not None:
             self._task.cancel()
             try:

@@ -106,3 +106,42 @@ def test_idle_hears_a_delivery_made_by_another_process(server, sqlite_config):
     pushed = asyncio.run(main())
     assert b"1 EXISTS" in b" ".join(pushed if isinstance(pushed, list) else [pushed])
     assert subprocess is not None
+
+
+def test_idle_hears_another_node_on_postgresql(pg_url, tmp_path):
+    """PostgreSQL: a write from another node arrives by LISTEN/NOTIFY, not by the poll."""
+    from tests.conftest import make_config
+    from mailserver.cli.init import prepare
+
+    from .conftest import start_server
+
+    cfg = make_config(tmp_path / "pg", store_url=pg_url)
+    prepare(cfg)
+    server = start_server(cfg)
+    script = textwrap.dedent(f"""
+        from mailserver import config as config_mod
+        from mailserver.store import open_store
+        from mailserver.store.mailstore import deliver
+        cfg = config_mod.load(__import__("pathlib").Path({str(cfg.source)!r}), ('store.url="{pg_url}"',))
+        store = open_store(cfg)
+        deliver(store, b"Subject: from another node\\r\\n\\r\\nhi\\r\\n", [{server.users[0][1]}])
+        store.dispose()
+    """)
+
+    async def main():
+        c = await _client(server)
+        await c.select("INBOX")
+        idle = await c.idle_start(timeout=30)
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script)
+        assert await proc.wait() == 0
+        pushed = await c.wait_server_push(timeout=4)  # the fallback poll is every 30 s
+        c.idle_done()
+        await asyncio.wait_for(idle, 10)
+        await c.logout()
+        return pushed
+
+    try:
+        pushed = asyncio.run(main())
+    finally:
+        server._stop()
+    assert b"1 EXISTS" in b" ".join(pushed if isinstance(pushed, list) else [pushed])
