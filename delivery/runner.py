@@ -40,6 +40,8 @@ from .validate import column_mapping
 
 #: files smaller than this run in-process: starting worker processes costs more than it saves
 POOL_THRESHOLD_BYTES = 256 * 1024
+#: rows per chunk (and per delivery transaction) when worker processes are used
+POOL_CHUNK_ROWS = 1000
 
 
 @dataclass
@@ -123,6 +125,9 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
 
     pending = ((line, cells) for line, cells in all_rows() if line > skip_through)
     batch = max(100, config.delivery.batch_size)
+    if _workers(config, path) > 1:
+        # Each chunk in flight is held twice (the rows, then the finished notices): keep them small.
+        batch = min(batch, POOL_CHUNK_ROWS)
     try:
         for rows, originals in _process(spec, reg, path, _chunks(pending, batch)):
             if dry_run:

@@ -37,34 +37,38 @@ def write_drop(citizens_csv: Path, drop_csv: Path) -> int:
     return n
 
 
-def _tree_rss_kib(pid: int) -> int:
-    """Resident memory of a process and all its descendants, in KiB."""
-    total, todo = 0, [pid]
+def _tree_memory_kib(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of a process and all its descendants, in KiB. RSS counts the pages the
+    processes share (libraries) once per process; PSS divides them among the sharers."""
+    rss = pss = 0
+    todo = [pid]
     while todo:
         p = todo.pop()
         try:
-            with open(f"/proc/{p}/status") as fh:
+            with open(f"/proc/{p}/smaps_rollup") as fh:
                 for line in fh:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-                        break
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1])
             for task in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{task}/children") as fh:
                     todo.extend(int(c) for c in fh.read().split())
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-    return total
+    return rss, pss
 
 
 class RssSampler(threading.Thread):
     def __init__(self, pid: int, interval: float = 0.2) -> None:
         super().__init__(daemon=True)
-        self.pid, self.interval, self.peak_kib = pid, interval, 0
+        self.pid, self.interval, self.peak_kib, self.peak_pss_kib = pid, interval, 0, 0
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.is_set():
-            self.peak_kib = max(self.peak_kib, _tree_rss_kib(self.pid))
+            rss, pss = _tree_memory_kib(self.pid)
+            self.peak_kib, self.peak_pss_kib = max(self.peak_kib, rss), max(self.peak_pss_kib, pss)
             self.done.wait(self.interval)
 
 
@@ -107,4 +111,5 @@ def command(rows: int, workers: int, work_dir: Path | None) -> None:
         click.echo(out.rstrip())
         click.echo(f"bench pipeline: {rows:,} rows, {delivered:,} delivered in {elapsed:.1f} s = "
                    f"{delivered / elapsed:,.0f} notices/s end to end (process start to exit); "
-                   f"peak RSS of drop run + workers {sampler.peak_kib / 1024:.0f} MiB")
+                   f"peak memory of drop run + workers: RSS {sampler.peak_kib / 1024:.0f} MiB, "
+                   f"PSS {sampler.peak_pss_kib / 1024:.0f} MiB")
