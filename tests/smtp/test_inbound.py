@@ -126,3 +126,39 @@ def test_messages_per_ip_are_limited(server_factory):
         code, reply = c.mail("someone@example.org")
         assert (code, reply[:5]) == (450, b"4.7.1")
     assert len(server.inbox(alice)) == 2
+
+
+def raw_session(server, alice: str) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port("smtp")), timeout=30)
+    sock.sendall(f"EHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<{alice}>\r\nDATA\r\n".encode())
+    reply = b""
+    while not reply.endswith(b"354 End data with <CR><LF>.<CR><LF>\r\n"):
+        reply += sock.recv(4096)
+    return sock
+
+
+def read_reply(sock: socket.socket) -> bytes:
+    reply = b""
+    while not reply.endswith(b"\r\n"):
+        reply += sock.recv(4096)
+    return reply
+
+
+@pytest.mark.parametrize("pieces, stored", [
+    ([b".\r\n"], b""),  # an empty message
+    ([b"X: y\r\n.\r\n"], b"X: y\r\n"),  # one line, then the terminator
+    ([b"X: y\r\n\r\n..dot\r\n.x\r\n.\r\n"], b"X: y\r\n\r\n.dot\r\nx\r\n"),  # dot-stuffing undone
+    ([b"X: y\r\n\r\nbody\r", b"\n", b".", b"\r", b"\n"], b"X: y\r\n\r\nbody\r\n"),  # terminator in pieces
+    ([b"X: y\r\n\r\nend.\r\n", b"a.\r\n.\r\n"], b"X: y\r\n\r\nend.\r\na.\r\n"),
+])
+def test_data_terminator_and_dot_stuffing(server, pieces, stored):
+    alice = server.people.alice
+    sock = raw_session(server, alice)
+    try:
+        for piece in pieces:
+            sock.sendall(piece)
+        assert read_reply(sock).startswith(b"250 2.0.0 Stored as")
+    finally:
+        sock.close()
+    [message] = server.inbox(alice)
+    assert message.endswith(b"; none\r\n" + stored)
