@@ -16,6 +16,9 @@ from .worker import ServiceInbox, process_pending, service_inboxes
 log = logging.getLogger("civicmail.services")
 
 POLL_SECONDS = 2.0
+#: every so many rounds, look at every message again (not only past the MODSEQ watermark):
+#: insurance against a message another worker claimed and then failed to commit
+FULL_SCAN_ROUNDS = 150
 
 
 class ServicesWorker:
@@ -26,6 +29,9 @@ class ServicesWorker:
         self.poll_seconds = poll_seconds
         self.inboxes: dict[int, ServiceInbox] = {}
         self.handled = 0
+        self.rounds = 0
+        #: folder id -> MODSEQ up to which everything is handled (worker.pending_messages)
+        self.since: dict[int, int] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -60,7 +66,10 @@ class ServicesWorker:
     async def run_once(self) -> int:
         """One round: new service addresses, then every unhandled message."""
         await self._refresh()
-        n = await self.ctx.run(process_pending, self.ctx.registry, dict(self.inboxes))
+        self.rounds += 1
+        if self.rounds % FULL_SCAN_ROUNDS == 0:
+            self.since = {}
+        n = await self.ctx.run(process_pending, self.ctx.registry, dict(self.inboxes), self.since)
         self.handled += n
         return n
 

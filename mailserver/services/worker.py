@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from email.message import EmailMessage
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..errors import QuotaExceeded
@@ -57,22 +57,34 @@ def service_inboxes(store) -> dict[int, ServiceInbox]:
         return {fid: ServiceInbox(fid, aid, addr, kind, ref) for fid, aid, addr, kind, ref in rows}
 
 
-def pending_messages(store, folder_ids: list[int], limit: int = BATCH) -> list[tuple[int, int]]:
-    """(message id, folder id) of unhandled messages, oldest first (a later vote replaces an earlier)."""
+def pending_messages(store, folder_ids: list[int], since: dict[int, int] | None = None,
+                     limit: int = BATCH) -> tuple[list[tuple[int, int]], dict[int, int]]:
+    """(message id, folder id) of unhandled messages, oldest first (a later vote replaces an
+    earlier), and each folder's HIGHESTMODSEQ in the same snapshot.
+
+    ``since``: per folder, a MODSEQ up to which everything is known to be handled, so a poll
+    reads only what is new (the (folder_id, modseq) index) instead of every vote ever received.
+    Safe because writers to a folder serialise on its row, so MODSEQs become visible in order.
+    """
     if not folder_ids:
-        return []
-    done = select(ServiceProcessed.message_id)
+        return [], {}
+    since = since or {}
     with store.reader() as s:
-        return [tuple(r) for r in s.execute(
-            select(Message.id, Message.folder_id).where(Message.folder_id.in_(folder_ids), Message.id.not_in(done))
-            .order_by(Message.id).limit(limit))]
+        marks = dict(s.execute(select(Folder.id, Folder.highestmodseq).where(Folder.id.in_(folder_ids))).all())
+        new = or_(*[(Message.folder_id == fid) & (Message.modseq > since.get(fid, 0)) for fid in folder_ids])
+        rows = s.execute(select(Message.id, Message.folder_id)
+                         .outerjoin(ServiceProcessed, ServiceProcessed.message_id == Message.id)
+                         .where(new, ServiceProcessed.message_id.is_(None)).order_by(Message.id).limit(limit))
+        return [tuple(r) for r in rows], marks
 
 
-def process_pending(reg, inboxes: dict[int, ServiceInbox]) -> int:
-    """Handle every unhandled message in the given INBOXes; the number handled."""
+def process_pending(reg, inboxes: dict[int, ServiceInbox], since: dict[int, int] | None = None) -> int:
+    """Handle every unhandled message in the given INBOXes; the number handled. ``since`` (see
+    pending_messages) is advanced when a round finished everything it saw."""
     handled = 0
+    since = since if since is not None else {}
     while True:
-        batch = pending_messages(reg.store, sorted(inboxes))
+        batch, marks = pending_messages(reg.store, sorted(inboxes), since)
         progress = 0
         for i in range(0, len(batch), GROUP):
             try:
@@ -81,7 +93,10 @@ def process_pending(reg, inboxes: dict[int, ServiceInbox]) -> int:
                 log.warning("store unavailable; messages left for the next round", exc_info=True)
                 return handled + progress
         handled += progress
-        if len(batch) < BATCH or not progress:
+        if len(batch) < BATCH:
+            since.update(marks)
+            return handled
+        if not progress:  # all claimed by another worker: it handles them
             return handled
 
 
