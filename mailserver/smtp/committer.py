@@ -1,7 +1,8 @@
 """Group commit: one writer task turns the deliveries of many sessions into one transaction.
 
-A session hands its message to ``submit`` and waits. The writer takes everything that is
-waiting, analyses the messages and commits them together in the executor, then answers each
+A session hands its message to ``submit`` and waits. Two stages run in the executor: the
+analyser takes everything waiting and computes its structure (``mime.analyze``); the writer
+takes every analysed batch waiting and commits them in one transaction, then answers each
 waiter. While one commit runs, new messages pile up and go into the next: the batch grows with
 the load, so twenty sessions share one fsync instead of queuing for twenty.
 Acknowledged means durable: a waiter hears STORED only after the commit returned.

@@ -201,7 +201,7 @@ class Handler:
             auth_identity=(principal.login if principal else None),
             trusted_value=policy.trusted_value(principal) if principal else None)
         sender = "" if envelope.mail_from == "<>" else (envelope.mail_from or "")
-        pending = Pending(raw=trace + raw, account_ids=sorted(set(envelope.local.values())), remote=list(envelope.remote),
+        pending = Pending(raw=trace + raw, account_ids=sorted(set(envelope.local.values())), remote=list(dict.fromkeys(envelope.remote)),
                           sender=sender, sender_account_id=principal.account_id if principal else None)
         outcome = await self.shared.committer.submit(pending)
         if outcome is Outcome.STORED:
