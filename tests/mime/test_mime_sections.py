@@ -92,3 +92,10 @@ def test_header_only_message():
     assert analyze(raw).header_size == len(raw)
     assert fetch_section(raw, (), "HEADER.FIELDS", ("subject",)) == b"Subject: no body\r\n\r\n"
     assert fetch_section(raw, (), "TEXT") == b""
+
+
+def test_header_fields_keeps_every_occurrence_in_order():
+    raw = (b"Received: from a\r\n\tby b\r\nSubject: s\r\nReceived: from c\r\n\r\nbody\r\n")
+    assert fetch_section(raw, (), "HEADER.FIELDS", ("received",)) == \
+        b"Received: from a\r\n\tby b\r\nReceived: from c\r\n\r\n"
+    assert fetch_section(raw, (), "HEADER.FIELDS.NOT", ("received",)) == b"Subject: s\r\n\r\n"

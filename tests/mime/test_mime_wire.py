@@ -164,3 +164,18 @@ def test_invalid_content_type_counts_as_absent():
 def test_invalid_transfer_encoding_reads_as_7bit():
     raw = b"Content-Transfer-Encoding: ?invalid\r\n\r\nHello another world\r\n"
     assert analyze(raw).body == '("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 21 1)'
+
+
+def test_8bit_parameters_and_rfc2047_file_names_pass_through():
+    raw = ("Content-Type: application/pdf; name=\"数据.pdf\"\r\n"
+           "Content-Disposition: attachment; filename=\"=?UTF-8?B?5pWw5o2uLnBkZg==?=\"\r\n\r\nx").encode()
+    body = analyze(raw).bodystructure
+    assert body == ('("APPLICATION" "PDF" ("NAME" {10}\r\n数据.pdf) NIL NIL "7BIT" 1 NIL '
+                    '("ATTACHMENT" ("FILENAME" "=?UTF-8?B?5pWw5o2uLnBkZg==?=")) NIL NIL)')
+    assert decode_param("filename", parse(body)[8][1][1]) == ("filename", "数据.pdf")
+
+
+def test_raw_gb18030_header_is_read_as_chinese():
+    raw = "Subject: 医疗消费对账\r\nFrom: 社保 <shebao@city.cn>\r\n\r\nx".encode("gb18030")
+    envelope = parse(analyze(raw).envelope)
+    assert envelope[1] == "医疗消费对账" and envelope[2] == [["社保", None, "shebao", "city.cn"]]
