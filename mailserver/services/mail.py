@@ -76,6 +76,12 @@ class Inbound:
             return ""
         if part.get_content_subtype() == "html":
             content = re.sub(r"(?is)<(script|style).*?</\1>", "", content)
+            # quoted mail in HTML replies is a <blockquote> (innermost first, for nesting)
+            while True:
+                stripped = re.sub(r"(?is)<blockquote\b[^>]*>(?:(?!<blockquote\b).)*?</blockquote>", "", content)
+                if stripped == content:
+                    break
+                content = stripped
             content = re.sub(r"(?i)<br\s*/?>|</p>|</div>", "\n", content)
             content = re.sub(r"<[^>]+>", "", content)
             import html

@@ -55,6 +55,8 @@ def test_service_commands(sqlite_config, tmp_path):
     assert f"survey-parks@{DOMAIN}" in ok("survey", "add", str(toml))
     assert "mailed to 3 citizens" in ok("survey", "send", "parks", "--to", "all")
     assert "mailed to 0 citizens" in ok("survey", "send", "parks")
+    assert "mailed to 0 citizens" in ok("survey", "send", "parks", "--to", "policy")  # no subscribers
+    assert "no topic" in fails("survey", "send", "parks", "--to", "nosuch")
     assert ok("survey", "tally", "parks", "--csv").splitlines()[1:] == ["1,延长开放时间？,A,是,0", "1,延长开放时间？,B,否,0"]
     assert "0 ballots" in ok("survey", "tally", "parks")
     assert "anonymous" in fails("survey", "tally", "parks", "--ballots")
