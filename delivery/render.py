@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
+from markupsafe import Markup
 from jinja2.sandbox import SandboxedEnvironment
 
 from mailserver.errors import ValidationError
@@ -38,6 +39,9 @@ class Rendered:
     subject: str
     text: str
     html: str
+
+
+CONTACT_TEXT, CONTACT_HTML = "_layout/contact.txt", "_layout/contact.html"
 
 
 class RenderError(ValidationError):
@@ -80,23 +84,27 @@ class Renderer:
         self.definition = definition
         self.agency = agency
         self.city = city
+        self.constants = {
+            "agency": agency,
+            "notice": {"id": definition.id, "title": definition.title, "kind": definition.kind,
+                       "mandatory": definition.mandatory},
+            "city": city,
+        }
         try:
             base = definition.folder.name
             self.subject = env.get_template(f"{base}/subject")
             self.text = env.get_template(f"{base}/body.txt")
             self.html = env.get_template(f"{base}/body.html")
+            # The agency's contact block is the same in every notice of a drop: rendered once.
+            self.constants["contact_text"] = env.get_template(CONTACT_TEXT).render(self.constants)
+            self.constants["contact_html"] = Markup(env.get_template(CONTACT_HTML).render(self.constants))
         except TemplateError as exc:
             raise RenderError(f"templates of {definition.id}: {exc}") from None
 
     def context(self, values: dict, address: str | None) -> dict:
         ctx = dict(values)
-        ctx.update(
-            citizen={"name": values.get("name"), "address": address or ""},
-            agency=self.agency,
-            notice={"id": self.definition.id, "title": self.definition.title, "kind": self.definition.kind,
-                    "mandatory": self.definition.mandatory},
-            city=self.city,
-        )
+        ctx.update(self.constants)
+        ctx["citizen"] = {"name": values.get("name"), "address": address or ""}
         return ctx
 
     def render(self, values: dict, address: str | None) -> Rendered:
