@@ -416,3 +416,58 @@ def test_connections_per_user_and_ip_are_limited(tmp_path):
             c.logout()
     finally:
         running._stop()
+
+
+def test_agency_clerk_logs_into_the_agency_mailbox_with_its_address(server):
+    from mailserver.registry.agencies import add_agency
+
+    add_agency(server.ctx.registry, "traffic-police", "交警支队", ["jiaojing@hz.example.cn"], password=PASSWORD)
+    c = imaplib.IMAP4("127.0.0.1", server.port)
+    assert c.login("jiaojing@hz.example.cn", PASSWORD)[0] == "OK"
+    assert c.select("INBOX")[0] == "OK"
+    c.logout()
+    c = imaplib.IMAP4("127.0.0.1", server.port)
+    # The agency id logs in (for submission) but reaches the same mailbox over IMAP.
+    assert c.login("traffic-police", PASSWORD)[0] == "OK"
+    c.logout()
+
+
+def test_failed_logins_are_throttled(tmp_path):
+    from tests.conftest import make_config
+    from mailserver.cli.init import prepare
+
+    from .conftest import start_server
+
+    cfg = make_config(tmp_path / "thr", "login.max_failures_per_account=3")
+    prepare(cfg)
+    running = start_server(cfg)
+    try:
+        c = running.client(login=False)
+        for _ in range(3):
+            with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+                c.login(running.users[0][0], "wrong")
+        with pytest.raises(imaplib.IMAP4.error, match="UNAVAILABLE"):
+            c.login(running.users[0][0], PASSWORD)  # refused unchecked while throttled
+        assert c.login(running.users[1][0], PASSWORD)[0] == "OK"  # another account is not
+        c.logout()
+    finally:
+        running._stop()
+
+
+def test_idle_client_is_logged_out_after_the_timeout(tmp_path):
+    from tests.conftest import make_config
+    from mailserver.cli.init import prepare
+
+    from .conftest import start_server
+
+    cfg = make_config(tmp_path / "tmo", "imap.idle_timeout=1")
+    prepare(cfg)
+    running = start_server(cfg)
+    try:
+        raw = Raw(running.port)
+        raw.sock.settimeout(30)
+        assert raw.line().startswith(b"* BYE")  # nothing sent: logged out
+        assert raw.line() == b""  # and the connection closed
+        raw.close()
+    finally:
+        running._stop()
