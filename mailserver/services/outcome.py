@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 
 
 @dataclass
 class Handled:
     #: recorded in service_processed.outcome (subscribed, vote, vote-rejected, ignored-unverified...)
     outcome: str
-    #: (account id, message) to store in that account's INBOX, or (account id, message, folder)
+    #: (account id, EmailMessage or raw bytes) to store in that account's INBOX, or with a folder third
     mail: list[tuple] = field(default_factory=list)

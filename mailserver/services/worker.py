@@ -152,10 +152,13 @@ def _handle(reg, s, message_id: int, inbox: ServiceInbox) -> tuple[str, list]:
     result: Handled = HANDLERS[inbox.kind](reg, s, inbound)
     new = [NewMessage(account_id=m[0], raw=_to_raw(m[1]), folder=m[2] if len(m) > 2 else "INBOX")
            for m in result.mail]
-    try:
-        check_quota(s, new, reg.config.accounts.quota_bytes)
-    except QuotaExceeded:
-        new, result.outcome = [], result.outcome + "-unanswered"  # the effect stands; no reply
-    stored = insert_messages(s, new)
+    fitting = []
+    for m in new:  # per mailbox: an agency over quota must not cost the citizen the acknowledgement
+        try:
+            check_quota(s, [m], reg.config.accounts.quota_bytes)
+            fitting.append(m)
+        except QuotaExceeded:
+            result.outcome = result.outcome.removesuffix("-over-quota") + "-over-quota"  # the effect stands
+    stored = insert_messages(s, fitting)
     s.get(ServiceProcessed, message_id).outcome = result.outcome[:32]
     return result.outcome, stored

@@ -74,3 +74,17 @@ def test_a_message_that_fails_is_recorded_and_the_rest_go_on(registry, store):
         outcomes = sorted(s.scalars(select(ServiceProcessed.outcome)))
     assert outcomes == ["failed", "vote"]
     assert process_pending(registry, service_inboxes(store)) == 0
+
+
+def test_a_voter_over_quota_is_counted_without_a_receipt(registry, store):
+    from sqlalchemy import update
+
+    [citizen] = make_citizens(registry, 1)
+    address = surveys.add_survey(registry, SURVEY)
+    with store.session() as s:
+        s.execute(update(Account).where(Account.address == citizen).values(quota_bytes=1))
+    deliver(store, submitted(citizen, address, "1A", 1), [account_id(store, address)])
+    assert process_pending(registry, service_inboxes(store)) == 1
+    with store.reader() as s:
+        assert list(s.scalars(select(ServiceProcessed.outcome))) == ["vote-over-quota"]
+    assert surveys.tally(registry, "s1").ballots == 1
