@@ -1,0 +1,104 @@
+"""The SEARCH grammar (RFC 3501 6.4.4): keys to the tuples ``imap.search`` evaluates."""
+from __future__ import annotations
+
+from .codec import parse_date
+from .commands import Search
+from .tokens import Atom, ParseError, Str, read_astring, read_atom, read_seqset
+
+
+# -- SEARCH ---------------------------------------------------------------------------------------
+
+_NO_ARG = {"ALL", "ANSWERED", "DELETED", "DRAFT", "FLAGGED", "NEW", "OLD", "RECENT", "SEEN", "UNANSWERED",
+           "UNDELETED", "UNDRAFT", "UNFLAGGED", "UNSEEN"}
+_STRING_ARG = {"BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO"}
+_DATE_ARG = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
+_NUMBER_ARG = {"LARGER", "SMALLER"}
+
+
+def _search_key(toks: list, i: int, decode) -> tuple[tuple, int]:
+    if i >= len(toks):
+        raise ParseError("search key missing")
+    tok = toks[i]
+    if isinstance(tok, list):
+        keys = []
+        j = 0
+        while j < len(tok):
+            k, j = _search_key(tok, j, decode)
+            keys.append(k)
+        if not keys:
+            raise ParseError("empty search group")
+        return ("AND", tuple(keys)), i + 1
+    if isinstance(tok, Str):
+        raise ParseError("expected a search key")
+    word = tok.text.upper()
+    if word in _NO_ARG:
+        return (word,), i + 1
+    if word in _STRING_ARG:
+        if i + 1 >= len(toks):
+            raise ParseError("search string missing")
+        return (word, decode(toks[i + 1])), i + 2
+    if word in ("KEYWORD", "UNKEYWORD"):
+        if i + 1 >= len(toks):
+            raise ParseError("keyword missing")
+        return (word, read_atom(toks[i + 1])), i + 2
+    if word in _DATE_ARG:
+        if i + 1 >= len(toks):
+            raise ParseError("date missing")
+        try:
+            return (word, parse_date(read_astring(toks[i + 1]))), i + 2
+        except ValueError:
+            raise ParseError("bad date") from None
+    if word in _NUMBER_ARG:
+        if i + 1 >= len(toks):
+            raise ParseError("number missing")
+        num = read_atom(toks[i + 1])
+        if not num.isdigit() or len(num) > 19:
+            raise ParseError("bad number")
+        return (word, int(num)), i + 2
+    if word == "HEADER":
+        if i + 2 >= len(toks):
+            raise ParseError("HEADER needs a field and a string")
+        return (word, read_astring(toks[i + 1]).upper(), decode(toks[i + 2])), i + 3
+    if word == "UID":
+        if i + 1 >= len(toks):
+            raise ParseError("UID set missing")
+        return ("UID", read_seqset(toks[i + 1])), i + 2
+    if word == "NOT":
+        k, j = _search_key(toks, i + 1, decode)
+        return ("NOT", k), j
+    if word == "OR":
+        a, j = _search_key(toks, i + 1, decode)
+        b, j = _search_key(toks, j, decode)
+        return ("OR", a, b), j
+    if word[:1].isdigit() or word[:1] == "*":
+        return ("SEQ", read_seqset(tok)), i + 1
+    raise ParseError(f"unknown search key {word[:20]}")
+
+
+class BadCharset(ParseError):
+    pass
+
+
+def parse_search(tag: str, args: list, uid: bool) -> Search:
+    charset = None
+    return_opts = None
+    if len(args) >= 2 and isinstance(args[0], Atom) and args[0].text.upper() == "RETURN" and isinstance(args[1], list):
+        return_opts = tuple(read_atom(t).upper() for t in args[1])
+        args = args[2:]
+    if len(args) >= 2 and isinstance(args[0], Atom) and args[0].text.upper() == "CHARSET":
+        charset = read_astring(args[1]).upper()
+        args = args[2:]
+        if charset not in ("UTF-8", "US-ASCII"):
+            raise BadCharset(charset)
+
+    def decode(tok) -> str:
+        return read_astring(tok)
+
+    keys = []
+    i = 0
+    while i < len(args):
+        k, i = _search_key(args, i, decode)
+        keys.append(k)
+    if not keys:
+        raise ParseError("SEARCH needs a key")
+    return Search(tag, charset, tuple(keys), uid, return_opts)

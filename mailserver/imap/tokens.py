@@ -1,0 +1,170 @@
+"""Tokens of one IMAP command: atoms, strings (quoted or literal) and parenthesised lists,
+and the small readers the command grammar is built from. Bad input raises ParseError, which
+``parser.parse_command`` turns into an Invalid value."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .codec import BadMailboxName, SeqSet, canonical_mailbox, decode_mailbox
+
+
+class ParseError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Atom:
+    text: str
+
+
+@dataclass(frozen=True)
+class Str:
+    data: bytes
+    literal: bool = False
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8", "surrogateescape")
+
+
+_LITERAL = re.compile(rb"\{(\d{1,12})(\+?)\}\r\n")
+_STOP = b" ()\"{\r\n"
+
+
+def tokenize(buf: bytes) -> list:
+    """Tokens of one command, without its final CRLF."""
+    pos = 0
+    stack: list[list] = [[]]
+    n = len(buf)
+    while pos < n:
+        ch = buf[pos:pos + 1]
+        if ch == b" ":
+            pos += 1
+        elif ch in (b"\r", b"\n"):
+            if buf[pos:] not in (b"\r\n", b"\n"):
+                raise ParseError("stray line break")
+            break
+        elif ch == b"(":
+            stack.append([])
+            pos += 1
+        elif ch == b")":
+            if len(stack) == 1:
+                raise ParseError("unbalanced )")
+            done = stack.pop()
+            stack[-1].append(done)
+            pos += 1
+        elif ch == b'"':
+            pos += 1
+            out = bytearray()
+            while True:
+                if pos >= n:
+                    raise ParseError("unterminated string")
+                c = buf[pos]
+                if c == 0x5C:  # backslash
+                    if pos + 1 >= n or buf[pos + 1] not in b'"\\':
+                        raise ParseError("bad escape in string")
+                    out.append(buf[pos + 1])
+                    pos += 2
+                elif c == 0x22:
+                    pos += 1
+                    break
+                elif c in (0x0D, 0x0A):
+                    raise ParseError("line break in quoted string")
+                else:
+                    out.append(c)
+                    pos += 1
+            stack[-1].append(Str(bytes(out)))
+        elif ch == b"{":
+            m = _LITERAL.match(buf, pos)
+            if not m:
+                raise ParseError("bad literal")
+            size = int(m.group(1))
+            start = m.end()
+            if start + size > n:
+                raise ParseError("literal shorter than announced")
+            stack[-1].append(Str(buf[start:start + size], literal=True))
+            pos = start + size
+        else:
+            start = pos
+            depth = 0
+            while pos < n:
+                c = buf[pos:pos + 1]
+                if c == b"[":
+                    depth += 1
+                elif c == b"]":
+                    depth = max(0, depth - 1)
+                elif depth == 0 and c in _STOP:
+                    break
+                elif depth and c in (b"\r", b"\n"):
+                    raise ParseError("unterminated [")
+                pos += 1
+            if depth:
+                raise ParseError("unterminated [")
+            try:
+                # RFC 3501 atoms are ASCII, but clients send UTF-8 search words bare; accept them
+                # (IMAP4rev2 allows UTF-8 there) and refuse only bytes that are not UTF-8.
+                stack[-1].append(Atom(buf[start:pos].decode("utf-8")))
+            except UnicodeDecodeError:
+                raise ParseError("8-bit characters in an atom") from None
+    if len(stack) != 1:
+        raise ParseError("unbalanced (")
+    return stack[0]
+
+
+# -- token helpers --------------------------------------------------------------------------------
+
+def read_atom(tok) -> str:
+    if not isinstance(tok, Atom):
+        raise ParseError("expected an atom")
+    return tok.text
+
+
+def read_astring(tok) -> str:
+    if isinstance(tok, Atom):
+        return tok.text
+    if isinstance(tok, Str):
+        try:
+            return tok.data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ParseError("string is not UTF-8") from None
+    raise ParseError("expected a string")
+
+
+def read_nstring(tok) -> str | None:
+    if isinstance(tok, Atom) and tok.text.upper() == "NIL":
+        return None
+    return read_astring(tok)
+
+
+def read_mailbox(tok) -> str:
+    try:
+        return canonical_mailbox(decode_mailbox(read_astring(tok)))
+    except BadMailboxName:
+        raise ParseError("bad mailbox name") from None
+
+
+def read_flags(tok) -> tuple[str, ...]:
+    items = tok if isinstance(tok, list) else [tok]
+    flags = []
+    for t in items:
+        f = read_atom(t)
+        if f.startswith("\\") and f.lower() not in _SYSTEM_FLAGS:
+            raise ParseError(f"unknown system flag {f}")
+        flags.append(_SYSTEM_FLAGS.get(f.lower(), f))
+    return tuple(flags)
+
+
+_SYSTEM_FLAGS = {f.lower(): f for f in ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft", "\\Recent")}
+
+
+def need_args(args: list, count: int) -> None:
+    if len(args) != count:
+        raise ParseError(f"expected {count} arguments")
+
+
+def read_seqset(tok) -> SeqSet:
+    try:
+        return SeqSet.parse(read_atom(tok))
+    except ValueError:
+        raise ParseError("bad sequence set") from None
