@@ -145,7 +145,9 @@ def _mailbox(tokens: list[tuple[str, str]]) -> Address | None:
 
 
 #: the everyday shapes, ``Name <box@host>`` and ``box@host``, with nothing that needs the parser
-SIMPLE_ADDRESS = re.compile(r"\s*(?:([^\s<>@,][^<>@,]*?)\s*<([^\s<>@,]+)@([^\s<>@,]+)>|([^\s<>@,]+)@([^\s<>@,]+))\s*")
+#: (no two adjacent parts may match the same blanks: that would backtrack quadratically on long
+#: runs of them, and a header value can be megabytes long)
+SIMPLE_ADDRESS = re.compile(r"(?:([^<>@,]*)<([^\s<>@,]+)@([^\s<>@,]+)>|\s*([^\s<>@,]+)@([^\s<>@,]+))\s*")
 TRICKY = re.compile(r'["()\\:;\[]')
 
 
@@ -158,7 +160,8 @@ def simple_addresses(value: str) -> list[Address] | None:
         if m is None:
             return None
         if m.group(2) is not None:
-            out.append(Address(" ".join(m.group(1).split()) if m.group(1) else None, None, m.group(2), m.group(3)))
+            name = " ".join(m.group(1).split())
+            out.append(Address(name or None, None, m.group(2), m.group(3)))
         else:
             out.append(Address(None, None, m.group(4), m.group(5)))
     return out

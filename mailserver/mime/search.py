@@ -27,9 +27,13 @@ MAX_BODY_CHARS = 256 * 1024
 #: raw bytes of one part decoded for search (base64 of MAX_BODY_CHARS Chinese characters fits)
 MAX_PART_BYTES = 1536 * 1024
 
-HTML_DROP = re.compile(r"<(script|style|head)\b.*?</\1\s*>|<!--.*?-->", re.S | re.I)
-HTML_BLOCK = re.compile(r"</?(?:p|br|div|tr|td|th|li|ul|ol|table|h[1-6]|blockquote|pre|hr)\b[^>]*>", re.I)
-HTML_TAG = re.compile(r"<[^>]*>")
+#: HTML reduction in linear time whatever the markup: no pattern may rescan the text after an
+#: unclosed "<" (a hostile "<<<<..." or "<script>" repeated must not cost quadratic time)
+HTML_HIDDEN = re.compile(r"<(script|style|head)\b|<!--", re.I)
+HTML_HIDDEN_END = {"script": re.compile(r"</script\s*>", re.I), "style": re.compile(r"</style\s*>", re.I),
+                   "head": re.compile(r"</head\s*>", re.I), "": re.compile(r"-->")}
+HTML_BLOCK = re.compile(r"</?(?:p|br|div|tr|td|th|li|ul|ol|table|h[1-6]|blockquote|pre|hr)\b[^<>]*>", re.I)
+HTML_TAG = re.compile(r"<[^<>]*>")
 
 
 def normalize(text: str) -> str:
@@ -42,9 +46,26 @@ def normalize(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
+def _without_hidden(markup: str) -> str:
+    """Markup without scripts, styles, the head and comments (an unclosed one hides the rest)."""
+    out = []
+    pos = 0
+    while True:
+        m = HTML_HIDDEN.search(markup, pos)
+        if m is None:
+            out.append(markup[pos:])
+            break
+        out.append(markup[pos:m.start()])
+        end = HTML_HIDDEN_END[(m.group(1) or "").lower()].search(markup, m.end())
+        if end is None:
+            break
+        out.append(" ")
+        pos = end.end()
+    return "".join(out)
+
+
 def html_text(markup: str) -> str:
-    markup = HTML_DROP.sub(" ", markup)
-    markup = HTML_BLOCK.sub(" ", markup)
+    markup = HTML_BLOCK.sub(" ", _without_hidden(markup))
     markup = HTML_TAG.sub("", markup)  # inline tags inside a word (<b>中</b>文) must not split it
     return html.unescape(markup)
 

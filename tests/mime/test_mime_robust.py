@@ -115,3 +115,23 @@ def test_address_fast_path_equals_general_parser(pieces):
     simple = simple_addresses(value)
     if simple is not None:
         assert simple == parse_addresses_general(value)
+
+
+HOSTILE = {
+    "unclosed tags": b"<" * 300_000,
+    "unclosed scripts": b"<script>" * 50_000,
+    "unclosed comments": b"<!--" * 50_000,
+    "unclosed block tags": b"<p" * 150_000,
+}
+
+
+def test_hostile_html_and_headers_stay_linear():
+    """Shapes that make a careless regex backtrack quadratically (hours at these sizes); each
+    must come back, with the text that is really there (pytest-timeout guards the suite)."""
+    for name, markup in HOSTILE.items():
+        raw = b"Content-Type: text/html\r\n\r\nfind-me " + markup
+        assert search_matches(analyze(raw).search_text, "body", "find-me"), name
+    spaced = b"To: a" + b" " * 300_000 + b"b@c\r\nSubject: s\r\n\r\n"
+    assert search_matches(analyze(spaced).search_text, "to", "b@c")
+    many = b"To: " + b"a@b, " * 50_000 + b"\r\n\r\n"
+    assert analyze(many).envelope.count('"a" "b"') == 50_000
