@@ -17,6 +17,9 @@ LF, CR = 0x0A, 0x0D
 FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 #: one whole field: its name, then lines up to the last continuation line
 WHOLE_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:([^\n]*\n(?:[ \t][^\n]*\n)*)")
+#: fields kept per header: a hostile 50 MB header of tiny fields must not become millions of
+#: objects (the header still ends where it ends; fields past this are not listed)
+MAX_FIELDS = 10_000
 #: lower-cased field names seen (a few dozen in practice), to skip decoding them each time
 _names: dict[bytes, str] = {}
 
@@ -58,12 +61,13 @@ def scan_header(raw: bytes, start: int, end: int) -> tuple[list[Field], int]:
         m = match_field(raw, pos, end)
         if m is None:
             break
-        name = names.get(m.group(1))
-        if name is None:
-            name = m.group(1).decode("ascii").lower()
-            if len(names) < 1000:
-                names[m.group(1)] = name
-        fields.append(Field(name, pos, m.end(), m.start(2)))
+        if len(fields) < MAX_FIELDS:
+            name = names.get(m.group(1))
+            if name is None:
+                name = m.group(1).decode("ascii").lower()
+                if len(names) < 1000:
+                    names[m.group(1)] = name
+            fields.append(Field(name, pos, m.end(), m.start(2)))
         pos = m.end()
     if pos < end and (raw[pos] == LF or raw.startswith(b"\r\n", pos)):
         return _unfold(raw, fields), pos + (1 if raw[pos] == LF else 2)
@@ -84,7 +88,7 @@ def scan_header_lines(raw: bytes, start: int, end: int) -> tuple[list[Field], in
         if first == LF or (first == CR and (line_end - pos == 2 or pos + 1 == end)):
             return _unfold(raw, fields), line_end  # the empty line that ends the header
         if first in (0x20, 0x09):
-            if fields:
+            if fields and fields[-1].end == pos:  # (not after fields past MAX_FIELDS)
                 fields[-1].end = line_end
             pos = line_end
             continue
@@ -94,7 +98,8 @@ def scan_header_lines(raw: bytes, start: int, end: int) -> tuple[list[Field], in
                 pos = line_end
                 continue
             return _unfold(raw, fields), pos  # a body line without the blank line before it
-        fields.append(Field(m.group(1).decode("ascii").lower(), pos, line_end, m.end()))
+        if len(fields) < MAX_FIELDS:
+            fields.append(Field(m.group(1).decode("ascii").lower(), pos, line_end, m.end()))
         pos = line_end
     return _unfold(raw, fields), end
 

@@ -9,7 +9,7 @@ from mime_wire import check_body, parse
 
 from mailserver.mime import analyze, fetch_section, header_contains, search_matches
 from mailserver.mime.envelope import simple_addresses, parse_addresses_general
-from mailserver.mime.headers import scan_header, scan_header_lines
+from mailserver.mime.headers import MAX_FIELDS, scan_header, scan_header_lines
 
 SAMPLES = [NESTED, FORWARDED, GROUP, MISSING, BARE_LF, DIGEST, EIGHTBIT, GB18030]
 SECTION_TEXTS = [None, "HEADER", "TEXT", "MIME", "HEADER.FIELDS", "HEADER.FIELDS.NOT"]
@@ -135,3 +135,12 @@ def test_hostile_html_and_headers_stay_linear():
     assert search_matches(analyze(spaced).search_text, "to", "b@c")
     many = b"To: " + b"a@b, " * 50_000 + b"\r\n\r\n"
     assert analyze(many).envelope.count('"a" "b"') == 50_000
+
+
+def test_a_huge_header_keeps_a_bounded_number_of_fields():
+    raw = b"Subject: first\r\n" + b"a:b\r\n c\r\n" * 200_000 + b"\r\nthe body\r\n"
+    fields, body_start = scan_header(raw, 0, len(raw))
+    assert len(fields) == MAX_FIELDS and fields[0].value == b"first"
+    assert raw[body_start:] == b"the body\r\n"
+    assert scan_header_lines(raw, 0, len(raw))[1] == body_start
+    assert fetch_section(raw, (), "TEXT") == b"the body\r\n"
