@@ -6,10 +6,13 @@ import email
 import email.policy
 import http.client
 import re
+import time
 import urllib.parse
 
 from sqlalchemy import select
 
+from mailserver.registry.stats import city_figures
+from mailserver.services import surveys
 from mailserver.services.bulletins import publish
 from mailserver.services.topics import add_topic, list_topics, one_click_path
 from mailserver.store.addressing import resolve_local, split_detail
@@ -79,6 +82,11 @@ def test_subscribe_by_mail_confirmation_over_imap_bulletin_once_and_one_click(se
     finally:
         c.logout()
     assert "已订阅" in confirmation["Subject"] and confirmation["In-Reply-To"] == "<sub-alice@test>"
+    # that IMAP login makes alice an active user in the city's figures
+    deadline = time.monotonic() + 30
+    while city_figures(reg).active_users < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert city_figures(reg).active_users == 1
     assert "policy+unsubscribe@" in confirmation.get_body(("plain",)).get_content()
 
     # publish twice: each subscriber has it once
@@ -123,6 +131,11 @@ def test_subscribe_by_mail_confirmation_over_imap_bulletin_once_and_one_click(se
     assert subscribers(server, "policy") == {alice}
     assert request("GET", "/nothing/here") == 404
     assert [t.subscribers for t in list_topics(reg)] == [1]
+    # a survey sent to the topic reaches its subscribers only
+    surveys.add_survey(reg, {"id": "t1", "title": "t", "kind": "survey", "anonymous": True, "address": "survey-t1",
+                             "questions": [surveys.Question("q", [("A", "a"), ("B", "b")])]})
+    assert surveys.send_ballots(reg, "t1", to="policy") == 1
+    assert any(b"survey-t1@" in r for r in server.inbox(alice)) and not any(b"survey-t1@" in r for r in server.inbox(bob))
 
     # unsubscribe by mail, with a confirmation
     server.send(alice, alice, topic.address, mail(alice, topic.address, "Unsubscribe", ""))
