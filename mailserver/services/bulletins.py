@@ -10,7 +10,7 @@ import hashlib
 import html as html_mod
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ..errors import ValidationError
 from ..store.mailstore import NewMessage, insert_messages
@@ -61,17 +61,24 @@ def publish(reg, topic_id: str, source: str) -> Published:
             s.flush()
         bulletin_id = bulletin.id
     template = _compose(reg, topic.id, topic.name, address, subject, body, bulletin_id, digest)
-    have = select(BulletinDelivery.account_id).where(BulletinDelivery.bulletin_id == bulletin_id)
     with reg.store.reader() as s:
-        already = len(s.scalars(have).all())
-    delivered = 0
+        already = s.scalar(select(func.count()).select_from(BulletinDelivery)
+                           .where(BulletinDelivery.bulletin_id == bulletin_id)) or 0
+    delivered = last = 0
     while True:
         with reg.store.session() as s:
-            pending = s.execute(select(Account.id, Account.address).join(Subscription, Subscription.account_id == Account.id)
-                                .where(Subscription.topic_id == topic_id, Account.state != "disabled",
-                                       Account.id.not_in(have)).order_by(Account.id).limit(BATCH)).all()
+            # a cursor over subscribers (the subscription key's order), skipping those who have
+            # it by the delivery key: each batch costs the same however many came before
+            pending = s.execute(
+                select(Account.id, Account.address).join(Subscription, Subscription.account_id == Account.id)
+                .outerjoin(BulletinDelivery, (BulletinDelivery.bulletin_id == bulletin_id)
+                           & (BulletinDelivery.account_id == Account.id))
+                .where(Subscription.topic_id == topic_id, Subscription.account_id > last, Account.state != "disabled",
+                       BulletinDelivery.account_id.is_(None))
+                .order_by(Subscription.account_id).limit(BATCH)).all()
             if not pending:
                 break
+            last = pending[-1][0]
             s.execute(BulletinDelivery.__table__.insert(),
                       [{"bulletin_id": bulletin_id, "account_id": aid} for aid, _ in pending])
             messages = [NewMessage(account_id=aid, raw=_personal(template, reg, topic_id, aid, addr))
