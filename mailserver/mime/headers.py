@@ -10,7 +10,9 @@ import binascii
 import codecs
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from collections.abc import Callable
+from functools import lru_cache, wraps
+from typing import TypeVar
 
 LF, CR = 0x0A, 0x0D
 #: a field name (printable ASCII but ':'), optional blanks, then ':' (RFC 5322 2.2, obs-FWS allowed)
@@ -22,6 +24,24 @@ WHOLE_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:([^\n]*\n(?:[ \t][^\n]
 MAX_FIELDS = 10_000
 #: lower-cased field names seen (a few dozen in practice), to skip decoding them each time
 _names: dict[bytes, str] = {}
+
+
+R = TypeVar("R")
+
+
+def cached_if_short(maxsize: int, limit: int = 512) -> Callable[[Callable[[str | None], R]], Callable[[str | None], R]]:
+    """lru_cache for the short values that recur in every message (types, charsets, a drop's
+    subject); a long value is computed each time, so no sender can fill the cache with megabytes."""
+    def wrap(fn: Callable[[str | None], R]) -> Callable[[str | None], R]:
+        cached = lru_cache(maxsize=maxsize)(fn)
+
+        @wraps(fn)
+        def call(value: str | None) -> R:
+            if value is not None and len(value) > limit:
+                return fn(value)
+            return cached(value)
+        return call
+    return wrap
 
 
 @dataclass(slots=True)
@@ -131,7 +151,7 @@ CHARSET_ALIASES = {
 GUESSED_LABELS = frozenset(("us-ascii", "ascii", "unknown-8bit", "x-unknown", "us_ascii", "ansi_x3.4-1968"))
 
 
-@lru_cache(maxsize=256)
+@cached_if_short(maxsize=256, limit=64)
 def codec_name(charset: str | None) -> str | None:
     """The Python codec for a MIME charset label, or None if unknown (then the text is guessed)."""
     if not charset:
@@ -198,17 +218,10 @@ def decode_words(value: str) -> str:
     """
     if "=?" not in value:
         return value
-    if len(value) <= 512:
-        return _decode_words_cached(value)
     return _decode_words(value)
 
 
-@lru_cache(maxsize=4096)
-def _decode_words_cached(value: str) -> str:
-    """A drop's notices share their subject and sender: those are decoded once."""
-    return _decode_words(value)
-
-
+@cached_if_short(maxsize=4096)  # a drop's notices share their subject and sender: decoded once
 def _decode_words(value: str) -> str:
     out: list[str] = []
     pending = bytearray()
@@ -335,7 +348,7 @@ def decode_param(name: str, value: str) -> tuple[str, str]:
     return name[:-1], decode_charset(data.encode("latin-1", "replace"), charset or None)
 
 
-@lru_cache(maxsize=2048)  # the same few Content-Type values recur in every message
+@cached_if_short(maxsize=2048)  # the same few Content-Type values recur in every message
 def parse_content_type(value: str | None) -> tuple[str, str, Params] | None:
     """(type, subtype, params) lower-cased, or None if absent or not a type/subtype."""
     if value is None:
@@ -349,7 +362,7 @@ def parse_content_type(value: str | None) -> tuple[str, str, Params] | None:
     return maintype, subtype, tuple(parse_params(sep + rest)) if sep else ()
 
 
-@lru_cache(maxsize=1024)
+@cached_if_short(maxsize=1024)
 def parse_disposition(value: str | None) -> tuple[str, Params] | None:
     if value is None:
         return None

@@ -7,7 +7,8 @@ may not carry 8-bit characters.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
+
+from .headers import cached_if_short
 
 NIL = "NIL"
 #: longer values go as literals: some clients cap the length of a quoted string they accept
@@ -30,7 +31,7 @@ def string(value: str) -> str:
     return f"{{{size}}}\r\n{value}"
 
 
-@lru_cache(maxsize=1024)
+@cached_if_short(maxsize=1024, limit=64)
 def token(value: str) -> str:
     """string() of the few values every message repeats: types, parameter names, charsets."""
     return string(value)
