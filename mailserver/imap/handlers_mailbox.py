@@ -146,15 +146,19 @@ async def do_append(s: ImapSession, cmd: Append):
     if len(cmd.message) > s.config.imap.max_literal_size:
         return "NO", R.NO_TOOBIG
     bits, keywords = split_flags(cmd.flags)
+    sel = s.selected
+    into_selected = sel is not None and sel.name == cmd.mailbox
     try:
-        uidvalidity, uid = await s.ctx.run(mb.append_message, s.store, s.account_id, cmd.mailbox, cmd.message, bits,
-                                           " ".join(sorted(set(keywords))) or None, cmd.date,
-                                           s.config.accounts.quota_bytes)
+        done = await s.ctx.run(mb.append_message, s.store, s.account_id, cmd.mailbox, cmd.message, bits,
+                               " ".join(sorted(set(keywords))) or None, cmd.date, s.config.accounts.quota_bytes,
+                               claim_recent=into_selected and not sel.readonly)
     except NotFound:
         return "NO", R.NO_TRYCREATE
-    if s.selected is not None and s.selected.name == cmd.mailbox:
+    if into_selected:
+        if done.recent:
+            sel.note_recent(done.uid - 1, done.uid)
         s.pending = True
-    return "OK", f"[APPENDUID {uidvalidity} {uid}] {R.OK_DONE}"
+    return "OK", f"[APPENDUID {done.uidvalidity} {done.uid}] {R.OK_DONE}"
 
 
 async def _quota_lines(s: ImapSession) -> None:

@@ -15,7 +15,7 @@ from array import array
 from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -488,9 +488,18 @@ def copy_messages(store: Store, account_id: int, folder_id: int, uids: UidRanges
     return Copied(target.uidvalidity, [r.uid for r in rows], dest_uids, target.id)
 
 
+class Appended(NamedTuple):
+    uidvalidity: int
+    uid: int
+    #: the appending session holds the new message as \\Recent (it asked to, and every
+    #: earlier message had been claimed already)
+    recent: bool
+
+
 def append_message(store: Store, account_id: int, folder: str, raw: bytes, flags: int, keywords: str | None,
-                   internaldate: dt.datetime | None, quota_default: int) -> tuple[int, int]:
-    """RFC 3501 6.3.11 with RFC 4315 APPENDUID: (uidvalidity, uid), after the commit."""
+                   internaldate: dt.datetime | None, quota_default: int, claim_recent: bool = False) -> Appended:
+    """RFC 3501 6.3.11 with RFC 4315 APPENDUID, after the commit. ``claim_recent``: the caller
+    has this folder selected; claiming in the same transaction saves a second write."""
     with writing(store) as s:
         target = _folder_row(s, account_id, folder)
         if internaldate is not None:  # stored in UTC: SQLite keeps no offset
@@ -499,8 +508,12 @@ def append_message(store: Store, account_id: int, folder: str, raw: bytes, flags
                              internaldate=internaldate)
         check_quota(s, [message], quota_default)
         insert_messages(s, [message])
+        recent = False
+        if claim_recent:
+            recent = s.execute(update(F).where(F.c.id == target.id, F.c.recent_uid == message.uid - 1)
+                               .values(recent_uid=message.uid)).rowcount == 1
     hub.changed([target.id])
-    return target.uidvalidity, message.uid
+    return Appended(target.uidvalidity, message.uid, recent)
 
 
 def quota_usage(store: Store, account_id: int, quota_default: int) -> tuple[int, int]:
@@ -514,4 +527,4 @@ def quota_usage(store: Store, account_id: int, quota_default: int) -> tuple[int,
 __all__ = ["FolderInfo", "FolderStatus", "Snapshot", "Changes", "Copied", "CannotDelete", "QuotaExceeded", "SEP",
            "list_folders", "folder_status", "create_folder", "delete_folder", "rename_folder", "set_subscribed",
            "find_folder", "select_folder", "claim_recent", "changes_since", "fetch_rows", "store_flags", "expunge",
-           "copy_messages", "append_message", "quota_usage"]
+           "copy_messages", "append_message", "Appended", "quota_usage"]

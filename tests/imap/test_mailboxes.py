@@ -43,8 +43,8 @@ def test_folders_create_rename_delete(store, account):
 
 def test_append_flags_copy_move_expunge_and_changes(store, account):
     inbox = mb.find_folder(store, account, "INBOX")
-    uidvalidity, uid = mb.append_message(store, account, "INBOX", b"Subject: a\r\n\r\nx\r\n", 0, None, None, 10**9)
-    assert (uidvalidity, uid) == (inbox.uidvalidity, 1)
+    done = mb.append_message(store, account, "INBOX", b"Subject: a\r\n\r\nx\r\n", 0, None, None, 10**9)
+    assert (done.uidvalidity, done.uid, done.recent) == (inbox.uidvalidity, 1, False)
     deliver(store, b"Subject: b\r\n\r\ny\r\n", [account])
     snap = mb.select_folder(store, account, "INBOX", readonly=False)
     assert list(snap.uids) == [1, 2] and snap.recent == 2 and snap.first_unseen_uid == 1

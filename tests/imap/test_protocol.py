@@ -471,3 +471,16 @@ def test_idle_client_is_logged_out_after_the_timeout(tmp_path):
         raw.close()
     finally:
         running._stop()
+
+
+def test_append_to_the_selected_folder_is_recent_to_this_session_only(server, client):
+    client.select("INBOX")
+    client.untagged_responses.clear()
+    client.append("INBOX", None, None, notice())
+    client.noop()
+    assert untagged(client, "EXISTS")[-1] == b"1" and untagged(client, "RECENT")[-1] == b"1"
+    assert b"\\Recent" in client.fetch("1", "(FLAGS)")[1][0]
+    other = server.client()
+    other.select("INBOX")
+    assert untagged(other, "RECENT") == [b"0"]
+    other.logout()
