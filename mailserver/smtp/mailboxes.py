@@ -5,10 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
 from ..store import Store
-from ..store.models import Account
+from ..store.addressing import resolve_local
 
 #: seconds a lookup is trusted; a newly disabled account may receive mail this long
 CACHE_SECONDS = 10.0
@@ -28,10 +26,11 @@ class Mailbox:
 
 
 def find_mailbox(store: Store, address: str) -> Mailbox | None:
-    """Blocking: the account for a local address, or None."""
+    """Blocking: the account for a local address (``local+detail@`` reaches ``local@``,
+    RFC 5233), or None."""
     with store.reader() as s:
-        row = s.execute(select(Account.id, Account.state).where(Account.address == address)).first()
-    return Mailbox(row[0], row[1]) if row else None
+        account = resolve_local(s, address)
+        return Mailbox(account.id, account.state) if account is not None else None
 
 
 class MailboxCache:

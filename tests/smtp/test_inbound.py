@@ -50,6 +50,18 @@ def test_many_recipients_share_one_transaction(server):
         assert [m.endswith(raw) for m in server.inbox(address)] == [True]  # once, even if named twice
 
 
+def test_sub_address_reaches_the_base_mailbox(server):
+    alice = server.people.alice
+    local, _, domain = alice.partition("@")
+    raw = message("someone@example.org", f"{local}+news@{domain}", "sub-addressed")
+    with connect(server) as c:
+        refused = c.sendmail("someone@example.org", [f"{local}+news@{domain}", alice], raw)
+        c.mail("someone@example.org")
+        assert c.rcpt(f"nobody+news@{DOMAIN}")[0] == 550
+    assert refused == {}
+    assert [m.endswith(raw) for m in server.inbox(alice)] == [True]  # both names: one account, stored once
+
+
 def test_unknown_user_and_relay_are_refused(server):
     with connect(server) as c:
         c.mail("someone@example.org")
