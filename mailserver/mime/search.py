@@ -93,11 +93,14 @@ def _part_text(raw: bytes, part: Part) -> str:
 
 
 def _alternative(part: Part) -> list[Part]:
-    """Of multipart/alternative, the one part to index: text/plain says what the HTML says."""
-    for child in part.children or ():
-        if child.maintype == "text" and child.subtype == "plain":
-            return [child]
-    return part.children or []
+    """Of multipart/alternative, the parts to index: the text/plain one says what the HTML says,
+    unless it is a stub ("view this mail in an HTML client") a tenth the size of the HTML."""
+    children = part.children or []
+    plain = next((c for c in children if c.maintype == "text" and c.subtype == "plain"), None)
+    if plain is None:
+        return children
+    largest = max(c.end - c.body_start for c in children)
+    return [plain] if (plain.end - plain.body_start) * 10 >= largest else children
 
 
 def _body_texts(raw: bytes, part: Part, out: list[str], budget: list[int]) -> None:

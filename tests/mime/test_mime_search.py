@@ -105,3 +105,13 @@ def test_header_contains():
 def test_unknown_key_and_missing_text():
     assert not search_matches(analyze(NESTED).search_text, "flagged", "x")
     assert not search_matches(None, "body", "x")
+
+
+def test_a_stub_plain_alternative_does_not_hide_the_html():
+    html = "<p>" + "市民邮箱的正文只在超文本里。" * 40 + "</p>"
+    raw = ("Content-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\n"
+           "Content-Type: text/plain; charset=utf-8\r\n\r\n请用支持HTML的客户端阅读。\r\n--b\r\n"
+           f"Content-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n--b--\r\n").encode()
+    text = analyze(raw).search_text
+    assert search_matches(text, "body", "只在超文本里")
+    assert search_matches(text, "body", "支持html的客户端")
