@@ -7,6 +7,7 @@ a message/rfc822 part); MIME addresses a body part's own header.
 """
 from __future__ import annotations
 
+from .headers import Field, scan_header
 from .structure import Part, parse_message
 
 HEADER, HEADER_FIELDS, HEADER_FIELDS_NOT, TEXT, MIME = "HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"
@@ -30,13 +31,14 @@ def find_part(root: Part, path: tuple[int, ...]) -> Part | None:
     return node
 
 
-def _header_fields(raw: bytes, message: Part, names: tuple[str, ...], keep: bool) -> bytes:
+def _header_fields(raw: bytes, fields: list[Field], start: int, body_start: int,
+                   names: tuple[str, ...], keep: bool) -> bytes:
     wanted = {n.lower() for n in names}
     # line breaks as the message has them: CRLF, unless it was stored with bare LF
-    newline = b"\n" if raw.endswith(b"\n", message.start, message.body_start) \
-        and not raw.endswith(b"\r\n", message.start, message.body_start) else CRLF
+    newline = b"\n" if raw.endswith(b"\n", start, body_start) and not raw.endswith(b"\r\n", start, body_start) \
+        else CRLF
     out = []
-    for f in message.fields:
+    for f in fields:
         if (f.name in wanted) == keep:
             line = raw[f.start:f.end]
             out.append(line if line.endswith(b"\n") else line + newline)
@@ -44,33 +46,36 @@ def _header_fields(raw: bytes, message: Part, names: tuple[str, ...], keep: bool
     return b"".join(out)
 
 
+def _message_section(raw: bytes, fields: list[Field], start: int, body_start: int, end: int,
+                     spec: str, names: tuple[str, ...]) -> bytes:
+    """HEADER, TEXT or HEADER.FIELDS[.NOT] of the message spanning raw[start:end]."""
+    if spec == HEADER:
+        return raw[start:body_start]
+    if spec == TEXT:
+        return raw[body_start:end]
+    if spec in (HEADER_FIELDS, HEADER_FIELDS_NOT):
+        return _header_fields(raw, fields, start, body_start, names, spec == HEADER_FIELDS)
+    return b""
+
+
 def fetch_section(raw: bytes, part: tuple[int, ...], text: str | None, fields: tuple[str, ...] = ()) -> bytes:
     """The octets of BODY[<part>.<text>] (before any <partial> slicing); b"" if there are none."""
     spec = text.upper() if text else None
-    root = parse_message(raw)
-    if part:
-        node = find_part(root, tuple(part))
-        if node is None:
-            return b""
-        if spec is None:
-            return raw[node.body_start:node.end]
-        if spec == MIME:
-            return raw[node.start:node.body_start]
-        message = node.message
-        if message is None:
-            return b""  # HEADER / TEXT only exist for message/rfc822 parts
-    else:
+    if not part:
         if spec is None:
             return raw
-        if spec == MIME:
-            return b""
-        message = root
-    if spec == HEADER:
-        return raw[message.start:message.body_start]
-    if spec == TEXT:
-        return raw[message.body_start:message.end]
-    if spec == HEADER_FIELDS:
-        return _header_fields(raw, message, fields, True)
-    if spec == HEADER_FIELDS_NOT:
-        return _header_fields(raw, message, fields, False)
-    return b""
+        # the top message's header and text need no MIME tree: a client's first sync fetches
+        # HEADER.FIELDS of every message
+        top_fields, body_start = scan_header(raw, 0, len(raw))
+        return _message_section(raw, top_fields, 0, body_start, len(raw), spec, fields)
+    node = find_part(parse_message(raw), tuple(part))
+    if node is None:
+        return b""
+    if spec is None:
+        return raw[node.body_start:node.end]
+    if spec == MIME:
+        return raw[node.start:node.body_start]
+    message = node.message
+    if message is None:
+        return b""  # HEADER / TEXT only exist for message/rfc822 parts
+    return _message_section(raw, message.fields, message.start, message.body_start, message.end, spec, fields)
