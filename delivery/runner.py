@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from multiprocessing import get_context
@@ -40,8 +40,8 @@ from .validate import column_mapping
 
 #: files smaller than this run in-process: starting worker processes costs more than it saves
 POOL_THRESHOLD_BYTES = 256 * 1024
-#: rows per chunk (and per delivery transaction) when worker processes are used
-POOL_CHUNK_ROWS = 1000
+#: rows per chunk sent to a worker process (a delivery transaction takes delivery.batch_size rows)
+POOL_CHUNK_ROWS = 500
 
 
 @dataclass
@@ -125,22 +125,33 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
 
     pending = ((line, cells) for line, cells in all_rows() if line > skip_through)
     batch = max(100, config.delivery.batch_size)
-    if _workers(config, path) > 1:
-        # Each chunk in flight is held twice (the rows, then the finished notices): keep them small.
-        batch = min(batch, POOL_CHUNK_ROWS)
+    chunk = min(batch, POOL_CHUNK_ROWS) if _workers(config, path) > 1 else batch
+
+    def write(rows: list[RowState], originals: dict[int, dict[str, str]]) -> None:
+        """The one writer: one transaction per batch, then the report lines."""
+        if dry_run:
+            with store.reader() as s:
+                mark_duplicates(s, rows)
+            for r in rows:
+                if r.ready:
+                    r.status, r.stage = "delivered", "deliver"
+        else:
+            deliver_batch(store, reg.keyring, drop_id, agency_id, notice_type, rows, originals)
+        summary.add(rows)
+        writer.write(rows, originals)
+        progress(len(rows))
+
     try:
-        for rows, originals in _process(spec, reg, path, _chunks(pending, batch)):
-            if dry_run:
-                with store.reader() as s:
-                    mark_duplicates(s, rows)
-                for r in rows:
-                    if r.ready:
-                        r.status, r.stage = "delivered", "deliver"
-            else:
-                deliver_batch(store, reg.keyring, drop_id, agency_id, notice_type, rows, originals)
-            summary.add(rows)
-            writer.write(rows, originals)
-            progress(len(rows))
+        # The writer runs in its own thread, one batch behind: while a commit waits for the disk,
+        # the workers go on rendering the next batch.
+        with ThreadPoolExecutor(1, thread_name_prefix="drop-writer") as writing:
+            in_write = None
+            for rows, originals in _batches(_process(spec, reg, path, _chunks(pending, chunk)), batch):
+                if in_write is not None:
+                    in_write.result()
+                in_write = writing.submit(write, rows, originals)
+            if in_write is not None:
+                in_write.result()
     except BaseException as exc:
         writer.close()
         if drop_id is not None:
@@ -151,6 +162,20 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
     if drop_id is not None:
         _finish_drop(reg, drop_id, "done", None)
     return DropResult(drop_id, summary, report_path, paper_path if writer.paper_rows or resumed else None, resumed)
+
+
+def _batches(chunks: Iterator[tuple[list, dict]], size: int) -> Iterator[tuple[list, dict]]:
+    """Finished chunks joined into write batches of about ``size`` rows (one transaction each)."""
+    rows: list = []
+    originals: dict = {}
+    for chunk_rows, chunk_originals in chunks:
+        rows.extend(chunk_rows)
+        originals.update(chunk_originals)
+        if len(rows) >= size:
+            yield rows, originals
+            rows, originals = [], {}
+    if rows:
+        yield rows, originals
 
 
 def _process(spec: RunSpec, reg: Registry, path: Path, chunks: Iterator[list]):
