@@ -27,13 +27,15 @@ def test_swaks_authenticated_utf8_multipart_with_attachment(server, tmp_path):
     data = tmp_path / "message.eml"
     data.write_bytes(sent[:-2])  # swaks ends the data with its own CRLF before the dot
 
-    # No TLS here: Debian's swaks needs Net::SSLeay for it; development mode allows AUTH on loopback.
+    # STARTTLS first, as a real client on port 587 (swaks uses Net::SSLeay, installed by .ci/run).
     result = subprocess.run(
         ["swaks", "--server", "127.0.0.1", "--port", str(server.port("submission")), "--helo", "laptop.example",
-         "--auth", "PLAIN", "--auth-user", p.alice, "--auth-password", PASSWORD,
+         "--tls", "--auth", "PLAIN", "--auth-user", p.alice, "--auth-password", PASSWORD,
          "--from", p.alice, "--to", p.bob, "--data", f"@{data}"],
         capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "=== TLS started with cipher" in result.stdout
+    assert " ~> AUTH PLAIN" in result.stdout  # the credentials went over TLS (swaks marks it ~>)
     assert "235 2.7.0" in result.stdout and "250 2.0.0 Stored as" in result.stdout
 
     [stored] = server.inbox(p.bob)
