@@ -8,7 +8,7 @@ from mime_samples import BARE_LF, DIGEST, EIGHTBIT, FORWARDED, GB18030, GROUP, M
 from mime_wire import check_body, parse
 
 from mailserver.mime import analyze, fetch_section, header_contains, search_matches
-from mailserver.mime.envelope import simple_addresses, parse_addresses_general
+from mailserver.mime.envelope import parse_addresses_general, simple_addresses
 from mailserver.mime.headers import MAX_FIELDS, scan_header, scan_header_lines
 
 SAMPLES = [NESTED, FORWARDED, GROUP, MISSING, BARE_LF, DIGEST, EIGHTBIT, GB18030]
@@ -31,8 +31,9 @@ def check(raw: bytes, paths) -> None:
     assert len(parse(analyzed.envelope)) == 10
     check_body(parse(analyzed.body), extended=False)
     check_body(parse(analyzed.bodystructure), extended=True)
-    assert "\x00" not in analyzed.search_text
-    analyzed.search_text.encode("utf-8")  # storable: no lone surrogates
+    for stored in (analyzed.envelope, analyzed.body, analyzed.bodystructure, analyzed.search_text):
+        assert "\x00" not in stored  # storable in PostgreSQL text
+        stored.encode("utf-8")  # and no lone surrogates
     for key in ("subject", "from", "body", "text"):
         search_matches(analyzed.search_text, key, "a")
     header_contains(raw, "subject", "x")
