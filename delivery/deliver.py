@@ -7,7 +7,7 @@ writer that commits the same key first makes our insert fail, and the batch is r
 """
 from __future__ import annotations
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailserver.identity.keys import IdKeyring
@@ -16,10 +16,10 @@ from mailserver.store.mailstore import NewMessage, insert_messages
 from mailserver.store.models import Drop, DropRow, Notice, utcnow
 from mailserver.store.notify import hub
 
+from .reasons import DUPLICATE as DUPLICATE_REASON
 from .rowkeys import seal_row
 from .rowstate import DELIVERED, DUPLICATE, KEEP_DATA, RowState
 
-from .reasons import DUPLICATE as DUPLICATE_REASON
 KEY_CHUNK = 900
 
 

@@ -19,7 +19,8 @@ from . import compose as compose_mod
 from . import validate as validate_mod
 from .catalog import NoticeDefinition, load_catalog
 from .consent import consent
-from .deliver import DUPLICATE_REASON, known_keys
+from .deliver import known_keys
+from .reasons import DUPLICATE as DUPLICATE_REASON
 from .match import match
 from .render import AgencyInfo, RenderError, Renderer
 from .rowkeys import idempotency_key
