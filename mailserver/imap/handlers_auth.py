@@ -45,8 +45,8 @@ async def do_starttls(s: ImapSession, cmd: Command):
         return "BAD", R.BAD_NOT_TLS
     # The tagged OK goes out in clear, then the handshake; nothing buffered before it survives
     # (RFC 3501 6.2.1: the client must discard what it learned before TLS).
-    s.writer.write(f"{cmd.tag} OK {R.OK_TLS}\r\n".encode())
-    await s.writer.drain()
+    await s.send(f"{cmd.tag} OK {R.OK_TLS}\r\n".encode())
+    await s.flush()
     # Anything the client sent after STARTTLS in clear would be read as if it came over TLS
     # (command injection, CVE-2011-0411 in other servers): such a client is disconnected.
     if getattr(s.reader, "_buffer", b""):
@@ -140,7 +140,7 @@ async def do_idle(s: ImapSession, cmd: Command):
         while True:
             if s.selected is not None:
                 await s.report_changes(allow_expunge=True)
-                await s.writer.drain()
+                await s.flush()
             waiter = asyncio.ensure_future(s.wake.wait())
             done, _ = await asyncio.wait({reading, waiter}, return_when=asyncio.FIRST_COMPLETED)
             if reading in done:

@@ -107,7 +107,7 @@ async def do_fetch(s: ImapSession, cmd: Fetch):
     while lo is not None and lo <= hi:
         chunk, lo = await s.ctx.run(_render_batch, s.store, sel, lo, hi, ranges, atts, columns, cmd.uid)
         await s.send(chunk)
-        await s.writer.drain()
+        await s.flush()
     return "OK", R.OK_DONE
 
 

@@ -54,7 +54,7 @@ class AlreadyAnswered(Exception):
 
 class ImapSession:
     __slots__ = ("ctx", "service", "reader", "writer", "tls_active", "peer_ip", "state", "principal", "account_id",
-                 "selected", "pending", "wake", "_limit_key", "__weakref__")
+                 "selected", "pending", "wake", "_limit_key", "_out", "_out_size", "__weakref__")
 
     def __init__(self, ctx: "ServerContext", service: "ImapService", reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, tls_active: bool) -> None:
@@ -74,6 +74,8 @@ class ImapSession:
         #: set while in IDLE, so that a change wakes the session at once
         self.wake: asyncio.Event | None = None
         self._limit_key: tuple[int, str] | None = None
+        self._out: list[bytes] = []
+        self._out_size = 0
 
     # -- properties the handlers read ---------------------------------------------------------------
     @property
@@ -101,18 +103,27 @@ class ImapSession:
                               self.state in (AUTH, SELECTED), self.config.imap.max_literal_size)
 
     # -- writing ------------------------------------------------------------------------------------
+    # A command's responses are gathered and written with one send: one system call per command
+    # rather than one per line (it matters most for the many small replies of busy clients).
     async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        transport = self.writer.transport
-        if transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
-            await self.writer.drain()
+        self._out.append(data)
+        self._out_size += len(data)
+        if self._out_size > _WRITE_HIGH_WATER:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self._out:
+            self.writer.write(b"".join(self._out) if len(self._out) > 1 else self._out[0])
+            self._out.clear()
+            self._out_size = 0
+        await self.writer.drain()
 
     async def untagged(self, text: str) -> None:
         await self.send(b"* " + text.encode("utf-8") + b"\r\n")
 
     async def continuation(self, text: str = R.CONT_READY) -> None:
-        self.writer.write(b"+ " + text.encode() + b"\r\n")
-        await self.writer.drain()
+        await self.send(b"+ " + text.encode() + b"\r\n")
+        await self.flush()
 
     async def read_client_line(self) -> bytes:
         line = await read_line(self.reader, self.config.imap.max_line_length)
@@ -124,8 +135,8 @@ class ImapSession:
     async def run(self) -> None:
         try:
             await self.send(f"* OK [CAPABILITY {self.capability_text()}] {R.GREETING}\r\n".encode())
-            await self.writer.drain()
             while self.state != LOGOUT:
+                await self.flush()
                 try:
                     framed = await asyncio.wait_for(
                         read_command(self.reader, self.config.imap.max_line_length,
@@ -142,10 +153,14 @@ class ImapSession:
                     await self.send(f"{framed.tag} BAD {reason}\r\n".encode())
                     continue
                 await self.execute(framed)
-                await self.writer.drain()
         except (Closed, ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            if self._out:  # a last BYE; close() still sends what is buffered
+                try:
+                    self.writer.write(b"".join(self._out))
+                except Exception:  # the transport is gone
+                    pass
             self.close_selected()
             self.service.release(self)
             try:
