@@ -1,6 +1,11 @@
 """Hand-written messages for the mime tests (CRLF unless the name says otherwise)."""
 from __future__ import annotations
 
+import mailbox
+import subprocess
+import sys
+from pathlib import Path
+
 NESTED = (
     b"From: =?UTF-8?B?5Lqk6K2m5pSv6Zif?= <notice@traffic.gov.cn>\r\n"
     b"To: =?UTF-8?B?5byg5Lyf?= <zhang.wei@city.cn>\r\n"
@@ -95,3 +100,18 @@ GB18030 = (
     b"\r\n"
     b"ytDD8dPKz+Sy4srU1f3OxKO6uau7/b3wttTVy7Wl\r\n"
 )
+
+
+GEN_MBOX = Path("/work/shared/corpus/gen_mbox.py")
+
+
+def load_corpus(directory: Path, count: int, seed: int) -> list[bytes]:
+    """The corpus messages as stored: mbox bytes with LF turned into CRLF."""
+    out = directory / f"corpus-{count}-{seed}.mbox"
+    subprocess.run([sys.executable, str(GEN_MBOX), str(out), str(count), str(seed)], check=True,
+                   stdout=subprocess.DEVNULL, cwd=directory)
+    box = mailbox.mbox(out)
+    try:
+        return [box.get_bytes(key).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") for key in box.keys()]
+    finally:
+        box.close()

@@ -4,31 +4,15 @@ mailserver.mime, must agree with the stdlib ``email`` parser under ``policy.defa
 from __future__ import annotations
 
 import email
-import mailbox
-import subprocess
-import sys
 from email import policy
-from pathlib import Path
 
 import pytest
 from mime_oracle import check_against_oracle
+from mime_samples import GEN_MBOX, load_corpus
 
 from mailserver.mime import analyze, search_matches
 
-GEN_MBOX = Path("/work/shared/corpus/gen_mbox.py")
 CORPORA = ((250, 42), (150, 7))
-
-
-def load_corpus(directory: Path, count: int, seed: int) -> list[bytes]:
-    """The corpus messages as stored: mbox bytes with LF turned into CRLF."""
-    out = directory / f"corpus-{count}-{seed}.mbox"
-    subprocess.run([sys.executable, str(GEN_MBOX), str(out), str(count), str(seed)], check=True,
-                   stdout=subprocess.DEVNULL, cwd=directory)
-    box = mailbox.mbox(out)
-    try:
-        return [box.get_bytes(key).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") for key in box.keys()]
-    finally:
-        box.close()
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,12 @@
 """No bytes make analyze or fetch_section raise, and what analyze produces is always valid IMAP
-syntax (random bytes, MIME-shaped noise, and mutated real messages)."""
+syntax (random bytes, MIME-shaped noise, mutated hand-written and corpus messages)."""
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mime_samples import BARE_LF, DIGEST, EIGHTBIT, FORWARDED, GB18030, GROUP, MISSING, NESTED
+from mime_samples import (BARE_LF, DIGEST, EIGHTBIT, FORWARDED, GB18030, GEN_MBOX, GROUP, MISSING, NESTED,
+                          load_corpus)
 from mime_wire import check_body, parse
 
 from mailserver.mime import analyze, fetch_section, header_contains, search_matches
@@ -60,10 +62,18 @@ def test_mime_shaped_noise(pieces, paths):
     check(b"".join(pieces), paths)
 
 
+@pytest.fixture(scope="module")
+def mutation_seeds(tmp_path_factory) -> list[bytes]:
+    """The hand-written samples and, where the generator is present, 40 corpus messages."""
+    if not GEN_MBOX.exists():
+        return SAMPLES
+    return SAMPLES + load_corpus(tmp_path_factory.mktemp("corpus"), 40, 3)
+
+
 @settings(settings.get_profile("mime"), max_examples=250)
-@given(st.sampled_from(SAMPLES), st.data(), paths_strategy)
-def test_mutated_messages(raw, data, paths):
-    buf = bytearray(raw)
+@given(data=st.data(), paths=paths_strategy)
+def test_mutated_messages(mutation_seeds, data, paths):
+    buf = bytearray(data.draw(st.sampled_from(mutation_seeds)))
     for _ in range(data.draw(st.integers(1, 6))):
         at = data.draw(st.integers(0, len(buf)))
         op = data.draw(st.sampled_from(["delete", "insert", "flip", "fragment", "truncate"]))
