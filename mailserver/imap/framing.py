@@ -47,7 +47,8 @@ async def read_line(reader: asyncio.StreamReader, limit: int) -> bytes | None:
         # Discard the over-long line in bounded pieces, up to and including its LF.
         consumed = exc.consumed
         while True:
-            await reader.readexactly(consumed) if consumed else None
+            if consumed:
+                await reader.readexactly(consumed)
             try:
                 await reader.readuntil(b"\n")
                 return None

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
-from sqlalchemy import select
-
 from ..errors import NotFound
 from ..store import mailboxes as mb
-from ..store.models import Content, Message
 from ..store.models.mail import SEEN
 from . import fetch as F
 from . import responses as R
@@ -31,13 +28,6 @@ def _ranges(s: ImapSession, seqset, by_uid: bool) -> list[tuple[int, int]] | Non
         return s.selected.uid_ranges(seqset, by_uid)
     except IndexError:
         return None
-
-
-def _raw_of(store, folder_id: int, uid: int) -> bytes:
-    with store.reader() as session:
-        raw = session.scalar(select(Content.raw).join(Message, Message.content_id == Content.id)
-                             .where(Message.folder_id == folder_id, Message.uid == uid))
-    return raw or b""
 
 
 def _render_batch(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tuple[FetchAtt, ...],
@@ -76,7 +66,7 @@ def _render_batch(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tu
             if has_raw:
                 loader = (lambda r=row.raw: r)
             else:
-                loader = (lambda u=row.uid: _raw_of(store, sel.folder_id, u))
+                loader = (lambda u=row.uid: mb.message_raw(store, sel.folder_id, u))
             out.append(F.render(i + 1, row, atts, sel.is_recent(row.uid), with_uid, loader))
     nxt = rows[-1][0] + 1 if len(rows) == FETCH_BATCH else None
     return b"".join(out), nxt

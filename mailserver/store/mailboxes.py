@@ -369,6 +369,14 @@ def fetch_rows(store: Store, folder_id: int, lo_uid: int, hi_uid: int, limit: in
         return s.execute(q.order_by(M.c.uid).limit(limit)).all()
 
 
+def message_raw(store: Store, folder_id: int, uid: int) -> bytes:
+    """The raw bytes of one message (b"" if it is gone)."""
+    with store.reader() as s:
+        raw = s.scalar(select(C.c.raw).select_from(M.join(C, C.c.id == M.c.content_id))
+                       .where(M.c.folder_id == folder_id, M.c.uid == uid))
+    return raw or b""
+
+
 def _bump(session: Session, folder_id: int) -> int:
     modseq = session.scalar(select(F.c.highestmodseq).where(F.c.id == folder_id).with_for_update())
     if modseq is None:
@@ -526,5 +534,5 @@ def quota_usage(store: Store, account_id: int, quota_default: int) -> tuple[int,
 
 __all__ = ["FolderInfo", "FolderStatus", "Snapshot", "Changes", "Copied", "CannotDelete", "QuotaExceeded", "SEP",
            "list_folders", "folder_status", "create_folder", "delete_folder", "rename_folder", "set_subscribed",
-           "find_folder", "select_folder", "claim_recent", "changes_since", "fetch_rows", "store_flags", "expunge",
+           "find_folder", "select_folder", "claim_recent", "changes_since", "fetch_rows", "message_raw", "store_flags", "expunge",
            "copy_messages", "append_message", "Appended", "quota_usage"]

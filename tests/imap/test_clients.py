@@ -2,6 +2,7 @@
 Their results are checked against the server's own state."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -125,6 +126,7 @@ starttls = no
 
     # Local -> server: a new message and a flag; server -> local: a new delivery and a flag.
     first = _maildir_files(mail / "INBOX")[0]
+    flagged_uid = int(re.search(r",U=(\d+)", first.name).group(1))  # offlineimap names carry the UID
     first.rename(first.parent.parent / "cur" / (first.name.split(":2,")[0] + ":2,F"))
     (mail / "INBOX" / "new" / "1700000001.local2.host").write_bytes(LOCAL_MESSAGE)
     deliver(server.ctx.store, notice("公积金"), [account])
@@ -135,7 +137,7 @@ starttls = no
     _run(cmd, tmp_path)
     state = _server_state(server, "INBOX")
     assert len(state) == 4
-    assert state[0][1] & FLAGGED
+    assert dict(state)[flagged_uid] & FLAGGED
     local = _maildir_files(mail / "INBOX")
     assert len(local) == 4
     assert any(p.name.endswith(":2,S") for p in local)  # the server-side \Seen arrived
