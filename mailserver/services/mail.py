@@ -94,6 +94,13 @@ def parse(raw: bytes) -> EmailMessage:
     return email.message_from_bytes(raw, policy=POLICY)  # type: ignore[return-value]
 
 
+def is_automatic(msg: EmailMessage) -> bool:
+    """Sent by a program, not a person (RFC 3834 Auto-Submitted, or bulk/list precedence)."""
+    auto = str(msg.get("Auto-Submitted", "no") or "no").strip().lower()
+    precedence = str(msg.get("Precedence", "") or "").strip().lower()
+    return not auto.startswith("no") or precedence in ("bulk", "junk", "list")
+
+
 def verified_sender(msg: EmailMessage) -> tuple[str | None, str | None]:
     """("citizen", address) or ("agency", id) from the trusted header; (None, None) if absent
     or ambiguous (SMTP writes exactly one)."""

@@ -21,7 +21,7 @@ from ..store.mailstore import NewMessage, check_quota, insert_messages
 from ..store.models import Account, Content, Folder, Message, ServiceAccount, ServiceProcessed
 from ..store.notify import hub
 from .applications import handle_application_mail
-from .mail import Inbound, parse, verified_sender
+from .mail import Inbound, is_automatic, parse, verified_sender
 from .outcome import Handled
 from .surveys import handle_vote
 from .topics import handle_statement_mail, handle_topic_mail
@@ -148,6 +148,11 @@ def _handle(reg, s, message_id: int, inbox: ServiceInbox) -> tuple[str, list]:
         return "gone", []
     msg = parse(raw)
     kind, who = verified_sender(msg)
+    # RFC 3834: never answer an auto-reply (a vacation responder would loop); an agency's own
+    # systems may push application statuses automatically, and those are relayed, not answered
+    if is_automatic(msg) and not (inbox.kind == "apply" and kind == "agency"):
+        s.get(ServiceProcessed, message_id).outcome = "ignored-automatic"
+        return "ignored-automatic", []
     inbound = Inbound(message_id, inbox.account_id, inbox.address, inbox.kind, inbox.ref, raw, msg, kind, who)
     result: Handled = HANDLERS[inbox.kind](reg, s, inbound)
     new = [NewMessage(account_id=m[0], raw=_to_raw(m[1]), folder=m[2] if len(m) > 2 else "INBOX")

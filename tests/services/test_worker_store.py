@@ -88,3 +88,18 @@ def test_a_voter_over_quota_is_counted_without_a_receipt(registry, store):
     with store.reader() as s:
         assert list(s.scalars(select(ServiceProcessed.outcome))) == ["vote-over-quota"]
     assert surveys.tally(registry, "s1").ballots == 1
+
+
+def test_auto_replies_are_never_answered(registry, store):
+    [citizen] = make_citizens(registry, 1)
+    address = surveys.add_survey(registry, SURVEY)
+    raw = submitted(citizen, address, "I am on holiday until Monday.", 1).replace(
+        b"Subject: vote", b"Auto-Submitted: auto-replied\r\nSubject: Out of office")
+    deliver(store, raw, [account_id(store, address)])
+    assert process_pending(registry, service_inboxes(store)) == 1
+    with store.reader() as s:
+        assert list(s.scalars(select(ServiceProcessed.outcome))) == ["ignored-automatic"]
+        from mailserver.store.models import Folder
+
+        assert s.scalar(select(Folder.message_count).join(Account, Account.id == Folder.account_id)
+                        .where(Account.address == citizen, Folder.name == "INBOX")) == 0
