@@ -377,12 +377,14 @@ def message_raw(store: Store, folder_id: int, uid: int) -> bytes:
     return raw or b""
 
 
-def _bump(session: Session, folder_id: int) -> int:
-    modseq = session.scalar(select(F.c.highestmodseq).where(F.c.id == folder_id).with_for_update())
+def _bump(session: Session, folder_id: int, **counters) -> int:
+    """Raise the folder's HIGHESTMODSEQ (and apply counter changes) in one statement; on
+    PostgreSQL the UPDATE also locks the row for the rest of the transaction."""
+    modseq = session.execute(update(F).where(F.c.id == folder_id)
+                             .values(highestmodseq=F.c.highestmodseq + 1, **counters)
+                             .returning(F.c.highestmodseq)).scalar()
     if modseq is None:
         raise NotFound("folder is gone")
-    modseq += 1
-    session.execute(update(F).where(F.c.id == folder_id).values(highestmodseq=modseq))
     return modseq
 
 
@@ -443,9 +445,7 @@ def _remove(session: Session, folder_id: int, uids: list[int], release: bool = T
             content_ids.append(cid)
             size += sz
         session.execute(delete(M).where(M.c.folder_id == folder_id, M.c.uid.in_(chunk)))
-    modseq = _bump(session, folder_id)
-    session.execute(update(F).where(F.c.id == folder_id).values(
-        message_count=F.c.message_count - len(content_ids), total_size=F.c.total_size - size, highestmodseq=modseq))
+    _bump(session, folder_id, message_count=F.c.message_count - len(content_ids), total_size=F.c.total_size - size)
     if release:
         _release_content(session, content_ids)
     announce(session, [folder_id])
