@@ -333,22 +333,24 @@ def changes_since(store: Store, folder_id: int, modseq: int, known_max_uid: int,
                   force: bool = False) -> Changes | None:
     """What happened in a folder since a session last looked (None: the folder is gone).
     ``force``: look for expunges even if the MODSEQ did not move (ones deferred earlier)."""
+    # Runs after most commands of every session: plain SQL through the driver's cursor.
     with store.reader() as s:
-        row = s.execute(select(F.c.highestmodseq, F.c.uidnext, F.c.message_count).where(F.c.id == folder_id)).first()
-        if row is None:
+        found = _driver_rows(s, "SELECT highestmodseq, uidnext, message_count FROM folder WHERE id = ?", folder_id)
+        if not found:
             return None
-        if row.highestmodseq == modseq and not (force and row.message_count < known_count):
-            return Changes(modseq, row.uidnext, [], [], None)
-        rows = s.execute(select(M.c.uid, M.c.flags, M.c.keywords).where(M.c.folder_id == folder_id,
-                                                                         M.c.modseq > modseq)
-                         .order_by(M.c.uid)).all()
-        new = [tuple(r) for r in rows if r.uid > known_max_uid]
-        changed = [tuple(r) for r in rows if r.uid <= known_max_uid]
+        highest, uidnext, count = found[0]
+        if highest == modseq and not (force and count < known_count):
+            return Changes(modseq, uidnext, [], [], None)
+        rows = _driver_rows(s, "SELECT uid, flags, keywords FROM message WHERE folder_id = ? AND modseq > ? "
+                               "ORDER BY uid", folder_id, modseq)
+        new = [tuple(r) for r in rows if r[0] > known_max_uid]
+        changed = [tuple(r) for r in rows if r[0] <= known_max_uid]
         present = None
         # Expunges only lower the count, so a count below known + new means some went.
-        if row.message_count < known_count + len(new):
-            present = array("q", s.scalars(select(M.c.uid).where(M.c.folder_id == folder_id).order_by(M.c.uid)))
-    return Changes(row.highestmodseq, row.uidnext, new, changed, present)
+        if count < known_count + len(new):
+            present = array("q", (r[0] for r in _driver_rows(
+                s, "SELECT uid FROM message WHERE folder_id = ? ORDER BY uid", folder_id)))
+    return Changes(highest, uidnext, new, changed, present)
 
 
 def fetch_rows(store: Store, folder_id: int, lo_uid: int, hi_uid: int, limit: int, columns: Sequence[str],
