@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .maildrop import process_new_mail
+from .maildrop import ensure_drop_mailbox, process_new_mail
 from .spool import pending_files, process_file
 
 log = logging.getLogger("civicmail.delivery")
@@ -70,6 +70,11 @@ class SpoolWatcher(_Poller):
 
 class MailDropWatcher(_Poller):
     name = "maildrop"
+
+    async def start(self) -> None:
+        # The drop address must exist before SMTP is asked to accept mail for it.
+        await self.ctx.run(ensure_drop_mailbox, self.ctx.registry)
+        await super().start()
 
     async def scan(self) -> None:
         await self.ctx.run(process_new_mail, self.ctx.registry)

@@ -63,10 +63,6 @@ def prepare(config: Config) -> list[str]:
                     f" at revision {migrate.current_revision(store)}" + ("" if before else " (new)"))
         registry = Registry(config, store)
         made.append(f"notice types       {sync_catalog(registry)} loaded from {config.templates_dir}")
-        from delivery.maildrop import drop_address, ensure_drop_mailbox
-
-        if ensure_drop_mailbox(registry):
-            made.append(f"drop mailbox       {drop_address(registry)} (agencies mail their data drops here)")
     finally:
         store.dispose()
     cert, key = config.data_path(config.tls.cert), config.data_path(config.tls.key)
@@ -146,6 +142,10 @@ def command(app: App, data_dir: Path, domain: str | None, hostname: str | None, 
     click.echo(f"configuration      {path}")
     for line in prepare(config):
         click.echo(line)
+    from delivery.maildrop import drop_address, ensure_drop_mailbox
+
+    if ensure_drop_mailbox(app.registry):  # also made when `serve` starts the drop watcher
+        click.echo(f"drop mailbox       {drop_address(app.registry)} (agencies mail their data drops here)")
     click.echo("\nDNS records to publish:")
     for line in dns_records(config):
         click.echo("  " + line)

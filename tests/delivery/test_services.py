@@ -10,7 +10,7 @@ from email.message import EmailMessage
 
 from sqlalchemy import select
 
-from delivery.maildrop import drop_address, process_new_mail
+from delivery.maildrop import drop_address, ensure_drop_mailbox, process_new_mail
 from delivery.service import MailDropWatcher, SpoolWatcher
 from drophelpers import CATALOG
 from mailcheck import count_notices, inbox_messages, parse
@@ -88,9 +88,9 @@ def _mail(agency: str | None, subject: str, attachment: bytes | None, notice_typ
 
 def test_drop_by_mail(sqlite_registry, sqlite_city):
     reg = sqlite_registry
+    assert ensure_drop_mailbox(reg) and not ensure_drop_mailbox(reg)  # `init` and `serve` make it
     with reg.store.reader() as s:
         drops = s.scalar(select(Account.id).where(Account.address == drop_address(reg)))
-    assert drops is not None  # made by `init` (prepare)
     sample = (CATALOG["pension-statement"].folder / "sample.csv").read_bytes()
     forged = _mail(None, "pension-statement", sample)
     forged = forged.replace(b"Subject:", b"X-Civicmail-Authenticated: agency=social-security\r\n"
@@ -112,11 +112,11 @@ def test_drop_by_mail(sqlite_registry, sqlite_city):
 
 def test_drop_by_mail_through_the_service(sqlite_registry, sqlite_city):
     reg = sqlite_registry
-    with reg.store.reader() as s:
-        drops = s.scalar(select(Account.id).where(Account.address == drop_address(reg)))
     sample = (CATALOG["provident-fund-statement"].folder / "sample.csv").read_bytes().decode("utf-8")
     gb = sample.encode("gb18030")  # as Excel saves it in China
-    with running(reg.config, MailDropWatcher):
+    with running(reg.config, MailDropWatcher):  # starting it makes the drop mailbox
+        with reg.store.reader() as s:
+            drops = s.scalar(select(Account.id).where(Account.address == drop_address(reg)))
         deliver(reg.store, _mail("housing-fund", "公积金对账", gb, notice_type="provident-fund-statement"), [drops])
         wait_for(lambda: len(inbox_messages(reg.store, f"housing-fund@{reg.domain}")) == 1)
     assert count_notices(reg.store) == 3
@@ -138,6 +138,7 @@ def test_drop_mailed_over_smtp_submission(tmp_path):
     store = open_store(config)
     reg = Registry(config, store)
     make_city(reg)
+    ensure_drop_mailbox(reg)  # as `civicmail init` does
     ctx = ServerContext(config, store, reg)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
