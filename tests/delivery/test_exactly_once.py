@@ -113,3 +113,20 @@ def test_killed_run_resumes_and_delivers_each_notice_once(sqlite_registry, big_c
                 assert typ == "OK" and len(data[0].split()) == 1
             finally:
                 c.logout()
+
+
+def test_worker_processes_on_postgresql(registry, city, tmp_path):
+    """The pool path (spawned workers, each with its own engine) on the other engine."""
+    if registry.store.dialect != "postgresql":
+        pytest.skip("the SQLite pool path is the killed-run test above")
+    from dataclasses import replace
+
+    citizens, drop = tmp_path / "citizens.csv", tmp_path / "drop.csv"
+    write_citizens_csv(citizens, 2500, seed=5)
+    assert import_file(registry, citizens, None).imported == 2500
+    write_drop(citizens, drop)
+    assert drop.stat().st_size >= 256 * 1024  # large enough for worker processes
+    registry.config = replace(registry.config, delivery=replace(registry.config.delivery, workers=2, batch_size=1000))
+    result = run_drop(registry, drop, "traffic-police", "licence-renewal")
+    assert result.summary.counts == {"delivered": 2500}
+    assert count_notices(registry.store) == 2500 and count_inbox_messages(registry.store) == 2500
