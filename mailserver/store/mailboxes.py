@@ -116,40 +116,55 @@ def _uid_filter(ranges: UidRanges):
     return or_(*[M.c.uid.between(lo, hi) if lo != hi else M.c.uid == lo for lo, hi in ranges])
 
 
-def _folder_row(session: Session, account_id: int, name: str, lock: bool = False):
-    q = select(*_INFO_COLS).where(F.c.account_id == account_id, F.c.name == name)
-    if lock:
-        q = q.with_for_update()
-    row = session.execute(q).first()
-    if row is None:
+_INFO_SQL = "id, name, special_use, subscribed, uidvalidity, uidnext, highestmodseq, message_count, total_size"
+
+
+def _info_of(t: tuple) -> FolderInfo:
+    return FolderInfo(t[0], t[1], t[2], bool(t[3]), t[4], t[5], t[6], t[7], t[8])
+
+
+def _folder_row(session: Session, account_id: int, name: str, lock: bool = False) -> FolderInfo:
+    sql = f"SELECT {_INFO_SQL} FROM folder WHERE account_id = ? AND name = ?"
+    if lock and session.get_bind().dialect.name == "postgresql":
+        sql += " FOR UPDATE"
+    rows = _driver_rows(session, sql, account_id, name)
+    if not rows:
         raise NotFound(f"no folder {name}")
-    return row
+    return _info_of(rows[0])
 
 
 # -- folders --------------------------------------------------------------------------------------
+# The reads that every client repeats (LIST, STATUS, the folder row of each write) go through
+# the driver's cursor: SQLAlchemy's per-statement work costs more than SQLite's here.
 
 def list_folders(store: Store, account_id: int) -> list[FolderInfo]:
     with store.reader() as s:
-        return [_info(r) for r in s.execute(select(*_INFO_COLS).where(F.c.account_id == account_id)
-                                            .order_by(F.c.name))]
+        return [_info_of(t) for t in _driver_rows(s, f"SELECT {_INFO_SQL} FROM folder WHERE account_id = ? "
+                                                     "ORDER BY name", account_id)]
 
 
 def folder_status(store: Store, account_id: int, names: Iterable[str] | None = None) -> list[FolderStatus]:
     """Counters of the named folders (all folders when names is None), with UNSEEN and RECENT."""
     with store.reader() as s:
-        q = select(*_INFO_COLS, F.c.recent_uid).where(F.c.account_id == account_id)
+        sql = f"SELECT {_INFO_SQL}, recent_uid FROM folder WHERE account_id = ?"
+        params: list = [account_id]
         if names is not None:
-            q = q.where(F.c.name.in_(list(names)))
-        rows = s.execute(q.order_by(F.c.name)).all()
+            names = list(names)
+            if not names:
+                return []
+            sql += " AND name IN (" + ",".join("?" * len(names)) + ")"
+            params += names
+        rows = _driver_rows(s, sql + " ORDER BY name", *params)
         if not rows:
             return []
-        ids = [r.id for r in rows]
-        unseen = dict(s.execute(select(M.c.folder_id, func.count()).where(
-            M.c.folder_id.in_(ids), M.c.flags.op("&")(SEEN) == 0).group_by(M.c.folder_id)).all())
-        recent_q = select(M.c.folder_id, func.count()).select_from(M.join(F, F.c.id == M.c.folder_id)).where(
-            M.c.folder_id.in_(ids), M.c.uid > F.c.recent_uid).group_by(M.c.folder_id)
-        recent = dict(s.execute(recent_q).all())
-    return [FolderStatus(_info(r), unseen.get(r.id, 0), recent.get(r.id, 0)) for r in rows]
+        ids = [r[0] for r in rows]
+        marks = ",".join("?" * len(ids))
+        unseen = dict(_driver_rows(s, f"SELECT folder_id, count(*) FROM message WHERE folder_id IN ({marks}) "
+                                      f"AND (flags & {SEEN}) = 0 GROUP BY folder_id", *ids))
+        recent = dict(_driver_rows(s, f"SELECT m.folder_id, count(*) FROM message m JOIN folder f ON f.id = m.folder_id "
+                                      f"WHERE m.folder_id IN ({marks}) AND m.uid > f.recent_uid GROUP BY m.folder_id",
+                                   *ids))
+    return [FolderStatus(_info_of(r), unseen.get(r[0], 0), recent.get(r[0], 0)) for r in rows]
 
 
 def _new_uidvalidity(session: Session, account_id: int) -> int:
@@ -268,7 +283,7 @@ def set_subscribed(store: Store, account_id: int, name: str, subscribed: bool) -
 
 def find_folder(store: Store, account_id: int, name: str) -> FolderInfo:
     with store.reader() as s:
-        return _info(_folder_row(s, account_id, name))
+        return _folder_row(s, account_id, name)
 
 
 # -- a selected folder ----------------------------------------------------------------------------
