@@ -332,6 +332,31 @@ def _driver_rows(session: Session, sql: str, *params) -> list[tuple]:
         cursor.close()
 
 
+def _driver_execute(session: Session, sql: str, rows: list[tuple]) -> None:
+    """executemany of a plain SQL statement ("?" placeholders) in the session's transaction."""
+    conn = session.connection()
+    if conn.dialect.paramstyle != "qmark":
+        sql = sql.replace("?", "%s")
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.executemany(sql, rows)
+    finally:
+        cursor.close()
+
+
+def _uid_sql(ranges: UidRanges) -> tuple[str, list[int]]:
+    """A WHERE fragment (and its parameters) for UID ranges."""
+    parts, params = [], []
+    for lo, hi in ranges:
+        if lo == hi:
+            parts.append("uid = ?")
+            params.append(lo)
+        else:
+            parts.append("uid BETWEEN ? AND ?")
+            params += [lo, hi]
+    return "(" + " OR ".join(parts) + ")", params
+
+
 def claim_recent(store: Store, folder_id: int, up_to_uid: int) -> int:
     """A session saw new messages first: they are \\Recent for it, and no later session.
     Returns the previous mark (messages above it are this session's)."""
@@ -424,8 +449,9 @@ def store_flags(store: Store, folder_id: int, uids: UidRanges, mode: str, bits: 
     kw = set(keywords)
     with writing(store) as s:
         modseq = _bump(s, folder_id)
-        rows = s.execute(select(M.c.id, M.c.uid, M.c.flags, M.c.keywords).where(
-            M.c.folder_id == folder_id, _uid_filter(uids)).order_by(M.c.uid)).all()
+        where, params = _uid_sql(uids)
+        rows = _driver_rows(s, f"SELECT id, uid, flags, keywords FROM message WHERE folder_id = ? AND {where} "
+                               "ORDER BY uid", folder_id, *params)
         updates = []
         for mid, uid, flags, kws in rows:
             have = set(kws.split()) if kws else set()
@@ -437,12 +463,10 @@ def store_flags(store: Store, folder_id: int, uids: UidRanges, mode: str, bits: 
                 nflags, nkw = bits, set(kw)
             nkws = " ".join(sorted(nkw)) or None
             if nflags != flags or nkw != have:
-                updates.append({"mid": mid, "flags": nflags, "keywords": nkws, "modseq": modseq})
+                updates.append((nflags, nkws, modseq, mid))
             out.append((uid, nflags, nkws))
         if updates:
-            s.execute(update(M).where(M.c.id == bindparam("mid")).values(
-                flags=bindparam("flags"), keywords=bindparam("keywords"), modseq=bindparam("modseq")),
-                updates, execution_options={"synchronize_session": False})
+            _driver_execute(s, "UPDATE message SET flags = ?, keywords = ?, modseq = ? WHERE id = ?", updates)
             announce(s, [folder_id])
     if updates:
         hub.changed([folder_id])
@@ -471,10 +495,9 @@ def _remove(session: Session, folder_id: int, uids: list[int], release: bool = T
 def expunge(store: Store, folder_id: int, uids: UidRanges | None = None) -> list[int]:
     """RFC 3501 6.4.3 / RFC 4315 UID EXPUNGE: remove the \\Deleted messages; their UIDs, ascending."""
     with writing(store) as s:
-        q = select(M.c.uid).where(M.c.folder_id == folder_id, M.c.flags.op("&")(DELETED) != 0)
-        if uids:
-            q = q.where(_uid_filter(uids))
-        gone = list(s.scalars(q.order_by(M.c.uid)))
+        where, params = _uid_sql(uids) if uids else ("1 = 1", [])
+        gone = [r[0] for r in _driver_rows(s, f"SELECT uid FROM message WHERE folder_id = ? AND (flags & {DELETED}) "
+                                              f"!= 0 AND {where} ORDER BY uid", folder_id, *params)]
         _remove(s, folder_id, gone)
     if gone:
         hub.changed([folder_id])
