@@ -16,6 +16,7 @@ from mailserver.mime import analyze
 from mailserver.store import Store
 
 from . import compose as compose_mod
+from . import reasons
 from . import validate as validate_mod
 from .catalog import NoticeDefinition, load_catalog
 from .consent import consent
@@ -124,19 +125,28 @@ def stage_render(ctx: RowContext, rows: list[RowState]) -> None:
             r.rendered = ctx.renderer.render(r.values, r.address)
         except RenderError as exc:
             r.stop(FAILED, "render", str(exc))
+        except Exception as exc:  # a fault on one row fails that row, not the drop (retry later)
+            r.stop(FAILED, "render", reasons.INTERNAL.format(stage="render", error=exc.__class__.__name__))
 
 
 def stage_compose(ctx: RowContext, rows: list[RowState]) -> None:
     date = format_datetime(dt.datetime.now().astimezone())
     for r in rows:
-        r.raw = compose_mod.compose(ctx.skeleton, r.rendered, r.citizen_name, r.address, r.key, date)
+        try:
+            r.raw = compose_mod.compose(ctx.skeleton, r.rendered, r.citizen_name, r.address, r.key, date)
+        except Exception as exc:
+            r.stop(FAILED, "compose", reasons.INTERNAL.format(stage="compose", error=exc.__class__.__name__))
         r.rendered = None
 
 
 def stage_sign(ctx: RowContext, rows: list[RowState]) -> None:
     for r in rows:
         r.raw = sign_raw(r.raw, ctx.trace_header)
-        r.analyzed = analyze(r.raw)
+        try:
+            r.analyzed = analyze(r.raw)
+        except Exception as exc:  # analyze promises never to raise; a row is cheaper to lose than a drop
+            r.stop(FAILED, "sign", reasons.INTERNAL.format(stage="analyze", error=exc.__class__.__name__))
+            r.raw = None
 
 
 STAGES = {

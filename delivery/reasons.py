@@ -40,3 +40,6 @@ MAIL_NO_NOTICE_TYPE = ("未能识别通知类型：请在主题中写明通知�
 MAIL_NO_ATTACHMENT = "邮件中没有 CSV、JSONL 或 XLSX 附件。 / No CSV, JSONL or XLSX attachment."
 MAIL_NOT_RUN = "{name}: 未处理 / not run: {error}"
 MAIL_SUMMARY_HEAD = "数据文件处理结果 / What became of the drop:"
+
+# a fault inside civicmail on one row (the row fails; `drop retry` runs it again after a fix)
+INTERNAL = "内部错误，已暂缓 / internal error at {stage} ({error}): the row can be retried"

@@ -161,7 +161,8 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
     summary.elapsed = time.monotonic() - started
     if drop_id is not None:
         _finish_drop(reg, drop_id, "done", None)
-    return DropResult(drop_id, summary, report_path, paper_path if writer.paper_rows or resumed else None, resumed)
+    has_paper = paper_path is not None and (writer.paper_rows or (resumed and paper_path.exists()))
+    return DropResult(drop_id, summary, report_path, paper_path if has_paper else None, resumed)
 
 
 def _batches(chunks: Iterator[tuple[list, dict]], size: int) -> Iterator[tuple[list, dict]]:

@@ -114,3 +114,34 @@ def test_agency_needs_the_grant(registry, city):
 
     with pytest.raises(NotFound, match="not granted"):
         run_drop(registry, CATALOG["pension-statement"].folder / "sample.csv", "traffic-police", "pension-statement")
+
+
+def test_a_template_fault_fails_only_its_row(tmp_path):
+    """StrictUndefined: a field the template needs but the row lacks fails that row (with the
+    stage and reason), never renders blank; the other rows are delivered."""
+    import shutil
+
+    from drophelpers import CATALOG, TEMPLATES, make_city
+    from mailserver.cli.init import prepare
+    from mailserver.registry import Registry
+    from mailserver.store import open_store
+    from tests.conftest import make_config
+
+    data = tmp_path / "data"
+    shutil.copytree(TEMPLATES, data / "templates")
+    subject = data / "templates" / "owner-contact-change" / "subject"
+    subject.write_text("{{ new_address.strip() }} " + subject.read_text(encoding="utf-8"), encoding="utf-8")
+    config = make_config(data, 'delivery.templates_dir="templates"')
+    prepare(config)
+    store = open_store(config)
+    try:
+        reg = Registry(config, store)
+        make_city(reg)
+        result = run_drop(reg, CATALOG["owner-contact-change"].folder / "sample.csv", "traffic-police",
+                          "owner-contact-change")
+        assert result.summary.counts == {"delivered": 1, "failed": 1}
+        report = read_report(result.report_path)
+        assert report[3]["drop_status"] == "failed" and "template could not render" in report[3]["drop_reason"]
+        assert count_notices(store) == 1
+    finally:
+        store.dispose()
