@@ -2,13 +2,10 @@
 a loop in a thread, real sockets on ephemeral ports, over a prepared SQLite data directory."""
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import imaplib
 import smtplib
-import threading
 import time
-from dataclasses import dataclass, field
 
 import pytest
 from sqlalchemy import func, select
@@ -18,11 +15,11 @@ from mailserver.identity import idnumber
 from mailserver.registry import Registry
 from mailserver.registry.agencies import add_agency
 from mailserver.registry.citizens import add_citizen
-from mailserver.server import ServerContext, build_services
 from mailserver.services.service import ServicesWorker
 from mailserver.store import open_store
-from mailserver.store.models import Account, Content, Folder, Message, ServiceProcessed
+from mailserver.store.models import ServiceProcessed
 from tests.conftest import make_config
+from tests.serverkit import LoopServer
 
 DOMAIN = "hz.example.cn"
 PASSWORD = "correct horse battery"
@@ -40,56 +37,12 @@ def make_citizens(reg: Registry, n: int, start: int = 0) -> list[str]:
     return out
 
 
-@dataclass
-class Server:
-    config: object
-    citizens: list[str]
-    ctx: ServerContext = None
-    services: list = field(default_factory=list)
-    loop: asyncio.AbstractEventLoop = None
-    thread: threading.Thread = None
+class Server(LoopServer):
+    """Every service of `civicmail serve`, with the citizens ``make_citizens`` made."""
 
-    def start(self) -> "Server":
-        store = open_store(self.config)
-        self.ctx = ServerContext(self.config, store, Registry(self.config, store))
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.call(self._start())
-        return self
-
-    async def _start(self) -> None:
-        self.services = build_services(self.ctx)
-        for s in self.services:
-            await s.start()
-
-    async def _stop(self) -> None:
-        for s in reversed(self.services):
-            await s.stop()
-
-    def call(self, coro, timeout: float = 120):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def stop(self) -> None:
-        try:
-            self.call(self._stop())
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(10)
-            self.loop.close()
-            self.ctx.executor.shutdown(wait=True)
-            self.ctx.store.dispose()
-
-    @property
-    def registry(self) -> Registry:
-        return self.ctx.registry
-
-    @property
-    def store(self):
-        return self.ctx.store
-
-    def port(self, name: str) -> int:
-        return next(s.address[1] for s in self.services if getattr(s, "kind", getattr(s, "name", None)) == name)
+    def __init__(self, config, citizens: list[str]) -> None:
+        super().__init__(config)
+        self.citizens = citizens
 
     @property
     def http_port(self) -> int:
@@ -118,13 +71,6 @@ class Server:
         c = imaplib.IMAP4("127.0.0.1", self.port("imap"), timeout=30)
         c.login(address, PASSWORD)
         return c
-
-    def inbox(self, address: str, folder: str = "INBOX") -> list[bytes]:
-        with self.store.reader() as s:
-            return list(s.scalars(
-                select(Content.raw).join(Message, Message.content_id == Content.id)
-                .join(Folder, Folder.id == Message.folder_id).join(Account, Account.id == Folder.account_id)
-                .where(Account.address == address, Folder.name == folder).order_by(Message.uid)))
 
     def processed(self) -> dict[str, int]:
         with self.store.reader() as s:

@@ -2,26 +2,21 @@
 ports) over a prepared SQLite data directory with two citizens and two agencies."""
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import ssl
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
-
 from mailserver.cli.init import prepare
 from mailserver.identity import idnumber
 from mailserver.registry import Registry
 from mailserver.registry.agencies import add_agency, grant
 from mailserver.registry.citizens import add_citizen
-from mailserver.server import ServerContext
 from mailserver.smtp.service import make_services
 from mailserver.store import open_store
-from mailserver.store.models import Account, Content, Folder, Message
 from tests.conftest import make_config
+from tests.serverkit import LoopServer
 
 DOMAIN = "hz.example.cn"
 PASSWORD = "correct horse battery"
@@ -50,64 +45,16 @@ def populate(reg: Registry) -> People:
     return p
 
 
-@dataclass
-class RunningServer:
-    config: object
-    people: People
-    ctx: ServerContext = None
-    services: list = field(default_factory=list)
-    loop: asyncio.AbstractEventLoop = None
-    thread: threading.Thread = None
+class RunningServer(LoopServer):
+    """The SMTP listeners and the outbound queue, with the people ``populate`` made."""
 
-    def start(self) -> "RunningServer":
-        store = open_store(self.config)
-        self.ctx = ServerContext(self.config, store, Registry(self.config, store))
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.call(self._start())
-        return self
-
-    async def _start(self) -> None:
-        self.services = make_services(self.ctx)
-        for s in self.services:
-            await s.start()
-
-    async def _stop(self) -> None:
-        for s in reversed(self.services):
-            await s.stop()
-
-    def call(self, coro, timeout: float = 60):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def stop(self) -> None:
-        try:
-            self.call(self._stop())
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(10)
-            self.loop.close()
-            self.ctx.executor.shutdown(wait=True)
-            self.ctx.store.dispose()
-
-    def port(self, kind: str) -> int:
-        return next(s.address[1] for s in self.services if getattr(s, "kind", None) == kind)
+    def __init__(self, config, people: People) -> None:
+        super().__init__(config, make_services)
+        self.people = people
 
     @property
     def outbound(self):
         return next(s for s in self.services if s.name == "outbound queue")
-
-    @property
-    def store(self):
-        return self.ctx.store
-
-    def inbox(self, address: str) -> list[bytes]:
-        """Raw bytes of the messages in an account's INBOX, in UID order."""
-        with self.store.reader() as s:
-            return list(s.scalars(
-                select(Content.raw).join(Message, Message.content_id == Content.id)
-                .join(Folder, Folder.id == Message.folder_id).join(Account, Account.id == Folder.account_id)
-                .where(Account.address == address, Folder.name == "INBOX").order_by(Message.uid)))
 
 
 @pytest.fixture

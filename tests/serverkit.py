@@ -1,0 +1,78 @@
+"""The servers as `civicmail serve` runs them, for tests: services on an event loop in a thread,
+real sockets on ephemeral ports (configure every listener as 127.0.0.1:0 and ask ``port``)."""
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Callable
+
+from sqlalchemy import select
+
+from mailserver.registry import Registry
+from mailserver.server import ServerContext, build_services
+from mailserver.store import Store, open_store
+from mailserver.store.models import Account, Content, Folder, Message
+
+
+def mailbox_raw(store: Store, address: str, folder: str = "INBOX") -> list[bytes]:
+    """Raw bytes of the messages in an account's folder, in UID order."""
+    with store.reader() as s:
+        return list(s.scalars(
+            select(Content.raw).join(Message, Message.content_id == Content.id)
+            .join(Folder, Folder.id == Message.folder_id).join(Account, Account.id == Folder.account_id)
+            .where(Account.address == address, Folder.name == folder).order_by(Message.uid)))
+
+
+class LoopServer:
+    """Services made by ``factory`` (default: every SERVICE_FACTORIES entry) over ``config``."""
+
+    def __init__(self, config, factory: Callable[[ServerContext], list] = build_services) -> None:
+        self.config = config
+        self.factory = factory
+        self.services: list = []
+
+    def start(self):
+        store = open_store(self.config)
+        self.ctx = ServerContext(self.config, store, Registry(self.config, store))
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.call(self._start())
+        return self
+
+    async def _start(self) -> None:
+        self.services = self.factory(self.ctx)
+        for service in self.services:
+            await service.start()
+
+    async def _stop(self) -> None:
+        for service in reversed(self.services):
+            await service.stop()
+
+    def call(self, coro, timeout: float = 120):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        try:
+            self.call(self._stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
+            self.ctx.executor.shutdown(wait=True)
+            self.ctx.store.dispose()
+
+    @property
+    def store(self) -> Store:
+        return self.ctx.store
+
+    @property
+    def registry(self) -> Registry:
+        return self.ctx.registry
+
+    def port(self, kind: str) -> int:
+        """The bound port of the listener of this kind (or name)."""
+        return next(s.address[1] for s in self.services if getattr(s, "kind", getattr(s, "name", None)) == kind)
+
+    def inbox(self, address: str, folder: str = "INBOX") -> list[bytes]:
+        return mailbox_raw(self.store, address, folder)
