@@ -35,6 +35,11 @@ def make_engine(url: str, busy_timeout: float = 30.0, **kwargs) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # Connections are cheap to keep and costly to open (each runs the PRAGMAs): keep at
+        # least as many as the servers' store executor has threads.
+        if parsed.database and parsed.database != ":memory:":
+            kwargs.setdefault("pool_size", 24)
+            kwargs.setdefault("max_overflow", 16)
         engine = create_engine(parsed, connect_args={"check_same_thread": False}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas(busy_timeout))
 
