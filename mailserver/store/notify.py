@@ -151,33 +151,41 @@ class FolderWatcher:
             if changed:
                 self.hub.changed(changed)
 
+    def _rows(self, sql: str, params: list) -> list[tuple]:
+        """One read on the watcher's own connection ("?" placeholders). On SQLite that is a
+        plain sqlite3 connection outside the engine's pool, which the sessions need."""
+        if self._conn is None:
+            if self.store.dialect == "sqlite":
+                import sqlite3
+
+                self._conn = sqlite3.connect(self.store.engine.url.database, check_same_thread=False,
+                                             isolation_level=None)
+            else:
+                self._conn = self.store.engine.connect().execution_options(civicmail_readonly=True)
+        if self.store.dialect == "sqlite":
+            return self._conn.execute(sql, params).fetchall()
+        try:
+            return list(self._conn.exec_driver_sql(sql.replace("?", "%s"), tuple(params)).all())
+        finally:
+            self._conn.rollback()
+
     def poll(self) -> list[int]:
         """Folder ids whose HIGHESTMODSEQ moved since the last poll (blocking)."""
-        from sqlalchemy import select
-
-        from .models import Folder
-
         watched = self.hub.watched()
-        if self._conn is None:
-            self._conn = self.store.engine.connect().execution_options(civicmail_readonly=True)
-        conn = self._conn
-        try:
-            if self.store.dialect == "sqlite":
-                version = conn.exec_driver_sql("PRAGMA data_version").scalar()
-                unchanged = version == self._data_version
-                self._data_version = version
-                if unchanged:
-                    self._seen = {f: m for f, m in self._seen.items() if f in watched}
-                    missing = [f for f in watched if f not in self._seen]
-                    if not missing:
-                        return []
-            current: dict[int, int] = {}
-            ids = sorted(watched)
-            for i in range(0, len(ids), 900):
-                current.update(conn.execute(select(Folder.id, Folder.highestmodseq)
-                                            .where(Folder.id.in_(ids[i:i + 900]))).all())
-        finally:
-            conn.rollback()
+        if self.store.dialect == "sqlite":
+            version = self._rows("PRAGMA data_version", [])[0][0]
+            unchanged = version == self._data_version
+            self._data_version = version
+            if unchanged:
+                self._seen = {f: m for f, m in self._seen.items() if f in watched}
+                if all(f in self._seen for f in watched):
+                    return []
+        current: dict[int, int] = {}
+        ids = sorted(watched)
+        for i in range(0, len(ids), 900):
+            chunk = ids[i:i + 900]
+            current.update(self._rows(f"SELECT id, highestmodseq FROM folder WHERE id IN ({','.join('?' * len(chunk))})",
+                                      chunk))
         changed = [fid for fid in watched if self._seen.get(fid) != current.get(fid)]
         self._seen = current
         return changed
