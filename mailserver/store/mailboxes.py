@@ -1,10 +1,14 @@
 """Mailbox operations over the store, as IMAP needs them (blocking: call through ``ctx.run``).
 
 Folders are named in Unicode with "/" as the hierarchy separator; the IMAP edge encodes them
-(modified UTF-7). Messages are read as Core rows, never ORM objects: a 100,000-message folder
-must open in well under a second. Every write bumps the folder's HIGHESTMODSEQ and the changed
-messages' MODSEQ, which is how other sessions (in this process or another) learn what changed,
-and calls ``notify.hub.changed`` after the commit.
+(modified UTF-7). Messages are read as Core rows, never ORM objects, and the statements every
+client repeats (the folder row, SELECT's pass over the folder, FETCH FLAGS, STORE, EXPUNGE,
+``changes_since``) as plain SQL through the driver's cursor (``_driver_rows``), which costs a
+fraction of SQLAlchemy's per-statement work: a 100,000-message folder opens in well under a
+second. Every write bumps the folder's HIGHESTMODSEQ and the changed messages' MODSEQ, which is
+how other sessions (in this process or another) learn what changed; it NOTIFYs other nodes on
+PostgreSQL inside its transaction and calls ``notify.hub.changed`` after the commit. On SQLite,
+writes share commits (``groupcommit.py``).
 """
 from __future__ import annotations
 
