@@ -9,6 +9,7 @@ every fast notice against (same headers, same parts, no defects).
 from __future__ import annotations
 
 import base64
+import binascii
 from dataclasses import dataclass
 from email.header import Header
 from email.headerregistry import Address
@@ -18,6 +19,7 @@ from email.utils import formataddr
 
 from .catalog import NoticeDefinition
 from .render import AgencyInfo, Rendered
+from .structure import ComposedNotice
 
 CRLF = "\r\n"
 
@@ -74,8 +76,21 @@ def _lines_crlf(text: str) -> str:
     return CRLF.join(text.splitlines()) + CRLF
 
 
+#: base64 characters per body line (RFC 2045 6.8: at most 76), as ``base64.encodebytes`` makes them
+B64_LINE = 76
+
+
+def _base64_lines(data: bytes) -> str:
+    """What ``base64.encodebytes`` gives with CRLF line ends, in one encoder call (encodebytes
+    calls the encoder once per 57-byte line)."""
+    if not data:
+        return ""
+    encoded = binascii.b2a_base64(data, newline=False).decode("ascii")
+    return CRLF.join([encoded[i:i + B64_LINE] for i in range(0, len(encoded), B64_LINE)]) + CRLF
+
+
 def _base64_body(text: str) -> str:
-    return base64.encodebytes(_lines_crlf(text).encode("utf-8")).decode("ascii").replace("\n", CRLF)
+    return _base64_lines(_lines_crlf(text).encode("utf-8"))
 
 
 @dataclass(frozen=True)
@@ -109,22 +124,37 @@ def list_unsubscribe(definition: NoticeDefinition, domain: str) -> str:
 
 def compose(skel: Skeleton, rendered: Rendered, to_name: str, to_address: str, key: str, date: str) -> bytes:
     """The notice as RFC 5322 bytes, CRLF line ends, 7-bit clean."""
+    return compose_notice(skel, rendered, to_name, to_address, key, date).raw
+
+
+def compose_notice(skel: Skeleton, rendered: Rendered, to_name: str, to_address: str, key: str,
+                   date: str) -> ComposedNotice:
+    """``compose``, keeping the per-row values its structure is made of (``structure``)."""
     b = boundary(key)
+    to_value = _address("To", to_name, to_address)
+    subject_field = _encode_header("Subject", rendered.subject)
+    msgid = message_id(key, skel.definition.id, skel.domain)
+    content_type = f'Content-Type: multipart/alternative; boundary="{b}"'
     head = CRLF.join((
         skel.from_header,
-        "To: " + _address("To", to_name, to_address),
-        _encode_header("Subject", rendered.subject),
+        "To: " + to_value,
+        subject_field,
         f"Date: {date}",
-        f"Message-ID: {message_id(key, skel.definition.id, skel.domain)}",
-    )) + CRLF + skel.fixed_headers + f'Content-Type: multipart/alternative; boundary="{b}"' + CRLF + CRLF
+        f"Message-ID: {msgid}",
+    )) + CRLF + skel.fixed_headers + content_type + CRLF + CRLF
+    text = _lines_crlf(rendered.text)
+    text_b64 = _base64_lines(text.encode("utf-8"))
+    html_b64 = _base64_body(rendered.html)
     body = (
         f"--{b}{CRLF}Content-Type: text/plain; charset=\"utf-8\"{CRLF}Content-Transfer-Encoding: base64{CRLF}{CRLF}"
-        f"{_base64_body(rendered.text)}"
+        f"{text_b64}"
         f"--{b}{CRLF}Content-Type: text/html; charset=\"utf-8\"{CRLF}Content-Transfer-Encoding: base64{CRLF}{CRLF}"
-        f"{_base64_body(rendered.html)}"
+        f"{html_b64}"
         f"--{b}--{CRLF}"
     )
-    return (head + body).encode("ascii")
+    return ComposedNotice(raw=(head + body).encode("ascii"), header_size=len(head), to_value=to_value,
+                          subject_value=subject_field[len("Subject: "):], date=date, message_id=msgid, boundary=b,
+                          content_type=content_type, text_b64=text_b64, html_b64=html_b64, text=text)
 
 
 def compose_slow(skel: Skeleton, rendered: Rendered, to_name: str, to_address: str, key: str,

@@ -68,6 +68,9 @@ def make_environment(templates_dir: Path) -> SandboxedEnvironment:
         undefined=StrictUndefined,
         autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False, default=False),
         keep_trailing_newline=True,
+        # Templates do not change during a run; without this every render of a template that
+        # extends or includes another stats the file (two stat calls per notice).
+        auto_reload=False,
         trim_blocks=True,
         lstrip_blocks=True,
     )

@@ -28,7 +28,8 @@ class RowState:
     account_id: int | None = None
     address: str | None = None
     citizen_name: str | None = None
-    #: subject, text and HTML between render and compose (a render.Rendered)
+    #: subject, text and HTML between render and compose (a render.Rendered), then the composed
+    #: notice until sign (a structure.ComposedNotice)
     rendered: object | None = None
     raw: bytes | None = None
     analyzed: Analyzed | None = None

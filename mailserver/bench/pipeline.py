@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import os
+import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,6 +61,13 @@ def _tree_memory_kib(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
+def _children_cpu() -> float:
+    """User + system CPU seconds of finished child processes (and their own waited-for children:
+    the workers of `drop run`)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 class RssSampler(threading.Thread):
     def __init__(self, pid: int, interval: float = 0.2) -> None:
         super().__init__(daemon=True)
@@ -72,35 +81,73 @@ class RssSampler(threading.Thread):
             self.done.wait(self.interval)
 
 
+def prepare(root: Path, rows: int) -> tuple[Path, Path]:
+    """``root/data`` (init --demo, ROWS citizens imported) and ``root/drop.csv``; returns them."""
+    data, drop_csv = root / "data", root / "drop.csv"
+    cli = [sys.executable, "-m", "mailserver.cli"]
+    subprocess.run(cli + ["init", str(data), "--demo"], check=True, stdout=subprocess.DEVNULL)
+    started = time.monotonic()
+    citizens_csv = root / "citizens.csv"
+    write_citizens_csv(citizens_csv, rows, seed=7)
+    subprocess.run(cli + ["-c", str(data / "civicmail.toml"), "citizen", "import", str(citizens_csv)], check=True,
+                   stdout=subprocess.DEVNULL)
+    write_drop(citizens_csv, drop_csv)
+    click.echo(f"setup: {rows:,} citizens registered and a {drop_csv.stat().st_size / 2**20:.0f} MiB drop "
+               f"written in {time.monotonic() - started:.0f} s")
+    return data, drop_csv
+
+
+def prepared(root: Path, rows: int) -> tuple[Path, Path]:
+    """A prepared directory kept between runs (``root/base``, made once per row count); each run
+    gets a fresh copy of its data directory, so no run sees an earlier run's notices."""
+    base = root / "base"
+    marker = base / "prepared-rows"
+    if not (marker.exists() and marker.read_text().strip() == str(rows)):
+        shutil.rmtree(base, ignore_errors=True)
+        base.mkdir(parents=True)
+        prepare(base, rows)
+        marker.write_text(str(rows))
+    run = root / "run"
+    shutil.rmtree(run, ignore_errors=True)
+    run.mkdir()
+    shutil.copytree(base / "data", run / "data")
+    click.echo(f"setup: reusing the {rows:,} citizens prepared in {base}")
+    return run / "data", base / "drop.csv"
+
+
 @click.command("pipeline")
 @click.option("--rows", default=100_000, show_default=True, help="citizens, and rows in the drop")
 @click.option("--workers", default=0, show_default=True, help="render/compose processes (0: one per core)")
 @click.option("--dir", "work_dir", type=click.Path(file_okay=False, path_type=Path),
               help="work directory (default: a temporary one, removed afterwards)")
-def command(rows: int, workers: int, work_dir: Path | None) -> None:
+@click.option("--prepared", "prepared_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="keep the generated citizens and drop here and reuse them on the next run with the "
+                   "same --rows (each run still starts from a fresh copy of the data directory)")
+@click.option("--set", "overrides", multiple=True, help="extra config override for `drop run` (section.key=value)")
+def command(rows: int, workers: int, work_dir: Path | None, prepared_dir: Path | None,
+            overrides: tuple[str, ...]) -> None:
     """Generate ROWS citizens and a drop of ROWS rows; time `drop run` on SQLite."""
     with tempfile.TemporaryDirectory(prefix="civicmail-bench-") as tmp:
-        root = work_dir or Path(tmp)
-        root.mkdir(parents=True, exist_ok=True)
-        data, config = root / "data", root / "data" / "civicmail.toml"
+        if prepared_dir is not None:
+            prepared_dir.mkdir(parents=True, exist_ok=True)
+            data, drop_csv = prepared(prepared_dir, rows)
+        else:
+            root = work_dir or Path(tmp)
+            root.mkdir(parents=True, exist_ok=True)
+            data, drop_csv = prepare(root, rows)
+        config = data / "civicmail.toml"
         cli = [sys.executable, "-m", "mailserver.cli"]
-        subprocess.run(cli + ["init", str(data), "--demo"], check=True, stdout=subprocess.DEVNULL)
-        started = time.monotonic()
-        citizens_csv, drop_csv = root / "citizens.csv", root / "drop.csv"
-        write_citizens_csv(citizens_csv, rows, seed=7)
-        subprocess.run(cli + ["-c", str(config), "citizen", "import", str(citizens_csv)], check=True,
-                       stdout=subprocess.DEVNULL)
-        write_drop(citizens_csv, drop_csv)
-        click.echo(f"setup: {rows:,} citizens registered and a {drop_csv.stat().st_size / 2**20:.0f} MiB drop "
-                   f"written in {time.monotonic() - started:.0f} s")
-        run = cli + ["-c", str(config), "--set", f"delivery.workers={workers}", "drop", "run", str(drop_csv),
+        extra = [arg for o in overrides for arg in ("--set", o)]
+        run = cli + ["-c", str(config), "--set", f"delivery.workers={workers}", *extra, "drop", "run", str(drop_csv),
                      "--agency", AGENCY, "--notice-type", NOTICE_TYPE]
+        cpu_before = _children_cpu()
         started = time.monotonic()
         proc = subprocess.Popen(run, stdout=subprocess.PIPE, text=True)
         sampler = RssSampler(proc.pid)
         sampler.start()
         out, _ = proc.communicate()
         elapsed = time.monotonic() - started
+        cpu = _children_cpu() - cpu_before
         sampler.done.set()
         sampler.join()
         if proc.returncode != 0:
@@ -112,4 +159,5 @@ def command(rows: int, workers: int, work_dir: Path | None) -> None:
         click.echo(f"bench pipeline: {rows:,} rows, {delivered:,} delivered in {elapsed:.1f} s = "
                    f"{delivered / elapsed:,.0f} notices/s end to end (process start to exit); "
                    f"peak memory of drop run + workers: RSS {sampler.peak_kib / 1024:.0f} MiB, "
-                   f"PSS {sampler.peak_pss_kib / 1024:.0f} MiB")
+                   f"PSS {sampler.peak_pss_kib / 1024:.0f} MiB; CPU (user + sys, all processes) {cpu:.1f} s = "
+                   f"{1000 * cpu / max(delivered, 1):.3f} ms per notice")
