@@ -1,0 +1,179 @@
+"""The SQL both halves of the mailbox store share: the write transaction (group commit on
+SQLite), plain-SQL reads through the driver's cursor, the folder row, UID ranges, and the
+low-level steps of removing and copying messages. See ``mailboxes.py``."""
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+from sqlalchemy import bindparam, delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from ..errors import NotFound
+from .db import Store
+from .groupcommit import group_commit
+from .mailstore import NewMessage, insert_messages
+from .models import Content, Folder, Message
+from .notify import announce
+
+F = Folder.__table__
+M = Message.__table__
+C = Content.__table__
+
+#: (lo, hi) UID ranges, inclusive; how a sequence set reaches the store
+UidRanges = Sequence[tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    id: int
+    name: str
+    special_use: str | None
+    subscribed: bool
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    message_count: int
+    total_size: int
+
+
+@contextlib.contextmanager
+def writing(store: Store) -> Iterator[Session]:
+    """A write transaction. On SQLite, writes of this process share commits (groupcommit.py);
+    the block's work is durable when the ``with`` statement has finished."""
+    if store.dialect != "sqlite":
+        with store.session() as session:
+            yield session
+        return
+    with group_commit(store).write() as session:
+        yield session
+
+
+def serialized_writes(store: Store):
+    """Queue a write made through another module (``record_login``) with ours."""
+    return group_commit(store).exclusive() if store.dialect == "sqlite" else contextlib.nullcontext()
+
+
+def info_of_row(row) -> FolderInfo:
+    return FolderInfo(row.id, row.name, row.special_use, bool(row.subscribed), row.uidvalidity, row.uidnext,
+                      row.highestmodseq, row.message_count, row.total_size)
+
+
+INFO_COLS = (F.c.id, F.c.name, F.c.special_use, F.c.subscribed, F.c.uidvalidity, F.c.uidnext, F.c.highestmodseq,
+              F.c.message_count, F.c.total_size)
+
+
+def uid_filter(ranges: UidRanges):
+    return or_(*[M.c.uid.between(lo, hi) if lo != hi else M.c.uid == lo for lo, hi in ranges])
+
+
+INFO_SQL = "id, name, special_use, subscribed, uidvalidity, uidnext, highestmodseq, message_count, total_size"
+
+
+def info_of(t: tuple) -> FolderInfo:
+    return FolderInfo(t[0], t[1], t[2], bool(t[3]), t[4], t[5], t[6], t[7], t[8])
+
+
+def folder_row(session: Session, account_id: int, name: str, lock: bool = False) -> FolderInfo:
+    sql = f"SELECT {INFO_SQL} FROM folder WHERE account_id = ? AND name = ?"
+    if lock and session.get_bind().dialect.name == "postgresql":
+        sql += " FOR UPDATE"
+    rows = driver_rows(session, sql, account_id, name)
+    if not rows:
+        raise NotFound(f"no folder {name}")
+    return info_of(rows[0])
+
+
+def driver_rows(session: Session, sql: str, *params) -> list[tuple]:
+    """Rows of a plain SQL query ("?" placeholders), read with the DBAPI cursor in the session's
+    transaction."""
+    conn = session.connection()
+    if conn.dialect.paramstyle != "qmark":
+        sql = sql.replace("?", "%s")
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+def driver_execute(session: Session, sql: str, rows: list[tuple]) -> None:
+    """executemany of a plain SQL statement ("?" placeholders) in the session's transaction."""
+    conn = session.connection()
+    if conn.dialect.paramstyle != "qmark":
+        sql = sql.replace("?", "%s")
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.executemany(sql, rows)
+    finally:
+        cursor.close()
+
+
+def uid_sql(ranges: UidRanges) -> tuple[str, list[int]]:
+    """A WHERE fragment (and its parameters) for UID ranges."""
+    parts, params = [], []
+    for lo, hi in ranges:
+        if lo == hi:
+            parts.append("uid = ?")
+            params.append(lo)
+        else:
+            parts.append("uid BETWEEN ? AND ?")
+            params += [lo, hi]
+    return "(" + " OR ".join(parts) + ")", params
+
+
+def bump_modseq(session: Session, folder_id: int, **counters) -> int:
+    """Raise the folder's HIGHESTMODSEQ (and apply counter changes) in one statement; on
+    PostgreSQL the UPDATE also locks the row for the rest of the transaction."""
+    modseq = session.execute(update(F).where(F.c.id == folder_id)
+                             .values(highestmodseq=F.c.highestmodseq + 1, **counters)
+                             .returning(F.c.highestmodseq)).scalar()
+    if modseq is None:
+        raise NotFound("folder is gone")
+    return modseq
+
+
+def release_content(session: Session, content_ids: list[int]) -> None:
+    """Lower refcounts; delete content nobody points at any more."""
+    counts: dict[int, int] = defaultdict(int)
+    for cid in content_ids:
+        counts[cid] += 1
+    if not counts:
+        return
+    session.execute(update(C).where(C.c.id == bindparam("cid")).values(refcount=C.c.refcount - bindparam("n")),
+                    [{"cid": cid, "n": n} for cid, n in counts.items()],
+                    execution_options={"synchronize_session": False})
+    ids = list(counts)
+    for i in range(0, len(ids), 900):
+        session.execute(delete(C).where(C.c.id.in_(ids[i:i + 900]), C.c.refcount <= 0))
+
+
+def remove_messages(session: Session, folder_id: int, uids: list[int], release: bool = True) -> None:
+    """Delete these messages from a folder and fix its counters (caller's transaction)."""
+    if not uids:
+        return
+    content_ids: list[int] = []
+    size = 0
+    for i in range(0, len(uids), 900):
+        chunk = uids[i:i + 900]
+        for cid, sz in session.execute(select(M.c.content_id, M.c.size).where(M.c.folder_id == folder_id,
+                                                                              M.c.uid.in_(chunk))):
+            content_ids.append(cid)
+            size += sz
+        session.execute(delete(M).where(M.c.folder_id == folder_id, M.c.uid.in_(chunk)))
+    bump_modseq(session, folder_id, message_count=F.c.message_count - len(content_ids), total_size=F.c.total_size - size)
+    if release:
+        release_content(session, content_ids)
+    announce(session, [folder_id])
+
+
+def copy_rows(session: Session, account_id: int, rows, dest: str) -> list[int]:
+    news = [NewMessage(account_id=account_id, raw=b"", folder=dest, flags=r.flags, keywords=r.keywords,
+                       internaldate=r.internaldate, reuse_content_id=r.content_id, size=r.size) for r in rows]
+    insert_messages(session, news)
+    return [m.uid for m in news]
+
+

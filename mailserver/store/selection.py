@@ -1,0 +1,258 @@
+"""The selected folder's side of the mailbox store: SELECT's snapshot, \\Recent, what changed
+since a session last looked, FETCH rows, STORE, EXPUNGE, COPY/MOVE, APPEND and QUOTA
+(blocking: call through ``ctx.run``). See ``mailboxes.py`` for how reads and writes are made."""
+from __future__ import annotations
+
+import datetime as dt
+from array import array
+from bisect import bisect_right
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
+
+from sqlalchemy import func, select, update
+
+from ..errors import NotFound
+from .db import Store
+from .mailbox_sql import (C, F, M, FolderInfo, UidRanges, driver_execute, driver_rows, folder_row, info_of_row,
+                          INFO_COLS, uid_filter, uid_sql, bump_modseq, remove_messages, copy_rows, writing)
+from .mailstore import NewMessage, check_quota, insert_messages
+from .models import Account
+from .models.mail import DELETED, SEEN
+from .notify import announce, hub
+
+
+@dataclass
+class Snapshot:
+    """What SELECT returns: the folder's counters and its UIDs in order (sequence number = index + 1)."""
+
+    folder: FolderInfo
+    uids: array
+    #: messages with a UID above this are \\Recent for this session
+    recent_above: int
+    recent: int
+    first_unseen_uid: int | None
+    keywords: set[str]
+
+
+@dataclass
+class Changes:
+    highestmodseq: int
+    uidnext: int
+    #: (uid, flags, keywords) of messages above the session's last known UID
+    new: list[tuple[int, int, str | None]]
+    #: (uid, flags, keywords) of known messages whose MODSEQ moved
+    changed: list[tuple[int, int, str | None]]
+    #: every UID now in the folder, only when some were expunged (else None)
+    present: array | None
+
+
+# -- a selected folder ----------------------------------------------------------------------------
+
+def select_folder(store: Store, account_id: int, name: str, readonly: bool) -> Snapshot:
+    """RFC 3501 6.3.1/6.3.2. SELECT (not EXAMINE) claims the \\Recent messages for this session."""
+    with store.reader() as s:
+        row = s.execute(select(*INFO_COLS, F.c.recent_uid)
+                        .where(F.c.account_id == account_id, F.c.name == name)).first()
+        if row is None:
+            raise NotFound(f"no folder {name}")
+        uids = array("q")
+        first_unseen = None
+        keywords: set[str] = set()
+        # One pass over the folder through the driver's cursor: 100,000 rows through Core's
+        # row objects cost more than the query itself.
+        for uid, flags, kws in driver_rows(s, "SELECT uid, flags, keywords FROM message WHERE folder_id = ? "
+                                               "ORDER BY uid", row.id):
+            uids.append(uid)
+            if first_unseen is None and not flags & SEEN:
+                first_unseen = uid
+            if kws:
+                keywords.update(kws.split())
+    info = info_of_row(row)
+    if readonly:
+        return Snapshot(info, uids, 1 << 62, 0, first_unseen, keywords)
+    recent_above = row.recent_uid
+    if uids and uids[-1] > recent_above:
+        # Only the first session to see a message gets it as \Recent: claim under the lock.
+        recent_above = max(recent_above, claim_recent(store, row.id, uids[-1]))
+    recent = len(uids) - bisect_right(uids, recent_above)
+    return Snapshot(info, uids, recent_above, recent, first_unseen, keywords)
+
+
+def claim_recent(store: Store, folder_id: int, up_to_uid: int) -> int:
+    """A session saw new messages first: they are \\Recent for it, and no later session.
+    Returns the previous mark (messages above it are this session's)."""
+    with writing(store) as s:
+        before = s.scalar(select(F.c.recent_uid).where(F.c.id == folder_id).with_for_update())
+        if before is None:
+            return up_to_uid
+        if up_to_uid > before:
+            s.execute(update(F).where(F.c.id == folder_id).values(recent_uid=up_to_uid))
+        return before
+
+
+def changes_since(store: Store, folder_id: int, modseq: int, known_max_uid: int, known_count: int,
+                  force: bool = False) -> Changes | None:
+    """What happened in a folder since a session last looked (None: the folder is gone).
+    ``force``: look for expunges even if the MODSEQ did not move (ones deferred earlier)."""
+    # Runs after most commands of every session: plain SQL through the driver's cursor.
+    with store.reader() as s:
+        found = driver_rows(s, "SELECT highestmodseq, uidnext, message_count FROM folder WHERE id = ?", folder_id)
+        if not found:
+            return None
+        highest, uidnext, count = found[0]
+        if highest == modseq and not (force and count < known_count):
+            return Changes(modseq, uidnext, [], [], None)
+        rows = driver_rows(s, "SELECT uid, flags, keywords FROM message WHERE folder_id = ? AND modseq > ? "
+                               "ORDER BY uid", folder_id, modseq)
+        new = [tuple(r) for r in rows if r[0] > known_max_uid]
+        changed = [tuple(r) for r in rows if r[0] <= known_max_uid]
+        present = None
+        # Expunges only lower the count, so a count below known + new means some went.
+        if count < known_count + len(new):
+            present = array("q", (r[0] for r in driver_rows(
+                s, "SELECT uid FROM message WHERE folder_id = ? ORDER BY uid", folder_id)))
+    return Changes(highest, uidnext, new, changed, present)
+
+
+def fetch_rows(store: Store, folder_id: int, lo_uid: int, hi_uid: int, limit: int, columns: Sequence[str],
+               uids: UidRanges | None = None) -> list:
+    """Up to ``limit`` message rows with lo_uid <= uid <= hi_uid, in UID order (keyset paging)."""
+    cols = [M.c.uid] + [C.c[c] if c in ("raw", "envelope", "body", "bodystructure", "header_size", "search_text")
+                        else M.c[c] for c in columns]
+    q = select(*cols).where(M.c.folder_id == folder_id, M.c.uid.between(lo_uid, hi_uid))
+    if uids:
+        q = q.where(uid_filter(uids))
+    if any(c.table is C for c in cols):
+        q = q.select_from(M.join(C, C.c.id == M.c.content_id))
+    with store.reader() as s:
+        if tuple(columns) == ("flags", "keywords") and not uids:
+            # Opening a big folder (UID FETCH 1:* (FLAGS)): plain tuples from the driver.
+            return driver_rows(s, "SELECT uid, flags, keywords FROM message WHERE folder_id = ? AND uid >= ? "
+                                   "AND uid <= ? ORDER BY uid LIMIT ?", folder_id, lo_uid, hi_uid, limit)
+        return s.execute(q.order_by(M.c.uid).limit(limit)).all()
+
+
+def message_raw(store: Store, folder_id: int, uid: int) -> bytes:
+    """The raw bytes of one message (b"" if it is gone)."""
+    with store.reader() as s:
+        raw = s.scalar(select(C.c.raw).select_from(M.join(C, C.c.id == M.c.content_id))
+                       .where(M.c.folder_id == folder_id, M.c.uid == uid))
+    return raw or b""
+
+
+@dataclass
+class Stored:
+    #: (uid, flags, keywords) of every message addressed, changed or not
+    rows: list[tuple[int, int, str | None]]
+    #: the folder's HIGHESTMODSEQ before and after this write: a session that had seen
+    #: ``before`` has now seen ``after`` too (its own change needs no second report)
+    modseq_before: int
+    modseq_after: int
+
+
+def store_flags(store: Store, folder_id: int, uids: UidRanges, mode: str, bits: int,
+                keywords: Sequence[str]) -> Stored:
+    """RFC 3501 6.4.6: mode "+", "-" or "" (replace)."""
+    if not uids:
+        return Stored([], 0, 0)
+    out: list[tuple[int, int, str | None]] = []
+    kw = set(keywords)
+    with writing(store) as s:
+        modseq = bump_modseq(s, folder_id)
+        where, params = uid_sql(uids)
+        rows = driver_rows(s, f"SELECT id, uid, flags, keywords FROM message WHERE folder_id = ? AND {where} "
+                               "ORDER BY uid", folder_id, *params)
+        updates = []
+        for mid, uid, flags, kws in rows:
+            have = set(kws.split()) if kws else set()
+            if mode == "+":
+                nflags, nkw = flags | bits, have | kw
+            elif mode == "-":
+                nflags, nkw = flags & ~bits, have - kw
+            else:
+                nflags, nkw = bits, set(kw)
+            nkws = " ".join(sorted(nkw)) or None
+            if nflags != flags or nkw != have:
+                updates.append((nflags, nkws, modseq, mid))
+            out.append((uid, nflags, nkws))
+        if updates:
+            driver_execute(s, "UPDATE message SET flags = ?, keywords = ?, modseq = ? WHERE id = ?", updates)
+            announce(s, [folder_id])
+    if updates:
+        hub.changed([folder_id])
+    return Stored(out, modseq - 1, modseq)
+
+
+def expunge(store: Store, folder_id: int, uids: UidRanges | None = None) -> list[int]:
+    """RFC 3501 6.4.3 / RFC 4315 UID EXPUNGE: remove the \\Deleted messages; their UIDs, ascending."""
+    with writing(store) as s:
+        where, params = uid_sql(uids) if uids else ("1 = 1", [])
+        gone = [r[0] for r in driver_rows(s, f"SELECT uid FROM message WHERE folder_id = ? AND (flags & {DELETED}) "
+                                              f"!= 0 AND {where} ORDER BY uid", folder_id, *params)]
+        remove_messages(s, folder_id, gone)
+    if gone:
+        hub.changed([folder_id])
+    return gone
+
+
+@dataclass(frozen=True)
+class Copied:
+    uidvalidity: int
+    source_uids: list[int]
+    dest_uids: list[int]
+    dest_folder_id: int
+
+
+def copy_messages(store: Store, account_id: int, folder_id: int, uids: UidRanges, dest: str, move: bool,
+                  quota_default: int) -> Copied:
+    """RFC 3501 6.4.7 COPY, RFC 6851 MOVE; UIDs for RFC 4315 COPYUID. Quota counts copies."""
+    with writing(store) as s:
+        target = folder_row(s, account_id, dest)
+        rows = s.execute(select(M.c.uid, M.c.content_id, M.c.size, M.c.flags, M.c.keywords, M.c.internaldate)
+                         .where(M.c.folder_id == folder_id, uid_filter(uids)).order_by(M.c.uid)).all() if uids else []
+        if not move:
+            check_quota(s, [NewMessage(account_id, b"", reuse_content_id=1, size=sum(r.size for r in rows))],
+                        quota_default)
+        dest_uids = copy_rows(s, account_id, rows, dest)
+        if move:
+            remove_messages(s, folder_id, [r.uid for r in rows], release=False)
+    hub.changed([target.id, folder_id])
+    return Copied(target.uidvalidity, [r.uid for r in rows], dest_uids, target.id)
+
+
+class Appended(NamedTuple):
+    uidvalidity: int
+    uid: int
+    #: the appending session holds the new message as \\Recent (it asked to, and every
+    #: earlier message had been claimed already)
+    recent: bool
+
+
+def append_message(store: Store, account_id: int, folder: str, raw: bytes, flags: int, keywords: str | None,
+                   internaldate: dt.datetime | None, quota_default: int, claim_recent: bool = False) -> Appended:
+    """RFC 3501 6.3.11 with RFC 4315 APPENDUID, after the commit. ``claim_recent``: the caller
+    has this folder selected; claiming in the same transaction saves a second write."""
+    with writing(store) as s:
+        target = folder_row(s, account_id, folder)
+        if internaldate is not None:  # stored in UTC: SQLite keeps no offset
+            internaldate = internaldate.astimezone(dt.timezone.utc)
+        message = NewMessage(account_id=account_id, raw=raw, folder=folder, flags=flags, keywords=keywords,
+                             internaldate=internaldate)
+        check_quota(s, [message], quota_default)
+        insert_messages(s, [message])
+        recent = False
+        if claim_recent:
+            recent = s.execute(update(F).where(F.c.id == target.id, F.c.recent_uid == message.uid - 1)
+                               .values(recent_uid=message.uid)).rowcount == 1
+    hub.changed([target.id])
+    return Appended(target.uidvalidity, message.uid, recent)
+
+
+def quota_usage(store: Store, account_id: int, quota_default: int) -> tuple[int, int]:
+    """RFC 2087: (bytes used, byte limit) of the account."""
+    with store.reader() as s:
+        used = s.scalar(select(func.coalesce(func.sum(F.c.total_size), 0)).where(F.c.account_id == account_id))
+        limit = s.scalar(select(Account.quota_bytes).where(Account.id == account_id))
+    return int(used or 0), int(limit or quota_default)
+
+
