@@ -8,6 +8,7 @@ delivered reports as a duplicate).
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
@@ -30,7 +31,7 @@ from . import read as read_mod
 from . import reasons
 from .catalog import get_definition, load_agencies, load_catalog
 from .deliver import deliver_batch, mark_duplicates
-from .pipeline import RowContext, RunSpec, init_worker, process_chunk, process_rows
+from .pipeline import RowContext, RunSpec, small_cache_store, init_worker, process_chunk, process_rows, unpack
 from .read import FileError
 from .render import AgencyInfo
 from .report import ReportWriter, Summary
@@ -42,6 +43,13 @@ from .validate import column_mapping
 POOL_THRESHOLD_BYTES = 256 * 1024
 #: rows per chunk sent to a worker process (a delivery transaction takes delivery.batch_size rows)
 POOL_CHUNK_ROWS = 500
+#: chunks in flight per worker: one being worked on, one waiting, so a worker never idles while
+#: its result is collected (results are taken in row order: a resumed drop skips a prefix)
+CHUNKS_PER_WORKER = 2
+#: the writer connection's SQLite page cache
+WRITER_CACHE_KIB = 2 * 1024
+#: batches handed to the writer thread and not yet written (bounded: memory stays flat)
+WRITES_QUEUED = 1
 
 
 @dataclass
@@ -136,28 +144,38 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
                 if r.ready:
                     r.status, r.stage = "delivered", "deliver"
         else:
-            deliver_batch(store, reg.keyring, drop_id, agency_id, notice_type, rows, originals)
+            deliver_batch(writer_store, reg.keyring, drop_id, agency_id, notice_type, rows, originals)
         summary.add(rows)
         writer.write(rows, originals)
         progress(len(rows))
 
+    # The writer's own connection, with a page cache that does not grow with the drop: a batch's
+    # pages are written to the WAL at commit, and SQLite spills early if a batch outgrows it.
+    writer_store = small_cache_store(config, WRITER_CACHE_KIB) if store.dialect == "sqlite" else store
     try:
         # The writer runs in its own thread, one batch behind: while a commit waits for the disk,
         # the workers go on rendering the next batch.
+        # The writer runs in its own thread, up to WRITES_QUEUED batches behind: while a commit
+        # waits for the disk, the workers go on rendering (and the writer never waits for them
+        # while batches are ready).
         with ThreadPoolExecutor(1, thread_name_prefix="drop-writer") as writing:
-            in_write = None
+            in_write: deque = deque()
             for rows, originals in _batches(_process(spec, reg, path, _chunks(pending, chunk)), batch):
-                if in_write is not None:
-                    in_write.result()
-                in_write = writing.submit(write, rows, originals)
-            if in_write is not None:
-                in_write.result()
+                while len(in_write) >= WRITES_QUEUED or (in_write and in_write[0].done()):
+                    in_write.popleft().result()
+                in_write.append(writing.submit(write, rows, originals))
+            while in_write:
+                in_write.popleft().result()
     except BaseException as exc:
         writer.close()
+        if writer_store is not store:
+            writer_store.dispose()
         if drop_id is not None:
             _finish_drop(reg, drop_id, "failed", f"{exc.__class__.__name__}: the run stopped; run again to resume")
         raise
     writer.close()
+    if writer_store is not store:
+        writer_store.dispose()
     summary.elapsed = time.monotonic() - started
     if drop_id is not None:
         _finish_drop(reg, drop_id, "done", None)
@@ -189,17 +207,23 @@ def _process(spec: RunSpec, reg: Registry, path: Path, chunks: Iterator[list]):
             originals = {line: cells for line, cells in chunk}
             yield process_rows(ctx, [RowState(line, cells) for line, cells in chunk]), originals
         return
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=init_worker,
+    # Forked after the heavy imports: the workers share the parent's pages of code and modules
+    # (and start in milliseconds); each opens its own store connection (RowContext.store).
+    # gc.freeze: the collector never writes to the inherited objects' headers, so their pages
+    # stay shared instead of being copied into every worker.
+    gc.freeze()
+    with ProcessPoolExecutor(workers, mp_context=get_context("fork"), initializer=init_worker,
                              initargs=(spec,)) as pool:
         in_flight: deque = deque()
         for chunk in chunks:
             in_flight.append((pool.submit(process_chunk, chunk), {line: cells for line, cells in chunk}))
-            if len(in_flight) > workers:
+            if len(in_flight) > CHUNKS_PER_WORKER * workers:
                 future, originals = in_flight.popleft()
-                yield future.result(), originals
+                yield [unpack(p) for p in future.result()], originals
         while in_flight:
             future, originals = in_flight.popleft()
-            yield future.result(), originals
+            yield [unpack(p) for p in future.result()], originals
+    gc.unfreeze()
 
 
 def _start_drop(reg: Registry, path: Path, sha: str, agency_id: str, notice_type: str, force: bool, source: str,

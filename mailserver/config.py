@@ -154,7 +154,7 @@ class DeliveryConfig:
     #: spool folder watched by `civicmail serve`, relative to the data directory
     spool_dir: str = "spool"
     #: rows per delivery transaction
-    batch_size: int = 2000
+    batch_size: int = 1000
     #: worker processes for render and compose; 0 means one per core
     workers: int = 0
 

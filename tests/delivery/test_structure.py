@@ -81,3 +81,14 @@ def test_base64_lines_are_what_the_stdlib_makes():
         data = data[:n]
         assert _base64_lines(data) == base64.encodebytes(data).decode("ascii").replace("\n", "\r\n")
     assert B64_LINE == 76
+
+
+def test_encoded_words_cut_where_the_character_by_character_reference_cuts():
+    from delivery.compose import encoded_words_reference, encoded_words
+
+    rng = random.Random(11)
+    alphabet = "a Z1中文字𠀋é€\u00a0" + SURNAMES
+    for _ in range(500):
+        value = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 120)))
+        first = rng.choice((4, 9, 36, 45))
+        assert encoded_words(value, first) == encoded_words_reference(value, first), value
