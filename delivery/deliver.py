@@ -7,13 +7,13 @@ writer that commits the same key first makes our insert fail, and the batch is r
 """
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, update
 from sqlalchemy.exc import IntegrityError
 
 from mailserver.identity.keys import IdKeyring
 from mailserver.store import Store
 from mailserver.store.mailstore import NewMessage, insert_messages
-from mailserver.store.models import Drop, DropRow, Notice, utcnow
+from mailserver.store.models import Drop, DropRow, utcnow
 from mailserver.store.notify import hub
 
 from .reasons import DUPLICATE as DUPLICATE_REASON
@@ -24,10 +24,17 @@ KEY_CHUNK = 900
 
 
 def known_keys(session, keys: list[str]) -> set[str]:
+    """The keys already delivered (a plain driver query: SQLAlchemy's coercion of a thousand
+    bound values cost more than the index lookups)."""
     found: set[str] = set()
+    conn = session.connection()
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     for i in range(0, len(keys), KEY_CHUNK):
-        found.update(session.scalars(select(Notice.idempotency_key).where(
-            Notice.idempotency_key.in_(keys[i:i + KEY_CHUNK]))))
+        part = tuple(keys[i:i + KEY_CHUNK])
+        if part:
+            found.update(k for (k,) in conn.exec_driver_sql(
+                f"SELECT idempotency_key FROM notice WHERE idempotency_key IN ({', '.join([mark] * len(part))})",
+                part))
     return found
 
 
@@ -80,6 +87,11 @@ def _insert_rows(session, table: str, columns: tuple[str, ...], rows: list[tuple
     conn.exec_driver_sql(sql, rows)
 
 
+def _sealed(ring: IdKeyring, r: RowState, originals: dict[int, dict[str, str]]) -> bytes | None:
+    """The row's original cells, sealed, for rows kept for the report and `drop retry`."""
+    return seal_row(ring, originals[r.line]) if r.status in KEEP_DATA and r.line in originals else None
+
+
 def _write(store, ring, drop_id, agency_id, notice_type, rows, originals) -> set[int]:
     now = utcnow()
     if store.dialect == "sqlite":  # stored as SQLAlchemy's DateTime stores it there (UTC, no offset)
@@ -93,14 +105,13 @@ def _write(store, ring, drop_id, agency_id, notice_type, rows, originals) -> set
         _insert_rows(s, "notice", NOTICE_COLUMNS, notices)
         for r in todo:
             r.status, r.stage, r.reason = DELIVERED, "deliver", None
-        records = [{"drop_id": drop_id, "line": r.line, "status": r.status, "reason": r.reason,
-                    "idempotency_key": r.key, "stage": r.stage,
-                    "data": seal_row(ring, originals[r.line]) if r.status in KEEP_DATA and r.line in originals
-                    else None, "row_id": r.row_id}
-                   for r in rows]
-        _insert_rows(s, "drop_row", DROP_ROW_COLUMNS,
-                     [tuple(rec[c] for c in DROP_ROW_COLUMNS) for rec in records if rec["row_id"] is None])
-        again = [rec for rec in records if rec["row_id"] is not None]
+        _insert_rows(s, "drop_row", DROP_ROW_COLUMNS, [
+            (drop_id, r.line, r.status, r.reason, r.key, r.stage, _sealed(ring, r, originals))
+            for r in rows if r.row_id is None])
+        again = [{"drop_id": drop_id, "line": r.line, "status": r.status, "reason": r.reason,
+                  "idempotency_key": r.key, "stage": r.stage, "data": _sealed(ring, r, originals),
+                  "row_id": r.row_id}
+                 for r in rows if r.row_id is not None]
         if again:
             t = DropRow.__table__
             s.execute(update(t).where(t.c.id == bindparam("b_id")).values(
