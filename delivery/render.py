@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, select_autoescape
 from markupsafe import Markup
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -79,6 +79,14 @@ def make_environment(templates_dir: Path) -> SandboxedEnvironment:
     return env
 
 
+def _render(template: Template, ctx: dict) -> str:
+    """``template.render(ctx)`` without its per-call copy of the environment's globals (a
+    ChainMap walked for every notice): the globals are merged into ``ctx`` once per row by
+    ``Renderer.context``, and the context is made from ``ctx`` as it stands."""
+    env = template.environment
+    return env.concat(template.root_render_func(template.new_context(ctx, shared=True)))
+
+
 class Renderer:
     """The three compiled templates of one notice type (compiled once per process)."""
 
@@ -93,6 +101,8 @@ class Renderer:
                        "mandatory": definition.mandatory},
             "city": city,
         }
+        #: what Template.render would add to every context (range, dict, ...: Jinja's globals)
+        self.globals = dict(env.globals)
         try:
             base = definition.folder.name
             self.subject = env.get_template(f"{base}/subject")
@@ -105,7 +115,8 @@ class Renderer:
             raise RenderError(f"templates of {definition.id}: {exc}") from None
 
     def context(self, values: dict, address: str | None) -> dict:
-        ctx = dict(values)
+        ctx = dict(self.globals)
+        ctx.update(values)
         ctx.update(self.constants)
         ctx["citizen"] = {"name": values.get("name"), "address": address or ""}
         return ctx
@@ -113,8 +124,8 @@ class Renderer:
     def render(self, values: dict, address: str | None) -> Rendered:
         ctx = self.context(values, address)
         try:
-            subject = " ".join(self.subject.render(ctx).split())
-            return Rendered(subject, self.text.render(ctx), self.html.render(ctx))
+            subject = " ".join(_render(self.subject, ctx).split())
+            return Rendered(subject, _render(self.text, ctx), _render(self.html, ctx))
         except TemplateError as exc:  # StrictUndefined, sandbox refusals, template faults
             raise RenderError(RENDER_FAILED.format(detail=exc.message)) from None
 
