@@ -309,8 +309,17 @@ async def _stress(port: int, users: list[tuple[str, int]], clients: int, seconds
     counts = {"commands": 0, "errors": 0}
     deadline = time.monotonic() + seconds
     started = time.perf_counter()
-    await asyncio.gather(*(_stress_client(port, users[i][0], Model(), deadline, random.Random(i), counts)
-                           for i in range(clients)))
+
+    async def bounded(i: int) -> None:
+        # A client that stops getting answers is a failure to report, not a reason to hang.
+        try:
+            await asyncio.wait_for(_stress_client(port, users[i][0], Model(), deadline, random.Random(i), counts),
+                                   seconds + 120)
+        except (asyncio.TimeoutError, OSError) as exc:
+            counts["errors"] += 1
+            click.echo(f"  stress client {i} failed: {exc!r}", err=True)
+
+    await asyncio.gather(*(bounded(i) for i in range(clients)))
     return counts["commands"], counts["errors"], time.perf_counter() - started
 
 
@@ -327,7 +336,11 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, clients:
     """SELECT/FETCH time, IDLE memory and notification latency, random stress with a model check."""
     with tempfile.TemporaryDirectory(prefix="civicmail-bench-imap-") as tmp:
         root = Path(tmp)
-        users_needed = max(clients, idle_users if mode in ("all", "idle") else 1, 1)
+        # Separate users per phase: [0] owns the big folder, then the IDLE users, then one per
+        # stress client (its model starts from an empty mailbox).
+        idle_n = idle_users if mode in ("all", "idle") else 0
+        stress_n = clients if mode in ("all", "stress") else 0
+        users_needed = 1 + idle_n + stress_n
         started = time.monotonic()
         users = prepare_data(root, users_needed, messages if mode in ("all", "select") else 0)
         click.echo(f"prepared {len(users)} users and {messages if mode in ('all', 'select') else 0:,} messages "
@@ -341,7 +354,7 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, clients:
                                f"messages {total * 1000:.0f} ms (run {attempt + 1})")
             if mode in ("all", "idle"):
                 base = server.rss_mib()
-                rss, lat = asyncio.run(_idle_bench(root, server, users[:idle_users], idle_count, 20))
+                rss, lat = asyncio.run(_idle_bench(root, server, users[1:1 + idle_n], idle_count, 20))
                 lat.sort()
                 click.echo(f"idle: {idle_count:,} connections in IDLE: server RSS {rss:.0f} MiB "
                            f"(before: {base:.0f} MiB, {(rss - base) * 1024 / max(idle_count, 1):.1f} KiB each); "
@@ -352,7 +365,7 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, clients:
 
                 cpu = server.cpu_seconds()
                 mine = resource.getrusage(resource.RUSAGE_SELF)
-                commands, errors, elapsed = asyncio.run(_stress(server.port, users, clients, seconds))
+                commands, errors, elapsed = asyncio.run(_stress(server.port, users[1 + idle_n:], clients, seconds))
                 after = resource.getrusage(resource.RUSAGE_SELF)
                 client_cpu = after.ru_utime + after.ru_stime - mine.ru_utime - mine.ru_stime
                 click.echo(f"stress: {clients} clients, {commands:,} commands in {elapsed:.1f} s = "

@@ -7,6 +7,7 @@ import imaplib
 import threading
 from dataclasses import dataclass
 
+import hypothesis.internal.observability  # noqa: F401  (see below)
 import pytest
 from sqlalchemy import select
 
@@ -17,6 +18,10 @@ from mailserver.registry.citizens import add_citizen
 from mailserver.server import ServerContext
 from mailserver.store import open_store
 from mailserver.store.models import Account
+
+# Imported up front: Hypothesis's pytest plugin otherwise imports it at the end of the run, and
+# CPython 3.11.7 then sometimes fails compiling it under assertion rewriting ("AST constructor
+# recursion depth mismatch", a CPython bug fixed in later 3.11 releases) after these tests.
 
 PASSWORD = "correct horse battery"
 
