@@ -7,6 +7,9 @@ each worker builds once); ``deliver`` and ``report`` run in the one writer (``ru
 from __future__ import annotations
 
 import datetime as dt
+import os
+import threading
+import time
 from dataclasses import dataclass
 from email.utils import format_datetime
 from functools import cached_property
@@ -33,6 +36,8 @@ PIPELINE = ("read", "validate", "match", "consent", "render", "compose", "sign",
 #: the stages that run per chunk in a worker, in order
 ROW_STAGES = PIPELINE[1:7]
 WORKER_CACHE_KIB = 4096
+#: how often a worker checks that the drop's process is still there
+PARENT_POLL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -195,9 +200,19 @@ def process_rows(ctx: RowContext, rows: list[RowState]) -> list[RowState]:
 _worker: RowContext | None = None
 
 
-def init_worker(spec: RunSpec) -> None:
+def init_worker(spec: RunSpec, parent_pid: int) -> None:
     global _worker
     _worker = RowContext(spec)
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), name="parent-watch", daemon=True).start()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """A worker whose parent died (SIGKILL: no chance to stop its pool) exits instead of waiting
+    forever: a forked worker holds its own copy of the job pipe's write end, so it would never
+    see the pipe close."""
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)
 
 
 def process_chunk(chunk: list[tuple[int, dict[str, str]]]) -> list[tuple]:

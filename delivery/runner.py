@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import threading
 import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -207,13 +208,13 @@ def _process(spec: RunSpec, reg: Registry, path: Path, chunks: Iterator[list]):
             originals = {line: cells for line, cells in chunk}
             yield process_rows(ctx, [RowState(line, cells) for line, cells in chunk]), originals
         return
-    # Forked after the heavy imports: the workers share the parent's pages of code and modules
-    # (and start in milliseconds); each opens its own store connection (RowContext.store).
-    # gc.freeze: the collector never writes to the inherited objects' headers, so their pages
-    # stay shared instead of being copied into every worker.
-    gc.freeze()
-    with ProcessPoolExecutor(workers, mp_context=get_context("fork"), initializer=init_worker,
-                             initargs=(spec,)) as pool:
+    method = _start_method()
+    if method == "fork":
+        # gc.freeze: the collector never writes to the inherited objects' headers, so their pages
+        # stay shared instead of being copied into every worker.
+        gc.freeze()
+    with ProcessPoolExecutor(workers, mp_context=get_context(method), initializer=init_worker,
+                             initargs=(spec, os.getpid())) as pool:
         in_flight: deque = deque()
         for chunk in chunks:
             in_flight.append((pool.submit(process_chunk, chunk), {line: cells for line, cells in chunk}))
@@ -223,7 +224,17 @@ def _process(spec: RunSpec, reg: Registry, path: Path, chunks: Iterator[list]):
         while in_flight:
             future, originals = in_flight.popleft()
             yield [unpack(p) for p in future.result()], originals
-    gc.unfreeze()
+    if method == "fork":
+        gc.unfreeze()
+
+
+def _start_method() -> str:
+    """Fork when this process runs one thread (``civicmail drop run``): the workers then share
+    the parent's pages of code and modules and start in milliseconds; each opens its own store
+    connection (RowContext.store). A process with other threads (``civicmail serve`` running a
+    spooled drop) spawns fresh workers instead: a fork copies only the calling thread, and a
+    lock another thread held at that moment would stay locked in the child."""
+    return "fork" if threading.active_count() == 1 else "spawn"
 
 
 def _start_drop(reg: Registry, path: Path, sha: str, agency_id: str, notice_type: str, force: bool, source: str,

@@ -54,6 +54,23 @@ def _delivered_rows(store, drop_id: int | None = None) -> int:
         return s.scalar(q.where(DropRow.drop_id == drop_id) if drop_id else q)
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as fh:
+            out += [int(c) for c in fh.read().split()]
+    return out
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan is reaped by whatever runs as PID 1, if it reaps)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 @pytest.fixture
 def big_city(sqlite_registry, sqlite_city, tmp_path):
     citizens, drop = tmp_path / "citizens.csv", tmp_path / "drop.csv"
@@ -79,8 +96,15 @@ def test_killed_run_resumes_and_delivers_each_notice_once(sqlite_registry, big_c
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    workers = _children(proc.pid)
+    assert len(workers) == 2  # forked render/compose workers
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    # The workers follow their parent (they hold their own copy of the job pipe, so they would
+    # otherwise wait on it forever).
+    while any(_running(pid) for pid in workers):
+        assert time.monotonic() < deadline, "worker processes outlived the killed run"
+        time.sleep(0.1)
     partial = count_notices(reg.store)
     assert 400 <= partial < 3000
 
@@ -116,7 +140,7 @@ def test_killed_run_resumes_and_delivers_each_notice_once(sqlite_registry, big_c
 
 
 def test_worker_processes_on_postgresql(registry, city, tmp_path):
-    """The pool path (spawned workers, each with its own engine) on the other engine."""
+    """The pool path (worker processes, each with its own engine) on the other engine."""
     if registry.store.dialect != "postgresql":
         pytest.skip("the SQLite pool path is the killed-run test above")
     from dataclasses import replace
