@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from mailserver.identity.keys import IdKeyring
 from mailserver.store import Store
-from mailserver.store.mailstore import NewMessage, insert_messages
+from mailserver.store.mailstore import NewMessage, driver_rows, insert_messages
 from mailserver.store.models import Drop, DropRow, utcnow
 from mailserver.store.notify import hub
 
@@ -27,14 +27,13 @@ def known_keys(session, keys: list[str]) -> set[str]:
     """The keys already delivered (a plain driver query: SQLAlchemy's coercion of a thousand
     bound values cost more than the index lookups)."""
     found: set[str] = set()
-    conn = session.connection()
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    mark = "?" if session.connection().dialect.paramstyle == "qmark" else "%s"
     for i in range(0, len(keys), KEY_CHUNK):
         part = tuple(keys[i:i + KEY_CHUNK])
         if part:
-            found.update(k for (k,) in conn.exec_driver_sql(
-                f"SELECT idempotency_key FROM notice WHERE idempotency_key IN ({', '.join([mark] * len(part))})",
-                part))
+            found.update(k for (k,) in driver_rows(
+                session, f"SELECT idempotency_key FROM notice WHERE idempotency_key IN "
+                         f"({', '.join([mark] * len(part))})", part))
     return found
 
 

@@ -72,9 +72,8 @@ def _folder_ids(session: Session, wanted: set[tuple[int, str]]) -> dict[tuple[in
     for name, accounts in by_account.items():
         for chunk in _chunks(accounts, 900):
             # through the driver: SQLAlchemy's coercion of each bound value cost more than the lookups
-            rows = conn.exec_driver_sql(
-                f"SELECT account_id, id FROM folder WHERE name = {mark} "
-                f"AND account_id IN ({', '.join([mark] * len(chunk))})", (name, *chunk))
+            rows = driver_rows(session, f"SELECT account_id, id FROM folder WHERE name = {mark} "
+                               f"AND account_id IN ({', '.join([mark] * len(chunk))})", (name, *chunk))
             for account_id, folder_id in rows:
                 found[(account_id, name)] = folder_id
     missing = wanted - found.keys()
@@ -124,6 +123,17 @@ def sqlite_insert_ids(session: Session, table: str, columns: tuple[str, ...], ro
     conn.exec_driver_sql(f"INSERT INTO {table} (id, {', '.join(columns)}) VALUES ({marks})",
                          [(first + i, *row) for i, row in enumerate(rows)])
     return list(range(first, first + len(rows)))
+
+
+def driver_rows(session: Session, sql: str, params: tuple) -> list[tuple]:
+    """Rows of a query on the session's own connection (its transaction), read straight from
+    the driver's cursor: SQLAlchemy's per-row result handling cost more than the lookups."""
+    cursor = session.connection().connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
 
 
 def sqlite_datetime(value: dt.datetime) -> str:
@@ -197,9 +207,8 @@ def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delive
     state: dict[int, tuple[int, int]] = {}
     for chunk in _chunks(folder_ids, 900):
         if sqlite:  # the write lock is held already (BEGIN IMMEDIATE): no FOR UPDATE to compile
-            rows = session.connection().exec_driver_sql(
-                f"SELECT id, uidnext, highestmodseq FROM folder WHERE id IN ({', '.join('?' * len(chunk))})",
-                tuple(chunk))
+            rows = driver_rows(session, f"SELECT id, uidnext, highestmodseq FROM folder "
+                               f"WHERE id IN ({', '.join('?' * len(chunk))})", tuple(chunk))
         else:
             rows = session.execute(select(Folder.id, Folder.uidnext, Folder.highestmodseq)
                                    .where(Folder.id.in_(chunk)).order_by(Folder.id).with_for_update())
@@ -216,16 +225,19 @@ def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delive
             m.uid = uidnext
             uidnext += 1
             m.content_id = m.reuse_content_id or content_of[id(m.raw)]
-            size += m.byte_size
+            byte_size = m.byte_size
+            size += byte_size
             message_rows.append({"folder_id": fid, "uid": m.uid, "modseq": modseq, "flags": m.flags,
-                                 "keywords": m.keywords, "internaldate": m.internaldate or now, "size": m.byte_size,
+                                 "keywords": m.keywords, "internaldate": m.internaldate or now, "size": byte_size,
                                  "content_id": m.content_id})
         folder_updates.append({"fid": fid, "uidnext": uidnext, "modseq": modseq, "size": size,
                                "count": len(per_folder[fid])})
     order = [m for fid in folder_ids for m in per_folder[fid]]
     if sqlite:
+        stored_now = sqlite_datetime(now)
         ids = sqlite_insert_ids(session, "message", MESSAGE_COLUMNS, [
-            (r["folder_id"], r["uid"], r["modseq"], r["flags"], r["keywords"], sqlite_datetime(r["internaldate"]),
+            (r["folder_id"], r["uid"], r["modseq"], r["flags"], r["keywords"],
+             stored_now if r["internaldate"] is now else sqlite_datetime(r["internaldate"]),
              r["size"], r["content_id"]) for r in message_rows])
         session.connection().exec_driver_sql(
             "UPDATE folder SET uidnext = ?, highestmodseq = ?, total_size = total_size + ?, "
