@@ -136,8 +136,8 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
     batch = max(100, config.delivery.batch_size)
     chunk = min(batch, POOL_CHUNK_ROWS) if _workers(config, path) > 1 else batch
 
-    def write(rows: list[RowState], originals: dict[int, dict[str, str]]) -> None:
-        """The one writer: one transaction per batch, then the report lines."""
+    def write(rows: list[RowState], originals: dict[int, dict[str, str]]) -> tuple[list, dict]:
+        """The one writer: one transaction per batch."""
         if dry_run:
             with store.reader() as s:
                 mark_duplicates(s, rows)
@@ -146,6 +146,11 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
                     r.status, r.stage = "delivered", "deliver"
         else:
             deliver_batch(writer_store, reg.keyring, drop_id, agency_id, notice_type, rows, originals)
+        return rows, originals
+
+    def written(rows: list[RowState], originals: dict[int, dict[str, str]]) -> None:
+        """A batch is committed: its report lines, in the main thread (the writer thread is the
+        pipeline's narrowest part, so it does nothing else)."""
         summary.add(rows)
         writer.write(rows, originals)
         progress(len(rows))
@@ -154,8 +159,6 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
     # pages are written to the WAL at commit, and SQLite spills early if a batch outgrows it.
     writer_store = small_cache_store(config, WRITER_CACHE_KIB) if store.dialect == "sqlite" else store
     try:
-        # The writer runs in its own thread, one batch behind: while a commit waits for the disk,
-        # the workers go on rendering the next batch.
         # The writer runs in its own thread, up to WRITES_QUEUED batches behind: while a commit
         # waits for the disk, the workers go on rendering (and the writer never waits for them
         # while batches are ready).
@@ -163,10 +166,10 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
             in_write: deque = deque()
             for rows, originals in _batches(_process(spec, reg, path, _chunks(pending, chunk)), batch):
                 while len(in_write) >= WRITES_QUEUED or (in_write and in_write[0].done()):
-                    in_write.popleft().result()
+                    written(*in_write.popleft().result())
                 in_write.append(writing.submit(write, rows, originals))
             while in_write:
-                in_write.popleft().result()
+                written(*in_write.popleft().result())
     except BaseException as exc:
         writer.close()
         if writer_store is not store:
