@@ -5,8 +5,6 @@ import re
 import unicodedata
 from functools import lru_cache
 
-from pypinyin import lazy_pinyin
-
 from ..errors import ValidationError
 
 COMPOUND_SURNAMES = frozenset(
@@ -27,6 +25,10 @@ def base_local_part(name: str) -> str:
     if not name:
         raise ValidationError("name is empty")
     if any("\u4e00" <= ch <= "\u9fff" for ch in name):
+        # Imported here: its dictionaries cost ~56 MiB, which only registering citizens needs
+        # (not the servers or the pipeline's workers, which import this module too).
+        from pypinyin import lazy_pinyin
+
         han = "".join(ch for ch in name if not ch.isspace() and ch not in "·•.")
         cut = 2 if han[:2] in COMPOUND_SURNAMES and len(han) > 2 else 1
         surname = _ascii("".join(lazy_pinyin(han[:cut])))
