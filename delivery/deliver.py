@@ -19,6 +19,7 @@ from mailserver.store.notify import hub
 from .reasons import DUPLICATE as DUPLICATE_REASON
 from .rowkeys import seal_row
 from .rowstate import DELIVERED, DUPLICATE, KEEP_DATA, RowState
+from .applications import thread_into_applications
 
 KEY_CHUNK = 900
 
@@ -97,6 +98,7 @@ def _write(store, ring, drop_id, agency_id, notice_type, rows, originals) -> set
         now = now.strftime("%Y-%m-%d %H:%M:%S.%f")
     with store.session() as s:
         todo = mark_duplicates(s, rows)
+        thread_into_applications(s, agency_id, todo)
         delivered = insert_messages(s, [NewMessage(account_id=r.account_id, raw=r.raw, analyzed=r.analyzed)
                                         for r in todo])
         notices = [(r.key, agency_id, notice_type, r.account_id, d.message_id, drop_id, now)

@@ -21,6 +21,7 @@ from mailserver.store import Store
 from . import compose as compose_mod
 from . import reasons
 from . import validate as validate_mod
+from .applications import NUMBER_FIELD
 from .catalog import NoticeDefinition, load_catalog
 from .consent import consent
 from .deliver import known_keys
@@ -228,15 +229,19 @@ def pack(r: RowState) -> tuple:
     a = r.analyzed
     analyzed = None if a is None else (a.size, a.header_size, a.envelope, a.body, a.bodystructure, a.search_text)
     paper = None if r.paper is None else (r.paper, r.values.get("name", ""), r.values.get("id_number", ""))
-    return (r.line, r.status, r.stage, r.reason, r.key, r.account_id, r.raw, analyzed, paper)
+    # application notices: what the writer needs to thread them (delivery/applications.py)
+    thread = ((r.values[NUMBER_FIELD], r.values.get("status", "")) if r.values.get(NUMBER_FIELD) else None)
+    return (r.line, r.status, r.stage, r.reason, r.key, r.account_id, r.raw, analyzed, paper, thread)
 
 
 def unpack(packed: tuple) -> RowState:
-    line, status, stage, reason, key, account_id, raw, analyzed, paper = packed
+    line, status, stage, reason, key, account_id, raw, analyzed, paper, thread = packed
     r = RowState(line, {}, status=status, stage=stage, reason=reason, key=key, account_id=account_id, raw=raw)
     if analyzed is not None:
         r.analyzed = Analyzed(*analyzed)
     if paper is not None:
         r.paper, name, number = paper
         r.values = {"name": name, "id_number": number}
+    if thread is not None:
+        r.values[NUMBER_FIELD], r.values["status"] = thread
     return r
