@@ -1,6 +1,7 @@
 """`civicmail bench`: the measured figures (recorded in docs/benchmarks.md)."""
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 import tempfile
@@ -51,8 +52,6 @@ def bench_import(app: App, count: int, work_dir: Path | None) -> None:
                    f"peak RSS of the import {peak_rss_mib(children=True):.0f} MiB")
 
 
-command.add_command(__import__("mailserver.bench.smtp", fromlist=["command"]).command)  # civicmail bench smtp
-command.add_command(__import__("mailserver.bench.pipeline", fromlist=["command"]).command)  # civicmail bench pipeline
-command.add_command(__import__("mailserver.bench.mime", fromlist=["command"]).command)  # civicmail bench mime
-command.add_command(__import__("mailserver.bench.imap", fromlist=["command"]).command)  # civicmail bench imap
-command.add_command(__import__("mailserver.bench.services", fromlist=["command"]).command)  # civicmail bench services
+# Each area's benchmark lives beside its code in mailserver/bench/<name>.py as a click `command`.
+for _name in ("smtp", "imap", "pipeline", "mime", "services"):
+    command.add_command(importlib.import_module(f"mailserver.bench.{_name}").command)
