@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from delivery.read import FileError
 from delivery.runner import run_drop
-from drophelpers import CATALOG
+from drophelpers import CATALOG, make_city
 from mailcheck import count_inbox_messages, count_notices
 from mailserver.bench.pipeline import write_drop
 from mailserver.bench.util import write_citizens_csv
@@ -139,11 +139,28 @@ def test_killed_run_resumes_and_delivers_each_notice_once(sqlite_registry, big_c
                 c.logout()
 
 
-def test_worker_processes_on_postgresql(registry, city, tmp_path):
+@pytest.fixture
+def pg_registry(tmp_path, pg_url):
+    """A city on PostgreSQL only (the SQLite pool path is the killed-run test above)."""
+    from mailserver.cli.init import prepare
+    from mailserver.registry import Registry
+    from mailserver.store import open_store
+    from tests.conftest import make_config
+
+    config = make_config(tmp_path / "pg", store_url=pg_url)
+    prepare(config)
+    store = open_store(config)
+    registry = Registry(config, store)
+    make_city(registry)
+    yield registry
+    store.dispose()
+
+
+def test_worker_processes_on_postgresql(pg_registry, tmp_path):
     """The pool path (worker processes, each with its own engine) on the other engine."""
-    if registry.store.dialect != "postgresql":
-        pytest.skip("the SQLite pool path is the killed-run test above")
     from dataclasses import replace
+
+    registry = pg_registry
 
     citizens, drop = tmp_path / "citizens.csv", tmp_path / "drop.csv"
     write_citizens_csv(citizens, 2500, seed=5)
