@@ -75,8 +75,12 @@ def prepare_data(root: Path, users: int, messages: int) -> list[tuple[str, int]]
     return out
 
 
-def _child_main(root: str, conn) -> None:
-    """The server process: IMAP on 127.0.0.1:0 plus the folder watcher."""
+def _child_main(root: str, conn, profile: str | None = None) -> None:
+    """The server process: IMAP on 127.0.0.1:0 plus the folder watcher. With ``profile``, the
+    event loop and every store thread run under cProfile; the merged stats go to that file."""
+    import concurrent.futures
+    import cProfile
+    import pstats
     import resource
 
     from ..registry import Registry
@@ -88,7 +92,18 @@ def _child_main(root: str, conn) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     cfg = _config(Path(root))
     store = open_store(cfg)
-    ctx = ServerContext(cfg, store, Registry(cfg, store))
+    profiles: list[cProfile.Profile] = []
+
+    def profiled_thread() -> None:
+        profiles.append(cProfile.Profile())
+        profiles[-1].enable()
+
+    extra = {}
+    if profile:
+        extra["executor"] = concurrent.futures.ThreadPoolExecutor(
+            max_workers=16, thread_name_prefix="store", initializer=profiled_thread)
+        profiled_thread()
+    ctx = ServerContext(cfg, store, Registry(cfg, store), **extra)
 
     async def main():
         imap = ImapService(ctx, "127.0.0.1:0", False, "imap")
@@ -101,13 +116,18 @@ def _child_main(root: str, conn) -> None:
         await watcher.stop()
 
     asyncio.run(main())
+    if profile:
+        ctx.executor.shutdown(wait=True)
+        for p in profiles:
+            p.create_stats()
+        pstats.Stats(*profiles).dump_stats(profile)
 
 
 class ServerChild:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, profile: str | None = None) -> None:
         mp = multiprocessing.get_context("spawn")
         self.conn, child = mp.Pipe()
-        self.proc = mp.Process(target=_child_main, args=(str(root), child), daemon=True)
+        self.proc = mp.Process(target=_child_main, args=(str(root), child, profile), daemon=True)
         self.proc.start()
         self.port = self.conn.recv()
 
@@ -332,7 +352,10 @@ async def _stress(port: int, users: list[tuple[str, int]], clients: int, seconds
 @click.option("--idle-users", default=500, show_default=True, help="users those connections log in as")
 @click.option("--clients", default=10, show_default=True, help="stress clients")
 @click.option("--seconds", default=30.0, show_default=True, help="stress duration")
-def command(mode: str, messages: int, idle_count: int, idle_users: int, clients: int, seconds: float) -> None:
+@click.option("--profile", type=click.Path(dir_okay=False), hidden=True,
+              help="run the server under cProfile and write its stats to this file")
+def command(mode: str, messages: int, idle_count: int, idle_users: int, clients: int, seconds: float,
+            profile: str | None) -> None:
     """SELECT/FETCH time, IDLE memory and notification latency, random stress with a model check."""
     with tempfile.TemporaryDirectory(prefix="civicmail-bench-imap-") as tmp:
         root = Path(tmp)
@@ -345,7 +368,7 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, clients:
         users = prepare_data(root, users_needed, messages if mode in ("all", "select") else 0)
         click.echo(f"prepared {len(users)} users and {messages if mode in ('all', 'select') else 0:,} messages "
                    f"in {time.monotonic() - started:.1f} s")
-        server = ServerChild(root)
+        server = ServerChild(root, profile)
         try:
             if mode in ("all", "select"):
                 for attempt in range(3):
