@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 import weakref
 from collections import Counter
@@ -18,6 +19,8 @@ from .session import ImapSession
 log = logging.getLogger("civicmail.imap")
 #: seconds between two recorded logins of one account
 LOGIN_RECORD_INTERVAL = 600
+#: the GIL switch interval while IMAP serves (the default is 5 ms)
+SWITCH_INTERVAL = 0.0005
 
 
 class ImapService:
@@ -86,6 +89,11 @@ class ImapService:
             log.exception("IMAP session failed")
 
     async def start(self) -> None:
+        # Every store call runs in a thread that releases the GIL at each SQLite statement and
+        # socket send; with the default 5 ms switch interval it then waits behind the busy event
+        # loop (or another store thread) for up to 5 ms per statement, which made a 1 ms write
+        # take 10-40 ms of wall time. SMTP sets the same (smtp/service.py).
+        sys.setswitchinterval(SWITCH_INTERVAL)
         host, port = parse_hostport(self.listen, f"{self.name}.listen")
         ssl = self.tls_context() if self.implicit_tls else None
         try:
