@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import Conflict, QuotaExceeded, UserError
 from .db import Store
-from .mailbox_sql import (F, M, FolderInfo, UidRanges, copy_rows, driver_rows, folder_row, info_of, INFO_SQL,
+from .mailbox_sql import (F, M, FolderInfo, UidRanges, copy_rows, driver_rows, folder_row, info_of, INFO_SQL, raw_reader,
                           release_content, remove_messages, serialized_writes, writing)
 from .models.mail import SEEN
 from .notify import announce, hub
@@ -50,14 +50,14 @@ class FolderStatus:
 # the driver's cursor: SQLAlchemy's per-statement work costs more than SQLite's here.
 
 def list_folders(store: Store, account_id: int) -> list[FolderInfo]:
-    with store.reader() as s:
+    with raw_reader(store) as s:
         return [info_of(t) for t in driver_rows(s, f"SELECT {INFO_SQL} FROM folder WHERE account_id = ? "
                                                      "ORDER BY name", account_id)]
 
 
 def folder_status(store: Store, account_id: int, names: Iterable[str] | None = None) -> list[FolderStatus]:
     """Counters of the named folders (all folders when names is None), with UNSEEN and RECENT."""
-    with store.reader() as s:
+    with raw_reader(store) as s:
         sql = f"SELECT {INFO_SQL}, recent_uid FROM folder WHERE account_id = ?"
         params: list = [account_id]
         if names is not None:
@@ -179,7 +179,7 @@ def set_subscribed(store: Store, account_id: int, name: str, subscribed: bool) -
 
 
 def find_folder(store: Store, account_id: int, name: str) -> FolderInfo:
-    with store.reader() as s:
+    with raw_reader(store) as s:
         return folder_row(s, account_id, name)
 
 

@@ -13,8 +13,8 @@ from sqlalchemy import func, select, update
 
 from ..errors import NotFound
 from .db import Store
-from .mailbox_sql import (C, F, M, FolderInfo, UidRanges, driver_execute, driver_rows, folder_row, info_of_row,
-                          INFO_COLS, uid_filter, uid_sql, bump_modseq, remove_messages, copy_rows, writing)
+from .mailbox_sql import (C, F, M, FolderInfo, UidRanges, driver_execute, driver_rows, folder_row, info_of,
+                          raw_reader, INFO_SQL, uid_filter, uid_sql, bump_modseq, remove_messages, copy_rows, writing)
 from .mailstore import NewMessage, check_quota, insert_messages
 from .models import Account
 from .models.mail import DELETED, SEEN
@@ -50,30 +50,30 @@ class Changes:
 
 def select_folder(store: Store, account_id: int, name: str, readonly: bool) -> Snapshot:
     """RFC 3501 6.3.1/6.3.2. SELECT (not EXAMINE) claims the \\Recent messages for this session."""
-    with store.reader() as s:
-        row = s.execute(select(*INFO_COLS, F.c.recent_uid)
-                        .where(F.c.account_id == account_id, F.c.name == name)).first()
-        if row is None:
+    with raw_reader(store) as s:
+        found = driver_rows(s, f"SELECT {INFO_SQL}, recent_uid FROM folder WHERE account_id = ? AND name = ?",
+                            account_id, name)
+        if not found:
             raise NotFound(f"no folder {name}")
+        info, recent_uid = info_of(found[0]), found[0][-1]
         uids = array("q")
         first_unseen = None
         keywords: set[str] = set()
         # One pass over the folder through the driver's cursor: 100,000 rows through Core's
         # row objects cost more than the query itself.
         for uid, flags, kws in driver_rows(s, "SELECT uid, flags, keywords FROM message WHERE folder_id = ? "
-                                               "ORDER BY uid", row.id):
+                                               "ORDER BY uid", info.id):
             uids.append(uid)
             if first_unseen is None and not flags & SEEN:
                 first_unseen = uid
             if kws:
                 keywords.update(kws.split())
-    info = info_of_row(row)
     if readonly:
         return Snapshot(info, uids, 1 << 62, 0, first_unseen, keywords)
-    recent_above = row.recent_uid
+    recent_above = recent_uid
     if uids and uids[-1] > recent_above:
         # Only the first session to see a message gets it as \Recent: claim under the lock.
-        recent_above = max(recent_above, claim_recent(store, row.id, uids[-1]))
+        recent_above = max(recent_above, claim_recent(store, info.id, uids[-1]))
     recent = len(uids) - bisect_right(uids, recent_above)
     return Snapshot(info, uids, recent_above, recent, first_unseen, keywords)
 
@@ -95,7 +95,7 @@ def changes_since(store: Store, folder_id: int, modseq: int, known_max_uid: int,
     """What happened in a folder since a session last looked (None: the folder is gone).
     ``force``: look for expunges even if the MODSEQ did not move (ones deferred earlier)."""
     # Runs after most commands of every session: plain SQL through the driver's cursor.
-    with store.reader() as s:
+    with raw_reader(store) as s:
         found = driver_rows(s, "SELECT highestmodseq, uidnext, message_count FROM folder WHERE id = ?", folder_id)
         if not found:
             return None
@@ -124,11 +124,12 @@ def fetch_rows(store: Store, folder_id: int, lo_uid: int, hi_uid: int, limit: in
         q = q.where(uid_filter(uids))
     if any(c.table is C for c in cols):
         q = q.select_from(M.join(C, C.c.id == M.c.content_id))
+    if tuple(columns) == ("flags", "keywords") and not uids:
+        # Opening a big folder (UID FETCH 1:* (FLAGS)): plain tuples from the driver.
+        with raw_reader(store) as r:
+            return driver_rows(r, "SELECT uid, flags, keywords FROM message WHERE folder_id = ? AND uid >= ? "
+                                  "AND uid <= ? ORDER BY uid LIMIT ?", folder_id, lo_uid, hi_uid, limit)
     with store.reader() as s:
-        if tuple(columns) == ("flags", "keywords") and not uids:
-            # Opening a big folder (UID FETCH 1:* (FLAGS)): plain tuples from the driver.
-            return driver_rows(s, "SELECT uid, flags, keywords FROM message WHERE folder_id = ? AND uid >= ? "
-                                   "AND uid <= ? ORDER BY uid LIMIT ?", folder_id, lo_uid, hi_uid, limit)
         return s.execute(q.order_by(M.c.uid).limit(limit)).all()
 
 
