@@ -158,15 +158,16 @@ def uid_sql(ranges: UidRanges) -> tuple[str, list[int]]:
     return "(" + " OR ".join(parts) + ")", params
 
 
-def bump_modseq(session: Session, folder_id: int, **counters) -> int:
-    """Raise the folder's HIGHESTMODSEQ (and apply counter changes) in one statement; on
-    PostgreSQL the UPDATE also locks the row for the rest of the transaction."""
-    modseq = session.execute(update(F).where(F.c.id == folder_id)
-                             .values(highestmodseq=F.c.highestmodseq + 1, **counters)
-                             .returning(F.c.highestmodseq)).scalar()
-    if modseq is None:
+def bump_modseq(session: Session, folder_id: int, count_delta: int = 0, size_delta: int = 0) -> int:
+    """Raise the folder's HIGHESTMODSEQ (and move its message count and total size) in one
+    statement through the driver's cursor; on PostgreSQL the UPDATE also locks the row for the
+    rest of the transaction."""
+    found = driver_rows(session, "UPDATE folder SET highestmodseq = highestmodseq + 1, "
+                                 "message_count = message_count + ?, total_size = total_size + ? "
+                                 "WHERE id = ? RETURNING highestmodseq", count_delta, size_delta, folder_id)
+    if not found:
         raise NotFound("folder is gone")
-    return modseq
+    return found[0][0]
 
 
 def release_content(session: Session, content_ids: list[int]) -> None:
@@ -192,12 +193,13 @@ def remove_messages(session: Session, folder_id: int, uids: list[int], release: 
     size = 0
     for i in range(0, len(uids), 900):
         chunk = uids[i:i + 900]
-        for cid, sz in session.execute(select(M.c.content_id, M.c.size).where(M.c.folder_id == folder_id,
-                                                                              M.c.uid.in_(chunk))):
+        marks = ",".join("?" * len(chunk))
+        for cid, sz in driver_rows(session, f"SELECT content_id, size FROM message WHERE folder_id = ? "
+                                            f"AND uid IN ({marks})", folder_id, *chunk):
             content_ids.append(cid)
             size += sz
-        session.execute(delete(M).where(M.c.folder_id == folder_id, M.c.uid.in_(chunk)))
-    bump_modseq(session, folder_id, message_count=F.c.message_count - len(content_ids), total_size=F.c.total_size - size)
+        driver_execute(session, f"DELETE FROM message WHERE folder_id = ? AND uid IN ({marks})", [(folder_id, *chunk)])
+    bump_modseq(session, folder_id, -len(content_ids), -size)
     if release:
         release_content(session, content_ids)
     announce(session, [folder_id])

@@ -11,7 +11,8 @@ from typing import NamedTuple, Sequence
 
 from sqlalchemy import func, select, update
 
-from ..errors import NotFound
+from ..errors import NotFound, QuotaExceeded
+from ..mime import analyze
 from .db import Store
 from .mailbox_sql import (C, F, M, FolderInfo, UidRanges, driver_execute, driver_rows, folder_row, info_of,
                           raw_reader, INFO_SQL, uid_filter, uid_sql, bump_modseq, remove_messages, copy_rows, writing)
@@ -221,6 +222,14 @@ def copy_messages(store: Store, account_id: int, folder_id: int, uids: UidRanges
     return Copied(target.uidvalidity, [r.uid for r in rows], dest_uids, target.id)
 
 
+def _check_quota(session, account_id: int, adding: int, quota_default: int) -> None:
+    """mailstore.check_quota for one account, as one statement through the driver's cursor."""
+    used, limit = driver_rows(session, "SELECT (SELECT coalesce(sum(total_size), 0) FROM folder WHERE account_id = ?), "
+                                       "(SELECT quota_bytes FROM account WHERE id = ?)", account_id, account_id)[0]
+    if (used or 0) + adding > (limit or quota_default):
+        raise QuotaExceeded(f"mailbox of account {account_id} is over its quota")
+
+
 class Appended(NamedTuple):
     uidvalidity: int
     uid: int
@@ -233,13 +242,14 @@ def append_message(store: Store, account_id: int, folder: str, raw: bytes, flags
                    internaldate: dt.datetime | None, quota_default: int, claim_recent: bool = False) -> Appended:
     """RFC 3501 6.3.11 with RFC 4315 APPENDUID, after the commit. ``claim_recent``: the caller
     has this folder selected; claiming in the same transaction saves a second write."""
+    if internaldate is not None:  # stored in UTC: SQLite keeps no offset
+        internaldate = internaldate.astimezone(dt.timezone.utc)
+    # Parsed before the write: on SQLite every writer of the process waits while one writes.
+    message = NewMessage(account_id=account_id, raw=raw, analyzed=analyze(raw), folder=folder, flags=flags,
+                         keywords=keywords, internaldate=internaldate)
     with writing(store) as s:
         target = folder_row(s, account_id, folder)
-        if internaldate is not None:  # stored in UTC: SQLite keeps no offset
-            internaldate = internaldate.astimezone(dt.timezone.utc)
-        message = NewMessage(account_id=account_id, raw=raw, folder=folder, flags=flags, keywords=keywords,
-                             internaldate=internaldate)
-        check_quota(s, [message], quota_default)
+        _check_quota(s, account_id, len(raw), quota_default)
         insert_messages(s, [message])
         recent = False
         if claim_recent:
