@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 
 from ..errors import AuthenticationFailed
+from ..store.mailbox_sql import driver_rows, raw_reader
 from ..store.models import Account, Agency, AgencyCredential, AgencyGrant, AgencySender
 from .context import Registry
 
@@ -53,30 +54,31 @@ def _agency_principal(session, agency: Agency, login: str) -> Principal:
 def authenticate(reg: Registry, login: str, password: str) -> Principal:
     """Return the principal, or raise AuthenticationFailed (the reason is never told)."""
     login = login.strip().lower()
+    if "@" in login:
+        # The common case (every IMAP and submission login of a citizen): one plain query, and
+        # the hash checked after the connection went back to the pool (argon2 takes milliseconds).
+        with raw_reader(reg.store) as r:
+            row = next(iter(driver_rows(
+                r, "SELECT id, address, password_hash, state, agency_id FROM account WHERE address = ?", login)), None)
+        ok = reg.passwords.verify(row[2] if row else None, password)
+        if not ok or row is None or row[3] != "active":
+            raise AuthenticationFailed("authentication failed")
+        if not row[4]:
+            return Principal("citizen", login, row[0], row[1])
     with reg.store.reader() as s:
-        if "@" in login:
-            account = s.scalar(select(Account).where(Account.address == login))
-            stored = account.password_hash if account is not None else None
-            ok = reg.passwords.verify(stored, password)
-            if not ok or account is None or account.state != "active":
+        if "@" in login:  # an agency's mailbox, its password checked above
+            agency = s.get(Agency, row[4])
+            if agency is None or not agency.enabled:
                 raise AuthenticationFailed("authentication failed")
-            if account.agency_id:
-                agency = s.get(Agency, account.agency_id)
-                if agency is None or not agency.enabled:
-                    raise AuthenticationFailed("authentication failed")
-                principal = _agency_principal(s, agency, login)
-            else:
-                principal = Principal("citizen", login, account.id, account.address)
-        else:
-            agency = s.get(Agency, login)
-            hashes = []
-            if agency is not None and agency.enabled:
-                hashes = list(s.scalars(select(AgencyCredential.password_hash).where(
-                    AgencyCredential.agency_id == agency.id, AgencyCredential.revoked_at.is_(None))))
-            if not any(reg.passwords.verify(h, password) for h in hashes or [None]) or agency is None:
-                raise AuthenticationFailed("authentication failed")
-            principal = _agency_principal(s, agency, login)
-    return principal
+            return _agency_principal(s, agency, login)
+        agency = s.get(Agency, login)
+        hashes = []
+        if agency is not None and agency.enabled:
+            hashes = list(s.scalars(select(AgencyCredential.password_hash).where(
+                AgencyCredential.agency_id == agency.id, AgencyCredential.revoked_at.is_(None))))
+        if not any(reg.passwords.verify(h, password) for h in hashes or [None]) or agency is None:
+            raise AuthenticationFailed("authentication failed")
+        return _agency_principal(s, agency, login)
 
 
 def record_login(reg: Registry, account_id: int) -> None:
