@@ -12,7 +12,8 @@ from sqlalchemy.exc import IntegrityError
 
 from mailserver.identity.keys import IdKeyring
 from mailserver.store import Store
-from mailserver.store.mailstore import NewMessage, driver_rows, insert_messages
+from mailserver.store.driver import driver_execute, driver_rows
+from mailserver.store.mailstore import NewMessage, insert_messages
 from mailserver.store.models import Drop, DropRow, utcnow
 from mailserver.store.notify import hub
 
@@ -28,13 +29,12 @@ def known_keys(session, keys: list[str]) -> set[str]:
     """The keys already delivered (a plain driver query: SQLAlchemy's coercion of a thousand
     bound values cost more than the index lookups)."""
     found: set[str] = set()
-    mark = "?" if session.connection().dialect.paramstyle == "qmark" else "%s"
     for i in range(0, len(keys), KEY_CHUNK):
-        part = tuple(keys[i:i + KEY_CHUNK])
+        part = keys[i:i + KEY_CHUNK]
         if part:
             found.update(k for (k,) in driver_rows(
-                session, f"SELECT idempotency_key FROM notice WHERE idempotency_key IN "
-                         f"({', '.join([mark] * len(part))})", part))
+                session, f"SELECT idempotency_key FROM notice WHERE idempotency_key IN ({', '.join('?' * len(part))})",
+                *part))
     return found
 
 
@@ -79,12 +79,9 @@ DROP_ROW_COLUMNS = ("drop_id", "line", "status", "reason", "idempotency_key", "s
 def _insert_rows(session, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
     """executemany straight through the driver: the pipeline's own rows are the bulk of its
     writes, and SQLAlchemy's per-row parameter processing cost more than the insert itself."""
-    if not rows:
-        return
-    conn = session.connection()
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
-    conn.exec_driver_sql(sql, rows)
+    if rows:
+        driver_execute(session, f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                       rows)
 
 
 def _sealed(ring: IdKeyring, r: RowState, originals: dict[int, dict[str, str]]) -> bytes | None:

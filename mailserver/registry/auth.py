@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 
 from ..errors import AuthenticationFailed
-from ..store.mailbox_sql import driver_rows, raw_reader
+from ..store.driver import driver_rows, raw_reader
 from ..store.models import Account, Agency, AgencyCredential, AgencyGrant, AgencySender
 from .context import Registry
 

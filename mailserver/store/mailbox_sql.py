@@ -8,11 +8,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-from sqlalchemy import bindparam, delete, or_, select, update
+from sqlalchemy import bindparam, delete, or_, update
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound
 from .db import Store
+from .driver import driver_execute, driver_rows
 from .groupcommit import group_commit
 from .mailstore import NewMessage, insert_messages
 from .models import Content, Folder, Message
@@ -84,65 +85,6 @@ def folder_row(session: Session, account_id: int, name: str, lock: bool = False)
     if not rows:
         raise NotFound(f"no folder {name}")
     return info_of(rows[0])
-
-
-class RawRead:
-    """A read-only transaction held straight on a pooled DBAPI connection: no ORM session, no
-    SQLAlchemy Connection, no per-statement events (``raw_reader``)."""
-
-    __slots__ = ("dbapi", "qmark")
-
-    def __init__(self, dbapi, qmark: bool) -> None:
-        self.dbapi, self.qmark = dbapi, qmark
-
-
-@contextlib.contextmanager
-def raw_reader(store: Store) -> Iterator[RawRead]:
-    """``store.reader()`` for the reads every IMAP command repeats, at a fraction of its cost:
-    opening an ORM session and SQLAlchemy's BEGIN cost more than the queries themselves. Only
-    ``driver_rows`` works on it. The connection goes back to the pool (rolled back) on leaving."""
-    conn = store.engine.raw_connection()
-    try:
-        sqlite = store.dialect == "sqlite"
-        if sqlite:  # autocommit mode (db.py): a deferred BEGIN takes no lock, as store.reader()
-            conn.driver_connection.execute("BEGIN")
-        yield RawRead(conn.driver_connection, sqlite)
-    finally:
-        try:
-            conn.rollback()
-        finally:
-            conn.close()
-
-
-def driver_rows(session: "Session | RawRead", sql: str, *params) -> list[tuple]:
-    """Rows of a plain SQL query ("?" placeholders), read with the DBAPI cursor in the session's
-    transaction."""
-    if isinstance(session, RawRead):
-        if not session.qmark:
-            sql = sql.replace("?", "%s")
-        cursor = session.dbapi.cursor()
-    else:
-        conn = session.connection()
-        if conn.dialect.paramstyle != "qmark":
-            sql = sql.replace("?", "%s")
-        cursor = conn.connection.dbapi_connection.cursor()
-    try:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
-    finally:
-        cursor.close()
-
-
-def driver_execute(session: Session, sql: str, rows: list[tuple]) -> None:
-    """executemany of a plain SQL statement ("?" placeholders) in the session's transaction."""
-    conn = session.connection()
-    if conn.dialect.paramstyle != "qmark":
-        sql = sql.replace("?", "%s")
-    cursor = conn.connection.dbapi_connection.cursor()
-    try:
-        cursor.executemany(sql, rows)
-    finally:
-        cursor.close()
 
 
 def uid_sql(ranges: UidRanges) -> tuple[str, list[int]]:

@@ -22,8 +22,9 @@ from sqlalchemy.orm import Session
 
 from ..errors import Conflict, QuotaExceeded, UserError
 from .db import Store
-from .mailbox_sql import (F, M, FolderInfo, UidRanges, copy_rows, driver_rows, folder_row, info_of, INFO_SQL, raw_reader,
-                          release_content, remove_messages, serialized_writes, writing)
+from .driver import driver_rows, raw_reader
+from .mailbox_sql import (F, M, FolderInfo, UidRanges, copy_rows, folder_row, info_of, INFO_SQL, release_content,
+                          remove_messages, serialized_writes, writing)
 from .models.mail import SEEN
 from .notify import announce, hub
 # The selected folder's operations live in selection.py; they are re-exported here so that

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from ..errors import NotFound, QuotaExceeded
 from ..mime import Analyzed, analyze
 from .db import Store
+from .driver import driver_rows
 from .models import Account, Content, Folder, Message
 from .notify import announce, hub
 
@@ -67,13 +68,11 @@ def _folder_ids(session: Session, wanted: set[tuple[int, str]]) -> dict[tuple[in
     for account_id, name in wanted:
         by_account[name].append(account_id)
     found: dict[tuple[int, str], int] = {}
-    conn = session.connection()
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     for name, accounts in by_account.items():
         for chunk in _chunks(accounts, 900):
             # through the driver: SQLAlchemy's coercion of each bound value cost more than the lookups
-            rows = driver_rows(session, f"SELECT account_id, id FROM folder WHERE name = {mark} "
-                               f"AND account_id IN ({', '.join([mark] * len(chunk))})", (name, *chunk))
+            rows = driver_rows(session, f"SELECT account_id, id FROM folder WHERE name = ? "
+                               f"AND account_id IN ({', '.join('?' * len(chunk))})", name, *chunk)
             for account_id, folder_id in rows:
                 found[(account_id, name)] = folder_id
     missing = wanted - found.keys()
@@ -123,17 +122,6 @@ def sqlite_insert_ids(session: Session, table: str, columns: tuple[str, ...], ro
     conn.exec_driver_sql(f"INSERT INTO {table} (id, {', '.join(columns)}) VALUES ({marks})",
                          [(first + i, *row) for i, row in enumerate(rows)])
     return list(range(first, first + len(rows)))
-
-
-def driver_rows(session: Session, sql: str, params: tuple) -> list[tuple]:
-    """Rows of a query on the session's own connection (its transaction), read straight from
-    the driver's cursor: SQLAlchemy's per-row result handling cost more than the lookups."""
-    cursor = session.connection().connection.dbapi_connection.cursor()
-    try:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
-    finally:
-        cursor.close()
 
 
 def sqlite_datetime(value: dt.datetime) -> str:
@@ -208,7 +196,7 @@ def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delive
     for chunk in _chunks(folder_ids, 900):
         if sqlite:  # the write lock is held already (BEGIN IMMEDIATE): no FOR UPDATE to compile
             rows = driver_rows(session, f"SELECT id, uidnext, highestmodseq FROM folder "
-                               f"WHERE id IN ({', '.join('?' * len(chunk))})", tuple(chunk))
+                               f"WHERE id IN ({', '.join('?' * len(chunk))})", *chunk)
         else:
             rows = session.execute(select(Folder.id, Folder.uidnext, Folder.highestmodseq)
                                    .where(Folder.id.in_(chunk)).order_by(Folder.id).with_for_update())

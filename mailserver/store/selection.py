@@ -14,8 +14,9 @@ from sqlalchemy import func, select, update
 from ..errors import NotFound, QuotaExceeded
 from ..mime import analyze
 from .db import Store
-from .mailbox_sql import (C, F, M, FolderInfo, UidRanges, driver_execute, driver_rows, folder_row, info_of,
-                          raw_reader, INFO_SQL, uid_filter, uid_sql, bump_modseq, remove_messages, copy_rows, writing)
+from .driver import driver_execute, driver_rows, raw_reader
+from .mailbox_sql import (C, F, M, FolderInfo, UidRanges, folder_row, info_of, INFO_SQL, uid_filter, uid_sql,
+                          bump_modseq, remove_messages, copy_rows, writing)
 from .mailstore import NewMessage, check_quota, insert_messages
 from .models import Account
 from .models.mail import DELETED, SEEN
