@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Callable
+from pathlib import Path
+from typing import Callable, TypeVar
 
 from sqlalchemy import select
 
@@ -12,6 +13,24 @@ from mailserver.registry import Registry
 from mailserver.server import ServerContext, build_services
 from mailserver.store import Store, open_store
 from mailserver.store.models import Account, Content, Folder, Message
+
+T = TypeVar("T")
+
+
+def prepared_city(data_dir: Path, overrides: tuple[str, ...], populate: Callable[[Registry], T],
+                  store_url: str | None = None) -> tuple[object, T]:
+    """A prepared data directory (``civicmail init`` without the demo) and what ``populate``
+    registered in it: (config, populate's result)."""
+    from mailserver.cli.init import prepare
+    from tests.conftest import make_config
+
+    config = make_config(data_dir, *overrides, store_url=store_url)
+    prepare(config)
+    store = open_store(config)
+    try:
+        return config, populate(Registry(config, store))
+    finally:
+        store.dispose()
 
 
 def mailbox_raw(store: Store, address: str, folder: str = "INBOX") -> list[bytes]:

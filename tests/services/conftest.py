@@ -10,16 +10,13 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from mailserver.cli.init import prepare
 from mailserver.identity import idnumber
 from mailserver.registry import Registry
 from mailserver.registry.agencies import add_agency
 from mailserver.registry.citizens import add_citizen
 from mailserver.services.service import ServicesWorker
-from mailserver.store import open_store
 from mailserver.store.models import ServiceProcessed
-from tests.conftest import make_config
-from tests.serverkit import LoopServer
+from tests.serverkit import LoopServer, prepared_city
 
 DOMAIN = "hz.example.cn"
 PASSWORD = "correct horse battery"
@@ -91,15 +88,12 @@ def server_factory(tmp_path):
     running: list[Server] = []
 
     def make(citizens: int = 3, *overrides: str) -> Server:
-        config = make_config(tmp_path / f"data{len(running)}", *PORT_ZERO, *overrides)
-        prepare(config)
-        store = open_store(config)
-        try:
-            reg = Registry(config, store)
+        def populate(reg: Registry) -> list[str]:
             addresses = make_citizens(reg, citizens)
             add_agency(reg, "traffic-police", "交警支队", [f"traffic-police@{DOMAIN}"], PASSWORD)
-        finally:
-            store.dispose()
+            return addresses
+
+        config, addresses = prepared_city(tmp_path / f"data{len(running)}", PORT_ZERO + overrides, populate)
         server = Server(config, addresses).start()
         running.append(server)
         return server

@@ -5,18 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import ssl
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from mailserver.cli.init import prepare
 from mailserver.identity import idnumber
 from mailserver.registry import Registry
 from mailserver.registry.agencies import add_agency, grant
 from mailserver.registry.citizens import add_citizen
 from mailserver.smtp.service import make_services
-from mailserver.store import open_store
-from tests.conftest import make_config
-from tests.serverkit import LoopServer
+from tests.serverkit import LoopServer, prepared_city
 
 DOMAIN = "hz.example.cn"
 PASSWORD = "correct horse battery"
@@ -62,13 +58,7 @@ def server_factory(tmp_path):
     running: list[RunningServer] = []
 
     def make(*overrides: str, store_url: str | None = None) -> RunningServer:
-        config = make_config(tmp_path / f"data{len(running)}", *PORT_ZERO, *overrides, store_url=store_url)
-        prepare(config)
-        store = open_store(config)
-        try:
-            people = populate(Registry(config, store))
-        finally:
-            store.dispose()
+        config, people = prepared_city(tmp_path / f"data{len(running)}", PORT_ZERO + overrides, populate, store_url)
         server = RunningServer(config, people).start()
         running.append(server)
         return server
