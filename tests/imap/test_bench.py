@@ -17,3 +17,25 @@ def test_bench_imap_all_modes_small():
     assert re.search(r"idle: 20 connections in IDLE: .* over \d+ sessions", result.output)
     m = re.search(r"stress: 3 clients, ([\d,]+) commands .* (\d+) state errors", result.output)
     assert m and int(m.group(1).replace(",", "")) > 0 and m.group(2) == "0"
+
+
+def test_bench_imap_stress_connects_to_a_running_server(tmp_path):
+    """`--connect` (what bin/bench-dovecot uses against Dovecot) drives any server with the same
+    client mix and model check; here our own server, run the way the bench runs it."""
+    from mailserver.bench.imap import ServerChild, prepare_data
+
+    prepare_data(tmp_path, 3, 0)  # u0, u1, u2: --connect logs in as u1..uN
+    server = ServerChild(tmp_path)
+    try:
+        result = CliRunner().invoke(command, ["--mode", "stress", "--clients", "2", "--seconds", "2",
+                                              "--connect", f"127.0.0.1:{server.port}"])
+    finally:
+        server.stop()
+    assert result.exit_code == 0, result.output
+    m = re.search(r"stress against 127\.0\.0\.1:\d+: 2 clients, ([\d,]+) commands .* (\d+) state errors", result.output)
+    assert m and int(m.group(1).replace(",", "")) > 0 and m.group(2) == "0", result.output
+
+
+def test_bench_imap_connect_wants_stress_mode_and_host_port():
+    assert CliRunner().invoke(command, ["--mode", "all", "--connect", "127.0.0.1:1"]).exit_code == 2
+    assert CliRunner().invoke(command, ["--mode", "stress", "--connect", "nohost"]).exit_code == 2
