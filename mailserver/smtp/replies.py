@@ -54,6 +54,7 @@ NOTICE_TYPE_NOT_GRANTED = "550 5.7.1 Your agency is not granted this notice type
 OVER_QUOTA = "552 5.2.2 Mailbox full"
 STORAGE_FAILED = "451 4.3.0 Temporary storage failure, try again later"
 INTERNAL_ERROR = "451 4.3.0 Temporary server error, try again later"
+STARTTLS_READY = "220 2.0.0 Ready to start TLS"
 
 # -- aiosmtpd's replies without an enhanced code: first match (by prefix) wins --------------
 _REWRITES: tuple[tuple[str, str], ...] = (
@@ -81,8 +82,10 @@ _DEFAULT_ENHANCED = {
 def normalize(reply: str) -> str:
     """Give a reply from aiosmtpd our wording and an enhanced status code.
 
-    Greeting (220), DATA go-ahead (354) and AUTH challenges (334) have none by RFC 2034; lines
+    The greeting (220), DATA go-ahead (354) and AUTH challenges (334) have none by RFC 2034; lines
     of a multi-line reply (``250-...``) are EHLO keywords and are left alone."""
+    if reply.startswith("220 Ready to start TLS"):
+        return STARTTLS_READY  # a reply to a command, so it carries a code (Postfix: the same)
     if len(reply) < 4 or reply[3] == "-" or reply[:3] in ("220", "334", "354"):
         return reply
     for prefix, ours in _REWRITES:
