@@ -103,3 +103,58 @@ def test_headerless_file_and_duplicate_names_across_batches(registry, store):
     with store.reader() as s:
         got = set(s.scalars(select(Account.address)))
     assert got == {"zhang.wei@hz.example.cn"} | {f"zhang.wei{i}@hz.example.cn" for i in range(2, 8)}
+
+
+def workbook(path, rows, text_id=True):
+    """An .xlsx as Excel saves it: the ID column formatted as Text (``text_id``) or left as
+    numbers, as a clerk who typed the digits into a General cell leaves it."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    for row in rows:
+        sheet.append(row)
+    if text_id:
+        for (cell,) in sheet.iter_rows(min_col=2, max_col=2):
+            cell.number_format = "@"
+    book.create_sheet("notes").append(["ignored: only the first sheet is read"])
+    book.save(path)
+    return path
+
+
+def test_xlsx_workbook_rows_and_line_numbers(registry, store, tmp_path):
+    src = workbook(tmp_path / "citizens.xlsx", [
+        ["Name", "ID Number", "Phone", "Address"],     # row 1: header, any case and spacing
+        ["张伟", n(30), 13800000030, None],             # 2 ok; the phone is a number cell
+        ["王芳", n(31)[:17] + ("0" if n(31)[17] != "0" else "1"), "13800000031", None],  # 3 bad checksum
+        [None, None, None, None],                       # 4 blank: skipped
+        ["李娜", n(32), None, "li.na.x"],               # 5 ok, explicit address
+        ["刘洋", int(n(33)[:17] + "0") if n(33)[17] == "X" else int(n(33)), "13800000033", None],  # 6 number cell
+    ])
+    codes = tmp_path / "codes.csv"
+    report = import_file(registry, src, codes)
+    assert (report.rows, report.imported, report.already_registered) == (4, 2, 0)
+    assert [line for line, _ in report.errors] == [3, 6]
+    assert "15 of its 18 digits" in report.errors[1][1]
+    with store.reader() as s:
+        phones = dict(s.execute(select(Citizen.name, Citizen.phone)).all())
+        addresses = set(s.scalars(select(Account.address)))
+    assert phones == {"张伟": "13800000030", "李娜": None}
+    assert "li.na.x@hz.example.cn" in addresses
+    assert len(list(csv.DictReader(codes.open(encoding="utf-8")))) == 2
+    # a rerun adds nothing and reports the same rows
+    again = import_file(registry, src, None)
+    assert (again.imported, again.already_registered, [ln for ln, _ in again.errors]) == (0, 2, [3, 6])
+
+
+def test_xlsx_found_by_content_and_a_broken_workbook_is_a_clear_error(registry, tmp_path):
+    import pytest
+
+    from mailserver.errors import ValidationError
+
+    src = workbook(tmp_path / "saved-without-extension", [["张伟", n(40), "13800000040"]])
+    assert import_file(registry, src, None).imported == 1  # headerless, by magic number
+    broken = tmp_path / "broken.xlsx"
+    broken.write_bytes(b"PK\x03\x04 not really a workbook")
+    with pytest.raises(ValidationError, match="broken.xlsx: not a readable XLSX workbook"):
+        import_file(registry, broken, None)

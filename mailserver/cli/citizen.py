@@ -82,15 +82,16 @@ def activate_cmd(app: App, address: str, code: str, password_stdin: bool) -> Non
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--codes", "codes_path", type=click.Path(dir_okay=False, path_type=Path),
               help="CSV for the activation letters (default: FILE.codes.csv beside FILE)")
-@click.option("--encoding", help="the file's encoding (default: UTF-8 with or without BOM, else GB18030)")
+@click.option("--encoding", help="a CSV's encoding (default: UTF-8 with or without BOM, else GB18030)")
 @click.option("--errors", "errors_path", type=click.Path(dir_okay=False, path_type=Path),
               help="also write the rejected rows (line, reason) to this CSV")
 @click.pass_obj
 def import_cmd(app: App, file: Path, codes_path: Path | None, encoding: str | None, errors_path: Path | None) -> None:
-    """Register citizens from a CSV: name,id_number,phone[,address].
+    """Register citizens from a CSV or an XLSX workbook: name,id_number,phone[,address].
 
-    Bad rows are listed with their line numbers; the good rows are registered. Safe to rerun:
-    citizens already registered are counted and left alone."""
+    Bad rows are listed with their line numbers (a workbook's row numbers, from its first
+    sheet); the good rows are registered. Safe to rerun: citizens already registered are counted
+    and left alone."""
     from tqdm import tqdm
 
     codes_path = codes_path or file.with_name(file.name + ".codes.csv")

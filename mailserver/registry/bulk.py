@@ -1,4 +1,5 @@
-"""Bulk registration from a CSV (``name,id_number,phone[,address]``): streaming, in batches.
+"""Bulk registration from a CSV or an XLSX workbook (``name,id_number,phone[,address]``):
+streaming, in batches.
 
 All-or-report: every bad row is reported with its line number and reason, the good rows are
 registered. Safe to rerun: a citizen already registered (same ID number) is counted, not added
@@ -8,13 +9,14 @@ that carry them, written after each batch commits.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, TextIO
+from typing import Callable, Iterable, Iterator, Sequence, TextIO
 
 from sqlalchemy import insert, select
 
@@ -63,12 +65,72 @@ def open_text(path: Path, encoding: str | None = None) -> TextIO:
     return open(path, encoding=encoding, newline="")
 
 
-def read_rows(fh: TextIO, report: ImportReport, domain: str) -> Iterator[_Row]:
+#: what a line of the file is: its number as the clerk sees it (the CSV line, the sheet's row)
+#: and its cells; a CSV's cells are text, a workbook's may be numbers or dates
+Records = Iterable[tuple[int, Sequence[object]]]
+
+
+def csv_records(fh: TextIO) -> Iterator[tuple[int, list[str]]]:
     reader = csv.reader(fh)
+    for record in reader:
+        yield reader.line_num, record
+
+
+def is_xlsx(path: Path) -> bool:
+    """By name, or by content (an XLSX is a ZIP archive) for a workbook saved without it."""
+    if path.suffix.lower() == ".xlsx":
+        return True
+    with open(path, "rb") as fh:
+        return fh.read(4) == b"PK\x03\x04"
+
+
+def xlsx_records(path: Path) -> Iterator[tuple[int, tuple]]:
+    """The first worksheet's rows, numbered as Excel shows them. Cells keep their type, so that
+    an ID number typed into a number cell can be refused (Excel keeps 15 digits of 18)."""
+    import zipfile
+
+    from openpyxl import load_workbook
+
+    with open(path, "rb") as fh:  # a file object: openpyxl judges a path by its extension
+        try:
+            book = load_workbook(fh, read_only=True, data_only=True)
+        except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
+            raise ValidationError(f"{path.name}: not a readable XLSX workbook ({exc.__class__.__name__})") from None
+        try:
+            for number, values in enumerate(book.worksheets[0].iter_rows(values_only=True), start=1):
+                yield number, values
+        finally:
+            book.close()
+
+
+def _text(value: object) -> str:
+    """A cell as the text a clerk sees: numbers without a trailing '.0', dates as YYYY-MM-DD."""
+    if value.__class__ is str:  # every cell of a CSV: the fast path of a million-row import
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat() if value.time() == dt.time() else value.isoformat(sep=" ")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+NUMBER_CELL = ("ID number is a number cell, and Excel keeps only 15 of its 18 digits: "
+               "format the column as Text and enter the number again")
+
+
+def read_rows(source: TextIO | Records, report: ImportReport, domain: str) -> Iterator[_Row]:
+    """Validated rows from a CSV (a text file) or from numbered records (``xlsx_records``)."""
+    records = csv_records(source) if hasattr(source, "read") else source
     first = True
     columns = {c: i for i, c in enumerate(COLUMNS)}
-    for record in reader:
-        line = reader.line_num
+    for line, raw in records:
+        record = [_text(v) for v in raw]
+        while record and not record[-1].strip():
+            record.pop()  # a workbook's row is as wide as its widest row
         if first:
             first = False
             header = [c.strip().lower().replace(" ", "_").replace("-", "_") for c in record]
@@ -90,6 +152,9 @@ def read_rows(fh: TextIO, report: ImportReport, domain: str) -> Iterator[_Row]:
         try:
             if len(record) > len(columns):
                 raise ValidationError(f"{len(record)} columns, expected at most {len(columns)}")
+            id_at = columns["id_number"]
+            if id_at < len(raw) and isinstance(raw[id_at], (int, float)):
+                raise ValidationError(NUMBER_CELL)
             name = check_name(cell("name") or "")
             number = idnumber.normalize(cell("id_number") or "")
             phone = check_phone(cell("phone"))
@@ -117,7 +182,7 @@ def _batches(rows: Iterator[_Row], size: int) -> Iterator[list[_Row]]:
 
 def import_citizens(
     reg: Registry,
-    fh: TextIO,
+    fh: TextIO | Records,
     codes_out: TextIO | None,
     progress: Callable[[int], None] = lambda n: None,
     batch_size: int = BATCH,
@@ -195,9 +260,15 @@ def import_citizens(
 
 def import_file(reg: Registry, path: Path, codes_path: Path | None, encoding: str | None = None,
                 progress: Callable[[int], None] = lambda n: None) -> ImportReport:
-    with open_text(path, encoding) as fh:
+    """Import a CSV (``encoding`` as ``open_text``) or an XLSX workbook (its first sheet)."""
+    with contextlib.ExitStack() as stack:
+        if is_xlsx(path):
+            source: TextIO | Records = xlsx_records(path)
+            stack.callback(source.close)  # closes the workbook even if the import stops early
+        else:
+            source = stack.enter_context(open_text(path, encoding))
         if codes_path is None:
-            return import_citizens(reg, fh, None, progress)
+            return import_citizens(reg, source, None, progress)
         fd = os.open(codes_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with io.open(fd, "w", encoding="utf-8", newline="") as out:
-            return import_citizens(reg, fh, out, progress)
+            return import_citizens(reg, source, out, progress)
