@@ -188,5 +188,9 @@ def _cell_text(value) -> str:
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, float):
+        if abs(value) >= 1e15:
+            # Excel keeps 15 significant digits: an 18-digit ID number typed into a number cell
+            # has lost its last digits. Shown as Excel shows it, never as a plausible number.
+            return format(value, ".15G")
         return str(int(value)) if value.is_integer() else str(Decimal(repr(value)))
     return str(value)

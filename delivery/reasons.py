@@ -7,6 +7,9 @@ from __future__ import annotations
 # validate
 REQUIRED_EMPTY = "必填项为空 / required, but empty"
 ID_NUMBER_PREFIX = "身份证号码校验失败 / "
+ID_NUMBER_IN_NUMBER_CELL = ("身份证号码被 Excel 存为数字，后几位已丢失，请将该列设为文本格式后重新输入 / "
+                            "the ID number is in a number cell and Excel kept only 15 of its 18 digits: "
+                            "format the column as Text and enter the numbers again")
 EXTRA_CELLS = "多出的单元格 / more cells than columns ({detail})"
 NOT_JSON = "不是有效的 JSON / not valid JSON"
 NOT_JSON_OBJECT = "不是 JSON 对象 / not a JSON object"

@@ -111,6 +111,29 @@ def test_xlsx(registry, city, tmp_path):
     assert result.summary.counts == {"delivered": 1, "invalid": 1}
 
 
+def test_xlsx_id_number_in_a_number_cell_is_refused_not_truncated(registry, city, tmp_path):
+    """Excel keeps 15 significant digits: an ID typed into a General cell is saved as a float
+    whose last digits are gone. That row is invalid with a reason saying so; the others go on."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["Reference", "ID Number", "Name", "Decision Number", "Amount", "Due Date", "Late Fee"])
+    sheet.append(["X-1", "330109197507080777", "欧阳明辉", "D-1", 200.5, dt.datetime(2026, 10, 31), 0])
+    sheet.append(["X-2", 3.30109197507081e17, "欧阳明辉", "D-2", 100, dt.datetime(2026, 10, 31), 0])
+    path = tmp_path / "drop.xlsx"
+    book.save(path)
+    drop = read.open_drop(path)
+    cells = [c for _, c in read.rows(drop)]
+    assert cells[1]["ID Number"] == "3.30109197507081E+17"  # never "330109197507081000"
+    result = run_drop(registry, path, "traffic-police", "overdue-fine")
+    assert result.summary.counts == {"delivered": 1, "invalid": 1}
+    ofine = CATALOG["overdue-fine"]
+    mapping = column_mapping(ofine, drop.columns)
+    _, errors = validate_row(ofine, mapping, cells[1])
+    assert [e.column for e in errors] == ["id_number"] and "15 of its 18 digits" in errors[0].reason
+
+
 def test_unknown_encoding_is_a_file_error(tmp_path):
     path = write_csv(tmp_path / "x.csv", ["id_number", "name"], [["1", "2"]])
     with pytest.raises(FileError, match="unknown encoding"):
