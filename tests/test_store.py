@@ -45,6 +45,24 @@ def test_models_and_migrations_agree(store_url):
         store.dispose()
 
 
+def test_login_days_start_from_each_accounts_last_login(store_url):
+    """Migration 0006 seeds ``login_day`` with what was known before it: the last login."""
+    store = Store(store_url)
+    try:
+        migrate.upgrade(store, "0005")
+        with store.engine.begin() as conn:
+            for n, last in ((1, "2026-11-20 08:30:00"), (2, None)):
+                conn.execute(text("INSERT INTO account (id, address, state, created_at, last_login_at) "
+                                  "VALUES (:id, :a, 'active', '2026-01-01 00:00:00', :last)"),
+                             {"id": n, "a": f"u{n}@x.cn", "last": last})
+        migrate.upgrade(store)
+        with store.engine.connect() as conn:
+            rows = [tuple(r) for r in conn.execute(text("SELECT account_id, day FROM login_day"))]
+        assert [(a, str(d)) for a, d in rows] == [(1, "2026-11-20")]
+    finally:
+        store.dispose()
+
+
 def test_sqlite_runs_in_wal_mode_with_full_sync(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'x.sqlite3'}")
     with store.engine.connect() as conn:

@@ -34,7 +34,9 @@ def command(app: App, as_json: bool, days: int, until: str | None) -> None:
         click.echo(f"{key.replace('_', ' '):<22} {value:>12,}")
     p, b = figures.period, figures.period.year_before()
     click.echo(f"\nperiod {p.first} .. {p.last} (a year before: {b.first} .. {b.last})")
-    click.echo(f"{'active users':<22} {figures.active_users:>12,}   (IMAP login in the last 30 days)")
+    click.echo(f"{'active users':<22} {figures.active_users:>12,}   a year before {figures.active_users_year_before:,}"
+               f", growth {_pct(figures.as_dict()['active_users_growth'])} (an IMAP login in the 30 days to the "
+               f"period's end)")
     click.echo(f"{'notices delivered':<22} {figures.notices_period:>12,}   a year before {figures.notices_year_before:,}"
                f", growth {_pct(figures.as_dict()['notices_delivered']['growth'])}; in total {figures.notices_total:,}")
     c = figures.as_dict()["citizens"]

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from ..errors import AuthenticationFailed
 from ..store.driver import driver_rows, raw_reader
-from ..store.models import Account, Agency, AgencyCredential, AgencyGrant, AgencySender
+from ..store.models import Account, Agency, AgencyCredential, AgencyGrant, AgencySender, LoginDay
 from .context import Registry
 
 
@@ -82,6 +82,12 @@ def authenticate(reg: Registry, login: str, password: str) -> Principal:
 
 
 def record_login(reg: Registry, account_id: int) -> None:
-    """Note the time of an IMAP login (the 'active users' figure)."""
+    """Note an IMAP login: the account's last login time and the day (the 'active users' figure)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    if reg.store.dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as upsert
     with reg.store.session() as s:
-        s.execute(update(Account).where(Account.id == account_id).values(last_login_at=dt.datetime.now(dt.timezone.utc)))
+        s.execute(update(Account).where(Account.id == account_id).values(last_login_at=now))
+        s.execute(upsert(LoginDay).values(account_id=account_id, day=now.date()).on_conflict_do_nothing())

@@ -3,8 +3,9 @@ total), citizens registered and activated, active users, and growth against the 
 year before.
 
 "Delivered" counts the pipeline's ``notice`` rows (one per notice in a citizen's mailbox);
-"active" means an IMAP login (``account.last_login_at``) in the last ACTIVE_DAYS days. Only the
-last login is kept, so active users a year before cannot be known and are reported as None.
+"active" means a citizen's IMAP login (``login_day``) in the ACTIVE_DAYS days that end on the
+period's last day, and the same for the days ending a year before. Logins from before the
+``login_day`` table (migration 0006) are known only by each account's last one.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 from sqlalchemy import Date, case, cast, func, select
 
-from ..store.models import Account, Citizen, Message, Notice
+from ..store.models import Account, Citizen, LoginDay, Message, Notice
 from .context import Registry
 
 ACTIVE_DAYS = 30
@@ -52,6 +53,7 @@ class CityFigures:
     base: Stats
     period: Period
     active_users: int
+    active_users_year_before: int
     notices_total: int
     notices_period: int
     notices_year_before: int
@@ -84,7 +86,8 @@ class CityFigures:
                          "registered_growth": growth(self.citizens_registered_period,
                                                      self.citizens_registered_year_before),
                          "activated": self.base.accounts_activated},
-            "active_users_year_before": None,  # only the last login is kept
+            "active_users_year_before": self.active_users_year_before,
+            "active_users_growth": growth(self.active_users, self.active_users_year_before),
             "by_agency_and_type": [{"agency": a, "notice_type": t, "total": n, "period": p}
                                    for a, t, n, p in self.by_type],
             "per_day": [{"day": d.isoformat(), "agency": a, "notice_type": t, "delivered": n}
@@ -144,9 +147,14 @@ def city_figures(reg: Registry, days: int = 30, today: dt.date | None = None,
             q = q.where(column < hi)
         return s.scalar(q) or 0
 
+    def active(s, last: dt.date) -> int:
+        """Citizens with an IMAP login in the ACTIVE_DAYS days up to and including ``last``."""
+        return s.scalar(select(func.count(func.distinct(LoginDay.account_id)))
+                        .join(Account, Account.id == LoginDay.account_id)
+                        .where(LoginDay.day > last - dt.timedelta(days=ACTIVE_DAYS), LoginDay.day <= last,
+                               Account.citizen_id.is_not(None))) or 0
+
     with reg.store.reader() as s:
-        active = s.scalar(select(func.count()).select_from(Account).where(
-            Account.citizen_id.is_not(None), Account.last_login_at >= now - dt.timedelta(days=ACTIVE_DAYS))) or 0
         in_period = (Notice.delivered_at >= start) & (Notice.delivered_at < end)
         by_type = [(a, t, int(n), int(p or 0)) for a, t, n, p in s.execute(
             select(Notice.agency_id, Notice.notice_type_id, func.count(), func.sum(case((in_period, 1), else_=0)))
@@ -157,7 +165,8 @@ def city_figures(reg: Registry, days: int = 30, today: dt.date | None = None,
                              .group_by(day, Notice.agency_id, Notice.notice_type_id)
                              .order_by(day, Notice.agency_id, Notice.notice_type_id))]
         return CityFigures(
-            base=base, period=period, active_users=active,
+            base=base, period=period, active_users=active(s, period.last),
+            active_users_year_before=active(s, before.last),
             notices_total=count(s, Notice, Notice.delivered_at),
             notices_period=count(s, Notice, Notice.delivered_at, start, end),
             notices_year_before=count(s, Notice, Notice.delivered_at, b_start, b_end),

@@ -4,7 +4,8 @@ Every table here is created by an Alembic migration (``mailserver/store/migratio
 checks that the migrations and these models agree.
 """
 from .base import Base, utcnow
-from .registry import Account, AddressCounter, Agency, AgencyCredential, AgencyGrant, AgencySender, AuditLog, Citizen, NoticeType
+from .registry import (Account, AddressCounter, Agency, AgencyCredential, AgencyGrant, AgencySender, AuditLog, Citizen,
+                       LoginDay, NoticeType)
 from .mail import Content, Folder, Message
 from .delivery import Drop, DropRow, Notice, NoticeOptOut
 from .queue import OutboundMessage
@@ -14,7 +15,7 @@ from .services import (Application, ApplicationDesk, Ballot, Bulletin, BulletinD
 __all__ = [
     "Base", "utcnow",
     "Citizen", "Account", "AddressCounter", "Agency", "AgencyCredential", "AgencySender", "AgencyGrant",
-    "NoticeType", "AuditLog",
+    "NoticeType", "AuditLog", "LoginDay",
     "Folder", "Message", "Content",
     "Drop", "DropRow", "Notice", "NoticeOptOut",
     "OutboundMessage",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, ForeignKey, Index, LargeBinary, String, Text
+from sqlalchemy import Boolean, Date, ForeignKey, Index, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .base import Base, BigId, utcnow
@@ -48,6 +48,18 @@ class Account(Base):
     citizen: Mapped[Citizen | None] = relationship(back_populates="account")
 
     __table_args__ = (Index("ix_account_agency_id", "agency_id"),)
+
+
+class LoginDay(Base):
+    """A day on which an account logged in over IMAP: 'active users' for any period, this year's
+    and the same days a year before (``last_login_at`` only knows the latest)."""
+
+    __tablename__ = "login_day"
+
+    account_id: Mapped[int] = mapped_column(BigId, ForeignKey("account.id"), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+
+    __table_args__ = (Index("ix_login_day_day", "day", "account_id"),)
 
 
 class AddressCounter(Base):
