@@ -14,7 +14,7 @@ from .app import App
 
 # Each module defines a click command or group named `command`; order is the help order.
 COMMAND_MODULES = (
-    "init", "db", "serve", "citizen", "agency", "stats", "bench",
+    "init", "db", "serve", "citizen", "agency", "keys", "stats", "bench",
     "drop", "notice", "queue",
     "topic", "bulletin", "survey", "application",
 )
