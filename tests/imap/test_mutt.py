@@ -369,3 +369,56 @@ def test_mutt_idle_and_header_cache(server, tmp_path, tmux_env):
     finally:
         t.kill()
     assert [raw for _, _, raw in _folder(server, "INBOX")][:3] == [raws[0], raws[1], raws[3]]
+
+
+@pytest.mark.skipif(shutil.which("mutt") is None or shutil.which("tmux") is None,
+                    reason="mutt or tmux is not installed (see .ci/run)")
+def test_mutt_appends_searches_and_files_in_chinese_folders(server, tmp_path, tmux_env):
+    """mutt's copy of a sent message (APPEND to =Sent), a server-side body search (UID SEARCH with
+    UTF-8 text) and a save to a new Chinese folder two levels deep (CREATE in modified UTF-7),
+    which the folder browser then lists (LIST, decoded back)."""
+    raws = _deliver_all(server)
+    rc = _muttrc(server, tmp_path)
+    with rc.open("a") as f:
+        f.write(f'set sendmail="/bin/true"\nset record="=Sent"\nset from="{server.users[0][0]}"\n')
+
+    # Batch mode (no terminal): "send" through /bin/true; mutt APPENDs its copy to =Sent.
+    done = subprocess.run(["mutt", "-n", "-F", str(rc), "-s", "回复：社保缴费", "office@hz.example.cn"],
+                          input="谢谢，已收到。\n".encode(), env=tmux_env, cwd=tmp_path, capture_output=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
+    sent = _folder(server, "Sent")
+    assert len(sent) == 1 and sent[0][1] == SEEN, sent
+    msg = email.message_from_bytes(sent[0][2], policy=SMTP)
+    assert msg["Subject"] == "回复：社保缴费" and msg.get_content().strip() == "谢谢，已收到。", sent[0][2]
+
+    t = Tmux(tmp_path, tmux_env)
+    t.start(f"mutt -n -F {rc}")
+    try:
+        t.wait_for(*(s for s, _ in MAILS), what="the index with every subject")
+        # Limit to a body search (=b: done by the server), a word in the fourth message's body only.
+        t.keys("l")
+        t.wait_for("Limit to messages matching", what="the limit prompt")
+        t.keys("=b 燃气管道", "Enter")
+        t.wait_for("Msgs:1/4", MAILS[3][0], absent=MAILS[0][0], what="the index limited to the search")
+        # Save it to a folder that does not exist yet.
+        t.keys("s")
+        t.wait_for("Save to mailbox", what="the save prompt")
+        t.keys("C-u", "=通知/交通", "Enter")
+        t.wait_for("Del:1", what="the saved message marked deleted")
+        _until(lambda: len(_folder(server, "通知/交通")) == 1, t, "the message in 通知/交通 on the server")
+        # The folder browser lists the new parent folder by its Chinese name.
+        t.keys("c")
+        t.wait_for("Open mailbox", what="the change-folder prompt")
+        t.keys("C-u", "Tab", "Tab")
+        t.wait_for("Directory [imap://", "通知/", "Archive", what="the folder browser")
+        t.keys("q")
+        t.wait_for("Open mailbox", what="the change-folder prompt again")
+        t.keys("C-g")
+        t.wait_for("=INBOX", absent="Open mailbox", what="the index again")
+        t.keys("q")
+        t.wait_exit()
+    finally:
+        t.kill()
+    assert [raw for _, _, raw in _folder(server, "通知/交通")] == [raws[3]]
+    assert [raw for _, _, raw in _folder(server, "INBOX")] == raws[:3]  # the saved one expunged on quit
