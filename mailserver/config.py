@@ -8,6 +8,7 @@ the wrong type are errors that name the key.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -82,6 +83,11 @@ class SMTPConfig:
     max_connections_per_ip: int = 50
     #: messages one client IP may send per minute
     max_messages_per_ip_per_minute: int = 6000
+    #: refuse mail on this port whose envelope sender or From: is in a local domain, unless the
+    #: client is in trusted_networks: such mail comes only through authenticated submission
+    refuse_local_senders: bool = True
+    #: client networks that may send as a local domain on this port without AUTH (local programs)
+    trusted_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 
 
 @dataclass(frozen=True)
@@ -295,6 +301,11 @@ def _validate(config: Config) -> None:
             parse_hostport(listen, f"{name}.listen")
     if config.outbound.relay:
         parse_hostport(config.outbound.relay, "outbound.relay")
+    for network in config.smtp.trusted_networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(f"smtp.trusted_networks: {network!r} is not a network (e.g. 192.0.2.0/24)") from None
     domain = config.city.domain
     if not domain or "@" in domain or "." not in domain or " " in domain:
         raise ConfigError(f"city.domain: {domain!r} is not a domain name")

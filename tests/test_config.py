@@ -62,6 +62,7 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path):
     ('', "imap.listen", "expected section.key=value"),
     ('', "server.development=maybe", "server.development: expected true or false"),
     ('[server\n', None, "not valid TOML"),
+    ('[smtp]\ntrusted_networks = ["10.0.0.0/8", "office"]\n', None, "smtp.trusted_networks: 'office' is not a network"),
 ])
 def test_bad_config_names_the_key(tmp_path, text, override, message):
     path = tmp_path / "c.toml"

@@ -6,6 +6,8 @@ numbers: ``QID outcome client=IP auth=... from=<...> to=<...> size=N``.
 """
 from __future__ import annotations
 
+import ipaddress
+
 import itertools
 import logging
 import secrets
@@ -50,6 +52,12 @@ class Handler:
         self.ctx = listener.ctx
         self.shared = listener.shared
         self.local_domains = frozenset(self.ctx.config.local_domains)
+        smtp = self.ctx.config.smtp
+        self.refuse_local_senders = smtp.refuse_local_senders and not self.listener.is_submission
+        self.trusted_networks = tuple(ipaddress.ip_network(n, strict=False) for n in smtp.trusted_networks)
+
+    def _guards_local_senders(self, session: CivicSession) -> bool:
+        return self.refuse_local_senders and not policy.in_networks(session.client_ip, self.trusted_networks)
 
     def _log(self, outcome: str, session: CivicSession, envelope: CivicEnvelope, *, rcpts=None, size=None) -> None:
         to = ",".join(f"<{r}>" for r in (rcpts if rcpts is not None else envelope.rcpt_tos))
@@ -149,6 +157,13 @@ class Handler:
             if principal.is_agency and not self.shared.agency_rate.allow(principal.agency_id or ""):
                 self._log("deferred (agency rate)", session, envelope, rcpts=[])
                 return replies.RATE_LIMITED_AGENCY
+        elif self._guards_local_senders(session):
+            refusal = policy.check_inbound_sender([sender], self.local_domains, replies.LOCAL_SENDER_FORGED)
+            if refusal:
+                envelope.mail_from = address
+                self._log("refused (local sender)", session, envelope, rcpts=[])
+                envelope.mail_from = None
+                return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return replies.SENDER_OK
@@ -186,6 +201,13 @@ class Handler:
             return replies.BARE_LINE_ENDING
         raw = headers.strip_trusted(raw)
         principal = principal_of(session)
+        if principal is None and self._guards_local_senders(session):
+            header, _ = headers.split_header(raw)
+            refusal = policy.check_inbound_sender(headers.from_addresses(header), self.local_domains,
+                                                  replies.FROM_LOCAL_FORGED)
+            if refusal:
+                self._log("refused (local From:)", session, envelope, size=len(raw))
+                return refusal
         if principal is not None:
             header, _ = headers.split_header(raw)
             refusal = (policy.check_from_header(principal, headers.from_addresses(header))

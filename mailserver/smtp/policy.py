@@ -39,6 +39,24 @@ def check_envelope_sender(principal: Principal, sender: str) -> str | None:
     return replies.SENDER_NOT_AGENCY if principal.is_agency else replies.SENDER_NOT_YOURS
 
 
+def in_networks(ip: str | None, networks) -> bool:
+    try:
+        address = ipaddress.ip_address((ip or "").split("%")[0])
+    except ValueError:
+        return False
+    if getattr(address, "ipv4_mapped", None):
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+def check_inbound_sender(addresses: list[str], local_domains, reply: str) -> str | None:
+    """Unauthenticated mail (the inbound port) naming one of the city's own domains as its
+    sender is a forgery: citizens and agencies send through authenticated submission."""
+    if any(domain_of(a) in local_domains for a in addresses if a):
+        return reply
+    return None
+
+
 def check_remote_recipient(principal: Principal | None) -> str | None:
     """A recipient outside the city's domains: only an authenticated citizen may send there."""
     if principal is None:

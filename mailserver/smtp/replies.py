@@ -35,6 +35,10 @@ RATE_LIMITED_AGENCY = "450 4.7.1 Your agency's message rate is exceeded, try aga
 RECIPIENT_OK = "250 2.1.5 Recipient OK"
 UNKNOWN_USER = "550 5.1.1 No such mailbox here"
 MAILBOX_DISABLED = "550 5.2.1 Mailbox disabled"
+LOCAL_SENDER_FORGED = ("550 5.7.1 Sender address is in this city's domain: such mail is accepted only "
+                       "through authenticated submission")
+FROM_LOCAL_FORGED = ("550 5.7.1 From: header is in this city's domain: such mail is accepted only "
+                     "through authenticated submission")
 RELAY_REFUSED = "554 5.7.1 Relay access denied: this server accepts mail only for its own domains"
 AGENCY_REMOTE_REFUSED = "554 5.7.1 Agencies may send only to this city's mailboxes"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"

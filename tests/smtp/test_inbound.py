@@ -174,3 +174,35 @@ def test_data_terminator_and_dot_stuffing(server, pieces, stored):
         sock.close()
     [message] = server.inbox(alice)
     assert message.endswith(b"; none\r\n" + stored)
+
+
+def test_mail_forged_from_the_city_domain_is_refused(server_factory):
+    """Citizens and agencies send only through authenticated submission, so mail on the inbound
+    port naming the city's domain as its sender (envelope or From:) is a forgery, e.g. a fake
+    notice from the traffic police. Here loopback is not trusted (smtp.trusted_networks = [])."""
+    server = server_factory("smtp.trusted_networks=[]")
+    p = server.people
+    with connect(server) as c:
+        code, reply = c.mail(p.traffic_sender)
+        assert (code, reply[:6]) == (550, b"5.7.1 ") and b"authenticated submission" in reply
+        assert c.mail(p.traffic_sender.upper().replace(DOMAIN.upper(), DOMAIN))[0] == 550  # any case
+        c.rset()
+        forged = message("notices@example.org", p.alice, "罚款通知", extra=f"Reply-To: x@example.org\r\n")
+        forged = forged.replace(b"From: notices@example.org", f"From: 交警 <{p.traffic_sender}>".encode())
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            c.sendmail("notices@example.org", [p.alice], forged)
+        assert refused.value.smtp_code == 550 and b"From: header" in refused.value.smtp_error
+        c.rset()
+        genuine = message("friend@example.org", p.alice, "a letter from outside")
+        assert c.sendmail("friend@example.org", [p.alice], genuine) == {}
+        assert c.sendmail("", [p.alice], genuine) == {}  # a bounce (null sender) is not a forgery
+    assert [m.endswith(genuine) for m in server.inbox(p.alice)] == [True, True]
+
+
+def test_programs_on_trusted_networks_may_send_as_the_city(server):
+    """The default trusts loopback (programs on the server itself), as Postfix's mynetworks."""
+    p = server.people
+    raw = message(p.traffic_sender, p.alice, "from a local program")
+    with connect(server) as c:
+        assert c.sendmail(p.traffic_sender, [p.alice], raw) == {}
+    assert [m.endswith(raw) for m in server.inbox(p.alice)] == [True]
