@@ -34,6 +34,10 @@ def test_init_demo_makes_a_working_city(demo):
     assert (data / "tls" / "key.pem").stat().st_mode & 0o077 == 0
     assert "hz.example.cn.  MX   10 mail.hz.example.cn." in out
     assert "civic1._domainkey.hz.example.cn.  TXT  \"v=DKIM1; k=rsa; p=" in out
+    # RFC 6186 SRV records with the configured ports (the development defaults here)
+    assert "_imaps._tcp.hz.example.cn.  SRV  0 1 2993 mail.hz.example.cn." in out
+    assert "_submission._tcp.hz.example.cn.  SRV  0 1 2587 mail.hz.example.cn." in out
+    assert "autoconfig.hz.example.cn.  CNAME  mail.hz.example.cn." in out
     assert "zhang.wei@hz.example.cn" in out and "zhang.wei2@hz.example.cn" in out and "traffic-police" in out
     stats = civicmail("-c", str(data / "civicmail.toml"), "stats", "--json")
     assert stats.returncode == 0, stats.stderr

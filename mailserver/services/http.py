@@ -1,4 +1,11 @@
-"""RFC 8058 one-click unsubscribe: a minimal HTTP/1.1 endpoint on asyncio (stdlib only).
+"""RFC 8058 one-click unsubscribe and mail-client autoconfiguration: a minimal HTTP/1.1
+endpoint on asyncio (stdlib only).
+
+``GET /mail/config-v1.1.xml`` (also under ``/.well-known/autoconfig/``) answers Thunderbird's
+autoconfiguration (the format K-9 and Evolution read too): the IMAP and submission servers, their
+ports and security, and the full address as user name. Thunderbird asks
+``http://autoconfig.<domain>/mail/config-v1.1.xml`` and
+``https://<domain>/.well-known/autoconfig/mail/config-v1.1.xml``; point those names here.
 
 ``POST /unsubscribe/<topic>/<account>/<token>`` with the body ``List-Unsubscribe=One-Click``
 unsubscribes; the token is an HMAC, so a URL cannot be made up for someone else. A ``GET`` of
@@ -22,6 +29,7 @@ log = logging.getLogger("civicmail.services.http")
 MAX_HEADER = 8192
 MAX_BODY = 4096
 TIMEOUT = 10.0
+AUTOCONFIG_PATHS = ("/mail/config-v1.1.xml", "/.well-known/autoconfig/mail/config-v1.1.xml")
 PATH = re.compile(r"^/unsubscribe/([A-Za-z0-9-]{1,64})/(\d{1,18})/([A-Za-z0-9_-]{8,64})$")
 
 PAGE_DONE = "<!DOCTYPE html><html><body><p>已退订。You are unsubscribed.</p></body></html>"
@@ -68,9 +76,12 @@ class OneClickHTTP:
         except Exception:
             log.exception("one-click request failed")
             status, page = "503 Service Unavailable", PAGE_ERROR
+        kind = "text/html"
+        if page.startswith("<?xml"):
+            kind = "application/xml"
         body = page.encode("utf-8")
         try:
-            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\n"
+            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {kind}; charset=utf-8\r\n"
                          f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
             await writer.drain()
         except ConnectionError:
@@ -94,6 +105,10 @@ class OneClickHTTP:
             return "413 Content Too Large", PAGE_BAD
         body = await reader.readexactly(length) if length else b""
         path = urllib.parse.urlsplit(target).path
+        if path in AUTOCONFIG_PATHS:
+            if method != "GET":
+                return "405 Method Not Allowed", PAGE_BAD
+            return "200 OK", autoconfig_xml(self.ctx.config)
         m = PATH.match(path)
         if m is None:
             return "404 Not Found", PAGE_NOT_FOUND
@@ -107,3 +122,40 @@ class OneClickHTTP:
             return "400 Bad Request", PAGE_BAD
         ok = await self.ctx.run(one_click_unsubscribe, self.ctx.registry, topic_id, account_id, token)
         return ("200 OK", PAGE_DONE) if ok else ("404 Not Found", PAGE_NOT_FOUND)
+
+
+def _port(listen: str) -> int | None:
+    return parse_hostport(listen, "listen")[1] if listen else None
+
+
+def autoconfig_xml(config) -> str:
+    """Thunderbird's autoconfig document (clientConfig 1.1) for this city, from the listeners
+    configured: implicit TLS first (what clients should prefer), then STARTTLS."""
+    host = html.escape(config.server.hostname)
+    domain = html.escape(config.city.domain)
+    servers = []
+    for kind, section, socket_type in (("incomingServer", config.imaps, "SSL"),
+                                       ("incomingServer", config.imap, "STARTTLS"),
+                                       ("outgoingServer", config.submissions, "SSL"),
+                                       ("outgoingServer", config.submission, "STARTTLS")):
+        port = _port(section.listen)
+        if port is None:
+            continue
+        protocol = ' type="imap"' if kind == "incomingServer" else ' type="smtp"'
+        servers.append(f"""    <{kind}{protocol}>
+      <hostname>{host}</hostname>
+      <port>{port}</port>
+      <socketType>{socket_type}</socketType>
+      <authentication>password-cleartext</authentication>
+      <username>%EMAILADDRESS%</username>
+    </{kind}>
+""")
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<clientConfig version="1.1">
+  <emailProvider id="{domain}">
+    <domain>{domain}</domain>
+    <displayName>{domain}</displayName>
+    <displayShortName>{domain}</displayShortName>
+{"".join(servers)}  </emailProvider>
+</clientConfig>
+"""

@@ -161,3 +161,40 @@ def test_statements_opt_out_bridges_the_pipelines_table(server):
     server.wait_processed(3)
     with server.store.reader() as s:
         assert list(s.scalars(select(NoticeOptOut.notice_type_id))) == []
+
+
+def test_thunderbird_autoconfig_describes_the_configured_servers(server):
+    """GET /mail/config-v1.1.xml (and its .well-known twin): Thunderbird's format, with the
+    listeners of the configuration; anything but GET is refused."""
+    import xml.etree.ElementTree as ET
+
+    from mailserver.config import parse_hostport
+
+    cfg = server.config
+    for path in ("/mail/config-v1.1.xml?emailaddress=zhang.wei%40" + DOMAIN,
+                 "/.well-known/autoconfig/mail/config-v1.1.xml"):
+        conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            status, kind, body = response.status, response.getheader("Content-Type"), response.read()
+        finally:
+            conn.close()
+        assert status == 200 and kind.startswith("application/xml")
+        provider = ET.fromstring(body).find("emailProvider")
+        assert provider.get("id") == DOMAIN and provider.findtext("domain") == DOMAIN
+        got = [(e.tag, e.get("type"), e.findtext("hostname"), int(e.findtext("port")), e.findtext("socketType"),
+                e.findtext("username")) for e in provider if e.tag.endswith("Server")]
+        host = cfg.server.hostname
+        want = [("incomingServer", "imap", host, parse_hostport(cfg.imaps.listen)[1], "SSL", "%EMAILADDRESS%"),
+                ("incomingServer", "imap", host, parse_hostport(cfg.imap.listen)[1], "STARTTLS", "%EMAILADDRESS%"),
+                ("outgoingServer", "smtp", host, parse_hostport(cfg.submissions.listen)[1], "SSL", "%EMAILADDRESS%"),
+                ("outgoingServer", "smtp", host, parse_hostport(cfg.submission.listen)[1], "STARTTLS",
+                 "%EMAILADDRESS%")]
+        assert got == want
+    conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)
+    try:
+        conn.request("POST", "/mail/config-v1.1.xml", body=b"x")
+        assert conn.getresponse().status == 405
+    finally:
+        conn.close()
