@@ -50,7 +50,7 @@ def test_append_flags_copy_move_expunge_and_changes(store, account):
     assert list(snap.uids) == [1, 2] and snap.recent == 2 and snap.first_unseen_uid == 1
     assert mb.select_folder(store, account, "INBOX", readonly=False).recent == 0  # claimed once
     stored = mb.store_flags(store, inbox.id, [(1, 2)], "+", SEEN | FLAGGED, ["$Notice"])
-    assert [(u, f) for u, f, _ in stored.rows] == [(1, SEEN | FLAGGED), (2, SEEN | FLAGGED)]
+    assert [(u, f) for u, f, _, _ in stored.rows] == [(1, SEEN | FLAGGED), (2, SEEN | FLAGGED)]
     changes = mb.changes_since(store, inbox.id, snap.folder.highestmodseq, 2, 2)
     assert [c[0] for c in changes.changed] == [1, 2] and changes.present is None
     copied = mb.copy_messages(store, account, inbox.id, [(1, 1)], "Archive", move=False, quota_default=10**9)
