@@ -171,12 +171,15 @@ def store_flags(store: Store, folder_id: int, uids: UidRanges, mode: str, bits: 
     modified: list[int] = []
     kw = set(keywords)
     with writing(store) as s:
-        # Bumped first: on PostgreSQL the UPDATE locks the folder row before the messages are read.
-        modseq = bump_modseq(s, folder_id)
+        # On PostgreSQL the MODSEQ is taken first: the UPDATE locks the folder row before the
+        # messages are read. SQLite's write transaction holds the database's write lock from
+        # BEGIN IMMEDIATE, so there it is taken only when something changes.
+        locked = store.dialect != "sqlite"
+        modseq = bump_modseq(s, folder_id) if locked else 0
         where, params = uid_sql(uids)
         rows = driver_rows(s, f"SELECT id, uid, flags, keywords, modseq FROM message WHERE folder_id = ? AND {where} "
                                "ORDER BY uid", folder_id, *params)
-        updates = []
+        changes = []
         for mid, uid, flags, kws, old_modseq in rows:
             if unchangedsince is not None and old_modseq > unchangedsince:
                 modified.append(uid)
@@ -190,21 +193,26 @@ def store_flags(store: Store, folder_id: int, uids: UidRanges, mode: str, bits: 
                 nflags, nkw = bits, set(kw)
             nkws = " ".join(sorted(nkw)) or None
             if nflags != flags or nkw != have:
-                updates.append((nflags, nkws, modseq, mid))
-                out.append((uid, nflags, nkws, modseq))
-            else:
-                out.append((uid, nflags, nkws, old_modseq))
-        if updates:
-            driver_execute(s, "UPDATE message SET flags = ?, keywords = ?, modseq = ? WHERE id = ?", updates)
+                changes.append((nflags, nkws, mid, len(out)))
+            out.append((uid, nflags, nkws, old_modseq))
+        updates = bool(changes)
+        if changes:
+            if not locked:
+                modseq = bump_modseq(s, folder_id)
+            driver_execute(s, "UPDATE message SET flags = ?, keywords = ?, modseq = ? WHERE id = ?",
+                           [(nflags, nkws, modseq, mid) for nflags, nkws, mid, _ in changes])
+            for _, _, _, i in changes:
+                out[i] = out[i][:3] + (modseq,)
             announce(s, [folder_id])
-        else:
-            # Nothing changed: give the MODSEQ back (the row is still ours), so HIGHESTMODSEQ
-            # stays the highest MODSEQ of a message and other sessions have nothing to look at.
+        elif locked:
+            # Nothing changed: give the MODSEQ back (the row is still locked by us), so that
+            # HIGHESTMODSEQ stays the highest MODSEQ of a message and no session is woken.
             driver_execute(s, "UPDATE folder SET highestmodseq = highestmodseq - 1 WHERE id = ?", [(folder_id,)])
             modseq -= 1
     if updates:
         hub.changed([folder_id])
-    return Stored(out, modseq - 1 if updates else modseq, modseq, modified)
+        return Stored(out, modseq - 1, modseq, modified)
+    return Stored(out, 0, 0, modified)
 
 
 def expunge(store: Store, folder_id: int, uids: UidRanges | None = None) -> list[int]:
