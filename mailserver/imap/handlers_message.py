@@ -22,6 +22,8 @@ from .session import SELECTED, ImapSession, handler
 
 SEL = frozenset({SELECTED})
 FETCH_BATCH = 10000
+#: FETCH columns of the hot path (FLAGS, and MODSEQ under CONDSTORE)
+_FLAG_COLUMNS = (("flags", "keywords"), ("flags", "keywords", "modseq"))
 
 
 def _ranges(s: ImapSession, seqset, by_uid: bool) -> list[tuple[int, int]] | None:
@@ -41,12 +43,15 @@ def _render_batch(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tu
     recent_floor = min((r[0] for r in sel.recent_ranges), default=None)
     out = []
     i = bisect_left(uids, rows[0][0]) if rows else 0
-    if columns == ("flags", "keywords") and all(a.name in ("UID", "FLAGS") for a in atts):
-        # The hot path (a client opening a big folder): no per-row attribute lookups.
+    if columns in _FLAG_COLUMNS and all(a.name in ("UID", "FLAGS", "MODSEQ") for a in atts):
+        # The hot path (a client opening a big folder, with or without CONDSTORE): no per-row
+        # attribute lookups.
         cache: dict[tuple[int, str | None, bool], bytes] = {}
         one_range = sel.recent_ranges[0] if len(sel.recent_ranges) == 1 else None
         n = len(uids)
-        for uid, flags, keywords in rows:
+        with_modseq = len(columns) == 3
+        for row in rows:
+            uid, flags, keywords = row[0], row[1], row[2]
             while i < n and uids[i] < uid:
                 i += 1
             if i >= n or uids[i] != uid:
@@ -58,7 +63,10 @@ def _render_batch(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tu
             text = cache.get((flags, keywords, recent))
             if text is None:
                 text = cache[(flags, keywords, recent)] = flag_text(flags, keywords, recent).encode()
-            out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (i + 1, uid, text))
+            if with_modseq:
+                out.append(b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))\r\n" % (i + 1, uid, text, row[3]))
+            else:
+                out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (i + 1, uid, text))
     else:
         has_raw = "raw" in columns
         for row in rows:

@@ -116,6 +116,9 @@ def changes_since(store: Store, folder_id: int, modseq: int, known_max_uid: int,
     return Changes(highest, uidnext, new, changed, present)
 
 
+_FLAG_COLUMNS = (("flags", "keywords"), ("flags", "keywords", "modseq"))
+
+
 def fetch_rows(store: Store, folder_id: int, lo_uid: int, hi_uid: int, limit: int, columns: Sequence[str],
                uids: UidRanges | None = None, changedsince: int | None = None) -> list:
     """Up to ``limit`` message rows with lo_uid <= uid <= hi_uid, in UID order (keyset paging);
@@ -129,11 +132,15 @@ def fetch_rows(store: Store, folder_id: int, lo_uid: int, hi_uid: int, limit: in
         q = q.where(M.c.modseq > changedsince)
     if any(c.table is C for c in cols):
         q = q.select_from(M.join(C, C.c.id == M.c.content_id))
-    if tuple(columns) == ("flags", "keywords") and not uids and changedsince is None:
-        # Opening a big folder (UID FETCH 1:* (FLAGS)): plain tuples from the driver.
+    columns = tuple(columns)
+    if columns in _FLAG_COLUMNS and not uids:
+        # Opening a big folder (UID FETCH 1:* (FLAGS), with MODSEQ under CONDSTORE): plain
+        # tuples from the driver.
+        since, params = ("", []) if changedsince is None else (" AND modseq > ?", [changedsince])
         with raw_reader(store) as r:
-            return driver_rows(r, "SELECT uid, flags, keywords FROM message WHERE folder_id = ? AND uid >= ? "
-                                  "AND uid <= ? ORDER BY uid LIMIT ?", folder_id, lo_uid, hi_uid, limit)
+            return driver_rows(r, f"SELECT uid, {', '.join(columns)} FROM message WHERE folder_id = ? AND uid >= ? "
+                                  f"AND uid <= ?{since} ORDER BY uid LIMIT ?", folder_id, lo_uid, hi_uid, *params,
+                               limit)
     with store.reader() as s:
         return s.execute(q.order_by(M.c.uid).limit(limit)).all()
 

@@ -89,7 +89,7 @@ def test_select_condstore_enables_and_examine_too(server):
     hms = _db(server)[0][1]
     assert any(f"[HIGHESTMODSEQ {hms}]".encode() in line for line in lines)
     lines = raw.command("f", "FETCH 1 (FLAGS)")
-    assert re.match(rb"^\* 1 FETCH \(FLAGS \(\\Recent\) MODSEQ \(\d+\)\)\r\n$", lines[0]), lines
+    assert lines[0] == f"* 1 FETCH (UID 1 FLAGS (\\Recent) MODSEQ ({_db(server)[1][1]}))\r\n".encode(), lines
     other = _login_raw(server)
     assert other.command("e", "EXAMINE INBOX (CONDSTORE)")[-1].startswith(b"e OK")
     assert b"MODSEQ" in other.command("f", "FETCH 1 FLAGS")[0]
@@ -135,6 +135,10 @@ def test_fetch_changedsince_returns_exactly_the_messages_changed_after(server, c
     client._simple_command("UID", "FETCH", "1:*", "(UID)", f"(CHANGEDSINCE {after_two})")
     fetches = untagged(client, "FETCH")
     assert len(fetches) == 1 and fetches[0].startswith(b"4 (UID 4") and f"MODSEQ ({db[4][1]})".encode() in fetches[0]
+    client._simple_command("FETCH", "1,3:4", "(FLAGS)", f"(CHANGEDSINCE {start})")  # several ranges
+    assert _modseqs(untagged(client, "FETCH")) == {4: db[4][1]}
+    client._simple_command("FETCH", "1:4", "(MODSEQ FLAGS RFC822.SIZE)", f"(CHANGEDSINCE {start})")  # general path
+    assert _modseqs(untagged(client, "FETCH")) == {2: db[2][1], 4: db[4][1]}
     # nothing changed after the folder's HIGHESTMODSEQ
     client._simple_command("FETCH", "1:*", "(FLAGS)", f"(CHANGEDSINCE {db[0][1]})")
     assert untagged(client, "FETCH") == []
