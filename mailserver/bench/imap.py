@@ -1,6 +1,7 @@
 """`civicmail bench imap`: the IMAP figures of issue 4, on loopback, in a throwaway data directory.
 
 * select: SELECT + ``UID FETCH 1:* (FLAGS)`` of a folder of --messages messages (bar: < 1 s);
+  then the same with ``SELECT INBOX (CONDSTORE)``, so that each FLAGS carries its MODSEQ;
 * idle: the server's resident memory holding --idle connections in IDLE (bar: 10,000 under
   512 MB), and how long sessions in IDLE take to be told of a new message (bar: 1 s);
 * stress: --clients aioimaplib clients loop LOGIN, LIST, STATUS, SELECT, FETCH, STORE,
@@ -176,11 +177,11 @@ class LineClient:
                 return lines
 
 
-async def _time_select_fetch(port: int, user: str) -> tuple[float, float, int]:
+async def _time_select_fetch(port: int, user: str, condstore: bool = False) -> tuple[float, float, int]:
     c = await LineClient.connect(port)
     await c.command(f'LOGIN "{user}" "{PASSWORD}"')
     started = time.perf_counter()
-    await c.command("SELECT INBOX")
+    await c.command("SELECT INBOX (CONDSTORE)" if condstore else "SELECT INBOX")
     selected = time.perf_counter()
     lines = await c.command("UID FETCH 1:* (FLAGS)")
     done = time.perf_counter()
@@ -391,10 +392,12 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, clients:
         server = ServerChild(root, profile)
         try:
             if mode in ("all", "select"):
-                for attempt in range(3):
-                    sel, total, lines = asyncio.run(_time_select_fetch(server.port, users[0][0]))
-                    click.echo(f"select: SELECT {sel * 1000:.0f} ms, SELECT + UID FETCH 1:* (FLAGS) of {lines:,} "
-                               f"messages {total * 1000:.0f} ms (run {attempt + 1})")
+                for condstore in (False, True):
+                    label = "SELECT (CONDSTORE)" if condstore else "SELECT"
+                    for attempt in range(3):
+                        sel, total, lines = asyncio.run(_time_select_fetch(server.port, users[0][0], condstore))
+                        click.echo(f"select: {label} {sel * 1000:.0f} ms, {label} + UID FETCH 1:* (FLAGS) of "
+                                   f"{lines:,} messages {total * 1000:.0f} ms (run {attempt + 1})")
             if mode in ("all", "idle"):
                 base = server.rss_mib()
                 rss, lat = asyncio.run(_idle_bench(root, server, users[1:1 + idle_n], idle_count, 20))

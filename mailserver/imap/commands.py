@@ -13,7 +13,7 @@ from .codec import SeqSet, astring, encode_mailbox, format_internaldate
 
 # Search keys as plain tuples: ("SEEN",), ("SUBJECT", "text"), ("NOT", key), ("OR", k1, k2),
 # ("AND", (k1, k2, ...)), ("UID", SeqSet), ("SEQ", SeqSet), ("BEFORE", date), ("LARGER", int),
-# ("HEADER", field, text).
+# ("HEADER", field, text), ("MODSEQ", n) (RFC 7162; an entry name and type are read and dropped).
 SearchKey = tuple
 
 
@@ -70,13 +70,15 @@ class MailboxCommand(Command):
 
     verb: str = "SELECT"
     mailbox: str = "INBOX"
+    #: RFC 7162 3.1.8: SELECT/EXAMINE mailbox (CONDSTORE)
+    condstore: bool = False
 
     @property
     def name(self) -> str:  # type: ignore[override]
         return self.verb
 
     def args_wire(self) -> bytes:
-        return astring(encode_mailbox(self.mailbox))
+        return astring(encode_mailbox(self.mailbox)) + (b" (CONDSTORE)" if self.condstore else b"")
 
 
 @dataclass(frozen=True)
@@ -191,13 +193,15 @@ class Fetch(Command):
     seqset: SeqSet = field(default_factory=lambda: SeqSet.parse("1"))
     atts: tuple[FetchAtt, ...] = ()
     uid: bool = False
-    #: RFC 7162 CHANGEDSINCE is not supported; the modifier list is kept for errors only
+    #: RFC 7162 3.1.4: (CHANGEDSINCE n), only messages whose MODSEQ is above n
+    changedsince: int | None = None
     name = "FETCH"
 
     def to_wire(self) -> bytes:
         atts = " ".join(a.request_text() for a in self.atts)
         prefix = "UID FETCH" if self.uid else "FETCH"
-        return f"{self.tag} {prefix} {self.seqset} ({atts})\r\n".encode()
+        mods = f" (CHANGEDSINCE {self.changedsince})" if self.changedsince is not None else ""
+        return f"{self.tag} {prefix} {self.seqset} ({atts}){mods}\r\n".encode()
 
 
 @dataclass(frozen=True)
@@ -207,12 +211,15 @@ class Store(Command):
     silent: bool = False
     flags: tuple[str, ...] = ()
     uid: bool = False
+    #: RFC 7162 3.1.3: (UNCHANGEDSINCE n), messages whose MODSEQ is above n are left alone
+    unchangedsince: int | None = None
     name = "STORE"
 
     def to_wire(self) -> bytes:
         item = f"{self.mode}FLAGS" + (".SILENT" if self.silent else "")
         prefix = "UID STORE" if self.uid else "STORE"
-        return f"{self.tag} {prefix} {self.seqset} {item} ({' '.join(self.flags)})\r\n".encode()
+        mods = f" (UNCHANGEDSINCE {self.unchangedsince})" if self.unchangedsince is not None else ""
+        return f"{self.tag} {prefix} {self.seqset}{mods} {item} ({' '.join(self.flags)})\r\n".encode()
 
 
 @dataclass(frozen=True)
@@ -236,7 +243,7 @@ class Search(Command):
     charset: str | None = None
     criteria: tuple[SearchKey, ...] = (("ALL",),)
     uid: bool = False
-    #: RFC 4731 ESEARCH return options (None: a plain SEARCH answer)
+    #: RFC 4731 ESEARCH return options, MIN MAX COUNT ALL (None: a plain SEARCH answer; (): ALL)
     return_opts: tuple[str, ...] | None = None
     name = "SEARCH"
 

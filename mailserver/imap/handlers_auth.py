@@ -119,8 +119,13 @@ async def do_id(s: ImapSession, cmd: Id):
 
 @handler("ENABLE", AUTHED)
 async def do_enable(s: ImapSession, cmd: Enable):
-    # No ENABLE-able extension (CONDSTORE, QRESYNC, UTF8=ACCEPT) yet: an empty ENABLED is correct.
-    await s.untagged("ENABLED")
+    # RFC 5161: ENABLED lists what the client asked for and we have: CONDSTORE (RFC 7162);
+    # QRESYNC and UTF8=ACCEPT are not advertised, so they are not enabled.
+    enabled = ""
+    if "CONDSTORE" in cmd.capabilities:
+        s.condstore = True
+        enabled = " CONDSTORE"
+    await s.untagged("ENABLED" + enabled)
     return "OK", R.OK_DONE
 
 

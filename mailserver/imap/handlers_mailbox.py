@@ -24,6 +24,8 @@ def wire_name(name: str) -> str:
 @handler("EXAMINE", AUTHED)
 async def do_select(s: ImapSession, cmd: MailboxCommand):
     readonly = cmd.verb == "EXAMINE"
+    if cmd.condstore:
+        s.condstore = True
     s.close_selected()  # RFC 3501: a failed SELECT leaves no mailbox selected
     snap = await s.ctx.run(mb.select_folder, s.store, s.account_id, cmd.mailbox, readonly)
     sel = SelectedFolder.from_snapshot(snap, readonly)
@@ -134,6 +136,8 @@ async def do_list(s: ImapSession, cmd: ListCmd):
 
 @handler("STATUS", AUTHED)
 async def do_status(s: ImapSession, cmd: Status):
+    if "HIGHESTMODSEQ" in cmd.items:
+        s.condstore = True  # RFC 7162 3.1: a CONDSTORE enabling command
     found = await s.ctx.run(mb.folder_status, s.store, s.account_id, [cmd.mailbox])
     if not found:
         return "NO", R.NO_NONEXISTENT

@@ -1,4 +1,5 @@
-"""Message commands of the selected state: FETCH, STORE, COPY, MOVE, SEARCH, EXPUNGE (and UID forms).
+"""Message commands of the selected state: FETCH, STORE, COPY, MOVE, SEARCH, EXPUNGE (and UID forms),
+with CONDSTORE (RFC 7162: CHANGEDSINCE, UNCHANGEDSINCE, SEARCH MODSEQ) and ESEARCH (RFC 4731).
 
 FETCH is streamed: rows are read in UID order in batches (keyset paging) and rendered in the
 store's thread pool, so a ``UID FETCH 1:* (FLAGS)`` of 100,000 messages never sits in memory
@@ -15,12 +16,14 @@ from . import fetch as F
 from . import responses as R
 from .codec import format_uid_set
 from .commands import Copy, Expunge, Fetch, FetchAtt, Search, Store
-from .search import Matcher, columns_for as search_columns
+from .search import Matcher, columns_for as search_columns, uses_modseq
 from .selected import SelectedFolder, flag_text, split_flags
 from .session import SELECTED, ImapSession, handler
 
 SEL = frozenset({SELECTED})
 FETCH_BATCH = 10000
+#: FETCH columns of the hot path (FLAGS, and MODSEQ under CONDSTORE)
+_FLAG_COLUMNS = (("flags", "keywords"), ("flags", "keywords", "modseq"))
 
 
 def _ranges(s: ImapSession, seqset, by_uid: bool) -> list[tuple[int, int]] | None:
@@ -31,19 +34,24 @@ def _ranges(s: ImapSession, seqset, by_uid: bool) -> list[tuple[int, int]] | Non
 
 
 def _render_batch(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tuple[FetchAtt, ...],
-                  columns: tuple[str, ...], with_uid: bool) -> tuple[bytes, int | None]:
+                  columns: tuple[str, ...], with_uid: bool,
+                  changedsince: int | None = None) -> tuple[bytes, int | None]:
     """One batch of FETCH lines (in the thread pool) and the UID to continue after (None: done)."""
-    rows = mb.fetch_rows(store, sel.folder_id, lo, hi, FETCH_BATCH, columns, ranges if len(ranges) > 1 else None)
+    rows = mb.fetch_rows(store, sel.folder_id, lo, hi, FETCH_BATCH, columns, ranges if len(ranges) > 1 else None,
+                         changedsince)
     uids = sel.uids
     recent_floor = min((r[0] for r in sel.recent_ranges), default=None)
     out = []
     i = bisect_left(uids, rows[0][0]) if rows else 0
-    if columns == ("flags", "keywords") and all(a.name in ("UID", "FLAGS") for a in atts):
-        # The hot path (a client opening a big folder): no per-row attribute lookups.
+    if columns in _FLAG_COLUMNS and all(a.name in ("UID", "FLAGS", "MODSEQ") for a in atts):
+        # The hot path (a client opening a big folder, with or without CONDSTORE): no per-row
+        # attribute lookups.
         cache: dict[tuple[int, str | None, bool], bytes] = {}
         one_range = sel.recent_ranges[0] if len(sel.recent_ranges) == 1 else None
         n = len(uids)
-        for uid, flags, keywords in rows:
+        with_modseq = len(columns) == 3
+        for row in rows:
+            uid, flags, keywords = row[0], row[1], row[2]
             while i < n and uids[i] < uid:
                 i += 1
             if i >= n or uids[i] != uid:
@@ -55,7 +63,10 @@ def _render_batch(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tu
             text = cache.get((flags, keywords, recent))
             if text is None:
                 text = cache[(flags, keywords, recent)] = flag_text(flags, keywords, recent).encode()
-            out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (i + 1, uid, text))
+            if with_modseq:
+                out.append(b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))\r\n" % (i + 1, uid, text, row[3]))
+            else:
+                out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (i + 1, uid, text))
     else:
         has_raw = "raw" in columns
         for row in rows:
@@ -87,15 +98,21 @@ async def do_fetch(s: ImapSession, cmd: Fetch):
     if not ranges:
         return "OK", R.OK_DONE
     atts = cmd.atts
+    if cmd.changedsince is not None or any(a.name == "MODSEQ" for a in atts):
+        s.condstore = True  # RFC 7162 3.1: CONDSTORE enabling
     if F.sets_seen(atts) and not sel.readonly:
         stored = await s.ctx.run(mb.store_flags, s.store, sel.folder_id, ranges, "+", SEEN, ())
         _saw_own_write(sel, stored)
         if stored.rows and not any(a.name == "FLAGS" for a in atts):
             atts = atts + (FetchAtt("FLAGS"),)
+    if s.condstore and not any(a.name == "MODSEQ" for a in atts) and (
+            cmd.changedsince is not None or any(a.name == "FLAGS" for a in atts)):
+        atts = atts + (FetchAtt("MODSEQ"),)
     columns = F.columns_for(atts)
     lo, hi = ranges[0][0], ranges[-1][1]
     while lo is not None and lo <= hi:
-        chunk, lo = await s.ctx.run(_render_batch, s.store, sel, lo, hi, ranges, atts, columns, cmd.uid)
+        chunk, lo = await s.ctx.run(_render_batch, s.store, sel, lo, hi, ranges, atts, columns, cmd.uid,
+                                    cmd.changedsince)
         await s.send(chunk)
         await s.flush()
     return "OK", R.OK_DONE
@@ -109,17 +126,31 @@ async def do_store(s: ImapSession, cmd: Store):
     ranges = _ranges(s, cmd.seqset, cmd.uid)
     if ranges is None:
         return "BAD", R.BAD_SYNTAX
+    if cmd.unchangedsince is not None:
+        s.condstore = True  # RFC 7162 3.1: CONDSTORE enabling
     bits, keywords = split_flags(cmd.flags)
-    stored = await s.ctx.run(mb.store_flags, s.store, sel.folder_id, ranges, cmd.mode, bits, keywords)
+    stored = await s.ctx.run(mb.store_flags, s.store, sel.folder_id, ranges, cmd.mode, bits, keywords,
+                             cmd.unchangedsince)
     _saw_own_write(sel, stored)
     sel.keywords.update(keywords)
-    if not cmd.silent:
-        for uid, flags, kws in stored.rows:
-            seq = sel.seq_of(uid)
-            if seq is None:
-                continue
-            uid_part = f"UID {uid} " if cmd.uid else ""
-            await s.untagged(f"{seq} FETCH ({uid_part}FLAGS {flag_text(flags, kws, sel.is_recent(uid))})")
+    changed_any = stored.modseq_after != stored.modseq_before
+    for uid, flags, kws, modseq in stored.rows:
+        seq = sel.seq_of(uid)
+        if seq is None:
+            continue
+        uid_part = f"UID {uid} " if cmd.uid else ""
+        if not cmd.silent:
+            tail = f" MODSEQ ({modseq})" if s.condstore else ""
+            await s.untagged(f"{seq} FETCH ({uid_part}FLAGS {flag_text(flags, kws, sel.is_recent(uid))}{tail})")
+        elif s.condstore and changed_any and modseq == stored.modseq_after:
+            # RFC 7162 3.1.3: even with .SILENT, the new MODSEQ of each changed message
+            await s.untagged(f"{seq} FETCH ({uid_part}MODSEQ ({modseq}))")
+    if stored.modified:
+        if cmd.uid:
+            refused = stored.modified
+        else:
+            refused = [n for n in (sel.seq_of(u) for u in stored.modified) if n is not None]
+        return "OK", R.OK_MODIFIED.format(format_uid_set(refused))
     return "OK", R.OK_DONE
 
 
@@ -154,11 +185,13 @@ async def do_copy(s: ImapSession, cmd: Copy):
     return "OK", f"{code}{R.OK_DONE}"
 
 
-def _search(store, sel: SelectedFolder, keys: tuple, charset_ok: bool) -> list[tuple[int, int]]:
-    """(seq, uid) of the matching messages this session knows (in the thread pool)."""
+def _search(store, sel: SelectedFolder, keys: tuple, charset_ok: bool) -> list[tuple[int, int, int]]:
+    """(seq, uid, modseq) of the matching messages this session knows (in the thread pool);
+    modseq is 0 unless a MODSEQ key asked for it."""
     cols = tuple(sorted(search_columns(keys)))
+    with_modseq = "modseq" in cols
     matcher = Matcher(len(sel.uids), sel.max_uid, sel.is_recent)
-    hits: list[tuple[int, int]] = []
+    hits: list[tuple[int, int, int]] = []
     lo = 1
     uids = sel.uids
     while True:
@@ -168,18 +201,50 @@ def _search(store, sel: SelectedFolder, keys: tuple, charset_ok: bool) -> list[t
             if i >= len(uids) or uids[i] != row.uid:
                 continue
             if all(matcher.match(k, row, i + 1) for k in keys):
-                hits.append((i + 1, row.uid))
+                hits.append((i + 1, row.uid, row.modseq if with_modseq else 0))
         if len(rows) < FETCH_BATCH:
             return hits
         lo = rows[-1].uid + 1
 
 
+def esearch_text(tag: str, uid: bool, opts: tuple[str, ...], numbers: list[int], modseqs: list[int] | None) -> str:
+    """RFC 4731 ESEARCH for ascending message numbers (RETURN () means ALL); no MIN, MAX or
+    ALL when nothing matched. ``modseqs`` (with a MODSEQ key, RFC 7162 3.1.5): the highest
+    MODSEQ of the messages returned."""
+    opts = opts or ("ALL",)
+    out = f'ESEARCH (TAG "{tag}")' + (" UID" if uid else "")
+    if numbers:
+        if "MIN" in opts:
+            out += f" MIN {numbers[0]}"
+        if "MAX" in opts:
+            out += f" MAX {numbers[-1]}"
+    if "COUNT" in opts:
+        out += f" COUNT {len(numbers)}"
+    if numbers and "ALL" in opts:
+        out += " ALL " + format_uid_set(numbers)
+    if numbers and modseqs:
+        if "ALL" in opts or "COUNT" in opts:
+            highest = max(modseqs)
+        else:
+            highest = max((modseqs[0] if "MIN" in opts else 0), (modseqs[-1] if "MAX" in opts else 0))
+        out += f" MODSEQ {highest}"
+    return out
+
+
 @handler("SEARCH", SEL)
 async def do_search(s: ImapSession, cmd: Search):
     sel = s.selected
+    with_modseq = uses_modseq(cmd.criteria)
+    if with_modseq:
+        s.condstore = True  # RFC 7162 3.1: CONDSTORE enabling
     hits = await s.ctx.run(_search, s.store, sel, cmd.criteria, True) if sel.uids else []
-    numbers = [str(uid if cmd.uid else seq) for seq, uid in hits]
-    await s.untagged("SEARCH" + "".join(" " + n for n in numbers))
+    numbers = [uid if cmd.uid else seq for seq, uid, _ in hits]
+    modseqs = [m for _, _, m in hits] if with_modseq else None
+    if cmd.return_opts is not None:
+        await s.untagged(esearch_text(cmd.tag, cmd.uid, cmd.return_opts, numbers, modseqs))
+    else:
+        tail = f" (MODSEQ {max(modseqs)})" if modseqs else ""
+        await s.untagged("SEARCH" + "".join(f" {n}" for n in numbers) + tail)
     return "OK", R.OK_DONE
 
 

@@ -18,7 +18,7 @@ from .commands import (Append, Authenticate, Command, Copy, Enable, Expunge, Fet
                        Invalid, ListCmd, Login, MailboxCommand, Parsed, Rename, SetQuota, Simple, Status, Store)
 from .search_syntax import BadCharset, parse_search
 from .tokens import (Atom, ParseError, Str, need_args, read_astring, read_atom, read_flags, read_mailbox,
-                     read_nstring, read_seqset, tokenize)
+                     read_modifiers, read_nstring, read_seqset, tokenize)
 
 __all__ = ["parse_command", "parse_fetch_att", "decode_sasl", "ParseError", "tokenize"]
 
@@ -128,6 +128,12 @@ def _build(tag: str, name: str, args: list) -> Command:
             raise ParseError("AUTHENTICATE mechanism [initial-response]")
         initial = read_atom(args[1]) if len(args) == 2 else None
         return Authenticate(tag, read_atom(args[0]).upper(), initial)
+    if name in ("SELECT", "EXAMINE") and len(args) == 2:
+        # RFC 4466 select parameters; CONDSTORE (RFC 7162 3.1.8) is the one we know
+        params = args[1]
+        if not isinstance(params, list) or len(params) != 1 or read_atom(params[0]).upper() != "CONDSTORE":
+            raise ParseError("unknown SELECT parameter")
+        return MailboxCommand(tag, name, read_mailbox(args[0]), True)
     if name in _ONE_MAILBOX:
         need_args(args, 1)
         return MailboxCommand(tag, name, read_mailbox(args[0]))
@@ -182,11 +188,17 @@ def _build_message_cmd(tag: str, name: str, args: list, uid: bool) -> Command:
     if name == "SEARCH":
         return parse_search(tag, args, uid)
     if name == "FETCH":
-        if len(args) == 3 and isinstance(args[2], list):
-            raise ParseError("FETCH modifiers are not supported")
+        changedsince = None
+        if len(args) == 3:
+            changedsince = read_modifiers(args[2], {"CHANGEDSINCE": False})["CHANGEDSINCE"]
+            args = args[:2]
         need_args(args, 2)
-        return Fetch(tag, read_seqset(args[0]), _fetch_atts(args[1]), uid)
+        return Fetch(tag, read_seqset(args[0]), _fetch_atts(args[1]), uid, changedsince)
     if name == "STORE":
+        unchangedsince = None
+        if len(args) >= 2 and isinstance(args[1], list):
+            unchangedsince = read_modifiers(args[1], {"UNCHANGEDSINCE": True})["UNCHANGEDSINCE"]
+            args = args[:1] + args[2:]
         if len(args) < 3:
             raise ParseError("STORE set item flags")
         item = read_atom(args[1]).upper()
@@ -196,7 +208,7 @@ def _build_message_cmd(tag: str, name: str, args: list, uid: bool) -> Command:
         flags = read_flags(args[2]) if len(args) == 3 else read_flags(args[2:])
         if "\\Recent" in flags:
             raise ParseError("\\Recent cannot be stored")
-        return Store(tag, read_seqset(args[0]), m.group(1), bool(m.group(2)), flags, uid)
+        return Store(tag, read_seqset(args[0]), m.group(1), bool(m.group(2)), flags, uid, unchangedsince)
     need_args(args, 2)
     return Copy(tag, read_seqset(args[0]), read_mailbox(args[1]), uid, name == "MOVE")
 

@@ -47,6 +47,7 @@ NO_QUOTAROOT = "no such quota root"
 NO_SETQUOTA = "[NOPERM] quotas are set by the operator"
 NO_INUSE = "[INUSE] mailbox in use"
 NO_EXPUNGED = "some messages were expunged"
+OK_MODIFIED = "[MODIFIED {}] conditional STORE failed"
 
 SEP = "/"
 NAMESPACE = '(("" "/")) NIL NIL'
@@ -84,5 +85,6 @@ def capabilities(tls_active: bool, can_starttls: bool, login_allowed: bool, auth
             caps.append("LOGINDISABLED")
     else:
         caps += ["UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS",
-                 f"APPENDLIMIT={append_limit}", "QUOTA", "QUOTA=RES-STORAGE"]
+                 f"APPENDLIMIT={append_limit}", "QUOTA", "QUOTA=RES-STORAGE", "CONDSTORE", "ESEARCH",
+                 "STATUS=SIZE"]
     return " ".join(caps)

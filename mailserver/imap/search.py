@@ -29,7 +29,14 @@ def columns_for(keys: tuple) -> set[str]:
             cols.add("search_text")
         if k[0] in ("HEADER", "SENTBEFORE", "SENTON", "SENTSINCE"):
             cols.update(("raw", "header_size"))
+        if k[0] == "MODSEQ":
+            cols.add("modseq")
     return cols
+
+
+def uses_modseq(keys: tuple) -> bool:
+    """A MODSEQ key anywhere (RFC 7162 3.1.5: the answer then carries the highest MODSEQ)."""
+    return any(k[0] == "MODSEQ" for k in _walk(keys))
 
 
 def _walk(keys):
@@ -115,6 +122,8 @@ class Matcher:
             return self._in_set(key[1], row.uid, self.largest_uid)
         if name == "SEQ":
             return self._in_set(key[1], seq, self.largest_seq)
+        if name == "MODSEQ":
+            return row.modseq >= key[1]
         return False
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .codec import parse_date
 from .commands import Search
-from .tokens import Atom, ParseError, Str, read_astring, read_atom, read_seqset
+from .tokens import Atom, ParseError, Str, read_astring, read_atom, read_modseq, read_seqset
 
 
 # -- SEARCH ---------------------------------------------------------------------------------------
@@ -13,6 +13,9 @@ _NO_ARG = {"ALL", "ANSWERED", "DELETED", "DRAFT", "FLAGGED", "NEW", "OLD", "RECE
 _STRING_ARG = {"BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO"}
 _DATE_ARG = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
 _NUMBER_ARG = {"LARGER", "SMALLER"}
+#: RFC 4731 return options (SAVE, RFC 5182, is not supported)
+RETURN_OPTIONS = ("MIN", "MAX", "COUNT", "ALL")
+_ENTRY_TYPES = {"PRIV", "SHARED", "ALL"}
 
 
 def _search_key(toks: list, i: int, decode) -> tuple[tuple, int]:
@@ -63,6 +66,17 @@ def _search_key(toks: list, i: int, decode) -> tuple[tuple, int]:
         if i + 1 >= len(toks):
             raise ParseError("UID set missing")
         return ("UID", read_seqset(toks[i + 1])), i + 2
+    if word == "MODSEQ":
+        # RFC 7162 3.1.5: MODSEQ [entry-name entry-type-req] mod-sequence-valzer; a message has
+        # one modseq for all its flags, so an entry name and type are checked and not used.
+        j = i + 1
+        if j < len(toks) and isinstance(toks[j], Str):
+            if j + 1 >= len(toks) or read_atom(toks[j + 1]).upper() not in _ENTRY_TYPES:
+                raise ParseError("bad MODSEQ entry type")
+            j += 2
+        if j >= len(toks):
+            raise ParseError("mod-sequence missing")
+        return ("MODSEQ", read_modseq(toks[j], zero=True)), j + 1
     if word == "NOT":
         k, j = _search_key(toks, i + 1, decode)
         return ("NOT", k), j
@@ -84,6 +98,8 @@ def parse_search(tag: str, args: list, uid: bool) -> Search:
     return_opts = None
     if len(args) >= 2 and isinstance(args[0], Atom) and args[0].text.upper() == "RETURN" and isinstance(args[1], list):
         return_opts = tuple(read_atom(t).upper() for t in args[1])
+        if any(o not in RETURN_OPTIONS for o in return_opts) or len(set(return_opts)) != len(return_opts):
+            raise ParseError("unknown or repeated RETURN option")
         args = args[2:]
     if len(args) >= 2 and isinstance(args[0], Atom) and args[0].text.upper() == "CHARSET":
         charset = read_astring(args[1]).upper()

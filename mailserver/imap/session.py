@@ -54,7 +54,7 @@ class AlreadyAnswered(Exception):
 
 class ImapSession:
     __slots__ = ("ctx", "service", "reader", "writer", "tls_active", "peer_ip", "state", "principal", "account_id",
-                 "selected", "pending", "wake", "_limit_key", "_out", "_out_size", "__weakref__")
+                 "selected", "pending", "wake", "condstore", "_limit_key", "_out", "_out_size", "__weakref__")
 
     def __init__(self, ctx: "ServerContext", service: "ImapService", reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, tls_active: bool) -> None:
@@ -73,6 +73,9 @@ class ImapSession:
         self.pending = False
         #: set while in IDLE, so that a change wakes the session at once
         self.wake: asyncio.Event | None = None
+        #: RFC 7162 3.1: CONDSTORE is on for the rest of the session (ENABLE, SELECT (CONDSTORE)
+        #: or a command using MODSEQ); every FETCH response with FLAGS then carries MODSEQ too
+        self.condstore = False
         self._limit_key: tuple[int, str] | None = None
         self._out: list[bytes] = []
         self._out_size = 0
@@ -246,7 +249,9 @@ class ImapSession:
                 sel.note_recent(max(before, known_max), new[-1])
             await self.untagged(f"{sel.exists} EXISTS")
             await self.untagged(f"{sel.recent_count()} RECENT")
-        for uid, flags, keywords in changed:
+        for uid, flags, keywords, modseq in changed:
             seq = sel.seq_of(uid)
             if seq is not None:
-                await self.untagged(f"{seq} FETCH (UID {uid} FLAGS {flag_text(flags, keywords, sel.is_recent(uid))})")
+                tail = f" MODSEQ ({modseq})" if self.condstore else ""
+                flags_text = flag_text(flags, keywords, sel.is_recent(uid))
+                await self.untagged(f"{seq} FETCH (UID {uid} FLAGS {flags_text}{tail})")

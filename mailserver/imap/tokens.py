@@ -168,3 +168,32 @@ def read_seqset(tok) -> SeqSet:
         return SeqSet.parse(read_atom(tok))
     except ValueError:
         raise ParseError("bad sequence set") from None
+
+
+#: RFC 7162: a mod-sequence is a positive 63-bit integer
+MAX_MODSEQ = (1 << 63) - 1
+
+
+def read_modseq(tok, zero: bool = False) -> int:
+    """mod-sequence-value (1 ..  2^63-1), or mod-sequence-valzer (0 too) when ``zero``."""
+    text = read_atom(tok)
+    if not text.isdigit() or not text.isascii() or len(text) > 19:
+        raise ParseError("bad mod-sequence")
+    value = int(text)
+    if value > MAX_MODSEQ or (value == 0 and not zero):
+        raise ParseError("bad mod-sequence")
+    return value
+
+
+def read_modifiers(tok, allowed: dict[str, bool]) -> dict[str, int]:
+    """A parenthesised list of RFC 4466 command modifiers, each a name and a mod-sequence
+    (``allowed``: name -> whether 0 is valid). Unknown or repeated modifiers are errors."""
+    if not isinstance(tok, list) or not tok or len(tok) % 2:
+        raise ParseError("bad modifier list")
+    out: dict[str, int] = {}
+    for i in range(0, len(tok), 2):
+        name = read_atom(tok[i]).upper()
+        if name not in allowed or name in out:
+            raise ParseError("unknown or repeated modifier")
+        out[name] = read_modseq(tok[i + 1], allowed[name])
+    return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from array import array
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, Sequence
 
 from sqlalchemy import func, select, update
@@ -40,10 +40,10 @@ class Snapshot:
 class Changes:
     highestmodseq: int
     uidnext: int
-    #: (uid, flags, keywords) of messages above the session's last known UID
-    new: list[tuple[int, int, str | None]]
-    #: (uid, flags, keywords) of known messages whose MODSEQ moved
-    changed: list[tuple[int, int, str | None]]
+    #: (uid, flags, keywords, modseq) of messages above the session's last known UID
+    new: list[tuple[int, int, str | None, int]]
+    #: (uid, flags, keywords, modseq) of known messages whose MODSEQ moved
+    changed: list[tuple[int, int, str | None, int]]
     #: every UID now in the folder, only when some were expunged (else None)
     present: array | None
 
@@ -104,7 +104,7 @@ def changes_since(store: Store, folder_id: int, modseq: int, known_max_uid: int,
         highest, uidnext, count = found[0]
         if highest == modseq and not (force and count < known_count):
             return Changes(modseq, uidnext, [], [], None)
-        rows = driver_rows(s, "SELECT uid, flags, keywords FROM message WHERE folder_id = ? AND modseq > ? "
+        rows = driver_rows(s, "SELECT uid, flags, keywords, modseq FROM message WHERE folder_id = ? AND modseq > ? "
                                "ORDER BY uid", folder_id, modseq)
         new = [tuple(r) for r in rows if r[0] > known_max_uid]
         changed = [tuple(r) for r in rows if r[0] <= known_max_uid]
@@ -116,21 +116,31 @@ def changes_since(store: Store, folder_id: int, modseq: int, known_max_uid: int,
     return Changes(highest, uidnext, new, changed, present)
 
 
+_FLAG_COLUMNS = (("flags", "keywords"), ("flags", "keywords", "modseq"))
+
+
 def fetch_rows(store: Store, folder_id: int, lo_uid: int, hi_uid: int, limit: int, columns: Sequence[str],
-               uids: UidRanges | None = None) -> list:
-    """Up to ``limit`` message rows with lo_uid <= uid <= hi_uid, in UID order (keyset paging)."""
+               uids: UidRanges | None = None, changedsince: int | None = None) -> list:
+    """Up to ``limit`` message rows with lo_uid <= uid <= hi_uid, in UID order (keyset paging);
+    ``changedsince``: only those whose MODSEQ is above it (RFC 7162 CHANGEDSINCE)."""
     cols = [M.c.uid] + [C.c[c] if c in ("raw", "envelope", "body", "bodystructure", "header_size", "search_text")
                         else M.c[c] for c in columns]
     q = select(*cols).where(M.c.folder_id == folder_id, M.c.uid.between(lo_uid, hi_uid))
     if uids:
         q = q.where(uid_filter(uids))
+    if changedsince is not None:
+        q = q.where(M.c.modseq > changedsince)
     if any(c.table is C for c in cols):
         q = q.select_from(M.join(C, C.c.id == M.c.content_id))
-    if tuple(columns) == ("flags", "keywords") and not uids:
-        # Opening a big folder (UID FETCH 1:* (FLAGS)): plain tuples from the driver.
+    columns = tuple(columns)
+    if columns in _FLAG_COLUMNS and not uids:
+        # Opening a big folder (UID FETCH 1:* (FLAGS), with MODSEQ under CONDSTORE): plain
+        # tuples from the driver.
+        since, params = ("", []) if changedsince is None else (" AND modseq > ?", [changedsince])
         with raw_reader(store) as r:
-            return driver_rows(r, "SELECT uid, flags, keywords FROM message WHERE folder_id = ? AND uid >= ? "
-                                  "AND uid <= ? ORDER BY uid LIMIT ?", folder_id, lo_uid, hi_uid, limit)
+            return driver_rows(r, f"SELECT uid, {', '.join(columns)} FROM message WHERE folder_id = ? AND uid >= ? "
+                                  f"AND uid <= ?{since} ORDER BY uid LIMIT ?", folder_id, lo_uid, hi_uid, *params,
+                               limit)
     with store.reader() as s:
         return s.execute(q.order_by(M.c.uid).limit(limit)).all()
 
@@ -145,28 +155,42 @@ def message_raw(store: Store, folder_id: int, uid: int) -> bytes:
 
 @dataclass
 class Stored:
-    #: (uid, flags, keywords) of every message addressed, changed or not
-    rows: list[tuple[int, int, str | None]]
+    #: (uid, flags, keywords, modseq) of every message addressed and not refused by
+    #: UNCHANGEDSINCE, changed or not (a changed one has ``modseq_after``)
+    rows: list[tuple[int, int, str | None, int]]
     #: the folder's HIGHESTMODSEQ before and after this write: a session that had seen
     #: ``before`` has now seen ``after`` too (its own change needs no second report)
     modseq_before: int
     modseq_after: int
+    #: UIDs left alone because their MODSEQ was above UNCHANGEDSINCE (RFC 7162 3.1.3)
+    modified: list[int] = field(default_factory=list)
 
 
 def store_flags(store: Store, folder_id: int, uids: UidRanges, mode: str, bits: int,
-                keywords: Sequence[str]) -> Stored:
-    """RFC 3501 6.4.6: mode "+", "-" or "" (replace)."""
+                keywords: Sequence[str], unchangedsince: int | None = None) -> Stored:
+    """RFC 3501 6.4.6: mode "+", "-" or "" (replace). With ``unchangedsince`` (RFC 7162
+    UNCHANGEDSINCE), a message whose MODSEQ is above it is not changed but listed in
+    ``modified``. A message whose flags do not change keeps its MODSEQ, and a STORE that
+    changes nothing leaves the folder's HIGHESTMODSEQ where it was."""
     if not uids:
         return Stored([], 0, 0)
-    out: list[tuple[int, int, str | None]] = []
+    out: list[tuple[int, int, str | None, int]] = []
+    modified: list[int] = []
     kw = set(keywords)
     with writing(store) as s:
-        modseq = bump_modseq(s, folder_id)
+        # On PostgreSQL the MODSEQ is taken first: the UPDATE locks the folder row before the
+        # messages are read. SQLite's write transaction holds the database's write lock from
+        # BEGIN IMMEDIATE, so there it is taken only when something changes.
+        locked = store.dialect != "sqlite"
+        modseq = bump_modseq(s, folder_id) if locked else 0
         where, params = uid_sql(uids)
-        rows = driver_rows(s, f"SELECT id, uid, flags, keywords FROM message WHERE folder_id = ? AND {where} "
+        rows = driver_rows(s, f"SELECT id, uid, flags, keywords, modseq FROM message WHERE folder_id = ? AND {where} "
                                "ORDER BY uid", folder_id, *params)
-        updates = []
-        for mid, uid, flags, kws in rows:
+        changes = []
+        for mid, uid, flags, kws, old_modseq in rows:
+            if unchangedsince is not None and old_modseq > unchangedsince:
+                modified.append(uid)
+                continue
             have = set(kws.split()) if kws else set()
             if mode == "+":
                 nflags, nkw = flags | bits, have | kw
@@ -176,14 +200,26 @@ def store_flags(store: Store, folder_id: int, uids: UidRanges, mode: str, bits: 
                 nflags, nkw = bits, set(kw)
             nkws = " ".join(sorted(nkw)) or None
             if nflags != flags or nkw != have:
-                updates.append((nflags, nkws, modseq, mid))
-            out.append((uid, nflags, nkws))
-        if updates:
-            driver_execute(s, "UPDATE message SET flags = ?, keywords = ?, modseq = ? WHERE id = ?", updates)
+                changes.append((nflags, nkws, mid, len(out)))
+            out.append((uid, nflags, nkws, old_modseq))
+        updates = bool(changes)
+        if changes:
+            if not locked:
+                modseq = bump_modseq(s, folder_id)
+            driver_execute(s, "UPDATE message SET flags = ?, keywords = ?, modseq = ? WHERE id = ?",
+                           [(nflags, nkws, modseq, mid) for nflags, nkws, mid, _ in changes])
+            for _, _, _, i in changes:
+                out[i] = out[i][:3] + (modseq,)
             announce(s, [folder_id])
+        elif locked:
+            # Nothing changed: give the MODSEQ back (the row is still locked by us), so that
+            # HIGHESTMODSEQ stays the highest MODSEQ of a message and no session is woken.
+            driver_execute(s, "UPDATE folder SET highestmodseq = highestmodseq - 1 WHERE id = ?", [(folder_id,)])
+            modseq -= 1
     if updates:
         hub.changed([folder_id])
-    return Stored(out, modseq - 1, modseq)
+        return Stored(out, modseq - 1, modseq, modified)
+    return Stored(out, 0, 0, modified)
 
 
 def expunge(store: Store, folder_id: int, uids: UidRanges | None = None) -> list[int]:

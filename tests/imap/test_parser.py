@@ -54,6 +54,43 @@ def test_bad_input_is_a_value_with_the_tag():
     assert parse_command(b"\r\n") == Invalid("*", "missing tag")
 
 
+def test_condstore_modifiers():
+    cmd = parse_command(b"a UID FETCH 1:* (FLAGS) (CHANGEDSINCE 12345)\r\n")
+    assert isinstance(cmd, Fetch) and cmd.uid and cmd.changedsince == 12345
+    assert parse_command(b"a FETCH 1 FLAGS\r\n").changedsince is None
+    cmd = parse_command(b"a STORE 1:3 (UNCHANGEDSINCE 0) +FLAGS.SILENT (\\Deleted)\r\n")
+    assert cmd == Store("a", SeqSet.parse("1:3"), "+", True, ("\\Deleted",), False, 0)
+    cmd = parse_command(b"a UID STORE 7 (unchangedsince 9223372036854775807) FLAGS \\Seen $x\r\n")
+    assert cmd == Store("a", SeqSet.parse("7"), "", False, ("\\Seen", "$x"), True, (1 << 63) - 1)
+    assert parse_command(b"a SELECT INBOX (CONDSTORE)\r\n") == MailboxCommand("a", "SELECT", "INBOX", True)
+    assert parse_command(b"a EXAMINE INBOX (condstore)\r\n") == MailboxCommand("a", "EXAMINE", "INBOX", True)
+    cmd = parse_command(b'a SEARCH MODSEQ "/flags/\\\\draft" all 620162338 UNSEEN\r\n')
+    assert cmd.criteria == (("MODSEQ", 620162338), ("UNSEEN",))
+    assert parse_command(b"a SEARCH NOT MODSEQ 0\r\n").criteria == (("NOT", ("MODSEQ", 0)),)
+    assert parse_command(b"a STATUS INBOX (SIZE HIGHESTMODSEQ)\r\n") == Status("a", "INBOX", ("SIZE", "HIGHESTMODSEQ"))
+
+
+def test_esearch_return_options():
+    cmd = parse_command(b"a UID SEARCH RETURN (MIN MAX COUNT ALL) CHARSET UTF-8 SEEN\r\n")
+    assert cmd == Search("a", "UTF-8", (("SEEN",),), True, ("MIN", "MAX", "COUNT", "ALL"))
+    assert parse_command(b"a SEARCH RETURN () ALL\r\n").return_opts == ()
+    assert parse_command(b"a SEARCH ALL\r\n").return_opts is None
+
+
+def test_bad_condstore_and_esearch_syntax_is_invalid():
+    for line in (b"a FETCH 1 FLAGS (CHANGEDSINCE 0)", b"a FETCH 1 FLAGS (CHANGEDSINCE -1)",
+                 b"a FETCH 1 FLAGS (CHANGEDSINCE 9223372036854775808)", b"a FETCH 1 FLAGS (CHANGEDSINCE)",
+                 b"a FETCH 1 FLAGS (CHANGEDSINCE 1 CHANGEDSINCE 2)", b"a FETCH 1 FLAGS (VANISHED)",
+                 b"a FETCH 1 FLAGS CHANGEDSINCE 1", b"a FETCH 1 FLAGS ()",
+                 b"a STORE 1 (UNCHANGEDSINCE x) FLAGS (\\Seen)", b"a STORE 1 (UNCHANGEDSINCE 1)",
+                 b"a STORE 1 (CHANGEDSINCE 1) FLAGS (\\Seen)", b"a SELECT INBOX (QRESYNC)", b"a SELECT INBOX ()",
+                 b"a CREATE x (CONDSTORE)", b"a SEARCH MODSEQ", b"a SEARCH MODSEQ 1x",
+                 b'a SEARCH MODSEQ "/flags/\\\\seen" frob 5', b'a SEARCH MODSEQ "/flags/\\\\seen" all',
+                 b"a SEARCH RETURN (SAVE) ALL", b"a SEARCH RETURN (MIN MIN) ALL", b"a SEARCH RETURN (ALL)",
+                 b"a STATUS INBOX (FROB)"):
+        assert isinstance(parse_command(line + b"\r\n"), Invalid), line
+
+
 def test_mailbox_names_are_modified_utf7():
     # Oracle: modified UTF-7 is the stdlib's UTF-7 with "&" for "+" and "," for "/" in base64.
     oracle = "&" + "交通违法".encode("utf-7")[1:].decode().replace("/", ",")
@@ -77,7 +114,7 @@ flags = st.lists(st.sampled_from(["\\Seen", "\\Answered", "\\Flagged", "\\Delete
                                   "Junk", "$label1"]), max_size=4, unique=True).map(tuple)
 fetch_atts = st.lists(st.one_of(
     st.sampled_from([FetchAtt(n) for n in ("FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY",
-                                           "BODYSTRUCTURE", "RFC822", "RFC822.HEADER", "RFC822.TEXT")]),
+                                           "BODYSTRUCTURE", "RFC822", "RFC822.HEADER", "RFC822.TEXT", "MODSEQ")]),
     st.builds(lambda part, text, peek, partial: FetchAtt(
         "BODY[]", tuple(part), text[0], text[1], partial, peek, True),
         st.lists(st.integers(1, 9), max_size=3),
@@ -85,6 +122,9 @@ fetch_atts = st.lists(st.one_of(
                          ("HEADER.FIELDS.NOT", ("X-TUID",))]),
         st.booleans(), st.one_of(st.none(), st.tuples(st.integers(0, 999), st.integers(1, 999))))),
     min_size=1, max_size=4).map(tuple)
+modseqs = st.integers(1, (1 << 63) - 1)
+modseqs_or_zero = st.integers(0, (1 << 63) - 1)
+return_opts = st.one_of(st.none(), st.lists(st.sampled_from(["MIN", "MAX", "COUNT", "ALL"]), unique=True).map(tuple))
 search_leaf = st.one_of(
     st.sampled_from([("SEEN",), ("UNSEEN",), ("DELETED",), ("RECENT",), ("NEW",), ("ALL",)]),
     st.tuples(st.sampled_from(["SUBJECT", "FROM", "BODY", "TEXT", "TO", "CC", "BCC"]), texts),
@@ -92,7 +132,8 @@ search_leaf = st.one_of(
     st.tuples(st.sampled_from(["LARGER", "SMALLER"]), st.integers(0, 10 ** 9)),
     st.tuples(st.just("UID"), seqsets), st.tuples(st.just("SEQ"), seqsets),
     st.tuples(st.just("KEYWORD"), st.sampled_from(["$Forwarded", "Junk"])),
-    st.tuples(st.just("HEADER"), st.sampled_from(["X-NOTICE", "MESSAGE-ID"]), texts))
+    st.tuples(st.just("HEADER"), st.sampled_from(["X-NOTICE", "MESSAGE-ID"]), texts),
+    st.tuples(st.just("MODSEQ"), modseqs_or_zero))
 search_keys = st.recursive(search_leaf, lambda inner: st.one_of(
     st.tuples(st.just("NOT"), inner), st.tuples(st.just("OR"), inner, inner),
     st.lists(inner, min_size=1, max_size=3).map(lambda ks: ("AND", tuple(ks)))), max_leaves=6)
@@ -101,19 +142,22 @@ commands = st.one_of(
     st.builds(Login, tags, texts, texts),
     st.builds(Authenticate, tags, st.just("PLAIN"), st.one_of(st.none(), st.just("AGFAAGI="))),
     st.builds(MailboxCommand, tags, st.sampled_from(["SELECT", "EXAMINE", "CREATE", "DELETE", "SUBSCRIBE"]), names),
+    st.builds(MailboxCommand, tags, st.sampled_from(["SELECT", "EXAMINE"]), names, st.booleans()),
     st.builds(Rename, tags, names, names),
-    st.builds(Status, tags, names, st.lists(st.sampled_from(["MESSAGES", "UIDNEXT", "UNSEEN", "RECENT"]),
+    st.builds(Status, tags, names, st.lists(st.sampled_from(["MESSAGES", "UIDNEXT", "UNSEEN", "RECENT", "SIZE",
+                                                             "HIGHESTMODSEQ"]),
                                             min_size=1, max_size=4, unique=True).map(tuple)),
     st.builds(Append, tags, names, flags.filter(lambda f: f != ()) | st.just(()),
               st.one_of(st.none(), st.datetimes(dt.datetime(2000, 1, 1), dt.datetime(2099, 1, 1),
                                                 timezones=st.just(dt.timezone(dt.timedelta(hours=8)))).map(
                   lambda d: d.replace(microsecond=0))),
               st.binary(max_size=200)),
-    st.builds(Fetch, tags, seqsets, fetch_atts, st.booleans()),
-    st.builds(Store, tags, seqsets, st.sampled_from(["+", "-", ""]), st.booleans(), flags, st.booleans()),
+    st.builds(Fetch, tags, seqsets, fetch_atts, st.booleans(), st.one_of(st.none(), modseqs)),
+    st.builds(Store, tags, seqsets, st.sampled_from(["+", "-", ""]), st.booleans(), flags, st.booleans(),
+              st.one_of(st.none(), modseqs_or_zero)),
     st.builds(Copy, tags, seqsets, names, st.booleans(), st.booleans()),
     st.builds(Search, tags, st.sampled_from([None, "UTF-8"]), st.lists(search_keys, min_size=1, max_size=3)
-              .map(tuple), st.booleans()),
+              .map(tuple), st.booleans(), return_opts),
     st.builds(Expunge, tags, st.one_of(st.none(), seqsets)),
     st.builds(Id, tags, st.one_of(st.none(), st.lists(st.tuples(texts, st.one_of(st.none(), texts)), max_size=3)
                                    .map(tuple))),
