@@ -10,11 +10,19 @@ import secrets
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from mailserver import config as config_mod
 from mailserver.cli.init import prepare
 from mailserver.registry import Registry
 from mailserver.store import Store, open_store
+
+# Hypothesis explores new examples on every local run; under CI (CI=true) it replays the same
+# derandomized ones, so a pass or a fail there depends on the commit alone. A failure a local run
+# finds is printed with its example (and kept in .hypothesis/) to become a fix and a test.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 PG_ADMIN = os.environ.get("CIVICMAIL_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 

@@ -8,7 +8,10 @@ from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 
-from hypothesis import HealthCheck, given, settings
+import re
+from email.header import decode_header
+
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from mime_oracle import check_against_oracle
 
@@ -55,10 +58,38 @@ def messages(draw, depth: int = 0) -> EmailMessage:
     return msg
 
 
+ENCODED_WORD = re.compile(rb"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+ADDRESS_FIELD = re.compile(rb"^(?:From|To|Cc):[^\r\n]*(?:\r\n[ \t][^\r\n]*)*", re.MULTILINE | re.IGNORECASE)
+
+
+def structure_encoded(raw: bytes) -> bool:
+    """Did the stdlib generator put address syntax inside an encoded word? When it folds an
+    address list it can encode the separating comma, even '<addr>,' (CPython gh-100884,
+    CVE-2025-1795, fixed after the 3.11 here). RFC 2047 5 says an encoded word is only text, so
+    such bytes no longer hold the addresses the message had: not an input to compare with."""
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    for field in ADDRESS_FIELD.finditer(head):
+        for word in ENCODED_WORD.finditer(field.group()):
+            text = "".join(p.decode(c or "ascii", "replace") if isinstance(p, bytes) else p
+                           for p, c in decode_header(word.group().decode("ascii")))
+            if any(ch in text for ch in ",<>@"):
+                return True
+    return False
+
+
+def test_the_filter_sees_the_stdlib_folding_bug():
+    raw = (b"From: 0@a.cn\r\nTo: 00000@aaaaaaaa.cn, =?utf-8?b?5Lqk5LqkIDAw?=\r\n =?utf-8?q?=3E=2C?= 0@a.cn\r\n"
+           b"Subject: x\r\n\r\nbody\r\n")
+    assert structure_encoded(raw)
+    assert not structure_encoded(raw.replace(b"=?utf-8?q?=3E=2C?=", b"<0@a.cn>,"))
+    assert not structure_encoded(b"To: =?utf-8?b?5byg5Lyf?= <zhang.wei@a.cn>\r\nSubject: =?utf-8?q?a=2Cb?=\r\n\r\n")
+
+
 @settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(messages())
 def test_generated_messages_match_the_email_oracle(msg):
     raw = msg.as_bytes(policy=CRLF_POLICY)
+    assume(not structure_encoded(raw))
     check_against_oracle(raw)
     text = analyze(raw).search_text
     # the subject as the oracle reads it back: the stdlib generator can drop a blank between
