@@ -7,14 +7,13 @@ read-only). Row numbers are the ones the agency's spreadsheet shows: the header 
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Iterator
 
+from mailserver.cells import cell_text
 from mailserver.errors import ValidationError
 
 from . import reasons
@@ -153,7 +152,7 @@ def _jsonl_records(drop: DropFile, header: bool) -> Iterator[tuple[int, list | d
             if header:
                 yield number, list(obj)
                 return
-            yield number, {str(k).strip(): _cell_text(v) for k, v in obj.items()}
+            yield number, {str(k).strip(): cell_text(v) for k, v in obj.items()}
 
 
 def _xlsx_records(drop: DropFile, header: bool) -> Iterator[tuple[int, list]]:
@@ -168,7 +167,7 @@ def _xlsx_records(drop: DropFile, header: bool) -> Iterator[tuple[int, list]]:
     try:
         sheet = book.worksheets[0]
         for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
-            record = [_cell_text(v) for v in values]
+            record = [cell_text(v) for v in values]
             if number == 1:
                 if header:
                     yield number, record
@@ -177,20 +176,3 @@ def _xlsx_records(drop: DropFile, header: bool) -> Iterator[tuple[int, list]]:
             yield number, record
     finally:
         book.close()
-
-
-def _cell_text(value) -> str:
-    """A cell as the text a clerk sees: dates as YYYY-MM-DD, whole floats without '.0'."""
-    if value is None:
-        return ""
-    if isinstance(value, dt.datetime):
-        return value.date().isoformat() if value.time() == dt.time() else value.isoformat(sep=" ")
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, float):
-        if abs(value) >= 1e15:
-            # Excel keeps 15 significant digits: an 18-digit ID number typed into a number cell
-            # has lost its last digits. Shown as Excel shows it, never as a plausible number.
-            return format(value, ".15G")
-        return str(int(value)) if value.is_integer() else str(Decimal(repr(value)))
-    return str(value)

@@ -20,6 +20,7 @@ from typing import Callable, Iterable, Iterator, Sequence, TextIO
 
 from sqlalchemy import insert, select
 
+from ..cells import cell_text
 from ..errors import ValidationError
 from ..identity import addresses, idnumber
 from ..identity.passwords import activation_code, normalize_code
@@ -103,21 +104,6 @@ def xlsx_records(path: Path) -> Iterator[tuple[int, tuple]]:
             book.close()
 
 
-def _text(value: object) -> str:
-    """A cell as the text a clerk sees: numbers without a trailing '.0', dates as YYYY-MM-DD."""
-    if value.__class__ is str:  # every cell of a CSV: the fast path of a million-row import
-        return value
-    if value is None:
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, dt.datetime):
-        return value.date().isoformat() if value.time() == dt.time() else value.isoformat(sep=" ")
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return str(value)
-
-
 NUMBER_CELL = ("ID number is a number cell, and Excel keeps only 15 of its 18 digits: "
                "format the column as Text and enter the number again")
 
@@ -128,7 +114,7 @@ def read_rows(source: TextIO | Records, report: ImportReport, domain: str) -> It
     first = True
     columns = {c: i for i, c in enumerate(COLUMNS)}
     for line, raw in records:
-        record = [_text(v) for v in raw]
+        record = [cell_text(v) for v in raw]
         while record and not record[-1].strip():
             record.pop()  # a workbook's row is as wide as its widest row
         if first:
