@@ -65,6 +65,26 @@ class Authenticate(Command):
 
 
 @dataclass(frozen=True)
+class Qresync:
+    """RFC 7162 3.2.5: SELECT/EXAMINE mailbox (QRESYNC (uidvalidity modseq [known-uids]
+    [(known-sequence-set known-uid-set)]))."""
+
+    uidvalidity: int
+    modseq: int
+    known_uids: SeqSet | None = None
+    #: seq-match-data: (message sequence numbers, their UIDs) the client knows
+    seq_match: tuple[SeqSet, SeqSet] | None = None
+
+    def wire(self) -> bytes:
+        out = f"QRESYNC ({self.uidvalidity} {self.modseq}"
+        if self.known_uids is not None:
+            out += f" {self.known_uids}"
+        if self.seq_match is not None:
+            out += f" ({self.seq_match[0]} {self.seq_match[1]})"
+        return (out + ")").encode()
+
+
+@dataclass(frozen=True)
 class MailboxCommand(Command):
     """SELECT, EXAMINE, CREATE, DELETE, SUBSCRIBE, UNSUBSCRIBE, GETQUOTAROOT: one mailbox."""
 
@@ -72,13 +92,16 @@ class MailboxCommand(Command):
     mailbox: str = "INBOX"
     #: RFC 7162 3.1.8: SELECT/EXAMINE mailbox (CONDSTORE)
     condstore: bool = False
+    #: RFC 7162 3.2.5: SELECT/EXAMINE mailbox (QRESYNC (...))
+    qresync: Qresync | None = None
 
     @property
     def name(self) -> str:  # type: ignore[override]
         return self.verb
 
     def args_wire(self) -> bytes:
-        return astring(encode_mailbox(self.mailbox)) + (b" (CONDSTORE)" if self.condstore else b"")
+        params = ([b"CONDSTORE"] if self.condstore else []) + ([self.qresync.wire()] if self.qresync else [])
+        return astring(encode_mailbox(self.mailbox)) + (b" (" + b" ".join(params) + b")" if params else b"")
 
 
 @dataclass(frozen=True)
@@ -195,12 +218,16 @@ class Fetch(Command):
     uid: bool = False
     #: RFC 7162 3.1.4: (CHANGEDSINCE n), only messages whose MODSEQ is above n
     changedsince: int | None = None
+    #: RFC 7162 3.2.6: UID FETCH ... (CHANGEDSINCE n VANISHED), expunged UIDs too
+    vanished: bool = False
     name = "FETCH"
 
     def to_wire(self) -> bytes:
         atts = " ".join(a.request_text() for a in self.atts)
         prefix = "UID FETCH" if self.uid else "FETCH"
-        mods = f" (CHANGEDSINCE {self.changedsince})" if self.changedsince is not None else ""
+        mods = ""
+        if self.changedsince is not None:
+            mods = f" (CHANGEDSINCE {self.changedsince}{' VANISHED' if self.vanished else ''})"
         return f"{self.tag} {prefix} {self.seqset} ({atts}){mods}\r\n".encode()
 
 

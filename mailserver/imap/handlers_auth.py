@@ -119,13 +119,15 @@ async def do_id(s: ImapSession, cmd: Id):
 
 @handler("ENABLE", AUTHED)
 async def do_enable(s: ImapSession, cmd: Enable):
-    # RFC 5161: ENABLED lists what the client asked for and we have: CONDSTORE (RFC 7162);
-    # QRESYNC and UTF8=ACCEPT are not advertised, so they are not enabled.
-    enabled = ""
-    if "CONDSTORE" in cmd.capabilities:
-        s.condstore = True
-        enabled = " CONDSTORE"
-    await s.untagged("ENABLED" + enabled)
+    # RFC 5161: ENABLED lists what the client asked for and we have: CONDSTORE and QRESYNC
+    # (RFC 7162; QRESYNC implies CONDSTORE); UTF8=ACCEPT is not advertised, so not enabled.
+    enabled = []
+    for cap in cmd.capabilities:
+        if cap in ("CONDSTORE", "QRESYNC") and cap not in enabled:
+            enabled.append(cap)
+            s.condstore = True
+            s.qresync = s.qresync or cap == "QRESYNC"
+    await s.untagged(" ".join(["ENABLED"] + enabled))
     return "OK", R.OK_DONE
 
 

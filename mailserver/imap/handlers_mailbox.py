@@ -10,6 +10,7 @@ from ..store import mailboxes as mb
 from . import responses as R
 from .codec import astring, encode_mailbox
 from .commands import Append, Command, GetQuota, ListCmd, MailboxCommand, Rename, Status
+from .handlers_message import send_changed_since, send_vanished_earlier
 from .selected import SYSTEM_FLAGS, SelectedFolder, split_flags
 from .session import AUTH, SELECTED, ImapSession, handler
 
@@ -24,9 +25,15 @@ def wire_name(name: str) -> str:
 @handler("EXAMINE", AUTHED)
 async def do_select(s: ImapSession, cmd: MailboxCommand):
     readonly = cmd.verb == "EXAMINE"
+    if cmd.qresync is not None and not s.qresync:
+        return "BAD", R.BAD_NO_QRESYNC  # RFC 7162 3.2.5
     if cmd.condstore:
         s.condstore = True
-    s.close_selected()  # RFC 3501: a failed SELECT leaves no mailbox selected
+    if s.selected is not None:
+        # RFC 3501: a failed SELECT leaves no mailbox selected; RFC 7162 3.2.11: [CLOSED]
+        # tells the client where the old mailbox's responses end
+        s.close_selected()
+        await s.untagged(f"OK {R.OK_CLOSED}")
     snap = await s.ctx.run(mb.select_folder, s.store, s.account_id, cmd.mailbox, readonly)
     sel = SelectedFolder.from_snapshot(snap, readonly)
     flags = SYSTEM_FLAGS + "".join(" " + k for k in sorted(sel.keywords))
@@ -43,6 +50,11 @@ async def do_select(s: ImapSession, cmd: MailboxCommand):
     await s.untagged(f"OK [UIDNEXT {snap.folder.uidnext}] predicted next UID")
     await s.untagged(f"OK [HIGHESTMODSEQ {snap.folder.highestmodseq}] highest")
     s.select(sel)
+    q = cmd.qresync
+    if q is not None and q.uidvalidity == sel.uidvalidity:
+        # RFC 7162 3.2.5: what the client missed since it last saw ``q.modseq``
+        await send_vanished_earlier(s, sel, q.modseq, q.known_uids)
+        await send_changed_since(s, sel, q.modseq, q.known_uids)
     return "OK", R.OK_SELECT_RO if readonly else R.OK_SELECT_RW
 
 

@@ -14,7 +14,7 @@ from ..store import mailboxes as mb
 from ..store.models.mail import SEEN
 from . import fetch as F
 from . import responses as R
-from .codec import format_uid_set
+from .codec import SeqSet, format_uid_set
 from .commands import Copy, Expunge, Fetch, FetchAtt, Search, Store
 from .search import Matcher, columns_for as search_columns, uses_modseq
 from .selected import SelectedFolder, flag_text, split_flags
@@ -83,6 +83,39 @@ def _render_batch(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tu
     return b"".join(out), nxt
 
 
+#: "*" in a UID set of expunged messages: any UID (the store clips it at UIDNEXT - 1)
+_ANY_UID = 0xFFFFFFFF
+_FLAGS_MODSEQ = (FetchAtt("UID"), FetchAtt("FLAGS"), FetchAtt("MODSEQ"))
+
+
+def ranges_text(ranges: list[tuple[int, int]]) -> str:
+    return ",".join(str(lo) if lo == hi else f"{lo}:{hi}" for lo, hi in ranges)
+
+
+async def send_vanished_earlier(s: ImapSession, sel: SelectedFolder, modseq: int, uids: SeqSet | None) -> None:
+    """RFC 7162 3.2.5/3.2.6: ``* VANISHED (EARLIER) uid-set`` of the UIDs in ``uids`` (None:
+    any) expunged after ``modseq``; those still in the session's view are left to the
+    VANISHED that tells it of their expunge."""
+    ranges = uids.resolve(_ANY_UID) if uids is not None else None
+    gone = await s.ctx.run(mb.vanished_since, s.store, sel.folder_id, modseq, ranges, sel.uids)
+    if gone:
+        await s.untagged("VANISHED (EARLIER) " + ranges_text(gone))
+
+
+async def send_changed_since(s: ImapSession, sel: SelectedFolder, modseq: int, uids: SeqSet | None) -> None:
+    """RFC 7162 3.2.5: ``* n FETCH (UID u FLAGS (...) MODSEQ (m))`` of the messages (in
+    ``uids``, None: all) whose MODSEQ is above ``modseq``, streamed as FETCH is."""
+    ranges = sel.uid_ranges(uids if uids is not None else SeqSet.parse("1:*"), True)
+    if not ranges:
+        return
+    lo, hi = ranges[0][0], ranges[-1][1]
+    columns = F.columns_for(_FLAGS_MODSEQ)
+    while lo is not None and lo <= hi:
+        chunk, lo = await s.ctx.run(_render_batch, s.store, sel, lo, hi, ranges, _FLAGS_MODSEQ, columns, True, modseq)
+        await s.send(chunk)
+        await s.flush()
+
+
 def _saw_own_write(sel: SelectedFolder, stored: mb.Stored) -> None:
     # Nothing else happened between our last look and our write: our own change is known.
     if stored.modseq_before and stored.modseq_before == sel.modseq:
@@ -92,9 +125,13 @@ def _saw_own_write(sel: SelectedFolder, stored: mb.Stored) -> None:
 @handler("FETCH", SEL)
 async def do_fetch(s: ImapSession, cmd: Fetch):
     sel = s.selected
+    if cmd.vanished and not s.qresync:
+        return "BAD", R.BAD_NO_QRESYNC  # RFC 7162 3.2.6
     ranges = _ranges(s, cmd.seqset, cmd.uid)
     if ranges is None:
         return "BAD", R.BAD_SYNTAX
+    if cmd.vanished:
+        await send_vanished_earlier(s, sel, cmd.changedsince, cmd.seqset)
     if not ranges:
         return "OK", R.OK_DONE
     atts = cmd.atts

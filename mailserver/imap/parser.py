@@ -13,12 +13,12 @@ import base64
 import binascii
 import re
 
-from .codec import decode_mailbox, parse_date_time
+from .codec import STAR, SeqSet, decode_mailbox, parse_date_time
 from .commands import (Append, Authenticate, Command, Copy, Enable, Expunge, Fetch, FetchAtt, GetQuota, Id,
-                       Invalid, ListCmd, Login, MailboxCommand, Parsed, Rename, SetQuota, Simple, Status, Store)
+                       Invalid, ListCmd, Login, MailboxCommand, Parsed, Qresync, Rename, SetQuota, Simple, Status, Store)
 from .search_syntax import BadCharset, parse_search
 from .tokens import (Atom, ParseError, Str, need_args, read_astring, read_atom, read_flags, read_mailbox,
-                     read_modifiers, read_nstring, read_seqset, tokenize)
+                     read_modifiers, read_modseq, read_nstring, read_seqset, tokenize)
 
 __all__ = ["parse_command", "parse_fetch_att", "decode_sasl", "ParseError", "tokenize"]
 
@@ -129,11 +129,7 @@ def _build(tag: str, name: str, args: list) -> Command:
         initial = read_atom(args[1]) if len(args) == 2 else None
         return Authenticate(tag, read_atom(args[0]).upper(), initial)
     if name in ("SELECT", "EXAMINE") and len(args) == 2:
-        # RFC 4466 select parameters; CONDSTORE (RFC 7162 3.1.8) is the one we know
-        params = args[1]
-        if not isinstance(params, list) or len(params) != 1 or read_atom(params[0]).upper() != "CONDSTORE":
-            raise ParseError("unknown SELECT parameter")
-        return MailboxCommand(tag, name, read_mailbox(args[0]), True)
+        return _parse_select_params(tag, name, read_mailbox(args[0]), args[1])
     if name in _ONE_MAILBOX:
         need_args(args, 1)
         return MailboxCommand(tag, name, read_mailbox(args[0]))
@@ -188,12 +184,12 @@ def _build_message_cmd(tag: str, name: str, args: list, uid: bool) -> Command:
     if name == "SEARCH":
         return parse_search(tag, args, uid)
     if name == "FETCH":
-        changedsince = None
+        changedsince, vanished = None, False
         if len(args) == 3:
-            changedsince = read_modifiers(args[2], {"CHANGEDSINCE": False})["CHANGEDSINCE"]
+            changedsince, vanished = _fetch_modifiers(args[2], uid)
             args = args[:2]
         need_args(args, 2)
-        return Fetch(tag, read_seqset(args[0]), _fetch_atts(args[1]), uid, changedsince)
+        return Fetch(tag, read_seqset(args[0]), _fetch_atts(args[1]), uid, changedsince, vanished)
     if name == "STORE":
         unchangedsince = None
         if len(args) >= 2 and isinstance(args[1], list):
@@ -211,6 +207,79 @@ def _build_message_cmd(tag: str, name: str, args: list, uid: bool) -> Command:
         return Store(tag, read_seqset(args[0]), m.group(1), bool(m.group(2)), flags, uid, unchangedsince)
     need_args(args, 2)
     return Copy(tag, read_seqset(args[0]), read_mailbox(args[1]), uid, name == "MOVE")
+
+
+def _fetch_modifiers(tok, uid: bool) -> tuple[int, bool]:
+    """(CHANGEDSINCE n [VANISHED]) in any order; VANISHED (RFC 7162 3.2.6) takes no value and
+    only comes with CHANGEDSINCE in a UID FETCH."""
+    if not isinstance(tok, list) or not tok:
+        raise ParseError("bad modifier list")
+    items = list(tok)
+    vanished = False
+    rest = []
+    for t in items:
+        if isinstance(t, Atom) and t.text.upper() == "VANISHED":
+            if vanished:
+                raise ParseError("repeated VANISHED")
+            vanished = True
+        else:
+            rest.append(t)
+    if vanished and not uid:
+        raise ParseError("VANISHED only in UID FETCH")
+    changedsince = read_modifiers(rest, {"CHANGEDSINCE": False}).get("CHANGEDSINCE")
+    if changedsince is None:
+        raise ParseError("VANISHED needs CHANGEDSINCE")
+    return changedsince, vanished
+
+
+def _known_set(tok) -> SeqSet:
+    seqset = read_seqset(tok)
+    if any(STAR in r for r in seqset.ranges):
+        raise ParseError("* is not allowed here")
+    return seqset
+
+
+def _parse_select_params(tag: str, name: str, mailbox: str, params) -> MailboxCommand:
+    """RFC 4466 select parameters: CONDSTORE (RFC 7162 3.1.8) and QRESYNC (3.2.5), each once."""
+    if not isinstance(params, list) or not params:
+        raise ParseError("bad SELECT parameters")
+    condstore = False
+    qresync = None
+    i = 0
+    while i < len(params):
+        word = read_atom(params[i]).upper()
+        if word == "CONDSTORE" and not condstore:
+            condstore = True
+            i += 1
+        elif word == "QRESYNC" and qresync is None and i + 1 < len(params) and isinstance(params[i + 1], list):
+            qresync = _qresync_params(params[i + 1])
+            i += 2
+        else:
+            raise ParseError("unknown or repeated SELECT parameter")
+    return MailboxCommand(tag, name, mailbox, condstore, qresync)
+
+
+def _qresync_params(toks: list) -> Qresync:
+    """uidvalidity SP mod-sequence-value [SP known-uids] [SP seq-match-data]"""
+    if len(toks) < 2 or len(toks) > 4:
+        raise ParseError("QRESYNC (uidvalidity modseq [known-uids] [seq-match-data])")
+    text = read_atom(toks[0])
+    if not text.isdigit() or not text.isascii() or text.startswith("0") or len(text) > 10 or int(text) > 0xFFFFFFFF:
+        raise ParseError("bad UIDVALIDITY")
+    uidvalidity = int(text)
+    modseq = read_modseq(toks[1])
+    rest = toks[2:]
+    known = None
+    if rest and isinstance(rest[0], Atom):
+        known = _known_set(rest[0])
+        rest = rest[1:]
+    seq_match = None
+    if rest:
+        pair = rest[0]
+        if len(rest) != 1 or not isinstance(pair, list) or len(pair) != 2:
+            raise ParseError("bad seq-match-data")
+        seq_match = (_known_set(pair[0]), _known_set(pair[1]))
+    return Qresync(uidvalidity, modseq, known, seq_match)
 
 
 def _parse_list(tag: str, args: list, lsub: bool) -> ListCmd:

@@ -29,6 +29,7 @@ BAD_NOT_TLS = "STARTTLS not available now"
 BAD_MECHANISM = "unsupported authentication mechanism"
 BAD_AUTH_CANCELLED = "authentication cancelled"
 BAD_IDLE = "expected DONE"
+BAD_NO_QRESYNC = "QRESYNC is not enabled (ENABLE QRESYNC first)"
 
 NO_LOGIN_DISABLED = "[PRIVACYREQUIRED] log in only after STARTTLS"
 NO_AUTH_FAILED = "[AUTHENTICATIONFAILED] authentication failed"
@@ -48,6 +49,7 @@ NO_SETQUOTA = "[NOPERM] quotas are set by the operator"
 NO_INUSE = "[INUSE] mailbox in use"
 NO_EXPUNGED = "some messages were expunged"
 OK_MODIFIED = "[MODIFIED {}] conditional STORE failed"
+OK_CLOSED = "[CLOSED] previous mailbox closed"
 
 SEP = "/"
 NAMESPACE = '(("" "/")) NIL NIL'
@@ -85,6 +87,6 @@ def capabilities(tls_active: bool, can_starttls: bool, login_allowed: bool, auth
             caps.append("LOGINDISABLED")
     else:
         caps += ["UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS",
-                 f"APPENDLIMIT={append_limit}", "QUOTA", "QUOTA=RES-STORAGE", "CONDSTORE", "ESEARCH",
-                 "STATUS=SIZE"]
+                 f"APPENDLIMIT={append_limit}", "QUOTA", "QUOTA=RES-STORAGE", "CONDSTORE", "QRESYNC",
+                 "ESEARCH", "STATUS=SIZE"]
     return " ".join(caps)

@@ -106,10 +106,12 @@ class SelectedFolder:
             out.extend(self.uids[bisect_left(self.uids, lo):bisect_right(self.uids, hi)])
         return out
 
-    def apply(self, changes: Changes, allow_expunge: bool) -> tuple[list[int], list[int], list[tuple]]:
-        """Fold a Changes into the view. Returns (expunged sequence numbers in the order to send,
-        new UIDs, flag changes (uid, flags, keywords) of known messages)."""
+    def apply(self, changes: Changes, allow_expunge: bool) -> tuple[list[int], list[int], list[int], list[tuple]]:
+        """Fold a Changes into the view. Returns (expunged sequence numbers in the order to send
+        EXPUNGE, the same messages' UIDs ascending (for QRESYNC's VANISHED), new UIDs, flag
+        changes (uid, flags, keywords, modseq) of known messages)."""
         expunged_seqs: list[int] = []
+        gone: list[int] = []
         if changes.present is not None:
             if allow_expunge:
                 present = set(changes.present)
@@ -117,6 +119,8 @@ class SelectedFolder:
                 for i in range(len(self.uids) - 1, -1, -1):
                     if self.uids[i] not in present:
                         expunged_seqs.append(i + 1)
+                        gone.append(self.uids[i])
+                gone.reverse()
                 kept.extend(u for u in self.uids if u in present)
                 self.uids = kept
                 self.expunge_pending = False
@@ -128,7 +132,7 @@ class SelectedFolder:
             if r[2]:
                 self.keywords.update(r[2].split())
         self.modseq = changes.highestmodseq
-        return expunged_seqs, new, changes.changed
+        return expunged_seqs, gone, new, changes.changed
 
     def note_recent(self, lo: int, hi: int) -> None:
         if hi > lo:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 from ..errors import CivicmailError
 from ..store import mailboxes
 from . import responses as R
+from .codec import format_uid_set
 from .commands import Command, Invalid
 from .framing import Closed, Framed, Refused, read_command, read_line
 from .parser import parse_command
@@ -54,7 +55,7 @@ class AlreadyAnswered(Exception):
 
 class ImapSession:
     __slots__ = ("ctx", "service", "reader", "writer", "tls_active", "peer_ip", "state", "principal", "account_id",
-                 "selected", "pending", "wake", "condstore", "_limit_key", "_out", "_out_size", "__weakref__")
+                 "selected", "pending", "wake", "condstore", "qresync", "_limit_key", "_out", "_out_size", "__weakref__")
 
     def __init__(self, ctx: "ServerContext", service: "ImapService", reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, tls_active: bool) -> None:
@@ -76,6 +77,8 @@ class ImapSession:
         #: RFC 7162 3.1: CONDSTORE is on for the rest of the session (ENABLE, SELECT (CONDSTORE)
         #: or a command using MODSEQ); every FETCH response with FLAGS then carries MODSEQ too
         self.condstore = False
+        #: RFC 7162 3.2: ENABLE QRESYNC; expunges are then told as VANISHED uid-set
+        self.qresync = False
         self._limit_key: tuple[int, str] | None = None
         self._out: list[bytes] = []
         self._out_size = 0
@@ -240,9 +243,13 @@ class ImapSession:
             self.state = LOGOUT
             raise Closed()
         known_max = sel.max_uid
-        expunged, new, changed = sel.apply(changes, allow_expunge)
-        for seq in expunged:
-            await self.untagged(f"{seq} EXPUNGE")
+        expunged, gone, new, changed = sel.apply(changes, allow_expunge)
+        if gone and self.qresync:
+            # RFC 7162 3.2.10: one VANISHED for all of them instead of an EXPUNGE each
+            await self.untagged("VANISHED " + format_uid_set(gone))
+        else:
+            for seq in expunged:
+                await self.untagged(f"{seq} EXPUNGE")
         if new:
             if not sel.readonly and not all(sel.is_recent(u) for u in new):
                 before = await self.ctx.run(mailboxes.claim_recent, self.store, sel.folder_id, new[-1])

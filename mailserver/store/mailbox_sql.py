@@ -128,20 +128,27 @@ def release_content(session: Session, content_ids: list[int]) -> None:
 
 
 def remove_messages(session: Session, folder_id: int, uids: list[int], release: bool = True) -> None:
-    """Delete these messages from a folder and fix its counters (caller's transaction)."""
+    """Delete these messages from a folder and fix its counters (caller's transaction). The
+    removal raises the folder's HIGHESTMODSEQ, and each removed UID leaves a tombstone at that
+    MODSEQ (QRESYNC's VANISHED, RFC 7162 3.2)."""
     if not uids:
         return
     content_ids: list[int] = []
+    removed: list[int] = []
     size = 0
     for i in range(0, len(uids), 900):
         chunk = uids[i:i + 900]
         marks = ",".join("?" * len(chunk))
-        for cid, sz in driver_rows(session, f"SELECT content_id, size FROM message WHERE folder_id = ? "
-                                            f"AND uid IN ({marks})", folder_id, *chunk):
+        for uid, cid, sz in driver_rows(session, f"SELECT uid, content_id, size FROM message WHERE folder_id = ? "
+                                                 f"AND uid IN ({marks})", folder_id, *chunk):
+            removed.append(uid)
             content_ids.append(cid)
             size += sz
         driver_execute(session, f"DELETE FROM message WHERE folder_id = ? AND uid IN ({marks})", [(folder_id, *chunk)])
-    bump_modseq(session, folder_id, -len(content_ids), -size)
+    modseq = bump_modseq(session, folder_id, -len(content_ids), -size)
+    if removed:
+        driver_execute(session, "INSERT INTO expunged (folder_id, modseq, uid) VALUES (?, ?, ?)",
+                       [(folder_id, modseq, uid) for uid in removed])
     if release:
         release_content(session, content_ids)
     announce(session, [folder_id])

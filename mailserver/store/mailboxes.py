@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import Conflict, QuotaExceeded, UserError
 from .db import Store
-from .driver import driver_rows, raw_reader
+from .driver import driver_execute, driver_rows, raw_reader
 from .mailbox_sql import (F, M, FolderInfo, UidRanges, copy_rows, folder_row, info_of, INFO_SQL, release_content,
                           remove_messages, serialized_writes, writing)
 from .models.mail import SEEN
@@ -30,7 +30,8 @@ from .notify import announce, hub
 # The selected folder's operations live in selection.py; they are re-exported here so that
 # callers use one module for the mailbox store.
 from .selection import (Appended, Changes, Copied, Snapshot, Stored, append_message, changes_since, claim_recent,
-                        copy_messages, expunge, fetch_rows, message_raw, quota_usage, select_folder, store_flags)
+                        copy_messages, expunge, fetch_rows, message_raw, quota_usage, select_folder, store_flags,
+                        vanished_since)
 
 SEP = "/"
 
@@ -129,6 +130,9 @@ def delete_folder(store: Store, account_id: int, name: str) -> None:
             raise CannotDelete(f"{name} has child folders")
         content_ids = list(s.scalars(select(M.c.content_id).where(M.c.folder_id == row.id)))
         s.execute(delete(M).where(M.c.folder_id == row.id))
+        # The folder goes, and its tombstones with it: a folder made later under the same
+        # name has another UIDVALIDITY, so no client resynchronises against these.
+        driver_execute(s, "DELETE FROM expunged WHERE folder_id = ?", [(row.id,)])
         release_content(s, content_ids)
         s.execute(delete(F).where(F.c.id == row.id))
         announce(s, [row.id])

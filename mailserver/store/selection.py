@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from typing import NamedTuple, Sequence
 
@@ -114,6 +114,56 @@ def changes_since(store: Store, folder_id: int, modseq: int, known_max_uid: int,
             present = array("q", (r[0] for r in driver_rows(
                 s, "SELECT uid FROM message WHERE folder_id = ? ORDER BY uid", folder_id)))
     return Changes(highest, uidnext, new, changed, present)
+
+
+def vanished_since(store: Store, folder_id: int, modseq: int, ranges: UidRanges | None,
+                   still_seen: Sequence[int] = ()) -> list[tuple[int, int]]:
+    """UID ranges, ascending, of the messages within ``ranges`` (None: any UID) that left the
+    folder after ``modseq`` (RFC 7162 3.2.5, 3.2.6 VANISHED (EARLIER)), from the tombstones.
+    Where they do not reach back that far (the folder's ``tombstone_floor`` is above
+    ``modseq``), every UID below UIDNEXT in ``ranges`` that is not present (3.2.5.2: always
+    correct). UIDs in ``still_seen`` (ascending: the session's view, whose expunges it is told
+    of as they happen) are left out."""
+    with raw_reader(store) as s:
+        found = driver_rows(s, "SELECT uidnext, tombstone_floor FROM folder WHERE id = ?", folder_id)
+        if not found:
+            return []
+        uidnext, floor = found[0]
+        spans = [(lo, min(hi, uidnext - 1)) for lo, hi in (ranges or [(1, uidnext - 1)]) if lo <= uidnext - 1]
+        if not spans:
+            return []
+        if modseq >= floor:
+            gone = sorted({r[0] for r in driver_rows(s, "SELECT uid FROM expunged WHERE folder_id = ? AND modseq > ?",
+                                                     folder_id, modseq)})
+            out: list[tuple[int, int]] = []
+            for uid in gone:
+                i = bisect_right(spans, (uid, 1 << 62)) - 1
+                if i < 0 or spans[i][1] < uid or _holds(still_seen, uid):
+                    continue
+                if out and out[-1][1] == uid - 1:
+                    out[-1] = (out[-1][0], uid)
+                else:
+                    out.append((uid, uid))
+            return out
+        present = sorted({r[0] for r in driver_rows(s, "SELECT uid FROM message WHERE folder_id = ?", folder_id)}
+                         .union(still_seen))
+    out = []
+    for lo, hi in spans:
+        i = bisect_left(present, lo)
+        cur = lo
+        while i < len(present) and present[i] <= hi:
+            if present[i] > cur:
+                out.append((cur, present[i] - 1))
+            cur = present[i] + 1
+            i += 1
+        if cur <= hi:
+            out.append((cur, hi))
+    return out
+
+
+def _holds(ascending: Sequence[int], uid: int) -> bool:
+    i = bisect_left(ascending, uid)
+    return i < len(ascending) and ascending[i] == uid
 
 
 _FLAG_COLUMNS = (("flags", "keywords"), ("flags", "keywords", "modseq"))

@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from mailserver.imap.codec import SeqSet, decode_mailbox, encode_mailbox
 from mailserver.imap.commands import (Append, Authenticate, Copy, Expunge, Fetch, FetchAtt, Id, Invalid, ListCmd,
-                                      Login, MailboxCommand, Rename, Search, Simple, Status, Store)
+                                      Login, MailboxCommand, Qresync, Rename, Search, Simple, Status, Store)
 from mailserver.imap.framing import Framed, Refused, read_command
 from mailserver.imap.parser import parse_command, parse_fetch_att
 
@@ -70,6 +70,34 @@ def test_condstore_modifiers():
     assert parse_command(b"a STATUS INBOX (SIZE HIGHESTMODSEQ)\r\n") == Status("a", "INBOX", ("SIZE", "HIGHESTMODSEQ"))
 
 
+def test_qresync_select_parameters_and_vanished_modifier():
+    cmd = parse_command(b"a SELECT INBOX (QRESYNC (67890007 20050715194045000 41,43:211,214:541))\r\n")
+    assert cmd == MailboxCommand("a", "SELECT", "INBOX", False,
+                                 Qresync(67890007, 20050715194045000, SeqSet.parse("41,43:211,214:541")))
+    cmd = parse_command(b"a EXAMINE INBOX (CONDSTORE qresync (1 2 (1:3,5 2:4,9)))\r\n")
+    assert cmd.condstore and cmd.qresync == Qresync(1, 2, None, (SeqSet.parse("1:3,5"), SeqSet.parse("2:4,9")))
+    cmd = parse_command(b"a SELECT INBOX (QRESYNC (4294967295 9223372036854775807 7 (1 7)))\r\n")
+    assert cmd.qresync == Qresync(0xFFFFFFFF, (1 << 63) - 1, SeqSet.parse("7"), (SeqSet.parse("1"), SeqSet.parse("7")))
+    cmd = parse_command(b"a UID FETCH 1:* (FLAGS) (CHANGEDSINCE 12345 VANISHED)\r\n")
+    assert isinstance(cmd, Fetch) and cmd.changedsince == 12345 and cmd.vanished
+    assert parse_command(b"a UID FETCH 1:* (FLAGS) (vanished CHANGEDSINCE 7)\r\n").vanished
+    assert not parse_command(b"a UID FETCH 1:* (FLAGS) (CHANGEDSINCE 7)\r\n").vanished
+
+
+def test_bad_qresync_syntax_is_invalid():
+    for line in (b"a SELECT INBOX (QRESYNC)", b"a SELECT INBOX (QRESYNC ())", b"a SELECT INBOX (QRESYNC (1))",
+                 b"a SELECT INBOX (QRESYNC (0 1))", b"a SELECT INBOX (QRESYNC (4294967296 1))",
+                 b"a SELECT INBOX (QRESYNC (1 0))", b"a SELECT INBOX (QRESYNC (1 x))",
+                 b"a SELECT INBOX (QRESYNC (1 2 1:*))", b"a SELECT INBOX (QRESYNC (1 2 1:3 (1:3)))",
+                 b"a SELECT INBOX (QRESYNC (1 2 1:3 (1:* 1:3)))", b"a SELECT INBOX (QRESYNC (1 2 1:3 (1 2) 5))",
+                 b"a SELECT INBOX (QRESYNC (1 2) QRESYNC (1 2))", b"a SELECT INBOX (CONDSTORE CONDSTORE)",
+                 b"a SELECT INBOX (QRESYNC 1 2)", b"a CREATE x (QRESYNC (1 2))",
+                 b"a FETCH 1 (FLAGS) (CHANGEDSINCE 1 VANISHED)", b"a UID FETCH 1 (FLAGS) (VANISHED)",
+                 b"a UID FETCH 1 (FLAGS) (CHANGEDSINCE 1 VANISHED VANISHED)",
+                 b"a UID FETCH 1 (FLAGS) (CHANGEDSINCE VANISHED)"):
+        assert isinstance(parse_command(line + b"\r\n"), Invalid), line
+
+
 def test_esearch_return_options():
     cmd = parse_command(b"a UID SEARCH RETURN (MIN MAX COUNT ALL) CHARSET UTF-8 SEEN\r\n")
     assert cmd == Search("a", "UTF-8", (("SEEN",),), True, ("MIN", "MAX", "COUNT", "ALL"))
@@ -123,6 +151,10 @@ fetch_atts = st.lists(st.one_of(
         st.booleans(), st.one_of(st.none(), st.tuples(st.integers(0, 999), st.integers(1, 999))))),
     min_size=1, max_size=4).map(tuple)
 modseqs = st.integers(1, (1 << 63) - 1)
+#: QRESYNC's known-uids and seq-match-data: sequence sets without "*"
+known_sets = st.lists(st.tuples(st.integers(1, 5000), st.one_of(st.none(), st.integers(1, 5000))),
+                      min_size=1, max_size=4).map(
+    lambda rs: SeqSet.parse(",".join(str(a) if b is None else f"{a}:{b}" for a, b in rs)))
 modseqs_or_zero = st.integers(0, (1 << 63) - 1)
 return_opts = st.one_of(st.none(), st.lists(st.sampled_from(["MIN", "MAX", "COUNT", "ALL"]), unique=True).map(tuple))
 search_leaf = st.one_of(
@@ -142,7 +174,10 @@ commands = st.one_of(
     st.builds(Login, tags, texts, texts),
     st.builds(Authenticate, tags, st.just("PLAIN"), st.one_of(st.none(), st.just("AGFAAGI="))),
     st.builds(MailboxCommand, tags, st.sampled_from(["SELECT", "EXAMINE", "CREATE", "DELETE", "SUBSCRIBE"]), names),
-    st.builds(MailboxCommand, tags, st.sampled_from(["SELECT", "EXAMINE"]), names, st.booleans()),
+    st.builds(MailboxCommand, tags, st.sampled_from(["SELECT", "EXAMINE"]), names, st.booleans(),
+              st.one_of(st.none(), st.builds(Qresync, st.integers(1, 0xFFFFFFFF), modseqs,
+                                             st.one_of(st.none(), known_sets),
+                                             st.one_of(st.none(), st.tuples(known_sets, known_sets))))),
     st.builds(Rename, tags, names, names),
     st.builds(Status, tags, names, st.lists(st.sampled_from(["MESSAGES", "UIDNEXT", "UNSEEN", "RECENT", "SIZE",
                                                              "HIGHESTMODSEQ"]),
@@ -153,6 +188,7 @@ commands = st.one_of(
                   lambda d: d.replace(microsecond=0))),
               st.binary(max_size=200)),
     st.builds(Fetch, tags, seqsets, fetch_atts, st.booleans(), st.one_of(st.none(), modseqs)),
+    st.builds(Fetch, tags, seqsets, fetch_atts, st.just(True), modseqs, st.booleans()),  # VANISHED: UID FETCH only
     st.builds(Store, tags, seqsets, st.sampled_from(["+", "-", ""]), st.booleans(), flags, st.booleans(),
               st.one_of(st.none(), modseqs_or_zero)),
     st.builds(Copy, tags, seqsets, names, st.booleans(), st.booleans()),

@@ -43,6 +43,9 @@ class Folder(Base):
     #: on the INBOX row only: the highest UIDVALIDITY this account ever gave a folder, so that a
     #: deleted and recreated folder never reuses one (RFC 3501 2.3.1.1)
     uidvalidity_mark: Mapped[int] = mapped_column(BigId, default=0, server_default="0")
+    #: expunges at or below this MODSEQ may have left no tombstone (they happened before
+    #: tombstones were kept): QRESYNC from an older MODSEQ reports every UID not present
+    tombstone_floor: Mapped[int] = mapped_column(BigId, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (UniqueConstraint("account_id", "name", name="uq_folder_account_name"),)
@@ -86,3 +89,17 @@ class Message(Base):
         # what changed since the MODSEQ a session last saw (cross-session updates)
         Index("ix_message_folder_modseq", "folder_id", "modseq"),
     )
+
+
+class Expunged(Base):
+    """A tombstone: a message left a folder (EXPUNGE, UID EXPUNGE, CLOSE, MOVE, RENAME of INBOX)
+    at this MODSEQ, the folder's HIGHESTMODSEQ that the removal assigned. QRESYNC (RFC 7162
+    3.2) reads it to tell a reconnecting client which of the UIDs it knew are gone. The primary
+    key is the index of "folder_id, modseq > n"."""
+
+    __tablename__ = "expunged"
+
+    folder_id: Mapped[int] = mapped_column(ForeignKey("folder.id", ondelete="CASCADE"), primary_key=True,
+                                           autoincrement=False)
+    modseq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    uid: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
