@@ -112,6 +112,10 @@ class IMAPConfig:
     max_literal_size: int = 52428800
     #: concurrent connections per user and client IP
     max_connections_per_user_ip: int = 50
+    #: commands one connection may run per second, on average (0: no limit); a faster client is
+    #: slowed down, never refused; it may run command_burst commands at once before that
+    max_commands_per_second: int = 500
+    command_burst: int = 1000
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from . import responses as R
 from .codec import format_uid_set
 from .commands import Command, Invalid
 from .framing import Closed, Framed, Refused, read_command, read_line
+from .pacing import Pacer
 from .parser import parse_command
 from .selected import SelectedFolder, flag_text
 
@@ -55,7 +56,8 @@ class AlreadyAnswered(Exception):
 
 class ImapSession:
     __slots__ = ("ctx", "service", "reader", "writer", "tls_active", "peer_ip", "state", "principal", "account_id",
-                 "selected", "pending", "wake", "condstore", "qresync", "_limit_key", "_out", "_out_size", "__weakref__")
+                 "selected", "pending", "wake", "condstore", "qresync", "_limit_key", "_pacer", "_out",
+                 "_out_size", "__weakref__")
 
     def __init__(self, ctx: "ServerContext", service: "ImapService", reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, tls_active: bool) -> None:
@@ -80,6 +82,8 @@ class ImapSession:
         #: RFC 7162 3.2: ENABLE QRESYNC; expunges are then told as VANISHED uid-set
         self.qresync = False
         self._limit_key: tuple[int, str] | None = None
+        rate = ctx.config.imap.max_commands_per_second
+        self._pacer = Pacer(rate, ctx.config.imap.command_burst, asyncio.get_running_loop().time()) if rate else None
         self._out: list[bytes] = []
         self._out_size = 0
 
@@ -158,6 +162,11 @@ class ImapSession:
                     reason = R.BAD_LINE_TOO_LONG if framed.reason == "line too long" else R.BAD_LITERAL_TOO_LARGE
                     await self.send(f"{framed.tag} BAD {reason}\r\n".encode())
                     continue
+                if self._pacer is not None:
+                    wait = self._pacer.delay(asyncio.get_running_loop().time())
+                    if wait:
+                        await self.flush()  # what is answered goes out before the pause
+                        await asyncio.sleep(wait)
                 await self.execute(framed)
         except (Closed, ConnectionError, asyncio.IncompleteReadError):
             pass
