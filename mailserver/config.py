@@ -116,6 +116,8 @@ class IMAPConfig:
     #: slowed down, never refused; it may run command_burst commands at once before that
     max_commands_per_second: int = 500
     command_burst: int = 1000
+    #: days an expunged UID is remembered for QRESYNC (0: for ever); older ones are pruned
+    expunge_history_days: int = 90
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@ per-process watcher that turns other processes' writes into change notices."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import logging
 import sys
 import time
@@ -133,8 +135,46 @@ class WatcherService:
         await self.watcher.stop()
 
 
+class TombstonePruner:
+    """Prunes QRESYNC's expunge tombstones older than imap.expunge_history_days, hourly."""
+
+    name = "imap-tombstone-pruner"
+    INTERVAL = 3600.0
+    FIRST = 30.0
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        from ..store.tombstones import prune_tombstones
+
+        await asyncio.sleep(self.FIRST)
+        while True:
+            cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=self.ctx.config.imap.expunge_history_days)
+            try:
+                folders, deleted = await self.ctx.run(prune_tombstones, self.ctx.store, cutoff)
+                if deleted:
+                    log.info("pruned %d expunge tombstones from before %s in %d folders", deleted,
+                             cutoff.date().isoformat(), folders)
+            except Exception:  # the next hour tries again; serving mail goes on
+                log.exception("pruning expunge tombstones failed")
+            await asyncio.sleep(self.INTERVAL)
+
+
 def make_services(ctx: ServerContext) -> list:
     services: list = [WatcherService(ctx)]
+    if ctx.config.imap.expunge_history_days > 0:
+        services.append(TombstonePruner(ctx))
     if ctx.config.imap.listen:
         services.append(ImapService(ctx, ctx.config.imap.listen, False, "imap"))
     if ctx.config.imaps.listen:

@@ -4,6 +4,7 @@ low-level steps of removing and copying messages. See ``mailboxes.py``."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -15,7 +16,7 @@ from ..errors import NotFound
 from .db import Store
 from .driver import driver_execute, driver_rows
 from .groupcommit import group_commit
-from .mailstore import NewMessage, insert_messages
+from .mailstore import NewMessage, insert_messages, sqlite_datetime
 from .models import Content, Folder, Message
 from .notify import announce
 
@@ -147,8 +148,11 @@ def remove_messages(session: Session, folder_id: int, uids: list[int], release: 
         driver_execute(session, f"DELETE FROM message WHERE folder_id = ? AND uid IN ({marks})", [(folder_id, *chunk)])
     modseq = bump_modseq(session, folder_id, -len(content_ids), -size)
     if removed:
-        driver_execute(session, "INSERT INTO expunged (folder_id, modseq, uid) VALUES (?, ?, ?)",
-                       [(folder_id, modseq, uid) for uid in removed])
+        at = dt.datetime.now(dt.timezone.utc)
+        if session.get_bind().dialect.name == "sqlite":
+            at = sqlite_datetime(at)  # as SQLAlchemy's DateTime stores it there
+        driver_execute(session, "INSERT INTO expunged (folder_id, modseq, uid, at) VALUES (?, ?, ?, ?)",
+                       [(folder_id, modseq, uid, at) for uid in removed])
     if release:
         release_content(session, content_ids)
     announce(session, [folder_id])

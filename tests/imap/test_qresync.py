@@ -326,3 +326,36 @@ def test_every_way_out_of_a_folder_leaves_a_tombstone(registry, store):
     assert _tombstones(store, old) == []
     with store.reader() as s:
         assert s.scalar(select(Folder.tombstone_floor).where(Folder.id == inbox)) == 0
+
+
+def test_old_tombstones_are_pruned_and_resync_stays_correct(registry, store):
+    """imap.expunge_history_days: tombstones from before the cutoff go, the folder's floor rises
+    to the highest MODSEQ pruned, and a client from before the floor gets every UID that is
+    not present (RFC 7162 3.2.5.2) instead of a list with holes."""
+    from sqlalchemy import update
+
+    from mailserver.store.tombstones import prune_tombstones
+
+    made = add_citizen(registry, "王芳", idnumber.make("330106", dt.date(1981, 2, 3), 7), password=PASSWORD)
+    with store.reader() as s:
+        acc = s.scalar(select(Account.id).where(Account.address == made.address))
+    for i in range(6):
+        deliver(store, notice(f"第{i}封"), [acc])
+    inbox, start = _folder(store, acc, "INBOX")
+    mb.store_flags(store, inbox, [(1, 2)], "+", DELETED, ())
+    mb.expunge(store, inbox)
+    _, first = _folder(store, acc, "INBOX")
+    mb.store_flags(store, inbox, [(4, 4)], "+", DELETED, ())
+    mb.expunge(store, inbox)
+    _, second = _folder(store, acc, "INBOX")
+    now = dt.datetime.now(dt.timezone.utc)
+    with store.session() as s:  # the first expunge happened 100 days ago
+        s.execute(update(Expunged).where(Expunged.folder_id == inbox, Expunged.modseq == first)
+                  .values(at=now - dt.timedelta(days=100)))
+    assert prune_tombstones(store, now - dt.timedelta(days=90)) == (1, 2)
+    assert _tombstones(store, inbox) == [(4, second)]
+    with store.reader() as s:
+        assert s.scalar(select(Folder.tombstone_floor).where(Folder.id == inbox)) == first
+    assert mb.vanished_since(store, inbox, first, None) == [(4, 4)]          # from the tombstones
+    assert mb.vanished_since(store, inbox, start, None) == [(1, 2), (4, 4)]  # below the floor: not present
+    assert prune_tombstones(store, now - dt.timedelta(days=90)) == (0, 0)     # nothing left to prune

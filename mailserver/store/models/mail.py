@@ -103,3 +103,7 @@ class Expunged(Base):
                                            autoincrement=False)
     modseq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
     uid: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    #: when; tombstones older than imap.expunge_history_days are pruned (store/tombstones.py)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_expunged_at", "at"),)

@@ -21,9 +21,11 @@ def upgrade() -> None:
     sa.Column('folder_id', BigId, autoincrement=False, nullable=False),
     sa.Column('modseq', BigId, autoincrement=False, nullable=False),
     sa.Column('uid', BigId, autoincrement=False, nullable=False),
+    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['folder_id'], ['folder.id'], name=op.f('fk_expunged_folder_id_folder'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('folder_id', 'modseq', 'uid', name=op.f('pk_expunged'))
     )
+    op.create_index('ix_expunged_at', 'expunged', ['at'], unique=False)
     with op.batch_alter_table('folder', schema=None) as batch_op:
         batch_op.add_column(sa.Column('tombstone_floor', BigId, server_default='0', nullable=False))
     # Earlier expunges left no tombstone: a client resynchronising from before now gets every
@@ -34,4 +36,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table('folder', schema=None) as batch_op:
         batch_op.drop_column('tombstone_floor')
+    op.drop_index('ix_expunged_at', table_name='expunged')
     op.drop_table('expunged')
