@@ -347,6 +347,17 @@ class Enable(Command):
 
 
 @dataclass(frozen=True)
+class Compress(Command):
+    """RFC 4978: COMPRESS mechanism (only DEFLATE is offered)."""
+
+    mechanism: str = "DEFLATE"
+    name = "COMPRESS"
+
+    def args_wire(self) -> bytes:
+        return self.mechanism.encode()
+
+
+@dataclass(frozen=True)
 class GetQuota(Command):
     root: str = ""
     name = "GETQUOTA"

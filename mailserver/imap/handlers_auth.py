@@ -1,5 +1,5 @@
 """Commands of any state and of logging in: CAPABILITY, NOOP, LOGOUT, STARTTLS, LOGIN,
-AUTHENTICATE PLAIN (SASL-IR), ID, ENABLE, NAMESPACE, IDLE, CHECK."""
+AUTHENTICATE PLAIN (SASL-IR), ID, ENABLE, NAMESPACE, IDLE, CHECK, COMPRESS (RFC 4978)."""
 from __future__ import annotations
 
 import asyncio
@@ -8,10 +8,10 @@ from ..errors import AuthenticationFailed
 from ..registry.auth import authenticate, record_login
 from ..store.mailboxes import serialized_writes
 from . import responses as R
-from .commands import Authenticate, Command, Enable, Id, Login
+from .commands import Authenticate, Command, Compress, Enable, Id, Login
 from .framing import Closed
 from .parser import ParseError, decode_sasl
-from .session import ANY, AUTH, NOT_AUTH, SELECTED, AlreadyAnswered, ImapSession, Logout, handler
+from .session import ANY, AUTH, LOGOUT, NOT_AUTH, SELECTED, AlreadyAnswered, ImapSession, Logout, handler
 
 AUTHED = frozenset({AUTH, SELECTED})
 
@@ -53,6 +53,26 @@ async def do_starttls(s: ImapSession, cmd: Command):
         raise Closed()
     await s.writer.start_tls(s.service.tls_context())
     s.tls_active = True
+    raise AlreadyAnswered()
+
+
+@handler("COMPRESS", AUTHED)
+async def do_compress(s: ImapSession, cmd: Compress):
+    """RFC 4978: the tagged OK goes out uncompressed, then both directions are raw DEFLATE."""
+    if s.compressed:
+        return "NO", R.NO_COMPRESSION_ACTIVE
+    if cmd.mechanism != "DEFLATE":
+        return "BAD", R.BAD_COMPRESS_MECHANISM
+    await s.send(f"{cmd.tag} OK {R.OK_COMPRESS}\r\n".encode())
+    await s.flush()
+    # The client must wait for the OK before it compresses (RFC 4978 3); bytes already here
+    # could be either: as with STARTTLS, such a client is disconnected (the BYE compressed,
+    # as everything after the OK is).
+    pipelined = bool(getattr(s.reader, "_buffer", b""))
+    s.start_compression()
+    if pipelined:
+        await s.untagged(f"BYE {R.BYE_COMPRESS_PIPELINED}")
+        s.state = LOGOUT
     raise AlreadyAnswered()
 
 

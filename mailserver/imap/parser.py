@@ -14,7 +14,7 @@ import binascii
 import re
 
 from .codec import STAR, SeqSet, decode_mailbox, parse_date_time
-from .commands import (Append, Authenticate, Command, Copy, Enable, Expunge, Fetch, FetchAtt, GetQuota, Id,
+from .commands import (Append, Authenticate, Command, Compress, Copy, Enable, Expunge, Fetch, FetchAtt, GetQuota, Id,
                        Invalid, ListCmd, Login, MailboxCommand, Parsed, Qresync, Rename, SetQuota, Simple, Status, Store)
 from .search_syntax import BadCharset, parse_search
 from .tokens import (Atom, ParseError, Str, need_args, read_astring, read_atom, read_flags, read_mailbox,
@@ -172,6 +172,9 @@ def _build(tag: str, name: str, args: list) -> Command:
         if not args:
             raise ParseError("ENABLE needs capabilities")
         return Enable(tag, tuple(read_atom(t).upper() for t in args))
+    if name == "COMPRESS":
+        need_args(args, 1)
+        return Compress(tag, read_atom(args[0]).upper())
     if name == "GETQUOTA":
         need_args(args, 1)
         return GetQuota(tag, read_astring(args[0]))

@@ -10,10 +10,12 @@ BYE_SHUTDOWN = "server shutting down"
 BYE_TOO_MANY = "too many connections from this user and address"
 BYE_LITERAL = "literal too large, closing"
 BYE_FOLDER_GONE = "the selected folder was deleted"
+BYE_COMPRESS_PIPELINED = "commands sent before COMPRESS was answered, closing"
 
 OK_DONE = "completed"
 OK_LOGIN = "logged in"
 OK_TLS = "begin TLS negotiation now"
+OK_COMPRESS = "DEFLATE active"
 OK_SELECT_RW = "[READ-WRITE] selected"
 OK_SELECT_RO = "[READ-ONLY] examined"
 OK_IDLE_DONE = "IDLE terminated"
@@ -29,6 +31,7 @@ BAD_NOT_TLS = "STARTTLS not available now"
 BAD_MECHANISM = "unsupported authentication mechanism"
 BAD_AUTH_CANCELLED = "authentication cancelled"
 BAD_IDLE = "expected DONE"
+BAD_COMPRESS_MECHANISM = "unsupported compression mechanism (DEFLATE is)"
 BAD_NO_QRESYNC = "QRESYNC is not enabled (ENABLE QRESYNC first)"
 
 NO_LOGIN_DISABLED = "[PRIVACYREQUIRED] log in only after STARTTLS"
@@ -44,6 +47,7 @@ NO_TOOBIG = "[TOOBIG] message too large"
 NO_SERVER = "[SERVERBUG] internal error, try again"
 NO_READONLY = "[READ-ONLY] mailbox is read-only"
 NO_BADCHARSET = "[BADCHARSET (UTF-8 US-ASCII)] charset not supported"
+NO_COMPRESSION_ACTIVE = "[COMPRESSIONACTIVE] DEFLATE is already active"
 NO_QUOTAROOT = "no such quota root"
 NO_SETQUOTA = "[NOPERM] quotas are set by the operator"
 NO_INUSE = "[INUSE] mailbox in use"
@@ -88,5 +92,5 @@ def capabilities(tls_active: bool, can_starttls: bool, login_allowed: bool, auth
     else:
         caps += ["UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS",
                  f"APPENDLIMIT={append_limit}", "QUOTA", "QUOTA=RES-STORAGE", "CONDSTORE", "QRESYNC",
-                 "ESEARCH", "STATUS=SIZE"]
+                 "ESEARCH", "STATUS=SIZE", "COMPRESS=DEFLATE"]
     return " ".join(caps)

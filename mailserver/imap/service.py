@@ -113,7 +113,7 @@ class ImapService:
         self.server.close()
         for session in list(self.sessions):
             try:
-                session.writer.write(f"* BYE {R.BYE_SHUTDOWN}\r\n".encode())
+                session.writer.write(session.wire(f"* BYE {R.BYE_SHUTDOWN}\r\n".encode()))
                 session.writer.close()
             except Exception:  # already gone
                 pass

@@ -17,6 +17,7 @@ from ..store import mailboxes
 from . import responses as R
 from .codec import format_uid_set
 from .commands import Command, Invalid
+from .compress import InflatingReader, deflate, deflater
 from .framing import Closed, Framed, Refused, read_command, read_line
 from .pacing import Pacer
 from .parser import parse_command
@@ -57,7 +58,7 @@ class AlreadyAnswered(Exception):
 class ImapSession:
     __slots__ = ("ctx", "service", "reader", "writer", "tls_active", "peer_ip", "state", "principal", "account_id",
                  "selected", "pending", "wake", "condstore", "qresync", "_limit_key", "_pacer", "_out",
-                 "_out_size", "__weakref__")
+                 "_out_size", "_deflate", "__weakref__")
 
     def __init__(self, ctx: "ServerContext", service: "ImapService", reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, tls_active: bool) -> None:
@@ -86,6 +87,8 @@ class ImapSession:
         self._pacer = Pacer(rate, ctx.config.imap.command_burst, asyncio.get_running_loop().time()) if rate else None
         self._out: list[bytes] = []
         self._out_size = 0
+        #: RFC 4978: the compressor of everything written after COMPRESS DEFLATE's OK, else None
+        self._deflate = None
 
     # -- properties the handlers read ---------------------------------------------------------------
     @property
@@ -123,10 +126,25 @@ class ImapSession:
 
     async def flush(self) -> None:
         if self._out:
-            self.writer.write(b"".join(self._out) if len(self._out) > 1 else self._out[0])
+            data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+            self.writer.write(data if self._deflate is None else deflate(self._deflate, data))
             self._out.clear()
             self._out_size = 0
         await self.writer.drain()
+
+    def wire(self, data: bytes) -> bytes:
+        """``data`` as it goes on the wire now (compressed after COMPRESS DEFLATE)."""
+        return data if self._deflate is None else deflate(self._deflate, data)
+
+    @property
+    def compressed(self) -> bool:
+        return self._deflate is not None
+
+    def start_compression(self) -> None:
+        """RFC 4978: from now on both directions are raw DEFLATE (after the tagged OK went out)."""
+        self._deflate = deflater()
+        # the same limit as the socket's StreamReader (service.start)
+        self.reader = InflatingReader(self.reader, self.config.imap.max_line_length + 2)
 
     async def untagged(self, text: str) -> None:
         await self.send(b"* " + text.encode("utf-8") + b"\r\n")
@@ -173,7 +191,7 @@ class ImapSession:
         finally:
             if self._out:  # a last BYE; close() still sends what is buffered
                 try:
-                    self.writer.write(b"".join(self._out))
+                    self.writer.write(self.wire(b"".join(self._out)))
                 except Exception:  # the transport is gone
                     pass
             self.close_selected()
