@@ -21,12 +21,12 @@ from .read import FileError
 _EXCEL_NUMBER = re.compile(r"-?\d(\.\d+)?E\+\d+")
 
 DATE_FORMS = (
-    re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$"),
-    re.compile(r"^(\d{4})/(\d{1,2})/(\d{1,2})$"),
-    re.compile(r"^(\d{4})年(\d{1,2})月(\d{1,2})日$"),
+    re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})\Z"),
+    re.compile(r"^(\d{4})/(\d{1,2})/(\d{1,2})\Z"),
+    re.compile(r"^(\d{4})年(\d{1,2})月(\d{1,2})日\Z"),
 )
-MONEY = re.compile(r"^-?(\d{1,3}(,\d{3})+|\d+)(\.\d{1,2})?$")
-INT = re.compile(r"^[+-]?\d+$")
+MONEY = re.compile(r"^-?(\d{1,3}(,\d{3})+|\d+)(\.\d{1,2})?\Z")
+INT = re.compile(r"^[+-]?\d+\Z")
 CENT = Decimal("0.01")
 
 

@@ -76,7 +76,7 @@ def canonical_mailbox(name: str) -> str:
 
 # -- strings ---------------------------------------------------------------------------------------
 
-_QUOTABLE = re.compile(rb"^[\x01-\x09\x0b\x0c\x0e-\x7f]*$")
+_QUOTABLE = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x7f]*\Z")  # \Z: "$" also matches before a final "\n"
 
 
 def astring(value: str | bytes | None) -> bytes:
@@ -180,8 +180,8 @@ def format_internaldate(when: dt.datetime) -> str:
             f"{when.second:02d} {sign}{off // 60:02d}{off % 60:02d}")
 
 
-_DATE_TIME = re.compile(r"^ ?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})$")
-_DATE = re.compile(r"^(\d{1,2})-([A-Za-z]{3})-(\d{4})$")
+_DATE_TIME = re.compile(r"^ ?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})\Z")
+_DATE = re.compile(r"^(\d{1,2})-([A-Za-z]{3})-(\d{4})\Z")
 
 
 def _month(name: str) -> int:

@@ -25,7 +25,7 @@ __all__ = ["parse_command", "parse_fetch_att", "decode_sasl", "ParseError", "tok
 
 # -- FETCH items ------------------------------------------------------------------------------------
 
-_SECTION = re.compile(r"^(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK)\[([^\]]*)\](?:<(\d+)\.(\d+)>)?$", re.IGNORECASE)
+_SECTION = re.compile(r"^(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK)\[([^\]]*)\](?:<(\d+)\.(\d+)>)?\Z", re.IGNORECASE)
 _SIMPLE_ATTS = {"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822",
                 "RFC822.HEADER", "RFC822.TEXT", "MODSEQ"}
 _MACROS = {"ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
@@ -88,7 +88,7 @@ def _fetch_atts(tok) -> tuple[FetchAtt, ...]:
 _SIMPLE = {"CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "CHECK", "CLOSE", "UNSELECT", "IDLE", "NAMESPACE"}
 _ONE_MAILBOX = {"SELECT", "EXAMINE", "CREATE", "DELETE", "SUBSCRIBE", "UNSUBSCRIBE", "GETQUOTAROOT"}
 _STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ"}
-_TAG = re.compile(r"^[\x21-\x7e]+$")
+_TAG = re.compile(r"^[\x21-\x7e]+\Z")
 _TAG_START = re.compile(rb"^([A-Za-z0-9.\-_!#$&',/:;<=>?@^`|~]+) ")
 
 

@@ -15,7 +15,7 @@ from ..store.models import Account, Agency, AgencyCredential, AgencyGrant, Agenc
 from .context import Registry
 from .folders import create_default_folders
 
-AGENCY_ID = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
+AGENCY_ID = re.compile(r"^[a-z][a-z0-9-]{1,62}\Z")
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ MAX_HEADER = 8192
 MAX_BODY = 4096
 TIMEOUT = 10.0
 AUTOCONFIG_PATHS = ("/mail/config-v1.1.xml", "/.well-known/autoconfig/mail/config-v1.1.xml")
-PATH = re.compile(r"^/unsubscribe/([A-Za-z0-9-]{1,64})/(\d{1,18})/([A-Za-z0-9_-]{8,64})$")
+PATH = re.compile(r"^/unsubscribe/([A-Za-z0-9-]{1,64})/(\d{1,18})/([A-Za-z0-9_-]{8,64})\Z")
 
 PAGE_DONE = "<!DOCTYPE html><html><body><p>已退订。You are unsubscribed.</p></body></html>"
 PAGE_CONFIRM = ('<!DOCTYPE html><html><body><form method="post" action="{action}">'

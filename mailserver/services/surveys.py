@@ -32,7 +32,7 @@ from .outcome import Handled
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 RATINGS = [("1", "很不满意 / very dissatisfied"), ("2", "不满意 / dissatisfied"), ("3", "一般 / neutral"),
            ("4", "满意 / satisfied"), ("5", "很满意 / very satisfied")]
-SURVEY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+SURVEY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
 BATCH = 500
 RCPT_MARK = "rcpt.placeholder@invalid"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from mailserver.imap.codec import SeqSet, decode_mailbox, encode_mailbox
 from mailserver.imap.commands import (Append, Authenticate, Copy, Expunge, Fetch, FetchAtt, Id, Invalid, ListCmd,
@@ -203,6 +203,7 @@ commands = st.one_of(
 
 @settings(max_examples=400, deadline=None)
 @given(commands)
+@example(Login("0", "", "\n"))  # found by Hypothesis: a quoted "\n" (the quotable check's "$")
 def test_generated_commands_round_trip(cmd):
     parsed = parse_command(cmd.to_wire())
     assert parsed == cmd
@@ -264,3 +265,16 @@ def test_framer_refuses_a_long_line_and_the_next_command_still_reads():
     first, second = asyncio.run(go())
     assert isinstance(first, Refused) and first.reason == "line too long"
     assert second == Framed(b"b NOOP\r\n")
+
+
+def test_a_final_line_break_is_never_taken_for_the_end_of_a_token():
+    """Python's "$" also matches before a last "\\n"; every "whole token" check uses \\Z."""
+    from mailserver.identity.addresses import LOCAL_PART
+    from mailserver.imap.codec import astring
+    from mailserver.registry.agencies import AGENCY_ID
+
+    assert astring("\n") == b"{1}\r\n\n" and astring("a\r") == b"{2}\r\na\r"  # literals, never quoted
+    assert astring("zhang wei") == b'"zhang wei"'
+    assert isinstance(parse_command(b"a\n NOOP\r\n"), Invalid)  # a tag cannot end in a line break
+    assert not LOCAL_PART.match("zhang.wei\n") and LOCAL_PART.match("zhang.wei")
+    assert not AGENCY_ID.match("traffic-police\n") and AGENCY_ID.match("traffic-police")
