@@ -38,6 +38,8 @@ ANY = frozenset({NOT_AUTH, AUTH, SELECTED})
 #: commands during which EXPUNGE must not be sent (RFC 3501 7.4.1; their UID forms may)
 _NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH"})
 _WRITE_HIGH_WATER = 256 * 1024
+#: output larger than this is compressed (COMPRESS=DEFLATE) in a store thread, not on the loop
+_DEFLATE_IN_THREAD = 256 * 1024
 
 
 def handler(name: str, states: frozenset[str]):
@@ -58,7 +60,7 @@ class AlreadyAnswered(Exception):
 class ImapSession:
     __slots__ = ("ctx", "service", "reader", "writer", "tls_active", "peer_ip", "state", "principal", "account_id",
                  "selected", "pending", "wake", "condstore", "qresync", "_limit_key", "_pacer", "_out",
-                 "_out_size", "_deflate", "__weakref__")
+                 "_out_size", "_deflate", "_deflating", "__weakref__")
 
     def __init__(self, ctx: "ServerContext", service: "ImapService", reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, tls_active: bool) -> None:
@@ -89,6 +91,7 @@ class ImapSession:
         self._out_size = 0
         #: RFC 4978: the compressor of everything written after COMPRESS DEFLATE's OK, else None
         self._deflate = None
+        self._deflating = False
 
     # -- properties the handlers read ---------------------------------------------------------------
     @property
@@ -127,14 +130,26 @@ class ImapSession:
     async def flush(self) -> None:
         if self._out:
             data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
-            self.writer.write(data if self._deflate is None else deflate(self._deflate, data))
             self._out.clear()
             self._out_size = 0
+            if self._deflate is not None:
+                if len(data) > _DEFLATE_IN_THREAD:  # a large body: zlib works outside the GIL, off the loop
+                    self._deflating = True  # meanwhile nothing else may use the stream (see wire)
+                    try:
+                        data = await self.ctx.run(deflate, self._deflate, data)
+                    finally:
+                        self._deflating = False
+                else:
+                    data = deflate(self._deflate, data)
+            self.writer.write(data)
         await self.writer.drain()
 
     def wire(self, data: bytes) -> bytes:
-        """``data`` as it goes on the wire now (compressed after COMPRESS DEFLATE)."""
-        return data if self._deflate is None else deflate(self._deflate, data)
+        """``data`` as it goes on the wire now (compressed after COMPRESS DEFLATE); nothing while
+        a large flush is being compressed in a thread, whose bytes must go out first and whole."""
+        if self._deflate is None:
+            return data
+        return b"" if self._deflating else deflate(self._deflate, data)
 
     @property
     def compressed(self) -> bool:
