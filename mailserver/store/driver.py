@@ -39,18 +39,21 @@ def raw_reader(store: Store) -> Iterator[RawRead]:
             conn.close()
 
 
+def _cursor(session: "Session | RawRead", sql: str):
+    """A DBAPI cursor in the session's transaction, and ``sql`` ("?" placeholders) in its
+    driver's paramstyle."""
+    if isinstance(session, RawRead):
+        qmark, dbapi = session.qmark, session.dbapi
+    else:
+        conn = session.connection()
+        qmark, dbapi = conn.dialect.paramstyle == "qmark", conn.connection.dbapi_connection
+    return dbapi.cursor(), (sql if qmark else sql.replace("?", "%s"))
+
+
 def driver_rows(session: "Session | RawRead", sql: str, *params) -> list[tuple]:
     """Rows of a plain SQL query ("?" placeholders), read with the DBAPI cursor in the session's
     transaction."""
-    if isinstance(session, RawRead):
-        if not session.qmark:
-            sql = sql.replace("?", "%s")
-        cursor = session.dbapi.cursor()
-    else:
-        conn = session.connection()
-        if conn.dialect.paramstyle != "qmark":
-            sql = sql.replace("?", "%s")
-        cursor = conn.connection.dbapi_connection.cursor()
+    cursor, sql = _cursor(session, sql)
     try:
         cursor.execute(sql, params)
         return cursor.fetchall()
@@ -60,10 +63,7 @@ def driver_rows(session: "Session | RawRead", sql: str, *params) -> list[tuple]:
 
 def driver_execute(session: Session, sql: str, rows: list[tuple]) -> None:
     """executemany of a plain SQL statement ("?" placeholders) in the session's transaction."""
-    conn = session.connection()
-    if conn.dialect.paramstyle != "qmark":
-        sql = sql.replace("?", "%s")
-    cursor = conn.connection.dbapi_connection.cursor()
+    cursor, sql = _cursor(session, sql)
     try:
         cursor.executemany(sql, rows)
     finally:
