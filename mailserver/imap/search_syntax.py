@@ -18,19 +18,24 @@ RETURN_OPTIONS = ("MIN", "MAX", "COUNT", "ALL")
 _ENTRY_TYPES = {"PRIV", "SHARED", "ALL"}
 
 
+def _search_keys(toks: list, decode, empty: str) -> tuple:
+    """Every search key of ``toks`` (a command's arguments or a parenthesised group), in order."""
+    keys = []
+    i = 0
+    while i < len(toks):
+        k, i = _search_key(toks, i, decode)
+        keys.append(k)
+    if not keys:
+        raise ParseError(empty)
+    return tuple(keys)
+
+
 def _search_key(toks: list, i: int, decode) -> tuple[tuple, int]:
     if i >= len(toks):
         raise ParseError("search key missing")
     tok = toks[i]
     if isinstance(tok, list):
-        keys = []
-        j = 0
-        while j < len(tok):
-            k, j = _search_key(tok, j, decode)
-            keys.append(k)
-        if not keys:
-            raise ParseError("empty search group")
-        return ("AND", tuple(keys)), i + 1
+        return ("AND", _search_keys(tok, decode, "empty search group")), i + 1
     if isinstance(tok, Str):
         raise ParseError("expected a search key")
     word = tok.text.upper()
@@ -110,11 +115,4 @@ def parse_search(tag: str, args: list, uid: bool) -> Search:
     def decode(tok) -> str:
         return read_astring(tok)
 
-    keys = []
-    i = 0
-    while i < len(args):
-        k, i = _search_key(args, i, decode)
-        keys.append(k)
-    if not keys:
-        raise ParseError("SEARCH needs a key")
-    return Search(tag, charset, tuple(keys), uid, return_opts)
+    return Search(tag, charset, _search_keys(args, decode, "SEARCH needs a key"), uid, return_opts)
