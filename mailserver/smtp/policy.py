@@ -12,11 +12,17 @@ from ..registry.auth import Principal
 from . import replies
 
 
-def is_loopback(ip: str | None) -> bool:
+def _address(ip: str | None):
+    """The client's address (an IPv6 zone dropped), or None when it is not one."""
     try:
-        return ipaddress.ip_address((ip or "").split("%")[0]).is_loopback
+        return ipaddress.ip_address((ip or "").split("%")[0])
     except ValueError:
-        return False
+        return None
+
+
+def is_loopback(ip: str | None) -> bool:
+    address = _address(ip)
+    return address is not None and address.is_loopback
 
 
 def auth_requires_tls(*, implicit_tls: bool, development: bool, client_ip: str | None) -> bool:
@@ -40,9 +46,8 @@ def check_envelope_sender(principal: Principal, sender: str) -> str | None:
 
 
 def in_networks(ip: str | None, networks) -> bool:
-    try:
-        address = ipaddress.ip_address((ip or "").split("%")[0])
-    except ValueError:
+    address = _address(ip)
+    if address is None:
         return False
     if getattr(address, "ipv4_mapped", None):
         address = address.ipv4_mapped
