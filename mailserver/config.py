@@ -214,6 +214,17 @@ class Config:
     def store_url(self) -> str:
         return self.store.url or f"sqlite:///{self.data_dir / 'civicmail.sqlite3'}"
 
+    def client_endpoints(self) -> list[tuple[str, str, int, bool]]:
+        """The listeners mail clients use, as (protocol, RFC 6186 service name, port, implicit
+        TLS), implicit TLS first (what clients should prefer); those switched off are left out.
+        Behind the SRV records `init` prints and the autoconfig file the HTTP listener serves."""
+        return [(protocol, service, parse_hostport(section.listen, f"{service}.listen")[1], implicit)
+                for protocol, service, section, implicit in (("imap", "imaps", self.imaps, True),
+                                                             ("imap", "imap", self.imap, False),
+                                                             ("smtp", "submissions", self.submissions, True),
+                                                             ("smtp", "submission", self.submission, False))
+                if section.listen]
+
     @property
     def local_domains(self) -> tuple[str, ...]:
         return (self.city.domain.lower(),) + tuple(d.lower() for d in self.city.extra_domains)

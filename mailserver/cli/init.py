@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from .. import config as config_mod
-from ..config import REPO_ROOT, Config, parse_hostport
+from ..config import REPO_ROOT, Config
 from ..errors import Conflict
 from ..identity import idnumber
 from ..identity.certs import dkim_dns_record, make_dkim_key, make_self_signed
@@ -85,10 +85,7 @@ def dns_records(config: Config) -> list[str]:
         f'{config.dkim.selector}._domainkey.{domain}.  TXT  "{dkim}"',
         f'_dmarc.{domain}.  TXT  "v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}"',
     ] + [  # RFC 6186: how mail clients find the servers from an address alone
-        f"_{service}._tcp.{domain}.  SRV  0 1 {parse_hostport(listen)[1]} {host}."
-        for service, listen in (("imaps", config.imaps.listen), ("imap", config.imap.listen),
-                                ("submissions", config.submissions.listen), ("submission", config.submission.listen))
-        if listen
+        f"_{service}._tcp.{domain}.  SRV  0 1 {port} {host}." for _, service, port, _ in config.client_endpoints()
     ] + ([f"autoconfig.{domain}.  CNAME  {host}.   ; Thunderbird autoconfig, served on http.listen"]
          if config.http.listen else [])
 

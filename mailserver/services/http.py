@@ -124,28 +124,18 @@ class OneClickHTTP:
         return ("200 OK", PAGE_DONE) if ok else ("404 Not Found", PAGE_NOT_FOUND)
 
 
-def _port(listen: str) -> int | None:
-    return parse_hostport(listen, "listen")[1] if listen else None
-
-
 def autoconfig_xml(config) -> str:
     """Thunderbird's autoconfig document (clientConfig 1.1) for this city, from the listeners
     configured: implicit TLS first (what clients should prefer), then STARTTLS."""
     host = html.escape(config.server.hostname)
     domain = html.escape(config.city.domain)
     servers = []
-    for kind, section, socket_type in (("incomingServer", config.imaps, "SSL"),
-                                       ("incomingServer", config.imap, "STARTTLS"),
-                                       ("outgoingServer", config.submissions, "SSL"),
-                                       ("outgoingServer", config.submission, "STARTTLS")):
-        port = _port(section.listen)
-        if port is None:
-            continue
-        protocol = ' type="imap"' if kind == "incomingServer" else ' type="smtp"'
-        servers.append(f"""    <{kind}{protocol}>
+    for protocol, _, port, implicit_tls in config.client_endpoints():
+        kind = "incomingServer" if protocol == "imap" else "outgoingServer"
+        servers.append(f"""    <{kind} type="{protocol}">
       <hostname>{host}</hostname>
       <port>{port}</port>
-      <socketType>{socket_type}</socketType>
+      <socketType>{"SSL" if implicit_tls else "STARTTLS"}</socketType>
       <authentication>password-cleartext</authentication>
       <username>%EMAILADDRESS%</username>
     </{kind}>
