@@ -10,15 +10,13 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from mailserver.cells import lost_digits
 from mailserver.errors import ValidationError
 from mailserver.identity import idnumber
 
 from . import reasons
 from .catalog import FieldSpec, NoticeDefinition, column_key
 from .read import FileError
-
-#: a number cell of 16 or more digits, as read.py writes it ("1.10105199001011E+17")
-_EXCEL_NUMBER = re.compile(r"-?\d(\.\d+)?E\+\d+")
 
 DATE_FORMS = (
     re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})\Z"),
@@ -119,7 +117,7 @@ def validate_row(definition: NoticeDefinition, mapping: dict[str, str], cells: d
             continue
         try:
             if spec.name == "id_number":
-                if _EXCEL_NUMBER.fullmatch(text):  # how read.py shows a number cell of 16+ digits
+                if lost_digits(text):  # a number cell of 16+ digits, as cells.cell_text shows it
                     errors.append(RowError(spec.name, reasons.ID_NUMBER_IN_NUMBER_CELL))
                     values[spec.name] = None
                     continue

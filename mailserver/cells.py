@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from decimal import Decimal
+
+#: how cell_text shows a number cell of 16 or more digits ("1.10105199001011E+17")
+_LOST_DIGITS = re.compile(r"-?\d(\.\d+)?E\+\d+")
 
 
 def cell_text(value: object) -> str:
@@ -23,3 +27,8 @@ def cell_text(value: object) -> str:
             return format(value, ".15G")
         return str(int(value)) if value.is_integer() else str(Decimal(repr(value)))
     return str(value)
+
+
+def lost_digits(text: str) -> bool:
+    """Is this cell_text of a number Excel could not keep whole (an ID number in a number cell)?"""
+    return _LOST_DIGITS.fullmatch(text) is not None
