@@ -48,6 +48,12 @@ class Running:
             c.login(self.users[user][0], PASSWORD)
         return c
 
+    def raw(self, user: int = 0) -> "Raw":
+        """A line-level client, logged in."""
+        raw = Raw(self.port)
+        assert raw.command("l", f'LOGIN "{self.users[user][0]}" "{PASSWORD}"')[-1].startswith(b"l OK")
+        return raw
+
     def call(self, fn, *args):
         """Run a blocking store function (as another writer would) from the test thread."""
         return fn(*args)

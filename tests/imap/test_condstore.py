@@ -11,7 +11,6 @@ from mailserver.store.mailstore import deliver
 from mailserver.store.models import Folder, Message
 from mailserver.store.models.mail import FLAGGED, SEEN
 
-from .conftest import PASSWORD, Raw
 from .test_protocol import notice, untagged
 
 FETCH_MODSEQ = re.compile(rb"^(\d+) \(.*MODSEQ \((\d+)\)")
@@ -51,12 +50,6 @@ def _modseqs(fetches: list) -> dict[int, int]:
     return out
 
 
-def _login_raw(server, user: int = 0) -> Raw:
-    raw = Raw(server.port)
-    assert raw.command("l", f'LOGIN "{server.users[user][0]}" "{PASSWORD}"')[-1].startswith(b"l OK")
-    return raw
-
-
 def test_capabilities_advertise_condstore_esearch_status_size(client):
     caps = client._simple_command("CAPABILITY")
     text = untagged(client, "CAPABILITY")[0].split()
@@ -83,17 +76,17 @@ def test_enable_condstore_answers_enabled_and_fetch_flags_carries_modseq(server,
 
 def test_select_condstore_enables_and_examine_too(server):
     _deliver(server, 1)
-    raw = _login_raw(server)
+    raw = server.raw()
     lines = raw.command("s", "SELECT INBOX (CONDSTORE)")
     assert lines[-1].startswith(b"s OK")
     hms = _db(server)[0][1]
     assert any(f"[HIGHESTMODSEQ {hms}]".encode() in line for line in lines)
     lines = raw.command("f", "FETCH 1 (FLAGS)")
     assert lines[0] == f"* 1 FETCH (UID 1 FLAGS (\\Recent) MODSEQ ({_db(server)[1][1]}))\r\n".encode(), lines
-    other = _login_raw(server)
+    other = server.raw()
     assert other.command("e", "EXAMINE INBOX (CONDSTORE)")[-1].startswith(b"e OK")
     assert b"MODSEQ" in other.command("f", "FETCH 1 FLAGS")[0]
-    plain = _login_raw(server)
+    plain = server.raw()
     plain.command("e", "EXAMINE INBOX")
     assert b"MODSEQ" not in plain.command("f", "FETCH 1 FLAGS")[0]
     for r in (raw, other, plain):
@@ -171,7 +164,7 @@ def test_store_unchangedsince_conflict_reports_modified_and_leaves_that_message(
 
 def test_store_unchangedsince_silent_sends_modseq_only_for_changed_messages(server):
     _deliver(server, 3)
-    raw = _login_raw(server)
+    raw = server.raw()
     raw.command("s", "SELECT INBOX")
     raw.command("x", "STORE 3 +FLAGS.SILENT (\\Flagged)")
     base = _db(server)[3][1] - 1
@@ -207,7 +200,7 @@ def test_search_modseq_and_its_highest_modseq(server, client):
 
 def test_esearch_min_max_count_all_compressed_and_empty(server):
     _deliver(server, 9)
-    raw = _login_raw(server)
+    raw = server.raw()
     raw.command("s", "SELECT INBOX")
     raw.command("f", "STORE 2,4:5,9 +FLAGS.SILENT (\\Flagged)")
     raw.command("d", "STORE 1 +FLAGS.SILENT (\\Deleted)")
@@ -287,7 +280,7 @@ def test_status_highestmodseq_enables_condstore(server, client):
 
 def test_condstore_syntax_errors_are_bad_and_the_session_goes_on(server):
     _deliver(server, 1)
-    raw = _login_raw(server)
+    raw = server.raw()
     raw.command("s", "SELECT INBOX")
     for i, bad in enumerate(("FETCH 1 (FLAGS) (CHANGEDSINCE 0)", "FETCH 1 (FLAGS) (CHANGEDSINCE x)",
                              "FETCH 1 (FLAGS) (CHANGEDSINCE)", "FETCH 1 (FLAGS) (VANISHED)",

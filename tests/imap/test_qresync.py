@@ -24,8 +24,7 @@ FETCH_LINE = re.compile(rb"^\* (\d+) FETCH \(UID (\d+) FLAGS \(([^)]*)\) MODSEQ 
 
 
 def _login(server, user: int = 0, enable: bool = True) -> Raw:
-    raw = Raw(server.port)
-    assert raw.command("l", f'LOGIN "{server.users[user][0]}" "{PASSWORD}"')[-1].startswith(b"l OK")
+    raw = server.raw(user)
     if enable:
         assert raw.command("e", "ENABLE QRESYNC") == [b"* ENABLED QRESYNC\r\n", b"e OK completed\r\n"]
     return raw
