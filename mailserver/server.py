@@ -18,9 +18,10 @@ from functools import cached_property
 from typing import Any, Callable, Protocol, TypeVar
 
 from .config import Config
-from .errors import CivicmailError
+from .errors import AuthenticationFailed, CivicmailError, Throttled
 from .identity.throttle import LoginThrottle
 from .registry import Registry
+from .registry.auth import Principal, authenticate
 from .store import Store
 from .store.notify import ChangeHub, hub
 
@@ -62,6 +63,25 @@ class ServerContext:
     @cached_property
     def login_throttle(self) -> LoginThrottle:
         return LoginThrottle(self.config.login)
+
+    async def login(self, ip: str, login: str, password: str) -> Principal:
+        """Check a login for IMAP and SMTP alike, under the login throttle: Throttled (refused
+        unchecked), AuthenticationFailed, or the principal. The attempt is reserved before the
+        password is checked (see identity/throttle.py); one whose client went away meanwhile
+        still counts as a failure, so dropping connections buys no extra guesses."""
+        throttle = self.login_throttle
+        if not throttle.reserve(ip, login):
+            raise Throttled("too many failed logins")
+        try:
+            principal = await self.run(authenticate, self.registry, login, password)
+        except (AuthenticationFailed, asyncio.CancelledError):
+            throttle.failed(ip, login)
+            raise
+        except BaseException:
+            throttle.released(ip, login)
+            raise
+        throttle.succeeded(ip, login)
+        return principal
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking work (the store, argon2) off the event loop."""

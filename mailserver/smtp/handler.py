@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 from aiosmtpd.smtp import MISSING, AuthResult
 
-from ..errors import AuthenticationFailed
-from ..registry.auth import Principal, authenticate
+from ..errors import AuthenticationFailed, Throttled
+from ..identity.sasl import AuthorizationRefused, split_plain
+from ..registry.auth import Principal
 from . import headers, policy, replies
 from .committer import Outcome, Pending
 from .protocol import CivicEnvelope, CivicSession, CivicSMTP
@@ -88,11 +89,16 @@ class Handler:
             except ValueError:
                 await server.push(replies.AUTH_BAD_BASE64)
                 return AuthResult(success=False, handled=True)
-        parts = blob.split(b"\x00")
-        if len(parts) != 3:
+        try:
+            login, password = split_plain(blob)
+        except AuthorizationRefused:
+            log.info("NOQUEUE auth-failed (authorization identity) client=%s port=%s", server.session.client_ip,
+                     self.listener.kind)
+            return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
+        except ValueError:
             await server.push(replies.AUTH_BAD_PLAIN)
             return AuthResult(success=False, handled=True)
-        return await self._authenticate(server, parts[1], parts[2])
+        return await self._authenticate(server, login, password)
 
     async def auth_LOGIN(self, server: CivicSMTP, args: list[str]) -> AuthResult:
         if len(args) == 1:
@@ -108,30 +114,26 @@ class Handler:
         password = await server.challenge_auth(server.AuthLoginPasswordChallenge)
         if password is MISSING:
             return AuthResult(success=False, handled=True)
-        return await self._authenticate(server, login, password)
+        try:
+            return await self._authenticate(server, login.decode("utf-8"), password.decode("utf-8"))
+        except UnicodeDecodeError:
+            return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
 
-    async def _authenticate(self, server: CivicSMTP, login_b: bytes, password_b: bytes) -> AuthResult:
+    async def _authenticate(self, server: CivicSMTP, login: str, password: str) -> AuthResult:
         session = server.session
         assert isinstance(session, CivicSession)
         ip = session.client_ip
         try:
-            login, password = login_b.decode("utf-8"), password_b.decode("utf-8")
-        except UnicodeDecodeError:
-            return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
-        throttle = self.ctx.login_throttle
-        if throttle.blocked(ip, login):
+            principal = await self.ctx.login(ip, login, password)
+        except Throttled:
             log.info("NOQUEUE auth-throttled client=%s port=%s", ip, self.listener.kind)
             return AuthResult(success=False, handled=False, message=replies.AUTH_THROTTLED)
-        try:
-            principal = await self.ctx.run(authenticate, self.ctx.registry, login, password)
         except AuthenticationFailed:
-            throttle.failed(ip, login)
             log.info("NOQUEUE auth-failed client=%s port=%s", ip, self.listener.kind)
             return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
         except Exception:
             log.exception("authentication error")
             return AuthResult(success=False, handled=False, message=replies.AUTH_UNAVAILABLE)
-        throttle.succeeded(ip, login)
         return AuthResult(success=True, auth_data=principal, message=replies.AUTH_OK)
 
     # -- the transaction ----------------------------------------------------------------
