@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from aiosmtpd.smtp import MISSING, AuthResult
 
 from ..errors import AuthenticationFailed, Throttled
+from ..identity.addresses import normalise_address
 from ..identity.sasl import AuthorizationRefused, split_plain
 from ..registry.auth import Principal
 from . import headers, policy, replies
@@ -52,7 +53,7 @@ class Handler:
         self.listener = listener
         self.ctx = listener.ctx
         self.shared = listener.shared
-        self.local_domains = frozenset(self.ctx.config.local_domains)
+        self.local_domains = frozenset(self.ctx.config.local_domains)  # normalised (normalise_domain)
         smtp = self.ctx.config.smtp
         self.refuse_local_senders = smtp.refuse_local_senders and not self.listener.is_submission
         self.trusted_networks = tuple(ipaddress.ip_network(n, strict=False) for n in smtp.trusted_networks)
@@ -174,7 +175,7 @@ class Handler:
                           rcpt_options: list[str]) -> str:
         if len(envelope.rcpt_tos) >= self.ctx.config.smtp.max_recipients:
             return replies.TOO_MANY_RECIPIENTS
-        lowered = address.lower()
+        lowered = normalise_address(address)
         if policy.domain_of(lowered) not in self.local_domains:
             refusal = policy.check_remote_recipient(principal_of(session))
             if refusal:
@@ -201,8 +202,8 @@ class Handler:
         if headers.has_bare_line_ending(raw):
             self._log("refused (bare CR/LF)", session, envelope, size=len(raw))
             return replies.BARE_LINE_ENDING
-        raw = headers.strip_trusted(raw)
         principal = principal_of(session)
+        raw = headers.strip_internal(raw, self.ctx.config.server.hostname, policy.settable_fields(principal))
         if principal is None and self._guards_local_senders(session):
             header, _ = headers.split_header(raw)
             refusal = policy.check_inbound_sender(headers.from_addresses(header), self.local_domains,
