@@ -5,6 +5,7 @@ lookup; SMTP AUTH PLAIN, like IMAP, refuses to act for another authorization ide
 from __future__ import annotations
 
 import base64
+import logging
 import smtplib
 import socket
 
@@ -58,14 +59,19 @@ def plain(authzid: str, authcid: str, password: str) -> str:
     return base64.b64encode(f"{authzid}\0{authcid}\0{password}".encode()).decode()
 
 
-def test_simultaneous_wrong_logins_for_one_account_are_bounded_by_its_limit(city_factory):  # noqa: F811
+def test_simultaneous_wrong_logins_for_one_account_are_bounded_by_its_limit(city_factory, caplog):  # noqa: F811
     city = city_factory("login.max_failures_per_account=10", "login.max_failures_per_ip=1000")
     victim = city.addresses[0]
+    caplog.set_level(logging.INFO, logger="civicmail.auth")
     replies = imap_logins_at_once(city, [(victim, f"guess{n}") for n in range(100)],
                                   during=lambda: assert_responsive(city))  # the bystander is not locked out
     assert all(r.startswith(b"a NO ") for r in replies), set(replies)
     assert sum(VERIFIED in r for r in replies) == 10
     assert sum(THROTTLED in r for r in replies) == 90
+    # what the operator sees: one line per attempt, the checked ones and the refused ones
+    logged = [r.getMessage() for r in caplog.records if r.name == "civicmail.auth"]
+    assert sum(m.startswith("auth-failed client=127.0.0.1 port=imap") for m in logged) == 10
+    assert sum(m.startswith("auth-throttled client=127.0.0.1 port=imap") for m in logged) == 90
     c = city.imap(login=False)
     try:
         with pytest.raises(c.error, match="UNAVAILABLE"):

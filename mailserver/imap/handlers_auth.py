@@ -3,6 +3,7 @@ AUTHENTICATE PLAIN (SASL-IR), ID, ENABLE, NAMESPACE, IDLE, CHECK, COMPRESS (RFC 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from ..errors import AuthenticationFailed, Throttled
 from ..identity.sasl import AuthorizationRefused, split_plain
@@ -15,6 +16,7 @@ from .parser import ParseError, decode_sasl
 from .session import ANY, AUTH, LOGOUT, NOT_AUTH, SELECTED, AlreadyAnswered, ImapSession, Logout, handler
 
 AUTHED = frozenset({AUTH, SELECTED})
+log = logging.getLogger("civicmail.imap")
 
 
 @handler("CAPABILITY", ANY)
@@ -81,7 +83,7 @@ async def _login(s: ImapSession, login: str, password: str) -> tuple[str, str]:
     if not s.login_allowed:
         return "NO", R.NO_LOGIN_DISABLED
     try:
-        principal = await s.ctx.login(s.peer_ip, login, password)
+        principal = await s.ctx.login(s.peer_ip, login, password, s.service.name)
     except Throttled:
         return "NO", R.NO_THROTTLED
     except AuthenticationFailed:
@@ -123,6 +125,7 @@ async def do_authenticate(s: ImapSession, cmd: Authenticate):
     try:
         authcid, password = split_plain(decode_sasl(text))
     except AuthorizationRefused:
+        log.info("auth-refused (authorization identity) client=%s port=%s", s.peer_ip, s.service.name)
         return "NO", R.NO_AUTH_FAILED
     except (ParseError, ValueError):
         return "BAD", R.BAD_SYNTAX

@@ -93,7 +93,7 @@ class Handler:
         try:
             login, password = split_plain(blob)
         except AuthorizationRefused:
-            log.info("NOQUEUE auth-failed (authorization identity) client=%s port=%s", server.session.client_ip,
+            log.info("auth-refused (authorization identity) client=%s port=%s", server.session.client_ip,
                      self.listener.kind)
             return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
         except ValueError:
@@ -125,12 +125,10 @@ class Handler:
         assert isinstance(session, CivicSession)
         ip = session.client_ip
         try:
-            principal = await self.ctx.login(ip, login, password)
+            principal = await self.ctx.login(ip, login, password, self.listener.kind)
         except Throttled:
-            log.info("NOQUEUE auth-throttled client=%s port=%s", ip, self.listener.kind)
             return AuthResult(success=False, handled=False, message=replies.AUTH_THROTTLED)
         except AuthenticationFailed:
-            log.info("NOQUEUE auth-failed client=%s port=%s", ip, self.listener.kind)
             return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
         except Exception:
             log.exception("authentication error")
