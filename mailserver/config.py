@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
+from .identity.addresses import normalise_domain
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -227,7 +228,8 @@ class Config:
 
     @property
     def local_domains(self) -> tuple[str, ...]:
-        return (self.city.domain.lower(),) + tuple(d.lower() for d in self.city.extra_domains)
+        """The city's domains, in the one form every comparison uses (normalise_domain)."""
+        return tuple(normalise_domain(d) for d in (self.city.domain,) + self.city.extra_domains)
 
     @property
     def templates_dir(self) -> Path:

@@ -18,13 +18,15 @@ from functools import cached_property
 from typing import Any, Callable, Protocol, TypeVar
 
 from .config import Config
-from .errors import CivicmailError
+from .errors import AuthenticationFailed, CivicmailError, Throttled
 from .identity.throttle import LoginThrottle
 from .registry import Registry
+from .registry.auth import Principal, authenticate
 from .store import Store
 from .store.notify import ChangeHub, hub
 
 log = logging.getLogger("civicmail.server")
+auth_log = logging.getLogger("civicmail.auth")
 T = TypeVar("T")
 
 #: "module:function" of each part's service factory, started in this order
@@ -62,6 +64,29 @@ class ServerContext:
     @cached_property
     def login_throttle(self) -> LoginThrottle:
         return LoginThrottle(self.config.login)
+
+    async def login(self, ip: str, login: str, password: str, port: str) -> Principal:
+        """Check a login for IMAP and SMTP alike, under the login throttle: Throttled (refused
+        unchecked), AuthenticationFailed, or the principal. The attempt is reserved before the
+        password is checked (see identity/throttle.py); one whose client went away meanwhile
+        still counts as a failure, so dropping connections buys no extra guesses. Refusals are
+        logged (``auth-throttled`` / ``auth-failed client=IP port=...``; never the name tried,
+        which is sometimes a password typed in the wrong field)."""
+        throttle = self.login_throttle
+        if not throttle.reserve(ip, login):
+            auth_log.info("auth-throttled client=%s port=%s", ip, port)
+            raise Throttled("too many failed logins")
+        try:
+            principal = await self.run(authenticate, self.registry, login, password)
+        except (AuthenticationFailed, asyncio.CancelledError):
+            throttle.failed(ip, login)
+            auth_log.info("auth-failed client=%s port=%s", ip, port)
+            raise
+        except BaseException:
+            throttle.released(ip, login)
+            raise
+        throttle.succeeded(ip, login)
+        return principal
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking work (the store, argon2) off the event loop."""

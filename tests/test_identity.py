@@ -134,3 +134,44 @@ def test_numbered_addresses():
 def test_bad_addresses_are_refused(bad):
     with pytest.raises(ValidationError):
         addresses.normalize_address(bad, "hz.example.cn")
+
+
+@pytest.mark.parametrize("spelled", ["civic.example", "CIVIC.Example", "civic.example.", " civic.example. ",
+                                     "ｃｉｖｉｃ.example", "civic。example", "civic.example\u200b"])
+def test_one_form_of_a_domain(spelled):
+    assert addresses.normalise_domain(spelled) == "civic.example"
+
+
+def test_domains_in_other_scripts_compare_in_ascii():
+    assert addresses.normalise_domain("市政.Example.") == "xn--7st04n.example"
+    assert addresses.normalise_domain("xn--7st04n.example") == "xn--7st04n.example"
+    assert addresses.normalise_domain("civic..example") == "civic..example"  # not a name: only lower-cased
+
+
+@pytest.mark.parametrize("spelled", ["wang.fang@civic.example", " Wang.Fang@Civic.Example.", "wang.fang@civic.example\t",
+                                     "\u3000WANG.FANG@civic.example"])
+def test_one_form_of_a_login(spelled):
+    assert addresses.normalise_login(spelled) == "wang.fang@civic.example"
+    assert addresses.normalise_login(" Traffic-Police ") == "traffic-police"
+
+
+def test_login_throttle_counts_attempts_in_flight_and_forgets_a_window():
+    from mailserver.config import LoginConfig
+    from mailserver.identity.throttle import LoginThrottle
+
+    now = [0.0]
+    throttle = LoginThrottle(LoginConfig(max_failures_per_ip=3, max_failures_per_account=2, window_seconds=60),
+                             clock=lambda: now[0])
+    assert throttle.reserve("192.0.2.1", "a@x.cn") and throttle.reserve("192.0.2.1", " A@X.CN.")
+    assert not throttle.reserve("192.0.2.1", "a@x.cn")  # two in flight fill the account's limit
+    throttle.succeeded("192.0.2.1", "a@x.cn")  # a right password releases its slot
+    assert throttle.reserve("192.0.2.1", "a@x.cn")
+    throttle.failed("192.0.2.1", "a@x.cn")
+    throttle.failed("192.0.2.1", "a@x.cn")
+    assert not throttle.reserve("192.0.2.1", "a@x.cn")
+    assert throttle.reserve("192.0.2.1", "b@x.cn")  # the IP: 2 failures + 1 in flight of 3
+    assert not throttle.reserve("192.0.2.1", "c@x.cn")
+    throttle.released("192.0.2.1", "b@x.cn")  # the check could not be made: counts for nothing
+    assert throttle.reserve("192.0.2.2", "c@x.cn")
+    now[0] = 61.0
+    assert throttle.reserve("192.0.2.1", "a@x.cn")  # the window has passed

@@ -129,14 +129,15 @@ def start_server(config_path: Path, extra: tuple[str, ...] = ()) -> tuple[subpro
     cmd = [sys.executable, "-m", "mailserver.cli", "-c", str(config_path)]
     for o in PORT_ZERO + extra:
         cmd += ["--set", o]
-    proc = subprocess.Popen(cmd + ["serve"], stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(cmd + ["serve"], stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     log: list[str] = []
     found: dict[str, tuple[str, int]] = {}
     ready = threading.Event()
 
     def pump() -> None:  # keep reading so the server never blocks on a full pipe
         assert proc.stderr is not None
-        for line in proc.stderr:
+        for raw in proc.stderr:  # lines as written: split at LF only (text mode would split at a CR too)
+            line = raw.decode("utf-8", "backslashreplace")
             log.append(line)
             m = LISTENING.search(line)
             if m:

@@ -2,19 +2,12 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import sys
 
 import click
 
+from ..logs import setup_logging
 from ..server import ServerContext, serve
 from .app import App
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @click.command("serve")

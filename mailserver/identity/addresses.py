@@ -45,6 +45,38 @@ def numbered(base: str, n: int) -> str:
     return base if n <= 1 else f"{base}{n}"
 
 
+@lru_cache(maxsize=4096)  # a handful of domains recur (the city's own, its correspondents')
+def normalise_domain(domain: str) -> str:
+    """The one form of a domain name that every comparison uses (the anti-forgery check, local
+    domains, recipients, logins): lower-case, in ASCII (IDNA: 市政.example is xn--7st04n.example,
+    full-width letters and dots are folded) and without the trailing dot of a fully qualified
+    name, so that ``civic.example.`` is ``civic.example``. What IDNA cannot encode (an empty or
+    over-long label, an address literal) is only lower-cased and trimmed."""
+    text = domain.strip().lower()
+    try:
+        text = text.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass
+    return text.rstrip(".")
+
+
+def normalise_address(address: str) -> str:
+    """``local@domain`` with the local part lower-cased (mailboxes here are case-insensitive) and
+    the domain normalised; a string without ``@`` only lower-cased."""
+    local, at, domain = address.strip().rpartition("@")
+    if not at:
+        return domain.lower()
+    return f"{local.lower()}@{normalise_domain(domain)}"
+
+
+def normalise_login(login: str) -> str:
+    """The one form of a login name, used by the password lookup and the login throttle alike
+    (were they to differ, a spelling the throttle does not know would reach a locked account):
+    trimmed and lower-cased, an address's domain normalised (`` Wang.Fang@Civic.Example.`` is
+    ``wang.fang@civic.example``); an agency id only trimmed and lower-cased."""
+    return normalise_address(login)
+
+
 def normalize_address(address: str, domain: str) -> str:
     """Lower-case; add the city's domain to a bare local part; refuse what is not an address."""
     address = address.strip().lower()

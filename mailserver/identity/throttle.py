@@ -1,40 +1,106 @@
-"""Failed-login throttling, per client IP and per account, in memory (one process)."""
+"""Failed-login throttling, per client IP and per account, in memory (one process).
+
+An attempt is reserved before its password is checked and settled after: ``reserve`` counts it
+at once (as in flight), ``failed`` turns it into a failure, ``succeeded`` releases it. So however
+many attempts arrive together, no more are checked than the limits allow (checking first and
+counting after let 300 simultaneous wrong LOGINs through limits of 10 and 20). Accounts are keyed
+by ``normalise_login``, the same form the password lookup uses.
+"""
 from __future__ import annotations
 
 import time
-from collections import defaultdict, deque
+from collections import deque
+from dataclasses import dataclass, field
 
 from ..config import LoginConfig
+from .addresses import normalise_login
+
+
+@dataclass
+class _Window:
+    #: times of the failures in the window, oldest first
+    failures: deque[float] = field(default_factory=deque)
+    #: attempts reserved and not yet settled
+    in_flight: int = 0
+
+
+class _Counts:
+    """Failures in a sliding window plus attempts in flight, per key."""
+
+    #: past this many keys, windows with nothing left in them are swept (memory follows the
+    #: attempts of the last window, not every name or address ever tried)
+    SWEEP_AT = 100_000
+
+    def __init__(self, limit: int, window_seconds: int, clock) -> None:
+        self.limit = limit
+        self.window_seconds = window_seconds
+        self._clock = clock
+        self._windows: dict[str, _Window] = {}
+
+    def _expire(self, w: _Window, cutoff: float) -> None:
+        while w.failures and w.failures[0] < cutoff:
+            w.failures.popleft()
+
+    def full(self, key: str) -> bool:
+        w = self._windows.get(key)
+        if w is None:
+            return False
+        self._expire(w, self._clock() - self.window_seconds)
+        return len(w.failures) + w.in_flight >= self.limit
+
+    def reserve(self, key: str) -> None:
+        if key not in self._windows and len(self._windows) >= self.SWEEP_AT:
+            self._sweep()
+        self._windows.setdefault(key, _Window()).in_flight += 1
+
+    def settle(self, key: str, failed: bool, forget_failures: bool = False) -> None:
+        w = self._windows.get(key)
+        if w is None:
+            return
+        w.in_flight = max(w.in_flight - 1, 0)
+        if forget_failures:
+            w.failures.clear()
+        if failed:
+            w.failures.append(self._clock())
+        elif not w.failures and not w.in_flight:
+            del self._windows[key]
+
+    def _sweep(self) -> None:
+        cutoff = self._clock() - self.window_seconds
+        for key, w in list(self._windows.items()):
+            self._expire(w, cutoff)
+            if not w.failures and not w.in_flight:
+                del self._windows[key]
 
 
 class LoginThrottle:
     def __init__(self, config: LoginConfig, clock=time.monotonic) -> None:
-        self._config = config
-        self._clock = clock
-        self._by_ip: dict[str, deque[float]] = defaultdict(deque)
-        self._by_account: dict[str, deque[float]] = defaultdict(deque)
+        self._by_ip = _Counts(config.max_failures_per_ip, config.window_seconds, clock)
+        self._by_account = _Counts(config.max_failures_per_account, config.window_seconds, clock)
 
-    def _recent(self, bucket: dict[str, deque[float]], key: str) -> int:
-        window = bucket.get(key)
-        if not window:
-            return 0
-        cutoff = self._clock() - self._config.window_seconds
-        while window and window[0] < cutoff:
-            window.popleft()
-        if not window:
-            del bucket[key]
-            return 0
-        return len(window)
-
-    def blocked(self, ip: str, login: str) -> bool:
-        """True when this IP or this login has failed too often lately: refuse without checking."""
-        return (self._recent(self._by_ip, ip) >= self._config.max_failures_per_ip
-                or self._recent(self._by_account, login.lower()) >= self._config.max_failures_per_account)
+    def reserve(self, ip: str, login: str) -> bool:
+        """Take a slot for one attempt before its password is checked; False (and nothing
+        taken) when this IP or this login has failed, or is trying, too often: refuse unchecked.
+        Every True is settled later by exactly one of failed, succeeded or released."""
+        account = normalise_login(login)
+        if self._by_ip.full(ip) or self._by_account.full(account):
+            return False
+        self._by_ip.reserve(ip)
+        self._by_account.reserve(account)
+        return True
 
     def failed(self, ip: str, login: str) -> None:
-        now = self._clock()
-        self._by_ip[ip].append(now)
-        self._by_account[login.lower()].append(now)
+        """The password was wrong: the reserved attempt counts as a failure of both."""
+        self._by_ip.settle(ip, failed=True)
+        self._by_account.settle(normalise_login(login), failed=True)
 
     def succeeded(self, ip: str, login: str) -> None:
-        self._by_account.pop(login.lower(), None)
+        """The password was right: the attempt is released, and the account's past failures are
+        forgotten (not the IP's: one right password does not vouch for the other names tried)."""
+        self._by_ip.settle(ip, failed=False)
+        self._by_account.settle(normalise_login(login), failed=False, forget_failures=True)
+
+    def released(self, ip: str, login: str) -> None:
+        """The check could not be made (the store failed): the attempt counts for nothing."""
+        self._by_ip.settle(ip, failed=False)
+        self._by_account.settle(normalise_login(login), failed=False)

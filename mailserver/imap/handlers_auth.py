@@ -3,9 +3,11 @@ AUTHENTICATE PLAIN (SASL-IR), ID, ENABLE, NAMESPACE, IDLE, CHECK, COMPRESS (RFC 
 from __future__ import annotations
 
 import asyncio
+import logging
 
-from ..errors import AuthenticationFailed
-from ..registry.auth import authenticate, record_login
+from ..errors import AuthenticationFailed, Throttled
+from ..identity.sasl import AuthorizationRefused, split_plain
+from ..registry.auth import record_login
 from ..store.mailboxes import serialized_writes
 from . import responses as R
 from .commands import Authenticate, Command, Compress, Enable, Id, Login
@@ -14,6 +16,7 @@ from .parser import ParseError, decode_sasl
 from .session import ANY, AUTH, LOGOUT, NOT_AUTH, SELECTED, AlreadyAnswered, ImapSession, Logout, handler
 
 AUTHED = frozenset({AUTH, SELECTED})
+log = logging.getLogger("civicmail.imap")
 
 
 @handler("CAPABILITY", ANY)
@@ -79,15 +82,12 @@ async def do_compress(s: ImapSession, cmd: Compress):
 async def _login(s: ImapSession, login: str, password: str) -> tuple[str, str]:
     if not s.login_allowed:
         return "NO", R.NO_LOGIN_DISABLED
-    throttle = s.ctx.login_throttle
-    if throttle.blocked(s.peer_ip, login):
-        return "NO", R.NO_THROTTLED
     try:
-        principal = await s.ctx.run(authenticate, s.ctx.registry, login, password)
+        principal = await s.ctx.login(s.peer_ip, login, password, s.service.name)
+    except Throttled:
+        return "NO", R.NO_THROTTLED
     except AuthenticationFailed:
-        throttle.failed(s.peer_ip, login)
         return "NO", R.NO_AUTH_FAILED
-    throttle.succeeded(s.peer_ip, login)
     if principal.account_id is None:
         return "NO", R.NO_NO_MAILBOX
     if not s.service.admit(s, principal.account_id):
@@ -123,11 +123,12 @@ async def do_authenticate(s: ImapSession, cmd: Authenticate):
     if text == "*":
         return "BAD", R.BAD_AUTH_CANCELLED
     try:
-        authzid, authcid, password = decode_sasl(text).decode("utf-8").split("\x00")
-    except (ParseError, UnicodeDecodeError, ValueError):
+        authcid, password = split_plain(decode_sasl(text))
+    except AuthorizationRefused:
+        log.info("auth-refused (authorization identity) client=%s port=%s", s.peer_ip, s.service.name)
+        return "NO", R.NO_AUTH_FAILED
+    except (ParseError, ValueError):
         return "BAD", R.BAD_SYNTAX
-    if authzid and authzid.lower() != authcid.lower():
-        return "NO", R.NO_AUTH_FAILED  # acting as someone else is not offered
     return await _login(s, authcid, password)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 
 from ..errors import AuthenticationFailed
+from ..identity.addresses import normalise_address, normalise_login
 from ..store.driver import driver_rows, raw_reader
 from ..store.models import Account, Agency, AgencyCredential, AgencyGrant, AgencySender, LoginDay
 from .context import Registry
@@ -37,7 +38,7 @@ class Principal:
         return self.kind == "agency"
 
     def may_send_from(self, address: str) -> bool:
-        address = address.lower()
+        address = normalise_address(address)
         if self.is_agency:
             return address in self.senders
         return address == (self.address or "")
@@ -52,8 +53,9 @@ def _agency_principal(session, agency: Agency, login: str) -> Principal:
 
 
 def authenticate(reg: Registry, login: str, password: str) -> Principal:
-    """Return the principal, or raise AuthenticationFailed (the reason is never told)."""
-    login = login.strip().lower()
+    """Return the principal, or raise AuthenticationFailed (the reason is never told). The login
+    is looked up in the form the login throttle counts (``normalise_login``)."""
+    login = normalise_login(login)
     if "@" in login:
         # The common case (every IMAP and submission login of a citizen): one plain query, and
         # the hash checked after the connection went back to the pool (argon2 takes milliseconds).

@@ -25,4 +25,4 @@ class Registry:
 
     @property
     def domain(self) -> str:
-        return self.config.city.domain.lower()
+        return self.config.local_domains[0]

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 
 from aiosmtpd.smtp import MISSING, AuthResult
 
-from ..errors import AuthenticationFailed
-from ..registry.auth import Principal, authenticate
+from ..errors import AuthenticationFailed, Throttled
+from ..identity.addresses import normalise_address
+from ..identity.sasl import AuthorizationRefused, split_plain
+from ..registry.auth import Principal
 from . import headers, policy, replies
 from .committer import Outcome, Pending
 from .protocol import CivicEnvelope, CivicSession, CivicSMTP
@@ -51,7 +53,7 @@ class Handler:
         self.listener = listener
         self.ctx = listener.ctx
         self.shared = listener.shared
-        self.local_domains = frozenset(self.ctx.config.local_domains)
+        self.local_domains = frozenset(self.ctx.config.local_domains)  # normalised (normalise_domain)
         smtp = self.ctx.config.smtp
         self.refuse_local_senders = smtp.refuse_local_senders and not self.listener.is_submission
         self.trusted_networks = tuple(ipaddress.ip_network(n, strict=False) for n in smtp.trusted_networks)
@@ -88,11 +90,16 @@ class Handler:
             except ValueError:
                 await server.push(replies.AUTH_BAD_BASE64)
                 return AuthResult(success=False, handled=True)
-        parts = blob.split(b"\x00")
-        if len(parts) != 3:
+        try:
+            login, password = split_plain(blob)
+        except AuthorizationRefused:
+            log.info("auth-refused (authorization identity) client=%s port=%s", server.session.client_ip,
+                     self.listener.kind)
+            return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
+        except ValueError:
             await server.push(replies.AUTH_BAD_PLAIN)
             return AuthResult(success=False, handled=True)
-        return await self._authenticate(server, parts[1], parts[2])
+        return await self._authenticate(server, login, password)
 
     async def auth_LOGIN(self, server: CivicSMTP, args: list[str]) -> AuthResult:
         if len(args) == 1:
@@ -108,30 +115,24 @@ class Handler:
         password = await server.challenge_auth(server.AuthLoginPasswordChallenge)
         if password is MISSING:
             return AuthResult(success=False, handled=True)
-        return await self._authenticate(server, login, password)
+        try:
+            return await self._authenticate(server, login.decode("utf-8"), password.decode("utf-8"))
+        except UnicodeDecodeError:
+            return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
 
-    async def _authenticate(self, server: CivicSMTP, login_b: bytes, password_b: bytes) -> AuthResult:
+    async def _authenticate(self, server: CivicSMTP, login: str, password: str) -> AuthResult:
         session = server.session
         assert isinstance(session, CivicSession)
         ip = session.client_ip
         try:
-            login, password = login_b.decode("utf-8"), password_b.decode("utf-8")
-        except UnicodeDecodeError:
-            return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
-        throttle = self.ctx.login_throttle
-        if throttle.blocked(ip, login):
-            log.info("NOQUEUE auth-throttled client=%s port=%s", ip, self.listener.kind)
+            principal = await self.ctx.login(ip, login, password, self.listener.kind)
+        except Throttled:
             return AuthResult(success=False, handled=False, message=replies.AUTH_THROTTLED)
-        try:
-            principal = await self.ctx.run(authenticate, self.ctx.registry, login, password)
         except AuthenticationFailed:
-            throttle.failed(ip, login)
-            log.info("NOQUEUE auth-failed client=%s port=%s", ip, self.listener.kind)
             return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
         except Exception:
             log.exception("authentication error")
             return AuthResult(success=False, handled=False, message=replies.AUTH_UNAVAILABLE)
-        throttle.succeeded(ip, login)
         return AuthResult(success=True, auth_data=principal, message=replies.AUTH_OK)
 
     # -- the transaction ----------------------------------------------------------------
@@ -172,7 +173,7 @@ class Handler:
                           rcpt_options: list[str]) -> str:
         if len(envelope.rcpt_tos) >= self.ctx.config.smtp.max_recipients:
             return replies.TOO_MANY_RECIPIENTS
-        lowered = address.lower()
+        lowered = normalise_address(address)
         if policy.domain_of(lowered) not in self.local_domains:
             refusal = policy.check_remote_recipient(principal_of(session))
             if refusal:
@@ -199,8 +200,8 @@ class Handler:
         if headers.has_bare_line_ending(raw):
             self._log("refused (bare CR/LF)", session, envelope, size=len(raw))
             return replies.BARE_LINE_ENDING
-        raw = headers.strip_trusted(raw)
         principal = principal_of(session)
+        raw = headers.strip_internal(raw, self.ctx.config.server.hostname, policy.settable_fields(principal))
         if principal is None and self._guards_local_senders(session):
             header, _ = headers.split_header(raw)
             refusal = policy.check_inbound_sender(headers.from_addresses(header), self.local_domains,

@@ -10,9 +10,18 @@ import email.utils
 import re
 import time
 
+from ..identity.addresses import normalise_domain
+
 #: the header other parts trust to say who submitted a message; only we may write it
 TRUSTED_HEADER = b"x-civicmail-authenticated"
 NOTICE_TYPE_HEADER = b"x-civicmail-notice-type"
+#: our own fields all begin so; nobody outside writes them (see strip_internal)
+INTERNAL_PREFIX = b"x-civicmail-"
+#: the internal fields an authenticated agency may set: its notice type (checked against its
+#: grants, read by the pipeline's drop-by-mail) and the status of its answer to an application
+#: (read by services/applications.py)
+AGENCY_FIELDS = frozenset((NOTICE_TYPE_HEADER, b"x-civicmail-status"))
+AUTH_RESULTS = b"authentication-results"
 
 _FIELD_NAME = re.compile(rb"^([^:\s]+)[ \t]*:", re.ASCII)
 
@@ -49,13 +58,65 @@ def fields(header: bytes) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def strip_trusted(raw: bytes) -> bytes:
-    """The message without any X-Civicmail-Authenticated field in its header."""
-    if TRUSTED_HEADER not in raw[:raw.find(b"\r\n\r\n") + 1 or len(raw)].lower():
+def strip_internal(raw: bytes, authserv_id: str, keep: frozenset[bytes] = frozenset()) -> bytes:
+    """The message as it may enter, on any port: without the fields only this server writes.
+    Those are every X-Civicmail-* field but the ones named in ``keep`` (the trusted identity is
+    never among them), and every Authentication-Results field that claims our ``authserv_id``
+    (RFC 8601 5: a border MTA removes them, else our verdict could come from outside);
+    another server's Authentication-Results stay."""
+    lowered = raw[:raw.find(b"\r\n\r\n") + 1 or len(raw)].lower()
+    if INTERNAL_PREFIX not in lowered and AUTH_RESULTS not in lowered:
         return raw  # the common case: nothing to remove, no copy
+    ours = normalise_domain(authserv_id)
+    keep = keep - {TRUSTED_HEADER}
     header, body = split_header(raw)
-    kept = b"".join(text for name, text in fields(header) if name != TRUSTED_HEADER)
-    return kept + body
+
+    def removed(name: bytes, text: bytes) -> bool:
+        if name.startswith(INTERNAL_PREFIX):
+            return name not in keep
+        if name != AUTH_RESULTS:
+            return False
+        claimed = authserv_id_of(text)
+        return claimed is None or normalise_domain(claimed) == ours
+
+    return b"".join(text for name, text in fields(header) if not removed(name, text)) + body
+
+
+def authserv_id_of(field: bytes) -> str | None:
+    """The authserv-id of an Authentication-Results field (RFC 8601 2.2): the first value after
+    the colon, comments (which nest) and white space; a quoted string unquoted. None when it is
+    not within the field's first line's worth of octets (RFC 5322: 998): a more patient reader
+    could still find ours there, so the caller treats such a field as claiming it. One pass over
+    at most that much, however the parentheses nest."""
+    whole = field.partition(b":")[2]
+    value = whole[:998].decode("utf-8", "replace")
+    i, n, depth = 0, len(value), 0
+    while i < n:
+        ch = value[i]
+        if depth and ch == "\\":
+            i += 2
+            continue
+        if ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif not depth and not ch.isspace():
+            break
+        i += 1
+    if i >= n:
+        return None
+    if value[i] == '"':
+        out, i = [], i + 1
+        while i < n and value[i] != '"':
+            if value[i] == "\\":
+                i += 1
+            out.append(value[i:i + 1])
+            i += 1
+        return "".join(out) if i < n else None
+    end = i
+    while end < n and value[end] not in ";( \t\r\n":
+        end += 1
+    return value[i:end] if end < n or len(whole) <= 998 else None
 
 
 def field_values(header: bytes, name: bytes) -> list[str]:

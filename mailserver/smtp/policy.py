@@ -8,8 +8,9 @@ import ipaddress
 import time
 from dataclasses import dataclass
 
+from ..identity.addresses import normalise_domain
 from ..registry.auth import Principal
-from . import replies
+from . import headers, replies
 
 
 def _address(ip: str | None):
@@ -34,7 +35,9 @@ def auth_requires_tls(*, implicit_tls: bool, development: bool, client_ip: str |
 
 
 def domain_of(address: str) -> str:
-    return address.rpartition("@")[2].lower()
+    """The domain of an address in its one comparable form (``normalise_domain``): what is
+    compared with the local domains must not differ by case, a trailing dot or IDNA."""
+    return normalise_domain(address.rpartition("@")[2])
 
 
 def check_envelope_sender(principal: Principal, sender: str) -> str | None:
@@ -85,6 +88,13 @@ def check_notice_types(principal: Principal, notice_types: list[str]) -> str | N
     if any(t.strip().lower() not in principal.grants for t in notice_types):
         return replies.NOTICE_TYPE_NOT_GRANTED
     return None
+
+
+def settable_fields(principal: Principal | None) -> frozenset[bytes]:
+    """The internal X-Civicmail-* fields a sender may write (every other is removed on entry):
+    an agency its notice type and answer status (its notice types were checked against its
+    grants); citizens and the internet none."""
+    return headers.AGENCY_FIELDS if principal is not None and principal.is_agency else frozenset()
 
 
 def trusted_value(principal: Principal) -> str:

@@ -26,6 +26,20 @@ _END_OF_DATA = b"\r\n.\r\n"
 _NEVER_HOLD = frozenset((b"220", b"221", b"334", b"354", b"421"))
 
 
+def line_too_long(stream: bytes, limit: int) -> bool:
+    """Has a DATA stream (CRLF-separated, still dot-stuffed) a text line longer than ``limit``
+    octets? RFC 5321 4.5.3.1.6 counts the CRLF and not a dot added for transparency, so with
+    1000, 998 octets + CRLF pass, 999 do not, unless the line begins with a stuffed dot. The dots
+    are looked at only for lines at exactly that edge."""
+    lines = stream.split(b"\r\n")
+    longest = max(map(len, lines))
+    if longest + 2 <= limit:
+        return False
+    if longest + 1 > limit:
+        return True
+    return any(len(line) == longest and line[:1] != b"." for line in lines)
+
+
 class CivicSession(Session):
     @property
     def client_ip(self) -> str:
@@ -48,6 +62,8 @@ class CivicSMTP(SMTP):
     def __init__(self, listener: "SMTPListener") -> None:
         config = listener.ctx.config
         self.listener = listener
+        #: the longest text line in DATA, octets with its CRLF
+        self.max_line_length = config.smtp.max_line_length
         # aiosmtpd sizes its stream reader from this attribute; +1 for a stuffed dot.
         self.line_length_limit = config.smtp.max_line_length + 1
         super().__init__(
@@ -146,7 +162,7 @@ class CivicSMTP(SMTP):
             self._set_post_data_state()
             return
         body = data[2:-3]  # without our leading CRLF and the ".\r\n" of the terminator
-        if body and max(map(len, body.split(b"\r\n"))) + 2 > self.line_length_limit:
+        if body and line_too_long(body, self.max_line_length):
             await self.push(replies.LINE_TOO_LONG)
             self._set_post_data_state()
             return

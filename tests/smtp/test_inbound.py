@@ -113,8 +113,31 @@ def test_oversized_message_and_overlong_line_are_refused(server_factory):
         c.mail("someone@example.org")
         c.rcpt(alice)
         code, reply = c.data(message("someone@example.org", alice, "long line", body="z" * 1200))
-        assert (code, reply[:5]) == (500, b"5.5.6")
+        assert (code, reply[:5]) == (500, b"5.5.2")
     assert server.inbox(alice) == []
+
+
+@pytest.mark.parametrize("line, accepted", [
+    (b"y" * 998, True),  # 998 octets + CRLF: the 1,000 of RFC 5321 4.5.3.1.6
+    (b"y" * 999, False),  # 999 + CRLF = 1,001
+    (b"." * 999, True),  # a 998-octet line beginning with a dot, stuffed: the added dot does not count
+    (b"." * 1000, False),
+])
+def test_a_text_line_is_at_most_1000_octets_with_its_crlf(server, line, accepted):
+    alice = server.people.alice
+    sock = raw_session(server, alice)
+    try:
+        sock.sendall(b"Subject: lines\r\n\r\n" + line + b"\r\n.\r\n")
+        reply = read_reply(sock)
+        if accepted:
+            assert reply.startswith(b"250 2.0.0 Stored as")
+        else:
+            assert reply == b"500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)\r\n"
+        sock.sendall(b"NOOP\r\n")
+        assert read_reply(sock).startswith(b"250")  # the session goes on
+    finally:
+        sock.close()
+    assert len(server.inbox(alice)) == int(accepted)
 
 
 def test_connections_per_ip_are_limited(server_factory):

@@ -57,6 +57,35 @@ def test_serve_logs_each_listener_and_exits_0_on_sigterm(data_dir):
     assert not any("ID number" in line or "Subject" in line for line in log)
 
 
+def test_client_input_cannot_forge_or_colour_a_log_line(data_dir):
+    """A CR or ESC in an address's quoted local part reaches the log escaped: every line of the
+    log is a record of its own (it starts with the date) and no terminal escape gets through."""
+    config, people = data_dir
+    forged_line = "2026-01-01 00:00:00,000 INFO civicmail.smtp: 0001 stored client=10.0.0.1"
+    proc, host, port, log = start_server(config.source)
+    try:
+        with socket.create_connection((host, port), timeout=30) as sock:
+            f = sock.makefile("rb")
+            assert f.readline().startswith(b"220")
+            sock.sendall(b"HELO attacker\r\n")
+            assert f.readline().startswith(b"250")
+            sock.sendall(b'MAIL FROM:<"evil\x1b[2J\x1b]0;pwned\x07"@example.org>\r\n')
+            assert f.readline().startswith(b"250")
+            sock.sendall(f'RCPT TO:<"nobody\r{forged_line}\x1b[0m"@{people.alice.partition("@")[2]}>\r\n'.encode())
+            assert f.readline().startswith(b"550 5.1.1")
+            sock.sendall(b"QUIT\r\n")
+            assert f.readline().startswith(b"221")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    [refused] = [line for line in log if "refused (unknown user)" in line]
+    assert "evil\\x1b[2J\\x1b]0;pwned\\x07" in refused and f"nobody\\r{forged_line}\\x1b[0m" in refused
+    text = "".join(log)
+    assert not set(text) & {"\r", "\x1b", "\x07"}
+    assert all(line[:4].isdigit() or line.startswith("  ") for line in log), [line for line in log if
+                                                                            not line[:4].isdigit()]
+
+
 def test_port_in_use_is_a_clear_error(data_dir):
     config, _ = data_dir
     with socket.socket() as taken:

@@ -28,13 +28,35 @@ def test_bare_line_endings(raw, bare):
     assert headers.has_bare_line_ending(raw) is bare
 
 
-def test_strip_trusted_keeps_everything_else_byte_for_byte():
+def test_strip_internal_keeps_everything_else_byte_for_byte():
     raw = (b"From: a@x\r\nX-Civicmail-Authenticated: agency=x\r\n\tcontinued\r\nSubject: s\r\n"
-           b"X-CIVICMAIL-AUTHENTICATED\t: citizen=y\r\n\r\nX-Civicmail-Authenticated: in the body\r\n")
-    assert headers.strip_trusted(raw) == (b"From: a@x\r\nSubject: s\r\n\r\n"
-                                          b"X-Civicmail-Authenticated: in the body\r\n")
+           b"X-CIVICMAIL-AUTHENTICATED\t: citizen=y\r\nX-Civicmail-Notice-Type: t\r\n"
+           b"Authentication-Results: Mail.X.Example.; auth=pass\r\n"
+           b"Authentication-Results: mx.other.example; spf=pass\r\n"
+           b"\r\nX-Civicmail-Authenticated: in the body\r\n")
+    assert headers.strip_internal(raw, "mail.x.example") == (
+        b"From: a@x\r\nSubject: s\r\nAuthentication-Results: mx.other.example; spf=pass\r\n\r\n"
+        b"X-Civicmail-Authenticated: in the body\r\n")
+    # an agency keeps what it may set, never the trusted identity
+    kept = headers.strip_internal(raw, "mail.x.example", headers.AGENCY_FIELDS | {headers.TRUSTED_HEADER})
+    assert b"X-Civicmail-Notice-Type: t\r\n" in kept and b"authenticated\t:" not in kept.lower()
     plain = b"From: a@x\r\n\r\nbody\r\n"
-    assert headers.strip_trusted(plain) is plain  # nothing to do: no copy
+    assert headers.strip_internal(plain, "mail.x.example") is plain  # nothing to do: no copy
+
+
+@pytest.mark.parametrize("field, authserv_id", [
+    (b"Authentication-Results: mail.x.example; none", "mail.x.example"),
+    (b"Authentication-Results:mail.x.example;none", "mail.x.example"),
+    (b"Authentication-Results: (a (nested) comment)\r\n\t mail.x.example 1; spf=pass", "mail.x.example"),
+    (b'Authentication-Results: "mail.x\\.example" ; none', "mail.x.example"),
+    (b"Authentication-Results: (\\) still a comment) mail.x.example; none", "mail.x.example"),
+    (b"Authentication-Results: ", None),
+    (b"Authentication-Results: (" + b"(" * 2000 + b"mail.x.example", None),  # a reader may find it: ours
+    (b'Authentication-Results: "mail.x.example', None),
+    (b"Authentication-Results: " + b"a" * 990 + b".example", None),
+])
+def test_authserv_id(field, authserv_id):
+    assert headers.authserv_id_of(field) == authserv_id
 
 
 def test_from_addresses_and_notice_type_match_the_email_package():

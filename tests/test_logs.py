@@ -1,0 +1,33 @@
+"""The log formatter of `civicmail serve`: one record per line whatever the fields carry."""
+from __future__ import annotations
+
+import io
+import logging
+
+from mailserver.logs import OneLineFormatter, printable
+
+
+def test_control_characters_are_escaped_and_text_is_kept():
+    assert printable("a\rb\nc\td\x1b[31m\x7f\x85\u2028\u202e 张伟 \\") == \
+        "a\\rb\\nc\\td\\x1b[31m\\x7f\\x85\\u2028\\u202e 张伟 \\"
+
+
+def test_a_traceback_stays_below_its_record():
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(OneLineFormatter("%(levelname)s %(name)s: %(message)s"))
+    log = logging.getLogger("civicmail.test.logs")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        try:
+            raise ValueError("bad address\nINFO civicmail.smtp: forged\x1b[2J")
+        except ValueError:
+            log.exception("lookup of %s failed", "a\r\nINFO x: y")
+    finally:
+        log.removeHandler(handler)
+        log.propagate = True
+    first, *rest = stream.getvalue().splitlines()
+    assert first == "ERROR civicmail.test.logs: lookup of a\\r\\nINFO x: y failed"
+    assert rest and all(line.startswith("  ") for line in rest)
+    assert "  INFO civicmail.smtp: forged\\x1b[2J" in rest
