@@ -118,6 +118,11 @@ class IMAPConfig:
     command_burst: int = 1000
     #: days an expunged UID is remembered for QRESYNC (0: for ever); older ones are pruned
     expunge_history_days: int = 90
+    #: threads for the commands whose cost the client chooses (SEARCH, FETCH of bodies, LIST
+    #: with wildcards), apart from the store threads of logins and deliveries
+    heavy_threads: int = 4
+    #: such commands one user may have running at once, over all their connections
+    heavy_jobs_per_user: int = 2
 
 
 @dataclass(frozen=True)
@@ -328,6 +333,9 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"city.domain: {domain!r} is not a domain name")
     if config.passwords.memory_cost_kib < 8 * config.passwords.parallelism:
         raise ConfigError("passwords.memory_cost_kib: must be at least 8 x parallelism")
+    for key in ("heavy_threads", "heavy_jobs_per_user"):
+        if getattr(config.imap, key) < 1:
+            raise ConfigError(f"imap.{key}: must be at least 1")
     if config.server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"server.log_level: {config.server.log_level!r} is not debug, info, warning or error")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
 from ..errors import CivicmailError
 from ..store import mailboxes
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .service import ImapService
 
 log = logging.getLogger("civicmail.imap")
+T = TypeVar("T")
 
 NOT_AUTH, AUTH, SELECTED, LOGOUT = "not-authenticated", "authenticated", "selected", "logout"
 Handler = Callable[["ImapSession", Command], Awaitable[tuple[str, str]]]
@@ -101,6 +102,10 @@ class ImapSession:
     @property
     def store(self):
         return self.ctx.store
+
+    async def heavy(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the heavy lane, as one of this user's jobs (``ServerContext.run_heavy``)."""
+        return await self.ctx.run_heavy(self.account_id, fn, *args)
 
     @property
     def login_allowed(self) -> bool:

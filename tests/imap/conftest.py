@@ -98,7 +98,7 @@ def _stop(running: Running, watcher: WatcherService, thread: threading.Thread) -
     running.loop.call_soon_threadsafe(running.loop.stop)
     thread.join(30)
     running.loop.close()
-    running.ctx.executor.shutdown(wait=True)
+    running.ctx.shutdown()
     running.ctx.store.dispose()
 
 
