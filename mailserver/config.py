@@ -18,6 +18,8 @@ from typing import Any, Mapping
 from .errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: characters the store's folder.name column holds
+FOLDER_NAME_COLUMN = 512
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,12 @@ class IMAPSConfig:
 class AccountsConfig:
     #: mailbox quota in bytes (IMAP QUOTA, enforced on APPEND and delivery)
     quota_bytes: int = 1073741824
+    #: folders per account, INBOX and the special-use ones included (CREATE and RENAME beyond: NO [LIMIT])
+    max_folders: int = 1000
+    #: levels of a folder name ("a/b/c" has 3); Dovecot's limit
+    max_folder_depth: int = 20
+    #: characters of a whole folder name (at most FOLDER_NAME_COLUMN, the store's column width)
+    max_folder_name_length: int = 255
 
 
 @dataclass(frozen=True)
@@ -333,6 +341,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"city.domain: {domain!r} is not a domain name")
     if config.passwords.memory_cost_kib < 8 * config.passwords.parallelism:
         raise ConfigError("passwords.memory_cost_kib: must be at least 8 x parallelism")
+    if not 1 <= config.accounts.max_folder_name_length <= FOLDER_NAME_COLUMN:
+        raise ConfigError(f"accounts.max_folder_name_length: must be 1 to {FOLDER_NAME_COLUMN} (the store's column)")
     for key in ("heavy_threads", "heavy_jobs_per_user"):
         if getattr(config.imap, key) < 1:
             raise ConfigError(f"imap.{key}: must be at least 1")

@@ -59,7 +59,7 @@ async def do_select(s: ImapSession, cmd: MailboxCommand):
 
 @handler("CREATE", AUTHED)
 async def do_create(s: ImapSession, cmd: MailboxCommand):
-    await s.ctx.run(mb.create_folder, s.store, s.account_id, cmd.mailbox)
+    await s.ctx.run(mb.create_folder, s.store, s.account_id, cmd.mailbox, s.config.accounts)
     return "OK", R.OK_DONE
 
 
@@ -73,7 +73,7 @@ async def do_delete(s: ImapSession, cmd: MailboxCommand):
 
 @handler("RENAME", AUTHED)
 async def do_rename(s: ImapSession, cmd: Rename):
-    await s.ctx.run(mb.rename_folder, s.store, s.account_id, cmd.old, cmd.new)
+    await s.ctx.run(mb.rename_folder, s.store, s.account_id, cmd.old, cmd.new, s.config.accounts)
     return "OK", R.OK_DONE
 
 

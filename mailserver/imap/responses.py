@@ -1,7 +1,8 @@
 """Every reply text the IMAP server sends, in one place, and the error -> response mapping."""
 from __future__ import annotations
 
-from ..errors import (AuthenticationFailed, Conflict, NotFound, QuotaExceeded, StorageError, Throttled, UserError)
+from ..errors import (AuthenticationFailed, Conflict, LimitExceeded, NotFound, QuotaExceeded, StorageError, Throttled,
+                      UserError)
 
 GREETING = "civicmail IMAP4rev1 ready"
 BYE_LOGOUT = "civicmail logging out"
@@ -51,6 +52,7 @@ NO_COMPRESSION_ACTIVE = "[COMPRESSIONACTIVE] DEFLATE is already active"
 NO_QUOTAROOT = "no such quota root"
 NO_SETQUOTA = "[NOPERM] quotas are set by the operator"
 NO_INUSE = "[INUSE] mailbox in use"
+NO_FOLDER_LIMIT = "[LIMIT] folder name too long or too deep, or too many folders"
 NO_EXPUNGED = "some messages were expunged"
 OK_MODIFIED = "[MODIFIED {}] conditional STORE failed"
 OK_CLOSED = "[CLOSED] previous mailbox closed"
@@ -64,6 +66,8 @@ def error_response(exc: Exception) -> tuple[str, str]:
     """(status, text) for an expected error; unexpected ones are logged and become SERVERBUG."""
     if isinstance(exc, QuotaExceeded):
         return "NO", NO_QUOTA
+    if isinstance(exc, LimitExceeded):
+        return "NO", NO_FOLDER_LIMIT
     if isinstance(exc, NotFound):
         return "NO", NO_NONEXISTENT
     if isinstance(exc, Conflict):

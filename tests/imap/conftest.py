@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import imaplib
 import threading
 from dataclasses import dataclass
+from typing import Iterator
 
 import hypothesis.internal.observability  # noqa: F401  (see below)
 import pytest
@@ -86,6 +88,21 @@ def start_server(config, overrides=None) -> Running:
     running = Running(ctx, loop, imap, imaps, users)
     running._stop = lambda: _stop(running, watcher, thread)  # type: ignore[attr-defined]
     return running
+
+
+@contextlib.contextmanager
+def server_with(data_dir, *overrides: str) -> Iterator[Running]:
+    """A prepared data directory with config ``overrides`` and the server over it, for a test."""
+    from mailserver.cli.init import prepare
+    from tests.conftest import make_config
+
+    cfg = make_config(data_dir, *overrides)
+    prepare(cfg)
+    running = start_server(cfg)
+    try:
+        yield running
+    finally:
+        running._stop()  # type: ignore[attr-defined]
 
 
 def _stop(running: Running, watcher: WatcherService, thread: threading.Thread) -> None:

@@ -1,8 +1,8 @@
-"""LIST patterns in linear time (issue 11, item 2).
+"""LIST patterns in linear time, and folders bounded per account (issue 11, item 2).
 
 ``LIST "" "*a*a*a*a*a*b"`` against a folder of 110 "a" made a backtracking regular expression
-hold the event loop for seconds. The matcher is held against the regular expression it replaced
-(the slow, correct oracle) on small input."""
+hold the event loop for seconds; one 6 KB ``CREATE "q/q/.../q"`` made 3,000 folders. The matcher
+is held against the regular expression it replaced (the slow, correct oracle) on small input."""
 from __future__ import annotations
 
 import re
@@ -13,6 +13,8 @@ from hypothesis import given, settings, strategies as st
 
 from mailserver.imap.listmatch import ListPatterns, parents
 from tests.abuse import assert_responsive, city, city_factory  # noqa: F401  (fixtures)
+
+from .conftest import server_with
 
 
 def regex_oracle(reference: str, pattern: str, name: str) -> bool:
@@ -73,3 +75,29 @@ def test_wildcard_list_leaves_the_loop_free(city):  # noqa: F811
     typ, lines = abuser.list('""', "*a*a*a*a*a")
     assert typ == "OK" and lines == [b'(\\HasNoChildren) "/" "' + b"a" * 110 + b'"']
     abuser.logout()
+
+
+def test_folder_limits_answer_no_limit_and_the_session_goes_on(tmp_path):
+    with server_with(tmp_path / "d", "accounts.max_folders=12") as running:
+        raw = running.raw()
+        before = raw.command("b", 'LIST "" "*"')
+        count = len(before) - 1
+        deep = "/".join(["q"] * 3000)  # the issue's 6 KB CREATE: 3,000 folders on main
+        assert raw.command("c1", f'CREATE "{deep}"')[-1].startswith(b"c1 NO [LIMIT]")
+        assert raw.command("c2", f'CREATE "{"/".join(["q"] * 21)}"')[-1].startswith(b"c2 NO [LIMIT]")
+        assert raw.command("c3", f'CREATE "{"x" * 256}"')[-1].startswith(b"c3 NO [LIMIT]")
+        assert raw.command("c4", f'CREATE "{"/".join(["q"] * 3)}"')[-1].startswith(b"c4 OK")
+        assert raw.command("c5", f'CREATE "{"x" * 255}"')[-1].startswith(b"c5 OK")
+        assert raw.command("n", "NOOP")[-1].startswith(b"n OK")
+        made = count + 4
+        while made < 12:
+            assert raw.command("m", f'CREATE "m{made}"')[-1].startswith(b"m OK")
+            made += 1
+        assert raw.command("c6", 'CREATE "one-too-many"')[-1].startswith(b"c6 NO [LIMIT]")
+        # RENAME is held to the same limits, the children's new names included
+        assert raw.command("r1", f'RENAME "q" "{"/".join(["r"] * 19)}"')[-1].startswith(b"r1 NO [LIMIT]")
+        assert raw.command("r2", 'RENAME "q" "a/b"')[-1].startswith(b"r2 NO [LIMIT]")  # "a" would be a 13th
+        assert raw.command("r3", 'RENAME "q" "r"')[-1].startswith(b"r3 OK")
+        assert len(raw.command("l", 'LIST "" "*"')) - 1 == 12
+        assert raw.command("l2", 'LIST "" "r/%/%"')[:-1] == [b'* LIST (\\HasNoChildren) "/" "r/q/q"\r\n']
+        raw.close()
