@@ -125,6 +125,11 @@ class IMAPConfig:
     heavy_threads: int = 4
     #: such commands one user may have running at once, over all their connections
     heavy_jobs_per_user: int = 2
+    #: levels of nesting in a SEARCH (parentheses, NOT, OR) and of parenthesised lists in any
+    #: command; deeper: BAD [LIMIT]
+    max_search_depth: int = 64
+    #: search keys in one SEARCH, NOT, OR and groups included; more: BAD [LIMIT]
+    max_search_keys: int = 256
 
 
 @dataclass(frozen=True)
@@ -343,7 +348,7 @@ def _validate(config: Config) -> None:
         raise ConfigError("passwords.memory_cost_kib: must be at least 8 x parallelism")
     if not 1 <= config.accounts.max_folder_name_length <= FOLDER_NAME_COLUMN:
         raise ConfigError(f"accounts.max_folder_name_length: must be 1 to {FOLDER_NAME_COLUMN} (the store's column)")
-    for key in ("heavy_threads", "heavy_jobs_per_user"):
+    for key in ("heavy_threads", "heavy_jobs_per_user", "max_search_depth", "max_search_keys"):
         if getattr(config.imap, key) < 1:
             raise ConfigError(f"imap.{key}: must be at least 1")
     if config.server.log_level.lower() not in ("debug", "info", "warning", "error"):

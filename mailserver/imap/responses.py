@@ -34,6 +34,8 @@ BAD_AUTH_CANCELLED = "authentication cancelled"
 BAD_IDLE = "expected DONE"
 BAD_COMPRESS_MECHANISM = "unsupported compression mechanism (DEFLATE is)"
 BAD_NO_QRESYNC = "QRESYNC is not enabled (ENABLE QRESYNC first)"
+BAD_TOO_DEEP = "[LIMIT] parentheses, NOT and OR nested too deeply"
+BAD_TOO_MANY_KEYS = "[LIMIT] too many search keys"
 
 NO_LOGIN_DISABLED = "[PRIVACYREQUIRED] log in only after STARTTLS"
 NO_AUTH_FAILED = "[AUTHENTICATIONFAILED] authentication failed"

@@ -38,6 +38,9 @@ HANDLERS: dict[str, tuple[frozenset[str], Handler]] = {}
 ANY = frozenset({NOT_AUTH, AUTH, SELECTED})
 #: commands during which EXPUNGE must not be sent (RFC 3501 7.4.1; their UID forms may)
 _NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH"})
+#: the reply to an Invalid command by its reason (others: BAD syntax error)
+_INVALID_REPLIES = {"BADCHARSET": ("NO", R.NO_BADCHARSET), "TOODEEP": ("BAD", R.BAD_TOO_DEEP),
+                    "TOOMANYKEYS": ("BAD", R.BAD_TOO_MANY_KEYS)}
 _WRITE_HIGH_WATER = 256 * 1024
 #: output larger than this is compressed (COMPRESS=DEFLATE) in a store thread, not on the loop
 _DEFLATE_IN_THREAD = 256 * 1024
@@ -222,12 +225,10 @@ class ImapSession:
                 pass
 
     async def execute(self, framed: Framed) -> None:
-        cmd = parse_command(framed.data)
+        cmd = parse_command(framed.data, self.config.imap)
         if isinstance(cmd, Invalid):
-            if cmd.reason == "BADCHARSET":
-                await self.send(f"{cmd.tag} NO {R.NO_BADCHARSET}\r\n".encode())
-            else:
-                await self.send(f"{cmd.tag} BAD {R.BAD_SYNTAX}\r\n".encode())
+            status, text = _INVALID_REPLIES.get(cmd.reason, ("BAD", R.BAD_SYNTAX))
+            await self.send(f"{cmd.tag} {status} {text}\r\n".encode())
             return
         entry = HANDLERS.get(cmd.name)
         if entry is None or self.state not in entry[0]:
