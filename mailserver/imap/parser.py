@@ -18,8 +18,8 @@ from .codec import STAR, SeqSet, decode_mailbox, parse_date_time
 from .commands import (Append, Authenticate, Command, Compress, Copy, Enable, Expunge, Fetch, FetchAtt, GetQuota, Id,
                        Invalid, ListCmd, Login, MailboxCommand, Parsed, Qresync, Rename, SetQuota, Simple, Status, Store)
 from .search_syntax import BadCharset, parse_search
-from .tokens import (Atom, ParseError, Str, TooComplex, need_args, read_astring, read_atom, read_flags, read_mailbox,
-                     read_modifiers, read_modseq, read_nstring, read_seqset, tokenize)
+from .tokens import (Atom, ParseError, Str, TooComplex, need_args, read_astring, read_atom, read_flags,
+                     read_mailbox, read_modifiers, read_modseq, read_nstring, read_seqset, tokenize)
 
 __all__ = ["parse_command", "parse_fetch_att", "decode_sasl", "ParseError", "tokenize"]
 
