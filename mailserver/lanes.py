@@ -12,9 +12,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import logging
 from typing import Any, Callable, Hashable, TypeVar
 
+log = logging.getLogger("civicmail.lanes")
 T = TypeVar("T")
+#: an owner with this many times its share of jobs queued is logged (once each time it gets there)
+_CROWDED = 4
 
 
 class _Gate:
@@ -38,6 +42,9 @@ class HeavyLane:
         if gate is None:
             gate = self._gates[owner] = _Gate(asyncio.Semaphore(self.per_owner))
         gate.users += 1
+        if gate.users == _CROWDED * self.per_owner:
+            log.info("heavy lane: owner=%s has %d jobs waiting or running (%d at a time)", owner, gate.users,
+                     self.per_owner)
         try:
             await gate.free.acquire()
         except BaseException:

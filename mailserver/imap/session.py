@@ -12,7 +12,7 @@ import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
-from ..errors import CivicmailError
+from ..errors import CivicmailError, LimitExceeded
 from ..store import mailboxes
 from . import responses as R
 from .codec import format_uid_set
@@ -228,6 +228,8 @@ class ImapSession:
         cmd = parse_command(framed.data, self.config.imap)
         if isinstance(cmd, Invalid):
             status, text = _INVALID_REPLIES.get(cmd.reason, ("BAD", R.BAD_SYNTAX))
+            if cmd.reason in ("TOODEEP", "TOOMANYKEYS"):
+                log.info("imap limit=%s client=%s account=%s", cmd.reason.lower(), self.peer_ip, self.account_id)
             await self.send(f"{cmd.tag} {status} {text}\r\n".encode())
             return
         entry = HANDLERS.get(cmd.name)
@@ -246,6 +248,8 @@ class ImapSession:
             raise  # the client went away: end the session quietly
         except CivicmailError as exc:
             status, text = R.error_response(exc)
+            if isinstance(exc, LimitExceeded):
+                log.info("imap limit=folders client=%s account=%s command=%s", self.peer_ip, self.account_id, cmd.name)
         except Exception:
             log.exception("IMAP %s failed", cmd.name)
             status, text = "NO", R.NO_SERVER

@@ -77,7 +77,8 @@ def test_wildcard_list_leaves_the_loop_free(city):  # noqa: F811
     abuser.logout()
 
 
-def test_folder_limits_answer_no_limit_and_the_session_goes_on(tmp_path):
+def test_folder_limits_answer_no_limit_and_the_session_goes_on(tmp_path, caplog):
+    caplog.set_level("INFO", "civicmail.imap")
     with server_with(tmp_path / "d", "accounts.max_folders=12") as running:
         raw = running.raw()
         before = raw.command("b", 'LIST "" "*"')
@@ -101,3 +102,4 @@ def test_folder_limits_answer_no_limit_and_the_session_goes_on(tmp_path):
         assert len(raw.command("l", 'LIST "" "*"')) - 1 == 12
         assert raw.command("l2", 'LIST "" "r/%/%"')[:-1] == [b'* LIST (\\HasNoChildren) "/" "r/q/q"\r\n']
         raw.close()
+        assert sum("imap limit=folders client=127.0.0.1" in r.getMessage() for r in caplog.records) == 6

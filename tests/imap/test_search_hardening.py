@@ -29,13 +29,17 @@ def _chain(head: str, tail: str, n: int = DEEP) -> str:
     (_chain("OR ", "ALL" + " ALL" * DEEP), b"BAD [LIMIT] parentheses, NOT and OR nested too deeply"),
     (" ".join(["SEEN"] * 300), b"BAD [LIMIT] too many search keys"),
 ])
-def test_deep_or_large_search_is_bad_and_the_session_goes_on(server, text, reply):
+def test_deep_or_large_search_is_bad_and_the_session_goes_on(server, text, reply, caplog):
+    caplog.set_level("INFO", "civicmail.imap")
     raw = server.raw()
     assert raw.command("s", "SELECT INBOX")[-1].startswith(b"s OK")
     assert raw.command("a", f"SEARCH {text}")[-1] == b"a " + reply + b"\r\n"
     assert raw.command("b", f"UID SEARCH {text}")[-1] == b"b " + reply + b"\r\n"
     assert raw.command("n", "NOOP")[-1].startswith(b"n OK")
     raw.close()
+    limit = "toomanykeys" if b"keys" in reply else "toodeep"
+    assert sum(f"imap limit={limit} client=127.0.0.1 account={server.users[0][1]}" in r.getMessage()
+               for r in caplog.records) == 2
 
 
 def test_searches_up_to_the_limits_are_answered(server):
