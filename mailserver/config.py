@@ -19,6 +19,8 @@ from .errors import ConfigError
 from .identity.addresses import normalise_domain
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: characters the store's folder.name column holds
+FOLDER_NAME_COLUMN = 512
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,16 @@ class IMAPConfig:
     command_burst: int = 1000
     #: days an expunged UID is remembered for QRESYNC (0: for ever); older ones are pruned
     expunge_history_days: int = 90
+    #: threads for the commands whose cost the client chooses (SEARCH, FETCH of bodies, LIST
+    #: with wildcards), apart from the store threads of logins and deliveries
+    heavy_threads: int = 4
+    #: such commands one user may have running at once, over all their connections
+    heavy_jobs_per_user: int = 2
+    #: levels of nesting in a SEARCH (parentheses, NOT, OR) and of parenthesised lists in any
+    #: command; deeper: BAD [LIMIT]
+    max_search_depth: int = 64
+    #: search keys in one SEARCH, NOT, OR and groups included; more: BAD [LIMIT]
+    max_search_keys: int = 256
 
 
 @dataclass(frozen=True)
@@ -130,6 +142,12 @@ class IMAPSConfig:
 class AccountsConfig:
     #: mailbox quota in bytes (IMAP QUOTA, enforced on APPEND and delivery)
     quota_bytes: int = 1073741824
+    #: folders per account, INBOX and the special-use ones included (CREATE and RENAME beyond: NO [LIMIT])
+    max_folders: int = 1000
+    #: levels of a folder name ("a/b/c" has 3); Dovecot's limit
+    max_folder_depth: int = 20
+    #: characters of a whole folder name (at most FOLDER_NAME_COLUMN, the store's column width)
+    max_folder_name_length: int = 255
 
 
 @dataclass(frozen=True)
@@ -330,6 +348,11 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"city.domain: {domain!r} is not a domain name")
     if config.passwords.memory_cost_kib < 8 * config.passwords.parallelism:
         raise ConfigError("passwords.memory_cost_kib: must be at least 8 x parallelism")
+    if not 1 <= config.accounts.max_folder_name_length <= FOLDER_NAME_COLUMN:
+        raise ConfigError(f"accounts.max_folder_name_length: must be 1 to {FOLDER_NAME_COLUMN} (the store's column)")
+    for key in ("heavy_threads", "heavy_jobs_per_user", "max_search_depth", "max_search_keys"):
+        if getattr(config.imap, key) < 1:
+            raise ConfigError(f"imap.{key}: must be at least 1")
     if config.server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"server.log_level: {config.server.log_level!r} is not debug, info, warning or error")
 

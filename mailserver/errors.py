@@ -39,5 +39,10 @@ class StorageError(CivicmailError):
     """The store could not complete a write; nothing was half-written (the transaction rolled back)."""
 
 
+class LimitExceeded(UserError):
+    """A per-account or per-command limit (folders, their names, a search's size) would be passed;
+    the message names the limit."""
+
+
 class QuotaExceeded(UserError):
     """The mailbox is over its quota."""

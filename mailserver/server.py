@@ -15,11 +15,12 @@ import logging
 import signal
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable, Protocol, TypeVar
+from typing import Any, Callable, Hashable, Protocol, TypeVar
 
 from .config import Config
 from .errors import AuthenticationFailed, CivicmailError, Throttled
 from .identity.throttle import LoginThrottle
+from .lanes import HeavyLane
 from .registry import Registry
 from .registry.auth import Principal, authenticate
 from .store import Store
@@ -88,10 +89,25 @@ class ServerContext:
         throttle.succeeded(ip, login)
         return principal
 
+    @cached_property
+    def heavy(self) -> HeavyLane:
+        return HeavyLane(self.config.imap.heavy_threads, self.config.imap.heavy_jobs_per_user)
+
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking work (the store, argon2) off the event loop."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+    async def run_heavy(self, owner: Hashable, fn: Callable[..., T], *args: Any) -> T:
+        """Run work whose cost a client chooses (SEARCH, FETCH of bodies) on the heavy lane, at
+        most imap.heavy_jobs_per_user at a time per ``owner``: ``run`` never waits for it."""
+        return await self.heavy.run(owner, fn, *args)
+
+    def shutdown(self) -> None:
+        """Wait for the work in flight on both lanes, then stop their threads."""
+        self.executor.shutdown(wait=True)
+        if "heavy" in self.__dict__:
+            self.heavy.shutdown()
 
     def tls_context(self):
         """The server TLS context from tls.cert / tls.key; StartupError if they are missing."""
@@ -141,4 +157,4 @@ async def serve(ctx: ServerContext, ready: Callable[[], None] | None = None) -> 
                 await service.stop()
             except Exception:  # keep stopping the others
                 log.exception("error stopping %s", service.name)
-        ctx.executor.shutdown(wait=True)
+        ctx.shutdown()

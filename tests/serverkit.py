@@ -78,7 +78,7 @@ class LoopServer:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
             self.loop.close()
-            self.ctx.executor.shutdown(wait=True)
+            self.ctx.shutdown()
             self.ctx.store.dispose()
 
     @property

@@ -118,7 +118,7 @@ def _child_main(root: str, conn, profile: str | None = None) -> None:
 
     asyncio.run(main())
     if profile:
-        ctx.executor.shutdown(wait=True)
+        ctx.shutdown()
         for p in profiles:
             p.create_stats()
         pstats.Stats(*profiles).dump_stats(profile)

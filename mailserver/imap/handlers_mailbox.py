@@ -3,14 +3,13 @@
 APPENDLIMIT), GETQUOTA, GETQUOTAROOT, SETQUOTA, CLOSE, UNSELECT."""
 from __future__ import annotations
 
-import re
-
 from ..errors import NotFound
 from ..store import mailboxes as mb
 from . import responses as R
 from .codec import astring, encode_mailbox
 from .commands import Append, Command, GetQuota, ListCmd, MailboxCommand, Rename, Status
 from .handlers_message import send_changed_since, send_vanished_earlier
+from .listmatch import ListPatterns, parents
 from .selected import SYSTEM_FLAGS, SelectedFolder, split_flags
 from .session import AUTH, SELECTED, ImapSession, handler
 
@@ -60,7 +59,7 @@ async def do_select(s: ImapSession, cmd: MailboxCommand):
 
 @handler("CREATE", AUTHED)
 async def do_create(s: ImapSession, cmd: MailboxCommand):
-    await s.ctx.run(mb.create_folder, s.store, s.account_id, cmd.mailbox)
+    await s.ctx.run(mb.create_folder, s.store, s.account_id, cmd.mailbox, s.config.accounts)
     return "OK", R.OK_DONE
 
 
@@ -74,7 +73,7 @@ async def do_delete(s: ImapSession, cmd: MailboxCommand):
 
 @handler("RENAME", AUTHED)
 async def do_rename(s: ImapSession, cmd: Rename):
-    await s.ctx.run(mb.rename_folder, s.store, s.account_id, cmd.old, cmd.new)
+    await s.ctx.run(mb.rename_folder, s.store, s.account_id, cmd.old, cmd.new, s.config.accounts)
     return "OK", R.OK_DONE
 
 
@@ -85,17 +84,11 @@ async def do_subscribe(s: ImapSession, cmd: MailboxCommand):
     return "OK", R.OK_DONE
 
 
-def pattern_regex(reference: str, pattern: str) -> re.Pattern:
-    """RFC 3501 6.3.8: "*" matches anything, "%" anything but the separator."""
-    full = pattern if not reference else (reference if reference.endswith(R.SEP) or pattern.startswith(R.SEP)
-                                          else reference) + pattern
-    out = []
-    for ch in full:
-        out.append(".*" if ch == "*" else "[^/]*" if ch == "%" else re.escape(ch))
-    body = "".join(out)
-    if full.upper().startswith("INBOX"):  # INBOX matches case-insensitively
-        return re.compile(r"^(?:(?i:INBOX)" + "".join(out[5:]) + ")$", re.DOTALL)
-    return re.compile("^" + body + "$", re.DOTALL)
+def _listing(store, account_id: int, patterns: ListPatterns) -> list[tuple[mb.FolderInfo, bool]]:
+    """(folder, has children) of the account's folders that match (in a store thread)."""
+    folders = mb.list_folders(store, account_id)
+    with_children = parents(f.name for f in folders)
+    return [(f, f.name in with_children) for f in folders if patterns.matches(f.name)]
 
 
 def _status_items(st: mb.FolderStatus, items: tuple[str, ...]) -> str:
@@ -112,29 +105,21 @@ async def do_list(s: ImapSession, cmd: ListCmd):
     if not cmd.lsub and cmd.patterns == ("",) and not cmd.select_opts:
         await s.untagged(f'LIST (\\Noselect) "{R.SEP}" ""')
         return "OK", R.OK_DONE
-    folders = await s.ctx.run(mb.list_folders, s.store, s.account_id)
-    names = {f.name for f in folders}
-    regexes = [pattern_regex(cmd.reference, p) for p in cmd.patterns]
+    patterns = ListPatterns(cmd.reference, cmd.patterns)
+    # wildcards (but a lone "*") cost CPU in proportion to the names: the heavy lane for them
+    listed = await (s.heavy if patterns.costly else s.ctx.run)(_listing, s.store, s.account_id, patterns)
     subscribed_only = cmd.lsub or "SUBSCRIBED" in cmd.select_opts
     special_only = "SPECIAL-USE" in cmd.select_opts
     show_subscribed = "SUBSCRIBED" in cmd.select_opts or "SUBSCRIBED" in cmd.return_opts
-    matched = []
-    for f in folders:
-        if not any(r.match(f.name) for r in regexes):
-            continue
-        if subscribed_only and not f.subscribed:
-            continue
-        if special_only and not f.special_use:
-            continue
-        matched.append(f)
+    matched = [(f, children) for f, children in listed
+               if (f.subscribed or not subscribed_only) and (f.special_use or not special_only)]
     statuses = {}
     if cmd.status_items and matched:
-        for st in await s.ctx.run(mb.folder_status, s.store, s.account_id, [f.name for f in matched]):
+        for st in await s.ctx.run(mb.folder_status, s.store, s.account_id, [f.name for f, _ in matched]):
             statuses[st.info.name] = st
-    for f in matched:
+    for f, has_children in matched:
         attrs = []
         if not cmd.lsub:
-            has_children = any(n.startswith(f.name + R.SEP) for n in names)
             attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
             if f.special_use:
                 attrs.append(f.special_use)

@@ -3,7 +3,8 @@ with CONDSTORE (RFC 7162: CHANGEDSINCE, UNCHANGEDSINCE, SEARCH MODSEQ) and ESEAR
 
 FETCH is streamed: rows are read in UID order in batches (keyset paging) and rendered in the
 store's thread pool, so a ``UID FETCH 1:* (FLAGS)`` of 100,000 messages never sits in memory
-whole and the event loop only writes.
+whole and the event loop only writes. SEARCH and FETCH of message bodies run on the heavy lane
+(``ServerContext.run_heavy``): however many a user sends, logins and deliveries do not wait.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from . import fetch as F
 from . import responses as R
 from .codec import SeqSet, format_uid_set
 from .commands import Copy, Expunge, Fetch, FetchAtt, Search, Store
-from .search import Matcher, columns_for as search_columns, uses_modseq
+from .search import Matcher, Message, columns_for as search_columns, uses_modseq
 from .selected import SelectedFolder, flag_text, split_flags
 from .session import SELECTED, ImapSession, handler
 
@@ -146,10 +147,11 @@ async def do_fetch(s: ImapSession, cmd: Fetch):
             cmd.changedsince is not None or any(a.name == "FLAGS" for a in atts)):
         atts = atts + (FetchAtt("MODSEQ"),)
     columns = F.columns_for(atts)
+    # message bodies (sections, RFC822.*) cost what the client asks for: the heavy lane
+    run = s.heavy if "raw" in columns else s.ctx.run
     lo, hi = ranges[0][0], ranges[-1][1]
     while lo is not None and lo <= hi:
-        chunk, lo = await s.ctx.run(_render_batch, s.store, sel, lo, hi, ranges, atts, columns, cmd.uid,
-                                    cmd.changedsince)
+        chunk, lo = await run(_render_batch, s.store, sel, lo, hi, ranges, atts, columns, cmd.uid, cmd.changedsince)
         await s.send(chunk)
         await s.flush()
     return "OK", R.OK_DONE
@@ -237,7 +239,8 @@ def _search(store, sel: SelectedFolder, keys: tuple, charset_ok: bool) -> list[t
             i = bisect_left(uids, row.uid)
             if i >= len(uids) or uids[i] != row.uid:
                 continue
-            if all(matcher.match(k, row, i + 1) for k in keys):
+            msg = Message(row)
+            if all(matcher.match(k, msg, i + 1) for k in keys):
                 hits.append((i + 1, row.uid, row.modseq if with_modseq else 0))
         if len(rows) < FETCH_BATCH:
             return hits
@@ -274,7 +277,7 @@ async def do_search(s: ImapSession, cmd: Search):
     with_modseq = uses_modseq(cmd.criteria)
     if with_modseq:
         s.condstore = True  # RFC 7162 3.1: CONDSTORE enabling
-    hits = await s.ctx.run(_search, s.store, sel, cmd.criteria, True) if sel.uids else []
+    hits = await s.heavy(_search, s.store, sel, cmd.criteria, True) if sel.uids else []
     numbers = [uid if cmd.uid else seq for seq, uid, _ in hits]
     modseqs = [m for _, _, m in hits] if with_modseq else None
     if cmd.return_opts is not None:

@@ -13,12 +13,13 @@ import base64
 import binascii
 import re
 
+from ..config import IMAPConfig
 from .codec import STAR, SeqSet, decode_mailbox, parse_date_time
 from .commands import (Append, Authenticate, Command, Compress, Copy, Enable, Expunge, Fetch, FetchAtt, GetQuota, Id,
                        Invalid, ListCmd, Login, MailboxCommand, Parsed, Qresync, Rename, SetQuota, Simple, Status, Store)
 from .search_syntax import BadCharset, parse_search
-from .tokens import (Atom, ParseError, Str, need_args, read_astring, read_atom, read_flags, read_mailbox,
-                     read_modifiers, read_modseq, read_nstring, read_seqset, tokenize)
+from .tokens import (Atom, ParseError, Str, TooComplex, need_args, read_astring, read_atom, read_flags,
+                     read_mailbox, read_modifiers, read_modseq, read_nstring, read_seqset, tokenize)
 
 __all__ = ["parse_command", "parse_fetch_att", "decode_sasl", "ParseError", "tokenize"]
 
@@ -92,12 +93,16 @@ _TAG = re.compile(r"^[\x21-\x7e]+\Z")
 _TAG_START = re.compile(rb"^([A-Za-z0-9.\-_!#$&',/:;<=>?@^`|~]+) ")
 
 
-def parse_command(buf: bytes) -> Parsed:
-    """One complete command (as framed) to a Command or Invalid."""
+_DEFAULTS = IMAPConfig()
+
+
+def parse_command(buf: bytes, limits: IMAPConfig = _DEFAULTS) -> Parsed:
+    """One complete command (as framed) to a Command or Invalid; ``limits``: how deep lists and
+    search keys may nest, and how many search keys one command may have."""
     m = _TAG_START.match(buf)
     tag = m.group(1).decode("ascii") if m else "*"
     try:
-        toks = tokenize(buf)
+        toks = tokenize(buf, limits.max_search_depth)
         if not toks or not isinstance(toks[0], Atom):
             raise ParseError("missing tag")
         tag = toks[0].text
@@ -106,14 +111,16 @@ def parse_command(buf: bytes) -> Parsed:
             raise ParseError("bad tag")
         if len(toks) < 2 or not isinstance(toks[1], Atom):
             raise ParseError("missing command")
-        return _build(tag, toks[1].text.upper(), toks[2:])
+        return _build(tag, toks[1].text.upper(), toks[2:], limits)
     except BadCharset:
         return Invalid(tag, "BADCHARSET")
+    except TooComplex as exc:
+        return Invalid(tag, str(exc))
     except (ParseError, ValueError, IndexError) as exc:
         return Invalid(tag, str(exc)[:80] or "syntax error")
 
 
-def _build(tag: str, name: str, args: list) -> Command:
+def _build(tag: str, name: str, args: list, limits: IMAPConfig) -> Command:
     if name in _SIMPLE:
         need_args(args, 0)
         return Simple(tag, name)
@@ -156,10 +163,10 @@ def _build(tag: str, name: str, args: list) -> Command:
             need_args(args, 2)
             return Expunge(tag, read_seqset(args[1]))
         if sub in ("FETCH", "STORE", "COPY", "MOVE", "SEARCH"):
-            return _build_message_cmd(tag, sub, args[1:], True)
+            return _build_message_cmd(tag, sub, args[1:], True, limits)
         raise ParseError("unknown UID command")
     if name in ("FETCH", "STORE", "COPY", "MOVE", "SEARCH"):
-        return _build_message_cmd(tag, name, args, False)
+        return _build_message_cmd(tag, name, args, False, limits)
     if name == "ID":
         need_args(args, 1)
         if isinstance(args[0], Atom) and args[0].text.upper() == "NIL":
@@ -183,9 +190,9 @@ def _build(tag: str, name: str, args: list) -> Command:
     raise ParseError("unknown command")
 
 
-def _build_message_cmd(tag: str, name: str, args: list, uid: bool) -> Command:
+def _build_message_cmd(tag: str, name: str, args: list, uid: bool, limits: IMAPConfig) -> Command:
     if name == "SEARCH":
-        return parse_search(tag, args, uid)
+        return parse_search(tag, args, uid, limits)
     if name == "FETCH":
         changedsince, vanished = None, False
         if len(args) == 3:

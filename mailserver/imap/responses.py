@@ -1,7 +1,8 @@
 """Every reply text the IMAP server sends, in one place, and the error -> response mapping."""
 from __future__ import annotations
 
-from ..errors import (AuthenticationFailed, Conflict, NotFound, QuotaExceeded, StorageError, Throttled, UserError)
+from ..errors import (AuthenticationFailed, Conflict, LimitExceeded, NotFound, QuotaExceeded, StorageError, Throttled,
+                      UserError)
 
 GREETING = "civicmail IMAP4rev1 ready"
 BYE_LOGOUT = "civicmail logging out"
@@ -33,6 +34,8 @@ BAD_AUTH_CANCELLED = "authentication cancelled"
 BAD_IDLE = "expected DONE"
 BAD_COMPRESS_MECHANISM = "unsupported compression mechanism (DEFLATE is)"
 BAD_NO_QRESYNC = "QRESYNC is not enabled (ENABLE QRESYNC first)"
+BAD_TOO_DEEP = "[LIMIT] parentheses, NOT and OR nested too deeply"
+BAD_TOO_MANY_KEYS = "[LIMIT] too many search keys"
 
 NO_LOGIN_DISABLED = "[PRIVACYREQUIRED] log in only after STARTTLS"
 NO_AUTH_FAILED = "[AUTHENTICATIONFAILED] authentication failed"
@@ -51,6 +54,7 @@ NO_COMPRESSION_ACTIVE = "[COMPRESSIONACTIVE] DEFLATE is already active"
 NO_QUOTAROOT = "no such quota root"
 NO_SETQUOTA = "[NOPERM] quotas are set by the operator"
 NO_INUSE = "[INUSE] mailbox in use"
+NO_FOLDER_LIMIT = "[LIMIT] folder name too long or too deep, or too many folders"
 NO_EXPUNGED = "some messages were expunged"
 OK_MODIFIED = "[MODIFIED {}] conditional STORE failed"
 OK_CLOSED = "[CLOSED] previous mailbox closed"
@@ -64,6 +68,8 @@ def error_response(exc: Exception) -> tuple[str, str]:
     """(status, text) for an expected error; unexpected ones are logged and become SERVERBUG."""
     if isinstance(exc, QuotaExceeded):
         return "NO", NO_QUOTA
+    if isinstance(exc, LimitExceeded):
+        return "NO", NO_FOLDER_LIMIT
     if isinstance(exc, NotFound):
         return "NO", NO_NONEXISTENT
     if isinstance(exc, Conflict):

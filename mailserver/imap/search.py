@@ -6,10 +6,9 @@ delivery, so a Chinese word in an RFC 2047 subject or a base64 GB18030 body is f
 from __future__ import annotations
 
 import datetime as dt
-import email.parser
-import email.utils
 
 from .. import mime
+from ..mime.search import SearchHeader
 from ..store.models.mail import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN
 from .codec import SeqSet
 
@@ -19,7 +18,6 @@ _FLAG_KEYS = {"ANSWERED": (ANSWERED, True), "DELETED": (DELETED, True), "DRAFT":
               "UNSEEN": (SEEN, False)}
 _TEXT_KEYS = {"BCC": "bcc", "BODY": "body", "CC": "cc", "FROM": "from", "SUBJECT": "subject", "TEXT": "text",
               "TO": "to"}
-_HEADER_PARSER = email.parser.BytesHeaderParser()
 
 
 def columns_for(keys: tuple) -> set[str]:
@@ -28,7 +26,7 @@ def columns_for(keys: tuple) -> set[str]:
         if k[0] in _TEXT_KEYS:
             cols.add("search_text")
         if k[0] in ("HEADER", "SENTBEFORE", "SENTON", "SENTSINCE"):
-            cols.update(("raw", "header_size"))
+            cols.add("header")  # the header alone, not the message
         if k[0] == "MODSEQ":
             cols.add("modseq")
     return cols
@@ -50,16 +48,21 @@ def _walk(keys):
             yield from _walk((k[1], k[2]))
 
 
-def _sent_date(row) -> dt.date | None:
-    header = row.raw[:row.header_size] if getattr(row, "header_size", None) else row.raw.split(b"\r\n\r\n", 1)[0]
-    value = _HEADER_PARSER.parsebytes(header).get("Date")
-    if not value:
-        return None
-    try:
-        when = email.utils.parsedate_to_datetime(str(value))
-    except (TypeError, ValueError, IndexError):
-        return None
-    return when.date() if when else None
+class Message:
+    """One message row as the keys read it: its header is parsed on the first key that needs it
+    and once only, however many keys (eight ORs of SENTBEFORE) read it."""
+
+    __slots__ = ("row", "_header")
+
+    def __init__(self, row) -> None:
+        self.row = row
+        self._header: SearchHeader | None = None
+
+    @property
+    def header(self) -> SearchHeader:
+        if self._header is None:
+            self._header = SearchHeader(self.row.header)
+        return self._header
 
 
 def _internal_date(row) -> dt.date:
@@ -83,16 +86,17 @@ class Matcher:
             self._seq_cache[id(s)] = spans
         return any(lo <= n <= hi for lo, hi in spans)
 
-    def match(self, key: tuple, row, seq: int) -> bool:
+    def match(self, key: tuple, msg: Message, seq: int) -> bool:
         name = key[0]
         if name == "ALL":
             return True
         if name == "AND":
-            return all(self.match(k, row, seq) for k in key[1])
+            return all(self.match(k, msg, seq) for k in key[1])
         if name == "NOT":
-            return not self.match(key[1], row, seq)
+            return not self.match(key[1], msg, seq)
         if name == "OR":
-            return self.match(key[1], row, seq) or self.match(key[2], row, seq)
+            return self.match(key[1], msg, seq) or self.match(key[2], msg, seq)
+        row = msg.row
         if name in _FLAG_KEYS:
             bit, want = _FLAG_KEYS[name]
             return bool(row.flags & bit) == want
@@ -108,7 +112,7 @@ class Matcher:
         if name in _TEXT_KEYS:
             return mime.search_matches(row.search_text, _TEXT_KEYS[name], key[1])
         if name == "HEADER":
-            return mime.header_contains(row.raw, key[1], key[2])
+            return msg.header.contains(key[1], key[2])
         if name == "LARGER":
             return row.size > key[1]
         if name == "SMALLER":
@@ -116,7 +120,7 @@ class Matcher:
         if name in ("BEFORE", "ON", "SINCE"):
             return _compare(name, _internal_date(row), key[1])
         if name in ("SENTBEFORE", "SENTON", "SENTSINCE"):
-            sent = _sent_date(row)
+            sent = msg.header.sent_date
             return sent is not None and _compare(name[4:], sent, key[1])
         if name == "UID":
             return self._in_set(key[1], row.uid, self.largest_uid)

@@ -1,9 +1,10 @@
 """The SEARCH grammar (RFC 3501 6.4.4): keys to the tuples ``imap.search`` evaluates."""
 from __future__ import annotations
 
+from ..config import IMAPConfig
 from .codec import parse_date
 from .commands import Search
-from .tokens import Atom, ParseError, Str, read_astring, read_atom, read_modseq, read_seqset
+from .tokens import Atom, ParseError, Str, TooComplex, read_astring, read_atom, read_modseq, read_seqset
 
 
 # -- SEARCH ---------------------------------------------------------------------------------------
@@ -18,87 +19,102 @@ RETURN_OPTIONS = ("MIN", "MAX", "COUNT", "ALL")
 _ENTRY_TYPES = {"PRIV", "SHARED", "ALL"}
 
 
-def _search_keys(toks: list, decode, empty: str) -> tuple:
-    """Every search key of ``toks`` (a command's arguments or a parenthesised group), in order."""
-    keys = []
-    i = 0
-    while i < len(toks):
-        k, i = _search_key(toks, i, decode)
-        keys.append(k)
-    if not keys:
-        raise ParseError(empty)
-    return tuple(keys)
+class _Keys:
+    """Reads search keys, counting them and their nesting (parentheses, NOT, OR): past either
+    limit it raises TooComplex, so the parser's recursion (and the evaluator's after it) is
+    bounded whatever the client sends."""
 
+    def __init__(self, decode, limits: IMAPConfig) -> None:
+        self.decode = decode
+        self.max_depth = limits.max_search_depth
+        self.keys_left = limits.max_search_keys
 
-def _search_key(toks: list, i: int, decode) -> tuple[tuple, int]:
-    if i >= len(toks):
-        raise ParseError("search key missing")
-    tok = toks[i]
-    if isinstance(tok, list):
-        return ("AND", _search_keys(tok, decode, "empty search group")), i + 1
-    if isinstance(tok, Str):
-        raise ParseError("expected a search key")
-    word = tok.text.upper()
-    if word in _NO_ARG:
-        return (word,), i + 1
-    if word in _STRING_ARG:
-        if i + 1 >= len(toks):
-            raise ParseError("search string missing")
-        return (word, decode(toks[i + 1])), i + 2
-    if word in ("KEYWORD", "UNKEYWORD"):
-        if i + 1 >= len(toks):
-            raise ParseError("keyword missing")
-        return (word, read_atom(toks[i + 1])), i + 2
-    if word in _DATE_ARG:
-        if i + 1 >= len(toks):
-            raise ParseError("date missing")
-        try:
-            return (word, parse_date(read_astring(toks[i + 1]))), i + 2
-        except ValueError:
-            raise ParseError("bad date") from None
-    if word in _NUMBER_ARG:
-        if i + 1 >= len(toks):
-            raise ParseError("number missing")
-        num = read_atom(toks[i + 1])
-        if not num.isdigit() or len(num) > 19:
-            raise ParseError("bad number")
-        return (word, int(num)), i + 2
-    if word == "HEADER":
-        if i + 2 >= len(toks):
-            raise ParseError("HEADER needs a field and a string")
-        return (word, read_astring(toks[i + 1]).upper(), decode(toks[i + 2])), i + 3
-    if word == "UID":
-        if i + 1 >= len(toks):
-            raise ParseError("UID set missing")
-        return ("UID", read_seqset(toks[i + 1])), i + 2
-    if word == "MODSEQ":
-        # RFC 7162 3.1.5: MODSEQ [entry-name entry-type-req] mod-sequence-valzer; a message has
-        # one modseq for all its flags, so an entry name and type are checked and not used.
-        j = i + 1
-        if j < len(toks) and isinstance(toks[j], Str):
-            if j + 1 >= len(toks) or read_atom(toks[j + 1]).upper() not in _ENTRY_TYPES:
-                raise ParseError("bad MODSEQ entry type")
-            j += 2
-        if j >= len(toks):
-            raise ParseError("mod-sequence missing")
-        return ("MODSEQ", read_modseq(toks[j], zero=True)), j + 1
-    if word == "NOT":
-        k, j = _search_key(toks, i + 1, decode)
-        return ("NOT", k), j
-    if word == "OR":
-        a, j = _search_key(toks, i + 1, decode)
-        b, j = _search_key(toks, j, decode)
-        return ("OR", a, b), j
-    if word[:1].isdigit() or word[:1] == "*":
-        return ("SEQ", read_seqset(tok)), i + 1
-    raise ParseError(f"unknown search key {word[:20]}")
+    def keys(self, toks: list, depth: int, empty: str) -> tuple:
+        """Every search key of ``toks`` (a command's arguments or a parenthesised group), in order."""
+        keys = []
+        i = 0
+        while i < len(toks):
+            k, i = self.key(toks, i, depth)
+            keys.append(k)
+        if not keys:
+            raise ParseError(empty)
+        return tuple(keys)
+
+    def key(self, toks: list, i: int, depth: int) -> tuple[tuple, int]:
+        if depth > self.max_depth:
+            raise TooComplex("TOODEEP")
+        self.keys_left -= 1
+        if self.keys_left < 0:
+            raise TooComplex("TOOMANYKEYS")
+        if i >= len(toks):
+            raise ParseError("search key missing")
+        tok = toks[i]
+        if isinstance(tok, list):
+            return ("AND", self.keys(tok, depth + 1, "empty search group")), i + 1
+        decode = self.decode
+        if isinstance(tok, Str):
+            raise ParseError("expected a search key")
+        word = tok.text.upper()
+        if word in _NO_ARG:
+            return (word,), i + 1
+        if word in _STRING_ARG:
+            if i + 1 >= len(toks):
+                raise ParseError("search string missing")
+            return (word, decode(toks[i + 1])), i + 2
+        if word in ("KEYWORD", "UNKEYWORD"):
+            if i + 1 >= len(toks):
+                raise ParseError("keyword missing")
+            return (word, read_atom(toks[i + 1])), i + 2
+        if word in _DATE_ARG:
+            if i + 1 >= len(toks):
+                raise ParseError("date missing")
+            try:
+                return (word, parse_date(read_astring(toks[i + 1]))), i + 2
+            except ValueError:
+                raise ParseError("bad date") from None
+        if word in _NUMBER_ARG:
+            if i + 1 >= len(toks):
+                raise ParseError("number missing")
+            num = read_atom(toks[i + 1])
+            if not num.isdigit() or len(num) > 19:
+                raise ParseError("bad number")
+            return (word, int(num)), i + 2
+        if word == "HEADER":
+            if i + 2 >= len(toks):
+                raise ParseError("HEADER needs a field and a string")
+            return (word, read_astring(toks[i + 1]).upper(), decode(toks[i + 2])), i + 3
+        if word == "UID":
+            if i + 1 >= len(toks):
+                raise ParseError("UID set missing")
+            return ("UID", read_seqset(toks[i + 1])), i + 2
+        if word == "MODSEQ":
+            # RFC 7162 3.1.5: MODSEQ [entry-name entry-type-req] mod-sequence-valzer; a message has
+            # one modseq for all its flags, so an entry name and type are checked and not used.
+            j = i + 1
+            if j < len(toks) and isinstance(toks[j], Str):
+                if j + 1 >= len(toks) or read_atom(toks[j + 1]).upper() not in _ENTRY_TYPES:
+                    raise ParseError("bad MODSEQ entry type")
+                j += 2
+            if j >= len(toks):
+                raise ParseError("mod-sequence missing")
+            return ("MODSEQ", read_modseq(toks[j], zero=True)), j + 1
+        if word == "NOT":
+            k, j = self.key(toks, i + 1, depth + 1)
+            return ("NOT", k), j
+        if word == "OR":
+            a, j = self.key(toks, i + 1, depth + 1)
+            b, j = self.key(toks, j, depth + 1)
+            return ("OR", a, b), j
+        if word[:1].isdigit() or word[:1] == "*":
+            return ("SEQ", read_seqset(tok)), i + 1
+        raise ParseError(f"unknown search key {word[:20]}")
 
 
 class BadCharset(ParseError):
     pass
 
 
-def parse_search(tag: str, args: list, uid: bool) -> Search:
+def parse_search(tag: str, args: list, uid: bool, limits: IMAPConfig = IMAPConfig()) -> Search:
     charset = None
     return_opts = None
     if len(args) >= 2 and isinstance(args[0], Atom) and args[0].text.upper() == "RETURN" and isinstance(args[1], list):
@@ -115,4 +131,4 @@ def parse_search(tag: str, args: list, uid: bool) -> Search:
     def decode(tok) -> str:
         return read_astring(tok)
 
-    return Search(tag, charset, _search_keys(args, decode, "SEARCH needs a key"), uid, return_opts)
+    return Search(tag, charset, _Keys(decode, limits).keys(args, 1, "SEARCH needs a key"), uid, return_opts)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
-from ..errors import CivicmailError
+from ..errors import CivicmailError, LimitExceeded
 from ..store import mailboxes
 from . import responses as R
 from .codec import format_uid_set
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .service import ImapService
 
 log = logging.getLogger("civicmail.imap")
+T = TypeVar("T")
 
 NOT_AUTH, AUTH, SELECTED, LOGOUT = "not-authenticated", "authenticated", "selected", "logout"
 Handler = Callable[["ImapSession", Command], Awaitable[tuple[str, str]]]
@@ -37,6 +38,9 @@ HANDLERS: dict[str, tuple[frozenset[str], Handler]] = {}
 ANY = frozenset({NOT_AUTH, AUTH, SELECTED})
 #: commands during which EXPUNGE must not be sent (RFC 3501 7.4.1; their UID forms may)
 _NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH"})
+#: the reply to an Invalid command by its reason (others: BAD syntax error)
+_INVALID_REPLIES = {"BADCHARSET": ("NO", R.NO_BADCHARSET), "TOODEEP": ("BAD", R.BAD_TOO_DEEP),
+                    "TOOMANYKEYS": ("BAD", R.BAD_TOO_MANY_KEYS)}
 _WRITE_HIGH_WATER = 256 * 1024
 #: output larger than this is compressed (COMPRESS=DEFLATE) in a store thread, not on the loop
 _DEFLATE_IN_THREAD = 256 * 1024
@@ -101,6 +105,10 @@ class ImapSession:
     @property
     def store(self):
         return self.ctx.store
+
+    async def heavy(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the heavy lane, as one of this user's jobs (``ServerContext.run_heavy``)."""
+        return await self.ctx.run_heavy(self.account_id, fn, *args)
 
     @property
     def login_allowed(self) -> bool:
@@ -217,12 +225,12 @@ class ImapSession:
                 pass
 
     async def execute(self, framed: Framed) -> None:
-        cmd = parse_command(framed.data)
+        cmd = parse_command(framed.data, self.config.imap)
         if isinstance(cmd, Invalid):
-            if cmd.reason == "BADCHARSET":
-                await self.send(f"{cmd.tag} NO {R.NO_BADCHARSET}\r\n".encode())
-            else:
-                await self.send(f"{cmd.tag} BAD {R.BAD_SYNTAX}\r\n".encode())
+            status, text = _INVALID_REPLIES.get(cmd.reason, ("BAD", R.BAD_SYNTAX))
+            if cmd.reason in ("TOODEEP", "TOOMANYKEYS"):
+                log.info("imap limit=%s client=%s account=%s", cmd.reason.lower(), self.peer_ip, self.account_id)
+            await self.send(f"{cmd.tag} {status} {text}\r\n".encode())
             return
         entry = HANDLERS.get(cmd.name)
         if entry is None or self.state not in entry[0]:
@@ -240,6 +248,8 @@ class ImapSession:
             raise  # the client went away: end the session quietly
         except CivicmailError as exc:
             status, text = R.error_response(exc)
+            if isinstance(exc, LimitExceeded):
+                log.info("imap limit=folders client=%s account=%s command=%s", self.peer_ip, self.account_id, cmd.name)
         except Exception:
             log.exception("IMAP %s failed", cmd.name)
             status, text = "NO", R.NO_SERVER

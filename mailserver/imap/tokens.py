@@ -13,6 +13,11 @@ class ParseError(ValueError):
     pass
 
 
+class TooComplex(ParseError):
+    """Well-formed, but past one of our limits (imap.max_search_depth, max_search_keys); the
+    message is the Invalid reason that picks the reply."""
+
+
 @dataclass(frozen=True)
 class Atom:
     text: str
@@ -32,8 +37,9 @@ _LITERAL = re.compile(rb"\{(\d{1,12})(\+?)\}\r\n")
 _STOP = b" ()\"{\r\n"
 
 
-def tokenize(buf: bytes) -> list:
-    """Tokens of one command, without its final CRLF."""
+def tokenize(buf: bytes, max_depth: int = 64) -> list:
+    """Tokens of one command, without its final CRLF; parenthesised lists nest at most
+    ``max_depth`` deep (TooComplex past it), so that nothing reading them recurses without bound."""
     pos = 0
     stack: list[list] = [[]]
     n = len(buf)
@@ -46,6 +52,8 @@ def tokenize(buf: bytes) -> list:
                 raise ParseError("stray line break")
             break
         elif ch == b"(":
+            if len(stack) > max_depth:
+                raise TooComplex("TOODEEP")
             stack.append([])
             pos += 1
         elif ch == b")":

@@ -10,6 +10,8 @@ inside the text and NUL is dropped (PostgreSQL text cannot hold it).
 from __future__ import annotations
 
 import binascii
+import datetime as dt
+import email.utils
 import html
 import re
 
@@ -178,12 +180,45 @@ def matches(search_text: str | None, key: str, needle: str) -> bool:
     return search_text.find(wanted, span[0], span[1]) >= 0
 
 
+class SearchHeader:
+    """A message header as SEARCH reads it, parsed once however many keys read it: HEADER name
+    string (``contains``) and SENTBEFORE / SENTON / SENTSINCE (``sent_date``, of the Date field)."""
+
+    __slots__ = ("_values", "_texts", "_sent")
+
+    def __init__(self, raw: bytes) -> None:
+        fields, _ = scan_header(raw, 0, len(raw))
+        self._values: dict[str, list[bytes]] = {}
+        for f in fields:
+            self._values.setdefault(f.name, []).append(f.value)
+        #: field name -> its values decoded and normalised, made on the first key that asks
+        self._texts: dict[str, list[str]] = {}
+        self._sent: dt.date | None | bool = False  # False: not yet worked out
+
+    def contains(self, name: str, needle: str) -> bool:
+        """Some ``name`` field contains needle, decoded and case-insensitively (an empty needle:
+        the field is present)."""
+        name = name.lower()
+        texts = self._texts.get(name)
+        if texts is None:
+            texts = self._texts[name] = [normalize(decoded_value(v)) for v in self._values.get(name, ())]
+        wanted = normalize(needle)
+        return any(wanted in t for t in texts)
+
+    @property
+    def sent_date(self) -> dt.date | None:
+        """The day of the first Date field (in its own time zone), None if absent or unreadable."""
+        if self._sent is False:
+            self._sent = None
+            dates = self._values.get("date")
+            if dates:
+                try:
+                    self._sent = email.utils.parsedate_to_datetime(text_of(dates[0])).date()
+                except (TypeError, ValueError, IndexError, OverflowError):
+                    pass
+        return self._sent  # type: ignore[return-value]
+
+
 def header_contains(raw: bytes, name: str, needle: str) -> bool:
     """SEARCH HEADER name string: some ``name`` field of the message header contains needle."""
-    fields, _ = scan_header(raw, 0, len(raw))
-    name = name.lower()
-    wanted = normalize(needle)
-    for f in fields:
-        if f.name == name and (not wanted or wanted in normalize(decoded_value(f.value))):
-            return True
-    return False
+    return SearchHeader(raw).contains(name, needle)

@@ -20,7 +20,8 @@ from typing import Iterable
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from ..errors import Conflict, QuotaExceeded, UserError
+from ..config import AccountsConfig
+from ..errors import Conflict, LimitExceeded, QuotaExceeded, UserError
 from .db import Store
 from .driver import driver_execute, driver_rows, raw_reader
 from .mailbox_sql import (F, M, FolderInfo, UidRanges, copy_rows, folder_row, info_of, INFO_SQL, release_content,
@@ -101,20 +102,45 @@ def _insert_folder(session: Session, account_id: int, name: str) -> None:
                                       created_at=dt.datetime.now(dt.timezone.utc)))
 
 
-def create_folder(store: Store, account_id: int, name: str) -> None:
-    """RFC 3501 6.3.3; superior names are created too. Conflict if it exists."""
+def _check_name(name: str, limits: AccountsConfig) -> None:
+    if len(name) > limits.max_folder_name_length:
+        raise LimitExceeded(f"folder names have at most {limits.max_folder_name_length} characters")
+    if name.count(SEP) >= limits.max_folder_depth:
+        raise LimitExceeded(f"folder names have at most {limits.max_folder_depth} levels")
+
+
+def _account_names(session: Session, account_id: int) -> set[str]:
+    """The account's folder names; on PostgreSQL its INBOX row is locked first, so that two
+    concurrent CREATEs cannot both pass the folder count."""
+    folder_row(session, account_id, "INBOX", lock=True)
+    return set(session.scalars(select(F.c.name).where(F.c.account_id == account_id)))
+
+
+def _check_count(names: set[str], adding: int, limits: AccountsConfig) -> None:
+    if adding and len(names) + adding > limits.max_folders:
+        raise LimitExceeded(f"an account has at most {limits.max_folders} folders")
+
+
+def _missing_superiors(names: set[str], name: str) -> list[str]:
+    parts = name.split(SEP)
+    return [p for p in (SEP.join(parts[:i]) for i in range(1, len(parts))) if p not in names]
+
+
+def create_folder(store: Store, account_id: int, name: str, limits: AccountsConfig = AccountsConfig()) -> None:
+    """RFC 3501 6.3.3; superior names are created too. Conflict if it exists; LimitExceeded if
+    the name is too long or too deep, or the account would have too many folders."""
     name = name.rstrip(SEP)
     if not name or name.upper() == "INBOX" or any(not part for part in name.split(SEP)):
         raise Conflict(f"cannot create {name}")
+    _check_name(name, limits)
     with writing(store) as s:
-        existing = set(s.scalars(select(F.c.name).where(F.c.account_id == account_id)))
+        existing = _account_names(s, account_id)
         if name in existing:
             raise Conflict(f"{name} exists")
-        parts = name.split(SEP)
-        for i in range(1, len(parts) + 1):
-            path = SEP.join(parts[:i])
-            if path not in existing:
-                _insert_folder(s, account_id, path)
+        new = _missing_superiors(existing, name) + [name]
+        _check_count(existing, len(new), limits)
+        for path in new:
+            _insert_folder(s, account_id, path)
 
 
 def delete_folder(store: Store, account_id: int, name: str) -> None:
@@ -139,25 +165,30 @@ def delete_folder(store: Store, account_id: int, name: str) -> None:
     hub.changed([row.id])
 
 
-def rename_folder(store: Store, account_id: int, old: str, new: str) -> None:
+def rename_folder(store: Store, account_id: int, old: str, new: str, limits: AccountsConfig = AccountsConfig()) -> None:
     """RFC 3501 6.3.5: children move along; renaming INBOX moves its messages to a new folder
-    and leaves INBOX empty."""
+    and leaves INBOX empty. LimitExceeded as for create_folder, for the children's new names too."""
     new = new.rstrip(SEP)
     if not new or new.upper() == "INBOX" or any(not p for p in new.split(SEP)):
         raise Conflict(f"cannot rename to {new}")
+    _check_name(new, limits)
     moved_folders: list[int] = []
     with writing(store) as s:
-        names = set(s.scalars(select(F.c.name).where(F.c.account_id == account_id)))
+        names = _account_names(s, account_id)
         if new in names:
             raise Conflict(f"{new} exists")
         is_inbox = old.upper() == "INBOX"
         row = folder_row(s, account_id, "INBOX" if is_inbox else old, lock=True)
         if new.startswith(row.name + SEP):
             raise Conflict("cannot rename a folder into itself")
-        parts = new.split(SEP)
-        for i in range(1, len(parts)):
-            if SEP.join(parts[:i]) not in names:
-                _insert_folder(s, account_id, SEP.join(parts[:i]))
+        if not is_inbox:
+            for child in names:
+                if child.startswith(old + SEP):
+                    _check_name(new + child[len(old):], limits)
+        superiors = _missing_superiors(names, new)
+        _check_count(names, len(superiors) + (1 if is_inbox else 0), limits)
+        for path in superiors:
+            _insert_folder(s, account_id, path)
         if is_inbox:
             _insert_folder(s, account_id, new)
             target = folder_row(s, account_id, new)

@@ -167,20 +167,27 @@ def _holds(ascending: Sequence[int], uid: int) -> bool:
 
 
 _FLAG_COLUMNS = (("flags", "keywords"), ("flags", "keywords", "modseq"))
+_CONTENT_COLUMNS = frozenset(("raw", "envelope", "body", "bodystructure", "header_size", "search_text", "header"))
+
+
+def _content_column(name: str):
+    if name == "header":  # bytes 1 .. header_size: substr works on BLOB (SQLite) and bytea (PostgreSQL)
+        return func.substr(C.c.raw, 1, C.c.header_size).label("header")
+    return C.c[name]
 
 
 def fetch_rows(store: Store, folder_id: int, lo_uid: int, hi_uid: int, limit: int, columns: Sequence[str],
                uids: UidRanges | None = None, changedsince: int | None = None) -> list:
     """Up to ``limit`` message rows with lo_uid <= uid <= hi_uid, in UID order (keyset paging);
-    ``changedsince``: only those whose MODSEQ is above it (RFC 7162 CHANGEDSINCE)."""
-    cols = [M.c.uid] + [C.c[c] if c in ("raw", "envelope", "body", "bodystructure", "header_size", "search_text")
-                        else M.c[c] for c in columns]
+    ``changedsince``: only those whose MODSEQ is above it (RFC 7162 CHANGEDSINCE). The column
+    ``header`` is the raw header alone (what SEARCH HEADER and SENTBEFORE read), not the message."""
+    cols = [M.c.uid] + [_content_column(c) if c in _CONTENT_COLUMNS else M.c[c] for c in columns]
     q = select(*cols).where(M.c.folder_id == folder_id, M.c.uid.between(lo_uid, hi_uid))
     if uids:
         q = q.where(uid_filter(uids))
     if changedsince is not None:
         q = q.where(M.c.modseq > changedsince)
-    if any(c.table is C for c in cols):
+    if any(c in _CONTENT_COLUMNS for c in columns):
         q = q.select_from(M.join(C, C.c.id == M.c.content_id))
     columns = tuple(columns)
     if columns in _FLAG_COLUMNS and not uids:

@@ -41,5 +41,5 @@ def imap_server(config):
         loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
         loop.close()
-        ctx.executor.shutdown(wait=True)
+        ctx.shutdown()
         store.dispose()

@@ -37,7 +37,7 @@ def running(config, service_class):
         loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
         loop.close()
-        ctx.executor.shutdown(wait=True)
+        ctx.shutdown()
         store.dispose()
 
 
@@ -183,5 +183,5 @@ def test_drop_mailed_over_smtp_submission(tmp_path):
         loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
         loop.close()
-        ctx.executor.shutdown(wait=True)
+        ctx.shutdown()
         store.dispose()

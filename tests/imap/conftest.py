@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import imaplib
 import threading
 from dataclasses import dataclass
+from typing import Iterator
 
 import hypothesis.internal.observability  # noqa: F401  (see below)
 import pytest
@@ -88,6 +90,21 @@ def start_server(config, overrides=None) -> Running:
     return running
 
 
+@contextlib.contextmanager
+def server_with(data_dir, *overrides: str) -> Iterator[Running]:
+    """A prepared data directory with config ``overrides`` and the server over it, for a test."""
+    from mailserver.cli.init import prepare
+    from tests.conftest import make_config
+
+    cfg = make_config(data_dir, *overrides)
+    prepare(cfg)
+    running = start_server(cfg)
+    try:
+        yield running
+    finally:
+        running._stop()  # type: ignore[attr-defined]
+
+
 def _stop(running: Running, watcher: WatcherService, thread: threading.Thread) -> None:
     async def down():
         await running.imap.stop()
@@ -98,7 +115,7 @@ def _stop(running: Running, watcher: WatcherService, thread: threading.Thread) -
     running.loop.call_soon_threadsafe(running.loop.stop)
     thread.join(30)
     running.loop.close()
-    running.ctx.executor.shutdown(wait=True)
+    running.ctx.shutdown()
     running.ctx.store.dispose()
 
 

@@ -55,3 +55,27 @@ def test_corpus_search_finds_decoded_subjects_and_bodies(corpus):
                 assert search_matches(text, "body", line[:20]), line
                 assert search_matches(text, "text", line[:20])
                 assert not search_matches(text, "subject", line[:20] + "\u2603")
+
+
+def _sent_date_oracle(raw: bytes):
+    """How SEARCH SENTBEFORE read the Date before: the stdlib header parser (compat32)."""
+    import email.parser
+    import email.utils
+
+    value = email.parser.BytesHeaderParser().parsebytes(raw.split(b"\r\n\r\n", 1)[0]).get("Date")
+    try:
+        return email.utils.parsedate_to_datetime(str(value)).date() if value else None
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+EDGE_DATES = (b"Date: Tue, 2 Jan 2019 09:00:00 +0800\r\n\r\n", b"Date: Tue,\r\n 2 Jan 2019\r\n 23:30:00 -0500\r\n\r\nx",
+              b"Subject: none\r\n\r\n", b"Date: yesterday\r\n\r\n", b"Date: 2 Jan 2019 09:00 +0000\r\nDate: 5 May 2020"
+              b" 09:00 +0000\r\n\r\n", b"Date: Mon, 31 Feb 2019 09:00:00 +0000\r\n\r\n")
+
+
+def test_search_sent_dates_match_the_email_oracle(corpus):
+    from mailserver.mime.search import SearchHeader
+
+    for raw in list(corpus) + list(EDGE_DATES):
+        assert SearchHeader(raw).sent_date == _sent_date_oracle(raw), raw[:200]

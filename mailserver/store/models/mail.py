@@ -6,6 +6,7 @@ import datetime as dt
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from ...config import FOLDER_NAME_COLUMN
 from .base import Base, BigId, utcnow
 
 # System flags as bits of Message.flags; keywords go in Message.keywords (space-separated).
@@ -29,7 +30,7 @@ class Folder(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
     #: full hierarchical name with "/" as the separator; INBOX is always "INBOX"
-    name: Mapped[str] = mapped_column(String(512))
+    name: Mapped[str] = mapped_column(String(FOLDER_NAME_COLUMN))
     special_use: Mapped[str | None] = mapped_column(String(16))
     subscribed: Mapped[bool] = mapped_column(Boolean, default=True)
     uidvalidity: Mapped[int] = mapped_column(BigId)
