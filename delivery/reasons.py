@@ -1,8 +1,19 @@
 """Every reason a row or a drop is given, in one place: Chinese for the clerk, English after it.
 
-Reasons never repeat an ID number (they end up in reports, logs and mail).
+Reasons never repeat an ID number (they end up in reports, logs and mail): a reason may quote the
+cell it is about (``{text}``), so every reason a row or a drop is given passes ``hide_numbers``
+(``RowState.stop``), whatever column the number was typed in.
 """
 from __future__ import annotations
+
+import re
+
+#: what looks like an ID number (18 characters, or the old 15 digits), a bank card or an account
+#: number: 15 or more digits in a run (spaces or hyphens may group them) with an optional final X,
+#: or such a number as Excel shows a number cell of it (3.30106198102013E+17)
+_LONG_NUMBER = re.compile(r"(?<!\d)\d(?:[ -]?\d){14,}(?:[ -]?[XxＸｘ])?(?![\dXxＸｘ])"
+                          r"|(?<!\d)\d\.\d{13,}[Ee]\+?\d+")
+NUMBER_HIDDEN = "[隐去的长号码 / long number hidden]"
 
 # validate
 REQUIRED_EMPTY = "必填项为空 / required, but empty"
@@ -46,3 +57,8 @@ MAIL_SUMMARY_HEAD = "数据文件处理结果 / What became of the drop:"
 
 # a fault inside civicmail on one row (the row fails; `drop retry` runs it again after a fix)
 INTERNAL = "内部错误，已暂缓 / internal error at {stage} ({error}): the row can be retried"
+
+
+def hide_numbers(text: str) -> str:
+    """``text`` with every long number in it (an ID number, wherever a clerk typed it) replaced."""
+    return _LONG_NUMBER.sub(NUMBER_HIDDEN, text)
