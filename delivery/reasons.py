@@ -40,10 +40,24 @@ OPTED_OUT = "本人已退订此类对账信息 / the citizen opted out of this s
 DUPLICATE = "此通知已送达过 / this notice was already delivered (an earlier row or drop)"
 RENDER_FAILED = "模板无法生成此通知 / template could not render this row: {detail}"
 
+# reading: a row that cannot be read is invalid, the rows after it are read
+AT_LINE = "第 {line} 行 / line {line}: {reason}"
+LINE_TOO_LONG = "此行超过 {limit} 个字符 / the line is longer than {limit} characters"
+CELL_TOO_LONG = "单元格超过 {limit} 个字符 / a cell is longer than {limit} characters"
+CSV_ROW = "CSV 格式错误 / CSV format error: {detail}"
+JSON_TOO_DEEP = "JSON 嵌套超过 {limit} 层 / JSON nested deeper than {limit} levels"
+
 # the file as a whole
 EMPTY_FILE = "文件为空 / the file is empty (no header row)"
 NO_ROWS = "文件没有数据行 / the file has a header but no rows"
 MISSING_COLUMNS = "缺少必需的列 / required columns missing: {columns}"
+NOT_XLSX = "无法读取的 XLSX 工作簿 / not a readable XLSX workbook ({error})"
+XLSX_TOO_LARGE = ("XLSX 工作簿解压后过大 / the workbook unzips to {size:,} bytes, more than the limit of {limit:,} "
+                  "(delivery.xlsx_max_unzipped_bytes): send it as CSV")
+XLSX_TOO_MANY_STRINGS = ("XLSX 工作簿的文本过多 / the workbook holds more than {limit:,} shared strings "
+                         "(delivery.xlsx_max_shared_strings): send it as CSV")
+XLSX_DTD = "XLSX 工作簿含有 DTD，拒绝处理 / the workbook declares a DTD or XML entities: refused"
+XLSX_NOT_UTF8 = "XLSX 工作簿的 XML 不是 UTF-8 / the workbook has XML parts not in UTF-8: refused"
 NOT_TEXT = "文件编码无法识别 / the file is not valid {encoding} text (use --encoding)"
 ALREADY_RUN = ("此文件已处理过 / this file was already run as drop {drop_id} ({delivered} delivered); "
                "--force runs it again")
