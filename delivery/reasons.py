@@ -2,11 +2,13 @@
 
 Reasons never repeat an ID number (they end up in reports, logs and mail): a reason may quote the
 cell it is about (``{text}``), so every reason a row or a drop is given passes ``hide_numbers``
-(``RowState.stop``), whatever column the number was typed in.
+(``RowState.stop``, ``hidden_reason``), whatever column the number was typed in.
 """
 from __future__ import annotations
 
 import re
+
+from mailserver.errors import CivicmailError
 
 #: what looks like an ID number (18 characters, or the old 15 digits), a bank card or an account
 #: number: 15 or more digits in a run (spaces or hyphens may group them) with an optional final X,
@@ -67,12 +69,24 @@ MAIL_NO_NOTICE_TYPE = ("未能识别通知类型：请在主题中写明通知�
                        " / No notice type: name it in the subject or an X-Civicmail-Notice-Type header.")
 MAIL_NO_ATTACHMENT = "邮件中没有 CSV、JSONL 或 XLSX 附件。 / No CSV, JSONL or XLSX attachment."
 MAIL_NOT_RUN = "{name}: 未处理 / not run: {error}"
+MAIL_FAILED = "邮件无法处理 / the message could not be processed: {error}"
 MAIL_SUMMARY_HEAD = "数据文件处理结果 / What became of the drop:"
 
 # a fault inside civicmail on one row (the row fails; `drop retry` runs it again after a fix)
 INTERNAL = "内部错误，已暂缓 / internal error at {stage} ({error}): the row can be retried"
+# ... or on one spooled or mailed drop (set aside; the next drop runs)
+INTERNAL_DROP = "内部错误，此文件未处理 / internal error ({error}): the file was set aside, the operator's log has the details"
 
 
 def hide_numbers(text: str) -> str:
     """``text`` with every long number in it (an ID number, wherever a clerk typed it) replaced."""
     return _LONG_NUMBER.sub(NUMBER_HIDDEN, text)
+
+
+def hidden_reason(exc: BaseException) -> str:
+    """Why a drop as a whole did not run, as the agency and the spool's note may read it: the
+    message of an error civicmail raised on purpose, else only the error's kind (the text of an
+    unexpected exception is for the operator's log)."""
+    if isinstance(exc, CivicmailError):
+        return hide_numbers(str(exc))
+    return INTERNAL_DROP.format(error=exc.__class__.__name__)
