@@ -17,8 +17,9 @@ from .reasons import hidden_reason
 
 
 def store_unavailable(exc: BaseException) -> bool:
-    """Is this the store being away (every drop would fail alike), not a fault of one drop?"""
-    return isinstance(exc, OperationalError) or isinstance(exc.__context__, OperationalError)
+    """Is this the store being away (every drop would fail alike), not a fault of one drop? Also
+    when it is the cause of the error raised (``raise StorageError(...) from exc``)."""
+    return isinstance(exc, OperationalError) or isinstance(exc.__cause__, OperationalError)
 
 
 def set_aside_reason(log: logging.Logger, what: str, exc: BaseException) -> str:
