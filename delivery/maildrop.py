@@ -6,12 +6,17 @@ header ``X-Civicmail-Authenticated: agency=<id>`` (added by SMTP submission to a
 mail, stripped from everything else) names an agency are run. The notice type comes from an
 ``X-Civicmail-Notice-Type`` header, else from the subject (a notice-type id written in it).
 The summary goes back as a message into the agency's own mailbox, again through the store.
+
+Whatever fails on one message (a file name no file may have, a workbook openpyxl chokes on, a
+subject no reply can carry) is answered with the reason and the watcher's position moves past it
+(``shunt``): a bad message never holds up the drops mailed after it.
 """
 from __future__ import annotations
 
 import email.utils
 import json
 import logging
+import os
 import re
 import tempfile
 from dataclasses import dataclass
@@ -22,7 +27,6 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from mailserver.errors import CivicmailError
 from mailserver.registry import Registry
 from mailserver.registry.folders import create_default_folders
 from mailserver.store.mailstore import deliver
@@ -32,6 +36,7 @@ from . import reasons
 from .catalog import load_catalog
 from .read import FORMATS
 from .runner import run_drop
+from .shunt import set_aside_reason, store_unavailable
 
 log = logging.getLogger("civicmail.delivery.maildrop")
 DROP_LOCAL_PART = "drops"
@@ -39,6 +44,8 @@ TRUSTED_HEADER = "X-Civicmail-Authenticated"
 TYPE_HEADER = "X-Civicmail-Notice-Type"
 STATE_FILE = "maildrop-state.json"
 ATTACHMENT_SUFFIXES = tuple("." + f for f in FORMATS)
+#: longest file name stem and subject kept from a mailed drop (they go into files and the reply)
+NAME_CHARS, SUBJECT_CHARS = 100, 200
 
 
 def drop_address(reg: Registry) -> str:
@@ -111,16 +118,52 @@ def notice_type_of(msg: EmailMessage, known: set[str]) -> str | None:
     return hits[0] if hits else None
 
 
+def attachment_name(raw_name: str) -> str:
+    """An attachment's file name as a file may be named: its last path component, without
+    control characters (RFC 2231 can encode a NUL) or leading dots, the stem shortened."""
+    name = "".join(c for c in re.split(r"[/\\]", raw_name)[-1] if c.isprintable()).strip().lstrip(".")
+    stem, suffix = os.path.splitext(name)
+    return (stem[:NAME_CHARS] or "drop") + suffix.lower()
+
+
+def one_line(text: str) -> str:
+    """A header value from a mailed one, on one line (an encoded CR/LF decodes into a line break
+    that no header may carry)."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())[:SUBJECT_CHARS]
+
+
 def process_new_mail(reg: Registry) -> list[MailDropResult]:
-    """Run the drops that arrived since the last call. Blocking: the service calls it in a thread."""
+    """Run the drops that arrived since the last call. Blocking: the service calls it in a thread.
+    The position moves past every message, whatever became of it, unless the store is away."""
     state = _state(reg)
     uidvalidity, messages = _new_messages(reg, state)
     results = []
     known = set(load_catalog(reg.config.templates_dir))
     for uid, raw in messages:
-        results.append(_process_one(reg, uid, raw, known))
+        try:
+            results.append(_process_one(reg, uid, raw, known))
+        except Exception as exc:
+            if store_unavailable(exc):
+                raise  # the message is read again in the next round
+            results.append(_set_aside(reg, uid, raw, exc))
         _save_state(reg, {"uidvalidity": uidvalidity, "last_uid": uid})
     return results
+
+
+def _set_aside(reg: Registry, uid: int, raw: bytes, exc: Exception) -> MailDropResult:
+    """A message that failed outside any one attachment: the agency is told why, if it can be."""
+    summary = reasons.MAIL_FAILED.format(error=set_aside_reason(log, f"drop mailbox: message {uid}", exc))
+    agency = None
+    try:
+        msg = BytesParser(policy=policy.default).parsebytes(raw)
+        agency = trusted_agency(msg)
+        if agency is not None:
+            _reply(reg, agency, msg, summary)
+    except Exception as again:  # the reason stays in the log; the position moves on all the same
+        if store_unavailable(again):
+            raise
+        log.error("drop mailbox: message %d: no answer could be sent", uid, exc_info=again)
+    return MailDropResult(uid, agency, summary)
 
 
 def _process_one(reg: Registry, uid: int, raw: bytes, known: set[str]) -> MailDropResult:
@@ -138,14 +181,17 @@ def _process_one(reg: Registry, uid: int, raw: bytes, known: set[str]) -> MailDr
     elif not attachments:
         lines.append(reasons.MAIL_NO_ATTACHMENT)
     for part in attachments if notice_type else []:
-        name = Path(part.get_filename()).name
+        name = attachment_name(part.get_filename())
         with tempfile.TemporaryDirectory(prefix="civicmail-maildrop-") as tmp:
             path = Path(tmp) / name
-            path.write_bytes(part.get_payload(decode=True))  # the bytes as sent: the reader detects the encoding
             try:
+                path.write_bytes(part.get_payload(decode=True) or b"")  # as sent: the reader detects the encoding
                 result = run_drop(reg, path, agency, notice_type, source="mail")
-            except CivicmailError as exc:
-                lines.append(reasons.MAIL_NOT_RUN.format(name=name, error=exc))
+            except Exception as exc:
+                if store_unavailable(exc):
+                    raise
+                error = set_aside_reason(log, f"drop mailbox: message {uid}, {name}", exc)
+                lines.append(reasons.MAIL_NOT_RUN.format(name=name, error=error))
                 continue
         counts = ", ".join(f"{k} {v}" for k, v in sorted(result.summary.counts.items()))
         lines.append(f"{name}: drop {result.drop_id} ({notice_type}): {counts}")
@@ -165,7 +211,7 @@ def _reply(reg: Registry, agency: str, original: EmailMessage, summary: str) -> 
     reply = EmailMessage(policy=policy.SMTP)
     reply["From"] = drop_address(reg)
     reply["To"] = mailbox.address
-    reply["Subject"] = "回复 / Re: " + str(original.get("Subject", "") or "drop")
+    reply["Subject"] = "回复 / Re: " + (one_line(str(original.get("Subject", "") or "")) or "drop")
     reply["Date"] = email.utils.formatdate(localtime=True)
     reply["Message-ID"] = email.utils.make_msgid(domain=reg.domain)
     original_id = str(original.get("Message-ID", "") or "").strip()

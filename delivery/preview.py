@@ -20,7 +20,7 @@ def preview_row(reg: Registry, definition: NoticeDefinition, agency_id: str, pat
                 encoding: str | None = None, raw: bool = False) -> str:
     """The message for one row: headers decoded and both parts (or the raw RFC 5322 text);
     for a citizen without a mailbox, the paper letter's text."""
-    drop_file = read_mod.open_drop(path, encoding)
+    drop_file = read_mod.open_drop(path, encoding, reg.config.delivery)
     mapping = column_mapping(definition, drop_file.columns)
     for line, cells in read_mod.rows(drop_file):
         if line == row_number:

@@ -1,8 +1,21 @@
 """Every reason a row or a drop is given, in one place: Chinese for the clerk, English after it.
 
-Reasons never repeat an ID number (they end up in reports, logs and mail).
+Reasons never repeat an ID number (they end up in reports, logs and mail): a reason may quote the
+cell it is about (``{text}``), so every reason a row or a drop is given passes ``hide_numbers``
+(``RowState.stop``, ``hidden_reason``), whatever column the number was typed in.
 """
 from __future__ import annotations
+
+import re
+
+from mailserver.errors import CivicmailError
+
+#: what looks like an ID number (18 characters, or the old 15 digits), a bank card or an account
+#: number: 15 or more digits in a run (spaces or hyphens may group them) with an optional final X,
+#: or such a number as Excel shows a number cell of it (3.30106198102013E+17)
+_LONG_NUMBER = re.compile(r"(?<!\d)\d(?:[ -]?\d){14,}(?:[ -]?[XxＸｘ])?(?![\dXxＸｘ])"
+                          r"|(?<!\d)\d\.\d{13,}[Ee]\+?\d+")
+NUMBER_HIDDEN = "[隐去的长号码 / long number hidden]"
 
 # validate
 REQUIRED_EMPTY = "必填项为空 / required, but empty"
@@ -29,10 +42,24 @@ OPTED_OUT = "本人已退订此类对账信息 / the citizen opted out of this s
 DUPLICATE = "此通知已送达过 / this notice was already delivered (an earlier row or drop)"
 RENDER_FAILED = "模板无法生成此通知 / template could not render this row: {detail}"
 
+# reading: a row that cannot be read is invalid, the rows after it are read
+AT_LINE = "第 {line} 行 / line {line}: {reason}"
+LINE_TOO_LONG = "此行超过 {limit} 个字符 / the line is longer than {limit} characters"
+CELL_TOO_LONG = "单元格超过 {limit} 个字符 / a cell is longer than {limit} characters"
+CSV_ROW = "CSV 格式错误 / CSV format error: {detail}"
+JSON_TOO_DEEP = "JSON 嵌套超过 {limit} 层 / JSON nested deeper than {limit} levels"
+
 # the file as a whole
 EMPTY_FILE = "文件为空 / the file is empty (no header row)"
 NO_ROWS = "文件没有数据行 / the file has a header but no rows"
 MISSING_COLUMNS = "缺少必需的列 / required columns missing: {columns}"
+NOT_XLSX = "无法读取的 XLSX 工作簿 / not a readable XLSX workbook ({error})"
+XLSX_TOO_LARGE = ("XLSX 工作簿解压后过大 / the workbook unzips to {size:,} bytes, more than the limit of {limit:,} "
+                  "(delivery.xlsx_max_unzipped_bytes): send it as CSV")
+XLSX_TOO_MANY_STRINGS = ("XLSX 工作簿的文本过多 / the workbook holds more than {limit:,} shared strings "
+                         "(delivery.xlsx_max_shared_strings): send it as CSV")
+XLSX_DTD = "XLSX 工作簿含有 DTD，拒绝处理 / the workbook declares a DTD or XML entities: refused"
+XLSX_NOT_UTF8 = "XLSX 工作簿的 XML 不是 UTF-8 / the workbook has XML parts not in UTF-8: refused"
 NOT_TEXT = "文件编码无法识别 / the file is not valid {encoding} text (use --encoding)"
 ALREADY_RUN = ("此文件已处理过 / this file was already run as drop {drop_id} ({delivered} delivered); "
                "--force runs it again")
@@ -42,7 +69,24 @@ MAIL_NO_NOTICE_TYPE = ("未能识别通知类型：请在主题中写明通知�
                        " / No notice type: name it in the subject or an X-Civicmail-Notice-Type header.")
 MAIL_NO_ATTACHMENT = "邮件中没有 CSV、JSONL 或 XLSX 附件。 / No CSV, JSONL or XLSX attachment."
 MAIL_NOT_RUN = "{name}: 未处理 / not run: {error}"
+MAIL_FAILED = "邮件无法处理 / the message could not be processed: {error}"
 MAIL_SUMMARY_HEAD = "数据文件处理结果 / What became of the drop:"
 
 # a fault inside civicmail on one row (the row fails; `drop retry` runs it again after a fix)
 INTERNAL = "内部错误，已暂缓 / internal error at {stage} ({error}): the row can be retried"
+# ... or on one spooled or mailed drop (set aside; the next drop runs)
+INTERNAL_DROP = "内部错误，此文件未处理 / internal error ({error}): the file was set aside, the operator's log has the details"
+
+
+def hide_numbers(text: str) -> str:
+    """``text`` with every long number in it (an ID number, wherever a clerk typed it) replaced."""
+    return _LONG_NUMBER.sub(NUMBER_HIDDEN, text)
+
+
+def hidden_reason(exc: BaseException) -> str:
+    """Why a drop as a whole did not run, as the agency and the spool's note may read it: the
+    message of an error civicmail raised on purpose, else only the error's kind (the text of an
+    unexpected exception is for the operator's log)."""
+    if isinstance(exc, CivicmailError):
+        return hide_numbers(str(exc))
+    return INTERNAL_DROP.format(error=exc.__class__.__name__)

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 from mailserver.mime import Analyzed
 
+from .reasons import hide_numbers
+
 RECEIVED, INVALID, UNMATCHED, HELD, OPTED_OUT = "received", "invalid", "unmatched", "held", "opted-out"
 DELIVERED, DUPLICATE, FAILED = "delivered", "duplicate", "failed"
 STATUSES = (RECEIVED, INVALID, UNMATCHED, HELD, OPTED_OUT, DELIVERED, DUPLICATE, FAILED)
@@ -39,7 +41,8 @@ class RowState:
     row_id: int | None = None
 
     def stop(self, status: str, stage: str, reason: str) -> None:
-        self.status, self.stage, self.reason = status, stage, reason
+        """The row ends here. Its reason never carries an ID number, whatever cell it quotes."""
+        self.status, self.stage, self.reason = status, stage, hide_numbers(reason)
 
     @property
     def ready(self) -> bool:

@@ -108,7 +108,7 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
     except NotFound as exc:
         raise FileError(str(exc)) from None
     agency = agency_info(reg, agency_id, notice_type)
-    drop_file = read_mod.open_drop(path, encoding)
+    drop_file = read_mod.open_drop(path, encoding, config.delivery)
     mapping = column_mapping(definition, drop_file.columns)
     stream = read_mod.rows(drop_file)
     first = next(stream, None)

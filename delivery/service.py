@@ -3,14 +3,16 @@
 Both poll (the spool is a folder an agency's system writes into; the drop mailbox is read
 through the store) and run drops in the server's thread executor, one at a time, so the event
 loop never blocks. Stopping waits for the drop in flight: its batches commit or roll back
-whole, and a rerun resumes it.
+whole, and a rerun resumes it. A drop that fails is set aside and the next one runs (``shunt``).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 from .maildrop import ensure_drop_mailbox, process_new_mail
+from .shunt import store_unavailable
 from .spool import pending_files, process_file
 
 log = logging.getLogger("civicmail.delivery")
@@ -59,13 +61,34 @@ class SpoolWatcher(_Poller):
     async def start(self) -> None:
         self.spool = self.ctx.config.data_path(self.ctx.config.delivery.spool_dir)
         self.spool.mkdir(parents=True, exist_ok=True)
+        #: files that ran but could not be moved out of the spool, with their (mtime, size) then:
+        #: left alone until they change, not run again on every poll
+        self.stuck: dict[Path, tuple[int, int]] = {}
         await super().start()
 
     async def scan(self) -> None:
         for agency, notice_type, path in await self.ctx.run(pending_files, self.spool):
             if self._stopping.is_set():
                 return
-            await self.ctx.run(process_file, self.ctx.registry, agency, notice_type, path)
+            if self.stuck.get(path) == _stamp(path):
+                continue
+            try:
+                await self.ctx.run(process_file, self.ctx.registry, agency, notice_type, path)
+            except Exception as exc:
+                if store_unavailable(exc):
+                    log.warning("spool: the store is unavailable; %s waits for the next round", path.name)
+                    return
+                log.error("spool: %s could not be moved out of the spool; left alone until it changes",
+                          path, exc_info=exc)
+                self.stuck[path] = _stamp(path)
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (0, 0)
+    return (st.st_mtime_ns, st.st_size)
 
 
 class MailDropWatcher(_Poller):

@@ -1,6 +1,7 @@
 """The spool folder: ``spool/<agency>/<notice-type>/<file>`` is run as a drop, then moved to
-``done/`` (processed, even with bad rows) or ``failed/`` (the file as a whole could not run),
-with its report beside it.
+``done/`` (processed, even with bad rows) or ``failed/`` (the file as a whole could not run, for
+whatever reason: ``shunt``), with its report or a ``.error.txt`` note beside it. To run a failed
+file again, move it back into its folder.
 
 Agencies write a file under a temporary name and rename it when complete: names starting with
 ``.`` or ending in ``.part`` / ``.tmp`` are not picked up (a rename is atomic; a half-copied file
@@ -15,11 +16,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailserver.errors import CivicmailError
 from mailserver.registry import Registry
 
 from .read import FORMATS
 from .runner import run_drop
+from .shunt import set_aside_reason, store_unavailable
 
 log = logging.getLogger("civicmail.delivery.spool")
 DONE, FAILED = "done", "failed"
@@ -64,16 +65,20 @@ def _copy_private(src: Path | None, dst: Path) -> None:
 
 
 def process_file(reg: Registry, agency: str, notice_type: str, path: Path) -> SpoolOutcome:
-    """Run one spooled file and move it. Blocking: the service calls it in a thread."""
+    """Run one spooled file and move it: to ``failed/`` whatever went wrong, except the store
+    being unreachable (raised: the file stays for the next round). Blocking: the service calls
+    it in a thread."""
     try:
         result = run_drop(reg, path, agency, notice_type, source="spool")
-    except CivicmailError as exc:
+    except Exception as exc:
+        if store_unavailable(exc):
+            raise
+        reason = set_aside_reason(log, f"spool {agency}/{notice_type}/{path.name}", exc)
         target = _free_name(path.parent / FAILED, path.name)
         os.replace(path, target)
         note = target.with_name(target.name + ".error.txt")
-        note.write_text(f"{exc}\n", encoding="utf-8")
-        log.warning("spool %s/%s/%s failed: %s", agency, notice_type, path.name, exc)
-        return SpoolOutcome(path, target, None, str(exc))
+        note.write_text(f"{reason}\n", encoding="utf-8")
+        return SpoolOutcome(path, target, None, reason)
     target = _free_name(path.parent / DONE, path.name)
     os.replace(path, target)
     _copy_private(result.report_path, target.with_name(target.name + ".report.csv"))

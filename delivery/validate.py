@@ -16,7 +16,7 @@ from mailserver.identity import idnumber
 
 from . import reasons
 from .catalog import FieldSpec, NoticeDefinition, column_key
-from .read import FileError
+from .read import ROW_ERROR, FileError
 
 DATE_FORMS = (
     re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})\Z"),
@@ -101,8 +101,8 @@ def parse_field(spec: FieldSpec, text: str):
 def validate_row(definition: NoticeDefinition, mapping: dict[str, str], cells: dict[str, str]):
     """(values by field name, errors). values["id_number"] is the normalised number."""
     errors: list[RowError] = []
-    if "\0error" in cells:
-        return {}, [RowError("row", cells["\0error"])]
+    if ROW_ERROR in cells:
+        return {}, [RowError("row", cells[ROW_ERROR])]
     if "\0extra" in cells:
         extra = cells["\0extra"]
         errors.append(RowError("row", reasons.EXTRA_CELLS.format(detail=extra)))

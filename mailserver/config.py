@@ -188,6 +188,14 @@ class DeliveryConfig:
     batch_size: int = 1000
     #: worker processes for render and compose; 0 means one per core
     workers: int = 0
+    #: longest line of a CSV or JSON Lines drop, in characters; a longer one is an invalid row
+    max_line_chars: int = 1048576
+    #: deepest nesting of a JSON Lines row (a row is one flat object); deeper is an invalid row
+    max_json_depth: int = 16
+    #: an XLSX drop whose parts unzip to more bytes than this is refused before it is read
+    xlsx_max_unzipped_bytes: int = 134217728
+    #: an XLSX drop with more shared strings (distinct texts) than this is refused before it is read
+    xlsx_max_shared_strings: int = 1000000
 
 
 @dataclass(frozen=True)

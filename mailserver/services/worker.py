@@ -5,15 +5,18 @@ applies its effect (a vote, a subscription, an application) and stores the answe
 leaves either all of it or none, and two processes never handle the same message (the primary
 key). Up to GROUP messages share one transaction, each in a savepoint. A handler that fails on a message (a bug, a message it cannot read) records ``failed``
 for it, so that one bad message never blocks the rest; a database that is briefly unavailable
-leaves the message for the next round.
+leaves the message for the next round. ``retry_failed`` (`civicmail services retry`) makes failed
+messages pending again once the cause is fixed.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass
 from email.message import EmailMessage
+from typing import Collection
 
-from sqlalchemy import or_, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..errors import QuotaExceeded
@@ -37,6 +40,8 @@ HANDLERS = {
 BATCH = 200
 #: messages per transaction
 GROUP = 50
+#: the outcome of a message whose handler raised
+FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -124,10 +129,10 @@ def process_group(reg, items: list[tuple[int, ServiceInbox]]) -> int:
                 log.exception("service %s %s: message %d failed", inbox.kind, inbox.ref, message_id)
                 try:
                     with s.begin_nested():
-                        s.add(ServiceProcessed(message_id=message_id, account_id=inbox.account_id, outcome="failed"))
+                        s.add(ServiceProcessed(message_id=message_id, account_id=inbox.account_id, outcome=FAILED))
                 except IntegrityError:
                     continue
-                outcome, stored = "failed", []
+                outcome, stored = FAILED, []
             handled += 1
             folders.extend(d.folder_id for d in stored)
             done.append((message_id, inbox, outcome))
@@ -167,3 +172,35 @@ def _handle(reg, s, message_id: int, inbox: ServiceInbox) -> tuple[str, list]:
     stored = insert_messages(s, fitting)
     s.get(ServiceProcessed, message_id).outcome = result.outcome[:32]
     return result.outcome, stored
+
+
+@dataclass(frozen=True)
+class FailedMessage:
+    message_id: int
+    #: the service address it was sent to, and what that service is (topic, survey, apply, ...)
+    address: str
+    kind: str
+    failed_at: dt.datetime
+
+
+def failed_messages(store) -> list[FailedMessage]:
+    """The service mail whose handler failed (the log has each one's traceback), oldest first."""
+    with store.reader() as s:
+        rows = s.execute(select(ServiceProcessed.message_id, Account.address, ServiceAccount.kind,
+                                ServiceProcessed.processed_at)
+                         .join(Account, Account.id == ServiceProcessed.account_id)
+                         .outerjoin(ServiceAccount, ServiceAccount.account_id == Account.id)
+                         .where(ServiceProcessed.outcome == FAILED).order_by(ServiceProcessed.message_id))
+        return [FailedMessage(mid, address, kind or "", at) for mid, address, kind, at in rows]
+
+
+def retry_failed(store, message_ids: Collection[int] | None = None) -> list[int]:
+    """Make failed messages (all, or those of ``message_ids``) pending again: their record goes, and
+    the worker handles them as new (Mailman's unshunt). Returns the message ids made pending. A
+    running worker looks only past its MODSEQ watermark between full scans, so it reaches them at
+    its next full scan (service.FULL_SCAN_ROUNDS) or when the server restarts."""
+    with store.session() as s:
+        q = delete(ServiceProcessed).where(ServiceProcessed.outcome == FAILED)
+        if message_ids is not None:
+            q = q.where(ServiceProcessed.message_id.in_(list(message_ids)))
+        return sorted(s.scalars(q.returning(ServiceProcessed.message_id)))

@@ -1,0 +1,39 @@
+"""`civicmail drop run` and friends as an operator runs them (a real process), on the sample
+licence-renewal drop of the traffic police."""
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+from drophelpers import CATALOG
+from mailserver.config import REPO_ROOT
+
+CLI = [sys.executable, str(REPO_ROOT / "bin" / "civicmail")]
+LICENCE = CATALOG["licence-renewal"].folder / "sample.csv"
+
+
+def civicmail(config, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(CLI + ["-c", str(config.source), *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+
+
+def run_drop(config, path, *options: str, notice_type: str = "licence-renewal") -> subprocess.CompletedProcess:
+    """``options`` go before the command (``--set key=value``)."""
+    return civicmail(config, *options, "drop", "run", str(path), "--agency", "traffic-police",
+                     "--notice-type", notice_type)
+
+
+def sample_rows() -> tuple[list[str], list[list[str]]]:
+    """The header and the three rows of the licence-renewal sample."""
+    with open(LICENCE, encoding="utf-8", newline="") as fh:
+        header, *rows = list(csv.reader(fh))
+    return header, rows
+
+
+def report(config, drop_id: int = 1) -> dict[int, dict[str, str]]:
+    """The run's report.csv by row number."""
+    path = config.data_path("drops") / str(drop_id) / "report.csv"
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        return {int(r["row"]): r for r in csv.DictReader(fh)}
