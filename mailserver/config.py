@@ -46,6 +46,16 @@ class StoreConfig:
     url: str = ""
     #: SQLite only: seconds a writer waits for the lock before failing
     busy_timeout: float = 30.0
+    #: PostgreSQL: seconds to open a connection, or to wait for a free one from the pool
+    connect_timeout: float = 5.0
+    #: PostgreSQL: longest statement, and longest idle time inside a transaction (server side);
+    #: also how long unacknowledged data may wait on the connection's TCP socket
+    statement_timeout: float = 30.0
+    #: seconds a RCPT lookup or a login waits for the store before 451 4.3.0 / NO [UNAVAILABLE]
+    lookup_timeout: float = 10.0
+    #: seconds the end of DATA waits for its commit before 451 4.3.0; such a message is never
+    #: stored after (below clients' DATA timeouts: Postfix and smtplib users wait 5-10 minutes)
+    commit_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -328,6 +338,9 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"city.domain: {domain!r} is not a domain name")
     if config.passwords.memory_cost_kib < 8 * config.passwords.parallelism:
         raise ConfigError("passwords.memory_cost_kib: must be at least 8 x parallelism")
+    for key in ("busy_timeout", "connect_timeout", "statement_timeout", "lookup_timeout", "commit_timeout"):
+        if getattr(config.store, key) <= 0:
+            raise ConfigError(f"store.{key}: must be more than 0 seconds")
     if config.server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"server.log_level: {config.server.log_level!r} is not debug, info, warning or error")
 

@@ -18,11 +18,12 @@ from functools import cached_property
 from typing import Any, Callable, Protocol, TypeVar
 
 from .config import Config
-from .errors import CivicmailError
+from .errors import CivicmailError, StoreUnavailable
 from .identity.throttle import LoginThrottle
 from .registry import Registry
 from .store import Store
 from .store.notify import ChangeHub, hub
+from .store.outage import OutageLog, is_outage
 
 log = logging.getLogger("civicmail.server")
 T = TypeVar("T")
@@ -59,6 +60,9 @@ class ServerContext:
     executor: concurrent.futures.ThreadPoolExecutor = field(
         default_factory=lambda: concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="store"))
 
+    #: the store's availability as this process sees it (one traceback per outage)
+    outage: OutageLog = field(default_factory=OutageLog)
+
     @cached_property
     def login_throttle(self) -> LoginThrottle:
         return LoginThrottle(self.config.login)
@@ -67,6 +71,28 @@ class ServerContext:
         """Run blocking work (the store, argon2) off the event loop."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+    async def run_store(self, fn: Callable[..., T], *args: Any, timeout: float | None = None, **kwargs: Any) -> T:
+        """``run`` for store work a client waits on: StoreUnavailable if the database fails or
+        does not answer within ``timeout`` (default store.lookup_timeout), so the client hears
+        "try again later" before its own timeout. Work not yet started then never starts; a
+        thread already waiting on the database is freed by the database bounds (db.py)."""
+        what = getattr(fn, "__name__", "store")
+        seconds = self.config.store.lookup_timeout if timeout is None else timeout
+        try:
+            result = await asyncio.wait_for(self.run(fn, *args, **kwargs), seconds)
+        except asyncio.TimeoutError:
+            error = StoreUnavailable(f"no answer within {seconds:g} s")
+            self.outage.failed(what, error)
+            raise error from None
+        except Exception as exc:
+            if not is_outage(exc):
+                self.outage.succeeded()  # the database answered (e.g. "no such login")
+                raise
+            self.outage.failed(what, exc)
+            raise StoreUnavailable(str(exc.__class__.__name__)) from exc
+        self.outage.succeeded()
+        return result
 
     def tls_context(self):
         """The server TLS context from tls.cert / tls.key; StartupError if they are missing."""

@@ -7,6 +7,7 @@ import asyncio
 from ..errors import AuthenticationFailed
 from ..registry.auth import authenticate, record_login
 from ..store.mailboxes import serialized_writes
+from ..store.outage import is_outage
 from . import responses as R
 from .commands import Authenticate, Command, Compress, Enable, Id, Login
 from .framing import Closed
@@ -83,7 +84,7 @@ async def _login(s: ImapSession, login: str, password: str) -> tuple[str, str]:
     if throttle.blocked(s.peer_ip, login):
         return "NO", R.NO_THROTTLED
     try:
-        principal = await s.ctx.run(authenticate, s.ctx.registry, login, password)
+        principal = await s.ctx.run_store(authenticate, s.ctx.registry, login, password)
     except AuthenticationFailed:
         throttle.failed(s.peer_ip, login)
         return "NO", R.NO_AUTH_FAILED
@@ -165,6 +166,8 @@ async def do_idle(s: ImapSession, cmd: Command):
     reading = asyncio.ensure_future(s.read_client_line())
     try:
         while True:
+            if s.ctx.outage.active:  # woken by the start of an outage (service.py), or idling in one
+                await s.ctx.run_store(s.store.ping)
             if s.selected is not None:
                 await s.report_changes(allow_expunge=True)
                 await s.flush()
@@ -179,6 +182,14 @@ async def do_idle(s: ImapSession, cmd: Command):
             s.wake.clear()
     except Closed:
         raise
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        # The store is gone: a client told so reconnects later, rather than idling on a session
+        # that can tell it nothing (its LOGIN then hears NO [UNAVAILABLE] until the store is back).
+        await s.untagged(f"BYE {R.BYE_UNAVAILABLE}")
+        s.state = LOGOUT
+        raise AlreadyAnswered() from None
     finally:
         s.wake = None
         if not reading.done():

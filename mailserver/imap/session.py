@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 
 from ..errors import CivicmailError
 from ..store import mailboxes
+from ..store.outage import is_outage
 from . import responses as R
 from .codec import format_uid_set
 from .commands import Command, Invalid
@@ -240,9 +241,13 @@ class ImapSession:
             raise  # the client went away: end the session quietly
         except CivicmailError as exc:
             status, text = R.error_response(exc)
-        except Exception:
-            log.exception("IMAP %s failed", cmd.name)
-            status, text = "NO", R.NO_SERVER
+        except Exception as exc:
+            if is_outage(exc):  # the database, not a bug: one line (a traceback once per outage)
+                self.ctx.outage.failed(f"IMAP {cmd.name}", exc)
+                status, text = "NO", R.NO_UNAVAILABLE
+            else:
+                log.exception("IMAP %s failed", cmd.name)
+                status, text = "NO", R.NO_SERVER
         if self.selected is not None and not logout:
             uid_form = getattr(cmd, "uid", False)
             await self.report_changes(allow_expunge=uid_form or cmd.name not in _NO_EXPUNGE)

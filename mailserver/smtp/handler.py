@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from aiosmtpd.smtp import MISSING, AuthResult
 
-from ..errors import AuthenticationFailed
+from ..errors import AuthenticationFailed, StoreUnavailable
 from ..registry.auth import Principal, authenticate
 from . import headers, policy, replies
 from .committer import Outcome, Pending
@@ -123,7 +123,10 @@ class Handler:
             log.info("NOQUEUE auth-throttled client=%s port=%s", ip, self.listener.kind)
             return AuthResult(success=False, handled=False, message=replies.AUTH_THROTTLED)
         try:
-            principal = await self.ctx.run(authenticate, self.ctx.registry, login, password)
+            principal = await self.ctx.run_store(authenticate, self.ctx.registry, login, password)
+        except StoreUnavailable:
+            log.info("NOQUEUE auth-deferred (store unavailable) client=%s port=%s", ip, self.listener.kind)
+            return AuthResult(success=False, handled=False, message=replies.AUTH_UNAVAILABLE)
         except AuthenticationFailed:
             throttle.failed(ip, login)
             log.info("NOQUEUE auth-failed client=%s port=%s", ip, self.listener.kind)
@@ -183,6 +186,9 @@ class Handler:
             return replies.RECIPIENT_OK
         try:
             mailbox = await self.shared.find_mailbox(lowered)
+        except StoreUnavailable:  # logged by the outage log: one line, a traceback once per outage
+            self._log("deferred (store unavailable)", session, envelope, rcpts=[address])
+            return replies.LOOKUP_FAILED
         except Exception:
             log.exception("recipient lookup failed")
             return replies.LOOKUP_FAILED
@@ -235,6 +241,9 @@ class Handler:
         if outcome is Outcome.OVER_QUOTA:
             self._log("refused (over quota)", session, envelope, size=len(pending.raw))
             return replies.OVER_QUOTA
+        if outcome is Outcome.UNAVAILABLE:
+            self._log("deferred (store unavailable)", session, envelope, size=len(pending.raw))
+            return replies.STORE_UNAVAILABLE
         self._log("deferred (storage failure)", session, envelope, size=len(pending.raw))
         return replies.STORAGE_FAILED
 
