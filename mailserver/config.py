@@ -179,6 +179,9 @@ class DeliveryConfig:
     batch_size: int = 1000
     #: worker processes for render and compose; 0 means one per core
     workers: int = 0
+    #: seconds a drop run retries a database write that failed for an outage (with backoff)
+    #: before it stops (the same command run again then resumes it)
+    store_retry_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -338,6 +341,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"city.domain: {domain!r} is not a domain name")
     if config.passwords.memory_cost_kib < 8 * config.passwords.parallelism:
         raise ConfigError("passwords.memory_cost_kib: must be at least 8 x parallelism")
+    if config.delivery.store_retry_seconds < 0:
+        raise ConfigError("delivery.store_retry_seconds: must be 0 or more")
     for key in ("busy_timeout", "connect_timeout", "statement_timeout", "lookup_timeout", "commit_timeout"):
         if getattr(config.store, key) <= 0:
             raise ConfigError(f"store.{key}: must be more than 0 seconds")

@@ -64,6 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
+    except Exception as exc:
+        from ..store.outage import describe, is_outage
+
+        if not is_outage(exc):
+            raise
+        # the database is unreachable, locked or timed out: one line, not a traceback with its SQL
+        click.echo(f"civicmail: the database is unavailable ({describe(exc)}); try again later", err=True)
+        return 1
     return 0
 
 

@@ -61,7 +61,8 @@ def downgrade(store: Store, revision: str) -> None:
 
 
 def current_revision(store: Store) -> str | None:
-    with store.engine.connect() as conn:
+    # a read: on SQLite it must not wait for (or take) the write lock, as every command asks it
+    with store.engine.connect().execution_options(civicmail_readonly=True) as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 

@@ -11,13 +11,14 @@ import logging
 import sqlite3
 import threading
 import time
-from typing import Callable
+from typing import Callable, TypeVar
 
 from sqlalchemy import exc as sa_exc
 
 from ..errors import StoreUnavailable
 
 log = logging.getLogger("civicmail.store")
+T = TypeVar("T")
 
 #: errors that say the database is unreachable, slow or locked, not that a statement is wrong:
 #: SQLAlchemy's wrappers, and the drivers' own (the hot paths in driver.py bypass SQLAlchemy)
@@ -149,3 +150,38 @@ class CommitGuard:
         with self._lock:
             if self._state == "committing":
                 self._state = "open"
+
+
+class Backoff:
+    """Waits between attempts at a store operation that failed for an outage: 0.5, 1, 2, 4 s ...
+    (at most ``most``), for up to ``seconds`` in all; then StoreUnavailable, in one line."""
+
+    def __init__(self, seconds: float, first: float = 0.5, most: float = 10.0,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds, self.delay, self.most = seconds, first, most
+        self._sleep, self._clock = sleep, clock
+        self._start = clock()
+        self.attempts = 0
+
+    def wait(self, exc: BaseException) -> None:
+        """After a failed attempt: sleep, or raise StoreUnavailable when the time is up."""
+        self.attempts += 1
+        elapsed = self._clock() - self._start
+        if elapsed + self.delay > self.seconds:
+            raise StoreUnavailable(f"the database is unavailable ({describe(exc)}); gave up after "
+                                   f"{self.attempts} attempt(s) in {elapsed:.0f} s") from None
+        log.warning("store unavailable: %s; retrying in %.1f s", describe(exc), self.delay)
+        self._sleep(self.delay)
+        self.delay = min(self.delay * 2, self.most)
+
+
+def retrying(seconds: float, fn: Callable[..., T], *args, **kwargs) -> T:
+    """``fn(*args, **kwargs)`` (one transaction), run again after an outage error with Backoff."""
+    backoff = Backoff(seconds)
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            backoff.wait(exc)
