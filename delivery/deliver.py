@@ -16,6 +16,7 @@ from mailserver.store.driver import driver_execute, driver_rows
 from mailserver.store.mailstore import NewMessage, insert_messages
 from mailserver.store.models import Drop, DropRow, utcnow
 from mailserver.store.notify import hub
+from mailserver.store.outage import Backoff, is_outage
 
 from .reasons import DUPLICATE as DUPLICATE_REASON
 from .rowkeys import seal_row
@@ -55,20 +56,33 @@ def mark_duplicates(session, rows: list[RowState]) -> list[RowState]:
 
 
 def deliver_batch(store: Store, ring: IdKeyring, drop_id: int, agency_id: str, notice_type: str,
-                  rows: list[RowState], originals: dict[int, dict[str, str]]) -> None:
-    """Write one batch. ``originals``: row number -> the row's cells (sealed for rows kept)."""
-    for attempt in range(3):
+                  rows: list[RowState], originals: dict[int, dict[str, str]], retry_seconds: float = 0.0) -> None:
+    """Write one batch. ``originals``: row number -> the row's cells (sealed for rows kept).
+    A failure for a database outage is retried with backoff for ``retry_seconds``, then raises
+    StoreUnavailable (the transaction rolled back: nothing of the batch is stored)."""
+    conflicts, backoff = 0, Backoff(retry_seconds)
+    while True:
         try:
             folder_ids = _write(store, ring, drop_id, agency_id, notice_type, rows, originals)
             break
         except IntegrityError:
             # Another writer delivered one of these keys meanwhile: redo, now seeing it as duplicate.
-            for r in rows:
-                if r.status == DELIVERED:
-                    r.status, r.stage, r.reason = "received", None, None
-            if attempt == 2:
+            _undo_delivered(rows)
+            conflicts += 1
+            if conflicts == 3:
                 raise
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            _undo_delivered(rows)  # rolled back: nothing was delivered
+            backoff.wait(exc)
     hub.changed(folder_ids)
+
+
+def _undo_delivered(rows: list[RowState]) -> None:
+    for r in rows:
+        if r.status == DELIVERED:
+            r.status, r.stage, r.reason = "received", None, None
 
 
 NOTICE_COLUMNS = ("idempotency_key", "agency_id", "notice_type_id", "account_id", "message_id", "drop_id",

@@ -24,9 +24,10 @@ from typing import Callable, Iterator
 from sqlalchemy import func, select
 
 from mailserver.config import Config
-from mailserver.errors import NotFound
+from mailserver.errors import NotFound, StoreUnavailable
 from mailserver.registry import Registry
 from mailserver.store.models import Account, Agency, AgencyGrant, AgencySender, Drop, DropRow, utcnow
+from mailserver.store.outage import describe, is_outage, retrying
 
 from . import read as read_mod
 from . import reasons
@@ -118,8 +119,8 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
 
     drop_id, skip_through, resumed = None, 0, False
     if not dry_run:
-        drop_id, skip_through, resumed = _start_drop(reg, path, sha, agency_id, notice_type, force, source,
-                                                     drop_file.columns)
+        drop_id, skip_through, resumed = retrying(config.delivery.store_retry_seconds, _start_drop, reg, path, sha,
+                                                  agency_id, notice_type, force, source, drop_file.columns)
         out = drops_dir(config, drop_id)
         report_path = report_path or out / "report.csv"
         paper_path = paper_path or out / "paper.csv"
@@ -145,7 +146,8 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
                 if r.ready:
                     r.status, r.stage = "delivered", "deliver"
         else:
-            deliver_batch(writer_store, reg.keyring, drop_id, agency_id, notice_type, rows, originals)
+            deliver_batch(writer_store, reg.keyring, drop_id, agency_id, notice_type, rows, originals,
+                          retry_seconds=config.delivery.store_retry_seconds)
         return rows, originals
 
     def written(rows: list[RowState], originals: dict[int, dict[str, str]]) -> None:
@@ -175,14 +177,21 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
         if writer_store is not store:
             writer_store.dispose()
         if drop_id is not None:
-            _finish_drop(reg, drop_id, "failed", f"{exc.__class__.__name__}: the run stopped; run again to resume")
+            try:
+                _finish_drop(reg, drop_id, "failed", f"{exc.__class__.__name__}: the run stopped; run again to resume")
+            except Exception as also:  # the database is gone: the drop stays "running", which resumes too
+                if not is_outage(also):
+                    raise
+        if is_outage(exc):
+            raise StoreUnavailable(f"drop {drop_id} stopped after {summary.rows:,} rows: {describe(exc)}; run the same "
+                                   "command again to resume it (nothing is delivered twice)") from None
         raise
     writer.close()
     if writer_store is not store:
         writer_store.dispose()
     summary.elapsed = time.monotonic() - started
     if drop_id is not None:
-        _finish_drop(reg, drop_id, "done", None)
+        retrying(config.delivery.store_retry_seconds, _finish_drop, reg, drop_id, "done", None)
     has_paper = paper_path is not None and (writer.paper_rows or (resumed and paper_path.exists()))
     return DropResult(drop_id, summary, report_path, paper_path if has_paper else None, resumed)
 

@@ -49,6 +49,16 @@ class StoreConfig:
     url: str = ""
     #: SQLite only: seconds a writer waits for the lock before failing
     busy_timeout: float = 30.0
+    #: PostgreSQL: seconds to open a connection, or to wait for a free one from the pool
+    connect_timeout: float = 5.0
+    #: PostgreSQL: longest statement, and longest idle time inside a transaction (server side);
+    #: also how long unacknowledged data may wait on the connection's TCP socket
+    statement_timeout: float = 30.0
+    #: seconds a RCPT lookup or a login waits for the store before 451 4.3.0 / NO [UNAVAILABLE]
+    lookup_timeout: float = 10.0
+    #: seconds the end of DATA waits for its commit before 451 4.3.0; such a message is never
+    #: stored after (below clients' DATA timeouts: Postfix and smtplib users wait 5-10 minutes)
+    commit_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -196,6 +206,9 @@ class DeliveryConfig:
     xlsx_max_unzipped_bytes: int = 134217728
     #: an XLSX drop with more shared strings (distinct texts) than this is refused before it is read
     xlsx_max_shared_strings: int = 1000000
+    #: seconds a drop run retries a database write that failed for an outage (with backoff)
+    #: before it stops (the same command run again then resumes it)
+    store_retry_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -361,6 +374,11 @@ def _validate(config: Config) -> None:
     for key in ("heavy_threads", "heavy_jobs_per_user", "max_search_depth", "max_search_keys"):
         if getattr(config.imap, key) < 1:
             raise ConfigError(f"imap.{key}: must be at least 1")
+    if config.delivery.store_retry_seconds < 0:
+        raise ConfigError("delivery.store_retry_seconds: must be 0 or more")
+    for key in ("busy_timeout", "connect_timeout", "statement_timeout", "lookup_timeout", "commit_timeout"):
+        if getattr(config.store, key) <= 0:
+            raise ConfigError(f"store.{key}: must be more than 0 seconds")
     if config.server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"server.log_level: {config.server.log_level!r} is not debug, info, warning or error")
 

@@ -46,3 +46,9 @@ class LimitExceeded(UserError):
 
 class QuotaExceeded(UserError):
     """The mailbox is over its quota."""
+
+
+class StoreUnavailable(StorageError):
+    """The database did not answer in time, or the connection to it failed: try again later
+    (SMTP ``451 4.3.0``, IMAP ``NO [UNAVAILABLE]``, RFC 5530). A write that raised this was not
+    committed, and will not be (mailserver/store/outage.py)."""

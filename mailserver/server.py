@@ -18,13 +18,14 @@ from functools import cached_property
 from typing import Any, Callable, Hashable, Protocol, TypeVar
 
 from .config import Config
-from .errors import AuthenticationFailed, CivicmailError, Throttled
+from .errors import AuthenticationFailed, CivicmailError, StoreUnavailable, Throttled
 from .identity.throttle import LoginThrottle
 from .lanes import HeavyLane
 from .registry import Registry
 from .registry.auth import Principal, authenticate
 from .store import Store
 from .store.notify import ChangeHub, hub
+from .store.outage import OutageLog, is_outage
 
 log = logging.getLogger("civicmail.server")
 auth_log = logging.getLogger("civicmail.auth")
@@ -62,6 +63,9 @@ class ServerContext:
     executor: concurrent.futures.ThreadPoolExecutor = field(
         default_factory=lambda: concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="store"))
 
+    #: the store's availability as this process sees it (one traceback per outage)
+    outage: OutageLog = field(default_factory=OutageLog)
+
     @cached_property
     def login_throttle(self) -> LoginThrottle:
         return LoginThrottle(self.config.login)
@@ -78,7 +82,7 @@ class ServerContext:
             auth_log.info("auth-throttled client=%s port=%s", ip, port)
             raise Throttled("too many failed logins")
         try:
-            principal = await self.run(authenticate, self.registry, login, password)
+            principal = await self.run_store(authenticate, self.registry, login, password)
         except (AuthenticationFailed, asyncio.CancelledError):
             throttle.failed(ip, login)
             auth_log.info("auth-failed client=%s port=%s", ip, port)
@@ -108,6 +112,28 @@ class ServerContext:
         self.executor.shutdown(wait=True)
         if "heavy" in self.__dict__:
             self.heavy.shutdown()
+
+    async def run_store(self, fn: Callable[..., T], *args: Any, timeout: float | None = None, **kwargs: Any) -> T:
+        """``run`` for store work a client waits on: StoreUnavailable if the database fails or
+        does not answer within ``timeout`` (default store.lookup_timeout), so the client hears
+        "try again later" before its own timeout. Work not yet started then never starts; a
+        thread already waiting on the database is freed by the database bounds (db.py)."""
+        what = getattr(fn, "__name__", "store")
+        seconds = self.config.store.lookup_timeout if timeout is None else timeout
+        try:
+            result = await asyncio.wait_for(self.run(fn, *args, **kwargs), seconds)
+        except asyncio.TimeoutError:
+            error = StoreUnavailable(f"no answer within {seconds:g} s")
+            self.outage.failed(what, error)
+            raise error from None
+        except Exception as exc:
+            if not is_outage(exc):
+                self.outage.succeeded()  # the database answered (e.g. "no such login")
+                raise
+            self.outage.failed(what, exc)
+            raise StoreUnavailable(str(exc.__class__.__name__)) from exc
+        self.outage.succeeded()
+        return result
 
     def tls_context(self):
         """The server TLS context from tls.cert / tls.key; StartupError if they are missing."""

@@ -5,9 +5,12 @@ exception text from inside never reaches the terminal as a traceback.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 import click
+
+from .. import datadir
 
 from ..errors import ConfigError, CivicmailError
 from .app import App
@@ -29,6 +32,9 @@ COMMAND_MODULES = (
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, overrides: tuple[str, ...]) -> None:
     """civicmail: real-name city mailboxes, and notices from agencies' data drops."""
+    # What civicmail writes (the database's WAL, spool folders, drop reports) is never readable by
+    # others (mailserver/datadir.py); config/civicmail.service sets the same for the service.
+    os.umask(datadir.UMASK)
     ctx.obj = App(config_path, overrides)
     ctx.call_on_close(ctx.obj.close)
 
@@ -64,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
+    except Exception as exc:
+        from ..store.outage import describe, is_outage
+
+        if not is_outage(exc):
+            raise
+        # the database is unreachable, locked or timed out: one line, not a traceback with its SQL
+        click.echo(f"civicmail: the database is unavailable ({describe(exc)}); try again later", err=True)
+        return 1
     return 0
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from .. import config as config_mod
+from .. import datadir
 from ..config import REPO_ROOT, Config
 from ..errors import Conflict
 from ..identity import idnumber
@@ -50,7 +51,8 @@ def prepare(config: Config) -> list[str]:
     """Everything but the demo; idempotent. Returns lines describing what was made."""
     made = []
     data = config.data_dir
-    data.mkdir(parents=True, exist_ok=True)
+    data.mkdir(mode=datadir.DIR_MODE, parents=True, exist_ok=True)
+    datadir.create_database_file(config)
     keys_dir = config.data_path(config.keys.dir)
     if not (keys_dir / "idnumber.json").exists():
         IdKeyring.generate().save(keys_dir)
@@ -73,6 +75,7 @@ def prepare(config: Config) -> list[str]:
     if not dkim.exists():
         make_dkim_key(dkim)
         made.append(f"DKIM key           {dkim} (selector {config.dkim.selector})")
+    datadir.secure(config)
     return made
 
 
@@ -130,7 +133,7 @@ def command(app: App, data_dir: Path, domain: str | None, hostname: str | None, 
     """Set up DATA_DIR: configuration, database, ID-number keys, TLS certificate, DKIM key.
 
     Safe to run again: what exists is kept (an existing civicmail.toml is not rewritten)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=datadir.DIR_MODE, parents=True, exist_ok=True)
     path = data_dir / "civicmail.toml"
     if path.exists():
         if domain or hostname:

@@ -9,6 +9,7 @@ from ..errors import AuthenticationFailed, Throttled
 from ..identity.sasl import AuthorizationRefused, split_plain
 from ..registry.auth import record_login
 from ..store.mailboxes import serialized_writes
+from ..store.outage import is_outage
 from . import responses as R
 from .commands import Authenticate, Command, Compress, Enable, Id, Login
 from .framing import Closed
@@ -166,6 +167,8 @@ async def do_idle(s: ImapSession, cmd: Command):
     reading = asyncio.ensure_future(s.read_client_line())
     try:
         while True:
+            if s.ctx.outage.active:  # woken by the start of an outage (service.py), or idling in one
+                await s.ctx.run_store(s.store.ping)
             if s.selected is not None:
                 await s.report_changes(allow_expunge=True)
                 await s.flush()
@@ -180,6 +183,14 @@ async def do_idle(s: ImapSession, cmd: Command):
             s.wake.clear()
     except Closed:
         raise
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        # The store is gone: a client told so reconnects later, rather than idling on a session
+        # that can tell it nothing (its LOGIN then hears NO [UNAVAILABLE] until the store is back).
+        await s.untagged(f"BYE {R.BYE_UNAVAILABLE}")
+        s.state = LOGOUT
+        raise AlreadyAnswered() from None
     finally:
         s.wake = None
         if not reading.done():

@@ -1,8 +1,8 @@
 """Every reply text the IMAP server sends, in one place, and the error -> response mapping."""
 from __future__ import annotations
 
-from ..errors import (AuthenticationFailed, Conflict, LimitExceeded, NotFound, QuotaExceeded, StorageError, Throttled,
-                      UserError)
+from ..errors import (AuthenticationFailed, Conflict, LimitExceeded, NotFound, QuotaExceeded, StorageError,
+                      StoreUnavailable, Throttled, UserError)
 
 GREETING = "civicmail IMAP4rev1 ready"
 BYE_LOGOUT = "civicmail logging out"
@@ -12,6 +12,7 @@ BYE_TOO_MANY = "too many connections from this user and address"
 BYE_LITERAL = "literal too large, closing"
 BYE_FOLDER_GONE = "the selected folder was deleted"
 BYE_COMPRESS_PIPELINED = "commands sent before COMPRESS was answered, closing"
+BYE_UNAVAILABLE = "[UNAVAILABLE] mail store unavailable, reconnect later"
 
 OK_DONE = "completed"
 OK_LOGIN = "logged in"
@@ -48,6 +49,8 @@ NO_CANNOT = "[CANNOT] not possible for this mailbox"
 NO_QUOTA = "[OVERQUOTA] mailbox is over its quota"
 NO_TOOBIG = "[TOOBIG] message too large"
 NO_SERVER = "[SERVERBUG] internal error, try again"
+#: RFC 5530: a temporary failure, not the client's fault (clients keep the password and retry)
+NO_UNAVAILABLE = "[UNAVAILABLE] mail store temporarily unavailable, try again later"
 NO_READONLY = "[READ-ONLY] mailbox is read-only"
 NO_BADCHARSET = "[BADCHARSET (UTF-8 US-ASCII)] charset not supported"
 NO_COMPRESSION_ACTIVE = "[COMPRESSIONACTIVE] DEFLATE is already active"
@@ -80,6 +83,8 @@ def error_response(exc: Exception) -> tuple[str, str]:
         return "NO", NO_THROTTLED
     if isinstance(exc, UserError):
         return "NO", NO_CANNOT
+    if isinstance(exc, StoreUnavailable):
+        return "NO", NO_UNAVAILABLE
     if isinstance(exc, StorageError):
         return "NO", NO_SERVER
     return "NO", NO_SERVER

@@ -105,11 +105,25 @@ class ImapService:
         except OSError as exc:
             raise StartupError(f"{self.name}: cannot listen on {self.listen}: {exc.strerror}") from None
         self.address = self.server.sockets[0].getsockname()[:2]
+        self.ctx.outage.on_outage.append(self._on_outage)
         log.info("%s listening on %s:%d", self.name, *self.address)
+
+    def _on_outage(self) -> None:
+        """An outage began (called in the failing thread): every session in IDLE looks at the store."""
+        loop = self.server.get_loop() if self.server is not None else None
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake_idlers)
+
+    def _wake_idlers(self) -> None:
+        for session in list(self.sessions):
+            if session.wake is not None:
+                session.wake.set()
 
     async def stop(self) -> None:
         if self.server is None:
             return
+        with contextlib.suppress(ValueError):
+            self.ctx.outage.on_outage.remove(self._on_outage)
         self.server.close()
         for session in list(self.sessions):
             try:
@@ -126,7 +140,7 @@ class WatcherService:
     name = "imap-watcher"
 
     def __init__(self, ctx: ServerContext) -> None:
-        self.watcher = FolderWatcher(ctx.store, ctx.hub, ctx.executor)
+        self.watcher = FolderWatcher(ctx.store, ctx.hub, ctx.executor, outage=ctx.outage)
 
     async def start(self) -> None:
         self.watcher.start()

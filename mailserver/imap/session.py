@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
 from ..errors import CivicmailError, LimitExceeded
 from ..store import mailboxes
+from ..store.outage import is_outage
 from . import responses as R
 from .codec import format_uid_set
 from .commands import Command, Invalid
@@ -250,9 +251,13 @@ class ImapSession:
             status, text = R.error_response(exc)
             if isinstance(exc, LimitExceeded):
                 log.info("imap limit=folders client=%s account=%s command=%s", self.peer_ip, self.account_id, cmd.name)
-        except Exception:
-            log.exception("IMAP %s failed", cmd.name)
-            status, text = "NO", R.NO_SERVER
+        except Exception as exc:
+            if is_outage(exc):  # the database, not a bug: one line (a traceback once per outage)
+                self.ctx.outage.failed(f"IMAP {cmd.name}", exc)
+                status, text = "NO", R.NO_UNAVAILABLE
+            else:
+                log.exception("IMAP %s failed", cmd.name)
+                status, text = "NO", R.NO_SERVER
         if self.selected is not None and not logout:
             uid_form = getattr(cmd, "uid", False)
             await self.report_changes(allow_expunge=uid_form or cmd.name not in _NO_EXPUNGE)

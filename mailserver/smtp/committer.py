@@ -6,6 +6,8 @@ takes every analysed batch waiting and commits them in one transaction, then ans
 waiter. While one commit runs, new messages pile up and go into the next: the batch grows with
 the load, so twenty sessions share one fsync instead of queuing for twenty.
 Acknowledged means durable: a waiter hears STORED only after the commit returned.
+Bounded: a waiter hears UNAVAILABLE at its deadline (``store.commit_timeout``) if the store has
+not answered, and its message is then never stored (``CommitGuard``, ``Store.commit_before``).
 """
 from __future__ import annotations
 
@@ -16,13 +18,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from sqlalchemy import bindparam, func, select
-from sqlalchemy.exc import OperationalError
 
+from ..errors import StoreUnavailable
 from ..mime import Analyzed, analyze
 from ..outbound.queue import enqueue
 from ..store.mailstore import NewMessage, insert_messages
 from ..store.models import Account, Folder
 from ..store.notify import hub
+from ..store.outage import CommitGuard, OutageLog, is_outage
 
 log = logging.getLogger("civicmail.smtp")
 
@@ -34,6 +37,8 @@ class Outcome(enum.Enum):
     STORED = "stored"
     OVER_QUOTA = "over-quota"
     FAILED = "failed"
+    #: the store did not answer before the deadline (or is down): not stored, never will be
+    UNAVAILABLE = "unavailable"
 
 
 @dataclass
@@ -47,6 +52,8 @@ class Pending:
     analyzed: Analyzed | None = None
     #: set when stored: the outbound queue entry, if any
     queue_id: int | None = None
+    #: the waiter's deadline (set by submit)
+    guard: CommitGuard | None = None
 
 
 #: account id, its quota override and the bytes its folders hold: one Core query per batch
@@ -90,11 +97,15 @@ def analyze_all(items: list[Pending]) -> None:
 
 
 class GroupCommitter:
-    def __init__(self, store, run, default_quota: int, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, store, run, default_quota: int, max_batch: int = MAX_BATCH, timeout: float = 60.0,
+                 outage: OutageLog | None = None) -> None:
         self._store = store
         self._run = run  # ServerContext.run: the thread executor
         self._default_quota = default_quota
         self._max_batch = max_batch
+        #: seconds a session waits for its commit (store.commit_timeout)
+        self._timeout = timeout
+        self._outage = outage or OutageLog()
         #: sessions' messages, waiting for analysis
         self._incoming: asyncio.Queue[tuple[Pending, asyncio.Future] | None] = asyncio.Queue()
         #: analysed batches, waiting for the writer
@@ -118,9 +129,20 @@ class GroupCommitter:
             self._tasks = []
 
     async def submit(self, pending: Pending) -> Outcome:
+        pending.guard = CommitGuard.within(self._timeout)
         future = asyncio.get_running_loop().create_future()
         self._incoming.put_nowait((pending, future))
         # The commit goes on even if this session is cancelled (client gone): shield it.
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self._timeout)
+        except asyncio.TimeoutError:
+            pass
+        # Past the deadline. Before its COMMIT started the write is abandoned (rolled back if it
+        # gets that far). Once started, a SQLite COMMIT (a local file) is waited for; a PostgreSQL
+        # one is refused by the database itself after the deadline (Store.commit_before).
+        if pending.guard.abandon() or self._store.dialect != "sqlite":
+            self._outage.failed("commit", StoreUnavailable(f"no commit within {self._timeout:g} s"))
+            return Outcome.UNAVAILABLE
         return await asyncio.shield(future)
 
     # Two stages, each in the executor: while one batch commits (mostly waiting for the disk,
@@ -189,10 +211,20 @@ class GroupCommitter:
         return [o or Outcome.FAILED for o in outcomes]
 
     def _commit_analyzed(self, items: list[Pending]) -> list[Outcome]:
+        """Blocking: one transaction for the items whose waiters still wait; one outcome each."""
+        waiting = [n for n, p in enumerate(items) if not (p.guard and p.guard.abandoned)]
+        outcomes = [Outcome.UNAVAILABLE] * len(items)
+        if waiting:
+            for n, outcome in zip(waiting, self._commit_waiting([items[n] for n in waiting])):
+                outcomes[n] = outcome
+        return outcomes
+
+    def _commit_waiting(self, items: list[Pending]) -> list[Outcome]:
         outcomes = [Outcome.STORED] * len(items)
         reached_commit = False
+        guards = [p.guard or CommitGuard.within(self._timeout) for p in items]
         try:
-            with self._store.sessions() as session, session.begin():
+            with self._store.sessions() as session:
                 for n in over_quota(session, items, self._default_quota):
                     outcomes[n] = Outcome.OVER_QUOTA
                 storing = [p for p, o in zip(items, outcomes) if o is Outcome.STORED]
@@ -203,17 +235,36 @@ class GroupCommitter:
                     if p.remote:
                         p.queue_id = enqueue(session, p.sender, p.remote, p.raw, p.sender_account_id)
                 reached_commit = True
+                claimed = [g for g in guards if g.claim()]
+                if len(claimed) < len(guards):
+                    # Some waiter gave up meanwhile: its message must not be stored. The others
+                    # go again (rolled back, in a transaction of their own).
+                    session.rollback()
+                    for g in claimed:
+                        g.release()
+                    return self._commit_analyzed(items)
+                try:
+                    self._store.commit_before(session, min(g.at for g in guards))
+                except BaseException:
+                    for g in guards:
+                        g.release()
+                    raise
         except Exception as exc:
             # The store itself failing (locked, disk, connection) fails every message at once:
             # retrying them one by one would only wait out the same failure again and again.
-            if reached_commit or len(items) == 1 or isinstance(exc, OperationalError):
+            if is_outage(exc):
+                self._outage.failed(f"storing {len(items)} message(s)", exc)
+                return [Outcome.UNAVAILABLE] * len(items)
+            if reached_commit or len(items) == 1:
                 log.exception("storing %d message(s) failed", len(items))
                 return [Outcome.FAILED] * len(items)
             # Something in the batch failed before the commit (all rolled back): find which,
             # one transaction per message, so that one bad message does not fail the others.
             log.warning("batch of %d failed before commit; storing one by one", len(items))
             return [self._commit_analyzed([p])[0] for p in items]
+        self._outage.succeeded()
         self.commits += 1
         self.messages += len(items)
         hub.changed({m.folder_id for m in messages})
         return outcomes
+

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from aiosmtpd.smtp import MISSING, AuthResult
 
-from ..errors import AuthenticationFailed, Throttled
+from ..errors import AuthenticationFailed, StoreUnavailable, Throttled
 from ..identity.addresses import normalise_address
 from ..identity.sasl import AuthorizationRefused, split_plain
 from ..registry.auth import Principal
@@ -128,6 +128,9 @@ class Handler:
             principal = await self.ctx.login(ip, login, password, self.listener.kind)
         except Throttled:
             return AuthResult(success=False, handled=False, message=replies.AUTH_THROTTLED)
+        except StoreUnavailable:
+            log.info("auth-deferred (store unavailable) client=%s port=%s", ip, self.listener.kind)
+            return AuthResult(success=False, handled=False, message=replies.AUTH_UNAVAILABLE)
         except AuthenticationFailed:
             return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
         except Exception:
@@ -184,6 +187,9 @@ class Handler:
             return replies.RECIPIENT_OK
         try:
             mailbox = await self.shared.find_mailbox(lowered)
+        except StoreUnavailable:  # logged by the outage log: one line, a traceback once per outage
+            self._log("deferred (store unavailable)", session, envelope, rcpts=[address])
+            return replies.LOOKUP_FAILED
         except Exception:
             log.exception("recipient lookup failed")
             return replies.LOOKUP_FAILED
@@ -236,6 +242,9 @@ class Handler:
         if outcome is Outcome.OVER_QUOTA:
             self._log("refused (over quota)", session, envelope, size=len(pending.raw))
             return replies.OVER_QUOTA
+        if outcome is Outcome.UNAVAILABLE:
+            self._log("deferred (store unavailable)", session, envelope, size=len(pending.raw))
+            return replies.STORE_UNAVAILABLE
         self._log("deferred (storage failure)", session, envelope, size=len(pending.raw))
         return replies.STORAGE_FAILED
 

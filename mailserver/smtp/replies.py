@@ -43,6 +43,7 @@ RELAY_REFUSED = "554 5.7.1 Relay access denied: this server accepts mail only fo
 AGENCY_REMOTE_REFUSED = "554 5.7.1 Agencies may send only to this city's mailboxes"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 LOOKUP_FAILED = "451 4.3.0 Temporary lookup failure, try again later"
+STORE_UNAVAILABLE = "451 4.3.0 Mail store unavailable, try again later"
 
 # -- DATA ----------------------------------------------------------------------------------
 DATA_GO_AHEAD = "354 End data with <CR><LF>.<CR><LF>"

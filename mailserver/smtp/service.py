@@ -35,7 +35,8 @@ class SMTPShared:
     def __init__(self, ctx: ServerContext) -> None:
         config = ctx.config
         self.ctx = ctx
-        self.committer = GroupCommitter(ctx.store, ctx.run, config.accounts.quota_bytes)
+        self.committer = GroupCommitter(ctx.store, ctx.run, config.accounts.quota_bytes,
+                                        timeout=config.store.commit_timeout, outage=ctx.outage)
         self.mailbox_cache = MailboxCache()
         self.connections = ConnectionCounter(config.smtp.max_connections_per_ip)
         self.ip_rate = RateLimiter(config.smtp.max_messages_per_ip_per_minute)
@@ -46,7 +47,7 @@ class SMTPShared:
     async def find_mailbox(self, address: str) -> Mailbox | None:
         hit, mailbox = self.mailbox_cache.get(address)
         if not hit:
-            mailbox = await self.ctx.run(find_mailbox, self.ctx.store, address)
+            mailbox = await self.ctx.run_store(find_mailbox, self.ctx.store, address)
             self.mailbox_cache.put(address, mailbox)
         return mailbox
 

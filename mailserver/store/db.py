@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -10,7 +11,13 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..errors import ConfigError
+from ..errors import ConfigError, StoreUnavailable
+
+#: TCP keepalives on PostgreSQL connections: a peer silent for this long is probed ...
+KEEPALIVE_IDLE = 10
+#: ... every this many seconds, and dropped after this many probes unanswered (~25 s in all)
+KEEPALIVE_INTERVAL = 5
+KEEPALIVE_COUNT = 3
 
 
 def _sqlite_pragmas(busy_timeout: float):
@@ -27,7 +34,19 @@ def _sqlite_pragmas(busy_timeout: float):
     return on_connect
 
 
-def make_engine(url: str, busy_timeout: float = 30.0, **kwargs) -> Engine:
+def _postgresql_bounds(connect_timeout: float, statement_timeout: float) -> dict:
+    """libpq parameters so that no wait on the database is endless: connecting, a silent or
+    vanished peer (keepalives; unacknowledged data, tcp_user_timeout), a statement or an idle
+    transaction on the server (a client that went away mid-transaction releases its locks)."""
+    ms = int(statement_timeout * 1000)
+    return {"connect_timeout": max(2, int(round(connect_timeout))),  # libpq: whole seconds, at least 2
+            "keepalives": 1, "keepalives_idle": KEEPALIVE_IDLE, "keepalives_interval": KEEPALIVE_INTERVAL,
+            "keepalives_count": KEEPALIVE_COUNT, "tcp_user_timeout": ms,
+            "options": f"-c statement_timeout={ms} -c idle_in_transaction_session_timeout={ms}"}
+
+
+def make_engine(url: str, busy_timeout: float = 30.0, connect_timeout: float = 5.0, statement_timeout: float = 30.0,
+                **kwargs) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -58,16 +77,20 @@ def make_engine(url: str, busy_timeout: float = 30.0, **kwargs) -> Engine:
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True, **kwargs)
+        return create_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_timeout=connect_timeout,
+                             connect_args=_postgresql_bounds(connect_timeout, statement_timeout), **kwargs)
     raise ConfigError(f"store.url: {parsed.get_backend_name()!r} is not supported (sqlite or postgresql)")
 
 
 class Store:
     """The engine and a session factory. One per process."""
 
-    def __init__(self, url: str, busy_timeout: float = 30.0) -> None:
+    def __init__(self, url: str, busy_timeout: float = 30.0, connect_timeout: float = 5.0,
+                 statement_timeout: float = 30.0) -> None:
         self.url = url
-        self.engine = make_engine(url, busy_timeout)
+        self.engine = make_engine(url, busy_timeout, connect_timeout, statement_timeout)
+        #: libpq parameters of the engine's connections, for connections made beside it (LISTEN)
+        self.postgresql_bounds = _postgresql_bounds(connect_timeout, statement_timeout)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -90,6 +113,28 @@ class Store:
                 yield session
                 session.rollback()
 
+    def commit_before(self, session: Session, at: float) -> None:
+        """COMMIT ``session``'s transaction only if the wall clock (``time.time()``) is before
+        ``at``, else roll it back and raise StoreUnavailable.
+
+        On PostgreSQL the database checks the deadline itself, in the same round trip as the
+        COMMIT: a COMMIT held up on the way (a network stall, a frozen server) and arriving late
+        is refused, never applied after its client was told to try again. (This needs the
+        database's clock within a second or so of ours: NTP.) On SQLite the COMMIT is local and
+        the check is made just before it."""
+        if self.dialect == "postgresql":
+            dbapi = session.connection().connection.dbapi_connection
+            try:  # no parameters: psycopg sends both statements as one simple query
+                dbapi.execute(f"DO $$BEGIN IF clock_timestamp() >= to_timestamp({at!r}) THEN RAISE EXCEPTION "
+                              f"'commit deadline passed' USING ERRCODE = '57014'; END IF; END$$; COMMIT")
+            except Exception:
+                session.rollback()
+                raise
+        elif time.time() >= at:
+            session.rollback()
+            raise StoreUnavailable("the commit's deadline passed before it could start")
+        session.commit()  # on PostgreSQL the transaction is over: this only ends the session's
+
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -99,4 +144,5 @@ class Store:
 
 
 def open_store(config) -> Store:
-    return Store(config.store_url, config.store.busy_timeout)
+    bounds = config.store
+    return Store(config.store_url, bounds.busy_timeout, bounds.connect_timeout, bounds.statement_timeout)

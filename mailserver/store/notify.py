@@ -77,9 +77,13 @@ class FolderWatcher:
     committed), so an idle server costs one pragma per poll.
     """
 
-    def __init__(self, store, hub: ChangeHub, executor=None, interval: float = 0.25) -> None:
+    def __init__(self, store, hub: ChangeHub, executor=None, interval: float = 0.25, outage=None) -> None:
+        from .outage import OutageLog
+
         self.store = store
         self.hub = hub
+        #: the process's OutageLog: a failing poll is one line there (a traceback once per outage)
+        self.outage = outage or OutageLog()
         self.executor = executor
         self.interval = interval
         self._conn = None
@@ -105,19 +109,23 @@ class FolderWatcher:
 
         import psycopg
 
+        from .outage import describe
+
         url = self.store.engine.url
+        # the same bounds as the engine's connections: a vanished database never hangs this thread
+        bounds = self.store.postgresql_bounds
         while self._listening:
             try:
                 with psycopg.connect(host=url.host, port=url.port, user=url.username, password=url.password,
-                                     dbname=url.database, autocommit=True) as conn:
+                                     dbname=url.database, autocommit=True, **bounds) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     while self._listening:
                         for note in conn.notifies(timeout=1.0):
                             ids = [int(x) for x in note.payload.split(",") if x.isdigit()]
                             if ids:
                                 self.hub.changed(ids)
-            except Exception:  # the database restarted: reconnect after a pause
-                logging.getLogger("civicmail.notify").warning("LISTEN connection lost", exc_info=True)
+            except Exception as exc:  # the database restarted: reconnect after a pause
+                logging.getLogger("civicmail.notify").warning("LISTEN connection lost: %s", describe(exc))
                 time.sleep(1.0)
 
     async def stop(self) -> None:
@@ -142,12 +150,11 @@ class FolderWatcher:
             await asyncio.sleep(self.interval)
             try:
                 changed = await loop.run_in_executor(self.executor, self.poll)
-            except Exception:  # a failed poll (database restarting) is retried on the next tick
-                import logging
-
-                logging.getLogger("civicmail.notify").warning("folder watcher poll failed", exc_info=True)
+            except Exception as exc:  # a failed poll (database restarting) is retried on the next tick
+                self.outage.failed("folder watcher", exc)
                 self._conn = None
                 continue
+            self.outage.succeeded()
             if changed:
                 self.hub.changed(changed)
 

@@ -62,7 +62,7 @@ def test_storage_failure_answers_451_and_writes_nothing(server_factory):
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
-        assert (code, reply) == (451, b"4.3.0 Temporary storage failure, try again later")
+        assert (code, reply) == (451, b"4.3.0 Mail store unavailable, try again later")
         assert server.inbox(alice) == []
         # the same session retries and succeeds once the lock is free
         c.mail("someone@example.org")
