@@ -29,6 +29,10 @@ class ServerConfig:
     #: where the database, keys, certificates and spool live; relative to the config file
     data_dir: str = "."
     log_level: str = "info"
+    #: client connections open at once over every listener (SMTP, IMAP, HTTP); 0: the soft open
+    #: file limit (RLIMIT_NOFILE) less a reserve for the store, spool and workers. A value above
+    #: that is cut to it. Past it a new connection gets a short refusal (421, * BYE, 503).
+    max_connections: int = 0
 
 
 @dataclass(frozen=True)

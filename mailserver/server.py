@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, Protocol, TypeVar
 
+from .admission import ConnectionGate
 from .config import Config
 from .errors import CivicmailError
 from .identity.throttle import LoginThrottle
@@ -63,6 +64,11 @@ class ServerContext:
     def login_throttle(self) -> LoginThrottle:
         return LoginThrottle(self.config.login)
 
+    @cached_property
+    def gate(self) -> ConnectionGate:
+        """Every listener's client connections, bounded by the file limit (admission.py)."""
+        return ConnectionGate(self.config.server.max_connections)
+
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking work (the store, argon2) off the event loop."""
         loop = asyncio.get_running_loop()
@@ -100,6 +106,7 @@ async def serve(ctx: ServerContext, ready: Callable[[], None] | None = None) -> 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     services = build_services(ctx)
+    log.info("%s", ctx.gate.describe())
     started: list[Service] = []
     try:
         for service in services:

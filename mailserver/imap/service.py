@@ -83,12 +83,19 @@ class ImapService:
                 del self._per_user_ip[key]
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        session = ImapSession(self.ctx, self, reader, writer, tls_active=self.implicit_tls)
-        self.sessions.add(session)
+        peer = writer.get_extra_info("peername")
+        if not self.ctx.gate.enter(self.name, peer[0] if peer else "?"):
+            writer.write(f"* BYE {R.BYE_SERVER_BUSY}\r\n".encode())
+            writer.close()
+            return
         try:
+            session = ImapSession(self.ctx, self, reader, writer, tls_active=self.implicit_tls)
+            self.sessions.add(session)
             await session.run()
         except Exception:  # one session's failure never reaches another
             log.exception("IMAP session failed")
+        finally:
+            self.ctx.gate.leave()
 
     async def start(self) -> None:
         # Every store call runs in a thread that releases the GIL at each SQLite statement and
