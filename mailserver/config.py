@@ -116,6 +116,14 @@ class IMAPConfig:
     max_literal_size: int = 52428800
     #: concurrent connections per user and client IP
     max_connections_per_user_ip: int = 50
+    #: concurrent connections one client IP may hold before they log in (one that logs in no
+    #: longer counts); more are refused with * BYE at once
+    max_preauth_connections_per_ip: int = 20
+    #: seconds from connecting to a successful login; then * BYE
+    preauth_timeout: int = 60
+    #: before login, the longest line, the largest literal and the largest whole command, in
+    #: bytes (RFC 7888 4: a larger literal gets BAD without "+", or BYE if non-synchronising)
+    max_preauth_command_size: int = 8192
     #: commands one connection may run per second, on average (0: no limit); a faster client is
     #: slowed down, never refused; it may run command_burst commands at once before that
     max_commands_per_second: int = 500

@@ -92,9 +92,7 @@ async def _login(s: ImapSession, login: str, password: str) -> tuple[str, str]:
         return "NO", R.NO_NO_MAILBOX
     if not s.service.admit(s, principal.account_id):
         return "NO", "[LIMIT] " + R.BYE_TOO_MANY
-    s.principal = principal
-    s.account_id = principal.account_id
-    s.state = AUTH
+    s.authenticated(principal, principal.account_id)
     if s.service.should_record_login(principal.account_id):
         await s.ctx.run(_record_login, s.ctx.registry, principal.account_id)
     return "OK", f"[CAPABILITY {s.capability_text()}] {R.OK_LOGIN}"
@@ -119,7 +117,7 @@ async def do_authenticate(s: ImapSession, cmd: Authenticate):
     text = cmd.initial
     if text is None:
         await s.continuation(R.CONT_AUTH)
-        text = (await s.read_client_line()).decode("ascii", "replace")
+        text = (await s.read_client_line(s.read_timeout())).decode("ascii", "replace")
     if text == "*":
         return "BAD", R.BAD_AUTH_CANCELLED
     try:
