@@ -109,7 +109,8 @@ class SubmissionsConfig:
 @dataclass(frozen=True)
 class IMAPConfig:
     listen: str = "127.0.0.1:2143"
-    #: seconds before an idle client outside IDLE is logged out (RFC 3501: at least 30 min)
+    #: seconds a logged-in client may send nothing before it is logged out, in IDLE too (RFC 3501:
+    #: at least 30 min; RFC 2177: clients re-issue IDLE within 29 min)
     idle_timeout: int = 1800
     #: longest command line, and largest literal, in bytes
     max_line_length: int = 65536

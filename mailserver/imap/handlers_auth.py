@@ -157,9 +157,13 @@ async def do_namespace(s: ImapSession, cmd: Command):
 
 @handler("IDLE", AUTHED)
 async def do_idle(s: ImapSession, cmd: Command):
-    """RFC 2177: changes are sent as they happen until the client says DONE."""
+    """RFC 2177: changes are sent as they happen until the client says DONE. A client silent
+    for imap.idle_timeout is logged out, as outside IDLE (RFC 2177: the server MAY; clients
+    re-issue IDLE at least every 29 minutes)."""
     s.wake = asyncio.Event()
     await s.continuation(R.CONT_IDLING)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + s.read_timeout()
     reading = asyncio.ensure_future(s.read_client_line())
     try:
         while True:
@@ -167,7 +171,11 @@ async def do_idle(s: ImapSession, cmd: Command):
                 await s.report_changes(allow_expunge=True)
                 await s.flush()
             waiter = asyncio.ensure_future(s.wake.wait())
-            done, _ = await asyncio.wait({reading, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({reading, waiter}, timeout=max(0.0, deadline - loop.time()),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                waiter.cancel()
+                await s.timed_out()
             if reading in done:
                 waiter.cancel()
                 line = reading.result()

@@ -1,5 +1,5 @@
-"""Issue 11, item 1: before login an IMAP connection holds little and not for long (a
-per-address cap, a few KB per command, a login deadline).
+"""Issue 11, items 1 and 5: before login an IMAP connection holds little and not for long (a
+per-address cap, a few KB per command, a login deadline), and IDLE ends at imap.idle_timeout.
 Every service of `serve` runs (tests/abuse.py); the abuser connects from 127.0.0.2, the
 bystanders of ``assert_responsive`` from 127.0.0.1."""
 from __future__ import annotations
@@ -171,4 +171,31 @@ def test_a_client_that_does_not_log_in_in_time_is_closed(city_factory):  # noqa:
     time.sleep(0.5)
     assert logged_in.command("n NOOP").startswith(b"n OK")
     for c in (dripping, waiting, logged_in):
+        c.close()
+
+
+def test_idle_ends_with_bye_after_the_idle_timeout(city_factory):  # noqa: F811
+    """RFC 2177: IDLE does not outlive imap.idle_timeout; a client that re-issues IDLE in time
+    (as clients do every 29 minutes) stays."""
+    city = city_factory("imap.idle_timeout=2")
+    renewing, silent = Line(city.imap_port), Line(city.imap_port)
+    for c in (renewing, silent):
+        assert login(c, city.addresses[1]).startswith(b"l OK")
+        assert c.command("s SELECT INBOX").startswith(b"* ")
+        while not c.line().startswith(b"s OK"):
+            pass
+        assert c.command("i IDLE") == b"+ idling\r\n"
+    started = time.monotonic()
+    for _ in range(2):  # 2.6 s in all, each IDLE shorter than the timeout
+        time.sleep(1.3)
+        renewing.send(b"DONE\r\n")
+        assert renewing.line() == b"i OK IDLE terminated\r\n"
+        assert renewing.command("i IDLE") == b"+ idling\r\n"
+    silent.sock.settimeout(10)
+    assert silent.line() == b"* BYE idle for too long, logging out\r\n"
+    assert silent.closed()
+    assert 1.5 < time.monotonic() - started < 5
+    renewing.send(b"DONE\r\n")
+    assert renewing.line() == b"i OK IDLE terminated\r\n"
+    for c in (renewing, silent):
         c.close()
