@@ -341,6 +341,12 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"city.domain: {domain!r} is not a domain name")
     if config.passwords.memory_cost_kib < 8 * config.passwords.parallelism:
         raise ConfigError("passwords.memory_cost_kib: must be at least 8 x parallelism")
+    if config.server.max_connections < 0:
+        raise ConfigError("server.max_connections: must be 0 (from the open-file limit) or more")
+    if config.imap.preauth_timeout < 1:
+        raise ConfigError("imap.preauth_timeout: must be at least 1 second")
+    if config.imap.max_preauth_command_size < 1024:
+        raise ConfigError("imap.max_preauth_command_size: must be at least 1024 bytes (a LOGIN must fit)")
     if config.server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"server.log_level: {config.server.log_level!r} is not debug, info, warning or error")
 
