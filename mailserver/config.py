@@ -32,6 +32,10 @@ class ServerConfig:
     #: where the database, keys, certificates and spool live; relative to the config file
     data_dir: str = "."
     log_level: str = "info"
+    #: client connections open at once over every listener (SMTP, IMAP, HTTP); 0: the soft open
+    #: file limit (RLIMIT_NOFILE) less a reserve for the store, spool and workers. A value above
+    #: that is cut to it. Past it a new connection gets a short refusal (421, * BYE, 503).
+    max_connections: int = 0
 
 
 @dataclass(frozen=True)
@@ -118,13 +122,22 @@ class SubmissionsConfig:
 @dataclass(frozen=True)
 class IMAPConfig:
     listen: str = "127.0.0.1:2143"
-    #: seconds before an idle client outside IDLE is logged out (RFC 3501: at least 30 min)
+    #: seconds a logged-in client may send nothing before it is logged out, in IDLE too (RFC 3501:
+    #: at least 30 min; RFC 2177: clients re-issue IDLE within 29 min)
     idle_timeout: int = 1800
     #: longest command line, and largest literal, in bytes
     max_line_length: int = 65536
     max_literal_size: int = 52428800
     #: concurrent connections per user and client IP
     max_connections_per_user_ip: int = 50
+    #: concurrent connections one client IP may hold before they log in (one that logs in no
+    #: longer counts); more are refused with * BYE at once
+    max_preauth_connections_per_ip: int = 20
+    #: seconds from connecting to a successful login; then * BYE
+    preauth_timeout: int = 60
+    #: before login, the longest line, the largest literal and the largest whole command, in
+    #: bytes (RFC 7888 4: a larger literal gets BAD without "+", or BYE if non-synchronising)
+    max_preauth_command_size: int = 8192
     #: commands one connection may run per second, on average (0: no limit); a faster client is
     #: slowed down, never refused; it may run command_burst commands at once before that
     max_commands_per_second: int = 500
@@ -379,6 +392,12 @@ def _validate(config: Config) -> None:
     for key in ("busy_timeout", "connect_timeout", "statement_timeout", "lookup_timeout", "commit_timeout"):
         if getattr(config.store, key) <= 0:
             raise ConfigError(f"store.{key}: must be more than 0 seconds")
+    if config.server.max_connections < 0:
+        raise ConfigError("server.max_connections: must be 0 (from the open-file limit) or more")
+    if config.imap.preauth_timeout < 1:
+        raise ConfigError("imap.preauth_timeout: must be at least 1 second")
+    if config.imap.max_preauth_command_size < 1024:
+        raise ConfigError("imap.max_preauth_command_size: must be at least 1024 bytes (a LOGIN must fit)")
     if config.server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"server.log_level: {config.server.log_level!r} is not debug, info, warning or error")
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, Hashable, Protocol, TypeVar
 
+from .admission import ConnectionGate
 from .config import Config
 from .errors import AuthenticationFailed, CivicmailError, StoreUnavailable, Throttled
 from .identity.throttle import LoginThrottle
@@ -97,6 +98,11 @@ class ServerContext:
     def heavy(self) -> HeavyLane:
         return HeavyLane(self.config.imap.heavy_threads, self.config.imap.heavy_jobs_per_user)
 
+    @cached_property
+    def gate(self) -> ConnectionGate:
+        """Every listener's client connections, bounded by the file limit (admission.py)."""
+        return ConnectionGate(self.config.server.max_connections)
+
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking work (the store, argon2) off the event loop."""
         loop = asyncio.get_running_loop()
@@ -167,6 +173,7 @@ async def serve(ctx: ServerContext, ready: Callable[[], None] | None = None) -> 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     services = build_services(ctx)
+    log.info("%s", ctx.gate.describe())
     started: list[Service] = []
     try:
         for service in services:

@@ -63,6 +63,9 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path):
     ('', "server.development=maybe", "server.development: expected true or false"),
     ('[server\n', None, "not valid TOML"),
     ('[smtp]\ntrusted_networks = ["10.0.0.0/8", "office"]\n', None, "smtp.trusted_networks: 'office' is not a network"),
+    ('', "server.max_connections=-1", "server.max_connections: must be 0"),
+    ('', "imap.preauth_timeout=0", "imap.preauth_timeout: must be at least 1"),
+    ('', "imap.max_preauth_command_size=100", "imap.max_preauth_command_size: must be at least 1024"),
 ])
 def test_bad_config_names_the_key(tmp_path, text, override, message):
     path = tmp_path / "c.toml"

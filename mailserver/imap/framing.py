@@ -1,10 +1,13 @@
 """Reading one whole command off the socket, bounded.
 
 A command is a line, or several lines joined by literals: ``... {n}\\r\\n`` + n bytes + the rest.
-The framer checks every line against ``imap.max_line_length`` and every literal against
-``imap.max_literal_size`` *before* reading it: a synchronising literal over the limit is
-refused with BAD (the client never sends it, since it waits for ``+``); a non-synchronising
-one (LITERAL+) would arrive anyway, so the connection is closed instead.
+The framer checks every line against ``imap.max_line_length``, every literal against
+``imap.max_literal_size`` and the whole command against a bound *before* reading it: a
+synchronising literal over the limit is refused with BAD (the client never sends it, since it
+waits for ``+``); a non-synchronising one (LITERAL+) would arrive anyway, so the connection is
+closed instead, with nothing of it read. Before login the session passes far smaller limits
+(``imap.max_preauth_command_size``; RFC 7888 4), so a client that has not logged in holds a few
+KB at most.
 """
 from __future__ import annotations
 
@@ -62,7 +65,11 @@ async def read_line(reader: asyncio.StreamReader, limit: int) -> bytes | None:
 
 
 async def read_command(reader: asyncio.StreamReader, max_line: int, max_literal: int,
-                       continuation: Callable[[], Awaitable[None]]) -> Framed | Refused:
+                       continuation: Callable[[], Awaitable[None]], max_command: int | None = None) -> Framed | Refused:
+    """One command, its lines and literals together at most ``max_command`` bytes (default: one
+    literal and four lines)."""
+    if max_command is None:
+        max_command = max_literal + max_line * 4
     parts: list[bytes] = []
     total = 0
     while True:
@@ -77,7 +84,7 @@ async def read_command(reader: asyncio.StreamReader, max_line: int, max_literal:
             return Framed(b"".join(parts))
         size = int(m.group(1))
         sync = not m.group(2)
-        if size > max_literal or total + size > max_literal + max_line * 4:
+        if size > max_literal or total + size > max_command:
             return Refused(_tag(parts[0]), "literal too large", fatal=not sync)
         if sync:
             await continuation()

@@ -93,9 +93,7 @@ async def _login(s: ImapSession, login: str, password: str) -> tuple[str, str]:
         return "NO", R.NO_NO_MAILBOX
     if not s.service.admit(s, principal.account_id):
         return "NO", "[LIMIT] " + R.BYE_TOO_MANY
-    s.principal = principal
-    s.account_id = principal.account_id
-    s.state = AUTH
+    s.authenticated(principal, principal.account_id)
     if s.service.should_record_login(principal.account_id):
         await s.ctx.run(_record_login, s.ctx.registry, principal.account_id)
     return "OK", f"[CAPABILITY {s.capability_text()}] {R.OK_LOGIN}"
@@ -120,7 +118,7 @@ async def do_authenticate(s: ImapSession, cmd: Authenticate):
     text = cmd.initial
     if text is None:
         await s.continuation(R.CONT_AUTH)
-        text = (await s.read_client_line()).decode("ascii", "replace")
+        text = (await s.read_client_line(s.read_timeout())).decode("ascii", "replace")
     if text == "*":
         return "BAD", R.BAD_AUTH_CANCELLED
     try:
@@ -161,9 +159,13 @@ async def do_namespace(s: ImapSession, cmd: Command):
 
 @handler("IDLE", AUTHED)
 async def do_idle(s: ImapSession, cmd: Command):
-    """RFC 2177: changes are sent as they happen until the client says DONE."""
+    """RFC 2177: changes are sent as they happen until the client says DONE. A client silent
+    for imap.idle_timeout is logged out, as outside IDLE (RFC 2177: the server MAY; clients
+    re-issue IDLE at least every 29 minutes)."""
     s.wake = asyncio.Event()
     await s.continuation(R.CONT_IDLING)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + s.read_timeout()
     reading = asyncio.ensure_future(s.read_client_line())
     try:
         while True:
@@ -173,7 +175,11 @@ async def do_idle(s: ImapSession, cmd: Command):
                 await s.report_changes(allow_expunge=True)
                 await s.flush()
             waiter = asyncio.ensure_future(s.wake.wait())
-            done, _ = await asyncio.wait({reading, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({reading, waiter}, timeout=max(0.0, deadline - loop.time()),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                waiter.cancel()
+                await s.timed_out()
             if reading in done:
                 waiter.cancel()
                 line = reading.result()

@@ -11,6 +11,7 @@ import time
 import weakref
 from collections import Counter
 
+from ..admission import ConnectionCounter
 from ..config import parse_hostport
 from ..server import ServerContext, StartupError
 from ..store.notify import FolderWatcher
@@ -25,8 +26,13 @@ LOGIN_RECORD_INTERVAL = 600
 SWITCH_INTERVAL = 0.0005
 
 
+#: the log's reason for a refusal by imap.max_preauth_connections_per_ip
+PREAUTH_REASON = "too many connections before login from this address (imap.max_preauth_connections_per_ip)"
+
+
 class ImapService:
-    def __init__(self, ctx: ServerContext, listen: str, implicit_tls: bool, name: str) -> None:
+    def __init__(self, ctx: ServerContext, listen: str, implicit_tls: bool, name: str,
+                 preauth: ConnectionCounter | None = None) -> None:
         self.ctx = ctx
         self.listen = listen
         self.implicit_tls = implicit_tls
@@ -36,6 +42,8 @@ class ImapService:
         self.address: tuple[str, int] | None = None
         self.sessions: weakref.WeakSet[ImapSession] = weakref.WeakSet()
         self._per_user_ip: Counter[tuple[int, str]] = Counter()
+        #: connections not logged in yet, per client IP (shared by the imap and imaps listeners)
+        self.preauth = preauth or ConnectionCounter(ctx.config.imap.max_preauth_connections_per_ip)
         self._tls = None
         self._recorded: dict[int, float] = {}
 
@@ -75,6 +83,7 @@ class ImapService:
         return True
 
     def release(self, session: ImapSession) -> None:
+        self.release_preauth(session)
         key = session._limit_key
         if key is not None:
             session._limit_key = None
@@ -82,13 +91,42 @@ class ImapService:
             if self._per_user_ip[key] <= 0:
                 del self._per_user_ip[key]
 
+    def release_preauth(self, session: ImapSession) -> None:
+        if session.preauth_slot:
+            session.preauth_slot = False
+            self.preauth.close(session.peer_ip)
+
+    def _refusal(self, ip: str) -> str | None:
+        """The BYE text that refuses a new connection from ``ip``, or None: it is admitted (it
+        then holds a place in the process's gate, and one under the per-address cap)."""
+        if not self.ctx.gate.enter(self.name, ip):
+            return R.BYE_SERVER_BUSY
+        if not self.preauth.open(ip):
+            self.ctx.gate.leave()
+            self.ctx.gate.refusals.refused(self.name, ip, PREAUTH_REASON, per_address=True)
+            return R.BYE_PREAUTH_TOO_MANY
+        return None
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        session = ImapSession(self.ctx, self, reader, writer, tls_active=self.implicit_tls)
-        self.sessions.add(session)
+        peer = writer.get_extra_info("peername")
+        ip = peer[0] if peer else "?"
+        refusal = self._refusal(ip)
+        if refusal is not None:
+            writer.write(f"* BYE {refusal}\r\n".encode())
+            writer.close()
+            return
+        session = None
         try:
+            session = ImapSession(self.ctx, self, reader, writer, tls_active=self.implicit_tls)
+            session.preauth_slot = True  # from now on the session gives its place back (release)
+            self.sessions.add(session)
             await session.run()
         except Exception:  # one session's failure never reaches another
             log.exception("IMAP session failed")
+        finally:
+            if session is None:
+                self.preauth.close(ip)
+            self.ctx.gate.leave()
 
     async def start(self) -> None:
         # Every store call runs in a thread that releases the GIL at each SQLite statement and
@@ -99,9 +137,9 @@ class ImapService:
         host, port = parse_hostport(self.listen, f"{self.name}.listen")
         ssl = self.tls_context() if self.implicit_tls else None
         try:
-            self.server = await asyncio.start_server(self._handle, host, port, ssl=ssl,
-                                                     limit=self.ctx.config.imap.max_line_length + 2,
-                                                     backlog=4096)
+            # the reader starts with the pre-login line bound; session.authenticated raises it
+            limit = min(self.ctx.config.imap.max_line_length, self.ctx.config.imap.max_preauth_command_size) + 2
+            self.server = await asyncio.start_server(self._handle, host, port, ssl=ssl, limit=limit, backlog=4096)
         except OSError as exc:
             raise StartupError(f"{self.name}: cannot listen on {self.listen}: {exc.strerror}") from None
         self.address = self.server.sockets[0].getsockname()[:2]
@@ -189,8 +227,10 @@ def make_services(ctx: ServerContext) -> list:
     services: list = [WatcherService(ctx)]
     if ctx.config.imap.expunge_history_days > 0:
         services.append(TombstonePruner(ctx))
+    # one per-address count of connections before login for both listeners
+    preauth = ConnectionCounter(ctx.config.imap.max_preauth_connections_per_ip)
     if ctx.config.imap.listen:
-        services.append(ImapService(ctx, ctx.config.imap.listen, False, "imap"))
+        services.append(ImapService(ctx, ctx.config.imap.listen, False, "imap", preauth))
     if ctx.config.imaps.listen:
-        services.append(ImapService(ctx, ctx.config.imaps.listen, True, "imaps"))
+        services.append(ImapService(ctx, ctx.config.imaps.listen, True, "imaps", preauth))
     return services

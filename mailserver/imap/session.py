@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, NoReturn, TypeVar
 
 from ..errors import CivicmailError, LimitExceeded
 from ..store import mailboxes
@@ -64,8 +64,8 @@ class AlreadyAnswered(Exception):
 
 class ImapSession:
     __slots__ = ("ctx", "service", "reader", "writer", "tls_active", "peer_ip", "state", "principal", "account_id",
-                 "selected", "pending", "wake", "condstore", "qresync", "_limit_key", "_pacer", "_out",
-                 "_out_size", "_deflate", "_deflating", "__weakref__")
+                 "selected", "pending", "wake", "condstore", "qresync", "preauth_slot", "_login_deadline",
+                 "_limit_key", "_pacer", "_out", "_out_size", "_deflate", "_deflating", "__weakref__")
 
     def __init__(self, ctx: "ServerContext", service: "ImapService", reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, tls_active: bool) -> None:
@@ -89,9 +89,14 @@ class ImapSession:
         self.condstore = False
         #: RFC 7162 3.2: ENABLE QRESYNC; expunges are then told as VANISHED uid-set
         self.qresync = False
+        #: the session holds a place under imap.max_preauth_connections_per_ip (until it logs in)
+        self.preauth_slot = False
         self._limit_key: tuple[int, str] | None = None
+        now = asyncio.get_running_loop().time()
+        #: loop time by which the client must have logged in (imap.preauth_timeout)
+        self._login_deadline = now + ctx.config.imap.preauth_timeout
         rate = ctx.config.imap.max_commands_per_second
-        self._pacer = Pacer(rate, ctx.config.imap.command_burst, asyncio.get_running_loop().time()) if rate else None
+        self._pacer = Pacer(rate, ctx.config.imap.command_burst, now) if rate else None
         self._out: list[bytes] = []
         self._out_size = 0
         #: RFC 4978: the compressor of everything written after COMPRESS DEFLATE's OK, else None
@@ -122,6 +127,36 @@ class ImapSession:
             return ipaddress.ip_address(self.peer_ip).is_loopback
         except ValueError:
             return False
+
+    def read_timeout(self) -> float:
+        """Seconds the client may now stay silent: imap.idle_timeout, and before login no longer
+        than what is left until the login deadline."""
+        idle = float(self.config.imap.idle_timeout)
+        if self.state == NOT_AUTH:
+            return max(0.0, min(idle, self._login_deadline - asyncio.get_running_loop().time()))
+        return idle
+
+    def timeout_text(self) -> str:
+        return R.BYE_LOGIN_TIMEOUT if self.state == NOT_AUTH else R.BYE_IDLE_TIMEOUT
+
+    async def timed_out(self) -> NoReturn:
+        """End the session for silence: BYE, then close (the BYE goes out as the session ends)."""
+        await self.untagged(f"BYE {self.timeout_text()}")
+        self.state = LOGOUT
+        raise Closed()
+
+    def authenticated(self, principal: "Principal", account_id: int) -> None:
+        """LOGIN or AUTHENTICATE succeeded: the session leaves the pre-login limits (its place
+        under the per-address cap, the small command bound, the login deadline)."""
+        self.principal = principal
+        self.account_id = account_id
+        self.state = AUTH
+        self.service.release_preauth(self)
+        limit = self.config.imap.max_line_length + 2
+        if isinstance(self.reader, asyncio.StreamReader):
+            # the socket reader was made with the pre-login bound (service.start); asyncio has
+            # no public way to change it
+            self.reader._limit = limit  # type: ignore[attr-defined]
 
     def capability_text(self) -> str:
         return R.capabilities(self.tls_active, self.service.tls_available, self.login_allowed,
@@ -177,11 +212,26 @@ class ImapSession:
         await self.send(b"+ " + text.encode() + b"\r\n")
         await self.flush()
 
-    async def read_client_line(self) -> bytes:
-        line = await read_line(self.reader, self.config.imap.max_line_length)
+    async def read_client_line(self, timeout: float | None = None) -> bytes:
+        """One line (an AUTHENTICATE response, IDLE's DONE) without its CRLF; b"" if too long.
+        After ``timeout`` seconds of silence the session ends (``timed_out``)."""
+        try:
+            line = await asyncio.wait_for(read_line(self.reader, self.frame_limits()[0]), timeout)
+        except asyncio.TimeoutError:
+            await self.timed_out()
         if line is None:
             return b""
         return line.rstrip(b"\r\n")
+
+    def frame_limits(self) -> tuple[int, int, int]:
+        """(line, literal, whole command) in bytes: before login, imap.max_preauth_command_size
+        bounds all three (RFC 7888 4); after it, the line and literal limits and one literal
+        plus four lines."""
+        imap = self.config.imap
+        if self.state == NOT_AUTH:
+            small = imap.max_preauth_command_size
+            return min(small, imap.max_line_length), min(small, imap.max_literal_size), small
+        return imap.max_line_length, imap.max_literal_size, imap.max_literal_size + imap.max_line_length * 4
 
     # -- the loop -------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -189,14 +239,12 @@ class ImapSession:
             await self.send(f"* OK [CAPABILITY {self.capability_text()}] {R.GREETING}\r\n".encode())
             while self.state != LOGOUT:
                 await self.flush()
+                line, literal, command = self.frame_limits()
                 try:
                     framed = await asyncio.wait_for(
-                        read_command(self.reader, self.config.imap.max_line_length,
-                                     self.config.imap.max_literal_size, self.continuation),
-                        self.config.imap.idle_timeout)
+                        read_command(self.reader, line, literal, self.continuation, command), self.read_timeout())
                 except asyncio.TimeoutError:
-                    await self.untagged(f"BYE {R.BYE_IDLE_TIMEOUT}")
-                    break
+                    await self.timed_out()
                 if isinstance(framed, Refused):
                     if framed.fatal:
                         await self.untagged(f"BYE {R.BYE_LITERAL}")

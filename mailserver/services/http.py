@@ -29,6 +29,12 @@ log = logging.getLogger("civicmail.services.http")
 MAX_HEADER = 8192
 MAX_BODY = 4096
 TIMEOUT = 10.0
+#: a connection refused by the gate (server.max_connections) has its request head read (for up
+#: to REFUSE_WAIT seconds) before the 503, since closing with a request unread resets the
+#: connection and the client never sees the 503; at most REFUSE_LINGER such at once, the
+#: others are answered and closed at once
+REFUSE_WAIT = 0.5
+REFUSE_LINGER = 32
 AUTOCONFIG_PATHS = ("/mail/config-v1.1.xml", "/.well-known/autoconfig/mail/config-v1.1.xml")
 PATH = re.compile(r"^/unsubscribe/([A-Za-z0-9-]{1,64})/(\d{1,18})/([A-Za-z0-9_-]{8,64})\Z")
 
@@ -49,6 +55,7 @@ class OneClickHTTP:
         self.listen = listen
         self.address: tuple[str, int] | None = None
         self._server: asyncio.AbstractServer | None = None
+        self._refusing = 0
 
     async def start(self) -> None:
         from ..server import StartupError
@@ -68,14 +75,37 @@ class OneClickHTTP:
             await self._server.wait_closed()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        gate = self.ctx.gate
+        if not gate.enter("http", peer[0] if peer else "?"):
+            await self._refuse(reader, writer)
+            return
         try:
-            status, page = await asyncio.wait_for(self._request(reader), TIMEOUT)
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError,
-                ValueError, UnicodeDecodeError):
-            status, page = "400 Bad Request", PAGE_BAD
-        except Exception:
-            log.exception("one-click request failed")
-            status, page = "503 Service Unavailable", PAGE_ERROR
+            try:
+                status, page = await asyncio.wait_for(self._request(reader), TIMEOUT)
+            except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError,
+                    ValueError, UnicodeDecodeError):
+                status, page = "400 Bad Request", PAGE_BAD
+            except Exception:
+                log.exception("one-click request failed")
+                status, page = "503 Service Unavailable", PAGE_ERROR
+            await self._reply(writer, status, page)
+        finally:
+            gate.leave()
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._refusing < REFUSE_LINGER:
+            self._refusing += 1
+            try:
+                await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REFUSE_WAIT)
+            except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                pass
+            finally:
+                self._refusing -= 1
+        await self._reply(writer, "503 Service Unavailable", PAGE_ERROR)
+
+    @staticmethod
+    async def _reply(writer: asyncio.StreamWriter, status: str, page: str) -> None:
         kind = "text/html"
         if page.startswith("<?xml"):
             kind = "application/xml"

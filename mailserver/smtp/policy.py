@@ -138,25 +138,3 @@ class RateLimiter:
         full = [k for k, b in self._buckets.items() if b.tokens + (now - b.stamp) * self.rate >= self.capacity]
         for k in full:
             del self._buckets[k]
-
-
-class ConnectionCounter:
-    """Open connections per client IP."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._open: dict[str, int] = {}
-
-    def open(self, ip: str) -> bool:
-        n = self._open.get(ip, 0)
-        if n >= self.limit:
-            return False
-        self._open[ip] = n + 1
-        return True
-
-    def close(self, ip: str) -> None:
-        n = self._open.get(ip, 0) - 1
-        if n > 0:
-            self._open[ip] = n
-        else:
-            self._open.pop(ip, None)

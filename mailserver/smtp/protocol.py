@@ -24,6 +24,8 @@ _PLAIN_ADDRESS = re.compile(r"\s*<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-
 _END_OF_DATA = b"\r\n.\r\n"
 #: replies that are never held back for a pipelined group (see CivicSMTP.push)
 _NEVER_HOLD = frozenset((b"220", b"221", b"334", b"354", b"421"))
+#: the log's reason for a refusal by smtp.max_connections_per_ip
+PER_IP_REASON = "too many connections from this address (smtp.max_connections_per_ip)"
 
 
 def line_too_long(stream: bytes, limit: int) -> bool:
@@ -122,17 +124,28 @@ class CivicSMTP(SMTP):
     async def _handle_client(self) -> None:
         assert isinstance(self.session, CivicSession)
         ip = self.session.client_ip
-        if not self.listener.shared.connections.open(ip):
-            await self.push(replies.TOO_MANY_CONNECTIONS)
-            assert self.transport is not None
-            self.transport.close()
+        gate = self.listener.ctx.gate
+        if not gate.enter(self.listener.kind, ip):
+            await self._refuse(replies.SERVER_BUSY)
             return
-        self.listener.sessions.add(self)
         try:
-            await super()._handle_client()
+            if not self.listener.shared.connections.open(ip):
+                gate.refusals.refused(self.listener.kind, ip, PER_IP_REASON, per_address=True)
+                await self._refuse(replies.TOO_MANY_CONNECTIONS)
+                return
+            self.listener.sessions.add(self)
+            try:
+                await super()._handle_client()
+            finally:
+                self.listener.shared.connections.close(ip)
+                self.listener.sessions.discard(self)
         finally:
-            self.listener.shared.connections.close(ip)
-            self.listener.sessions.discard(self)
+            gate.leave()
+
+    async def _refuse(self, reply: str) -> None:
+        await self.push(reply)
+        assert self.transport is not None
+        self.transport.close()
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """A plain ``<local@domain> PARAMS`` without a parse by the email package (which costs

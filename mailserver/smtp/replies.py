@@ -10,6 +10,7 @@ from __future__ import annotations
 BYE = "221 2.0.0 Bye"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address, try again later"
+SERVER_BUSY = "421 4.7.0 Server busy, try again later"
 OK = "250 2.0.0 OK"
 
 # -- AUTH ----------------------------------------------------------------------------------

@@ -12,13 +12,14 @@ import logging
 import sys
 from typing import Callable
 
+from ..admission import ConnectionCounter
 from ..config import parse_hostport
 from ..server import ServerContext, StartupError
 from . import replies
 from .committer import GroupCommitter
 from .handler import Handler
 from .mailboxes import Mailbox, MailboxCache, find_mailbox
-from .policy import ConnectionCounter, RateLimiter
+from .policy import RateLimiter
 from .protocol import CivicSMTP
 
 log = logging.getLogger("civicmail.smtp")

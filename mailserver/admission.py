@@ -1,0 +1,141 @@
+"""Admission of client connections: one mechanism for every listener (SMTP, IMAP, HTTP).
+
+Every client connection costs a file descriptor, and the process has RLIMIT_NOFILE of them for
+everything: the clients of every listener, the store (SQLite: the database, its WAL and its
+shared-memory file for each pooled connection; PostgreSQL: a socket each), spool files, the
+pipeline's worker pipes, outbound SMTP, the log. When ``accept()`` meets EMFILE, asyncio logs
+"Too many open files" and pauses that listener, and the store fails wherever it opens a file.
+So ``ConnectionGate`` (one per process: ``ServerContext.gate``) admits at most ``limit`` client
+connections at once: the soft file limit less a reserve (FD_RESERVE, or a quarter of a small
+limit), or ``server.max_connections`` when that is lower. A listener asks ``enter`` before it
+serves a connection, refuses with its protocol's short reply when the answer is False (and
+closes), and calls ``leave`` when the connection ends; the listener itself never stops.
+
+Refusals come in bursts (a flood, a client looping on reconnect): ``RefusalLog`` logs the first
+refusal of a burst at once, then one line per REFUSAL_LOG_INTERVAL for as long as it goes on
+("refused N more connections ... in the last 60 s"), never a line per connection.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from dataclasses import dataclass, field
+
+log = logging.getLogger("civicmail.admission")
+
+#: file descriptors kept back from client connections for everything else (see the module text;
+#: an idle `serve` holds about 40, a busy one on SQLite up to ~110 for the store's pool)
+FD_RESERVE = 256
+#: seconds between the summary lines of one burst of refusals
+REFUSAL_LOG_INTERVAL = 60.0
+#: bursts tracked one address at a time; past that, refusals are summed per listener and reason
+MAX_BURSTS = 1000
+#: distinct addresses counted in one summary (beyond: "N+ addresses")
+MAX_ADDRESSES = 1000
+
+
+def connection_limit(configured: int, file_limit: int) -> int:
+    """Client connections the process may hold: the soft file limit less the reserve, lowered
+    to ``configured`` when that is set (> 0) and lower. At least 1."""
+    if file_limit < 0:  # RLIM_INFINITY: only the configured value bounds it
+        derived = configured if configured > 0 else 1 << 20
+    else:
+        derived = file_limit - min(FD_RESERVE, file_limit // 4)
+    if configured > 0:
+        derived = min(derived, configured)
+    return max(derived, 1)
+
+
+@dataclass
+class _Burst:
+    #: refusals since the last line written
+    count: int = 0
+    addresses: set[str] = field(default_factory=set)
+
+
+class RefusalLog:
+    """One log line per burst of refusals, then a summary per ``interval`` while it lasts."""
+
+    def __init__(self, logger: logging.Logger = log, interval: float = REFUSAL_LOG_INTERVAL) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._bursts: dict[tuple[str, str, str], _Burst] = {}
+
+    def refused(self, listener: str, ip: str, reason: str, per_address: bool) -> None:
+        """A connection from ``ip`` was refused. ``per_address``: the reason is this address's
+        own (a per-IP cap), so its bursts are told apart from other addresses'."""
+        key = (listener, reason, ip if per_address else "")
+        if per_address and key not in self._bursts and len(self._bursts) >= MAX_BURSTS:
+            key = (listener, reason, "")  # many addresses at once: one summary for all of them
+        burst = self._bursts.get(key)
+        if burst is None:
+            self._bursts[key] = _Burst()
+            self.logger.warning("%s: refused a connection from %s: %s (further refusals are summarised every %g s)",
+                                listener, ip, reason, self.interval)
+            asyncio.get_running_loop().call_later(self.interval, self._summarise, key)
+            return
+        burst.count += 1
+        if len(burst.addresses) < MAX_ADDRESSES:
+            burst.addresses.add(ip)
+
+    def _summarise(self, key: tuple[str, str, str]) -> None:
+        burst = self._bursts[key]
+        if not burst.count:  # the burst is over; the next refusal starts a new one
+            del self._bursts[key]
+            return
+        listener, reason, ip = key
+        n = len(burst.addresses)
+        source = ip or (f"{n}+ addresses" if n >= MAX_ADDRESSES else f"{n} address{'es' if n > 1 else ''}")
+        self.logger.warning("%s: refused %d more connections from %s in the last %g s: %s",
+                            listener, burst.count, source, self.interval, reason)
+        self._bursts[key] = _Burst()
+        asyncio.get_running_loop().call_later(self.interval, self._summarise, key)
+
+
+class ConnectionCounter:
+    """Open connections per client IP, up to ``limit`` each."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = {}
+
+    def open(self, ip: str) -> bool:
+        n = self._open.get(ip, 0)
+        if n >= self.limit:
+            return False
+        self._open[ip] = n + 1
+        return True
+
+    def close(self, ip: str) -> None:
+        n = self._open.get(ip, 0) - 1
+        if n > 0:
+            self._open[ip] = n
+        else:
+            self._open.pop(ip, None)
+
+
+class ConnectionGate:
+    """Client connections open at once over every listener of the process, up to ``limit``."""
+
+    def __init__(self, configured: int = 0, file_limit: int | None = None,
+                 refusals: RefusalLog | None = None) -> None:
+        self.file_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0] if file_limit is None else file_limit
+        self.limit = connection_limit(configured, self.file_limit)
+        self.open = 0
+        self.refusals = refusals or RefusalLog()
+        self.reason = f"at the limit of {self.limit} client connections (server.max_connections)"
+
+    def describe(self) -> str:
+        return f"accepting at most {self.limit} client connections (open file limit {self.file_limit})"
+
+    def enter(self, listener: str, ip: str) -> bool:
+        """Take a place for a new connection; False (logged as a refusal) when none is left."""
+        if self.open >= self.limit:
+            self.refusals.refused(listener, ip, self.reason, per_address=False)
+            return False
+        self.open += 1
+        return True
+
+    def leave(self) -> None:
+        self.open -= 1
