@@ -60,7 +60,8 @@ def plain(authzid: str, authcid: str, password: str) -> str:
 
 
 def test_simultaneous_wrong_logins_for_one_account_are_bounded_by_its_limit(city_factory, caplog):  # noqa: F811
-    city = city_factory("login.max_failures_per_account=10", "login.max_failures_per_ip=1000")
+    city = city_factory("login.max_failures_per_account=10", "login.max_failures_per_ip=1000",
+                        "imap.max_preauth_connections_per_ip=200")
     victim = city.addresses[0]
     caplog.set_level(logging.INFO, logger="civicmail.auth")
     replies = imap_logins_at_once(city, [(victim, f"guess{n}") for n in range(100)],
@@ -81,7 +82,8 @@ def test_simultaneous_wrong_logins_for_one_account_are_bounded_by_its_limit(city
 
 
 def test_simultaneous_wrong_logins_from_one_ip_are_bounded_by_its_limit(city_factory):  # noqa: F811
-    city = city_factory("login.max_failures_per_account=10", "login.max_failures_per_ip=20")
+    city = city_factory("login.max_failures_per_account=10", "login.max_failures_per_ip=20",
+                        "imap.max_preauth_connections_per_ip=200")
     replies = imap_logins_at_once(city, [(f"nobody{n}@hz.example.cn", "guess") for n in range(100)])
     assert sum(VERIFIED in r for r in replies) == 20
     assert sum(THROTTLED in r for r in replies) == 80
