@@ -79,7 +79,7 @@ class ServerContext:
         logged (``auth-throttled`` / ``auth-failed client=IP port=...``; never the name tried,
         which is sometimes a password typed in the wrong field)."""
         throttle = self.login_throttle
-        if not throttle.reserve(ip, login):
+        if not await throttle.acquire(ip, login):
             auth_log.info("auth-throttled client=%s port=%s", ip, port)
             raise Throttled("too many failed logins")
         try:

@@ -175,3 +175,34 @@ def test_login_throttle_counts_attempts_in_flight_and_forgets_a_window():
     assert throttle.reserve("192.0.2.2", "c@x.cn")
     now[0] = 61.0
     assert throttle.reserve("192.0.2.1", "a@x.cn")  # the window has passed
+
+
+def test_login_throttle_makes_attempts_past_the_ones_in_flight_wait_not_fail():
+    """Ten connections of one mail client logging in at once with the right password are all
+    let in, a few at a time; wrong ones at once are still checked no more than the limit."""
+    import asyncio
+
+    from mailserver.config import LoginConfig
+    from mailserver.identity.throttle import LoginThrottle
+
+    async def attempts(right: bool) -> tuple[int, int]:
+        throttle = LoginThrottle(LoginConfig(max_failures_per_ip=100, max_failures_per_account=3, window_seconds=60))
+        checked = 0
+        most_at_once = in_flight = 0
+
+        async def one() -> None:
+            nonlocal checked, most_at_once, in_flight
+            if not await throttle.acquire("192.0.2.1", "a@x.cn"):
+                return
+            checked += 1
+            in_flight += 1
+            most_at_once = max(most_at_once, in_flight)
+            await asyncio.sleep(0.01)  # the password check
+            in_flight -= 1
+            (throttle.succeeded if right else throttle.failed)("192.0.2.1", "a@x.cn")
+
+        await asyncio.gather(*(one() for _ in range(10)))
+        return checked, most_at_once
+
+    assert asyncio.run(attempts(right=True)) == (10, 3)
+    assert asyncio.run(attempts(right=False)) == (3, 3)
