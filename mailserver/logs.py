@@ -1,4 +1,4 @@
-"""Logging for `civicmail serve`: one record, one line, whatever a client sent.
+"""Logging for every `civicmail` command: one record, one line, whatever a client sent.
 
 Log lines carry what clients wrote (addresses, HELO names, login names); a CR, LF or ESC in an
 address's quoted local part must not start a forged line or drive the operator's terminal. The
@@ -46,9 +46,23 @@ class OneLineFormatter(logging.Formatter):
         return text
 
 
-def setup_logging(level: str, stream=None) -> None:
-    """Log to stderr (or ``stream``) at ``level`` through OneLineFormatter."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(OneLineFormatter(FORMAT))
-    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
+#: what the other commands print of a warning on the terminal: the message alone (as Python's
+#: last-resort handler did), escaped the same way
+CLI_FORMAT = "%(message)s"
+
+
+def setup_logging(level: str, stream=None, fmt: str = FORMAT) -> None:
+    """Log to stderr (or ``stream``) at ``level`` through OneLineFormatter. Every command calls it
+    (at warning, with CLI_FORMAT; `serve` again at server.log_level with FORMAT), so no log line
+    of any command can carry a client's or a file's control characters. Where logging is already
+    set up by someone else (a test's capture), only the level changes."""
+    root = logging.getLogger()
+    ours = [h for h in root.handlers if isinstance(h.formatter, OneLineFormatter)]
+    for handler in ours:
+        handler.setFormatter(OneLineFormatter(fmt))
+    if not ours:
+        handler = logging.StreamHandler(stream or sys.stderr)
+        handler.setFormatter(OneLineFormatter(fmt))
+        logging.basicConfig(handlers=[handler])  # does nothing if the root logger has handlers
+    root.setLevel(getattr(logging, level.upper()))
     logging.getLogger("alembic").setLevel(logging.WARNING)

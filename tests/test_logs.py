@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import logging
+from pathlib import Path
 
 from mailserver.logs import OneLineFormatter, printable
 
@@ -31,3 +32,22 @@ def test_a_traceback_stays_below_its_record():
     assert first == "ERROR civicmail.test.logs: lookup of a\\r\\nINFO x: y failed"
     assert rest and all(line.startswith("  ") for line in rest)
     assert "  INFO civicmail.smtp: forged\\x1b[2J" in rest
+
+
+def test_every_command_logs_through_the_escaping_formatter(tmp_path):
+    """Not only `serve`: a warning any command logs is one escaped line (here `civicmail` itself,
+    whose root group sets up logging, with a command that logs a file name holding ESC and CR)."""
+    import subprocess
+    import sys
+
+    script = ("import logging, sys\n"
+              "from mailserver.cli import cli\n"
+              "@cli.command('shout')\n"
+              "def shout():\n"
+              "    logging.getLogger('civicmail.test').warning('bad file %s', 'a\\x1b[31mb\\rFAKE LINE')\n"
+              "from mailserver.cli import main\n"
+              "sys.exit(main(['shout']))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, cwd=tmp_path, timeout=60,
+                          env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == b"bad file a\\x1b[31mb\\rFAKE LINE\n"

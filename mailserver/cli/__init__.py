@@ -11,8 +11,8 @@ import sys
 import click
 
 from .. import datadir
-
 from ..errors import ConfigError, CivicmailError
+from ..logs import CLI_FORMAT, setup_logging
 from .app import App
 
 # Each module defines a click command or group named `command`; order is the help order.
@@ -35,6 +35,7 @@ def cli(ctx: click.Context, config_path: str | None, overrides: tuple[str, ...])
     # What civicmail writes (the database's WAL, spool folders, drop reports) is never readable by
     # others (mailserver/datadir.py); config/civicmail.service sets the same for the service.
     os.umask(datadir.UMASK)
+    setup_logging("warning", fmt=CLI_FORMAT)  # one escaped line per record (logs.py); `serve` sets its own level
     ctx.obj = App(config_path, overrides)
     ctx.call_on_close(ctx.obj.close)
 
