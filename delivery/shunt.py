@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.exc import OperationalError
-
 from mailserver.errors import CivicmailError
+from mailserver.store.outage import is_outage
 
 from .reasons import hidden_reason
 
 
 def store_unavailable(exc: BaseException) -> bool:
     """Is this the store being away (every drop would fail alike), not a fault of one drop? Also
-    when it is the cause of the error raised (``raise StorageError(...) from exc``)."""
-    return isinstance(exc, OperationalError) or isinstance(exc.__cause__, OperationalError)
+    when it is the cause of the error raised (``raise StorageError(...) from exc``). The same test
+    as the servers' (store/outage.py), so a drop and a client see one notion of an outage."""
+    return is_outage(exc) or (exc.__cause__ is not None and is_outage(exc.__cause__))
 
 
 def set_aside_reason(log: logging.Logger, what: str, exc: BaseException) -> str:
