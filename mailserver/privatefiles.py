@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
 from typing import Iterator, TextIO
 
@@ -22,8 +23,10 @@ def open_private(path: Path, append: bool = False, encoding: str = EXCEL_UTF8) -
     path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
     fd = os.open(path, flags, 0o600)
-    os.fchmod(fd, 0o600)
-    if append and encoding == EXCEL_UTF8 and os.fstat(fd).st_size > 0:
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode):  # not a device named as the file (/dev/stdout)
+        os.fchmod(fd, 0o600)
+    if append and encoding == EXCEL_UTF8 and st.st_size > 0:
         encoding = "utf-8"
     return open(fd, "w", encoding=encoding, newline="")
 

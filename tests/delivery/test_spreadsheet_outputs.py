@@ -74,3 +74,19 @@ def test_drop_report_and_paper_export_carry_no_formula(sqlite_registry, sqlite_c
     assert cells_of(rebuilt)[2][3] == "'@SUM(1+1)"
     assert_no_formula(rebuilt)
 
+
+def test_citizen_import_codes_and_rejected_rows_carry_no_formula(sqlite_registry, tmp_path):
+    config = sqlite_registry.config
+    people = write_csv(tmp_path / "people.csv", ["name", "id_number", "phone"], [
+        ["=2+3", citizen_number(1), "+86 138 0000 0001"],
+        ["@张三", citizen_number(2), "13800000002"],
+        ["李四", "=1+1", ""],
+    ])
+    codes, errors = tmp_path / "codes.csv", tmp_path / "errors.csv"
+    done = civicmail(config, "citizen", "import", str(people), "--codes", str(codes), "--errors", str(errors))
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(open(codes, encoding="utf-8", newline="")))
+    assert [(r["name"], r["phone"]) for r in rows] == [("'=2+3", "'+86 138 0000 0001"), ("'@张三", "13800000002")]
+    assert_no_formula(codes)
+    assert cells_of(errors)[1][0] == "4"
+    assert_no_formula(errors)
