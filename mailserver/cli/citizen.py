@@ -126,7 +126,7 @@ def import_cmd(app: App, file: Path, codes_path: Path | None, encoding: str | No
 @contextlib.contextmanager
 def _import_errors(file: Path, codes_path: Path | None) -> Iterator[None]:
     """An import file that cannot be decoded, or a codes file that cannot be written, as a user
-    error: the batch whose codes could not be written was not registered (they go to disk
+    error: the batch whose codes could not be written was not committed (they go to disk
     before it commits)."""
     try:
         yield
@@ -136,7 +136,7 @@ def _import_errors(file: Path, codes_path: Path | None) -> Iterator[None]:
         if codes_path is None or exc.filename not in (None, str(codes_path)):
             raise
         raise UserError(f"cannot write the activation codes to {codes_path}: {exc.strerror}; the batch in "
-                        "progress was not registered, run the same command again") from None
+                        "progress was not committed: run the same command again") from None
 
 
 @command.command("reissue-code")
@@ -154,7 +154,7 @@ def reissue_code(app: App, addresses: tuple[str, ...], import_path: Path | None,
     must be waiting for activation, or nothing is issued) or with --file for the accounts of an
     import file that still are. The old codes stop working; each reissue is audited."""
     if bool(addresses) == bool(import_path):
-        raise click.UsageError("give ADDRESS... or --file, not both")
+        raise click.UsageError("give either ADDRESS... or --file")
     if codes_path is None and import_path is not None:
         codes_path = import_path.with_name(import_path.name + ".codes.csv")
     to_file = codes_path is not None and str(codes_path) != "-"
@@ -166,8 +166,8 @@ def reissue_code(app: App, addresses: tuple[str, ...], import_path: Path | None,
         else:
             source = stack.enter_context(bulk.open_import(import_path, encoding))
             report = bulk.reissue_file(registry, source, out)
-    if to_file:
-        report.stale_codes = bulk.reconcile_codes(registry, codes_path)
+        if to_file:
+            report.stale_codes = bulk.reconcile_codes(registry, codes_path)
     for line, reason in report.errors[:200]:
         click.echo(f"line {line}: {reason}", err=True)
     for address, state in report.not_pending[:200]:

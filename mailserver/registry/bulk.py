@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
+import fcntl
 import os
 import stat
 from dataclasses import dataclass, field
@@ -277,7 +278,7 @@ def import_file(reg: Registry, path: Path, codes_path: Path | None, encoding: st
             return import_citizens(reg, source, None, progress)
         with open_codes(codes_path) as out:
             report = import_citizens(reg, source, out, progress)
-    report.stale_codes = reconcile_codes(reg, codes_path)
+            report.stale_codes = reconcile_codes(reg, codes_path)
     return report
 
 
@@ -307,32 +308,37 @@ def reconcile_codes(reg: Registry, codes_path: Path) -> int:
     """Drop the lines of a codes file whose code opens nothing: the account does not exist (its
     batch never committed) or is pending under another code (a rerun or a reissue replaced it).
     Lines of accounts already activated or disabled stay, as the record of letters sent. The file
-    is replaced whole. Returns the number of lines dropped."""
+    is replaced whole, and only if a line goes; call it holding ``open_codes``. Returns the number
+    of lines dropped."""
     if not codes_path.is_file():
         return 0
-    ring = reg.keyring
-    dropped = 0
-    with open(codes_path, encoding="utf-8-sig", newline="") as src, \
-            replace_private(codes_path, encoding=CODES_ENCODING) as out:
-        reader = csv.reader(src)
-        header = next(reader, None)
-        writer = SpreadsheetWriter(out)
-        writer.writerow(header or CODES_HEADER)
-        at_address, at_code = CODES_HEADER.index("address"), CODES_HEADER.index("activation_code")
-        for part in _batches(reader, BATCH):
-            with reg.store.reader() as s:
-                accounts = {a: (state, h) for a, state, h in s.execute(
-                    select(Account.address, Account.state, Account.activation_hash)
-                    .where(Account.address.in_({line[at_address] for line in part if len(line) > at_code})))}
-            for line in part:
-                state, code_hash = accounts.get(line[at_address] if len(line) > at_code else "", (None, None))
-                if state is None or (state == "pending" and code_hash != ring.secret_hash(
-                        ACTIVATION, normalize_code(line[at_code]))):
-                    dropped += 1
-                    continue
-                writer.writerow(line)
-    return dropped
+    with open(codes_path, encoding="utf-8-sig", newline="") as src:
+        stale = _stale_lines(reg, csv.reader(src))
+    if stale:
+        with open(codes_path, encoding="utf-8-sig", newline="") as src, \
+                replace_private(codes_path, encoding=CODES_ENCODING) as out:
+            SpreadsheetWriter(out).writerows(line for n, line in enumerate(csv.reader(src)) if n not in stale)
+    return len(stale)
 
+
+def _stale_lines(reg: Registry, lines: Iterator[list[str]]) -> set[int]:
+    """The numbers (the header is 0) of the codes file's lines that open nothing."""
+    ring = reg.keyring
+    at_address, at_code = CODES_HEADER.index("address"), CODES_HEADER.index("activation_code")
+    stale: set[int] = set()
+    numbered = enumerate(lines)
+    next(numbered, None)  # the header
+    for part in _batches(numbered, BATCH):
+        wanted = {line[at_address] for _, line in part if len(line) > at_code}
+        with reg.store.reader() as s:
+            accounts = {address: (state, code_hash) for address, state, code_hash in s.execute(
+                select(Account.address, Account.state, Account.activation_hash).where(Account.address.in_(wanted)))}
+        for n, line in part:
+            state, code_hash = accounts.get(line[at_address], (None, None)) if len(line) > at_code else (None, None)
+            if state is None or (state == "pending" and code_hash != ring.secret_hash(
+                    ACTIVATION, normalize_code(line[at_code]))):
+                stale.add(n)
+    return stale
 
 
 @dataclass
@@ -409,5 +415,13 @@ def reissue_file(reg: Registry, source: TextIO | Records, codes_out: TextIO, act
 
 
 def open_codes(codes_path: Path) -> TextIO:
-    """The activation-codes CSV, appended to, only its owner can read it."""
-    return open_private(codes_path, append=True, encoding=CODES_ENCODING)
+    """The activation-codes CSV, appended to, only its owner can read it, under an exclusive lock
+    until it is closed: imports and reissues into one file take turns, and reconcile while they
+    hold it. A writer that waited while ``reconcile_codes`` replaced the file opens the new one."""
+    while True:
+        fh = open_private(codes_path, append=True, encoding=CODES_ENCODING)
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(codes_path).st_ino == os.fstat(fh.fileno()).st_ino:
+                return fh
+        fh.close()
