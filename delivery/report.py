@@ -14,6 +14,7 @@ number and status only. A dry run writes what it saw as it goes (the store has n
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -122,6 +123,16 @@ class _FileCells:
         while self._next is not None and self._next[0] < line:
             self._next = next(self._rows, None)
         return self._next[1] if self._next is not None and self._next[0] == line else {}
+
+
+def report_rows(path: Path, columns: list[str]) -> Iterator[tuple[int, dict[str, str]]]:
+    """A report CSV read back: (row number, original columns) per row, by position (an agency's
+    own column may be called "row" too)."""
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        records = csv.reader(fh)
+        next(records, None)
+        for record in records:
+            yield int(record[0]), dict(zip(columns, record[1:1 + len(columns)]))
 
 
 def write_stored_report(store: Store, ring: IdKeyring, drop_id: int, path: Path, only_problems: bool = False,

@@ -37,7 +37,7 @@ from .pipeline import (RowContext, RunSpec, init_worker, paper_letters, process_
                        small_cache_store, unpack)
 from .read import FileError
 from .render import AgencyInfo
-from .report import ReportWriter, Summary, write_stored_paper, write_stored_report
+from .report import ReportWriter, Summary, report_rows, write_stored_paper, write_stored_report
 from .rowkeys import unseal_row
 from .rowstate import RETRYABLE, RowState
 from .validate import column_mapping
@@ -176,7 +176,7 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
                 written(*in_write.popleft().result())
         if drop_id is not None:
             # Before the drop is done: a run killed while writing them is resumed, and writes them.
-            letters = write_outputs(reg, drop_id, spec, drop_file, report_path, paper_path)
+            letters = write_outputs(reg, drop_id, spec, read_mod.rows(drop_file), report_path, paper_path)
         else:
             writer.close()
             letters = writer.paper_rows
@@ -196,12 +196,13 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
     return DropResult(drop_id, summary, report_path, paper_path if letters else None, resumed)
 
 
-def write_outputs(reg: Registry, drop_id: int, spec: RunSpec, drop_file: read_mod.DropFile,
+def write_outputs(reg: Registry, drop_id: int, spec: RunSpec, file_rows: Iterator[tuple[int, dict[str, str]]],
                   report_path: Path, paper_path: Path) -> int:
     """The report and the paper-mail export of a drop, from the store, each replaced whole: a
     resumed run's files too (nothing is appended), so every row is in them once, as the store has
-    it. The drop file is read again for the columns of delivered rows. Returns the letters."""
-    with contextlib.closing(read_mod.rows(drop_file)) as file_rows:
+    it. ``file_rows`` (the drop file read again) give the columns of delivered rows. Returns the
+    number of letters."""
+    with contextlib.closing(file_rows):
         write_stored_report(reg.store, reg.keyring, drop_id, report_path, file_rows=file_rows)
     ctx = RowContext(spec, reg.store)
     return write_stored_paper(reg.store, reg.keyring, drop_id, paper_path, lambda rows: paper_letters(ctx, rows))
@@ -309,5 +310,11 @@ def retry_drop(reg: Registry, drop_id: int) -> Summary:
         process_rows(ctx, rows)
         deliver_batch(reg.store, ring, drop_id, agency_id, notice_type, rows, originals)
         summary.add(rows)
+    out = drops_dir(reg.config, drop_id)
+    if (out / "report.csv").exists():
+        # The run's files at their usual place, as the store now has them (the letters owed are
+        # fewer); the old report gives the columns of delivered rows, as the drop file did.
+        write_outputs(reg, drop_id, spec, report_rows(out / "report.csv", columns), out / "report.csv",
+                      out / "paper.csv")
     summary.elapsed = time.monotonic() - started
     return summary
