@@ -49,7 +49,12 @@ def partial_path(path: Path) -> Path:
 @contextlib.contextmanager
 def replace_private(path: Path, encoding: str = EXCEL_UTF8) -> Iterator[TextIO]:
     """Write a new ``path`` whole: it replaces the old one only when the block ends without an
-    exception (then it is on disk); otherwise the old file stays and the partial one is removed."""
+    exception (then it is on disk); otherwise the old file stays and the partial one is removed.
+    A path that is no regular file (``-o /dev/stdout``, a pipe) is written in place instead."""
+    if path.exists() and not path.is_file():
+        with open(path, "w", encoding=encoding, newline="") as fh:
+            yield fh
+        return
     tmp = partial_path(path)
     fh = open_private(tmp, encoding=encoding)
     try:

@@ -5,6 +5,7 @@ number, a negative amount too, stays a number."""
 from __future__ import annotations
 
 import csv
+import os
 import re
 import subprocess
 import sys
@@ -73,6 +74,10 @@ def test_drop_report_and_paper_export_carry_no_formula(sqlite_registry, sqlite_c
     assert civicmail(config, "drop", "report", "1", "-o", str(rebuilt)).returncode == 0
     assert cells_of(rebuilt)[2][3] == "'@SUM(1+1)"
     assert_no_formula(rebuilt)
+    # to standard output: written in place (the device is not replaced by a file)
+    piped = civicmail(config, "drop", "report", "1", "-o", "/dev/stdout")
+    assert piped.returncode == 0 and "'@SUM(1+1)" in piped.stdout
+    assert os.path.islink("/dev/stdout") or not os.path.isfile("/dev/stdout")
 
 
 def test_citizen_import_codes_and_rejected_rows_carry_no_formula(sqlite_registry, tmp_path):
