@@ -98,7 +98,7 @@ def test_killed_import_keeps_every_code(pg_registry, tmp_path):
     first batch committed, then run to the end: every pending account has its one working code."""
     reg = pg_registry
     people, codes = tmp_path / "people.csv", tmp_path / "people.csv.codes.csv"
-    write_citizens_csv(people, BATCH + 500, seed=21)
+    write_citizens_csv(people, BATCH + 2000, seed=21)
     args = ("citizen", "import", str(people))
 
     # 1. Another transaction holds the audit log: the first batch's commit waits on it.
@@ -118,7 +118,7 @@ def test_killed_import_keeps_every_code(pg_registry, tmp_path):
     _wait("a first batch commits", lambda: _accounts(reg) >= BATCH, proc)
     _kill(proc)
     committed = _accounts(reg)
-    assert BATCH <= committed < BATCH + 500
+    assert BATCH <= committed < BATCH + 2000
 
     # 3. The rerun: those are already registered, and their codes are still there; the lines of
     # the batch that never committed are gone.
@@ -127,7 +127,7 @@ def test_killed_import_keeps_every_code(pg_registry, tmp_path):
     assert f"already registered {committed}" in done.stdout
     assert "lines of an interrupted run dropped" in done.stdout
     rows = assert_every_pending_account_has_its_code(reg, codes)
-    assert len(rows) == BATCH + 500
+    assert len(rows) == BATCH + 2000
 
     # A code from the killed run's committed batch opens its account.
     first = rows[0]
