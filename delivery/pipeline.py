@@ -189,6 +189,19 @@ def paper_fallback(ctx: RowContext, rows: list[RowState]) -> None:
                 r.paper = ("", str(exc))
 
 
+def paper_letters(ctx: RowContext, rows: list[RowState]) -> None:
+    """The letters of stored unmatched rows (a paper-mail export rebuilt from the store): their
+    cells validated again for the typed values, then rendered as at the first run. A row that no
+    longer validates (its notice type changed since) still gets a line, with the reason."""
+    stage_validate(ctx, rows)
+    for r in rows:
+        r.status = UNMATCHED
+    paper_fallback(ctx, rows)
+    for r in rows:
+        if r.paper is None:
+            r.paper = ("", r.reason or "")
+
+
 def process_rows(ctx: RowContext, rows: list[RowState]) -> list[RowState]:
     """Run a chunk through the row stages: the one loop."""
     for name in ROW_STAGES:

@@ -8,6 +8,7 @@ delivered reports as a duplicate).
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -33,10 +34,11 @@ from . import read as read_mod
 from . import reasons
 from .catalog import get_definition, load_agencies, load_catalog
 from .deliver import deliver_batch, mark_duplicates
-from .pipeline import RowContext, RunSpec, small_cache_store, init_worker, process_chunk, process_rows, unpack
+from .pipeline import (RowContext, RunSpec, init_worker, paper_letters, process_chunk, process_rows,
+                       small_cache_store, unpack)
 from .read import FileError
 from .render import AgencyInfo
-from .report import ReportWriter, Summary
+from .report import ReportWriter, Summary, report_rows, write_stored_paper, write_stored_report
 from .rowkeys import unseal_row
 from .rowstate import RETRYABLE, RowState
 from .validate import column_mapping
@@ -124,7 +126,8 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
         out = drops_dir(config, drop_id)
         report_path = report_path or out / "report.csv"
         paper_path = paper_path or out / "paper.csv"
-    writer = ReportWriter(report_path, paper_path, drop_file.columns, append=resumed)
+    # A dry run's files as it goes; a real run's from the store when it ends (write_outputs).
+    writer = ReportWriter(report_path, paper_path, drop_file.columns) if dry_run else None
     summary = Summary()
     spec = RunSpec(config, notice_type, agency, mapping)
     started = time.monotonic()
@@ -154,7 +157,8 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
         """A batch is committed: its report lines, in the main thread (the writer thread is the
         pipeline's narrowest part, so it does nothing else)."""
         summary.add(rows)
-        writer.write(rows, originals)
+        if writer is not None:
+            writer.write(rows, originals)
         progress(len(rows))
 
     # The writer's own connection, with a page cache that does not grow with the drop: a batch's
@@ -172,8 +176,15 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
                 in_write.append(writing.submit(write, rows, originals))
             while in_write:
                 written(*in_write.popleft().result())
+        if drop_id is not None:
+            # Before the drop is done: a run killed while writing them is resumed, and writes them.
+            letters = write_outputs(reg, drop_id, spec, read_mod.rows(drop_file), report_path, paper_path)
+        else:
+            writer.close()
+            letters = writer.paper_rows
     except BaseException as exc:
-        writer.close()
+        if writer is not None:
+            writer.close(failed=exc)
         if writer_store is not store:
             writer_store.dispose()
         if drop_id is not None:
@@ -186,14 +197,24 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
             raise StoreUnavailable(f"drop {drop_id} stopped after {summary.rows:,} rows: {describe(exc)}; run the same "
                                    "command again to resume it (nothing is delivered twice)") from None
         raise
-    writer.close()
     if writer_store is not store:
         writer_store.dispose()
     summary.elapsed = time.monotonic() - started
     if drop_id is not None:
         retrying(config.delivery.store_retry_seconds, _finish_drop, reg, drop_id, "done", None)
-    has_paper = paper_path is not None and (writer.paper_rows or (resumed and paper_path.exists()))
-    return DropResult(drop_id, summary, report_path, paper_path if has_paper else None, resumed)
+    return DropResult(drop_id, summary, report_path, paper_path if letters else None, resumed)
+
+
+def write_outputs(reg: Registry, drop_id: int, spec: RunSpec, file_rows: Iterator[tuple[int, dict[str, str]]],
+                  report_path: Path, paper_path: Path) -> int:
+    """The report and the paper-mail export of a drop, from the store, each replaced whole: a
+    resumed run's files too (nothing is appended), so every row is in them once, as the store has
+    it. ``file_rows`` (the drop file read again) give the columns of delivered rows. Returns the
+    number of letters."""
+    with contextlib.closing(file_rows):
+        write_stored_report(reg.store, reg.keyring, drop_id, report_path, file_rows=file_rows)
+    ctx = RowContext(spec, reg.store)
+    return write_stored_paper(reg.store, reg.keyring, drop_id, paper_path, lambda rows: paper_letters(ctx, rows))
 
 
 def _batches(chunks: Iterator[tuple[list, dict]], size: int) -> Iterator[tuple[list, dict]]:
@@ -298,5 +319,11 @@ def retry_drop(reg: Registry, drop_id: int) -> Summary:
         process_rows(ctx, rows)
         deliver_batch(reg.store, ring, drop_id, agency_id, notice_type, rows, originals)
         summary.add(rows)
+    out = drops_dir(reg.config, drop_id)
+    if (out / "report.csv").exists():
+        # The run's files at their usual place, as the store now has them (the letters owed are
+        # fewer); the old report gives the columns of delivered rows, as the drop file did.
+        write_outputs(reg, drop_id, spec, report_rows(out / "report.csv", columns), out / "report.csv",
+                      out / "paper.csv")
     summary.elapsed = time.monotonic() - started
     return summary

@@ -124,3 +124,20 @@ def store(config):
 @pytest.fixture
 def registry(config, store):
     return Registry(config, store)
+
+
+@pytest.fixture
+def sqlite_registry(sqlite_config):
+    store = open_store(sqlite_config)
+    yield Registry(sqlite_config, store)
+    store.dispose()
+
+
+@pytest.fixture
+def pg_registry(tmp_path, pg_url):
+    """A registry on PostgreSQL only."""
+    config = make_config(tmp_path / "pg", store_url=pg_url)
+    prepare(config)
+    store = open_store(config)
+    yield Registry(config, store)
+    store.dispose()

@@ -5,25 +5,34 @@ All-or-report: every bad row is reported with its line number and reason, the go
 registered. Safe to rerun: a citizen already registered (same ID number) is counted, not added
 again, and a crash loses at most the batch in flight (its transaction rolls back). Accounts made
 here get a one-time activation code instead of a password; the codes go to a CSV for the letters
-that carry them, written after each batch commits.
+that carry them.
+
+No account without its letter: a batch's codes are written and fsynced before the batch's
+transaction commits, so a run killed at any point has the code of every account it registered
+on disk. A batch that then did not commit leaves codes for accounts that do not exist (or, after
+the rerun registered them, that a later code replaced); ``reconcile_codes``, at the end of every
+import and reissue, drops those lines, checking each line's code against its account's hash.
+``reissue_codes`` gives pending accounts a fresh code, for letters that were lost.
 """
 from __future__ import annotations
 
 import contextlib
 import csv
 import datetime as dt
-import io
+import fcntl
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TextIO
 
 from sqlalchemy import insert, select
 
-from ..cells import cell_text
-from ..errors import ValidationError
+from ..cells import SpreadsheetWriter, cell_text
+from ..errors import Conflict, ValidationError
 from ..identity import addresses, idnumber
 from ..identity.passwords import activation_code, normalize_code
+from ..privatefiles import open_private, replace_private
 from ..store.models import Account, AuditLog, Citizen
 from .citizens import ACTIVATION, assign_addresses, check_name, check_phone
 from .context import Registry
@@ -31,6 +40,10 @@ from .folders import create_default_folders
 
 COLUMNS = ("name", "id_number", "phone", "address")
 BATCH = 5000
+#: the activation-codes CSV (one line per letter)
+CODES_HEADER = ("address", "name", "phone", "activation_code", "expires")
+#: the codes file is plain UTF-8, as it always was (mail-merge tools read it as such)
+CODES_ENCODING = "utf-8"
 
 
 @dataclass
@@ -40,6 +53,8 @@ class ImportReport:
     already_registered: int = 0
     #: (line number in the file, reason)
     errors: list[tuple[int, str]] = field(default_factory=list)
+    #: codes-file lines dropped as opening nothing (``reconcile_codes``)
+    stale_codes: int = 0
 
 
 @dataclass
@@ -155,8 +170,8 @@ def read_rows(source: TextIO | Records, report: ImportReport, domain: str) -> It
         yield _Row(line, name, number, phone, address)
 
 
-def _batches(rows: Iterator[_Row], size: int) -> Iterator[list[_Row]]:
-    batch: list[_Row] = []
+def _batches(rows: Iterator, size: int) -> Iterator[list]:
+    batch: list = []
     for row in rows:
         batch.append(row)
         if len(batch) >= size:
@@ -178,9 +193,7 @@ def import_citizens(
     domain = reg.domain
     ttl = dt.timedelta(seconds=reg.config.passwords.activation_ttl)
     seen: set[int] = set()  # 64-bit prefixes of the index: a repeat inside this file
-    codes = csv.writer(codes_out) if codes_out is not None else None
-    if codes is not None and os.fstat(codes_out.fileno()).st_size == 0:
-        codes.writerow(["address", "name", "phone", "activation_code", "expires"])
+    codes = LetterWriter(codes_out) if codes_out is not None else None
     for batch in _batches(read_rows(fh, report, domain), batch_size):
         indexed = []
         for row in batch:
@@ -234,27 +247,181 @@ def import_citizens(
                 account_ids = list(s.scalars(select(Account.id).where(
                     Account.address.in_([row["address"] for row in account_rows]))))
                 create_default_folders(s, account_ids)
+                if codes is not None:
+                    codes.write(letters)  # on disk before the commit (the session's end)
                 s.add(AuditLog(actor="operator", action="citizen.import", detail=f"{len(account_ids)} accounts"))
         report.imported += len(letters)
-        if codes is not None:
-            codes.writerows(letters)
-            codes_out.flush()
-            os.fsync(codes_out.fileno())
         progress(len(batch))
     return report
 
 
+@contextlib.contextmanager
+def open_import(path: Path, encoding: str | None = None) -> Iterator[TextIO | Records]:
+    """An import file's lines: a CSV (``encoding`` as ``open_text``) or an XLSX workbook (its
+    first sheet), closed when the block ends, even early."""
+    if is_xlsx(path):
+        records = xlsx_records(path)
+        try:
+            yield records
+        finally:
+            records.close()
+    else:
+        with open_text(path, encoding) as fh:
+            yield fh
+
+
 def import_file(reg: Registry, path: Path, codes_path: Path | None, encoding: str | None = None,
                 progress: Callable[[int], None] = lambda n: None) -> ImportReport:
-    """Import a CSV (``encoding`` as ``open_text``) or an XLSX workbook (its first sheet)."""
-    with contextlib.ExitStack() as stack:
-        if is_xlsx(path):
-            source: TextIO | Records = xlsx_records(path)
-            stack.callback(source.close)  # closes the workbook even if the import stops early
-        else:
-            source = stack.enter_context(open_text(path, encoding))
+    """Import a CSV or an XLSX workbook; the codes appended to ``codes_path``, then reconciled."""
+    with open_import(path, encoding) as source:
         if codes_path is None:
             return import_citizens(reg, source, None, progress)
-        fd = os.open(codes_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with io.open(fd, "w", encoding="utf-8", newline="") as out:
-            return import_citizens(reg, source, out, progress)
+        with open_codes(codes_path) as out:
+            report = import_citizens(reg, source, out, progress)
+            report.stale_codes = reconcile_codes(reg, codes_path)
+    return report
+
+
+class LetterWriter:
+    """Lines of the activation-codes CSV, each batch on disk before its transaction commits."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self._csv = SpreadsheetWriter(out)
+        try:
+            st = os.fstat(out.fileno())
+        except OSError:  # a stream without a file (click's test runner)
+            st = None
+        # a terminal or a pipe (codes on standard output) has no fsync, and starts with a header
+        self._sync = st is not None and stat.S_ISREG(st.st_mode)
+        if not self._sync or st.st_size == 0:
+            self._csv.writerow(CODES_HEADER)
+
+    def write(self, letters: list[tuple]) -> None:
+        self._csv.writerows(letters)
+        self.out.flush()
+        if self._sync:
+            os.fsync(self.out.fileno())
+
+
+def reconcile_codes(reg: Registry, codes_path: Path) -> int:
+    """Drop the lines of a codes file whose code opens nothing: the account does not exist (its
+    batch never committed) or is pending under another code (a rerun or a reissue replaced it).
+    Lines of accounts already activated or disabled stay, as the record of letters sent. The file
+    is replaced whole, and only if a line goes; call it holding ``open_codes``. Returns the number
+    of lines dropped."""
+    if not codes_path.is_file():
+        return 0
+    with open(codes_path, encoding="utf-8-sig", newline="") as src:
+        stale = _stale_lines(reg, csv.reader(src))
+    if stale:
+        with open(codes_path, encoding="utf-8-sig", newline="") as src, \
+                replace_private(codes_path, encoding=CODES_ENCODING) as out:
+            SpreadsheetWriter(out).writerows(line for n, line in enumerate(csv.reader(src)) if n not in stale)
+    return len(stale)
+
+
+def _stale_lines(reg: Registry, lines: Iterator[list[str]]) -> set[int]:
+    """The numbers (the header is 0) of the codes file's lines that open nothing."""
+    ring = reg.keyring
+    at_address, at_code = CODES_HEADER.index("address"), CODES_HEADER.index("activation_code")
+    stale: set[int] = set()
+    numbered = enumerate(lines)
+    next(numbered, None)  # the header
+    for part in _batches(numbered, BATCH):
+        wanted = {line[at_address] for _, line in part if len(line) > at_code}
+        with reg.store.reader() as s:
+            accounts = {address: (state, code_hash) for address, state, code_hash in s.execute(
+                select(Account.address, Account.state, Account.activation_hash).where(Account.address.in_(wanted)))}
+        for n, line in part:
+            state, code_hash = accounts.get(line[at_address], (None, None)) if len(line) > at_code else (None, None)
+            if state is None or (state == "pending" and code_hash != ring.secret_hash(
+                    ACTIVATION, normalize_code(line[at_code]))):
+                stale.add(n)
+    return stale
+
+
+@dataclass
+class ReissueReport:
+    issued: int = 0
+    #: (address, state) of the accounts skipped: active or disabled, no code opens them
+    not_pending: list[tuple[str, str]] = field(default_factory=list)
+    #: rows of an import file whose ID number is not registered
+    not_registered: int = 0
+    #: the import file's rows that could not be read (line, reason)
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    stale_codes: int = 0
+
+
+def _reissue(reg: Registry, s, accounts: list[tuple[Account, Citizen]], codes: LetterWriter, actor: str) -> int:
+    """Fresh codes for pending accounts, in the caller's transaction: the old codes stop working,
+    the letters are on disk before the commit, and each account's reissue is audited."""
+    ring = reg.keyring
+    expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=reg.config.passwords.activation_ttl)
+    letters = []
+    for account, citizen in accounts:
+        code = activation_code()
+        account.activation_hash = ring.secret_hash(ACTIVATION, normalize_code(code))
+        account.activation_expires = expires
+        letters.append((account.address, citizen.name, citizen.phone or "", code, expires.date().isoformat()))
+        s.add(AuditLog(actor=actor, action="citizen.reissue-code", detail=account.address))
+    s.flush()
+    codes.write(letters)
+    return len(letters)
+
+
+def _accounts(s, where) -> list[tuple[Account, Citizen]]:
+    return [tuple(row) for row in s.execute(select(Account, Citizen).join(Citizen, Citizen.id == Account.citizen_id)
+                                            .where(where).order_by(Account.id))]
+
+
+def reissue_codes(reg: Registry, addresses: list[str], codes_out: TextIO, actor: str = "operator") -> ReissueReport:
+    """New activation codes for the citizen accounts at ``addresses``, all pending; refused
+    (Conflict, nothing changed) if one is not a citizen's account or no longer pending."""
+    wanted = list(dict.fromkeys(a.strip().lower() for a in addresses))
+    codes = LetterWriter(codes_out)
+    with reg.store.session() as s:
+        found = {account.address: (account, citizen) for account, citizen in _accounts(s, Account.address.in_(wanted))}
+        problems = []
+        for address in wanted:
+            state = found[address][0].state if address in found else None
+            if state is None:
+                problems.append(f"{address}: no citizen account")
+            elif state != "pending":
+                problems.append(f"{address} is {state}: an activation code would not open it"
+                                + (" (`citizen passwd` sets a new password)" if state == "active" else ""))
+        if problems:
+            raise Conflict("no codes issued: " + "; ".join(problems))
+        return ReissueReport(issued=_reissue(reg, s, [found[a] for a in wanted], codes, actor))
+
+
+def reissue_file(reg: Registry, source: TextIO | Records, codes_out: TextIO, actor: str = "operator",
+                 progress: Callable[[int], None] = lambda n: None, batch_size: int = BATCH) -> ReissueReport:
+    """New activation codes for every account of an import file (matched by ID number) still
+    pending; the others are listed, not changed."""
+    read = ImportReport()
+    report = ReissueReport(errors=read.errors)
+    codes = LetterWriter(codes_out)
+    ring = reg.keyring
+    for batch in _batches(read_rows(source, read, reg.domain), batch_size):
+        indexes = {ring.index(row.number) for row in batch}
+        with reg.store.session() as s:
+            accounts = _accounts(s, Citizen.id_index.in_(indexes))
+            report.not_registered += len(indexes) - len(accounts)
+            report.not_pending += [(a.address, a.state) for a, _ in accounts if a.state != "pending"]
+            report.issued += _reissue(reg, s, [(a, c) for a, c in accounts if a.state == "pending"], codes, actor)
+        progress(len(batch))
+    return report
+
+
+def open_codes(codes_path: Path) -> TextIO:
+    """The activation-codes CSV, appended to, only its owner can read it, under an exclusive lock
+    until it is closed: imports and reissues into one file take turns, and reconcile while they
+    hold it. A writer that waited while ``reconcile_codes`` replaced the file opens the new one."""
+    while True:
+        fh = open_private(codes_path, append=True, encoding=CODES_ENCODING)
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(codes_path).st_ino == os.fstat(fh.fileno()).st_ino:
+                return fh
+        fh.close()

@@ -7,7 +7,6 @@ survey declared ``anonymous = false`` also keeps the account.
 """
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import io
 import json
@@ -19,6 +18,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..cells import SpreadsheetWriter
 from ..errors import Conflict, NotFound, ValidationError
 from ..store.mailstore import NewMessage, insert_messages
 from ..store.models import Account, Ballot, Subscription, Survey, SurveyRecipient, Topic
@@ -189,7 +189,7 @@ class Tally:
 
     def csv(self) -> str:
         out = io.StringIO()
-        w = csv.writer(out, lineterminator="\n")
+        w = SpreadsheetWriter(out, lineterminator="\n")
         w.writerow(["question", "question_text", "choice", "choice_text", "votes"])
         w.writerows(self.rows)
         return out.getvalue()

@@ -4,20 +4,11 @@ from __future__ import annotations
 import pytest
 
 from drophelpers import make_city
-from mailserver.registry import Registry
-from mailserver.store import open_store
 
 
 @pytest.fixture
 def city(registry):
     return make_city(registry)
-
-
-@pytest.fixture
-def sqlite_registry(sqlite_config):
-    store = open_store(sqlite_config)
-    yield Registry(sqlite_config, store)
-    store.dispose()
 
 
 @pytest.fixture

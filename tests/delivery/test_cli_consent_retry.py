@@ -77,6 +77,14 @@ def test_retry_after_the_citizen_registers(sqlite_registry, sqlite_city, tmp_pat
     status = invoke(config, "drop", "status", "1")
     assert "delivered    2" in status.output and "unmatched" not in status.output
     assert count_notices(sqlite_registry.store) == 2
+    # The run's files follow: no letter is owed any more, and the report says delivered, the
+    # original columns kept.
+    out = config.data_path("drops") / "1"
+    with open(out / "paper.csv", encoding="utf-8-sig", newline="") as fh:
+        assert list(csv.reader(fh)) == [["row", "name", "id_number", "subject", "text"]]
+    with open(out / "report.csv", encoding="utf-8-sig", newline="") as fh:
+        assert [(r["row"], r["name"], r["licence_number"], r["drop_status"]) for r in csv.DictReader(fh)] == [
+            ("2", "陈建国", "L1", "delivered"), ("3", "何晓东", "L2", "delivered")]
 
 
 def test_a_session_with_inbox_selected_sees_the_notice(sqlite_registry, sqlite_city):

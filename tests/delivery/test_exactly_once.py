@@ -140,27 +140,17 @@ def test_killed_run_resumes_and_delivers_each_notice_once(sqlite_registry, big_c
 
 
 @pytest.fixture
-def pg_registry(tmp_path, pg_url):
+def pg_city(pg_registry):
     """A city on PostgreSQL only (the SQLite pool path is the killed-run test above)."""
-    from mailserver.cli.init import prepare
-    from mailserver.registry import Registry
-    from mailserver.store import open_store
-    from tests.conftest import make_config
-
-    config = make_config(tmp_path / "pg", store_url=pg_url)
-    prepare(config)
-    store = open_store(config)
-    registry = Registry(config, store)
-    make_city(registry)
-    yield registry
-    store.dispose()
+    make_city(pg_registry)
+    return pg_registry
 
 
-def test_worker_processes_on_postgresql(pg_registry, tmp_path):
+def test_worker_processes_on_postgresql(pg_city, tmp_path):
     """The pool path (worker processes, each with its own engine) on the other engine."""
     from dataclasses import replace
 
-    registry = pg_registry
+    registry = pg_city
 
     citizens, drop = tmp_path / "citizens.csv", tmp_path / "drop.csv"
     write_citizens_csv(citizens, 2500, seed=5)
