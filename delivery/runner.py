@@ -194,15 +194,23 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
                 if not is_outage(also):
                     raise
         if is_outage(exc):
-            raise StoreUnavailable(f"drop {drop_id} stopped after {summary.rows:,} rows: {describe(exc)}; run the same "
-                                   "command again to resume it (nothing is delivered twice)") from None
+            raise _stopped(drop_id, summary, exc) from None
         raise
     if writer_store is not store:
         writer_store.dispose()
     summary.elapsed = time.monotonic() - started
     if drop_id is not None:
-        retrying(config.delivery.store_retry_seconds, _finish_drop, reg, drop_id, "done", None)
+        try:
+            retrying(config.delivery.store_retry_seconds, _finish_drop, reg, drop_id, "done", None)
+        except StoreUnavailable as exc:  # every row is in; the rerun only records the end
+            raise _stopped(drop_id, summary, exc) from None
     return DropResult(drop_id, summary, report_path, paper_path if letters else None, resumed)
+
+
+def _stopped(drop_id: int | None, summary: Summary, exc: BaseException) -> StoreUnavailable:
+    """The one line a run stopped by an outage ends with."""
+    return StoreUnavailable(f"drop {drop_id} stopped after {summary.rows:,} rows: {describe(exc)}; run the same "
+                            "command again to resume it (nothing is delivered twice)")
 
 
 def write_outputs(reg: Registry, drop_id: int, spec: RunSpec, file_rows: Iterator[tuple[int, dict[str, str]]],

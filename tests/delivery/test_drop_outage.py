@@ -16,7 +16,7 @@ from mailserver.bench.util import write_citizens_csv
 from mailserver.registry.bulk import import_file
 from mailserver.store.models import DropRow
 
-ROWS = 600
+ROWS = 2000  # batches of 100: the run cannot finish between the first commit and the lock
 
 
 def _run(config, drop, *extra: str) -> subprocess.Popen:
