@@ -47,6 +47,9 @@ def _utcnow() -> dt.datetime:
 def permissions(config: Config) -> list[Finding]:
     from . import datadir
 
+    if not config.data_dir.is_dir():
+        return [Finding(FAIL, f"permissions: the data directory {config.data_dir} does not exist",
+                        "`civicmail init` it, or restore a backup into it")]
     loose = datadir.too_open(config)
     if not loose:
         return [Finding(OK, f"permissions: {config.data_dir} closed to others")]
@@ -227,9 +230,14 @@ def disk_space(config: Config) -> list[Finding]:
 # -- the store -------------------------------------------------------------------------------
 
 def store_checks(config: Config, now: dt.datetime | None = None) -> list[Finding]:
+    from .datadir import sqlite_path
     from .store import migrate, open_store
     from .store.outage import describe, is_outage
 
+    database = sqlite_path(config)
+    if database is not None and not database.is_file():  # SQLite would make an empty one: a check writes nothing
+        return [Finding(FAIL, f"database: {database} does not exist",
+                        "`civicmail init`, or `civicmail restore` a backup")]
     store = open_store(config)
     try:
         try:

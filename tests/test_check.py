@@ -203,3 +203,12 @@ def test_each_broken_thing_is_a_failure_on_its_own_line(data, dns_server, tmp_pa
 
 def dkim_dns_record_of_new_key(tmp_path) -> str:
     return make_dkim_key(tmp_path / "another-dkim.key")
+
+
+def test_a_missing_database_is_a_failure_and_the_check_makes_none(data):
+    database = data.data_path("civicmail.sqlite3")
+    database.rename(database.with_name("moved.sqlite3"))
+    status, lines = check(data, silent_port())
+    assert status == 2 and lines["FAIL"] == [f"database: {database} does not exist  (`civicmail init`, or "
+                                             "`civicmail restore` a backup)"], lines
+    assert not database.exists()
