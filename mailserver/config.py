@@ -233,6 +233,24 @@ class HTTPConfig:
 
 
 @dataclass(frozen=True)
+class CheckConfig:
+    #: `civicmail check`: a TLS certificate expiring within this many days is a warning
+    cert_warn_days: int = 30
+    #: free space of the data directory's file system, in percent: below the first a warning,
+    #: below the second a failure
+    disk_warn_percent: float = 10.0
+    disk_fail_percent: float = 2.0
+    #: age of the oldest message waiting in the outbound queue, in minutes: a warning, a failure
+    queue_warn_minutes: int = 60
+    queue_fail_minutes: int = 1440
+    #: resolvers asked for the MX, SPF and DKIM records ("ip" or "ip:port"); empty: the
+    #: system's (/etc/resolv.conf)
+    nameservers: tuple[str, ...] = ()
+    #: seconds the DNS checks wait for an answer in all
+    dns_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     city: CityConfig = field(default_factory=CityConfig)
@@ -251,6 +269,7 @@ class Config:
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
+    check: CheckConfig = field(default_factory=CheckConfig)
     #: the file this came from (None for defaults); relative paths resolve against its folder
     source: Path | None = None
 
@@ -398,6 +417,15 @@ def _validate(config: Config) -> None:
         raise ConfigError("imap.preauth_timeout: must be at least 1 second")
     if config.imap.max_preauth_command_size < 1024:
         raise ConfigError("imap.max_preauth_command_size: must be at least 1024 bytes (a LOGIN must fit)")
+    check = config.check
+    if not 0 <= check.disk_fail_percent <= check.disk_warn_percent <= 100:
+        raise ConfigError("check.disk_fail_percent, check.disk_warn_percent: must be 0 <= fail <= warn <= 100")
+    if not 0 < check.queue_warn_minutes <= check.queue_fail_minutes:
+        raise ConfigError("check.queue_warn_minutes, check.queue_fail_minutes: must be 0 < warn <= fail")
+    if check.dns_timeout <= 0:
+        raise ConfigError("check.dns_timeout: must be more than 0 seconds")
+    for server in check.nameservers:
+        nameserver_address(server)
     if config.server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"server.log_level: {config.server.log_level!r} is not debug, info, warning or error")
 
@@ -408,6 +436,17 @@ def parse_hostport(value: str, key: str = "listen") -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"{key}: {value!r} is not host:port")
     return host.strip("[]"), int(port)
+
+
+def nameserver_address(value: str) -> tuple[str, int]:
+    """A resolver's "ip", "ip:port" or "[ipv6]:port" to (ip, port); port 53 if none is given."""
+    host, port = parse_hostport(value, "check.nameservers") if value.startswith("[") or value.count(":") == 1 \
+        else (value, 53)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"check.nameservers: {value!r} is not an IP address (with an optional :port)") from None
+    return host, port
 
 
 def find_config_path(explicit: str | None) -> Path | None:

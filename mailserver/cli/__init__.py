@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "init", "db", "serve", "citizen", "agency", "keys", "stats", "bench",
     "drop", "notice", "queue",
     "topic", "bulletin", "survey", "application", "services",
+    "backup", "restore", "check",
 )
 
 
@@ -53,7 +54,7 @@ _register()
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cli.main(args=argv, prog_name="civicmail", standalone_mode=False)
+        status = cli.main(args=argv, prog_name="civicmail", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 1
@@ -79,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         # the database is unreachable, locked or timed out: one line, not a traceback with its SQL
         click.echo(f"civicmail: the database is unavailable ({describe(exc)}); try again later", err=True)
         return 1
-    return 0
+    # without standalone mode click returns, not raises, the code of a click.exceptions.Exit that
+    # a command raised (`civicmail check`'s status for monitoring)
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover
