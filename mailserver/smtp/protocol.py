@@ -4,6 +4,7 @@ client's address, per-IP connection limits, our reply texts, and sessions a list
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from typing import TYPE_CHECKING, AnyStr
 
@@ -81,6 +82,27 @@ class CivicSMTP(SMTP):
             loop=asyncio.get_running_loop(),
         )
         self._held: list[bytes] = []
+        #: the verb being answered, for the metrics ("none" between commands)
+        self._verb = "none"
+        metrics = listener.ctx.metrics
+        self._replies = metrics.smtp_replies
+        self._commands = metrics.smtp_commands
+        # Every command aiosmtpd dispatches goes through this table (aiosmtpd >= 1.4): each is
+        # counted, and its replies labelled with it.
+        methods = getattr(self, "_smtp_methods", None)
+        if isinstance(methods, dict):
+            self._smtp_methods = {verb: self._counted(verb, method) for verb, method in methods.items()}
+
+    def _counted(self, verb: str, method):
+        @functools.wraps(method)  # HELP reads the syntax aiosmtpd's @syntax put on the method
+        async def counted(arg: str) -> None:
+            self._commands.labels(self.listener.kind, verb).inc()
+            self._verb = verb
+            try:
+                await method(arg)
+            finally:
+                self._verb = "none"
+        return counted
 
     def _create_session(self) -> CivicSession:
         return CivicSession(self.loop)
@@ -113,6 +135,8 @@ class CivicSMTP(SMTP):
             data = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
         else:
             data = status
+        if data[3:4] != b"-":  # the last line of a reply
+            self._replies.labels(self.listener.kind, self._verb, data[:3].decode("ascii", "replace")).inc()
         self._held.append(data + b"\r\n")
         buffered = self._reader._buffer  # type: ignore[attr-defined]
         if b"\n" in buffered and data[:3] not in _NEVER_HOLD:
@@ -140,7 +164,7 @@ class CivicSMTP(SMTP):
                 self.listener.shared.connections.close(ip)
                 self.listener.sessions.discard(self)
         finally:
-            gate.leave()
+            gate.leave(self.listener.kind)
 
     async def _refuse(self, reply: str) -> None:
         await self.push(reply)
