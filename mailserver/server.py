@@ -37,6 +37,7 @@ SERVICE_FACTORIES: tuple[str, ...] = (
     "mailserver.smtp.service:make_services",
     "mailserver.imap.service:make_services",
     "mailserver.services.service:make_services",
+    "mailserver.web.service:make_services",
     "delivery.service:make_services",
 )
 
