@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import http.client
 import imaplib
+import json
 import os
+import re
 import smtplib
 import subprocess
 import sys
@@ -170,6 +172,16 @@ def test_a_token_when_set_is_required(make_server):
     status, _, body = get(port, headers={"Authorization": "Bearer s3cret-token"})
     assert status == 200 and b"civicmail_connections_total" in body
     assert get(port, "/elsewhere", headers={"Authorization": "Bearer s3cret-token"})[0] == 404
+
+    # every series the shipped Grafana dashboard queries is one the server exposes
+    exposed = set()
+    for family in text_string_to_metric_families(body.decode()):
+        exposed |= {family.name + suffix for suffix in ("", "_total", "_bucket", "_count", "_sum")}
+    dashboard = json.loads((REPO_ROOT / "config" / "grafana-civicmail.json").read_text(encoding="utf-8"))
+    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"civicmail_[a-z_]+", target["expr"])}
+    assert len(dashboard["panels"]) >= 12 and len(queried) >= 15
+    assert queried <= exposed, queried - exposed
 
 
 def test_metrics_can_be_switched_off_and_default_to_loopback():
