@@ -149,3 +149,23 @@ def test_bodies_headers_and_slow_clients_are_bounded(city_factory):  # noqa: F81
     while gate.open_by["http"]:
         assert time.monotonic() < deadline, "slow clients still hold places in the gate"
         time.sleep(0.05)
+
+
+def test_a_request_that_does_not_parse_gets_our_400_and_no_traceback(city, caplog):  # noqa: F811
+    """aiohttp's own answer quotes the client's bytes and logs a traceback per bad request."""
+    port = city.port(HTTP)
+    for garbage in (b"GARBAGE\x01<script> /x HTTP/1.1\r\n\r\n",
+                    b"POST /unsubscribe/policy/1/AAAAAAAAAAAA HTTP/1.1\r\nHost: x\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\nzz<script>\r\n"):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(garbage)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.split(b"\r\n")[0].endswith(b" 400 Bad Request"), answer
+        assert b"<script>" not in body and b"Bad request." in body
+        assert b"\r\nServer: civicmail\r\n" in head + b"\r\n" and b"aiohttp" not in head
+        assert b"X-Content-Type-Options: nosniff" in head
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+    assert request(port, "GET", "/mail/config-v1.1.xml")[1]["Server"] == "civicmail"

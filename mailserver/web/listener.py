@@ -19,10 +19,12 @@ import logging
 from typing import Callable
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from ..config import parse_hostport
 from ..server import ServerContext, StartupError
 from ..services.http import page
+from .middleware import SECURITY_HEADERS, SERVER, html
 
 log = logging.getLogger("civicmail.web")
 
@@ -66,9 +68,11 @@ class WebListener:
         http = self.ctx.config.http
         host, port = parse_hostport(self.listen, self.key)
         tls = self.ctx.tls_context() if http.tls else None  # StartupError if the certificate is missing
-        self.runner = web.AppRunner(self.make_app(self.ctx), access_log=None, shutdown_timeout=SHUTDOWN_GRACE,
-                                    keepalive_timeout=http.request_timeout, max_line_size=http.max_header_size,
-                                    max_field_size=http.max_header_size, max_headers=MAX_HEADERS)
+        #: each connection's request handler is made with these (_Gated)
+        self.handler_args = dict(access_log=None, keepalive_timeout=http.request_timeout,
+                                 max_line_size=http.max_header_size, max_field_size=http.max_header_size,
+                                 max_headers=MAX_HEADERS)
+        self.runner = web.AppRunner(self.make_app(self.ctx), shutdown_timeout=SHUTDOWN_GRACE, **self.handler_args)
         await self.runner.setup()
         loop = asyncio.get_running_loop()
         try:
@@ -109,7 +113,7 @@ class _Gated(asyncio.Protocol):
         if gate.enter(listener.gate_name, ip):
             if server is not None:
                 self.admitted = True
-                self.inner = server()
+                self.inner = _Handler(server, loop=asyncio.get_running_loop(), **listener.handler_args)
             else:  # stopping: nothing left to serve it
                 gate.leave(listener.gate_name)
         if self.inner is None:
@@ -140,6 +144,23 @@ class _Gated(asyncio.Protocol):
             if self.admitted:
                 self.admitted = False
                 self.listener.ctx.gate.leave(self.listener.gate_name)
+
+
+class _Handler(RequestHandler):
+    """aiohttp's request handler (what ``Server()`` makes), answering a request it cannot parse
+    our way: our short page and one debug line, where aiohttp's page quotes the client's bytes and
+    its log takes a traceback per bad request (a client could fill the log with them)."""
+
+    def handle_error(self, request, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        log.debug("HTTP %d for a bad request from %s: %s", status, request.remote, exc.__class__.__name__)
+        if request.writer.output_size > 0:  # a response has begun: nothing else can be said
+            raise ConnectionError("the response had begun")
+        response = html(503 if status >= 500 else status)
+        response.headers.update(SECURITY_HEADERS)
+        response.headers["Server"] = SERVER
+        response.force_close()
+        return response
 
 
 class _Refusal(asyncio.Protocol):

@@ -26,6 +26,8 @@ SECURITY_HEADERS = {
 HSTS = "max-age=31536000"
 #: the route label of a request no route matched
 NO_ROUTE = "(none)"
+#: the Server header: the product, not its framework and version
+SERVER = "civicmail"
 
 
 def html(status: int, text: str | None = None) -> web.Response:
@@ -61,6 +63,7 @@ def guard(ctx, listener: str):
             log.exception("HTTP %s %s failed", request.method, route)
             response = html(503)
         response.headers.update(headers)
+        response.headers["Server"] = SERVER
         requests.labels(listener, route, str(response.status)).inc()
         return response
 
