@@ -82,27 +82,11 @@ class CivicSMTP(SMTP):
             loop=asyncio.get_running_loop(),
         )
         self._held: list[bytes] = []
-        #: the verb being answered, for the metrics ("none" between commands)
+        #: the verb being answered, for the metrics ("none" between commands; see _counting)
         self._verb = "none"
         metrics = listener.ctx.metrics
         self._replies = metrics.smtp_replies
         self._commands = metrics.smtp_commands
-        # Every command aiosmtpd dispatches goes through this table (aiosmtpd >= 1.4): each is
-        # counted, and its replies labelled with it.
-        methods = getattr(self, "_smtp_methods", None)
-        if isinstance(methods, dict):
-            self._smtp_methods = {verb: self._counted(verb, method) for verb, method in methods.items()}
-
-    def _counted(self, verb: str, method):
-        @functools.wraps(method)  # HELP reads the syntax aiosmtpd's @syntax put on the method
-        async def counted(arg: str) -> None:
-            self._commands.labels(self.listener.kind, verb).inc()
-            self._verb = verb
-            try:
-                await method(arg)
-            finally:
-                self._verb = "none"
-        return counted
 
     def _create_session(self) -> CivicSession:
         return CivicSession(self.loop)
@@ -247,3 +231,24 @@ class CivicSMTP(SMTP):
             self._writer.write(b"".join(self._held) + reply.encode() + b"\r\n")
             self._held.clear()
             self.transport.close()
+
+
+def _counting(name: str, method):
+    """``smtp_VERB`` counted in the metrics, its replies labelled with VERB. Wrapped once per
+    class (below), so a connection costs nothing more; HELP reads the syntax aiosmtpd's
+    @syntax put on the method, which ``wraps`` keeps."""
+    verb = name[len("smtp_"):]
+
+    @functools.wraps(method)
+    async def counted(self: CivicSMTP, arg: str) -> None:
+        self._commands.labels(self.listener.kind, verb).inc()
+        self._verb = verb
+        try:
+            await method(self, arg)
+        finally:
+            self._verb = "none"
+    return counted
+
+
+for _name in [n for n in dir(CivicSMTP) if n.startswith("smtp_")]:
+    setattr(CivicSMTP, _name, _counting(_name, getattr(CivicSMTP, _name)))
