@@ -226,10 +226,26 @@ class DeliveryConfig:
 
 @dataclass(frozen=True)
 class HTTPConfig:
-    #: the citizen-services endpoint (RFC 8058 one-click unsubscribe); empty: off
+    #: the citizen-services endpoint (autoconfig, Apple profile, RFC 8058 one-click unsubscribe); empty: off
     listen: str = "127.0.0.1:2080"
     #: how citizens' mail clients reach it (behind a proxy: the public https URL); empty: http://listen
     base_url: str = ""
+    #: serve HTTPS with tls.cert / tls.key (and send HSTS); off behind a proxy that terminates TLS
+    tls: bool = False
+    #: seconds a client has to send a whole request (and may stay idle between requests), and a
+    #: page has to be answered; then the connection is closed (slow clients hold no place for long)
+    request_timeout: float = 10.0
+    #: largest request body, in bytes (larger: 413); one-click unsubscribe takes at most 1 KiB
+    max_body_size: int = 16384
+    #: longest request line or header field, in bytes (longer: 400); at most 64 header fields
+    max_header_size: int = 8190
+    #: serve Prometheus metrics at /metrics on metrics_listen
+    metrics: bool = True
+    #: the metrics listener, apart from the citizens' (loopback by default, as Postfix's and
+    #: Dovecot's exporters): a proxy in front of `listen` never exposes it
+    metrics_listen: str = "127.0.0.1:2090"
+    #: a scrape must send "Authorization: Bearer <token>"; empty: no token (loopback only!)
+    metrics_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -426,6 +442,16 @@ def _validate(config: Config) -> None:
         raise ConfigError("check.dns_timeout: must be more than 0 seconds")
     for server in check.nameservers:
         nameserver_address(server)
+    if config.http.request_timeout <= 0:
+        raise ConfigError("http.request_timeout: must be more than 0 seconds")
+    if config.http.max_body_size < 1024:
+        raise ConfigError("http.max_body_size: must be at least 1024 bytes (a one-click unsubscribe must fit)")
+    if config.http.max_header_size < 1024:
+        raise ConfigError("http.max_header_size: must be at least 1024 bytes")
+    if config.http.metrics:
+        if not config.http.metrics_listen:
+            raise ConfigError("http.metrics_listen: must be host:port while http.metrics is on")
+        parse_hostport(config.http.metrics_listen, "http.metrics_listen")
     if config.server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"server.log_level: {config.server.log_level!r} is not debug, info, warning or error")
 

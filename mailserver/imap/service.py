@@ -14,6 +14,7 @@ from collections import Counter
 from ..admission import ConnectionCounter
 from ..config import parse_hostport
 from ..server import ServerContext, StartupError
+from ..store.groupcommit import group_commit
 from ..store.notify import FolderWatcher
 from . import handlers_auth, handlers_mailbox, handlers_message  # noqa: F401  (they register handlers)
 from . import responses as R
@@ -102,7 +103,7 @@ class ImapService:
         if not self.ctx.gate.enter(self.name, ip):
             return R.BYE_SERVER_BUSY
         if not self.preauth.open(ip):
-            self.ctx.gate.leave()
+            self.ctx.gate.leave(self.name)
             self.ctx.gate.refusals.refused(self.name, ip, PREAUTH_REASON, per_address=True)
             return R.BYE_PREAUTH_TOO_MANY
         return None
@@ -126,7 +127,7 @@ class ImapService:
         finally:
             if session is None:
                 self.preauth.close(ip)
-            self.ctx.gate.leave()
+            self.ctx.gate.leave(self.name)
 
     async def start(self) -> None:
         # Every store call runs in a thread that releases the GIL at each SQLite statement and
@@ -224,6 +225,7 @@ class TombstonePruner:
 
 
 def make_services(ctx: ServerContext) -> list:
+    group_commit(ctx.store).on_commit = ctx.metrics.commit_observer("imap")
     services: list = [WatcherService(ctx)]
     if ctx.config.imap.expunge_history_days > 0:
         services.append(TombstonePruner(ctx))

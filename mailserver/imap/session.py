@@ -42,6 +42,8 @@ _NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH"})
 #: the reply to an Invalid command by its reason (others: BAD syntax error)
 _INVALID_REPLIES = {"BADCHARSET": ("NO", R.NO_BADCHARSET), "TOODEEP": ("BAD", R.BAD_TOO_DEEP),
                     "TOOMANYKEYS": ("BAD", R.BAD_TOO_MANY_KEYS)}
+#: the metrics' command label of a command that did not parse, or that no handler knows
+INVALID, UNKNOWN = "(invalid)", "(unknown)"
 _WRITE_HIGH_WATER = 256 * 1024
 #: output larger than this is compressed (COMPRESS=DEFLATE) in a store thread, not on the loop
 _DEFLATE_IN_THREAD = 256 * 1024
@@ -250,7 +252,7 @@ class ImapSession:
                         await self.untagged(f"BYE {R.BYE_LITERAL}")
                         break
                     reason = R.BAD_LINE_TOO_LONG if framed.reason == "line too long" else R.BAD_LITERAL_TOO_LARGE
-                    await self.send(f"{framed.tag} BAD {reason}\r\n".encode())
+                    await self.tagged(framed.tag, "BAD", reason, INVALID)
                     continue
                 if self._pacer is not None:
                     wait = self._pacer.delay(asyncio.get_running_loop().time())
@@ -279,11 +281,11 @@ class ImapSession:
             status, text = _INVALID_REPLIES.get(cmd.reason, ("BAD", R.BAD_SYNTAX))
             if cmd.reason in ("TOODEEP", "TOOMANYKEYS"):
                 log.info("imap limit=%s client=%s account=%s", cmd.reason.lower(), self.peer_ip, self.account_id)
-            await self.send(f"{cmd.tag} {status} {text}\r\n".encode())
+            await self.tagged(cmd.tag, status, text, INVALID)
             return
         entry = HANDLERS.get(cmd.name)
         if entry is None or self.state not in entry[0]:
-            await self.send(f"{cmd.tag} BAD {R.BAD_STATE}\r\n".encode())
+            await self.tagged(cmd.tag, "BAD", R.BAD_STATE, cmd.name if entry else UNKNOWN)
             return
         states, fn = entry
         logout = False
@@ -292,6 +294,7 @@ class ImapSession:
         except Logout:
             status, text, logout = "OK", R.OK_DONE, True
         except AlreadyAnswered:
+            self.ctx.metrics.imap_commands.labels(cmd.name, "OK").inc()
             return
         except (Closed, ConnectionError):
             raise  # the client went away: end the session quietly
@@ -312,7 +315,13 @@ class ImapSession:
         if logout:
             await self.untagged(f"BYE {R.BYE_LOGOUT}")
             self.state = LOGOUT
-        await self.send(f"{cmd.tag} {status} {text}\r\n".encode("utf-8"))
+        await self.tagged(cmd.tag, status, text, ("UID " + cmd.name) if getattr(cmd, "uid", False) else cmd.name)
+
+    async def tagged(self, tag: str, status: str, text: str, command: str) -> None:
+        """The tagged reply that ends a command, counted by command (a known name, INVALID or
+        UNKNOWN: never the client's text) and status."""
+        self.ctx.metrics.imap_commands.labels(command, status).inc()
+        await self.send(f"{tag} {status} {text}\r\n".encode("utf-8"))
 
     # -- the selected folder and other sessions' changes ------------------------------------------------
     def _on_change(self, folder_id: int) -> None:

@@ -1,5 +1,5 @@
-"""The citizen services in `civicmail serve`: the worker that answers service mail, and the
-one-click unsubscribe endpoint.
+"""The citizen services in `civicmail serve`: the worker that answers service mail (the
+one-click unsubscribe endpoint is on the HTTP listener, mailserver/web).
 
 The worker wakes when a service INBOX changes in this process (``ctx.hub``, which SMTP and the
 pipeline notify after their commits) and, as a fallback for writes by other processes or nodes,
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .http import OneClickHTTP
 from .worker import ServiceInbox, process_pending, service_inboxes
 
 log = logging.getLogger("civicmail.services")
@@ -87,7 +86,4 @@ class ServicesWorker:
 
 
 def make_services(ctx) -> list:
-    services: list = [ServicesWorker(ctx)]
-    if ctx.config.http.listen:
-        services.append(OneClickHTTP(ctx, ctx.config.http.listen))
-    return services
+    return [ServicesWorker(ctx)]
