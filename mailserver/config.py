@@ -272,11 +272,28 @@ class Config:
         TLS), implicit TLS first (what clients should prefer); those switched off are left out.
         Behind the SRV records `init` prints and the autoconfig file the HTTP listener serves."""
         return [(protocol, service, parse_hostport(section.listen, f"{service}.listen")[1], implicit)
+                for protocol, service, section, implicit in self._client_listeners()]
+
+    def _client_listeners(self) -> list[tuple[str, str, Any, bool]]:
+        return [(protocol, service, section, implicit)
                 for protocol, service, section, implicit in (("imap", "imaps", self.imaps, True),
                                                              ("imap", "imap", self.imap, False),
                                                              ("smtp", "submissions", self.submissions, True),
                                                              ("smtp", "submission", self.submission, False))
                 if section.listen]
+
+    @property
+    def client_host(self) -> str:
+        """The host mail clients are told to connect to (the autoconfig file, the SRV records):
+        ``server.hostname``, except in development with every client listener on loopback,
+        where that name need not resolve: ``localhost`` (which the self-signed certificate
+        names), or the one loopback address they share when it is another (127.0.0.2)."""
+        hosts = {parse_hostport(section.listen)[0] for _, _, section, _ in self._client_listeners()}
+        if not self.server.development or not hosts or not all(map(_is_loopback, hosts)):
+            return self.server.hostname
+        if len(hosts) == 1 and (host := next(iter(hosts))) not in ("127.0.0.1", "::1", "localhost"):
+            return host
+        return "localhost"
 
     @property
     def local_domains(self) -> tuple[str, ...]:
@@ -400,6 +417,15 @@ def _validate(config: Config) -> None:
         raise ConfigError("imap.max_preauth_command_size: must be at least 1024 bytes (a LOGIN must fit)")
     if config.server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"server.log_level: {config.server.log_level!r} is not debug, info, warning or error")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: only the operator knows where it points
+        return False
 
 
 def parse_hostport(value: str, key: str = "listen") -> tuple[str, int]:

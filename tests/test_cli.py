@@ -34,9 +34,10 @@ def test_init_demo_makes_a_working_city(demo):
     assert (data / "tls" / "key.pem").stat().st_mode & 0o077 == 0
     assert "hz.example.cn.  MX   10 mail.hz.example.cn." in out
     assert "civic1._domainkey.hz.example.cn.  TXT  \"v=DKIM1; k=rsa; p=" in out
-    # RFC 6186 SRV records with the configured ports (the development defaults here)
-    assert "_imaps._tcp.hz.example.cn.  SRV  0 1 2993 mail.hz.example.cn." in out
-    assert "_submission._tcp.hz.example.cn.  SRV  0 1 2587 mail.hz.example.cn." in out
+    # RFC 6186 SRV records with the configured ports (the development defaults here), naming the
+    # host a client reaches: development listens on loopback only
+    assert "_imaps._tcp.hz.example.cn.  SRV  0 1 2993 localhost." in out
+    assert "_submission._tcp.hz.example.cn.  SRV  0 1 2587 localhost." in out
     assert "autoconfig.hz.example.cn.  CNAME  mail.hz.example.cn." in out
     assert "zhang.wei@hz.example.cn" in out and "zhang.wei2@hz.example.cn" in out and "traffic-police" in out
     stats = civicmail("-c", str(data / "civicmail.toml"), "stats", "--json")
@@ -53,6 +54,14 @@ def test_init_twice_keeps_what_exists(demo):
     assert again.returncode == 0, again.stderr
     assert (data / "keys" / "idnumber.json").read_bytes() == key_before
     assert "already present" in again.stdout
+
+
+def test_production_advertises_the_server_hostname(tmp_path):
+    """Outside development, clients are told server.hostname, whatever the listeners."""
+    done = civicmail("--set", "server.development=false", "init", str(tmp_path / "data"), "--domain", "hz.example.cn")
+    assert done.returncode == 0, done.stderr
+    assert "_imaps._tcp.hz.example.cn.  SRV  0 1 2993 mail.hz.example.cn." in done.stdout
+    assert "localhost" not in done.stdout.partition("DNS records")[2]
 
 
 def test_config_from_environment_and_cwd(demo):

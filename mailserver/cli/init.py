@@ -88,7 +88,8 @@ def dns_records(config: Config) -> list[str]:
         f'{config.dkim.selector}._domainkey.{domain}.  TXT  "{dkim}"',
         f'_dmarc.{domain}.  TXT  "v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}"',
     ] + [  # RFC 6186: how mail clients find the servers from an address alone
-        f"_{service}._tcp.{domain}.  SRV  0 1 {port} {host}." for _, service, port, _ in config.client_endpoints()
+        f"_{service}._tcp.{domain}.  SRV  0 1 {port} {config.client_host}."
+        for _, service, port, _ in config.client_endpoints()
     ] + ([f"autoconfig.{domain}.  CNAME  {host}.   ; Thunderbird autoconfig, served on http.listen"]
          if config.http.listen else [])
 
