@@ -69,6 +69,11 @@ class NoticeDefinition:
         return tuple(compile_check(c.rule, c.message, types) for c in self.checks)
 
     @property
+    def opt_out_subject(self) -> str:
+        """The subject of a mail to the statements address that opts out of this type."""
+        return f"unsubscribe {self.id}"
+
+    @property
     def required_columns(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.all_fields if f.required)
 

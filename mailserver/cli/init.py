@@ -151,8 +151,13 @@ def command(app: App, data_dir: Path, domain: str | None, hostname: str | None, 
         click.echo(line)
     from delivery.maildrop import drop_address, ensure_drop_mailbox
 
+    from ..identity.addresses import statements_address
+    from ..services.topics import ensure_statements
+
     if ensure_drop_mailbox(app.registry):  # also made when `serve` starts the drop watcher
         click.echo(f"drop mailbox       {drop_address(app.registry)} (agencies mail their data drops here)")
+    if ensure_statements(app.registry):  # also made when `serve` starts the citizen services
+        click.echo(f"opt-out address    {statements_address(app.registry.domain)} (optional statements' List-Unsubscribe)")
     click.echo("\nDNS records to publish:")
     for line in dns_records(config):
         click.echo("  " + line)

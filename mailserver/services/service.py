@@ -11,6 +11,7 @@ import asyncio
 import logging
 
 from .http import OneClickHTTP
+from .topics import ensure_statements
 from .worker import ServiceInbox, process_pending, service_inboxes
 
 log = logging.getLogger("civicmail.services")
@@ -41,6 +42,9 @@ class ServicesWorker:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        # the address every optional statement names (List-Unsubscribe), in a city made before
+        # `init` made it
+        await self.ctx.run(ensure_statements, self.ctx.registry)
         await self._refresh()
         self._task = self._loop.create_task(self._run())
 
