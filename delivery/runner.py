@@ -36,7 +36,7 @@ from .catalog import get_definition, load_agencies, load_catalog
 from .deliver import deliver_batch, mark_duplicates
 from .pipeline import (RowContext, RunSpec, init_worker, paper_letters, process_chunk, process_rows,
                        small_cache_store, unpack)
-from .read import FileError
+from .read import AlreadyRun, FileError
 from .render import AgencyInfo
 from .report import ReportWriter, Summary, report_rows, write_stored_paper, write_stored_report
 from .rowkeys import unseal_row
@@ -285,7 +285,7 @@ def _start_drop(reg: Registry, path: Path, sha: str, agency_id: str, notice_type
                                                 Drop.notice_type_id == notice_type).order_by(Drop.id.desc())).first()
         if previous is not None and not force:
             if previous.state == "done":
-                raise FileError(reasons.ALREADY_RUN.format(drop_id=previous.id, delivered=previous.rows_delivered))
+                raise AlreadyRun(reasons.ALREADY_RUN.format(drop_id=previous.id, delivered=previous.rows_delivered))
             last = s.scalar(select(func.max(DropRow.line)).where(DropRow.drop_id == previous.id)) or 0
             previous.state, previous.error, previous.finished_at = "running", None, None
             return previous.id, last, True

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,10 @@ def test_init_demo_makes_a_working_city(demo):
     assert "_imaps._tcp.hz.example.cn.  SRV  0 1 2993 localhost." in out
     assert "_submission._tcp.hz.example.cn.  SRV  0 1 2587 localhost." in out
     assert "autoconfig.hz.example.cn.  CNAME  mail.hz.example.cn." in out
-    assert "zhang.wei@hz.example.cn" in out and "zhang.wei2@hz.example.cn" in out and "traffic-police" in out
+    # the demo's citizens are the sample drops' people, and sample drops were run for them
+    assert "chen.jianguo@hz.example.cn" in out and "ouyang.minghui@hz.example.cn" in out and "traffic-police" in out
+    assert "opt-out address    unsubscribe@hz.example.cn" in out
+    assert re.search(r"drop 6 +provident-fund-statement +housing-fund +3 notices delivered", out)
     stats = civicmail("-c", str(data / "civicmail.toml"), "stats", "--json")
     assert stats.returncode == 0, stats.stderr
     assert '"citizens_registered": 5' in stats.stdout and '"accounts_activated": 5' in stats.stdout
@@ -54,6 +58,7 @@ def test_init_twice_keeps_what_exists(demo):
     assert again.returncode == 0, again.stderr
     assert (data / "keys" / "idnumber.json").read_bytes() == key_before
     assert "already present" in again.stdout
+    assert "Sample drops run" not in again.stdout and "opt-out address" not in again.stdout
 
 
 def test_production_advertises_the_server_hostname(tmp_path):
