@@ -69,6 +69,29 @@ def test_production_advertises_the_server_hostname(tmp_path):
     assert "localhost" not in done.stdout.partition("DNS records")[2]
 
 
+def test_bin_civicmail_runs_with_the_checkouts_venv(tmp_path):
+    """Run by a Python without the dependencies (the system's, as `bin/civicmail` from a shell
+    finds it), bin/civicmail runs itself with the checkout's .venv; without one it says how to
+    make it, with no traceback. The checkout here: links to this one's code and to the venv the
+    tests run in."""
+    checkout = tmp_path / "checkout"
+    (checkout / "bin").mkdir(parents=True)
+    (checkout / "bin" / "civicmail").write_bytes((REPO_ROOT / "bin" / "civicmail").read_bytes())
+    for name in ("mailserver", "delivery", "templates", "config"):
+        (checkout / name).symlink_to(REPO_ROOT / name)
+    bare = [getattr(sys, "_base_executable", sys.executable), "-S"]  # -S: no site-packages, no dependencies
+    script = str(checkout / "bin" / "civicmail")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    missing = subprocess.run(bare + [script, "--version"], capture_output=True, text=True, env=env, timeout=120)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr, missing.stderr
+    assert f"cd {checkout} && python3 -m venv .venv && .venv/bin/pip install -e ." in missing.stderr
+    (checkout / ".venv").symlink_to(sys.prefix)
+    assert sys.prefix != sys.base_prefix, "the tests run in a virtual environment"
+    done = subprocess.run(bare + [script, "--help"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Usage: civicmail" in done.stdout and "init" in done.stdout
+
+
 def test_config_from_environment_and_cwd(demo):
     data, _ = demo
     via_env = civicmail("stats", env={"CIVICMAIL_CONFIG": str(data / "civicmail.toml")})
