@@ -33,6 +33,8 @@ class AgencyInfo:
     address: str = ""
     hours: str = ""
     website: str = ""
+    #: its application address (`application setup`), which application notices name; "" if none
+    apply_address: str = ""
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ from sqlalchemy import func, select
 from mailserver.config import Config
 from mailserver.errors import NotFound, StoreUnavailable
 from mailserver.registry import Registry
-from mailserver.store.models import Account, Agency, AgencyGrant, AgencySender, Drop, DropRow, utcnow
+from mailserver.store.models import (Account, Agency, AgencyGrant, AgencySender, ApplicationDesk, Drop, DropRow,
+                                     utcnow)
 from mailserver.store.outage import describe, is_outage, retrying
 
 from . import read as read_mod
@@ -78,7 +79,9 @@ def agency_info(reg: Registry, agency_id: str, notice_type: str) -> AgencyInfo:
         # Its first sender is its mailbox; otherwise the first sender address.
         sender = s.scalar(select(Account.address).where(Account.agency_id == agency_id).order_by(Account.id)) or \
             s.scalar(select(func.min(AgencySender.address)).where(AgencySender.agency_id == agency_id))
-    return AgencyInfo(id=agency_id, name=name, sender=sender,
+        desk = s.scalar(select(Account.address).join(ApplicationDesk, ApplicationDesk.account_id == Account.id)
+                        .where(ApplicationDesk.agency_id == agency_id))
+    return AgencyInfo(id=agency_id, name=name, sender=sender, apply_address=desk or "",
                       **{k: str(contacts[k]) for k in ("phone", "address", "hours", "website") if k in contacts})
 
 

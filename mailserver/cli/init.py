@@ -99,6 +99,8 @@ def make_demo(registry: Registry) -> list[tuple[str, str, str]]:
     left alone."""
     from delivery.catalog import load_agencies, load_catalog, sample_people
 
+    from ..services.applications import setup_desk
+
     catalog = load_catalog(registry.config.templates_dir)
     existing = {a.id for a in list_agencies(registry)}
     made = []
@@ -108,6 +110,8 @@ def make_demo(registry: Registry) -> list[tuple[str, str, str]]:
         password = demo_password()
         add_agency(registry, agency_id, info["name"], [info["sender"]], password, actor="init --demo")
         grant(registry, agency_id, sorted(d.id for d in catalog.values() if d.agency == agency_id), actor="init --demo")
+        if any(d.agency == agency_id and d.kind == "application" for d in catalog.values()):
+            setup_desk(registry, agency_id)  # the address its application notices name
         made.append((info["name"], agency_id, password))
     for n, (number, name) in enumerate(sample_people(catalog).items(), start=1):
         password = demo_password()
