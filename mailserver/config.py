@@ -27,7 +27,8 @@ FOLDER_NAME_COLUMN = 512
 class ServerConfig:
     #: development mode: AUTH allowed without TLS on loopback addresses only
     development: bool = True
-    #: the host name this server announces (SMTP banner, Received headers)
+    #: the host name this server announces (SMTP banner, Received headers) and mail clients are
+    #: told (Config.client_host: localhost instead in development on loopback)
     hostname: str = "mail.civic.example"
     #: where the database, keys, certificates and spool live; relative to the config file
     data_dir: str = "."
