@@ -27,7 +27,8 @@ from sqlalchemy import func, select
 from mailserver.config import Config
 from mailserver.errors import NotFound, StoreUnavailable
 from mailserver.registry import Registry
-from mailserver.store.models import Account, Agency, AgencyGrant, AgencySender, Drop, DropRow, utcnow
+from mailserver.store.models import (Account, Agency, AgencyGrant, AgencySender, ApplicationDesk, Drop, DropRow,
+                                     utcnow)
 from mailserver.store.outage import describe, is_outage, retrying
 
 from . import read as read_mod
@@ -36,7 +37,7 @@ from .catalog import get_definition, load_agencies, load_catalog
 from .deliver import deliver_batch, mark_duplicates
 from .pipeline import (RowContext, RunSpec, init_worker, paper_letters, process_chunk, process_rows,
                        small_cache_store, unpack)
-from .read import FileError
+from .read import AlreadyRun, FileError
 from .render import AgencyInfo
 from .report import ReportWriter, Summary, report_rows, write_stored_paper, write_stored_report
 from .rowkeys import unseal_row
@@ -78,7 +79,9 @@ def agency_info(reg: Registry, agency_id: str, notice_type: str) -> AgencyInfo:
         # Its first sender is its mailbox; otherwise the first sender address.
         sender = s.scalar(select(Account.address).where(Account.agency_id == agency_id).order_by(Account.id)) or \
             s.scalar(select(func.min(AgencySender.address)).where(AgencySender.agency_id == agency_id))
-    return AgencyInfo(id=agency_id, name=name, sender=sender,
+        desk = s.scalar(select(Account.address).join(ApplicationDesk, ApplicationDesk.account_id == Account.id)
+                        .where(ApplicationDesk.agency_id == agency_id))
+    return AgencyInfo(id=agency_id, name=name, sender=sender, apply_address=desk or "",
                       **{k: str(contacts[k]) for k in ("phone", "address", "hours", "website") if k in contacts})
 
 
@@ -285,7 +288,7 @@ def _start_drop(reg: Registry, path: Path, sha: str, agency_id: str, notice_type
                                                 Drop.notice_type_id == notice_type).order_by(Drop.id.desc())).first()
         if previous is not None and not force:
             if previous.state == "done":
-                raise FileError(reasons.ALREADY_RUN.format(drop_id=previous.id, delivered=previous.rows_delivered))
+                raise AlreadyRun(reasons.ALREADY_RUN.format(drop_id=previous.id, delivered=previous.rows_delivered))
             last = s.scalar(select(func.max(DropRow.line)).where(DropRow.drop_id == previous.id)) or 0
             previous.state, previous.error, previous.finished_at = "running", None, None
             return previous.id, last, True

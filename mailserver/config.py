@@ -27,7 +27,8 @@ FOLDER_NAME_COLUMN = 512
 class ServerConfig:
     #: development mode: AUTH allowed without TLS on loopback addresses only
     development: bool = True
-    #: the host name this server announces (SMTP banner, Received headers)
+    #: the host name this server announces (SMTP banner, Received headers) and mail clients are
+    #: told (Config.client_host: localhost instead in development on loopback)
     hostname: str = "mail.civic.example"
     #: where the database, keys, certificates and spool live; relative to the config file
     data_dir: str = "."
@@ -307,11 +308,28 @@ class Config:
         TLS), implicit TLS first (what clients should prefer); those switched off are left out.
         Behind the SRV records `init` prints and the autoconfig file the HTTP listener serves."""
         return [(protocol, service, parse_hostport(section.listen, f"{service}.listen")[1], implicit)
+                for protocol, service, section, implicit in self._client_listeners()]
+
+    def _client_listeners(self) -> list[tuple[str, str, Any, bool]]:
+        return [(protocol, service, section, implicit)
                 for protocol, service, section, implicit in (("imap", "imaps", self.imaps, True),
                                                              ("imap", "imap", self.imap, False),
                                                              ("smtp", "submissions", self.submissions, True),
                                                              ("smtp", "submission", self.submission, False))
                 if section.listen]
+
+    @property
+    def client_host(self) -> str:
+        """The host mail clients are told to connect to (the autoconfig file, the SRV records):
+        ``server.hostname``, except in development with every client listener on loopback,
+        where that name need not resolve: ``localhost`` (which the self-signed certificate
+        names), or the one loopback address they share when it is another (127.0.0.2)."""
+        hosts = {parse_hostport(section.listen)[0] for _, _, section, _ in self._client_listeners()}
+        if not self.server.development or not hosts or not all(map(_is_loopback, hosts)):
+            return self.server.hostname
+        if len(hosts) == 1 and (host := next(iter(hosts))) not in ("127.0.0.1", "::1", "localhost"):
+            return host
+        return "localhost"
 
     @property
     def local_domains(self) -> tuple[str, ...]:
@@ -454,6 +472,15 @@ def _validate(config: Config) -> None:
         parse_hostport(config.http.metrics_listen, "http.metrics_listen")
     if config.server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"server.log_level: {config.server.log_level!r} is not debug, info, warning or error")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: only the operator knows where it points
+        return False
 
 
 def parse_hostport(value: str, key: str = "listen") -> tuple[str, int]:

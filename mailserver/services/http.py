@@ -60,7 +60,7 @@ def page(status: int, action: str = "") -> str:
 def autoconfig_xml(config) -> str:
     """Thunderbird's autoconfig document (clientConfig 1.1) for this city, from the listeners
     configured: implicit TLS first (what clients should prefer), then STARTTLS."""
-    host = html.escape(config.server.hostname)
+    host = html.escape(config.client_host)
     domain = html.escape(config.city.domain)
     servers = []
     for protocol, _, port, implicit_tls in config.client_endpoints():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from .topics import ensure_statements
 from .worker import ServiceInbox, process_pending, service_inboxes
 
 log = logging.getLogger("civicmail.services")
@@ -40,6 +41,9 @@ class ServicesWorker:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        # the address every optional statement names (List-Unsubscribe), in a city made before
+        # `init` made it
+        await self.ctx.run(ensure_statements, self.ctx.registry)
         await self._refresh()
         self._task = self._loop.create_task(self._run())
 

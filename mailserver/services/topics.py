@@ -15,7 +15,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound, ValidationError
-from ..store.models import Account, NoticeOptOut, NoticeType, Subscription, Topic
+from ..identity.addresses import statements_address
+from ..store.models import Account, NoticeOptOut, NoticeType, ServiceAccount, Subscription, Topic
 from . import replies
 from .accounts import citizen_account, create_system_account
 from .mail import Inbound, compose
@@ -192,7 +193,17 @@ def handle_statement_mail(reg, session: Session, inbound: Inbound) -> Handled:
 
 
 def setup_statements(reg) -> str:
-    """The ``unsubscribe@domain`` address the pipeline's optional statements point to."""
+    """The ``unsubscribe@domain`` address the pipeline's optional statements point to, made if
+    missing (Conflict if another account holds that address)."""
+    ensure_statements(reg)
+    return statements_address(reg.domain)
+
+
+def ensure_statements(reg) -> bool:
+    """Make the statements address unless it exists; True if made now. `init` and `serve` call it:
+    every address a notice names takes mail."""
     with reg.store.session() as s:
-        account = create_system_account(s, reg, f"unsubscribe@{reg.domain}", "statements", "optional")
-        return account.address
+        if s.scalar(select(ServiceAccount.account_id).where(ServiceAccount.kind == "statements")) is not None:
+            return False
+        create_system_account(s, reg, statements_address(reg.domain), "statements", "optional")
+    return True
