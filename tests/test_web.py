@@ -49,7 +49,8 @@ def test_apple_profile_configures_imap_and_submission_for_the_address(city):  # 
     address = f"zhang.wei@{DOMAIN}"
     assert account["EmailAddress"] == address
     assert account["IncomingMailServerUsername"] == account["OutgoingMailServerUsername"] == address
-    host = cfg.server.hostname
+    host = cfg.client_host  # the host autoconfig names too: localhost in this loopback city
+    assert host == "localhost"
     assert account["IncomingMailServerHostName"] == account["OutgoingMailServerHostName"] == host
     # implicit TLS first, as in autoconfig: the imaps and submissions listeners as configured
     assert account["IncomingMailServerPortNumber"] == parse_hostport(cfg.imaps.listen)[1]

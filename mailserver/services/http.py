@@ -111,7 +111,7 @@ def mobileconfig(config, address: str) -> bytes | None:
     if imap is None or smtp is None:
         return None  # no listener a client could use
     domain = config.city.domain
-    host = config.server.hostname
+    host = config.client_host
     reverse = ".".join(reversed(domain.split(".")))
     account_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"mailto:{address}#account"))
     profile_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"mailto:{address}#profile"))
