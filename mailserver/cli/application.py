@@ -34,7 +34,8 @@ def list_(app: App, agency: str | None) -> None:
 
 @command.command("reply")
 @click.argument("number")
-@click.option("--status", required=True, help="e.g. in-progress, approved, rejected")
+@click.option("--status", required=True, help="received, in-progress, more-info, approved, rejected, completed "
+              "(the citizen reads them in Chinese), or the agency's own words")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.pass_obj
 def reply(app: App, number: str, status: str, file: str) -> None:
