@@ -22,7 +22,7 @@ import re
 import urllib.parse
 
 from ..config import parse_hostport
-from .topics import one_click_unsubscribe
+from .topics import one_click_topic, one_click_unsubscribe
 
 log = logging.getLogger("civicmail.services.http")
 
@@ -38,8 +38,10 @@ REFUSE_LINGER = 32
 AUTOCONFIG_PATHS = ("/mail/config-v1.1.xml", "/.well-known/autoconfig/mail/config-v1.1.xml")
 PATH = re.compile(r"^/unsubscribe/([A-Za-z0-9-]{1,64})/(\d{1,18})/([A-Za-z0-9_-]{8,64})\Z")
 
-PAGE_DONE = "<!DOCTYPE html><html><body><p>已退订。You are unsubscribed.</p></body></html>"
-PAGE_CONFIRM = ('<!DOCTYPE html><html><body><form method="post" action="{action}">'
+PAGE_DONE = ('<!DOCTYPE html><html lang="zh-CN"><body><p>已退订“{topic}”，不会再收到此类邮件。</p>'
+             '<p>You are unsubscribed from “{topic}”.</p></body></html>')
+PAGE_CONFIRM = ('<!DOCTYPE html><html lang="zh-CN"><body><p>退订“{topic}”？</p><p>Unsubscribe from “{topic}”?</p>'
+                '<form method="post" action="{action}">'
                 '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
                 '<button type="submit">退订 / Unsubscribe</button></form></body></html>')
 PAGE_NOT_FOUND = "<!DOCTYPE html><html><body><p>链接无效。This link is not valid.</p></body></html>"
@@ -144,14 +146,22 @@ class OneClickHTTP:
             return "404 Not Found", PAGE_NOT_FOUND
         topic_id, account_id, token = m.group(1), int(m.group(2)), m.group(3)
         if method == "GET":
-            return "200 OK", PAGE_CONFIRM.format(action=html.escape(path))
+            topic = await self.ctx.run(one_click_topic, self.ctx.registry, topic_id, account_id, token)
+            return unsubscribe_page(PAGE_CONFIRM, topic, action=path)
         if method != "POST":
             return "405 Method Not Allowed", PAGE_BAD
         form = urllib.parse.parse_qs(body.decode("utf-8"), keep_blank_values=True)
         if form.get("List-Unsubscribe") != ["One-Click"]:
             return "400 Bad Request", PAGE_BAD
-        ok = await self.ctx.run(one_click_unsubscribe, self.ctx.registry, topic_id, account_id, token)
-        return ("200 OK", PAGE_DONE) if ok else ("404 Not Found", PAGE_NOT_FOUND)
+        topic = await self.ctx.run(one_click_unsubscribe, self.ctx.registry, topic_id, account_id, token)
+        return unsubscribe_page(PAGE_DONE, topic)
+
+
+def unsubscribe_page(page: str, topic: str | None, action: str = "") -> tuple[str, str]:
+    """(status, page) naming the topic; a link that is not genuine (topic None) is not found."""
+    if topic is None:
+        return "404 Not Found", PAGE_NOT_FOUND
+    return "200 OK", page.format(topic=html.escape(topic), action=html.escape(action))
 
 
 def autoconfig_xml(config) -> str:

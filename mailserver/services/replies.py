@@ -21,7 +21,8 @@ TOPIC_HELP_TEXT = (
     "退订：发送邮件至 {unsubscribe}（或主题写“退订”）。\n\n"
     "To subscribe to \"{topic}\", mail {subscribe} (or write \"subscribe\" as the subject); to "
     "unsubscribe, mail {unsubscribe} (or \"unsubscribe\").\n")
-BULLETIN_FOOTER_TEXT = "\n\n--\n{topic}。退订 / Unsubscribe: {unsubscribe}\n"
+#: the signature separator is "-- " (RFC 3676 4.3): clients fold or strip what follows it
+BULLETIN_FOOTER_TEXT = "\n\n-- \n{topic}。退订 / Unsubscribe: {unsubscribe}\n"
 BULLETIN_FOOTER_HTML = '<hr><p style="color:#666;font-size:small">{topic}。退订 / Unsubscribe: ' \
                        '<a href="mailto:{unsubscribe}">{unsubscribe}</a></p>'
 
