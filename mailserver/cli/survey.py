@@ -53,6 +53,7 @@ def close(app: App, survey_id: str) -> None:
 def tally(app: App, survey_id: str, as_csv: bool, ballots: bool) -> None:
     """The counted votes: one per real-name account, the latest reply of each."""
     if ballots:
+        click.echo("address\tanswers")
         for address, answers in surveys.named_ballots(app.registry, survey_id):
             click.echo(f"{address}\t{json.dumps(answers, ensure_ascii=False)}")
         return
@@ -62,7 +63,7 @@ def tally(app: App, survey_id: str, as_csv: bool, ballots: bool) -> None:
         return
     click.echo(f"{t.title} ({t.kind}, {t.state}): {t.ballots} ballots")
     echo_table([(n, q, c, label, votes) for n, q, c, label, votes in t.rows],
-               ("#", "question", "choice", "", "votes"))
+               ("#", "question", "choice", "choice text", "votes"))
     if t.kind == "appraisal":
         for n, avg in t.averages().items():
             click.echo(f"{n}. {t.rows[(n - 1) * 5][1]}: average {avg:.2f}")

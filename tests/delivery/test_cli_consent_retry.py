@@ -51,6 +51,18 @@ def test_drop_commands(sqlite_registry, sqlite_city, tmp_path):
     assert "Subject: 【提示】您有一笔交通违法罚款逾期未缴纳" in preview.output and "3,000.00" in preview.output
 
 
+def test_preview_of_row_1_says_it_is_the_header(sqlite_registry):
+    from dropcli import civicmail
+
+    sample = str(CATALOG["overdue-fine"].folder / "sample.csv")
+    header = civicmail(sqlite_registry.config, "notice", "preview", "overdue-fine", sample, "--row", "1")
+    assert header.returncode == 1 and "Traceback" not in header.stderr
+    assert "row 1 of sample.csv is its header (the column names); the first row of data is row 2" in header.stderr
+    zero = CliRunner().invoke(cli, ["-c", str(sqlite_registry.config.source), "notice", "preview", "overdue-fine",
+                                    sample, "--row", "0"])
+    assert zero.exit_code == 2 and "--row" in zero.output
+
+
 def test_opt_out_of_an_optional_statement(sqlite_registry, sqlite_city):
     config = sqlite_registry.config
     address = sqlite_city["330108199202290485"]  # 赵雅婷, in the medical sample
