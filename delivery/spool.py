@@ -83,6 +83,6 @@ def process_file(reg: Registry, agency: str, notice_type: str, path: Path) -> Sp
     os.replace(path, target)
     _copy_private(result.report_path, target.with_name(target.name + ".report.csv"))
     _copy_private(result.paper_path, target.with_name(target.name + ".paper.csv"))
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(result.summary.counts.items()))
-    log.info("spool %s/%s/%s: drop %s: %s", agency, notice_type, path.name, result.drop_id, counts)
+    log.info("spool %s/%s/%s: drop %s: %s", agency, notice_type, path.name, result.drop_id,
+             result.summary.counts_text())
     return SpoolOutcome(path, target, result.drop_id, None)
