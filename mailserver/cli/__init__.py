@@ -19,7 +19,7 @@ from .app import App
 COMMAND_MODULES = (
     "init", "db", "serve", "citizen", "agency", "keys", "stats", "bench",
     "drop", "notice", "queue",
-    "topic", "bulletin", "survey", "application", "services",
+    "topic", "bulletin", "survey", "application", "services", "audit",
 )
 
 
