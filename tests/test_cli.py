@@ -151,3 +151,22 @@ def test_database_behind_the_schema_is_refused(tmp_path):
 def test_usage_errors_exit_2():
     done = civicmail("citizen", "add", "--name", "x")
     assert done.returncode == 2 and "--id-number" in done.stderr
+
+
+def test_spool_folders_for_every_grant(demo):
+    """`init` makes spool/<agency>/<notice type>/ for each grant, and `agency grant` for a new one."""
+    data, out = demo
+    spool = data / "spool"
+    for agency, notice_type in (("traffic-police", "licence-renewal"), ("social-security", "pension-statement"),
+                                ("housing-fund", "provident-fund-statement")):
+        folder = spool / agency / notice_type
+        assert folder.is_dir() and folder.stat().st_mode & 0o777 == 0o750, folder
+    assert "spool folders      13 made under" in out
+    c = ["-c", str(data / "civicmail.toml")]
+    added = civicmail(*c, "agency", "add", "city-archive", "--name", "档案馆", "--sender", "archive@hz.example.cn")
+    assert added.returncode == 0, added.stderr
+    assert not (spool / "city-archive").exists()  # nothing granted yet
+    granted = civicmail(*c, "agency", "grant", "city-archive", "fitness-certificate")
+    assert granted.returncode == 0, granted.stderr
+    assert (spool / "city-archive" / "fitness-certificate").is_dir()
+    assert f"spool folder {spool / 'city-archive' / 'fitness-certificate'}" in granted.stdout

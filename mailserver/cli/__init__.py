@@ -20,7 +20,7 @@ COMMAND_MODULES = (
     "init", "db", "serve", "citizen", "agency", "keys", "stats", "bench",
     "drop", "notice", "queue",
     "topic", "bulletin", "survey", "application", "services",
-    "backup", "restore", "check",
+    "backup", "restore", "check", "audit",
 )
 
 

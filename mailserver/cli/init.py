@@ -198,3 +198,14 @@ def command(app: App, data_dir: Path, domain: str | None, hostname: str | None, 
             click.echo("\nSample drops run (templates/*/sample.csv):")
             for line in drops:
                 click.echo("  " + line)
+    spool_folders(app.registry)
+
+
+def spool_folders(registry: Registry) -> None:
+    """The spool folder of every grant (an agency's system writes its drops there)."""
+    from delivery.spool import make_folders
+
+    made = make_folders(registry.config, [(a.id, nt) for a in list_agencies(registry) for nt in a.grants])
+    if made:
+        click.echo(f"\nspool folders      {len(made)} made under {registry.config.data_path(registry.config.delivery.spool_dir)}"
+                   " (spool/<agency>/<notice type>/: a file written there is run as a drop)")

@@ -53,7 +53,7 @@ def show(app: App, notice_type: str) -> None:
 @command.command("preview")
 @click.argument("notice_type")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--row", "row_number", type=int, default=2, show_default=True,
+@click.option("--row", "row_number", type=click.IntRange(min=1), default=2, show_default=True,
               help="the row number as the spreadsheet shows it (the header is row 1)")
 @click.option("--agency", "agency_id", help="default: the notice type's agency")
 @click.option("--encoding")

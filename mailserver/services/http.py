@@ -33,8 +33,10 @@ MOBILECONFIG_TYPE = "application/x-apple-aspen-config"
 #: a local part a profile is made for: printable, no quoting, as the city's addresses are
 _LOCAL_PART = re.compile(r"[^\s\"<>\\@()\[\],;:]{1,64}\Z")
 
-PAGE_DONE = "<!DOCTYPE html><html><body><p>已退订。You are unsubscribed.</p></body></html>"
-PAGE_CONFIRM = ('<!DOCTYPE html><html><body><form method="post" action="{action}">'
+PAGE_DONE = ('<!DOCTYPE html><html lang="zh-CN"><body><p>已退订“{topic}”，不会再收到此类邮件。</p>'
+             '<p>You are unsubscribed from “{topic}”.</p></body></html>')
+PAGE_CONFIRM = ('<!DOCTYPE html><html lang="zh-CN"><body><p>退订“{topic}”？</p><p>Unsubscribe from “{topic}”?</p>'
+                '<form method="post" action="{action}">'
                 '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
                 '<button type="submit">退订 / Unsubscribe</button></form></body></html>')
 PAGE_NOT_FOUND = "<!DOCTYPE html><html><body><p>链接无效。This link is not valid.</p></body></html>"
@@ -43,11 +45,13 @@ PAGE_ERROR = "<!DOCTYPE html><html><body><p>请稍后再试。Please try again l
 PAGE_TOO_LARGE = "<!DOCTYPE html><html><body><p>Request too large.</p></body></html>"
 
 
-def page(status: int, action: str = "") -> str:
+def page(status: int, action: str = "", topic: str = "") -> str:
     """The HTML page for an HTTP status (200 with ``action``: the one-click confirmation whose
-    button POSTs to ``action``; 200 without: done)."""
+    button POSTs to ``action``; 200 without: done), naming the ``topic``."""
     if status == 200:
-        return PAGE_CONFIRM.format(action=html.escape(action)) if action else PAGE_DONE
+        if action:
+            return PAGE_CONFIRM.format(action=html.escape(action), topic=html.escape(topic))
+        return PAGE_DONE.format(topic=html.escape(topic))
     if status == 404:
         return PAGE_NOT_FOUND
     if status == 413:

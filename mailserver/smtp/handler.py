@@ -233,6 +233,7 @@ class Handler:
             if refusal:
                 self._log("refused (%s)" % refusal[4:9], session, envelope, size=len(raw))
                 return refusal
+            raw = headers.origin_fields(header, self.ctx.config.city.domain, envelope.qid) + raw
         protocol = ("ESMTP" if session.extended_smtp else "SMTP") + ("S" if server.tls_active else "") + \
                    ("A" if principal else "")
         trace = headers.trace_headers(

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from ..services.http import (AUTOCONFIG_PATHS, MOBILECONFIG_TYPE, UNSUBSCRIBE_MAX_BODY, UNSUBSCRIBE_ROUTE,
                              autoconfig_xml, mobileconfig, page, profile_address)
-from ..services.topics import one_click_unsubscribe
+from ..services.topics import one_click_topic, one_click_unsubscribe
 from .middleware import guard, html
 
 
@@ -35,8 +35,11 @@ class CitizenRoutes:
             "Content-Disposition": f'attachment; filename="{self.config.city.domain}.mobileconfig"'})
 
     async def unsubscribe(self, request: web.Request) -> web.Response:
+        m = request.match_info
         if request.method in ("GET", "HEAD"):  # a person, or a link scanner: never unsubscribes
-            return html(200, page(200, action=request.path))
+            topic = await self.ctx.run_store(one_click_topic, self.ctx.registry, m["topic"], int(m["account"]),
+                                             m["token"])
+            return html(200, page(200, action=request.path, topic=topic)) if topic is not None else html(404)
         if request.method != "POST":
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD", "POST"])
         body = bytearray()
@@ -53,10 +56,9 @@ class CitizenRoutes:
             return html(400)
         if form.get("List-Unsubscribe") != ["One-Click"]:
             return html(400)
-        m = request.match_info
-        ok = await self.ctx.run_store(one_click_unsubscribe, self.ctx.registry, m["topic"], int(m["account"]),
-                                      m["token"])
-        return html(200, page(200)) if ok else html(404)
+        topic = await self.ctx.run_store(one_click_unsubscribe, self.ctx.registry, m["topic"], int(m["account"]),
+                                         m["token"])
+        return html(200, page(200, topic=topic)) if topic is not None else html(404)
 
 
 def citizen_app(ctx) -> web.Application:
