@@ -191,13 +191,14 @@ def test_each_broken_thing_is_a_failure_on_its_own_line(data, dns_server, tmp_pa
     store = open_store(data)
     try:
         migrate.downgrade(store, "0005")
+        behind = len(migrate.pending_revisions(store))  # every migration after 0005
     finally:
         store.dispose()
     os.chmod(data.data_path("civicmail.sqlite3"), 0o600)
     write_certificate(data, days_left=365)
     status, lines = check(data, dns_server(published(data)).address)
     assert status == 2 and len(lines["FAIL"]) == 1, lines
-    assert lines["FAIL"][0].startswith("database: 2 migration(s) pending (at 0005, newest")
+    assert lines["FAIL"][0].startswith(f"database: {behind} migration(s) pending (at 0005, newest")
     assert "civicmail db upgrade" in lines["FAIL"][0]
 
 
