@@ -14,14 +14,17 @@ from ..errors import NotFound
 from ..store import mailboxes as mb
 from ..store.models.mail import SEEN
 from . import fetch as F
+from . import parser as P
 from . import responses as R
 from .codec import SeqSet, format_uid_set
 from .commands import Copy, Expunge, Fetch, FetchAtt, Search, Store
+from .registry import SEL, Cap, command
+from .responses import Reply
 from .search import Matcher, Message, columns_for as search_columns, uses_modseq
 from .selected import SelectedFolder, flag_text, split_flags
-from .session import SELECTED, ImapSession, handler
+from .session import ImapSession
 
-SEL = frozenset({SELECTED})
+CONDSTORE, QRESYNC, UIDPLUS = Cap("CONDSTORE"), Cap("QRESYNC"), Cap("UIDPLUS")
 FETCH_BATCH = 10000
 #: FETCH columns of the hot path (FLAGS, and MODSEQ under CONDSTORE)
 _FLAG_COLUMNS = (("flags", "keywords"), ("flags", "keywords", "modseq"))
@@ -123,18 +126,19 @@ def _saw_own_write(sel: SelectedFolder, stored: mb.Stored) -> None:
         sel.modseq = stored.modseq_after
 
 
-@handler("FETCH", SEL)
-async def do_fetch(s: ImapSession, cmd: Fetch):
+@command("FETCH", SEL, P.fetch, cap=CONDSTORE, expunge=False)
+@command("UID FETCH", SEL, P.fetch, expunge=True)
+async def do_fetch(s: ImapSession, cmd: Fetch) -> Reply:
     sel = s.selected
     if cmd.vanished and not s.qresync:
-        return "BAD", R.BAD_NO_QRESYNC  # RFC 7162 3.2.6
+        return R.BAD_NO_QRESYNC  # RFC 7162 3.2.6
     ranges = _ranges(s, cmd.seqset, cmd.uid)
     if ranges is None:
-        return "BAD", R.BAD_SYNTAX
+        return R.BAD_SYNTAX
     if cmd.vanished:
         await send_vanished_earlier(s, sel, cmd.changedsince, cmd.seqset)
     if not ranges:
-        return "OK", R.OK_DONE
+        return R.OK_DONE
     atts = cmd.atts
     if cmd.changedsince is not None or any(a.name == "MODSEQ" for a in atts):
         s.condstore = True  # RFC 7162 3.1: CONDSTORE enabling
@@ -154,17 +158,18 @@ async def do_fetch(s: ImapSession, cmd: Fetch):
         chunk, lo = await run(_render_batch, s.store, sel, lo, hi, ranges, atts, columns, cmd.uid, cmd.changedsince)
         await s.send(chunk)
         await s.flush()
-    return "OK", R.OK_DONE
+    return R.OK_DONE
 
 
-@handler("STORE", SEL)
-async def do_store(s: ImapSession, cmd: Store):
+@command("STORE", SEL, P.store, expunge=False)
+@command("UID STORE", SEL, P.store, expunge=True)
+async def do_store(s: ImapSession, cmd: Store) -> Reply:
     sel = s.selected
     if sel.readonly:
-        return "NO", R.NO_READONLY
+        return R.NO_READONLY
     ranges = _ranges(s, cmd.seqset, cmd.uid)
     if ranges is None:
-        return "BAD", R.BAD_SYNTAX
+        return R.BAD_SYNTAX
     if cmd.unchangedsince is not None:
         s.condstore = True  # RFC 7162 3.1: CONDSTORE enabling
     bits, keywords = split_flags(cmd.flags)
@@ -189,39 +194,40 @@ async def do_store(s: ImapSession, cmd: Store):
             refused = stored.modified
         else:
             refused = [n for n in (sel.seq_of(u) for u in stored.modified) if n is not None]
-        return "OK", R.OK_MODIFIED.format(format_uid_set(refused))
-    return "OK", R.OK_DONE
+        return R.OK_MODIFIED.with_code(f"MODIFIED {format_uid_set(refused)}")
+    return R.OK_DONE
 
 
-@handler("COPY", SEL)
-@handler("MOVE", SEL)
-async def do_copy(s: ImapSession, cmd: Copy):
+@command("COPY", SEL, P.copy, expunge=True)
+@command("UID COPY", SEL, P.copy, cap=UIDPLUS, expunge=True)
+@command("MOVE", SEL, P.copy, cap="MOVE", expunge=True)
+@command("UID MOVE", SEL, P.copy, expunge=True)
+async def do_copy(s: ImapSession, cmd: Copy) -> Reply:
     sel = s.selected
     if cmd.move and sel.readonly:
-        return "NO", R.NO_READONLY
+        return R.NO_READONLY
     ranges = _ranges(s, cmd.seqset, cmd.uid)
     if ranges is None:
-        return "BAD", R.BAD_SYNTAX
+        return R.BAD_SYNTAX
     if not ranges:
-        return "OK", R.OK_DONE
+        return R.OK_DONE
     try:
         copied = await s.ctx.run(mb.copy_messages, s.store, s.account_id, sel.folder_id, ranges, cmd.mailbox, cmd.move,
                                  s.config.accounts.quota_bytes)
     except NotFound:
-        return "NO", R.NO_TRYCREATE
-    code = ""
-    if copied.source_uids:
-        code = (f"[COPYUID {copied.uidvalidity} {format_uid_set(copied.source_uids)} "
-                f"{format_uid_set(copied.dest_uids)}] ")
+        return R.NO_TRYCREATE
+    if not copied.source_uids:
+        return R.OK_DONE
+    done = R.OK_DONE.with_code(f"COPYUID {copied.uidvalidity} {format_uid_set(copied.source_uids)} "
+                               f"{format_uid_set(copied.dest_uids)}")
     if cmd.move:
         # RFC 6851: COPYUID in an untagged OK before the EXPUNGEs that the update below sends.
         s.pending = True
-        if code:
-            await s.untagged(f"OK {code}moved")
-        return "OK", R.OK_DONE
+        await s.untagged(R.OK_MOVED.with_code(done.code).line())
+        return R.OK_DONE
     if copied.dest_folder_id == sel.folder_id:
         s.pending = True
-    return "OK", f"{code}{R.OK_DONE}"
+    return done
 
 
 def _search(store, sel: SelectedFolder, keys: tuple, charset_ok: bool) -> list[tuple[int, int, int]]:
@@ -271,8 +277,9 @@ def esearch_text(tag: str, uid: bool, opts: tuple[str, ...], numbers: list[int],
     return out
 
 
-@handler("SEARCH", SEL)
-async def do_search(s: ImapSession, cmd: Search):
+@command("SEARCH", SEL, P.search, cap="ESEARCH", expunge=False)
+@command("UID SEARCH", SEL, P.search, expunge=True)
+async def do_search(s: ImapSession, cmd: Search) -> Reply:
     sel = s.selected
     with_modseq = uses_modseq(cmd.criteria)
     if with_modseq:
@@ -285,19 +292,20 @@ async def do_search(s: ImapSession, cmd: Search):
     else:
         tail = f" (MODSEQ {max(modseqs)})" if modseqs else ""
         await s.untagged("SEARCH" + "".join(f" {n}" for n in numbers) + tail)
-    return "OK", R.OK_DONE
+    return R.OK_DONE
 
 
-@handler("EXPUNGE", SEL)
-async def do_expunge(s: ImapSession, cmd: Expunge):
+@command("EXPUNGE", SEL, P.expunge, expunge=True)
+@command("UID EXPUNGE", SEL, P.expunge, cap=UIDPLUS, expunge=True)
+async def do_expunge(s: ImapSession, cmd: Expunge) -> Reply:
     sel = s.selected
     if sel.readonly:
-        return "NO", R.NO_READONLY
+        return R.NO_READONLY
     ranges = None
     if cmd.seqset is not None:
         ranges = _ranges(s, cmd.seqset, True)
         if not ranges:
-            return "OK", R.OK_DONE
+            return R.OK_DONE
     await s.ctx.run(mb.expunge, s.store, sel.folder_id, ranges)
     s.pending = True
-    return "OK", R.OK_DONE
+    return R.OK_DONE
