@@ -14,13 +14,13 @@ import binascii
 import re
 
 from ..config import IMAPConfig
-from .codec import STAR, SeqSet, decode_mailbox, parse_date_time
+from .codec import STAR, SeqSet, parse_date_time
 from .commands import (Append, Authenticate, Command, Compress, Copy, Enable, Expunge, Fetch, FetchAtt, GetQuota, Id,
                        Invalid, ListCmd, Login, MailboxCommand, Parsed, Qresync, Rename, SetQuota, Simple, Status, Store)
 from .registry import COMMANDS, Spec, load
 from .search_syntax import BadCharset, parse_search
 from .tokens import (Atom, ParseError, Str, TooComplex, need_args, read_astring, read_atom, read_flags,
-                     read_mailbox, read_modifiers, read_modseq, read_nstring, read_seqset, tokenize)
+                     read_mailbox, read_modifiers, read_modseq, read_nstring, read_pattern, read_seqset, tokenize)
 
 __all__ = ["parse", "parse_command", "parse_fetch_att", "decode_sasl", "ParseError", "tokenize"]
 
@@ -364,11 +364,11 @@ def list_(tag: str, name: str, args: list, limits: IMAPConfig) -> ListCmd:
                 j += 1
         args = args[:2]
     need_args(args, 2)
-    reference = decode_mailbox(read_astring(args[0]))
+    reference = read_pattern(args[0])
     pat_toks = args[1] if isinstance(args[1], list) else [args[1]]
     if not pat_toks:
         raise ParseError("empty pattern list")
-    patterns = tuple(decode_mailbox(read_astring(t)) for t in pat_toks)
+    patterns = tuple(read_pattern(t) for t in pat_toks)
     return ListCmd(tag, reference, patterns, lsub, select_opts, tuple(return_opts), status_items)
 
 

@@ -108,6 +108,8 @@ NO_BADCHARSET = no("charset not supported", "BADCHARSET (UTF-8 US-ASCII)")
 NO_COMPRESSION_ACTIVE = no("DEFLATE is already active", "COMPRESSIONACTIVE")
 NO_QUOTAROOT = no("no such quota root")
 NO_SETQUOTA = no("quotas are set by the operator", "NOPERM")
+#: a name that is not modified UTF-7 (RFC 3501 5.1.3): no mailbox has it, none can be made
+NO_BAD_NAME = no("mailbox name is not modified UTF-7", "CANNOT")
 NO_FOLDER_LIMIT = no("folder name too long or too deep, or too many folders", "LIMIT")
 
 #: untagged: RFC 7162 3.2.11, where the old mailbox's responses end

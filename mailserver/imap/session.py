@@ -38,7 +38,8 @@ log = logging.getLogger("civicmail.imap")
 T = TypeVar("T")
 
 #: the reply to an Invalid command by its reason (others: BAD syntax error)
-_INVALID_REPLIES = {"BADCHARSET": R.NO_BADCHARSET, "TOODEEP": R.BAD_TOO_DEEP, "TOOMANYKEYS": R.BAD_TOO_MANY_KEYS}
+_INVALID_REPLIES = {"BADCHARSET": R.NO_BADCHARSET, "TOODEEP": R.BAD_TOO_DEEP, "TOOMANYKEYS": R.BAD_TOO_MANY_KEYS,
+                    "BADNAME": R.NO_BAD_NAME}
 _WRITE_HIGH_WATER = 256 * 1024
 #: output larger than this is compressed (COMPRESS=DEFLATE) in a store thread, not on the loop
 _DEFLATE_IN_THREAD = 256 * 1024
