@@ -56,7 +56,7 @@ class SelectedFolder:
     def from_snapshot(cls, snap: Snapshot, readonly: bool) -> "SelectedFolder":
         sel = cls(snap.folder.id, snap.folder.name, readonly, snap.folder.uidvalidity, snap.folder.highestmodseq,
                   snap.uids, keywords=set(snap.keywords))
-        if not readonly and snap.uids and snap.uids[-1] > snap.recent_above:
+        if snap.uids and snap.uids[-1] > snap.recent_above:
             sel.recent_ranges.append((snap.recent_above, snap.uids[-1]))
         return sel
 

@@ -342,7 +342,9 @@ class ImapSession:
             for seq in expunged:
                 await self.untagged(f"{seq} EXPUNGE")
         if new:
-            if not sel.readonly and not all(sel.is_recent(u) for u in new):
+            if sel.readonly:  # EXAMINE: \Recent as no session has claimed them, without claiming
+                sel.note_recent(max(changes.recent_uid, known_max), new[-1])
+            elif not all(sel.is_recent(u) for u in new):
                 before = await self.ctx.run(mailboxes.claim_recent, self.store, sel.folder_id, new[-1])
                 sel.note_recent(max(before, known_max), new[-1])
             await self.untagged(f"{sel.exists} EXISTS")

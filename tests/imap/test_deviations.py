@@ -37,3 +37,30 @@ def test_open_bracket_is_an_atom_character_outside_a_fetch_section(server):
     finally:
         raw.close()
 
+
+# -- EXAMINE and \Recent (RFC 3501 6.3.2) -------------------------------------------------------------
+
+def _recent(lines: list[bytes]) -> int:
+    return int(next(re.match(rb"\* (\d+) RECENT", x).group(1) for x in lines if re.match(rb"\* \d+ RECENT", x)))
+
+
+def test_examine_counts_recent_messages_without_claiming_them(server):
+    _deliver(server, 2)
+    raw = server.raw()
+    try:
+        assert raw.command("s", "STATUS INBOX (RECENT)")[0] == b'* STATUS "INBOX" (RECENT 2)\r\n'
+        examined = raw.command("e", "EXAMINE INBOX")
+        assert examined[-1].startswith(b"e OK [READ-ONLY]") and _recent(examined) == 2
+        flags = raw.command("f", "FETCH 1:* (FLAGS)")
+        assert flags[:2] == [b"* 1 FETCH (UID 1 FLAGS (\\Recent))\r\n", b"* 2 FETCH (UID 2 FLAGS (\\Recent))\r\n"]
+        _deliver(server, 1)  # one more arrives while examined: recent too, and not claimed
+        polled = raw.command("n", "NOOP")
+        assert b"* 3 EXISTS\r\n" in polled and b"* 3 RECENT\r\n" in polled, polled
+        # EXAMINE left them all to the first SELECT
+        assert raw.command("s2", "STATUS INBOX (RECENT)")[0] == b'* STATUS "INBOX" (RECENT 3)\r\n'
+        selected = raw.command("t", "SELECT INBOX")
+        assert selected[-1].startswith(b"t OK [READ-WRITE]") and _recent(selected) == 3
+        again = raw.command("u", "EXAMINE INBOX")
+        assert _recent(again) == 0  # now claimed by that SELECT
+    finally:
+        raw.close()
