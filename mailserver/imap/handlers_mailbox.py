@@ -10,7 +10,8 @@ from . import responses as R
 from .codec import astring, encode_mailbox
 from .commands import Append, Command, GetQuota, ListCmd, MailboxCommand, Rename, Status
 from .handlers_message import CONDSTORE, QRESYNC, UIDPLUS, send_changed_since, send_vanished_earlier
-from .listmatch import ListPatterns, parents
+from .listing import listing
+from .listmatch import ListPatterns
 from .registry import AUTHED, SEL, Cap, command
 from .responses import Reply
 from .selected import SYSTEM_FLAGS, SelectedFolder, split_flags
@@ -82,17 +83,16 @@ async def do_rename(s: ImapSession, cmd: Rename) -> Reply:
 
 
 @command("SUBSCRIBE", AUTHED, P.one_mailbox, expunge=True)
-@command("UNSUBSCRIBE", AUTHED, P.one_mailbox, expunge=True)
 async def do_subscribe(s: ImapSession, cmd: MailboxCommand) -> Reply:
-    await s.ctx.run(mb.set_subscribed, s.store, s.account_id, cmd.mailbox, cmd.verb == "SUBSCRIBE")
+    """RFC 3501 6.3.6: any name, whether or not a folder has it (a list of its own)."""
+    await s.ctx.run(mb.subscribe, s.store, s.account_id, cmd.mailbox, s.config.accounts)
     return R.OK_DONE
 
 
-def _listing(store, account_id: int, patterns: ListPatterns) -> list[tuple[mb.FolderInfo, bool]]:
-    """(folder, has children) of the account's folders that match (in a store thread)."""
-    folders = mb.list_folders(store, account_id)
-    with_children = parents(f.name for f in folders)
-    return [(f, f.name in with_children) for f in folders if patterns.matches(f.name)]
+@command("UNSUBSCRIBE", AUTHED, P.one_mailbox, expunge=True)
+async def do_unsubscribe(s: ImapSession, cmd: MailboxCommand) -> Reply:
+    await s.ctx.run(mb.unsubscribe, s.store, s.account_id, cmd.mailbox)
+    return R.OK_DONE
 
 
 def _status_items(st: mb.FolderStatus, items: tuple[str, ...]) -> str:
@@ -109,29 +109,21 @@ async def do_list(s: ImapSession, cmd: ListCmd) -> Reply:
     if not cmd.lsub and cmd.patterns == ("",) and not cmd.select_opts:
         await s.untagged(f'LIST (\\Noselect) "{R.SEP}" ""')
         return R.OK_DONE
-    patterns = ListPatterns(cmd.reference, cmd.patterns)
     # wildcards (but a lone "*") cost CPU in proportion to the names: the heavy lane for them
-    listed = await (s.heavy if patterns.costly else s.ctx.run)(_listing, s.store, s.account_id, patterns)
-    subscribed_only = cmd.lsub or "SUBSCRIBED" in cmd.select_opts
-    special_only = "SPECIAL-USE" in cmd.select_opts
-    show_subscribed = "SUBSCRIBED" in cmd.select_opts or "SUBSCRIBED" in cmd.return_opts
-    matched = [(f, children) for f, children in listed
-               if (f.subscribed or not subscribed_only) and (f.special_use or not special_only)]
+    costly = ListPatterns(cmd.reference, cmd.patterns).costly
+    listed = await (s.heavy if costly else s.ctx.run)(listing, s.store, s.account_id, cmd)
     statuses = {}
-    if cmd.status_items and matched:
-        for st in await s.ctx.run(mb.folder_status, s.store, s.account_id, [f.name for f, _ in matched]):
+    folders = [x.name for x in listed if x.exists]
+    if cmd.status_items and folders:
+        for st in await s.ctx.run(mb.folder_status, s.store, s.account_id, folders):
             statuses[st.info.name] = st
-    for f, has_children in matched:
-        attrs = []
-        if not cmd.lsub:
-            attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
-            if f.special_use:
-                attrs.append(f.special_use)
-            if show_subscribed and f.subscribed:
-                attrs.append("\\Subscribed")
-        await s.untagged(f'{verb} ({" ".join(attrs)}) "{R.SEP}" {wire_name(f.name)}')
-        if f.name in statuses:
-            await s.untagged(f"STATUS {wire_name(f.name)} ({_status_items(statuses[f.name], cmd.status_items)})")
+    for x in listed:
+        line = f'{verb} ({" ".join(x.attrs)}) "{R.SEP}" {wire_name(x.name)}'
+        if x.childinfo:
+            line += ' ("CHILDINFO" (' + " ".join(f'"{c}"' for c in x.childinfo) + "))"
+        await s.untagged(line)
+        if x.name in statuses:
+            await s.untagged(f"STATUS {wire_name(x.name)} ({_status_items(statuses[x.name], cmd.status_items)})")
     return R.OK_DONE
 
 

@@ -90,6 +90,9 @@ def _fetch_atts(tok) -> tuple[FetchAtt, ...]:
 # (registry.command). ``name`` is the registered name ("UID FETCH"); ``args`` the tokens after it.
 
 _STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ"}
+#: RFC 5258 and RFC 6154 LIST options (STATUS, RFC 5819, is read apart)
+_SELECT_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+_RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE"})
 _TAG = re.compile(r"^[\x21-\x7e]+\Z")
 _TAG_START = re.compile(rb"^([A-Za-z0-9.\-_!#$&',/:;<=>?@^`|~]+) ")
 
@@ -342,6 +345,12 @@ def list_(tag: str, name: str, args: list, limits: IMAPConfig) -> ListCmd:
     select_opts: tuple[str, ...] = ()
     if args and isinstance(args[0], list) and not lsub:
         select_opts = tuple(read_atom(t).upper() for t in args[0])
+        if not set(select_opts) <= _SELECT_OPTIONS:
+            raise ParseError("unknown LIST selection option")
+        # RFC 5258 3.1: RECURSIVEMATCH needs a base option (SUBSCRIBED; SPECIAL-USE and REMOTE
+        # are independent ones, RFC 6154 6)
+        if "RECURSIVEMATCH" in select_opts and "SUBSCRIBED" not in select_opts:
+            raise ParseError("RECURSIVEMATCH without SUBSCRIBED")
         args = args[1:]
     return_opts: list[str] = []
     status_items: tuple[str, ...] = ()
@@ -359,9 +368,11 @@ def list_(tag: str, name: str, args: list, limits: IMAPConfig) -> ListCmd:
                 if any(i not in _STATUS_ITEMS for i in status_items):
                     raise ParseError("unknown STATUS item")
                 j += 2
-            else:
+            elif opt in _RETURN_OPTIONS:
                 return_opts.append(opt)
                 j += 1
+            else:
+                raise ParseError("unknown LIST return option")
         args = args[:2]
     need_args(args, 2)
     reference = read_pattern(args[0])
