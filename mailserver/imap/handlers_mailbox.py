@@ -14,7 +14,7 @@ from .listing import listing
 from .listmatch import ListPatterns
 from .registry import AUTHED, SEL, Cap, command
 from .responses import Reply
-from .selected import SYSTEM_FLAGS, SelectedFolder, split_flags
+from .selected import SelectedFolder, split_flags
 from .session import ImapSession
 
 #: RFC 7889: the largest APPEND this server takes
@@ -40,10 +40,8 @@ async def do_select(s: ImapSession, cmd: MailboxCommand) -> Reply:
         await s.untagged(R.OK_CLOSED.line())
     snap = await s.ctx.run(mb.select_folder, s.store, s.account_id, cmd.mailbox, readonly)
     sel = SelectedFolder.from_snapshot(snap, readonly)
-    flags = SYSTEM_FLAGS + "".join(" " + k for k in sorted(sel.keywords))
-    await s.untagged(f"FLAGS ({flags})")
-    permanent = "" if readonly else SYSTEM_FLAGS + "".join(" " + k for k in sorted(sel.keywords)) + " \\*"
-    await s.untagged(f"OK [PERMANENTFLAGS ({permanent})] flags permitted")
+    for line in sel.flags_responses():
+        await s.untagged(line)
     await s.untagged(f"{sel.exists} EXISTS")
     await s.untagged(f"{snap.recent} RECENT")
     if snap.first_unseen_uid is not None:

@@ -39,8 +39,9 @@ def _ranges(s: ImapSession, seqset, by_uid: bool) -> list[tuple[int, int]] | Non
 
 def _render_batch(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tuple[FetchAtt, ...],
                   columns: tuple[str, ...], with_uid: bool,
-                  changedsince: int | None = None) -> tuple[bytes, int | None]:
-    """One batch of FETCH lines (in the thread pool) and the UID to continue after (None: done)."""
+                  changedsince: int | None = None) -> tuple[bytes, int | None, set[str]]:
+    """One batch of FETCH lines (in the thread pool), the UID to continue after (None: done) and
+    the keywords in them that the session has not announced yet (``announce_keywords``)."""
     rows = mb.fetch_rows(store, sel.folder_id, lo, hi, FETCH_BATCH, columns, ranges if len(ranges) > 1 else None,
                          changedsince)
     uids = sel.uids
@@ -71,6 +72,7 @@ def _render_batch(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tu
                 out.append(b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))\r\n" % (i + 1, uid, text, row[3]))
             else:
                 out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (i + 1, uid, text))
+        unknown = sel.unknown_keywords(k for _, k, _ in cache)
     else:
         has_raw = "raw" in columns
         for row in rows:
@@ -83,8 +85,9 @@ def _render_batch(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tu
             else:
                 loader = (lambda u=row.uid: mb.message_raw(store, sel.folder_id, u))
             out.append(F.render(i + 1, row, atts, sel.is_recent(row.uid), with_uid, loader))
+        unknown = sel.unknown_keywords(row.keywords for row in rows) if "keywords" in columns else set()
     nxt = rows[-1][0] + 1 if len(rows) == FETCH_BATCH else None
-    return b"".join(out), nxt
+    return b"".join(out), nxt, unknown
 
 
 #: "*" in a UID set of expunged messages: any UID (the store clips it at UIDNEXT - 1)
@@ -112,10 +115,20 @@ async def send_changed_since(s: ImapSession, sel: SelectedFolder, modseq: int, u
     ranges = sel.uid_ranges(uids if uids is not None else SeqSet.parse("1:*"), True)
     if not ranges:
         return
+    await _send_fetch(s, s.ctx.run, sel, ranges, _FLAGS_MODSEQ, True, modseq)
+
+
+async def _send_fetch(s: ImapSession, run, sel: SelectedFolder, ranges, atts: tuple[FetchAtt, ...], with_uid: bool,
+                      changedsince: int | None) -> None:
+    """The FETCH responses for ``ranges``, batch by batch (``run``: the lane for the batches);
+    a keyword new to the session is announced before the batch that carries it."""
     lo, hi = ranges[0][0], ranges[-1][1]
-    columns = F.columns_for(_FLAGS_MODSEQ)
+    columns = F.columns_for(atts)
     while lo is not None and lo <= hi:
-        chunk, lo = await s.ctx.run(_render_batch, s.store, sel, lo, hi, ranges, _FLAGS_MODSEQ, columns, True, modseq)
+        chunk, lo, unknown = await run(_render_batch, s.store, sel, lo, hi, ranges, atts, columns, with_uid,
+                                       changedsince)
+        if unknown:
+            await s.announce_keywords(unknown)
         await s.send(chunk)
         await s.flush()
 
@@ -150,14 +163,9 @@ async def do_fetch(s: ImapSession, cmd: Fetch) -> Reply:
     if s.condstore and not any(a.name == "MODSEQ" for a in atts) and (
             cmd.changedsince is not None or any(a.name == "FLAGS" for a in atts)):
         atts = atts + (FetchAtt("MODSEQ"),)
-    columns = F.columns_for(atts)
     # message bodies (sections, RFC822.*) cost what the client asks for: the heavy lane
-    run = s.heavy if "raw" in columns else s.ctx.run
-    lo, hi = ranges[0][0], ranges[-1][1]
-    while lo is not None and lo <= hi:
-        chunk, lo = await run(_render_batch, s.store, sel, lo, hi, ranges, atts, columns, cmd.uid, cmd.changedsince)
-        await s.send(chunk)
-        await s.flush()
+    run = s.heavy if "raw" in F.columns_for(atts) else s.ctx.run
+    await _send_fetch(s, run, sel, ranges, atts, cmd.uid, cmd.changedsince)
     return R.OK_DONE
 
 
@@ -176,7 +184,7 @@ async def do_store(s: ImapSession, cmd: Store) -> Reply:
     stored = await s.ctx.run(mb.store_flags, s.store, sel.folder_id, ranges, cmd.mode, bits, keywords,
                              cmd.unchangedsince)
     _saw_own_write(sel, stored)
-    sel.keywords.update(keywords)
+    await s.announce_keywords(r[2] for r in stored.rows)
     changed_any = stored.modseq_after != stored.modseq_before
     for uid, flags, kws, modseq in stored.rows:
         seq = sel.seq_of(uid)

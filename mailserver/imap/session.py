@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from typing import TYPE_CHECKING, Any, Callable, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NoReturn, TypeVar
 
 from ..errors import CivicmailError, LimitExceeded
 from ..store import mailboxes
@@ -319,6 +319,18 @@ class ImapSession:
             if self.state == SELECTED:
                 self.state = AUTH
 
+    async def announce_keywords(self, keyword_texts: Iterable[str | None]) -> None:
+        """RFC 3501 7.2.6: a keyword new to the selected folder is told in FLAGS (and
+        PERMANENTFLAGS) before any FETCH response carries it; call before writing such responses."""
+        sel = self.selected
+        if sel is None:
+            return
+        new = sel.unknown_keywords(keyword_texts)
+        if new:
+            sel.keywords.update(new)
+            for line in sel.flags_responses():
+                await self.untagged(line)
+
     async def report_changes(self, allow_expunge: bool, force: bool = False) -> None:
         """Send the EXISTS / RECENT / EXPUNGE / FETCH FLAGS owed to this client."""
         sel = self.selected
@@ -334,6 +346,7 @@ class ImapSession:
             self.state = LOGOUT
             raise Closed()
         known_max = sel.max_uid
+        await self.announce_keywords(r[2] for r in changes.new + changes.changed)
         expunged, gone, new, changed = sel.apply(changes, allow_expunge)
         if gone and self.qresync:
             # RFC 7162 3.2.10: one VANISHED for all of them instead of an EXPUNGE each

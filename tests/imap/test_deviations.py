@@ -3,6 +3,7 @@
 (Subscriptions and LIST-EXTENDED: test_subscriptions.py.)"""
 from __future__ import annotations
 
+import random
 import re
 
 from mailserver.store import mailboxes as mb
@@ -64,3 +65,67 @@ def test_examine_counts_recent_messages_without_claiming_them(server):
         assert _recent(again) == 0  # now claimed by that SELECT
     finally:
         raw.close()
+
+
+# -- new keywords are announced before use (RFC 3501 7.2.6, 7.4.2) ---------------------------------------
+
+class Watched:
+    """A raw session that checks, line by line, that every keyword a FETCH carries was listed in
+    an untagged FLAGS and PERMANENTFLAGS before it."""
+
+    def __init__(self, server) -> None:
+        self.raw = server.raw()
+        self.flags: set[str] = set()
+        self.permanent: set[str] = set()
+
+    def command(self, tag: str, text: str) -> list[bytes]:
+        lines = self.raw.command(tag, text)
+        for line in lines:
+            text_line = line.decode()
+            if m := re.match(r"\* FLAGS \((.*)\)", text_line):
+                self.flags = set(m.group(1).split())
+            elif m := re.match(r"\* OK \[PERMANENTFLAGS \((.*)\)\]", text_line):
+                self.permanent = set(m.group(1).split())
+            elif m := re.match(r"\* \d+ FETCH .*FLAGS \(([^)]*)\)", text_line):
+                used = {f for f in m.group(1).split() if not f.startswith("\\")}
+                assert used <= self.flags and used <= self.permanent, (text_line, self.flags, self.permanent)
+        return lines
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def test_a_new_keyword_is_announced_in_flags_before_a_fetch_carries_it(server):
+    _deliver(server, 3)
+    a, b = Watched(server), Watched(server)
+    try:
+        assert a.command("s", "SELECT INBOX")[-1].startswith(b"s OK")
+        assert b.command("s", "SELECT INBOX")[-1].startswith(b"s OK")
+        assert "$Label1" not in a.flags
+        assert b.command("t", "STORE 2 +FLAGS ($Label1)")[-1].startswith(b"t OK")  # B's own FETCH: announced first
+        assert "$Label1" in b.flags
+        lines = a.command("f", "FETCH 1:* (FLAGS)")  # A reads it from the store before it is told of the change
+        assert any(b"$Label1" in x for x in lines) and "$Label1" in a.flags
+        assert b.command("u", "STORE 3 +FLAGS ($Label2)")[-1].startswith(b"u OK")
+        lines = a.command("n", "NOOP")  # the unsolicited FETCH of the change: FLAGS first
+        assert any(b"$Label2" in x for x in lines) and "$Label2" in a.flags
+        a.raw.send(b"i IDLE\r\n")
+        assert a.raw.line().startswith(b"+")
+        assert b.command("v", "UID STORE 1 +FLAGS ($Label3)")[-1].startswith(b"v OK")
+        seen = [a.raw.line(), a.raw.line(), a.raw.line()]  # FLAGS, PERMANENTFLAGS, then the FETCH
+        assert seen[0].startswith(b"* FLAGS (") and b"$Label3" in seen[0]
+        assert seen[1].startswith(b"* OK [PERMANENTFLAGS (") and b"$Label3" in seen[1]
+        assert seen[2].startswith(b"* 1 FETCH (") and b"$Label3" in seen[2]
+        a.raw.send(b"DONE\r\n")
+        assert a.raw.line().startswith(b"i OK")
+        # a random load of both sessions storing keywords: the invariant holds in every line
+        rng = random.Random(12)
+        for n in range(40):
+            session = rng.choice((a, b))
+            word = f"$K{rng.randrange(12)}"
+            verb = rng.choice(("STORE 1:3 +FLAGS", "STORE 2 FLAGS", "FETCH 1:* (FLAGS)", "NOOP", "STORE 1 -FLAGS"))
+            command = verb if verb.startswith(("FETCH", "NOOP")) else f"{verb} ({word})"
+            assert session.command(f"r{n}", command)[-1].startswith(f"r{n} OK".encode())
+    finally:
+        a.close()
+        b.close()
