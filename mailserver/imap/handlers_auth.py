@@ -153,9 +153,10 @@ async def do_enable(s: ImapSession, cmd: Enable) -> Reply:
     for cap in cmd.capabilities:
         if cap in ("CONDSTORE", "QRESYNC") and cap not in enabled:
             enabled.append(cap)
-            s.condstore = True
             s.qresync = s.qresync or cap == "QRESYNC"
     await s.untagged(" ".join(["ENABLED"] + enabled))
+    if enabled:
+        await s.enable_condstore()
     return R.OK_DONE
 
 

@@ -50,7 +50,7 @@ async def do_select(s: ImapSession, cmd: MailboxCommand) -> Reply:
             await s.untagged(f"OK [UNSEEN {seq}] first unseen")
     await s.untagged(f"OK [UIDVALIDITY {snap.folder.uidvalidity}] UIDs valid")
     await s.untagged(f"OK [UIDNEXT {snap.folder.uidnext}] predicted next UID")
-    await s.untagged(f"OK [HIGHESTMODSEQ {snap.folder.highestmodseq}] highest")
+    await s.untagged(R.OK_HIGHESTMODSEQ.with_code(f"HIGHESTMODSEQ {snap.folder.highestmodseq}").line())
     s.select(sel)
     q = cmd.qresync
     if q is not None and q.uidvalidity == sel.uidvalidity:
@@ -128,7 +128,7 @@ async def do_list(s: ImapSession, cmd: ListCmd) -> Reply:
 @command("STATUS", AUTHED, P.status, cap="STATUS=SIZE", expunge=True)
 async def do_status(s: ImapSession, cmd: Status) -> Reply:
     if "HIGHESTMODSEQ" in cmd.items:
-        s.condstore = True  # RFC 7162 3.1: a CONDSTORE enabling command
+        await s.enable_condstore()
     found = await s.ctx.run(mb.folder_status, s.store, s.account_id, [cmd.mailbox])
     if not found:
         return R.NO_NONEXISTENT

@@ -154,7 +154,7 @@ async def do_fetch(s: ImapSession, cmd: Fetch) -> Reply:
         return R.OK_DONE
     atts = cmd.atts
     if cmd.changedsince is not None or any(a.name == "MODSEQ" for a in atts):
-        s.condstore = True  # RFC 7162 3.1: CONDSTORE enabling
+        await s.enable_condstore()
     if F.sets_seen(atts) and not sel.readonly:
         stored = await s.ctx.run(mb.store_flags, s.store, sel.folder_id, ranges, "+", SEEN, ())
         _saw_own_write(sel, stored)
@@ -179,7 +179,7 @@ async def do_store(s: ImapSession, cmd: Store) -> Reply:
     if ranges is None:
         return R.BAD_SYNTAX
     if cmd.unchangedsince is not None:
-        s.condstore = True  # RFC 7162 3.1: CONDSTORE enabling
+        await s.enable_condstore()
     bits, keywords = split_flags(cmd.flags)
     stored = await s.ctx.run(mb.store_flags, s.store, sel.folder_id, ranges, cmd.mode, bits, keywords,
                              cmd.unchangedsince)
@@ -291,7 +291,7 @@ async def do_search(s: ImapSession, cmd: Search) -> Reply:
     sel = s.selected
     with_modseq = uses_modseq(cmd.criteria)
     if with_modseq:
-        s.condstore = True  # RFC 7162 3.1: CONDSTORE enabling
+        await s.enable_condstore()
     hits = await s.heavy(_search, s.store, sel, cmd.criteria, True) if sel.uids else []
     numbers = [uid if cmd.uid else seq for seq, uid, _ in hits]
     modseqs = [m for _, _, m in hits] if with_modseq else None

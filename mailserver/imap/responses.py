@@ -112,6 +112,8 @@ NO_SETQUOTA = no("quotas are set by the operator", "NOPERM")
 NO_BAD_NAME = no("mailbox name is not modified UTF-7", "CANNOT")
 NO_FOLDER_LIMIT = no("folder name too long or too deep, or too many folders", "LIMIT")
 
+#: untagged, RFC 7162 3.1.2 (with the code HIGHESTMODSEQ n)
+OK_HIGHESTMODSEQ = ok("highest")
 #: untagged: RFC 7162 3.2.11, where the old mailbox's responses end
 OK_CLOSED = ok("previous mailbox closed", "CLOSED")
 

@@ -319,6 +319,16 @@ class ImapSession:
             if self.state == SELECTED:
                 self.state = AUTH
 
+    async def enable_condstore(self) -> None:
+        """RFC 7162 3.1: a CONDSTORE enabling command (FETCH MODSEQ, STORE UNCHANGEDSINCE, SEARCH
+        MODSEQ, STATUS HIGHESTMODSEQ, ENABLE CONDSTORE) turns it on for the session; the first one
+        while a mailbox is selected is answered with its HIGHESTMODSEQ in an untagged OK."""
+        if self.condstore:
+            return
+        self.condstore = True
+        if self.selected is not None:
+            await self.untagged(R.OK_HIGHESTMODSEQ.with_code(f"HIGHESTMODSEQ {self.selected.modseq}").line())
+
     async def announce_keywords(self, keyword_texts: Iterable[str | None]) -> None:
         """RFC 3501 7.2.6: a keyword new to the selected folder is told in FLAGS (and
         PERMANENTFLAGS) before any FETCH response carries it; call before writing such responses."""

@@ -129,3 +129,30 @@ def test_a_new_keyword_is_announced_in_flags_before_a_fetch_carries_it(server):
     finally:
         a.close()
         b.close()
+
+
+# -- CONDSTORE enabling (RFC 7162 3.1) -------------------------------------------------------------
+
+def test_the_first_condstore_enabling_command_while_selected_reports_highestmodseq(server):
+    _deliver(server, 2)
+    for i, enabling in enumerate(("FETCH 1 (MODSEQ)", "UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1)",
+                                  "STORE 1 (UNCHANGEDSINCE 100) +FLAGS ($x)", "SEARCH MODSEQ 1",
+                                  "STATUS INBOX (HIGHESTMODSEQ)", "ENABLE CONDSTORE")):
+        raw = server.raw()
+        try:
+            selected = raw.command("s", "SELECT INBOX")
+            highest = next(x for x in selected if x.startswith(b"* OK [HIGHESTMODSEQ "))
+            lines = raw.command(f"e{i}", enabling)
+            assert lines[-1].startswith(f"e{i} OK".encode()), lines
+            told = [x for x in lines if x.startswith(b"* OK [HIGHESTMODSEQ ")]
+            assert len(told) == 1, (enabling, lines)
+            assert told[0].split(b"]")[0] == highest.split(b"]")[0], (told, highest)
+            again = raw.command("f", "FETCH 1 (MODSEQ)")  # only the first one
+            assert not any(x.startswith(b"* OK [HIGHESTMODSEQ ") for x in again), again
+        finally:
+            raw.close()
+    raw = server.raw()
+    try:  # not selected: nothing to report; the next SELECT reports it as always
+        assert raw.command("a", "ENABLE CONDSTORE") == [b"* ENABLED CONDSTORE\r\n", b"a OK completed\r\n"]
+    finally:
+        raw.close()
