@@ -3,6 +3,8 @@ reads it: over a real socket, and the migration that moved the folders' marks in
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 
 from sqlalchemy import text
 
@@ -11,6 +13,8 @@ from mailserver.registry.citizens import add_citizen
 from mailserver.store import mailboxes as mb
 from mailserver.store import migrate
 from mailserver.store.models import Account
+
+from tests.abuse import assert_responsive, city, city_factory  # noqa: F401  (fixtures)
 
 from .conftest import server_with
 
@@ -124,3 +128,37 @@ def test_the_migration_moves_subscribed_marks_into_the_list_and_back(registry, s
     assert not marks["Junk"]
     migrate.upgrade(store, "0008")
     assert _subscribed(store) == before - {(account, "No/Folder")}
+
+
+def test_listing_a_full_subscription_list_leaves_the_loop_free(city_factory):  # noqa: F811
+    city = city_factory("accounts.max_subscriptions=500")
+    abuser = city.imap(0)
+    deep = "/".join(["level"] * 18)
+    # pipelined: one write, then every SUBSCRIBE's reply
+    tags = [f"s{n}" for n in range(494)]
+    abuser.send(b"".join(f"{t} SUBSCRIBE {deep}/{n}\r\n".encode() for n, t in enumerate(tags)))
+    answered = 0
+    while answered < len(tags):
+        line = abuser.readline()
+        assert not line.startswith(b"s") or b" OK " in line, line
+        answered += line.startswith(b"s")
+    assert abuser._simple_command("SUBSCRIBE", "one-too-many")[0] == "NO"  # the list is full
+    stop = threading.Event()
+    answers: list[str] = []
+
+    def abuse() -> None:
+        while not stop.is_set():
+            for args in (("(SUBSCRIBED RECURSIVEMATCH)", '""', "%"), ("(SUBSCRIBED)", '""', "*l*e*v*e*l*9")):
+                answers.append(abuser._simple_command("LIST", *args)[0])
+            answers.append(abuser._simple_command("LSUB", '""', "%/%")[0])
+
+    thread = threading.Thread(target=abuse, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.3)
+        assert_responsive(city)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert answers and set(answers) == {"OK"}
+    abuser.logout()
