@@ -172,6 +172,9 @@ class AccountsConfig:
     max_folder_depth: int = 20
     #: characters of a whole folder name (at most FOLDER_NAME_COLUMN, the store's column width)
     max_folder_name_length: int = 255
+    #: names on an account's subscription list (SUBSCRIBE beyond: NO [LIMIT]); names stay there
+    #: after DELETE, so room for every folder and as many again
+    max_subscriptions: int = 2000
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from ..config import parse_hostport
 from ..server import ServerContext, StartupError
 from ..store.groupcommit import group_commit
 from ..store.notify import FolderWatcher
-from . import handlers_auth, handlers_mailbox, handlers_message  # noqa: F401  (they register handlers)
+from . import registry
 from . import responses as R
 from .session import ImapSession
 
@@ -130,6 +130,7 @@ class ImapService:
             self.ctx.gate.leave(self.name)
 
     async def start(self) -> None:
+        registry.load()  # every command registered before the first client, not on its first command
         # Every store call runs in a thread that releases the GIL at each SQLite statement and
         # socket send; with the default 5 ms switch interval it then waits behind the busy event
         # loop (or another store thread) for up to 5 ms per statement, which made a 1 ms write
