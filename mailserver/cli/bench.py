@@ -23,6 +23,7 @@ AREAS = {
         ("pipeline", "Generate ROWS citizens and a drop of ROWS rows; time `drop run` on SQLite."),
         ("mime", "Messages per second of mime.analyze() (ENVELOPE, BODY, BODYSTRUCTURE, SEARCH text)."),
         ("services", "Time a bulletin to COUNT subscribers and COUNT survey replies through the worker."),
+        ("cli", "CPU time (user + sys, best of RUNS) of `civicmail --help` and `civicmail notice list`."),
     )
 }
 
