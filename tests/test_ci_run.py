@@ -59,9 +59,9 @@ def checkout(tmp_path) -> Path:
 
 
 def ci_run(checkout: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{checkout.parent / 'bin'}{os.pathsep}{os.environ['PATH']}",
-           "CIVICMAIL_TEST_WORKERS": "2"}
-    env.pop("CIVICMAIL_VENV", None)
+    # not this run's own pytest variables (an xdist worker's PYTEST_XDIST_WORKER, PYTEST_ADDOPTS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_") and k != "CIVICMAIL_VENV"}
+    env.update(PATH=f"{checkout.parent / 'bin'}{os.pathsep}{os.environ['PATH']}", CIVICMAIL_TEST_WORKERS="2")
     return subprocess.run(["bash", str(checkout / ".ci" / "run"), *args], cwd=checkout.parent, env=env,
                           capture_output=True, text=True, timeout=300)
 
