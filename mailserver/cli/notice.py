@@ -6,7 +6,6 @@ from pathlib import Path
 import click
 
 from ..errors import NotFound, ValidationError
-from ..registry.citizens import find_account
 from .app import App, echo_table
 
 
@@ -72,6 +71,7 @@ def preview(app: App, notice_type: str, file: Path, row_number: int, agency_id: 
 def _opt(app: App, address: str, notice_type: str, opted_out: bool) -> None:
     from delivery.catalog import get_definition
     from delivery.consent import set_opt_out
+    from ..registry.citizens import find_account
 
     d = get_definition(_catalog(app), notice_type)
     if d.mandatory:
