@@ -15,7 +15,8 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound, QuotaExceeded
-from ..mime import Analyzed, analyze
+from ..mime import Analyzed, analyze, sort_fields_of
+from ..mime.sortkeys import COLUMNS as SORT_COLUMNS
 from .db import Store
 from .driver import driver_rows
 from .models import Account, Content, Folder, Message
@@ -102,7 +103,8 @@ def insert_returning_ids(session: Session, table, rows: list[dict]) -> list[int]
     return list(session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars())
 
 
-CONTENT_COLUMNS = ("raw", "size", "header_size", "envelope", "body", "bodystructure", "search_text", "refcount")
+CONTENT_COLUMNS = ("raw", "size", "header_size", "envelope", "body", "bodystructure", "search_text", "refcount",
+                   *SORT_COLUMNS)
 MESSAGE_COLUMNS = ("folder_id", "uid", "modseq", "flags", "keywords", "internaldate", "size", "content_id")
 
 
@@ -174,15 +176,13 @@ def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delive
         contents[key] = (raw, an, refs + 1)
     keys = list(contents)
     sqlite = session.get_bind().dialect.name == "sqlite"
+    content_rows = [(raw, an.size, an.header_size, an.envelope, an.body, an.bodystructure, an.search_text, refs,
+                     *(an.sort or sort_fields_of(raw))) for raw, an, refs in (contents[k] for k in keys)]
     if sqlite:
-        content_ids = sqlite_insert_ids(session, "content", CONTENT_COLUMNS, [
-            (raw, an.size, an.header_size, an.envelope, an.body, an.bodystructure, an.search_text, refs)
-            for raw, an, refs in (contents[k] for k in keys)])
+        content_ids = sqlite_insert_ids(session, "content", CONTENT_COLUMNS, content_rows)
     else:
-        content_ids = insert_returning_ids(session, Content.__table__, [
-            {"raw": raw, "size": an.size, "header_size": an.header_size, "envelope": an.envelope, "body": an.body,
-             "bodystructure": an.bodystructure, "search_text": an.search_text, "refcount": refs}
-            for raw, an, refs in (contents[k] for k in keys)])
+        content_ids = insert_returning_ids(session, Content.__table__,
+                                           [dict(zip(CONTENT_COLUMNS, row)) for row in content_rows])
     content_of = dict(zip(keys, content_ids))
     if reused:
         ct = Content.__table__

@@ -7,7 +7,12 @@ from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String,
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ...config import FOLDER_NAME_COLUMN
+from ...mime.sortkeys import MAX_KEY_CHARS, MAX_MSGID_CHARS
 from .base import Base, BigId, utcnow
+
+#: column widths of the SORT keys and message ids (characters)
+SORT_KEY_COLUMN = MAX_KEY_CHARS
+MSGID_COLUMN = MAX_MSGID_CHARS
 
 # System flags as bits of Message.flags; keywords go in Message.keywords (space-separated).
 SEEN, ANSWERED, FLAGGED, DELETED, DRAFT = 1, 2, 4, 8, 16
@@ -70,6 +75,23 @@ class Content(Base):
     #: decoded text of subject, addresses and text parts, for SEARCH (lower-cased)
     search_text: Mapped[str | None] = mapped_column(Text)
     refcount: Mapped[int] = mapped_column(Integer, default=1)
+    # What SORT and THREAD read (mime.sortkeys: strings as i;unicode-casemap keys), so that
+    # sorting a folder reads these columns, never the messages. NULL: not computed (a row
+    # written before migration 0009 filled them).
+    #: the base subject (RFC 5256 2.1) and whether a Re:/Fwd: marker was removed to find it
+    sort_subject: Mapped[str | None] = mapped_column(String(SORT_KEY_COLUMN))
+    sort_reply: Mapped[bool | None] = mapped_column(Boolean)
+    #: the Date field in seconds since the epoch, NULL if absent or unreadable
+    sort_date: Mapped[int | None] = mapped_column(BigId)
+    #: addr-mailbox of the first From / To / Cc address; RFC 5957 display names of From / To
+    sort_from: Mapped[str | None] = mapped_column(String(SORT_KEY_COLUMN))
+    sort_to: Mapped[str | None] = mapped_column(String(SORT_KEY_COLUMN))
+    sort_cc: Mapped[str | None] = mapped_column(String(SORT_KEY_COLUMN))
+    display_from: Mapped[str | None] = mapped_column(String(SORT_KEY_COLUMN))
+    display_to: Mapped[str | None] = mapped_column(String(SORT_KEY_COLUMN))
+    #: Message-ID, and References (else In-Reply-To) as ids separated by spaces
+    message_id: Mapped[str | None] = mapped_column(String(MSGID_COLUMN))
+    thread_refs: Mapped[str | None] = mapped_column(Text)
 
 
 class Message(Base):
