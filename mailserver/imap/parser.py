@@ -18,6 +18,7 @@ from .codec import STAR, SeqSet, decode_mailbox, parse_date_time
 from .commands import (Append, Authenticate, Command, Compress, Copy, Enable, Expunge, Fetch, FetchAtt, GetQuota, Id,
                        Invalid, ListCmd, Login, MailboxCommand, Parsed, Qresync, Rename, SetQuota, Simple, Status, Store)
 from .search_syntax import BadCharset, parse_search
+from .sort_syntax import COMMANDS as SORT_COMMANDS, parse_sort_command
 from .tokens import (Atom, ParseError, Str, TooComplex, need_args, read_astring, read_atom, read_flags,
                      read_mailbox, read_modifiers, read_modseq, read_nstring, read_seqset, tokenize)
 
@@ -164,9 +165,13 @@ def _build(tag: str, name: str, args: list, limits: IMAPConfig) -> Command:
             return Expunge(tag, read_seqset(args[1]))
         if sub in ("FETCH", "STORE", "COPY", "MOVE", "SEARCH"):
             return _build_message_cmd(tag, sub, args[1:], True, limits)
+        if sub in SORT_COMMANDS:
+            return parse_sort_command(tag, sub, args[1:], True, limits)
         raise ParseError("unknown UID command")
     if name in ("FETCH", "STORE", "COPY", "MOVE", "SEARCH"):
         return _build_message_cmd(tag, name, args, False, limits)
+    if name in SORT_COMMANDS:
+        return parse_sort_command(tag, name, args, False, limits)
     if name == "ID":
         need_args(args, 1)
         if isinstance(args[0], Atom) and args[0].text.upper() == "NIL":

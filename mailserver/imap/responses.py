@@ -65,6 +65,9 @@ NO_EXPUNGED = "some messages were expunged"
 OK_MODIFIED = "[MODIFIED {}] conditional STORE failed"
 OK_CLOSED = "[CLOSED] previous mailbox closed"
 
+#: RFC 5256, RFC 5957, RFC 5267 (ESORT; CONTEXT=SORT is not offered)
+SORT_CAPABILITIES = ("SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES")
+
 SEP = "/"
 NAMESPACE = '(("" "/")) NIL NIL'
 ID_RESPONSE = '("name" "civicmail" "vendor" "civicmail")'
@@ -106,5 +109,5 @@ def capabilities(tls_active: bool, can_starttls: bool, login_allowed: bool, auth
     else:
         caps += ["UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS",
                  f"APPENDLIMIT={append_limit}", "QUOTA", "QUOTA=RES-STORAGE", "CONDSTORE", "QRESYNC",
-                 "ESEARCH", "STATUS=SIZE", "COMPRESS=DEFLATE"]
+                 "ESEARCH", "STATUS=SIZE", "COMPRESS=DEFLATE", *SORT_CAPABILITIES]
     return " ".join(caps)

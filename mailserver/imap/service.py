@@ -15,7 +15,8 @@ from ..admission import ConnectionCounter
 from ..config import parse_hostport
 from ..server import ServerContext, StartupError
 from ..store.notify import FolderWatcher
-from . import handlers_auth, handlers_mailbox, handlers_message  # noqa: F401  (they register handlers)
+# (imported for their handlers' registration)
+from . import handlers_auth, handlers_mailbox, handlers_message, handlers_sort  # noqa: F401
 from . import responses as R
 from .session import ImapSession
 

@@ -38,7 +38,7 @@ Handler = Callable[["ImapSession", Command], Awaitable[tuple[str, str]]]
 HANDLERS: dict[str, tuple[frozenset[str], Handler]] = {}
 ANY = frozenset({NOT_AUTH, AUTH, SELECTED})
 #: commands during which EXPUNGE must not be sent (RFC 3501 7.4.1; their UID forms may)
-_NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH"})
+_NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH", "SORT", "THREAD"})
 #: the reply to an Invalid command by its reason (others: BAD syntax error)
 _INVALID_REPLIES = {"BADCHARSET": ("NO", R.NO_BADCHARSET), "TOODEEP": ("BAD", R.BAD_TOO_DEEP),
                     "TOOMANYKEYS": ("BAD", R.BAD_TOO_MANY_KEYS)}
