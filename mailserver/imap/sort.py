@@ -7,20 +7,19 @@ batches of short tuples; no header is parsed.
 """
 from __future__ import annotations
 
+from bisect import bisect_left
 from operator import itemgetter
 from typing import Callable, Sequence
 
 from ..store.sortrows import sort_rows
 from .handlers_message import FETCH_BATCH, _search
 from .selected import SelectedFolder
-from .thread import ALGORITHMS, ThreadMessage
+from .thread import ALGORITHMS, Columns
 
-#: the stored values each sort key reads (a DATE falls back to the arrival time, RFC 5256 2.2)
-KEY_COLUMNS = {"ARRIVAL": ("arrival",), "DATE": ("date", "arrival"), "SIZE": ("size",), "SUBJECT": ("subject",),
-               "FROM": ("from",), "TO": ("to",), "CC": ("cc",), "DISPLAYFROM": ("display_from",),
-               "DISPLAYTO": ("display_to",)}
-THREAD_COLUMNS = {"ORDEREDSUBJECT": ("subject", "date", "arrival"),
-                  "REFERENCES": ("subject", "reply", "date", "arrival", "message_id", "thread_refs")}
+#: the stored value each sort key reads ("sent": the Date field, else the arrival time, RFC 5256 2.2)
+KEY_COLUMNS = {"ARRIVAL": "arrival", "DATE": "sent", "SIZE": "size", "SUBJECT": "subject", "FROM": "from", "TO": "to",
+               "CC": "cc", "DISPLAYFROM": "display_from", "DISPLAYTO": "display_to"}
+THREAD_COLUMNS = ("sent", "subject", "reply", "message_id", "thread_refs")
 _ALL = (("ALL",),)
 
 
@@ -52,25 +51,27 @@ def gather(store, sel: SelectedFolder, names: tuple[str, ...], keys: tuple, with
     after = 0
     while True:
         rows = sort_rows(store, sel.folder_id, names, after, sel.max_uid, FETCH_BATCH)
-        for row in rows:
-            uid = row[0]
-            while i < n and uids[i] < uid:
-                i += 1
-            if i < n and uids[i] == uid and (matching is None or uid in matching):
-                out.append((i + 1, *row))  # a message this session has not been told of is left out
+        last = bisect_left(uids, rows[-1][0], i) if rows else n
+        if matching is None and last < n and uids[last] == rows[-1][0] and uids[i] == rows[0][0] \
+                and last - i + 1 == len(rows):
+            # the batch is exactly the session's next messages (the common case: every UID up to
+            # the session's highest is one it knows): numbered in one go
+            out.extend([(seq, *row) for seq, row in zip(range(i + 1, i + 1 + len(rows)), rows)])
+            i += len(rows)
+        else:
+            for row in rows:
+                uid = row[0]
+                while i < n and uids[i] < uid:
+                    i += 1
+                if i < n and uids[i] == uid and (matching is None or uid in matching):
+                    out.append((i + 1, *row))  # one this session has not been told of is left out
         if len(rows) < FETCH_BATCH:
             return Matched(names, out, matching if with_modseq else None)
         after = rows[-1][0]
 
 
 def _key(found: Matched, key: str) -> Callable[[tuple], object]:
-    if key == "DATE":
-        date, arrival = found.column("date"), found.column("arrival")
-        return lambda r: r[date] if r[date] is not None else r[arrival]
-    column = found.column(KEY_COLUMNS[key][0])
-    if key in ("ARRIVAL", "SIZE"):
-        return itemgetter(column)
-    return lambda r: r[column] or ""  # NULL: a row the backfill has not reached reads as empty
+    return itemgetter(found.column(KEY_COLUMNS[key]))
 
 
 def sort_messages(found: Matched, criteria: Sequence[tuple[str, bool]]) -> list[tuple]:
@@ -85,7 +86,7 @@ def sort_messages(found: Matched, criteria: Sequence[tuple[str, bool]]) -> list[
 def sort_job(store, sel: SelectedFolder, criteria: tuple[tuple[str, bool], ...], keys: tuple,
              with_modseq: bool) -> tuple[list[tuple[int, int]], list[int] | None]:
     """SORT: (seq, uid) of the matching messages in order, and their MODSEQs if asked."""
-    names = tuple(dict.fromkeys(c for key, _ in criteria for c in KEY_COLUMNS[key]))
+    names = tuple(dict.fromkeys(KEY_COLUMNS[key] for key, _ in criteria))
     found = gather(store, sel, names, keys, with_modseq)
     rows = sort_messages(found, criteria)
     modseqs = [found.modseqs[r[1]] for r in rows] if found.modseqs is not None else None
@@ -94,13 +95,9 @@ def sort_job(store, sel: SelectedFolder, criteria: tuple[tuple[str, bool], ...],
 
 def thread_job(store, sel: SelectedFolder, algorithm: str, keys: tuple, uid: bool) -> str:
     """THREAD: the thread-lists of the matching messages (by UID for UID THREAD)."""
-    names = THREAD_COLUMNS[algorithm]
-    found = gather(store, sel, names, keys, False)
-    col = {n: found.column(n) for n in names}
-    subject, date, arrival = col["subject"], col["date"], col["arrival"]
-    reply, msgid, refs = col.get("reply"), col.get("message_id"), col.get("thread_refs")
-    messages = [ThreadMessage(r[1] if uid else r[0], r[0], r[date] if r[date] is not None else r[arrival],
-                              r[subject] or "", bool(r[reply]) if reply else False,
-                              r[msgid] if msgid else None, (r[refs] or "").split() if refs else ())
-                for r in found.rows]
-    return ALGORITHMS[algorithm](messages)
+    found = gather(store, sel, THREAD_COLUMNS, keys, False)
+    if not found.rows:
+        return ""
+    seqs, uids, sent, subjects, replies, message_ids, refs = (list(c) for c in zip(*found.rows))
+    return ALGORITHMS[algorithm](Columns(uids if uid else seqs, list(zip(sent, seqs)), subjects, replies,
+                                         message_ids, refs))

@@ -30,54 +30,27 @@ class ThreadMessage(NamedTuple):
     references: Sequence[str] = ()
 
 
-# -- ORDEREDSUBJECT -------------------------------------------------------------------------------
-
-def ordered_subject(messages: list[ThreadMessage]) -> str:
-    """RFC 5256 ORDEREDSUBJECT: messages by base subject then sent date; one thread per base
-    subject, its first message the parent of all the others; threads by their first message's
-    sent date."""
-    ordered = sorted(messages, key=lambda m: (m.subject, m.sent, m.seq))
-    threads: list[list[ThreadMessage]] = []
-    for m in ordered:
-        if threads and threads[-1][0].subject == m.subject:
-            threads[-1].append(m)
-        else:
-            threads.append([m])
-    threads.sort(key=lambda t: (t[0].sent, t[0].seq))
-    out = []
-    for t in threads:
-        head = str(t[0].number)
-        if len(t) == 1:
-            out.append(f"({head})")
-        elif len(t) == 2:
-            out.append(f"({head} {t[1].number})")
-        else:
-            out.append(f"({head} " + "".join(f"({m.number})" for m in t[1:]) + ")")
-    return "".join(out)
-
-
-# -- REFERENCES -----------------------------------------------------------------------------------
+# -- what both algorithms read ---------------------------------------------------------------------
 
 class _Tree:
-    """Containers by index: a message (``msg`` its index in the input) or a dummy (msg -1)."""
+    """Containers by index: 0 .. n-1 are the messages (in input order), dummies come after.
+    Only containers with children have a list of them (most messages have none)."""
 
-    def __init__(self) -> None:
-        self.msg: list[int] = []
-        self.parent: list[int] = []
-        self.children: list[list[int]] = []
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.parent: list[int] = [-1] * n
+        self.children: dict[int, list[int]] = {}
 
-    def new(self, msg: int = -1) -> int:
-        self.msg.append(msg)
+    def dummy(self) -> int:
         self.parent.append(-1)
-        self.children.append([])
-        return len(self.msg) - 1
+        return len(self.parent) - 1
 
     def would_loop(self, parent: int, child: int) -> bool:
         """Linking would make a loop: ``parent`` is ``child`` or one of its descendants (or
         lies deeper than MAX_ANCESTOR_WALK, see there)."""
         if parent == child:
             return True
-        if not self.children[child]:
+        if child not in self.children:
             return False  # nothing below the child: nothing to loop through
         node, steps = self.parent[parent], 0
         while node != -1:
@@ -88,162 +61,235 @@ class _Tree:
 
     def link(self, parent: int, child: int) -> None:
         self.parent[child] = parent
-        self.children[parent].append(child)
+        kids = self.children.get(parent)
+        if kids is None:
+            self.children[parent] = [child]
+        else:
+            kids.append(child)
 
     def unlink(self, child: int) -> None:
         parent = self.parent[child]
         if parent != -1:
-            self.children[parent].remove(child)
+            kids = self.children[parent]
+            kids.remove(child)
+            if not kids:
+                del self.children[parent]
             self.parent[child] = -1
 
 
+class Columns(NamedTuple):
+    """The messages to thread, one list per field, in mailbox order (what ``references_of``
+    reads: no object per message)."""
+
+    numbers: list[int]
+    #: (sent date, sequence number): the sibling order (RFC 5256 2.2)
+    order: list[tuple[int, int]]
+    subjects: list[str]
+    replies: list[bool]
+    message_ids: list[str | None]
+    #: References (else In-Reply-To) ids separated by spaces, oldest first
+    references: list[str]
+
+
+def columns(messages: list[ThreadMessage]) -> Columns:
+    return Columns([m.number for m in messages], [(m.sent, m.seq) for m in messages], [m.subject for m in messages],
+                   [m.reply for m in messages], [m.message_id for m in messages],
+                   [" ".join(m.references) for m in messages])
+
+
+# -- ORDEREDSUBJECT -------------------------------------------------------------------------------
+
+def ordered_subject(messages: list[ThreadMessage]) -> str:
+    return ordered_subject_of(columns(messages))
+
+
+def ordered_subject_of(cols: Columns) -> str:
+    """RFC 5256 ORDEREDSUBJECT: messages by base subject then sent date; one thread per base
+    subject, its first message the parent of all the others; threads by their first message's
+    sent date."""
+    subjects, order, numbers = cols.subjects, cols.order, cols.numbers
+    ordered = sorted(range(len(numbers)), key=lambda i: (subjects[i], order[i]))
+    threads: list[list[int]] = []
+    for i in ordered:
+        if threads and subjects[threads[-1][0]] == subjects[i]:
+            threads[-1].append(i)
+        else:
+            threads.append([i])
+    threads.sort(key=lambda t: order[t[0]])
+    out = []
+    for t in threads:
+        head = numbers[t[0]]
+        if len(t) == 1:
+            out.append(f"({head})")
+        elif len(t) == 2:
+            out.append(f"({head} {numbers[t[1]]})")
+        else:
+            out.append(f"({head} " + "".join(f"({numbers[i]})" for i in t[1:]) + ")")
+    return "".join(out)
+
+
+# -- REFERENCES -----------------------------------------------------------------------------------
+
 def references(messages: list[ThreadMessage]) -> str:
+    """RFC 5256 REFERENCES of ThreadMessages (``references_of`` does the work)."""
+    return references_of(columns(messages))
+
+
+def references_of(cols: Columns) -> str:
     """RFC 5256 REFERENCES: threads from Message-ID / References / In-Reply-To, dummy parents
     pruned, threads of one base subject merged, siblings by sent date."""
-    tree = _Tree()
+    n = len(cols.numbers)
+    tree = _Tree(n)
+    # (1) Each message id names the first message that has it (a later duplicate is a message
+    # of its own, as if given a unique id); an id no message has becomes a dummy when referred to.
     by_id: dict[str, int] = {}
-    # (1) link the messages, in the order of the mailbox
-    for i, m in enumerate(messages):
-        node = by_id.get(m.message_id) if m.message_id else None
-        if node is None or tree.msg[node] != -1:  # none yet, or a duplicate id: a unique one
-            node = tree.new(i)
-            if m.message_id and m.message_id not in by_id:
-                by_id[m.message_id] = node
-        else:
-            tree.msg[node] = i  # a dummy made by an earlier reference: this message is it
+    for i, mid in enumerate(cols.message_ids):
+        if mid and mid not in by_id:
+            by_id[mid] = i
+    parent = tree.parent
+    for i, refs in enumerate(cols.references):
+        if not refs:
+            if parent[i] != -1:
+                tree.unlink(i)  # (1.B) no references: no parent
+            continue
         prev = -1
-        for ref in m.references:  # (1.A) each reference the parent of the next
-            ref_node = by_id.get(ref)
-            if ref_node is None:
-                ref_node = by_id[ref] = tree.new()
-            if prev != -1 and tree.parent[ref_node] == -1 and not tree.would_loop(prev, ref_node):
-                tree.link(prev, ref_node)
-            prev = ref_node
+        for ref in refs.split():  # (1.A) each reference the parent of the next
+            node = by_id.get(ref)
+            if node is None:
+                node = by_id[ref] = tree.dummy()
+            if prev != -1 and parent[node] == -1 and not tree.would_loop(prev, node):
+                tree.link(prev, node)
+            prev = node
         # (1.B) the last reference is the parent; it takes precedence over links made by 1.A
-        tree.unlink(node)
-        if prev != -1 and not tree.would_loop(prev, node):
-            tree.link(prev, node)
-    # (2) the messages without a parent are the root's children; (3) prune dummies
-    roots = _prune(tree, [n for n in range(len(tree.msg)) if tree.parent[n] == -1])
-    sent = [(m.sent, m.seq) for m in messages]
+        if parent[i] != prev:
+            tree.unlink(i)
+            if not tree.would_loop(prev, i):
+                tree.link(prev, i)
+    roots = _prune(tree)  # (2), (3)
+    order = cols.order
+    children = tree.children
 
     def when(node: int) -> tuple[int, int]:
-        msg = tree.msg[node]
-        return sent[msg] if msg != -1 else when(tree.children[node][0])
+        return order[node] if node < n else order[children[node][0]]
 
     # (4) the root's children by sent date (a dummy by its first child, its children sorted)
     for node in roots:
-        if tree.msg[node] == -1:
-            tree.children[node].sort(key=when)
+        if node >= n:
+            children[node].sort(key=when)
     roots.sort(key=when)
-    roots = _merge_subjects(tree, roots, messages)
-    # (6) every set of siblings by sent date, the deepest first (a dummy: by its first child)
-    for node in reversed(_preorder(tree, roots)):
-        if len(tree.children[node]) > 1:
-            tree.children[node].sort(key=when)
+    roots = _merge_subjects(tree, roots, cols)
+    # (6) every set of siblings by sent date (a dummy, only ever at the root, by its first child)
+    for kids in children.values():
+        if len(kids) > 1:
+            kids.sort(key=when)
     roots.sort(key=when)
-    return _render(tree, roots, [m.number for m in messages])
+    return _render(tree, roots, cols.numbers)
 
 
-def _preorder(tree: _Tree, roots: list[int]) -> list[int]:
-    out: list[int] = []
-    stack = list(reversed(roots))
-    while stack:
-        node = stack.pop()
-        out.append(node)
-        stack.extend(reversed(tree.children[node]))
-    return out
-
-
-def _prune(tree: _Tree, roots: list[int]) -> list[int]:
-    """(3): a dummy without children goes; one with children gives them to its parent, except
-    at the root, where it stays unless it has only one child."""
-    for node in reversed(_preorder(tree, roots)):  # children before their parents
-        kids = tree.children[node]
-        if not any(tree.msg[k] == -1 for k in kids):
+def _prune(tree: _Tree) -> list[int]:
+    """(2) the containers without a parent are the root's children; (3) a dummy without
+    children goes, one with children gives them to its parent, except at the root, where it
+    stays unless it has only one child. Done as: each message under a dummy goes to its nearest
+    ancestor that is a message or a dummy at the root."""
+    n = tree.n
+    parent, children = tree.parent, tree.children
+    dummies = range(n, len(parent))
+    moves = []
+    for i in range(n):
+        p = parent[i]
+        if p >= n:
+            while p >= n and parent[p] != -1:
+                p = parent[p]
+            moves.append((i, p))
+    root_dummies = [d for d in dummies if parent[d] == -1]
+    for d in dummies:
+        above = parent[d]
+        if -1 < above < n:
+            tree.unlink(d)
+        children.pop(d, None)
+        parent[d] = -1
+    for i, p in moves:
+        tree.link(p, i)
+    roots = [i for i in range(n) if parent[i] == -1]
+    for d in root_dummies:
+        kids = children.get(d)
+        if not kids:
             continue
-        kept: list[int] = []
-        for k in kids:
-            if tree.msg[k] == -1:
-                kept.extend(tree.children[k])  # already pruned: they hold no dummy
-            else:
-                kept.append(k)
-        for k in kept:
-            tree.parent[k] = node
-        tree.children[node] = kept
-    out: list[int] = []
-    for node in roots:
-        kids = tree.children[node]
-        if tree.msg[node] != -1 or len(kids) > 1:
-            out.append(node)
-        elif kids:
-            tree.parent[kids[0]] = -1
-            out.append(kids[0])
-    return out
+        if len(kids) == 1:  # a dummy at the root with one child: the child is the root's
+            only = kids[0]
+            tree.unlink(only)
+            roots.append(only)
+        else:
+            roots.append(d)
+    return roots
 
 
-def _merge_subjects(tree: _Tree, roots: list[int], messages: list[ThreadMessage]) -> list[int]:
+def _merge_subjects(tree: _Tree, roots: list[int], cols: Columns) -> list[int]:
     """(5): threads under the root with the same base subject gathered."""
-    def first(node: int) -> ThreadMessage:
-        msg = tree.msg[node]
-        return messages[msg if msg != -1 else tree.msg[tree.children[node][0]]]
+    n = tree.n
+    children = tree.children
+    subjects, replies = cols.subjects, cols.replies
 
-    def dummy(node: int) -> bool:
-        return tree.msg[node] == -1
+    def first(node: int) -> int:
+        return node if node < n else children[node][0]  # a dummy at the root has children
 
     table: dict[str, int] = {}
     for node in roots:  # (5.B) one thread per subject in the table
-        subject = first(node).subject
+        subject = subjects[first(node)]
         if not subject:
             continue
         held = table.get(subject)
-        if held is None or (not dummy(held) and (dummy(node) or (first(held).reply and not first(node).reply))):
+        if held is None or (held < n and (node >= n or (replies[held] and not replies[node]))):
             table[subject] = node
     kept = list(roots)
     gone: set[int] = set()
     for node in roots:  # (5.C) the others merged into it
-        subject = first(node).subject
+        subject = subjects[first(node)]
         held = table.get(subject) if subject else None
         if held is None or held == node:
             continue
         gone.add(node)
-        if dummy(held) and dummy(node):
-            for k in tree.children[node]:
+        if held >= n and node >= n:
+            for k in children.pop(node):
                 tree.link(held, k)
-            tree.children[node] = []
-        elif dummy(held) or (messages[tree.msg[node]].reply and not messages[tree.msg[held]].reply):
+        elif held >= n or (replies[node] and not replies[held]):
             tree.link(held, node)
         else:
-            made = tree.new()
+            made = tree.dummy()
             gone.add(held)
             tree.link(made, held)
             tree.link(made, node)
             kept.append(made)
             table[subject] = made
-    return [n for n in kept if n not in gone]
+    return [r for r in kept if r not in gone] if gone else kept
 
 
 def _render(tree: _Tree, roots: list[int], numbers: list[int]) -> str:
     """The thread-list of each root (RFC 5256 section 4): a chain of only children flat
     ("(1 2 3)"), two or more children each in its own list ("(1 (2)(3))"), a dummy as the
     lists of its children ("((2)(3))")."""
+    n = tree.n
+    children = tree.children
     out: list[str] = []
     stack: list[int | str] = list(reversed(roots))
     while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            out.append(item)
+        node = stack.pop()
+        if isinstance(node, str):
+            out.append(node)
+            continue
+        kids = children.get(node)
+        if not kids:
+            out.append(f"({numbers[node]})")  # most threads: one message
             continue
         out.append("(")
         stack.append(")")
-        node = item
-        if tree.msg[node] == -1:
-            stack.extend(reversed(tree.children[node]))
+        if node >= n:
+            stack.extend(reversed(kids))
             continue
         while True:
-            out.append(str(numbers[tree.msg[node]]))
-            kids = tree.children[node]
-            if len(kids) != 1:
+            out.append(str(numbers[node]))
+            kids = children.get(node)
+            if not kids or len(kids) != 1:
                 break
             out.append(" ")
             node = kids[0]
@@ -253,5 +299,4 @@ def _render(tree: _Tree, roots: list[int], numbers: list[int]) -> str:
     return "".join(out)
 
 
-ALGORITHMS: dict[str, Callable[[list[ThreadMessage]], str]] = {"ORDEREDSUBJECT": ordered_subject,
-                                                                "REFERENCES": references}
+ALGORITHMS: dict[str, Callable[[Columns], str]] = {"ORDEREDSUBJECT": ordered_subject_of, "REFERENCES": references_of}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email.utils
 import imaplib
+import re
 import time
 
 import pytest
@@ -209,6 +210,9 @@ def test_esort_return_options(server, sorted_folder):
     # ascending runs in sort order are ranges
     assert raw.command("e", "SORT RETURN (ALL) (SIZE) UTF-8 ALL") == [
         b'* ESEARCH (TAG "e") ALL 1,3:4,2\r\n', b"e OK completed\r\n"]
+    # a MODSEQ key (RFC 7162 3.1.5): the highest MODSEQ of the messages answered
+    answer = raw.command("m", "SORT (SIZE) UTF-8 MODSEQ 1")[0]
+    assert re.fullmatch(rb"\* SORT 1 3 4 2 \(MODSEQ \d+\)\r\n", answer), answer
     raw.close()
 
 
@@ -350,3 +354,40 @@ def test_sorted_by_sent_date_across_time_zones(server, client):
         deliver(server.ctx.store, raw, [server.users[0][1]])
     client.select("INBOX")
     assert sort(client, "(DATE)") == [3, 2, 1]
+
+
+def test_references_equals_the_step_by_step_oracle_on_random_folders():
+    """The fast REFERENCES (columns, pruning in one pass) against the RFC's steps taken literally
+    (tests/imap/thread_oracle.py), on folders with missing parents, duplicate ids, loops and
+    shared subjects."""
+    import random
+
+    from .thread_oracle import references as oracle
+
+    rng = random.Random(5256)
+    for _ in range(400):
+        n = rng.randint(1, 40)
+        pool = [f"id{k}" for k in range(n + 10)]
+        messages = []
+        for i in range(n):
+            refs = tuple(rng.choice(pool) for _ in range(rng.choice((0, 0, 1, 1, 2, 4))))
+            msgid = rng.choice(pool) if rng.random() < 0.9 else None
+            messages.append(ThreadMessage(i + 1, i + 1, rng.randint(0, 30), rng.choice(("", "A", "B", "C")),
+                                          rng.random() < 0.4, msgid, refs))
+        assert references(messages) == oracle(messages), messages
+
+
+def test_sort_keeps_the_sessions_numbers_while_another_session_expunges(server, sorted_folder):
+    """SORT (like SEARCH) may not be answered with EXPUNGE (RFC 3501 7.4.1): an expunge by
+    another session is told after, and meanwhile the answer uses this session's numbers."""
+    other = server.client()
+    other.select("INBOX")
+    other.store("2", "+FLAGS", "\\Deleted")
+    other.expunge()
+    other.logout()
+    typ, data = sorted_folder.sort("(ARRIVAL)", "UTF-8", "ALL")
+    assert typ == "OK" and data == [b"4 3 1"]  # message 2 is gone; 3 and 4 keep their numbers
+    assert "EXPUNGE" not in sorted_folder.untagged_responses
+    typ, data = sorted_folder.uid("SORT", "(ARRIVAL)", "UTF-8", "ALL")  # a UID SORT may tell it
+    assert typ == "OK" and sorted_folder.untagged_responses.pop("EXPUNGE") == [b"2"]
+    assert sort(sorted_folder, "(ARRIVAL)") == [3, 2, 1]  # renumbered: the old 4 is now 3

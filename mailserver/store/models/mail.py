@@ -75,23 +75,32 @@ class Content(Base):
     #: decoded text of subject, addresses and text parts, for SEARCH (lower-cased)
     search_text: Mapped[str | None] = mapped_column(Text)
     refcount: Mapped[int] = mapped_column(Integer, default=1)
-    # What SORT and THREAD read (mime.sortkeys: strings as i;unicode-casemap keys), so that
-    # sorting a folder reads these columns, never the messages. NULL: not computed (a row
-    # written before migration 0009 filled them).
+
+
+class ContentSort(Base):
+    """What SORT and THREAD read of a content row (``mime.sortkeys``; strings as i;unicode-casemap
+    keys), computed with it at delivery. A narrow table of its own: sorting a folder reads these
+    few short values per message, never the content rows (whose bytes would have to be read past,
+    or their overflow pages followed, to reach columns stored after them)."""
+
+    __tablename__ = "content_sort"
+
+    content_id: Mapped[int] = mapped_column(ForeignKey("content.id", ondelete="CASCADE"), primary_key=True,
+                                            autoincrement=False)
     #: the base subject (RFC 5256 2.1) and whether a Re:/Fwd: marker was removed to find it
-    sort_subject: Mapped[str | None] = mapped_column(String(SORT_KEY_COLUMN))
-    sort_reply: Mapped[bool | None] = mapped_column(Boolean)
+    sort_subject: Mapped[str] = mapped_column(String(SORT_KEY_COLUMN))
+    sort_reply: Mapped[bool] = mapped_column(Boolean)
     #: the Date field in seconds since the epoch, NULL if absent or unreadable
     sort_date: Mapped[int | None] = mapped_column(BigId)
     #: addr-mailbox of the first From / To / Cc address; RFC 5957 display names of From / To
-    sort_from: Mapped[str | None] = mapped_column(String(SORT_KEY_COLUMN))
-    sort_to: Mapped[str | None] = mapped_column(String(SORT_KEY_COLUMN))
-    sort_cc: Mapped[str | None] = mapped_column(String(SORT_KEY_COLUMN))
-    display_from: Mapped[str | None] = mapped_column(String(SORT_KEY_COLUMN))
-    display_to: Mapped[str | None] = mapped_column(String(SORT_KEY_COLUMN))
+    sort_from: Mapped[str] = mapped_column(String(SORT_KEY_COLUMN))
+    sort_to: Mapped[str] = mapped_column(String(SORT_KEY_COLUMN))
+    sort_cc: Mapped[str] = mapped_column(String(SORT_KEY_COLUMN))
+    display_from: Mapped[str] = mapped_column(String(SORT_KEY_COLUMN))
+    display_to: Mapped[str] = mapped_column(String(SORT_KEY_COLUMN))
     #: Message-ID, and References (else In-Reply-To) as ids separated by spaces
     message_id: Mapped[str | None] = mapped_column(String(MSGID_COLUMN))
-    thread_refs: Mapped[str | None] = mapped_column(Text)
+    thread_refs: Mapped[str] = mapped_column(Text)
 
 
 class Message(Base):
