@@ -391,3 +391,20 @@ def test_sort_keeps_the_sessions_numbers_while_another_session_expunges(server, 
     typ, data = sorted_folder.uid("SORT", "(ARRIVAL)", "UTF-8", "ALL")  # a UID SORT may tell it
     assert typ == "OK" and sorted_folder.untagged_responses.pop("EXPUNGE") == [b"2"]
     assert sort(sorted_folder, "(ARRIVAL)") == [3, 2, 1]  # renumbered: the old 4 is now 3
+
+
+def test_sort_and_thread_commands_write_back_what_they_parse():
+    from mailserver.config import IMAPConfig
+    from mailserver.imap.commands import Invalid
+    from mailserver.imap.parser import parse_command
+
+    for line in (b"a SORT (REVERSE DATE SUBJECT) UTF-8 ALL", b"b UID SORT RETURN (MIN COUNT) (DISPLAYFROM) US-ASCII "
+                 b'SINCE 1-Feb-1994 FROM "x y"', b"c SORT RETURN () (SIZE) UTF-8 OR SEEN NOT FLAGGED",
+                 b"d THREAD REFERENCES UTF-8 ALL", b'e UID THREAD ORDEREDSUBJECT US-ASCII SUBJECT "a b"'):
+        cmd = parse_command(line + b"\r\n")
+        assert not isinstance(cmd, Invalid), (line, cmd)
+        assert parse_command(cmd.to_wire()) == cmd
+    # the search part is bounded as SEARCH's is
+    tight = IMAPConfig(max_search_depth=3, max_search_keys=4)
+    assert parse_command(b"a SORT (DATE) UTF-8 NOT NOT NOT ALL\r\n", tight) == Invalid("a", "TOODEEP")
+    assert parse_command(b"a THREAD REFERENCES UTF-8 SEEN SEEN SEEN SEEN SEEN\r\n", tight) == Invalid("a", "TOOMANYKEYS")
