@@ -28,7 +28,7 @@ MAX_REFERENCES = 100
 MAX_MSGID_CHARS = 250
 MSG_ID = re.compile(r"<([^<>\s]{1,%d})>" % MAX_MSGID_CHARS)
 
-#: the columns of the content table these fields are stored in, in SortFields order
+#: the columns of the content_sort table these fields are stored in, in SortFields order
 COLUMNS = ("sort_subject", "sort_reply", "sort_date", "sort_from", "sort_to", "sort_cc", "display_from",
            "display_to", "message_id", "thread_refs")
 
