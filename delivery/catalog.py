@@ -4,6 +4,7 @@ The ids and field names are the interface agencies export against (NOTICES.md): 
 """
 from __future__ import annotations
 
+import csv
 import re
 import tomllib
 from dataclasses import dataclass
@@ -69,6 +70,11 @@ class NoticeDefinition:
         return tuple(compile_check(c.rule, c.message, types) for c in self.checks)
 
     @property
+    def opt_out_subject(self) -> str:
+        """The subject of a mail to the statements address that opts out of this type."""
+        return f"unsubscribe {self.id}"
+
+    @property
     def required_columns(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.all_fields if f.required)
 
@@ -121,6 +127,17 @@ def get_definition(catalog: dict[str, NoticeDefinition], notice_type: str) -> No
         return catalog[notice_type]
     except KeyError:
         raise NotFound(f"unknown notice type {notice_type!r} (known: {', '.join(sorted(catalog))})") from None
+
+
+def sample_people(catalog: dict[str, NoticeDefinition]) -> dict[str, str]:
+    """ID number -> name of everyone in the sample drops (``<id>/sample.csv``), in ID-number
+    order: the demo city's citizens, so that every sample drop reaches a mailbox."""
+    people = {}
+    for definition in catalog.values():
+        with open(definition.folder / "sample.csv", encoding="utf-8", newline="") as fh:
+            for row in csv.DictReader(fh):
+                people[row["id_number"]] = row["name"]
+    return dict(sorted(people.items()))
 
 
 def load_agencies(templates_dir: Path) -> dict[str, dict]:

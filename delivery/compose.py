@@ -16,6 +16,9 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email import policy
 from email.utils import formataddr
+from urllib.parse import quote
+
+from mailserver.identity.addresses import statements_address
 
 from .catalog import NoticeDefinition
 from .render import AgencyInfo, Rendered
@@ -138,7 +141,7 @@ class Skeleton:
 def list_unsubscribe(definition: NoticeDefinition, domain: str) -> str:
     """Only optional statements carry it (NOTICES.md); a mail to the opt-out address with the
     type in the subject (the citizen-services part answers it)."""
-    return f"<mailto:unsubscribe@{domain}?subject=unsubscribe%20{definition.id}>"
+    return f"<mailto:{statements_address(domain)}?subject={quote(definition.opt_out_subject)}>"
 
 
 def compose(skel: Skeleton, rendered: Rendered, to_name: str, to_address: str, key: str, date: str) -> bytes:

@@ -193,7 +193,9 @@ def _process_one(reg: Registry, uid: int, raw: bytes, known: set[str]) -> MailDr
                 error = set_aside_reason(log, f"drop mailbox: message {uid}, {name}", exc)
                 lines.append(reasons.MAIL_NOT_RUN.format(name=name, error=error))
                 continue
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(result.summary.counts.items()))
+        counts = result.summary.counts_text()
+        # the serve log's line for it, as a spooled drop has (delivery/spool.py)
+        log.info("mail %s/%s/%s (message %d): drop %s: %s", agency, notice_type, name, uid, result.drop_id, counts)
         lines.append(f"{name}: drop {result.drop_id} ({notice_type}): {counts}")
         lines.append(f"    civicmail drop status {result.drop_id}   /   civicmail drop report {result.drop_id}")
     summary = "\n".join(lines)

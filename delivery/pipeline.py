@@ -91,7 +91,8 @@ class RowContext:
 
     @cached_property
     def renderer(self) -> Renderer:
-        return Renderer(self.config.templates_dir, self.definition, self.spec.agency, self.config.city.name)
+        return Renderer(self.config.templates_dir, self.definition, self.spec.agency, self.config.city.name,
+                        self.config.city.domain.lower())
 
     @cached_property
     def skeleton(self) -> compose_mod.Skeleton:

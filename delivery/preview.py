@@ -21,6 +21,9 @@ def preview_row(reg: Registry, definition: NoticeDefinition, agency_id: str, pat
     """The message for one row: headers decoded and both parts (or the raw RFC 5322 text);
     for a citizen without a mailbox, the paper letter's text."""
     drop_file = read_mod.open_drop(path, encoding, reg.config.delivery)
+    if row_number == 1 and drop_file.format != "jsonl":  # JSON Lines have no header line
+        raise ValidationError(f"row 1 of {path.name} is its header (the column names); the first row of data is "
+                              "row 2, as the spreadsheet numbers it")
     mapping = column_mapping(definition, drop_file.columns)
     for line, cells in read_mod.rows(drop_file):
         if line == row_number:

@@ -41,6 +41,10 @@ class FileError(ValidationError):
     """The drop as a whole cannot be run (unreadable, empty, columns missing, already run)."""
 
 
+class AlreadyRun(FileError):
+    """The same file was run before for this agency and notice type (``--force`` runs it again)."""
+
+
 @dataclass
 class DropFile:
     path: Path

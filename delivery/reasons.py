@@ -6,16 +6,8 @@ cell it is about (``{text}``), so every reason a row or a drop is given passes `
 """
 from __future__ import annotations
 
-import re
-
 from mailserver.errors import CivicmailError
-
-#: what looks like an ID number (18 characters, or the old 15 digits), a bank card or an account
-#: number: 15 or more digits in a run (spaces or hyphens may group them) with an optional final X,
-#: or such a number as Excel shows a number cell of it (3.30106198102013E+17)
-_LONG_NUMBER = re.compile(r"(?<!\d)\d(?:[ -]?\d){14,}(?:[ -]?[XxＸｘ])?(?![\dXxＸｘ])"
-                          r"|(?<!\d)\d\.\d{13,}[Ee]\+?\d+")
-NUMBER_HIDDEN = "[隐去的长号码 / long number hidden]"
+from mailserver.identity.idnumber import NUMBER_HIDDEN, hide_numbers  # noqa: F401 (reasons' users import them here)
 
 # validate
 REQUIRED_EMPTY = "必填项为空 / required, but empty"
@@ -76,11 +68,6 @@ MAIL_SUMMARY_HEAD = "数据文件处理结果 / What became of the drop:"
 INTERNAL = "内部错误，已暂缓 / internal error at {stage} ({error}): the row can be retried"
 # ... or on one spooled or mailed drop (set aside; the next drop runs)
 INTERNAL_DROP = "内部错误，此文件未处理 / internal error ({error}): the file was set aside, the operator's log has the details"
-
-
-def hide_numbers(text: str) -> str:
-    """``text`` with every long number in it (an ID number, wherever a clerk typed it) replaced."""
-    return _LONG_NUMBER.sub(NUMBER_HIDDEN, text)
 
 
 def hidden_reason(exc: BaseException) -> str:

@@ -15,6 +15,7 @@ from markupsafe import Markup
 from jinja2.sandbox import SandboxedEnvironment
 
 from mailserver.errors import ValidationError
+from mailserver.identity.addresses import statements_address
 
 from .catalog import NoticeDefinition
 from .reasons import RENDER_FAILED
@@ -32,6 +33,8 @@ class AgencyInfo:
     address: str = ""
     hours: str = ""
     website: str = ""
+    #: its application address (`application setup`), which application notices name; "" if none
+    apply_address: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,8 @@ def _render(template: Template, ctx: dict) -> str:
 class Renderer:
     """The three compiled templates of one notice type (compiled once per process)."""
 
-    def __init__(self, templates_dir: Path, definition: NoticeDefinition, agency: AgencyInfo, city: str) -> None:
+    def __init__(self, templates_dir: Path, definition: NoticeDefinition, agency: AgencyInfo, city: str,
+                 domain: str) -> None:
         env = make_environment(templates_dir)
         self.definition = definition
         self.agency = agency
@@ -100,6 +104,8 @@ class Renderer:
             "notice": {"id": definition.id, "title": definition.title, "kind": definition.kind,
                        "mandatory": definition.mandatory},
             "city": city,
+            # what the text says an optional statement's reader may mail to opt out (List-Unsubscribe)
+            "opt_out": {"address": statements_address(domain), "subject": definition.opt_out_subject},
         }
         #: what Template.render would add to every context (range, dict, ...: Jinja's globals)
         self.globals = dict(env.globals)

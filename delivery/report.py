@@ -55,6 +55,11 @@ class Summary:
     def add(self, rows: list[RowState]) -> None:
         self.counts.update(r.status for r in rows)
 
+    def counts_text(self) -> str:
+        """The outcomes on one line (``delivered 3, unmatched 1``), as the serve log and the
+        answer to a mailed drop give them."""
+        return ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
+
     def table(self) -> list[tuple[str, str]]:
         out = [("rows", f"{self.rows:,}")]
         out += [(s, f"{self.counts[s]:,}") for s in STATUSES if s != "received"]

@@ -27,7 +27,8 @@ from sqlalchemy import func, select
 from mailserver.config import Config
 from mailserver.errors import NotFound, StoreUnavailable
 from mailserver.registry import Registry
-from mailserver.store.models import Account, Agency, AgencyGrant, AgencySender, Drop, DropRow, utcnow
+from mailserver.store.models import (Account, Agency, AgencyGrant, AgencySender, ApplicationDesk, Drop, DropRow,
+                                     utcnow)
 from mailserver.store.outage import describe, is_outage, retrying
 
 from . import read as read_mod
@@ -36,7 +37,7 @@ from .catalog import get_definition, load_agencies, load_catalog
 from .deliver import deliver_batch, mark_duplicates
 from .pipeline import (RowContext, RunSpec, init_worker, paper_letters, process_chunk, process_rows,
                        small_cache_store, unpack)
-from .read import FileError
+from .read import AlreadyRun, FileError
 from .render import AgencyInfo
 from .report import ReportWriter, Summary, report_rows, write_stored_paper, write_stored_report
 from .rowkeys import unseal_row
@@ -78,7 +79,9 @@ def agency_info(reg: Registry, agency_id: str, notice_type: str) -> AgencyInfo:
         # Its first sender is its mailbox; otherwise the first sender address.
         sender = s.scalar(select(Account.address).where(Account.agency_id == agency_id).order_by(Account.id)) or \
             s.scalar(select(func.min(AgencySender.address)).where(AgencySender.agency_id == agency_id))
-    return AgencyInfo(id=agency_id, name=name, sender=sender,
+        desk = s.scalar(select(Account.address).join(ApplicationDesk, ApplicationDesk.account_id == Account.id)
+                        .where(ApplicationDesk.agency_id == agency_id))
+    return AgencyInfo(id=agency_id, name=name, sender=sender, apply_address=desk or "",
                       **{k: str(contacts[k]) for k in ("phone", "address", "hours", "website") if k in contacts})
 
 
@@ -214,13 +217,16 @@ def _stopped(drop_id: int | None, summary: Summary, exc: BaseException) -> Store
 
 
 def write_outputs(reg: Registry, drop_id: int, spec: RunSpec, file_rows: Iterator[tuple[int, dict[str, str]]],
-                  report_path: Path, paper_path: Path) -> int:
+                  report_path: Path | None, paper_path: Path | None) -> int:
     """The report and the paper-mail export of a drop, from the store, each replaced whole: a
     resumed run's files too (nothing is appended), so every row is in them once, as the store has
-    it. ``file_rows`` (the drop file read again) give the columns of delivered rows. Returns the
-    number of letters."""
+    it. ``file_rows`` (the drop file read again) give the columns of delivered rows. A path that
+    is None is not written. Returns the number of letters."""
     with contextlib.closing(file_rows):
-        write_stored_report(reg.store, reg.keyring, drop_id, report_path, file_rows=file_rows)
+        if report_path is not None:
+            write_stored_report(reg.store, reg.keyring, drop_id, report_path, file_rows=file_rows)
+    if paper_path is None:
+        return 0
     ctx = RowContext(spec, reg.store)
     return write_stored_paper(reg.store, reg.keyring, drop_id, paper_path, lambda rows: paper_letters(ctx, rows))
 
@@ -285,7 +291,7 @@ def _start_drop(reg: Registry, path: Path, sha: str, agency_id: str, notice_type
                                                 Drop.notice_type_id == notice_type).order_by(Drop.id.desc())).first()
         if previous is not None and not force:
             if previous.state == "done":
-                raise FileError(reasons.ALREADY_RUN.format(drop_id=previous.id, delivered=previous.rows_delivered))
+                raise AlreadyRun(reasons.ALREADY_RUN.format(drop_id=previous.id, delivered=previous.rows_delivered))
             last = s.scalar(select(func.max(DropRow.line)).where(DropRow.drop_id == previous.id)) or 0
             previous.state, previous.error, previous.finished_at = "running", None, None
             return previous.id, last, True
@@ -328,10 +334,17 @@ def retry_drop(reg: Registry, drop_id: int) -> Summary:
         deliver_batch(reg.store, ring, drop_id, agency_id, notice_type, rows, originals)
         summary.add(rows)
     out = drops_dir(reg.config, drop_id)
-    if (out / "report.csv").exists():
-        # The run's files at their usual place, as the store now has them (the letters owed are
-        # fewer); the old report gives the columns of delivered rows, as the drop file did.
-        write_outputs(reg, drop_id, spec, report_rows(out / "report.csv", columns), out / "report.csv",
-                      out / "paper.csv")
+    report, paper = (path if path.exists() else None for path in (out / "report.csv", out / "paper.csv"))
+    # The run's files at their usual place, as the store now has them (the letters owed are
+    # fewer), each that is there (a run given --report elsewhere still has its paper.csv here);
+    # the old report gives the columns of delivered rows, as the drop file did (a generator: read
+    # only if there is a report).
+    write_outputs(reg, drop_id, spec, report_rows(out / "report.csv", columns), report, paper)
+    # `drop status` tells when the drop's rows and files were last settled: this retry, not the
+    # first run. Its state stays as it was (a run that stopped is still resumed by running it again).
+    with reg.store.session() as s:
+        drop = s.get(Drop, drop_id)
+        if drop.state != "running":
+            drop.finished_at = utcnow()
     summary.elapsed = time.monotonic() - started
     return summary

@@ -15,7 +15,10 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
+from mailserver import datadir
+from mailserver.config import Config
 from mailserver.registry import Registry
 
 from .read import FORMATS
@@ -47,6 +50,20 @@ def pending_files(spool: Path) -> list[tuple[str, str, Path]]:
                         and not f.name.endswith((".part", ".tmp"))):
                     found.append((f.stat().st_mtime, agency_dir.name, type_dir.name, f))
     return [(a, t, f) for _, a, t, f in sorted(found)]
+
+
+def make_folders(config: Config, grants: Iterable[tuple[str, str]]) -> list[Path]:
+    """``spool/<agency>/<notice-type>/`` for each (agency, notice type) granted, so that an
+    agency's system has its folders to write into from the start (``init``, ``agency grant``).
+    Made with the data directory's mode; returns the folders made now."""
+    spool = config.data_path(config.delivery.spool_dir)
+    made = []
+    for agency, notice_type in grants:
+        folder = spool / agency / notice_type
+        if not folder.is_dir():
+            folder.mkdir(mode=datadir.DIR_MODE, parents=True, exist_ok=True)
+            made.append(folder)
+    return made
 
 
 def _free_name(folder: Path, name: str) -> Path:
@@ -83,6 +100,6 @@ def process_file(reg: Registry, agency: str, notice_type: str, path: Path) -> Sp
     os.replace(path, target)
     _copy_private(result.report_path, target.with_name(target.name + ".report.csv"))
     _copy_private(result.paper_path, target.with_name(target.name + ".paper.csv"))
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(result.summary.counts.items()))
-    log.info("spool %s/%s/%s: drop %s: %s", agency, notice_type, path.name, result.drop_id, counts)
+    log.info("spool %s/%s/%s: drop %s: %s", agency, notice_type, path.name, result.drop_id,
+             result.summary.counts_text())
     return SpoolOutcome(path, target, result.drop_id, None)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+from collections import Counter
 from dataclasses import dataclass, field
 
 log = logging.getLogger("civicmail.admission")
@@ -61,10 +62,13 @@ class RefusalLog:
         self.logger = logger
         self.interval = interval
         self._bursts: dict[tuple[str, str, str], _Burst] = {}
+        #: refusals since start by (listener, "busy" or "per_address"), for the metrics
+        self.counts: Counter[tuple[str, str]] = Counter()
 
     def refused(self, listener: str, ip: str, reason: str, per_address: bool) -> None:
         """A connection from ``ip`` was refused. ``per_address``: the reason is this address's
         own (a per-IP cap), so its bursts are told apart from other addresses'."""
+        self.counts[(listener, "per_address" if per_address else "busy")] += 1
         key = (listener, reason, ip if per_address else "")
         if per_address and key not in self._bursts and len(self._bursts) >= MAX_BURSTS:
             key = (listener, reason, "")  # many addresses at once: one summary for all of them
@@ -123,6 +127,9 @@ class ConnectionGate:
         self.file_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0] if file_limit is None else file_limit
         self.limit = connection_limit(configured, self.file_limit)
         self.open = 0
+        #: per listener: connections accepted since start (refused ones included), open now
+        self.accepted: Counter[str] = Counter()
+        self.open_by: Counter[str] = Counter()
         self.refusals = refusals or RefusalLog()
         self.reason = f"at the limit of {self.limit} client connections (server.max_connections)"
 
@@ -130,12 +137,16 @@ class ConnectionGate:
         return f"accepting at most {self.limit} client connections (open file limit {self.file_limit})"
 
     def enter(self, listener: str, ip: str) -> bool:
-        """Take a place for a new connection; False (logged as a refusal) when none is left."""
+        """Take a place for a new connection; False (logged as a refusal) when none is left.
+        Every True is paired with one ``leave(listener)``."""
+        self.accepted[listener] += 1
         if self.open >= self.limit:
             self.refusals.refused(listener, ip, self.reason, per_address=False)
             return False
         self.open += 1
+        self.open_by[listener] += 1
         return True
 
-    def leave(self) -> None:
+    def leave(self, listener: str) -> None:
         self.open -= 1
+        self.open_by[listener] -= 1

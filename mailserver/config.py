@@ -27,7 +27,8 @@ FOLDER_NAME_COLUMN = 512
 class ServerConfig:
     #: development mode: AUTH allowed without TLS on loopback addresses only
     development: bool = True
-    #: the host name this server announces (SMTP banner, Received headers)
+    #: the host name this server announces (SMTP banner, Received headers) and mail clients are
+    #: told (Config.client_host: localhost instead in development on loopback)
     hostname: str = "mail.civic.example"
     #: where the database, keys, certificates and spool live; relative to the config file
     data_dir: str = "."
@@ -171,6 +172,9 @@ class AccountsConfig:
     max_folder_depth: int = 20
     #: characters of a whole folder name (at most FOLDER_NAME_COLUMN, the store's column width)
     max_folder_name_length: int = 255
+    #: names on an account's subscription list (SUBSCRIBE beyond: NO [LIMIT]); names stay there
+    #: after DELETE, so room for every folder and as many again
+    max_subscriptions: int = 2000
 
 
 @dataclass(frozen=True)
@@ -226,10 +230,44 @@ class DeliveryConfig:
 
 @dataclass(frozen=True)
 class HTTPConfig:
-    #: the citizen-services endpoint (RFC 8058 one-click unsubscribe); empty: off
+    #: the citizen-services endpoint (autoconfig, Apple profile, RFC 8058 one-click unsubscribe); empty: off
     listen: str = "127.0.0.1:2080"
     #: how citizens' mail clients reach it (behind a proxy: the public https URL); empty: http://listen
     base_url: str = ""
+    #: serve HTTPS with tls.cert / tls.key (and send HSTS); off behind a proxy that terminates TLS
+    tls: bool = False
+    #: seconds a client has to send a whole request (and may stay idle between requests), and a
+    #: page has to be answered; then the connection is closed (slow clients hold no place for long)
+    request_timeout: float = 10.0
+    #: largest request body, in bytes (larger: 413); one-click unsubscribe takes at most 1 KiB
+    max_body_size: int = 16384
+    #: longest request line or header field, in bytes (longer: 400); at most 64 header fields
+    max_header_size: int = 8190
+    #: serve Prometheus metrics at /metrics on metrics_listen
+    metrics: bool = True
+    #: the metrics listener, apart from the citizens' (loopback by default, as Postfix's and
+    #: Dovecot's exporters): a proxy in front of `listen` never exposes it
+    metrics_listen: str = "127.0.0.1:2090"
+    #: a scrape must send "Authorization: Bearer <token>"; empty: no token (loopback only!)
+    metrics_token: str = ""
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    #: `civicmail check`: a TLS certificate expiring within this many days is a warning
+    cert_warn_days: int = 30
+    #: free space of the data directory's file system, in percent: below the first a warning,
+    #: below the second a failure
+    disk_warn_percent: float = 10.0
+    disk_fail_percent: float = 2.0
+    #: age of the oldest message waiting in the outbound queue, in minutes: a warning, a failure
+    queue_warn_minutes: int = 60
+    queue_fail_minutes: int = 1440
+    #: resolvers asked for the MX, SPF and DKIM records ("ip" or "ip:port"); empty: the
+    #: system's (/etc/resolv.conf)
+    nameservers: tuple[str, ...] = ()
+    #: seconds the DNS checks wait for an answer in all
+    dns_timeout: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -251,6 +289,7 @@ class Config:
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
+    check: CheckConfig = field(default_factory=CheckConfig)
     #: the file this came from (None for defaults); relative paths resolve against its folder
     source: Path | None = None
 
@@ -272,11 +311,28 @@ class Config:
         TLS), implicit TLS first (what clients should prefer); those switched off are left out.
         Behind the SRV records `init` prints and the autoconfig file the HTTP listener serves."""
         return [(protocol, service, parse_hostport(section.listen, f"{service}.listen")[1], implicit)
+                for protocol, service, section, implicit in self._client_listeners()]
+
+    def _client_listeners(self) -> list[tuple[str, str, Any, bool]]:
+        return [(protocol, service, section, implicit)
                 for protocol, service, section, implicit in (("imap", "imaps", self.imaps, True),
                                                              ("imap", "imap", self.imap, False),
                                                              ("smtp", "submissions", self.submissions, True),
                                                              ("smtp", "submission", self.submission, False))
                 if section.listen]
+
+    @property
+    def client_host(self) -> str:
+        """The host mail clients are told to connect to (the autoconfig file, the SRV records):
+        ``server.hostname``, except in development with every client listener on loopback,
+        where that name need not resolve: ``localhost`` (which the self-signed certificate
+        names), or the one loopback address they share when it is another (127.0.0.2)."""
+        hosts = {parse_hostport(section.listen)[0] for _, _, section, _ in self._client_listeners()}
+        if not self.server.development or not hosts or not all(map(_is_loopback, hosts)):
+            return self.server.hostname
+        if len(hosts) == 1 and (host := next(iter(hosts))) not in ("127.0.0.1", "::1", "localhost"):
+            return host
+        return "localhost"
 
     @property
     def local_domains(self) -> tuple[str, ...]:
@@ -398,8 +454,36 @@ def _validate(config: Config) -> None:
         raise ConfigError("imap.preauth_timeout: must be at least 1 second")
     if config.imap.max_preauth_command_size < 1024:
         raise ConfigError("imap.max_preauth_command_size: must be at least 1024 bytes (a LOGIN must fit)")
+    check = config.check
+    if not 0 <= check.disk_fail_percent <= check.disk_warn_percent <= 100:
+        raise ConfigError("check.disk_fail_percent, check.disk_warn_percent: must be 0 <= fail <= warn <= 100")
+    if not 0 < check.queue_warn_minutes <= check.queue_fail_minutes:
+        raise ConfigError("check.queue_warn_minutes, check.queue_fail_minutes: must be 0 < warn <= fail")
+    if check.dns_timeout <= 0:
+        raise ConfigError("check.dns_timeout: must be more than 0 seconds")
+    for server in check.nameservers:
+        nameserver_address(server)
+    if config.http.request_timeout <= 0:
+        raise ConfigError("http.request_timeout: must be more than 0 seconds")
+    if config.http.max_body_size < 1024:
+        raise ConfigError("http.max_body_size: must be at least 1024 bytes (a one-click unsubscribe must fit)")
+    if config.http.max_header_size < 1024:
+        raise ConfigError("http.max_header_size: must be at least 1024 bytes")
+    if config.http.metrics:
+        if not config.http.metrics_listen:
+            raise ConfigError("http.metrics_listen: must be host:port while http.metrics is on")
+        parse_hostport(config.http.metrics_listen, "http.metrics_listen")
     if config.server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"server.log_level: {config.server.log_level!r} is not debug, info, warning or error")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: only the operator knows where it points
+        return False
 
 
 def parse_hostport(value: str, key: str = "listen") -> tuple[str, int]:
@@ -408,6 +492,17 @@ def parse_hostport(value: str, key: str = "listen") -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"{key}: {value!r} is not host:port")
     return host.strip("[]"), int(port)
+
+
+def nameserver_address(value: str) -> tuple[str, int]:
+    """A resolver's "ip", "ip:port" or "[ipv6]:port" to (ip, port); port 53 if none is given."""
+    host, port = parse_hostport(value, "check.nameservers") if value.startswith("[") or value.count(":") == 1 \
+        else (value, 53)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"check.nameservers: {value!r} is not an IP address (with an optional :port)") from None
+    return host, port
 
 
 def find_config_path(explicit: str | None) -> Path | None:

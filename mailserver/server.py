@@ -37,6 +37,7 @@ SERVICE_FACTORIES: tuple[str, ...] = (
     "mailserver.smtp.service:make_services",
     "mailserver.imap.service:make_services",
     "mailserver.services.service:make_services",
+    "mailserver.web.service:make_services",
     "delivery.service:make_services",
 )
 
@@ -79,20 +80,32 @@ class ServerContext:
         logged (``auth-throttled`` / ``auth-failed client=IP port=...``; never the name tried,
         which is sometimes a password typed in the wrong field)."""
         throttle = self.login_throttle
+        metrics = self.metrics
         if not await throttle.acquire(ip, login):
             auth_log.info("auth-throttled client=%s port=%s", ip, port)
+            metrics.login(port, "throttled")
             raise Throttled("too many failed logins")
         try:
             principal = await self.run_store(authenticate, self.registry, login, password)
         except (AuthenticationFailed, asyncio.CancelledError):
             throttle.failed(ip, login)
             auth_log.info("auth-failed client=%s port=%s", ip, port)
+            metrics.login(port, "failed")
             raise
         except BaseException:
             throttle.released(ip, login)
+            metrics.login(port, "unavailable")
             raise
         throttle.succeeded(ip, login)
+        metrics.login(port, "ok")
         return principal
+
+    @cached_property
+    def metrics(self):
+        """This server's Prometheus series (metrics.py; imported here, not by the CLI)."""
+        from .metrics import Metrics
+
+        return Metrics(self.gate)
 
     @cached_property
     def heavy(self) -> HeavyLane:

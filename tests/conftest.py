@@ -24,6 +24,20 @@ settings.register_profile("ci", derandomize=True, database=None, print_blob=True
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
+# A test of the abuse harness (tests/abuse.py) asserts that a bystander is answered within 1 s while an
+# abuse runs: it is marked `serial`, and .ci/run runs those alone after the parallel group, so another
+# xdist worker sharing the two cores cannot make it late. Others with a deadline carry the mark by hand.
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    from tests import abuse  # here, not at the top: tests/abuse.py imports this module
+
+    harness = {name: getattr(abuse, name) for name in ("city", "city_factory")}
+    for item in items:
+        module = getattr(item, "module", None)  # the harness's fixtures are imported by name into it
+        if any(name in getattr(item, "fixturenames", ()) and getattr(module, name, None) is fixture
+               for name, fixture in harness.items()):
+            item.add_marker(pytest.mark.serial)
+
+
 PG_ADMIN = os.environ.get("CIVICMAIL_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 # argon2 at its production cost makes every login ~20 ms; tests that are not about hashing

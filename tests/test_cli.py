@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,11 +35,15 @@ def test_init_demo_makes_a_working_city(demo):
     assert (data / "tls" / "key.pem").stat().st_mode & 0o077 == 0
     assert "hz.example.cn.  MX   10 mail.hz.example.cn." in out
     assert "civic1._domainkey.hz.example.cn.  TXT  \"v=DKIM1; k=rsa; p=" in out
-    # RFC 6186 SRV records with the configured ports (the development defaults here)
-    assert "_imaps._tcp.hz.example.cn.  SRV  0 1 2993 mail.hz.example.cn." in out
-    assert "_submission._tcp.hz.example.cn.  SRV  0 1 2587 mail.hz.example.cn." in out
+    # RFC 6186 SRV records with the configured ports (the development defaults here), naming the
+    # host a client reaches: development listens on loopback only
+    assert "_imaps._tcp.hz.example.cn.  SRV  0 1 2993 localhost." in out
+    assert "_submission._tcp.hz.example.cn.  SRV  0 1 2587 localhost." in out
     assert "autoconfig.hz.example.cn.  CNAME  mail.hz.example.cn." in out
-    assert "zhang.wei@hz.example.cn" in out and "zhang.wei2@hz.example.cn" in out and "traffic-police" in out
+    # the demo's citizens are the sample drops' people, and sample drops were run for them
+    assert "chen.jianguo@hz.example.cn" in out and "ouyang.minghui@hz.example.cn" in out and "traffic-police" in out
+    assert "opt-out address    unsubscribe@hz.example.cn" in out
+    assert re.search(r"drop 6 +provident-fund-statement +housing-fund +3 notices delivered", out)
     stats = civicmail("-c", str(data / "civicmail.toml"), "stats", "--json")
     assert stats.returncode == 0, stats.stderr
     assert '"citizens_registered": 5' in stats.stdout and '"accounts_activated": 5' in stats.stdout
@@ -53,6 +58,38 @@ def test_init_twice_keeps_what_exists(demo):
     assert again.returncode == 0, again.stderr
     assert (data / "keys" / "idnumber.json").read_bytes() == key_before
     assert "already present" in again.stdout
+    assert "Sample drops run" not in again.stdout and "opt-out address" not in again.stdout
+
+
+def test_production_advertises_the_server_hostname(tmp_path):
+    """Outside development, clients are told server.hostname, whatever the listeners."""
+    done = civicmail("--set", "server.development=false", "init", str(tmp_path / "data"), "--domain", "hz.example.cn")
+    assert done.returncode == 0, done.stderr
+    assert "_imaps._tcp.hz.example.cn.  SRV  0 1 2993 mail.hz.example.cn." in done.stdout
+    assert "localhost" not in done.stdout.partition("DNS records")[2]
+
+
+def test_bin_civicmail_runs_with_the_checkouts_venv(tmp_path):
+    """Run by a Python without the dependencies (the system's, as `bin/civicmail` from a shell
+    finds it), bin/civicmail runs itself with the checkout's .venv; without one it says how to
+    make it, with no traceback. The checkout here: links to this one's code and to the venv the
+    tests run in."""
+    checkout = tmp_path / "checkout"
+    (checkout / "bin").mkdir(parents=True)
+    (checkout / "bin" / "civicmail").write_bytes((REPO_ROOT / "bin" / "civicmail").read_bytes())
+    for name in ("mailserver", "delivery", "templates", "config"):
+        (checkout / name).symlink_to(REPO_ROOT / name)
+    bare = [getattr(sys, "_base_executable", sys.executable), "-S"]  # -S: no site-packages, no dependencies
+    script = str(checkout / "bin" / "civicmail")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    missing = subprocess.run(bare + [script, "--version"], capture_output=True, text=True, env=env, timeout=120)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr, missing.stderr
+    assert f"cd {checkout} && python3 -m venv .venv && .venv/bin/pip install -e ." in missing.stderr
+    (checkout / ".venv").symlink_to(sys.prefix)
+    assert sys.prefix != sys.base_prefix, "the tests run in a virtual environment"
+    done = subprocess.run(bare + [script, "--help"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Usage: civicmail" in done.stdout and "init" in done.stdout
 
 
 def test_config_from_environment_and_cwd(demo):
@@ -114,3 +151,22 @@ def test_database_behind_the_schema_is_refused(tmp_path):
 def test_usage_errors_exit_2():
     done = civicmail("citizen", "add", "--name", "x")
     assert done.returncode == 2 and "--id-number" in done.stderr
+
+
+def test_spool_folders_for_every_grant(demo):
+    """`init` makes spool/<agency>/<notice type>/ for each grant, and `agency grant` for a new one."""
+    data, out = demo
+    spool = data / "spool"
+    for agency, notice_type in (("traffic-police", "licence-renewal"), ("social-security", "pension-statement"),
+                                ("housing-fund", "provident-fund-statement")):
+        folder = spool / agency / notice_type
+        assert folder.is_dir() and folder.stat().st_mode & 0o777 == 0o750, folder
+    assert "spool folders      13 made under" in out
+    c = ["-c", str(data / "civicmail.toml")]
+    added = civicmail(*c, "agency", "add", "city-archive", "--name", "档案馆", "--sender", "archive@hz.example.cn")
+    assert added.returncode == 0, added.stderr
+    assert not (spool / "city-archive").exists()  # nothing granted yet
+    granted = civicmail(*c, "agency", "grant", "city-archive", "fitness-certificate")
+    assert granted.returncode == 0, granted.stderr
+    assert (spool / "city-archive" / "fitness-certificate").is_dir()
+    assert f"spool folder {spool / 'city-archive' / 'fitness-certificate'}" in granted.stdout

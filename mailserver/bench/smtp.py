@@ -34,7 +34,8 @@ from ..store.models import Message
 RECIPIENTS = 100
 LISTENING = re.compile(r"SMTP smtp listening on ([\d.]+):(\d+)")
 PORT_ZERO = ("smtp.listen=127.0.0.1:0", "submission.listen=127.0.0.1:0", "submissions.listen=127.0.0.1:0",
-             "imap.listen=127.0.0.1:0", "imaps.listen=127.0.0.1:0", "http.listen=127.0.0.1:0")
+             "imap.listen=127.0.0.1:0", "imaps.listen=127.0.0.1:0", "http.listen=127.0.0.1:0",
+             "http.metrics_listen=127.0.0.1:0")
 
 
 @dataclass

@@ -14,16 +14,40 @@ from .. import datadir
 from ..errors import ConfigError, CivicmailError
 from ..logs import CLI_FORMAT, setup_logging
 from .app import App
+from .lazy import LazyCommand, LazyGroup
 
-# Each module defines a click command or group named `command`; order is the help order.
-COMMAND_MODULES = (
-    "init", "db", "serve", "citizen", "agency", "keys", "stats", "bench",
-    "drop", "notice", "queue",
-    "topic", "bulletin", "survey", "application", "services",
-)
+# Each command lives in mailserver/cli/<name>.py as the click command `command`, imported only when it
+# runs (lazy.py): most of them import SQLAlchemy and Alembic, which `--help` must not pay for. The help
+# line is the first sentence of the command's docstring (tests/test_cli_fast.py keeps them equal).
+COMMANDS = {
+    name: LazyCommand(f"{__name__}.{name}", short_help) for name, short_help in (
+        ("init", "Set up DATA_DIR: configuration, database, ID-number keys, TLS certificate, DKIM key."),
+        ("db", "Database schema: upgrade, current revision."),
+        ("serve", "Run the SMTP and IMAP listeners, the outbound queue and the drop spool watcher."),
+        ("citizen", "Register citizens, show, disable, set passwords, import in bulk, activate."),
+        ("agency", "Register agencies, set their credentials, grant notice types."),
+        ("keys", "The ID-number encryption key: rotate it, show its versions, retire old ones."),
+        ("stats", "Messages delivered by agency and notice type, citizens registered and activated, "
+                  "active users, and growth against the same period a year before."),
+        ("bench", "Benchmarks: each prints the figure an issue asks for."),
+        ("drop", "Agency data drops: one file, one notice type, one notice per citizen."),
+        ("notice", "Notice types (templates/<id>/) and who opted out of the optional ones."),
+        ("queue", "Inspect and manage the outbound queue."),
+        ("topic", "Subscription topics (policies, regulations, district news)."),
+        ("bulletin", "Bulletins to a topic's subscribers."),
+        ("survey", "Surveys and appraisals answered by replying to a ballot."),
+        ("application", "Citizens' applications to agencies, by mail."),
+        ("services", "Service mail the citizen-services worker could not handle."),
+        ("backup", "Back up the data directory into DEST (new or empty) while `serve` runs."),
+        ("restore", "Restore the backup SRC into DATA_DIR (new or empty), with its civicmail.toml."),
+        ("check", "Check the data directory's permissions, the ID-number keys, the TLS certificate, the DKIM "
+                  "key and the MX, SPF and DKIM records in DNS, disk space, the schema and the outbound queue."),
+        ("audit", "The audit trail: who looked at personal data or changed the registry, when and why."),
+    )
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--config", "config_path", metavar="PATH",
               help="configuration file (default: $CIVICMAIL_CONFIG, else ./civicmail.toml)")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
@@ -40,20 +64,9 @@ def cli(ctx: click.Context, config_path: str | None, overrides: tuple[str, ...])
     ctx.call_on_close(ctx.obj.close)
 
 
-def _register() -> None:
-    import importlib
-
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(f"{__name__}.{name}")
-        cli.add_command(module.command)
-
-
-_register()
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
-        cli.main(args=argv, prog_name="civicmail", standalone_mode=False)
+        status = cli.main(args=argv, prog_name="civicmail", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 1
@@ -79,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         # the database is unreachable, locked or timed out: one line, not a traceback with its SQL
         click.echo(f"civicmail: the database is unavailable ({describe(exc)}); try again later", err=True)
         return 1
-    return 0
+    # without standalone mode click returns, not raises, the code of a click.exceptions.Exit that
+    # a command raised (`civicmail check`'s status for monitoring)
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

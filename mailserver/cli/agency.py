@@ -45,8 +45,12 @@ def passwd(app: App, agency_id: str, password_stdin: bool) -> None:
 @click.pass_obj
 def grant_cmd(app: App, agency_id: str, notice_types: tuple[str, ...]) -> None:
     """Allow an agency to send these notice types."""
+    from delivery.spool import make_folders
+
     added = grant(app.registry, agency_id, list(notice_types))
     click.echo(f"{agency_id}: granted {', '.join(added) if added else 'nothing new'}")
+    for folder in make_folders(app.config, [(agency_id, nt) for nt in notice_types]):
+        click.echo(f"spool folder {folder}")
 
 
 @command.command("list")

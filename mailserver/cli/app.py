@@ -4,15 +4,17 @@ from __future__ import annotations
 import sys
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from .. import config as config_mod
 from ..config import Config
 from ..errors import ConfigError, UserError
-from ..registry import Registry
-from ..store import Store, open_store
-from ..store import migrate
+
+if TYPE_CHECKING:  # the store and the registry import SQLAlchemy: only commands that use them pay for it
+    from ..registry import Registry
+    from ..store import Store
 
 
 class App:
@@ -32,11 +34,15 @@ class App:
     @property
     def store(self) -> Store:
         if self._store is None:
+            from ..store import open_store
+
             self._store = open_store(self.config)
         return self._store
 
     def migrated_store(self) -> Store:
         """The store, refusing to work on a database whose schema is behind."""
+        from ..store import migrate
+
         store = self.store
         if not migrate.is_current(store):
             raise ConfigError(f"the database at {_safe_url(store.url)} is not at the current schema: "
@@ -45,6 +51,8 @@ class App:
 
     @cached_property
     def registry(self) -> Registry:
+        from ..registry import Registry
+
         return Registry(self.config, self.migrated_store())
 
     def close(self) -> None:

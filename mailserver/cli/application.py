@@ -6,6 +6,7 @@ import click
 from ..errors import ValidationError
 from ..services import applications
 from .app import App, echo_table
+from .reveal import audit_reveal, reason_option
 
 
 @click.group("application")
@@ -24,17 +25,20 @@ def setup(app: App, agency_id: str, address: str | None) -> None:
 
 @command.command("list")
 @click.option("--agency", help="only this agency's")
+@reason_option
 @click.pass_obj
-def list_(app: App, agency: str | None) -> None:
-    """Applications with their status."""
+def list_(app: App, agency: str | None, reason: str | None) -> None:
+    """Applications with their status: who applied to which agency for what. Audited."""
+    found = applications.list_applications(app.registry, agency)
+    audit_reveal(app, "application list", f"{len(found)} applications to {agency or 'every agency'}", reason)
     echo_table([(a.number, a.agency_id, a.applicant, a.subject, a.status, a.updated_at.strftime("%Y-%m-%d %H:%M"))
-                for a in applications.list_applications(app.registry, agency)],
-               ("number", "agency", "applicant", "subject", "status", "updated"))
+                for a in found], ("number", "agency", "applicant", "subject", "status", "updated"))
 
 
 @command.command("reply")
 @click.argument("number")
-@click.option("--status", required=True, help="e.g. in-progress, approved, rejected")
+@click.option("--status", required=True, help="received, in-progress, more-info, approved, rejected, completed "
+              "(the citizen reads them in Chinese), or the agency's own words")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.pass_obj
 def reply(app: App, number: str, status: str, file: str) -> None:

@@ -1,7 +1,6 @@
 """`civicmail bench`: the measured figures (recorded in docs/benchmarks.md)."""
 from __future__ import annotations
 
-import importlib
 import subprocess
 import sys
 import tempfile
@@ -12,9 +11,24 @@ import click
 
 from ..bench.util import peak_rss_mib, write_citizens_csv
 from .app import App
+from .lazy import LazyCommand, LazyGroup
+
+# Each area's benchmark lives beside its code in mailserver/bench/<name>.py as a click `command`,
+# imported when it runs (lazy.py); the help line is its docstring's first sentence.
+AREAS = {
+    name: LazyCommand(f"mailserver.bench.{name}", short_help) for name, short_help in (
+        ("smtp", "Start `civicmail serve` on loopback and time MESSAGES ~4 KB messages over CONCURRENCY "
+                 "sessions, accepted and stored in mailboxes (SQLite, synchronous=FULL)."),
+        ("imap", "SELECT/FETCH time, IDLE memory and notification latency, random stress with a model check."),
+        ("pipeline", "Generate ROWS citizens and a drop of ROWS rows; time `drop run` on SQLite."),
+        ("mime", "Messages per second of mime.analyze() (ENVELOPE, BODY, BODYSTRUCTURE, SEARCH text)."),
+        ("services", "Time a bulletin to COUNT subscribers and COUNT survey replies through the worker."),
+        ("cli", "CPU time (user + sys, best of RUNS) of `civicmail --help` and `civicmail notice list`."),
+    )
+}
 
 
-@click.group("bench")
+@click.group("bench", cls=LazyGroup, lazy_commands=AREAS)
 def command() -> None:
     """Benchmarks: each prints the figure an issue asks for."""
 
@@ -51,7 +65,3 @@ def bench_import(app: App, count: int, work_dir: Path | None) -> None:
         click.echo(f"bench import: {count:,} citizens in {elapsed:.1f} s = {count / elapsed:,.0f} citizens/s; "
                    f"peak RSS of the import {peak_rss_mib(children=True):.0f} MiB")
 
-
-# Each area's benchmark lives beside its code in mailserver/bench/<name>.py as a click `command`.
-for _name in ("smtp", "imap", "pipeline", "mime", "services"):
-    command.add_command(importlib.import_module(f"mailserver.bench.{_name}").command)

@@ -14,6 +14,7 @@ from ..errors import UserError
 from ..registry import bulk
 from ..registry.citizens import activate, add_citizen, disable_account, set_password, show_citizen
 from .app import App, read_secret_stdin
+from .reveal import audit_reveal, reason_option
 
 
 @click.group("citizen")
@@ -40,10 +41,12 @@ def add(app: App, name: str, id_number: str, phone: str | None, address: str | N
 
 @command.command("show")
 @click.argument("who")
+@reason_option
 @click.pass_obj
-def show(app: App, who: str) -> None:
-    """Show a citizen by mailbox address or ID number (the number is shown masked)."""
+def show(app: App, who: str, reason: str | None) -> None:
+    """Show a citizen by mailbox address or ID number (the number is shown masked). Audited."""
     v = show_citizen(app.registry, who)
+    audit_reveal(app, "citizen show", v.address + ("" if "@" in who else " (found by ID number)"), reason)
     for label, value in (("name", v.name), ("id number", v.id_masked), ("phone", v.phone or "-"),
                          ("address", v.address), ("state", v.state), ("registered", f"{v.created_at:%Y-%m-%d %H:%M}"),
                          ("last login", f"{v.last_login_at:%Y-%m-%d %H:%M}" if v.last_login_at else "never"),

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from ..errors import NotFound
 from ..store.models import Drop
 from .app import App, echo_table
+from .reveal import audit_reveal, reason_option
 
 
 @click.group("drop")
@@ -37,11 +38,13 @@ def _progress_bar():
               help="where to write the report CSV (default: DATA/drops/<id>/report.csv)")
 @click.option("--paper", "paper_path", type=click.Path(dir_okay=False, path_type=Path),
               help="where to write the paper-mail export of unmatched rows (default: DATA/drops/<id>/paper.csv)")
+@reason_option
 @click.pass_obj
 def run(app: App, file: Path, agency_id: str, notice_type: str, dry_run: bool, encoding: str | None, force: bool,
-        report_path: Path | None, paper_path: Path | None) -> None:
+        report_path: Path | None, paper_path: Path | None, reason: str | None) -> None:
     """Run FILE (CSV, JSON Lines or XLSX). Exit 0 when the drop was processed, even with bad
-    rows (the report names each one); non-zero when the file as a whole cannot be run."""
+    rows (the report names each one); non-zero when the file as a whole cannot be run. A
+    paper-mail export written (it holds ID numbers) is audited."""
     from delivery.runner import run_drop
 
     bar = _progress_bar()
@@ -62,6 +65,8 @@ def run(app: App, file: Path, agency_id: str, notice_type: str, dry_run: bool, e
     if result.report_path:
         click.echo(f"report: {result.report_path}")
     if result.paper_path:
+        audit_reveal(app, "drop run", f"{'dry run of ' + file.name if dry_run else f'drop {result.drop_id}'}: "
+                     f"paper-mail export {result.paper_path}", reason)
         click.echo(f"paper-mail export (holds ID numbers, mode 0600): {result.paper_path}")
 
 
@@ -106,26 +111,32 @@ def status(app: App, drop_id: int) -> None:
 @click.argument("drop_id", type=int)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--problems", is_flag=True, help="only the rows that were not delivered")
+@reason_option
 @click.pass_obj
-def report(app: App, drop_id: int, output: Path, problems: bool) -> None:
+def report(app: App, drop_id: int, output: Path, problems: bool, reason: str | None) -> None:
     """Write the report CSV of DROP_ID: row number, the original columns, status and reason.
-    It holds ID numbers: written with mode 0600."""
+    It holds ID numbers: written with mode 0600, and audited."""
     from delivery.report import write_stored_report
 
     store = app.migrated_store()
     with store.reader() as s:
         if s.get(Drop, drop_id) is None:
             raise NotFound(f"no drop {drop_id}")
+    audit_reveal(app, "drop report", f"drop {drop_id}{' (problems)' if problems else ''} to {output}", reason)
     n = write_stored_report(store, app.registry.keyring, drop_id, output, only_problems=problems)
     click.echo(f"{n:,} rows written to {output}")
 
 
 @command.command("retry")
 @click.argument("drop_id", type=int)
+@reason_option
 @click.pass_obj
-def retry(app: App, drop_id: int) -> None:
-    """Run the held, failed and unmatched rows of DROP_ID again (after fixing the registry)."""
-    from delivery.runner import retry_drop
+def retry(app: App, drop_id: int, reason: str | None) -> None:
+    """Run the held, failed and unmatched rows of DROP_ID again (after fixing the registry).
+    The drop's report and paper-mail export are rewritten (audited)."""
+    from delivery.runner import drops_dir, retry_drop
 
+    if (drops_dir(app.config, drop_id) / "paper.csv").exists():
+        audit_reveal(app, "drop retry", f"drop {drop_id}: paper-mail export rewritten", reason)
     summary = retry_drop(app.registry, drop_id)
     echo_table(summary.table(), ("retry", "count"))

@@ -1,7 +1,6 @@
 """`civicmail init DATA_DIR`: configuration, database, keys, certificates, DNS records; a demo city."""
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
 import secrets
@@ -13,7 +12,6 @@ from .. import config as config_mod
 from .. import datadir
 from ..config import REPO_ROOT, Config
 from ..errors import Conflict
-from ..identity import idnumber
 from ..identity.certs import dkim_dns_record, make_dkim_key, make_self_signed
 from ..identity.keys import IdKeyring
 from ..registry import Registry
@@ -24,13 +22,10 @@ from .app import App
 
 TEMPLATE = REPO_ROOT / "config" / "civicmail.toml"
 
-DEMO_CITIZENS = (
-    ("张伟", "13800000001"),
-    ("王芳", "13800000002"),
-    ("李娜", "13800000003"),
-    ("欧阳明", "13800000004"),
-    ("张伟", "13800000005"),  # the same name twice: zhang.wei and zhang.wei2
-)
+#: the sample drops `init --demo` runs, so that every demo INBOX holds notices of three or four
+#: types from all three agencies; the README's walkthrough runs one more (violation-points)
+DEMO_DROPS = ("licence-renewal", "vehicle-inspection", "overdue-fine", "medical-statement", "pension-statement",
+              "provident-fund-statement")
 
 
 def write_config(path: Path, domain: str, hostname: str) -> None:
@@ -88,7 +83,8 @@ def dns_records(config: Config) -> list[str]:
         f'{config.dkim.selector}._domainkey.{domain}.  TXT  "{dkim}"',
         f'_dmarc.{domain}.  TXT  "v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}"',
     ] + [  # RFC 6186: how mail clients find the servers from an address alone
-        f"_{service}._tcp.{domain}.  SRV  0 1 {port} {host}." for _, service, port, _ in config.client_endpoints()
+        f"_{service}._tcp.{domain}.  SRV  0 1 {port} {config.client_host}."
+        for _, service, port, _ in config.client_endpoints()
     ] + ([f"autoconfig.{domain}.  CNAME  {host}.   ; Thunderbird autoconfig, served on http.listen"]
          if config.http.listen else [])
 
@@ -98,9 +94,12 @@ def demo_password() -> str:
 
 
 def make_demo(registry: Registry) -> list[tuple[str, str, str]]:
-    """The three agencies of MISSION.md with their grants, and a few citizens. Returns
-    (who, login, password) for what was made now; what exists already is left alone."""
-    from delivery.catalog import load_agencies, load_catalog
+    """The three agencies of MISSION.md with their grants, and the people of the sample drops
+    as citizens. Returns (who, login, password) for what was made now; what exists already is
+    left alone."""
+    from delivery.catalog import load_agencies, load_catalog, sample_people
+
+    from ..services.applications import setup_desk
 
     catalog = load_catalog(registry.config.templates_dir)
     existing = {a.id for a in list_agencies(registry)}
@@ -111,16 +110,37 @@ def make_demo(registry: Registry) -> list[tuple[str, str, str]]:
         password = demo_password()
         add_agency(registry, agency_id, info["name"], [info["sender"]], password, actor="init --demo")
         grant(registry, agency_id, sorted(d.id for d in catalog.values() if d.agency == agency_id), actor="init --demo")
+        if any(d.agency == agency_id and d.kind == "application" for d in catalog.values()):
+            setup_desk(registry, agency_id)  # the address its application notices name
         made.append((info["name"], agency_id, password))
-    for n, (name, phone) in enumerate(DEMO_CITIZENS, start=1):
-        number = idnumber.make("330106", dt.date(1970 + 7 * n, n, 10 + n), 100 + n)
+    for n, (number, name) in enumerate(sample_people(catalog).items(), start=1):
         password = demo_password()
         try:
-            citizen = add_citizen(registry, name, number, phone, password=password, actor="init --demo")
+            citizen = add_citizen(registry, name, number, f"138{n:08d}", password=password, actor="init --demo")
         except Conflict:
             continue
         made.append((name, citizen.address, password))
     return made
+
+
+def run_demo_drops(registry: Registry) -> list[str]:
+    """Run the DEMO_DROPS sample drops (those not run yet). Returns a line for each drop run."""
+    from delivery.catalog import load_catalog
+    from delivery.read import AlreadyRun
+    from delivery.runner import run_drop
+
+    catalog = load_catalog(registry.config.templates_dir)
+    lines = []
+    for notice_type in DEMO_DROPS:
+        definition = catalog[notice_type]
+        try:
+            result = run_drop(registry, definition.folder / "sample.csv", definition.agency, notice_type,
+                              source="demo")
+        except AlreadyRun:
+            continue
+        delivered = result.summary.counts.get("delivered", 0)
+        lines.append(f"drop {result.drop_id:<3} {notice_type:<26} {definition.agency:<16} {delivered} notices delivered")
+    return lines
 
 
 @click.command("init")
@@ -150,8 +170,13 @@ def command(app: App, data_dir: Path, domain: str | None, hostname: str | None, 
         click.echo(line)
     from delivery.maildrop import drop_address, ensure_drop_mailbox
 
+    from ..identity.addresses import statements_address
+    from ..services.topics import ensure_statements
+
     if ensure_drop_mailbox(app.registry):  # also made when `serve` starts the drop watcher
         click.echo(f"drop mailbox       {drop_address(app.registry)} (agencies mail their data drops here)")
+    if ensure_statements(app.registry):  # also made when `serve` starts the citizen services
+        click.echo(f"opt-out address    {statements_address(app.registry.domain)} (optional statements' List-Unsubscribe)")
     click.echo("\nDNS records to publish:")
     for line in dns_records(config):
         click.echo("  " + line)
@@ -168,3 +193,19 @@ def command(app: App, data_dir: Path, domain: str | None, hostname: str | None, 
                 click.echo(f"  {who:<12} {login:<32} {password}")
         else:
             click.echo(f"\nDemo city already present; logins are in {config.data_dir / 'demo-credentials.txt'}")
+        drops = run_demo_drops(app.registry)
+        if drops:
+            click.echo("\nSample drops run (templates/*/sample.csv):")
+            for line in drops:
+                click.echo("  " + line)
+    spool_folders(app.registry)
+
+
+def spool_folders(registry: Registry) -> None:
+    """The spool folder of every grant (an agency's system writes its drops there)."""
+    from delivery.spool import make_folders
+
+    made = make_folders(registry.config, [(a.id, nt) for a in list_agencies(registry) for nt in a.grants])
+    if made:
+        click.echo(f"\nspool folders      {len(made)} made under {registry.config.data_path(registry.config.delivery.spool_dir)}"
+                   " (spool/<agency>/<notice type>/: a file written there is run as a drop)")

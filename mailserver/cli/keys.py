@@ -7,6 +7,7 @@ import click
 
 from ..registry.keys import COLUMNS, DEFAULT_BATCH, key_status, retire, rotate
 from .app import App, echo_table
+from .reveal import reason_option
 
 
 @click.group("keys")
@@ -21,8 +22,9 @@ def _versions(versions: list[int]) -> str:
 @command.command("rotate")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH, show_default=True,
               help="rows re-encrypted per transaction")
+@reason_option
 @click.pass_obj
-def rotate_cmd(app: App, batch_size: int) -> None:
+def rotate_cmd(app: App, batch_size: int, reason: str | None) -> None:
     """Add an encryption key version, make it current and re-encrypt every row on an older one.
 
     The key file is saved first (the old versions kept), so a crash leaves every row readable;
@@ -33,7 +35,8 @@ def rotate_cmd(app: App, batch_size: int) -> None:
     activation codes) is kept: a new one would invalidate every activation code not yet used.
 
     Running servers keep writing with the version they loaded: restart them, then
-    `civicmail keys retire` removes the old versions."""
+    `civicmail keys retire` removes the old versions. Every ID number is decrypted on the way:
+    audited, with --reason."""
     from tqdm import tqdm
 
     registry = app.registry
@@ -42,7 +45,7 @@ def rotate_cmd(app: App, batch_size: int) -> None:
             bar.total = total
             bar.refresh()
 
-        report = rotate(registry, batch_size, progress=bar.update, on_start=start)
+        report = rotate(registry, batch_size, progress=bar.update, on_start=start, reason=reason)
     if report.added:
         click.echo(f"key version {report.version} added and made current in {report.path} "
                    f"(versions {_versions(report.versions)})")
@@ -80,14 +83,15 @@ def status_cmd(app: App) -> None:
 
 
 @command.command("retire")
+@reason_option
 @click.pass_obj
-def retire_cmd(app: App) -> None:
+def retire_cmd(app: App, reason: str | None) -> None:
     """Remove the encryption versions no row uses any more (never the current one).
 
     Refuses, leaving the key file as it is, while any row still uses an older version. Run it
     only once every server was restarted after `keys rotate`: a server still holding an old
     version as its current one would write rows nobody can read once that version is gone."""
-    report = retire(app.registry)
+    report = retire(app.registry, reason=reason)
     if report.removed:
         click.echo(f"retired key version(s) {_versions(report.removed)} from {report.path}; "
                    f"kept {_versions(report.versions)} (current {report.current})")

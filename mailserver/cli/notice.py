@@ -6,7 +6,6 @@ from pathlib import Path
 import click
 
 from ..errors import NotFound, ValidationError
-from ..registry.citizens import find_account
 from .app import App, echo_table
 
 
@@ -53,7 +52,7 @@ def show(app: App, notice_type: str) -> None:
 @command.command("preview")
 @click.argument("notice_type")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--row", "row_number", type=int, default=2, show_default=True,
+@click.option("--row", "row_number", type=click.IntRange(min=1), default=2, show_default=True,
               help="the row number as the spreadsheet shows it (the header is row 1)")
 @click.option("--agency", "agency_id", help="default: the notice type's agency")
 @click.option("--encoding")
@@ -72,6 +71,7 @@ def preview(app: App, notice_type: str, file: Path, row_number: int, agency_id: 
 def _opt(app: App, address: str, notice_type: str, opted_out: bool) -> None:
     from delivery.catalog import get_definition
     from delivery.consent import set_opt_out
+    from ..registry.citizens import find_account
 
     d = get_definition(_catalog(app), notice_type)
     if d.mandatory:

@@ -8,6 +8,7 @@ import click
 
 from ..services import surveys
 from .app import App, echo_table
+from .reveal import audit_reveal, reason_option
 
 
 @click.group("survey")
@@ -48,12 +49,16 @@ def close(app: App, survey_id: str) -> None:
 @command.command("tally")
 @click.argument("survey_id")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV for spreadsheets")
-@click.option("--ballots", is_flag=True, help="who answered what (non-anonymous surveys only)")
+@click.option("--ballots", is_flag=True, help="who answered what (non-anonymous surveys only; audited)")
+@reason_option
 @click.pass_obj
-def tally(app: App, survey_id: str, as_csv: bool, ballots: bool) -> None:
+def tally(app: App, survey_id: str, as_csv: bool, ballots: bool, reason: str | None) -> None:
     """The counted votes: one per real-name account, the latest reply of each."""
     if ballots:
-        for address, answers in surveys.named_ballots(app.registry, survey_id):
+        named = surveys.named_ballots(app.registry, survey_id)
+        audit_reveal(app, "survey tally --ballots", f"survey {survey_id}: {len(named)} named ballots", reason)
+        click.echo("address\tanswers")
+        for address, answers in named:
             click.echo(f"{address}\t{json.dumps(answers, ensure_ascii=False)}")
         return
     t = surveys.tally(app.registry, survey_id)
@@ -62,7 +67,7 @@ def tally(app: App, survey_id: str, as_csv: bool, ballots: bool) -> None:
         return
     click.echo(f"{t.title} ({t.kind}, {t.state}): {t.ballots} ballots")
     echo_table([(n, q, c, label, votes) for n, q, c, label, votes in t.rows],
-               ("#", "question", "choice", "", "votes"))
+               ("#", "question", "choice", "choice text", "votes"))
     if t.kind == "appraisal":
         for n, avg in t.averages().items():
             click.echo(f"{n}. {t.rows[(n - 1) * 5][1]}: average {avg:.2f}")

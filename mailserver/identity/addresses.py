@@ -40,6 +40,15 @@ def base_local_part(name: str) -> str:
     return local or "citizen"
 
 
+#: where optional statements' List-Unsubscribe points (``unsubscribe@domain``, answered by the
+#: citizen services; `init` and `serve` make it)
+STATEMENTS_LOCAL_PART = "unsubscribe"
+
+
+def statements_address(domain: str) -> str:
+    return f"{STATEMENTS_LOCAL_PART}@{domain}"
+
+
 def numbered(base: str, n: int) -> str:
     """The n-th holder of a base name: zhang.wei, zhang.wei2, zhang.wei3 ..."""
     return base if n <= 1 else f"{base}{n}"

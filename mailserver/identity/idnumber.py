@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import re
 
 from ..errors import ValidationError
 
@@ -53,3 +54,16 @@ def make(region: str, birth: _dt.date, sequence: int) -> str:
 def mask(number: str) -> str:
     """What may be shown to a person who is not the citizen: region and last two characters."""
     return number[:3] + "*" * 13 + number[-2:]
+
+
+#: what looks like an ID number (18 characters, or the old 15 digits), a bank card or an account
+#: number: 15 or more digits in a run (spaces or hyphens may group them) with an optional final X,
+#: or such a number as Excel shows a number cell of it (3.30106198102013E+17)
+_LONG_NUMBER = re.compile(r"(?<!\d)\d(?:[ -]?\d){14,}(?:[ -]?[XxＸｘ])?(?![\dXxＸｘ])"
+                          r"|(?<!\d)\d\.\d{13,}[Ee]\+?\d+")
+NUMBER_HIDDEN = "[隐去的长号码 / long number hidden]"
+
+
+def hide_numbers(text: str) -> str:
+    """``text`` with every long number in it (an ID number, wherever a clerk typed it) replaced."""
+    return _LONG_NUMBER.sub(NUMBER_HIDDEN, text)

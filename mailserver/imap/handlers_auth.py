@@ -10,46 +10,54 @@ from ..identity.sasl import AuthorizationRefused, split_plain
 from ..registry.auth import record_login
 from ..store.mailboxes import serialized_writes
 from ..store.outage import is_outage
+from . import parser as P
 from . import responses as R
 from .commands import Authenticate, Command, Compress, Enable, Id, Login
 from .framing import Closed
 from .parser import ParseError, decode_sasl
-from .session import ANY, AUTH, LOGOUT, NOT_AUTH, SELECTED, AlreadyAnswered, ImapSession, Logout, handler
+from .registry import ANY, AUTHED, PRELOGIN, SEL, Cap, command
+from .responses import Reply
+from .session import LOGOUT, AlreadyAnswered, ImapSession, Logout
 
-AUTHED = frozenset({AUTH, SELECTED})
 log = logging.getLogger("civicmail.imap")
 
+#: listed before login only while TLS can start on this connection
+STARTTLS = Cap("STARTTLS", PRELOGIN, lambda s: "STARTTLS" if s.service.tls_available and not s.tls_active else None)
+#: before login: AUTH=PLAIN where a password may be sent, LOGINDISABLED (RFC 3501 6.2.3) elsewhere
+AUTH_PLAIN = Cap("AUTH=PLAIN", PRELOGIN, lambda s: "AUTH=PLAIN" if s.login_allowed else None)
+LOGINDISABLED = Cap("LOGINDISABLED", PRELOGIN, lambda s: None if s.login_allowed else "LOGINDISABLED")
 
-@handler("CAPABILITY", ANY)
-async def do_capability(s: ImapSession, cmd: Command):
+
+@command("CAPABILITY", ANY, P.no_args, expunge=True)
+async def do_capability(s: ImapSession, cmd: Command) -> Reply:
     await s.untagged(f"CAPABILITY {s.capability_text()}")
-    return "OK", R.OK_DONE
+    return R.OK_DONE
 
 
-@handler("NOOP", ANY)
-async def do_noop(s: ImapSession, cmd: Command):
+@command("NOOP", ANY, P.no_args, expunge=True)
+async def do_noop(s: ImapSession, cmd: Command) -> Reply:
     s.pending = True  # NOOP is how clients poll: always look (RFC 3501 6.1.2)
-    return "OK", R.OK_DONE
+    return R.OK_DONE
 
 
-@handler("CHECK", frozenset({SELECTED}))
-async def do_check(s: ImapSession, cmd: Command):
+@command("CHECK", SEL, P.no_args, expunge=True)
+async def do_check(s: ImapSession, cmd: Command) -> Reply:
     s.pending = True
-    return "OK", R.OK_DONE
+    return R.OK_DONE
 
 
-@handler("LOGOUT", ANY)
-async def do_logout(s: ImapSession, cmd: Command):
+@command("LOGOUT", ANY, P.no_args, expunge=True)
+async def do_logout(s: ImapSession, cmd: Command) -> Reply:
     raise Logout()
 
 
-@handler("STARTTLS", frozenset({NOT_AUTH}))
-async def do_starttls(s: ImapSession, cmd: Command):
+@command("STARTTLS", PRELOGIN, P.no_args, cap=STARTTLS, expunge=True)
+async def do_starttls(s: ImapSession, cmd: Command) -> Reply:
     if s.tls_active or not s.service.tls_available:
-        return "BAD", R.BAD_NOT_TLS
+        return R.BAD_NOT_TLS
     # The tagged OK goes out in clear, then the handshake; nothing buffered before it survives
     # (RFC 3501 6.2.1: the client must discard what it learned before TLS).
-    await s.send(f"{cmd.tag} OK {R.OK_TLS}\r\n".encode())
+    await s.send(R.OK_TLS.tagged(cmd.tag))
     await s.flush()
     # Anything the client sent after STARTTLS in clear would be read as if it came over TLS
     # (command injection, CVE-2011-0411 in other servers): such a client is disconnected.
@@ -60,14 +68,14 @@ async def do_starttls(s: ImapSession, cmd: Command):
     raise AlreadyAnswered()
 
 
-@handler("COMPRESS", AUTHED)
-async def do_compress(s: ImapSession, cmd: Compress):
+@command("COMPRESS", AUTHED, P.compress, cap="COMPRESS=DEFLATE", expunge=True)
+async def do_compress(s: ImapSession, cmd: Compress) -> Reply:
     """RFC 4978: the tagged OK goes out uncompressed, then both directions are raw DEFLATE."""
     if s.compressed:
-        return "NO", R.NO_COMPRESSION_ACTIVE
+        return R.NO_COMPRESSION_ACTIVE
     if cmd.mechanism != "DEFLATE":
-        return "BAD", R.BAD_COMPRESS_MECHANISM
-    await s.send(f"{cmd.tag} OK {R.OK_COMPRESS}\r\n".encode())
+        return R.BAD_COMPRESS_MECHANISM
+    await s.send(R.OK_COMPRESS.tagged(cmd.tag))
     await s.flush()
     # The client must wait for the OK before it compresses (RFC 4978 3); bytes already here
     # could be either: as with STARTTLS, such a client is disconnected (the BYE compressed,
@@ -80,23 +88,23 @@ async def do_compress(s: ImapSession, cmd: Compress):
     raise AlreadyAnswered()
 
 
-async def _login(s: ImapSession, login: str, password: str) -> tuple[str, str]:
+async def _login(s: ImapSession, login: str, password: str) -> Reply:
     if not s.login_allowed:
-        return "NO", R.NO_LOGIN_DISABLED
+        return R.NO_LOGIN_DISABLED
     try:
         principal = await s.ctx.login(s.peer_ip, login, password, s.service.name)
     except Throttled:
-        return "NO", R.NO_THROTTLED
+        return R.NO_THROTTLED
     except AuthenticationFailed:
-        return "NO", R.NO_AUTH_FAILED
+        return R.NO_AUTH_FAILED
     if principal.account_id is None:
-        return "NO", R.NO_NO_MAILBOX
+        return R.NO_NO_MAILBOX
     if not s.service.admit(s, principal.account_id):
-        return "NO", "[LIMIT] " + R.BYE_TOO_MANY
+        return R.NO_TOO_MANY
     s.authenticated(principal, principal.account_id)
     if s.service.should_record_login(principal.account_id):
         await s.ctx.run(_record_login, s.ctx.registry, principal.account_id)
-    return "OK", f"[CAPABILITY {s.capability_text()}] {R.OK_LOGIN}"
+    return R.OK_LOGIN.with_code(f"CAPABILITY {s.capability_text()}")
 
 
 def _record_login(registry, account_id: int) -> None:
@@ -104,61 +112,62 @@ def _record_login(registry, account_id: int) -> None:
         record_login(registry, account_id)
 
 
-@handler("LOGIN", frozenset({NOT_AUTH}))
-async def do_login(s: ImapSession, cmd: Login):
+@command("LOGIN", PRELOGIN, P.login, cap=LOGINDISABLED, expunge=True)
+async def do_login(s: ImapSession, cmd: Login) -> Reply:
     return await _login(s, cmd.user, cmd.password)
 
 
-@handler("AUTHENTICATE", frozenset({NOT_AUTH}))
-async def do_authenticate(s: ImapSession, cmd: Authenticate):
+@command("AUTHENTICATE", PRELOGIN, P.authenticate, cap=(Cap("SASL-IR", ANY), AUTH_PLAIN), expunge=True)
+async def do_authenticate(s: ImapSession, cmd: Authenticate) -> Reply:
     if cmd.mechanism != "PLAIN":
-        return "NO", R.BAD_MECHANISM
+        return R.NO_MECHANISM
     if not s.login_allowed:
-        return "NO", R.NO_LOGIN_DISABLED
+        return R.NO_LOGIN_DISABLED
     text = cmd.initial
     if text is None:
         await s.continuation(R.CONT_AUTH)
         text = (await s.read_client_line(s.read_timeout())).decode("ascii", "replace")
     if text == "*":
-        return "BAD", R.BAD_AUTH_CANCELLED
+        return R.BAD_AUTH_CANCELLED
     try:
         authcid, password = split_plain(decode_sasl(text))
     except AuthorizationRefused:
         log.info("auth-refused (authorization identity) client=%s port=%s", s.peer_ip, s.service.name)
-        return "NO", R.NO_AUTH_FAILED
+        return R.NO_AUTH_FAILED
     except (ParseError, ValueError):
-        return "BAD", R.BAD_SYNTAX
+        return R.BAD_SYNTAX
     return await _login(s, authcid, password)
 
 
-@handler("ID", ANY)
-async def do_id(s: ImapSession, cmd: Id):
+@command("ID", ANY, P.id_, cap=Cap("ID", ANY), expunge=True)
+async def do_id(s: ImapSession, cmd: Id) -> Reply:
     await s.untagged(f"ID {R.ID_RESPONSE}")
-    return "OK", R.OK_DONE
+    return R.OK_DONE
 
 
-@handler("ENABLE", AUTHED)
-async def do_enable(s: ImapSession, cmd: Enable):
+@command("ENABLE", AUTHED, P.enable, cap=Cap("ENABLE", ANY), expunge=True)
+async def do_enable(s: ImapSession, cmd: Enable) -> Reply:
     # RFC 5161: ENABLED lists what the client asked for and we have: CONDSTORE and QRESYNC
     # (RFC 7162; QRESYNC implies CONDSTORE); UTF8=ACCEPT is not advertised, so not enabled.
     enabled = []
     for cap in cmd.capabilities:
         if cap in ("CONDSTORE", "QRESYNC") and cap not in enabled:
             enabled.append(cap)
-            s.condstore = True
             s.qresync = s.qresync or cap == "QRESYNC"
     await s.untagged(" ".join(["ENABLED"] + enabled))
-    return "OK", R.OK_DONE
+    if enabled:
+        await s.enable_condstore()
+    return R.OK_DONE
 
 
-@handler("NAMESPACE", AUTHED)
-async def do_namespace(s: ImapSession, cmd: Command):
+@command("NAMESPACE", AUTHED, P.no_args, cap=Cap("NAMESPACE", ANY), expunge=True)
+async def do_namespace(s: ImapSession, cmd: Command) -> Reply:
     await s.untagged(f"NAMESPACE {R.NAMESPACE}")
-    return "OK", R.OK_DONE
+    return R.OK_DONE
 
 
-@handler("IDLE", AUTHED)
-async def do_idle(s: ImapSession, cmd: Command):
+@command("IDLE", AUTHED, P.no_args, cap=Cap("IDLE", ANY), expunge=True)
+async def do_idle(s: ImapSession, cmd: Command) -> Reply:
     """RFC 2177: changes are sent as they happen until the client says DONE. A client silent
     for imap.idle_timeout is logged out, as outside IDLE (RFC 2177: the server MAY; clients
     re-issue IDLE at least every 29 minutes)."""
@@ -184,8 +193,8 @@ async def do_idle(s: ImapSession, cmd: Command):
                 waiter.cancel()
                 line = reading.result()
                 if line.upper() != b"DONE":
-                    return "BAD", R.BAD_IDLE
-                return "OK", R.OK_IDLE_DONE
+                    return R.BAD_IDLE
+                return R.OK_IDLE_DONE
             s.wake.clear()
     except Closed:
         raise

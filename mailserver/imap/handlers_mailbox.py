@@ -5,40 +5,43 @@ from __future__ import annotations
 
 from ..errors import NotFound
 from ..store import mailboxes as mb
+from . import parser as P
 from . import responses as R
 from .codec import astring, encode_mailbox
 from .commands import Append, Command, GetQuota, ListCmd, MailboxCommand, Rename, Status
-from .handlers_message import send_changed_since, send_vanished_earlier
-from .listmatch import ListPatterns, parents
-from .selected import SYSTEM_FLAGS, SelectedFolder, split_flags
-from .session import AUTH, SELECTED, ImapSession, handler
+from .handlers_message import CONDSTORE, QRESYNC, UIDPLUS, send_changed_since, send_vanished_earlier
+from .listing import listing
+from .listmatch import ListPatterns
+from .registry import AUTHED, SEL, Cap, command
+from .responses import Reply
+from .selected import SelectedFolder, split_flags
+from .session import ImapSession
 
-AUTHED = frozenset({AUTH, SELECTED})
+#: RFC 7889: the largest APPEND this server takes
+APPENDLIMIT = Cap("APPENDLIMIT", show=lambda s: f"APPENDLIMIT={s.config.imap.max_literal_size}")
 
 
 def wire_name(name: str) -> str:
     return astring(encode_mailbox(name)).decode("utf-8")
 
 
-@handler("SELECT", AUTHED)
-@handler("EXAMINE", AUTHED)
-async def do_select(s: ImapSession, cmd: MailboxCommand):
+@command("SELECT", AUTHED, P.select, cap=(CONDSTORE, QRESYNC), expunge=True)
+@command("EXAMINE", AUTHED, P.select, expunge=True)
+async def do_select(s: ImapSession, cmd: MailboxCommand) -> Reply:
     readonly = cmd.verb == "EXAMINE"
     if cmd.qresync is not None and not s.qresync:
-        return "BAD", R.BAD_NO_QRESYNC  # RFC 7162 3.2.5
+        return R.BAD_NO_QRESYNC  # RFC 7162 3.2.5
     if cmd.condstore:
         s.condstore = True
     if s.selected is not None:
         # RFC 3501: a failed SELECT leaves no mailbox selected; RFC 7162 3.2.11: [CLOSED]
         # tells the client where the old mailbox's responses end
         s.close_selected()
-        await s.untagged(f"OK {R.OK_CLOSED}")
+        await s.untagged(R.OK_CLOSED.line())
     snap = await s.ctx.run(mb.select_folder, s.store, s.account_id, cmd.mailbox, readonly)
     sel = SelectedFolder.from_snapshot(snap, readonly)
-    flags = SYSTEM_FLAGS + "".join(" " + k for k in sorted(sel.keywords))
-    await s.untagged(f"FLAGS ({flags})")
-    permanent = "" if readonly else SYSTEM_FLAGS + "".join(" " + k for k in sorted(sel.keywords)) + " \\*"
-    await s.untagged(f"OK [PERMANENTFLAGS ({permanent})] flags permitted")
+    for line in sel.flags_responses():
+        await s.untagged(line)
     await s.untagged(f"{sel.exists} EXISTS")
     await s.untagged(f"{snap.recent} RECENT")
     if snap.first_unseen_uid is not None:
@@ -47,48 +50,47 @@ async def do_select(s: ImapSession, cmd: MailboxCommand):
             await s.untagged(f"OK [UNSEEN {seq}] first unseen")
     await s.untagged(f"OK [UIDVALIDITY {snap.folder.uidvalidity}] UIDs valid")
     await s.untagged(f"OK [UIDNEXT {snap.folder.uidnext}] predicted next UID")
-    await s.untagged(f"OK [HIGHESTMODSEQ {snap.folder.highestmodseq}] highest")
+    await s.untagged(R.OK_HIGHESTMODSEQ.with_code(f"HIGHESTMODSEQ {snap.folder.highestmodseq}").line())
     s.select(sel)
     q = cmd.qresync
     if q is not None and q.uidvalidity == sel.uidvalidity:
         # RFC 7162 3.2.5: what the client missed since it last saw ``q.modseq``
         await send_vanished_earlier(s, sel, q.modseq, q.known_uids)
         await send_changed_since(s, sel, q.modseq, q.known_uids)
-    return "OK", R.OK_SELECT_RO if readonly else R.OK_SELECT_RW
+    return R.OK_SELECT_RO if readonly else R.OK_SELECT_RW
 
 
-@handler("CREATE", AUTHED)
-async def do_create(s: ImapSession, cmd: MailboxCommand):
+@command("CREATE", AUTHED, P.one_mailbox, expunge=True)
+async def do_create(s: ImapSession, cmd: MailboxCommand) -> Reply:
     await s.ctx.run(mb.create_folder, s.store, s.account_id, cmd.mailbox, s.config.accounts)
-    return "OK", R.OK_DONE
+    return R.OK_DONE
 
 
-@handler("DELETE", AUTHED)
-async def do_delete(s: ImapSession, cmd: MailboxCommand):
+@command("DELETE", AUTHED, P.one_mailbox, expunge=True)
+async def do_delete(s: ImapSession, cmd: MailboxCommand) -> Reply:
     if s.selected is not None and s.selected.name == cmd.mailbox:
         s.close_selected()
     await s.ctx.run(mb.delete_folder, s.store, s.account_id, cmd.mailbox)
-    return "OK", R.OK_DONE
+    return R.OK_DONE
 
 
-@handler("RENAME", AUTHED)
-async def do_rename(s: ImapSession, cmd: Rename):
+@command("RENAME", AUTHED, P.rename, expunge=True)
+async def do_rename(s: ImapSession, cmd: Rename) -> Reply:
     await s.ctx.run(mb.rename_folder, s.store, s.account_id, cmd.old, cmd.new, s.config.accounts)
-    return "OK", R.OK_DONE
+    return R.OK_DONE
 
 
-@handler("SUBSCRIBE", AUTHED)
-@handler("UNSUBSCRIBE", AUTHED)
-async def do_subscribe(s: ImapSession, cmd: MailboxCommand):
-    await s.ctx.run(mb.set_subscribed, s.store, s.account_id, cmd.mailbox, cmd.verb == "SUBSCRIBE")
-    return "OK", R.OK_DONE
+@command("SUBSCRIBE", AUTHED, P.one_mailbox, expunge=True)
+async def do_subscribe(s: ImapSession, cmd: MailboxCommand) -> Reply:
+    """RFC 3501 6.3.6: any name, whether or not a folder has it (a list of its own)."""
+    await s.ctx.run(mb.subscribe, s.store, s.account_id, cmd.mailbox, s.config.accounts)
+    return R.OK_DONE
 
 
-def _listing(store, account_id: int, patterns: ListPatterns) -> list[tuple[mb.FolderInfo, bool]]:
-    """(folder, has children) of the account's folders that match (in a store thread)."""
-    folders = mb.list_folders(store, account_id)
-    with_children = parents(f.name for f in folders)
-    return [(f, f.name in with_children) for f in folders if patterns.matches(f.name)]
+@command("UNSUBSCRIBE", AUTHED, P.one_mailbox, expunge=True)
+async def do_unsubscribe(s: ImapSession, cmd: MailboxCommand) -> Reply:
+    await s.ctx.run(mb.unsubscribe, s.store, s.account_id, cmd.mailbox)
+    return R.OK_DONE
 
 
 def _status_items(st: mb.FolderStatus, items: tuple[str, ...]) -> str:
@@ -98,54 +100,46 @@ def _status_items(st: mb.FolderStatus, items: tuple[str, ...]) -> str:
     return " ".join(f"{i} {values[i]}" for i in items)
 
 
-@handler("LIST", AUTHED)
-@handler("LSUB", AUTHED)
-async def do_list(s: ImapSession, cmd: ListCmd):
+@command("LIST", AUTHED, P.list_, cap=("CHILDREN", "SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS"), expunge=True)
+@command("LSUB", AUTHED, P.list_, expunge=True)
+async def do_list(s: ImapSession, cmd: ListCmd) -> Reply:
     verb = "LSUB" if cmd.lsub else "LIST"
     if not cmd.lsub and cmd.patterns == ("",) and not cmd.select_opts:
         await s.untagged(f'LIST (\\Noselect) "{R.SEP}" ""')
-        return "OK", R.OK_DONE
-    patterns = ListPatterns(cmd.reference, cmd.patterns)
+        return R.OK_DONE
     # wildcards (but a lone "*") cost CPU in proportion to the names: the heavy lane for them
-    listed = await (s.heavy if patterns.costly else s.ctx.run)(_listing, s.store, s.account_id, patterns)
-    subscribed_only = cmd.lsub or "SUBSCRIBED" in cmd.select_opts
-    special_only = "SPECIAL-USE" in cmd.select_opts
-    show_subscribed = "SUBSCRIBED" in cmd.select_opts or "SUBSCRIBED" in cmd.return_opts
-    matched = [(f, children) for f, children in listed
-               if (f.subscribed or not subscribed_only) and (f.special_use or not special_only)]
+    costly = ListPatterns(cmd.reference, cmd.patterns).costly
+    listed = await (s.heavy if costly else s.ctx.run)(listing, s.store, s.account_id, cmd)
     statuses = {}
-    if cmd.status_items and matched:
-        for st in await s.ctx.run(mb.folder_status, s.store, s.account_id, [f.name for f, _ in matched]):
+    folders = [x.name for x in listed if x.exists]
+    if cmd.status_items and folders:
+        for st in await s.ctx.run(mb.folder_status, s.store, s.account_id, folders):
             statuses[st.info.name] = st
-    for f, has_children in matched:
-        attrs = []
-        if not cmd.lsub:
-            attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
-            if f.special_use:
-                attrs.append(f.special_use)
-            if show_subscribed and f.subscribed:
-                attrs.append("\\Subscribed")
-        await s.untagged(f'{verb} ({" ".join(attrs)}) "{R.SEP}" {wire_name(f.name)}')
-        if f.name in statuses:
-            await s.untagged(f"STATUS {wire_name(f.name)} ({_status_items(statuses[f.name], cmd.status_items)})")
-    return "OK", R.OK_DONE
+    for x in listed:
+        line = f'{verb} ({" ".join(x.attrs)}) "{R.SEP}" {wire_name(x.name)}'
+        if x.childinfo:
+            line += ' ("CHILDINFO" (' + " ".join(f'"{c}"' for c in x.childinfo) + "))"
+        await s.untagged(line)
+        if x.name in statuses:
+            await s.untagged(f"STATUS {wire_name(x.name)} ({_status_items(statuses[x.name], cmd.status_items)})")
+    return R.OK_DONE
 
 
-@handler("STATUS", AUTHED)
-async def do_status(s: ImapSession, cmd: Status):
+@command("STATUS", AUTHED, P.status, cap="STATUS=SIZE", expunge=True)
+async def do_status(s: ImapSession, cmd: Status) -> Reply:
     if "HIGHESTMODSEQ" in cmd.items:
-        s.condstore = True  # RFC 7162 3.1: a CONDSTORE enabling command
+        await s.enable_condstore()
     found = await s.ctx.run(mb.folder_status, s.store, s.account_id, [cmd.mailbox])
     if not found:
-        return "NO", R.NO_NONEXISTENT
+        return R.NO_NONEXISTENT
     await s.untagged(f"STATUS {wire_name(cmd.mailbox)} ({_status_items(found[0], cmd.items)})")
-    return "OK", R.OK_DONE
+    return R.OK_DONE
 
 
-@handler("APPEND", AUTHED)
-async def do_append(s: ImapSession, cmd: Append):
+@command("APPEND", AUTHED, P.append, cap=(UIDPLUS, APPENDLIMIT), expunge=True)
+async def do_append(s: ImapSession, cmd: Append) -> Reply:
     if len(cmd.message) > s.config.imap.max_literal_size:
-        return "NO", R.NO_TOOBIG
+        return R.NO_TOOBIG
     bits, keywords = split_flags(cmd.flags)
     sel = s.selected
     into_selected = sel is not None and sel.name == cmd.mailbox
@@ -154,12 +148,12 @@ async def do_append(s: ImapSession, cmd: Append):
                                " ".join(sorted(set(keywords))) or None, cmd.date, s.config.accounts.quota_bytes,
                                claim_recent=into_selected and not sel.readonly)
     except NotFound:
-        return "NO", R.NO_TRYCREATE
+        return R.NO_TRYCREATE
     if into_selected:
         if done.recent:
             sel.note_recent(done.uid - 1, done.uid)
         s.pending = True
-    return "OK", f"[APPENDUID {done.uidvalidity} {done.uid}] {R.OK_DONE}"
+    return R.OK_DONE.with_code(f"APPENDUID {done.uidvalidity} {done.uid}")
 
 
 async def _quota_lines(s: ImapSession) -> None:
@@ -167,37 +161,37 @@ async def _quota_lines(s: ImapSession) -> None:
     await s.untagged(f'QUOTA "" (STORAGE {(used + 1023) // 1024} {limit // 1024})')
 
 
-@handler("GETQUOTAROOT", AUTHED)
-async def do_getquotaroot(s: ImapSession, cmd: MailboxCommand):
+@command("GETQUOTAROOT", AUTHED, P.one_mailbox, cap=("QUOTA", "QUOTA=RES-STORAGE"), expunge=True)
+async def do_getquotaroot(s: ImapSession, cmd: MailboxCommand) -> Reply:
     await s.ctx.run(mb.find_folder, s.store, s.account_id, cmd.mailbox)
     await s.untagged(f'QUOTAROOT {wire_name(cmd.mailbox)} ""')
     await _quota_lines(s)
-    return "OK", R.OK_DONE
+    return R.OK_DONE
 
 
-@handler("GETQUOTA", AUTHED)
-async def do_getquota(s: ImapSession, cmd: GetQuota):
+@command("GETQUOTA", AUTHED, P.getquota, expunge=True)
+async def do_getquota(s: ImapSession, cmd: GetQuota) -> Reply:
     if cmd.root != "":
-        return "NO", R.NO_QUOTAROOT
+        return R.NO_QUOTAROOT
     await _quota_lines(s)
-    return "OK", R.OK_DONE
+    return R.OK_DONE
 
 
-@handler("SETQUOTA", AUTHED)
-async def do_setquota(s: ImapSession, cmd: Command):
-    return "NO", R.NO_SETQUOTA
+@command("SETQUOTA", AUTHED, P.setquota, expunge=True)
+async def do_setquota(s: ImapSession, cmd: Command) -> Reply:
+    return R.NO_SETQUOTA
 
 
-@handler("CLOSE", frozenset({SELECTED}))
-async def do_close(s: ImapSession, cmd: Command):
+@command("CLOSE", SEL, P.no_args, expunge=True)
+async def do_close(s: ImapSession, cmd: Command) -> Reply:
     sel = s.selected
     s.close_selected()
     if sel is not None and not sel.readonly:
         await s.ctx.run(mb.expunge, s.store, sel.folder_id)  # silently (RFC 3501 6.4.2)
-    return "OK", R.OK_DONE
+    return R.OK_DONE
 
 
-@handler("UNSELECT", frozenset({SELECTED}))
-async def do_unselect(s: ImapSession, cmd: Command):
+@command("UNSELECT", SEL, P.no_args, cap="UNSELECT", expunge=True)
+async def do_unselect(s: ImapSession, cmd: Command) -> Reply:
     s.close_selected()
-    return "OK", R.OK_DONE
+    return R.OK_DONE

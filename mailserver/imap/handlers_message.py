@@ -14,14 +14,17 @@ from ..errors import NotFound
 from ..store import mailboxes as mb
 from ..store.models.mail import SEEN
 from . import fetch as F
+from . import parser as P
 from . import responses as R
 from .codec import SeqSet, format_uid_set
 from .commands import Copy, Expunge, Fetch, FetchAtt, Search, Store
+from .registry import SEL, Cap, command
+from .responses import Reply
 from .search import Matcher, Message, columns_for as search_columns, uses_modseq
 from .selected import SelectedFolder, flag_text, split_flags
-from .session import SELECTED, ImapSession, handler
+from .session import ImapSession
 
-SEL = frozenset({SELECTED})
+CONDSTORE, QRESYNC, UIDPLUS = Cap("CONDSTORE"), Cap("QRESYNC"), Cap("UIDPLUS")
 FETCH_BATCH = 10000
 #: FETCH columns of the hot path (FLAGS, and MODSEQ under CONDSTORE)
 _FLAG_COLUMNS = (("flags", "keywords"), ("flags", "keywords", "modseq"))
@@ -36,8 +39,9 @@ def _ranges(s: ImapSession, seqset, by_uid: bool) -> list[tuple[int, int]] | Non
 
 def _render_batch(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tuple[FetchAtt, ...],
                   columns: tuple[str, ...], with_uid: bool,
-                  changedsince: int | None = None) -> tuple[bytes, int | None]:
-    """One batch of FETCH lines (in the thread pool) and the UID to continue after (None: done)."""
+                  changedsince: int | None = None) -> tuple[bytes, int | None, set[str]]:
+    """One batch of FETCH lines (in the thread pool), the UID to continue after (None: done) and
+    the keywords in them that the session has not announced yet (``announce_keywords``)."""
     rows = mb.fetch_rows(store, sel.folder_id, lo, hi, FETCH_BATCH, columns, ranges if len(ranges) > 1 else None,
                          changedsince)
     uids = sel.uids
@@ -68,6 +72,7 @@ def _render_batch(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tu
                 out.append(b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))\r\n" % (i + 1, uid, text, row[3]))
             else:
                 out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (i + 1, uid, text))
+        unknown = sel.unknown_keywords(k for _, k, _ in cache)
     else:
         has_raw = "raw" in columns
         for row in rows:
@@ -80,8 +85,9 @@ def _render_batch(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tu
             else:
                 loader = (lambda u=row.uid: mb.message_raw(store, sel.folder_id, u))
             out.append(F.render(i + 1, row, atts, sel.is_recent(row.uid), with_uid, loader))
+        unknown = sel.unknown_keywords(row.keywords for row in rows) if "keywords" in columns else set()
     nxt = rows[-1][0] + 1 if len(rows) == FETCH_BATCH else None
-    return b"".join(out), nxt
+    return b"".join(out), nxt, unknown
 
 
 #: "*" in a UID set of expunged messages: any UID (the store clips it at UIDNEXT - 1)
@@ -109,10 +115,20 @@ async def send_changed_since(s: ImapSession, sel: SelectedFolder, modseq: int, u
     ranges = sel.uid_ranges(uids if uids is not None else SeqSet.parse("1:*"), True)
     if not ranges:
         return
+    await _send_fetch(s, s.ctx.run, sel, ranges, _FLAGS_MODSEQ, True, modseq)
+
+
+async def _send_fetch(s: ImapSession, run, sel: SelectedFolder, ranges, atts: tuple[FetchAtt, ...], with_uid: bool,
+                      changedsince: int | None) -> None:
+    """The FETCH responses for ``ranges``, batch by batch (``run``: the lane for the batches);
+    a keyword new to the session is announced before the batch that carries it."""
     lo, hi = ranges[0][0], ranges[-1][1]
-    columns = F.columns_for(_FLAGS_MODSEQ)
+    columns = F.columns_for(atts)
     while lo is not None and lo <= hi:
-        chunk, lo = await s.ctx.run(_render_batch, s.store, sel, lo, hi, ranges, _FLAGS_MODSEQ, columns, True, modseq)
+        chunk, lo, unknown = await run(_render_batch, s.store, sel, lo, hi, ranges, atts, columns, with_uid,
+                                       changedsince)
+        if unknown:
+            await s.announce_keywords(unknown)
         await s.send(chunk)
         await s.flush()
 
@@ -123,21 +139,22 @@ def _saw_own_write(sel: SelectedFolder, stored: mb.Stored) -> None:
         sel.modseq = stored.modseq_after
 
 
-@handler("FETCH", SEL)
-async def do_fetch(s: ImapSession, cmd: Fetch):
+@command("FETCH", SEL, P.fetch, cap=CONDSTORE, expunge=False)
+@command("UID FETCH", SEL, P.fetch, expunge=True)
+async def do_fetch(s: ImapSession, cmd: Fetch) -> Reply:
     sel = s.selected
     if cmd.vanished and not s.qresync:
-        return "BAD", R.BAD_NO_QRESYNC  # RFC 7162 3.2.6
+        return R.BAD_NO_QRESYNC  # RFC 7162 3.2.6
     ranges = _ranges(s, cmd.seqset, cmd.uid)
     if ranges is None:
-        return "BAD", R.BAD_SYNTAX
+        return R.BAD_SYNTAX
     if cmd.vanished:
         await send_vanished_earlier(s, sel, cmd.changedsince, cmd.seqset)
     if not ranges:
-        return "OK", R.OK_DONE
+        return R.OK_DONE
     atts = cmd.atts
     if cmd.changedsince is not None or any(a.name == "MODSEQ" for a in atts):
-        s.condstore = True  # RFC 7162 3.1: CONDSTORE enabling
+        await s.enable_condstore()
     if F.sets_seen(atts) and not sel.readonly:
         stored = await s.ctx.run(mb.store_flags, s.store, sel.folder_id, ranges, "+", SEEN, ())
         _saw_own_write(sel, stored)
@@ -146,32 +163,28 @@ async def do_fetch(s: ImapSession, cmd: Fetch):
     if s.condstore and not any(a.name == "MODSEQ" for a in atts) and (
             cmd.changedsince is not None or any(a.name == "FLAGS" for a in atts)):
         atts = atts + (FetchAtt("MODSEQ"),)
-    columns = F.columns_for(atts)
     # message bodies (sections, RFC822.*) cost what the client asks for: the heavy lane
-    run = s.heavy if "raw" in columns else s.ctx.run
-    lo, hi = ranges[0][0], ranges[-1][1]
-    while lo is not None and lo <= hi:
-        chunk, lo = await run(_render_batch, s.store, sel, lo, hi, ranges, atts, columns, cmd.uid, cmd.changedsince)
-        await s.send(chunk)
-        await s.flush()
-    return "OK", R.OK_DONE
+    run = s.heavy if "raw" in F.columns_for(atts) else s.ctx.run
+    await _send_fetch(s, run, sel, ranges, atts, cmd.uid, cmd.changedsince)
+    return R.OK_DONE
 
 
-@handler("STORE", SEL)
-async def do_store(s: ImapSession, cmd: Store):
+@command("STORE", SEL, P.store, expunge=False)
+@command("UID STORE", SEL, P.store, expunge=True)
+async def do_store(s: ImapSession, cmd: Store) -> Reply:
     sel = s.selected
     if sel.readonly:
-        return "NO", R.NO_READONLY
+        return R.NO_READONLY
     ranges = _ranges(s, cmd.seqset, cmd.uid)
     if ranges is None:
-        return "BAD", R.BAD_SYNTAX
+        return R.BAD_SYNTAX
     if cmd.unchangedsince is not None:
-        s.condstore = True  # RFC 7162 3.1: CONDSTORE enabling
+        await s.enable_condstore()
     bits, keywords = split_flags(cmd.flags)
     stored = await s.ctx.run(mb.store_flags, s.store, sel.folder_id, ranges, cmd.mode, bits, keywords,
                              cmd.unchangedsince)
     _saw_own_write(sel, stored)
-    sel.keywords.update(keywords)
+    await s.announce_keywords(r[2] for r in stored.rows)
     changed_any = stored.modseq_after != stored.modseq_before
     for uid, flags, kws, modseq in stored.rows:
         seq = sel.seq_of(uid)
@@ -189,39 +202,40 @@ async def do_store(s: ImapSession, cmd: Store):
             refused = stored.modified
         else:
             refused = [n for n in (sel.seq_of(u) for u in stored.modified) if n is not None]
-        return "OK", R.OK_MODIFIED.format(format_uid_set(refused))
-    return "OK", R.OK_DONE
+        return R.OK_MODIFIED.with_code(f"MODIFIED {format_uid_set(refused)}")
+    return R.OK_DONE
 
 
-@handler("COPY", SEL)
-@handler("MOVE", SEL)
-async def do_copy(s: ImapSession, cmd: Copy):
+@command("COPY", SEL, P.copy, expunge=True)
+@command("UID COPY", SEL, P.copy, cap=UIDPLUS, expunge=True)
+@command("MOVE", SEL, P.copy, cap="MOVE", expunge=True)
+@command("UID MOVE", SEL, P.copy, expunge=True)
+async def do_copy(s: ImapSession, cmd: Copy) -> Reply:
     sel = s.selected
     if cmd.move and sel.readonly:
-        return "NO", R.NO_READONLY
+        return R.NO_READONLY
     ranges = _ranges(s, cmd.seqset, cmd.uid)
     if ranges is None:
-        return "BAD", R.BAD_SYNTAX
+        return R.BAD_SYNTAX
     if not ranges:
-        return "OK", R.OK_DONE
+        return R.OK_DONE
     try:
         copied = await s.ctx.run(mb.copy_messages, s.store, s.account_id, sel.folder_id, ranges, cmd.mailbox, cmd.move,
                                  s.config.accounts.quota_bytes)
     except NotFound:
-        return "NO", R.NO_TRYCREATE
-    code = ""
-    if copied.source_uids:
-        code = (f"[COPYUID {copied.uidvalidity} {format_uid_set(copied.source_uids)} "
-                f"{format_uid_set(copied.dest_uids)}] ")
+        return R.NO_TRYCREATE
+    if not copied.source_uids:
+        return R.OK_DONE
+    done = R.OK_DONE.with_code(f"COPYUID {copied.uidvalidity} {format_uid_set(copied.source_uids)} "
+                               f"{format_uid_set(copied.dest_uids)}")
     if cmd.move:
         # RFC 6851: COPYUID in an untagged OK before the EXPUNGEs that the update below sends.
         s.pending = True
-        if code:
-            await s.untagged(f"OK {code}moved")
-        return "OK", R.OK_DONE
+        await s.untagged(R.OK_MOVED.with_code(done.code).line())
+        return R.OK_DONE
     if copied.dest_folder_id == sel.folder_id:
         s.pending = True
-    return "OK", f"{code}{R.OK_DONE}"
+    return done
 
 
 def _search(store, sel: SelectedFolder, keys: tuple, charset_ok: bool) -> list[tuple[int, int, int]]:
@@ -271,12 +285,13 @@ def esearch_text(tag: str, uid: bool, opts: tuple[str, ...], numbers: list[int],
     return out
 
 
-@handler("SEARCH", SEL)
-async def do_search(s: ImapSession, cmd: Search):
+@command("SEARCH", SEL, P.search, cap="ESEARCH", expunge=False)
+@command("UID SEARCH", SEL, P.search, expunge=True)
+async def do_search(s: ImapSession, cmd: Search) -> Reply:
     sel = s.selected
     with_modseq = uses_modseq(cmd.criteria)
     if with_modseq:
-        s.condstore = True  # RFC 7162 3.1: CONDSTORE enabling
+        await s.enable_condstore()
     hits = await s.heavy(_search, s.store, sel, cmd.criteria, True) if sel.uids else []
     numbers = [uid if cmd.uid else seq for seq, uid, _ in hits]
     modseqs = [m for _, _, m in hits] if with_modseq else None
@@ -285,19 +300,20 @@ async def do_search(s: ImapSession, cmd: Search):
     else:
         tail = f" (MODSEQ {max(modseqs)})" if modseqs else ""
         await s.untagged("SEARCH" + "".join(f" {n}" for n in numbers) + tail)
-    return "OK", R.OK_DONE
+    return R.OK_DONE
 
 
-@handler("EXPUNGE", SEL)
-async def do_expunge(s: ImapSession, cmd: Expunge):
+@command("EXPUNGE", SEL, P.expunge, expunge=True)
+@command("UID EXPUNGE", SEL, P.expunge, cap=UIDPLUS, expunge=True)
+async def do_expunge(s: ImapSession, cmd: Expunge) -> Reply:
     sel = s.selected
     if sel.readonly:
-        return "NO", R.NO_READONLY
+        return R.NO_READONLY
     ranges = None
     if cmd.seqset is not None:
         ranges = _ranges(s, cmd.seqset, True)
         if not ranges:
-            return "OK", R.OK_DONE
+            return R.OK_DONE
     await s.ctx.run(mb.expunge, s.store, sel.folder_id, ranges)
     s.pending = True
-    return "OK", R.OK_DONE
+    return R.OK_DONE

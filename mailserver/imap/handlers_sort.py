@@ -3,20 +3,25 @@ UID THREAD (RFC 5256 ORDEREDSUBJECT, REFERENCES): on the heavy lane, like SEARCH
 fields cached at delivery (``sort.py``, ``thread.py``)."""
 from __future__ import annotations
 
-from .handlers_message import esearch_text
 from . import responses as R
+from .handlers_message import esearch_text
+from .registry import SEL, command
+from .responses import Reply
 from .search import uses_modseq
-from .session import SELECTED, ImapSession, handler
+from .session import ImapSession
 from .sort import sort_job, thread_job
-from .sort_syntax import Sort, Thread
+from .sort_syntax import Sort, Thread, parse_sort, parse_thread
 
-SEL = frozenset({SELECTED})
+#: RFC 5256 SORT, RFC 5957 SORT=DISPLAY, RFC 5267 ESORT (CONTEXT=SORT is not offered)
+SORT_CAPS = ("SORT", "SORT=DISPLAY", "ESORT")
+THREAD_CAPS = ("THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES")
 
 
-def _condstore(s: ImapSession, keys: tuple) -> bool:
-    """A MODSEQ search key: CONDSTORE is enabled (RFC 7162 3.1) and the answer carries MODSEQ."""
+async def _condstore(s: ImapSession, keys: tuple) -> bool:
+    """A MODSEQ search key: CONDSTORE is enabled (RFC 7162 3.1, with its HIGHESTMODSEQ the first
+    time) and a SORT answer carries MODSEQ."""
     if uses_modseq(keys):
-        s.condstore = True
+        await s.enable_condstore()
         return True
     return False
 
@@ -33,18 +38,20 @@ def _sort_answer(store, sel, cmd: Sort, with_modseq: bool) -> str:
     return "SORT" + "".join([f" {n}" for n in numbers]) + tail
 
 
-@handler("SORT", SEL)
-async def do_sort(s: ImapSession, cmd: Sort):
-    with_modseq = _condstore(s, cmd.search)
+@command("SORT", SEL, parse_sort, cap=SORT_CAPS, expunge=False)
+@command("UID SORT", SEL, parse_sort, expunge=True)
+async def do_sort(s: ImapSession, cmd: Sort) -> Reply:
+    with_modseq = await _condstore(s, cmd.search)
     await s.untagged(await s.heavy(_sort_answer, s.store, s.selected, cmd, with_modseq))
-    return "OK", R.OK_DONE
+    return R.OK_DONE
 
 
-@handler("THREAD", SEL)
-async def do_thread(s: ImapSession, cmd: Thread):
-    _condstore(s, cmd.search)
+@command("THREAD", SEL, parse_thread, cap=THREAD_CAPS, expunge=False)
+@command("UID THREAD", SEL, parse_thread, expunge=True)
+async def do_thread(s: ImapSession, cmd: Thread) -> Reply:
+    await _condstore(s, cmd.search)
     text = ""
     if s.selected.uids:
         text = await s.heavy(thread_job, s.store, s.selected, cmd.algorithm, cmd.search, cmd.uid)
     await s.untagged("THREAD" + (" " + text if text else ""))
-    return "OK", R.OK_DONE
+    return R.OK_DONE

@@ -2,8 +2,8 @@
 
 * ``tokens.tokenize(buf)``: one complete command (its lines and inline ``{n}\\r\\n`` literals,
   as the framer in ``framing.py`` assembled it) to atoms, strings and parenthesised lists;
-* ``parse_command(buf)``: tokens to a Command, or an ``Invalid`` value (answered with BAD);
-  SEARCH keys are read by ``search_syntax.py``.
+* ``parse(buf)``: tokens to the registered command (``registry``) and the Command its parser
+  made, or an ``Invalid`` value (answered with BAD); SEARCH keys are read by ``search_syntax.py``.
 
 Nothing here raises on bad input: every failure becomes ``Invalid``.
 """
@@ -14,15 +14,15 @@ import binascii
 import re
 
 from ..config import IMAPConfig
-from .codec import STAR, SeqSet, decode_mailbox, parse_date_time
+from .codec import STAR, SeqSet, parse_date_time
 from .commands import (Append, Authenticate, Command, Compress, Copy, Enable, Expunge, Fetch, FetchAtt, GetQuota, Id,
                        Invalid, ListCmd, Login, MailboxCommand, Parsed, Qresync, Rename, SetQuota, Simple, Status, Store)
+from .registry import COMMANDS, Spec, load
 from .search_syntax import BadCharset, parse_search
-from .sort_syntax import COMMANDS as SORT_COMMANDS, parse_sort_command
 from .tokens import (Atom, ParseError, Str, TooComplex, need_args, read_astring, read_atom, read_flags,
-                     read_mailbox, read_modifiers, read_modseq, read_nstring, read_seqset, tokenize)
+                     read_mailbox, read_modifiers, read_modseq, read_nstring, read_pattern, read_seqset, tokenize)
 
-__all__ = ["parse_command", "parse_fetch_att", "decode_sasl", "ParseError", "tokenize"]
+__all__ = ["parse", "parse_command", "parse_fetch_att", "decode_sasl", "ParseError", "tokenize"]
 
 
 # -- FETCH items ------------------------------------------------------------------------------------
@@ -86,10 +86,13 @@ def _fetch_atts(tok) -> tuple[FetchAtt, ...]:
 
 
 # -- commands -------------------------------------------------------------------------------------
+# One parser per command: ``parse(tag, name, args, limits)``, registered with its handler
+# (registry.command). ``name`` is the registered name ("UID FETCH"); ``args`` the tokens after it.
 
-_SIMPLE = {"CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "CHECK", "CLOSE", "UNSELECT", "IDLE", "NAMESPACE"}
-_ONE_MAILBOX = {"SELECT", "EXAMINE", "CREATE", "DELETE", "SUBSCRIBE", "UNSUBSCRIBE", "GETQUOTAROOT"}
 _STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ"}
+#: RFC 5258 and RFC 6154 LIST options (STATUS, RFC 5819, is read apart)
+_SELECT_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+_RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE"})
 _TAG = re.compile(r"^[\x21-\x7e]+\Z")
 _TAG_START = re.compile(rb"^([A-Za-z0-9.\-_!#$&',/:;<=>?@^`|~]+) ")
 
@@ -100,8 +103,15 @@ _DEFAULTS = IMAPConfig()
 def parse_command(buf: bytes, limits: IMAPConfig = _DEFAULTS) -> Parsed:
     """One complete command (as framed) to a Command or Invalid; ``limits``: how deep lists and
     search keys may nest, and how many search keys one command may have."""
+    return parse(buf, limits)[1]
+
+
+def parse(buf: bytes, limits: IMAPConfig = _DEFAULTS) -> tuple[Spec | None, Parsed]:
+    """The registered command and what its parser made of ``buf`` (None and Invalid for an
+    unknown command)."""
     m = _TAG_START.match(buf)
     tag = m.group(1).decode("ascii") if m else "*"
+    spec = None
     try:
         toks = tokenize(buf, limits.max_search_depth)
         if not toks or not isinstance(toks[0], Atom):
@@ -112,116 +122,148 @@ def parse_command(buf: bytes, limits: IMAPConfig = _DEFAULTS) -> Parsed:
             raise ParseError("bad tag")
         if len(toks) < 2 or not isinstance(toks[1], Atom):
             raise ParseError("missing command")
-        return _build(tag, toks[1].text.upper(), toks[2:], limits)
+        name, args = toks[1].text.upper(), toks[2:]
+        if name == "UID":
+            if not args or not isinstance(args[0], Atom):
+                raise ParseError("UID needs a command")
+            name, args = "UID " + args[0].text.upper(), args[1:]
+        spec = COMMANDS.get(name) or load().get(name)
+        if spec is None:
+            raise ParseError("unknown command")
+        return spec, spec.parse(tag, name, args, limits)
     except BadCharset:
-        return Invalid(tag, "BADCHARSET")
+        return spec, Invalid(tag, "BADCHARSET")
     except TooComplex as exc:
-        return Invalid(tag, str(exc))
+        return spec, Invalid(tag, str(exc))
     except (ParseError, ValueError, IndexError) as exc:
-        return Invalid(tag, str(exc)[:80] or "syntax error")
+        return spec, Invalid(tag, str(exc)[:80] or "syntax error")
 
 
-def _build(tag: str, name: str, args: list, limits: IMAPConfig) -> Command:
-    if name in _SIMPLE:
-        need_args(args, 0)
-        return Simple(tag, name)
+def no_args(tag: str, name: str, args: list, limits: IMAPConfig) -> Simple:
+    """CAPABILITY, NOOP, LOGOUT, STARTTLS, CHECK, CLOSE, UNSELECT, IDLE, NAMESPACE."""
+    need_args(args, 0)
+    return Simple(tag, name)
+
+
+def expunge(tag: str, name: str, args: list, limits: IMAPConfig) -> Expunge:
+    """EXPUNGE, or RFC 4315 UID EXPUNGE with a UID set."""
     if name == "EXPUNGE":
         need_args(args, 0)
         return Expunge(tag)
-    if name == "LOGIN":
-        need_args(args, 2)
-        return Login(tag, read_astring(args[0]), read_astring(args[1]))
-    if name == "AUTHENTICATE":
-        if len(args) not in (1, 2):
-            raise ParseError("AUTHENTICATE mechanism [initial-response]")
-        initial = read_atom(args[1]) if len(args) == 2 else None
-        return Authenticate(tag, read_atom(args[0]).upper(), initial)
-    if name in ("SELECT", "EXAMINE") and len(args) == 2:
-        return _parse_select_params(tag, name, read_mailbox(args[0]), args[1])
-    if name in _ONE_MAILBOX:
-        need_args(args, 1)
-        return MailboxCommand(tag, name, read_mailbox(args[0]))
-    if name == "RENAME":
-        need_args(args, 2)
-        return Rename(tag, read_mailbox(args[0]), read_mailbox(args[1]))
-    if name in ("LIST", "LSUB"):
-        return _parse_list(tag, args, name == "LSUB")
-    if name == "STATUS":
-        need_args(args, 2)
-        if not isinstance(args[1], list) or not args[1]:
-            raise ParseError("STATUS needs a list of items")
-        items = tuple(read_atom(t).upper() for t in args[1])
-        if any(i not in _STATUS_ITEMS for i in items):
-            raise ParseError("unknown STATUS item")
-        return Status(tag, read_mailbox(args[0]), items)
-    if name == "APPEND":
-        return _parse_append(tag, args)
-    if name == "UID":
-        if not args or not isinstance(args[0], Atom):
-            raise ParseError("UID needs a command")
-        sub = args[0].text.upper()
-        if sub == "EXPUNGE":
-            need_args(args, 2)
-            return Expunge(tag, read_seqset(args[1]))
-        if sub in ("FETCH", "STORE", "COPY", "MOVE", "SEARCH"):
-            return _build_message_cmd(tag, sub, args[1:], True, limits)
-        if sub in SORT_COMMANDS:
-            return parse_sort_command(tag, sub, args[1:], True, limits)
-        raise ParseError("unknown UID command")
-    if name in ("FETCH", "STORE", "COPY", "MOVE", "SEARCH"):
-        return _build_message_cmd(tag, name, args, False, limits)
-    if name in SORT_COMMANDS:
-        return parse_sort_command(tag, name, args, False, limits)
-    if name == "ID":
-        need_args(args, 1)
-        if isinstance(args[0], Atom) and args[0].text.upper() == "NIL":
-            return Id(tag, None)
-        if not isinstance(args[0], list) or len(args[0]) % 2:
-            raise ParseError("ID needs NIL or field/value pairs")
-        pairs = args[0]
-        return Id(tag, tuple((read_astring(pairs[i]), read_nstring(pairs[i + 1])) for i in range(0, len(pairs), 2)))
-    if name == "ENABLE":
-        if not args:
-            raise ParseError("ENABLE needs capabilities")
-        return Enable(tag, tuple(read_atom(t).upper() for t in args))
-    if name == "COMPRESS":
-        need_args(args, 1)
-        return Compress(tag, read_atom(args[0]).upper())
-    if name == "GETQUOTA":
-        need_args(args, 1)
-        return GetQuota(tag, read_astring(args[0]))
-    if name == "SETQUOTA":
-        return SetQuota(tag)
-    raise ParseError("unknown command")
+    need_args(args, 1)
+    return Expunge(tag, read_seqset(args[0]))
 
 
-def _build_message_cmd(tag: str, name: str, args: list, uid: bool, limits: IMAPConfig) -> Command:
-    if name == "SEARCH":
-        return parse_search(tag, args, uid, limits)
-    if name == "FETCH":
-        changedsince, vanished = None, False
-        if len(args) == 3:
-            changedsince, vanished = _fetch_modifiers(args[2], uid)
-            args = args[:2]
-        need_args(args, 2)
-        return Fetch(tag, read_seqset(args[0]), _fetch_atts(args[1]), uid, changedsince, vanished)
-    if name == "STORE":
-        unchangedsince = None
-        if len(args) >= 2 and isinstance(args[1], list):
-            unchangedsince = read_modifiers(args[1], {"UNCHANGEDSINCE": True})["UNCHANGEDSINCE"]
-            args = args[:1] + args[2:]
-        if len(args) < 3:
-            raise ParseError("STORE set item flags")
-        item = read_atom(args[1]).upper()
-        m = re.match(r"^([+-]?)FLAGS(\.SILENT)?$", item)
-        if not m:
-            raise ParseError("bad STORE item")
-        flags = read_flags(args[2]) if len(args) == 3 else read_flags(args[2:])
-        if "\\Recent" in flags:
-            raise ParseError("\\Recent cannot be stored")
-        return Store(tag, read_seqset(args[0]), m.group(1), bool(m.group(2)), flags, uid, unchangedsince)
+def login(tag: str, name: str, args: list, limits: IMAPConfig) -> Login:
     need_args(args, 2)
-    return Copy(tag, read_seqset(args[0]), read_mailbox(args[1]), uid, name == "MOVE")
+    return Login(tag, read_astring(args[0]), read_astring(args[1]))
+
+
+def authenticate(tag: str, name: str, args: list, limits: IMAPConfig) -> Authenticate:
+    if len(args) not in (1, 2):
+        raise ParseError("AUTHENTICATE mechanism [initial-response]")
+    initial = read_atom(args[1]) if len(args) == 2 else None
+    return Authenticate(tag, read_atom(args[0]).upper(), initial)
+
+
+def select(tag: str, name: str, args: list, limits: IMAPConfig) -> MailboxCommand:
+    """SELECT / EXAMINE mailbox [(select parameters)]."""
+    if len(args) == 2:
+        return _parse_select_params(tag, name, read_mailbox(args[0]), args[1])
+    return one_mailbox(tag, name, args, limits)
+
+
+def one_mailbox(tag: str, name: str, args: list, limits: IMAPConfig) -> MailboxCommand:
+    """CREATE, DELETE, SUBSCRIBE, UNSUBSCRIBE, GETQUOTAROOT (and SELECT without parameters)."""
+    need_args(args, 1)
+    return MailboxCommand(tag, name, read_mailbox(args[0]))
+
+
+def rename(tag: str, name: str, args: list, limits: IMAPConfig) -> Rename:
+    need_args(args, 2)
+    return Rename(tag, read_mailbox(args[0]), read_mailbox(args[1]))
+
+
+def status(tag: str, name: str, args: list, limits: IMAPConfig) -> Status:
+    need_args(args, 2)
+    if not isinstance(args[1], list) or not args[1]:
+        raise ParseError("STATUS needs a list of items")
+    items = tuple(read_atom(t).upper() for t in args[1])
+    if any(i not in _STATUS_ITEMS for i in items):
+        raise ParseError("unknown STATUS item")
+    return Status(tag, read_mailbox(args[0]), items)
+
+
+def fetch(tag: str, name: str, args: list, limits: IMAPConfig) -> Fetch:
+    """[UID] FETCH set items [(CHANGEDSINCE n [VANISHED])]."""
+    uid = name.startswith("UID ")
+    changedsince, vanished = None, False
+    if len(args) == 3:
+        changedsince, vanished = _fetch_modifiers(args[2], uid)
+        args = args[:2]
+    need_args(args, 2)
+    return Fetch(tag, read_seqset(args[0]), _fetch_atts(args[1]), uid, changedsince, vanished)
+
+
+def store(tag: str, name: str, args: list, limits: IMAPConfig) -> Store:
+    """[UID] STORE set [(UNCHANGEDSINCE n)] [+-]FLAGS[.SILENT] flags."""
+    unchangedsince = None
+    if len(args) >= 2 and isinstance(args[1], list):
+        unchangedsince = read_modifiers(args[1], {"UNCHANGEDSINCE": True})["UNCHANGEDSINCE"]
+        args = args[:1] + args[2:]
+    if len(args) < 3:
+        raise ParseError("STORE set item flags")
+    item = read_atom(args[1]).upper()
+    m = re.match(r"^([+-]?)FLAGS(\.SILENT)?$", item)
+    if not m:
+        raise ParseError("bad STORE item")
+    flags = read_flags(args[2]) if len(args) == 3 else read_flags(args[2:])
+    if "\\Recent" in flags:
+        raise ParseError("\\Recent cannot be stored")
+    return Store(tag, read_seqset(args[0]), m.group(1), bool(m.group(2)), flags, name.startswith("UID "),
+                 unchangedsince)
+
+
+def copy(tag: str, name: str, args: list, limits: IMAPConfig) -> Copy:
+    """[UID] COPY / MOVE set mailbox."""
+    need_args(args, 2)
+    return Copy(tag, read_seqset(args[0]), read_mailbox(args[1]), name.startswith("UID "), name.endswith("MOVE"))
+
+
+def search(tag: str, name: str, args: list, limits: IMAPConfig) -> Command:
+    return parse_search(tag, args, name.startswith("UID "), limits)
+
+
+def id_(tag: str, name: str, args: list, limits: IMAPConfig) -> Id:
+    """RFC 2971: ID NIL or ID (field value ...)."""
+    need_args(args, 1)
+    if isinstance(args[0], Atom) and args[0].text.upper() == "NIL":
+        return Id(tag, None)
+    if not isinstance(args[0], list) or len(args[0]) % 2:
+        raise ParseError("ID needs NIL or field/value pairs")
+    pairs = args[0]
+    return Id(tag, tuple((read_astring(pairs[i]), read_nstring(pairs[i + 1])) for i in range(0, len(pairs), 2)))
+
+
+def enable(tag: str, name: str, args: list, limits: IMAPConfig) -> Enable:
+    if not args:
+        raise ParseError("ENABLE needs capabilities")
+    return Enable(tag, tuple(read_atom(t).upper() for t in args))
+
+
+def compress(tag: str, name: str, args: list, limits: IMAPConfig) -> Compress:
+    need_args(args, 1)
+    return Compress(tag, read_atom(args[0]).upper())
+
+
+def getquota(tag: str, name: str, args: list, limits: IMAPConfig) -> GetQuota:
+    need_args(args, 1)
+    return GetQuota(tag, read_astring(args[0]))
+
+
+def setquota(tag: str, name: str, args: list, limits: IMAPConfig) -> SetQuota:
+    """SETQUOTA is refused whatever its arguments (quotas are the operator's)."""
+    return SetQuota(tag)
 
 
 def _fetch_modifiers(tok, uid: bool) -> tuple[int, bool]:
@@ -297,10 +339,18 @@ def _qresync_params(toks: list) -> Qresync:
     return Qresync(uidvalidity, modseq, known, seq_match)
 
 
-def _parse_list(tag: str, args: list, lsub: bool) -> ListCmd:
+def list_(tag: str, name: str, args: list, limits: IMAPConfig) -> ListCmd:
+    """LIST / LSUB, with RFC 5258 selection and return options and RFC 5819 STATUS."""
+    lsub = name == "LSUB"
     select_opts: tuple[str, ...] = ()
     if args and isinstance(args[0], list) and not lsub:
         select_opts = tuple(read_atom(t).upper() for t in args[0])
+        if not set(select_opts) <= _SELECT_OPTIONS:
+            raise ParseError("unknown LIST selection option")
+        # RFC 5258 3.1: RECURSIVEMATCH needs a base option (SUBSCRIBED; SPECIAL-USE and REMOTE
+        # are independent ones, RFC 6154 6)
+        if "RECURSIVEMATCH" in select_opts and "SUBSCRIBED" not in select_opts:
+            raise ParseError("RECURSIVEMATCH without SUBSCRIBED")
         args = args[1:]
     return_opts: list[str] = []
     status_items: tuple[str, ...] = ()
@@ -318,20 +368,22 @@ def _parse_list(tag: str, args: list, lsub: bool) -> ListCmd:
                 if any(i not in _STATUS_ITEMS for i in status_items):
                     raise ParseError("unknown STATUS item")
                 j += 2
-            else:
+            elif opt in _RETURN_OPTIONS:
                 return_opts.append(opt)
                 j += 1
+            else:
+                raise ParseError("unknown LIST return option")
         args = args[:2]
     need_args(args, 2)
-    reference = decode_mailbox(read_astring(args[0]))
+    reference = read_pattern(args[0])
     pat_toks = args[1] if isinstance(args[1], list) else [args[1]]
     if not pat_toks:
         raise ParseError("empty pattern list")
-    patterns = tuple(decode_mailbox(read_astring(t)) for t in pat_toks)
+    patterns = tuple(read_pattern(t) for t in pat_toks)
     return ListCmd(tag, reference, patterns, lsub, select_opts, tuple(return_opts), status_items)
 
 
-def _parse_append(tag: str, args: list) -> Append:
+def append(tag: str, name: str, args: list, limits: IMAPConfig) -> Append:
     if len(args) < 2:
         raise ParseError("APPEND mailbox [flags] [date] message")
     mailbox = read_mailbox(args[0])

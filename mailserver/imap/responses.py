@@ -1,5 +1,8 @@
-"""Every reply text the IMAP server sends, in one place, and the error -> response mapping."""
+"""Every reply text the IMAP server sends, in one place, as typed replies (``Reply``: status,
+response code, text), and the error -> reply mapping."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from ..errors import (AuthenticationFailed, Conflict, LimitExceeded, NotFound, QuotaExceeded, StorageError,
                       StoreUnavailable, Throttled, UserError)
@@ -17,97 +20,127 @@ BYE_FOLDER_GONE = "the selected folder was deleted"
 BYE_COMPRESS_PIPELINED = "commands sent before COMPRESS was answered, closing"
 BYE_UNAVAILABLE = "[UNAVAILABLE] mail store unavailable, reconnect later"
 
-OK_DONE = "completed"
-OK_LOGIN = "logged in"
-OK_TLS = "begin TLS negotiation now"
-OK_COMPRESS = "DEFLATE active"
-OK_SELECT_RW = "[READ-WRITE] selected"
-OK_SELECT_RO = "[READ-ONLY] examined"
-OK_IDLE_DONE = "IDLE terminated"
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A status response (RFC 3501 7.1): OK, NO or BAD, an optional response code (its text
+    without the brackets) and human-readable text. Tagged, it ends a command; untagged, it
+    tells the client something (``* OK [HIGHESTMODSEQ 7] highest``)."""
+
+    status: str
+    text: str
+    code: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in ("OK", "NO", "BAD"):
+            raise ValueError(f"not a status: {self.status}")
+
+    def line(self) -> str:
+        """The response after its tag or "*": ``NO [NONEXISTENT] no such mailbox``."""
+        if self.code is None:
+            return f"{self.status} {self.text}"
+        return f"{self.status} [{self.code}] {self.text}"
+
+    def tagged(self, tag: str) -> bytes:
+        return f"{tag} {self.line()}\r\n".encode("utf-8")
+
+    def with_code(self, code: str) -> "Reply":
+        """The same reply with another response code (APPENDUID, COPYUID, MODIFIED, ...)."""
+        return Reply(self.status, self.text, code)
+
+
+def ok(text: str, code: str | None = None) -> Reply:
+    return Reply("OK", text, code)
+
+
+def no(text: str, code: str | None = None) -> Reply:
+    return Reply("NO", text, code)
+
+
+def bad(text: str, code: str | None = None) -> Reply:
+    return Reply("BAD", text, code)
+
+
+OK_DONE = ok("completed")
+OK_LOGIN = ok("logged in")
+OK_TLS = ok("begin TLS negotiation now")
+OK_COMPRESS = ok("DEFLATE active")
+OK_SELECT_RW = ok("selected", "READ-WRITE")
+OK_SELECT_RO = ok("examined", "READ-ONLY")
+OK_IDLE_DONE = ok("IDLE terminated")
+#: untagged, RFC 6851: before the EXPUNGEs of a MOVE (with COPYUID)
+OK_MOVED = ok("moved")
+#: RFC 7162 3.1.3: UNCHANGEDSINCE refused some messages (the code names them)
+OK_MODIFIED = ok("conditional STORE failed", "MODIFIED")
 CONT_READY = "Ready"
 CONT_IDLING = "idling"
 CONT_AUTH = ""
 
-BAD_SYNTAX = "syntax error"
-BAD_STATE = "command not allowed now"
-BAD_LINE_TOO_LONG = "line too long"
-BAD_LITERAL_TOO_LARGE = "[TOOBIG] literal too large"
-BAD_NOT_TLS = "STARTTLS not available now"
-BAD_MECHANISM = "unsupported authentication mechanism"
-BAD_AUTH_CANCELLED = "authentication cancelled"
-BAD_IDLE = "expected DONE"
-BAD_COMPRESS_MECHANISM = "unsupported compression mechanism (DEFLATE is)"
-BAD_NO_QRESYNC = "QRESYNC is not enabled (ENABLE QRESYNC first)"
-BAD_TOO_DEEP = "[LIMIT] parentheses, NOT and OR nested too deeply"
-BAD_TOO_MANY_KEYS = "[LIMIT] too many search keys"
+BAD_SYNTAX = bad("syntax error")
+BAD_STATE = bad("command not allowed now")
+BAD_LINE_TOO_LONG = bad("line too long")
+BAD_LITERAL_TOO_LARGE = bad("literal too large", "TOOBIG")
+BAD_NOT_TLS = bad("STARTTLS not available now")
+BAD_AUTH_CANCELLED = bad("authentication cancelled")
+BAD_IDLE = bad("expected DONE")
+BAD_COMPRESS_MECHANISM = bad("unsupported compression mechanism (DEFLATE is)")
+BAD_NO_QRESYNC = bad("QRESYNC is not enabled (ENABLE QRESYNC first)")
+BAD_TOO_DEEP = bad("parentheses, NOT and OR nested too deeply", "LIMIT")
+BAD_TOO_MANY_KEYS = bad("too many search keys", "LIMIT")
 
-NO_LOGIN_DISABLED = "[PRIVACYREQUIRED] log in only after STARTTLS"
-NO_AUTH_FAILED = "[AUTHENTICATIONFAILED] authentication failed"
-NO_THROTTLED = "[UNAVAILABLE] too many failed logins, try later"
-NO_NO_MAILBOX = "[AUTHENTICATIONFAILED] this identity has no mailbox"
-NO_NONEXISTENT = "[NONEXISTENT] no such mailbox"
-NO_TRYCREATE = "[TRYCREATE] no such mailbox"
-NO_EXISTS = "[ALREADYEXISTS] mailbox exists"
-NO_CANNOT = "[CANNOT] not possible for this mailbox"
-NO_QUOTA = "[OVERQUOTA] mailbox is over its quota"
-NO_TOOBIG = "[TOOBIG] message too large"
-NO_SERVER = "[SERVERBUG] internal error, try again"
+NO_LOGIN_DISABLED = no("log in only after STARTTLS", "PRIVACYREQUIRED")
+NO_MECHANISM = no("unsupported authentication mechanism")
+NO_AUTH_FAILED = no("authentication failed", "AUTHENTICATIONFAILED")
+NO_THROTTLED = no("too many failed logins, try later", "UNAVAILABLE")
+NO_NO_MAILBOX = no("this identity has no mailbox", "AUTHENTICATIONFAILED")
+NO_TOO_MANY = no("too many connections from this user and address", "LIMIT")
+NO_NONEXISTENT = no("no such mailbox", "NONEXISTENT")
+NO_TRYCREATE = no("no such mailbox", "TRYCREATE")
+NO_EXISTS = no("mailbox exists", "ALREADYEXISTS")
+NO_CANNOT = no("not possible for this mailbox", "CANNOT")
+NO_QUOTA = no("mailbox is over its quota", "OVERQUOTA")
+NO_TOOBIG = no("message too large", "TOOBIG")
+NO_SERVER = no("internal error, try again", "SERVERBUG")
 #: RFC 5530: a temporary failure, not the client's fault (clients keep the password and retry)
-NO_UNAVAILABLE = "[UNAVAILABLE] mail store temporarily unavailable, try again later"
-NO_READONLY = "[READ-ONLY] mailbox is read-only"
-NO_BADCHARSET = "[BADCHARSET (UTF-8 US-ASCII)] charset not supported"
-NO_COMPRESSION_ACTIVE = "[COMPRESSIONACTIVE] DEFLATE is already active"
-NO_QUOTAROOT = "no such quota root"
-NO_SETQUOTA = "[NOPERM] quotas are set by the operator"
-NO_INUSE = "[INUSE] mailbox in use"
-NO_FOLDER_LIMIT = "[LIMIT] folder name too long or too deep, or too many folders"
-NO_EXPUNGED = "some messages were expunged"
-OK_MODIFIED = "[MODIFIED {}] conditional STORE failed"
-OK_CLOSED = "[CLOSED] previous mailbox closed"
+NO_UNAVAILABLE = no("mail store temporarily unavailable, try again later", "UNAVAILABLE")
+NO_READONLY = no("mailbox is read-only", "READ-ONLY")
+NO_BADCHARSET = no("charset not supported", "BADCHARSET (UTF-8 US-ASCII)")
+NO_COMPRESSION_ACTIVE = no("DEFLATE is already active", "COMPRESSIONACTIVE")
+NO_QUOTAROOT = no("no such quota root")
+NO_SETQUOTA = no("quotas are set by the operator", "NOPERM")
+#: a name that is not modified UTF-7 (RFC 3501 5.1.3): no mailbox has it, none can be made
+NO_BAD_NAME = no("mailbox name is not modified UTF-7", "CANNOT")
+NO_FOLDER_LIMIT = no("folder name too long or too deep, or too many folders", "LIMIT")
 
-#: RFC 5256, RFC 5957, RFC 5267 (ESORT; CONTEXT=SORT is not offered)
-SORT_CAPABILITIES = ("SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES")
+#: untagged, RFC 7162 3.1.2 (with the code HIGHESTMODSEQ n)
+OK_HIGHESTMODSEQ = ok("highest")
+#: untagged: RFC 7162 3.2.11, where the old mailbox's responses end
+OK_CLOSED = ok("previous mailbox closed", "CLOSED")
 
 SEP = "/"
 NAMESPACE = '(("" "/")) NIL NIL'
 ID_RESPONSE = '("name" "civicmail" "vendor" "civicmail")'
 
 
-def error_response(exc: Exception) -> tuple[str, str]:
-    """(status, text) for an expected error; unexpected ones are logged and become SERVERBUG."""
+def error_response(exc: Exception) -> Reply:
+    """The reply to an expected error; unexpected ones are logged and become SERVERBUG."""
     if isinstance(exc, QuotaExceeded):
-        return "NO", NO_QUOTA
+        return NO_QUOTA
     if isinstance(exc, LimitExceeded):
-        return "NO", NO_FOLDER_LIMIT
+        return NO_FOLDER_LIMIT
     if isinstance(exc, NotFound):
-        return "NO", NO_NONEXISTENT
+        return NO_NONEXISTENT
     if isinstance(exc, Conflict):
-        return "NO", NO_EXISTS
+        return NO_EXISTS
     if isinstance(exc, AuthenticationFailed):
-        return "NO", NO_AUTH_FAILED
+        return NO_AUTH_FAILED
     if isinstance(exc, Throttled):
-        return "NO", NO_THROTTLED
+        return NO_THROTTLED
     if isinstance(exc, UserError):
-        return "NO", NO_CANNOT
+        return NO_CANNOT
     if isinstance(exc, StoreUnavailable):
-        return "NO", NO_UNAVAILABLE
+        return NO_UNAVAILABLE
     if isinstance(exc, StorageError):
-        return "NO", NO_SERVER
-    return "NO", NO_SERVER
+        return NO_SERVER
+    return NO_SERVER
 
-
-def capabilities(tls_active: bool, can_starttls: bool, login_allowed: bool, authenticated: bool,
-                 append_limit: int) -> str:
-    caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE"]
-    if not authenticated:
-        if can_starttls and not tls_active:
-            caps.append("STARTTLS")
-        if login_allowed:
-            caps.append("AUTH=PLAIN")
-        else:
-            caps.append("LOGINDISABLED")
-    else:
-        caps += ["UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS",
-                 f"APPENDLIMIT={append_limit}", "QUOTA", "QUOTA=RES-STORAGE", "CONDSTORE", "QRESYNC",
-                 "ESEARCH", "STATUS=SIZE", "COMPRESS=DEFLATE", *SORT_CAPABILITIES]
-    return " ".join(caps)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from ..store.mailboxes import Changes, Snapshot
 from ..store.models.mail import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN
@@ -56,7 +57,7 @@ class SelectedFolder:
     def from_snapshot(cls, snap: Snapshot, readonly: bool) -> "SelectedFolder":
         sel = cls(snap.folder.id, snap.folder.name, readonly, snap.folder.uidvalidity, snap.folder.highestmodseq,
                   snap.uids, keywords=set(snap.keywords))
-        if not readonly and snap.uids and snap.uids[-1] > snap.recent_above:
+        if snap.uids and snap.uids[-1] > snap.recent_above:
             sel.recent_ranges.append((snap.recent_above, snap.uids[-1]))
         return sel
 
@@ -128,11 +129,24 @@ class SelectedFolder:
                 self.expunge_pending = True
         new = [r[0] for r in changes.new if r[0] > self.max_uid]
         self.uids.extend(new)
-        for r in changes.new:
-            if r[2]:
-                self.keywords.update(r[2].split())
         self.modseq = changes.highestmodseq
         return expunged_seqs, gone, new, changes.changed
+
+    def unknown_keywords(self, keyword_texts: Iterable[str | None]) -> set[str]:
+        """Keywords in these (space-separated) keyword columns that the client has not been
+        told of in a FLAGS response."""
+        out: set[str] = set()
+        for text in keyword_texts:
+            if text:
+                out.update(k for k in text.split() if k not in self.keywords)
+        return out
+
+    def flags_responses(self) -> tuple[str, str]:
+        """The untagged FLAGS and PERMANENTFLAGS of SELECT (RFC 3501 7.2.6), with every keyword
+        known; a read-only folder permits none."""
+        names = SYSTEM_FLAGS + "".join(" " + k for k in sorted(self.keywords))
+        permanent = "" if self.readonly else names + " \\*"
+        return f"FLAGS ({names})", f"OK [PERMANENTFLAGS ({permanent})] flags permitted"
 
     def note_recent(self, lo: int, hi: int) -> None:
         if hi > lo:

@@ -14,9 +14,9 @@ from collections import Counter
 from ..admission import ConnectionCounter
 from ..config import parse_hostport
 from ..server import ServerContext, StartupError
+from ..store.groupcommit import group_commit
 from ..store.notify import FolderWatcher
-# (imported for their handlers' registration)
-from . import handlers_auth, handlers_mailbox, handlers_message, handlers_sort  # noqa: F401
+from . import registry
 from . import responses as R
 from .session import ImapSession
 
@@ -103,7 +103,7 @@ class ImapService:
         if not self.ctx.gate.enter(self.name, ip):
             return R.BYE_SERVER_BUSY
         if not self.preauth.open(ip):
-            self.ctx.gate.leave()
+            self.ctx.gate.leave(self.name)
             self.ctx.gate.refusals.refused(self.name, ip, PREAUTH_REASON, per_address=True)
             return R.BYE_PREAUTH_TOO_MANY
         return None
@@ -127,9 +127,10 @@ class ImapService:
         finally:
             if session is None:
                 self.preauth.close(ip)
-            self.ctx.gate.leave()
+            self.ctx.gate.leave(self.name)
 
     async def start(self) -> None:
+        registry.load()  # every command registered before the first client, not on its first command
         # Every store call runs in a thread that releases the GIL at each SQLite statement and
         # socket send; with the default 5 ms switch interval it then waits behind the busy event
         # loop (or another store thread) for up to 5 ms per statement, which made a 1 ms write
@@ -225,6 +226,7 @@ class TombstonePruner:
 
 
 def make_services(ctx: ServerContext) -> list:
+    group_commit(ctx.store).on_commit = ctx.metrics.commit_observer("imap")
     services: list = [WatcherService(ctx)]
     if ctx.config.imap.expunge_history_days > 0:
         services.append(TombstonePruner(ctx))

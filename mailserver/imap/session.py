@@ -1,27 +1,29 @@
 """One IMAP connection: read a command, check the state, call its handler, write the replies,
 then tell the client what other sessions changed (RFC 3501 5.2, 7.4.1).
 
-Handlers live in ``handlers_auth``, ``handlers_mailbox`` and ``handlers_message``; each is
-``async def do_x(session, cmd) -> (status, text)``; an error raised by one is mapped to its
-response in one place here (``responses.error_response``), never with the exception's text.
+Commands are registered in ``registry`` by the handler modules (``handlers_auth``,
+``handlers_mailbox``, ``handlers_message``); each handler is ``async def do_x(session, cmd) ->
+Reply``; an error raised by one is mapped to its reply in one place here
+(``responses.error_response``), never with the exception's text.
 """
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import logging
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NoReturn, TypeVar
 
 from ..errors import CivicmailError, LimitExceeded
 from ..store import mailboxes
 from ..store.outage import is_outage
 from . import responses as R
 from .codec import format_uid_set
-from .commands import Command, Invalid
+from .commands import Invalid
 from .compress import InflatingReader, deflate, deflater
 from .framing import Closed, Framed, Refused, read_command, read_line
 from .pacing import Pacer
-from .parser import parse_command
+from .parser import parse
+from .registry import ANY, AUTH, AUTHED, LOGOUT, NOT_AUTH, SEL, SELECTED, capabilities
 from .selected import SelectedFolder, flag_text
 
 if TYPE_CHECKING:
@@ -29,29 +31,20 @@ if TYPE_CHECKING:
     from ..server import ServerContext
     from .service import ImapService
 
+__all__ = ["ImapSession", "Logout", "AlreadyAnswered", "ANY", "AUTH", "AUTHED", "LOGOUT", "NOT_AUTH", "SEL",
+           "SELECTED"]
+
 log = logging.getLogger("civicmail.imap")
 T = TypeVar("T")
 
-NOT_AUTH, AUTH, SELECTED, LOGOUT = "not-authenticated", "authenticated", "selected", "logout"
-Handler = Callable[["ImapSession", Command], Awaitable[tuple[str, str]]]
-#: command name -> (states in which it is allowed, handler); filled by the handler modules
-HANDLERS: dict[str, tuple[frozenset[str], Handler]] = {}
-ANY = frozenset({NOT_AUTH, AUTH, SELECTED})
-#: commands during which EXPUNGE must not be sent (RFC 3501 7.4.1; their UID forms may)
-_NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH", "SORT", "THREAD"})
 #: the reply to an Invalid command by its reason (others: BAD syntax error)
-_INVALID_REPLIES = {"BADCHARSET": ("NO", R.NO_BADCHARSET), "TOODEEP": ("BAD", R.BAD_TOO_DEEP),
-                    "TOOMANYKEYS": ("BAD", R.BAD_TOO_MANY_KEYS)}
+_INVALID_REPLIES = {"BADCHARSET": R.NO_BADCHARSET, "TOODEEP": R.BAD_TOO_DEEP, "TOOMANYKEYS": R.BAD_TOO_MANY_KEYS,
+                    "BADNAME": R.NO_BAD_NAME}
+#: the metrics' command label of a command that did not parse
+INVALID = "(invalid)"
 _WRITE_HIGH_WATER = 256 * 1024
 #: output larger than this is compressed (COMPRESS=DEFLATE) in a store thread, not on the loop
 _DEFLATE_IN_THREAD = 256 * 1024
-
-
-def handler(name: str, states: frozenset[str]):
-    def register(fn: Handler) -> Handler:
-        HANDLERS[name] = (states, fn)
-        return fn
-    return register
 
 
 class Logout(Exception):
@@ -159,8 +152,7 @@ class ImapSession:
             self.reader._limit = limit  # type: ignore[attr-defined]
 
     def capability_text(self) -> str:
-        return R.capabilities(self.tls_active, self.service.tls_available, self.login_allowed,
-                              self.state in (AUTH, SELECTED), self.config.imap.max_literal_size)
+        return capabilities(self)
 
     # -- writing ------------------------------------------------------------------------------------
     # A command's responses are gathered and written with one send: one system call per command
@@ -249,8 +241,8 @@ class ImapSession:
                     if framed.fatal:
                         await self.untagged(f"BYE {R.BYE_LITERAL}")
                         break
-                    reason = R.BAD_LINE_TOO_LONG if framed.reason == "line too long" else R.BAD_LITERAL_TOO_LARGE
-                    await self.send(f"{framed.tag} BAD {reason}\r\n".encode())
+                    reply = R.BAD_LINE_TOO_LONG if framed.reason == "line too long" else R.BAD_LITERAL_TOO_LARGE
+                    await self.tagged(framed.tag, reply, INVALID)
                     continue
                 if self._pacer is not None:
                     wait = self._pacer.delay(asyncio.get_running_loop().time())
@@ -274,45 +266,48 @@ class ImapSession:
                 pass
 
     async def execute(self, framed: Framed) -> None:
-        cmd = parse_command(framed.data, self.config.imap)
+        spec, cmd = parse(framed.data, self.config.imap)
         if isinstance(cmd, Invalid):
-            status, text = _INVALID_REPLIES.get(cmd.reason, ("BAD", R.BAD_SYNTAX))
             if cmd.reason in ("TOODEEP", "TOOMANYKEYS"):
                 log.info("imap limit=%s client=%s account=%s", cmd.reason.lower(), self.peer_ip, self.account_id)
-            await self.send(f"{cmd.tag} {status} {text}\r\n".encode())
+            await self.tagged(cmd.tag, _INVALID_REPLIES.get(cmd.reason, R.BAD_SYNTAX), INVALID)
             return
-        entry = HANDLERS.get(cmd.name)
-        if entry is None or self.state not in entry[0]:
-            await self.send(f"{cmd.tag} BAD {R.BAD_STATE}\r\n".encode())
+        if self.state not in spec.states:
+            await self.tagged(cmd.tag, R.BAD_STATE, spec.name)
             return
-        states, fn = entry
         logout = False
         try:
-            status, text = await fn(self, cmd)
+            reply = await spec.handler(self, cmd)
         except Logout:
-            status, text, logout = "OK", R.OK_DONE, True
+            reply, logout = R.OK_DONE, True
         except AlreadyAnswered:
+            self.ctx.metrics.imap_commands.labels(spec.name, "OK").inc()
             return
         except (Closed, ConnectionError):
             raise  # the client went away: end the session quietly
         except CivicmailError as exc:
-            status, text = R.error_response(exc)
+            reply = R.error_response(exc)
             if isinstance(exc, LimitExceeded):
-                log.info("imap limit=folders client=%s account=%s command=%s", self.peer_ip, self.account_id, cmd.name)
+                log.info("imap limit=folders client=%s account=%s command=%s", self.peer_ip, self.account_id, spec.name)
         except Exception as exc:
             if is_outage(exc):  # the database, not a bug: one line (a traceback once per outage)
-                self.ctx.outage.failed(f"IMAP {cmd.name}", exc)
-                status, text = "NO", R.NO_UNAVAILABLE
+                self.ctx.outage.failed(f"IMAP {spec.name}", exc)
+                reply = R.NO_UNAVAILABLE
             else:
-                log.exception("IMAP %s failed", cmd.name)
-                status, text = "NO", R.NO_SERVER
+                log.exception("IMAP %s failed", spec.name)
+                reply = R.NO_SERVER
         if self.selected is not None and not logout:
-            uid_form = getattr(cmd, "uid", False)
-            await self.report_changes(allow_expunge=uid_form or cmd.name not in _NO_EXPUNGE)
+            await self.report_changes(allow_expunge=spec.expunge)
         if logout:
             await self.untagged(f"BYE {R.BYE_LOGOUT}")
             self.state = LOGOUT
-        await self.send(f"{cmd.tag} {status} {text}\r\n".encode("utf-8"))
+        await self.tagged(cmd.tag, reply, spec.name)
+
+    async def tagged(self, tag: str, reply: "R.Reply", command: str) -> None:
+        """The tagged reply that ends a command, counted by command (a registered name or INVALID:
+        never the client's text) and status."""
+        self.ctx.metrics.imap_commands.labels(command, reply.status).inc()
+        await self.send(reply.tagged(tag))
 
     # -- the selected folder and other sessions' changes ------------------------------------------------
     def _on_change(self, folder_id: int) -> None:
@@ -333,6 +328,28 @@ class ImapSession:
             if self.state == SELECTED:
                 self.state = AUTH
 
+    async def enable_condstore(self) -> None:
+        """RFC 7162 3.1: a CONDSTORE enabling command (FETCH MODSEQ, STORE UNCHANGEDSINCE, SEARCH
+        MODSEQ, STATUS HIGHESTMODSEQ, ENABLE CONDSTORE) turns it on for the session; the first one
+        while a mailbox is selected is answered with its HIGHESTMODSEQ in an untagged OK."""
+        if self.condstore:
+            return
+        self.condstore = True
+        if self.selected is not None:
+            await self.untagged(R.OK_HIGHESTMODSEQ.with_code(f"HIGHESTMODSEQ {self.selected.modseq}").line())
+
+    async def announce_keywords(self, keyword_texts: Iterable[str | None]) -> None:
+        """RFC 3501 7.2.6: a keyword new to the selected folder is told in FLAGS (and
+        PERMANENTFLAGS) before any FETCH response carries it; call before writing such responses."""
+        sel = self.selected
+        if sel is None:
+            return
+        new = sel.unknown_keywords(keyword_texts)
+        if new:
+            sel.keywords.update(new)
+            for line in sel.flags_responses():
+                await self.untagged(line)
+
     async def report_changes(self, allow_expunge: bool, force: bool = False) -> None:
         """Send the EXISTS / RECENT / EXPUNGE / FETCH FLAGS owed to this client."""
         sel = self.selected
@@ -348,6 +365,7 @@ class ImapSession:
             self.state = LOGOUT
             raise Closed()
         known_max = sel.max_uid
+        await self.announce_keywords(r[2] for r in changes.new + changes.changed)
         expunged, gone, new, changed = sel.apply(changes, allow_expunge)
         if gone and self.qresync:
             # RFC 7162 3.2.10: one VANISHED for all of them instead of an EXPUNGE each
@@ -356,7 +374,9 @@ class ImapSession:
             for seq in expunged:
                 await self.untagged(f"{seq} EXPUNGE")
         if new:
-            if not sel.readonly and not all(sel.is_recent(u) for u in new):
+            if sel.readonly:  # EXAMINE: \Recent as no session has claimed them, without claiming
+                sel.note_recent(max(changes.recent_uid, known_max), new[-1])
+            elif not all(sel.is_recent(u) for u in new):
                 before = await self.ctx.run(mailboxes.claim_recent, self.store, sel.folder_id, new[-1])
                 sel.note_recent(max(before, known_max), new[-1])
             await self.untagged(f"{sel.exists} EXISTS")

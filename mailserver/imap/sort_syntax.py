@@ -69,6 +69,16 @@ def _criteria(tok) -> tuple[tuple[str, bool], ...]:
     return tuple(out)
 
 
+def parse_sort(tag: str, name: str, args: list, limits: IMAPConfig) -> Command:
+    """[UID] SORT, as the command registry calls a parser."""
+    return parse_sort_command(tag, "SORT", args, name.startswith("UID "), limits)
+
+
+def parse_thread(tag: str, name: str, args: list, limits: IMAPConfig) -> Command:
+    """[UID] THREAD, as the command registry calls a parser."""
+    return parse_sort_command(tag, "THREAD", args, name.startswith("UID "), limits)
+
+
 def parse_sort_command(tag: str, name: str, args: list, uid: bool, limits: IMAPConfig) -> Command:
     """SORT [RETURN (opts)] (criteria) charset search-key..., THREAD algorithm charset search-key...
     (the charset is required, unlike SEARCH's)."""

@@ -14,8 +14,8 @@ class ParseError(ValueError):
 
 
 class TooComplex(ParseError):
-    """Well-formed, but past one of our limits (imap.max_search_depth, max_search_keys); the
-    message is the Invalid reason that picks the reply."""
+    """Well-formed, but past one of our limits (imap.max_search_depth, max_search_keys) or naming
+    what cannot exist; the message is the Invalid reason that picks the reply."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,9 @@ class Str:
 
 _LITERAL = re.compile(rb"\{(\d{1,12})(\+?)\}\r\n")
 _STOP = b" ()\"{\r\n"
+#: a FETCH item whose "[" opens a section, which may hold spaces and parentheses
+#: (``BODY[HEADER.FIELDS (From)]``); anywhere else "[" is an atom character (RFC 3501 9, ATOM-CHAR)
+_SECTION_START = re.compile(rb"(?:BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\Z", re.IGNORECASE)
 
 
 def tokenize(buf: bytes, max_depth: int = 64) -> list:
@@ -98,10 +101,10 @@ def tokenize(buf: bytes, max_depth: int = 64) -> list:
             depth = 0
             while pos < n:
                 c = buf[pos:pos + 1]
-                if c == b"[":
+                if c == b"[" and (depth or _SECTION_START.match(buf, start, pos)):
                     depth += 1
-                elif c == b"]":
-                    depth = max(0, depth - 1)
+                elif c == b"]" and depth:
+                    depth -= 1
                 elif depth == 0 and c in _STOP:
                     break
                 elif depth and c in (b"\r", b"\n"):
@@ -146,10 +149,22 @@ def read_nstring(tok) -> str | None:
 
 
 def read_mailbox(tok) -> str:
+    """A mailbox name; one that is not modified UTF-7 (RFC 3501 5.1.3) raises TooComplex("BADNAME"),
+    answered with NO: it is well-formed, but no mailbox can have it."""
     try:
         return canonical_mailbox(decode_mailbox(read_astring(tok)))
     except BadMailboxName:
-        raise ParseError("bad mailbox name") from None
+        raise TooComplex("BADNAME") from None
+
+
+def read_pattern(tok) -> str:
+    """A LIST / LSUB reference or pattern; one that is not modified UTF-7 is matched as it is
+    (it then matches no mailbox whose name needs encoding) rather than refused."""
+    text = read_astring(tok)
+    try:
+        return decode_mailbox(text)
+    except BadMailboxName:
+        return text
 
 
 def read_flags(tok) -> tuple[str, ...]:

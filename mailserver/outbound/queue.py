@@ -26,6 +26,15 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def age_seconds(created_at: dt.datetime | None, at: dt.datetime) -> float:
+    """Seconds from ``created_at`` (naive UTC as SQLite hands it back, or aware) to ``at``; 0 for None."""
+    if created_at is None:
+        return 0.0
+    if created_at.tzinfo is None:
+        created_at = created_at.replace(tzinfo=dt.timezone.utc)
+    return max(0.0, (at - created_at).total_seconds())
+
+
 def enqueue(session: Session, sender: str, recipients: list[str], raw: bytes, account_id: int | None) -> int:
     entry = OutboundMessage(sender=sender, recipients="\n".join(recipients), raw=raw, state=QUEUED, attempts=0,
                             next_attempt_at=now(), account_id=account_id)
@@ -42,6 +51,8 @@ class Claimed:
     raw: bytes
     attempts: int
     account_id: int | None
+    #: when it was queued (naive UTC on SQLite)
+    created_at: dt.datetime | None = None
 
 
 def claim_due(store: Store, limit: int = 20) -> list[Claimed]:
@@ -57,7 +68,8 @@ def claim_due(store: Store, limit: int = 20) -> list[Claimed]:
         for e in entries:
             e.state = SENDING
             e.next_attempt_at = t + LEASE
-        return [Claimed(e.id, e.sender, e.recipients.split("\n"), e.raw, e.attempts, e.account_id) for e in entries]
+        return [Claimed(e.id, e.sender, e.recipients.split("\n"), e.raw, e.attempts, e.account_id, e.created_at)
+                for e in entries]
 
 
 def delivered(store: Store, entry_id: int) -> None:

@@ -53,19 +53,25 @@ class OutboundRunner:
         attempts = entry.attempts + 1
         if result.permanent:
             await self.ctx.run(self.bounce, entry, result.permanent, True)
+        metrics = self.ctx.metrics
         if not result.temporary:
             await self.ctx.run(queue.delivered, self.ctx.store, entry.id)
             outcome = "sent" if not result.permanent else "partly bounced"
+            metrics.outbound_attempts.labels("sent" if not result.permanent else "bounced").inc()
+            if not result.permanent and entry.created_at is not None:
+                metrics.outbound_seconds.observe(queue.age_seconds(entry.created_at, queue.now()))
         elif attempts >= config.outbound.max_attempts:
             await self.ctx.run(self.bounce, entry, result.temporary, False)
             await self.ctx.run(queue.bounced, self.ctx.store, entry.id, attempts,
                                "; ".join(sorted(set(result.temporary.values()))))
             outcome = "bounced"
+            metrics.outbound_attempts.labels("bounced").inc()
         else:
             retry_at = queue.now() + retry_delay(config.outbound.retry_base_seconds, attempts)
             await self.ctx.run(queue.deferred, self.ctx.store, entry.id, sorted(result.temporary), attempts, retry_at,
                                "; ".join(sorted(set(result.temporary.values()))))
             outcome = f"deferred (retry at {retry_at:%Y-%m-%d %H:%M:%S}Z)"
+            metrics.outbound_attempts.labels("deferred").inc()
         log.info("Q%d %s relay=%s from=<%s> to=%s attempt=%d size=%d", entry.id, outcome,
                  config.outbound.relay or "-", entry.sender, ",".join(f"<{r}>" for r in entry.recipients),
                  attempts, len(entry.raw))

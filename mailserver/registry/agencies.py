@@ -11,7 +11,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..errors import Conflict, NotFound, ValidationError
 from ..identity import addresses
-from ..store.models import Account, Agency, AgencyCredential, AgencyGrant, AgencySender, AuditLog, NoticeType
+from ..store.models import Account, Agency, AgencyCredential, AgencyGrant, AgencySender, NoticeType
+from . import audit
 from .context import Registry
 from .folders import create_default_folders
 
@@ -59,7 +60,7 @@ def add_agency(reg: Registry, agency_id: str, name: str, senders: list[str], pas
             mailbox = account.address
         if hashed is not None:
             s.add(AgencyCredential(agency_id=agency_id, password_hash=hashed))
-        s.add(AuditLog(actor=actor, action="agency.add", detail=agency_id))
+        audit.record(s, "agency.add", agency_id, actor=actor)
     return AgencyView(agency_id, name.strip(), True, tuple(normalized), (), mailbox)
 
 
@@ -76,7 +77,7 @@ def set_agency_password(reg: Registry, agency_id: str, password: str, actor: str
         s.add(AgencyCredential(agency_id=agency_id, password_hash=hashed))
         for account in s.scalars(select(Account).where(Account.agency_id == agency_id)):
             account.password_hash = hashed
-        s.add(AuditLog(actor=actor, action="agency.passwd", detail=agency_id))
+        audit.record(s, "agency.passwd", agency_id, actor=actor)
 
 
 def grant(reg: Registry, agency_id: str, notice_types: list[str], actor: str = "operator") -> list[str]:
@@ -91,7 +92,7 @@ def grant(reg: Registry, agency_id: str, notice_types: list[str], actor: str = "
             if s.get(AgencyGrant, (agency_id, nt)) is None:
                 s.add(AgencyGrant(agency_id=agency_id, notice_type_id=nt))
                 added.append(nt)
-        s.add(AuditLog(actor=actor, action="agency.grant", detail=f"{agency_id}: {' '.join(notice_types)}"))
+        audit.record(s, "agency.grant", f"{agency_id}: {' '.join(notice_types)}", actor=actor)
     return added
 
 

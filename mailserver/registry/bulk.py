@@ -33,7 +33,8 @@ from ..errors import Conflict, ValidationError
 from ..identity import addresses, idnumber
 from ..identity.passwords import activation_code, normalize_code
 from ..privatefiles import open_private, replace_private
-from ..store.models import Account, AuditLog, Citizen
+from ..store.models import Account, Citizen
+from . import audit
 from .citizens import ACTIVATION, assign_addresses, check_name, check_phone
 from .context import Registry
 from .folders import create_default_folders
@@ -249,7 +250,7 @@ def import_citizens(
                 create_default_folders(s, account_ids)
                 if codes is not None:
                     codes.write(letters)  # on disk before the commit (the session's end)
-                s.add(AuditLog(actor="operator", action="citizen.import", detail=f"{len(account_ids)} accounts"))
+                audit.record(s, "citizen.import", f"{len(account_ids)} accounts")
         report.imported += len(letters)
         progress(len(batch))
     return report
@@ -364,7 +365,7 @@ def _reissue(reg: Registry, s, accounts: list[tuple[Account, Citizen]], codes: L
         account.activation_hash = ring.secret_hash(ACTIVATION, normalize_code(code))
         account.activation_expires = expires
         letters.append((account.address, citizen.name, citizen.phone or "", code, expires.date().isoformat()))
-        s.add(AuditLog(actor=actor, action="citizen.reissue-code", detail=account.address))
+        audit.record(s, "citizen.reissue-code", account.address, actor=actor)
     s.flush()
     codes.write(letters)
     return len(letters)

@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 from ..errors import AuthenticationFailed, Conflict, NotFound, ValidationError
 from ..identity import addresses, idnumber
 from ..identity.passwords import activation_code, normalize_code
-from ..store.models import Account, AddressCounter, AuditLog, Citizen, Folder, Message
+from ..store.models import Account, AddressCounter, Citizen, Folder, Message
+from . import audit
 from .context import Registry
 from .folders import create_default_folders
 
@@ -145,7 +146,7 @@ def add_citizen(
         except IntegrityError:
             raise Conflict(f"{address} is already taken, or the ID number is already registered") from None
         create_default_folders(s, [account.id])
-        s.add(AuditLog(actor=actor, action="citizen.add", detail=address))
+        audit.record(s, "citizen.add", address, actor=actor)
     return NewCitizen(address, code, expires)
 
 
@@ -197,7 +198,7 @@ def disable_account(reg: Registry, address: str, actor: str = "operator") -> Non
     with reg.store.session() as s:
         account = find_account(s, address)
         account.state = "disabled"
-        s.add(AuditLog(actor=actor, action="account.disable", detail=account.address))
+        audit.record(s, "account.disable", account.address, actor=actor)
 
 
 def set_password(reg: Registry, address: str, password: str, actor: str = "operator") -> None:
@@ -210,7 +211,7 @@ def set_password(reg: Registry, address: str, password: str, actor: str = "opera
         account.state = "active"
         account.activation_hash = None
         account.activation_expires = None
-        s.add(AuditLog(actor=actor, action="account.passwd", detail=account.address))
+        audit.record(s, "account.passwd", account.address, actor=actor)
 
 
 def activate(reg: Registry, address: str, code: str, password: str) -> None:
@@ -234,4 +235,4 @@ def activate(reg: Registry, address: str, code: str, password: str) -> None:
         account.state = "active"
         account.activation_hash = None
         account.activation_expires = None
-        s.add(AuditLog(actor=account.address, action="account.activate", detail=account.address))
+        audit.record(s, "account.activate", account.address, actor=account.address)

@@ -24,8 +24,9 @@ from ..config import Config
 from ..errors import UserError
 from ..identity.keys import KEYFILE, VERSION_BYTES, IdKeyring, key_file_lock, version_of, version_prefix
 from ..store import Store
-from ..store.models import AuditLog, Citizen
+from ..store.models import Citizen
 from ..store.models.delivery import DropRow
+from . import audit
 from .context import Registry
 
 DEFAULT_BATCH = 1000
@@ -151,7 +152,7 @@ def _reencrypt_column(store: Store, ring: IdKeyring, enc: Encrypted, batch_size:
 
 
 def rotate(reg: Registry, batch_size: int = DEFAULT_BATCH, progress: Callable[[int], object] | None = None,
-           on_start: Callable[[int], object] | None = None) -> RotateReport:
+           on_start: Callable[[int], object] | None = None, reason: str | None = None) -> RotateReport:
     """Add an encryption key version, make it current and re-encrypt every row on an older one.
 
     While rows are still on a version older than the current one (a rotation that crashed, or
@@ -176,9 +177,9 @@ def rotate(reg: Registry, batch_size: int = DEFAULT_BATCH, progress: Callable[[i
             on_start(sum(sum(c.values()) for c in pending.values()))
         done = {enc.label: _reencrypt_column(reg.store, ring, enc, batch_size, progress) for enc in COLUMNS}
         with reg.store.session() as s:
-            s.add(AuditLog(actor="operator", action="keys.rotate" if added else "keys.rotate-continue",
-                           detail=f"version {ring.current}; re-encrypted " + ", ".join(
-                               f"{sum(c.values())} {label}" for label, c in done.items())))
+            audit.record(s, "keys.rotate" if added else "keys.rotate-continue",
+                         f"version {ring.current}; re-encrypted " + ", ".join(
+                             f"{sum(c.values())} {label}" for label, c in done.items()), reason=reason)
     return RotateReport(directory / KEYFILE, ring.current, added, sorted(ring.enc_keys), done)
 
 
@@ -190,7 +191,7 @@ class RetireReport:
     versions: list[int]
 
 
-def retire(reg: Registry) -> RetireReport:
+def retire(reg: Registry, reason: str | None = None) -> RetireReport:
     """Remove from the key file every encryption version but the current one, provided no row
     uses any of them; otherwise refuse and leave the key file as it is."""
     directory = keys_dir(reg.config)
@@ -212,6 +213,6 @@ def retire(reg: Registry) -> RetireReport:
             ring = ring.without(removed)
             ring.save(directory)
             with reg.store.session() as s:
-                s.add(AuditLog(actor="operator", action="keys.retire",
-                               detail=f"removed version(s) {', '.join(map(str, removed))}; current {ring.current}"))
+                audit.record(s, "keys.retire", f"removed version(s) {', '.join(map(str, removed))}; "
+                             f"current {ring.current}", reason=reason)
         return RetireReport(path, ring.current, removed, sorted(ring.enc_keys))

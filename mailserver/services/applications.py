@@ -159,6 +159,11 @@ def _agency_answer(reg, session: Session, desk: ApplicationDesk, inbound: Inboun
     return Handled("status", [(app.account_id, relayed)])
 
 
+def status_label(status: str) -> str:
+    """The status in the citizen's language: "approved" is 已批准; a clerk's own words as written."""
+    return replies.STATUS_LABELS.get(status.strip().lower(), status)
+
+
 def reply(reg, number: str, status: str, text: str) -> str:
     """Blocking: the agency's status message to the citizen, in the application's thread; a copy
     goes to the agency mailbox's Sent folder. Returns the new Message-ID."""
@@ -175,7 +180,7 @@ def reply(reg, number: str, status: str, text: str) -> str:
         citizen = s.get(Account, app.account_id)
         refs = app.thread_refs.split()
         msg = compose(sender=mailbox.address, sender_name=agency.name, to=citizen.address,
-                      subject=reply_subject(f"{app.subject} [{app.number}]") + f" — {status}",
+                      subject=reply_subject(f"{app.subject} [{app.number}]") + f" — {status_label(status)}",
                       text=text, domain=reg.domain, in_reply_to=refs[-1], references=refs[:-1],
                       extra={"Reply-To": s.get(Account, desk.account_id).address,
                              replies.APPLICATION_HEADER: app.number, replies.STATUS_HEADER: status},

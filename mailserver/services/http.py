@@ -1,163 +1,70 @@
-"""RFC 8058 one-click unsubscribe and mail-client autoconfiguration: a minimal HTTP/1.1
-endpoint on asyncio (stdlib only).
+"""What the citizens' HTTP face serves, as text: Thunderbird's autoconfig, Apple's profile and
+the RFC 8058 one-click unsubscribe pages. The server (aiohttp) and its routes are in
+``mailserver/web``; nothing here speaks HTTP.
 
 ``GET /mail/config-v1.1.xml`` (also under ``/.well-known/autoconfig/``) answers Thunderbird's
 autoconfiguration (the format K-9 and Evolution read too): the IMAP and submission servers, their
 ports and security, and the full address as user name. Thunderbird asks
 ``http://autoconfig.<domain>/mail/config-v1.1.xml`` and
 ``https://<domain>/.well-known/autoconfig/mail/config-v1.1.xml``; point those names here.
+``GET /mobileconfig?emailaddress=ADDRESS`` is the same for iPhone, iPad and Mac: an unsigned
+configuration profile with one IMAP account (and its submission server) for that address.
 
 ``POST /unsubscribe/<topic>/<account>/<token>`` with the body ``List-Unsubscribe=One-Click``
 unsubscribes; the token is an HMAC, so a URL cannot be made up for someone else. A ``GET`` of
 the same URL (a person clicking a link, or a scanner following it) never unsubscribes: it
-answers with a page holding a button that POSTs. One request per connection; sizes and time
-are bounded.
+answers with a page holding a button that POSTs.
 """
 from __future__ import annotations
 
-import asyncio
 import html
-import logging
+import plistlib
 import re
-import urllib.parse
+import uuid
 
-from ..config import parse_hostport
-from .topics import one_click_unsubscribe
+from ..identity.addresses import normalise_address
 
-log = logging.getLogger("civicmail.services.http")
-
-MAX_HEADER = 8192
-MAX_BODY = 4096
-TIMEOUT = 10.0
-#: a connection refused by the gate (server.max_connections) has its request head read (for up
-#: to REFUSE_WAIT seconds) before the 503, since closing with a request unread resets the
-#: connection and the client never sees the 503; at most REFUSE_LINGER such at once, the
-#: others are answered and closed at once
-REFUSE_WAIT = 0.5
-REFUSE_LINGER = 32
 AUTOCONFIG_PATHS = ("/mail/config-v1.1.xml", "/.well-known/autoconfig/mail/config-v1.1.xml")
-PATH = re.compile(r"^/unsubscribe/([A-Za-z0-9-]{1,64})/(\d{1,18})/([A-Za-z0-9_-]{8,64})\Z")
+#: the one-click URL's parts, as route patterns (anything else is 404)
+UNSUBSCRIBE_ROUTE = "/unsubscribe/{topic:[A-Za-z0-9-]{1,64}}/{account:[0-9]{1,18}}/{token:[A-Za-z0-9_-]{8,64}}"
+#: the largest one-click body read (RFC 8058's is "List-Unsubscribe=One-Click", 26 bytes)
+UNSUBSCRIBE_MAX_BODY = 1024
+MOBILECONFIG_TYPE = "application/x-apple-aspen-config"
+#: a local part a profile is made for: printable, no quoting, as the city's addresses are
+_LOCAL_PART = re.compile(r"[^\s\"<>\\@()\[\],;:]{1,64}\Z")
 
-PAGE_DONE = "<!DOCTYPE html><html><body><p>已退订。You are unsubscribed.</p></body></html>"
-PAGE_CONFIRM = ('<!DOCTYPE html><html><body><form method="post" action="{action}">'
+PAGE_DONE = ('<!DOCTYPE html><html lang="zh-CN"><body><p>已退订“{topic}”，不会再收到此类邮件。</p>'
+             '<p>You are unsubscribed from “{topic}”.</p></body></html>')
+PAGE_CONFIRM = ('<!DOCTYPE html><html lang="zh-CN"><body><p>退订“{topic}”？</p><p>Unsubscribe from “{topic}”?</p>'
+                '<form method="post" action="{action}">'
                 '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
                 '<button type="submit">退订 / Unsubscribe</button></form></body></html>')
 PAGE_NOT_FOUND = "<!DOCTYPE html><html><body><p>链接无效。This link is not valid.</p></body></html>"
 PAGE_BAD = "<!DOCTYPE html><html><body><p>Bad request.</p></body></html>"
 PAGE_ERROR = "<!DOCTYPE html><html><body><p>请稍后再试。Please try again later.</p></body></html>"
+PAGE_TOO_LARGE = "<!DOCTYPE html><html><body><p>Request too large.</p></body></html>"
 
 
-class OneClickHTTP:
-    name = "citizen services HTTP"
-
-    def __init__(self, ctx, listen: str) -> None:
-        self.ctx = ctx
-        self.listen = listen
-        self.address: tuple[str, int] | None = None
-        self._server: asyncio.AbstractServer | None = None
-        self._refusing = 0
-
-    async def start(self) -> None:
-        from ..server import StartupError
-
-        host, port = parse_hostport(self.listen, "http.listen")
-        try:
-            self._server = await asyncio.start_server(self._connection, host, port, reuse_address=True,
-                                                      limit=MAX_HEADER)
-        except OSError as exc:
-            raise StartupError(f"http.listen = {self.listen}: cannot listen: {exc.strerror or exc}") from None
-        self.address = self._server.sockets[0].getsockname()[:2]
-        log.info("citizen services HTTP listening on %s:%d", *self.address)
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        gate = self.ctx.gate
-        if not gate.enter("http", peer[0] if peer else "?"):
-            await self._refuse(reader, writer)
-            return
-        try:
-            try:
-                status, page = await asyncio.wait_for(self._request(reader), TIMEOUT)
-            except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError,
-                    ValueError, UnicodeDecodeError):
-                status, page = "400 Bad Request", PAGE_BAD
-            except Exception:
-                log.exception("one-click request failed")
-                status, page = "503 Service Unavailable", PAGE_ERROR
-            await self._reply(writer, status, page)
-        finally:
-            gate.leave()
-
-    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._refusing < REFUSE_LINGER:
-            self._refusing += 1
-            try:
-                await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REFUSE_WAIT)
-            except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-                pass
-            finally:
-                self._refusing -= 1
-        await self._reply(writer, "503 Service Unavailable", PAGE_ERROR)
-
-    @staticmethod
-    async def _reply(writer: asyncio.StreamWriter, status: str, page: str) -> None:
-        kind = "text/html"
-        if page.startswith("<?xml"):
-            kind = "application/xml"
-        body = page.encode("utf-8")
-        try:
-            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {kind}; charset=utf-8\r\n"
-                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
-            await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
-    async def _request(self, reader: asyncio.StreamReader) -> tuple[str, str]:
-        head = await reader.readuntil(b"\r\n\r\n")
-        if len(head) > MAX_HEADER:
-            return "431 Request Header Fields Too Large", PAGE_BAD
-        lines = head.decode("latin-1").split("\r\n")
-        method, target, _version = lines[0].split(" ", 2)
-        headers = {}
-        for line in lines[1:]:
-            if ":" in line:
-                name, value = line.split(":", 1)
-                headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0") or 0)
-        if length < 0 or length > MAX_BODY:
-            return "413 Content Too Large", PAGE_BAD
-        body = await reader.readexactly(length) if length else b""
-        path = urllib.parse.urlsplit(target).path
-        if path in AUTOCONFIG_PATHS:
-            if method != "GET":
-                return "405 Method Not Allowed", PAGE_BAD
-            return "200 OK", autoconfig_xml(self.ctx.config)
-        m = PATH.match(path)
-        if m is None:
-            return "404 Not Found", PAGE_NOT_FOUND
-        topic_id, account_id, token = m.group(1), int(m.group(2)), m.group(3)
-        if method == "GET":
-            return "200 OK", PAGE_CONFIRM.format(action=html.escape(path))
-        if method != "POST":
-            return "405 Method Not Allowed", PAGE_BAD
-        form = urllib.parse.parse_qs(body.decode("utf-8"), keep_blank_values=True)
-        if form.get("List-Unsubscribe") != ["One-Click"]:
-            return "400 Bad Request", PAGE_BAD
-        ok = await self.ctx.run(one_click_unsubscribe, self.ctx.registry, topic_id, account_id, token)
-        return ("200 OK", PAGE_DONE) if ok else ("404 Not Found", PAGE_NOT_FOUND)
+def page(status: int, action: str = "", topic: str = "") -> str:
+    """The HTML page for an HTTP status (200 with ``action``: the one-click confirmation whose
+    button POSTs to ``action``; 200 without: done), naming the ``topic``."""
+    if status == 200:
+        if action:
+            return PAGE_CONFIRM.format(action=html.escape(action), topic=html.escape(topic))
+        return PAGE_DONE.format(topic=html.escape(topic))
+    if status == 404:
+        return PAGE_NOT_FOUND
+    if status == 413:
+        return PAGE_TOO_LARGE
+    if status >= 500:
+        return PAGE_ERROR
+    return PAGE_BAD
 
 
 def autoconfig_xml(config) -> str:
     """Thunderbird's autoconfig document (clientConfig 1.1) for this city, from the listeners
     configured: implicit TLS first (what clients should prefer), then STARTTLS."""
-    host = html.escape(config.server.hostname)
+    host = html.escape(config.client_host)
     domain = html.escape(config.city.domain)
     servers = []
     for protocol, _, port, implicit_tls in config.client_endpoints():
@@ -179,3 +86,58 @@ def autoconfig_xml(config) -> str:
 {"".join(servers)}  </emailProvider>
 </clientConfig>
 """
+
+
+def profile_address(config, text: str) -> str | None:
+    """The address a profile is asked for, normalised, if it is a plain address in one of the
+    city's domains; else None. Whether the mailbox exists is not told (no address oracle)."""
+    if len(text) > 254 or text.count("@") != 1:
+        return None
+    try:
+        address = normalise_address(text)
+    except ValueError:
+        return None
+    local, _, domain = address.partition("@")
+    if not _LOCAL_PART.match(local) or domain not in config.local_domains:
+        return None
+    return address
+
+
+def mobileconfig(config, address: str) -> bytes | None:
+    """Apple's configuration profile (an unsigned plist) with one mail account for ``address``:
+    IMAP and SMTP submission on the hostname and ports of the listeners configured, implicit TLS
+    preferred, password authentication, the address as user name. Its identifiers are derived
+    from the city and the address, so installing it again replaces it instead of adding a twin.
+    None when IMAP or submission is switched off."""
+    endpoints = config.client_endpoints()
+    imap = next((port for protocol, _, port, _ in endpoints if protocol == "imap"), None)
+    smtp = next((port for protocol, _, port, _ in endpoints if protocol == "smtp"), None)
+    if imap is None or smtp is None:
+        return None  # no listener a client could use
+    domain = config.city.domain
+    host = config.client_host
+    reverse = ".".join(reversed(domain.split(".")))
+    account_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"mailto:{address}#account"))
+    profile_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"mailto:{address}#profile"))
+    account = {
+        "PayloadType": "com.apple.mail.managed", "PayloadVersion": 1,
+        "PayloadIdentifier": f"{reverse}.mail.account.{account_uuid}", "PayloadUUID": account_uuid,
+        "PayloadDisplayName": address, "PayloadDescription": f"{config.city.name} {address}",
+        "EmailAccountType": "EmailTypeIMAP", "EmailAccountDescription": f"{config.city.name} {domain}",
+        "EmailAddress": address,
+        "IncomingMailServerHostName": host, "IncomingMailServerPortNumber": imap,
+        # Apple's "SSL" means TLS from the start on the implicit-TLS port, STARTTLS on the other
+        "IncomingMailServerUseSSL": True, "IncomingMailServerAuthentication": "EmailAuthPassword",
+        "IncomingMailServerUsername": address,
+        "OutgoingMailServerHostName": host, "OutgoingMailServerPortNumber": smtp,
+        "OutgoingMailServerUseSSL": True, "OutgoingMailServerAuthentication": "EmailAuthPassword",
+        "OutgoingMailServerUsername": address, "OutgoingPasswordSameAsIncomingPassword": True,
+    }
+    profile = {
+        "PayloadType": "Configuration", "PayloadVersion": 1,
+        "PayloadIdentifier": f"{reverse}.mail.{profile_uuid}", "PayloadUUID": profile_uuid,
+        "PayloadDisplayName": f"{config.city.name} {address}", "PayloadOrganization": config.city.name,
+        "PayloadDescription": f"{config.city.name}: {address} in Mail", "PayloadRemovalDisallowed": False,
+        "PayloadContent": [account],
+    }
+    return plistlib.dumps(profile, fmt=plistlib.FMT_XML)

@@ -21,7 +21,8 @@ TOPIC_HELP_TEXT = (
     "退订：发送邮件至 {unsubscribe}（或主题写“退订”）。\n\n"
     "To subscribe to \"{topic}\", mail {subscribe} (or write \"subscribe\" as the subject); to "
     "unsubscribe, mail {unsubscribe} (or \"unsubscribe\").\n")
-BULLETIN_FOOTER_TEXT = "\n\n--\n{topic}。退订 / Unsubscribe: {unsubscribe}\n"
+#: the signature separator is "-- " (RFC 3676 4.3): clients fold or strip what follows it
+BULLETIN_FOOTER_TEXT = "\n\n-- \n{topic}。退订 / Unsubscribe: {unsubscribe}\n"
 BULLETIN_FOOTER_HTML = '<hr><p style="color:#666;font-size:small">{topic}。退订 / Unsubscribe: ' \
                        '<a href="mailto:{unsubscribe}">{unsubscribe}</a></p>'
 
@@ -83,6 +84,20 @@ ACK_TEXT = (
     "{agency} has received your application, number {number}. Each step and the result will be "
     "sent to you in this thread.\n")
 STATUS_SUBJECT = "办理进度 {number}：{status}"
+#: an application's status as the citizen reads it in the (Chinese) thread, by the status an
+#: operator gives (`application reply --status`); a status not named here, a clerk's own words,
+#: is shown as written
+STATUS_LABELS = {
+    "received": "已受理",
+    "in-progress": "办理中",
+    "more-info": "需补充材料",
+    "approved": "已批准",
+    "rejected": "未予批准",
+    "completed": "已办结",
+    "done": "已办结",
+    "withdrawn": "已撤回",
+    "replied": "已答复",
+}
 NOT_A_CITIZEN_TEXT = "只有已登录的实名邮箱可以提交申请。\nOnly a signed-in real-name mailbox may apply.\n"
 APPLICATION_HEADER = "X-Civicmail-Application"
 APPLICANT_HEADER = "X-Civicmail-Applicant"

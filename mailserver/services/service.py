@@ -1,5 +1,5 @@
-"""The citizen services in `civicmail serve`: the worker that answers service mail, and the
-one-click unsubscribe endpoint.
+"""The citizen services in `civicmail serve`: the worker that answers service mail (the
+one-click unsubscribe endpoint is on the HTTP listener, mailserver/web).
 
 The worker wakes when a service INBOX changes in this process (``ctx.hub``, which SMTP and the
 pipeline notify after their commits) and, as a fallback for writes by other processes or nodes,
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .http import OneClickHTTP
+from .topics import ensure_statements
 from .worker import ServiceInbox, process_pending, service_inboxes
 
 log = logging.getLogger("civicmail.services")
@@ -41,6 +41,9 @@ class ServicesWorker:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        # the address every optional statement names (List-Unsubscribe), in a city made before
+        # `init` made it
+        await self.ctx.run(ensure_statements, self.ctx.registry)
         await self._refresh()
         self._task = self._loop.create_task(self._run())
 
@@ -87,7 +90,4 @@ class ServicesWorker:
 
 
 def make_services(ctx) -> list:
-    services: list = [ServicesWorker(ctx)]
-    if ctx.config.http.listen:
-        services.append(OneClickHTTP(ctx, ctx.config.http.listen))
-    return services
+    return [ServicesWorker(ctx)]

@@ -15,7 +15,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound, ValidationError
-from ..store.models import Account, NoticeOptOut, NoticeType, Subscription, Topic
+from ..identity.addresses import statements_address
+from ..store.models import Account, NoticeOptOut, NoticeType, ServiceAccount, Subscription, Topic
 from . import replies
 from .accounts import citizen_account, create_system_account
 from .mail import Inbound, compose
@@ -109,16 +110,31 @@ def one_click_path(reg, topic_id: str, account_id: int) -> str:
     return f"/unsubscribe/{topic_id}/{account_id}/{one_click_token(reg, topic_id, account_id)}"
 
 
-def one_click_unsubscribe(reg, topic_id: str, account_id: int, token: str) -> bool:
-    """Blocking. True if the token is genuine (the citizen is then unsubscribed, idempotently)."""
+def _one_click(session: Session, reg, topic_id: str, account_id: int, token: str) -> Topic | None:
+    """The topic of a genuine link (its token is the HMAC, its topic and account exist), else None."""
     if not hmac.compare_digest(token.encode(), one_click_token(reg, topic_id, account_id).encode()):
-        return False
+        return None
+    topic = session.get(Topic, topic_id)
+    return topic if topic is not None and session.get(Account, account_id) is not None else None
+
+
+def one_click_topic(reg, topic_id: str, account_id: int, token: str) -> str | None:
+    """Blocking. The topic's name if the link is genuine (nothing changes), else None: what the
+    page a person opens from the link asks them to confirm."""
+    with reg.store.reader() as s:
+        topic = _one_click(s, reg, topic_id, account_id, token)
+        return topic.name if topic is not None else None
+
+
+def one_click_unsubscribe(reg, topic_id: str, account_id: int, token: str) -> str | None:
+    """Blocking. The topic's name if the link is genuine (the citizen is then unsubscribed,
+    idempotently), else None."""
     with reg.store.session() as s:
-        topic = s.get(Topic, topic_id)
-        if topic is None or s.get(Account, account_id) is None:
-            return False
+        topic = _one_click(s, reg, topic_id, account_id, token)
+        if topic is None:
+            return None
         set_subscribed(s, topic, account_id, False)
-    return True
+        return topic.name
 
 
 # -- mail --------------------------------------------------------------------------------------
@@ -192,7 +208,17 @@ def handle_statement_mail(reg, session: Session, inbound: Inbound) -> Handled:
 
 
 def setup_statements(reg) -> str:
-    """The ``unsubscribe@domain`` address the pipeline's optional statements point to."""
+    """The ``unsubscribe@domain`` address the pipeline's optional statements point to, made if
+    missing (Conflict if another account holds that address)."""
+    ensure_statements(reg)
+    return statements_address(reg.domain)
+
+
+def ensure_statements(reg) -> bool:
+    """Make the statements address unless it exists; True if made now. `init` and `serve` call it:
+    every address a notice names takes mail."""
     with reg.store.session() as s:
-        account = create_system_account(s, reg, f"unsubscribe@{reg.domain}", "statements", "optional")
-        return account.address
+        if s.scalar(select(ServiceAccount.account_id).where(ServiceAccount.kind == "statements")) is not None:
+            return False
+        create_system_account(s, reg, statements_address(reg.domain), "statements", "optional")
+    return True

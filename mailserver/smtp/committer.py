@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Callable
 
 from sqlalchemy import bindparam, func, select
 
@@ -98,7 +100,7 @@ def analyze_all(items: list[Pending]) -> None:
 
 class GroupCommitter:
     def __init__(self, store, run, default_quota: int, max_batch: int = MAX_BATCH, timeout: float = 60.0,
-                 outage: OutageLog | None = None) -> None:
+                 outage: OutageLog | None = None, on_commit: Callable[[float], None] | None = None) -> None:
         self._store = store
         self._run = run  # ServerContext.run: the thread executor
         self._default_quota = default_quota
@@ -106,6 +108,8 @@ class GroupCommitter:
         #: seconds a session waits for its commit (store.commit_timeout)
         self._timeout = timeout
         self._outage = outage or OutageLog()
+        #: told the seconds of each COMMIT (the metrics), in the writer's thread
+        self._on_commit = on_commit
         #: sessions' messages, waiting for analysis
         self._incoming: asyncio.Queue[tuple[Pending, asyncio.Future] | None] = asyncio.Queue()
         #: analysed batches, waiting for the writer
@@ -244,7 +248,10 @@ class GroupCommitter:
                         g.release()
                     return self._commit_analyzed(items)
                 try:
+                    started = time.monotonic()
                     self._store.commit_before(session, min(g.at for g in guards))
+                    if self._on_commit is not None:
+                        self._on_commit(time.monotonic() - started)
                 except BaseException:
                     for g in guards:
                         g.release()

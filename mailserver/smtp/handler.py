@@ -10,7 +10,9 @@ import ipaddress
 
 import itertools
 import logging
+import re
 import secrets
+import time
 from base64 import b64decode
 from typing import TYPE_CHECKING
 
@@ -28,6 +30,10 @@ if TYPE_CHECKING:
     from .service import SMTPListener
 
 log = logging.getLogger("civicmail.smtp")
+#: an outcome of the log line: "stored", "refused (unknown user)" -> (word, reason)
+_OUTCOME = re.compile(r"(\S+)(?: \((.*)\))?\Z")
+#: the metrics' outcome for a log line's first word
+_ACCEPTED = frozenset(("stored", "queued", "queued+stored"))
 
 
 #: queue ids: a random prefix per process and a counter (unique without a syscall per message)
@@ -62,6 +68,11 @@ class Handler:
         return self.refuse_local_senders and not policy.in_networks(session.client_ip, self.trusted_networks)
 
     def _log(self, outcome: str, session: CivicSession, envelope: CivicEnvelope, *, rcpts=None, size=None) -> None:
+        """The message's log line, and its count in the metrics (every outcome passes here)."""
+        word, reason = _OUTCOME.match(outcome).groups()  # type: ignore[union-attr]
+        if word in _ACCEPTED:
+            word, reason = "accepted", word
+        self.ctx.metrics.messages.labels(self.listener.kind, word, reason or "-").inc()
         to = ",".join(f"<{r}>" for r in (rcpts if rcpts is not None else envelope.rcpt_tos))
         log.info("%s %s client=%s port=%s auth=%s from=<%s> to=%s size=%s", envelope.qid or "NOQUEUE", outcome,
                  session.client_ip, self.listener.kind, identity(principal_of(session)),
@@ -222,6 +233,7 @@ class Handler:
             if refusal:
                 self._log("refused (%s)" % refusal[4:9], session, envelope, size=len(raw))
                 return refusal
+            raw = headers.origin_fields(header, self.ctx.config.city.domain, envelope.qid) + raw
         protocol = ("ESMTP" if session.extended_smtp else "SMTP") + ("S" if server.tls_active else "") + \
                    ("A" if principal else "")
         trace = headers.trace_headers(
@@ -232,8 +244,10 @@ class Handler:
         sender = "" if envelope.mail_from == "<>" else (envelope.mail_from or "")
         pending = Pending(raw=trace + raw, account_ids=sorted(set(envelope.local.values())), remote=list(dict.fromkeys(envelope.remote)),
                           sender=sender, sender_account_id=principal.account_id if principal else None)
+        started = time.monotonic()
         outcome = await self.shared.committer.submit(pending)
         if outcome is Outcome.STORED:
+            self.ctx.metrics.delivery_seconds.labels("smtp").observe(time.monotonic() - started)
             self._log("queued+stored" if pending.remote and pending.account_ids else
                       "queued" if pending.remote else "stored", session, envelope, size=len(pending.raw))
             if pending.remote:

@@ -139,12 +139,26 @@ _date_cache: tuple[int, str] = (0, "")
 
 
 def _now_rfc5322() -> str:
-    """The date for a Received header; formatted once per second (it is on every message)."""
+    """The date for a Received header (and a missing Date:); formatted once per second (it is
+    on every message)."""
     global _date_cache
     second = int(time.time())
     if _date_cache[0] != second:
         _date_cache = (second, email.utils.format_datetime(email.utils.localtime()))
     return _date_cache[1]
+
+
+def origin_fields(header: bytes, domain: str, qid: str) -> bytes:
+    """The Date and Message-ID a submitted message lacks (RFC 6409 8.3, 8.4: a submission
+    server adds them), as lines to add to its header; b"" when it has both. The Message-ID is
+    ours: the time, the queue id (unique in this process, with a random prefix) and our domain."""
+    names = {name for name, _ in fields(header)}
+    added = []
+    if b"date" not in names:
+        added.append(f"Date: {_now_rfc5322()}\r\n")
+    if b"message-id" not in names:
+        added.append(f"Message-ID: <{time.strftime('%Y%m%d%H%M%S', time.gmtime())}.{qid}@{domain}>\r\n")
+    return "".join(added).encode("ascii")
 
 
 def trace_headers(*, qid: str, helo: str, client_ip: str, hostname: str, protocol: str, recipients: list[str],

@@ -4,6 +4,7 @@ client's address, per-IP connection limits, our reply texts, and sessions a list
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from typing import TYPE_CHECKING, AnyStr
 
@@ -81,6 +82,11 @@ class CivicSMTP(SMTP):
             loop=asyncio.get_running_loop(),
         )
         self._held: list[bytes] = []
+        #: the verb being answered, for the metrics ("none" between commands; see _counting)
+        self._verb = "none"
+        metrics = listener.ctx.metrics
+        self._replies = metrics.smtp_replies
+        self._commands = metrics.smtp_commands
 
     def _create_session(self) -> CivicSession:
         return CivicSession(self.loop)
@@ -113,6 +119,8 @@ class CivicSMTP(SMTP):
             data = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
         else:
             data = status
+        if data[3:4] != b"-":  # the last line of a reply
+            self._replies.labels(self.listener.kind, self._verb, data[:3].decode("ascii", "replace")).inc()
         self._held.append(data + b"\r\n")
         buffered = self._reader._buffer  # type: ignore[attr-defined]
         if b"\n" in buffered and data[:3] not in _NEVER_HOLD:
@@ -140,7 +148,7 @@ class CivicSMTP(SMTP):
                 self.listener.shared.connections.close(ip)
                 self.listener.sessions.discard(self)
         finally:
-            gate.leave()
+            gate.leave(self.listener.kind)
 
     async def _refuse(self, reply: str) -> None:
         await self.push(reply)
@@ -223,3 +231,24 @@ class CivicSMTP(SMTP):
             self._writer.write(b"".join(self._held) + reply.encode() + b"\r\n")
             self._held.clear()
             self.transport.close()
+
+
+def _counting(name: str, method):
+    """``smtp_VERB`` counted in the metrics, its replies labelled with VERB. Wrapped once per
+    class (below), so a connection costs nothing more; HELP reads the syntax aiosmtpd's
+    @syntax put on the method, which ``wraps`` keeps."""
+    verb = name[len("smtp_"):]
+
+    @functools.wraps(method)
+    async def counted(self: CivicSMTP, arg: str) -> None:
+        self._commands.labels(self.listener.kind, verb).inc()
+        self._verb = verb
+        try:
+            await method(self, arg)
+        finally:
+            self._verb = "none"
+    return counted
+
+
+for _name in [n for n in dir(CivicSMTP) if n.startswith("smtp_")]:
+    setattr(CivicSMTP, _name, _counting(_name, getattr(CivicSMTP, _name)))

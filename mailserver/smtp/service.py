@@ -37,7 +37,8 @@ class SMTPShared:
         config = ctx.config
         self.ctx = ctx
         self.committer = GroupCommitter(ctx.store, ctx.run, config.accounts.quota_bytes,
-                                        timeout=config.store.commit_timeout, outage=ctx.outage)
+                                        timeout=config.store.commit_timeout, outage=ctx.outage,
+                                        on_commit=ctx.metrics.commit_observer("smtp"))
         self.mailbox_cache = MailboxCache()
         self.connections = ConnectionCounter(config.smtp.max_connections_per_ip)
         self.ip_rate = RateLimiter(config.smtp.max_messages_per_ip_per_minute)

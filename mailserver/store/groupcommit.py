@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import weakref
-from typing import Iterator
+from typing import Callable, Iterator
 
 from sqlalchemy.orm import Session
 
@@ -43,6 +44,8 @@ class GroupCommit:
         self._session: Session | None = None
         self._cm = None
         self._batch: _Batch | None = None
+        #: told the seconds of each COMMIT (the server's metrics), in the committing thread
+        self.on_commit: Callable[[float], None] | None = None
 
     def _acquire(self) -> None:
         with self._count_lock:
@@ -62,10 +65,14 @@ class GroupCommit:
         """Commit the open batch (mutex held) and wake its threads."""
         cm, batch = self._cm, self._batch
         self._session = self._cm = self._batch = None
+        started = time.monotonic()
         try:
             cm.__exit__(None, None, None)
         except BaseException as exc:  # noqa: BLE001 - every waiter must hear of it
             batch.error = exc
+        else:
+            if self.on_commit is not None:
+                self.on_commit(time.monotonic() - started)
         batch.done.set()
 
     def _leave(self) -> None:

@@ -33,7 +33,6 @@ class FolderInfo:
     id: int
     name: str
     special_use: str | None
-    subscribed: bool
     uidvalidity: int
     uidnext: int
     highestmodseq: int
@@ -59,11 +58,11 @@ def serialized_writes(store: Store):
 
 
 def info_of_row(row) -> FolderInfo:
-    return FolderInfo(row.id, row.name, row.special_use, bool(row.subscribed), row.uidvalidity, row.uidnext,
-                      row.highestmodseq, row.message_count, row.total_size)
+    return FolderInfo(row.id, row.name, row.special_use, row.uidvalidity, row.uidnext, row.highestmodseq,
+                      row.message_count, row.total_size)
 
 
-INFO_COLS = (F.c.id, F.c.name, F.c.special_use, F.c.subscribed, F.c.uidvalidity, F.c.uidnext, F.c.highestmodseq,
+INFO_COLS = (F.c.id, F.c.name, F.c.special_use, F.c.uidvalidity, F.c.uidnext, F.c.highestmodseq,
               F.c.message_count, F.c.total_size)
 
 
@@ -71,11 +70,11 @@ def uid_filter(ranges: UidRanges):
     return or_(*[M.c.uid.between(lo, hi) if lo != hi else M.c.uid == lo for lo, hi in ranges])
 
 
-INFO_SQL = "id, name, special_use, subscribed, uidvalidity, uidnext, highestmodseq, message_count, total_size"
+INFO_SQL = "id, name, special_use, uidvalidity, uidnext, highestmodseq, message_count, total_size"
 
 
 def info_of(t: tuple) -> FolderInfo:
-    return FolderInfo(t[0], t[1], t[2], bool(t[3]), t[4], t[5], t[6], t[7], t[8])
+    return FolderInfo(*t[:8])
 
 
 def folder_row(session: Session, account_id: int, name: str, lock: bool = False) -> FolderInfo:

@@ -95,7 +95,7 @@ def _new_uidvalidity(session: Session, account_id: int) -> int:
 
 
 def _insert_folder(session: Session, account_id: int, name: str) -> None:
-    session.execute(F.insert().values(account_id=account_id, name=name, special_use=None, subscribed=True,
+    session.execute(F.insert().values(account_id=account_id, name=name, special_use=None,
                                       uidvalidity=_new_uidvalidity(session, account_id), uidnext=1,
                                       highestmodseq=1, total_size=0, message_count=0, recent_uid=0,
                                       uidvalidity_mark=0,
@@ -198,6 +198,7 @@ def rename_folder(store: Store, account_id: int, old: str, new: str, limits: Acc
             remove_messages(s, row.id, [u.uid for u in uids], release=False)
             moved_folders = [row.id, target.id]
         else:
+            _rename_subscriptions(s, account_id, old, new)
             s.execute(update(F).where(F.c.id == row.id).values(name=new))
             children = s.execute(select(F.c.id, F.c.name).where(F.c.account_id == account_id,
                                                                 F.c.name.startswith(old + SEP, autoescape=True))).all()
@@ -208,10 +209,55 @@ def rename_folder(store: Store, account_id: int, old: str, new: str, limits: Acc
     hub.changed(moved_folders)
 
 
-def set_subscribed(store: Store, account_id: int, name: str, subscribed: bool) -> None:
+# -- subscriptions (RFC 3501 6.3.6, 6.3.7): a list of names of its own ----------------------------------
+# CREATE does not subscribe and DELETE does not unsubscribe; a name may be subscribed with no
+# folder behind it. RENAME moves the subscriptions of the folder and its children along.
+
+def subscriptions(store: Store, account_id: int) -> list[str]:
+    """The account's subscribed names, sorted."""
+    with raw_reader(store) as s:
+        return [r[0] for r in driver_rows(s, "SELECT name FROM mailbox_subscription WHERE account_id = ? ORDER BY name",
+                                          account_id)]
+
+
+def subscribe(store: Store, account_id: int, name: str, limits: AccountsConfig = AccountsConfig()) -> None:
+    """SUBSCRIBE: idempotent, whether or not a folder has the name. LimitExceeded past
+    accounts.max_subscriptions names, or for a name longer or deeper than a folder's may be."""
+    name = name.rstrip(SEP)
+    if not name or any(not part for part in name.split(SEP)):
+        raise Conflict(f"cannot subscribe {name}")
+    _check_name(name, limits)
     with writing(store) as s:
-        row = folder_row(s, account_id, name)
-        s.execute(update(F).where(F.c.id == row.id).values(subscribed=subscribed))
+        folder_row(s, account_id, "INBOX", lock=True)  # PostgreSQL: one writer of the list at a time
+        count, have = driver_rows(s, "SELECT count(*), coalesce(sum(CASE WHEN name = ? THEN 1 ELSE 0 END), 0) "
+                                     "FROM mailbox_subscription WHERE account_id = ?", name, account_id)[0]
+        if have:
+            return
+        if count >= limits.max_subscriptions:
+            raise LimitExceeded(f"an account has at most {limits.max_subscriptions} subscriptions")
+        driver_execute(s, "INSERT INTO mailbox_subscription (account_id, name) VALUES (?, ?)", [(account_id, name)])
+
+
+def unsubscribe(store: Store, account_id: int, name: str) -> None:
+    """UNSUBSCRIBE: idempotent (a name not on the list is not an error)."""
+    with writing(store) as s:
+        driver_execute(s, "DELETE FROM mailbox_subscription WHERE account_id = ? AND name = ?",
+                       [(account_id, name.rstrip(SEP))])
+
+
+def _rename_subscriptions(session: Session, account_id: int, old: str, new: str) -> None:
+    """RENAME: the folder's subscription and its children's go to the new names (the new names'
+    own subscriptions, if any, stay)."""
+    for (name,) in driver_rows(session, "SELECT name FROM mailbox_subscription WHERE account_id = ? AND "
+                                        "(name = ? OR substr(name, 1, ?) = ?)", account_id, old, len(old) + 1,
+                               old + SEP):
+        moved = new + name[len(old):]
+        driver_execute(session, "DELETE FROM mailbox_subscription WHERE account_id = ? AND name = ?",
+                       [(account_id, name)])
+        if not driver_rows(session, "SELECT 1 FROM mailbox_subscription WHERE account_id = ? AND name = ?",
+                           account_id, moved):
+            driver_execute(session, "INSERT INTO mailbox_subscription (account_id, name) VALUES (?, ?)",
+                           [(account_id, moved)])
 
 
 def find_folder(store: Store, account_id: int, name: str) -> FolderInfo:
@@ -222,6 +268,7 @@ def find_folder(store: Store, account_id: int, name: str) -> FolderInfo:
 
 __all__ = ["FolderInfo", "FolderStatus", "Snapshot", "Changes", "Copied", "Stored", "Appended", "CannotDelete",
            "QuotaExceeded", "SEP", "UidRanges", "writing", "serialized_writes",
-           "list_folders", "folder_status", "create_folder", "delete_folder", "rename_folder", "set_subscribed",
+           "list_folders", "folder_status", "create_folder", "delete_folder", "rename_folder", "subscriptions",
+           "subscribe", "unsubscribe",
            "find_folder", "select_folder", "claim_recent", "changes_since", "fetch_rows", "message_raw", "store_flags",
            "expunge", "copy_messages", "append_message", "quota_usage"]

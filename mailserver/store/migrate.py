@@ -66,10 +66,25 @@ def current_revision(store: Store) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def head_revision() -> str:
+def _scripts() -> ScriptDirectory:
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    return ScriptDirectory.from_config(cfg).get_current_head()
+    return ScriptDirectory.from_config(cfg)
+
+
+def head_revision() -> str:
+    return _scripts().get_current_head()
+
+
+def pending_revisions(store: Store) -> list[str] | None:
+    """The migrations ``db upgrade`` would run, newest first (all of them for an empty database);
+    None if the database is at a revision this civicmail does not know (a newer one migrated it)."""
+    from alembic.script.revision import ResolutionError
+
+    try:
+        return [r.revision for r in _scripts().iterate_revisions("heads", current_revision(store) or "base")]
+    except ResolutionError:
+        return None
 
 
 def is_current(store: Store) -> bool:

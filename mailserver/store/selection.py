@@ -46,12 +46,15 @@ class Changes:
     changed: list[tuple[int, int, str | None, int]]
     #: every UID now in the folder, only when some were expunged (else None)
     present: array | None
+    #: messages above this UID are \\Recent for the session that claims them (folder.recent_uid)
+    recent_uid: int = 0
 
 
 # -- a selected folder ----------------------------------------------------------------------------
 
 def select_folder(store: Store, account_id: int, name: str, readonly: bool) -> Snapshot:
-    """RFC 3501 6.3.1/6.3.2. SELECT (not EXAMINE) claims the \\Recent messages for this session."""
+    """RFC 3501 6.3.1/6.3.2. Both count the \\Recent messages; SELECT (not EXAMINE) claims them
+    for this session."""
     with raw_reader(store) as s:
         found = driver_rows(s, f"SELECT {INFO_SQL}, recent_uid FROM folder WHERE account_id = ? AND name = ?",
                             account_id, name)
@@ -70,10 +73,10 @@ def select_folder(store: Store, account_id: int, name: str, readonly: bool) -> S
                 first_unseen = uid
             if kws:
                 keywords.update(kws.split())
-    if readonly:
-        return Snapshot(info, uids, 1 << 62, 0, first_unseen, keywords)
     recent_above = recent_uid
-    if uids and uids[-1] > recent_above:
+    # EXAMINE counts them without claiming them (RFC 3501 6.3.2: no change to the mailbox's
+    # state, and a later SELECT still gets them as \Recent)
+    if not readonly and uids and uids[-1] > recent_above:
         # Only the first session to see a message gets it as \Recent: claim under the lock.
         recent_above = max(recent_above, claim_recent(store, info.id, uids[-1]))
     recent = len(uids) - bisect_right(uids, recent_above)
@@ -98,12 +101,13 @@ def changes_since(store: Store, folder_id: int, modseq: int, known_max_uid: int,
     ``force``: look for expunges even if the MODSEQ did not move (ones deferred earlier)."""
     # Runs after most commands of every session: plain SQL through the driver's cursor.
     with raw_reader(store) as s:
-        found = driver_rows(s, "SELECT highestmodseq, uidnext, message_count FROM folder WHERE id = ?", folder_id)
+        found = driver_rows(s, "SELECT highestmodseq, uidnext, message_count, recent_uid FROM folder WHERE id = ?",
+                            folder_id)
         if not found:
             return None
-        highest, uidnext, count = found[0]
+        highest, uidnext, count, recent_uid = found[0]
         if highest == modseq and not (force and count < known_count):
-            return Changes(modseq, uidnext, [], [], None)
+            return Changes(modseq, uidnext, [], [], None, recent_uid)
         rows = driver_rows(s, "SELECT uid, flags, keywords, modseq FROM message WHERE folder_id = ? AND modseq > ? "
                                "ORDER BY uid", folder_id, modseq)
         new = [tuple(r) for r in rows if r[0] > known_max_uid]
@@ -113,7 +117,7 @@ def changes_since(store: Store, folder_id: int, modseq: int, known_max_uid: int,
         if count < known_count + len(new):
             present = array("q", (r[0] for r in driver_rows(
                 s, "SELECT uid FROM message WHERE folder_id = ? ORDER BY uid", folder_id)))
-    return Changes(highest, uidnext, new, changed, present)
+    return Changes(highest, uidnext, new, changed, present, recent_uid)
 
 
 def vanished_since(store: Store, folder_id: int, modseq: int, ranges: UidRanges | None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from delivery.catalog import load_agencies, load_catalog
+from delivery.catalog import load_agencies, load_catalog, sample_people
 from mailserver.config import REPO_ROOT
 from mailserver.registry import Registry
 from mailserver.registry.agencies import add_agency, grant
@@ -14,23 +14,13 @@ TEMPLATES = REPO_ROOT / "templates"
 CATALOG = load_catalog(TEMPLATES)
 
 
-def sample_people() -> dict[str, str]:
-    """id_number -> name, over every sample drop."""
-    people = {}
-    for definition in CATALOG.values():
-        with open(definition.folder / "sample.csv", encoding="utf-8", newline="") as fh:
-            for row in csv.DictReader(fh):
-                people[row["id_number"]] = row["name"]
-    return people
-
-
 def make_city(registry: Registry) -> dict[str, str]:
     """Register agencies and the sample citizens; returns id_number -> mailbox address."""
     for agency_id, info in load_agencies(TEMPLATES).items():
         add_agency(registry, agency_id, info["name"], [info["sender"]], "agency-password-1")
         grant(registry, agency_id, sorted(d.id for d in CATALOG.values() if d.agency == agency_id))
     return {number: add_citizen(registry, name, number, password="citizen-pw-1").address
-            for number, name in sample_people().items()}
+            for number, name in sample_people(CATALOG).items()}
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[str]], encoding: str = "utf-8") -> Path:

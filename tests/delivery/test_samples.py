@@ -113,7 +113,7 @@ def test_hard_names_compose_like_the_oracle(registry, city, name):
     agency = agency_info(registry, definition.agency, definition.id)
     from delivery.render import Renderer
 
-    renderer = Renderer(registry.config.templates_dir, definition, agency, "示例市")
+    renderer = Renderer(registry.config.templates_dir, definition, agency, "示例市", "civic.example")
     values = {"reference": None, "id_number": "x", "name": name, "licence_number": "L<1>",
               "expiry_date": dt.date(2027, 1, 2), "office": "车管所 & 分所"}
     rendered = renderer.render(values, "a.b@hz.example.cn")

@@ -185,3 +185,55 @@ def test_drop_mailed_over_smtp_submission(tmp_path):
         loop.close()
         ctx.shutdown()
         store.dispose()
+
+
+def test_a_mailed_drop_writes_its_line_to_the_serve_log(tmp_path):
+    """`civicmail serve` as operators run it: a drop mailed by an agency over submission gets its
+    line in the log, as a spooled drop does (and the spooled one still does)."""
+    import re
+    import signal
+    import smtplib
+
+    from drophelpers import make_city
+    from mailserver.bench.smtp import start_server
+    from mailserver.cli.init import prepare
+    from tests.conftest import make_config
+
+    config = make_config(tmp_path / "data")
+    prepare(config)
+    store = open_store(config)
+    try:
+        make_city(Registry(config, store))
+    finally:
+        store.dispose()
+    spooled = config.data_path(config.delivery.spool_dir) / "traffic-police" / "licence-renewal"
+    spooled.mkdir(parents=True)
+    proc, host, _, log = start_server(config.source)
+    try:
+        port = int(re.search(r"SMTP submission listening on [\d.]+:(\d+)", "".join(log)).group(1))
+        msg = EmailMessage()
+        msg["From"] = msg["Sender"] = f"social-security@{config.city.domain}"
+        msg["To"] = f"drops@{config.city.domain}"
+        msg["Subject"] = "十一月 pension-statement"
+        msg.set_content("见附件")
+        msg.add_attachment((CATALOG["pension-statement"].folder / "sample.csv").read_bytes(), maintype="text",
+                           subtype="csv", filename="pension.csv")
+        with smtplib.SMTP(host, port, timeout=30) as smtp:
+            smtp.login("social-security", "agency-password-1")  # loopback, development: no TLS needed
+            smtp.send_message(msg)
+        (spooled / "today.csv").write_bytes((CATALOG["licence-renewal"].folder / "sample.csv").read_bytes())
+        store = open_store(config)
+        try:  # both drops ran: the agency has its answer, the spooled file is done
+            wait_for(lambda: inbox_messages(store, f"social-security@{config.city.domain}")
+                     and (spooled / "done" / "today.csv.report.csv").exists())
+        finally:
+            store.dispose()
+        wait_for(lambda: sum(" drop " in line for line in log) >= 2, timeout=10)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    [mailed] = [line for line in log if "mail social-security/" in line]
+    assert re.search(r"INFO .*mail social-security/pension-statement/pension.csv \(message 1\): drop \d+: "
+                     r"delivered 3$", mailed.rstrip()), mailed
+    [spool] = [line for line in log if "spool traffic-police/" in line]
+    assert re.search(r"spool traffic-police/licence-renewal/today.csv: drop \d+: delivered 3$", spool.rstrip()), spool

@@ -10,14 +10,15 @@ from mailserver.bench.imap import command
 
 
 def test_bench_imap_all_modes_small():
-    result = CliRunner().invoke(command, ["--mode", "all", "--messages", "500", "--idle", "20", "--idle-users", "4",
-                                          "--clients", "3", "--seconds", "2"])
+    # the suite's size (the bench's own defaults are 100,000 messages and 10,000 connections)
+    result = CliRunner().invoke(command, ["--mode", "all", "--messages", "200", "--idle", "8", "--idle-users", "2",
+                                          "--clients", "2", "--seconds", "1"])
     assert result.exit_code == 0, result.output
-    assert re.search(r"UID FETCH 1:\* \(FLAGS\) of 500 messages", result.output)
+    assert re.search(r"UID FETCH 1:\* \(FLAGS\) of 200 messages", result.output)
     for command_text in (r"UID SORT \(REVERSE DATE\) UTF-8 ALL", r"UID THREAD REFERENCES UTF-8 ALL"):
-        assert len(re.findall(rf"sort: {command_text} of 500 messages \d+ ms", result.output)) == 3
-    assert re.search(r"idle: 20 connections in IDLE: .* over \d+ sessions", result.output)
-    m = re.search(r"stress: 3 clients, ([\d,]+) commands .* (\d+) state errors", result.output)
+        assert len(re.findall(rf"sort: {command_text} of 200 messages \d+ ms", result.output)) == 3
+    assert re.search(r"idle: 8 connections in IDLE: .* over \d+ sessions", result.output)
+    m = re.search(r"stress: 2 clients, ([\d,]+) commands .* (\d+) state errors", result.output)
     assert m and int(m.group(1).replace(",", "")) > 0 and m.group(2) == "0"
 
 
@@ -29,7 +30,7 @@ def test_bench_imap_stress_connects_to_a_running_server(tmp_path):
     prepare_data(tmp_path, 3, 0)  # u0, u1, u2: --connect logs in as u1..uN
     server = ServerChild(tmp_path)
     try:
-        result = CliRunner().invoke(command, ["--mode", "stress", "--clients", "2", "--seconds", "2",
+        result = CliRunner().invoke(command, ["--mode", "stress", "--clients", "2", "--seconds", "1",
                                               "--connect", f"127.0.0.1:{server.port}"])
     finally:
         server.stop()

@@ -170,7 +170,9 @@ def test_store_unchangedsince_silent_sends_modseq_only_for_changed_messages(serv
     base = _db(server)[3][1] - 1
     lines = raw.command("t", f"STORE 1:3 (UNCHANGEDSINCE {base}) +FLAGS.SILENT (\\Seen)")
     db = _db(server)
-    assert lines == [f"* 1 FETCH (MODSEQ ({db[1][1]}))\r\n".encode(), f"* 2 FETCH (MODSEQ ({db[2][1]}))\r\n".encode(),
+    # the first CONDSTORE enabling command while selected: HIGHESTMODSEQ first (RFC 7162 3.1)
+    assert lines == [f"* OK [HIGHESTMODSEQ {base + 1}] highest\r\n".encode(),
+                     f"* 1 FETCH (MODSEQ ({db[1][1]}))\r\n".encode(), f"* 2 FETCH (MODSEQ ({db[2][1]}))\r\n".encode(),
                      b"t OK [MODIFIED 3] conditional STORE failed\r\n"]
     assert db[1][1] == db[2][1] == db[0][1]  # HIGHESTMODSEQ is the highest MODSEQ
     lines = raw.command("u", f"UID STORE 1:2 (UNCHANGEDSINCE {db[0][1]}) -FLAGS (\\Seen)")

@@ -210,8 +210,10 @@ def test_esort_return_options(server, sorted_folder):
     # ascending runs in sort order are ranges
     assert raw.command("e", "SORT RETURN (ALL) (SIZE) UTF-8 ALL") == [
         b'* ESEARCH (TAG "e") ALL 1,3:4,2\r\n', b"e OK completed\r\n"]
-    # a MODSEQ key (RFC 7162 3.1.5): the highest MODSEQ of the messages answered
-    answer = raw.command("m", "SORT (SIZE) UTF-8 MODSEQ 1")[0]
+    # a MODSEQ key (RFC 7162 3.1.5): the highest MODSEQ of the messages answered; being the first
+    # CONDSTORE-enabling command while selected, it is preceded by the folder's HIGHESTMODSEQ (3.1)
+    enabled, answer = raw.command("m", "SORT (SIZE) UTF-8 MODSEQ 1")[:2]
+    assert enabled.startswith(b"* OK [HIGHESTMODSEQ "), enabled
     assert re.fullmatch(rb"\* SORT 1 3 4 2 \(MODSEQ \d+\)\r\n", answer), answer
     raw.close()
 

@@ -21,7 +21,8 @@ from tests.serverkit import LoopServer, prepared_city
 DOMAIN = "hz.example.cn"
 PASSWORD = "correct horse battery"
 PORT_ZERO = ("smtp.listen=127.0.0.1:0", "submission.listen=127.0.0.1:0", "submissions.listen=127.0.0.1:0",
-             "imap.listen=127.0.0.1:0", "imaps.listen=127.0.0.1:0", "http.listen=127.0.0.1:0")
+             "imap.listen=127.0.0.1:0", "imaps.listen=127.0.0.1:0", "http.listen=127.0.0.1:0",
+             "http.metrics_listen=127.0.0.1:0")
 NAMES = "张伟 王芳 李娜 刘洋 陈静 杨磊 赵敏 黄勇 周杰 吴婷".split()
 
 
@@ -43,9 +44,7 @@ class Server(LoopServer):
 
     @property
     def http_port(self) -> int:
-        from mailserver.services.http import OneClickHTTP
-
-        return next(s.address[1] for s in self.services if isinstance(s, OneClickHTTP))
+        return self.port("citizen services HTTP")
 
     @property
     def worker(self) -> ServicesWorker:

@@ -74,6 +74,9 @@ def test_application_round_trip_keeps_the_thread(server):
     msgid = reply(reg, app.number, "approved", "您的联系地址已变更。")
     final = parse(server.inbox(alice)[-1])
     assert final["Message-ID"] == msgid and final["In-Reply-To"] == "<clerk-1@agency.test>"
+    # the status in the thread's language; the header keeps the value the agency gave
+    assert str(final["Subject"]).endswith(" — 已批准") and "approved" not in str(final["Subject"])
+    assert final["X-Civicmail-Status"] == "approved"
     assert ids(final["References"])[0] == "<app-1@client.test>"
     assert set(ids(final["References"])) >= {"<app-1@client.test>", str(ack["Message-ID"]), "<clerk-1@agency.test>"}
     assert list_applications(reg)[0].status == "approved"

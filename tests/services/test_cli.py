@@ -58,7 +58,11 @@ def test_service_commands(sqlite_config, tmp_path):
     assert "mailed to 0 citizens" in ok("survey", "send", "parks", "--to", "policy")  # no subscribers
     assert "no topic" in fails("survey", "send", "parks", "--to", "nosuch")
     assert ok("survey", "tally", "parks", "--csv").splitlines()[1:] == ["1,延长开放时间？,A,是,0", "1,延长开放时间？,B,否,0"]
-    assert "0 ballots" in ok("survey", "tally", "parks")
+    table = ok("survey", "tally", "parks").splitlines()
+    assert "0 ballots" in table[0]
+    # every column is named, and the rule under the names is as wide as the table
+    assert table[1].split() == ["#", "question", "choice", "choice", "text", "votes"]
+    assert table[2].split() == ["-", "-" * 14, "-" * 6, "-" * 11, "-" * 5]
     assert "anonymous" in fails("survey", "tally", "parks", "--ballots")
     ok("survey", "close", "parks")
     assert "closed" in fails("survey", "send", "parks")

@@ -103,6 +103,9 @@ def test_subscribe_by_mail_confirmation_over_imap_bulletin_once_and_one_click(se
     text = b.get_body(("plain",)).get_content()
     html = b.get_body(("html",)).get_content()
     assert "  • 新增西溪湿地站 <https://example.cn/bus/12>" in text and "12 路" in text
+    # the footer follows the signature separator, dash dash space, so that clients fold it
+    lines = text.splitlines()
+    assert lines[lines.index("-- ") + 1].startswith("政策法规。退订") and "--" not in lines
     assert '<a href="https://example.cn/bus/12">西溪湿地站</a>' in html and "<strong>12 路</strong>" in html
     url = re.search(r"<(http://[^>]+)>", b["List-Unsubscribe"]).group(1)
     with server.store.reader() as s:
@@ -112,21 +115,29 @@ def test_subscribe_by_mail_confirmation_over_imap_bulletin_once_and_one_click(se
     # one-click: GET never unsubscribes; a forged token is refused; the real POST works, twice
     path = urllib.parse.urlsplit(url).path  # base_url says port 0 here: the CLI cannot know the bound port
 
-    def request(method: str, target: str, body: bytes = b"") -> int:
+    def page(method: str, target: str, body: bytes = b"") -> tuple[int, str]:
         conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)
         try:
             conn.request(method, target, body=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
-            return conn.getresponse().status
+            response = conn.getresponse()
+            return response.status, response.read().decode("utf-8")
         finally:
             conn.close()
 
-    assert request("GET", path) == 200
+    def request(method: str, target: str, body: bytes = b"") -> int:
+        return page(method, target, body)[0]
+
+    # the page a person opens from the link names the topic they would leave, and so does the answer
+    status, confirm = page("GET", path)
+    assert status == 200 and "退订“政策法规”？" in confirm and 'method="post"' in confirm
     assert bob in subscribers(server, "policy")
     forged = path.rsplit("/", 1)[0] + "/AAAAAAAAAAAAAAAAAAAAAAAA"
+    assert request("GET", forged) == 404  # a made-up link learns no topic
     assert request("POST", forged, b"List-Unsubscribe=One-Click") == 404
     assert request("POST", path, b"something=else") == 400
     assert bob in subscribers(server, "policy")
-    assert request("POST", path, b"List-Unsubscribe=One-Click") == 200
+    status, done = page("POST", path, b"List-Unsubscribe=One-Click")
+    assert status == 200 and "已退订“政策法规”" in done
     assert request("POST", path, b"List-Unsubscribe=One-Click") == 200
     assert subscribers(server, "policy") == {alice}
     assert request("GET", "/nothing/here") == 404
@@ -185,7 +196,7 @@ def test_thunderbird_autoconfig_describes_the_configured_servers(server):
         assert provider.get("id") == DOMAIN and provider.findtext("domain") == DOMAIN
         got = [(e.tag, e.get("type"), e.findtext("hostname"), int(e.findtext("port")), e.findtext("socketType"),
                 e.findtext("username")) for e in provider if e.tag.endswith("Server")]
-        host = cfg.server.hostname
+        host = "localhost"  # development, listening on loopback: what clients reach (not server.hostname)
         want = [("incomingServer", "imap", host, parse_hostport(cfg.imaps.listen)[1], "SSL", "%EMAILADDRESS%"),
                 ("incomingServer", "imap", host, parse_hostport(cfg.imap.listen)[1], "STARTTLS", "%EMAILADDRESS%"),
                 ("outgoingServer", "smtp", host, parse_hostport(cfg.submissions.listen)[1], "SSL", "%EMAILADDRESS%"),

@@ -17,7 +17,7 @@ from tests.serverkit import LoopServer, prepared_city
 DOMAIN = "hz.example.cn"
 PASSWORD = "correct horse battery"
 PORT_ZERO = ("smtp.listen=127.0.0.1:0", "submission.listen=127.0.0.1:0", "submissions.listen=127.0.0.1:0",
-             "imap.listen=", "imaps.listen=")
+             "imap.listen=", "imaps.listen=", "http.listen=127.0.0.1:0", "http.metrics_listen=127.0.0.1:0")
 
 
 @dataclass

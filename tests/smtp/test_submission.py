@@ -70,6 +70,32 @@ def test_citizen_sends_to_local_and_remote(server, kind):
     assert queued.recipients == ("friend@elsewhere.example",) and queued.sender == p.alice
 
 
+def test_submission_adds_the_date_and_message_id_a_message_lacks(server):
+    """RFC 6409 8.3 and 8.4: the submission server adds Date and Message-ID (with our domain)
+    to a message without them, and leaves a message's own alone; mail from outside (port 25,
+    no login) is stored as it came."""
+    import datetime as dt
+    import email
+    import email.policy
+    import email.utils
+
+    p = server.people
+    bare = f"From: {p.alice}\r\nTo: {p.bob}\r\nSubject: bare\r\n\r\nno date, no id\r\n".encode()
+    own = message(p.alice, p.bob, "own", extra="Date: Mon, 1 Jan 2024 08:00:00 +0800\r\n")
+    before = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    with submit(server, p.alice) as c:
+        c.sendmail(p.alice, [p.bob], bare)
+        c.sendmail(p.alice, [p.bob], own)
+    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as c:
+        c.sendmail("someone@elsewhere.example", [p.bob], bare.replace(p.alice.encode(), b"someone@elsewhere.example"))
+    added, kept, inbound = (email.message_from_bytes(r, policy=email.policy.default) for r in server.inbox(p.bob))
+    assert len(added.get_all("Date")) == 1 and len(added.get_all("Message-ID")) == 1
+    assert before <= email.utils.parsedate_to_datetime(added["Date"]) <= before + dt.timedelta(minutes=1)
+    assert added["Message-ID"].endswith(f"@{DOMAIN}>") and added["Message-ID"] != str(kept["Message-ID"])
+    assert kept.get_all("Date") == ["Mon, 01 Jan 2024 08:00:00 +0800"] and kept.get_all("Message-ID") == ["<own@test>"]
+    assert inbound["Date"] is None and inbound["Message-ID"] is None
+
+
 def test_citizen_may_send_only_as_themselves(server):
     p = server.people
     with submit(server, p.alice) as c:

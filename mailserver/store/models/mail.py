@@ -37,7 +37,6 @@ class Folder(Base):
     #: full hierarchical name with "/" as the separator; INBOX is always "INBOX"
     name: Mapped[str] = mapped_column(String(FOLDER_NAME_COLUMN))
     special_use: Mapped[str | None] = mapped_column(String(16))
-    subscribed: Mapped[bool] = mapped_column(Boolean, default=True)
     uidvalidity: Mapped[int] = mapped_column(BigId)
     uidnext: Mapped[int] = mapped_column(BigId, default=1)
     highestmodseq: Mapped[int] = mapped_column(BigId, default=1)
@@ -55,6 +54,19 @@ class Folder(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (UniqueConstraint("account_id", "name", name="uq_folder_account_name"),)
+
+
+class MailboxSubscription(Base):
+    """A name on an account's IMAP subscription list (RFC 3501 6.3.6): a list of its own, not a
+    mark on the folder, since a name may be subscribed while no folder has it (deleted, or not
+    yet made) and DELETE must not unsubscribe it. RENAME moves the subscriptions of the folder
+    and of its children along."""
+
+    __tablename__ = "mailbox_subscription"
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"), primary_key=True,
+                                            autoincrement=False)
+    name: Mapped[str] = mapped_column(String(FOLDER_NAME_COLUMN), primary_key=True)
 
 
 class Content(Base):

@@ -121,12 +121,21 @@ class AgencyGrant(Base):
 
 
 class AuditLog(Base):
-    """What operators and agencies did. Never holds an ID number or message content."""
+    """What operators and agencies did, and who looked at personal data. Never holds an ID
+    number or message content. Append-only: the database refuses UPDATE and DELETE (migration
+    0010); rows are written through registry/audit.py."""
 
     __tablename__ = "audit_log"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    #: who in civicmail's terms: "operator", "init --demo", the account that activated itself
     actor: Mapped[str] = mapped_column(String(254))
+    #: what was done: the command (``citizen show``) or the operation (``account.disable``)
     action: Mapped[str] = mapped_column(String(64))
+    #: what it was done to: an address, a drop, an agency (an ID number never, only masked)
     detail: Mapped[str | None] = mapped_column(Text)
+    #: the operating-system user of the process that wrote the row
+    os_user: Mapped[str | None] = mapped_column(String(64))
+    #: why, as the operator gave it (``--reason``)
+    reason: Mapped[str | None] = mapped_column(Text)

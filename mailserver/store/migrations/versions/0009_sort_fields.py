@@ -2,7 +2,7 @@
 addresses, display names, Message-ID, References), filled for every existing message
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-11-29
 """
 from alembic import op
@@ -12,7 +12,7 @@ from mailserver.mime import sort_fields_of
 from mailserver.mime.sortkeys import COLUMNS, MAX_KEY_CHARS, MAX_MSGID_CHARS
 
 revision = '0009'
-down_revision = '0007'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,178 @@
+"""Prometheus metrics of one `civicmail serve`: ``ServerContext.metrics``, served at ``/metrics`` on
+the metrics listener (``http.metrics_listen``, web/metrics.py).
+
+Each ServerContext owns its own CollectorRegistry (never prometheus_client's global one), so
+several servers in one process (tests, benchmarks) count apart. The protocol edges count at
+their shared points: SMTP's reply path (``CivicSMTP.push``) and its one log line per message
+(``Handler._log``), IMAP's command dispatch (``ImapSession.execute``), ``ServerContext.login``,
+the two group commits, the outbound runner. Connections come from the connection gate's own
+tallies (admission.py), read when scraped.
+
+What every node of a city shares, the outbound queue and the drops, is read from the store when
+scraped (``store_figures``: two GROUP BY queries over small tables), so it counts what other
+processes did too (``civicmail drop run``, another node): on several nodes, aggregate those
+series with ``max``, not ``sum``.
+
+Every label value is one of a fixed set (a command the server knows, a reply code, a reason
+the code names), never client text, so the series stay few.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from sqlalchemy import func, select
+
+from .outbound.queue import age_seconds
+from .store.models import Drop, OutboundMessage
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "StoreFigures", "store_figures"]
+
+#: seconds: from a millisecond commit to the minute a commit may wait (store.commit_timeout)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: an outbound delivery takes from a second to the days of its retries
+OUTBOUND_BUCKETS = (1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0, 4 * 86400.0)
+
+
+@dataclass
+class StoreFigures:
+    """What the store says when scraped: the outbound queue and the drops."""
+
+    #: state -> (entries, the oldest one's created_at)
+    queue: dict[str, tuple[int, dt.datetime | None]] = field(default_factory=dict)
+    #: (state, source) -> (drops, rows delivered, rows not delivered)
+    drops: dict[tuple[str, str], tuple[int, int, int]] = field(default_factory=dict)
+
+
+def store_figures(store) -> StoreFigures:
+    """Blocking: the queue and drop figures, two small GROUP BY queries (the queue holds what
+    has not left yet; the drop table one row per file)."""
+    figures = StoreFigures()
+    with store.reader() as s:
+        for state, n, oldest in s.execute(select(OutboundMessage.state, func.count(), func.min(OutboundMessage.created_at))
+                                          .group_by(OutboundMessage.state)):
+            figures.queue[state] = (n, oldest)
+        for state, source, n, delivered, rejected in s.execute(
+                select(Drop.state, Drop.source, func.count(), func.coalesce(func.sum(Drop.rows_delivered), 0),
+                       func.coalesce(func.sum(Drop.rows_rejected), 0)).group_by(Drop.state, Drop.source)):
+            figures.drops[(state, source or "")] = (n, int(delivered), int(rejected))
+    return figures
+
+
+class _ScrapeTimeCollector:
+    """The series computed when scraped: the gate's connection tallies and the store figures."""
+
+    def __init__(self, metrics: "Metrics") -> None:
+        self.metrics = metrics
+
+    def describe(self) -> list:
+        return []  # computed at each scrape (a registry calls collect() for names otherwise)
+
+    def collect(self):
+        m = self.metrics
+        if m.gate is not None:
+            gate = m.gate
+            accepted = CounterMetricFamily("civicmail_connections", "Client connections accepted from a listen "
+                                           "socket (refused ones included)", labels=["listener"])
+            for listener, n in sorted(gate.accepted.items()):
+                accepted.add_metric([listener], n)
+            yield accepted
+            refused = CounterMetricFamily("civicmail_connections_refused", "Connections refused at once: busy (the "
+                                          "process's connection limit) or per_address (a per-IP cap)",
+                                          labels=["listener", "reason"])
+            for (listener, reason), n in sorted(gate.refusals.counts.items()):
+                refused.add_metric([listener, reason], n)
+            yield refused
+            open_now = GaugeMetricFamily("civicmail_connections_open", "Client connections (sessions) open now",
+                                         labels=["listener"])
+            for listener, n in sorted(gate.open_by.items()):
+                open_now.add_metric([listener], n)
+            yield open_now
+            yield GaugeMetricFamily("civicmail_connections_limit", "Client connections the process admits at once "
+                                    "(server.max_connections or the open-file limit)", value=gate.limit)
+        yield GaugeMetricFamily("civicmail_store_up", "1 if the store answered this scrape's queries, else 0",
+                                value=1 if m.figures is not None else 0)
+        if m.figures is None:
+            return
+        now = dt.datetime.now(dt.timezone.utc)
+        length = GaugeMetricFamily("civicmail_outbound_queue_messages", "Outbound queue entries by state "
+                                   "(queued, sending, bounced)", labels=["state"])
+        age = GaugeMetricFamily("civicmail_outbound_queue_oldest_seconds", "Age of the oldest outbound queue entry "
+                                "by state (0 when there is none)", labels=["state"])
+        for state in ("queued", "sending", "bounced"):
+            n, oldest = m.figures.queue.get(state, (0, None))
+            length.add_metric([state], n)
+            age.add_metric([state], age_seconds(oldest, now))
+        yield length
+        yield age
+        drops = GaugeMetricFamily("civicmail_drops", "Drops recorded in the store by state (running, done, failed) "
+                                  "and source (cli, spool, mail)", labels=["state", "source"])
+        rows = GaugeMetricFamily("civicmail_drop_rows", "Rows of recorded drops by outcome: delivered, or not "
+                                 "(invalid, unmatched for paper mail, held, opted out, duplicate, failed)",
+                                 labels=["outcome"])
+        delivered = rejected = 0
+        for (state, source), (n, d, r) in sorted(m.figures.drops.items()):
+            drops.add_metric([state, source], n)
+            delivered, rejected = delivered + d, rejected + r
+        rows.add_metric(["delivered"], delivered)
+        rows.add_metric(["rejected"], rejected)
+        yield drops
+        yield rows
+
+
+class Metrics:
+    """The series of one server, in its own registry."""
+
+    def __init__(self, gate=None) -> None:
+        self.registry = r = CollectorRegistry()
+        #: the connection gate (admission.ConnectionGate) whose tallies are read when scraped
+        self.gate = gate
+        #: the store's figures from the last scrape; None if the store did not answer
+        self.figures: StoreFigures | None = None
+        self.smtp_commands = Counter("civicmail_smtp_commands", "SMTP commands by listener and verb",
+                                     ["listener", "command"], registry=r)
+        self.smtp_replies = Counter("civicmail_smtp_replies", "SMTP replies by listener, the command answered "
+                                    "(none: a greeting or an unknown command) and reply code",
+                                    ["listener", "command", "code"], registry=r)
+        self.messages = Counter("civicmail_messages", "SMTP messages (refusals at RCPT: recipients) by outcome "
+                                "(accepted, refused, deferred) and reason", ["listener", "outcome", "reason"],
+                                registry=r)
+        self.delivery_seconds = Histogram("civicmail_delivery_seconds", "From the end of DATA to the message "
+                                          "durable in its mailboxes (path smtp)", ["path"], buckets=LATENCY_BUCKETS,
+                                          registry=r)
+        self.outbound_seconds = Histogram("civicmail_outbound_delivery_seconds", "From queueing to the relay's "
+                                          "acceptance, retries included", buckets=OUTBOUND_BUCKETS, registry=r)
+        self.outbound_attempts = Counter("civicmail_outbound_attempts", "Outbound delivery attempts by outcome "
+                                         "(sent, deferred, bounced)", ["outcome"], registry=r)
+        self.imap_commands = Counter("civicmail_imap_commands", "IMAP commands by name and tagged status (OK, NO, "
+                                     "BAD)", ["command", "status"], registry=r)
+        self.logins = Counter("civicmail_logins", "Login attempts (IMAP, SMTP AUTH) by listener and outcome (ok, "
+                              "failed, throttled, unavailable)", ["listener", "outcome"], registry=r)
+        self.commit_seconds = Histogram("civicmail_store_commit_seconds", "Seconds of one group COMMIT by writer "
+                                        "(smtp: delivered mail; imap: IMAP writes on SQLite)", ["writer"],
+                                        buckets=LATENCY_BUCKETS, registry=r)
+        self.http_requests = Counter("civicmail_http_requests", "HTTP requests by listener, route and status",
+                                     ["listener", "route", "status"], registry=r)
+        r.register(_ScrapeTimeCollector(self))
+
+    # -- the shared points call these ------------------------------------------------------------
+    def login(self, listener: str, outcome: str) -> None:
+        self.logins.labels(listener, outcome).inc()
+
+    def commit_observer(self, writer: str):
+        """A callable(seconds) for a group commit to report each COMMIT with (any thread)."""
+        return self.commit_seconds.labels(writer).observe
+
+    # -- a scrape ---------------------------------------------------------------------------------
+    async def scrape(self, ctx) -> bytes:
+        """The exposition text, with the store's figures read now (off the loop, bounded by
+        store.lookup_timeout; a store that does not answer gives civicmail_store_up 0)."""
+        try:
+            self.figures = await ctx.run_store(store_figures, ctx.store)
+        except Exception:  # the store is down: the in-process series are still worth having
+            self.figures = None
+        return generate_latest(self.registry)
+

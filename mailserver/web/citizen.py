@@ -1,0 +1,71 @@
+"""The citizens' routes: autoconfig, Apple's profile, one-click unsubscribe (their documents and
+pages are in services/http.py)."""
+from __future__ import annotations
+
+import urllib.parse
+
+from aiohttp import web
+
+from ..services.http import (AUTOCONFIG_PATHS, MOBILECONFIG_TYPE, UNSUBSCRIBE_MAX_BODY, UNSUBSCRIBE_ROUTE,
+                             autoconfig_xml, mobileconfig, page, profile_address)
+from ..services.topics import one_click_topic, one_click_unsubscribe
+from .middleware import guard, html
+
+
+class CitizenRoutes:
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+        self.config = ctx.config
+        self.autoconfig_text = autoconfig_xml(ctx.config)  # the configuration is frozen
+
+    async def autoconfig(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.autoconfig_text, content_type="application/xml", charset="utf-8")
+
+    async def mobileconfig(self, request: web.Request) -> web.Response:
+        """``/mobileconfig?emailaddress=ADDRESS``: the profile, for any address of the city's
+        domains (like autoconfig, it does not tell whether the mailbox exists)."""
+        address = profile_address(self.config, request.query.get("emailaddress", ""))
+        if address is None:
+            return html(400)
+        body = mobileconfig(self.config, address)
+        if body is None:
+            return html(404)
+        return web.Response(body=body, headers={
+            "Content-Type": MOBILECONFIG_TYPE,
+            "Content-Disposition": f'attachment; filename="{self.config.city.domain}.mobileconfig"'})
+
+    async def unsubscribe(self, request: web.Request) -> web.Response:
+        m = request.match_info
+        if request.method in ("GET", "HEAD"):  # a person, or a link scanner: never unsubscribes
+            topic = await self.ctx.run_store(one_click_topic, self.ctx.registry, m["topic"], int(m["account"]),
+                                             m["token"])
+            return html(200, page(200, action=request.path, topic=topic)) if topic is not None else html(404)
+        if request.method != "POST":
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD", "POST"])
+        body = bytearray()
+        while len(body) <= UNSUBSCRIBE_MAX_BODY:
+            chunk = await request.content.read(UNSUBSCRIBE_MAX_BODY + 1 - len(body))
+            if not chunk:
+                break
+            body += chunk
+        if len(body) > UNSUBSCRIBE_MAX_BODY:
+            return html(413)
+        try:
+            form = urllib.parse.parse_qs(body.decode("utf-8"), keep_blank_values=True)
+        except (UnicodeDecodeError, ValueError):
+            return html(400)
+        if form.get("List-Unsubscribe") != ["One-Click"]:
+            return html(400)
+        topic = await self.ctx.run_store(one_click_unsubscribe, self.ctx.registry, m["topic"], int(m["account"]),
+                                         m["token"])
+        return html(200, page(200, topic=topic)) if topic is not None else html(404)
+
+
+def citizen_app(ctx) -> web.Application:
+    routes = CitizenRoutes(ctx)
+    app = web.Application(client_max_size=ctx.config.http.max_body_size, middlewares=[guard(ctx, "http")])
+    for path in AUTOCONFIG_PATHS:
+        app.router.add_get(path, routes.autoconfig)
+    app.router.add_get("/mobileconfig", routes.mobileconfig)
+    app.router.add_route("*", UNSUBSCRIBE_ROUTE, routes.unsubscribe)
+    return app
