@@ -241,7 +241,8 @@ def pack(r: RowState) -> tuple:
     a third of the time of the RowState, and the writer's process is the pipeline's narrow part.
     The row's cells stay behind (the writer still has them)."""
     a = r.analyzed
-    analyzed = None if a is None else (a.size, a.header_size, a.envelope, a.body, a.bodystructure, a.search_text)
+    analyzed = None if a is None else (a.size, a.header_size, a.envelope, a.body, a.bodystructure, a.search_text,
+                                       a.sort)
     paper = None if r.paper is None else (r.paper, r.values.get("name", ""), r.values.get("id_number", ""))
     # application notices: what the writer needs to thread them (delivery/applications.py)
     thread = ((r.values[NUMBER_FIELD], r.values.get("status", "")) if r.values.get(NUMBER_FIELD) else None)

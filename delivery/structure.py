@@ -18,6 +18,7 @@ from mailserver.mime import Analyzed, analyze
 from mailserver.mime.envelope import address_list, parse_addresses
 from mailserver.mime.headers import decode_words
 from mailserver.mime.search import MAX_BODY_CHARS, MAX_PART_BYTES, SEPARATOR, address_text, normalize
+from mailserver.mime.sortkeys import sort_fields
 from mailserver.mime.wire import string
 
 NIL = "NIL"
@@ -63,6 +64,8 @@ class NoticeStructure:
 
     def __init__(self, from_value: str, trace_header: bytes, fixed_headers: str) -> None:
         from_addresses = parse_addresses(_unfold(from_value))
+        self.from_value = _unfold(from_value).encode("utf-8")
+        self.from_addresses = from_addresses
         self.from_list = address_list(from_addresses)
         self.from_text = normalize(address_text(from_addresses))
         self.trace = trace_header.decode("ascii")
@@ -90,5 +93,11 @@ class NoticeStructure:
             normalize(decode_words(subject)), self.from_text, normalize(address_text(to)), "", "",
             normalize(decode_words(other_fields)), normalize(notice.text),
         ))
+        # SORT / THREAD: the fields that vary by row, and From (the fixed headers name none of them)
+        values = {"from": self.from_value, "to": _unfold(notice.to_value).encode("utf-8"),
+                  "subject": subject.encode("utf-8"), "date": notice.date.encode("utf-8"),
+                  "message-id": notice.message_id.encode("utf-8")}
+        sort = sort_fields(values, {"from": self.from_addresses, "to": to})
         return Analyzed(size=self.trace_size + len(notice.raw), header_size=self.trace_size + notice.header_size,
-                        envelope=envelope, body=body, bodystructure=bodystructure, search_text=search_text)
+                        envelope=envelope, body=body, bodystructure=bodystructure, search_text=search_text,
+                        sort=sort)

@@ -43,8 +43,41 @@ def _config(root: Path, *overrides: str):
                                   "imap.max_preauth_connections_per_ip=100000") + overrides)
 
 
-def prepare_data(root: Path, users: int, messages: int) -> list[tuple[str, int]]:
-    """A fresh data directory with ``users`` citizens; the first has ``messages`` in INBOX."""
+def varied_messages(n: int, seed: int = 5256) -> list[bytes]:
+    """``n`` distinct messages as a busy mailbox holds them, for SORT and THREAD: Chinese and
+    Latin subjects in some thousands of threads ("Re: " replies with References to an earlier
+    message of theirs), senders with Chinese display names, Dates over a year (one in fifty
+    has none)."""
+    from email.header import Header
+
+    from .util import citizen_name
+
+    rng = random.Random(seed)
+    senders = [(Header(citizen_name(rng), "utf-8").encode(), f"s{i}@gov{i % 40}.example") for i in range(500)]
+    topics = max(1, n // 20)
+    last: dict[int, int] = {}
+    start = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+    out = []
+    for i in range(n):
+        topic = rng.randrange(topics)
+        name, address = senders[rng.randrange(len(senders))]
+        subject = f"关于第{topic}号事项的通知" if topic % 3 else f"Notice {topic} of the city"
+        head = [f"From: {name} <{address}>", "To: u0@bench.example.cn", f"Message-ID: <m{i}@bench.example>"]
+        if topic in last:
+            subject = "Re: " + subject
+            head.append(f"References: <m{last[topic]}@bench.example>")
+        last[topic] = i
+        head.append("Subject: " + Header(subject, "utf-8").encode())
+        if i % 50:
+            when = start + dt.timedelta(seconds=rng.randrange(365 * 86400))
+            head.append("Date: " + when.strftime("%a, %d %b %Y %H:%M:%S +0000"))
+        out.append(("\r\n".join(head) + "\r\n\r\n" + "body line\r\n" * 20).encode())
+    return out
+
+
+def prepare_data(root: Path, users: int, messages: int, varied: bool = False) -> list[tuple[str, int]]:
+    """A fresh data directory with ``users`` citizens; the first has ``messages`` in INBOX (all
+    one message, or ``varied`` ones: ``varied_messages``)."""
     from sqlalchemy import select
 
     from ..cli.init import prepare
@@ -71,8 +104,9 @@ def prepare_data(root: Path, users: int, messages: int) -> list[tuple[str, int]]
     done = 0
     while done < messages:
         n = min(10_000, messages - done)
-        with store.session() as s:  # one content row per batch, shared by its messages
-            insert_messages(s, [NewMessage(out[0][1], raw, flags=(i % 3 == 0)) for i in range(n)])
+        with store.session() as s:  # one content row per batch, shared by its messages (unless varied)
+            raws = varied_messages(n, seed=done) if varied else [raw] * n
+            insert_messages(s, [NewMessage(out[0][1], r, flags=(i % 3 == 0)) for i, r in enumerate(raws)])
         done += n
     store.dispose()
     return out
@@ -191,6 +225,27 @@ async def _time_select_fetch(port: int, user: str, condstore: bool = False) -> t
     return selected - started, done - started, len(lines) - 1
 
 
+SORT_COMMANDS = ("UID SORT (REVERSE DATE) UTF-8 ALL", "UID THREAD REFERENCES UTF-8 ALL")
+
+
+async def _time_sort(port: int, user: str) -> list[tuple[str, float, int]]:
+    """(command, seconds to its tagged OK, bytes answered) of each of SORT_COMMANDS, after a
+    SELECT of the folder."""
+    c = await LineClient.connect(port)
+    await c.command(f'LOGIN "{user}" "{PASSWORD}"')
+    await c.command("SELECT INBOX")
+    out = []
+    for text in SORT_COMMANDS:
+        started = time.perf_counter()
+        lines = await c.command(text)
+        elapsed = time.perf_counter() - started
+        if not lines[-1].split()[1:2] == [b"OK"]:
+            raise RuntimeError(f"{text}: {lines[-1]!r}")
+        out.append((text, elapsed, sum(len(ln) for ln in lines)))
+    c.writer.close()
+    return out
+
+
 # -- IDLE ---------------------------------------------------------------------------------------------
 
 async def _idle_session(port: int, user: str) -> LineClient:
@@ -272,7 +327,8 @@ async def _stress_client(host: str, port: int, user: str, model: Model, deadline
         if exists != len(model.messages):
             error(f"SELECT EXISTS {exists}, model {len(model.messages)}")
         for _ in range(rng.randint(3, 10)):
-            op = rng.choice(("LIST", "STATUS", "FETCH", "STORE", "EXPUNGE", "APPEND", "APPEND", "NOOP"))
+            op = rng.choice(("LIST", "STATUS", "FETCH", "STORE", "EXPUNGE", "APPEND", "APPEND", "NOOP", "SORT",
+                             "THREAD"))
             counts["commands"] += 1
             if op == "LIST":
                 resp = await c.list('""', "*")
@@ -280,6 +336,17 @@ async def _stress_client(host: str, port: int, user: str, model: Model, deadline
                     error("LIST count")
             elif op == "NOOP":
                 await c.noop()
+            elif op in ("SORT", "THREAD"):
+                # every message is "Subject: stress", appended one after another: by arrival they
+                # are in UID order, and one thread (under a dummy once there are two) holds them all
+                args = ("(ARRIVAL)", "UTF-8", "ALL") if op == "SORT" else ("REFERENCES", "UTF-8", "ALL")
+                resp = await c.protocol.execute(aioimaplib.Command(op, c.protocol.new_tag(), *args, prefix="UID",
+                                                                   loop=c.protocol.loop))
+                answer = b" ".join(resp.lines[:-1])  # aioimaplib: the untagged data without its name
+                got = [int(n) for n in re.findall(rb"\d+", answer)]
+                want = sorted(model.messages)
+                if (got if op == "SORT" else sorted(got)) != want:
+                    error(f"{op} {answer!r}, model {want}")
             elif op == "STATUS":
                 resp = await c.status("INBOX", "(MESSAGES UIDNEXT)")
                 want = f"MESSAGES {len(model.messages)} UIDNEXT {model.uidnext}".encode()
@@ -354,8 +421,10 @@ async def _stress(host: str, port: int, users: list[str], clients: int,
 # -- the command ---------------------------------------------------------------------------------------
 
 @click.command("imap")
-@click.option("--mode", type=click.Choice(["all", "select", "idle", "stress"]), default="all", show_default=True)
-@click.option("--messages", default=100_000, show_default=True, help="messages in the folder SELECT opens")
+@click.option("--mode", type=click.Choice(["all", "select", "sort", "idle", "stress"]), default="all",
+              show_default=True)
+@click.option("--messages", default=100_000, show_default=True,
+              help="messages in the folder SELECT opens and SORT sorts")
 @click.option("--idle", "idle_count", default=10_000, show_default=True, help="connections held in IDLE")
 @click.option("--idle-users", default=500, show_default=True, help="users those connections log in as")
 @click.option("--clients", default=10, show_default=True, help="stress clients")
@@ -368,7 +437,8 @@ async def _stress(host: str, port: int, users: list[str], clients: int,
               help="run the server under cProfile and write its stats to this file")
 def command(mode: str, messages: int, idle_count: int, idle_users: int, clients: int, seconds: float,
             connect: str | None, profile: str | None) -> None:
-    """SELECT/FETCH time, IDLE memory and notification latency, random stress with a model check."""
+    """SELECT/FETCH time, SORT and THREAD time, IDLE memory and notification latency, random stress
+    with a model check."""
     if connect:
         if mode != "stress":
             raise click.UsageError("--connect goes with --mode stress")
@@ -388,9 +458,9 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, clients:
         stress_n = clients if mode in ("all", "stress") else 0
         users_needed = 1 + idle_n + stress_n
         started = time.monotonic()
-        users = prepare_data(root, users_needed, messages if mode in ("all", "select") else 0)
-        click.echo(f"prepared {len(users)} users and {messages if mode in ('all', 'select') else 0:,} messages "
-                   f"in {time.monotonic() - started:.1f} s")
+        folder = messages if mode in ("all", "select", "sort") else 0
+        users = prepare_data(root, users_needed, folder, varied=mode in ("all", "sort"))
+        click.echo(f"prepared {len(users)} users and {folder:,} messages in {time.monotonic() - started:.1f} s")
         server = ServerChild(root, profile)
         try:
             if mode in ("all", "select"):
@@ -400,6 +470,11 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, clients:
                         sel, total, lines = asyncio.run(_time_select_fetch(server.port, users[0][0], condstore))
                         click.echo(f"select: {label} {sel * 1000:.0f} ms, {label} + UID FETCH 1:* (FLAGS) of "
                                    f"{lines:,} messages {total * 1000:.0f} ms (run {attempt + 1})")
+            if mode in ("all", "sort"):
+                for attempt in range(3):
+                    for text, elapsed, size in asyncio.run(_time_sort(server.port, users[0][0])):
+                        click.echo(f"sort: {text} of {folder:,} messages {elapsed * 1000:.0f} ms "
+                                   f"({size / 1024:,.0f} KiB answered, run {attempt + 1})")
             if mode in ("all", "idle"):
                 base = server.rss_mib()
                 rss, lat = asyncio.run(_idle_bench(root, server, users[1:1 + idle_n], idle_count, 20))

@@ -114,21 +114,39 @@ class BadCharset(ParseError):
     pass
 
 
-def parse_search(tag: str, args: list, uid: bool, limits: IMAPConfig = IMAPConfig()) -> Search:
-    charset = None
-    return_opts = None
+#: the charsets search strings may be in (NO [BADCHARSET (UTF-8 US-ASCII)] for others)
+CHARSETS = ("UTF-8", "US-ASCII")
+
+
+def check_charset(name: str) -> str:
+    """The charset named, upper-cased; BadCharset if it is not one of CHARSETS."""
+    charset = name.upper()
+    if charset not in CHARSETS:
+        raise BadCharset(charset)
+    return charset
+
+
+def read_search_keys(args: list, limits: IMAPConfig, empty: str) -> tuple:
+    """Search keys to the end of a command's arguments (SEARCH, and SORT and THREAD after their
+    charset), bounded as ``_Keys`` says."""
+    return _Keys(read_astring, limits).keys(args, 1, empty)
+
+
+def read_return_options(args: list) -> tuple[tuple[str, ...] | None, list]:
+    """RFC 4731 / RFC 5267 ``RETURN (option...)`` at the start of ``args`` (None if absent) and
+    the arguments after it."""
     if len(args) >= 2 and isinstance(args[0], Atom) and args[0].text.upper() == "RETURN" and isinstance(args[1], list):
         return_opts = tuple(read_atom(t).upper() for t in args[1])
         if any(o not in RETURN_OPTIONS for o in return_opts) or len(set(return_opts)) != len(return_opts):
             raise ParseError("unknown or repeated RETURN option")
-        args = args[2:]
+        return return_opts, args[2:]
+    return None, args
+
+
+def parse_search(tag: str, args: list, uid: bool, limits: IMAPConfig = IMAPConfig()) -> Search:
+    charset = None
+    return_opts, args = read_return_options(args)
     if len(args) >= 2 and isinstance(args[0], Atom) and args[0].text.upper() == "CHARSET":
-        charset = read_astring(args[1]).upper()
+        charset = check_charset(read_astring(args[1]))
         args = args[2:]
-        if charset not in ("UTF-8", "US-ASCII"):
-            raise BadCharset(charset)
-
-    def decode(tok) -> str:
-        return read_astring(tok)
-
-    return Search(tag, charset, _Keys(decode, limits).keys(args, 1, "SEARCH needs a key"), uid, return_opts)
+    return Search(tag, charset, read_search_keys(args, limits, "SEARCH needs a key"), uid, return_opts)

@@ -5,7 +5,8 @@ must be cheap: the modern ``email`` API parses only about 1,000 messages per sec
 this package parses the raw bytes itself (tests hold it equal to ``email`` with
 ``policy.default``). Modules: ``headers`` (header blocks, RFC 2047 / 2231), ``wire`` (IMAP
 strings), ``envelope``, ``structure`` (part tree, BODY / BODYSTRUCTURE), ``sections``
-(BODY[section]), ``search`` (SEARCH text).
+(BODY[section]), ``search`` (SEARCH text), ``sortkeys`` and ``collation`` (what SORT and THREAD
+read).
 """
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from dataclasses import dataclass
 from . import search as _search
 from .envelope import envelope
 from .sections import fetch_section
+from .headers import first_values, scan_header
+from .sortkeys import SortFields, sort_fields
 from .structure import body_and_structure, parse_message
 
-__all__ = ["Analyzed", "analyze", "fetch_section", "search_matches", "header_contains", "header_size"]
+__all__ = ["Analyzed", "SortFields", "analyze", "sort_fields_of", "fetch_section", "search_matches", "header_contains",
+           "header_size"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,8 @@ class Analyzed:
     bodystructure: str | None = None
     #: decoded, case-folded text for SEARCH, in the form ``search_matches`` reads (None: not yet computed)
     search_text: str | None = None
+    #: what SORT and THREAD read (None: not yet computed)
+    sort: SortFields | None = None
 
 
 def header_size(raw: bytes) -> int:
@@ -37,14 +43,22 @@ def header_size(raw: bytes) -> int:
 
 
 def analyze(raw: bytes) -> Analyzed:
-    """Size, header size, ENVELOPE, BODY, BODYSTRUCTURE and SEARCH text of a message. Never raises
-    on any bytes: malformed MIME gives a best-effort structure."""
+    """Size, header size, ENVELOPE, BODY, BODYSTRUCTURE, SEARCH text and SORT fields of a
+    message. Never raises on any bytes: malformed MIME gives a best-effort structure."""
     raw = bytes(raw)
     root = parse_message(raw)
     body, bodystructure = body_and_structure(raw, root)
     return Analyzed(size=len(raw), header_size=root.body_start,
                     envelope=envelope(root.values, root.address_cache), body=body,
-                    bodystructure=bodystructure, search_text=_search.build(raw, root))
+                    bodystructure=bodystructure, search_text=_search.build(raw, root),
+                    sort=sort_fields(root.values, root.address_cache))
+
+
+def sort_fields_of(raw: bytes) -> SortFields:
+    """The SORT / THREAD fields of a message from its header alone (for an Analyzed made
+    without them)."""
+    fields, _ = scan_header(raw, 0, len(raw))
+    return sort_fields(first_values(fields), {})
 
 
 def search_matches(search_text: str | None, key: str, needle: str) -> bool:

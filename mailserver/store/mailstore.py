@@ -15,9 +15,10 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound, QuotaExceeded
-from ..mime import Analyzed, analyze
+from ..mime import Analyzed, analyze, sort_fields_of
+from ..mime.sortkeys import COLUMNS as SORT_COLUMNS
 from .db import Store
-from .driver import driver_rows
+from .driver import driver_execute, driver_rows
 from .models import Account, Content, Folder, Message
 from .notify import announce, hub
 
@@ -103,6 +104,8 @@ def insert_returning_ids(session: Session, table, rows: list[dict]) -> list[int]
 
 
 CONTENT_COLUMNS = ("raw", "size", "header_size", "envelope", "body", "bodystructure", "search_text", "refcount")
+#: the content_sort table: what SORT and THREAD read of each content row
+CONTENT_SORT_COLUMNS = ("content_id", *SORT_COLUMNS)
 MESSAGE_COLUMNS = ("folder_id", "uid", "modseq", "flags", "keywords", "internaldate", "size", "content_id")
 
 
@@ -174,15 +177,19 @@ def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delive
         contents[key] = (raw, an, refs + 1)
     keys = list(contents)
     sqlite = session.get_bind().dialect.name == "sqlite"
+    content_rows = [(raw, an.size, an.header_size, an.envelope, an.body, an.bodystructure, an.search_text, refs)
+                    for raw, an, refs in (contents[k] for k in keys)]
     if sqlite:
-        content_ids = sqlite_insert_ids(session, "content", CONTENT_COLUMNS, [
-            (raw, an.size, an.header_size, an.envelope, an.body, an.bodystructure, an.search_text, refs)
-            for raw, an, refs in (contents[k] for k in keys)])
+        content_ids = sqlite_insert_ids(session, "content", CONTENT_COLUMNS, content_rows)
     else:
-        content_ids = insert_returning_ids(session, Content.__table__, [
-            {"raw": raw, "size": an.size, "header_size": an.header_size, "envelope": an.envelope, "body": an.body,
-             "bodystructure": an.bodystructure, "search_text": an.search_text, "refcount": refs}
-            for raw, an, refs in (contents[k] for k in keys)])
+        content_ids = insert_returning_ids(session, Content.__table__,
+                                           [dict(zip(CONTENT_COLUMNS, row)) for row in content_rows])
+    # what SORT and THREAD read, beside each new content row (a writer that brought no sort
+    # fields gets them from the header here, so every message has them)
+    driver_execute(session, f"INSERT INTO content_sort ({', '.join(CONTENT_SORT_COLUMNS)}) "
+                            f"VALUES ({', '.join('?' * len(CONTENT_SORT_COLUMNS))})",
+                   [(cid, *(an.sort or sort_fields_of(raw))) for cid, (raw, an, _) in
+                    zip(content_ids, (contents[k] for k in keys))])
     content_of = dict(zip(keys, content_ids))
     if reused:
         ct = Content.__table__

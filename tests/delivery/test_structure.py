@@ -18,7 +18,7 @@ from mailserver.mime import analyze
 from drophelpers import CATALOG
 
 DATE = "Fri, 27 Nov 2026 10:00:00 +0800"
-FIELDS = ("size", "header_size", "envelope", "body", "bodystructure", "search_text")
+FIELDS = ("size", "header_size", "envelope", "body", "bodystructure", "search_text", "sort")
 
 
 def _context(registry, notice_type: str, columns: list[str]) -> RowContext:

@@ -15,6 +15,8 @@ def test_bench_imap_all_modes_small():
                                           "--clients", "2", "--seconds", "1"])
     assert result.exit_code == 0, result.output
     assert re.search(r"UID FETCH 1:\* \(FLAGS\) of 200 messages", result.output)
+    for command_text in (r"UID SORT \(REVERSE DATE\) UTF-8 ALL", r"UID THREAD REFERENCES UTF-8 ALL"):
+        assert len(re.findall(rf"sort: {command_text} of 200 messages \d+ ms", result.output)) == 3
     assert re.search(r"idle: 8 connections in IDLE: .* over \d+ sessions", result.output)
     m = re.search(r"stress: 2 clients, ([\d,]+) commands .* (\d+) state errors", result.output)
     assert m and int(m.group(1).replace(",", "")) > 0 and m.group(2) == "0"

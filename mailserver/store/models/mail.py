@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ...config import FOLDER_NAME_COLUMN
+from ...mime.sortkeys import MAX_KEY_CHARS, MAX_MSGID_CHARS
 from .base import Base, BigId, utcnow
+
+#: column widths of the SORT keys and message ids (characters)
+SORT_KEY_COLUMN = MAX_KEY_CHARS
+MSGID_COLUMN = MAX_MSGID_CHARS
 
 # System flags as bits of Message.flags; keywords go in Message.keywords (space-separated).
 SEEN, ANSWERED, FLAGGED, DELETED, DRAFT = 1, 2, 4, 8, 16
@@ -82,6 +87,32 @@ class Content(Base):
     #: decoded text of subject, addresses and text parts, for SEARCH (lower-cased)
     search_text: Mapped[str | None] = mapped_column(Text)
     refcount: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class ContentSort(Base):
+    """What SORT and THREAD read of a content row (``mime.sortkeys``; strings as i;unicode-casemap
+    keys), computed with it at delivery. A narrow table of its own: sorting a folder reads these
+    few short values per message, never the content rows (whose bytes would have to be read past,
+    or their overflow pages followed, to reach columns stored after them)."""
+
+    __tablename__ = "content_sort"
+
+    content_id: Mapped[int] = mapped_column(ForeignKey("content.id", ondelete="CASCADE"), primary_key=True,
+                                            autoincrement=False)
+    #: the base subject (RFC 5256 2.1) and whether a Re:/Fwd: marker was removed to find it
+    sort_subject: Mapped[str] = mapped_column(String(SORT_KEY_COLUMN))
+    sort_reply: Mapped[bool] = mapped_column(Boolean)
+    #: the Date field in seconds since the epoch, NULL if absent or unreadable
+    sort_date: Mapped[int | None] = mapped_column(BigId)
+    #: addr-mailbox of the first From / To / Cc address; RFC 5957 display names of From / To
+    sort_from: Mapped[str] = mapped_column(String(SORT_KEY_COLUMN))
+    sort_to: Mapped[str] = mapped_column(String(SORT_KEY_COLUMN))
+    sort_cc: Mapped[str] = mapped_column(String(SORT_KEY_COLUMN))
+    display_from: Mapped[str] = mapped_column(String(SORT_KEY_COLUMN))
+    display_to: Mapped[str] = mapped_column(String(SORT_KEY_COLUMN))
+    #: Message-ID, and References (else In-Reply-To) as ids separated by spaces
+    message_id: Mapped[str | None] = mapped_column(String(MSGID_COLUMN))
+    thread_refs: Mapped[str] = mapped_column(Text)
 
 
 class Message(Base):

@@ -1,7 +1,7 @@
 """audit: who looked at personal data (the OS user, a reason), and the audit log append-only
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-10
 
 The audit log is what an inspector reads (PIPL: ID numbers and medical data are sensitive), so a
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 
 revision = '0010'
-down_revision = '0008'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,57 @@
+"""SORT and UID SORT (RFC 5256, RFC 5957 DISPLAYFROM / DISPLAYTO, RFC 5267 ESORT), THREAD and
+UID THREAD (RFC 5256 ORDEREDSUBJECT, REFERENCES): on the heavy lane, like SEARCH, over the
+fields cached at delivery (``sort.py``, ``thread.py``)."""
+from __future__ import annotations
+
+from . import responses as R
+from .handlers_message import esearch_text
+from .registry import SEL, command
+from .responses import Reply
+from .search import uses_modseq
+from .session import ImapSession
+from .sort import sort_job, thread_job
+from .sort_syntax import Sort, Thread, parse_sort, parse_thread
+
+#: RFC 5256 SORT, RFC 5957 SORT=DISPLAY, RFC 5267 ESORT (CONTEXT=SORT is not offered)
+SORT_CAPS = ("SORT", "SORT=DISPLAY", "ESORT")
+THREAD_CAPS = ("THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES")
+
+
+async def _condstore(s: ImapSession, keys: tuple) -> bool:
+    """A MODSEQ search key: CONDSTORE is enabled (RFC 7162 3.1, with its HIGHESTMODSEQ the first
+    time) and a SORT answer carries MODSEQ."""
+    if uses_modseq(keys):
+        await s.enable_condstore()
+        return True
+    return False
+
+
+def _sort_answer(store, sel, cmd: Sort, with_modseq: bool) -> str:
+    """The untagged answer to SORT (in the heavy lane: 100,000 numbers are not formatted on
+    the event loop)."""
+    ordered, modseqs = sort_job(store, sel, cmd.criteria, cmd.search, with_modseq) if sel.uids else ([], None)
+    numbers = [uid if cmd.uid else seq for seq, uid in ordered]
+    if cmd.return_opts is not None:
+        # RFC 5267 ESORT: MIN and MAX are the first and last in sort order, ALL is in sort order
+        return esearch_text(cmd.tag, cmd.uid, cmd.return_opts, numbers, modseqs)
+    tail = f" (MODSEQ {max(modseqs)})" if modseqs else ""  # RFC 7162 3.1.5
+    return "SORT" + "".join([f" {n}" for n in numbers]) + tail
+
+
+@command("SORT", SEL, parse_sort, cap=SORT_CAPS, expunge=False)
+@command("UID SORT", SEL, parse_sort, expunge=True)
+async def do_sort(s: ImapSession, cmd: Sort) -> Reply:
+    with_modseq = await _condstore(s, cmd.search)
+    await s.untagged(await s.heavy(_sort_answer, s.store, s.selected, cmd, with_modseq))
+    return R.OK_DONE
+
+
+@command("THREAD", SEL, parse_thread, cap=THREAD_CAPS, expunge=False)
+@command("UID THREAD", SEL, parse_thread, expunge=True)
+async def do_thread(s: ImapSession, cmd: Thread) -> Reply:
+    await _condstore(s, cmd.search)
+    text = ""
+    if s.selected.uids:
+        text = await s.heavy(thread_job, s.store, s.selected, cmd.algorithm, cmd.search, cmd.uid)
+    await s.untagged("THREAD" + (" " + text if text else ""))
+    return R.OK_DONE
