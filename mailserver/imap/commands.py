@@ -156,20 +156,34 @@ class Status(Command):
 
 
 @dataclass(frozen=True)
-class Append(Command):
-    mailbox: str = "INBOX"
+class AppendMessage:
+    """One message of an APPEND: flags, INTERNALDATE and its bytes (``binary``: sent as an
+    RFC 3516 literal8, ``~{n}``, which may carry NUL)."""
+
     flags: tuple[str, ...] = ()
     date: dt.datetime | None = None
     message: bytes = b""
-    name = "APPEND"
+    binary: bool = False
 
-    def args_wire(self) -> bytes:
-        out = astring(encode_mailbox(self.mailbox))
+    def to_wire(self) -> bytes:
+        out = b""
         if self.flags:
             out += b" (" + " ".join(self.flags).encode() + b")"
         if self.date is not None:
             out += b' "' + format_internaldate(self.date).encode() + b'"'
-        return out + b" {%d+}\r\n" % len(self.message) + self.message
+        return out + (b" ~{%d+}\r\n" if self.binary else b" {%d+}\r\n") % len(self.message) + self.message
+
+
+@dataclass(frozen=True)
+class Append(Command):
+    """APPEND with one message, or several (RFC 3502 MULTIAPPEND)."""
+
+    mailbox: str = "INBOX"
+    messages: tuple[AppendMessage, ...] = (AppendMessage(),)
+    name = "APPEND"
+
+    def args_wire(self) -> bytes:
+        return astring(encode_mailbox(self.mailbox)) + b"".join(m.to_wire() for m in self.messages)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import re
 
 from ..config import IMAPConfig
 from .codec import STAR, SeqSet, parse_date_time
-from .commands import (Append, Authenticate, Command, Compress, Copy, Enable, Expunge, Fetch, FetchAtt, GetQuota, Id,
+from .commands import (Append, AppendMessage, Authenticate, Command, Compress, Copy, Enable, Expunge, Fetch, FetchAtt, GetQuota, Id,
                        Invalid, ListCmd, Login, MailboxCommand, Parsed, Qresync, Rename, SetQuota, Simple, Status, Store)
 from .registry import COMMANDS, Spec, load
 from .search_syntax import BadCharset, parse_search
@@ -384,26 +384,32 @@ def list_(tag: str, name: str, args: list, limits: IMAPConfig) -> ListCmd:
 
 
 def append(tag: str, name: str, args: list, limits: IMAPConfig) -> Append:
+    """APPEND mailbox, then one or more (RFC 3502 MULTIAPPEND) of [flags] [date-time] literal,
+    each literal ``{n}`` or (RFC 3516) ``~{n}``."""
     if len(args) < 2:
         raise ParseError("APPEND mailbox [flags] [date] message")
     mailbox = read_mailbox(args[0])
     rest = args[1:]
-    flags: tuple[str, ...] = ()
-    date = None
-    if rest and isinstance(rest[0], list):
-        flags = read_flags(rest[0])
-        if "\\Recent" in flags:
-            raise ParseError("\\Recent cannot be appended")
+    messages = []
+    while rest:
+        flags: tuple[str, ...] = ()
+        date = None
+        if isinstance(rest[0], list):
+            flags = read_flags(rest[0])
+            if "\\Recent" in flags:
+                raise ParseError("\\Recent cannot be appended")
+            rest = rest[1:]
+        if len(rest) >= 2 and isinstance(rest[0], Str) and not rest[0].literal:
+            try:
+                date = parse_date_time(rest[0].text)
+            except ValueError:
+                raise ParseError("bad date-time") from None
+            rest = rest[1:]
+        if not rest or not isinstance(rest[0], Str) or not rest[0].literal:
+            raise ParseError("APPEND message must be a literal")
+        messages.append(AppendMessage(flags, date, rest[0].data, rest[0].binary))
         rest = rest[1:]
-    if len(rest) == 2 and isinstance(rest[0], Str) and not rest[0].literal:
-        try:
-            date = parse_date_time(rest[0].text)
-        except ValueError:
-            raise ParseError("bad date-time") from None
-        rest = rest[1:]
-    if len(rest) != 1 or not isinstance(rest[0], Str) or not rest[0].literal:
-        raise ParseError("APPEND message must be a literal")
-    return Append(tag, mailbox, flags, date, rest[0].data)
+    return Append(tag, mailbox, tuple(messages))
 
 
 def decode_sasl(text: str) -> bytes:
