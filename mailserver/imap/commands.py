@@ -188,7 +188,9 @@ class Append(Command):
 
 @dataclass(frozen=True)
 class FetchAtt:
-    """One FETCH data item. ``section`` is set for BODY[...] / BODY.PEEK[...]."""
+    """One FETCH data item. ``section`` is set for BODY[...] / BODY.PEEK[...]; RFC 3516's
+    BINARY[part] / BINARY.PEEK[part] are named "BINARY" (``peek``, ``partial``), BINARY.SIZE[part]
+    "BINARY.SIZE", each with ``part``."""
 
     name: str  # FLAGS, UID, INTERNALDATE, RFC822.SIZE, ENVELOPE, BODY, BODYSTRUCTURE, RFC822,
     # RFC822.HEADER, RFC822.TEXT, BODY[] (name "BODY[]" when a section is given)
@@ -208,6 +210,10 @@ class FetchAtt:
         return spec
 
     def request_text(self) -> str:
+        if self.name == "BINARY":
+            return ("BINARY.PEEK[" if self.peek else "BINARY[") + self._binary_tail(True)
+        if self.name == "BINARY.SIZE":
+            return "BINARY.SIZE[" + self._binary_tail(False)
         if not self.section:
             return self.name
         out = ("BODY.PEEK[" if self.peek else "BODY[") + self.section_spec() + "]"
@@ -215,8 +221,17 @@ class FetchAtt:
             out += f"<{self.partial[0]}.{self.partial[1]}>"
         return out
 
+    def _binary_tail(self, with_partial: bool) -> str:
+        out = ".".join(str(p) for p in self.part) + "]"
+        if with_partial and self.partial:
+            out += f"<{self.partial[0]}.{self.partial[1]}>"
+        return out
+
     def response_name(self) -> str:
         """What the server echoes: no PEEK, partial shows the origin only."""
+        if self.name in ("BINARY", "BINARY.SIZE"):
+            out = f"{self.name}[" + ".".join(str(p) for p in self.part) + "]"
+            return out + (f"<{self.partial[0]}>" if self.partial else "")
         if not self.section:
             return self.name
         out = "BODY[" + self.section_spec() + "]"

@@ -35,10 +35,31 @@ _MACROS = {"ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
            "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY")}
 
 
+#: RFC 3516: BINARY[part]<partial>, BINARY.PEEK[part]<partial>, BINARY.SIZE[part]
+_BINARY = re.compile(r"^(BINARY|BINARY\.PEEK|BINARY\.SIZE)\[((?:[1-9][0-9]*)(?:\.[1-9][0-9]*)*)?\]"
+                     r"(?:<(\d+)\.(\d+)>)?\Z", re.IGNORECASE)
+
+
+def _binary_att(m: re.Match) -> FetchAtt:
+    word = m.group(1).upper()
+    part = tuple(int(p) for p in m.group(2).split(".")) if m.group(2) else ()
+    partial = None
+    if m.group(3) is not None:
+        if word == "BINARY.SIZE":
+            raise ParseError("BINARY.SIZE takes no partial")
+        partial = (int(m.group(3)), int(m.group(4)))
+    if word == "BINARY.SIZE":
+        return FetchAtt("BINARY.SIZE", part)
+    return FetchAtt("BINARY", part, partial=partial, peek=word == "BINARY.PEEK")
+
+
 def parse_fetch_att(text: str) -> FetchAtt:
     upper = text.upper()
     if upper in _SIMPLE_ATTS:
         return FetchAtt(upper)
+    binary = _BINARY.match(text)
+    if binary:
+        return _binary_att(binary)
     m = _SECTION.match(text)
     if not m or m.group(1).upper().startswith("BINARY"):
         raise ParseError(f"unknown fetch item {text[:40]}")
