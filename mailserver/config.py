@@ -129,6 +129,9 @@ class IMAPConfig:
     #: longest command line, and largest literal, in bytes
     max_line_length: int = 65536
     max_literal_size: int = 52428800
+    #: bytes of all the messages of one APPEND together (RFC 3502 MULTIAPPEND); a command is
+    #: held whole before it runs, so with max_literal_size this bounds a connection's memory
+    max_multiappend_size: int = 52428800
     #: concurrent connections per user and client IP
     max_connections_per_user_ip: int = 50
     #: concurrent connections one client IP may hold before they log in (one that logs in no

@@ -44,6 +44,15 @@ class LimitExceeded(UserError):
     the message names the limit."""
 
 
+class UnknownEncoding(UserError):
+    """RFC 3516 4.3: a part's Content-Transfer-Encoding is one the server cannot decode."""
+
+
+class Unconvertible(UserError):
+    """RFC 3516 4.4: NUL octets where no transfer encoding can carry them (in a header, or in a
+    part that claims to be base64 or quoted-printable already)."""
+
+
 class QuotaExceeded(UserError):
     """The mailbox is over its quota."""
 

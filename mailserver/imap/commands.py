@@ -156,25 +156,41 @@ class Status(Command):
 
 
 @dataclass(frozen=True)
-class Append(Command):
-    mailbox: str = "INBOX"
+class AppendMessage:
+    """One message of an APPEND: flags, INTERNALDATE and its bytes (``binary``: sent as an
+    RFC 3516 literal8, ``~{n}``, which may carry NUL)."""
+
     flags: tuple[str, ...] = ()
     date: dt.datetime | None = None
     message: bytes = b""
-    name = "APPEND"
+    binary: bool = False
 
-    def args_wire(self) -> bytes:
-        out = astring(encode_mailbox(self.mailbox))
+    def to_wire(self) -> bytes:
+        out = b""
         if self.flags:
             out += b" (" + " ".join(self.flags).encode() + b")"
         if self.date is not None:
             out += b' "' + format_internaldate(self.date).encode() + b'"'
-        return out + b" {%d+}\r\n" % len(self.message) + self.message
+        return out + (b" ~{%d+}\r\n" if self.binary else b" {%d+}\r\n") % len(self.message) + self.message
+
+
+@dataclass(frozen=True)
+class Append(Command):
+    """APPEND with one message, or several (RFC 3502 MULTIAPPEND)."""
+
+    mailbox: str = "INBOX"
+    messages: tuple[AppendMessage, ...] = (AppendMessage(),)
+    name = "APPEND"
+
+    def args_wire(self) -> bytes:
+        return astring(encode_mailbox(self.mailbox)) + b"".join(m.to_wire() for m in self.messages)
 
 
 @dataclass(frozen=True)
 class FetchAtt:
-    """One FETCH data item. ``section`` is set for BODY[...] / BODY.PEEK[...]."""
+    """One FETCH data item. ``section`` is set for BODY[...] / BODY.PEEK[...]; RFC 3516's
+    BINARY[part] / BINARY.PEEK[part] are named "BINARY" (``peek``, ``partial``), BINARY.SIZE[part]
+    "BINARY.SIZE", each with ``part``."""
 
     name: str  # FLAGS, UID, INTERNALDATE, RFC822.SIZE, ENVELOPE, BODY, BODYSTRUCTURE, RFC822,
     # RFC822.HEADER, RFC822.TEXT, BODY[] (name "BODY[]" when a section is given)
@@ -194,6 +210,10 @@ class FetchAtt:
         return spec
 
     def request_text(self) -> str:
+        if self.name == "BINARY":
+            return ("BINARY.PEEK[" if self.peek else "BINARY[") + self._binary_tail(True)
+        if self.name == "BINARY.SIZE":
+            return "BINARY.SIZE[" + self._binary_tail(False)
         if not self.section:
             return self.name
         out = ("BODY.PEEK[" if self.peek else "BODY[") + self.section_spec() + "]"
@@ -201,8 +221,17 @@ class FetchAtt:
             out += f"<{self.partial[0]}.{self.partial[1]}>"
         return out
 
+    def _binary_tail(self, with_partial: bool) -> str:
+        out = ".".join(str(p) for p in self.part) + "]"
+        if with_partial and self.partial:
+            out += f"<{self.partial[0]}.{self.partial[1]}>"
+        return out
+
     def response_name(self) -> str:
         """What the server echoes: no PEEK, partial shows the origin only."""
+        if self.name in ("BINARY", "BINARY.SIZE"):
+            out = f"{self.name}[" + ".".join(str(p) for p in self.part) + "]"
+            return out + (f"<{self.partial[0]}>" if self.partial else "")
         if not self.section:
             return self.name
         out = "BODY[" + self.section_spec() + "]"

@@ -6,6 +6,7 @@ sections read the raw bytes.
 from __future__ import annotations
 
 from .. import mime
+from ..mime.binary import binary_section
 from .codec import format_internaldate
 from .commands import FetchAtt
 from .selected import flag_text
@@ -22,6 +23,8 @@ _COLUMNS = {
     "RFC822.HEADER": ("raw",),
     "RFC822.TEXT": ("raw",),
     "BODY[]": ("raw",),
+    "BINARY": ("raw",),
+    "BINARY.SIZE": ("raw",),
     "UID": (),
     "MODSEQ": ("modseq",),
 }
@@ -42,12 +45,26 @@ def columns_for(atts: tuple[FetchAtt, ...]) -> tuple[str, ...]:
 
 
 def sets_seen(atts: tuple[FetchAtt, ...]) -> bool:
-    """RFC 3501: BODY[...] (not PEEK), RFC822 and RFC822.TEXT set \\Seen."""
-    return any((a.section and not a.peek) or a.name in ("RFC822", "RFC822.TEXT") for a in atts)
+    """RFC 3501: BODY[...] (not PEEK), RFC822 and RFC822.TEXT set \\Seen; RFC 3516: BINARY[...] too."""
+    return any(((a.section or a.name == "BINARY") and not a.peek) or a.name in ("RFC822", "RFC822.TEXT")
+               for a in atts)
 
 
 def _literal(data: bytes) -> bytes:
     return b"{%d}\r\n" % len(data) + data
+
+
+def _binary(raw: bytes, att: FetchAtt) -> bytes:
+    """RFC 3516: the decoded part as a literal (a literal8, ``~{n}``, if it holds NUL), or its
+    size; raises UnknownEncoding (NO [UNKNOWN-CTE]). A part that does not exist is empty, as
+    BODY[part] is."""
+    data = binary_section(raw, att.part) or b""
+    if att.name == "BINARY.SIZE":
+        return b"%d" % len(data)
+    if att.partial:
+        start, count = att.partial
+        data = data[start:start + count]
+    return (b"~" if b"\0" in data else b"") + _literal(data)
 
 
 def _structure(row, name: str, raw_loader) -> bytes:
@@ -84,6 +101,8 @@ def render(seq: int, row, atts: tuple[FetchAtt, ...], recent: bool, with_uid: bo
             parts.append(b"RFC822.HEADER " + _literal(mime.fetch_section(raw_loader(), (), "HEADER")))
         elif name == "RFC822.TEXT":
             parts.append(b"RFC822.TEXT " + _literal(mime.fetch_section(raw_loader(), (), "TEXT")))
+        elif name in ("BINARY", "BINARY.SIZE"):
+            parts.append(a.response_name().encode() + b" " + _binary(raw_loader(), a))
         else:
             data = mime.fetch_section(raw_loader(), a.part, a.text, a.fields)
             if a.partial:

@@ -16,7 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
-_LITERAL_AT_END = re.compile(rb"\{(\d{1,20})(\+?)\}\r?\n$")
+#: ``{n}``, ``{n+}`` (RFC 7888) and the literal8 ``~{n}`` of RFC 3516, under the same limits
+_LITERAL_AT_END = re.compile(rb"~?\{(\d{1,20})(\+?)\}\r?\n$")
 _TAG = re.compile(rb"^([\x21-\x7e]+)")
 
 

@@ -1,13 +1,14 @@
 """Mailbox commands: SELECT, EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST
 (LIST-EXTENDED, LIST-STATUS, SPECIAL-USE, CHILDREN), LSUB, STATUS, APPEND (APPENDUID,
-APPENDLIMIT), GETQUOTA, GETQUOTAROOT, SETQUOTA, CLOSE, UNSELECT."""
+APPENDLIMIT, MULTIAPPEND, BINARY literals), GETQUOTA, GETQUOTAROOT, SETQUOTA, CLOSE, UNSELECT."""
 from __future__ import annotations
 
 from ..errors import NotFound
+from ..mime.binary import without_nul
 from ..store import mailboxes as mb
 from . import parser as P
 from . import responses as R
-from .codec import astring, encode_mailbox
+from .codec import astring, encode_mailbox, format_uid_set
 from .commands import Append, Command, GetQuota, ListCmd, MailboxCommand, Rename, Status
 from .handlers_message import CONDSTORE, QRESYNC, UIDPLUS, send_changed_since, send_vanished_earlier
 from .listing import listing
@@ -136,24 +137,35 @@ async def do_status(s: ImapSession, cmd: Status) -> Reply:
     return R.OK_DONE
 
 
-@command("APPEND", AUTHED, P.append, cap=(UIDPLUS, APPENDLIMIT), expunge=True)
+@command("APPEND", AUTHED, P.append, cap=(UIDPLUS, APPENDLIMIT, "MULTIAPPEND"), expunge=True)
 async def do_append(s: ImapSession, cmd: Append) -> Reply:
-    if len(cmd.message) > s.config.imap.max_literal_size:
+    """APPEND, and RFC 3502 MULTIAPPEND: every message is checked, then all are stored in one
+    transaction or none is; APPENDUID names them all (RFC 4315: a uid-set)."""
+    imap = s.config.imap
+    if any(len(m.message) > imap.max_literal_size for m in cmd.messages) \
+            or sum(len(m.message) for m in cmd.messages) > imap.max_multiappend_size:
         return R.NO_TOOBIG
-    bits, keywords = split_flags(cmd.flags)
+    if any(not m.message for m in cmd.messages):
+        return R.NO_EMPTY_MESSAGE
+    items = []
+    for m in cmd.messages:
+        raw = m.message
+        if m.binary and b"\0" in raw:
+            raw = await s.heavy(without_nul, raw)  # RFC 3516 4.4: NUL parts become base64
+        bits, keywords = split_flags(m.flags)
+        items.append(mb.ToAppend(raw, bits, " ".join(sorted(set(keywords))) or None, m.date))
     sel = s.selected
     into_selected = sel is not None and sel.name == cmd.mailbox
     try:
-        done = await s.ctx.run(mb.append_message, s.store, s.account_id, cmd.mailbox, cmd.message, bits,
-                               " ".join(sorted(set(keywords))) or None, cmd.date, s.config.accounts.quota_bytes,
-                               claim_recent=into_selected and not sel.readonly)
+        done = await s.ctx.run(mb.append_messages, s.store, s.account_id, cmd.mailbox, items,
+                               s.config.accounts.quota_bytes, into_selected and not sel.readonly)
     except NotFound:
         return R.NO_TRYCREATE
     if into_selected:
         if done.recent:
-            sel.note_recent(done.uid - 1, done.uid)
+            sel.note_recent(done.uids[0] - 1, done.uids[-1])
         s.pending = True
-    return R.OK_DONE.with_code(f"APPENDUID {done.uidvalidity} {done.uid}")
+    return R.OK_DONE.with_code(f"APPENDUID {done.uidvalidity} {format_uid_set(done.uids)}")
 
 
 async def _quota_lines(s: ImapSession) -> None:

@@ -1,5 +1,6 @@
 """Message commands of the selected state: FETCH, STORE, COPY, MOVE, SEARCH, EXPUNGE (and UID forms),
-with CONDSTORE (RFC 7162: CHANGEDSINCE, UNCHANGEDSINCE, SEARCH MODSEQ) and ESEARCH (RFC 4731).
+with CONDSTORE (RFC 7162: CHANGEDSINCE, UNCHANGEDSINCE, SEARCH MODSEQ), ESEARCH (RFC 4731) and
+BINARY (RFC 3516: FETCH BINARY[part], BINARY.SIZE; the APPEND side is in handlers_mailbox).
 
 FETCH is streamed: rows are read in UID order in batches (keyset paging) and rendered in the
 store's thread pool, so a ``UID FETCH 1:* (FLAGS)`` of 100,000 messages never sits in memory
@@ -139,7 +140,7 @@ def _saw_own_write(sel: SelectedFolder, stored: mb.Stored) -> None:
         sel.modseq = stored.modseq_after
 
 
-@command("FETCH", SEL, P.fetch, cap=CONDSTORE, expunge=False)
+@command("FETCH", SEL, P.fetch, cap=(CONDSTORE, "BINARY"), expunge=False)
 @command("UID FETCH", SEL, P.fetch, expunge=True)
 async def do_fetch(s: ImapSession, cmd: Fetch) -> Reply:
     sel = s.selected

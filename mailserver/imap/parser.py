@@ -15,7 +15,7 @@ import re
 
 from ..config import IMAPConfig
 from .codec import STAR, SeqSet, parse_date_time
-from .commands import (Append, Authenticate, Command, Compress, Copy, Enable, Expunge, Fetch, FetchAtt, GetQuota, Id,
+from .commands import (Append, AppendMessage, Authenticate, Command, Compress, Copy, Enable, Expunge, Fetch, FetchAtt, GetQuota, Id,
                        Invalid, ListCmd, Login, MailboxCommand, Parsed, Qresync, Rename, SetQuota, Simple, Status, Store)
 from .registry import COMMANDS, Spec, load
 from .search_syntax import BadCharset, parse_search
@@ -35,10 +35,31 @@ _MACROS = {"ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
            "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY")}
 
 
+#: RFC 3516: BINARY[part]<partial>, BINARY.PEEK[part]<partial>, BINARY.SIZE[part]
+_BINARY = re.compile(r"^(BINARY|BINARY\.PEEK|BINARY\.SIZE)\[((?:[1-9][0-9]*)(?:\.[1-9][0-9]*)*)?\]"
+                     r"(?:<(\d+)\.(\d+)>)?\Z", re.IGNORECASE)
+
+
+def _binary_att(m: re.Match) -> FetchAtt:
+    word = m.group(1).upper()
+    part = tuple(int(p) for p in m.group(2).split(".")) if m.group(2) else ()
+    partial = None
+    if m.group(3) is not None:
+        if word == "BINARY.SIZE":
+            raise ParseError("BINARY.SIZE takes no partial")
+        partial = (int(m.group(3)), int(m.group(4)))
+    if word == "BINARY.SIZE":
+        return FetchAtt("BINARY.SIZE", part)
+    return FetchAtt("BINARY", part, partial=partial, peek=word == "BINARY.PEEK")
+
+
 def parse_fetch_att(text: str) -> FetchAtt:
     upper = text.upper()
     if upper in _SIMPLE_ATTS:
         return FetchAtt(upper)
+    binary = _BINARY.match(text)
+    if binary:
+        return _binary_att(binary)
     m = _SECTION.match(text)
     if not m or m.group(1).upper().startswith("BINARY"):
         raise ParseError(f"unknown fetch item {text[:40]}")
@@ -384,26 +405,32 @@ def list_(tag: str, name: str, args: list, limits: IMAPConfig) -> ListCmd:
 
 
 def append(tag: str, name: str, args: list, limits: IMAPConfig) -> Append:
+    """APPEND mailbox, then one or more (RFC 3502 MULTIAPPEND) of [flags] [date-time] literal,
+    each literal ``{n}`` or (RFC 3516) ``~{n}``."""
     if len(args) < 2:
         raise ParseError("APPEND mailbox [flags] [date] message")
     mailbox = read_mailbox(args[0])
     rest = args[1:]
-    flags: tuple[str, ...] = ()
-    date = None
-    if rest and isinstance(rest[0], list):
-        flags = read_flags(rest[0])
-        if "\\Recent" in flags:
-            raise ParseError("\\Recent cannot be appended")
+    messages = []
+    while rest:
+        flags: tuple[str, ...] = ()
+        date = None
+        if isinstance(rest[0], list):
+            flags = read_flags(rest[0])
+            if "\\Recent" in flags:
+                raise ParseError("\\Recent cannot be appended")
+            rest = rest[1:]
+        if len(rest) >= 2 and isinstance(rest[0], Str) and not rest[0].literal:
+            try:
+                date = parse_date_time(rest[0].text)
+            except ValueError:
+                raise ParseError("bad date-time") from None
+            rest = rest[1:]
+        if not rest or not isinstance(rest[0], Str) or not rest[0].literal:
+            raise ParseError("APPEND message must be a literal")
+        messages.append(AppendMessage(flags, date, rest[0].data, rest[0].binary))
         rest = rest[1:]
-    if len(rest) == 2 and isinstance(rest[0], Str) and not rest[0].literal:
-        try:
-            date = parse_date_time(rest[0].text)
-        except ValueError:
-            raise ParseError("bad date-time") from None
-        rest = rest[1:]
-    if len(rest) != 1 or not isinstance(rest[0], Str) or not rest[0].literal:
-        raise ParseError("APPEND message must be a literal")
-    return Append(tag, mailbox, flags, date, rest[0].data)
+    return Append(tag, mailbox, tuple(messages))
 
 
 def decode_sasl(text: str) -> bytes:

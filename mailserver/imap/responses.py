@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import (AuthenticationFailed, Conflict, LimitExceeded, NotFound, QuotaExceeded, StorageError,
-                      StoreUnavailable, Throttled, UserError)
+                      StoreUnavailable, Throttled, Unconvertible, UnknownEncoding, UserError)
 
 GREETING = "civicmail IMAP4rev1 ready"
 BYE_LOGOUT = "civicmail logging out"
@@ -100,6 +100,12 @@ NO_EXISTS = no("mailbox exists", "ALREADYEXISTS")
 NO_CANNOT = no("not possible for this mailbox", "CANNOT")
 NO_QUOTA = no("mailbox is over its quota", "OVERQUOTA")
 NO_TOOBIG = no("message too large", "TOOBIG")
+#: RFC 3502 3: an empty message ends a MULTIAPPEND, and nothing of it is stored
+NO_EMPTY_MESSAGE = no("empty message: nothing appended")
+#: RFC 3516 4.3: BINARY of a part whose transfer encoding is unknown
+NO_UNKNOWN_CTE = no("cannot decode this part's Content-Transfer-Encoding", "UNKNOWN-CTE")
+#: RFC 3516 4.4 / RFC 5530: NUL octets no transfer encoding can carry (in a header)
+NO_UNCONVERTIBLE = no("NUL octets outside a body part", "PARSE")
 NO_SERVER = no("internal error, try again", "SERVERBUG")
 #: RFC 5530: a temporary failure, not the client's fault (clients keep the password and retry)
 NO_UNAVAILABLE = no("mail store temporarily unavailable, try again later", "UNAVAILABLE")
@@ -136,6 +142,10 @@ def error_response(exc: Exception) -> Reply:
         return NO_AUTH_FAILED
     if isinstance(exc, Throttled):
         return NO_THROTTLED
+    if isinstance(exc, UnknownEncoding):
+        return NO_UNKNOWN_CTE
+    if isinstance(exc, Unconvertible):
+        return NO_UNCONVERTIBLE
     if isinstance(exc, UserError):
         return NO_CANNOT
     if isinstance(exc, StoreUnavailable):

@@ -217,13 +217,14 @@ class ImapSession:
 
     def frame_limits(self) -> tuple[int, int, int]:
         """(line, literal, whole command) in bytes: before login, imap.max_preauth_command_size
-        bounds all three (RFC 7888 4); after it, the line and literal limits and one literal
-        plus four lines."""
+        bounds all three (RFC 7888 4); after it, the line and literal limits and the larger of
+        one literal and one MULTIAPPEND's messages, plus four lines."""
         imap = self.config.imap
         if self.state == NOT_AUTH:
             small = imap.max_preauth_command_size
             return min(small, imap.max_line_length), min(small, imap.max_literal_size), small
-        return imap.max_line_length, imap.max_literal_size, imap.max_literal_size + imap.max_line_length * 4
+        return (imap.max_line_length, imap.max_literal_size,
+                max(imap.max_literal_size, imap.max_multiappend_size) + imap.max_line_length * 4)
 
     # -- the loop -------------------------------------------------------------------------------------
     async def run(self) -> None:

@@ -27,13 +27,15 @@ class Atom:
 class Str:
     data: bytes
     literal: bool = False
+    #: an RFC 3516 literal8 (``~{n}``), which may carry NUL
+    binary: bool = False
 
     @property
     def text(self) -> str:
         return self.data.decode("utf-8", "surrogateescape")
 
 
-_LITERAL = re.compile(rb"\{(\d{1,12})(\+?)\}\r\n")
+_LITERAL = re.compile(rb"(~?)\{(\d{1,12})(\+?)\}\r\n")
 _STOP = b" ()\"{\r\n"
 #: a FETCH item whose "[" opens a section, which may hold spaces and parentheses
 #: (``BODY[HEADER.FIELDS (From)]``); anywhere else "[" is an atom character (RFC 3501 9, ATOM-CHAR)
@@ -86,15 +88,15 @@ def tokenize(buf: bytes, max_depth: int = 64) -> list:
                     out.append(c)
                     pos += 1
             stack[-1].append(Str(bytes(out)))
-        elif ch == b"{":
+        elif ch == b"{" or buf.startswith(b"~{", pos):
             m = _LITERAL.match(buf, pos)
             if not m:
                 raise ParseError("bad literal")
-            size = int(m.group(1))
+            size = int(m.group(2))
             start = m.end()
             if start + size > n:
                 raise ParseError("literal shorter than announced")
-            stack[-1].append(Str(buf[start:start + size], literal=True))
+            stack[-1].append(Str(buf[start:start + size], literal=True, binary=bool(m.group(1))))
             pos = start + size
         else:
             start = pos

@@ -30,9 +30,9 @@ from .models.mail import SEEN
 from .notify import announce, hub
 # The selected folder's operations live in selection.py; they are re-exported here so that
 # callers use one module for the mailbox store.
-from .selection import (Appended, Changes, Copied, Snapshot, Stored, append_message, changes_since, claim_recent,
-                        copy_messages, expunge, fetch_rows, message_raw, quota_usage, select_folder, store_flags,
-                        vanished_since)
+from .selection import (Appended, AppendedMany, Changes, Copied, Snapshot, Stored, ToAppend, append_message,
+                        append_messages, changes_since, claim_recent, copy_messages, expunge, fetch_rows, message_raw,
+                        quota_usage, select_folder, store_flags, vanished_since)
 
 SEP = "/"
 
@@ -266,7 +266,7 @@ def find_folder(store: Store, account_id: int, name: str) -> FolderInfo:
 
 
 
-__all__ = ["FolderInfo", "FolderStatus", "Snapshot", "Changes", "Copied", "Stored", "Appended", "CannotDelete",
+__all__ = ["FolderInfo", "FolderStatus", "Snapshot", "Changes", "Copied", "Stored", "Appended", "AppendedMany", "ToAppend", "append_messages", "CannotDelete",
            "QuotaExceeded", "SEP", "UidRanges", "writing", "serialized_writes",
            "list_folders", "folder_status", "create_folder", "delete_folder", "rename_folder", "subscriptions",
            "subscribe", "unsubscribe",

@@ -336,25 +336,56 @@ class Appended(NamedTuple):
     recent: bool
 
 
-def append_message(store: Store, account_id: int, folder: str, raw: bytes, flags: int, keywords: str | None,
-                   internaldate: dt.datetime | None, quota_default: int, claim_recent: bool = False) -> Appended:
-    """RFC 3501 6.3.11 with RFC 4315 APPENDUID, after the commit. ``claim_recent``: the caller
-    has this folder selected; claiming in the same transaction saves a second write."""
-    if internaldate is not None:  # stored in UTC: SQLite keeps no offset
-        internaldate = internaldate.astimezone(dt.timezone.utc)
+class AppendedMany(NamedTuple):
+    uidvalidity: int
+    #: the new messages' UIDs, in the order they were given
+    uids: list[int]
+    #: the appending session holds all of them as \\Recent (see Appended)
+    recent: bool
+
+
+class ToAppend(NamedTuple):
+    """One message of an APPEND: its bytes, flag bits, keywords (space-separated) and INTERNALDATE."""
+
+    raw: bytes
+    flags: int
+    keywords: str | None
+    internaldate: dt.datetime | None
+
+
+def append_messages(store: Store, account_id: int, folder: str, items: Sequence[ToAppend], quota_default: int,
+                    claim_recent: bool = False) -> AppendedMany:
+    """RFC 3501 6.3.11 for one message, RFC 3502 MULTIAPPEND for several: one transaction, so
+    all are stored or none (a quota the whole set exceeds stores none); RFC 4315 APPENDUID
+    after the commit. ``claim_recent``: the caller has this folder selected; claiming in the same
+    transaction saves a second write."""
     # Parsed before the write: on SQLite every writer of the process waits while one writes.
-    message = NewMessage(account_id=account_id, raw=raw, analyzed=analyze(raw), folder=folder, flags=flags,
-                         keywords=keywords, internaldate=internaldate)
+    messages = [NewMessage(account_id=account_id, raw=i.raw, analyzed=analyze(i.raw), folder=folder, flags=i.flags,
+                           keywords=i.keywords, internaldate=_utc(i.internaldate)) for i in items]
     with writing(store) as s:
         target = folder_row(s, account_id, folder)
-        _check_quota(s, account_id, len(raw), quota_default)
-        insert_messages(s, [message])
+        _check_quota(s, account_id, sum(len(i.raw) for i in items), quota_default)
+        insert_messages(s, messages)
         recent = False
         if claim_recent:
-            recent = s.execute(update(F).where(F.c.id == target.id, F.c.recent_uid == message.uid - 1)
-                               .values(recent_uid=message.uid)).rowcount == 1
+            first, last = messages[0].uid, messages[-1].uid
+            recent = s.execute(update(F).where(F.c.id == target.id, F.c.recent_uid == first - 1)
+                               .values(recent_uid=last)).rowcount == 1
     hub.changed([target.id])
-    return Appended(target.uidvalidity, message.uid, recent)
+    return AppendedMany(target.uidvalidity, [m.uid for m in messages], recent)
+
+
+def _utc(internaldate: dt.datetime | None) -> dt.datetime | None:
+    # stored in UTC: SQLite keeps no offset
+    return None if internaldate is None else internaldate.astimezone(dt.timezone.utc)
+
+
+def append_message(store: Store, account_id: int, folder: str, raw: bytes, flags: int, keywords: str | None,
+                   internaldate: dt.datetime | None, quota_default: int, claim_recent: bool = False) -> Appended:
+    """One message (``append_messages``)."""
+    done = append_messages(store, account_id, folder, [ToAppend(raw, flags, keywords, internaldate)], quota_default,
+                           claim_recent)
+    return Appended(done.uidvalidity, done.uids[0], done.recent)
 
 
 def quota_usage(store: Store, account_id: int, quota_default: int) -> tuple[int, int]:

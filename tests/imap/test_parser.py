@@ -7,7 +7,7 @@ import datetime as dt
 from hypothesis import example, given, settings, strategies as st
 
 from mailserver.imap.codec import SeqSet, decode_mailbox, encode_mailbox
-from mailserver.imap.commands import (Append, Authenticate, Copy, Expunge, Fetch, FetchAtt, Id, Invalid, ListCmd,
+from mailserver.imap.commands import (Append, AppendMessage, Authenticate, Copy, Expunge, Fetch, FetchAtt, Id, Invalid, ListCmd,
                                       Login, MailboxCommand, Qresync, Rename, Search, Simple, Status, Store)
 from mailserver.imap.framing import Framed, Refused, read_command
 from mailserver.imap.parser import parse_command, parse_fetch_att
@@ -182,11 +182,12 @@ commands = st.one_of(
     st.builds(Status, tags, names, st.lists(st.sampled_from(["MESSAGES", "UIDNEXT", "UNSEEN", "RECENT", "SIZE",
                                                              "HIGHESTMODSEQ"]),
                                             min_size=1, max_size=4, unique=True).map(tuple)),
-    st.builds(Append, tags, names, flags.filter(lambda f: f != ()) | st.just(()),
-              st.one_of(st.none(), st.datetimes(dt.datetime(2000, 1, 1), dt.datetime(2099, 1, 1),
-                                                timezones=st.just(dt.timezone(dt.timedelta(hours=8)))).map(
-                  lambda d: d.replace(microsecond=0))),
-              st.binary(max_size=200)),
+    st.builds(Append, tags, names, st.lists(st.builds(
+        AppendMessage, flags.filter(lambda f: f != ()) | st.just(()),
+        st.one_of(st.none(), st.datetimes(dt.datetime(2000, 1, 1), dt.datetime(2099, 1, 1),
+                                          timezones=st.just(dt.timezone(dt.timedelta(hours=8)))).map(
+            lambda d: d.replace(microsecond=0))),
+        st.binary(min_size=1, max_size=200), st.booleans()), min_size=1, max_size=3).map(tuple)),
     st.builds(Fetch, tags, seqsets, fetch_atts, st.booleans(), st.one_of(st.none(), modseqs)),
     st.builds(Fetch, tags, seqsets, fetch_atts, st.just(True), modseqs, st.booleans()),  # VANISHED: UID FETCH only
     st.builds(Store, tags, seqsets, st.sampled_from(["+", "-", ""]), st.booleans(), flags, st.booleans(),
