@@ -5,18 +5,19 @@ must be cheap: the modern ``email`` API parses only about 1,000 messages per sec
 this package parses the raw bytes itself (tests hold it equal to ``email`` with
 ``policy.default``). Modules: ``headers`` (header blocks, RFC 2047 / 2231), ``wire`` (IMAP
 strings), ``envelope``, ``structure`` (part tree, BODY / BODYSTRUCTURE), ``sections``
-(BODY[section]), ``search`` (SEARCH text).
+(BODY[section]), ``search`` (SEARCH text), ``preview`` (RFC 8970 PREVIEW).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import preview as _preview
 from . import search as _search
 from .envelope import envelope
 from .sections import fetch_section
 from .structure import body_and_structure, parse_message
 
-__all__ = ["Analyzed", "analyze", "fetch_section", "search_matches", "header_contains", "header_size"]
+__all__ = ["Analyzed", "analyze", "make_preview", "fetch_section", "search_matches", "header_contains", "header_size"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class Analyzed:
     bodystructure: str | None = None
     #: decoded, case-folded text for SEARCH, in the form ``search_matches`` reads (None: not yet computed)
     search_text: str | None = None
+    #: RFC 8970 PREVIEW text, at most 256 characters ("" for no text; None: not yet computed)
+    preview: str | None = None
 
 
 def header_size(raw: bytes) -> int:
@@ -44,7 +47,14 @@ def analyze(raw: bytes) -> Analyzed:
     body, bodystructure = body_and_structure(raw, root)
     return Analyzed(size=len(raw), header_size=root.body_start,
                     envelope=envelope(root.values, root.address_cache), body=body,
-                    bodystructure=bodystructure, search_text=_search.build(raw, root))
+                    bodystructure=bodystructure, search_text=_search.build(raw, root),
+                    preview=_preview.build(raw, root))
+
+
+def make_preview(raw: bytes) -> str:
+    """RFC 8970 PREVIEW of a message not analyzed at delivery (stored before previews were)."""
+    raw = bytes(raw)
+    return _preview.build(raw, parse_message(raw))
 
 
 def search_matches(search_text: str | None, key: str, needle: str) -> bool:

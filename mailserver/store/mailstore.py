@@ -102,8 +102,10 @@ def insert_returning_ids(session: Session, table, rows: list[dict]) -> list[int]
     return list(session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars())
 
 
-CONTENT_COLUMNS = ("raw", "size", "header_size", "envelope", "body", "bodystructure", "search_text", "refcount")
-MESSAGE_COLUMNS = ("folder_id", "uid", "modseq", "flags", "keywords", "internaldate", "size", "content_id")
+CONTENT_COLUMNS = ("raw", "size", "header_size", "envelope", "body", "bodystructure", "search_text", "preview",
+                   "refcount")
+MESSAGE_COLUMNS = ("folder_id", "uid", "modseq", "flags", "keywords", "internaldate", "savedate", "size",
+                   "content_id")
 
 
 def sqlite_insert_ids(session: Session, table: str, columns: tuple[str, ...], rows: list[tuple]) -> list[int]:
@@ -176,12 +178,13 @@ def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delive
     sqlite = session.get_bind().dialect.name == "sqlite"
     if sqlite:
         content_ids = sqlite_insert_ids(session, "content", CONTENT_COLUMNS, [
-            (raw, an.size, an.header_size, an.envelope, an.body, an.bodystructure, an.search_text, refs)
+            (raw, an.size, an.header_size, an.envelope, an.body, an.bodystructure, an.search_text, an.preview, refs)
             for raw, an, refs in (contents[k] for k in keys)])
     else:
         content_ids = insert_returning_ids(session, Content.__table__, [
             {"raw": raw, "size": an.size, "header_size": an.header_size, "envelope": an.envelope, "body": an.body,
-             "bodystructure": an.bodystructure, "search_text": an.search_text, "refcount": refs}
+             "bodystructure": an.bodystructure, "search_text": an.search_text, "preview": an.preview,
+             "refcount": refs}
             for raw, an, refs in (contents[k] for k in keys)])
     content_of = dict(zip(keys, content_ids))
     if reused:
@@ -216,8 +219,8 @@ def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delive
             byte_size = m.byte_size
             size += byte_size
             message_rows.append({"folder_id": fid, "uid": m.uid, "modseq": modseq, "flags": m.flags,
-                                 "keywords": m.keywords, "internaldate": m.internaldate or now, "size": byte_size,
-                                 "content_id": m.content_id})
+                                 "keywords": m.keywords, "internaldate": m.internaldate or now, "savedate": now,
+                                 "size": byte_size, "content_id": m.content_id})
         folder_updates.append({"fid": fid, "uidnext": uidnext, "modseq": modseq, "size": size,
                                "count": len(per_folder[fid])})
     order = [m for fid in folder_ids for m in per_folder[fid]]
@@ -225,7 +228,7 @@ def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delive
         stored_now = sqlite_datetime(now)
         ids = sqlite_insert_ids(session, "message", MESSAGE_COLUMNS, [
             (r["folder_id"], r["uid"], r["modseq"], r["flags"], r["keywords"],
-             stored_now if r["internaldate"] is now else sqlite_datetime(r["internaldate"]),
+             stored_now if r["internaldate"] is now else sqlite_datetime(r["internaldate"]), stored_now,
              r["size"], r["content_id"]) for r in message_rows])
         session.connection().exec_driver_sql(
             "UPDATE folder SET uidnext = ?, highestmodseq = ?, total_size = total_size + ?, "
