@@ -6,8 +6,10 @@ sections read the raw bytes.
 from __future__ import annotations
 
 from .. import mime
+from ..mime.wire import string
 from .codec import format_internaldate
 from .commands import FetchAtt
+from .objectid import email_id
 from .selected import flag_text
 
 #: item -> the message/content columns it needs
@@ -24,6 +26,11 @@ _COLUMNS = {
     "BODY[]": ("raw",),
     "UID": (),
     "MODSEQ": ("modseq",),
+    # RFC 8514, RFC 8474, RFC 8970
+    "SAVEDATE": ("savedate",),
+    "EMAILID": ("content_id", "envelope", "size"),
+    "THREADID": (),
+    "PREVIEW": ("preview",),
 }
 _CACHED = {"ENVELOPE": "envelope", "BODY": "body", "BODYSTRUCTURE": "bodystructure"}
 
@@ -41,6 +48,12 @@ def columns_for(atts: tuple[FetchAtt, ...]) -> tuple[str, ...]:
     return tuple(cols)
 
 
+def needs_raw(atts: tuple[FetchAtt, ...], rows) -> bool:
+    """Whether some row lacks a PREVIEW cached at delivery (stored before previews were) that
+    a non-LAZY PREVIEW item asks for: making one reads the message (the heavy lane)."""
+    return any(a.name == "PREVIEW" and not a.lazy for a in atts) and any(r.preview is None for r in rows)
+
+
 def sets_seen(atts: tuple[FetchAtt, ...]) -> bool:
     """RFC 3501: BODY[...] (not PEEK), RFC822 and RFC822.TEXT set \\Seen."""
     return any((a.section and not a.peek) or a.name in ("RFC822", "RFC822.TEXT") for a in atts)
@@ -56,6 +69,17 @@ def _structure(row, name: str, raw_loader) -> bytes:
         analyzed = mime.analyze(raw_loader())
         cached = getattr(analyzed, _CACHED[name])
     return cached.encode("utf-8")
+
+
+def _preview(row, lazy: bool, raw_loader) -> bytes:
+    """RFC 8970: the preview cached at delivery; for content stored before previews were, one
+    made from the message now, or NIL under LAZY (the client asks again later)."""
+    text = row.preview
+    if text is None:
+        if lazy:
+            return b"NIL"
+        text = mime.make_preview(raw_loader())
+    return string(text).encode("utf-8")
 
 
 def render(seq: int, row, atts: tuple[FetchAtt, ...], recent: bool, with_uid: bool, raw_loader) -> bytes:
@@ -76,6 +100,15 @@ def render(seq: int, row, atts: tuple[FetchAtt, ...], recent: bool, with_uid: bo
             parts.append(b"RFC822.SIZE %d" % row.size)
         elif name == "MODSEQ":
             parts.append(b"MODSEQ (%d)" % row.modseq)
+        elif name == "SAVEDATE":
+            saved = row.savedate
+            parts.append(b'SAVEDATE "' + format_internaldate(saved).encode() + b'"' if saved else b"SAVEDATE NIL")
+        elif name == "EMAILID":
+            parts.append(b"EMAILID (" + email_id(row.content_id, row.envelope, row.size).encode() + b")")
+        elif name == "THREADID":
+            parts.append(b"THREADID NIL")  # RFC 8474 5.2: threads are not computed
+        elif name == "PREVIEW":
+            parts.append(b"PREVIEW " + _preview(row, a.lazy, raw_loader))
         elif name in _CACHED:
             parts.append(name.encode() + b" " + _structure(row, name, raw_loader))
         elif name == "RFC822":
