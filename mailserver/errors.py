@@ -61,3 +61,7 @@ class StoreUnavailable(StorageError):
     """The database did not answer in time, or the connection to it failed: try again later
     (SMTP ``451 4.3.0``, IMAP ``NO [UNAVAILABLE]``, RFC 5530). A write that raised this was not
     committed, and will not be (mailserver/store/outage.py)."""
+
+
+class SpecialUseRefused(UserError):
+    """A special-use attribute (RFC 6154) that a folder cannot be given here (IMAP ``NO [USEATTR]``)."""

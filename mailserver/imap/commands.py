@@ -94,6 +94,8 @@ class MailboxCommand(Command):
     condstore: bool = False
     #: RFC 7162 3.2.5: SELECT/EXAMINE mailbox (QRESYNC (...))
     qresync: Qresync | None = None
+    #: RFC 6154 5.2: CREATE mailbox (USE (\\Archive ...)), the special uses asked for
+    use: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -101,6 +103,8 @@ class MailboxCommand(Command):
 
     def args_wire(self) -> bytes:
         params = ([b"CONDSTORE"] if self.condstore else []) + ([self.qresync.wire()] if self.qresync else [])
+        if self.use:
+            params.append(b"USE (" + " ".join(self.use).encode() + b")")
         return astring(encode_mailbox(self.mailbox)) + (b" (" + b" ".join(params) + b")" if params else b"")
 
 
@@ -193,13 +197,16 @@ class FetchAtt:
     "BINARY.SIZE", each with ``part``."""
 
     name: str  # FLAGS, UID, INTERNALDATE, RFC822.SIZE, ENVELOPE, BODY, BODYSTRUCTURE, RFC822,
-    # RFC822.HEADER, RFC822.TEXT, BODY[] (name "BODY[]" when a section is given)
+    # RFC822.HEADER, RFC822.TEXT, MODSEQ, SAVEDATE, EMAILID, THREADID, PREVIEW, BODY[] (name
+    # "BODY[]" when a section is given)
     part: tuple[int, ...] = ()
     text: str | None = None
     fields: tuple[str, ...] = ()
     partial: tuple[int, int] | None = None
     peek: bool = False
     section: bool = False
+    #: RFC 8970 PREVIEW (LAZY): NIL rather than work for a preview not cached
+    lazy: bool = False
 
     def section_spec(self) -> str:
         spec = ".".join(str(p) for p in self.part)
@@ -215,7 +222,7 @@ class FetchAtt:
         if self.name == "BINARY.SIZE":
             return "BINARY.SIZE[" + self._binary_tail(False)
         if not self.section:
-            return self.name
+            return self.name + (" (LAZY)" if self.lazy else "")
         out = ("BODY.PEEK[" if self.peek else "BODY[") + self.section_spec() + "]"
         if self.partial:
             out += f"<{self.partial[0]}.{self.partial[1]}>"

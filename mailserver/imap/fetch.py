@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from .. import mime
 from ..mime.binary import binary_section
+from ..mime.wire import string
 from .codec import format_internaldate
 from .commands import FetchAtt
+from .objectid import email_id
 from .selected import flag_text
 
 #: item -> the message/content columns it needs
@@ -27,6 +29,11 @@ _COLUMNS = {
     "BINARY.SIZE": ("raw",),
     "UID": (),
     "MODSEQ": ("modseq",),
+    # RFC 8514, RFC 8474, RFC 8970
+    "SAVEDATE": ("savedate",),
+    "EMAILID": ("content_id", "envelope", "size"),
+    "THREADID": (),
+    "PREVIEW": ("preview",),
 }
 _CACHED = {"ENVELOPE": "envelope", "BODY": "body", "BODYSTRUCTURE": "bodystructure"}
 
@@ -42,6 +49,12 @@ def columns_for(atts: tuple[FetchAtt, ...]) -> tuple[str, ...]:
             if c not in cols:
                 cols.append(c)
     return tuple(cols)
+
+
+def needs_raw(atts: tuple[FetchAtt, ...], rows) -> bool:
+    """Whether some row lacks a PREVIEW cached at delivery (stored before previews were) that
+    a non-LAZY PREVIEW item asks for: making one reads the message (the heavy lane)."""
+    return any(a.name == "PREVIEW" and not a.lazy for a in atts) and any(r.preview is None for r in rows)
 
 
 def sets_seen(atts: tuple[FetchAtt, ...]) -> bool:
@@ -75,6 +88,17 @@ def _structure(row, name: str, raw_loader) -> bytes:
     return cached.encode("utf-8")
 
 
+def _preview(row, lazy: bool, raw_loader) -> bytes:
+    """RFC 8970: the preview cached at delivery; for content stored before previews were, one
+    made from the message now, or NIL under LAZY (the client asks again later)."""
+    text = row.preview
+    if text is None:
+        if lazy:
+            return b"NIL"
+        text = mime.make_preview(raw_loader())
+    return string(text).encode("utf-8")
+
+
 def render(seq: int, row, atts: tuple[FetchAtt, ...], recent: bool, with_uid: bool, raw_loader) -> bytes:
     """One ``* seq FETCH (...)`` line. ``raw_loader()`` returns the raw bytes of this row's message."""
     parts: list[bytes] = []
@@ -93,6 +117,15 @@ def render(seq: int, row, atts: tuple[FetchAtt, ...], recent: bool, with_uid: bo
             parts.append(b"RFC822.SIZE %d" % row.size)
         elif name == "MODSEQ":
             parts.append(b"MODSEQ (%d)" % row.modseq)
+        elif name == "SAVEDATE":
+            saved = row.savedate
+            parts.append(b'SAVEDATE "' + format_internaldate(saved).encode() + b'"' if saved else b"SAVEDATE NIL")
+        elif name == "EMAILID":
+            parts.append(b"EMAILID (" + email_id(row.content_id, row.envelope, row.size).encode() + b")")
+        elif name == "THREADID":
+            parts.append(b"THREADID NIL")  # RFC 8474 5.2: threads are not computed
+        elif name == "PREVIEW":
+            parts.append(b"PREVIEW " + _preview(row, a.lazy, raw_loader))
         elif name in _CACHED:
             parts.append(name.encode() + b" " + _structure(row, name, raw_loader))
         elif name == "RFC822":

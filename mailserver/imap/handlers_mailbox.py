@@ -13,6 +13,7 @@ from .commands import Append, Command, GetQuota, ListCmd, MailboxCommand, Rename
 from .handlers_message import CONDSTORE, QRESYNC, UIDPLUS, send_changed_since, send_vanished_earlier
 from .listing import listing
 from .listmatch import ListPatterns
+from .objectid import mailbox_id
 from .registry import AUTHED, SEL, Cap, command
 from .responses import Reply
 from .selected import SelectedFolder, split_flags
@@ -52,6 +53,8 @@ async def do_select(s: ImapSession, cmd: MailboxCommand) -> Reply:
     await s.untagged(f"OK [UIDVALIDITY {snap.folder.uidvalidity}] UIDs valid")
     await s.untagged(f"OK [UIDNEXT {snap.folder.uidnext}] predicted next UID")
     await s.untagged(R.OK_HIGHESTMODSEQ.with_code(f"HIGHESTMODSEQ {snap.folder.highestmodseq}").line())
+    await s.untagged(R.OK_MAILBOXID.with_code(f"MAILBOXID ({mailbox_id(snap.folder.id, snap.folder.uidvalidity)})")
+                     .line())
     s.select(sel)
     q = cmd.qresync
     if q is not None and q.uidvalidity == sel.uidvalidity:
@@ -61,10 +64,11 @@ async def do_select(s: ImapSession, cmd: MailboxCommand) -> Reply:
     return R.OK_SELECT_RO if readonly else R.OK_SELECT_RW
 
 
-@command("CREATE", AUTHED, P.one_mailbox, expunge=True)
+@command("CREATE", AUTHED, P.create, cap="CREATE-SPECIAL-USE", expunge=True)
 async def do_create(s: ImapSession, cmd: MailboxCommand) -> Reply:
-    await s.ctx.run(mb.create_folder, s.store, s.account_id, cmd.mailbox, s.config.accounts)
-    return R.OK_DONE
+    """RFC 3501 6.3.3, RFC 6154 5.2 (USE), RFC 8474 4.1 (the new folder's MAILBOXID)."""
+    made = await s.ctx.run(mb.create_folder, s.store, s.account_id, cmd.mailbox, s.config.accounts, cmd.use)
+    return R.OK_DONE.with_code(f"MAILBOXID ({mailbox_id(made.id, made.uidvalidity)})")
 
 
 @command("DELETE", AUTHED, P.one_mailbox, expunge=True)
@@ -97,7 +101,8 @@ async def do_unsubscribe(s: ImapSession, cmd: MailboxCommand) -> Reply:
 def _status_items(st: mb.FolderStatus, items: tuple[str, ...]) -> str:
     values = {"MESSAGES": st.info.message_count, "RECENT": st.recent, "UIDNEXT": st.info.uidnext,
               "UIDVALIDITY": st.info.uidvalidity, "UNSEEN": st.unseen, "SIZE": st.info.total_size,
-              "HIGHESTMODSEQ": st.info.highestmodseq}
+              "HIGHESTMODSEQ": st.info.highestmodseq,
+              "MAILBOXID": f"({mailbox_id(st.info.id, st.info.uidvalidity)})"}
     return " ".join(f"{i} {values[i]}" for i in items)
 
 

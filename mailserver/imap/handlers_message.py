@@ -26,6 +26,9 @@ from .selected import SelectedFolder, flag_text, split_flags
 from .session import ImapSession
 
 CONDSTORE, QRESYNC, UIDPLUS = Cap("CONDSTORE"), Cap("QRESYNC"), Cap("UIDPLUS")
+#: FETCH items of RFC 8970, RFC 8474 (with MAILBOXID in SELECT, STATUS and CREATE) and RFC 8514
+#: (with the SAVED* search keys)
+PREVIEW, OBJECTID, SAVEDATE = Cap("PREVIEW"), Cap("OBJECTID"), Cap("SAVEDATE")
 FETCH_BATCH = 10000
 #: FETCH columns of the hot path (FLAGS, and MODSEQ under CONDSTORE)
 _FLAG_COLUMNS = (("flags", "keywords"), ("flags", "keywords", "modseq"))
@@ -40,11 +43,15 @@ def _ranges(s: ImapSession, seqset, by_uid: bool) -> list[tuple[int, int]] | Non
 
 def _render_batch(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tuple[FetchAtt, ...],
                   columns: tuple[str, ...], with_uid: bool,
-                  changedsince: int | None = None) -> tuple[bytes, int | None, set[str]]:
+                  changedsince: int | None = None, light: bool = False) -> tuple[bytes | None, int | None, set[str]]:
     """One batch of FETCH lines (in the thread pool), the UID to continue after (None: done) and
-    the keywords in them that the session has not announced yet (``announce_keywords``)."""
+    the keywords in them that the session has not announced yet (``announce_keywords``).
+    ``light``: on the store's pool, not the heavy lane; a batch that would have to read
+    messages there (a PREVIEW not cached at delivery) comes back as None, for the heavy lane."""
     rows = mb.fetch_rows(store, sel.folder_id, lo, hi, FETCH_BATCH, columns, ranges if len(ranges) > 1 else None,
                          changedsince)
+    if light and "preview" in columns and F.needs_raw(atts, rows):
+        return None, lo, set()
     uids = sel.uids
     recent_floor = min((r[0] for r in sel.recent_ranges), default=None)
     out = []
@@ -126,8 +133,12 @@ async def _send_fetch(s: ImapSession, run, sel: SelectedFolder, ranges, atts: tu
     lo, hi = ranges[0][0], ranges[-1][1]
     columns = F.columns_for(atts)
     while lo is not None and lo <= hi:
-        chunk, lo, unknown = await run(_render_batch, s.store, sel, lo, hi, ranges, atts, columns, with_uid,
-                                       changedsince)
+        chunk, nxt, unknown = await run(_render_batch, s.store, sel, lo, hi, ranges, atts, columns, with_uid,
+                                        changedsince, run != s.heavy)
+        if chunk is None:
+            chunk, nxt, unknown = await s.heavy(_render_batch, s.store, sel, lo, hi, ranges, atts, columns, with_uid,
+                                                changedsince)
+        lo = nxt
         if unknown:
             await s.announce_keywords(unknown)
         await s.send(chunk)
@@ -140,7 +151,7 @@ def _saw_own_write(sel: SelectedFolder, stored: mb.Stored) -> None:
         sel.modseq = stored.modseq_after
 
 
-@command("FETCH", SEL, P.fetch, cap=(CONDSTORE, "BINARY"), expunge=False)
+@command("FETCH", SEL, P.fetch, cap=(CONDSTORE, "BINARY", PREVIEW, OBJECTID, SAVEDATE), expunge=False)
 @command("UID FETCH", SEL, P.fetch, expunge=True)
 async def do_fetch(s: ImapSession, cmd: Fetch) -> Reply:
     sel = s.selected

@@ -29,7 +29,7 @@ __all__ = ["parse", "parse_command", "parse_fetch_att", "decode_sasl", "ParseErr
 
 _SECTION = re.compile(r"^(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK)\[([^\]]*)\](?:<(\d+)\.(\d+)>)?\Z", re.IGNORECASE)
 _SIMPLE_ATTS = {"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822",
-                "RFC822.HEADER", "RFC822.TEXT", "MODSEQ"}
+                "RFC822.HEADER", "RFC822.TEXT", "MODSEQ", "SAVEDATE", "EMAILID", "THREADID", "PREVIEW"}
 _MACROS = {"ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
            "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
            "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY")}
@@ -103,14 +103,22 @@ def _fetch_atts(tok) -> tuple[FetchAtt, ...]:
     items = tok if isinstance(tok, list) else [tok]
     if not items:
         raise ParseError("empty fetch list")
-    return tuple(parse_fetch_att(read_atom(t)) for t in items)
+    atts: list[FetchAtt] = []
+    for t in items:
+        if isinstance(t, list):  # RFC 8970: PREVIEW (LAZY), the only item with modifiers
+            if not atts or atts[-1] != FetchAtt("PREVIEW") or [read_atom(m).upper() for m in t] != ["LAZY"]:
+                raise ParseError("bad fetch modifiers")
+            atts[-1] = FetchAtt("PREVIEW", lazy=True)
+        else:
+            atts.append(parse_fetch_att(read_atom(t)))
+    return tuple(atts)
 
 
 # -- commands -------------------------------------------------------------------------------------
 # One parser per command: ``parse(tag, name, args, limits)``, registered with its handler
 # (registry.command). ``name`` is the registered name ("UID FETCH"); ``args`` the tokens after it.
 
-_STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ"}
+_STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ", "MAILBOXID"}
 #: RFC 5258 and RFC 6154 LIST options (STATUS, RFC 5819, is read apart)
 _SELECT_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
 _RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE"})
@@ -198,6 +206,17 @@ def one_mailbox(tag: str, name: str, args: list, limits: IMAPConfig) -> MailboxC
     """CREATE, DELETE, SUBSCRIBE, UNSUBSCRIBE, GETQUOTAROOT (and SELECT without parameters)."""
     need_args(args, 1)
     return MailboxCommand(tag, name, read_mailbox(args[0]))
+
+
+def create(tag: str, name: str, args: list, limits: IMAPConfig) -> MailboxCommand:
+    """CREATE mailbox [(USE (special-use ...))] (RFC 6154 5.2; RFC 4466 create parameters)."""
+    if len(args) != 2:
+        return one_mailbox(tag, name, args, limits)
+    params = args[1]
+    if not isinstance(params, list) or len(params) != 2 or not isinstance(params[0], Atom) \
+            or params[0].text.upper() != "USE" or not isinstance(params[1], list):
+        raise ParseError("CREATE parameters are (USE (attributes))")
+    return MailboxCommand(tag, name, read_mailbox(args[0]), use=tuple(read_atom(t) for t in params[1]))
 
 
 def rename(tag: str, name: str, args: list, limits: IMAPConfig) -> Rename:

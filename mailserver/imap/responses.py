@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import (AuthenticationFailed, Conflict, LimitExceeded, NotFound, QuotaExceeded, StorageError,
-                      StoreUnavailable, Throttled, Unconvertible, UnknownEncoding, UserError)
+from ..errors import (AuthenticationFailed, Conflict, LimitExceeded, NotFound, QuotaExceeded, SpecialUseRefused,
+                      StorageError, StoreUnavailable, Throttled, Unconvertible, UnknownEncoding, UserError)
 
 GREETING = "civicmail IMAP4rev1 ready"
 BYE_LOGOUT = "civicmail logging out"
@@ -120,6 +120,10 @@ NO_FOLDER_LIMIT = no("folder name too long or too deep, or too many folders", "L
 
 #: untagged, RFC 7162 3.1.2 (with the code HIGHESTMODSEQ n)
 OK_HIGHESTMODSEQ = ok("highest")
+#: untagged, RFC 8474 4.2 (with the code MAILBOXID (id))
+OK_MAILBOXID = ok("mailbox id")
+#: RFC 6154 5.2: CREATE with a special use this server does not give folders
+NO_USEATTR = no("special use not supported", "USEATTR")
 #: untagged: RFC 7162 3.2.11, where the old mailbox's responses end
 OK_CLOSED = ok("previous mailbox closed", "CLOSED")
 
@@ -146,6 +150,8 @@ def error_response(exc: Exception) -> Reply:
         return NO_UNKNOWN_CTE
     if isinstance(exc, Unconvertible):
         return NO_UNCONVERTIBLE
+    if isinstance(exc, SpecialUseRefused):
+        return NO_USEATTR
     if isinstance(exc, UserError):
         return NO_CANNOT
     if isinstance(exc, StoreUnavailable):

@@ -18,6 +18,8 @@ _FLAG_KEYS = {"ANSWERED": (ANSWERED, True), "DELETED": (DELETED, True), "DRAFT":
               "UNSEEN": (SEEN, False)}
 _TEXT_KEYS = {"BCC": "bcc", "BODY": "body", "CC": "cc", "FROM": "from", "SUBJECT": "subject", "TEXT": "text",
               "TO": "to"}
+#: RFC 8514 4.2: the save date's BEFORE, ON and SINCE
+_SAVED_KEYS = {"SAVEDBEFORE": "BEFORE", "SAVEDON": "ON", "SAVEDSINCE": "SINCE"}
 
 
 def columns_for(keys: tuple) -> set[str]:
@@ -29,6 +31,8 @@ def columns_for(keys: tuple) -> set[str]:
             cols.add("header")  # the header alone, not the message
         if k[0] == "MODSEQ":
             cols.add("modseq")
+        if k[0] in _SAVED_KEYS:
+            cols.add("savedate")
     return cols
 
 
@@ -68,6 +72,12 @@ class Message:
 def _internal_date(row) -> dt.date:
     when = row.internaldate
     return when.date()
+
+
+def _save_date(row) -> dt.date:
+    """The day a message was saved into its folder; a message without one (none since
+    migration 0011 gave every stored message its INTERNALDATE) counts its INTERNALDATE."""
+    return (row.savedate or row.internaldate).date()
 
 
 class Matcher:
@@ -119,6 +129,10 @@ class Matcher:
             return row.size < key[1]
         if name in ("BEFORE", "ON", "SINCE"):
             return _compare(name, _internal_date(row), key[1])
+        if name in _SAVED_KEYS:
+            return _compare(_SAVED_KEYS[name], _save_date(row), key[1])
+        if name == "SAVEDATESUPPORTED":
+            return True  # RFC 8514 4.3: every folder keeps save dates
         if name in ("SENTBEFORE", "SENTON", "SENTSINCE"):
             sent = msg.header.sent_date
             return sent is not None and _compare(name[4:], sent, key[1])

@@ -10,9 +10,9 @@ from .tokens import Atom, ParseError, Str, TooComplex, read_astring, read_atom, 
 # -- SEARCH ---------------------------------------------------------------------------------------
 
 _NO_ARG = {"ALL", "ANSWERED", "DELETED", "DRAFT", "FLAGGED", "NEW", "OLD", "RECENT", "SEEN", "UNANSWERED",
-           "UNDELETED", "UNDRAFT", "UNFLAGGED", "UNSEEN"}
+           "UNDELETED", "UNDRAFT", "UNFLAGGED", "UNSEEN", "SAVEDATESUPPORTED"}
 _STRING_ARG = {"BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO"}
-_DATE_ARG = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
+_DATE_ARG = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE", "SAVEDBEFORE", "SAVEDON", "SAVEDSINCE"}
 _NUMBER_ARG = {"LARGER", "SMALLER"}
 #: RFC 4731 return options (SAVE, RFC 5182, is not supported)
 RETURN_OPTIONS = ("MIN", "MAX", "COUNT", "ALL")

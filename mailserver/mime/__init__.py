@@ -6,12 +6,13 @@ this package parses the raw bytes itself (tests hold it equal to ``email`` with
 ``policy.default``). Modules: ``headers`` (header blocks, RFC 2047 / 2231), ``wire`` (IMAP
 strings), ``envelope``, ``structure`` (part tree, BODY / BODYSTRUCTURE), ``sections``
 (BODY[section]), ``search`` (SEARCH text), ``sortkeys`` and ``collation`` (what SORT and THREAD
-read).
+read), ``preview`` (RFC 8970 PREVIEW).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import preview as _preview
 from . import search as _search
 from .envelope import envelope
 from .sections import fetch_section
@@ -19,8 +20,8 @@ from .headers import first_values, scan_header
 from .sortkeys import SortFields, sort_fields
 from .structure import body_and_structure, parse_message
 
-__all__ = ["Analyzed", "SortFields", "analyze", "sort_fields_of", "fetch_section", "search_matches", "header_contains",
-           "header_size"]
+__all__ = ["Analyzed", "SortFields", "analyze", "sort_fields_of", "make_preview", "fetch_section", "search_matches",
+           "header_contains", "header_size"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class Analyzed:
     search_text: str | None = None
     #: what SORT and THREAD read (None: not yet computed)
     sort: SortFields | None = None
+    #: RFC 8970 PREVIEW text, at most 256 characters ("" for no text; None: not yet computed)
+    preview: str | None = None
 
 
 def header_size(raw: bytes) -> int:
@@ -43,7 +46,7 @@ def header_size(raw: bytes) -> int:
 
 
 def analyze(raw: bytes) -> Analyzed:
-    """Size, header size, ENVELOPE, BODY, BODYSTRUCTURE, SEARCH text and SORT fields of a
+    """Size, header size, ENVELOPE, BODY, BODYSTRUCTURE, SEARCH text, SORT fields and PREVIEW of a
     message. Never raises on any bytes: malformed MIME gives a best-effort structure."""
     raw = bytes(raw)
     root = parse_message(raw)
@@ -51,7 +54,7 @@ def analyze(raw: bytes) -> Analyzed:
     return Analyzed(size=len(raw), header_size=root.body_start,
                     envelope=envelope(root.values, root.address_cache), body=body,
                     bodystructure=bodystructure, search_text=_search.build(raw, root),
-                    sort=sort_fields(root.values, root.address_cache))
+                    sort=sort_fields(root.values, root.address_cache), preview=_preview.build(raw, root))
 
 
 def sort_fields_of(raw: bytes) -> SortFields:
@@ -59,6 +62,12 @@ def sort_fields_of(raw: bytes) -> SortFields:
     without them)."""
     fields, _ = scan_header(raw, 0, len(raw))
     return sort_fields(first_values(fields), {})
+
+
+def make_preview(raw: bytes) -> str:
+    """RFC 8970 PREVIEW of a message not analyzed at delivery (stored before previews were)."""
+    raw = bytes(raw)
+    return _preview.build(raw, parse_message(raw))
 
 
 def search_matches(search_text: str | None, key: str, needle: str) -> bool:

@@ -21,7 +21,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from ..config import AccountsConfig
-from ..errors import Conflict, LimitExceeded, QuotaExceeded, UserError
+from ..errors import Conflict, LimitExceeded, QuotaExceeded, SpecialUseRefused, UserError
 from .db import Store
 from .driver import driver_execute, driver_rows, raw_reader
 from .mailbox_sql import (F, M, FolderInfo, UidRanges, copy_rows, folder_row, info_of, INFO_SQL, release_content,
@@ -94,8 +94,27 @@ def _new_uidvalidity(session: Session, account_id: int) -> int:
     return value
 
 
-def _insert_folder(session: Session, account_id: int, name: str) -> None:
-    session.execute(F.insert().values(account_id=account_id, name=name, special_use=None,
+#: RFC 6154 uses a folder may be given (by CREATE ... USE): the real ones; \All and \Flagged
+#: name virtual folders, which this store has not
+CREATABLE_USES = {u.lower(): u for u in ("\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash")}
+
+
+def special_use_of(uses: Iterable[str]) -> str | None:
+    """The one special use a new folder gets (None for none); SpecialUseRefused for an unknown
+    or virtual use, or more than one (a folder here has at most one)."""
+    uses = list(uses)
+    if not uses:
+        return None
+    if len(uses) > 1:
+        raise SpecialUseRefused("a folder has one special use")
+    use = CREATABLE_USES.get(uses[0].lower())
+    if use is None:
+        raise SpecialUseRefused(f"no folder can be {uses[0][:40]}")
+    return use
+
+
+def _insert_folder(session: Session, account_id: int, name: str, special_use: str | None = None) -> None:
+    session.execute(F.insert().values(account_id=account_id, name=name, special_use=special_use,
                                       uidvalidity=_new_uidvalidity(session, account_id), uidnext=1,
                                       highestmodseq=1, total_size=0, message_count=0, recent_uid=0,
                                       uidvalidity_mark=0,
@@ -126,9 +145,12 @@ def _missing_superiors(names: set[str], name: str) -> list[str]:
     return [p for p in (SEP.join(parts[:i]) for i in range(1, len(parts))) if p not in names]
 
 
-def create_folder(store: Store, account_id: int, name: str, limits: AccountsConfig = AccountsConfig()) -> None:
-    """RFC 3501 6.3.3; superior names are created too. Conflict if it exists; LimitExceeded if
-    the name is too long or too deep, or the account would have too many folders."""
+def create_folder(store: Store, account_id: int, name: str, limits: AccountsConfig = AccountsConfig(),
+                  uses: Iterable[str] = ()) -> FolderInfo:
+    """RFC 3501 6.3.3; superior names are created too. ``uses``: RFC 6154 5.2 special uses
+    for the new folder (``special_use_of``). Conflict if it exists; LimitExceeded if the name
+    is too long or too deep, or the account would have too many folders. The new folder's row."""
+    special_use = special_use_of(uses)
     name = name.rstrip(SEP)
     if not name or name.upper() == "INBOX" or any(not part for part in name.split(SEP)):
         raise Conflict(f"cannot create {name}")
@@ -140,17 +162,20 @@ def create_folder(store: Store, account_id: int, name: str, limits: AccountsConf
         new = _missing_superiors(existing, name) + [name]
         _check_count(existing, len(new), limits)
         for path in new:
-            _insert_folder(s, account_id, path)
+            _insert_folder(s, account_id, path, special_use if path == name else None)
+        return folder_row(s, account_id, name)
 
 
 def delete_folder(store: Store, account_id: int, name: str) -> None:
-    """RFC 3501 6.3.4. INBOX, the special-use folders and folders with children stay."""
+    """RFC 3501 6.3.4. INBOX, folders with children and the last folder of each special use
+    stay (one made with CREATE ... USE beside the account's own may go)."""
     if name.upper() == "INBOX":
         raise CannotDelete("INBOX cannot be deleted")
     with writing(store) as s:
         row = folder_row(s, account_id, name)
-        if row.special_use:
-            raise CannotDelete(f"{name} is a special-use folder")
+        if row.special_use and s.scalar(select(func.count()).where(F.c.account_id == account_id,
+                                                                  F.c.special_use == row.special_use)) < 2:
+            raise CannotDelete(f"{name} is the account's {row.special_use} folder")
         if s.scalar(select(func.count()).where(F.c.account_id == account_id, F.c.name.startswith(name + SEP,
                                                                                                    autoescape=True))):
             raise CannotDelete(f"{name} has child folders")

@@ -103,10 +103,12 @@ def insert_returning_ids(session: Session, table, rows: list[dict]) -> list[int]
     return list(session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars())
 
 
-CONTENT_COLUMNS = ("raw", "size", "header_size", "envelope", "body", "bodystructure", "search_text", "refcount")
+CONTENT_COLUMNS = ("raw", "size", "header_size", "envelope", "body", "bodystructure", "search_text", "preview",
+                   "refcount")
 #: the content_sort table: what SORT and THREAD read of each content row
 CONTENT_SORT_COLUMNS = ("content_id", *SORT_COLUMNS)
-MESSAGE_COLUMNS = ("folder_id", "uid", "modseq", "flags", "keywords", "internaldate", "size", "content_id")
+MESSAGE_COLUMNS = ("folder_id", "uid", "modseq", "flags", "keywords", "internaldate", "savedate", "size",
+                   "content_id")
 
 
 def sqlite_insert_ids(session: Session, table: str, columns: tuple[str, ...], rows: list[tuple]) -> list[int]:
@@ -177,8 +179,8 @@ def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delive
         contents[key] = (raw, an, refs + 1)
     keys = list(contents)
     sqlite = session.get_bind().dialect.name == "sqlite"
-    content_rows = [(raw, an.size, an.header_size, an.envelope, an.body, an.bodystructure, an.search_text, refs)
-                    for raw, an, refs in (contents[k] for k in keys)]
+    content_rows = [(raw, an.size, an.header_size, an.envelope, an.body, an.bodystructure, an.search_text, an.preview,
+                     refs) for raw, an, refs in (contents[k] for k in keys)]
     if sqlite:
         content_ids = sqlite_insert_ids(session, "content", CONTENT_COLUMNS, content_rows)
     else:
@@ -223,8 +225,8 @@ def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delive
             byte_size = m.byte_size
             size += byte_size
             message_rows.append({"folder_id": fid, "uid": m.uid, "modseq": modseq, "flags": m.flags,
-                                 "keywords": m.keywords, "internaldate": m.internaldate or now, "size": byte_size,
-                                 "content_id": m.content_id})
+                                 "keywords": m.keywords, "internaldate": m.internaldate or now, "savedate": now,
+                                 "size": byte_size, "content_id": m.content_id})
         folder_updates.append({"fid": fid, "uidnext": uidnext, "modseq": modseq, "size": size,
                                "count": len(per_folder[fid])})
     order = [m for fid in folder_ids for m in per_folder[fid]]
@@ -232,7 +234,7 @@ def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delive
         stored_now = sqlite_datetime(now)
         ids = sqlite_insert_ids(session, "message", MESSAGE_COLUMNS, [
             (r["folder_id"], r["uid"], r["modseq"], r["flags"], r["keywords"],
-             stored_now if r["internaldate"] is now else sqlite_datetime(r["internaldate"]),
+             stored_now if r["internaldate"] is now else sqlite_datetime(r["internaldate"]), stored_now,
              r["size"], r["content_id"]) for r in message_rows])
         session.connection().exec_driver_sql(
             "UPDATE folder SET uidnext = ?, highestmodseq = ?, total_size = total_size + ?, "

@@ -171,7 +171,8 @@ def _holds(ascending: Sequence[int], uid: int) -> bool:
 
 
 _FLAG_COLUMNS = (("flags", "keywords"), ("flags", "keywords", "modseq"))
-_CONTENT_COLUMNS = frozenset(("raw", "envelope", "body", "bodystructure", "header_size", "search_text", "header"))
+_CONTENT_COLUMNS = frozenset(("raw", "envelope", "body", "bodystructure", "header_size", "search_text", "header",
+                              "preview"))
 
 
 def _content_column(name: str):

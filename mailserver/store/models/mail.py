@@ -86,6 +86,8 @@ class Content(Base):
     bodystructure: Mapped[str | None] = mapped_column(Text)
     #: decoded text of subject, addresses and text parts, for SEARCH (lower-cased)
     search_text: Mapped[str | None] = mapped_column(Text)
+    #: RFC 8970 PREVIEW text (None: made before previews were cached; FETCH makes one)
+    preview: Mapped[str | None] = mapped_column(Text)
     refcount: Mapped[int] = mapped_column(Integer, default=1)
 
 
@@ -125,6 +127,9 @@ class Message(Base):
     flags: Mapped[int] = mapped_column(Integer, default=0)
     keywords: Mapped[str | None] = mapped_column(String(1000))
     internaldate: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    #: RFC 8514 SAVEDATE: when the message was saved into this folder (delivery, APPEND, COPY,
+    #: MOVE); messages older than migration 0011 have their INTERNALDATE
+    savedate: Mapped[dt.datetime | None] = mapped_column(default=utcnow)
     size: Mapped[int] = mapped_column(Integer)
     content_id: Mapped[int] = mapped_column(ForeignKey("content.id"), index=True)
 
