@@ -19,7 +19,8 @@ AREAS = {
     name: LazyCommand(f"mailserver.bench.{name}", short_help) for name, short_help in (
         ("smtp", "Start `civicmail serve` on loopback and time MESSAGES ~4 KB messages over CONCURRENCY "
                  "sessions, accepted and stored in mailboxes (SQLite, synchronous=FULL)."),
-        ("imap", "SELECT/FETCH time, IDLE memory and notification latency, random stress with a model check."),
+        ("imap", "SELECT/FETCH time, SORT and THREAD time, IDLE memory and notification latency, random stress "
+                 "with a model check."),
         ("pipeline", "Generate ROWS citizens and a drop of ROWS rows; time `drop run` on SQLite."),
         ("mime", "Messages per second of mime.analyze() (ENVELOPE, BODY, BODYSTRUCTURE, SEARCH text)."),
         ("services", "Time a bulletin to COUNT subscribers and COUNT survey replies through the worker."),
