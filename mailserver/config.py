@@ -183,6 +183,11 @@ class LoginConfig:
     max_failures_per_ip: int = 20
     max_failures_per_account: int = 10
     window_seconds: int = 300
+    #: logins whose last verified password is remembered (as a MAC, identity/logincache.py) so that
+    #: logging in again skips argon2; 0 turns the cache off
+    cache_size: int = 10_000
+    #: seconds a remembered verification serves before the password is hashed again
+    cache_ttl_seconds: int = 3600
 
 
 @dataclass(frozen=True)
@@ -443,6 +448,8 @@ def _validate(config: Config) -> None:
     for key in ("heavy_threads", "heavy_jobs_per_user", "max_search_depth", "max_search_keys"):
         if getattr(config.imap, key) < 1:
             raise ConfigError(f"imap.{key}: must be at least 1")
+    if config.login.cache_size < 0 or config.login.cache_ttl_seconds < 1:
+        raise ConfigError("login.cache_size, login.cache_ttl_seconds: must be 0 or more, and at least 1 second")
     if config.delivery.store_retry_seconds < 0:
         raise ConfigError("delivery.store_retry_seconds: must be 0 or more")
     for key in ("busy_timeout", "connect_timeout", "statement_timeout", "lookup_timeout", "commit_timeout"):

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import secrets
+import threading
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from ..config import PasswordConfig
 from ..errors import ValidationError
+from .logincache import LoginCache
 
 MIN_LENGTH = 8
 # An unambiguous alphabet for activation codes printed in letters (no 0/O, 1/I/L).
@@ -15,7 +17,7 @@ CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 
 
 class Passwords:
-    def __init__(self, config: PasswordConfig) -> None:
+    def __init__(self, config: PasswordConfig, cache: LoginCache | None = None) -> None:
         self._hasher = PasswordHasher(
             time_cost=config.time_cost,
             memory_cost=config.memory_cost_kib,
@@ -25,6 +27,11 @@ class Passwords:
         # A hash to verify against when the account does not exist, so that a missing
         # account costs the same time as a wrong password.
         self._dummy = self._hasher.hash(secrets.token_hex(16))
+        #: recently verified logins (logincache.py); None: every login is hashed
+        self.cache = cache
+        #: logins checked by hashing and logins served by the cache (read by the metrics)
+        self.checks = {"hashed": 0, "cached": 0}
+        self._count_lock = threading.Lock()
 
     def hash(self, password: str) -> str:
         check_strength(password)
@@ -35,6 +42,26 @@ class Passwords:
             return self._hasher.verify(stored or self._dummy, password) and stored is not None
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
+
+    def check_login(self, login: str, stored: str | None, password: str) -> bool:
+        """``verify`` for a login, served from the cache when this login verified this password
+        against this very ``stored`` hash lately; a success is remembered, a failure forgets the
+        login's entry. ``login`` is the normalised form (``normalise_login``)."""
+        if stored is not None and self.cache is not None and self.cache.hit(login, stored, password):
+            self._count("cached")
+            return True
+        self._count("hashed")
+        ok = self.verify(stored, password)
+        if self.cache is not None:
+            if ok:
+                self.cache.add(login, stored, password)
+            else:
+                self.cache.forget(login)
+        return ok
+
+    def _count(self, how: str) -> None:
+        with self._count_lock:
+            self.checks[how] += 1
 
     def needs_rehash(self, stored: str) -> bool:
         return self._hasher.check_needs_rehash(stored)
