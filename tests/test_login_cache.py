@@ -5,6 +5,7 @@ and `citizen disable` in another process take effect at the next login; the thro
 still applies to a cached password."""
 from __future__ import annotations
 
+import asyncio
 import imaplib
 import os
 import subprocess
@@ -151,3 +152,33 @@ def test_the_password_is_not_kept():
     assert b"the password itself" not in kept and len(next(iter(cache._entries.values()))[0]) == 32
     assert LoginCache(4, 3600, secret=b"j" * 32)._mac("a@x.cn", "$argon2id$stored", "the password itself") \
         != cache._entries["a@x.cn"][0]  # the MAC depends on the process's secret
+
+
+# -- the server's memory ----------------------------------------------------------------------------------
+
+async def _logins_at_once(port: int, users: list[str]) -> list[bytes]:
+    from mailserver.bench.imap import PASSWORD as BENCH_PASSWORD, LineClient
+
+    clients = [await LineClient.connect(port) for _ in users]
+    replies = await asyncio.gather(*(c.command(f'LOGIN "{u}" "{BENCH_PASSWORD}"') for c, u in zip(clients, users)))
+    for c in clients:
+        c.writer.close()
+    return [r[-1] for r in replies]
+
+
+def test_many_logins_at_once_leave_the_server_no_bigger_than_its_hashing_threads(tmp_path):
+    """Twelve citizens log in at once with the product's argon2id (19 MiB a hash), to a server in
+    a process of its own: its memory grows by at most passwords.hash_threads hashes (2 here), not
+    by one hash per thread that ever checked a password (it grew by 232 MiB before)."""
+    from mailserver.bench.imap import ServerChild, prepare_data
+
+    users = [u for u, _ in prepare_data(tmp_path, 12, 0, real_hash=True)]
+    server = ServerChild(tmp_path, real_hash=True, settings=("passwords.hash_threads=2",))
+    try:
+        before = server.rss_mib()
+        replies = asyncio.run(_logins_at_once(server.port, users))
+        grown = server.rss_mib() - before
+    finally:
+        server.stop()
+    assert all(b" OK " in r for r in replies), replies
+    assert grown < 19 * 2 + 30, f"the server grew by {grown:.0f} MiB"
