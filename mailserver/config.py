@@ -78,6 +78,9 @@ class PasswordConfig:
     time_cost: int = 2
     memory_cost_kib: int = 19456
     parallelism: int = 1
+    #: threads that hash passwords, and so hashes in memory at once (each memory_cost_kib);
+    #: 0: one per CPU core
+    hash_threads: int = 0
     #: seconds an activation code stays valid
     activation_ttl: int = 60 * 60 * 24 * 90
 
@@ -186,6 +189,11 @@ class LoginConfig:
     max_failures_per_ip: int = 20
     max_failures_per_account: int = 10
     window_seconds: int = 300
+    #: logins whose last verified password is remembered (as a MAC, identity/logincache.py) so that
+    #: logging in again skips argon2; 0 turns the cache off
+    cache_size: int = 10_000
+    #: seconds a remembered verification serves before the password is hashed again
+    cache_ttl_seconds: int = 3600
 
 
 @dataclass(frozen=True)
@@ -446,6 +454,10 @@ def _validate(config: Config) -> None:
     for key in ("heavy_threads", "heavy_jobs_per_user", "max_search_depth", "max_search_keys"):
         if getattr(config.imap, key) < 1:
             raise ConfigError(f"imap.{key}: must be at least 1")
+    if config.passwords.hash_threads < 0:
+        raise ConfigError("passwords.hash_threads: must be 0 (one per CPU core) or more")
+    if config.login.cache_size < 0 or config.login.cache_ttl_seconds < 1:
+        raise ConfigError("login.cache_size, login.cache_ttl_seconds: must be 0 or more, and at least 1 second")
     if config.delivery.store_retry_seconds < 0:
         raise ConfigError("delivery.store_retry_seconds: must be 0 or more")
     for key in ("busy_timeout", "connect_timeout", "statement_timeout", "lookup_timeout", "commit_timeout"):

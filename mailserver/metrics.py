@@ -6,7 +6,8 @@ several servers in one process (tests, benchmarks) count apart. The protocol edg
 their shared points: SMTP's reply path (``CivicSMTP.push``) and its one log line per message
 (``Handler._log``), IMAP's command dispatch (``ImapSession.execute``), ``ServerContext.login``,
 the two group commits, the outbound runner. Connections come from the connection gate's own
-tallies (admission.py), read when scraped.
+tallies (admission.py) and password checks from the checker's (identity/passwords.py), read
+when scraped.
 
 What every node of a city shares, the outbound queue and the drops, is read from the store when
 scraped (``store_figures``: two GROUP BY queries over small tables), so it counts what other
@@ -93,6 +94,13 @@ class _ScrapeTimeCollector:
             yield open_now
             yield GaugeMetricFamily("civicmail_connections_limit", "Client connections the process admits at once "
                                     "(server.max_connections or the open-file limit)", value=gate.limit)
+        if m.passwords is not None:
+            checks = CounterMetricFamily("civicmail_password_checks", "Login passwords checked, by how: hashed "
+                                         "(argon2) or cached (a recent verification, login.cache_size)",
+                                         labels=["how"])
+            for how, n in sorted(m.passwords.checks.items()):
+                checks.add_metric([how], n)
+            yield checks
         yield GaugeMetricFamily("civicmail_store_up", "1 if the store answered this scrape's queries, else 0",
                                 value=1 if m.figures is not None else 0)
         if m.figures is None:
@@ -126,10 +134,12 @@ class _ScrapeTimeCollector:
 class Metrics:
     """The series of one server, in its own registry."""
 
-    def __init__(self, gate=None) -> None:
+    def __init__(self, gate=None, passwords=None) -> None:
         self.registry = r = CollectorRegistry()
         #: the connection gate (admission.ConnectionGate) whose tallies are read when scraped
         self.gate = gate
+        #: the password checker (identity/passwords.Passwords) whose tallies are read when scraped
+        self.passwords = passwords
         #: the store's figures from the last scrape; None if the store did not answer
         self.figures: StoreFigures | None = None
         self.smtp_commands = Counter("civicmail_smtp_commands", "SMTP commands by listener and verb",

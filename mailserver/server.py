@@ -105,7 +105,7 @@ class ServerContext:
         """This server's Prometheus series (metrics.py; imported here, not by the CLI)."""
         from .metrics import Metrics
 
-        return Metrics(self.gate)
+        return Metrics(self.gate, self.registry.passwords)
 
     @cached_property
     def heavy(self) -> HeavyLane:

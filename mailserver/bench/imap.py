@@ -6,7 +6,8 @@
   512 MB), and how long sessions in IDLE take to be told of a new message (bar: 1 s);
 * stress: --clients aioimaplib clients loop LOGIN, LIST, STATUS, SELECT, FETCH, STORE,
   EXPUNGE, APPEND and LOGOUT at random, every answer checked against a model of the mailbox
-  (each client owns one mailbox, so the model is exact); prints commands/s and state errors.
+  (each client owns one mailbox, so the model is exact); prints commands/s, state errors and the
+  server's memory after each of --runs runs; --real-hash gives the users the product's argon2id.
 
 The server runs in a child process (only the IMAP listeners and the folder watcher), so that
 its memory is measured alone.
@@ -30,14 +31,18 @@ PASSWORD = "bench password 1"
 
 # -- the data directory and the server child ---------------------------------------------------------
 
-def _config(root: Path, *overrides: str):
+#: a cheap argon2id for the bench's users, unless --real-hash asks for the product's own settings
+CHEAP_HASH = ("passwords.memory_cost_kib=1024", "passwords.time_cost=1")
+
+
+def _config(root: Path, *overrides: str, real_hash: bool = False):
     from .. import config as config_mod
     from ..cli.init import write_config
 
     path = root / "civicmail.toml"
     if not path.exists():
         write_config(path, "bench.example.cn", "mail.bench.example.cn")
-    return config_mod.load(path, ("passwords.memory_cost_kib=1024", "passwords.time_cost=1",
+    return config_mod.load(path, (() if real_hash else CHEAP_HASH) + (
                                   "imap.max_connections_per_user_ip=100000",
                                   # the idle bench logs in 200 connections at once from one address
                                   "imap.max_preauth_connections_per_ip=100000") + overrides)
@@ -75,9 +80,11 @@ def varied_messages(n: int, seed: int = 5256) -> list[bytes]:
     return out
 
 
-def prepare_data(root: Path, users: int, messages: int, varied: bool = False) -> list[tuple[str, int]]:
+def prepare_data(root: Path, users: int, messages: int, varied: bool = False,
+                 real_hash: bool = False) -> list[tuple[str, int]]:
     """A fresh data directory with ``users`` citizens; the first has ``messages`` in INBOX (all
-    one message, or ``varied`` ones: ``varied_messages``)."""
+    one message, or ``varied`` ones: ``varied_messages``). Their passwords are hashed with the
+    product's argon2id settings with ``real_hash``, cheaply otherwise."""
     from sqlalchemy import select
 
     from ..cli.init import prepare
@@ -88,7 +95,7 @@ def prepare_data(root: Path, users: int, messages: int, varied: bool = False) ->
     from ..store.mailstore import NewMessage, insert_messages
     from ..store.models import Account
 
-    cfg = _config(root)
+    cfg = _config(root, real_hash=real_hash)
     prepare(cfg)
     store = open_store(cfg)
     registry = Registry(cfg, store)
@@ -112,9 +119,11 @@ def prepare_data(root: Path, users: int, messages: int, varied: bool = False) ->
     return out
 
 
-def _child_main(root: str, conn, profile: str | None = None) -> None:
-    """The server process: IMAP on 127.0.0.1:0 plus the folder watcher. With ``profile``, the
-    event loop and every store thread run under cProfile; the merged stats go to that file."""
+def _child_main(root: str, conn, profile: str | None = None, real_hash: bool = False,
+                settings: tuple[str, ...] = ()) -> None:
+    """The server process: IMAP on 127.0.0.1:0 plus the folder watcher, with the config
+    ``settings`` (KEY=VALUE) on top. With ``profile``, the event loop and every store thread run
+    under cProfile; the merged stats go to that file."""
     import concurrent.futures
     import cProfile
     import pstats
@@ -127,7 +136,7 @@ def _child_main(root: str, conn, profile: str | None = None) -> None:
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    cfg = _config(Path(root))
+    cfg = _config(Path(root), *settings, real_hash=real_hash)
     store = open_store(cfg)
     profiles: list[cProfile.Profile] = []
 
@@ -161,11 +170,15 @@ def _child_main(root: str, conn, profile: str | None = None) -> None:
 
 
 class ServerChild:
-    def __init__(self, root: Path, profile: str | None = None) -> None:
+    def __init__(self, root: Path, profile: str | None = None, real_hash: bool = False,
+                 settings: tuple[str, ...] = ()) -> None:
         mp = multiprocessing.get_context("spawn")
         self.conn, child = mp.Pipe()
-        self.proc = mp.Process(target=_child_main, args=(str(root), child, profile), daemon=True)
+        self.proc = mp.Process(target=_child_main, args=(str(root), child, profile, real_hash, settings), daemon=True)
         self.proc.start()
+        while not self.conn.poll(0.2):  # a child that failed to start is an error, not a hang
+            if not self.proc.is_alive():
+                raise RuntimeError(f"the bench's server exited with code {self.proc.exitcode} before serving")
         self.port = self.conn.recv()
 
     def rss_mib(self) -> float:
@@ -433,10 +446,18 @@ async def _stress(host: str, port: int, users: list[str], clients: int,
               help="stress another IMAP server instead (to compare on the same machine): it must "
                    f"accept LOGIN over plain text for u1..uN@bench.example.cn with the password {PASSWORD!r}, "
                    "their INBOXes empty and five more folders each (as bin/bench-dovecot sets up)")
+@click.option("--real-hash", is_flag=True,
+              help="give the bench's users the product's argon2id settings (passwords.*), not a cheap "
+                   "one: every login that misses the login cache costs what it costs in production")
+@click.option("--runs", default=1, show_default=True,
+              help="stress runs against the one server, each with fresh users (the server's memory is "
+                   "printed after each)")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="a config setting for the server, e.g. login.cache_size=0 (repeatable)")
 @click.option("--profile", type=click.Path(dir_okay=False), hidden=True,
               help="run the server under cProfile and write its stats to this file")
 def command(mode: str, messages: int, idle_count: int, idle_users: int, clients: int, seconds: float,
-            connect: str | None, profile: str | None) -> None:
+            connect: str | None, real_hash: bool, runs: int, settings: tuple[str, ...], profile: str | None) -> None:
     """SELECT/FETCH time, SORT and THREAD time, IDLE memory and notification latency, random stress
     with a model check."""
     if connect:
@@ -455,13 +476,19 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, clients:
         # Separate users per phase: [0] owns the big folder, then the IDLE users, then one per
         # stress client (its model starts from an empty mailbox).
         idle_n = idle_users if mode in ("all", "idle") else 0
-        stress_n = clients if mode in ("all", "stress") else 0
+        stress_n = clients * runs if mode in ("all", "stress") else 0
         users_needed = 1 + idle_n + stress_n
         started = time.monotonic()
+        from ..errors import ConfigError
+
+        try:
+            _config(root, *settings)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), param_hint="--set") from None
         folder = messages if mode in ("all", "select", "sort") else 0
-        users = prepare_data(root, users_needed, folder, varied=mode in ("all", "sort"))
+        users = prepare_data(root, users_needed, folder, varied=mode in ("all", "sort"), real_hash=real_hash)
         click.echo(f"prepared {len(users)} users and {folder:,} messages in {time.monotonic() - started:.1f} s")
-        server = ServerChild(root, profile)
+        server = ServerChild(root, profile, real_hash, settings)
         try:
             if mode in ("all", "select"):
                 for condstore in (False, True):
@@ -486,14 +513,19 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, clients:
             if mode in ("all", "stress"):
                 import resource
 
-                cpu = server.cpu_seconds()
-                mine = resource.getrusage(resource.RUSAGE_SELF)
-                commands, errors, elapsed = asyncio.run(_stress("127.0.0.1", server.port,
-                                                                 [u for u, _ in users[1 + idle_n:]], clients, seconds))
-                after = resource.getrusage(resource.RUSAGE_SELF)
-                client_cpu = after.ru_utime + after.ru_stime - mine.ru_utime - mine.ru_stime
-                click.echo(f"stress: {clients} clients, {commands:,} commands in {elapsed:.1f} s = "
-                           f"{commands / elapsed:,.0f} commands/s, {errors} state errors "
-                           f"(CPU: server {server.cpu_seconds() - cpu:.1f} s, clients {client_cpu:.1f} s)")
+                hashing = "the product's argon2id" if real_hash else "a cheap argon2id (--real-hash for the product's)"
+                click.echo(f"stress: passwords hashed with {hashing}; server RSS {server.rss_mib():.0f} MiB")
+                for run in range(runs):
+                    cpu = server.cpu_seconds()
+                    mine = resource.getrusage(resource.RUSAGE_SELF)
+                    first = 1 + idle_n + run * clients
+                    commands, errors, elapsed = asyncio.run(_stress(
+                        "127.0.0.1", server.port, [u for u, _ in users[first:first + clients]], clients, seconds))
+                    after = resource.getrusage(resource.RUSAGE_SELF)
+                    client_cpu = after.ru_utime + after.ru_stime - mine.ru_utime - mine.ru_stime
+                    click.echo(f"stress: {clients} clients, {commands:,} commands in {elapsed:.1f} s = "
+                               f"{commands / elapsed:,.0f} commands/s, {errors} state errors "
+                               f"(CPU: server {server.cpu_seconds() - cpu:.1f} s, clients {client_cpu:.1f} s; "
+                               f"server RSS {server.rss_mib():.0f} MiB after run {run + 1})")
         finally:
             server.stop()

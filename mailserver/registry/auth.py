@@ -62,7 +62,7 @@ def authenticate(reg: Registry, login: str, password: str) -> Principal:
         with raw_reader(reg.store) as r:
             row = next(iter(driver_rows(
                 r, "SELECT id, address, password_hash, state, agency_id FROM account WHERE address = ?", login)), None)
-        ok = reg.passwords.verify(row[2] if row else None, password)
+        ok = reg.passwords.check_login(login, row[2] if row else None, password)
         if not ok or row is None or row[3] != "active":
             raise AuthenticationFailed("authentication failed")
         if not row[4]:
@@ -78,7 +78,7 @@ def authenticate(reg: Registry, login: str, password: str) -> Principal:
         if agency is not None and agency.enabled:
             hashes = list(s.scalars(select(AgencyCredential.password_hash).where(
                 AgencyCredential.agency_id == agency.id, AgencyCredential.revoked_at.is_(None))))
-        if not any(reg.passwords.verify(h, password) for h in hashes or [None]) or agency is None:
+        if not any(reg.passwords.check_login(login, h, password) for h in hashes or [None]) or agency is None:
             raise AuthenticationFailed("authentication failed")
         return _agency_principal(s, agency, login)
 

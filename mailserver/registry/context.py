@@ -6,6 +6,7 @@ from functools import cached_property
 
 from ..config import Config
 from ..identity.keys import IdKeyring
+from ..identity.logincache import LoginCache
 from ..identity.passwords import Passwords
 from ..store import Store
 
@@ -21,7 +22,8 @@ class Registry:
 
     @cached_property
     def passwords(self) -> Passwords:
-        return Passwords(self.config.passwords)
+        login = self.config.login
+        return Passwords(self.config.passwords, LoginCache(login.cache_size, login.cache_ttl_seconds))
 
     @property
     def domain(self) -> str:

@@ -22,6 +22,20 @@ def test_bench_imap_all_modes_small():
     assert m and int(m.group(1).replace(",", "")) > 0 and m.group(2) == "0"
 
 
+def test_bench_imap_stress_with_the_real_hash_runs_again_against_the_same_server():
+    """--real-hash gives the users the product's argon2id; --runs repeats the stress against the one
+    server with fresh users, printing its memory after each run; --set configures the server."""
+    result = CliRunner().invoke(command, ["--mode", "stress", "--clients", "2", "--seconds", "1", "--runs", "2",
+                                          "--real-hash", "--set", "login.cache_size=0"])
+    assert result.exit_code == 0, result.output
+    assert "passwords hashed with the product's argon2id" in result.output
+    runs = re.findall(r"stress: 2 clients, ([\d,]+) commands .* (\d+) state errors .* RSS \d+ MiB after run (\d)",
+                      result.output)
+    assert [(n != "0", errors, run) for n, errors, run in runs] == [(True, "0", "1"), (True, "0", "2")], result.output
+    assert CliRunner().invoke(command, ["--mode", "stress", "--seconds", "1", "--clients", "1",
+                                        "--set", "login.cache_size=-1"]).exit_code != 0
+
+
 def test_bench_imap_stress_connects_to_a_running_server(tmp_path):
     """`--connect` (what bin/bench-dovecot uses against Dovecot) drives any server with the same
     client mix and model check; here our own server, run the way the bench runs it."""
