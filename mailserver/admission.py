@@ -11,6 +11,14 @@ limit), or ``server.max_connections`` when that is lower. A listener asks ``ente
 serves a connection, refuses with its protocol's short reply when the answer is False (and
 closes), and calls ``leave`` when the connection ends; the listener itself never stops.
 
+On an implicit-TLS port (IMAPS, SMTPS) a connection is admitted at TCP accept, before its TLS
+handshake: ``TLSAfterAdmission`` listens in clear, asks the listener's ``admit`` when the
+transport is made (a refusal closes the socket at once: there is no channel yet for a reply),
+then runs the handshake with ``loop.start_tls`` within ``server.tls_handshake_timeout`` and only
+then hands the TLS transport to the listener's own protocol. So a flood of TCP connections that
+never send a ClientHello holds places in the gate, is refused past the cap, and is closed when
+the timeout ends, instead of holding file descriptors the gate never saw.
+
 Refusals come in bursts (a flood, a client looping on reconnect): ``RefusalLog`` logs the first
 refusal of a burst at once, then one line per REFUSAL_LOG_INTERVAL for as long as it goes on
 ("refused N more connections ... in the last 60 s"), never a line per connection.
@@ -20,8 +28,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import ssl
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 
 log = logging.getLogger("civicmail.admission")
 
@@ -150,3 +160,80 @@ class ConnectionGate:
     def leave(self, listener: str) -> None:
         self.open -= 1
         self.open_by[listener] -= 1
+
+
+class TLSAfterAdmission(asyncio.Protocol):
+    """The protocol of an implicit-TLS listener's TCP connection (see the module text).
+
+    ``admit(ip)`` takes the connection's places (the gate, a per-address cap) or refuses;
+    ``release(ip)`` gives them back when the handshake fails or times out. Once the handshake
+    is done the places belong to the protocol that ``make_protocol()`` returns, which serves the
+    connection as if the listener had been opened with ``ssl=`` and releases them as it does
+    for every connection it admitted itself."""
+
+    def __init__(self, admit: Callable[[str], bool], release: Callable[[str], None],
+                 context: ssl.SSLContext, handshake_timeout: float,
+                 make_protocol: Callable[[], asyncio.Protocol]) -> None:
+        self.admit, self.release = admit, release
+        self.context, self.handshake_timeout = context, handshake_timeout
+        self.make_protocol = make_protocol
+        self.ip = "?"
+        #: the listener's protocol, once the handshake is done
+        self.inner: asyncio.Protocol | None = None
+        #: what arrived between the end of the handshake and the hand-over
+        self._early: list[bytes] = []
+        self._ended = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        self.ip = str(peer[0]) if peer else "?"
+        if not self.admit(self.ip):
+            transport.abort()
+            return
+        asyncio.get_running_loop().create_task(self._handshake(transport))  # type: ignore[arg-type]
+
+    async def _handshake(self, transport: asyncio.Transport) -> None:
+        try:
+            tls = await asyncio.get_running_loop().start_tls(
+                transport, self, self.context, server_side=True, ssl_handshake_timeout=self.handshake_timeout)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError):
+            # a timeout, a failed handshake, or the client went away: start_tls closed the socket
+            self.release(self.ip)
+            return
+        if self._ended or tls is None or tls.is_closing():
+            # gone before the listener saw it (connection_lost, below, handed nothing over)
+            tls.abort() if tls is not None else transport.abort()
+            self.release(self.ip)
+            return
+        self.inner = self.make_protocol()
+        self.inner.connection_made(tls)
+        for data in self._early:
+            self.inner.data_received(data)
+        self._early.clear()
+
+    # after the handshake: the listener's protocol gets everything
+    def data_received(self, data: bytes) -> None:
+        if self.inner is None:
+            self._early.append(data)
+        else:
+            self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if self.inner is None:  # a half-close before the hand-over: nothing to serve
+            self._ended = True
+            return False
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.inner is None:  # lost between the handshake and the hand-over: _handshake releases
+            self._ended = True
+            return
+        self.inner.connection_lost(exc)

@@ -37,6 +37,9 @@ class ServerConfig:
     #: file limit (RLIMIT_NOFILE) less a reserve for the store, spool and workers. A value above
     #: that is cut to it. Past it a new connection gets a short refusal (421, * BYE, 503).
     max_connections: int = 0
+    #: seconds a connection to an implicit-TLS port (IMAPS, SMTPS) may take to finish its TLS
+    #: handshake; it holds a place in max_connections from TCP accept, and is closed after this
+    tls_handshake_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -465,6 +468,8 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"store.{key}: must be more than 0 seconds")
     if config.server.max_connections < 0:
         raise ConfigError("server.max_connections: must be 0 (from the open-file limit) or more")
+    if not config.server.tls_handshake_timeout > 0:
+        raise ConfigError("server.tls_handshake_timeout: must be more than 0 seconds")
     if config.imap.preauth_timeout < 1:
         raise ConfigError("imap.preauth_timeout: must be at least 1 second")
     if config.imap.max_preauth_command_size < 1024:

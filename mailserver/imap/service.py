@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import sys
 import time
 import weakref
 from collections import Counter
+from typing import Callable
 
-from ..admission import ConnectionCounter
+from ..admission import ConnectionCounter, TLSAfterAdmission
 from ..config import parse_hostport
 from ..server import ServerContext, StartupError
 from ..store.groupcommit import group_commit
@@ -108,10 +110,19 @@ class ImapService:
             return R.BYE_PREAUTH_TOO_MANY
         return None
 
+    def _admit_before_tls(self, ip: str) -> bool:
+        """imaps: the places are taken at TCP accept (admission.TLSAfterAdmission); a refusal
+        closes the socket, as no TLS channel exists yet to carry a BYE."""
+        return self._refusal(ip) is None
+
+    def _release_before_tls(self, ip: str) -> None:
+        self.preauth.close(ip)
+        self.ctx.gate.leave(self.name)
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         ip = peer[0] if peer else "?"
-        refusal = self._refusal(ip)
+        refusal = None if self.implicit_tls else self._refusal(ip)  # imaps: admitted before TLS
         if refusal is not None:
             writer.write(f"* BYE {refusal}\r\n".encode())
             writer.close()
@@ -137,11 +148,19 @@ class ImapService:
         # take 10-40 ms of wall time. SMTP sets the same (smtp/service.py).
         sys.setswitchinterval(SWITCH_INTERVAL)
         host, port = parse_hostport(self.listen, f"{self.name}.listen")
-        ssl = self.tls_context() if self.implicit_tls else None
+        loop = asyncio.get_running_loop()
+        # the reader starts with the pre-login line bound; session.authenticated raises it
+        limit = min(self.ctx.config.imap.max_line_length, self.ctx.config.imap.max_preauth_command_size) + 2
+
+        def make_protocol() -> asyncio.Protocol:  # what asyncio.start_server makes per connection
+            return asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=limit, loop=loop), self._handle, loop=loop)
+
+        factory: Callable[[], asyncio.Protocol] = make_protocol
+        if self.implicit_tls:
+            factory = functools.partial(TLSAfterAdmission, self._admit_before_tls, self._release_before_tls,
+                                        self.tls_context(), self.ctx.config.server.tls_handshake_timeout, make_protocol)
         try:
-            # the reader starts with the pre-login line bound; session.authenticated raises it
-            limit = min(self.ctx.config.imap.max_line_length, self.ctx.config.imap.max_preauth_command_size) + 2
-            self.server = await asyncio.start_server(self._handle, host, port, ssl=ssl, limit=limit, backlog=4096)
+            self.server = await loop.create_server(factory, host, port, backlog=4096)
         except OSError as exc:
             raise StartupError(f"{self.name}: cannot listen on {self.listen}: {exc.strerror}") from None
         self.address = self.server.sockets[0].getsockname()[:2]

@@ -20,6 +20,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..errors import QuotaExceeded
+from ..store.mailbox_sql import touch_messages
 from ..store.mailstore import NewMessage, check_quota, insert_messages
 from ..store.models import Account, Content, Folder, Message, ServiceAccount, ServiceProcessed
 from ..store.notify import hub
@@ -196,11 +197,14 @@ def failed_messages(store) -> list[FailedMessage]:
 
 def retry_failed(store, message_ids: Collection[int] | None = None) -> list[int]:
     """Make failed messages (all, or those of ``message_ids``) pending again: their record goes, and
-    the worker handles them as new (Mailman's unshunt). Returns the message ids made pending. A
-    running worker looks only past its MODSEQ watermark between full scans, so it reaches them at
-    its next full scan (service.FULL_SCAN_ROUNDS) or when the server restarts."""
+    the worker handles them as new (Mailman's unshunt). Returns the message ids made pending. They
+    get a new MODSEQ in the same transaction (touch_messages), past a running worker's watermark,
+    and the folder's change reaches it as any delivery does (FolderWatcher, NOTIFY), so it
+    handles them within a poll, not at its next full scan."""
     with store.session() as s:
         q = delete(ServiceProcessed).where(ServiceProcessed.outcome == FAILED)
         if message_ids is not None:
             q = q.where(ServiceProcessed.message_id.in_(list(message_ids)))
-        return sorted(s.scalars(q.returning(ServiceProcessed.message_id)))
+        retried = sorted(s.scalars(q.returning(ServiceProcessed.message_id)))
+        touch_messages(s, retried)
+        return retried

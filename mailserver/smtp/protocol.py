@@ -132,23 +132,18 @@ class CivicSMTP(SMTP):
     async def _handle_client(self) -> None:
         assert isinstance(self.session, CivicSession)
         ip = self.session.client_ip
-        gate = self.listener.ctx.gate
-        if not gate.enter(self.listener.kind, ip):
-            await self._refuse(replies.SERVER_BUSY)
+        listener = self.listener
+        # submissions took its places at TCP accept, before the handshake (admission.TLSAfterAdmission)
+        refusal = None if listener.implicit_tls else listener.refusal(ip)
+        if refusal is not None:
+            await self._refuse(refusal)
             return
+        listener.sessions.add(self)
         try:
-            if not self.listener.shared.connections.open(ip):
-                gate.refusals.refused(self.listener.kind, ip, PER_IP_REASON, per_address=True)
-                await self._refuse(replies.TOO_MANY_CONNECTIONS)
-                return
-            self.listener.sessions.add(self)
-            try:
-                await super()._handle_client()
-            finally:
-                self.listener.shared.connections.close(ip)
-                self.listener.sessions.discard(self)
+            await super()._handle_client()
         finally:
-            gate.leave(self.listener.kind)
+            listener.sessions.discard(self)
+            listener.release(ip)
 
     async def _refuse(self, reply: str) -> None:
         await self.push(reply)

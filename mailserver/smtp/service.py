@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import sys
 from typing import Callable
 
-from ..admission import ConnectionCounter
+from ..admission import ConnectionCounter, TLSAfterAdmission
 from ..config import parse_hostport
 from ..server import ServerContext, StartupError
 from . import replies
@@ -20,7 +21,7 @@ from .committer import GroupCommitter
 from .handler import Handler
 from .mailboxes import Mailbox, MailboxCache, find_mailbox
 from .policy import RateLimiter
-from .protocol import CivicSMTP
+from .protocol import PER_IP_REASON, CivicSMTP
 
 log = logging.getLogger("civicmail.smtp")
 
@@ -88,15 +89,39 @@ class SMTPListener:
         self.address: tuple[str, int] | None = None
         self._server: asyncio.AbstractServer | None = None
 
+    def refusal(self, ip: str) -> str | None:
+        """The reply refusing a new connection from ``ip``, or None: it holds a place in the
+        gate and one under smtp.max_connections_per_ip until ``release``."""
+        gate = self.ctx.gate
+        if not gate.enter(self.kind, ip):
+            return replies.SERVER_BUSY
+        if not self.shared.connections.open(ip):
+            gate.leave(self.kind)
+            gate.refusals.refused(self.kind, ip, PER_IP_REASON, per_address=True)
+            return replies.TOO_MANY_CONNECTIONS
+        return None
+
+    def admit_before_tls(self, ip: str) -> bool:
+        """submissions: the places are taken at TCP accept, before the TLS handshake; a refusal
+        closes the socket, as no TLS channel exists yet to carry a 421."""
+        return self.refusal(ip) is None
+
+    def release(self, ip: str) -> None:
+        self.shared.connections.close(ip)
+        self.ctx.gate.leave(self.kind)
+
     async def start(self) -> None:
         host, port = parse_hostport(self.listen, f"{self.kind}.listen")
         tls = self.ctx.tls_context()  # StartupError (clear message) if the certificate is missing
         if not self.implicit_tls:
             self.starttls_context = tls
         loop = asyncio.get_running_loop()
+        factory: Callable[[], asyncio.Protocol] = functools.partial(CivicSMTP, self)
+        if self.implicit_tls:  # places taken at TCP accept, the handshake after (admission.py)
+            factory = functools.partial(TLSAfterAdmission, self.admit_before_tls, self.release, tls,
+                                        self.ctx.config.server.tls_handshake_timeout, factory)
         try:
-            self._server = await loop.create_server(lambda: CivicSMTP(self), host, port,
-                                                    ssl=tls if self.implicit_tls else None, reuse_address=True)
+            self._server = await loop.create_server(factory, host, port, reuse_address=True)
         except OSError as exc:
             reason = {errno.EADDRINUSE: "address already in use",
                       errno.EACCES: "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE; "

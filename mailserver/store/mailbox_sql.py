@@ -9,7 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-from sqlalchemy import bindparam, delete, or_, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound
@@ -110,6 +110,25 @@ def bump_modseq(session: Session, folder_id: int, count_delta: int = 0, size_del
     if not found:
         raise NotFound("folder is gone")
     return found[0][0]
+
+
+def touch_messages(session: Session, message_ids: list[int]) -> list[int]:
+    """Give messages a new MODSEQ without changing them, so that whatever follows their folders
+    by MODSEQ (the services worker's watermark, the FolderWatcher of every server process,
+    CONDSTORE clients, who refetch their unchanged flags) looks at them again. Returns the
+    folder ids touched."""
+    if not message_ids:
+        return []
+    rows = session.execute(select(M.c.id, M.c.folder_id).where(M.c.id.in_(message_ids))).all()
+    by_folder: dict[int, list[int]] = defaultdict(list)
+    for mid, fid in rows:
+        by_folder[fid].append(mid)
+    for fid in sorted(by_folder):  # one order for every writer: no deadlock on the folder rows
+        modseq = bump_modseq(session, fid)
+        session.execute(update(M).where(M.c.id.in_(by_folder[fid])).values(modseq=modseq),
+                        execution_options={"synchronize_session": False})
+    announce(session, by_folder)  # other nodes (PostgreSQL NOTIFY, sent at commit)
+    return sorted(by_folder)
 
 
 def release_content(session: Session, content_ids: list[int]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 from sqlalchemy import delete, select
 
@@ -17,7 +18,7 @@ from mailserver.store import open_store
 from mailserver.store.mailstore import deliver
 from mailserver.store.models import Account, ServiceProcessed, Topic
 
-from .conftest import make_citizens, mail
+from .conftest import PASSWORD, make_citizens, mail, server, server_factory  # noqa: F401
 
 
 def civicmail(config, *args: str) -> subprocess.CompletedProcess:
@@ -69,3 +70,28 @@ def test_failed_service_mail_is_listed_and_retried_from_the_cli(sqlite_config):
         assert "no failed service mail" in civicmail(sqlite_config, "services", "failed").stdout
     finally:
         store.dispose()
+
+
+def test_a_running_worker_handles_a_retried_message_within_seconds(server):  # noqa: F811
+    """The retry gives the message a new MODSEQ, past the worker's watermark, and the folder's
+    change wakes the running worker: no wait for its full scan (minutes)."""
+    topic = add_topic(server.ctx.registry, "news", "区县新闻")
+    with server.store.reader() as s:
+        box = s.scalar(select(Account.id).where(Account.address == topic.address))
+    with server.store.session() as s:
+        s.execute(delete(Topic).where(Topic.id == "news"))
+    citizen = server.citizens[0]
+    server.settle()  # the worker knows the topic's INBOX
+    server.send(citizen, citizen, topic.address, mail(citizen, topic.address, "订阅", "", "<sub-3@t>"))
+    assert server.wait_processed(1, timeout=10) == {"failed": 1}
+    server.settle()  # a round that saw nothing new: the watermark is past the failed message
+    with server.store.session() as s:
+        s.add(Topic(id="news", name="区县新闻", account_id=box))
+
+    retried = civicmail(server.config, "services", "retry", "--all")
+    assert retried.returncode == 0 and "1 message(s) pending again" in retried.stdout, retried.stderr
+    start = time.monotonic()
+    deadline = start + 5
+    while server.processed() != {"subscribed": 1} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.processed() == {"subscribed": 1}, f"not handled {time.monotonic() - start:.1f} s after the retry"
