@@ -1,0 +1,282 @@
+"""Roundcube, the webmail most cities run (Debian package `roundcube`, installed by .ci/run), against
+every service of `serve`: PHP's built-in web server runs it over a config of the test's own, and the
+test drives it over HTTP as the browser does (the login form, then the `_remote` JSON actions). The
+results are checked in the store, and Roundcube's own IMAP log shows it sorted and threaded on the
+server (SORT, THREAD) instead of fetching every header."""
+from __future__ import annotations
+
+import email
+import html
+import http.cookiejar
+import json
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from email.message import EmailMessage
+from email.policy import SMTP, default
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from mailserver.store.mailstore import deliver
+from mailserver.store.models import Account, Content, Folder, Message
+from mailserver.store.models.mail import ANSWERED, SEEN
+from tests.abuse import PASSWORD, city, city_factory  # noqa: F401
+
+#: the Debian package's layout: the application, and its public web root
+ROUNDCUBE = Path("/var/lib/roundcube")
+PUBLIC = ROUNDCUBE / "public_html"
+#: files of the package's config dir that Roundcube reads beside config.inc.php
+PACKAGE_CONFIG = Path("/etc/roundcube")
+WAIT = 20  # seconds, for PHP's server to listen
+
+pytestmark = pytest.mark.skipif(shutil.which("php") is None or not (PUBLIC / "index.php").exists(),
+                                reason="roundcube or php-cli is not installed (see .ci/run)")
+
+#: (subject, date) of the notices in the citizen's INBOX, in delivery (UID) order; dates out of
+#: that order, so a list sorted by date differs from the arrival order
+NOTICES = [
+    ("驾驶证到期换证提醒", "Fri, 27 Nov 2026 10:02:00 +0800"),
+    ("社保缴费通知", "Fri, 27 Nov 2026 10:00:00 +0800"),
+    ("公积金提取审核结果", "Fri, 27 Nov 2026 10:03:00 +0800"),
+    ("Re: 驾驶证到期换证提醒", "Fri, 27 Nov 2026 10:04:00 +0800"),
+]
+
+
+def _notice(n: int, subject: str, date: str, sender: str, to: str, parent: str | None) -> EmailMessage:
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = f"车管所 <{sender}>"
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = date
+    msg["Message-ID"] = f"<rc{n}.{uuid.uuid4().hex}@hz.example.cn>"
+    if parent:
+        msg["In-Reply-To"] = msg["References"] = parent
+    msg.set_content(f"通知正文 {n}：请于十二月一日前办理。", cte="base64")
+    return msg
+
+
+def _deliver_notices(town) -> list[EmailMessage]:
+    """The notices in citizen 0's INBOX, from citizen 1 (the agency's desk, so a reply stays local);
+    the fourth replies to the first, so THREAD has a thread to find."""
+    with town.server.store.reader() as s:
+        account = s.scalar(select(Account.id).where(Account.address == town.addresses[0]))
+    made: list[EmailMessage] = []
+    for n, (subject, date) in enumerate(NOTICES):
+        parent = made[0]["Message-ID"] if subject.startswith("Re: ") else None
+        made.append(_notice(n, subject, date, town.addresses[1], town.addresses[0], parent))
+        deliver(town.server.store, bytes(made[-1]), [account])
+    return made
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _config(town, root: Path) -> Path:
+    """A config dir of Roundcube's own for this server: plain IMAP and submission on loopback (the
+    server's development mode allows it there), SQLite and logs in the temp dir, IMAP debug on."""
+    conf = root / "config"
+    for name in ("logs", "temp", "config"):
+        (root / name).mkdir(parents=True)
+    for name in ("defaults.inc.php", "mimetypes.php"):
+        (conf / name).symlink_to(PACKAGE_CONFIG / name)
+    settings = {
+        "db_dsnw": f"sqlite:///{root / 'roundcube.db'}?mode=0600",
+        "imap_host": f"127.0.0.1:{town.imap_port}",
+        "smtp_host": f"127.0.0.1:{town.port('submission')}",
+        "smtp_user": "%u",
+        "smtp_pass": "%p",
+        "des_key": secrets.token_hex(12),
+        "log_driver": "file",
+        "log_dir": f"{root / 'logs'}/",
+        "temp_dir": f"{root / 'temp'}/",
+        "imap_debug": True,
+        "smtp_debug": True,
+        "plugins": ["archive"],
+        "archive_mbox": "Archive",
+        "skin": "elastic",
+        "enable_spellcheck": False,
+        "sent_mbox": "Sent",
+    }
+    lines = ["<?php", "$config = [];"]
+    lines += [f"$config[{json.dumps(key)}] = {_php(value)};" for key, value in settings.items()]
+    (conf / "config.inc.php").write_text("\n".join(lines) + "\n")
+    return conf
+
+
+def _php(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_php(v) for v in value) + "]"
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class Webmail:
+    """A browser's side of Roundcube: a cookie jar, the request token, its forms and JSON actions."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        self.token = ""
+
+    def get(self, **params: str) -> str:
+        return self._open(f"{self.base}/?{urllib.parse.urlencode(params)}")
+
+    def post(self, query: dict[str, str], form: dict[str, str]) -> str:
+        return self._open(f"{self.base}/?{urllib.parse.urlencode(query)}", urllib.parse.urlencode(form).encode())
+
+    def _open(self, url: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> str:
+        request = urllib.request.Request(url, data, headers or {})
+        with self.opener.open(request, timeout=60) as response:
+            return response.read().decode()
+
+    def remote(self, action: str, method: str = "GET", **params: str) -> dict:
+        """An `_remote` action as rcmail.js sends it: the token in X-Roundcube-Request, JSON back."""
+        params = {"_task": "mail", "_action": action, "_remote": "1", **params}
+        query = urllib.parse.urlencode(params)
+        headers = {"X-Roundcube-Request": self.token, "X-Requested-With": "XMLHttpRequest"}
+        if method == "GET":
+            body = self._open(f"{self.base}/?{query}", None, headers)
+        else:
+            body = self._open(f"{self.base}/?_task=mail&_action={action}", query.encode(), headers)
+        return json.loads(body)
+
+    def login(self, user: str, password: str) -> str:
+        page = self.get(_task="login")
+        form_token = _field(page, "_token")
+        form = {"_token": form_token, "_task": "login", "_action": "login", "_timezone": "Asia/Shanghai", "_url": "",
+                "_user": user, "_pass": password}
+        page = self.post({"_task": "login"}, form)
+        found = re.search(r'"request_token":"([^"]+)"', page)
+        assert found, f"Roundcube did not log in; the page:\n{page[-3000:]}"
+        self.token = found.group(1)
+        return page
+
+
+def _field(page: str, name: str) -> str:
+    found = re.search(rf'<input[^>]*name="{re.escape(name)}"[^>]*value="([^"]*)"', page)
+    assert found, f"no {name} in the page:\n{page[-3000:]}"
+    return found.group(1)
+
+
+@pytest.fixture
+def webmail(city, tmp_path):  # noqa: F811
+    conf = _config(city, tmp_path / "roundcube")
+    port = _free_port()
+    log = (tmp_path / "php.log").open("wb")
+    php = subprocess.Popen(["php", "-S", f"127.0.0.1:{port}", "-t", str(PUBLIC)],
+                           env={"ROUNDCUBE_CONFIG_DIR": str(conf), "PATH": "/usr/bin:/bin"},
+                           stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert php.poll() is None and time.monotonic() < deadline, (tmp_path / "php.log").read_text()
+                time.sleep(0.05)
+        yield Webmail(f"http://127.0.0.1:{port}"), tmp_path / "roundcube" / "logs"
+    finally:
+        php.terminate()
+        php.wait(10)
+        log.close()
+
+
+def _compose_form(page: str) -> dict[str, str]:
+    """The fields of the compose page's send form as Roundcube filled them in: its hidden inputs,
+    the selected identity and store target, the subject, and the recipient and body textareas."""
+    form = page[page.index('<form name="form"'):]
+    fields = {name: html.unescape(value) for name, value in
+              re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form[:form.index("</form>")])}
+    fields["_subject"] = html.unescape(_field(page, "_subject"))
+    for name in ("_from", "_store_target"):
+        select_ = re.search(rf'<select name="{name}".*?</select>', page, re.DOTALL)
+        assert select_, f"no {name} in the compose page"
+        fields[name] = re.search(r'<option value="([^"]*)" selected>', select_.group(0)).group(1)
+    for name, value in re.findall(r'<textarea name="(\w+)"[^>]*>([^<]*)</textarea>', page):
+        fields[name] = html.unescape(value)
+    return fields
+
+
+def _rows(listed: dict) -> list[tuple[int, str, dict]]:
+    """(uid, subject, row flags) of each add_message_row call in a list response, in display order."""
+    calls = re.findall(r"add_message_row\((\d+),(\{.*?\}),(\{.*?\}),(?:true|false)\);", listed["exec"])
+    return [(int(uid), json.loads(cols)["subject"], json.loads(flags)) for uid, cols, flags in calls]
+
+
+def _folder(town, user: int, folder: str) -> list[tuple[int, EmailMessage]]:
+    """(flags, parsed message) of each message in a citizen's folder, in UID order, from the store."""
+    with town.server.store.reader() as s:
+        rows = s.execute(select(Message.flags, Content.raw).join(Content, Content.id == Message.content_id)
+                         .join(Folder, Folder.id == Message.folder_id).join(Account, Account.id == Folder.account_id)
+                         .where(Account.address == town.addresses[user], Folder.name == folder).order_by(Message.uid))
+        return [(flags, email.message_from_bytes(bytes(raw), policy=default)) for flags, raw in rows]
+
+
+def _imap_commands(logs: Path) -> list[str]:
+    """The commands Roundcube sent, from its IMAP debug log (`C: TAG COMMAND ...`), tags dropped."""
+    return re.findall(r"\] C: \S+ (.+)", (logs / "imap.log").read_text())
+
+
+def test_roundcube_lists_sorted_and_threaded_reads_archives_and_replies(city, webmail):  # noqa: F811
+    web, logs = webmail
+    notices = _deliver_notices(city)
+    web.login(city.addresses[0], PASSWORD)
+
+    # The INBOX by date, newest first, then by threads: the reply (UID 4) under the notice it answers.
+    by_date = _rows(web.remote("list", _mbox="INBOX", _sort="date_DESC"))
+    assert [uid for uid, _, _ in by_date] == [4, 3, 1, 2], by_date
+    assert [subject for _, subject, _ in by_date] == [NOTICES[n][0] for n in (3, 2, 0, 1)]
+    threaded = _rows(web.remote("list", _mbox="INBOX", _threads="1"))
+    assert [uid for uid, _, _ in threaded] == [1, 4, 3, 2], threaded
+    assert threaded[0][2].get("has_children") and threaded[1][2].get("parent_uid") == 1, threaded
+    assert not any(flags.get("has_children") or flags.get("parent_uid") for _, _, flags in threaded[2:])
+    commands = _imap_commands(logs)
+    assert any(re.fullmatch(r"UID SORT \((REVERSE )?DATE\) \S+ ALL", c) for c in commands), commands
+    assert any(re.fullmatch(r"UID THREAD REFERENCES \S+ ALL", c) for c in commands), commands
+
+    # Open the third notice: its body (base64 on the wire) is on the page, and it is now \Seen.
+    page = web.get(_task="mail", _action="show", _uid="3", _mbox="INBOX")
+    assert str(notices[2].get_content()).strip() in html.unescape(page)
+    assert _folder(city, 0, "INBOX")[2][0] & SEEN
+
+    # Move it to Archive.
+    moved = web.remote("move", method="POST", _uid="3", _mbox="INBOX", _target_mbox="Archive")
+    assert "moved successfully" in moved["exec"], moved
+    assert [m["Message-ID"] for _, m in _folder(city, 0, "INBOX")] == [notices[n]["Message-ID"] for n in (0, 1, 3)]
+    [(_, archived)] = _folder(city, 0, "Archive")
+    assert archived["Message-ID"] == notices[2]["Message-ID"]
+
+    # Reply to it from the Archive: Roundcube fills in the recipient, quotes the notice and sends.
+    [(archive_uid, subject, _)] = _rows(web.remote("list", _mbox="Archive"))
+    assert subject == NOTICES[2][0]
+    compose = web.get(_task="mail", _action="compose", _reply_uid=str(archive_uid), _mbox="Archive")
+    form = _compose_form(compose)
+    assert form["_to"] == f"车管所 <{city.addresses[1]}>" and form["_subject"] == f"Re: {NOTICES[2][0]}", form
+    answer = "已收到，谢谢。"
+    form["_message"] = f"{answer}\n\n{form['_message']}"
+    sent = web.post({"_task": "mail", "_unlock": "loading1", "_framed": "1"}, form)
+    assert "sent_successfully" in sent, sent[-3000:]
+
+    # The reply is in the agency desk's INBOX and in the citizen's Sent; the notice is \Answered.
+    [(_, received)] = _folder(city, 1, "INBOX")
+    [(_, kept)] = _folder(city, 0, "Sent")
+    for reply in (received, kept):
+        assert reply["In-Reply-To"] == notices[2]["Message-ID"]
+        assert str(reply["Subject"]) == f"Re: {NOTICES[2][0]}"
+        assert reply.get_content().startswith(answer)
+    assert received["Message-ID"] == kept["Message-ID"]
+    assert _folder(city, 0, "Archive")[0][0] & ANSWERED
+    assert any(c.startswith("UID MOVE 3 ") for c in _imap_commands(logs))
