@@ -138,6 +138,9 @@ class IMAPConfig:
     #: bytes of all the messages of one APPEND together (RFC 3502 MULTIAPPEND); a command is
     #: held whole before it runs, so with max_literal_size this bounds a connection's memory
     max_multiappend_size: int = 52428800
+    #: parts (TEXT literals and URLs) of one RFC 4469 CATENATE message; more: BAD [LIMIT]. Each
+    #: URL reads and parses a stored message, so this bounds one APPEND's work
+    max_catenate_parts: int = 64
     #: concurrent connections per user and client IP
     max_connections_per_user_ip: int = 50
     #: concurrent connections one client IP may hold before they log in (one that logs in no
@@ -454,7 +457,7 @@ def _validate(config: Config) -> None:
         raise ConfigError("passwords.memory_cost_kib: must be at least 8 x parallelism")
     if not 1 <= config.accounts.max_folder_name_length <= FOLDER_NAME_COLUMN:
         raise ConfigError(f"accounts.max_folder_name_length: must be 1 to {FOLDER_NAME_COLUMN} (the store's column)")
-    for key in ("heavy_threads", "heavy_jobs_per_user", "max_search_depth", "max_search_keys"):
+    for key in ("heavy_threads", "heavy_jobs_per_user", "max_search_depth", "max_search_keys", "max_catenate_parts"):
         if getattr(config.imap, key) < 1:
             raise ConfigError(f"imap.{key}: must be at least 1")
     if config.passwords.hash_threads < 0:

@@ -53,6 +53,19 @@ class Unconvertible(UserError):
     part that claims to be base64 or quoted-printable already)."""
 
 
+class BadUrl(UserError):
+    """RFC 4469 5: a CATENATE URL that names no message part this user can read (another user,
+    a folder or message that does not exist, a stale UIDVALIDITY); ``url`` is the one refused."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__("bad URL")
+        self.url = url
+
+
+class MessageTooBig(UserError):
+    """A message built by the server (RFC 4469 CATENATE) would pass the largest APPEND."""
+
+
 class QuotaExceeded(UserError):
     """The mailbox is over its quota."""
 

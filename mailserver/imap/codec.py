@@ -30,6 +30,12 @@ def encode_mailbox(name: str) -> str:
     return "".join(out)
 
 
+def mailbox_wire(name: str, utf8: bool) -> str:
+    """A mailbox name as a session is sent it: modified UTF-7, or as it is in UTF-8 to one that
+    enabled UTF8=ACCEPT (RFC 6855 3: such a session is never sent modified UTF-7)."""
+    return astring(name if utf8 else encode_mailbox(name), utf8).decode("utf-8")
+
+
 class BadMailboxName(ValueError):
     pass
 
@@ -77,14 +83,17 @@ def canonical_mailbox(name: str) -> str:
 # -- strings ---------------------------------------------------------------------------------------
 
 _QUOTABLE = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x7f]*\Z")  # \Z: "$" also matches before a final "\n"
+#: RFC 6855 3: to a session that enabled UTF8=ACCEPT, quoted strings may carry UTF-8
+_QUOTABLE_UTF8 = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\xff]*\Z")
 
 
-def astring(value: str | bytes | None) -> bytes:
-    """A quoted string where possible, else a literal; None is NIL."""
+def astring(value: str | bytes | None, utf8: bool = False) -> bytes:
+    """A quoted string where possible, else a literal; None is NIL. ``utf8``: the session has
+    enabled UTF8=ACCEPT, so a quoted string may hold UTF-8 (RFC 6855 3)."""
     if value is None:
         return b"NIL"
     data = value.encode("utf-8") if isinstance(value, str) else value
-    if len(data) < 1024 and _QUOTABLE.match(data):
+    if len(data) < 1024 and (_QUOTABLE_UTF8 if utf8 else _QUOTABLE).match(data):
         return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
     return b"{%d}\r\n" % len(data) + data
 

@@ -160,14 +160,33 @@ class Status(Command):
 
 
 @dataclass(frozen=True)
+class CatPart:
+    """One part of an RFC 4469 CATENATE: a literal's bytes (``text``; ``binary`` for a literal8)
+    or an IMAP URL (RFC 5092) of a message or part the server already holds."""
+
+    text: bytes | None = None
+    url: str | None = None
+    binary: bool = False
+
+    def to_wire(self) -> bytes:
+        if self.url is not None:
+            return b"URL " + astring(self.url)
+        assert self.text is not None
+        return (b"TEXT ~{%d+}\r\n" if self.binary else b"TEXT {%d+}\r\n") % len(self.text) + self.text
+
+
+@dataclass(frozen=True)
 class AppendMessage:
     """One message of an APPEND: flags, INTERNALDATE and its bytes (``binary``: sent as an
-    RFC 3516 literal8, ``~{n}``, which may carry NUL)."""
+    RFC 3516 literal8, ``~{n}``, which may carry NUL; ``utf8``: as RFC 6855's ``UTF8 (~{n})``),
+    or the parts the server is to join into it (RFC 4469 ``CATENATE (...)``)."""
 
     flags: tuple[str, ...] = ()
     date: dt.datetime | None = None
     message: bytes = b""
     binary: bool = False
+    utf8: bool = False
+    catenate: tuple[CatPart, ...] | None = None
 
     def to_wire(self) -> bytes:
         out = b""
@@ -175,7 +194,10 @@ class AppendMessage:
             out += b" (" + " ".join(self.flags).encode() + b")"
         if self.date is not None:
             out += b' "' + format_internaldate(self.date).encode() + b'"'
-        return out + (b" ~{%d+}\r\n" if self.binary else b" {%d+}\r\n") % len(self.message) + self.message
+        if self.catenate is not None:
+            return out + b" CATENATE (" + b" ".join(p.to_wire() for p in self.catenate) + b")"
+        literal = (b"~{%d+}\r\n" if self.binary else b"{%d+}\r\n") % len(self.message) + self.message
+        return out + (b" UTF8 (" + literal + b")" if self.utf8 else b" " + literal)
 
 
 @dataclass(frozen=True)

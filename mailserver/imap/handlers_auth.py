@@ -145,17 +145,27 @@ async def do_id(s: ImapSession, cmd: Id) -> Reply:
     return R.OK_DONE
 
 
-@command("ENABLE", AUTHED, P.enable, cap=Cap("ENABLE", ANY), expunge=True)
+#: RFC 6855: UTF-8 mailbox names and quoted strings for a session that enables it
+UTF8_ACCEPT = "UTF8=ACCEPT"
+
+
+@command("ENABLE", AUTHED, P.enable, cap=(Cap("ENABLE", ANY), UTF8_ACCEPT), expunge=True)
 async def do_enable(s: ImapSession, cmd: Enable) -> Reply:
     # RFC 5161: ENABLED lists what the client asked for and we have: CONDSTORE and QRESYNC
-    # (RFC 7162; QRESYNC implies CONDSTORE); UTF8=ACCEPT is not advertised, so not enabled.
+    # (RFC 7162; QRESYNC implies CONDSTORE), and UTF8=ACCEPT (RFC 6855 3: only in the
+    # authenticated state, so a mailbox already selected is never named two ways).
     enabled = []
     for cap in cmd.capabilities:
-        if cap in ("CONDSTORE", "QRESYNC") and cap not in enabled:
+        if cap in enabled:
+            continue
+        if cap in ("CONDSTORE", "QRESYNC"):
             enabled.append(cap)
             s.qresync = s.qresync or cap == "QRESYNC"
+        elif cap == UTF8_ACCEPT and s.selected is None:
+            enabled.append(cap)
+            s.utf8 = True
     await s.untagged(" ".join(["ENABLED"] + enabled))
-    if enabled:
+    if any(cap != UTF8_ACCEPT for cap in enabled):
         await s.enable_condstore()
     return R.OK_DONE
 

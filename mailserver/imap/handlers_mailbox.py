@@ -1,6 +1,6 @@
 """Mailbox commands: SELECT, EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST
 (LIST-EXTENDED, LIST-STATUS, SPECIAL-USE, CHILDREN), LSUB, STATUS, APPEND (APPENDUID,
-APPENDLIMIT, MULTIAPPEND, BINARY literals), GETQUOTA, GETQUOTAROOT, SETQUOTA, CLOSE, UNSELECT."""
+APPENDLIMIT, MULTIAPPEND, BINARY and UTF8 literals, CATENATE), GETQUOTA, GETQUOTAROOT, SETQUOTA, CLOSE, UNSELECT."""
 from __future__ import annotations
 
 from ..errors import NotFound
@@ -8,7 +8,8 @@ from ..mime.binary import without_nul
 from ..store import mailboxes as mb
 from . import parser as P
 from . import responses as R
-from .codec import astring, encode_mailbox, format_uid_set
+from .catenate import assemble
+from .codec import format_uid_set
 from .commands import Append, Command, GetQuota, ListCmd, MailboxCommand, Rename, Status
 from .handlers_message import CONDSTORE, QRESYNC, UIDPLUS, send_changed_since, send_vanished_earlier
 from .listing import listing
@@ -21,10 +22,6 @@ from .session import ImapSession
 
 #: RFC 7889: the largest APPEND this server takes
 APPENDLIMIT = Cap("APPENDLIMIT", show=lambda s: f"APPENDLIMIT={s.config.imap.max_literal_size}")
-
-
-def wire_name(name: str) -> str:
-    return astring(encode_mailbox(name)).decode("utf-8")
 
 
 @command("SELECT", AUTHED, P.select, cap=(CONDSTORE, QRESYNC), expunge=True)
@@ -122,12 +119,12 @@ async def do_list(s: ImapSession, cmd: ListCmd) -> Reply:
         for st in await s.ctx.run(mb.folder_status, s.store, s.account_id, folders):
             statuses[st.info.name] = st
     for x in listed:
-        line = f'{verb} ({" ".join(x.attrs)}) "{R.SEP}" {wire_name(x.name)}'
+        line = f'{verb} ({" ".join(x.attrs)}) "{R.SEP}" {s.mailbox_wire(x.name)}'
         if x.childinfo:
             line += ' ("CHILDINFO" (' + " ".join(f'"{c}"' for c in x.childinfo) + "))"
         await s.untagged(line)
         if x.name in statuses:
-            await s.untagged(f"STATUS {wire_name(x.name)} ({_status_items(statuses[x.name], cmd.status_items)})")
+            await s.untagged(f"STATUS {s.mailbox_wire(x.name)} ({_status_items(statuses[x.name], cmd.status_items)})")
     return R.OK_DONE
 
 
@@ -138,24 +135,33 @@ async def do_status(s: ImapSession, cmd: Status) -> Reply:
     found = await s.ctx.run(mb.folder_status, s.store, s.account_id, [cmd.mailbox])
     if not found:
         return R.NO_NONEXISTENT
-    await s.untagged(f"STATUS {wire_name(cmd.mailbox)} ({_status_items(found[0], cmd.items)})")
+    await s.untagged(f"STATUS {s.mailbox_wire(cmd.mailbox)} ({_status_items(found[0], cmd.items)})")
     return R.OK_DONE
 
 
-@command("APPEND", AUTHED, P.append, cap=(UIDPLUS, APPENDLIMIT, "MULTIAPPEND"), expunge=True)
+@command("APPEND", AUTHED, P.append, cap=(UIDPLUS, APPENDLIMIT, "MULTIAPPEND", "CATENATE"), expunge=True)
 async def do_append(s: ImapSession, cmd: Append) -> Reply:
     """APPEND, and RFC 3502 MULTIAPPEND: every message is checked, then all are stored in one
-    transaction or none is; APPENDUID names them all (RFC 4315: a uid-set)."""
+    transaction or none is; APPENDUID names them all (RFC 4315). RFC 4469 CATENATE: a message is
+    first joined from its literals and URLs (a bad URL: NO [BADURL], nothing stored)."""
     imap = s.config.imap
-    if any(len(m.message) > imap.max_literal_size for m in cmd.messages) \
-            or sum(len(m.message) for m in cmd.messages) > imap.max_multiappend_size:
+    raws = []
+    held = sum(len(m.message) for m in cmd.messages)  # joined messages stay in the APPEND's bound
+    for m in cmd.messages:
+        if m.catenate is None:
+            raws.append(m.message)
+            continue
+        selected = s.selected.name if s.selected is not None else None
+        raws.append(await s.heavy(assemble, s.store, s.account_id, s.principal.login, selected, m.catenate,
+                                  min(imap.max_literal_size, imap.max_multiappend_size - held)))
+        held += len(raws[-1])
+    if any(len(raw) > imap.max_literal_size for raw in raws) or sum(map(len, raws)) > imap.max_multiappend_size:
         return R.NO_TOOBIG
-    if any(not m.message for m in cmd.messages):
+    if any(not raw for raw in raws):
         return R.NO_EMPTY_MESSAGE
     items = []
-    for m in cmd.messages:
-        raw = m.message
-        if m.binary and b"\0" in raw:
+    for m, raw in zip(cmd.messages, raws):
+        if (m.binary or any(p.binary for p in m.catenate or ())) and b"\0" in raw:
             raw = await s.heavy(without_nul, raw)  # RFC 3516 4.4: NUL parts become base64
         bits, keywords = split_flags(m.flags)
         items.append(mb.ToAppend(raw, bits, " ".join(sorted(set(keywords))) or None, m.date))
@@ -181,7 +187,7 @@ async def _quota_lines(s: ImapSession) -> None:
 @command("GETQUOTAROOT", AUTHED, P.one_mailbox, cap=("QUOTA", "QUOTA=RES-STORAGE"), expunge=True)
 async def do_getquotaroot(s: ImapSession, cmd: MailboxCommand) -> Reply:
     await s.ctx.run(mb.find_folder, s.store, s.account_id, cmd.mailbox)
-    await s.untagged(f'QUOTAROOT {wire_name(cmd.mailbox)} ""')
+    await s.untagged(f'QUOTAROOT {s.mailbox_wire(cmd.mailbox)} ""')
     await _quota_lines(s)
     return R.OK_DONE
 

@@ -15,11 +15,11 @@ import re
 
 from ..config import IMAPConfig
 from .codec import STAR, SeqSet, parse_date_time
-from .commands import (Append, AppendMessage, Authenticate, Command, Compress, Copy, Enable, Expunge, Fetch, FetchAtt, GetQuota, Id,
+from .commands import (Append, AppendMessage, Authenticate, CatPart, Command, Compress, Copy, Enable, Expunge, Fetch, FetchAtt, GetQuota, Id,
                        Invalid, ListCmd, Login, MailboxCommand, Parsed, Qresync, Rename, SetQuota, Simple, Status, Store)
 from .registry import COMMANDS, Spec, load
 from .search_syntax import BadCharset, parse_search
-from .tokens import (Atom, ParseError, Str, TooComplex, need_args, read_astring, read_atom, read_flags,
+from .tokens import (UTF8_SESSION, Atom, ParseError, Str, TooComplex, need_args, read_astring, read_atom, read_flags,
                      read_mailbox, read_modifiers, read_modseq, read_nstring, read_pattern, read_seqset, tokenize)
 
 __all__ = ["parse", "parse_command", "parse_fetch_att", "decode_sasl", "ParseError", "tokenize"]
@@ -135,9 +135,18 @@ def parse_command(buf: bytes, limits: IMAPConfig = _DEFAULTS) -> Parsed:
     return parse(buf, limits)[1]
 
 
-def parse(buf: bytes, limits: IMAPConfig = _DEFAULTS) -> tuple[Spec | None, Parsed]:
+def parse(buf: bytes, limits: IMAPConfig = _DEFAULTS, utf8: bool = False) -> tuple[Spec | None, Parsed]:
     """The registered command and what its parser made of ``buf`` (None and Invalid for an
-    unknown command)."""
+    unknown command); ``utf8``: the session has enabled UTF8=ACCEPT (RFC 6855), so mailbox
+    names are UTF-8, not modified UTF-7."""
+    token = UTF8_SESSION.set(utf8)
+    try:
+        return _parse(buf, limits)
+    finally:
+        UTF8_SESSION.reset(token)
+
+
+def _parse(buf: bytes, limits: IMAPConfig) -> tuple[Spec | None, Parsed]:
     m = _TAG_START.match(buf)
     tag = m.group(1).decode("ascii") if m else "*"
     spec = None
@@ -424,8 +433,9 @@ def list_(tag: str, name: str, args: list, limits: IMAPConfig) -> ListCmd:
 
 
 def append(tag: str, name: str, args: list, limits: IMAPConfig) -> Append:
-    """APPEND mailbox, then one or more (RFC 3502 MULTIAPPEND) of [flags] [date-time] literal,
-    each literal ``{n}`` or (RFC 3516) ``~{n}``."""
+    """APPEND mailbox, then one or more (RFC 3502 MULTIAPPEND) of [flags] [date-time] and the
+    message: a literal ``{n}`` or (RFC 3516) ``~{n}``, RFC 6855's ``UTF8 (~{n})``, or RFC 4469's
+    ``CATENATE (TEXT literal / URL url ...)``."""
     if len(args) < 2:
         raise ParseError("APPEND mailbox [flags] [date] message")
     mailbox = read_mailbox(args[0])
@@ -445,11 +455,43 @@ def append(tag: str, name: str, args: list, limits: IMAPConfig) -> Append:
             except ValueError:
                 raise ParseError("bad date-time") from None
             rest = rest[1:]
+        word = rest[0].text.upper() if rest and isinstance(rest[0], Atom) else None
+        if word in ("UTF8", "CATENATE"):
+            if len(rest) < 2 or not isinstance(rest[1], list):
+                raise ParseError(f"{word} needs a list")
+            if word == "UTF8":
+                body = rest[1]
+                if len(body) != 1 or not isinstance(body[0], Str) or not body[0].binary:
+                    raise ParseError("UTF8 takes one literal8")
+                messages.append(AppendMessage(flags, date, body[0].data, True, utf8=True))
+            else:
+                messages.append(AppendMessage(flags, date, catenate=_cat_parts(rest[1], limits)))
+            rest = rest[2:]
+            continue
         if not rest or not isinstance(rest[0], Str) or not rest[0].literal:
             raise ParseError("APPEND message must be a literal")
         messages.append(AppendMessage(flags, date, rest[0].data, rest[0].binary))
         rest = rest[1:]
     return Append(tag, mailbox, tuple(messages))
+
+
+def _cat_parts(toks: list, limits: IMAPConfig) -> tuple[CatPart, ...]:
+    """RFC 4469 5: ``TEXT literal`` and ``URL astring`` pairs, at least one, at most
+    imap.max_catenate_parts (TooComplex("TOOMANYPARTS") past it)."""
+    if not toks or len(toks) % 2:
+        raise ParseError("CATENATE needs TEXT or URL parts")
+    if len(toks) // 2 > limits.max_catenate_parts:
+        raise TooComplex("TOOMANYPARTS")
+    parts = []
+    for kind, value in zip(toks[::2], toks[1::2]):
+        kind = read_atom(kind).upper()
+        if kind == "TEXT" and isinstance(value, Str) and value.literal:
+            parts.append(CatPart(text=value.data, binary=value.binary))
+        elif kind == "URL":
+            parts.append(CatPart(url=read_astring(value)))
+        else:
+            raise ParseError("CATENATE parts are TEXT literal or URL url")
+    return tuple(parts)
 
 
 def decode_sasl(text: str) -> bytes:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import (AuthenticationFailed, Conflict, LimitExceeded, NotFound, QuotaExceeded, SpecialUseRefused,
-                      StorageError, StoreUnavailable, Throttled, Unconvertible, UnknownEncoding, UserError)
+from ..errors import (AuthenticationFailed, BadUrl, Conflict, LimitExceeded, MessageTooBig, NotFound, QuotaExceeded,
+                      SpecialUseRefused, StorageError, StoreUnavailable, Throttled, Unconvertible, UnknownEncoding, UserError)
 
 GREETING = "civicmail IMAP4rev1 ready"
 BYE_LOGOUT = "civicmail logging out"
@@ -100,6 +100,10 @@ NO_EXISTS = no("mailbox exists", "ALREADYEXISTS")
 NO_CANNOT = no("not possible for this mailbox", "CANNOT")
 NO_QUOTA = no("mailbox is over its quota", "OVERQUOTA")
 NO_TOOBIG = no("message too large", "TOOBIG")
+#: RFC 4469 5: with the code BADURL and the URL refused; nothing is appended
+NO_BADURL = no("CATENATE URL names no message part of yours: nothing appended", "BADURL")
+#: more parts in one CATENATE than imap.max_catenate_parts
+BAD_TOO_MANY_PARTS = bad("too many CATENATE parts", "LIMIT")
 #: RFC 3502 3: an empty message ends a MULTIAPPEND, and nothing of it is stored
 NO_EMPTY_MESSAGE = no("empty message: nothing appended")
 #: RFC 3516 4.3: BINARY of a part whose transfer encoding is unknown
@@ -136,6 +140,10 @@ def error_response(exc: Exception) -> Reply:
     """The reply to an expected error; unexpected ones are logged and become SERVERBUG."""
     if isinstance(exc, QuotaExceeded):
         return NO_QUOTA
+    if isinstance(exc, BadUrl):
+        return NO_BADURL.with_code(f"BADURL {exc.url}")
+    if isinstance(exc, MessageTooBig):
+        return NO_TOOBIG
     if isinstance(exc, LimitExceeded):
         return NO_FOLDER_LIMIT
     if isinstance(exc, NotFound):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..config import IMAPConfig
 from .codec import parse_date
 from .commands import Search
-from .tokens import Atom, ParseError, Str, TooComplex, read_astring, read_atom, read_modseq, read_seqset
+from .tokens import UTF8_SESSION, Atom, ParseError, Str, TooComplex, read_astring, read_atom, read_modseq, read_seqset
 
 
 # -- SEARCH ---------------------------------------------------------------------------------------
@@ -147,6 +147,9 @@ def parse_search(tag: str, args: list, uid: bool, limits: IMAPConfig = IMAPConfi
     charset = None
     return_opts, args = read_return_options(args)
     if len(args) >= 2 and isinstance(args[0], Atom) and args[0].text.upper() == "CHARSET":
+        if UTF8_SESSION.get():
+            # RFC 6855 3 (erratum 4029): a session that enabled UTF8=ACCEPT names no charset
+            raise ParseError("CHARSET after ENABLE UTF8=ACCEPT")
         charset = check_charset(read_astring(args[1]))
         args = args[2:]
     return Search(tag, charset, read_search_keys(args, limits, "SEARCH needs a key"), uid, return_opts)

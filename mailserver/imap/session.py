@@ -17,7 +17,7 @@ from ..errors import CivicmailError, LimitExceeded
 from ..store import mailboxes
 from ..store.outage import is_outage
 from . import responses as R
-from .codec import format_uid_set
+from .codec import format_uid_set, mailbox_wire
 from .commands import Invalid
 from .compress import InflatingReader, deflate, deflater
 from .framing import Closed, Framed, Refused, read_command, read_line
@@ -39,7 +39,7 @@ T = TypeVar("T")
 
 #: the reply to an Invalid command by its reason (others: BAD syntax error)
 _INVALID_REPLIES = {"BADCHARSET": R.NO_BADCHARSET, "TOODEEP": R.BAD_TOO_DEEP, "TOOMANYKEYS": R.BAD_TOO_MANY_KEYS,
-                    "BADNAME": R.NO_BAD_NAME}
+                    "BADNAME": R.NO_BAD_NAME, "TOOMANYPARTS": R.BAD_TOO_MANY_PARTS}
 #: the metrics' command label of a command that did not parse
 INVALID = "(invalid)"
 _WRITE_HIGH_WATER = 256 * 1024
@@ -57,7 +57,7 @@ class AlreadyAnswered(Exception):
 
 class ImapSession:
     __slots__ = ("ctx", "service", "reader", "writer", "tls_active", "peer_ip", "state", "principal", "account_id",
-                 "selected", "pending", "wake", "condstore", "qresync", "preauth_slot", "_login_deadline",
+                 "selected", "pending", "wake", "condstore", "qresync", "utf8", "preauth_slot", "_login_deadline",
                  "_limit_key", "_pacer", "_out", "_out_size", "_deflate", "_deflating", "__weakref__")
 
     def __init__(self, ctx: "ServerContext", service: "ImapService", reader: asyncio.StreamReader,
@@ -82,6 +82,8 @@ class ImapSession:
         self.condstore = False
         #: RFC 7162 3.2: ENABLE QRESYNC; expunges are then told as VANISHED uid-set
         self.qresync = False
+        #: RFC 6855: ENABLE UTF8=ACCEPT; mailbox names are then UTF-8 both ways (``mailbox_wire``)
+        self.utf8 = False
         #: the session holds a place under imap.max_preauth_connections_per_ip (until it logs in)
         self.preauth_slot = False
         self._limit_key: tuple[int, str] | None = None
@@ -153,6 +155,10 @@ class ImapSession:
 
     def capability_text(self) -> str:
         return capabilities(self)
+
+    def mailbox_wire(self, name: str) -> str:
+        """``name`` as this session is sent it (modified UTF-7, or UTF-8 under UTF8=ACCEPT)."""
+        return mailbox_wire(name, self.utf8)
 
     # -- writing ------------------------------------------------------------------------------------
     # A command's responses are gathered and written with one send: one system call per command
@@ -267,7 +273,7 @@ class ImapSession:
                 pass
 
     async def execute(self, framed: Framed) -> None:
-        spec, cmd = parse(framed.data, self.config.imap)
+        spec, cmd = parse(framed.data, self.config.imap, self.utf8)
         if isinstance(cmd, Invalid):
             if cmd.reason in ("TOODEEP", "TOOMANYKEYS"):
                 log.info("imap limit=%s client=%s account=%s", cmd.reason.lower(), self.peer_ip, self.account_id)

@@ -4,6 +4,7 @@ and the small readers the command grammar is built from. Bad input raises ParseE
 from __future__ import annotations
 
 import re
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from .codec import BadMailboxName, SeqSet, canonical_mailbox, decode_mailbox
@@ -11,6 +12,11 @@ from .codec import BadMailboxName, SeqSet, canonical_mailbox, decode_mailbox
 
 class ParseError(ValueError):
     pass
+
+
+#: RFC 6855 3: while the session being parsed for has enabled UTF8=ACCEPT, mailbox names are
+#: UTF-8 as they are ("&" is an "&"), not modified UTF-7; set by ``parser.parse`` for one command
+UTF8_SESSION: ContextVar[bool] = ContextVar("UTF8_SESSION", default=False)
 
 
 class TooComplex(ParseError):
@@ -152,9 +158,13 @@ def read_nstring(tok) -> str | None:
 
 def read_mailbox(tok) -> str:
     """A mailbox name; one that is not modified UTF-7 (RFC 3501 5.1.3) raises TooComplex("BADNAME"),
-    answered with NO: it is well-formed, but no mailbox can have it."""
+    answered with NO: it is well-formed, but no mailbox can have it. Under UTF8=ACCEPT the name
+    is taken as it is (``UTF8_SESSION``)."""
+    text = read_astring(tok)
+    if UTF8_SESSION.get():
+        return canonical_mailbox(text)
     try:
-        return canonical_mailbox(decode_mailbox(read_astring(tok)))
+        return canonical_mailbox(decode_mailbox(text))
     except BadMailboxName:
         raise TooComplex("BADNAME") from None
 
@@ -163,6 +173,8 @@ def read_pattern(tok) -> str:
     """A LIST / LSUB reference or pattern; one that is not modified UTF-7 is matched as it is
     (it then matches no mailbox whose name needs encoding) rather than refused."""
     text = read_astring(tok)
+    if UTF8_SESSION.get():
+        return text
     try:
         return decode_mailbox(text)
     except BadMailboxName:
