@@ -125,8 +125,11 @@ starttls = no
     assert {p.name for p in mail.iterdir()} >= {"INBOX", "Sent", "Drafts", "Trash", "Junk", "Archive"}
 
     # Local -> server: a new message and a flag; server -> local: a new delivery and a flag.
-    first = _maildir_files(mail / "INBOX")[0]
-    flagged_uid = int(re.search(r",U=(\d+)", first.name).group(1))  # offlineimap names carry the UID
+    # offlineimap names carry the UID; the local flag goes on UID 1, the server's \Seen on UID 2 (which
+    # file sorts first depends on offlineimap's timestamps, and one message with both flags would
+    # end ":2,FS")
+    first = next(p for p in _maildir_files(mail / "INBOX") if re.search(r",U=1[,:]", p.name))
+    flagged_uid = 1
     first.rename(first.parent.parent / "cur" / (first.name.split(":2,")[0] + ":2,F"))
     (mail / "INBOX" / "new" / "1700000001.local2.host").write_bytes(LOCAL_MESSAGE)
     deliver(server.ctx.store, notice("公积金"), [account])
