@@ -22,6 +22,7 @@ from .commands import Copy, Expunge, Fetch, FetchAtt, Search, Store
 from .registry import SEL, Cap, command
 from .responses import Reply
 from .search import Matcher, Message, columns_for as search_columns, uses_modseq
+from .search_syntax import partial_option
 from .selected import SelectedFolder, flag_text, split_flags
 from .session import ImapSession
 
@@ -273,11 +274,22 @@ def _search(store, sel: SelectedFolder, keys: tuple, charset_ok: bool) -> list[t
         lo = rows[-1].uid + 1
 
 
+def _partial_slice(count: int, low: int, high: int) -> slice:
+    """The results an RFC 9394 partial range selects out of ``count`` (1 the first, -1 the
+    last; a range past the end selects what is there, maybe nothing)."""
+    near, far = sorted((abs(low), abs(high)))
+    if low > 0:
+        return slice(near - 1, far)
+    return slice(max(count - far, 0), max(count - near + 1, 0))
+
+
 def esearch_text(tag: str, uid: bool, opts: tuple[str, ...], numbers: list[int], modseqs: list[int] | None) -> str:
-    """RFC 4731 ESEARCH for ascending message numbers (RETURN () means ALL); no MIN, MAX or
-    ALL when nothing matched. ``modseqs`` (with a MODSEQ key, RFC 7162 3.1.5): the highest
-    MODSEQ of the messages returned."""
+    """RFC 4731 ESEARCH for message numbers in mailbox order (ESORT: in sort order; RETURN ()
+    means ALL); no MIN, MAX or ALL when nothing matched. PARTIAL (RFC 5267 4.4, RFC 9394) answers
+    the range asked for, with NIL if no result falls in it. ``modseqs`` (with a MODSEQ key, RFC
+    7162 3.1.5): the highest MODSEQ of the messages returned."""
     opts = opts or ("ALL",)
+    partial = partial_option(opts)
     out = f'ESEARCH (TAG "{tag}")' + (" UID" if uid else "")
     if numbers:
         if "MIN" in opts:
@@ -288,12 +300,19 @@ def esearch_text(tag: str, uid: bool, opts: tuple[str, ...], numbers: list[int],
         out += f" COUNT {len(numbers)}"
     if numbers and "ALL" in opts:
         out += " ALL " + format_uid_set(numbers)
+    returned: list[int] = []
+    if partial is not None:
+        text, low, high = partial
+        picked = range(len(numbers))[_partial_slice(len(numbers), low, high)]
+        out += f" PARTIAL ({text} {format_uid_set([numbers[i] for i in picked]) if picked else 'NIL'})"
+        returned = [modseqs[i] for i in picked] if modseqs else []
     if numbers and modseqs:
         if "ALL" in opts or "COUNT" in opts:
             highest = max(modseqs)
         else:
-            highest = max((modseqs[0] if "MIN" in opts else 0), (modseqs[-1] if "MAX" in opts else 0))
-        out += f" MODSEQ {highest}"
+            highest = max((modseqs[0] if "MIN" in opts else 0), (modseqs[-1] if "MAX" in opts else 0), *returned)
+        if highest:
+            out += f" MODSEQ {highest}"
     return out
 
 

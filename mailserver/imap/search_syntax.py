@@ -1,6 +1,8 @@
 """The SEARCH grammar (RFC 3501 6.4.4): keys to the tuples ``imap.search`` evaluates."""
 from __future__ import annotations
 
+import re
+
 from ..config import IMAPConfig
 from .codec import parse_date
 from .commands import Search
@@ -14,8 +16,9 @@ _NO_ARG = {"ALL", "ANSWERED", "DELETED", "DRAFT", "FLAGGED", "NEW", "OLD", "RECE
 _STRING_ARG = {"BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO"}
 _DATE_ARG = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE", "SAVEDBEFORE", "SAVEDON", "SAVEDSINCE"}
 _NUMBER_ARG = {"LARGER", "SMALLER"}
-#: RFC 4731 return options (SAVE, RFC 5182, is not supported)
-RETURN_OPTIONS = ("MIN", "MAX", "COUNT", "ALL")
+#: RFC 4731 return options (SAVE, RFC 5182, is not supported), and RFC 5267 / RFC 9394 PARTIAL
+#: (kept as "PARTIAL low:high", its range as the client wrote it, so the command writes back)
+RETURN_OPTIONS = ("MIN", "MAX", "COUNT", "ALL", "PARTIAL")
 _ENTRY_TYPES = {"PRIV", "SHARED", "ALL"}
 
 
@@ -134,13 +137,44 @@ def read_search_keys(args: list, limits: IMAPConfig, empty: str) -> tuple:
 
 def read_return_options(args: list) -> tuple[tuple[str, ...] | None, list]:
     """RFC 4731 / RFC 5267 ``RETURN (option...)`` at the start of ``args`` (None if absent) and
-    the arguments after it."""
+    the arguments after it. PARTIAL takes a range (``partial_range``) and excludes ALL (RFC 5267
+    4.4)."""
     if len(args) >= 2 and isinstance(args[0], Atom) and args[0].text.upper() == "RETURN" and isinstance(args[1], list):
-        return_opts = tuple(read_atom(t).upper() for t in args[1])
-        if any(o not in RETURN_OPTIONS for o in return_opts) or len(set(return_opts)) != len(return_opts):
+        return_opts: list[str] = []
+        toks = iter(args[1])
+        for t in toks:
+            opt = read_atom(t).upper()
+            if opt == "PARTIAL":
+                low, high = partial_range(read_atom(next(toks, None)))
+                opt = f"PARTIAL {low}:{high}"
+            return_opts.append(opt)
+        names = [o.split()[0] for o in return_opts]
+        if any(o not in RETURN_OPTIONS for o in names) or len(set(names)) != len(names):
             raise ParseError("unknown or repeated RETURN option")
-        return return_opts, args[2:]
+        if "PARTIAL" in names and "ALL" in names:
+            raise ParseError("RETURN PARTIAL excludes ALL")
+        return tuple(return_opts), args[2:]
     return None, args
+
+
+def partial_range(text: str) -> tuple[int, int]:
+    """RFC 9394 partial-range: ``low:high`` counts results from the first (1 is the first),
+    ``-low:-high`` from the last (-1 is the last); both ends non-zero and of one sign, in either
+    order, as written."""
+    m = re.fullmatch(r"(-?)([1-9][0-9]{0,9}):(-?)([1-9][0-9]{0,9})", text)
+    if m is None or m[1] != m[3]:
+        raise ParseError("PARTIAL needs a range n:m or -n:-m")
+    sign = -1 if m[1] else 1
+    return sign * int(m[2]), sign * int(m[4])
+
+
+def partial_option(opts: tuple[str, ...]) -> tuple[str, int, int] | None:
+    """The PARTIAL return option among ``opts``: (its range text, low, high), or None."""
+    for o in opts:
+        if o.startswith("PARTIAL "):
+            text = o.split()[1]
+            return (text, *partial_range(text))
+    return None
 
 
 def parse_search(tag: str, args: list, uid: bool, limits: IMAPConfig = IMAPConfig()) -> Search:
