@@ -146,3 +146,31 @@ def test_entries_go_with_delete_and_move_with_rename(c):
     assert c.run("c2", b"CREATE Done")[-1].startswith(b"c2 OK")
     assert c.run("g2", b"GETMETADATA Done /private/comment")[0] == b'* METADATA "Done" (/private/comment NIL)\r\n'
     assert c.run("d2", b"DELETE Done")[-1].startswith(b"d2 OK")
+
+
+def test_the_store_on_both_engines(registry, store):
+    """The entries' SQL (NULL folder for the server, value lengths, the account's lock) on
+    SQLite and PostgreSQL."""
+    import datetime as dt
+
+    from sqlalchemy import text
+
+    from mailserver.errors import MetadataTooLarge, MetadataTooMany
+    from mailserver.identity import idnumber
+    from mailserver.registry.citizens import add_citizen
+    from mailserver.store import annotations as an
+
+    made = add_citizen(registry, "张伟", idnumber.make("330106", dt.date(1980, 1, 1), 1), password="long enough pw")
+    with store.reader() as s:
+        account = s.execute(text("SELECT id FROM account WHERE address = :a"), {"a": made.address}).scalar()
+    an.set_metadata(store, account, "", [("/private/a", b"\0\xff"), ("/private/a/b", b"xyz")], 10, 3)
+    an.set_metadata(store, account, "INBOX", [("/private/a", b"inbox")], 10, 3)
+    found = an.get_metadata(store, account, "", ["/private/a"], an.INFINITY, 2)
+    assert found == an.Found([("/private/a", b"\0\xff")], 3)
+    assert an.get_metadata(store, account, "INBOX", ["/private/a"]).entries == [("/private/a", b"inbox")]
+    with pytest.raises(MetadataTooMany):
+        an.set_metadata(store, account, "INBOX", [("/private/c", b"1")], 10, 3)
+    with pytest.raises(MetadataTooLarge):
+        an.set_metadata(store, account, "INBOX", [("/private/a", b"x" * 11)], 10, 3)
+    an.set_metadata(store, account, "", [("/private/a", None)], 10, 3)
+    assert an.get_metadata(store, account, "", ["/private/a"], 1).entries == [("/private/a/b", b"xyz")]
