@@ -167,6 +167,12 @@ class IMAPConfig:
     max_search_depth: int = 64
     #: search keys in one SEARCH, NOT, OR and groups included; more: BAD [LIMIT]
     max_search_keys: int = 256
+    #: bytes of one METADATA value (RFC 5464); a larger one: NO [METADATA MAXSIZE n], nothing
+    #: stored. 64 KiB, the value width of Dovecot's documented SQL schema for its imap_metadata
+    metadata_max_size: int = 65536
+    #: METADATA entries of one account, server and folders, private and shared together; more:
+    #: NO [METADATA TOOMANY]. With metadata_max_size it bounds one GETMETADATA's answer (16 MiB)
+    metadata_max_entries: int = 256
 
 
 @dataclass(frozen=True)

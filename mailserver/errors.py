@@ -78,3 +78,17 @@ class StoreUnavailable(StorageError):
 
 class SpecialUseRefused(UserError):
     """A special-use attribute (RFC 6154) that a folder cannot be given here (IMAP ``NO [USEATTR]``)."""
+
+
+class MetadataTooLarge(UserError):
+    """RFC 5464 4.3: a METADATA value past imap.metadata_max_size (IMAP ``NO [METADATA MAXSIZE n]``);
+    nothing of the command was stored. ``limit``: the largest value the server takes."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"a METADATA value has at most {limit} bytes")
+        self.limit = limit
+
+
+class MetadataTooMany(UserError):
+    """RFC 5464 4.3: more METADATA entries than imap.metadata_max_entries per account (IMAP
+    ``NO [METADATA TOOMANY]``); nothing of the command was stored."""

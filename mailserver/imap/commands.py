@@ -431,6 +431,37 @@ class SetQuota(Command):
 
 
 @dataclass(frozen=True)
+class GetMetadata(Command):
+    """RFC 5464 4.2: GETMETADATA [(MAXSIZE n DEPTH d)] mailbox entries; mailbox "" is the
+    server; ``depth`` 0, 1 or -1 (infinity)."""
+
+    mailbox: str = ""
+    entries: tuple[str, ...] = ()
+    depth: int = 0
+    maxsize: int | None = None
+    name = "GETMETADATA"
+
+    def args_wire(self) -> bytes:
+        opts = ([b"MAXSIZE %d" % self.maxsize] if self.maxsize is not None else []) + \
+            ([b"DEPTH " + (b"infinity" if self.depth < 0 else b"%d" % self.depth)] if self.depth else [])
+        return (b"(" + b" ".join(opts) + b") " if opts else b"") + astring(encode_mailbox(self.mailbox)) + \
+            b" (" + b" ".join(astring(e) for e in self.entries) + b")"
+
+
+@dataclass(frozen=True)
+class SetMetadata(Command):
+    """RFC 5464 4.3: SETMETADATA mailbox (entry value ...); a None value (NIL) removes the entry."""
+
+    mailbox: str = ""
+    items: tuple[tuple[str, bytes | None], ...] = ()
+    name = "SETMETADATA"
+
+    def args_wire(self) -> bytes:
+        return astring(encode_mailbox(self.mailbox)) + b" (" + \
+            b" ".join(astring(e) + b" " + astring(v) for e, v in self.items) + b")"
+
+
+@dataclass(frozen=True)
 class Invalid:
     """A command that could not be parsed: answered with BAD (the tag when one was readable)."""
 

@@ -14,9 +14,10 @@ import binascii
 import re
 
 from ..config import IMAPConfig
+from ..store.models.mail import ANNOTATION_NAME_COLUMN
 from .codec import STAR, SeqSet, parse_date_time
-from .commands import (Append, AppendMessage, Authenticate, CatPart, Command, Compress, Copy, Enable, Expunge, Fetch, FetchAtt, GetQuota, Id,
-                       Invalid, ListCmd, Login, MailboxCommand, Parsed, Qresync, Rename, SetQuota, Simple, Status, Store)
+from .commands import (Append, AppendMessage, Authenticate, CatPart, Command, Compress, Copy, Enable, Expunge, Fetch, FetchAtt, GetMetadata, GetQuota, Id,
+                       Invalid, ListCmd, Login, MailboxCommand, Parsed, Qresync, Rename, SetMetadata, SetQuota, Simple, Status, Store)
 from .registry import COMMANDS, Spec, load
 from .search_syntax import BadCharset, parse_search
 from .tokens import (UTF8_SESSION, Atom, ParseError, Str, TooComplex, need_args, read_astring, read_atom, read_flags,
@@ -313,6 +314,72 @@ def getquota(tag: str, name: str, args: list, limits: IMAPConfig) -> GetQuota:
 def setquota(tag: str, name: str, args: list, limits: IMAPConfig) -> SetQuota:
     """SETQUOTA is refused whatever its arguments (quotas are the operator's)."""
     return SetQuota(tag)
+
+
+#: RFC 5464 3.2: the two roots an entry name starts with
+_METADATA_ROOTS = ("/private", "/shared")
+
+
+def _entry(tok, root_ok: bool = False) -> str:
+    """An RFC 5464 entry name, lower case (entry names are case-insensitive): "/private/..." or
+    "/shared/..." ("/private" or "/shared" alone when ``root_ok``, as GETMETADATA may ask); no
+    "*", "%", control characters, empty parts or final "/"; at most ANNOTATION_NAME_COLUMN."""
+    name = read_astring(tok).lower()
+    root = name.split("/", 2)[:2]
+    if len(root) < 2 or root[0] or "/" + root[1] not in _METADATA_ROOTS or (name in _METADATA_ROOTS and not root_ok):
+        raise ParseError("an entry name starts /private/ or /shared/")
+    if any(c in name for c in "*%") or any(ord(c) < 0x20 or ord(c) == 0x7F for c in name) \
+            or "//" in name or name.endswith("/") or len(name) > ANNOTATION_NAME_COLUMN:
+        raise ParseError("bad entry name")
+    return name
+
+
+def getmetadata(tag: str, name: str, args: list, limits: IMAPConfig) -> GetMetadata:
+    """GETMETADATA [(options)] mailbox entries (RFC 5464 4.2; the options are also taken after
+    the mailbox, where drafts of the RFC had them, as Dovecot does)."""
+    opts: list = []
+    if args and isinstance(args[0], list):
+        opts, args = args[0], args[1:]
+    elif len(args) == 3 and isinstance(args[1], list):
+        opts, args = args[1], [args[0], args[2]]
+    need_args(args, 2)
+    depth, maxsize, seen = 0, None, set()
+    if len(opts) % 2:
+        raise ParseError("GETMETADATA options are (MAXSIZE n DEPTH 0|1|infinity)")
+    for i in range(0, len(opts), 2):
+        key, value = read_atom(opts[i]).upper(), read_atom(opts[i + 1])
+        if key in seen:
+            raise ParseError("repeated GETMETADATA option")
+        seen.add(key)
+        if key == "MAXSIZE" and value.isdigit() and value.isascii() and len(value) <= 10 and int(value) < 1 << 32:
+            maxsize = int(value)
+        elif key == "DEPTH" and value.lower() in ("0", "1", "infinity"):
+            depth = -1 if value.lower() == "infinity" else int(value)
+        else:
+            raise ParseError("GETMETADATA options are (MAXSIZE n DEPTH 0|1|infinity)")
+    entries = args[1] if isinstance(args[1], list) else [args[1]]
+    if not entries:
+        raise ParseError("GETMETADATA needs entries")
+    return GetMetadata(tag, read_mailbox(args[0]), tuple(_entry(e, root_ok=True) for e in entries), depth, maxsize)
+
+
+def setmetadata(tag: str, name: str, args: list, limits: IMAPConfig) -> SetMetadata:
+    """SETMETADATA mailbox (entry value ...): a value is a string, a literal or literal8 (binary,
+    RFC 5464 5), or NIL to remove the entry."""
+    need_args(args, 2)
+    pairs = args[1]
+    if not isinstance(pairs, list) or not pairs or len(pairs) % 2:
+        raise ParseError("SETMETADATA mailbox (entry value ...)")
+    items = []
+    for i in range(0, len(pairs), 2):
+        value = pairs[i + 1]
+        if isinstance(value, Atom) and value.text.upper() == "NIL":
+            items.append((_entry(pairs[i]), None))
+        elif isinstance(value, Str):
+            items.append((_entry(pairs[i]), value.data))
+        else:
+            raise ParseError("a METADATA value is a string, a literal or NIL")
+    return SetMetadata(tag, read_mailbox(args[0]), tuple(items))
 
 
 def _fetch_modifiers(tok, uid: bool) -> tuple[int, bool]:

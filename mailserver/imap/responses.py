@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import (AuthenticationFailed, BadUrl, Conflict, LimitExceeded, MessageTooBig, NotFound, QuotaExceeded,
+from ..errors import (AuthenticationFailed, BadUrl, Conflict, LimitExceeded, MessageTooBig, MetadataTooLarge,
+                      MetadataTooMany, NotFound, QuotaExceeded,
                       SpecialUseRefused, StorageError, StoreUnavailable, Throttled, Unconvertible, UnknownEncoding, UserError)
 
 GREETING = "civicmail IMAP4rev1 ready"
@@ -122,6 +123,13 @@ NO_SETQUOTA = no("quotas are set by the operator", "NOPERM")
 NO_BAD_NAME = no("mailbox name is not modified UTF-7", "CANNOT")
 NO_FOLDER_LIMIT = no("folder name too long or too deep, or too many folders", "LIMIT")
 
+#: RFC 5464 4.3: a value past imap.metadata_max_size (with the code METADATA MAXSIZE n); nothing stored
+NO_METADATA_MAXSIZE = no("METADATA value too large: nothing stored", "METADATA MAXSIZE")
+#: RFC 5464 4.3: past imap.metadata_max_entries; nothing stored
+NO_METADATA_TOOMANY = no("too many METADATA entries: nothing stored", "METADATA TOOMANY")
+#: RFC 5464 4.2.1: GETMETADATA MAXSIZE left values out (with the code METADATA LONGENTRIES n)
+OK_METADATA_LONGENTRIES = ok("completed, longer values left out", "METADATA LONGENTRIES")
+
 #: untagged, RFC 7162 3.1.2 (with the code HIGHESTMODSEQ n)
 OK_HIGHESTMODSEQ = ok("highest")
 #: untagged, RFC 8474 4.2 (with the code MAILBOXID (id))
@@ -142,6 +150,10 @@ def error_response(exc: Exception) -> Reply:
         return NO_QUOTA
     if isinstance(exc, BadUrl):
         return NO_BADURL.with_code(f"BADURL {exc.url}")
+    if isinstance(exc, MetadataTooLarge):
+        return NO_METADATA_MAXSIZE.with_code(f"METADATA MAXSIZE {exc.limit}")
+    if isinstance(exc, MetadataTooMany):
+        return NO_METADATA_TOOMANY
     if isinstance(exc, MessageTooBig):
         return NO_TOOBIG
     if isinstance(exc, LimitExceeded):

@@ -182,8 +182,10 @@ def delete_folder(store: Store, account_id: int, name: str) -> None:
         content_ids = list(s.scalars(select(M.c.content_id).where(M.c.folder_id == row.id)))
         s.execute(delete(M).where(M.c.folder_id == row.id))
         # The folder goes, and its tombstones with it: a folder made later under the same
-        # name has another UIDVALIDITY, so no client resynchronises against these.
+        # name has another UIDVALIDITY, so no client resynchronises against these. Its METADATA
+        # entries go too (RFC 5464 3.1): the new folder starts with none.
         driver_execute(s, "DELETE FROM expunged WHERE folder_id = ?", [(row.id,)])
+        driver_execute(s, "DELETE FROM annotation WHERE folder_id = ?", [(row.id,)])
         release_content(s, content_ids)
         s.execute(delete(F).where(F.c.id == row.id))
         announce(s, [row.id])

@@ -6,7 +6,7 @@ checks that the migrations and these models agree.
 from .base import Base, utcnow
 from .registry import (Account, AddressCounter, Agency, AgencyCredential, AgencyGrant, AgencySender, AuditLog, Citizen,
                        LoginDay, NoticeType)
-from .mail import Content, ContentSort, Expunged, Folder, MailboxSubscription, Message
+from .mail import Annotation, Content, ContentSort, Expunged, Folder, MailboxSubscription, Message
 from .delivery import Drop, DropRow, Notice, NoticeOptOut
 from .queue import OutboundMessage
 from .services import (Application, ApplicationDesk, Ballot, Bulletin, BulletinDelivery, ServiceAccount,  # noqa: F401
@@ -16,7 +16,7 @@ __all__ = [
     "Base", "utcnow",
     "Citizen", "Account", "AddressCounter", "Agency", "AgencyCredential", "AgencySender", "AgencyGrant",
     "NoticeType", "AuditLog", "LoginDay",
-    "Folder", "Message", "Content", "ContentSort", "Expunged", "MailboxSubscription",
+    "Folder", "Message", "Annotation", "Content", "ContentSort", "Expunged", "MailboxSubscription",
     "Drop", "DropRow", "Notice", "NoticeOptOut",
     "OutboundMessage",
 ]

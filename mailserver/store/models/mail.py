@@ -69,6 +69,30 @@ class MailboxSubscription(Base):
     name: Mapped[str] = mapped_column(String(FOLDER_NAME_COLUMN), primary_key=True)
 
 
+#: characters of a METADATA entry name (RFC 5464 3.2), "/private/..." or "/shared/..."
+ANNOTATION_NAME_COLUMN = 1024
+
+
+class Annotation(Base):
+    """An RFC 5464 METADATA entry of an account: on the server (``folder_id`` NULL) or on one of
+    its folders. The name keeps its "/private" or "/shared" root: with no shared mailboxes
+    here, both are the account's own. A folder's entries go with it on DELETE and stay with its
+    id on RENAME. At most one row per (account, folder, name): the writers hold the account's
+    INBOX row while they write (``store/annotations.py``)."""
+
+    __tablename__ = "annotation"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
+    folder_id: Mapped[int | None] = mapped_column(ForeignKey("folder.id", ondelete="CASCADE"))
+    #: lower case (entry names are case-insensitive)
+    name: Mapped[str] = mapped_column(String(ANNOTATION_NAME_COLUMN))
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (Index("ix_annotation_account_folder_name", "account_id", "folder_id", "name"),
+                      Index("ix_annotation_folder", "folder_id"))
+
+
 class Content(Base):
     """The raw RFC 5322 bytes of a message, stored once however many mailboxes hold it,
     with the structure IMAP FETCH needs, computed at delivery so that FETCH never re-parses."""
