@@ -4,8 +4,14 @@ command and during IDLE, until CANCELUPDATE or the end of the selection."""
 from __future__ import annotations
 
 import re
+import threading
+import time
 
 import pytest
+
+from tests.abuse import PASSWORD, assert_responsive, city, city_factory  # noqa: F401  (fixtures)
+
+from .conftest import Raw
 
 RAW = b"From: a@x.example\r\nTo: b@y.example\r\nSubject: %s\r\n\r\nbody\r\n"
 
@@ -107,3 +113,46 @@ def test_past_the_limit_and_unupdatable_searches_answer_noupdate(pair):
     assert a.command("r", "UID SEARCH RETURN (UPDATE) 1:*")[-1].startswith(b'r NO [NOUPDATE "r"]')
     assert a.command("s", "UID SORT RETURN (UPDATE) (DATE) UTF-8 ALL")[-1].startswith(b's NO [NOUPDATE "s"]')
     assert a.command("y", "UID SEARCH RETURN (UPDATE) ALL")[-1] == b"y OK completed\r\n"  # room again
+
+
+def test_updated_searches_under_a_flood_of_changes_leave_others_responsive(city):  # noqa: F811
+    """The abuser keeps imap.max_search_updates TEXT searches on 60 messages while another of
+    its connections flips \\Seen on all of them again and again: each flip re-checks 60
+    messages 10 times, on the heavy lane, so other citizens are still served."""
+    setup = city.imap()
+    for n in range(60):
+        assert setup.append("INBOX", None, None, RAW % f"notice {n}".encode())[0] == "OK"
+    setup.select("INBOX")
+    watcher = Raw(city.imap_port)
+    assert watcher.command("l", f'LOGIN "{city.addresses[0]}" "{PASSWORD}"')[-1].startswith(b"l OK")
+    assert watcher.command("s", "SELECT INBOX")[-1].startswith(b"s OK")
+    for n in range(10):
+        assert watcher.command(f"t{n}", "UID SEARCH RETURN (UPDATE COUNT) UNSEEN TEXT notice")[-1].startswith(b"t")
+    stop = threading.Event()
+
+    def flip() -> None:
+        while not stop.is_set():
+            setup.store("1:*", "+FLAGS", r"(\Seen)")
+            setup.store("1:*", "-FLAGS", r"(\Seen)")
+
+    told: list[bytes] = []
+
+    def watch() -> None:
+        while not stop.is_set():
+            told.extend(x for x in watcher.command("n", "NOOP") if b"REMOVEFROM" in x or b"ADDTO" in x)
+
+    threads = [threading.Thread(target=flip), threading.Thread(target=watch)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        assert_responsive(city)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert told  # the searches were being updated all along
+    lines = watcher.command("n", "NOOP")  # the session goes on
+    assert lines[-1] == b"n OK completed\r\n"
+    watcher.close()
+    setup.logout()
