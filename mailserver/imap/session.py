@@ -58,8 +58,9 @@ class AlreadyAnswered(Exception):
 
 class ImapSession:
     __slots__ = ("ctx", "service", "reader", "writer", "tls_active", "peer_ip", "state", "principal", "account_id",
-                 "selected", "contexts", "pending", "wake", "condstore", "qresync", "utf8", "preauth_slot", "_login_deadline",
-                 "_limit_key", "_pacer", "_out", "_out_size", "_deflate", "_deflating", "__weakref__")
+                 "selected", "contexts", "pending", "wake", "condstore", "qresync", "utf8", "preauth_slot",
+                 "_login_deadline", "_limit_key", "_pacer", "_out", "_out_size", "_deflate", "_deflating",
+                 "__weakref__")
 
     def __init__(self, ctx: "ServerContext", service: "ImapService", reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, tls_active: bool) -> None:

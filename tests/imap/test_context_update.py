@@ -126,7 +126,8 @@ def test_updated_searches_under_a_flood_of_changes_leave_others_responsive(city)
     assert watcher.command("l", f'LOGIN "{city.addresses[0]}" "{PASSWORD}"')[-1].startswith(b"l OK")
     assert watcher.command("s", "SELECT INBOX")[-1].startswith(b"s OK")
     for n in range(10):
-        assert watcher.command(f"t{n}", "UID SEARCH RETURN (UPDATE COUNT) UNSEEN TEXT notice")[-1] == f"t{n} OK completed\r\n".encode()
+        lines = watcher.command(f"t{n}", "UID SEARCH RETURN (UPDATE COUNT) UNSEEN TEXT notice")
+        assert lines[-1] == f"t{n} OK completed\r\n".encode()
     told: list[bytes] = []
 
     def flip(stop: threading.Event) -> None:
