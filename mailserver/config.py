@@ -173,6 +173,9 @@ class IMAPConfig:
     #: METADATA entries of one account, server and folders, private and shared together; more:
     #: NO [METADATA TOOMANY]. With metadata_max_size it bounds one GETMETADATA's answer (16 MiB)
     metadata_max_entries: int = 256
+    #: searches one session keeps up to date (RFC 5267 SEARCH RETURN (UPDATE)); more: the
+    #: answer, then NO [NOUPDATE]. Each is searched again at every change of the folder
+    max_search_updates: int = 10
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ import datetime as dt
 import imaplib
 import os
 import socket
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -116,3 +118,30 @@ def assert_responsive(city: City, within: float = WITHIN) -> None:
     login = imap_login_seconds(city)
     assert greet < within, f"SMTP greeting took {greet:.2f} s under abuse"
     assert login < within, f"IMAP LOGIN took {login:.2f} s under abuse"
+
+
+def assert_responsive_while(city: City, *abusers: Callable[[threading.Event], None], warmup: float = 0.5,
+                            join: float = 120) -> None:
+    """Run each ``abuser(stop)`` in a thread of its own (each loops until ``stop`` is set), probe
+    with ``assert_responsive`` after ``warmup`` seconds, then stop them; an abuser that raised
+    fails the test."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def run(abuser: Callable[[threading.Event], None]) -> None:
+        try:
+            abuser(stop)
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(a,), daemon=True) for a in abusers]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(warmup)
+        assert_responsive(city)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(join)
+    assert not errors, errors[:1]

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import smtplib
 import threading
-import time
 
 from sqlalchemy import inspect, text
 
@@ -17,7 +17,7 @@ from mailserver.mime.sortkeys import COLUMNS, SortFields
 from mailserver.registry.citizens import add_citizen
 from mailserver.store import migrate
 from mailserver.store.mailstore import NewMessage, insert_messages
-from tests.abuse import assert_responsive, city, city_factory  # noqa: F401  (fixtures)
+from tests.abuse import assert_responsive_while, city, city_factory  # noqa: F401  (fixtures)
 from tests.imap.test_search_hardening import account_id_of
 
 
@@ -79,35 +79,20 @@ def test_many_sorting_and_threading_connections_leave_others_served(city):  # no
     account = account_id_of(store, city.addresses[0])
     with store.session() as s:
         insert_messages(s, [NewMessage(account, _raw(n)) for n in range(3000)])
-    stop = threading.Event()
     answers: list[int] = []
-    errors: list[BaseException] = []
 
-    def sort_forever(n: int) -> None:
-        try:
-            c = city.imap(0)
-            c.select("INBOX", readonly=True)
-            while not stop.is_set():
-                if n % 2:
-                    typ, data = c.sort("(REVERSE DATE SUBJECT)", "UTF-8", "ALL")
-                    answers.append(len(data[0].split()))
-                else:
-                    typ, data = c.thread("REFERENCES", "UTF-8", "ALL")
-                    answers.append(len(re.findall(rb"\d+", data[0])))
-                assert typ == "OK"
-            c.logout()
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+    def sort_forever(n: int, stop: threading.Event) -> None:
+        c = city.imap(0)
+        c.select("INBOX", readonly=True)
+        while not stop.is_set():
+            if n % 2:
+                typ, data = c.sort("(REVERSE DATE SUBJECT)", "UTF-8", "ALL")
+                answers.append(len(data[0].split()))
+            else:
+                typ, data = c.thread("REFERENCES", "UTF-8", "ALL")
+                answers.append(len(re.findall(rb"\d+", data[0])))
+            assert typ == "OK"
+        c.logout()
 
-    threads = [threading.Thread(target=sort_forever, args=(n,), daemon=True) for n in range(12)]
-    for t in threads:
-        t.start()
-    try:
-        time.sleep(1.0)
-        assert_responsive(city)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(120)
-    assert not errors, errors[:1]
+    assert_responsive_while(city, *(functools.partial(sort_forever, n) for n in range(12)), warmup=1.0)
     assert answers and set(answers) == {3000}

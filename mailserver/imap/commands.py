@@ -324,6 +324,14 @@ class Copy(Command):
 
 
 @dataclass(frozen=True)
+class CancelUpdate(Command):
+    """RFC 5267 4.3.5 CANCELUPDATE: the tags of the searches no longer to update."""
+
+    tags: tuple[str, ...] = ()
+    name = "CANCELUPDATE"
+
+
+@dataclass(frozen=True)
 class Search(Command):
     charset: str | None = None
     criteria: tuple[SearchKey, ...] = (("ALL",),)

@@ -17,14 +17,18 @@ from ..store.models.mail import SEEN
 from . import fetch as F
 from . import parser as P
 from . import responses as R
+from .context import SearchContext, updatable
 from .codec import SeqSet, format_uid_set
-from .commands import Copy, Expunge, Fetch, FetchAtt, Search, Store
+from .commands import CancelUpdate, Copy, Expunge, Fetch, FetchAtt, Search, Store
 from .registry import SEL, Cap, command
 from .responses import Reply
 from .search import Matcher, Message, columns_for as search_columns, uses_modseq
 from .search_syntax import partial_option
 from .selected import SelectedFolder, flag_text, split_flags
 from .session import ImapSession
+
+#: RFC 5267 4: searches kept up to date (CONTEXT=SORT is not offered: SORT is not updated)
+CONTEXT_SEARCH = "CONTEXT=SEARCH"
 
 CONDSTORE, QRESYNC, UIDPLUS = Cap("CONDSTORE"), Cap("QRESYNC"), Cap("UIDPLUS")
 #: FETCH items of RFC 8970, RFC 8474 (with MAILBOXID in SELECT, STATUS and CREATE) and RFC 8514
@@ -287,8 +291,9 @@ def esearch_text(tag: str, uid: bool, opts: tuple[str, ...], numbers: list[int],
     """RFC 4731 ESEARCH for message numbers in mailbox order (ESORT: in sort order; RETURN ()
     means ALL); no MIN, MAX or ALL when nothing matched. PARTIAL (RFC 5267 4.4, RFC 9394) answers
     the range asked for, with NIL if no result falls in it. ``modseqs`` (with a MODSEQ key, RFC
-    7162 3.1.5): the highest MODSEQ of the messages returned."""
-    opts = opts or ("ALL",)
+    7162 3.1.5): the highest MODSEQ of the messages returned. UPDATE (RFC 5267 4.3) adds nothing
+    here; alone, it answers ALL, the result the updates then change."""
+    opts = tuple(o for o in opts if o != "UPDATE") or ("ALL",)
     partial = partial_option(opts)
     out = f'ESEARCH (TAG "{tag}")' + (" UID" if uid else "")
     if numbers:
@@ -331,6 +336,30 @@ async def do_search(s: ImapSession, cmd: Search) -> Reply:
     else:
         tail = f" (MODSEQ {max(modseqs)})" if modseqs else ""
         await s.untagged("SEARCH" + "".join(f" {n}" for n in numbers) + tail)
+    if cmd.return_opts is not None and "UPDATE" in cmd.return_opts:
+        return _keep_updated(s, cmd, [uid for _, uid, _ in hits])
+    return R.OK_DONE
+
+
+def _keep_updated(s: ImapSession, cmd: Search, uids: list[int]) -> Reply:
+    """RFC 5267 4.3: keep this search's result up to date, or refuse with NO [NOUPDATE] (the
+    answer above stands): for SEARCH by sequence number or with a SEQ key (numbers that every
+    expunge shifts), and past imap.max_search_updates for the session. The same tag again
+    replaces its search."""
+    refused = R.NO_NOUPDATE.with_code(f'NOUPDATE "{cmd.tag}"')
+    if not cmd.uid or not updatable(cmd.criteria):
+        return refused
+    if cmd.tag not in s.contexts and len(s.contexts) >= s.config.imap.max_search_updates:
+        return refused
+    s.contexts[cmd.tag] = SearchContext(cmd.tag, cmd.criteria, set(uids))
+    return R.OK_DONE
+
+
+@command("CANCELUPDATE", SEL, P.cancel_update, cap=CONTEXT_SEARCH, expunge=False)
+async def do_cancel_update(s: ImapSession, cmd: CancelUpdate) -> Reply:
+    """RFC 5267 4.3.5: stop updating these searches; a tag not being updated is no error."""
+    for tag in cmd.tags:
+        s.contexts.pop(tag, None)
     return R.OK_DONE
 
 

@@ -43,6 +43,9 @@ def _sort_answer(store, sel, cmd: Sort, with_modseq: bool) -> str:
 async def do_sort(s: ImapSession, cmd: Sort) -> Reply:
     with_modseq = await _condstore(s, cmd.search)
     await s.untagged(await s.heavy(_sort_answer, s.store, s.selected, cmd, with_modseq))
+    if cmd.return_opts is not None and "UPDATE" in cmd.return_opts:
+        # RFC 5267 4.3.1: SORT results are not kept up to date (no CONTEXT=SORT)
+        return R.NO_NOUPDATE.with_code(f'NOUPDATE "{cmd.tag}"')
     return R.OK_DONE
 
 

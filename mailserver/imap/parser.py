@@ -16,7 +16,7 @@ import re
 from ..config import IMAPConfig
 from ..store.models.mail import ANNOTATION_NAME_COLUMN
 from .codec import STAR, SeqSet, parse_date_time
-from .commands import (Append, AppendMessage, Authenticate, CatPart, Command, Compress, Copy, Enable, Expunge, Fetch, FetchAtt, GetMetadata, GetQuota, Id,
+from .commands import (Append, AppendMessage, Authenticate, CancelUpdate, CatPart, Command, Compress, Copy, Enable, Expunge, Fetch, FetchAtt, GetMetadata, GetQuota, Id,
                        Invalid, ListCmd, Login, MailboxCommand, Parsed, Qresync, Rename, SetMetadata, SetQuota, Simple, Status, Store)
 from .registry import COMMANDS, Spec, load
 from .search_syntax import BadCharset, parse_search
@@ -182,6 +182,13 @@ def no_args(tag: str, name: str, args: list, limits: IMAPConfig) -> Simple:
     """CAPABILITY, NOOP, LOGOUT, STARTTLS, CHECK, CLOSE, UNSELECT, IDLE, NAMESPACE."""
     need_args(args, 0)
     return Simple(tag, name)
+
+
+def cancel_update(tag: str, name: str, args: list, limits: IMAPConfig) -> CancelUpdate:
+    """RFC 5267 4.3.5 CANCELUPDATE with one or more quoted tags."""
+    if not args or not all(isinstance(a, Str) for a in args):
+        raise ParseError("CANCELUPDATE needs quoted tags")
+    return CancelUpdate(tag, tuple(read_astring(a) for a in args))
 
 
 def expunge(tag: str, name: str, args: list, limits: IMAPConfig) -> Expunge:

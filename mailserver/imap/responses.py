@@ -63,6 +63,8 @@ def bad(text: str, code: str | None = None) -> Reply:
 
 
 OK_DONE = ok("completed")
+#: RFC 5267 4.3.1, with the code NOUPDATE "tag": answered, but not kept up to date
+NO_NOUPDATE = no("answered, but this search is not kept up to date")
 OK_LOGIN = ok("logged in")
 OK_TLS = ok("begin TLS negotiation now")
 OK_COMPRESS = ok("DEFLATE active")

@@ -36,9 +36,14 @@ def columns_for(keys: tuple) -> set[str]:
     return cols
 
 
+def uses_key(keys: tuple, name: str) -> bool:
+    """A key called ``name`` anywhere in ``keys``, nested ones included."""
+    return any(k[0] == name for k in _walk(keys))
+
+
 def uses_modseq(keys: tuple) -> bool:
     """A MODSEQ key anywhere (RFC 7162 3.1.5: the answer then carries the highest MODSEQ)."""
-    return any(k[0] == "MODSEQ" for k in _walk(keys))
+    return uses_key(keys, "MODSEQ")
 
 
 def _walk(keys):

@@ -18,7 +18,7 @@ _DATE_ARG = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE", "SAVE
 _NUMBER_ARG = {"LARGER", "SMALLER"}
 #: RFC 4731 return options (SAVE, RFC 5182, is not supported), and RFC 5267 / RFC 9394 PARTIAL
 #: (kept as "PARTIAL low:high", its range as the client wrote it, so the command writes back)
-RETURN_OPTIONS = ("MIN", "MAX", "COUNT", "ALL", "PARTIAL")
+RETURN_OPTIONS = ("MIN", "MAX", "COUNT", "ALL", "PARTIAL", "UPDATE")
 _ENTRY_TYPES = {"PRIV", "SHARED", "ALL"}
 
 

@@ -20,6 +20,7 @@ from . import responses as R
 from .codec import format_uid_set, mailbox_wire
 from .commands import Invalid
 from .compress import InflatingReader, deflate, deflater
+from .context import SearchContext, matching, update_lines
 from .framing import Closed, Framed, Refused, read_command, read_line
 from .pacing import Pacer
 from .parser import parse
@@ -57,8 +58,9 @@ class AlreadyAnswered(Exception):
 
 class ImapSession:
     __slots__ = ("ctx", "service", "reader", "writer", "tls_active", "peer_ip", "state", "principal", "account_id",
-                 "selected", "pending", "wake", "condstore", "qresync", "utf8", "preauth_slot", "_login_deadline",
-                 "_limit_key", "_pacer", "_out", "_out_size", "_deflate", "_deflating", "__weakref__")
+                 "selected", "contexts", "pending", "wake", "condstore", "qresync", "utf8", "preauth_slot",
+                 "_login_deadline", "_limit_key", "_pacer", "_out", "_out_size", "_deflate", "_deflating",
+                 "__weakref__")
 
     def __init__(self, ctx: "ServerContext", service: "ImapService", reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, tls_active: bool) -> None:
@@ -73,6 +75,8 @@ class ImapSession:
         self.principal: Principal | None = None
         self.account_id = 0
         self.selected: SelectedFolder | None = None
+        #: RFC 5267 searches kept up to date, by tag (they end with the selection)
+        self.contexts: dict[str, SearchContext] = {}
         #: another session (or process) changed the selected folder; look before the next reply
         self.pending = False
         #: set while in IDLE, so that a change wakes the session at once
@@ -332,6 +336,7 @@ class ImapSession:
         if self.selected is not None:
             self.ctx.hub.unsubscribe(self.selected.folder_id, self._on_change, asyncio.get_running_loop())
             self.selected = None
+            self.contexts.clear()
             if self.state == SELECTED:
                 self.state = AUTH
 
@@ -394,3 +399,17 @@ class ImapSession:
                 tail = f" MODSEQ ({modseq})" if self.condstore else ""
                 flags_text = flag_text(flags, keywords, sel.is_recent(uid))
                 await self.untagged(f"{seq} FETCH (UID {uid} FLAGS {flags_text}{tail})")
+        if self.contexts and (gone or new or changed):
+            await self.update_contexts(sel, gone, sorted({*new, *(c[0] for c in changed)}))
+
+    async def update_contexts(self, sel: SelectedFolder, gone: list[int], touched: list[int]) -> None:
+        """RFC 5267 4.3: tell each updated search what the expunged (``gone``) and the new or
+        re-flagged (``touched``) messages do to its result; only those are searched again, on the
+        heavy lane."""
+        touched = [u for u in touched if sel.seq_of(u) is not None]
+        for ctx in list(self.contexts.values()):
+            matched = await self.heavy(matching, self.store, sel, ctx.keys, touched) if touched else set()
+            if self.selected is not sel:
+                return
+            for line in update_lines(ctx, gone, touched, matched):
+                await self.untagged(line)

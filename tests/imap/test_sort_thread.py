@@ -218,12 +218,12 @@ def test_esort_return_options(server, sorted_folder):
     raw.close()
 
 
-def test_capabilities_name_sort_thread_and_esort_and_no_context(client):
+def test_capabilities_name_sort_thread_esort_and_context_search_not_sort(client):
     typ, data = client.capability()
     caps = data[0].split()
     for cap in (b"SORT", b"SORT=DISPLAY", b"ESORT", b"THREAD=ORDEREDSUBJECT", b"THREAD=REFERENCES"):
         assert cap in caps
-    assert not [c for c in caps if c.startswith(b"CONTEXT=")]
+    assert [c for c in caps if c.startswith(b"CONTEXT=")] == [b"CONTEXT=SEARCH"]  # SORT is not updated
 
 
 # -- Chinese subjects and names -------------------------------------------------------------------

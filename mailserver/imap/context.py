@@ -1,0 +1,70 @@
+"""RFC 5267 4 CONTEXT=SEARCH: searches kept up to date. ``UID SEARCH RETURN (UPDATE)`` leaves a
+``SearchContext`` on the session; when the selected folder changes, only the messages that
+changed are searched again, and the differences go out as ``ESEARCH ... ADDTO`` / ``REMOVEFROM``
+(position 0: a SEARCH result has no order). The contexts end with the selection."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..store import mailboxes as mb
+from .codec import format_uid_set
+from .search import Matcher, Message, columns_for, uses_key
+from .selected import SelectedFolder
+
+#: messages read per query when searching changed messages again
+RECHECK_BATCH = 500
+
+
+@dataclass
+class SearchContext:
+    """One updated search: its tag, its keys and the UIDs it now holds."""
+
+    tag: str
+    keys: tuple
+    uids: set[int] = field(default_factory=set)
+
+
+def updatable(keys: tuple) -> bool:
+    """A search whose result follows from each message alone. Message sequence numbers shift
+    with every expunge, so a SEQ key would need the whole folder searched again: refused
+    (NOUPDATE), as RFC 5267 4.3.1 permits."""
+    return not uses_key(keys, "SEQ")
+
+
+def matching(store, sel: SelectedFolder, keys: tuple, uids: list[int]) -> set[int]:
+    """Which of ``uids`` (ascending, known to the session) match ``keys`` now (in the thread
+    pool). Only these rows are read."""
+    cols = tuple(sorted(columns_for(keys)))
+    matcher = Matcher(len(sel.uids), sel.max_uid, sel.is_recent)
+    out: set[int] = set()
+    for i in range(0, len(uids), RECHECK_BATCH):
+        part = uids[i:i + RECHECK_BATCH]
+        ranges: list[tuple[int, int]] = []
+        for u in part:  # runs of consecutive UIDs, one range each
+            if ranges and ranges[-1][1] == u - 1:
+                ranges[-1] = (ranges[-1][0], u)
+            else:
+                ranges.append((u, u))
+        for row in mb.fetch_rows(store, sel.folder_id, part[0], part[-1], len(part), cols, ranges):
+            seq = sel.seq_of(row.uid)
+            msg = Message(row)
+            if seq is not None and all(matcher.match(k, msg, seq) for k in keys):
+                out.add(row.uid)
+    return out
+
+
+def update_lines(ctx: SearchContext, gone: list[int], checked: list[int], matched: set[int]) -> list[str]:
+    """Fold expunged UIDs and the new result of the re-checked ones into ``ctx``; the untagged
+    ESEARCH lines that tell the client (REMOVEFROM before ADDTO)."""
+    checked_set = set(checked)
+    removed = sorted((ctx.uids & set(gone)) | (ctx.uids & checked_set - matched))
+    added = sorted(matched - ctx.uids)
+    ctx.uids.difference_update(removed)
+    ctx.uids.update(added)
+    head = f'ESEARCH (TAG "{ctx.tag}") UID'
+    lines = []
+    if removed:
+        lines.append(f"{head} REMOVEFROM (0 {format_uid_set(removed)})")
+    if added:
+        lines.append(f"{head} ADDTO (0 {format_uid_set(added)})")
+    return lines
