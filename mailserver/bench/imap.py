@@ -7,7 +7,8 @@
 * stress: --clients aioimaplib clients loop LOGIN, LIST, STATUS, SELECT, FETCH, STORE,
   EXPUNGE, APPEND and LOGOUT at random, every answer checked against a model of the mailbox
   (each client owns one mailbox, so the model is exact); prints commands/s, state errors and the
-  server's memory after each of --runs runs; --real-hash gives the users the product's argon2id.
+  server's memory after each of --runs runs; --real-hash gives the users the product's argon2id;
+  --keep-sessions: one session per client for the whole run, a fixed mix each cycle (issue 12).
 
 The server runs in a child process (only the IMAP listeners and the folder watcher), so that
 its memory is measured alone.
@@ -316,6 +317,14 @@ class Model:
         self.messages: dict[int, set[str]] = {}
         self.uidnext = 1
 
+    def expunge(self, lines) -> str | None:
+        """Drop the messages marked \\Deleted; what is wrong with the EXPUNGE answer ``lines``, if anything."""
+        gone = [u for u, f in self.messages.items() if "\\Deleted" in f]
+        told = sum(1 for ln in lines if ln.endswith(b"EXPUNGE"))
+        for u in gone:
+            del self.messages[u]
+        return None if told == len(gone) else f"EXPUNGE told {told}, model {len(gone)}"
+
 
 _FETCH = re.compile(rb"^\* (\d+) FETCH \(UID (\d+) FLAGS \(([^)]*)\)\)")
 
@@ -334,6 +343,7 @@ async def _stress_client(host: str, port: int, user: str, model: Model, deadline
         await c.wait_hello_from_server()
         await c.login(user, PASSWORD)
         counts["commands"] += 1
+        counts["logins"] += 1
         resp = await c.select("INBOX")
         counts["commands"] += 1
         exists = next((int(ln.split()[0]) for ln in resp.lines if ln.endswith(b"EXISTS")), -1)
@@ -401,34 +411,109 @@ async def _stress_client(host: str, port: int, user: str, model: Model, deadline
                 if seen != model.messages:
                     error(f"FETCH {seen}, model {model.messages}")
             elif op == "EXPUNGE":
-                resp = await c.expunge()
-                gone = [u for u, f in model.messages.items() if "\\Deleted" in f]
-                told = sum(1 for ln in resp.lines if ln.endswith(b"EXPUNGE"))
-                if told != len(gone):
-                    error(f"EXPUNGE told {told}, model {len(gone)}")
-                for u in gone:
-                    del model.messages[u]
+                if wrong := model.expunge((await c.expunge()).lines):
+                    error(wrong)
         await c.logout()
         counts["commands"] += 1
 
 
+#: the whole message each kept session appends once a cycle: 4 KB, as issue 12's mix
+KEPT_MESSAGE = (b"From: traffic@bench.example.cn\r\nTo: citizen@bench.example.cn\r\nSubject: stress\r\n\r\n"
+                + b"a line of a notice, 64 bytes long, to make the message 4 KB....\r\n" * 62)
+
+
+async def _kept_session_client(host: str, port: int, user: str, model: Model, deadline: float,
+                               rng: random.Random, counts: dict[str, int]) -> None:
+    """One session kept open for the whole run, each cycle the mix of issue 12 section 4: LIST,
+    STATUS, SELECT, FETCH of flags, FETCH of a whole message, STORE of flags and keywords, STORE
+    +FLAGS \\Deleted, EXPUNGE, APPEND of a 4 KB message; every answer checked against the model."""
+    import aioimaplib
+
+    def error(what: str) -> None:
+        counts["errors"] += 1
+        if counts["errors"] <= 5:
+            click.echo(f"  state error ({user}): {what}", err=True)
+
+    def fetched(lines) -> dict[int, set[str]]:
+        out = {}
+        for ln in lines:
+            g = _FETCH.match(b"* " + ln) if isinstance(ln, bytes) else None
+            if g:
+                out[int(g.group(2))] = set(g.group(3).decode().split()) - {"\\Recent"}
+        return out
+
+    c = aioimaplib.IMAP4(host, port, timeout=30)
+    await c.wait_hello_from_server()
+    await c.login(user, PASSWORD)
+    counts["commands"] += 1
+    counts["logins"] += 1
+    while time.monotonic() < deadline:
+        resp = await c.list('""', "*")
+        if sum(1 for ln in resp.lines if ln.startswith(b"(")) != 6:
+            error("LIST count")
+        resp = await c.status("INBOX", "(MESSAGES UIDNEXT)")
+        want = f"MESSAGES {len(model.messages)} UIDNEXT {model.uidnext}".encode()
+        if want not in resp.lines[0]:
+            error(f"STATUS {resp.lines[0]!r}, model {want!r}")
+        resp = await c.select("INBOX")
+        exists = next((int(ln.split()[0]) for ln in resp.lines if ln.endswith(b"EXISTS")), -1)
+        if exists != len(model.messages):
+            error(f"SELECT EXISTS {exists}, model {len(model.messages)}")
+        resp = await c.uid("fetch", "1:*", "(FLAGS)")
+        if fetched(resp.lines) != model.messages:
+            error(f"FETCH {fetched(resp.lines)}, model {model.messages}")
+        counts["commands"] += 4
+        if model.messages:
+            uid = rng.choice(list(model.messages))
+            resp = await c.uid("fetch", str(uid), "(BODY.PEEK[])")
+            if not any(bytes(ln) == KEPT_MESSAGE for ln in resp.lines):
+                error(f"FETCH BODY.PEEK[] of {uid}: not the message appended")
+            flags = rng.sample(("\\Seen", "\\Flagged", "\\Answered", "$Label1", "$Label2"), 2)
+            resp = await c.uid("store", str(uid), "+FLAGS", f"({' '.join(flags)})")
+            before = set(model.messages[uid])
+            model.messages[uid].update(flags)
+            got = fetched(resp.lines).get(uid)
+            # A server may leave out the FETCH when the flags did not change (Dovecot does).
+            if got != model.messages[uid] and not (got is None and before == model.messages[uid]):
+                error(f"STORE {uid} {resp.lines!r}, model {model.messages[uid]}")
+            gone = rng.choice(list(model.messages))
+            await c.uid("store", str(gone), "+FLAGS.SILENT", "(\\Deleted)")
+            model.messages[gone].add("\\Deleted")
+            counts["commands"] += 3
+        if len(model.messages) > 4:  # expunge what is marked once the mailbox has a few messages
+            if wrong := model.expunge((await c.expunge()).lines):
+                error(wrong)
+            counts["commands"] += 1
+        resp = await c.append(KEPT_MESSAGE, mailbox="INBOX")
+        m = re.search(rb"APPENDUID \d+ (\d+)", b" ".join(resp.lines))
+        if not m or int(m.group(1)) != model.uidnext:
+            error(f"APPENDUID {resp.lines!r}, model {model.uidnext}")
+        else:
+            model.messages[model.uidnext] = set()
+            model.uidnext += 1
+        counts["commands"] += 1
+    await c.logout()
+    counts["commands"] += 1
+
+
 async def _stress(host: str, port: int, users: list[str], clients: int,
-                  seconds: float) -> tuple[int, int, float]:
-    counts = {"commands": 0, "errors": 0}
+                  seconds: float, keep_sessions: bool = False) -> tuple[int, int, float, int]:
+    counts = {"commands": 0, "errors": 0, "logins": 0}
     deadline = time.monotonic() + seconds
     started = time.perf_counter()
 
     async def bounded(i: int) -> None:
         # A client that stops getting answers is a failure to report, not a reason to hang.
         try:
-            await asyncio.wait_for(_stress_client(host, port, users[i], Model(), deadline, random.Random(i), counts),
+            client = _kept_session_client if keep_sessions else _stress_client
+            await asyncio.wait_for(client(host, port, users[i], Model(), deadline, random.Random(i), counts),
                                    seconds + 120)
         except (asyncio.TimeoutError, OSError) as exc:
             counts["errors"] += 1
             click.echo(f"  stress client {i} failed: {exc!r}", err=True)
 
     await asyncio.gather(*(bounded(i) for i in range(clients)))
-    return counts["commands"], counts["errors"], time.perf_counter() - started
+    return counts["commands"], counts["errors"], time.perf_counter() - started, counts["logins"]
 
 
 # -- the command ---------------------------------------------------------------------------------------
@@ -449,6 +534,10 @@ async def _stress(host: str, port: int, users: list[str], clients: int,
 @click.option("--real-hash", is_flag=True,
               help="give the bench's users the product's argon2id settings (passwords.*), not a cheap "
                    "one: every login that misses the login cache costs what it costs in production")
+@click.option("--keep-sessions", is_flag=True,
+              help="stress with sessions kept open (one LOGIN per client), each cycle LIST, STATUS, SELECT, "
+                   "FETCH of flags and of a whole message, STORE of flags and keywords, STORE +FLAGS \\Deleted, "
+                   "EXPUNGE and APPEND of a 4 KB message (issue 12's mix)")
 @click.option("--runs", default=1, show_default=True,
               help="stress runs against the one server, each with fresh users (the server's memory is "
                    "printed after each)")
@@ -457,7 +546,7 @@ async def _stress(host: str, port: int, users: list[str], clients: int,
 @click.option("--profile", type=click.Path(dir_okay=False), hidden=True,
               help="run the server under cProfile and write its stats to this file")
 def command(mode: str, messages: int, idle_count: int, idle_users: int, clients: int, seconds: float,
-            connect: str | None, real_hash: bool, runs: int, settings: tuple[str, ...], profile: str | None) -> None:
+            connect: str | None, real_hash: bool, keep_sessions: bool, runs: int, settings: tuple[str, ...], profile: str | None) -> None:
     """SELECT/FETCH time, SORT and THREAD time, IDLE memory and notification latency, random stress
     with a model check."""
     if connect:
@@ -467,9 +556,9 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, clients:
         if not host or not port.isdigit():
             raise click.UsageError("--connect wants HOST:PORT")
         users = [f"u{i + 1}@bench.example.cn" for i in range(clients)]
-        commands, errors, elapsed = asyncio.run(_stress(host, int(port), users, clients, seconds))
+        commands, errors, elapsed, logins = asyncio.run(_stress(host, int(port), users, clients, seconds, keep_sessions))
         click.echo(f"stress against {connect}: {clients} clients, {commands:,} commands in {elapsed:.1f} s = "
-                   f"{commands / elapsed:,.0f} commands/s, {errors} state errors")
+                   f"{commands / elapsed:,.0f} commands/s, {logins:,} LOGINs, {errors} state errors")
         return
     with tempfile.TemporaryDirectory(prefix="civicmail-bench-imap-") as tmp:
         root = Path(tmp)
@@ -519,12 +608,13 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, clients:
                     cpu = server.cpu_seconds()
                     mine = resource.getrusage(resource.RUSAGE_SELF)
                     first = 1 + idle_n + run * clients
-                    commands, errors, elapsed = asyncio.run(_stress(
-                        "127.0.0.1", server.port, [u for u, _ in users[first:first + clients]], clients, seconds))
+                    commands, errors, elapsed, logins = asyncio.run(_stress(
+                        "127.0.0.1", server.port, [u for u, _ in users[first:first + clients]], clients, seconds,
+                        keep_sessions))
                     after = resource.getrusage(resource.RUSAGE_SELF)
                     client_cpu = after.ru_utime + after.ru_stime - mine.ru_utime - mine.ru_stime
-                    click.echo(f"stress: {clients} clients, {commands:,} commands in {elapsed:.1f} s = "
-                               f"{commands / elapsed:,.0f} commands/s, {errors} state errors "
+                    click.echo(f"stress{' (kept sessions)' if keep_sessions else ''}: {clients} clients, {commands:,} commands in {elapsed:.1f} s = "
+                               f"{commands / elapsed:,.0f} commands/s, {logins:,} LOGINs, {errors} state errors "
                                f"(CPU: server {server.cpu_seconds() - cpu:.1f} s, clients {client_cpu:.1f} s; "
                                f"server RSS {server.rss_mib():.0f} MiB after run {run + 1})")
         finally:

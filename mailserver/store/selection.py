@@ -3,7 +3,9 @@ since a session last looked, FETCH rows, STORE, EXPUNGE, COPY/MOVE, APPEND and Q
 (blocking: call through ``ctx.run``). See ``mailboxes.py`` for how reads and writes are made."""
 from __future__ import annotations
 
+import collections
 import datetime as dt
+import functools
 from array import array
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
@@ -175,44 +177,67 @@ _CONTENT_COLUMNS = frozenset(("raw", "envelope", "body", "bodystructure", "heade
                               "preview"))
 
 
-def _content_column(name: str):
-    if name == "header":  # bytes 1 .. header_size: substr works on BLOB (SQLite) and bytea (PostgreSQL)
-        return func.substr(C.c.raw, 1, C.c.header_size).label("header")
-    return C.c[name]
+#: columns the driver returns as text on SQLite (SQLAlchemy's DateTime format), as datetime on PostgreSQL
+_DATE_COLUMNS = frozenset(("internaldate", "savedate"))
+
+
+@functools.lru_cache(maxsize=256)
+def _fetch_sql(columns: tuple[str, ...], ranges: int, changedsince: bool) -> tuple[str, type]:
+    """The plain SQL of ``fetch_rows`` for these columns, ``ranges`` UID ranges (a single
+    value or BETWEEN each) and with or without CHANGEDSINCE, and the row type it makes: built
+    once per shape, so no query is composed or compiled per FETCH."""
+    names = ["message.uid"]
+    for c in columns:
+        if c == "header":  # bytes 1 .. header_size: substr works on BLOB (SQLite) and bytea (PostgreSQL)
+            names.append("substr(content.raw, 1, content.header_size)")
+        else:
+            names.append(f"content.{c}" if c in _CONTENT_COLUMNS else f"message.{c}")
+    join = " JOIN content ON content.id = message.content_id" if any(c in _CONTENT_COLUMNS for c in columns) else ""
+    where = "message.folder_id = ? AND message.uid >= ? AND message.uid <= ?"
+    if ranges:
+        where += " AND (" + " OR ".join(["message.uid BETWEEN ? AND ?"] * ranges) + ")"
+    if changedsince:
+        where += " AND message.modseq > ?"
+    sql = f"SELECT {', '.join(names)} FROM message{join} WHERE {where} ORDER BY message.uid LIMIT ?"
+    return sql, collections.namedtuple("FetchRow", ("uid",) + columns)
+
+
+def _as_datetime(value):
+    return value if value is None or isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
 
 
 def fetch_rows(store: Store, folder_id: int, lo_uid: int, hi_uid: int, limit: int, columns: Sequence[str],
                uids: UidRanges | None = None, changedsince: int | None = None) -> list:
     """Up to ``limit`` message rows with lo_uid <= uid <= hi_uid, in UID order (keyset paging);
     ``changedsince``: only those whose MODSEQ is above it (RFC 7162 CHANGEDSINCE). The column
-    ``header`` is the raw header alone (what SEARCH HEADER and SENTBEFORE read), not the message."""
-    cols = [M.c.uid] + [_content_column(c) if c in _CONTENT_COLUMNS else M.c[c] for c in columns]
-    q = select(*cols).where(M.c.folder_id == folder_id, M.c.uid.between(lo_uid, hi_uid))
-    if uids:
-        q = q.where(uid_filter(uids))
-    if changedsince is not None:
-        q = q.where(M.c.modseq > changedsince)
-    if any(c in _CONTENT_COLUMNS for c in columns):
-        q = q.select_from(M.join(C, C.c.id == M.c.content_id))
+    ``header`` is the raw header alone (what SEARCH HEADER and SENTBEFORE read), not the message.
+    Rows are named tuples (``row.uid``, ``row.flags``...), except for FLAGS alone (with or
+    without MODSEQ), the hot path of opening a big folder: plain tuples."""
     columns = tuple(columns)
+    ranges = list(uids or ())
+    sql, row_type = _fetch_sql(columns, len(ranges), changedsince is not None)
+    params = [folder_id, lo_uid, hi_uid, *(u for r in ranges for u in r)]
+    if changedsince is not None:
+        params.append(changedsince)
+    with raw_reader(store) as r:
+        rows = driver_rows(r, sql, *params, limit)
     if columns in _FLAG_COLUMNS and not uids:
-        # Opening a big folder (UID FETCH 1:* (FLAGS), with MODSEQ under CONDSTORE): plain
-        # tuples from the driver.
-        since, params = ("", []) if changedsince is None else (" AND modseq > ?", [changedsince])
-        with raw_reader(store) as r:
-            return driver_rows(r, f"SELECT uid, {', '.join(columns)} FROM message WHERE folder_id = ? AND uid >= ? "
-                                  f"AND uid <= ?{since} ORDER BY uid LIMIT ?", folder_id, lo_uid, hi_uid, *params,
-                               limit)
-    with store.reader() as s:
-        return s.execute(q.order_by(M.c.uid).limit(limit)).all()
+        return rows
+    dates = [i + 1 for i, c in enumerate(columns) if c in _DATE_COLUMNS]
+    if dates:
+        rows = [list(row) for row in rows]
+        for row in rows:
+            for i in dates:
+                row[i] = _as_datetime(row[i])
+    return [row_type._make(row) for row in rows]
 
 
 def message_raw(store: Store, folder_id: int, uid: int) -> bytes:
     """The raw bytes of one message (b"" if it is gone)."""
-    with store.reader() as s:
-        raw = s.scalar(select(C.c.raw).select_from(M.join(C, C.c.id == M.c.content_id))
-                       .where(M.c.folder_id == folder_id, M.c.uid == uid))
-    return raw or b""
+    with raw_reader(store) as r:
+        rows = driver_rows(r, "SELECT content.raw FROM message JOIN content ON content.id = message.content_id "
+                              "WHERE message.folder_id = ? AND message.uid = ?", folder_id, uid)
+    return bytes(rows[0][0]) if rows and rows[0][0] else b""
 
 
 @dataclass

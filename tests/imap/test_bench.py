@@ -56,3 +56,21 @@ def test_bench_imap_stress_connects_to_a_running_server(tmp_path):
 def test_bench_imap_connect_wants_stress_mode_and_host_port():
     assert CliRunner().invoke(command, ["--mode", "all", "--connect", "127.0.0.1:1"]).exit_code == 2
     assert CliRunner().invoke(command, ["--mode", "stress", "--connect", "nohost"]).exit_code == 2
+
+
+def test_bench_imap_stress_keeps_sessions_open_with_issue_12s_mix():
+    """--keep-sessions: one LOGIN per client for the whole run, each cycle LIST, STATUS, SELECT,
+    FETCH of flags and of a whole 4 KB message, STORE of flags and keywords, STORE +FLAGS
+    \\Deleted, EXPUNGE and APPEND, every answer checked against the model. Through the real CLI."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "mailserver.cli", "bench", "imap", "--mode", "stress",
+                          "--keep-sessions", "--clients", "2", "--seconds", "2"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr
+    m = re.search(r"stress \(kept sessions\): 2 clients, ([\d,]+) commands .* (\d+) LOGINs, (\d+) state errors",
+                  run.stdout)
+    assert m, run.stdout + run.stderr
+    # two sessions only, yet many cycles of nine commands each: the sessions were kept
+    assert m.group(2) == "2" and int(m.group(1).replace(",", "")) > 40 and m.group(3) == "0", run.stdout + run.stderr
