@@ -262,6 +262,7 @@ def store_checks(config: Config, now: dt.datetime | None = None) -> list[Finding
 def outbound_queue(config: Config, store, now: dt.datetime) -> Finding:
     from sqlalchemy import func, select
 
+    from .outbound.queue import age_seconds
     from .store.models import OutboundMessage
 
     waiting = OutboundMessage.state.in_(("queued", "sending"))
@@ -272,7 +273,7 @@ def outbound_queue(config: Config, store, now: dt.datetime) -> Finding:
                          .order_by(OutboundMessage.created_at).limit(1))
     if not count:
         return Finding(OK, "outbound queue: empty")
-    age = (now.replace(tzinfo=None) - oldest).total_seconds() / 60  # the store keeps naive UTC
+    age = age_seconds(oldest, now) / 60
     what = f"outbound queue: {count} waiting, the oldest for {_minutes(age)}"
     if not config.outbound.relay:
         fix = "no relay is configured: set outbound.relay"
