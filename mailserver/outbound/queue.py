@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import NotFound
 from ..store import Store
-from ..store.models import OutboundMessage
+from ..store.models import OutboundMessage, as_utc
 
 QUEUED, SENDING, BOUNCED = "queued", "sending", "bounced"
 #: how long a claimed entry is reserved for one delivery attempt
@@ -30,9 +30,7 @@ def age_seconds(created_at: dt.datetime | None, at: dt.datetime) -> float:
     """Seconds from ``created_at`` (naive UTC as SQLite hands it back, or aware) to ``at``; 0 for None."""
     if created_at is None:
         return 0.0
-    if created_at.tzinfo is None:
-        created_at = created_at.replace(tzinfo=dt.timezone.utc)
-    return max(0.0, (at - created_at).total_seconds())
+    return max(0.0, (at - as_utc(created_at)).total_seconds())
 
 
 def enqueue(session: Session, sender: str, recipients: list[str], raw: bytes, account_id: int | None) -> int:

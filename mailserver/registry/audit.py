@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from ..identity.idnumber import hide_numbers
 from ..store import Store
-from ..store.models import AuditLog
+from ..store.models import AuditLog, as_utc
 
 #: what a ``--reason`` may hold (longer is cut)
 MAX_REASON = 500
@@ -68,11 +68,6 @@ def entries(store: Store, since: dt.datetime | None = None, limit: int | None = 
     if limit:
         q = q.limit(limit + 1)
     with store.reader() as s:
-        rows = [AuditEntry(_utc(r.at), r.os_user, r.actor, r.action, r.detail, r.reason) for r in s.scalars(q)]
+        rows = [AuditEntry(as_utc(r.at), r.os_user, r.actor, r.action, r.detail, r.reason) for r in s.scalars(q)]
     more = bool(limit) and len(rows) > limit
     return list(reversed(rows[:limit] if limit else rows)), more
-
-
-def _utc(at: dt.datetime) -> dt.datetime:
-    """SQLite gives back naive datetimes; they were written in UTC."""
-    return at.replace(tzinfo=dt.timezone.utc) if at.tzinfo is None else at.astimezone(dt.timezone.utc)

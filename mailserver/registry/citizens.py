@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from ..errors import AuthenticationFailed, Conflict, NotFound, ValidationError
 from ..identity import addresses, idnumber
 from ..identity.passwords import activation_code, normalize_code
-from ..store.models import Account, AddressCounter, Citizen, Folder, Message
+from ..store.models import Account, AddressCounter, Citizen, Folder, Message, as_utc
 from . import audit
 from .context import Registry
 from .folders import create_default_folders
@@ -221,9 +221,7 @@ def activate(reg: Registry, address: str, code: str, password: str) -> None:
     with reg.store.session() as s:
         account = find_account(s, address)
         now = dt.datetime.now(dt.timezone.utc)
-        expires = account.activation_expires
-        if expires is not None and expires.tzinfo is None:
-            expires = expires.replace(tzinfo=dt.timezone.utc)
+        expires = None if account.activation_expires is None else as_utc(account.activation_expires)
         if (
             account.state != "pending"
             or account.activation_hash is None

@@ -3,7 +3,7 @@
 Every table here is created by an Alembic migration (``mailserver/store/migrations``); a test
 checks that the migrations and these models agree.
 """
-from .base import Base, utcnow
+from .base import Base, as_utc, utcnow
 from .registry import (Account, AddressCounter, Agency, AgencyCredential, AgencyGrant, AgencySender, AuditLog, Citizen,
                        LoginDay, NoticeType)
 from .mail import Annotation, Content, ContentSort, Expunged, Folder, MailboxSubscription, Message
@@ -13,7 +13,7 @@ from .services import (Application, ApplicationDesk, Ballot, Bulletin, BulletinD
                        ServiceProcessed, Subscription, Survey, SurveyRecipient, Topic)
 
 __all__ = [
-    "Base", "utcnow",
+    "Base", "utcnow", "as_utc",
     "Citizen", "Account", "AddressCounter", "Agency", "AgencyCredential", "AgencySender", "AgencyGrant",
     "NoticeType", "AuditLog", "LoginDay",
     "Folder", "Message", "Annotation", "Content", "ContentSort", "Expunged", "MailboxSubscription",

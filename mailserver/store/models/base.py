@@ -22,6 +22,12 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def as_utc(at: dt.datetime) -> dt.datetime:
+    """A stored time as an aware UTC datetime: SQLite (and columns without a time zone) hand back
+    naive datetimes, which were written in UTC."""
+    return at.replace(tzinfo=dt.timezone.utc) if at.tzinfo is None else at.astimezone(dt.timezone.utc)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {dt.datetime: DateTime(timezone=True)}
