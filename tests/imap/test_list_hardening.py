@@ -12,7 +12,7 @@ import time
 from hypothesis import given, settings, strategies as st
 
 from mailserver.imap.listmatch import ListPatterns, parents
-from tests.abuse import assert_responsive, city, city_factory  # noqa: F401  (fixtures)
+from tests.abuse import assert_responsive_while, city, city_factory  # noqa: F401  (fixtures)
 
 from .conftest import server_with
 
@@ -56,21 +56,14 @@ def test_parents_are_every_superior_of_a_name():
 def test_wildcard_list_leaves_the_loop_free(city):  # noqa: F811
     abuser = city.imap(0)
     assert abuser.create("a" * 110)[0] == "OK"
-    stop = threading.Event()
     answers: list[tuple[str, list]] = []
 
-    def abuse() -> None:
+    def abuse(stop: threading.Event) -> None:
         while not stop.is_set():
             answers.append(abuser.list('""', "*a*a*a*a*a*b"))
 
-    thread = threading.Thread(target=abuse, daemon=True)
-    thread.start()
-    try:
-        time.sleep(0.3)  # the first LIST is being answered (on main: the loop is held for seconds)
-        assert_responsive(city)
-    finally:
-        stop.set()
-        thread.join(60)
+    # the probe runs while a LIST is being answered (on main: the loop is held for seconds)
+    assert_responsive_while(city, abuse, warmup=0.3, join=60)
     assert answers and all(a == ("OK", [None]) for a in answers)  # nothing matches: no untagged LIST
     typ, lines = abuser.list('""', "*a*a*a*a*a")
     assert typ == "OK" and lines == [b'(\\HasNoChildren) "/" "' + b"a" * 110 + b'"']

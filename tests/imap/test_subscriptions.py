@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import time
 
 from sqlalchemy import text
 
@@ -14,7 +13,7 @@ from mailserver.store import mailboxes as mb
 from mailserver.store import migrate
 from mailserver.store.models import Account
 
-from tests.abuse import assert_responsive, city, city_factory  # noqa: F401  (fixtures)
+from tests.abuse import assert_responsive_while, city, city_factory  # noqa: F401  (fixtures)
 
 from .conftest import server_with
 
@@ -143,22 +142,14 @@ def test_listing_a_full_subscription_list_leaves_the_loop_free(city_factory):  #
         assert not line.startswith(b"s") or b" OK " in line, line
         answered += line.startswith(b"s")
     assert abuser._simple_command("SUBSCRIBE", "one-too-many")[0] == "NO"  # the list is full
-    stop = threading.Event()
     answers: list[str] = []
 
-    def abuse() -> None:
+    def abuse(stop: threading.Event) -> None:
         while not stop.is_set():
             for args in (("(SUBSCRIBED RECURSIVEMATCH)", '""', "%"), ("(SUBSCRIBED)", '""', "*l*e*v*e*l*9")):
                 answers.append(abuser._simple_command("LIST", *args)[0])
             answers.append(abuser._simple_command("LSUB", '""', "%/%")[0])
 
-    thread = threading.Thread(target=abuse, daemon=True)
-    thread.start()
-    try:
-        time.sleep(0.3)
-        assert_responsive(city)
-    finally:
-        stop.set()
-        thread.join(30)
+    assert_responsive_while(city, abuse, warmup=0.3, join=30)
     assert answers and set(answers) == {"OK"}
     abuser.logout()
