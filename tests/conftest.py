@@ -24,6 +24,10 @@ settings.register_profile("ci", derandomize=True, database=None, print_blob=True
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
+# Every child a test starts (`civicmail serve`, the CLI) prints the Python stack of each thread if it
+# dies of a fatal signal, so a crash in a C extension reaches the test's log with where it happened.
+os.environ.setdefault("PYTHONFAULTHANDLER", "1")
+
 # A test of the abuse harness (tests/abuse.py) asserts that a bystander is answered within 1 s while an
 # abuse runs: it is marked `serial`, and .ci/run runs those alone after the parallel group, so another
 # xdist worker sharing the two cores cannot make it late. Others with a deadline carry the mark by hand.

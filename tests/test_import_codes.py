@@ -107,7 +107,7 @@ def test_killed_import_keeps_every_code(pg_registry, tmp_path):
         conn.execute(text("LOCK TABLE audit_log IN EXCLUSIVE MODE"))
         proc = subprocess.Popen(_cli(reg.config, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         _wait("the codes of a batch are on disk before the batch commits",
-              lambda: _lines(codes) >= BATCH, proc, seconds=30)
+              lambda: _lines(codes) >= BATCH, proc, seconds=120)
         _kill(proc)
         conn.rollback()
     blocker.dispose()
