@@ -11,6 +11,7 @@ from sqlalchemy import bindparam, update
 from sqlalchemy.exc import IntegrityError
 
 from mailserver.identity.keys import IdKeyring
+from mailserver.identity.rowseal import seal_row
 from mailserver.store import Store
 from mailserver.store.driver import driver_execute, driver_rows
 from mailserver.store.mailstore import NewMessage, insert_messages
@@ -19,7 +20,6 @@ from mailserver.store.notify import hub
 from mailserver.store.outage import Backoff, is_outage
 
 from .reasons import DUPLICATE as DUPLICATE_REASON
-from .rowkeys import seal_row
 from .rowstate import DELIVERED, DUPLICATE, KEEP_DATA, RowState
 from .applications import thread_into_applications
 

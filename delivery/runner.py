@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 
 from mailserver.config import Config
 from mailserver.errors import NotFound, StoreUnavailable
+from mailserver.identity.rowseal import unseal_row
 from mailserver.registry import Registry
 from mailserver.store.models import (Account, Agency, AgencyGrant, AgencySender, ApplicationDesk, Drop, DropRow,
                                      utcnow)
@@ -40,7 +41,6 @@ from .pipeline import (RowContext, RunSpec, init_worker, paper_letters, process_
 from .read import AlreadyRun, FileError
 from .render import AgencyInfo
 from .report import ReportWriter, Summary, report_rows, write_stored_paper, write_stored_report
-from .rowkeys import unseal_row
 from .rowstate import RETRYABLE, RowState
 from .validate import column_mapping
 
