@@ -6,6 +6,7 @@ directories with it too, without importing the CLI.
 """
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from pathlib import Path
@@ -28,11 +29,13 @@ DEMO_DROPS = ("licence-renewal", "vehicle-inspection", "overdue-fine", "medical-
               "provident-fund-statement")
 
 
-def write_config(path: Path, domain: str, hostname: str) -> None:
-    """The commented default configuration, with this city's domain and host name."""
+def write_config(path: Path, domain: str, hostname: str, store_url: str = "") -> None:
+    """The commented default configuration, with this city's domain and host name, and the store
+    URL given to ``init`` (empty: the SQLite file in the data directory)."""
     text = TEMPLATE.read_text(encoding="utf-8")
-    text = re.sub(r'(?m)^domain = ".*"$', f'domain = "{domain}"', text, count=1)
-    text = re.sub(r'(?m)^hostname = ".*"$', f'hostname = "{hostname}"', text, count=1)
+    for key, value in (("domain", domain), ("hostname", hostname), ("url", store_url)):
+        # json.dumps writes a TOML basic string (quotes, backslashes and non-ASCII escaped)
+        text = re.sub(rf'(?m)^{key} = ".*"$', lambda _: f"{key} = {json.dumps(value)}", text, count=1)
     path.write_text(text, encoding="utf-8")
 
 

@@ -27,12 +27,17 @@ def command(app: App, data_dir: Path, domain: str | None, hostname: str | None, 
     Safe to run again: what exists is kept (an existing civicmail.toml is not rewritten)."""
     data_dir.mkdir(mode=datadir.DIR_MODE, parents=True, exist_ok=True)
     path = data_dir / "civicmail.toml"
+    # --set store.url=... is written into a new file: the commands after init must find the same store
+    store_url = config_mod.build({}, app.overrides).store.url
     if path.exists():
         if domain or hostname:
             click.echo(f"{path} exists: --domain and --hostname ignored (edit the file instead)", err=True)
+        if store_url and config_mod.load(path).store.url != store_url:
+            click.echo(f"{path} exists: its store.url is not the one given with --set; the commands that follow "
+                       "use the file's (edit the file to change it)", err=True)
     else:
         domain = (domain or "civic.example").lower()
-        write_config(path, domain, hostname or f"mail.{domain}")
+        write_config(path, domain, hostname or f"mail.{domain}", store_url)
         os.chmod(path, 0o640)
     config = config_mod.load(path, app.overrides)
     app.use_config(config)
