@@ -329,6 +329,14 @@ def _start_drop(reg: Registry, path: Path, sha: str, agency_id: str, notice_type
                                                       AgencyGrant.notice_type_id == notice_type).with_for_update())
         previous = s.scalars(select(Drop).where(Drop.sha256 == sha, Drop.agency_id == agency_id,
                                                 Drop.notice_type_id == notice_type).order_by(Drop.id.desc())).first()
+        if previous is not None and previous.state == "running" and s.scalars(
+                select(Drop).where(Drop.id == previous.id).with_for_update(skip_locked=True)
+                .execution_options(populate_existing=True)).first() is None:
+            # PostgreSQL: its row is locked by a batch being written (deliver._write): its owner
+            # is at work, or stalled inside a transaction the server ends after store.statement_timeout.
+            # (Once locked here, its owner and lease are read again: a renewal may just have come.)
+            raise DropBusy(f"drop {previous.id} of this file is running on node {previous.owner} (it is writing a "
+                           "batch): not resumed here while that node is alive")
         if (previous is not None and previous.state == "running" and previous.owner not in (None, me)
                 and previous.lease_until is not None and as_utc(previous.lease_until) > now
                 and not leases.gone(previous.owner)):
