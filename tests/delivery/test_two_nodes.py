@@ -124,3 +124,76 @@ def test_a_live_nodes_drop_is_refused_and_a_stalled_ones_taken_over_once(pg_drop
     with reg.store.reader() as s:
         assert s.execute(select(Drop.state, Drop.rows_total, Drop.rows_delivered, Drop.owner)).all() == [
             ("done", ROWS, ROWS, None)]
+
+
+def test_two_serve_nodes_run_a_mailed_drop_and_a_spooled_file_once(pg_url, tmp_path):
+    """Two `civicmail serve` nodes, each with its own data directory, on one PostgreSQL and one
+    shared spool folder: the drop mailed to drops@ is run once and answered once (each node kept
+    the mailbox position in its own file, and both ran it); the spooled file is run once and moved
+    to done/ (the second node resumed the first's drop, or found it done and set the file aside)."""
+    import re
+    import shutil
+    from email.message import EmailMessage
+    import smtplib
+
+    from drophelpers import CATALOG
+    from mailcheck import inbox_messages
+    from mailserver.bench.smtp import start_server
+    from mailserver.provision import prepare
+    from mailserver.registry import Registry
+    from mailserver.store import open_store
+    from mailserver.store.models import Lease, Notice
+    from tests.conftest import make_config
+
+    config = make_config(tmp_path / "a", store_url=pg_url)
+    prepare(config)
+    store = open_store(config)
+    make_city(Registry(config, store))
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # the second node: same keys and certificates
+    spool = tmp_path / "spool"  # shared by both nodes (a network folder)
+    (spool / "traffic-police" / "licence-renewal").mkdir(parents=True)
+    sets = (f"store.url={pg_url}", f"delivery.spool_dir={spool}")
+    nodes = [start_server(tmp_path / name / "civicmail.toml", sets) for name in ("a", "b")]
+    try:
+        first_log = nodes[0][3]
+        port = int(re.search(r"SMTP submission listening on [\d.]+:(\d+)", "".join(first_log)).group(1))
+        msg = EmailMessage()
+        msg["From"] = msg["Sender"] = f"social-security@{config.city.domain}"
+        msg["To"] = f"drops@{config.city.domain}"
+        msg["Subject"] = "十一月 pension-statement"
+        msg.set_content("见附件")
+        msg.add_attachment((CATALOG["pension-statement"].folder / "sample.csv").read_bytes(), maintype="text",
+                           subtype="csv", filename="pension.csv")
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+            smtp.login("social-security", "agency-password-1")  # loopback, development: no TLS needed
+            smtp.send_message(msg)
+        part = spool / "traffic-police" / "licence-renewal" / "today.csv.part"
+        part.write_bytes((CATALOG["licence-renewal"].folder / "sample.csv").read_bytes())
+        part.rename(part.with_name("today.csv"))
+        deadline = time.monotonic() + 120
+        while not (inbox_messages(store, f"social-security@{config.city.domain}")
+                   and (spool / "traffic-police" / "licence-renewal" / "done" / "today.csv").exists()):
+            assert time.monotonic() < deadline, "".join(nodes[0][3][-20:] + nodes[1][3][-20:])
+            time.sleep(0.1)
+        time.sleep(6)  # three more polls of both watchers: time for a second run to show, if one came
+    finally:
+        for proc, *_ in nodes:
+            proc.send_signal(signal.SIGTERM)
+        codes = [proc.wait(60) for proc, *_ in nodes]
+    try:
+        assert codes == [0, 0]
+        assert len(inbox_messages(store, f"social-security@{config.city.domain}")) == 1
+        with store.reader() as s:
+            drops = s.execute(select(Drop.notice_type_id, Drop.state, Drop.source).order_by(Drop.id)).all()
+            notices = s.scalar(select(func.count(Notice.id)))
+            position = s.scalar(select(Lease.position).where(Lease.name == "maildrop"))
+        assert sorted(drops) == [("licence-renewal", "done", "spool"), ("pension-statement", "done", "mail")]
+        assert notices == 6
+        assert position is not None and '"last_uid": 1' in position
+        assert not (spool / "traffic-police" / "licence-renewal" / "failed").exists()
+        assert not any((tmp_path / name / "maildrop-state.json").exists() for name in ("a", "b"))
+        logs = "".join(nodes[0][3] + nodes[1][3])
+        assert "Traceback" not in logs
+        assert len(re.findall(r"mail social-security/pension-statement/pension.csv \(message 1\): drop", logs)) == 1
+    finally:
+        store.dispose()
