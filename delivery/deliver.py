@@ -10,7 +10,9 @@ from __future__ import annotations
 from sqlalchemy import bindparam, update
 from sqlalchemy.exc import IntegrityError
 
+from mailserver.errors import StorageError
 from mailserver.identity.keys import IdKeyring
+from mailserver.identity.rowseal import seal_row
 from mailserver.store import Store
 from mailserver.store.driver import driver_execute, driver_rows
 from mailserver.store.mailstore import NewMessage, insert_messages
@@ -19,11 +21,15 @@ from mailserver.store.notify import hub
 from mailserver.store.outage import Backoff, is_outage
 
 from .reasons import DUPLICATE as DUPLICATE_REASON
-from .rowkeys import seal_row
 from .rowstate import DELIVERED, DUPLICATE, KEEP_DATA, RowState
 from .applications import thread_into_applications
 
 KEY_CHUNK = 900
+
+
+class DropTakenOver(StorageError):
+    """The drop's lease passed while this node was stalled, and another node took it over: the
+    batch is not written (rolled back), and this run stops."""
 
 
 def known_keys(session, keys: list[str]) -> set[str]:
@@ -56,14 +62,17 @@ def mark_duplicates(session, rows: list[RowState]) -> list[RowState]:
 
 
 def deliver_batch(store: Store, ring: IdKeyring, drop_id: int, agency_id: str, notice_type: str,
-                  rows: list[RowState], originals: dict[int, dict[str, str]], retry_seconds: float = 0.0) -> None:
+                  rows: list[RowState], originals: dict[int, dict[str, str]], retry_seconds: float = 0.0,
+                  owner: str | None = None) -> None:
     """Write one batch. ``originals``: row number -> the row's cells (sealed for rows kept).
+    ``owner``: the node running the drop; the batch is written only while the drop is still its
+    (DropTakenOver otherwise).
     A failure for a database outage is retried with backoff for ``retry_seconds``, then raises
     StoreUnavailable (the transaction rolled back: nothing of the batch is stored)."""
     conflicts, backoff = 0, Backoff(retry_seconds)
     while True:
         try:
-            folder_ids = _write(store, ring, drop_id, agency_id, notice_type, rows, originals)
+            folder_ids = _write(store, ring, drop_id, agency_id, notice_type, rows, originals, owner)
             break
         except IntegrityError:
             # Another writer delivered one of these keys meanwhile: redo, now seeing it as duplicate.
@@ -103,11 +112,17 @@ def _sealed(ring: IdKeyring, r: RowState, originals: dict[int, dict[str, str]]) 
     return seal_row(ring, originals[r.line]) if r.status in KEEP_DATA and r.line in originals else None
 
 
-def _write(store, ring, drop_id, agency_id, notice_type, rows, originals) -> set[int]:
+def _write(store, ring, drop_id, agency_id, notice_type, rows, originals, owner) -> set[int]:
     now = utcnow()
     if store.dialect == "sqlite":  # stored as SQLAlchemy's DateTime stores it there (UTC, no offset)
         now = now.strftime("%Y-%m-%d %H:%M:%S.%f")
     with store.session() as s:
+        # The drop's row first, locked until the commit (SQLite: the write lock, taken at BEGIN): a
+        # node taking the drop over waits for this batch, and a batch after the takeover sees it.
+        drop = s.get(Drop, drop_id, with_for_update=True)
+        if owner is not None and drop.owner != owner:
+            raise DropTakenOver(f"drop {drop_id} was taken over by node {drop.owner} while this run was stalled "
+                                "past its lease; this run stops (nothing is delivered twice)")
         todo = mark_duplicates(s, rows)
         thread_into_applications(s, agency_id, todo)
         delivered = insert_messages(s, [NewMessage(account_id=r.account_id, raw=r.raw, analyzed=r.analyzed)
@@ -133,7 +148,6 @@ def _write(store, ring, drop_id, agency_id, notice_type, rows, originals) -> set
                   "b_stage": rec["stage"], "b_data": rec["data"], "b_key": rec["idempotency_key"]}
                  for rec in again],
                 execution_options={"synchronize_session": False})
-        drop = s.get(Drop, drop_id)
         new_rows = [r for r in rows if r.row_id is None]
         drop.rows_total += len(new_rows)
         drop.rows_delivered += len(todo)

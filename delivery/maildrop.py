@@ -10,6 +10,12 @@ The summary goes back as a message into the agency's own mailbox, again through 
 Whatever fails on one message (a file name no file may have, a workbook openpyxl chokes on, a
 subject no reply can carry) is answered with the reason and the watcher's position moves past it
 (``shunt``): a bad message never holds up the drops mailed after it.
+
+With several nodes, one at a time reads the drop mailbox: the one holding its lease
+(``maildrop``, delivery.lease_seconds, renewed while it works). The watcher's position (the last
+UID run) is kept with the lease in the database and moved only by the holder, so a mailed drop is
+run once whichever node's watcher sees it; if the holder dies, another node claims the lease once
+it passed and goes on from the position.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from sqlalchemy import select
 
 from mailserver.registry import Registry
 from mailserver.registry.folders import create_default_folders
+from mailserver.store import leases
 from mailserver.store.mailstore import deliver
 from mailserver.store.models import Account, Content, Folder, Message
 
@@ -42,6 +49,9 @@ log = logging.getLogger("civicmail.delivery.maildrop")
 DROP_LOCAL_PART = "drops"
 TRUSTED_HEADER = "X-Civicmail-Authenticated"
 TYPE_HEADER = "X-Civicmail-Notice-Type"
+#: the watcher's lease, and its position, in the database
+WATCHER = "maildrop"
+#: where each node kept its position before the lease (read once, to carry it over; then removed)
 STATE_FILE = "maildrop-state.json"
 ATTACHMENT_SUFFIXES = tuple("." + f for f in FORMATS)
 #: longest file name stem and subject kept from a mailed drop (they go into files and the reply)
@@ -73,18 +83,21 @@ class MailDropResult:
 
 
 def _state(reg: Registry) -> dict:
-    path = reg.config.data_path(STATE_FILE)
-    try:
-        return json.loads(path.read_text())
+    stored = leases.position(reg.store, WATCHER)
+    if stored:
+        return json.loads(stored)
+    try:  # a node upgraded from the file it kept its position in
+        return json.loads(reg.config.data_path(STATE_FILE).read_text())
     except (FileNotFoundError, ValueError):
         return {"uidvalidity": None, "last_uid": 0}
 
 
-def _save_state(reg: Registry, state: dict) -> None:
-    path = reg.config.data_path(STATE_FILE)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state))
-    tmp.replace(path)
+def _save_state(reg: Registry, state: dict) -> bool:
+    """Move the position; False if this node no longer holds the watcher's lease."""
+    if not leases.move_position(reg.store, WATCHER, json.dumps(state)):
+        return False
+    reg.config.data_path(STATE_FILE).unlink(missing_ok=True)
+    return True
 
 
 def _new_messages(reg: Registry, state: dict) -> tuple[int | None, list[tuple[int, bytes]]]:
@@ -133,20 +146,31 @@ def one_line(text: str) -> str:
 
 
 def process_new_mail(reg: Registry) -> list[MailDropResult]:
-    """Run the drops that arrived since the last call. Blocking: the service calls it in a thread.
-    The position moves past every message, whatever became of it, unless the store is away."""
+    """Run the drops that arrived since the last call, if this node holds the watcher's lease
+    (nothing otherwise: another node's watcher runs them). Blocking: the service calls it in a
+    thread. The position moves past every message, whatever became of it, unless the store is away."""
+    seconds = reg.config.delivery.lease_seconds
+    if not leases.claim(reg.store, WATCHER, seconds):
+        return []
     state = _state(reg)
     uidvalidity, messages = _new_messages(reg, state)
-    results = []
+    results: list[MailDropResult] = []
+    if not messages:
+        return results
     known = set(load_catalog(reg.config.templates_dir))
-    for uid, raw in messages:
-        try:
-            results.append(_process_one(reg, uid, raw, known))
-        except Exception as exc:
-            if store_unavailable(exc):
-                raise  # the message is read again in the next round
-            results.append(_set_aside(reg, uid, raw, exc))
-        _save_state(reg, {"uidvalidity": uidvalidity, "last_uid": uid})
+    with leases.Heartbeat(lambda: leases.renew(reg.store, WATCHER, seconds), seconds, "drop mailbox") as beat:
+        for uid, raw in messages:
+            if beat.lost.is_set():
+                break
+            try:
+                results.append(_process_one(reg, uid, raw, known))
+            except Exception as exc:
+                if store_unavailable(exc):
+                    raise  # the message is read again in the next round
+                results.append(_set_aside(reg, uid, raw, exc))
+            if not _save_state(reg, {"uidvalidity": uidvalidity, "last_uid": uid}):
+                log.warning("drop mailbox: the watcher's lease passed to another node after message %d", uid)
+                break
     return results
 
 

@@ -25,11 +25,11 @@ from sqlalchemy import func, select
 
 from mailserver.cells import SpreadsheetWriter
 from mailserver.identity.keys import IdKeyring
+from mailserver.identity.rowseal import unseal_row
 from mailserver.privatefiles import replace_private
 from mailserver.store import Store
 from mailserver.store.models import Drop, DropRow
 
-from .rowkeys import unseal_row
 from .rowstate import STATUSES, UNMATCHED, RowState
 
 #: named so as not to clash with a notice type's own "status" or "reason" field

@@ -2,15 +2,21 @@
 
 A drop whose earlier run did not finish (a crash, SIGKILL, a failed batch) is resumed when the
 same file is run again: its rows already recorded are skipped, and the idempotency keys make
-sure nothing is delivered twice even if they were not. A drop that finished is refused when its
+sure nothing is delivered twice even if they were not. A running drop belongs to the node running
+it (``drop.owner``) for a lease it renews while it runs (``delivery.lease_seconds``): another node
+running the same file meanwhile is refused (``DropBusy``); once the lease passed unrenewed (the
+node died) the next run of the file takes the drop over and resumes it, and the old owner, if it
+was only stalled, finds its next batch refused (``DropTakenOver``) and stops. A drop that finished is refused when its
 file (same SHA-256, agency and notice type) comes again, unless ``force`` (then every row it
 delivered reports as a duplicate).
 """
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import gc
 import json
+import logging
 import os
 import threading
 import time
@@ -22,28 +28,31 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Iterator
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from mailserver.config import Config
-from mailserver.errors import NotFound, StoreUnavailable
+from mailserver.errors import Conflict, NotFound, StoreUnavailable
+from mailserver.identity.rowseal import unseal_row
 from mailserver.registry import Registry
+from mailserver.store import leases
+from mailserver.store.leases import Heartbeat
 from mailserver.store.models import (Account, Agency, AgencyGrant, AgencySender, ApplicationDesk, Drop, DropRow,
-                                     utcnow)
+                                     as_utc, utcnow)
 from mailserver.store.outage import describe, is_outage, retrying
 
 from . import read as read_mod
 from . import reasons
 from .catalog import get_definition, load_agencies, load_catalog
-from .deliver import deliver_batch, mark_duplicates
+from .deliver import DropTakenOver, deliver_batch, mark_duplicates
 from .pipeline import (RowContext, RunSpec, init_worker, paper_letters, process_chunk, process_rows,
                        small_cache_store, unpack)
 from .read import AlreadyRun, FileError
 from .render import AgencyInfo
 from .report import ReportWriter, Summary, report_rows, write_stored_paper, write_stored_report
-from .rowkeys import unseal_row
 from .rowstate import RETRYABLE, RowState
 from .validate import column_mapping
 
+log = logging.getLogger("civicmail.delivery")
 #: files smaller than this run in-process: starting worker processes costs more than it saves
 POOL_THRESHOLD_BYTES = 256 * 1024
 #: rows per chunk sent to a worker process (a delivery transaction takes delivery.batch_size rows)
@@ -55,6 +64,10 @@ CHUNKS_PER_WORKER = 2
 WRITER_CACHE_KIB = 2 * 1024
 #: batches handed to the writer thread and not yet written (bounded: memory stays flat)
 WRITES_QUEUED = 1
+
+
+class DropBusy(Conflict):
+    """The file's drop is running on another node whose lease is alive: it is not resumed here."""
 
 
 @dataclass
@@ -153,7 +166,7 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
                     r.status, r.stage = "delivered", "deliver"
         else:
             deliver_batch(writer_store, reg.keyring, drop_id, agency_id, notice_type, rows, originals,
-                          retry_seconds=config.delivery.store_retry_seconds)
+                          retry_seconds=config.delivery.store_retry_seconds, owner=store.node)
         return rows, originals
 
     def written(rows: list[RowState], originals: dict[int, dict[str, str]]) -> None:
@@ -167,6 +180,18 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
     # The writer's own connection, with a page cache that does not grow with the drop: a batch's
     # pages are written to the WAL at commit, and SQLite spills early if a batch outgrows it.
     writer_store = small_cache_store(config, WRITER_CACHE_KIB) if store.dialect == "sqlite" else store
+    lease = config.delivery.lease_seconds
+    heartbeat, beating = contextlib.ExitStack(), False  # the drop's lease, renewed while it runs
+
+    def beat() -> None:
+        """Start the heartbeat once the first batch is back: by then the worker processes are
+        forked (all at once: ProcessPoolExecutor with fork), and a fork must not copy a thread
+        that might hold a lock (_start_method). The lease taken at the start covers the wait."""
+        nonlocal beating
+        if drop_id is not None and not beating:
+            heartbeat.enter_context(Heartbeat(lambda: _renew_drop(reg, drop_id, lease), lease, f"drop {drop_id}"))
+            beating = True
+
     try:
         # The writer runs in its own thread, up to WRITES_QUEUED batches behind: while a commit
         # waits for the disk, the workers go on rendering (and the writer never waits for them
@@ -174,11 +199,13 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
         with ThreadPoolExecutor(1, thread_name_prefix="drop-writer") as writing:
             in_write: deque = deque()
             for rows, originals in _batches(_process(spec, reg, path, _chunks(pending, chunk)), batch):
+                beat()
                 while len(in_write) >= WRITES_QUEUED or (in_write and in_write[0].done()):
                     written(*in_write.popleft().result())
                 in_write.append(writing.submit(write, rows, originals))
             while in_write:
                 written(*in_write.popleft().result())
+        beat()
         if drop_id is not None:
             # Before the drop is done: a run killed while writing them is resumed, and writes them.
             letters = write_outputs(reg, drop_id, spec, read_mod.rows(drop_file), report_path, paper_path)
@@ -186,10 +213,13 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
             writer.close()
             letters = writer.paper_rows
     except BaseException as exc:
+        heartbeat.close()
         if writer is not None:
             writer.close(failed=exc)
         if writer_store is not store:
             writer_store.dispose()
+        if isinstance(exc, DropTakenOver):
+            raise  # the drop is another node's now: its state is that node's to record
         if drop_id is not None:
             try:
                 _finish_drop(reg, drop_id, "failed", f"{exc.__class__.__name__}: the run stopped; run again to resume")
@@ -199,6 +229,7 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
         if is_outage(exc):
             raise _stopped(drop_id, summary, exc) from None
         raise
+    heartbeat.close()
     if writer_store is not store:
         writer_store.dispose()
     summary.elapsed = time.monotonic() - started
@@ -286,26 +317,62 @@ def _start_method() -> str:
 
 def _start_drop(reg: Registry, path: Path, sha: str, agency_id: str, notice_type: str, force: bool, source: str,
                 columns: list[str]) -> tuple[int, int, bool]:
+    """Claim the file's drop for this node: a new one, or the earlier run of the same file resumed
+    (taken over, if another node held it and its lease passed). DropBusy while another node's
+    lease on it is alive."""
+    me, now = reg.store.node, utcnow()
+    until = now + dt.timedelta(seconds=reg.config.delivery.lease_seconds)
     with reg.store.session() as s:
+        # One start at a time per agency and notice type: the grant's row is locked (SQLite's
+        # write lock is taken at BEGIN), so two nodes never both create, or both take over, a drop.
+        s.execute(select(AgencyGrant.agency_id).where(AgencyGrant.agency_id == agency_id,
+                                                      AgencyGrant.notice_type_id == notice_type).with_for_update())
         previous = s.scalars(select(Drop).where(Drop.sha256 == sha, Drop.agency_id == agency_id,
                                                 Drop.notice_type_id == notice_type).order_by(Drop.id.desc())).first()
+        if previous is not None and previous.state == "running" and s.scalars(
+                select(Drop).where(Drop.id == previous.id).with_for_update(skip_locked=True)
+                .execution_options(populate_existing=True)).first() is None:
+            # PostgreSQL: its row is locked by a batch being written (deliver._write): its owner
+            # is at work, or stalled inside a transaction the server ends after store.statement_timeout.
+            # (Once locked here, its owner and lease are read again: a renewal may just have come.)
+            raise DropBusy(f"drop {previous.id} of this file is running on node {previous.owner} (it is writing a "
+                           "batch): not resumed here while that node is alive")
+        if (previous is not None and previous.state == "running" and previous.owner not in (None, me)
+                and previous.lease_until is not None and as_utc(previous.lease_until) > now
+                and not leases.gone(previous.owner)):
+            raise DropBusy(f"drop {previous.id} of this file is running on node {previous.owner} (lease until "
+                           f"{as_utc(previous.lease_until):%Y-%m-%d %H:%M:%S}Z, renewed while it runs): not resumed "
+                           "here while that node is alive")
         if previous is not None and not force:
             if previous.state == "done":
                 raise AlreadyRun(reasons.ALREADY_RUN.format(drop_id=previous.id, delivered=previous.rows_delivered))
             last = s.scalar(select(func.max(DropRow.line)).where(DropRow.drop_id == previous.id)) or 0
+            if previous.state == "running" and previous.owner not in (None, me):
+                log.warning("drop %d: taken over from node %s (its lease passed, or its process ended)",
+                            previous.id, previous.owner)
             previous.state, previous.error, previous.finished_at = "running", None, None
+            previous.owner, previous.lease_until = me, until
             return previous.id, last, True
         drop = Drop(agency_id=agency_id, notice_type_id=notice_type, filename=path.name, sha256=sha, state="running",
-                    source=source, columns=json.dumps(columns, ensure_ascii=False))
+                    source=source, columns=json.dumps(columns, ensure_ascii=False), owner=me, lease_until=until)
         s.add(drop)
         s.flush()
         return drop.id, 0, False
 
 
-def _finish_drop(reg: Registry, drop_id: int, state: str, error: str | None) -> None:
+def _renew_drop(reg: Registry, drop_id: int, seconds: float) -> bool:
+    """The heartbeat of a running drop: False once another node took it over."""
     with reg.store.session() as s:
-        drop = s.get(Drop, drop_id)
-        drop.state, drop.error, drop.finished_at = state, error, utcnow()
+        return s.execute(update(Drop).where(Drop.id == drop_id, Drop.owner == reg.store.node,
+                                            Drop.state == "running")
+                         .values(lease_until=utcnow() + dt.timedelta(seconds=seconds))).rowcount == 1
+
+
+def _finish_drop(reg: Registry, drop_id: int, state: str, error: str | None) -> None:
+    """Record the end of this node's run (nothing, if another node took the drop over meanwhile)."""
+    with reg.store.session() as s:
+        s.execute(update(Drop).where(Drop.id == drop_id, Drop.owner == reg.store.node).values(
+            state=state, error=error, finished_at=utcnow(), owner=None, lease_until=None))
 
 
 def retry_drop(reg: Registry, drop_id: int) -> Summary:

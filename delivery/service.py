@@ -11,7 +11,9 @@ import asyncio
 import logging
 from pathlib import Path
 
-from .maildrop import ensure_drop_mailbox, process_new_mail
+from mailserver.store import leases
+
+from .maildrop import WATCHER, ensure_drop_mailbox, process_new_mail
 from .shunt import store_unavailable
 from .spool import pending_files, process_file
 
@@ -101,6 +103,13 @@ class MailDropWatcher(_Poller):
 
     async def scan(self) -> None:
         await self.ctx.run(process_new_mail, self.ctx.registry)
+
+    async def stop(self) -> None:
+        await super().stop()
+        try:  # another node's watcher may take over at once, not after the lease
+            await self.ctx.run(leases.release, self.ctx.store, WATCHER)
+        except Exception as exc:
+            log.warning("maildrop: the watcher's lease was not released: %s", exc.__class__.__name__)
 
 
 def make_services(ctx) -> list:

@@ -6,6 +6,11 @@ file again, move it back into its folder.
 Agencies write a file under a temporary name and rename it when complete: names starting with
 ``.`` or ending in ``.part`` / ``.tmp`` are not picked up (a rename is atomic; a half-copied file
 would otherwise be run).
+
+Several nodes may watch one spool (a shared folder): a file is run by the node that claims its
+lease (``spool:<agency>/<notice type>/<name>``, renewed while it runs, released once the file is
+moved); the others leave it alone. If that node dies, another claims the file once the lease
+passed, and its run takes the drop over (delivery/runner.py).
 """
 from __future__ import annotations
 
@@ -20,9 +25,11 @@ from typing import Iterable
 from mailserver import datadir
 from mailserver.config import Config
 from mailserver.registry import Registry
+from mailserver.store import leases
 
 from .read import FORMATS
-from .runner import run_drop
+from .deliver import DropTakenOver
+from .runner import DropBusy, run_drop
 from .shunt import set_aside_reason, store_unavailable
 
 log = logging.getLogger("civicmail.delivery.spool")
@@ -81,12 +88,28 @@ def _copy_private(src: Path | None, dst: Path) -> None:
         os.chmod(dst, 0o600)
 
 
-def process_file(reg: Registry, agency: str, notice_type: str, path: Path) -> SpoolOutcome:
+def process_file(reg: Registry, agency: str, notice_type: str, path: Path) -> SpoolOutcome | None:
     """Run one spooled file and move it: to ``failed/`` whatever went wrong, except the store
-    being unreachable (raised: the file stays for the next round). Blocking: the service calls
-    it in a thread."""
+    being unreachable (raised: the file stays for the next round). None, the file left alone, if
+    another node runs it. Blocking: the service calls it in a thread."""
+    name, seconds = f"spool:{agency}/{notice_type}/{path.name}"[:400], reg.config.delivery.lease_seconds
+    if not leases.claim(reg.store, name, seconds):
+        return None
+    try:
+        with leases.Heartbeat(lambda: leases.renew(reg.store, name, seconds), seconds, name):
+            if not path.exists():  # run and moved by the node that held the lease before
+                return None
+            return _run_file(reg, agency, notice_type, path)
+    finally:
+        leases.release(reg.store, name, forget=True)
+
+
+def _run_file(reg: Registry, agency: str, notice_type: str, path: Path) -> SpoolOutcome | None:
     try:
         result = run_drop(reg, path, agency, notice_type, source="spool")
+    except (DropBusy, DropTakenOver) as exc:  # another node's run: it moves the file
+        log.info("spool %s/%s/%s: left to another node: %s", agency, notice_type, path.name, exc)
+        return None
     except Exception as exc:
         if store_unavailable(exc):
             raise

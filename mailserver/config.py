@@ -229,6 +229,9 @@ class OutboundConfig:
     max_attempts: int = 8
     #: first retry delay in seconds; each later one doubles
     retry_base_seconds: int = 60
+    #: seconds a claimed entry is reserved for the node attempting it; renewed every third of it
+    #: while the attempt runs (a heartbeat), so another node resends only after the node died
+    lease_seconds: float = 900.0
 
 
 @dataclass(frozen=True)
@@ -252,6 +255,10 @@ class DeliveryConfig:
     #: seconds a drop run retries a database write that failed for an outage (with backoff)
     #: before it stops (the same command run again then resumes it)
     store_retry_seconds: float = 60.0
+    #: seconds a running drop (a spooled file, the drop mailbox's watcher) is reserved for the node
+    #: running it; renewed every third of it while it runs, taken over by another node only after
+    #: it passed unrenewed (the node died or stalled)
+    lease_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -475,6 +482,10 @@ def _validate(config: Config) -> None:
         raise ConfigError("login.cache_size, login.cache_ttl_seconds: must be 0 or more, and at least 1 second")
     if config.delivery.store_retry_seconds < 0:
         raise ConfigError("delivery.store_retry_seconds: must be 0 or more")
+    for key in ("delivery.lease_seconds", "outbound.lease_seconds"):
+        section, name = key.split(".")
+        if getattr(getattr(config, section), name) < 1:
+            raise ConfigError(f"{key}: must be at least 1 second")
     for key in ("busy_timeout", "connect_timeout", "statement_timeout", "lookup_timeout", "commit_timeout"):
         if getattr(config.store, key) <= 0:
             raise ConfigError(f"store.{key}: must be more than 0 seconds")

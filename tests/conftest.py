@@ -13,7 +13,7 @@ import pytest
 from hypothesis import settings
 
 from mailserver import config as config_mod
-from mailserver.cli.init import prepare
+from mailserver.provision import prepare
 from mailserver.registry import Registry
 from mailserver.store import Store, open_store
 
@@ -104,7 +104,7 @@ def store_url(request, tmp_path):
 
 def make_config(data_dir: Path, *overrides: str, store_url: str | None = None, fast_kdf: bool = True):
     """Write a civicmail.toml into data_dir (test domain hz.example.cn) and load it."""
-    from mailserver.cli.init import write_config
+    from mailserver.provision import write_config
 
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / "civicmail.toml"

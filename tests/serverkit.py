@@ -21,7 +21,7 @@ def prepared_city(data_dir: Path, overrides: tuple[str, ...], populate: Callable
                   store_url: str | None = None) -> tuple[object, T]:
     """A prepared data directory (``civicmail init`` without the demo) and what ``populate``
     registered in it: (config, populate's result)."""
-    from mailserver.cli.init import prepare
+    from mailserver.provision import prepare
     from tests.conftest import make_config
 
     config = make_config(data_dir, *overrides, store_url=store_url)

@@ -69,6 +69,34 @@ def test_production_advertises_the_server_hostname(tmp_path):
     assert "localhost" not in done.stdout.partition("DNS records")[2]
 
 
+def test_init_writes_the_store_url_it_was_given(tmp_path, store_url):
+    """`init --set store.url=...` sets up that store and writes it into civicmail.toml, so that the
+    next command (no --set) uses the same store, not a new empty SQLite file (both engines)."""
+    import tomllib
+
+    from sqlalchemy import create_engine, text
+
+    if store_url.startswith("sqlite"):
+        store_url = f"sqlite:///{tmp_path / 'elsewhere' / 'city.sqlite3'}"
+    data = tmp_path / "data"
+    done = civicmail("--set", f"store.url={store_url}", "init", str(data), "--domain", "hz.example.cn")
+    assert done.returncode == 0, done.stderr
+    written = tomllib.loads((data / "civicmail.toml").read_text(encoding="utf-8"))
+    assert written["store"]["url"] == store_url
+    added = civicmail("-c", str(data / "civicmail.toml"), "agency", "add", "city-archive", "--name", "档案馆",
+                      "--sender", "archive@hz.example.cn")
+    assert added.returncode == 0, added.stderr
+    assert not (data / "civicmail.sqlite3").exists()
+    engine = create_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT name FROM agency WHERE id = 'city-archive'")).scalar() == "档案馆"
+    finally:
+        engine.dispose()
+    again = civicmail("--set", "store.url=sqlite:///somewhere/else.sqlite3", "init", str(data))
+    assert again.returncode == 0 and "its store.url is not the one given" in again.stderr
+
+
 def test_bin_civicmail_runs_with_the_checkouts_venv(tmp_path):
     """Run by a Python without the dependencies (the system's, as `bin/civicmail` from a shell
     finds it), bin/civicmail runs itself with the checkout's .venv; without one it says how to

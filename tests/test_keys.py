@@ -8,7 +8,7 @@ import json
 import pytest
 from sqlalchemy import select, update
 
-from delivery.rowkeys import seal_row, unseal_row
+from mailserver.identity.rowseal import seal_row, unseal_row
 from mailserver.errors import Conflict, UserError
 from mailserver.identity import idnumber
 from mailserver.identity.keys import IdKeyring, key_file_lock, version_of

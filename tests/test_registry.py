@@ -127,7 +127,7 @@ def test_password_change_disable_and_authenticate(registry):
 
 
 def test_agencies_senders_grants_and_login(registry):
-    from mailserver.cli.init import sync_catalog
+    from mailserver.provision import sync_catalog
 
     sync_catalog(registry)
     view = add_agency(registry, "traffic-police", "示例市公安局交通警察支队", ["traffic-police", "jj@hz.example.cn"],

@@ -38,7 +38,7 @@ CHEAP_HASH = ("passwords.memory_cost_kib=1024", "passwords.time_cost=1")
 
 def _config(root: Path, *overrides: str, real_hash: bool = False):
     from .. import config as config_mod
-    from ..cli.init import write_config
+    from ..provision import write_config
 
     path = root / "civicmail.toml"
     if not path.exists():
@@ -88,7 +88,7 @@ def prepare_data(root: Path, users: int, messages: int, varied: bool = False,
     product's argon2id settings with ``real_hash``, cheaply otherwise."""
     from sqlalchemy import select
 
-    from ..cli.init import prepare
+    from ..provision import prepare
     from ..identity import idnumber
     from ..registry import Registry
     from ..registry.citizens import add_citizen

@@ -22,7 +22,7 @@ def command(count: int) -> None:
     from sqlalchemy import select
 
     from .. import config as config_mod
-    from ..cli.init import prepare, write_config
+    from ..provision import prepare, write_config
     from ..registry import Registry
     from ..registry.bulk import import_file
     from ..services import surveys

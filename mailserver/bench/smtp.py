@@ -68,7 +68,7 @@ def make_message(n: int, to: str, size: int = 4096) -> bytes:
 
 def prepare_city(data_dir: Path) -> list[str]:
     """A fresh data directory with RECIPIENTS citizens; returns their addresses."""
-    from ..cli.init import prepare, write_config
+    from ..provision import prepare, write_config
     from ..registry.citizens import add_citizen
 
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -1,146 +1,18 @@
-"""`civicmail init DATA_DIR`: configuration, database, keys, certificates, DNS records; a demo city."""
+"""`civicmail init DATA_DIR`: configuration, database, keys, certificates, DNS records; a demo city.
+
+The work is done by ``mailserver.provision``; this command prints what it made."""
 from __future__ import annotations
 
 import os
-import re
-import secrets
 from pathlib import Path
 
 import click
 
 from .. import config as config_mod
 from .. import datadir
-from ..config import REPO_ROOT, Config
-from ..errors import Conflict
-from ..identity.certs import dkim_dns_record, make_dkim_key, make_self_signed
-from ..identity.keys import IdKeyring
+from ..provision import dns_records, make_demo, make_spool_folders, prepare, run_demo_drops, write_config
 from ..registry import Registry
-from ..registry.agencies import add_agency, grant, list_agencies, sync_notice_types
-from ..registry.citizens import add_citizen
-from ..store import migrate, open_store
 from .app import App
-
-TEMPLATE = REPO_ROOT / "config" / "civicmail.toml"
-
-#: the sample drops `init --demo` runs, so that every demo INBOX holds notices of three or four
-#: types from all three agencies; the README's walkthrough runs one more (violation-points)
-DEMO_DROPS = ("licence-renewal", "vehicle-inspection", "overdue-fine", "medical-statement", "pension-statement",
-              "provident-fund-statement")
-
-
-def write_config(path: Path, domain: str, hostname: str) -> None:
-    """The commented default configuration, with this city's domain and host name."""
-    text = TEMPLATE.read_text(encoding="utf-8")
-    text = re.sub(r'(?m)^domain = ".*"$', f'domain = "{domain}"', text, count=1)
-    text = re.sub(r'(?m)^hostname = ".*"$', f'hostname = "{hostname}"', text, count=1)
-    path.write_text(text, encoding="utf-8")
-
-
-def sync_catalog(registry: Registry) -> int:
-    from delivery.catalog import load_catalog
-
-    return sync_notice_types(registry, [d.as_row() for d in load_catalog(registry.config.templates_dir).values()])
-
-
-def prepare(config: Config) -> list[str]:
-    """Everything but the demo; idempotent. Returns lines describing what was made."""
-    made = []
-    data = config.data_dir
-    data.mkdir(mode=datadir.DIR_MODE, parents=True, exist_ok=True)
-    datadir.create_database_file(config)
-    keys_dir = config.data_path(config.keys.dir)
-    if not (keys_dir / "idnumber.json").exists():
-        IdKeyring.generate().save(keys_dir)
-        made.append(f"ID-number keys     {keys_dir} (back this folder up separately)")
-    store = open_store(config)
-    try:
-        before = migrate.current_revision(store)
-        migrate.upgrade(store)
-        made.append(f"database           {store.url.split('///')[-1] if store.dialect == 'sqlite' else store.dialect}"
-                    f" at revision {migrate.current_revision(store)}" + ("" if before else " (new)"))
-        registry = Registry(config, store)
-        made.append(f"notice types       {sync_catalog(registry)} loaded from {config.templates_dir}")
-    finally:
-        store.dispose()
-    cert, key = config.data_path(config.tls.cert), config.data_path(config.tls.key)
-    if not cert.exists() or not key.exists():
-        make_self_signed(cert, key, config.server.hostname)
-        made.append(f"TLS certificate    {cert} (self-signed for {config.server.hostname}, localhost)")
-    dkim = config.data_path(config.dkim.key)
-    if not dkim.exists():
-        make_dkim_key(dkim)
-        made.append(f"DKIM key           {dkim} (selector {config.dkim.selector})")
-    datadir.secure(config)
-    return made
-
-
-def dns_records(config: Config) -> list[str]:
-    domain, host = config.city.domain, config.server.hostname
-    dkim = dkim_dns_record(config.data_path(config.dkim.key))
-    return [
-        f"{domain}.  MX   10 {host}.",
-        f'{domain}.  TXT  "v=spf1 mx -all"',
-        f'{config.dkim.selector}._domainkey.{domain}.  TXT  "{dkim}"',
-        f'_dmarc.{domain}.  TXT  "v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}"',
-    ] + [  # RFC 6186: how mail clients find the servers from an address alone
-        f"_{service}._tcp.{domain}.  SRV  0 1 {port} {config.client_host}."
-        for _, service, port, _ in config.client_endpoints()
-    ] + ([f"autoconfig.{domain}.  CNAME  {host}.   ; Thunderbird autoconfig, served on http.listen"]
-         if config.http.listen else [])
-
-
-def demo_password() -> str:
-    return "demo-" + secrets.token_urlsafe(8)
-
-
-def make_demo(registry: Registry) -> list[tuple[str, str, str]]:
-    """The three agencies of MISSION.md with their grants, and the people of the sample drops
-    as citizens. Returns (who, login, password) for what was made now; what exists already is
-    left alone."""
-    from delivery.catalog import load_agencies, load_catalog, sample_people
-
-    from ..services.applications import setup_desk
-
-    catalog = load_catalog(registry.config.templates_dir)
-    existing = {a.id for a in list_agencies(registry)}
-    made = []
-    for agency_id, info in load_agencies(registry.config.templates_dir).items():
-        if agency_id in existing:
-            continue
-        password = demo_password()
-        add_agency(registry, agency_id, info["name"], [info["sender"]], password, actor="init --demo")
-        grant(registry, agency_id, sorted(d.id for d in catalog.values() if d.agency == agency_id), actor="init --demo")
-        if any(d.agency == agency_id and d.kind == "application" for d in catalog.values()):
-            setup_desk(registry, agency_id)  # the address its application notices name
-        made.append((info["name"], agency_id, password))
-    for n, (number, name) in enumerate(sample_people(catalog).items(), start=1):
-        password = demo_password()
-        try:
-            citizen = add_citizen(registry, name, number, f"138{n:08d}", password=password, actor="init --demo")
-        except Conflict:
-            continue
-        made.append((name, citizen.address, password))
-    return made
-
-
-def run_demo_drops(registry: Registry) -> list[str]:
-    """Run the DEMO_DROPS sample drops (those not run yet). Returns a line for each drop run."""
-    from delivery.catalog import load_catalog
-    from delivery.read import AlreadyRun
-    from delivery.runner import run_drop
-
-    catalog = load_catalog(registry.config.templates_dir)
-    lines = []
-    for notice_type in DEMO_DROPS:
-        definition = catalog[notice_type]
-        try:
-            result = run_drop(registry, definition.folder / "sample.csv", definition.agency, notice_type,
-                              source="demo")
-        except AlreadyRun:
-            continue
-        delivered = result.summary.counts.get("delivered", 0)
-        lines.append(f"drop {result.drop_id:<3} {notice_type:<26} {definition.agency:<16} {delivered} notices delivered")
-    return lines
 
 
 @click.command("init")
@@ -155,12 +27,17 @@ def command(app: App, data_dir: Path, domain: str | None, hostname: str | None, 
     Safe to run again: what exists is kept (an existing civicmail.toml is not rewritten)."""
     data_dir.mkdir(mode=datadir.DIR_MODE, parents=True, exist_ok=True)
     path = data_dir / "civicmail.toml"
+    # --set store.url=... is written into a new file: the commands after init must find the same store
+    store_url = config_mod.build({}, app.overrides).store.url
     if path.exists():
         if domain or hostname:
             click.echo(f"{path} exists: --domain and --hostname ignored (edit the file instead)", err=True)
+        if store_url and config_mod.load(path).store.url != store_url:
+            click.echo(f"{path} exists: its store.url is not the one given with --set; the commands that follow "
+                       "use the file's (edit the file to change it)", err=True)
     else:
         domain = (domain or "civic.example").lower()
-        write_config(path, domain, hostname or f"mail.{domain}")
+        write_config(path, domain, hostname or f"mail.{domain}", store_url)
         os.chmod(path, 0o640)
     config = config_mod.load(path, app.overrides)
     app.use_config(config)
@@ -202,10 +79,7 @@ def command(app: App, data_dir: Path, domain: str | None, hostname: str | None, 
 
 
 def spool_folders(registry: Registry) -> None:
-    """The spool folder of every grant (an agency's system writes its drops there)."""
-    from delivery.spool import make_folders
-
-    made = make_folders(registry.config, [(a.id, nt) for a in list_agencies(registry) for nt in a.grants])
+    made = make_spool_folders(registry)
     if made:
         click.echo(f"\nspool folders      {len(made)} made under {registry.config.data_path(registry.config.delivery.spool_dir)}"
                    " (spool/<agency>/<notice type>/: a file written there is run as a drop)")

@@ -1,9 +1,12 @@
 """The outbound queue in the store: enqueue (inside the caller's transaction), claim due
 entries, record results; and what `civicmail queue` shows and does.
 
-An entry is claimed by pushing its ``next_attempt_at`` a lease ahead and marking it
-``sending``: if the process dies mid-attempt the entry simply becomes due again when the lease
-ends, so nothing needs resetting at start-up and two nodes never send the same entry at once.
+An entry is claimed by pushing its ``next_attempt_at`` a lease ahead (``outbound.lease_seconds``),
+marking it ``sending`` and naming the node (``claimed_by``): if the process dies mid-attempt the
+entry simply becomes due again when the lease ends, so nothing needs resetting at start-up and two
+nodes never send the same entry at once. While the node's attempts run (a slow relay can take
+many minutes) it renews the lease of the entries it holds (``renew``, a heartbeat), so the lease
+passes only when the node is gone.
 """
 from __future__ import annotations
 
@@ -18,8 +21,8 @@ from ..store import Store
 from ..store.models import OutboundMessage, as_utc
 
 QUEUED, SENDING, BOUNCED = "queued", "sending", "bounced"
-#: how long a claimed entry is reserved for one delivery attempt
-LEASE = dt.timedelta(minutes=15)
+#: how long a claimed entry is reserved for one delivery attempt (outbound.lease_seconds)
+LEASE_SECONDS = 900.0
 
 
 def now() -> dt.datetime:
@@ -53,8 +56,8 @@ class Claimed:
     created_at: dt.datetime | None = None
 
 
-def claim_due(store: Store, limit: int = 20) -> list[Claimed]:
-    """Take up to ``limit`` entries that are due, reserving them for one attempt."""
+def claim_due(store: Store, limit: int = 20, lease_seconds: float = LEASE_SECONDS) -> list[Claimed]:
+    """Take up to ``limit`` entries that are due, reserving them for one attempt by this node."""
     t = now()
     with store.session() as s:
         q = (select(OutboundMessage).where(OutboundMessage.state.in_((QUEUED, SENDING)),
@@ -65,9 +68,22 @@ def claim_due(store: Store, limit: int = 20) -> list[Claimed]:
         entries = list(s.scalars(q))
         for e in entries:
             e.state = SENDING
-            e.next_attempt_at = t + LEASE
+            e.next_attempt_at = t + dt.timedelta(seconds=lease_seconds)
+            e.claimed_by = store.node
         return [Claimed(e.id, e.sender, e.recipients.split("\n"), e.raw, e.attempts, e.account_id, e.created_at)
                 for e in entries]
+
+
+def renew(store: Store, entry_ids: list[int], lease_seconds: float = LEASE_SECONDS) -> int:
+    """The heartbeat of this node's attempts: push the lease of the entries it still holds.
+    Returns how many it holds."""
+    if not entry_ids:
+        return 0
+    with store.session() as s:
+        return s.execute(update(OutboundMessage).where(
+            OutboundMessage.id.in_(entry_ids), OutboundMessage.state == SENDING,
+            OutboundMessage.claimed_by == store.node).values(
+            next_attempt_at=now() + dt.timedelta(seconds=lease_seconds))).rowcount
 
 
 def delivered(store: Store, entry_id: int) -> None:
@@ -80,13 +96,13 @@ def deferred(store: Store, entry_id: int, recipients: list[str], attempts: int, 
     with store.session() as s:
         s.execute(update(OutboundMessage).where(OutboundMessage.id == entry_id).values(
             state=QUEUED, recipients="\n".join(recipients), attempts=attempts, next_attempt_at=retry_at,
-            last_error=error[:1000]))
+            last_error=error[:1000], claimed_by=None))
 
 
 def bounced(store: Store, entry_id: int, attempts: int, error: str) -> None:
     with store.session() as s:
         s.execute(update(OutboundMessage).where(OutboundMessage.id == entry_id).values(
-            state=BOUNCED, attempts=attempts, last_error=error[:1000]))
+            state=BOUNCED, attempts=attempts, last_error=error[:1000], claimed_by=None))
 
 
 # -- what the operator sees and does (`civicmail queue`) ------------------------------------

@@ -21,6 +21,8 @@ log = logging.getLogger("civicmail.outbound")
 
 #: seconds between looks at the queue when nothing wakes the runner
 POLL_SECONDS = 30.0
+#: entries claimed at once (each attempted in turn; their leases renewed meanwhile)
+CLAIM_LIMIT = 20
 
 
 def retry_delay(base_seconds: int, attempts: int) -> dt.timedelta:
@@ -40,10 +42,29 @@ class OutboundRunner:
         (``outbound.relay`` empty) mail waits: no attempt is spent, nothing bounces."""
         if not self.ctx.config.outbound.relay:
             return 0
-        claimed = await self.ctx.run(queue.claim_due, self.ctx.store)
-        for entry in claimed:
-            await self.attempt(entry)
+        lease = self.ctx.config.outbound.lease_seconds
+        claimed = await self.ctx.run(queue.claim_due, self.ctx.store, CLAIM_LIMIT, lease)
+        if not claimed:
+            return 0
+        pending = [entry.id for entry in claimed]
+        heartbeat = asyncio.create_task(self._heartbeat(pending, lease), name="outbound-lease")
+        try:
+            for entry in claimed:
+                await self.attempt(entry)
+                pending.remove(entry.id)
+        finally:
+            heartbeat.cancel()
         return len(claimed)
+
+    async def _heartbeat(self, pending: list[int], lease: float) -> None:
+        """Renew the lease of the claimed entries not yet attempted to the end, every third of
+        it, while the attempts run: a slow relay never lets another node take them."""
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                await self.ctx.run(queue.renew, self.ctx.store, list(pending), lease)
+            except Exception as exc:  # the store away: the next beat tries again
+                log.warning("outbound queue: leases not renewed: %s", exc.__class__.__name__)
 
     async def attempt(self, entry: queue.Claimed) -> None:
         config = self.ctx.config

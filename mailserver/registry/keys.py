@@ -37,7 +37,7 @@ def _reencrypt_number(ring: IdKeyring, blob: bytes) -> bytes:
 
 
 def _reseal_row(ring: IdKeyring, blob: bytes) -> bytes:
-    from delivery.rowkeys import seal_row, unseal_row
+    from ..identity.rowseal import seal_row, unseal_row
 
     return seal_row(ring, unseal_row(ring, blob))
 

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
+import socket
 import time
 from pathlib import Path
 from typing import Iterator
@@ -92,6 +95,9 @@ class Store:
         #: libpq parameters of the engine's connections, for connections made beside it (LISTEN)
         self.postgresql_bounds = _postgresql_bounds(connect_timeout, statement_timeout)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        #: this process's name as the owner of leases (store/leases.py): host, process id and a
+        #: random part, so that a restarted process never mistakes its predecessor's lease for its own
+        self.node = f"{socket.gethostname()[:80]}:{os.getpid()}:{secrets.token_hex(4)}"
 
     @property
     def dialect(self) -> str:

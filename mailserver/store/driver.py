@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from .db import Store
@@ -62,9 +63,16 @@ def driver_rows(session: "Session | RawRead", sql: str, *params) -> list[tuple]:
 
 
 def driver_execute(session: Session, sql: str, rows: list[tuple]) -> None:
-    """executemany of a plain SQL statement ("?" placeholders) in the session's transaction."""
+    """executemany of a plain SQL statement ("?" placeholders) in the session's transaction.
+    A unique or foreign key violation raises SQLAlchemy's ``IntegrityError``, as the same
+    statement through SQLAlchemy would (callers catch that one, whichever driver is below:
+    ``sqlite3.IntegrityError``, ``psycopg.errors.UniqueViolation``)."""
     cursor, sql = _cursor(session, sql)
     try:
         cursor.executemany(sql, rows)
+    except Exception as exc:
+        if isinstance(exc, session.connection().dialect.loaded_dbapi.IntegrityError):
+            raise sa_exc.IntegrityError(sql, None, exc) from exc
+        raise
     finally:
         cursor.close()

@@ -122,7 +122,7 @@ def test_a_template_fault_fails_only_its_row(tmp_path):
     import shutil
 
     from drophelpers import CATALOG, TEMPLATES, make_city
-    from mailserver.cli.init import prepare
+    from mailserver.provision import prepare
     from mailserver.registry import Registry
     from mailserver.store import open_store
     from tests.conftest import make_config

@@ -128,7 +128,7 @@ def test_drop_mailed_over_smtp_submission(tmp_path):
     import smtplib
 
     from drophelpers import make_city
-    from mailserver.cli.init import prepare
+    from mailserver.provision import prepare
     from mailserver.smtp.service import make_services
     from tests.conftest import make_config
 
@@ -196,7 +196,7 @@ def test_a_mailed_drop_writes_its_line_to_the_serve_log(tmp_path):
 
     from drophelpers import make_city
     from mailserver.bench.smtp import start_server
-    from mailserver.cli.init import prepare
+    from mailserver.provision import prepare
     from tests.conftest import make_config
 
     config = make_config(tmp_path / "data")

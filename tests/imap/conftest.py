@@ -93,7 +93,7 @@ def start_server(config, overrides=None) -> Running:
 @contextlib.contextmanager
 def server_with(data_dir, *overrides: str) -> Iterator[Running]:
     """A prepared data directory with config ``overrides`` and the server over it, for a test."""
-    from mailserver.cli.init import prepare
+    from mailserver.provision import prepare
     from tests.conftest import make_config
 
     cfg = make_config(data_dir, *overrides)

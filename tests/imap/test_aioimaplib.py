@@ -111,7 +111,7 @@ def test_idle_hears_a_delivery_made_by_another_process(server, sqlite_config):
 def test_idle_hears_another_node_on_postgresql(pg_url, tmp_path):
     """PostgreSQL: a write from another node arrives by LISTEN/NOTIFY, not by the poll."""
     from tests.conftest import make_config
-    from mailserver.cli.init import prepare
+    from mailserver.provision import prepare
 
     from .conftest import start_server
 

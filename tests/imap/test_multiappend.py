@@ -19,7 +19,7 @@ def _message(n: int, size: int = 200) -> bytes:
 @pytest.fixture
 def quota_server(tmp_path, store_url):
     """The server on both engines, an account quota of 3,000 bytes."""
-    from mailserver.cli.init import prepare
+    from mailserver.provision import prepare
 
     cfg = make_config(tmp_path / "data", "accounts.quota_bytes=3000", "imap.max_literal_size=2600",
                       store_url=store_url)

@@ -23,7 +23,7 @@ def test_bucket_lets_a_burst_through_then_paces_to_the_rate():
 
 
 def test_a_client_over_the_rate_is_slowed_not_refused(tmp_path):
-    from mailserver.cli.init import prepare
+    from mailserver.provision import prepare
     from tests.conftest import make_config
 
     cfg = make_config(tmp_path / "d", "imap.max_commands_per_second=20", "imap.command_burst=2")

@@ -79,7 +79,7 @@ def test_authenticate_plain_with_continuation(server):
 
 def test_logindisabled_without_tls_outside_development(tmp_path):
     from tests.conftest import make_config
-    from mailserver.cli.init import prepare
+    from mailserver.provision import prepare
 
     from .conftest import start_server
 
@@ -330,7 +330,7 @@ def test_close_expunges_silently_and_unselect_does_not(server, client):
 
 def test_quota_and_over_quota_append(tmp_path):
     from tests.conftest import make_config
-    from mailserver.cli.init import prepare
+    from mailserver.provision import prepare
 
     from .conftest import start_server
 
@@ -399,7 +399,7 @@ def test_idle_is_told_of_new_mail(server, client):
 
 def test_connections_per_user_and_ip_are_limited(tmp_path):
     from tests.conftest import make_config
-    from mailserver.cli.init import prepare
+    from mailserver.provision import prepare
 
     from .conftest import start_server
 
@@ -434,7 +434,7 @@ def test_agency_clerk_logs_into_the_agency_mailbox_with_its_address(server):
 
 def test_failed_logins_are_throttled(tmp_path):
     from tests.conftest import make_config
-    from mailserver.cli.init import prepare
+    from mailserver.provision import prepare
 
     from .conftest import start_server
 
@@ -456,7 +456,7 @@ def test_failed_logins_are_throttled(tmp_path):
 
 def test_idle_client_is_logged_out_after_the_timeout(tmp_path):
     from tests.conftest import make_config
-    from mailserver.cli.init import prepare
+    from mailserver.provision import prepare
 
     from .conftest import start_server
 

@@ -80,7 +80,7 @@ def test_a_login_is_recorded_once_per_day(registry, store):
 
 
 def test_stats_command_json_and_text(sqlite_config):
-    from mailserver.cli.init import make_demo  # noqa: F401  (the demo data of `init --demo`)
+    from mailserver.provision import make_demo  # noqa: F401  (the demo data of `init --demo`)
     from mailserver.registry import Registry
     from mailserver.store import open_store
 

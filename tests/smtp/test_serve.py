@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from mailserver.bench.smtp import PORT_ZERO, start_server
-from mailserver.cli.init import prepare
+from mailserver.provision import prepare
 from mailserver.registry import Registry
 from mailserver.store import open_store
 from tests.conftest import make_config

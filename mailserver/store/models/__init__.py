@@ -8,6 +8,7 @@ from .registry import (Account, AddressCounter, Agency, AgencyCredential, Agency
                        LoginDay, NoticeType)
 from .mail import Annotation, Content, ContentSort, Expunged, Folder, MailboxSubscription, Message
 from .delivery import Drop, DropRow, Notice, NoticeOptOut
+from .lease import Lease
 from .queue import OutboundMessage
 from .services import (Application, ApplicationDesk, Ballot, Bulletin, BulletinDelivery, ServiceAccount,  # noqa: F401
                        ServiceProcessed, Subscription, Survey, SurveyRecipient, Topic)
@@ -18,5 +19,5 @@ __all__ = [
     "NoticeType", "AuditLog", "LoginDay",
     "Folder", "Message", "Annotation", "Content", "ContentSort", "Expunged", "MailboxSubscription",
     "Drop", "DropRow", "Notice", "NoticeOptOut",
-    "OutboundMessage",
+    "OutboundMessage", "Lease",
 ]

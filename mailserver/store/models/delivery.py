@@ -31,6 +31,11 @@ class Drop(Base):
     columns: Mapped[str | None] = mapped_column(Text)
     #: a file-level error (missing columns, unreadable file), for a drop that failed as a whole
     error: Mapped[str | None] = mapped_column(Text)
+    #: the node running it (``store.leases.node_id``), while it runs: no other node resumes it ...
+    owner: Mapped[str | None] = mapped_column(String(120))
+    #: ... before this time; the owner renews it while it runs (a heartbeat), so it passes only
+    #: when the owner died or stalled, and then another node takes the drop over
+    lease_until: Mapped[dt.datetime | None]
 
 
 class DropRow(Base):

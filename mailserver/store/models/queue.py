@@ -24,3 +24,6 @@ class OutboundMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"))
+    #: the node attempting it while ``sending`` (its lease is ``next_attempt_at``, renewed while the
+    #: attempt runs); only that node records the attempt's result
+    claimed_by: Mapped[str | None] = mapped_column(String(120))

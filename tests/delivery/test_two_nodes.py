@@ -1,0 +1,199 @@
+"""Two nodes on one PostgreSQL running drops (issue 13, section 3): each node is a real
+`civicmail drop run` process with its own store connections and its own name in the leases.
+
+- two overlapping drops (other files, the same rows) at once: both finish, each notice once
+  (the second writer's insert of a key the first committed used to crash with psycopg's
+  UniqueViolation and leave its drop `failed`);
+- the same file on a second node while the first runs it: refused, naming the node; once the
+  first node's lease passed (it is stopped: alive but stalled) the file is taken over and finished
+  exactly once, and the stalled node, woken, stops at its next batch.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from sqlalchemy import func, select, update
+
+from drophelpers import make_city
+from mailcheck import count_inbox_messages, count_notices
+from mailserver.bench.pipeline import write_drop
+from mailserver.bench.util import write_citizens_csv
+from mailserver.config import REPO_ROOT
+from mailserver.registry.bulk import import_file
+from mailserver.store.models import Drop, DropRow, Folder, Message, utcnow
+
+ROWS = 3000
+
+
+@pytest.fixture
+def pg_drop(pg_registry, tmp_path):
+    make_city(pg_registry)
+    citizens, drop = tmp_path / "citizens.csv", tmp_path / "drop.csv"
+    write_citizens_csv(citizens, ROWS, seed=13)
+    assert import_file(pg_registry, citizens, None).imported == ROWS
+    assert write_drop(citizens, drop) == ROWS
+    return pg_registry, drop
+
+
+def node(config, path, *sets: str) -> subprocess.Popen:
+    """`civicmail drop run PATH` as another node would run it: a process of its own."""
+    cmd = [sys.executable, "-m", "mailserver.cli", "-c", str(config.source), "--set", f"store.url={config.store.url}",
+           "--set", "delivery.batch_size=100", "--set", "delivery.workers=1"]
+    for s in sets:
+        cmd += ["--set", s]
+    cmd += ["drop", "run", str(path), "--agency", "traffic-police", "--notice-type", "licence-renewal"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+
+
+def assert_each_notice_once(store) -> None:
+    assert count_notices(store) == ROWS
+    assert count_inbox_messages(store) == ROWS
+    with store.reader() as s:
+        per_inbox = s.execute(select(Folder.account_id, func.count(Message.id)).join(Message, Message.folder_id == Folder.id)
+                              .where(Folder.name == "INBOX").group_by(Folder.account_id)).all()
+    assert len(per_inbox) == ROWS and {n for _, n in per_inbox} == {1}
+
+
+def test_overlapping_drops_on_two_nodes_deliver_each_notice_once(pg_drop, tmp_path):
+    reg, drop = pg_drop
+    header, *rows = drop.read_bytes().splitlines(keepends=True)
+    backwards = tmp_path / "backwards.csv"  # the same rows, last first: the two writers meet midway
+    backwards.write_bytes(header + b"".join(reversed(rows)))
+    first, second = node(reg.config, drop), node(reg.config, backwards)
+    outputs = [p.communicate(timeout=600) for p in (first, second)]
+    for proc, (out, err) in zip((first, second), outputs):
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err and "UniqueViolation" not in err
+    assert_each_notice_once(reg.store)
+    with reg.store.reader() as s:
+        drops = s.execute(select(Drop.state, Drop.rows_total, Drop.rows_delivered, Drop.owner)).all()
+        duplicates = s.scalar(select(func.count(DropRow.id)).where(DropRow.status == "duplicate"))
+    assert [(state, total, owner) for state, total, _, owner in drops] == [("done", ROWS, None)] * 2
+    assert sum(delivered for _, _, delivered, _ in drops) == ROWS and duplicates == ROWS
+
+
+def _delivered(store) -> int:
+    with store.reader() as s:
+        return s.scalar(select(func.count(DropRow.id)))
+
+
+def test_a_live_nodes_drop_is_refused_and_a_stalled_ones_taken_over_once(pg_drop):
+    reg, drop = pg_drop
+    # The first node's stalled transaction is ended by the server after 3 s (as
+    # store.statement_timeout does for a node that stops inside one).
+    first = node(reg.config, drop, "delivery.lease_seconds=30", "store.statement_timeout=3")
+    deadline = time.monotonic() + 300
+    try:
+        while _delivered(reg.store) < 300:
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(first.pid, signal.SIGSTOP)  # alive, but stalled: no heartbeat, no batch
+        with reg.store.reader() as s:
+            drop_id, owner = s.execute(select(Drop.id, Drop.owner)).one()
+        second = node(reg.config, drop)
+        out, err = second.communicate(timeout=300)
+        assert second.returncode == 1, (out, err)
+        assert f"drop {drop_id} of this file is running on node {owner}" in err and "Traceback" not in err
+
+        # Its lease passes unrenewed (set here to now instead of waiting the 30 s out).
+        with reg.store.session() as s:
+            s.execute(update(Drop).where(Drop.id == drop_id).values(lease_until=utcnow()))
+        while True:  # refused while the stalled node's transaction still holds the drop's row
+            third = node(reg.config, drop)
+            out, err = third.communicate(timeout=300)
+            if third.returncode == 0:
+                break
+            assert "is running on node" in err and "Traceback" not in err, err
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        assert f"drop {drop_id}" in out and "(resumed)" in out
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    out, err = first.communicate(timeout=300)
+    assert "Traceback" not in err
+    if first.returncode != 0:  # it woke in the middle of its run: its next batch was refused
+        assert "was taken over by node" in err, err
+    assert_each_notice_once(reg.store)
+    with reg.store.reader() as s:
+        assert s.execute(select(Drop.state, Drop.rows_total, Drop.rows_delivered, Drop.owner)).all() == [
+            ("done", ROWS, ROWS, None)]
+
+
+def test_two_serve_nodes_run_a_mailed_drop_and_a_spooled_file_once(pg_url, tmp_path):
+    """Two `civicmail serve` nodes, each with its own data directory, on one PostgreSQL and one
+    shared spool folder: the drop mailed to drops@ is run once and answered once (each node kept
+    the mailbox position in its own file, and both ran it); the spooled file is run once and moved
+    to done/ (the second node resumed the first's drop, or found it done and set the file aside)."""
+    import re
+    import shutil
+    from email.message import EmailMessage
+    import smtplib
+
+    from drophelpers import CATALOG
+    from mailcheck import inbox_messages
+    from mailserver.bench.smtp import start_server
+    from mailserver.provision import prepare
+    from mailserver.registry import Registry
+    from mailserver.store import open_store
+    from mailserver.store.models import Lease, Notice
+    from tests.conftest import make_config
+
+    config = make_config(tmp_path / "a", store_url=pg_url)
+    prepare(config)
+    store = open_store(config)
+    make_city(Registry(config, store))
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # the second node: same keys and certificates
+    spool = tmp_path / "spool"  # shared by both nodes (a network folder)
+    (spool / "traffic-police" / "licence-renewal").mkdir(parents=True)
+    sets = (f"store.url={pg_url}", f"delivery.spool_dir={spool}")
+    nodes = [start_server(tmp_path / name / "civicmail.toml", sets) for name in ("a", "b")]
+    try:
+        first_log = nodes[0][3]
+        port = int(re.search(r"SMTP submission listening on [\d.]+:(\d+)", "".join(first_log)).group(1))
+        msg = EmailMessage()
+        msg["From"] = msg["Sender"] = f"social-security@{config.city.domain}"
+        msg["To"] = f"drops@{config.city.domain}"
+        msg["Subject"] = "十一月 pension-statement"
+        msg.set_content("见附件")
+        msg.add_attachment((CATALOG["pension-statement"].folder / "sample.csv").read_bytes(), maintype="text",
+                           subtype="csv", filename="pension.csv")
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+            smtp.login("social-security", "agency-password-1")  # loopback, development: no TLS needed
+            smtp.send_message(msg)
+        part = spool / "traffic-police" / "licence-renewal" / "today.csv.part"
+        part.write_bytes((CATALOG["licence-renewal"].folder / "sample.csv").read_bytes())
+        part.rename(part.with_name("today.csv"))
+        deadline = time.monotonic() + 120
+        while not (inbox_messages(store, f"social-security@{config.city.domain}")
+                   and (spool / "traffic-police" / "licence-renewal" / "done" / "today.csv").exists()):
+            assert time.monotonic() < deadline, "".join(nodes[0][3][-20:] + nodes[1][3][-20:])
+            time.sleep(0.1)
+        time.sleep(6)  # three more polls of both watchers: time for a second run to show, if one came
+    finally:
+        for proc, *_ in nodes:
+            proc.send_signal(signal.SIGTERM)
+        codes = [proc.wait(60) for proc, *_ in nodes]
+    try:
+        assert codes == [0, 0]
+        assert len(inbox_messages(store, f"social-security@{config.city.domain}")) == 1
+        with store.reader() as s:
+            drops = s.execute(select(Drop.notice_type_id, Drop.state, Drop.source).order_by(Drop.id)).all()
+            notices = s.scalar(select(func.count(Notice.id)))
+            position = s.scalar(select(Lease.position).where(Lease.name == "maildrop"))
+        assert sorted(drops) == [("licence-renewal", "done", "spool"), ("pension-statement", "done", "mail")]
+        assert notices == 6
+        assert position is not None and '"last_uid": 1' in position
+        assert not (spool / "traffic-police" / "licence-renewal" / "failed").exists()
+        assert not any((tmp_path / name / "maildrop-state.json").exists() for name in ("a", "b"))
+        logs = "".join(nodes[0][3] + nodes[1][3])
+        assert "Traceback" not in logs
+        assert len(re.findall(r"mail social-security/pension-statement/pension.csv \(message 1\): drop", logs)) == 1
+    finally:
+        store.dispose()
