@@ -2,7 +2,7 @@
 owner and lease, the outbound entry's claimer, and the lease table (the drop mailbox watcher and
 its position, a spooled file being run)
 
-Revision ID: 0015_leases
+Revision ID: 0013
 Revises: 0012
 Create Date: 2026-12-07
 
@@ -14,7 +14,7 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0015_leases'
+revision = '0013'
 down_revision = '0012'
 branch_labels = None
 depends_on = None
