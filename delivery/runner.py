@@ -181,16 +181,16 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
     # pages are written to the WAL at commit, and SQLite spills early if a batch outgrows it.
     writer_store = small_cache_store(config, WRITER_CACHE_KIB) if store.dialect == "sqlite" else store
     lease = config.delivery.lease_seconds
-    heartbeat, beating = contextlib.ExitStack(), False  # the drop's lease, renewed while it runs
+    heartbeat, beating = contextlib.ExitStack(), None  # the drop's lease, renewed while it runs
 
     def beat() -> None:
         """Start the heartbeat once the first batch is back: by then the worker processes are
         forked (all at once: ProcessPoolExecutor with fork), and a fork must not copy a thread
         that might hold a lock (_start_method). The lease taken at the start covers the wait."""
         nonlocal beating
-        if drop_id is not None and not beating:
-            heartbeat.enter_context(Heartbeat(lambda: _renew_drop(reg, drop_id, lease), lease, f"drop {drop_id}"))
-            beating = True
+        if drop_id is not None and beating is None:
+            beating = heartbeat.enter_context(Heartbeat(lambda: _renew_drop(reg, drop_id, lease), lease,
+                                                        f"drop {drop_id}"))
 
     try:
         # The writer runs in its own thread, up to WRITES_QUEUED batches behind: while a commit
@@ -220,6 +220,10 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
             writer_store.dispose()
         if isinstance(exc, DropTakenOver):
             raise  # the drop is another node's now: its state is that node's to record
+        if drop_id is not None and (taker := _taken_over(reg, drop_id, beating)):
+            # stalled past the lease (SIGSTOP, a frozen VM), then failed on waking: say so, not "outage"
+            raise DropTakenOver(f"drop {drop_id} was taken over by node {taker} while this run was stalled "
+                                f"past its lease; this run stops (nothing is delivered twice): {describe(exc)}") from exc
         if drop_id is not None:
             try:
                 _finish_drop(reg, drop_id, "failed", f"{exc.__class__.__name__}: the run stopped; run again to resume")
@@ -366,6 +370,19 @@ def _renew_drop(reg: Registry, drop_id: int, seconds: float) -> bool:
         return s.execute(update(Drop).where(Drop.id == drop_id, Drop.owner == reg.store.node,
                                             Drop.state == "running")
                          .values(lease_until=utcnow() + dt.timedelta(seconds=seconds))).rowcount == 1
+
+
+def _taken_over(reg: Registry, drop_id: int, beating: Heartbeat | None) -> str | None:
+    """The node that took this run's drop over, if one did (the heartbeat saw the lease go, or the
+    store names another owner); None while the drop is still this node's or the store is away."""
+    try:
+        with reg.store.reader() as s:
+            owner = s.scalar(select(Drop.owner).where(Drop.id == drop_id))
+    except Exception:  # the database away: only the heartbeat can tell
+        return "(unknown: the store does not answer)" if beating is not None and beating.lost.is_set() else None
+    if owner == reg.store.node:
+        return None
+    return owner or "(another node, which has finished it)"
 
 
 def _finish_drop(reg: Registry, drop_id: int, state: str, error: str | None) -> None:
