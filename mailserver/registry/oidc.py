@@ -476,3 +476,18 @@ def bearer_principal(reg: Registry, value: str, login: str | None = None) -> Pri
     if agency_id:  # an agency's mailbox signs in with its password; tokens are for citizens
         raise AuthenticationFailed("invalid token")
     return Principal("citizen", user.address, user.account_id, user.address)
+
+
+def ensure_provider(reg: Registry) -> list[str]:
+    """What `init` and `db upgrade` do for the provider: a signing key if there is none, and the
+    portal registered as its first client. Lines saying what was made."""
+    from ..identity.oidckeys import KEYFILE, SigningKeys
+
+    made = []
+    keys_dir = reg.config.data_path(reg.config.keys.dir)
+    if SigningKeys.ensure(keys_dir):
+        made.append(f"OpenID Connect key {keys_dir / KEYFILE}")
+    portal = ensure_portal_client(reg)
+    if portal:
+        made.append(portal)
+    return made
