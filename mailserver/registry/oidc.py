@@ -96,9 +96,11 @@ class Client:
         return self.redirect_uris[0] if len(self.redirect_uris) == 1 else None
 
     def get_allowed_scope(self, scope: str) -> str:
+        """The asked scope less what this website may not have: its scopes, and the extra
+        claims an operator granted it (asked for as scopes of the same name)."""
         if not scope:
             return ""
-        return " ".join(s for s in scope.split() if s in self.scopes)
+        return " ".join(s for s in scope.split() if s in self.scopes or s in self.claims)
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         """Exact match; for a loopback URI any port (RFC 8252 7.3: the native app's port is

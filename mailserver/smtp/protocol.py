@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, AnyStr
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 from ..identity.sasl import BEARER_MECHANISMS
-
 from . import replies
 from .policy import auth_requires_tls
 

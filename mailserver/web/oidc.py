@@ -442,7 +442,7 @@ class Provider:
             return self.render(request, "message.html", title="退出登录", text="要退出市民邮箱账号的登录吗？",
                                form_action="/oidc/logout", hidden=hidden, button="退出登录")
         if back:
-            response: web.Response = web.HTTPFound(back)
+            response = web.Response(status=302, headers={"Location": back})
         else:
             response = self.render(request, "message.html", title="已退出", text="您已退出登录。")
         await self.sessions.sign_out(request, response)

@@ -34,8 +34,11 @@ from ..store.models import WebSession, as_utc, utcnow
 CSRF_FIELD = "csrf_token"
 #: last_seen_at is written at most this often per session (not on every page)
 TOUCH_EVERY = dt.timedelta(seconds=60)
-#: the request's session, once looked up
-SESSION_KEY = web.AppKey("civicmail_session", object)
+#: the request's session, once looked up; the cookies this request made; whether it signed out
+SESSION_KEY = web.RequestKey("civicmail_session", object)
+NEW_SECRET = web.RequestKey("civicmail_new_secret", str)
+NEW_PRE = web.RequestKey("civicmail_new_pre", str)
+SIGNED_OUT = web.RequestKey("civicmail_signed_out", bool)
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,7 @@ class Sessions:
             await self.ctx.run_store(end_session, self.ctx.registry, old)
         secret = await self.ctx.run_store(create_session, self.ctx.registry, account_id, request.remote or "?",
                                           request.headers.get("User-Agent", ""))
-        request["civicmail_new_secret"] = secret
+        request[NEW_SECRET] = secret
         request[SESSION_KEY] = session = await self.ctx.run_store(lookup_session, self.ctx.registry, secret)
         return session
 
@@ -162,18 +165,18 @@ class Sessions:
             await self.ctx.run_store(end_session, self.ctx.registry, secret)
         response.del_cookie(self.cookie, path="/")
         request[SESSION_KEY] = None
-        request["civicmail_signed_out"] = True
+        request[SIGNED_OUT] = True
 
     def _binding(self, request: web.Request) -> str | None:
-        return request.get("civicmail_new_secret") or request.cookies.get(self.cookie) \
-            or request.get("civicmail_new_pre") or request.cookies.get(self.pre_cookie)
+        return request.get(NEW_SECRET) or request.cookies.get(self.cookie) \
+            or request.get(NEW_PRE) or request.cookies.get(self.pre_cookie)
 
     def csrf_token(self, request: web.Request) -> str:
         """The token for a form on this page (a pre-session cookie is made if there is no
         cookie to tie it to; ``finish`` sets it on the response)."""
         binding = self._binding(request)
         if not binding:
-            binding = request["civicmail_new_pre"] = secrets.token_urlsafe(32)
+            binding = request[NEW_PRE] = secrets.token_urlsafe(32)
         return hmac.new(self._csrf_key, binding.encode(), hashlib.sha256).hexdigest()
 
     def csrf_valid(self, request: web.Request, token: str) -> bool:
@@ -186,10 +189,10 @@ class Sessions:
     def finish(self, request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
         """Set the cookies this request made: a new session's, and the pre-session cookie a
         page's CSRF token was tied to."""
-        secret = request.get("civicmail_new_secret")
-        if secret and not request.get("civicmail_signed_out"):
+        secret = request.get(NEW_SECRET)
+        if secret and not request.get(SIGNED_OUT):
             self._set(response, self.cookie, secret, self.ctx.config.oidc.session_max_seconds)
-        pre = request.get("civicmail_new_pre")
+        pre = request.get(NEW_PRE)
         if pre:
             self._set(response, self.pre_cookie, pre)
         return response
