@@ -8,12 +8,13 @@ JWKS with joserfc; the tokens are refreshed, revoked, and used over IMAP (imapli
 submission (smtplib)."""
 from __future__ import annotations
 
-import base64
 import hashlib
 import imaplib
 import re
 import secrets
 import smtplib
+import subprocess
+import sys
 import urllib.parse
 
 import pytest
@@ -23,6 +24,7 @@ from authlib.integrations.base_client import OAuthError
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
+from mailserver.config import REPO_ROOT
 from mailserver.registry.oidc import add_client, pairwise_sub
 from tests.abuse import PASSWORD, city, city_factory  # noqa: F401
 
@@ -206,6 +208,19 @@ def _account_id(city, address: str) -> int:  # noqa: F811
         return s.execute(text("SELECT id FROM account WHERE address = :a"), {"a": address}).scalar()
 
 
+def _expire(city, access_token: str) -> None:  # noqa: F811
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from mailserver.store.models import OidcToken
+
+    with city.server.store.session() as s:
+        done = s.execute(update(OidcToken).where(OidcToken.access_hash == hashlib.sha256(access_token.encode()).digest())
+                         .values(access_expires_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)))
+        assert done.rowcount == 1
+
+
 def _audit(city) -> list[tuple[str, str, str]]:  # noqa: F811
     from sqlalchemy import text
 
@@ -273,6 +288,10 @@ def test_refusals_carry_the_rfc_errors(oidc):
                            code_verifier=secrets.token_urlsafe(48))
     assert bad_pkce.value.error == "invalid_grant"
     assert _smtp_bearer(city, address, token["access_token"])
+    # an expired access token opens nothing (its expiry moved into the past, as time would)
+    _expire(city, token["access_token"])
+    assert not _imap_bearer(city, address, token["access_token"])
+    assert not _smtp_bearer(city, address, token["access_token"])
 
     # consent denied: access_denied at the redirect URI; prompt=none without a session: login_required
     other = Browser(base)
@@ -340,14 +359,52 @@ def test_post_without_csrf_token_is_refused_and_logout(oidc):
     assert "password" in browser.get(url).text  # signed out
 
 
-def test_key_rotation_keeps_the_old_key_published(oidc, tmp_path):
-    from mailserver.identity.oidckeys import SigningKeys
+def _cli(city, *args: str) -> subprocess.CompletedProcess:  # noqa: F811
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "bin" / "civicmail"), "-c", str(city.server.config.source),
+                           *args], capture_output=True, text=True, timeout=120)
+    return done
 
+
+def _client_accepted(base: str, client_id: str, secret: str) -> bool:
+    """Whether the token endpoints accept these client credentials (RFC 7009: revoking an
+    unknown token is 200; bad credentials are 401 invalid_client)."""
+    answer = requests.post(base + "/oidc/revoke", auth=(client_id, secret), data={"token": "unknown"}, timeout=30)
+    assert answer.status_code in (200, 401), answer.text
+    return answer.status_code == 200
+
+
+def test_operators_register_websites_and_the_portal_is_registered_by_itself(oidc):
+    city, base, _ = oidc
+    added = _cli(city, "oidc", "client", "add", "tax-web", "--name", "税务网上办事", "--redirect-uri",
+                 "https://tax.hz.example.cn/oidc/callback", "--claims", "id_number_masked")
+    assert added.returncode == 0, added.stderr
+    secret = added.stdout.splitlines()[-1]
+    assert _client_accepted(base, "tax-web", secret) and not _client_accepted(base, "tax-web", secret + "x")
+    public = _cli(city, "oidc", "client", "add", "phone-app", "--name", "掌上办事", "--public", "--redirect-uri",
+                  "http://127.0.0.1/cb")
+    assert public.returncode == 0 and "secret" not in public.stdout
+    refused = _cli(city, "oidc", "client", "add", "plain", "--name", "x", "--redirect-uri", "http://web.example/cb")
+    assert refused.returncode == 1 and "https" in refused.stderr
+    listed = _cli(city, "oidc", "client", "list").stdout
+    assert "tax-web" in listed and "phone-app" in listed and "portal" in listed and "built in" in listed
+    # the portal: registered by `init` (prepare) with no operator step, its secret known to civicmail
+    from mailserver.registry.oidc import portal_client_secret, portal_redirect_uri, query_client
+
+    portal = query_client(city.server.registry, "portal")
+    assert portal.redirect_uris == (portal_redirect_uri(city.server.config),) and not portal.public
+    assert _client_accepted(base, "portal", portal_client_secret(city.server.registry))
+    assert _cli(city, "oidc", "client", "remove", "portal").returncode == 1
+    assert _cli(city, "db", "upgrade").returncode == 0  # idempotent: the portal stays as it is
+    assert _cli(city, "oidc", "client", "remove", "tax-web").returncode == 0
+    assert not _client_accepted(base, "tax-web", secret)
+    assert any(a == "oidc.client.add" and "tax-web" in d for a, _, d in _audit(city))
+
+
+def test_key_rotation_keeps_the_old_key_published(oidc):
     city, base, secret = oidc
-    keys_dir = city.server.config.data_path(city.server.config.keys.dir)
     before = {k["kid"] for k in requests.get(base + "/oidc/jwks", timeout=30).json()["keys"]}
-    ring = SigningKeys.load(keys_dir)
-    ring.rotated(city.server.config.oidc.id_token_ttl).save(keys_dir)
+    rotated = _cli(city, "oidc", "rotate-keys")
+    assert rotated.returncode == 0, rotated.stderr
     after = {k["kid"] for k in requests.get(base + "/oidc/jwks", timeout=30).json()["keys"]}
     assert before < after and len(after) == 2
     # the new ID tokens are signed with the new key
