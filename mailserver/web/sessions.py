@@ -205,7 +205,8 @@ def csrf_middleware(sessions: Sessions, exempt: set[str]):
     @web.middleware
     async def middleware(request: web.Request, handler):
         resource = request.match_info.route.resource
-        if request.method in ("GET", "HEAD", "OPTIONS") or (resource is not None and resource.canonical in exempt):
+        if request.method in ("GET", "HEAD", "OPTIONS") or request.match_info.http_exception is not None \
+                or (resource is not None and resource.canonical in exempt):  # (404 and 405 as they are)
             return sessions.finish(request, await handler(request))
         token = request.headers.get("X-CSRF-Token", "")
         if not token and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
