@@ -483,9 +483,14 @@ def bearer_principal(reg: Registry, value: str, login: str | None = None) -> Pri
 def ensure_provider(reg: Registry) -> list[str]:
     """What `init` and `db upgrade` do for the provider: a signing key if there is none, and the
     portal registered as its first client. Lines saying what was made."""
+    from ..errors import ConfigError
     from ..identity.oidckeys import KEYFILE, SigningKeys
 
     made = []
+    try:
+        reg.keyring  # noqa: B018 (the portal's secret is derived from it)
+    except ConfigError:  # a database without its data directory: `init` does this later
+        return ["OpenID Connect: not set up here (no ID-number keys; `civicmail init` sets it up)"]
     keys_dir = reg.config.data_path(reg.config.keys.dir)
     if SigningKeys.ensure(keys_dir):
         made.append(f"OpenID Connect key {keys_dir / KEYFILE}")
