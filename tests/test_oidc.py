@@ -414,3 +414,38 @@ def test_key_rotation_keeps_the_old_key_published(oidc):
     token = rp.fetch_token(base + "/oidc/token", authorization_response=location, code_verifier=verifier)
     header = jwt.decode(token["id_token"], _jwks(base)).header
     assert header["kid"] in after - before
+
+
+def test_totp_second_factor_after_the_password(oidc):
+    import pyotp
+
+    city, base, secret = oidc
+    address = city.addresses[2]
+    made = _cli(city, "oidc", "totp", address)
+    assert made.returncode == 0, made.stderr
+    uri = made.stdout.splitlines()[-1]
+    assert uri.startswith("otpauth://totp/")
+    otp = pyotp.parse_uri(uri)
+    browser = Browser(base)
+    rp = _rp(base, secret)
+    verifier = secrets.token_urlsafe(48)
+    url, _ = rp.create_authorization_url(base + "/oidc/authorize", code_verifier=verifier)
+    code_page = browser.submit(browser.get(url), address=address, password=PASSWORD)
+    assert code_page.status_code == 200 and 'autocomplete="one-time-code"' in code_page.text
+    assert not any(c.name == "civicmail_session" for c in browser.http.cookies)  # not signed in yet
+    wrong = browser.submit(code_page, code=f"{(int(otp.now()) + 1) % 1000000:06d}")
+    assert wrong.status_code == 401 and "验证码不正确" in wrong.text
+    # a forged pending field (another account) is refused without looking at the code
+    forged = browser.submit(code_page, code=otp.now(), pending="1." + code_page.text.split('name="pending" value="')[1]
+                            .split(".", 1)[1].split('"')[0])
+    assert forged.status_code == 401 and "重新登录" in forged.text
+    code = otp.now()
+    consent = browser.submit(code_page, code=code)
+    back = browser.submit(consent, decision="allow")
+    assert back.status_code == 302 and back.headers["Location"].startswith(RP + "?code=")
+    # the same code a second time (someone who saw it) is refused
+    again = Browser(base)
+    page = again.submit(again.get(url), address=address, password=PASSWORD)
+    assert again.submit(page, code=code).status_code == 401
+    assert _cli(city, "oidc", "totp", address, "--disable").returncode == 0
+    assert _sign_in(Browser(base), url, address).status_code == 302  # the password alone again

@@ -78,3 +78,23 @@ def rotate_keys(app: App) -> None:
         ring = SigningKeys.load(keys_dir).rotated(app.config.oidc.id_token_ttl)
         ring.save(keys_dir)
     click.echo(f"signing key {ring.current.kid} is current; {len(ring.keys) - 1} earlier key(s) still published")
+
+
+@command.command("totp")
+@click.argument("address")
+@click.option("--disable", is_flag=True, help="remove the account's second factor")
+@click.pass_obj
+def totp_cmd(app: App, address: str, disable: bool) -> None:
+    """Give an account a TOTP second factor for the web sign-in; print its otpauth URI (for a QR code) on the last line.
+
+    A new secret replaces any earlier one. The citizen adds the URI (or the secret) to an
+    authenticator app; from then on the web sign-in asks for its 6-digit code after the password."""
+    from ..registry import totp
+
+    if disable:
+        click.echo(f"second factor of {address} " + ("removed" if totp.disable(app.registry, address) else
+                                                     "was not set"))
+        return
+    secret, uri = totp.enable(app.registry, address)
+    click.echo(f"TOTP second factor set for {address} (secret {secret}); authenticator URI:")
+    click.echo(uri)

@@ -132,14 +132,9 @@ async def do_authenticate(s: ImapSession, cmd: Authenticate) -> Reply:
         return await _authenticate_bearer(s, cmd)
     if cmd.mechanism != "PLAIN":
         return R.NO_MECHANISM
-    if not s.login_allowed:
-        return R.NO_LOGIN_DISABLED
-    text = cmd.initial
-    if text is None:
-        await s.continuation(R.CONT_AUTH)
-        text = (await s.read_client_line(s.read_timeout())).decode("ascii", "replace")
-    if text == "*":
-        return R.BAD_AUTH_CANCELLED
+    text = await _client_response(s, cmd)
+    if isinstance(text, Reply):
+        return text
     try:
         authcid, password = split_plain(decode_sasl(text))
     except AuthorizationRefused:
@@ -150,17 +145,24 @@ async def do_authenticate(s: ImapSession, cmd: Authenticate) -> Reply:
     return await _login(s, authcid, password)
 
 
-async def _authenticate_bearer(s: ImapSession, cmd: Authenticate) -> Reply:
-    """OAUTHBEARER / XOAUTH2: on failure the error challenge of RFC 7628 3.2.2 first, which the
-    client acknowledges (with ^A), then NO."""
+async def _client_response(s: ImapSession, cmd: Authenticate) -> str | Reply:
+    """The client's SASL message (base64): the initial response (SASL-IR), or the line after a
+    ``+``; a Reply where there is none to check (login not allowed here, or cancelled)."""
     if not s.login_allowed:
         return R.NO_LOGIN_DISABLED
     text = cmd.initial
     if text is None:
         await s.continuation(R.CONT_AUTH)
         text = (await s.read_client_line(s.read_timeout())).decode("ascii", "replace")
-    if text == "*":
-        return R.BAD_AUTH_CANCELLED
+    return R.BAD_AUTH_CANCELLED if text == "*" else text
+
+
+async def _authenticate_bearer(s: ImapSession, cmd: Authenticate) -> Reply:
+    """OAUTHBEARER / XOAUTH2: on failure the error challenge of RFC 7628 3.2.2 first, which the
+    client acknowledges (with ^A), then NO."""
+    text = await _client_response(s, cmd)
+    if isinstance(text, Reply):
+        return text
     try:
         login, token = split_bearer(cmd.mechanism, decode_sasl(text))
     except (ParseError, ValueError):

@@ -200,7 +200,8 @@ def portal_redirect_uri(config) -> str:
 
 def ensure_portal_client(reg: Registry) -> str | None:
     """Register (or bring up to date) the portal as a confidential client: a line saying what
-    was done, or None if it was already as it should be."""
+    was done, or None if it was already as it should be. Not an audit row: no one acted (the
+    audit trail is what operators, agencies and citizens did)."""
     uri = portal_redirect_uri(reg.config)
     secret_hash = digest(portal_client_secret(reg))
     with reg.store.session() as s:
@@ -208,12 +209,10 @@ def ensure_portal_client(reg: Registry) -> str | None:
         if row is None:
             s.add(OidcClient(id=PORTAL_ID, name=PORTAL_NAME, secret_hash=secret_hash, redirect_uris=uri,
                              scopes="openid profile email mail", claims="", builtin=True))
-            audit.record(s, "oidc.client.add", f"{PORTAL_ID} (confidential, built in)", actor="civicmail")
             return f"OpenID Connect client {PORTAL_ID} registered ({uri})"
         if row.redirect_uris == uri and row.secret_hash == secret_hash and row.builtin:
             return None
         row.redirect_uris, row.secret_hash, row.builtin = uri, secret_hash, True
-        audit.record(s, "oidc.client.update", f"{PORTAL_ID} redirect {uri}", actor="civicmail")
         return f"OpenID Connect client {PORTAL_ID} updated ({uri})"
 
 

@@ -90,17 +90,22 @@ class Handler:
             return replies.AUTH_NOT_HERE
         return MISSING
 
-    async def auth_PLAIN(self, server: CivicSMTP, args: list[str]) -> AuthResult:
+    async def _client_response(self, server: CivicSMTP, args: list[str]) -> bytes | AuthResult:
+        """The client's SASL message: the initial response, or its answer to an empty 334; an
+        AuthResult (already answered) if it cancelled or sent bad base64."""
         if len(args) == 1:
             blob = await server.challenge_auth("")
-            if blob is MISSING:
-                return AuthResult(success=False, handled=True)
-        else:
-            try:
-                blob = b64decode(args[1].encode(), validate=True)
-            except ValueError:
-                await server.push(replies.AUTH_BAD_BASE64)
-                return AuthResult(success=False, handled=True)
+            return AuthResult(success=False, handled=True) if blob is MISSING else blob
+        try:
+            return b64decode(args[1].encode(), validate=True)
+        except ValueError:
+            await server.push(replies.AUTH_BAD_BASE64)
+            return AuthResult(success=False, handled=True)
+
+    async def auth_PLAIN(self, server: CivicSMTP, args: list[str]) -> AuthResult:
+        blob = await self._client_response(server, args)
+        if isinstance(blob, AuthResult):
+            return blob
         try:
             login, password = split_plain(blob)
         except AuthorizationRefused:
@@ -140,16 +145,9 @@ class Handler:
     async def _auth_bearer(self, server: CivicSMTP, args: list[str], mechanism: str) -> AuthResult:
         """An access token of the OpenID Connect provider with the ``mail`` scope (RFC 7628); a
         failure sends the error challenge (3.2.2) first, and the client's answer gets the 535."""
-        if len(args) == 1:
-            blob = await server.challenge_auth("")
-            if blob is MISSING:
-                return AuthResult(success=False, handled=True)
-        else:
-            try:
-                blob = b64decode(args[1].encode(), validate=True)
-            except ValueError:
-                await server.push(replies.AUTH_BAD_BASE64)
-                return AuthResult(success=False, handled=True)
+        blob = await self._client_response(server, args)
+        if isinstance(blob, AuthResult):
+            return blob
         try:
             login, token = split_bearer(mechanism, blob)
         except ValueError:

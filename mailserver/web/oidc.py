@@ -14,6 +14,8 @@ SMTP and the web.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import time
@@ -40,6 +42,7 @@ from multidict import MultiDict
 from ..errors import AuthenticationFailed, Throttled
 from ..identity.oidckeys import ALG, KeyFile
 from ..registry import oidc as records
+from ..registry import totp
 from ..store.models import utcnow
 from .sessions import CSRF_FIELD, Sessions
 
@@ -57,6 +60,8 @@ SCOPE_TEXT = {
 }
 #: longest query string of an authorization request kept in a form
 MAX_REQUEST = 4096
+#: seconds between a password accepted and its account's TOTP code (then the password again)
+TOTP_PAGE_SECONDS = 300
 
 
 def templates() -> Environment:
@@ -233,6 +238,7 @@ class Provider:
         self.server = Server(ctx, self.keys)
         self.env = templates()
         self.city = ctx.config.city.name
+        self._pending_key = ctx.registry.keyring.secret_hash("web-totp-pending", "v1")
 
     def issuer(self, request: web.Request) -> str:
         """``http.base_url``; unset (development), the address this listener answered on."""
@@ -385,9 +391,65 @@ class Provider:
             # the name tried is not recorded: it is sometimes a password typed in the wrong field
             await self.ctx.run_store(records.record_signin, self.reg, "-", client_id, ip, "failed")
             return self._signin_page(request, None, request_query, "邮箱地址或密码不正确。", address, 401)
-        await self.sessions.sign_in(request, principal.account_id)
-        await self.ctx.run_store(records.record_signin, self.reg, principal.address or principal.login, client_id,
-                                 ip, "ok")
+        if await self.ctx.run_store(totp.required, self.reg, principal.account_id):
+            return self._totp_page(request, request_query, self._pending(principal.account_id, principal.address))
+        return await self._signed_in(request, principal.account_id, principal.address or principal.login, query)
+
+    # -- the second factor (TOTP) ----------------------------------------------------------
+    def _pending(self, account_id: int, address: str, now: float | None = None) -> str:
+        """What the code page carries between the password and the code: the account, until
+        when, under an HMAC (nothing to store; a forged or stale one is refused)."""
+        until = int((time.time() if now is None else now) + TOTP_PAGE_SECONDS)
+        body = f"{account_id}.{until}.{address}"
+        mac = hmac.new(self._pending_key, body.encode(), hashlib.sha256).hexdigest()
+        return f"{body}.{mac}"
+
+    def _pending_account(self, pending: str) -> tuple[int, str] | None:
+        body, _, mac = pending.rpartition(".")
+        good = hmac.new(self._pending_key, body.encode(), hashlib.sha256).hexdigest()
+        if not body or not hmac.compare_digest(good, mac):
+            return None
+        account_id, until, address = body.split(".", 2)
+        return (int(account_id), address) if int(until) >= time.time() else None
+
+    def _totp_page(self, request: web.Request, request_query: str, pending: str, error: str = "",
+                   status: int = 200) -> web.Response:
+        return self.render(request, "totp.html", status=status, title="两步验证", action="/oidc/totp",
+                           request_query=request_query, pending=pending, error=error)
+
+    async def totp(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        request_query = str(form.get("request", ""))[:MAX_REQUEST]
+        pending = str(form.get("pending", ""))[:400]
+        found = self._pending_account(pending)
+        if found is None:  # stale (or forged): the password again
+            return self._signin_page(request, None, request_query, "验证已超时，请重新登录。", status=401)
+        account_id, address = found
+        ip = request.remote or "?"
+        throttle = self.ctx.login_throttle  # the same throttle as passwords: guessing codes costs attempts
+        if not await throttle.acquire(ip, address):
+            return self._totp_page(request, request_query, pending, "尝试次数过多，请稍后再试。", 429)
+        try:
+            ok = await self.ctx.run_store(totp.verify, self.reg, account_id, str(form.get("code", ""))[:16])
+        except BaseException:
+            throttle.released(ip, address)
+            raise
+        if not ok:
+            throttle.failed(ip, address)
+            query = MultiDict(urllib.parse.parse_qsl(request_query, keep_blank_values=True))
+            await self.ctx.run_store(records.record_signin, self.reg, address, query.get("client_id"), ip,
+                                     "failed-totp")
+            return self._totp_page(request, request_query, pending, "验证码不正确。", 401)
+        throttle.succeeded(ip, address)
+        query = MultiDict(urllib.parse.parse_qsl(request_query, keep_blank_values=True))
+        return await self._signed_in(request, account_id, address, query)
+
+    async def _signed_in(self, request: web.Request, account_id: int, address: str, query: MultiDict) -> web.Response:
+        """The password (and the code, if the account has a second factor) checked: a new
+        session, the audit row, then back to the authorization request, if there was one."""
+        client_id = query.get("client_id")
+        await self.sessions.sign_in(request, account_id)
+        await self.ctx.run_store(records.record_signin, self.reg, address, client_id, request.remote or "?", "ok")
         if not client_id:
             return self.render(request, "message.html", title="已登录", text="您已登录市民邮箱账号。")
         return await self._authorize(request, query, signed_in_now=True)
@@ -484,6 +546,7 @@ def add_routes(app: web.Application, ctx, sessions: Sessions) -> None:
     app.router.add_route("GET", "/oidc/authorize", provider.authorize)
     app.router.add_route("POST", "/oidc/authorize", provider.authorize)
     app.router.add_post("/oidc/signin", provider.signin)
+    app.router.add_post("/oidc/totp", provider.totp)
     app.router.add_post("/oidc/consent", provider.consent)
     app.router.add_post("/oidc/token", provider.token)
     app.router.add_post("/oidc/revoke", provider.revoke)

@@ -9,7 +9,7 @@ from .registry import (Account, AddressCounter, Agency, AgencyCredential, Agency
 from .mail import Annotation, Content, ContentSort, Expunged, Folder, MailboxSubscription, Message
 from .delivery import Drop, DropRow, Notice, NoticeOptOut
 from .queue import OutboundMessage
-from .oidc import OidcClient, OidcCode, OidcConsent, OidcToken, WebSession
+from .oidc import AccountTotp, OidcClient, OidcCode, OidcConsent, OidcToken, WebSession
 from .services import (Application, ApplicationDesk, Ballot, Bulletin, BulletinDelivery, ServiceAccount,  # noqa: F401
                        ServiceProcessed, Subscription, Survey, SurveyRecipient, Topic)
 
@@ -20,5 +20,5 @@ __all__ = [
     "Folder", "Message", "Annotation", "Content", "ContentSort", "Expunged", "MailboxSubscription",
     "Drop", "DropRow", "Notice", "NoticeOptOut",
     "OutboundMessage",
-    "WebSession", "OidcClient", "OidcConsent", "OidcCode", "OidcToken",
+    "WebSession", "AccountTotp", "OidcClient", "OidcConsent", "OidcCode", "OidcToken",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, ForeignKey, Index, LargeBinary, String, Text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base, BigId, utcnow
@@ -107,3 +107,16 @@ class OidcToken(Base):
     access_expires_at: Mapped[dt.datetime]
     refresh_expires_at: Mapped[dt.datetime | None]
     revoked_at: Mapped[dt.datetime | None]
+
+
+class AccountTotp(Base):
+    """A citizen's second factor for the web sign-in: a TOTP secret (RFC 6238), encrypted."""
+
+    __tablename__ = "account_totp"
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"), primary_key=True)
+    #: AES-GCM of the base32 secret, under a key derived from the (never rotated) MAC key
+    secret_cipher: Mapped[bytes] = mapped_column(LargeBinary(128))
+    #: the last 30-second step a code was accepted for: a code is good once (RFC 6238 5.2)
+    last_step: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -1,4 +1,5 @@
-"""oidc: web sessions, and the OpenID Connect provider's clients, consents, codes and tokens
+"""oidc: web sessions, TOTP second factors, and the OpenID Connect provider's clients,
+consents, codes and tokens
 
 Revision ID: 0013_oidc
 Revises: 0012
@@ -38,6 +39,15 @@ def upgrade() -> None:
     sa.UniqueConstraint('handle', name=op.f('uq_web_session_handle'))
     )
     op.create_index('ix_web_session_account', 'web_session', ['account_id', 'created_at'], unique=False)
+    op.create_table('account_totp',
+    sa.Column('account_id', BigId, nullable=False),
+    sa.Column('secret_cipher', sa.LargeBinary(length=128), nullable=False),
+    sa.Column('last_step', sa.BigInteger(), nullable=False),
+    sa.Column('created_at', When, nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_account_totp_account_id_account'),
+                            ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('account_id', name=op.f('pk_account_totp'))
+    )
     op.create_table('oidc_client',
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
@@ -113,5 +123,6 @@ def downgrade() -> None:
     op.drop_table('oidc_code')
     op.drop_table('oidc_consent')
     op.drop_table('oidc_client')
+    op.drop_table('account_totp')
     op.drop_index('ix_web_session_account', table_name='web_session')
     op.drop_table('web_session')
