@@ -449,3 +449,53 @@ def test_totp_second_factor_after_the_password(oidc):
     assert again.submit(page, code=code).status_code == 401
     assert _cli(city, "oidc", "totp", address, "--disable").returncode == 0
     assert _sign_in(Browser(base), url, address).status_code == 302  # the password alone again
+
+
+def test_sessions_are_bounded_listed_and_revocable(city_factory):  # noqa: F811
+    from mailserver.web.sessions import list_sessions, revoke_session
+
+    city = city_factory("oidc.max_sessions_per_account=2")
+    reg = city.server.registry
+    secret = add_client(reg, "rp", "示例办事网站", [RP])
+    base = f"http://127.0.0.1:{city.port(HTTP)}"
+    rp = _rp(base, secret)
+    url, _ = rp.create_authorization_url(base + "/oidc/authorize", code_verifier=secrets.token_urlsafe(48))
+    address = city.addresses[0]
+    browsers = [Browser(base) for _ in range(3)]
+    for browser in browsers:
+        assert _sign_in(browser, url, address).status_code == 302
+    account_id = _account_id(city, address)
+    sessions = list_sessions(reg, account_id)
+    assert len(sessions) == 2  # the third sign-in ended the oldest
+    assert "password" in browsers[0].get(url).text
+    assert browsers[1].get(url).status_code == 302 and browsers[2].get(url).status_code == 302
+    # a citizen ends one of their sessions by its handle; another account's handle ends nothing
+    newest = sessions[0]
+    assert not revoke_session(reg, _account_id(city, city.addresses[1]), newest.handle)
+    assert revoke_session(reg, account_id, newest.handle)
+    assert "password" in browsers[2].get(url).text and browsers[1].get(url).status_code == 302
+
+
+def test_over_tls_the_cookies_are_secure_and_host_only(city_factory):  # noqa: F811
+    import http.client
+    import ssl
+
+    city = city_factory("http.tls=true")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the self-signed certificate `init` made
+    add_client(city.server.registry, "rp", "示例办事网站", [RP])
+    conn = http.client.HTTPSConnection("127.0.0.1", city.port(HTTP), timeout=30, context=context)
+    query = urllib.parse.urlencode({"response_type": "code", "client_id": "rp", "redirect_uri": RP,
+                                    "scope": "openid", "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+                                    "code_challenge_method": "S256"})
+    conn.request("GET", "/oidc/authorize?" + query)
+    response = conn.getresponse()
+    body = response.read().decode()
+    conn.close()
+    assert response.status == 200 and 'name="csrf_token"' in body
+    cookie = response.getheader("Set-Cookie")
+    assert cookie.startswith("__Host-civicmail_csrf=")
+    attributes = {a.strip().lower() for a in cookie.split(";")[1:]}
+    assert {"secure", "httponly", "samesite=lax", "path=/"} <= attributes
+    assert response.getheader("Strict-Transport-Security")
