@@ -36,7 +36,7 @@ from authlib.oidc.core.util import create_half_hash
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet, RSAKey
+from joserfc.jwk import KeySet
 from multidict import MultiDict
 
 from ..errors import AuthenticationFailed, Throttled
@@ -201,7 +201,7 @@ class OpenIDCode(oidc_grants.OpenIDCode):
         claims["at_hash"] = create_half_hash(token["access_token"], ALG).decode()
         claims.update(records.user_claims(self.server.reg, request.client, request.user, token.get("scope", "")))
         key = self.server.keys.get().current
-        return jwt.encode({"alg": ALG, "kid": key.kid}, claims, RSAKey.import_key(key.jwk), [ALG])
+        return jwt.encode({"alg": ALG, "kid": key.kid}, claims, key.key, [ALG])
 
 
 class RefreshGrant(grants.RefreshTokenGrant):
@@ -535,8 +535,10 @@ class Provider:
         return None
 
 
-#: the routes that are not browser forms: authenticated by client credentials, so no CSRF token
-CSRF_EXEMPT = ("/oidc/token", "/oidc/revoke")
+#: the routes that are not this face's own forms: the token endpoints, authenticated by client
+#: credentials, and the authorization endpoint, which a website may POST to (OIDC Core 3.1.2.1)
+#: with the same effect as its GET
+CSRF_EXEMPT = ("/oidc/token", "/oidc/revoke", "/oidc/authorize")
 
 
 def add_routes(app: web.Application, ctx, sessions: Sessions) -> None:
