@@ -198,6 +198,9 @@ def test_relying_party_signs_in_with_code_and_pkce_refreshes_revokes(oidc):
     rows = _audit(city)
     assert any(a == "oidc.signin" and actor == address and "client=rp" in d for a, actor, d in rows)
     assert any(a == "oidc.consent" and actor == address and "client=rp" in d for a, actor, d in rows)
+    # ... and every website sign-in, the one by the session too (who, which website, from where)
+    assert sum(a == "oidc.authorize" and actor == address and "client=rp" in d and "ip=127.0.0.1" in d
+               for a, actor, d in rows) == 2
     assert not any(PASSWORD in (d or "") for _, _, d in rows)
 
 

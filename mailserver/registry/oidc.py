@@ -327,7 +327,10 @@ class Code:
 
 
 def save_code(reg: Registry, code: str, client_id: str, account_id: int, redirect_uri: str, scope: str,
-              nonce: str | None, challenge: str | None, method: str | None, auth_time: dt.datetime) -> None:
+              nonce: str | None, challenge: str | None, method: str | None, auth_time: dt.datetime,
+              address: str = "-", ip: str = "?") -> None:
+    """Keep a new code, and audit the sign-in to the website it is for (``oidc.authorize``: with a
+    password just typed, or by the session of an earlier one), in the same transaction."""
     now = utcnow()
     with reg.store.session() as s:
         # codes live a minute: those of this account that have expired go as a new one comes (bounded)
@@ -335,6 +338,7 @@ def save_code(reg: Registry, code: str, client_id: str, account_id: int, redirec
         s.add(OidcCode(code_hash=digest(code), client_id=client_id, account_id=account_id, redirect_uri=redirect_uri,
                        scope=scope, nonce=nonce, code_challenge=challenge, code_challenge_method=method,
                        auth_time=auth_time, expires_at=now + dt.timedelta(seconds=reg.config.oidc.code_ttl)))
+        audit.record(s, "oidc.authorize", f"client={client_id} scope={scope} ip={ip}", actor=address)
 
 
 def nonce_used(reg: Registry, client_id: str, nonce: str) -> bool:

@@ -95,8 +95,9 @@ class Request(OAuth2Request):
         merged.extend(form)
         self.payload = _Payload(merged)
         self.issuer = issuer
-        #: the session's sign-in time (the ID token's auth_time)
+        #: the session's sign-in time (the ID token's auth_time), and the client's address (audit)
         self.auth_time = None
+        self.remote = "?"
 
     @property
     def args(self):
@@ -149,7 +150,8 @@ class CodeGrant(grants.AuthorizationCodeGrant):
         data = request.payload.data
         records.save_code(self.server.reg, code, request.client.id, request.user.account_id,
                           request.payload.redirect_uri or "", request.scope or "", data.get("nonce"),
-                          data.get("code_challenge"), data.get("code_challenge_method"), request.auth_time)
+                          data.get("code_challenge"), data.get("code_challenge_method"), request.auth_time,
+                          request.user.address, request.remote)
 
     def query_authorization_code(self, code, client):
         return records.query_code(self.server.reg, code, client.id)
@@ -363,6 +365,7 @@ class Provider:
                                          oreq.scope, decision == "allow", request.remote or "?")
         oreq.user = user
         oreq.auth_time = session.auth_time if session else utcnow()
+        oreq.remote = request.remote or "?"
         granted = None if decision == "deny" else user
         result = await self.ctx.run_store(self.server.create_authorization_response, oreq, granted, grant)
         return self._answer(result)
