@@ -308,10 +308,14 @@ class Provider:
         })
 
     async def jwks(self, request: web.Request) -> web.Response:
-        keys = await self.ctx.run_store(self.keys.get)
-        response = web.json_response({"keys": keys.published(self.ctx.config.oidc.id_token_ttl)})
+        # off the loop: the first use of a key imports it (a check of the RSA key: tenths of a second)
+        published = await self.ctx.run_store(self._published)
+        response = web.json_response({"keys": published})
         response.headers["Cache-Control"] = "max-age=300"
         return response
+
+    def _published(self) -> list[dict]:
+        return self.keys.get().published(self.ctx.config.oidc.id_token_ttl)
 
     # -- authorization: sign-in, consent, code ---------------------------------------------
     async def authorize(self, request: web.Request) -> web.Response:
@@ -518,7 +522,7 @@ class Provider:
         hint = params.get("id_token_hint")
         if hint:
             try:
-                keys = KeySet.import_key_set({"keys": self.keys.get().published(self.ctx.config.oidc.id_token_ttl)})
+                keys = KeySet.import_key_set({"keys": self._published()})
                 aud = jwt.decode(hint, keys, [ALG]).claims.get("aud")  # an expired hint is still a hint
             except (JoseError, ValueError):
                 return None
