@@ -203,6 +203,18 @@ def test_relying_party_signs_in_with_code_and_pkce_refreshes_revokes(oidc):
                for a, actor, d in rows) == 2
     assert not any(PASSWORD in (d or "") for _, _, d in rows)
 
+    # the citizen withdraws the website's consent: its tokens stop at once, and it must ask again
+    from mailserver.registry.oidc import list_consents, revoke_consent
+
+    location = again.headers["Location"]
+    token = rp.fetch_token(base + "/oidc/token", authorization_response=location, code_verifier=verifier)
+    assert _imap_bearer(city, address, token["access_token"])
+    reg = city.server.registry
+    assert [c.client_id for c in list_consents(reg, account_id)] == ["rp"]
+    assert revoke_consent(reg, account_id, address, "rp")
+    assert not _imap_bearer(city, address, token["access_token"])
+    assert "授权确认" in browser.get(url).text
+
 
 def _account_id(city, address: str) -> int:  # noqa: F811
     from sqlalchemy import text

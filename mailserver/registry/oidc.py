@@ -285,6 +285,36 @@ def record_consent(reg: Registry, account_id: int, address: str, client_id: str,
                      f"client={client_id} scope={scope} ip={ip}", actor=address)
 
 
+@dataclass(frozen=True)
+class Consent:
+    client_id: str
+    client_name: str
+    scopes: tuple[str, ...]
+    granted_at: dt.datetime
+
+
+def list_consents(reg: Registry, account_id: int) -> list[Consent]:
+    """The websites the citizen has agreed to sign in to (the portal's "city websites" list)."""
+    with reg.store.reader() as s:
+        rows = s.execute(select(OidcConsent.client_id, OidcClient.name, OidcConsent.scopes, OidcConsent.granted_at)
+                         .join(OidcClient, OidcClient.id == OidcConsent.client_id)
+                         .where(OidcConsent.account_id == account_id).order_by(OidcConsent.granted_at.desc()))
+        return [Consent(r[0], r[1], tuple(r[2].split()), as_utc(r[3])) for r in rows]
+
+
+def revoke_consent(reg: Registry, account_id: int, address: str, client_id: str) -> bool:
+    """Withdraw a website's consent: its tokens for this citizen stop working at once (mail
+    clients included), and its next sign-in asks again. False if there was none."""
+    with reg.store.session() as s:
+        gone = s.execute(delete(OidcConsent).where(OidcConsent.account_id == account_id,
+                                                   OidcConsent.client_id == client_id)).rowcount
+        s.execute(update(OidcToken).where(OidcToken.account_id == account_id, OidcToken.client_id == client_id,
+                                          OidcToken.revoked_at.is_(None)).values(revoked_at=utcnow()))
+        if gone:
+            audit.record(s, "oidc.consent-revoked", f"client={client_id}", actor=address)
+        return bool(gone)
+
+
 def record_signin(reg: Registry, address: str, client_id: str | None, ip: str, outcome: str) -> None:
     """Audit a web sign-in: who, for which website, from where (never the password)."""
     with reg.store.session() as s:
