@@ -286,6 +286,32 @@ class HTTPConfig:
 
 
 @dataclass(frozen=True)
+class OIDCConfig:
+    """The OpenID Connect provider on the citizens' HTTP listener (issue 14); its issuer is
+    ``http.base_url`` (HTTPS in production; http on loopback in development)."""
+
+    #: serve the provider (discovery, sign-in, tokens) and accept its tokens over IMAP and SMTP
+    enabled: bool = True
+    #: seconds an access token (also the mail clients' OAUTHBEARER token) is valid
+    access_token_ttl: int = 3600
+    #: seconds a refresh token is valid (each refresh replaces it)
+    refresh_token_ttl: int = 30 * 24 * 3600
+    #: seconds an authorization code is valid (RFC 6749 4.1.2: short; one use)
+    code_ttl: int = 60
+    #: seconds an ID token is valid; a rotated signing key stays in the JWKS this long after
+    #: the next rotation, so every token it signed can still be verified
+    id_token_ttl: int = 3600
+    #: a web session ends after this many seconds without a request ...
+    session_idle_seconds: int = 1800
+    #: ... and in any case this many seconds after sign-in
+    session_max_seconds: int = 12 * 3600
+    #: web sessions one account may hold; a new sign-in past it ends the oldest
+    max_sessions_per_account: int = 20
+    #: the portal's redirect URI, under http.base_url (registered by init and db upgrade)
+    portal_redirect_path: str = "/portal/callback"
+
+
+@dataclass(frozen=True)
 class CheckConfig:
     #: `civicmail check`: a TLS certificate expiring within this many days is a warning
     cert_warn_days: int = 30
@@ -322,6 +348,7 @@ class Config:
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
+    oidc: OIDCConfig = field(default_factory=OIDCConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
     #: the file this came from (None for defaults); relative paths resolve against its folder
     source: Path | None = None
@@ -377,6 +404,14 @@ class Config:
         if self.delivery.templates_dir:
             return self.data_dir / self.delivery.templates_dir
         return REPO_ROOT / "templates"
+
+    @property
+    def public_url(self) -> str:
+        """How citizens and mail clients reach the HTTP listener (no trailing slash):
+        ``http.base_url``, else http(s)://``http.listen``. The OpenID Connect issuer."""
+        if self.http.base_url:
+            return self.http.base_url.rstrip("/")
+        return f"{'https' if self.http.tls else 'http'}://{self.http.listen}"
 
     def replace(self, **sections: Any) -> "Config":
         return dataclasses.replace(self, **sections)
@@ -506,6 +541,12 @@ def _validate(config: Config) -> None:
         raise ConfigError("check.dns_timeout: must be more than 0 seconds")
     for server in check.nameservers:
         nameserver_address(server)
+    for key in ("access_token_ttl", "refresh_token_ttl", "code_ttl", "id_token_ttl", "session_idle_seconds",
+                "session_max_seconds", "max_sessions_per_account"):
+        if getattr(config.oidc, key) < 1:
+            raise ConfigError(f"oidc.{key}: must be at least 1")
+    if not config.oidc.portal_redirect_path.startswith("/"):
+        raise ConfigError("oidc.portal_redirect_path: must start with /")
     if config.http.request_timeout <= 0:
         raise ConfigError("http.request_timeout: must be more than 0 seconds")
     if config.http.max_body_size < 1024:

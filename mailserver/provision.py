@@ -19,6 +19,7 @@ from .identity.keys import IdKeyring
 from .registry import Registry
 from .registry.agencies import add_agency, grant, list_agencies, sync_notice_types
 from .registry.citizens import add_citizen
+from .registry.oidc import ensure_provider
 from .store import migrate, open_store
 
 TEMPLATE = REPO_ROOT / "config" / "civicmail.toml"
@@ -63,6 +64,7 @@ def prepare(config: Config) -> list[str]:
                     f" at revision {migrate.current_revision(store)}" + ("" if before else " (new)"))
         registry = Registry(config, store)
         made.append(f"notice types       {sync_catalog(registry)} loaded from {config.templates_dir}")
+        made.extend(ensure_provider(registry))
     finally:
         store.dispose()
     cert, key = config.data_path(config.tls.cert), config.data_path(config.tls.key)

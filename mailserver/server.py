@@ -73,12 +73,25 @@ class ServerContext:
         return LoginThrottle(self.config.login)
 
     async def login(self, ip: str, login: str, password: str, port: str) -> Principal:
-        """Check a login for IMAP and SMTP alike, under the login throttle: Throttled (refused
-        unchecked), AuthenticationFailed, or the principal. The attempt is reserved before the
+        """Check a login for IMAP, SMTP and the web alike, under the login throttle: Throttled
+        (refused unchecked), AuthenticationFailed, or the principal. The attempt is reserved before the
         password is checked (see identity/throttle.py); one whose client went away meanwhile
         still counts as a failure, so dropping connections buys no extra guesses. Refusals are
         logged (``auth-throttled`` / ``auth-failed client=IP port=...``; never the name tried,
         which is sometimes a password typed in the wrong field)."""
+        return await self._throttled(ip, login, port, authenticate, self.registry, login, password)
+
+    async def login_bearer(self, ip: str, login: str | None, token: str, port: str) -> Principal:
+        """``login`` for an OpenID Connect access token with the ``mail`` scope (SASL OAUTHBEARER
+        and XOAUTH2), under the same throttle; ``login`` is the address the client named, if any."""
+        from .registry.oidc import bearer_principal
+
+        if not self.config.oidc.enabled:
+            raise AuthenticationFailed("tokens are not accepted")
+        return await self._throttled(ip, login or "", port, bearer_principal, self.registry, token, login)
+
+    async def _throttled(self, ip: str, login: str, port: str, check: Callable[..., Principal],
+                         *args: Any) -> Principal:
         throttle = self.login_throttle
         metrics = self.metrics
         if not await throttle.acquire(ip, login):
@@ -86,7 +99,7 @@ class ServerContext:
             metrics.login(port, "throttled")
             raise Throttled("too many failed logins")
         try:
-            principal = await self.run_store(authenticate, self.registry, login, password)
+            principal = await self.run_store(check, *args)
         except (AuthenticationFailed, asyncio.CancelledError):
             throttle.failed(ip, login)
             auth_log.info("auth-failed client=%s port=%s", ip, port)

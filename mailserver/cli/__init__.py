@@ -43,6 +43,7 @@ COMMANDS = {
         ("check", "Check the data directory's permissions, the ID-number keys, the TLS certificate, the DKIM "
                   "key and the MX, SPF and DKIM records in DNS, disk space, the schema and the outbound queue."),
         ("audit", "The audit trail: who looked at personal data or changed the registry, when and why."),
+        ("oidc", "The OpenID Connect provider: register city websites, rotate the signing keys."),
     )
 }
 

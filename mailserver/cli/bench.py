@@ -25,6 +25,8 @@ AREAS = {
         ("mime", "Messages per second of mime.analyze() (ENVELOPE, BODY, BODYSTRUCTURE, SEARCH text)."),
         ("services", "Time a bulletin to COUNT subscribers and COUNT survey replies through the worker."),
         ("cli", "CPU time (user + sys, best of RUNS) of `civicmail --help` and `civicmail notice list`."),
+        ("oidc", "Start `civicmail serve` on loopback and time COUNT website sign-ins (code + PKCE) and IMAP "
+                 "OAUTHBEARER logins."),
     )
 }
 

@@ -20,6 +20,11 @@ def upgrade(app: App) -> None:
     migrate.upgrade(app.store)
     after = migrate.current_revision(app.store)
     click.echo(f"database at revision {after}" + ("" if before == after else f" (was {before or 'empty'})"))
+    from ..registry import Registry
+    from ..registry.oidc import ensure_provider
+
+    for line in ensure_provider(Registry(app.config, app.store)):  # the portal: no operator step
+        click.echo(line)
 
 
 @command.command("current")

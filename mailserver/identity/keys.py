@@ -60,6 +60,28 @@ def key_file_lock(directory: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def write_key_file(path: Path, data: dict) -> Path:
+    """Write a key file as JSON, readable by its owner only, atomically and durably: the rename
+    itself is synced, since a key file that reverted after a crash would lose a key that data
+    (rows, signed tokens) may already depend on."""
+    directory = path.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return path
+
+
 @dataclass(frozen=True)
 class IdKeyring:
     current: int
@@ -72,29 +94,12 @@ class IdKeyring:
         return cls(current=1, enc_keys={1: AESGCM.generate_key(bit_length=256)}, mac_key=secrets.token_bytes(32))
 
     def save(self, directory: Path) -> Path:
-        directory.mkdir(parents=True, exist_ok=True)
-        os.chmod(directory, 0o700)
-        path = directory / KEYFILE
         data = {
             "current": self.current,
             "enc": {str(v): base64.b64encode(k).decode() for v, k in self.enc_keys.items()},
             "mac": base64.b64encode(self.mac_key).decode(),
         }
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        # the rename itself on disk: a key file that reverted after a crash would lose a version
-        # that rows may already be written with
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-        return path
+        return write_key_file(directory / KEYFILE, data)
 
     @classmethod
     def load(cls, directory: Path) -> "IdKeyring":

@@ -3,10 +3,11 @@ AUTHENTICATE PLAIN (SASL-IR), ID, ENABLE, NAMESPACE, IDLE, CHECK, COMPRESS (RFC 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 
 from ..errors import AuthenticationFailed, Throttled
-from ..identity.sasl import AuthorizationRefused, split_plain
+from ..identity.sasl import BEARER_MECHANISMS, AuthorizationRefused, bearer_error, split_bearer, split_plain
 from ..registry.auth import record_login
 from ..store.mailboxes import serialized_writes
 from ..store.outage import is_outage
@@ -26,6 +27,9 @@ STARTTLS = Cap("STARTTLS", PRELOGIN, lambda s: "STARTTLS" if s.service.tls_avail
 #: before login: AUTH=PLAIN where a password may be sent, LOGINDISABLED (RFC 3501 6.2.3) elsewhere
 AUTH_PLAIN = Cap("AUTH=PLAIN", PRELOGIN, lambda s: "AUTH=PLAIN" if s.login_allowed else None)
 LOGINDISABLED = Cap("LOGINDISABLED", PRELOGIN, lambda s: None if s.login_allowed else "LOGINDISABLED")
+#: the OpenID Connect provider's access tokens (RFC 7628, and Google's XOAUTH2), where PLAIN is
+AUTH_BEARER = tuple(Cap(f"AUTH={m}", PRELOGIN, lambda s, m=m: f"AUTH={m}" if s.login_allowed and
+                        s.ctx.config.oidc.enabled else None) for m in BEARER_MECHANISMS)
 
 
 @command("CAPABILITY", ANY, P.no_args, expunge=True)
@@ -88,11 +92,15 @@ async def do_compress(s: ImapSession, cmd: Compress) -> Reply:
     raise AlreadyAnswered()
 
 
-async def _login(s: ImapSession, login: str, password: str) -> Reply:
+async def _login(s: ImapSession, login: str, password: str, token: bool = False) -> Reply:
+    """Log in with a password, or (``token``) an access token for the address ``login`` names."""
     if not s.login_allowed:
         return R.NO_LOGIN_DISABLED
     try:
-        principal = await s.ctx.login(s.peer_ip, login, password, s.service.name)
+        if token:
+            principal = await s.ctx.login_bearer(s.peer_ip, login, password, s.service.name)
+        else:
+            principal = await s.ctx.login(s.peer_ip, login, password, s.service.name)
     except Throttled:
         return R.NO_THROTTLED
     except AuthenticationFailed:
@@ -117,18 +125,16 @@ async def do_login(s: ImapSession, cmd: Login) -> Reply:
     return await _login(s, cmd.user, cmd.password)
 
 
-@command("AUTHENTICATE", PRELOGIN, P.authenticate, cap=(Cap("SASL-IR", ANY), AUTH_PLAIN), expunge=True)
+@command("AUTHENTICATE", PRELOGIN, P.authenticate, cap=(Cap("SASL-IR", ANY), AUTH_PLAIN) + AUTH_BEARER,
+         expunge=True)
 async def do_authenticate(s: ImapSession, cmd: Authenticate) -> Reply:
+    if cmd.mechanism in BEARER_MECHANISMS and s.ctx.config.oidc.enabled:
+        return await _authenticate_bearer(s, cmd)
     if cmd.mechanism != "PLAIN":
         return R.NO_MECHANISM
-    if not s.login_allowed:
-        return R.NO_LOGIN_DISABLED
-    text = cmd.initial
-    if text is None:
-        await s.continuation(R.CONT_AUTH)
-        text = (await s.read_client_line(s.read_timeout())).decode("ascii", "replace")
-    if text == "*":
-        return R.BAD_AUTH_CANCELLED
+    text = await _client_response(s, cmd)
+    if isinstance(text, Reply):
+        return text
     try:
         authcid, password = split_plain(decode_sasl(text))
     except AuthorizationRefused:
@@ -137,6 +143,35 @@ async def do_authenticate(s: ImapSession, cmd: Authenticate) -> Reply:
     except (ParseError, ValueError):
         return R.BAD_SYNTAX
     return await _login(s, authcid, password)
+
+
+async def _client_response(s: ImapSession, cmd: Authenticate) -> str | Reply:
+    """The client's SASL message (base64): the initial response (SASL-IR), or the line after a
+    ``+``; a Reply where there is none to check (login not allowed here, or cancelled)."""
+    if not s.login_allowed:
+        return R.NO_LOGIN_DISABLED
+    text = cmd.initial
+    if text is None:
+        await s.continuation(R.CONT_AUTH)
+        text = (await s.read_client_line(s.read_timeout())).decode("ascii", "replace")
+    return R.BAD_AUTH_CANCELLED if text == "*" else text
+
+
+async def _authenticate_bearer(s: ImapSession, cmd: Authenticate) -> Reply:
+    """OAUTHBEARER / XOAUTH2: on failure the error challenge of RFC 7628 3.2.2 first, which the
+    client acknowledges (with ^A), then NO."""
+    text = await _client_response(s, cmd)
+    if isinstance(text, Reply):
+        return text
+    try:
+        login, token = split_bearer(cmd.mechanism, decode_sasl(text))
+    except (ParseError, ValueError):
+        return R.BAD_SYNTAX
+    reply = await _login(s, login, token, token=True)
+    if reply is R.NO_AUTH_FAILED:
+        await s.continuation(base64.b64encode(bearer_error(s.ctx.config.public_url)).decode())
+        await s.read_client_line(s.read_timeout())  # the client's ^A (or anything): then the failure
+    return reply
 
 
 @command("ID", ANY, P.id_, cap=Cap("ID", ANY), expunge=True)

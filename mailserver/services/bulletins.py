@@ -36,9 +36,7 @@ class Published:
 
 
 def base_url(config) -> str:
-    if config.http.base_url:
-        return config.http.base_url.rstrip("/")
-    return f"http://{config.http.listen}"
+    return config.public_url
 
 
 def publish(reg, topic_id: str, source: str) -> Published:

@@ -20,7 +20,7 @@ from aiosmtpd.smtp import MISSING, AuthResult
 
 from ..errors import AuthenticationFailed, StoreUnavailable, Throttled
 from ..identity.addresses import normalise_address
-from ..identity.sasl import AuthorizationRefused, split_plain
+from ..identity.sasl import AuthorizationRefused, bearer_error, split_bearer, split_plain
 from ..registry.auth import Principal
 from . import headers, policy, replies
 from .committer import Outcome, Pending
@@ -90,17 +90,22 @@ class Handler:
             return replies.AUTH_NOT_HERE
         return MISSING
 
-    async def auth_PLAIN(self, server: CivicSMTP, args: list[str]) -> AuthResult:
+    async def _client_response(self, server: CivicSMTP, args: list[str]) -> bytes | AuthResult:
+        """The client's SASL message: the initial response, or its answer to an empty 334; an
+        AuthResult (already answered) if it cancelled or sent bad base64."""
         if len(args) == 1:
             blob = await server.challenge_auth("")
-            if blob is MISSING:
-                return AuthResult(success=False, handled=True)
-        else:
-            try:
-                blob = b64decode(args[1].encode(), validate=True)
-            except ValueError:
-                await server.push(replies.AUTH_BAD_BASE64)
-                return AuthResult(success=False, handled=True)
+            return AuthResult(success=False, handled=True) if blob is MISSING else blob
+        try:
+            return b64decode(args[1].encode(), validate=True)
+        except ValueError:
+            await server.push(replies.AUTH_BAD_BASE64)
+            return AuthResult(success=False, handled=True)
+
+    async def auth_PLAIN(self, server: CivicSMTP, args: list[str]) -> AuthResult:
+        blob = await self._client_response(server, args)
+        if isinstance(blob, AuthResult):
+            return blob
         try:
             login, password = split_plain(blob)
         except AuthorizationRefused:
@@ -131,12 +136,39 @@ class Handler:
         except UnicodeDecodeError:
             return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
 
-    async def _authenticate(self, server: CivicSMTP, login: str, password: str) -> AuthResult:
+    async def auth_OAUTHBEARER(self, server: CivicSMTP, args: list[str]) -> AuthResult:
+        return await self._auth_bearer(server, args, "OAUTHBEARER")
+
+    async def auth_XOAUTH2(self, server: CivicSMTP, args: list[str]) -> AuthResult:
+        return await self._auth_bearer(server, args, "XOAUTH2")
+
+    async def _auth_bearer(self, server: CivicSMTP, args: list[str], mechanism: str) -> AuthResult:
+        """An access token of the OpenID Connect provider with the ``mail`` scope (RFC 7628); a
+        failure sends the error challenge (3.2.2) first, and the client's answer gets the 535."""
+        blob = await self._client_response(server, args)
+        if isinstance(blob, AuthResult):
+            return blob
+        try:
+            login, token = split_bearer(mechanism, blob)
+        except ValueError:
+            await server.push(replies.AUTH_BAD_BEARER)
+            return AuthResult(success=False, handled=True)
+        result = await self._authenticate(server, login, token, bearer=True)
+        if result.message == replies.AUTH_FAILED:
+            if await server.challenge_auth(bearer_error(self.ctx.config.public_url)) is MISSING:
+                return AuthResult(success=False, handled=True)
+        return result
+
+    async def _authenticate(self, server: CivicSMTP, login: str | None, password: str,
+                            bearer: bool = False) -> AuthResult:
         session = server.session
         assert isinstance(session, CivicSession)
         ip = session.client_ip
         try:
-            principal = await self.ctx.login(ip, login, password, self.listener.kind)
+            if bearer:
+                principal = await self.ctx.login_bearer(ip, login, password, self.listener.kind)
+            else:
+                principal = await self.ctx.login(ip, login, password, self.listener.kind)
         except Throttled:
             return AuthResult(success=False, handled=False, message=replies.AUTH_THROTTLED)
         except StoreUnavailable:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, AnyStr
 
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
+from ..identity.sasl import BEARER_MECHANISMS
 from . import replies
 from .policy import auth_requires_tls
 
@@ -79,6 +80,8 @@ class CivicSMTP(SMTP):
             tls_context=listener.starttls_context,
             auth_required=listener.is_submission,
             auth_require_tls=True,
+            # the bearer-token mechanisms only while the OpenID Connect provider is on
+            auth_exclude_mechanism=() if config.oidc.enabled else BEARER_MECHANISMS,
             loop=asyncio.get_running_loop(),
         )
         self._held: list[bytes] = []

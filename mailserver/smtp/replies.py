@@ -23,6 +23,7 @@ AUTH_REQUIRED = "530 5.7.0 Authentication required"
 AUTH_UNAVAILABLE = "454 4.7.0 Temporary authentication failure"
 AUTH_BAD_BASE64 = "501 5.5.2 Cannot decode base64"
 AUTH_BAD_PLAIN = "501 5.5.2 Cannot split the PLAIN credentials"
+AUTH_BAD_BEARER = "501 5.5.2 Cannot read the bearer token message"
 
 # -- MAIL FROM -----------------------------------------------------------------------------
 SENDER_OK = "250 2.1.0 Sender OK"

@@ -3,6 +3,7 @@ pages are in services/http.py)."""
 from __future__ import annotations
 
 import urllib.parse
+from pathlib import Path
 
 from aiohttp import web
 
@@ -61,11 +62,37 @@ class CitizenRoutes:
         return html(200, page(200, topic=topic)) if topic is not None else html(404)
 
 
+STYLESHEET = Path(__file__).parent / "static" / "civic.css"
+
+
 def citizen_app(ctx) -> web.Application:
+    """The citizens' routes; with oidc.enabled the provider's (web/oidc.py) too, its forms
+    behind the CSRF check (sessions.py). The pages' one stylesheet is served from memory."""
     routes = CitizenRoutes(ctx)
-    app = web.Application(client_max_size=ctx.config.http.max_body_size, middlewares=[guard(ctx, "http")])
+    middlewares = [guard(ctx, "http")]
+    sessions = None
+    if ctx.config.oidc.enabled:
+        from .oidc import CSRF_EXEMPT
+        from .sessions import Sessions, csrf_middleware
+
+        sessions = Sessions(ctx)
+        exempt = set(CSRF_EXEMPT)  # and the one-click route's canonical form, once it is added
+        middlewares.append(csrf_middleware(sessions, exempt))
+    app = web.Application(client_max_size=ctx.config.http.max_body_size, middlewares=middlewares)
+    css = STYLESHEET.read_bytes()
+
+    async def stylesheet(request: web.Request) -> web.Response:
+        return web.Response(body=css, content_type="text/css", headers={"Cache-Control": "max-age=3600"})
+
+    app.router.add_get("/static/civic.css", stylesheet)
+    if sessions is not None:
+        from .oidc import add_routes
+
+        add_routes(app, ctx, sessions)
     for path in AUTOCONFIG_PATHS:
         app.router.add_get(path, routes.autoconfig)
     app.router.add_get("/mobileconfig", routes.mobileconfig)
-    app.router.add_route("*", UNSUBSCRIBE_ROUTE, routes.unsubscribe)
+    one_click = app.router.add_route("*", UNSUBSCRIBE_ROUTE, routes.unsubscribe)
+    if sessions is not None:
+        exempt.add(one_click.resource.canonical)  # RFC 8058: posted by mail clients, its URL an HMAC
     return app

@@ -89,6 +89,7 @@ def test_logindisabled_without_tls_outside_development(tmp_path):
     try:
         c = imaplib.IMAP4("127.0.0.1", running.port)
         assert "LOGINDISABLED" in c.capabilities and "AUTH=PLAIN" not in c.capabilities
+        assert "AUTH=OAUTHBEARER" not in c.capabilities and "AUTH=XOAUTH2" not in c.capabilities  # tokens too
         with pytest.raises(imaplib.IMAP4.error, match="PRIVACYREQUIRED"):
             c.login(running.users[0][0], PASSWORD)
         ctx = ssl.create_default_context()
@@ -96,6 +97,7 @@ def test_logindisabled_without_tls_outside_development(tmp_path):
         ctx.verify_mode = ssl.CERT_NONE
         c.starttls(ctx)
         assert "LOGINDISABLED" not in c.capabilities and "STARTTLS" not in c.capabilities
+        assert "AUTH=OAUTHBEARER" in c.capabilities and "AUTH=XOAUTH2" in c.capabilities
         assert c.login(running.users[0][0], PASSWORD)[0] == "OK"
         c.logout()
         s = imaplib.IMAP4_SSL("127.0.0.1", running.tls_port, ssl_context=ctx)

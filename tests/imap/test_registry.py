@@ -15,7 +15,9 @@ from mailserver.store.mailstore import deliver
 from mailserver.store.models.mail import DELETED
 
 #: what CAPABILITY lists on a development loopback connection before and after login
-BEFORE_LOGIN = {"IMAP4rev1", "LITERAL+", "STARTTLS", "AUTH=PLAIN", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE"}
+#: AUTH=OAUTHBEARER and AUTH=XOAUTH2: the OpenID Connect provider's tokens, offered where PLAIN is
+BEFORE_LOGIN = {"IMAP4rev1", "LITERAL+", "STARTTLS", "AUTH=PLAIN", "AUTH=OAUTHBEARER", "AUTH=XOAUTH2", "SASL-IR", "ID",
+                "ENABLE", "IDLE", "NAMESPACE"}
 AFTER_LOGIN = {"IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT",
                "CHILDREN", "SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS", "APPENDLIMIT=52428800", "QUOTA",
                "QUOTA=RES-STORAGE", "CONDSTORE", "QRESYNC", "ESEARCH", "STATUS=SIZE", "COMPRESS=DEFLATE",

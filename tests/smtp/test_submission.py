@@ -41,11 +41,13 @@ def test_auth_before_starttls_is_refused_in_production_mode(server_factory):
         assert not c.has_extn("auth")
         code, reply = c.docmd("AUTH", "PLAIN AGFiYwBkZWY=")
         assert (code, reply[:6]) == (538, b"5.7.11")
+        assert c.docmd("AUTH", "XOAUTH2 dXNlcj1hAWF1dGg9QmVhcmVyIHgBAQ==")[0] == 538  # a token no more than a password
         assert c.mail(server.people.alice)[0] == 530  # and nothing is sent without logging in
         c.rset()
         assert c.starttls(context=client_tls()) == (220, b"2.0.0 Ready to start TLS")
         c.ehlo("laptop")
         assert "PLAIN" in c.esmtp_features["auth"] and "LOGIN" in c.esmtp_features["auth"]
+        assert "OAUTHBEARER" in c.esmtp_features["auth"] and "XOAUTH2" in c.esmtp_features["auth"]
         assert c.login(server.people.alice, PASSWORD)[0] == 235
 
 

@@ -10,6 +10,7 @@ from .mail import Annotation, Content, ContentSort, Expunged, Folder, MailboxSub
 from .delivery import Drop, DropRow, Notice, NoticeOptOut
 from .lease import Lease
 from .queue import OutboundMessage
+from .oidc import AccountTotp, OidcClient, OidcCode, OidcConsent, OidcToken, WebSession
 from .services import (Application, ApplicationDesk, Ballot, Bulletin, BulletinDelivery, ServiceAccount,  # noqa: F401
                        ServiceProcessed, Subscription, Survey, SurveyRecipient, Topic)
 
@@ -20,4 +21,5 @@ __all__ = [
     "Folder", "Message", "Annotation", "Content", "ContentSort", "Expunged", "MailboxSubscription",
     "Drop", "DropRow", "Notice", "NoticeOptOut",
     "OutboundMessage", "Lease",
+    "WebSession", "AccountTotp", "OidcClient", "OidcConsent", "OidcCode", "OidcToken",
 ]
