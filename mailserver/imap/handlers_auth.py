@@ -181,7 +181,8 @@ async def do_idle(s: ImapSession, cmd: Command) -> Reply:
     """RFC 2177: changes are sent as they happen until the client says DONE. A client silent
     for imap.idle_timeout is logged out, as outside IDLE (RFC 2177: the server MAY; clients
     re-issue IDLE at least every 29 minutes)."""
-    s.wake = asyncio.Event()
+    if s.wake is None:
+        s.wake = asyncio.Event()
     await s.continuation(R.CONT_IDLING)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + s.read_timeout()
@@ -190,9 +191,8 @@ async def do_idle(s: ImapSession, cmd: Command) -> Reply:
         while True:
             if s.ctx.outage.active:  # woken by the start of an outage (service.py), or idling in one
                 await s.ctx.run_store(s.store.ping)
-            if s.selected is not None:
-                await s.report_changes(allow_expunge=True)
-                await s.flush()
+            await s.push(idle=True)
+            await s.flush()
             waiter = asyncio.ensure_future(s.wake.wait())
             done, _ = await asyncio.wait({reading, waiter}, timeout=max(0.0, deadline - loop.time()),
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -217,6 +217,7 @@ async def do_idle(s: ImapSession, cmd: Command) -> Reply:
         s.state = LOGOUT
         raise AlreadyAnswered() from None
     finally:
-        s.wake = None
+        if s.notifier is None:
+            s.wake = None
         if not reading.done():
             reading.cancel()

@@ -150,6 +150,25 @@ async def _send_fetch(s: ImapSession, run, sel: SelectedFolder, ranges, atts: tu
         await s.flush()
 
 
+async def send_fetch_of(s: ImapSession, uids: list[int], atts: tuple[FetchAtt, ...]) -> None:
+    """FETCH responses (with UID) of ``atts`` for these UIDs of the selected folder (ascending),
+    as NOTIFY's MessageNew (fetch-att ...) sends them for new messages (RFC 5465 5.2). Nothing
+    is marked \\Seen: a notification is not the client reading the message."""
+    sel = s.selected
+    ranges: list[tuple[int, int]] = []
+    for u in uids:
+        if ranges and ranges[-1][1] == u - 1:
+            ranges[-1] = (ranges[-1][0], u)
+        else:
+            ranges.append((u, u))
+    if not any(a.name == "UID" for a in atts):
+        atts = (FetchAtt("UID"),) + atts
+    if s.condstore and any(a.name == "FLAGS" for a in atts) and not any(a.name == "MODSEQ" for a in atts):
+        atts = atts + (FetchAtt("MODSEQ"),)
+    run = s.heavy if "raw" in F.columns_for(atts) else s.ctx.run
+    await _send_fetch(s, run, sel, ranges, atts, True, None)
+
+
 def _saw_own_write(sel: SelectedFolder, stored: mb.Stored) -> None:
     # Nothing else happened between our last look and our write: our own change is known.
     if stored.modseq_before and stored.modseq_before == sel.modseq:

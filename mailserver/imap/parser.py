@@ -98,7 +98,7 @@ def parse_fetch_att(text: str) -> FetchAtt:
                     section=True)
 
 
-def _fetch_atts(tok) -> tuple[FetchAtt, ...]:
+def fetch_atts(tok) -> tuple[FetchAtt, ...]:
     if isinstance(tok, Atom) and tok.text.upper() in _MACROS:
         return tuple(FetchAtt(n) for n in _MACROS[tok.text.upper()])
     items = tok if isinstance(tok, list) else [tok]
@@ -259,7 +259,7 @@ def fetch(tag: str, name: str, args: list, limits: IMAPConfig) -> Fetch:
         changedsince, vanished = _fetch_modifiers(args[2], uid)
         args = args[:2]
     need_args(args, 2)
-    return Fetch(tag, read_seqset(args[0]), _fetch_atts(args[1]), uid, changedsince, vanished)
+    return Fetch(tag, read_seqset(args[0]), fetch_atts(args[1]), uid, changedsince, vanished)
 
 
 def store(tag: str, name: str, args: list, limits: IMAPConfig) -> Store:

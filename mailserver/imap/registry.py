@@ -30,7 +30,8 @@ SEL = frozenset({SELECTED})
 PRELOGIN = frozenset({NOT_AUTH})
 
 #: the modules whose import registers the commands (in this order: it orders CAPABILITY)
-HANDLER_MODULES = ("handlers_auth", "handlers_mailbox", "handlers_message", "handlers_sort", "handlers_metadata")
+HANDLER_MODULES = ("handlers_auth", "handlers_mailbox", "handlers_message", "handlers_sort", "handlers_metadata",
+                   "handlers_notify")
 
 #: ``parse(tag, name, args, limits)``: the tokens after the command name (after "UID FETCH" for
 #: UID FETCH) to the typed command; raises tokens.ParseError on bad input

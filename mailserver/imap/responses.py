@@ -140,6 +140,13 @@ OK_MAILBOXID = ok("mailbox id")
 NO_USEATTR = no("special use not supported", "USEATTR")
 #: untagged: RFC 7162 3.2.11, where the old mailbox's responses end
 OK_CLOSED = ok("previous mailbox closed", "CLOSED")
+#: untagged, RFC 5465 5.8: more notifications waited than imap.notify_max_events; NOTIFY is off
+OK_NOTIFICATIONOVERFLOW = ok("too many notifications: NOTIFY is off, resynchronise and NOTIFY SET again",
+                            "NOTIFICATIONOVERFLOW")
+#: RFC 5465 3.1: a NOTIFY SET naming more mailboxes than this server watches for one session
+NO_NOTIFY_TOO_MANY = no("too many mailbox names in NOTIFY", "NOTIFICATIONOVERFLOW")
+#: RFC 5465 3.1: an event this server does not tell (with the code BADEVENT (supported events))
+NO_BADEVENT = no("unsupported NOTIFY event")
 
 SEP = "/"
 NAMESPACE = '(("" "/")) NIL NIL'

@@ -58,7 +58,7 @@ class AlreadyAnswered(Exception):
 
 class ImapSession:
     __slots__ = ("ctx", "service", "reader", "writer", "tls_active", "peer_ip", "state", "principal", "account_id",
-                 "selected", "contexts", "pending", "wake", "condstore", "qresync", "utf8", "preauth_slot",
+                 "selected", "contexts", "pending", "wake", "notifier", "condstore", "qresync", "utf8", "preauth_slot",
                  "_login_deadline", "_limit_key", "_pacer", "_out", "_out_size", "_deflate", "_deflating",
                  "__weakref__")
 
@@ -79,8 +79,10 @@ class ImapSession:
         self.contexts: dict[str, SearchContext] = {}
         #: another session (or process) changed the selected folder; look before the next reply
         self.pending = False
-        #: set while in IDLE, so that a change wakes the session at once
+        #: set while in IDLE or under NOTIFY, so that a change wakes the session at once
         self.wake: asyncio.Event | None = None
+        #: RFC 5465: what NOTIFY SET asked to be told (notify.Notifier), None without NOTIFY
+        self.notifier: Any = None
         #: RFC 7162 3.1: CONDSTORE is on for the rest of the session (ENABLE, SELECT (CONDSTORE)
         #: or a command using MODSEQ); every FETCH response with FLAGS then carries MODSEQ too
         self.condstore = False
@@ -242,12 +244,7 @@ class ImapSession:
             await self.send(f"* OK [CAPABILITY {self.capability_text()}] {R.GREETING}\r\n".encode())
             while self.state != LOGOUT:
                 await self.flush()
-                line, literal, command = self.frame_limits()
-                try:
-                    framed = await asyncio.wait_for(
-                        read_command(self.reader, line, literal, self.continuation, command), self.read_timeout())
-                except asyncio.TimeoutError:
-                    await self.timed_out()
+                framed = await self.next_command()
                 if isinstance(framed, Refused):
                     if framed.fatal:
                         await self.untagged(f"BYE {R.BYE_LITERAL}")
@@ -270,11 +267,72 @@ class ImapSession:
                 except Exception:  # the transport is gone
                     pass
             self.close_selected()
+            self.stop_notify()
             self.service.release(self)
             try:
                 self.writer.close()
             except Exception:  # the transport may already be gone
                 pass
+
+    async def next_command(self):
+        """The next command as framed; under NOTIFY, notifications go out while it is awaited
+        (RFC 5465 4: the server may send them at any time between commands)."""
+        line, literal, command = self.frame_limits()
+        reading = read_command(self.reader, line, literal, self.continuation, command)
+        if self.notifier is None:
+            try:
+                return await asyncio.wait_for(reading, self.read_timeout())
+            except asyncio.TimeoutError:
+                await self.timed_out()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.read_timeout()
+        task = asyncio.ensure_future(reading)
+        waiter: asyncio.Future | None = None
+        try:
+            while True:
+                wake = self.wake
+                if self.notifier is None or wake is None:
+                    done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+                    if not done:
+                        await self.timed_out()
+                    return task.result()
+                waiter = asyncio.ensure_future(wake.wait())
+                done, _ = await asyncio.wait({task, waiter}, timeout=max(0.0, deadline - loop.time()),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if not waiter.done():
+                    waiter.cancel()
+                waiter = None
+                if task in done:
+                    return task.result()
+                if not done:
+                    await self.timed_out()
+                wake.clear()
+                await self.push()
+                await self.flush()
+        finally:
+            for pending in (task, waiter):
+                if pending is not None and not pending.done():
+                    pending.cancel()
+
+    async def push(self, idle: bool = False) -> None:
+        """Notifications owed now, outside any command: the selected folder's changes (in IDLE;
+        under NOTIFY SELECTED also between commands, expunges held back under SELECTED-DELAYED),
+        then NOTIFY's for the other folders."""
+        n = self.notifier
+        if self.selected is not None and (idle or (n is not None and n.pushes_selected)):
+            await self.report_changes(allow_expunge=idle or not n.delayed)
+        if self.notifier is not None and self.notifier.pending():
+            await self.notifier.report()
+
+    def start_notify(self, notifier) -> None:
+        self.notifier = notifier
+        if self.wake is None:
+            self.wake = asyncio.Event()
+
+    def stop_notify(self) -> None:
+        if self.notifier is not None:
+            self.notifier.stop()
+            self.notifier = None
 
     async def execute(self, framed: Framed) -> None:
         spec, cmd = parse(framed.data, self.config.imap, self.utf8)
@@ -309,6 +367,8 @@ class ImapSession:
                 reply = R.NO_SERVER
         if self.selected is not None and not logout:
             await self.report_changes(allow_expunge=spec.expunge)
+        if self.notifier is not None and not logout and self.notifier.pending():
+            await self.notifier.report()
         if logout:
             await self.untagged(f"BYE {R.BYE_LOGOUT}")
             self.state = LOGOUT
@@ -393,6 +453,8 @@ class ImapSession:
                 sel.note_recent(max(before, known_max), new[-1])
             await self.untagged(f"{sel.exists} EXISTS")
             await self.untagged(f"{sel.recent_count()} RECENT")
+            if self.notifier is not None:
+                await self.notifier.fetch_new(new)
         for uid, flags, keywords, modseq in changed:
             seq = sel.seq_of(uid)
             if seq is not None:

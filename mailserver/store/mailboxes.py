@@ -27,7 +27,7 @@ from .driver import driver_execute, driver_rows, raw_reader
 from .mailbox_sql import (F, M, FolderInfo, UidRanges, copy_rows, folder_row, info_of, INFO_SQL, release_content,
                           remove_messages, serialized_writes, writing)
 from .models.mail import SEEN
-from .notify import announce, hub
+from .notify import announce, announce_account, hub
 # The selected folder's operations live in selection.py; they are re-exported here so that
 # callers use one module for the mailbox store.
 from .selection import (Appended, AppendedMany, Changes, Copied, Snapshot, Stored, ToAppend, append_message,
@@ -163,7 +163,10 @@ def create_folder(store: Store, account_id: int, name: str, limits: AccountsConf
         _check_count(existing, len(new), limits)
         for path in new:
             _insert_folder(s, account_id, path, special_use if path == name else None)
-        return folder_row(s, account_id, name)
+        made = folder_row(s, account_id, name)
+        announce_account(s, account_id)
+    hub.account_changed([account_id])
+    return made
 
 
 def delete_folder(store: Store, account_id: int, name: str) -> None:
@@ -189,7 +192,9 @@ def delete_folder(store: Store, account_id: int, name: str) -> None:
         release_content(s, content_ids)
         s.execute(delete(F).where(F.c.id == row.id))
         announce(s, [row.id])
+        announce_account(s, account_id)
     hub.changed([row.id])
+    hub.account_changed([account_id])
 
 
 def rename_folder(store: Store, account_id: int, old: str, new: str, limits: AccountsConfig = AccountsConfig()) -> None:
@@ -233,7 +238,9 @@ def rename_folder(store: Store, account_id: int, old: str, new: str, limits: Acc
                 s.execute(update(F).where(F.c.id == cid).values(name=new + cname[len(old):]))
             moved_folders = [row.id] + [c[0] for c in children]
         announce(s, moved_folders)
+        announce_account(s, account_id)
     hub.changed(moved_folders)
+    hub.account_changed([account_id])
 
 
 # -- subscriptions (RFC 3501 6.3.6, 6.3.7): a list of names of its own ----------------------------------
@@ -263,6 +270,8 @@ def subscribe(store: Store, account_id: int, name: str, limits: AccountsConfig =
         if count >= limits.max_subscriptions:
             raise LimitExceeded(f"an account has at most {limits.max_subscriptions} subscriptions")
         driver_execute(s, "INSERT INTO mailbox_subscription (account_id, name) VALUES (?, ?)", [(account_id, name)])
+        announce_account(s, account_id)
+    hub.account_changed([account_id])
 
 
 def unsubscribe(store: Store, account_id: int, name: str) -> None:
@@ -270,6 +279,8 @@ def unsubscribe(store: Store, account_id: int, name: str) -> None:
     with writing(store) as s:
         driver_execute(s, "DELETE FROM mailbox_subscription WHERE account_id = ? AND name = ?",
                        [(account_id, name.rstrip(SEP))])
+        announce_account(s, account_id)
+    hub.account_changed([account_id])
 
 
 def _rename_subscriptions(session: Session, account_id: int, old: str, new: str) -> None:
