@@ -147,6 +147,7 @@ async def do_id(s: ImapSession, cmd: Id) -> Reply:
 
 #: RFC 6855: UTF-8 mailbox names and quoted strings for a session that enables it
 UTF8_ACCEPT = "UTF8=ACCEPT"
+IMAP4REV2 = "IMAP4rev2"
 
 
 @command("ENABLE", AUTHED, P.enable, cap=(Cap("ENABLE", ANY), UTF8_ACCEPT), expunge=True)
@@ -164,8 +165,13 @@ async def do_enable(s: ImapSession, cmd: Enable) -> Reply:
         elif cap == UTF8_ACCEPT and s.selected is None:
             enabled.append(cap)
             s.utf8 = True
+        elif cap == IMAP4REV2.upper() and s.selected is None:
+            # RFC 9051: from now on the session speaks IMAP4rev2, whose mailbox names are UTF-8
+            # (5.1); like UTF8=ACCEPT, only while no mailbox is selected
+            enabled.append(IMAP4REV2)  # as the capability list spells it
+            s.rev2 = s.utf8 = True
     await s.untagged(" ".join(["ENABLED"] + enabled))
-    if any(cap != UTF8_ACCEPT for cap in enabled):
+    if any(cap not in (UTF8_ACCEPT, IMAP4REV2) for cap in enabled):
         await s.enable_condstore()
     return R.OK_DONE
 

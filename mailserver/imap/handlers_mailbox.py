@@ -37,13 +37,15 @@ async def do_select(s: ImapSession, cmd: MailboxCommand) -> Reply:
         # tells the client where the old mailbox's responses end
         s.close_selected()
         await s.untagged(R.OK_CLOSED.line())
-    snap = await s.ctx.run(mb.select_folder, s.store, s.account_id, cmd.mailbox, readonly)
-    sel = SelectedFolder.from_snapshot(snap, readonly)
+    # IMAP4rev2 (RFC 9051 E.6): no \Recent, so nothing is claimed, no RECENT nor [UNSEEN n] sent
+    snap = await s.ctx.run(mb.select_folder, s.store, s.account_id, cmd.mailbox, readonly or s.rev2)
+    sel = SelectedFolder.from_snapshot(snap, readonly, s.rev2)
     for line in sel.flags_responses():
         await s.untagged(line)
     await s.untagged(f"{sel.exists} EXISTS")
-    await s.untagged(f"{snap.recent} RECENT")
-    if snap.first_unseen_uid is not None:
+    if not s.rev2:
+        await s.untagged(f"{snap.recent} RECENT")
+    if snap.first_unseen_uid is not None and not s.rev2:
         seq = sel.seq_of(snap.first_unseen_uid)
         if seq:
             await s.untagged(f"OK [UNSEEN {seq}] first unseen")
@@ -72,7 +74,10 @@ async def do_create(s: ImapSession, cmd: MailboxCommand) -> Reply:
 async def do_delete(s: ImapSession, cmd: MailboxCommand) -> Reply:
     if s.selected is not None and s.selected.name == cmd.mailbox:
         s.close_selected()
-    await s.ctx.run(mb.delete_folder, s.store, s.account_id, cmd.mailbox)
+    try:
+        await s.ctx.run(mb.delete_folder, s.store, s.account_id, cmd.mailbox)
+    except mb.HasChildFolders:
+        return R.NO_HASCHILDREN
     return R.OK_DONE
 
 
@@ -98,7 +103,7 @@ async def do_unsubscribe(s: ImapSession, cmd: MailboxCommand) -> Reply:
 def _status_items(st: mb.FolderStatus, items: tuple[str, ...]) -> str:
     values = {"MESSAGES": st.info.message_count, "RECENT": st.recent, "UIDNEXT": st.info.uidnext,
               "UIDVALIDITY": st.info.uidvalidity, "UNSEEN": st.unseen, "SIZE": st.info.total_size,
-              "HIGHESTMODSEQ": st.info.highestmodseq,
+              "HIGHESTMODSEQ": st.info.highestmodseq, "DELETED": st.deleted,
               "MAILBOXID": f"({mailbox_id(st.info.id, st.info.uidvalidity)})"}
     return " ".join(f"{i} {values[i]}" for i in items)
 

@@ -279,7 +279,7 @@ def _search(store, sel: SelectedFolder, keys: tuple, charset_ok: bool) -> list[t
     modseq is 0 unless a MODSEQ key asked for it."""
     cols = tuple(sorted(search_columns(keys)))
     with_modseq = "modseq" in cols
-    matcher = Matcher(len(sel.uids), sel.max_uid, sel.is_recent)
+    matcher = Matcher(len(sel.uids), sel.max_uid, sel.is_recent, frozenset(sel.saved))
     hits: list[tuple[int, int, int]] = []
     lo = 1
     uids = sel.uids
@@ -312,7 +312,7 @@ def esearch_text(tag: str, uid: bool, opts: tuple[str, ...], numbers: list[int],
     the range asked for, with NIL if no result falls in it. ``modseqs`` (with a MODSEQ key, RFC
     7162 3.1.5): the highest MODSEQ of the messages returned. UPDATE (RFC 5267 4.3) adds nothing
     here; alone, it answers ALL, the result the updates then change."""
-    opts = tuple(o for o in opts if o != "UPDATE") or ("ALL",)
+    opts = tuple(o for o in opts if o not in ("UPDATE", "SAVE")) or ("ALL",)
     partial = partial_option(opts)
     out = f'ESEARCH (TAG "{tag}")' + (" UID" if uid else "")
     if numbers:
@@ -340,7 +340,7 @@ def esearch_text(tag: str, uid: bool, opts: tuple[str, ...], numbers: list[int],
     return out
 
 
-@command("SEARCH", SEL, P.search, cap="ESEARCH", expunge=False)
+@command("SEARCH", SEL, P.search, cap=("ESEARCH", "SEARCHRES"), expunge=False)
 @command("UID SEARCH", SEL, P.search, expunge=True)
 async def do_search(s: ImapSession, cmd: Search) -> Reply:
     sel = s.selected
@@ -350,14 +350,28 @@ async def do_search(s: ImapSession, cmd: Search) -> Reply:
     hits = await s.heavy(_search, s.store, sel, cmd.criteria, True) if sel.uids else []
     numbers = [uid if cmd.uid else seq for seq, uid, _ in hits]
     modseqs = [m for _, _, m in hits] if with_modseq else None
-    if cmd.return_opts is not None:
-        await s.untagged(esearch_text(cmd.tag, cmd.uid, cmd.return_opts, numbers, modseqs))
+    opts = cmd.return_opts
+    if opts is not None and "SAVE" in opts:
+        _save(sel, opts, [uid for _, uid, _ in hits])
+        opts = tuple(o for o in opts if o != "SAVE")
+        if not opts:
+            return R.OK_DONE  # RFC 5182 2.4: SAVE alone answers nothing but OK
+    if opts is not None or s.rev2:  # RFC 9051 6.4.4: IMAP4rev2 answers with ESEARCH
+        await s.untagged(esearch_text(cmd.tag, cmd.uid, opts or ("ALL",), numbers, modseqs))
     else:
         tail = f" (MODSEQ {max(modseqs)})" if modseqs else ""
         await s.untagged("SEARCH" + "".join(f" {n}" for n in numbers) + tail)
     if cmd.return_opts is not None and "UPDATE" in cmd.return_opts:
         return _keep_updated(s, cmd, [uid for _, uid, _ in hits])
     return R.OK_DONE
+
+
+def _save(sel: SelectedFolder, opts: tuple[str, ...], uids: list[int]) -> None:
+    """RFC 5182 2.4: keep the result for "$"; with MIN or MAX but neither ALL nor COUNT, only
+    those."""
+    if uids and ("MIN" in opts or "MAX" in opts) and not ("ALL" in opts or "COUNT" in opts):
+        uids = ([uids[0]] if "MIN" in opts else []) + ([uids[-1]] if "MAX" in opts else [])
+    sel.saved = set(uids)
 
 
 def _keep_updated(s: ImapSession, cmd: Search, uids: list[int]) -> Reply:

@@ -119,7 +119,8 @@ def fetch_atts(tok) -> tuple[FetchAtt, ...]:
 # One parser per command: ``parse(tag, name, args, limits)``, registered with its handler
 # (registry.command). ``name`` is the registered name ("UID FETCH"); ``args`` the tokens after it.
 
-_STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ", "MAILBOXID"}
+_STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ", "MAILBOXID",
+                 "DELETED"}
 #: RFC 5258 and RFC 6154 LIST options (STATUS, RFC 5819, is read apart)
 _SELECT_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
 _RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE"})

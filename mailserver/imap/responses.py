@@ -123,6 +123,8 @@ NO_QUOTAROOT = no("no such quota root")
 NO_SETQUOTA = no("quotas are set by the operator", "NOPERM")
 #: a name that is not modified UTF-7 (RFC 3501 5.1.3): no mailbox has it, none can be made
 NO_BAD_NAME = no("mailbox name is not modified UTF-7", "CANNOT")
+#: RFC 9051 7.1: DELETE of a folder with child folders (they must go first)
+NO_HASCHILDREN = no("the mailbox has child mailboxes", "HASCHILDREN")
 NO_FOLDER_LIMIT = no("folder name too long or too deep, or too many folders", "LIMIT")
 
 #: RFC 5464 4.3: a value past imap.metadata_max_size (with the code METADATA MAXSIZE n); nothing stored

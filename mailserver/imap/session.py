@@ -58,7 +58,7 @@ class AlreadyAnswered(Exception):
 
 class ImapSession:
     __slots__ = ("ctx", "service", "reader", "writer", "tls_active", "peer_ip", "state", "principal", "account_id",
-                 "selected", "contexts", "pending", "wake", "notifier", "condstore", "qresync", "utf8", "preauth_slot",
+                 "selected", "contexts", "pending", "wake", "notifier", "rev2", "condstore", "qresync", "utf8", "preauth_slot",
                  "_login_deadline", "_limit_key", "_pacer", "_out", "_out_size", "_deflate", "_deflating",
                  "__weakref__")
 
@@ -90,6 +90,8 @@ class ImapSession:
         self.qresync = False
         #: RFC 6855: ENABLE UTF8=ACCEPT; mailbox names are then UTF-8 both ways (``mailbox_wire``)
         self.utf8 = False
+        #: RFC 9051: ENABLE IMAP4rev2; no \Recent, ESEARCH answers SEARCH, UTF-8 mailbox names
+        self.rev2 = False
         #: the session holds a place under imap.max_preauth_connections_per_ip (until it logs in)
         self.preauth_slot = False
         self._limit_key: tuple[int, str] | None = None
@@ -448,11 +450,12 @@ class ImapSession:
         if new:
             if sel.readonly:  # EXAMINE: \Recent as no session has claimed them, without claiming
                 sel.note_recent(max(changes.recent_uid, known_max), new[-1])
-            elif not all(sel.is_recent(u) for u in new):
+            elif not sel.rev2 and not all(sel.is_recent(u) for u in new):
                 before = await self.ctx.run(mailboxes.claim_recent, self.store, sel.folder_id, new[-1])
                 sel.note_recent(max(before, known_max), new[-1])
             await self.untagged(f"{sel.exists} EXISTS")
-            await self.untagged(f"{sel.recent_count()} RECENT")
+            if not sel.rev2:  # RFC 9051 E.6: no RECENT response
+                await self.untagged(f"{sel.recent_count()} RECENT")
             if self.notifier is not None:
                 await self.notifier.fetch_new(new)
         for uid, flags, keywords, modseq in changed:

@@ -26,7 +26,7 @@ from .db import Store
 from .driver import driver_execute, driver_rows, raw_reader
 from .mailbox_sql import (F, M, FolderInfo, UidRanges, copy_rows, folder_row, info_of, INFO_SQL, release_content,
                           remove_messages, serialized_writes, writing)
-from .models.mail import SEEN
+from .models.mail import DELETED, SEEN
 from .notify import announce, announce_account, hub
 # The selected folder's operations live in selection.py; they are re-exported here so that
 # callers use one module for the mailbox store.
@@ -41,11 +41,17 @@ class CannotDelete(UserError):
     """INBOX, a special-use folder, or a folder with children."""
 
 
+class HasChildFolders(CannotDelete):
+    """DELETE of a folder with children (RFC 9051 7.1: NO [HASCHILDREN])."""
+
+
 @dataclass(frozen=True)
 class FolderStatus:
     info: FolderInfo
     unseen: int
     recent: int
+    #: messages flagged \Deleted (RFC 9051 STATUS DELETED)
+    deleted: int = 0
 
 
 # -- folders --------------------------------------------------------------------------------------
@@ -74,12 +80,19 @@ def folder_status(store: Store, account_id: int, names: Iterable[str] | None = N
             return []
         ids = [r[0] for r in rows]
         marks = ",".join("?" * len(ids))
-        unseen = dict(driver_rows(s, f"SELECT folder_id, count(*) FROM message WHERE folder_id IN ({marks}) "
-                                      f"AND (flags & {SEEN}) = 0 GROUP BY folder_id", *ids))
+        unseen: dict = {}
+        deleted: dict = {}
+        for fid, flags, count in driver_rows(
+                s, f"SELECT folder_id, flags & {SEEN | DELETED}, count(*) FROM message WHERE folder_id IN ({marks}) "
+                   f"AND (flags & {SEEN | DELETED}) <> {SEEN} GROUP BY folder_id, flags & {SEEN | DELETED}", *ids):
+            if not flags & SEEN:
+                unseen[fid] = unseen.get(fid, 0) + count
+            if flags & DELETED:
+                deleted[fid] = deleted.get(fid, 0) + count
         recent = dict(driver_rows(s, f"SELECT m.folder_id, count(*) FROM message m JOIN folder f ON f.id = m.folder_id "
                                       f"WHERE m.folder_id IN ({marks}) AND m.uid > f.recent_uid GROUP BY m.folder_id",
                                    *ids))
-    return [FolderStatus(info_of(r), unseen.get(r[0], 0), recent.get(r[0], 0)) for r in rows]
+    return [FolderStatus(info_of(r), unseen.get(r[0], 0), recent.get(r[0], 0), deleted.get(r[0], 0)) for r in rows]
 
 
 def _new_uidvalidity(session: Session, account_id: int) -> int:
@@ -181,7 +194,7 @@ def delete_folder(store: Store, account_id: int, name: str) -> None:
             raise CannotDelete(f"{name} is the account's {row.special_use} folder")
         if s.scalar(select(func.count()).where(F.c.account_id == account_id, F.c.name.startswith(name + SEP,
                                                                                                    autoescape=True))):
-            raise CannotDelete(f"{name} has child folders")
+            raise HasChildFolders(f"{name} has child folders")
         content_ids = list(s.scalars(select(M.c.content_id).where(M.c.folder_id == row.id)))
         s.execute(delete(M).where(M.c.folder_id == row.id))
         # The folder goes, and its tombstones with it: a folder made later under the same
