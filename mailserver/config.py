@@ -173,8 +173,9 @@ class IMAPConfig:
     #: METADATA entries of one account, server and folders, private and shared together; more:
     #: NO [METADATA TOOMANY]. With metadata_max_size it bounds one GETMETADATA's answer (16 MiB)
     metadata_max_entries: int = 256
-    #: searches one session keeps up to date (RFC 5267 SEARCH RETURN (UPDATE)); more: the
-    #: answer, then NO [NOUPDATE]. Each is searched again at every change of the folder
+    #: searches and sorts one session keeps up to date (RFC 5267 SEARCH / SORT RETURN (UPDATE));
+    #: more: the answer, then NO [NOUPDATE]. Each is searched again at every change of the
+    #: folder, and a kept sort that gains a message sorts the folder again
     max_search_updates: int = 10
     #: RFC 5465 NOTIFY: notifications that may wait for one session (changed folders, folder
     #: list changes, new messages to FETCH); more: * OK [NOTIFICATIONOVERFLOW] and NOTIFY is off

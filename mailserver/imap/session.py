@@ -20,7 +20,7 @@ from . import responses as R
 from .codec import format_uid_set, mailbox_wire
 from .commands import Invalid
 from .compress import InflatingReader, deflate, deflater
-from .context import SearchContext, matching, update_lines
+from .context import SearchContext, additions, matching, removals, sorted_uids, update_lines
 from .framing import Closed, Framed, Refused, read_command, read_line
 from .pacing import Pacer
 from .parser import parse
@@ -476,5 +476,18 @@ class ImapSession:
             matched = await self.heavy(matching, self.store, sel, ctx.keys, touched) if touched else set()
             if self.selected is not sel:
                 return
-            for line in update_lines(ctx, gone, touched, matched):
-                await self.untagged(line)
+            if ctx.criteria is None:
+                for line in update_lines(ctx, gone, touched, matched):
+                    await self.untagged(line)
+                continue
+            head = f'ESEARCH (TAG "{ctx.tag}") UID'
+            removed = removals(ctx, gone, touched, matched)
+            if removed:
+                await self.untagged(f"{head} REMOVEFROM ({removed})")
+            if matched - ctx.uids:
+                order = await self.heavy(sorted_uids, self.store, sel, ctx.criteria, ctx.keys)
+                if self.selected is not sel:
+                    return
+                added = additions(ctx, order)
+                if added:
+                    await self.untagged(f"{head} ADDTO ({added})")
