@@ -9,7 +9,7 @@ whole and the event loop only writes. SEARCH and FETCH of message bodies run on 
 """
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 
 from ..errors import NotFound
 from ..store import mailboxes as mb
@@ -175,7 +175,7 @@ def _saw_own_write(sel: SelectedFolder, stored: mb.Stored) -> None:
         sel.modseq = stored.modseq_after
 
 
-@command("FETCH", SEL, P.fetch, cap=(CONDSTORE, "BINARY", PREVIEW, OBJECTID, SAVEDATE), expunge=False)
+@command("FETCH", SEL, P.fetch, cap=(CONDSTORE, "BINARY", PREVIEW, OBJECTID, SAVEDATE, "PARTIAL"), expunge=False)
 @command("UID FETCH", SEL, P.fetch, expunge=True)
 async def do_fetch(s: ImapSession, cmd: Fetch) -> Reply:
     sel = s.selected
@@ -186,6 +186,8 @@ async def do_fetch(s: ImapSession, cmd: Fetch) -> Reply:
         return R.BAD_SYNTAX
     if cmd.vanished:
         await send_vanished_earlier(s, sel, cmd.changedsince, cmd.seqset)
+    if cmd.partial is not None and ranges:
+        ranges = _window(sel, ranges, *cmd.partial)
     if not ranges:
         return R.OK_DONE
     atts = cmd.atts
@@ -295,6 +297,23 @@ def _search(store, sel: SelectedFolder, keys: tuple, charset_ok: bool) -> list[t
         if len(rows) < FETCH_BATCH:
             return hits
         lo = rows[-1].uid + 1
+
+
+def _window(sel: SelectedFolder, ranges: list[tuple[int, int]], low: int, high: int) -> list[tuple[int, int]]:
+    """RFC 9394 3.2 FETCH (PARTIAL low:high): the UID ranges of that window of the addressed
+    messages, counted in mailbox order (before CHANGEDSINCE filters them, RFC 9394 3.4)."""
+    spans = [(bisect_left(sel.uids, lo), bisect_right(sel.uids, hi)) for lo, hi in ranges]
+    count = sum(b - a for a, b in spans)
+    window = _partial_slice(count, low, high)
+    start, stop = window.start, min(window.stop, count)
+    out: list[tuple[int, int]] = []
+    seen = 0
+    for a, b in spans:  # positions start..stop of the concatenated spans, span by span
+        lo, hi = max(a, a + start - seen), min(b, a + stop - seen)
+        if lo < hi:
+            out.append((sel.uids[lo], sel.uids[hi - 1]))
+        seen += b - a
+    return out
 
 
 def _partial_slice(count: int, low: int, high: int) -> slice:
