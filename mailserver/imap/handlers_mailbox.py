@@ -12,7 +12,7 @@ from .catenate import assemble
 from .codec import format_uid_set
 from .commands import Append, Command, GetQuota, ListCmd, MailboxCommand, Rename, Status
 from .handlers_message import CONDSTORE, QRESYNC, UIDPLUS, send_changed_since, send_vanished_earlier
-from .listing import listing
+from .listing import list_line, listing
 from .listmatch import ListPatterns
 from .objectid import mailbox_id
 from .registry import AUTHED, SEL, Cap, command
@@ -54,6 +54,12 @@ async def do_select(s: ImapSession, cmd: MailboxCommand) -> Reply:
     await s.untagged(R.OK_HIGHESTMODSEQ.with_code(f"HIGHESTMODSEQ {snap.folder.highestmodseq}").line())
     await s.untagged(R.OK_MAILBOXID.with_code(f"MAILBOXID ({mailbox_id(snap.folder.id, snap.folder.uidvalidity)})")
                      .line())
+    if s.rev2:
+        # RFC 9051 6.3.2: a LIST response with the mailbox name and its attributes
+        listed = await s.ctx.run(listing, s.store, s.account_id, ListCmd(cmd.tag, "", (snap.folder.name,)))
+        for x in listed:
+            if x.name == snap.folder.name:
+                await s.untagged(list_line("LIST", x.attrs, s.mailbox_wire(x.name)))
     s.select(sel)
     q = cmd.qresync
     if q is not None and q.uidvalidity == sel.uidvalidity:
@@ -124,7 +130,7 @@ async def do_list(s: ImapSession, cmd: ListCmd) -> Reply:
         for st in await s.ctx.run(mb.folder_status, s.store, s.account_id, folders):
             statuses[st.info.name] = st
     for x in listed:
-        line = f'{verb} ({" ".join(x.attrs)}) "{R.SEP}" {s.mailbox_wire(x.name)}'
+        line = list_line(verb, x.attrs, s.mailbox_wire(x.name))
         if x.childinfo:
             line += ' ("CHILDINFO" (' + " ".join(f'"{c}"' for c in x.childinfo) + "))"
         await s.untagged(line)

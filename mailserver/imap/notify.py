@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from ..store import mailboxes as mb
 from ..store.mailboxes import SEP
 from . import responses as R
+from .listing import list_line
 from .notify_syntax import EventGroup, Notify
 
 if TYPE_CHECKING:
@@ -234,7 +235,7 @@ class Notifier:
         lines: list[str] = []
 
         def listed(name: str, attrs: list[str], old: str | None = None) -> str:
-            line = f'LIST ({" ".join(attrs)}) "{R.SEP}" {s.mailbox_wire(name)}'
+            line = list_line("LIST", attrs, s.mailbox_wire(name))
             if old is not None:
                 line += f' ("OLDNAME" ({s.mailbox_wire(old)}))'
             return line

@@ -36,6 +36,8 @@ def test_no_recent_after_enable(rev2):
     raw, b = rev2
     lines = ok(raw, "s", "SELECT INBOX")
     assert b"* 3 EXISTS\r\n" in lines
+    # RFC 9051 6.3.2: SELECT names the mailbox in a LIST response with its attributes
+    assert b'* LIST (\\HasNoChildren) "/" "INBOX"\r\n' in lines
     assert not any(b"RECENT" in x or b"UNSEEN" in x or b"\\Recent" in x for x in lines)
     fetched = ok(raw, "f", "FETCH 1:* (FLAGS)")
     assert len(fetched) == 3 and not any(b"\\Recent" in x for x in fetched)
@@ -45,6 +47,7 @@ def test_no_recent_after_enable(rev2):
     # the rev2 session claimed nothing: a rev1 session still gets all four as \Recent
     typ, data = b.select("INBOX")
     assert b.response("RECENT")[1] == [b"4"]
+    assert b'* LIST (\\HasNoChildren \\Trash) "/" "Trash"\r\n' in ok(raw, "x", "EXAMINE Trash")
 
 
 def test_search_answers_esearch(rev2):
