@@ -208,3 +208,41 @@ def test_overflow_ends_notify(tmp_path):
             a.close()
             b.logout()
 
+
+
+def test_another_node_creates_and_delivers_on_postgresql(pg_url, tmp_path):
+    """PostgreSQL: a folder created and mail delivered by another process (another node) reach a
+    NOTIFY session by LISTEN/NOTIFY: the folder list as an account payload, the mail as the
+    folder's."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from mailserver.cli.init import prepare
+    from tests.conftest import make_config
+
+    from .conftest import start_server
+
+    cfg = make_config(tmp_path / "pg", store_url=pg_url)
+    prepare(cfg)
+    server = start_server(cfg)
+    account = server.users[0][1]
+    script = textwrap.dedent(f"""
+        from mailserver import config as config_mod
+        from mailserver.store import mailboxes as mb, open_store
+        from mailserver.store.mailstore import deliver
+        cfg = config_mod.load(__import__("pathlib").Path({str(cfg.source)!r}), ('store.url="{pg_url}"',))
+        store = open_store(cfg)
+        mb.create_folder(store, {account}, "Node2")
+        deliver(store, b"Subject: from another node\\r\\n\\r\\nhi\\r\\n", [{account}])
+        store.dispose()
+    """)
+    a = server.raw()
+    try:
+        ok(a, "n", f"NOTIFY SET (PERSONAL {ALL_EVENTS})")
+        subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+        assert until(a, rb"^\* LIST ")[0] == b'* LIST (\\HasNoChildren) "/" "Node2"\r\n'
+        assert until(a, rb"^\* STATUS .INBOX. ")[0].startswith(b'* STATUS "INBOX" (MESSAGES 1 UIDNEXT 2 ')
+    finally:
+        a.close()
+        server._stop()
