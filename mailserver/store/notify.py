@@ -13,46 +13,46 @@ from collections import defaultdict
 from typing import Callable, Iterable
 
 Listener = Callable[[int], None]
+#: a listener and the loop it is called on (None: in the writer's thread)
+Entry = tuple[asyncio.AbstractEventLoop | None, Listener]
 
 
 class ChangeHub:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._listeners: dict[int, set[tuple[asyncio.AbstractEventLoop | None, Listener]]] = defaultdict(set)
+        self._listeners: dict[int, set[Entry]] = defaultdict(set)
         #: listeners of accounts' folder and subscription lists, by account id
-        self._accounts: dict[int, set[tuple[asyncio.AbstractEventLoop | None, Listener]]] = defaultdict(set)
+        self._accounts: dict[int, set[Entry]] = defaultdict(set)
 
     def subscribe(self, folder_id: int, listener: Listener, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        with self._lock:
-            self._listeners[folder_id].add((loop, listener))
+        self._add(self._listeners, folder_id, (loop, listener))
 
     def unsubscribe(self, folder_id: int, listener: Listener, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        with self._lock:
-            entries = self._listeners.get(folder_id)
-            if entries:
-                entries.discard((loop, listener))
-                if not entries:
-                    del self._listeners[folder_id]
+        self._remove(self._listeners, folder_id, (loop, listener))
 
     def subscribe_account(self, account_id: int, listener: Listener,
                           loop: asyncio.AbstractEventLoop | None = None) -> None:
-        with self._lock:
-            self._accounts[account_id].add((loop, listener))
+        self._add(self._accounts, account_id, (loop, listener))
 
     def unsubscribe_account(self, account_id: int, listener: Listener,
                             loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._remove(self._accounts, account_id, (loop, listener))
+
+    def _add(self, table: dict[int, set[Entry]], key: int, entry: Entry) -> None:
         with self._lock:
-            entries = self._accounts.get(account_id)
+            table[key].add(entry)
+
+    def _remove(self, table: dict[int, set[Entry]], key: int, entry: Entry) -> None:
+        with self._lock:
+            entries = table.get(key)
             if entries:
-                entries.discard((loop, listener))
+                entries.discard(entry)
                 if not entries:
-                    del self._accounts[account_id]
+                    del table[key]
 
     def account_changed(self, account_ids: Iterable[int]) -> None:
         """The folder or subscription list of these accounts changed (after the commit)."""
-        with self._lock:
-            targets = [(aid, entry) for aid in set(account_ids) for entry in self._accounts.get(aid, ())]
-        _call(targets)
+        _call(self._targets(self._accounts, account_ids))
 
     def watched(self) -> set[int]:
         """Folder ids some listener waits on."""
@@ -60,12 +60,14 @@ class ChangeHub:
             return set(self._listeners)
 
     def changed(self, folder_ids: Iterable[int]) -> None:
+        _call(self._targets(self._listeners, folder_ids))
+
+    def _targets(self, table: dict[int, set[Entry]], keys: Iterable[int]) -> list[tuple[int, Entry]]:
         with self._lock:
-            targets = [(fid, entry) for fid in set(folder_ids) for entry in self._listeners.get(fid, ())]
-        _call(targets)
+            return [(k, entry) for k in set(keys) for entry in table.get(k, ())]
 
 
-def _call(targets: list[tuple[int, tuple[asyncio.AbstractEventLoop | None, Listener]]]) -> None:
+def _call(targets: list[tuple[int, Entry]]) -> None:
     for key, (loop, listener) in targets:
         if loop is None:
             listener(key)
