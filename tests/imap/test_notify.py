@@ -246,3 +246,26 @@ def test_another_node_creates_and_delivers_on_postgresql(pg_url, tmp_path):
     finally:
         a.close()
         server._stop()
+
+
+def test_selected_delayed_holds_expunges_for_a_command(server, client):
+    """SELECTED-DELAYED (RFC 5465 6.1): new messages and flag changes of the selected mailbox
+    come unasked, its expunges only with a command that may carry them."""
+    assert client.append("INBOX", None, None, RAW % b"old")[0] == "OK"
+    a = server.raw()
+    try:
+        ok(a, "s", "SELECT INBOX")
+        ok(a, "n", "NOTIFY SET (SELECTED-DELAYED (MessageNew MessageExpunge FlagChange))")
+        client.select("INBOX")
+        client.store("1", "+FLAGS", "\\Flagged")
+        assert re.match(rb"\* 1 FETCH \(UID 1 FLAGS \(.*\\Flagged", until(a, rb"FETCH")[0])
+        client.store("1", "+FLAGS", "\\Deleted")
+        client.expunge()
+        assert client.append("INBOX", None, None, RAW % b"new")[0] == "OK"
+        # the new message is told; the expunge before it is not, yet
+        line, before = until(a, rb"EXISTS")
+        assert line == b"* 2 EXISTS\r\n"
+        assert not any(b"EXPUNGE" in x for x in before), before
+        assert b"* 1 EXPUNGE\r\n" in ok(a, "x", "NOOP")
+    finally:
+        a.close()
