@@ -176,6 +176,16 @@ async def do_enable(s: ImapSession, cmd: Enable) -> Reply:
     return R.OK_DONE
 
 
+@command("UNAUTHENTICATE", AUTHED, P.no_args, cap="UNAUTHENTICATE", expunge=True)
+async def do_unauthenticate(s: ImapSession, cmd: Command) -> Reply:
+    """RFC 8437: log out of the account but keep the connection (its TLS and COMPRESS), for a
+    client that logs in again, maybe as someone else."""
+    if not s.service.readmit_preauth(s):
+        return R.NO_PREAUTH_FULL
+    s.unauthenticated()
+    return R.OK_DONE
+
+
 @command("NAMESPACE", AUTHED, P.no_args, cap=Cap("NAMESPACE", ANY), expunge=True)
 async def do_namespace(s: ImapSession, cmd: Command) -> Reply:
     await s.untagged(f"NAMESPACE {R.NAMESPACE}")

@@ -96,6 +96,8 @@ NO_MECHANISM = no("unsupported authentication mechanism")
 NO_AUTH_FAILED = no("authentication failed", "AUTHENTICATIONFAILED")
 NO_THROTTLED = no("too many failed logins, try later", "UNAVAILABLE")
 NO_NO_MAILBOX = no("this identity has no mailbox", "AUTHENTICATIONFAILED")
+#: RFC 8437 UNAUTHENTICATE while imap.max_preauth_connections_per_ip are already waiting to log in
+NO_PREAUTH_FULL = no("too many connections from your address are not logged in", "UNAVAILABLE")
 NO_TOO_MANY = no("too many connections from this user and address", "LIMIT")
 NO_NONEXISTENT = no("no such mailbox", "NONEXISTENT")
 NO_TRYCREATE = no("no such mailbox", "TRYCREATE")

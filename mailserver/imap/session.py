@@ -161,6 +161,22 @@ class ImapSession:
             # no public way to change it
             self.reader._limit = limit  # type: ignore[attr-defined]
 
+    def unauthenticated(self) -> None:
+        """RFC 8437 UNAUTHENTICATE: back to the state after the greeting on the same connection
+        (TLS and COMPRESS stay): no mailbox, no NOTIFY, nothing ENABLEd, the pre-login bounds
+        and a new login deadline (the caller has taken a pre-login place: service.readmit_preauth)."""
+        self.close_selected()
+        self.stop_notify()
+        self.wake = None
+        self.principal = None
+        self.account_id = 0
+        self.state = NOT_AUTH
+        self.condstore = self.qresync = self.utf8 = self.rev2 = False
+        self._login_deadline = asyncio.get_running_loop().time() + self.config.imap.preauth_timeout
+        if isinstance(self.reader, asyncio.StreamReader):
+            imap = self.config.imap  # the bound service.start gives a new connection's reader
+            self.reader._limit = min(imap.max_line_length, imap.max_preauth_command_size) + 2  # type: ignore
+
     def capability_text(self) -> str:
         return capabilities(self)
 

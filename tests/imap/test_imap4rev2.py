@@ -110,3 +110,46 @@ def test_searchres_saves_a_result_for_dollar(rev2):
     ok(raw, "r", "SEARCH RETURN (SAVE) ALL")
     ok(raw, "s2", "SELECT INBOX")
     assert ok(raw, "u", "UID FETCH $ (UID)") == []
+
+
+def test_unauthenticate_returns_to_the_greeting_state(server, client):
+    """RFC 8437: UNAUTHENTICATE ends the login, the selection, NOTIFY and what was ENABLEd;
+    the connection then logs in again, as another citizen too."""
+    from .conftest import PASSWORD
+
+    raw = server.raw()
+    try:
+        ok(raw, "e", "ENABLE IMAP4rev2 CONDSTORE")
+        ok(raw, "s", "SELECT INBOX")
+        ok(raw, "n", "NOTIFY SET (PERSONAL (MessageNew MessageExpunge))")
+        assert ok(raw, "u", "UNAUTHENTICATE") == []
+        assert raw.command("x", "SELECT INBOX")[-1].startswith(b"x BAD")  # not authenticated
+        caps = ok(raw, "c", "CAPABILITY")[0].split()
+        assert b"AUTH=PLAIN" in caps and b"NOTIFY" not in caps
+        assert client.append("Archive", None, None, RAW % b"x")[0] == "OK"  # told to nobody
+        assert ok(raw, "l", f'LOGIN "{server.users[1][0]}" "{PASSWORD}"') == []
+        lines = ok(raw, "s2", "SELECT INBOX")
+        assert b"* 0 EXISTS\r\n" in lines and b"* 0 RECENT\r\n" in lines  # rev1 again, the other's INBOX
+        assert ok(raw, "a", "SEARCH ALL") == [b"* SEARCH\r\n"]
+    finally:
+        raw.close()
+
+
+def test_unauthenticate_stays_within_the_prelogin_bound(tmp_path):
+    from .conftest import Raw, server_with
+
+    with server_with(tmp_path / "data", "imap.max_preauth_connections_per_ip=1") as running:
+        a = running.raw()  # logged in: its pre-login place is free again
+        waiting = Raw(running.port)  # takes that place
+        try:
+            assert waiting.greeting.startswith(b"* OK")
+            assert a.command("u", "UNAUTHENTICATE")[-1].startswith(b"u NO [UNAVAILABLE]")
+            ok(a, "s", "SELECT INBOX")  # still logged in
+            # once the other logs in, its place is free (the LOGIN's OK comes after it is given back)
+            from .conftest import PASSWORD
+
+            ok(waiting, "l", f'LOGIN "{running.users[1][0]}" "{PASSWORD}"')
+            assert ok(a, "v", "UNAUTHENTICATE") == []
+        finally:
+            waiting.close()
+            a.close()
