@@ -58,7 +58,8 @@ class AlreadyAnswered(Exception):
 
 class ImapSession:
     __slots__ = ("ctx", "service", "reader", "writer", "tls_active", "peer_ip", "state", "principal", "account_id",
-                 "selected", "contexts", "pending", "wake", "notifier", "rev2", "condstore", "qresync", "utf8", "preauth_slot",
+                 "selected", "contexts", "pending", "wake", "notifier", "rev2", "condstore", "qresync", "utf8",
+                 "preauth_slot",
                  "_login_deadline", "_limit_key", "_pacer", "_out", "_out_size", "_deflate", "_deflating",
                  "__weakref__")
 

@@ -103,7 +103,8 @@ def test_fetch_partial_windows_of_the_addressed_messages(paged):
     assert fetched_uids(raw, "e", "FETCH 2:5 (UID) (PARTIAL -2:-1)") == uids[3:5]
     # with CHANGEDSINCE: the window first, then the filter (RFC 9394 3.4)
     raw.command("t", f"UID STORE {uids[0]} +FLAGS.SILENT (\\Flagged)")
-    modseq = int(re.search(rb"FETCH \(UID \d+ MODSEQ \((\d+)\)", b"".join(raw.command("m", f"UID FETCH {uids[0]} (MODSEQ)")))[1])
+    lines = b"".join(raw.command("m", f"UID FETCH {uids[0]} (MODSEQ)"))
+    modseq = int(re.search(rb"FETCH \(UID \d+ MODSEQ \((\d+)\)", lines)[1])
     assert fetched_uids(raw, "f", f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {modseq - 1} PARTIAL 1:3)") == [uids[0]]
     assert fetched_uids(raw, "g", f"UID FETCH 1:* (FLAGS) (PARTIAL -1:-3 CHANGEDSINCE {modseq - 1})") == []
     for bad in ("PARTIAL 0:2", "PARTIAL 1:-2", "PARTIAL", "PARTIAL 1:2 PARTIAL 3:4", "VANISHED PARTIAL 1:2"):
