@@ -1,6 +1,8 @@
 """Message commands of the selected state: FETCH, STORE, COPY, MOVE, SEARCH, EXPUNGE (and UID forms),
-with CONDSTORE (RFC 7162: CHANGEDSINCE, UNCHANGEDSINCE, SEARCH MODSEQ), ESEARCH (RFC 4731) and
-BINARY (RFC 3516: FETCH BINARY[part], BINARY.SIZE; the APPEND side is in handlers_mailbox).
+with CONDSTORE (RFC 7162: CHANGEDSINCE, UNCHANGEDSINCE, SEARCH MODSEQ), ESEARCH (RFC 4731, and
+for every SEARCH under IMAP4rev2), SEARCHRES (RFC 5182: RETURN (SAVE) and "$"), PARTIAL (RFC 9394:
+RETURN (PARTIAL) and the FETCH modifier) and BINARY (RFC 3516: FETCH BINARY[part], BINARY.SIZE;
+the APPEND side is in handlers_mailbox).
 
 FETCH is streamed: rows are read in UID order in batches (keyset paging) and rendered in the
 store's thread pool, so a ``UID FETCH 1:* (FLAGS)`` of 100,000 messages never sits in memory
@@ -27,7 +29,7 @@ from .search_syntax import partial_option
 from .selected import SelectedFolder, flag_text, split_flags
 from .session import ImapSession
 
-#: RFC 5267 4: searches kept up to date (CONTEXT=SORT is not offered: SORT is not updated)
+#: RFC 5267 4: searches kept up to date (sorts: CONTEXT=SORT, handlers_sort)
 CONTEXT_SEARCH = "CONTEXT=SEARCH"
 
 CONDSTORE, QRESYNC, UIDPLUS = Cap("CONDSTORE"), Cap("QRESYNC"), Cap("UIDPLUS")
