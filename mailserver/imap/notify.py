@@ -129,14 +129,27 @@ class Notifier:
         if wake is not None:
             wake.set()
 
-    def _rewatch(self) -> None:
+    def _rewatch(self) -> set[int]:
+        """Listen to the folders the filters now watch for message events; those newly watched."""
         hub = self.session.ctx.hub
         want = {fid for fid, name in self.names.items() if self.events_for(name) & _MESSAGE}
         for fid in self._watching - want:
             hub.unsubscribe(fid, self._on_folder, self._loop)
-        for fid in want - self._watching:
+            self.known.pop(fid, None)
+        added = want - self._watching
+        for fid in added:
             hub.subscribe(fid, self._on_folder, self._loop)
         self._watching = want
+        return added
+
+    async def _baseline(self, folder_ids) -> list[mb.FolderStatus]:
+        """Read the counters of newly watched folders: what later changes are told against."""
+        s = self.session
+        names = [self.names[fid] for fid in sorted(folder_ids) if fid not in self.known]
+        found = await s.heavy(_statuses, s.store, self._account, names) if names else []
+        for st in found:
+            self.known[st.info.id] = Counters.of(st)
+        return found
 
     async def start(self, send_status: bool) -> None:
         """Read the account's folders, subscriptions and the counters of the watched folders;
@@ -145,13 +158,9 @@ class Notifier:
         s.ctx.hub.subscribe_account(self._account, self._on_account, self._loop)
         folders, self.subscribed = await s.ctx.run(_view, s.store, self._account)
         self.names = {f.id: f.name for f in folders}
-        self._rewatch()
-        names = [self.names[fid] for fid in sorted(self._watching)]
-        if names:
-            for st in await s.heavy(_statuses, s.store, self._account, names):
-                self.known[st.info.id] = Counters.of(st)
-                if send_status and not self._is_selected(st.info.id):
-                    await s.untagged(self._status_line(st.info.name, self.known[st.info.id], full=True))
+        for st in await self._baseline(self._rewatch()):
+            if send_status and not self._is_selected(st.info.id):
+                await s.untagged(self._status_line(st.info.name, self.known[st.info.id], full=True))
 
     def stop(self) -> None:
         hub = self.session.ctx.hub
@@ -214,7 +223,7 @@ class Notifier:
         before = self.known.get(st.info.id)
         self.known[st.info.id] = now
         if before is None:
-            return None  # a folder new to the watch: its first counters are the baseline
+            return None  # not watched when it changed: these counters are its starting point
         wanted = self.events_for(st.info.name)
         appended = now.uidnext - before.uidnext
         expunged = before.messages + appended - now.messages
@@ -261,13 +270,14 @@ class Notifier:
                 if name not in subscribed:
                     attrs = [a for a in attrs if a != "\\Subscribed"]
                 lines.append(listed(name, attrs))
-        for fid in set(names) - set(self.names):
-            self.dirty.add(fid)  # a new folder: its counters become the baseline at the next report
+        for f in folders:
+            if f.id not in self.names:
+                # a folder new to the account: told against an empty one, so that mail that
+                # reached it before this report is not taken for its starting point
+                self.known[f.id] = Counters(f.uidvalidity, 1, 0, 0, 1)
+                self.dirty.add(f.id)
         self.names, self.subscribed = names, subscribed
-        for fid in list(self.known):
-            if fid not in names:
-                del self.known[fid]
-        self._rewatch()
+        await self._baseline(self._rewatch())  # e.g. a name now subscribed, under SUBSCRIBED
         return lines
 
     def _events_after(self, name: str, subscribed: set[str]) -> set[str]:

@@ -269,3 +269,28 @@ def test_selected_delayed_holds_expunges_for_a_command(server, client):
         assert b"* 1 EXPUNGE\r\n" in ok(a, "x", "NOOP")
     finally:
         a.close()
+
+
+def test_subtree_and_subscribed_filters(server, client):
+    """SUBTREE Lists watches Lists and the folders below it, SUBSCRIBED the subscribed names as
+    the list changes; mail that reaches a new folder at once is told (against an empty folder)."""
+    assert client.create("Lists/city")[0] == "OK"
+    assert client.create("Other")[0] == "OK"
+    a = server.raw()
+    try:
+        ok(a, "n", "NOTIFY SET (SUBTREE Lists (MessageNew MessageExpunge)) (SUBSCRIBED (MessageNew MessageExpunge))")
+        assert client.append("Other", None, None, RAW % b"not watched")[0] == "OK"
+        assert client.append("Lists/city", None, None, RAW % b"watched")[0] == "OK"
+        line, before = until(a, rb"^\* STATUS ")
+        assert line.startswith(b'* STATUS "Lists/city" (MESSAGES 1 ') and before == []
+        # a folder made below Lists and given mail at once, without waiting
+        assert client.create("Lists/new")[0] == "OK"
+        assert client.append("Lists/new", None, None, RAW % b"first")[0] == "OK"
+        assert until(a, rb"^\* STATUS ")[0].startswith(b'* STATUS "Lists/new" (MESSAGES 1 UIDNEXT 2 ')
+        # subscribing Other puts it under the SUBSCRIBED filter
+        assert client.subscribe("Other")[0] == "OK"
+        ok(a, "x", "NOOP")  # the subscription is seen by now (it is told before the NOOP's OK)
+        assert client.append("Other", None, None, RAW % b"now watched")[0] == "OK"
+        assert until(a, rb"^\* STATUS ")[0].startswith(b'* STATUS "Other" (MESSAGES 2 ')
+    finally:
+        a.close()
