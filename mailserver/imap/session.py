@@ -339,7 +339,8 @@ class ImapSession:
         then NOTIFY's for the other folders."""
         n = self.notifier
         if self.selected is not None and (idle or (n is not None and n.pushes_selected)):
-            await self.report_changes(allow_expunge=idle or not n.delayed)
+            await self.report_changes(allow_expunge=idle or not n.delayed,
+                                      flags=idle or "FlagChange" in n.selected_events)
         if self.notifier is not None and self.notifier.pending():
             await self.notifier.report()
 
@@ -441,8 +442,10 @@ class ImapSession:
             for line in sel.flags_responses():
                 await self.untagged(line)
 
-    async def report_changes(self, allow_expunge: bool, force: bool = False) -> None:
-        """Send the EXISTS / RECENT / EXPUNGE / FETCH FLAGS owed to this client."""
+    async def report_changes(self, allow_expunge: bool, force: bool = False, flags: bool = True) -> None:
+        """Send the EXISTS / RECENT / EXPUNGE / FETCH FLAGS owed to this client. ``flags=False``
+        (NOTIFY SELECTED without FlagChange, between commands): a change of flags alone is left
+        for the next command."""
         sel = self.selected
         if sel is None or not (self.pending or force or (allow_expunge and sel.expunge_pending)):
             return
@@ -455,6 +458,9 @@ class ImapSession:
             await self.untagged(f"BYE {R.BYE_FOLDER_GONE}")
             self.state = LOGOUT
             raise Closed()
+        if not flags and not changes.new and changes.present is None:
+            self.pending = self.pending or bool(changes.changed)
+            return
         known_max = sel.max_uid
         await self.announce_keywords(r[2] for r in changes.new + changes.changed)
         expunged, gone, new, changed = sel.apply(changes, allow_expunge)

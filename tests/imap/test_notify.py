@@ -294,3 +294,20 @@ def test_subtree_and_subscribed_filters(server, client):
         assert until(a, rb"^\* STATUS ")[0].startswith(b'* STATUS "Other" (MESSAGES 2 ')
     finally:
         a.close()
+
+
+def test_selected_without_flagchange_leaves_flags_for_a_command(server, client):
+    assert client.append("INBOX", None, None, RAW % b"old")[0] == "OK"
+    a = server.raw()
+    try:
+        ok(a, "s", "SELECT INBOX")
+        ok(a, "n", "NOTIFY SET (SELECTED (MessageNew MessageExpunge))")
+        client.select("INBOX")
+        client.store("1", "+FLAGS", "\\Flagged")
+        assert client.append("INBOX", None, None, RAW % b"new")[0] == "OK"
+        line, before = until(a, rb"EXISTS")  # the new message is pushed
+        assert line == b"* 2 EXISTS\r\n"
+        lines = before + ok(a, "x", "NOOP")  # the flag change comes with it or with a command
+        assert any(re.match(rb"\* 1 FETCH \(UID 1 FLAGS \(.*\\Flagged", x) for x in lines), lines
+    finally:
+        a.close()
