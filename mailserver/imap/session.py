@@ -326,7 +326,15 @@ class ImapSession:
                 if not done:
                     await self.timed_out()
                 wake.clear()
-                await self.push()
+                try:
+                    await self.push()
+                except (Closed, ConnectionError):
+                    raise
+                except Exception as exc:  # the next command hears of it (NO [UNAVAILABLE]); keep reading
+                    if is_outage(exc):
+                        self.ctx.outage.failed("IMAP NOTIFY", exc)
+                    else:
+                        log.exception("IMAP NOTIFY failed")
                 await self.flush()
         finally:
             for pending in (task, waiter):
