@@ -249,16 +249,22 @@ def test_another_node_creates_and_delivers_on_postgresql(pg_url, tmp_path):
         server._stop()
 
 
+def flagged_after_notify(server, client, group: str):
+    """A (raw) with INBOX selected and NOTIFY SET (group); then B flags INBOX's one message."""
+    assert client.append("INBOX", None, None, RAW % b"old")[0] == "OK"
+    a = server.raw()
+    ok(a, "s", "SELECT INBOX")
+    ok(a, "n", f"NOTIFY SET ({group})")
+    client.select("INBOX")
+    client.store("1", "+FLAGS", "\\Flagged")
+    return a
+
+
 def test_selected_delayed_holds_expunges_for_a_command(server, client):
     """SELECTED-DELAYED (RFC 5465 6.1): new messages and flag changes of the selected mailbox
     come unasked, its expunges only with a command that may carry them."""
-    assert client.append("INBOX", None, None, RAW % b"old")[0] == "OK"
-    a = server.raw()
+    a = flagged_after_notify(server, client, "SELECTED-DELAYED (MessageNew MessageExpunge FlagChange)")
     try:
-        ok(a, "s", "SELECT INBOX")
-        ok(a, "n", "NOTIFY SET (SELECTED-DELAYED (MessageNew MessageExpunge FlagChange))")
-        client.select("INBOX")
-        client.store("1", "+FLAGS", "\\Flagged")
         assert re.match(rb"\* 1 FETCH \(UID 1 FLAGS \(.*\\Flagged", until(a, rb"FETCH")[0])
         client.store("1", "+FLAGS", "\\Deleted")
         client.expunge()
@@ -298,13 +304,8 @@ def test_subtree_and_subscribed_filters(server, client):
 
 
 def test_selected_without_flagchange_leaves_flags_for_a_command(server, client):
-    assert client.append("INBOX", None, None, RAW % b"old")[0] == "OK"
-    a = server.raw()
+    a = flagged_after_notify(server, client, "SELECTED (MessageNew MessageExpunge)")
     try:
-        ok(a, "s", "SELECT INBOX")
-        ok(a, "n", "NOTIFY SET (SELECTED (MessageNew MessageExpunge))")
-        client.select("INBOX")
-        client.store("1", "+FLAGS", "\\Flagged")
         assert client.append("INBOX", None, None, RAW % b"new")[0] == "OK"
         line, before = until(a, rb"EXISTS")  # the new message is pushed
         assert line == b"* 2 EXISTS\r\n"
