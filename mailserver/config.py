@@ -173,9 +173,13 @@ class IMAPConfig:
     #: METADATA entries of one account, server and folders, private and shared together; more:
     #: NO [METADATA TOOMANY]. With metadata_max_size it bounds one GETMETADATA's answer (16 MiB)
     metadata_max_entries: int = 256
-    #: searches one session keeps up to date (RFC 5267 SEARCH RETURN (UPDATE)); more: the
-    #: answer, then NO [NOUPDATE]. Each is searched again at every change of the folder
+    #: searches and sorts one session keeps up to date (RFC 5267 SEARCH / SORT RETURN (UPDATE));
+    #: more: the answer, then NO [NOUPDATE]. Each is searched again at every change of the
+    #: folder, and a kept sort that gains a message sorts the folder again
     max_search_updates: int = 10
+    #: RFC 5465 NOTIFY: notifications that may wait for one session (changed folders, folder
+    #: list changes, new messages to FETCH); more: * OK [NOTIFICATIONOVERFLOW] and NOTIFY is off
+    notify_max_events: int = 1000
 
 
 @dataclass(frozen=True)
@@ -508,7 +512,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("passwords.memory_cost_kib: must be at least 8 x parallelism")
     if not 1 <= config.accounts.max_folder_name_length <= FOLDER_NAME_COLUMN:
         raise ConfigError(f"accounts.max_folder_name_length: must be 1 to {FOLDER_NAME_COLUMN} (the store's column)")
-    for key in ("heavy_threads", "heavy_jobs_per_user", "max_search_depth", "max_search_keys", "max_catenate_parts"):
+    for key in ("heavy_threads", "heavy_jobs_per_user", "max_search_depth", "max_search_keys", "max_catenate_parts",
+                "notify_max_events"):
         if getattr(config.imap, key) < 1:
             raise ConfigError(f"imap.{key}: must be at least 1")
     if config.passwords.hash_threads < 0:

@@ -262,10 +262,14 @@ async def _time_sort(port: int, user: str) -> list[tuple[str, float, int]]:
 
 # -- IDLE ---------------------------------------------------------------------------------------------
 
-async def _idle_session(port: int, user: str) -> LineClient:
+#: --notify: what each IDLE session asks to be told of instead of selecting INBOX (RFC 5465)
+NOTIFY_SET = "NOTIFY SET (PERSONAL (MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange))"
+
+
+async def _idle_session(port: int, user: str, notify: bool = False) -> LineClient:
     c = await LineClient.connect(port)
     await c.command(f'LOGIN "{user}" "{PASSWORD}"')
-    await c.command("SELECT INBOX")
+    await c.command(NOTIFY_SET if notify else "SELECT INBOX")
     c.writer.write(b"i IDLE\r\n")
     line = await c.reader.readline()
     if not line.startswith(b"+"):
@@ -274,19 +278,21 @@ async def _idle_session(port: int, user: str) -> LineClient:
 
 
 async def _idle_bench(root: Path, server: ServerChild, users: list[tuple[str, int]], count: int,
-                      probes: int) -> tuple[float, list[float]]:
+                      probes: int, notify: bool = False) -> tuple[float, list[float]]:
     from ..store import open_store
     from ..store.mailstore import deliver
 
     sessions: list[tuple[LineClient, int]] = []
     for start in range(0, count, 200):
         batch = [(i, users[i % len(users)]) for i in range(start, min(count, start + 200))]
-        made = await asyncio.gather(*(_idle_session(server.port, u[0]) for _, u in batch))
+        made = await asyncio.gather(*(_idle_session(server.port, u[0], notify) for _, u in batch))
         sessions.extend((c, u[1]) for c, (_, u) in zip(made, batch))
     await asyncio.sleep(1.0)
     rss = server.rss_mib()
     # Latency: deliver (from this process: the cross-process path) to one user at a time and time
-    # until every session of that user has read its EXISTS.
+    # until every session of that user has read its EXISTS (with --notify: the STATUS of INBOX,
+    # which those sessions have not selected).
+    told_by = b"* STATUS " if notify else b"EXISTS\r\n"
     store = open_store(_config(root))
     loop = asyncio.get_running_loop()
     latencies = []
@@ -299,7 +305,7 @@ async def _idle_bench(root: Path, server: ServerChild, users: list[tuple[str, in
         async def told(c: LineClient) -> float:
             while True:
                 line = await c.reader.readline()
-                if line.endswith(b"EXISTS\r\n"):
+                if told_by in line:
                     return time.perf_counter() - started
         latencies.extend(await asyncio.wait_for(asyncio.gather(*(told(c) for c in watchers)), 30))
     store.dispose()
@@ -525,6 +531,9 @@ async def _stress(host: str, port: int, users: list[str], clients: int,
               help="messages in the folder SELECT opens and SORT sorts")
 @click.option("--idle", "idle_count", default=10_000, show_default=True, help="connections held in IDLE")
 @click.option("--idle-users", default=500, show_default=True, help="users those connections log in as")
+@click.option("--notify", is_flag=True,
+              help="the IDLE sessions select nothing and ask with NOTIFY SET (PERSONAL ...) instead; the "
+                   "notice timed is the STATUS of INBOX")
 @click.option("--clients", default=10, show_default=True, help="stress clients")
 @click.option("--seconds", default=30.0, show_default=True, help="stress duration")
 @click.option("--connect", metavar="HOST:PORT",
@@ -545,7 +554,7 @@ async def _stress(host: str, port: int, users: list[str], clients: int,
               help="a config setting for the server, e.g. login.cache_size=0 (repeatable)")
 @click.option("--profile", type=click.Path(dir_okay=False), hidden=True,
               help="run the server under cProfile and write its stats to this file")
-def command(mode: str, messages: int, idle_count: int, idle_users: int, clients: int, seconds: float,
+def command(mode: str, messages: int, idle_count: int, idle_users: int, notify: bool, clients: int, seconds: float,
             connect: str | None, real_hash: bool, keep_sessions: bool, runs: int, settings: tuple[str, ...], profile: str | None) -> None:
     """SELECT/FETCH time, SORT and THREAD time, IDLE memory and notification latency, random stress
     with a model check."""
@@ -593,9 +602,10 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, clients:
                                    f"({size / 1024:,.0f} KiB answered, run {attempt + 1})")
             if mode in ("all", "idle"):
                 base = server.rss_mib()
-                rss, lat = asyncio.run(_idle_bench(root, server, users[1:1 + idle_n], idle_count, 20))
+                rss, lat = asyncio.run(_idle_bench(root, server, users[1:1 + idle_n], idle_count, 20, notify))
                 lat.sort()
-                click.echo(f"idle: {idle_count:,} connections in IDLE: server RSS {rss:.0f} MiB "
+                label = "idle (NOTIFY)" if notify else "idle"
+                click.echo(f"{label}: {idle_count:,} connections in IDLE: server RSS {rss:.0f} MiB "
                            f"(before: {base:.0f} MiB, {(rss - base) * 1024 / max(idle_count, 1):.1f} KiB each); "
                            f"new-mail notice median {statistics.median(lat) * 1000:.0f} ms, "
                            f"max {lat[-1] * 1000:.0f} ms over {len(lat)} sessions")

@@ -112,6 +112,8 @@ class SeqSet:
 
     @classmethod
     def parse(cls, text: str) -> "SeqSet":
+        if text == "$":  # RFC 5182: the result the last SEARCH RETURN (SAVE) kept
+            return cls((), "$")
         ranges = []
         for part in text.split(","):
             lo, sep, hi = part.partition(":")
@@ -119,6 +121,11 @@ class SeqSet:
             b = _seq_number(hi) if sep else a
             ranges.append((a, b))
         return cls(tuple(ranges), text)
+
+    @property
+    def saved(self) -> bool:
+        """"$", which names UIDs the session holds (``SelectedFolder.saved``), not numbers."""
+        return self.text == "$"
 
     def resolve(self, largest: int) -> list[tuple[int, int]]:
         """Concrete ascending, merged ranges; STAR becomes ``largest`` (RFC 3501: n:* = *:n)."""

@@ -278,14 +278,19 @@ class Fetch(Command):
     changedsince: int | None = None
     #: RFC 7162 3.2.6: UID FETCH ... (CHANGEDSINCE n VANISHED), expunged UIDs too
     vanished: bool = False
+    #: RFC 9394 3.2: (PARTIAL low:high), a window of the addressed messages (negative: from the last)
+    partial: tuple[int, int] | None = None
     name = "FETCH"
 
     def to_wire(self) -> bytes:
         atts = " ".join(a.request_text() for a in self.atts)
         prefix = "UID FETCH" if self.uid else "FETCH"
-        mods = ""
+        words = []
         if self.changedsince is not None:
-            mods = f" (CHANGEDSINCE {self.changedsince}{' VANISHED' if self.vanished else ''})"
+            words.append(f"CHANGEDSINCE {self.changedsince}{' VANISHED' if self.vanished else ''}")
+        if self.partial is not None:
+            words.append(f"PARTIAL {self.partial[0]}:{self.partial[1]}")
+        mods = f" ({' '.join(words)})" if words else ""
         return f"{self.tag} {prefix} {self.seqset} ({atts}){mods}\r\n".encode()
 
 

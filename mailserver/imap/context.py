@@ -1,7 +1,12 @@
-"""RFC 5267 4 CONTEXT=SEARCH: searches kept up to date. ``UID SEARCH RETURN (UPDATE)`` leaves a
-``SearchContext`` on the session; when the selected folder changes, only the messages that
-changed are searched again, and the differences go out as ``ESEARCH ... ADDTO`` / ``REMOVEFROM``
-(position 0: a SEARCH result has no order). The contexts end with the selection."""
+"""RFC 5267 4 CONTEXT=SEARCH and CONTEXT=SORT: searches and sorts kept up to date.
+``UID SEARCH RETURN (UPDATE)`` (or ``UID SORT RETURN (UPDATE)``) leaves a ``SearchContext`` on
+the session; when the selected folder changes, only the messages that changed are searched again,
+and the differences go out as ``ESEARCH ... ADDTO`` / ``REMOVEFROM``: position 0 for a SEARCH
+(its result has no order); for a SORT, pairs (position uid) that the client applies one after
+the other (RFC 5267 4.3.2, 4.3.3): removals from the last position back, additions in ascending
+order of their final position. A removal costs no sort; an addition sorts the folder again on
+the heavy lane (the sort keys, cached at delivery, never change, so that order is the old one
+with the new messages in their places). The contexts end with the selection."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,6 +27,10 @@ class SearchContext:
     tag: str
     keys: tuple
     uids: set[int] = field(default_factory=set)
+    #: a SORT's criteria ((key, reversed), ...), None for a SEARCH
+    criteria: tuple | None = None
+    #: a SORT's result in sort order
+    order: list[int] = field(default_factory=list)
 
 
 def updatable(keys: tuple) -> bool:
@@ -68,3 +77,31 @@ def update_lines(ctx: SearchContext, gone: list[int], checked: list[int], matche
     if added:
         lines.append(f"{head} ADDTO (0 {format_uid_set(added)})")
     return lines
+
+
+def removals(ctx: SearchContext, gone: list[int], checked: list[int], matched: set[int]) -> str | None:
+    """A SORT context: fold out the expunged and no longer matching messages; the REMOVEFROM
+    pairs that tell it (the last position first, so each holds when applied), or None."""
+    out = (ctx.uids & set(gone)) | (ctx.uids & set(checked) - matched)
+    if not out:
+        return None
+    positions = [(i + 1, u) for i, u in enumerate(ctx.order) if u in out]
+    ctx.order = [u for u in ctx.order if u not in out]
+    ctx.uids.difference_update(out)
+    return " ".join(f"{p} {u}" for p, u in reversed(positions))
+
+
+def additions(ctx: SearchContext, order: list[int]) -> str | None:
+    """A SORT context sorted again (``order``): the ADDTO pairs of the messages new to it, in
+    ascending order of position, or None."""
+    added = [(i + 1, u) for i, u in enumerate(order) if u not in ctx.uids]
+    ctx.order = order
+    ctx.uids = set(order)
+    return " ".join(f"{p} {u}" for p, u in added) or None
+
+
+def sorted_uids(store, sel: SelectedFolder, criteria: tuple, keys: tuple) -> list[int]:
+    """The UIDs that match ``keys`` in the order of ``criteria`` (in the heavy lane)."""
+    from .sort import sort_job  # sort reads through handlers_message, which needs the session
+
+    return [uid for _, uid in sort_job(store, sel, criteria, keys, False)[0]]

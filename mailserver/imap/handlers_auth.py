@@ -182,6 +182,7 @@ async def do_id(s: ImapSession, cmd: Id) -> Reply:
 
 #: RFC 6855: UTF-8 mailbox names and quoted strings for a session that enables it
 UTF8_ACCEPT = "UTF8=ACCEPT"
+IMAP4REV2 = "IMAP4rev2"
 
 
 @command("ENABLE", AUTHED, P.enable, cap=(Cap("ENABLE", ANY), UTF8_ACCEPT), expunge=True)
@@ -199,9 +200,24 @@ async def do_enable(s: ImapSession, cmd: Enable) -> Reply:
         elif cap == UTF8_ACCEPT and s.selected is None:
             enabled.append(cap)
             s.utf8 = True
+        elif cap == IMAP4REV2.upper() and s.selected is None:
+            # RFC 9051: from now on the session speaks IMAP4rev2, whose mailbox names are UTF-8
+            # (5.1); like UTF8=ACCEPT, only while no mailbox is selected
+            enabled.append(IMAP4REV2)  # as the capability list spells it
+            s.rev2 = s.utf8 = True
     await s.untagged(" ".join(["ENABLED"] + enabled))
-    if any(cap != UTF8_ACCEPT for cap in enabled):
+    if any(cap not in (UTF8_ACCEPT, IMAP4REV2) for cap in enabled):
         await s.enable_condstore()
+    return R.OK_DONE
+
+
+@command("UNAUTHENTICATE", AUTHED, P.no_args, cap="UNAUTHENTICATE", expunge=True)
+async def do_unauthenticate(s: ImapSession, cmd: Command) -> Reply:
+    """RFC 8437: log out of the account but keep the connection (its TLS and COMPRESS), for a
+    client that logs in again, maybe as someone else."""
+    if not s.service.readmit_preauth(s):
+        return R.NO_PREAUTH_FULL
+    s.unauthenticated()
     return R.OK_DONE
 
 
@@ -216,7 +232,8 @@ async def do_idle(s: ImapSession, cmd: Command) -> Reply:
     """RFC 2177: changes are sent as they happen until the client says DONE. A client silent
     for imap.idle_timeout is logged out, as outside IDLE (RFC 2177: the server MAY; clients
     re-issue IDLE at least every 29 minutes)."""
-    s.wake = asyncio.Event()
+    if s.wake is None:
+        s.wake = asyncio.Event()
     await s.continuation(R.CONT_IDLING)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + s.read_timeout()
@@ -225,9 +242,8 @@ async def do_idle(s: ImapSession, cmd: Command) -> Reply:
         while True:
             if s.ctx.outage.active:  # woken by the start of an outage (service.py), or idling in one
                 await s.ctx.run_store(s.store.ping)
-            if s.selected is not None:
-                await s.report_changes(allow_expunge=True)
-                await s.flush()
+            await s.push(idle=True)
+            await s.flush()
             waiter = asyncio.ensure_future(s.wake.wait())
             done, _ = await asyncio.wait({reading, waiter}, timeout=max(0.0, deadline - loop.time()),
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -252,6 +268,7 @@ async def do_idle(s: ImapSession, cmd: Command) -> Reply:
         s.state = LOGOUT
         raise AlreadyAnswered() from None
     finally:
-        s.wake = None
+        if s.notifier is None:
+            s.wake = None
         if not reading.done():
             reading.cancel()

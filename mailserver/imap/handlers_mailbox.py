@@ -12,7 +12,7 @@ from .catenate import assemble
 from .codec import format_uid_set
 from .commands import Append, Command, GetQuota, ListCmd, MailboxCommand, Rename, Status
 from .handlers_message import CONDSTORE, QRESYNC, UIDPLUS, send_changed_since, send_vanished_earlier
-from .listing import listing
+from .listing import list_line, listing
 from .listmatch import ListPatterns
 from .objectid import mailbox_id
 from .registry import AUTHED, SEL, Cap, command
@@ -37,13 +37,15 @@ async def do_select(s: ImapSession, cmd: MailboxCommand) -> Reply:
         # tells the client where the old mailbox's responses end
         s.close_selected()
         await s.untagged(R.OK_CLOSED.line())
-    snap = await s.ctx.run(mb.select_folder, s.store, s.account_id, cmd.mailbox, readonly)
-    sel = SelectedFolder.from_snapshot(snap, readonly)
+    # IMAP4rev2 (RFC 9051 E.6): no \Recent, so nothing is claimed, no RECENT nor [UNSEEN n] sent
+    snap = await s.ctx.run(mb.select_folder, s.store, s.account_id, cmd.mailbox, readonly or s.rev2)
+    sel = SelectedFolder.from_snapshot(snap, readonly, s.rev2)
     for line in sel.flags_responses():
         await s.untagged(line)
     await s.untagged(f"{sel.exists} EXISTS")
-    await s.untagged(f"{snap.recent} RECENT")
-    if snap.first_unseen_uid is not None:
+    if not s.rev2:
+        await s.untagged(f"{snap.recent} RECENT")
+    if snap.first_unseen_uid is not None and not s.rev2:
         seq = sel.seq_of(snap.first_unseen_uid)
         if seq:
             await s.untagged(f"OK [UNSEEN {seq}] first unseen")
@@ -52,6 +54,12 @@ async def do_select(s: ImapSession, cmd: MailboxCommand) -> Reply:
     await s.untagged(R.OK_HIGHESTMODSEQ.with_code(f"HIGHESTMODSEQ {snap.folder.highestmodseq}").line())
     await s.untagged(R.OK_MAILBOXID.with_code(f"MAILBOXID ({mailbox_id(snap.folder.id, snap.folder.uidvalidity)})")
                      .line())
+    if s.rev2:
+        # RFC 9051 6.3.2: a LIST response with the mailbox name and its attributes
+        listed = await s.ctx.run(listing, s.store, s.account_id, ListCmd(cmd.tag, "", (snap.folder.name,)))
+        for x in listed:
+            if x.name == snap.folder.name:
+                await s.untagged(list_line("LIST", x.attrs, s.mailbox_wire(x.name)))
     s.select(sel)
     q = cmd.qresync
     if q is not None and q.uidvalidity == sel.uidvalidity:
@@ -72,7 +80,10 @@ async def do_create(s: ImapSession, cmd: MailboxCommand) -> Reply:
 async def do_delete(s: ImapSession, cmd: MailboxCommand) -> Reply:
     if s.selected is not None and s.selected.name == cmd.mailbox:
         s.close_selected()
-    await s.ctx.run(mb.delete_folder, s.store, s.account_id, cmd.mailbox)
+    try:
+        await s.ctx.run(mb.delete_folder, s.store, s.account_id, cmd.mailbox)
+    except mb.HasChildFolders:
+        return R.NO_HASCHILDREN
     return R.OK_DONE
 
 
@@ -98,7 +109,7 @@ async def do_unsubscribe(s: ImapSession, cmd: MailboxCommand) -> Reply:
 def _status_items(st: mb.FolderStatus, items: tuple[str, ...]) -> str:
     values = {"MESSAGES": st.info.message_count, "RECENT": st.recent, "UIDNEXT": st.info.uidnext,
               "UIDVALIDITY": st.info.uidvalidity, "UNSEEN": st.unseen, "SIZE": st.info.total_size,
-              "HIGHESTMODSEQ": st.info.highestmodseq,
+              "HIGHESTMODSEQ": st.info.highestmodseq, "DELETED": st.deleted,
               "MAILBOXID": f"({mailbox_id(st.info.id, st.info.uidvalidity)})"}
     return " ".join(f"{i} {values[i]}" for i in items)
 
@@ -119,7 +130,7 @@ async def do_list(s: ImapSession, cmd: ListCmd) -> Reply:
         for st in await s.ctx.run(mb.folder_status, s.store, s.account_id, folders):
             statuses[st.info.name] = st
     for x in listed:
-        line = f'{verb} ({" ".join(x.attrs)}) "{R.SEP}" {s.mailbox_wire(x.name)}'
+        line = list_line(verb, x.attrs, s.mailbox_wire(x.name))
         if x.childinfo:
             line += ' ("CHILDINFO" (' + " ".join(f'"{c}"' for c in x.childinfo) + "))"
         await s.untagged(line)

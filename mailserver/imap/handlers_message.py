@@ -1,6 +1,8 @@
 """Message commands of the selected state: FETCH, STORE, COPY, MOVE, SEARCH, EXPUNGE (and UID forms),
-with CONDSTORE (RFC 7162: CHANGEDSINCE, UNCHANGEDSINCE, SEARCH MODSEQ), ESEARCH (RFC 4731) and
-BINARY (RFC 3516: FETCH BINARY[part], BINARY.SIZE; the APPEND side is in handlers_mailbox).
+with CONDSTORE (RFC 7162: CHANGEDSINCE, UNCHANGEDSINCE, SEARCH MODSEQ), ESEARCH (RFC 4731, and
+for every SEARCH under IMAP4rev2), SEARCHRES (RFC 5182: RETURN (SAVE) and "$"), PARTIAL (RFC 9394:
+RETURN (PARTIAL) and the FETCH modifier) and BINARY (RFC 3516: FETCH BINARY[part], BINARY.SIZE;
+the APPEND side is in handlers_mailbox).
 
 FETCH is streamed: rows are read in UID order in batches (keyset paging) and rendered in the
 store's thread pool, so a ``UID FETCH 1:* (FLAGS)`` of 100,000 messages never sits in memory
@@ -9,7 +11,7 @@ whole and the event loop only writes. SEARCH and FETCH of message bodies run on 
 """
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 
 from ..errors import NotFound
 from ..store import mailboxes as mb
@@ -27,7 +29,7 @@ from .search_syntax import partial_option
 from .selected import SelectedFolder, flag_text, split_flags
 from .session import ImapSession
 
-#: RFC 5267 4: searches kept up to date (CONTEXT=SORT is not offered: SORT is not updated)
+#: RFC 5267 4: searches kept up to date (sorts: CONTEXT=SORT, handlers_sort)
 CONTEXT_SEARCH = "CONTEXT=SEARCH"
 
 CONDSTORE, QRESYNC, UIDPLUS = Cap("CONDSTORE"), Cap("QRESYNC"), Cap("UIDPLUS")
@@ -150,13 +152,32 @@ async def _send_fetch(s: ImapSession, run, sel: SelectedFolder, ranges, atts: tu
         await s.flush()
 
 
+async def send_fetch_of(s: ImapSession, uids: list[int], atts: tuple[FetchAtt, ...]) -> None:
+    """FETCH responses (with UID) of ``atts`` for these UIDs of the selected folder (ascending),
+    as NOTIFY's MessageNew (fetch-att ...) sends them for new messages (RFC 5465 5.2). Nothing
+    is marked \\Seen: a notification is not the client reading the message."""
+    sel = s.selected
+    ranges: list[tuple[int, int]] = []
+    for u in uids:
+        if ranges and ranges[-1][1] == u - 1:
+            ranges[-1] = (ranges[-1][0], u)
+        else:
+            ranges.append((u, u))
+    if not any(a.name == "UID" for a in atts):
+        atts = (FetchAtt("UID"),) + atts
+    if s.condstore and any(a.name == "FLAGS" for a in atts) and not any(a.name == "MODSEQ" for a in atts):
+        atts = atts + (FetchAtt("MODSEQ"),)
+    run = s.heavy if "raw" in F.columns_for(atts) else s.ctx.run
+    await _send_fetch(s, run, sel, ranges, atts, True, None)
+
+
 def _saw_own_write(sel: SelectedFolder, stored: mb.Stored) -> None:
     # Nothing else happened between our last look and our write: our own change is known.
     if stored.modseq_before and stored.modseq_before == sel.modseq:
         sel.modseq = stored.modseq_after
 
 
-@command("FETCH", SEL, P.fetch, cap=(CONDSTORE, "BINARY", PREVIEW, OBJECTID, SAVEDATE), expunge=False)
+@command("FETCH", SEL, P.fetch, cap=(CONDSTORE, "BINARY", PREVIEW, OBJECTID, SAVEDATE, "PARTIAL"), expunge=False)
 @command("UID FETCH", SEL, P.fetch, expunge=True)
 async def do_fetch(s: ImapSession, cmd: Fetch) -> Reply:
     sel = s.selected
@@ -167,6 +188,8 @@ async def do_fetch(s: ImapSession, cmd: Fetch) -> Reply:
         return R.BAD_SYNTAX
     if cmd.vanished:
         await send_vanished_earlier(s, sel, cmd.changedsince, cmd.seqset)
+    if cmd.partial is not None and ranges:
+        ranges = _window(sel, ranges, *cmd.partial)
     if not ranges:
         return R.OK_DONE
     atts = cmd.atts
@@ -260,7 +283,7 @@ def _search(store, sel: SelectedFolder, keys: tuple, charset_ok: bool) -> list[t
     modseq is 0 unless a MODSEQ key asked for it."""
     cols = tuple(sorted(search_columns(keys)))
     with_modseq = "modseq" in cols
-    matcher = Matcher(len(sel.uids), sel.max_uid, sel.is_recent)
+    matcher = Matcher(len(sel.uids), sel.max_uid, sel.is_recent, frozenset(sel.saved))
     hits: list[tuple[int, int, int]] = []
     lo = 1
     uids = sel.uids
@@ -278,6 +301,23 @@ def _search(store, sel: SelectedFolder, keys: tuple, charset_ok: bool) -> list[t
         lo = rows[-1].uid + 1
 
 
+def _window(sel: SelectedFolder, ranges: list[tuple[int, int]], low: int, high: int) -> list[tuple[int, int]]:
+    """RFC 9394 3.2 FETCH (PARTIAL low:high): the UID ranges of that window of the addressed
+    messages, counted in mailbox order (before CHANGEDSINCE filters them, RFC 9394 3.4)."""
+    spans = [(bisect_left(sel.uids, lo), bisect_right(sel.uids, hi)) for lo, hi in ranges]
+    count = sum(b - a for a, b in spans)
+    window = _partial_slice(count, low, high)
+    start, stop = window.start, min(window.stop, count)
+    out: list[tuple[int, int]] = []
+    seen = 0
+    for a, b in spans:  # positions start..stop of the concatenated spans, span by span
+        lo, hi = max(a, a + start - seen), min(b, a + stop - seen)
+        if lo < hi:
+            out.append((sel.uids[lo], sel.uids[hi - 1]))
+        seen += b - a
+    return out
+
+
 def _partial_slice(count: int, low: int, high: int) -> slice:
     """The results an RFC 9394 partial range selects out of ``count`` (1 the first, -1 the
     last; a range past the end selects what is there, maybe nothing)."""
@@ -293,7 +333,7 @@ def esearch_text(tag: str, uid: bool, opts: tuple[str, ...], numbers: list[int],
     the range asked for, with NIL if no result falls in it. ``modseqs`` (with a MODSEQ key, RFC
     7162 3.1.5): the highest MODSEQ of the messages returned. UPDATE (RFC 5267 4.3) adds nothing
     here; alone, it answers ALL, the result the updates then change."""
-    opts = tuple(o for o in opts if o != "UPDATE") or ("ALL",)
+    opts = tuple(o for o in opts if o not in ("UPDATE", "SAVE")) or ("ALL",)
     partial = partial_option(opts)
     out = f'ESEARCH (TAG "{tag}")' + (" UID" if uid else "")
     if numbers:
@@ -321,7 +361,7 @@ def esearch_text(tag: str, uid: bool, opts: tuple[str, ...], numbers: list[int],
     return out
 
 
-@command("SEARCH", SEL, P.search, cap="ESEARCH", expunge=False)
+@command("SEARCH", SEL, P.search, cap=("ESEARCH", "SEARCHRES"), expunge=False)
 @command("UID SEARCH", SEL, P.search, expunge=True)
 async def do_search(s: ImapSession, cmd: Search) -> Reply:
     sel = s.selected
@@ -331,14 +371,28 @@ async def do_search(s: ImapSession, cmd: Search) -> Reply:
     hits = await s.heavy(_search, s.store, sel, cmd.criteria, True) if sel.uids else []
     numbers = [uid if cmd.uid else seq for seq, uid, _ in hits]
     modseqs = [m for _, _, m in hits] if with_modseq else None
-    if cmd.return_opts is not None:
-        await s.untagged(esearch_text(cmd.tag, cmd.uid, cmd.return_opts, numbers, modseqs))
+    opts = cmd.return_opts
+    if opts is not None and "SAVE" in opts:
+        _save(sel, opts, [uid for _, uid, _ in hits])
+        opts = tuple(o for o in opts if o != "SAVE")
+        if not opts:
+            return R.OK_DONE  # RFC 5182 2.4: SAVE alone answers nothing but OK
+    if opts is not None or s.rev2:  # RFC 9051 6.4.4: IMAP4rev2 answers with ESEARCH
+        await s.untagged(esearch_text(cmd.tag, cmd.uid, opts or ("ALL",), numbers, modseqs))
     else:
         tail = f" (MODSEQ {max(modseqs)})" if modseqs else ""
         await s.untagged("SEARCH" + "".join(f" {n}" for n in numbers) + tail)
     if cmd.return_opts is not None and "UPDATE" in cmd.return_opts:
         return _keep_updated(s, cmd, [uid for _, uid, _ in hits])
     return R.OK_DONE
+
+
+def _save(sel: SelectedFolder, opts: tuple[str, ...], uids: list[int]) -> None:
+    """RFC 5182 2.4: keep the result for "$"; with MIN or MAX but neither ALL nor COUNT, only
+    those."""
+    if uids and ("MIN" in opts or "MAX" in opts) and not ("ALL" in opts or "COUNT" in opts):
+        uids = ([uids[0]] if "MIN" in opts else []) + ([uids[-1]] if "MAX" in opts else [])
+    sel.saved = set(uids)
 
 
 def _keep_updated(s: ImapSession, cmd: Search, uids: list[int]) -> Reply:

@@ -4,16 +4,18 @@ fields cached at delivery (``sort.py``, ``thread.py``)."""
 from __future__ import annotations
 
 from . import responses as R
+from .context import SearchContext, updatable
 from .handlers_message import esearch_text
 from .registry import SEL, command
 from .responses import Reply
 from .search import uses_modseq
 from .session import ImapSession
 from .sort import sort_job, thread_job
+from .search_syntax import partial_option
 from .sort_syntax import Sort, Thread, parse_sort, parse_thread
 
-#: RFC 5256 SORT, RFC 5957 SORT=DISPLAY, RFC 5267 ESORT (CONTEXT=SORT is not offered)
-SORT_CAPS = ("SORT", "SORT=DISPLAY", "ESORT")
+#: RFC 5256 SORT, RFC 5957 SORT=DISPLAY, RFC 5267 ESORT and CONTEXT=SORT
+SORT_CAPS = ("SORT", "SORT=DISPLAY", "ESORT", "CONTEXT=SORT")
 THREAD_CAPS = ("THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES")
 
 
@@ -26,26 +28,40 @@ async def _condstore(s: ImapSession, keys: tuple) -> bool:
     return False
 
 
-def _sort_answer(store, sel, cmd: Sort, with_modseq: bool) -> str:
+def _sort_answer(store, sel, cmd: Sort, with_modseq: bool) -> tuple[str, list[int]]:
     """The untagged answer to SORT (in the heavy lane: 100,000 numbers are not formatted on
     the event loop)."""
     ordered, modseqs = sort_job(store, sel, cmd.criteria, cmd.search, with_modseq) if sel.uids else ([], None)
     numbers = [uid if cmd.uid else seq for seq, uid in ordered]
+    uids = [uid for _, uid in ordered]
     if cmd.return_opts is not None:
         # RFC 5267 ESORT: MIN and MAX are the first and last in sort order, ALL is in sort order
-        return esearch_text(cmd.tag, cmd.uid, cmd.return_opts, numbers, modseqs)
+        return esearch_text(cmd.tag, cmd.uid, cmd.return_opts, numbers, modseqs), uids
     tail = f" (MODSEQ {max(modseqs)})" if modseqs else ""  # RFC 7162 3.1.5
-    return "SORT" + "".join([f" {n}" for n in numbers]) + tail
+    return "SORT" + "".join([f" {n}" for n in numbers]) + tail, uids
 
 
 @command("SORT", SEL, parse_sort, cap=SORT_CAPS, expunge=False)
 @command("UID SORT", SEL, parse_sort, expunge=True)
 async def do_sort(s: ImapSession, cmd: Sort) -> Reply:
     with_modseq = await _condstore(s, cmd.search)
-    await s.untagged(await s.heavy(_sort_answer, s.store, s.selected, cmd, with_modseq))
+    text, uids = await s.heavy(_sort_answer, s.store, s.selected, cmd, with_modseq)
+    await s.untagged(text)
     if cmd.return_opts is not None and "UPDATE" in cmd.return_opts:
-        # RFC 5267 4.3.1: SORT results are not kept up to date (no CONTEXT=SORT)
-        return R.NO_NOUPDATE.with_code(f'NOUPDATE "{cmd.tag}"')
+        return _keep_sorted(s, cmd, uids)
+    return R.OK_DONE
+
+
+def _keep_sorted(s: ImapSession, cmd: Sort, uids: list[int]) -> Reply:
+    """RFC 5267 4.3 CONTEXT=SORT: keep this UID SORT's result up to date (``context``), or
+    refuse with NO [NOUPDATE] as for SEARCH: by sequence number, with a SEQ key, with PARTIAL
+    (a page's updates are not offered), past imap.max_search_updates for the session."""
+    refused = R.NO_NOUPDATE.with_code(f'NOUPDATE "{cmd.tag}"')
+    if not cmd.uid or not updatable(cmd.search) or partial_option(cmd.return_opts):
+        return refused
+    if cmd.tag not in s.contexts and len(s.contexts) >= s.config.imap.max_search_updates:
+        return refused
+    s.contexts[cmd.tag] = SearchContext(cmd.tag, cmd.search, set(uids), cmd.criteria, list(uids))
     return R.OK_DONE
 
 

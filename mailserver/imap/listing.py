@@ -22,6 +22,11 @@ class Listed:
     exists: bool = True
 
 
+def list_line(verb: str, attrs, wire_name: str) -> str:
+    """An untagged LIST (or LSUB) response without its extended data."""
+    return f'{verb} ({" ".join(attrs)}) "{SEP}" {wire_name}'
+
+
 def ancestors(name: str) -> Iterator[str]:
     """"a/b" and "a" for "a/b/c"."""
     cut = name.rfind(SEP)

@@ -19,7 +19,7 @@ from .codec import STAR, SeqSet, parse_date_time
 from .commands import (Append, AppendMessage, Authenticate, CancelUpdate, CatPart, Command, Compress, Copy, Enable, Expunge, Fetch, FetchAtt, GetMetadata, GetQuota, Id,
                        Invalid, ListCmd, Login, MailboxCommand, Parsed, Qresync, Rename, SetMetadata, SetQuota, Simple, Status, Store)
 from .registry import COMMANDS, Spec, load
-from .search_syntax import BadCharset, parse_search
+from .search_syntax import BadCharset, parse_search, partial_range
 from .tokens import (UTF8_SESSION, Atom, ParseError, Str, TooComplex, need_args, read_astring, read_atom, read_flags,
                      read_mailbox, read_modifiers, read_modseq, read_nstring, read_pattern, read_seqset, tokenize)
 
@@ -98,7 +98,7 @@ def parse_fetch_att(text: str) -> FetchAtt:
                     section=True)
 
 
-def _fetch_atts(tok) -> tuple[FetchAtt, ...]:
+def fetch_atts(tok) -> tuple[FetchAtt, ...]:
     if isinstance(tok, Atom) and tok.text.upper() in _MACROS:
         return tuple(FetchAtt(n) for n in _MACROS[tok.text.upper()])
     items = tok if isinstance(tok, list) else [tok]
@@ -119,7 +119,8 @@ def _fetch_atts(tok) -> tuple[FetchAtt, ...]:
 # One parser per command: ``parse(tag, name, args, limits)``, registered with its handler
 # (registry.command). ``name`` is the registered name ("UID FETCH"); ``args`` the tokens after it.
 
-_STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ", "MAILBOXID"}
+_STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ", "MAILBOXID",
+                 "DELETED"}
 #: RFC 5258 and RFC 6154 LIST options (STATUS, RFC 5819, is read apart)
 _SELECT_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
 _RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE"})
@@ -252,14 +253,14 @@ def status(tag: str, name: str, args: list, limits: IMAPConfig) -> Status:
 
 
 def fetch(tag: str, name: str, args: list, limits: IMAPConfig) -> Fetch:
-    """[UID] FETCH set items [(CHANGEDSINCE n [VANISHED])]."""
+    """[UID] FETCH set items [(CHANGEDSINCE n [VANISHED] [PARTIAL range])]."""
     uid = name.startswith("UID ")
-    changedsince, vanished = None, False
+    changedsince, vanished, partial = None, False, None
     if len(args) == 3:
-        changedsince, vanished = _fetch_modifiers(args[2], uid)
+        changedsince, vanished, partial = _fetch_modifiers(args[2], uid)
         args = args[:2]
     need_args(args, 2)
-    return Fetch(tag, read_seqset(args[0]), _fetch_atts(args[1]), uid, changedsince, vanished)
+    return Fetch(tag, read_seqset(args[0]), fetch_atts(args[1]), uid, changedsince, vanished, partial)
 
 
 def store(tag: str, name: str, args: list, limits: IMAPConfig) -> Store:
@@ -389,27 +390,38 @@ def setmetadata(tag: str, name: str, args: list, limits: IMAPConfig) -> SetMetad
     return SetMetadata(tag, read_mailbox(args[0]), tuple(items))
 
 
-def _fetch_modifiers(tok, uid: bool) -> tuple[int, bool]:
-    """(CHANGEDSINCE n [VANISHED]) in any order; VANISHED (RFC 7162 3.2.6) takes no value and
-    only comes with CHANGEDSINCE in a UID FETCH."""
+def _fetch_modifiers(tok, uid: bool) -> tuple[int | None, bool, tuple[int, int] | None]:
+    """(CHANGEDSINCE n [VANISHED] [PARTIAL range]) in any order; VANISHED (RFC 7162 3.2.6) takes
+    no value and only comes with CHANGEDSINCE in a UID FETCH; PARTIAL (RFC 9394 3.2) takes a
+    range of the addressed messages, ``n:m`` from the first or ``-n:-m`` from the last."""
     if not isinstance(tok, list) or not tok:
         raise ParseError("bad modifier list")
     items = list(tok)
     vanished = False
+    partial = None
     rest = []
-    for t in items:
-        if isinstance(t, Atom) and t.text.upper() == "VANISHED":
+    i = 0
+    while i < len(items):
+        t = items[i]
+        word = t.text.upper() if isinstance(t, Atom) else ""
+        if word == "VANISHED":
             if vanished:
                 raise ParseError("repeated VANISHED")
             vanished = True
+        elif word == "PARTIAL":
+            if partial is not None or i + 1 == len(items):
+                raise ParseError("PARTIAL once, with a range")
+            partial = partial_range(read_atom(items[i + 1]))
+            i += 1
         else:
             rest.append(t)
+        i += 1
     if vanished and not uid:
         raise ParseError("VANISHED only in UID FETCH")
-    changedsince = read_modifiers(rest, {"CHANGEDSINCE": False}).get("CHANGEDSINCE")
-    if changedsince is None:
+    changedsince = read_modifiers(rest, {"CHANGEDSINCE": False}).get("CHANGEDSINCE") if rest else None
+    if changedsince is None and (vanished or partial is None):
         raise ParseError("VANISHED needs CHANGEDSINCE")
-    return changedsince, vanished
+    return changedsince, vanished, partial
 
 
 def _known_set(tok) -> SeqSet:

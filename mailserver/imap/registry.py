@@ -30,7 +30,8 @@ SEL = frozenset({SELECTED})
 PRELOGIN = frozenset({NOT_AUTH})
 
 #: the modules whose import registers the commands (in this order: it orders CAPABILITY)
-HANDLER_MODULES = ("handlers_auth", "handlers_mailbox", "handlers_message", "handlers_sort", "handlers_metadata")
+HANDLER_MODULES = ("handlers_auth", "handlers_mailbox", "handlers_message", "handlers_sort", "handlers_metadata",
+                   "handlers_notify")
 
 #: ``parse(tag, name, args, limits)``: the tokens after the command name (after "UID FETCH" for
 #: UID FETCH) to the typed command; raises tokens.ParseError on bad input
@@ -73,7 +74,8 @@ class Spec:
 
 COMMANDS: dict[str, Spec] = {}
 #: capabilities of the protocol engine itself (RFC 7888 literals in the framer), listed first
-_BASE_CAPS = (Cap("IMAP4rev1", ANY), Cap("LITERAL+", ANY))
+#: and IMAP4rev2 (RFC 9051), which a session chooses with ENABLE IMAP4rev2 (handlers_auth)
+_BASE_CAPS = (Cap("IMAP4rev1", ANY), Cap("IMAP4rev2", ANY), Cap("LITERAL+", ANY))
 #: every capability, in order of registration
 _CAPS: dict[str, Cap] = {c.name: c for c in _BASE_CAPS}
 

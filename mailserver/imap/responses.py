@@ -96,6 +96,8 @@ NO_MECHANISM = no("unsupported authentication mechanism")
 NO_AUTH_FAILED = no("authentication failed", "AUTHENTICATIONFAILED")
 NO_THROTTLED = no("too many failed logins, try later", "UNAVAILABLE")
 NO_NO_MAILBOX = no("this identity has no mailbox", "AUTHENTICATIONFAILED")
+#: RFC 8437 UNAUTHENTICATE while imap.max_preauth_connections_per_ip are already waiting to log in
+NO_PREAUTH_FULL = no("too many connections from your address are not logged in", "UNAVAILABLE")
 NO_TOO_MANY = no("too many connections from this user and address", "LIMIT")
 NO_NONEXISTENT = no("no such mailbox", "NONEXISTENT")
 NO_TRYCREATE = no("no such mailbox", "TRYCREATE")
@@ -123,6 +125,8 @@ NO_QUOTAROOT = no("no such quota root")
 NO_SETQUOTA = no("quotas are set by the operator", "NOPERM")
 #: a name that is not modified UTF-7 (RFC 3501 5.1.3): no mailbox has it, none can be made
 NO_BAD_NAME = no("mailbox name is not modified UTF-7", "CANNOT")
+#: RFC 9051 7.1: DELETE of a folder with child folders (they must go first)
+NO_HASCHILDREN = no("the mailbox has child mailboxes", "HASCHILDREN")
 NO_FOLDER_LIMIT = no("folder name too long or too deep, or too many folders", "LIMIT")
 
 #: RFC 5464 4.3: a value past imap.metadata_max_size (with the code METADATA MAXSIZE n); nothing stored
@@ -140,6 +144,13 @@ OK_MAILBOXID = ok("mailbox id")
 NO_USEATTR = no("special use not supported", "USEATTR")
 #: untagged: RFC 7162 3.2.11, where the old mailbox's responses end
 OK_CLOSED = ok("previous mailbox closed", "CLOSED")
+#: untagged, RFC 5465 5.8: more notifications waited than imap.notify_max_events; NOTIFY is off
+OK_NOTIFICATIONOVERFLOW = ok("too many notifications: NOTIFY is off, resynchronise and NOTIFY SET again",
+                            "NOTIFICATIONOVERFLOW")
+#: RFC 5465 3.1: a NOTIFY SET naming more mailboxes than this server watches for one session
+NO_NOTIFY_TOO_MANY = no("too many mailbox names in NOTIFY", "NOTIFICATIONOVERFLOW")
+#: RFC 5465 3.1: an event this server does not tell (with the code BADEVENT (supported events))
+NO_BADEVENT = no("unsupported NOTIFY event")
 
 SEP = "/"
 NAMESPACE = '(("" "/")) NIL NIL'

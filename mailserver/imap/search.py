@@ -88,10 +88,12 @@ def _save_date(row) -> dt.date:
 class Matcher:
     """Evaluates search keys for one message. ``seq`` and ``recent`` come from the session."""
 
-    def __init__(self, largest_seq: int, largest_uid: int, is_recent) -> None:
+    def __init__(self, largest_seq: int, largest_uid: int, is_recent, saved: frozenset[int] = frozenset()) -> None:
         self.largest_seq = largest_seq
         self.largest_uid = largest_uid
         self.is_recent = is_recent
+        #: RFC 5182: the UIDs "$" stands for
+        self.saved = saved
         self._seq_cache: dict[int, list[tuple[int, int]]] = {}
 
     def _in_set(self, s: SeqSet, n: int, largest: int) -> bool:
@@ -141,6 +143,8 @@ class Matcher:
         if name in ("SENTBEFORE", "SENTON", "SENTSINCE"):
             sent = msg.header.sent_date
             return sent is not None and _compare(name[4:], sent, key[1])
+        if name in ("UID", "SEQ") and key[1].saved:
+            return row.uid in self.saved
         if name == "UID":
             return self._in_set(key[1], row.uid, self.largest_uid)
         if name == "SEQ":

@@ -18,7 +18,7 @@ _DATE_ARG = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE", "SAVE
 _NUMBER_ARG = {"LARGER", "SMALLER"}
 #: RFC 4731 return options (SAVE, RFC 5182, is not supported), and RFC 5267 / RFC 9394 PARTIAL
 #: (kept as "PARTIAL low:high", its range as the client wrote it, so the command writes back)
-RETURN_OPTIONS = ("MIN", "MAX", "COUNT", "ALL", "PARTIAL", "UPDATE")
+RETURN_OPTIONS = ("MIN", "MAX", "COUNT", "ALL", "PARTIAL", "UPDATE", "SAVE")
 _ENTRY_TYPES = {"PRIV", "SHARED", "ALL"}
 
 
@@ -108,7 +108,7 @@ class _Keys:
             a, j = self.key(toks, i + 1, depth + 1)
             b, j = self.key(toks, j, depth + 1)
             return ("OR", a, b), j
-        if word[:1].isdigit() or word[:1] == "*":
+        if word[:1].isdigit() or word[:1] == "*" or word == "$":  # "$": RFC 5182
             return ("SEQ", read_seqset(tok)), i + 1
         raise ParseError(f"unknown search key {word[:20]}")
 

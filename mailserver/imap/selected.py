@@ -52,12 +52,16 @@ class SelectedFolder:
     keywords: set[str] = field(default_factory=set)
     #: expunges seen but not yet told (they may not be sent during FETCH, STORE, SEARCH)
     expunge_pending: bool = False
+    #: IMAP4rev2 (RFC 9051): no \Recent; this session neither claims nor shows it
+    rev2: bool = False
+    #: RFC 5182 SEARCHRES: the UIDs of the last SEARCH RETURN (SAVE), what "$" names
+    saved: set[int] = field(default_factory=set)
 
     @classmethod
-    def from_snapshot(cls, snap: Snapshot, readonly: bool) -> "SelectedFolder":
+    def from_snapshot(cls, snap: Snapshot, readonly: bool, rev2: bool = False) -> "SelectedFolder":
         sel = cls(snap.folder.id, snap.folder.name, readonly, snap.folder.uidvalidity, snap.folder.highestmodseq,
-                  snap.uids, keywords=set(snap.keywords))
-        if snap.uids and snap.uids[-1] > snap.recent_above:
+                  snap.uids, keywords=set(snap.keywords), rev2=rev2)
+        if snap.uids and snap.uids[-1] > snap.recent_above and not rev2:
             sel.recent_ranges.append((snap.recent_above, snap.uids[-1]))
         return sel
 
@@ -83,9 +87,20 @@ class SelectedFolder:
         return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
 
     def uid_ranges(self, seqset: SeqSet, by_uid: bool) -> list[tuple[int, int]]:
-        """UID ranges addressed by a sequence set, limited to the messages this session knows."""
+        """UID ranges addressed by a sequence set, limited to the messages this session knows
+        ("$": the saved UIDs still here, whether the command takes UIDs or numbers)."""
         if not self.uids:
             return []
+        if seqset.saved:
+            out: list[tuple[int, int]] = []
+            last = -2
+            for i in sorted(i for i in (self.seq_of(u) for u in self.saved) if i is not None):
+                if i == last + 1:
+                    out[-1] = (out[-1][0], self.uids[i - 1])
+                else:
+                    out.append((self.uids[i - 1], self.uids[i - 1]))
+                last = i
+            return out
         if by_uid:
             out = []
             for lo, hi in seqset.resolve(self.max_uid):
@@ -149,7 +164,7 @@ class SelectedFolder:
         return f"FLAGS ({names})", f"OK [PERMANENTFLAGS ({permanent})] flags permitted"
 
     def note_recent(self, lo: int, hi: int) -> None:
-        if hi > lo:
+        if hi > lo and not self.rev2:
             self.recent_ranges.append((lo, hi))
 
 

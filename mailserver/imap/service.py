@@ -94,6 +94,16 @@ class ImapService:
             if self._per_user_ip[key] <= 0:
                 del self._per_user_ip[key]
 
+    def readmit_preauth(self, session: ImapSession) -> bool:
+        """UNAUTHENTICATE: the session goes back under imap.max_preauth_connections_per_ip (and
+        gives back its place under the per-user bound); False, and nothing changed, if the
+        address has no place left."""
+        if not self.preauth.open(session.peer_ip):
+            return False
+        self.release(session)
+        session.preauth_slot = True
+        return True
+
     def release_preauth(self, session: ImapSession) -> None:
         if session.preauth_slot:
             session.preauth_slot = False

@@ -20,7 +20,7 @@ from . import responses as R
 from .codec import format_uid_set, mailbox_wire
 from .commands import Invalid
 from .compress import InflatingReader, deflate, deflater
-from .context import SearchContext, matching, update_lines
+from .context import SearchContext, additions, matching, removals, sorted_uids, update_lines
 from .framing import Closed, Framed, Refused, read_command, read_line
 from .pacing import Pacer
 from .parser import parse
@@ -58,7 +58,8 @@ class AlreadyAnswered(Exception):
 
 class ImapSession:
     __slots__ = ("ctx", "service", "reader", "writer", "tls_active", "peer_ip", "state", "principal", "account_id",
-                 "selected", "contexts", "pending", "wake", "condstore", "qresync", "utf8", "preauth_slot",
+                 "selected", "contexts", "pending", "wake", "notifier", "rev2", "condstore", "qresync", "utf8",
+                 "preauth_slot",
                  "_login_deadline", "_limit_key", "_pacer", "_out", "_out_size", "_deflate", "_deflating",
                  "__weakref__")
 
@@ -79,8 +80,10 @@ class ImapSession:
         self.contexts: dict[str, SearchContext] = {}
         #: another session (or process) changed the selected folder; look before the next reply
         self.pending = False
-        #: set while in IDLE, so that a change wakes the session at once
+        #: set while in IDLE or under NOTIFY, so that a change wakes the session at once
         self.wake: asyncio.Event | None = None
+        #: RFC 5465: what NOTIFY SET asked to be told (notify.Notifier), None without NOTIFY
+        self.notifier: Any = None
         #: RFC 7162 3.1: CONDSTORE is on for the rest of the session (ENABLE, SELECT (CONDSTORE)
         #: or a command using MODSEQ); every FETCH response with FLAGS then carries MODSEQ too
         self.condstore = False
@@ -88,6 +91,8 @@ class ImapSession:
         self.qresync = False
         #: RFC 6855: ENABLE UTF8=ACCEPT; mailbox names are then UTF-8 both ways (``mailbox_wire``)
         self.utf8 = False
+        #: RFC 9051: ENABLE IMAP4rev2; no \Recent, ESEARCH answers SEARCH, UTF-8 mailbox names
+        self.rev2 = False
         #: the session holds a place under imap.max_preauth_connections_per_ip (until it logs in)
         self.preauth_slot = False
         self._limit_key: tuple[int, str] | None = None
@@ -156,6 +161,22 @@ class ImapSession:
             # the socket reader was made with the pre-login bound (service.start); asyncio has
             # no public way to change it
             self.reader._limit = limit  # type: ignore[attr-defined]
+
+    def unauthenticated(self) -> None:
+        """RFC 8437 UNAUTHENTICATE: back to the state after the greeting on the same connection
+        (TLS and COMPRESS stay): no mailbox, no NOTIFY, nothing ENABLEd, the pre-login bounds
+        and a new login deadline (the caller has taken a pre-login place: service.readmit_preauth)."""
+        self.close_selected()
+        self.stop_notify()
+        self.wake = None
+        self.principal = None
+        self.account_id = 0
+        self.state = NOT_AUTH
+        self.condstore = self.qresync = self.utf8 = self.rev2 = False
+        self._login_deadline = asyncio.get_running_loop().time() + self.config.imap.preauth_timeout
+        if isinstance(self.reader, asyncio.StreamReader):
+            imap = self.config.imap  # the bound service.start gives a new connection's reader
+            self.reader._limit = min(imap.max_line_length, imap.max_preauth_command_size) + 2  # type: ignore
 
     def capability_text(self) -> str:
         return capabilities(self)
@@ -242,12 +263,7 @@ class ImapSession:
             await self.send(f"* OK [CAPABILITY {self.capability_text()}] {R.GREETING}\r\n".encode())
             while self.state != LOGOUT:
                 await self.flush()
-                line, literal, command = self.frame_limits()
-                try:
-                    framed = await asyncio.wait_for(
-                        read_command(self.reader, line, literal, self.continuation, command), self.read_timeout())
-                except asyncio.TimeoutError:
-                    await self.timed_out()
+                framed = await self.next_command()
                 if isinstance(framed, Refused):
                     if framed.fatal:
                         await self.untagged(f"BYE {R.BYE_LITERAL}")
@@ -270,11 +286,81 @@ class ImapSession:
                 except Exception:  # the transport is gone
                     pass
             self.close_selected()
+            self.stop_notify()
             self.service.release(self)
             try:
                 self.writer.close()
             except Exception:  # the transport may already be gone
                 pass
+
+    async def next_command(self):
+        """The next command as framed; under NOTIFY, notifications go out while it is awaited
+        (RFC 5465 4: the server may send them at any time between commands)."""
+        line, literal, command = self.frame_limits()
+        reading = read_command(self.reader, line, literal, self.continuation, command)
+        if self.notifier is None:
+            try:
+                return await asyncio.wait_for(reading, self.read_timeout())
+            except asyncio.TimeoutError:
+                await self.timed_out()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.read_timeout()
+        task = asyncio.ensure_future(reading)
+        waiter: asyncio.Future | None = None
+        try:
+            while True:
+                wake = self.wake
+                if self.notifier is None or wake is None:
+                    done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+                    if not done:
+                        await self.timed_out()
+                    return task.result()
+                waiter = asyncio.ensure_future(wake.wait())
+                done, _ = await asyncio.wait({task, waiter}, timeout=max(0.0, deadline - loop.time()),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if not waiter.done():
+                    waiter.cancel()
+                waiter = None
+                if task in done:
+                    return task.result()
+                if not done:
+                    await self.timed_out()
+                wake.clear()
+                try:
+                    await self.push()
+                except (Closed, ConnectionError):
+                    raise
+                except Exception as exc:  # the next command hears of it (NO [UNAVAILABLE]); keep reading
+                    if is_outage(exc):
+                        self.ctx.outage.failed("IMAP NOTIFY", exc)
+                    else:
+                        log.exception("IMAP NOTIFY failed")
+                await self.flush()
+        finally:
+            for pending in (task, waiter):
+                if pending is not None and not pending.done():
+                    pending.cancel()
+
+    async def push(self, idle: bool = False) -> None:
+        """Notifications owed now, outside any command: the selected folder's changes (in IDLE;
+        under NOTIFY SELECTED also between commands, expunges held back under SELECTED-DELAYED),
+        then NOTIFY's for the other folders."""
+        n = self.notifier
+        if self.selected is not None and (idle or (n is not None and n.pushes_selected)):
+            await self.report_changes(allow_expunge=idle or not n.delayed,
+                                      flags=idle or "FlagChange" in n.selected_events)
+        if self.notifier is not None and self.notifier.pending():
+            await self.notifier.report()
+
+    def start_notify(self, notifier) -> None:
+        self.notifier = notifier
+        if self.wake is None:
+            self.wake = asyncio.Event()
+
+    def stop_notify(self) -> None:
+        if self.notifier is not None:
+            self.notifier.stop()
+            self.notifier = None
 
     async def execute(self, framed: Framed) -> None:
         spec, cmd = parse(framed.data, self.config.imap, self.utf8)
@@ -309,6 +395,8 @@ class ImapSession:
                 reply = R.NO_SERVER
         if self.selected is not None and not logout:
             await self.report_changes(allow_expunge=spec.expunge)
+        if self.notifier is not None and not logout and self.notifier.pending():
+            await self.notifier.report()
         if logout:
             await self.untagged(f"BYE {R.BYE_LOGOUT}")
             self.state = LOGOUT
@@ -362,8 +450,10 @@ class ImapSession:
             for line in sel.flags_responses():
                 await self.untagged(line)
 
-    async def report_changes(self, allow_expunge: bool, force: bool = False) -> None:
-        """Send the EXISTS / RECENT / EXPUNGE / FETCH FLAGS owed to this client."""
+    async def report_changes(self, allow_expunge: bool, force: bool = False, flags: bool = True) -> None:
+        """Send the EXISTS / RECENT / EXPUNGE / FETCH FLAGS owed to this client. ``flags=False``
+        (NOTIFY SELECTED without FlagChange, between commands): a change of flags alone is left
+        for the next command."""
         sel = self.selected
         if sel is None or not (self.pending or force or (allow_expunge and sel.expunge_pending)):
             return
@@ -376,6 +466,9 @@ class ImapSession:
             await self.untagged(f"BYE {R.BYE_FOLDER_GONE}")
             self.state = LOGOUT
             raise Closed()
+        if not flags and not changes.new and changes.present is None:
+            self.pending = self.pending or bool(changes.changed)
+            return
         known_max = sel.max_uid
         await self.announce_keywords(r[2] for r in changes.new + changes.changed)
         expunged, gone, new, changed = sel.apply(changes, allow_expunge)
@@ -388,11 +481,14 @@ class ImapSession:
         if new:
             if sel.readonly:  # EXAMINE: \Recent as no session has claimed them, without claiming
                 sel.note_recent(max(changes.recent_uid, known_max), new[-1])
-            elif not all(sel.is_recent(u) for u in new):
+            elif not sel.rev2 and not all(sel.is_recent(u) for u in new):
                 before = await self.ctx.run(mailboxes.claim_recent, self.store, sel.folder_id, new[-1])
                 sel.note_recent(max(before, known_max), new[-1])
             await self.untagged(f"{sel.exists} EXISTS")
-            await self.untagged(f"{sel.recent_count()} RECENT")
+            if not sel.rev2:  # RFC 9051 E.6: no RECENT response
+                await self.untagged(f"{sel.recent_count()} RECENT")
+            if self.notifier is not None:
+                await self.notifier.fetch_new(new)
         for uid, flags, keywords, modseq in changed:
             seq = sel.seq_of(uid)
             if seq is not None:
@@ -411,5 +507,18 @@ class ImapSession:
             matched = await self.heavy(matching, self.store, sel, ctx.keys, touched) if touched else set()
             if self.selected is not sel:
                 return
-            for line in update_lines(ctx, gone, touched, matched):
-                await self.untagged(line)
+            if ctx.criteria is None:
+                for line in update_lines(ctx, gone, touched, matched):
+                    await self.untagged(line)
+                continue
+            head = f'ESEARCH (TAG "{ctx.tag}") UID'
+            removed = removals(ctx, gone, touched, matched)
+            if removed:
+                await self.untagged(f"{head} REMOVEFROM ({removed})")
+            if matched - ctx.uids:
+                order = await self.heavy(sorted_uids, self.store, sel, ctx.criteria, ctx.keys)
+                if self.selected is not sel:
+                    return
+                added = additions(ctx, order)
+                if added:
+                    await self.untagged(f"{head} ADDTO ({added})")

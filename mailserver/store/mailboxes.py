@@ -26,8 +26,8 @@ from .db import Store
 from .driver import driver_execute, driver_rows, raw_reader
 from .mailbox_sql import (F, M, FolderInfo, UidRanges, copy_rows, folder_row, info_of, INFO_SQL, release_content,
                           remove_messages, serialized_writes, writing)
-from .models.mail import SEEN
-from .notify import announce, hub
+from .models.mail import DELETED, SEEN
+from .notify import announce, announce_account, hub
 # The selected folder's operations live in selection.py; they are re-exported here so that
 # callers use one module for the mailbox store.
 from .selection import (Appended, AppendedMany, Changes, Copied, Snapshot, Stored, ToAppend, append_message,
@@ -41,11 +41,17 @@ class CannotDelete(UserError):
     """INBOX, a special-use folder, or a folder with children."""
 
 
+class HasChildFolders(CannotDelete):
+    """DELETE of a folder with children (RFC 9051 7.1: NO [HASCHILDREN])."""
+
+
 @dataclass(frozen=True)
 class FolderStatus:
     info: FolderInfo
     unseen: int
     recent: int
+    #: messages flagged \Deleted (RFC 9051 STATUS DELETED)
+    deleted: int = 0
 
 
 # -- folders --------------------------------------------------------------------------------------
@@ -74,12 +80,19 @@ def folder_status(store: Store, account_id: int, names: Iterable[str] | None = N
             return []
         ids = [r[0] for r in rows]
         marks = ",".join("?" * len(ids))
-        unseen = dict(driver_rows(s, f"SELECT folder_id, count(*) FROM message WHERE folder_id IN ({marks}) "
-                                      f"AND (flags & {SEEN}) = 0 GROUP BY folder_id", *ids))
+        unseen: dict = {}
+        deleted: dict = {}
+        for fid, flags, count in driver_rows(
+                s, f"SELECT folder_id, flags & {SEEN | DELETED}, count(*) FROM message WHERE folder_id IN ({marks}) "
+                   f"AND (flags & {SEEN | DELETED}) <> {SEEN} GROUP BY folder_id, flags & {SEEN | DELETED}", *ids):
+            if not flags & SEEN:
+                unseen[fid] = unseen.get(fid, 0) + count
+            if flags & DELETED:
+                deleted[fid] = deleted.get(fid, 0) + count
         recent = dict(driver_rows(s, f"SELECT m.folder_id, count(*) FROM message m JOIN folder f ON f.id = m.folder_id "
                                       f"WHERE m.folder_id IN ({marks}) AND m.uid > f.recent_uid GROUP BY m.folder_id",
                                    *ids))
-    return [FolderStatus(info_of(r), unseen.get(r[0], 0), recent.get(r[0], 0)) for r in rows]
+    return [FolderStatus(info_of(r), unseen.get(r[0], 0), recent.get(r[0], 0), deleted.get(r[0], 0)) for r in rows]
 
 
 def _new_uidvalidity(session: Session, account_id: int) -> int:
@@ -163,7 +176,10 @@ def create_folder(store: Store, account_id: int, name: str, limits: AccountsConf
         _check_count(existing, len(new), limits)
         for path in new:
             _insert_folder(s, account_id, path, special_use if path == name else None)
-        return folder_row(s, account_id, name)
+        made = folder_row(s, account_id, name)
+        announce_account(s, account_id)
+    hub.account_changed([account_id])
+    return made
 
 
 def delete_folder(store: Store, account_id: int, name: str) -> None:
@@ -178,7 +194,7 @@ def delete_folder(store: Store, account_id: int, name: str) -> None:
             raise CannotDelete(f"{name} is the account's {row.special_use} folder")
         if s.scalar(select(func.count()).where(F.c.account_id == account_id, F.c.name.startswith(name + SEP,
                                                                                                    autoescape=True))):
-            raise CannotDelete(f"{name} has child folders")
+            raise HasChildFolders(f"{name} has child folders")
         content_ids = list(s.scalars(select(M.c.content_id).where(M.c.folder_id == row.id)))
         s.execute(delete(M).where(M.c.folder_id == row.id))
         # The folder goes, and its tombstones with it: a folder made later under the same
@@ -189,7 +205,9 @@ def delete_folder(store: Store, account_id: int, name: str) -> None:
         release_content(s, content_ids)
         s.execute(delete(F).where(F.c.id == row.id))
         announce(s, [row.id])
+        announce_account(s, account_id)
     hub.changed([row.id])
+    hub.account_changed([account_id])
 
 
 def rename_folder(store: Store, account_id: int, old: str, new: str, limits: AccountsConfig = AccountsConfig()) -> None:
@@ -233,7 +251,9 @@ def rename_folder(store: Store, account_id: int, old: str, new: str, limits: Acc
                 s.execute(update(F).where(F.c.id == cid).values(name=new + cname[len(old):]))
             moved_folders = [row.id] + [c[0] for c in children]
         announce(s, moved_folders)
+        announce_account(s, account_id)
     hub.changed(moved_folders)
+    hub.account_changed([account_id])
 
 
 # -- subscriptions (RFC 3501 6.3.6, 6.3.7): a list of names of its own ----------------------------------
@@ -263,6 +283,8 @@ def subscribe(store: Store, account_id: int, name: str, limits: AccountsConfig =
         if count >= limits.max_subscriptions:
             raise LimitExceeded(f"an account has at most {limits.max_subscriptions} subscriptions")
         driver_execute(s, "INSERT INTO mailbox_subscription (account_id, name) VALUES (?, ?)", [(account_id, name)])
+        announce_account(s, account_id)
+    hub.account_changed([account_id])
 
 
 def unsubscribe(store: Store, account_id: int, name: str) -> None:
@@ -270,6 +292,8 @@ def unsubscribe(store: Store, account_id: int, name: str) -> None:
     with writing(store) as s:
         driver_execute(s, "DELETE FROM mailbox_subscription WHERE account_id = ? AND name = ?",
                        [(account_id, name.rstrip(SEP))])
+        announce_account(s, account_id)
+    hub.account_changed([account_id])
 
 
 def _rename_subscriptions(session: Session, account_id: int, old: str, new: str) -> None:

@@ -1,7 +1,9 @@
 """Mailbox change notices between sessions of one process (and, on PostgreSQL, between nodes).
 
 Writers call ``changed(folder_ids)`` after their transaction commits; IMAP sessions subscribe to
-the folder they have selected. Safe to call from any thread.
+the folder they have selected (and, under NOTIFY, to the folders they watch). A change to an
+account's list of folders or of subscriptions (CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE) is
+told with ``account_changed(account_ids)`` to the account's listeners. Safe to call from any thread.
 """
 from __future__ import annotations
 
@@ -11,24 +13,46 @@ from collections import defaultdict
 from typing import Callable, Iterable
 
 Listener = Callable[[int], None]
+#: a listener and the loop it is called on (None: in the writer's thread)
+Entry = tuple[asyncio.AbstractEventLoop | None, Listener]
 
 
 class ChangeHub:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._listeners: dict[int, set[tuple[asyncio.AbstractEventLoop | None, Listener]]] = defaultdict(set)
+        self._listeners: dict[int, set[Entry]] = defaultdict(set)
+        #: listeners of accounts' folder and subscription lists, by account id
+        self._accounts: dict[int, set[Entry]] = defaultdict(set)
 
     def subscribe(self, folder_id: int, listener: Listener, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        with self._lock:
-            self._listeners[folder_id].add((loop, listener))
+        self._add(self._listeners, folder_id, (loop, listener))
 
     def unsubscribe(self, folder_id: int, listener: Listener, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._remove(self._listeners, folder_id, (loop, listener))
+
+    def subscribe_account(self, account_id: int, listener: Listener,
+                          loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._add(self._accounts, account_id, (loop, listener))
+
+    def unsubscribe_account(self, account_id: int, listener: Listener,
+                            loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._remove(self._accounts, account_id, (loop, listener))
+
+    def _add(self, table: dict[int, set[Entry]], key: int, entry: Entry) -> None:
         with self._lock:
-            entries = self._listeners.get(folder_id)
+            table[key].add(entry)
+
+    def _remove(self, table: dict[int, set[Entry]], key: int, entry: Entry) -> None:
+        with self._lock:
+            entries = table.get(key)
             if entries:
-                entries.discard((loop, listener))
+                entries.discard(entry)
                 if not entries:
-                    del self._listeners[folder_id]
+                    del table[key]
+
+    def account_changed(self, account_ids: Iterable[int]) -> None:
+        """The folder or subscription list of these accounts changed (after the commit)."""
+        _call(self._targets(self._accounts, account_ids))
 
     def watched(self) -> set[int]:
         """Folder ids some listener waits on."""
@@ -36,26 +60,33 @@ class ChangeHub:
             return set(self._listeners)
 
     def changed(self, folder_ids: Iterable[int]) -> None:
+        _call(self._targets(self._listeners, folder_ids))
+
+    def _targets(self, table: dict[int, set[Entry]], keys: Iterable[int]) -> list[tuple[int, Entry]]:
         with self._lock:
-            targets = [(fid, entry) for fid in set(folder_ids) for entry in self._listeners.get(fid, ())]
-        for fid, (loop, listener) in targets:
-            if loop is None:
-                listener(fid)
-            else:
-                try:
-                    loop.call_soon_threadsafe(listener, fid)
-                except RuntimeError:  # that loop has closed
-                    pass
+            return [(k, entry) for k in set(keys) for entry in table.get(k, ())]
+
+
+def _call(targets: list[tuple[int, Entry]]) -> None:
+    for key, (loop, listener) in targets:
+        if loop is None:
+            listener(key)
+        else:
+            try:
+                loop.call_soon_threadsafe(listener, key)
+            except RuntimeError:  # that loop has closed
+                pass
 
 
 #: the process's hub (one per process, like the engine)
 hub = ChangeHub()
 
-#: PostgreSQL channel on which writers announce changed folders (payload: "id,id,...")
+#: PostgreSQL channel on which writers announce changed folders (payload: "id,id,...") and
+#: changed folder lists of accounts (an id written "a<account id>")
 CHANNEL = "civicmail_folders"
 
 
-def announce(session, folder_ids: Iterable[int]) -> None:
+def announce(session, folder_ids: Iterable[int], prefix: str = "") -> None:
     """On PostgreSQL, NOTIFY the other nodes of changed folders inside the writer's transaction
     (delivered at COMMIT, never for a rolled-back write). A no-op on SQLite."""
     if session.get_bind().dialect.name != "postgresql":
@@ -65,7 +96,23 @@ def announce(session, folder_ids: Iterable[int]) -> None:
     ids = sorted(set(folder_ids))
     for i in range(0, len(ids), 500):  # NOTIFY payloads stay under 8,000 bytes
         session.execute(text("SELECT pg_notify(:channel, :payload)"),
-                        {"channel": CHANNEL, "payload": ",".join(map(str, ids[i:i + 500]))})
+                        {"channel": CHANNEL, "payload": ",".join(prefix + str(x) for x in ids[i:i + 500])})
+
+
+def announce_account(session, account_id: int) -> None:
+    """``announce`` for a change of the account's folder or subscription list."""
+    announce(session, [account_id], prefix="a")
+
+
+def parse_payload(payload: str) -> tuple[list[int], list[int]]:
+    """A NOTIFY payload to (folder ids, account ids); anything else in it is ignored."""
+    folders, accounts = [], []
+    for item in payload.split(","):
+        if item.isdigit():
+            folders.append(int(item))
+        elif item[:1] == "a" and item[1:].isdigit():
+            accounts.append(int(item[1:]))
+    return folders, accounts
 
 
 class FolderWatcher:
@@ -121,9 +168,11 @@ class FolderWatcher:
                     conn.execute(f"LISTEN {CHANNEL}")
                     while self._listening:
                         for note in conn.notifies(timeout=1.0):
-                            ids = [int(x) for x in note.payload.split(",") if x.isdigit()]
+                            ids, accounts = parse_payload(note.payload)
                             if ids:
                                 self.hub.changed(ids)
+                            if accounts:
+                                self.hub.account_changed(accounts)
             except Exception as exc:  # the database restarted: reconnect after a pause
                 logging.getLogger("civicmail.notify").warning("LISTEN connection lost: %s", describe(exc))
                 time.sleep(1.0)

@@ -114,7 +114,7 @@ def test_bad_condstore_and_esearch_syntax_is_invalid():
                  b"a STORE 1 (CHANGEDSINCE 1) FLAGS (\\Seen)", b"a SELECT INBOX (QRESYNC)", b"a SELECT INBOX ()",
                  b"a CREATE x (CONDSTORE)", b"a SEARCH MODSEQ", b"a SEARCH MODSEQ 1x",
                  b'a SEARCH MODSEQ "/flags/\\\\seen" frob 5', b'a SEARCH MODSEQ "/flags/\\\\seen" all',
-                 b"a SEARCH RETURN (SAVE) ALL", b"a SEARCH RETURN (MIN MIN) ALL", b"a SEARCH RETURN (ALL)",
+                 b"a SORT RETURN (SAVE) (DATE) UTF-8 ALL", b"a SEARCH RETURN (MIN MIN) ALL", b"a SEARCH RETURN (ALL)",
                  b"a STATUS INBOX (FROB)"):
         assert isinstance(parse_command(line + b"\r\n"), Invalid), line
 

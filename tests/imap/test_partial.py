@@ -79,3 +79,34 @@ def test_bad_partial_ranges_are_bad_and_the_session_goes_on(paged, options):
     assert raw.command("x", f"SEARCH RETURN ({options}) ALL")[-1].startswith(b"x BAD")
     assert raw.command("y", f"SORT RETURN ({options}) (DATE) UTF-8 ALL")[-1].startswith(b"y BAD")
     assert answer(raw, "z", "SEARCH RETURN (COUNT) ALL") == b'* ESEARCH (TAG "z") COUNT 6\r\n'
+
+
+def test_partial_is_advertised(server, client):
+    assert "PARTIAL" in client.capability()[1][0].decode().split()
+
+
+def fetched_uids(raw, tag: str, command: str) -> list[int]:
+    lines = raw.command(tag, command)
+    assert lines[-1].startswith(f"{tag} OK".encode()), lines
+    return [int(re.search(rb"UID (\d+)", x)[1]) for x in lines[:-1] if b" FETCH " in x]
+
+
+def test_fetch_partial_windows_of_the_addressed_messages(paged):
+    """RFC 9394 3.2: (PARTIAL range) picks positions among the messages the set addresses, in
+    mailbox order, from the first (n:m) or from the last (-n:-m)."""
+    raw, uids = paged
+    assert fetched_uids(raw, "a", "UID FETCH 1:* (FLAGS) (PARTIAL -1:-2)") == uids[4:]
+    assert fetched_uids(raw, "b", f"UID FETCH {uids[1]}:* (FLAGS) (PARTIAL 1:2)") == uids[1:3]
+    sparse = ",".join(str(u) for u in (uids[0], uids[2], uids[4]))
+    assert fetched_uids(raw, "c", f"UID FETCH {sparse} (FLAGS) (PARTIAL 3:2)") == [uids[2], uids[4]]
+    assert fetched_uids(raw, "d", "UID FETCH 1:* (FLAGS) (PARTIAL 7:9)") == []
+    assert fetched_uids(raw, "e", "FETCH 2:5 (UID) (PARTIAL -2:-1)") == uids[3:5]
+    # with CHANGEDSINCE: the window first, then the filter (RFC 9394 3.4)
+    raw.command("t", f"UID STORE {uids[0]} +FLAGS.SILENT (\\Flagged)")
+    lines = b"".join(raw.command("m", f"UID FETCH {uids[0]} (MODSEQ)"))
+    modseq = int(re.search(rb"FETCH \(UID \d+ MODSEQ \((\d+)\)", lines)[1])
+    assert fetched_uids(raw, "f", f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {modseq - 1} PARTIAL 1:3)") == [uids[0]]
+    assert fetched_uids(raw, "g", f"UID FETCH 1:* (FLAGS) (PARTIAL -1:-3 CHANGEDSINCE {modseq - 1})") == []
+    for bad in ("PARTIAL 0:2", "PARTIAL 1:-2", "PARTIAL", "PARTIAL 1:2 PARTIAL 3:4", "VANISHED PARTIAL 1:2"):
+        assert raw.command("x", f"UID FETCH 1:* (FLAGS) ({bad})")[-1].startswith(b"x BAD"), bad
+    assert fetched_uids(raw, "z", "UID FETCH 1:* (UID)") == uids

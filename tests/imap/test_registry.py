@@ -16,14 +16,16 @@ from mailserver.store.models.mail import DELETED
 
 #: what CAPABILITY lists on a development loopback connection before and after login
 #: AUTH=OAUTHBEARER and AUTH=XOAUTH2: the OpenID Connect provider's tokens, offered where PLAIN is
-BEFORE_LOGIN = {"IMAP4rev1", "LITERAL+", "STARTTLS", "AUTH=PLAIN", "AUTH=OAUTHBEARER", "AUTH=XOAUTH2", "SASL-IR", "ID",
-                "ENABLE", "IDLE", "NAMESPACE"}
-AFTER_LOGIN = {"IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT",
+BEFORE_LOGIN = {"IMAP4rev1", "IMAP4rev2", "LITERAL+", "STARTTLS", "AUTH=PLAIN", "AUTH=OAUTHBEARER", "AUTH=XOAUTH2",
+                "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE"}
+AFTER_LOGIN = {"IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE",
+               "UNSELECT",
                "CHILDREN", "SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS", "APPENDLIMIT=52428800", "QUOTA",
                "QUOTA=RES-STORAGE", "CONDSTORE", "QRESYNC", "ESEARCH", "STATUS=SIZE", "COMPRESS=DEFLATE",
                "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
                "MULTIAPPEND", "BINARY", "PREVIEW", "OBJECTID", "SAVEDATE", "CREATE-SPECIAL-USE", "CATENATE",
-               "UTF8=ACCEPT", "METADATA", "CONTEXT=SEARCH"}
+               "UTF8=ACCEPT", "METADATA", "CONTEXT=SEARCH", "CONTEXT=SORT", "NOTIFY", "SEARCHRES", "PARTIAL",
+               "UNAUTHENTICATE"}
 
 
 @pytest.fixture

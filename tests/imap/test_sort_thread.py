@@ -218,12 +218,12 @@ def test_esort_return_options(server, sorted_folder):
     raw.close()
 
 
-def test_capabilities_name_sort_thread_esort_and_context_search_not_sort(client):
+def test_capabilities_name_sort_thread_esort_and_both_contexts(client):
     typ, data = client.capability()
     caps = data[0].split()
     for cap in (b"SORT", b"SORT=DISPLAY", b"ESORT", b"THREAD=ORDEREDSUBJECT", b"THREAD=REFERENCES"):
         assert cap in caps
-    assert [c for c in caps if c.startswith(b"CONTEXT=")] == [b"CONTEXT=SEARCH"]  # SORT is not updated
+    assert sorted(c for c in caps if c.startswith(b"CONTEXT=")) == [b"CONTEXT=SEARCH", b"CONTEXT=SORT"]
 
 
 # -- Chinese subjects and names -------------------------------------------------------------------
