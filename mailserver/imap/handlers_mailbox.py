@@ -168,8 +168,8 @@ async def do_append(s: ImapSession, cmd: Append) -> Reply:
     sel = s.selected
     into_selected = sel is not None and sel.name == cmd.mailbox
     try:
-        done = await s.ctx.run(mb.append_messages, s.store, s.account_id, cmd.mailbox, items,
-                               s.config.accounts.quota_bytes, into_selected and not sel.readonly)
+        done = await s.run_looking(mb.append_messages, s.store, s.account_id, cmd.mailbox, items,
+                                   s.config.accounts.quota_bytes, into_selected and not sel.readonly)
     except NotFound:
         return R.NO_TRYCREATE
     if into_selected:

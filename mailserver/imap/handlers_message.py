@@ -198,8 +198,8 @@ async def do_store(s: ImapSession, cmd: Store) -> Reply:
     if cmd.unchangedsince is not None:
         await s.enable_condstore()
     bits, keywords = split_flags(cmd.flags)
-    stored = await s.ctx.run(mb.store_flags, s.store, sel.folder_id, ranges, cmd.mode, bits, keywords,
-                             cmd.unchangedsince)
+    stored = await s.run_looking(mb.store_flags, s.store, sel.folder_id, ranges, cmd.mode, bits, keywords,
+                                 cmd.unchangedsince)
     _saw_own_write(sel, stored)
     await s.announce_keywords(r[2] for r in stored.rows)
     changed_any = stored.modseq_after != stored.modseq_before
@@ -237,8 +237,8 @@ async def do_copy(s: ImapSession, cmd: Copy) -> Reply:
     if not ranges:
         return R.OK_DONE
     try:
-        copied = await s.ctx.run(mb.copy_messages, s.store, s.account_id, sel.folder_id, ranges, cmd.mailbox, cmd.move,
-                                 s.config.accounts.quota_bytes)
+        copied = await s.run_looking(mb.copy_messages, s.store, s.account_id, sel.folder_id, ranges, cmd.mailbox,
+                                     cmd.move, s.config.accounts.quota_bytes)
     except NotFound:
         return R.NO_TRYCREATE
     if not copied.source_uids:
@@ -374,6 +374,6 @@ async def do_expunge(s: ImapSession, cmd: Expunge) -> Reply:
         ranges = _ranges(s, cmd.seqset, True)
         if not ranges:
             return R.OK_DONE
-    await s.ctx.run(mb.expunge, s.store, sel.folder_id, ranges)
+    await s.run_looking(mb.expunge, s.store, sel.folder_id, ranges)
     s.pending = True
     return R.OK_DONE

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Iterable, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, NoReturn, TypeVar
 
 from ..errors import CivicmailError, LimitExceeded
 from ..store import mailboxes
@@ -48,6 +48,31 @@ _WRITE_HIGH_WATER = 256 * 1024
 _DEFLATE_IN_THREAD = 256 * 1024
 
 
+class _Looked(NamedTuple):
+    """A look at the selected folder made in the same job as a command's store work."""
+
+    sel: SelectedFolder
+    #: (modseq, max_uid, exists) of the view the look started from
+    seen: tuple[int, int, int]
+    forced: bool
+    #: the hub's count of announced changes of the folder before the look (``ChangeHub.version``)
+    version: int
+    changes: "mailboxes.Changes | None"
+
+
+def _run_then_look(hub, store, fn: Callable[..., T], args: tuple, folder_id: int, modseq: int, max_uid: int,
+                   exists: int, force: bool) -> tuple[T, tuple]:
+    """In a store thread: ``fn(*args)``, then what changed in the selected folder since
+    ``modseq`` (after the session's own write, when the result says it saw no other)."""
+    result = fn(*args)
+    before = getattr(result, "modseq_before", 0)
+    if before and before == modseq:
+        modseq = result.modseq_after
+    version = hub.version(folder_id)  # before the look: see ChangeHub.version
+    changes = mailboxes.changes_since(store, folder_id, modseq, max_uid, exists, force=force)
+    return result, ((modseq, max_uid, exists), force, version, changes)
+
+
 class Logout(Exception):
     """End the session after the tagged reply."""
 
@@ -60,7 +85,7 @@ class ImapSession:
     __slots__ = ("ctx", "service", "reader", "writer", "tls_active", "peer_ip", "state", "principal", "account_id",
                  "selected", "contexts", "pending", "wake", "condstore", "qresync", "utf8", "preauth_slot",
                  "_login_deadline", "_limit_key", "_pacer", "_out", "_out_size", "_deflate", "_deflating",
-                 "__weakref__")
+                 "_expunge_ok", "_looked", "__weakref__")
 
     def __init__(self, ctx: "ServerContext", service: "ImapService", reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, tls_active: bool) -> None:
@@ -101,6 +126,10 @@ class ImapSession:
         #: RFC 4978: the compressor of everything written after COMPRESS DEFLATE's OK, else None
         self._deflate = None
         self._deflating = False
+        #: the running command may be answered with untagged EXPUNGE (its registration says)
+        self._expunge_ok = False
+        #: what ``run_looking`` found changed in the selected folder, for ``report_changes``
+        self._looked: _Looked | None = None
 
     # -- properties the handlers read ---------------------------------------------------------------
     @property
@@ -287,6 +316,8 @@ class ImapSession:
             await self.tagged(cmd.tag, R.BAD_STATE, spec.name)
             return
         logout = False
+        self._expunge_ok = spec.expunge
+        self._looked = None
         try:
             reply = await spec.handler(self, cmd)
         except Logout:
@@ -362,16 +393,40 @@ class ImapSession:
             for line in sel.flags_responses():
                 await self.untagged(line)
 
+    async def run_looking(self, fn: Callable[..., T], *args: Any) -> T:
+        """``ctx.run(fn, *args)`` for a command that changes the store (or may, or is owed
+        changes already): with a folder selected, the same job then looks at what changed in it
+        (``changes_since``), which ``report_changes`` would otherwise fetch in a second hop to a
+        store thread. A result with ``modseq_before`` / ``modseq_after`` (``Stored``) is the
+        session's own write, as ``_saw_own_write`` in handlers_message counts it."""
+        sel = self.selected
+        if sel is None:
+            return await self.ctx.run(fn, *args)
+        force = self._expunge_ok and sel.expunge_pending
+        result, looked = await self.ctx.run(_run_then_look, self.ctx.hub, self.store, fn, args, sel.folder_id,
+                                            sel.modseq, sel.max_uid, sel.exists, force)
+        self._looked = _Looked(sel, *looked)
+        return result
+
     async def report_changes(self, allow_expunge: bool, force: bool = False) -> None:
         """Send the EXISTS / RECENT / EXPUNGE / FETCH FLAGS owed to this client."""
         sel = self.selected
-        if sel is None or not (self.pending or force or (allow_expunge and sel.expunge_pending)):
-            return
-        self.pending = False
-        changes = await self.ctx.run(mailboxes.changes_since, self.store, sel.folder_id, sel.modseq, sel.max_uid,
-                                     sel.exists, force=allow_expunge and sel.expunge_pending)
-        if self.selected is not sel:
-            return
+        looked, self._looked = self._looked, None
+        if looked is not None and (looked.sel is not sel or looked.seen != (sel.modseq, sel.max_uid, sel.exists)
+                                   or (allow_expunge and sel.expunge_pending and not looked.forced)):
+            looked = None  # the view moved since (or expunges owed since): look again
+        if looked is not None:
+            # Announced since the look began: look again at the next command (or now, if forced).
+            self.pending = self.ctx.hub.version(sel.folder_id) != looked.version
+            changes = looked.changes
+        else:
+            if sel is None or not (self.pending or force or (allow_expunge and sel.expunge_pending)):
+                return
+            self.pending = False
+            changes = await self.ctx.run(mailboxes.changes_since, self.store, sel.folder_id, sel.modseq, sel.max_uid,
+                                         sel.exists, force=allow_expunge and sel.expunge_pending)
+            if self.selected is not sel:
+                return
         if changes is None:
             await self.untagged(f"BYE {R.BYE_FOLDER_GONE}")
             self.state = LOGOUT

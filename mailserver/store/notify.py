@@ -17,6 +17,8 @@ class ChangeHub:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._listeners: dict[int, set[tuple[asyncio.AbstractEventLoop | None, Listener]]] = defaultdict(set)
+        #: how many times each watched folder was announced changed (kept while it has listeners)
+        self._versions: dict[int, int] = {}
 
     def subscribe(self, folder_id: int, listener: Listener, loop: asyncio.AbstractEventLoop | None = None) -> None:
         with self._lock:
@@ -29,15 +31,28 @@ class ChangeHub:
                 entries.discard((loop, listener))
                 if not entries:
                     del self._listeners[folder_id]
+                    self._versions.pop(folder_id, None)
 
     def watched(self) -> set[int]:
         """Folder ids some listener waits on."""
         with self._lock:
             return set(self._listeners)
 
+    def version(self, folder_id: int) -> int:
+        """How many changes of a watched folder were announced so far. Read before looking at
+        the folder: an equal version afterwards means no change was announced since the look
+        began (a change committed before the look may be counted later, never the reverse,
+        since writers announce after their commit)."""
+        return self._versions.get(folder_id, 0)
+
     def changed(self, folder_ids: Iterable[int]) -> None:
         with self._lock:
-            targets = [(fid, entry) for fid in set(folder_ids) for entry in self._listeners.get(fid, ())]
+            targets = []
+            for fid in set(folder_ids):
+                entries = self._listeners.get(fid)
+                if entries:
+                    self._versions[fid] = self._versions.get(fid, 0) + 1
+                    targets.extend((fid, entry) for entry in entries)
         for fid, (loop, listener) in targets:
             if loop is None:
                 listener(fid)
