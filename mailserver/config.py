@@ -162,6 +162,9 @@ class IMAPConfig:
     heavy_threads: int = 4
     #: such commands one user may have running at once, over all their connections
     heavy_jobs_per_user: int = 2
+    #: threads for the cheap reads of every command (STATUS, SELECT, FETCH FLAGS, what changed
+    #: in the selected folder), each taking the reads queued meanwhile in one go (lanes.ReadLane)
+    read_threads: int = 1
     #: levels of nesting in a SEARCH (parentheses, NOT, OR) and of parenthesised lists in any
     #: command; deeper: BAD [LIMIT]
     max_search_depth: int = 64
@@ -466,7 +469,7 @@ def _validate(config: Config) -> None:
         raise ConfigError("passwords.memory_cost_kib: must be at least 8 x parallelism")
     if not 1 <= config.accounts.max_folder_name_length <= FOLDER_NAME_COLUMN:
         raise ConfigError(f"accounts.max_folder_name_length: must be 1 to {FOLDER_NAME_COLUMN} (the store's column)")
-    for key in ("heavy_threads", "heavy_jobs_per_user", "max_search_depth", "max_search_keys", "max_catenate_parts"):
+    for key in ("heavy_threads", "heavy_jobs_per_user", "read_threads", "max_search_depth", "max_search_keys", "max_catenate_parts"):
         if getattr(config.imap, key) < 1:
             raise ConfigError(f"imap.{key}: must be at least 1")
     if config.passwords.hash_threads < 0:

@@ -21,7 +21,7 @@ from .admission import ConnectionGate
 from .config import Config
 from .errors import AuthenticationFailed, CivicmailError, StoreUnavailable, Throttled
 from .identity.throttle import LoginThrottle
-from .lanes import HeavyLane
+from .lanes import HeavyLane, ReadLane
 from .registry import Registry
 from .registry.auth import Principal, authenticate
 from .store import Store
@@ -112,6 +112,10 @@ class ServerContext:
         return HeavyLane(self.config.imap.heavy_threads, self.config.imap.heavy_jobs_per_user)
 
     @cached_property
+    def reads(self) -> ReadLane:
+        return ReadLane(self.config.imap.read_threads)
+
+    @cached_property
     def gate(self) -> ConnectionGate:
         """Every listener's client connections, bounded by the file limit (admission.py)."""
         return ConnectionGate(self.config.server.max_connections)
@@ -126,11 +130,17 @@ class ServerContext:
         most imap.heavy_jobs_per_user at a time per ``owner``: ``run`` never waits for it."""
         return await self.heavy.run(owner, fn, *args)
 
+    async def run_read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a cheap, bounded store read (one folder's counters, a batch of FLAGS rows) on the
+        read lane: no write and no login ever waits behind it, nor it behind them."""
+        return await self.reads.run(fn, *args, **kwargs)
+
     def shutdown(self) -> None:
-        """Wait for the work in flight on both lanes, then stop their threads."""
+        """Wait for the work in flight on every lane, then stop their threads."""
         self.executor.shutdown(wait=True)
-        if "heavy" in self.__dict__:
-            self.heavy.shutdown()
+        for lane in ("heavy", "reads"):
+            if lane in self.__dict__:
+                getattr(self, lane).shutdown()
 
     async def run_store(self, fn: Callable[..., T], *args: Any, timeout: float | None = None, **kwargs: Any) -> T:
         """``run`` for store work a client waits on: StoreUnavailable if the database fails or

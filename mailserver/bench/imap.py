@@ -194,6 +194,18 @@ class ServerChild:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def context_switches(self) -> int:
+        """Context switches of all the server's threads so far (the kernel's count), a cost that
+        each hand-off between the event loop and a store thread adds to."""
+        total = 0
+        for status in Path(f"/proc/{self.proc.pid}/task").glob("*/status"):
+            try:
+                lines = status.read_text().splitlines()
+            except OSError:  # the thread ended meanwhile
+                continue
+            total += sum(int(ln.split()[1]) for ln in lines if ln.split(":")[0].endswith("ctxt_switches"))
+        return total
+
     def stop(self) -> None:
         self.conn.send("stop")
         self.proc.join(30)
@@ -606,6 +618,7 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, clients:
                 click.echo(f"stress: passwords hashed with {hashing}; server RSS {server.rss_mib():.0f} MiB")
                 for run in range(runs):
                     cpu = server.cpu_seconds()
+                    switches = server.context_switches()
                     mine = resource.getrusage(resource.RUSAGE_SELF)
                     first = 1 + idle_n + run * clients
                     commands, errors, elapsed, logins = asyncio.run(_stress(
@@ -615,7 +628,10 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, clients:
                     client_cpu = after.ru_utime + after.ru_stime - mine.ru_utime - mine.ru_stime
                     click.echo(f"stress{' (kept sessions)' if keep_sessions else ''}: {clients} clients, {commands:,} commands in {elapsed:.1f} s = "
                                f"{commands / elapsed:,.0f} commands/s, {logins:,} LOGINs, {errors} state errors "
-                               f"(CPU: server {server.cpu_seconds() - cpu:.1f} s, clients {client_cpu:.1f} s; "
+                               f"(CPU: server {server.cpu_seconds() - cpu:.1f} s, "
+                               f"{(server.cpu_seconds() - cpu) * 1000 / max(commands, 1):.2f} ms per command, "
+                               f"{(server.context_switches() - switches) / max(commands, 1):.1f} context switches "
+                               f"per command; clients {client_cpu:.1f} s; "
                                f"server RSS {server.rss_mib():.0f} MiB after run {run + 1})")
         finally:
             server.stop()

@@ -117,7 +117,7 @@ async def send_vanished_earlier(s: ImapSession, sel: SelectedFolder, modseq: int
     any) expunged after ``modseq``; those still in the session's view are left to the
     VANISHED that tells it of their expunge."""
     ranges = uids.resolve(_ANY_UID) if uids is not None else None
-    gone = await s.ctx.run(mb.vanished_since, s.store, sel.folder_id, modseq, ranges, sel.uids)
+    gone = await s.ctx.run_read(mb.vanished_since, s.store, sel.folder_id, modseq, ranges, sel.uids)
     if gone:
         await s.untagged("VANISHED (EARLIER) " + ranges_text(gone))
 
@@ -128,7 +128,7 @@ async def send_changed_since(s: ImapSession, sel: SelectedFolder, modseq: int, u
     ranges = sel.uid_ranges(uids if uids is not None else SeqSet.parse("1:*"), True)
     if not ranges:
         return
-    await _send_fetch(s, s.ctx.run, sel, ranges, _FLAGS_MODSEQ, True, modseq)
+    await _send_fetch(s, s.ctx.run_read, sel, ranges, _FLAGS_MODSEQ, True, modseq)
 
 
 async def _send_fetch(s: ImapSession, run, sel: SelectedFolder, ranges, atts: tuple[FetchAtt, ...], with_uid: bool,
@@ -180,8 +180,10 @@ async def do_fetch(s: ImapSession, cmd: Fetch) -> Reply:
     if s.condstore and not any(a.name == "MODSEQ" for a in atts) and (
             cmd.changedsince is not None or any(a.name == "FLAGS" for a in atts)):
         atts = atts + (FetchAtt("MODSEQ"),)
-    # message bodies (sections, RFC822.*) cost what the client asks for: the heavy lane
-    run = s.heavy if "raw" in F.columns_for(atts) else s.ctx.run
+    # message bodies (sections, RFC822.*) cost what the client asks for: the heavy lane; flags
+    # alone are the cheap read of every client's every sync: the read lane
+    columns = F.columns_for(atts)
+    run = s.heavy if "raw" in columns else s.ctx.run_read if columns in _FLAG_COLUMNS else s.ctx.run
     await _send_fetch(s, run, sel, ranges, atts, cmd.uid, cmd.changedsince)
     return R.OK_DONE
 

@@ -423,7 +423,7 @@ class ImapSession:
             if sel is None or not (self.pending or force or (allow_expunge and sel.expunge_pending)):
                 return
             self.pending = False
-            changes = await self.ctx.run(mailboxes.changes_since, self.store, sel.folder_id, sel.modseq, sel.max_uid,
+            changes = await self.ctx.run_read(mailboxes.changes_since, self.store, sel.folder_id, sel.modseq, sel.max_uid,
                                          sel.exists, force=allow_expunge and sel.expunge_pending)
             if self.selected is not sel:
                 return

@@ -4,6 +4,7 @@ since a session last looked, FETCH rows, STORE, EXPUNGE, COPY/MOVE, APPEND and Q
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime as dt
 import functools
 from array import array
@@ -37,6 +38,11 @@ class Snapshot:
     first_unseen_uid: int | None
     keywords: set[str]
 
+    @property
+    def unclaimed(self) -> bool:
+        """Messages above the folder's \\Recent mark: a SELECT must claim them (``claim_snapshot``)."""
+        return bool(self.uids) and self.uids[-1] > self.recent_above
+
 
 @dataclass
 class Changes:
@@ -54,9 +60,9 @@ class Changes:
 
 # -- a selected folder ----------------------------------------------------------------------------
 
-def select_folder(store: Store, account_id: int, name: str, readonly: bool) -> Snapshot:
+def select_folder(store: Store, account_id: int, name: str, readonly: bool, claim: bool = True) -> Snapshot:
     """RFC 3501 6.3.1/6.3.2. Both count the \\Recent messages; SELECT (not EXAMINE) claims them
-    for this session."""
+    for this session, here or (``claim`` false: this reads only) in ``claim_snapshot``."""
     with raw_reader(store) as s:
         found = driver_rows(s, f"SELECT {INFO_SQL}, recent_uid FROM folder WHERE account_id = ? AND name = ?",
                             account_id, name)
@@ -75,14 +81,18 @@ def select_folder(store: Store, account_id: int, name: str, readonly: bool) -> S
                 first_unseen = uid
             if kws:
                 keywords.update(kws.split())
-    recent_above = recent_uid
+    snap = Snapshot(info, uids, recent_uid, len(uids) - bisect_right(uids, recent_uid), first_unseen, keywords)
     # EXAMINE counts them without claiming them (RFC 3501 6.3.2: no change to the mailbox's
     # state, and a later SELECT still gets them as \Recent)
-    if not readonly and uids and uids[-1] > recent_above:
-        # Only the first session to see a message gets it as \Recent: claim under the lock.
-        recent_above = max(recent_above, claim_recent(store, info.id, uids[-1]))
-    recent = len(uids) - bisect_right(uids, recent_above)
-    return Snapshot(info, uids, recent_above, recent, first_unseen, keywords)
+    return claim_snapshot(store, snap) if claim and not readonly and snap.unclaimed else snap
+
+
+def claim_snapshot(store: Store, snap: Snapshot) -> Snapshot:
+    """SELECT's claim of the messages above the folder's \\Recent mark: only the first session
+    to see a message gets it as \\Recent (claimed under the write lock)."""
+    uids = snap.uids
+    recent_above = max(snap.recent_above, claim_recent(store, snap.folder.id, uids[-1]))
+    return dataclasses.replace(snap, recent_above=recent_above, recent=len(uids) - bisect_right(uids, recent_above))
 
 
 def claim_recent(store: Store, folder_id: int, up_to_uid: int) -> int:
