@@ -1,6 +1,9 @@
-"""The heavy lane: threads for the work whose cost a client chooses (SEARCH over a folder, FETCH of
-message bodies, LIST with wildcards), apart from the store threads that logins, deliveries and
-every other command use, so that no number of such commands can make those wait.
+"""Lanes of threads beside the event loop.
+
+The heavy lane (``HeavyLane``): threads for the work whose cost a client chooses (SEARCH over a
+folder, FETCH of message bodies, LIST with wildcards), apart from the store threads that logins,
+deliveries and every other command use, so that no number of such commands can make those wait.
+The read and write lanes (``BatchLane``) take the cheap store work of every command in batches.
 
 Each owner (an account) runs at most ``per_owner`` jobs at a time; the others wait on the event
 loop, holding no thread, so one citizen's sixteen searching connections take no more of the
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import functools
 import logging
 import threading
@@ -82,38 +86,39 @@ def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: 
         pass
 
 
-class ReadLane:
-    """The read lane: a few threads (``imap.read_threads``, default one) for the cheap, bounded
-    store reads that nearly every IMAP command makes (a folder's status, what changed in the
-    selected folder, a batch of FETCH FLAGS rows, SELECT's snapshot), apart from the store pool
-    where logins wait for their hash and writes for their commit.
+class BatchLane:
+    """A few threads that take every job queued when they wake and hand the results back to the
+    event loop in one wake-up, not one per job: under load a handful of commands cost one pair
+    of context switches instead of one pair each, and one thread does not pass the GIL around as
+    sixteen do. Jobs are bounded by what queues them (one command in flight per session). A job
+    whose caller stopped waiting (cancelled, timed out) before it started is not run.
 
-    A thread takes every job queued when it wakes and hands the results back to the event loop
-    in one wake-up, not one per job: under load a handful of commands cost one pair of context
-    switches instead of one pair each, and one thread does not pass the GIL around as sixteen
-    do. Jobs are bounded by what queues them (one command in flight per session). A job whose
-    caller stopped waiting (cancelled, timed out) before it started is not run.
+    ``around``: a context manager factory wrapped around each batch's jobs (the write lane's one
+    transaction); if leaving it raises, every job of the batch gets that exception. A job's
+    ``then`` runs after it, in the thread, once ``around`` has been left.
     """
 
-    #: results handed back in one wake-up at most (a long queue still returns its first answers)
+    #: jobs run in one batch at most (a long queue still returns its first answers)
     BATCH = 32
 
-    def __init__(self, threads: int = 1, name: str = "read") -> None:
+    def __init__(self, threads: int = 1, name: str = "read",
+                 around: Callable[[], contextlib.AbstractContextManager] | None = None) -> None:
         self._jobs: collections.deque = collections.deque()
         self._cond = threading.Condition(threading.Lock())
         self._idle = 0
         self._stopping = False
+        self._around = around
         self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(threads)]
         for t in self._threads:
             t.start()
 
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any, then: Callable[[T], Any] | None = None) -> T:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         with self._cond:
             if self._stopping:
-                raise RuntimeError("the read lane is shut down")
-            self._jobs.append((loop, future, fn, args, kwargs))
+                raise RuntimeError("the lane is shut down")
+            self._jobs.append((loop, future, fn, args, then))
             if self._idle:
                 self._cond.notify()
         return await future
@@ -129,17 +134,28 @@ class ReadLane:
                     self._cond.wait()
                     self._idle -= 1
                 batch = [jobs.popleft() for _ in range(min(len(jobs), self.BATCH))]
+            batch = [job for job in batch if not job[1].cancelled()]  # its caller stopped waiting
+            outcomes = []
+            try:
+                with self._around() if self._around is not None else contextlib.nullcontext():
+                    for loop, future, fn, args, then in batch:
+                        try:
+                            outcomes.append([loop, future, True, fn(*args), then])
+                        except BaseException as exc:  # noqa: BLE001 - the caller gets it
+                            outcomes.append([loop, future, False, exc, None])
+            except BaseException as exc:  # noqa: BLE001 - the batch failed as a whole (its COMMIT)
+                outcomes = [[loop, future, False, exc, None] for loop, future, *_ in batch]
             done: dict[asyncio.AbstractEventLoop, list] = {}
-            for loop, future, fn, args, kwargs in batch:
-                if future.cancelled():  # its caller stopped waiting before it started
-                    continue
-                try:
-                    outcome = (future, True, fn(*args, **kwargs))
-                except BaseException as exc:  # noqa: BLE001 - the caller gets it
-                    outcome = (future, False, exc)
-                done.setdefault(loop, []).append(outcome)
-            for loop, outcomes in done.items():
-                _call_soon(loop, _settle, outcomes)
+            for outcome in outcomes:
+                loop, future, ok, value, then = outcome
+                if ok and then is not None:
+                    try:
+                        value = then(value)
+                    except BaseException as exc:  # noqa: BLE001
+                        ok, value = False, exc
+                done.setdefault(loop, []).append((future, ok, value))
+            for loop, settled in done.items():
+                _call_soon(loop, _settle, settled)
 
     def shutdown(self) -> None:
         """Run what is queued, then stop the threads."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import importlib
 import logging
@@ -21,7 +22,7 @@ from .admission import ConnectionGate
 from .config import Config
 from .errors import AuthenticationFailed, CivicmailError, StoreUnavailable, Throttled
 from .identity.throttle import LoginThrottle
-from .lanes import HeavyLane, ReadLane
+from .lanes import BatchLane, HeavyLane
 from .registry import Registry
 from .registry.auth import Principal, authenticate
 from .store import Store
@@ -112,8 +113,28 @@ class ServerContext:
         return HeavyLane(self.config.imap.heavy_threads, self.config.imap.heavy_jobs_per_user)
 
     @cached_property
-    def reads(self) -> ReadLane:
-        return ReadLane(self.config.imap.read_threads)
+    def reads(self) -> BatchLane:
+        """The read lane: cheap, bounded store reads, in batches (imap.read_threads)."""
+        return BatchLane(self.config.imap.read_threads, "read")
+
+    @cached_property
+    def writes(self) -> BatchLane | None:
+        """On SQLite, the write lane: one thread runs the IMAP writes queued meanwhile in one
+        transaction and one COMMIT (group commit without the hand-offs between threads), and
+        announces their changes after it. None on PostgreSQL, whose writes run side by side on
+        the store threads."""
+        if self.store.dialect != "sqlite":
+            return None
+        from .store.groupcommit import group_commit
+
+        store, hub = self.store, self.hub
+
+        @contextlib.contextmanager
+        def one_commit():
+            with hub.held(), group_commit(store).batch():
+                yield
+
+        return BatchLane(1, "write", around=one_commit)
 
     @cached_property
     def gate(self) -> ConnectionGate:
@@ -130,16 +151,24 @@ class ServerContext:
         most imap.heavy_jobs_per_user at a time per ``owner``: ``run`` never waits for it."""
         return await self.heavy.run(owner, fn, *args)
 
-    async def run_read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def run_read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a cheap, bounded store read (one folder's counters, a batch of FLAGS rows) on the
         read lane: no write and no login ever waits behind it, nor it behind them."""
-        return await self.reads.run(fn, *args, **kwargs)
+        return await self.reads.run(fn, *args)
+
+    async def run_write(self, fn: Callable[..., T], *args: Any, then: Callable[[T], Any] | None = None) -> Any:
+        """Run an IMAP write (``fn`` writes through ``mailboxes.writing``) and then ``then(result)``
+        in the same thread after its COMMIT: on SQLite on the write lane, else on the store threads."""
+        lane = self.writes
+        if lane is not None:
+            return await lane.run(fn, *args, then=then)
+        return await self.run(_then, fn, args, then)
 
     def shutdown(self) -> None:
         """Wait for the work in flight on every lane, then stop their threads."""
         self.executor.shutdown(wait=True)
-        for lane in ("heavy", "reads"):
-            if lane in self.__dict__:
+        for lane in ("heavy", "reads", "writes"):
+            if self.__dict__.get(lane) is not None:
                 getattr(self, lane).shutdown()
 
     async def run_store(self, fn: Callable[..., T], *args: Any, timeout: float | None = None, **kwargs: Any) -> T:
@@ -179,6 +208,11 @@ class ServerContext:
         except (ssl.SSLError, OSError) as exc:
             raise StartupError(f"cannot load TLS certificate {cert}: {exc}") from None
         return ctx
+
+
+def _then(fn: Callable[..., T], args: tuple, then: Callable[[T], Any] | None) -> Any:
+    result = fn(*args)
+    return result if then is None else then(result)
 
 
 def build_services(ctx: ServerContext) -> list[Service]:

@@ -39,7 +39,7 @@ async def do_select(s: ImapSession, cmd: MailboxCommand) -> Reply:
         await s.untagged(R.OK_CLOSED.line())
     snap = await s.ctx.run_read(mb.select_folder, s.store, s.account_id, cmd.mailbox, readonly, False)
     if not readonly and snap.unclaimed:  # messages no session has seen as \Recent: claim them (a write)
-        snap = await s.ctx.run(mb.claim_snapshot, s.store, snap)
+        snap = await s.ctx.run_write(mb.claim_snapshot, s.store, snap)
     sel = SelectedFolder.from_snapshot(snap, readonly)
     for line in sel.flags_responses():
         await s.untagged(line)
@@ -212,7 +212,7 @@ async def do_close(s: ImapSession, cmd: Command) -> Reply:
     sel = s.selected
     s.close_selected()
     if sel is not None and not sel.readonly:
-        await s.ctx.run(mb.expunge, s.store, sel.folder_id)  # silently (RFC 3501 6.4.2)
+        await s.ctx.run_write(mb.expunge, s.store, sel.folder_id)  # silently (RFC 3501 6.4.2)
     return R.OK_DONE
 
 

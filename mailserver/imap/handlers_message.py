@@ -173,7 +173,7 @@ async def do_fetch(s: ImapSession, cmd: Fetch) -> Reply:
     if cmd.changedsince is not None or any(a.name == "MODSEQ" for a in atts):
         await s.enable_condstore()
     if F.sets_seen(atts) and not sel.readonly:
-        stored = await s.ctx.run(mb.store_flags, s.store, sel.folder_id, ranges, "+", SEEN, ())
+        stored = await s.ctx.run_write(mb.store_flags, s.store, sel.folder_id, ranges, "+", SEEN, ())
         _saw_own_write(sel, stored)
         if stored.rows and not any(a.name == "FLAGS" for a in atts):
             atts = atts + (FetchAtt("FLAGS"),)

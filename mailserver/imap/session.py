@@ -9,6 +9,7 @@ Reply``; an error raised by one is mapped to its reply in one place here
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, NoReturn, TypeVar
@@ -60,16 +61,15 @@ class _Looked(NamedTuple):
     changes: "mailboxes.Changes | None"
 
 
-def _run_then_look(hub, store, fn: Callable[..., T], args: tuple, folder_id: int, modseq: int, max_uid: int,
-                   exists: int, force: bool) -> tuple[T, tuple]:
-    """In a store thread: ``fn(*args)``, then what changed in the selected folder since
+def _look_after(hub, store, folder_id: int, modseq: int, max_uid: int, exists: int, force: bool,
+                result: T) -> tuple[T, tuple]:
+    """In a store thread, after a write's COMMIT: what changed in the selected folder since
     ``modseq`` (after the session's own write, when the result says it saw no other)."""
-    result = fn(*args)
     before = getattr(result, "modseq_before", 0)
     if before and before == modseq:
         modseq = result.modseq_after
     version = hub.version(folder_id)  # before the look: see ChangeHub.version
-    changes = mailboxes.changes_since(store, folder_id, modseq, max_uid, exists, force=force)
+    changes = mailboxes.changes_since(store, folder_id, modseq, max_uid, exists, force)
     return result, ((modseq, max_uid, exists), force, version, changes)
 
 
@@ -401,10 +401,11 @@ class ImapSession:
         session's own write, as ``_saw_own_write`` in handlers_message counts it."""
         sel = self.selected
         if sel is None:
-            return await self.ctx.run(fn, *args)
+            return await self.ctx.run_write(fn, *args)
         force = self._expunge_ok and sel.expunge_pending
-        result, looked = await self.ctx.run(_run_then_look, self.ctx.hub, self.store, fn, args, sel.folder_id,
-                                            sel.modseq, sel.max_uid, sel.exists, force)
+        look = functools.partial(_look_after, self.ctx.hub, self.store, sel.folder_id, sel.modseq, sel.max_uid,
+                                 sel.exists, force)
+        result, looked = await self.ctx.run_write(fn, *args, then=look)
         self._looked = _Looked(sel, *looked)
         return result
 
@@ -423,8 +424,8 @@ class ImapSession:
             if sel is None or not (self.pending or force or (allow_expunge and sel.expunge_pending)):
                 return
             self.pending = False
-            changes = await self.ctx.run_read(mailboxes.changes_since, self.store, sel.folder_id, sel.modseq, sel.max_uid,
-                                         sel.exists, force=allow_expunge and sel.expunge_pending)
+            changes = await self.ctx.run_read(mailboxes.changes_since, self.store, sel.folder_id, sel.modseq,
+                                              sel.max_uid, sel.exists, allow_expunge and sel.expunge_pending)
             if self.selected is not sel:
                 return
         if changes is None:
@@ -444,7 +445,7 @@ class ImapSession:
             if sel.readonly:  # EXAMINE: \Recent as no session has claimed them, without claiming
                 sel.note_recent(max(changes.recent_uid, known_max), new[-1])
             elif not all(sel.is_recent(u) for u in new):
-                before = await self.ctx.run(mailboxes.claim_recent, self.store, sel.folder_id, new[-1])
+                before = await self.ctx.run_write(mailboxes.claim_recent, self.store, sel.folder_id, new[-1])
                 sel.note_recent(max(before, known_max), new[-1])
             await self.untagged(f"{sel.exists} EXISTS")
             await self.untagged(f"{sel.recent_count()} RECENT")

@@ -6,9 +6,10 @@ the folder they have selected. Safe to call from any thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import defaultdict
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 Listener = Callable[[int], None]
 
@@ -19,6 +20,8 @@ class ChangeHub:
         self._listeners: dict[int, set[tuple[asyncio.AbstractEventLoop | None, Listener]]] = defaultdict(set)
         #: how many times each watched folder was announced changed (kept while it has listeners)
         self._versions: dict[int, int] = {}
+        #: ``held``: the changes a thread announces inside it, announced when it ends
+        self._local = threading.local()
 
     def subscribe(self, folder_id: int, listener: Listener, loop: asyncio.AbstractEventLoop | None = None) -> None:
         with self._lock:
@@ -45,7 +48,25 @@ class ChangeHub:
         since writers announce after their commit)."""
         return self._versions.get(folder_id, 0)
 
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Changes announced by this thread inside the block are announced when it ends without
+        an error (after the COMMIT of the write lane's batch, which the block encloses), and
+        dropped if it raises (nothing was committed)."""
+        held: set[int] = set()
+        self._local.held = held
+        try:
+            yield
+        finally:
+            self._local.held = None
+        if held:
+            self.changed(held)
+
     def changed(self, folder_ids: Iterable[int]) -> None:
+        held = getattr(self._local, "held", None)
+        if held is not None:
+            held.update(folder_ids)
+            return
         with self._lock:
             targets = []
             for fid in set(folder_ids):
