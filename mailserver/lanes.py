@@ -95,14 +95,17 @@ class BatchLane:
 
     ``around``: a context manager factory wrapped around each batch's jobs (the write lane's one
     transaction); if leaving it raises, every job of the batch gets that exception. A job's
-    ``then`` runs after it, in the thread, once ``around`` has been left.
+    ``then`` runs after it once ``around`` has been left: on the lane ``then_on`` (the write
+    lane hands its looks to the read lane, and goes on to its next COMMIT), else in this thread.
     """
 
     #: jobs run in one batch at most (a long queue still returns its first answers)
     BATCH = 32
 
     def __init__(self, threads: int = 1, name: str = "read",
-                 around: Callable[[], contextlib.AbstractContextManager] | None = None) -> None:
+                 around: Callable[[], contextlib.AbstractContextManager] | None = None,
+                 then_on: "BatchLane | None" = None) -> None:
+        self._then_on = then_on
         self._jobs: collections.deque = collections.deque()
         self._cond = threading.Condition(threading.Lock())
         self._idle = 0
@@ -115,13 +118,16 @@ class BatchLane:
     async def run(self, fn: Callable[..., T], *args: Any, then: Callable[[T], Any] | None = None) -> T:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
+        self._queue([(loop, future, fn, args, then)])
+        return await future
+
+    def _queue(self, jobs: list) -> None:
         with self._cond:
             if self._stopping:
                 raise RuntimeError("the lane is shut down")
-            self._jobs.append((loop, future, fn, args, then))
+            self._jobs.extend(jobs)
             if self._idle:
                 self._cond.notify()
-        return await future
 
     def _work(self) -> None:
         jobs = self._jobs
@@ -145,6 +151,12 @@ class BatchLane:
                             outcomes.append([loop, future, False, exc, None])
             except BaseException as exc:  # noqa: BLE001 - the batch failed as a whole (its COMMIT)
                 outcomes = [[loop, future, False, exc, None] for loop, future, *_ in batch]
+            if self._then_on is not None:
+                later = [(loop, future, then, (value,), None) for loop, future, ok, value, then in outcomes
+                         if ok and then is not None]
+                if later:
+                    self._then_on._queue(later)
+                    outcomes = [o for o in outcomes if not (o[2] and o[4] is not None)]
             done: dict[asyncio.AbstractEventLoop, list] = {}
             for outcome in outcomes:
                 loop, future, ok, value, then = outcome

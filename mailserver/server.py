@@ -134,7 +134,7 @@ class ServerContext:
             with hub.held(), group_commit(store).batch():
                 yield
 
-        return BatchLane(1, "write", around=one_commit)
+        return BatchLane(1, "write", around=one_commit, then_on=self.reads)
 
     @cached_property
     def gate(self) -> ConnectionGate:
@@ -167,7 +167,7 @@ class ServerContext:
     def shutdown(self) -> None:
         """Wait for the work in flight on every lane, then stop their threads."""
         self.executor.shutdown(wait=True)
-        for lane in ("heavy", "reads", "writes"):
+        for lane in ("heavy", "writes", "reads"):
             if self.__dict__.get(lane) is not None:
                 getattr(self, lane).shutdown()
 
