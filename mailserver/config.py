@@ -40,6 +40,10 @@ class ServerConfig:
     #: seconds a connection to an implicit-TLS port (IMAPS, SMTPS) may take to finish its TLS
     #: handshake; it holds a place in max_connections from TCP accept, and is closed after this
     tls_handshake_timeout: float = 10.0
+    #: processes `serve` runs (0: one per CPU core): the first serves everything, the others IMAP
+    #: on the same ports (SO_REUSEPORT), told of each other's writes as nodes are (workers.py).
+    #: The connection gate, the per-address caps and the login throttle are per process
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -469,6 +473,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("passwords.memory_cost_kib: must be at least 8 x parallelism")
     if not 1 <= config.accounts.max_folder_name_length <= FOLDER_NAME_COLUMN:
         raise ConfigError(f"accounts.max_folder_name_length: must be 1 to {FOLDER_NAME_COLUMN} (the store's column)")
+    if config.server.workers < 0:
+        raise ConfigError("server.workers: must be 0 (one per CPU core) or more")
     for key in ("heavy_threads", "heavy_jobs_per_user", "read_threads", "max_search_depth", "max_search_keys", "max_catenate_parts"):
         if getattr(config.imap, key) < 1:
             raise ConfigError(f"imap.{key}: must be at least 1")

@@ -215,33 +215,43 @@ def _then(fn: Callable[..., T], args: tuple, then: Callable[[T], Any] | None) ->
     return result if then is None else then(result)
 
 
-def build_services(ctx: ServerContext) -> list[Service]:
+def build_services(ctx: ServerContext, factories: tuple[str, ...] = SERVICE_FACTORIES) -> list[Service]:
     services: list[Service] = []
-    for spec in SERVICE_FACTORIES:
+    for spec in factories:
         module, _, func = spec.partition(":")
         services.extend(getattr(importlib.import_module(module), func)(ctx))
     return services
 
 
-async def serve(ctx: ServerContext, ready: Callable[[], None] | None = None) -> None:
-    """Start every service, wait for SIGTERM or SIGINT, stop them in reverse order."""
+async def serve(ctx: ServerContext, ready: Callable[[], None] | None = None,
+                factories: tuple[str, ...] = SERVICE_FACTORIES) -> None:
+    """Start every service, wait for SIGTERM or SIGINT, stop them in reverse order. With
+    server.workers above 1 the first process also starts the IMAP workers (workers.py) once its
+    own listeners are bound, and stops them first."""
+    from .workers import Workers
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    services = build_services(ctx)
+    services = build_services(ctx, factories)
     log.info("%s", ctx.gate.describe())
     started: list[Service] = []
+    workers = Workers(ctx.config)
     try:
         for service in services:
             await service.start()
             started.append(service)
+        if factories == SERVICE_FACTORIES:
+            await loop.run_in_executor(None, workers.start)
         log.info("civicmail ready: %d services", len(started))
         if ready:
             ready()
         await stop.wait()
         log.info("shutting down")
     finally:
+        if workers.procs:
+            await loop.run_in_executor(None, workers.stop)
         for service in reversed(started):
             try:
                 await service.stop()
