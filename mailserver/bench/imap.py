@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import multiprocessing
+import os
 import random
 import re
 import statistics
@@ -123,10 +124,10 @@ def prepare_data(root: Path, users: int, messages: int, varied: bool = False,
 
 
 def _child_main(root: str, conn, profile: str | None = None, real_hash: bool = False,
-                settings: tuple[str, ...] = ()) -> None:
-    """The server process: IMAP on 127.0.0.1:0 plus the folder watcher, with the config
-    ``settings`` (KEY=VALUE) on top. With ``profile``, the event loop and every store thread run
-    under cProfile; the merged stats go to that file."""
+                settings: tuple[str, ...] = (), port: int = 0) -> None:
+    """The server process: IMAP on 127.0.0.1:``port`` (0: any) plus the folder watcher, with the
+    config ``settings`` (KEY=VALUE) on top. With ``profile``, the event loop and every store
+    thread run under cProfile; the merged stats go to that file."""
     import concurrent.futures
     import cProfile
     import pstats
@@ -155,7 +156,7 @@ def _child_main(root: str, conn, profile: str | None = None, real_hash: bool = F
     ctx = ServerContext(cfg, store, Registry(cfg, store), **extra)
 
     async def main():
-        imap = ImapService(ctx, "127.0.0.1:0", False, "imap")
+        imap = ImapService(ctx, f"127.0.0.1:{port}", False, "imap")
         watcher = WatcherService(ctx)
         await watcher.start()
         await imap.start()
@@ -173,16 +174,36 @@ def _child_main(root: str, conn, profile: str | None = None, real_hash: bool = F
 
 
 class ServerChild:
+    """The server in child processes: one, or with ``--set server.workers=N`` N on one port
+    (SO_REUSEPORT), as `serve` runs its IMAP workers; CPU and context switches are summed over
+    them, the memory is the first one's."""
+
     def __init__(self, root: Path, profile: str | None = None, real_hash: bool = False,
                  settings: tuple[str, ...] = ()) -> None:
+        workers = _config(root, *settings).server.workers or len(os.sched_getaffinity(0))
+        self.procs: list = []
+        self.conns: list = []
+        self.port = 0
+        for _ in range(workers):
+            self._start(root, profile, real_hash, settings)
+
+    def _start(self, root: Path, profile: str | None, real_hash: bool, settings: tuple[str, ...]) -> None:
         mp = multiprocessing.get_context("spawn")
-        self.conn, child = mp.Pipe()
-        self.proc = mp.Process(target=_child_main, args=(str(root), child, profile, real_hash, settings), daemon=True)
-        self.proc.start()
-        while not self.conn.poll(0.2):  # a child that failed to start is an error, not a hang
-            if not self.proc.is_alive():
-                raise RuntimeError(f"the bench's server exited with code {self.proc.exitcode} before serving")
-        self.port = self.conn.recv()
+        conn, child = mp.Pipe()
+        proc = mp.Process(target=_child_main, args=(str(root), child, profile and f"{profile}.{len(self.procs)}"
+                                                     if self.procs else profile, real_hash, settings, self.port),
+                          daemon=True)
+        proc.start()
+        while not conn.poll(0.2):  # a child that failed to start is an error, not a hang
+            if not proc.is_alive():
+                raise RuntimeError(f"the bench's server exited with code {proc.exitcode} before serving")
+        self.port = conn.recv()
+        self.procs.append(proc)
+        self.conns.append(conn)
+
+    @property
+    def proc(self):
+        return self.procs[0]
 
     def rss_mib(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -191,16 +212,17 @@ class ServerChild:
         return 0.0
 
     def cpu_seconds(self) -> float:
-        import os
-
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        total = 0
+        for proc in self.procs:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def context_switches(self) -> int:
         """Context switches of all the server's threads so far (the kernel's count), a cost that
         each hand-off between the event loop and a store thread adds to."""
         total = 0
-        for status in Path(f"/proc/{self.proc.pid}/task").glob("*/status"):
+        for status in (s for proc in self.procs for s in Path(f"/proc/{proc.pid}/task").glob("*/status")):
             try:
                 lines = status.read_text().splitlines()
             except OSError:  # the thread ended meanwhile
@@ -209,8 +231,10 @@ class ServerChild:
         return total
 
     def stop(self) -> None:
-        self.conn.send("stop")
-        self.proc.join(30)
+        for conn in self.conns:
+            conn.send("stop")
+        for proc in self.procs:
+            proc.join(30)
 
 
 # -- a minimal line client (the hot loops need no library's overhead) ---------------------------------
