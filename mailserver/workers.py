@@ -17,6 +17,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import signal
 
 log = logging.getLogger("civicmail.server")
 
@@ -37,6 +38,7 @@ def _worker_main(config, number: int) -> None:
     from .server import ServerContext, serve
     from .store import open_store
 
+    _die_with_parent()
     setup_logging(config.server.log_level)
     store = open_store(config)
     ctx = ServerContext(config, store, Registry(config, store))
@@ -45,6 +47,20 @@ def _worker_main(config, number: int) -> None:
         asyncio.run(serve(ctx, factories=WORKER_FACTORIES))
     finally:
         store.dispose()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when the first process dies, however it dies (a SIGKILL gives
+    it no chance to stop its workers), so no orphan keeps serving the port."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the first process stops them on its way out
+        pass
+    if os.getppid() == 1:  # the parent died before the line above took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Workers:
