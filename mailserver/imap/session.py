@@ -394,10 +394,9 @@ class ImapSession:
                 await self.untagged(line)
 
     async def run_looking(self, fn: Callable[..., T], *args: Any) -> T:
-        """``ctx.run(fn, *args)`` for a command that changes the store (or may, or is owed
-        changes already): with a folder selected, the same job then looks at what changed in it
-        (``changes_since``), which ``report_changes`` would otherwise fetch in a second hop to a
-        store thread. A result with ``modseq_before`` / ``modseq_after`` (``Stored``) is the
+        """``ctx.run_write(fn, *args)`` for a command that writes: with a folder selected, the
+        same job then looks at what changed in it after the COMMIT (``changes_since``), which
+        ``report_changes`` would otherwise fetch in a second hop to a store thread. A result with ``modseq_before`` / ``modseq_after`` (``Stored``) is the
         session's own write, as ``_saw_own_write`` in handlers_message counts it."""
         sel = self.selected
         if sel is None:
@@ -417,7 +416,7 @@ class ImapSession:
                                    or (allow_expunge and sel.expunge_pending and not looked.forced)):
             looked = None  # the view moved since (or expunges owed since): look again
         if looked is not None:
-            # Announced since the look began: look again at the next command (or now, if forced).
+            # A change announced since the look began is looked at after the next command.
             self.pending = self.ctx.hub.version(sel.folder_id) != looked.version
             changes = looked.changes
         else:
