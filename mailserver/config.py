@@ -40,6 +40,10 @@ class ServerConfig:
     #: seconds a connection to an implicit-TLS port (IMAPS, SMTPS) may take to finish its TLS
     #: handshake; it holds a place in max_connections from TCP accept, and is closed after this
     tls_handshake_timeout: float = 10.0
+    #: processes `serve` runs (0: one per CPU core): the first serves everything, the others IMAP
+    #: on the same ports (SO_REUSEPORT), told of each other's writes as nodes are (workers.py).
+    #: The connection gate, the per-address caps and the login throttle are per process
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,9 @@ class IMAPConfig:
     heavy_threads: int = 4
     #: such commands one user may have running at once, over all their connections
     heavy_jobs_per_user: int = 2
+    #: threads for the cheap reads of every command (STATUS, SELECT, FETCH FLAGS, what changed
+    #: in the selected folder), each taking the reads queued meanwhile in one go (lanes.ReadLane)
+    read_threads: int = 1
     #: levels of nesting in a SEARCH (parentheses, NOT, OR) and of parenthesised lists in any
     #: command; deeper: BAD [LIMIT]
     max_search_depth: int = 64
@@ -512,8 +519,10 @@ def _validate(config: Config) -> None:
         raise ConfigError("passwords.memory_cost_kib: must be at least 8 x parallelism")
     if not 1 <= config.accounts.max_folder_name_length <= FOLDER_NAME_COLUMN:
         raise ConfigError(f"accounts.max_folder_name_length: must be 1 to {FOLDER_NAME_COLUMN} (the store's column)")
-    for key in ("heavy_threads", "heavy_jobs_per_user", "max_search_depth", "max_search_keys", "max_catenate_parts",
-                "notify_max_events"):
+    if config.server.workers < 0:
+        raise ConfigError("server.workers: must be 0 (one per CPU core) or more")
+    for key in ("heavy_threads", "heavy_jobs_per_user", "read_threads", "max_search_depth", "max_search_keys",
+                "max_catenate_parts", "notify_max_events"):
         if getattr(config.imap, key) < 1:
             raise ConfigError(f"imap.{key}: must be at least 1")
     if config.passwords.hash_threads < 0:

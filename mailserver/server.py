@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import importlib
 import logging
@@ -21,7 +22,7 @@ from .admission import ConnectionGate
 from .config import Config
 from .errors import AuthenticationFailed, CivicmailError, StoreUnavailable, Throttled
 from .identity.throttle import LoginThrottle
-from .lanes import HeavyLane
+from .lanes import BatchLane, HeavyLane
 from .registry import Registry
 from .registry.auth import Principal, authenticate
 from .store import Store
@@ -125,6 +126,30 @@ class ServerContext:
         return HeavyLane(self.config.imap.heavy_threads, self.config.imap.heavy_jobs_per_user)
 
     @cached_property
+    def reads(self) -> BatchLane:
+        """The read lane: cheap, bounded store reads, in batches (imap.read_threads)."""
+        return BatchLane(self.config.imap.read_threads, "read")
+
+    @cached_property
+    def writes(self) -> BatchLane | None:
+        """On SQLite, the write lane: one thread runs the IMAP writes queued meanwhile in one
+        transaction and one COMMIT (group commit without the hand-offs between threads), and
+        announces their changes after it. None on PostgreSQL, whose writes run side by side on
+        the store threads."""
+        if self.store.dialect != "sqlite":
+            return None
+        from .store.groupcommit import group_commit
+
+        store, hub = self.store, self.hub
+
+        @contextlib.contextmanager
+        def one_commit():
+            with hub.held(), group_commit(store).batch():
+                yield
+
+        return BatchLane(1, "write", around=one_commit, then_on=self.reads)
+
+    @cached_property
     def gate(self) -> ConnectionGate:
         """Every listener's client connections, bounded by the file limit (admission.py)."""
         return ConnectionGate(self.config.server.max_connections)
@@ -139,11 +164,25 @@ class ServerContext:
         most imap.heavy_jobs_per_user at a time per ``owner``: ``run`` never waits for it."""
         return await self.heavy.run(owner, fn, *args)
 
+    async def run_read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a cheap, bounded store read (one folder's counters, a batch of FLAGS rows) on the
+        read lane: no write and no login ever waits behind it, nor it behind them."""
+        return await self.reads.run(fn, *args)
+
+    async def run_write(self, fn: Callable[..., T], *args: Any, then: Callable[[T], Any] | None = None) -> Any:
+        """Run an IMAP write (``fn`` writes through ``mailboxes.writing``) and then ``then(result)``
+        in the same thread after its COMMIT: on SQLite on the write lane, else on the store threads."""
+        lane = self.writes
+        if lane is not None:
+            return await lane.run(fn, *args, then=then)
+        return await self.run(_then, fn, args, then)
+
     def shutdown(self) -> None:
-        """Wait for the work in flight on both lanes, then stop their threads."""
+        """Wait for the work in flight on every lane, then stop their threads."""
         self.executor.shutdown(wait=True)
-        if "heavy" in self.__dict__:
-            self.heavy.shutdown()
+        for lane in ("heavy", "writes", "reads"):
+            if self.__dict__.get(lane) is not None:
+                getattr(self, lane).shutdown()
 
     async def run_store(self, fn: Callable[..., T], *args: Any, timeout: float | None = None, **kwargs: Any) -> T:
         """``run`` for store work a client waits on: StoreUnavailable if the database fails or
@@ -184,33 +223,48 @@ class ServerContext:
         return ctx
 
 
-def build_services(ctx: ServerContext) -> list[Service]:
+def _then(fn: Callable[..., T], args: tuple, then: Callable[[T], Any] | None) -> Any:
+    result = fn(*args)
+    return result if then is None else then(result)
+
+
+def build_services(ctx: ServerContext, factories: tuple[str, ...] = SERVICE_FACTORIES) -> list[Service]:
     services: list[Service] = []
-    for spec in SERVICE_FACTORIES:
+    for spec in factories:
         module, _, func = spec.partition(":")
         services.extend(getattr(importlib.import_module(module), func)(ctx))
     return services
 
 
-async def serve(ctx: ServerContext, ready: Callable[[], None] | None = None) -> None:
-    """Start every service, wait for SIGTERM or SIGINT, stop them in reverse order."""
+async def serve(ctx: ServerContext, ready: Callable[[], None] | None = None,
+                factories: tuple[str, ...] = SERVICE_FACTORIES) -> None:
+    """Start every service, wait for SIGTERM or SIGINT, stop them in reverse order. With
+    server.workers above 1 the first process also starts the IMAP workers (workers.py) once its
+    own listeners are bound, and stops them first."""
+    from .workers import Workers
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    services = build_services(ctx)
+    services = build_services(ctx, factories)
     log.info("%s", ctx.gate.describe())
     started: list[Service] = []
+    workers = Workers(ctx.config)
     try:
         for service in services:
             await service.start()
             started.append(service)
+        if factories == SERVICE_FACTORIES:
+            await loop.run_in_executor(None, workers.start)
         log.info("civicmail ready: %d services", len(started))
         if ready:
             ready()
         await stop.wait()
         log.info("shutting down")
     finally:
+        if workers.procs:
+            await loop.run_in_executor(None, workers.stop)
         for service in reversed(started):
             try:
                 await service.stop()

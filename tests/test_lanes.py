@@ -1,8 +1,10 @@
-"""The heavy lane (mailserver/lanes.py): one owner's jobs run at most per_owner at a time, another
-owner's job does not wait behind them, and a job keeps its slot until its thread is done."""
+"""The lanes (mailserver/lanes.py). The heavy lane: one owner's jobs run at most per_owner at a time,
+another owner's job does not wait behind them, and a job keeps its slot until its thread is done. The
+batch lanes (read and write): what queues meanwhile runs as one batch, each caller gets its own answer."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 
@@ -77,3 +79,113 @@ def test_a_cancelled_job_keeps_its_slot_until_its_thread_is_done():
     finally:
         lane.shutdown()
     assert order == ["slow done", "quick ran"]
+
+
+# -- the read and write lanes (BatchLane) ------------------------------------------------------------
+
+def test_a_batch_lane_takes_what_queued_meanwhile_in_one_batch_and_answers_each_caller():
+    from mailserver.lanes import BatchLane
+
+    batches: list[list[str]] = []
+    started = threading.Event()
+    release = threading.Event()
+
+    @contextlib.contextmanager
+    def around():
+        batches.append([])
+        yield
+
+    def job(name: str) -> str:
+        batches[-1].append(name)
+        if name == "first":
+            started.set()
+            release.wait(10)
+        if name == "bad":
+            raise ValueError("only this caller hears of it")
+        return name.upper()
+
+    lane = BatchLane(1, "t", around=around)
+
+    async def main():
+        first = asyncio.ensure_future(lane.run(job, "first"))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+        rest = [asyncio.ensure_future(lane.run(job, n)) for n in ("a", "bad", "b", "c")]
+        await asyncio.sleep(0.1)  # all four queued while the thread is busy with "first"
+        release.set()
+        return await first, await asyncio.gather(*rest, return_exceptions=True)
+
+    try:
+        first, rest = asyncio.run(main())
+    finally:
+        lane.shutdown()
+    assert first == "FIRST"
+    assert rest[0] == "A" and rest[2:] == ["B", "C"]
+    assert isinstance(rest[1], ValueError)
+    assert batches == [["first"], ["a", "bad", "b", "c"]]
+
+
+def test_a_failed_batch_fails_each_of_its_jobs_and_then_runs_after_the_batch_on_the_other_lane():
+    from mailserver.lanes import BatchLane
+
+    events: list[str] = []
+    fail = [False]
+
+    @contextlib.contextmanager
+    def around():
+        yield
+        events.append("committed" if not fail[0] else "commit failed")
+        if fail[0]:
+            raise OSError("disk full")
+
+    reads = BatchLane(1, "reads")
+    writes = BatchLane(1, "writes", around=around, then_on=reads)
+
+    def write(n: int) -> int:
+        events.append(f"write {n}")
+        return n
+
+    def look(n: int) -> tuple[int, str]:
+        events.append(f"look {n}")
+        return n, threading.current_thread().name
+
+    async def main():
+        ok = await writes.run(write, 1, then=look)
+        fail[0] = True
+        try:
+            await writes.run(write, 2, then=look)
+        except OSError as exc:
+            failed = exc
+        return ok, failed
+
+    try:
+        ok, failed = asyncio.run(main())
+    finally:
+        writes.shutdown()
+        reads.shutdown()
+    assert ok == (1, "reads-0")  # the look ran on the read lane's thread
+    assert str(failed) == "disk full"
+    # each look after its batch's COMMIT; none for the batch that failed
+    assert events == ["write 1", "committed", "look 1", "write 2", "commit failed"]
+
+
+def test_a_job_whose_caller_stopped_waiting_before_it_started_never_runs():
+    from mailserver.lanes import BatchLane
+
+    ran: list[str] = []
+    release = threading.Event()
+    lane = BatchLane(1, "t")
+
+    async def main():
+        busy = asyncio.ensure_future(lane.run(release.wait, 10))
+        await asyncio.sleep(0.1)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(lane.run(ran.append, "late"), 0.1)  # given up on while queued
+        release.set()
+        await busy
+        await lane.run(ran.append, "next")
+
+    try:
+        asyncio.run(main())
+    finally:
+        lane.shutdown()
+    assert ran == ["next"]

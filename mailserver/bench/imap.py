@@ -5,10 +5,12 @@
 * idle: the server's resident memory holding --idle connections in IDLE (bar: 10,000 under
   512 MB), and how long sessions in IDLE take to be told of a new message (bar: 1 s);
 * stress: --clients aioimaplib clients loop LOGIN, LIST, STATUS, SELECT, FETCH, STORE,
-  EXPUNGE, APPEND and LOGOUT at random, every answer checked against a model of the mailbox
-  (each client owns one mailbox, so the model is exact); prints commands/s, state errors and the
-  server's memory after each of --runs runs; --real-hash gives the users the product's argon2id;
-  --keep-sessions: one session per client for the whole run, a fixed mix each cycle (issue 12).
+  EXPUNGE, APPEND, SORT, THREAD, ESEARCH and LOGOUT at random, every answer checked against a
+  model of the mailbox (each client owns one mailbox, so the model is exact); prints commands/s,
+  state errors, the server's CPU and context switches per command and its memory after each of
+  --runs runs; --real-hash gives the users the product's argon2id; --keep-sessions: one session
+  per client for the whole run, a fixed mix each cycle (issue 12), --sort-mix adding SORT,
+  THREAD and ESEARCH to it.
 
 The server runs in a child process (only the IMAP listeners and the folder watcher), so that
 its memory is measured alone.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import multiprocessing
+import os
 import random
 import re
 import statistics
@@ -121,10 +124,10 @@ def prepare_data(root: Path, users: int, messages: int, varied: bool = False,
 
 
 def _child_main(root: str, conn, profile: str | None = None, real_hash: bool = False,
-                settings: tuple[str, ...] = ()) -> None:
-    """The server process: IMAP on 127.0.0.1:0 plus the folder watcher, with the config
-    ``settings`` (KEY=VALUE) on top. With ``profile``, the event loop and every store thread run
-    under cProfile; the merged stats go to that file."""
+                settings: tuple[str, ...] = (), port: int = 0) -> None:
+    """The server process: IMAP on 127.0.0.1:``port`` (0: any) plus the folder watcher, with the
+    config ``settings`` (KEY=VALUE) on top. With ``profile``, the event loop and every store
+    thread run under cProfile; the merged stats go to that file."""
     import concurrent.futures
     import cProfile
     import pstats
@@ -153,7 +156,7 @@ def _child_main(root: str, conn, profile: str | None = None, real_hash: bool = F
     ctx = ServerContext(cfg, store, Registry(cfg, store), **extra)
 
     async def main():
-        imap = ImapService(ctx, "127.0.0.1:0", False, "imap")
+        imap = ImapService(ctx, f"127.0.0.1:{port}", False, "imap")
         watcher = WatcherService(ctx)
         await watcher.start()
         await imap.start()
@@ -171,16 +174,36 @@ def _child_main(root: str, conn, profile: str | None = None, real_hash: bool = F
 
 
 class ServerChild:
+    """The server in child processes: one, or with ``--set server.workers=N`` N on one port
+    (SO_REUSEPORT), as `serve` runs its IMAP workers; CPU and context switches are summed over
+    them, the memory is the first one's."""
+
     def __init__(self, root: Path, profile: str | None = None, real_hash: bool = False,
                  settings: tuple[str, ...] = ()) -> None:
+        workers = _config(root, *settings).server.workers or len(os.sched_getaffinity(0))
+        self.procs: list = []
+        self.conns: list = []
+        self.port = 0
+        for _ in range(workers):
+            self._start(root, profile, real_hash, settings)
+
+    def _start(self, root: Path, profile: str | None, real_hash: bool, settings: tuple[str, ...]) -> None:
         mp = multiprocessing.get_context("spawn")
-        self.conn, child = mp.Pipe()
-        self.proc = mp.Process(target=_child_main, args=(str(root), child, profile, real_hash, settings), daemon=True)
-        self.proc.start()
-        while not self.conn.poll(0.2):  # a child that failed to start is an error, not a hang
-            if not self.proc.is_alive():
-                raise RuntimeError(f"the bench's server exited with code {self.proc.exitcode} before serving")
-        self.port = self.conn.recv()
+        conn, child = mp.Pipe()
+        proc = mp.Process(target=_child_main, args=(str(root), child, profile and f"{profile}.{len(self.procs)}"
+                                                     if self.procs else profile, real_hash, settings, self.port),
+                          daemon=True)
+        proc.start()
+        while not conn.poll(0.2):  # a child that failed to start is an error, not a hang
+            if not proc.is_alive():
+                raise RuntimeError(f"the bench's server exited with code {proc.exitcode} before serving")
+        self.port = conn.recv()
+        self.procs.append(proc)
+        self.conns.append(conn)
+
+    @property
+    def proc(self):
+        return self.procs[0]
 
     def rss_mib(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -189,14 +212,29 @@ class ServerChild:
         return 0.0
 
     def cpu_seconds(self) -> float:
-        import os
+        total = 0
+        for proc in self.procs:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    def context_switches(self) -> int:
+        """Context switches of all the server's threads so far (the kernel's count), a cost that
+        each hand-off between the event loop and a store thread adds to."""
+        total = 0
+        for status in (s for proc in self.procs for s in Path(f"/proc/{proc.pid}/task").glob("*/status")):
+            try:
+                lines = status.read_text().splitlines()
+            except OSError:  # the thread ended meanwhile
+                continue
+            total += sum(int(ln.split()[1]) for ln in lines if ln.split(":")[0].endswith("ctxt_switches"))
+        return total
 
     def stop(self) -> None:
-        self.conn.send("stop")
-        self.proc.join(30)
+        for conn in self.conns:
+            conn.send("stop")
+        for proc in self.procs:
+            proc.join(30)
 
 
 # -- a minimal line client (the hot loops need no library's overhead) ---------------------------------
@@ -335,6 +373,40 @@ class Model:
 _FETCH = re.compile(rb"^\* (\d+) FETCH \(UID (\d+) FLAGS \(([^)]*)\)\)")
 
 
+def _uid_set(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition(":")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+async def _sort_thread_esearch(c, op: str, model: Model) -> str | None:
+    """One of UID SORT (ARRIVAL), UID THREAD REFERENCES (both over ALL) or an ESEARCH (RFC 4731)
+    UID SEARCH RETURN (MIN MAX COUNT ALL) FLAGGED, checked against the model; what is wrong, if
+    anything. Every message of the stress is "Subject: stress", appended one after another: by
+    arrival they are in UID order, and one thread (under a dummy once there are two) holds them all."""
+    import aioimaplib
+
+    args = {"SORT": ("(ARRIVAL)", "UTF-8", "ALL"), "THREAD": ("REFERENCES", "UTF-8", "ALL"),
+            "ESEARCH": ("RETURN", "(MIN MAX COUNT ALL)", "FLAGGED")}[op]
+    # (ESEARCH: aioimaplib keeps the untagged answer named as the command unless told otherwise)
+    resp = await c.protocol.execute(aioimaplib.Command("SEARCH" if op == "ESEARCH" else op, c.protocol.new_tag(), *args,
+                                                       prefix="UID", untagged_resp_name=op, loop=c.protocol.loop))
+    answer = b" ".join(resp.lines[:-1])  # aioimaplib: the untagged data without its name
+    if op == "ESEARCH":
+        want = sorted(u for u, f in model.messages.items() if "\\Flagged" in f)
+        found = dict(re.findall(r"\b(MIN|MAX|COUNT|ALL) ([\d:,]+)", answer.decode()))
+        got = {"COUNT": int(found.get("COUNT", -1)), "ALL": _uid_set(found["ALL"]) if "ALL" in found else [],
+               "MIN": int(found["MIN"]) if "MIN" in found else None, "MAX": int(found["MAX"]) if "MAX" in found else None}
+        expected = {"COUNT": len(want), "ALL": want, "MIN": want[0] if want else None,
+                    "MAX": want[-1] if want else None}
+        return None if got == expected else f"ESEARCH {answer!r}, model {want}"
+    got = [int(n) for n in re.findall(rb"\d+", answer)]
+    want = sorted(model.messages)
+    return None if (got if op == "SORT" else sorted(got)) == want else f"{op} {answer!r}, model {want}"
+
+
 async def _stress_client(host: str, port: int, user: str, model: Model, deadline: float, rng: random.Random,
                          counts: dict[str, int]) -> None:
     import aioimaplib
@@ -357,7 +429,7 @@ async def _stress_client(host: str, port: int, user: str, model: Model, deadline
             error(f"SELECT EXISTS {exists}, model {len(model.messages)}")
         for _ in range(rng.randint(3, 10)):
             op = rng.choice(("LIST", "STATUS", "FETCH", "STORE", "EXPUNGE", "APPEND", "APPEND", "NOOP", "SORT",
-                             "THREAD"))
+                             "THREAD", "ESEARCH"))
             counts["commands"] += 1
             if op == "LIST":
                 resp = await c.list('""', "*")
@@ -365,17 +437,9 @@ async def _stress_client(host: str, port: int, user: str, model: Model, deadline
                     error("LIST count")
             elif op == "NOOP":
                 await c.noop()
-            elif op in ("SORT", "THREAD"):
-                # every message is "Subject: stress", appended one after another: by arrival they
-                # are in UID order, and one thread (under a dummy once there are two) holds them all
-                args = ("(ARRIVAL)", "UTF-8", "ALL") if op == "SORT" else ("REFERENCES", "UTF-8", "ALL")
-                resp = await c.protocol.execute(aioimaplib.Command(op, c.protocol.new_tag(), *args, prefix="UID",
-                                                                   loop=c.protocol.loop))
-                answer = b" ".join(resp.lines[:-1])  # aioimaplib: the untagged data without its name
-                got = [int(n) for n in re.findall(rb"\d+", answer)]
-                want = sorted(model.messages)
-                if (got if op == "SORT" else sorted(got)) != want:
-                    error(f"{op} {answer!r}, model {want}")
+            elif op in ("SORT", "THREAD", "ESEARCH"):
+                if wrong := await _sort_thread_esearch(c, op, model):
+                    error(wrong)
             elif op == "STATUS":
                 resp = await c.status("INBOX", "(MESSAGES UIDNEXT)")
                 want = f"MESSAGES {len(model.messages)} UIDNEXT {model.uidnext}".encode()
@@ -429,10 +493,11 @@ KEPT_MESSAGE = (b"From: traffic@bench.example.cn\r\nTo: citizen@bench.example.cn
 
 
 async def _kept_session_client(host: str, port: int, user: str, model: Model, deadline: float,
-                               rng: random.Random, counts: dict[str, int]) -> None:
+                               rng: random.Random, counts: dict[str, int], sort_mix: bool = False) -> None:
     """One session kept open for the whole run, each cycle the mix of issue 12 section 4: LIST,
     STATUS, SELECT, FETCH of flags, FETCH of a whole message, STORE of flags and keywords, STORE
-    +FLAGS \\Deleted, EXPUNGE, APPEND of a 4 KB message; every answer checked against the model."""
+    +FLAGS \\Deleted, EXPUNGE, APPEND of a 4 KB message; with ``sort_mix`` also UID SORT, UID
+    THREAD and an ESEARCH after the STOREs. Every answer checked against the model."""
     import aioimaplib
 
     def error(what: str) -> None:
@@ -486,6 +551,11 @@ async def _kept_session_client(host: str, port: int, user: str, model: Model, de
             await c.uid("store", str(gone), "+FLAGS.SILENT", "(\\Deleted)")
             model.messages[gone].add("\\Deleted")
             counts["commands"] += 3
+        if sort_mix:
+            for op in ("SORT", "THREAD", "ESEARCH"):
+                if wrong := await _sort_thread_esearch(c, op, model):
+                    error(wrong)
+            counts["commands"] += 3
         if len(model.messages) > 4:  # expunge what is marked once the mailbox has a few messages
             if wrong := model.expunge((await c.expunge()).lines):
                 error(wrong)
@@ -503,7 +573,7 @@ async def _kept_session_client(host: str, port: int, user: str, model: Model, de
 
 
 async def _stress(host: str, port: int, users: list[str], clients: int,
-                  seconds: float, keep_sessions: bool = False) -> tuple[int, int, float, int]:
+                  seconds: float, keep_sessions: bool = False, sort_mix: bool = False) -> tuple[int, int, float, int]:
     counts = {"commands": 0, "errors": 0, "logins": 0}
     deadline = time.monotonic() + seconds
     started = time.perf_counter()
@@ -511,9 +581,11 @@ async def _stress(host: str, port: int, users: list[str], clients: int,
     async def bounded(i: int) -> None:
         # A client that stops getting answers is a failure to report, not a reason to hang.
         try:
-            client = _kept_session_client if keep_sessions else _stress_client
-            await asyncio.wait_for(client(host, port, users[i], Model(), deadline, random.Random(i), counts),
-                                   seconds + 120)
+            if keep_sessions:
+                run = _kept_session_client(host, port, users[i], Model(), deadline, random.Random(i), counts, sort_mix)
+            else:
+                run = _stress_client(host, port, users[i], Model(), deadline, random.Random(i), counts)
+            await asyncio.wait_for(run, seconds + 120)
         except (asyncio.TimeoutError, OSError) as exc:
             counts["errors"] += 1
             click.echo(f"  stress client {i} failed: {exc!r}", err=True)
@@ -547,6 +619,9 @@ async def _stress(host: str, port: int, users: list[str], clients: int,
               help="stress with sessions kept open (one LOGIN per client), each cycle LIST, STATUS, SELECT, "
                    "FETCH of flags and of a whole message, STORE of flags and keywords, STORE +FLAGS \\Deleted, "
                    "EXPUNGE and APPEND of a 4 KB message (issue 12's mix)")
+@click.option("--sort-mix", is_flag=True,
+              help="with --keep-sessions: each cycle also UID SORT (ARRIVAL), UID THREAD REFERENCES and an ESEARCH "
+                   "(the random mix has them always)")
 @click.option("--runs", default=1, show_default=True,
               help="stress runs against the one server, each with fresh users (the server's memory is "
                    "printed after each)")
@@ -555,7 +630,8 @@ async def _stress(host: str, port: int, users: list[str], clients: int,
 @click.option("--profile", type=click.Path(dir_okay=False), hidden=True,
               help="run the server under cProfile and write its stats to this file")
 def command(mode: str, messages: int, idle_count: int, idle_users: int, notify: bool, clients: int, seconds: float,
-            connect: str | None, real_hash: bool, keep_sessions: bool, runs: int, settings: tuple[str, ...], profile: str | None) -> None:
+            connect: str | None, real_hash: bool, keep_sessions: bool, sort_mix: bool, runs: int,
+            settings: tuple[str, ...], profile: str | None) -> None:
     """SELECT/FETCH time, SORT and THREAD time, IDLE memory and notification latency, random stress
     with a model check."""
     if connect:
@@ -565,7 +641,8 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, notify: 
         if not host or not port.isdigit():
             raise click.UsageError("--connect wants HOST:PORT")
         users = [f"u{i + 1}@bench.example.cn" for i in range(clients)]
-        commands, errors, elapsed, logins = asyncio.run(_stress(host, int(port), users, clients, seconds, keep_sessions))
+        commands, errors, elapsed, logins = asyncio.run(_stress(host, int(port), users, clients, seconds, keep_sessions,
+                                                                sort_mix))
         click.echo(f"stress against {connect}: {clients} clients, {commands:,} commands in {elapsed:.1f} s = "
                    f"{commands / elapsed:,.0f} commands/s, {logins:,} LOGINs, {errors} state errors")
         return
@@ -616,16 +693,20 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, notify: 
                 click.echo(f"stress: passwords hashed with {hashing}; server RSS {server.rss_mib():.0f} MiB")
                 for run in range(runs):
                     cpu = server.cpu_seconds()
+                    switches = server.context_switches()
                     mine = resource.getrusage(resource.RUSAGE_SELF)
                     first = 1 + idle_n + run * clients
                     commands, errors, elapsed, logins = asyncio.run(_stress(
                         "127.0.0.1", server.port, [u for u, _ in users[first:first + clients]], clients, seconds,
-                        keep_sessions))
+                        keep_sessions, sort_mix))
                     after = resource.getrusage(resource.RUSAGE_SELF)
                     client_cpu = after.ru_utime + after.ru_stime - mine.ru_utime - mine.ru_stime
                     click.echo(f"stress{' (kept sessions)' if keep_sessions else ''}: {clients} clients, {commands:,} commands in {elapsed:.1f} s = "
                                f"{commands / elapsed:,.0f} commands/s, {logins:,} LOGINs, {errors} state errors "
-                               f"(CPU: server {server.cpu_seconds() - cpu:.1f} s, clients {client_cpu:.1f} s; "
+                               f"(CPU: server {server.cpu_seconds() - cpu:.1f} s, "
+                               f"{(server.cpu_seconds() - cpu) * 1000 / max(commands, 1):.2f} ms per command, "
+                               f"{(server.context_switches() - switches) / max(commands, 1):.1f} context switches "
+                               f"per command; clients {client_cpu:.1f} s; "
                                f"server RSS {server.rss_mib():.0f} MiB after run {run + 1})")
         finally:
             server.stop()

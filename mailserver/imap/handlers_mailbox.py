@@ -38,7 +38,10 @@ async def do_select(s: ImapSession, cmd: MailboxCommand) -> Reply:
         s.close_selected()
         await s.untagged(R.OK_CLOSED.line())
     # IMAP4rev2 (RFC 9051 E.6): no \Recent, so nothing is claimed, no RECENT nor [UNSEEN n] sent
-    snap = await s.ctx.run(mb.select_folder, s.store, s.account_id, cmd.mailbox, readonly or s.rev2)
+    claims = not readonly and not s.rev2
+    snap = await s.ctx.run_read(mb.select_folder, s.store, s.account_id, cmd.mailbox, not claims, False)
+    if claims and snap.unclaimed:  # messages no session has seen as \Recent: claim them (a write)
+        snap = await s.ctx.run_write(mb.claim_snapshot, s.store, snap)
     sel = SelectedFolder.from_snapshot(snap, readonly, s.rev2)
     for line in sel.flags_responses():
         await s.untagged(line)
@@ -123,11 +126,11 @@ async def do_list(s: ImapSession, cmd: ListCmd) -> Reply:
         return R.OK_DONE
     # wildcards (but a lone "*") cost CPU in proportion to the names: the heavy lane for them
     costly = ListPatterns(cmd.reference, cmd.patterns).costly
-    listed = await (s.heavy if costly else s.ctx.run)(listing, s.store, s.account_id, cmd)
+    listed = await (s.heavy if costly else s.ctx.run_read)(listing, s.store, s.account_id, cmd)
     statuses = {}
     folders = [x.name for x in listed if x.exists]
     if cmd.status_items and folders:
-        for st in await s.ctx.run(mb.folder_status, s.store, s.account_id, folders):
+        for st in await s.ctx.run_read(mb.folder_status, s.store, s.account_id, folders):
             statuses[st.info.name] = st
     for x in listed:
         line = list_line(verb, x.attrs, s.mailbox_wire(x.name))
@@ -143,7 +146,7 @@ async def do_list(s: ImapSession, cmd: ListCmd) -> Reply:
 async def do_status(s: ImapSession, cmd: Status) -> Reply:
     if "HIGHESTMODSEQ" in cmd.items:
         await s.enable_condstore()
-    found = await s.ctx.run(mb.folder_status, s.store, s.account_id, [cmd.mailbox])
+    found = await s.ctx.run_read(mb.folder_status, s.store, s.account_id, [cmd.mailbox])
     if not found:
         return R.NO_NONEXISTENT
     await s.untagged(f"STATUS {s.mailbox_wire(cmd.mailbox)} ({_status_items(found[0], cmd.items)})")
@@ -179,8 +182,8 @@ async def do_append(s: ImapSession, cmd: Append) -> Reply:
     sel = s.selected
     into_selected = sel is not None and sel.name == cmd.mailbox
     try:
-        done = await s.ctx.run(mb.append_messages, s.store, s.account_id, cmd.mailbox, items,
-                               s.config.accounts.quota_bytes, into_selected and not sel.readonly)
+        done = await s.run_looking(mb.append_messages, s.store, s.account_id, cmd.mailbox, items,
+                                   s.config.accounts.quota_bytes, into_selected and not sel.readonly)
     except NotFound:
         return R.NO_TRYCREATE
     if into_selected:
@@ -191,13 +194,13 @@ async def do_append(s: ImapSession, cmd: Append) -> Reply:
 
 
 async def _quota_lines(s: ImapSession) -> None:
-    used, limit = await s.ctx.run(mb.quota_usage, s.store, s.account_id, s.config.accounts.quota_bytes)
+    used, limit = await s.ctx.run_read(mb.quota_usage, s.store, s.account_id, s.config.accounts.quota_bytes)
     await s.untagged(f'QUOTA "" (STORAGE {(used + 1023) // 1024} {limit // 1024})')
 
 
 @command("GETQUOTAROOT", AUTHED, P.one_mailbox, cap=("QUOTA", "QUOTA=RES-STORAGE"), expunge=True)
 async def do_getquotaroot(s: ImapSession, cmd: MailboxCommand) -> Reply:
-    await s.ctx.run(mb.find_folder, s.store, s.account_id, cmd.mailbox)
+    await s.ctx.run_read(mb.find_folder, s.store, s.account_id, cmd.mailbox)
     await s.untagged(f'QUOTAROOT {s.mailbox_wire(cmd.mailbox)} ""')
     await _quota_lines(s)
     return R.OK_DONE
@@ -221,7 +224,7 @@ async def do_close(s: ImapSession, cmd: Command) -> Reply:
     sel = s.selected
     s.close_selected()
     if sel is not None and not sel.readonly:
-        await s.ctx.run(mb.expunge, s.store, sel.folder_id)  # silently (RFC 3501 6.4.2)
+        await s.ctx.run_write(mb.expunge, s.store, sel.folder_id)  # silently (RFC 3501 6.4.2)
     return R.OK_DONE
 
 

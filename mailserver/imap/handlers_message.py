@@ -119,7 +119,7 @@ async def send_vanished_earlier(s: ImapSession, sel: SelectedFolder, modseq: int
     any) expunged after ``modseq``; those still in the session's view are left to the
     VANISHED that tells it of their expunge."""
     ranges = uids.resolve(_ANY_UID) if uids is not None else None
-    gone = await s.ctx.run(mb.vanished_since, s.store, sel.folder_id, modseq, ranges, sel.uids)
+    gone = await s.ctx.run_read(mb.vanished_since, s.store, sel.folder_id, modseq, ranges, sel.uids)
     if gone:
         await s.untagged("VANISHED (EARLIER) " + ranges_text(gone))
 
@@ -130,7 +130,7 @@ async def send_changed_since(s: ImapSession, sel: SelectedFolder, modseq: int, u
     ranges = sel.uid_ranges(uids if uids is not None else SeqSet.parse("1:*"), True)
     if not ranges:
         return
-    await _send_fetch(s, s.ctx.run, sel, ranges, _FLAGS_MODSEQ, True, modseq)
+    await _send_fetch(s, s.ctx.run_read, sel, ranges, _FLAGS_MODSEQ, True, modseq)
 
 
 async def _send_fetch(s: ImapSession, run, sel: SelectedFolder, ranges, atts: tuple[FetchAtt, ...], with_uid: bool,
@@ -196,15 +196,17 @@ async def do_fetch(s: ImapSession, cmd: Fetch) -> Reply:
     if cmd.changedsince is not None or any(a.name == "MODSEQ" for a in atts):
         await s.enable_condstore()
     if F.sets_seen(atts) and not sel.readonly:
-        stored = await s.ctx.run(mb.store_flags, s.store, sel.folder_id, ranges, "+", SEEN, ())
+        stored = await s.ctx.run_write(mb.store_flags, s.store, sel.folder_id, ranges, "+", SEEN, ())
         _saw_own_write(sel, stored)
         if stored.rows and not any(a.name == "FLAGS" for a in atts):
             atts = atts + (FetchAtt("FLAGS"),)
     if s.condstore and not any(a.name == "MODSEQ" for a in atts) and (
             cmd.changedsince is not None or any(a.name == "FLAGS" for a in atts)):
         atts = atts + (FetchAtt("MODSEQ"),)
-    # message bodies (sections, RFC822.*) cost what the client asks for: the heavy lane
-    run = s.heavy if "raw" in F.columns_for(atts) else s.ctx.run
+    # message bodies (sections, RFC822.*) cost what the client asks for: the heavy lane; flags
+    # alone are the cheap read of every client's every sync: the read lane
+    columns = F.columns_for(atts)
+    run = s.heavy if "raw" in columns else s.ctx.run_read if columns in _FLAG_COLUMNS else s.ctx.run
     await _send_fetch(s, run, sel, ranges, atts, cmd.uid, cmd.changedsince)
     return R.OK_DONE
 
@@ -221,8 +223,8 @@ async def do_store(s: ImapSession, cmd: Store) -> Reply:
     if cmd.unchangedsince is not None:
         await s.enable_condstore()
     bits, keywords = split_flags(cmd.flags)
-    stored = await s.ctx.run(mb.store_flags, s.store, sel.folder_id, ranges, cmd.mode, bits, keywords,
-                             cmd.unchangedsince)
+    stored = await s.run_looking(mb.store_flags, s.store, sel.folder_id, ranges, cmd.mode, bits, keywords,
+                                 cmd.unchangedsince)
     _saw_own_write(sel, stored)
     await s.announce_keywords(r[2] for r in stored.rows)
     changed_any = stored.modseq_after != stored.modseq_before
@@ -260,8 +262,8 @@ async def do_copy(s: ImapSession, cmd: Copy) -> Reply:
     if not ranges:
         return R.OK_DONE
     try:
-        copied = await s.ctx.run(mb.copy_messages, s.store, s.account_id, sel.folder_id, ranges, cmd.mailbox, cmd.move,
-                                 s.config.accounts.quota_bytes)
+        copied = await s.run_looking(mb.copy_messages, s.store, s.account_id, sel.folder_id, ranges, cmd.mailbox,
+                                     cmd.move, s.config.accounts.quota_bytes)
     except NotFound:
         return R.NO_TRYCREATE
     if not copied.source_uids:
@@ -428,6 +430,6 @@ async def do_expunge(s: ImapSession, cmd: Expunge) -> Reply:
         ranges = _ranges(s, cmd.seqset, True)
         if not ranges:
             return R.OK_DONE
-    await s.ctx.run(mb.expunge, s.store, sel.folder_id, ranges)
+    await s.run_looking(mb.expunge, s.store, sel.folder_id, ranges)
     s.pending = True
     return R.OK_DONE

@@ -170,7 +170,10 @@ class ImapService:
             factory = functools.partial(TLSAfterAdmission, self._admit_before_tls, self._release_before_tls,
                                         self.tls_context(), self.ctx.config.server.tls_handshake_timeout, make_protocol)
         try:
-            self.server = await loop.create_server(factory, host, port, backlog=4096)
+            # several `serve` workers listen on the same port (workers.py): the kernel spreads
+            # the connections over them
+            shared = self.ctx.config.server.workers != 1
+            self.server = await loop.create_server(factory, host, port, backlog=4096, reuse_port=shared or None)
         except OSError as exc:
             raise StartupError(f"{self.name}: cannot listen on {self.listen}: {exc.strerror}") from None
         self.address = self.server.sockets[0].getsockname()[:2]
@@ -254,10 +257,10 @@ class TombstonePruner:
             await asyncio.sleep(self.INTERVAL)
 
 
-def make_services(ctx: ServerContext) -> list:
+def make_services(ctx: ServerContext, worker: bool = False) -> list:
     group_commit(ctx.store).on_commit = ctx.metrics.commit_observer("imap")
     services: list = [WatcherService(ctx)]
-    if ctx.config.imap.expunge_history_days > 0:
+    if ctx.config.imap.expunge_history_days > 0 and not worker:  # once per server, in the first process
         services.append(TombstonePruner(ctx))
     # one per-address count of connections before login for both listeners
     preauth = ConnectionCounter(ctx.config.imap.max_preauth_connections_per_ip)
@@ -266,3 +269,8 @@ def make_services(ctx: ServerContext) -> list:
     if ctx.config.imaps.listen:
         services.append(ImapService(ctx, ctx.config.imaps.listen, True, "imaps", preauth))
     return services
+
+
+def make_worker_services(ctx: ServerContext) -> list:
+    """An IMAP worker process's services (workers.py): the listeners and the folder watcher."""
+    return make_services(ctx, worker=True)

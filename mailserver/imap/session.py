@@ -9,9 +9,10 @@ Reply``; an error raised by one is mapped to its reply in one place here
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Iterable, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, NoReturn, TypeVar
 
 from ..errors import CivicmailError, LimitExceeded
 from ..store import mailboxes
@@ -48,6 +49,30 @@ _WRITE_HIGH_WATER = 256 * 1024
 _DEFLATE_IN_THREAD = 256 * 1024
 
 
+class _Looked(NamedTuple):
+    """A look at the selected folder made in the same job as a command's store work."""
+
+    sel: SelectedFolder
+    #: (modseq, max_uid, exists) of the view the look started from
+    seen: tuple[int, int, int]
+    forced: bool
+    #: the hub's count of announced changes of the folder before the look (``ChangeHub.version``)
+    version: int
+    changes: "mailboxes.Changes | None"
+
+
+def _look_after(hub, store, folder_id: int, modseq: int, max_uid: int, exists: int, force: bool,
+                result: T) -> tuple[T, tuple]:
+    """In a store thread, after a write's COMMIT: what changed in the selected folder since
+    ``modseq`` (after the session's own write, when the result says it saw no other)."""
+    before = getattr(result, "modseq_before", 0)
+    if before and before == modseq:
+        modseq = result.modseq_after
+    version = hub.version(folder_id)  # before the look: see ChangeHub.version
+    changes = mailboxes.changes_since(store, folder_id, modseq, max_uid, exists, force)
+    return result, ((modseq, max_uid, exists), force, version, changes)
+
+
 class Logout(Exception):
     """End the session after the tagged reply."""
 
@@ -61,7 +86,7 @@ class ImapSession:
                  "selected", "contexts", "pending", "wake", "notifier", "rev2", "condstore", "qresync", "utf8",
                  "preauth_slot",
                  "_login_deadline", "_limit_key", "_pacer", "_out", "_out_size", "_deflate", "_deflating",
-                 "__weakref__")
+                 "_expunge_ok", "_looked", "__weakref__")
 
     def __init__(self, ctx: "ServerContext", service: "ImapService", reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, tls_active: bool) -> None:
@@ -106,6 +131,10 @@ class ImapSession:
         #: RFC 4978: the compressor of everything written after COMPRESS DEFLATE's OK, else None
         self._deflate = None
         self._deflating = False
+        #: the running command may be answered with untagged EXPUNGE (its registration says)
+        self._expunge_ok = False
+        #: what ``run_looking`` found changed in the selected folder, for ``report_changes``
+        self._looked: _Looked | None = None
 
     # -- properties the handlers read ---------------------------------------------------------------
     @property
@@ -373,6 +402,8 @@ class ImapSession:
             await self.tagged(cmd.tag, R.BAD_STATE, spec.name)
             return
         logout = False
+        self._expunge_ok = spec.expunge
+        self._looked = None
         try:
             reply = await spec.handler(self, cmd)
         except Logout:
@@ -450,22 +481,49 @@ class ImapSession:
             for line in sel.flags_responses():
                 await self.untagged(line)
 
+    async def run_looking(self, fn: Callable[..., T], *args: Any) -> T:
+        """``ctx.run_write(fn, *args)`` for a command that writes: with a folder selected, the
+        same job then looks at what changed in it after the COMMIT (``changes_since``), which
+        ``report_changes`` would otherwise fetch in a second hop to a store thread. A result with ``modseq_before`` / ``modseq_after`` (``Stored``) is the
+        session's own write, as ``_saw_own_write`` in handlers_message counts it."""
+        sel = self.selected
+        if sel is None:
+            return await self.ctx.run_write(fn, *args)
+        force = self._expunge_ok and sel.expunge_pending
+        look = functools.partial(_look_after, self.ctx.hub, self.store, sel.folder_id, sel.modseq, sel.max_uid,
+                                 sel.exists, force)
+        result, looked = await self.ctx.run_write(fn, *args, then=look)
+        self._looked = _Looked(sel, *looked)
+        return result
+
     async def report_changes(self, allow_expunge: bool, force: bool = False, flags: bool = True) -> None:
         """Send the EXISTS / RECENT / EXPUNGE / FETCH FLAGS owed to this client. ``flags=False``
         (NOTIFY SELECTED without FlagChange, between commands): a change of flags alone is left
         for the next command."""
         sel = self.selected
-        if sel is None or not (self.pending or force or (allow_expunge and sel.expunge_pending)):
-            return
-        self.pending = False
-        changes = await self.ctx.run(mailboxes.changes_since, self.store, sel.folder_id, sel.modseq, sel.max_uid,
-                                     sel.exists, force=allow_expunge and sel.expunge_pending)
-        if self.selected is not sel:
-            return
+        looked, self._looked = self._looked, None
+        if looked is not None and (looked.sel is not sel or looked.seen != (sel.modseq, sel.max_uid, sel.exists)
+                                   or (allow_expunge and sel.expunge_pending and not looked.forced)):
+            looked = None  # the view moved since (or expunges owed since): look again
+        if looked is not None:
+            # A change announced since the look began is looked at after the next command.
+            self.pending = self.ctx.hub.version(sel.folder_id) != looked.version
+            changes = looked.changes
+        else:
+            if sel is None or not (self.pending or force or (allow_expunge and sel.expunge_pending)):
+                return
+            self.pending = False
+            changes = await self.ctx.run_read(mailboxes.changes_since, self.store, sel.folder_id, sel.modseq,
+                                              sel.max_uid, sel.exists, allow_expunge and sel.expunge_pending)
+            if self.selected is not sel:
+                return
         if changes is None:
             await self.untagged(f"BYE {R.BYE_FOLDER_GONE}")
             self.state = LOGOUT
             raise Closed()
+        if not flags and not changes.new and changes.present is None:
+            self.pending = self.pending or bool(changes.changed)
+            return
         if not flags and not changes.new and changes.present is None:
             self.pending = self.pending or bool(changes.changed)
             return
@@ -482,7 +540,7 @@ class ImapSession:
             if sel.readonly:  # EXAMINE: \Recent as no session has claimed them, without claiming
                 sel.note_recent(max(changes.recent_uid, known_max), new[-1])
             elif not sel.rev2 and not all(sel.is_recent(u) for u in new):
-                before = await self.ctx.run(mailboxes.claim_recent, self.store, sel.folder_id, new[-1])
+                before = await self.ctx.run_write(mailboxes.claim_recent, self.store, sel.folder_id, new[-1])
                 sel.note_recent(max(before, known_max), new[-1])
             await self.untagged(f"{sel.exists} EXISTS")
             if not sel.rev2:  # RFC 9051 E.6: no RECENT response

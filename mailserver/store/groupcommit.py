@@ -11,6 +11,7 @@ rolls back its savepoint only; a failed COMMIT fails every thread of the batch.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import time
 import weakref
@@ -46,6 +47,8 @@ class GroupCommit:
         self._batch: _Batch | None = None
         #: told the seconds of each COMMIT (the server's metrics), in the committing thread
         self.on_commit: Callable[[float], None] | None = None
+        #: set in a thread inside ``batch``
+        self._local = threading.local()
 
     def _acquire(self) -> None:
         with self._count_lock:
@@ -86,25 +89,58 @@ class GroupCommit:
             self._mutex.release()
 
     @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """One thread's writes in one transaction (the IMAP write lane): inside the block,
+        ``write`` neither commits nor waits; the block's end commits them all, or raises
+        StorageError if that COMMIT fails. Other writers wait for the whole block."""
+        self._acquire()
+        self._local.batching = True
+        try:
+            yield
+            if self._session is not None:
+                batch = self._batch
+                self._commit()
+                if batch.error is not None:
+                    raise StorageError("the write could not be committed") from batch.error
+        except BaseException:
+            if self._session is not None:  # not committed: roll the open transaction back
+                cm, self._session, self._cm, self._batch = self._cm, None, None, None
+                cm.__exit__(*sys.exc_info())
+            raise
+        finally:
+            self._local.batching = False
+            self._mutex.release()
+
+    @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
+        if getattr(self._local, "batching", False):
+            with self._savepoint(self._open()[0]) as session:
+                yield session
+            return
         self._acquire()
         try:
             session, batch = self._open()
-            # The savepoint through the driver: SQLAlchemy's begin_nested() cost more than the
-            # statements of a small write, and every writer of the process waits meanwhile. The
-            # blocks run Core and driver statements only (no ORM objects to expire on rollback).
-            dbapi = session.connection().connection.dbapi_connection
-            dbapi.execute(f"SAVEPOINT {_SAVEPOINT}")
-            try:
+            with self._savepoint(session):
                 yield session
-            except BaseException:
-                dbapi.execute(f"ROLLBACK TO {_SAVEPOINT}")
-                dbapi.execute(f"RELEASE {_SAVEPOINT}")
-                raise
-            dbapi.execute(f"RELEASE {_SAVEPOINT}")
         finally:
             self._leave()
         batch.wait()
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _savepoint(session: Session) -> Iterator[Session]:
+        # The savepoint through the driver: SQLAlchemy's begin_nested() cost more than the
+        # statements of a small write, and every writer of the process waits meanwhile. The
+        # blocks run Core and driver statements only (no ORM objects to expire on rollback).
+        dbapi = session.connection().connection.dbapi_connection
+        dbapi.execute(f"SAVEPOINT {_SAVEPOINT}")
+        try:
+            yield session
+        except BaseException:
+            dbapi.execute(f"ROLLBACK TO {_SAVEPOINT}")
+            dbapi.execute(f"RELEASE {_SAVEPOINT}")
+            raise
+        dbapi.execute(f"RELEASE {_SAVEPOINT}")
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:

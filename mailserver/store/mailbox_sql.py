@@ -9,7 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-from sqlalchemy import bindparam, delete, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound
@@ -138,12 +138,14 @@ def release_content(session: Session, content_ids: list[int]) -> None:
         counts[cid] += 1
     if not counts:
         return
-    session.execute(update(C).where(C.c.id == bindparam("cid")).values(refcount=C.c.refcount - bindparam("n")),
-                    [{"cid": cid, "n": n} for cid, n in counts.items()],
-                    execution_options={"synchronize_session": False})
+    # plain SQL through the driver: EXPUNGE's hot path (no statement built per call)
+    driver_execute(session, "UPDATE content SET refcount = refcount - ? WHERE id = ?",
+                   [(n, cid) for cid, n in counts.items()])
     ids = list(counts)
     for i in range(0, len(ids), 900):
-        session.execute(delete(C).where(C.c.id.in_(ids[i:i + 900]), C.c.refcount <= 0))
+        chunk = ids[i:i + 900]
+        driver_execute(session, f"DELETE FROM content WHERE refcount <= 0 AND id IN ({','.join('?' * len(chunk))})",
+                       [tuple(chunk)])
 
 
 def remove_messages(session: Session, folder_id: int, uids: list[int], release: bool = True) -> None:

@@ -32,7 +32,7 @@ from .notify import announce, announce_account, hub
 # callers use one module for the mailbox store.
 from .selection import (Appended, AppendedMany, Changes, Copied, Snapshot, Stored, ToAppend, append_message,
                         append_messages, changes_since, claim_recent, copy_messages, expunge, fetch_rows, message_raw,
-                        quota_usage, select_folder, store_flags, vanished_since)
+                        quota_usage, select_folder, claim_snapshot, store_flags, vanished_since)
 
 SEP = "/"
 
@@ -321,5 +321,5 @@ __all__ = ["FolderInfo", "FolderStatus", "Snapshot", "Changes", "Copied", "Store
            "QuotaExceeded", "SEP", "UidRanges", "writing", "serialized_writes",
            "list_folders", "folder_status", "create_folder", "delete_folder", "rename_folder", "subscriptions",
            "subscribe", "unsubscribe",
-           "find_folder", "select_folder", "claim_recent", "changes_since", "fetch_rows", "message_raw", "store_flags",
+           "find_folder", "select_folder", "claim_snapshot", "claim_recent", "changes_since", "fetch_rows", "message_raw", "store_flags",
            "expunge", "copy_messages", "append_message", "quota_usage"]

@@ -8,9 +8,10 @@ told with ``account_changed(account_ids)`` to the account's listeners. Safe to c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import defaultdict
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 Listener = Callable[[int], None]
 #: a listener and the loop it is called on (None: in the writer's thread)
@@ -23,6 +24,10 @@ class ChangeHub:
         self._listeners: dict[int, set[Entry]] = defaultdict(set)
         #: listeners of accounts' folder and subscription lists, by account id
         self._accounts: dict[int, set[Entry]] = defaultdict(set)
+        #: how many times each watched folder was announced changed (kept while it has listeners)
+        self._versions: dict[int, int] = {}
+        #: ``held``: the changes a thread announces inside it, announced when it ends
+        self._local = threading.local()
 
     def subscribe(self, folder_id: int, listener: Listener, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._add(self._listeners, folder_id, (loop, listener))
@@ -49,6 +54,8 @@ class ChangeHub:
                 entries.discard(entry)
                 if not entries:
                     del table[key]
+                    if table is self._listeners:
+                        self._versions.pop(key, None)
 
     def account_changed(self, account_ids: Iterable[int]) -> None:
         """The folder or subscription list of these accounts changed (after the commit)."""
@@ -59,8 +66,40 @@ class ChangeHub:
         with self._lock:
             return set(self._listeners)
 
+    def version(self, folder_id: int) -> int:
+        """How many changes of a watched folder were announced so far. Read before looking at
+        the folder: an equal version afterwards means no change was announced since the look
+        began (a change committed before the look may be counted later, never the reverse,
+        since writers announce after their commit)."""
+        return self._versions.get(folder_id, 0)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Changes announced by this thread inside the block are announced when it ends without
+        an error (after the COMMIT of the write lane's batch, which the block encloses), and
+        dropped if it raises (nothing was committed)."""
+        held: set[int] = set()
+        self._local.held = held
+        try:
+            yield
+        finally:
+            self._local.held = None
+        if held:
+            self.changed(held)
+
     def changed(self, folder_ids: Iterable[int]) -> None:
-        _call(self._targets(self._listeners, folder_ids))
+        held = getattr(self._local, "held", None)
+        if held is not None:
+            held.update(folder_ids)
+            return
+        with self._lock:
+            targets = []
+            for fid in set(folder_ids):
+                entries = self._listeners.get(fid)
+                if entries:
+                    self._versions[fid] = self._versions.get(fid, 0) + 1
+                    targets.extend((fid, entry) for entry in entries)
+        _call(targets)
 
     def _targets(self, table: dict[int, set[Entry]], keys: Iterable[int]) -> list[tuple[int, Entry]]:
         with self._lock:

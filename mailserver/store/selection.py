@@ -4,6 +4,7 @@ since a session last looked, FETCH rows, STORE, EXPUNGE, COPY/MOVE, APPEND and Q
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime as dt
 import functools
 from array import array
@@ -11,16 +12,13 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from typing import NamedTuple, Sequence
 
-from sqlalchemy import func, select, update
-
 from ..errors import NotFound, QuotaExceeded
 from ..mime import analyze
 from .db import Store
 from .driver import driver_execute, driver_rows, raw_reader
-from .mailbox_sql import (C, F, M, FolderInfo, UidRanges, folder_row, info_of, INFO_SQL, uid_filter, uid_sql,
-                          bump_modseq, remove_messages, copy_rows, writing)
-from .mailstore import NewMessage, check_quota, insert_messages
-from .models import Account
+from .mailbox_sql import (FolderInfo, UidRanges, folder_row, info_of, INFO_SQL, uid_sql, bump_modseq, remove_messages,
+                          copy_rows, writing)
+from .mailstore import NewMessage, insert_messages
 from .models.mail import DELETED, SEEN
 from .notify import announce, hub
 
@@ -36,6 +34,11 @@ class Snapshot:
     recent: int
     first_unseen_uid: int | None
     keywords: set[str]
+
+    @property
+    def unclaimed(self) -> bool:
+        """Messages above the folder's \\Recent mark: a SELECT must claim them (``claim_snapshot``)."""
+        return bool(self.uids) and self.uids[-1] > self.recent_above
 
 
 @dataclass
@@ -54,9 +57,9 @@ class Changes:
 
 # -- a selected folder ----------------------------------------------------------------------------
 
-def select_folder(store: Store, account_id: int, name: str, readonly: bool) -> Snapshot:
+def select_folder(store: Store, account_id: int, name: str, readonly: bool, claim: bool = True) -> Snapshot:
     """RFC 3501 6.3.1/6.3.2. Both count the \\Recent messages; SELECT (not EXAMINE) claims them
-    for this session."""
+    for this session, here or (``claim`` false: this reads only) in ``claim_snapshot``."""
     with raw_reader(store) as s:
         found = driver_rows(s, f"SELECT {INFO_SQL}, recent_uid FROM folder WHERE account_id = ? AND name = ?",
                             account_id, name)
@@ -75,25 +78,31 @@ def select_folder(store: Store, account_id: int, name: str, readonly: bool) -> S
                 first_unseen = uid
             if kws:
                 keywords.update(kws.split())
-    recent_above = recent_uid
+    snap = Snapshot(info, uids, recent_uid, len(uids) - bisect_right(uids, recent_uid), first_unseen, keywords)
     # EXAMINE counts them without claiming them (RFC 3501 6.3.2: no change to the mailbox's
     # state, and a later SELECT still gets them as \Recent)
-    if not readonly and uids and uids[-1] > recent_above:
-        # Only the first session to see a message gets it as \Recent: claim under the lock.
-        recent_above = max(recent_above, claim_recent(store, info.id, uids[-1]))
-    recent = len(uids) - bisect_right(uids, recent_above)
-    return Snapshot(info, uids, recent_above, recent, first_unseen, keywords)
+    return claim_snapshot(store, snap) if claim and not readonly and snap.unclaimed else snap
+
+
+def claim_snapshot(store: Store, snap: Snapshot) -> Snapshot:
+    """SELECT's claim of the messages above the folder's \\Recent mark: only the first session
+    to see a message gets it as \\Recent (claimed under the write lock)."""
+    uids = snap.uids
+    recent_above = max(snap.recent_above, claim_recent(store, snap.folder.id, uids[-1]))
+    return dataclasses.replace(snap, recent_above=recent_above, recent=len(uids) - bisect_right(uids, recent_above))
 
 
 def claim_recent(store: Store, folder_id: int, up_to_uid: int) -> int:
     """A session saw new messages first: they are \\Recent for it, and no later session.
     Returns the previous mark (messages above it are this session's)."""
     with writing(store) as s:
-        before = s.scalar(select(F.c.recent_uid).where(F.c.id == folder_id).with_for_update())
-        if before is None:
+        lock = " FOR UPDATE" if store.dialect == "postgresql" else ""  # SQLite: the write lock is held
+        found = driver_rows(s, f"SELECT recent_uid FROM folder WHERE id = ?{lock}", folder_id)
+        if not found:
             return up_to_uid
+        before = found[0][0]
         if up_to_uid > before:
-            s.execute(update(F).where(F.c.id == folder_id).values(recent_uid=up_to_uid))
+            driver_execute(s, "UPDATE folder SET recent_uid = ? WHERE id = ?", [(up_to_uid, folder_id)])
         return before
 
 
@@ -321,6 +330,15 @@ def expunge(store: Store, folder_id: int, uids: UidRanges | None = None) -> list
     return gone
 
 
+class _CopyRow(NamedTuple):
+    uid: int
+    content_id: int
+    size: int
+    flags: int
+    keywords: str | None
+    internaldate: dt.datetime | None
+
+
 @dataclass(frozen=True)
 class Copied:
     uidvalidity: int
@@ -334,11 +352,14 @@ def copy_messages(store: Store, account_id: int, folder_id: int, uids: UidRanges
     """RFC 3501 6.4.7 COPY, RFC 6851 MOVE; UIDs for RFC 4315 COPYUID. Quota counts copies."""
     with writing(store) as s:
         target = folder_row(s, account_id, dest)
-        rows = s.execute(select(M.c.uid, M.c.content_id, M.c.size, M.c.flags, M.c.keywords, M.c.internaldate)
-                         .where(M.c.folder_id == folder_id, uid_filter(uids)).order_by(M.c.uid)).all() if uids else []
+        rows = []
+        if uids:
+            where, params = uid_sql(uids)
+            rows = [_CopyRow(uid, cid, size, flags, kws, _as_datetime(date)) for uid, cid, size, flags, kws, date in
+                    driver_rows(s, f"SELECT uid, content_id, size, flags, keywords, internaldate FROM message "
+                                   f"WHERE folder_id = ? AND {where} ORDER BY uid", folder_id, *params)]
         if not move:
-            check_quota(s, [NewMessage(account_id, b"", reuse_content_id=1, size=sum(r.size for r in rows))],
-                        quota_default)
+            _check_quota(s, account_id, sum(r.size for r in rows), quota_default)
         dest_uids = copy_rows(s, account_id, rows, dest)
         if move:
             remove_messages(s, folder_id, [r.uid for r in rows], release=False)
@@ -348,10 +369,15 @@ def copy_messages(store: Store, account_id: int, folder_id: int, uids: UidRanges
 
 def _check_quota(session, account_id: int, adding: int, quota_default: int) -> None:
     """mailstore.check_quota for one account, as one statement through the driver's cursor."""
-    used, limit = driver_rows(session, "SELECT (SELECT coalesce(sum(total_size), 0) FROM folder WHERE account_id = ?), "
-                                       "(SELECT quota_bytes FROM account WHERE id = ?)", account_id, account_id)[0]
+    used, limit = _usage(session, account_id)
     if (used or 0) + adding > (limit or quota_default):
         raise QuotaExceeded(f"mailbox of account {account_id} is over its quota")
+
+
+def _usage(session, account_id: int) -> tuple[int | None, int | None]:
+    """(bytes in the account's folders, its own quota or None)."""
+    return driver_rows(session, "SELECT (SELECT coalesce(sum(total_size), 0) FROM folder WHERE account_id = ?), "
+                                "(SELECT quota_bytes FROM account WHERE id = ?)", account_id, account_id)[0]
 
 
 class Appended(NamedTuple):
@@ -395,8 +421,8 @@ def append_messages(store: Store, account_id: int, folder: str, items: Sequence[
         recent = False
         if claim_recent:
             first, last = messages[0].uid, messages[-1].uid
-            recent = s.execute(update(F).where(F.c.id == target.id, F.c.recent_uid == first - 1)
-                               .values(recent_uid=last)).rowcount == 1
+            recent = bool(driver_rows(s, "UPDATE folder SET recent_uid = ? WHERE id = ? AND recent_uid = ? RETURNING id",
+                                      last, target.id, first - 1))
     hub.changed([target.id])
     return AppendedMany(target.uidvalidity, [m.uid for m in messages], recent)
 
@@ -416,9 +442,8 @@ def append_message(store: Store, account_id: int, folder: str, raw: bytes, flags
 
 def quota_usage(store: Store, account_id: int, quota_default: int) -> tuple[int, int]:
     """RFC 2087: (bytes used, byte limit) of the account."""
-    with store.reader() as s:
-        used = s.scalar(select(func.coalesce(func.sum(F.c.total_size), 0)).where(F.c.account_id == account_id))
-        limit = s.scalar(select(Account.quota_bytes).where(Account.id == account_id))
+    with raw_reader(store) as r:
+        used, limit = _usage(r, account_id)
     return int(used or 0), int(limit or quota_default)
 
 

@@ -1,0 +1,95 @@
+"""`serve` on every core: with ``server.workers`` above 1 (0: one per CPU core), the first
+process serves everything and N - 1 more processes serve IMAP on the same ports.
+
+Each process binds the IMAP listeners with SO_REUSEPORT, so the kernel spreads new connections
+over them; one process is held to one core by the GIL. The workers share the store as nodes do:
+a write made in one is told to the sessions of the others by the folder watcher (PostgreSQL
+LISTEN/NOTIFY; on SQLite ``PRAGMA data_version`` and HIGHESTMODSEQ, polled four times a second),
+so a session in IDLE hears of new mail whichever process took it. SMTP, the web face, the
+outbound queue, the spool watcher and the hourly pruning run in the first process only.
+
+Per process, not per server (docs/security.md): the connection gate (``server.max_connections``),
+the per-address and per-user connection caps, the login throttle, the login cache and the lanes.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+
+log = logging.getLogger("civicmail.server")
+
+#: the services an IMAP worker runs (the first process runs server.SERVICE_FACTORIES)
+WORKER_FACTORIES: tuple[str, ...] = ("mailserver.imap.service:make_worker_services",)
+
+
+def worker_count(config) -> int:
+    """Processes ``serve`` runs: server.workers, or one per CPU core for 0."""
+    n = config.server.workers
+    return n if n > 0 else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def _worker_main(config, number: int) -> None:
+    """An IMAP worker process: its own store connections, lanes and loop."""
+    from .logs import setup_logging
+    from .registry import Registry
+    from .server import ServerContext, serve
+    from .store import open_store
+
+    _die_with_parent()
+    setup_logging(config.server.log_level)
+    store = open_store(config)
+    ctx = ServerContext(config, store, Registry(config, store))
+    log.info("IMAP worker %d (pid %d) starting", number, os.getpid())
+    try:
+        asyncio.run(serve(ctx, factories=WORKER_FACTORIES))
+    finally:
+        store.dispose()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when the first process dies, however it dies (a SIGKILL gives
+    it no chance to stop its workers), so no orphan keeps serving the port."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the first process stops them on its way out
+        pass
+    if os.getppid() == 1:  # the parent died before the line above took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class Workers:
+    """The extra IMAP processes of one ``serve`` (started once its own listeners are bound)."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self.procs: list[multiprocessing.process.BaseProcess] = []
+
+    def start(self) -> None:
+        mp = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or loop forked
+        for number in range(1, worker_count(self.config)):
+            proc = mp.Process(target=_worker_main, args=(self.config, number), name=f"civicmail-imap-{number}",
+                              daemon=True)
+            proc.start()
+            self.procs.append(proc)
+        if self.procs:
+            log.info("%d IMAP worker processes beside this one: pids %s", len(self.procs),
+                     ", ".join(str(p.pid) for p in self.procs))
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM each worker (it stops as serve does: work in flight finishes), then wait."""
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in self.procs:
+            proc.join(timeout)
+            if proc.is_alive():
+                log.warning("IMAP worker pid %d did not stop within %g s: killed", proc.pid, timeout)
+                proc.kill()
+                proc.join(5)
+        self.procs.clear()
