@@ -1,5 +1,6 @@
 """Commands of any state and of logging in: CAPABILITY, NOOP, LOGOUT, STARTTLS, LOGIN,
-AUTHENTICATE PLAIN (SASL-IR), ID, ENABLE, NAMESPACE, IDLE, CHECK, COMPRESS (RFC 4978)."""
+AUTHENTICATE PLAIN (SASL-IR) and EXTERNAL (a city client certificate), ID, ENABLE, NAMESPACE,
+IDLE, CHECK, COMPRESS (RFC 4978)."""
 from __future__ import annotations
 
 import asyncio
@@ -26,6 +27,19 @@ STARTTLS = Cap("STARTTLS", PRELOGIN, lambda s: "STARTTLS" if s.service.tls_avail
 #: before login: AUTH=PLAIN where a password may be sent, LOGINDISABLED (RFC 3501 6.2.3) elsewhere
 AUTH_PLAIN = Cap("AUTH=PLAIN", PRELOGIN, lambda s: "AUTH=PLAIN" if s.login_allowed else None)
 LOGINDISABLED = Cap("LOGINDISABLED", PRELOGIN, lambda s: None if s.login_allowed else "LOGINDISABLED")
+
+
+def client_certificate(s: ImapSession) -> bytes | None:
+    """The DER of the certificate the client presented in the TLS handshake, which TLS verified
+    up to the city root (only IMAPS asks for one: ServerContext.tls_context); else None."""
+    if not s.tls_active:
+        return None
+    ssl_object = s.writer.get_extra_info("ssl_object")
+    return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+
+
+#: RFC 4422 appendix A, listed only on a TLS connection with a verified client certificate
+AUTH_EXTERNAL = Cap("AUTH=EXTERNAL", PRELOGIN, lambda s: "AUTH=EXTERNAL" if client_certificate(s) else None)
 
 
 @command("CAPABILITY", ANY, P.no_args, expunge=True)
@@ -97,6 +111,10 @@ async def _login(s: ImapSession, login: str, password: str) -> Reply:
         return R.NO_THROTTLED
     except AuthenticationFailed:
         return R.NO_AUTH_FAILED
+    return await _logged_in(s, principal)
+
+
+async def _logged_in(s: ImapSession, principal) -> Reply:
     if principal.account_id is None:
         return R.NO_NO_MAILBOX
     if not s.service.admit(s, principal.account_id):
@@ -117,16 +135,45 @@ async def do_login(s: ImapSession, cmd: Login) -> Reply:
     return await _login(s, cmd.user, cmd.password)
 
 
-@command("AUTHENTICATE", PRELOGIN, P.authenticate, cap=(Cap("SASL-IR", ANY), AUTH_PLAIN), expunge=True)
+async def _sasl_response(s: ImapSession, cmd: Authenticate) -> str:
+    """The client's one SASL response: the initial response (SASL-IR), else the line after an
+    empty challenge."""
+    if cmd.initial is not None:
+        return cmd.initial
+    await s.continuation(R.CONT_AUTH)
+    return (await s.read_client_line(s.read_timeout())).decode("ascii", "replace")
+
+
+async def _external(s: ImapSession, cmd: Authenticate) -> Reply:
+    """RFC 4422 appendix A: the identity is the TLS client certificate's; the client's message
+    is an authorization identity, empty or the certificate's own mailbox."""
+    der = client_certificate(s)
+    if der is None:
+        return R.NO_MECHANISM
+    text = await _sasl_response(s, cmd)
+    if text == "*":
+        return R.BAD_AUTH_CANCELLED
+    try:
+        authzid = decode_sasl(text).decode("utf-8")
+    except (ParseError, ValueError):
+        return R.BAD_SYNTAX
+    try:
+        principal = await s.ctx.certificate_login(s.peer_ip, der, authzid, s.service.name)
+    except AuthenticationFailed:
+        return R.NO_AUTH_FAILED
+    return await _logged_in(s, principal)
+
+
+@command("AUTHENTICATE", PRELOGIN, P.authenticate, cap=(Cap("SASL-IR", ANY), AUTH_PLAIN, AUTH_EXTERNAL),
+         expunge=True)
 async def do_authenticate(s: ImapSession, cmd: Authenticate) -> Reply:
+    if cmd.mechanism == "EXTERNAL":
+        return await _external(s, cmd)
     if cmd.mechanism != "PLAIN":
         return R.NO_MECHANISM
     if not s.login_allowed:
         return R.NO_LOGIN_DISABLED
-    text = cmd.initial
-    if text is None:
-        await s.continuation(R.CONT_AUTH)
-        text = (await s.read_client_line(s.read_timeout())).decode("ascii", "replace")
+    text = await _sasl_response(s, cmd)
     if text == "*":
         return R.BAD_AUTH_CANCELLED
     try:

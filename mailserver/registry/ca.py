@@ -11,10 +11,13 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from ..errors import Conflict, NotFound, UserError
+from ..errors import AuthenticationFailed, Conflict, NotFound, UserError
+from ..identity.addresses import normalise_login
+from ..identity.sasl import AuthorizationRefused
 from ..identity.ca import REASONS, CityCA, Issued, fingerprint
 from ..store.models import Account, Agency, AgencySender, IssuedCertificate, as_utc
 from . import audit
+from .auth import Principal
 from .context import Registry
 
 
@@ -122,16 +125,21 @@ def revoked(reg: Registry) -> list[tuple[str, dt.datetime, str | None]]:
         return [(serial, as_utc(at), reason) for serial, at, reason in s.execute(q)]
 
 
-def certificate_login(reg: Registry, der: bytes) -> str | None:
-    """The mailbox address a client certificate logs in as (AUTHENTICATE EXTERNAL): the city CA
-    issued exactly this certificate to a citizen, it is within its validity and not revoked, and
-    the account is not disabled. None otherwise. (TLS has checked the chain and the client's
-    possession of the key.)"""
+def certificate_principal(reg: Registry, der: bytes, authzid: str = "") -> Principal:
+    """Who a client certificate logs in as (AUTHENTICATE EXTERNAL, RFC 4422 appendix A): the
+    mailbox the city CA issued exactly this certificate to, if it is within its validity, not
+    revoked, and the account is active; ``authzid``, if given, must name that mailbox (acting for
+    another is not offered). AuthenticationFailed otherwise. TLS has checked the chain up to the
+    city root and the client's possession of the key."""
     now = dt.datetime.now(dt.timezone.utc)
     with reg.store.reader() as s:
         row = s.scalar(select(IssuedCertificate).where(IssuedCertificate.fingerprint == fingerprint(der)))
-        if row is None or row.kind != "citizen" or row.revoked_at is not None:
-            return None
-        if not as_utc(row.not_before) <= now < as_utc(row.not_after):
-            return None
-        return row.address
+        if row is None or row.kind != "citizen" or row.revoked_at is not None \
+                or not as_utc(row.not_before) <= now < as_utc(row.not_after):
+            raise AuthenticationFailed("certificate not valid for login")
+        if authzid and normalise_login(authzid) != row.address:
+            raise AuthorizationRefused("authorization identity differs from the certificate's mailbox")
+        account = s.scalar(select(Account).where(Account.address == row.address))
+        if account is None or account.state != "active" or account.agency_id is not None:
+            raise AuthenticationFailed("no active mailbox for the certificate")
+        return Principal("citizen", account.address, account.id, account.address)

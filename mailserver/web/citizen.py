@@ -9,6 +9,7 @@ from aiohttp import web
 from ..services.http import (AUTOCONFIG_PATHS, MOBILECONFIG_TYPE, UNSUBSCRIBE_MAX_BODY, UNSUBSCRIBE_ROUTE,
                              autoconfig_xml, mobileconfig, page, profile_address)
 from ..services.topics import one_click_topic, one_click_unsubscribe
+from .ca import add_ca_routes
 from .middleware import guard, html
 
 
@@ -68,4 +69,5 @@ def citizen_app(ctx) -> web.Application:
         app.router.add_get(path, routes.autoconfig)
     app.router.add_get("/mobileconfig", routes.mobileconfig)
     app.router.add_route("*", UNSUBSCRIBE_ROUTE, routes.unsubscribe)
+    add_ca_routes(app, ctx)
     return app

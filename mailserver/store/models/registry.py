@@ -164,6 +164,6 @@ class IssuedCertificate(Base):
     not_after: Mapped[dt.datetime]
     der: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    revoked_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(index=True)
     #: an RFC 5280 CRLReason name (keyCompromise, superseded, ...)
     revocation_reason: Mapped[str | None] = mapped_column(String(32))

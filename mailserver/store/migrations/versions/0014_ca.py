@@ -36,8 +36,10 @@ def upgrade() -> None:
     sa.UniqueConstraint('serial', name=op.f('uq_issued_certificate_serial'))
     )
     op.create_index(op.f('ix_issued_certificate_subject'), 'issued_certificate', ['subject'], unique=False)
+    op.create_index(op.f('ix_issued_certificate_revoked_at'), 'issued_certificate', ['revoked_at'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index(op.f('ix_issued_certificate_revoked_at'), table_name='issued_certificate')
     op.drop_index(op.f('ix_issued_certificate_subject'), table_name='issued_certificate')
     op.drop_table('issued_certificate')
