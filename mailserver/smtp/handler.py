@@ -45,6 +45,14 @@ def new_qid() -> str:
     return f"{_QID_PREFIX}{next(_qid_counter):06X}"
 
 
+def client_certificate(server: CivicSMTP) -> bytes | None:
+    """The DER of the client's TLS certificate, verified up to the city root (only SMTPS asks
+    for one: ServerContext.tls_context); else None."""
+    transport = server.transport
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+
+
 def principal_of(session: CivicSession) -> Principal | None:
     data = session.auth_data if session.authenticated else None
     return data if isinstance(data, Principal) else None
@@ -83,6 +91,9 @@ class Handler:
                           responses: list[str]) -> list[str]:
         session.host_name = hostname
         out = [r for r in responses[:-1] if self.listener.is_submission or not r.startswith("250-AUTH")]
+        if client_certificate(server) is None:  # EXTERNAL only where a city certificate was presented
+            out = [" ".join(w for w in r.split(" ") if w != "EXTERNAL") if r.startswith("250-AUTH") else r
+                   for r in out]
         return out + ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250 HELP"]
 
     async def handle_AUTH(self, server: CivicSMTP, session: CivicSession, envelope, args: list[str]):
@@ -111,6 +122,32 @@ class Handler:
             await server.push(replies.AUTH_BAD_PLAIN)
             return AuthResult(success=False, handled=True)
         return await self._authenticate(server, login, password)
+
+    async def auth_EXTERNAL(self, server: CivicSMTP, args: list[str]) -> AuthResult:
+        """RFC 4422 appendix A over RFC 4954: the identity is the TLS client certificate's (a
+        city certificate, SMTPS only); the client's message is an authorization identity, empty
+        ("=") or the certificate's own mailbox."""
+        der = client_certificate(server)
+        if der is None:
+            return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
+        if len(args) == 1:
+            blob = await server.challenge_auth("")
+            if blob is MISSING:
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                blob = b"" if args[1] == "=" else b64decode(args[1].encode(), validate=True)
+            except ValueError:
+                await server.push(replies.AUTH_BAD_BASE64)
+                return AuthResult(success=False, handled=True)
+        try:
+            authzid = blob.decode("utf-8")
+            principal = await self.ctx.certificate_login(server.session.client_ip, der, authzid, self.listener.kind)
+        except (UnicodeDecodeError, AuthenticationFailed):
+            return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
+        except StoreUnavailable:
+            return AuthResult(success=False, handled=False, message=replies.AUTH_UNAVAILABLE)
+        return AuthResult(success=True, auth_data=principal, message=replies.AUTH_OK)
 
     async def auth_LOGIN(self, server: CivicSMTP, args: list[str]) -> AuthResult:
         if len(args) == 1:
