@@ -125,17 +125,33 @@ def revoked(reg: Registry) -> list[tuple[str, dt.datetime, str | None]]:
         return [(serial, as_utc(at), reason) for serial, at, reason in s.execute(q)]
 
 
+def _valid_citizen_row(s, der: bytes) -> IssuedCertificate | None:
+    """The register's row of exactly this certificate, if the city issued it to a citizen and it
+    is within its validity and not revoked."""
+    now = dt.datetime.now(dt.timezone.utc)
+    row = s.scalar(select(IssuedCertificate).where(IssuedCertificate.fingerprint == fingerprint(der)))
+    if row is None or row.kind != "citizen" or row.revoked_at is not None \
+            or not as_utc(row.not_before) <= now < as_utc(row.not_after):
+        return None
+    return row
+
+
+def citizen_signer(session, der: bytes) -> tuple[str, str] | None:
+    """(mailbox address, serial) of a citizen's certificate that signed a message, if the city
+    issued it and it is valid and not revoked now; None otherwise (signed applications)."""
+    row = _valid_citizen_row(session, der)
+    return None if row is None else (row.address, row.serial)
+
+
 def certificate_principal(reg: Registry, der: bytes, authzid: str = "") -> Principal:
     """Who a client certificate logs in as (AUTHENTICATE EXTERNAL, RFC 4422 appendix A): the
     mailbox the city CA issued exactly this certificate to, if it is within its validity, not
     revoked, and the account is active; ``authzid``, if given, must name that mailbox (acting for
     another is not offered). AuthenticationFailed otherwise. TLS has checked the chain up to the
     city root and the client's possession of the key."""
-    now = dt.datetime.now(dt.timezone.utc)
     with reg.store.reader() as s:
-        row = s.scalar(select(IssuedCertificate).where(IssuedCertificate.fingerprint == fingerprint(der)))
-        if row is None or row.kind != "citizen" or row.revoked_at is not None \
-                or not as_utc(row.not_before) <= now < as_utc(row.not_after):
+        row = _valid_citizen_row(s, der)
+        if row is None:
             raise AuthenticationFailed("certificate not valid for login")
         if authzid and normalise_login(authzid) != row.address:
             raise AuthorizationRefused("authorization identity differs from the certificate's mailbox")

@@ -1,0 +1,140 @@
+"""Checking an S/MIME signature (RFC 8551 multipart/signed, detached CMS SignedData, RFC 5652)
+on mail a citizen sends: which certificate signed exactly these bytes.
+
+``cryptography`` makes such signatures (delivery/sign.py) but has no verifier: ``asn1crypto``
+reads the SignedData, ``cryptography`` checks the digest and the signature. Whether the signer
+is someone the city vouches for is not decided here: the caller looks the certificate up in the
+city CA's register (``registry.ca.signer_of``), which knows what it issued and what it revoked.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from email.parser import BytesHeaderParser
+from email import policy
+
+from asn1crypto import cms
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+#: the largest signature part read (a signature with a chain of a few certificates is ~4 KiB)
+MAX_SIGNATURE_BYTES = 65536
+_DIGESTS = {"sha256": (hashlib.sha256, hashes.SHA256), "sha384": (hashlib.sha384, hashes.SHA384),
+            "sha512": (hashlib.sha512, hashes.SHA512)}
+_PARSER = BytesHeaderParser(policy=policy.compat32)
+
+
+class BadSignature(ValueError):
+    """Not a signature we can check, or one that does not hold."""
+
+
+def split_signed(raw: bytes) -> tuple[bytes, bytes] | None:
+    """(signed entity bytes, signature DER) of a ``multipart/signed`` message with an
+    ``application/(x-)pkcs7-signature`` part; None if the message is not one. The entity is
+    the first part exactly as carried (RFC 1847 2.1: the signature covers those octets)."""
+    head_end = raw.find(b"\r\n\r\n")
+    if head_end < 0:
+        return None
+    headers = _PARSER.parsebytes(raw[:head_end + 4])
+    if headers.get_content_type() != "multipart/signed":
+        return None
+    if headers.get_param("protocol", "").lower() not in ("application/pkcs7-signature",
+                                                          "application/x-pkcs7-signature"):
+        return None
+    boundary = headers.get_boundary()
+    if not boundary:
+        return None
+    # Every delimiter line follows a CRLF, which belongs to the delimiter (RFC 2046 5.1.1); the
+    # first may open the body, so the body is read with a CRLF in front.
+    text = b"\r\n" + raw[head_end + 4:]
+    marker = b"\r\n--" + boundary.encode("ascii", "replace")
+    starts, at = [], text.find(marker)
+    while at >= 0 and len(starts) < 3:
+        starts.append(at)
+        at = text.find(marker, at + len(marker))
+    if len(starts) < 3:
+        return None
+
+    def part(i: int) -> bytes:
+        line_end = text.find(b"\r\n", starts[i] + len(marker))
+        return text[line_end + 2:starts[i + 1]]
+
+    entity, signature_part = part(0), part(1)
+    sig_end = signature_part.find(b"\r\n\r\n")
+    if sig_end < 0:
+        return None
+    sig_headers = _PARSER.parsebytes(signature_part[:sig_end + 4])
+    if sig_headers.get_content_type() not in ("application/pkcs7-signature", "application/x-pkcs7-signature"):
+        return None
+    encoded = signature_part[sig_end + 4:]
+    if len(encoded) > MAX_SIGNATURE_BYTES * 2:
+        return None
+    try:
+        der = base64.b64decode(b"".join(encoded.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return entity, der
+
+
+def _public_key_verify(cert: x509.Certificate, signature: bytes, data: bytes, hash_cls) -> None:
+    key = cert.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        key.verify(signature, data, padding.PKCS1v15(), hash_cls())
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        key.verify(signature, data, ec.ECDSA(hash_cls()))
+    else:
+        raise BadSignature("unsupported key type")
+
+
+def verify_detached(entity: bytes, signature_der: bytes) -> x509.Certificate:
+    """The certificate whose key signed ``entity`` (RFC 5652 5.4: the messageDigest attribute
+    equals the entity's digest, and the signature over the signed attributes holds); BadSignature
+    otherwise. The certificate must be carried in the SignedData, as mail clients send it."""
+    if len(signature_der) > MAX_SIGNATURE_BYTES:
+        raise BadSignature("signature too large")
+    try:
+        info = cms.ContentInfo.load(signature_der)
+        if info["content_type"].native != "signed_data":
+            raise BadSignature("not SignedData")
+        signed = info["content"]
+        signers = signed["signer_infos"]
+        if len(signers) != 1:
+            raise BadSignature("expected one signer")
+        signer = signers[0]
+        digest_name = signer["digest_algorithm"]["algorithm"].native
+        if digest_name not in _DIGESTS:
+            raise BadSignature(f"digest {digest_name} not accepted")
+        digest_fn, hash_cls = _DIGESTS[digest_name]
+        sid = signer["sid"]
+        certs = [c.chosen for c in signed["certificates"] or [] if c.name == "certificate"]
+        cert_asn1 = None
+        for c in certs:
+            if sid.name == "issuer_and_serial_number":
+                if c.issuer == sid.chosen["issuer"] and c.serial_number == sid.chosen["serial_number"].native:
+                    cert_asn1 = c
+            elif c.key_identifier == sid.chosen.native:
+                cert_asn1 = c
+        if cert_asn1 is None:
+            raise BadSignature("the signer's certificate is not in the signature")
+        attrs = signer["signed_attrs"]
+        if not attrs:
+            raise BadSignature("no signed attributes")
+        message_digest = None
+        for attr in attrs:
+            if attr["type"].native == "message_digest":
+                message_digest = attr["values"][0].native
+        if message_digest is None or not hmac.compare_digest(message_digest, digest_fn(entity).digest()):
+            raise BadSignature("the content does not match the signature")
+        cert = x509.load_der_x509_certificate(cert_asn1.dump())
+        # RFC 5652 5.4: the signature is over the DER of the attributes as a SET OF (tag 0x31)
+        signed_bytes = b"\x31" + attrs.dump()[1:]
+        _public_key_verify(cert, signer["signature"].native, signed_bytes, hash_cls)
+        return cert
+    except BadSignature:
+        raise
+    except (InvalidSignature, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise BadSignature(exc.__class__.__name__) from None
