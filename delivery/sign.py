@@ -12,17 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.serialization import pkcs7
+from mailserver.identity.smime import base64_lines, multipart_signed, sign_detached, signed_content_type
 
 from .structure import ComposedNotice
-
-CRLF = "\r\n"
-SIGNATURE_PART = ('Content-Type: application/pkcs7-signature; name="smime.p7s"\r\n'
-                  'Content-Transfer-Encoding: base64\r\n'
-                  'Content-Disposition: attachment; filename="smime.p7s"\r\n\r\n')
-#: the signature is over the canonical bytes as given (they are CRLF already): no re-encoding
-SIGN_OPTIONS = [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary]
 
 
 def authentication_results(hostname: str, agency_id: str, sender: str) -> bytes:
@@ -39,17 +31,6 @@ def signed_boundary(inner: str) -> str:
     """The multipart/signed boundary, from the inner one (``compose.boundary``): "=_" never occurs
     in base64, and the inner boundary is not a prefix of it nor it of the inner one."""
     return inner.replace("=_civicmail_", "=_civicmail_s_", 1)
-
-
-def signed_content_type(boundary: str) -> str:
-    return (f'Content-Type: multipart/signed; protocol="application/pkcs7-signature";{CRLF}'
-            f' micalg=sha-256; boundary="{boundary}"')
-
-
-def base64_lines(data: bytes) -> str:
-    from .compose import _base64_lines
-
-    return _base64_lines(data)
 
 
 @dataclass(frozen=True)
@@ -72,12 +53,6 @@ class SmimeSigner:
         self.cert = cert
         self.chain = tuple(chain)
 
-    def signature(self, content: bytes) -> bytes:
-        builder = pkcs7.PKCS7SignatureBuilder().set_data(content).add_signer(self.cert, self.key, hashes.SHA256())
-        for extra in self.chain:
-            builder = builder.add_certificate(extra)
-        return builder.sign(serialization.Encoding.DER, SIGN_OPTIONS)
-
     def sign_notice(self, notice: ComposedNotice) -> SignedNotice:
         """The notice's header (its Content-Type replaced) over a multipart/signed of the
         notice's own multipart/alternative entity and the signature (RFC 8551 3.5.3)."""
@@ -87,10 +62,8 @@ class SmimeSigner:
         # signed entity ends at the inner closing delimiter's "--".
         entity = raw[inner_start:-2]
         outer = signed_boundary(notice.boundary)
+        signature_b64 = base64_lines(sign_detached(self.key, self.cert, self.chain, entity))
         content_type = signed_content_type(outer)
-        head = raw[:inner_start] + content_type.encode("ascii") + b"\r\n\r\n"
-        signature_b64 = base64_lines(self.signature(entity))
-        body = (f"--{outer}\r\n".encode("ascii") + entity
-                + f"\r\n--{outer}\r\n{SIGNATURE_PART}{signature_b64}--{outer}--\r\n".encode("ascii"))
-        return SignedNotice(head + body, len(head), content_type, outer, signature_b64)
+        signed = multipart_signed(raw[:inner_start], entity, outer, signature_b64)
+        return SignedNotice(signed, inner_start + len(content_type) + 4, content_type, outer, signature_b64)
 

@@ -1,5 +1,7 @@
-"""Checking an S/MIME signature (RFC 8551 multipart/signed, detached CMS SignedData, RFC 5652)
-on mail a citizen sends: which certificate signed exactly these bytes.
+"""S/MIME signatures (RFC 8551 multipart/signed, detached CMS SignedData, RFC 5652): making one
+for a whole message an agency submits (``sign_message``; the pipeline's notices take the fast
+path in delivery/sign.py with ``sign_detached``), and checking one on mail a citizen sends:
+which certificate signed exactly these bytes.
 
 ``cryptography`` makes such signatures (delivery/sign.py) but has no verifier: ``asn1crypto``
 reads the SignedData, ``cryptography`` checks the digest and the signature. Whether the signer
@@ -12,20 +14,93 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from email.parser import BytesHeaderParser
 from email import policy
 
 from asn1crypto import cms
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.serialization import pkcs7
 
 #: the largest signature part read (a signature with a chain of a few certificates is ~4 KiB)
 MAX_SIGNATURE_BYTES = 65536
 _DIGESTS = {"sha256": (hashlib.sha256, hashes.SHA256), "sha384": (hashlib.sha384, hashes.SHA384),
             "sha512": (hashlib.sha512, hashes.SHA512)}
 _PARSER = BytesHeaderParser(policy=policy.compat32)
+
+
+#: the signature is over the canonical bytes as given (CRLF already): no re-encoding
+SIGN_OPTIONS = [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary]
+SIGNATURE_PART = ('Content-Type: application/pkcs7-signature; name="smime.p7s"\r\n'
+                  'Content-Transfer-Encoding: base64\r\n'
+                  'Content-Disposition: attachment; filename="smime.p7s"\r\n\r\n')
+#: RFC 2045 6.8: at most 76 base64 characters per line
+B64_LINE = 76
+
+
+def sign_detached(key, cert: x509.Certificate, chain, content: bytes) -> bytes:
+    """The DER SignedData of ``content`` (SHA-256), with the signer's certificate and ``chain``."""
+    builder = pkcs7.PKCS7SignatureBuilder().set_data(content).add_signer(cert, key, hashes.SHA256())
+    for extra in chain:
+        builder = builder.add_certificate(extra)
+    return builder.sign(serialization.Encoding.DER, SIGN_OPTIONS)
+
+
+def base64_lines(data: bytes) -> str:
+    """Base64 in lines of B64_LINE characters, each ending in CRLF: what ``base64.encodebytes``
+    gives with CRLF line ends, in one encoder call (encodebytes calls it once per 57-byte line)."""
+    if not data:
+        return ""
+    encoded = binascii.b2a_base64(data, newline=False).decode("ascii")
+    return "\r\n".join([encoded[i:i + B64_LINE] for i in range(0, len(encoded), B64_LINE)]) + "\r\n"
+
+
+def signed_content_type(boundary: str) -> str:
+    return (f'Content-Type: multipart/signed; protocol="application/pkcs7-signature";\r\n'
+            f' micalg=sha-256; boundary="{boundary}"')
+
+
+def multipart_signed(head: bytes, entity: bytes, boundary: str, signature_b64: str) -> bytes:
+    """``head`` (outer header fields, each ending in CRLF, no Content-Type) over a multipart/signed
+    of ``entity`` (a MIME entity, not ending in CRLF) and its signature (``base64_lines`` of the
+    DER)."""
+    return (head + signed_content_type(boundary).encode("ascii") + b"\r\n\r\n"
+            + f"--{boundary}\r\n".encode("ascii") + entity
+            + f"\r\n--{boundary}\r\n{SIGNATURE_PART}{signature_b64}--{boundary}--\r\n".encode("ascii"))
+
+
+def is_signed_or_encrypted(raw: bytes) -> bool:
+    head_end = raw.find(b"\r\n\r\n")
+    ctype = _PARSER.parsebytes(raw[:head_end + 4] if head_end >= 0 else raw).get_content_type()
+    return ctype in ("multipart/signed", "application/pkcs7-mime", "application/x-pkcs7-mime", "multipart/encrypted")
+
+
+def sign_message(key, cert: x509.Certificate, chain, raw: bytes) -> bytes:
+    """A whole message (CRLF line ends) S/MIME-signed: its Content-* fields and body become the
+    signed entity (text/plain where it had no Content-Type), the other fields stay outside, with
+    MIME-Version. A message already signed or encrypted is returned as it is."""
+    if is_signed_or_encrypted(raw):
+        return raw
+    head_end = raw.find(b"\r\n\r\n")
+    header, body = (raw[:head_end + 2], raw[head_end + 4:]) if head_end >= 0 else (raw, b"")
+    outer, inner = [], []
+    for field in re.split(rb"\r\n(?![ \t])", header.rstrip(b"\r\n")):
+        name = field.split(b":", 1)[0].strip().lower()
+        if name.startswith(b"content-"):
+            inner.append(field)
+        elif name != b"mime-version":
+            outer.append(field)
+    if not any(f.lower().startswith(b"content-type:") for f in inner):
+        inner.insert(0, b"Content-Type: text/plain; charset=us-ascii")
+    body = body if body.endswith(b"\r\n") else body + b"\r\n"
+    # the entity ends before the CRLF that belongs to the next delimiter (RFC 2046 5.1.1)
+    entity = b"\r\n".join(inner) + b"\r\n\r\n" + body[:-2]
+    boundary = "=_civicmail_s_" + hashlib.sha256(entity).hexdigest()[:24]
+    head = b"\r\n".join(outer) + b"\r\nMIME-Version: 1.0\r\n"
+    return multipart_signed(head, entity, boundary, base64_lines(sign_detached(key, cert, chain, entity)))
 
 
 class BadSignature(ValueError):

@@ -53,6 +53,16 @@ def client_certificate(server: CivicSMTP) -> bytes | None:
     return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
 
 
+def sign_submission(config, agency_id: str, raw: bytes) -> bytes:
+    """Blocking (off the loop: hashing is linear in the message, bounded by SIZE): an agency's
+    message S/MIME-signed with its city certificate, where it has one (ca.sign_submissions)."""
+    from ..identity.ca import AgencySigner
+    from ..identity.smime import sign_message
+
+    signer = AgencySigner.load(config.data_path(config.ca.dir), agency_id)
+    return raw if signer is None else sign_message(signer.key, signer.cert, signer.chain, raw)
+
+
 def principal_of(session: CivicSession) -> Principal | None:
     data = session.auth_data if session.authenticated else None
     return data if isinstance(data, Principal) else None
@@ -271,6 +281,8 @@ class Handler:
                 self._log("refused (%s)" % refusal[4:9], session, envelope, size=len(raw))
                 return refusal
             raw = headers.origin_fields(header, self.ctx.config.city.domain, envelope.qid) + raw
+            if principal.is_agency and self.ctx.config.ca.sign_submissions:
+                raw = await self.ctx.run(sign_submission, self.ctx.config, principal.agency_id, raw)
         protocol = ("ESMTP" if session.extended_smtp else "SMTP") + ("S" if server.tls_active else "") + \
                    ("A" if principal else "")
         trace = headers.trace_headers(
