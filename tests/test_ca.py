@@ -5,28 +5,20 @@ audited."""
 from __future__ import annotations
 
 import http.client
-import os
 import shutil
 import subprocess
-import sys
 from urllib.parse import urlsplit
 
 import pytest
 from cryptography import x509
 
-from mailserver.config import REPO_ROOT
 from mailserver.registry.agencies import add_agency
 from mailserver.registry.audit import entries
 from tests.abuse import city, city_factory  # noqa: F401
+from tests.cahelpers import civicmail
 
 OPENSSL = shutil.which("openssl")
 pytestmark = pytest.mark.skipif(OPENSSL is None, reason="openssl is not installed (apt-get install openssl)")
-CLI = [sys.executable, str(REPO_ROOT / "bin" / "civicmail")]
-
-
-def civicmail(config, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(CLI + ["-c", str(config.source), *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
 
 
 def get(port: int, path: str) -> tuple[int, dict, bytes]:

@@ -19,14 +19,11 @@ def init_cmd(app: App) -> None:
 
     The root's key signs nothing else: move ca.root_dir off the machine afterwards (the
     server never reads it). Refuses if a CA exists already."""
-    from ..identity.ca import CityCA, crl_url
-    from ..registry import audit
+    from ..registry.ca import init_ca
 
     config = app.config
-    store = app.migrated_store()
     root_dir, ca_dir = config.data_path(config.ca.root_dir), config.data_path(config.ca.dir)
-    ca = CityCA.create(ca_dir, root_dir, config.city.name, config.city.domain, crl_url(config))
-    audit.reveal(store, "ca.init", f"root {ca.root.serial_number:x}, issuing {ca.cert.serial_number:x}", None)
+    ca = init_ca(app.registry)
     click.echo(f"root certificate  {root_dir / 'root.pem'} (its key: {root_dir / 'root.key'}: move the folder "
                "off this machine)")
     click.echo(f"issuing CA        {ca_dir / 'issuing.pem'}")

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from ..errors import AuthenticationFailed, Conflict, NotFound, UserError
 from ..identity.addresses import normalise_login
 from ..identity.sasl import AuthorizationRefused
-from ..identity.ca import REASONS, CityCA, Issued, fingerprint
+from ..identity.ca import REASONS, CityCA, Issued, crl_url, fingerprint, serial_hex
 from ..store.models import Account, Agency, AgencySender, IssuedCertificate, as_utc
 from . import audit
 from .auth import Principal
@@ -40,6 +40,16 @@ def _view(row: IssuedCertificate) -> CertificateView:
 
 def city_ca(reg: Registry) -> CityCA:
     return CityCA.from_config(reg.config)
+
+
+def init_ca(reg: Registry, actor: str = "operator") -> CityCA:
+    """Make the city's root (in ca.root_dir) and issuing CA (in ca.dir); audited."""
+    config = reg.config
+    ca = CityCA.create(config.data_path(config.ca.dir), config.data_path(config.ca.root_dir), config.city.name,
+                       config.city.domain, crl_url(config))
+    with reg.store.session() as s:
+        audit.record(s, "ca.init", f"root {serial_hex(ca.root)}, issuing {serial_hex(ca.cert)}", actor=actor)
+    return ca
 
 
 def _record(s, issued: Issued, actor: str) -> None:

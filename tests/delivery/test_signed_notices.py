@@ -15,23 +15,18 @@ from delivery.compose import compose_notice
 from delivery.pipeline import RowContext, RunSpec
 from delivery.runner import agency_info
 from delivery.validate import column_mapping, validate_row
-from mailserver.identity.ca import CityCA
 from mailserver.mime import analyze
 from mailserver.registry.ca import issue_agency
 
 from dropcli import LICENCE, civicmail, run_drop
 from drophelpers import CATALOG
 from imap_helpers import imap_server
+from tests.cahelpers import make_ca
 
 OPENSSL = shutil.which("openssl")
 pytestmark = pytest.mark.skipif(OPENSSL is None, reason="openssl is not installed (apt-get install openssl)")
 DATE = "Fri, 27 Nov 2026 10:00:00 +0800"
 FIELDS = ("size", "header_size", "envelope", "body", "bodystructure", "search_text", "sort")
-
-
-def _make_ca(config) -> CityCA:
-    return CityCA.create(config.data_path(config.ca.dir), config.data_path(config.ca.root_dir), config.city.name,
-                         config.city.domain, "http://127.0.0.1:1/ca/crl.der")
 
 
 def openssl_verify(config, message, tmp_path) -> subprocess.CompletedProcess:
@@ -46,7 +41,7 @@ def openssl_verify(config, message, tmp_path) -> subprocess.CompletedProcess:
 def test_signed_structure_equals_analyze(sqlite_registry, sqlite_city, key_type):
     registry = sqlite_registry
     registry.config = registry.config.replace(ca=registry.config.ca.__class__(agency_key_type=key_type))
-    _make_ca(registry.config)
+    make_ca(registry.config)
     for notice_type in ("licence-renewal", "medical-statement", "vehicle-inspection"):
         definition = CATALOG[notice_type]
         issue_agency(registry, definition.agency)
@@ -70,7 +65,7 @@ def test_signed_structure_equals_analyze(sqlite_registry, sqlite_city, key_type)
 
 
 def test_no_certificate_means_no_signature(sqlite_registry, sqlite_city):
-    _make_ca(sqlite_registry.config)  # the CA exists, but the agency was given no certificate
+    make_ca(sqlite_registry.config)  # the CA exists, but the agency was given no certificate
     definition = CATALOG["licence-renewal"]
     spec = RunSpec(sqlite_registry.config, definition.id, agency_info(sqlite_registry, definition.agency, definition.id),
                    {})
@@ -89,7 +84,7 @@ def _fetch_all(config, address: str) -> list[bytes]:
 
 def test_delivered_notice_verifies_with_openssl_and_tampering_fails(sqlite_registry, sqlite_city, tmp_path):
     config = sqlite_registry.config
-    _make_ca(config)
+    make_ca(config)
     issued = civicmail(config, "ca", "issue", "agency", "traffic-police")
     assert issued.returncode == 0, issued.stderr
     done = run_drop(config, LICENCE)
@@ -115,7 +110,7 @@ def test_delivered_notice_verifies_with_openssl_and_tampering_fails(sqlite_regis
 
 def test_signing_off_by_config(sqlite_registry, sqlite_city, tmp_path):
     config = sqlite_registry.config
-    _make_ca(config)
+    make_ca(config)
     assert civicmail(config, "ca", "issue", "agency", "traffic-police").returncode == 0
     done = run_drop(config, LICENCE, "--set", "ca.sign_notices=false")
     assert done.returncode == 0, done.stderr

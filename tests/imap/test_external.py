@@ -7,33 +7,24 @@ from __future__ import annotations
 
 import datetime as dt
 import imaplib
-import os
 import shutil
 import ssl
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mailserver.config import REPO_ROOT
-from mailserver.identity.ca import CityCA, crl_url
+from mailserver.identity.ca import crl_url
+from tests.cahelpers import civicmail, open_p12
 
 from .conftest import start_server
 
 OPENSSL = shutil.which("openssl")
 pytestmark = pytest.mark.skipif(OPENSSL is None, reason="openssl is not installed (apt-get install openssl)")
-CLI = [sys.executable, str(REPO_ROOT / "bin" / "civicmail")]
-
-
-def civicmail(config, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(CLI + ["-c", str(config.source), *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +44,8 @@ def city(tmp_path_factory):
     p12 = tmp / "citizen.p12"
     done = civicmail(config, "ca", "issue", "citizen", address, "--out", str(p12))
     assert done.returncode == 0, done.stderr
-    password = done.stdout.splitlines()[-1]
     assert oct(p12.stat().st_mode & 0o777) == "0o600"
-    key, cert, extra = pkcs12.load_key_and_certificates(p12.read_bytes(), password.encode())
-    pem = tmp / "citizen.pem"
-    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption())
-                    + cert.public_bytes(serialization.Encoding.PEM)
-                    + b"".join(c.public_bytes(serialization.Encoding.PEM) for c in extra))
+    pem, cert = open_p12(p12.read_bytes(), done.stdout.splitlines()[-1], tmp / "citizen")
     try:
         yield running, config, address, cert, pem, tmp
     finally:
@@ -160,11 +145,7 @@ def test_a_revoked_certificate_no_longer_logs_in(city, tmp_path):
     p12 = tmp_path / "other.p12"
     done = civicmail(config, "ca", "issue", "citizen", other, "--out", str(p12))
     assert done.returncode == 0, done.stderr
-    key, other_cert, extra = pkcs12.load_key_and_certificates(p12.read_bytes(), done.stdout.splitlines()[-1].encode())
-    other_pem = tmp_path / "other.pem"
-    other_pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                            serialization.NoEncryption())
-                          + other_cert.public_bytes(serialization.Encoding.PEM))
+    other_pem, other_cert = open_p12(p12.read_bytes(), done.stdout.splitlines()[-1], tmp_path / "other")
     with _client(running.tls_port, other_pem) as imap:
         assert imap.authenticate("EXTERNAL", lambda challenge: b"")[0] == "OK"
     revoked = civicmail(config, "ca", "revoke", format(other_cert.serial_number, "x"), "--reason", "key_compromise")

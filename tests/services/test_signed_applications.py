@@ -11,12 +11,10 @@ import shutil
 import subprocess
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.serialization import pkcs12
-
-from mailserver.identity.ca import CityCA, crl_url
 from mailserver.registry.ca import issue_citizen, revoke
 from mailserver.services.applications import setup_desk
+
+from tests.cahelpers import make_ca, open_p12
 
 from .conftest import DOMAIN
 
@@ -28,13 +26,7 @@ HEADER = "X-Civicmail-Signature"
 
 def _signing_files(reg, address: str, folder):
     _issued, p12, password = issue_citizen(reg, address)
-    key, cert, extra = pkcs12.load_key_and_certificates(p12, password.encode())
-    folder.mkdir(exist_ok=True)
-    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                       serialization.NoEncryption()))
-    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / "chain.pem").write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in extra))
-    return folder, cert
+    return folder, open_p12(p12, password, folder)[1]
 
 
 def signed_application(files, sender: str, to: str, msgid: str, text: str) -> bytes:
@@ -67,9 +59,7 @@ def test_signed_application_is_marked_verified_for_the_agency(server, tmp_path):
     reg = server.registry
     desk = setup_desk(reg, "traffic-police")
     server.settle()
-    config = reg.config
-    CityCA.create(config.data_path(config.ca.dir), config.data_path(config.ca.root_dir), config.city.name,
-                  config.city.domain, crl_url(config))
+    make_ca(reg.config)
     alice, bob, carol = server.citizens
     alice_files, _ = _signing_files(reg, alice, tmp_path / "alice")
     carol_files, carol_cert = _signing_files(reg, carol, tmp_path / "carol")

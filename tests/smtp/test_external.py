@@ -9,14 +9,11 @@ import smtplib
 import ssl
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.serialization import pkcs12
-
 from mailserver.identity import idnumber
-from mailserver.identity.ca import CityCA, crl_url
 from mailserver.registry.ca import issue_citizen
 from mailserver.registry.citizens import add_citizen
 from tests.abuse import ALL_PORTS_ZERO, PASSWORD
+from tests.cahelpers import make_ca, open_p12
 from tests.serverkit import LoopServer, prepared_city
 
 
@@ -24,16 +21,11 @@ from tests.serverkit import LoopServer, prepared_city
 def city(tmp_path):
     def populate(reg):
         config = reg.config
-        CityCA.create(config.data_path(config.ca.dir), config.data_path(config.ca.root_dir), config.city.name,
-                      config.city.domain, crl_url(config))
+        make_ca(config)
         addresses = [add_citizen(reg, name, idnumber.make("330106", dt.date(1982, 3, n + 1), 500 + n),
                                  password=PASSWORD).address for n, name in enumerate(("孙丽", "周杰"))]
         _issued, p12, password = issue_citizen(reg, addresses[0])
-        key, cert, extra = pkcs12.load_key_and_certificates(p12, password.encode())
-        pem = tmp_path / "citizen.pem"
-        pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()) + cert.public_bytes(serialization.Encoding.PEM))
-        return addresses, pem
+        return addresses, open_p12(p12, password, tmp_path / "citizen")[0]
 
     config, (addresses, pem) = prepared_city(tmp_path / "data", ALL_PORTS_ZERO, populate)
     server = LoopServer(config).start()

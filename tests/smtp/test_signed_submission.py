@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from mailserver.identity.ca import CityCA, crl_url
 from mailserver.registry.ca import issue_agency
+from tests.cahelpers import make_ca
 
 from .conftest import message
 from .test_submission import submit
@@ -29,8 +29,7 @@ def _verify(config, raw: bytes, tmp_path) -> subprocess.CompletedProcess:
 def test_agency_submission_is_signed_on_submission(server_factory, tmp_path, setting):
     server = server_factory(f"ca.sign_submissions={'true' if setting else 'false'}")
     config, p = server.config, server.people
-    CityCA.create(config.data_path(config.ca.dir), config.data_path(config.ca.root_dir), config.city.name,
-                  config.city.domain, crl_url(config))
+    make_ca(config)
     issue_agency(server.registry, p.traffic)
     sent = message(p.traffic_sender, p.alice, "signed", body="您的驾驶证即将到期。",
                    extra="Content-Type: text/plain; charset=utf-8\r\nX-Civicmail-Notice-Type: licence-renewal\r\n")
