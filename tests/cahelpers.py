@@ -3,6 +3,7 @@ runs it, and a citizen's .p12 opened into the PEM files TLS clients and openssl 
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -40,3 +41,14 @@ def open_p12(p12: bytes, password: str, folder: Path) -> tuple[Path, x509.Certif
         (folder / name).write_bytes(data)
     (folder / "all.pem").write_bytes(parts["key.pem"] + parts["cert.pem"] + parts["chain.pem"])
     return folder / "all.pem", cert
+
+
+def client_tls(pem: Path | None = None) -> ssl.SSLContext:
+    """A client's TLS context, presenting the certificate in ``pem`` if given (the test server's
+    own certificate is self-signed: not checked)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if pem is not None:
+        ctx.load_cert_chain(pem)
+    return ctx

@@ -112,6 +112,31 @@ def _leaf_usage(key) -> x509.KeyUsage:
                          encipher_only=False, decipher_only=False)
 
 
+def _ca_name(city: str, common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, city),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _ca_certificate(subject: x509.Name, public_key, issuer: x509.Name, issuer_key, path_length: int, days: int,
+                    ekus: list | None = None) -> x509.Certificate:
+    """A CA certificate (RFC 5280 4.2.1.9: basicConstraints critical; keyCertSign, cRLSign)."""
+    now = _now()
+    builder = (x509.CertificateBuilder()
+               .subject_name(subject).issuer_name(issuer).public_key(public_key)
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+               .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+               .add_extension(_ca_usage(), critical=True)
+               .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False))
+    if issuer != subject:
+        builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+                                        critical=False)
+    if ekus:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(ekus), critical=False)
+    return builder.sign(issuer_key, hashes.SHA384())
+
+
 @dataclass(frozen=True)
 class Issued:
     """A certificate just issued, with what the store keeps of it."""
@@ -163,36 +188,14 @@ class CityCA:
         either is there already: a new root would orphan every certificate clients trust."""
         if (root_dir / ROOT_KEY).exists() or cls.exists(directory):
             raise UserError(f"a city CA exists already ({root_dir / ROOT_KEY} or {directory / ISSUING_CERT})")
-        now = _now()
         root_key = ec.generate_private_key(ec.SECP384R1())
-        root_name = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
-                               x509.NameAttribute(NameOID.ORGANIZATION_NAME, city),
-                               x509.NameAttribute(NameOID.COMMON_NAME, f"{city} Root CA ({domain})")])
-        root = (x509.CertificateBuilder()
-                .subject_name(root_name).issuer_name(root_name).public_key(root_key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=ROOT_DAYS))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
-                .add_extension(_ca_usage(), critical=True)
-                .add_extension(x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), critical=False)
-                .sign(root_key, hashes.SHA384()))
+        root_name = _ca_name(city, f"{city} Root CA ({domain})")
+        root = _ca_certificate(root_name, root_key.public_key(), root_name, root_key, 1, ROOT_DAYS)
         key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
-                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, city),
-                          x509.NameAttribute(NameOID.COMMON_NAME, f"{city} Issuing CA 1 ({domain})")])
-        issuing = (x509.CertificateBuilder()
-                   .subject_name(name).issuer_name(root_name).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number())
-                   .not_valid_before(now - dt.timedelta(minutes=5))
-                   .not_valid_after(now + dt.timedelta(days=ISSUING_DAYS))
-                   .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                   .add_extension(_ca_usage(), critical=True)
-                   .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION,
-                                                         ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-                   .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()),
-                                  critical=False)
-                   .sign(root_key, hashes.SHA384()))
+        # the issuing CA's EKUs bound what it issues (the de facto rule clients apply to chains)
+        issuing = _ca_certificate(_ca_name(city, f"{city} Issuing CA 1 ({domain})"), key.public_key(), root_name,
+                                  root_key, 0, ISSUING_DAYS,
+                                  [ExtendedKeyUsageOID.EMAIL_PROTECTION, ExtendedKeyUsageOID.CLIENT_AUTH])
         _write_private(root_dir / ROOT_KEY, _key_pem(root_key))
         (root_dir / ROOT_CERT).write_bytes(_pem(root))
         _write_private(directory / ISSUING_KEY, _key_pem(key))

@@ -111,17 +111,23 @@ class Handler:
             return replies.AUTH_NOT_HERE
         return MISSING
 
-    async def auth_PLAIN(self, server: CivicSMTP, args: list[str]) -> AuthResult:
+    async def _sasl_response(self, server: CivicSMTP, args: list[str]) -> bytes | None:
+        """The client's one SASL response: the initial response ("=": empty, RFC 4954), else the
+        answer to an empty challenge; None when the exchange has been answered (cancelled, or
+        bad base64)."""
         if len(args) == 1:
             blob = await server.challenge_auth("")
-            if blob is MISSING:
-                return AuthResult(success=False, handled=True)
-        else:
-            try:
-                blob = b64decode(args[1].encode(), validate=True)
-            except ValueError:
-                await server.push(replies.AUTH_BAD_BASE64)
-                return AuthResult(success=False, handled=True)
+            return None if blob is MISSING else blob
+        try:
+            return b"" if args[1] == "=" else b64decode(args[1].encode(), validate=True)
+        except ValueError:
+            await server.push(replies.AUTH_BAD_BASE64)
+            return None
+
+    async def auth_PLAIN(self, server: CivicSMTP, args: list[str]) -> AuthResult:
+        blob = await self._sasl_response(server, args)
+        if blob is None:
+            return AuthResult(success=False, handled=True)
         try:
             login, password = split_plain(blob)
         except AuthorizationRefused:
@@ -140,16 +146,9 @@ class Handler:
         der = client_certificate(server)
         if der is None:
             return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
-        if len(args) == 1:
-            blob = await server.challenge_auth("")
-            if blob is MISSING:
-                return AuthResult(success=False, handled=True)
-        else:
-            try:
-                blob = b"" if args[1] == "=" else b64decode(args[1].encode(), validate=True)
-            except ValueError:
-                await server.push(replies.AUTH_BAD_BASE64)
-                return AuthResult(success=False, handled=True)
+        blob = await self._sasl_response(server, args)
+        if blob is None:
+            return AuthResult(success=False, handled=True)
         try:
             authzid = blob.decode("utf-8")
             principal = await self.ctx.certificate_login(server.session.client_ip, der, authzid, self.listener.kind)

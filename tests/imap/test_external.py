@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mailserver.identity.ca import crl_url
-from tests.cahelpers import civicmail, open_p12
+from tests.cahelpers import civicmail, client_tls, open_p12
 
 from .conftest import start_server
 
@@ -53,12 +53,7 @@ def city(tmp_path_factory):
 
 
 def _client(port: int, pem: Path | None) -> imaplib.IMAP4_SSL:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # the server's own certificate is self-signed in tests
-    if pem is not None:
-        ctx.load_cert_chain(pem)
-    return imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=ctx, timeout=30)
+    return imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=client_tls(pem), timeout=30)
 
 
 def test_certificate_is_personal_and_never_holds_the_id_number(city):

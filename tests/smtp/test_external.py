@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import smtplib
-import ssl
 
 import pytest
 from mailserver.identity import idnumber
 from mailserver.registry.ca import issue_citizen
 from mailserver.registry.citizens import add_citizen
 from tests.abuse import ALL_PORTS_ZERO, PASSWORD
-from tests.cahelpers import make_ca, open_p12
+from tests.cahelpers import client_tls, make_ca, open_p12
 from tests.serverkit import LoopServer, prepared_city
 
 
@@ -36,12 +35,7 @@ def city(tmp_path):
 
 
 def _smtps(port: int, pem=None) -> smtplib.SMTP_SSL:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # the server's own certificate is self-signed in tests
-    if pem is not None:
-        ctx.load_cert_chain(pem)
-    return smtplib.SMTP_SSL("127.0.0.1", port, context=ctx, timeout=30)
+    return smtplib.SMTP_SSL("127.0.0.1", port, context=client_tls(pem), timeout=30)
 
 
 def test_auth_external_on_smtps_sends_as_the_certificates_mailbox(city):
