@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mailserver.identity.smime import base64_lines, multipart_signed, sign_detached, signed_content_type
+from mailserver.identity.smime import TemplateSigner, base64_lines, multipart_signed, signed_content_type
 
 from .structure import ComposedNotice
 
@@ -49,9 +49,7 @@ class SmimeSigner:
     """Signs with one agency's key and certificate (``identity.ca.AgencySigner``)."""
 
     def __init__(self, key, cert, chain) -> None:
-        self.key = key
-        self.cert = cert
-        self.chain = tuple(chain)
+        self.template = TemplateSigner(key, cert, tuple(chain))
 
     def sign_notice(self, notice: ComposedNotice) -> SignedNotice:
         """The notice's header (its Content-Type replaced) over a multipart/signed of the
@@ -62,7 +60,7 @@ class SmimeSigner:
         # signed entity ends at the inner closing delimiter's "--".
         entity = raw[inner_start:-2]
         outer = signed_boundary(notice.boundary)
-        signature_b64 = base64_lines(sign_detached(self.key, self.cert, self.chain, entity))
+        signature_b64 = base64_lines(self.template.sign(entity))
         content_type = signed_content_type(outer)
         signed = multipart_signed(raw[:inner_start], entity, outer, signature_b64)
         return SignedNotice(signed, inner_start + len(content_type) + 4, content_type, outer, signature_b64)

@@ -49,6 +49,71 @@ def sign_detached(key, cert: x509.Certificate, chain, content: bytes) -> bytes:
     return builder.sign(serialization.Encoding.DER, SIGN_OPTIONS)
 
 
+def _der(tag: int, content: bytes) -> bytes:
+    """One DER TLV (definite length)."""
+    n = len(content)
+    if n < 0x80:
+        return bytes((tag, n)) + content
+    length = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes((tag, 0x80 | len(length))) + length + content
+
+
+class TemplateSigner:
+    """``sign_detached`` for many messages from one signer, about three times faster: the
+    SignedData is made once by ``sign_detached`` (the oracle), and each message only puts its
+    digest and the signing time into the signed attributes (fixed-size values in a fixed layout),
+    signs them with the key and wraps the result in the template's unchanged pieces (RFC 5652:
+    version, digest algorithm, certificates, signer id). The tests hold its output to the
+    oracle's, field by field, and to openssl."""
+
+    def __init__(self, key, cert: x509.Certificate, chain) -> None:
+        self.key = key
+        template = cms.ContentInfo.load(sign_detached(key, cert, chain, b""))
+        signed = template["content"]
+        signer = signed["signer_infos"][0]
+        if signed["digest_algorithms"][0]["algorithm"].native != "sha256" or len(signed["signer_infos"]) != 1:
+            raise ValueError("unexpected template")  # pragma: no cover (cryptography's layout)
+        attrs = signer["signed_attrs"].dump()  # [0] IMPLICIT SET OF Attribute
+        values = {a["type"].native: a["values"][0] for a in signer["signed_attrs"]}
+        digest = values["message_digest"].contents  # 32 bytes of the empty content's SHA-256
+        stamp = values["signing_time"].chosen.contents  # "YYMMDDHHMMSSZ"
+        self._digest_at = attrs.index(digest)
+        self._time_at = attrs.index(stamp)
+        if len(digest) != 32 or len(stamp) != 13:
+            raise ValueError("unexpected template")  # pragma: no cover
+        self._attrs = attrs
+        self._signer_head = signer["version"].dump() + signer["sid"].dump() + signer["digest_algorithm"].dump()
+        self._signature_algorithm = signer["signature_algorithm"].dump()
+        self._signed_head = (signed["version"].dump() + signed["digest_algorithms"].dump()
+                             + signed["encap_content_info"].dump() + signed["certificates"].dump())
+        self._content_type = template["content_type"].dump()
+        self._ec = isinstance(key, ec.EllipticCurvePrivateKey)
+        self._second = -1
+        self._utc = b""
+
+    def _now(self) -> bytes:
+        import time
+
+        now = int(time.time())
+        if now != self._second:
+            self._second, self._utc = now, time.strftime("%y%m%d%H%M%SZ", time.gmtime(now)).encode("ascii")
+        return self._utc
+
+    def sign(self, content: bytes) -> bytes:
+        attrs = bytearray(self._attrs)
+        attrs[self._digest_at:self._digest_at + 32] = hashlib.sha256(content).digest()
+        attrs[self._time_at:self._time_at + 13] = self._now()
+        to_sign = b"\x31" + bytes(attrs[1:])  # RFC 5652 5.4: signed as a SET OF
+        if self._ec:
+            signature = self.key.sign(to_sign, ec.ECDSA(hashes.SHA256()))
+        else:
+            signature = self.key.sign(to_sign, padding.PKCS1v15(), hashes.SHA256())
+        signer_info = _der(0x30, self._signer_head + bytes(attrs) + self._signature_algorithm
+                           + _der(0x04, signature))
+        signed_data = _der(0x30, self._signed_head + _der(0x31, signer_info))
+        return _der(0x30, self._content_type + _der(0xA0, signed_data))
+
+
 def base64_lines(data: bytes) -> str:
     """Base64 in lines of B64_LINE characters, each ending in CRLF: what ``base64.encodebytes``
     gives with CRLF line ends, in one encoder call (encodebytes calls it once per 57-byte line)."""
