@@ -120,3 +120,39 @@ def test_citizen_p12_password_alone_on_the_last_line(city, tmp_path):  # noqa: F
     missing = civicmail(config, "ca", "issue", "citizen", "nobody@hz.example.cn", "--out", str(tmp_path / "n.p12"))
     assert missing.returncode == 1 and "no citizen" in missing.stderr
     assert not (tmp_path / "n.p12").exists()
+
+
+def test_register_on_both_engines(registry):
+    """Issue, log in with, revoke and list, on SQLite and PostgreSQL."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import serialization
+
+    from mailserver.errors import AuthenticationFailed
+    from mailserver.identity import idnumber
+    from mailserver.registry.ca import (certificate_principal, issue_agency, issue_citizen, list_certificates, revoke,
+                                        revoked)
+    from mailserver.registry.citizens import add_citizen, disable_account
+    from tests.cahelpers import make_ca
+
+    make_ca(registry.config)
+    number = idnumber.make("330106", dt.date(1990, 5, 6), 700)
+    address = add_citizen(registry, "钱进", number, password="pw-123456").address
+    add_agency(registry, "tax-bureau", "税务局", ["tax@hz.example.cn"])
+    agency = issue_agency(registry, "tax-bureau")
+    citizen, _p12, _password = issue_citizen(registry, address)
+    der = citizen.cert.public_bytes(serialization.Encoding.DER)
+    principal = certificate_principal(registry, der)
+    assert (principal.kind, principal.address) == ("citizen", address)
+    with pytest.raises(AuthenticationFailed):  # an agency's certificate logs no one in
+        certificate_principal(registry, agency.der)
+    revoke(registry, citizen.serial, "superseded")
+    with pytest.raises(AuthenticationFailed):
+        certificate_principal(registry, der)
+    assert [serial for serial, _at, _reason in revoked(registry)] == [citizen.serial]
+    assert {(c.kind, c.subject, c.revoked_at is not None) for c in list_certificates(registry)} == {
+        ("agency", "tax-bureau", False), ("citizen", address, True)}
+    fresh, _p12, _password = issue_citizen(registry, address)
+    disable_account(registry, address)
+    with pytest.raises(AuthenticationFailed):  # a disabled mailbox: no login, certificate or not
+        certificate_principal(registry, fresh.der)

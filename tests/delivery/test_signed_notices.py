@@ -67,8 +67,8 @@ def test_signed_structure_equals_analyze(sqlite_registry, sqlite_city, key_type)
 def test_no_certificate_means_no_signature(sqlite_registry, sqlite_city):
     make_ca(sqlite_registry.config)  # the CA exists, but the agency was given no certificate
     definition = CATALOG["licence-renewal"]
-    spec = RunSpec(sqlite_registry.config, definition.id, agency_info(sqlite_registry, definition.agency, definition.id),
-                   {})
+    agency = agency_info(sqlite_registry, definition.agency, definition.id)
+    spec = RunSpec(sqlite_registry.config, definition.id, agency, {})
     assert RowContext(spec, sqlite_registry.store).signer is None
 
 

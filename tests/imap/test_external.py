@@ -125,7 +125,8 @@ def test_openssl_s_client_completes_external_and_a_self_made_certificate_does_no
             .sign(key, hashes.SHA256()))
     fake_pem = tmp / "self-made.pem"
     fake_pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()) + fake.public_bytes(serialization.Encoding.PEM))
+                                           serialization.NoEncryption())
+                         + fake.public_bytes(serialization.Encoding.PEM))
     refused = _s_client(running.tls_port, fake_pem, "b AUTHENTICATE EXTERNAL =\nd LOGOUT\n")
     assert "b OK" not in refused.stdout
     assert "* OK" not in refused.stdout  # not even the greeting: the handshake failed
