@@ -19,6 +19,7 @@ from email.utils import formataddr
 from urllib.parse import quote
 
 from mailserver.identity.addresses import statements_address
+from mailserver.identity.smime import B64_LINE, base64_lines  # noqa: F401  (B64_LINE: the tests')
 
 from .catalog import NoticeDefinition
 from .render import AgencyInfo, Rendered
@@ -98,17 +99,9 @@ def _lines_crlf(text: str) -> str:
     return CRLF.join(text.splitlines()) + CRLF
 
 
-#: base64 characters per body line (RFC 2045 6.8: at most 76), as ``base64.encodebytes`` makes them
-B64_LINE = 76
-
-
-def _base64_lines(data: bytes) -> str:
-    """What ``base64.encodebytes`` gives with CRLF line ends, in one encoder call (encodebytes
-    calls the encoder once per 57-byte line)."""
-    if not data:
-        return ""
-    encoded = binascii.b2a_base64(data, newline=False).decode("ascii")
-    return CRLF.join([encoded[i:i + B64_LINE] for i in range(0, len(encoded), B64_LINE)]) + CRLF
+#: base64 bodies in lines of B64_LINE characters (RFC 2045 6.8), as ``base64.encodebytes`` makes them
+#: (the signature part of a signed notice is made by the same function)
+_base64_lines = base64_lines
 
 
 def _base64_body(text: str) -> str:

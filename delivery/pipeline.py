@@ -30,7 +30,7 @@ from .match import match
 from .render import AgencyInfo, RenderError, Renderer
 from .rowkeys import idempotency_key
 from .rowstate import DUPLICATE, FAILED, INVALID, RECEIVED, UNMATCHED, RowState
-from .sign import authentication_results, sign as sign_raw
+from .sign import SmimeSigner, authentication_results, sign as sign_raw
 from .structure import NoticeStructure
 
 PIPELINE = ("read", "validate", "match", "consent", "render", "compose", "sign", "deliver", "report")
@@ -103,6 +103,17 @@ class RowContext:
         return authentication_results(self.config.server.hostname, self.spec.agency.id, self.spec.agency.sender)
 
     @cached_property
+    def signer(self) -> SmimeSigner | None:
+        """The agency's S/MIME signer, where ca.sign_notices is on and the city CA gave the agency
+        a certificate (``civicmail ca issue agency``); None: notices go unsigned."""
+        if not self.config.ca.sign_notices:
+            return None
+        from mailserver.identity.ca import AgencySigner
+
+        found = AgencySigner.load(self.config.data_path(self.config.ca.dir), self.spec.agency.id)
+        return None if found is None else SmimeSigner(found.key, found.cert, found.chain)
+
+    @cached_property
     def structure(self) -> NoticeStructure:
         return NoticeStructure(self.skeleton.from_header[len("From: "):], self.trace_header,
                                self.skeleton.fixed_headers)
@@ -158,15 +169,18 @@ def stage_compose(ctx: RowContext, rows: list[RowState]) -> None:
 
 
 def stage_sign(ctx: RowContext, rows: list[RowState]) -> None:
-    """The server's trace header on top; the structure (what ``analyze`` would give) from the
-    composed pieces (``structure``)."""
+    """The agency's S/MIME signature where it has a certificate (``sign.SmimeSigner``), the
+    server's trace header on top; the structure (what ``analyze`` would give) from the composed
+    pieces (``structure``)."""
+    signer = ctx.signer
     for r in rows:
         notice, r.rendered = r.rendered, None
-        r.raw = sign_raw(notice.raw, ctx.trace_header)
         try:
-            r.analyzed = ctx.structure.analyzed(notice)
+            signed = signer.sign_notice(notice) if signer is not None else None
+            r.raw = sign_raw(notice.raw if signed is None else signed.raw, ctx.trace_header)
+            r.analyzed = ctx.structure.analyzed(notice, signed)
         except Exception as exc:  # a row is cheaper to lose than a drop
-            r.stop(FAILED, "sign", reasons.INTERNAL.format(stage="analyze", error=exc.__class__.__name__))
+            r.stop(FAILED, "sign", reasons.INTERNAL.format(stage="sign", error=exc.__class__.__name__))
             r.raw = None
 
 

@@ -25,6 +25,9 @@ NIL = "NIL"
 TEXT_PART = '("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "BASE64" '
 HTML_PART = '("TEXT" "HTML" ("CHARSET" "utf-8") NIL NIL "BASE64" '
 NO_EXTENSION = " NIL NIL NIL NIL)"
+SIGNATURE_BODY = '("APPLICATION" "PKCS7-SIGNATURE" ("NAME" "smime.p7s") NIL NIL "BASE64" '
+SIGNATURE_EXTENSION = ' NIL ("ATTACHMENT" ("FILENAME" "smime.p7s")) NIL NIL)'
+SIGNED_PARAMS = '"SIGNED" ("PROTOCOL" "application/pkcs7-signature" "MICALG" "sha-256" "BOUNDARY" '
 
 
 @dataclass(frozen=True)
@@ -72,12 +75,14 @@ class NoticeStructure:
         self.trace_size = len(trace_header)
         self.fixed_headers = fixed_headers
 
-    def analyzed(self, notice: ComposedNotice) -> Analyzed:
-        """Equal to ``analyze(trace_header + notice.raw)``."""
+    def analyzed(self, notice: ComposedNotice, signed=None) -> Analyzed:
+        """Equal to ``analyze(trace_header + notice.raw)``, or with ``signed`` (a
+        ``sign.SignedNotice`` of this notice) to ``analyze(trace_header + signed.raw)``."""
         text_size, text_lines = _part_size_lines(notice.text_b64)
         html_size, html_lines = _part_size_lines(notice.html_b64)
+        raw = notice.raw if signed is None else signed.raw
         if text_size * 10 < html_size or text_size > MAX_PART_BYTES or len(notice.text) > MAX_BODY_CHARS:
-            return analyze(self.trace.encode("ascii") + notice.raw)  # search would index both parts
+            return analyze(self.trace.encode("ascii") + raw)  # search would index both parts
         subject = _unfold(notice.subject_value)
         to = parse_addresses(_unfold(notice.to_value))
         envelope = (f"({string(notice.date)} {string(subject)} {self.from_list} {self.from_list} {self.from_list} "
@@ -87,8 +92,15 @@ class NoticeStructure:
         body = f"({text_part}){html_part}) \"ALTERNATIVE\")"
         bodystructure = (f"({text_part}{NO_EXTENSION}{html_part}{NO_EXTENSION} \"ALTERNATIVE\" "
                          f"(\"BOUNDARY\" {string(notice.boundary)}) NIL NIL NIL)")
+        content_type, header_size = notice.content_type, notice.header_size
+        if signed is not None:  # multipart/signed (sign.py) of that entity and the signature
+            signature = f"{SIGNATURE_BODY}{len(signed.signature_b64) - 2}"
+            body = f"({body}{signature}) \"SIGNED\")"
+            bodystructure = (f"({bodystructure}{signature}{SIGNATURE_EXTENSION} {SIGNED_PARAMS}"
+                             f"{string(signed.boundary)}) NIL NIL NIL)")
+            content_type, header_size = signed.content_type, signed.header_size
         other_fields = (f"{self.trace}Date: {notice.date}\r\nMessage-ID: {notice.message_id}\r\n"
-                        f"{self.fixed_headers}{notice.content_type}\r\n")
+                        f"{self.fixed_headers}{content_type}\r\n")
         search_text = SEPARATOR.join((
             normalize(decode_words(subject)), self.from_text, normalize(address_text(to)), "", "",
             normalize(decode_words(other_fields)), normalize(notice.text),
@@ -98,6 +110,6 @@ class NoticeStructure:
                   "subject": subject.encode("utf-8"), "date": notice.date.encode("utf-8"),
                   "message-id": notice.message_id.encode("utf-8")}
         sort = sort_fields(values, {"from": self.from_addresses, "to": to})
-        return Analyzed(size=self.trace_size + len(notice.raw), header_size=self.trace_size + notice.header_size,
+        return Analyzed(size=self.trace_size + len(raw), header_size=self.trace_size + header_size,
                         envelope=envelope, body=body, bodystructure=bodystructure, search_text=search_text,
                         sort=sort)

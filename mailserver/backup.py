@@ -61,7 +61,7 @@ KEY_CHECK_LABEL = b"civicmail backup key check"
 KEY_SAMPLE = 500
 #: configuration keys naming a file or folder a backup carries: (section, key, is a folder)
 PATH_KEYS = (("tls", "cert", False), ("tls", "key", False), ("dkim", "key", False),
-             ("delivery", "spool_dir", True), ("delivery", "templates_dir", True))
+             ("delivery", "spool_dir", True), ("delivery", "templates_dir", True), ("ca", "dir", True))
 #: never copied from the data directory: being written (replaced whole on completion) or locks
 SKIPPED_SUFFIXES = (".partial", ".tmp", ".lock", ".part")
 CHUNK = 1 << 20
@@ -170,8 +170,9 @@ def _run_pg_tool(argv: list[str], env: dict[str, str], what: str) -> None:
 
 def _skipped(config: Config) -> set[Path]:
     """Paths of the data directory a backup never copies as files (the database, the keys, the
-    configuration: each has its own place in a backup)."""
-    skipped = {config.data_path(config.keys.dir).resolve()}
+    configuration: each has its own place in a backup; the city CA's root key: it belongs off the
+    machine, and a backup is no place for it)."""
+    skipped = {config.data_path(config.keys.dir).resolve(), config.data_path(config.ca.root_dir).resolve()}
     db = datadir.sqlite_path(config)
     if db is not None:
         db = db.resolve()

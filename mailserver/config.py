@@ -323,6 +323,39 @@ class OIDCConfig:
 
 
 @dataclass(frozen=True)
+class CAConfig:
+    #: the city CA's issuing key and certificate, the agencies' signing keys and the root
+    #: certificate (public), relative to the data directory; `civicmail ca init` makes it
+    dir: str = "ca"
+    #: the root's private key and certificate, kept apart from everything a server reads (like
+    #: the ID-number keys: move it off the machine after `ca init`; only `ca init` uses it)
+    root_dir: str = "ca-root"
+    #: the CRL distribution point written in every certificate; empty: http.base_url (else
+    #: http://http.listen) + /ca/crl.der, the route the citizen-services HTTP listener serves
+    crl_url: str = ""
+    #: agencies' signing keys: "ec-p256" (measured ~12x faster to sign than RSA, docs/benchmarks.md)
+    #: or "rsa-2048" (what the oldest mail clients verify)
+    agency_key_type: str = "ec-p256"
+    #: citizens' personal keys: "rsa-2048" (every client can also encrypt to it) or "ec-p256"
+    citizen_key_type: str = "rsa-2048"
+    #: days a certificate issued to an agency / a citizen is valid
+    agency_days: int = 825
+    citizen_days: int = 825
+    #: the pipeline signs each notice (S/MIME, RFC 8551) with its agency's certificate, when the
+    #: CA exists and the agency has one; off: notices go unsigned
+    sign_notices: bool = True
+    #: an agency's mail submitted over SMTP is signed with its certificate the same way (when it
+    #: has one and the message is not already signed)
+    sign_submissions: bool = False
+    #: IMAPS and SMTPS ask for an optional client certificate from the city CA (AUTHENTICATE
+    #: EXTERNAL, RFC 4422 appendix A); off: no certificate is asked for
+    client_certificates: bool = True
+
+
+KEY_TYPES = ("ec-p256", "rsa-2048")
+
+
+@dataclass(frozen=True)
 class CheckConfig:
     #: `civicmail check`: a TLS certificate expiring within this many days is a warning
     cert_warn_days: int = 30
@@ -361,6 +394,7 @@ class Config:
     http: HTTPConfig = field(default_factory=HTTPConfig)
     oidc: OIDCConfig = field(default_factory=OIDCConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
+    ca: CAConfig = field(default_factory=CAConfig)
     #: the file this came from (None for defaults); relative paths resolve against its folder
     source: Path | None = None
 
@@ -571,6 +605,11 @@ def _validate(config: Config) -> None:
         if not config.http.metrics_listen:
             raise ConfigError("http.metrics_listen: must be host:port while http.metrics is on")
         parse_hostport(config.http.metrics_listen, "http.metrics_listen")
+    for key in ("agency_key_type", "citizen_key_type"):
+        if getattr(config.ca, key) not in KEY_TYPES:
+            raise ConfigError(f"ca.{key}: {getattr(config.ca, key)!r} is not one of {', '.join(KEY_TYPES)}")
+    if not 1 <= config.ca.agency_days <= 3650 or not 1 <= config.ca.citizen_days <= 3650:
+        raise ConfigError("ca.agency_days, ca.citizen_days: must be 1 to 3650")
     if config.server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"server.log_level: {config.server.log_level!r} is not debug, info, warning or error")
 

@@ -206,8 +206,26 @@ class ServerContext:
         self.outage.succeeded()
         return result
 
-    def tls_context(self):
-        """The server TLS context from tls.cert / tls.key; StartupError if they are missing."""
+    async def certificate_login(self, ip: str, der: bytes, authzid: str, port: str) -> Principal:
+        """AUTHENTICATE EXTERNAL with the client's TLS certificate (DER): the principal of the
+        mailbox the city CA issued it to, or AuthenticationFailed (registry/ca.py). No password
+        is guessed here, so the login throttle is not involved; refusals are logged alike."""
+        from .registry.ca import certificate_principal
+
+        try:
+            principal = await self.run_store(certificate_principal, self.registry, der, authzid)
+        except AuthenticationFailed:
+            auth_log.info("auth-failed (certificate) client=%s port=%s", ip, port)
+            self.metrics.login(port, "failed")
+            raise
+        self.metrics.login(port, "ok")
+        return principal
+
+    def tls_context(self, client_certificates: bool = False):
+        """The server TLS context from tls.cert / tls.key; StartupError if they are missing.
+        With ``client_certificates`` (the implicit-TLS listeners), and where ca.client_certificates
+        is on and the city CA exists, a client may present a certificate (optional): it must chain
+        to the city root, else the handshake fails."""
         import ssl
 
         cert, key = self.config.data_path(self.config.tls.cert), self.config.data_path(self.config.tls.key)
@@ -220,6 +238,17 @@ class ServerContext:
             ctx.load_cert_chain(cert, key)
         except (ssl.SSLError, OSError) as exc:
             raise StartupError(f"cannot load TLS certificate {cert}: {exc}") from None
+        if client_certificates and self.config.ca.client_certificates:
+            from .identity.ca import ISSUING_CERT, ROOT_CERT
+
+            ca_dir = self.config.data_path(self.config.ca.dir)
+            if (ca_dir / ROOT_CERT).exists():
+                try:
+                    ctx.load_verify_locations(cadata=(ca_dir / ROOT_CERT).read_text() +
+                                              (ca_dir / ISSUING_CERT).read_text())
+                except (ssl.SSLError, OSError) as exc:
+                    raise StartupError(f"cannot load the city CA from {ca_dir}: {exc}") from None
+                ctx.verify_mode = ssl.CERT_OPTIONAL
         return ctx
 
 

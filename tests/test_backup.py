@@ -248,7 +248,10 @@ def _backup(config, tmp_path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_backup_refuses_to_put_the_keys_in_the_backup_and_keeps_them_out(small_city, tmp_path):
+    from tests.cahelpers import make_ca
+
     config = small_city
+    make_ca(config)  # the city CA: its issuing key is carried, its root key never
     result = _backup(config, tmp_path)
     assert result.returncode == 1 and "--keys-to KEYDIR is required" in result.stderr, result.stderr
     for keys_to, refusal in ((tmp_path / "backup" / "keys", "must be apart"),
@@ -274,6 +277,8 @@ def test_backup_refuses_to_put_the_keys_in_the_backup_and_keeps_them_out(small_c
     assert {"database.sqlite3", "civicmail.toml", "files/tls/cert.pem", "files/tls/key.pem", "files/dkim/civic1.key",
             "files/spool/traffic-police/licence-renewal/waiting.csv", "files/drops/1/report.csv"} <= set(manifest["files"])
     assert not any(name.startswith("files/keys") or "sqlite3-" in name for name in manifest["files"])
+    assert "files/ca/issuing.key" in manifest["files"]
+    assert not any(name.startswith("files/ca-root") for name in manifest["files"])
 
     with pytest.raises(UserError, match="is not empty"):
         backup_mod.backup(config, backup, tmp_path / "keys2")

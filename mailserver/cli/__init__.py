@@ -42,6 +42,7 @@ COMMANDS = {
         ("restore", "Restore the backup SRC into DATA_DIR (new or empty), with its civicmail.toml."),
         ("check", "Check the data directory's permissions, the ID-number keys, the TLS certificate, the DKIM "
                   "key and the MX, SPF and DKIM records in DNS, disk space, the schema and the outbound queue."),
+        ("ca", "The city CA: make it, issue and revoke agencies' and citizens' certificates, print the root."),
         ("audit", "The audit trail: who looked at personal data or changed the registry, when and why."),
         ("oidc", "The OpenID Connect provider: register city websites, rotate the signing keys."),
     )

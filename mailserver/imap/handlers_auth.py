@@ -1,5 +1,6 @@
 """Commands of any state and of logging in: CAPABILITY, NOOP, LOGOUT, STARTTLS, LOGIN,
-AUTHENTICATE PLAIN (SASL-IR), ID, ENABLE, NAMESPACE, IDLE, CHECK, COMPRESS (RFC 4978)."""
+AUTHENTICATE PLAIN (SASL-IR) and EXTERNAL (a city client certificate), ID, ENABLE, NAMESPACE,
+IDLE, CHECK, COMPRESS (RFC 4978)."""
 from __future__ import annotations
 
 import asyncio
@@ -30,6 +31,19 @@ LOGINDISABLED = Cap("LOGINDISABLED", PRELOGIN, lambda s: None if s.login_allowed
 #: the OpenID Connect provider's access tokens (RFC 7628, and Google's XOAUTH2), where PLAIN is
 AUTH_BEARER = tuple(Cap(f"AUTH={m}", PRELOGIN, lambda s, m=m: f"AUTH={m}" if s.login_allowed and
                         s.ctx.config.oidc.enabled else None) for m in BEARER_MECHANISMS)
+
+
+def client_certificate(s: ImapSession) -> bytes | None:
+    """The DER of the certificate the client presented in the TLS handshake, which TLS verified
+    up to the city root (only IMAPS asks for one: ServerContext.tls_context); else None."""
+    if not s.tls_active:
+        return None
+    ssl_object = s.writer.get_extra_info("ssl_object")
+    return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+
+
+#: RFC 4422 appendix A, listed only on a TLS connection with a verified client certificate
+AUTH_EXTERNAL = Cap("AUTH=EXTERNAL", PRELOGIN, lambda s: "AUTH=EXTERNAL" if client_certificate(s) else None)
 
 
 @command("CAPABILITY", ANY, P.no_args, expunge=True)
@@ -105,6 +119,10 @@ async def _login(s: ImapSession, login: str, password: str, token: bool = False)
         return R.NO_THROTTLED
     except AuthenticationFailed:
         return R.NO_AUTH_FAILED
+    return await _logged_in(s, principal)
+
+
+async def _logged_in(s: ImapSession, principal) -> Reply:
     if principal.account_id is None:
         return R.NO_NO_MAILBOX
     if not s.service.admit(s, principal.account_id):
@@ -125,9 +143,31 @@ async def do_login(s: ImapSession, cmd: Login) -> Reply:
     return await _login(s, cmd.user, cmd.password)
 
 
-@command("AUTHENTICATE", PRELOGIN, P.authenticate, cap=(Cap("SASL-IR", ANY), AUTH_PLAIN) + AUTH_BEARER,
-         expunge=True)
+async def _external(s: ImapSession, cmd: Authenticate) -> Reply:
+    """RFC 4422 appendix A: the identity is the TLS client certificate's; the client's message
+    is an authorization identity, empty or the certificate's own mailbox."""
+    der = client_certificate(s)
+    if der is None:
+        return R.NO_MECHANISM
+    text = await _client_response(s, cmd)
+    if isinstance(text, Reply):
+        return text
+    try:
+        authzid = decode_sasl(text).decode("utf-8")
+    except (ParseError, ValueError):
+        return R.BAD_SYNTAX
+    try:
+        principal = await s.ctx.certificate_login(s.peer_ip, der, authzid, s.service.name)
+    except AuthenticationFailed:
+        return R.NO_AUTH_FAILED
+    return await _logged_in(s, principal)
+
+
+@command("AUTHENTICATE", PRELOGIN, P.authenticate,
+         cap=(Cap("SASL-IR", ANY), AUTH_PLAIN, AUTH_EXTERNAL) + AUTH_BEARER, expunge=True)
 async def do_authenticate(s: ImapSession, cmd: Authenticate) -> Reply:
+    if cmd.mechanism == "EXTERNAL":
+        return await _external(s, cmd)
     if cmd.mechanism in BEARER_MECHANISMS and s.ctx.config.oidc.enabled:
         return await _authenticate_bearer(s, cmd)
     if cmd.mechanism != "PLAIN":

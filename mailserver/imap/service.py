@@ -60,7 +60,8 @@ class ImapService:
 
     def tls_context(self):
         if self._tls is None:
-            self._tls = self.ctx.tls_context()
+            # implicit TLS (IMAPS) asks for an optional city certificate (AUTHENTICATE EXTERNAL)
+            self._tls = self.ctx.tls_context(client_certificates=self.implicit_tls)
         return self._tls
 
     def should_record_login(self, account_id: int) -> bool:

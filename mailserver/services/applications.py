@@ -32,7 +32,7 @@ NUMBER = re.compile(r"\b(\d{4}-\d{6,})\b")
 STATUS_LINE = re.compile(r"^\s*(?:status|状态|办理状态|进度)\s*[:：]\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
 # Headers only the server may write on mail reaching the agency: a citizen's own are dropped.
 SERVER_HEADERS = {replies.APPLICATION_HEADER.lower(), replies.APPLICANT_HEADER.lower(),
-                  replies.STATUS_HEADER.lower(), "reply-to"}
+                  replies.STATUS_HEADER.lower(), replies.SIGNATURE_HEADER.lower(), "reply-to"}
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,9 @@ def handle_application_mail(reg, session: Session, inbound: Inbound) -> Handled:
     prepend = [(replies.APPLICATION_HEADER, app.number),
                (replies.APPLICANT_HEADER, encoded(f"{citizen.name} <{citizen_acc.address}>; id={masked}")),
                ("Reply-To", inbound.address)]
+    signature = signature_status(session, inbound.raw, citizen_acc.address)
+    if signature is not None:
+        prepend.append((replies.SIGNATURE_HEADER, signature))
     if not inbound.header_message_id:
         prepend.append(("Message-ID", root))
     copy = rewrite_header(inbound.raw, SERVER_HEADERS, prepend)
@@ -135,6 +138,29 @@ def handle_application_mail(reg, session: Session, inbound: Inbound) -> Handled:
         app.thread_refs = f"{app.thread_refs} {inbound.header_message_id}"
     app.updated_at = dt.datetime.now(dt.timezone.utc)
     return Handled("application" if follow_up is None else "application-follow-up", mail)
+
+
+def signature_status(session: Session, raw: bytes, applicant: str) -> str | None:
+    """What the agency is told of an application's S/MIME signature: "verified; signer=...;
+    serial=..." where the applicant's own city certificate (issued, valid, not revoked) signed
+    exactly this content; "not verified (reason)" for any other signature; None if unsigned."""
+    from ..identity.smime import BadSignature, split_signed, verify_detached
+    from ..registry.ca import citizen_signer
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    parts = split_signed(raw)
+    if parts is None:
+        return None
+    try:
+        cert = verify_detached(*parts)
+    except BadSignature:
+        return "not verified (the signature does not match the content)"
+    signer = citizen_signer(session, cert.public_bytes(Encoding.DER))
+    if signer is None:
+        return "not verified (not a valid certificate of the city CA)"
+    if signer[0] != applicant:
+        return "not verified (signed with another mailbox's certificate)"
+    return f"verified; signer={signer[0]}; serial={signer[1]}"
 
 
 def _status_of(inbound: Inbound) -> str:

@@ -101,4 +101,7 @@ STATUS_LABELS = {
 NOT_A_CITIZEN_TEXT = "只有已登录的实名邮箱可以提交申请。\nOnly a signed-in real-name mailbox may apply.\n"
 APPLICATION_HEADER = "X-Civicmail-Application"
 APPLICANT_HEADER = "X-Civicmail-Applicant"
+#: set by the server on an application signed with the applicant's city certificate (RFC 8551):
+#: "verified; signer=ADDRESS; serial=HEX", or "not verified (reason)" for a signature that fails
+SIGNATURE_HEADER = "X-Civicmail-Signature"
 STATUS_HEADER = "X-Civicmail-Status"

@@ -45,6 +45,24 @@ def new_qid() -> str:
     return f"{_QID_PREFIX}{next(_qid_counter):06X}"
 
 
+def client_certificate(server: CivicSMTP) -> bytes | None:
+    """The DER of the client's TLS certificate, verified up to the city root (only SMTPS asks
+    for one: ServerContext.tls_context); else None."""
+    transport = server.transport
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+
+
+def sign_submission(config, agency_id: str, raw: bytes) -> bytes:
+    """Blocking (off the loop: hashing is linear in the message, bounded by SIZE): an agency's
+    message S/MIME-signed with its city certificate, where it has one (ca.sign_submissions)."""
+    from ..identity.ca import AgencySigner
+    from ..identity.smime import sign_message
+
+    signer = AgencySigner.load(config.data_path(config.ca.dir), agency_id)
+    return raw if signer is None else sign_message(signer.key, signer.cert, signer.chain, raw)
+
+
 def principal_of(session: CivicSession) -> Principal | None:
     data = session.auth_data if session.authenticated else None
     return data if isinstance(data, Principal) else None
@@ -83,6 +101,9 @@ class Handler:
                           responses: list[str]) -> list[str]:
         session.host_name = hostname
         out = [r for r in responses[:-1] if self.listener.is_submission or not r.startswith("250-AUTH")]
+        if client_certificate(server) is None:  # EXTERNAL only where a city certificate was presented
+            out = [" ".join(w for w in r.split(" ") if w != "EXTERNAL") if r.startswith("250-AUTH") else r
+                   for r in out]
         return out + ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250 HELP"]
 
     async def handle_AUTH(self, server: CivicSMTP, session: CivicSession, envelope, args: list[str]):
@@ -91,13 +112,13 @@ class Handler:
         return MISSING
 
     async def _client_response(self, server: CivicSMTP, args: list[str]) -> bytes | AuthResult:
-        """The client's SASL message: the initial response, or its answer to an empty 334; an
-        AuthResult (already answered) if it cancelled or sent bad base64."""
+        """The client's SASL message: the initial response ("=": empty, RFC 4954), or its answer
+        to an empty 334; an AuthResult (already answered) if it cancelled or sent bad base64."""
         if len(args) == 1:
             blob = await server.challenge_auth("")
             return AuthResult(success=False, handled=True) if blob is MISSING else blob
         try:
-            return b64decode(args[1].encode(), validate=True)
+            return b"" if args[1] == "=" else b64decode(args[1].encode(), validate=True)
         except ValueError:
             await server.push(replies.AUTH_BAD_BASE64)
             return AuthResult(success=False, handled=True)
@@ -116,6 +137,25 @@ class Handler:
             await server.push(replies.AUTH_BAD_PLAIN)
             return AuthResult(success=False, handled=True)
         return await self._authenticate(server, login, password)
+
+    async def auth_EXTERNAL(self, server: CivicSMTP, args: list[str]) -> AuthResult:
+        """RFC 4422 appendix A over RFC 4954: the identity is the TLS client certificate's (a
+        city certificate, SMTPS only); the client's message is an authorization identity, empty
+        ("=") or the certificate's own mailbox."""
+        der = client_certificate(server)
+        if der is None:
+            return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
+        blob = await self._client_response(server, args)
+        if isinstance(blob, AuthResult):
+            return blob
+        try:
+            authzid = blob.decode("utf-8")
+            principal = await self.ctx.certificate_login(server.session.client_ip, der, authzid, self.listener.kind)
+        except (UnicodeDecodeError, AuthenticationFailed):
+            return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
+        except StoreUnavailable:
+            return AuthResult(success=False, handled=False, message=replies.AUTH_UNAVAILABLE)
+        return AuthResult(success=True, auth_data=principal, message=replies.AUTH_OK)
 
     async def auth_LOGIN(self, server: CivicSMTP, args: list[str]) -> AuthResult:
         if len(args) == 1:
@@ -266,6 +306,8 @@ class Handler:
                 self._log("refused (%s)" % refusal[4:9], session, envelope, size=len(raw))
                 return refusal
             raw = headers.origin_fields(header, self.ctx.config.city.domain, envelope.qid) + raw
+            if principal.is_agency and self.ctx.config.ca.sign_submissions:
+                raw = await self.ctx.run(sign_submission, self.ctx.config, principal.agency_id, raw)
         protocol = ("ESMTP" if session.extended_smtp else "SMTP") + ("S" if server.tls_active else "") + \
                    ("A" if principal else "")
         trace = headers.trace_headers(

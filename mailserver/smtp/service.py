@@ -112,7 +112,9 @@ class SMTPListener:
 
     async def start(self) -> None:
         host, port = parse_hostport(self.listen, f"{self.kind}.listen")
-        tls = self.ctx.tls_context()  # StartupError (clear message) if the certificate is missing
+        # StartupError (clear message) if the certificate is missing; implicit TLS (SMTPS) asks for
+        # an optional city certificate (AUTH EXTERNAL)
+        tls = self.ctx.tls_context(client_certificates=self.implicit_tls)
         if not self.implicit_tls:
             self.starttls_context = tls
         loop = asyncio.get_running_loop()

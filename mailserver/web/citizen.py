@@ -10,6 +10,7 @@ from aiohttp import web
 from ..services.http import (AUTOCONFIG_PATHS, MOBILECONFIG_TYPE, UNSUBSCRIBE_MAX_BODY, UNSUBSCRIBE_ROUTE,
                              autoconfig_xml, mobileconfig, page, profile_address)
 from ..services.topics import one_click_topic, one_click_unsubscribe
+from .ca import add_ca_routes
 from .middleware import guard, html
 
 
@@ -95,4 +96,5 @@ def citizen_app(ctx) -> web.Application:
     one_click = app.router.add_route("*", UNSUBSCRIBE_ROUTE, routes.unsubscribe)
     if sessions is not None:
         exempt.add(one_click.resource.canonical)  # RFC 8058: posted by mail clients, its URL an HMAC
+    add_ca_routes(app, ctx)
     return app

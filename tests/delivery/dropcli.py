@@ -3,20 +3,12 @@ licence-renewal drop of the traffic police."""
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
-import sys
 
 from drophelpers import CATALOG
-from mailserver.config import REPO_ROOT
+from tests.cahelpers import CLI, civicmail  # noqa: F401  (CLI: other tests import it from here)
 
-CLI = [sys.executable, str(REPO_ROOT / "bin" / "civicmail")]
 LICENCE = CATALOG["licence-renewal"].folder / "sample.csv"
-
-
-def civicmail(config, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(CLI + ["-c", str(config.source), *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
 
 
 def run_drop(config, path, *options: str, notice_type: str = "licence-renewal") -> subprocess.CompletedProcess:

@@ -18,10 +18,12 @@ def _bench(*args: str) -> str:
 def test_bench_pipeline_reuses_a_prepared_directory(tmp_path):
     first = _bench("--rows", "100", "--prepared", str(tmp_path))
     assert "setup: 100 citizens registered" in first
-    again = _bench("--rows", "100", "--prepared", str(tmp_path), "--set", "delivery.batch_size=30")
+    again = _bench("--rows", "100", "--prepared", str(tmp_path), "--set", "delivery.batch_size=30",
+                   "--sign", "ec-p256")
     assert "setup: reusing the 100 citizens" in again
     for out in (first, again):
         # a fresh copy each time: every row delivered, none a duplicate of the earlier run
         line = out.strip().splitlines()[-1]
         assert re.search(r"100 rows, 100 delivered in [\d.]+ s = [\d,]+ notices/s", line), line
         assert re.search(r"PSS \d+ MiB; CPU .* ms per notice", line), line
+    assert "(signing: none)" in first and "(signing: ec-p256)" in again

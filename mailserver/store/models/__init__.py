@@ -5,7 +5,7 @@ checks that the migrations and these models agree.
 """
 from .base import Base, as_utc, utcnow
 from .registry import (Account, AddressCounter, Agency, AgencyCredential, AgencyGrant, AgencySender, AuditLog, Citizen,
-                       LoginDay, NoticeType)
+                       IssuedCertificate, LoginDay, NoticeType)
 from .mail import Annotation, Content, ContentSort, Expunged, Folder, MailboxSubscription, Message
 from .delivery import Drop, DropRow, Notice, NoticeOptOut
 from .lease import Lease
@@ -17,7 +17,7 @@ from .services import (Application, ApplicationDesk, Ballot, Bulletin, BulletinD
 __all__ = [
     "Base", "utcnow", "as_utc",
     "Citizen", "Account", "AddressCounter", "Agency", "AgencyCredential", "AgencySender", "AgencyGrant",
-    "NoticeType", "AuditLog", "LoginDay",
+    "NoticeType", "AuditLog", "LoginDay", "IssuedCertificate",
     "Folder", "Message", "Annotation", "Content", "ContentSort", "Expunged", "MailboxSubscription",
     "Drop", "DropRow", "Notice", "NoticeOptOut",
     "OutboundMessage", "Lease",

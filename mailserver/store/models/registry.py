@@ -139,3 +139,31 @@ class AuditLog(Base):
     os_user: Mapped[str | None] = mapped_column(String(64))
     #: why, as the operator gave it (``--reason``)
     reason: Mapped[str | None] = mapped_column(Text)
+
+
+class IssuedCertificate(Base):
+    """A certificate the city CA issued (``civicmail ca issue``): to an agency (S/MIME signing)
+    or to a citizen's mailbox (S/MIME and certificate login). The DER is kept, so a client
+    certificate is recognised by its fingerprint, and the CRL lists the revoked serials."""
+
+    __tablename__ = "issued_certificate"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    #: the serial number, lowercase hex
+    serial: Mapped[str] = mapped_column(String(42), unique=True)
+    #: SHA-256 of the DER
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    #: "agency" or "citizen"
+    kind: Mapped[str] = mapped_column(String(16))
+    #: the agency id, or the mailbox address (never an ID number)
+    subject: Mapped[str] = mapped_column(String(254), index=True)
+    #: the address in the certificate's subjectAltName
+    address: Mapped[str] = mapped_column(String(254))
+    key_type: Mapped[str] = mapped_column(String(16))
+    not_before: Mapped[dt.datetime]
+    not_after: Mapped[dt.datetime]
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+    #: an RFC 5280 CRLReason name (keyCompromise, superseded, ...)
+    revocation_reason: Mapped[str | None] = mapped_column(String(32))
