@@ -52,6 +52,8 @@ FLOW_SECONDS = 600
 SCOPE = "openid profile email"
 #: shortest new password (the registry's own rule is the argon2 hash; this is the form's)
 MIN_PASSWORD = 8
+#: the request's signed-in citizen, once looked up
+CITIZEN = web.RequestKey("civicmail_portal_citizen", object)
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,8 @@ def signed_in(handler):
         me = await self.citizen(request)
         if me is None:
             if request.method == "GET":
-                raise web.HTTPFound("/signin?" + urllib.parse.urlencode({"next": request.path_qs}))
-            raise web.HTTPFound("/signin")
+                return redirect("/signin?" + urllib.parse.urlencode({"next": request.path_qs}))
+            return redirect("/signin")
         return await handler(self, request, me)
     return wrapped
 
@@ -109,21 +111,21 @@ class Portal:
 
     async def citizen(self, request: web.Request) -> Citizen | None:
         """The signed-in citizen of this request, or None."""
-        if "portal_citizen" in request:
-            return request["portal_citizen"]
+        if CITIZEN in request:
+            return request[CITIZEN]  # type: ignore[return-value]
         found = None
         text = self._opened(request.cookies.get(self.cookie, "")[:600])
         if text:
             account_id, handle, address, name = text.split("\t", 3)
             if await self.ctx.run_store(data.live_session, self.reg, int(account_id), handle):
                 found = Citizen(int(account_id), address, name, handle)
-        request["portal_citizen"] = found
+        request[CITIZEN] = found
         return found
 
     # -- pages -----------------------------------------------------------------------------
     def render(self, request: web.Request, template: str, status: int = 200, **values) -> web.Response:
         text = self.env.get_template(template).render(
-            city=self.city, csrf_token=self.sessions.csrf_token(request), me=request.get("portal_citizen"),
+            city=self.city, csrf_token=self.sessions.csrf_token(request), me=request.get(CITIZEN),
             path=request.path, **values)
         response = web.Response(status=status, text=text, content_type="text/html", charset="utf-8")
         response.headers["Cache-Control"] = "no-store"

@@ -301,8 +301,8 @@ def my_applications(reg, account_id: int) -> list[ApplicationItem]:
     with reg.store.reader() as s:
         rows = s.execute(select(Application, Agency.name).join(Agency, Agency.id == Application.agency_id)
                          .where(Application.account_id == account_id).order_by(Application.updated_at.desc())).all()
-    return [ApplicationItem(a.number, name, a.subject, status_label(a.status), as_utc(a.created_at),
-                            as_utc(a.updated_at)) for a, name in rows]
+        return [ApplicationItem(a.number, name, a.subject, status_label(a.status), as_utc(a.created_at),
+                                as_utc(a.updated_at)) for a, name in rows]
 
 
 def get_application(reg, account_id: int, number: str) -> tuple[ApplicationItem, list[ThreadMessage]] | None:
@@ -314,6 +314,9 @@ def get_application(reg, account_id: int, number: str) -> tuple[ApplicationItem,
         if row is None:
             return None
         app, name = row
+        item = ApplicationItem(app.number, name, app.subject, status_label(app.status), as_utc(app.created_at),
+                               as_utc(app.updated_at))
+        number = app.number
         refs = [r for r in app.thread_refs.split() if r.startswith("<") and r.endswith(">")][:MAX_THREAD]
         raws = list(s.scalars(select(Content.raw).join(Message, Message.content_id == Content.id)
                               .join(Folder, Folder.id == Message.folder_id)
@@ -323,13 +326,11 @@ def get_application(reg, account_id: int, number: str) -> tuple[ApplicationItem,
     thread = []
     for raw in raws:
         msg = email.message_from_bytes(raw, policy=email.policy.default)
-        if str(msg.get(APPLICATION_HEADER, "")).strip() != app.number and msg.get("Message-ID") not in refs:
+        if str(msg.get(APPLICATION_HEADER, "")).strip() != number and msg.get("Message-ID") not in refs:
             continue
         body = msg.get_body(preferencelist=("plain",))
         status = str(msg.get(STATUS_HEADER, "")).strip()
         thread.append(ThreadMessage(str(msg.get("Date", "")), str(msg.get("From", "")), str(msg.get("Subject", "")),
                                     status_label(status) if status else "",
                                     body.get_content()[:20000] if body is not None else ""))
-    item = ApplicationItem(app.number, name, app.subject, status_label(app.status), as_utc(app.created_at),
-                           as_utc(app.updated_at))
     return item, thread
