@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import html
+import plistlib
 import re
 import shutil
 import subprocess
@@ -163,6 +164,17 @@ def test_a_form_without_its_csrf_token_is_refused(demo):
         assert c.post(path, {**fields, "csrf_token": "0" * 64}).status_code == 403, path
     assert c.get("/subscriptions").text.count("已订阅") == before.count("已订阅")
     assert c.get("/account").status_code == 200  # still signed in, password unchanged
+
+
+def test_the_signed_in_citizens_apple_profile(demo):
+    _, base, logins, _ = demo
+    (a, pa), _ = two_citizens(logins)
+    c = Client(base)
+    c.sign_in(a, pa)
+    profile = c.get("/mobileconfig")
+    assert profile.headers["Content-Type"] == "application/x-apple-aspen-config"
+    account = plistlib.loads(profile.content)["PayloadContent"][0]
+    assert account["EmailAddress"] == a
 
 
 def test_web_vote_and_mail_vote_are_one_ballot(demo):
