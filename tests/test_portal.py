@@ -211,14 +211,25 @@ def browser():
         driver.quit()
 
 
+def go(driver, element) -> None:
+    """Click what navigates, and wait for the next page (a click does not wait for it)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
+
+
 def _sign_in(driver, base: str, address: str, password: str) -> None:
     from selenium.webdriver.common.by import By
 
     driver.get(base + "/")
-    driver.find_element(By.CSS_SELECTOR, "main a.button[href='/signin']").click()
+    go(driver, driver.find_element(By.CSS_SELECTOR, "main a.button[href='/signin']"))
     driver.find_element(By.ID, "address").send_keys(address)
     driver.find_element(By.CSS_SELECTOR, "input[type=password]").send_keys(password)
-    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    go(driver, driver.find_element(By.CSS_SELECTOR, "form button[type=submit]"))
 
 
 @browser_only
@@ -230,26 +241,26 @@ def test_a_citizen_in_the_browser(demo, browser):
     _sign_in(browser, base, address, password)
     assert address in browser.find_element(By.TAG_NAME, "main").text
     # my notices: the demo drops' notices, newest first; one opened, and its printable version
-    browser.find_element(By.LINK_TEXT, "我的通知").click()
+    go(browser, browser.find_element(By.LINK_TEXT, "我的通知"))
     links = browser.find_elements(By.CSS_SELECTOR, "main ol.list a")
     assert len(links) >= 3
     title = links[0].text
-    links[0].click()
+    go(browser, links[0])
     assert browser.find_element(By.CSS_SELECTOR, "article.notice").text.strip()
     assert title in browser.find_element(By.CSS_SELECTOR, "p.meta").text
-    browser.find_element(By.LINK_TEXT, "打印版").click()
+    go(browser, browser.find_element(By.LINK_TEXT, "打印版"))
     assert browser.find_element(By.CSS_SELECTOR, "article.notice").text.strip()
     # the demo appraisal, answered on the web
     browser.get(base + "/surveys")
-    browser.find_element(By.PARTIAL_LINK_TEXT, "满意度评议").click()
+    go(browser, browser.find_element(By.PARTIAL_LINK_TEXT, "满意度评议"))
     browser.find_element(By.CSS_SELECTOR, "input[name=q1][value='5']").click()
     browser.find_element(By.CSS_SELECTOR, "input[name=q2][value='4']").click()
-    browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+    go(browser, browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]"))
     assert "已提交" in browser.find_element(By.CSS_SELECTOR, "[role=status]").text
     assert browser.find_element(By.CSS_SELECTOR, "input[name=q1][value='5']").is_selected()
     # unsubscribe from a statement
     browser.get(base + "/subscriptions")
-    browser.find_element(By.CSS_SELECTOR, "button[aria-label='退订养老账户个人对账信息']").click()
+    go(browser, browser.find_element(By.CSS_SELECTOR, "button[aria-label='退订养老账户个人对账信息']"))
     assert "已退订" in browser.find_element(By.CSS_SELECTOR, "[role=status]").text
     assert browser.find_elements(By.CSS_SELECTOR, "button[aria-label='订阅养老账户个人对账信息']")
     # change the password, then sign in again with it
@@ -257,20 +268,20 @@ def test_a_citizen_in_the_browser(demo, browser):
     browser.find_element(By.ID, "password").send_keys(password)
     browser.find_element(By.ID, "new_password").send_keys(NEW_PASSWORD)
     browser.find_element(By.ID, "new_password_again").send_keys(NEW_PASSWORD)
-    browser.find_element(By.XPATH, "//button[text()='修改密码']").click()
+    go(browser, browser.find_element(By.XPATH, "//button[text()='修改密码']"))
     assert "重新登录" in browser.find_element(By.CSS_SELECTOR, "[role=status]").text
     browser.get(base + "/notices")
     assert "/oidc/authorize" in browser.current_url  # signed out everywhere
     browser.find_element(By.ID, "address").send_keys(address)
     browser.find_element(By.ID, "password").send_keys(password)  # the old one: refused
-    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    go(browser, browser.find_element(By.CSS_SELECTOR, "form button[type=submit]"))
     assert "不正确" in browser.find_element(By.TAG_NAME, "main").text
     browser.find_element(By.ID, "password").send_keys(NEW_PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    go(browser, browser.find_element(By.CSS_SELECTOR, "form button[type=submit]"))
     assert browser.find_elements(By.CSS_SELECTOR, "main ol.list a")
     logins[address] = NEW_PASSWORD
     # and sign out
-    browser.find_element(By.XPATH, "//button[text()='退出登录']").click()
+    go(browser, browser.find_element(By.XPATH, "//button[text()='退出登录']"))
     assert "已退出" in browser.find_element(By.CSS_SELECTOR, "[role=status]").text
 
 
@@ -290,12 +301,12 @@ def test_activation_with_a_code_from_citizen_import(demo, browser, tmp_path):
     browser.find_element(By.ID, "code").send_keys("WRONG-CODE-0000")
     browser.find_element(By.ID, "new_password").send_keys(NEW_PASSWORD)
     browser.find_element(By.ID, "new_password_again").send_keys(NEW_PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+    go(browser, browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]"))
     assert "不正确" in browser.find_element(By.CSS_SELECTOR, "[role=alert]").text
     browser.find_element(By.ID, "code").send_keys(row["activation_code"])
     browser.find_element(By.ID, "new_password").send_keys(NEW_PASSWORD)
     browser.find_element(By.ID, "new_password_again").send_keys(NEW_PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+    go(browser, browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]"))
     assert "已激活" in browser.find_element(By.CSS_SELECTOR, "[role=status]").text
     _sign_in(browser, base, row["address"], NEW_PASSWORD)
     assert row["address"] in browser.find_element(By.TAG_NAME, "main").text

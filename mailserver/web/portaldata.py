@@ -23,7 +23,7 @@ from ..services import surveys as survey_service
 from ..services.applications import status_label
 from ..services.replies import APPLICATION_HEADER, STATUS_HEADER
 from ..services.topics import is_subscribed, set_statement, set_subscribed
-from ..store.models import (Account, Agency, Application, Content, Folder, Message, Notice, NoticeOptOut, NoticeType,
+from ..store.models import (Agency, Application, Content, Folder, Message, Notice, NoticeOptOut, NoticeType,
                             Survey, SurveyRecipient, Topic, WebSession, as_utc, utcnow)
 
 #: notices on one page of "my notices"
