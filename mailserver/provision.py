@@ -128,6 +128,27 @@ def make_demo(registry: Registry) -> list[tuple[str, str, str]]:
     return made
 
 
+#: the demo city's appraisal of its departments (the source document's "网上评议"), answered by mail
+#: (a reply to its ballot) or on the portal
+DEMO_APPRAISAL = {"id": "demo-appraisal", "title": "2026年度市直部门满意度评议", "kind": "appraisal",
+                  "anonymous": True, "address": "appraisal-2026",
+                  "departments": ["市公安局交通警察支队", "市人力资源和社会保障局", "市住房公积金管理中心"]}
+
+
+def make_demo_appraisal(registry: Registry) -> str | None:
+    """The demo appraisal, its ballot mailed to every citizen; a line saying so, or None if it
+    exists already."""
+    from .services.surveys import RATINGS, Question, add_survey, send_ballots
+
+    definition = dict(DEMO_APPRAISAL, questions=[Question(d, RATINGS) for d in DEMO_APPRAISAL["departments"]])
+    try:
+        address = add_survey(registry, definition)
+    except Conflict:
+        return None
+    sent = send_ballots(registry, definition["id"])
+    return f"appraisal          {definition['title']} ({address}): ballot mailed to {sent} citizens"
+
+
 def run_demo_drops(registry: Registry) -> list[str]:
     """Run the DEMO_DROPS sample drops (those not run yet). Returns a line for each drop run."""
     from delivery.catalog import load_catalog

@@ -63,7 +63,10 @@ def test_apple_profile_configures_imap_and_submission_for_the_address(city):  # 
     other = plistlib.loads(request(city.port(HTTP), "GET", f"/mobileconfig?emailaddress=li.na%40{DOMAIN}")[2])
     assert other["PayloadUUID"] != profile["PayloadUUID"]
 
-    for bad in ("", "?emailaddress=someone%40example.org", "?emailaddress=no-at-sign",
+    # without an address it is the signed-in citizen's (the portal): signed out, the sign-in first
+    status, headers, _ = request(city.port(HTTP), "GET", "/mobileconfig")
+    assert status == 302 and headers["Location"].startswith("/signin")
+    for bad in ("?emailaddress=", "?emailaddress=someone%40example.org", "?emailaddress=no-at-sign",
                 "?emailaddress=%3Cscript%3E%40" + DOMAIN, "?emailaddress=" + "a" * 300 + "%40" + DOMAIN):
         assert request(city.port(HTTP), "GET", "/mobileconfig" + bad)[0] == 400, bad
     assert request(city.port(HTTP), "POST", f"/mobileconfig?emailaddress=li.na%40{DOMAIN}", b"")[0] == 405

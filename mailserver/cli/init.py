@@ -10,7 +10,7 @@ import click
 
 from .. import config as config_mod
 from .. import datadir
-from ..provision import dns_records, make_demo, make_spool_folders, prepare, run_demo_drops, write_config
+from ..provision import dns_records, make_demo, make_demo_appraisal, make_spool_folders, prepare, run_demo_drops, write_config
 from ..registry import Registry
 from .app import App
 
@@ -75,6 +75,9 @@ def command(app: App, data_dir: Path, domain: str | None, hostname: str | None, 
             click.echo("\nSample drops run (templates/*/sample.csv):")
             for line in drops:
                 click.echo("  " + line)
+        appraisal = make_demo_appraisal(app.registry)
+        if appraisal:
+            click.echo("\n" + appraisal)
     spool_folders(app.registry)
 
 

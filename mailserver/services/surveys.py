@@ -250,23 +250,42 @@ def handle_vote(reg, session: Session, inbound: Inbound) -> Handled:
             unknown_en=replies.UNKNOWN_LIST_EN.format(tokens=tokens) if tokens else "",
             choices=choices_text(questions))
         return Handled("vote-rejected", answer(replies.FORMAT_SUBJECT, text))
-    key = voter_key(reg, survey.id, voter.id)
-    answers = json.dumps({str(n): c for n, c in sorted(vote.answers.items())})
+    ballot = record_ballot(reg, session, survey, voter.id, vote.answers, inbound.message_id)
+    if ballot == "superseded":
+        return Handled("vote-superseded")
+    labels = {(n, code): label for n, q in enumerate(questions, 1) for code, label in q.choices}
+    listing = "\n".join(f"  {n}. {questions[n - 1].text}: {c} {labels[(n, c)]}" for n, c in sorted(vote.answers.items()))
+    text = (replies.RECEIPT_REPLACED if ballot == "replaced" else "") + replies.RECEIPT_TEXT.format(answers=listing)
+    return Handled("vote-replaced" if ballot == "replaced" else "vote",
+                   answer(replies.RECEIPT_SUBJECT, text))
+
+
+def record_ballot(reg, session: Session, survey: Survey, voter_id: int, answers: dict[int, str],
+                  source_message_id: int) -> str:
+    """The one rule for a vote, by mail or on the web: one ballot per real-name account (keyed by
+    ``voter_key``), a later answer replacing the earlier. ``source_message_id`` orders them: a
+    mail's own message id, or for a web vote the newest message id at that moment (a reply mailed
+    after it is newer; one mailed before it but handled late is older). "new", "replaced", or
+    "superseded" (an older answer handled after a newer one: it replaces nothing)."""
+    key = voter_key(reg, survey.id, voter_id)
+    text = json.dumps({str(n): c for n, c in sorted(answers.items())})
     ballot = session.scalar(select(Ballot).where(Ballot.survey_id == survey.id, Ballot.voter_key == key))
     now = dt.datetime.now(dt.timezone.utc)
     if ballot is None:
-        session.add(Ballot(survey_id=survey.id, voter_key=key, account_id=None if survey.anonymous else voter.id,
-                           answers=answers, replies=1, updated_at=now, source_message_id=inbound.message_id))
-    elif ballot.source_message_id > inbound.message_id:
+        session.add(Ballot(survey_id=survey.id, voter_key=key, account_id=None if survey.anonymous else voter_id,
+                           answers=text, replies=1, updated_at=now, source_message_id=source_message_id))
+        return "new"
+    if ballot.source_message_id > source_message_id:
         # an older reply handled after a newer one (two workers): it counts as sent, replaces nothing
         ballot.replies += 1
-        return Handled("vote-superseded")
-    else:
-        ballot.answers, ballot.replies, ballot.updated_at = answers, ballot.replies + 1, now
-        ballot.source_message_id = inbound.message_id
-    labels = {(n, code): label for n, q in enumerate(questions, 1) for code, label in q.choices}
-    listing = "\n".join(f"  {n}. {questions[n - 1].text}: {c} {labels[(n, c)]}" for n, c in sorted(vote.answers.items()))
-    text = (replies.RECEIPT_REPLACED if ballot is not None else "") + replies.RECEIPT_TEXT.format(answers=listing)
-    return Handled("vote-replaced" if ballot is not None else "vote",
-                   answer(replies.RECEIPT_SUBJECT, text))
+        return "superseded"
+    ballot.answers, ballot.replies, ballot.updated_at = text, ballot.replies + 1, now
+    ballot.source_message_id = source_message_id
+    return "replaced"
 
+
+def my_ballot(reg, session: Session, survey_id: str, account_id: int) -> dict[int, str]:
+    """The account's counted answers in a survey ({} if none): what the web form shows as chosen."""
+    answers = session.scalar(select(Ballot.answers).where(Ballot.survey_id == survey_id,
+                                                          Ballot.voter_key == voter_key(reg, survey_id, account_id)))
+    return {int(n): c for n, c in json.loads(answers).items()} if answers else {}

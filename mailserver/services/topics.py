@@ -86,16 +86,28 @@ def set_subscribed(session: Session, topic: Topic, account_id: int, wanted: bool
     if is_subscribed(session, topic, account_id) == wanted:
         return False
     if topic.notice_type_id:
-        if wanted:
-            session.execute(delete(NoticeOptOut).where(NoticeOptOut.account_id == account_id,
-                                                       NoticeOptOut.notice_type_id == topic.notice_type_id))
-        else:
-            session.add(NoticeOptOut(account_id=account_id, notice_type_id=topic.notice_type_id))
-    elif wanted:
+        set_statement(session, account_id, topic.notice_type_id, wanted)
+        return True
+    if wanted:
         session.add(Subscription(topic_id=topic.id, account_id=account_id))
     else:
         session.execute(delete(Subscription).where(Subscription.topic_id == topic.id,
                                                    Subscription.account_id == account_id))
+    session.flush()
+    return True
+
+
+def set_statement(session: Session, account_id: int, notice_type_id: str, wanted: bool) -> bool:
+    """Receive an optional statement again, or opt out of it (the ``consent`` stage's table);
+    True if that changed anything."""
+    opted_out = session.get(NoticeOptOut, (account_id, notice_type_id)) is not None
+    if opted_out != wanted:
+        return False
+    if wanted:
+        session.execute(delete(NoticeOptOut).where(NoticeOptOut.account_id == account_id,
+                                                   NoticeOptOut.notice_type_id == notice_type_id))
+    else:
+        session.add(NoticeOptOut(account_id=account_id, notice_type_id=notice_type_id))
     session.flush()
     return True
 

@@ -1,5 +1,6 @@
 """The citizens' routes: autoconfig, Apple's profile, one-click unsubscribe (their documents and
-pages are in services/http.py)."""
+pages are in services/http.py); with the OpenID Connect provider, the provider and the portal
+(web/oidc.py, web/portal.py)."""
 from __future__ import annotations
 
 import urllib.parse
@@ -86,13 +87,24 @@ def citizen_app(ctx) -> web.Application:
         return web.Response(body=css, content_type="text/css", headers={"Cache-Control": "max-age=3600"})
 
     app.router.add_get("/static/civic.css", stylesheet)
+    portal = None
     if sessions is not None:
+        from . import portal as portal_pages
         from .oidc import add_routes
 
-        add_routes(app, ctx, sessions)
+        portal = portal_pages.add_routes(app, ctx, sessions, add_routes(app, ctx, sessions))
     for path in AUTOCONFIG_PATHS:
         app.router.add_get(path, routes.autoconfig)
-    app.router.add_get("/mobileconfig", routes.mobileconfig)
+    if portal is not None:
+        async def profile(request: web.Request) -> web.StreamResponse:
+            """``?emailaddress=`` for any address (as before); without it, the signed-in citizen's."""
+            if "emailaddress" in request.query:
+                return await routes.mobileconfig(request)
+            return await portal.profile(request)
+
+        app.router.add_get("/mobileconfig", profile)
+    else:
+        app.router.add_get("/mobileconfig", routes.mobileconfig)
     one_click = app.router.add_route("*", UNSUBSCRIBE_ROUTE, routes.unsubscribe)
     if sessions is not None:
         exempt.add(one_click.resource.canonical)  # RFC 8058: posted by mail clients, its URL an HMAC

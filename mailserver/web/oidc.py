@@ -548,7 +548,7 @@ class Provider:
 CSRF_EXEMPT = ("/oidc/token", "/oidc/revoke", "/oidc/authorize")
 
 
-def add_routes(app: web.Application, ctx, sessions: Sessions) -> None:
+def add_routes(app: web.Application, ctx, sessions: Sessions) -> Provider:
     provider = Provider(ctx, sessions)
     app.router.add_get("/.well-known/openid-configuration", provider.discovery)
     app.router.add_get("/oidc/jwks", provider.jwks)
@@ -562,3 +562,4 @@ def add_routes(app: web.Application, ctx, sessions: Sessions) -> None:
     app.router.add_get("/oidc/userinfo", provider.userinfo)
     app.router.add_route("GET", "/oidc/logout", provider.logout)
     app.router.add_route("POST", "/oidc/logout", provider.logout)
+    return provider
