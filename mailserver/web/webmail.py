@@ -103,12 +103,13 @@ def roundcube_settings(config, webmail_url: str, client_secret: str) -> list[Set
     ]
     if issuer.startswith("https:") and config.http.tls and _self_signed(cert):
         settings.append(Setting("oauth_verify_peer", str(cert), "the provider's self-signed certificate"))
-    settings.append(Setting("plugins", Php(f"array_merge($config['plugins'] ?? [], [{_php(PLUGIN)}])"),
+    settings.append(Setting("plugins", Php(f"array_merge($config['plugins'] ?? [], [{php_value(PLUGIN)}])"),
                             "the citizen's registered real name on the identity (`--plugins-dir` installs it)"))
     return settings
 
 
-def _php(value) -> str:
+def php_value(value) -> str:
+    """``value`` as a PHP literal (strings single-quoted, lists and dicts as short arrays)."""
     if isinstance(value, Php):
         return value.code
     if isinstance(value, bool):
@@ -116,9 +117,9 @@ def _php(value) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_php(v) for v in value) + "]"
+        return "[" + ", ".join(php_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "[" + ", ".join(f"{_php(k)} => {_php(v)}" for k, v in value.items()) + "]"
+        return "[" + ", ".join(f"{php_value(k)} => {php_value(v)}" for k, v in value.items()) + "]"
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
@@ -128,7 +129,7 @@ def render_php(settings: list[Setting], header: list[str]) -> str:
     for setting in settings:
         if setting.comment:
             lines.append(f"// {setting.comment}")
-        lines.append(f"$config[{_php(setting.key)}] = {_php(setting.value)};")
+        lines.append(f"$config[{php_value(setting.key)}] = {php_value(setting.value)};")
     return "\n".join(lines) + "\n"
 
 
