@@ -30,7 +30,7 @@ import requests
 from sqlalchemy import select
 
 from mailserver.config import REPO_ROOT
-from mailserver.registry.oidc import digest, portal_redirect_uri, revoke_consent
+from mailserver.registry.oidc import digest, portal_redirect_uri, query_client, revoke_consent
 
 from mailserver.store.mailstore import deliver
 from mailserver.store.models import Account, AuditLog, Content, Folder, Message, OidcToken
@@ -330,13 +330,22 @@ def sso(city_factory, tmp_path):  # noqa: F811
 
 
 def test_webmail_config_is_php_roundcube_reads(sso):
-    town, _, _, printed = sso
+    """The fragment is PHP; it names this city's TLS listeners and a client the provider knows:
+    built in, Roundcube's OAuth return as its one redirect URI, the printed secret accepted."""
+    town, base, _, printed = sso
     checked = subprocess.run(["php", "-l"], input="<?php\n" + printed, capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f"$config['imap_host'] = 'ssl://localhost:{town.port('imaps')}';" in printed
     assert f"$config['smtp_host'] = 'ssl://localhost:{town.port('submissions')}';" in printed
     assert "$config['oauth_scope'] = 'openid email profile mail';" in printed
     assert "$config['oauth_client_id'] = 'webmail';" in printed
+    client = query_client(town.server.registry, "webmail")
+    assert client.builtin and not client.public and client.redirect_uris == (base + "/index.php/login/oauth",)
+    secret = re.search(r"\$config\['oauth_client_secret'\] = '([^']+)';", printed).group(1)
+    revoke = f"http://127.0.0.1:{town.port(HTTP)}/oidc/revoke"
+    for tried, status in ((secret, 200), (secret + "x", 401)):  # RFC 7009: an unknown token is 200
+        answer = requests.post(revoke, auth=("webmail", tried), data={"token": "unknown"}, timeout=30)
+        assert answer.status_code == status, answer.text
 
 
 def test_signed_in_to_the_city_the_browser_opens_roundcube_without_a_password_and_reads_a_notice(sso):
