@@ -320,6 +320,9 @@ class OIDCConfig:
     max_sessions_per_account: int = 20
     #: the portal's redirect URI, under http.base_url (registered by init and db upgrade)
     portal_redirect_path: str = "/portal/callback"
+    #: the webmail's (Roundcube's) public URL, where the portal links citizens to read their mail;
+    #: `civicmail webmail config` registers client "webmail" for it. Empty: http.base_url + /webmail/
+    webmail_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -449,6 +452,12 @@ class Config:
         if self.delivery.templates_dir:
             return self.data_dir / self.delivery.templates_dir
         return REPO_ROOT / "templates"
+
+    @property
+    def webmail_url(self) -> str:
+        """Roundcube's public URL (with a trailing slash): ``oidc.webmail_url``, else
+        ``public_url`` + ``/webmail/`` (Roundcube behind the same proxy as the portal)."""
+        return (self.oidc.webmail_url or self.public_url + "/webmail").rstrip("/") + "/"
 
     @property
     def public_url(self) -> str:

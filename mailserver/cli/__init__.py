@@ -45,6 +45,7 @@ COMMANDS = {
         ("ca", "The city CA: make it, issue and revoke agencies' and citizens' certificates, print the root."),
         ("audit", "The audit trail: who looked at personal data or changed the registry, when and why."),
         ("oidc", "The OpenID Connect provider: register city websites, rotate the signing keys."),
+        ("webmail", "The webmail (Roundcube): its configuration for this city, single sign-on included."),
     )
 }
 

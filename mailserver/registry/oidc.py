@@ -3,9 +3,10 @@ remembered consents, codes and tokens, and what a signed-in citizen's claims are
 the web face and the protocol edges call these on the store lane.
 
 Secrets (client secrets, codes, tokens) are kept only as SHA-256 (``digest``). The portal is
-registered by civicmail itself (``ensure_portal_client``, from `init` and `db upgrade`): its
-secret is derived from the ID-number MAC key (``portal_client_secret``), so the portal, in the
-same process, knows it without a file of its own and no operator ever handles it.
+registered by civicmail itself (``ensure_portal_client``, from `init` and `db upgrade`), the
+webmail by `civicmail webmail config` (``ensure_webmail_client``): their secrets are derived
+from the ID-number MAC key (``builtin_client_secret``), so the portal, in the same process,
+knows its own without a file, and `webmail config` prints the same secret every time it runs.
 """
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ SCOPES = ("openid", "profile", "email", "mail")
 GRANTABLE_CLAIMS = ("id_number_masked",)
 PORTAL_ID = "portal"
 PORTAL_NAME = "市民门户"
+#: the webmail (Roundcube), registered by `civicmail webmail config`
+WEBMAIL_ID = "webmail"
+WEBMAIL_NAME = "市民邮箱网页版"
 _CLIENT_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}\Z")
 
 
@@ -182,38 +186,67 @@ def remove_client(reg: Registry, client_id: str, actor: str = "operator") -> Non
         if row is None:
             raise NotFound(f"no client {client_id}")
         if row.builtin:
-            raise Conflict(f"client {client_id} is civicmail's own (the portal) and is registered by `db upgrade`")
+            raise Conflict(f"client {client_id} is civicmail's own (the portal, registered by `db upgrade`, or the "
+                           "webmail, by `webmail config`)")
         for model in (OidcToken, OidcCode, OidcConsent):
             s.execute(delete(model).where(model.client_id == client_id))
         s.delete(row)
         audit.record(s, "oidc.client.remove", client_id, actor=actor)
 
 
+def builtin_client_secret(reg: Registry, client_id: str) -> str:
+    """The client secret of one of civicmail's own clients (the portal, the webmail): derived
+    from the MAC key, so never written anywhere, and the same every time it is asked for."""
+    return base64.urlsafe_b64encode(reg.keyring.secret_hash("oidc-client-secret", client_id)).decode().rstrip("=")
+
+
 def portal_client_secret(reg: Registry) -> str:
-    """The portal's client secret: derived from the MAC key, so never written anywhere."""
-    return base64.urlsafe_b64encode(reg.keyring.secret_hash("oidc-client-secret", PORTAL_ID)).decode().rstrip("=")
+    return builtin_client_secret(reg, PORTAL_ID)
 
 
 def portal_redirect_uri(config) -> str:
     return config.public_url + config.oidc.portal_redirect_path
 
 
-def ensure_portal_client(reg: Registry) -> str | None:
-    """Register (or bring up to date) the portal as a confidential client: a line saying what
-    was done, or None if it was already as it should be. Not an audit row: no one acted (the
-    audit trail is what operators, agencies and citizens did)."""
-    uri = portal_redirect_uri(reg.config)
-    secret_hash = digest(portal_client_secret(reg))
+def ensure_builtin_client(reg: Registry, client_id: str, name: str, redirect_uri: str,
+                          actor: str | None = None) -> str | None:
+    """Register (or bring up to date) one of civicmail's own confidential clients: a line saying
+    what was done, or None if it was already as it should be. Built-in clients are the city's
+    own faces of the mailbox: no consent page. Audited only with an ``actor`` (an operator's
+    command); `init` and `db upgrade` registering the portal is no one acting."""
+    secret_hash = digest(builtin_client_secret(reg, client_id))
     with reg.store.session() as s:
-        row = s.get(OidcClient, PORTAL_ID)
+        row = s.get(OidcClient, client_id)
         if row is None:
-            s.add(OidcClient(id=PORTAL_ID, name=PORTAL_NAME, secret_hash=secret_hash, redirect_uris=uri,
-                             scopes="openid profile email mail", claims="", builtin=True))
-            return f"OpenID Connect client {PORTAL_ID} registered ({uri})"
-        if row.redirect_uris == uri and row.secret_hash == secret_hash and row.builtin:
+            s.add(OidcClient(id=client_id, name=name, secret_hash=secret_hash, redirect_uris=redirect_uri,
+                             scopes=" ".join(SCOPES), claims="", builtin=True))
+            done = f"OpenID Connect client {client_id} registered ({redirect_uri})"
+        elif row.redirect_uris == redirect_uri and row.secret_hash == secret_hash and row.builtin:
             return None
-        row.redirect_uris, row.secret_hash, row.builtin = uri, secret_hash, True
-        return f"OpenID Connect client {PORTAL_ID} updated ({uri})"
+        else:
+            row.redirect_uris, row.secret_hash, row.builtin = redirect_uri, secret_hash, True
+            done = f"OpenID Connect client {client_id} updated ({redirect_uri})"
+        if actor:
+            audit.record(s, "oidc.client.add", f"{client_id} (built in) {redirect_uri}", actor=actor)
+        return done
+
+
+def ensure_portal_client(reg: Registry) -> str | None:
+    """The portal, registered by `init` and `db upgrade`."""
+    return ensure_builtin_client(reg, PORTAL_ID, PORTAL_NAME, portal_redirect_uri(reg.config))
+
+
+def ensure_webmail_client(reg: Registry, webmail_url: str, actor: str = "operator") -> tuple[str, str | None]:
+    """The webmail (Roundcube at ``webmail_url``), registered by `webmail config`: (its client
+    secret, a line saying what was done or None). Its redirect URI is Roundcube's OAuth return,
+    ``index.php/login/oauth`` under its URL."""
+    uri = webmail_redirect_uri(webmail_url)
+    check_redirect_uri_form(uri, public=False)
+    return builtin_client_secret(reg, WEBMAIL_ID), ensure_builtin_client(reg, WEBMAIL_ID, WEBMAIL_NAME, uri, actor)
+
+
+def webmail_redirect_uri(webmail_url: str) -> str:
+    return webmail_url.split("?", 1)[0].rstrip("/") + "/index.php/login/oauth"
 
 
 # -- the citizen as a website sees them ---------------------------------------------------

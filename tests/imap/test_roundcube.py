@@ -5,6 +5,8 @@ results are checked in the store, and Roundcube's own IMAP log shows it sorted a
 server (SORT, THREAD) instead of fetching every header."""
 from __future__ import annotations
 
+import base64
+import contextlib
 import email
 import html
 import http.cookiejar
@@ -14,6 +16,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -23,11 +26,16 @@ from email.policy import SMTP, default
 from pathlib import Path
 
 import pytest
+import requests
 from sqlalchemy import select
 
+from mailserver.config import REPO_ROOT
+from mailserver.registry.oidc import digest, portal_redirect_uri, query_client, revoke_consent
+
 from mailserver.store.mailstore import deliver
-from mailserver.store.models import Account, Content, Folder, Message
+from mailserver.store.models import Account, AuditLog, Content, Folder, Message, OidcToken
 from mailserver.store.models.mail import ANSWERED, SEEN
+from mailserver.web.webmail import php_value
 from tests.abuse import PASSWORD, city, city_factory  # noqa: F401
 
 #: the Debian package's layout: the application, and its public web root
@@ -82,9 +90,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _config(town, root: Path) -> Path:
+def _config(town, root: Path, extra: str = "") -> Path:
     """A config dir of Roundcube's own for this server: plain IMAP and submission on loopback (the
-    server's development mode allows it there), SQLite and logs in the temp dir, IMAP debug on."""
+    server's development mode allows it there), SQLite and logs in the temp dir, IMAP debug on;
+    ``extra`` (PHP, e.g. what `civicmail webmail config` prints) after, so it wins."""
     conf = root / "config"
     for name in ("logs", "temp", "config"):
         (root / name).mkdir(parents=True)
@@ -109,17 +118,9 @@ def _config(town, root: Path) -> Path:
         "sent_mbox": "Sent",
     }
     lines = ["<?php", "$config = [];"]
-    lines += [f"$config[{json.dumps(key)}] = {_php(value)};" for key, value in settings.items()]
-    (conf / "config.inc.php").write_text("\n".join(lines) + "\n")
+    lines += [f"$config[{json.dumps(key)}] = {php_value(value)};" for key, value in settings.items()]
+    (conf / "config.inc.php").write_text("\n".join(lines) + "\n" + extra)
     return conf
-
-
-def _php(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return "[" + ", ".join(_php(v) for v in value) + "]"
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class Webmail:
@@ -170,13 +171,19 @@ def _field(page: str, name: str) -> str:
     return found.group(1)
 
 
-@pytest.fixture
-def webmail(city, tmp_path):  # noqa: F811
-    conf = _config(city, tmp_path / "roundcube")
-    port = _free_port()
-    log = (tmp_path / "php.log").open("wb")
-    php = subprocess.Popen(["php", "-S", f"127.0.0.1:{port}", "-t", str(PUBLIC)],
-                           env={"ROUNDCUBE_CONFIG_DIR": str(conf), "PATH": "/usr/bin:/bin"},
+@contextlib.contextmanager
+def _roundcube(conf: Path, log_path: Path, plugins: Path | None = None, port: int | None = None):
+    """Roundcube under PHP's built-in web server over the config dir ``conf``: its base URL.
+    ``plugins``: a plugins folder of the test's own (RCUBE_PLUGINS_DIR, defined before Roundcube
+    defines its default), so a plugin is installed without touching the package's folder."""
+    port = port or _free_port()
+    command = ["php", "-S", f"127.0.0.1:{port}", "-t", str(PUBLIC)]
+    if plugins is not None:
+        prepend = conf / "prepend.php"
+        prepend.write_text(f"<?php define('RCUBE_PLUGINS_DIR', {php_value(str(plugins) + '/')});\n")
+        command[1:1] = ["-d", f"auto_prepend_file={prepend}"]
+    log = log_path.open("wb")
+    php = subprocess.Popen(command, env={"ROUNDCUBE_CONFIG_DIR": str(conf), "PATH": "/usr/bin:/bin"},
                            stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + WAIT
@@ -185,13 +192,20 @@ def webmail(city, tmp_path):  # noqa: F811
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
-                assert php.poll() is None and time.monotonic() < deadline, (tmp_path / "php.log").read_text()
+                assert php.poll() is None and time.monotonic() < deadline, log_path.read_text()
                 time.sleep(0.05)
-        yield Webmail(f"http://127.0.0.1:{port}"), tmp_path / "roundcube" / "logs"
+        yield f"http://127.0.0.1:{port}"
     finally:
         php.terminate()
         php.wait(10)
         log.close()
+
+
+@pytest.fixture
+def webmail(city, tmp_path):  # noqa: F811
+    conf = _config(city, tmp_path / "roundcube")
+    with _roundcube(conf, tmp_path / "php.log") as base:
+        yield Webmail(base), tmp_path / "roundcube" / "logs"
 
 
 def _compose_form(page: str) -> dict[str, str]:
@@ -280,3 +294,145 @@ def test_roundcube_lists_sorted_and_threaded_reads_archives_and_replies(city, we
     assert received["Message-ID"] == kept["Message-ID"]
     assert _folder(city, 0, "Archive")[0][0] & ANSWERED
     assert any(c.startswith("UID MOVE 3 ") for c in _imap_commands(logs))
+
+
+# -- single sign-on (issue 15 item 3): Roundcube configured by `civicmail webmail config` ---------
+#: the registered name of citizen 0 (tests/abuse.py)
+NAME = "李强"
+HTTP = "citizen services HTTP"
+
+
+@pytest.fixture
+def sso(city_factory, tmp_path):  # noqa: F811
+    """A city whose provider, IMAPS and SMTPS listen on ports known before it starts (the printed
+    config names them), and Roundcube configured by nothing but `civicmail webmail config`'s
+    output (on top of its database, logs and debug switches) with the plugin it installs."""
+    ports = [f"{name}.listen=127.0.0.1:{_free_port()}" for name in ("http", "imaps", "submissions")]
+    town = city_factory(*ports)
+    root = tmp_path / "roundcube"
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    for plugin in (ROUNDCUBE / "plugins").iterdir():  # the package's own (jqueryui, ...)
+        (plugins / plugin.name).symlink_to(plugin.resolve())
+    php_port = _free_port()
+    url = f"http://127.0.0.1:{php_port}/"
+    args = [sys.executable, str(REPO_ROOT / "bin" / "civicmail"), "-c", str(town.server.config.source),
+            *[a for p in ports for a in ("--set", p)], "webmail", "config", "--url", url, "--plugins-dir", str(plugins)]
+    made = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    assert "client webmail registered" in made.stderr and "plugin installed" in made.stderr, made.stderr
+    again = subprocess.run(args, capture_output=True, text=True, timeout=120)  # idempotent: same secret
+    assert again.returncode == 0 and again.stdout == made.stdout, again.stderr
+    assert "already registered" in again.stderr and "plugin already in" in again.stderr, again.stderr
+    conf = _config(town, root, made.stdout)
+    with _roundcube(conf, tmp_path / "php.log", plugins, port=php_port) as base:
+        yield town, base, root / "logs", made.stdout
+
+
+def test_webmail_config_is_php_roundcube_reads(sso):
+    """The fragment is PHP; it names this city's TLS listeners and a client the provider knows:
+    built in, Roundcube's OAuth return as its one redirect URI, the printed secret accepted."""
+    town, base, _, printed = sso
+    checked = subprocess.run(["php", "-l"], input="<?php\n" + printed, capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"$config['imap_host'] = 'ssl://localhost:{town.port('imaps')}';" in printed
+    assert f"$config['smtp_host'] = 'ssl://localhost:{town.port('submissions')}';" in printed
+    assert "$config['oauth_scope'] = 'openid email profile mail';" in printed
+    assert "$config['oauth_client_id'] = 'webmail';" in printed
+    client = query_client(town.server.registry, "webmail")
+    assert client.builtin and not client.public and client.redirect_uris == (base + "/index.php/login/oauth",)
+    secret = re.search(r"\$config\['oauth_client_secret'\] = '([^']+)';", printed).group(1)
+    revoke = f"http://127.0.0.1:{town.port(HTTP)}/oidc/revoke"
+    for tried, status in ((secret, 200), (secret + "x", 401)):  # RFC 7009: an unknown token is 200
+        answer = requests.post(revoke, auth=("webmail", tried), data={"token": "unknown"}, timeout=30)
+        assert answer.status_code == status, answer.text
+
+
+def test_signed_in_to_the_city_the_browser_opens_roundcube_without_a_password_and_reads_a_notice(sso):
+    town, base, logs, _ = sso
+    notices = _deliver_notices(town)
+    browser = requests.Session()
+    provider = f"http://127.0.0.1:{town.port(HTTP)}"
+
+    # The citizen signs in to the city once (as the portal's sign-in does): the provider's page,
+    # its form posted with the CSRF token the page holds.
+    page = browser.get(provider + "/oidc/authorize?" + urllib.parse.urlencode(
+        {"client_id": "portal", "response_type": "code", "scope": "openid",
+         "redirect_uri": portal_redirect_uri(town.server.config)}), timeout=30)
+    assert page.status_code == 200 and 'name="password"' in page.text, page.text
+    signed = browser.post(provider + "/oidc/signin", data={**_hidden(page.text), "address": town.addresses[0],
+                                                           "password": PASSWORD}, allow_redirects=False, timeout=30)
+    assert signed.status_code == 302, signed.text
+
+    # Then the portal's link to the webmail: Roundcube sends the browser to the provider, which
+    # knows it and sends it straight back with a code (no form, no consent: the city's own
+    # webmail); Roundcube exchanges the code and logs in to IMAP with the token.
+    landed = browser.get(base + "/", timeout=60)
+    hops = [r.headers["Location"] for r in landed.history]
+    assert any(h.startswith(provider + "/oidc/authorize?") for h in hops), hops
+    assert any(h.startswith(base + "/index.php/login/oauth?code=") for h in hops), hops
+    assert 'name="password"' not in landed.text and "_pass" not in landed.text
+    found = re.search(r'"request_token":"([^"]+)"', landed.text)
+    assert found and '"task":"mail"' in landed.text, landed.text[-3000:]
+    headers = {"X-Roundcube-Request": found.group(1), "X-Requested-With": "XMLHttpRequest"}
+
+    # The INBOX lists the notices; one opens with its body.
+    listed = browser.get(base + "/", params={"_task": "mail", "_action": "list", "_mbox": "INBOX", "_remote": "1",
+                                             "_sort": "date_DESC"}, headers=headers, timeout=60).json()
+    assert sorted(subject for _, subject, _ in _rows(listed)) == sorted(subject for subject, _ in NOTICES)
+    shown = browser.get(base + "/", params={"_task": "mail", "_action": "show", "_uid": "2", "_mbox": "INBOX"},
+                        timeout=60)
+    assert str(notices[1].get_content()).strip() in html.unescape(shown.text)
+    assert _folder(town, 0, "INBOX")[1][0] & SEEN
+
+    # Roundcube never had a password (the browser gave it to the provider alone): it opened IMAP
+    # with the webmail's access token, and the provider's audit trail has the webmail's sign-in.
+    commands = _imap_commands(logs)
+    assert not any(c.startswith("LOGIN") for c in commands), commands
+    with town.server.store.reader() as s:
+        details = s.scalars(select(AuditLog.detail).where(AuditLog.action == "oidc.authorize",
+                                                          AuditLog.actor == town.addresses[0])).all()
+        scopes = s.scalars(select(OidcToken.scope).where(OidcToken.client_id == "webmail")).all()
+    assert any(d.startswith("client=webmail ") for d in details), details
+    assert scopes and all("mail" in scope.split() for scope in scopes), scopes
+
+    # The identity carries the registered real name: the compose page's sender, and what is sent
+    # (over SMTPS, with the token again).
+    compose = browser.get(base + "/", params={"_task": "mail", "_action": "compose"}, timeout=60)
+    if compose.history:  # Roundcube first redirects to a compose id of its own
+        assert "_id=" in compose.url
+    sender = re.search(r'<select name="_from".*?</select>', compose.text, re.DOTALL)
+    assert sender and f"{NAME} &lt;{town.addresses[0]}&gt;" in sender.group(0), compose.text[-3000:]
+    form = _compose_form(compose.text)
+    form.update(_to=town.addresses[1], _subject="网页版来信", _message="从网页版发出。")
+    sent = browser.post(base + "/", params={"_task": "mail", "_unlock": "loading1", "_framed": "1"}, data=form,
+                        timeout=60)
+    assert "sent_successfully" in sent.text, sent.text[-3000:]
+    [(_, received)] = _folder(town, 1, "INBOX")
+    assert received["From"].addresses[0].display_name == NAME
+    assert received["From"].addresses[0].addr_spec == town.addresses[0]
+    smtp_auth = re.findall(r"> Send: AUTH XOAUTH2 (\S+)", (logs / "smtp.log").read_text())
+    assert smtp_auth, (logs / "smtp.log").read_text()[-2000:]
+    user, bearer = base64.b64decode(smtp_auth[-1]).decode().split("\x01")[:2]
+    assert user == f"user={town.addresses[0]}" and bearer.startswith("auth=Bearer ")
+    with town.server.store.reader() as s:
+        assert s.scalar(select(OidcToken.client_id).where(OidcToken.access_hash == digest(bearer[12:]))) == "webmail"
+
+    # It was the token: its tokens revoked (as withdrawing a website on the portal's account page
+    # does), Roundcube's next IMAP login is refused at once and the INBOX is no longer listed.
+    with town.server.store.reader() as s:
+        account = s.scalar(select(Account.id).where(Account.address == town.addresses[0]))
+    revoke_consent(town.server.registry, account, town.addresses[0], "webmail")
+    refused = browser.get(base + "/", params={"_task": "mail", "_action": "list", "_mbox": "INBOX", "_remote": "1"},
+                          headers=headers, timeout=60)
+    assert not (refused.headers.get("Content-Type", "").startswith("application/json") and _rows(refused.json()))
+    # Roundcube's log masks the mechanism, but the server's answer is the bearer mechanisms' own
+    # (RFC 7628 3.2.2: an error challenge, then NO): OAUTHBEARER / XOAUTH2 it was.
+    imap_log = (logs / "imap.log").read_text()
+    challenge = re.findall(r"\] S: \+ (\S+)", imap_log)[-1]
+    assert json.loads(base64.b64decode(challenge))["status"] == "invalid_token"
+    assert re.match(r"A\d+ NO \[AUTHENTICATIONFAILED\]", re.findall(r"\] S: (A\d+ .*)", imap_log)[-1]), imap_log[-2000:]
+
+
+def _hidden(page: str) -> dict[str, str]:
+    return {k: html.unescape(v) for k, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page)}
