@@ -175,6 +175,8 @@ def test_the_signed_in_citizens_apple_profile(demo):
     assert profile.headers["Content-Type"] == "application/x-apple-aspen-config"
     account = plistlib.loads(profile.content)["PayloadContent"][0]
     assert account["EmailAddress"] == a
+    # every page links to the webmail that `civicmail webmail config` sets up (signed in by the same provider)
+    assert f'<a href="{c.base.rstrip("/")}/webmail/">网页邮箱</a>' in c.get("/account").text
 
 
 def test_web_vote_and_mail_vote_are_one_ballot(demo):

@@ -126,10 +126,16 @@ class Portal:
     def render(self, request: web.Request, template: str, status: int = 200, **values) -> web.Response:
         text = self.env.get_template(template).render(
             city=self.city, csrf_token=self.sessions.csrf_token(request), me=request.get(CITIZEN),
-            path=request.path, **values)
+            path=request.path, webmail_url=self.webmail_url(request), **values)
         response = web.Response(status=status, text=text, content_type="text/html", charset="utf-8")
         response.headers["Cache-Control"] = "no-store"
         return response
+
+    def webmail_url(self, request: web.Request) -> str:
+        """Roundcube's address as `civicmail webmail config` set it up (Config.webmail_url), with
+        the issuer this request reached when no http.base_url is set (a listener on port 0)."""
+        configured = self.ctx.config.oidc.webmail_url
+        return (configured or self.provider.issuer(request) + "/webmail").rstrip("/") + "/"
 
     def not_found(self, request: web.Request) -> web.Response:
         return self.render(request, "portal_message.html", status=404, title="找不到该页面",
