@@ -360,7 +360,8 @@ KEY_TYPES = ("ec-p256", "rsa-2048")
 
 @dataclass(frozen=True)
 class CheckConfig:
-    #: `civicmail check`: a TLS certificate expiring within this many days is a warning
+    #: `civicmail check`: a TLS certificate, or a certificate of the city CA (root, issuing CA,
+    #: agencies'), expiring within this many days is a warning
     cert_warn_days: int = 30
     #: free space of the data directory's file system, in percent: below the first a warning,
     #: below the second a failure

@@ -107,6 +107,46 @@ def tls_certificate(config: Config, now: dt.datetime | None = None) -> list[Find
     return findings
 
 
+def city_ca(config: Config, now: dt.datetime | None = None) -> list[Finding]:
+    """The city CA's root and issuing certificates and the agencies' signing certificates: a
+    warning within check.cert_warn_days of the end of one, a failure past it. The CRL is signed
+    on request by the issuing CA (a day at a time): it lasts as long as the issuing CA, so that
+    one's line names it. Nothing where no city CA was made (`ca init`)."""
+    from cryptography import x509
+
+    from .identity.ca import AGENCIES, ISSUING_CERT, ROOT_CERT, CityCA
+
+    now = now or _utcnow()
+    ca_dir = config.data_path(config.ca.dir)
+    if not CityCA.exists(ca_dir):
+        return []
+    renew_ca = "renew the city CA before then (a new issuing CA under the root; clients keep trusting the root)"
+    items = [("city CA root", ca_dir / ROOT_CERT, "every certificate of the city stops verifying", renew_ca),
+             ("city CA issuing certificate", ca_dir / ISSUING_CERT,
+              "the certificates it issued and its CRL stop verifying", renew_ca)]
+    items += [(f"agency {path.stem} signing certificate", path, "its notices go out unsigned",
+               f"`civicmail ca issue agency {path.stem}`") for path in sorted((ca_dir / AGENCIES).glob("*.pem"))]
+    findings, fine = [], []
+    for what, path, then, fix in items:
+        try:
+            until = x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc
+        except (OSError, ValueError) as exc:
+            findings.append(Finding(FAIL, f"{what} {path} unreadable ({exc.__class__.__name__})", fix))
+            continue
+        days = (until - now).total_seconds() / 86400
+        if until <= now:
+            findings.append(Finding(FAIL, f"{what} expired {until:%Y-%m-%d %H:%M} UTC: {then}", fix))
+        elif days < config.check.cert_warn_days:
+            findings.append(Finding(WARN, f"{what} expires {until:%Y-%m-%d} ({days:.0f} days): {then}", fix))
+        else:
+            fine.append(until)
+    if fine:
+        findings.append(Finding(OK, f"city CA: {len(fine)} certificate(s) (root, issuing, agencies') valid for "
+                                    f"{config.check.cert_warn_days} days or more, the first to end on "
+                                    f"{min(fine):%Y-%m-%d}"))
+    return findings
+
+
 def _dkim_public(config: Config) -> tuple[str | None, Finding]:
     """The DKIM key's DNS record value, and the finding on the key file itself."""
     from .identity.certs import dkim_dns_record
@@ -295,7 +335,7 @@ def _minutes(minutes: float) -> str:
 #: every check, in the order printed: (name, check)
 CHECKS: tuple[tuple[str, Callable[[Config], list[Finding]]], ...] = (
     ("permissions", permissions), ("ID-number keys", id_keys), ("TLS certificate", tls_certificate),
-    ("DKIM and DNS", dkim_and_dns), ("disk space", disk_space), ("database", store_checks),
+    ("city CA", city_ca), ("DKIM and DNS", dkim_and_dns), ("disk space", disk_space), ("database", store_checks),
 )
 
 

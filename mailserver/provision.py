@@ -149,6 +149,32 @@ def make_demo_appraisal(registry: Registry) -> str | None:
     return f"appraisal          {definition['title']} ({address}): ballot mailed to {sent} citizens"
 
 
+def make_demo_ca(registry: Registry) -> list[str]:
+    """The city CA (as `ca init`) and a signing certificate for each demo agency (as `ca issue
+    agency`), so that the demo drops' notices are S/MIME-signed. Returns a line for each thing
+    made now; what exists already is kept (a second `init --demo` makes nothing)."""
+    from delivery.catalog import load_agencies
+
+    from .identity.ca import ROOT_CERT, AgencySigner, CityCA
+    from .registry.ca import init_ca, issue_agency
+
+    config = registry.config
+    ca_dir = config.data_path(config.ca.dir)
+    lines = []
+    if not CityCA.exists(ca_dir):
+        ca = init_ca(registry, actor="init --demo")
+        lines.append(f"city CA made: issuing CA in {ca_dir}, its root's key in {config.data_path(config.ca.root_dir)} "
+                     f"(CRL at {ca.crl_url})")
+    for agency_id in load_agencies(config.templates_dir):
+        if AgencySigner.load(ca_dir, agency_id) is None:
+            issued = issue_agency(registry, agency_id, actor="init --demo")
+            lines.append(f"agency {agency_id}: signing certificate {issued.serial} for {issued.address}")
+    if lines:
+        lines.append(f"root certificate {ca_dir / ROOT_CERT} (trust it in a mail client to see the notices "
+                     "as signed; `civicmail ca root` prints it)")
+    return lines
+
+
 def run_demo_drops(registry: Registry) -> list[str]:
     """Run the DEMO_DROPS sample drops (those not run yet). Returns a line for each drop run."""
     from delivery.catalog import load_catalog

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from mailserver.config import REPO_ROOT
+from mailserver.datadir import secure
 from mailserver.identity.certs import dkim_dns_record, make_dkim_key
 from mailserver.store import migrate, open_store
 from mailserver.store.models import OutboundMessage
@@ -213,3 +214,42 @@ def test_a_missing_database_is_a_failure_and_the_check_makes_none(data):
     assert status == 2 and lines["FAIL"] == [f"database: {database} does not exist  (`civicmail init`, or "
                                              "`civicmail restore` a backup)"], lines
     assert not database.exists()
+
+
+def renew_issuing(config, days: int) -> None:
+    """The city CA's issuing certificate made again by its root, valid for ``days`` more."""
+    from mailserver.identity.ca import ISSUING_CERT, ROOT_KEY
+
+    path = config.data_path(config.ca.dir) / ISSUING_CERT
+    old = x509.load_pem_x509_certificate(path.read_bytes())
+    root_key = serialization.load_pem_private_key((config.data_path(config.ca.root_dir) / ROOT_KEY).read_bytes(),
+                                                  password=None)
+    builder = (x509.CertificateBuilder().subject_name(old.subject).issuer_name(old.issuer)
+               .public_key(old.public_key()).serial_number(old.serial_number)
+               .not_valid_before(old.not_valid_before_utc)
+               .not_valid_after(dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=days, hours=1)))
+    for ext in old.extensions:
+        builder = builder.add_extension(ext.value, ext.critical)
+    path.write_bytes(builder.sign(root_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+
+
+def test_city_ca_certificates_near_their_end_are_warnings(data, dns_server):
+    from tests.cahelpers import make_ca
+
+    ca = make_ca(data)
+    ca.install_agency(ca.issue_agency("traffic-police", "市公安局交通警察支队", [f"jiaojing@{DOMAIN}"], "ec-p256", 10))
+    secure(data)  # made here, not under the CLI's umask: the modes `civicmail init` gives
+    nameserver = dns_server(published(data)).address
+    status, lines = check(data, nameserver)
+    assert status == 1 and not lines["FAIL"], lines
+    assert len(lines["WARN"]) == 1, lines["WARN"]
+    assert lines["WARN"][0].startswith("agency traffic-police signing certificate expires ")
+    assert "(10 days): its notices go out unsigned" in lines["WARN"][0]
+    assert "`civicmail ca issue agency traffic-police`" in lines["WARN"][0]
+    assert any(x.startswith("city CA: 2 certificate(s) ") for x in lines["OK"]), lines["OK"]
+    renew_issuing(data, 20)  # the issuing CA, which also signs the CRL
+    status, lines = check(data, nameserver)
+    warned = "\n".join(lines["WARN"])
+    assert status == 1 and len(lines["WARN"]) == 2, lines
+    assert "city CA issuing certificate expires" in warned and "(20 days)" in warned and "its CRL" in warned
+    assert any(x.startswith("city CA: 1 certificate(s) ") for x in lines["OK"]), lines["OK"]

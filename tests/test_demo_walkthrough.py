@@ -16,6 +16,7 @@ import email.policy
 import imaplib
 import os
 import re
+import shutil
 import signal
 import smtplib
 import socket
@@ -348,3 +349,30 @@ def test_clients_are_told_a_host_they_reach(demo):
             assert reply[0] in ("OK", 235), (kind, port, reply)
         finally:
             client.logout() if kind == "imap" else client.quit()
+
+
+def test_demo_notices_are_signed_and_verify_with_the_root_init_printed(demo, tmp_path):
+    """`init --demo` makes the city CA and the demo agencies' signing certificates before its
+    drops: a notice fetched over IMAP verifies with `openssl smime -verify` against the root
+    certificate whose path init printed."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed (apt-get install openssl)")
+    found = re.search(r"root certificate (\S+)", demo.init_out)
+    assert found, demo.init_out
+    root = demo.folder / found[1]  # absolute as printed
+    assert root.is_file(), root
+    for address in demo.logins:
+        client = demo.imap(address)
+        try:
+            assert client.select("INBOX", readonly=True)[0] == "OK"
+            typ, data = client.fetch("1", "(BODY.PEEK[])")
+        finally:
+            client.logout()
+        assert typ == "OK"
+        raw = next(item[1] for item in data if isinstance(item, tuple))
+        assert email.message_from_bytes(raw).get_content_type() == "multipart/signed", address
+        (tmp_path / "notice.eml").write_bytes(raw)
+        done = subprocess.run([openssl, "smime", "-verify", "-CAfile", str(root), "-in", str(tmp_path / "notice.eml"),
+                               "-out", str(tmp_path / "content.eml")], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and "Verification successful" in done.stderr, (address, done.stderr)

@@ -10,7 +10,8 @@ import click
 
 from .. import config as config_mod
 from .. import datadir
-from ..provision import dns_records, make_demo, make_demo_appraisal, make_spool_folders, prepare, run_demo_drops, write_config
+from ..provision import (dns_records, make_demo, make_demo_appraisal, make_demo_ca, make_spool_folders, prepare,
+                         run_demo_drops, write_config)
 from ..registry import Registry
 from .app import App
 
@@ -70,6 +71,11 @@ def command(app: App, data_dir: Path, domain: str | None, hostname: str | None, 
                 click.echo(f"  {who:<12} {login:<32} {password}")
         else:
             click.echo(f"\nDemo city already present; logins are in {config.data_dir / 'demo-credentials.txt'}")
+        signing = make_demo_ca(app.registry)  # before the drops: their notices are signed
+        if signing:
+            click.echo("\nCity CA (S/MIME-signed notices):")
+            for line in signing:
+                click.echo("  " + line)
         drops = run_demo_drops(app.registry)
         if drops:
             click.echo("\nSample drops run (templates/*/sample.csv):")

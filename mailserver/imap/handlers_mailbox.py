@@ -39,6 +39,7 @@ async def do_select(s: ImapSession, cmd: MailboxCommand) -> Reply:
         await s.untagged(R.OK_CLOSED.line())
     # IMAP4rev2 (RFC 9051 E.6): no \Recent, so nothing is claimed, no RECENT nor [UNSEEN n] sent
     claims = not readonly and not s.rev2
+    serial = s.ctx.hub.serial()  # before the snapshot: see ImapSession.select
     snap = await s.ctx.run_read(mb.select_folder, s.store, s.account_id, cmd.mailbox, not claims, False)
     if claims and snap.unclaimed:  # messages no session has seen as \Recent: claim them (a write)
         snap = await s.ctx.run_write(mb.claim_snapshot, s.store, snap)
@@ -63,7 +64,7 @@ async def do_select(s: ImapSession, cmd: MailboxCommand) -> Reply:
         for x in listed:
             if x.name == snap.folder.name:
                 await s.untagged(list_line("LIST", x.attrs, s.mailbox_wire(x.name)))
-    s.select(sel)
+    s.select(sel, serial)
     q = cmd.qresync
     if q is not None and q.uidvalidity == sel.uidvalidity:
         # RFC 7162 3.2.5: what the client missed since it last saw ``q.modseq``

@@ -445,11 +445,17 @@ class ImapSession:
         if self.wake is not None:
             self.wake.set()
 
-    def select(self, selected: SelectedFolder) -> None:
+    def select(self, selected: SelectedFolder, serial: int) -> None:
+        """Listen to the selected folder. ``serial``: ``hub.serial()`` read before the snapshot
+        ``selected`` was made from; a change announced since then (before this subscription,
+        so told to no listener of ours) is looked at after the command."""
         self.close_selected()
         self.selected = selected
         self.state = SELECTED
-        self.ctx.hub.subscribe(selected.folder_id, self._on_change, asyncio.get_running_loop())
+        hub = self.ctx.hub
+        hub.subscribe(selected.folder_id, self._on_change, asyncio.get_running_loop())
+        if hub.announced_since(selected.folder_id, serial):
+            self.pending = True
 
     def close_selected(self) -> None:
         if self.selected is not None:

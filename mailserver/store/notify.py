@@ -16,6 +16,8 @@ from typing import Callable, Iterable, Iterator
 Listener = Callable[[int], None]
 #: a listener and the loop it is called on (None: in the writer's thread)
 Entry = tuple[asyncio.AbstractEventLoop | None, Listener]
+#: folders share this many slots of ``ChangeHub.announced_since`` (a shared slot costs a spurious look only)
+_SLOTS = 4096
 
 
 class ChangeHub:
@@ -26,6 +28,10 @@ class ChangeHub:
         self._accounts: dict[int, set[Entry]] = defaultdict(set)
         #: how many times each watched folder was announced changed (kept while it has listeners)
         self._versions: dict[int, int] = {}
+        #: announcements of any folder so far, and the count at the last one in each slot of
+        #: folder ids (listened to or not): see ``serial`` and ``announced_since``
+        self._serial = 0
+        self._last = [0] * _SLOTS
         #: ``held``: the changes a thread announces inside it, announced when it ends
         self._local = threading.local()
 
@@ -73,6 +79,19 @@ class ChangeHub:
         since writers announce after their commit)."""
         return self._versions.get(folder_id, 0)
 
+    def serial(self) -> int:
+        """Announcements of any folder so far. Read it before looking at a folder that is not
+        yet listened to (SELECT's snapshot), then subscribe, then ask ``announced_since``: a
+        change announced between the look and the subscription reaches no listener, and would
+        otherwise be lost (the next one alone would wake the session)."""
+        return self._serial
+
+    def announced_since(self, folder_id: int, serial: int) -> bool:
+        """Whether a change of the folder may have been announced after ``serial`` (``serial()``
+        read before the look). Never a false no; a false yes (another folder of the same slot)
+        costs one look."""
+        return self._last[folder_id % _SLOTS] > serial
+
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
         """Changes announced by this thread inside the block are announced when it ends without
@@ -93,8 +112,10 @@ class ChangeHub:
             held.update(folder_ids)
             return
         with self._lock:
+            self._serial += 1
             targets = []
             for fid in set(folder_ids):
+                self._last[fid % _SLOTS] = self._serial
                 entries = self._listeners.get(fid)
                 if entries:
                     self._versions[fid] = self._versions.get(fid, 0) + 1

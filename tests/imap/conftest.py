@@ -61,7 +61,9 @@ class Running:
         return fn(*args)
 
 
-def start_server(config, overrides=None) -> Running:
+def start_server(config, overrides=None, watcher_on: bool = True) -> Running:
+    """``watcher_on=False``: without the FolderWatcher (its poll of the database, for writers in
+    other processes), so that only the change hub tells sessions of this process's writes."""
     store = open_store(config)
     registry = Registry(config, store)
     users = []
@@ -74,6 +76,8 @@ def start_server(config, overrides=None) -> Running:
     imap = ImapService(ctx, "127.0.0.1:0", False, "imap")
     imaps = ImapService(ctx, "127.0.0.1:0", True, "imaps")
     watcher = WatcherService(ctx)
+    if not watcher_on:
+        watcher.watcher.start = lambda: None  # never polls; its stop() then has nothing to stop
     ready = threading.Event()
 
     async def main():

@@ -1,0 +1,69 @@
+"""This process's writers tell IMAP sessions of new mail through the change hub alone: the
+servers here run without the FolderWatcher (the poll that would hide a lost wake-up within a
+quarter of a second, and that misses it too when it polled the folder meanwhile for another
+session). A delivery that lands between SELECT's snapshot and the session's subscription to
+the folder is told at once; deliveries from another thread reach a session in IDLE."""
+from __future__ import annotations
+
+import pytest
+
+from mailserver.store import mailboxes as mb
+from mailserver.store.mailstore import deliver
+
+from .conftest import start_server
+
+RAW = b"From: a@x.example\r\nTo: b@y.example\r\nSubject: %s\r\n\r\nbody\r\n"
+
+
+@pytest.fixture
+def hub_only(sqlite_config):
+    running = start_server(sqlite_config, watcher_on=False)
+    yield running
+    running._stop()
+
+
+def test_mail_delivered_between_the_snapshot_and_the_subscription_is_told(hub_only, monkeypatch):
+    account = hub_only.users[0][1]
+    real = mb.select_folder
+    delivered = []
+
+    def select_then_deliver(store, *args):
+        snapshot = real(store, *args)
+        if not delivered:  # in the read lane's thread: committed and announced before SELECT listens
+            delivered.extend(deliver(store, RAW % b"between", [account]))
+        return snapshot
+
+    monkeypatch.setattr(mb, "select_folder", select_then_deliver)
+    a = hub_only.raw()
+    lines = a.command("s", "SELECT INBOX")
+    assert delivered and lines[-1].startswith(b"s OK"), lines
+    assert b"* 0 EXISTS\r\n" in lines  # the snapshot was read before the delivery
+    # told without asking (not NOOP, which always looks): by the end of an IDLE ended at once,
+    # whose first look comes before it reads DONE
+    a.send(b"i IDLE\r\n")
+    lines.append(a.line())
+    assert lines[-1].startswith(b"+ "), lines
+    a.send(b"DONE\r\n")
+    while not lines[-1].startswith(b"i "):
+        lines.append(a.line())
+        assert lines[-1], lines  # the server closed
+    assert lines[-1] == b"i OK IDLE terminated\r\n"
+    assert b"* 1 EXISTS\r\n" in lines, lines
+    a.close()
+
+
+def test_deliveries_from_another_thread_reach_a_session_in_idle(hub_only):
+    a = hub_only.raw()
+    assert a.command("s", "SELECT INBOX")[-1].startswith(b"s OK")
+    a.send(b"i IDLE\r\n")
+    assert a.line().startswith(b"+ ")
+    for n in range(1, 21):
+        deliver(hub_only.ctx.store, RAW % str(n).encode(), [hub_only.users[0][1]])
+        while True:
+            line = a.line()
+            assert line, "the server closed"
+            if line.endswith(b" EXISTS\r\n") and int(line.split()[1]) >= n:
+                break
+    a.send(b"DONE\r\n")
+    assert a.command("n", "NOOP")[-1].startswith(b"n OK")
+    a.close()
