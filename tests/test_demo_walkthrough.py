@@ -109,6 +109,7 @@ def with_ports(command: str, ports: dict[str, int]) -> str:
     """`civicmail ARGS` with --set for every listener's port (global options, before ARGS)."""
     assert command.startswith("civicmail ")
     sets = " ".join(f"--set {k}.listen=127.0.0.1:{p}" for k, p in ports.items())
+    sets += " --set http.metrics_listen=127.0.0.1:0"  # not the README's 2090: another run may hold it
     return f"civicmail {sets} {command[len('civicmail '):]}"
 
 
@@ -168,9 +169,13 @@ def test_every_demo_inbox_holds_notices_of_several_types(demo):
     """The demo's citizens are the sample drops' people, and init ran sample drops for them."""
     assert len(demo.logins) == 5, demo.init_out
     for address in demo.logins:
-        got = demo.inbox(address)
+        inbox = demo.inbox(address)
+        # beside the notices, the city's appraisal ballot (answered by mail or on the portal)
+        assert [m["From"].addresses[0].addr_spec for m in inbox if not m["X-Civicmail-Notice-Type"]] == [
+            "appraisal-2026@civic.example"], address
+        got = [m for m in inbox if m["X-Civicmail-Notice-Type"]]
         types = {m["X-Civicmail-Notice-Type"] for m in got}
-        assert len(types) >= 3 and None not in types, (address, types)
+        assert len(types) >= 3, (address, types)
         agencies = {m["From"].addresses[0].addr_spec for m in got}
         assert all(re.search(r"[\u4e00-\u9fff]", str(m["Subject"])) for m in got)
         assert len(agencies) >= 2, (address, agencies)
@@ -222,7 +227,7 @@ def test_the_readme_walkthrough_as_written(demo):
     done = demo.sh("\n".join(read))
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["*", "SEARCH"] + [str(n) for n in range(1, len(held) + 1)]
-    assert "* SEARCH 1 2 3 4" in section("### The demo in five minutes") and len(held) == 4
+    assert "* SEARCH 1 2 3 4 5" in section("### The demo in five minutes") and len(held) == 5
     # 3. one more sample drop, as the README runs it, arrives in IDLE
     (command,) = drop
     assert command.startswith("civicmail ")
@@ -288,7 +293,7 @@ def test_every_address_a_notice_names_takes_mail(demo):
     types = set()
     for address in demo.logins:
         got = demo.inbox(address)
-        types.update(m["X-Civicmail-Notice-Type"] for m in got)
+        types.update(m["X-Civicmail-Notice-Type"] for m in got if m["X-Civicmail-Notice-Type"])
         for m in got:
             named.add(m["From"].addresses[0].addr_spec)
             text = m.get_body(("plain",)).get_content()
