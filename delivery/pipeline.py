@@ -19,7 +19,7 @@ from mailserver.mime import Analyzed
 from mailserver.store import Store
 
 from . import compose as compose_mod
-from . import reasons
+from . import reasons, stagecpu
 from . import validate as validate_mod
 from .applications import NUMBER_FIELD
 from .catalog import NoticeDefinition, load_catalog
@@ -31,11 +31,13 @@ from .render import AgencyInfo, RenderError, Renderer
 from .rowkeys import idempotency_key
 from .rowstate import DUPLICATE, FAILED, INVALID, RECEIVED, UNMATCHED, RowState
 from .sign import authentication_results, sign as sign_raw
+from .stagecpu import StageCpu
 from .structure import NoticeStructure
 
 PIPELINE = ("read", "validate", "match", "consent", "render", "compose", "sign", "deliver", "report")
-#: the stages that run per chunk in a worker, in order
-ROW_STAGES = PIPELINE[1:7]
+#: the stages that run per chunk in a worker, in order (``structure``: the stored structure of
+#: what ``sign`` made, part of the sign stage as rows see it, timed on its own)
+ROW_STAGES = ("validate", "match", "consent", "render", "compose", "sign", "structure")
 WORKER_CACHE_KIB = 4096
 #: how often a worker checks that the drop's process is still there
 PARENT_POLL_SECONDS = 0.5
@@ -158,11 +160,16 @@ def stage_compose(ctx: RowContext, rows: list[RowState]) -> None:
 
 
 def stage_sign(ctx: RowContext, rows: list[RowState]) -> None:
-    """The server's trace header on top; the structure (what ``analyze`` would give) from the
-    composed pieces (``structure``)."""
+    """The server's trace header on top (``r.raw``); the composed pieces stay for ``structure``."""
+    for r in rows:
+        r.raw = sign_raw(r.rendered.raw, ctx.trace_header)
+
+
+def stage_structure(ctx: RowContext, rows: list[RowState]) -> None:
+    """The structure (what ``analyze`` would give) from the composed pieces (``structure``); a
+    failure is the sign stage's, as rows report it."""
     for r in rows:
         notice, r.rendered = r.rendered, None
-        r.raw = sign_raw(notice.raw, ctx.trace_header)
         try:
             r.analyzed = ctx.structure.analyzed(notice)
         except Exception as exc:  # a row is cheaper to lose than a drop
@@ -177,6 +184,7 @@ STAGES = {
     "render": stage_render,
     "compose": stage_compose,
     "sign": stage_sign,
+    "structure": stage_structure,
 }
 
 
@@ -203,11 +211,16 @@ def paper_letters(ctx: RowContext, rows: list[RowState]) -> None:
             r.paper = ("", r.reason or "")
 
 
-def process_rows(ctx: RowContext, rows: list[RowState]) -> list[RowState]:
-    """Run a chunk through the row stages: the one loop."""
+def process_rows(ctx: RowContext, rows: list[RowState], clock: StageCpu | None = None) -> list[RowState]:
+    """Run a chunk through the row stages: the one loop. ``clock``: each stage's CPU is added to it."""
+    t = stagecpu.now()
     for name in ROW_STAGES:
         STAGES[name](ctx, [r for r in rows if r.status == RECEIVED])
+        if clock is not None:
+            t = clock.add(name, t)
     paper_fallback(ctx, rows)
+    if clock is not None:
+        clock.add("render", t)
     return rows
 
 
@@ -230,10 +243,16 @@ def _exit_with_parent(parent_pid: int) -> None:
     os._exit(1)
 
 
-def process_chunk(chunk: list[tuple[int, dict[str, str]]]) -> list[tuple]:
-    """A worker's job: a chunk of rows in, their outcomes out as compact tuples (``pack``)."""
+def process_chunk(chunk: list[tuple[int, dict[str, str]]]) -> tuple[list[tuple], dict[str, float]]:
+    """A worker's job: a chunk of rows in, their outcomes out as compact tuples (``pack``), with
+    the CPU seconds each stage took on them."""
     assert _worker is not None, "init_worker was not called"
-    return [pack(r) for r in process_rows(_worker, [RowState(line, cells) for line, cells in chunk])]
+    clock = StageCpu()
+    rows = process_rows(_worker, [RowState(line, cells) for line, cells in chunk], clock)
+    t = stagecpu.now()
+    packed = [pack(r) for r in rows]
+    clock.add("transfer", t)
+    return packed, clock.seconds
 
 
 def pack(r: RowState) -> tuple:

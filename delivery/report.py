@@ -31,6 +31,7 @@ from mailserver.store import Store
 from mailserver.store.models import Drop, DropRow
 
 from .rowstate import STATUSES, UNMATCHED, RowState
+from .stagecpu import StageCpu
 
 #: named so as not to clash with a notice type's own "status" or "reason" field
 REPORT_TAIL = ("drop_status", "drop_reason")
@@ -43,6 +44,8 @@ REBUILD_ROWS = 2000
 class Summary:
     counts: Counter = field(default_factory=Counter)
     elapsed: float = 0.0
+    #: CPU seconds per stage, in the processes and threads that ran them (``stagecpu``)
+    cpu: StageCpu = field(default_factory=StageCpu)
 
     @property
     def rows(self) -> int:
