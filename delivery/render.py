@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import NamedTuple
 from decimal import Decimal
 from pathlib import Path
 
@@ -38,8 +39,7 @@ class AgencyInfo:
     apply_address: str = ""
 
 
-@dataclass(frozen=True)
-class Rendered:
+class Rendered(NamedTuple):
     subject: str
     text: str
     html: str
