@@ -16,6 +16,7 @@ from functools import cached_property
 
 from mailserver.config import Config
 from mailserver.mime import Analyzed
+from mailserver.mime.sortkeys import SortFields
 from mailserver.store import Store
 
 from . import compose as compose_mod
@@ -260,8 +261,9 @@ def pack(r: RowState) -> tuple:
     a third of the time of the RowState, and the writer's process is the pipeline's narrow part.
     The row's cells stay behind (the writer still has them)."""
     a = r.analyzed
+    # (the sort fields as a plain tuple: a NamedTuple pickles through its class, at ten times the cost)
     analyzed = None if a is None else (a.size, a.header_size, a.envelope, a.body, a.bodystructure, a.search_text,
-                                       a.sort)
+                                       None if a.sort is None else tuple(a.sort))
     paper = None if r.paper is None else (r.paper, r.values.get("name", ""), r.values.get("id_number", ""))
     # application notices: what the writer needs to thread them (delivery/applications.py)
     thread = ((r.values[NUMBER_FIELD], r.values.get("status", "")) if r.values.get(NUMBER_FIELD) else None)
@@ -272,7 +274,9 @@ def unpack(packed: tuple) -> RowState:
     line, status, stage, reason, key, account_id, raw, analyzed, paper, thread = packed
     r = RowState(line, {}, status=status, stage=stage, reason=reason, key=key, account_id=account_id, raw=raw)
     if analyzed is not None:
-        r.analyzed = Analyzed(*analyzed)
+        size, header_size, envelope, body, bodystructure, search_text, sort = analyzed
+        r.analyzed = Analyzed(size, header_size, envelope, body, bodystructure, search_text,
+                              None if sort is None else SortFields(*sort))
     if paper is not None:
         r.paper, name, number = paper
         r.values = {"name": name, "id_number": number}

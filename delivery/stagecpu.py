@@ -9,13 +9,23 @@ prints it as "other".
 """
 from __future__ import annotations
 
+import resource
 import time
 
-#: every stage the clock knows, in pipeline order (what `drop run --stage-cpu` prints)
+#: every stage the clock knows, in pipeline order (what `drop run --stage-cpu` prints), then what
+#: no stage claimed while the drop ran: in the drop's process (its other threads: the process
+#: pool's result and feeder threads, pickling, the heartbeat) and in the worker processes
+#: (receiving and pickling chunks, start-up)
 STAGES = ("read", "validate", "match", "consent", "render", "compose", "sign", "structure", "transfer", "write",
-          "commit", "report")
+          "commit", "report", "main-other", "worker-other")
 
 now = time.thread_time
+
+
+def process_tree_cpu() -> tuple[float, float]:
+    """(CPU seconds of this process, of its finished and waited-for children), user + system."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime
 
 
 class StageCpu:
@@ -35,6 +45,16 @@ class StageCpu:
     def merge(self, other: "StageCpu | dict[str, float]") -> None:
         for stage, s in (other.seconds if isinstance(other, StageCpu) else other).items():
             self.seconds[stage] = self.seconds.get(stage, 0.0) + s
+
+    def add_rest(self, started: tuple[float, float], workers: "StageCpu") -> None:
+        """Add the workers' stages, and what no stage claimed since ``started`` (a
+        ``process_tree_cpu()``) in this process (every stage here is this process's) and in the
+        workers (finished by now: a pool's workers are waited for when it shuts down)."""
+        mine, children = process_tree_cpu()
+        self.seconds["main-other"] = max(0.0, mine - started[0] - self.total)
+        if workers.seconds:
+            self.seconds["worker-other"] = max(0.0, children - started[1] - workers.total)
+        self.merge(workers)
 
     @property
     def total(self) -> float:

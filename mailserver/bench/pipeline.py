@@ -53,15 +53,15 @@ def stage_seconds(out: str) -> dict[str, float]:
 
 
 def stage_report(seconds: dict[str, float], total: float, delivered: int) -> list[str]:
-    """One line per stage (CPU s, ms per notice, share), and "other": what no stage claims
-    (interpreter start and imports, worker start-up, pickling between processes)."""
+    """One line per stage (CPU s, ms per notice, share), and "start+exit": the process tree's CPU
+    outside `run_drop` (interpreter start, imports, closing the store)."""
     per = max(delivered, 1)
     rows = [(stage, seconds[stage]) for stage in STAGES if stage in seconds]
-    rows.append(("other", max(total - sum(seconds.values()), 0.0)))
-    lines = [f"{'stage':10s} {'CPU s':>8s} {'ms/notice':>10s} {'share':>6s}"]
+    rows.append(("start+exit", max(total - sum(seconds.values()), 0.0)))
+    lines = [f"{'stage':12s} {'CPU s':>8s} {'ms/notice':>10s} {'share':>6s}"]
     for stage, s in rows:
-        lines.append(f"{stage:10s} {s:8.2f} {1000 * s / per:10.4f} {100 * s / max(total, 1e-9):5.1f}%")
-    lines.append(f"{'total':10s} {total:8.2f} {1000 * total / per:10.4f}")
+        lines.append(f"{stage:12s} {s:8.2f} {1000 * s / per:10.4f} {100 * s / max(total, 1e-9):5.1f}%")
+    lines.append(f"{'total':12s} {total:8.2f} {1000 * total / per:10.4f}")
     return lines
 
 
