@@ -116,7 +116,7 @@ def _sealed(ring: IdKeyring, r: RowState, originals: dict[int, dict[str, str]]) 
 
 
 def _write(store, ring, drop_id, agency_id, notice_type, rows, originals, owner, clock: StageCpu) -> set[int]:
-    t = stagecpu.now()
+    cpu = stagecpu.now()
     now = utcnow()
     if store.dialect == "sqlite":  # stored as SQLAlchemy's DateTime stores it there (UTC, no offset)
         now = now.strftime("%Y-%m-%d %H:%M:%S.%f")
@@ -158,8 +158,8 @@ def _write(store, ring, drop_id, agency_id, notice_type, rows, originals, owner,
         drop.rows_rejected += sum(1 for r in new_rows if r.status != DELIVERED)
         # A retried row was counted as rejected when it was first seen.
         drop.rows_rejected -= sum(1 for r in todo if r.row_id is not None)
-        t = clock.add("write", t)
-    clock.add("commit", t)
+        cpu = clock.add("write", cpu)
+    clock.add("commit", cpu)
     for r in todo:
         r.raw = r.analyzed = None
     return {d.folder_id for d in delivered}

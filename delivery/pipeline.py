@@ -18,6 +18,7 @@ from mailserver.config import Config
 from mailserver.mime import Analyzed
 from mailserver.mime.sortkeys import SortFields
 from mailserver.store import Store
+from mailserver.store.outage import retrying
 
 from . import compose as compose_mod
 from . import reasons, stagecpu
@@ -130,14 +131,21 @@ def stage_validate(ctx: RowContext, rows: list[RowState]) -> None:
 
 def stage_match(ctx: RowContext, rows: list[RowState]) -> None:
     """Match, then set aside rows already delivered (a rerun) before the costly stages; the
-    deliver stage still decides, under the unique key, inside its transaction."""
-    match(ctx, rows)
+    deliver stage still decides, under the unique key, inside its transaction. Each read is
+    retried after a database outage as the writer's batches are (``delivery.store_retry_seconds``):
+    a node that stalled inside one (its connection ended by the server) goes on when it wakes."""
+    retry = ctx.config.delivery.store_retry_seconds
+    retrying(retry, match, ctx, rows)  # (it reads, then marks the rows)
     matched = [r for r in rows if r.status == RECEIVED]
-    with ctx.store.reader() as s:
-        known = known_keys(s, [r.key for r in matched])
+    known = retrying(retry, _known, ctx, [r.key for r in matched])
     for r in matched:
         if r.key in known:
             r.stop(DUPLICATE, "match", DUPLICATE_REASON)
+
+
+def _known(ctx: RowContext, keys: list[str]) -> set[str]:
+    with ctx.store.reader() as s:
+        return known_keys(s, keys)
 
 
 def stage_render(ctx: RowContext, rows: list[RowState]) -> None:
