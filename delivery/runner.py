@@ -44,8 +44,8 @@ from . import read as read_mod
 from . import reasons, stagecpu
 from .catalog import get_definition, load_agencies, load_catalog
 from .deliver import DropTakenOver, deliver_batch, mark_duplicates
-from .pipeline import (RowContext, RunSpec, init_worker, paper_letters, process_chunk, process_rows,
-                       small_cache_store, unpack)
+from .pipeline import (RowContext, RunSpec, fewer_collections, init_worker, paper_letters, process_chunk,
+                       process_rows, small_cache_store, unpack)
 from .read import AlreadyRun, FileError
 from .render import AgencyInfo
 from .report import ReportWriter, Summary, report_rows, write_stored_paper, write_stored_report
@@ -209,7 +209,7 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
         # The writer runs in its own thread, up to WRITES_QUEUED batches behind: while a commit
         # waits for the disk, the workers go on rendering (and the writer never waits for them
         # while batches are ready).
-        with ThreadPoolExecutor(1, thread_name_prefix="drop-writer") as writing:
+        with ThreadPoolExecutor(1, thread_name_prefix="drop-writer") as writing, fewer_collections():
             in_write: deque = deque()
             chunks = _timed(_chunks(pending, chunk), clock, "read")
             for rows, originals in _batches(_process(spec, reg, path, chunks, clock, worker_clock), batch):
