@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from mailserver.identity.addresses import statements_address
 from mailserver.identity.smime import B64_LINE, base64_lines  # noqa: F401  (B64_LINE: the tests')
+from mailserver.mime.headers import cached_if_short
 
 from .catalog import NoticeDefinition
 from .render import AgencyInfo, Rendered
@@ -74,6 +75,11 @@ def encoded_words_reference(value: str, first_bytes: int = WORD_BYTES) -> str:
         size += n
     words.append("".join(chunk))
     return (CRLF + " ").join(f"=?utf-8?b?{base64.b64encode(w.encode('utf-8')).decode('ascii')}?=" for w in words)
+
+
+@cached_if_short(maxsize=1024, limit=256)  # the notices of a drop share few subjects
+def _subject_field(value: str) -> str:
+    return _encode_header("Subject", value)
 
 
 def _encode_header(name: str, value: str) -> str:
@@ -147,7 +153,7 @@ def compose_notice(skel: Skeleton, rendered: Rendered, to_name: str, to_address:
     """``compose``, keeping the per-row values its structure is made of (``structure``)."""
     b = boundary(key)
     to_value = _address("To", to_name, to_address)
-    subject_field = _encode_header("Subject", rendered.subject)
+    subject_field = _subject_field(rendered.subject)
     msgid = message_id(key, skel.definition.id, skel.domain)
     content_type = f'Content-Type: multipart/alternative; boundary="{b}"'
     head = CRLF.join((
@@ -169,7 +175,8 @@ def compose_notice(skel: Skeleton, rendered: Rendered, to_name: str, to_address:
     )
     return ComposedNotice(raw=(head + body).encode("ascii"), header_size=len(head), to_value=to_value,
                           subject_value=subject_field[len("Subject: "):], date=date, message_id=msgid, boundary=b,
-                          content_type=content_type, text_b64=text_b64, html_b64=html_b64, text=text)
+                          content_type=content_type, text_b64=text_b64, html_b64=html_b64, text=text,
+                          to_name=to_name)
 
 
 def compose_slow(skel: Skeleton, rendered: Rendered, to_name: str, to_address: str, key: str,

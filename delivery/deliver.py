@@ -23,6 +23,8 @@ from mailserver.store.outage import Backoff, is_outage
 from .reasons import DUPLICATE as DUPLICATE_REASON
 from .rowstate import DELIVERED, DUPLICATE, KEEP_DATA, RowState
 from .applications import thread_into_applications
+from . import stagecpu
+from .stagecpu import StageCpu
 
 KEY_CHUNK = 900
 
@@ -63,16 +65,17 @@ def mark_duplicates(session, rows: list[RowState]) -> list[RowState]:
 
 def deliver_batch(store: Store, ring: IdKeyring, drop_id: int, agency_id: str, notice_type: str,
                   rows: list[RowState], originals: dict[int, dict[str, str]], retry_seconds: float = 0.0,
-                  owner: str | None = None) -> None:
+                  owner: str | None = None, clock: StageCpu | None = None) -> None:
     """Write one batch. ``originals``: row number -> the row's cells (sealed for rows kept).
     ``owner``: the node running the drop; the batch is written only while the drop is still its
-    (DropTakenOver otherwise).
+    (DropTakenOver otherwise). ``clock``: the CPU of writing and of committing is added to it.
     A failure for a database outage is retried with backoff for ``retry_seconds``, then raises
     StoreUnavailable (the transaction rolled back: nothing of the batch is stored)."""
     conflicts, backoff = 0, Backoff(retry_seconds)
     while True:
         try:
-            folder_ids = _write(store, ring, drop_id, agency_id, notice_type, rows, originals, owner)
+            folder_ids = _write(store, ring, drop_id, agency_id, notice_type, rows, originals, owner,
+                                clock or StageCpu())
             break
         except IntegrityError:
             # Another writer delivered one of these keys meanwhile: redo, now seeing it as duplicate.
@@ -112,7 +115,8 @@ def _sealed(ring: IdKeyring, r: RowState, originals: dict[int, dict[str, str]]) 
     return seal_row(ring, originals[r.line]) if r.status in KEEP_DATA and r.line in originals else None
 
 
-def _write(store, ring, drop_id, agency_id, notice_type, rows, originals, owner) -> set[int]:
+def _write(store, ring, drop_id, agency_id, notice_type, rows, originals, owner, clock: StageCpu) -> set[int]:
+    cpu = stagecpu.now()
     now = utcnow()
     if store.dialect == "sqlite":  # stored as SQLAlchemy's DateTime stores it there (UTC, no offset)
         now = now.strftime("%Y-%m-%d %H:%M:%S.%f")
@@ -154,6 +158,8 @@ def _write(store, ring, drop_id, agency_id, notice_type, rows, originals, owner)
         drop.rows_rejected += sum(1 for r in new_rows if r.status != DELIVERED)
         # A retried row was counted as rejected when it was first seen.
         drop.rows_rejected -= sum(1 for r in todo if r.row_id is not None)
+        cpu = clock.add("write", cpu)
+    clock.add("commit", cpu)
     for r in todo:
         r.raw = r.analyzed = None
     return {d.folder_id for d in delivered}

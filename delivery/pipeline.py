@@ -6,7 +6,9 @@ each worker builds once); ``deliver`` and ``report`` run in the one writer (``ru
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gc
 import os
 import threading
 import time
@@ -16,10 +18,12 @@ from functools import cached_property
 
 from mailserver.config import Config
 from mailserver.mime import Analyzed
+from mailserver.mime.sortkeys import SortFields
 from mailserver.store import Store
+from mailserver.store.outage import retrying
 
 from . import compose as compose_mod
-from . import reasons
+from . import reasons, stagecpu
 from . import validate as validate_mod
 from .applications import NUMBER_FIELD
 from .catalog import NoticeDefinition, load_catalog
@@ -31,14 +35,21 @@ from .render import AgencyInfo, RenderError, Renderer
 from .rowkeys import idempotency_key
 from .rowstate import DUPLICATE, FAILED, INVALID, RECEIVED, UNMATCHED, RowState
 from .sign import SmimeSigner, authentication_results, sign as sign_raw
+from .stagecpu import StageCpu
 from .structure import NoticeStructure
 
 PIPELINE = ("read", "validate", "match", "consent", "render", "compose", "sign", "deliver", "report")
-#: the stages that run per chunk in a worker, in order
-ROW_STAGES = PIPELINE[1:7]
+#: the stages that run per chunk in a worker, in order (``structure``: the stored structure of
+#: what ``sign`` made, part of the sign stage as rows see it, timed on its own)
+ROW_STAGES = ("validate", "match", "consent", "render", "compose", "sign", "structure")
 WORKER_CACHE_KIB = 4096
 #: how often a worker checks that the drop's process is still there
 PARENT_POLL_SECONDS = 0.5
+#: the collector's first threshold while rows are processed: every row allocates dozens of
+#: containers, and at Python's 700 the collector ran every few rows and walked each chunk's
+#: live rows again and again (about 20 us a row; 7 at this threshold). Rows make little cyclic
+#: garbage, so memory stays flat.
+GC_THRESHOLD = 20_000
 
 
 @dataclass(frozen=True)
@@ -138,14 +149,21 @@ def stage_validate(ctx: RowContext, rows: list[RowState]) -> None:
 
 def stage_match(ctx: RowContext, rows: list[RowState]) -> None:
     """Match, then set aside rows already delivered (a rerun) before the costly stages; the
-    deliver stage still decides, under the unique key, inside its transaction."""
-    match(ctx, rows)
+    deliver stage still decides, under the unique key, inside its transaction. Each read is
+    retried after a database outage as the writer's batches are (``delivery.store_retry_seconds``):
+    a node that stalled inside one (its connection ended by the server) goes on when it wakes."""
+    retry = ctx.config.delivery.store_retry_seconds
+    retrying(retry, match, ctx, rows)  # (it reads, then marks the rows)
     matched = [r for r in rows if r.status == RECEIVED]
-    with ctx.store.reader() as s:
-        known = known_keys(s, [r.key for r in matched])
+    known = retrying(retry, _known, ctx, [r.key for r in matched])
     for r in matched:
         if r.key in known:
             r.stop(DUPLICATE, "match", DUPLICATE_REASON)
+
+
+def _known(ctx: RowContext, keys: list[str]) -> set[str]:
+    with ctx.store.reader() as s:
+        return known_keys(s, keys)
 
 
 def stage_render(ctx: RowContext, rows: list[RowState]) -> None:
@@ -170,17 +188,26 @@ def stage_compose(ctx: RowContext, rows: list[RowState]) -> None:
 
 def stage_sign(ctx: RowContext, rows: list[RowState]) -> None:
     """The agency's S/MIME signature where it has a certificate (``sign.SmimeSigner``), the
-    server's trace header on top; the structure (what ``analyze`` would give) from the composed
-    pieces (``structure``)."""
+    server's trace header on top (``r.raw``); the composed pieces stay for ``structure``."""
     signer = ctx.signer
     for r in rows:
-        notice, r.rendered = r.rendered, None
         try:
-            signed = signer.sign_notice(notice) if signer is not None else None
-            r.raw = sign_raw(notice.raw if signed is None else signed.raw, ctx.trace_header)
-            r.analyzed = ctx.structure.analyzed(notice, signed)
+            r.signed = signer.sign_notice(r.rendered) if signer is not None else None
+            r.raw = sign_raw(r.rendered.raw if r.signed is None else r.signed.raw, ctx.trace_header)
         except Exception as exc:  # a row is cheaper to lose than a drop
             r.stop(FAILED, "sign", reasons.INTERNAL.format(stage="sign", error=exc.__class__.__name__))
+            r.rendered = r.signed = r.raw = None
+
+
+def stage_structure(ctx: RowContext, rows: list[RowState]) -> None:
+    """The structure (what ``analyze`` would give) from the composed pieces (``structure``) and
+    the signature; a failure is the sign stage's, as rows report it."""
+    for r in rows:
+        notice, signed, r.rendered, r.signed = r.rendered, r.signed, None, None
+        try:
+            r.analyzed = ctx.structure.analyzed(notice, signed)
+        except Exception as exc:  # a row is cheaper to lose than a drop
+            r.stop(FAILED, "sign", reasons.INTERNAL.format(stage="analyze", error=exc.__class__.__name__))
             r.raw = None
 
 
@@ -191,6 +218,7 @@ STAGES = {
     "render": stage_render,
     "compose": stage_compose,
     "sign": stage_sign,
+    "structure": stage_structure,
 }
 
 
@@ -217,11 +245,16 @@ def paper_letters(ctx: RowContext, rows: list[RowState]) -> None:
             r.paper = ("", r.reason or "")
 
 
-def process_rows(ctx: RowContext, rows: list[RowState]) -> list[RowState]:
-    """Run a chunk through the row stages: the one loop."""
+def process_rows(ctx: RowContext, rows: list[RowState], clock: StageCpu | None = None) -> list[RowState]:
+    """Run a chunk through the row stages: the one loop. ``clock``: each stage's CPU is added to it."""
+    t = stagecpu.now()
     for name in ROW_STAGES:
         STAGES[name](ctx, [r for r in rows if r.status == RECEIVED])
+        if clock is not None:
+            t = clock.add(name, t)
     paper_fallback(ctx, rows)
+    if clock is not None:
+        clock.add("render", t)
     return rows
 
 
@@ -229,9 +262,27 @@ def process_rows(ctx: RowContext, rows: list[RowState]) -> list[RowState]:
 _worker: RowContext | None = None
 
 
+def _raise_gc_threshold() -> tuple[int, ...]:
+    """The cyclic collector's first threshold raised to GC_THRESHOLD; returns the one before."""
+    before = gc.get_threshold()
+    gc.set_threshold(max(before[0], GC_THRESHOLD), *before[1:])
+    return before
+
+
+@contextlib.contextmanager
+def fewer_collections():
+    """GC_THRESHOLD for the block (the process may be a server: the threshold is restored)."""
+    before = _raise_gc_threshold()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
 def init_worker(spec: RunSpec, parent_pid: int) -> None:
     global _worker
     _worker = RowContext(spec)
+    _raise_gc_threshold()  # for good: a worker only runs rows
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), name="parent-watch", daemon=True).start()
 
 
@@ -244,10 +295,16 @@ def _exit_with_parent(parent_pid: int) -> None:
     os._exit(1)
 
 
-def process_chunk(chunk: list[tuple[int, dict[str, str]]]) -> list[tuple]:
-    """A worker's job: a chunk of rows in, their outcomes out as compact tuples (``pack``)."""
+def process_chunk(chunk: list[tuple[int, dict[str, str]]]) -> tuple[list[tuple], dict[str, float]]:
+    """A worker's job: a chunk of rows in, their outcomes out as compact tuples (``pack``), with
+    the CPU seconds each stage took on them."""
     assert _worker is not None, "init_worker was not called"
-    return [pack(r) for r in process_rows(_worker, [RowState(line, cells) for line, cells in chunk])]
+    clock = StageCpu()
+    rows = process_rows(_worker, [RowState(line, cells) for line, cells in chunk], clock)
+    t = stagecpu.now()
+    packed = [pack(r) for r in rows]
+    clock.add("transfer", t)
+    return packed, clock.seconds
 
 
 def pack(r: RowState) -> tuple:
@@ -255,8 +312,9 @@ def pack(r: RowState) -> tuple:
     a third of the time of the RowState, and the writer's process is the pipeline's narrow part.
     The row's cells stay behind (the writer still has them)."""
     a = r.analyzed
+    # (the sort fields as a plain tuple: a NamedTuple pickles through its class, at ten times the cost)
     analyzed = None if a is None else (a.size, a.header_size, a.envelope, a.body, a.bodystructure, a.search_text,
-                                       a.sort)
+                                       None if a.sort is None else tuple(a.sort))
     paper = None if r.paper is None else (r.paper, r.values.get("name", ""), r.values.get("id_number", ""))
     # application notices: what the writer needs to thread them (delivery/applications.py)
     thread = ((r.values[NUMBER_FIELD], r.values.get("status", "")) if r.values.get(NUMBER_FIELD) else None)
@@ -267,7 +325,9 @@ def unpack(packed: tuple) -> RowState:
     line, status, stage, reason, key, account_id, raw, analyzed, paper, thread = packed
     r = RowState(line, {}, status=status, stage=stage, reason=reason, key=key, account_id=account_id, raw=raw)
     if analyzed is not None:
-        r.analyzed = Analyzed(*analyzed)
+        size, header_size, envelope, body, bodystructure, search_text, sort = analyzed
+        r.analyzed = Analyzed(size, header_size, envelope, body, bodystructure, search_text,
+                              None if sort is None else SortFields(*sort))
     if paper is not None:
         r.paper, name, number = paper
         r.values = {"name": name, "id_number": number}

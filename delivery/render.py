@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import NamedTuple
 from decimal import Decimal
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from mailserver.errors import ValidationError
 from mailserver.identity.addresses import statements_address
 
 from .catalog import NoticeDefinition
+from .fastrender import Flat, Unsupported, flatten
 from .reasons import RENDER_FAILED
 
 
@@ -37,8 +39,7 @@ class AgencyInfo:
     apply_address: str = ""
 
 
-@dataclass(frozen=True)
-class Rendered:
+class Rendered(NamedTuple):
     subject: str
     text: str
     html: str
@@ -119,6 +120,17 @@ class Renderer:
             self.constants["contact_html"] = Markup(env.get_template(CONTACT_HTML).render(self.constants))
         except TemplateError as exc:
             raise RenderError(f"templates of {definition.id}: {exc}") from None
+        # Each template flattened once (fastrender): its notices are joins of text and fields.
+        # A template it cannot flatten is rendered by Jinja.
+        self.fields = frozenset(f.name for f in definition.all_fields)
+        self.flat_subject, self.flat_text, self.flat_html = (
+            self._flatten(env, f"{base}/{name}") for name in ("subject", "body.txt", "body.html"))
+
+    def _flatten(self, env: SandboxedEnvironment, name: str) -> Flat | None:
+        try:
+            return flatten(env, name, self.constants, self.fields - self.constants.keys())
+        except (Unsupported, TemplateError):
+            return None
 
     def context(self, values: dict, address: str | None) -> dict:
         ctx = dict(self.globals)
@@ -128,10 +140,24 @@ class Renderer:
         return ctx
 
     def render(self, values: dict, address: str | None) -> Rendered:
-        ctx = self.context(values, address)
+        ctx: dict | None = None
         try:
-            subject = " ".join(_render(self.subject, ctx).split())
-            return Rendered(subject, _render(self.text, ctx), _render(self.html, ctx))
+            flat = self.fields <= values.keys()  # (a row always has every field: validate_row)
+            if flat and self.flat_subject is not None:
+                subject = self.flat_subject.render(values)
+            else:
+                ctx = self.context(values, address)
+                subject = _render(self.subject, ctx)
+            if flat and self.flat_text is not None:
+                text = self.flat_text.render(values)
+            else:
+                ctx = ctx or self.context(values, address)
+                text = _render(self.text, ctx)
+            if flat and self.flat_html is not None:
+                html = self.flat_html.render(values)
+            else:
+                html = _render(self.html, ctx or self.context(values, address))
+            return Rendered(" ".join(subject.split()), text, html)
         except TemplateError as exc:  # StrictUndefined, sandbox refusals, template faults
             raise RenderError(RENDER_FAILED.format(detail=exc.message)) from None
 

@@ -33,6 +33,9 @@ class RowState:
     #: subject, text and HTML between render and compose (a render.Rendered), then the composed
     #: notice until sign (a structure.ComposedNotice)
     rendered: object | None = None
+    #: the agency's S/MIME signature of the composed notice (a sign.SignedNotice) between sign and
+    #: structure; None where the agency has no certificate
+    signed: object | None = None
     raw: bytes | None = None
     analyzed: Analyzed | None = None
     #: (subject, text) for the paper-mail fallback of an unmatched row

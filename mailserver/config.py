@@ -263,8 +263,8 @@ class DeliveryConfig:
     xlsx_max_unzipped_bytes: int = 134217728
     #: an XLSX drop with more shared strings (distinct texts) than this is refused before it is read
     xlsx_max_shared_strings: int = 1000000
-    #: seconds a drop run retries a database write that failed for an outage (with backoff)
-    #: before it stops (the same command run again then resumes it)
+    #: seconds a drop run retries a database write (or a read of its match stage) that failed for
+    #: an outage (with backoff) before it stops (the same command run again then resumes it)
     store_retry_seconds: float = 60.0
     #: seconds a running drop (a spooled file, the drop mailbox's watcher) is reserved for the node
     #: running it; renewed every third of it while it runs, taken over by another node only after

@@ -1,7 +1,9 @@
 """`civicmail bench pipeline --rows N`: N citizens and a drop of N rows, run end to end on a
-fresh SQLite data directory; prints notices per second and the peak resident memory of the
-`drop run` process tree (parent and workers, sampled from /proc). With ``--sign KEY_TYPE`` the
-agency has a city-CA signing certificate of that key type, so every notice is S/MIME signed.
+fresh SQLite data directory; prints notices per second, the peak resident memory of the
+`drop run` process tree (parent and workers, sampled from /proc), and the CPU per notice of
+each stage (`drop run --stage-cpu`, measured in the threads that ran them) beside the tree's total.
+With ``--sign KEY_TYPE`` the agency has a city-CA signing certificate of that key type, so every
+notice is S/MIME signed.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ import time
 from pathlib import Path
 
 import click
+
+from delivery.stagecpu import STAGES
 
 from .util import write_citizens_csv
 
@@ -38,6 +42,29 @@ def write_drop(citizens_csv: Path, drop_csv: Path) -> int:
             writer.writerow([f"BENCH-{n:08d}", number, name, f"3301{n:012d}", expiry.isoformat(),
                              "示例市车辆管理所滨江分所（江南大道100号）"])
     return n
+
+
+def stage_seconds(out: str) -> dict[str, float]:
+    """The stage table of `drop run --stage-cpu` (stage, CPU s, ms per notice) read back."""
+    found = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] in STAGES:
+            found[parts[0]] = float(parts[1])
+    return found
+
+
+def stage_report(seconds: dict[str, float], total: float, delivered: int) -> list[str]:
+    """One line per stage (CPU s, ms per notice, share), and "start+exit": the process tree's CPU
+    outside `run_drop` (interpreter start, imports, closing the store)."""
+    per = max(delivered, 1)
+    rows = [(stage, seconds[stage]) for stage in STAGES if stage in seconds]
+    rows.append(("start+exit", max(total - sum(seconds.values()), 0.0)))
+    lines = [f"{'stage':12s} {'CPU s':>8s} {'ms/notice':>10s} {'share':>6s}"]
+    for stage, s in rows:
+        lines.append(f"{stage:12s} {s:8.2f} {1000 * s / per:10.4f} {100 * s / max(total, 1e-9):5.1f}%")
+    lines.append(f"{'total':12s} {total:8.2f} {1000 * total / per:10.4f}")
+    return lines
 
 
 def _tree_memory_kib(pid: int) -> tuple[int, int]:
@@ -147,7 +174,8 @@ def command(rows: int, workers: int, work_dir: Path | None, prepared_dir: Path |
             subprocess.run(cli + ["-c", str(config), "--set", f"ca.agency_key_type={sign}", "ca", "issue", "agency",
                                   AGENCY], check=True, stdout=subprocess.DEVNULL)
         run = cli + ["-c", str(config), "--set", f"delivery.workers={workers}", *extra, "drop", "run", str(drop_csv),
-                     "--agency", AGENCY, "--notice-type", NOTICE_TYPE]
+                     "--agency", AGENCY, "--notice-type", NOTICE_TYPE, "--stage-cpu"]
+        load_before = os.getloadavg()[0]
         cpu_before = _children_cpu()
         started = time.monotonic()
         proc = subprocess.Popen(run, stdout=subprocess.PIPE, text=True)
@@ -164,8 +192,12 @@ def command(rows: int, workers: int, work_dir: Path | None, prepared_dir: Path |
         delivered = next((int(line.split()[1].replace(",", "")) for line in out.splitlines()
                           if line.startswith("delivered")), 0)
         click.echo(out.rstrip())
+        click.echo("CPU per stage (all processes; total from getrusage of the process tree):")
+        for line in stage_report(stage_seconds(out), cpu, delivered):
+            click.echo("  " + line)
         click.echo(f"bench pipeline (signing: {sign}): {rows:,} rows, {delivered:,} delivered in {elapsed:.1f} s = "
                    f"{delivered / elapsed:,.0f} notices/s end to end (process start to exit); "
                    f"peak memory of drop run + workers: RSS {sampler.peak_kib / 1024:.0f} MiB, "
                    f"PSS {sampler.peak_pss_kib / 1024:.0f} MiB; CPU (user + sys, all processes) {cpu:.1f} s = "
-                   f"{1000 * cpu / max(delivered, 1):.3f} ms per notice")
+                   f"{1000 * cpu / max(delivered, 1):.3f} ms per notice; load average {load_before:.1f} at start, "
+                   f"{os.getloadavg()[0]:.1f} at end")

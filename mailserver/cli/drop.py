@@ -38,10 +38,12 @@ def _progress_bar():
               help="where to write the report CSV (default: DATA/drops/<id>/report.csv)")
 @click.option("--paper", "paper_path", type=click.Path(dir_okay=False, path_type=Path),
               help="where to write the paper-mail export of unmatched rows (default: DATA/drops/<id>/paper.csv)")
+@click.option("--stage-cpu", is_flag=True,
+              help="also print the CPU time each stage took (in the processes that ran it), per delivered notice")
 @reason_option
 @click.pass_obj
 def run(app: App, file: Path, agency_id: str, notice_type: str, dry_run: bool, encoding: str | None, force: bool,
-        report_path: Path | None, paper_path: Path | None, reason: str | None) -> None:
+        report_path: Path | None, paper_path: Path | None, stage_cpu: bool, reason: str | None) -> None:
     """Run FILE (CSV, JSON Lines or XLSX). Exit 0 when the drop was processed, even with bad
     rows (the report names each one); non-zero when the file as a whole cannot be run. A
     paper-mail export written (it holds ID numbers) is audited."""
@@ -62,6 +64,9 @@ def run(app: App, file: Path, agency_id: str, notice_type: str, dry_run: bool, e
     if dry_run:
         rows = [("would deliver" if k == "delivered" else k, v) for k, v in rows]
     echo_table(rows, ("", "count"))
+    if stage_cpu:
+        echo_table(result.summary.cpu.lines(result.summary.counts["delivered"]),
+                   ("stage", "CPU s", "ms per notice"))
     if result.report_path:
         click.echo(f"report: {result.report_path}")
     if result.paper_path:

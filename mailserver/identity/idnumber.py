@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+from operator import mul
 
 from ..errors import ValidationError
 
@@ -12,7 +13,7 @@ CHECK_CHARS = "10X98765432"
 
 def check_char(first17: str) -> str:
     """The checksum character for the first 17 digits."""
-    total = sum(int(c) * w for c, w in zip(first17, WEIGHTS))
+    total = sum(map(mul, map(int, first17), WEIGHTS))
     return CHECK_CHARS[total % 11]
 
 

@@ -148,7 +148,7 @@ class IdKeyring:
 
     def index(self, number: str) -> bytes:
         """Keyed hash of a normalised ID number: what the store looks numbers up by."""
-        return hmac.new(self.mac_key, number.encode("ascii"), sha256).digest()
+        return hmac.digest(self.mac_key, number.encode("ascii"), "sha256")  # one-shot: a third of hmac.new's cost
 
     def encrypt(self, number: str) -> bytes:
         nonce = secrets.token_bytes(12)

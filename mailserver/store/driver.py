@@ -62,6 +62,24 @@ def driver_rows(session: "Session | RawRead", sql: str, *params) -> list[tuple]:
         cursor.close()
 
 
+def driver_stream(session: "Session | RawRead", sql: str, *params, size: int = 2000) -> Iterator[tuple]:
+    """``driver_rows`` as a stream: rows fetched ``size`` at a time (memory flat in the result:
+    on PostgreSQL through a server-side cursor, which a plain one is not)."""
+    cursor, sql = _cursor(session, sql)
+    if not (session.qmark if isinstance(session, RawRead) else session.connection().dialect.paramstyle == "qmark"):
+        cursor.close()
+        cursor = cursor.connection.cursor(name=f"civicmail_stream_{id(cursor):x}")
+    try:
+        cursor.execute(sql, params)
+        while True:
+            part = cursor.fetchmany(size)
+            if not part:
+                return
+            yield from part
+    finally:
+        cursor.close()
+
+
 def driver_execute(session: Session, sql: str, rows: list[tuple]) -> None:
     """executemany of a plain SQL statement ("?" placeholders) in the session's transaction.
     A unique or foreign key violation raises SQLAlchemy's ``IntegrityError``, as the same

@@ -212,7 +212,10 @@ def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delive
         for fid, uidnext, modseq in rows:
             state[fid] = (uidnext, modseq)
     now = dt.datetime.now(dt.timezone.utc)
-    message_rows = []
+    # SQLite: the rows as the driver takes them (values in MESSAGE_COLUMNS order, datetimes as
+    # SQLAlchemy stores them there); PostgreSQL: dicts for SQLAlchemy
+    stored_now = sqlite_datetime(now) if sqlite else None
+    message_rows: list = []
     folder_updates = []
     for fid in folder_ids:
         uidnext, modseq = state[fid]
@@ -224,18 +227,19 @@ def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delive
             m.content_id = m.reuse_content_id or content_of[id(m.raw)]
             byte_size = m.byte_size
             size += byte_size
-            message_rows.append({"folder_id": fid, "uid": m.uid, "modseq": modseq, "flags": m.flags,
-                                 "keywords": m.keywords, "internaldate": m.internaldate or now, "savedate": now,
-                                 "size": byte_size, "content_id": m.content_id})
+            if sqlite:
+                message_rows.append((fid, m.uid, modseq, m.flags, m.keywords,
+                                     sqlite_datetime(m.internaldate) if m.internaldate else stored_now, stored_now,
+                                     byte_size, m.content_id))
+            else:
+                message_rows.append({"folder_id": fid, "uid": m.uid, "modseq": modseq, "flags": m.flags,
+                                     "keywords": m.keywords, "internaldate": m.internaldate or now, "savedate": now,
+                                     "size": byte_size, "content_id": m.content_id})
         folder_updates.append({"fid": fid, "uidnext": uidnext, "modseq": modseq, "size": size,
                                "count": len(per_folder[fid])})
     order = [m for fid in folder_ids for m in per_folder[fid]]
     if sqlite:
-        stored_now = sqlite_datetime(now)
-        ids = sqlite_insert_ids(session, "message", MESSAGE_COLUMNS, [
-            (r["folder_id"], r["uid"], r["modseq"], r["flags"], r["keywords"],
-             stored_now if r["internaldate"] is now else sqlite_datetime(r["internaldate"]), stored_now,
-             r["size"], r["content_id"]) for r in message_rows])
+        ids = sqlite_insert_ids(session, "message", MESSAGE_COLUMNS, message_rows)
         session.connection().exec_driver_sql(
             "UPDATE folder SET uidnext = ?, highestmodseq = ?, total_size = total_size + ?, "
             "message_count = message_count + ? WHERE id = ?",

@@ -26,4 +26,12 @@ def test_bench_pipeline_reuses_a_prepared_directory(tmp_path):
         line = out.strip().splitlines()[-1]
         assert re.search(r"100 rows, 100 delivered in [\d.]+ s = [\d,]+ notices/s", line), line
         assert re.search(r"PSS \d+ MiB; CPU .* ms per notice", line), line
+        # CPU per stage, measured where each ran; together no more than the process tree's total
+        stages = dict(re.findall(r"^  ([a-z+-]+) +([\d.]+) +[\d.]+ +[\d.]+%$", out, re.M))
+        for stage in ("read", "validate", "match", "render", "compose", "sign", "structure", "write", "commit",
+                      "report", "main-other", "start+exit"):
+            assert stage in stages, (stage, out)
+        total = float(re.search(r"^  total +([\d.]+)", out, re.M).group(1))
+        assert float(stages["render"]) > 0 and float(stages["write"]) > 0
+        assert sum(float(v) for v in stages.values()) <= total + 0.05, out
     assert "(signing: none)" in first and "(signing: ec-p256)" in again
