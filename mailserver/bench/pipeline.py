@@ -169,8 +169,13 @@ def command(rows: int, workers: int, work_dir: Path | None, prepared_dir: Path |
         config = data / "civicmail.toml"
         cli = [sys.executable, "-m", "mailserver.cli"]
         extra = [arg for o in overrides for arg in ("--set", o)]
-        if sign != "none":  # not timed: the CA and the agency's certificate exist before the drop
-            subprocess.run(cli + ["-c", str(config), "ca", "init"], check=True, stdout=subprocess.DEVNULL)
+        if sign == "none":  # `init --demo` made the city CA and the agency's certificate: sign nothing
+            extra += ["--set", "ca.sign_notices=false"]
+        else:  # not timed: the CA and a certificate of that key type (the newest signs) before the drop
+            from mailserver.identity.ca import CityCA
+
+            if not CityCA.exists(data / "ca"):
+                subprocess.run(cli + ["-c", str(config), "ca", "init"], check=True, stdout=subprocess.DEVNULL)
             subprocess.run(cli + ["-c", str(config), "--set", f"ca.agency_key_type={sign}", "ca", "issue", "agency",
                                   AGENCY], check=True, stdout=subprocess.DEVNULL)
         run = cli + ["-c", str(config), "--set", f"delivery.workers={workers}", *extra, "drop", "run", str(drop_csv),
