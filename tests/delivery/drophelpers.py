@@ -29,3 +29,21 @@ def write_csv(path: Path, header: list[str], rows: list[list[str]], encoding: st
         w.writerow(header)
         w.writerows(rows)
     return path
+
+
+def mail_pension_drop(config, host: str, port: int) -> None:
+    """The social security bureau mails its pension-statement sample to drops@ over submission, as
+    an agency clerk would (loopback, development: no TLS needed)."""
+    import smtplib
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"] = msg["Sender"] = f"social-security@{config.city.domain}"
+    msg["To"] = f"drops@{config.city.domain}"
+    msg["Subject"] = "十一月 pension-statement"
+    msg.set_content("见附件")
+    msg.add_attachment((CATALOG["pension-statement"].folder / "sample.csv").read_bytes(), maintype="text",
+                       subtype="csv", filename="pension.csv")
+    with smtplib.SMTP(host, port, timeout=30) as smtp:
+        smtp.login("social-security", "agency-password-1")
+        smtp.send_message(msg)

@@ -192,9 +192,7 @@ def test_a_mailed_drop_writes_its_line_to_the_serve_log(tmp_path):
     line in the log, as a spooled drop does (and the spooled one still does)."""
     import re
     import signal
-    import smtplib
-
-    from drophelpers import make_city
+    from drophelpers import mail_pension_drop, make_city
     from mailserver.bench.smtp import start_server
     from mailserver.provision import prepare
     from tests.conftest import make_config
@@ -211,16 +209,7 @@ def test_a_mailed_drop_writes_its_line_to_the_serve_log(tmp_path):
     proc, host, _, log = start_server(config.source)
     try:
         port = int(re.search(r"SMTP submission listening on [\d.]+:(\d+)", "".join(log)).group(1))
-        msg = EmailMessage()
-        msg["From"] = msg["Sender"] = f"social-security@{config.city.domain}"
-        msg["To"] = f"drops@{config.city.domain}"
-        msg["Subject"] = "十一月 pension-statement"
-        msg.set_content("见附件")
-        msg.add_attachment((CATALOG["pension-statement"].folder / "sample.csv").read_bytes(), maintype="text",
-                           subtype="csv", filename="pension.csv")
-        with smtplib.SMTP(host, port, timeout=30) as smtp:
-            smtp.login("social-security", "agency-password-1")  # loopback, development: no TLS needed
-            smtp.send_message(msg)
+        mail_pension_drop(config, host, port)
         (spooled / "today.csv").write_bytes((CATALOG["licence-renewal"].folder / "sample.csv").read_bytes())
         store = open_store(config)
         try:  # both drops ran: the agency has its answer, the spooled file is done

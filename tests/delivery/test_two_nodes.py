@@ -133,10 +133,7 @@ def test_two_serve_nodes_run_a_mailed_drop_and_a_spooled_file_once(pg_url, tmp_p
     to done/ (the second node resumed the first's drop, or found it done and set the file aside)."""
     import re
     import shutil
-    from email.message import EmailMessage
-    import smtplib
-
-    from drophelpers import CATALOG
+    from drophelpers import CATALOG, mail_pension_drop
     from mailcheck import inbox_messages
     from mailserver.bench.smtp import start_server
     from mailserver.provision import prepare
@@ -157,16 +154,7 @@ def test_two_serve_nodes_run_a_mailed_drop_and_a_spooled_file_once(pg_url, tmp_p
     try:
         first_log = nodes[0][3]
         port = int(re.search(r"SMTP submission listening on [\d.]+:(\d+)", "".join(first_log)).group(1))
-        msg = EmailMessage()
-        msg["From"] = msg["Sender"] = f"social-security@{config.city.domain}"
-        msg["To"] = f"drops@{config.city.domain}"
-        msg["Subject"] = "十一月 pension-statement"
-        msg.set_content("见附件")
-        msg.add_attachment((CATALOG["pension-statement"].folder / "sample.csv").read_bytes(), maintype="text",
-                           subtype="csv", filename="pension.csv")
-        with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
-            smtp.login("social-security", "agency-password-1")  # loopback, development: no TLS needed
-            smtp.send_message(msg)
+        mail_pension_drop(config, "127.0.0.1", port)
         part = spool / "traffic-police" / "licence-renewal" / "today.csv.part"
         part.write_bytes((CATALOG["licence-renewal"].folder / "sample.csv").read_bytes())
         part.rename(part.with_name("today.csv"))
