@@ -225,7 +225,11 @@ class Portal:
 
     async def signout(self, request: web.Request) -> web.Response:
         """Ends the portal's session and the provider's (RP-initiated logout, in process)."""
-        response = redirect("/?m=signed-out")
+        return await self._signed_out(request, "/?m=signed-out")
+
+    async def _signed_out(self, request: web.Request, to: str) -> web.Response:
+        """A redirect to ``to`` that ends the portal's session and the provider's."""
+        response = redirect(to)
         response.del_cookie(self.cookie, path="/")
         await self.sessions.sign_out(request, response)
         return response
@@ -334,10 +338,7 @@ class Portal:
         await self.ctx.run_heavy(me.address, citizens.set_password, self.reg, me.address, new, me.address)
         for s in await self.ctx.run_store(list_sessions, self.reg, me.account_id):
             await self.ctx.run_store(revoke_session, self.reg, me.account_id, s.handle)
-        response = redirect("/?m=password-changed")
-        response.del_cookie(self.cookie, path="/")
-        await self.sessions.sign_out(request, response)
-        return response
+        return await self._signed_out(request, "/?m=password-changed")
 
     @signed_in
     async def end_session(self, request: web.Request, me: Citizen) -> web.Response:
