@@ -99,10 +99,16 @@ class Portal:
         return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
 
     def _sealed(self, text: str) -> str:
-        return f"{text}|{self._mac(text)}"
+        """TEXT under the HMAC, as RFC 6265 cookie-octets (base64url: no tab, quote, backslash or
+        non-ASCII, which strict cookie jars such as aiohttp's drop)."""
+        return f"{base64.urlsafe_b64encode(text.encode()).decode().rstrip('=')}.{self._mac(text)}"
 
     def _opened(self, value: str) -> str | None:
-        text, _, mac = value.rpartition("|")
+        encoded, _, mac = value.rpartition(".")
+        try:
+            text = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+        except ValueError:
+            return None
         return text if text and hmac.compare_digest(self._mac(text), mac) else None
 
     def _set(self, response: web.StreamResponse, name: str, value: str, max_age: int | None = None) -> None:
@@ -205,7 +211,7 @@ class Portal:
             jwt.JWTClaimsRegistry(iss={"essential": True, "value": issuer},
                                   aud={"essential": True, "value": records.PORTAL_ID},
                                   nonce={"essential": True, "value": nonce}).validate(claims)
-        except (JoseError, KeyError, ValueError):
+        except (JoseError, KeyError, ValueError) as e:
             return None
         account_id = None
         for kind in ("access_token", "refresh_token"):
