@@ -71,14 +71,18 @@ def ids(reg) -> PublicIds:
 
 
 # -- the portal's session -------------------------------------------------------------------
+#: built once: every signed-in page runs it
+_LIVE_SESSION = select(WebSession.auth_time, WebSession.last_seen_at).where(
+    WebSession.handle == bindparam("handle"), WebSession.account_id == bindparam("account"))
+
+
 def live_session(reg, account_id: int, handle: str) -> bool:
     """Whether the provider session the portal's cookie names is still the account's and live
     (ended, revoked from the account page, idle or too old: the portal is signed out too)."""
     oidc = reg.config.oidc
     now = utcnow()
     with reg.store.reader() as s:
-        row = s.execute(select(WebSession.id, WebSession.auth_time, WebSession.last_seen_at)
-                        .where(WebSession.handle == handle, WebSession.account_id == account_id)).first()
+        row = s.connection().execute(_LIVE_SESSION, {"handle": handle, "account": account_id}).first()
     return row is not None and (now - as_utc(row.last_seen_at)).total_seconds() <= oidc.session_idle_seconds \
         and (now - as_utc(row.auth_time)).total_seconds() <= oidc.session_max_seconds
 
