@@ -42,13 +42,19 @@ _HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 _NOTICE_LINK = re.compile(r'href="/notices/[A-Za-z0-9_-]{22}"')
 
 
-def prepare(root: Path, notices: int) -> tuple[Path, str, str]:
-    """``root/data``: the demo city and NOTICES notices for one citizen; (config, address, password)."""
-    data = root / "data"
+def demo_city(data: Path) -> tuple[Path, dict[str, tuple[str, str]]]:
+    """`civicmail init --demo` into DATA with the fast KDF settings; its config file and the demo
+    logins it printed: {name: (address, password)}."""
     cli = [sys.executable, "-m", "mailserver.cli"]
     fast = [arg for o in FAST_KDF for arg in ("--set", o)]
     done = subprocess.run(cli + fast + ["init", str(data), "--demo"], check=True, capture_output=True, text=True)
-    logins = {name: (address, password) for name, address, password in _LOGIN.findall(done.stdout)}
+    return data / "civicmail.toml", {name: (a, pw) for name, a, pw in _LOGIN.findall(done.stdout)}
+
+
+def prepare(root: Path, notices: int) -> tuple[Path, str, str]:
+    """``root/data``: the demo city and NOTICES notices for one citizen; (config, address, password)."""
+    cli = [sys.executable, "-m", "mailserver.cli"]
+    config, logins = demo_city(root / "data")
     address, password = logins[CITIZEN_NAME]
     drop = root / "notices.csv"
     with open(drop, "w", encoding="utf-8", newline="") as fh:
@@ -57,7 +63,6 @@ def prepare(root: Path, notices: int) -> tuple[Path, str, str]:
         for n in range(notices):
             w.writerow([f"JJ-LR-BENCH-{n:06d}", CITIZEN_NUMBER, CITIZEN_NAME, f"3301{n:014d}", "2027-01-15",
                         "示例市车辆管理所滨江分所（江南大道100号）"])
-    config = data / "civicmail.toml"
     subprocess.run(cli + ["-c", str(config), "drop", "run", str(drop), "--agency", "traffic-police",
                           "--notice-type", "licence-renewal"], check=True, stdout=subprocess.DEVNULL)
     return config, address, password
