@@ -312,3 +312,48 @@ def test_activation_with_a_code_from_citizen_import(demo, browser, tmp_path):
     assert "已激活" in browser.find_element(By.CSS_SELECTOR, "[role=status]").text
     _sign_in(browser, base, row["address"], NEW_PASSWORD)
     assert row["address"] in browser.find_element(By.TAG_NAME, "main").text
+
+
+# -- accessibility: axe-core in the browser, on every page ------------------------------------
+AXE = REPO_ROOT / ".ci" / "node" / "node_modules" / "axe-core" / "axe.min.js"
+#: axe-core's run, its violations cut to what a failure message needs
+AXE_RUN = """const done = arguments[arguments.length - 1];
+axe.run(document, {resultTypes: ["violations"]}).then(
+    r => done(r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                                      nodes: v.nodes.slice(0, 5).map(n => n.target.join(" "))}))),
+    e => done([{id: "axe-error", impact: "critical", help: String(e), nodes: []}]));"""
+
+
+def axe_violations(driver) -> list[dict]:
+    """axe-core (the npm package, injected as a script) run on the page the browser shows."""
+    driver.set_script_timeout(120)
+    driver.execute_script(AXE.read_text(encoding="utf-8"))
+    return driver.execute_async_script(AXE_RUN)
+
+
+@browser_only
+@pytest.mark.skipif(not AXE.exists(), reason="no axe-core: bash .ci/run installs it with npm into .ci/node")
+def test_no_serious_or_critical_accessibility_violation_on_any_page(demo, browser):
+    """Every page of the tour (signed out: home, activation, the provider's sign-in; signed in:
+    my notices, a notice, subscriptions, surveys, a survey, applications, account), at phone
+    width and at desktop width: no axe-core violation of impact serious or critical."""
+    from mailserver.web.tour import DESKTOP, PAGES, PHONE, tour
+
+    _, base, logins, _ = demo
+    address, password = sorted(logins.items())[-1]
+    # axe runs and reports: a page with an image without a text alternative and no language
+    browser.get("data:text/html;charset=utf-8,<html><title>x</title><body><img src='x.png'></body></html>")
+    assert {"image-alt", "html-has-lang"} <= {v["id"] for v in axe_violations(browser)}
+    found: dict[str, list] = {}
+    for width in (PHONE, DESKTOP):
+        browser.set_window_size(width, 900)
+
+        def check(name: str) -> None:
+            bad = [v for v in axe_violations(browser) if v["impact"] in ("serious", "critical")]
+            if bad:
+                found[f"{name} at {width} px"] = bad
+
+        seen = tour(browser, base, address, password, check)
+        assert seen == [name for name, _, _ in PAGES]
+    assert not found, "\n".join(f"{page}: {v['impact']} {v['id']} ({v['help']}) at {v['nodes']}"
+                                for page, vs in found.items() for v in vs)
