@@ -195,6 +195,42 @@ def test_web_vote_and_mail_vote_are_one_ballot(demo):
     assert c.post("/surveys/demo-appraisal", {"q1": "9"}, page).status_code == 400
 
 
+def test_my_notices_pages_filters_and_a_new_type(demo, tmp_path):
+    """"My notices" in pages of 20, newest first, every notice on exactly one page; its filter
+    choices follow a notice of a new type delivered through the pipeline (they are cached per
+    account while its notices are unchanged)."""
+    _, base, logins, data = demo
+    rows = (data / "demo-credentials.txt").read_text(encoding="utf-8").splitlines()
+    address = next(r.split("\t")[1] for r in rows if r.startswith("陈建国\t"))
+    c = Client(base)
+    first = c.sign_in(address, logins[address])
+    assert first.status_code == 200 and 'value="fitness-certificate"' not in first.text  # none of that type yet
+    drop = tmp_path / "renewals.csv"
+    drop.write_text("reference,id_number,name,licence_number,expiry_date,office\n" + "".join(
+        f"PORTAL-{n:03d},330102196804120318,陈建国,33010{n:013d},2027-01-15,示例市车辆管理所\n" for n in range(25)),
+        encoding="utf-8")
+    config = str(data / "civicmail.toml")
+    for path, kind in ((drop, "licence-renewal"), (REPO_ROOT / "templates/fitness-certificate/sample.csv",
+                                                   "fitness-certificate")):
+        done = civicmail("-c", config, "drop", "run", str(path), "--agency", "traffic-police", "--notice-type", kind)
+        assert done.returncode == 0 and re.search(r"delivered +[1-9]", done.stdout), done.stdout + done.stderr
+    page = c.get("/notices")
+    assert 'value="fitness-certificate"' in page.text  # the new type among the choices
+    pages = int(re.search(r"第 1 / (\d+) 页", page.text).group(1))
+    assert pages >= 2
+    seen = []
+    for n in range(1, pages + 1):
+        listing = c.get(f"/notices?page={n}").text
+        ids = re.findall(r'href="/notices/([A-Za-z0-9_-]{22})"', listing)
+        assert len(ids) == 20 or n == pages
+        times = re.findall(r'<time datetime="([^"]+)"', listing)
+        assert times == sorted(times, reverse=True)
+        seen += ids
+    assert len(seen) == len(set(seen)) >= 27
+    only = c.get("/notices?type=fitness-certificate").text
+    assert len(re.findall(r'href="/notices/[A-Za-z0-9_-]{22}"', only)) == 1 and "第 1 / 1 页" not in only
+
+
 # -- the browser ------------------------------------------------------------------------------
 @pytest.fixture
 def browser():
