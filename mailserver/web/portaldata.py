@@ -87,6 +87,12 @@ def live_session(reg, account_id: int, handle: str) -> bool:
         and (now - as_utc(row.auth_time)).total_seconds() <= oidc.session_max_seconds
 
 
+def if_live(reg, account_id: int, handle: str, work, *args):
+    """``work(reg, account_id, *args)`` if the portal's session is live (``live_session``), else
+    None: a page's session check and its queries in one call on the store lane."""
+    return work(reg, account_id, *args) if live_session(reg, account_id, handle) else None
+
+
 # -- notices ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class NoticeItem:
