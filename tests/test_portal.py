@@ -231,6 +231,40 @@ def test_my_notices_pages_filters_and_a_new_type(demo, tmp_path):
     assert len(re.findall(r'href="/notices/[A-Za-z0-9_-]{22}"', only)) == 1 and "第 1 / 1 页" not in only
 
 
+def test_serve_workers_answer_the_portal_on_one_port(tmp_path):
+    """With server.workers = 2 both processes serve the citizens' HTTP on the same port
+    (SO_REUSEPORT); a sign-in whose steps arrive on fresh connections (so either process may take
+    each) completes, and every page view after it is the citizen's list of notices."""
+    import signal
+    import time
+
+    from mailserver.bench.smtp import start_server
+    from mailserver.bench.web import _HTTP, CITIZEN_NAME, demo_city, free_port
+
+    config, logins = demo_city(tmp_path / "data")
+    address, password = logins[CITIZEN_NAME]
+    port = free_port()
+    proc, _, _, log = start_server(config, ("server.workers=2", f"http.listen=127.0.0.1:{port}",
+                                            f"imap.listen=127.0.0.1:{free_port()}",
+                                            f"imaps.listen=127.0.0.1:{free_port()}"))
+    try:
+        for _ in range(600):
+            if len(_HTTP.findall("".join(log))) >= 2:
+                break
+            assert proc.poll() is None, "".join(log[-20:])
+            time.sleep(0.1)
+        assert [int(p) for _, p in _HTTP.findall("".join(log))] == [port, port], "".join(log[-20:])
+        c = Client(f"http://127.0.0.1:{port}")
+        c.http.headers["Connection"] = "close"  # a new connection for every request
+        assert c.sign_in(address, password).status_code == 200
+        for _ in range(40):
+            page = c.get("/notices")
+            assert page.status_code == 200 and re.search(r'href="/notices/[A-Za-z0-9_-]{22}"', page.text)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
+
+
 # -- the browser ------------------------------------------------------------------------------
 @pytest.fixture
 def browser():

@@ -13,7 +13,9 @@ serve` (its own process, as in production) and times, with aiohttp clients over 
 - **"my notices" page views**: GET /notices, signed in, by CONCURRENCY clients at once (each its
   own cookie jar), every answer checked to be the page of notices.
 
-Beside each figure: the server process's CPU (user + sys, from /proc) per request. The machine
+Beside each figure: the server's CPU (user + sys of `serve` and its workers, from /proc) per
+request. With ``--workers N`` the server runs N processes (``server.workers``), each serving the
+citizens' HTTP on one port (SO_REUSEPORT). The machine
 may be shared: the figures are lower bounds; the load average is printed with them.
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ import csv
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -69,10 +72,28 @@ def prepare(root: Path, notices: int) -> tuple[Path, str, str]:
 
 
 def server_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads) so far."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds so far of a process (all its threads) and its live children
+    (the `serve` workers)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    todo.extend(int(c) for c in fh.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def free_port() -> int:
+    """A loopback port free now (the workers must share one port: port 0 would give each its own)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 async def sign_in(base: str, address: str, password: str):
@@ -141,8 +162,11 @@ async def _page_views(base: str, address: str, password: str, count: int, concur
 
 
 def run(root: Path, notices: int, sign_ins: int, views: int, concurrency: int,
-        extra: tuple[str, ...] = (), profile: Path | None = None) -> list[str]:
+        extra: tuple[str, ...] = (), profile: Path | None = None, workers: int = 1) -> list[str]:
     config, address, password = prepare(root, notices)
+    if workers != 1:
+        extra = (f"server.workers={workers}", f"http.listen=127.0.0.1:{free_port()}",
+                 f"imap.listen=127.0.0.1:{free_port()}", f"imaps.listen=127.0.0.1:{free_port()}") + extra
     # one citizen signs in again and again: lift the per-account cap on live sessions (the oldest
     # would otherwise end while a concurrent sign-in of the same citizen is between its steps)
     proc, _, _, log = start_server(config, ("login.max_failures_per_ip=100000",
@@ -150,6 +174,10 @@ def run(root: Path, notices: int, sign_ins: int, views: int, concurrency: int,
                                    profile)
     try:
         host, port = _HTTP.search("".join(log)).groups()  # type: ignore[union-attr]
+        if workers != 1:  # every worker listening
+            deadline = time.monotonic() + 120
+            while len(_HTTP.findall("".join(log))) < (workers or os.cpu_count() or 1) and time.monotonic() < deadline:
+                time.sleep(0.2)
         base = f"http://{host}:{port}"
         cpu = server_cpu(proc.pid)
         sign_in_seconds = asyncio.run(_sign_ins(base, address, password, sign_ins, concurrency))
@@ -165,7 +193,8 @@ def run(root: Path, notices: int, sign_ins: int, views: int, concurrency: int,
         f"the callback; argon2id at 1 MiB and one pass) over {concurrency} clients in {sign_in_seconds:.2f} s = "
         f"{sign_ins / sign_in_seconds:,.0f} sign-ins/s; server CPU {1000 * sign_in_cpu / sign_ins:.2f} ms per sign-in",
         f"bench web: {views:,} \"my notices\" page views (GET /notices, {notices:,} notices in the account) over "
-        f"{concurrency} signed-in clients in {view_seconds:.2f} s = {views / view_seconds:,.0f} page views/s; "
+        f"{concurrency} signed-in clients, {workers or os.cpu_count()} serve process(es), in {view_seconds:.2f} s = "
+        f"{views / view_seconds:,.0f} page views/s; "
         f"server CPU {1000 * view_cpu / views:.2f} ms per page view (bar: 500/s)",
         f"bench web: load average during the run {load} (the machine is shared: lower bounds)",
     ]
@@ -176,16 +205,18 @@ def run(root: Path, notices: int, sign_ins: int, views: int, concurrency: int,
 @click.option("--sign-ins", default=300, show_default=True, help="portal sign-ins to time")
 @click.option("--views", default=5000, show_default=True, help="\"my notices\" page views to time")
 @click.option("--concurrency", default=8, show_default=True, help="clients at once")
+@click.option("--workers", default=1, show_default=True,
+              help="server.workers: processes serving the citizens' HTTP (0: one per core)")
 @click.option("--set", "overrides", multiple=True, help="extra config override for the server (section.key=value)")
 @click.option("--profile", type=click.Path(dir_okay=False, path_type=Path),
               help="run the server under cProfile (its event loop thread) and write the statistics here")
 @click.option("--dir", "work_dir", type=click.Path(file_okay=False, path_type=Path),
               help="work directory (default: a temporary one, removed afterwards)")
-def command(notices: int, sign_ins: int, views: int, concurrency: int, overrides: tuple[str, ...],
+def command(notices: int, sign_ins: int, views: int, concurrency: int, workers: int, overrides: tuple[str, ...],
             profile: Path | None, work_dir: Path | None) -> None:
     """Start `civicmail serve` on loopback and time portal sign-ins and "my notices" page views with NOTICES notices."""
     with tempfile.TemporaryDirectory(prefix="civicmail-bench-web-") as tmp:
         root = work_dir or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        for line in run(root, notices, sign_ins, views, concurrency, overrides, profile):
+        for line in run(root, notices, sign_ins, views, concurrency, overrides, profile, workers):
             click.echo(line)
