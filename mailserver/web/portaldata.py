@@ -140,8 +140,9 @@ def _notice_statements():
 
 
 _COUNT, _PAGE, _KINDS = _notice_statements()
-#: account id -> ((its notices' count, their newest id), (agencies, types)); LRU, CHOICES_CACHED at most
-_choices: OrderedDict[int, tuple[tuple[int, int], tuple[list, list]]] = OrderedDict()
+#: (database, account id) -> ((its notices' count, their newest id), (agencies, types)); LRU,
+#: CHOICES_CACHED at most
+_choices: OrderedDict[tuple[str, int], tuple[tuple[int, int], tuple[list, list]]] = OrderedDict()
 _choices_lock = threading.Lock()
 
 
@@ -150,16 +151,17 @@ def _filter_choices(conn, account_id: int) -> tuple[int, list, list]:
     again only when its notices changed (a notice delivered raises the newest id, one removed
     lowers the count)."""
     mark = tuple(conn.execute(_COUNT, {"account": account_id, "agency": "", "kind": ""}).one())
+    key = (str(conn.engine.url), account_id)
     with _choices_lock:
-        cached = _choices.get(account_id)
+        cached = _choices.get(key)
         if cached is not None and cached[0] == mark:
-            _choices.move_to_end(account_id)
+            _choices.move_to_end(key)
             return (mark[0], *cached[1])
     kinds = conn.execute(_KINDS, {"account": account_id}).all()
     found = (sorted({(k[0], k[1] or k[0]) for k in kinds}), sorted({(k[2], k[3] or k[2]) for k in kinds}))
     with _choices_lock:
-        _choices[account_id] = (mark, found)  # type: ignore[assignment]
-        _choices.move_to_end(account_id)
+        _choices[key] = (mark, found)  # type: ignore[assignment]
+        _choices.move_to_end(key)
         while len(_choices) > CHOICES_CACHED:
             _choices.popitem(last=False)
     return (mark[0], *found)
