@@ -41,7 +41,7 @@ class ServerConfig:
     #: handshake; it holds a place in max_connections from TCP accept, and is closed after this
     tls_handshake_timeout: float = 10.0
     #: processes `serve` runs (0: one per CPU core): the first serves everything, the others IMAP
-    #: on the same ports (SO_REUSEPORT), told of each other's writes as nodes are (workers.py).
+    #: and the citizens' HTTP (portal, sign-in) on the same ports (SO_REUSEPORT), told of each other's writes as nodes are (workers.py).
     #: The connection gate, the per-address caps and the login throttle are per process
     workers: int = 1
 

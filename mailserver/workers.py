@@ -1,11 +1,14 @@
 """`serve` on every core: with ``server.workers`` above 1 (0: one per CPU core), the first
-process serves everything and N - 1 more processes serve IMAP on the same ports.
+process serves everything and N - 1 more processes serve IMAP and the citizens' HTTP (the
+portal, the sign-in provider, autoconfig, unsubscribe) on the same ports.
 
-Each process binds the IMAP listeners with SO_REUSEPORT, so the kernel spreads new connections
+Each process binds the IMAP and citizens' HTTP listeners with SO_REUSEPORT, so the kernel spreads new connections
 over them; one process is held to one core by the GIL. The workers share the store as nodes do:
 a write made in one is told to the sessions of the others by the folder watcher (PostgreSQL
 LISTEN/NOTIFY; on SQLite ``PRAGMA data_version`` and HIGHESTMODSEQ, polled four times a second),
-so a session in IDLE hears of new mail whichever process took it. SMTP, the web face, the
+so a session in IDLE hears of new mail whichever process took it. The web face keeps nothing
+between requests in a process (sessions, codes and tokens are rows; cookies are sealed with the
+city's keys), so any process answers any request of a sign-in. SMTP, the metrics listener, the
 outbound queue, the spool watcher and the hourly pruning run in the first process only.
 
 Per process, not per server (docs/security.md): the connection gate (``server.max_connections``),
@@ -22,7 +25,8 @@ import signal
 log = logging.getLogger("civicmail.server")
 
 #: the services an IMAP worker runs (the first process runs server.SERVICE_FACTORIES)
-WORKER_FACTORIES: tuple[str, ...] = ("mailserver.imap.service:make_worker_services",)
+WORKER_FACTORIES: tuple[str, ...] = ("mailserver.imap.service:make_worker_services",
+                                     "mailserver.web.service:make_worker_services")
 
 
 def worker_count(config) -> int:

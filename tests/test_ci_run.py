@@ -55,6 +55,7 @@ def checkout(tmp_path) -> Path:
     _script(root / ".venv-ci" / "bin" / "python", f'exec "{sys.executable}" "$@"\n')
     _script(root / ".venv-ci" / "bin" / "pip", 'echo "pip $*"\n')
     _script(tmp_path / "bin" / "dpkg", "exit 0\n")
+    _script(tmp_path / "bin" / "npm", 'echo "npm $*"\n')  # what it would install, not the registry
     return root
 
 
@@ -71,13 +72,17 @@ def test_each_step_says_where_it_is_and_logs_under_the_checkout(checkout):
     assert done.returncode == 0, done.stdout + done.stderr
     starts = [s for s in re.findall(r"^==> (\w+): (.*?)(?: \[\d\d:\d\d:\d\d\])?$", done.stdout, re.M)
               if s[0] != "postgresql"]  # said only where pg_isready is installed
-    assert [step for step, _ in starts] == ["apt", "pip", "tests", "tests", "done"], done.stdout
-    assert starts[2][1].startswith("group parallel") and starts[3][1].startswith("group serial")
-    assert re.findall(r"^<== (\w+): ok \(\d+ s\)$", done.stdout, re.M) == ["pip", "tests", "tests"]
+    assert [step for step, _ in starts] == ["apt", "pip", "npm", "tests", "tests", "done"], done.stdout
+    assert starts[3][1].startswith("group parallel") and starts[4][1].startswith("group serial")
+    assert re.findall(r"^<== (\w+): ok \(\d+ s\)$", done.stdout, re.M) == ["pip", "npm", "tests", "tests"]
 
     logs = checkout / ".ci" / "logs"
-    assert sorted(p.name for p in logs.iterdir()) == ["pip.log", "tests-parallel.log", "tests-serial.log"]
+    assert sorted(p.name for p in logs.iterdir()) == ["npm.log", "pip.log", "tests-parallel.log",
+                                                      "tests-serial.log"]
     assert "pip install --disable-pip-version-check -e .[test]" in (logs / "pip.log").read_text()
+    # axe-core for the portal's accessibility test, pinned, into the checkout's .ci/node
+    assert re.search(r"npm install --prefix \.ci/node .*axe-core@\d+\.\d+\.\d+$", (logs / "npm.log").read_text(),
+                     re.M)
     parallel, serial = (logs / "tests-parallel.log").read_text(), (logs / "tests-serial.log").read_text()
     assert "PASSED tests/test_one.py::test_one" in parallel and "PASSED tests/test_two.py::test_two" in parallel
     assert "test_alone" not in parallel

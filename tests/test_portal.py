@@ -195,6 +195,76 @@ def test_web_vote_and_mail_vote_are_one_ballot(demo):
     assert c.post("/surveys/demo-appraisal", {"q1": "9"}, page).status_code == 400
 
 
+def test_my_notices_pages_filters_and_a_new_type(demo, tmp_path):
+    """"My notices" in pages of 20, newest first, every notice on exactly one page; its filter
+    choices follow a notice of a new type delivered through the pipeline (they are cached per
+    account while its notices are unchanged)."""
+    _, base, logins, data = demo
+    rows = (data / "demo-credentials.txt").read_text(encoding="utf-8").splitlines()
+    address = next(r.split("\t")[1] for r in rows if r.startswith("陈建国\t"))
+    c = Client(base)
+    first = c.sign_in(address, logins[address])
+    assert first.status_code == 200 and 'value="fitness-certificate"' not in first.text  # none of that type yet
+    drop = tmp_path / "renewals.csv"
+    drop.write_text("reference,id_number,name,licence_number,expiry_date,office\n" + "".join(
+        f"PORTAL-{n:03d},330102196804120318,陈建国,33010{n:013d},2027-01-15,示例市车辆管理所\n" for n in range(25)),
+        encoding="utf-8")
+    config = str(data / "civicmail.toml")
+    for path, kind in ((drop, "licence-renewal"), (REPO_ROOT / "templates/fitness-certificate/sample.csv",
+                                                   "fitness-certificate")):
+        done = civicmail("-c", config, "drop", "run", str(path), "--agency", "traffic-police", "--notice-type", kind)
+        assert done.returncode == 0 and re.search(r"delivered +[1-9]", done.stdout), done.stdout + done.stderr
+    page = c.get("/notices")
+    assert 'value="fitness-certificate"' in page.text  # the new type among the choices
+    pages = int(re.search(r"第 1 / (\d+) 页", page.text).group(1))
+    assert pages >= 2
+    seen = []
+    for n in range(1, pages + 1):
+        listing = c.get(f"/notices?page={n}").text
+        ids = re.findall(r'href="/notices/([A-Za-z0-9_-]{22})"', listing)
+        assert len(ids) == 20 or n == pages
+        times = re.findall(r'<time datetime="([^"]+)"', listing)
+        assert times == sorted(times, reverse=True)
+        seen += ids
+    assert len(seen) == len(set(seen)) >= 27
+    only = c.get("/notices?type=fitness-certificate").text
+    assert len(re.findall(r'href="/notices/[A-Za-z0-9_-]{22}"', only)) == 1 and "第 1 / 1 页" not in only
+
+
+def test_serve_workers_answer_the_portal_on_one_port(tmp_path):
+    """With server.workers = 2 both processes serve the citizens' HTTP on the same port
+    (SO_REUSEPORT); a sign-in whose steps arrive on fresh connections (so either process may take
+    each) completes, and every page view after it is the citizen's list of notices."""
+    import signal
+    import time
+
+    from mailserver.bench.smtp import start_server
+    from mailserver.bench.web import _HTTP, CITIZEN_NAME, demo_city, free_port
+
+    config, logins = demo_city(tmp_path / "data")
+    address, password = logins[CITIZEN_NAME]
+    port = free_port()
+    proc, _, _, log = start_server(config, ("server.workers=2", f"http.listen=127.0.0.1:{port}",
+                                            f"imap.listen=127.0.0.1:{free_port()}",
+                                            f"imaps.listen=127.0.0.1:{free_port()}"))
+    try:
+        for _ in range(600):
+            if len(_HTTP.findall("".join(log))) >= 2:
+                break
+            assert proc.poll() is None, "".join(log[-20:])
+            time.sleep(0.1)
+        assert [int(p) for _, p in _HTTP.findall("".join(log))] == [port, port], "".join(log[-20:])
+        c = Client(f"http://127.0.0.1:{port}")
+        c.http.headers["Connection"] = "close"  # a new connection for every request
+        assert c.sign_in(address, password).status_code == 200
+        for _ in range(40):
+            page = c.get("/notices")
+            assert page.status_code == 200 and re.search(r'href="/notices/[A-Za-z0-9_-]{22}"', page.text)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
+
+
 # -- the browser ------------------------------------------------------------------------------
 @pytest.fixture
 def browser():
@@ -312,3 +382,48 @@ def test_activation_with_a_code_from_citizen_import(demo, browser, tmp_path):
     assert "已激活" in browser.find_element(By.CSS_SELECTOR, "[role=status]").text
     _sign_in(browser, base, row["address"], NEW_PASSWORD)
     assert row["address"] in browser.find_element(By.TAG_NAME, "main").text
+
+
+# -- accessibility: axe-core in the browser, on every page ------------------------------------
+AXE = REPO_ROOT / ".ci" / "node" / "node_modules" / "axe-core" / "axe.min.js"
+#: axe-core's run, its violations cut to what a failure message needs
+AXE_RUN = """const done = arguments[arguments.length - 1];
+axe.run(document, {resultTypes: ["violations"]}).then(
+    r => done(r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                                      nodes: v.nodes.slice(0, 5).map(n => n.target.join(" "))}))),
+    e => done([{id: "axe-error", impact: "critical", help: String(e), nodes: []}]));"""
+
+
+def axe_violations(driver) -> list[dict]:
+    """axe-core (the npm package, injected as a script) run on the page the browser shows."""
+    driver.set_script_timeout(120)
+    driver.execute_script(AXE.read_text(encoding="utf-8"))
+    return driver.execute_async_script(AXE_RUN)
+
+
+@browser_only
+@pytest.mark.skipif(not AXE.exists(), reason="no axe-core: bash .ci/run installs it with npm into .ci/node")
+def test_no_serious_or_critical_accessibility_violation_on_any_page(demo, browser):
+    """Every page of the tour (signed out: home, activation, the provider's sign-in; signed in:
+    my notices, a notice, subscriptions, surveys, a survey, applications, account), at phone
+    width and at desktop width: no axe-core violation of impact serious or critical."""
+    from mailserver.web.tour import DESKTOP, PAGES, PHONE, tour
+
+    _, base, logins, _ = demo
+    address, password = sorted(logins.items())[-1]
+    # axe runs and reports: a page with an image without a text alternative and no language
+    browser.get("data:text/html;charset=utf-8,<html><title>x</title><body><img src='x.png'></body></html>")
+    assert {"image-alt", "html-has-lang"} <= {v["id"] for v in axe_violations(browser)}
+    found: dict[str, list] = {}
+    for width in (PHONE, DESKTOP):
+        browser.set_window_size(width, 900)
+
+        def check(name: str) -> None:
+            bad = [v for v in axe_violations(browser) if v["impact"] in ("serious", "critical")]
+            if bad:
+                found[f"{name} at {width} px"] = bad
+
+        seen = tour(browser, base, address, password, check)
+        assert seen == [name for name, _, _ in PAGES]
+    assert not found, "\n".join(f"{page}: {v['impact']} {v['id']} ({v['help']}) at {v['nodes']}"
+                                for page, vs in found.items() for v in vs)

@@ -125,9 +125,13 @@ async def _send_all(host: str, port: int, messages: int, concurrency: int, recip
     return sum(counts), time.monotonic() - started
 
 
-def start_server(config_path: Path, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str, int, list[str]]:
-    """`civicmail serve` in a subprocess; returns it with the inbound host and port it bound."""
-    cmd = [sys.executable, "-m", "mailserver.cli", "-c", str(config_path)]
+def start_server(config_path: Path, extra: tuple[str, ...] = (),
+                 profile: Path | None = None) -> tuple[subprocess.Popen, str, int, list[str]]:
+    """`civicmail serve` in a subprocess; returns it with the inbound host and port it bound.
+    With PROFILE, the server runs under cProfile (its main thread: the event loop) and writes
+    its statistics there when it stops."""
+    python = [sys.executable] + (["-m", "cProfile", "-o", str(profile)] if profile else [])
+    cmd = python + ["-m", "mailserver.cli", "-c", str(config_path)]
     for o in PORT_ZERO + extra:
         cmd += ["--set", o]
     proc = subprocess.Popen(cmd + ["serve"], stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -76,7 +76,11 @@ class WebListener:
         await self.runner.setup()
         loop = asyncio.get_running_loop()
         try:
-            self._server = await loop.create_server(lambda: _Gated(self), host, port, ssl=tls, reuse_address=True)
+            # several `serve` processes serve the citizens' port (workers.py): the kernel spreads
+            # new connections over them
+            shared = self.ctx.config.server.workers != 1 and self.gate_name == "http"
+            self._server = await loop.create_server(lambda: _Gated(self), host, port, ssl=tls, reuse_address=True,
+                                                    reuse_port=shared or None)
         except OSError as exc:
             await self.runner.cleanup()
             reason = {errno.EADDRINUSE: "address already in use",

@@ -65,8 +65,10 @@ TOTP_PAGE_SECONDS = 300
 
 
 def templates() -> Environment:
+    """The web face's templates, compiled once per process: ``auto_reload=False``, or Jinja would
+    stat every template a page extends on every request (an upgrade restarts the server)."""
     return Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
-                       trim_blocks=True, lstrip_blocks=True)
+                       trim_blocks=True, lstrip_blocks=True, auto_reload=False)
 
 
 # -- authlib over aiohttp ------------------------------------------------------------------

@@ -13,11 +13,13 @@ import datetime as dt
 import email
 import email.policy
 import html as htmlmod
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import nh3
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, or_, select
 
 from ..services import surveys as survey_service
 from ..services.applications import status_label
@@ -69,16 +71,26 @@ def ids(reg) -> PublicIds:
 
 
 # -- the portal's session -------------------------------------------------------------------
+#: built once: every signed-in page runs it
+_LIVE_SESSION = select(WebSession.auth_time, WebSession.last_seen_at).where(
+    WebSession.handle == bindparam("handle"), WebSession.account_id == bindparam("account"))
+
+
 def live_session(reg, account_id: int, handle: str) -> bool:
     """Whether the provider session the portal's cookie names is still the account's and live
     (ended, revoked from the account page, idle or too old: the portal is signed out too)."""
     oidc = reg.config.oidc
     now = utcnow()
     with reg.store.reader() as s:
-        row = s.execute(select(WebSession.id, WebSession.auth_time, WebSession.last_seen_at)
-                        .where(WebSession.handle == handle, WebSession.account_id == account_id)).first()
+        row = s.connection().execute(_LIVE_SESSION, {"handle": handle, "account": account_id}).first()
     return row is not None and (now - as_utc(row.last_seen_at)).total_seconds() <= oidc.session_idle_seconds \
         and (now - as_utc(row.auth_time)).total_seconds() <= oidc.session_max_seconds
+
+
+def if_live(reg, account_id: int, handle: str, work, *args):
+    """``work(reg, account_id, *args)`` if the portal's session is live (``live_session``), else
+    None: a page's session check and its queries in one call on the store lane."""
+    return work(reg, account_id, *args) if live_session(reg, account_id, handle) else None
 
 
 # -- notices ---------------------------------------------------------------------------------
@@ -99,31 +111,78 @@ class NoticePage:
     types: list[tuple[str, str]]
 
 
+#: accounts whose filter choices are kept (in each server process)
+CHOICES_CACHED = 4096
+
+
+def _notice_statements():
+    """The statements of "my notices", built once (building a statement costs more than running
+    it). Filters are bound as ``'' = :agency OR agency_id = :agency`` so one statement serves
+    every filter. The page is sorted and cut on ``notice`` alone, and only its rows are joined to
+    their agency's and type's names."""
+    account, agency, kind = bindparam("account"), bindparam("agency"), bindparam("kind")
+    where = (Notice.account_id == account, or_(agency == "", Notice.agency_id == agency),
+             or_(kind == "", Notice.notice_type_id == kind))
+    count = select(func.count(), func.max(Notice.id)).select_from(Notice).where(*where)
+    newest = (select(Notice.id, Notice.agency_id, Notice.notice_type_id, Notice.delivered_at).where(*where)
+              .order_by(Notice.delivered_at.desc(), Notice.id.desc()).offset(bindparam("skip")).limit(PER_PAGE)
+              .subquery())
+    page = (select(newest.c.id, newest.c.agency_id, Agency.name, NoticeType.title, newest.c.delivered_at)
+            .outerjoin(Agency, Agency.id == newest.c.agency_id)
+            .outerjoin(NoticeType, NoticeType.id == newest.c.notice_type_id)
+            .order_by(newest.c.delivered_at.desc(), newest.c.id.desc()))
+    pairs = (select(Notice.agency_id, Notice.notice_type_id).where(Notice.account_id == account).distinct()
+             .subquery())
+    kinds = (select(pairs.c.agency_id, Agency.name, pairs.c.notice_type_id, NoticeType.title)
+             .outerjoin(Agency, Agency.id == pairs.c.agency_id)
+             .outerjoin(NoticeType, NoticeType.id == pairs.c.notice_type_id))
+    return count, page, kinds
+
+
+_COUNT, _PAGE, _KINDS = _notice_statements()
+#: (database, account id) -> ((its notices' count, their newest id), (agencies, types)); LRU,
+#: CHOICES_CACHED at most
+_choices: OrderedDict[tuple[str, int], tuple[tuple[int, int], tuple[list, list]]] = OrderedDict()
+_choices_lock = threading.Lock()
+
+
+def _filter_choices(conn, account_id: int) -> tuple[int, list, list]:
+    """The account's count of notices, and the agencies and types it has notices of: those read
+    again only when its notices changed (a notice delivered raises the newest id, one removed
+    lowers the count)."""
+    mark = tuple(conn.execute(_COUNT, {"account": account_id, "agency": "", "kind": ""}).one())
+    key = (str(conn.engine.url), account_id)
+    with _choices_lock:
+        cached = _choices.get(key)
+        if cached is not None and cached[0] == mark:
+            _choices.move_to_end(key)
+            return (mark[0], *cached[1])
+    kinds = conn.execute(_KINDS, {"account": account_id}).all()
+    found = (sorted({(k[0], k[1] or k[0]) for k in kinds}), sorted({(k[2], k[3] or k[2]) for k in kinds}))
+    with _choices_lock:
+        _choices[key] = (mark, found)  # type: ignore[assignment]
+        _choices.move_to_end(key)
+        while len(_choices) > CHOICES_CACHED:
+            _choices.popitem(last=False)
+    return (mark[0], *found)
+
+
 def list_notices(reg, account_id: int, agency: str = "", notice_type: str = "", page: int = 1) -> NoticePage:
     """One page of the account's notices, newest first, filtered by agency and type; the
-    filters' choices are the agencies and types the account has notices of."""
+    filters' choices are the agencies and types the account has notices of. On one connection,
+    Core statements (no ORM objects): the count, the page, the choices (cached while the
+    account's notices are unchanged)."""
     pub = ids(reg)
-    where = [Notice.account_id == account_id]
-    if agency:
-        where.append(Notice.agency_id == agency)
-    if notice_type:
-        where.append(Notice.notice_type_id == notice_type)
+    params = {"account": account_id, "agency": agency, "kind": notice_type}
     with reg.store.reader() as s:
-        total = s.scalar(select(func.count()).select_from(Notice).where(*where)) or 0
+        conn = s.connection()
+        total, agencies, types = _filter_choices(conn, account_id)
+        if agency or notice_type:
+            total = conn.execute(_COUNT, params).scalar() or 0
         pages = max(1, -(-total // PER_PAGE))
         page = min(max(1, page), pages)
-        rows = s.execute(select(Notice.id, Notice.agency_id, Agency.name, NoticeType.title, Notice.delivered_at)
-                         .outerjoin(Agency, Agency.id == Notice.agency_id)
-                         .outerjoin(NoticeType, NoticeType.id == Notice.notice_type_id)
-                         .where(*where).order_by(Notice.delivered_at.desc(), Notice.id.desc())
-                         .offset((page - 1) * PER_PAGE).limit(PER_PAGE)).all()
-        kinds = s.execute(select(Notice.agency_id, Agency.name, Notice.notice_type_id, NoticeType.title)
-                          .outerjoin(Agency, Agency.id == Notice.agency_id)
-                          .outerjoin(NoticeType, NoticeType.id == Notice.notice_type_id)
-                          .where(Notice.account_id == account_id).distinct()).all()
+        rows = conn.execute(_PAGE, {**params, "skip": (page - 1) * PER_PAGE}).all()
     items = [NoticeItem(pub.encode(NOTICE, r[0]), r[2] or r[1], r[3] or "", as_utc(r[4])) for r in rows]
-    agencies = sorted({(k[0], k[1] or k[0]) for k in kinds})
-    types = sorted({(k[2], k[3] or k[2]) for k in kinds})
     return NoticePage(items, page, pages, agencies, types)
 
 

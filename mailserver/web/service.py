@@ -35,3 +35,13 @@ def make_services(ctx: ServerContext) -> list:
         services.append(WebListener(ctx, "Prometheus metrics", "metrics", "http.metrics_listen", http.metrics_listen,
                                     metrics_app))
     return services
+
+
+def make_worker_services(ctx: ServerContext) -> list:
+    """A `serve` worker process's HTTP (workers.py): the citizens' listener on the same port as
+    the first process (SO_REUSEPORT), so the portal and the sign-in use every core. The
+    Prometheus listener stays in the first process."""
+    http = ctx.config.http
+    if not http.listen:
+        return []
+    return [WebListener(ctx, "citizen services HTTP", "http", "http.listen", http.listen, citizen_app)]

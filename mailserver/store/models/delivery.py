@@ -72,6 +72,9 @@ class Notice(Base):
     drop_id: Mapped[int | None] = mapped_column(BigId)
     delivered_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
 
+    #: the portal's "my notices", newest first: a page read from the index in order
+    __table_args__ = (Index("ix_notice_account_delivered", "account_id", "delivered_at"),)
+
 
 class NoticeOptOut(Base):
     """A citizen who asked not to receive an optional notice type (mandatory ones ignore it)."""
