@@ -73,13 +73,30 @@ def pg_unavailable() -> str | None:
 
 
 @pytest.fixture
-def pg_url():
-    """A fresh PostgreSQL database for one test, dropped afterwards."""
+def pg_admin_url():
+    """The PostgreSQL test server's URL (its maintenance database), for what makes its own
+    databases there (the benchmarks' --store-url)."""
     reason = pg_unavailable()
     if reason:
         if os.environ.get("CI"):
             pytest.fail(reason)  # CI must run the PostgreSQL tests
         pytest.skip(reason)
+    return PG_ADMIN
+
+
+def pg_databases() -> set[str]:
+    """The names of the databases on the PostgreSQL test server."""
+    engine = _pg_admin_engine()
+    try:
+        with engine.connect() as conn:
+            return {row[0] for row in conn.exec_driver_sql("SELECT datname FROM pg_database")}
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_admin_url):
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
     name = f"civicmail_test_{secrets.token_hex(6)}"
     engine = _pg_admin_engine()
     with engine.connect() as conn:

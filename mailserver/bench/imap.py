@@ -30,6 +30,8 @@ from pathlib import Path
 
 import click
 
+from .util import store_url_option, throwaway_store
+
 PASSWORD = "bench password 1"
 
 
@@ -39,13 +41,15 @@ PASSWORD = "bench password 1"
 CHEAP_HASH = ("passwords.memory_cost_kib=1024", "passwords.time_cost=1")
 
 
-def _config(root: Path, *overrides: str, real_hash: bool = False):
+def _config(root: Path, *overrides: str, real_hash: bool = False, store_url: str = ""):
+    """The bench's config in ``root``; the first call writes it (its store at ``store_url``, the
+    SQLite file in ``root`` if empty), later calls read it back."""
     from .. import config as config_mod
     from ..provision import write_config
 
     path = root / "civicmail.toml"
     if not path.exists():
-        write_config(path, "bench.example.cn", "mail.bench.example.cn")
+        write_config(path, "bench.example.cn", "mail.bench.example.cn", store_url)
     return config_mod.load(path, (() if real_hash else CHEAP_HASH) + (
                                   "imap.max_connections_per_user_ip=100000",
                                   # the idle bench logs in 200 connections at once from one address
@@ -629,14 +633,17 @@ async def _stress(host: str, port: int, users: list[str], clients: int,
               help="a config setting for the server, e.g. login.cache_size=0 (repeatable)")
 @click.option("--profile", type=click.Path(dir_okay=False), hidden=True,
               help="run the server under cProfile and write its stats to this file")
+@store_url_option
 def command(mode: str, messages: int, idle_count: int, idle_users: int, notify: bool, clients: int, seconds: float,
             connect: str | None, real_hash: bool, keep_sessions: bool, sort_mix: bool, runs: int,
-            settings: tuple[str, ...], profile: str | None) -> None:
+            settings: tuple[str, ...], profile: str | None, store_url: str) -> None:
     """SELECT/FETCH time, SORT and THREAD time, IDLE memory and notification latency, random stress
     with a model check."""
     if connect:
         if mode != "stress":
             raise click.UsageError("--connect goes with --mode stress")
+        if store_url:
+            raise click.UsageError("--connect drives another server: --store-url does not go with it")
         host, _, port = connect.rpartition(":")
         if not host or not port.isdigit():
             raise click.UsageError("--connect wants HOST:PORT")
@@ -646,8 +653,9 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, notify: 
         click.echo(f"stress against {connect}: {clients} clients, {commands:,} commands in {elapsed:.1f} s = "
                    f"{commands / elapsed:,.0f} commands/s, {logins:,} LOGINs, {errors} state errors")
         return
-    with tempfile.TemporaryDirectory(prefix="civicmail-bench-imap-") as tmp:
+    with throwaway_store(store_url) as url, tempfile.TemporaryDirectory(prefix="civicmail-bench-imap-") as tmp:
         root = Path(tmp)
+        engine = "PostgreSQL" if url else "SQLite"
         # Separate users per phase: [0] owns the big folder, then the IDLE users, then one per
         # stress client (its model starts from an empty mailbox).
         idle_n = idle_users if mode in ("all", "idle") else 0
@@ -657,12 +665,12 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, notify: 
         from ..errors import ConfigError
 
         try:
-            _config(root, *settings)
+            _config(root, *settings, store_url=url)
         except ConfigError as exc:
             raise click.BadParameter(str(exc), param_hint="--set") from None
         folder = messages if mode in ("all", "select", "sort") else 0
         users = prepare_data(root, users_needed, folder, varied=mode in ("all", "sort"), real_hash=real_hash)
-        click.echo(f"prepared {len(users)} users and {folder:,} messages in {time.monotonic() - started:.1f} s")
+        click.echo(f"prepared {len(users)} users and {folder:,} messages on {engine} in {time.monotonic() - started:.1f} s")
         server = ServerChild(root, profile, real_hash, settings)
         try:
             if mode in ("all", "select"):

@@ -1,5 +1,5 @@
 """`civicmail bench pipeline --rows N`: N citizens and a drop of N rows, run end to end on a
-fresh SQLite data directory; prints notices per second, the peak resident memory of the
+fresh data directory (SQLite, or with ``--store-url`` a throwaway PostgreSQL database); prints notices per second, the peak resident memory of the
 `drop run` process tree (parent and workers, sampled from /proc), and the CPU per notice of
 each stage (`drop run --stage-cpu`, measured in the threads that ran them) beside the tree's total.
 With ``--sign KEY_TYPE`` the agency has a city-CA signing certificate of that key type, so every
@@ -23,7 +23,7 @@ import click
 
 from delivery.stagecpu import STAGES
 
-from .util import write_citizens_csv
+from .util import store_url_option, throwaway_store, write_citizens_csv
 
 NOTICE_TYPE = "licence-renewal"
 AGENCY = "traffic-police"
@@ -109,11 +109,13 @@ class RssSampler(threading.Thread):
             self.done.wait(self.interval)
 
 
-def prepare(root: Path, rows: int) -> tuple[Path, Path]:
-    """``root/data`` (init --demo, ROWS citizens imported) and ``root/drop.csv``; returns them."""
+def prepare(root: Path, rows: int, store_url: str = "") -> tuple[Path, Path]:
+    """``root/data`` (init --demo, ROWS citizens imported; its store at ``store_url``, the SQLite
+    file in it if empty) and ``root/drop.csv``; returns them."""
     data, drop_csv = root / "data", root / "drop.csv"
     cli = [sys.executable, "-m", "mailserver.cli"]
-    subprocess.run(cli + ["init", str(data), "--demo"], check=True, stdout=subprocess.DEVNULL)
+    store = ["--set", f"store.url={store_url}"] if store_url else []
+    subprocess.run(cli + store + ["init", str(data), "--demo"], check=True, stdout=subprocess.DEVNULL)
     started = time.monotonic()
     citizens_csv = root / "citizens.csv"
     write_citizens_csv(citizens_csv, rows, seed=7)
@@ -155,17 +157,20 @@ def prepared(root: Path, rows: int) -> tuple[Path, Path]:
 @click.option("--sign", type=click.Choice(["none", "ec-p256", "rsa-2048"]), default="none", show_default=True,
               help="make the city CA and give the agency a signing certificate with this key type first: every "
                    "notice is then S/MIME signed (issue 14)")
+@store_url_option
 def command(rows: int, workers: int, work_dir: Path | None, prepared_dir: Path | None,
-            overrides: tuple[str, ...], sign: str) -> None:
-    """Generate ROWS citizens and a drop of ROWS rows; time `drop run` on SQLite."""
-    with tempfile.TemporaryDirectory(prefix="civicmail-bench-") as tmp:
+            overrides: tuple[str, ...], sign: str, store_url: str) -> None:
+    """Generate ROWS citizens and a drop of ROWS rows; time `drop run` on SQLite or PostgreSQL."""
+    if store_url and prepared_dir is not None:
+        raise click.UsageError("--prepared copies a SQLite data directory: it does not go with --store-url")
+    with tempfile.TemporaryDirectory(prefix="civicmail-bench-") as tmp, throwaway_store(store_url) as url:
         if prepared_dir is not None:
             prepared_dir.mkdir(parents=True, exist_ok=True)
             data, drop_csv = prepared(prepared_dir, rows)
         else:
             root = work_dir or Path(tmp)
             root.mkdir(parents=True, exist_ok=True)
-            data, drop_csv = prepare(root, rows)
+            data, drop_csv = prepare(root, rows, url)
         config = data / "civicmail.toml"
         cli = [sys.executable, "-m", "mailserver.cli"]
         extra = [arg for o in overrides for arg in ("--set", o)]
@@ -200,7 +205,8 @@ def command(rows: int, workers: int, work_dir: Path | None, prepared_dir: Path |
         click.echo("CPU per stage (all processes; total from getrusage of the process tree):")
         for line in stage_report(stage_seconds(out), cpu, delivered):
             click.echo("  " + line)
-        click.echo(f"bench pipeline (signing: {sign}): {rows:,} rows, {delivered:,} delivered in {elapsed:.1f} s = "
+        engine = "PostgreSQL" if url else "SQLite"
+        click.echo(f"bench pipeline ({engine}, signing: {sign}): {rows:,} rows, {delivered:,} delivered in {elapsed:.1f} s = "
                    f"{delivered / elapsed:,.0f} notices/s end to end (process start to exit); "
                    f"peak memory of drop run + workers: RSS {sampler.peak_kib / 1024:.0f} MiB, "
                    f"PSS {sampler.peak_pss_kib / 1024:.0f} MiB; CPU (user + sys, all processes) {cpu:.1f} s = "

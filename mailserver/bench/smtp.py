@@ -30,6 +30,7 @@ from ..identity import idnumber
 from ..registry import Registry
 from ..store import open_store
 from ..store.models import Message
+from .util import store_url_option, throwaway_store
 
 RECIPIENTS = 100
 LISTENING = re.compile(r"SMTP smtp listening on ([\d.]+):(\d+)")
@@ -46,13 +47,14 @@ class SmtpBenchResult:
     seconds: float
     accepted: int
     stored: int
+    engine: str = "SQLite"
 
     @property
     def rate(self) -> float:
         return self.stored / self.seconds if self.seconds else 0.0
 
     def line(self) -> str:
-        return (f"bench smtp: {self.messages:,} messages of {self.message_bytes / 1024:.1f} KB over "
+        return (f"bench smtp ({self.engine}): {self.messages:,} messages of {self.message_bytes / 1024:.1f} KB over "
                 f"{self.concurrency} sessions: {self.accepted:,} accepted, {self.stored:,} stored, in "
                 f"{self.seconds:.2f} s = {self.rate:,.0f} messages/s accepted and stored")
 
@@ -66,14 +68,15 @@ def make_message(n: int, to: str, size: int = 4096) -> bytes:
     return (head + body[:size - len(head) - 2] + "\r\n").encode()
 
 
-def prepare_city(data_dir: Path) -> list[str]:
-    """A fresh data directory with RECIPIENTS citizens; returns their addresses."""
+def prepare_city(data_dir: Path, store_url: str = "") -> list[str]:
+    """A fresh data directory with RECIPIENTS citizens (its store at ``store_url``, the SQLite file
+    in it if empty); returns their addresses."""
     from ..provision import prepare, write_config
     from ..registry.citizens import add_citizen
 
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / "civicmail.toml"
-    write_config(path, "bench.example.cn", "mail.bench.example.cn")
+    write_config(path, "bench.example.cn", "mail.bench.example.cn", store_url)
     config = config_mod.load(path, ("passwords.memory_cost_kib=1024", "passwords.time_cost=1"))
     prepare(config)
     store = open_store(config)
@@ -159,8 +162,8 @@ def start_server(config_path: Path, extra: tuple[str, ...] = (),
     return proc, found["smtp"][0], found["smtp"][1], log
 
 
-def run(messages: int, concurrency: int, data_dir: Path) -> SmtpBenchResult:
-    recipients = prepare_city(data_dir)
+def run(messages: int, concurrency: int, data_dir: Path, store_url: str = "") -> SmtpBenchResult:
+    recipients = prepare_city(data_dir, store_url)
     config_path = data_dir / "civicmail.toml"
     # One client address sends everything: lift the per-IP message rate limit for the run.
     proc, host, port, _ = start_server(config_path, ("smtp.max_messages_per_ip_per_minute=100000000",))
@@ -176,7 +179,8 @@ def run(messages: int, concurrency: int, data_dir: Path) -> SmtpBenchResult:
             stored = s.scalar(select(func.count()).select_from(Message)) or 0
     finally:
         store.dispose()
-    return SmtpBenchResult(messages, concurrency, len(make_message(0, recipients[0])), seconds, accepted, stored)
+    return SmtpBenchResult(messages, concurrency, len(make_message(0, recipients[0])), seconds, accepted, stored,
+                           "PostgreSQL" if store_url else "SQLite")
 
 
 @click.command("smtp")
@@ -184,9 +188,10 @@ def run(messages: int, concurrency: int, data_dir: Path) -> SmtpBenchResult:
 @click.option("--concurrency", default=20, show_default=True, help="parallel SMTP sessions")
 @click.option("--dir", "work_dir", type=click.Path(file_okay=False, path_type=Path),
               help="data directory to use (default: a temporary one, removed afterwards)")
-def command(messages: int, concurrency: int, work_dir: Path | None) -> None:
+@store_url_option
+def command(messages: int, concurrency: int, work_dir: Path | None, store_url: str) -> None:
     """Start `civicmail serve` on loopback and time MESSAGES ~4 KB messages over CONCURRENCY
-    sessions, accepted and stored in mailboxes (SQLite, synchronous=FULL)."""
-    with tempfile.TemporaryDirectory(prefix="civicmail-bench-smtp-") as tmp:
-        result = run(messages, concurrency, (work_dir or Path(tmp)) / "data")
+    sessions, accepted and stored in mailboxes (SQLite, synchronous=FULL, or PostgreSQL)."""
+    with tempfile.TemporaryDirectory(prefix="civicmail-bench-smtp-") as tmp, throwaway_store(store_url) as url:
+        result = run(messages, concurrency, (work_dir or Path(tmp)) / "data", url)
     click.echo(result.line())

@@ -1,11 +1,16 @@
 """Shared by the benchmarks: generated citizens, resident memory, a throwaway data directory."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import random
 import resource
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
+
+import click
 
 from ..identity import idnumber
 
@@ -37,3 +42,47 @@ def peak_rss_mib(children: bool = False) -> float:
     """Peak resident memory of this process (or of its finished children), in MiB."""
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
     return resource.getrusage(who).ru_maxrss / 1024
+
+
+def store_url_option(f):
+    """``--store-url URL``: the benchmarks that time the store take it (issue 13)."""
+    return click.option(
+        "--store-url", default="", metavar="URL",
+        help="run on PostgreSQL: a postgresql+psycopg:// URL naming a server and a database to connect to; the run "
+             "creates a throwaway database civicmail_bench_<random> on that server and drops it at the end "
+             "(default: SQLite in the data directory)")(f)
+
+
+@contextlib.contextmanager
+def throwaway_store(url: str) -> Iterator[str]:
+    """The ``store.url`` a bench run writes into its config: "" (the SQLite file in the data
+    directory) without ``url``; with a PostgreSQL ``url``, a fresh database on that server, dropped
+    (WITH (FORCE)) when the run ends, however it ends."""
+    if not url:
+        yield ""
+        return
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise click.BadParameter(str(exc), param_hint="--store-url") from None
+    if parsed.get_backend_name() != "postgresql":
+        raise click.BadParameter("a PostgreSQL URL (leave it out for SQLite)", param_hint="--store-url")
+    name = f"civicmail_bench_{secrets.token_hex(6)}"
+    admin = create_engine(parsed, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        click.echo(f"store: PostgreSQL database {name} on {parsed.host or 'localhost'}:{parsed.port or 5432} "
+                   "(made for this run)")
+        try:
+            yield parsed.set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            click.echo(f"store: database {name} dropped")
+    finally:
+        admin.dispose()

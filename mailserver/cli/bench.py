@@ -18,10 +18,10 @@ from .lazy import LazyCommand, LazyGroup
 AREAS = {
     name: LazyCommand(f"mailserver.bench.{name}", short_help) for name, short_help in (
         ("smtp", "Start `civicmail serve` on loopback and time MESSAGES ~4 KB messages over CONCURRENCY "
-                 "sessions, accepted and stored in mailboxes (SQLite, synchronous=FULL)."),
+                 "sessions, accepted and stored in mailboxes (SQLite, synchronous=FULL, or PostgreSQL)."),
         ("imap", "SELECT/FETCH time, SORT and THREAD time, IDLE memory and notification latency, random stress "
                  "with a model check."),
-        ("pipeline", "Generate ROWS citizens and a drop of ROWS rows; time `drop run` on SQLite."),
+        ("pipeline", "Generate ROWS citizens and a drop of ROWS rows; time `drop run` on SQLite or PostgreSQL."),
         ("mime", "Messages per second of mime.analyze() (ENVELOPE, BODY, BODYSTRUCTURE, SEARCH text)."),
         ("services", "Time a bulletin to COUNT subscribers and COUNT survey replies through the worker."),
         ("cli", "CPU time (user + sys, best of RUNS) of `civicmail --help` and `civicmail notice list`."),

@@ -1,6 +1,6 @@
 """`civicmail bench pipeline` end to end on a hundred rows (the suite's size; the bench's default is
 100,000): it delivers every row, prints its figures, and with --prepared reuses the citizens it made,
-starting each run from a fresh copy."""
+starting each run from a fresh copy; with --store-url it runs on a throwaway PostgreSQL database."""
 from __future__ import annotations
 
 import re
@@ -34,4 +34,25 @@ def test_bench_pipeline_reuses_a_prepared_directory(tmp_path):
         total = float(re.search(r"^  total +([\d.]+)", out, re.M).group(1))
         assert float(stages["render"]) > 0 and float(stages["write"]) > 0
         assert sum(float(v) for v in stages.values()) <= total + 0.05, out
-    assert "(signing: none)" in first and "(signing: ec-p256)" in again
+    assert "(SQLite, signing: none)" in first and "(SQLite, signing: ec-p256)" in again
+
+
+def test_bench_pipeline_runs_on_postgresql_with_store_url(tmp_path, pg_admin_url):
+    from tests.conftest import pg_databases
+
+    out = _bench("--rows", "60", "--dir", str(tmp_path), "--store-url", pg_admin_url)
+    line = out.strip().splitlines()[-2]
+    assert re.search(r"\(PostgreSQL, signing: none\): 60 rows, 60 delivered in [\d.]+ s", line), out
+    # the citizens and notices went to PostgreSQL: the data directory holds no SQLite store
+    assert (tmp_path / "data" / "civicmail.toml").exists() and not list(tmp_path.rglob("*.sqlite3*")), out
+    name = re.search(r"^store: PostgreSQL database (civicmail_bench_[0-9a-f]+) on ", out, re.M).group(1)
+    assert out.strip().splitlines()[-1] == f"store: database {name} dropped"
+    assert name not in pg_databases()
+    assert _bench_fails("--rows", "10", "--prepared", str(tmp_path / "p"), "--store-url", pg_admin_url)
+    assert _bench_fails("--rows", "10", "--store-url", "sqlite:///x.db")
+
+
+def _bench_fails(*args: str) -> bool:
+    proc = subprocess.run([sys.executable, "-m", "mailserver.cli", "bench", "pipeline", *args],
+                          capture_output=True, text=True, timeout=600)
+    return proc.returncode == 2 and "--store-url" in proc.stderr

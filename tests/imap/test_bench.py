@@ -74,3 +74,18 @@ def test_bench_imap_stress_keeps_sessions_open_with_issue_12s_mix():
     assert m, run.stdout + run.stderr
     # two sessions only, yet many cycles of nine commands each: the sessions were kept
     assert m.group(2) == "2" and int(m.group(1).replace(",", "")) > 40 and m.group(3) == "0", run.stdout + run.stderr
+
+
+def test_bench_imap_stress_runs_on_postgresql_with_store_url(pg_admin_url):
+    from tests.conftest import pg_databases
+
+    result = CliRunner().invoke(command, ["--mode", "stress", "--clients", "2", "--seconds", "1",
+                                          "--store-url", pg_admin_url])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"prepared 3 users and 0 messages on PostgreSQL", result.output), result.output
+    m = re.search(r"stress: 2 clients, ([\d,]+) commands .* (\d+) state errors", result.output)
+    assert m and int(m.group(1).replace(",", "")) > 0 and m.group(2) == "0", result.output
+    name = re.search(r"^store: PostgreSQL database (civicmail_bench_[0-9a-f]+) on ", result.output, re.M).group(1)
+    assert f"store: database {name} dropped" in result.output and name not in pg_databases()
+    assert CliRunner().invoke(command, ["--mode", "stress", "--connect", "127.0.0.1:1",
+                                        "--store-url", pg_admin_url]).exit_code == 2
