@@ -285,13 +285,9 @@ def browser():
 
 def go(driver, element) -> None:
     """Click what navigates, and wait for the next page (a click does not wait for it)."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
+    from mailserver.web.tour import wait_for_page
 
-    page = driver.find_element(By.TAG_NAME, "html")
-    element.click()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
+    wait_for_page(driver, element.click)
 
 
 def _sign_in(driver, base: str, address: str, password: str) -> None:

@@ -47,13 +47,25 @@ def chromium(width: int = PHONE, height: int = 812) -> Iterator:
 
 def wait_for_page(driver, action: Callable[[], None]) -> None:
     """Do what navigates (a click, a submit) and wait for the next page to load."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     page = driver.find_element(By.TAG_NAME, "html")
     action()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
+
+    def gone(_) -> bool:
+        try:
+            page.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:  # Chromium's word for the same while the old page unloads
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    WebDriverWait(driver, 30).until(gone)
 
 
 def sign_in(driver, base: str, address: str, password: str) -> None:

@@ -17,7 +17,8 @@ import sys
 import time
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import OperationalError
 
 from drophelpers import make_city
 from mailcheck import count_inbox_messages, count_notices
@@ -103,8 +104,21 @@ def test_a_live_nodes_drop_is_refused_and_a_stalled_ones_taken_over_once(pg_drop
         assert f"drop {drop_id} of this file is running on node {owner}" in err and "Traceback" not in err
 
         # Its lease passes unrenewed (set here to now instead of waiting the 30 s out).
-        with reg.store.session() as s:
-            s.execute(update(Drop).where(Drop.id == drop_id).values(lease_until=utcnow()))
+        # The stalled node may hold the drop's row (stopped inside a batch): the update waits until
+        # the server ends that transaction (its idle-in-transaction timeout, 3 s). A backend stopped
+        # while *sending* results to the frozen node (its pipelined batch) is not idle and cannot be
+        # cancelled mid-send: in production the node's dead connection ends it; here it is ended as an
+        # operator would (pg_terminate_backend), then the update is tried again.
+        while True:
+            try:
+                with reg.store.session() as s:
+                    s.execute(update(Drop).where(Drop.id == drop_id).values(lease_until=utcnow()))
+                break
+            except OperationalError:
+                assert time.monotonic() < deadline
+                with reg.store.session() as s:
+                    s.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+                                   "current_database() AND wait_event = 'ClientWrite' AND pid <> pg_backend_pid()"))
         while True:  # refused while the stalled node's transaction still holds the drop's row
             third = node(reg.config, drop)
             out, err = third.communicate(timeout=300)
