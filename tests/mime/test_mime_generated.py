@@ -66,9 +66,10 @@ def structure_encoded(raw: bytes) -> bool:
     """Did the stdlib generator put address syntax inside an encoded word? When it folds an
     address list it can encode the separating comma, even '<addr>,' (CPython gh-100884,
     CVE-2025-1795, fixed after the 3.11 here). RFC 2047 5 says an encoded word is only text, so
-    such bytes no longer hold the addresses the message had: not an input to compare with."""
-    head = raw.split(b"\r\n\r\n", 1)[0]
-    for field in ADDRESS_FIELD.finditer(head):
+    such bytes no longer hold the addresses the message had: not an input to compare with. Every
+    header is looked at, a message/rfc822 part's too (a line of a body that looks like an address
+    field only makes the example skipped)."""
+    for field in ADDRESS_FIELD.finditer(raw):
         for word in ENCODED_WORD.finditer(field.group()):
             text = "".join(p.decode(c or "ascii", "replace") if isinstance(p, bytes) else p
                            for p, c in decode_header(word.group().decode("ascii")))
@@ -83,6 +84,9 @@ def test_the_filter_sees_the_stdlib_folding_bug():
     assert structure_encoded(raw)
     assert not structure_encoded(raw.replace(b"=?utf-8?q?=3E=2C?=", b"<0@a.cn>,"))
     assert not structure_encoded(b"To: =?utf-8?b?5byg5Lyf?= <zhang.wei@a.cn>\r\nSubject: =?utf-8?q?a=2Cb?=\r\n\r\n")
+    # the same in the header of an attached message (message/rfc822): seen by a random example in CI
+    nested = b"From: 0@a.cn\r\nContent-Type: message/rfc822\r\n\r\n" + raw
+    assert structure_encoded(nested)
 
 
 @settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
