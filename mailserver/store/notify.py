@@ -194,6 +194,11 @@ class FolderWatcher:
         self.executor = executor
         self.interval = interval
         self._conn = None
+        #: held by a poll and by the close in stop(): cancelling the watcher task does not stop a
+        #: poll already running in a thread, and closing a sqlite3 connection while another thread
+        #: runs a statement on it crashes the process (SIGSEGV at shutdown)
+        self._conn_lock = threading.Lock()
+        self._closed = False
         self._data_version: int | None = None
         self._seen: dict[int, int] = {}
         self._task: asyncio.Task | None = None
@@ -249,9 +254,15 @@ class FolderWatcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        if self._conn is not None:
+        await asyncio.get_running_loop().run_in_executor(self.executor, self._close)
+
+    def _close(self) -> None:
+        """Close the watcher's connection once no poll is using it (blocking)."""
+        with self._conn_lock:
             conn, self._conn = self._conn, None
-            await asyncio.get_running_loop().run_in_executor(self.executor, conn.close)
+            self._closed = True
+            if conn is not None:
+                conn.close()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -261,7 +272,8 @@ class FolderWatcher:
                 changed = await loop.run_in_executor(self.executor, self.poll)
             except Exception as exc:  # a failed poll (database restarting) is retried on the next tick
                 self.outage.failed("folder watcher", exc)
-                self._conn = None
+                with self._conn_lock:
+                    self._conn = None
                 continue
             self.outage.succeeded()
             if changed:
@@ -287,6 +299,10 @@ class FolderWatcher:
 
     def poll(self) -> list[int]:
         """Folder ids whose HIGHESTMODSEQ moved since the last poll (blocking)."""
+        with self._conn_lock:
+            return [] if self._closed else self._poll()
+
+    def _poll(self) -> list[int]:
         watched = self.hub.watched()
         if self.store.dialect == "sqlite":
             version = self._rows("PRAGMA data_version", [])[0][0]

@@ -67,3 +67,44 @@ def test_deliveries_from_another_thread_reach_a_session_in_idle(hub_only):
     a.send(b"DONE\r\n")
     assert a.command("n", "NOOP")[-1].startswith(b"n OK")
     a.close()
+
+
+def test_stopping_the_watcher_waits_for_a_poll_in_flight(sqlite_config):
+    """Cancelling the watcher's task does not stop a poll already running in a thread; closing
+    the sqlite3 connection under that poll crashed serve with SIGSEGV at shutdown. stop() now
+    closes the connection only once the poll is done, and a poll after stop() reads nothing."""
+    import asyncio
+    import threading
+
+    from mailserver.store import open_store
+    from mailserver.store.notify import ChangeHub, FolderWatcher
+
+    store = open_store(sqlite_config)
+    watcher = FolderWatcher(store, ChangeHub(), interval=0.01)
+
+    async def scenario():
+        watcher.start()
+        assert watcher.poll() == []  # opens the watcher's own connection
+        conn = watcher._conn
+        in_poll = threading.Event()
+        release = threading.Event()
+
+        def poll_in_flight():  # as a poll holds the connection while its statement runs
+            with watcher._conn_lock:
+                in_poll.set()
+                release.wait(10)
+                return conn.execute("SELECT count(*) FROM folder").fetchall()
+
+        loop = asyncio.get_running_loop()
+        running = loop.run_in_executor(None, poll_in_flight)
+        assert await loop.run_in_executor(None, in_poll.wait, 10)
+        stopping = asyncio.ensure_future(watcher.stop())
+        await asyncio.sleep(0.2)
+        assert not stopping.done()  # waits for the poll, the connection still open under it
+        release.set()
+        assert (await running)[0][0] >= 0
+        await stopping
+        assert watcher._conn is None and watcher.poll() == []
+
+    asyncio.run(scenario())
+    store.engine.dispose()
