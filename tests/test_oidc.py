@@ -458,12 +458,18 @@ def test_totp_second_factor_after_the_password(oidc):
     consent = browser.submit(code_page, code=code)
     back = browser.submit(consent, decision="allow")
     assert back.status_code == 302 and back.headers["Location"].startswith(RP + "?code=")
+    # the ID token says how: the password and a one-time code (RFC 8176), two factors
+    token = rp.fetch_token(base + "/oidc/token", authorization_response=back.headers["Location"],
+                           code_verifier=verifier)
+    assert jwt.decode(token["id_token"], _jwks(base)).claims["amr"] == ["pwd", "otp", "mfa"]
     # the same code a second time (someone who saw it) is refused
     again = Browser(base)
     page = again.submit(again.get(url), address=address, password=PASSWORD)
     assert again.submit(page, code=code).status_code == 401
     assert _cli(city, "oidc", "totp", address, "--disable").returncode == 0
-    assert _sign_in(Browser(base), url, address).status_code == 302  # the password alone again
+    location, verifier = _code(Browser(base), rp, base, address)  # the password alone again
+    token = rp.fetch_token(base + "/oidc/token", authorization_response=location, code_verifier=verifier)
+    assert jwt.decode(token["id_token"], _jwks(base)).claims["amr"] == ["pwd"]
 
 
 def test_sessions_are_bounded_listed_and_revocable(city_factory):  # noqa: F811

@@ -12,9 +12,10 @@ from ..services.http import page
 
 log = logging.getLogger("civicmail.web")
 
-#: no scripts, frames, plugins or foreign resources; forms post only back here; never framed
-CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-                           "frame-ancestors 'none'; base-uri 'none'")
+#: no inline or foreign scripts (our one file only: passkeys.js, which may fetch its options from
+#: here), no frames, plugins or foreign resources; forms post only back here; never framed
+CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
+                           "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Frame-Options": "DENY",  # frame-ancestors for browsers without CSP 2

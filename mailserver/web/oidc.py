@@ -42,7 +42,7 @@ from multidict import MultiDict
 from ..errors import AuthenticationFailed, Throttled
 from ..identity.oidckeys import ALG, KeyFile
 from ..registry import oidc as records
-from ..registry import totp
+from ..registry import passkeys, totp
 from ..store.models import utcnow
 from .sessions import CSRF_FIELD, Sessions
 
@@ -60,8 +60,12 @@ SCOPE_TEXT = {
 }
 #: longest query string of an authorization request kept in a form
 MAX_REQUEST = 4096
-#: seconds between a password accepted and its account's TOTP code (then the password again)
+#: seconds between a password accepted and its account's second factor (then the password again)
 TOTP_PAGE_SECONDS = 300
+#: what a sign-in used, as the ID token's ``amr`` says it (RFC 8176): the password; with a TOTP
+#: code; with a passkey (``hwk``, or ``swk`` for a synced one, is added). ``mfa`` with a second
+#: factor, so a website that wants two factors need not know every method's name
+AMR_PASSWORD, AMR_TOTP, AMR_PASSKEY = "pwd", "pwd otp mfa", "pwd mfa"
 
 
 def templates() -> Environment:
@@ -100,6 +104,8 @@ class Request(OAuth2Request):
         #: the session's sign-in time (the ID token's auth_time), and the client's address (audit)
         self.auth_time = None
         self.remote = "?"
+        #: how the session signed in (RFC 8176, space-separated): the ID token's amr
+        self.amr = "pwd"
 
     @property
     def args(self):
@@ -153,7 +159,7 @@ class CodeGrant(grants.AuthorizationCodeGrant):
         records.save_code(self.server.reg, code, request.client.id, request.user.account_id,
                           request.payload.redirect_uri or "", request.scope or "", data.get("nonce"),
                           data.get("code_challenge"), data.get("code_challenge_method"), request.auth_time,
-                          request.user.address, request.remote)
+                          request.user.address, request.remote, request.amr)
 
     def query_authorization_code(self, code, client):
         return records.query_code(self.server.reg, code, client.id)
@@ -243,6 +249,8 @@ class Provider:
         self.env = templates()
         self.city = ctx.config.city.name
         self._pending_key = ctx.registry.keyring.secret_hash("web-totp-pending", "v1")
+        #: the WebAuthn relying party (None: passkeys are off, http.public_url is no https domain)
+        self.rp = passkeys.relying_party(ctx.config)
 
     def issuer(self, request: web.Request) -> str:
         """``http.base_url``; unset (development), the address this listener answered on."""
@@ -371,6 +379,7 @@ class Provider:
                                          oreq.scope, decision == "allow", request.remote or "?")
         oreq.user = user
         oreq.auth_time = session.auth_time if session else utcnow()
+        oreq.amr = session.amr if session else "pwd"
         oreq.remote = request.remote or "?"
         granted = None if decision == "deny" else user
         result = await self.ctx.run_store(self.server.create_authorization_response, oreq, granted, grant)
@@ -400,11 +409,13 @@ class Provider:
             # the name tried is not recorded: it is sometimes a password typed in the wrong field
             await self.ctx.run_store(records.record_signin, self.reg, "-", client_id, ip, "failed")
             return self._signin_page(request, None, request_query, "邮箱地址或密码不正确。", address, 401)
-        if await self.ctx.run_store(totp.required, self.reg, principal.account_id):
-            return self._totp_page(request, request_query, self._pending(principal.account_id, principal.address))
+        page = await self._second_factor_page(request, request_query,
+                                              self._pending(principal.account_id, principal.address))
+        if page is not None:
+            return page
         return await self._signed_in(request, principal.account_id, principal.address or principal.login, query)
 
-    # -- the second factor (TOTP) ----------------------------------------------------------
+    # -- the second factor (TOTP or a passkey) ---------------------------------------------
     def _pending(self, account_id: int, address: str, now: float | None = None) -> str:
         """What the code page carries between the password and the code: the account, until
         when, under an HMAC (nothing to store; a forged or stale one is refused)."""
@@ -421,10 +432,32 @@ class Provider:
         account_id, until, address = body.split(".", 2)
         return (int(account_id), address) if int(until) >= time.time() else None
 
-    def _totp_page(self, request: web.Request, request_query: str, pending: str, error: str = "",
-                   status: int = 200) -> web.Response:
+    async def _second_factor_page(self, request: web.Request, request_query: str, pending: str, error: str = "",
+                                  status: int = 200) -> web.Response | None:
+        """The second step of a sign-in whose account has a second factor: its TOTP code form, and
+        a passkey button (with a new challenge for this browser session) if it has passkeys:
+        either one signs in. None if the account has neither."""
+        found = self._pending_account(pending)
+        if found is None:
+            return None
+        account_id = found[0]
+        has_totp = await self.ctx.run_store(totp.required, self.reg, account_id)
+        options = None
+        if self.rp is not None:
+            options = await self.ctx.run_store(passkeys.signin_options, self.reg, self.rp, account_id,
+                                               passkeys.binding_of(self.sessions.binding(request)))
+        if not has_totp and options is None:
+            return None
         return self.render(request, "totp.html", status=status, title="两步验证", action="/oidc/totp",
-                           request_query=request_query, pending=pending, error=error)
+                           request_query=request_query, pending=pending, error=error, has_totp=has_totp,
+                           passkey_options=options)
+
+    async def _second_factor_failed(self, request: web.Request, request_query: str, pending: str, error: str,
+                                    status: int) -> web.Response:
+        page = await self._second_factor_page(request, request_query, pending, error, status)
+        if page is None:  # the factor went meanwhile (removed on another device): the password again
+            return self._signin_page(request, None, request_query, "请重新登录。", status=401)
+        return page
 
     async def totp(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -437,7 +470,7 @@ class Provider:
         ip = request.remote or "?"
         throttle = self.ctx.login_throttle  # the same throttle as passwords: guessing codes costs attempts
         if not await throttle.acquire(ip, address):
-            return self._totp_page(request, request_query, pending, "尝试次数过多，请稍后再试。", 429)
+            return await self._second_factor_failed(request, request_query, pending, "尝试次数过多，请稍后再试。", 429)
         try:
             ok = await self.ctx.run_store(totp.verify, self.reg, account_id, str(form.get("code", ""))[:16])
         except BaseException:
@@ -448,17 +481,52 @@ class Provider:
             query = MultiDict(urllib.parse.parse_qsl(request_query, keep_blank_values=True))
             await self.ctx.run_store(records.record_signin, self.reg, address, query.get("client_id"), ip,
                                      "failed-totp")
-            return self._totp_page(request, request_query, pending, "验证码不正确。", 401)
+            return await self._second_factor_failed(request, request_query, pending, "验证码不正确。", 401)
         throttle.succeeded(ip, address)
         query = MultiDict(urllib.parse.parse_qsl(request_query, keep_blank_values=True))
-        return await self._signed_in(request, account_id, address, query)
+        return await self._signed_in(request, account_id, address, query, AMR_TOTP)
 
-    async def _signed_in(self, request: web.Request, account_id: int, address: str, query: MultiDict) -> web.Response:
-        """The password (and the code, if the account has a second factor) checked: a new
-        session, the audit row, then back to the authorization request, if there was one."""
+    async def passkey(self, request: web.Request) -> web.Response:
+        """The second step with a passkey: the browser's assertion (``credential``, the JSON of
+        ``navigator.credentials.get()``) for one of this session's challenges, made with one of
+        the pending account's passkeys. Guessing costs what guessing passwords costs."""
+        form = await request.post()
+        request_query = str(form.get("request", ""))[:MAX_REQUEST]
+        pending = str(form.get("pending", ""))[:400]
+        found = self._pending_account(pending)
+        if found is None or self.rp is None:
+            return self._signin_page(request, None, request_query, "验证已超时，请重新登录。", status=401)
+        account_id, address = found
+        ip = request.remote or "?"
+        throttle = self.ctx.login_throttle
+        if not await throttle.acquire(ip, address):
+            return await self._second_factor_failed(request, request_query, pending, "尝试次数过多，请稍后再试。", 429)
+        try:
+            method = await self.ctx.run_store(passkeys.authenticate, self.reg, self.rp, account_id, address,
+                                              passkeys.binding_of(self.sessions.binding(request)),
+                                              str(form.get("credential", "")))
+        except passkeys.PasskeyRefused as refused:
+            throttle.failed(ip, address)
+            query = MultiDict(urllib.parse.parse_qsl(request_query, keep_blank_values=True))
+            await self.ctx.run_store(records.record_signin, self.reg, address, query.get("client_id"), ip,
+                                     "failed-passkey", reason=refused.reason)
+            return await self._second_factor_failed(request, request_query, pending,
+                                                    "通行密钥验证未通过，请重试或改用其他方式。", 401)
+        except BaseException:
+            throttle.released(ip, address)
+            raise
+        throttle.succeeded(ip, address)
+        query = MultiDict(urllib.parse.parse_qsl(request_query, keep_blank_values=True))
+        return await self._signed_in(request, account_id, address, query, f"{AMR_PASSKEY} {method}")
+
+    async def _signed_in(self, request: web.Request, account_id: int, address: str, query: MultiDict,
+                         amr: str = AMR_PASSWORD) -> web.Response:
+        """The password (and the second factor, if the account has one) checked: a new session
+        signed in as ``amr`` says, the audit row, then back to the authorization request, if
+        there was one."""
         client_id = query.get("client_id")
-        await self.sessions.sign_in(request, account_id)
-        await self.ctx.run_store(records.record_signin, self.reg, address, client_id, request.remote or "?", "ok")
+        await self.sessions.sign_in(request, account_id, amr)
+        await self.ctx.run_store(records.record_signin, self.reg, address, client_id, request.remote or "?", "ok", amr)
         if not client_id:
             return self.render(request, "message.html", title="已登录", text="您已登录市民邮箱账号。")
         return await self._authorize(request, query, signed_in_now=True)
@@ -558,6 +626,7 @@ def add_routes(app: web.Application, ctx, sessions: Sessions) -> Provider:
     app.router.add_route("POST", "/oidc/authorize", provider.authorize)
     app.router.add_post("/oidc/signin", provider.signin)
     app.router.add_post("/oidc/totp", provider.totp)
+    app.router.add_post("/oidc/passkey", provider.passkey)
     app.router.add_post("/oidc/consent", provider.consent)
     app.router.add_post("/oidc/token", provider.token)
     app.router.add_post("/oidc/revoke", provider.revoke)
