@@ -44,6 +44,7 @@ from ..identity.oidckeys import ALG, KeyFile
 from ..registry import oidc as records
 from ..registry import passkeys, totp
 from ..store.models import utcnow
+from .middleware import content_security_policy
 from .sessions import CSRF_FIELD, Sessions
 
 log = logging.getLogger("civicmail.oidc")
@@ -60,12 +61,14 @@ SCOPE_TEXT = {
 }
 #: longest query string of an authorization request kept in a form
 MAX_REQUEST = 4096
+#: where this request's forms may end up: the website's redirect URI, once checked (CSP form-action)
+FORM_TARGET = web.RequestKey("civicmail_form_target", str)
 #: seconds between a password accepted and its account's second factor (then the password again)
 TOTP_PAGE_SECONDS = 300
 #: what a sign-in used, as the ID token's ``amr`` says it (RFC 8176): the password; with a TOTP
-#: code; with a passkey (``hwk``, or ``swk`` for a synced one, is added). ``mfa`` with a second
-#: factor, so a website that wants two factors need not know every method's name
-AMR_PASSWORD, AMR_TOTP, AMR_PASSKEY = "pwd", "pwd otp mfa", "pwd mfa"
+#: code; with a passkey (``hwk``, or ``swk`` for a synced one). ``mfa`` with a second factor, so
+#: a website that wants two factors need not know every method's name
+AMR_PASSWORD, AMR_TOTP, AMR_PASSKEY = "pwd", "pwd otp mfa", "pwd {key} mfa"
 
 
 def templates() -> Environment:
@@ -265,7 +268,21 @@ class Provider:
                                                       **values)
         response = web.Response(status=status, text=text, content_type="text/html", charset="utf-8")
         response.headers["Cache-Control"] = "no-store"
+        if request.get(FORM_TARGET):
+            response.headers["Content-Security-Policy"] = content_security_policy(request[FORM_TARGET])
         return response
+
+    async def _note_target(self, request: web.Request, request_query: str) -> None:
+        """The redirect URI of the authorization request a sign-in form carries, if its website
+        registered it: the pages of this sign-in may send the browser there (``render``)."""
+        query = MultiDict(urllib.parse.parse_qsl(request_query, keep_blank_values=True))
+        client_id, uri = query.get("client_id"), query.get("redirect_uri")
+        client = await self.ctx.run_store(records.query_client, self.reg, client_id) if client_id else None
+        if client is None:
+            return
+        target = uri if uri and client.check_redirect_uri(uri) else None if uri else client.get_default_redirect_uri()
+        if target:
+            request[FORM_TARGET] = target
 
     def _oauth(self, request: web.Request, query: MultiDict, form: MultiDict, path: str) -> Request:
         issuer = self.issuer(request)
@@ -346,6 +363,8 @@ class Provider:
         except OAuth2Error as error:
             return self._error_page(request, oreq, error)
         redirect_uri = grant.redirect_uri
+        if redirect_uri:
+            request[FORM_TARGET] = redirect_uri
         prompts = (query.get("prompt") or "").split()
         request_query = urllib.parse.urlencode(list(query.items()))
         client = oreq.client
@@ -398,6 +417,7 @@ class Provider:
         query = MultiDict(urllib.parse.parse_qsl(request_query, keep_blank_values=True))
         client_id = query.get("client_id")
         ip = request.remote or "?"
+        await self._note_target(request, request_query)
         try:
             principal = await self.ctx.login(ip, address, password, PORT)
             if principal.account_id is None:
@@ -463,6 +483,7 @@ class Provider:
         form = await request.post()
         request_query = str(form.get("request", ""))[:MAX_REQUEST]
         pending = str(form.get("pending", ""))[:400]
+        await self._note_target(request, request_query)
         found = self._pending_account(pending)
         if found is None:  # stale (or forged): the password again
             return self._signin_page(request, None, request_query, "验证已超时，请重新登录。", status=401)
@@ -493,6 +514,7 @@ class Provider:
         form = await request.post()
         request_query = str(form.get("request", ""))[:MAX_REQUEST]
         pending = str(form.get("pending", ""))[:400]
+        await self._note_target(request, request_query)
         found = self._pending_account(pending)
         if found is None or self.rp is None:
             return self._signin_page(request, None, request_query, "验证已超时，请重新登录。", status=401)
@@ -517,7 +539,7 @@ class Provider:
             raise
         throttle.succeeded(ip, address)
         query = MultiDict(urllib.parse.parse_qsl(request_query, keep_blank_values=True))
-        return await self._signed_in(request, account_id, address, query, f"{AMR_PASSKEY} {method}")
+        return await self._signed_in(request, account_id, address, query, AMR_PASSKEY.format(key=method))
 
     async def _signed_in(self, request: web.Request, account_id: int, address: str, query: MultiDict,
                          amr: str = AMR_PASSWORD) -> web.Response:
@@ -575,6 +597,8 @@ class Provider:
         else:
             params = MultiDict(request.query)
         back = await self.ctx.run_store(self._logout_target, params)
+        if back:
+            request[FORM_TARGET] = back  # the form's answer redirects there
         if request.method != "POST":
             hidden = [(k, params[k]) for k in ("id_token_hint", "client_id", "post_logout_redirect_uri", "state")
                       if k in params]

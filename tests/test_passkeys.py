@@ -1,0 +1,285 @@
+"""Issue 14 section 1: passkeys (WebAuthn) as the web sign-in's second factor, and ``amr`` in the
+ID token, in a real browser: Debian's chromium through chromium-driver, with Chromium's virtual
+authenticator (CTAP2, internal transport, resident keys, user verification) standing in for a
+phone's or a laptop's.
+
+WebAuthn runs only in a secure context and its RP ID must be a domain: the city is served at
+http://localhost:PORT (``http.base_url``), which browsers treat as secure. The relying party is
+a website registered like any (``rp``); its redirect URI is answered by a stand-in page server
+on another port (http.server: it only has to answer, the test reads the code from the URL), and
+it redeems the code with authlib's client over real HTTP.
+"""
+from __future__ import annotations
+
+import base64
+import http.server
+import re
+import threading
+import urllib.parse
+
+import pytest
+from selenium.common.exceptions import NoSuchElementException
+from sqlalchemy import select
+
+from mailserver import config as config_mod
+from mailserver.registry import Registry
+from mailserver.registry.oidc import add_client, ensure_provider
+from mailserver.store import open_store
+from mailserver.store.models import Account, AccountPasskey, AuditLog, WebauthnChallenge
+from tests.abuse import ALL_PORTS_ZERO
+from tests.serverkit import LoopServer
+from tests.test_portal import AXE, CHROMEDRIVER, CHROMIUM, LOGIN, axe_violations, browser_only, civicmail, go
+
+pytestmark = browser_only
+
+
+def _free_port() -> int:
+    from mailserver.bench.web import free_port
+
+    return free_port()
+
+
+class _StandIn(http.server.BaseHTTPRequestHandler):
+    """The relying party's redirect URI: a page, whatever the query (the test reads the URL)."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        body = '<!DOCTYPE html><html lang="zh-CN"><title>示例办事网站</title><p>返回网站</p></html>'.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory):
+    """The README's demo city at http://localhost:PORT, a website ``rp`` registered, and the
+    stand-in page at its redirect URI: (server, base, logins, rp secret, redirect URI)."""
+    data = tmp_path_factory.mktemp("passkeys") / "data"
+    done = civicmail("--set", "passwords.memory_cost_kib=1024", "init", str(data), "--demo")
+    assert done.returncode == 0, done.stderr
+    logins = {addr: pw for _, addr, pw in LOGIN.findall(done.stdout) if "@" in addr}
+    port = _free_port()
+    overrides = tuple(o for o in ALL_PORTS_ZERO if not o.startswith("http.listen=")) + (
+        f"http.listen=127.0.0.1:{port}", f"http.base_url=http://localhost:{port}")
+    config = config_mod.load(data / "civicmail.toml", overrides)
+    stand_in = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StandIn)
+    threading.Thread(target=stand_in.serve_forever, daemon=True).start()
+    redirect = f"http://localhost:{stand_in.server_address[1]}/callback"
+    store = open_store(config)
+    try:
+        reg = Registry(config, store)
+        ensure_provider(reg)  # the portal's redirect URI, now under http://localhost:PORT (as `db upgrade` does)
+        secret = add_client(reg, "rp", "示例办事网站", [redirect])
+    finally:
+        store.dispose()
+    server = LoopServer(config).start()
+    try:
+        yield server, f"http://localhost:{port}", logins, secret, redirect
+    finally:
+        server.stop()
+        stand_in.shutdown()
+
+
+@pytest.fixture
+def browser():
+    """Chromium at phone width with a virtual authenticator: CTAP2 over the internal transport
+    (a platform authenticator), resident keys, user verification that succeeds."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.virtual_authenticator import Protocol, Transport, VirtualAuthenticatorOptions
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=375,812"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        driver.add_virtual_authenticator(VirtualAuthenticatorOptions(
+            protocol=Protocol.CTAP2, transport=Transport.INTERNAL, has_resident_key=True,
+            has_user_verification=True, is_user_verified=True, is_user_consenting=True))
+        yield driver
+    finally:
+        driver.quit()
+
+
+# -- steps, as a citizen takes them ------------------------------------------------------------
+def _password(driver, address: str, password: str) -> None:
+    """On the provider's sign-in page: the address and the password, submitted."""
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, "address").send_keys(address)
+    driver.find_element(By.ID, "password").send_keys(password)
+    go(driver, driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]"))
+
+
+def _ceremony(driver, button) -> None:
+    """Click a passkey button and wait for the page its form posts to; if none comes, fail
+    with what the page's script said."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+
+    try:
+        go(driver, button)
+    except TimeoutException:
+        said = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".passkey-status")]
+        raise AssertionError(f"no page after the passkey ceremony; the page says {said}") from None
+
+
+def _use_passkey(driver) -> None:
+    from selenium.webdriver.common.by import By
+
+    _ceremony(driver, driver.find_element(By.XPATH, "//button[text()='使用通行密钥']"))
+
+
+def _add_passkey(driver, base: str, name: str) -> None:
+    """On the account page: name a new passkey and make it with the browser's authenticator."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(base + "/account")
+    driver.find_element(By.ID, "passkey_name").send_keys(name)
+    _ceremony(driver, driver.find_element(By.XPATH, "//button[text()='添加通行密钥']"))
+    assert f"已添加通行密钥“{name}”" in driver.find_element(By.CSS_SELECTOR, "#main [role=status]").text
+    assert name in [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".passkey-name")]
+
+
+def _sign_out(driver) -> None:
+    from selenium.webdriver.common.by import By
+
+    go(driver, driver.find_element(By.XPATH, "//button[text()='退出登录']"))
+
+
+def _portal_sign_in(driver, base: str, address: str, password: str) -> None:
+    driver.get(base + "/signin")
+    _password(driver, address, password)
+
+
+def _credential_id(server, address: str, name: str) -> str:
+    """The credential ID of the account's passkey NAME, base64url as WebAuthn's JSON has it."""
+    with server.ctx.registry.store.reader() as s:
+        raw = s.scalar(select(AccountPasskey.credential_id).join(Account, Account.id == AccountPasskey.account_id)
+                       .where(Account.address == address, AccountPasskey.name == name))
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _assert_with(driver, credential_id: str) -> None:
+    """Have the second step's own script ask the authenticator for an assertion with this
+    credential (instead of the account's own, which the page lists), on the page's challenge."""
+    driver.execute_script("""
+        const form = document.querySelector("form[data-passkey=get]");
+        const options = JSON.parse(form.dataset.options);
+        options.allowCredentials = [{type: "public-key", id: arguments[0]}];
+        form.dataset.options = JSON.stringify(options);""", credential_id)
+
+
+def _serious(driver) -> list[dict]:
+    return [v for v in axe_violations(driver) if v["impact"] in ("serious", "critical")]
+
+
+def _audit(server, action: str) -> list:
+    """The audit rows of ACTION, oldest first: (actor, detail, reason)."""
+    with server.ctx.registry.store.reader() as s:
+        return list(s.execute(select(AuditLog.actor, AuditLog.detail, AuditLog.reason)
+                              .where(AuditLog.action == action).order_by(AuditLog.id)))
+
+
+# -- the tests ---------------------------------------------------------------------------------
+def test_a_passkey_made_on_the_account_page_signs_in_and_the_id_token_says_hwk(city, browser):
+    from authlib.integrations.requests_client import OAuth2Session
+    from joserfc import jwt
+    from joserfc.jwk import KeySet
+    import requests
+    from selenium.webdriver.common.by import By
+
+    server, base, logins, secret, redirect = city
+    address, password = sorted(logins.items())[0]
+    _portal_sign_in(browser, base, address, password)
+    browser.get(base + "/account")
+    if AXE.exists():  # the account page with its passkey section, before and after one is added
+        assert not _serious(browser), _serious(browser)
+    _add_passkey(browser, base, "我的手机")
+    if AXE.exists():
+        assert not _serious(browser), _serious(browser)
+    assert [row.actor for row in _audit(server, "account.passkey-add")] == [address]
+    _sign_out(browser)
+
+    # a city website signs the citizen in: password, then the passkey
+    rp = OAuth2Session("rp", secret, redirect_uri=redirect, scope="openid profile email",
+                       code_challenge_method="S256", token_endpoint_auth_method="client_secret_basic")
+    verifier = base64.urlsafe_b64encode(b"v" * 48).decode().rstrip("=")
+    url, _ = rp.create_authorization_url(base + "/oidc/authorize", code_verifier=verifier, nonce="n-1")
+    browser.get(url)
+    _password(browser, address, password)
+    assert browser.find_elements(By.ID, "passkey-heading") and not browser.find_elements(By.ID, "code")
+    if AXE.exists():  # the sign-in's second step
+        assert not _serious(browser), _serious(browser)
+    _use_passkey(browser)
+    go(browser, browser.find_element(By.CSS_SELECTOR, "button[value=allow]"))  # consent to this website
+    assert browser.current_url.startswith(redirect + "?"), browser.current_url
+    token = rp.fetch_token(base + "/oidc/token", authorization_response=browser.current_url,
+                           code_verifier=verifier)
+    keys = KeySet.import_key_set(requests.get(base + "/oidc/jwks", timeout=30).json())
+    claims = jwt.decode(token["id_token"], keys).claims
+    assert claims["amr"] == ["pwd", "hwk", "mfa"] and claims["nonce"] == "n-1"
+    # the authenticator's counter is kept, and the passkey's last use shown
+    with server.ctx.registry.store.reader() as s:
+        row = s.scalar(select(AccountPasskey).where(AccountPasskey.name == "我的手机"))
+        assert row.sign_count >= 1 and row.last_used_at is not None and "internal" in row.transports.split()
+        assert s.scalar(select(WebauthnChallenge.id).where(WebauthnChallenge.account_id == row.account_id,
+                                                           WebauthnChallenge.purpose == "signin")) is None
+    signins = _audit(server, "oidc.signin")
+    assert signins[-1].actor == address and "amr=pwd,hwk,mfa" in signins[-1].detail
+
+
+def test_a_removed_passkey_another_accounts_and_a_cloned_one_do_not_sign_in(city, browser):
+    from selenium.webdriver.common.by import By
+
+    server, base, logins, _, _ = city
+    (a, pa), (b, pb) = sorted(logins.items())[1:3]
+    # B's passkey, on the same authenticator as A's will be
+    _portal_sign_in(browser, base, b, pb)
+    _add_passkey(browser, base, "B 的钥匙")
+    _sign_out(browser)
+    # A makes two passkeys (the authenticator refuses a second for the same account while it
+    # holds the first, as WebAuthn's excludeCredentials asks: the first is put aside meanwhile)
+    _portal_sign_in(browser, base, a, pa)
+    _add_passkey(browser, base, "旧手机")
+    aside = browser.get_credentials()
+    browser.remove_all_credentials()
+    _add_passkey(browser, base, "新手机")
+    for credential in aside:
+        browser.add_credential(credential)
+    assert len(browser.get_credentials()) == 3
+    old, theirs = _credential_id(server, a, "旧手机"), _credential_id(server, b, "B 的钥匙")
+    # A removes the old one; B's cannot be removed from A's page (its handle is not A's)
+    remove = browser.find_element(By.CSS_SELECTOR, "button[aria-label='删除通行密钥旧手机']")
+    go(browser, remove)
+    assert "不能再用于登录" in browser.find_element(By.CSS_SELECTOR, "#main [role=status]").text
+    assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".passkey-name")] == ["新手机"]
+    _sign_out(browser)
+
+    _portal_sign_in(browser, base, a, pa)
+    for credential_id in (old, theirs):  # the removed passkey; another account's
+        _assert_with(browser, credential_id)
+        _use_passkey(browser)
+        assert "验证未通过" in browser.find_element(By.CSS_SELECTOR, "[role=alert]").text
+    refusals = _audit(server, "oidc.signin-failed-passkey")
+    assert [(r.actor, r.reason) for r in refusals[-2:]] == [(a, "unknown credential")] * 2
+    # a copy of the authenticator taken before its last use (a clone): its counter does not grow
+    copy = next(c for c in browser.get_credentials() if c.id.rstrip("=") == _credential_id(server, a, "新手机"))
+    _use_passkey(browser)  # A's own passkey, as the page lists it: signed in
+    assert browser.find_element(By.XPATH, "//button[text()='退出登录']")
+    _sign_out(browser)
+    browser.remove_credential(copy.id)
+    browser.add_credential(copy)
+    _portal_sign_in(browser, base, a, pa)
+    _use_passkey(browser)
+    assert "验证未通过" in browser.find_element(By.CSS_SELECTOR, "[role=alert]").text
+    clones = _audit(server, "account.passkey-clone-suspected")
+    assert clones and clones[-1].actor == a
+    with pytest.raises(NoSuchElementException):  # and not signed in
+        browser.find_element(By.XPATH, "//button[text()='退出登录']")
