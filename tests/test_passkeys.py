@@ -245,14 +245,20 @@ def test_a_removed_passkey_another_accounts_and_a_cloned_one_do_not_sign_in(city
     _add_passkey(browser, base, "B 的钥匙")
     _sign_out(browser)
     # A makes two passkeys (the authenticator refuses a second for the same account while it
-    # holds the first, as WebAuthn's excludeCredentials asks: the first is put aside meanwhile)
+    # holds the first, as WebAuthn's excludeCredentials asks, and keeps one discoverable
+    # passkey per account: the first is put aside meanwhile, and comes back as a key that is
+    # found by its credential ID, as a security key's is)
+    from selenium.webdriver.common.virtual_authenticator import Credential
+
     _portal_sign_in(browser, base, a, pa)
     _add_passkey(browser, base, "旧手机")
     aside = browser.get_credentials()
     browser.remove_all_credentials()
     _add_passkey(browser, base, "新手机")
     for credential in aside:
-        browser.add_credential(credential)
+        fields = credential.to_dict()
+        fields.pop("userHandle", None)
+        browser.add_credential(Credential.from_dict({**fields, "isResidentCredential": False}))
     assert len(browser.get_credentials()) == 3
     old, theirs = _credential_id(server, a, "旧手机"), _credential_id(server, b, "B 的钥匙")
     # A removes the old one; B's cannot be removed from A's page (its handle is not A's)
