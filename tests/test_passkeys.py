@@ -12,20 +12,20 @@ it redeems the code with authlib's client over real HTTP.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import http.server
 import re
 import threading
-import urllib.parse
 
 import pytest
-from selenium.common.exceptions import NoSuchElementException
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from mailserver import config as config_mod
 from mailserver.registry import Registry
 from mailserver.registry.oidc import add_client, ensure_provider
 from mailserver.store import open_store
 from mailserver.store.models import Account, AccountPasskey, AuditLog, WebauthnChallenge
+from mailserver.web.tour import wait_for_page
 from tests.abuse import ALL_PORTS_ZERO
 from tests.serverkit import LoopServer
 from tests.test_portal import AXE, CHROMEDRIVER, CHROMIUM, LOGIN, axe_violations, browser_only, civicmail, go
@@ -229,6 +229,7 @@ def test_a_passkey_made_on_the_account_page_signs_in_and_the_id_token_says_hwk(c
 
 
 def test_a_removed_passkey_another_accounts_and_a_cloned_one_do_not_sign_in(city, browser):
+    from selenium.common.exceptions import NoSuchElementException
     from selenium.webdriver.common.by import By
 
     server, base, logins, _, _ = city
@@ -320,3 +321,56 @@ def test_no_serious_or_critical_accessibility_violation_on_the_passkey_pages(cit
     assert not browser.find_elements(By.ID, "passkey-heading") and browser.find_elements(By.ID, "code")
     check("second step: a code")
     assert not any(found.values()), {page: v for page, v in found.items() if v}
+
+
+def test_a_challenge_is_good_once_for_minutes_and_only_in_its_browser_session(city, browser):
+    """The browser's answer to the second step, taken before it is posted: from another browser
+    session it is refused (and the challenge stays open for its own, which then signs in); posted
+    again by its own session after that, refused (used); an expired challenge, refused."""
+    import html
+
+    import requests
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    server, base, logins, _, _ = city
+    assert len(logins) >= 5
+    address, password = sorted(logins.items())[4]
+    _portal_sign_in(browser, base, address, password)
+    _add_passkey(browser, base, "平板")
+    _sign_out(browser)
+    _portal_sign_in(browser, base, address, password)
+    fields = {e.get_attribute("name"): e.get_attribute("value")
+              for e in browser.find_elements(By.CSS_SELECTOR, "form[data-passkey=get] input[type=hidden]")}
+    browser.execute_script("""window.civicSubmit = HTMLFormElement.prototype.submit;
+        HTMLFormElement.prototype.submit = function () { window.civicAnswer = this.elements.credential.value; };""")
+    browser.find_element(By.XPATH, "//button[text()='使用通行密钥']").click()
+    answer = WebDriverWait(browser, 30).until(lambda d: d.execute_script("return window.civicAnswer"))
+
+    def post(http: requests.Session, csrf_token: str, **headers: str) -> requests.Response:
+        return http.post(base + "/oidc/passkey", timeout=30, allow_redirects=False, headers=headers,
+                         data={**fields, "csrf_token": csrf_token, "credential": answer})
+
+    elsewhere = requests.Session()  # another browser: its own pre-session cookie and CSRF token
+    page = elsewhere.get(base + "/signin", timeout=30)
+    token = html.unescape(re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1))
+    refused = post(elsewhere, token)
+    assert refused.status_code == 401 and "验证未通过" in refused.text
+    assert not any(c.name.endswith("civicmail_session") for c in elsewhere.cookies)
+    wait_for_page(browser, lambda: browser.execute_script(
+        "window.civicSubmit.call(document.querySelector('form[data-passkey=get]'))"))
+    assert browser.find_element(By.XPATH, "//button[text()='退出登录']")  # signed in, by its own session
+    # the same answer again, from the session it was made in: the challenge is used
+    pre = next(c for c in browser.get_cookies() if c["name"].endswith("civicmail_csrf"))
+    again = post(requests.Session(), fields["csrf_token"], Cookie=f"{pre['name']}={pre['value']}")
+    assert again.status_code == 401 and "验证未通过" in again.text
+    # an expired challenge
+    _sign_out(browser)
+    _portal_sign_in(browser, base, address, password)
+    with server.ctx.registry.store.session() as s:
+        account_id = s.scalar(select(Account.id).where(Account.address == address))
+        opened = s.execute(update(WebauthnChallenge).where(WebauthnChallenge.account_id == account_id)
+                           .values(expires_at=WebauthnChallenge.expires_at - dt.timedelta(minutes=10))).rowcount
+    assert opened >= 1  # (the refused answers above had pages with challenges of their own)
+    _use_passkey(browser)
+    assert "验证未通过" in browser.find_element(By.CSS_SELECTOR, "[role=alert]").text
