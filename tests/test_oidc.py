@@ -472,6 +472,27 @@ def test_totp_second_factor_after_the_password(oidc):
     assert jwt.decode(token["id_token"], _jwks(base)).claims["amr"] == ["pwd"]
 
 
+def test_passkeys_that_cannot_run_here_are_not_skipped(oidc):
+    """An account with a passkey, on a city whose http.public_url is no https domain (here:
+    127.0.0.1, where browsers refuse WebAuthn): the password alone does not sign it in."""
+    from sqlalchemy import select
+
+    from mailserver.store.models import Account, AccountPasskey
+
+    city, base, secret = oidc
+    address = city.addresses[0]
+    with city.server.registry.store.session() as s:
+        account_id = s.scalar(select(Account.id).where(Account.address == address))
+        s.add(AccountPasskey(handle="h-test", account_id=account_id, name="手机", credential_id=b"\x01" * 16,
+                             public_key=b"\x02" * 77, sign_count=0, transports="internal", synced=False))
+    rp = _rp(base, secret)
+    url, _ = rp.create_authorization_url(base + "/oidc/authorize", code_verifier=secrets.token_urlsafe(48))
+    browser = Browser(base)
+    answer = browser.submit(browser.get(url), address=address, password=PASSWORD)
+    assert answer.status_code == 503 and "通行密钥" in answer.text
+    assert not any(c.name == "civicmail_session" for c in browser.http.cookies)
+
+
 def test_sessions_are_bounded_listed_and_revocable(city_factory):  # noqa: F811
     from mailserver.web.sessions import list_sessions, revoke_session
 

@@ -283,6 +283,15 @@ def test_a_removed_passkey_another_accounts_and_a_cloned_one_do_not_sign_in(city
     assert clones and clones[-1].actor == a
     with pytest.raises(NoSuchElementException):  # and not signed in
         browser.find_element(By.XPATH, "//button[text()='退出登录']")
+    # the citizen lost the device: an operator lists and removes the passkeys; the password alone again
+    config = str(server.config.source)
+    listed = civicmail("-c", config, "oidc", "passkeys", a)
+    assert listed.returncode == 0 and "新手机" in listed.stdout and "旧手机" not in listed.stdout, listed.stderr
+    removed = civicmail("-c", config, "oidc", "passkeys", a, "--remove-all")
+    assert removed.returncode == 0 and "1 passkey(s)" in removed.stdout, removed.stderr
+    assert civicmail("-c", config, "oidc", "passkeys", "nobody@" + a.split("@")[1]).returncode != 0
+    _portal_sign_in(browser, base, a, pa)
+    assert browser.find_element(By.XPATH, "//button[text()='退出登录']")
 
 
 @pytest.mark.skipif(not AXE.exists(), reason="no axe-core: bash .ci/run installs it with npm into .ci/node")

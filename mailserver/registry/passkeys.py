@@ -31,6 +31,8 @@ from webauthn.helpers.structs import (AuthenticatorSelectionCriteria, Authentica
                                       PublicKeyCredentialDescriptor, ResidentKeyRequirement,
                                       UserVerificationRequirement)
 
+from ..errors import NotFound
+from ..identity.addresses import normalise_address
 from ..store.models import Account, AccountPasskey, Citizen, WebauthnChallenge, as_utc, utcnow
 from . import audit
 from .context import Registry
@@ -152,10 +154,6 @@ def list_passkeys(reg: Registry, account_id: int) -> list[Passkey]:
                                    .order_by(AccountPasskey.created_at, AccountPasskey.id))]
 
 
-def has_passkeys(reg: Registry, account_id: int) -> bool:
-    with reg.store.reader() as s:
-        return s.scalar(select(AccountPasskey.id).where(AccountPasskey.account_id == account_id).limit(1)) is not None
-
 
 def registration_options(reg: Registry, rp: RelyingParty, account_id: int, binding: bytes) -> str:
     """The options of ``navigator.credentials.create()`` (JSON), with a new challenge."""
@@ -208,6 +206,33 @@ def register(reg: Registry, rp: RelyingParty, account_id: int, address: str, bin
         return Passkey(handle, name, row.created_at, None, row.synced)
 
 
+def remove_all(reg: Registry, address: str, actor: str = "operator") -> int:
+    """Remove every passkey of the account at ADDRESS (an operator's, for a citizen who lost the
+    device and cannot sign in to remove it): how many there were."""
+    with reg.store.session() as s:
+        account_id = s.scalar(select(Account.id).where(Account.address == normalise_address(address)))
+        if account_id is None:
+            raise NotFound(f"no account {address}")
+        removed = s.execute(delete(AccountPasskey).where(AccountPasskey.account_id == account_id)).rowcount
+        if removed:
+            audit.record(s, "account.passkey-remove", f"{normalise_address(address)} all ({removed})", actor=actor)
+        return removed
+
+
+def has_passkeys(reg: Registry, account_id: int) -> bool:
+    """Whether the account has a passkey."""
+    with reg.store.reader() as s:
+        return s.scalar(select(AccountPasskey.id).where(AccountPasskey.account_id == account_id).limit(1)) is not None
+
+
+def account_passkeys(reg: Registry, address: str) -> list[Passkey]:
+    with reg.store.reader() as s:
+        account_id = s.scalar(select(Account.id).where(Account.address == normalise_address(address)))
+    if account_id is None:
+        raise NotFound(f"no account {address}")
+    return list_passkeys(reg, account_id)
+
+
 def remove(reg: Registry, account_id: int, address: str, handle: str) -> bool:
     """Remove one of the account's passkeys; False if it has none with this handle."""
     with reg.store.session() as s:
@@ -255,17 +280,20 @@ def authenticate(reg: Registry, rp: RelyingParty, account_id: int, address: str,
         reported = parse_authenticator_data(credential.response.authenticator_data).sign_count
     except (WebAuthnException, ValueError, IndexError):
         raise PasskeyRefused("malformed") from None
+    # a counter that does not grow is told apart only once the signature is good (the library
+    # would refuse it before looking at the signature: anyone could then fake the alarm)
+    stale = bool(reported or count) and reported <= count
     try:
         verified = verify_authentication_response(
             credential=credential, expected_challenge=challenge, expected_rp_id=rp.id, expected_origin=rp.origin,
-            credential_public_key=public_key, credential_current_sign_count=count)
+            credential_public_key=public_key, credential_current_sign_count=0 if stale else count)
     except (WebAuthnException, ValueError, KeyError, TypeError):
-        if (reported or count) and reported <= count:
-            with reg.store.session() as s:
-                audit.record(s, "account.passkey-clone-suspected",
-                             f"{address} name={name} sign_count={reported} known={count}", actor=address)
-            raise PasskeyRefused("sign count") from None
         raise PasskeyRefused("verification") from None
+    if stale:
+        with reg.store.session() as s:
+            audit.record(s, "account.passkey-clone-suspected",
+                         f"{address} name={name} sign_count={reported} known={count}", actor=address)
+        raise PasskeyRefused("sign count")
     with reg.store.session() as s:
         # compare-and-set: two assertions with one count (a replay racing the original) win once
         taken = s.execute(update(AccountPasskey).where(AccountPasskey.id == passkey_id,

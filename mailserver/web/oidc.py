@@ -467,6 +467,13 @@ class Provider:
             options = await self.ctx.run_store(passkeys.signin_options, self.reg, self.rp, account_id,
                                                passkeys.binding_of(self.sessions.binding(request)))
         if not has_totp and options is None:
+            if self.rp is None and await self.ctx.run_store(passkeys.has_passkeys, self.reg, account_id):
+                # passkeys made, but http.public_url is no https domain now: no second factor can
+                # be given, and none is skipped either
+                log.warning("account %s has passkeys, which http.base_url %r does not allow", account_id,
+                            self.ctx.config.http.base_url)
+                return self.render(request, "message.html", status=503, title="暂时无法登录", alert=True,
+                                   text="您的账号需要通行密钥确认登录，但本站目前无法使用通行密钥。请稍后再试或联系客服。")
             return None
         return self.render(request, "totp.html", status=status, title="两步验证", action="/oidc/totp",
                            request_query=request_query, pending=pending, error=error, has_totp=has_totp,

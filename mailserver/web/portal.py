@@ -343,7 +343,7 @@ class Portal:
         has_totp = await self.ctx.run_store(totp.required, self.reg, me.account_id)
         keys = await self.ctx.run_store(passkeys.list_passkeys, self.reg, me.account_id)
         return self.render(request, "portal_account.html", status=status, title="账号与安全", sessions=sessions,
-                           consents=consents, has_totp=has_totp, passkeys=keys,
+                           consents=consents, has_totp=has_totp, passkeys=keys, passkeys_on=self.provider.rp is not None,
                            passkeys_open=self.provider.rp is not None and len(keys) < passkeys.MAX_PASSKEYS,
                            **values)
 
