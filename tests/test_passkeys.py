@@ -28,7 +28,7 @@ from mailserver.store.models import Account, AccountPasskey, AuditLog, WebauthnC
 from mailserver.web.tour import wait_for_page
 from tests.abuse import ALL_PORTS_ZERO
 from tests.serverkit import LoopServer
-from tests.test_portal import AXE, CHROMEDRIVER, CHROMIUM, LOGIN, axe_violations, browser_only, civicmail, go
+from tests.test_portal import AXE, LOGIN, axe_violations, browser, browser_only, civicmail, go  # noqa: F401
 
 pytestmark = browser_only
 
@@ -85,26 +85,15 @@ def city(tmp_path_factory):
 
 
 @pytest.fixture
-def browser():
-    """Chromium at phone width with a virtual authenticator: CTAP2 over the internal transport
+def authenticator(browser):
+    """test_portal's Chromium with a virtual authenticator: CTAP2 over the internal transport
     (a platform authenticator), resident keys, user verification that succeeds."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.virtual_authenticator import Protocol, Transport, VirtualAuthenticatorOptions
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=375,812"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
-    try:
-        driver.add_virtual_authenticator(VirtualAuthenticatorOptions(
-            protocol=Protocol.CTAP2, transport=Transport.INTERNAL, has_resident_key=True,
-            has_user_verification=True, is_user_verified=True, is_user_consenting=True))
-        yield driver
-    finally:
-        driver.quit()
+    browser.add_virtual_authenticator(VirtualAuthenticatorOptions(
+        protocol=Protocol.CTAP2, transport=Transport.INTERNAL, has_resident_key=True,
+        has_user_verification=True, is_user_verified=True, is_user_consenting=True))
+    return browser
 
 
 # -- steps, as a citizen takes them ------------------------------------------------------------
@@ -188,13 +177,14 @@ def _audit(server, action: str) -> list:
 
 
 # -- the tests ---------------------------------------------------------------------------------
-def test_a_passkey_made_on_the_account_page_signs_in_and_the_id_token_says_hwk(city, browser):
+def test_a_passkey_made_on_the_account_page_signs_in_and_the_id_token_says_hwk(city, authenticator):
+    import requests
     from authlib.integrations.requests_client import OAuth2Session
     from joserfc import jwt
     from joserfc.jwk import KeySet
-    import requests
     from selenium.webdriver.common.by import By
 
+    browser = authenticator
     server, base, logins, secret, redirect = city
     address, password = sorted(logins.items())[0]
     _portal_sign_in(browser, base, address, password)
@@ -228,10 +218,11 @@ def test_a_passkey_made_on_the_account_page_signs_in_and_the_id_token_says_hwk(c
     assert signins[-1].actor == address and "amr=pwd,hwk,mfa" in signins[-1].detail
 
 
-def test_a_removed_passkey_another_accounts_and_a_cloned_one_do_not_sign_in(city, browser):
+def test_a_removed_passkey_another_accounts_and_a_cloned_one_do_not_sign_in(city, authenticator):
     from selenium.common.exceptions import NoSuchElementException
     from selenium.webdriver.common.by import By
 
+    browser = authenticator
     server, base, logins, _, _ = city
     (a, pa), (b, pb) = sorted(logins.items())[1:3]
     # B's passkey, on the same authenticator as A's will be
@@ -295,7 +286,7 @@ def test_a_removed_passkey_another_accounts_and_a_cloned_one_do_not_sign_in(city
 
 
 @pytest.mark.skipif(not AXE.exists(), reason="no axe-core: bash .ci/run installs it with npm into .ci/node")
-def test_no_serious_or_critical_accessibility_violation_on_the_passkey_pages(city, browser):
+def test_no_serious_or_critical_accessibility_violation_on_the_passkey_pages(city, authenticator):
     """axe-core, as on every portal page, at phone and desktop width: the account page's
     passkey section (none yet, then one), and the sign-in's second step with a passkey and a
     TOTP code (either signs in), and with the code alone."""
@@ -303,6 +294,7 @@ def test_no_serious_or_critical_accessibility_violation_on_the_passkey_pages(cit
 
     from mailserver.registry import totp
 
+    browser = authenticator
     server, base, logins, _, _ = city
     address, password = sorted(logins.items())[3]
     found: dict[str, list] = {}
@@ -332,7 +324,7 @@ def test_no_serious_or_critical_accessibility_violation_on_the_passkey_pages(cit
     assert not any(found.values()), {page: v for page, v in found.items() if v}
 
 
-def test_a_challenge_is_good_once_for_minutes_and_only_in_its_browser_session(city, browser):
+def test_a_challenge_is_good_once_for_minutes_and_only_in_its_browser_session(city, authenticator):
     """The browser's answer to the second step, taken before it is posted: from another browser
     session it is refused (and the challenge stays open for its own, which then signs in); posted
     again by its own session after that, refused (used); an expired challenge, refused."""
@@ -342,6 +334,7 @@ def test_a_challenge_is_good_once_for_minutes_and_only_in_its_browser_session(ci
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
+    browser = authenticator
     server, base, logins, _, _ = city
     assert len(logins) >= 5
     address, password = sorted(logins.items())[4]
