@@ -87,7 +87,7 @@ def relying_party(config) -> RelyingParty | None:
     except ValueError:
         pass
     local = host == "localhost" or host.endswith(".localhost")
-    if not host or "." not in host and not local or parts.scheme != "https" and not local:
+    if not host or ("." not in host or parts.scheme != "https") and not local:
         return None
     return RelyingParty(host, f"{parts.scheme}://{parts.netloc}", f"{config.city.name}市民邮箱")
 
