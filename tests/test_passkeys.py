@@ -401,3 +401,32 @@ def test_a_challenge_is_good_once_for_minutes_and_only_in_its_browser_session(ci
     assert opened >= 1  # (the refused answers above had pages with challenges of their own)
     _use_passkey(browser)
     assert "验证未通过" in browser.find_element(By.CSS_SELECTOR, "[role=alert]").text
+
+
+@browser_only
+def test_the_script_works_in_browsers_without_webauthns_json_helpers(city, authenticator):
+    """passkeys.js converts the options and the answer itself where a browser has no
+    ``parseCreationOptionsFromJSON`` / ``parseRequestOptionsFromJSON`` / ``toJSON`` (WebAuthn
+    level 3; older Safari and Firefox): the same registration and sign-in with them taken away."""
+    from selenium.webdriver.common.by import By
+
+    browser = authenticator
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
+        delete PublicKeyCredential.parseCreationOptionsFromJSON;
+        delete PublicKeyCredential.parseRequestOptionsFromJSON;
+        delete PublicKeyCredential.prototype.toJSON;"""})
+    from mailserver.registry.citizens import add_citizen
+
+    server, base, _, _, _ = city
+    password = "an old browser 2026"
+    address = add_citizen(server.ctx.registry, "王五", "440524188001010014", password=password).address
+    _portal_sign_in(browser, base, address, password)
+    assert browser.execute_script("return [PublicKeyCredential.parseCreationOptionsFromJSON,"
+                                  " PublicKeyCredential.prototype.toJSON]") == [None, None]
+    _add_passkey(browser, base, "旧浏览器")
+    _sign_out(browser)
+    _portal_sign_in(browser, base, address, password)
+    _use_passkey(browser)
+    assert browser.find_element(By.XPATH, "//button[text()='退出登录']")
+    with server.ctx.registry.store.reader() as s:
+        assert s.scalar(select(AccountPasskey.last_used_at).where(AccountPasskey.name == "旧浏览器")) is not None
