@@ -8,9 +8,12 @@ is synchronous: a request's body is read on the loop, then authlib runs on the s
 
 Routes: discovery ``/.well-known/openid-configuration``, ``/oidc/jwks``, ``/oidc/authorize``
 (sign-in page, consent page), ``/oidc/signin`` and ``/oidc/consent`` (their forms, CSRF-checked),
-``/oidc/token``, ``/oidc/revoke`` (RFC 7009), ``/oidc/userinfo``, ``/oidc/logout`` (RP-initiated
-logout). The sign-in checks the password through ``ServerContext.login``: one throttle for IMAP,
-SMTP and the web.
+``/oidc/totp`` and ``/oidc/passkey`` (the second step, after the password, for an account with a
+TOTP secret or passkeys: either signs in), ``/oidc/token``, ``/oidc/revoke`` (RFC 7009),
+``/oidc/userinfo``, ``/oidc/logout`` (RP-initiated logout). The sign-in checks the password
+through ``ServerContext.login``: one throttle for IMAP, SMTP and the web (the second step spends
+its attempts too). The web session remembers how it was signed in; the ID tokens issued from it
+say so in ``amr`` (RFC 8176).
 """
 from __future__ import annotations
 
