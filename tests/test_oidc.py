@@ -458,12 +458,39 @@ def test_totp_second_factor_after_the_password(oidc):
     consent = browser.submit(code_page, code=code)
     back = browser.submit(consent, decision="allow")
     assert back.status_code == 302 and back.headers["Location"].startswith(RP + "?code=")
+    # the ID token says how: the password and a one-time code (RFC 8176), two factors
+    token = rp.fetch_token(base + "/oidc/token", authorization_response=back.headers["Location"],
+                           code_verifier=verifier)
+    assert jwt.decode(token["id_token"], _jwks(base)).claims["amr"] == ["pwd", "otp", "mfa"]
     # the same code a second time (someone who saw it) is refused
     again = Browser(base)
     page = again.submit(again.get(url), address=address, password=PASSWORD)
     assert again.submit(page, code=code).status_code == 401
     assert _cli(city, "oidc", "totp", address, "--disable").returncode == 0
-    assert _sign_in(Browser(base), url, address).status_code == 302  # the password alone again
+    location, verifier = _code(Browser(base), rp, base, address)  # the password alone again
+    token = rp.fetch_token(base + "/oidc/token", authorization_response=location, code_verifier=verifier)
+    assert jwt.decode(token["id_token"], _jwks(base)).claims["amr"] == ["pwd"]
+
+
+def test_passkeys_that_cannot_run_here_are_not_skipped(oidc):
+    """An account with a passkey, on a city whose http.public_url is no https domain (here:
+    127.0.0.1, where browsers refuse WebAuthn): the password alone does not sign it in."""
+    from sqlalchemy import select
+
+    from mailserver.store.models import Account, AccountPasskey
+
+    city, base, secret = oidc
+    address = city.addresses[0]
+    with city.server.registry.store.session() as s:
+        account_id = s.scalar(select(Account.id).where(Account.address == address))
+        s.add(AccountPasskey(handle="h-test", account_id=account_id, name="手机", credential_id=b"\x01" * 16,
+                             public_key=b"\x02" * 77, sign_count=0, transports="internal", synced=False))
+    rp = _rp(base, secret)
+    url, _ = rp.create_authorization_url(base + "/oidc/authorize", code_verifier=secrets.token_urlsafe(48))
+    browser = Browser(base)
+    answer = browser.submit(browser.get(url), address=address, password=PASSWORD)
+    assert answer.status_code == 503 and "通行密钥" in answer.text
+    assert not any(c.name == "civicmail_session" for c in browser.http.cookies)
 
 
 def test_sessions_are_bounded_listed_and_revocable(city_factory):  # noqa: F811

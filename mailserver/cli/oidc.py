@@ -98,3 +98,28 @@ def totp_cmd(app: App, address: str, disable: bool) -> None:
     secret, uri = totp.enable(app.registry, address)
     click.echo(f"TOTP second factor set for {address} (secret {secret}); authenticator URI:")
     click.echo(uri)
+
+
+@command.command("passkeys")
+@click.argument("address")
+@click.option("--remove-all", is_flag=True, help="remove every passkey of the account (a lost device)")
+@click.pass_obj
+def passkeys_cmd(app: App, address: str, remove_all: bool) -> None:
+    """List an account's passkeys (the web sign-in's second factor), or remove them all.
+
+    Citizens add and remove passkeys on the portal's account page; this is for one who lost the
+    device and so cannot sign in to remove it (the password, and a TOTP code if set, then sign
+    in again)."""
+    from ..registry import passkeys
+
+    if remove_all:
+        click.echo(f"{passkeys.remove_all(app.registry, address)} passkey(s) of {address} removed")
+        return
+    found = passkeys.account_passkeys(app.registry, address)
+    if not found:
+        click.echo(f"{address} has no passkeys")
+        return
+    echo_table([(key.name, f"{key.created_at:%Y-%m-%d}",
+                 f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never",
+                 "synced" if key.synced else "this device") for key in found],
+               ("name", "added", "last used", "kind"))

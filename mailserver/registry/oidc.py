@@ -348,11 +348,13 @@ def revoke_consent(reg: Registry, account_id: int, address: str, client_id: str)
         return bool(gone)
 
 
-def record_signin(reg: Registry, address: str, client_id: str | None, ip: str, outcome: str) -> None:
-    """Audit a web sign-in: who, for which website, from where (never the password)."""
+def record_signin(reg: Registry, address: str, client_id: str | None, ip: str, outcome: str,
+                  amr: str | None = None, reason: str | None = None) -> None:
+    """Audit a web sign-in: who, for which website, from where, with what (never the password)."""
+    detail = f"client={client_id or '-'} ip={ip}" + (f" amr={','.join(amr.split())}" if amr else "")
     with reg.store.session() as s:
-        audit.record(s, "oidc.signin" if outcome == "ok" else f"oidc.signin-{outcome}",
-                     f"client={client_id or '-'} ip={ip}", actor=address[:254])
+        audit.record(s, "oidc.signin" if outcome == "ok" else f"oidc.signin-{outcome}", detail,
+                     actor=address[:254], reason=reason)
 
 
 # -- codes and tokens ---------------------------------------------------------------------
@@ -369,6 +371,8 @@ class Code:
     code_challenge: str | None
     code_challenge_method: str | None
     auth_time: dt.datetime
+    #: how the citizen signed in (RFC 8176 values, space-separated)
+    amr: str = "pwd"
 
     def get_redirect_uri(self) -> str:
         return self.redirect_uri
@@ -386,12 +390,12 @@ class Code:
         return None
 
     def get_amr(self) -> list[str]:
-        return ["pwd"]
+        return self.amr.split()
 
 
 def save_code(reg: Registry, code: str, client_id: str, account_id: int, redirect_uri: str, scope: str,
               nonce: str | None, challenge: str | None, method: str | None, auth_time: dt.datetime,
-              address: str = "-", ip: str = "?") -> None:
+              address: str = "-", ip: str = "?", amr: str = "pwd") -> None:
     """Keep a new code, and audit the sign-in to the website it is for (``oidc.authorize``: with a
     password just typed, or by the session of an earlier one), in the same transaction."""
     now = utcnow()
@@ -400,7 +404,7 @@ def save_code(reg: Registry, code: str, client_id: str, account_id: int, redirec
         s.execute(delete(OidcCode).where(OidcCode.account_id == account_id, OidcCode.expires_at < now))
         s.add(OidcCode(code_hash=digest(code), client_id=client_id, account_id=account_id, redirect_uri=redirect_uri,
                        scope=scope, nonce=nonce, code_challenge=challenge, code_challenge_method=method,
-                       auth_time=auth_time, expires_at=now + dt.timedelta(seconds=reg.config.oidc.code_ttl)))
+                       auth_time=auth_time, amr=amr, expires_at=now + dt.timedelta(seconds=reg.config.oidc.code_ttl)))
         audit.record(s, "oidc.authorize", f"client={client_id} scope={scope} ip={ip}", actor=address)
 
 
@@ -424,7 +428,7 @@ def query_code(reg: Registry, code: str, client_id: str) -> Code | None:
         if as_utc(row.expires_at) <= utcnow():
             return None
         return Code(row.id, row.client_id, row.account_id, row.redirect_uri, row.scope, row.nonce,
-                    row.code_challenge, row.code_challenge_method, row.auth_time)
+                    row.code_challenge, row.code_challenge_method, row.auth_time, row.amr)
 
 
 def use_code(reg: Registry, code: Code) -> None:

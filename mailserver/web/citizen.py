@@ -65,11 +65,14 @@ class CitizenRoutes:
 
 
 STYLESHEET = Path(__file__).parent / "static" / "civic.css"
+#: the one script: passkeys on the account page and at sign-in (progressive enhancement)
+PASSKEYS_SCRIPT = Path(__file__).parent / "static" / "passkeys.js"
 
 
 def citizen_app(ctx) -> web.Application:
     """The citizens' routes; with oidc.enabled the provider's (web/oidc.py) too, its forms
-    behind the CSRF check (sessions.py). The pages' one stylesheet is served from memory."""
+    behind the CSRF check (sessions.py). The pages' one stylesheet and one script are served
+    from memory."""
     routes = CitizenRoutes(ctx)
     middlewares = [guard(ctx, "http")]
     sessions = None
@@ -87,6 +90,13 @@ def citizen_app(ctx) -> web.Application:
         return web.Response(body=css, content_type="text/css", headers={"Cache-Control": "max-age=3600"})
 
     app.router.add_get("/static/civic.css", stylesheet)
+    script = PASSKEYS_SCRIPT.read_bytes()
+
+    async def passkeys_script(request: web.Request) -> web.Response:
+        return web.Response(body=script, content_type="text/javascript", charset="utf-8",
+                            headers={"Cache-Control": "max-age=3600"})
+
+    app.router.add_get("/static/passkeys.js", passkeys_script)
     portal = None
     if sessions is not None:
         from . import portal as portal_pages

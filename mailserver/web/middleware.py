@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import urllib.parse
 
 from aiohttp import web
 
@@ -12,9 +13,30 @@ from ..services.http import page
 
 log = logging.getLogger("civicmail.web")
 
-#: no scripts, frames, plugins or foreign resources; forms post only back here; never framed
-CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-                           "frame-ancestors 'none'; base-uri 'none'")
+#: no inline or foreign scripts (our one file only: passkeys.js, which may fetch its options from
+#: here), no frames, plugins or foreign resources; forms post only back here; never framed
+CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
+                           "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+
+def content_security_policy(form_target: str | None = None) -> str:
+    """The policy, letting forms also go to ``form_target``'s origin: a sign-in form's answer
+    redirects to the website's redirect URI, and browsers hold redirects after a form to
+    form-action too (CSP 3)."""
+    if not form_target:
+        return CONTENT_SECURITY_POLICY
+    parts = urllib.parse.urlsplit(form_target)
+    if parts.scheme in ("http", "https") and parts.netloc:
+        source = f"{parts.scheme}://{parts.netloc}"
+    elif parts.scheme:
+        source = f"{parts.scheme}:"  # a native app's private-use scheme (RFC 8252 7.1)
+    else:
+        return CONTENT_SECURITY_POLICY
+    if not all(c.isalnum() or c in ":/.-+[]_" for c in source):
+        return CONTENT_SECURITY_POLICY  # nothing that could end the directive
+    return CONTENT_SECURITY_POLICY.replace("form-action 'self'", f"form-action 'self' {source}")
+
+
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Frame-Options": "DENY",  # frame-ancestors for browsers without CSP 2
@@ -62,7 +84,8 @@ def guard(ctx, listener: str):
         except Exception:
             log.exception("HTTP %s %s failed", request.method, route)
             response = html(503)
-        response.headers.update(headers)
+        for name, value in headers.items():  # a page may have set its own policy (content_security_policy)
+            response.headers.setdefault(name, value)
         response.headers["Server"] = SERVER
         requests.labels(listener, route, str(response.status)).inc()
         return response

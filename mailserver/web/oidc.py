@@ -8,9 +8,12 @@ is synchronous: a request's body is read on the loop, then authlib runs on the s
 
 Routes: discovery ``/.well-known/openid-configuration``, ``/oidc/jwks``, ``/oidc/authorize``
 (sign-in page, consent page), ``/oidc/signin`` and ``/oidc/consent`` (their forms, CSRF-checked),
-``/oidc/token``, ``/oidc/revoke`` (RFC 7009), ``/oidc/userinfo``, ``/oidc/logout`` (RP-initiated
-logout). The sign-in checks the password through ``ServerContext.login``: one throttle for IMAP,
-SMTP and the web.
+``/oidc/totp`` and ``/oidc/passkey`` (the second step, after the password, for an account with a
+TOTP secret or passkeys: either signs in), ``/oidc/token``, ``/oidc/revoke`` (RFC 7009),
+``/oidc/userinfo``, ``/oidc/logout`` (RP-initiated logout). The sign-in checks the password
+through ``ServerContext.login``: one throttle for IMAP, SMTP and the web (the second step spends
+its attempts too). The web session remembers how it was signed in; the ID tokens issued from it
+say so in ``amr`` (RFC 8176).
 """
 from __future__ import annotations
 
@@ -42,8 +45,9 @@ from multidict import MultiDict
 from ..errors import AuthenticationFailed, Throttled
 from ..identity.oidckeys import ALG, KeyFile
 from ..registry import oidc as records
-from ..registry import totp
+from ..registry import passkeys, totp
 from ..store.models import utcnow
+from .middleware import content_security_policy
 from .sessions import CSRF_FIELD, Sessions
 
 log = logging.getLogger("civicmail.oidc")
@@ -60,8 +64,14 @@ SCOPE_TEXT = {
 }
 #: longest query string of an authorization request kept in a form
 MAX_REQUEST = 4096
-#: seconds between a password accepted and its account's TOTP code (then the password again)
+#: where this request's forms may end up: the website's redirect URI, once checked (CSP form-action)
+FORM_TARGET = web.RequestKey("civicmail_form_target", str)
+#: seconds between a password accepted and its account's second factor (then the password again)
 TOTP_PAGE_SECONDS = 300
+#: what a sign-in used, as the ID token's ``amr`` says it (RFC 8176): the password; with a TOTP
+#: code; with a passkey (``hwk``, or ``swk`` for a synced one). ``mfa`` with a second factor, so
+#: a website that wants two factors need not know every method's name
+AMR_PASSWORD, AMR_TOTP, AMR_PASSKEY = "pwd", "pwd otp mfa", "pwd {key} mfa"
 
 
 def templates() -> Environment:
@@ -100,6 +110,8 @@ class Request(OAuth2Request):
         #: the session's sign-in time (the ID token's auth_time), and the client's address (audit)
         self.auth_time = None
         self.remote = "?"
+        #: how the session signed in (RFC 8176, space-separated): the ID token's amr
+        self.amr = "pwd"
 
     @property
     def args(self):
@@ -153,7 +165,7 @@ class CodeGrant(grants.AuthorizationCodeGrant):
         records.save_code(self.server.reg, code, request.client.id, request.user.account_id,
                           request.payload.redirect_uri or "", request.scope or "", data.get("nonce"),
                           data.get("code_challenge"), data.get("code_challenge_method"), request.auth_time,
-                          request.user.address, request.remote)
+                          request.user.address, request.remote, request.amr)
 
     def query_authorization_code(self, code, client):
         return records.query_code(self.server.reg, code, client.id)
@@ -243,6 +255,8 @@ class Provider:
         self.env = templates()
         self.city = ctx.config.city.name
         self._pending_key = ctx.registry.keyring.secret_hash("web-totp-pending", "v1")
+        #: the WebAuthn relying party (None: passkeys are off, http.public_url is no https domain)
+        self.rp = passkeys.relying_party(ctx.config)
 
     def issuer(self, request: web.Request) -> str:
         """``http.base_url``; unset (development), the address this listener answered on."""
@@ -257,7 +271,21 @@ class Provider:
                                                       **values)
         response = web.Response(status=status, text=text, content_type="text/html", charset="utf-8")
         response.headers["Cache-Control"] = "no-store"
+        if request.get(FORM_TARGET):
+            response.headers["Content-Security-Policy"] = content_security_policy(request[FORM_TARGET])
         return response
+
+    async def _note_target(self, request: web.Request, request_query: str) -> None:
+        """The redirect URI of the authorization request a sign-in form carries, if its website
+        registered it: the pages of this sign-in may send the browser there (``render``)."""
+        query = MultiDict(urllib.parse.parse_qsl(request_query, keep_blank_values=True))
+        client_id, uri = query.get("client_id"), query.get("redirect_uri")
+        client = await self.ctx.run_store(records.query_client, self.reg, client_id) if client_id else None
+        if client is None:
+            return
+        target = uri if uri and client.check_redirect_uri(uri) else None if uri else client.get_default_redirect_uri()
+        if target:
+            request[FORM_TARGET] = target
 
     def _oauth(self, request: web.Request, query: MultiDict, form: MultiDict, path: str) -> Request:
         issuer = self.issuer(request)
@@ -338,6 +366,8 @@ class Provider:
         except OAuth2Error as error:
             return self._error_page(request, oreq, error)
         redirect_uri = grant.redirect_uri
+        if redirect_uri:
+            request[FORM_TARGET] = redirect_uri
         prompts = (query.get("prompt") or "").split()
         request_query = urllib.parse.urlencode(list(query.items()))
         client = oreq.client
@@ -371,6 +401,7 @@ class Provider:
                                          oreq.scope, decision == "allow", request.remote or "?")
         oreq.user = user
         oreq.auth_time = session.auth_time if session else utcnow()
+        oreq.amr = session.amr if session else "pwd"
         oreq.remote = request.remote or "?"
         granted = None if decision == "deny" else user
         result = await self.ctx.run_store(self.server.create_authorization_response, oreq, granted, grant)
@@ -389,6 +420,7 @@ class Provider:
         query = MultiDict(urllib.parse.parse_qsl(request_query, keep_blank_values=True))
         client_id = query.get("client_id")
         ip = request.remote or "?"
+        await self._note_target(request, request_query)
         try:
             principal = await self.ctx.login(ip, address, password, PORT)
             if principal.account_id is None:
@@ -400,11 +432,13 @@ class Provider:
             # the name tried is not recorded: it is sometimes a password typed in the wrong field
             await self.ctx.run_store(records.record_signin, self.reg, "-", client_id, ip, "failed")
             return self._signin_page(request, None, request_query, "邮箱地址或密码不正确。", address, 401)
-        if await self.ctx.run_store(totp.required, self.reg, principal.account_id):
-            return self._totp_page(request, request_query, self._pending(principal.account_id, principal.address))
+        page = await self._second_factor_page(request, request_query,
+                                              self._pending(principal.account_id, principal.address))
+        if page is not None:
+            return page
         return await self._signed_in(request, principal.account_id, principal.address or principal.login, query)
 
-    # -- the second factor (TOTP) ----------------------------------------------------------
+    # -- the second factor (TOTP or a passkey) ---------------------------------------------
     def _pending(self, account_id: int, address: str, now: float | None = None) -> str:
         """What the code page carries between the password and the code: the account, until
         when, under an HMAC (nothing to store; a forged or stale one is refused)."""
@@ -421,15 +455,45 @@ class Provider:
         account_id, until, address = body.split(".", 2)
         return (int(account_id), address) if int(until) >= time.time() else None
 
-    def _totp_page(self, request: web.Request, request_query: str, pending: str, error: str = "",
-                   status: int = 200) -> web.Response:
+    async def _second_factor_page(self, request: web.Request, request_query: str, pending: str, error: str = "",
+                                  status: int = 200) -> web.Response | None:
+        """The second step of a sign-in whose account has a second factor: its TOTP code form, and
+        a passkey button (with a new challenge for this browser session) if it has passkeys:
+        either one signs in. None if the account has neither."""
+        found = self._pending_account(pending)
+        if found is None:
+            return None
+        account_id = found[0]
+        has_totp = await self.ctx.run_store(totp.required, self.reg, account_id)
+        options = None
+        if self.rp is not None:
+            options = await self.ctx.run_store(passkeys.signin_options, self.reg, self.rp, account_id,
+                                               passkeys.binding_of(self.sessions.binding(request)))
+        if not has_totp and options is None:
+            if self.rp is None and await self.ctx.run_store(passkeys.has_passkeys, self.reg, account_id):
+                # passkeys made, but http.public_url is no https domain now: no second factor can
+                # be given, and none is skipped either
+                log.warning("account %s has passkeys, which http.base_url %r does not allow", account_id,
+                            self.ctx.config.http.base_url)
+                return self.render(request, "message.html", status=503, title="暂时无法登录", alert=True,
+                                   text="您的账号需要通行密钥确认登录，但本站目前无法使用通行密钥。请稍后再试或联系客服。")
+            return None
         return self.render(request, "totp.html", status=status, title="两步验证", action="/oidc/totp",
-                           request_query=request_query, pending=pending, error=error)
+                           request_query=request_query, pending=pending, error=error, has_totp=has_totp,
+                           passkey_options=options)
+
+    async def _second_factor_failed(self, request: web.Request, request_query: str, pending: str, error: str,
+                                    status: int) -> web.Response:
+        page = await self._second_factor_page(request, request_query, pending, error, status)
+        if page is None:  # the factor went meanwhile (removed on another device): the password again
+            return self._signin_page(request, None, request_query, "请重新登录。", status=401)
+        return page
 
     async def totp(self, request: web.Request) -> web.Response:
         form = await request.post()
         request_query = str(form.get("request", ""))[:MAX_REQUEST]
         pending = str(form.get("pending", ""))[:400]
+        await self._note_target(request, request_query)
         found = self._pending_account(pending)
         if found is None:  # stale (or forged): the password again
             return self._signin_page(request, None, request_query, "验证已超时，请重新登录。", status=401)
@@ -437,7 +501,7 @@ class Provider:
         ip = request.remote or "?"
         throttle = self.ctx.login_throttle  # the same throttle as passwords: guessing codes costs attempts
         if not await throttle.acquire(ip, address):
-            return self._totp_page(request, request_query, pending, "尝试次数过多，请稍后再试。", 429)
+            return await self._second_factor_failed(request, request_query, pending, "尝试次数过多，请稍后再试。", 429)
         try:
             ok = await self.ctx.run_store(totp.verify, self.reg, account_id, str(form.get("code", ""))[:16])
         except BaseException:
@@ -448,17 +512,53 @@ class Provider:
             query = MultiDict(urllib.parse.parse_qsl(request_query, keep_blank_values=True))
             await self.ctx.run_store(records.record_signin, self.reg, address, query.get("client_id"), ip,
                                      "failed-totp")
-            return self._totp_page(request, request_query, pending, "验证码不正确。", 401)
+            return await self._second_factor_failed(request, request_query, pending, "验证码不正确。", 401)
         throttle.succeeded(ip, address)
         query = MultiDict(urllib.parse.parse_qsl(request_query, keep_blank_values=True))
-        return await self._signed_in(request, account_id, address, query)
+        return await self._signed_in(request, account_id, address, query, AMR_TOTP)
 
-    async def _signed_in(self, request: web.Request, account_id: int, address: str, query: MultiDict) -> web.Response:
-        """The password (and the code, if the account has a second factor) checked: a new
-        session, the audit row, then back to the authorization request, if there was one."""
+    async def passkey(self, request: web.Request) -> web.Response:
+        """The second step with a passkey: the browser's assertion (``credential``, the JSON of
+        ``navigator.credentials.get()``) for one of this session's challenges, made with one of
+        the pending account's passkeys. Guessing costs what guessing passwords costs."""
+        form = await request.post()
+        request_query = str(form.get("request", ""))[:MAX_REQUEST]
+        pending = str(form.get("pending", ""))[:400]
+        await self._note_target(request, request_query)
+        found = self._pending_account(pending)
+        if found is None or self.rp is None:
+            return self._signin_page(request, None, request_query, "验证已超时，请重新登录。", status=401)
+        account_id, address = found
+        ip = request.remote or "?"
+        throttle = self.ctx.login_throttle
+        if not await throttle.acquire(ip, address):
+            return await self._second_factor_failed(request, request_query, pending, "尝试次数过多，请稍后再试。", 429)
+        try:
+            method = await self.ctx.run_store(passkeys.authenticate, self.reg, self.rp, account_id, address,
+                                              passkeys.binding_of(self.sessions.binding(request)),
+                                              str(form.get("credential", "")))
+        except passkeys.PasskeyRefused as refused:
+            throttle.failed(ip, address)
+            query = MultiDict(urllib.parse.parse_qsl(request_query, keep_blank_values=True))
+            await self.ctx.run_store(records.record_signin, self.reg, address, query.get("client_id"), ip,
+                                     "failed-passkey", reason=refused.reason)
+            return await self._second_factor_failed(request, request_query, pending,
+                                                    "通行密钥验证未通过，请重试或改用其他方式。", 401)
+        except BaseException:
+            throttle.released(ip, address)
+            raise
+        throttle.succeeded(ip, address)
+        query = MultiDict(urllib.parse.parse_qsl(request_query, keep_blank_values=True))
+        return await self._signed_in(request, account_id, address, query, AMR_PASSKEY.format(key=method))
+
+    async def _signed_in(self, request: web.Request, account_id: int, address: str, query: MultiDict,
+                         amr: str = AMR_PASSWORD) -> web.Response:
+        """The password (and the second factor, if the account has one) checked: a new session
+        signed in as ``amr`` says, the audit row, then back to the authorization request, if
+        there was one."""
         client_id = query.get("client_id")
-        await self.sessions.sign_in(request, account_id)
-        await self.ctx.run_store(records.record_signin, self.reg, address, client_id, request.remote or "?", "ok")
+        await self.sessions.sign_in(request, account_id, amr)
+        await self.ctx.run_store(records.record_signin, self.reg, address, client_id, request.remote or "?", "ok", amr)
         if not client_id:
             return self.render(request, "message.html", title="已登录", text="您已登录市民邮箱账号。")
         return await self._authorize(request, query, signed_in_now=True)
@@ -507,6 +607,8 @@ class Provider:
         else:
             params = MultiDict(request.query)
         back = await self.ctx.run_store(self._logout_target, params)
+        if back:
+            request[FORM_TARGET] = back  # the form's answer redirects there
         if request.method != "POST":
             hidden = [(k, params[k]) for k in ("id_token_hint", "client_id", "post_logout_redirect_uri", "state")
                       if k in params]
@@ -558,6 +660,7 @@ def add_routes(app: web.Application, ctx, sessions: Sessions) -> Provider:
     app.router.add_route("POST", "/oidc/authorize", provider.authorize)
     app.router.add_post("/oidc/signin", provider.signin)
     app.router.add_post("/oidc/totp", provider.totp)
+    app.router.add_post("/oidc/passkey", provider.passkey)
     app.router.add_post("/oidc/consent", provider.consent)
     app.router.add_post("/oidc/token", provider.token)
     app.router.add_post("/oidc/revoke", provider.revoke)

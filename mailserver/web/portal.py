@@ -37,7 +37,7 @@ from multidict import MultiDict
 
 from ..errors import AuthenticationFailed, NotFound, Throttled, ValidationError
 from ..identity.oidckeys import ALG
-from ..registry import citizens, totp
+from ..registry import citizens, passkeys, totp
 from ..registry import oidc as records
 from ..services.http import MOBILECONFIG_TYPE, mobileconfig
 from . import portaldata as data
@@ -341,8 +341,11 @@ class Portal:
         sessions = await self.ctx.run_store(list_sessions, self.reg, me.account_id)
         consents = await self.ctx.run_store(records.list_consents, self.reg, me.account_id)
         has_totp = await self.ctx.run_store(totp.required, self.reg, me.account_id)
+        keys = await self.ctx.run_store(passkeys.list_passkeys, self.reg, me.account_id)
         return self.render(request, "portal_account.html", status=status, title="账号与安全", sessions=sessions,
-                           consents=consents, has_totp=has_totp, **values)
+                           consents=consents, has_totp=has_totp, passkeys=keys, passkeys_on=self.provider.rp is not None,
+                           passkeys_open=self.provider.rp is not None and len(keys) < passkeys.MAX_PASSKEYS,
+                           **values)
 
     @signed_in
     async def password(self, request: web.Request, me: Citizen) -> web.Response:
@@ -387,6 +390,43 @@ class Portal:
             return await self._account_page(request, me, totp_secret=secret, totp_uri=uri)
         await self.ctx.run_store(totp.disable, self.reg, me.address, me.address)
         return redirect("/account")
+
+    # -- passkeys: made by passkeys.js (options from /account/passkeys/options, the browser's
+    # answer posted with the form), listed, removed -----------------------------------------
+    @signed_in
+    async def passkey_options(self, request: web.Request, me: Citizen) -> web.Response:
+        """The options of ``navigator.credentials.create()``, with a challenge bound to this
+        browser session (CSRF-checked like a form: the script sends the page's token)."""
+        if self.provider.rp is None:
+            return html(404)
+        try:
+            options = await self.ctx.run_store(passkeys.registration_options, self.reg, self.provider.rp,
+                                               me.account_id, passkeys.binding_of(self.sessions.binding(request)))
+        except passkeys.PasskeyRefused:
+            return web.json_response({"error": "too-many"}, status=409)
+        return web.Response(text=options, content_type="application/json", headers={"Cache-Control": "no-store"})
+
+    @signed_in
+    async def passkey_add(self, request: web.Request, me: Citizen) -> web.Response:
+        if self.provider.rp is None:
+            return self.not_found(request)
+        form = await request.post()
+        try:
+            made = await self.ctx.run_store(passkeys.register, self.reg, self.provider.rp, me.account_id, me.address,
+                                            passkeys.binding_of(self.sessions.binding(request)),
+                                            str(form.get("name", ""))[:200], str(form.get("credential", "")))
+        except passkeys.PasskeyRefused as refused:
+            log.info("passkey not added: %s", refused.reason)
+            return await self._account_page(request, me, 400, passkey_error="未能添加通行密钥（可能已超时），请重试。")
+        return await self._account_page(request, me, passkey_message=f"已添加通行密钥“{made.name}”。")
+
+    @signed_in
+    async def passkey_remove(self, request: web.Request, me: Citizen) -> web.Response:
+        form = await request.post()
+        if not await self.ctx.run_store(passkeys.remove, self.reg, me.account_id, me.address,
+                                        str(form.get("handle", ""))[:40]):
+            return self.not_found(request)
+        return await self._account_page(request, me, passkey_message="已删除该通行密钥，它不能再用于登录。")
 
     @signed_in
     async def profile(self, request: web.Request, me: Citizen) -> web.Response:
@@ -453,6 +493,9 @@ def add_routes(app: web.Application, ctx, sessions, provider) -> Portal:
     r.add_post("/account/sessions", portal.end_session)
     r.add_post("/account/consents", portal.revoke_consent)
     r.add_post("/account/totp", portal.totp_switch)
+    r.add_post("/account/passkeys/options", portal.passkey_options)
+    r.add_post("/account/passkeys", portal.passkey_add)
+    r.add_post("/account/passkeys/remove", portal.passkey_remove)
     r.add_route("GET", "/activate", portal.activate)
     r.add_route("POST", "/activate", portal.activate)
     return portal

@@ -51,6 +51,8 @@ class Session:
     last_seen_at: dt.datetime
     ip: str | None
     user_agent: str | None
+    #: how it was signed in (RFC 8176 values, space-separated): the ID tokens' ``amr``
+    amr: str = "pwd"
 
 
 def _hash(secret: str) -> bytes:
@@ -59,12 +61,12 @@ def _hash(secret: str) -> bytes:
 
 def _session(row: WebSession) -> Session:
     return Session(row.id, row.handle, row.account_id, as_utc(row.created_at), as_utc(row.auth_time),
-                   as_utc(row.last_seen_at), row.ip, row.user_agent)
+                   as_utc(row.last_seen_at), row.ip, row.user_agent, row.amr)
 
 
 # -- the store side (blocking: on the store lane) ---------------------------------------
-def create_session(reg: Registry, account_id: int, ip: str, user_agent: str) -> str:
-    """A new session for a password just checked; its cookie value. The account's sessions past
+def create_session(reg: Registry, account_id: int, ip: str, user_agent: str, amr: str = "pwd") -> str:
+    """A new session for a password (and second factor, as ``amr`` says) just checked; its cookie value. The account's sessions past
     the bound, oldest first, and its expired ones are ended."""
     secret = secrets.token_urlsafe(32)
     oidc = reg.config.oidc
@@ -78,7 +80,8 @@ def create_session(reg: Registry, account_id: int, ip: str, user_agent: str) -> 
         if len(ids) >= oidc.max_sessions_per_account:
             s.execute(delete(WebSession).where(WebSession.id.in_(ids[oidc.max_sessions_per_account - 1:])))
         s.add(WebSession(secret_hash=_hash(secret), handle=secrets.token_urlsafe(12), account_id=account_id,
-                         created_at=now, auth_time=now, last_seen_at=now, ip=ip[:64], user_agent=user_agent[:200]))
+                         created_at=now, auth_time=now, last_seen_at=now, ip=ip[:64], user_agent=user_agent[:200],
+                         amr=amr))
     return secret
 
 
@@ -148,13 +151,14 @@ class Sessions:
         request[SESSION_KEY] = found
         return found
 
-    async def sign_in(self, request: web.Request, account_id: int) -> Session:
-        """A new session (a new id: no session fixation); ``finish`` sets its cookie."""
+    async def sign_in(self, request: web.Request, account_id: int, amr: str = "pwd") -> Session:
+        """A new session (a new id: no session fixation), signed in as ``amr`` says; ``finish``
+        sets its cookie."""
         old = request.cookies.get(self.cookie)
         if old:
             await self.ctx.run_store(end_session, self.ctx.registry, old)
         secret = await self.ctx.run_store(create_session, self.ctx.registry, account_id, request.remote or "?",
-                                          request.headers.get("User-Agent", ""))
+                                          request.headers.get("User-Agent", ""), amr)
         request[NEW_SECRET] = secret
         request[SESSION_KEY] = session = await self.ctx.run_store(lookup_session, self.ctx.registry, secret)
         return session
@@ -166,6 +170,12 @@ class Sessions:
         response.del_cookie(self.cookie, path="/")
         request[SESSION_KEY] = None
         request[SIGNED_OUT] = True
+
+    def binding(self, request: web.Request) -> str:
+        """The cookie value this request's session (or pre-session) is, which its CSRF token is
+        tied to, made now if there is none (a WebAuthn challenge is bound to it too)."""
+        self.csrf_token(request)
+        return self._binding(request) or ""
 
     def _binding(self, request: web.Request) -> str | None:
         return request.get(NEW_SECRET) or request.cookies.get(self.cookie) \

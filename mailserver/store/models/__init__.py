@@ -10,7 +10,8 @@ from .mail import Annotation, Content, ContentSort, Expunged, Folder, MailboxSub
 from .delivery import Drop, DropRow, Notice, NoticeOptOut
 from .lease import Lease
 from .queue import OutboundMessage
-from .oidc import AccountTotp, OidcClient, OidcCode, OidcConsent, OidcToken, WebSession
+from .oidc import (AccountPasskey, AccountTotp, OidcClient, OidcCode, OidcConsent, OidcToken, WebauthnChallenge,
+                   WebSession)
 from .services import (Application, ApplicationDesk, Ballot, Bulletin, BulletinDelivery, ServiceAccount,  # noqa: F401
                        ServiceProcessed, Subscription, Survey, SurveyRecipient, Topic)
 
@@ -21,5 +22,6 @@ __all__ = [
     "Folder", "Message", "Annotation", "Content", "ContentSort", "Expunged", "MailboxSubscription",
     "Drop", "DropRow", "Notice", "NoticeOptOut",
     "OutboundMessage", "Lease",
-    "WebSession", "AccountTotp", "OidcClient", "OidcConsent", "OidcCode", "OidcToken",
+    "WebSession", "AccountTotp", "OidcClient", "OidcConsent", "OidcCode", "OidcToken", "AccountPasskey",
+    "WebauthnChallenge",
 ]

@@ -32,6 +32,9 @@ class WebSession(Base):
     #: the client as it signed in: shown in the list of sessions
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(200))
+    #: how the sign-in was made, RFC 8176 values space-separated ("pwd", "pwd otp mfa", "pwd hwk mfa"):
+    #: the ID tokens issued from this session carry it as ``amr``
+    amr: Mapped[str] = mapped_column(String(64), default="pwd", server_default="pwd")
 
     __table_args__ = (Index("ix_web_session_account", "account_id", "created_at"),)
 
@@ -83,6 +86,8 @@ class OidcCode(Base):
     code_challenge: Mapped[str | None] = mapped_column(String(128))
     code_challenge_method: Mapped[str | None] = mapped_column(String(16))
     auth_time: Mapped[dt.datetime]
+    #: the session's ``amr`` (WebSession.amr) when the code was issued: the ID token's
+    amr: Mapped[str] = mapped_column(String(64), default="pwd", server_default="pwd")
     expires_at: Mapped[dt.datetime]
     #: set when exchanged: a second use is refused and revokes what the first one got
     used_at: Mapped[dt.datetime | None]
@@ -120,3 +125,47 @@ class AccountTotp(Base):
     #: the last 30-second step a code was accepted for: a code is good once (RFC 6238 5.2)
     last_step: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class AccountPasskey(Base):
+    """A citizen's passkey (a WebAuthn credential, issue 14 section 1): the web sign-in's second
+    factor, like TOTP. Only public material is kept: the authenticator holds the private key."""
+
+    __tablename__ = "account_passkey"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    #: an opaque handle naming the passkey in the account page's forms (never the row number)
+    handle: Mapped[str] = mapped_column(String(32), unique=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"), index=True)
+    #: what the citizen called it ("我的手机")
+    name: Mapped[str] = mapped_column(String(64))
+    #: the credential ID the authenticator chose (WebAuthn: at most 1023 bytes)
+    credential_id: Mapped[bytes] = mapped_column(LargeBinary(1023), unique=True)
+    #: the COSE public key, as the attestation carried it
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(2048))
+    #: the authenticator's signature counter at the last use; a counter that does not grow is a
+    #: cloned authenticator and refused (0 forever: an authenticator that keeps no counter)
+    sign_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: how the browser reaches it (internal, usb, nfc, ble, hybrid), space-separated
+    transports: Mapped[str] = mapped_column(String(200), default="")
+    #: a synced (multi-device, backed-up) passkey: ``swk`` in amr, else ``hwk``
+    synced: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[dt.datetime | None]
+
+
+class WebauthnChallenge(Base):
+    """A WebAuthn ceremony's challenge: used once (deleted when taken), valid minutes, and only
+    from the browser session it was made for (``binding``: SHA-256 of that session's cookie)."""
+
+    __tablename__ = "webauthn_challenge"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    challenge: Mapped[bytes] = mapped_column(LargeBinary(64), unique=True)
+    binding: Mapped[bytes] = mapped_column(LargeBinary(32))
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
+    #: "register" (the account page) or "signin" (the provider's second step)
+    purpose: Mapped[str] = mapped_column(String(16))
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
+
+    __table_args__ = (Index("ix_webauthn_challenge_binding", "binding", "purpose"),)
