@@ -556,6 +556,14 @@ def run(root: Path, store_url: str, nodes: int, users: int, rows: int, seconds: 
         for node in running:
             (root / f"node-{node.name}.log").write_text("".join(node.log), encoding="utf-8")
     tracebacks = [node.name for node in running if "Traceback" in "".join(node.log)]
+    for node, code in zip(running, codes):
+        if code != 0 or node.name in tracebacks:  # what went wrong there, before the table
+            log = "".join(node.log)
+            start = log.find("Traceback")
+            click.echo(f"node {node.name} (exit status {code}), its log {'from the first traceback' if start >= 0 else 'at the end'} "
+                       f"(all of it: {root / f'node-{node.name}.log'}, kept with --dir):\n"
+                       + "\n".join(log[max(start, 0):].splitlines()[-40:] if start < 0 else log[start:].splitlines()[:40]),
+                       err=True)
     report.check("nodes: each stopped cleanly, no traceback in any log", codes == [0] * nodes and not tracebacks,
                  f"exit statuses {codes}" + (f"; tracebacks in node {', '.join(tracebacks)}" if tracebacks else ""))
     report.figures.insert(0, ("load average", f"{load[0]:.2f} at the start of the stages, {os.getloadavg()[0]:.2f} "
