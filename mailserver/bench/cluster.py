@@ -189,6 +189,20 @@ def start_nodes(city: City, overrides: tuple[str, ...]) -> list[Node]:
     return started
 
 
+def nodes_cpu(nodes: list[Node]) -> float:
+    """User + system CPU seconds of the nodes' processes and of their finished children (the
+    workers of a drop), from /proc."""
+    total = 0
+    for node in nodes:
+        try:
+            with open(f"/proc/{node.proc.pid}/stat") as fh:
+                fields = fh.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def stop_nodes(nodes: list[Node]) -> list[int | None]:
     for node in nodes:
         if node.proc.poll() is None:
@@ -301,7 +315,8 @@ def stored_by_message_id(store, prefix: str) -> Counter:
     return Counter({(mid.strip("<>"), address, folder): n for mid, address, folder, n in rows})
 
 
-def smtp_stage(report: Report, nodes: list[Node], store, users: list[str], concurrency: int, seconds: float) -> None:
+def smtp_stage(report: Report, nodes: list[Node], store, users: list[str], concurrency: int,
+               seconds: float) -> tuple[int, str]:
     per_session, refused, elapsed = asyncio.run(_submit_all(nodes, users, concurrency, seconds))
     accepted = [a for session in per_session for a in session]
     per_node = Counter()
@@ -320,6 +335,7 @@ def smtp_stage(report: Report, nodes: list[Node], store, users: list[str], concu
                  accepted and not lost and not twice and not unexpected,
                  f"{len(accepted):,} accepted, {sum(stored.values()):,} stored; {len(lost)} lost, "
                  f"{len(twice)} stored twice, {len(unexpected)} stored without a 250")
+    return len(accepted), "message"
 
 
 # -- 2. IDLE across nodes ------------------------------------------------------------------------------
@@ -390,7 +406,7 @@ async def _probe_all(nodes: list[Node], users: list[str], seconds: float):
     return from_dot, from_250, failures, len(sessions)
 
 
-def idle_stage(report: Report, nodes: list[Node], users: list[str], seconds: float) -> None:
+def idle_stage(report: Report, nodes: list[Node], users: list[str], seconds: float) -> tuple[int, str]:
     from_dot, from_250, failures, sessions = asyncio.run(_probe_all(nodes, users, seconds))
 
     def ms(values: list[float]) -> str:
@@ -408,6 +424,7 @@ def idle_stage(report: Report, nodes: list[Node], users: list[str], seconds: flo
     report.figures.append(("", f"250 -> EXISTS: {ms(from_250)} (negative: the notice came before the 250)"))
     report.check("idle: every probe accepted and its IDLE session told", from_dot and not failures,
                  f"{len(from_dot):,} told" + (f"; {'; '.join(failures[:3])}" if failures else ""))
+    return len(from_dot), "probe"
 
 
 # -- 3. a drop through all the nodes -------------------------------------------------------------------
@@ -450,7 +467,7 @@ def _who_ran(nodes: list[Node], source: str, filename: str, drop_id: int) -> str
     return "node " + "+".join(names) if names else "node ?"
 
 
-def drop_stage(report: Report, city: City, nodes: list[Node], store, rows: int) -> None:
+def drop_stage(report: Report, city: City, nodes: list[Node], store, rows: int) -> tuple[int, str]:
     from sqlalchemy import func, select
 
     from delivery.service import POLL_SECONDS
@@ -525,6 +542,7 @@ def drop_stage(report: Report, city: City, nodes: list[Node], store, rows: int) 
                  f"done/ {done}, failed/ {failed}")
     report.check("agency: exactly one summary of the mailed drop", summaries == 1,
                  f"{summaries} message{'s' if summaries != 1 else ''} in {agency_address}'s INBOX")
+    return notices, "notice"
 
 
 # -- the command ------------------------------------------------------------------------------------
@@ -546,8 +564,12 @@ def run(root: Path, store_url: str, nodes: int, users: int, rows: int, seconds: 
     try:
         for n, (name, label, stage) in enumerate(stages, start=1):
             click.echo(f"stage {n}: {label} ...")
+            cpu = nodes_cpu(running)
             try:
-                stage()
+                count, unit = stage()
+                cpu = nodes_cpu(running) - cpu
+                report.figures.append(("", f"CPU of the nodes (user + sys, with their workers; PostgreSQL's not "
+                                           f"counted): {cpu:.1f} s = {1000 * cpu / max(count, 1):.2f} ms a {unit}"))
             except Exception as exc:  # a failed check; the other stages still run and report
                 report.check(f"{name}: the stage ran to its end", False, f"{exc.__class__.__name__}: {exc}")
     finally:
