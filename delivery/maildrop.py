@@ -32,7 +32,6 @@ from email.parser import BytesParser
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from mailserver.registry import Registry
 from mailserver.registry.folders import create_default_folders
@@ -64,28 +63,18 @@ def drop_address(reg: Registry) -> str:
 
 
 def ensure_drop_mailbox(reg: Registry) -> bool:
-    """The system account mailed drops arrive in (no password: nobody logs in to it). True if made.
-    Nodes starting at once on a new database each find it missing; the second's insert then fails
-    on the unique address, and it takes the account the first made."""
+    """The system account mailed drops arrive in (no password: nobody logs in to it). True if made
+    (`init`, and `serve` as its watcher starts; several nodes starting at once: ``create_once``)."""
     address = drop_address(reg)
 
-    def exists(s) -> bool:
-        return s.scalar(select(Account.id).where(Account.address == address)) is not None
+    def create(s) -> None:
+        account = Account(address=address, state="active", password_hash=None)
+        s.add(account)
+        s.flush()
+        create_default_folders(s, [account.id])
 
-    try:
-        with reg.store.session() as s:
-            if exists(s):
-                return False
-            account = Account(address=address, state="active", password_hash=None)
-            s.add(account)
-            s.flush()
-            create_default_folders(s, [account.id])
-    except IntegrityError:
-        with reg.store.reader() as s:
-            if exists(s):
-                return False
-        raise
-    return True
+    return reg.store.create_once(lambda s: s.scalar(select(Account.id).where(Account.address == address)) is not None,
+                                 create)
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ def test_bench_cluster_two_nodes_on_postgresql(pg_admin_url, tmp_path):
     sources = re.findall(r"drop \d \((spool forward\.csv|spool backward\.csv|mail mailed\.csv), node [ab]\): done",
                          run.stdout)
     assert sorted(sources) == ["mail mailed.csv", "spool backward.csv", "spool forward.csv"], out
+    assert "ok     smtp: no message refused for good (5xx): none refused" in run.stdout, out
     assert "FAILED" not in run.stdout
     # the nodes' logs stay in --dir, one per node
     assert sorted(p.name for p in (tmp_path / "work").glob("node-*.log")) == ["node-a.log", "node-b.log"]
@@ -59,7 +60,7 @@ def test_bench_cluster_two_nodes_on_postgresql(pg_admin_url, tmp_path):
 
 def test_bench_cluster_exits_nonzero_when_a_check_fails(pg_admin_url, tmp_path):
     """The nodes refuse every 4 KB submission (a message size limit of 3,000 bytes; the IDLE
-    probes and a 5-row mailed drop still fit): no message is answered 250, so the SMTP check fails
+    probes and a 5-row mailed drop still fit): no message is answered 250, so both SMTP checks fail
     and the exit status says so; the other stages still run and report."""
     run = _bench(pg_admin_url, tmp_path, "--seconds", "0.5", "--rows", "5", "--users", "4",
                  "--concurrency", "2", "--set", "smtp.max_message_size=3000")
@@ -68,7 +69,9 @@ def test_bench_cluster_exits_nonzero_when_a_check_fails(pg_admin_url, tmp_path):
     _database(run.stdout)
     assert re.search(r"^  FAILED smtp: every 250 stored once in its recipient's INBOX: 0 accepted, 0 stored", run.stdout,
                      re.M), out
-    assert "Error: 1 check failed: smtp: every 250 stored once in its recipient's INBOX" in run.stderr, out
+    assert re.search(r"^  FAILED smtp: no message refused for good \(5xx\): refused: \{'552': \d+\}$", run.stdout, re.M), out
+    assert ("Error: 2 checks failed: smtp: every 250 stored once in its recipient's INBOX; smtp: no message "
+            "refused for good (5xx)") in run.stderr, out
     assert "ok     drop: every row delivered exactly once: 5 notices to 5 citizens of 5" in run.stdout, out
 
 

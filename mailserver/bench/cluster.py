@@ -57,8 +57,9 @@ NODE_SETTINGS = ("smtp.max_messages_per_ip_per_minute=100000000", "smtp.max_conn
                  "imap.max_connections_per_user_ip=100000", "imap.max_preauth_connections_per_ip=100000")
 SUBMISSION = re.compile(r"SMTP submission listening on ([\d.]+):(\d+)")
 IMAP = re.compile(r"imap listening on ([\d.]+):(\d+)")
-#: the IDLE stage's bar (issue 13), its fewest probes, and how long one may wait for its notice
-IDLE_BAR_MS, MIN_PROBES, PROBE_TIMEOUT = 100.0, 10, 10.0
+#: the IDLE stage's bar (issue 13), its fewest probes, how long one may wait for its 250 and its notice,
+#: and how much longer a late one is waited for (to tell a late notice from one never sent)
+IDLE_BAR_MS, MIN_PROBES, PROBE_TIMEOUT, LATE_TIMEOUT = 100.0, 10, 10.0, 40.0
 SMTP_TAG, PROBE_TAG = "cluster-smtp", "cluster-idle"
 
 
@@ -269,34 +270,35 @@ class SmtpClient:
 # -- 1. SMTP ------------------------------------------------------------------------------------------
 
 async def _submitter(node: Node, user: str, recipients: list[str], deadline: float, tag: str,
-                     rng: random.Random) -> tuple[list[tuple[str, str]], int]:
+                     rng: random.Random) -> tuple[list[tuple[str, str]], Counter]:
     """Messages from ``user`` through ``node``'s submission until ``deadline``: the (Message-ID,
-    recipient) of each answered 250, and how many were answered otherwise."""
+    recipient) of each answered 250, and the other answers (their codes) counted."""
     c = await SmtpClient.connect(node.submission)
     await c.login(user, PASSWORD)
-    accepted, refused, n = [], 0, 0
+    accepted, refused, n = [], Counter(), 0
     while time.monotonic() < deadline:
         to = rng.choice(recipients)
         message_id = f"{SMTP_TAG}.{tag}.{n}@bench.example"
         n += 1
         await c.begin(user, to)
         c.writer.write(make_message(n, to, sender=user, message_id=message_id) + b".\r\n")
-        if (await c.reply()).startswith(b"250"):
+        answer = await c.reply()
+        if answer.startswith(b"250"):
             accepted.append((message_id, to))
         else:
-            refused += 1
+            refused[answer[:3].decode(errors="replace")] += 1
     await c.close()
     return accepted, refused
 
 
 async def _submit_all(nodes: list[Node], users: list[str], concurrency: int,
-                      seconds: float) -> tuple[list[list[tuple[str, str]]], int, float]:
+                      seconds: float) -> tuple[list[list[tuple[str, str]]], Counter, float]:
     started = time.monotonic()
     deadline = started + seconds
     results = await asyncio.gather(*(
         _submitter(nodes[j % len(nodes)], users[j % len(users)], users, deadline, f"s{j}", random.Random(j))
         for j in range(concurrency)))
-    return [a for a, _ in results], sum(r for _, r in results), time.monotonic() - started
+    return [a for a, _ in results], sum((r for _, r in results), Counter()), time.monotonic() - started
 
 
 def stored_by_message_id(store, prefix: str) -> Counter:
@@ -330,11 +332,14 @@ def smtp_stage(report: Report, nodes: list[Node], store, users: list[str], concu
     split = ", ".join(f"node {name} {n:,}" for name, n in sorted(per_node.items()))
     report.figures.append(("SMTP submission", f"{len(accepted):,} messages of 4 KB over {concurrency} sessions in "
                                               f"{elapsed:.1f} s = {len(accepted) / elapsed:,.0f} messages/s ({split}); "
-                                              f"{refused} refused"))
+                                              f"{sum(refused.values())} refused {dict(refused) or ''}"))
     report.check("smtp: every 250 stored once in its recipient's INBOX",
                  accepted and not lost and not twice and not unexpected,
                  f"{len(accepted):,} accepted, {sum(stored.values()):,} stored; {len(lost)} lost, "
                  f"{len(twice)} stored twice, {len(unexpected)} stored without a 250")
+    permanent = {code: n for code, n in refused.items() if code.startswith("5")}
+    report.check("smtp: no message refused for good (5xx)", not permanent,
+                 f"refused: {dict(refused)}" if refused else "none refused")
     return len(accepted), "message"
 
 
@@ -351,6 +356,10 @@ async def _idle_session(node: Node, user: str) -> LineClient:
     if not line.startswith(b"+"):
         raise RuntimeError(f"IDLE refused on node {node.name}: {line!r}")
     return c
+
+
+def _seconds(result: float | tuple[bytes, float]) -> float:
+    return result if isinstance(result, float) else result[1]
 
 
 async def _probe_all(nodes: list[Node], users: list[str], seconds: float):
@@ -387,13 +396,26 @@ async def _probe_all(nodes: list[Node], users: list[str], seconds: float):
                     return time.perf_counter() - started
 
         k += 1
-        try:
-            (answer, after_250), after_dot = await asyncio.wait_for(asyncio.gather(accepted(), told()),
-                                                                    PROBE_TIMEOUT)
-        except (asyncio.TimeoutError, ConnectionError) as exc:
-            failures.append(f"probe {k} to {users[u]} (IDLE on node {nodes[u % n].name}, sent through "
-                            f"{nodes[(u + 1) % n].name}): {exc.__class__.__name__}")
+        waiting = {"the 250": asyncio.ensure_future(accepted()), "the EXISTS": asyncio.ensure_future(told())}
+        await asyncio.wait(waiting.values(), timeout=PROBE_TIMEOUT)
+        late = {what: task for what, task in waiting.items() if not task.done()}
+        if late:  # a failure; waited for longer, it tells a late notice (the 30 s poll) from a lost one
+            await asyncio.wait(late.values(), timeout=LATE_TIMEOUT)
+        broken = [f"{what}: {task.exception()!r}" for what, task in waiting.items()
+                  if task.done() and task.exception() is not None]
+        if late or broken:
+            came = [f"{what} after {_seconds(task.result()):.1f} s" if task.done() and task.exception() is None
+                    else f"no {what.split()[1]} in {PROBE_TIMEOUT + LATE_TIMEOUT:.0f} s" for what, task in late.items()]
+            sent = waiting["the 250"]
+            if sent.done() and sent.exception() is None and not sent.result()[0].startswith(b"250"):
+                came.append(f"the sending node answered {sent.result()[0].decode(errors='replace').strip()!r}")
+            for task in waiting.values():
+                task.cancel()
+            failures.append(f"probe {k} to {users[u]} (IDLE on node {nodes[u % n].name}, sent through node "
+                            f"{nodes[(u + 1) % n].name}): {'; '.join(came + broken)}")
             break  # the sessions' state is unknown now
+        answer, after_250 = waiting["the 250"].result()
+        after_dot = waiting["the EXISTS"].result()
         if not answer.startswith(b"250"):
             failures.append(f"probe {k}: {answer!r}")
             continue
