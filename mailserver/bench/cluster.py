@@ -332,7 +332,7 @@ def smtp_stage(report: Report, nodes: list[Node], store, users: list[str], concu
     split = ", ".join(f"node {name} {n:,}" for name, n in sorted(per_node.items()))
     report.figures.append(("SMTP submission", f"{len(accepted):,} messages of 4 KB over {concurrency} sessions in "
                                               f"{elapsed:.1f} s = {len(accepted) / elapsed:,.0f} messages/s ({split}); "
-                                              f"{sum(refused.values())} refused {dict(refused) or ''}"))
+                                              f"{sum(refused.values())} refused" + (f" {dict(refused)}" if refused else "")))
     report.check("smtp: every 250 stored once in its recipient's INBOX",
                  accepted and not lost and not twice and not unexpected,
                  f"{len(accepted):,} accepted, {sum(stored.values()):,} stored; {len(lost)} lost, "
