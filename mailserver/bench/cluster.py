@@ -577,13 +577,17 @@ def run(root: Path, store_url: str, nodes: int, users: int, rows: int, seconds: 
     city = prepare_city(root, store_url, nodes, users, rows)
     report = Report()
     load = os.getloadavg()
-    running = start_nodes(city, overrides)
-    store = open_store(config_mod.load(city.configs[0]))
+    try:
+        running = start_nodes(city, overrides)
+    except RuntimeError as exc:  # a node that did not start: its log's end says why
+        raise click.ClickException(str(exc)) from None
+    store = None
     codes: list[int | None] = []
     stages = (("smtp", "SMTP submission", lambda: smtp_stage(report, running, store, city.users, concurrency, seconds)),
               ("idle", "IDLE across nodes", lambda: idle_stage(report, running, city.users, seconds)),
               ("drop", "a drop through every node", lambda: drop_stage(report, city, running, store, rows)))
     try:
+        store = open_store(config_mod.load(city.configs[0]))
         for n, (name, label, stage) in enumerate(stages, start=1):
             click.echo(f"stage {n}: {label} ...")
             cpu = nodes_cpu(running)
@@ -596,7 +600,8 @@ def run(root: Path, store_url: str, nodes: int, users: int, rows: int, seconds: 
                 report.check(f"{name}: the stage ran to its end", False, f"{exc.__class__.__name__}: {exc}")
     finally:
         codes = stop_nodes(running)
-        store.dispose()
+        if store is not None:
+            store.dispose()
         for node in running:
             (root / f"node-{node.name}.log").write_text("".join(node.log), encoding="utf-8")
     tracebacks = [node.name for node in running if "Traceback" in "".join(node.log)]
@@ -604,10 +609,9 @@ def run(root: Path, store_url: str, nodes: int, users: int, rows: int, seconds: 
         if code != 0 or node.name in tracebacks:  # what went wrong there, before the table
             log = "".join(node.log)
             start = log.find("Traceback")
+            lines = log[start:].splitlines()[:40] if start >= 0 else log.splitlines()[-40:]
             click.echo(f"node {node.name} (exit status {code}), its log {'from the first traceback' if start >= 0 else 'at the end'} "
-                       f"(all of it: {root / f'node-{node.name}.log'}, kept with --dir):\n"
-                       + "\n".join(log[max(start, 0):].splitlines()[-40:] if start < 0 else log[start:].splitlines()[:40]),
-                       err=True)
+                       f"(all of it: {root / f'node-{node.name}.log'}, kept with --dir):\n" + "\n".join(lines), err=True)
     report.check("nodes: each stopped cleanly, no traceback in any log", codes == [0] * nodes and not tracebacks,
                  f"exit statuses {codes}" + (f"; tracebacks in node {', '.join(tracebacks)}" if tracebacks else ""))
     report.figures.insert(0, ("load average", f"{load[0]:.2f} at the start of the stages, {os.getloadavg()[0]:.2f} "
