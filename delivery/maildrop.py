@@ -63,16 +63,18 @@ def drop_address(reg: Registry) -> str:
 
 
 def ensure_drop_mailbox(reg: Registry) -> bool:
-    """The system account mailed drops arrive in (no password: nobody logs in to it). True if made."""
+    """The system account mailed drops arrive in (no password: nobody logs in to it). True if made
+    (`init`, and `serve` as its watcher starts; several nodes starting at once: ``create_once``)."""
     address = drop_address(reg)
-    with reg.store.session() as s:
-        if s.scalar(select(Account.id).where(Account.address == address)) is not None:
-            return False
+
+    def create(s) -> None:
         account = Account(address=address, state="active", password_hash=None)
         s.add(account)
         s.flush()
         create_default_folders(s, [account.id])
-    return True
+
+    return reg.store.create_once(lambda s: s.scalar(select(Account.id).where(Account.address == address)) is not None,
+                                 create)
 
 
 @dataclass(frozen=True)

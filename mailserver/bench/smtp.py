@@ -59,13 +59,19 @@ class SmtpBenchResult:
                 f"{self.seconds:.2f} s = {self.rate:,.0f} messages/s accepted and stored")
 
 
-def make_message(n: int, to: str, size: int = 4096) -> bytes:
-    head = (f"From: Sender <sender@bench.example>\r\nTo: <{to}>\r\nSubject: bench message {n}\r\n"
-            f"Date: Fri, 27 Nov 2026 12:00:00 +0800\r\nMessage-ID: <bench.{n}@bench.example>\r\n"
+def make_message(n: int, to: str, size: int = 4096, sender: str = "sender@bench.example",
+                 message_id: str = "") -> bytes:
+    """About ``size`` bytes of plain text from ``sender`` to ``to`` (Message-ID ``message_id``,
+    default ``bench.N@bench.example``)."""
+    head = (f"From: Sender <{sender}>\r\nTo: <{to}>\r\nSubject: bench message {n}\r\n"
+            f"Date: Fri, 27 Nov 2026 12:00:00 +0800\r\nMessage-ID: <{message_id or f'bench.{n}@bench.example'}>\r\n"
             "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n")
     line = "The quick brown fox jumps over the lazy dog, and the city mails its notices on time.\r\n"
-    body = line * ((size - len(head)) // len(line) + 1)
-    return (head + body[:size - len(head) - 2] + "\r\n").encode()
+    room = max(size - len(head), 0)
+    body = line * (room // len(line))
+    if room - len(body) >= 2:  # a shorter last line; never cut inside a line (a bare CR is refused)
+        body += "x" * (room - len(body) - 2) + "\r\n"
+    return (head + body).encode()
 
 
 def prepare_city(data_dir: Path, store_url: str = "") -> list[str]:

@@ -27,6 +27,8 @@ AREAS = {
         ("cli", "CPU time (user + sys, best of RUNS) of `civicmail --help` and `civicmail notice list`."),
         ("oidc", "Start `civicmail serve` on loopback and time COUNT website sign-ins (code + PKCE) and IMAP "
                  "OAUTHBEARER logins."),
+        ("cluster", "Start NODES `civicmail serve` nodes on one PostgreSQL; time SMTP, IDLE across nodes and a "
+                    "drop through all of them, and check that nothing was lost or delivered twice."),
         ("web", "Start `civicmail serve` on loopback and time portal sign-ins and \"my notices\" page views with "
                 "NOTICES notices."),
     )

@@ -229,8 +229,6 @@ def setup_statements(reg) -> str:
 def ensure_statements(reg) -> bool:
     """Make the statements address unless it exists; True if made now. `init` and `serve` call it:
     every address a notice names takes mail."""
-    with reg.store.session() as s:
-        if s.scalar(select(ServiceAccount.account_id).where(ServiceAccount.kind == "statements")) is not None:
-            return False
-        create_system_account(s, reg, statements_address(reg.domain), "statements", "optional")
-    return True
+    return reg.store.create_once(  # several nodes starting at once: see create_once
+        lambda s: s.scalar(select(ServiceAccount.account_id).where(ServiceAccount.kind == "statements")) is not None,
+        lambda s: create_system_account(s, reg, statements_address(reg.domain), "statements", "optional"))

@@ -7,11 +7,11 @@ import secrets
 import socket
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import ConfigError, StoreUnavailable
@@ -118,6 +118,23 @@ class Store:
             with Session(bind=conn) as session, session.begin():
                 yield session
                 session.rollback()
+
+    def create_once(self, exists: Callable[[Session], bool], create: Callable[[Session], object]) -> bool:
+        """``create`` in one transaction unless ``exists`` finds it made already; True if made now.
+        Nodes starting at once (after an upgrade that added it) each find it missing; the second's
+        insert then fails on a unique key once the first commits, and it finds the first's
+        instead (an integrity error with nothing found is raised)."""
+        try:
+            with self.session() as s:
+                if exists(s):
+                    return False
+                create(s)
+        except IntegrityError:
+            with self.reader() as s:
+                if exists(s):
+                    return False
+            raise
+        return True
 
     def commit_before(self, session: Session, at: float) -> None:
         """COMMIT ``session``'s transaction only if the wall clock (``time.time()``) is before

@@ -199,3 +199,66 @@ def test_two_serve_nodes_run_a_mailed_drop_and_a_spooled_file_once(pg_url, tmp_p
         assert len(re.findall(r"mail social-security/pension-statement/pension.csv \(message 1\): drop", logs)) == 1
     finally:
         store.dispose()
+
+
+def _system_account(kind: str):
+    """(what `serve` runs as it starts, the address it makes, the first node's insert of it)."""
+    from delivery.maildrop import drop_address, ensure_drop_mailbox
+    from mailserver.identity.addresses import statements_address
+    from mailserver.services.accounts import create_system_account
+    from mailserver.services.topics import ensure_statements
+    from mailserver.store.models import Account
+
+    if kind == "drop mailbox":
+        return (ensure_drop_mailbox, drop_address,
+                lambda s, reg: s.add(Account(address=drop_address(reg), state="active", password_hash=None)))
+    return (ensure_statements, lambda reg: statements_address(reg.domain),
+            lambda s, reg: create_system_account(s, reg, statements_address(reg.domain), "statements", "optional"))
+
+
+@pytest.mark.parametrize("kind", ["drop mailbox", "statements address"])
+def test_nodes_starting_at_once_share_the_system_accounts_they_make(pg_registry, kind):
+    """`serve` makes drops@ (the drop mailbox watcher) and unsubscribe@ (the citizen services) if
+    they are missing as it starts: a database `init` did not set up, or one upgraded to a version
+    that added them. Two nodes starting at once both find one missing: here the first node's
+    insert is held uncommitted, so the second's waits on it and then fails on the unique address
+    once it commits. The second takes the first's account instead of stopping `serve` with a
+    traceback (`bench cluster` started its nodes so, and one died, once on each)."""
+    import threading
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from mailserver.store.models import Account
+
+    reg = pg_registry
+    ensure, address, first_insert = _system_account(kind)
+    first_node = create_engine(reg.config.store.url)
+    outcome: dict = {}
+
+    def second_node() -> None:
+        try:
+            outcome["made"] = ensure(reg)
+        except Exception as exc:  # shown by the assert below
+            outcome["error"] = exc
+
+    try:
+        with Session(first_node) as s, s.begin():
+            first_insert(s, reg)
+            s.flush()
+            thread = threading.Thread(target=second_node)
+            thread.start()
+            deadline = time.monotonic() + 60
+            while True:  # the second node's insert waits on the first's uncommitted row
+                with reg.store.reader() as r:
+                    if r.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                     "AND wait_event_type = 'Lock'")):
+                        break
+                assert thread.is_alive() and time.monotonic() < deadline, outcome
+                time.sleep(0.05)
+        thread.join(60)
+    finally:
+        first_node.dispose()
+    assert outcome == {"made": False}
+    with reg.store.reader() as s:
+        assert s.scalar(select(func.count(Account.id)).where(Account.address == address(reg))) == 1
