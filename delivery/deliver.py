@@ -1,5 +1,6 @@
 """Stage `deliver`: one transaction per batch: the messages (through the one mail write path),
-their Notice rows and every row's DropRow state, then ``hub.changed`` after the commit.
+their Notice rows and every row's DropRow state, then ``MailStore.changed`` after the commit.
+The messages go through the mail store (``store.mail.deliver_in``) in the batch's transaction.
 
 Exactly once: a notice's idempotency key is unique in ``notice``. Keys already there (an earlier
 drop, a rerun, a crash-and-rerun) or earlier in this batch make the row a duplicate; a concurrent
@@ -15,9 +16,8 @@ from mailserver.identity.keys import IdKeyring
 from mailserver.identity.rowseal import seal_row
 from mailserver.store import Store
 from mailserver.store.driver import driver_execute, driver_rows
-from mailserver.store.mailstore import NewMessage, insert_messages
+from mailserver.store.api import NewMessage
 from mailserver.store.models import Drop, DropRow, utcnow
-from mailserver.store.notify import hub
 from mailserver.store.outage import Backoff, is_outage
 
 from .reasons import DUPLICATE as DUPLICATE_REASON
@@ -88,7 +88,7 @@ def deliver_batch(store: Store, ring: IdKeyring, drop_id: int, agency_id: str, n
                 raise
             _undo_delivered(rows)  # rolled back: nothing was delivered
             backoff.wait(exc)
-    hub.changed(folder_ids)
+    store.mail.changed(folder_ids)
 
 
 def _undo_delivered(rows: list[RowState]) -> None:
@@ -129,8 +129,8 @@ def _write(store, ring, drop_id, agency_id, notice_type, rows, originals, owner,
                                 "past its lease; this run stops (nothing is delivered twice)")
         todo = mark_duplicates(s, rows)
         thread_into_applications(s, agency_id, todo)
-        delivered = insert_messages(s, [NewMessage(account_id=r.account_id, raw=r.raw, analyzed=r.analyzed)
-                                        for r in todo])
+        delivered = store.mail.deliver_in(s, [NewMessage(account_id=r.account_id, raw=r.raw, analyzed=r.analyzed)
+                                              for r in todo])
         notices = [(r.key, agency_id, notice_type, r.account_id, d.message_id, drop_id, now)
                    for r, d in zip(todo, delivered)]
         _insert_rows(s, "notice", NOTICE_COLUMNS, notices)

@@ -29,8 +29,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..store import mailboxes as mb
-from ..store.mailboxes import SEP
+from ..store import api as mb
+from ..store.api import SEP
 from . import responses as R
 from .listing import list_line
 from .notify_syntax import EventGroup, Notify
@@ -62,11 +62,11 @@ class Counters:
 
 
 def _view(store, account_id: int) -> tuple[list, set[str]]:
-    return mb.list_folders(store, account_id), set(mb.subscriptions(store, account_id))
+    return store.list_folders(account_id), set(store.subscriptions(account_id))
 
 
 def _statuses(store, account_id: int, names: list[str]) -> list[mb.FolderStatus]:
-    return mb.folder_status(store, account_id, names)
+    return store.folder_status(account_id, names)
 
 
 def _children_attr(name: str, names) -> str:
