@@ -209,16 +209,16 @@ def get_notice(reg, account_id: int, public_id: str) -> NoticeView | None:
     if row_id is None:
         return None
     with reg.store.reader() as s:
-        row = s.execute(select(Notice.agency_id, Agency.name, NoticeType.title, Notice.delivered_at, Message.id)
+        row = s.execute(select(Notice.agency_id, Agency.name, NoticeType.title, Notice.delivered_at, Content.raw)
                         .join(Message, Message.id == Notice.message_id)
                         .join(Folder, (Folder.id == Message.folder_id) & (Folder.account_id == Notice.account_id))
+                        .join(Content, Content.id == Message.content_id)
                         .outerjoin(Agency, Agency.id == Notice.agency_id)
                         .outerjoin(NoticeType, NoticeType.id == Notice.notice_type_id)
                         .where(Notice.id == row_id, Notice.account_id == account_id).limit(1)).first()
-        raw = reg.store.mail.raw_in(s, row.id) if row is not None else None
-    if raw is None:
+    if row is None:
         return None
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    msg = email.message_from_bytes(row.raw, policy=email.policy.default)
     body = msg.get_body(preferencelist=("html", "plain"))
     text = body.get_content() if body is not None else ""
     if body is not None and body.get_content_subtype() != "html":
@@ -377,12 +377,11 @@ def get_application(reg, account_id: int, number: str) -> tuple[ApplicationItem,
                                as_utc(app.updated_at))
         number = app.number
         refs = [r for r in app.thread_refs.split() if r.startswith("<") and r.endswith(">")][:MAX_THREAD]
-        found = list(s.scalars(select(Message.id).join(Content, Content.id == Message.content_id)
-                               .join(Folder, Folder.id == Message.folder_id)
-                               .where(Folder.account_id == account_id, Folder.special_use.is_distinct_from("\\Sent"),
-                                      or_(*[Content.envelope.contains(r[1:-1]) for r in refs]))
-                               .order_by(Message.id).limit(MAX_THREAD))) if refs else []
-        raws = [raw for raw in (reg.store.mail.raw_in(s, mid) for mid in found) if raw is not None]
+        raws = list(s.scalars(select(Content.raw).join(Message, Message.content_id == Content.id)
+                              .join(Folder, Folder.id == Message.folder_id)
+                              .where(Folder.account_id == account_id, Folder.special_use.is_distinct_from("\\Sent"),
+                                     or_(*[Content.envelope.contains(r[1:-1]) for r in refs]))
+                              .order_by(Message.id).limit(MAX_THREAD))) if refs else []
     thread = []
     for raw in raws:
         msg = email.message_from_bytes(raw, policy=email.policy.default)
