@@ -4,8 +4,7 @@ UIDs and MODSEQs are allocated in the same transaction that inserts the messages
 folder only grow and a rolled-back transaction leaves no trace. The caller commits; only then
 may it acknowledge (``250`` after DATA, tagged ``OK`` after APPEND), and only then are sessions
 told (``store.hub.changed``). This is the SQL side of ``api.MailStore``'s delivery
-(``sqlstore.SqlMailStore`` calls it); the raw bytes are written in ``write_contents`` and read in
-``read_raw`` alone.
+(``sqlstore.SqlMailStore`` calls it); the raw bytes are written in ``write_contents`` alone.
 """
 from __future__ import annotations
 
@@ -156,9 +155,10 @@ def write_contents(session: Session, contents: list[tuple[bytes, Analyzed, int]]
     return content_ids
 
 
-def read_raw(session, message_ids: Sequence[int]) -> dict[int, bytes]:
-    """The raw bytes of messages by message id (those gone are missing). With ``RAW_OF_UID``,
-    the one place a message's raw bytes are read whole, outside FETCH's rows."""
+def read_raw(store: Store, session, message_ids: Sequence[int]) -> dict[int, bytes]:
+    """The raw bytes of messages by message id, in ``session``'s transaction on ``store`` (those
+    gone are missing). Besides FETCH's rows (``selection.fetch_rows``, ``message_raw``), the
+    one place a message's raw bytes are read."""
     out: dict[int, bytes] = {}
     for chunk in _chunks(sorted(set(message_ids)), 900):
         for mid, raw in driver_rows(session, "SELECT message.id, content.raw FROM message JOIN content ON "
@@ -166,11 +166,6 @@ def read_raw(session, message_ids: Sequence[int]) -> dict[int, bytes]:
                                              f"({', '.join('?' * len(chunk))})", *chunk):
             out[mid] = bytes(raw) if raw is not None else b""
     return out
-
-
-#: the raw bytes of the message with a UID in a folder (``selection.message_raw``)
-RAW_OF_UID = ("SELECT content.raw FROM message JOIN content ON content.id = message.content_id "
-              "WHERE message.folder_id = ? AND message.uid = ?")
 
 
 def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delivered]:

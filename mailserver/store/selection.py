@@ -18,7 +18,7 @@ from .driver import driver_execute, driver_rows, raw_reader
 from .api import (Appended, AppendedMany, Changes, Copied, NewMessage, QuotaUsage, Snapshot, Stored,
                   ToAppend, UidRanges)
 from .mailbox_sql import folder_row, info_of, INFO_SQL, uid_sql, bump_modseq, remove_messages, copy_rows, writing
-from .mailstore import RAW_OF_UID, check_quota, insert_messages, over_quota, quota_usage_of
+from .mailstore import check_quota, insert_messages, over_quota, quota_usage_of
 from .models.mail import DELETED, SEEN
 from .notify import announce
 
@@ -212,7 +212,8 @@ def fetch_rows(store: Store, folder_id: int, lo_uid: int, hi_uid: int, limit: in
 def message_raw(store: Store, folder_id: int, uid: int) -> bytes:
     """The raw bytes of one message (b"" if it is gone)."""
     with raw_reader(store) as r:
-        rows = driver_rows(r, RAW_OF_UID, folder_id, uid)
+        rows = driver_rows(r, "SELECT content.raw FROM message JOIN content ON content.id = message.content_id "
+                              "WHERE message.folder_id = ? AND message.uid = ?", folder_id, uid)
     return bytes(rows[0][0]) if rows and rows[0][0] else b""
 
 

@@ -55,7 +55,7 @@ class SqlMailStore:
         return mailboxes.quota_usage(self.db, account_id, quota_default)
 
     def raw_in(self, txn, message_id: int) -> bytes | None:
-        return mailstore.read_raw(txn, [message_id]).get(message_id)
+        return mailstore.read_raw(self.db, txn, [message_id]).get(message_id)
 
     def touch_in(self, txn, message_ids: Sequence[int]) -> list[int]:
         return touch_messages(txn, list(message_ids))
