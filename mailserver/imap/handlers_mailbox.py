@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..errors import NotFound
 from ..mime.binary import without_nul
-from ..store import api as mb
+from ..store import api
 from . import parser as P
 from . import responses as R
 from .catenate import assemble
@@ -86,7 +86,7 @@ async def do_delete(s: ImapSession, cmd: MailboxCommand) -> Reply:
         s.close_selected()
     try:
         await s.ctx.run(s.store.delete_folder, s.account_id, cmd.mailbox)
-    except mb.HasChildFolders:
+    except api.HasChildFolders:
         return R.NO_HASCHILDREN
     return R.OK_DONE
 
@@ -110,7 +110,7 @@ async def do_unsubscribe(s: ImapSession, cmd: MailboxCommand) -> Reply:
     return R.OK_DONE
 
 
-def _status_items(st: mb.FolderStatus, items: tuple[str, ...]) -> str:
+def _status_items(st: api.FolderStatus, items: tuple[str, ...]) -> str:
     values = {"MESSAGES": st.info.message_count, "RECENT": st.recent, "UIDNEXT": st.info.uidnext,
               "UIDVALIDITY": st.info.uidvalidity, "UNSEEN": st.unseen, "SIZE": st.info.total_size,
               "HIGHESTMODSEQ": st.info.highestmodseq, "DELETED": st.deleted,
@@ -179,7 +179,7 @@ async def do_append(s: ImapSession, cmd: Append) -> Reply:
         if (m.binary or any(p.binary for p in m.catenate or ())) and b"\0" in raw:
             raw = await s.heavy(without_nul, raw)  # RFC 3516 4.4: NUL parts become base64
         bits, keywords = split_flags(m.flags)
-        items.append(mb.ToAppend(raw, bits, " ".join(sorted(set(keywords))) or None, m.date))
+        items.append(api.ToAppend(raw, bits, " ".join(sorted(set(keywords))) or None, m.date))
     sel = s.selected
     into_selected = sel is not None and sel.name == cmd.mailbox
     try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 
 from ..errors import NotFound
-from ..store import api as mb
+from ..store import api
 from ..store.api import SEEN
 from . import fetch as F
 from . import parser as P
@@ -56,7 +56,7 @@ def _render_batch(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tu
     ``light``: on the store's pool, not the heavy lane; a batch that would have to read
     messages there (a PREVIEW not cached at delivery) comes back as None, for the heavy lane."""
     rows = store.fetch(sel.folder_id, lo, hi, FETCH_BATCH, columns, ranges if len(ranges) > 1 else None,
-                         changedsince)
+                       changedsince)
     if light and "preview" in columns and F.needs_raw(atts, rows):
         return None, lo, set()
     uids = sel.uids
@@ -171,7 +171,7 @@ async def send_fetch_of(s: ImapSession, uids: list[int], atts: tuple[FetchAtt, .
     await _send_fetch(s, run, sel, ranges, atts, True, None)
 
 
-def _saw_own_write(sel: SelectedFolder, stored: mb.Stored) -> None:
+def _saw_own_write(sel: SelectedFolder, stored: api.Stored) -> None:
     # Nothing else happened between our last look and our write: our own change is known.
     if stored.modseq_before and stored.modseq_before == sel.modseq:
         sel.modseq = stored.modseq_after

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-from ..store import api as mb
+from ..store import api
 from .commands import ListCmd
 from .listmatch import SEP, ListPatterns, parents
 
@@ -63,7 +63,7 @@ def lsub(patterns: ListPatterns, subscribed: set[str]) -> list[Listed]:
     return [Listed(name, out[name]) for name in sorted(out)]
 
 
-def list_extended(cmd: ListCmd, patterns: ListPatterns, folders: dict[str, mb.FolderInfo],
+def list_extended(cmd: ListCmd, patterns: ListPatterns, folders: dict[str, api.FolderInfo],
                   subscribed: set[str]) -> list[Listed]:
     """LIST: the folders that match, or with (SUBSCRIBED) the subscribed names that match,
     those without a folder as \\NonExistent; (SPECIAL-USE) keeps the special-use folders;
