@@ -1,5 +1,6 @@
 """Stage `deliver`: one transaction per batch: the messages (through the one mail write path),
-their Notice rows and every row's DropRow state, then ``hub.changed`` after the commit.
+their Notice rows and every row's DropRow state, then ``MailStore.changed`` after the commit.
+The messages go through the mail store (``store.mail.deliver_in``) in the batch's transaction.
 
 Exactly once: a notice's idempotency key is unique in ``notice``. Keys already there (an earlier
 drop, a rerun, a crash-and-rerun) or earlier in this batch make the row a duplicate; a concurrent
@@ -15,9 +16,8 @@ from mailserver.identity.keys import IdKeyring
 from mailserver.identity.rowseal import seal_row
 from mailserver.store import Store
 from mailserver.store.driver import driver_execute, driver_rows
-from mailserver.store.mailstore import NewMessage, insert_messages
+from mailserver.store.api import MailStore, NewMessage
 from mailserver.store.models import Drop, DropRow, utcnow
-from mailserver.store.notify import hub
 from mailserver.store.outage import Backoff, is_outage
 
 from .reasons import DUPLICATE as DUPLICATE_REASON
@@ -65,16 +65,20 @@ def mark_duplicates(session, rows: list[RowState]) -> list[RowState]:
 
 def deliver_batch(store: Store, ring: IdKeyring, drop_id: int, agency_id: str, notice_type: str,
                   rows: list[RowState], originals: dict[int, dict[str, str]], retry_seconds: float = 0.0,
-                  owner: str | None = None, clock: StageCpu | None = None) -> None:
+                  owner: str | None = None, clock: StageCpu | None = None, mail: MailStore | None = None) -> None:
     """Write one batch. ``originals``: row number -> the row's cells (sealed for rows kept).
+    ``mail``: the mail store the messages go through and whose sessions are told (default
+    ``store.mail``); the batch's transaction is ``store``'s, which may be a second connection
+    pool on the same database (the SQLite writer's own page cache), whose hub nobody listens to.
     ``owner``: the node running the drop; the batch is written only while the drop is still its
     (DropTakenOver otherwise). ``clock``: the CPU of writing and of committing is added to it.
     A failure for a database outage is retried with backoff for ``retry_seconds``, then raises
     StoreUnavailable (the transaction rolled back: nothing of the batch is stored)."""
     conflicts, backoff = 0, Backoff(retry_seconds)
+    mail = mail or store.mail
     while True:
         try:
-            folder_ids = _write(store, ring, drop_id, agency_id, notice_type, rows, originals, owner,
+            folder_ids = _write(store, mail, ring, drop_id, agency_id, notice_type, rows, originals, owner,
                                 clock or StageCpu())
             break
         except IntegrityError:
@@ -88,7 +92,7 @@ def deliver_batch(store: Store, ring: IdKeyring, drop_id: int, agency_id: str, n
                 raise
             _undo_delivered(rows)  # rolled back: nothing was delivered
             backoff.wait(exc)
-    hub.changed(folder_ids)
+    mail.changed(folder_ids)
 
 
 def _undo_delivered(rows: list[RowState]) -> None:
@@ -115,7 +119,7 @@ def _sealed(ring: IdKeyring, r: RowState, originals: dict[int, dict[str, str]]) 
     return seal_row(ring, originals[r.line]) if r.status in KEEP_DATA and r.line in originals else None
 
 
-def _write(store, ring, drop_id, agency_id, notice_type, rows, originals, owner, clock: StageCpu) -> set[int]:
+def _write(store, mail, ring, drop_id, agency_id, notice_type, rows, originals, owner, clock: StageCpu) -> set[int]:
     cpu = stagecpu.now()
     now = utcnow()
     if store.dialect == "sqlite":  # stored as SQLAlchemy's DateTime stores it there (UTC, no offset)
@@ -129,7 +133,7 @@ def _write(store, ring, drop_id, agency_id, notice_type, rows, originals, owner,
                                 "past its lease; this run stops (nothing is delivered twice)")
         todo = mark_duplicates(s, rows)
         thread_into_applications(s, agency_id, todo)
-        delivered = insert_messages(s, [NewMessage(account_id=r.account_id, raw=r.raw, analyzed=r.analyzed)
+        delivered = mail.deliver_in(s, [NewMessage(account_id=r.account_id, raw=r.raw, analyzed=r.analyzed)
                                         for r in todo])
         notices = [(r.key, agency_id, notice_type, r.account_id, d.message_id, drop_id, now)
                    for r, d in zip(todo, delivered)]

@@ -36,8 +36,7 @@ from sqlalchemy import select
 from mailserver.registry import Registry
 from mailserver.registry.folders import create_default_folders
 from mailserver.store import leases
-from mailserver.store.mailstore import deliver
-from mailserver.store.models import Account, Content, Folder, Message
+from mailserver.store.models import Account, Folder
 
 from . import reasons
 from .catalog import load_catalog
@@ -51,6 +50,8 @@ TRUSTED_HEADER = "X-Civicmail-Authenticated"
 TYPE_HEADER = "X-Civicmail-Notice-Type"
 #: the watcher's lease, and its position, in the database
 WATCHER = "maildrop"
+#: above every UID (RFC 3501: UIDs are 32-bit)
+MAX_UID = 0xFFFFFFFF
 #: where each node kept its position before the lease (read once, to carry it over; then removed)
 STATE_FILE = "maildrop-state.json"
 ATTACHMENT_SUFFIXES = tuple("." + f for f in FORMATS)
@@ -109,11 +110,9 @@ def _new_messages(reg: Registry, state: dict) -> tuple[int | None, list[tuple[in
         if row is None:
             return None, []
         folder_id, uidvalidity = row
-        last = state["last_uid"] if state.get("uidvalidity") == uidvalidity else 0
-        msgs = s.execute(select(Message.uid, Content.raw).join(Content, Content.id == Message.content_id)
-                         .where(Message.folder_id == folder_id, Message.uid > last)
-                         .order_by(Message.uid).limit(20)).all()
-    return uidvalidity, [(uid, bytes(raw)) for uid, raw in msgs]
+    last = state["last_uid"] if state.get("uidvalidity") == uidvalidity else 0
+    rows = reg.store.mail.fetch(folder_id, last + 1, MAX_UID, 20, ("raw",))
+    return uidvalidity, [(row.uid, bytes(row.raw)) for row in rows]
 
 
 def trusted_agency(msg: EmailMessage) -> str | None:
@@ -248,4 +247,4 @@ def _reply(reg: Registry, agency: str, original: EmailMessage, summary: str) -> 
         reply["References"] = original_id
     reply["Auto-Submitted"] = "auto-replied"
     reply.set_content(reasons.MAIL_SUMMARY_HEAD + "\n\n" + summary + "\n")
-    deliver(reg.store, reply.as_bytes(), [mailbox.id])
+    reg.store.mail.deliver(reply.as_bytes(), [mailbox.id])

@@ -177,7 +177,8 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
             writer_clock.add("write", t)
         else:
             deliver_batch(writer_store, reg.keyring, drop_id, agency_id, notice_type, rows, originals,
-                          retry_seconds=config.delivery.store_retry_seconds, owner=store.node, clock=writer_clock)
+                          retry_seconds=config.delivery.store_retry_seconds, owner=store.node, clock=writer_clock,
+                          mail=store.mail)  # this process's sessions hear of it (serve's drops)
         return rows, originals
 
     def written(rows: list[RowState], originals: dict[int, dict[str, str]]) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import functools
 import importlib
 import logging
@@ -26,7 +25,8 @@ from .lanes import BatchLane, HeavyLane
 from .registry import Registry
 from .registry.auth import Principal, authenticate
 from .store import Store
-from .store.notify import ChangeHub, hub
+from .store.api import MailStore
+from .store.notify import ChangeHub
 from .store.outage import OutageLog, is_outage
 
 log = logging.getLogger("civicmail.server")
@@ -60,14 +60,24 @@ class ServerContext:
     """What every service shares: one per process."""
 
     config: Config
+    #: the database (the registry, the outbound queue, leases ...)
     store: Store
     registry: Registry
-    hub: ChangeHub = hub
     executor: concurrent.futures.ThreadPoolExecutor = field(
         default_factory=lambda: concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="store"))
 
     #: the store's availability as this process sees it (one traceback per outage)
     outage: OutageLog = field(default_factory=OutageLog)
+
+    @property
+    def mail(self) -> MailStore:
+        """The mail store (store/api.py): every mailbox read and write goes through it."""
+        return self.store.mail
+
+    @property
+    def hub(self) -> ChangeHub:
+        """The mail store's change hub: sessions listen on it for committed changes."""
+        return self.mail.hub
 
     @cached_property
     def login_throttle(self) -> LoginThrottle:
@@ -136,18 +146,9 @@ class ServerContext:
         transaction and one COMMIT (group commit without the hand-offs between threads), and
         announces their changes after it. None on PostgreSQL, whose writes run side by side on
         the store threads."""
-        if self.store.dialect != "sqlite":
+        if not self.mail.batches_writes:
             return None
-        from .store.groupcommit import group_commit
-
-        store, hub = self.store, self.hub
-
-        @contextlib.contextmanager
-        def one_commit():
-            with hub.held(), group_commit(store).batch():
-                yield
-
-        return BatchLane(1, "write", around=one_commit, then_on=self.reads)
+        return BatchLane(1, "write", around=self.mail.batch, then_on=self.reads)
 
     @cached_property
     def gate(self) -> ConnectionGate:

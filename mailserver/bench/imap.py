@@ -100,7 +100,7 @@ def prepare_data(root: Path, users: int, messages: int, varied: bool = False,
     from ..registry import Registry
     from ..registry.citizens import add_citizen
     from ..store import open_store
-    from ..store.mailstore import NewMessage, insert_messages
+    from ..store.api import NewMessage
     from ..store.models import Account
 
     cfg = _config(root, real_hash=real_hash)
@@ -121,7 +121,7 @@ def prepare_data(root: Path, users: int, messages: int, varied: bool = False,
         n = min(10_000, messages - done)
         with store.session() as s:  # one content row per batch, shared by its messages (unless varied)
             raws = varied_messages(n, seed=done) if varied else [raw] * n
-            insert_messages(s, [NewMessage(out[0][1], r, flags=(i % 3 == 0)) for i, r in enumerate(raws)])
+            store.mail.deliver_in(s, [NewMessage(out[0][1], r, flags=(i % 3 == 0)) for i, r in enumerate(raws)])
         done += n
     store.dispose()
     return out
@@ -322,7 +322,6 @@ async def _idle_session(port: int, user: str, notify: bool = False) -> LineClien
 async def _idle_bench(root: Path, server: ServerChild, users: list[tuple[str, int]], count: int,
                       probes: int, notify: bool = False) -> tuple[float, list[float]]:
     from ..store import open_store
-    from ..store.mailstore import deliver
 
     sessions: list[tuple[LineClient, int]] = []
     for start in range(0, count, 200):
@@ -342,7 +341,7 @@ async def _idle_bench(root: Path, server: ServerChild, users: list[tuple[str, in
         account = users[(k * 7) % len(users)][1]
         watchers = [c for c, a in sessions if a == account]
         started = time.perf_counter()
-        await loop.run_in_executor(None, deliver, store, b"Subject: ping\r\n\r\nping\r\n", [account])
+        await loop.run_in_executor(None, store.mail.deliver, b"Subject: ping\r\n\r\nping\r\n", [account])
 
         async def told(c: LineClient) -> float:
             while True:

@@ -30,7 +30,7 @@ def command(count: int) -> None:
     from ..services.topics import add_topic
     from ..services.worker import process_pending, service_inboxes
     from ..store import open_store
-    from ..store.mailstore import NewMessage, insert_messages
+    from ..store.api import NewMessage
     from ..store.models import Account, Subscription
     from .util import peak_rss_mib, write_citizens_csv
 
@@ -61,7 +61,7 @@ def command(count: int) -> None:
                                                surveys.Question("q2", [("A", "a"), ("B", "b")])]})
         with store.session() as s:
             box = s.scalar(select(Account.id).where(Account.address == address))
-            insert_messages(s, [NewMessage(account_id=box, raw=(
+            store.mail.deliver_in(s, [NewMessage(account_id=box, raw=(
                 f"X-Civicmail-Authenticated: citizen={addr}\r\nFrom: {addr}\r\nTo: {address}\r\n"
                 f"Subject: Re: bench\r\nMessage-ID: <v{i}@bench>\r\n\r\n1{'ABC'[i % 3]} 2{'AB'[i % 2]}\r\n"
                 f"\r\n> 1A 2C\r\n-- \r\nsignature\r\n").encode()) for i, (_, addr) in enumerate(accounts)])

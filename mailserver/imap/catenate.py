@@ -17,7 +17,6 @@ from .. import mime
 from ..errors import BadUrl, MessageTooBig, NotFound
 from ..mime.sections import find_part
 from ..mime.structure import parse_message
-from ..store import mailboxes as mb
 from .codec import canonical_mailbox
 from .commands import CatPart, FetchAtt
 from .parser import ParseError, parse_fetch_att
@@ -80,12 +79,12 @@ def _resolve(store, account_id: int, login: str, selected: str | None, url: str)
     if not name:
         raise BadUrl(echo(url))  # relative to a selected mailbox, and none is
     try:
-        folder = mb.find_folder(store, account_id, name)
+        folder = store.find_folder(account_id, name)
     except NotFound:
         raise BadUrl(echo(url)) from None
     if parsed.uidvalidity is not None and parsed.uidvalidity != folder.uidvalidity:
         raise BadUrl(echo(url))
-    raw = mb.message_raw(store, folder.id, parsed.uid)
+    raw = store.message_raw(folder.id, parsed.uid)
     if not raw:
         raise BadUrl(echo(url))
     att = parsed.section

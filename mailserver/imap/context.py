@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..store import mailboxes as mb
 from .codec import format_uid_set
 from .search import Matcher, Message, columns_for, uses_key
 from .selected import SelectedFolder
@@ -54,7 +53,7 @@ def matching(store, sel: SelectedFolder, keys: tuple, uids: list[int]) -> set[in
                 ranges[-1] = (ranges[-1][0], u)
             else:
                 ranges.append((u, u))
-        for row in mb.fetch_rows(store, sel.folder_id, part[0], part[-1], len(part), cols, ranges):
+        for row in store.fetch(sel.folder_id, part[0], part[-1], len(part), cols, ranges):
             seq = sel.seq_of(row.uid)
             msg = Message(row)
             if seq is not None and all(matcher.match(k, msg, seq) for k in keys):

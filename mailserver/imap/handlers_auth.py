@@ -281,7 +281,7 @@ async def do_idle(s: ImapSession, cmd: Command) -> Reply:
     try:
         while True:
             if s.ctx.outage.active:  # woken by the start of an outage (service.py), or idling in one
-                await s.ctx.run_store(s.store.ping)
+                await s.ctx.run_store(s.ctx.store.ping)
             await s.push(idle=True)
             await s.flush()
             waiter = asyncio.ensure_future(s.wake.wait())

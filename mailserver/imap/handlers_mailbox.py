@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..errors import NotFound
 from ..mime.binary import without_nul
-from ..store import mailboxes as mb
+from ..store import api
 from . import parser as P
 from . import responses as R
 from .catenate import assemble
@@ -40,9 +40,9 @@ async def do_select(s: ImapSession, cmd: MailboxCommand) -> Reply:
     # IMAP4rev2 (RFC 9051 E.6): no \Recent, so nothing is claimed, no RECENT nor [UNSEEN n] sent
     claims = not readonly and not s.rev2
     serial = s.ctx.hub.serial()  # before the snapshot: see ImapSession.select
-    snap = await s.ctx.run_read(mb.select_folder, s.store, s.account_id, cmd.mailbox, not claims, False)
+    snap = await s.ctx.run_read(s.store.select, s.account_id, cmd.mailbox, not claims, False)
     if claims and snap.unclaimed:  # messages no session has seen as \Recent: claim them (a write)
-        snap = await s.ctx.run_write(mb.claim_snapshot, s.store, snap)
+        snap = await s.ctx.run_write(s.store.claim_snapshot, snap)
     sel = SelectedFolder.from_snapshot(snap, readonly, s.rev2)
     for line in sel.flags_responses():
         await s.untagged(line)
@@ -76,7 +76,7 @@ async def do_select(s: ImapSession, cmd: MailboxCommand) -> Reply:
 @command("CREATE", AUTHED, P.create, cap="CREATE-SPECIAL-USE", expunge=True)
 async def do_create(s: ImapSession, cmd: MailboxCommand) -> Reply:
     """RFC 3501 6.3.3, RFC 6154 5.2 (USE), RFC 8474 4.1 (the new folder's MAILBOXID)."""
-    made = await s.ctx.run(mb.create_folder, s.store, s.account_id, cmd.mailbox, s.config.accounts, cmd.use)
+    made = await s.ctx.run(s.store.create_folder, s.account_id, cmd.mailbox, s.config.accounts, cmd.use)
     return R.OK_DONE.with_code(f"MAILBOXID ({mailbox_id(made.id, made.uidvalidity)})")
 
 
@@ -85,32 +85,32 @@ async def do_delete(s: ImapSession, cmd: MailboxCommand) -> Reply:
     if s.selected is not None and s.selected.name == cmd.mailbox:
         s.close_selected()
     try:
-        await s.ctx.run(mb.delete_folder, s.store, s.account_id, cmd.mailbox)
-    except mb.HasChildFolders:
+        await s.ctx.run(s.store.delete_folder, s.account_id, cmd.mailbox)
+    except api.HasChildFolders:
         return R.NO_HASCHILDREN
     return R.OK_DONE
 
 
 @command("RENAME", AUTHED, P.rename, expunge=True)
 async def do_rename(s: ImapSession, cmd: Rename) -> Reply:
-    await s.ctx.run(mb.rename_folder, s.store, s.account_id, cmd.old, cmd.new, s.config.accounts)
+    await s.ctx.run(s.store.rename_folder, s.account_id, cmd.old, cmd.new, s.config.accounts)
     return R.OK_DONE
 
 
 @command("SUBSCRIBE", AUTHED, P.one_mailbox, expunge=True)
 async def do_subscribe(s: ImapSession, cmd: MailboxCommand) -> Reply:
     """RFC 3501 6.3.6: any name, whether or not a folder has it (a list of its own)."""
-    await s.ctx.run(mb.subscribe, s.store, s.account_id, cmd.mailbox, s.config.accounts)
+    await s.ctx.run(s.store.subscribe, s.account_id, cmd.mailbox, s.config.accounts)
     return R.OK_DONE
 
 
 @command("UNSUBSCRIBE", AUTHED, P.one_mailbox, expunge=True)
 async def do_unsubscribe(s: ImapSession, cmd: MailboxCommand) -> Reply:
-    await s.ctx.run(mb.unsubscribe, s.store, s.account_id, cmd.mailbox)
+    await s.ctx.run(s.store.unsubscribe, s.account_id, cmd.mailbox)
     return R.OK_DONE
 
 
-def _status_items(st: mb.FolderStatus, items: tuple[str, ...]) -> str:
+def _status_items(st: api.FolderStatus, items: tuple[str, ...]) -> str:
     values = {"MESSAGES": st.info.message_count, "RECENT": st.recent, "UIDNEXT": st.info.uidnext,
               "UIDVALIDITY": st.info.uidvalidity, "UNSEEN": st.unseen, "SIZE": st.info.total_size,
               "HIGHESTMODSEQ": st.info.highestmodseq, "DELETED": st.deleted,
@@ -131,7 +131,7 @@ async def do_list(s: ImapSession, cmd: ListCmd) -> Reply:
     statuses = {}
     folders = [x.name for x in listed if x.exists]
     if cmd.status_items and folders:
-        for st in await s.ctx.run_read(mb.folder_status, s.store, s.account_id, folders):
+        for st in await s.ctx.run_read(s.store.folder_status, s.account_id, folders):
             statuses[st.info.name] = st
     for x in listed:
         line = list_line(verb, x.attrs, s.mailbox_wire(x.name))
@@ -147,7 +147,7 @@ async def do_list(s: ImapSession, cmd: ListCmd) -> Reply:
 async def do_status(s: ImapSession, cmd: Status) -> Reply:
     if "HIGHESTMODSEQ" in cmd.items:
         await s.enable_condstore()
-    found = await s.ctx.run_read(mb.folder_status, s.store, s.account_id, [cmd.mailbox])
+    found = await s.ctx.run_read(s.store.folder_status, s.account_id, [cmd.mailbox])
     if not found:
         return R.NO_NONEXISTENT
     await s.untagged(f"STATUS {s.mailbox_wire(cmd.mailbox)} ({_status_items(found[0], cmd.items)})")
@@ -179,11 +179,11 @@ async def do_append(s: ImapSession, cmd: Append) -> Reply:
         if (m.binary or any(p.binary for p in m.catenate or ())) and b"\0" in raw:
             raw = await s.heavy(without_nul, raw)  # RFC 3516 4.4: NUL parts become base64
         bits, keywords = split_flags(m.flags)
-        items.append(mb.ToAppend(raw, bits, " ".join(sorted(set(keywords))) or None, m.date))
+        items.append(api.ToAppend(raw, bits, " ".join(sorted(set(keywords))) or None, m.date))
     sel = s.selected
     into_selected = sel is not None and sel.name == cmd.mailbox
     try:
-        done = await s.run_looking(mb.append_messages, s.store, s.account_id, cmd.mailbox, items,
+        done = await s.run_looking(s.store.append, s.account_id, cmd.mailbox, items,
                                    s.config.accounts.quota_bytes, into_selected and not sel.readonly)
     except NotFound:
         return R.NO_TRYCREATE
@@ -195,13 +195,13 @@ async def do_append(s: ImapSession, cmd: Append) -> Reply:
 
 
 async def _quota_lines(s: ImapSession) -> None:
-    used, limit = await s.ctx.run_read(mb.quota_usage, s.store, s.account_id, s.config.accounts.quota_bytes)
-    await s.untagged(f'QUOTA "" (STORAGE {(used + 1023) // 1024} {limit // 1024})')
+    usage = await s.ctx.run_read(s.store.quota, s.account_id, s.config.accounts.quota_bytes)
+    await s.untagged(f'QUOTA "" (STORAGE {(usage.used + 1023) // 1024} {usage.limit // 1024})')
 
 
 @command("GETQUOTAROOT", AUTHED, P.one_mailbox, cap=("QUOTA", "QUOTA=RES-STORAGE"), expunge=True)
 async def do_getquotaroot(s: ImapSession, cmd: MailboxCommand) -> Reply:
-    await s.ctx.run_read(mb.find_folder, s.store, s.account_id, cmd.mailbox)
+    await s.ctx.run_read(s.store.find_folder, s.account_id, cmd.mailbox)
     await s.untagged(f'QUOTAROOT {s.mailbox_wire(cmd.mailbox)} ""')
     await _quota_lines(s)
     return R.OK_DONE
@@ -225,7 +225,7 @@ async def do_close(s: ImapSession, cmd: Command) -> Reply:
     sel = s.selected
     s.close_selected()
     if sel is not None and not sel.readonly:
-        await s.ctx.run_write(mb.expunge, s.store, sel.folder_id)  # silently (RFC 3501 6.4.2)
+        await s.ctx.run_write(s.store.expunge, sel.folder_id)  # silently (RFC 3501 6.4.2)
     return R.OK_DONE
 
 

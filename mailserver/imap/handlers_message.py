@@ -14,8 +14,8 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 
 from ..errors import NotFound
-from ..store import mailboxes as mb
-from ..store.models.mail import SEEN
+from ..store import api
+from ..store.api import SEEN
 from . import fetch as F
 from . import parser as P
 from . import responses as R
@@ -55,8 +55,8 @@ def _render_batch(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tu
     the keywords in them that the session has not announced yet (``announce_keywords``).
     ``light``: on the store's pool, not the heavy lane; a batch that would have to read
     messages there (a PREVIEW not cached at delivery) comes back as None, for the heavy lane."""
-    rows = mb.fetch_rows(store, sel.folder_id, lo, hi, FETCH_BATCH, columns, ranges if len(ranges) > 1 else None,
-                         changedsince)
+    rows = store.fetch(sel.folder_id, lo, hi, FETCH_BATCH, columns, ranges if len(ranges) > 1 else None,
+                       changedsince)
     if light and "preview" in columns and F.needs_raw(atts, rows):
         return None, lo, set()
     uids = sel.uids
@@ -98,7 +98,7 @@ def _render_batch(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tu
             if has_raw:
                 loader = (lambda r=row.raw: r)
             else:
-                loader = (lambda u=row.uid: mb.message_raw(store, sel.folder_id, u))
+                loader = (lambda u=row.uid: store.message_raw(sel.folder_id, u))
             out.append(F.render(i + 1, row, atts, sel.is_recent(row.uid), with_uid, loader))
         unknown = sel.unknown_keywords(row.keywords for row in rows) if "keywords" in columns else set()
     nxt = rows[-1][0] + 1 if len(rows) == FETCH_BATCH else None
@@ -119,7 +119,7 @@ async def send_vanished_earlier(s: ImapSession, sel: SelectedFolder, modseq: int
     any) expunged after ``modseq``; those still in the session's view are left to the
     VANISHED that tells it of their expunge."""
     ranges = uids.resolve(_ANY_UID) if uids is not None else None
-    gone = await s.ctx.run_read(mb.vanished_since, s.store, sel.folder_id, modseq, ranges, sel.uids)
+    gone = await s.ctx.run_read(s.store.vanished_since, sel.folder_id, modseq, ranges, sel.uids)
     if gone:
         await s.untagged("VANISHED (EARLIER) " + ranges_text(gone))
 
@@ -171,7 +171,7 @@ async def send_fetch_of(s: ImapSession, uids: list[int], atts: tuple[FetchAtt, .
     await _send_fetch(s, run, sel, ranges, atts, True, None)
 
 
-def _saw_own_write(sel: SelectedFolder, stored: mb.Stored) -> None:
+def _saw_own_write(sel: SelectedFolder, stored: api.Stored) -> None:
     # Nothing else happened between our last look and our write: our own change is known.
     if stored.modseq_before and stored.modseq_before == sel.modseq:
         sel.modseq = stored.modseq_after
@@ -196,7 +196,7 @@ async def do_fetch(s: ImapSession, cmd: Fetch) -> Reply:
     if cmd.changedsince is not None or any(a.name == "MODSEQ" for a in atts):
         await s.enable_condstore()
     if F.sets_seen(atts) and not sel.readonly:
-        stored = await s.ctx.run_write(mb.store_flags, s.store, sel.folder_id, ranges, "+", SEEN, ())
+        stored = await s.ctx.run_write(s.store.store_flags, sel.folder_id, ranges, "+", SEEN, ())
         _saw_own_write(sel, stored)
         if stored.rows and not any(a.name == "FLAGS" for a in atts):
             atts = atts + (FetchAtt("FLAGS"),)
@@ -223,7 +223,7 @@ async def do_store(s: ImapSession, cmd: Store) -> Reply:
     if cmd.unchangedsince is not None:
         await s.enable_condstore()
     bits, keywords = split_flags(cmd.flags)
-    stored = await s.run_looking(mb.store_flags, s.store, sel.folder_id, ranges, cmd.mode, bits, keywords,
+    stored = await s.run_looking(s.store.store_flags, sel.folder_id, ranges, cmd.mode, bits, keywords,
                                  cmd.unchangedsince)
     _saw_own_write(sel, stored)
     await s.announce_keywords(r[2] for r in stored.rows)
@@ -262,7 +262,7 @@ async def do_copy(s: ImapSession, cmd: Copy) -> Reply:
     if not ranges:
         return R.OK_DONE
     try:
-        copied = await s.run_looking(mb.copy_messages, s.store, s.account_id, sel.folder_id, ranges, cmd.mailbox,
+        copied = await s.run_looking(s.store.copy, s.account_id, sel.folder_id, ranges, cmd.mailbox,
                                      cmd.move, s.config.accounts.quota_bytes)
     except NotFound:
         return R.NO_TRYCREATE
@@ -286,21 +286,21 @@ def _search(store, sel: SelectedFolder, keys: tuple, charset_ok: bool) -> list[t
     cols = tuple(sorted(search_columns(keys)))
     with_modseq = "modseq" in cols
     matcher = Matcher(len(sel.uids), sel.max_uid, sel.is_recent, frozenset(sel.saved))
-    hits: list[tuple[int, int, int]] = []
-    lo = 1
     uids = sel.uids
-    while True:
-        rows = mb.fetch_rows(store, sel.folder_id, lo, sel.max_uid, FETCH_BATCH, cols)
-        for row in rows:
-            i = bisect_left(uids, row.uid)
-            if i >= len(uids) or uids[i] != row.uid:
-                continue
-            msg = Message(row)
-            if all(matcher.match(k, msg, i + 1) for k in keys):
-                hits.append((i + 1, row.uid, row.modseq if with_modseq else 0))
-        if len(rows) < FETCH_BATCH:
-            return hits
-        lo = rows[-1].uid + 1
+
+    def seq_of(uid: int) -> int:  # 0: not yet told to this session
+        i = bisect_left(uids, uid)
+        return i + 1 if i < len(uids) and uids[i] == uid else 0
+
+    def match(row) -> bool:
+        seq = seq_of(row.uid)
+        if not seq:
+            return False
+        msg = Message(row)
+        return all(matcher.match(k, msg, seq) for k in keys)
+
+    return [(seq_of(row.uid), row.uid, row.modseq if with_modseq else 0)
+            for row in store.search(sel.folder_id, 1, sel.max_uid, cols, match)]
 
 
 def _window(sel: SelectedFolder, ranges: list[tuple[int, int]], low: int, high: int) -> list[tuple[int, int]]:
@@ -430,6 +430,6 @@ async def do_expunge(s: ImapSession, cmd: Expunge) -> Reply:
         ranges = _ranges(s, cmd.seqset, True)
         if not ranges:
             return R.OK_DONE
-    await s.run_looking(mb.expunge, s.store, sel.folder_id, ranges)
+    await s.run_looking(s.store.expunge, sel.folder_id, ranges)
     s.pending = True
     return R.OK_DONE

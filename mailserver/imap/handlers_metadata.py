@@ -37,7 +37,7 @@ async def do_getmetadata(s: ImapSession, cmd: GetMetadata) -> Reply:
     left out and the tagged OK says the longest ([METADATA LONGENTRIES n]). The values read are
     bounded by imap.metadata_max_entries x metadata_max_size; the client chooses how many, so
     the heavy lane reads them."""
-    found = await s.heavy(an.get_metadata, s.store, s.account_id, cmd.mailbox, cmd.entries, cmd.depth, cmd.maxsize)
+    found = await s.heavy(an.get_metadata, s.ctx.store, s.account_id, cmd.mailbox, cmd.entries, cmd.depth, cmd.maxsize)
     if found.entries:
         pairs = b" ".join(_entry(name) + b" " + _value(value, s.utf8) for name, value in found.entries)
         await s.send(b"* METADATA " + s.mailbox_wire(cmd.mailbox).encode("utf-8") + b" (" + pairs + b")\r\n")
@@ -51,6 +51,6 @@ async def do_setmetadata(s: ImapSession, cmd: SetMetadata) -> Reply:
     """RFC 5464 4.3: all entries or none; NO [METADATA MAXSIZE n] or [METADATA TOOMANY] past
     imap.metadata_max_size or metadata_max_entries."""
     imap = s.config.imap
-    await s.ctx.run(an.set_metadata, s.store, s.account_id, cmd.mailbox, cmd.items, imap.metadata_max_size,
+    await s.ctx.run(an.set_metadata, s.ctx.store, s.account_id, cmd.mailbox, cmd.items, imap.metadata_max_size,
                     imap.metadata_max_entries)
     return R.OK_DONE

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-from ..store import mailboxes as mb
+from ..store import api
 from .commands import ListCmd
 from .listmatch import SEP, ListPatterns, parents
 
@@ -42,10 +42,10 @@ def wants_subscriptions(cmd: ListCmd) -> bool:
 def listing(store, account_id: int, cmd: ListCmd) -> list[Listed]:
     """The lines of one LIST or LSUB, in name order (blocking: in a store thread)."""
     patterns = ListPatterns(cmd.reference, cmd.patterns)
-    subscribed = set(mb.subscriptions(store, account_id)) if wants_subscriptions(cmd) else set()
+    subscribed = set(store.subscriptions(account_id)) if wants_subscriptions(cmd) else set()
     if cmd.lsub:
         return lsub(patterns, subscribed)
-    return list_extended(cmd, patterns, {f.name: f for f in mb.list_folders(store, account_id)}, subscribed)
+    return list_extended(cmd, patterns, {f.name: f for f in store.list_folders(account_id)}, subscribed)
 
 
 def lsub(patterns: ListPatterns, subscribed: set[str]) -> list[Listed]:
@@ -63,7 +63,7 @@ def lsub(patterns: ListPatterns, subscribed: set[str]) -> list[Listed]:
     return [Listed(name, out[name]) for name in sorted(out)]
 
 
-def list_extended(cmd: ListCmd, patterns: ListPatterns, folders: dict[str, mb.FolderInfo],
+def list_extended(cmd: ListCmd, patterns: ListPatterns, folders: dict[str, api.FolderInfo],
                   subscribed: set[str]) -> list[Listed]:
     """LIST: the folders that match, or with (SUBSCRIBED) the subscribed names that match,
     those without a folder as \\NonExistent; (SPECIAL-USE) keeps the special-use folders;

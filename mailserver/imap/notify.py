@@ -29,8 +29,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..store import mailboxes as mb
-from ..store.mailboxes import SEP
+from ..store import api
+from ..store.api import SEP
 from . import responses as R
 from .listing import list_line
 from .notify_syntax import EventGroup, Notify
@@ -56,17 +56,17 @@ class Counters:
     modseq: int
 
     @classmethod
-    def of(cls, st: mb.FolderStatus) -> "Counters":
+    def of(cls, st: api.FolderStatus) -> "Counters":
         i = st.info
         return cls(i.uidvalidity, i.uidnext, i.message_count, st.unseen, i.highestmodseq)
 
 
 def _view(store, account_id: int) -> tuple[list, set[str]]:
-    return mb.list_folders(store, account_id), set(mb.subscriptions(store, account_id))
+    return store.list_folders(account_id), set(store.subscriptions(account_id))
 
 
-def _statuses(store, account_id: int, names: list[str]) -> list[mb.FolderStatus]:
-    return mb.folder_status(store, account_id, names)
+def _statuses(store, account_id: int, names: list[str]) -> list[api.FolderStatus]:
+    return store.folder_status(account_id, names)
 
 
 def _children_attr(name: str, names) -> str:
@@ -142,7 +142,7 @@ class Notifier:
         self._watching = want
         return added
 
-    async def _baseline(self, folder_ids) -> list[mb.FolderStatus]:
+    async def _baseline(self, folder_ids) -> list[api.FolderStatus]:
         """Read the counters of newly watched folders: what later changes are told against."""
         s = self.session
         names = [self.names[fid] for fid in sorted(folder_ids) if fid not in self.known]
@@ -218,7 +218,7 @@ class Notifier:
         for line in lines:
             await s.untagged(line)
 
-    def _status_change(self, st: mb.FolderStatus) -> str | None:
+    def _status_change(self, st: api.FolderStatus) -> str | None:
         now = Counters.of(st)
         before = self.known.get(st.info.id)
         self.known[st.info.id] = now

@@ -9,7 +9,7 @@ import datetime as dt
 
 from .. import mime
 from ..mime.search import SearchHeader
-from ..store.models.mail import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN
+from ..store.api import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN
 from .codec import SeqSet
 
 _FLAG_KEYS = {"ANSWERED": (ANSWERED, True), "DELETED": (DELETED, True), "DRAFT": (DRAFT, True),

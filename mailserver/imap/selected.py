@@ -7,8 +7,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from ..store.mailboxes import Changes, Snapshot
-from ..store.models.mail import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN
+from ..store.api import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, Changes, Snapshot
 from .codec import STAR, SeqSet
 
 _FLAG_NAMES = ((SEEN, "\\Seen"), (ANSWERED, "\\Answered"), (FLAGGED, "\\Flagged"), (DELETED, "\\Deleted"),

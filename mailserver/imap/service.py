@@ -16,7 +16,6 @@ from typing import Callable
 from ..admission import ConnectionCounter, TLSAfterAdmission
 from ..config import parse_hostport
 from ..server import ServerContext, StartupError
-from ..store.groupcommit import group_commit
 from ..store.notify import FolderWatcher
 from . import registry
 from . import responses as R
@@ -259,7 +258,7 @@ class TombstonePruner:
 
 
 def make_services(ctx: ServerContext, worker: bool = False) -> list:
-    group_commit(ctx.store).on_commit = ctx.metrics.commit_observer("imap")
+    ctx.store.commits.on_commit = ctx.metrics.commit_observer("imap")
     services: list = [WatcherService(ctx)]
     if ctx.config.imap.expunge_history_days > 0 and not worker:  # once per server, in the first process
         services.append(TombstonePruner(ctx))

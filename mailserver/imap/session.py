@@ -15,7 +15,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, NoReturn, TypeVar
 
 from ..errors import CivicmailError, LimitExceeded
-from ..store import mailboxes
+from ..store.api import Changes
 from ..store.outage import is_outage
 from . import responses as R
 from .codec import format_uid_set, mailbox_wire
@@ -30,6 +30,7 @@ from .selected import SelectedFolder, flag_text
 
 if TYPE_CHECKING:
     from ..registry.auth import Principal
+    from ..store.api import MailStore
     from ..server import ServerContext
     from .service import ImapService
 
@@ -58,18 +59,18 @@ class _Looked(NamedTuple):
     forced: bool
     #: the hub's count of announced changes of the folder before the look (``ChangeHub.version``)
     version: int
-    changes: "mailboxes.Changes | None"
+    changes: "Changes | None"
 
 
-def _look_after(hub, store, folder_id: int, modseq: int, max_uid: int, exists: int, force: bool,
+def _look_after(store: "MailStore", folder_id: int, modseq: int, max_uid: int, exists: int, force: bool,
                 result: T) -> tuple[T, tuple]:
     """In a store thread, after a write's COMMIT: what changed in the selected folder since
     ``modseq`` (after the session's own write, when the result says it saw no other)."""
     before = getattr(result, "modseq_before", 0)
     if before and before == modseq:
         modseq = result.modseq_after
-    version = hub.version(folder_id)  # before the look: see ChangeHub.version
-    changes = mailboxes.changes_since(store, folder_id, modseq, max_uid, exists, force)
+    version = store.hub.version(folder_id)  # before the look: see ChangeHub.version
+    changes = store.changes_since(folder_id, modseq, max_uid, exists, force)
     return result, ((modseq, max_uid, exists), force, version, changes)
 
 
@@ -142,8 +143,9 @@ class ImapSession:
         return self.ctx.config
 
     @property
-    def store(self):
-        return self.ctx.store
+    def store(self) -> "MailStore":
+        """The mail store (``store.api``): every mailbox read and write of the session."""
+        return self.ctx.mail
 
     async def heavy(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn`` on the heavy lane, as one of this user's jobs (``ServerContext.run_heavy``)."""
@@ -496,7 +498,7 @@ class ImapSession:
         if sel is None:
             return await self.ctx.run_write(fn, *args)
         force = self._expunge_ok and sel.expunge_pending
-        look = functools.partial(_look_after, self.ctx.hub, self.store, sel.folder_id, sel.modseq, sel.max_uid,
+        look = functools.partial(_look_after, self.store, sel.folder_id, sel.modseq, sel.max_uid,
                                  sel.exists, force)
         result, looked = await self.ctx.run_write(fn, *args, then=look)
         self._looked = _Looked(sel, *looked)
@@ -519,7 +521,7 @@ class ImapSession:
             if sel is None or not (self.pending or force or (allow_expunge and sel.expunge_pending)):
                 return
             self.pending = False
-            changes = await self.ctx.run_read(mailboxes.changes_since, self.store, sel.folder_id, sel.modseq,
+            changes = await self.ctx.run_read(self.store.changes_since, sel.folder_id, sel.modseq,
                                               sel.max_uid, sel.exists, allow_expunge and sel.expunge_pending)
             if self.selected is not sel:
                 return
@@ -546,7 +548,7 @@ class ImapSession:
             if sel.readonly:  # EXAMINE: \Recent as no session has claimed them, without claiming
                 sel.note_recent(max(changes.recent_uid, known_max), new[-1])
             elif not sel.rev2 and not all(sel.is_recent(u) for u in new):
-                before = await self.ctx.run_write(mailboxes.claim_recent, self.store, sel.folder_id, new[-1])
+                before = await self.ctx.run_write(self.store.claim_recent, sel.folder_id, new[-1])
                 sel.note_recent(max(before, known_max), new[-1])
             await self.untagged(f"{sel.exists} EXISTS")
             if not sel.rev2:  # RFC 9051 E.6: no RECENT response

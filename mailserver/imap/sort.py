@@ -1,5 +1,5 @@
 """SORT (RFC 5256, RFC 5957) and the gathering THREAD shares with it: the session's messages that
-match the search, with the fields each sort key reads (cached at delivery: ``store.sortrows``),
+match the search, with the fields each sort key reads (cached at delivery: ``MailStore.sort_values``),
 then ordered in Python.
 
 Runs in a heavy-lane thread (``ImapSession.heavy``). A 100,000-message folder is read in
@@ -11,7 +11,6 @@ from bisect import bisect_left
 from operator import itemgetter
 from typing import Callable, Sequence
 
-from ..store.sortrows import sort_rows
 from .handlers_message import FETCH_BATCH, _search
 from .selected import SelectedFolder
 from .thread import ALGORITHMS, Columns
@@ -50,7 +49,7 @@ def gather(store, sel: SelectedFolder, names: tuple[str, ...], keys: tuple, with
     i = 0
     after = 0
     while True:
-        rows = sort_rows(store, sel.folder_id, names, after, sel.max_uid, FETCH_BATCH)
+        rows = store.sort_values(sel.folder_id, names, after, sel.max_uid, FETCH_BATCH)
         last = bisect_left(uids, rows[-1][0], i) if rows else n
         if matching is None and last < n and uids[last] == rows[-1][0] and uids[i] == rows[0][0] \
                 and last - i + 1 == len(rows):

@@ -11,7 +11,6 @@ from sqlalchemy import select
 
 from ..errors import ConfigError
 from ..server import ServerContext, StartupError
-from ..store.mailstore import deliver
 from ..store.models import Account
 from . import queue, relay
 from .dsn import build_dsn
@@ -109,7 +108,7 @@ class OutboundRunner:
             return
         dsn = build_dsn(hostname=config.server.hostname, domain=config.city.domain, sender=entry.sender,
                         original=entry.raw, failures=failures, permanent=permanent)
-        deliver(store, dsn, [account_id])
+        store.mail.deliver(dsn, [account_id])
 
 
 class OutboundService:

@@ -20,9 +20,8 @@ from sqlalchemy.orm import Session
 
 from ..errors import NotFound, ValidationError
 from ..identity import idnumber
-from ..store.mailstore import NewMessage, insert_messages
+from ..store.api import NewMessage
 from ..store.models import Account, Agency, Application, ApplicationDesk, Citizen
-from ..store.notify import hub
 from . import replies
 from .accounts import citizen_account, create_system_account
 from .mail import TRUSTED_HEADER, Inbound, compose, encoded, reply_subject, rewrite_header
@@ -212,10 +211,10 @@ def reply(reg, number: str, status: str, text: str) -> str:
                              replies.APPLICATION_HEADER: app.number, replies.STATUS_HEADER: status},
                       auto=None)  # a clerk's answer, not an automatic one
         raw = msg.as_bytes()
-        stored = insert_messages(s, [NewMessage(account_id=citizen.id, raw=raw),
+        stored = reg.store.mail.deliver_in(s, [NewMessage(account_id=citizen.id, raw=raw),
                                      NewMessage(account_id=mailbox.id, raw=raw, folder="Sent", flags=1)])
         app.status = status
         app.updated_at = dt.datetime.now(dt.timezone.utc)
         app.thread_refs = f"{app.thread_refs} {msg['Message-ID']}"
-    hub.changed(d.folder_id for d in stored)
+    reg.store.mail.changed(d.folder_id for d in stored)
     return str(msg["Message-ID"])

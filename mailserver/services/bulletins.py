@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from ..errors import ValidationError
-from ..store.mailstore import NewMessage, insert_messages
+from ..store.api import NewMessage
 from ..store.models import Account, Bulletin, BulletinDelivery, Subscription
-from ..store.notify import hub
 from . import markdown, replies
 from .mail import compose
 from .topics import get_topic, one_click_path, sub_address
@@ -81,8 +80,8 @@ def publish(reg, topic_id: str, source: str) -> Published:
                       [{"bulletin_id": bulletin_id, "account_id": aid} for aid, _ in pending])
             messages = [NewMessage(account_id=aid, raw=_personal(template, reg, topic_id, aid, addr))
                         for aid, addr in pending]
-            stored = insert_messages(s, messages)
-        hub.changed(d.folder_id for d in stored)
+            stored = reg.store.mail.deliver_in(s, messages)
+        reg.store.mail.changed(d.folder_id for d in stored)
         delivered += len(pending)
     return Published(bulletin_id, subject, delivered, already)
 

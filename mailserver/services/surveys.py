@@ -20,9 +20,8 @@ from sqlalchemy.orm import Session
 
 from ..cells import SpreadsheetWriter
 from ..errors import Conflict, NotFound, ValidationError
-from ..store.mailstore import NewMessage, insert_messages
+from ..store.api import NewMessage
 from ..store.models import Account, Ballot, Subscription, Survey, SurveyRecipient, Topic
-from ..store.notify import hub
 from . import replies
 from .accounts import citizen_account, create_system_account
 from .ballots import parse_vote
@@ -153,9 +152,9 @@ def send_ballots(reg, survey_id: str, to: str = "all") -> int:
                 break
             last = batch[-1][0]
             s.execute(SurveyRecipient.__table__.insert(), [{"survey_id": survey_id, "account_id": a} for a, _ in batch])
-            stored = insert_messages(s, [NewMessage(account_id=a, raw=template[:end].replace(
+            stored = reg.store.mail.deliver_in(s, [NewMessage(account_id=a, raw=template[:end].replace(
                 RCPT_MARK.encode(), addr.encode()) + template[end:]) for a, addr in batch])
-        hub.changed(d.folder_id for d in stored)
+        reg.store.mail.changed(d.folder_id for d in stored)
         sent += len(batch)
     return sent
 

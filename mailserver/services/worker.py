@@ -20,10 +20,8 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..errors import QuotaExceeded
-from ..store.mailbox_sql import touch_messages
-from ..store.mailstore import NewMessage, check_quota, insert_messages
-from ..store.models import Account, Content, Folder, Message, ServiceAccount, ServiceProcessed
-from ..store.notify import hub
+from ..store.api import NewMessage
+from ..store.models import Account, Folder, Message, ServiceAccount, ServiceProcessed
 from .applications import handle_application_mail
 from .mail import Inbound, is_automatic, parse, verified_sender
 from .outcome import Handled
@@ -139,7 +137,7 @@ def process_group(reg, items: list[tuple[int, ServiceInbox]]) -> int:
             done.append((message_id, inbox, outcome))
     for message_id, inbox, outcome in done:
         log.info("service %s %s: message %d %s", inbox.kind, inbox.ref, message_id, outcome)
-    hub.changed(folders)
+    reg.store.mail.changed(folders)
     return handled
 
 
@@ -147,8 +145,8 @@ def _handle(reg, s, message_id: int, inbox: ServiceInbox) -> tuple[str, list]:
     """Claim, handle and answer one message inside the caller's transaction."""
     s.add(ServiceProcessed(message_id=message_id, account_id=inbox.account_id, outcome="claimed"))
     s.flush()  # the claim: a second handler stops here (primary key)
-    raw = s.scalar(select(Content.raw).join(Message, Message.content_id == Content.id)
-                   .where(Message.id == message_id))
+    mail = reg.store.mail
+    raw = mail.raw_in(s, message_id)
     if raw is None:  # expunged meanwhile
         s.get(ServiceProcessed, message_id).outcome = "gone"
         return "gone", []
@@ -166,11 +164,11 @@ def _handle(reg, s, message_id: int, inbox: ServiceInbox) -> tuple[str, list]:
     fitting = []
     for m in new:  # per mailbox: an agency over quota must not cost the citizen the acknowledgement
         try:
-            check_quota(s, [m], reg.config.accounts.quota_bytes)
+            mail.check_quota(s, [m], reg.config.accounts.quota_bytes)
             fitting.append(m)
         except QuotaExceeded:
             result.outcome = result.outcome.removesuffix("-over-quota") + "-over-quota"  # the effect stands
-    stored = insert_messages(s, fitting)
+    stored = mail.deliver_in(s, fitting)
     s.get(ServiceProcessed, message_id).outcome = result.outcome[:32]
     return result.outcome, stored
 
@@ -198,7 +196,7 @@ def failed_messages(store) -> list[FailedMessage]:
 def retry_failed(store, message_ids: Collection[int] | None = None) -> list[int]:
     """Make failed messages (all, or those of ``message_ids``) pending again: their record goes, and
     the worker handles them as new (Mailman's unshunt). Returns the message ids made pending. They
-    get a new MODSEQ in the same transaction (touch_messages), past a running worker's watermark,
+    get a new MODSEQ in the same transaction (``MailStore.touch_in``), past a running worker's watermark,
     and the folder's change reaches it as any delivery does (FolderWatcher, NOTIFY), so it
     handles them within a poll, not at its next full scan."""
     with store.session() as s:
@@ -206,5 +204,5 @@ def retry_failed(store, message_ids: Collection[int] | None = None) -> list[int]
         if message_ids is not None:
             q = q.where(ServiceProcessed.message_id.in_(list(message_ids)))
         retried = sorted(s.scalars(q.returning(ServiceProcessed.message_id)))
-        touch_messages(s, retried)
+        store.mail.touch_in(s, retried)
         return retried

@@ -15,18 +15,13 @@ import asyncio
 import enum
 import logging
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
-
-from sqlalchemy import bindparam, func, select
 
 from ..errors import StoreUnavailable
 from ..mime import Analyzed, analyze
 from ..outbound.queue import enqueue
-from ..store.mailstore import NewMessage, insert_messages
-from ..store.models import Account, Folder
-from ..store.notify import hub
+from ..store.api import NewMessage
 from ..store.outage import CommitGuard, OutageLog, is_outage
 
 log = logging.getLogger("civicmail.smtp")
@@ -58,36 +53,6 @@ class Pending:
     guard: CommitGuard | None = None
 
 
-#: account id, its quota override and the bytes its folders hold: one Core query per batch
-_T_ACCOUNT, _T_FOLDER = Account.__table__, Folder.__table__
-_USAGE = (select(_T_ACCOUNT.c.id, _T_ACCOUNT.c.quota_bytes, func.coalesce(func.sum(_T_FOLDER.c.total_size), 0))
-          .select_from(_T_ACCOUNT.outerjoin(_T_FOLDER, _T_FOLDER.c.account_id == _T_ACCOUNT.c.id))
-          .where(_T_ACCOUNT.c.id.in_(bindparam("ids", expanding=True)))
-          .group_by(_T_ACCOUNT.c.id, _T_ACCOUNT.c.quota_bytes))
-
-
-def over_quota(session, items: list[Pending], default_quota: int) -> set[int]:
-    """Indexes of items that would take one of their mailboxes over quota, counting the
-    items before them in the batch."""
-    accounts = sorted({a for p in items for a in p.account_ids})
-    used: dict[int, int] = {}
-    limits: dict[int, int | None] = {}
-    connection = session.connection()
-    for i in range(0, len(accounts), 900):
-        for account_id, quota, size in connection.execute(_USAGE, {"ids": accounts[i:i + 900]}):
-            limits[account_id], used[account_id] = quota, size
-    refused: set[int] = set()
-    adding: dict[int, int] = defaultdict(int)
-    for n, p in enumerate(items):
-        size = len(p.raw)
-        if any(used.get(a, 0) + adding[a] + size > (limits.get(a) or default_quota) for a in p.account_ids):
-            refused.add(n)
-            continue
-        for a in p.account_ids:
-            adding[a] += size
-    return refused
-
-
 def analyze_all(items: list[Pending]) -> None:
     """Blocking: the cached structure of each message (a failure leaves it to commit())."""
     for p in items:
@@ -102,6 +67,8 @@ class GroupCommitter:
     def __init__(self, store, run, default_quota: int, max_batch: int = MAX_BATCH, timeout: float = 60.0,
                  outage: OutageLog | None = None, on_commit: Callable[[float], None] | None = None) -> None:
         self._store = store
+        #: the mail store (store/api.py) the messages go into, in the transaction of ``store``
+        self._mail = store.mail
         self._run = run  # ServerContext.run: the thread executor
         self._default_quota = default_quota
         self._max_batch = max_batch
@@ -229,12 +196,13 @@ class GroupCommitter:
         guards = [p.guard or CommitGuard.within(self._timeout) for p in items]
         try:
             with self._store.sessions() as session:
-                for n in over_quota(session, items, self._default_quota):
+                for n in self._mail.over_quota(session, [(len(p.raw), p.account_ids) for p in items],
+                                               self._default_quota):
                     outcomes[n] = Outcome.OVER_QUOTA
                 storing = [p for p, o in zip(items, outcomes) if o is Outcome.STORED]
                 messages = [NewMessage(account_id=a, raw=p.raw, analyzed=p.analyzed)
                             for p in storing for a in p.account_ids]
-                insert_messages(session, messages)
+                self._mail.deliver_in(session, messages)
                 for p in storing:
                     if p.remote:
                         p.queue_id = enqueue(session, p.sender, p.remote, p.raw, p.sender_account_id)
@@ -272,6 +240,6 @@ class GroupCommitter:
         self._outage.succeeded()
         self.commits += 1
         self.messages += len(items)
-        hub.changed({m.folder_id for m in messages})
+        self._mail.changed({m.folder_id for m in messages})
         return outcomes
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import socket
@@ -15,6 +16,8 @@ from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import ConfigError, StoreUnavailable
+from .groupcommit import GroupCommit
+from .notify import ChangeHub
 
 #: TCP keepalives on PostgreSQL connections: a peer silent for this long is probed ...
 KEEPALIVE_IDLE = 10
@@ -86,7 +89,11 @@ def make_engine(url: str, busy_timeout: float = 30.0, connect_timeout: float = 5
 
 
 class Store:
-    """The engine and a session factory. One per process."""
+    """The engine and a session factory. One per process.
+
+    It also owns what this process's writers share over it: the change hub (``hub``: sessions
+    are told of committed changes through it) and, on SQLite, the group commit (``commits``);
+    ``mail`` is the mail store over it (store/api.py)."""
 
     def __init__(self, url: str, busy_timeout: float = 30.0, connect_timeout: float = 5.0,
                  statement_timeout: float = 30.0) -> None:
@@ -98,6 +105,17 @@ class Store:
         #: this process's name as the owner of leases (store/leases.py): host, process id and a
         #: random part, so that a restarted process never mistakes its predecessor's lease for its own
         self.node = f"{socket.gethostname()[:80]}:{os.getpid()}:{secrets.token_hex(4)}"
+        #: told after each commit which folders changed; IMAP sessions listen (notify.py)
+        self.hub = ChangeHub()
+        #: SQLite: the writes of this process share commits (groupcommit.py)
+        self.commits = GroupCommit(self)
+
+    @functools.cached_property
+    def mail(self):
+        """The mail store over this database (``store.api.MailStore``, the SQL implementation)."""
+        from .sqlstore import SqlMailStore
+
+        return SqlMailStore(self)
 
     @property
     def dialect(self) -> str:

@@ -14,7 +14,6 @@ import contextlib
 import sys
 import threading
 import time
-import weakref
 from typing import Callable, Iterator
 
 from sqlalchemy.orm import Session
@@ -155,13 +154,6 @@ class GroupCommit:
             self._mutex.release()
 
 
-_BY_STORE: "weakref.WeakKeyDictionary[object, GroupCommit]" = weakref.WeakKeyDictionary()
-_BY_STORE_LOCK = threading.Lock()
-
-
 def group_commit(store) -> GroupCommit:
-    with _BY_STORE_LOCK:
-        gc = _BY_STORE.get(store)
-        if gc is None:
-            gc = _BY_STORE[store] = GroupCommit(store)
-        return gc
+    """The store's group commit (``Store.commits``)."""
+    return store.commits

@@ -6,38 +6,22 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound
+from .api import FolderInfo, NewMessage, UidRanges
 from .db import Store
 from .driver import driver_execute, driver_rows
-from .groupcommit import group_commit
-from .mailstore import NewMessage, insert_messages, sqlite_datetime
+from .mailstore import insert_messages, sqlite_datetime
 from .models import Content, Folder, Message
 from .notify import announce
 
 F = Folder.__table__
 M = Message.__table__
 C = Content.__table__
-
-#: (lo, hi) UID ranges, inclusive; how a sequence set reaches the store
-UidRanges = Sequence[tuple[int, int]]
-
-
-@dataclass(frozen=True)
-class FolderInfo:
-    id: int
-    name: str
-    special_use: str | None
-    uidvalidity: int
-    uidnext: int
-    highestmodseq: int
-    message_count: int
-    total_size: int
 
 
 @contextlib.contextmanager
@@ -48,13 +32,13 @@ def writing(store: Store) -> Iterator[Session]:
         with store.session() as session:
             yield session
         return
-    with group_commit(store).write() as session:
+    with store.commits.write() as session:
         yield session
 
 
 def serialized_writes(store: Store):
     """Queue a write made through another module (``record_login``) with ours."""
-    return group_commit(store).exclusive() if store.dialect == "sqlite" else contextlib.nullcontext()
+    return store.commits.exclusive() if store.dialect == "sqlite" else contextlib.nullcontext()
 
 
 def info_of_row(row) -> FolderInfo:

@@ -7,52 +7,33 @@ client repeats (the folder row, SELECT's pass over the folder, FETCH FLAGS, STOR
 fraction of SQLAlchemy's per-statement work: a 100,000-message folder opens in well under a
 second. Every write bumps the folder's HIGHESTMODSEQ and the changed messages' MODSEQ, which is
 how other sessions (in this process or another) learn what changed; it NOTIFYs other nodes on
-PostgreSQL inside its transaction and calls ``notify.hub.changed`` after the commit. On SQLite,
+PostgreSQL inside its transaction and calls ``store.hub.changed`` after the commit. On SQLite,
 writes share commits (``groupcommit.py``).
 """
 from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import dataclass
 from typing import Iterable
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from ..config import AccountsConfig
-from ..errors import Conflict, LimitExceeded, QuotaExceeded, SpecialUseRefused, UserError
+from ..errors import Conflict, LimitExceeded, QuotaExceeded, SpecialUseRefused
+from .api import (SEP, Appended, AppendedMany, CannotDelete, Changes, Copied, FolderInfo, FolderStatus,
+                  HasChildFolders, Snapshot, Stored, ToAppend, UidRanges)
 from .db import Store
 from .driver import driver_execute, driver_rows, raw_reader
-from .mailbox_sql import (F, M, FolderInfo, UidRanges, copy_rows, folder_row, info_of, INFO_SQL, release_content,
-                          remove_messages, serialized_writes, writing)
+from .mailbox_sql import (F, M, copy_rows, folder_row, info_of, INFO_SQL, release_content, remove_messages,
+                          serialized_writes, writing)
 from .models.mail import DELETED, SEEN
-from .notify import announce, announce_account, hub
+from .notify import announce, announce_account
 # The selected folder's operations live in selection.py; they are re-exported here so that
 # callers use one module for the mailbox store.
-from .selection import (Appended, AppendedMany, Changes, Copied, Snapshot, Stored, ToAppend, append_message,
+from .selection import (append_message,
                         append_messages, changes_since, claim_recent, copy_messages, expunge, fetch_rows, message_raw,
                         quota_usage, select_folder, claim_snapshot, store_flags, vanished_since)
-
-SEP = "/"
-
-
-class CannotDelete(UserError):
-    """INBOX, a special-use folder, or a folder with children."""
-
-
-class HasChildFolders(CannotDelete):
-    """DELETE of a folder with children (RFC 9051 7.1: NO [HASCHILDREN])."""
-
-
-@dataclass(frozen=True)
-class FolderStatus:
-    info: FolderInfo
-    unseen: int
-    recent: int
-    #: messages flagged \Deleted (RFC 9051 STATUS DELETED)
-    deleted: int = 0
-
 
 # -- folders --------------------------------------------------------------------------------------
 # The reads that every client repeats (LIST, STATUS, the folder row of each write) go through
@@ -178,7 +159,7 @@ def create_folder(store: Store, account_id: int, name: str, limits: AccountsConf
             _insert_folder(s, account_id, path, special_use if path == name else None)
         made = folder_row(s, account_id, name)
         announce_account(s, account_id)
-    hub.account_changed([account_id])
+    store.hub.account_changed([account_id])
     return made
 
 
@@ -206,8 +187,8 @@ def delete_folder(store: Store, account_id: int, name: str) -> None:
         s.execute(delete(F).where(F.c.id == row.id))
         announce(s, [row.id])
         announce_account(s, account_id)
-    hub.changed([row.id])
-    hub.account_changed([account_id])
+    store.hub.changed([row.id])
+    store.hub.account_changed([account_id])
 
 
 def rename_folder(store: Store, account_id: int, old: str, new: str, limits: AccountsConfig = AccountsConfig()) -> None:
@@ -252,8 +233,8 @@ def rename_folder(store: Store, account_id: int, old: str, new: str, limits: Acc
             moved_folders = [row.id] + [c[0] for c in children]
         announce(s, moved_folders)
         announce_account(s, account_id)
-    hub.changed(moved_folders)
-    hub.account_changed([account_id])
+    store.hub.changed(moved_folders)
+    store.hub.account_changed([account_id])
 
 
 # -- subscriptions (RFC 3501 6.3.6, 6.3.7): a list of names of its own ----------------------------------
@@ -284,7 +265,7 @@ def subscribe(store: Store, account_id: int, name: str, limits: AccountsConfig =
             raise LimitExceeded(f"an account has at most {limits.max_subscriptions} subscriptions")
         driver_execute(s, "INSERT INTO mailbox_subscription (account_id, name) VALUES (?, ?)", [(account_id, name)])
         announce_account(s, account_id)
-    hub.account_changed([account_id])
+    store.hub.account_changed([account_id])
 
 
 def unsubscribe(store: Store, account_id: int, name: str) -> None:
@@ -293,7 +274,7 @@ def unsubscribe(store: Store, account_id: int, name: str) -> None:
         driver_execute(s, "DELETE FROM mailbox_subscription WHERE account_id = ? AND name = ?",
                        [(account_id, name.rstrip(SEP))])
         announce_account(s, account_id)
-    hub.account_changed([account_id])
+    store.hub.account_changed([account_id])
 
 
 def _rename_subscriptions(session: Session, account_id: int, old: str, new: str) -> None:

@@ -3,65 +3,26 @@
 UIDs and MODSEQs are allocated in the same transaction that inserts the messages, so UIDs in a
 folder only grow and a rolled-back transaction leaves no trace. The caller commits; only then
 may it acknowledge (``250`` after DATA, tagged ``OK`` after APPEND), and only then are sessions
-told (``notify.hub.changed``).
+told (``store.hub.changed``). This is the SQL side of ``api.MailStore``'s delivery
+(``sqlstore.SqlMailStore`` calls it); the raw bytes are written in ``write_contents`` alone.
 """
 from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from dataclasses import dataclass, field
+from typing import Sequence
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound, QuotaExceeded
 from ..mime import Analyzed, analyze, sort_fields_of
 from ..mime.sortkeys import COLUMNS as SORT_COLUMNS
+from .api import Delivered, NewMessage
 from .db import Store
 from .driver import driver_execute, driver_rows
-from .models import Account, Content, Folder, Message
-from .notify import announce, hub
-
-
-@dataclass
-class NewMessage:
-    """One message for one mailbox. Several NewMessages may share one ``raw`` (one content row)."""
-
-    account_id: int
-    raw: bytes
-    analyzed: Analyzed | None = None
-    folder: str = "INBOX"
-    flags: int = 0
-    keywords: str | None = None
-    internaldate: dt.datetime | None = None
-    #: COPY: an existing content row to point at (its refcount is raised) instead of ``raw``;
-    #: ``size`` is then the message's size
-    reuse_content_id: int = 0
-    size: int = 0
-    #: filled in by insert_messages
-    folder_id: int = 0
-    uid: int = 0
-    message_id: int = 0
-    content_id: int = 0
-
-    @property
-    def byte_size(self) -> int:
-        return self.size if self.reuse_content_id else len(self.raw)
-
-
-@dataclass(frozen=True)
-class Delivered:
-    account_id: int
-    folder_id: int
-    uid: int
-    message_id: int
-
-
-@dataclass
-class QuotaCheck:
-    default_bytes: int
-    #: account id -> quota override (None: default)
-    overrides: dict[int, int | None] = field(default_factory=dict)
+from .models import Content, Folder, Message
+from .notify import announce
 
 
 def _folder_ids(session: Session, wanted: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
@@ -135,19 +96,76 @@ def sqlite_datetime(value: dt.datetime) -> str:
             f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}")
 
 
-def check_quota(session: Session, messages: list[NewMessage], quota_default: int) -> None:
-    """Raise QuotaExceeded when a message would take its account over quota."""
+def quota_usage_of(session, account_ids: Sequence[int]) -> dict[int, tuple[int, int | None]]:
+    """(bytes in all its folders, its own quota or None) of each account: the one place quota
+    usage is read (``over_quota``, ``check_quota`` and GETQUOTA all come here). ``session``: a
+    Session or a ``raw_reader``."""
+    out: dict[int, tuple[int, int | None]] = {}
+    ids = sorted(set(account_ids))
+    for chunk in _chunks(ids, 900):
+        for account_id, quota, used in driver_rows(
+                session, f"SELECT a.id, a.quota_bytes, (SELECT coalesce(sum(f.total_size), 0) FROM folder f "
+                         f"WHERE f.account_id = a.id) FROM account a WHERE a.id IN ({', '.join('?' * len(chunk))})",
+                *chunk):
+            out[account_id] = (int(used or 0), quota)
+    return out
+
+
+def over_quota(session, items: Sequence[tuple[int, Sequence[int]]], quota_default: int) -> set[int]:
+    """Indexes of items ((bytes, account ids) each) that would take one of their accounts over
+    quota, counting the items before them that fit."""
+    usage = quota_usage_of(session, [a for _, accounts in items for a in accounts])
+    adding: dict[int, int] = defaultdict(int)
+    refused: set[int] = set()
+    for n, (size, accounts) in enumerate(items):
+        if any(usage.get(a, (0, None))[0] + adding[a] + size > (usage.get(a, (0, None))[1] or quota_default)
+               for a in accounts):
+            refused.add(n)
+            continue
+        for a in accounts:
+            adding[a] += size
+    return refused
+
+
+def check_quota(session, messages: Sequence[NewMessage], quota_default: int) -> None:
+    """Raise QuotaExceeded when the messages together would take an account over quota."""
     adding: dict[int, int] = defaultdict(int)
     for m in messages:
         adding[m.account_id] += m.byte_size
-    for chunk in _chunks(list(adding), 900):
-        used = dict(session.execute(select(Folder.account_id, func.sum(Folder.total_size))
-                                    .where(Folder.account_id.in_(chunk)).group_by(Folder.account_id)).all())
-        quotas = dict(session.execute(select(Account.id, Account.quota_bytes).where(Account.id.in_(chunk))).all())
-        for account_id in chunk:
-            limit = quotas.get(account_id) or quota_default
-            if (used.get(account_id) or 0) + adding[account_id] > limit:
-                raise QuotaExceeded(f"mailbox of account {account_id} is over its quota")
+    items = [(size, (account_id,)) for account_id, size in adding.items()]
+    refused = over_quota(session, items, quota_default)
+    if refused:
+        raise QuotaExceeded(f"mailbox of account {items[min(refused)][1][0]} is over its quota")
+
+
+def write_contents(session: Session, contents: list[tuple[bytes, Analyzed, int]]) -> list[int]:
+    """Insert content rows ((raw, analysis, references) each) and their sort fields; their ids
+    in order. The one place a message's raw bytes are written."""
+    rows = [(raw, an.size, an.header_size, an.envelope, an.body, an.bodystructure, an.search_text, an.preview, refs)
+            for raw, an, refs in contents]
+    if session.get_bind().dialect.name == "sqlite":
+        content_ids = sqlite_insert_ids(session, "content", CONTENT_COLUMNS, rows)
+    else:
+        content_ids = insert_returning_ids(session, Content.__table__, [dict(zip(CONTENT_COLUMNS, r)) for r in rows])
+    # what SORT and THREAD read, beside each new content row (a writer that brought no sort
+    # fields gets them from the header here, so every message has them)
+    driver_execute(session, f"INSERT INTO content_sort ({', '.join(CONTENT_SORT_COLUMNS)}) "
+                            f"VALUES ({', '.join('?' * len(CONTENT_SORT_COLUMNS))})",
+                   [(cid, *(an.sort or sort_fields_of(raw))) for cid, (raw, an, _) in zip(content_ids, contents)])
+    return content_ids
+
+
+def read_raw(store: Store, session, message_ids: Sequence[int]) -> dict[int, bytes]:
+    """The raw bytes of messages by message id, in ``session``'s transaction on ``store`` (those
+    gone are missing). Besides FETCH's rows (``selection.fetch_rows``, ``message_raw``), the
+    one place a message's raw bytes are read."""
+    out: dict[int, bytes] = {}
+    for chunk in _chunks(sorted(set(message_ids)), 900):
+        for mid, raw in driver_rows(session, "SELECT message.id, content.raw FROM message JOIN content ON "
+                                             "content.id = message.content_id WHERE message.id IN "
+                                             f"({', '.join('?' * len(chunk))})", *chunk):
+            out[mid] = bytes(raw) if raw is not None else b""
+    return out
 
 
 def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delivered]:
@@ -179,20 +197,7 @@ def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delive
         contents[key] = (raw, an, refs + 1)
     keys = list(contents)
     sqlite = session.get_bind().dialect.name == "sqlite"
-    content_rows = [(raw, an.size, an.header_size, an.envelope, an.body, an.bodystructure, an.search_text, an.preview,
-                     refs) for raw, an, refs in (contents[k] for k in keys)]
-    if sqlite:
-        content_ids = sqlite_insert_ids(session, "content", CONTENT_COLUMNS, content_rows)
-    else:
-        content_ids = insert_returning_ids(session, Content.__table__,
-                                           [dict(zip(CONTENT_COLUMNS, row)) for row in content_rows])
-    # what SORT and THREAD read, beside each new content row (a writer that brought no sort
-    # fields gets them from the header here, so every message has them)
-    driver_execute(session, f"INSERT INTO content_sort ({', '.join(CONTENT_SORT_COLUMNS)}) "
-                            f"VALUES ({', '.join('?' * len(CONTENT_SORT_COLUMNS))})",
-                   [(cid, *(an.sort or sort_fields_of(raw))) for cid, (raw, an, _) in
-                    zip(content_ids, (contents[k] for k in keys))])
-    content_of = dict(zip(keys, content_ids))
+    content_of = dict(zip(keys, write_contents(session, [contents[k] for k in keys])))
     if reused:
         ct = Content.__table__
         session.execute(update(ct).where(ct.c.id == bindparam("cid")).values(refcount=ct.c.refcount + bindparam("n")),
@@ -271,5 +276,5 @@ def deliver(store: Store, raw: bytes, account_ids: list[int], folder: str = "INB
         if quota_default is not None:
             check_quota(session, messages, quota_default)
         delivered = insert_messages(session, messages)
-    hub.changed(d.folder_id for d in delivered)
+    store.hub.changed(d.folder_id for d in delivered)
     return delivered

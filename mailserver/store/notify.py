@@ -1,6 +1,7 @@
 """Mailbox change notices between sessions of one process (and, on PostgreSQL, between nodes).
 
-Writers call ``changed(folder_ids)`` after their transaction commits; IMAP sessions subscribe to
+Each ``Store`` has one hub (``store.hub``), shared by every writer and session over it. Writers
+call ``changed(folder_ids)`` after their transaction commits; IMAP sessions subscribe to
 the folder they have selected (and, under NOTIFY, to the folders they watch). A change to an
 account's list of folders or of subscriptions (CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE) is
 told with ``account_changed(account_ids)`` to the account's listeners. Safe to call from any thread.
@@ -137,9 +138,6 @@ def _call(targets: list[tuple[int, Entry]]) -> None:
             except RuntimeError:  # that loop has closed
                 pass
 
-
-#: the process's hub (one per process, like the engine)
-hub = ChangeHub()
 
 #: PostgreSQL channel on which writers announce changed folders (payload: "id,id,...") and
 #: changed folder lists of accounts (an id written "a<account id>")

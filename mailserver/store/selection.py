@@ -9,50 +9,18 @@ import datetime as dt
 import functools
 from array import array
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass, field
 from typing import NamedTuple, Sequence
 
 from ..errors import NotFound, QuotaExceeded
 from ..mime import analyze
 from .db import Store
 from .driver import driver_execute, driver_rows, raw_reader
-from .mailbox_sql import (FolderInfo, UidRanges, folder_row, info_of, INFO_SQL, uid_sql, bump_modseq, remove_messages,
-                          copy_rows, writing)
-from .mailstore import NewMessage, insert_messages
+from .api import (Appended, AppendedMany, Changes, Copied, NewMessage, QuotaUsage, Snapshot, Stored,
+                  ToAppend, UidRanges)
+from .mailbox_sql import folder_row, info_of, INFO_SQL, uid_sql, bump_modseq, remove_messages, copy_rows, writing
+from .mailstore import check_quota, insert_messages, over_quota, quota_usage_of
 from .models.mail import DELETED, SEEN
-from .notify import announce, hub
-
-
-@dataclass
-class Snapshot:
-    """What SELECT returns: the folder's counters and its UIDs in order (sequence number = index + 1)."""
-
-    folder: FolderInfo
-    uids: array
-    #: messages with a UID above this are \\Recent for this session
-    recent_above: int
-    recent: int
-    first_unseen_uid: int | None
-    keywords: set[str]
-
-    @property
-    def unclaimed(self) -> bool:
-        """Messages above the folder's \\Recent mark: a SELECT must claim them (``claim_snapshot``)."""
-        return bool(self.uids) and self.uids[-1] > self.recent_above
-
-
-@dataclass
-class Changes:
-    highestmodseq: int
-    uidnext: int
-    #: (uid, flags, keywords, modseq) of messages above the session's last known UID
-    new: list[tuple[int, int, str | None, int]]
-    #: (uid, flags, keywords, modseq) of known messages whose MODSEQ moved
-    changed: list[tuple[int, int, str | None, int]]
-    #: every UID now in the folder, only when some were expunged (else None)
-    present: array | None
-    #: messages above this UID are \\Recent for the session that claims them (folder.recent_uid)
-    recent_uid: int = 0
+from .notify import announce
 
 
 # -- a selected folder ----------------------------------------------------------------------------
@@ -249,19 +217,6 @@ def message_raw(store: Store, folder_id: int, uid: int) -> bytes:
     return bytes(rows[0][0]) if rows and rows[0][0] else b""
 
 
-@dataclass
-class Stored:
-    #: (uid, flags, keywords, modseq) of every message addressed and not refused by
-    #: UNCHANGEDSINCE, changed or not (a changed one has ``modseq_after``)
-    rows: list[tuple[int, int, str | None, int]]
-    #: the folder's HIGHESTMODSEQ before and after this write: a session that had seen
-    #: ``before`` has now seen ``after`` too (its own change needs no second report)
-    modseq_before: int
-    modseq_after: int
-    #: UIDs left alone because their MODSEQ was above UNCHANGEDSINCE (RFC 7162 3.1.3)
-    modified: list[int] = field(default_factory=list)
-
-
 def store_flags(store: Store, folder_id: int, uids: UidRanges, mode: str, bits: int,
                 keywords: Sequence[str], unchangedsince: int | None = None) -> Stored:
     """RFC 3501 6.4.6: mode "+", "-" or "" (replace). With ``unchangedsince`` (RFC 7162
@@ -313,7 +268,7 @@ def store_flags(store: Store, folder_id: int, uids: UidRanges, mode: str, bits: 
             driver_execute(s, "UPDATE folder SET highestmodseq = highestmodseq - 1 WHERE id = ?", [(folder_id,)])
             modseq -= 1
     if updates:
-        hub.changed([folder_id])
+        store.hub.changed([folder_id])
         return Stored(out, modseq - 1, modseq, modified)
     return Stored(out, 0, 0, modified)
 
@@ -326,7 +281,7 @@ def expunge(store: Store, folder_id: int, uids: UidRanges | None = None) -> list
                                               f"!= 0 AND {where} ORDER BY uid", folder_id, *params)]
         remove_messages(s, folder_id, gone)
     if gone:
-        hub.changed([folder_id])
+        store.hub.changed([folder_id])
     return gone
 
 
@@ -337,14 +292,6 @@ class _CopyRow(NamedTuple):
     flags: int
     keywords: str | None
     internaldate: dt.datetime | None
-
-
-@dataclass(frozen=True)
-class Copied:
-    uidvalidity: int
-    source_uids: list[int]
-    dest_uids: list[int]
-    dest_folder_id: int
 
 
 def copy_messages(store: Store, account_id: int, folder_id: int, uids: UidRanges, dest: str, move: bool,
@@ -359,50 +306,13 @@ def copy_messages(store: Store, account_id: int, folder_id: int, uids: UidRanges
                     driver_rows(s, f"SELECT uid, content_id, size, flags, keywords, internaldate FROM message "
                                    f"WHERE folder_id = ? AND {where} ORDER BY uid", folder_id, *params)]
         if not move:
-            _check_quota(s, account_id, sum(r.size for r in rows), quota_default)
+            if over_quota(s, [(sum(r.size for r in rows), (account_id,))], quota_default):
+                raise QuotaExceeded(f"mailbox of account {account_id} is over its quota")
         dest_uids = copy_rows(s, account_id, rows, dest)
         if move:
             remove_messages(s, folder_id, [r.uid for r in rows], release=False)
-    hub.changed([target.id, folder_id])
+    store.hub.changed([target.id, folder_id])
     return Copied(target.uidvalidity, [r.uid for r in rows], dest_uids, target.id)
-
-
-def _check_quota(session, account_id: int, adding: int, quota_default: int) -> None:
-    """mailstore.check_quota for one account, as one statement through the driver's cursor."""
-    used, limit = _usage(session, account_id)
-    if (used or 0) + adding > (limit or quota_default):
-        raise QuotaExceeded(f"mailbox of account {account_id} is over its quota")
-
-
-def _usage(session, account_id: int) -> tuple[int | None, int | None]:
-    """(bytes in the account's folders, its own quota or None)."""
-    return driver_rows(session, "SELECT (SELECT coalesce(sum(total_size), 0) FROM folder WHERE account_id = ?), "
-                                "(SELECT quota_bytes FROM account WHERE id = ?)", account_id, account_id)[0]
-
-
-class Appended(NamedTuple):
-    uidvalidity: int
-    uid: int
-    #: the appending session holds the new message as \\Recent (it asked to, and every
-    #: earlier message had been claimed already)
-    recent: bool
-
-
-class AppendedMany(NamedTuple):
-    uidvalidity: int
-    #: the new messages' UIDs, in the order they were given
-    uids: list[int]
-    #: the appending session holds all of them as \\Recent (see Appended)
-    recent: bool
-
-
-class ToAppend(NamedTuple):
-    """One message of an APPEND: its bytes, flag bits, keywords (space-separated) and INTERNALDATE."""
-
-    raw: bytes
-    flags: int
-    keywords: str | None
-    internaldate: dt.datetime | None
 
 
 def append_messages(store: Store, account_id: int, folder: str, items: Sequence[ToAppend], quota_default: int,
@@ -416,14 +326,14 @@ def append_messages(store: Store, account_id: int, folder: str, items: Sequence[
                            keywords=i.keywords, internaldate=_utc(i.internaldate)) for i in items]
     with writing(store) as s:
         target = folder_row(s, account_id, folder)
-        _check_quota(s, account_id, sum(len(i.raw) for i in items), quota_default)
+        check_quota(s, messages, quota_default)
         insert_messages(s, messages)
         recent = False
         if claim_recent:
             first, last = messages[0].uid, messages[-1].uid
             recent = bool(driver_rows(s, "UPDATE folder SET recent_uid = ? WHERE id = ? AND recent_uid = ? RETURNING id",
                                       last, target.id, first - 1))
-    hub.changed([target.id])
+    store.hub.changed([target.id])
     return AppendedMany(target.uidvalidity, [m.uid for m in messages], recent)
 
 
@@ -440,10 +350,8 @@ def append_message(store: Store, account_id: int, folder: str, raw: bytes, flags
     return Appended(done.uidvalidity, done.uids[0], done.recent)
 
 
-def quota_usage(store: Store, account_id: int, quota_default: int) -> tuple[int, int]:
-    """RFC 2087: (bytes used, byte limit) of the account."""
+def quota_usage(store: Store, account_id: int, quota_default: int) -> QuotaUsage:
+    """RFC 2087: bytes used and the byte limit of the account."""
     with raw_reader(store) as r:
-        used, limit = _usage(r, account_id)
-    return int(used or 0), int(limit or quota_default)
-
-
+        used, limit = quota_usage_of(r, [account_id]).get(account_id, (0, None))
+    return QuotaUsage(used, int(limit or quota_default))

@@ -10,7 +10,7 @@ import pytest
 from mailserver.store import mailboxes as mb
 from mailserver.store.mailstore import deliver
 
-from .conftest import start_server
+from .conftest import Raw, start_server
 
 RAW = b"From: a@x.example\r\nTo: b@y.example\r\nSubject: %s\r\n\r\nbody\r\n"
 
@@ -108,3 +108,38 @@ def test_stopping_the_watcher_waits_for_a_poll_in_flight(sqlite_config):
 
     asyncio.run(scenario())
     store.engine.dispose()
+
+
+def test_a_drop_run_in_the_servers_process_reaches_a_session_in_idle(hub_only):
+    """On SQLite the pipeline writes through a connection pool of its own (its own page cache);
+    it still tells the mail store of the registry it runs for, whose hub this server's sessions
+    listen on (with no watcher here, nothing else would wake the session)."""
+    from delivery.catalog import load_agencies, load_catalog
+    from delivery.runner import run_drop
+    from mailserver.config import REPO_ROOT
+    from mailserver.registry.agencies import add_agency, grant
+    from mailserver.registry.citizens import add_citizen
+
+    reg = hub_only.ctx.registry
+    templates = REPO_ROOT / "templates"
+    info = load_agencies(templates)["social-security"]
+    add_agency(reg, "social-security", info["name"], [info["sender"]], "agency-password-1")
+    grant(reg, "social-security", ["pension-statement"])
+    assert load_catalog(templates)["pension-statement"].agency == "social-security"
+    address = add_citizen(reg, "陈建国", "330102196804120318", password="citizen-pw-1").address  # the sample's first row
+    a = Raw(hub_only.port)
+    assert a.command("l", f'LOGIN "{address}" "citizen-pw-1"')[-1].startswith(b"l OK")
+    assert b"* 0 EXISTS\r\n" in a.command("s", "SELECT INBOX")
+    a.send(b"i IDLE\r\n")
+    assert a.line().startswith(b"+ ")
+    result = run_drop(reg, templates / "pension-statement" / "sample.csv", "social-security", "pension-statement")
+    assert result.summary.counts["delivered"] >= 1
+    line = a.line()  # the socket's timeout (30 s) bounds the wait; without the hub it would never come
+    assert line == b"* 1 EXISTS\r\n", line
+    a.send(b"DONE\r\n")
+    lines = [a.line()]
+    while not lines[-1].startswith(b"i "):
+        lines.append(a.line())
+        assert lines[-1], lines  # the server closed
+    assert lines[-1] == b"i OK IDLE terminated\r\n", lines
+    a.close()
