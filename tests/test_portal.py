@@ -7,8 +7,10 @@ sample drops, the demo appraisal), served in process on ephemeral ports by every
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import html
+import os
 import plistlib
 import re
 import shutil
@@ -20,10 +22,12 @@ import requests
 from sqlalchemy import select
 
 from mailserver import config as config_mod
+from mailserver.bench.util import throwaway_store
 from mailserver.config import REPO_ROOT
 from mailserver.services.surveys import RATINGS, Question, add_survey, tally
 from mailserver.store.models import Account, Application, SurveyRecipient
 from tests.abuse import ALL_PORTS_ZERO
+from tests.conftest import PG_ADMIN, pg_unavailable
 from tests.serverkit import LoopServer
 
 HTTP = "citizen services HTTP"
@@ -48,19 +52,39 @@ def civicmail(*args: str) -> subprocess.CompletedProcess:
                           env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"})
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    data = tmp_path_factory.mktemp("portal") / "data"
-    done = civicmail("--set", "passwords.memory_cost_kib=1024", "init", str(data), "--demo")
-    assert done.returncode == 0, done.stderr
-    logins = {addr: pw for _, addr, pw in LOGIN.findall(done.stdout) if "@" in addr}
-    assert "demo-appraisal" in done.stdout or "appraisal" in done.stdout
-    config = config_mod.load(data / "civicmail.toml", ALL_PORTS_ZERO)
-    server = LoopServer(config).start()
-    try:
-        yield server, f"http://127.0.0.1:{server.port(HTTP)}", logins, data
-    finally:
-        server.stop()
+@contextlib.contextmanager
+def demo_store(engine: str):
+    """``init``'s arguments for the demo city's store: the SQLite file in its data directory, or a
+    throwaway database on the PostgreSQL test server (dropped afterwards; skipped where there is
+    no server, a failure under CI, as conftest.pg_admin_url does)."""
+    if engine == "sqlite":
+        yield []
+        return
+    reason = pg_unavailable()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with throwaway_store(PG_ADMIN) as url:
+        yield ["--set", f"store.url={url}"]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def demo(request, tmp_path_factory):
+    """The demo city served in process, on each engine (the HTTP and browser tests run on both)."""
+    with demo_store(request.param) as store:
+        data = tmp_path_factory.mktemp("portal") / "data"
+        done = civicmail("--set", "passwords.memory_cost_kib=1024", *store, "init", str(data), "--demo")
+        assert done.returncode == 0, done.stderr
+        logins = {addr: pw for _, addr, pw in LOGIN.findall(done.stdout) if "@" in addr}
+        assert "demo-appraisal" in done.stdout or "appraisal" in done.stdout
+        config = config_mod.load(data / "civicmail.toml", ALL_PORTS_ZERO)
+        assert config.store_url.startswith(request.param), config.store_url
+        server = LoopServer(config).start()
+        try:
+            yield server, f"http://127.0.0.1:{server.port(HTTP)}", logins, data
+        finally:
+            server.stop()
 
 
 # -- requests: a browser's cookie jar, forms posted as a browser posts them --------------------
@@ -399,6 +423,7 @@ def axe_violations(driver) -> list[dict]:
 
 @browser_only
 @pytest.mark.skipif(not AXE.exists(), reason="no axe-core: bash .ci/run installs it with npm into .ci/node")
+@pytest.mark.parametrize("demo", ["sqlite"], indirect=True)  # the pages' markup: one engine is enough
 def test_no_serious_or_critical_accessibility_violation_on_any_page(demo, browser):
     """Every page of the tour (signed out: home, activation, the provider's sign-in; signed in:
     my notices, a notice, subscriptions, surveys, a survey, applications, account), at phone
