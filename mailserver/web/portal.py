@@ -260,7 +260,7 @@ class Portal:
         agency, kind = q.get("agency", "")[:64], q.get("type", "")[:64]
         me = self._from_cookie(request)
         found = None if me is None else await self.ctx.run_store(
-            data.if_live, self.reg, me.account_id, me.handle, data.list_notices, agency, kind, page)
+            data.list_notices, self.reg, me.account_id, agency, kind, page, me.handle)
         if found is None:
             request[CITIZEN] = None
             return to_sign_in(request)
