@@ -25,7 +25,7 @@ from ..services import surveys as survey_service
 from ..services.applications import status_label
 from ..services.replies import APPLICATION_HEADER, STATUS_HEADER
 from ..services.topics import is_subscribed, set_statement, set_subscribed
-from ..store.driver import RawRead, driver_rows, raw_reader
+from ..store.driver import RawRead, driver_rows, driver_time, raw_reader
 from ..store.models import (Agency, Application, Content, Folder, Message, Notice, NoticeOptOut, NoticeType,
                             Survey, SurveyRecipient, Topic, as_utc, utcnow)
 
@@ -84,12 +84,6 @@ def ids(reg) -> PublicIds:
 _LIVE_SESSION = "SELECT auth_time, last_seen_at FROM web_session WHERE handle = ? AND account_id = ?"
 
 
-def _stored_time(value) -> dt.datetime:
-    """A time read through the DBAPI cursor as an aware UTC datetime (SQLite hands back the text
-    SQLAlchemy wrote, PostgreSQL a datetime)."""
-    return as_utc(value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value))
-
-
 def _live(r: RawRead, reg, account_id: int, handle: str) -> bool:
     oidc = reg.config.oidc
     rows = driver_rows(r, _LIVE_SESSION, handle, account_id)
@@ -97,8 +91,8 @@ def _live(r: RawRead, reg, account_id: int, handle: str) -> bool:
         return False
     now = utcnow()
     auth_time, last_seen_at = rows[0]
-    return (now - _stored_time(last_seen_at)).total_seconds() <= oidc.session_idle_seconds \
-        and (now - _stored_time(auth_time)).total_seconds() <= oidc.session_max_seconds
+    return (now - driver_time(last_seen_at)).total_seconds() <= oidc.session_idle_seconds \
+        and (now - driver_time(auth_time)).total_seconds() <= oidc.session_max_seconds
 
 
 def live_session(reg, account_id: int, handle: str) -> bool:
@@ -208,7 +202,7 @@ def list_notices(reg, account_id: int, agency: str = "", notice_type: str = "", 
         page = min(max(1, page), pages)
         rows = driver_rows(r, _PAGE[filters], *params, PER_PAGE, (page - 1) * PER_PAGE)
     pub = ids(reg)
-    items = [NoticeItem(public_id, r[2] or r[1], r[3] or "", _stored_time(r[4]))
+    items = [NoticeItem(public_id, r[2] or r[1], r[3] or "", driver_time(r[4]))
              for public_id, r in zip(pub.encode_many(NOTICE, [r[0] for r in rows]), rows)]
     return NoticePage(items, page, pages, agencies, types)
 
