@@ -25,7 +25,7 @@ from mailserver import config as config_mod
 from mailserver.bench.util import throwaway_store
 from mailserver.config import REPO_ROOT
 from mailserver.services.surveys import RATINGS, Question, add_survey, tally
-from mailserver.store.models import Account, Application, SurveyRecipient
+from mailserver.store.models import Account, Application, OidcToken, SurveyRecipient
 from tests.abuse import ALL_PORTS_ZERO
 from tests.conftest import PG_ADMIN, pg_unavailable
 from tests.serverkit import LoopServer
@@ -201,6 +201,20 @@ def test_the_signed_in_citizens_apple_profile(demo):
     assert account["EmailAddress"] == a
     # every page links to the webmail that `civicmail webmail config` sets up (signed in by the same provider)
     assert f'<a href="{c.base.rstrip("/")}/webmail/">网页邮箱</a>' in c.get("/account").text
+
+
+def test_the_portal_keeps_no_token_it_is_issued(demo):
+    """The portal reads the store itself: the tokens its sign-in is issued are revoked (access
+    and refresh together, in the callback) the moment its ID token is verified."""
+    server, base, logins, _ = demo
+    (a, pa), _ = two_citizens(logins)
+    assert Client(base).sign_in(a, pa).status_code == 200
+    with server.store.reader() as s:
+        issued = s.execute(select(OidcToken.refresh_hash, OidcToken.revoked_at)
+                           .join(Account, Account.id == OidcToken.account_id)
+                           .where(OidcToken.client_id == "portal", Account.address == a)).all()
+    assert issued and all(t.revoked_at is not None for t in issued), issued
+    assert any(t.refresh_hash is not None for t in issued)  # the pair had a refresh token: revoked with it
 
 
 def test_web_vote_and_mail_vote_are_one_ballot(demo):

@@ -539,6 +539,22 @@ def revoke_token(reg: Registry, token: Token, family: bool = False) -> None:
         s.execute(update(OidcToken).where(where, OidcToken.revoked_at.is_(None)).values(revoked_at=utcnow()))
 
 
+def revoke_issued(reg: Registry, values: list[str]) -> set[int]:
+    """Revoke at once the pairs these access or refresh token values belong to, in one
+    transaction (the portal, which reads the store itself, keeps no token it is issued): the
+    accounts they were for (empty if none is known)."""
+    hashes = [digest(v) for v in values if v]
+    if not hashes:
+        return set()
+    with reg.store.session() as s:
+        rows = s.execute(select(OidcToken.id, OidcToken.account_id).where(
+            OidcToken.access_hash.in_(hashes) | OidcToken.refresh_hash.in_(hashes))).all()
+        if rows:
+            s.execute(update(OidcToken).where(OidcToken.id.in_([r.id for r in rows]), OidcToken.revoked_at.is_(None))
+                      .values(revoked_at=utcnow()))
+    return {r.account_id for r in rows}
+
+
 def bearer_principal(reg: Registry, value: str, login: str | None = None) -> Principal:
     """The citizen an access token with the ``mail`` scope stands for (IMAP and SMTP
     OAUTHBEARER / XOAUTH2); AuthenticationFailed if it is unknown, expired, revoked, without
