@@ -217,6 +217,39 @@ def test_the_portal_keeps_no_token_it_is_issued(demo):
     assert any(t.refresh_hash is not None for t in issued)  # the pair had a refresh token: revoked with it
 
 
+def test_reading_on_the_portal_keeps_the_session_alive_and_an_idle_one_ends(demo):
+    """A portal page is a use of the provider session it came from: one last used more than a
+    minute ago is marked used now (so reading only the portal never looks idle), and one idle
+    past oidc.session_idle_seconds signs the portal out."""
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from mailserver.store.models import WebSession, as_utc, utcnow
+
+    server, base, logins, _ = demo
+    (a, pa), _ = two_citizens(logins)
+    c = Client(base)
+    assert c.sign_in(a, pa).status_code == 200
+    idle = server.config.oidc.session_idle_seconds
+    with server.store.session() as s:
+        account = s.scalar(select(Account.id).where(Account.address == a))
+    for path in ("/notices", "/account"):  # the list (its own session check) and any other page
+        with server.store.session() as s:  # last used just inside the idle limit
+            s.execute(update(WebSession).where(WebSession.account_id == account)
+                      .values(last_seen_at=utcnow() - dt.timedelta(seconds=idle - 30)))
+        assert c.get(path, allow_redirects=False).status_code == 200, path
+        with server.store.reader() as s:
+            seen = [as_utc(t) for t in s.scalars(select(WebSession.last_seen_at).where(WebSession.account_id == account))]
+        assert seen and max(seen) > utcnow() - dt.timedelta(seconds=60), (path, seen)
+    with server.store.session() as s:  # now idle past the limit
+        s.execute(update(WebSession).where(WebSession.account_id == account)
+                  .values(last_seen_at=utcnow() - dt.timedelta(seconds=idle + 10)))
+    for path in ("/notices", "/account"):
+        gone = c.get(path, allow_redirects=False)
+        assert gone.status_code == 302 and gone.headers["Location"].startswith("/signin"), path
+
+
 def test_web_vote_and_mail_vote_are_one_ballot(demo):
     """The web vote goes through the mail vote's record_ballot: a second web vote replaces the
     first, and the tally (the same function the CLI prints) counts one ballot for the citizen."""

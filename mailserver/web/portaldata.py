@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import nh3
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 
 from ..services import surveys as survey_service
 from ..services.applications import status_label
@@ -27,7 +27,8 @@ from ..services.replies import APPLICATION_HEADER, STATUS_HEADER
 from ..services.topics import is_subscribed, set_statement, set_subscribed
 from ..store.driver import RawRead, driver_rows, driver_time, raw_reader
 from ..store.models import (Agency, Application, Content, Folder, Message, Notice, NoticeOptOut, NoticeType,
-                            Survey, SurveyRecipient, Topic, as_utc, utcnow)
+                            Survey, SurveyRecipient, Topic, WebSession, as_utc, utcnow)
+from .sessions import TOUCH_EVERY
 
 #: notices on one page of "my notices"
 PER_PAGE = 20
@@ -84,22 +85,39 @@ def ids(reg) -> PublicIds:
 _LIVE_SESSION = "SELECT auth_time, last_seen_at FROM web_session WHERE handle = ? AND account_id = ?"
 
 
-def _live(r: RawRead, reg, account_id: int, handle: str) -> bool:
+def _last_seen(r: RawRead, reg, account_id: int, handle: str) -> dt.datetime | None:
+    """When the live provider session the portal's cookie names was last used, or None if it is
+    not live (ended, revoked from the account page, idle or too old)."""
     oidc = reg.config.oidc
     rows = driver_rows(r, _LIVE_SESSION, handle, account_id)
     if not rows:
-        return False
+        return None
     now = utcnow()
-    auth_time, last_seen_at = rows[0]
-    return (now - driver_time(last_seen_at)).total_seconds() <= oidc.session_idle_seconds \
-        and (now - driver_time(auth_time)).total_seconds() <= oidc.session_max_seconds
+    auth_time, last_seen_at = driver_time(rows[0][0]), driver_time(rows[0][1])
+    if (now - last_seen_at).total_seconds() > oidc.session_idle_seconds \
+            or (now - auth_time).total_seconds() > oidc.session_max_seconds:
+        return None
+    return last_seen_at
+
+
+def _seen(reg, account_id: int, handle: str, last_seen_at: dt.datetime) -> None:
+    """A page of the portal is a use of the provider session it came from: its last use is
+    written at most every TOUCH_EVERY (as the provider's own pages do), so a citizen reading on
+    the portal is not signed out as idle while the provider's pages go unvisited."""
+    if utcnow() - last_seen_at > TOUCH_EVERY:
+        with reg.store.session() as s:
+            s.execute(update(WebSession).where(WebSession.handle == handle, WebSession.account_id == account_id)
+                      .values(last_seen_at=utcnow()))
 
 
 def live_session(reg, account_id: int, handle: str) -> bool:
     """Whether the provider session the portal's cookie names is still the account's and live
     (ended, revoked from the account page, idle or too old: the portal is signed out too)."""
     with raw_reader(reg.store) as r:
-        return _live(r, reg, account_id, handle)
+        seen = _last_seen(r, reg, account_id, handle)
+    if seen is not None:
+        _seen(reg, account_id, handle, seen)
+    return seen is not None
 
 
 # -- notices ---------------------------------------------------------------------------------
@@ -190,9 +208,12 @@ def list_notices(reg, account_id: int, agency: str = "", notice_type: str = "", 
     transaction on a pooled DBAPI connection: the count, the page, the choices (cached while the
     account's notices are unchanged). With ``handle``, the portal's session is checked first in
     the same transaction (``live_session``): None if it is not live."""
+    seen = None
     with raw_reader(reg.store) as r:
-        if handle is not None and not _live(r, reg, account_id, handle):
-            return None
+        if handle is not None:
+            seen = _last_seen(r, reg, account_id, handle)
+            if seen is None:
+                return None
         total, agencies, types = _filter_choices(r, reg.store.url, account_id)
         filters = (bool(agency), bool(notice_type))
         params = [account_id] + [v for v in (agency, notice_type) if v]
@@ -201,6 +222,8 @@ def list_notices(reg, account_id: int, agency: str = "", notice_type: str = "", 
         pages = max(1, -(-total // PER_PAGE))
         page = min(max(1, page), pages)
         rows = driver_rows(r, _PAGE[filters], *params, PER_PAGE, (page - 1) * PER_PAGE)
+    if seen is not None:
+        _seen(reg, account_id, handle, seen)
     pub = ids(reg)
     items = [NoticeItem(public_id, r[2] or r[1], r[3] or "", driver_time(r[4]))
              for public_id, r in zip(pub.encode_many(NOTICE, [r[0] for r in rows]), rows)]
