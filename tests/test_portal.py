@@ -302,17 +302,19 @@ def test_my_notices_pages_filters_and_a_new_type(demo, tmp_path):
     assert len(re.findall(r'href="/notices/[A-Za-z0-9_-]{22}"', only)) == 1 and "第 1 / 1 页" not in only
 
 
-def test_serve_workers_answer_the_portal_on_one_port(tmp_path):
+def test_serve_workers_answer_the_portal_on_one_port(tmp_path, store_url):
     """With server.workers = 2 both processes serve the citizens' HTTP on the same port
     (SO_REUSEPORT); a sign-in whose steps arrive on fresh connections (so either process may take
-    each) completes, and every page view after it is the citizen's list of notices."""
+    each) completes, and every page view after it is the citizen's list of notices. On SQLite,
+    and on PostgreSQL (where any number of processes on any number of machines share the store)."""
     import signal
     import time
 
     from mailserver.bench.smtp import start_server
     from mailserver.bench.web import _HTTP, CITIZEN_NAME, demo_city, free_port
 
-    config, logins = demo_city(tmp_path / "data")
+    config, logins = demo_city(tmp_path / "data", "" if store_url.startswith("sqlite") else store_url)
+    assert ("postgresql" in config.read_text(encoding="utf-8")) == store_url.startswith("postgresql")
     address, password = logins[CITIZEN_NAME]
     port = free_port()
     proc, _, _, log = start_server(config, ("server.workers=2", f"http.listen=127.0.0.1:{port}",
