@@ -7,8 +7,10 @@ sample drops, the demo appraisal), served in process on ephemeral ports by every
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import html
+import os
 import plistlib
 import re
 import shutil
@@ -20,10 +22,12 @@ import requests
 from sqlalchemy import select
 
 from mailserver import config as config_mod
+from mailserver.bench.util import throwaway_store
 from mailserver.config import REPO_ROOT
 from mailserver.services.surveys import RATINGS, Question, add_survey, tally
-from mailserver.store.models import Account, Application, SurveyRecipient
+from mailserver.store.models import Account, Application, OidcToken, SurveyRecipient
 from tests.abuse import ALL_PORTS_ZERO
+from tests.conftest import PG_ADMIN, pg_unavailable
 from tests.serverkit import LoopServer
 
 HTTP = "citizen services HTTP"
@@ -48,19 +52,39 @@ def civicmail(*args: str) -> subprocess.CompletedProcess:
                           env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"})
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    data = tmp_path_factory.mktemp("portal") / "data"
-    done = civicmail("--set", "passwords.memory_cost_kib=1024", "init", str(data), "--demo")
-    assert done.returncode == 0, done.stderr
-    logins = {addr: pw for _, addr, pw in LOGIN.findall(done.stdout) if "@" in addr}
-    assert "demo-appraisal" in done.stdout or "appraisal" in done.stdout
-    config = config_mod.load(data / "civicmail.toml", ALL_PORTS_ZERO)
-    server = LoopServer(config).start()
-    try:
-        yield server, f"http://127.0.0.1:{server.port(HTTP)}", logins, data
-    finally:
-        server.stop()
+@contextlib.contextmanager
+def demo_store(engine: str):
+    """``init``'s arguments for the demo city's store: the SQLite file in its data directory, or a
+    throwaway database on the PostgreSQL test server (dropped afterwards; skipped where there is
+    no server, a failure under CI, as conftest.pg_admin_url does)."""
+    if engine == "sqlite":
+        yield []
+        return
+    reason = pg_unavailable()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with throwaway_store(PG_ADMIN) as url:
+        yield ["--set", f"store.url={url}"]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def demo(request, tmp_path_factory):
+    """The demo city served in process, on each engine (the HTTP and browser tests run on both)."""
+    with demo_store(request.param) as store:
+        data = tmp_path_factory.mktemp("portal") / "data"
+        done = civicmail("--set", "passwords.memory_cost_kib=1024", *store, "init", str(data), "--demo")
+        assert done.returncode == 0, done.stderr
+        logins = {addr: pw for _, addr, pw in LOGIN.findall(done.stdout) if "@" in addr}
+        assert "demo-appraisal" in done.stdout or "appraisal" in done.stdout
+        config = config_mod.load(data / "civicmail.toml", ALL_PORTS_ZERO)
+        assert config.store_url.startswith(request.param), config.store_url
+        server = LoopServer(config).start()
+        try:
+            yield server, f"http://127.0.0.1:{server.port(HTTP)}", logins, data
+        finally:
+            server.stop()
 
 
 # -- requests: a browser's cookie jar, forms posted as a browser posts them --------------------
@@ -179,6 +203,53 @@ def test_the_signed_in_citizens_apple_profile(demo):
     assert f'<a href="{c.base.rstrip("/")}/webmail/">网页邮箱</a>' in c.get("/account").text
 
 
+def test_the_portal_keeps_no_token_it_is_issued(demo):
+    """The portal reads the store itself: the tokens its sign-in is issued are revoked (access
+    and refresh together, in the callback) the moment its ID token is verified."""
+    server, base, logins, _ = demo
+    (a, pa), _ = two_citizens(logins)
+    assert Client(base).sign_in(a, pa).status_code == 200
+    with server.store.reader() as s:
+        issued = s.execute(select(OidcToken.refresh_hash, OidcToken.revoked_at)
+                           .join(Account, Account.id == OidcToken.account_id)
+                           .where(OidcToken.client_id == "portal", Account.address == a)).all()
+    assert issued and all(t.revoked_at is not None for t in issued), issued
+    assert any(t.refresh_hash is not None for t in issued)  # the pair had a refresh token: revoked with it
+
+
+def test_reading_on_the_portal_keeps_the_session_alive_and_an_idle_one_ends(demo):
+    """A portal page is a use of the provider session it came from: one last used more than a
+    minute ago is marked used now (so reading only the portal never looks idle), and one idle
+    past oidc.session_idle_seconds signs the portal out."""
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from mailserver.store.models import WebSession, as_utc, utcnow
+
+    server, base, logins, _ = demo
+    (a, pa), _ = two_citizens(logins)
+    c = Client(base)
+    assert c.sign_in(a, pa).status_code == 200
+    idle = server.config.oidc.session_idle_seconds
+    with server.store.session() as s:
+        account = s.scalar(select(Account.id).where(Account.address == a))
+    for path in ("/notices", "/account"):  # the list (its own session check) and any other page
+        with server.store.session() as s:  # last used just inside the idle limit
+            s.execute(update(WebSession).where(WebSession.account_id == account)
+                      .values(last_seen_at=utcnow() - dt.timedelta(seconds=idle - 30)))
+        assert c.get(path, allow_redirects=False).status_code == 200, path
+        with server.store.reader() as s:
+            seen = [as_utc(t) for t in s.scalars(select(WebSession.last_seen_at).where(WebSession.account_id == account))]
+        assert seen and max(seen) > utcnow() - dt.timedelta(seconds=60), (path, seen)
+    with server.store.session() as s:  # now idle past the limit
+        s.execute(update(WebSession).where(WebSession.account_id == account)
+                  .values(last_seen_at=utcnow() - dt.timedelta(seconds=idle + 10)))
+    for path in ("/notices", "/account"):
+        gone = c.get(path, allow_redirects=False)
+        assert gone.status_code == 302 and gone.headers["Location"].startswith("/signin"), path
+
+
 def test_web_vote_and_mail_vote_are_one_ballot(demo):
     """The web vote goes through the mail vote's record_ballot: a second web vote replaces the
     first, and the tally (the same function the CLI prints) counts one ballot for the citizen."""
@@ -231,17 +302,19 @@ def test_my_notices_pages_filters_and_a_new_type(demo, tmp_path):
     assert len(re.findall(r'href="/notices/[A-Za-z0-9_-]{22}"', only)) == 1 and "第 1 / 1 页" not in only
 
 
-def test_serve_workers_answer_the_portal_on_one_port(tmp_path):
+def test_serve_workers_answer_the_portal_on_one_port(tmp_path, store_url):
     """With server.workers = 2 both processes serve the citizens' HTTP on the same port
     (SO_REUSEPORT); a sign-in whose steps arrive on fresh connections (so either process may take
-    each) completes, and every page view after it is the citizen's list of notices."""
+    each) completes, and every page view after it is the citizen's list of notices. On SQLite,
+    and on PostgreSQL (where any number of processes on any number of machines share the store)."""
     import signal
     import time
 
     from mailserver.bench.smtp import start_server
     from mailserver.bench.web import _HTTP, CITIZEN_NAME, demo_city, free_port
 
-    config, logins = demo_city(tmp_path / "data")
+    config, logins = demo_city(tmp_path / "data", "" if store_url.startswith("sqlite") else store_url)
+    assert config_mod.load(config).store_url.startswith(store_url.split(":")[0]), config_mod.load(config).store_url
     address, password = logins[CITIZEN_NAME]
     port = free_port()
     proc, _, _, log = start_server(config, ("server.workers=2", f"http.listen=127.0.0.1:{port}",
@@ -399,6 +472,7 @@ def axe_violations(driver) -> list[dict]:
 
 @browser_only
 @pytest.mark.skipif(not AXE.exists(), reason="no axe-core: bash .ci/run installs it with npm into .ci/node")
+@pytest.mark.parametrize("demo", ["sqlite"], indirect=True)  # the pages' markup: one engine is enough
 def test_no_serious_or_critical_accessibility_violation_on_any_page(demo, browser):
     """Every page of the tour (signed out: home, activation, the provider's sign-in; signed in:
     my notices, a notice, subscriptions, surveys, a survey, applications, account), at phone

@@ -35,6 +35,7 @@ from pathlib import Path
 import click
 
 from .smtp import start_server
+from .util import store_url_option, throwaway_store
 
 CITIZEN_NAME = "陈建国"
 CITIZEN_NUMBER = "330102196804120318"
@@ -45,19 +46,20 @@ _HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 _NOTICE_LINK = re.compile(r'href="/notices/[A-Za-z0-9_-]{22}"')
 
 
-def demo_city(data: Path) -> tuple[Path, dict[str, tuple[str, str]]]:
-    """`civicmail init --demo` into DATA with the fast KDF settings; its config file and the demo
-    logins it printed: {name: (address, password)}."""
+def demo_city(data: Path, store_url: str = "") -> tuple[Path, dict[str, tuple[str, str]]]:
+    """`civicmail init --demo` into DATA with the fast KDF settings (its store at ``store_url``,
+    the SQLite file in DATA if empty); its config file and the demo logins it printed:
+    {name: (address, password)}."""
     cli = [sys.executable, "-m", "mailserver.cli"]
-    fast = [arg for o in FAST_KDF for arg in ("--set", o)]
+    fast = [arg for o in FAST_KDF + ((f"store.url={store_url}",) if store_url else ()) for arg in ("--set", o)]
     done = subprocess.run(cli + fast + ["init", str(data), "--demo"], check=True, capture_output=True, text=True)
     return data / "civicmail.toml", {name: (a, pw) for name, a, pw in _LOGIN.findall(done.stdout)}
 
 
-def prepare(root: Path, notices: int) -> tuple[Path, str, str]:
+def prepare(root: Path, notices: int, store_url: str = "") -> tuple[Path, str, str]:
     """``root/data``: the demo city and NOTICES notices for one citizen; (config, address, password)."""
     cli = [sys.executable, "-m", "mailserver.cli"]
-    config, logins = demo_city(root / "data")
+    config, logins = demo_city(root / "data", store_url)
     address, password = logins[CITIZEN_NAME]
     drop = root / "notices.csv"
     with open(drop, "w", encoding="utf-8", newline="") as fh:
@@ -162,8 +164,8 @@ async def _page_views(base: str, address: str, password: str, count: int, concur
 
 
 def run(root: Path, notices: int, sign_ins: int, views: int, concurrency: int,
-        extra: tuple[str, ...] = (), profile: Path | None = None, workers: int = 1) -> list[str]:
-    config, address, password = prepare(root, notices)
+        extra: tuple[str, ...] = (), profile: Path | None = None, workers: int = 1, store_url: str = "") -> list[str]:
+    config, address, password = prepare(root, notices, store_url)
     if workers != 1:
         extra = (f"server.workers={workers}", f"http.listen=127.0.0.1:{free_port()}",
                  f"imap.listen=127.0.0.1:{free_port()}", f"imaps.listen=127.0.0.1:{free_port()}") + extra
@@ -195,7 +197,8 @@ def run(root: Path, notices: int, sign_ins: int, views: int, concurrency: int,
         f"the callback; argon2id at 1 MiB and one pass) over {concurrency} clients in {sign_in_seconds:.2f} s = "
         f"{sign_ins / sign_in_seconds:,.0f} sign-ins/s; server CPU {1000 * sign_in_cpu / sign_ins:.2f} ms per sign-in",
         f"bench web: {views:,} \"my notices\" page views (GET /notices, {notices:,} notices in the account) over "
-        f"{concurrency} signed-in clients, {workers or os.cpu_count()} serve process(es), in {view_seconds:.2f} s = "
+        f"{concurrency} signed-in clients, {workers or os.cpu_count()} serve process(es), "
+        f"{'PostgreSQL' if store_url else 'SQLite'}, in {view_seconds:.2f} s = "
         f"{views / view_seconds:,.0f} page views/s; "
         f"server CPU {1000 * view_cpu / views:.2f} ms per page view (the benchmark's client: "
         f"{1000 * client_cpu / views:.2f} ms; bar: 500/s)",
@@ -215,11 +218,12 @@ def run(root: Path, notices: int, sign_ins: int, views: int, concurrency: int,
               help="run the server under cProfile (its event loop thread) and write the statistics here")
 @click.option("--dir", "work_dir", type=click.Path(file_okay=False, path_type=Path),
               help="work directory (default: a temporary one, removed afterwards)")
+@store_url_option
 def command(notices: int, sign_ins: int, views: int, concurrency: int, workers: int, overrides: tuple[str, ...],
-            profile: Path | None, work_dir: Path | None) -> None:
+            profile: Path | None, work_dir: Path | None, store_url: str) -> None:
     """Start `civicmail serve` on loopback and time portal sign-ins and "my notices" page views with NOTICES notices."""
-    with tempfile.TemporaryDirectory(prefix="civicmail-bench-web-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="civicmail-bench-web-") as tmp, throwaway_store(store_url) as url:
         root = work_dir or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        for line in run(root, notices, sign_ins, views, concurrency, overrides, profile, workers):
+        for line in run(root, notices, sign_ins, views, concurrency, overrides, profile, workers, url):
             click.echo(line)

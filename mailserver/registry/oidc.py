@@ -24,7 +24,8 @@ from sqlalchemy import delete, select, update
 
 from ..errors import AuthenticationFailed, Conflict, NotFound, ValidationError
 from ..identity import idnumber
-from ..store.models import Account, Citizen, OidcClient, OidcCode, OidcConsent, OidcToken, as_utc, utcnow
+from ..store.driver import driver_rows, raw_reader
+from ..store.models import Account, OidcClient, OidcCode, OidcConsent, OidcToken, as_utc, utcnow
 from . import audit
 from .auth import Principal
 from .context import Registry
@@ -141,12 +142,24 @@ def _client(row: OidcClient) -> Client:
                   tuple(row.claims.split()), row.builtin)
 
 
+#: the sign-in's lookups (a sign-in makes ten of them) as plain SQL on the DBAPI cursor
+#: (store/driver.py): SQLAlchemy's session and statement handling cost more than the queries
+_CLIENT = "SELECT id, name, secret_hash, redirect_uris, scopes, claims, builtin FROM oidc_client WHERE id = ?"
+_USER = ("SELECT account.id, account.address, account.state, citizen.name, citizen.id_cipher FROM account "
+         "LEFT OUTER JOIN citizen ON citizen.id = account.citizen_id WHERE account.id = ?")
+_NONCE = "SELECT 1 FROM oidc_code WHERE client_id = ? AND nonce = ? LIMIT 1"
+
+
 def query_client(reg: Registry, client_id: str) -> Client | None:
     if not client_id or len(client_id) > 64:
         return None
-    with reg.store.reader() as s:
-        row = s.get(OidcClient, client_id)
-        return _client(row) if row is not None else None
+    with raw_reader(reg.store) as r:
+        rows = driver_rows(r, _CLIENT, client_id)
+    if not rows:
+        return None
+    id_, name, secret_hash, uris, scopes, claims, builtin = rows[0]
+    return Client(id_, name, None if secret_hash is None else bytes(secret_hash), tuple(uris.split()),
+                  tuple(scopes.split()), tuple(claims.split()), bool(builtin))
 
 
 def add_client(reg: Registry, client_id: str, name: str, redirect_uris: list[str], *, public: bool = False,
@@ -264,12 +277,12 @@ class User:
 
 def load_user(reg: Registry, account_id: int) -> User | None:
     """The active account, or None (disabled since, or gone)."""
-    with reg.store.reader() as s:
-        row = s.execute(select(Account.id, Account.address, Account.state, Citizen.name, Citizen.id_cipher)
-                        .outerjoin(Citizen, Citizen.id == Account.citizen_id).where(Account.id == account_id)).first()
-    if row is None or row.state != "active":
+    with raw_reader(reg.store) as r:
+        rows = driver_rows(r, _USER, account_id)
+    if not rows or rows[0][2] != "active":
         return None
-    return User(row.id, row.address, row.name, row.id_cipher)
+    id_, address, _, name, id_cipher = rows[0]
+    return User(id_, address, name, None if id_cipher is None else bytes(id_cipher))
 
 
 def pairwise_sub(reg: Registry, client_id: str, account_id: int) -> str:
@@ -409,9 +422,8 @@ def save_code(reg: Registry, code: str, client_id: str, account_id: int, redirec
 
 
 def nonce_used(reg: Registry, client_id: str, nonce: str) -> bool:
-    with reg.store.reader() as s:
-        return s.scalar(select(OidcCode.id).where(OidcCode.client_id == client_id, OidcCode.nonce == nonce)
-                        .limit(1)) is not None
+    with raw_reader(reg.store) as r:
+        return bool(driver_rows(r, _NONCE, client_id, nonce))
 
 
 def query_code(reg: Registry, code: str, client_id: str) -> Code | None:
@@ -529,6 +541,22 @@ def revoke_token(reg: Registry, token: Token, family: bool = False) -> None:
     with reg.store.session() as s:
         where = OidcToken.family == token.family if family else OidcToken.id == token.id
         s.execute(update(OidcToken).where(where, OidcToken.revoked_at.is_(None)).values(revoked_at=utcnow()))
+
+
+def revoke_issued(reg: Registry, values: list[str]) -> set[int]:
+    """Revoke at once the pairs these access or refresh token values belong to, in one
+    transaction (the portal, which reads the store itself, keeps no token it is issued): the
+    accounts they were for (empty if none is known)."""
+    hashes = [digest(v) for v in values if v]
+    if not hashes:
+        return set()
+    with reg.store.session() as s:
+        rows = s.execute(select(OidcToken.id, OidcToken.account_id).where(
+            OidcToken.access_hash.in_(hashes) | OidcToken.refresh_hash.in_(hashes))).all()
+        if rows:
+            s.execute(update(OidcToken).where(OidcToken.id.in_([r.id for r in rows]), OidcToken.revoked_at.is_(None))
+                      .values(revoked_at=utcnow()))
+    return {r.account_id for r in rows}
 
 
 def bearer_principal(reg: Registry, value: str, login: str | None = None) -> Principal:

@@ -4,6 +4,7 @@ they are adapted to the driver's paramstyle here, in one place."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from typing import Iterator
 
 from sqlalchemy import exc as sa_exc
@@ -94,3 +95,13 @@ def driver_execute(session: Session, sql: str, rows: list[tuple]) -> None:
         raise
     finally:
         cursor.close()
+
+
+def driver_time(value) -> dt.datetime | None:
+    """A time column read with ``driver_rows`` as an aware UTC datetime, as the ORM reads it
+    (SQLite hands back the text SQLAlchemy wrote, naive and in UTC; PostgreSQL a datetime)."""
+    if value is None:
+        return None
+    if not isinstance(value, dt.datetime):
+        value = dt.datetime.fromisoformat(value)
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)

@@ -98,6 +98,8 @@ class Portal:
         prefix = "__Host-" if sessions.secure else ""
         self.cookie = prefix + "civicmail_portal"
         self.flow_cookie = prefix + "civicmail_portal_flow"
+        #: (the provider's published keys, them imported): see _keys
+        self._keyset: tuple[list, KeySet] | None = None
 
     # -- cookies ---------------------------------------------------------------------------
     def _mac(self, text: str) -> str:
@@ -213,24 +215,28 @@ class Portal:
         response.del_cookie(self.flow_cookie, path="/")
         return response
 
+    def _keys(self) -> KeySet:
+        """The provider's published keys as a KeySet, imported again only when they change."""
+        published = self.provider._published()
+        if self._keyset is None or self._keyset[0] != published:
+            self._keyset = (published, KeySet.import_key_set({"keys": published}))
+        return self._keyset[1]
+
     def _redeemed(self, tokens: dict, issuer: str, nonce: str) -> int | None:
         """The ID token verified (signature, issuer, audience, expiry, nonce) and the tokens
-        revoked at once: the account they were for, or None."""
+        revoked at once (one transaction): the account they were for, or None."""
         try:
-            keys = KeySet.import_key_set({"keys": self.provider._published()})
-            claims = jwt.decode(tokens["id_token"], keys, [ALG]).claims
+            claims = jwt.decode(tokens["id_token"], self._keys(), [ALG]).claims
             jwt.JWTClaimsRegistry(iss={"essential": True, "value": issuer},
                                   aud={"essential": True, "value": records.PORTAL_ID},
                                   nonce={"essential": True, "value": nonce}).validate(claims)
-        except (JoseError, KeyError, ValueError) as e:
+        except (JoseError, KeyError, ValueError):
             return None
-        account_id = None
-        for kind in ("access_token", "refresh_token"):
-            token = records.query_token(self.reg, tokens.get(kind, ""), kind) if tokens.get(kind) else None
-            if token is not None:
-                account_id = token.account_id
-                records.revoke_token(self.reg, token)
-        if account_id is None or claims.get("sub") != records.pairwise_sub(self.reg, records.PORTAL_ID, account_id):
+        accounts = records.revoke_issued(self.reg, [tokens.get("access_token", ""), tokens.get("refresh_token", "")])
+        if len(accounts) != 1:
+            return None
+        account_id = accounts.pop()
+        if claims.get("sub") != records.pairwise_sub(self.reg, records.PORTAL_ID, account_id):
             return None
         return account_id
 
@@ -260,7 +266,7 @@ class Portal:
         agency, kind = q.get("agency", "")[:64], q.get("type", "")[:64]
         me = self._from_cookie(request)
         found = None if me is None else await self.ctx.run_store(
-            data.if_live, self.reg, me.account_id, me.handle, data.list_notices, agency, kind, page)
+            data.list_notices, self.reg, me.account_id, agency, kind, page, me.handle)
         if found is None:
             request[CITIZEN] = None
             return to_sign_in(request)

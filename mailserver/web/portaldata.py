@@ -19,14 +19,16 @@ from dataclasses import dataclass, field
 
 import nh3
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from sqlalchemy import bindparam, func, or_, select
+from sqlalchemy import func, or_, select, update
 
 from ..services import surveys as survey_service
 from ..services.applications import status_label
 from ..services.replies import APPLICATION_HEADER, STATUS_HEADER
 from ..services.topics import is_subscribed, set_statement, set_subscribed
+from ..store.driver import RawRead, driver_rows, driver_time, raw_reader
 from ..store.models import (Agency, Application, Content, Folder, Message, Notice, NoticeOptOut, NoticeType,
                             Survey, SurveyRecipient, Topic, WebSession, as_utc, utcnow)
+from .sessions import TOUCH_EVERY
 
 #: notices on one page of "my notices"
 PER_PAGE = 20
@@ -48,6 +50,13 @@ class PublicIds:
         block = kind.to_bytes(8, "big") + row_id.to_bytes(8, "big")
         enc = self.cipher.encryptor()
         return base64.urlsafe_b64encode(enc.update(block) + enc.finalize()).decode().rstrip("=")
+
+    def encode_many(self, kind: int, row_ids: list[int]) -> list[str]:
+        """``encode`` of each row id, through one encryptor (ECB: each block on its own)."""
+        prefix = kind.to_bytes(8, "big")
+        enc = self.cipher.encryptor()
+        out = enc.update(b"".join(prefix + row_id.to_bytes(8, "big") for row_id in row_ids)) + enc.finalize()
+        return [base64.urlsafe_b64encode(out[i:i + 16]).decode().rstrip("=") for i in range(0, len(out), 16)]
 
     def decode(self, kind: int, text: str) -> int | None:
         if len(text) != 22:
@@ -71,26 +80,44 @@ def ids(reg) -> PublicIds:
 
 
 # -- the portal's session -------------------------------------------------------------------
-#: built once: every signed-in page runs it
-_LIVE_SESSION = select(WebSession.auth_time, WebSession.last_seen_at).where(
-    WebSession.handle == bindparam("handle"), WebSession.account_id == bindparam("account"))
+#: the provider session a portal cookie names (plain SQL on the DBAPI cursor: every signed-in
+#: page runs it, and SQLAlchemy's session and statement handling cost more than the query)
+_LIVE_SESSION = "SELECT auth_time, last_seen_at FROM web_session WHERE handle = ? AND account_id = ?"
+
+
+def _last_seen(r: RawRead, reg, account_id: int, handle: str) -> dt.datetime | None:
+    """When the live provider session the portal's cookie names was last used, or None if it is
+    not live (ended, revoked from the account page, idle or too old)."""
+    oidc = reg.config.oidc
+    rows = driver_rows(r, _LIVE_SESSION, handle, account_id)
+    if not rows:
+        return None
+    now = utcnow()
+    auth_time, last_seen_at = driver_time(rows[0][0]), driver_time(rows[0][1])
+    if (now - last_seen_at).total_seconds() > oidc.session_idle_seconds \
+            or (now - auth_time).total_seconds() > oidc.session_max_seconds:
+        return None
+    return last_seen_at
+
+
+def _seen(reg, account_id: int, handle: str, last_seen_at: dt.datetime) -> None:
+    """A page of the portal is a use of the provider session it came from: its last use is
+    written at most every TOUCH_EVERY (as the provider's own pages do), so a citizen reading on
+    the portal is not signed out as idle while the provider's pages go unvisited."""
+    if utcnow() - last_seen_at > TOUCH_EVERY:
+        with reg.store.session() as s:
+            s.execute(update(WebSession).where(WebSession.handle == handle, WebSession.account_id == account_id)
+                      .values(last_seen_at=utcnow()))
 
 
 def live_session(reg, account_id: int, handle: str) -> bool:
     """Whether the provider session the portal's cookie names is still the account's and live
     (ended, revoked from the account page, idle or too old: the portal is signed out too)."""
-    oidc = reg.config.oidc
-    now = utcnow()
-    with reg.store.reader() as s:
-        row = s.connection().execute(_LIVE_SESSION, {"handle": handle, "account": account_id}).first()
-    return row is not None and (now - as_utc(row.last_seen_at)).total_seconds() <= oidc.session_idle_seconds \
-        and (now - as_utc(row.auth_time)).total_seconds() <= oidc.session_max_seconds
-
-
-def if_live(reg, account_id: int, handle: str, work, *args):
-    """``work(reg, account_id, *args)`` if the portal's session is live (``live_session``), else
-    None: a page's session check and its queries in one call on the store lane."""
-    return work(reg, account_id, *args) if live_session(reg, account_id, handle) else None
+    with raw_reader(reg.store) as r:
+        seen = _last_seen(r, reg, account_id, handle)
+    if seen is not None:
+        _seen(reg, account_id, handle, seen)
+    return seen is not None
 
 
 # -- notices ---------------------------------------------------------------------------------
@@ -100,6 +127,16 @@ class NoticeItem:
     agency: str
     title: str
     delivered_at: dt.datetime
+
+    # the list's two renderings of the time, as attributes: a method called from a template goes
+    # through Jinja's Context.call, which costs more than the call (40 of them on a page)
+    @property
+    def delivered_iso(self) -> str:
+        return self.delivered_at.isoformat()
+
+    @property
+    def delivered_text(self) -> str:
+        return self.delivered_at.strftime("%Y-%m-%d %H:%M")
 
 
 @dataclass
@@ -115,49 +152,46 @@ class NoticePage:
 CHOICES_CACHED = 4096
 
 
-def _notice_statements():
-    """The statements of "my notices", built once (building a statement costs more than running
-    it). Filters are bound as ``'' = :agency OR agency_id = :agency`` so one statement serves
-    every filter. The page is sorted and cut on ``notice`` alone, and only its rows are joined to
-    their agency's and type's names."""
-    account, agency, kind = bindparam("account"), bindparam("agency"), bindparam("kind")
-    where = (Notice.account_id == account, or_(agency == "", Notice.agency_id == agency),
-             or_(kind == "", Notice.notice_type_id == kind))
-    count = select(func.count(), func.max(Notice.id)).select_from(Notice).where(*where)
-    newest = (select(Notice.id, Notice.agency_id, Notice.notice_type_id, Notice.delivered_at).where(*where)
-              .order_by(Notice.delivered_at.desc(), Notice.id.desc()).offset(bindparam("skip")).limit(PER_PAGE)
-              .subquery())
-    page = (select(newest.c.id, newest.c.agency_id, Agency.name, NoticeType.title, newest.c.delivered_at)
-            .outerjoin(Agency, Agency.id == newest.c.agency_id)
-            .outerjoin(NoticeType, NoticeType.id == newest.c.notice_type_id)
-            .order_by(newest.c.delivered_at.desc(), newest.c.id.desc()))
-    pairs = (select(Notice.agency_id, Notice.notice_type_id).where(Notice.account_id == account).distinct()
-             .subquery())
-    kinds = (select(pairs.c.agency_id, Agency.name, pairs.c.notice_type_id, NoticeType.title)
-             .outerjoin(Agency, Agency.id == pairs.c.agency_id)
-             .outerjoin(NoticeType, NoticeType.id == pairs.c.notice_type_id))
-    return count, page, kinds
+def _notice_where(agency: bool, kind: bool) -> str:
+    return "account_id = ?" + (" AND agency_id = ?" if agency else "") + (" AND notice_type_id = ?" if kind else "")
 
 
-_COUNT, _PAGE, _KINDS = _notice_statements()
+#: the statements of "my notices" (plain SQL on the DBAPI cursor, as _LIVE_SESSION), for each
+#: combination of the two filters: the count (and the newest id, which marks a change), and the
+#: page, sorted and cut on ``notice`` alone (ix_notice_account_delivered) before only its rows
+#: are joined to their agency's and type's names
+_COUNT = {(a, k): f"SELECT COUNT(*), MAX(id) FROM notice WHERE {_notice_where(a, k)}"
+          for a in (False, True) for k in (False, True)}
+_PAGE = {(a, k): "SELECT n.id, n.agency_id, agency.name, notice_type.title, n.delivered_at FROM ("
+                 "SELECT id, agency_id, notice_type_id, delivered_at FROM notice "
+                 f"WHERE {_notice_where(a, k)} ORDER BY delivered_at DESC, id DESC LIMIT ? OFFSET ?) n "
+                 "LEFT OUTER JOIN agency ON agency.id = n.agency_id "
+                 "LEFT OUTER JOIN notice_type ON notice_type.id = n.notice_type_id "
+                 "ORDER BY n.delivered_at DESC, n.id DESC"
+         for a in (False, True) for k in (False, True)}
+#: the agencies and types the account has notices of
+_KINDS = ("SELECT p.agency_id, agency.name, p.notice_type_id, notice_type.title FROM ("
+          "SELECT DISTINCT agency_id, notice_type_id FROM notice WHERE account_id = ?) p "
+          "LEFT OUTER JOIN agency ON agency.id = p.agency_id "
+          "LEFT OUTER JOIN notice_type ON notice_type.id = p.notice_type_id")
 #: (database, account id) -> ((its notices' count, their newest id), (agencies, types)); LRU,
 #: CHOICES_CACHED at most
 _choices: OrderedDict[tuple[str, int], tuple[tuple[int, int], tuple[list, list]]] = OrderedDict()
 _choices_lock = threading.Lock()
 
 
-def _filter_choices(conn, account_id: int) -> tuple[int, list, list]:
+def _filter_choices(r: RawRead, url: str, account_id: int) -> tuple[int, list, list]:
     """The account's count of notices, and the agencies and types it has notices of: those read
     again only when its notices changed (a notice delivered raises the newest id, one removed
     lowers the count)."""
-    mark = tuple(conn.execute(_COUNT, {"account": account_id, "agency": "", "kind": ""}).one())
-    key = (str(conn.engine.url), account_id)
+    mark = tuple(driver_rows(r, _COUNT[False, False], account_id)[0])
+    key = (url, account_id)
     with _choices_lock:
         cached = _choices.get(key)
         if cached is not None and cached[0] == mark:
             _choices.move_to_end(key)
             return (mark[0], *cached[1])
-    kinds = conn.execute(_KINDS, {"account": account_id}).all()
+    kinds = driver_rows(r, _KINDS, account_id)
     found = (sorted({(k[0], k[1] or k[0]) for k in kinds}), sorted({(k[2], k[3] or k[2]) for k in kinds}))
     with _choices_lock:
         _choices[key] = (mark, found)  # type: ignore[assignment]
@@ -167,22 +201,32 @@ def _filter_choices(conn, account_id: int) -> tuple[int, list, list]:
     return (mark[0], *found)
 
 
-def list_notices(reg, account_id: int, agency: str = "", notice_type: str = "", page: int = 1) -> NoticePage:
+def list_notices(reg, account_id: int, agency: str = "", notice_type: str = "", page: int = 1,
+                 handle: str | None = None) -> NoticePage | None:
     """One page of the account's notices, newest first, filtered by agency and type; the
-    filters' choices are the agencies and types the account has notices of. On one connection,
-    Core statements (no ORM objects): the count, the page, the choices (cached while the
-    account's notices are unchanged)."""
-    pub = ids(reg)
-    params = {"account": account_id, "agency": agency, "kind": notice_type}
-    with reg.store.reader() as s:
-        conn = s.connection()
-        total, agencies, types = _filter_choices(conn, account_id)
+    filters' choices are the agencies and types the account has notices of. One read-only
+    transaction on a pooled DBAPI connection: the count, the page, the choices (cached while the
+    account's notices are unchanged). With ``handle``, the portal's session is checked first in
+    the same transaction (``live_session``): None if it is not live."""
+    seen = None
+    with raw_reader(reg.store) as r:
+        if handle is not None:
+            seen = _last_seen(r, reg, account_id, handle)
+            if seen is None:
+                return None
+        total, agencies, types = _filter_choices(r, reg.store.url, account_id)
+        filters = (bool(agency), bool(notice_type))
+        params = [account_id] + [v for v in (agency, notice_type) if v]
         if agency or notice_type:
-            total = conn.execute(_COUNT, params).scalar() or 0
+            total = driver_rows(r, _COUNT[filters], *params)[0][0] or 0
         pages = max(1, -(-total // PER_PAGE))
         page = min(max(1, page), pages)
-        rows = conn.execute(_PAGE, {**params, "skip": (page - 1) * PER_PAGE}).all()
-    items = [NoticeItem(pub.encode(NOTICE, r[0]), r[2] or r[1], r[3] or "", as_utc(r[4])) for r in rows]
+        rows = driver_rows(r, _PAGE[filters], *params, PER_PAGE, (page - 1) * PER_PAGE)
+    if seen is not None:
+        _seen(reg, account_id, handle, seen)
+    pub = ids(reg)
+    items = [NoticeItem(public_id, r[2] or r[1], r[3] or "", driver_time(r[4]))
+             for public_id, r in zip(pub.encode_many(NOTICE, [r[0] for r in rows]), rows)]
     return NoticePage(items, page, pages, agencies, types)
 
 

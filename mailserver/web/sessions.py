@@ -28,6 +28,7 @@ from aiohttp import web
 from sqlalchemy import delete, select, update
 
 from ..registry.context import Registry
+from ..store.driver import driver_rows, driver_time, raw_reader
 from ..store.models import WebSession, as_utc, utcnow
 
 #: the form field and the header (for the rare script) carrying the CSRF token
@@ -85,17 +86,25 @@ def create_session(reg: Registry, account_id: int, ip: str, user_agent: str, amr
     return secret
 
 
+#: the session of a cookie (every page of the provider and the sign-in look it up): plain SQL on
+#: the DBAPI cursor (store/driver.py), cheaper than an ORM session and statement
+_LOOKUP = ("SELECT id, handle, account_id, created_at, auth_time, last_seen_at, ip, user_agent FROM web_session "
+           "WHERE secret_hash = ?")
+
+
 def lookup_session(reg: Registry, secret: str) -> Session | None:
     """The live session of this cookie value, or None (an ended, idle or too old one is removed)."""
     if not secret or len(secret) > 64:
         return None
     oidc = reg.config.oidc
     now = utcnow()
-    with reg.store.reader() as s:
-        row = s.scalar(select(WebSession).where(WebSession.secret_hash == _hash(secret)))
-        found = _session(row) if row is not None else None
-    if found is None:
+    with raw_reader(reg.store) as r:
+        rows = driver_rows(r, _LOOKUP, _hash(secret))
+    if not rows:
         return None
+    id_, handle, account_id, created_at, auth_time, last_seen_at, ip, user_agent = rows[0]
+    found = Session(id_, handle, account_id, driver_time(created_at), driver_time(auth_time),
+                    driver_time(last_seen_at), ip, user_agent)
     if (now - found.last_seen_at).total_seconds() > oidc.session_idle_seconds or \
             (now - found.auth_time).total_seconds() > oidc.session_max_seconds:
         end_session(reg, secret)

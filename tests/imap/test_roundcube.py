@@ -308,14 +308,14 @@ def sso(city_factory, tmp_path):  # noqa: F811
     config names them), and Roundcube configured by nothing but `civicmail webmail config`'s
     output (on top of its database, logs and debug switches) with the plugin it installs."""
     ports = [f"{name}.listen=127.0.0.1:{_free_port()}" for name in ("http", "imaps", "submissions")]
-    town = city_factory(*ports)
+    php_port = _free_port()
+    url = f"http://127.0.0.1:{php_port}/"
+    town = city_factory(*ports, f"oidc.webmail_url={url}")  # where the portal's webmail link goes
     root = tmp_path / "roundcube"
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     for plugin in (ROUNDCUBE / "plugins").iterdir():  # the package's own (jqueryui, ...)
         (plugins / plugin.name).symlink_to(plugin.resolve())
-    php_port = _free_port()
-    url = f"http://127.0.0.1:{php_port}/"
     args = [sys.executable, str(REPO_ROOT / "bin" / "civicmail"), "-c", str(town.server.config.source),
             *[a for p in ports for a in ("--set", p)], "webmail", "config", "--url", url, "--plugins-dir", str(plugins)]
     made = subprocess.run(args, capture_output=True, text=True, timeout=120)
@@ -436,3 +436,68 @@ def test_signed_in_to_the_city_the_browser_opens_roundcube_without_a_password_an
 
 def _hidden(page: str) -> dict[str, str]:
     return {k: html.unescape(v) for k, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page)}
+
+
+# -- the same, in a real browser (issue 15, "Done means") ---------------------------------------
+HAVE_BROWSER = bool(shutil.which("chromium") and shutil.which("chromedriver"))
+try:
+    import selenium  # noqa: F401
+except ImportError:  # pragma: no cover
+    HAVE_BROWSER = False
+
+
+@pytest.mark.skipif(not HAVE_BROWSER, reason="no headless browser: Debian's chromium and chromium-driver "
+                                             "(bash .ci/run installs them) and selenium")
+def test_the_browser_signed_into_the_portal_follows_its_webmail_link_into_roundcube_and_opens_a_notice(sso):
+    """Chromium signs into the portal (the provider's form: the one password typed), follows the
+    portal's 网页邮箱 link and lands in Roundcube's inbox signed in by single sign-on, with no
+    password asked; it opens a notice and reads its subject and body."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from mailserver.web.tour import DESKTOP, chromium, sign_in, wait_for_page
+
+    town, base, logs, _ = sso
+    notices = _deliver_notices(town)
+    portal = f"http://127.0.0.1:{town.port(HTTP)}"
+    with chromium(DESKTOP, 900) as driver:
+        driver.get(portal + "/")
+        assert "/signin" in driver.find_element(By.CSS_SELECTOR, "main a.button").get_attribute("href")
+        sign_in(driver, portal, town.addresses[0], PASSWORD)
+        assert driver.current_url.startswith(portal + "/")
+        assert town.addresses[0] in driver.find_element(By.TAG_NAME, "main").text  # the portal, signed in
+
+        link = driver.find_element(By.LINK_TEXT, "网页邮箱")
+        assert link.get_attribute("href") == base + "/"
+        wait_for_page(driver, link.click)
+
+        # Roundcube's mail view, reached through the provider and back with a code: no form on the
+        # way (no consent for the city's own webmail), no password field on the page
+        def listed(d) -> list:
+            return [r for r in d.find_elements(By.CSS_SELECTOR, "#messagelist tbody tr") if r.text.strip()]
+
+        rows = WebDriverWait(driver, 60).until(lambda d: len(listed(d)) == len(NOTICES) and listed(d))
+        assert driver.current_url.startswith(base + "/") and "_task=mail" in driver.current_url, driver.current_url
+        assert not driver.find_elements(By.CSS_SELECTOR, "input[type=password]")
+        assert sorted(r.find_element(By.CSS_SELECTOR, "span.subject").text for r in rows) \
+            == sorted(subject for subject, _ in NOTICES)
+
+        # open the second notice: its subject heads the preview, its body below
+        subject, body = NOTICES[1][0], str(notices[1].get_content()).strip()
+        row = next(r for r in rows if r.find_element(By.CSS_SELECTOR, "span.subject").text == subject)
+        row.find_element(By.CSS_SELECTOR, "td.subject").click()
+        driver.switch_to.frame("messagecontframe")
+        heading = WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "h2.subject"))
+        assert subject in heading[0].text and "_uid=2" in driver.execute_script("return location.href")
+        WebDriverWait(driver, 60).until(lambda d: body in d.find_element(By.ID, "messagebody").text)
+        driver.switch_to.default_content()
+
+    assert _folder(town, 0, "INBOX")[1][0] & SEEN  # Roundcube read it over IMAP
+    # Roundcube never had the password: it opened IMAP with the webmail's token (no LOGIN)
+    commands = _imap_commands(logs)
+    assert commands and not any(c.startswith("LOGIN") for c in commands), commands
+    with town.server.store.reader() as s:
+        details = s.scalars(select(AuditLog.detail).where(AuditLog.action == "oidc.authorize",
+                                                          AuditLog.actor == town.addresses[0])).all()
+    assert any(d.startswith("client=portal ") for d in details), details
+    assert any(d.startswith("client=webmail ") for d in details), details
