@@ -88,7 +88,7 @@ def create_session(reg: Registry, account_id: int, ip: str, user_agent: str, amr
 
 #: the session of a cookie (every page of the provider and the sign-in look it up): plain SQL on
 #: the DBAPI cursor (store/driver.py), cheaper than an ORM session and statement
-_LOOKUP = ("SELECT id, handle, account_id, created_at, auth_time, last_seen_at, ip, user_agent FROM web_session "
+_LOOKUP = ("SELECT id, handle, account_id, created_at, auth_time, last_seen_at, ip, user_agent, amr FROM web_session "
            "WHERE secret_hash = ?")
 
 
@@ -102,9 +102,9 @@ def lookup_session(reg: Registry, secret: str) -> Session | None:
         rows = driver_rows(r, _LOOKUP, _hash(secret))
     if not rows:
         return None
-    id_, handle, account_id, created_at, auth_time, last_seen_at, ip, user_agent = rows[0]
+    id_, handle, account_id, created_at, auth_time, last_seen_at, ip, user_agent, amr = rows[0]
     found = Session(id_, handle, account_id, driver_time(created_at), driver_time(auth_time),
-                    driver_time(last_seen_at), ip, user_agent)
+                    driver_time(last_seen_at), ip, user_agent, amr or "pwd")
     if (now - found.last_seen_at).total_seconds() > oidc.session_idle_seconds or \
             (now - found.auth_time).total_seconds() > oidc.session_max_seconds:
         end_session(reg, secret)
