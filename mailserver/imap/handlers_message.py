@@ -375,8 +375,7 @@ async def do_search(s: ImapSession, cmd: Search) -> Reply:
     modseqs = [m for _, _, m in hits] if with_modseq else None
     opts = cmd.return_opts
     if opts is not None and "SAVE" in opts:
-        _save(sel, opts, [uid for _, uid, _ in hits])
-        opts = tuple(o for o in opts if o != "SAVE")
+        opts = save_result(sel, opts, [uid for _, uid, _ in hits])
         if not opts:
             return R.OK_DONE  # RFC 5182 2.4: SAVE alone answers nothing but OK
     if opts is not None or s.rev2:  # RFC 9051 6.4.4: IMAP4rev2 answers with ESEARCH
@@ -389,12 +388,14 @@ async def do_search(s: ImapSession, cmd: Search) -> Reply:
     return R.OK_DONE
 
 
-def _save(sel: SelectedFolder, opts: tuple[str, ...], uids: list[int]) -> None:
-    """RFC 5182 2.4: keep the result for "$"; with MIN or MAX but neither ALL nor COUNT, only
-    those."""
+def save_result(sel: SelectedFolder, opts: tuple[str, ...], uids: list[int]) -> tuple[str, ...]:
+    """RFC 5182 2.4: keep the result (UIDs in result order: mailbox order for SEARCH, sort order
+    for SORT, RFC 5267 3) for "$"; with MIN or MAX but neither ALL nor COUNT, only those. The
+    other return options, left to answer (none: SAVE alone, answered by OK only)."""
     if uids and ("MIN" in opts or "MAX" in opts) and not ("ALL" in opts or "COUNT" in opts):
         uids = ([uids[0]] if "MIN" in opts else []) + ([uids[-1]] if "MAX" in opts else [])
     sel.saved = set(uids)
+    return tuple(o for o in opts if o != "SAVE")
 
 
 def _keep_updated(s: ImapSession, cmd: Search, uids: list[int]) -> Reply:

@@ -21,7 +21,7 @@ from . import responses as R
 from .codec import format_uid_set, mailbox_wire
 from .commands import Invalid
 from .compress import InflatingReader, deflate, deflater
-from .context import SearchContext, additions, matching, removals, sorted_uids, update_lines
+from .context import SearchContext, additions, contexts_expunged, matching, removals, sorted_uids, update_lines
 from .framing import Closed, Framed, Refused, read_command, read_line
 from .pacing import Pacer
 from .parser import parse
@@ -530,12 +530,14 @@ class ImapSession:
         if not flags and not changes.new and changes.present is None:
             self.pending = self.pending or bool(changes.changed)
             return
-        if not flags and not changes.new and changes.present is None:
-            self.pending = self.pending or bool(changes.changed)
-            return
         known_max = sel.max_uid
         await self.announce_keywords(r[2] for r in changes.new + changes.changed)
         expunged, gone, new, changed = sel.apply(changes, allow_expunge)
+        if gone and self.contexts:
+            # RFC 5267 4.3: an updated search's REMOVEFROM for expunged messages comes before the
+            # EXPUNGE (or VANISHED) that removes them, while the client still knows them.
+            for line in contexts_expunged(self.contexts.values(), gone):
+                await self.untagged(line)
         if gone and self.qresync:
             # RFC 7162 3.2.10: one VANISHED for all of them instead of an EXPUNGE each
             await self.untagged("VANISHED " + format_uid_set(gone))
@@ -559,24 +561,26 @@ class ImapSession:
                 tail = f" MODSEQ ({modseq})" if self.condstore else ""
                 flags_text = flag_text(flags, keywords, sel.is_recent(uid))
                 await self.untagged(f"{seq} FETCH (UID {uid} FLAGS {flags_text}{tail})")
-        if self.contexts and (gone or new or changed):
-            await self.update_contexts(sel, gone, sorted({*new, *(c[0] for c in changed)}))
+        if self.contexts and (new or changed):
+            await self.update_contexts(sel, sorted({*new, *(c[0] for c in changed)}))
 
-    async def update_contexts(self, sel: SelectedFolder, gone: list[int], touched: list[int]) -> None:
-        """RFC 5267 4.3: tell each updated search what the expunged (``gone``) and the new or
-        re-flagged (``touched``) messages do to its result; only those are searched again, on the
-        heavy lane."""
+    async def update_contexts(self, sel: SelectedFolder, touched: list[int]) -> None:
+        """RFC 5267 4.3: tell each updated search what the new or re-flagged (``touched``)
+        messages do to its result (after the EXISTS that announces new ones); only those are
+        searched again, on the heavy lane."""
         touched = [u for u in touched if sel.seq_of(u) is not None]
+        if not touched:
+            return
         for ctx in list(self.contexts.values()):
-            matched = await self.heavy(matching, self.store, sel, ctx.keys, touched) if touched else set()
+            matched = await self.heavy(matching, self.store, sel, ctx.keys, touched)
             if self.selected is not sel:
                 return
             if ctx.criteria is None:
-                for line in update_lines(ctx, gone, touched, matched):
+                for line in update_lines(ctx, [], touched, matched):
                     await self.untagged(line)
                 continue
             head = f'ESEARCH (TAG "{ctx.tag}") UID'
-            removed = removals(ctx, gone, touched, matched)
+            removed = removals(ctx, [], touched, matched)
             if removed:
                 await self.untagged(f"{head} REMOVEFROM ({removed})")
             if matched - ctx.uids:
