@@ -14,6 +14,7 @@ import functools
 import importlib
 import logging
 import signal
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, Hashable, Protocol, TypeVar
@@ -26,6 +27,7 @@ from .lanes import BatchLane, HeavyLane
 from .registry import Registry
 from .registry.auth import Principal, authenticate
 from .store import Store
+from .store.driver import LoopReader, OverBudget
 from .store.notify import ChangeHub, hub
 from .store.outage import OutageLog, is_outage
 
@@ -164,10 +166,39 @@ class ServerContext:
         most imap.heavy_jobs_per_user at a time per ``owner``: ``run`` never waits for it."""
         return await self.heavy.run(owner, fn, *args)
 
+    @cached_property
+    def loop_reader(self) -> LoopReader | None:
+        """On SQLite (a database file), the event loop's own connection for the cheap reads of
+        small folders (imap.loop_read_budget; store.driver.LoopReader), made by the loop's
+        thread on its first read; else None."""
+        budget = self.config.imap.loop_read_budget
+        if not budget or self.store.dialect != "sqlite" or self.store.engine.url.database in (None, "", ":memory:"):
+            return None
+        return LoopReader(self.store, budget)
+
     async def run_read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a cheap, bounded store read (one folder's counters, a batch of FLAGS rows) on the
-        read lane: no write and no login ever waits behind it, nor it behind them."""
+        """Run a cheap, bounded store read (one folder's counters, a batch of FLAGS rows): on
+        SQLite on the event loop within a budget (``loop_reader``), else, or past the budget, on
+        the read lane: no write and no login ever waits behind it, nor it behind them. A folder
+        found too big for the loop goes straight to the lane for a while (``_big``)."""
+        here = self.loop_reader
+        if here is not None and here.usable():
+            key = _size_key(fn, args)
+            big = self._big
+            if key is None or key not in big or big[key] < time.monotonic():
+                try:
+                    return here.run(fn, *args)
+                except OverBudget:
+                    if key is not None:
+                        if len(big) >= _BIG_KEPT:
+                            big.clear()
+                        big[key] = time.monotonic() + _BIG_SECONDS
         return await self.reads.run(fn, *args)
+
+    @cached_property
+    def _big(self) -> dict:
+        """(function, folder or account id) -> until when its reads skip the loop."""
+        return {}
 
     async def run_write(self, fn: Callable[..., T], *args: Any, then: Callable[[T], Any] | None = None) -> Any:
         """Run an IMAP write (``fn`` writes through ``mailboxes.writing``) and then ``then(result)``
@@ -183,6 +214,8 @@ class ServerContext:
         for lane in ("heavy", "writes", "reads"):
             if self.__dict__.get(lane) is not None:
                 getattr(self, lane).shutdown()
+        if self.__dict__.get("loop_reader") is not None:
+            self.loop_reader.close()
 
     async def run_store(self, fn: Callable[..., T], *args: Any, timeout: float | None = None, **kwargs: Any) -> T:
         """``run`` for store work a client waits on: StoreUnavailable if the database fails or
@@ -250,6 +283,19 @@ class ServerContext:
                     raise StartupError(f"cannot load the city CA from {ca_dir}: {exc}") from None
                 ctx.verify_mode = ssl.CERT_OPTIONAL
         return ctx
+
+
+#: a read found too big for the event loop goes to the read lane for this long ...
+_BIG_SECONDS = 60.0
+#: ... remembered for this many (function, folder) pairs at most
+_BIG_KEPT = 4096
+
+
+def _size_key(fn: Callable, args: tuple) -> tuple | None:
+    """What a read's size depends on: its function and the folder or account it reads (the
+    id after the store, or the selected folder's), None if neither."""
+    of = getattr(args[1], "folder_id", args[1]) if len(args) > 1 else None
+    return (getattr(fn, "func", fn), of) if isinstance(of, int) else None
 
 
 def _then(fn: Callable[..., T], args: tuple, then: Callable[[T], Any] | None) -> Any:

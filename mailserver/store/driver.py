@@ -4,12 +4,19 @@ they are adapted to the driver's paramstyle here, in one place."""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import sqlite3
+import threading
+from typing import Any, Callable, Iterator, TypeVar
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from .db import Store
+
+T = TypeVar("T")
+#: the connection raw_reader uses in this thread instead of the pool's, while ``LoopReader.run``
+#: runs a read on the event loop
+_here = threading.local()
 
 
 class RawRead:
@@ -26,7 +33,13 @@ class RawRead:
 def raw_reader(store: Store) -> Iterator[RawRead]:
     """``store.reader()`` for the reads every IMAP command repeats, at a fraction of its cost:
     opening an ORM session and SQLAlchemy's BEGIN cost more than the queries themselves. Only
-    ``driver_rows`` works on it. The connection goes back to the pool (rolled back) on leaving."""
+    ``driver_rows`` works on it. The connection goes back to the pool (rolled back) on leaving;
+    inside ``LoopReader.run`` the loop's own connection is used instead."""
+    own = getattr(_here, "reader", None)
+    if own is not None and own.store is store:
+        with own.transaction() as read:
+            yield read
+        return
     conn = store.engine.raw_connection()
     try:
         sqlite = store.dialect == "sqlite"
@@ -94,3 +107,75 @@ def driver_execute(session: Session, sql: str, rows: list[tuple]) -> None:
         raise
     finally:
         cursor.close()
+
+
+class OverBudget(Exception):
+    """A read on the event loop went past its budget (or met a lock): run it on a lane instead."""
+
+
+class LoopReader:
+    """SQLite reads run on the event loop itself, each bounded by a budget of SQLite virtual
+    machine steps (``budget``; a progress handler interrupts the read past it, and the caller
+    runs it again on the read lane: ``OverBudget``).
+
+    A cheap read of a small folder (its status, SELECT's pass over it, a FETCH of its flags,
+    what changed since the session last looked) costs less than handing it to a thread and
+    back: two context switches, a future and a wake-up of the loop. The bound keeps the loop
+    from ever running a big folder's read: the work of one is at most ``budget`` steps (about
+    a millisecond at the default), then it goes to the lane as before. The connection is the
+    loop thread's own (one, kept open; SQLite in WAL mode: a reader never waits for a writer)
+    and never waits for a lock (busy_timeout 0: a lock is OverBudget too). Used only from the
+    thread that made it; from another, callers use the lane."""
+
+    #: SQLite VM steps between two calls of the progress handler
+    STEP = 1000
+
+    def __init__(self, store: Store, budget: int) -> None:
+        self.store = store
+        self.budget = budget
+        self.thread = threading.get_ident()
+        self._fairy = store.engine.raw_connection()  # the engine's pragmas; kept out of the pool for good
+        self.dbapi = self._fairy.driver_connection
+        self.dbapi.execute("PRAGMA busy_timeout=0")
+        self.dbapi.set_progress_handler(self._tick, self.STEP)
+        self._read = RawRead(self.dbapi, True)
+        self._spent = 0
+        self._depth = 0
+
+    def _tick(self) -> int:
+        self._spent += self.STEP
+        return self._spent > self.budget
+
+    def usable(self) -> bool:
+        return threading.get_ident() == self.thread and self._fairy is not None
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` here and now, its raw_reader reads on this connection within the budget."""
+        self._spent = 0
+        _here.reader = self
+        try:
+            return fn(*args)
+        except sqlite3.Error as exc:  # interrupted past the budget, or a lock: the lane waits as it should
+            raise OverBudget(str(exc)) from exc
+        finally:
+            _here.reader = None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[RawRead]:
+        """A read transaction (nested raw_readers share the outer one's)."""
+        if self._depth == 0:
+            self.dbapi.execute("BEGIN")
+        self._depth += 1
+        try:
+            yield self._read
+        finally:
+            self._depth -= 1
+            if self._depth == 0 and self.dbapi.in_transaction:
+                self._spent = 0  # the ROLLBACK is never the one interrupted
+                self.dbapi.execute("ROLLBACK")
+
+    def close(self) -> None:
+        if self._fairy is not None:
+            self.dbapi.set_progress_handler(None, 0)
+            self._fairy.invalidate()  # not back into the pool with busy_timeout 0
+            self._fairy = None
