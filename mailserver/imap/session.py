@@ -86,7 +86,8 @@ class ImapSession:
                  "selected", "contexts", "pending", "wake", "notifier", "rev2", "condstore", "qresync", "utf8",
                  "preauth_slot",
                  "_login_deadline", "_limit_key", "_pacer", "_out", "_out_size", "_deflate", "_deflating",
-                 "_expunge_ok", "_looked", "__weakref__")
+                 "_expunge_ok", "_looked", "_task", "_watchdog", "_read_deadline", "_reading", "_silent",
+                 "_limits", "__weakref__")
 
     def __init__(self, ctx: "ServerContext", service: "ImapService", reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, tls_active: bool) -> None:
@@ -135,6 +136,16 @@ class ImapSession:
         self._expunge_ok = False
         #: what ``run_looking`` found changed in the selected folder, for ``report_changes``
         self._looked: _Looked | None = None
+        #: the silence watchdog (``_watch``): the session's task, its timer, the loop time by
+        #: which the command being awaited must have come, whether one is being awaited, and
+        #: whether the watchdog ended the wait
+        self._task: asyncio.Task | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._read_deadline = 0.0
+        self._reading = False
+        self._silent = False
+        #: ``frame_limits`` of the present state (they change only at login and UNAUTHENTICATE)
+        self._limits: tuple | None = None
 
     # -- properties the handlers read ---------------------------------------------------------------
     @property
@@ -279,12 +290,18 @@ class ImapSession:
         """(line, literal, whole command) in bytes: before login, imap.max_preauth_command_size
         bounds all three (RFC 7888 4); after it, the line and literal limits and the larger of
         one literal and one MULTIAPPEND's messages, plus four lines."""
+        limits = self._limits
+        if limits is not None and (limits[3] == NOT_AUTH) == (self.state == NOT_AUTH):
+            return limits[:3]
         imap = self.config.imap
         if self.state == NOT_AUTH:
             small = imap.max_preauth_command_size
-            return min(small, imap.max_line_length), min(small, imap.max_literal_size), small
-        return (imap.max_line_length, imap.max_literal_size,
-                max(imap.max_literal_size, imap.max_multiappend_size) + imap.max_line_length * 4)
+            limits = (min(small, imap.max_line_length), min(small, imap.max_literal_size), small, NOT_AUTH)
+        else:
+            limits = (imap.max_line_length, imap.max_literal_size,
+                      max(imap.max_literal_size, imap.max_multiappend_size) + imap.max_line_length * 4, AUTH)
+        self._limits = limits
+        return limits[:3]
 
     # -- the loop -------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -314,6 +331,9 @@ class ImapSession:
                     self.writer.write(self.wire(b"".join(self._out)))
                 except Exception:  # the transport is gone
                     pass
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+                self._watchdog = None
             self.close_selected()
             self.stop_notify()
             self.service.release(self)
@@ -327,12 +347,25 @@ class ImapSession:
         (RFC 5465 4: the server may send them at any time between commands)."""
         line, literal, command = self.frame_limits()
         reading = read_command(self.reader, line, literal, self.continuation, command)
-        if self.notifier is None:
-            try:
-                return await asyncio.wait_for(reading, self.read_timeout())
-            except asyncio.TimeoutError:
-                await self.timed_out()
         loop = asyncio.get_running_loop()
+        if self.notifier is None:
+            # No task and no timer per command (asyncio.wait_for makes both): one watchdog per
+            # session that ends the wait if it outlasts the deadline.
+            self._read_deadline = loop.time() + self.read_timeout()
+            if self._watchdog is None:
+                self._task = asyncio.current_task()
+                self._watchdog = loop.call_at(self._read_deadline, self._watch)
+            self._reading = True
+            try:
+                return await reading
+            except asyncio.CancelledError:
+                if not self._silent:
+                    raise
+                self._silent = False
+                self._task.uncancel()
+                await self.timed_out()
+            finally:
+                self._reading = False
         deadline = loop.time() + self.read_timeout()
         task = asyncio.ensure_future(reading)
         waiter: asyncio.Future | None = None
@@ -369,6 +402,20 @@ class ImapSession:
             for pending in (task, waiter):
                 if pending is not None and not pending.done():
                     pending.cancel()
+
+    def _watch(self) -> None:
+        """The silence watchdog's timer: while a command is awaited past its deadline, end the
+        wait (``next_command`` then says BYE); else look again at the deadline of the present
+        wait, or when the next one begins."""
+        self._watchdog = None
+        if not self._reading or self._task is None or self._task.done():
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._read_deadline:
+            self._watchdog = loop.call_at(self._read_deadline, self._watch)
+            return
+        self._silent = True
+        self._task.cancel()
 
     async def push(self, idle: bool = False) -> None:
         """Notifications owed now, outside any command: the selected folder's changes (in IDLE;
@@ -409,7 +456,7 @@ class ImapSession:
         except Logout:
             reply, logout = R.OK_DONE, True
         except AlreadyAnswered:
-            self.ctx.metrics.imap_commands.labels(spec.name, "OK").inc()
+            self.ctx.metrics.imap_command(spec.name, "OK")
             return
         except (Closed, ConnectionError):
             raise  # the client went away: end the session quietly
@@ -436,7 +483,7 @@ class ImapSession:
     async def tagged(self, tag: str, reply: "R.Reply", command: str) -> None:
         """The tagged reply that ends a command, counted by command (a registered name or INVALID:
         never the client's text) and status."""
-        self.ctx.metrics.imap_commands.labels(command, reply.status).inc()
+        self.ctx.metrics.imap_command(command, reply.status)
         await self.send(reply.tagged(tag))
 
     # -- the selected folder and other sessions' changes ------------------------------------------------
@@ -498,7 +545,13 @@ class ImapSession:
         force = self._expunge_ok and sel.expunge_pending
         look = functools.partial(_look_after, self.ctx.hub, self.store, sel.folder_id, sel.modseq, sel.max_uid,
                                  sel.exists, force)
-        result, looked = await self.ctx.run_write(fn, *args, then=look)
+        if self.ctx.loop_reader is not None:
+            # the look is a cheap read like any other: on the loop once the write is committed
+            # (a hop fewer than handing it from the write lane to the read lane)
+            result = await self.ctx.run_write(fn, *args)
+            _, looked = await self.ctx.run_read(look, result)
+        else:
+            result, looked = await self.ctx.run_write(fn, *args, then=look)
         self._looked = _Looked(sel, *looked)
         return result
 
