@@ -170,9 +170,10 @@ class IMAPConfig:
     #: in the selected folder), each taking the reads queued meanwhile in one go (lanes.ReadLane)
     read_threads: int = 1
     #: on SQLite, the cheap reads of a small folder run on the event loop itself, each within
-    #: this many SQLite steps (about a millisecond); a larger one goes to the read lane. 0: all
-    #: go to the read lane
-    loop_read_budget: int = 50_000
+    #: this many SQLite steps (50,000: about a millisecond); a larger one goes to the read lane.
+    #: 0 (the default): all go to the read lane, which measured faster on a busy machine
+    #: (docs/benchmarks.md, branch perf3)
+    loop_read_budget: int = 0
     #: levels of nesting in a SEARCH (parentheses, NOT, OR) and of parenthesised lists in any
     #: command; deeper: BAD [LIMIT]
     max_search_depth: int = 64

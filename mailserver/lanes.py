@@ -94,7 +94,8 @@ class BatchLane:
     whose caller stopped waiting (cancelled, timed out) before it started is not run.
 
     ``around``: a context manager factory wrapped around each batch's jobs (the write lane's one
-    transaction); if leaving it raises, every job of the batch gets that exception. A job's
+    transaction); if leaving it raises, every job of the batch gets that exception. ``init``: run
+    first in each thread (the read lane's connection of its own: ``store.driver.OwnReader``). A job's
     ``then`` runs after it once ``around`` has been left: on the lane ``then_on`` (the write
     lane hands its looks to the read lane, and goes on to its next COMMIT), else in this thread.
     """
@@ -104,8 +105,10 @@ class BatchLane:
 
     def __init__(self, threads: int = 1, name: str = "read",
                  around: Callable[[], contextlib.AbstractContextManager] | None = None,
-                 then_on: "BatchLane | None" = None) -> None:
+                 then_on: "BatchLane | None" = None, init: Callable[[], Any] | None = None) -> None:
         self._then_on = then_on
+        #: called first in each thread; what it returns (if not None) is closed as the thread ends
+        self._init = init
         self._jobs: collections.deque = collections.deque()
         self._cond = threading.Condition(threading.Lock())
         self._idle = 0
@@ -130,6 +133,14 @@ class BatchLane:
                 self._cond.notify()
 
     def _work(self) -> None:
+        held = self._init() if self._init is not None else None
+        try:
+            self._serve()
+        finally:
+            if held is not None:
+                held.close()
+
+    def _serve(self) -> None:
         jobs = self._jobs
         while True:
             with self._cond:

@@ -27,7 +27,7 @@ from .lanes import BatchLane, HeavyLane
 from .registry import Registry
 from .registry.auth import Principal, authenticate
 from .store import Store
-from .store.driver import LoopReader, OverBudget
+from .store.driver import OverBudget, OwnReader
 from .store.notify import ChangeHub, hub
 from .store.outage import OutageLog, is_outage
 
@@ -129,8 +129,15 @@ class ServerContext:
 
     @cached_property
     def reads(self) -> BatchLane:
-        """The read lane: cheap, bounded store reads, in batches (imap.read_threads)."""
-        return BatchLane(self.config.imap.read_threads, "read")
+        """The read lane: cheap, bounded store reads, in batches (imap.read_threads); on SQLite
+        each of its threads reads on a connection of its own (no pool checkout per read)."""
+        own = (lambda: OwnReader(self.store).hold()) if self._own_connections else None
+        return BatchLane(self.config.imap.read_threads, "read", init=own)
+
+    @property
+    def _own_connections(self) -> bool:
+        """SQLite on a file: a thread may keep a connection of its own (``OwnReader``)."""
+        return self.store.dialect == "sqlite" and self.store.engine.url.database not in (None, "", ":memory:")
 
     @cached_property
     def writes(self) -> BatchLane | None:
@@ -167,14 +174,14 @@ class ServerContext:
         return await self.heavy.run(owner, fn, *args)
 
     @cached_property
-    def loop_reader(self) -> LoopReader | None:
-        """On SQLite (a database file), the event loop's own connection for the cheap reads of
-        small folders (imap.loop_read_budget; store.driver.LoopReader), made by the loop's
-        thread on its first read; else None."""
+    def loop_reader(self) -> OwnReader | None:
+        """With imap.loop_read_budget, on SQLite, the event loop's own connection for the cheap
+        reads of small folders (store.driver.OwnReader), made by the loop's thread on its first
+        read; else None."""
         budget = self.config.imap.loop_read_budget
-        if not budget or self.store.dialect != "sqlite" or self.store.engine.url.database in (None, "", ":memory:"):
+        if not budget or not self._own_connections:
             return None
-        return LoopReader(self.store, budget)
+        return OwnReader(self.store, budget)
 
     async def run_read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a cheap, bounded store read (one folder's counters, a batch of FLAGS rows): on

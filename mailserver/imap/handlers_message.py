@@ -15,6 +15,7 @@ from bisect import bisect_left, bisect_right
 
 from ..errors import NotFound
 from ..store import mailboxes as mb
+from ..store.driver import driver_rows, raw_reader
 from ..store.models.mail import SEEN
 from . import fetch as F
 from . import parser as P
@@ -133,12 +134,39 @@ async def send_changed_since(s: ImapSession, sel: SelectedFolder, modseq: int, u
     await _send_fetch(s, s.ctx.run_read, sel, ranges, _FLAGS_MODSEQ, True, modseq)
 
 
+#: a FETCH of message bodies this small in all (and of few messages) is a cheap read: on the
+#: read lane (or the loop, ``ServerContext.run_read``), not the heavy lane with its per-user gate
+SMALL_FETCH_BYTES = 64 * 1024
+SMALL_FETCH_MESSAGES = 16
+
+
+def _render_small(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tuple[FetchAtt, ...],
+                  columns: tuple[str, ...], with_uid: bool, changedsince: int | None):
+    """``_render_batch`` of a FETCH that reads message bodies, if the messages between ``lo``
+    and ``hi`` are few and small (their sizes are read first); else None."""
+    with raw_reader(store) as r:
+        count, size = driver_rows(r, "SELECT count(*), coalesce(sum(size), 0) FROM message WHERE folder_id = ? "
+                                     "AND uid >= ? AND uid <= ?", sel.folder_id, lo, hi)[0]
+        if count > SMALL_FETCH_MESSAGES or size > SMALL_FETCH_BYTES:
+            return None
+        return _render_batch(store, sel, lo, hi, ranges, atts, columns, with_uid, changedsince, True)
+
+
 async def _send_fetch(s: ImapSession, run, sel: SelectedFolder, ranges, atts: tuple[FetchAtt, ...], with_uid: bool,
                       changedsince: int | None) -> None:
     """The FETCH responses for ``ranges``, batch by batch (``run``: the lane for the batches);
-    a keyword new to the session is announced before the batch that carries it."""
+    a keyword new to the session is announced before the batch that carries it. A few small
+    messages' bodies are a cheap read (``_render_small``), not the heavy lane's."""
     lo, hi = ranges[0][0], ranges[-1][1]
     columns = F.columns_for(atts)
+    if run == s.heavy and hi - lo < SMALL_FETCH_MESSAGES * 4:
+        done = await s.ctx.run_read(_render_small, s.store, sel, lo, hi, ranges, atts, columns, with_uid, changedsince)
+        if done is not None and done[0] is not None and done[1] is None:
+            chunk, _, unknown = done
+            if unknown:
+                await s.announce_keywords(unknown)
+            await s.send(chunk)
+            return
     while lo is not None and lo <= hi:
         chunk, nxt, unknown = await run(_render_batch, s.store, sel, lo, hi, ranges, atts, columns, with_uid,
                                         changedsince, run != s.heavy)
@@ -149,7 +177,8 @@ async def _send_fetch(s: ImapSession, run, sel: SelectedFolder, ranges, atts: tu
         if unknown:
             await s.announce_keywords(unknown)
         await s.send(chunk)
-        await s.flush()
+        if lo is not None:
+            await s.flush()  # streamed: a batch goes out before the next is read (the last with the reply)
 
 
 async def send_fetch_of(s: ImapSession, uids: list[int], atts: tuple[FetchAtt, ...]) -> None:

@@ -14,8 +14,7 @@ from sqlalchemy.orm import Session
 from .db import Store
 
 T = TypeVar("T")
-#: the connection raw_reader uses in this thread instead of the pool's, while ``LoopReader.run``
-#: runs a read on the event loop
+#: the connection raw_reader uses in this thread instead of the pool's (``OwnReader``)
 _here = threading.local()
 
 
@@ -34,7 +33,7 @@ def raw_reader(store: Store) -> Iterator[RawRead]:
     """``store.reader()`` for the reads every IMAP command repeats, at a fraction of its cost:
     opening an ORM session and SQLAlchemy's BEGIN cost more than the queries themselves. Only
     ``driver_rows`` works on it. The connection goes back to the pool (rolled back) on leaving;
-    inside ``LoopReader.run`` the loop's own connection is used instead."""
+    a thread with a connection of its own (``OwnReader``) uses that instead."""
     own = getattr(_here, "reader", None)
     if own is not None and own.store is store:
         with own.transaction() as read:
@@ -113,34 +112,37 @@ class OverBudget(Exception):
     """A read on the event loop went past its budget (or met a lock): run it on a lane instead."""
 
 
-class LoopReader:
-    """SQLite reads run on the event loop itself, each bounded by a budget of SQLite virtual
-    machine steps (``budget``; a progress handler interrupts the read past it, and the caller
-    runs it again on the read lane: ``OverBudget``).
+class OwnReader:
+    """A SQLite connection of one thread's own for raw_reader's reads, kept open: no pool
+    checkout and return per read (SQLAlchemy's pool costs more than a small read's SQL).
 
-    A cheap read of a small folder (its status, SELECT's pass over it, a FETCH of its flags,
-    what changed since the session last looked) costs less than handing it to a thread and
-    back: two context switches, a future and a wake-up of the loop. The bound keeps the loop
-    from ever running a big folder's read: the work of one is at most ``budget`` steps (about
-    a millisecond at the default), then it goes to the lane as before. The connection is the
-    loop thread's own (one, kept open; SQLite in WAL mode: a reader never waits for a writer)
-    and never waits for a lock (busy_timeout 0: a lock is OverBudget too). Used only from the
-    thread that made it; from another, callers use the lane."""
+    The read lane's threads each hold one for good (``hold``). With a ``budget`` it is the event
+    loop's (imap.loop_read_budget; ``ServerContext.run_read``): ``run`` runs a read on the loop
+    itself within that many SQLite virtual machine steps, past which a progress handler stops it
+    and the caller hands it to the read lane (``OverBudget``), as it does at a lock (it never
+    waits for one: busy_timeout 0). SQLite in WAL mode: a reader never waits for a writer.
+    Only the thread that made it uses it."""
 
     #: SQLite VM steps between two calls of the progress handler
     STEP = 1000
 
-    def __init__(self, store: Store, budget: int) -> None:
+    def __init__(self, store: Store, budget: int | None = None) -> None:
         self.store = store
         self.budget = budget
         self.thread = threading.get_ident()
         self._fairy = store.engine.raw_connection()  # the engine's pragmas; kept out of the pool for good
         self.dbapi = self._fairy.driver_connection
-        self.dbapi.execute("PRAGMA busy_timeout=0")
-        self.dbapi.set_progress_handler(self._tick, self.STEP)
+        if budget is not None:
+            self.dbapi.execute("PRAGMA busy_timeout=0")
+            self.dbapi.set_progress_handler(self._tick, self.STEP)
         self._read = RawRead(self.dbapi, True)
         self._spent = 0
         self._depth = 0
+
+    def hold(self) -> "OwnReader":
+        """Every raw_reader of this thread uses this connection from now on."""
+        _here.reader = self
+        return self
 
     def _tick(self) -> int:
         self._spent += self.STEP
@@ -176,6 +178,7 @@ class LoopReader:
 
     def close(self) -> None:
         if self._fairy is not None:
-            self.dbapi.set_progress_handler(None, 0)
-            self._fairy.invalidate()  # not back into the pool with busy_timeout 0
+            if self.budget is not None:
+                self.dbapi.set_progress_handler(None, 0)
+            self._fairy.invalidate()  # closed, not back into the pool
             self._fairy = None
