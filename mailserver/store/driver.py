@@ -138,6 +138,8 @@ class OwnReader:
         self._read = RawRead(self.dbapi, True)
         self._spent = 0
         self._depth = 0
+        #: reads ``run`` finished here, and reads it gave up (past the budget or at a lock)
+        self.ran = self.given_up = 0
 
     def hold(self) -> "OwnReader":
         """Every raw_reader of this thread uses this connection from now on."""
@@ -156,11 +158,14 @@ class OwnReader:
         self._spent = 0
         _here.reader = self
         try:
-            return fn(*args)
+            result = fn(*args)
         except sqlite3.Error as exc:  # interrupted past the budget, or a lock: the lane waits as it should
+            self.given_up += 1
             raise OverBudget(str(exc)) from exc
         finally:
             _here.reader = None
+        self.ran += 1
+        return result
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[RawRead]:
