@@ -94,10 +94,10 @@ class BatchLane:
     whose caller stopped waiting (cancelled, timed out) before it started is not run.
 
     ``around``: a context manager factory wrapped around each batch's jobs (the write lane's one
-    transaction); if leaving it raises, every job of the batch gets that exception. ``init``: run
-    first in each thread (the read lane's connection of its own: ``store.driver.OwnReader``). A job's
-    ``then`` runs after it once ``around`` has been left: on the lane ``then_on`` (the write
-    lane hands its looks to the read lane, and goes on to its next COMMIT), else in this thread.
+    transaction); if leaving it raises, every job of the batch gets that exception. A job's
+    ``then`` runs after it in the same thread once ``around`` has been left (the write lane's
+    look after its COMMIT). ``init``: run first in each thread (a connection of its own:
+    ``store.driver.OwnReader``); what it returns is closed as the thread ends.
     """
 
     #: jobs run in one batch at most (a long queue still returns its first answers)
@@ -105,9 +105,7 @@ class BatchLane:
 
     def __init__(self, threads: int = 1, name: str = "read",
                  around: Callable[[], contextlib.AbstractContextManager] | None = None,
-                 then_on: "BatchLane | None" = None, init: Callable[[], Any] | None = None) -> None:
-        self._then_on = then_on
-        #: called first in each thread; what it returns (if not None) is closed as the thread ends
+                 init: Callable[[], Any] | None = None) -> None:
         self._init = init
         self._jobs: collections.deque = collections.deque()
         self._cond = threading.Condition(threading.Lock())
@@ -162,12 +160,6 @@ class BatchLane:
                             outcomes.append([loop, future, False, exc, None])
             except BaseException as exc:  # noqa: BLE001 - the batch failed as a whole (its COMMIT)
                 outcomes = [[loop, future, False, exc, None] for loop, future, *_ in batch]
-            if self._then_on is not None:
-                later = [(loop, future, then, (value,), None) for loop, future, ok, value, then in outcomes
-                         if ok and then is not None]
-                if later:
-                    self._then_on._queue(later)
-                    outcomes = [o for o in outcomes if not (o[2] and o[4] is not None)]
             done: dict[asyncio.AbstractEventLoop, list] = {}
             for outcome in outcomes:
                 loop, future, ok, value, then = outcome

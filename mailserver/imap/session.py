@@ -545,13 +545,7 @@ class ImapSession:
         force = self._expunge_ok and sel.expunge_pending
         look = functools.partial(_look_after, self.ctx.hub, self.store, sel.folder_id, sel.modseq, sel.max_uid,
                                  sel.exists, force)
-        if self.ctx.loop_reader is not None:
-            # the look is a cheap read like any other: on the loop once the write is committed
-            # (a hop fewer than handing it from the write lane to the read lane)
-            result = await self.ctx.run_write(fn, *args)
-            _, looked = await self.ctx.run_read(look, result)
-        else:
-            result, looked = await self.ctx.run_write(fn, *args, then=look)
+        result, looked = await self.ctx.run_write(fn, *args, then=look)
         self._looked = _Looked(sel, *looked)
         return result
 
