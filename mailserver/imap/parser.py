@@ -143,9 +143,9 @@ _REPEATED = frozenset({"LIST", "LSUB", "STATUS", "SELECT", "EXAMINE", "FETCH", "
                        "EXPUNGE", "CLOSE", "UNSELECT", "CAPABILITY", "NAMESPACE", "SEARCH", "UID SEARCH"})
 #: commands longer than this are not kept (nor any with a literal)
 _KEPT_LENGTH = 200
-#: (text after the tag, UTF8=ACCEPT, limits) -> (spec, command); emptied when this full
+#: (text after the tag, UTF8=ACCEPT, the parsers' limits) -> (spec, command); emptied when this full
 _KEPT_COUNT = 512
-_kept: dict[tuple[bytes, bool, int], tuple[Spec, Command]] = {}
+_kept: dict[tuple, tuple[Spec, Command]] = {}
 
 
 def parse(buf: bytes, limits: IMAPConfig = _DEFAULTS, utf8: bool = False) -> tuple[Spec | None, Parsed]:
@@ -156,7 +156,7 @@ def parse(buf: bytes, limits: IMAPConfig = _DEFAULTS, utf8: bool = False) -> tup
     m = _TAG_START.match(buf) if len(buf) <= _KEPT_LENGTH else None
     key = None
     if m is not None and b"{" not in buf:
-        key = (buf[m.end():], utf8, id(limits))
+        key = (buf[m.end():], utf8, limits.max_search_depth, limits.max_search_keys, limits.max_catenate_parts)
         hit = _kept.get(key)
         if hit is not None:
             return hit[0], _retagged(hit[1], m.group(1).decode("ascii"))
