@@ -303,9 +303,13 @@ _BIG_KEPT = 4096
 
 def _size_key(fn: Callable, args: tuple) -> tuple | None:
     """What a read's size depends on: its function and the folder or account it reads (the
-    id after the store, or the selected folder's), None if neither."""
+    id after the store, or the selected folder's, and a folder name after an account id), None
+    if neither."""
     of = getattr(args[1], "folder_id", args[1]) if len(args) > 1 else None
-    return (getattr(fn, "func", fn), of) if isinstance(of, int) else None
+    if not isinstance(of, int):
+        return None
+    name = args[2] if len(args) > 2 and isinstance(args[2], str) else None
+    return getattr(fn, "func", fn), of, name
 
 
 def _then(fn: Callable[..., T], args: tuple, then: Callable[[T], Any] | None) -> Any:

@@ -115,6 +115,10 @@ def test_reads_too_big_for_the_loop_are_answered_by_the_read_lane(budgeted):
         # a write's look at the big folder, and the answers after it
         ok(raw, "w", "UID STORE 1 +FLAGS.SILENT (\\Flagged)")
         assert ok(raw, "q", "UID SEARCH FLAGGED") == [b'* ESEARCH (TAG "q") UID ALL 1\r\n']
+        # the big folder skips the loop for a while; the small one of the same account does not
+        ran = reader.ran
+        assert b"* 2 EXISTS\r\n" in ok(raw, "b", "SELECT Archive")
+        assert reader.ran > ran
     finally:
         raw.close()
 
