@@ -169,6 +169,11 @@ class IMAPConfig:
     #: threads for the cheap reads of every command (STATUS, SELECT, FETCH FLAGS, what changed
     #: in the selected folder), each taking the reads queued meanwhile in one go (lanes.ReadLane)
     read_threads: int = 1
+    #: on SQLite, the cheap reads of a small folder run on the event loop itself, each within
+    #: this many SQLite steps (50,000: about a millisecond); a larger one goes to the read lane.
+    #: 0 (the default): all go to the read lane, which measured faster on a busy machine
+    #: (docs/benchmarks.md, branch perf3)
+    loop_read_budget: int = 0
     #: levels of nesting in a SEARCH (parentheses, NOT, OR) and of parenthesised lists in any
     #: command; deeper: BAD [LIMIT]
     max_search_depth: int = 64
@@ -565,6 +570,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"accounts.max_folder_name_length: must be 1 to {FOLDER_NAME_COLUMN} (the store's column)")
     if config.server.workers < 0:
         raise ConfigError("server.workers: must be 0 (one per CPU core) or more")
+    if config.imap.loop_read_budget < 0:
+        raise ConfigError("imap.loop_read_budget: must be 0 (no reads on the event loop) or more")
     for key in ("heavy_threads", "heavy_jobs_per_user", "read_threads", "max_search_depth", "max_search_keys",
                 "max_catenate_parts", "notify_max_events"):
         if getattr(config.imap, key) < 1:

@@ -95,8 +95,9 @@ class BatchLane:
 
     ``around``: a context manager factory wrapped around each batch's jobs (the write lane's one
     transaction); if leaving it raises, every job of the batch gets that exception. A job's
-    ``then`` runs after it once ``around`` has been left: on the lane ``then_on`` (the write
-    lane hands its looks to the read lane, and goes on to its next COMMIT), else in this thread.
+    ``then`` runs after it in the same thread once ``around`` has been left (the write lane's
+    look after its COMMIT). ``init``: run first in each thread (a connection of its own:
+    ``store.driver.OwnReader``); what it returns is closed as the thread ends.
     """
 
     #: jobs run in one batch at most (a long queue still returns its first answers)
@@ -104,8 +105,8 @@ class BatchLane:
 
     def __init__(self, threads: int = 1, name: str = "read",
                  around: Callable[[], contextlib.AbstractContextManager] | None = None,
-                 then_on: "BatchLane | None" = None) -> None:
-        self._then_on = then_on
+                 init: Callable[[], Any] | None = None) -> None:
+        self._init = init
         self._jobs: collections.deque = collections.deque()
         self._cond = threading.Condition(threading.Lock())
         self._idle = 0
@@ -130,6 +131,14 @@ class BatchLane:
                 self._cond.notify()
 
     def _work(self) -> None:
+        held = self._init() if self._init is not None else None
+        try:
+            self._serve()
+        finally:
+            if held is not None:
+                held.close()
+
+    def _serve(self) -> None:
         jobs = self._jobs
         while True:
             with self._cond:
@@ -151,12 +160,6 @@ class BatchLane:
                             outcomes.append([loop, future, False, exc, None])
             except BaseException as exc:  # noqa: BLE001 - the batch failed as a whole (its COMMIT)
                 outcomes = [[loop, future, False, exc, None] for loop, future, *_ in batch]
-            if self._then_on is not None:
-                later = [(loop, future, then, (value,), None) for loop, future, ok, value, then in outcomes
-                         if ok and then is not None]
-                if later:
-                    self._then_on._queue(later)
-                    outcomes = [o for o in outcomes if not (o[2] and o[4] is not None)]
             done: dict[asyncio.AbstractEventLoop, list] = {}
             for outcome in outcomes:
                 loop, future, ok, value, then = outcome

@@ -159,6 +159,8 @@ class Metrics:
                                          "(sent, deferred, bounced)", ["outcome"], registry=r)
         self.imap_commands = Counter("civicmail_imap_commands", "IMAP commands by name and tagged status (OK, NO, "
                                      "BAD)", ["command", "status"], registry=r)
+        #: (command, status) -> its child of imap_commands (``labels`` costs more than the count)
+        self._imap_counted: dict[tuple[str, str], object] = {}
         self.logins = Counter("civicmail_logins", "Login attempts (IMAP, SMTP AUTH) by listener and outcome (ok, "
                               "failed, throttled, unavailable)", ["listener", "outcome"], registry=r)
         self.commit_seconds = Histogram("civicmail_store_commit_seconds", "Seconds of one group COMMIT by writer "
@@ -171,6 +173,13 @@ class Metrics:
     # -- the shared points call these ------------------------------------------------------------
     def login(self, listener: str, outcome: str) -> None:
         self.logins.labels(listener, outcome).inc()
+
+    def imap_command(self, command: str, status: str) -> None:
+        """One IMAP command answered (``command`` a registered name, never the client's text)."""
+        child = self._imap_counted.get((command, status))
+        if child is None:
+            child = self._imap_counted[(command, status)] = self.imap_commands.labels(command, status)
+        child.inc()
 
     def commit_observer(self, writer: str):
         """A callable(seconds) for a group commit to report each COMMIT with (any thread)."""

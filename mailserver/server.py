@@ -13,6 +13,7 @@ import functools
 import importlib
 import logging
 import signal
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, Hashable, Protocol, TypeVar
@@ -26,6 +27,7 @@ from .registry import Registry
 from .registry.auth import Principal, authenticate
 from .store import Store
 from .store.api import MailStore
+from .store.driver import OverBudget, OwnReader
 from .store.notify import ChangeHub
 from .store.outage import OutageLog, is_outage
 
@@ -137,18 +139,28 @@ class ServerContext:
 
     @cached_property
     def reads(self) -> BatchLane:
-        """The read lane: cheap, bounded store reads, in batches (imap.read_threads)."""
-        return BatchLane(self.config.imap.read_threads, "read")
+        """The read lane: cheap, bounded store reads, in batches (imap.read_threads); on SQLite
+        each of its threads reads on a connection of its own (no pool checkout per read)."""
+        own = (lambda: OwnReader(self.store).hold()) if self._own_connections else None
+        return BatchLane(self.config.imap.read_threads, "read", init=own)
+
+    @property
+    def _own_connections(self) -> bool:
+        """SQLite on a file: a thread may keep a connection of its own (``OwnReader``)."""
+        return self.store.dialect == "sqlite" and self.store.engine.url.database not in (None, "", ":memory:")
 
     @cached_property
     def writes(self) -> BatchLane | None:
         """On SQLite, the write lane: one thread runs the IMAP writes queued meanwhile in one
-        transaction and one COMMIT (group commit without the hand-offs between threads), and
-        announces their changes after it. None on PostgreSQL, whose writes run side by side on
-        the store threads."""
+        transaction and one COMMIT (group commit without the hand-offs between threads),
+        announces their changes after it, then makes each write's look (``then``) itself, on a
+        connection of its own: handing the looks to the read lane cost a wake-up of its thread
+        per batch, made holding the GIL, which stalled the loop more than the looks take. None
+        on PostgreSQL, whose writes run side by side on the store threads."""
         if not self.mail.batches_writes:
             return None
-        return BatchLane(1, "write", around=self.mail.batch, then_on=self.reads)
+        own = (lambda: OwnReader(self.store).hold()) if self._own_connections else None
+        return BatchLane(1, "write", around=self.mail.batch, init=own)
 
     @cached_property
     def gate(self) -> ConnectionGate:
@@ -165,10 +177,39 @@ class ServerContext:
         most imap.heavy_jobs_per_user at a time per ``owner``: ``run`` never waits for it."""
         return await self.heavy.run(owner, fn, *args)
 
+    @cached_property
+    def loop_reader(self) -> OwnReader | None:
+        """With imap.loop_read_budget, on SQLite, the event loop's own connection for the cheap
+        reads of small folders (store.driver.OwnReader), made by the loop's thread on its first
+        read; else None."""
+        budget = self.config.imap.loop_read_budget
+        if not budget or not self._own_connections:
+            return None
+        return OwnReader(self.store, budget)
+
     async def run_read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a cheap, bounded store read (one folder's counters, a batch of FLAGS rows) on the
-        read lane: no write and no login ever waits behind it, nor it behind them."""
+        """Run a cheap, bounded store read (one folder's counters, a batch of FLAGS rows): on
+        SQLite on the event loop within a budget (``loop_reader``), else, or past the budget, on
+        the read lane: no write and no login ever waits behind it, nor it behind them. A folder
+        found too big for the loop goes straight to the lane for a while (``_big``)."""
+        here = self.loop_reader
+        if here is not None and here.usable():
+            key = _size_key(fn, args)
+            big = self._big
+            if key is None or key not in big or big[key] < time.monotonic():
+                try:
+                    return here.run(fn, *args)
+                except OverBudget:
+                    if key is not None:
+                        if len(big) >= _BIG_KEPT:
+                            big.clear()
+                        big[key] = time.monotonic() + _BIG_SECONDS
         return await self.reads.run(fn, *args)
+
+    @cached_property
+    def _big(self) -> dict:
+        """(function, folder or account id) -> until when its reads skip the loop."""
+        return {}
 
     async def run_write(self, fn: Callable[..., T], *args: Any, then: Callable[[T], Any] | None = None) -> Any:
         """Run an IMAP write (``fn`` writes through ``mailboxes.writing``) and then ``then(result)``
@@ -184,6 +225,8 @@ class ServerContext:
         for lane in ("heavy", "writes", "reads"):
             if self.__dict__.get(lane) is not None:
                 getattr(self, lane).shutdown()
+        if self.__dict__.get("loop_reader") is not None:
+            self.loop_reader.close()
 
     async def run_store(self, fn: Callable[..., T], *args: Any, timeout: float | None = None, **kwargs: Any) -> T:
         """``run`` for store work a client waits on: StoreUnavailable if the database fails or
@@ -251,6 +294,23 @@ class ServerContext:
                     raise StartupError(f"cannot load the city CA from {ca_dir}: {exc}") from None
                 ctx.verify_mode = ssl.CERT_OPTIONAL
         return ctx
+
+
+#: a read found too big for the event loop goes to the read lane for this long ...
+_BIG_SECONDS = 60.0
+#: ... remembered for this many (function, folder) pairs at most
+_BIG_KEPT = 4096
+
+
+def _size_key(fn: Callable, args: tuple) -> tuple | None:
+    """What a read's size depends on: its function and the folder or account it reads (the
+    id after the store, or the selected folder's, and a folder name after an account id), None
+    if neither."""
+    of = getattr(args[1], "folder_id", args[1]) if len(args) > 1 else None
+    if not isinstance(of, int):
+        return None
+    name = args[2] if len(args) > 2 and isinstance(args[2], str) else None
+    return getattr(fn, "func", fn), of, name
 
 
 def _then(fn: Callable[..., T], args: tuple, then: Callable[[T], Any] | None) -> Any:

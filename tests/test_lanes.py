@@ -124,11 +124,20 @@ def test_a_batch_lane_takes_what_queued_meanwhile_in_one_batch_and_answers_each_
     assert batches == [["first"], ["a", "bad", "b", "c"]]
 
 
-def test_a_failed_batch_fails_each_of_its_jobs_and_then_runs_after_the_batch_on_the_other_lane():
+def test_a_failed_batch_fails_each_of_its_jobs_and_then_runs_after_the_batch_in_the_lane_thread():
     from mailserver.lanes import BatchLane
 
     events: list[str] = []
     fail = [False]
+    opened: list[str] = []
+
+    class Held:
+        def close(self) -> None:
+            opened.append(f"closed in {threading.current_thread().name}")
+
+    def init() -> Held:
+        opened.append(f"opened in {threading.current_thread().name}")
+        return Held()
 
     @contextlib.contextmanager
     def around():
@@ -137,8 +146,7 @@ def test_a_failed_batch_fails_each_of_its_jobs_and_then_runs_after_the_batch_on_
         if fail[0]:
             raise OSError("disk full")
 
-    reads = BatchLane(1, "reads")
-    writes = BatchLane(1, "writes", around=around, then_on=reads)
+    writes = BatchLane(1, "writes", around=around, init=init)
 
     def write(n: int) -> int:
         events.append(f"write {n}")
@@ -161,11 +169,12 @@ def test_a_failed_batch_fails_each_of_its_jobs_and_then_runs_after_the_batch_on_
         ok, failed = asyncio.run(main())
     finally:
         writes.shutdown()
-        reads.shutdown()
-    assert ok == (1, "reads-0")  # the look ran on the read lane's thread
+    assert ok == (1, "writes-0")  # the look ran on the lane's thread, after the batch
     assert str(failed) == "disk full"
     # each look after its batch's COMMIT; none for the batch that failed
     assert events == ["write 1", "committed", "look 1", "write 2", "commit failed"]
+    # what init made in the thread is closed there as it ends
+    assert opened == ["opened in writes-0", "closed in writes-0"]
 
 
 def test_a_job_whose_caller_stopped_waiting_before_it_started_never_runs():

@@ -6,7 +6,9 @@ and the differences go out as ``ESEARCH ... ADDTO`` / ``REMOVEFROM``: position 0
 the other (RFC 5267 4.3.2, 4.3.3): removals from the last position back, additions in ascending
 order of their final position. A removal costs no sort; an addition sorts the folder again on
 the heavy lane (the sort keys, cached at delivery, never change, so that order is the old one
-with the new messages in their places). The contexts end with the selection."""
+with the new messages in their places). Expunged messages are told before the EXPUNGE (or
+VANISHED) responses that remove them (``contexts_expunged``), additions after the EXISTS that
+announces them. The contexts end with the selection."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -97,6 +99,20 @@ def additions(ctx: SearchContext, order: list[int]) -> str | None:
     ctx.order = order
     ctx.uids = set(order)
     return " ".join(f"{p} {u}" for p, u in added) or None
+
+
+def contexts_expunged(contexts, gone: list[int]) -> list[str]:
+    """Fold the expunged UIDs ``gone`` out of every context; the REMOVEFROM lines that tell it
+    (no search needed: an expunged message leaves every result)."""
+    lines: list[str] = []
+    for ctx in contexts:
+        if ctx.criteria is None:
+            lines += update_lines(ctx, gone, [], set())
+            continue
+        removed = removals(ctx, gone, [], set())
+        if removed:
+            lines.append(f'ESEARCH (TAG "{ctx.tag}") UID REMOVEFROM ({removed})')
+    return lines
 
 
 def sorted_uids(store, sel: SelectedFolder, criteria: tuple, keys: tuple) -> list[int]:

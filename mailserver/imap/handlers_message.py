@@ -133,12 +133,37 @@ async def send_changed_since(s: ImapSession, sel: SelectedFolder, modseq: int, u
     await _send_fetch(s, s.ctx.run_read, sel, ranges, _FLAGS_MODSEQ, True, modseq)
 
 
+#: a FETCH of message bodies this small in all (and of few messages) is a cheap read: on the
+#: read lane (or the loop, ``ServerContext.run_read``), not the heavy lane with its per-user gate
+SMALL_FETCH_BYTES = 64 * 1024
+SMALL_FETCH_MESSAGES = 16
+
+
+def _render_small(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tuple[FetchAtt, ...],
+                  columns: tuple[str, ...], with_uid: bool, changedsince: int | None):
+    """``_render_batch`` of a FETCH that reads message bodies, if the messages between ``lo``
+    and ``hi`` are few and small (their sizes are read first); else None."""
+    count, size = store.range_size(sel.folder_id, lo, hi)
+    if count > SMALL_FETCH_MESSAGES or size > SMALL_FETCH_BYTES:
+        return None
+    return _render_batch(store, sel, lo, hi, ranges, atts, columns, with_uid, changedsince, True)
+
+
 async def _send_fetch(s: ImapSession, run, sel: SelectedFolder, ranges, atts: tuple[FetchAtt, ...], with_uid: bool,
                       changedsince: int | None) -> None:
     """The FETCH responses for ``ranges``, batch by batch (``run``: the lane for the batches);
-    a keyword new to the session is announced before the batch that carries it."""
+    a keyword new to the session is announced before the batch that carries it. A few small
+    messages' bodies are a cheap read (``_render_small``), not the heavy lane's."""
     lo, hi = ranges[0][0], ranges[-1][1]
     columns = F.columns_for(atts)
+    if run == s.heavy and hi - lo < SMALL_FETCH_MESSAGES * 4:
+        done = await s.ctx.run_read(_render_small, s.store, sel, lo, hi, ranges, atts, columns, with_uid, changedsince)
+        if done is not None and done[0] is not None and done[1] is None:
+            chunk, _, unknown = done
+            if unknown:
+                await s.announce_keywords(unknown)
+            await s.send(chunk)
+            return
     while lo is not None and lo <= hi:
         chunk, nxt, unknown = await run(_render_batch, s.store, sel, lo, hi, ranges, atts, columns, with_uid,
                                         changedsince, run != s.heavy)
@@ -149,7 +174,8 @@ async def _send_fetch(s: ImapSession, run, sel: SelectedFolder, ranges, atts: tu
         if unknown:
             await s.announce_keywords(unknown)
         await s.send(chunk)
-        await s.flush()
+        if lo is not None:
+            await s.flush()  # streamed: a batch goes out before the next is read (the last with the reply)
 
 
 async def send_fetch_of(s: ImapSession, uids: list[int], atts: tuple[FetchAtt, ...]) -> None:
@@ -375,8 +401,7 @@ async def do_search(s: ImapSession, cmd: Search) -> Reply:
     modseqs = [m for _, _, m in hits] if with_modseq else None
     opts = cmd.return_opts
     if opts is not None and "SAVE" in opts:
-        _save(sel, opts, [uid for _, uid, _ in hits])
-        opts = tuple(o for o in opts if o != "SAVE")
+        opts = save_result(sel, opts, [uid for _, uid, _ in hits])
         if not opts:
             return R.OK_DONE  # RFC 5182 2.4: SAVE alone answers nothing but OK
     if opts is not None or s.rev2:  # RFC 9051 6.4.4: IMAP4rev2 answers with ESEARCH
@@ -389,12 +414,14 @@ async def do_search(s: ImapSession, cmd: Search) -> Reply:
     return R.OK_DONE
 
 
-def _save(sel: SelectedFolder, opts: tuple[str, ...], uids: list[int]) -> None:
-    """RFC 5182 2.4: keep the result for "$"; with MIN or MAX but neither ALL nor COUNT, only
-    those."""
+def save_result(sel: SelectedFolder, opts: tuple[str, ...], uids: list[int]) -> tuple[str, ...]:
+    """RFC 5182 2.4: keep the result (UIDs in result order: mailbox order for SEARCH, sort order
+    for SORT, RFC 5267 3) for "$"; with MIN or MAX but neither ALL nor COUNT, only those. The
+    other return options, left to answer (none: SAVE alone, answered by OK only)."""
     if uids and ("MIN" in opts or "MAX" in opts) and not ("ALL" in opts or "COUNT" in opts):
         uids = ([uids[0]] if "MIN" in opts else []) + ([uids[-1]] if "MAX" in opts else [])
     sel.saved = set(uids)
+    return tuple(o for o in opts if o != "SAVE")
 
 
 def _keep_updated(s: ImapSession, cmd: Search, uids: list[int]) -> Reply:

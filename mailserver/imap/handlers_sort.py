@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from . import responses as R
 from .context import SearchContext, updatable
-from .handlers_message import esearch_text
+from .handlers_message import esearch_text, save_result
 from .registry import SEL, command
 from .responses import Reply
 from .search import uses_modseq
@@ -28,15 +28,19 @@ async def _condstore(s: ImapSession, keys: tuple) -> bool:
     return False
 
 
-def _sort_answer(store, sel, cmd: Sort, with_modseq: bool) -> tuple[str, list[int]]:
-    """The untagged answer to SORT (in the heavy lane: 100,000 numbers are not formatted on
-    the event loop)."""
+def _sort_answer(store, sel, cmd: Sort, opts: tuple[str, ...] | None, with_modseq: bool,
+                 quiet: bool) -> tuple[str | None, list[int]]:
+    """The untagged answer to SORT with return options ``opts`` (in the heavy lane: 100,000
+    numbers are not formatted on the event loop), None if ``quiet`` (RETURN (SAVE) alone), and
+    the UIDs in sort order."""
     ordered, modseqs = sort_job(store, sel, cmd.criteria, cmd.search, with_modseq) if sel.uids else ([], None)
     numbers = [uid if cmd.uid else seq for seq, uid in ordered]
     uids = [uid for _, uid in ordered]
-    if cmd.return_opts is not None:
+    if quiet:
+        return None, uids
+    if opts is not None:
         # RFC 5267 ESORT: MIN and MAX are the first and last in sort order, ALL is in sort order
-        return esearch_text(cmd.tag, cmd.uid, cmd.return_opts, numbers, modseqs), uids
+        return esearch_text(cmd.tag, cmd.uid, opts, numbers, modseqs), uids
     tail = f" (MODSEQ {max(modseqs)})" if modseqs else ""  # RFC 7162 3.1.5
     return "SORT" + "".join([f" {n}" for n in numbers]) + tail, uids
 
@@ -44,9 +48,19 @@ def _sort_answer(store, sel, cmd: Sort, with_modseq: bool) -> tuple[str, list[in
 @command("SORT", SEL, parse_sort, cap=SORT_CAPS, expunge=False)
 @command("UID SORT", SEL, parse_sort, expunge=True)
 async def do_sort(s: ImapSession, cmd: Sort) -> Reply:
+    """SAVE (RFC 5182 with RFC 5267 ESORT) keeps the result for "$" as SEARCH's does, MIN and
+    MAX being the first and last in sort order; alone, it answers nothing but OK."""
     with_modseq = await _condstore(s, cmd.search)
-    text, uids = await s.heavy(_sort_answer, s.store, s.selected, cmd, with_modseq)
-    await s.untagged(text)
+    opts = cmd.return_opts
+    saving = opts is not None and "SAVE" in opts
+    if saving:
+        opts = tuple(o for o in opts if o != "SAVE")
+    sel = s.selected
+    text, uids = await s.heavy(_sort_answer, s.store, sel, cmd, opts, with_modseq, saving and not opts)
+    if saving and s.selected is sel:
+        save_result(sel, cmd.return_opts, uids)
+    if text is not None:
+        await s.untagged(text)
     if cmd.return_opts is not None and "UPDATE" in cmd.return_opts:
         return _keep_sorted(s, cmd, uids)
     return R.OK_DONE

@@ -137,15 +137,47 @@ def parse_command(buf: bytes, limits: IMAPConfig = _DEFAULTS) -> Parsed:
     return parse(buf, limits)[1]
 
 
+#: commands that clients repeat word for word but for the tag (a client's every sync), whose
+#: parsed form (immutable) is kept by their text after the tag: ``parse`` then only retags it
+_REPEATED = frozenset({"LIST", "LSUB", "STATUS", "SELECT", "EXAMINE", "FETCH", "UID FETCH", "NOOP", "CHECK", "IDLE",
+                       "EXPUNGE", "CLOSE", "UNSELECT", "CAPABILITY", "NAMESPACE", "SEARCH", "UID SEARCH"})
+#: commands longer than this are not kept (nor any with a literal)
+_KEPT_LENGTH = 200
+#: (text after the tag, UTF8=ACCEPT, the parsers' limits) -> (spec, command); emptied when this full
+_KEPT_COUNT = 512
+_kept: dict[tuple, tuple[Spec, Command]] = {}
+
+
 def parse(buf: bytes, limits: IMAPConfig = _DEFAULTS, utf8: bool = False) -> tuple[Spec | None, Parsed]:
     """The registered command and what its parser made of ``buf`` (None and Invalid for an
     unknown command); ``utf8``: the session has enabled UTF8=ACCEPT (RFC 6855), so mailbox
-    names are UTF-8, not modified UTF-7."""
+    names are UTF-8, not modified UTF-7. A command of ``_REPEATED`` seen before with another
+    tag is not parsed again."""
+    m = _TAG_START.match(buf) if len(buf) <= _KEPT_LENGTH else None
+    key = None
+    if m is not None and b"{" not in buf:
+        key = (buf[m.end():], utf8, limits.max_search_depth, limits.max_search_keys, limits.max_catenate_parts)
+        hit = _kept.get(key)
+        if hit is not None:
+            return hit[0], _retagged(hit[1], m.group(1).decode("ascii"))
     token = UTF8_SESSION.set(utf8)
     try:
-        return _parse(buf, limits)
+        spec, cmd = _parse(buf, limits)
     finally:
         UTF8_SESSION.reset(token)
+    if key is not None and spec is not None and spec.name in _REPEATED and not isinstance(cmd, Invalid):
+        if len(_kept) >= _KEPT_COUNT:
+            _kept.clear()
+        _kept[key] = (spec, cmd)
+    return spec, cmd
+
+
+def _retagged(cmd: Command, tag: str) -> Command:
+    """A copy of a kept (frozen) command with another tag."""
+    new = object.__new__(type(cmd))
+    new.__dict__.update(cmd.__dict__)
+    new.__dict__["tag"] = tag
+    return new
 
 
 def _parse(buf: bytes, limits: IMAPConfig) -> tuple[Spec | None, Parsed]:

@@ -16,9 +16,9 @@ _NO_ARG = {"ALL", "ANSWERED", "DELETED", "DRAFT", "FLAGGED", "NEW", "OLD", "RECE
 _STRING_ARG = {"BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO"}
 _DATE_ARG = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE", "SAVEDBEFORE", "SAVEDON", "SAVEDSINCE"}
 _NUMBER_ARG = {"LARGER", "SMALLER"}
-#: RFC 4731 return options (SAVE, RFC 5182, is not supported), and RFC 5267 / RFC 9394 PARTIAL
-#: (kept as "PARTIAL low:high", its range as the client wrote it, so the command writes back)
-RETURN_OPTIONS = ("MIN", "MAX", "COUNT", "ALL", "PARTIAL", "UPDATE", "SAVE")
+#: RFC 4731 return options, RFC 5182 SAVE, and RFC 5267's UPDATE, CONTEXT and PARTIAL (RFC 9394;
+#: kept as "PARTIAL low:high", its range as the client wrote it, so the command writes back)
+RETURN_OPTIONS = ("MIN", "MAX", "COUNT", "ALL", "PARTIAL", "UPDATE", "SAVE", "CONTEXT")
 _ENTRY_TYPES = {"PRIV", "SHARED", "ALL"}
 
 
@@ -138,7 +138,8 @@ def read_search_keys(args: list, limits: IMAPConfig, empty: str) -> tuple:
 def read_return_options(args: list) -> tuple[tuple[str, ...] | None, list]:
     """RFC 4731 / RFC 5267 ``RETURN (option...)`` at the start of ``args`` (None if absent) and
     the arguments after it. PARTIAL takes a range (``partial_range``) and excludes ALL (RFC 5267
-    4.4)."""
+    4.4). CONTEXT (RFC 5267 4.2) is a hint that the search will be used again, which a server
+    may ignore: it is checked and dropped (``RETURN (CONTEXT)`` is ``RETURN ()``, that is ALL)."""
     if len(args) >= 2 and isinstance(args[0], Atom) and args[0].text.upper() == "RETURN" and isinstance(args[1], list):
         return_opts: list[str] = []
         toks = iter(args[1])
@@ -153,7 +154,7 @@ def read_return_options(args: list) -> tuple[tuple[str, ...] | None, list]:
             raise ParseError("unknown or repeated RETURN option")
         if "PARTIAL" in names and "ALL" in names:
             raise ParseError("RETURN PARTIAL excludes ALL")
-        return tuple(return_opts), args[2:]
+        return tuple(o for o in return_opts if o != "CONTEXT"), args[2:]
     return None, args
 
 

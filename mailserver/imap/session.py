@@ -21,7 +21,7 @@ from . import responses as R
 from .codec import format_uid_set, mailbox_wire
 from .commands import Invalid
 from .compress import InflatingReader, deflate, deflater
-from .context import SearchContext, additions, matching, removals, sorted_uids, update_lines
+from .context import SearchContext, additions, contexts_expunged, matching, removals, sorted_uids, update_lines
 from .framing import Closed, Framed, Refused, read_command, read_line
 from .pacing import Pacer
 from .parser import parse
@@ -87,7 +87,8 @@ class ImapSession:
                  "selected", "contexts", "pending", "wake", "notifier", "rev2", "condstore", "qresync", "utf8",
                  "preauth_slot",
                  "_login_deadline", "_limit_key", "_pacer", "_out", "_out_size", "_deflate", "_deflating",
-                 "_expunge_ok", "_looked", "__weakref__")
+                 "_expunge_ok", "_looked", "_task", "_watchdog", "_read_deadline", "_reading", "_silent",
+                 "_limits", "__weakref__")
 
     def __init__(self, ctx: "ServerContext", service: "ImapService", reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, tls_active: bool) -> None:
@@ -136,6 +137,16 @@ class ImapSession:
         self._expunge_ok = False
         #: what ``run_looking`` found changed in the selected folder, for ``report_changes``
         self._looked: _Looked | None = None
+        #: the silence watchdog (``_watch``): the session's task, its timer, the loop time by
+        #: which the command being awaited must have come, whether one is being awaited, and
+        #: whether the watchdog ended the wait
+        self._task: asyncio.Task | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._read_deadline = 0.0
+        self._reading = False
+        self._silent = False
+        #: ``frame_limits`` of the present state (they change only at login and UNAUTHENTICATE)
+        self._limits: tuple | None = None
 
     # -- properties the handlers read ---------------------------------------------------------------
     @property
@@ -281,12 +292,18 @@ class ImapSession:
         """(line, literal, whole command) in bytes: before login, imap.max_preauth_command_size
         bounds all three (RFC 7888 4); after it, the line and literal limits and the larger of
         one literal and one MULTIAPPEND's messages, plus four lines."""
+        limits = self._limits
+        if limits is not None and (limits[3] == NOT_AUTH) == (self.state == NOT_AUTH):
+            return limits[:3]
         imap = self.config.imap
         if self.state == NOT_AUTH:
             small = imap.max_preauth_command_size
-            return min(small, imap.max_line_length), min(small, imap.max_literal_size), small
-        return (imap.max_line_length, imap.max_literal_size,
-                max(imap.max_literal_size, imap.max_multiappend_size) + imap.max_line_length * 4)
+            limits = (min(small, imap.max_line_length), min(small, imap.max_literal_size), small, NOT_AUTH)
+        else:
+            limits = (imap.max_line_length, imap.max_literal_size,
+                      max(imap.max_literal_size, imap.max_multiappend_size) + imap.max_line_length * 4, AUTH)
+        self._limits = limits
+        return limits[:3]
 
     # -- the loop -------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -316,6 +333,9 @@ class ImapSession:
                     self.writer.write(self.wire(b"".join(self._out)))
                 except Exception:  # the transport is gone
                     pass
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+                self._watchdog = None
             self.close_selected()
             self.stop_notify()
             self.service.release(self)
@@ -329,12 +349,25 @@ class ImapSession:
         (RFC 5465 4: the server may send them at any time between commands)."""
         line, literal, command = self.frame_limits()
         reading = read_command(self.reader, line, literal, self.continuation, command)
-        if self.notifier is None:
-            try:
-                return await asyncio.wait_for(reading, self.read_timeout())
-            except asyncio.TimeoutError:
-                await self.timed_out()
         loop = asyncio.get_running_loop()
+        if self.notifier is None:
+            # No task and no timer per command (asyncio.wait_for makes both): one watchdog per
+            # session that ends the wait if it outlasts the deadline.
+            self._read_deadline = loop.time() + self.read_timeout()
+            if self._watchdog is None:
+                self._task = asyncio.current_task()
+                self._watchdog = loop.call_at(self._read_deadline, self._watch)
+            self._reading = True
+            try:
+                return await reading
+            except asyncio.CancelledError:
+                if not self._silent:
+                    raise
+                self._silent = False
+                self._task.uncancel()
+                await self.timed_out()
+            finally:
+                self._reading = False
         deadline = loop.time() + self.read_timeout()
         task = asyncio.ensure_future(reading)
         waiter: asyncio.Future | None = None
@@ -371,6 +404,20 @@ class ImapSession:
             for pending in (task, waiter):
                 if pending is not None and not pending.done():
                     pending.cancel()
+
+    def _watch(self) -> None:
+        """The silence watchdog's timer: while a command is awaited past its deadline, end the
+        wait (``next_command`` then says BYE); else look again at the deadline of the present
+        wait, or when the next one begins."""
+        self._watchdog = None
+        if not self._reading or self._task is None or self._task.done():
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._read_deadline:
+            self._watchdog = loop.call_at(self._read_deadline, self._watch)
+            return
+        self._silent = True
+        self._task.cancel()
 
     async def push(self, idle: bool = False) -> None:
         """Notifications owed now, outside any command: the selected folder's changes (in IDLE;
@@ -411,7 +458,7 @@ class ImapSession:
         except Logout:
             reply, logout = R.OK_DONE, True
         except AlreadyAnswered:
-            self.ctx.metrics.imap_commands.labels(spec.name, "OK").inc()
+            self.ctx.metrics.imap_command(spec.name, "OK")
             return
         except (Closed, ConnectionError):
             raise  # the client went away: end the session quietly
@@ -438,7 +485,7 @@ class ImapSession:
     async def tagged(self, tag: str, reply: "R.Reply", command: str) -> None:
         """The tagged reply that ends a command, counted by command (a registered name or INVALID:
         never the client's text) and status."""
-        self.ctx.metrics.imap_commands.labels(command, reply.status).inc()
+        self.ctx.metrics.imap_command(command, reply.status)
         await self.send(reply.tagged(tag))
 
     # -- the selected folder and other sessions' changes ------------------------------------------------
@@ -532,12 +579,14 @@ class ImapSession:
         if not flags and not changes.new and changes.present is None:
             self.pending = self.pending or bool(changes.changed)
             return
-        if not flags and not changes.new and changes.present is None:
-            self.pending = self.pending or bool(changes.changed)
-            return
         known_max = sel.max_uid
         await self.announce_keywords(r[2] for r in changes.new + changes.changed)
         expunged, gone, new, changed = sel.apply(changes, allow_expunge)
+        if gone and self.contexts:
+            # RFC 5267 4.3: an updated search's REMOVEFROM for expunged messages comes before the
+            # EXPUNGE (or VANISHED) that removes them, while the client still knows them.
+            for line in contexts_expunged(self.contexts.values(), gone):
+                await self.untagged(line)
         if gone and self.qresync:
             # RFC 7162 3.2.10: one VANISHED for all of them instead of an EXPUNGE each
             await self.untagged("VANISHED " + format_uid_set(gone))
@@ -561,24 +610,26 @@ class ImapSession:
                 tail = f" MODSEQ ({modseq})" if self.condstore else ""
                 flags_text = flag_text(flags, keywords, sel.is_recent(uid))
                 await self.untagged(f"{seq} FETCH (UID {uid} FLAGS {flags_text}{tail})")
-        if self.contexts and (gone or new or changed):
-            await self.update_contexts(sel, gone, sorted({*new, *(c[0] for c in changed)}))
+        if self.contexts and (new or changed):
+            await self.update_contexts(sel, sorted({*new, *(c[0] for c in changed)}))
 
-    async def update_contexts(self, sel: SelectedFolder, gone: list[int], touched: list[int]) -> None:
-        """RFC 5267 4.3: tell each updated search what the expunged (``gone``) and the new or
-        re-flagged (``touched``) messages do to its result; only those are searched again, on the
-        heavy lane."""
+    async def update_contexts(self, sel: SelectedFolder, touched: list[int]) -> None:
+        """RFC 5267 4.3: tell each updated search what the new or re-flagged (``touched``)
+        messages do to its result (after the EXISTS that announces new ones); only those are
+        searched again, on the heavy lane."""
         touched = [u for u in touched if sel.seq_of(u) is not None]
+        if not touched:
+            return
         for ctx in list(self.contexts.values()):
-            matched = await self.heavy(matching, self.store, sel, ctx.keys, touched) if touched else set()
+            matched = await self.heavy(matching, self.store, sel, ctx.keys, touched)
             if self.selected is not sel:
                 return
             if ctx.criteria is None:
-                for line in update_lines(ctx, gone, touched, matched):
+                for line in update_lines(ctx, [], touched, matched):
                     await self.untagged(line)
                 continue
             head = f'ESEARCH (TAG "{ctx.tag}") UID'
-            removed = removals(ctx, gone, touched, matched)
+            removed = removals(ctx, [], touched, matched)
             if removed:
                 await self.untagged(f"{head} REMOVEFROM ({removed})")
             if matched - ctx.uids:

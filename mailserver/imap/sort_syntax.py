@@ -23,7 +23,7 @@ class Sort(Command):
     charset: str = "UTF-8"
     search: tuple[SearchKey, ...] = (("ALL",),)
     uid: bool = False
-    #: RFC 5267 ESORT return options (None: a plain SORT answer; (): ALL)
+    #: RFC 5267 ESORT return options (None: a plain SORT answer; (): ALL), SAVE (RFC 5182) among them
     return_opts: tuple[str, ...] | None = None
     name = "SORT"
 
@@ -84,8 +84,6 @@ def parse_sort_command(tag: str, name: str, args: list, uid: bool, limits: IMAPC
     (the charset is required, unlike SEARCH's)."""
     if name == "SORT":
         return_opts, args = read_return_options(args)
-        if return_opts is not None and "SAVE" in return_opts:
-            raise ParseError("SORT RETURN (SAVE) is not offered")  # RFC 5182 is SEARCH's
         if len(args) < 3:
             raise ParseError("SORT (criteria) charset search-key")
         criteria = _criteria(args[0])

@@ -46,6 +46,10 @@ _STOP = b" ()\"{\r\n"
 #: a FETCH item whose "[" opens a section, which may hold spaces and parentheses
 #: (``BODY[HEADER.FIELDS (From)]``); anywhere else "[" is an atom character (RFC 3501 9, ATOM-CHAR)
 _SECTION_START = re.compile(rb"(?:BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\Z", re.IGNORECASE)
+#: an atom's run up to the next stop byte or "[" (which may open a section: then byte by byte)
+_ATOM_RUN = re.compile(rb'[^ ()"{\r\n\[]*')
+#: a quoted string without escapes or line breaks (the others byte by byte)
+_PLAIN_QUOTED = re.compile(rb'"([^"\\\r\n]*)"')
 
 
 def tokenize(buf: bytes, max_depth: int = 64) -> list:
@@ -74,6 +78,11 @@ def tokenize(buf: bytes, max_depth: int = 64) -> list:
             stack[-1].append(done)
             pos += 1
         elif ch == b'"':
+            m = _PLAIN_QUOTED.match(buf, pos)
+            if m is not None:
+                stack[-1].append(Str(m.group(1)))
+                pos = m.end()
+                continue
             pos += 1
             out = bytearray()
             while True:
@@ -107,6 +116,9 @@ def tokenize(buf: bytes, max_depth: int = 64) -> list:
         else:
             start = pos
             depth = 0
+            pos = _ATOM_RUN.match(buf, pos).end()
+            if pos < n and buf[pos] == 0x5B:  # "[": byte by byte from the start
+                pos = start
             while pos < n:
                 c = buf[pos:pos + 1]
                 if c == b"[" and (depth or _SECTION_START.match(buf, start, pos)):

@@ -327,6 +327,11 @@ class MailStore(Protocol):
         in UID order."""
         ...
 
+    def range_size(self, folder_id: int, lo_uid: int, hi_uid: int) -> tuple[int, int]:
+        """The number of messages with lo_uid <= UID <= hi_uid and their size in all: a cheap
+        read a FETCH uses to tell a few small bodies from a costly job."""
+        ...
+
     def search(self, folder_id: int, lo_uid: int, hi_uid: int, fields: Sequence[str],
                match: Callable[[Any], bool], uids: UidRanges | None = None) -> Iterator:
         """RFC 3501 6.4.4: the rows (as ``fetch`` makes them) for which ``match`` is true, in UID

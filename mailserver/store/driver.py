@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from typing import Iterator
+import sqlite3
+import threading
+from typing import Any, Callable, Iterator, TypeVar
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from .db import Store
+
+T = TypeVar("T")
+#: the connection raw_reader uses in this thread instead of the pool's (``OwnReader``)
+_here = threading.local()
 
 
 class RawRead:
@@ -27,7 +33,13 @@ class RawRead:
 def raw_reader(store: Store) -> Iterator[RawRead]:
     """``store.reader()`` for the reads every IMAP command repeats, at a fraction of its cost:
     opening an ORM session and SQLAlchemy's BEGIN cost more than the queries themselves. Only
-    ``driver_rows`` works on it. The connection goes back to the pool (rolled back) on leaving."""
+    ``driver_rows`` works on it. The connection goes back to the pool (rolled back) on leaving;
+    a thread with a connection of its own (``OwnReader``) uses that instead."""
+    own = getattr(_here, "reader", None)
+    if own is not None and own.store is store:
+        with own.transaction() as read:
+            yield read
+        return
     conn = store.engine.raw_connection()
     try:
         sqlite = store.dialect == "sqlite"
@@ -105,3 +117,84 @@ def driver_time(value) -> dt.datetime | None:
     if not isinstance(value, dt.datetime):
         value = dt.datetime.fromisoformat(value)
     return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+
+class OverBudget(Exception):
+    """A read on the event loop went past its budget (or met a lock): run it on a lane instead."""
+
+
+class OwnReader:
+    """A SQLite connection of one thread's own for raw_reader's reads, kept open: no pool
+    checkout and return per read (SQLAlchemy's pool costs more than a small read's SQL).
+
+    The read lane's threads each hold one for good (``hold``). With a ``budget`` it is the event
+    loop's (imap.loop_read_budget; ``ServerContext.run_read``): ``run`` runs a read on the loop
+    itself within that many SQLite virtual machine steps, past which a progress handler stops it
+    and the caller hands it to the read lane (``OverBudget``), as it does at a lock (it never
+    waits for one: busy_timeout 0). SQLite in WAL mode: a reader never waits for a writer.
+    Only the thread that made it uses it."""
+
+    #: SQLite VM steps between two calls of the progress handler
+    STEP = 1000
+
+    def __init__(self, store: Store, budget: int | None = None) -> None:
+        self.store = store
+        self.budget = budget
+        self.thread = threading.get_ident()
+        self._fairy = store.engine.raw_connection()  # the engine's pragmas; kept out of the pool for good
+        self.dbapi = self._fairy.driver_connection
+        if budget is not None:
+            self.dbapi.execute("PRAGMA busy_timeout=0")
+            self.dbapi.set_progress_handler(self._tick, self.STEP)
+        self._read = RawRead(self.dbapi, True)
+        self._spent = 0
+        self._depth = 0
+        #: reads ``run`` finished here, and reads it gave up (past the budget or at a lock)
+        self.ran = self.given_up = 0
+
+    def hold(self) -> "OwnReader":
+        """Every raw_reader of this thread uses this connection from now on."""
+        _here.reader = self
+        return self
+
+    def _tick(self) -> int:
+        self._spent += self.STEP
+        return self._spent > self.budget
+
+    def usable(self) -> bool:
+        return threading.get_ident() == self.thread and self._fairy is not None
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` here and now, its raw_reader reads on this connection within the budget."""
+        self._spent = 0
+        _here.reader = self
+        try:
+            result = fn(*args)
+        except sqlite3.Error as exc:  # interrupted past the budget, or a lock: the lane waits as it should
+            self.given_up += 1
+            raise OverBudget(str(exc)) from exc
+        finally:
+            _here.reader = None
+        self.ran += 1
+        return result
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[RawRead]:
+        """A read transaction (nested raw_readers share the outer one's)."""
+        if self._depth == 0:
+            self.dbapi.execute("BEGIN")
+        self._depth += 1
+        try:
+            yield self._read
+        finally:
+            self._depth -= 1
+            if self._depth == 0 and self.dbapi.in_transaction:
+                self._spent = 0  # the ROLLBACK is never the one interrupted
+                self.dbapi.execute("ROLLBACK")
+
+    def close(self) -> None:
+        if self._fairy is not None:
+            if self.budget is not None:
+                self.dbapi.set_progress_handler(None, 0)
+            self._fairy.invalidate()  # closed, not back into the pool
+            self._fairy = None

@@ -304,3 +304,11 @@ __all__ = ["FolderInfo", "FolderStatus", "Snapshot", "Changes", "Copied", "Store
            "subscribe", "unsubscribe",
            "find_folder", "select_folder", "claim_snapshot", "claim_recent", "changes_since", "fetch_rows", "message_raw", "store_flags",
            "expunge", "copy_messages", "append_message", "quota_usage"]
+
+
+def range_size(store: Store, folder_id: int, lo_uid: int, hi_uid: int) -> tuple[int, int]:
+    """How many messages lie between two UIDs of a folder, and their bytes in all (index only)."""
+    with raw_reader(store) as r:
+        count, size = driver_rows(r, "SELECT count(*), coalesce(sum(size), 0) FROM message WHERE folder_id = ? "
+                                     "AND uid >= ? AND uid <= ?", folder_id, lo_uid, hi_uid)[0]
+    return int(count), int(size)

@@ -111,6 +111,9 @@ class SqlMailStore:
               uids: UidRanges | None = None, changedsince: int | None = None) -> list:
         return mailboxes.fetch_rows(self.db, folder_id, lo_uid, hi_uid, limit, fields, uids, changedsince)
 
+    def range_size(self, folder_id: int, lo_uid: int, hi_uid: int) -> tuple[int, int]:
+        return mailboxes.range_size(self.db, folder_id, lo_uid, hi_uid)
+
     def search(self, folder_id: int, lo_uid: int, hi_uid: int, fields: Sequence[str],
                match: Callable[[Any], bool], uids: UidRanges | None = None) -> Iterator:
         fields = tuple(fields)

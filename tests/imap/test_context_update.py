@@ -101,6 +101,8 @@ def test_adds_removes_and_expunges_are_told_at_the_next_command(pair):
     lines = a.command("n", "NOOP")
     assert b"* 1 EXPUNGE\r\n" in lines
     assert untagged(lines, "u") == [b'* ESEARCH (TAG "u") UID REMOVEFROM (0 1)\r\n'], lines
+    # RFC 5267 4.3: told while the client still knows the message, before the EXPUNGE
+    assert lines.index(untagged(lines, "u")[0]) < lines.index(b"* 1 EXPUNGE\r\n"), lines
     # nothing more to tell
     assert untagged(a.command("n", "NOOP"), "u") == []
 
@@ -183,3 +185,55 @@ def test_updated_searches_under_a_flood_of_changes_leave_others_responsive(city)
     assert lines[-1] == b"n OK completed\r\n"
     watcher.close()
     setup.logout()
+
+
+def test_expunges_leave_a_sort_before_the_expunge_and_additions_follow_exists(pair):
+    """RFC 5267 4.3: a SORT context's REMOVEFROM for expunged messages comes before the EXPUNGE
+    responses (under QRESYNC, before VANISHED), and an ADDTO after the EXISTS that announces the
+    message it adds, when both happen between two commands."""
+    a, b = pair  # UID 1 "first"
+    m = append(b, b"mike")
+    assert b"* 2 EXISTS\r\n" in a.command("n", "NOOP")
+    assert a.command("e", "ENABLE QRESYNC")[-1].startswith(b"e OK")
+    lines = a.command("u", "UID SORT RETURN (UPDATE CONTEXT COUNT) (SUBJECT) UTF-8 ALL")
+    assert untagged(lines, "u") == [b'* ESEARCH (TAG "u") UID COUNT 2\r\n'], lines  # CONTEXT: a hint
+    b.uid("STORE", str(m), "+FLAGS", r"(\Deleted)")
+    b.expunge()
+    k = append(b, b"kilo")
+    lines = a.command("n", "NOOP")
+    told = untagged(lines, "u")
+    assert told == [f'* ESEARCH (TAG "u") UID REMOVEFROM (2 {m})\r\n'.encode(),
+                    f'* ESEARCH (TAG "u") UID ADDTO (2 {k})\r\n'.encode()], lines
+    vanished = [x for x in lines if x.startswith(b"* VANISHED")]
+    assert vanished == [f"* VANISHED {m}\r\n".encode()], lines
+    assert lines.index(told[0]) < lines.index(vanished[0]) < lines.index(b"* 2 EXISTS\r\n") < lines.index(told[1])
+
+
+def test_sort_return_save_keeps_the_sorted_result_for_dollar(pair):
+    """RFC 5182 with RFC 5267 ESORT: SORT RETURN (SAVE) keeps its result as "$" (a set; later
+    commands see it in mailbox order); SAVE alone answers only OK; with MIN or MAX alone, the
+    first or last in sort order is what is kept."""
+    a, b = pair  # UID 1 "first"
+    z = append(b, b"zulu")
+    c = append(b, b"charlie", r"(\Seen)")
+    assert b"* 3 EXISTS\r\n" in a.command("n", "NOOP")
+    assert a.command("s", "UID SORT RETURN (SAVE) (SUBJECT) UTF-8 OR SUBJECT zulu SUBJECT charlie") == [
+        b"s OK completed\r\n"]
+    assert a.command("f", "UID FETCH $ (UID)")[:-1] == [f"* 2 FETCH (UID {z})\r\n".encode(),
+                                                          f"* 3 FETCH (UID {c})\r\n".encode()]
+    # "$" in a later SORT's search keys; SAVE with MIN: the first in sort order (charlie)
+    lines = a.command("m", "UID SORT RETURN (SAVE MIN) (REVERSE SUBJECT) UTF-8 $")
+    assert untagged(lines, "m") == [f'* ESEARCH (TAG "m") UID MIN {z}\r\n'.encode()], lines
+    assert a.command("g", "UID FETCH $ (UID)")[:-1] == [f"* 2 FETCH (UID {z})\r\n".encode()]
+    lines = a.command("x", "SORT RETURN (MAX SAVE) (SUBJECT) UTF-8 ALL")  # last in order: zulu
+    assert untagged(lines, "x") == [b'* ESEARCH (TAG "x") MAX 2\r\n'], lines
+    assert a.command("h", "FETCH $ (UID)")[:-1] == [f"* 2 FETCH (UID {z})\r\n".encode()]
+    # with COUNT or ALL, the whole result is kept; STORE through "$" changes those messages
+    lines = a.command("y", "SORT RETURN (SAVE COUNT) (SUBJECT) UTF-8 UNSEEN")
+    assert untagged(lines, "y") == [b'* ESEARCH (TAG "y") COUNT 2\r\n'], lines
+    assert a.command("t", "STORE $ +FLAGS.SILENT (\\Flagged)")[-1].startswith(b"t OK")
+    lines = a.command("q", "UID SEARCH RETURN (ALL) FLAGGED")
+    assert untagged(lines, "q") == [f'* ESEARCH (TAG "q") UID ALL 1:{z}\r\n'.encode()], lines
+    # an empty result empties "$"
+    assert a.command("e", "SORT RETURN (SAVE) (SUBJECT) UTF-8 SUBJECT nothing-like-this")[-1].startswith(b"e OK")
+    assert a.command("k", "FETCH $ (UID)") == [b"k OK completed\r\n"]

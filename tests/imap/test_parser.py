@@ -103,6 +103,10 @@ def test_esearch_return_options():
     assert cmd == Search("a", "UTF-8", (("SEEN",),), True, ("MIN", "MAX", "COUNT", "ALL"))
     assert parse_command(b"a SEARCH RETURN () ALL\r\n").return_opts == ()
     assert parse_command(b"a SEARCH ALL\r\n").return_opts is None
+    # RFC 5267 4.2: CONTEXT is a hint the server may ignore; RFC 5182 SAVE with ESORT
+    assert parse_command(b"a UID SEARCH RETURN (CONTEXT COUNT) ALL\r\n").return_opts == ("COUNT",)
+    assert parse_command(b"a SORT RETURN (CONTEXT) (DATE) UTF-8 ALL\r\n").return_opts == ()
+    assert parse_command(b"a SORT RETURN (SAVE MIN) (DATE) UTF-8 ALL\r\n").return_opts == ("SAVE", "MIN")
 
 
 def test_bad_condstore_and_esearch_syntax_is_invalid():
@@ -114,7 +118,7 @@ def test_bad_condstore_and_esearch_syntax_is_invalid():
                  b"a STORE 1 (CHANGEDSINCE 1) FLAGS (\\Seen)", b"a SELECT INBOX (QRESYNC)", b"a SELECT INBOX ()",
                  b"a CREATE x (CONDSTORE)", b"a SEARCH MODSEQ", b"a SEARCH MODSEQ 1x",
                  b'a SEARCH MODSEQ "/flags/\\\\seen" frob 5', b'a SEARCH MODSEQ "/flags/\\\\seen" all',
-                 b"a SORT RETURN (SAVE) (DATE) UTF-8 ALL", b"a SEARCH RETURN (MIN MIN) ALL", b"a SEARCH RETURN (ALL)",
+                 b"a SORT RETURN (CONTEXT CONTEXT) (DATE) UTF-8 ALL", b"a SEARCH RETURN (MIN MIN) ALL", b"a SEARCH RETURN (ALL)",
                  b"a STATUS INBOX (FROB)"):
         assert isinstance(parse_command(line + b"\r\n"), Invalid), line
 
