@@ -232,7 +232,7 @@ class GroupCommitter:
                 for n in over_quota(session, items, self._default_quota):
                     outcomes[n] = Outcome.OVER_QUOTA
                 storing = [p for p, o in zip(items, outcomes) if o is Outcome.STORED]
-                messages = [NewMessage(account_id=a, raw=p.raw, analyzed=p.analyzed)
+                messages = [NewMessage(account_id=a, raw=p.raw, analyzed=p.analyzed, sender=p.sender)
                             for p in storing for a in p.account_ids]
                 insert_messages(session, messages)
                 for p in storing:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from ..errors import NotFound, QuotaExceeded
 from ..mime import Analyzed, analyze, sort_fields_of
 from ..mime.sortkeys import COLUMNS as SORT_COLUMNS
-from .db import Store
+from .db import EXTERNAL_MAILBOXES, Store
 from .driver import driver_execute, driver_rows
 from .models import Account, Content, Folder, Message
 from .notify import announce, hub
@@ -38,6 +38,8 @@ class NewMessage:
     #: ``size`` is then the message's size
     reuse_content_id: int = 0
     size: int = 0
+    #: the envelope sender, where there is one (SMTP): the Return-Path an external store records
+    sender: str = ""
     #: filled in by insert_messages
     folder_id: int = 0
     uid: int = 0
@@ -156,7 +158,20 @@ def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delive
     Runs inside the caller's transaction. On SQLite the transaction holds the write lock
     (BEGIN IMMEDIATE); on PostgreSQL the folder rows are locked (FOR UPDATE), in id order so
     that two writers never deadlock.
+
+    In external mode (store.mode = "external") the messages for people's mailboxes go, in the same
+    transaction, to the queue the outbound runner delivers by LMTP (external.divert); their
+    Delivered has no folder, UID or message id (0).
     """
+    if session.info.get(EXTERNAL_MAILBOXES):
+        from .external import divert
+
+        _insert(session, divert(session, messages))
+        return [Delivered(m.account_id, m.folder_id, m.uid, m.message_id) for m in messages]
+    return _insert(session, messages)
+
+
+def _insert(session: Session, messages: list[NewMessage]) -> list[Delivered]:
     if not messages:
         return []
     folders = _folder_ids(session, {(m.account_id, m.folder) for m in messages})

@@ -1,0 +1,174 @@
+"""External mail store mode (store.mode = "external", issue 13 item 5): a real Dovecot started by the
+test (tests/dovecot.py) holds the mailboxes; the pipeline delivers a drop into it by LMTP, the
+notices are read back over Dovecot's IMAP (imaplib), a rerun delivers nothing twice, a mailbox
+Dovecot refuses is that row's failure (with its row number) while the others go through, and a
+run the LMTP server stopped answering is resumed without a second copy. `civicmail serve` in
+external mode starts no IMAP listener and hands SMTP mail for citizens to Dovecot."""
+from __future__ import annotations
+
+import csv
+import email
+import imaplib
+import smtplib
+import time
+from email.message import EmailMessage
+
+import pytest
+from sqlalchemy import select
+
+from delivery.compose import message_id
+from delivery.runner import run_drop
+from drophelpers import CATALOG, make_city
+from mailserver import config as config_mod
+from mailserver.errors import ConfigError, StoreUnavailable
+from mailserver.provision import prepare
+from mailserver.registry import Registry
+from mailserver.store import open_store
+from mailserver.store.models import Drop, Notice
+from tests.conftest import make_config
+from tests.dovecot import PASSWORD, dovecot_or_skip, free_port, start_dovecot
+
+SAMPLE = CATALOG["licence-renewal"].folder / "sample.csv"
+#: the sample's rows (row 1 is the header), by the citizen's ID number
+ROWS = {"330102196804120318": 2, "33010519790903062X": 3, "330109197507080777": 4}
+#: the one Dovecot has no mailbox for: its row must fail with Dovecot's reply
+REFUSED = "33010519790903062X"
+
+
+@pytest.fixture
+def external_city(tmp_path):
+    """A city in external mode on SQLite, and a Dovecot holding every citizen's mailbox but one."""
+    dovecot_or_skip()
+    config = make_config(tmp_path / "data", 'store.mode="external"', 'lmtp.target="127.0.0.1:1"')
+    prepare(config)
+    store = open_store(config)
+    city = make_city(Registry(config, store))
+    server = start_dovecot([a for n, a in city.items() if n != REFUSED])
+    config = config.replace(lmtp=config_mod.LMTPConfig(target=server.lmtp_target, retry_seconds=1.0))
+    try:
+        yield Registry(config, store), city, server
+    finally:
+        server.stop()
+        store.dispose()
+
+
+def inbox(server, address: str) -> list[email.message.Message]:
+    """The messages in a Dovecot mailbox, read over its IMAP as a mail client would."""
+    with imaplib.IMAP4("127.0.0.1", server.imap_port, timeout=30) as imap:
+        imap.login(address, PASSWORD)
+        imap.select("INBOX", readonly=True)
+        _, data = imap.uid("SEARCH", "ALL")
+        out = []
+        for uid in data[0].split():
+            _, fetched = imap.uid("FETCH", uid, "(BODY.PEEK[])")
+            out.append(email.message_from_bytes(fetched[0][1]))
+        return out
+
+
+def report_rows(config, drop_id: int) -> dict[int, dict[str, str]]:
+    with open(config.data_path("drops") / str(drop_id) / "report.csv", encoding="utf-8-sig", newline="") as fh:
+        return {int(r["row"]): r for r in csv.DictReader(fh)}
+
+
+def notice_keys(store) -> dict[int, tuple[str, str | None]]:
+    with store.reader() as s:
+        return {a: (k, st) for k, a, st in s.execute(select(Notice.idempotency_key, Notice.account_id, Notice.state))}
+
+
+def test_a_drop_goes_into_dovecot_once_and_a_refused_mailbox_is_its_rows_failure(external_city):
+    reg, city, server = external_city
+    result = run_drop(reg, SAMPLE, "traffic-police", "licence-renewal")
+    assert result.summary.counts == {"delivered": 2, "failed": 1}, server.log()
+    rows = report_rows(reg.config, result.drop_id)
+    refused_row = rows[ROWS[REFUSED]]
+    assert refused_row["drop_status"] == "failed"
+    assert "550" in refused_row["drop_reason"] and "external mail store refused it" in refused_row["drop_reason"]
+    assert all(rows[ROWS[n]]["drop_status"] == "delivered" for n in ROWS if n != REFUSED)
+
+    keys = notice_keys(reg.store)
+    assert len(keys) == 2 and all(state is None for _, state in keys.values())  # the refused key is free again
+    for number in ROWS:
+        if number == REFUSED:
+            continue
+        got = inbox(server, city[number])
+        assert len(got) == 1, server.log()
+        subject = str(email.header.make_header(email.header.decode_header(got[0]["Subject"])))
+        assert "驾驶证" in subject
+    # the Message-ID is the key's, so the external store can tell a second copy (README)
+    ids = {got["Message-ID"] for number in ROWS if number != REFUSED for got in inbox(server, city[number])}
+    assert ids == {message_id(k, "licence-renewal", reg.config.city.domain.lower()) for k, _ in keys.values()}
+
+    again = run_drop(reg, SAMPLE, "traffic-police", "licence-renewal", force=True)
+    assert again.summary.counts == {"duplicate": 2, "failed": 1}
+    for number in ROWS:
+        if number != REFUSED:
+            assert len(inbox(server, city[number])) == 1
+
+
+def test_a_run_the_lmtp_server_stopped_resumes_and_delivers_each_notice_once(external_city, tmp_path):
+    reg, city, server = external_city
+    others = {n for n in ROWS if n != REFUSED}
+    down = Registry(reg.config.replace(lmtp=config_mod.LMTPConfig(target=f"127.0.0.1:{free_port()}",
+                                                                  retry_seconds=0.5)), reg.store)
+    with pytest.raises(StoreUnavailable, match="external mail store .* gave no answer"):
+        run_drop(down, SAMPLE, "traffic-police", "licence-renewal")
+    with reg.store.reader() as s:
+        assert s.scalar(select(Drop.state)) == "failed"
+    # the batch's keys were recorded before LMTP was tried: still 'sending', their rows unrecorded
+    assert {state for _, state in notice_keys(reg.store).values()} == {"sending"}
+
+    resumed = run_drop(reg, SAMPLE, "traffic-police", "licence-renewal")
+    assert resumed.resumed and resumed.summary.counts == {"delivered": 2, "failed": 1}
+    assert all(state is None for _, state in notice_keys(reg.store).values())
+    for number in others:
+        assert len(inbox(server, city[number])) == 1, server.log()
+
+
+def test_external_mode_needs_its_lmtp_target(tmp_path):
+    with pytest.raises(ConfigError, match="lmtp.target"):
+        make_config(tmp_path / "a", 'store.mode="external"')
+    with pytest.raises(ConfigError, match="store.mode"):
+        make_config(tmp_path / "b", 'store.mode="dovecot"')
+    with pytest.raises(ConfigError, match="lmtp.target"):
+        make_config(tmp_path / "c", 'store.mode="external"', 'lmtp.target="nohost"')
+    with pytest.raises(ConfigError, match="absolute path"):
+        make_config(tmp_path / "d", 'store.mode="external"', 'lmtp.target="unix:dovecot/lmtp"')
+    config = make_config(tmp_path / "e", 'store.mode="external"', 'lmtp.target="unix:/run/dovecot/lmtp"')
+    assert config.external_store and config.lmtp.target == "unix:/run/dovecot/lmtp"
+
+
+def test_serve_in_external_mode_starts_no_imap_and_hands_smtp_mail_to_dovecot(external_city, caplog):
+    from tests.serverkit import LoopServer
+
+    reg, city, server = external_city
+    imap_port = free_port()
+    config = reg.config.replace(
+        smtp=config_mod.SMTPConfig(listen="127.0.0.1:0"), submission=config_mod.SubmissionConfig(listen=""),
+        submissions=config_mod.SubmissionsConfig(listen=""), imap=config_mod.IMAPConfig(listen=f"127.0.0.1:{imap_port}"),
+        imaps=config_mod.IMAPSConfig(listen=""), http=config_mod.HTTPConfig(listen="", metrics=False))
+    number = next(n for n in ROWS if n != REFUSED)
+    with caplog.at_level("INFO", logger="civicmail.imap"):
+        running = LoopServer(config).start()
+    try:
+        assert 'IMAP not started: store.mode = "external"' in caplog.text
+        with pytest.raises(OSError):
+            socket_probe(imap_port)
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = "friend@elsewhere.example", city[number], "external hello"
+        msg.set_content("by LMTP, through the queue")
+        with smtplib.SMTP("127.0.0.1", running.port("smtp"), timeout=30) as smtp:
+            smtp.send_message(msg)
+        deadline = time.monotonic() + 30
+        while not (got := [m for m in inbox(server, city[number]) if m["Subject"] == "external hello"]):
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.2)
+        assert len(got) == 1 and got[0]["Received"]  # civicmail's trace header, then Dovecot's
+        assert running.inbox(city[number]) == []  # nothing in civicmail's own store
+    finally:
+        running.stop()
+
+
+def socket_probe(port: int) -> None:
+    import socket
+
+    socket.create_connection(("127.0.0.1", port), timeout=2).close()
