@@ -63,7 +63,19 @@ class Dovecot:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def start_dovecot(users: list[str]) -> Dovecot:
+#: README's rule for the external store: a second copy of a notice (same Message-ID) is dropped
+DEDUPE_SIEVE = """require ["duplicate"];
+if header :contains "Auto-Submitted" "auto-generated" { if duplicate { discard; stop; } }
+"""
+
+
+def sieve_missing() -> str | None:
+    if shutil.which("sievec") is None or not Path("/usr/lib/dovecot/modules/lib90_sieve_plugin.so").exists():
+        return "Dovecot's Sieve (Pigeonhole) is not installed (Debian: dovecot-sieve; .ci/run installs it)"
+    return None
+
+
+def start_dovecot(users: list[str], dedupe: bool = False) -> Dovecot:
     """Start Dovecot for ``users`` (addresses; password PASSWORD). Any other recipient is
     refused at RCPT (550 5.1.1 user doesn't exist), as a real store refuses an unknown mailbox.
     Its folder is a new one in the system's temporary directory, not pytest's (whose parents
@@ -83,6 +95,12 @@ def start_dovecot(users: list[str]) -> Dovecot:
                    f"default_internal_group = {group}\n")
     (where / "passwd").write_text("".join(f"{u}:{{PLAIN}}{PASSWORD}::::::\n" for u in users))
     lmtp_port, imap_port = free_port(), free_port()
+    sieve = ""
+    if dedupe:  # README's Sieve rule before every user's own, compiled here (Dovecot only reads it)
+        (where / "dedupe.sieve").write_text(DEDUPE_SIEVE)
+        subprocess.run(["sievec", str(where / "dedupe.sieve")], check=True, capture_output=True, timeout=30)
+        sieve = (f"protocol lmtp {{\n  mail_plugins = $mail_plugins sieve\n}}\n"
+                 f"plugin {{\n  sieve_before = {where}/dedupe.sieve\n}}\n")
     (where / "dovecot.conf").write_text(f"""{as_user}protocols = imap lmtp
 listen = 127.0.0.1
 base_dir = {where}/run
@@ -119,7 +137,7 @@ service lmtp {{
     mode = 0666
   }}
 }}
-""")
+{sieve}""")
     # (it forks its master into the background: no pipes, which the master would hold open)
     with open(where / "start.log", "wb") as out:
         subprocess.run(["dovecot", "-c", str(where / "dovecot.conf")], check=True, stdin=subprocess.DEVNULL,
