@@ -38,13 +38,15 @@ REFUSED = "33010519790903062X"
 
 @pytest.fixture
 def external_city(tmp_path, request):
-    """A city in external mode on SQLite, and a Dovecot holding every citizen's mailbox but one
-    (with README's Sieve rule that drops a second copy of a notice, if the test is marked dedupe)."""
+    """A city in external mode, on SQLite (on PostgreSQL too where the test asks for
+    ``external_store_url``), and a Dovecot holding every citizen's mailbox but one (with README's
+    Sieve rule that drops a second copy of a notice, if the test is marked dedupe)."""
     dovecot_or_skip()
     dedupe = request.node.get_closest_marker("dedupe") is not None
     if dedupe and (reason := sieve_missing()):
         pytest.fail(reason) if os.environ.get("CI") else pytest.skip(reason)
-    config = make_config(tmp_path / "data", 'store.mode="external"', 'lmtp.target="127.0.0.1:1"')
+    url = request.getfixturevalue("store_url") if "store_url" in request.fixturenames else None
+    config = make_config(tmp_path / "data", 'store.mode="external"', 'lmtp.target="127.0.0.1:1"', store_url=url)
     prepare(config)
     store = open_store(config)
     city = make_city(Registry(config, store))
@@ -80,7 +82,7 @@ def notice_keys(store) -> dict[int, tuple[str, str | None]]:
         return {a: (k, st) for k, a, st in s.execute(select(Notice.idempotency_key, Notice.account_id, Notice.state))}
 
 
-def test_a_drop_goes_into_dovecot_once_and_a_refused_mailbox_is_its_rows_failure(external_city):
+def test_a_drop_goes_into_dovecot_once_and_a_refused_mailbox_is_its_rows_failure(store_url, external_city):
     reg, city, server = external_city
     result = run_drop(reg, SAMPLE, "traffic-police", "licence-renewal")
     assert result.summary.counts == {"delivered": 2, "failed": 1}, server.log()
@@ -110,7 +112,7 @@ def test_a_drop_goes_into_dovecot_once_and_a_refused_mailbox_is_its_rows_failure
             assert len(inbox(server, city[number])) == 1
 
 
-def test_a_run_the_lmtp_server_stopped_resumes_and_delivers_each_notice_once(external_city, tmp_path):
+def test_a_run_the_lmtp_server_stopped_resumes_and_delivers_each_notice_once(store_url, external_city):
     reg, city, server = external_city
     others = {n for n in ROWS if n != REFUSED}
     down = Registry(reg.config.replace(lmtp=config_mod.LMTPConfig(target=f"127.0.0.1:{free_port()}",
@@ -122,7 +124,9 @@ def test_a_run_the_lmtp_server_stopped_resumes_and_delivers_each_notice_once(ext
     # the batch's keys were recorded before LMTP was tried: still 'sending', their rows unrecorded
     assert {state for _, state in notice_keys(reg.store).values()} == {"sending"}
 
-    resumed = run_drop(reg, SAMPLE, "traffic-police", "licence-renewal")
+    # resumed through Dovecot's unix socket this time (lmtp.target = "unix:/path")
+    unix = Registry(reg.config.replace(lmtp=config_mod.LMTPConfig(target=f"unix:{server.dir}/run/lmtp")), reg.store)
+    resumed = run_drop(unix, SAMPLE, "traffic-police", "licence-renewal")
     assert resumed.resumed and resumed.summary.counts == {"delivered": 2, "failed": 1}
     assert all(state is None for _, state in notice_keys(reg.store).values())
     for number in others:
@@ -146,7 +150,7 @@ def test_a_notice_sent_again_after_a_crash_past_the_250_is_dropped_by_the_stores
                                       rows_rejected=0))
     resumed = run_drop(reg, SAMPLE, "traffic-police", "licence-renewal")
     assert resumed.resumed and resumed.summary.counts == {"delivered": 2, "failed": 1}
-    assert server.log().count("discard action") == 2  # the two copies, by Dovecot's own account
+    assert server.log().count("Marked message to be discarded") == 2  # the two copies, by Dovecot's own account
     for number in ROWS:
         if number != REFUSED:
             assert len(inbox(server, city[number])) == 1, server.log()
