@@ -111,6 +111,8 @@ class _Connection:
             client.close()
             raise
         self.client = client
+        #: what the server said to LHLO (its name first)
+        self.greeting = (client.ehlo_resp or b"").decode("utf-8", "replace").split("\n")[0]
         self.pipelining = client.has_extn("pipelining")
         self.eightbit = client.has_extn("8bitmime")
         self.smtputf8 = client.has_extn("smtputf8")
@@ -175,6 +177,16 @@ class _Connection:
             self.client.quit()
         except (OSError, smtplib.SMTPException):
             self.client.close()
+
+
+def connect_and_greet(config: LMTPConfig, hostname: str) -> str:
+    """Connect, LHLO (STARTTLS if configured), QUIT: the server's greeting line (`civicmail
+    check`). Raises what connecting raises."""
+    conn = _Connection(config, hostname)
+    try:
+        return " ".join(conn.greeting.split())
+    finally:
+        conn.close()
 
 
 class LmtpStore:

@@ -156,6 +156,19 @@ def test_a_notice_sent_again_after_a_crash_past_the_250_is_dropped_by_the_stores
             assert len(inbox(server, city[number])) == 1, server.log()
 
 
+def test_check_says_whether_the_lmtp_server_answers(external_city):
+    from tests.cahelpers import civicmail
+
+    reg, _city, server = external_city
+    mode = ("--set", "store.mode=external", "--set", f"lmtp.target={server.lmtp_target}")
+    up = civicmail(reg.config, *mode, "check")
+    assert f"OK    external mail store: LMTP {server.lmtp_target} answers" in up.stdout, up.stdout + up.stderr
+    server.stop()
+    down = civicmail(reg.config, *mode, "check")
+    assert down.returncode == 2
+    assert f"FAIL  external mail store: LMTP {server.lmtp_target} does not answer" in down.stdout
+
+
 def test_external_mode_needs_its_lmtp_target(tmp_path):
     with pytest.raises(ConfigError, match="lmtp.target"):
         make_config(tmp_path / "a", 'store.mode="external"')
