@@ -75,10 +75,10 @@ def sieve_missing() -> str | None:
     return None
 
 
-def start_dovecot(users: list[str], dedupe: bool = False) -> Dovecot:
+def start_dovecot(users: list[str], dedupe: bool = False, tls: tuple[Path, Path] | None = None) -> Dovecot:
     """Start Dovecot for ``users`` (addresses; password PASSWORD). Any other recipient is
     refused at RCPT (550 5.1.1 user doesn't exist), as a real store refuses an unknown mailbox.
-    Its folder is a new one in the system's temporary directory, not pytest's (whose parents
+    ``tls``: (certificate, key) for STARTTLS. Its folder is a new one in the system's temporary directory, not pytest's (whose parents
     only root may enter, and Dovecot's auth process reads its passwd file as user dovecot)."""
     where = Path(tempfile.mkdtemp(prefix="civicmail-dovecot-"))
     where.chmod(0o755)
@@ -96,6 +96,11 @@ def start_dovecot(users: list[str], dedupe: bool = False) -> Dovecot:
     (where / "passwd").write_text("".join(f"{u}:{{PLAIN}}{PASSWORD}::::::\n" for u in users))
     lmtp_port, imap_port = free_port(), free_port()
     sieve = ""
+    ssl = "ssl = no"
+    if tls is not None:  # STARTTLS on LMTP (and IMAP) with this certificate and key (PEM)
+        shutil.copy(tls[0], where / "cert.pem")
+        shutil.copy(tls[1], where / "key.pem")
+        ssl = f"ssl = yes\nssl_cert = <{where}/cert.pem\nssl_key = <{where}/key.pem"
     if dedupe:  # README's Sieve rule before every user's own, compiled here (Dovecot only reads it)
         (where / "dedupe.sieve").write_text(DEDUPE_SIEVE)
         subprocess.run(["sievec", str(where / "dedupe.sieve")], check=True, capture_output=True, timeout=30)
@@ -107,7 +112,7 @@ base_dir = {where}/run
 state_dir = {where}/run
 log_path = {where}/dovecot.log
 disable_plaintext_auth = no
-ssl = no
+{ssl}
 auth_mechanisms = plain login
 passdb {{
   driver = passwd-file

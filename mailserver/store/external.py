@@ -162,6 +162,10 @@ class _Connection:
                 replies[recipient] = reply
             self._reset()
             return replies
+        if not accepted:  # a server that asks for the message with no recipient: end it empty
+            c.send(b".\r\n")
+            c.getreply()
+            return replies
         c.send(wire_data(message.raw))
         for recipient in accepted:  # RFC 2033 4.2: one reply per accepted recipient, in order
             replies[recipient] = _reply(*c.getreply())
@@ -243,15 +247,19 @@ class LmtpStore:
                 results[n].update(replies)
 
     def _send_all(self, part: list[tuple[int, Outgoing]]) -> list[tuple[int, dict[str, Reply]]]:
+        """One connection's share, in turn. A server that cannot be reached is tried once per
+        share (each attempt may wait lmtp.timeout), not once per message."""
         out = []
         conn: _Connection | None = None
+        down = False
         try:
             for n, message in part:
-                if conn is None:
+                if conn is None and not down:
                     conn = self._connection()
-                    if conn is None:
-                        out.append((n, {r: Reply(451, UNREACHABLE) for r in message.recipients}))
-                        continue
+                    down = conn is None
+                if conn is None:
+                    out.append((n, {r: Reply(451, UNREACHABLE) for r in message.recipients}))
+                    continue
                 try:
                     out.append((n, conn.send(message)))
                 except (OSError, smtplib.SMTPException) as exc:

@@ -156,6 +156,32 @@ def test_a_notice_sent_again_after_a_crash_past_the_250_is_dropped_by_the_stores
             assert len(inbox(server, city[number])) == 1, server.log()
 
 
+def test_starttls_to_the_lmtp_server_verifies_its_certificate(tmp_path):
+    """lmtp.starttls: the session is encrypted and the server's certificate checked against
+    lmtp.cafile (here the test city's own self-signed one, which names 127.0.0.1)."""
+    dovecot_or_skip()
+    config = make_config(tmp_path / "data", 'store.mode="external"', 'lmtp.target="127.0.0.1:1"')
+    prepare(config)
+    store = open_store(config)
+    city = make_city(Registry(config, store))
+    cert, key = config.data_path(config.tls.cert), config.data_path(config.tls.key)
+    server = start_dovecot(list(city.values()), tls=(cert, key))
+    try:
+        untrusted = Registry(config.replace(lmtp=config_mod.LMTPConfig(
+            target=server.lmtp_target, starttls=True, retry_seconds=0.5)), store)  # the system's CAs only
+        with pytest.raises(StoreUnavailable, match="gave no answer"):
+            run_drop(untrusted, SAMPLE, "traffic-police", "licence-renewal")
+        assert "Connect from" in server.log()  # it was reached, and refused for its certificate
+        trusted = Registry(config.replace(lmtp=config_mod.LMTPConfig(
+            target=server.lmtp_target, starttls=True, cafile=str(cert))), store)
+        result = run_drop(trusted, SAMPLE, "traffic-police", "licence-renewal")
+        assert result.resumed and result.summary.counts == {"delivered": 3}, server.log()
+        assert all(len(inbox(server, city[number])) == 1 for number in ROWS)
+    finally:
+        server.stop()
+        store.dispose()
+
+
 def test_check_says_whether_the_lmtp_server_answers(external_city):
     from tests.cahelpers import civicmail
 
