@@ -208,13 +208,28 @@ def test_external_mode_needs_its_lmtp_target(tmp_path):
     assert config.external_store and config.lmtp.target == "unix:/run/dovecot/lmtp"
 
 
+def wait_for(server, address: str, subject: str) -> list[email.message.Message]:
+    """The messages with ``subject`` in a Dovecot mailbox, once there is one (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while True:
+        got = [m for m in inbox(server, address)
+               if subject in str(email.header.make_header(email.header.decode_header(m["Subject"] or "")))]
+        if got:
+            return got
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.2)
+
+
 def test_serve_in_external_mode_starts_no_imap_and_hands_smtp_mail_to_dovecot(external_city, caplog):
+    from mailserver.services.service import ServicesWorker
+    from mailserver.services.topics import add_topic
     from tests.serverkit import LoopServer
 
     reg, city, server = external_city
+    topic = add_topic(reg, "policy", "政策法规")
     imap_port = free_port()
     config = reg.config.replace(
-        smtp=config_mod.SMTPConfig(listen="127.0.0.1:0"), submission=config_mod.SubmissionConfig(listen=""),
+        smtp=config_mod.SMTPConfig(listen="127.0.0.1:0"), submission=config_mod.SubmissionConfig(listen="127.0.0.1:0"),
         submissions=config_mod.SubmissionsConfig(listen=""), imap=config_mod.IMAPConfig(listen=f"127.0.0.1:{imap_port}"),
         imaps=config_mod.IMAPSConfig(listen=""), http=config_mod.HTTPConfig(listen="", metrics=False))
     number = next(n for n in ROWS if n != REFUSED)
@@ -224,17 +239,31 @@ def test_serve_in_external_mode_starts_no_imap_and_hands_smtp_mail_to_dovecot(ex
         assert 'IMAP not started: store.mode = "external"' in caplog.text
         with pytest.raises(OSError):
             socket_probe(imap_port)
+        # mail from the internet to two citizens: one message, one LMTP transaction for both
+        other = next(n for n in ROWS if n not in (REFUSED, number))
         msg = EmailMessage()
         msg["From"], msg["To"], msg["Subject"] = "friend@elsewhere.example", city[number], "external hello"
+        msg["Cc"] = city[other]
         msg.set_content("by LMTP, through the queue")
         with smtplib.SMTP("127.0.0.1", running.port("smtp"), timeout=30) as smtp:
             smtp.send_message(msg)
-        deadline = time.monotonic() + 30
-        while not (got := [m for m in inbox(server, city[number]) if m["Subject"] == "external hello"]):
-            assert time.monotonic() < deadline, server.log()
-            time.sleep(0.2)
+        got = wait_for(server, city[number], "external hello")
         assert len(got) == 1 and got[0]["Received"]  # civicmail's trace header, then Dovecot's
+        assert len(wait_for(server, city[other], "external hello")) == 1
         assert running.inbox(city[number]) == []  # nothing in civicmail's own store
+
+        # a service: the citizen subscribes by mail to a topic address (kept in civicmail's store,
+        # where the services worker reads it); the confirmation reaches her mailbox in Dovecot
+        subscribe = EmailMessage()
+        subscribe["From"], subscribe["To"], subscribe["Subject"] = city[number], topic.address, "subscribe"
+        subscribe.set_content("")
+        with smtplib.SMTP("127.0.0.1", running.port("submission"), timeout=30) as smtp:
+            smtp.login(city[number], "citizen-pw-1")
+            smtp.send_message(subscribe)
+        worker = next(s for s in running.services if isinstance(s, ServicesWorker))
+        running.call(worker.run_once())
+        confirmation = wait_for(server, city[number], "政策法规")
+        assert len(confirmation) == 1 and confirmation[0]["From"] and topic.address in confirmation[0]["From"]
     finally:
         running.stop()
 
