@@ -10,6 +10,7 @@ import csv
 import email
 import imaplib
 import os
+import re
 import smtplib
 import time
 from email.message import EmailMessage
@@ -243,13 +244,17 @@ def test_serve_in_external_mode_starts_no_imap_and_hands_smtp_mail_to_dovecot(ex
         other = next(n for n in ROWS if n not in (REFUSED, number))
         msg = EmailMessage()
         msg["From"], msg["To"], msg["Subject"] = "friend@elsewhere.example", city[number], "external hello"
-        msg["Cc"] = city[other]
+        msg["Cc"], msg["Message-ID"] = city[other], "<external-hello@elsewhere.example>"
         msg.set_content("by LMTP, through the queue")
         with smtplib.SMTP("127.0.0.1", running.port("smtp"), timeout=30) as smtp:
             smtp.send_message(msg)
         got = wait_for(server, city[number], "external hello")
         assert len(got) == 1 and got[0]["Received"]  # civicmail's trace header, then Dovecot's
         assert len(wait_for(server, city[other], "external hello")) == 1
+        # Dovecot names a transaction's session, and each further recipient in it ":R<n>"
+        sessions = re.findall(r"<\d+><([^>]+)>: Info: msgid=<external-hello@elsewhere.example>: saved mail",
+                              server.log())
+        assert len(sessions) == 2 and len({re.sub(r":R\d+$", "", x) for x in sessions}) == 1, sessions
         assert running.inbox(city[number]) == []  # nothing in civicmail's own store
 
         # a service: the citizen subscribes by mail to a topic address (kept in civicmail's store,
