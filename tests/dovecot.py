@@ -52,6 +52,12 @@ class Dovecot:
         path = self.dir / "dovecot.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def add_user(self, address: str) -> None:
+        """A mailbox more (Dovecot reads its passwd file again when its mtime changes)."""
+        time.sleep(1.1)  # a new mtime second even if the file was written a moment ago
+        with open(self.dir / "passwd", "a") as fh:
+            fh.write(f"{address}:{{PLAIN}}{PASSWORD}::::::\n")
+
     def stop(self) -> None:
         try:
             os.kill(self.pid, signal.SIGTERM)

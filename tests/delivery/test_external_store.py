@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import delete, select, update
 
 from delivery.compose import message_id
-from delivery.runner import run_drop
+from delivery.runner import retry_drop, run_drop
 from drophelpers import CATALOG, make_city
 from mailserver import config as config_mod
 from mailserver.errors import ConfigError, StoreUnavailable
@@ -111,6 +111,13 @@ def test_a_drop_goes_into_dovecot_once_and_a_refused_mailbox_is_its_rows_failure
     for number in ROWS:
         if number != REFUSED:
             assert len(inbox(server, city[number])) == 1
+
+    # the operator has the mailbox made in Dovecot, then `drop retry` sends the failed row
+    server.add_user(city[REFUSED])
+    retried = retry_drop(reg, result.drop_id)
+    assert retried.counts == {"delivered": 1}
+    assert report_rows(reg.config, result.drop_id)[ROWS[REFUSED]]["drop_status"] == "delivered"
+    assert all(len(inbox(server, city[number])) == 1 for number in ROWS)
 
 
 def test_a_run_the_lmtp_server_stopped_resumes_and_delivers_each_notice_once(store_url, external_city):
