@@ -458,12 +458,13 @@ class Config:
                 for protocol, service, section, implicit in self._client_listeners()]
 
     def _client_listeners(self) -> list[tuple[str, str, Any, bool]]:
+        # external mode: no IMAP here (the external store serves it), so none is advertised
         return [(protocol, service, section, implicit)
                 for protocol, service, section, implicit in (("imap", "imaps", self.imaps, True),
                                                              ("imap", "imap", self.imap, False),
                                                              ("smtp", "submissions", self.submissions, True),
                                                              ("smtp", "submission", self.submission, False))
-                if section.listen]
+                if section.listen and not (protocol == "imap" and self.external_store)]
 
     @property
     def client_host(self) -> str:

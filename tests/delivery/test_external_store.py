@@ -214,6 +214,9 @@ def test_external_mode_needs_its_lmtp_target(tmp_path):
         make_config(tmp_path / "d", 'store.mode="external"', 'lmtp.target="unix:dovecot/lmtp"')
     config = make_config(tmp_path / "e", 'store.mode="external"', 'lmtp.target="unix:/run/dovecot/lmtp"')
     assert config.external_store and config.lmtp.target == "unix:/run/dovecot/lmtp"
+    # mail clients are not told of civicmail's IMAP ports (autoconfig, SRV records): none is started
+    assert {protocol for protocol, *_ in config.client_endpoints()} == {"smtp"}
+    assert {protocol for protocol, *_ in make_config(tmp_path / "f").client_endpoints()} == {"imap", "smtp"}
 
 
 def wait_for(server, address: str, subject: str) -> list[email.message.Message]:
