@@ -30,12 +30,13 @@ from mailserver.identity.keys import IdKeyring
 from mailserver.store import Store
 from mailserver.store.driver import driver_rows
 from mailserver.store.external import ExternalStoreUnavailable, LmtpStore, Outgoing, Reply
-from mailserver.store.models import Account, Notice, utcnow
+from mailserver.store.models import Account, Drop, Notice, utcnow
 from mailserver.store.outage import retrying
 
 from . import reasons, stagecpu
 from .applications import thread_into_applications
-from .deliver import KEY_CHUNK, NOTICE_COLUMNS, _insert_rows, _undo_delivered, locked_drop, record_rows
+from .deliver import (KEY_CHUNK, NOTICE_COLUMNS, DropTakenOver, _insert_rows, _undo_delivered, locked_drop,
+                      record_rows)
 from .rowstate import DELIVERED, DUPLICATE, FAILED, RowState
 from .stagecpu import StageCpu
 
@@ -137,10 +138,14 @@ def _claim(store: Store, drop_id: int, agency_id: str, notice_type: str, rows: l
 def _record(store: Store, ring: IdKeyring, drop_id: int, rows: list[RowState], originals: dict[int, dict[str, str]],
             delivered: list[RowState], failed: list[RowState], unknown: list[RowState], owner: str | None) -> None:
     """Step 3, one transaction: the notices' outcomes; then, unless some are unknown (the run
-    stops, and its rerun sends those again), every row's state and the drop's counts."""
+    stops, and its rerun sends those again), every row's state and the drop's counts. The
+    outcomes are recorded even if the drop was taken over meanwhile (they are what the store
+    said), its rows are not (they are the new owner's), and DropTakenOver follows."""
     t = Notice.__table__
     with store.session() as s:
-        drop = locked_drop(s, drop_id, owner)
+        drop = s.get(Drop, drop_id, with_for_update=True)  # locked first, as in local mode
+        taken = owner is not None and drop.owner != owner
+        taken_by = drop.owner or "(another node, which has finished it)"
         if delivered:
             s.execute(update(t).where(t.c.idempotency_key == bindparam("k"), t.c.state == SENDING)
                       .values(state=None, delivered_at=bindparam("at")),
@@ -149,5 +154,8 @@ def _record(store: Store, ring: IdKeyring, drop_id: int, rows: list[RowState], o
         keys = [r.key for r in failed]
         for i in range(0, len(keys), KEY_CHUNK):
             s.execute(delete(t).where(t.c.idempotency_key.in_(keys[i:i + KEY_CHUNK]), t.c.state == SENDING))
-        if not unknown:
+        if not unknown and not taken:
             record_rows(s, ring, drop, rows, originals, delivered)
+    if taken:
+        raise DropTakenOver(f"drop {drop_id} was taken over by node {taken_by} while this run was stalled past "
+                            "its lease; this run stops (its last batch's outcomes are recorded)")
