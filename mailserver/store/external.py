@@ -20,7 +20,6 @@ import queue
 import re
 import smtplib
 import ssl
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -201,7 +200,6 @@ class LmtpStore:
         self.config = config
         self.hostname = hostname
         self._idle: queue.LifoQueue[_Connection] = queue.LifoQueue()
-        self._lock = threading.Lock()
         self._threads = ThreadPoolExecutor(config.connections, thread_name_prefix="lmtp")
 
     def deliver(self, messages: list[Outgoing]) -> list[dict[str, Reply]]:
