@@ -93,7 +93,7 @@ class LMTPConfig:
     cafile: str = ""
     #: connections open to the server at once (each carries one transaction at a time)
     connections: int = 4
-    #: recipients of one transaction (a message identical for many mailboxes, e.g. a bulletin)
+    #: recipients of one transaction (a message identical for several mailboxes: SMTP mail to several citizens)
     max_recipients: int = 50
     #: seconds for each network step (connect, a reply, the message)
     timeout: float = 60.0

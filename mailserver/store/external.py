@@ -334,8 +334,8 @@ def external_account_ids(session, account_ids: list[int]) -> set[int]:
 def divert(session, messages: list) -> list:
     """External mode: queue the messages (mailstore.NewMessage) for external mailboxes, inside
     the caller's transaction, for the outbound runner to deliver by LMTP (one entry per distinct
-    message, its mailboxes as recipients: one transaction for a bulletin's many subscribers, up to
-    lmtp.max_recipients); return the others, for civicmail's own store. A copy for another folder
+    message, its mailboxes as recipients: one transaction for an SMTP message to several citizens,
+    up to lmtp.max_recipients); return the others, for civicmail's own store. A copy for another folder
     than INBOX (an agency clerk's Sent copy) is not kept: LMTP delivers to the INBOX, and the
     external store keeps its own Sent."""
     import datetime as dt
