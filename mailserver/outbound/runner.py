@@ -61,8 +61,11 @@ class OutboundRunner:
         pending = [entry.id for entry in claimed]
         heartbeat = asyncio.create_task(self._heartbeat(pending, lease), name="outbound-lease")
         try:
+            # external mode: the city's mailboxes of every claimed entry in one call, spread over
+            # lmtp.connections sessions (one entry after the other would use one)
+            delivered = await self._lmtp_all(claimed)
             for entry in claimed:
-                await self.attempt(entry)
+                await self.attempt(entry, delivered.get(entry.id))
                 pending.remove(entry.id)
         finally:
             heartbeat.cancel()
@@ -78,12 +81,25 @@ class OutboundRunner:
             except Exception as exc:  # the store away: the next beat tries again
                 log.warning("outbound queue: leases not renewed: %s", exc.__class__.__name__)
 
-    async def attempt(self, entry: queue.Claimed) -> None:
+    async def _lmtp_all(self, claimed: list[queue.Claimed]) -> dict[int, dict]:
+        """Entry id -> its LMTP replies (recipient -> Reply), for the entries with city mailboxes."""
+        if self.lmtp is None:
+            return {}
+        todo = [(entry, mailboxes) for entry in claimed if (mailboxes := self._split(entry.recipients)[0])]
+        if not todo:
+            return {}
+        replies = await self.ctx.run(self.lmtp.deliver, [Outgoing(e.sender, tuple(m), e.raw) for e, m in todo])
+        return {entry.id: r for (entry, _), r in zip(todo, replies)}
+
+    async def attempt(self, entry: queue.Claimed, lmtp_replies: dict | None = None) -> None:
+        """One attempt at an entry: its city mailboxes by LMTP (external mode; ``lmtp_replies``
+        if already sent), the rest through the relay."""
         config = self.ctx.config
         mailboxes, remote = self._split(entry.recipients)
         result = relay.AttemptResult()
         if mailboxes:
-            replies = (await self.ctx.run(self.lmtp.deliver, [Outgoing(entry.sender, tuple(mailboxes), entry.raw)]))[0]
+            replies = lmtp_replies if lmtp_replies is not None else (await self.ctx.run(
+                self.lmtp.deliver, [Outgoing(entry.sender, tuple(mailboxes), entry.raw)]))[0]
             for recipient, reply in replies.items():
                 if reply.ok:
                     result.accepted.append(recipient)
