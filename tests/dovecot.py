@@ -149,6 +149,10 @@ service lmtp {{
   }}
 }}
 {sieve}""")
+    # readable by Dovecot's unprivileged processes whatever umask an earlier test left behind
+    for path in where.iterdir():
+        if path.is_file() and path.suffix != ".pem":
+            path.chmod(0o644)
     # (it forks its master into the background: no pipes, which the master would hold open)
     with open(where / "start.log", "wb") as out:
         subprocess.run(["dovecot", "-c", str(where / "dovecot.conf")], check=True, stdin=subprocess.DEVNULL,
