@@ -7,8 +7,9 @@ A batch in three steps, since a transaction cannot span two servers:
 1. *claim*: one transaction records each new notice's idempotency key with state 'sending'
    (the unique key decides between two writers, as in local mode);
 2. *send*: every notice over LMTP, each mailbox's own reply (RFC 2033): 250 delivered, 5xx the
-   row fails with the server's reply, 4xx tried again for lmtp.retry_seconds, then the row fails
-   (both retryable: `civicmail drop retry`);
+   row fails with the server's reply, 4xx tried again for lmtp.deferred_retry_seconds, then the
+   row fails (both retryable: `civicmail drop retry`); no answer at all is tried again for
+   lmtp.retry_seconds, then the run stops;
 3. *record*: one transaction clears 'sending' on the delivered notices, deletes the keys of the
    failed ones (so a retry may send them), and writes every row's state and the drop's counts.
 

@@ -97,9 +97,13 @@ class LMTPConfig:
     max_recipients: int = 50
     #: seconds for each network step (connect, a reply, the message)
     timeout: float = 60.0
-    #: seconds a recipient the server refused for now (4xx), or an unreachable server, is retried
-    #: (with backoff) before the row fails (retryable: `civicmail drop retry`) or the run stops
+    #: seconds a server that does not answer is tried again (with backoff) before the drop stops
+    #: (the same command resumes it) or a queued message waits for its next attempt
     retry_seconds: float = 60.0
+    #: seconds a mailbox the server refused for now (4xx: over quota with tempfail, a lookup
+    #: failure) is tried again before its row fails (retryable: `civicmail drop retry`); short, as
+    #: the batch it is in waits for it
+    deferred_retry_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -678,8 +682,9 @@ def _validate_external(config: Config) -> None:
             raise ConfigError("lmtp.starttls: STARTTLS is for a TCP target, not a unix socket")
     if lmtp.connections < 1 or lmtp.max_recipients < 1:
         raise ConfigError("lmtp.connections, lmtp.max_recipients: must be at least 1")
-    if lmtp.timeout <= 0 or lmtp.retry_seconds < 0:
-        raise ConfigError("lmtp.timeout, lmtp.retry_seconds: must be more than 0, and 0 or more, seconds")
+    if lmtp.timeout <= 0 or lmtp.retry_seconds < 0 or lmtp.deferred_retry_seconds < 0:
+        raise ConfigError("lmtp.timeout, lmtp.retry_seconds, lmtp.deferred_retry_seconds: must be more than 0, "
+                          "0 or more, 0 or more seconds")
 
 
 def lmtp_unix_path(target: str) -> str | None:

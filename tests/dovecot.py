@@ -81,9 +81,11 @@ def sieve_missing() -> str | None:
     return None
 
 
-def start_dovecot(users: list[str], dedupe: bool = False, tls: tuple[Path, Path] | None = None) -> Dovecot:
+def start_dovecot(users: list[str], dedupe: bool = False, tls: tuple[Path, Path] | None = None,
+                  deferring: tuple[str, ...] = ()) -> Dovecot:
     """Start Dovecot for ``users`` (addresses; password PASSWORD). Any other recipient is
-    refused at RCPT (550 5.1.1 user doesn't exist), as a real store refuses an unknown mailbox.
+    refused at RCPT (550 5.1.1 user doesn't exist), as a real store refuses an unknown mailbox;
+    those in ``deferring`` too, but for now (451).
     ``tls``: (certificate, key) for STARTTLS. Its folder is a new one in the system's temporary directory, not pytest's (whose parents
     only root may enter, and Dovecot's auth process reads its passwd file as user dovecot)."""
     where = Path(tempfile.mkdtemp(prefix="civicmail-dovecot-"))
@@ -99,7 +101,10 @@ def start_dovecot(users: list[str], dedupe: bool = False, tls: tuple[Path, Path]
         user, group = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
         as_user = (f"default_login_user = {user}\ndefault_internal_user = {user}\n"
                    f"default_internal_group = {group}\n")
-    (where / "passwd").write_text("".join(f"{u}:{{PLAIN}}{PASSWORD}::::::\n" for u in users))
+    # a mailbox in ``deferring`` has a relative home directory, which Dovecot refuses when it
+    # looks the user up: its RCPT gets 451 (temporary), as from a store whose user database fails
+    (where / "passwd").write_text("".join(f"{u}:{{PLAIN}}{PASSWORD}::::{'relative/home' if u in deferring else ''}"
+                                          f"::\n" for u in users))
     lmtp_port, imap_port = free_port(), free_port()
     sieve = ""
     ssl = "ssl = no"

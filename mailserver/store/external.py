@@ -222,23 +222,24 @@ class LmtpStore:
                 results[n].update(replies)
         return results
 
-    def deliver_with_retry(self, messages: list[Outgoing], retry_seconds: float | None = None,
-                           sleep=time.sleep) -> list[dict[str, Reply]]:
-        """``deliver``, the temporary failures tried again with backoff for ``retry_seconds``
-        (lmtp.retry_seconds); what is still temporary then is returned as it is (``unknown``
-        tells a recipient whose transaction got no answer at all from one the server deferred)."""
-        seconds = self.config.retry_seconds if retry_seconds is None else retry_seconds
-        deadline = time.monotonic() + seconds
+    def deliver_with_retry(self, messages: list[Outgoing], sleep=time.sleep) -> list[dict[str, Reply]]:
+        """``deliver``, the temporary failures tried again with backoff: a recipient with no
+        answer at all (``unknown``) for lmtp.retry_seconds, one the server deferred (4xx) for
+        lmtp.deferred_retry_seconds (short: one such mailbox must not hold up its batch long).
+        What is still temporary then is returned as it is."""
+        started = time.monotonic()
+        until = {True: started + self.config.retry_seconds, False: started + self.config.deferred_retry_seconds}
         results = self.deliver(messages)
         delay = 0.5
         while True:
-            todo = [(n, tuple(r for r, reply in replies.items() if reply.temporary))
+            now = time.monotonic()
+            todo = [(n, tuple(r for r, reply in replies.items() if reply.temporary and now < until[reply.unknown]))
                     for n, replies in enumerate(results)]
             todo = [(n, rcpts) for n, rcpts in todo if rcpts]
-            left = deadline - time.monotonic()
-            if not todo or left <= 0:
+            if not todo:
                 return results
-            sleep(min(delay, left))
+            latest = max(until[results[n][r].unknown] for n, rcpts in todo for r in rcpts)
+            sleep(max(0.0, min(delay, latest - now)))
             delay = min(delay * 2, 10.0)
             again = self.deliver([Outgoing(messages[n].sender, rcpts, messages[n].raw) for n, rcpts in todo])
             for (n, _), replies in zip(todo, again):

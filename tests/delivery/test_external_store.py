@@ -190,6 +190,31 @@ def test_starttls_to_the_lmtp_server_verifies_its_certificate(tmp_path):
         store.dispose()
 
 
+def test_a_mailbox_the_store_defers_fails_its_row_after_a_short_retry_and_the_others_go_through(tmp_path):
+    """A 4xx for one mailbox (Dovecot cannot look its user up) is tried again for
+    lmtp.deferred_retry_seconds, not lmtp.retry_seconds: its row fails, retryable, and the batch
+    goes on."""
+    dovecot_or_skip()
+    config = make_config(tmp_path / "data", 'store.mode="external"', 'lmtp.target="127.0.0.1:1"')
+    prepare(config)
+    store = open_store(config)
+    city = make_city(Registry(config, store))
+    server = start_dovecot(list(city.values()), deferring=(city[REFUSED],))
+    try:
+        reg = Registry(config.replace(lmtp=config_mod.LMTPConfig(target=server.lmtp_target, retry_seconds=600,
+                                                                 deferred_retry_seconds=1.0)), store)
+        started = time.monotonic()
+        result = run_drop(reg, SAMPLE, "traffic-police", "licence-renewal")
+        assert time.monotonic() - started < 120  # not lmtp.retry_seconds
+        assert result.summary.counts == {"delivered": 2, "failed": 1}, server.log()
+        row = report_rows(config, result.drop_id)[ROWS[REFUSED]]
+        assert row["drop_status"] == "failed" and "deferred it" in row["drop_reason"] and "451" in row["drop_reason"]
+        assert server.log().count(f"rcpt {city[REFUSED]}: Failed to initialize user") >= 2  # tried again
+    finally:
+        server.stop()
+        store.dispose()
+
+
 def test_check_says_whether_the_lmtp_server_answers(external_city):
     from tests.cahelpers import civicmail
 
