@@ -34,16 +34,18 @@ class DropTakenOver(StorageError):
     batch is not written (rolled back), and this run stops."""
 
 
-def known_keys(session, keys: list[str]) -> set[str]:
+def known_keys(session, keys: list[str], delivered_only: bool = False) -> set[str]:
     """The keys already delivered (a plain driver query: SQLAlchemy's coercion of a thousand
-    bound values cost more than the index lookups)."""
+    bound values cost more than the index lookups). ``delivered_only``: not the keys still being
+    sent to an external mail store (notice.state 'sending', delivery/external.py)."""
     found: set[str] = set()
+    query = "SELECT idempotency_key FROM notice WHERE idempotency_key IN ({})"
+    if delivered_only:
+        query += " AND state IS NULL"
     for i in range(0, len(keys), KEY_CHUNK):
         part = keys[i:i + KEY_CHUNK]
         if part:
-            found.update(k for (k,) in driver_rows(
-                session, f"SELECT idempotency_key FROM notice WHERE idempotency_key IN ({', '.join('?' * len(part))})",
-                *part))
+            found.update(k for (k,) in driver_rows(session, query.format(', '.join('?' * len(part))), *part))
     return found
 
 
@@ -125,12 +127,7 @@ def _write(store, mail, ring, drop_id, agency_id, notice_type, rows, originals, 
     if store.dialect == "sqlite":  # stored as SQLAlchemy's DateTime stores it there (UTC, no offset)
         now = now.strftime("%Y-%m-%d %H:%M:%S.%f")
     with store.session() as s:
-        # The drop's row first, locked until the commit (SQLite: the write lock, taken at BEGIN): a
-        # node taking the drop over waits for this batch, and a batch after the takeover sees it.
-        drop = s.get(Drop, drop_id, with_for_update=True)
-        if owner is not None and drop.owner != owner:
-            raise DropTakenOver(f"drop {drop_id} was taken over by node {drop.owner} while this run was stalled "
-                                "past its lease; this run stops (nothing is delivered twice)")
+        drop = locked_drop(s, drop_id, owner)  # first, locked until the commit
         todo = mark_duplicates(s, rows)
         thread_into_applications(s, agency_id, todo)
         delivered = mail.deliver_in(s, [NewMessage(account_id=r.account_id, raw=r.raw, analyzed=r.analyzed)
@@ -140,30 +137,49 @@ def _write(store, mail, ring, drop_id, agency_id, notice_type, rows, originals, 
         _insert_rows(s, "notice", NOTICE_COLUMNS, notices)
         for r in todo:
             r.status, r.stage, r.reason = DELIVERED, "deliver", None
-        _insert_rows(s, "drop_row", DROP_ROW_COLUMNS, [
-            (drop_id, r.line, r.status, r.reason, r.key, r.stage, _sealed(ring, r, originals))
-            for r in rows if r.row_id is None])
-        again = [{"drop_id": drop_id, "line": r.line, "status": r.status, "reason": r.reason,
-                  "idempotency_key": r.key, "stage": r.stage, "data": _sealed(ring, r, originals),
-                  "row_id": r.row_id}
-                 for r in rows if r.row_id is not None]
-        if again:
-            t = DropRow.__table__
-            s.execute(update(t).where(t.c.id == bindparam("b_id")).values(
-                status=bindparam("b_status"), reason=bindparam("b_reason"), stage=bindparam("b_stage"),
-                data=bindparam("b_data"), idempotency_key=bindparam("b_key")),
-                [{"b_id": rec["row_id"], "b_status": rec["status"], "b_reason": rec["reason"],
-                  "b_stage": rec["stage"], "b_data": rec["data"], "b_key": rec["idempotency_key"]}
-                 for rec in again],
-                execution_options={"synchronize_session": False})
-        new_rows = [r for r in rows if r.row_id is None]
-        drop.rows_total += len(new_rows)
-        drop.rows_delivered += len(todo)
-        drop.rows_rejected += sum(1 for r in new_rows if r.status != DELIVERED)
-        # A retried row was counted as rejected when it was first seen.
-        drop.rows_rejected -= sum(1 for r in todo if r.row_id is not None)
+        record_rows(s, ring, drop, rows, originals, todo)
         cpu = clock.add("write", cpu)
     clock.add("commit", cpu)
     for r in todo:
         r.raw = r.analyzed = None
     return {d.folder_id for d in delivered}
+
+
+def locked_drop(s, drop_id: int, owner: str | None) -> Drop:
+    """The drop's row, locked until the commit (SQLite: the write lock, taken at BEGIN): a node
+    taking the drop over waits for this batch, and a batch after the takeover sees it.
+    DropTakenOver if it is no longer ``owner``'s."""
+    drop = s.get(Drop, drop_id, with_for_update=True)
+    if owner is not None and drop.owner != owner:
+        raise DropTakenOver(f"drop {drop_id} was taken over by node {drop.owner} while this run was stalled "
+                            "past its lease; this run stops (nothing is delivered twice)")
+    return drop
+
+
+def record_rows(s, ring: IdKeyring, drop: Drop, rows: list[RowState], originals: dict[int, dict[str, str]],
+                todo: list[RowState]) -> None:
+    """Every row's state (new rows inserted, retried rows updated) and the drop's counts;
+    ``todo``: the rows delivered by this batch."""
+    drop_id = drop.id
+    _insert_rows(s, "drop_row", DROP_ROW_COLUMNS, [
+        (drop_id, r.line, r.status, r.reason, r.key, r.stage, _sealed(ring, r, originals))
+        for r in rows if r.row_id is None])
+    again = [{"drop_id": drop_id, "line": r.line, "status": r.status, "reason": r.reason,
+              "idempotency_key": r.key, "stage": r.stage, "data": _sealed(ring, r, originals),
+              "row_id": r.row_id}
+             for r in rows if r.row_id is not None]
+    if again:
+        t = DropRow.__table__
+        s.execute(update(t).where(t.c.id == bindparam("b_id")).values(
+            status=bindparam("b_status"), reason=bindparam("b_reason"), stage=bindparam("b_stage"),
+            data=bindparam("b_data"), idempotency_key=bindparam("b_key")),
+            [{"b_id": rec["row_id"], "b_status": rec["status"], "b_reason": rec["reason"],
+              "b_stage": rec["stage"], "b_data": rec["data"], "b_key": rec["idempotency_key"]}
+             for rec in again],
+            execution_options={"synchronize_session": False})
+    new_rows = [r for r in rows if r.row_id is None]
+    drop.rows_total += len(new_rows)
+    drop.rows_delivered += len(todo)
+    drop.rows_rejected += sum(1 for r in new_rows if r.status != DELIVERED)
+    # A retried row was counted as rejected when it was first seen.
+    drop.rows_rejected -= sum(1 for r in todo if r.row_id is not None)

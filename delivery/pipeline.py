@@ -162,8 +162,9 @@ def stage_match(ctx: RowContext, rows: list[RowState]) -> None:
 
 
 def _known(ctx: RowContext, keys: list[str]) -> set[str]:
+    # external mode: a key still 'sending' (a run that stopped mid-batch) is sent again (delivery/external.py)
     with ctx.store.reader() as s:
-        return known_keys(s, keys)
+        return known_keys(s, keys, delivered_only=ctx.config.external_store)
 
 
 def stage_render(ctx: RowContext, rows: list[RowState]) -> None:

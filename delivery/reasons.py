@@ -33,6 +33,10 @@ NAME_DIFFERS = "姓名与登记信息不符，已暂缓 / name differs from the 
 OPTED_OUT = "本人已退订此类对账信息 / the citizen opted out of this statement"
 DUPLICATE = "此通知已送达过 / this notice was already delivered (an earlier row or drop)"
 RENDER_FAILED = "模板无法生成此通知 / template could not render this row: {detail}"
+# deliver, external mail store (store.mode = "external"): the LMTP server's reply for the mailbox
+EXTERNAL_REFUSED = "外部邮箱服务器拒收 / the external mail store refused it: {reply}"
+EXTERNAL_DEFERRED = ("外部邮箱服务器暂时无法接收，可稍后重试 / the external mail store deferred it (retry with "
+                     "`drop retry`): {reply}")
 
 # reading: a row that cannot be read is invalid, the rows after it are read
 AT_LINE = "第 {line} 行 / line {line}: {reason}"

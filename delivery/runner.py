@@ -35,6 +35,7 @@ from mailserver.errors import Conflict, NotFound, StoreUnavailable
 from mailserver.identity.rowseal import unseal_row
 from mailserver.registry import Registry
 from mailserver.store import leases
+from mailserver.store.external import open_external
 from mailserver.store.leases import Heartbeat
 from mailserver.store.models import (Account, Agency, AgencyGrant, AgencySender, ApplicationDesk, Drop, DropRow,
                                      as_utc, utcnow)
@@ -44,6 +45,7 @@ from . import read as read_mod
 from . import reasons, stagecpu
 from .catalog import get_definition, load_agencies, load_catalog
 from .deliver import DropTakenOver, deliver_batch, mark_duplicates
+from .external import deliver_batch_external
 from .pipeline import (RowContext, RunSpec, fewer_collections, init_worker, paper_letters, process_chunk,
                        process_rows, small_cache_store, unpack)
 from .read import AlreadyRun, FileError
@@ -175,6 +177,11 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
                 if r.ready:
                     r.status, r.stage = "delivered", "deliver"
             writer_clock.add("write", t)
+        elif external is not None:
+            deliver_batch_external(writer_store, external, reg.keyring, drop_id, agency_id, notice_type,
+                                   agency.sender or "", rows, originals,
+                                   retry_seconds=config.delivery.store_retry_seconds, owner=store.node,
+                                   clock=writer_clock)
         else:
             deliver_batch(writer_store, reg.keyring, drop_id, agency_id, notice_type, rows, originals,
                           retry_seconds=config.delivery.store_retry_seconds, owner=store.node, clock=writer_clock,
@@ -194,6 +201,8 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
     # The writer's own connection, with a page cache that does not grow with the drop: a batch's
     # pages are written to the WAL at commit, and SQLite spills early if a batch outgrows it.
     writer_store = small_cache_store(config, WRITER_CACHE_KIB) if store.dialect == "sqlite" else store
+    # external mode: the LMTP connections to the city's mail store, for this run
+    external = None if dry_run else open_external(config)
     lease = config.delivery.lease_seconds
     heartbeat, beating = contextlib.ExitStack(), None  # the drop's lease, renewed while it runs
 
@@ -237,6 +246,8 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
             writer.close(failed=exc)
         if writer_store is not store:
             writer_store.dispose()
+        if external is not None:
+            external.close()
         if isinstance(exc, DropTakenOver):
             raise  # the drop is another node's now: its state is that node's to record
         if drop_id is not None and (taker := _taken_over(reg, drop_id, beating)):
@@ -255,6 +266,8 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
     heartbeat.close()
     if writer_store is not store:
         writer_store.dispose()
+    if external is not None:
+        external.close()
     summary.elapsed = time.monotonic() - started
     if drop_id is not None:
         try:
@@ -450,13 +463,21 @@ def retry_drop(reg: Registry, drop_id: int) -> Summary:
     ctx = RowContext(spec, reg.store)
     summary = Summary()
     started = time.monotonic()
-    for i in range(0, len(stored), reg.config.delivery.batch_size):
-        part = stored[i:i + reg.config.delivery.batch_size]
-        originals = {line: unseal_row(ring, data) for _, line, data in part}
-        rows = [RowState(line, originals[line], row_id=row_id) for row_id, line, _ in part]
-        process_rows(ctx, rows)
-        deliver_batch(reg.store, ring, drop_id, agency_id, notice_type, rows, originals)
-        summary.add(rows)
+    with contextlib.ExitStack() as closing:
+        external = open_external(reg.config)
+        if external is not None:
+            closing.enter_context(external)
+        for i in range(0, len(stored), reg.config.delivery.batch_size):
+            part = stored[i:i + reg.config.delivery.batch_size]
+            originals = {line: unseal_row(ring, data) for _, line, data in part}
+            rows = [RowState(line, originals[line], row_id=row_id) for row_id, line, _ in part]
+            process_rows(ctx, rows)
+            if external is not None:
+                deliver_batch_external(reg.store, external, ring, drop_id, agency_id, notice_type,
+                                       spec.agency.sender or "", rows, originals)
+            else:
+                deliver_batch(reg.store, ring, drop_id, agency_id, notice_type, rows, originals)
+            summary.add(rows)
     out = drops_dir(reg.config, drop_id)
     report, paper = (path if path.exists() else None for path in (out / "report.csv", out / "paper.csv"))
     # The run's files at their usual place, as the store now has them (the letters owed are

@@ -71,6 +71,39 @@ class StoreConfig:
     #: seconds the end of DATA waits for its commit before 451 4.3.0; such a message is never
     #: stored after (below clients' DATA timeouts: Postfix and smtplib users wait 5-10 minutes)
     commit_timeout: float = 60.0
+    #: where citizens' mailboxes live: "local" (this store, read over civicmail's IMAP) or
+    #: "external" (a Dovecot or Exchange the city already runs: notices and mail for mailboxes
+    #: go to it by LMTP, the [lmtp] section; civicmail's IMAP listeners stay off)
+    mode: str = "local"
+
+
+STORE_MODES = ("local", "external")
+
+
+@dataclass(frozen=True)
+class LMTPConfig:
+    """The external mail store (store.mode = "external"): an LMTP server (RFC 2033)."""
+
+    #: "host:port", or "unix:/path/to/socket"; required in external mode
+    target: str = ""
+    #: STARTTLS before the transaction (TCP only); the server's certificate is verified against
+    #: the system's CAs, or cafile
+    starttls: bool = False
+    #: PEM file of the CA(s) that signed the LMTP server's certificate; empty: the system's
+    cafile: str = ""
+    #: connections open to the server at once (each carries one transaction at a time)
+    connections: int = 4
+    #: recipients of one transaction (a message identical for several mailboxes: SMTP mail to several citizens)
+    max_recipients: int = 50
+    #: seconds for each network step (connect, a reply, the message)
+    timeout: float = 60.0
+    #: seconds a server that does not answer is tried again (with backoff) before the drop stops
+    #: (the same command resumes it) or a queued message waits for its next attempt
+    retry_seconds: float = 60.0
+    #: seconds a mailbox the server refused for now (4xx: over quota with tempfail, a lookup
+    #: failure) is tried again before its row fails (retryable: `civicmail drop retry`); short, as
+    #: the batch it is in waits for it
+    deferred_retry_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -387,6 +420,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     city: CityConfig = field(default_factory=CityConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    lmtp: LMTPConfig = field(default_factory=LMTPConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
     passwords: PasswordConfig = field(default_factory=PasswordConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
@@ -417,6 +451,11 @@ class Config:
         return self.data_dir / relative
 
     @property
+    def external_store(self) -> bool:
+        """store.mode = "external": mailboxes live in another server, reached by LMTP."""
+        return self.store.mode == "external"
+
+    @property
     def store_url(self) -> str:
         return self.store.url or f"sqlite:///{self.data_dir / 'civicmail.sqlite3'}"
 
@@ -428,12 +467,13 @@ class Config:
                 for protocol, service, section, implicit in self._client_listeners()]
 
     def _client_listeners(self) -> list[tuple[str, str, Any, bool]]:
+        # external mode: no IMAP here (the external store serves it), so none is advertised
         return [(protocol, service, section, implicit)
                 for protocol, service, section, implicit in (("imap", "imaps", self.imaps, True),
                                                              ("imap", "imap", self.imap, False),
                                                              ("smtp", "submissions", self.submissions, True),
                                                              ("smtp", "submission", self.submission, False))
-                if section.listen]
+                if section.listen and not (protocol == "imap" and self.external_store)]
 
     @property
     def client_host(self) -> str:
@@ -589,6 +629,7 @@ def _validate(config: Config) -> None:
     for key in ("busy_timeout", "connect_timeout", "statement_timeout", "lookup_timeout", "commit_timeout"):
         if getattr(config.store, key) <= 0:
             raise ConfigError(f"store.{key}: must be more than 0 seconds")
+    _validate_external(config)
     if config.server.max_connections < 0:
         raise ConfigError("server.max_connections: must be 0 (from the open-file limit) or more")
     if not config.server.tls_handshake_timeout > 0:
@@ -629,6 +670,33 @@ def _validate(config: Config) -> None:
         raise ConfigError("ca.agency_days, ca.citizen_days: must be 1 to 3650")
     if config.server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"server.log_level: {config.server.log_level!r} is not debug, info, warning or error")
+
+
+def _validate_external(config: Config) -> None:
+    """store.mode, and in external mode the LMTP target it needs."""
+    if config.store.mode not in STORE_MODES:
+        raise ConfigError(f"store.mode: {config.store.mode!r} is not one of {', '.join(STORE_MODES)}")
+    lmtp = config.lmtp
+    if config.store.mode == "external" and not lmtp.target:
+        raise ConfigError('lmtp.target: store.mode = "external" needs the LMTP server (host:port or unix:/path)')
+    if lmtp.target:
+        unix = lmtp_unix_path(lmtp.target)
+        if unix is None:
+            parse_hostport(lmtp.target, "lmtp.target")
+        elif not unix.startswith("/"):
+            raise ConfigError(f"lmtp.target: {lmtp.target!r}: a unix socket needs an absolute path (unix:/path)")
+        elif lmtp.starttls:
+            raise ConfigError("lmtp.starttls: STARTTLS is for a TCP target, not a unix socket")
+    if lmtp.connections < 1 or lmtp.max_recipients < 1:
+        raise ConfigError("lmtp.connections, lmtp.max_recipients: must be at least 1")
+    if lmtp.timeout <= 0 or lmtp.retry_seconds < 0 or lmtp.deferred_retry_seconds < 0:
+        raise ConfigError("lmtp.timeout, lmtp.retry_seconds, lmtp.deferred_retry_seconds: must be more than 0, "
+                          "0 or more, 0 or more seconds")
+
+
+def lmtp_unix_path(target: str) -> str | None:
+    """The socket path of a "unix:/path" LMTP target; None for host:port."""
+    return target[len("unix:"):] if target.startswith("unix:") else None
 
 
 def _is_loopback(host: str) -> bool:

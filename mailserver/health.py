@@ -6,7 +6,7 @@ run at all (an error inside it) is a failure naming it, never a traceback: monit
 line and a status whatever happens.
 
 The checks read; they change nothing and fetch nothing but the city's own DNS records from the
-configured (or the system's) resolver. No answer from it is "cannot verify", a warning: an
+configured (or the system's) resolver (and, in external mode, the LMTP server's greeting). No answer from it is "cannot verify", a warning: an
 offline or firewalled host is not a broken mail server.
 """
 from __future__ import annotations
@@ -299,6 +299,22 @@ def store_checks(config: Config, now: dt.datetime | None = None) -> list[Finding
         store.dispose()
 
 
+def external_store(config: Config) -> list[Finding]:
+    """store.mode = "external": the LMTP server answers its greeting and LHLO (then QUIT: nothing
+    is sent). Nothing to check in local mode."""
+    if not config.external_store:
+        return []
+    from .store.external import connect_and_greet
+
+    try:
+        greeting = connect_and_greet(config.lmtp, config.server.hostname)
+    except Exception as exc:  # refused, timed out, TLS, a non-250 LHLO: each is "cannot deliver"
+        return [Finding(FAIL, f"external mail store: LMTP {config.lmtp.target} does not answer "
+                              f"({exc.__class__.__name__})",
+                        "start it, or fix lmtp.target: notices and mail for mailboxes cannot be delivered")]
+    return [Finding(OK, f"external mail store: LMTP {config.lmtp.target} answers ({greeting[:60]})")]
+
+
 def outbound_queue(config: Config, store, now: dt.datetime) -> Finding:
     from sqlalchemy import func, select
 
@@ -336,6 +352,7 @@ def _minutes(minutes: float) -> str:
 CHECKS: tuple[tuple[str, Callable[[Config], list[Finding]]], ...] = (
     ("permissions", permissions), ("ID-number keys", id_keys), ("TLS certificate", tls_certificate),
     ("city CA", city_ca), ("DKIM and DNS", dkim_and_dns), ("disk space", disk_space), ("database", store_checks),
+    ("external mail store", external_store),
 )
 
 

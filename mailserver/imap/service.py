@@ -258,6 +258,11 @@ class TombstonePruner:
 
 
 def make_services(ctx: ServerContext, worker: bool = False) -> list:
+    if ctx.config.external_store:
+        if not worker:
+            log.info('IMAP not started: store.mode = "external" (citizens read their mail from the external store; LMTP %s)',
+                     ctx.config.lmtp.target)
+        return []
     ctx.store.commits.on_commit = ctx.metrics.commit_observer("imap")
     services: list = [WatcherService(ctx)]
     if ctx.config.imap.expunge_history_days > 0 and not worker:  # once per server, in the first process

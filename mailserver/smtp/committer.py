@@ -200,7 +200,7 @@ class GroupCommitter:
                                                self._default_quota):
                     outcomes[n] = Outcome.OVER_QUOTA
                 storing = [p for p, o in zip(items, outcomes) if o is Outcome.STORED]
-                messages = [NewMessage(account_id=a, raw=p.raw, analyzed=p.analyzed)
+                messages = [NewMessage(account_id=a, raw=p.raw, analyzed=p.analyzed, sender=p.sender)
                             for p in storing for a in p.account_ids]
                 self._mail.deliver_in(session, messages)
                 for p in storing:

@@ -324,7 +324,7 @@ class Handler:
             self.ctx.metrics.delivery_seconds.labels("smtp").observe(time.monotonic() - started)
             self._log("queued+stored" if pending.remote and pending.account_ids else
                       "queued" if pending.remote else "stored", session, envelope, size=len(pending.raw))
-            if pending.remote:
+            if pending.remote or self.ctx.config.external_store:  # external: mailboxes' mail is queued for LMTP
                 self.shared.outbound_wakeup()
             return replies.STORED.format(qid=envelope.qid)
         if outcome is Outcome.OVER_QUOTA:

@@ -88,6 +88,8 @@ class NewMessage:
     #: ``size`` is then the message's size
     reuse_content_id: int = 0
     size: int = 0
+    #: the envelope sender, where there is one (SMTP): the Return-Path an external store records
+    sender: str = ""
     #: filled in by the store when it is written
     folder_id: int = 0
     uid: int = 0

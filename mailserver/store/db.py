@@ -88,6 +88,10 @@ def make_engine(url: str, busy_timeout: float = 30.0, connect_timeout: float = 5
     raise ConfigError(f"store.url: {parsed.get_backend_name()!r} is not supported (sqlite or postgresql)")
 
 
+#: the key of ``Session.info`` that marks a store in external mode (store.mode = "external")
+EXTERNAL_MAILBOXES = "civicmail_external_mailboxes"
+
+
 class Store:
     """The engine and a session factory. One per process.
 
@@ -96,12 +100,16 @@ class Store:
     ``mail`` is the mail store over it (store/api.py)."""
 
     def __init__(self, url: str, busy_timeout: float = 30.0, connect_timeout: float = 5.0,
-                 statement_timeout: float = 30.0) -> None:
+                 statement_timeout: float = 30.0, external_mailboxes: bool = False) -> None:
         self.url = url
         self.engine = make_engine(url, busy_timeout, connect_timeout, statement_timeout)
         #: libpq parameters of the engine's connections, for connections made beside it (LISTEN)
         self.postgresql_bounds = _postgresql_bounds(connect_timeout, statement_timeout)
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        #: store.mode = "external": the writers' sessions say so (``session.info``), and
+        #: mailstore.insert_messages hands mail for people's mailboxes to the LMTP queue (external.py)
+        self.external_mailboxes = external_mailboxes
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False,
+                                     info={EXTERNAL_MAILBOXES: True} if external_mailboxes else None)
         #: this process's name as the owner of leases (store/leases.py): host, process id and a
         #: random part, so that a restarted process never mistakes its predecessor's lease for its own
         self.node = f"{socket.gethostname()[:80]}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -186,4 +194,5 @@ class Store:
 
 def open_store(config) -> Store:
     bounds = config.store
-    return Store(config.store_url, bounds.busy_timeout, bounds.connect_timeout, bounds.statement_timeout)
+    return Store(config.store_url, bounds.busy_timeout, bounds.connect_timeout, bounds.statement_timeout,
+                 external_mailboxes=config.external_store)

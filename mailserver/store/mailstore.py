@@ -19,7 +19,7 @@ from ..errors import NotFound, QuotaExceeded
 from ..mime import Analyzed, analyze, sort_fields_of
 from ..mime.sortkeys import COLUMNS as SORT_COLUMNS
 from .api import Delivered, NewMessage
-from .db import Store
+from .db import EXTERNAL_MAILBOXES, Store
 from .driver import driver_execute, driver_rows
 from .models import Content, Folder, Message
 from .notify import announce
@@ -174,7 +174,20 @@ def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delive
     Runs inside the caller's transaction. On SQLite the transaction holds the write lock
     (BEGIN IMMEDIATE); on PostgreSQL the folder rows are locked (FOR UPDATE), in id order so
     that two writers never deadlock.
+
+    In external mode (store.mode = "external") the messages for people's mailboxes go, in the same
+    transaction, to the queue the outbound runner delivers by LMTP (external.divert); their
+    Delivered has no folder, UID or message id (0).
     """
+    if session.info.get(EXTERNAL_MAILBOXES):
+        from .external import divert
+
+        _insert(session, divert(session, messages))
+        return [Delivered(m.account_id, m.folder_id, m.uid, m.message_id) for m in messages]
+    return _insert(session, messages)
+
+
+def _insert(session: Session, messages: list[NewMessage]) -> list[Delivered]:
     if not messages:
         return []
     folders = _folder_ids(session, {(m.account_id, m.folder) for m in messages})

@@ -71,6 +71,9 @@ class Notice(Base):
     message_id: Mapped[int | None] = mapped_column(BigId)
     drop_id: Mapped[int | None] = mapped_column(BigId)
     delivered_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    #: NULL: delivered. "sending": being handed to the external mail store (store.mode =
+    #: "external"), its LMTP 250 not yet recorded (delivery/external.py)
+    state: Mapped[str | None] = mapped_column(String(16))
 
     #: the portal's "my notices", newest first: a page read from the index in order
     __table_args__ = (Index("ix_notice_account_delivered", "account_id", "delivered_at"),)
