@@ -1,7 +1,7 @@
 """notice.state: a notice being handed to the external mail store (store.mode = "external")
 
 Revision ID: 0020
-Revises: 0016
+Revises: 0018
 Create Date: 2026-12-07
 
 In external mode the pipeline records a notice's idempotency key as 'sending' before it speaks
