@@ -1,11 +1,14 @@
 """Stage `deliver`: one transaction per batch: the messages (through the one mail write path),
-their Notice rows and every row's DropRow state, then ``hub.changed`` after the commit.
+their Notice rows, the batch's count added to ``notice_count`` (what `stats` reads) and every
+row's DropRow state, then ``hub.changed`` after the commit.
 
 Exactly once: a notice's idempotency key is unique in ``notice``. Keys already there (an earlier
 drop, a rerun, a crash-and-rerun) or earlier in this batch make the row a duplicate; a concurrent
 writer that commits the same key first makes our insert fail, and the batch is redone.
 """
 from __future__ import annotations
+
+from collections import Counter
 
 from sqlalchemy import bindparam, update
 from sqlalchemy.exc import IntegrityError
@@ -14,6 +17,7 @@ from mailserver.errors import StorageError
 from mailserver.identity.keys import IdKeyring
 from mailserver.identity.rowseal import seal_row
 from mailserver.store import Store
+from mailserver.store.counters import count_notices
 from mailserver.store.driver import driver_execute, driver_rows
 from mailserver.store.mailstore import NewMessage, insert_messages
 from mailserver.store.models import Drop, DropRow, utcnow
@@ -118,6 +122,7 @@ def _sealed(ring: IdKeyring, r: RowState, originals: dict[int, dict[str, str]]) 
 def _write(store, ring, drop_id, agency_id, notice_type, rows, originals, owner, clock: StageCpu) -> set[int]:
     cpu = stagecpu.now()
     now = utcnow()
+    day = now.date()
     if store.dialect == "sqlite":  # stored as SQLAlchemy's DateTime stores it there (UTC, no offset)
         now = now.strftime("%Y-%m-%d %H:%M:%S.%f")
     with store.session() as s:
@@ -134,6 +139,7 @@ def _write(store, ring, drop_id, agency_id, notice_type, rows, originals, owner,
         notices = [(r.key, agency_id, notice_type, r.account_id, d.message_id, drop_id, now)
                    for r, d in zip(todo, delivered)]
         _insert_rows(s, "notice", NOTICE_COLUMNS, notices)
+        count_notices(s, Counter({(day, agency_id, notice_type): len(notices)}))
         for r in todo:
             r.status, r.stage, r.reason = DELIVERED, "deliver", None
         _insert_rows(s, "drop_row", DROP_ROW_COLUMNS, [
