@@ -37,19 +37,27 @@ def _sqlite_pragmas(busy_timeout: float):
     return on_connect
 
 
-def _postgresql_bounds(connect_timeout: float, statement_timeout: float) -> dict:
+def _postgresql_bounds(connect_timeout: float, statement_timeout: float, pooled: bool = False) -> dict:
     """libpq parameters so that no wait on the database is endless: connecting, a silent or
     vanished peer (keepalives; unacknowledged data, tcp_user_timeout), a statement or an idle
-    transaction on the server (a client that went away mid-transaction releases its locks)."""
+    transaction on the server (a client that went away mid-transaction releases its locks).
+
+    ``pooled``: the connection goes through a pooler in transaction mode (PgBouncer), where each
+    transaction may run on another server connection. No prepared statements then (psycopg
+    prepares a query after its fifth run on a connection, and the next transaction may find
+    another server connection that never saw it), and no ``options`` (PgBouncer refuses the
+    startup parameter: its ``connect_query`` sets the two server timeouts, docs/scale.md)."""
     ms = int(statement_timeout * 1000)
-    return {"connect_timeout": max(2, int(round(connect_timeout))),  # libpq: whole seconds, at least 2
-            "keepalives": 1, "keepalives_idle": KEEPALIVE_IDLE, "keepalives_interval": KEEPALIVE_INTERVAL,
-            "keepalives_count": KEEPALIVE_COUNT, "tcp_user_timeout": ms,
-            "options": f"-c statement_timeout={ms} -c idle_in_transaction_session_timeout={ms}"}
+    bounds = {"connect_timeout": max(2, int(round(connect_timeout))),  # libpq: whole seconds, at least 2
+              "keepalives": 1, "keepalives_idle": KEEPALIVE_IDLE, "keepalives_interval": KEEPALIVE_INTERVAL,
+              "keepalives_count": KEEPALIVE_COUNT, "tcp_user_timeout": ms}
+    if pooled:
+        return {**bounds, "prepare_threshold": None}
+    return {**bounds, "options": f"-c statement_timeout={ms} -c idle_in_transaction_session_timeout={ms}"}
 
 
 def make_engine(url: str, busy_timeout: float = 30.0, connect_timeout: float = 5.0, statement_timeout: float = 30.0,
-                **kwargs) -> Engine:
+                pooled: bool = False, **kwargs) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -81,7 +89,7 @@ def make_engine(url: str, busy_timeout: float = 30.0, connect_timeout: float = 5
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         return create_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_timeout=connect_timeout,
-                             connect_args=_postgresql_bounds(connect_timeout, statement_timeout), **kwargs)
+                             connect_args=_postgresql_bounds(connect_timeout, statement_timeout, pooled), **kwargs)
     raise ConfigError(f"store.url: {parsed.get_backend_name()!r} is not supported (sqlite or postgresql)")
 
 
@@ -89,10 +97,12 @@ class Store:
     """The engine and a session factory. One per process."""
 
     def __init__(self, url: str, busy_timeout: float = 30.0, connect_timeout: float = 5.0,
-                 statement_timeout: float = 30.0) -> None:
+                 statement_timeout: float = 30.0, listen_url: str = "") -> None:
         self.url = url
-        self.engine = make_engine(url, busy_timeout, connect_timeout, statement_timeout)
-        #: libpq parameters of the engine's connections, for connections made beside it (LISTEN)
+        #: ``url`` is a transaction-mode pooler and ``listen_url`` the database directly (config.py)
+        self.listen_url = listen_url
+        self.engine = make_engine(url, busy_timeout, connect_timeout, statement_timeout, pooled=bool(listen_url))
+        #: libpq parameters of a direct connection made beside the engine's (LISTEN)
         self.postgresql_bounds = _postgresql_bounds(connect_timeout, statement_timeout)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         #: this process's name as the owner of leases (store/leases.py): host, process id and a
@@ -151,4 +161,5 @@ class Store:
 
 def open_store(config) -> Store:
     bounds = config.store
-    return Store(config.store_url, bounds.busy_timeout, bounds.connect_timeout, bounds.statement_timeout)
+    return Store(config.store_url, bounds.busy_timeout, bounds.connect_timeout, bounds.statement_timeout,
+                 bounds.listen_url)

@@ -223,7 +223,10 @@ class FolderWatcher:
 
         from .outage import describe
 
-        url = self.store.engine.url
+        from sqlalchemy.engine import make_url
+
+        # direct to the database: behind a transaction-mode pooler, store.listen_url (config.py)
+        url = make_url(self.store.listen_url) if self.store.listen_url else self.store.engine.url
         # the same bounds as the engine's connections: a vanished database never hangs this thread
         bounds = self.store.postgresql_bounds
         while self._listening:
