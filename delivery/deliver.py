@@ -139,7 +139,6 @@ def _write(store, ring, drop_id, agency_id, notice_type, rows, originals, owner,
         notices = [(r.key, agency_id, notice_type, r.account_id, d.message_id, drop_id, now)
                    for r, d in zip(todo, delivered)]
         _insert_rows(s, "notice", NOTICE_COLUMNS, notices)
-        count_notices(s, Counter({(day, agency_id, notice_type): len(notices)}))
         for r in todo:
             r.status, r.stage, r.reason = DELIVERED, "deliver", None
         _insert_rows(s, "drop_row", DROP_ROW_COLUMNS, [
@@ -164,6 +163,9 @@ def _write(store, ring, drop_id, agency_id, notice_type, rows, originals, owner,
         drop.rows_rejected += sum(1 for r in new_rows if r.status != DELIVERED)
         # A retried row was counted as rejected when it was first seen.
         drop.rows_rejected -= sum(1 for r in todo if r.row_id is not None)
+        # last: the counter row (shared by every drop of this agency and type today) stays locked
+        # only from here to the commit
+        count_notices(s, Counter({(day, agency_id, notice_type): len(notices)}))
         cpu = clock.add("write", cpu)
     clock.add("commit", cpu)
     for r in todo:
