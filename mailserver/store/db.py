@@ -139,6 +139,9 @@ class Store:
         database's clock within a second or so of ours: NTP.) On SQLite the COMMIT is local and
         the check is made just before it."""
         if self.dialect == "postgresql":
+            from .notify import send_announcements
+
+            send_announcements(session)  # the COMMIT below is ours, not the session's (its event)
             dbapi = session.connection().connection.dbapi_connection
             try:  # no parameters: psycopg sends both statements as one simple query
                 dbapi.execute(f"DO $$BEGIN IF clock_timestamp() >= to_timestamp({at!r}) THEN RAISE EXCEPTION "

@@ -146,17 +146,50 @@ hub = ChangeHub()
 CHANNEL = "civicmail_folders"
 
 
+#: ``session.info`` key of the folders (ids) and accounts ("a" ids) the transaction changed
+_PENDING = "civicmail_announce"
+#: ids a NOTIFY payload carries at most (payloads stay under PostgreSQL's 8,000 bytes)
+_PAYLOAD_IDS = 500
+
+
 def announce(session, folder_ids: Iterable[int], prefix: str = "") -> None:
-    """On PostgreSQL, NOTIFY the other nodes of changed folders inside the writer's transaction
-    (delivered at COMMIT, never for a rolled-back write). A no-op on SQLite."""
+    """On PostgreSQL, tell the other nodes of changed folders when the writer's transaction
+    commits: the ids are gathered on the session and sent as one ``pg_notify`` just before the
+    COMMIT (``send_announcements``; delivered at COMMIT, never for a rolled-back write), however
+    many writes the transaction made. A no-op on SQLite."""
     if session.get_bind().dialect.name != "postgresql":
+        return
+    session.info.setdefault(_PENDING, set()).update(prefix + str(x) for x in folder_ids)
+
+
+def send_announcements(session) -> None:
+    """The transaction's announcements as one ``pg_notify`` (one per 500 ids), in the transaction.
+    Run before every COMMIT of a session (the event below); ``Store.commit_before``, which sends
+    its COMMIT itself, calls it first."""
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
         return
     from sqlalchemy import text
 
-    ids = sorted(set(folder_ids))
-    for i in range(0, len(ids), 500):  # NOTIFY payloads stay under 8,000 bytes
+    items = sorted(pending)
+    for i in range(0, len(items), _PAYLOAD_IDS):
         session.execute(text("SELECT pg_notify(:channel, :payload)"),
-                        {"channel": CHANNEL, "payload": ",".join(prefix + str(x) for x in ids[i:i + 500])})
+                        {"channel": CHANNEL, "payload": ",".join(items[i:i + _PAYLOAD_IDS])})
+
+
+def _forget_announcements(session, *_args) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def _listen_to_sessions() -> None:
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    event.listen(Session, "before_commit", send_announcements)
+    event.listen(Session, "after_rollback", _forget_announcements)
+
+
+_listen_to_sessions()
 
 
 def announce_account(session, account_id: int) -> None:
