@@ -154,6 +154,16 @@ class Store:
             raise StoreUnavailable("the commit's deadline passed before it could start")
         session.commit()  # on PostgreSQL the transaction is over: this only ends the session's
 
+    def listen_connection(self):
+        """A psycopg connection (autocommit) straight to the database, for LISTEN: to
+        ``listen_url`` behind a transaction-mode pooler, else to ``url``; with the bounds of the
+        engine's connections, so that a vanished database never hangs its holder."""
+        import psycopg
+
+        url = make_url(self.listen_url) if self.listen_url else self.engine.url
+        return psycopg.connect(host=url.host, port=url.port, user=url.username, password=url.password,
+                               dbname=url.database, autocommit=True, **self.postgresql_bounds)
+
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))

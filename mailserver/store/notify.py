@@ -252,20 +252,12 @@ class FolderWatcher:
         import logging
         import time
 
-        import psycopg
-
         from .outage import describe
 
-        from sqlalchemy.engine import make_url
-
-        # direct to the database: behind a transaction-mode pooler, store.listen_url (config.py)
-        url = make_url(self.store.listen_url) if self.store.listen_url else self.store.engine.url
-        # the same bounds as the engine's connections: a vanished database never hangs this thread
-        bounds = self.store.postgresql_bounds
         while self._listening:
             try:
-                with psycopg.connect(host=url.host, port=url.port, user=url.username, password=url.password,
-                                     dbname=url.database, autocommit=True, **bounds) as conn:
+                # direct to the database, not through a transaction-mode pooler (store.listen_url)
+                with self.store.listen_connection() as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     while self._listening:
                         for note in conn.notifies(timeout=1.0):

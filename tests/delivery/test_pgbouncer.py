@@ -11,8 +11,10 @@ below would fail with "prepared statement ... does not exist"; a LISTEN through 
 would be lost, and the IDLE would hear of the mail only at the 30 s poll."""
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import os
+import sys
 import re
 import shutil
 import signal
@@ -61,19 +63,20 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None
             time.sleep(0.1)
 
 
-@pytest.fixture
-def pgbouncer(pg_url, tmp_path):
+@contextlib.contextmanager
+def running_pgbouncer(pg_url: str, folder, connect_query: str | None = CONNECT_QUERY):
     """A PgBouncer in transaction mode in front of ``pg_url``'s server: (its URL of the same
-    database, its port)."""
+    database, its port). ``connect_query``: what it runs on each server connection it opens."""
     if not os.path.exists(PGBOUNCER):
         if os.environ.get("CI"):
             pytest.fail("pgbouncer is not installed (.ci/run installs Debian's pgbouncer)")
         pytest.skip("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
     direct = make_url(pg_url)
     port = _free_port()
-    ini = tmp_path / "pgbouncer.ini"
+    ini = folder / f"pgbouncer-{port}.ini"
+    query = f" connect_query='{connect_query}'" if connect_query else ""
     ini.write_text(f"""[databases]
-* = host={direct.host} port={direct.port or 5432} user={direct.username} connect_query='{CONNECT_QUERY}'
+* = host={direct.host} port={direct.port or 5432} user={direct.username}{query}
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = {port}
@@ -93,6 +96,12 @@ default_pool_size = 20
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@pytest.fixture
+def pgbouncer(pg_url, tmp_path):
+    with running_pgbouncer(pg_url, tmp_path) as found:
+        yield found
 
 
 def _pool_stats(port: int, database: str) -> dict[str, int]:
@@ -175,13 +184,38 @@ def test_serve_and_a_drop_through_pgbouncer_with_listen_direct(pg_url, pgbouncer
         store.dispose()
 
 
-def test_listen_url_without_postgresql_is_a_clear_error(sqlite_config):
-    import sys
-
+def _civicmail(config, *args: str) -> subprocess.CompletedProcess:
     from mailserver.config import REPO_ROOT
 
-    out = subprocess.run([sys.executable, "-m", "mailserver.cli", "-c", str(sqlite_config.source), "--set",
-                          "store.listen_url=postgresql+psycopg://civicmail@db.internal/civicmail", "stats"],
-                         capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    return subprocess.run([sys.executable, "-m", "mailserver.cli", "-c", str(config.source), *args],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+
+
+def test_check_names_what_the_pooler_set_up_lacks(pg_url, tmp_path):
+    """`civicmail check` behind a pooler: the server timeouts from its connect_query, and the
+    direct LISTEN connection."""
+    config = make_config(tmp_path / "data", store_url=pg_url)
+    prepare(config)
+
+    def database_lines(pooled: str, listen: str) -> list[str]:
+        out = _civicmail(config, "--set", f"store.url={pooled}", "--set", f"store.listen_url={listen}", "check")
+        return [line for line in out.stdout.splitlines() if "database:" in line]
+
+    with running_pgbouncer(pg_url, tmp_path) as (pooled, _):
+        lines = database_lines(pooled, pg_url)
+        assert "OK    database: through the pooler, statement and idle-transaction timeouts set" in lines, lines
+        assert "OK    database: the LISTEN connection (store.listen_url) opens" in lines, lines
+        closed = make_url(pg_url).set(port=_free_port()).render_as_string(hide_password=False)
+        assert any(line.startswith("FAIL  database: store.listen_url does not connect") for line in
+                   database_lines(pooled, closed))
+    with running_pgbouncer(pg_url, tmp_path, connect_query=None) as (pooled, _):
+        lines = database_lines(pooled, pg_url)
+        assert any(line.startswith("WARN  database: through the pooler, statement_timeout and "
+                                   "idle_in_transaction_session_timeout off") for line in lines), lines
+
+
+def test_listen_url_without_postgresql_is_a_clear_error(sqlite_config):
+    out = _civicmail(sqlite_config, "--set", "store.listen_url=postgresql+psycopg://civicmail@db.internal/civicmail",
+                     "stats")
     assert out.returncode != 0
     assert "store.listen_url: only for PostgreSQL behind a pooler" in out.stderr and "Traceback" not in out.stderr
