@@ -1,12 +1,15 @@
 """Stage `deliver`: one transaction per batch: the messages (through the one mail write path),
-their Notice rows and every row's DropRow state, then ``MailStore.changed`` after the commit.
-The messages go through the mail store (``store.mail.deliver_in``) in the batch's transaction.
+their Notice rows, the batch's count added to ``notice_count`` (what `stats` reads) and every
+row's DropRow state, then ``MailStore.changed`` after the commit. The messages go through the
+mail store (``store.mail.deliver_in``) in the batch's transaction.
 
 Exactly once: a notice's idempotency key is unique in ``notice``. Keys already there (an earlier
 drop, a rerun, a crash-and-rerun) or earlier in this batch make the row a duplicate; a concurrent
 writer that commits the same key first makes our insert fail, and the batch is redone.
 """
 from __future__ import annotations
+
+from collections import Counter
 
 from sqlalchemy import bindparam, update
 from sqlalchemy.exc import IntegrityError
@@ -15,6 +18,7 @@ from mailserver.errors import StorageError
 from mailserver.identity.keys import IdKeyring
 from mailserver.identity.rowseal import seal_row
 from mailserver.store import Store
+from mailserver.store.counters import count_notices
 from mailserver.store.driver import driver_execute, driver_rows
 from mailserver.store.api import MailStore, NewMessage
 from mailserver.store.models import Drop, DropRow, utcnow
@@ -124,6 +128,7 @@ def _sealed(ring: IdKeyring, r: RowState, originals: dict[int, dict[str, str]]) 
 def _write(store, mail, ring, drop_id, agency_id, notice_type, rows, originals, owner, clock: StageCpu) -> set[int]:
     cpu = stagecpu.now()
     now = utcnow()
+    day = now.date()
     if store.dialect == "sqlite":  # stored as SQLAlchemy's DateTime stores it there (UTC, no offset)
         now = now.strftime("%Y-%m-%d %H:%M:%S.%f")
     with store.session() as s:
@@ -138,6 +143,9 @@ def _write(store, mail, ring, drop_id, agency_id, notice_type, rows, originals, 
         for r in todo:
             r.status, r.stage, r.reason = DELIVERED, "deliver", None
         record_rows(s, ring, drop, rows, originals, todo)
+        # last: the counter row (shared by every drop of this agency and type today) stays locked
+        # only from here to the commit
+        count_notices(s, Counter({(day, agency_id, notice_type): len(notices)}))
         cpu = clock.add("write", cpu)
     clock.add("commit", cpu)
     for r in todo:

@@ -24,11 +24,14 @@ exactly once with that rule; never lost, never reported delivered without the 25
 """
 from __future__ import annotations
 
+from collections import Counter
+
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailserver.identity.keys import IdKeyring
 from mailserver.store import Store
+from mailserver.store.counters import count_notices
 from mailserver.store.driver import driver_rows
 from mailserver.store.external import ExternalStoreUnavailable, LmtpStore, Outgoing, Reply
 from mailserver.store.models import Account, Drop, Notice, utcnow
@@ -92,7 +95,8 @@ def deliver_batch_external(store: Store, target: LmtpStore, ring: IdKeyring, dro
                                        else reasons.EXTERNAL_DEFERRED).format(reply=reply))
             failed.append(r)
     cpu = clock.add("write", cpu)
-    retrying(retry_seconds, _record, store, ring, drop_id, rows, originals, delivered, failed, unknown, owner)
+    retrying(retry_seconds, _record, store, ring, drop_id, (agency_id, notice_type), rows, originals, delivered, failed,
+             unknown, owner)
     clock.add("commit", cpu)
     for r in rows:
         r.raw = r.analyzed = None
@@ -136,7 +140,8 @@ def _claim(store: Store, drop_id: int, agency_id: str, notice_type: str, rows: l
     return [r for r in ready if r.status != DUPLICATE], addresses
 
 
-def _record(store: Store, ring: IdKeyring, drop_id: int, rows: list[RowState], originals: dict[int, dict[str, str]],
+def _record(store: Store, ring: IdKeyring, drop_id: int, kind: tuple[str, str], rows: list[RowState],
+            originals: dict[int, dict[str, str]],
             delivered: list[RowState], failed: list[RowState], unknown: list[RowState], owner: str | None) -> None:
     """Step 3, one transaction: the notices' outcomes; then, unless some are unknown (the run
     stops, and its rerun sends those again), every row's state and the drop's counts. The
@@ -152,6 +157,8 @@ def _record(store: Store, ring: IdKeyring, drop_id: int, rows: list[RowState], o
                       .values(state=None, delivered_at=bindparam("at")),
                       [{"k": r.key, "at": utcnow()} for r in delivered],
                       execution_options={"synchronize_session": False})
+            # counted once, here: a notice is 'sending' (not counted) until its 250 is recorded
+            count_notices(s, Counter({(utcnow().date(), *kind): len(delivered)}))
         keys = [r.key for r in failed]
         for i in range(0, len(keys), KEY_CHUNK):
             s.execute(delete(t).where(t.c.idempotency_key.in_(keys[i:i + KEY_CHUNK]), t.c.state == SENDING))

@@ -59,6 +59,12 @@ class CityConfig:
 class StoreConfig:
     #: a SQLAlchemy URL; empty means a SQLite file civicmail.sqlite3 in the data directory
     url: str = ""
+    #: PostgreSQL behind a pooler in transaction mode (PgBouncer): ``url`` names the pooler and
+    #: this the same database directly, for the one LISTEN connection a node holds (a pooled
+    #: connection cannot keep a LISTEN). Set, ``url``'s connections prepare no statements and send
+    #: no startup options (the pooler refuses them: its connect_query sets the timeouts).
+    #: Empty: ``url`` is direct and LISTEN uses it too
+    listen_url: str = ""
     #: SQLite only: seconds a writer waits for the lock before failing
     busy_timeout: float = 30.0
     #: PostgreSQL: seconds to open a connection, or to wait for a free one from the pool
@@ -630,6 +636,10 @@ def _validate(config: Config) -> None:
         if getattr(config.store, key) <= 0:
             raise ConfigError(f"store.{key}: must be more than 0 seconds")
     _validate_external(config)
+    if config.store.listen_url and not (config.store.url.startswith("postgresql")
+                                        and config.store.listen_url.startswith("postgresql")):
+        raise ConfigError("store.listen_url: only for PostgreSQL behind a pooler: store.url (the pooler) and "
+                          "store.listen_url (the database directly) must both be postgresql:// URLs")
     if config.server.max_connections < 0:
         raise ConfigError("server.max_connections: must be 0 (from the open-file limit) or more")
     if not config.server.tls_handshake_timeout > 0:

@@ -294,7 +294,7 @@ def store_checks(config: Config, now: dt.datetime | None = None) -> list[Finding
                                   f"{migrate.current_revision(store) or 'empty'}, newest {migrate.head_revision()})",
                             "stop serve, run `civicmail db upgrade`, start serve")]
         return [Finding(OK, f"database: schema at the newest revision {migrate.head_revision()}"),
-                outbound_queue(config, store, now or _utcnow())]
+                outbound_queue(config, store, now or _utcnow())] + behind_pooler(store)
     finally:
         store.dispose()
 
@@ -313,6 +313,32 @@ def external_store(config: Config) -> list[Finding]:
                               f"({exc.__class__.__name__})",
                         "start it, or fix lmtp.target: notices and mail for mailboxes cannot be delivered")]
     return [Finding(OK, f"external mail store: LMTP {config.lmtp.target} answers ({greeting[:60]})")]
+
+
+def behind_pooler(store) -> list[Finding]:
+    """With ``store.listen_url`` (store.url is a transaction-mode pooler): the server timeouts a
+    direct connection sets itself must come from the pooler's connect_query (a WARN if they are
+    off), and the direct LISTEN connection must open (a FAIL: nodes would hear of other nodes'
+    mail only at the 30 s poll)."""
+    if not store.listen_url:
+        return []
+    from sqlalchemy import text
+
+    from .store.outage import describe
+
+    with store.reader() as s:
+        off = [name for name in ("statement_timeout", "idle_in_transaction_session_timeout")
+               if s.execute(text(f"SHOW {name}")).scalar() == "0"]
+    found = [Finding(WARN, f"database: through the pooler, {' and '.join(off)} off",
+                     "set them in PgBouncer's connect_query (docs/scale.md, PgBouncer)")] if off else [
+        Finding(OK, "database: through the pooler, statement and idle-transaction timeouts set")]
+    try:
+        with store.listen_connection() as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:  # any failure to connect is the finding
+        return found + [Finding(FAIL, f"database: store.listen_url does not connect ({describe(exc)})",
+                                "store.listen_url must name the database directly, not the pooler")]
+    return found + [Finding(OK, "database: the LISTEN connection (store.listen_url) opens")]
 
 
 def outbound_queue(config: Config, store, now: dt.datetime) -> Finding:

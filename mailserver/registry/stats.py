@@ -2,7 +2,10 @@
 total), citizens registered and activated, active users, and growth against the same period a
 year before.
 
-"Delivered" counts the pipeline's ``notice`` rows (one per notice in a citizen's mailbox);
+"Delivered" counts the pipeline's notices (one per notice in a citizen's mailbox) by UTC day,
+agency and notice type, read from the counter the pipeline's writer maintains with them
+(``notice_count``, ``store/counters.py``), never by counting the ``notice`` rows; "messages
+stored" sums each folder's maintained message count;
 "active" means a citizen's IMAP login (``login_day``) in the ACTIVE_DAYS days that end on the
 period's last day, and the same for the days ending a year before. Logins from before the
 ``login_day`` table (migration 0006) are known only by each account's last one.
@@ -12,9 +15,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import asdict, dataclass, field
 
-from sqlalchemy import Date, case, cast, func, select
+from sqlalchemy import case, func, select
 
-from ..store.models import Account, Citizen, LoginDay, Message, Notice
+from ..store.models import Account, Citizen, Folder, LoginDay, NoticeCount
 from .context import Registry
 
 ACTIVE_DAYS = 30
@@ -117,15 +120,9 @@ def stats(reg: Registry) -> Stats:
             accounts_activated=states.get("active", 0),
             accounts_pending=states.get("pending", 0),
             accounts_disabled=states.get("disabled", 0),
-            messages_stored=s.scalar(select(func.count()).select_from(Message)) or 0,
+            # each folder's count, kept by the mail write path (IMAP STATUS MESSAGES reads it)
+            messages_stored=int(s.scalar(select(func.sum(Folder.message_count))) or 0),
         )
-
-
-def _day(store, column):
-    """The UTC calendar day of a timestamp column, on either engine."""
-    if store.dialect == "postgresql":
-        return cast(func.timezone("UTC", column), Date)
-    return func.date(column)
 
 
 def city_figures(reg: Registry, days: int = 30, today: dt.date | None = None,
@@ -154,22 +151,31 @@ def city_figures(reg: Registry, days: int = 30, today: dt.date | None = None,
                         .where(LoginDay.day > last - dt.timedelta(days=ACTIVE_DAYS), LoginDay.day <= last,
                                Account.citizen_id.is_not(None))) or 0
 
+    def delivered(s, lo: dt.date | None = None, hi: dt.date | None = None) -> int:
+        """Notices delivered on the days lo..hi (both included), from the maintained counter."""
+        q = select(func.sum(NoticeCount.delivered))
+        if lo is not None:
+            q = q.where(NoticeCount.day >= lo)
+        if hi is not None:
+            q = q.where(NoticeCount.day <= hi)
+        return int(s.scalar(q) or 0)
+
     with reg.store.reader() as s:
-        in_period = (Notice.delivered_at >= start) & (Notice.delivered_at < end)
+        c = NoticeCount
+        in_period = (c.day >= period.first) & (c.day <= period.last)
         by_type = [(a, t, int(n), int(p or 0)) for a, t, n, p in s.execute(
-            select(Notice.agency_id, Notice.notice_type_id, func.count(), func.sum(case((in_period, 1), else_=0)))
-            .group_by(Notice.agency_id, Notice.notice_type_id).order_by(Notice.agency_id, Notice.notice_type_id))]
-        day = _day(reg.store, Notice.delivered_at)
-        per_day = [(d if isinstance(d, dt.date) else dt.date.fromisoformat(str(d)), a, t, int(n)) for d, a, t, n in
-                   s.execute(select(day, Notice.agency_id, Notice.notice_type_id, func.count()).where(in_period)
-                             .group_by(day, Notice.agency_id, Notice.notice_type_id)
-                             .order_by(day, Notice.agency_id, Notice.notice_type_id))]
+            select(c.agency_id, c.notice_type_id, func.sum(c.delivered),
+                   func.sum(case((in_period, c.delivered), else_=0)))
+            .group_by(c.agency_id, c.notice_type_id).order_by(c.agency_id, c.notice_type_id))]
+        per_day = [(d, a, t, int(n)) for d, a, t, n in s.execute(
+            select(c.day, c.agency_id, c.notice_type_id, c.delivered).where(in_period, c.delivered > 0)
+            .order_by(c.day, c.agency_id, c.notice_type_id))]
         return CityFigures(
             base=base, period=period, active_users=active(s, period.last),
             active_users_year_before=active(s, before.last),
-            notices_total=count(s, Notice, Notice.delivered_at),
-            notices_period=count(s, Notice, Notice.delivered_at, start, end),
-            notices_year_before=count(s, Notice, Notice.delivered_at, b_start, b_end),
+            notices_total=delivered(s),
+            notices_period=delivered(s, period.first, period.last),
+            notices_year_before=delivered(s, before.first, before.last),
             citizens_registered_period=count(s, Citizen, Citizen.created_at, start, end),
             citizens_registered_year_before=count(s, Citizen, Citizen.created_at, b_start, b_end),
             citizens_total_year_before=count(s, Citizen, Citizen.created_at, None, b_end),

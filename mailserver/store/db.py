@@ -40,19 +40,27 @@ def _sqlite_pragmas(busy_timeout: float):
     return on_connect
 
 
-def _postgresql_bounds(connect_timeout: float, statement_timeout: float) -> dict:
+def _postgresql_bounds(connect_timeout: float, statement_timeout: float, pooled: bool = False) -> dict:
     """libpq parameters so that no wait on the database is endless: connecting, a silent or
     vanished peer (keepalives; unacknowledged data, tcp_user_timeout), a statement or an idle
-    transaction on the server (a client that went away mid-transaction releases its locks)."""
+    transaction on the server (a client that went away mid-transaction releases its locks).
+
+    ``pooled``: the connection goes through a pooler in transaction mode (PgBouncer), where each
+    transaction may run on another server connection. No prepared statements then (psycopg
+    prepares a query after its fifth run on a connection, and the next transaction may find
+    another server connection that never saw it), and no ``options`` (PgBouncer refuses the
+    startup parameter: its ``connect_query`` sets the two server timeouts, docs/scale.md)."""
     ms = int(statement_timeout * 1000)
-    return {"connect_timeout": max(2, int(round(connect_timeout))),  # libpq: whole seconds, at least 2
-            "keepalives": 1, "keepalives_idle": KEEPALIVE_IDLE, "keepalives_interval": KEEPALIVE_INTERVAL,
-            "keepalives_count": KEEPALIVE_COUNT, "tcp_user_timeout": ms,
-            "options": f"-c statement_timeout={ms} -c idle_in_transaction_session_timeout={ms}"}
+    bounds = {"connect_timeout": max(2, int(round(connect_timeout))),  # libpq: whole seconds, at least 2
+              "keepalives": 1, "keepalives_idle": KEEPALIVE_IDLE, "keepalives_interval": KEEPALIVE_INTERVAL,
+              "keepalives_count": KEEPALIVE_COUNT, "tcp_user_timeout": ms}
+    if pooled:
+        return {**bounds, "prepare_threshold": None}
+    return {**bounds, "options": f"-c statement_timeout={ms} -c idle_in_transaction_session_timeout={ms}"}
 
 
 def make_engine(url: str, busy_timeout: float = 30.0, connect_timeout: float = 5.0, statement_timeout: float = 30.0,
-                **kwargs) -> Engine:
+                pooled: bool = False, **kwargs) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -84,7 +92,7 @@ def make_engine(url: str, busy_timeout: float = 30.0, connect_timeout: float = 5
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         return create_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_timeout=connect_timeout,
-                             connect_args=_postgresql_bounds(connect_timeout, statement_timeout), **kwargs)
+                             connect_args=_postgresql_bounds(connect_timeout, statement_timeout, pooled), **kwargs)
     raise ConfigError(f"store.url: {parsed.get_backend_name()!r} is not supported (sqlite or postgresql)")
 
 
@@ -100,10 +108,13 @@ class Store:
     ``mail`` is the mail store over it (store/api.py)."""
 
     def __init__(self, url: str, busy_timeout: float = 30.0, connect_timeout: float = 5.0,
-                 statement_timeout: float = 30.0, external_mailboxes: bool = False) -> None:
+                 statement_timeout: float = 30.0, external_mailboxes: bool = False,
+                 listen_url: str = "") -> None:
         self.url = url
-        self.engine = make_engine(url, busy_timeout, connect_timeout, statement_timeout)
-        #: libpq parameters of the engine's connections, for connections made beside it (LISTEN)
+        #: ``url`` is a transaction-mode pooler and ``listen_url`` the database directly (config.py)
+        self.listen_url = listen_url
+        self.engine = make_engine(url, busy_timeout, connect_timeout, statement_timeout, pooled=bool(listen_url))
+        #: libpq parameters of a direct connection made beside the engine's (LISTEN)
         self.postgresql_bounds = _postgresql_bounds(connect_timeout, statement_timeout)
         #: store.mode = "external": the writers' sessions say so (``session.info``), and
         #: mailstore.insert_messages hands mail for people's mailboxes to the LMTP queue (external.py)
@@ -172,6 +183,9 @@ class Store:
         database's clock within a second or so of ours: NTP.) On SQLite the COMMIT is local and
         the check is made just before it."""
         if self.dialect == "postgresql":
+            from .notify import send_announcements
+
+            send_announcements(session)  # the COMMIT below is ours, not the session's (its event)
             dbapi = session.connection().connection.dbapi_connection
             try:  # no parameters: psycopg sends both statements as one simple query
                 dbapi.execute(f"DO $$BEGIN IF clock_timestamp() >= to_timestamp({at!r}) THEN RAISE EXCEPTION "
@@ -184,6 +198,16 @@ class Store:
             raise StoreUnavailable("the commit's deadline passed before it could start")
         session.commit()  # on PostgreSQL the transaction is over: this only ends the session's
 
+    def listen_connection(self):
+        """A psycopg connection (autocommit) straight to the database, for LISTEN: to
+        ``listen_url`` behind a transaction-mode pooler, else to ``url``; with the bounds of the
+        engine's connections, so that a vanished database never hangs its holder."""
+        import psycopg
+
+        url = make_url(self.listen_url) if self.listen_url else self.engine.url
+        return psycopg.connect(host=url.host, port=url.port, user=url.username, password=url.password,
+                               dbname=url.database, autocommit=True, **self.postgresql_bounds)
+
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -195,4 +219,4 @@ class Store:
 def open_store(config) -> Store:
     bounds = config.store
     return Store(config.store_url, bounds.busy_timeout, bounds.connect_timeout, bounds.statement_timeout,
-                 external_mailboxes=config.external_store)
+                 external_mailboxes=config.external_store, listen_url=bounds.listen_url)

@@ -144,17 +144,50 @@ def _call(targets: list[tuple[int, Entry]]) -> None:
 CHANNEL = "civicmail_folders"
 
 
+#: ``session.info`` key of the folders (ids) and accounts ("a" ids) the transaction changed
+_PENDING = "civicmail_announce"
+#: ids a NOTIFY payload carries at most (payloads stay under PostgreSQL's 8,000 bytes)
+_PAYLOAD_IDS = 500
+
+
 def announce(session, folder_ids: Iterable[int], prefix: str = "") -> None:
-    """On PostgreSQL, NOTIFY the other nodes of changed folders inside the writer's transaction
-    (delivered at COMMIT, never for a rolled-back write). A no-op on SQLite."""
+    """On PostgreSQL, tell the other nodes of changed folders when the writer's transaction
+    commits: the ids are gathered on the session and sent as one ``pg_notify`` just before the
+    COMMIT (``send_announcements``; delivered at COMMIT, never for a rolled-back write), however
+    many writes the transaction made. A no-op on SQLite."""
     if session.get_bind().dialect.name != "postgresql":
+        return
+    session.info.setdefault(_PENDING, set()).update(prefix + str(x) for x in folder_ids)
+
+
+def send_announcements(session) -> None:
+    """The transaction's announcements as one ``pg_notify`` (one per 500 ids), in the transaction.
+    Run before every COMMIT of a session (the event below); ``Store.commit_before``, which sends
+    its COMMIT itself, calls it first."""
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
         return
     from sqlalchemy import text
 
-    ids = sorted(set(folder_ids))
-    for i in range(0, len(ids), 500):  # NOTIFY payloads stay under 8,000 bytes
+    items = sorted(pending)
+    for i in range(0, len(items), _PAYLOAD_IDS):
         session.execute(text("SELECT pg_notify(:channel, :payload)"),
-                        {"channel": CHANNEL, "payload": ",".join(prefix + str(x) for x in ids[i:i + 500])})
+                        {"channel": CHANNEL, "payload": ",".join(items[i:i + _PAYLOAD_IDS])})
+
+
+def _forget_announcements(session, *_args) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def _listen_to_sessions() -> None:
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    event.listen(Session, "before_commit", send_announcements)
+    event.listen(Session, "after_rollback", _forget_announcements)
+
+
+_listen_to_sessions()
 
 
 def announce_account(session, account_id: int) -> None:
@@ -217,17 +250,12 @@ class FolderWatcher:
         import logging
         import time
 
-        import psycopg
-
         from .outage import describe
 
-        url = self.store.engine.url
-        # the same bounds as the engine's connections: a vanished database never hangs this thread
-        bounds = self.store.postgresql_bounds
         while self._listening:
             try:
-                with psycopg.connect(host=url.host, port=url.port, user=url.username, password=url.password,
-                                     dbname=url.database, autocommit=True, **bounds) as conn:
+                # direct to the database, not through a transaction-mode pooler (store.listen_url)
+                with self.store.listen_connection() as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     while self._listening:
                         for note in conn.notifies(timeout=1.0):

@@ -7,7 +7,7 @@ from .base import Base, as_utc, utcnow
 from .registry import (Account, AddressCounter, Agency, AgencyCredential, AgencyGrant, AgencySender, AuditLog, Citizen,
                        IssuedCertificate, LoginDay, NoticeType)
 from .mail import Annotation, Content, ContentSort, Expunged, Folder, MailboxSubscription, Message
-from .delivery import Drop, DropRow, Notice, NoticeOptOut
+from .delivery import Drop, DropRow, Notice, NoticeCount, NoticeOptOut
 from .lease import Lease
 from .queue import OutboundMessage
 from .oidc import (AccountPasskey, AccountTotp, OidcClient, OidcCode, OidcConsent, OidcToken, WebauthnChallenge,
@@ -20,7 +20,7 @@ __all__ = [
     "Citizen", "Account", "AddressCounter", "Agency", "AgencyCredential", "AgencySender", "AgencyGrant",
     "NoticeType", "AuditLog", "LoginDay", "IssuedCertificate",
     "Folder", "Message", "Annotation", "Content", "ContentSort", "Expunged", "MailboxSubscription",
-    "Drop", "DropRow", "Notice", "NoticeOptOut",
+    "Drop", "DropRow", "Notice", "NoticeCount", "NoticeOptOut",
     "OutboundMessage", "Lease",
     "WebSession", "AccountTotp", "OidcClient", "OidcConsent", "OidcCode", "OidcToken", "AccountPasskey",
     "WebauthnChallenge",
