@@ -35,7 +35,7 @@ from sqlalchemy import select
 
 from mailserver.registry import Registry
 from mailserver.registry.folders import create_default_folders
-from mailserver.store import leases
+from mailserver.store import bodies, leases
 from mailserver.store.mailstore import deliver
 from mailserver.store.models import Account, Content, Folder, Message
 
@@ -108,10 +108,10 @@ def _new_messages(reg: Registry, state: dict) -> tuple[int | None, list[tuple[in
             return None, []
         folder_id, uidvalidity = row
         last = state["last_uid"] if state.get("uidvalidity") == uidvalidity else 0
-        msgs = s.execute(select(Message.uid, Content.raw).join(Content, Content.id == Message.content_id)
+        msgs = s.execute(select(Message.uid, Content.raw, Content.blob_key).join(Content, Content.id == Message.content_id)
                          .where(Message.folder_id == folder_id, Message.uid > last)
                          .order_by(Message.uid).limit(20)).all()
-    return uidvalidity, [(uid, bytes(raw)) for uid, raw in msgs]
+    return uidvalidity, [(uid, bodies.body(reg.store, raw, key)) for uid, raw, key in msgs]
 
 
 def trusted_agency(msg: EmailMessage) -> str | None:

@@ -74,6 +74,37 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class BlobsConfig:
+    """Where message bodies are kept (``store/blobs.py``, issue 13 item 2)."""
+
+    #: "local": a directory under the data directory (one node); "s3": S3-compatible object
+    #: storage (several nodes); "database": in the ``content`` table, as before migration 0017
+    backend: str = "local"
+    #: local: the directory, relative to the data directory
+    dir: str = "blobs"
+    #: s3: the bucket, the endpoint URL (empty: AWS), the region, a key prefix
+    bucket: str = ""
+    endpoint: str = ""
+    region: str = ""
+    prefix: str = ""
+    #: s3: the access key id, and the name of the environment variable holding its secret (the
+    #: secret never goes in the configuration file); both empty: boto3's own credential chain
+    #: (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, shared files, an instance role)
+    access_key: str = ""
+    secret_key_env: str = ""
+    #: megabytes of bodies a process keeps in memory for repeated reads
+    cache_mb: int = 32
+    #: a blob nothing refers to is deleted only once it is older than this (minutes): a write
+    #: still on its way to its commit is never swept away (``civicmail blobs gc``)
+    orphan_grace_minutes: int = 60
+    #: serve deletes released blobs this often (seconds; 0: never, leave it to `blobs gc`)
+    gc_interval: float = 300.0
+    #: serve moves bodies still in the database out to the blob store in the background, this
+    #: many per transaction (0: never; `civicmail blobs migrate` does it in the foreground)
+    migrate_batch: int = 500
+
+
+@dataclass(frozen=True)
 class KeysConfig:
     #: folder of the ID-number keys (AES-GCM and HMAC), relative to the data directory
     dir: str = "keys"
@@ -382,6 +413,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     city: CityConfig = field(default_factory=CityConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    blobs: BlobsConfig = field(default_factory=BlobsConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
     passwords: PasswordConfig = field(default_factory=PasswordConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
@@ -559,6 +591,10 @@ def _validate(config: Config) -> None:
     domain = config.city.domain
     if not domain or "@" in domain or "." not in domain or " " in domain:
         raise ConfigError(f"city.domain: {domain!r} is not a domain name")
+    if config.blobs.backend not in ("local", "s3", "database"):
+        raise ConfigError(f"blobs.backend: {config.blobs.backend!r} is not one of \"local\", \"s3\", \"database\"")
+    if config.blobs.backend == "s3" and not config.blobs.bucket:
+        raise ConfigError("blobs.bucket: the S3 backend needs a bucket")
     if config.passwords.memory_cost_kib < 8 * config.passwords.parallelism:
         raise ConfigError("passwords.memory_cost_kib: must be at least 8 x parallelism")
     if not 1 <= config.accounts.max_folder_name_length <= FOLDER_NAME_COLUMN:

@@ -20,6 +20,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..errors import QuotaExceeded
+from ..store import bodies
 from ..store.mailbox_sql import touch_messages
 from ..store.mailstore import NewMessage, check_quota, insert_messages
 from ..store.models import Account, Content, Folder, Message, ServiceAccount, ServiceProcessed
@@ -147,8 +148,9 @@ def _handle(reg, s, message_id: int, inbox: ServiceInbox) -> tuple[str, list]:
     """Claim, handle and answer one message inside the caller's transaction."""
     s.add(ServiceProcessed(message_id=message_id, account_id=inbox.account_id, outcome="claimed"))
     s.flush()  # the claim: a second handler stops here (primary key)
-    raw = s.scalar(select(Content.raw).join(Message, Message.content_id == Content.id)
-                   .where(Message.id == message_id))
+    found = s.execute(select(Content.raw, Content.blob_key).join(Message, Message.content_id == Content.id)
+                      .where(Message.id == message_id)).first()
+    raw = bodies.body(reg.store, *found) if found is not None else None
     if raw is None:  # expunged meanwhile
         s.get(ServiceProcessed, message_id).outcome = "gone"
         return "gone", []

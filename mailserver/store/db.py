@@ -89,12 +89,17 @@ class Store:
     """The engine and a session factory. One per process."""
 
     def __init__(self, url: str, busy_timeout: float = 30.0, connect_timeout: float = 5.0,
-                 statement_timeout: float = 30.0) -> None:
+                 statement_timeout: float = 30.0, blobs=None) -> None:
         self.url = url
         self.engine = make_engine(url, busy_timeout, connect_timeout, statement_timeout)
+        #: where new message bodies go (``store/blobs.py``); None: into the content table
+        self.blobs = blobs
+        #: the blob collector's epoch as this process last read it (``store/bodies.py``)
+        self.blob_epoch: int | None = None
         #: libpq parameters of the engine's connections, for connections made beside it (LISTEN)
         self.postgresql_bounds = _postgresql_bounds(connect_timeout, statement_timeout)
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # the store rides along on every session: the one mail write path finds the blob store there
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False, info={"civicmail_store": self})
         #: this process's name as the owner of leases (store/leases.py): host, process id and a
         #: random part, so that a restarted process never mistakes its predecessor's lease for its own
         self.node = f"{socket.gethostname()[:80]}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -147,8 +152,13 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.blobs is not None:
+            self.blobs.close()
 
 
 def open_store(config) -> Store:
+    from .blobs import open_blobs
+
     bounds = config.store
-    return Store(config.store_url, bounds.busy_timeout, bounds.connect_timeout, bounds.statement_timeout)
+    return Store(config.store_url, bounds.busy_timeout, bounds.connect_timeout, bounds.statement_timeout,
+                 blobs=open_blobs(config))

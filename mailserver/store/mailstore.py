@@ -19,6 +19,7 @@ from ..mime import Analyzed, analyze, sort_fields_of
 from ..mime.sortkeys import COLUMNS as SORT_COLUMNS
 from .db import Store
 from .driver import driver_execute, driver_rows
+from . import bodies
 from .models import Account, Content, Folder, Message
 from .notify import announce, hub
 
@@ -38,6 +39,10 @@ class NewMessage:
     #: ``size`` is then the message's size
     reuse_content_id: int = 0
     size: int = 0
+    #: the body's key in the blob store and the collector's epoch seen before it was put there
+    #: (``bodies.stage``, before the write transaction); empty: put inside it
+    blob_key: str = ""
+    blob_epoch: int | None = None
     #: filled in by insert_messages
     folder_id: int = 0
     uid: int = 0
@@ -103,7 +108,7 @@ def insert_returning_ids(session: Session, table, rows: list[dict]) -> list[int]
     return list(session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars())
 
 
-CONTENT_COLUMNS = ("raw", "size", "header_size", "envelope", "body", "bodystructure", "search_text", "preview",
+CONTENT_COLUMNS = ("raw", "blob_key", "size", "header_size", "envelope", "body", "bodystructure", "search_text", "preview",
                    "refcount")
 #: the content_sort table: what SORT and THREAD read of each content row
 CONTENT_SORT_COLUMNS = ("content_id", *SORT_COLUMNS)
@@ -167,6 +172,7 @@ def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delive
 
     # Content: one row per distinct raw object; COPY points at the existing row.
     contents: dict[int, tuple[bytes, Analyzed, int]] = {}
+    staged: dict[int, NewMessage] = {}
     reused: dict[int, int] = defaultdict(int)
     for m in messages:
         if m.reuse_content_id:
@@ -175,12 +181,16 @@ def insert_messages(session: Session, messages: list[NewMessage]) -> list[Delive
         key = id(m.raw)
         if key not in contents:
             contents[key] = (m.raw, m.analyzed or analyze(m.raw), 0)
+            staged[key] = m
         raw, an, refs = contents[key]
         contents[key] = (raw, an, refs + 1)
     keys = list(contents)
     sqlite = session.get_bind().dialect.name == "sqlite"
-    content_rows = [(raw, an.size, an.header_size, an.envelope, an.body, an.bodystructure, an.search_text, an.preview,
-                     refs) for raw, an, refs in (contents[k] for k in keys)]
+    # the bodies: in the blob store (durable before this transaction commits), else in the row
+    blob_keys = bodies.seal(session, [(contents[k][0], staged[k].blob_key, staged[k].blob_epoch) for k in keys])
+    content_rows = [(None if blob_keys else raw, blob_keys[n] if blob_keys else None, an.size, an.header_size,
+                     an.envelope, an.body, an.bodystructure, an.search_text, an.preview, refs)
+                    for n, (raw, an, refs) in enumerate(contents[k] for k in keys)]
     if sqlite:
         content_ids = sqlite_insert_ids(session, "content", CONTENT_COLUMNS, content_rows)
     else:
@@ -267,6 +277,7 @@ def deliver(store: Store, raw: bytes, account_ids: list[int], folder: str = "INB
     Blocking: call it from a thread executor on the event loop."""
     analyzed = analyzed or analyze(raw)
     messages = [NewMessage(account_id=a, raw=raw, analyzed=analyzed, folder=folder) for a in account_ids]
+    bodies.stage(store, messages)
     with store.session() as session:
         if quota_default is not None:
             check_quota(session, messages, quota_default)

@@ -9,6 +9,7 @@ from .registry import (Account, AddressCounter, Agency, AgencyCredential, Agency
 from .mail import Annotation, Content, ContentSort, Expunged, Folder, MailboxSubscription, Message
 from .delivery import Drop, DropRow, Notice, NoticeOptOut
 from .lease import Lease
+from .blob import BlobRelease, BlobState
 from .queue import OutboundMessage
 from .oidc import AccountTotp, OidcClient, OidcCode, OidcConsent, OidcToken, WebSession
 from .services import (Application, ApplicationDesk, Ballot, Bulletin, BulletinDelivery, ServiceAccount,  # noqa: F401
@@ -20,6 +21,6 @@ __all__ = [
     "NoticeType", "AuditLog", "LoginDay", "IssuedCertificate",
     "Folder", "Message", "Annotation", "Content", "ContentSort", "Expunged", "MailboxSubscription",
     "Drop", "DropRow", "Notice", "NoticeOptOut",
-    "OutboundMessage", "Lease",
+    "OutboundMessage", "Lease", "BlobRelease", "BlobState",
     "WebSession", "AccountTotp", "OidcClient", "OidcConsent", "OidcCode", "OidcToken",
 ]

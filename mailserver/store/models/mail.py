@@ -100,7 +100,11 @@ class Content(Base):
     __tablename__ = "content"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    #: the bytes, when they are kept in the database (``blobs.backend = "database"``, or not yet
+    #: moved out by ``civicmail blobs migrate``); NULL when they are in the blob store
+    raw: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: the SHA-256 (hex) of the bytes in the blob store (``store/blobs.py``); NULL: see ``raw``
+    blob_key: Mapped[str | None] = mapped_column(String(64), index=True)
     size: Mapped[int] = mapped_column(Integer)
     #: bytes up to and including the blank line that ends the header
     header_size: Mapped[int] = mapped_column(Integer)

@@ -1,0 +1,356 @@
+"""Message bodies in the blob store (issue 13 item 2), through real SMTP and IMAP on both engines:
+delivery puts the body in the blob store and only its key in the database, FETCH reads it back,
+COPY shares it, EXPUNGE then GC deletes it; bodies move out of the database while IMAP reads
+them; a process killed between the blob and its commit leaves an orphan, never a message
+without a body; and the S3 backend against moto's S3 server, a stand-in for a real one."""
+from __future__ import annotations
+
+import imaplib
+import os
+import signal
+import smtplib
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from mailserver.imap.service import make_services as imap_services
+from mailserver.smtp.service import make_services as smtp_services
+from mailserver.store import bodies, migrate
+from mailserver.store.blobs import BlobMissing, LocalBlobs, S3Blobs, blob_key
+from mailserver.store.mailstore import NewMessage, deliver, insert_messages
+from tests.serverkit import LoopServer, prepared_city
+from tests.smtp.conftest import PASSWORD, PORT_ZERO, People, populate
+
+LISTENERS = PORT_ZERO + ("imap.listen=127.0.0.1:0", "blobs.gc_interval=0", "blobs.migrate_batch=0")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _message(n: int, size: int = 3000) -> bytes:
+    return (f"From: clerk@gov.example\r\nTo: citizen@hz.example.cn\r\nSubject: notice {n}\r\n"
+            f"Message-ID: <blob{n}@gov.example>\r\n\r\n" + f"line {n} of the notice's body\r\n" * (size // 30)).encode()
+
+
+def _servers(ctx) -> list:
+    return smtp_services(ctx) + imap_services(ctx)
+
+
+@pytest.fixture
+def city(tmp_path, store_url):
+    """SMTP and IMAP over a city whose bodies go to the local blob store (the default)."""
+    running = []
+
+    def start(*overrides: str, data: str = "data") -> LoopServer:
+        config, people = prepared_city(tmp_path / data, LISTENERS + overrides, populate, store_url)
+        server = LoopServer(config, _servers).start()
+        server.people = people
+        running.append(server)
+        return server
+
+    yield start
+    for server in running:
+        server.stop()
+
+
+def _send(server: LoopServer, to: str, raw: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as c:
+        assert c.sendmail("someone@elsewhere.example", [to], raw) == {}
+
+
+def _imap(server: LoopServer, address: str) -> imaplib.IMAP4:
+    c = imaplib.IMAP4("127.0.0.1", server.port("imap"), timeout=30)
+    c.login(address, PASSWORD)
+    return c
+
+
+def _rows(store, sql: str, **params) -> list:
+    with store.engine.connect() as conn:
+        return conn.execute(text(sql), params).all()
+
+
+def _blob_files(root: Path) -> list[Path]:
+    return [p for p in root.glob("??/??/*") if p.is_file()]
+
+
+def test_local_blobs_are_private_durable_files_checked_on_read(tmp_path):
+    blobs = LocalBlobs(tmp_path / "blobs")
+    raw = _message(1)
+    key = blob_key(raw)
+    blobs.put_many({key: raw})
+    path = blobs.path(key)
+    assert path == tmp_path / "blobs" / key[:2] / key[2:4] / key
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == stat.S_IMODE(path.parent.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "blobs").stat().st_mode) == 0o700
+    assert list((tmp_path / "blobs" / "tmp").iterdir()) == []  # written under a temporary name, renamed
+    assert blobs.get(key) == raw
+    other = LocalBlobs(tmp_path / "blobs")  # no cache: a damaged file is refused, not served
+    path.write_bytes(raw[:-1] + b"X")
+    with pytest.raises(Exception, match="damaged"):
+        other.get(key)
+    blobs.delete_many([key])
+    with pytest.raises(BlobMissing):
+        blobs.get(key)
+    assert not path.exists()
+
+
+def test_deliver_fetch_copy_expunge_and_gc(city):
+    server = city()
+    people: People = server.people
+    store = server.store
+    raw = _message(1)
+    _send(server, people.alice, raw)
+    [(content_id, in_db, key)] = _rows(store, "SELECT id, raw, blob_key FROM content")
+    assert in_db is None  # the database holds the key, the envelope and structure, not the body
+    root = server.config.data_dir / "blobs"
+    [blob] = _blob_files(root)
+    stored = blob.read_bytes()
+    assert blob.name == key == blob_key(stored) and stored.endswith(raw)  # Received: prepended
+
+    c = _imap(server, people.alice)
+    try:
+        c.select("INBOX")
+        typ, data = c.uid("FETCH", "1", "(BODY.PEEK[] BODY.PEEK[HEADER.FIELDS (SUBJECT)] RFC822.SIZE)")
+        assert typ == "OK"
+        assert stored in [part[1] for part in data if isinstance(part, tuple)]
+        assert b"Subject: notice 1" in b"".join(part[1] for part in data if isinstance(part, tuple))
+        typ, data = c.uid("SEARCH", "HEADER", "Message-ID", "blob1@gov.example")  # the header from the blob
+        assert data[0].split() == [b"1"]
+        assert c.uid("COPY", "1", "Archive")[0] == "OK"
+        # COPY shares the content row: no second blob, no second row
+        assert _rows(store, "SELECT id, refcount FROM content") == [(content_id, 2)]
+        assert len(_blob_files(root)) == 1
+        c.uid("STORE", "1", "+FLAGS", r"(\Deleted)")
+        c.expunge()
+        assert _rows(store, "SELECT refcount FROM content") == [(1,)]
+        assert bodies.collect_released(store) == 0 and blob.exists()  # the copy still needs it
+        c.select("Archive")
+        typ, data = c.fetch("1", "(BODY[])")
+        assert stored in [part[1] for part in data if isinstance(part, tuple)]
+        c.store("1", "+FLAGS", r"(\Deleted)")
+        c.expunge()
+    finally:
+        c.logout()
+    assert _rows(store, "SELECT count(*) FROM content") == [(0,)]
+    assert _rows(store, "SELECT blob_key FROM blob_release") == [(key,)]
+    assert blob.exists()  # until the collector's round
+    assert bodies.collect_released(store) == 1
+    assert not blob.exists() and _rows(store, "SELECT count(*) FROM blob_release") == [(0,)]
+
+
+def test_append_puts_the_body_in_the_blob_store(city):
+    server = city()
+    store = server.store
+    raw = _message(2).replace(b"\r\n", b"\r\n")
+    c = _imap(server, server.people.bob)
+    try:
+        typ, data = c.append("Drafts", r"(\Draft)", None, raw)
+        assert typ == "OK"
+        c.select("Drafts")
+        typ, data = c.fetch("1", "(BODY[])")
+        assert data[0][1] == raw
+    finally:
+        c.logout()
+    assert _rows(store, "SELECT raw, blob_key FROM content") == [(None, blob_key(raw))]
+    assert server.store.blobs.get(blob_key(raw)) == raw
+
+
+def test_a_writer_that_a_collection_overtook_puts_its_blob_again(city):
+    """The race content addressing opens: a body staged (put) before the transaction, then a
+    collection that finds that blob unnamed and deletes it, then the commit naming it. The writer
+    sees the collector's epoch moved and puts the blob again before it commits."""
+    server = city()
+    store = server.store
+    account = _rows(store, "SELECT id FROM account WHERE address = :a", a=server.people.alice)[0][0]
+    raw = _message(3)
+    news = [NewMessage(account_id=account, raw=raw)]
+    bodies.stage(store, news)
+    key = news[0].blob_key
+    assert store.blobs.exists(key)
+    assert bodies.collect_orphans(store, grace_seconds=0) == (1, 1)  # unnamed: gone
+    assert not store.blobs.exists(key)
+    with store.session() as s:
+        insert_messages(s, news)
+    assert store.blobs.exists(key)
+    c = _imap(server, server.people.alice)
+    try:
+        c.select("INBOX")
+        assert c.fetch("1", "(BODY[])")[1][0][1] == raw
+    finally:
+        c.logout()
+
+
+_KILLED_WRITER = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from mailserver import config as config_mod
+from mailserver.store import bodies, open_store
+from mailserver.store.mailstore import NewMessage, insert_messages
+
+config = config_mod.load(config_mod.find_config_path(sys.argv[2]), (f'store.url="{sys.argv[4]}"',))
+store = open_store(config)
+news = [NewMessage(account_id=int(sys.argv[3]), raw=b"Subject: lost\r\n\r\nnever committed\r\n")]
+bodies.stage(store, news)  # the blob is durable ...
+with store.session() as s:
+    insert_messages(s, news)  # ... the rows are written, not committed
+    print(news[0].blob_key, flush=True)
+    time.sleep(60)  # killed here
+"""
+
+
+def test_a_writer_killed_between_blob_and_commit_leaves_only_an_orphan(city):
+    server = city()
+    store = server.store
+    account = _rows(store, "SELECT id FROM account WHERE address = :a", a=server.people.alice)[0][0]
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(REPO), str(server.config.source), str(account),
+                             server.config.store_url],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        key = proc.stdout.readline().strip()
+        assert len(key) == 64, "the writer did not get to its commit"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    # No message without a body: the rolled-back transaction left no row; the blob is an orphan
+    assert _rows(store, "SELECT count(*) FROM message") == [(0,)]
+    assert _rows(store, "SELECT count(*) FROM content") == [(0,)]
+    assert store.blobs.exists(key)
+    assert bodies.collect_orphans(store, grace_seconds=3600) == (0, 0)  # within the grace period: kept
+    assert bodies.collect_orphans(store, grace_seconds=0) == (1, 1)
+    assert not store.blobs.exists(key)
+    # a delivered message's blob is named, so the sweep keeps it
+    _send(server, server.people.alice, _message(4))
+    assert bodies.collect_orphans(store, grace_seconds=0) == (1, 0)
+
+
+def test_migrate_moves_bodies_out_while_imap_reads_them(city):
+    server = city()
+    store = server.store
+    account = _rows(store, "SELECT id FROM account WHERE address = :a", a=server.people.alice)[0][0]
+    kept_blobs, store.blobs = store.blobs, None  # as before 0017: bodies into content.raw
+    raws = [_message(n, 600) for n in range(300)]
+    for i in range(0, len(raws), 100):
+        with store.session() as s:
+            insert_messages(s, [NewMessage(account_id=account, raw=r) for r in raws[i:i + 100]])
+    store.blobs = kept_blobs
+    assert bodies.bodies_in_database(store) == 300
+
+    stop, seen, errors = threading.Event(), [], []
+
+    def reader() -> None:
+        try:
+            c = _imap(server, server.people.alice)
+            c.select("INBOX", readonly=True)
+            while not stop.is_set():
+                typ, data = c.fetch("1:*", "(BODY.PEEK[])")
+                assert typ == "OK"
+                got = [part[1] for part in data if isinstance(part, tuple)]
+                assert got == raws
+                seen.append(bodies.bodies_in_database(store))
+            c.logout()
+        except Exception as exc:  # reported in the test thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        while not seen and not errors:
+            time.sleep(0.01)
+        moved = bodies.migrate_bodies(store, batch=20, limit=100)  # stopped part way ...
+        assert moved == 100 and bodies.bodies_in_database(store) == 200
+        assert bodies.migrate_bodies(store, batch=20) == 200  # ... and resumed
+        n = len(seen)
+        while len(seen) < n + 2 and not errors:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not errors, errors
+    assert seen[0] > 0 and seen[-1] == 0  # reads ran while bodies were in the database and after
+    assert bodies.bodies_in_database(store) == 0
+    assert _rows(store, "SELECT count(*) FROM content WHERE blob_key IS NULL") == [(0,)]
+    assert len(_blob_files(server.config.data_dir / "blobs")) == 300
+
+
+def test_a_downgrade_below_0017_with_bodies_in_the_blob_store_is_refused(city):
+    server = city()
+    _send(server, server.people.alice, _message(5))
+    server.store.engine.dispose()
+    with pytest.raises(RuntimeError, match="blob store"):
+        migrate.downgrade(server.store, "0016")
+    assert migrate.is_current(server.store)
+
+
+# -- S3 ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """moto's S3 server: a stand-in for a real S3-compatible store (none installs from the package
+    registries here), on a free port, speaking the S3 protocol over HTTP."""
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def _bucket(endpoint: str, name: str) -> None:
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+
+
+def test_s3_backend_put_get_list_delete(s3_endpoint, s3_env):
+    _bucket(s3_endpoint, "unit")
+    blobs = S3Blobs("unit", s3_endpoint, "us-east-1", prefix="city/bodies")
+    items = {blob_key(r): r for r in (_message(n) for n in range(40))}
+    blobs.put_many(items)
+    assert all(blobs.exists(k) for k in items)
+    fresh = S3Blobs("unit", s3_endpoint, "us-east-1", prefix="city/bodies")  # no cache: from the server
+    assert fresh.get_many(list(items)) == items
+    assert sorted(fresh.keys_older_than(time.time() + 60)) == sorted(items)
+    assert list(fresh.keys_older_than(time.time() - 3600)) == []
+    gone = sorted(items)[:10]
+    fresh.delete_many(gone)
+    with pytest.raises(BlobMissing):
+        fresh.get(gone[0])
+    assert sorted(fresh.keys_older_than(time.time() + 60)) == sorted(items)[10:]
+
+
+def test_s3_backend_through_smtp_imap_and_gc(city, s3_endpoint, s3_env, store_url):
+    bucket = f"city-{abs(hash(store_url)) % 10**8}"
+    _bucket(s3_endpoint, bucket)
+    server = city('blobs.backend="s3"', f'blobs.bucket="{bucket}"', f'blobs.endpoint="{s3_endpoint}"',
+                  'blobs.region="us-east-1"')
+    store = server.store
+    assert store.blobs.backend == "s3"
+    raw = _message(6)
+    _send(server, server.people.bob, raw)
+    [(in_db, key)] = _rows(store, "SELECT raw, blob_key FROM content")
+    assert in_db is None
+    fresh = S3Blobs(bucket, s3_endpoint, "us-east-1")
+    assert fresh.get(key).endswith(raw)
+    c = _imap(server, server.people.bob)
+    try:
+        c.select("INBOX")
+        assert c.fetch("1", "(BODY[])")[1][0][1] == fresh.get(key)
+        c.store("1", "+FLAGS", r"(\Deleted)")
+        c.expunge()
+    finally:
+        c.logout()
+    assert bodies.collect(store, 3600) == {"released": 1, "swept": 0, "orphans": 0}
+    assert not fresh.exists(key)
