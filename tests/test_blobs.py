@@ -21,7 +21,8 @@ from sqlalchemy import text
 
 from mailserver.imap.service import make_services as imap_services
 from mailserver.smtp.service import make_services as smtp_services
-from mailserver.store import bodies, migrate
+from mailserver.store import bodies, migrate, open_store
+from mailserver.store.blobservice import make_services as blob_services
 from mailserver.store.blobs import BlobMissing, LocalBlobs, S3Blobs, blob_key
 from mailserver.store.mailstore import NewMessage, deliver, insert_messages
 from tests.serverkit import LoopServer, prepared_city
@@ -45,9 +46,11 @@ def city(tmp_path, store_url):
     """SMTP and IMAP over a city whose bodies go to the local blob store (the default)."""
     running = []
 
-    def start(*overrides: str, data: str = "data") -> LoopServer:
+    def start(*overrides: str, data: str = "data", factory=_servers, before=None) -> LoopServer:
         config, people = prepared_city(tmp_path / data, LISTENERS + overrides, populate, store_url)
-        server = LoopServer(config, _servers).start()
+        if before is not None:
+            before(config, people)
+        server = LoopServer(config, factory).start()
         server.people = people
         running.append(server)
         return server
@@ -276,6 +279,71 @@ def test_migrate_moves_bodies_out_while_imap_reads_them(city):
     assert bodies.bodies_in_database(store) == 0
     assert _rows(store, "SELECT count(*) FROM content WHERE blob_key IS NULL") == [(0,)]
     assert len(_blob_files(server.config.data_dir / "blobs")) == 300
+
+
+def _bodies_in_the_database(config, people: People, count: int) -> None:
+    """``count`` messages for alice stored as before 0017: bodies in content.raw."""
+    store = open_store(config)
+    try:
+        store.blobs = None
+        account = _rows(store, "SELECT id FROM account WHERE address = :a", a=people.alice)[0][0]
+        for n in range(count):
+            deliver(store, _message(n, 400), [account])
+    finally:
+        store.dispose()
+
+
+def _wait_for(what, seconds: float = 60.0) -> None:
+    """Poll until ``what()`` is true (background work: no deadline is asserted, only an end)."""
+    end = time.monotonic() + seconds
+    while not what():
+        assert time.monotonic() < end, "gave up waiting"
+        time.sleep(0.05)
+
+
+def test_serve_moves_bodies_out_and_collects_released_blobs_in_the_background(city):
+    server = city("blobs.gc_interval=0.2", "blobs.migrate_batch=7",
+                  factory=lambda ctx: _servers(ctx) + blob_services(ctx),
+                  before=lambda config, people: _bodies_in_the_database(config, people, 30))
+    store = server.store
+    _wait_for(lambda: bodies.bodies_in_database(store) == 0)
+    assert len(_blob_files(server.config.data_dir / "blobs")) == 30
+    c = _imap(server, server.people.alice)
+    try:
+        c.select("INBOX")
+        typ, data = c.fetch("1:*", "(BODY.PEEK[])")
+        assert [part[1] for part in data if isinstance(part, tuple)] == [_message(n, 400) for n in range(30)]
+        c.store("1:10", "+FLAGS", r"(\Deleted)")
+        c.expunge()
+    finally:
+        c.logout()
+    _wait_for(lambda: len(_blob_files(server.config.data_dir / "blobs")) == 20)
+    assert _rows(store, "SELECT count(*) FROM blob_release") == [(0,)]
+
+
+def test_the_blobs_commands(city):
+    from tests.test_cli import civicmail
+
+    server = city(before=lambda config, people: _bodies_in_the_database(config, people, 30))
+    args = ["-c", str(server.config.source), "--set", f'store.url="{server.config.store_url}"', "blobs"]
+    done = civicmail(*args, "status")
+    assert done.returncode == 0, done.stderr
+    assert "bodies still in the database: 30" in done.stdout and "local directory" in done.stdout
+    done = civicmail(*args, "migrate", "--batch", "4", "--limit", "10")
+    assert done.returncode == 0 and "moved 10 bodies to the local blob store; 20 left" in done.stdout, done.stderr
+    done = civicmail(*args, "migrate")
+    assert done.returncode == 0 and "moved 20 bodies to the local blob store; 0 left" in done.stdout, done.stderr
+    orphan = b"Subject: never committed\r\n\r\n"
+    server.store.blobs.put_many({blob_key(orphan): orphan})  # as a write that crashed before its commit
+    done = civicmail(*args, "gc")
+    assert done.returncode == 0 and "deleted 0 orphan(s)" in done.stdout, done.stdout  # in its grace period
+    done = civicmail(*args, "gc", "--grace-minutes", "0")
+    assert done.returncode == 0, done.stderr
+    assert "swept 31 blob(s) older than 0 min, deleted 1 orphan(s)" in done.stdout, done.stdout
+    assert len(_blob_files(server.config.data_dir / "blobs")) == 30
+    done = civicmail("-c", str(server.config.source), "--set", 'blobs.backend="database"', "--set",
+                     f'store.url="{server.config.store_url}"', "blobs", "gc")
+    assert done.returncode == 1 and "there is no blob store" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_a_downgrade_below_0017_with_bodies_in_the_blob_store_is_refused(city):
