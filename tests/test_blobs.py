@@ -146,6 +146,27 @@ def test_deliver_fetch_copy_expunge_and_gc(city):
     assert not blob.exists() and _rows(store, "SELECT count(*) FROM blob_release") == [(0,)]
 
 
+def test_a_moved_message_expunged_releases_its_blob(city):
+    """MOVE (and RENAME of INBOX) copy the rows and remove the originals: the content's refcount
+    must come back to one, or its blob would outlive the message."""
+    server = city()
+    store = server.store
+    _send(server, server.people.alice, _message(7))
+    [(key,)] = _rows(store, "SELECT blob_key FROM content")
+    c = _imap(server, server.people.alice)
+    try:
+        c.select("INBOX")
+        assert c.uid("MOVE", "1", "Archive")[0] == "OK"
+        assert _rows(store, "SELECT refcount FROM content") == [(1,)]
+        c.select("Archive")
+        c.store("1", "+FLAGS", r"(\Deleted)")
+        c.expunge()
+    finally:
+        c.logout()
+    assert _rows(store, "SELECT count(*) FROM content") == [(0,)]
+    assert bodies.collect_released(store) == 1 and not store.blobs.exists(key)
+
+
 def test_append_puts_the_body_in_the_blob_store(city):
     server = city()
     store = server.store

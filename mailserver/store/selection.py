@@ -378,8 +378,8 @@ def copy_messages(store: Store, account_id: int, folder_id: int, uids: UidRanges
         if not move:
             _check_quota(s, account_id, sum(r.size for r in rows), quota_default)
         dest_uids = copy_rows(s, account_id, rows, dest)
-        if move:
-            remove_messages(s, folder_id, [r.uid for r in rows], release=False)
+        if move:  # copy_rows raised each content's refcount; the removal lowers it back
+            remove_messages(s, folder_id, [r.uid for r in rows])
     hub.changed([target.id, folder_id])
     return Copied(target.uidvalidity, [r.uid for r in rows], dest_uids, target.id)
 
