@@ -27,11 +27,40 @@ from ..privatefiles import fsync_dir
 #: filesystem journal commits parallel fsyncs together (1.3 ms each in a row, 0.14 ms each 16
 #: at a time, on this machine's disk), and an object store answers requests in parallel
 PARALLEL = 16
+#: a local put of this many blobs or more is made durable by the file system's sync (Linux
+#: ``syncfs``) rather than a fsync per file
+SYNCFS_BATCH = 8
 #: bytes of blobs a process keeps in memory for repeated reads (FETCH BODY.PEEK[HEADER] then
 #: BODY[] of one message, the portal showing a notice it listed)
 CACHE_BYTES = 32 * 1024 * 1024
 #: blobs larger than this are never cached (a 30 MB attachment must not empty the cache)
 CACHE_ITEM_BYTES = 1024 * 1024
+
+
+def _load_syncfs():
+    """``syncfs(2)`` of the file system holding a path (Linux; None elsewhere): every dirty page
+    and the journal of that one file system, waited for, its write-back errors reported."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+
+    def syncfs(path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if call(fd) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"syncfs {path}: {os.strerror(err)}")
+        finally:
+            os.close(fd)
+
+    return syncfs
+
+
+_syncfs = _load_syncfs()
 
 
 class BlobMissing(StorageError):
@@ -94,7 +123,6 @@ class BlobStore:
         """Store these blobs (key -> bytes); on return each is durable. A blob already stored
         is not written again (content addressing: same key, same bytes)."""
         self._each(self._put_one, list(blobs.items()))
-        self._after_puts(list(blobs))
 
     def get(self, key: str) -> bytes:
         raw = self._cache.get(key)
@@ -155,9 +183,6 @@ class BlobStore:
     def _put_one(self, key: str, raw: bytes) -> None:
         raise NotImplementedError
 
-    def _after_puts(self, keys: list[str]) -> None:
-        pass
-
     def _read(self, key: str) -> bytes:
         raise NotImplementedError
 
@@ -169,7 +194,8 @@ class LocalBlobs(BlobStore):
     """Blobs as files ``ROOT/ab/cd/abcd...`` (two levels of 256 directories: a billion blobs
     are ~15,000 files a directory), private to the service user (files 0600, directories
     0700). Written under ``ROOT/tmp/`` first (same file system), fsynced, renamed into place,
-    then the directory fsynced (and its parent, when the directory is new)."""
+    then the directory fsynced (and its parent, when the directory is new); a batch of
+    ``SYNCFS_BATCH`` or more is made durable with two ``syncfs`` calls instead (``_put_batch``)."""
 
     backend = "local"
 
@@ -180,8 +206,6 @@ class LocalBlobs(BlobStore):
         for d in (self.root, self.tmp):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(d, 0o700)
-        self._dirty: set[Path] = set()
-        self._dirty_lock = threading.Lock()
 
     def path(self, key: str) -> Path:
         if len(key) != 64 or not all(c in "0123456789abcdef" for c in key):
@@ -191,38 +215,66 @@ class LocalBlobs(BlobStore):
     def exists(self, key: str) -> bool:
         return self.path(key).exists()
 
-    def _put_one(self, key: str, raw: bytes) -> None:
-        final = self.path(key)
-        if final.exists():
+    def put_many(self, blobs: Mapping[str, bytes]) -> None:
+        # A file already there under its key is the same bytes, unless a crash cut it short
+        todo = [(k, raw) for k, raw in blobs.items() if not self._stored(k, len(raw))]
+        if len(todo) >= SYNCFS_BATCH and _syncfs is not None:
+            self._put_batch(todo)
             return
-        parent = final.parent
-        if not parent.is_dir():
-            for d in (parent.parent, parent):
+        dirs: set[Path] = set()
+        self._each(lambda k, raw: dirs.update(self._write(k, raw)), todo)
+        for d in sorted(dirs, key=lambda p: len(p.parts)):  # a new directory's entry is in its parent
+            fsync_dir(d)
+
+    def _stored(self, key: str, size: int) -> bool:
+        try:
+            return self.path(key).stat().st_size == size
+        except FileNotFoundError:
+            return False
+
+    def _dirs_for(self, final: Path) -> set[Path]:
+        """Make the fan-out directories of ``final``; the directories whose entries changed."""
+        changed = {final.parent}
+        if not final.parent.is_dir():
+            for d in (final.parent.parent, final.parent):
                 try:
                     d.mkdir(mode=0o700)
                 except FileExistsError:
                     continue
-                with self._dirty_lock:  # a new directory's entry is in its parent
-                    self._dirty.add(d.parent)
+                changed.add(d.parent)
+        return changed
+
+    def _write_tmp(self, key: str, raw: bytes, sync: bool) -> Path:
         tmp = self.tmp / f"{key}.{secrets.token_hex(4)}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             view = memoryview(raw)
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, final)
-        with self._dirty_lock:
-            self._dirty.add(parent)
+        return tmp
 
-    def _after_puts(self, keys: list[str]) -> None:
-        with self._dirty_lock:
-            dirs, self._dirty = self._dirty, set()
-        # parents first: a new leaf directory must be reachable before its file counts as stored
-        for d in sorted(dirs, key=lambda p: len(p.parts)):
-            fsync_dir(d)
+    def _write(self, key: str, raw: bytes) -> set[Path]:
+        """One blob: written, fsynced, renamed into place; the directories to fsync after."""
+        final = self.path(key)
+        dirs = self._dirs_for(final)
+        os.replace(self._write_tmp(key, raw, True), final)
+        return dirs
+
+    def _put_batch(self, todo: list[tuple[str, bytes]]) -> None:
+        """Many blobs: every temporary file written, one ``syncfs`` (their bytes on disk), every
+        rename, a second ``syncfs`` (the names). A fsync per file costs a journal commit each
+        (1.4 ms a blob here, 16 at a time, on a loaded machine; 0.1 ms this way). A crash
+        before the second leaves whole files under their keys or none."""
+        moves = [(self._write_tmp(k, raw, False), self.path(k)) for k, raw in todo]
+        _syncfs(self.root)
+        for tmp, final in moves:
+            self._dirs_for(final)
+            os.replace(tmp, final)
+        _syncfs(self.root)
 
     def _read(self, key: str) -> bytes:
         try:
