@@ -418,6 +418,9 @@ def _bucket(endpoint: str, name: str) -> None:
 def test_s3_backend_put_get_list_delete(s3_endpoint, s3_env):
     _bucket(s3_endpoint, "unit")
     blobs = S3Blobs("unit", s3_endpoint, "us-east-1", prefix="city/bodies")
+    blobs.ping()
+    with pytest.raises(Exception, match="404|Not Found|NoSuchBucket"):  # what `civicmail check` reports
+        S3Blobs("no-such-bucket", s3_endpoint, "us-east-1").ping()
     items = {blob_key(r): r for r in (_message(n) for n in range(40))}
     blobs.put_many(items)
     assert all(blobs.exists(k) for k in items)

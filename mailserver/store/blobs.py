@@ -155,6 +155,10 @@ class BlobStore:
     def exists(self, key: str) -> bool:
         raise NotImplementedError
 
+    def ping(self) -> None:
+        """Raise if the store cannot be reached (`civicmail check`)."""
+        raise NotImplementedError
+
     def keys_older_than(self, cutoff: float) -> Iterator[str]:
         """Keys of the blobs written before ``cutoff`` (seconds since the epoch): GC's sweep of
         orphans. Also removes leftovers of writes that never finished (local temporary files)."""
@@ -214,6 +218,10 @@ class LocalBlobs(BlobStore):
 
     def exists(self, key: str) -> bool:
         return self.path(key).exists()
+
+    def ping(self) -> None:
+        if not os.access(self.tmp, os.W_OK):
+            raise StorageError(f"{self.tmp} is not writable")
 
     def put_many(self, blobs: Mapping[str, bytes]) -> None:
         # A file already there under its key is the same bytes, unless a crash cut it short
@@ -357,6 +365,9 @@ class S3Blobs(BlobStore):
                 return False
             raise
 
+    def ping(self) -> None:
+        self.client.head_bucket(Bucket=self.bucket)
+
     def _put_one(self, key: str, raw: bytes) -> None:
         import base64
 
@@ -403,7 +414,10 @@ def open_blobs(config) -> BlobStore | None:
     if b.backend == "s3":
         if not b.bucket:
             raise ConfigError("blobs.bucket: the S3 backend needs a bucket")
-        return S3Blobs(b.bucket, b.endpoint, b.region, b.prefix, b.access_key,
-                       os.environ.get(b.secret_key_env, "") if b.secret_key_env else "", b.cache_mb * 1024 * 1024)
+        secret = os.environ.get(b.secret_key_env, "") if b.secret_key_env else ""
+        if b.access_key and not secret:
+            raise ConfigError(f"blobs.secret_key_env: the secret of blobs.access_key is not in the environment "
+                              f"variable {b.secret_key_env or '(none named)'}")
+        return S3Blobs(b.bucket, b.endpoint, b.region, b.prefix, b.access_key, secret, b.cache_mb * 1024 * 1024)
     raise ConfigError(f"blobs.backend: {b.backend!r} is not one of \"local\", \"s3\", \"database\"")
 
