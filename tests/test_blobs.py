@@ -221,6 +221,47 @@ def test_a_writer_that_a_collection_overtook_puts_its_blob_again(city):
         c.logout()
 
 
+def test_collections_racing_writers_of_the_same_bytes_never_lose_a_body(city):
+    """The same bytes delivered again and again (one blob), expunged now and then (released), with
+    the collector running all the while with no grace period: every message left has its body."""
+    from mailserver.store import mailboxes as mb
+    from mailserver.store.models.mail import DELETED
+
+    server = city()
+    store = server.store
+    account = _rows(store, "SELECT id FROM account WHERE address = :a", a=server.people.alice)[0][0]
+    inbox = _rows(store, "SELECT id FROM folder WHERE account_id = :a AND name = 'INBOX'", a=account)[0][0]
+    raws = [_message(n, 300) for n in range(3)]
+    stop, errors, rounds = threading.Event(), [], [0]
+
+    def collector() -> None:
+        try:
+            while not stop.is_set():
+                bodies.collect(store, 0)
+                rounds[0] += 1
+        except Exception as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=collector)
+    thread.start()
+    try:
+        for n in range(150):
+            deliver(store, raws[n % 3], [account])
+            if n % 10 == 9:  # expunge all but the newest: their content rows go, their keys are released
+                uids = [u for (u,) in _rows(store, "SELECT uid FROM message WHERE folder_id = :f", f=inbox)]
+                mb.store_flags(store, inbox, [(min(uids), max(uids) - 1)], "+", DELETED, [])
+                mb.expunge(store, inbox)
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not errors, errors
+    assert rounds[0] > 0
+    left = _rows(store, "SELECT c.blob_key FROM message m JOIN content c ON c.id = m.content_id")
+    assert left and all(store.blobs.exists(k) for (k,) in left)
+    fresh = LocalBlobs(server.config.data_dir / "blobs")  # no cache: from the disk
+    assert {fresh.get(k) for (k,) in left} <= set(raws)
+
+
 _KILLED_WRITER = r"""
 import sys, time
 sys.path.insert(0, sys.argv[1])

@@ -16,6 +16,7 @@ import hashlib
 import os
 import secrets
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
@@ -30,6 +31,8 @@ PARALLEL = 16
 #: a local put of this many blobs or more is made durable by the file system's sync (Linux
 #: ``syncfs``) rather than a fsync per file
 SYNCFS_BATCH = 8
+#: seconds after which a temporary file of a local write is taken as abandoned (its writer died)
+TMP_MAX_AGE = 3600.0
 #: bytes of blobs a process keeps in memory for repeated reads (FETCH BODY.PEEK[HEADER] then
 #: BODY[] of one message, the portal showing a notice it listed)
 CACHE_BYTES = 32 * 1024 * 1024
@@ -303,9 +306,12 @@ class LocalBlobs(BlobStore):
             fsync_dir(d)
 
     def keys_older_than(self, cutoff: float) -> Iterator[str]:
-        for entry in os.scandir(self.tmp):  # a killed writer's temporary file
+        # a killed writer's temporary file; never one a live write may still rename, whatever
+        # the grace period (a write takes milliseconds)
+        stale = min(cutoff, time.time() - TMP_MAX_AGE)
+        for entry in os.scandir(self.tmp):
             try:
-                if entry.stat().st_mtime < cutoff:
+                if entry.stat().st_mtime < stale:
                     os.unlink(entry.path)
             except FileNotFoundError:
                 pass
