@@ -108,7 +108,8 @@ def _new_messages(reg: Registry, state: dict) -> tuple[int | None, list[tuple[in
             return None, []
         folder_id, uidvalidity = row
         last = state["last_uid"] if state.get("uidvalidity") == uidvalidity else 0
-        msgs = s.execute(select(Message.uid, Content.raw, Content.blob_key).join(Content, Content.id == Message.content_id)
+        msgs = s.execute(select(Message.uid, Content.raw, Content.blob_key)
+                         .join(Content, Content.id == Message.content_id)
                          .where(Message.folder_id == folder_id, Message.uid > last)
                          .order_by(Message.uid).limit(20)).all()
     return uidvalidity, [(uid, bodies.body(reg.store, raw, key)) for uid, raw, key in msgs]

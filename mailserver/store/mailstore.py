@@ -108,8 +108,8 @@ def insert_returning_ids(session: Session, table, rows: list[dict]) -> list[int]
     return list(session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars())
 
 
-CONTENT_COLUMNS = ("raw", "blob_key", "size", "header_size", "envelope", "body", "bodystructure", "search_text", "preview",
-                   "refcount")
+CONTENT_COLUMNS = ("raw", "blob_key", "size", "header_size", "envelope", "body", "bodystructure", "search_text",
+                   "preview", "refcount")
 #: the content_sort table: what SORT and THREAD read of each content row
 CONTENT_SORT_COLUMNS = ("content_id", *SORT_COLUMNS)
 MESSAGE_COLUMNS = ("folder_id", "uid", "modseq", "flags", "keywords", "internaldate", "savedate", "size",
