@@ -82,6 +82,9 @@ class BlobsConfig:
     backend: str = "local"
     #: local: the directory, relative to the data directory
     dir: str = "blobs"
+    #: local: how a batch of blobs is made durable: "batch", two syncfs calls for the whole
+    #: batch (the file system's other dirty data is flushed too); "file", a fsync per blob
+    sync: str = "batch"
     #: s3: the bucket, the endpoint URL (empty: AWS), the region, a key prefix
     bucket: str = ""
     endpoint: str = ""
@@ -593,6 +596,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"city.domain: {domain!r} is not a domain name")
     if config.blobs.backend not in ("local", "s3", "database"):
         raise ConfigError(f"blobs.backend: {config.blobs.backend!r} is not one of \"local\", \"s3\", \"database\"")
+    if config.blobs.sync not in ("batch", "file"):
+        raise ConfigError(f"blobs.sync: {config.blobs.sync!r} is not \"batch\" or \"file\"")
     if config.blobs.backend == "s3" and not config.blobs.bucket:
         raise ConfigError("blobs.bucket: the S3 backend needs a bucket")
     if config.passwords.memory_cost_kib < 8 * config.passwords.parallelism:

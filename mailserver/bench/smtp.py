@@ -162,12 +162,13 @@ def start_server(config_path: Path, extra: tuple[str, ...] = (),
     return proc, found["smtp"][0], found["smtp"][1], log
 
 
-def run(messages: int, concurrency: int, data_dir: Path, store_url: str = "", bodies: str = "local") -> SmtpBenchResult:
+def run(messages: int, concurrency: int, data_dir: Path, store_url: str = "", bodies: str = "local",
+        overrides: tuple[str, ...] = ()) -> SmtpBenchResult:
     recipients = prepare_city(data_dir, store_url)
     config_path = data_dir / "civicmail.toml"
     # One client address sends everything: lift the per-IP message rate limit for the run.
     proc, host, port, _ = start_server(config_path, ("smtp.max_messages_per_ip_per_minute=100000000",
-                                                     f"blobs.backend={bodies}"))
+                                                     f"blobs.backend={bodies}", *overrides))
     try:
         accepted, seconds = asyncio.run(_send_all(host, port, messages, concurrency, recipients))
     finally:
@@ -192,10 +193,13 @@ def run(messages: int, concurrency: int, data_dir: Path, store_url: str = "", bo
               help="data directory to use (default: a temporary one, removed afterwards)")
 @click.option("--bodies", type=click.Choice(["local", "database"]), default="local", show_default=True,
               help="where message bodies go: the local blob store, or the database (blobs.backend)")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="configuration override for the server (repeatable), e.g. blobs.sync=file")
 @store_url_option
-def command(messages: int, concurrency: int, work_dir: Path | None, store_url: str, bodies: str) -> None:
+def command(messages: int, concurrency: int, work_dir: Path | None, store_url: str, bodies: str,
+            overrides: tuple[str, ...]) -> None:
     """Start `civicmail serve` on loopback and time MESSAGES ~4 KB messages over CONCURRENCY
     sessions, accepted and stored in mailboxes (SQLite, synchronous=FULL, or PostgreSQL)."""
     with tempfile.TemporaryDirectory(prefix="civicmail-bench-smtp-") as tmp, throwaway_store(store_url) as url:
-        result = run(messages, concurrency, (work_dir or Path(tmp)) / "data", url, bodies)
+        result = run(messages, concurrency, (work_dir or Path(tmp)) / "data", url, bodies, overrides)
     click.echo(result.line())

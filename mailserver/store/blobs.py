@@ -206,9 +206,11 @@ class LocalBlobs(BlobStore):
 
     backend = "local"
 
-    def __init__(self, root: Path, cache_bytes: int = CACHE_BYTES) -> None:
+    def __init__(self, root: Path, cache_bytes: int = CACHE_BYTES, sync: str = "batch") -> None:
         super().__init__(cache_bytes)
         self.root = Path(root)
+        #: "batch": a batch made durable by syncfs; "file": every blob by its own fsync
+        self.batch_sync = sync == "batch" and _syncfs is not None
         self.tmp = self.root / "tmp"
         for d in (self.root, self.tmp):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -229,7 +231,7 @@ class LocalBlobs(BlobStore):
     def put_many(self, blobs: Mapping[str, bytes]) -> None:
         # A file already there under its key is the same bytes, unless a crash cut it short
         todo = [(k, raw) for k, raw in blobs.items() if not self._stored(k, len(raw))]
-        if len(todo) >= SYNCFS_BATCH and _syncfs is not None:
+        if len(todo) >= SYNCFS_BATCH and self.batch_sync:
             self._put_batch(todo)
             return
         dirs: set[Path] = set()
@@ -416,7 +418,7 @@ def open_blobs(config) -> BlobStore | None:
     if b.backend == "database":
         return None
     if b.backend == "local":
-        return LocalBlobs(config.data_dir / (b.dir or "blobs"), b.cache_mb * 1024 * 1024)
+        return LocalBlobs(config.data_dir / (b.dir or "blobs"), b.cache_mb * 1024 * 1024, b.sync)
     if b.backend == "s3":
         if not b.bucket:
             raise ConfigError("blobs.bucket: the S3 backend needs a bucket")
