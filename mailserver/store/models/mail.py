@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ...config import FOLDER_NAME_COLUMN
@@ -117,6 +117,11 @@ class Content(Base):
     #: RFC 8970 PREVIEW text (None: made before previews were cached; FETCH makes one)
     preview: Mapped[str | None] = mapped_column(Text)
     refcount: Mapped[int] = mapped_column(Integer, default=1)
+
+    # the bodies still in the database, for their move to the blob store and its progress: empty
+    # once they are all out, so neither scans the table
+    __table_args__ = (Index("ix_content_in_database", "id", sqlite_where=text("raw IS NOT NULL"),
+                            postgresql_where=text("raw IS NOT NULL")),)
 
 
 class ContentSort(Base):
