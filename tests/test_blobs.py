@@ -422,6 +422,18 @@ def test_the_blobs_commands(city):
     assert done.returncode == 1 and "there is no blob store" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_check_reports_the_backend_and_the_bodies_left_in_the_database(city):
+    from mailserver.health import OK, WARN, store_checks
+
+    server = city(before=lambda config, people: _bodies_in_the_database(config, people, 3))
+    [found] = [f for f in store_checks(server.config) if f.what.startswith("message bodies")]
+    assert found.status == WARN and "3 bodies still in the database" in found.what, found
+    assert "blobs migrate" in found.fix
+    bodies.migrate_bodies(server.store)
+    [found] = [f for f in store_checks(server.config) if f.what.startswith("message bodies")]
+    assert found.status == OK and found.what.startswith("message bodies: local blob store, local directory "), found
+
+
 def test_a_downgrade_below_0017_with_bodies_in_the_blob_store_is_refused(city):
     server = city()
     _send(server, server.people.alice, _message(5))
