@@ -247,7 +247,7 @@ def _copy_new_blobs(config: Config, dest: Path, paths: dict[str, str], hashes: d
     the first copy and collected before this one, its message expunged meanwhile, is named by the
     snapshot and missing; the window is the backup's own duration.) An S3 bucket is not copied:
     keep it with the object store's own versioning or replication."""
-    if config.blobs.backend != "local" or "blobs.dir" not in paths:
+    if config.blobs_backend != "local" or "blobs.dir" not in paths:
         return 0
     root = config.data_path(config.blobs.dir or "blobs").resolve()
     prefix = f"{FILES}/{paths['blobs.dir']}"

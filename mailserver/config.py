@@ -78,8 +78,9 @@ class BlobsConfig:
     """Where message bodies are kept (``store/blobs.py``, issue 13 item 2)."""
 
     #: "local": a directory under the data directory (one node); "s3": S3-compatible object
-    #: storage (several nodes); "database": in the ``content`` table, as before migration 0017
-    backend: str = "local"
+    #: storage (several nodes); "database": in the ``content`` table, as before migration 0017;
+    #: empty: "local" on SQLite, "database" on PostgreSQL (``Config.blobs_backend``)
+    backend: str = ""
     #: local: the directory, relative to the data directory
     dir: str = "blobs"
     #: local: how a batch of blobs is made durable: "batch", two syncfs calls for the whole
@@ -447,6 +448,15 @@ class Config:
         return self.data_dir / relative
 
     @property
+    def blobs_backend(self) -> str:
+        """``blobs.backend``, or by default: "local" on SQLite (one node, the embedded default);
+        "database" on PostgreSQL, where several nodes may share the database and a directory
+        of one node would hide bodies from the others: choose "s3" (or "local" for one node)."""
+        if self.blobs.backend:
+            return self.blobs.backend
+        return "database" if self.store_url.startswith("postgresql") else "local"
+
+    @property
     def store_url(self) -> str:
         return self.store.url or f"sqlite:///{self.data_dir / 'civicmail.sqlite3'}"
 
@@ -594,7 +604,7 @@ def _validate(config: Config) -> None:
     domain = config.city.domain
     if not domain or "@" in domain or "." not in domain or " " in domain:
         raise ConfigError(f"city.domain: {domain!r} is not a domain name")
-    if config.blobs.backend not in ("local", "s3", "database"):
+    if config.blobs.backend not in ("", "local", "s3", "database"):
         raise ConfigError(f"blobs.backend: {config.blobs.backend!r} is not one of \"local\", \"s3\", \"database\"")
     if config.blobs.sync not in ("batch", "file"):
         raise ConfigError(f"blobs.sync: {config.blobs.sync!r} is not \"batch\" or \"file\"")

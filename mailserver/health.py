@@ -307,7 +307,8 @@ def blob_store(store) -> Finding:
 
     left = bodies_in_database(store)
     if store.blobs is None:
-        return Finding(OK, f"message bodies: in the database (blobs.backend = \"database\"), {left} stored")
+        return Finding(OK, f"message bodies: in the database (blobs.backend = \"database\", the default on "
+                           f"PostgreSQL), {left} stored")
     where = store.blobs.describe()
     try:
         store.blobs.ping()

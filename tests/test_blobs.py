@@ -28,7 +28,9 @@ from mailserver.store.mailstore import NewMessage, deliver, insert_messages
 from tests.serverkit import LoopServer, prepared_city
 from tests.smtp.conftest import PASSWORD, PORT_ZERO, People, populate
 
-LISTENERS = PORT_ZERO + ("imap.listen=127.0.0.1:0", "blobs.gc_interval=0", "blobs.migrate_batch=0")
+# "local" on both engines (on PostgreSQL the default is "database": several nodes share it)
+LISTENERS = PORT_ZERO + ("imap.listen=127.0.0.1:0", 'blobs.backend="local"', "blobs.gc_interval=0",
+                         "blobs.migrate_batch=0")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -271,7 +273,8 @@ from mailserver import config as config_mod
 from mailserver.store import bodies, open_store
 from mailserver.store.mailstore import NewMessage, insert_messages
 
-config = config_mod.load(config_mod.find_config_path(sys.argv[2]), (f'store.url="{sys.argv[4]}"',))
+config = config_mod.load(config_mod.find_config_path(sys.argv[2]), (f'store.url="{sys.argv[4]}"',
+                                                                      'blobs.backend="local"'))
 store = open_store(config)
 news = [NewMessage(account_id=int(sys.argv[3]), raw=b"Subject: lost\r\n\r\nnever committed\r\n")]
 bodies.stage(store, news)  # the blob is durable ...
@@ -401,7 +404,8 @@ def test_the_blobs_commands(city):
     from tests.test_cli import civicmail
 
     server = city(before=lambda config, people: _bodies_in_the_database(config, people, 30))
-    args = ["-c", str(server.config.source), "--set", f'store.url="{server.config.store_url}"', "blobs"]
+    args = ["-c", str(server.config.source), "--set", f'store.url="{server.config.store_url}"', "--set",
+            'blobs.backend="local"', "blobs"]
     done = civicmail(*args, "status")
     assert done.returncode == 0, done.stderr
     assert "bodies still in the database: 30" in done.stdout and "local directory" in done.stdout

@@ -415,11 +415,12 @@ def open_blobs(config) -> BlobStore | None:
     """The blob store ``[blobs]`` configures; None for ``backend = "database"`` (bodies kept in
     the ``content`` table, as before migration 0017)."""
     b = config.blobs
-    if b.backend == "database":
+    backend = config.blobs_backend
+    if backend == "database":
         return None
-    if b.backend == "local":
+    if backend == "local":
         return LocalBlobs(config.data_dir / (b.dir or "blobs"), b.cache_mb * 1024 * 1024, b.sync)
-    if b.backend == "s3":
+    if backend == "s3":
         if not b.bucket:
             raise ConfigError("blobs.bucket: the S3 backend needs a bucket")
         secret = os.environ.get(b.secret_key_env, "") if b.secret_key_env else ""
@@ -427,5 +428,5 @@ def open_blobs(config) -> BlobStore | None:
             raise ConfigError(f"blobs.secret_key_env: the secret of blobs.access_key is not in the environment "
                               f"variable {b.secret_key_env or '(none named)'}")
         return S3Blobs(b.bucket, b.endpoint, b.region, b.prefix, b.access_key, secret, b.cache_mb * 1024 * 1024)
-    raise ConfigError(f"blobs.backend: {b.backend!r} is not one of \"local\", \"s3\", \"database\"")
+    raise ConfigError(f"blobs.backend: {backend!r} is not one of \"local\", \"s3\", \"database\"")
 
