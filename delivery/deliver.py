@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from mailserver.errors import StorageError
 from mailserver.identity.keys import IdKeyring
 from mailserver.identity.rowseal import seal_row
-from mailserver.store import Store
+from mailserver.store import Store, bodies
 from mailserver.store.counters import count_notices
 from mailserver.store.driver import driver_execute, driver_rows
 from mailserver.store.api import MailStore, NewMessage
@@ -127,6 +127,12 @@ def _sealed(ring: IdKeyring, r: RowState, originals: dict[int, dict[str, str]]) 
 
 def _write(store, mail, ring, drop_id, agency_id, notice_type, rows, originals, owner, clock: StageCpu) -> set[int]:
     cpu = stagecpu.now()
+    # The bodies into the blob store before the transaction (a row found a duplicate inside it
+    # leaves an orphan blob, which the collector removes): the write lock is not held meanwhile.
+    news = [NewMessage(account_id=r.account_id, raw=r.raw, analyzed=r.analyzed) for r in rows if r.ready]
+    bodies.stage(store, news)
+    staged = {id(m.raw): m for m in news}
+    cpu = clock.add("blobs", cpu)
     now = utcnow()
     day = now.date()
     if store.dialect == "sqlite":  # stored as SQLAlchemy's DateTime stores it there (UTC, no offset)
@@ -135,8 +141,8 @@ def _write(store, mail, ring, drop_id, agency_id, notice_type, rows, originals, 
         drop = locked_drop(s, drop_id, owner)  # first, locked until the commit
         todo = mark_duplicates(s, rows)
         thread_into_applications(s, agency_id, todo)
-        delivered = mail.deliver_in(s, [NewMessage(account_id=r.account_id, raw=r.raw, analyzed=r.analyzed)
-                                        for r in todo])
+        delivered = mail.deliver_in(s, [staged.get(id(r.raw)) or NewMessage(account_id=r.account_id, raw=r.raw,
+                                                                            analyzed=r.analyzed) for r in todo])
         notices = [(r.key, agency_id, notice_type, r.account_id, d.message_id, drop_id, now)
                    for r, d in zip(todo, delivered)]
         _insert_rows(s, "notice", NOTICE_COLUMNS, notices)

@@ -16,8 +16,8 @@ import time
 #: no stage claimed while the drop ran: in the drop's process (its other threads: the process
 #: pool's result and feeder threads, pickling, the heartbeat) and in the worker processes
 #: (receiving and pickling chunks, start-up)
-STAGES = ("read", "validate", "match", "consent", "render", "compose", "sign", "structure", "transfer", "write",
-          "commit", "report", "main-other", "worker-other")
+STAGES = ("read", "validate", "match", "consent", "render", "compose", "sign", "structure", "transfer", "blobs",
+          "write", "commit", "report", "main-other", "worker-other")
 
 now = time.thread_time
 

@@ -61,7 +61,8 @@ KEY_CHECK_LABEL = b"civicmail backup key check"
 KEY_SAMPLE = 500
 #: configuration keys naming a file or folder a backup carries: (section, key, is a folder)
 PATH_KEYS = (("tls", "cert", False), ("tls", "key", False), ("dkim", "key", False),
-             ("delivery", "spool_dir", True), ("delivery", "templates_dir", True), ("ca", "dir", True))
+             ("delivery", "spool_dir", True), ("delivery", "templates_dir", True), ("ca", "dir", True),
+             ("blobs", "dir", True))
 #: never copied from the data directory: being written (replaced whole on completion) or locks
 SKIPPED_SUFFIXES = (".partial", ".tmp", ".lock", ".part")
 CHUNK = 1 << 20
@@ -172,7 +173,8 @@ def _skipped(config: Config) -> set[Path]:
     """Paths of the data directory a backup never copies as files (the database, the keys, the
     configuration: each has its own place in a backup; the city CA's root key: it belongs off the
     machine, and a backup is no place for it)."""
-    skipped = {config.data_path(config.keys.dir).resolve(), config.data_path(config.ca.root_dir).resolve()}
+    skipped = {config.data_path(config.keys.dir).resolve(), config.data_path(config.ca.root_dir).resolve(),
+               (config.data_path(config.blobs.dir or "blobs") / "tmp").resolve()}  # blobs being written
     db = datadir.sqlite_path(config)
     if db is not None:
         db = db.resolve()
@@ -236,6 +238,31 @@ def _copy_files(config: Config, dest: Path, hashes: dict[str, str]) -> tuple[int
             total += path.stat().st_size
         paths[f"{section}.{key}"] = where
     return total, paths
+
+
+def _copy_new_blobs(config: Config, dest: Path, paths: dict[str, str], hashes: dict[str, str]) -> int:
+    """After the database snapshot: the local blob store's files written since the first copy
+    (the bodies of messages delivered meanwhile, which the snapshot names). Blobs are immutable
+    and named by their hash, so a file copied once is never copied again. (A blob written after
+    the first copy and collected before this one, its message expunged meanwhile, is named by the
+    snapshot and missing; the window is the backup's own duration.) An S3 bucket is not copied:
+    keep it with the object store's own versioning or replication."""
+    if config.blobs_backend != "local" or "blobs.dir" not in paths:
+        return 0
+    root = config.data_path(config.blobs.dir or "blobs").resolve()
+    prefix = f"{FILES}/{paths['blobs.dir']}"
+    total = 0
+    for path, rel in _data_files(root, {root / "tmp"}):
+        name = f"{prefix}/{rel}"
+        if name in hashes:
+            continue
+        try:
+            hashes[name] = _copy_private(path, dest / name)
+        except FileNotFoundError:
+            (dest / name).unlink(missing_ok=True)
+            continue
+        total += (dest / name).stat().st_size
+    return total
 
 
 def _sqlite_snapshot(config: Config, target: Path) -> str | None:
@@ -334,6 +361,7 @@ def backup(config: Config, dest: Path, keys_to: Path | None) -> BackupResult:
     engine = "sqlite" if datadir.sqlite_path(config) is not None else "postgresql"
     database = SQLITE_FILE if engine == "sqlite" else PGDUMP_FILE
     revision = (_sqlite_snapshot if engine == "sqlite" else _pg_snapshot)(config, dest / database)
+    size += _copy_new_blobs(config, dest, paths, hashes)
     fsync_dir(dest / database)  # opens read-only and fsyncs: a file as well as a folder
     hashes[database] = _sha256(dest / database)
     if config.source is not None:

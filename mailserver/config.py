@@ -113,6 +113,41 @@ class LMTPConfig:
 
 
 @dataclass(frozen=True)
+class BlobsConfig:
+    """Where message bodies are kept (``store/blobs.py``, issue 13 item 2)."""
+
+    #: "local": a directory under the data directory (one node); "s3": S3-compatible object
+    #: storage (several nodes); "database": in the ``content`` table, as before migration 0017;
+    #: empty: "local" on SQLite, "database" on PostgreSQL (``Config.blobs_backend``)
+    backend: str = ""
+    #: local: the directory, relative to the data directory
+    dir: str = "blobs"
+    #: local: how a batch of blobs is made durable: "batch", two syncfs calls for the whole
+    #: batch (the file system's other dirty data is flushed too); "file", a fsync per blob
+    sync: str = "batch"
+    #: s3: the bucket, the endpoint URL (empty: AWS), the region, a key prefix
+    bucket: str = ""
+    endpoint: str = ""
+    region: str = ""
+    prefix: str = ""
+    #: s3: the access key id, and the name of the environment variable holding its secret (the
+    #: secret never goes in the configuration file); both empty: boto3's own credential chain
+    #: (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, shared files, an instance role)
+    access_key: str = ""
+    secret_key_env: str = ""
+    #: megabytes of bodies a process keeps in memory for repeated reads
+    cache_mb: int = 32
+    #: a blob nothing refers to is deleted only once it is older than this (minutes): a write
+    #: still on its way to its commit is never swept away (``civicmail blobs gc``)
+    orphan_grace_minutes: int = 60
+    #: serve deletes released blobs this often (seconds; 0: never, leave it to `blobs gc`)
+    gc_interval: float = 300.0
+    #: serve moves bodies still in the database out to the blob store in the background, this
+    #: many per transaction (0: never; `civicmail blobs migrate` does it in the foreground)
+    migrate_batch: int = 500
+
+
+@dataclass(frozen=True)
 class KeysConfig:
     #: folder of the ID-number keys (AES-GCM and HMAC), relative to the data directory
     dir: str = "keys"
@@ -427,6 +462,7 @@ class Config:
     city: CityConfig = field(default_factory=CityConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     lmtp: LMTPConfig = field(default_factory=LMTPConfig)
+    blobs: BlobsConfig = field(default_factory=BlobsConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
     passwords: PasswordConfig = field(default_factory=PasswordConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
@@ -460,6 +496,15 @@ class Config:
     def external_store(self) -> bool:
         """store.mode = "external": mailboxes live in another server, reached by LMTP."""
         return self.store.mode == "external"
+
+    @property
+    def blobs_backend(self) -> str:
+        """``blobs.backend``, or by default: "local" on SQLite (one node, the embedded default);
+        "database" on PostgreSQL, where several nodes may share the database and a directory
+        of one node would hide bodies from the others: choose "s3" (or "local" for one node)."""
+        if self.blobs.backend:
+            return self.blobs.backend
+        return "database" if self.store_url.startswith("postgresql") else "local"
 
     @property
     def store_url(self) -> str:
@@ -610,6 +655,12 @@ def _validate(config: Config) -> None:
     domain = config.city.domain
     if not domain or "@" in domain or "." not in domain or " " in domain:
         raise ConfigError(f"city.domain: {domain!r} is not a domain name")
+    if config.blobs.backend not in ("", "local", "s3", "database"):
+        raise ConfigError(f"blobs.backend: {config.blobs.backend!r} is not one of \"local\", \"s3\", \"database\"")
+    if config.blobs.sync not in ("batch", "file"):
+        raise ConfigError(f"blobs.sync: {config.blobs.sync!r} is not \"batch\" or \"file\"")
+    if config.blobs.backend == "s3" and not config.blobs.bucket:
+        raise ConfigError("blobs.bucket: the S3 backend needs a bucket")
     if config.passwords.memory_cost_kib < 8 * config.passwords.parallelism:
         raise ConfigError("passwords.memory_cost_kib: must be at least 8 x parallelism")
     if not 1 <= config.accounts.max_folder_name_length <= FOLDER_NAME_COLUMN:

@@ -294,7 +294,7 @@ def store_checks(config: Config, now: dt.datetime | None = None) -> list[Finding
                                   f"{migrate.current_revision(store) or 'empty'}, newest {migrate.head_revision()})",
                             "stop serve, run `civicmail db upgrade`, start serve")]
         return [Finding(OK, f"database: schema at the newest revision {migrate.head_revision()}"),
-                outbound_queue(config, store, now or _utcnow())] + behind_pooler(store)
+                outbound_queue(config, store, now or _utcnow()), blob_store(store)] + behind_pooler(store)
     finally:
         store.dispose()
 
@@ -339,6 +339,28 @@ def behind_pooler(store) -> list[Finding]:
         return found + [Finding(FAIL, f"database: store.listen_url does not connect ({describe(exc)})",
                                 "store.listen_url must name the database directly, not the pooler")]
     return found + [Finding(OK, "database: the LISTEN connection (store.listen_url) opens")]
+
+
+def blob_store(store) -> Finding:
+    """Where message bodies go (``[blobs]``), whether it answers, and how many bodies are still
+    in the database."""
+    from .store.bodies import bodies_in_database
+    from .store.outage import describe
+
+    left = bodies_in_database(store)
+    if store.blobs is None:
+        return Finding(OK, f"message bodies: in the database (blobs.backend = \"database\", the default on "
+                           f"PostgreSQL), {left} stored")
+    where = store.blobs.describe()
+    try:
+        store.blobs.ping()
+    except Exception as exc:
+        return Finding(FAIL, f"message bodies: the blob store, {where}, does not answer ({describe(exc)})",
+                       "check [blobs] (bucket, endpoint, credentials) and that the store is up")
+    if left:
+        return Finding(WARN, f"message bodies: {store.blobs.backend} blob store, {where}; {left} bodies still in the "
+                             "database", "`civicmail blobs migrate` (or let serve move them: blobs.migrate_batch)")
+    return Finding(OK, f"message bodies: {store.blobs.backend} blob store, {where}")
 
 
 def outbound_queue(config: Config, store, now: dt.datetime) -> Finding:

@@ -42,6 +42,7 @@ SERVICE_FACTORIES: tuple[str, ...] = (
     "mailserver.services.service:make_services",
     "mailserver.web.service:make_services",
     "delivery.service:make_services",
+    "mailserver.store.blobservice:make_services",
 )
 
 

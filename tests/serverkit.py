@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from mailserver.registry import Registry
 from mailserver.server import ServerContext, build_services
-from mailserver.store import Store, open_store
+from mailserver.store import Store, bodies, open_store
 from mailserver.store.models import Account, Content, Folder, Message
 
 T = TypeVar("T")
@@ -36,10 +36,11 @@ def prepared_city(data_dir: Path, overrides: tuple[str, ...], populate: Callable
 def mailbox_raw(store: Store, address: str, folder: str = "INBOX") -> list[bytes]:
     """Raw bytes of the messages in an account's folder, in UID order."""
     with store.reader() as s:
-        return list(s.scalars(
-            select(Content.raw).join(Message, Message.content_id == Content.id)
+        rows = s.execute(
+            select(Content.raw, Content.blob_key).join(Message, Message.content_id == Content.id)
             .join(Folder, Folder.id == Message.folder_id).join(Account, Account.id == Folder.account_id)
-            .where(Account.address == address, Folder.name == folder).order_by(Message.uid)))
+            .where(Account.address == address, Folder.name == folder).order_by(Message.uid)).all()
+    return [bodies.body(store, raw, key) for raw, key in rows]
 
 
 class LoopServer:

@@ -150,7 +150,8 @@ def test_a_fresh_data_directory_is_ok_but_for_dns_it_cannot_verify(data):
     status, lines = check(data, silent_port())
     assert status == 1, lines
     assert not lines["FAIL"] and len(lines["WARN"]) == 1 and "DNS: cannot verify" in lines["WARN"][0], lines
-    assert len(lines["OK"]) == 7, lines["OK"]  # permissions, keys, TLS, DKIM key, disk, schema, queue
+    assert len(lines["OK"]) == 8, lines["OK"]  # permissions, keys, TLS, DKIM key, disk, schema, queue, bodies
+    assert any(line.startswith("message bodies: local blob store, local directory ") for line in lines["OK"])
     assert any(line.startswith("outbound queue: empty") for line in lines["OK"])
 
 

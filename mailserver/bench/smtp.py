@@ -168,11 +168,13 @@ def start_server(config_path: Path, extra: tuple[str, ...] = (),
     return proc, found["smtp"][0], found["smtp"][1], log
 
 
-def run(messages: int, concurrency: int, data_dir: Path, store_url: str = "") -> SmtpBenchResult:
+def run(messages: int, concurrency: int, data_dir: Path, store_url: str = "", bodies: str = "local",
+        overrides: tuple[str, ...] = ()) -> SmtpBenchResult:
     recipients = prepare_city(data_dir, store_url)
     config_path = data_dir / "civicmail.toml"
     # One client address sends everything: lift the per-IP message rate limit for the run.
-    proc, host, port, _ = start_server(config_path, ("smtp.max_messages_per_ip_per_minute=100000000",))
+    proc, host, port, _ = start_server(config_path, ("smtp.max_messages_per_ip_per_minute=100000000",
+                                                     f"blobs.backend={bodies}", *overrides))
     try:
         accepted, seconds = asyncio.run(_send_all(host, port, messages, concurrency, recipients))
     finally:
@@ -185,8 +187,9 @@ def run(messages: int, concurrency: int, data_dir: Path, store_url: str = "") ->
             stored = s.scalar(select(func.count()).select_from(Message)) or 0
     finally:
         store.dispose()
+    engine = "PostgreSQL" if store_url else "SQLite"
     return SmtpBenchResult(messages, concurrency, len(make_message(0, recipients[0])), seconds, accepted, stored,
-                           "PostgreSQL" if store_url else "SQLite")
+                           f"{engine}, bodies in the {'database' if bodies == 'database' else 'local blob store'}")
 
 
 @click.command("smtp")
@@ -194,10 +197,15 @@ def run(messages: int, concurrency: int, data_dir: Path, store_url: str = "") ->
 @click.option("--concurrency", default=20, show_default=True, help="parallel SMTP sessions")
 @click.option("--dir", "work_dir", type=click.Path(file_okay=False, path_type=Path),
               help="data directory to use (default: a temporary one, removed afterwards)")
+@click.option("--bodies", type=click.Choice(["local", "database"]), default="local", show_default=True,
+              help="where message bodies go: the local blob store, or the database (blobs.backend)")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="configuration override for the server (repeatable), e.g. blobs.sync=file")
 @store_url_option
-def command(messages: int, concurrency: int, work_dir: Path | None, store_url: str) -> None:
+def command(messages: int, concurrency: int, work_dir: Path | None, store_url: str, bodies: str,
+            overrides: tuple[str, ...]) -> None:
     """Start `civicmail serve` on loopback and time MESSAGES ~4 KB messages over CONCURRENCY
     sessions, accepted and stored in mailboxes (SQLite, synchronous=FULL, or PostgreSQL)."""
     with tempfile.TemporaryDirectory(prefix="civicmail-bench-smtp-") as tmp, throwaway_store(store_url) as url:
-        result = run(messages, concurrency, (work_dir or Path(tmp)) / "data", url)
+        result = run(messages, concurrency, (work_dir or Path(tmp)) / "data", url, bodies, overrides)
     click.echo(result.line())

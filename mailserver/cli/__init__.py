@@ -23,6 +23,7 @@ COMMANDS = {
     name: LazyCommand(f"{__name__}.{name}", short_help) for name, short_help in (
         ("init", "Set up DATA_DIR: configuration, database, ID-number keys, TLS certificate, DKIM key."),
         ("db", "Database schema: upgrade, current revision."),
+        ("blobs", "Message bodies in the blob store: status, move them out of the database, collect garbage."),
         ("serve", "Run the SMTP and IMAP listeners, the outbound queue and the drop spool watcher."),
         ("citizen", "Register citizens, show, disable, set passwords, import in bulk, activate."),
         ("agency", "Register agencies, set their credentials, grant notice types."),

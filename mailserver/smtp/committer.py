@@ -21,6 +21,7 @@ from typing import Callable
 from ..errors import StoreUnavailable
 from ..mime import Analyzed, analyze
 from ..outbound.queue import enqueue
+from ..store import bodies
 from ..store.api import NewMessage
 from ..store.outage import CommitGuard, OutageLog, is_outage
 
@@ -51,6 +52,9 @@ class Pending:
     queue_id: int | None = None
     #: the waiter's deadline (set by submit)
     guard: CommitGuard | None = None
+    #: the body's key in the blob store, put there before the transaction (``stage_bodies``)
+    blob_key: str = ""
+    blob_epoch: int | None = None
 
 
 def analyze_all(items: list[Pending]) -> None:
@@ -61,6 +65,21 @@ def analyze_all(items: list[Pending]) -> None:
                 p.analyzed = analyze(p.raw)
             except Exception:
                 log.exception("message analysis failed")
+
+
+def stage_bodies(store, items: list[Pending]) -> None:
+    """Blocking: put the bodies of messages for local mailboxes in the blob store before their
+    transaction (``bodies.stage``), beside the commit of the batch before. A failure here is
+    logged only: the write transaction puts them again, and answers its failure."""
+    local = [p for p in items if p.account_ids and not p.blob_key]
+    probes = [NewMessage(account_id=0, raw=p.raw) for p in local]
+    try:
+        bodies.stage(store, probes)
+    except Exception:
+        log.exception("storing %d message bodies in the blob store failed", len(probes))
+        return
+    for p, m in zip(local, probes):
+        p.blob_key, p.blob_epoch = m.blob_key, m.blob_epoch
 
 
 class GroupCommitter:
@@ -135,6 +154,8 @@ class GroupCommitter:
                     break
                 batch.append(item)
             await self._run(analyze_all, [p for p, _ in batch])
+            if self._store.blobs is not None:
+                await self._run(stage_bodies, self._store, [p for p, _ in batch])
             self._analyzed.put_nowait(batch)
             if stopping:
                 self._analyzed.put_nowait(None)
@@ -200,8 +221,8 @@ class GroupCommitter:
                                                self._default_quota):
                     outcomes[n] = Outcome.OVER_QUOTA
                 storing = [p for p, o in zip(items, outcomes) if o is Outcome.STORED]
-                messages = [NewMessage(account_id=a, raw=p.raw, analyzed=p.analyzed, sender=p.sender)
-                            for p in storing for a in p.account_ids]
+                messages = [NewMessage(account_id=a, raw=p.raw, analyzed=p.analyzed, sender=p.sender, blob_key=p.blob_key,
+                                       blob_epoch=p.blob_epoch) for p in storing for a in p.account_ids]
                 self._mail.deliver_in(session, messages)
                 for p in storing:
                     if p.remote:

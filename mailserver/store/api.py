@@ -90,6 +90,10 @@ class NewMessage:
     size: int = 0
     #: the envelope sender, where there is one (SMTP): the Return-Path an external store records
     sender: str = ""
+    #: the body's key in the blob store and the collector's epoch seen before it was put there
+    #: (``bodies.stage``, before the write transaction); empty: put inside it
+    blob_key: str = ""
+    blob_epoch: int | None = None
     #: filled in by the store when it is written
     folder_id: int = 0
     uid: int = 0

@@ -109,18 +109,25 @@ class Store:
 
     def __init__(self, url: str, busy_timeout: float = 30.0, connect_timeout: float = 5.0,
                  statement_timeout: float = 30.0, external_mailboxes: bool = False,
-                 listen_url: str = "") -> None:
+                 listen_url: str = "", blobs=None) -> None:
         self.url = url
         #: ``url`` is a transaction-mode pooler and ``listen_url`` the database directly (config.py)
         self.listen_url = listen_url
         self.engine = make_engine(url, busy_timeout, connect_timeout, statement_timeout, pooled=bool(listen_url))
+        #: where new message bodies go (``store/blobs.py``); None: into the content table
+        self.blobs = blobs
+        #: the blob collector's epoch as this process last read it (``store/bodies.py``)
+        self.blob_epoch: int | None = None
         #: libpq parameters of a direct connection made beside the engine's (LISTEN)
         self.postgresql_bounds = _postgresql_bounds(connect_timeout, statement_timeout)
         #: store.mode = "external": the writers' sessions say so (``session.info``), and
         #: mailstore.insert_messages hands mail for people's mailboxes to the LMTP queue (external.py)
         self.external_mailboxes = external_mailboxes
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False,
-                                     info={EXTERNAL_MAILBOXES: True} if external_mailboxes else None)
+        # the store rides along on every session: the one mail write path finds the blob store there
+        info = {"civicmail_store": self}
+        if external_mailboxes:
+            info[EXTERNAL_MAILBOXES] = True
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False, info=info)
         #: this process's name as the owner of leases (store/leases.py): host, process id and a
         #: random part, so that a restarted process never mistakes its predecessor's lease for its own
         self.node = f"{socket.gethostname()[:80]}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -214,9 +221,14 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.blobs is not None:
+            self.blobs.close()
 
 
 def open_store(config) -> Store:
+    from .blobs import open_blobs
+
     bounds = config.store
     return Store(config.store_url, bounds.busy_timeout, bounds.connect_timeout, bounds.statement_timeout,
-                 external_mailboxes=config.external_store, listen_url=bounds.listen_url)
+                 external_mailboxes=config.external_store, listen_url=bounds.listen_url,
+                 blobs=open_blobs(config))

@@ -12,6 +12,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound
+from . import bodies
 from .api import FolderInfo, NewMessage, UidRanges
 from .db import Store
 from .driver import driver_execute, driver_rows
@@ -128,8 +129,9 @@ def release_content(session: Session, content_ids: list[int]) -> None:
     ids = list(counts)
     for i in range(0, len(ids), 900):
         chunk = ids[i:i + 900]
-        driver_execute(session, f"DELETE FROM content WHERE refcount <= 0 AND id IN ({','.join('?' * len(chunk))})",
-                       [tuple(chunk)])
+        gone = driver_rows(session, f"DELETE FROM content WHERE refcount <= 0 AND id IN ({','.join('?' * len(chunk))}) "
+                                    "RETURNING blob_key", *chunk)
+        bodies.release(session, [k for (k,) in gone])  # the blob goes at the collector's next round
 
 
 def remove_messages(session: Session, folder_id: int, uids: list[int], release: bool = True) -> None:

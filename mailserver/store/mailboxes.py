@@ -221,7 +221,7 @@ def rename_folder(store: Store, account_id: int, old: str, new: str, limits: Acc
             uids = list(s.execute(select(M.c.uid, M.c.content_id, M.c.size, M.c.flags, M.c.keywords, M.c.internaldate)
                                   .where(M.c.folder_id == row.id).order_by(M.c.uid)))
             copy_rows(s, account_id, uids, new)
-            remove_messages(s, row.id, [u.uid for u in uids], release=False)
+            remove_messages(s, row.id, [u.uid for u in uids])  # refcounts: +1 by the copy, -1 here
             moved_folders = [row.id, target.id]
         else:
             _rename_subscriptions(s, account_id, old, new)

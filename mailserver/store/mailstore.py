@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from ..errors import NotFound, QuotaExceeded
 from ..mime import Analyzed, analyze, sort_fields_of
 from ..mime.sortkeys import COLUMNS as SORT_COLUMNS
+from . import bodies
 from .api import Delivered, NewMessage
 from .db import EXTERNAL_MAILBOXES, Store
 from .driver import driver_execute, driver_rows
@@ -64,8 +65,8 @@ def insert_returning_ids(session: Session, table, rows: list[dict]) -> list[int]
     return list(session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars())
 
 
-CONTENT_COLUMNS = ("raw", "size", "header_size", "envelope", "body", "bodystructure", "search_text", "preview",
-                   "refcount")
+CONTENT_COLUMNS = ("raw", "blob_key", "size", "header_size", "envelope", "body", "bodystructure", "search_text",
+                   "preview", "refcount")
 #: the content_sort table: what SORT and THREAD read of each content row
 CONTENT_SORT_COLUMNS = ("content_id", *SORT_COLUMNS)
 MESSAGE_COLUMNS = ("folder_id", "uid", "modseq", "flags", "keywords", "internaldate", "savedate", "size",
@@ -138,11 +139,17 @@ def check_quota(session, messages: Sequence[NewMessage], quota_default: int) -> 
         raise QuotaExceeded(f"mailbox of account {items[min(refused)][1][0]} is over its quota")
 
 
-def write_contents(session: Session, contents: list[tuple[bytes, Analyzed, int]]) -> list[int]:
+def write_contents(session: Session, contents: list[tuple[bytes, Analyzed, int]],
+                   staged: Sequence[tuple[str, int | None]] | None = None) -> list[int]:
     """Insert content rows ((raw, analysis, references) each) and their sort fields; their ids
-    in order. The one place a message's raw bytes are written."""
-    rows = [(raw, an.size, an.header_size, an.envelope, an.body, an.bodystructure, an.search_text, an.preview, refs)
-            for raw, an, refs in contents]
+    in order. The one place a message's raw bytes are written: into the blob store (durable
+    before this transaction commits; ``staged``: (key, epoch) of each body ``bodies.stage`` put
+    there already, before the transaction), else into the row."""
+    staged = staged or [("", None)] * len(contents)
+    blob_keys = bodies.seal(session, [(raw, key, epoch) for (raw, _, _), (key, epoch) in zip(contents, staged)])
+    rows = [(None if blob_keys else raw, blob_keys[n] if blob_keys else None, an.size, an.header_size, an.envelope,
+             an.body, an.bodystructure, an.search_text, an.preview, refs)
+            for n, (raw, an, refs) in enumerate(contents)]
     if session.get_bind().dialect.name == "sqlite":
         content_ids = sqlite_insert_ids(session, "content", CONTENT_COLUMNS, rows)
     else:
@@ -157,14 +164,14 @@ def write_contents(session: Session, contents: list[tuple[bytes, Analyzed, int]]
 
 def read_raw(store: Store, session, message_ids: Sequence[int]) -> dict[int, bytes]:
     """The raw bytes of messages by message id, in ``session``'s transaction on ``store`` (those
-    gone are missing). Besides FETCH's rows (``selection.fetch_rows``, ``message_raw``), the
-    one place a message's raw bytes are read."""
+    gone are missing), from the content row or the blob store. Besides FETCH's rows
+    (``selection.fetch_rows``, ``message_raw``), the one place a message's raw bytes are read."""
     out: dict[int, bytes] = {}
     for chunk in _chunks(sorted(set(message_ids)), 900):
-        for mid, raw in driver_rows(session, "SELECT message.id, content.raw FROM message JOIN content ON "
-                                             "content.id = message.content_id WHERE message.id IN "
-                                             f"({', '.join('?' * len(chunk))})", *chunk):
-            out[mid] = bytes(raw) if raw is not None else b""
+        for mid, raw, key in driver_rows(session, "SELECT message.id, content.raw, content.blob_key FROM message "
+                                                  "JOIN content ON content.id = message.content_id WHERE message.id IN "
+                                                  f"({', '.join('?' * len(chunk))})", *chunk):
+            out[mid] = bodies.body(store, raw, key)
     return out
 
 
@@ -198,6 +205,7 @@ def _insert(session: Session, messages: list[NewMessage]) -> list[Delivered]:
 
     # Content: one row per distinct raw object; COPY points at the existing row.
     contents: dict[int, tuple[bytes, Analyzed, int]] = {}
+    staged: dict[int, NewMessage] = {}
     reused: dict[int, int] = defaultdict(int)
     for m in messages:
         if m.reuse_content_id:
@@ -206,11 +214,13 @@ def _insert(session: Session, messages: list[NewMessage]) -> list[Delivered]:
         key = id(m.raw)
         if key not in contents:
             contents[key] = (m.raw, m.analyzed or analyze(m.raw), 0)
+            staged[key] = m
         raw, an, refs = contents[key]
         contents[key] = (raw, an, refs + 1)
     keys = list(contents)
     sqlite = session.get_bind().dialect.name == "sqlite"
-    content_of = dict(zip(keys, write_contents(session, [contents[k] for k in keys])))
+    content_of = dict(zip(keys, write_contents(session, [contents[k] for k in keys],
+                                               [(staged[k].blob_key, staged[k].blob_epoch) for k in keys])))
     if reused:
         ct = Content.__table__
         session.execute(update(ct).where(ct.c.id == bindparam("cid")).values(refcount=ct.c.refcount + bindparam("n")),
@@ -285,6 +295,7 @@ def deliver(store: Store, raw: bytes, account_ids: list[int], folder: str = "INB
     Blocking: call it from a thread executor on the event loop."""
     analyzed = analyzed or analyze(raw)
     messages = [NewMessage(account_id=a, raw=raw, analyzed=analyzed, folder=folder) for a in account_ids]
+    bodies.stage(store, messages)
     with store.session() as session:
         if quota_default is not None:
             check_quota(session, messages, quota_default)

@@ -13,6 +13,7 @@ from typing import NamedTuple, Sequence
 
 from ..errors import NotFound, QuotaExceeded
 from ..mime import analyze
+from . import bodies
 from .db import Store
 from .driver import driver_execute, driver_rows, raw_reader
 from .api import (Appended, AppendedMany, Changes, Copied, NewMessage, QuotaUsage, Snapshot, Stored,
@@ -169,6 +170,8 @@ def _fetch_sql(columns: tuple[str, ...], ranges: int, changedsince: bool) -> tup
             names.append("substr(content.raw, 1, content.header_size)")
         else:
             names.append(f"content.{c}" if c in _CONTENT_COLUMNS else f"message.{c}")
+    if "raw" in columns or "header" in columns:  # bodies in the blob store: read by key (``_bodies``)
+        names += ["content.blob_key", "content.header_size"]
     join = " JOIN content ON content.id = message.content_id" if any(c in _CONTENT_COLUMNS for c in columns) else ""
     where = "message.folder_id = ? AND message.uid >= ? AND message.uid <= ?"
     if ranges:
@@ -201,6 +204,8 @@ def fetch_rows(store: Store, folder_id: int, lo_uid: int, hi_uid: int, limit: in
     if columns in _FLAG_COLUMNS and not uids:
         return rows
     dates = [i + 1 for i, c in enumerate(columns) if c in _DATE_COLUMNS]
+    if "raw" in columns or "header" in columns:
+        rows = _bodies(store, columns, rows)
     if dates:
         rows = [list(row) for row in rows]
         for row in rows:
@@ -209,12 +214,24 @@ def fetch_rows(store: Store, folder_id: int, lo_uid: int, hi_uid: int, limit: in
     return [row_type._make(row) for row in rows]
 
 
+def _bodies(store: Store, columns: tuple[str, ...], rows: list) -> list:
+    """Rows with the trailing blob key and header size that ``_fetch_sql`` adds for "raw" and
+    "header": the bytes of the bodies in the blob store filled in, the two columns cut off."""
+    rows = [list(row) for row in rows]
+    key_at = len(columns) + 1
+    for name, header_size_at in (("raw", None), ("header", key_at + 1)):
+        if name in columns:
+            bodies.fill(store, rows, columns.index(name) + 1, key_at, header_size_at)
+    return [row[:key_at] for row in rows]
+
+
 def message_raw(store: Store, folder_id: int, uid: int) -> bytes:
     """The raw bytes of one message (b"" if it is gone)."""
     with raw_reader(store) as r:
-        rows = driver_rows(r, "SELECT content.raw FROM message JOIN content ON content.id = message.content_id "
-                              "WHERE message.folder_id = ? AND message.uid = ?", folder_id, uid)
-    return bytes(rows[0][0]) if rows and rows[0][0] else b""
+        rows = driver_rows(r, "SELECT content.raw, content.blob_key FROM message JOIN content "
+                              "ON content.id = message.content_id WHERE message.folder_id = ? AND message.uid = ?",
+                           folder_id, uid)
+    return bodies.body(store, *rows[0]) if rows else b""
 
 
 def store_flags(store: Store, folder_id: int, uids: UidRanges, mode: str, bits: int,
@@ -309,8 +326,8 @@ def copy_messages(store: Store, account_id: int, folder_id: int, uids: UidRanges
             if over_quota(s, [(sum(r.size for r in rows), (account_id,))], quota_default):
                 raise QuotaExceeded(f"mailbox of account {account_id} is over its quota")
         dest_uids = copy_rows(s, account_id, rows, dest)
-        if move:
-            remove_messages(s, folder_id, [r.uid for r in rows], release=False)
+        if move:  # copy_rows raised each content's refcount; the removal lowers it back
+            remove_messages(s, folder_id, [r.uid for r in rows])
     store.hub.changed([target.id, folder_id])
     return Copied(target.uidvalidity, [r.uid for r in rows], dest_uids, target.id)
 
@@ -324,6 +341,7 @@ def append_messages(store: Store, account_id: int, folder: str, items: Sequence[
     # Parsed before the write: on SQLite every writer of the process waits while one writes.
     messages = [NewMessage(account_id=account_id, raw=i.raw, analyzed=analyze(i.raw), folder=folder, flags=i.flags,
                            keywords=i.keywords, internaldate=_utc(i.internaldate)) for i in items]
+    bodies.stage(store, messages)  # outside the write lock: durable before the commit names them
     with writing(store) as s:
         target = folder_row(s, account_id, folder)
         check_quota(s, messages, quota_default)

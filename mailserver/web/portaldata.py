@@ -25,6 +25,7 @@ from ..services import surveys as survey_service
 from ..services.applications import status_label
 from ..services.replies import APPLICATION_HEADER, STATUS_HEADER
 from ..services.topics import is_subscribed, set_statement, set_subscribed
+from ..store import bodies
 from ..store.driver import RawRead, driver_rows, driver_time, raw_reader
 from ..store.models import (Agency, Application, Content, Folder, Message, Notice, NoticeOptOut, NoticeType,
                             Survey, SurveyRecipient, Topic, WebSession, as_utc, utcnow)
@@ -253,7 +254,8 @@ def get_notice(reg, account_id: int, public_id: str) -> NoticeView | None:
     if row_id is None:
         return None
     with reg.store.reader() as s:
-        row = s.execute(select(Notice.agency_id, Agency.name, NoticeType.title, Notice.delivered_at, Content.raw)
+        row = s.execute(select(Notice.agency_id, Agency.name, NoticeType.title, Notice.delivered_at, Content.raw,
+                               Content.blob_key)
                         .join(Message, Message.id == Notice.message_id)
                         .join(Folder, (Folder.id == Message.folder_id) & (Folder.account_id == Notice.account_id))
                         .join(Content, Content.id == Message.content_id)
@@ -262,7 +264,7 @@ def get_notice(reg, account_id: int, public_id: str) -> NoticeView | None:
                         .where(Notice.id == row_id, Notice.account_id == account_id).limit(1)).first()
     if row is None:
         return None
-    msg = email.message_from_bytes(row.raw, policy=email.policy.default)
+    msg = email.message_from_bytes(bodies.body(reg.store, row.raw, row.blob_key), policy=email.policy.default)
     body = msg.get_body(preferencelist=("html", "plain"))
     text = body.get_content() if body is not None else ""
     if body is not None and body.get_content_subtype() != "html":
@@ -421,13 +423,13 @@ def get_application(reg, account_id: int, number: str) -> tuple[ApplicationItem,
                                as_utc(app.updated_at))
         number = app.number
         refs = [r for r in app.thread_refs.split() if r.startswith("<") and r.endswith(">")][:MAX_THREAD]
-        raws = list(s.scalars(select(Content.raw).join(Message, Message.content_id == Content.id)
+        raws = list(s.execute(select(Content.raw, Content.blob_key).join(Message, Message.content_id == Content.id)
                               .join(Folder, Folder.id == Message.folder_id)
                               .where(Folder.account_id == account_id, Folder.special_use.is_distinct_from("\\Sent"),
                                      or_(*[Content.envelope.contains(r[1:-1]) for r in refs]))
                               .order_by(Message.id).limit(MAX_THREAD))) if refs else []
     thread = []
-    for raw in raws:
+    for raw in (bodies.body(reg.store, raw, key) for raw, key in raws):
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         if str(msg.get(APPLICATION_HEADER, "")).strip() != number and msg.get("Message-ID") not in refs:
             continue

@@ -41,12 +41,15 @@ def same_message(fast: EmailMessage, slow: EmailMessage, ignore: tuple[str, ...]
 
 
 def inbox_messages(store, address: str) -> list[bytes]:
+    from mailserver.store import bodies
+
     with store.reader() as s:
-        return list(s.scalars(select(Content.raw).join(Message, Message.content_id == Content.id)
-                              .join(Folder, Folder.id == Message.folder_id)
-                              .join(Account, Account.id == Folder.account_id)
-                              .where(Account.address == address, Folder.name == "INBOX")
-                              .order_by(Message.uid)))
+        rows = s.execute(select(Content.raw, Content.blob_key).join(Message, Message.content_id == Content.id)
+                         .join(Folder, Folder.id == Message.folder_id)
+                         .join(Account, Account.id == Folder.account_id)
+                         .where(Account.address == address, Folder.name == "INBOX")
+                         .order_by(Message.uid)).all()
+    return [bodies.body(store, raw, key) for raw, key in rows]
 
 
 def count_notices(store) -> int:

@@ -18,6 +18,7 @@ from delivery.render import cn_date, yuan
 from delivery.runner import agency_info, run_drop
 from delivery.validate import column_mapping, validate_row
 from mailserver.mime import analyze
+from mailserver.store import bodies
 from mailserver.store.models import Content, DropRow
 
 from drophelpers import CATALOG
@@ -102,7 +103,7 @@ def test_stored_structure_is_what_analyze_gives(registry, city):
         contents = s.scalars(select(Content)).all()
         assert contents
         for c in contents:
-            a = analyze(c.raw)
+            a = analyze(bodies.body(registry.store, c.raw, c.blob_key))
             assert (c.size, c.header_size, c.envelope, c.body, c.bodystructure, c.search_text) == \
                 (a.size, a.header_size, a.envelope, a.body, a.bodystructure, a.search_text)
 

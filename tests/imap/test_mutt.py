@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from mailserver.store import bodies
 from mailserver.store.mailstore import deliver
 from mailserver.store.models import Folder, Message
 from mailserver.store.models.mail import DELETED, FLAGGED, SEEN, Content
@@ -54,9 +55,10 @@ def _folder(server, folder: str) -> list[tuple[int, int, bytes]]:
     """(uid, flags, raw) of every message in one of user 0's folders, by UID."""
     with server.ctx.store.reader() as s:
         fid = s.scalar(select(Folder.id).where(Folder.account_id == server.users[0][1], Folder.name == folder))
-        rows = s.execute(select(Message.uid, Message.flags, Content.raw).join(Content, Content.id == Message.content_id)
+        rows = s.execute(select(Message.uid, Message.flags, Content.raw, Content.blob_key)
+                         .join(Content, Content.id == Message.content_id)
                          .where(Message.folder_id == fid).order_by(Message.uid))
-        return [(uid, flags, bytes(raw)) for uid, flags, raw in rows]
+        return [(uid, flags, bodies.body(server.ctx.store, raw, key)) for uid, flags, raw, key in rows]
 
 
 def _subject(raw: bytes) -> str:

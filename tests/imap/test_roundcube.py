@@ -32,6 +32,7 @@ from sqlalchemy import select
 from mailserver.config import REPO_ROOT
 from mailserver.registry.oidc import digest, portal_redirect_uri, query_client, revoke_consent
 
+from mailserver.store import bodies
 from mailserver.store.mailstore import deliver
 from mailserver.store.models import Account, AuditLog, Content, Folder, Message, OidcToken
 from mailserver.store.models.mail import ANSWERED, SEEN
@@ -233,10 +234,12 @@ def _rows(listed: dict) -> list[tuple[int, str, dict]]:
 def _folder(town, user: int, folder: str) -> list[tuple[int, EmailMessage]]:
     """(flags, parsed message) of each message in a citizen's folder, in UID order, from the store."""
     with town.server.store.reader() as s:
-        rows = s.execute(select(Message.flags, Content.raw).join(Content, Content.id == Message.content_id)
+        rows = s.execute(select(Message.flags, Content.raw, Content.blob_key)
+                         .join(Content, Content.id == Message.content_id)
                          .join(Folder, Folder.id == Message.folder_id).join(Account, Account.id == Folder.account_id)
                          .where(Account.address == town.addresses[user], Folder.name == folder).order_by(Message.uid))
-        return [(flags, email.message_from_bytes(bytes(raw), policy=default)) for flags, raw in rows]
+        return [(flags, email.message_from_bytes(bodies.body(town.server.store, raw, key), policy=default))
+                for flags, raw, key in rows]
 
 
 def _imap_commands(logs: Path) -> list[str]:

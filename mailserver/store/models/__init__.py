@@ -9,6 +9,7 @@ from .registry import (Account, AddressCounter, Agency, AgencyCredential, Agency
 from .mail import Annotation, Content, ContentSort, Expunged, Folder, MailboxSubscription, Message
 from .delivery import Drop, DropRow, Notice, NoticeCount, NoticeOptOut
 from .lease import Lease
+from .blob import BlobRelease, BlobState
 from .queue import OutboundMessage
 from .oidc import (AccountPasskey, AccountTotp, OidcClient, OidcCode, OidcConsent, OidcToken, WebauthnChallenge,
                    WebSession)
@@ -21,7 +22,7 @@ __all__ = [
     "NoticeType", "AuditLog", "LoginDay", "IssuedCertificate",
     "Folder", "Message", "Annotation", "Content", "ContentSort", "Expunged", "MailboxSubscription",
     "Drop", "DropRow", "Notice", "NoticeCount", "NoticeOptOut",
-    "OutboundMessage", "Lease",
+    "OutboundMessage", "Lease", "BlobRelease", "BlobState",
     "WebSession", "AccountTotp", "OidcClient", "OidcConsent", "OidcCode", "OidcToken", "AccountPasskey",
     "WebauthnChallenge",
 ]

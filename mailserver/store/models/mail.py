@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ...config import FOLDER_NAME_COLUMN
@@ -100,7 +100,11 @@ class Content(Base):
     __tablename__ = "content"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    #: the bytes, when they are kept in the database (``blobs.backend = "database"``, or not yet
+    #: moved out by ``civicmail blobs migrate``); NULL when they are in the blob store
+    raw: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: the SHA-256 (hex) of the bytes in the blob store (``store/blobs.py``); NULL: see ``raw``
+    blob_key: Mapped[str | None] = mapped_column(String(64), index=True)
     size: Mapped[int] = mapped_column(Integer)
     #: bytes up to and including the blank line that ends the header
     header_size: Mapped[int] = mapped_column(Integer)
@@ -113,6 +117,11 @@ class Content(Base):
     #: RFC 8970 PREVIEW text (None: made before previews were cached; FETCH makes one)
     preview: Mapped[str | None] = mapped_column(Text)
     refcount: Mapped[int] = mapped_column(Integer, default=1)
+
+    # the bodies still in the database, for their move to the blob store and its progress: empty
+    # once they are all out, so neither scans the table
+    __table_args__ = (Index("ix_content_in_database", "id", sqlite_where=text("raw IS NOT NULL"),
+                            postgresql_where=text("raw IS NOT NULL")),)
 
 
 class ContentSort(Base):

@@ -6,7 +6,7 @@ ceremonies. web_session.amr and oidc_code.amr carry the methods of a sign-in (RF
 session to the ID token; existing rows were signed in with a password only ('pwd').
 
 Revision ID: 0018
-Revises: 0016
+Revises: 0017
 Create Date: 2026-12-07
 """
 from alembic import op
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 
 revision = '0018'
-down_revision = '0016'
+down_revision = '0017'
 branch_labels = None
 depends_on = None
 
