@@ -26,7 +26,7 @@ from mailserver.errors import ConfigError, StoreUnavailable
 from mailserver.provision import prepare
 from mailserver.registry import Registry
 from mailserver.store import open_store
-from mailserver.store.models import Account, Drop, DropRow, Notice
+from mailserver.store.models import Account, Drop, DropRow, Notice, NoticeCount
 from tests.conftest import make_config
 from tests.dovecot import PASSWORD, dovecot_or_skip, free_port, sieve_missing, start_dovecot
 
@@ -76,6 +76,12 @@ def inbox(server, address: str) -> list[email.message.Message]:
 def report_rows(config, drop_id: int) -> dict[int, dict[str, str]]:
     with open(config.data_path("drops") / str(drop_id) / "report.csv", encoding="utf-8-sig", newline="") as fh:
         return {int(r["row"]): r for r in csv.DictReader(fh)}
+
+
+def counted(store) -> int:
+    """The notices `civicmail stats` counts (its maintained counter)."""
+    with store.reader() as s:
+        return int(s.scalar(select(func.coalesce(func.sum(NoticeCount.delivered), 0))))
 
 
 def notice_keys(store) -> dict[int, tuple[str, str | None]]:
@@ -131,12 +137,14 @@ def test_a_run_the_lmtp_server_stopped_resumes_and_delivers_each_notice_once(sto
         assert s.scalar(select(Drop.state)) == "failed"
     # the batch's keys were recorded before LMTP was tried: still 'sending', their rows unrecorded
     assert {state for _, state in notice_keys(reg.store).values()} == {"sending"}
+    assert counted(reg.store) == 0  # a notice being sent is not counted as delivered
 
     # resumed through Dovecot's unix socket this time (lmtp.target = "unix:/path")
     unix = Registry(reg.config.replace(lmtp=config_mod.LMTPConfig(target=f"unix:{server.dir}/run/lmtp")), reg.store)
     resumed = run_drop(unix, SAMPLE, "traffic-police", "licence-renewal")
     assert resumed.resumed and resumed.summary.counts == {"delivered": 2, "failed": 1}
     assert all(state is None for _, state in notice_keys(reg.store).values())
+    assert counted(reg.store) == 2  # counted once, when the 250 was recorded
     for number in others:
         assert len(inbox(server, city[number])) == 1, server.log()
 
