@@ -3,6 +3,8 @@ real sockets on ephemeral ports (configure every listener as 127.0.0.1:0 and ask
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import faulthandler
 import threading
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -70,7 +72,14 @@ class LoopServer:
             await service.stop()
 
     def call(self, coro, timeout: float = 120):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:  # say where it hangs: every thread, every task
+            faulthandler.dump_traceback(all_threads=True)
+            for task in asyncio.all_tasks(self.loop):
+                task.print_stack()
+            raise
 
     def stop(self) -> None:
         try:

@@ -107,8 +107,11 @@ def test_a_live_nodes_drop_is_refused_and_a_stalled_ones_taken_over_once(pg_drop
         # The stalled node may hold the drop's row (stopped inside a batch): the update waits until
         # the server ends that transaction (its idle-in-transaction timeout, 3 s). A backend stopped
         # while *sending* results to the frozen node (its pipelined batch) is not idle and cannot be
-        # cancelled mid-send: in production the node's dead connection ends it; here it is ended as an
-        # operator would (pg_terminate_backend), then the update is tried again.
+        # cancelled mid-send; one left waiting for the rest of a pipeline the node had begun (psycopg's
+        # executemany: no Sync yet, so no ReadyForQuery and no idle timeout, though pg_stat_activity
+        # still says "idle in transaction") waits for ever. In production the node's dead connection
+        # ends both; here they are ended as an operator would (pg_terminate_backend), then the update
+        # is tried again.
         while True:
             try:
                 with reg.store.session() as s:
@@ -118,7 +121,9 @@ def test_a_live_nodes_drop_is_refused_and_a_stalled_ones_taken_over_once(pg_drop
                 assert time.monotonic() < deadline
                 with reg.store.session() as s:
                     s.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
-                                   "current_database() AND wait_event = 'ClientWrite' AND pid <> pg_backend_pid()"))
+                                   "current_database() AND pid <> pg_backend_pid() AND (wait_event = 'ClientWrite' "
+                                   "OR (state = 'idle in transaction' AND wait_event = 'ClientRead' "
+                                   "AND now() - state_change > interval '5 seconds'))"))
         while True:  # refused while the stalled node's transaction still holds the drop's row
             third = node(reg.config, drop)
             out, err = third.communicate(timeout=300)
