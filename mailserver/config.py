@@ -245,9 +245,9 @@ class IMAPConfig:
     read_threads: int = 1
     #: on SQLite, the cheap reads of a small folder run on the event loop itself, each within
     #: this many SQLite steps (50,000: about a millisecond); a larger one goes to the read lane.
-    #: 0 (the default): all go to the read lane, which measured faster on a busy machine
-    #: (docs/benchmarks.md, branch perf3)
-    loop_read_budget: int = 0
+    #: 0: all go to the read lane, which measured faster on a machine busy with other work; the
+    #: default measured 16 % more commands/s on a quiet one (docs/benchmarks.md)
+    loop_read_budget: int = 50000
     #: levels of nesting in a SEARCH (parentheses, NOT, OR) and of parenthesised lists in any
     #: command; deeper: BAD [LIMIT]
     max_search_depth: int = 64

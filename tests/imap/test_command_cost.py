@@ -123,7 +123,15 @@ def test_reads_too_big_for_the_loop_are_answered_by_the_read_lane(budgeted):
         raw.close()
 
 
-def test_without_the_budget_no_read_runs_on_the_loop(server, client):
+def test_cheap_reads_run_on_the_loop_by_default_and_none_with_a_budget_of_0(server, client, tmp_path):
     assert client.select("INBOX")[0] == "OK"
-    assert server.ctx.loop_reader is None  # the default: every read on the read lane
-    assert re.match(rb"\d+", client.status("INBOX", "(MESSAGES)")[1][0].split(b"MESSAGES ")[1])
+    reader = server.ctx.loop_reader  # the default budget (50,000 steps): SELECT's pass ran on the loop
+    assert reader is not None and reader.ran > 0
+    with server_with(tmp_path / "lane", "imap.loop_read_budget=0") as lane:
+        off = lane.client()
+        try:
+            assert off.select("INBOX")[0] == "OK"
+            assert re.match(rb"\d+", off.status("INBOX", "(MESSAGES)")[1][0].split(b"MESSAGES ")[1])
+            assert lane.ctx.loop_reader is None  # every read on the read lane
+        finally:
+            off.logout()
