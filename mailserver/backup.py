@@ -198,11 +198,14 @@ def _data_files(root: Path, skipped: set[Path]) -> Iterator[tuple[Path, str]]:
 
 
 def _copy_tree(root: Path, skipped: set[Path], dest: Path, prefix: str, hashes: dict[str, str]) -> int:
-    """Copy what ``_data_files`` finds below ``root`` to ``dest/prefix``; returns the bytes copied.
-    A file that went away meanwhile (a spooled drop moved on) is not an error."""
+    """Copy what ``_data_files`` finds below ``root`` to ``dest/prefix``, but for files already
+    copied (in ``hashes``); returns the bytes copied. A file that went away meanwhile (a spooled
+    drop moved on) is not an error."""
     total = 0
     for path, rel in _data_files(root, skipped):
         name = f"{prefix}/{rel}"
+        if name in hashes:
+            continue
         try:
             if not stat.S_ISREG(path.stat().st_mode):
                 continue
@@ -250,19 +253,7 @@ def _copy_new_blobs(config: Config, dest: Path, paths: dict[str, str], hashes: d
     if config.blobs_backend != "local" or "blobs.dir" not in paths:
         return 0
     root = config.data_path(config.blobs.dir or "blobs").resolve()
-    prefix = f"{FILES}/{paths['blobs.dir']}"
-    total = 0
-    for path, rel in _data_files(root, {root / "tmp"}):
-        name = f"{prefix}/{rel}"
-        if name in hashes:
-            continue
-        try:
-            hashes[name] = _copy_private(path, dest / name)
-        except FileNotFoundError:
-            (dest / name).unlink(missing_ok=True)
-            continue
-        total += (dest / name).stat().st_size
-    return total
+    return _copy_tree(root, {root / "tmp"}, dest, f"{FILES}/{paths['blobs.dir']}", hashes)
 
 
 def _sqlite_snapshot(config: Config, target: Path) -> str | None:
