@@ -109,6 +109,7 @@ class ChannelListener:
         self.hub.wake_all()  # what was committed while no LISTEN ran here (or before the first)
         fileno = conn.fileno()
         while self._running:
+            self._read(conn)
             ready, _, _ = select.select([fileno, self._wake_r], [], [], 60.0)
             if self._wake_r in ready:
                 self._drain_wakes()
@@ -116,11 +117,17 @@ class ChannelListener:
                     return
                 for channel in self._update(conn, self.hub.channel_interest()):
                     self.hub.wake_channel(channel)
-            # the socket's notifications, and those read while LISTEN ran (psycopg keeps them)
-            for note in conn.notifies(timeout=0):
-                self._heard(note.payload)
-            if not ready:  # an idle minute: a dead connection shows up here, not in select
+            elif not ready:  # an idle minute: a dead connection shows up here, not in select
                 conn.execute("SELECT 1")
+
+    def _read(self, conn) -> None:
+        """The notifications at hand: those psycopg kept while a LISTEN ran, those on the socket,
+        and those libpq read with a statement's reply but has not parsed (the socket no longer
+        says readable for them)."""
+        for note in conn.notifies(timeout=0):
+            self._heard(note.payload)
+        while (pgn := conn.pgconn.notifies()) is not None:
+            self._heard(pgn.extra.decode())
 
     def _update(self, conn, interest: dict[str, bool]) -> list[str]:
         """LISTEN to the wanted channels not yet listened to, UNLISTEN the unwanted; the
