@@ -6,8 +6,8 @@ several servers in one process (tests, benchmarks) count apart. The protocol edg
 their shared points: SMTP's reply path (``CivicSMTP.push``) and its one log line per message
 (``Handler._log``), IMAP's command dispatch (``ImapSession.execute``), ``ServerContext.login``,
 the two group commits, the outbound runner. Connections come from the connection gate's own
-tallies (admission.py) and password checks from the checker's (identity/passwords.py), read
-when scraped.
+tallies (admission.py), password checks from the checker's (identity/passwords.py) and change
+notifications from the LISTEN thread's (store/pglisten.py), read when scraped.
 
 What every node of a city shares, the outbound queue and the drops, is read from the store when
 scraped (``store_figures``: two GROUP BY queries over small tables), so it counts what other
@@ -94,6 +94,14 @@ class _ScrapeTimeCollector:
             yield open_now
             yield GaugeMetricFamily("civicmail_connections_limit", "Client connections the process admits at once "
                                     "(server.max_connections or the open-file limit)", value=gate.limit)
+        listener = m.watcher.listener if m.watcher is not None else None
+        if listener is not None:  # PostgreSQL: the node's LISTEN thread (store/pglisten.py)
+            yield CounterMetricFamily("civicmail_store_notifications_received", "Change notifications this node "
+                                      "received from PostgreSQL (one per channel a commit touched, on the channels "
+                                      "its sessions' folders and accounts hash to)", value=listener.figures.received)
+            yield GaugeMetricFamily("civicmail_store_notify_channels", "PostgreSQL NOTIFY channels this node "
+                                    "LISTENs to now (of 2,048: 1,024 for folders, 1,024 for accounts)",
+                                    value=listener.figures.channels)
         if m.passwords is not None:
             checks = CounterMetricFamily("civicmail_password_checks", "Login passwords checked, by how: hashed "
                                          "(argon2) or cached (a recent verification, login.cache_size)",
@@ -140,6 +148,9 @@ class Metrics:
         self.gate = gate
         #: the password checker (identity/passwords.Passwords) whose tallies are read when scraped
         self.passwords = passwords
+        #: the process's folder watcher (store/notify.FolderWatcher), whose LISTEN figures are read
+        #: when scraped; None without one
+        self.watcher = None
         #: the store's figures from the last scrape; None if the store did not answer
         self.figures: StoreFigures | None = None
         self.smtp_commands = Counter("civicmail_smtp_commands", "SMTP commands by listener and verb",

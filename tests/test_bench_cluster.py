@@ -38,6 +38,12 @@ def test_bench_cluster_two_nodes_on_postgresql(pg_admin_url, tmp_path):
     assert split and all(int(n.replace(",", "")) > 0 for n in split.groups()), out
     m = re.search(r"^  ok     idle: every probe accepted and its IDLE session told: ([\d,]+) told$", run.stdout, re.M)
     assert m and int(m.group(1)) >= 10, out
+    # per stage, the notifications each node received: in the IDLE stage, at least one a probe
+    # (each is one commit to an INBOX whose session is on the other node)
+    heard = re.findall(r"change notifications received \(LISTEN, only the channels of a node's sessions\): "
+                       r"node a ([\d,]+), node b ([\d,]+)$", run.stdout, re.M)
+    assert len(heard) == 3, out
+    assert sum(int(n.replace(",", "")) for n in heard[1]) >= int(m.group(1).replace(",", "")), out
     assert re.search(r"IDLE notice across nodes +[\d,]+ probes, 30 sessions in IDLE; end of DATA -> EXISTS: median "
                      r"[\d.]+ ms", run.stdout), out
     for line in ("ok     drop: three drops, all done: drop 1 done, drop 2 done, drop 3 done",

@@ -19,6 +19,9 @@ Three stages, each checked against the store at its end:
    middle): three overlapping drops that the nodes' watchers run at the same time. Notices/s,
    every row delivered exactly once, every drop done, the agency answered with exactly one summary.
 
+After each stage: the nodes' CPU, and the change notifications each node received from PostgreSQL
+in it (its /metrics): a node LISTENs only to the channels of the folders its sessions watch.
+
 The table ends with the checks; a failed check makes the exit status 1.
 """
 from __future__ import annotations
@@ -57,6 +60,8 @@ NODE_SETTINGS = ("smtp.max_messages_per_ip_per_minute=100000000", "smtp.max_conn
                  "imap.max_connections_per_user_ip=100000", "imap.max_preauth_connections_per_ip=100000")
 SUBMISSION = re.compile(r"SMTP submission listening on ([\d.]+):(\d+)")
 IMAP = re.compile(r"imap listening on ([\d.]+):(\d+)")
+METRICS = re.compile(r"Prometheus metrics listening on ([\d.]+):(\d+)")
+RECEIVED = re.compile(r"^civicmail_store_notifications_received_total (\S+)$", re.M)
 #: the IDLE stage's bar (issue 13), its fewest probes, how long one may wait for its 250 and its notice,
 #: and how much longer a late one is waited for (to tell a late notice from one never sent)
 IDLE_BAR_MS, MIN_PROBES, PROBE_TIMEOUT, LATE_TIMEOUT = 100.0, 10, 10.0, 40.0
@@ -71,6 +76,8 @@ class Node:
     smtp: tuple[str, int]
     submission: tuple[str, int]
     imap: tuple[str, int]
+    #: its /metrics listener (None with http.metrics off)
+    metrics: tuple[str, int] | None = None
 
 
 @dataclass
@@ -175,8 +182,9 @@ def start_nodes(city: City, overrides: tuple[str, ...]) -> list[Node]:
     for i, future in enumerate(futures):
         try:
             proc, host, port, log = future.result()
+            metrics = METRICS.search("".join(log))
             started.append(Node(_node_name(i), proc, log, (host, port), _address(SUBMISSION, log),
-                                _address(IMAP, log)))
+                                _address(IMAP, log), (metrics.group(1), int(metrics.group(2))) if metrics else None))
         except Exception as exc:
             errors.append(exc)
             if future.exception() is None:  # started, but its listeners could not be read
@@ -202,6 +210,26 @@ def nodes_cpu(nodes: list[Node]) -> float:
             continue
         total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def notifications_received(nodes: list[Node]) -> list[int | None]:
+    """Each node's change notifications received from PostgreSQL so far (its LISTEN thread, read
+    from its /metrics); None where that cannot be read."""
+    import urllib.request
+
+    out: list[int | None] = []
+    for node in nodes:
+        try:
+            with urllib.request.urlopen(f"http://{node.metrics[0]}:{node.metrics[1]}/metrics", timeout=30) as reply:
+                out.append(int(float(RECEIVED.search(reply.read().decode()).group(1))))
+        except Exception:  # no metrics listener, or no LISTEN thread: not told
+            out.append(None)
+    return out
+
+
+def _received_text(nodes: list[Node], before: list[int | None], after: list[int | None]) -> str:
+    return ", ".join(f"node {node.name} " + (f"{a - b:,}" if a is not None and b is not None else "unknown")
+                     for node, b, a in zip(nodes, before, after))
 
 
 def stop_nodes(nodes: list[Node]) -> list[int | None]:
@@ -590,12 +618,15 @@ def run(root: Path, store_url: str, nodes: int, users: int, rows: int, seconds: 
         store = open_store(config_mod.load(city.configs[0]))
         for n, (name, label, stage) in enumerate(stages, start=1):
             click.echo(f"stage {n}: {label} ...")
-            cpu = nodes_cpu(running)
+            cpu, heard = nodes_cpu(running), notifications_received(running)
             try:
                 count, unit = stage()
                 cpu = nodes_cpu(running) - cpu
                 report.figures.append(("", f"CPU of the nodes (user + sys, with their workers; PostgreSQL's not "
                                            f"counted): {cpu:.1f} s = {1000 * cpu / max(count, 1):.2f} ms a {unit}"))
+                report.figures.append(("", "change notifications received (LISTEN, only the channels of a node's "
+                                           "sessions): " + _received_text(running, heard,
+                                                                          notifications_received(running))))
             except Exception as exc:  # a failed check; the other stages still run and report
                 report.check(f"{name}: the stage ran to its end", False, f"{exc.__class__.__name__}: {exc}")
     finally:

@@ -213,6 +213,7 @@ class WatcherService:
 
     def __init__(self, ctx: ServerContext) -> None:
         self.watcher = FolderWatcher(ctx.store, ctx.hub, ctx.executor, outage=ctx.outage)
+        ctx.metrics.watcher = self.watcher  # its LISTEN figures, read when scraped
 
     async def start(self) -> None:
         self.watcher.start()

@@ -5,6 +5,10 @@ call ``changed(folder_ids)`` after their transaction commits; IMAP sessions subs
 the folder they have selected (and, under NOTIFY, to the folders they watch). A change to an
 account's list of folders or of subscriptions (CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE) is
 told with ``account_changed(account_ids)`` to the account's listeners. Safe to call from any thread.
+
+On PostgreSQL the hub also knows which NOTIFY channels this node needs (``channel_interest``):
+a folder or account gains a channel when its first listener comes and loses it with its last,
+and the node's LISTEN thread (``pglisten.ChannelListener``) follows.
 """
 from __future__ import annotations
 
@@ -19,6 +23,19 @@ Listener = Callable[[int], None]
 Entry = tuple[asyncio.AbstractEventLoop | None, Listener]
 #: folders share this many slots of ``ChangeHub.announced_since`` (a shared slot costs a spurious look only)
 _SLOTS = 4096
+#: NOTIFY channels of each kind: a folder's is ``civicmail_f<id mod CHANNELS>``, an account's
+#: ``civicmail_a<id mod CHANNELS>``. Fixed: every node of a cluster must hash alike.
+CHANNELS = 1024
+assert _SLOTS % CHANNELS == 0  # a channel's folders fill whole slots: see ChangeHub.wake_channel
+FOLDER_CHANNEL, ACCOUNT_CHANNEL = "civicmail_f", "civicmail_a"
+
+
+def folder_channel(folder_id: int) -> str:
+    return f"{FOLDER_CHANNEL}{folder_id % CHANNELS}"
+
+
+def account_channel(account_id: int) -> str:
+    return f"{ACCOUNT_CHANNEL}{account_id % CHANNELS}"
 
 
 class ChangeHub:
@@ -35,6 +52,13 @@ class ChangeHub:
         self._last = [0] * _SLOTS
         #: ``held``: the changes a thread announces inside it, announced when it ends
         self._local = threading.local()
+        #: channel -> the folders (or accounts) listened to here that it carries: the channel's
+        #: reference count is the set's size
+        self._channels: dict[str, set[int]] = {}
+        #: channels whose count went to or from zero since the LISTEN thread last looked
+        self._dirty: set[str] = set()
+        #: called (without the lock) when a channel became dirty: wakes the LISTEN thread
+        self.on_interest: Callable[[], None] | None = None
 
     def subscribe(self, folder_id: int, listener: Listener, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._add(self._listeners, folder_id, (loop, listener))
@@ -52,9 +76,14 @@ class ChangeHub:
 
     def _add(self, table: dict[int, set[Entry]], key: int, entry: Entry) -> None:
         with self._lock:
+            first = key not in table
             table[key].add(entry)
+            woke = first and self._count(table, key, +1)
+        if woke and self.on_interest is not None:
+            self.on_interest()
 
     def _remove(self, table: dict[int, set[Entry]], key: int, entry: Entry) -> None:
+        woke = False
         with self._lock:
             entries = table.get(key)
             if entries:
@@ -63,6 +92,59 @@ class ChangeHub:
                     del table[key]
                     if table is self._listeners:
                         self._versions.pop(key, None)
+                    woke = self._count(table, key, -1)
+        if woke and self.on_interest is not None:
+            self.on_interest()
+
+    def _count(self, table: dict[int, set[Entry]], key: int, step: int) -> bool:
+        """Under the lock: one more (or fewer) key listened to on its channel; whether the
+        channel went from or to zero (then the LISTEN thread has something to do)."""
+        channel = folder_channel(key) if table is self._listeners else account_channel(key)
+        keys = self._channels.setdefault(channel, set())
+        if step > 0:
+            keys.add(key)
+        else:
+            keys.discard(key)
+        if len(keys) == (1 if step > 0 else 0):
+            if not keys:
+                del self._channels[channel]
+            self._dirty.add(channel)
+            return True
+        return False
+
+    # -- the LISTEN thread's side (PostgreSQL) -----------------------------------------------------
+    def channel_interest(self) -> dict[str, bool]:
+        """The channels whose count went to or from zero since the last call, each with whether
+        it is wanted now (LISTEN) or not (UNLISTEN)."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            return {channel: channel in self._channels for channel in dirty}
+
+    def channels(self) -> set[str]:
+        """Every channel some listener here needs; marks none dirty (the thread LISTENs to them all)."""
+        with self._lock:
+            self._dirty.clear()
+            return set(self._channels)
+
+    def wake_channel(self, channel: str) -> None:
+        """The LISTEN on ``channel`` took effect: what was committed before it was never heard
+        here, so every listener of the channel looks once, and so does a session that read
+        ``serial()`` before its look and subscribes later (``announced_since`` says yes for every
+        folder of the channel). The lost-wake-up rule of a watcher registered after the LISTEN."""
+        with self._lock:
+            keys = set(self._channels.get(channel, ()))
+        if channel.startswith(ACCOUNT_CHANNEL):
+            self.account_changed(keys)
+            return
+        self._announce(keys, range(int(channel[len(FOLDER_CHANNEL):]), _SLOTS, CHANNELS))
+
+    def wake_all(self) -> None:
+        """The LISTEN connection was (re)made: anything may have been missed, so every listener
+        looks once and every folder counts as announced."""
+        with self._lock:
+            folders, accounts = set(self._listeners), set(self._accounts)
+        self._announce(folders, range(_SLOTS))
+        self.account_changed(accounts)
 
     def account_changed(self, account_ids: Iterable[int]) -> None:
         """The folder or subscription list of these accounts changed (after the commit)."""
@@ -112,10 +194,16 @@ class ChangeHub:
         if held is not None:
             held.update(folder_ids)
             return
+        self._announce(set(folder_ids), ())
+
+    def _announce(self, folder_ids: set[int], slots: Iterable[int]) -> None:
+        """``folder_ids`` changed; the folders of ``slots`` count as announced too."""
         with self._lock:
             self._serial += 1
+            for slot in slots:
+                self._last[slot] = self._serial
             targets = []
-            for fid in set(folder_ids):
+            for fid in folder_ids:
                 self._last[fid % _SLOTS] = self._serial
                 entries = self._listeners.get(fid)
                 if entries:
@@ -139,11 +227,6 @@ def _call(targets: list[tuple[int, Entry]]) -> None:
                 pass
 
 
-#: PostgreSQL channel on which writers announce changed folders (payload: "id,id,...") and
-#: changed folder lists of accounts (an id written "a<account id>")
-CHANNEL = "civicmail_folders"
-
-
 #: ``session.info`` key of the folders (ids) and accounts ("a" ids) the transaction changed
 _PENDING = "civicmail_announce"
 #: ids a NOTIFY payload carries at most (payloads stay under PostgreSQL's 8,000 bytes)
@@ -152,27 +235,42 @@ _PAYLOAD_IDS = 500
 
 def announce(session, folder_ids: Iterable[int], prefix: str = "") -> None:
     """On PostgreSQL, tell the other nodes of changed folders when the writer's transaction
-    commits: the ids are gathered on the session and sent as one ``pg_notify`` just before the
-    COMMIT (``send_announcements``; delivered at COMMIT, never for a rolled-back write), however
-    many writes the transaction made. A no-op on SQLite."""
+    commits: the ids are gathered on the session and sent just before the COMMIT
+    (``send_announcements``; delivered at COMMIT, never for a rolled-back write), however many
+    writes the transaction made. A no-op on SQLite."""
     if session.get_bind().dialect.name != "postgresql":
         return
     session.info.setdefault(_PENDING, set()).update(prefix + str(x) for x in folder_ids)
 
 
+def notifications(items: Iterable[str]) -> list[tuple[str, str]]:
+    """(channel, payload) for announced items ("12" a folder, "a7" an account): one per channel
+    the items hash to (one per 500 ids of a channel), the payload the channel's ids "id,id,...",
+    account ids written "a<id>" (so ``parse_payload`` reads any payload)."""
+    by_channel: dict[str, list[str]] = defaultdict(list)
+    for item in items:
+        channel = account_channel(int(item[1:])) if item[:1] == "a" else folder_channel(int(item))
+        by_channel[channel].append(item)
+    out = []
+    for channel, ids in sorted(by_channel.items()):
+        ids.sort()
+        out += [(channel, ",".join(ids[i:i + _PAYLOAD_IDS])) for i in range(0, len(ids), _PAYLOAD_IDS)]
+    return out
+
+
 def send_announcements(session) -> None:
-    """The transaction's announcements as one ``pg_notify`` (one per 500 ids), in the transaction.
-    Run before every COMMIT of a session (the event below); ``Store.commit_before``, which sends
-    its COMMIT itself, calls it first."""
+    """The transaction's announcements, one ``pg_notify`` per channel touched (``notifications``),
+    all in one statement, in the transaction. Run before every COMMIT of a session (the event
+    below); ``Store.commit_before``, which sends its COMMIT itself, calls it first."""
     pending = session.info.pop(_PENDING, None)
     if not pending:
         return
     from sqlalchemy import text
 
-    items = sorted(pending)
-    for i in range(0, len(items), _PAYLOAD_IDS):
-        session.execute(text("SELECT pg_notify(:channel, :payload)"),
-                        {"channel": CHANNEL, "payload": ",".join(items[i:i + _PAYLOAD_IDS])})
+    channels, payloads = zip(*notifications(pending))
+    session.execute(text("SELECT pg_notify(c, p) FROM unnest(CAST(:channels AS text[]), "
+                         "CAST(:payloads AS text[])) AS n(c, p)"),
+                    {"channels": list(channels), "payloads": list(payloads)})
 
 
 def _forget_announcements(session, *_args) -> None:
@@ -233,46 +331,23 @@ class FolderWatcher:
         self._data_version: int | None = None
         self._seen: dict[int, int] = {}
         self._task: asyncio.Task | None = None
-        self._listener: threading.Thread | None = None
-        self._listening = False
+        #: PostgreSQL: the LISTEN thread (pglisten.ChannelListener), while started
+        self.listener = None
 
     def start(self) -> None:
         if self.store.dialect == "postgresql":
+            from .pglisten import ChannelListener
+
             # LISTEN/NOTIFY tells us at once; the poll stays as a slow safety net.
             self.interval = 30.0
-            self._listener = threading.Thread(target=self._listen, name="folder-listen", daemon=True)
-            self._listening = True
-            self._listener.start()
+            self.listener = ChannelListener(self.store, self.hub)
+            self.listener.start()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
-    def _listen(self) -> None:
-        """PostgreSQL: a dedicated connection LISTENs and hands every NOTIFY to the hub."""
-        import logging
-        import time
-
-        from .outage import describe
-
-        while self._listening:
-            try:
-                # direct to the database, not through a transaction-mode pooler (store.listen_url)
-                with self.store.listen_connection() as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    while self._listening:
-                        for note in conn.notifies(timeout=1.0):
-                            ids, accounts = parse_payload(note.payload)
-                            if ids:
-                                self.hub.changed(ids)
-                            if accounts:
-                                self.hub.account_changed(accounts)
-            except Exception as exc:  # the database restarted: reconnect after a pause
-                logging.getLogger("civicmail.notify").warning("LISTEN connection lost: %s", describe(exc))
-                time.sleep(1.0)
-
     async def stop(self) -> None:
-        self._listening = False
-        if self._listener is not None:
-            await asyncio.get_running_loop().run_in_executor(self.executor, self._listener.join, 5)
-            self._listener = None
+        if self.listener is not None:
+            await asyncio.get_running_loop().run_in_executor(self.executor, self.listener.stop)
+            self.listener = None
         if self._task is not None:
             self._task.cancel()
             try:
