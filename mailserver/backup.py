@@ -41,7 +41,7 @@ import subprocess
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from . import __version__, datadir
 from .config import Config
@@ -273,8 +273,7 @@ def _sqlite_snapshot(config: Config, target: Path) -> str | None:
     """One consistent copy of the SQLite database, taken in one step of the online backup API
     from a read transaction (WAL: the servers keep writing meanwhile); returns its schema revision."""
     source = datadir.sqlite_path(config)
-    if source is None or not source.exists():
-        raise UserError(f"no database at {source}: nothing to back up (run `civicmail init`)")
+    assert source is not None
     os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, datadir.FILE_MODE))
     src = sqlite3.connect(f"file:{urllib.parse.quote(str(source))}?mode=ro", uri=True, timeout=config.store.busy_timeout)
     dst = sqlite3.connect(target)
@@ -359,15 +358,23 @@ def _check_places(config: Config, dest: Path, keys_to: Path | None) -> None:
             raise UserError(f"{what} {path} must be outside the data directory {data}")
     if not _empty_or_absent(dest):
         raise UserError(f"{dest} is not empty: a backup goes into a new or empty folder")
+    database = datadir.sqlite_path(config)
+    if database is not None and not database.exists():
+        raise UserError(f"no database at {database}: nothing to back up (run `civicmail init`)")
 
 
-def backup(config: Config, dest: Path, keys_to: Path | None) -> BackupResult:
+def backup(config: Config, dest: Path, keys_to: Path | None,
+           audit: Callable[[Path], None] | None = None) -> BackupResult:
     """Back up the data directory of ``config`` into ``dest`` and its ID-number keys into
-    ``keys_to`` while the servers run (module docstring)."""
+    ``keys_to`` while the servers run (module docstring). ``audit(dest)`` is called once the
+    places are found good and before anything is copied: a backup reads every citizen's data,
+    and the audit row it writes is then in the backup too."""
     dest = dest.expanduser().resolve()
     keys_to = keys_to.expanduser().resolve() if keys_to is not None else None
     _check_places(config, dest, keys_to)
     assert keys_to is not None
+    if audit is not None:
+        audit(dest)
     _private_dir(dest)
     hashes: dict[str, str] = {}
     folders: set[str] = set()

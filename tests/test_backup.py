@@ -414,3 +414,33 @@ def test_a_restore_of_a_city_on_s3_never_collects_the_shared_bucket(tmp_path, s3
     assert restored.blobs.backend == "s3" and restored.blobs.bucket == "city-restore"
     assert restored.blobs.gc_interval == 0
     assert "blobs.gc_interval = 0" in result.stdout and "shares the S3 bucket city-restore" in result.stdout
+
+
+def test_a_backup_is_an_audited_read_of_all_personal_data(small_city, tmp_path):
+    """Who took a backup, when, where to and why: an audit row written before anything is copied
+    (so the backup holds it too); a backup refused for its arguments reads nothing and leaves none."""
+    config = small_city
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "LOGNAME": "operator-zhao", "USER": "operator-zhao"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "mailserver.cli", "-c", str(config.source), *args],
+                              capture_output=True, text=True, timeout=120, env=env)
+
+    refused = run("backup", str(tmp_path / "backup"))  # no --keys-to
+    assert refused.returncode == 1 and "--keys-to" in refused.stderr
+    taken = run("backup", str(tmp_path / "backup"), "--keys-to", str(tmp_path / "keys"),
+                "--reason", f"nightly, ticket 88 for {PEOPLE[0][1]}")
+    assert taken.returncode == 0, taken.stderr
+    listed = run("audit", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = [e for e in json.loads(listed.stdout) if e["action"] == "backup"]
+    assert len(rows) == 1, rows
+    [row] = rows
+    assert row["os_user"] == "operator-zhao" and row["actor"] == "operator"
+    assert row["detail"] == f"the data directory {config.data_dir} to {(tmp_path / 'backup').resolve()}"
+    assert row["reason"].startswith("nightly, ticket 88 for ") and PEOPLE[0][1] not in row["reason"]
+    restored = tmp_path / "restored"  # the backup holds its own audit row
+    assert civicmail("restore", str(tmp_path / "backup"), str(restored), "--keys-from",
+                     str(tmp_path / "keys")).returncode == 0
+    again = civicmail("-c", str(restored / "civicmail.toml"), "audit", "list", "--json")
+    assert [e["reason"] for e in json.loads(again.stdout) if e["action"] == "backup"] == [row["reason"]]
