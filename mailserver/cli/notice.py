@@ -17,7 +17,7 @@ def command() -> None:
 def _catalog(app: App):
     from delivery.catalog import load_catalog
 
-    return load_catalog(app.config.templates_dir)
+    return load_catalog(app.config_or_defaults.templates_dir)
 
 
 @command.command("list")
