@@ -149,6 +149,38 @@ def test_a_scrape_after_smtp_imap_and_a_drop_finds_the_counters_moved(make_serve
     assert value(after, "civicmail_outbound_queue_oldest_seconds", state="queued") == 0
 
 
+def test_messages_deferred_by_reason_and_login_throttles_are_counted(make_server):
+    """An agency over its submission rate is deferred (450) with its reason; an account guessed
+    at is throttled: both series move, labelled, in a scrape."""
+    server, addresses = make_server("submission.agency_rate_per_minute=1", "login.max_failures_per_account=2")
+    alice, bob = addresses
+    sender = "traffic-police@hz.example.cn"
+    before = scrape(server)
+    with smtplib.SMTP("127.0.0.1", server.port("submission"), timeout=30) as c:
+        c.ehlo("client.test")
+        c.login("traffic-police", "agency-password-1")
+        c.sendmail(sender, [alice], f"From: {sender}\r\nTo: {alice}\r\nSubject: one\r\n\r\nfirst\r\n".encode())
+        code, reply = c.mail(sender)
+        assert (code, reply[:5]) == (450, b"4.7.1")
+    c = imaplib.IMAP4("127.0.0.1", server.port("imap"), timeout=30)
+    try:
+        for _ in range(2):
+            with pytest.raises(imaplib.IMAP4.error):
+                c.login(bob, "a guess")
+        with pytest.raises(imaplib.IMAP4.error):  # the right password, but the account is throttled now
+            c.login(bob, PASSWORD)
+    finally:
+        c.shutdown()
+    after = scrape(server)
+    assert moved(before, after, "civicmail_messages_total", listener="submission", outcome="deferred",
+                 reason="agency rate") == 1
+    assert moved(before, after, "civicmail_messages_total", listener="submission", outcome="accepted",
+                 reason="stored") == 1
+    assert moved(before, after, "civicmail_logins_total", listener="imap", outcome="failed") == 2
+    assert moved(before, after, "civicmail_logins_total", listener="imap", outcome="throttled") == 1
+    assert moved(before, after, "civicmail_logins_total", listener="imap", outcome="ok") == 0
+
+
 def test_the_outbound_queue_length_and_age_come_from_the_store(make_server):
     """A citizen's mail to another domain waits (no relay): the queue shows it, and its age."""
     server, addresses = make_server()
