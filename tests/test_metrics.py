@@ -144,7 +144,7 @@ def test_a_scrape_after_smtp_imap_and_a_drop_finds_the_counters_moved(make_serve
                  status="200") == 1
     assert value(after, "civicmail_drops", state="done", source="cli") == 1
     assert value(after, "civicmail_drop_rows", outcome="delivered") == 1  # 陈建国
-    assert value(after, "civicmail_drop_rows", outcome="rejected") == 2  # the others: paper mail
+    assert value(after, "civicmail_drop_rows", outcome="unmatched") == 2  # the others: paper mail
     assert value(after, "civicmail_outbound_queue_messages", state="queued") == 0
     assert value(after, "civicmail_outbound_queue_oldest_seconds", state="queued") == 0
 
@@ -179,6 +179,47 @@ def test_messages_deferred_by_reason_and_login_throttles_are_counted(make_server
     assert moved(before, after, "civicmail_logins_total", listener="imap", outcome="failed") == 2
     assert moved(before, after, "civicmail_logins_total", listener="imap", outcome="throttled") == 1
     assert moved(before, after, "civicmail_logins_total", listener="imap", outcome="ok") == 0
+
+
+def _cli(server: LoopServer, *args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "mailserver.cli", "-c", str(server.config.source), *args],
+                          capture_output=True, text=True, timeout=120, env=os.environ)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_drop_rows_are_counted_by_outcome_and_a_retried_row_moves(make_server, tmp_path):
+    """A drop with a row of each kind the pipeline tells apart, run by the CLI: the scrape splits
+    its rows by outcome; a retry after a citizen registers moves a row from unmatched to
+    delivered, and a second drop adds to the figures."""
+    server, _ = make_server()
+    lines = LICENCE.read_text(encoding="utf-8").splitlines()
+    header, chen, lin = lines[0], lines[1], lines[2]
+    drop = tmp_path / "mixed.csv"
+    drop.write_text("\n".join([header, chen, chen,  # the second: a duplicate of the first
+                               lin, lines[3],  # nobody registered: paper mail
+                               "JJ-LR-2026-000190,330102196804120319,错号,1,2027-01-01,x"]) + "\n",  # invalid
+                    encoding="utf-8")
+    _cli(server, "drop", "run", str(drop), "--agency", "traffic-police", "--notice-type", "licence-renewal")
+    first = scrape(server)
+    counted = {outcome: value(first, "civicmail_drop_rows", outcome=outcome)
+               for outcome in ("delivered", "invalid", "unmatched", "held", "opted-out", "duplicate", "failed")}
+    assert counted == {"delivered": 1, "invalid": 1, "unmatched": 2, "held": 0, "opted-out": 0, "duplicate": 1,
+                       "failed": 0}, counted
+    assert not any(key[0] == "civicmail_drop_rows" and dict(key[1]).get("outcome") == "rejected" for key in first)
+
+    reference, number, name = lin.split(",")[:3]
+    _cli(server, "citizen", "add", "--name", name, "--id-number", number)
+    _cli(server, "drop", "retry", "1")
+    _cli(server, "drop", "run", str(LICENCE), "--agency", "traffic-police", "--notice-type", "licence-renewal")
+    after = scrape(server)
+    # the retry: 林小红 delivered; the second drop: 陈建国 again (a duplicate), 林小红 again (a
+    # duplicate now), 欧阳明辉 still unmatched
+    assert value(after, "civicmail_drop_rows", outcome="delivered") == 2
+    assert value(after, "civicmail_drop_rows", outcome="unmatched") == 2
+    assert value(after, "civicmail_drop_rows", outcome="duplicate") == 3
+    assert value(after, "civicmail_drop_rows", outcome="invalid") == 1
+    assert value(after, "civicmail_drops", state="done", source="cli") == 2
 
 
 def test_the_outbound_queue_length_and_age_come_from_the_store(make_server):
