@@ -329,19 +329,24 @@ def _keep_key_file(source: Path, target: Path) -> str:
     return _copy_private(source, target)
 
 
-def _write_keys(config: Config, keys_to: Path) -> tuple[dict, str, str | None]:
+def _write_keys(config: Config, keys_to: Path) -> tuple[dict, str, dict | None]:
     """The key files into ``keys_to`` (0700, files 0600): the ID-number keys and the OpenID
-    Connect signing keys (a restored city must sign in with the same key, or every ID token and
-    every client's cached JWKS stops verifying). Returns the ID keys' check values and the
-    SHA-256 of each file (None: the data directory has no OpenID Connect key yet)."""
+    Connect signing keys (a restored city must sign with the same key, or every ID token and
+    every client's cached JWKS stops verifying). Returns the ID keys' check values, the SHA-256
+    of their file, and the current signing key's id and RFC 7638 thumbprint (public: it names
+    the key and reveals nothing of it; None: the data directory has no signing key yet)."""
     from .identity.keys import KEYFILE, IdKeyring
-    from .identity.oidckeys import KEYFILE as OIDC_KEYFILE
+    from .identity.oidckeys import KEYFILE as OIDC_KEYFILE, SigningKeys
 
     source = config.data_path(config.keys.dir)
     ring = IdKeyring.load(source)
     _private_dir(keys_to)
     digest = _keep_key_file(source / KEYFILE, keys_to / KEYFILE)
-    oidc = _keep_key_file(source / OIDC_KEYFILE, keys_to / OIDC_KEYFILE) if (source / OIDC_KEYFILE).exists() else None
+    oidc = None
+    if (source / OIDC_KEYFILE).exists():
+        _keep_key_file(source / OIDC_KEYFILE, keys_to / OIDC_KEYFILE)
+        current = SigningKeys.load(keys_to).current
+        oidc = {"kid": current.kid, "thumbprint": current.key.thumbprint()}
     fsync_dir(keys_to)
     return key_checks(ring), digest, oidc
 
@@ -387,14 +392,14 @@ def backup(config: Config, dest: Path, keys_to: Path | None,
     hashes[database] = _sha256(dest / database)
     if config.source is not None:
         hashes[CONFIG_FILE] = _copy_private(config.source, dest / CONFIG_FILE)
-    keys, key_file_hash, oidc_hash = _write_keys(config, keys_to)
+    keys, key_file_hash, oidc_key = _write_keys(config, keys_to)
     manifest = {
         "format": FORMAT, "civicmail": __version__, "engine": engine, "schema_revision": revision,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "source": {"data_dir": str(config.data_dir), "hostname": config.server.hostname,
                    "domain": config.city.domain},
         "database": database, "paths": paths,
-        "keys": {**keys, "file_sha256": key_file_hash, "oidc_sha256": oidc_hash},
+        "keys": {**keys, "file_sha256": key_file_hash, "oidc": oidc_key},
         "files": dict(sorted(hashes.items())), "folders": sorted(folders),
     }
     tmp = dest / (MANIFEST + ".partial")
@@ -457,19 +462,26 @@ def _load_keys(keys_from: Path, manifest: dict):
 
 
 def _oidc_key_file(keys_from: Path, manifest: dict) -> Path | None:
-    """The OpenID Connect key file in ``keys_from`` the backup was taken with (None: the backup
-    had none)."""
-    from .identity.oidckeys import KEYFILE
+    """The OpenID Connect key file in ``keys_from``, if it holds the key the backup's city signed
+    with (a later file, after `oidc rotate-keys`, keeps it while its tokens live); None: the
+    backup had none."""
+    from .errors import ConfigError
+    from .identity.oidckeys import KEYFILE, SigningKeys
 
-    want = manifest["keys"].get("oidc_sha256")
+    want = manifest["keys"].get("oidc")
     if want is None:
         return None
     path = keys_from / KEYFILE
     if not path.is_file():
         raise UserError(f"{path} is missing: the backup's OpenID Connect signing key was written there with the "
                         "ID-number keys (without it, no ID token the city signed verifies)")
-    if _sha256(path) != want:
-        raise UserError(f"{path} is not the OpenID Connect signing key this backup was taken with")
+    try:
+        keys = SigningKeys.load(keys_from).keys
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    if not any(k.kid == want["kid"] and k.key.thumbprint() == want["thumbprint"] for k in keys):
+        raise UserError(f"{path} does not hold the OpenID Connect signing key this backup was taken with "
+                        f"(key {want['kid']}): give --keys-from the folder `backup --keys-to` wrote")
     return path
 
 
@@ -503,7 +515,7 @@ def restore_notes(config: Config, manifest: dict) -> list[str]:
         notes.append(f"blobs.gc_interval = 0 in {config.source}: this copy shares the S3 bucket {config.blobs.bucket} "
                      "with the city it was backed up from and must never collect its blobs (never run "
                      "`civicmail blobs gc` here; set it back only once this copy is the one city using the bucket)")
-    if manifest["keys"].get("oidc_sha256") is None:
+    if manifest["keys"].get("oidc") is None:
         notes.append("the backup holds no OpenID Connect signing key: `civicmail db upgrade` makes a new one "
                      "(ID tokens signed before no longer verify)")
     return notes

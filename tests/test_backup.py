@@ -371,19 +371,25 @@ def test_restore_brings_back_the_sign_in_key_and_the_empty_spool_folders(small_c
     assert stat.S_IMODE((tmp_path / "keys" / KEYFILE).stat().st_mode) == 0o600
     assert not any(KEYFILE in name for name in json.loads((tmp_path / "backup" / "manifest.json").read_text())["files"])
 
-    moved = tmp_path / "keys" / (KEYFILE + ".away")  # a key folder without it: refused before anything is written
-    (tmp_path / "keys" / KEYFILE).rename(moved)
+    keys = tmp_path / "keys"
+    moved = keys / (KEYFILE + ".away")  # a key folder without it: refused before anything is written
+    (keys / KEYFILE).rename(moved)
     target = tmp_path / "restored"
-    result = civicmail("restore", str(tmp_path / "backup"), str(target), "--keys-from", str(tmp_path / "keys"))
+    result = civicmail("restore", str(tmp_path / "backup"), str(target), "--keys-from", str(keys))
     assert result.returncode == 1 and f"{KEYFILE} is missing" in result.stderr, result.stderr
+    SigningKeys.generate().save(keys)  # another city's sign-in key
+    result = civicmail("restore", str(tmp_path / "backup"), str(target), "--keys-from", str(keys))
+    assert result.returncode == 1 and "does not hold the OpenID Connect signing key" in result.stderr, result.stderr
     assert not target.exists()
-    moved.rename(tmp_path / "keys" / KEYFILE)
+    moved.replace(keys / KEYFILE)
+    SigningKeys.load(keys).rotated(config.oidc.id_token_ttl).save(keys)  # later keys, after a rotation, will do
 
     result = civicmail("restore", str(tmp_path / "backup"), str(target), "--keys-from", str(tmp_path / "keys"))
     assert result.returncode == 0, result.stderr
     assert (target / "spool" / "civil-affairs" / "marriage-registration").is_dir()
     assert not any((target / "spool" / "civil-affairs" / "marriage-registration").iterdir())
     assert stat.S_IMODE((target / "keys" / KEYFILE).stat().st_mode) == 0o600
+    assert SigningKeys.load(target / "keys").keys[0].kid == signing.kid
     again = LoopServer(config_mod.load(target / "civicmail.toml", ALL_PORTS_ZERO)).start()
     try:
         base = f"http://127.0.0.1:{again.port('citizen services HTTP')}"
