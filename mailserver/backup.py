@@ -13,8 +13,13 @@ thief needs both. DEST holds:
   one consistent snapshot of a running PostgreSQL database);
 - ``civicmail.toml``: the configuration file as it was;
 - ``manifest.json``, written last: civicmail's version, the schema revision, the time, the SHA-256
-  of every file, and check values of the keys (an HMAC under each key: they tell whether a key
-  folder is the right one and reveal nothing of the keys).
+  of every file, every folder (an agency's spool folder may hold no file yet), and check values
+  of the keys (an HMAC under each ID-number key, the id and RFC 7638 thumbprint of the OpenID
+  Connect signing key: they tell whether a key folder is the right one and reveal nothing of
+  the keys).
+
+KEYDIR holds the ID-number keys and the OpenID Connect signing keys: a restored city signs in
+with the same key, so ID tokens issued before still verify.
 
 The files are copied before the database snapshot is taken. So whatever a file records as done
 (a spooled drop moved to ``done/``, the last drop mail read) is in the database too; a drop still
@@ -24,7 +29,8 @@ idempotency keys deliver no notice twice.
 A restore goes into an empty data directory: it checks every hash and that the keys given are
 the backup's, then writes the files, the keys and the database, and a ``civicmail.toml`` whose
 paths point into the new data directory; it checks that the keys decrypt the restored data before
-it reports success.
+it reports success. A city whose bodies are on S3 shares the bucket with a restored copy: the
+copy's configuration gets ``blobs.gc_interval = 0`` (``restore_notes``).
 """
 from __future__ import annotations
 
@@ -457,7 +463,6 @@ def _load_keys(keys_from: Path, manifest: dict):
         raise UserError(f"the keys in {keys_from} are not this backup's"
                         + (f" (encryption key version {', '.join(missing)} missing or different)" if missing else
                            " (another index key)") + ": give --keys-from the folder `backup --keys-to` wrote")
-    _oidc_key_file(keys_from, manifest)
     return ring
 
 
@@ -590,6 +595,7 @@ def restore(src: Path, data_dir: Path, keys_from: Path, store_url: str | None = 
     url = _target_url(manifest, store_url)
     files = verify_files(src, manifest)
     ring = _load_keys(keys_from.expanduser().resolve(), manifest)
+    oidc_key = _oidc_key_file(keys_from.expanduser().resolve(), manifest)
     config = _restored_config(src, data_dir, manifest, url)
     created = not data_dir.exists()
     _private_dir(data_dir, datadir.DIR_MODE)
@@ -601,7 +607,6 @@ def restore(src: Path, data_dir: Path, keys_from: Path, store_url: str | None = 
             _private_dir(data_dir / name[len(FILES) + 1:], datadir.DIR_MODE)
         keys_dir = data_dir / "keys"
         _copy_private(keys_from.expanduser().resolve() / KEYFILE, keys_dir / KEYFILE)
-        oidc_key = _oidc_key_file(keys_from.expanduser().resolve(), manifest)
         if oidc_key is not None:
             _copy_private(oidc_key, keys_dir / oidc_key.name)
         database = src / manifest["database"]
