@@ -25,7 +25,7 @@ from mailserver.store.models import Drop, DropRow, utcnow
 from mailserver.store.outage import Backoff, is_outage
 
 from .reasons import DUPLICATE as DUPLICATE_REASON
-from .rowstate import DELIVERED, DUPLICATE, KEEP_DATA, RowState
+from .rowstate import COUNT_COLUMNS, DELIVERED, DUPLICATE, KEEP_DATA, RowState
 from .applications import thread_into_applications
 from . import stagecpu
 from .stagecpu import StageCpu
@@ -197,3 +197,8 @@ def record_rows(s, ring: IdKeyring, drop: Drop, rows: list[RowState], originals:
     drop.rows_rejected += sum(1 for r in new_rows if r.status != DELIVERED)
     # A retried row was counted as rejected when it was first seen.
     drop.rows_rejected -= sum(1 for r in todo if r.row_id is not None)
+    by_status = Counter(r.status for r in rows)
+    by_status.subtract(r.previous for r in rows if r.row_id is not None and r.previous)  # a retried row moves
+    for status, n in by_status.items():
+        if n and status in COUNT_COLUMNS:
+            setattr(drop, COUNT_COLUMNS[status], getattr(drop, COUNT_COLUMNS[status]) + n)

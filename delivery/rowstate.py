@@ -14,6 +14,9 @@ STATUSES = (RECEIVED, INVALID, UNMATCHED, HELD, OPTED_OUT, DELIVERED, DUPLICATE,
 KEEP_DATA = (INVALID, UNMATCHED, HELD, OPTED_OUT, FAILED)
 #: rows `drop retry` runs again
 RETRYABLE = (HELD, FAILED, UNMATCHED)
+#: the drop's count of rows in each status not delivered (``Drop.rows_invalid`` ...)
+COUNT_COLUMNS = {INVALID: "rows_invalid", UNMATCHED: "rows_unmatched", HELD: "rows_held",
+                 OPTED_OUT: "rows_opted_out", DUPLICATE: "rows_duplicate", FAILED: "rows_failed"}
 
 
 @dataclass
@@ -40,8 +43,9 @@ class RowState:
     analyzed: Analyzed | None = None
     #: (subject, text) for the paper-mail fallback of an unmatched row
     paper: tuple[str, str] | None = None
-    #: set on `drop retry`: the stored row to update
+    #: set on `drop retry`: the stored row to update, and its status before this run
     row_id: int | None = None
+    previous: str | None = None
 
     def stop(self, status: str, stage: str, reason: str) -> None:
         """The row ends here. Its reason never carries an ID number, whatever cell it quotes."""

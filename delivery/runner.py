@@ -454,7 +454,7 @@ def retry_drop(reg: Registry, drop_id: int) -> Summary:
             raise NotFound(f"no drop {drop_id}")
         columns = json.loads(drop.columns or "[]")
         agency_id, notice_type = drop.agency_id, drop.notice_type_id
-        stored = s.execute(select(DropRow.id, DropRow.line, DropRow.data).where(
+        stored = s.execute(select(DropRow.id, DropRow.line, DropRow.data, DropRow.status).where(
             DropRow.drop_id == drop_id, DropRow.status.in_(RETRYABLE), DropRow.data.is_not(None))
             .order_by(DropRow.line)).all()
     definition = get_definition(load_catalog(reg.config.templates_dir), notice_type)
@@ -469,8 +469,9 @@ def retry_drop(reg: Registry, drop_id: int) -> Summary:
             closing.enter_context(external)
         for i in range(0, len(stored), reg.config.delivery.batch_size):
             part = stored[i:i + reg.config.delivery.batch_size]
-            originals = {line: unseal_row(ring, data) for _, line, data in part}
-            rows = [RowState(line, originals[line], row_id=row_id) for row_id, line, _ in part]
+            originals = {line: unseal_row(ring, data) for _, line, data, _ in part}
+            rows = [RowState(line, originals[line], row_id=row_id, previous=status)
+                    for row_id, line, _, status in part]
             process_rows(ctx, rows)
             if external is not None:
                 deliver_batch_external(reg.store, external, ring, drop_id, agency_id, notice_type,

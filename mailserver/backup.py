@@ -13,8 +13,13 @@ thief needs both. DEST holds:
   one consistent snapshot of a running PostgreSQL database);
 - ``civicmail.toml``: the configuration file as it was;
 - ``manifest.json``, written last: civicmail's version, the schema revision, the time, the SHA-256
-  of every file, and check values of the keys (an HMAC under each key: they tell whether a key
-  folder is the right one and reveal nothing of the keys).
+  of every file, every folder (an agency's spool folder may hold no file yet), and check values
+  of the keys (an HMAC under each ID-number key, the id and RFC 7638 thumbprint of the OpenID
+  Connect signing key: they tell whether a key folder is the right one and reveal nothing of
+  the keys).
+
+KEYDIR holds the ID-number keys and the OpenID Connect signing keys: a restored city signs in
+with the same key, so ID tokens issued before still verify.
 
 The files are copied before the database snapshot is taken. So whatever a file records as done
 (a spooled drop moved to ``done/``, the last drop mail read) is in the database too; a drop still
@@ -24,7 +29,8 @@ idempotency keys deliver no notice twice.
 A restore goes into an empty data directory: it checks every hash and that the keys given are
 the backup's, then writes the files, the keys and the database, and a ``civicmail.toml`` whose
 paths point into the new data directory; it checks that the keys decrypt the restored data before
-it reports success.
+it reports success. A city whose bodies are on S3 shares the bucket with a restored copy: the
+copy's configuration gets ``blobs.gc_interval = 0`` (``restore_notes``).
 """
 from __future__ import annotations
 
@@ -41,7 +47,7 @@ import subprocess
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from . import __version__, datadir
 from .config import Config
@@ -90,6 +96,8 @@ class RestoreResult:
     head: str
     files: int
     citizens_checked: int
+    #: what the restore changed in the configuration or left to do, one line each
+    notes: list[str] = field(default_factory=list)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -185,11 +193,14 @@ def _skipped(config: Config) -> set[Path]:
     return skipped
 
 
-def _data_files(root: Path, skipped: set[Path]) -> Iterator[tuple[Path, str]]:
-    """(file, path relative to ``root``) for every regular file below ``root`` a backup copies."""
+def _data_files(root: Path, skipped: set[Path], folders: set[str] | None = None) -> Iterator[tuple[Path, str]]:
+    """(file, path relative to ``root``) for every regular file below ``root`` a backup copies;
+    each folder below ``root`` it walks (relative) into ``folders``."""
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
         dirs[:] = sorted(d for d in dirs if (here / d).resolve() not in skipped and not (here / d).is_symlink())
+        if folders is not None:
+            folders.update((here / d).relative_to(root).as_posix() for d in dirs)
         for name in sorted(files):
             path = here / name
             if path.resolve() in skipped or name.endswith(SKIPPED_SUFFIXES):
@@ -197,12 +208,15 @@ def _data_files(root: Path, skipped: set[Path]) -> Iterator[tuple[Path, str]]:
             yield path, path.relative_to(root).as_posix()
 
 
-def _copy_tree(root: Path, skipped: set[Path], dest: Path, prefix: str, hashes: dict[str, str]) -> int:
+def _copy_tree(root: Path, skipped: set[Path], dest: Path, prefix: str, hashes: dict[str, str],
+               folders: set[str] | None = None) -> int:
     """Copy what ``_data_files`` finds below ``root`` to ``dest/prefix``, but for files already
     copied (in ``hashes``); returns the bytes copied. A file that went away meanwhile (a spooled
-    drop moved on) is not an error."""
+    drop moved on) is not an error. Each folder walked goes into ``folders`` as ``prefix/rel``:
+    an empty one (an agency's spool folder waiting for its first drop) has no file to carry it."""
     total = 0
-    for path, rel in _data_files(root, skipped):
+    walked: set[str] = set()
+    for path, rel in _data_files(root, skipped, walked):
         name = f"{prefix}/{rel}"
         if name in hashes:
             continue
@@ -214,14 +228,18 @@ def _copy_tree(root: Path, skipped: set[Path], dest: Path, prefix: str, hashes: 
             (dest / name).unlink(missing_ok=True)
             continue
         total += (dest / name).stat().st_size
+    if folders is not None:
+        folders.update(f"{prefix}/{rel}" for rel in walked)
     return total
 
 
-def _copy_files(config: Config, dest: Path, hashes: dict[str, str]) -> tuple[int, dict[str, str]]:
-    """The data directory's files, and those the configuration names outside it. Returns the bytes
-    copied and, for each path key of the configuration, where its file or folder is in files/."""
+def _copy_files(config: Config, dest: Path, hashes: dict[str, str],
+                folders: set[str]) -> tuple[int, dict[str, str]]:
+    """The data directory's files (and its folders, into ``folders``), and those the
+    configuration names outside it. Returns the bytes copied and, for each path key of the
+    configuration, where its file or folder is in files/."""
     data = config.data_dir.resolve()
-    total = _copy_tree(data, _skipped(config), dest, FILES, hashes)
+    total = _copy_tree(data, _skipped(config), dest, FILES, hashes, folders)
     paths: dict[str, str] = {}
     for section, key, folder in PATH_KEYS:
         value = getattr(getattr(config, section), key)
@@ -235,7 +253,8 @@ def _copy_files(config: Config, dest: Path, hashes: dict[str, str]) -> tuple[int
             continue
         where = f"{EXTERNAL}/{section}.{key}" + ("" if folder else f"/{path.name}")
         if folder:
-            total += _copy_tree(path, set(), dest, f"{FILES}/{where}", hashes)
+            folders.add(f"{FILES}/{where}")
+            total += _copy_tree(path, set(), dest, f"{FILES}/{where}", hashes, folders)
         else:
             hashes[f"{FILES}/{where}"] = _copy_private(path, dest / FILES / where)
             total += path.stat().st_size
@@ -260,8 +279,7 @@ def _sqlite_snapshot(config: Config, target: Path) -> str | None:
     """One consistent copy of the SQLite database, taken in one step of the online backup API
     from a read transaction (WAL: the servers keep writing meanwhile); returns its schema revision."""
     source = datadir.sqlite_path(config)
-    if source is None or not source.exists():
-        raise UserError(f"no database at {source}: nothing to back up (run `civicmail init`)")
+    assert source is not None
     os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, datadir.FILE_MODE))
     src = sqlite3.connect(f"file:{urllib.parse.quote(str(source))}?mode=ro", uri=True, timeout=config.store.busy_timeout)
     dst = sqlite3.connect(target)
@@ -304,25 +322,39 @@ def _pg_snapshot(config: Config, target: Path) -> str | None:
         store.dispose()
 
 
-def _write_keys(config: Config, keys_to: Path) -> tuple[dict, str]:
-    """The key file into ``keys_to`` (0700, file 0600); a different key file there is never
-    overwritten (it may be the only copy of the keys of an older backup)."""
-    from .identity.keys import KEYFILE, IdKeyring
-
-    source = config.data_path(config.keys.dir)
-    ring = IdKeyring.load(source)
-    target = keys_to / KEYFILE
-    _private_dir(keys_to)
+def _keep_key_file(source: Path, target: Path) -> str:
+    """``source`` copied to ``target`` (0600) unless the same file is there already; a different
+    one there is never overwritten (it may be the only copy of the keys of an older backup).
+    Returns its SHA-256."""
     if target.exists():
-        if _sha256(target) != _sha256(source / KEYFILE):
+        if _sha256(target) != _sha256(source):
             raise UserError(f"{target} holds other keys: give --keys-to an empty folder (that file may be the "
                             "only copy of the keys an older backup needs)")
         os.chmod(target, datadir.FILE_MODE)
-        digest = _sha256(target)
-    else:
-        digest = _copy_private(source / KEYFILE, target)
+        return _sha256(target)
+    return _copy_private(source, target)
+
+
+def _write_keys(config: Config, keys_to: Path) -> tuple[dict, str, dict | None]:
+    """The key files into ``keys_to`` (0700, files 0600): the ID-number keys and the OpenID
+    Connect signing keys (a restored city must sign with the same key, or every ID token and
+    every client's cached JWKS stops verifying). Returns the ID keys' check values, the SHA-256
+    of their file, and the current signing key's id and RFC 7638 thumbprint (public: it names
+    the key and reveals nothing of it; None: the data directory has no signing key yet)."""
+    from .identity.keys import KEYFILE, IdKeyring
+    from .identity.oidckeys import KEYFILE as OIDC_KEYFILE, SigningKeys
+
+    source = config.data_path(config.keys.dir)
+    ring = IdKeyring.load(source)
+    _private_dir(keys_to)
+    digest = _keep_key_file(source / KEYFILE, keys_to / KEYFILE)
+    oidc = None
+    if (source / OIDC_KEYFILE).exists():
+        _keep_key_file(source / OIDC_KEYFILE, keys_to / OIDC_KEYFILE)
+        current = SigningKeys.load(keys_to).current
+        oidc = {"kid": current.kid, "thumbprint": current.key.thumbprint()}
     fsync_dir(keys_to)
-    return key_checks(ring), digest
+    return key_checks(ring), digest, oidc
 
 
 def _check_places(config: Config, dest: Path, keys_to: Path | None) -> None:
@@ -337,18 +369,27 @@ def _check_places(config: Config, dest: Path, keys_to: Path | None) -> None:
             raise UserError(f"{what} {path} must be outside the data directory {data}")
     if not _empty_or_absent(dest):
         raise UserError(f"{dest} is not empty: a backup goes into a new or empty folder")
+    database = datadir.sqlite_path(config)
+    if database is not None and not database.exists():
+        raise UserError(f"no database at {database}: nothing to back up (run `civicmail init`)")
 
 
-def backup(config: Config, dest: Path, keys_to: Path | None) -> BackupResult:
+def backup(config: Config, dest: Path, keys_to: Path | None,
+           audit: Callable[[Path], None] | None = None) -> BackupResult:
     """Back up the data directory of ``config`` into ``dest`` and its ID-number keys into
-    ``keys_to`` while the servers run (module docstring)."""
+    ``keys_to`` while the servers run (module docstring). ``audit(dest)`` is called once the
+    places are found good and before anything is copied: a backup reads every citizen's data,
+    and the audit row it writes is then in the backup too."""
     dest = dest.expanduser().resolve()
     keys_to = keys_to.expanduser().resolve() if keys_to is not None else None
     _check_places(config, dest, keys_to)
     assert keys_to is not None
+    if audit is not None:
+        audit(dest)
     _private_dir(dest)
     hashes: dict[str, str] = {}
-    size, paths = _copy_files(config, dest, hashes)  # before the snapshot: see the module docstring
+    folders: set[str] = set()
+    size, paths = _copy_files(config, dest, hashes, folders)  # before the snapshot: see the module docstring
     engine = "sqlite" if datadir.sqlite_path(config) is not None else "postgresql"
     database = SQLITE_FILE if engine == "sqlite" else PGDUMP_FILE
     revision = (_sqlite_snapshot if engine == "sqlite" else _pg_snapshot)(config, dest / database)
@@ -357,14 +398,15 @@ def backup(config: Config, dest: Path, keys_to: Path | None) -> BackupResult:
     hashes[database] = _sha256(dest / database)
     if config.source is not None:
         hashes[CONFIG_FILE] = _copy_private(config.source, dest / CONFIG_FILE)
-    keys, key_file_hash = _write_keys(config, keys_to)
+    keys, key_file_hash, oidc_key = _write_keys(config, keys_to)
     manifest = {
         "format": FORMAT, "civicmail": __version__, "engine": engine, "schema_revision": revision,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "source": {"data_dir": str(config.data_dir), "hostname": config.server.hostname,
                    "domain": config.city.domain},
-        "database": database, "paths": paths, "keys": {**keys, "file_sha256": key_file_hash},
-        "files": dict(sorted(hashes.items())),
+        "database": database, "paths": paths,
+        "keys": {**keys, "file_sha256": key_file_hash, "oidc": oidc_key},
+        "files": dict(sorted(hashes.items())), "folders": sorted(folders),
     }
     tmp = dest / (MANIFEST + ".partial")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, datadir.FILE_MODE)
@@ -404,6 +446,9 @@ def verify_files(src: Path, manifest: dict) -> int:
             raise UserError(f"{path} is missing from the backup")
         if _sha256(path) != digest:
             raise UserError(f"{path} does not match its SHA-256 in {MANIFEST}: the backup is damaged")
+    for name in manifest.get("folders", []):
+        if ".." in Path(name).parts or Path(name).is_absolute() or not name.startswith(FILES + "/"):
+            raise UserError(f"{MANIFEST} names a folder outside the backup: {name!r}")
     return len(manifest["files"])
 
 
@@ -421,6 +466,30 @@ def _load_keys(keys_from: Path, manifest: dict):
     return ring
 
 
+def _oidc_key_file(keys_from: Path, manifest: dict) -> Path | None:
+    """The OpenID Connect key file in ``keys_from``, if it holds the key the backup's city signed
+    with (a later file, after `oidc rotate-keys`, keeps it while its tokens live); None: the
+    backup had none."""
+    from .errors import ConfigError
+    from .identity.oidckeys import KEYFILE, SigningKeys
+
+    want = manifest["keys"].get("oidc")
+    if want is None:
+        return None
+    path = keys_from / KEYFILE
+    if not path.is_file():
+        raise UserError(f"{path} is missing: the backup's OpenID Connect signing key was written there with the "
+                        "ID-number keys (without it, no ID token the city signed verifies)")
+    try:
+        keys = SigningKeys.load(keys_from).keys
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    if not any(k.kid == want["kid"] and k.key.thumbprint() == want["thumbprint"] for k in keys):
+        raise UserError(f"{path} does not hold the OpenID Connect signing key this backup was taken with "
+                        f"(key {want['kid']}): give --keys-from the folder `backup --keys-to` wrote")
+    return path
+
+
 def _restored_config(src: Path, data_dir: Path, manifest: dict, store_url: str) -> Config:
     """The backed-up configuration with its paths in the new data directory: the data directory
     itself, the database (SQLite: the default file there), the keys, and each file the backup
@@ -434,9 +503,27 @@ def _restored_config(src: Path, data_dir: Path, manifest: dict, store_url: str) 
     for name, where in manifest["paths"].items():
         section, key = name.split(".", 1)
         changes.setdefault(section, {})[key] = where
+    if original.blobs.backend == "s3":  # see restore_notes
+        changes.setdefault("blobs", {})["gc_interval"] = 0.0
     sections = {section: dataclasses.replace(getattr(original, section), **values)
                 for section, values in changes.items()}
     return original.replace(**sections, source=data_dir / CONFIG_FILE)
+
+
+def restore_notes(config: Config, manifest: dict) -> list[str]:
+    """What an operator must know of a restored configuration. On S3 the restored city shares
+    the live city's bucket: its database names fewer blobs than the bucket holds (those written
+    since the backup), so a collection by it would delete bodies the live city still reads; its
+    garbage collection is off (``blobs.gc_interval = 0``)."""
+    notes = []
+    if config.blobs.backend == "s3":
+        notes.append(f"blobs.gc_interval = 0 in {config.source}: this copy shares the S3 bucket {config.blobs.bucket} "
+                     "with the city it was backed up from and must never collect its blobs (never run "
+                     "`civicmail blobs gc` here; set it back only once this copy is the one city using the bucket)")
+    if manifest["keys"].get("oidc") is None:
+        notes.append("the backup holds no OpenID Connect signing key: `civicmail db upgrade` makes a new one "
+                     "(ID tokens signed before no longer verify)")
+    return notes
 
 
 def _target_url(manifest: dict, store_url: str | None) -> str:
@@ -508,6 +595,7 @@ def restore(src: Path, data_dir: Path, keys_from: Path, store_url: str | None = 
     url = _target_url(manifest, store_url)
     files = verify_files(src, manifest)
     ring = _load_keys(keys_from.expanduser().resolve(), manifest)
+    oidc_key = _oidc_key_file(keys_from.expanduser().resolve(), manifest)
     config = _restored_config(src, data_dir, manifest, url)
     created = not data_dir.exists()
     _private_dir(data_dir, datadir.DIR_MODE)
@@ -515,8 +603,12 @@ def restore(src: Path, data_dir: Path, keys_from: Path, store_url: str | None = 
         for name in manifest["files"]:
             if name.startswith(FILES + "/"):
                 _copy_private(src / name, data_dir / name[len(FILES) + 1:], dir_mode=datadir.DIR_MODE)
+        for name in manifest.get("folders", []):  # folders that carry no file (an agency's empty spool)
+            _private_dir(data_dir / name[len(FILES) + 1:], datadir.DIR_MODE)
         keys_dir = data_dir / "keys"
         _copy_private(keys_from.expanduser().resolve() / KEYFILE, keys_dir / KEYFILE)
+        if oidc_key is not None:
+            _copy_private(oidc_key, keys_dir / oidc_key.name)
         database = src / manifest["database"]
         if manifest["engine"] == "sqlite":
             _copy_private(database, config.data_dir / "civicmail.sqlite3")
@@ -540,7 +632,7 @@ def restore(src: Path, data_dir: Path, keys_from: Path, store_url: str | None = 
         _remove_written(data_dir, created)
         raise
     return RestoreResult(data_dir, config.source, manifest["engine"], revision, migrate.head_revision(), files,
-                         checked)
+                         checked, restore_notes(config, manifest))
 
 
 def _remove_written(data_dir: Path, created: bool) -> None:

@@ -70,6 +70,22 @@ def id_keys(config: Config) -> list[Finding]:
     return [Finding(OK, f"ID-number keys: {folder} readable, {len(ring.enc_keys)} encryption version(s)")]
 
 
+def oidc_keys(config: Config) -> list[Finding]:
+    """The identity provider's signing key: without it no citizen signs in to the portal or
+    webmail, and no relying party gets an ID token."""
+    from .errors import ConfigError
+    from .identity.oidckeys import SigningKeys
+
+    folder = config.data_path(config.keys.dir)
+    try:
+        ring = SigningKeys.load(folder)
+    except ConfigError as exc:
+        return [Finding(FAIL, f"sign-in key: {exc}",
+                        "restore it from the key backup (`backup --keys-to`); only if there is none, "
+                        "`civicmail db upgrade` makes a new one and every ID token signed before stops verifying")]
+    return [Finding(OK, f"sign-in key: OpenID Connect key {ring.current.kid} readable")]
+
+
 def tls_certificate(config: Config, now: dt.datetime | None = None) -> list[Finding]:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
@@ -398,7 +414,8 @@ def _minutes(minutes: float) -> str:
 
 #: every check, in the order printed: (name, check)
 CHECKS: tuple[tuple[str, Callable[[Config], list[Finding]]], ...] = (
-    ("permissions", permissions), ("ID-number keys", id_keys), ("TLS certificate", tls_certificate),
+    ("permissions", permissions), ("ID-number keys", id_keys), ("sign-in key", oidc_keys),
+    ("TLS certificate", tls_certificate),
     ("city CA", city_ca), ("DKIM and DNS", dkim_and_dns), ("disk space", disk_space), ("database", store_checks),
     ("external mail store", external_store),
 )

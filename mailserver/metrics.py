@@ -44,22 +44,33 @@ class StoreFigures:
 
     #: state -> (entries, the oldest one's created_at)
     queue: dict[str, tuple[int, dt.datetime | None]] = field(default_factory=dict)
-    #: (state, source) -> (drops, rows delivered, rows not delivered)
-    drops: dict[tuple[str, str], tuple[int, int, int]] = field(default_factory=dict)
+    #: (state, source) -> drops
+    drops: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: a row's outcome (its status: delivered, invalid, unmatched, ...) -> rows of every drop
+    rows: dict[str, int] = field(default_factory=dict)
+
+
+#: each outcome of a drop row and the drop's column that counts it (delivery/rowstate.py)
+ROW_OUTCOMES = {"delivered": Drop.rows_delivered, "invalid": Drop.rows_invalid, "unmatched": Drop.rows_unmatched,
+                "held": Drop.rows_held, "opted-out": Drop.rows_opted_out, "duplicate": Drop.rows_duplicate,
+                "failed": Drop.rows_failed}
 
 
 def store_figures(store) -> StoreFigures:
     """Blocking: the queue and drop figures, two small GROUP BY queries (the queue holds what
-    has not left yet; the drop table one row per file)."""
+    has not left yet; the drop table one row per file, with its rows counted by outcome)."""
     figures = StoreFigures()
     with store.reader() as s:
         for state, n, oldest in s.execute(select(OutboundMessage.state, func.count(), func.min(OutboundMessage.created_at))
                                           .group_by(OutboundMessage.state)):
             figures.queue[state] = (n, oldest)
-        for state, source, n, delivered, rejected in s.execute(
-                select(Drop.state, Drop.source, func.count(), func.coalesce(func.sum(Drop.rows_delivered), 0),
-                       func.coalesce(func.sum(Drop.rows_rejected), 0)).group_by(Drop.state, Drop.source)):
-            figures.drops[(state, source or "")] = (n, int(delivered), int(rejected))
+        for state, source, n, *rows in s.execute(
+                select(Drop.state, Drop.source, func.count(),
+                       *(func.coalesce(func.sum(column), 0) for column in ROW_OUTCOMES.values()))
+                .group_by(Drop.state, Drop.source)):
+            figures.drops[(state, source or "")] = n
+            for outcome, count in zip(ROW_OUTCOMES, rows):
+                figures.rows[outcome] = figures.rows.get(outcome, 0) + int(count)
     return figures
 
 
@@ -126,15 +137,12 @@ class _ScrapeTimeCollector:
         yield age
         drops = GaugeMetricFamily("civicmail_drops", "Drops recorded in the store by state (running, done, failed) "
                                   "and source (cli, spool, mail)", labels=["state", "source"])
-        rows = GaugeMetricFamily("civicmail_drop_rows", "Rows of recorded drops by outcome: delivered, or not "
-                                 "(invalid, unmatched for paper mail, held, opted out, duplicate, failed)",
-                                 labels=["outcome"])
-        delivered = rejected = 0
-        for (state, source), (n, d, r) in sorted(m.figures.drops.items()):
+        rows = GaugeMetricFamily("civicmail_drop_rows", "Rows of recorded drops by outcome: delivered, invalid, "
+                                 "unmatched (paper mail), held, opted-out, duplicate, failed", labels=["outcome"])
+        for (state, source), n in sorted(m.figures.drops.items()):
             drops.add_metric([state, source], n)
-            delivered, rejected = delivered + d, rejected + r
-        rows.add_metric(["delivered"], delivered)
-        rows.add_metric(["rejected"], rejected)
+        for outcome in ROW_OUTCOMES:
+            rows.add_metric([outcome], m.figures.rows.get(outcome, 0))
         yield drops
         yield rows
 

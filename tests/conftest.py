@@ -176,3 +176,30 @@ def pg_registry(tmp_path, pg_url):
     store = open_store(config)
     yield Registry(config, store)
     store.dispose()
+
+
+# -- S3: moto's server, shared by the blob store's tests and backup's -------------------------
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """moto's S3 server: a stand-in for a real S3-compatible store (none installs from the package
+    registries here), on a free port, speaking the S3 protocol over HTTP."""
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def make_bucket(endpoint: str, name: str) -> None:
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=name)

@@ -130,3 +130,26 @@ def test_the_audit_log_is_append_only(registry, store):
                 conn.execute(text(statement))
     [row] = audit_rows(store)
     assert (row["detail"], row["reason"]) == ("zhang.wei@hz.example.cn", "case 1")
+
+
+def test_queue_list_and_notice_preview_are_audited(sqlite_registry):
+    """Who wrote to whom (the outbound queue) and whose mailbox a row of an agency's file matches
+    (a preview looks the row up in the registry) are personal data too."""
+    from mailserver.store.models import OutboundMessage
+    from tests.delivery.drophelpers import make_city
+
+    reg = sqlite_registry
+    make_city(reg)
+    with reg.store.session() as s:
+        s.add(OutboundMessage(sender="li.qiang@hz.example.cn", recipients="friend@elsewhere.example",
+                              raw=b"Subject: x\r\n\r\nx\r\n"))
+    listed = civicmail(reg.config, "queue", "list", "--reason", "relay down, ticket 9", user="clerk-zhou")
+    assert listed.returncode == 0 and "friend@elsewhere.example" in listed.stdout, listed.stderr
+    sample = REPO_ROOT / "templates" / "licence-renewal" / "sample.csv"
+    shown = civicmail(reg.config, "notice", "preview", "licence-renewal", str(sample), "--row", "2",
+                      "--reason", "checking the template", user="clerk-zhou")
+    assert shown.returncode == 0 and "Subject:" in shown.stdout, shown.stderr
+    rows = [(r["action"], r["detail"], r["reason"], r["os_user"]) for r in audit_rows(reg.store)
+            if r["action"] in ("queue list", "notice preview")]
+    assert rows == [("queue list", "1 outbound entries: senders and recipients", "relay down, ticket 9", "clerk-zhou"),
+                    ("notice preview", f"licence-renewal: row 2 of {sample}", "checking the template", "clerk-zhou")]

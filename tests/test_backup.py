@@ -349,3 +349,104 @@ def test_a_file_outside_the_data_directory_comes_back_inside_it(small_city, tmp_
     assert restored.tls.cert == "external/tls.cert/cert.pem" and cert.read_bytes() == (outside / "cert.pem").read_bytes()
     assert stat.S_IMODE(restored.data_path(restored.tls.key).stat().st_mode) == 0o600
 
+
+
+def test_restore_brings_back_the_sign_in_key_and_the_empty_spool_folders(small_city, tmp_path):
+    """The OpenID Connect signing key travels with the ID-number keys (never in the backup): an
+    ID token the city signed before the backup verifies against the restored city's JWKS, served
+    over HTTP. An agency's spool folder waiting for its first drop comes back, though empty."""
+    import requests
+    from joserfc import jwt
+    from joserfc.jwk import KeySet
+
+    from mailserver.identity.oidckeys import KEYFILE, SigningKeys
+
+    config = small_city
+    waiting = config.data_path("spool") / "civil-affairs" / "marriage-registration"
+    waiting.mkdir(parents=True)
+    signing = SigningKeys.load(config.data_path("keys")).current
+    token = jwt.encode({"alg": "RS256", "kid": signing.kid}, {"sub": "li.qiang", "iss": "before"}, signing.key)
+    assert _backup(config, tmp_path, "--keys-to", str(tmp_path / "keys")).returncode == 0
+    assert (tmp_path / "keys" / KEYFILE).read_bytes() == config.data_path(f"keys/{KEYFILE}").read_bytes()
+    assert stat.S_IMODE((tmp_path / "keys" / KEYFILE).stat().st_mode) == 0o600
+    assert not any(KEYFILE in name for name in json.loads((tmp_path / "backup" / "manifest.json").read_text())["files"])
+
+    keys = tmp_path / "keys"
+    moved = keys / (KEYFILE + ".away")  # a key folder without it: refused before anything is written
+    (keys / KEYFILE).rename(moved)
+    target = tmp_path / "restored"
+    result = civicmail("restore", str(tmp_path / "backup"), str(target), "--keys-from", str(keys))
+    assert result.returncode == 1 and f"{KEYFILE} is missing" in result.stderr, result.stderr
+    SigningKeys.generate().save(keys)  # another city's sign-in key
+    result = civicmail("restore", str(tmp_path / "backup"), str(target), "--keys-from", str(keys))
+    assert result.returncode == 1 and "does not hold the OpenID Connect signing key" in result.stderr, result.stderr
+    assert not target.exists()
+    moved.replace(keys / KEYFILE)
+    SigningKeys.load(keys).rotated(config.oidc.id_token_ttl).save(keys)  # later keys, after a rotation, will do
+
+    result = civicmail("restore", str(tmp_path / "backup"), str(target), "--keys-from", str(tmp_path / "keys"))
+    assert result.returncode == 0, result.stderr
+    assert (target / "spool" / "civil-affairs" / "marriage-registration").is_dir()
+    assert not any((target / "spool" / "civil-affairs" / "marriage-registration").iterdir())
+    assert stat.S_IMODE((target / "keys" / KEYFILE).stat().st_mode) == 0o600
+    assert SigningKeys.load(target / "keys").keys[0].kid == signing.kid
+    again = LoopServer(config_mod.load(target / "civicmail.toml", ALL_PORTS_ZERO)).start()
+    try:
+        base = f"http://127.0.0.1:{again.port('citizen services HTTP')}"
+        jwks_uri = requests.get(base + "/.well-known/openid-configuration", timeout=30).json()["jwks_uri"]
+        keys = KeySet.import_key_set(requests.get(jwks_uri, timeout=30).json())
+        assert jwt.decode(token, keys).claims["sub"] == "li.qiang"
+    finally:
+        again.stop()
+
+
+def test_a_restore_of_a_city_on_s3_never_collects_the_shared_bucket(tmp_path, s3_endpoint, s3_env):
+    """The restored copy shares the live city's bucket but its database names only the blobs of
+    the backup's time: its configuration says blobs.gc_interval = 0, and the restore says why."""
+    from mailserver import configfile
+    from tests.conftest import make_bucket
+
+    make_bucket(s3_endpoint, "city-restore")
+    s3 = ('blobs.backend="s3"', 'blobs.bucket="city-restore"', f'blobs.endpoint="{s3_endpoint}"',
+          'blobs.region="us-east-1"')
+    config, _ = prepared_city(tmp_path / "data", s3, lambda reg: [add_citizen(reg, n, i) for n, i in PEOPLE])
+    configfile.write(config.source, config)  # the S3 settings in the file itself, as a city on S3 has them
+    assert config_mod.load(config.source).blobs.gc_interval > 0
+    assert _backup(config, tmp_path, "--keys-to", str(tmp_path / "keys")).returncode == 0
+    target = tmp_path / "restored"
+    result = civicmail("restore", str(tmp_path / "backup"), str(target), "--keys-from", str(tmp_path / "keys"))
+    assert result.returncode == 0, result.stderr
+    restored = config_mod.load(target / "civicmail.toml")
+    assert restored.blobs.backend == "s3" and restored.blobs.bucket == "city-restore"
+    assert restored.blobs.gc_interval == 0
+    assert "blobs.gc_interval = 0" in result.stdout and "shares the S3 bucket city-restore" in result.stdout
+
+
+def test_a_backup_is_an_audited_read_of_all_personal_data(small_city, tmp_path):
+    """Who took a backup, when, where to and why: an audit row written before anything is copied
+    (so the backup holds it too); a backup refused for its arguments reads nothing and leaves none."""
+    config = small_city
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "LOGNAME": "operator-zhao", "USER": "operator-zhao"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "mailserver.cli", "-c", str(config.source), *args],
+                              capture_output=True, text=True, timeout=120, env=env)
+
+    refused = run("backup", str(tmp_path / "backup"))  # no --keys-to
+    assert refused.returncode == 1 and "--keys-to" in refused.stderr
+    taken = run("backup", str(tmp_path / "backup"), "--keys-to", str(tmp_path / "keys"),
+                "--reason", f"nightly, ticket 88 for {PEOPLE[0][1]}")
+    assert taken.returncode == 0, taken.stderr
+    listed = run("audit", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = [e for e in json.loads(listed.stdout) if e["action"] == "backup"]
+    assert len(rows) == 1, rows
+    [row] = rows
+    assert row["os_user"] == "operator-zhao" and row["actor"] == "operator"
+    assert row["detail"] == f"the data directory {config.data_dir} to {(tmp_path / 'backup').resolve()}"
+    assert row["reason"].startswith("nightly, ticket 88 for ") and PEOPLE[0][1] not in row["reason"]
+    restored = tmp_path / "restored"  # the backup holds its own audit row
+    assert civicmail("restore", str(tmp_path / "backup"), str(restored), "--keys-from",
+                     str(tmp_path / "keys")).returncode == 0
+    again = civicmail("-c", str(restored / "civicmail.toml"), "audit", "list", "--json")
+    assert [e["reason"] for e in json.loads(again.stdout) if e["action"] == "backup"] == [row["reason"]]

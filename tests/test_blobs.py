@@ -25,6 +25,7 @@ from mailserver.store import bodies, migrate, open_store
 from mailserver.store.blobservice import make_services as blob_services
 from mailserver.store.blobs import BlobMissing, LocalBlobs, S3Blobs, blob_key
 from mailserver.store.mailstore import NewMessage, deliver, insert_messages
+from tests.conftest import make_bucket
 from tests.serverkit import LoopServer, prepared_city
 from tests.smtp.conftest import PASSWORD, PORT_ZERO, People, populate
 
@@ -449,33 +450,8 @@ def test_a_downgrade_below_0017_with_bodies_in_the_blob_store_is_refused(city):
 
 # -- S3 ---------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """moto's S3 server: a stand-in for a real S3-compatible store (none installs from the package
-    registries here), on a free port, speaking the S3 protocol over HTTP."""
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3_env(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-
-
-def _bucket(endpoint: str, name: str) -> None:
-    import boto3
-
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=name)
-
-
 def test_s3_backend_put_get_list_delete(s3_endpoint, s3_env):
-    _bucket(s3_endpoint, "unit")
+    make_bucket(s3_endpoint, "unit")
     blobs = S3Blobs("unit", s3_endpoint, "us-east-1", prefix="city/bodies")
     blobs.ping()
     with pytest.raises(Exception, match="404|Not Found|NoSuchBucket"):  # what `civicmail check` reports
@@ -496,7 +472,7 @@ def test_s3_backend_put_get_list_delete(s3_endpoint, s3_env):
 
 def test_s3_backend_through_smtp_imap_and_gc(city, s3_endpoint, s3_env, store_url):
     bucket = f"city-{abs(hash(store_url)) % 10**8}"
-    _bucket(s3_endpoint, bucket)
+    make_bucket(s3_endpoint, bucket)
     server = city('blobs.backend="s3"', f'blobs.bucket="{bucket}"', f'blobs.endpoint="{s3_endpoint}"',
                   'blobs.region="us-east-1"')
     store = server.store

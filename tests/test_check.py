@@ -150,7 +150,8 @@ def test_a_fresh_data_directory_is_ok_but_for_dns_it_cannot_verify(data):
     status, lines = check(data, silent_port())
     assert status == 1, lines
     assert not lines["FAIL"] and len(lines["WARN"]) == 1 and "DNS: cannot verify" in lines["WARN"][0], lines
-    assert len(lines["OK"]) == 8, lines["OK"]  # permissions, keys, TLS, DKIM key, disk, schema, queue, bodies
+    assert len(lines["OK"]) == 9, lines["OK"]  # permissions, keys, sign-in key, TLS, DKIM key, disk, schema, queue,
+    # bodies
     assert any(line.startswith("message bodies: local blob store, local directory ") for line in lines["OK"])
     assert any(line.startswith("outbound queue: empty") for line in lines["OK"])
 
@@ -202,6 +203,18 @@ def test_each_broken_thing_is_a_failure_on_its_own_line(data, dns_server, tmp_pa
     assert status == 2 and len(lines["FAIL"]) == 1, lines
     assert lines["FAIL"][0].startswith(f"database: {behind} migration(s) pending (at 0005, newest")
     assert "civicmail db upgrade" in lines["FAIL"][0]
+
+
+def test_a_missing_sign_in_key_is_a_failure(data, dns_server):
+    from mailserver.identity.oidckeys import KEYFILE
+
+    key = data.data_path("keys") / KEYFILE
+    key.rename(key.with_name("moved.json"))
+    status, lines = check(data, dns_server(published(data)).address)
+    assert status == 2 and len(lines["FAIL"]) == 1, lines
+    assert lines["FAIL"][0].startswith(f"sign-in key: {key}: OpenID Connect signing key missing")
+    assert "`backup --keys-to`" in lines["FAIL"][0]
+    assert not key.exists()  # the check makes none
 
 
 def dkim_dns_record_of_new_key(tmp_path) -> str:

@@ -128,6 +128,17 @@ def test_config_from_environment_and_cwd(demo):
     assert via_env.stdout == via_cwd.stdout and "citizens registered" in via_env.stdout
 
 
+@pytest.mark.parametrize("args", [("citizen", "show", "li.qiang@hz.example.cn"), ("check",), ("audit", "list"),
+                                  ("ca", "init"), ("backup", "b", "--keys-to", "k")])
+def test_without_a_configuration_file_a_command_says_how_to_name_one_and_makes_nothing(args, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "CIVICMAIL_CONFIG"}
+    done = subprocess.run(CLI + list(args), capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "no configuration file found" in done.stderr and "civicmail -c PATH" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []  # no database, no blobs/, no ca/ in the current directory
+
+
 def test_citizen_commands_and_user_errors(demo):
     data, _ = demo
     c = ["-c", str(data / "civicmail.toml")]

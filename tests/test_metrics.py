@@ -144,9 +144,82 @@ def test_a_scrape_after_smtp_imap_and_a_drop_finds_the_counters_moved(make_serve
                  status="200") == 1
     assert value(after, "civicmail_drops", state="done", source="cli") == 1
     assert value(after, "civicmail_drop_rows", outcome="delivered") == 1  # 陈建国
-    assert value(after, "civicmail_drop_rows", outcome="rejected") == 2  # the others: paper mail
+    assert value(after, "civicmail_drop_rows", outcome="unmatched") == 2  # the others: paper mail
     assert value(after, "civicmail_outbound_queue_messages", state="queued") == 0
     assert value(after, "civicmail_outbound_queue_oldest_seconds", state="queued") == 0
+
+
+def test_messages_deferred_by_reason_and_login_throttles_are_counted(make_server):
+    """An agency over its submission rate is deferred (450) with its reason; an account guessed
+    at is throttled: both series move, labelled, in a scrape."""
+    server, addresses = make_server("submission.agency_rate_per_minute=1", "login.max_failures_per_account=2")
+    alice, bob = addresses
+    sender = "traffic-police@hz.example.cn"
+    before = scrape(server)
+    with smtplib.SMTP("127.0.0.1", server.port("submission"), timeout=30) as c:
+        c.ehlo("client.test")
+        c.login("traffic-police", "agency-password-1")
+        c.sendmail(sender, [alice], f"From: {sender}\r\nTo: {alice}\r\nSubject: one\r\n\r\nfirst\r\n".encode())
+        code, reply = c.mail(sender)
+        assert (code, reply[:5]) == (450, b"4.7.1")
+    c = imaplib.IMAP4("127.0.0.1", server.port("imap"), timeout=30)
+    try:
+        for _ in range(2):
+            with pytest.raises(imaplib.IMAP4.error):
+                c.login(bob, "a guess")
+        with pytest.raises(imaplib.IMAP4.error):  # the right password, but the account is throttled now
+            c.login(bob, PASSWORD)
+    finally:
+        c.shutdown()
+    after = scrape(server)
+    assert moved(before, after, "civicmail_messages_total", listener="submission", outcome="deferred",
+                 reason="agency rate") == 1
+    assert moved(before, after, "civicmail_messages_total", listener="submission", outcome="accepted",
+                 reason="stored") == 1
+    assert moved(before, after, "civicmail_logins_total", listener="imap", outcome="failed") == 2
+    assert moved(before, after, "civicmail_logins_total", listener="imap", outcome="throttled") == 1
+    assert moved(before, after, "civicmail_logins_total", listener="imap", outcome="ok") == 0
+
+
+def _cli(server: LoopServer, *args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "mailserver.cli", "-c", str(server.config.source), *args],
+                          capture_output=True, text=True, timeout=120, env=os.environ)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_drop_rows_are_counted_by_outcome_and_a_retried_row_moves(make_server, tmp_path):
+    """A drop with a row of each kind the pipeline tells apart, run by the CLI: the scrape splits
+    its rows by outcome; a retry after a citizen registers moves a row from unmatched to
+    delivered, and a second drop adds to the figures."""
+    server, _ = make_server()
+    lines = LICENCE.read_text(encoding="utf-8").splitlines()
+    header, chen, lin = lines[0], lines[1], lines[2]
+    drop = tmp_path / "mixed.csv"
+    drop.write_text("\n".join([header, chen, chen,  # the second: a duplicate of the first
+                               lin, lines[3],  # nobody registered: paper mail
+                               "JJ-LR-2026-000190,330102196804120319,错号,1,2027-01-01,x"]) + "\n",  # invalid
+                    encoding="utf-8")
+    _cli(server, "drop", "run", str(drop), "--agency", "traffic-police", "--notice-type", "licence-renewal")
+    first = scrape(server)
+    counted = {outcome: value(first, "civicmail_drop_rows", outcome=outcome)
+               for outcome in ("delivered", "invalid", "unmatched", "held", "opted-out", "duplicate", "failed")}
+    assert counted == {"delivered": 1, "invalid": 1, "unmatched": 2, "held": 0, "opted-out": 0, "duplicate": 1,
+                       "failed": 0}, counted
+    assert not any(key[0] == "civicmail_drop_rows" and dict(key[1]).get("outcome") == "rejected" for key in first)
+
+    reference, number, name = lin.split(",")[:3]
+    _cli(server, "citizen", "add", "--name", name, "--id-number", number)
+    _cli(server, "drop", "retry", "1")
+    _cli(server, "drop", "run", str(LICENCE), "--agency", "traffic-police", "--notice-type", "licence-renewal")
+    after = scrape(server)
+    # the retry: 林小红 delivered; the second drop: 陈建国 again (a duplicate), 林小红 again (a
+    # duplicate now), 欧阳明辉 still unmatched
+    assert value(after, "civicmail_drop_rows", outcome="delivered") == 2
+    assert value(after, "civicmail_drop_rows", outcome="unmatched") == 2
+    assert value(after, "civicmail_drop_rows", outcome="duplicate") == 3
+    assert value(after, "civicmail_drop_rows", outcome="invalid") == 1
+    assert value(after, "civicmail_drops", state="done", source="cli") == 2
 
 
 def test_the_outbound_queue_length_and_age_come_from_the_store(make_server):

@@ -70,3 +70,23 @@ def test_every_downgrade_and_upgrade_keeps_the_data(registry, store):
         assert {t: now[t] for t in lowest} == {t: full[t] for t in lowest}, f"upgrade to {above} lost rows"
     assert migrate.is_current(store)
     assert _counts(store)["message"] == 9
+
+
+def test_0024_fills_each_drops_rows_by_outcome_from_its_rows(registry, store):
+    store.blobs = None
+    _populate(registry, store)  # a drop with two delivered rows
+    store.engine.dispose()
+    migrate.downgrade(store, "0023")
+    with store.engine.begin() as conn:
+        drop_id = conn.execute(text('SELECT min(id) FROM "drop"')).scalar()
+        for line, status in enumerate(("unmatched", "unmatched", "invalid", "duplicate", "opted-out", "held",
+                                       "failed", "failed", "failed"), start=4):
+            conn.execute(text("INSERT INTO drop_row (drop_id, line, status) VALUES (:d, :l, :s)"),
+                         {"d": drop_id, "l": line, "s": status})
+    migrate.upgrade(store, "0024")
+    with store.engine.connect() as conn:
+        row = conn.execute(text('SELECT rows_invalid, rows_unmatched, rows_held, rows_opted_out, rows_duplicate, '
+                                'rows_failed FROM "drop" WHERE id = :d'), {"d": drop_id}).one()
+    assert tuple(row) == (1, 2, 1, 1, 1, 3)
+    migrate.upgrade(store, "head")
+    assert migrate.is_current(store)

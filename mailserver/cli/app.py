@@ -17,6 +17,11 @@ if TYPE_CHECKING:  # the store and the registry import SQLAlchemy: only commands
     from ..store import Store
 
 
+NO_CONFIG = ("no configuration file found (no -c PATH, no $CIVICMAIL_CONFIG, no ./civicmail.toml here): name the "
+             "city's with `civicmail -c PATH ...` (e.g. -c /srv/civicmail/civicmail.toml), or make one with "
+             "`civicmail init DATA_DIR`")
+
+
 class App:
     def __init__(self, config_path: str | None, overrides: tuple[str, ...]) -> None:
         self.config_path = config_path
@@ -25,11 +30,23 @@ class App:
 
     @cached_property
     def config(self) -> Config:
+        """The city's configuration. Without a configuration file a command would work on the
+        defaults in the current directory (and make a database there): refused, naming how to
+        give one."""
+        config = self.config_or_defaults
+        if config.source is None:
+            raise ConfigError(NO_CONFIG)
+        return config
+
+    @cached_property
+    def config_or_defaults(self) -> Config:
+        """The configuration file's, or the defaults where none is found: for a command that
+        reads no city's data (`notice list`: the notice types in the checkout)."""
         return config_mod.load(config_mod.find_config_path(self.config_path), self.overrides)
 
     def use_config(self, config: Config) -> None:
         """For `init`, which writes the configuration it then works with."""
-        self.__dict__["config"] = config
+        self.__dict__["config"] = self.__dict__["config_or_defaults"] = config
 
     @property
     def store(self) -> Store:

@@ -7,6 +7,7 @@ import click
 
 from ..errors import NotFound, ValidationError
 from .app import App, echo_table
+from .reveal import audit_reveal, reason_option
 
 
 @click.group("notice")
@@ -17,7 +18,7 @@ def command() -> None:
 def _catalog(app: App):
     from delivery.catalog import load_catalog
 
-    return load_catalog(app.config.templates_dir)
+    return load_catalog(app.config_or_defaults.templates_dir)
 
 
 @command.command("list")
@@ -57,15 +58,19 @@ def show(app: App, notice_type: str) -> None:
 @click.option("--agency", "agency_id", help="default: the notice type's agency")
 @click.option("--encoding")
 @click.option("--raw", is_flag=True, help="the RFC 5322 message as stored, not decoded")
+@reason_option
 @click.pass_obj
 def preview(app: App, notice_type: str, file: Path, row_number: int, agency_id: str | None,
-            encoding: str | None, raw: bool) -> None:
-    """Print the message a citizen would get for one row of FILE (nothing is delivered)."""
+            encoding: str | None, raw: bool, reason: str | None) -> None:
+    """Print the message a citizen would get for one row of FILE (nothing is delivered).
+    Audited (the row is matched against the registry: whose mailbox it is), with --reason."""
     from delivery.catalog import get_definition
     from delivery.preview import preview_row
 
     d = get_definition(_catalog(app), notice_type)
-    click.echo(preview_row(app.registry, d, agency_id or d.agency, file, row_number, encoding, raw), nl=False)
+    text = preview_row(app.registry, d, agency_id or d.agency, file, row_number, encoding, raw)
+    audit_reveal(app, "notice preview", f"{notice_type}: row {row_number} of {file}", reason)
+    click.echo(text, nl=False)
 
 
 def _opt(app: App, address: str, notice_type: str, opted_out: bool) -> None:

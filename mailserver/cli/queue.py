@@ -5,6 +5,7 @@ import click
 
 from ..outbound import queue as outbound_queue
 from .app import App, echo_table
+from .reveal import audit_reveal, reason_option
 
 
 @click.group("queue")
@@ -13,13 +14,16 @@ def command() -> None:
 
 
 @command.command("list")
+@reason_option
 @click.pass_obj
-def list_(app: App) -> None:
-    """Every entry: state, attempts, next attempt, sender, recipients, size, last error."""
+def list_(app: App, reason: str | None) -> None:
+    """Every entry: state, attempts, next attempt, sender, recipients, size, last error.
+    Audited (who wrote to whom is personal data), with --reason."""
     entries = outbound_queue.list_entries(app.migrated_store())
     if not entries:
         click.echo("the outbound queue is empty")
         return
+    audit_reveal(app, "queue list", f"{len(entries)} outbound entries: senders and recipients", reason)
     echo_table([(e.id, e.state, e.attempts, f"{e.next_attempt_at:%Y-%m-%d %H:%M:%S}", e.sender,
                  ", ".join(e.recipients), e.size, (e.last_error or "")[:80]) for e in entries],
                ("id", "state", "attempts", "next attempt (UTC)", "sender", "recipients", "bytes", "last error"))

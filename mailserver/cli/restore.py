@@ -29,6 +29,8 @@ def command(app: App, src: Path, data_dir: Path, keys_from: Path, store_url: str
     click.echo(f"restored           {result.data_dir} ({result.files} files; {result.engine} database at revision "
                f"{result.revision or 'empty'}; keys checked on {result.citizens_checked} citizens)")
     click.echo(f"configuration      {result.config_path}")
+    for note in result.notes:
+        click.echo(f"note               {note}")
     if result.revision != result.head:
         click.echo(f"the schema is behind this civicmail ({result.head}): run "
                    f"`civicmail -c {result.config_path} db upgrade` before `serve`")

@@ -23,6 +23,14 @@ class Drop(Base):
     rows_total: Mapped[int] = mapped_column(Integer, default=0)
     rows_delivered: Mapped[int] = mapped_column(Integer, default=0)
     rows_rejected: Mapped[int] = mapped_column(Integer, default=0)
+    #: rows not delivered, by their status now (a retried row moves from one to another): the
+    #: metrics' rows by outcome, kept by the pipeline's writer in the batch's own transaction
+    rows_invalid: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rows_unmatched: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rows_held: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rows_opted_out: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rows_duplicate: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rows_failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[dt.datetime | None]
     #: how it arrived: cli, spool, mail
