@@ -14,7 +14,8 @@ import pytest
 
 from mailserver.imap.commands import Invalid, Search
 from mailserver.imap.parser import parse_command
-from tests.abuse import PASSWORD, WITHIN, assert_responsive, assert_responsive_while, city, city_factory  # noqa: F401,E501
+from tests.abuse import (PASSWORD, WITHIN, assert_responsive, assert_responsive_while, city,  # noqa: F401
+                         city_factory)  # noqa: F401  (fixtures)
 
 DEEP = 3000
 
