@@ -4,13 +4,18 @@ Log lines carry what clients wrote (addresses, HELO names, login names); a CR, L
 address's quoted local part must not start a forged line or drive the operator's terminal. The
 formatter escapes every control character (C0, DEL, C1, the Unicode line and paragraph
 separators and the bidirectional overrides) in the message, so no log field can carry one, and
-indents a traceback's lines, so only a record's first line starts at column 0.
+indents a traceback's lines, so only a record's first line starts at column 0. What looks like an
+ID number (``idnumber.hide_numbers``: a run of 15 or more digits) is hidden in every line, the
+traceback's too: a client writes to its ID number as if it were an address, and an exception's
+text may quote a cell of a drop.
 """
 from __future__ import annotations
 
 import logging
 import re
 import sys
+
+from .identity.idnumber import hide_numbers
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: C0 controls, DEL, C1 controls (NEL among them), LINE/PARAGRAPH SEPARATOR, bidi controls
@@ -28,12 +33,17 @@ def printable(text: str) -> str:
     return _UNPRINTABLE.sub(_escaped, text)
 
 
+def loggable(text: str) -> str:
+    """``text`` as a log line may carry it: control characters escaped, ID numbers hidden."""
+    return hide_numbers(printable(text))
+
+
 class OneLineFormatter(logging.Formatter):
     """A record's message on one line, control characters escaped; a traceback or stack below it
     escaped line by line and indented."""
 
     def format(self, record: logging.LogRecord) -> str:
-        record.message = printable(record.getMessage())
+        record.message = loggable(record.getMessage())
         if self.usesTime():
             record.asctime = self.formatTime(record, self.datefmt)
         text = self.formatMessage(record)
@@ -42,7 +52,7 @@ class OneLineFormatter(logging.Formatter):
         if record.stack_info:
             blocks.append(self.formatStack(record.stack_info))
         for block in blocks:
-            text += "".join("\n  " + printable(line) for line in block.split("\n"))
+            text += "".join("\n  " + loggable(line) for line in block.split("\n"))
         return text
 
 

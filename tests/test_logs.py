@@ -51,3 +51,17 @@ def test_every_command_logs_through_the_escaping_formatter(tmp_path):
                           env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     assert done.returncode == 0, done.stderr
     assert done.stderr == b"bad file a\\x1b[31mb\\rFAKE LINE\n"
+
+
+def test_an_id_number_is_hidden_in_the_message_and_in_a_traceback():
+    record = logging.LogRecord("civicmail.delivery", logging.ERROR, __file__, 1, "refused to=<%s@x>",
+                               ("330102196804120318",), None)
+    try:
+        int("3301 0219 6804 1203 18")
+    except ValueError:
+        import sys
+
+        record.exc_info = sys.exc_info()
+    text = OneLineFormatter("%(message)s").format(record)
+    assert "1968" not in text and "to=<[隐去的长号码 / long number hidden]@x>" in text, text
+    assert "ValueError: invalid literal for int() with base 10: '[隐去的长号码 / long number hidden]'" in text

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 #: ``{n}``, ``{n+}`` (RFC 7888) and the literal8 ``~{n}`` of RFC 3516, under the same limits
@@ -26,6 +26,8 @@ class Framed:
     """A complete command's bytes, ready for ``parser.parse_command``."""
 
     data: bytes
+    #: bytes of its lines, its literals left out: what the parser reads token by token
+    text_size: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ async def read_command(reader: asyncio.StreamReader, max_line: int, max_literal:
     if max_command is None:
         max_command = max_literal + max_line * 4
     parts: list[bytes] = []
-    total = 0
+    total = text = 0
     while True:
         line = await read_line(reader, max_line)
         if line is None:
@@ -80,9 +82,10 @@ async def read_command(reader: asyncio.StreamReader, max_line: int, max_literal:
             return Refused(tag, "line too long")
         parts.append(line)
         total += len(line)
+        text += len(line)
         m = _LITERAL_AT_END.search(line)
         if not m:
-            return Framed(b"".join(parts))
+            return Framed(b"".join(parts), text)
         size = int(m.group(1))
         sync = not m.group(2)
         if size > max_literal or total + size > max_command:

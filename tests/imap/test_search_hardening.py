@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import smtplib
+import socket
 import threading
 import time
 
@@ -13,7 +14,8 @@ import pytest
 
 from mailserver.imap.commands import Invalid, Search
 from mailserver.imap.parser import parse_command
-from tests.abuse import WITHIN, assert_responsive, city, city_factory  # noqa: F401  (fixtures)
+from tests.abuse import (PASSWORD, WITHIN, assert_responsive, assert_responsive_while, city,  # noqa: F401
+                         city_factory)  # noqa: F401  (fixtures)
 
 DEEP = 3000
 
@@ -42,11 +44,36 @@ def test_deep_or_large_search_is_bad_and_the_session_goes_on(server, text, reply
                for r in caplog.records) == 2
 
 
+#: the nested SEARCHes above at the longest line a logged-in client may send (imap.max_line_length,
+#: 64 KiB): each is BAD [LIMIT], but reading one to its end into tokens took 50 to 150 ms of the
+#: event loop, so eight connections sending them back to back held a new SMTP greeting for 2 s
+LONG_DEEP = [b"NOT " * 16000 + b"ALL", b"OR SUBJECT x " * 5000 + b"ALL", b"SEEN " * 13000]
+
+
+def test_long_deep_searches_leave_the_loop_free(city):  # noqa: F811
+    def abuse(stop: threading.Event) -> None:
+        with socket.create_connection(("127.0.0.1", city.imap_port), timeout=30) as sock:
+            f = sock.makefile("rb")
+            f.readline()
+            sock.sendall(f'l LOGIN "{city.addresses[0]}" "{PASSWORD}"\r\ns SELECT INBOX\r\n'.encode())
+            while not f.readline().startswith(b"s "):
+                pass
+            while not stop.is_set():
+                sock.sendall(b"".join(b"a SEARCH " + text + b"\r\n" for text in LONG_DEEP))
+                for _ in LONG_DEEP:
+                    line = f.readline()
+                    assert line.startswith(b"a BAD [LIMIT]"), line[:80]
+
+    assert_responsive_while(city, *[abuse] * 8, warmup=1.0, join=60)
+
+
 def test_searches_up_to_the_limits_are_answered(server):
     raw = server.raw()
     assert raw.command("s", "SELECT INBOX")[-1].startswith(b"s OK")
     for text in (_chain("NOT ", "ALL", 63), _chain("(", "ALL", 63) + ")" * 63, _chain("OR SEEN ", "ALL", 63),
-                 " ".join(["UNSEEN"] * 256)):
+                 " ".join(["UNSEEN"] * 256),
+                 # longer than session._PARSE_IN_THREAD: parsed on the heavy lane, answered the same
+                 " ".join(["UNSEEN"] * 200) + ' NOT HEADER Subject "' + "x" * 4000 + '"'):
         assert raw.command("a", f"SEARCH {text}")[-1].startswith(b"a OK"), text[:40]
     raw.close()
 

@@ -86,6 +86,27 @@ def test_client_input_cannot_forge_or_colour_a_log_line(data_dir):
                                                                             not line[:4].isdigit()]
 
 
+def test_an_id_number_a_client_sends_is_hidden_in_the_log(data_dir):
+    """People write to their ID number as if it were their address: the refusal is logged, and
+    the number in it is hidden like every ID number civicmail writes (issue 11, item 17)."""
+    config, people = data_dir
+    number = "330102196804120318"
+    domain = people.alice.partition("@")[2]
+    proc, host, port, log = start_server(config.source)
+    try:
+        with smtplib.SMTP(host, port, timeout=30) as c:
+            c.ehlo("mx.example.org")
+            c.mail(f"{number}@example.org")
+            assert c.rcpt(f"{number}@{domain}")[0] == 550
+            assert c.rcpt(f"{number[:6]}-{number[6:14]}-{number[14:]}@{domain}")[0] == 550
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    refused = [line for line in log if "refused (unknown user)" in line]
+    assert len(refused) == 2 and all("long number hidden" in line for line in refused), refused
+    assert number[6:14] not in "".join(log)
+
+
 def test_port_in_use_is_a_clear_error(data_dir):
     config, _ = data_dir
     with socket.socket() as taken:
