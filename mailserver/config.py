@@ -219,6 +219,13 @@ class IMAPConfig:
     #: parts (TEXT literals and URLs) of one RFC 4469 CATENATE message; more: BAD [LIMIT]. Each
     #: URL reads and parses a stored message, so this bounds one APPEND's work
     max_catenate_parts: int = 64
+    #: distinct keywords (flags without a backslash) a folder may hold, as the session knows
+    #: them, and one message may carry; a STORE or APPEND that would pass it: NO [LIMIT], nothing
+    #: changed. Every SELECT and new keyword repeats the folder's whole list (FLAGS), so this
+    #: bounds what one citizen makes every client of the folder read (Cyrus: 128 a folder)
+    max_keywords: int = 128
+    #: longest keyword in characters (Dovecot's mail_max_keyword_length is 50)
+    max_keyword_length: int = 64
     #: concurrent connections per user and client IP
     max_connections_per_user_ip: int = 50
     #: concurrent connections one client IP may hold before they log in (one that logs in no
@@ -670,7 +677,7 @@ def _validate(config: Config) -> None:
     if config.imap.loop_read_budget < 0:
         raise ConfigError("imap.loop_read_budget: must be 0 (no reads on the event loop) or more")
     for key in ("heavy_threads", "heavy_jobs_per_user", "read_threads", "max_search_depth", "max_search_keys",
-                "max_catenate_parts", "notify_max_events"):
+                "max_catenate_parts", "notify_max_events", "max_keywords", "max_keyword_length"):
         if getattr(config.imap, key) < 1:
             raise ConfigError(f"imap.{key}: must be at least 1")
     if config.passwords.hash_threads < 0:

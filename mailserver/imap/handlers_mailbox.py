@@ -17,7 +17,7 @@ from .listmatch import ListPatterns
 from .objectid import mailbox_id
 from .registry import AUTHED, SEL, Cap, command
 from .responses import Reply
-from .selected import SelectedFolder, split_flags
+from .selected import SelectedFolder, keywords_refused, split_flags
 from .session import ImapSession
 
 #: RFC 7889: the largest APPEND this server takes
@@ -43,7 +43,7 @@ async def do_select(s: ImapSession, cmd: MailboxCommand) -> Reply:
     snap = await s.ctx.run_read(s.store.select, s.account_id, cmd.mailbox, not claims, False)
     if claims and snap.unclaimed:  # messages no session has seen as \Recent: claim them (a write)
         snap = await s.ctx.run_write(s.store.claim_snapshot, snap)
-    sel = SelectedFolder.from_snapshot(snap, readonly, s.rev2)
+    sel = SelectedFolder.from_snapshot(snap, readonly, s.rev2, s.config.imap.max_keywords)
     for line in sel.flags_responses():
         await s.untagged(line)
     await s.untagged(f"{sel.exists} EXISTS")
@@ -160,6 +160,14 @@ async def do_append(s: ImapSession, cmd: Append) -> Reply:
     transaction or none is; APPENDUID names them all (RFC 4315). RFC 4469 CATENATE: a message is
     first joined from its literals and URLs (a bad URL: NO [BADURL], nothing stored)."""
     imap = s.config.imap
+    sel = s.selected
+    into_selected = sel is not None and sel.name == cmd.mailbox
+    # each message's keywords within the bounds; into the selected folder, all of them with the folder's
+    wanted = [split_flags(m.flags)[1] for m in cmd.messages]
+    bounds = imap.max_keywords, imap.max_keyword_length
+    if any(keywords_refused(set(), w, *bounds) for w in wanted) or (
+            into_selected and keywords_refused(sel.keywords, set().union(*wanted), *bounds)):
+        return s.keyword_limit()
     raws = []
     held = sum(len(m.message) for m in cmd.messages)  # joined messages stay in the APPEND's bound
     for m in cmd.messages:
@@ -180,8 +188,6 @@ async def do_append(s: ImapSession, cmd: Append) -> Reply:
             raw = await s.heavy(without_nul, raw)  # RFC 3516 4.4: NUL parts become base64
         bits, keywords = split_flags(m.flags)
         items.append(api.ToAppend(raw, bits, " ".join(sorted(set(keywords))) or None, m.date))
-    sel = s.selected
-    into_selected = sel is not None and sel.name == cmd.mailbox
     try:
         done = await s.run_looking(s.store.append, s.account_id, cmd.mailbox, items,
                                    s.config.accounts.quota_bytes, into_selected and not sel.readonly)

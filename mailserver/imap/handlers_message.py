@@ -249,6 +249,8 @@ async def do_store(s: ImapSession, cmd: Store) -> Reply:
     if cmd.unchangedsince is not None:
         await s.enable_condstore()
     bits, keywords = split_flags(cmd.flags)
+    if cmd.mode != "-" and sel.keywords_refused(keywords, s.config.imap.max_keyword_length):
+        return s.keyword_limit()
     stored = await s.run_looking(s.store.store_flags, sel.folder_id, ranges, cmd.mode, bits, keywords,
                                  cmd.unchangedsince)
     _saw_own_write(sel, stored)

@@ -127,6 +127,8 @@ NO_SETQUOTA = no("quotas are set by the operator", "NOPERM")
 NO_BAD_NAME = no("mailbox name is not modified UTF-7", "CANNOT")
 #: RFC 9051 7.1: DELETE of a folder with child folders (they must go first)
 NO_HASCHILDREN = no("the mailbox has child mailboxes", "HASCHILDREN")
+#: past imap.max_keywords or imap.max_keyword_length: nothing changed
+NO_KEYWORD_LIMIT = no("too many keywords in this mailbox or message, or one too long: nothing changed", "LIMIT")
 NO_FOLDER_LIMIT = no("folder name too long or too deep, or too many folders", "LIMIT")
 
 #: RFC 5464 4.3: a value past imap.metadata_max_size (with the code METADATA MAXSIZE n); nothing stored

@@ -38,6 +38,18 @@ def split_flags(flags: tuple[str, ...]) -> tuple[int, list[str]]:
     return bits, keywords
 
 
+def keywords_refused(known: set[str], keywords: Iterable[str], max_count: int, max_length: int) -> bool:
+    """Whether adding ``keywords`` to a folder (or message) that holds ``known`` passes
+    imap.max_keywords (``max_count``, 0: no bound) or one of them imap.max_keyword_length."""
+    wanted = set(keywords)
+    if not wanted:
+        return False
+    if any(len(k) > max_length for k in wanted):
+        return True
+    new = wanted - known
+    return bool(max_count and new) and len(known) + len(new) > max_count
+
+
 @dataclass
 class SelectedFolder:
     folder_id: int
@@ -55,11 +67,14 @@ class SelectedFolder:
     rev2: bool = False
     #: RFC 5182 SEARCHRES: the UIDs of the last SEARCH RETURN (SAVE), what "$" names
     saved: set[int] = field(default_factory=set)
+    #: imap.max_keywords: at that many keywords PERMANENTFLAGS drops "\\*" (no new ones); 0: no bound
+    max_keywords: int = 0
 
     @classmethod
-    def from_snapshot(cls, snap: Snapshot, readonly: bool, rev2: bool = False) -> "SelectedFolder":
+    def from_snapshot(cls, snap: Snapshot, readonly: bool, rev2: bool = False,
+                      max_keywords: int = 0) -> "SelectedFolder":
         sel = cls(snap.folder.id, snap.folder.name, readonly, snap.folder.uidvalidity, snap.folder.highestmodseq,
-                  snap.uids, keywords=set(snap.keywords), rev2=rev2)
+                  snap.uids, keywords=set(snap.keywords), rev2=rev2, max_keywords=max_keywords)
         if snap.uids and snap.uids[-1] > snap.recent_above and not rev2:
             sel.recent_ranges.append((snap.recent_above, snap.uids[-1]))
         return sel
@@ -157,14 +172,20 @@ class SelectedFolder:
 
     def flags_responses(self) -> tuple[str, str]:
         """The untagged FLAGS and PERMANENTFLAGS of SELECT (RFC 3501 7.2.6), with every keyword
-        known; a read-only folder permits none."""
+        known; a read-only folder permits none, and a folder at imap.max_keywords no new keyword
+        (no "\\*")."""
         names = SYSTEM_FLAGS + "".join(" " + k for k in sorted(self.keywords))
-        permanent = "" if self.readonly else names + " \\*"
+        full = bool(self.max_keywords) and len(self.keywords) >= self.max_keywords
+        permanent = "" if self.readonly else names if full else names + " \\*"
         return f"FLAGS ({names})", f"OK [PERMANENTFLAGS ({permanent})] flags permitted"
+
+    def keywords_refused(self, keywords: Iterable[str], max_length: int) -> bool:
+        """Whether adding these keywords to the folder would pass a bound (``keywords_refused``)."""
+        return keywords_refused(self.keywords, keywords, self.max_keywords, max_length)
 
     def note_recent(self, lo: int, hi: int) -> None:
         if hi > lo and not self.rev2:
             self.recent_ranges.append((lo, hi))
 
 
-__all__ = ["SelectedFolder", "flag_text", "split_flags", "SYSTEM_FLAGS", "STAR"]
+__all__ = ["SelectedFolder", "flag_text", "keywords_refused", "split_flags", "SYSTEM_FLAGS", "STAR"]

@@ -534,6 +534,11 @@ class ImapSession:
         if self.selected is not None:
             await self.untagged(R.OK_HIGHESTMODSEQ.with_code(f"HIGHESTMODSEQ {self.selected.modseq}").line())
 
+    def keyword_limit(self) -> "R.Reply":
+        """The reply to a STORE or APPEND past imap.max_keywords / max_keyword_length, logged."""
+        log.info("imap limit=keywords client=%s account=%s", self.peer_ip, self.account_id)
+        return R.NO_KEYWORD_LIMIT
+
     async def announce_keywords(self, keyword_texts: Iterable[str | None]) -> None:
         """RFC 3501 7.2.6: a keyword new to the selected folder is told in FLAGS (and
         PERMANENTFLAGS) before any FETCH response carries it; call before writing such responses."""
