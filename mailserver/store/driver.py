@@ -34,20 +34,31 @@ def raw_reader(store: Store) -> Iterator[RawRead]:
     """``store.reader()`` for the reads every IMAP command repeats, at a fraction of its cost:
     opening an ORM session and SQLAlchemy's BEGIN cost more than the queries themselves. Only
     ``driver_rows`` works on it. The connection goes back to the pool (rolled back) on leaving;
-    a thread with a connection of its own (``OwnReader``) uses that instead."""
+    a thread with a connection of its own (``OwnReader``) uses that instead.
+
+    On PostgreSQL the reads run in autocommit: under READ COMMITTED,
+    PostgreSQL's level here, each statement of a transaction takes its own snapshot anyway, so a
+    BEGIN and a ROLLBACK around them were two round trips that bought nothing, and the ROLLBACK
+    cost a third: psycopg answers it with DEALLOCATE ALL, which also threw away the statements it
+    had prepared (measured: 4 round trips for LIST, 1 of them the query)."""
     own = getattr(_here, "reader", None)
     if own is not None and own.store is store:
         with own.transaction() as read:
             yield read
         return
     conn = store.engine.raw_connection()
+    dbapi = conn.driver_connection
+    sqlite = store.dialect == "sqlite"
     try:
-        sqlite = store.dialect == "sqlite"
         if sqlite:  # autocommit mode (db.py): a deferred BEGIN takes no lock, as store.reader()
-            conn.driver_connection.execute("BEGIN")
-        yield RawRead(conn.driver_connection, sqlite)
+            dbapi.execute("BEGIN")
+        else:
+            dbapi.autocommit = True  # no BEGIN, no ROLLBACK (above)
+        yield RawRead(dbapi, sqlite)
     finally:
         try:
+            if not sqlite and not dbapi.closed:
+                dbapi.autocommit = False  # the pool's other users expect SQLAlchemy's transactions
             conn.rollback()
         finally:
             conn.close()
@@ -79,18 +90,22 @@ def driver_stream(session: "Session | RawRead", sql: str, *params, size: int = 2
     """``driver_rows`` as a stream: rows fetched ``size`` at a time (memory flat in the result:
     on PostgreSQL through a server-side cursor, which a plain one is not)."""
     cursor, sql = _cursor(session, sql)
+    held = contextlib.nullcontext()
     if not (session.qmark if isinstance(session, RawRead) else session.connection().dialect.paramstyle == "qmark"):
         cursor.close()
+        if cursor.connection.autocommit:  # raw_reader's autocommit: a server-side cursor needs a transaction
+            held = cursor.connection.transaction()
         cursor = cursor.connection.cursor(name=f"civicmail_stream_{id(cursor):x}")
-    try:
-        cursor.execute(sql, params)
-        while True:
-            part = cursor.fetchmany(size)
-            if not part:
-                return
-            yield from part
-    finally:
-        cursor.close()
+    with held:
+        try:
+            cursor.execute(sql, params)
+            while True:
+                part = cursor.fetchmany(size)
+                if not part:
+                    return
+                yield from part
+        finally:
+            cursor.close()
 
 
 def driver_execute(session: Session, sql: str, rows: list[tuple]) -> None:
@@ -198,3 +213,4 @@ class OwnReader:
                 self.dbapi.set_progress_handler(None, 0)
             self._fairy.invalidate()  # closed, not back into the pool
             self._fairy = None
+
