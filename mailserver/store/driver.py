@@ -214,3 +214,41 @@ class OwnReader:
             self._fairy.invalidate()  # closed, not back into the pool
             self._fairy = None
 
+
+class OwnAutocommit:
+    """A PostgreSQL connection of one thread's own for raw_reader's reads, in autocommit and
+    kept open (the read lane's threads: ``ServerContext.reads``): no pool checkout per read, so
+    no pre-ping round trip and no reset on return. A connection that broke (the server restarted,
+    a network failure) fails the read it was in and is dropped; the next read opens another,
+    pinged on its way out of the pool. Only the thread that made it uses it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._fairy = None
+        self._depth = 0
+
+    def hold(self) -> "OwnAutocommit":
+        """Every raw_reader of this thread uses this connection from now on."""
+        _here.reader = self
+        return self
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[RawRead]:
+        """The connection, for one read (nested raw_readers share it)."""
+        if self._fairy is None:
+            self._fairy = self.store.engine.raw_connection()  # pinged; kept out of the pool until dropped
+            self._fairy.driver_connection.autocommit = True
+        dbapi = self._fairy.driver_connection
+        self._depth += 1
+        try:
+            yield RawRead(dbapi, False)
+        finally:
+            self._depth -= 1
+            if not self._depth and (dbapi.broken or dbapi.closed or dbapi.info.transaction_status != 0):
+                self.close()  # 0: idle, outside a transaction; anything else is not kept
+
+    def close(self) -> None:
+        if self._fairy is not None:
+            self._fairy.invalidate()  # closed, not back into the pool
+            self._fairy = None
+
