@@ -7,12 +7,13 @@ import contextlib
 import datetime as dt
 import sqlite3
 import threading
+import time
 from typing import Any, Callable, Iterator, TypeVar
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from .db import Store
+from .db import PING_IDLE, Store
 
 T = TypeVar("T")
 #: the connection raw_reader uses in this thread instead of the pool's (``OwnReader``)
@@ -217,15 +218,17 @@ class OwnReader:
 
 class OwnAutocommit:
     """A PostgreSQL connection of one thread's own for raw_reader's reads, in autocommit and
-    kept open (the read lane's threads: ``ServerContext.reads``): no pool checkout per read, so
-    no pre-ping round trip and no reset on return. A connection that broke (the server restarted,
-    a network failure) fails the read it was in and is dropped; the next read opens another,
-    pinged on its way out of the pool. Only the thread that made it uses it."""
+    kept while the thread is busy (the read lane's threads: ``ServerContext.reads``): no pool
+    checkout per read, so no ping round trip and no reset on return. Idle for more than
+    ``db.PING_IDLE``, it goes back to the pool, and the next read takes one out again (pinged
+    there if it waited: a server restarted meanwhile costs no failed read). A connection that
+    broke during a read fails that read and is dropped. Only the thread that made it uses it."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._fairy = None
         self._depth = 0
+        self._used = 0.0
 
     def hold(self) -> "OwnAutocommit":
         """Every raw_reader of this thread uses this connection from now on."""
@@ -235,8 +238,10 @@ class OwnAutocommit:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[RawRead]:
         """The connection, for one read (nested raw_readers share it)."""
+        if self._fairy is not None and not self._depth and time.monotonic() - self._used > PING_IDLE:
+            self._give_back()
         if self._fairy is None:
-            self._fairy = self.store.engine.raw_connection()  # pinged; kept out of the pool until dropped
+            self._fairy = self.store.engine.raw_connection()
             self._fairy.driver_connection.autocommit = True
         dbapi = self._fairy.driver_connection
         self._depth += 1
@@ -244,11 +249,16 @@ class OwnAutocommit:
             yield RawRead(dbapi, False)
         finally:
             self._depth -= 1
+            self._used = time.monotonic()
             if not self._depth and (dbapi.broken or dbapi.closed or dbapi.info.transaction_status != 0):
                 self.close()  # 0: idle, outside a transaction; anything else is not kept
+
+    def _give_back(self) -> None:
+        fairy, self._fairy = self._fairy, None
+        fairy.driver_connection.autocommit = False  # as the pool's other users expect it
+        fairy.close()
 
     def close(self) -> None:
         if self._fairy is not None:
             self._fairy.invalidate()  # closed, not back into the pool
             self._fairy = None
-
