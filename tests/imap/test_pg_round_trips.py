@@ -6,10 +6,11 @@ And what the pings were there for still holds: connections the server dropped wh
 in the pool (a restart, a pooler) are never handed to a command."""
 from __future__ import annotations
 
+import contextlib
 import re
-import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from sqlalchemy import create_engine, event
@@ -33,7 +34,6 @@ class WireTrace:
     def __init__(self, engine, path: Path) -> None:
         self.path = path
         self.file = open(path, "w")  # noqa: SIM115  (libpq writes to it until the server stops)
-        self.lock = threading.Lock()
 
         @event.listens_for(engine, "checkout")
         def _trace(dbapi_conn, record, _proxy) -> None:
@@ -83,21 +83,26 @@ def command(raw, tag: str, text: str, trace: WireTrace) -> tuple[list[bytes], li
     return lines, trace.since(mark)
 
 
-def append(running: Running, count: int) -> None:
+@contextlib.contextmanager
+def selected(running: Running, trace: WireTrace, count: int) -> Iterator:
+    """A session with INBOX selected, ``count`` messages appended first (by another session)."""
     client = running.client()
     try:
         for n in range(count):
             assert client.append("INBOX", None, None, RAW % n)[0] == "OK"
     finally:
         client.logout()
+    raw = running.raw()
+    try:
+        command(raw, "s", "SELECT INBOX", trace)
+        yield raw
+    finally:
+        raw.close()
 
 
 def test_the_cheap_reads_of_a_selected_folder_are_their_statements_only(pg_server):
     running, trace, _ = pg_server
-    append(running, 3)
-    raw = running.raw()
-    try:
-        command(raw, "s", "SELECT INBOX", trace)
+    with selected(running, trace, 3) as raw:
         for n in range(3):  # the same again: nothing is set up anew per command
             lines, sent = command(raw, f"f{n}", "UID FETCH 1:* (FLAGS)", trace)
             assert sum(b" FETCH (" in ln for ln in lines) == 3
@@ -109,16 +114,11 @@ def test_the_cheap_reads_of_a_selected_folder_are_their_statements_only(pg_serve
         assert round_trips(sent) <= 3, sent
         for text in queries(sent):
             assert not re.match(r'^"(;|BEGIN|ROLLBACK|COMMIT|DEALLOCATE)', text), sent
-    finally:
-        raw.close()
 
 
 def test_a_write_on_a_connection_just_used_is_not_pinged(pg_server):
     running, trace, _ = pg_server
-    append(running, 2)
-    raw = running.raw()
-    try:
-        command(raw, "s", "SELECT INBOX", trace)
+    with selected(running, trace, 2) as raw:
         command(raw, "w0", "UID STORE 1 +FLAGS (\\Seen)", trace)  # the connections are in the pool now
         lines, sent = command(raw, "w1", "UID STORE 2 +FLAGS (\\Flagged)", trace)
         assert any(b"FLAGS (\\Flagged" in ln for ln in lines), lines
@@ -126,16 +126,11 @@ def test_a_write_on_a_connection_just_used_is_not_pinged(pg_server):
         assert '";"' not in texts, texts  # SQLAlchemy's pre-ping
         assert texts.count('"BEGIN"') == 1 and texts.count('"COMMIT"') == 1, texts
         assert '"ROLLBACK"' not in texts and '"DEALLOCATE ALL"' not in texts, texts
-    finally:
-        raw.close()
 
 
 def test_connections_dropped_while_they_wait_are_never_handed_to_a_command(pg_server):
     running, trace, pg_url = pg_server
-    append(running, 2)
-    raw = running.raw()
-    try:
-        command(raw, "s", "SELECT INBOX", trace)
+    with selected(running, trace, 2) as raw:
         command(raw, "w", "UID STORE 1 +FLAGS (\\Seen)", trace)
         # the server ends every connection of this database (a restart looks the same to us)
         admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
@@ -155,5 +150,3 @@ def test_connections_dropped_while_they_wait_are_never_handed_to_a_command(pg_se
         assert any(b"FLAGS (\\Flagged" in ln for ln in lines), lines
         lines, _ = command(raw, "st", "STATUS INBOX (MESSAGES)", trace)
         assert b"MESSAGES 2" in lines[0], lines
-    finally:
-        raw.close()
