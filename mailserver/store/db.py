@@ -180,9 +180,22 @@ class Store:
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
-        """One transaction: committed on leaving the block, rolled back on an exception."""
+        """One transaction: committed on leaving the block, rolled back on an exception. On
+        PostgreSQL a transaction with announcements (notify.announce) sends them with its
+        COMMIT, in one round trip."""
         with self.sessions() as session, session.begin():
             yield session
+            if self.dialect == "postgresql":
+                self._commit_announcing(session)
+
+    def _commit_announcing(self, session: Session) -> None:
+        from .notify import announcements_sql
+
+        session.flush()
+        notify = announcements_sql(session)
+        if notify:  # no parameters: psycopg sends the statements as one simple query
+            session.connection().connection.dbapi_connection.execute(notify + "COMMIT")
+        # SQLAlchemy's COMMIT that follows finds psycopg's transaction over: it sends nothing
 
     @contextlib.contextmanager
     def reader(self) -> Iterator[Session]:
@@ -221,12 +234,13 @@ class Store:
         database's clock within a second or so of ours: NTP.) On SQLite the COMMIT is local and
         the check is made just before it."""
         if self.dialect == "postgresql":
-            from .notify import send_announcements
+            from .notify import announcements_sql
 
-            send_announcements(session)  # the COMMIT below is ours, not the session's (its event)
+            session.flush()
+            notify = announcements_sql(session)  # the COMMIT below is ours, not the session's (its event)
             dbapi = session.connection().connection.dbapi_connection
-            try:  # no parameters: psycopg sends both statements as one simple query
-                dbapi.execute(f"DO $$BEGIN IF clock_timestamp() >= to_timestamp({at!r}) THEN RAISE EXCEPTION "
+            try:  # no parameters: psycopg sends the statements as one simple query
+                dbapi.execute(f"{notify}DO $$BEGIN IF clock_timestamp() >= to_timestamp({at!r}) THEN RAISE EXCEPTION "
                               f"'commit deadline passed' USING ERRCODE = '57014'; END IF; END$$; COMMIT")
             except Exception:
                 session.rollback()
