@@ -347,7 +347,7 @@ def append_messages(store: Store, account_id: int, folder: str, items: Sequence[
     with writing(store) as s:
         target = folder_row(s, account_id, folder)
         check_quota(s, messages, quota_default)
-        insert_messages(s, messages)
+        insert_messages(s, messages, {(account_id, folder): target.id})
         recent = False
         if claim_recent:
             first, last = messages[0].uid, messages[-1].uid
