@@ -58,9 +58,12 @@ def raw_reader(store: Store) -> Iterator[RawRead]:
         yield RawRead(dbapi, sqlite)
     finally:
         try:
-            if not sqlite and not dbapi.closed:
+            if sqlite:
+                conn.rollback()
+            elif dbapi.closed or dbapi.broken or dbapi.info.transaction_status != 0:  # 0: idle
+                conn.invalidate()  # lost mid-read: closed, not back into the pool (and its error kept)
+            else:
                 dbapi.autocommit = False  # the pool's other users expect SQLAlchemy's transactions
-            conn.rollback()
         finally:
             conn.close()
 
