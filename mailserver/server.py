@@ -27,7 +27,7 @@ from .registry import Registry
 from .registry.auth import Principal, authenticate
 from .store import Store
 from .store.api import MailStore
-from .store.driver import OverBudget, OwnReader
+from .store.driver import OverBudget, OwnAutocommit, OwnReader
 from .store.notify import ChangeHub
 from .store.outage import OutageLog, is_outage
 
@@ -141,9 +141,17 @@ class ServerContext:
     @cached_property
     def reads(self) -> BatchLane:
         """The read lane: cheap, bounded store reads, in batches (imap.read_threads); on SQLite
-        each of its threads reads on a connection of its own (no pool checkout per read)."""
-        own = (lambda: OwnReader(self.store).hold()) if self._own_connections else None
-        return BatchLane(self.config.imap.read_threads, "read", init=own)
+        each of its threads reads on a connection of its own (no pool checkout per read), on
+        PostgreSQL one in autocommit (no pre-ping, BEGIN or ROLLBACK round trips per read)."""
+        return BatchLane(self.config.imap.read_threads, "read", init=self._reader_connection)
+
+    def _reader_connection(self) -> OwnReader | OwnAutocommit | None:
+        """A read lane thread's connection of its own (held for its raw_readers), if any."""
+        if self._own_connections:
+            return OwnReader(self.store).hold()
+        if self.store.dialect == "postgresql":
+            return OwnAutocommit(self.store).hold()
+        return None
 
     @property
     def _own_connections(self) -> bool:

@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError
+from sqlalchemy.exc import ArgumentError, IntegrityError, InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import ConfigError, StoreUnavailable
@@ -24,6 +24,9 @@ KEEPALIVE_IDLE = 10
 #: ... every this many seconds, and dropped after this many probes unanswered (~25 s in all)
 KEEPALIVE_INTERVAL = 5
 KEEPALIVE_COUNT = 3
+#: a pooled PostgreSQL connection back in the pool for longer than this (seconds) is pinged
+#: before it is used again (``_ping_when_idle``)
+PING_IDLE = 1.0
 
 
 def _sqlite_pragmas(busy_timeout: float):
@@ -59,6 +62,32 @@ def _postgresql_bounds(connect_timeout: float, statement_timeout: float, pooled:
     return {**bounds, "options": f"-c statement_timeout={ms} -c idle_in_transaction_session_timeout={ms}"}
 
 
+def _ping_when_idle(engine: Engine, idle: float) -> None:
+    """SQLAlchemy's pre-ping, but only of a connection that waited in the pool for more than
+    ``idle`` seconds: the ping is a round trip on every checkout, and a connection checked in a
+    moment ago (under load, nearly all of them) is as alive as the ping would say. A server
+    restarted, or a pooler, drops connections while they wait; one dropped within ``idle`` of
+    its last use fails the statement it is used for, as one dropped while in use always did.
+    A failed ping takes the connection and every older one out of the pool, as pre-ping does."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn, record) -> None:
+        record.info["civicmail_checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn, record, _proxy) -> None:
+        since = record.info.pop("civicmail_checked_in", None)
+        if since is None or time.monotonic() - since <= idle:  # a new connection, or one just used
+            return
+        dialect = engine.dialect
+        try:
+            dialect.do_ping(dbapi_conn)
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, dbapi_conn, None):
+                raise InvalidatePoolError(str(exc)) from exc
+            raise
+
+
 def make_engine(url: str, busy_timeout: float = 30.0, connect_timeout: float = 5.0, statement_timeout: float = 30.0,
                 pooled: bool = False, **kwargs) -> Engine:
     try:
@@ -91,8 +120,10 @@ def make_engine(url: str, busy_timeout: float = 30.0, connect_timeout: float = 5
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_timeout=connect_timeout,
-                             connect_args=_postgresql_bounds(connect_timeout, statement_timeout, pooled), **kwargs)
+        engine = create_engine(parsed, pool_size=10, max_overflow=20, pool_timeout=connect_timeout,
+                               connect_args=_postgresql_bounds(connect_timeout, statement_timeout, pooled), **kwargs)
+        _ping_when_idle(engine, PING_IDLE)
+        return engine
     raise ConfigError(f"store.url: {parsed.get_backend_name()!r} is not supported (sqlite or postgresql)")
 
 
@@ -149,9 +180,22 @@ class Store:
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
-        """One transaction: committed on leaving the block, rolled back on an exception."""
+        """One transaction: committed on leaving the block, rolled back on an exception. On
+        PostgreSQL a transaction with announcements (notify.announce) sends them with its
+        COMMIT, in one round trip."""
         with self.sessions() as session, session.begin():
             yield session
+            if self.dialect == "postgresql":
+                self._commit_announcing(session)
+
+    def _commit_announcing(self, session: Session) -> None:
+        from .notify import announcements_sql
+
+        session.flush()
+        notify = announcements_sql(session)
+        if notify:  # no parameters: psycopg sends the statements as one simple query
+            session.connection().connection.dbapi_connection.execute(notify + "COMMIT")
+        # SQLAlchemy's COMMIT that follows finds psycopg's transaction over: it sends nothing
 
     @contextlib.contextmanager
     def reader(self) -> Iterator[Session]:
@@ -190,12 +234,13 @@ class Store:
         database's clock within a second or so of ours: NTP.) On SQLite the COMMIT is local and
         the check is made just before it."""
         if self.dialect == "postgresql":
-            from .notify import send_announcements
+            from .notify import announcements_sql
 
-            send_announcements(session)  # the COMMIT below is ours, not the session's (its event)
+            session.flush()
+            notify = announcements_sql(session)  # the COMMIT below is ours, not the session's (its event)
             dbapi = session.connection().connection.dbapi_connection
-            try:  # no parameters: psycopg sends both statements as one simple query
-                dbapi.execute(f"DO $$BEGIN IF clock_timestamp() >= to_timestamp({at!r}) THEN RAISE EXCEPTION "
+            try:  # no parameters: psycopg sends the statements as one simple query
+                dbapi.execute(f"{notify}DO $$BEGIN IF clock_timestamp() >= to_timestamp({at!r}) THEN RAISE EXCEPTION "
                               f"'commit deadline passed' USING ERRCODE = '57014'; END IF; END$$; COMMIT")
             except Exception:
                 session.rollback()

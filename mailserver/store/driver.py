@@ -7,12 +7,13 @@ import contextlib
 import datetime as dt
 import sqlite3
 import threading
+import time
 from typing import Any, Callable, Iterator, TypeVar
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from .db import Store
+from .db import PING_IDLE, Store
 
 T = TypeVar("T")
 #: the connection raw_reader uses in this thread instead of the pool's (``OwnReader``)
@@ -34,21 +35,35 @@ def raw_reader(store: Store) -> Iterator[RawRead]:
     """``store.reader()`` for the reads every IMAP command repeats, at a fraction of its cost:
     opening an ORM session and SQLAlchemy's BEGIN cost more than the queries themselves. Only
     ``driver_rows`` works on it. The connection goes back to the pool (rolled back) on leaving;
-    a thread with a connection of its own (``OwnReader``) uses that instead."""
+    a thread with a connection of its own (``OwnReader``) uses that instead.
+
+    On PostgreSQL the reads run in autocommit: under READ COMMITTED,
+    PostgreSQL's level here, each statement of a transaction takes its own snapshot anyway, so a
+    BEGIN and a ROLLBACK around them were two round trips that bought nothing, and the ROLLBACK
+    cost a third: psycopg answers it with DEALLOCATE ALL, which also threw away the statements it
+    had prepared (measured: 4 round trips for LIST, 1 of them the query)."""
     own = getattr(_here, "reader", None)
     if own is not None and own.store is store:
         with own.transaction() as read:
             yield read
         return
     conn = store.engine.raw_connection()
+    dbapi = conn.driver_connection
+    sqlite = store.dialect == "sqlite"
     try:
-        sqlite = store.dialect == "sqlite"
         if sqlite:  # autocommit mode (db.py): a deferred BEGIN takes no lock, as store.reader()
-            conn.driver_connection.execute("BEGIN")
-        yield RawRead(conn.driver_connection, sqlite)
+            dbapi.execute("BEGIN")
+        else:
+            dbapi.autocommit = True  # no BEGIN, no ROLLBACK (above)
+        yield RawRead(dbapi, sqlite)
     finally:
         try:
-            conn.rollback()
+            if sqlite:
+                conn.rollback()
+            elif dbapi.closed or dbapi.broken or dbapi.info.transaction_status != 0:  # 0: idle
+                conn.invalidate()  # lost mid-read: closed, not back into the pool (and its error kept)
+            else:
+                dbapi.autocommit = False  # the pool's other users expect SQLAlchemy's transactions
         finally:
             conn.close()
 
@@ -79,18 +94,22 @@ def driver_stream(session: "Session | RawRead", sql: str, *params, size: int = 2
     """``driver_rows`` as a stream: rows fetched ``size`` at a time (memory flat in the result:
     on PostgreSQL through a server-side cursor, which a plain one is not)."""
     cursor, sql = _cursor(session, sql)
+    held = contextlib.nullcontext()
     if not (session.qmark if isinstance(session, RawRead) else session.connection().dialect.paramstyle == "qmark"):
         cursor.close()
+        if cursor.connection.autocommit:  # raw_reader's autocommit: a server-side cursor needs a transaction
+            held = cursor.connection.transaction()
         cursor = cursor.connection.cursor(name=f"civicmail_stream_{id(cursor):x}")
-    try:
-        cursor.execute(sql, params)
-        while True:
-            part = cursor.fetchmany(size)
-            if not part:
-                return
-            yield from part
-    finally:
-        cursor.close()
+    with held:
+        try:
+            cursor.execute(sql, params)
+            while True:
+                part = cursor.fetchmany(size)
+                if not part:
+                    return
+                yield from part
+        finally:
+            cursor.close()
 
 
 def driver_execute(session: Session, sql: str, rows: list[tuple]) -> None:
@@ -196,5 +215,53 @@ class OwnReader:
         if self._fairy is not None:
             if self.budget is not None:
                 self.dbapi.set_progress_handler(None, 0)
+            self._fairy.invalidate()  # closed, not back into the pool
+            self._fairy = None
+
+
+class OwnAutocommit:
+    """A PostgreSQL connection of one thread's own for raw_reader's reads, in autocommit and
+    kept while the thread is busy (the read lane's threads: ``ServerContext.reads``): no pool
+    checkout per read, so no ping round trip and no reset on return. Idle for more than
+    ``db.PING_IDLE``, it goes back to the pool, and the next read takes one out again (pinged
+    there if it waited: a server restarted meanwhile costs no failed read). A connection that
+    broke during a read fails that read and is dropped. Only the thread that made it uses it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._fairy = None
+        self._depth = 0
+        self._used = 0.0
+
+    def hold(self) -> "OwnAutocommit":
+        """Every raw_reader of this thread uses this connection from now on."""
+        _here.reader = self
+        return self
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[RawRead]:
+        """The connection, for one read (nested raw_readers share it)."""
+        if self._fairy is not None and not self._depth and time.monotonic() - self._used > PING_IDLE:
+            self._give_back()
+        if self._fairy is None:
+            self._fairy = self.store.engine.raw_connection()
+            self._fairy.driver_connection.autocommit = True
+        dbapi = self._fairy.driver_connection
+        self._depth += 1
+        try:
+            yield RawRead(dbapi, False)
+        finally:
+            self._depth -= 1
+            self._used = time.monotonic()
+            if not self._depth and (dbapi.broken or dbapi.closed or dbapi.info.transaction_status != 0):
+                self.close()  # 0: idle, outside a transaction; anything else is not kept
+
+    def _give_back(self) -> None:
+        fairy, self._fairy = self._fairy, None
+        fairy.driver_connection.autocommit = False  # as the pool's other users expect it
+        fairy.close()
+
+    def close(self) -> None:
+        if self._fairy is not None:
             self._fairy.invalidate()  # closed, not back into the pool
             self._fairy = None
