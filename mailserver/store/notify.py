@@ -278,15 +278,17 @@ def announcements_sql(session) -> str:
     """``send_announcements`` as SQL text to send with the COMMIT in one simple query (one
     round trip less a write: ``Store.session``, ``Store.commit_before``): the ``pg_notify``
     statements, each ended by "; ", taken off the session; "" if it has none. The payloads are
-    literals, made only of what ``announce`` puts there (digits, "a", commas)."""
+    literals, made only of what ``announce`` puts there (digits, "a", commas), one statement
+    for every channel touched (``notifications``)."""
     pending = session.info.pop(_PENDING, None)
     if not pending:
         return ""
-    items = sorted(pending)
-    if not all(_ITEM.match(x) for x in items):
-        raise ValueError(f"announcements must be ids: {items[:5]!r}")
-    return "".join(f"SELECT pg_notify('{CHANNEL}', '{','.join(items[i:i + _PAYLOAD_IDS])}'); "
-                   for i in range(0, len(items), _PAYLOAD_IDS))
+    if not all(_ITEM.match(x) for x in pending):
+        raise ValueError(f"announcements must be ids: {sorted(pending)[:5]!r}")
+    channels, payloads = zip(*notifications(pending))
+    # one statement, as send_announcements; channel names and payloads need no escaping
+    return ("SELECT pg_notify(c, p) FROM unnest('{" + ",".join(channels) + "}'::text[], '{"
+            + ",".join(f'"{p}"' for p in payloads) + "}'::text[]) AS n(c, p); ")
 
 
 _ITEM = re.compile(r"a?[0-9]+\Z")
