@@ -38,33 +38,41 @@ class DropTakenOver(StorageError):
     batch is not written (rolled back), and this run stops."""
 
 
-def known_keys(session, pairs: list[tuple[int, str]], delivered_only: bool = False) -> set[tuple[int, str]]:
-    """The (account id, key) pairs already delivered (a plain driver query: SQLAlchemy's coercion
+def notice_rows(session, pairs: list[tuple[int, str]], columns: tuple[str, ...] = (),
+                where: str = "TRUE") -> list[tuple]:
+    """(account id, key, *``columns``) of the notices of these (account id, key) pairs, the notice
+    table aliased ``n`` in ``columns`` and ``where`` (a plain driver query: SQLAlchemy's coercion
     of a thousand bound values cost more than the index lookups). A key is unique per account
-    (migration 0026). ``delivered_only``: not the keys still being sent to an external mail store
-    (notice.state 'sending', delivery/external.py)."""
-    found: set[tuple[int, str]] = set()
-    state = "n.state IS NULL" if delivered_only else "TRUE"
+    (migration 0026)."""
+    found: list[tuple] = []
+    extra = "".join(f", {c}" for c in columns)
     sqlite = on_sqlite(session)
     for i in range(0, len(pairs), KEY_CHUNK):
         part = pairs[i:i + KEY_CHUNK]
         if not part:
             continue
         if sqlite:  # one table: the unique index (key, account) finds each key
-            query = (f"SELECT n.account_id, n.idempotency_key FROM notice n "
-                     f"WHERE n.idempotency_key IN ({', '.join('?' * len(part))}) AND {state}")
+            query = (f"SELECT n.account_id, n.idempotency_key{extra} FROM notice n "
+                     f"WHERE n.idempotency_key IN ({', '.join('?' * len(part))}) AND {where}")
             wanted = set(part)
-            found.update(tuple(p) for p in driver_rows(session, query, *(k for _, k in part)) if tuple(p) in wanted)
+            found += [tuple(p) for p in driver_rows(session, query, *(k for _, k in part)) if (p[0], p[1]) in wanted]
         else:  # partitioned by account: each pair looked up in its account's partition only. LATERAL
             # with LIMIT 1 (not flattened into a join) keeps a nested loop of index probes pruned at
             # run time: a plain join chose to hash every partition's rows (188 ms a batch at 500,000
             # notices, against 6 ms; docs/benchmarks.md)
-            query = ("SELECT k.account_id, k.idempotency_key FROM unnest(?::bigint[], ?::varchar[]) "
-                     "AS k(account_id, idempotency_key) CROSS JOIN LATERAL (SELECT 1 FROM notice n "
+            outer = "".join(f", n.{c.removeprefix('n.')}" for c in columns)
+            query = (f"SELECT k.account_id, k.idempotency_key{outer} FROM unnest(?::bigint[], ?::varchar[]) "
+                     f"AS k(account_id, idempotency_key) CROSS JOIN LATERAL (SELECT 1 AS found{extra} FROM notice n "
                      "WHERE n.account_id = k.account_id AND n.idempotency_key = k.idempotency_key "
-                     f"AND {state} LIMIT 1) n")
-            found.update(tuple(p) for p in driver_rows(session, query, [a for a, _ in part], [k for _, k in part]))
+                     f"AND {where} LIMIT 1) n")
+            found += [tuple(p) for p in driver_rows(session, query, [a for a, _ in part], [k for _, k in part])]
     return found
+
+
+def known_keys(session, pairs: list[tuple[int, str]], delivered_only: bool = False) -> set[tuple[int, str]]:
+    """The (account id, key) pairs already delivered. ``delivered_only``: not the keys still being
+    sent to an external mail store (notice.state 'sending', delivery/external.py)."""
+    return set(notice_rows(session, pairs, where="n.state IS NULL" if delivered_only else "TRUE"))
 
 
 def mark_duplicates(session, rows: list[RowState]) -> list[RowState]:
