@@ -32,14 +32,13 @@ from sqlalchemy.exc import IntegrityError
 from mailserver.identity.keys import IdKeyring
 from mailserver.store import Store
 from mailserver.store.counters import count_notices
-from mailserver.store.driver import driver_rows
 from mailserver.store.external import ExternalStoreUnavailable, LmtpStore, Outgoing, Reply
 from mailserver.store.models import Account, Drop, Notice, utcnow
 from mailserver.store.outage import retrying
 
 from . import reasons, stagecpu
 from .applications import thread_into_applications
-from .deliver import (KEY_CHUNK, NOTICE_COLUMNS, DropTakenOver, _insert_rows, _undo_delivered, locked_drop,
+from .deliver import (KEY_CHUNK, NOTICE_COLUMNS, DropTakenOver, _insert_rows, _undo_delivered, locked_drop, notice_rows,
                       record_rows)
 from .rowstate import DELIVERED, DUPLICATE, FAILED, RowState
 from .stagecpu import StageCpu
@@ -48,17 +47,9 @@ SENDING = "sending"
 EXTERNAL_NOTICE_COLUMNS = (*NOTICE_COLUMNS, "state")
 
 
-def notice_states(session, keys: list[str]) -> dict[str, tuple[str | None, int | None]]:
-    """key -> (state, drop id) of the keys already in ``notice``."""
-    found: dict[str, tuple[str | None, int | None]] = {}
-    for i in range(0, len(keys), KEY_CHUNK):
-        part = keys[i:i + KEY_CHUNK]
-        if part:
-            for key, state, drop_id in driver_rows(
-                    session, f"SELECT idempotency_key, state, drop_id FROM notice "
-                             f"WHERE idempotency_key IN ({', '.join('?' * len(part))})", *part):
-                found[key] = (state, drop_id)
-    return found
+def notice_states(session, pairs: list[tuple[int, str]]) -> dict[tuple[int, str], tuple[str | None, int | None]]:
+    """(account id, key) -> (state, drop id) of the pairs already in ``notice``."""
+    return {(a, k): (state, drop_id) for a, k, state, drop_id in notice_rows(session, pairs, ("n.state", "n.drop_id"))}
 
 
 def deliver_batch_external(store: Store, target: LmtpStore, ring: IdKeyring, drop_id: int, agency_id: str,
@@ -117,17 +108,18 @@ def _claim(store: Store, drop_id: int, agency_id: str, notice_type: str, rows: l
     with store.session() as s:
         locked_drop(s, drop_id, owner)
         ready = [r for r in rows if r.ready]
-        states = notice_states(s, [r.key for r in ready])
-        seen: set[str] = set()
+        states = notice_states(s, [(r.account_id, r.key) for r in ready])
+        seen: set[tuple[int, str]] = set()
         new, again = [], []
         for r in ready:
-            state = states.get(r.key)
-            if r.key in seen or (state is not None and not (state[0] == SENDING and state[1] == drop_id)):
+            pair = (r.account_id, r.key)
+            state = states.get(pair)
+            if pair in seen or (state is not None and not (state[0] == SENDING and state[1] == drop_id)):
                 # delivered already, or being sent by another drop (which sends it again if it stopped)
                 r.stop(DUPLICATE, "deliver", reasons.DUPLICATE)
                 r.raw = r.analyzed = None
                 continue
-            seen.add(r.key)
+            seen.add(pair)
             (again if state is not None else new).append(r)
         thread_into_applications(s, agency_id, new)
         _insert_rows(s, "notice", EXTERNAL_NOTICE_COLUMNS,
@@ -153,15 +145,18 @@ def _record(store: Store, ring: IdKeyring, drop_id: int, kind: tuple[str, str], 
         taken = owner is not None and drop.owner != owner
         taken_by = drop.owner or "(another node, which has finished it)"
         if delivered:
-            s.execute(update(t).where(t.c.idempotency_key == bindparam("k"), t.c.state == SENDING)
+            s.execute(update(t).where(t.c.account_id == bindparam("a"), t.c.idempotency_key == bindparam("k"),
+                                      t.c.state == SENDING)
                       .values(state=None, delivered_at=bindparam("at")),
-                      [{"k": r.key, "at": utcnow()} for r in delivered],
+                      [{"a": r.account_id, "k": r.key, "at": utcnow()} for r in delivered],
                       execution_options={"synchronize_session": False})
             # counted once, here: a notice is 'sending' (not counted) until its 250 is recorded
             count_notices(s, Counter({(utcnow().date(), *kind): len(delivered)}))
-        keys = [r.key for r in failed]
-        for i in range(0, len(keys), KEY_CHUNK):
-            s.execute(delete(t).where(t.c.idempotency_key.in_(keys[i:i + KEY_CHUNK]), t.c.state == SENDING))
+        if failed:  # each in its account's partition (PostgreSQL)
+            s.execute(delete(t).where(t.c.account_id == bindparam("a"), t.c.idempotency_key == bindparam("k"),
+                                      t.c.state == SENDING),
+                      [{"a": r.account_id, "k": r.key} for r in failed],
+                      execution_options={"synchronize_session": False})
         if not unknown and not taken:
             record_rows(s, ring, drop, rows, originals, delivered)
     if taken:

@@ -155,13 +155,13 @@ def stage_match(ctx: RowContext, rows: list[RowState]) -> None:
     retry = ctx.config.delivery.store_retry_seconds
     retrying(retry, match, ctx, rows)  # (it reads, then marks the rows)
     matched = [r for r in rows if r.status == RECEIVED]
-    known = retrying(retry, _known, ctx, [r.key for r in matched])
+    known = retrying(retry, _known, ctx, [(r.account_id, r.key) for r in matched])
     for r in matched:
-        if r.key in known:
+        if (r.account_id, r.key) in known:
             r.stop(DUPLICATE, "match", DUPLICATE_REASON)
 
 
-def _known(ctx: RowContext, keys: list[str]) -> set[str]:
+def _known(ctx: RowContext, keys: list[tuple[int, str]]) -> set[tuple[int, str]]:
     # external mode: a key still 'sending' (a run that stopped mid-batch) is sent again (delivery/external.py)
     with ctx.store.reader() as s:
         return known_keys(s, keys, delivered_only=ctx.config.external_store)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from sqlalchemy import inspect, text
 
 from mailserver.identity import idnumber
@@ -12,7 +13,7 @@ from mailserver.registry.agencies import add_agency
 from mailserver.registry.citizens import add_citizen
 from mailserver.store import migrate
 from mailserver.store.mailstore import deliver
-from mailserver.store.models import Drop, DropRow
+from mailserver.store.models import Drop, DropRow, Notice
 
 
 def _populate(registry, store) -> None:
@@ -31,6 +32,9 @@ def _populate(registry, store) -> None:
         s.add(drop)
         s.flush()
         s.add_all([DropRow(drop_id=drop.id, line=n, status="delivered") for n in (2, 3)])
+        # notices of three accounts: on PostgreSQL 0026 moves them into partitions and back
+        s.add_all([Notice(idempotency_key=f"{n:032x}", agency_id="tax", notice_type_id=notice_type, account_id=a,
+                          drop_id=drop.id) for n, a in enumerate(accounts)])
 
 
 def _counts(store) -> dict[str, int]:
@@ -55,6 +59,7 @@ def test_every_downgrade_and_upgrade_keeps_the_data(registry, store):
     _populate(registry, store)
     full = _counts(store)
     assert full["message"] == 9 and full["folder"] >= 15 and full["citizen"] == 3 and full["drop_row"] == 2
+    assert full["notice"] == 3
     revisions = _revisions()
     assert revisions[-1] == migrate.head_revision() and len(revisions) >= 7
     store.engine.dispose()  # the fixtures' pooled connections must not hold the old schema
@@ -70,6 +75,9 @@ def test_every_downgrade_and_upgrade_keeps_the_data(registry, store):
         assert {t: now[t] for t in lowest} == {t: full[t] for t in lowest}, f"upgrade to {above} lost rows"
     assert migrate.is_current(store)
     assert _counts(store)["message"] == 9
+    with store.engine.connect() as conn:
+        keys = conn.execute(text("SELECT idempotency_key FROM notice ORDER BY idempotency_key")).scalars().all()
+    assert keys == [f"{n:032x}" for n in range(3)]
 
 
 def test_0024_fills_each_drops_rows_by_outcome_from_its_rows(registry, store):
@@ -90,3 +98,21 @@ def test_0024_fills_each_drops_rows_by_outcome_from_its_rows(registry, store):
     assert tuple(row) == (1, 2, 1, 1, 1, 3)
     migrate.upgrade(store, "head")
     assert migrate.is_current(store)
+
+
+def test_downgrade_below_0026_refuses_a_key_delivered_to_two_accounts(registry, store):
+    """From 0026 a key is unique per account; the older constraint (one per key) could not hold
+    both rows, so the downgrade is refused and changes nothing."""
+    store.blobs = None
+    _populate(registry, store)
+    with store.session() as s:
+        first = s.query(Notice).order_by(Notice.id).first()
+        other = s.execute(text("SELECT min(account_id) FROM notice WHERE account_id <> :a"),
+                          {"a": first.account_id}).scalar()
+        s.add(Notice(idempotency_key=first.idempotency_key, agency_id="tax", notice_type_id=first.notice_type_id,
+                     account_id=other, drop_id=first.drop_id))
+    store.engine.dispose()
+    with pytest.raises(RuntimeError, match="delivered to more than one account"):
+        migrate.downgrade(store, "0024")
+    assert migrate.is_current(store)
+    assert _counts(store)["notice"] == 4

@@ -1,6 +1,8 @@
 """The store on both engines: migrations from empty, models agree with migrations, UIDs."""
 from __future__ import annotations
 
+import re
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -32,13 +34,18 @@ def test_migrations_run_up_from_empty(store_url):
         store.dispose()
 
 
+def _not_a_partition(name, type_, parent_names) -> bool:
+    return not (type_ == "table" and re.fullmatch(r"notice_p\d\d", name or ""))
+
+
 def test_models_and_migrations_agree(store_url):
     """Every model change comes with its migration (what `alembic check` does)."""
     store = Store(store_url)
     try:
         migrate.upgrade(store)
         with store.engine.connect() as conn:
-            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            # the partitions of a partitioned table (PostgreSQL, migration 0026) are not models
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": _not_a_partition})
             diff = compare_metadata(ctx, Base.metadata)
         assert diff == []
     finally:

@@ -68,6 +68,13 @@ def raw_reader(store: Store) -> Iterator[RawRead]:
             conn.close()
 
 
+def on_sqlite(session: "Session | RawRead") -> bool:
+    """Whether the session's database is SQLite (its driver's paramstyle is qmark)."""
+    if isinstance(session, RawRead):
+        return session.qmark
+    return session.connection().dialect.paramstyle == "qmark"
+
+
 def _cursor(session: "Session | RawRead", sql: str):
     """A DBAPI cursor in the session's transaction, and ``sql`` ("?" placeholders) in its
     driver's paramstyle."""

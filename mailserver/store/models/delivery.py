@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, Date, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import BigInteger, Date, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base, BigId, utcnow
@@ -67,12 +67,14 @@ class DropRow(Base):
 
 
 class Notice(Base):
-    """One notice delivered: the unique idempotency key makes delivery exactly-once."""
+    """One notice delivered: the idempotency key, unique per account, makes delivery exactly-once.
+    On PostgreSQL the table is hash-partitioned by ``account_id`` (migration 0026: primary key
+    ``(account_id, id)``, every index in its partition); SQLite keeps one table."""
 
     __tablename__ = "notice"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    idempotency_key: Mapped[str] = mapped_column(String(128))
     agency_id: Mapped[str] = mapped_column(String(64))
     notice_type_id: Mapped[str] = mapped_column(String(64))
     account_id: Mapped[int] = mapped_column(ForeignKey("account.id"), index=True)
@@ -84,7 +86,10 @@ class Notice(Base):
     state: Mapped[str | None] = mapped_column(String(16))
 
     #: the portal's "my notices", newest first: a page read from the index in order
-    __table_args__ = (Index("ix_notice_account_delivered", "account_id", "delivered_at"),)
+    __table_args__ = (Index("ix_notice_account_delivered", "account_id", "delivered_at"),
+                      # the key first (a lookup by key alone on SQLite); with the account, as a unique
+                      # index of a table partitioned by account must be
+                      UniqueConstraint("idempotency_key", "account_id", name="uq_notice_idempotency_key_account"))
 
 
 class NoticeCount(Base):
