@@ -42,7 +42,7 @@ async def do_select(s: ImapSession, cmd: MailboxCommand) -> Reply:
     serial = s.ctx.hub.serial()  # before the snapshot: see ImapSession.select
     snap = await s.ctx.run_read(s.store.select, s.account_id, cmd.mailbox, not claims, False)
     if claims and snap.unclaimed:  # messages no session has seen as \Recent: claim them (a write)
-        snap = await s.ctx.run_write(s.store.claim_snapshot, snap)
+        snap = await s.ctx.run_write(s.store.claim_snapshot, snap, flags_only=True)
     sel = SelectedFolder.from_snapshot(snap, readonly, s.rev2)
     for line in sel.flags_responses():
         await s.untagged(line)

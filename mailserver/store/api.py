@@ -379,7 +379,8 @@ class MailStore(Protocol):
         """Whether ``batch`` pays: the writes of a thread share one commit (SQLite's one writer)."""
         ...
 
-    def batch(self) -> ContextManager[None]:
+    def batch(self, durable: bool = True) -> ContextManager[None]:
         """The writes of this thread inside the block share one commit, made when it ends; their
-        changes are told after that commit (nothing is told if it fails)."""
+        changes are told after that commit (nothing is told if it fails). ``durable=False``:
+        that commit need not be on disk when the block ends (flag changes: groupcommit.py)."""
         ...

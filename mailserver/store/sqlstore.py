@@ -152,6 +152,6 @@ class SqlMailStore:
         return self.db.dialect == "sqlite"
 
     @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        with self.db.hub.held(), self.db.commits.batch():
+    def batch(self, durable: bool = True) -> Iterator[None]:
+        with self.db.hub.held(), self.db.commits.batch(durable):
             yield
