@@ -255,6 +255,12 @@ class IMAPConfig:
     #: 0: all go to the read lane, which measured faster on a machine busy with other work; the
     #: default measured 16 % more commands/s on a quiet one (docs/benchmarks.md)
     loop_read_budget: int = 50000
+    #: on SQLite, whether a change of flags only (STORE, the claim of \\Recent) is fsynced
+    #: before its tagged OK. False (as Dovecot's mail_fsync=optimized): it is committed (another
+    #: process sees it, a crash of the server keeps it) but reaches the disk with the next fsynced
+    #: commit (an APPEND, EXPUNGE, delivery) or the kernel's writeback; a power loss may undo
+    #: the last flag changes, never a message (docs/security.md). True: every write is fsynced
+    fsync_flag_changes: bool = False
     #: levels of nesting in a SEARCH (parentheses, NOT, OR) and of parenthesised lists in any
     #: command; deeper: BAD [LIMIT]
     max_search_depth: int = 64

@@ -94,7 +94,10 @@ class BatchLane:
     whose caller stopped waiting (cancelled, timed out) before it started is not run.
 
     ``around``: a context manager factory wrapped around each batch's jobs (the write lane's one
-    transaction); if leaving it raises, every job of the batch gets that exception. A job's
+    transaction), called with whether the batch's jobs must be durable when it ends; if leaving
+    it raises, every job of the batch gets that exception. Jobs queued with ``durable=False``
+    (flag changes) go in a batch of their own, before the others: the durable ones' wait for
+    the disk does not hold them up. A job's
     ``then`` runs after it in the same thread once ``around`` has been left (the write lane's
     look after its COMMIT). ``init``: run first in each thread (a connection of its own:
     ``store.driver.OwnReader``); what it returns is closed as the thread ends.
@@ -104,7 +107,7 @@ class BatchLane:
     BATCH = 32
 
     def __init__(self, threads: int = 1, name: str = "read",
-                 around: Callable[[], contextlib.AbstractContextManager] | None = None,
+                 around: Callable[[bool], contextlib.AbstractContextManager] | None = None,
                  init: Callable[[], Any] | None = None) -> None:
         self._init = init
         self._jobs: collections.deque = collections.deque()
@@ -116,10 +119,11 @@ class BatchLane:
         for t in self._threads:
             t.start()
 
-    async def run(self, fn: Callable[..., T], *args: Any, then: Callable[[T], Any] | None = None) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any, then: Callable[[T], Any] | None = None,
+                  durable: bool = True) -> T:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue([(loop, future, fn, args, then)])
+        self._queue([(loop, future, fn, args, then, durable)])
         return await future
 
     def _queue(self, jobs: list) -> None:
@@ -150,27 +154,35 @@ class BatchLane:
                     self._idle -= 1
                 batch = [jobs.popleft() for _ in range(min(len(jobs), self.BATCH))]
             batch = [job for job in batch if not job[1].cancelled()]  # its caller stopped waiting
-            outcomes = []
-            try:
-                with self._around() if self._around is not None else contextlib.nullcontext():
-                    for loop, future, fn, args, then in batch:
-                        try:
-                            outcomes.append([loop, future, True, fn(*args), then])
-                        except BaseException as exc:  # noqa: BLE001 - the caller gets it
-                            outcomes.append([loop, future, False, exc, None])
-            except BaseException as exc:  # noqa: BLE001 - the batch failed as a whole (its COMMIT)
-                outcomes = [[loop, future, False, exc, None] for loop, future, *_ in batch]
-            done: dict[asyncio.AbstractEventLoop, list] = {}
-            for outcome in outcomes:
-                loop, future, ok, value, then = outcome
-                if ok and then is not None:
+            light = [job for job in batch if not job[5]]
+            if light and len(light) < len(batch):
+                self._run_batch(light, False)
+                self._run_batch([job for job in batch if job[5]], True)
+            else:
+                self._run_batch(batch, not light)
+
+    def _run_batch(self, batch: list, durable: bool) -> None:
+        outcomes = []
+        try:
+            with self._around(durable) if self._around is not None else contextlib.nullcontext():
+                for loop, future, fn, args, then, _ in batch:
                     try:
-                        value = then(value)
-                    except BaseException as exc:  # noqa: BLE001
-                        ok, value = False, exc
-                done.setdefault(loop, []).append((future, ok, value))
-            for loop, settled in done.items():
-                _call_soon(loop, _settle, settled)
+                        outcomes.append([loop, future, True, fn(*args), then])
+                    except BaseException as exc:  # noqa: BLE001 - the caller gets it
+                        outcomes.append([loop, future, False, exc, None])
+        except BaseException as exc:  # noqa: BLE001 - the batch failed as a whole (its COMMIT)
+            outcomes = [[loop, future, False, exc, None] for loop, future, *_ in batch]
+        done: dict[asyncio.AbstractEventLoop, list] = {}
+        for outcome in outcomes:
+            loop, future, ok, value, then = outcome
+            if ok and then is not None:
+                try:
+                    value = then(value)
+                except BaseException as exc:  # noqa: BLE001
+                    ok, value = False, exc
+            done.setdefault(loop, []).append((future, ok, value))
+        for loop, settled in done.items():
+            _call_soon(loop, _settle, settled)
 
     def shutdown(self) -> None:
         """Run what is queued, then stop the threads."""

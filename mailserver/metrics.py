@@ -183,7 +183,8 @@ class Metrics:
         self.logins = Counter("civicmail_logins", "Login attempts (IMAP, SMTP AUTH) by listener and outcome (ok, "
                               "failed, throttled, unavailable)", ["listener", "outcome"], registry=r)
         self.commit_seconds = Histogram("civicmail_store_commit_seconds", "Seconds of one group COMMIT by writer "
-                                        "(smtp: delivered mail; imap: IMAP writes on SQLite)", ["writer"],
+                                        "(smtp: delivered mail; imap: IMAP writes on SQLite; imap-unsynced: flag changes "
+                                        "committed without an fsync, imap.fsync_flag_changes)", ["writer"],
                                         buckets=LATENCY_BUCKETS, registry=r)
         self.http_requests = Counter("civicmail_http_requests", "HTTP requests by listener, route and status",
                                      ["listener", "route", "status"], registry=r)

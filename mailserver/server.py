@@ -220,12 +220,16 @@ class ServerContext:
         """(function, folder or account id) -> until when its reads skip the loop."""
         return {}
 
-    async def run_write(self, fn: Callable[..., T], *args: Any, then: Callable[[T], Any] | None = None) -> Any:
+    async def run_write(self, fn: Callable[..., T], *args: Any, then: Callable[[T], Any] | None = None,
+                        flags_only: bool = False) -> Any:
         """Run an IMAP write (``fn`` writes through ``mailboxes.writing``) and then ``then(result)``
-        in the same thread after its COMMIT: on SQLite on the write lane, else on the store threads."""
+        in the same thread after its COMMIT: on SQLite on the write lane, else on the store threads.
+        ``flags_only``: the write changes flags only (STORE, \\Recent): unless
+        imap.fsync_flag_changes, its COMMIT on SQLite is not fsynced (store/groupcommit.py)."""
         lane = self.writes
         if lane is not None:
-            return await lane.run(fn, *args, then=then)
+            durable = not flags_only or self.config.imap.fsync_flag_changes
+            return await lane.run(fn, *args, then=then, durable=durable)
         return await self.run(_then, fn, args, then)
 
     def shutdown(self) -> None:

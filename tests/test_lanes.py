@@ -84,15 +84,18 @@ def test_a_cancelled_job_keeps_its_slot_until_its_thread_is_done():
 # -- the read and write lanes (BatchLane) ------------------------------------------------------------
 
 def test_a_batch_lane_takes_what_queued_meanwhile_in_one_batch_and_answers_each_caller():
+    """... and the jobs that need not be durable (flag changes) first, in a batch of their own."""
     from mailserver.lanes import BatchLane
 
     batches: list[list[str]] = []
+    durables: list[bool] = []
     started = threading.Event()
     release = threading.Event()
 
     @contextlib.contextmanager
-    def around():
+    def around(durable: bool):
         batches.append([])
+        durables.append(durable)
         yield
 
     def job(name: str) -> str:
@@ -109,8 +112,9 @@ def test_a_batch_lane_takes_what_queued_meanwhile_in_one_batch_and_answers_each_
     async def main():
         first = asyncio.ensure_future(lane.run(job, "first"))
         await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
-        rest = [asyncio.ensure_future(lane.run(job, n)) for n in ("a", "bad", "b", "c")]
-        await asyncio.sleep(0.1)  # all four queued while the thread is busy with "first"
+        rest = [asyncio.ensure_future(lane.run(job, n, durable=n not in ("x", "y")))
+                for n in ("a", "x", "bad", "b", "y", "c")]
+        await asyncio.sleep(0.1)  # all six queued while the thread is busy with "first"
         release.set()
         return await first, await asyncio.gather(*rest, return_exceptions=True)
 
@@ -119,9 +123,10 @@ def test_a_batch_lane_takes_what_queued_meanwhile_in_one_batch_and_answers_each_
     finally:
         lane.shutdown()
     assert first == "FIRST"
-    assert rest[0] == "A" and rest[2:] == ["B", "C"]
-    assert isinstance(rest[1], ValueError)
-    assert batches == [["first"], ["a", "bad", "b", "c"]]
+    assert rest[0] == "A" and rest[1] == "X" and rest[3:] == ["B", "Y", "C"]
+    assert isinstance(rest[2], ValueError)
+    assert batches == [["first"], ["x", "y"], ["a", "bad", "b", "c"]]
+    assert durables == [True, False, True]
 
 
 def test_a_failed_batch_fails_each_of_its_jobs_and_then_runs_after_the_batch_in_the_lane_thread():
@@ -140,7 +145,7 @@ def test_a_failed_batch_fails_each_of_its_jobs_and_then_runs_after_the_batch_in_
         return Held()
 
     @contextlib.contextmanager
-    def around():
+    def around(durable: bool):
         yield
         events.append("committed" if not fail[0] else "commit failed")
         if fail[0]:

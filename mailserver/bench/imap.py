@@ -131,11 +131,13 @@ def _child_main(root: str, conn, profile: str | None = None, real_hash: bool = F
                 settings: tuple[str, ...] = (), port: int = 0) -> None:
     """The server process: IMAP on 127.0.0.1:``port`` (0: any) plus the folder watcher, with the
     config ``settings`` (KEY=VALUE) on top. With ``profile``, the event loop and every store
-    thread run under cProfile; the merged stats go to that file."""
+    thread run under cProfile; the merged stats go to that file, and those of the read and
+    write lanes' threads to ``{profile}.read`` and ``{profile}.write``."""
     import concurrent.futures
     import cProfile
     import pstats
     import resource
+    import threading
 
     from ..registry import Registry
     from ..server import ServerContext
@@ -153,7 +155,19 @@ def _child_main(root: str, conn, profile: str | None = None, real_hash: bool = F
         profiles[-1].enable()
 
     extra = {}
+    lanes: dict[str, list[cProfile.Profile]] = {}
     if profile:
+        from .. import lanes as lane_module
+
+        serve = lane_module.BatchLane._serve
+
+        def profiled_serve(lane) -> None:  # the bench child's own process: no other server here
+            name = threading.current_thread().name.split("-")[0]
+            lanes.setdefault(name, []).append(cProfile.Profile())
+            lanes[name][-1].enable()
+            serve(lane)
+
+        lane_module.BatchLane._serve = profiled_serve
         extra["executor"] = concurrent.futures.ThreadPoolExecutor(
             max_workers=16, thread_name_prefix="store", initializer=profiled_thread)
         profiled_thread()
@@ -175,6 +189,10 @@ def _child_main(root: str, conn, profile: str | None = None, real_hash: bool = F
         for p in profiles:
             p.create_stats()
         pstats.Stats(*profiles).dump_stats(profile)
+        for name, stats in lanes.items():
+            for p in stats:
+                p.create_stats()
+            pstats.Stats(*stats).dump_stats(f"{profile}.{name}")
 
 
 class ServerChild:

@@ -42,7 +42,7 @@ async def do_select(s: ImapSession, cmd: MailboxCommand) -> Reply:
     serial = s.ctx.hub.serial()  # before the snapshot: see ImapSession.select
     snap = await s.ctx.run_read(s.store.select, s.account_id, cmd.mailbox, not claims, False)
     if claims and snap.unclaimed:  # messages no session has seen as \Recent: claim them (a write)
-        snap = await s.ctx.run_write(s.store.claim_snapshot, snap)
+        snap = await s.ctx.run_write(s.store.claim_snapshot, snap, flags_only=True)
     sel = SelectedFolder.from_snapshot(snap, readonly, s.rev2, s.config.imap.max_keywords)
     for line in sel.flags_responses():
         await s.untagged(line)
@@ -188,8 +188,11 @@ async def do_append(s: ImapSession, cmd: Append) -> Reply:
             raw = await s.heavy(without_nul, raw)  # RFC 3516 4.4: NUL parts become base64
         bits, keywords = split_flags(m.flags)
         items.append(api.ToAppend(raw, bits, " ".join(sorted(set(keywords))) or None, m.date))
+    # parsed and the bodies stored beside the write lane, as work whose cost the client chooses:
+    # the lane's one thread (every writer of the process, on SQLite) waits only for the rows
+    prepared = await s.heavy(s.store.prepare_append, s.account_id, cmd.mailbox, items)
     try:
-        done = await s.run_looking(s.store.append, s.account_id, cmd.mailbox, items,
+        done = await s.run_looking(s.store.append, s.account_id, cmd.mailbox, prepared,
                                    s.config.accounts.quota_bytes, into_selected and not sel.readonly)
     except NotFound:
         return R.NO_TRYCREATE

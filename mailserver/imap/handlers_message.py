@@ -222,7 +222,7 @@ async def do_fetch(s: ImapSession, cmd: Fetch) -> Reply:
     if cmd.changedsince is not None or any(a.name == "MODSEQ" for a in atts):
         await s.enable_condstore()
     if F.sets_seen(atts) and not sel.readonly:
-        stored = await s.ctx.run_write(s.store.store_flags, sel.folder_id, ranges, "+", SEEN, ())
+        stored = await s.ctx.run_write(s.store.store_flags, sel.folder_id, ranges, "+", SEEN, (), flags_only=True)
         _saw_own_write(sel, stored)
         if stored.rows and not any(a.name == "FLAGS" for a in atts):
             atts = atts + (FetchAtt("FLAGS"),)
@@ -252,7 +252,7 @@ async def do_store(s: ImapSession, cmd: Store) -> Reply:
     if cmd.mode != "-" and sel.keywords_refused(keywords, s.config.imap.max_keyword_length):
         return s.keyword_limit()
     stored = await s.run_looking(s.store.store_flags, sel.folder_id, ranges, cmd.mode, bits, keywords,
-                                 cmd.unchangedsince)
+                                 cmd.unchangedsince, flags_only=True)
     _saw_own_write(sel, stored)
     await s.announce_keywords(r[2] for r in stored.rows)
     changed_any = stored.modseq_after != stored.modseq_before

@@ -265,6 +265,7 @@ def make_services(ctx: ServerContext, worker: bool = False) -> list:
                      ctx.config.lmtp.target)
         return []
     ctx.store.commits.on_commit = ctx.metrics.commit_observer("imap")
+    ctx.store.commits.on_unsynced_commit = ctx.metrics.commit_observer("imap-unsynced")
     services: list = [WatcherService(ctx)]
     if ctx.config.imap.expunge_history_days > 0 and not worker:  # once per server, in the first process
         services.append(TombstonePruner(ctx))

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from .notify import ChangeHub
 
 __all__ = ["MailStore", "NewMessage", "Delivered", "FolderInfo", "FolderStatus", "Snapshot", "Changes", "Stored",
-           "Copied", "Appended", "AppendedMany", "ToAppend", "QuotaUsage", "UidRanges", "CannotDelete",
+           "Copied", "Appended", "AppendedMany", "ToAppend", "PreparedAppend", "QuotaUsage", "UidRanges", "CannotDelete",
            "HasChildFolders", "SEP", "FETCH_FIELDS", "SORT_VALUES", "SEEN", "ANSWERED", "FLAGGED", "DELETED", "DRAFT"]
 
 #: the hierarchy separator of folder names (names are Unicode; the IMAP edge encodes them)
@@ -122,6 +122,14 @@ class ToAppend(NamedTuple):
     flags: int
     keywords: str | None
     internaldate: dt.datetime | None
+
+
+class PreparedAppend(NamedTuple):
+    """The messages of one APPEND parsed and their bodies put in the blob store
+    (``MailStore.prepare_append``), ready for ``append``: that work then stays off the write path,
+    where on SQLite every writer of the process waits for it."""
+
+    messages: tuple[NewMessage, ...]
 
 
 class Appended(NamedTuple):
@@ -368,9 +376,14 @@ class MailStore(Protocol):
         """RFC 3501 6.4.7 COPY, RFC 6851 MOVE; the UIDs for RFC 4315 COPYUID."""
         ...
 
-    def append(self, account_id: int, folder: str, items: Sequence[ToAppend], quota_default: int,
+    def prepare_append(self, account_id: int, folder: str, items: Sequence[ToAppend]) -> PreparedAppend:
+        """What ``append`` of these messages can do before its write (parse, blob store)."""
+        ...
+
+    def append(self, account_id: int, folder: str, items: Sequence[ToAppend] | PreparedAppend, quota_default: int,
                claim_recent: bool = False) -> AppendedMany:
-        """RFC 3501 6.3.11 APPEND, RFC 3502 MULTIAPPEND: all or none; UIDs for APPENDUID."""
+        """RFC 3501 6.3.11 APPEND, RFC 3502 MULTIAPPEND: all or none; UIDs for APPENDUID.
+        ``items`` prepared by ``prepare_append`` (for this account and folder) are stored as they are."""
         ...
 
     # -- how writes share commits -------------------------------------------------------------
@@ -379,7 +392,8 @@ class MailStore(Protocol):
         """Whether ``batch`` pays: the writes of a thread share one commit (SQLite's one writer)."""
         ...
 
-    def batch(self) -> ContextManager[None]:
+    def batch(self, durable: bool = True) -> ContextManager[None]:
         """The writes of this thread inside the block share one commit, made when it ends; their
-        changes are told after that commit (nothing is told if it fails)."""
+        changes are told after that commit (nothing is told if it fails). ``durable=False``:
+        that commit need not be on disk when the block ends (flag changes: groupcommit.py)."""
         ...

@@ -7,6 +7,14 @@ a transaction shared with the threads queued beside it, and the last of a burst 
 all of them. Nobody returns before the COMMIT that holds its work: durability is unchanged
 ("acknowledged means durable"), only fsyncs are shared. A failure inside one thread's work
 rolls back its savepoint only; a failed COMMIT fails every thread of the batch.
+
+A batch of writes that need not be on disk when acknowledged (``batch(durable=False)``: IMAP
+flag changes unless imap.fsync_flag_changes) runs on a connection set to ``synchronous=NORMAL``
+(SQLite takes the level only outside a transaction), so its COMMIT makes no fsync: in WAL mode
+it survives a crash of the process, and a power loss keeps it or loses it with every later
+commit (never a part of one); the next fsynced COMMIT (an APPEND, EXPUNGE, delivery) puts it on
+disk with everything before it in the WAL. The level is set back before the connection returns
+to the pool.
 """
 from __future__ import annotations
 
@@ -46,6 +54,10 @@ class GroupCommit:
         self._batch: _Batch | None = None
         #: told the seconds of each COMMIT (the server's metrics), in the committing thread
         self.on_commit: Callable[[float], None] | None = None
+        #: the same for each COMMIT made without an fsync (``batch(durable=False)``)
+        self.on_unsynced_commit: Callable[[float], None] | None = None
+        #: the open transaction's level was lowered (no fsync at its COMMIT)
+        self._unsynced = False
         #: set in a thread inside ``batch``
         self._local = threading.local()
 
@@ -56,16 +68,18 @@ class GroupCommit:
         with self._count_lock:
             self._queued -= 1
 
-    def _open(self) -> tuple[Session, _Batch]:
+    def _open(self, durable: bool = True) -> tuple[Session, _Batch]:
         if self._session is None:
-            self._cm = self.store.session()
+            unsynced: list[bool] = []
+            self._cm = _transaction(self.store, durable, unsynced)
             self._session = self._cm.__enter__()
+            self._unsynced = bool(unsynced)
             self._batch = _Batch()
         return self._session, self._batch  # type: ignore[return-value]
 
     def _commit(self) -> None:
         """Commit the open batch (mutex held) and wake its threads."""
-        cm, batch = self._cm, self._batch
+        cm, batch, unsynced = self._cm, self._batch, self._unsynced
         self._session = self._cm = self._batch = None
         started = time.monotonic()
         try:
@@ -73,8 +87,9 @@ class GroupCommit:
         except BaseException as exc:  # noqa: BLE001 - every waiter must hear of it
             batch.error = exc
         else:
-            if self.on_commit is not None:
-                self.on_commit(time.monotonic() - started)
+            report = self.on_unsynced_commit if unsynced else self.on_commit
+            if report is not None:
+                report(time.monotonic() - started)
         batch.done.set()
 
     def _leave(self) -> None:
@@ -88,12 +103,14 @@ class GroupCommit:
             self._mutex.release()
 
     @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self, durable: bool = True) -> Iterator[None]:
         """One thread's writes in one transaction (the IMAP write lane): inside the block,
         ``write`` neither commits nor waits; the block's end commits them all, or raises
-        StorageError if that COMMIT fails. Other writers wait for the whole block."""
+        StorageError if that COMMIT fails. Other writers wait for the whole block.
+        ``durable=False``: unless it joins a transaction already open, its COMMIT is not
+        fsynced (the module's docstring)."""
         self._acquire()
-        self._local.batching = True
+        self._local.batching = durable
         try:
             yield
             if self._session is not None:
@@ -107,13 +124,14 @@ class GroupCommit:
                 cm.__exit__(*sys.exc_info())
             raise
         finally:
-            self._local.batching = False
+            self._local.batching = None
             self._mutex.release()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
-        if getattr(self._local, "batching", False):
-            with self._savepoint(self._open()[0]) as session:
+        batching = getattr(self._local, "batching", None)
+        if batching is not None:
+            with self._savepoint(self._open(batching)[0]) as session:
                 yield session
             return
         self._acquire()
@@ -152,6 +170,29 @@ class GroupCommit:
             yield
         finally:
             self._mutex.release()
+
+
+@contextlib.contextmanager
+def _transaction(store, durable: bool, unsynced: list[bool]) -> Iterator[Session]:
+    """The batch's transaction (``store.session()``'s), on a connection that ``durable=False``
+    sets to ``synchronous=NORMAL`` before BEGIN (appending True to ``unsynced``) and back after
+    the COMMIT; where the level is NORMAL or OFF already, nothing changes."""
+    with store.engine.connect() as conn:
+        level = None
+        if not durable:
+            dbapi = conn.connection.dbapi_connection
+            level = dbapi.execute("PRAGMA synchronous").fetchone()[0]
+            if level > 1:
+                dbapi.execute("PRAGMA synchronous=NORMAL")
+                unsynced.append(True)
+            else:
+                level = None
+        try:
+            with store.sessions(bind=conn) as session, session.begin():
+                yield session
+        finally:
+            if level is not None:
+                dbapi.execute(f"PRAGMA synchronous={int(level)}")
 
 
 def group_commit(store) -> GroupCommit:

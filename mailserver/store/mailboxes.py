@@ -31,8 +31,8 @@ from .models.mail import DELETED, SEEN
 from .notify import announce, announce_account
 # The selected folder's operations live in selection.py; they are re-exported here so that
 # callers use one module for the mailbox store.
-from .selection import (append_message,
-                        append_messages, changes_since, claim_recent, copy_messages, expunge, fetch_rows, message_raw,
+from .selection import (append_message, append_messages, prepare_append,
+                        changes_since, claim_recent, copy_messages, expunge, fetch_rows, message_raw,
                         quota_usage, select_folder, claim_snapshot, store_flags, vanished_since)
 
 # -- folders --------------------------------------------------------------------------------------
@@ -293,7 +293,7 @@ def find_folder(store: Store, account_id: int, name: str) -> FolderInfo:
 
 
 
-__all__ = ["FolderInfo", "FolderStatus", "Snapshot", "Changes", "Copied", "Stored", "Appended", "AppendedMany", "ToAppend", "append_messages", "CannotDelete",
+__all__ = ["FolderInfo", "FolderStatus", "Snapshot", "Changes", "Copied", "Stored", "Appended", "AppendedMany", "ToAppend", "append_messages", "prepare_append", "CannotDelete",
            "QuotaExceeded", "SEP", "UidRanges", "writing", "serialized_writes",
            "list_folders", "folder_status", "create_folder", "delete_folder", "rename_folder", "subscriptions",
            "subscribe", "unsubscribe",

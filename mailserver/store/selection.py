@@ -16,7 +16,7 @@ from ..mime import analyze
 from . import bodies
 from .db import Store
 from .driver import driver_execute, driver_rows, raw_reader
-from .api import (Appended, AppendedMany, Changes, Copied, NewMessage, QuotaUsage, Snapshot, Stored,
+from .api import (Appended, AppendedMany, PreparedAppend, Changes, Copied, NewMessage, QuotaUsage, Snapshot, Stored,
                   ToAppend, UidRanges)
 from .mailbox_sql import folder_row, info_of, INFO_SQL, uid_sql, bump_modseq, remove_messages, copy_rows, writing
 from .mailstore import check_quota, insert_messages, over_quota, quota_usage_of
@@ -334,16 +334,25 @@ def copy_messages(store: Store, account_id: int, folder_id: int, uids: UidRanges
     return Copied(target.uidvalidity, [r.uid for r in rows], dest_uids, target.id)
 
 
-def append_messages(store: Store, account_id: int, folder: str, items: Sequence[ToAppend], quota_default: int,
-                    claim_recent: bool = False) -> AppendedMany:
+def prepare_append(store: Store, account_id: int, folder: str, items: Sequence[ToAppend]) -> PreparedAppend:
+    """APPEND's work before its write: parse each message, put its body in the blob store
+    (durable before the commit names it; ``bodies.stage``)."""
+    messages = tuple(NewMessage(account_id=account_id, raw=i.raw, analyzed=analyze(i.raw), folder=folder,
+                                flags=i.flags, keywords=i.keywords, internaldate=_utc(i.internaldate)) for i in items)
+    bodies.stage(store, messages)
+    return PreparedAppend(messages)
+
+
+def append_messages(store: Store, account_id: int, folder: str, items: Sequence[ToAppend] | PreparedAppend,
+                    quota_default: int, claim_recent: bool = False) -> AppendedMany:
     """RFC 3501 6.3.11 for one message, RFC 3502 MULTIAPPEND for several: one transaction, so
     all are stored or none (a quota the whole set exceeds stores none); RFC 4315 APPENDUID
     after the commit. ``claim_recent``: the caller has this folder selected; claiming in the same
-    transaction saves a second write."""
-    # Parsed before the write: on SQLite every writer of the process waits while one writes.
-    messages = [NewMessage(account_id=account_id, raw=i.raw, analyzed=analyze(i.raw), folder=folder, flags=i.flags,
-                           keywords=i.keywords, internaldate=_utc(i.internaldate)) for i in items]
-    bodies.stage(store, messages)  # outside the write lock: durable before the commit names them
+    transaction saves a second write. ``items`` may be prepared already (``prepare_append``,
+    in another thread: on SQLite every writer of the process waits while one writes)."""
+    if not isinstance(items, PreparedAppend):
+        items = prepare_append(store, account_id, folder, items)
+    messages = list(items.messages)
     with writing(store) as s:
         target = folder_row(s, account_id, folder)
         check_quota(s, messages, quota_default)

@@ -15,7 +15,7 @@ from ..config import AccountsConfig
 from ..mime import Analyzed
 from . import mailboxes, mailstore, sortrows
 from .api import (AppendedMany, Changes, Copied, Delivered, FolderInfo, FolderStatus, NewMessage, QuotaUsage,
-                  Snapshot, Stored, ToAppend, UidRanges)
+                  PreparedAppend, Snapshot, Stored, ToAppend, UidRanges)
 from .db import Store
 from .mailbox_sql import touch_messages
 from .notify import ChangeHub
@@ -142,7 +142,10 @@ class SqlMailStore:
              quota_default: int) -> Copied:
         return mailboxes.copy_messages(self.db, account_id, folder_id, uids, dest, move, quota_default)
 
-    def append(self, account_id: int, folder: str, items: Sequence[ToAppend], quota_default: int,
+    def prepare_append(self, account_id: int, folder: str, items: Sequence[ToAppend]) -> PreparedAppend:
+        return mailboxes.prepare_append(self.db, account_id, folder, items)
+
+    def append(self, account_id: int, folder: str, items: Sequence[ToAppend] | PreparedAppend, quota_default: int,
                claim_recent: bool = False) -> AppendedMany:
         return mailboxes.append_messages(self.db, account_id, folder, items, quota_default, claim_recent)
 
@@ -152,6 +155,6 @@ class SqlMailStore:
         return self.db.dialect == "sqlite"
 
     @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        with self.db.hub.held(), self.db.commits.batch():
+    def batch(self, durable: bool = True) -> Iterator[None]:
+        with self.db.hub.held(), self.db.commits.batch(durable):
             yield

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 
 from sqlalchemy import text
 
 from mailserver.store import open_store
+from mailserver.store.blobs import blob_key
 from tests.imap.conftest import start_server
 
 SESSIONS = 6
@@ -76,3 +78,41 @@ def test_every_acknowledged_write_of_concurrent_sessions_is_committed_and_told(c
     finally:
         running._stop()  # type: ignore[attr-defined]
         store.dispose()
+
+
+def test_appends_are_parsed_and_their_bodies_stored_while_the_write_lane_waits(sqlite_config):
+    """APPEND's parse and blob write run beside the write lane (prepare_append on the heavy
+    lane): with every write of the process held up, the bodies of two sessions' APPENDs are
+    still put in the blob store, and neither is acknowledged until its write is committed."""
+    running = start_server(sqlite_config)
+    blobs = running.ctx.store.blobs
+    raws = [f"Subject: held {n}\r\n\r\nbody {n}\r\n".encode() for n in range(2)]
+    answers: list[str] = []
+
+    def append(c, raw: bytes) -> None:
+        answers.append(c.append("INBOX", None, None, raw)[0])
+        c.logout()
+
+    try:
+        # logged in first: a login may record its time, a write that would wait too
+        threads = [threading.Thread(target=append, args=(running.client(0), raw)) for raw in raws]
+        with running.ctx.store.commits.exclusive():  # the write lane's batch waits for this
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + 30
+            while not all(blobs.exists(blob_key(r)) for r in raws) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            staged = [blobs.exists(blob_key(r)) for r in raws]
+            held_answers = list(answers)
+        for t in threads:
+            t.join(60)
+        assert staged == [True, True]
+        assert held_answers == []
+        assert answers == ["OK", "OK"]
+        c = running.client(0)
+        c.select("INBOX")
+        typ, data = c.uid("SEARCH", "SUBJECT", "held")
+        assert len(data[0].split()) == 2
+        c.logout()
+    finally:
+        running._stop()  # type: ignore[attr-defined]
