@@ -19,6 +19,7 @@ from .driver import driver_execute, driver_rows, raw_reader
 from .api import (Appended, AppendedMany, PreparedAppend, Changes, Copied, NewMessage, QuotaUsage, Snapshot, Stored,
                   ToAppend, UidRanges)
 from .mailbox_sql import folder_row, info_of, INFO_SQL, uid_sql, bump_modseq, remove_messages, copy_rows, writing
+from .pgselect import snapshot_rows
 from .mailstore import check_quota, insert_messages, over_quota, quota_usage_of
 from .models.mail import DELETED, SEEN
 
@@ -29,23 +30,27 @@ def select_folder(store: Store, account_id: int, name: str, readonly: bool, clai
     """RFC 3501 6.3.1/6.3.2. Both count the \\Recent messages; SELECT (not EXAMINE) claims them
     for this session, here or (``claim`` false: this reads only) in ``claim_snapshot``."""
     with raw_reader(store) as s:
-        found = driver_rows(s, f"SELECT {INFO_SQL}, recent_uid FROM folder WHERE account_id = ? AND name = ?",
-                            account_id, name)
-        if not found:
-            raise NotFound(f"no folder {name}")
-        info, recent_uid = info_of(found[0]), found[0][-1]
-        uids = array("q")
-        first_unseen = None
-        keywords: set[str] = set()
-        # One pass over the folder through the driver's cursor: 100,000 rows through Core's
-        # row objects cost more than the query itself.
-        for uid, flags, kws in driver_rows(s, "SELECT uid, flags, keywords FROM message WHERE folder_id = ? "
-                                               "ORDER BY uid", info.id):
-            uids.append(uid)
-            if first_unseen is None and not flags & SEEN:
-                first_unseen = uid
-            if kws:
-                keywords.update(kws.split())
+        if not s.qmark:  # PostgreSQL: both reads in one round trip
+            found, rows = snapshot_rows(s.dbapi, account_id, name)
+        else:
+            found = next(iter(driver_rows(s, f"SELECT {INFO_SQL}, recent_uid FROM folder WHERE account_id = ? "
+                                             "AND name = ?", account_id, name)), None)
+            rows = [] if found is None else driver_rows(s, "SELECT uid, flags, keywords FROM message "
+                                                           "WHERE folder_id = ? ORDER BY uid", found[0])
+    if found is None:
+        raise NotFound(f"no folder {name}")
+    info, recent_uid = info_of(found), found[-1]
+    uids = array("q")
+    first_unseen = None
+    keywords: set[str] = set()
+    # One pass over the folder's rows as the driver gives them: 100,000 rows through Core's
+    # row objects cost more than the query itself.
+    for uid, flags, kws in rows:
+        uids.append(uid)
+        if first_unseen is None and not flags & SEEN:
+            first_unseen = uid
+        if kws:
+            keywords.update(kws.split())
     snap = Snapshot(info, uids, recent_uid, len(uids) - bisect_right(uids, recent_uid), first_unseen, keywords)
     # EXAMINE counts them without claiming them (RFC 3501 6.3.2: no change to the mailbox's
     # state, and a later SELECT still gets them as \Recent)
