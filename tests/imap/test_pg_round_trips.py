@@ -211,9 +211,13 @@ def test_a_store_and_its_look_are_three_round_trips(pg_server):
         command(raw, "e", "ENABLE CONDSTORE", trace)
         lines, _ = command(raw, "h0", "STATUS INBOX (HIGHESTMODSEQ)", trace)
         before = int(re.search(rb"HIGHESTMODSEQ (\d+)", lines[0]).group(1))
-        folder_id = running.ctx.store.engine.connect().exec_driver_sql(
-            "SELECT id FROM folder WHERE name = 'INBOX' AND account_id = %(a)s",
-            {"a": running.users[0][1]}).scalar()
+        looker = create_engine(pg_url)  # not the server's engine: its connections are traced
+        try:
+            with looker.connect() as conn:
+                folder_id = conn.exec_driver_sql("SELECT id FROM folder WHERE name = 'INBOX' AND account_id = %(a)s",
+                                                 {"a": running.users[0][1]}).scalar()
+        finally:
+            looker.dispose()
         (channel, payload), = notifications([str(folder_id)])
         listener = psycopg.connect(make_url(pg_url).set(drivername="postgresql").render_as_string(False),
                                    autocommit=True)
