@@ -68,6 +68,31 @@ def raw_reader(store: Store) -> Iterator[RawRead]:
             conn.close()
 
 
+@contextlib.contextmanager
+def raw_writer(store: Store) -> Iterator[Any]:
+    """A pooled psycopg connection in autocommit, for a PostgreSQL write that sends its own
+    BEGIN and COMMIT (``pgflags``: pipelined with its statements). Left mid-transaction (an
+    error), it is rolled back; a broken one is invalidated, never handed out again."""
+    conn = store.engine.raw_connection()
+    dbapi = conn.driver_connection
+    try:
+        dbapi.autocommit = True
+        yield dbapi
+    finally:
+        try:
+            if not (dbapi.closed or dbapi.broken) and dbapi.info.transaction_status != 0:  # 0: idle
+                try:
+                    dbapi.execute("ROLLBACK")
+                except Exception:
+                    conn.invalidate()
+            if dbapi.closed or dbapi.broken:
+                conn.invalidate()  # closed, not back into the pool (and its error kept)
+            else:
+                dbapi.autocommit = False  # the pool's other users expect SQLAlchemy's transactions
+        finally:
+            conn.close()
+
+
 def on_sqlite(session: "Session | RawRead") -> bool:
     """Whether the session's database is SQLite (its driver's paramstyle is qmark)."""
     if isinstance(session, RawRead):

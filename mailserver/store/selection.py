@@ -19,9 +19,9 @@ from .driver import driver_execute, driver_rows, raw_reader
 from .api import (Appended, AppendedMany, PreparedAppend, Changes, Copied, NewMessage, QuotaUsage, Snapshot, Stored,
                   ToAppend, UidRanges)
 from .mailbox_sql import folder_row, info_of, INFO_SQL, uid_sql, bump_modseq, remove_messages, copy_rows, writing
+from .pgselect import snapshot_rows
 from .mailstore import check_quota, insert_messages, over_quota, quota_usage_of
 from .models.mail import DELETED, SEEN
-from .notify import announce
 
 
 # -- a selected folder ----------------------------------------------------------------------------
@@ -30,23 +30,27 @@ def select_folder(store: Store, account_id: int, name: str, readonly: bool, clai
     """RFC 3501 6.3.1/6.3.2. Both count the \\Recent messages; SELECT (not EXAMINE) claims them
     for this session, here or (``claim`` false: this reads only) in ``claim_snapshot``."""
     with raw_reader(store) as s:
-        found = driver_rows(s, f"SELECT {INFO_SQL}, recent_uid FROM folder WHERE account_id = ? AND name = ?",
-                            account_id, name)
-        if not found:
-            raise NotFound(f"no folder {name}")
-        info, recent_uid = info_of(found[0]), found[0][-1]
-        uids = array("q")
-        first_unseen = None
-        keywords: set[str] = set()
-        # One pass over the folder through the driver's cursor: 100,000 rows through Core's
-        # row objects cost more than the query itself.
-        for uid, flags, kws in driver_rows(s, "SELECT uid, flags, keywords FROM message WHERE folder_id = ? "
-                                               "ORDER BY uid", info.id):
-            uids.append(uid)
-            if first_unseen is None and not flags & SEEN:
-                first_unseen = uid
-            if kws:
-                keywords.update(kws.split())
+        if not s.qmark:  # PostgreSQL: both reads in one round trip
+            found, rows = snapshot_rows(s.dbapi, account_id, name)
+        else:
+            found = next(iter(driver_rows(s, f"SELECT {INFO_SQL}, recent_uid FROM folder WHERE account_id = ? "
+                                             "AND name = ?", account_id, name)), None)
+            rows = [] if found is None else driver_rows(s, "SELECT uid, flags, keywords FROM message "
+                                                           "WHERE folder_id = ? ORDER BY uid", found[0])
+    if found is None:
+        raise NotFound(f"no folder {name}")
+    info, recent_uid = info_of(found), found[-1]
+    uids = array("q")
+    first_unseen = None
+    keywords: set[str] = set()
+    # One pass over the folder's rows as the driver gives them: 100,000 rows through Core's
+    # row objects cost more than the query itself.
+    for uid, flags, kws in rows:
+        uids.append(uid)
+        if first_unseen is None and not flags & SEEN:
+            first_unseen = uid
+        if kws:
+            keywords.update(kws.split())
     snap = Snapshot(info, uids, recent_uid, len(uids) - bisect_right(uids, recent_uid), first_unseen, keywords)
     # EXAMINE counts them without claiming them (RFC 3501 6.3.2: no change to the mailbox's
     # state, and a later SELECT still gets them as \Recent)
@@ -241,24 +245,53 @@ def store_flags(store: Store, folder_id: int, uids: UidRanges, mode: str, bits: 
     """RFC 3501 6.4.6: mode "+", "-" or "" (replace). With ``unchangedsince`` (RFC 7162
     UNCHANGEDSINCE), a message whose MODSEQ is above it is not changed but listed in
     ``modified``. A message whose flags do not change keeps its MODSEQ, and a STORE that
-    changes nothing leaves the folder's HIGHESTMODSEQ where it was."""
+    changes nothing leaves the folder's HIGHESTMODSEQ where it was. On PostgreSQL in two
+    pipelined round trips (``pgflags``)."""
     if not uids:
         return Stored([], 0, 0)
-    out: list[tuple[int, int, str | None, int]] = []
-    modified: list[int] = []
-    kw = set(keywords)
+    if store.dialect == "postgresql":
+        from .pgflags import store_flags_pg
+
+        return store_flags_pg(store, folder_id, uids, FlagChange(mode, bits, frozenset(keywords), unchangedsince))
+    change = FlagChange(mode, bits, frozenset(keywords), unchangedsince)
     with writing(store) as s:
-        # On PostgreSQL the MODSEQ is taken first: the UPDATE locks the folder row before the
-        # messages are read. SQLite's write transaction holds the database's write lock from
-        # BEGIN IMMEDIATE, so there it is taken only when something changes.
-        locked = store.dialect != "sqlite"
-        modseq = bump_modseq(s, folder_id) if locked else 0
+        # SQLite's write transaction holds the database's write lock from BEGIN IMMEDIATE, so
+        # the MODSEQ is taken only when something changes.
         where, params = uid_sql(uids)
         rows = driver_rows(s, f"SELECT id, uid, flags, keywords, modseq FROM message WHERE folder_id = ? AND {where} "
-                               "ORDER BY uid", folder_id, *params)
+                              "ORDER BY uid", folder_id, *params)
+        out, modified, changes = change.apply(rows)
+        if changes:
+            modseq = bump_modseq(s, folder_id)
+            driver_execute(s, "UPDATE message SET flags = ?, keywords = ?, modseq = ? WHERE id = ?",
+                           [(nflags, nkws, modseq, mid) for nflags, nkws, mid, _ in changes])
+            for _, _, _, i in changes:
+                out[i] = out[i][:3] + (modseq,)
+    if changes:
+        store.hub.changed([folder_id])
+        return Stored(out, modseq - 1, modseq, modified)
+    return Stored(out, 0, 0, modified)
+
+
+class FlagChange(NamedTuple):
+    """What a STORE asks for: ``mode`` "+", "-" or "" (replace), the flag bits and keywords,
+    RFC 7162's UNCHANGEDSINCE."""
+    mode: str
+    bits: int
+    keywords: frozenset[str]
+    unchangedsince: int | None
+
+    def apply(self, rows) -> tuple[list[tuple[int, int, str | None, int]], list[int], list[tuple]]:
+        """For rows (id, uid, flags, keywords, modseq) in UID order: (uid, flags, keywords,
+        modseq) of each row after the change (the old MODSEQ still), the UIDs refused by
+        UNCHANGEDSINCE, and (flags, keywords, id, index in the first list) of the rows that
+        change."""
+        out: list[tuple[int, int, str | None, int]] = []
+        modified: list[int] = []
         changes = []
+        mode, bits, kw = self.mode, self.bits, self.keywords
         for mid, uid, flags, kws, old_modseq in rows:
-            if unchangedsince is not None and old_modseq > unchangedsince:
+            if self.unchangedsince is not None and old_modseq > self.unchangedsince:
                 modified.append(uid)
                 continue
             have = set(kws.split()) if kws else set()
@@ -272,24 +305,7 @@ def store_flags(store: Store, folder_id: int, uids: UidRanges, mode: str, bits: 
             if nflags != flags or nkw != have:
                 changes.append((nflags, nkws, mid, len(out)))
             out.append((uid, nflags, nkws, old_modseq))
-        updates = bool(changes)
-        if changes:
-            if not locked:
-                modseq = bump_modseq(s, folder_id)
-            driver_execute(s, "UPDATE message SET flags = ?, keywords = ?, modseq = ? WHERE id = ?",
-                           [(nflags, nkws, modseq, mid) for nflags, nkws, mid, _ in changes])
-            for _, _, _, i in changes:
-                out[i] = out[i][:3] + (modseq,)
-            announce(s, [folder_id])
-        elif locked:
-            # Nothing changed: give the MODSEQ back (the row is still locked by us), so that
-            # HIGHESTMODSEQ stays the highest MODSEQ of a message and no session is woken.
-            driver_execute(s, "UPDATE folder SET highestmodseq = highestmodseq - 1 WHERE id = ?", [(folder_id,)])
-            modseq -= 1
-    if updates:
-        store.hub.changed([folder_id])
-        return Stored(out, modseq - 1, modseq, modified)
-    return Stored(out, 0, 0, modified)
+        return out, modified, changes
 
 
 def expunge(store: Store, folder_id: int, uids: UidRanges | None = None) -> list[int]:

@@ -161,6 +161,14 @@ def test_serve_and_a_drop_through_pgbouncer_with_listen_direct(pg_url, pgbouncer
                 while not (line := imap.readline()).startswith(tag.encode()):
                     pass
                 assert b"OK" in line
+                # a STORE's pipelined transaction (BEGIN to COMMIT) through the pooler, and a
+                # second SELECT's pipelined read
+                typ, data = imap.uid("STORE", "1", "+FLAGS", "(\\Flagged $Pooled)")
+                assert typ == "OK" and b"$Pooled" in data[0], data
+                typ, data = imap.select("INBOX")
+                assert typ == "OK" and int(data[0]) >= 1, data
+                typ, data = imap.uid("FETCH", "1", "(FLAGS)")
+                assert typ == "OK" and b"\\Flagged" in data[0] and b"$Pooled" in data[0], data
             mail_pension_drop(config, "127.0.0.1", submission_a)
             deadline = time.monotonic() + 120
             while not inbox_messages(store, f"social-security@{config.city.domain}"):

@@ -62,8 +62,46 @@ def round_trips(wire: list[tuple[str, str, str]]) -> int:
     return sum(1 for way, kind, _ in wire if way == "B" and kind == "ReadyForQuery")
 
 
+def exchanges(wire: list[tuple[str, str, str]]) -> int:
+    """Round trips counted on the sending side: each Sync and each simple Query is answered by
+    one ReadyForQuery, however many statements a pipeline sent before its Sync. (The answers'
+    count can lag: libpq may read a command's last ReadyForQuery only when its connection is
+    next used, after the IMAP answer went out.)"""
+    return sum(1 for way, kind, _ in wire if way == "F" and kind in ("Sync", "Query"))
+
+
 def queries(wire: list[tuple[str, str, str]]) -> list[str]:
     return [text for way, kind, text in wire if way == "F" and kind in ("Query", "Parse")]
+
+
+#: a Parse's text in the trace: the statement's name, its SQL, its parameters' count and types
+_PARSE = re.compile(r'^"[^"]*" "(.*)" \d+( \w+)*$')
+
+
+def statements(wire: list[tuple[str, str, str]]) -> list[str]:
+    """The SQL sent, one statement an item, whether by a simple Query (split at "; ") or a Parse."""
+    out = []
+    for way, kind, text in wire:
+        if way == "F" and kind == "Query":
+            out += text[1:-1].split("; ")
+        elif way == "F" and kind == "Parse":
+            out.append(_PARSE.match(text).group(1))
+    return out
+
+
+def together(wire: list[tuple[str, str, str]], first: str, then: str) -> bool:
+    """Whether a statement containing ``first`` and a later one containing ``then`` went in
+    the same round trip (no ReadyForQuery between them)."""
+    seen = False
+    for way, kind, text in wire:
+        if way == "B" and kind == "ReadyForQuery":
+            seen = False
+        elif way == "F" and kind in ("Query", "Parse"):
+            for sql in statements([(way, kind, text)]):
+                if seen and then in sql:
+                    return True
+                seen = seen or first in sql
+    return False
 
 
 @pytest.fixture
@@ -116,8 +154,8 @@ def test_the_cheap_reads_of_a_selected_folder_are_their_statements_only(pg_serve
         lines, sent = command(raw, "st", "STATUS INBOX (MESSAGES UNSEEN DELETED UIDNEXT)", trace)
         assert b"(MESSAGES 3 UNSEEN 2 DELETED 1 UIDNEXT 4)" in lines[0], lines
         assert round_trips(sent) == 1, sent
-        for text in queries(sent):
-            assert not re.match(r'^"(;|BEGIN|ROLLBACK|COMMIT|DEALLOCATE)', text), sent
+        for text in statements(sent):
+            assert not re.match(r"^(;|BEGIN|ROLLBACK|COMMIT|DEALLOCATE)", text), sent
 
 
 def test_a_write_on_a_connection_just_used_is_not_pinged(pg_server):
@@ -126,14 +164,13 @@ def test_a_write_on_a_connection_just_used_is_not_pinged(pg_server):
         command(raw, "w0", "UID STORE 1 +FLAGS (\\Seen)", trace)  # the connections are in the pool now
         lines, sent = command(raw, "w1", "UID STORE 2 +FLAGS (\\Flagged)", trace)
         assert any(b"FLAGS (\\Flagged" in ln for ln in lines), lines
-        texts = queries(sent)
-        assert '";"' not in texts, texts  # SQLAlchemy's pre-ping
-        assert texts.count('"BEGIN"') == 1, texts
-        # the other nodes' notice goes with the COMMIT, in one simple query
-        commits = [t for t in texts if t.endswith('COMMIT"')]
-        assert len(commits) == 1 and "pg_notify(c, p) FROM unnest('{civicmail_f" in commits[0], texts
+        texts = statements(sent)
+        assert ";" not in texts, texts  # SQLAlchemy's pre-ping
+        assert texts.count("BEGIN") == 1, texts
+        # the other nodes' notice goes with the COMMIT, in the same round trip, before it
         assert sum("pg_notify" in t for t in texts) == 1, texts
-        assert '"ROLLBACK"' not in texts and '"DEALLOCATE ALL"' not in texts, texts
+        assert together(sent, "pg_notify", "COMMIT"), sent
+        assert "ROLLBACK" not in texts and "DEALLOCATE ALL" not in texts, texts
 
 
 def test_connections_dropped_while_they_wait_are_never_handed_to_a_command(pg_server):
@@ -158,3 +195,76 @@ def test_connections_dropped_while_they_wait_are_never_handed_to_a_command(pg_se
         assert any(b"FLAGS (\\Flagged" in ln for ln in lines), lines
         lines, _ = command(raw, "st", "STATUS INBOX (MESSAGES)", trace)
         assert b"MESSAGES 2" in lines[0], lines
+
+
+def test_a_store_and_its_look_are_three_round_trips(pg_server):
+    """BEGIN, the folder's MODSEQ and the messages read in one round trip; the messages
+    written, the other nodes told and the COMMIT in a second; the look after it the third
+    (six before: psycopg's BEGIN, each statement and the COMMIT apart). What STORE does is
+    unchanged: keywords, MODSEQ, UNCHANGEDSINCE, a STORE that changes nothing."""
+    import psycopg
+
+    from mailserver.store.notify import notifications
+
+    running, trace, pg_url = pg_server
+    with selected(running, trace, 3) as raw:
+        command(raw, "e", "ENABLE CONDSTORE", trace)
+        lines, _ = command(raw, "h0", "STATUS INBOX (HIGHESTMODSEQ)", trace)
+        before = int(re.search(rb"HIGHESTMODSEQ (\d+)", lines[0]).group(1))
+        looker = create_engine(pg_url)  # not the server's engine: its connections are traced
+        try:
+            with looker.connect() as conn:
+                folder_id = conn.exec_driver_sql("SELECT id FROM folder WHERE name = 'INBOX' AND account_id = %(a)s",
+                                                 {"a": running.users[0][1]}).scalar()
+        finally:
+            looker.dispose()
+        (channel, payload), = notifications([str(folder_id)])
+        listener = psycopg.connect(make_url(pg_url).set(drivername="postgresql").render_as_string(False),
+                                   autocommit=True)
+        try:
+            listener.execute(f"LISTEN {channel}")
+            lines, sent = command(raw, "w1", "UID STORE 1 +FLAGS ($Work \\Flagged)", trace)
+            assert exchanges(sent) == 3, sent
+            fetched = [ln for ln in lines if b" FETCH (" in ln]
+            assert fetched == [f"* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent $Work) MODSEQ ({before + 1}))\r\n"
+                               .encode()], lines
+            heard = [n.payload for n in listener.notifies(timeout=10, stop_after=1)]
+            assert payload in heard, heard  # the other nodes are told, at the COMMIT
+        finally:
+            listener.close()
+        lines, sent = command(raw, "w2", "UID STORE 2:3 +FLAGS.SILENT (\\Deleted)", trace)
+        assert exchanges(sent) == 3, sent
+        assert [ln for ln in lines if b"MODSEQ" in ln] == [
+            f"* {n} FETCH (UID {n} MODSEQ ({before + 2}))\r\n".encode() for n in (2, 3)], lines
+        # nothing changes: the MODSEQ taken is given back, HIGHESTMODSEQ stays
+        lines, sent = command(raw, "w3", "UID STORE 1 +FLAGS ($Work)", trace)
+        assert exchanges(sent) == 3, sent
+        assert any(f"* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent $Work) MODSEQ ({before + 1}))".encode() in ln
+                   for ln in lines), lines
+        lines, _ = command(raw, "h1", "STATUS INBOX (HIGHESTMODSEQ)", trace)
+        assert f"HIGHESTMODSEQ {before + 2})".encode() in lines[0], lines
+        # UNCHANGEDSINCE below the message's MODSEQ: refused, the flags kept
+        lines = raw.command("w4", f"UID STORE 1 (UNCHANGEDSINCE {before}) -FLAGS (\\Flagged)")
+        assert lines[-1].startswith(b"w4 OK [MODIFIED 1]"), lines
+        lines, _ = command(raw, "f", "UID FETCH 1:3 (FLAGS)", trace)
+        assert b"\\Flagged" in lines[0] and all(b"\\Deleted" in ln for ln in lines[1:3]), lines
+        assert len(lines) == 4, lines
+
+
+def test_select_reads_its_folder_and_messages_in_one_round_trip_and_one_snapshot(pg_server):
+    """The folder's row and its message list pipelined in one READ ONLY transaction (two round
+    trips before); what SELECT answers is unchanged, and a folder that is not there is a NO."""
+    running, trace, _ = pg_server
+    with selected(running, trace, 3) as raw:
+        command(raw, "w", "UID STORE 2 +FLAGS.SILENT (\\Seen $Later)", trace)
+        lines, sent = command(raw, "s2", "SELECT INBOX", trace)
+        assert exchanges(sent) == 1, sent
+        assert b"* 3 EXISTS\r\n" in lines and b"* OK [UNSEEN 1] first unseen\r\n" in lines, lines
+        assert any(ln.startswith(b"* FLAGS (") and b"$Later" in ln for ln in lines), lines
+        texts = statements(sent)
+        assert texts[0] == "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" and texts[-1] == "COMMIT", texts
+        lines = raw.command("s3", "SELECT Nowhere")
+        assert lines[-1].startswith(b"s3 NO"), lines  # and nothing is selected (RFC 3501 6.3.1)
+        command(raw, "s4", "SELECT INBOX", trace)  # the connection still serves
+        lines, _ = command(raw, "f", "UID FETCH 1:* (FLAGS)", trace)
+        assert sum(b" FETCH (" in ln for ln in lines) == 3, lines

@@ -1,0 +1,65 @@
+"""STORE on PostgreSQL in two round trips instead of five (issue 13): the statements of the
+transaction go pipelined (psycopg's pipeline mode) on a pooled connection in autocommit, with
+an explicit BEGIN, so that psycopg's own BEGIN is no round trip of its own:
+
+1. BEGIN, the folder row's MODSEQ raised (which locks it), the messages read;
+2. the changed messages written in one statement, the other nodes told (``pg_notify``,
+   delivered at COMMIT) and the COMMIT; or, when nothing changes, the MODSEQ given back and
+   the COMMIT.
+
+The messages are read by their own statement after the folder's UPDATE, so under READ
+COMMITTED they are read after the lock is held (a statement of both would read them in a
+snapshot taken before it waited for the lock). No statement is prepared on the server beyond
+what the connection's settings allow (``prepare_threshold`` is off behind PgBouncer)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..errors import NotFound
+from .api import Stored, UidRanges
+from .driver import raw_writer
+from .mailbox_sql import uid_sql
+from .notify import notifications
+
+if TYPE_CHECKING:
+    from .db import Store
+    from .selection import FlagChange
+
+_BUMP = "UPDATE folder SET highestmodseq = highestmodseq + 1 WHERE id = %s RETURNING highestmodseq"
+_GIVE_BACK = "UPDATE folder SET highestmodseq = highestmodseq - 1 WHERE id = %s"
+_WRITE = ("UPDATE message SET flags = v.flags, keywords = v.keywords, modseq = %s "
+          "FROM unnest(%s::bigint[], %s::int[], %s::text[]) AS v(id, flags, keywords) WHERE message.id = v.id")
+_NOTIFY = "SELECT pg_notify(c, p) FROM unnest(%s::text[], %s::text[]) AS n(c, p)"
+
+
+def store_flags_pg(store: Store, folder_id: int, uids: UidRanges, change: FlagChange) -> Stored:
+    """``selection.store_flags`` on PostgreSQL (see the module's text)."""
+    where, params = uid_sql(uids)
+    with raw_writer(store) as conn, conn.pipeline() as pipe:
+        bump, read = conn.cursor(), conn.cursor()
+        bump.execute("BEGIN")
+        bump.execute(_BUMP, (folder_id,))
+        read.execute(f"SELECT id, uid, flags, keywords, modseq FROM message WHERE folder_id = %s AND "
+                     f"{where.replace('?', '%s')} ORDER BY uid", (folder_id, *params))
+        pipe.sync()
+        found = bump.fetchall()
+        if not found:
+            raise NotFound("folder is gone")
+        modseq = found[0][0]
+        out, modified, changes = change.apply(read.fetchall())
+        if changes:
+            nflags, nkws, ids, _ = zip(*changes)
+            bump.execute(_WRITE, (modseq, list(ids), list(nflags), list(nkws)))
+            channels, payloads = zip(*notifications([str(folder_id)]))
+            bump.execute(_NOTIFY, (list(channels), list(payloads)))
+        else:
+            # Nothing changed: give the MODSEQ back (the row is still locked by us), so that
+            # HIGHESTMODSEQ stays the highest MODSEQ of a message and no session is woken.
+            bump.execute(_GIVE_BACK, (folder_id,))
+        bump.execute("COMMIT")  # sent, and its answer read, as the pipeline ends
+    if not changes:
+        return Stored(out, 0, 0, modified)
+    for _, _, _, i in changes:
+        out[i] = out[i][:3] + (modseq,)
+    store.hub.changed([folder_id])
+    return Stored(out, modseq - 1, modseq, modified)
