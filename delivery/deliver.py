@@ -22,10 +22,11 @@ from mailserver.store.counters import count_notices
 from mailserver.store.driver import driver_execute, driver_rows, on_sqlite
 from mailserver.store.api import MailStore, NewMessage
 from mailserver.store.models import Drop, DropRow, utcnow
+from mailserver.store.models.delivery import ROW_COUNT_COLUMNS
 from mailserver.store.outage import Backoff, is_outage
 
 from .reasons import DUPLICATE as DUPLICATE_REASON
-from .rowstate import COUNT_COLUMNS, DELIVERED, DUPLICATE, KEEP_DATA, RowState
+from .rowstate import DELIVERED, DUPLICATE, KEEP_DATA, RowState
 from .applications import thread_into_applications
 from . import stagecpu
 from .stagecpu import StageCpu
@@ -223,5 +224,6 @@ def record_rows(s, ring: IdKeyring, drop: Drop, rows: list[RowState], originals:
     by_status = Counter(r.status for r in rows)
     by_status.subtract(r.previous for r in rows if r.row_id is not None and r.previous)  # a retried row moves
     for status, n in by_status.items():
-        if n and status in COUNT_COLUMNS:
-            setattr(drop, COUNT_COLUMNS[status], getattr(drop, COUNT_COLUMNS[status]) + n)
+        column = ROW_COUNT_COLUMNS.get(status)
+        if n and column and status != DELIVERED:  # delivered rows: rows_delivered, above
+            setattr(drop, column, getattr(drop, column) + n)

@@ -14,9 +14,6 @@ STATUSES = (RECEIVED, INVALID, UNMATCHED, HELD, OPTED_OUT, DELIVERED, DUPLICATE,
 KEEP_DATA = (INVALID, UNMATCHED, HELD, OPTED_OUT, FAILED)
 #: rows `drop retry` runs again
 RETRYABLE = (HELD, FAILED, UNMATCHED)
-#: the drop's count of rows in each status not delivered (``Drop.rows_invalid`` ...)
-COUNT_COLUMNS = {INVALID: "rows_invalid", UNMATCHED: "rows_unmatched", HELD: "rows_held",
-                 OPTED_OUT: "rows_opted_out", DUPLICATE: "rows_duplicate", FAILED: "rows_failed"}
 
 
 @dataclass

@@ -29,6 +29,7 @@ from sqlalchemy import func, select
 
 from .outbound.queue import age_seconds
 from .store.models import Drop, OutboundMessage
+from .store.models.delivery import ROW_COUNT_COLUMNS
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "StoreFigures", "store_figures"]
 
@@ -50,10 +51,8 @@ class StoreFigures:
     rows: dict[str, int] = field(default_factory=dict)
 
 
-#: each outcome of a drop row and the drop's column that counts it (delivery/rowstate.py)
-ROW_OUTCOMES = {"delivered": Drop.rows_delivered, "invalid": Drop.rows_invalid, "unmatched": Drop.rows_unmatched,
-                "held": Drop.rows_held, "opted-out": Drop.rows_opted_out, "duplicate": Drop.rows_duplicate,
-                "failed": Drop.rows_failed}
+#: each outcome of a drop row (its status) and the drop's column that counts it
+ROW_OUTCOMES = {status: getattr(Drop, column) for status, column in ROW_COUNT_COLUMNS.items()}
 
 
 def store_figures(store) -> StoreFigures:

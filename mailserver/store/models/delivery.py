@@ -9,6 +9,13 @@ from sqlalchemy.orm import Mapped, mapped_column
 from .base import Base, BigId, utcnow
 
 
+#: a drop row's status (delivery/rowstate.py) -> the ``Drop`` column counting the drop's rows in
+#: it: the pipeline's writer keeps them, the metrics export each as an outcome
+ROW_COUNT_COLUMNS = {"delivered": "rows_delivered", "invalid": "rows_invalid", "unmatched": "rows_unmatched",
+                     "held": "rows_held", "opted-out": "rows_opted_out", "duplicate": "rows_duplicate",
+                     "failed": "rows_failed"}
+
+
 class Drop(Base):
     __tablename__ = "drop"
 
