@@ -57,15 +57,13 @@ def raw_reader(store: Store) -> Iterator[RawRead]:
             dbapi.autocommit = True  # no BEGIN, no ROLLBACK (above)
         yield RawRead(dbapi, sqlite)
     finally:
-        try:
-            if sqlite:
+        if sqlite:
+            try:
                 conn.rollback()
-            elif dbapi.closed or dbapi.broken or dbapi.info.transaction_status != 0:  # 0: idle
-                conn.invalidate()  # lost mid-read: closed, not back into the pool (and its error kept)
-            else:
-                dbapi.autocommit = False  # the pool's other users expect SQLAlchemy's transactions
-        finally:
-            conn.close()
+            finally:
+                conn.close()
+        else:
+            _hand_back(conn, rollback=False)  # lost mid-read: invalidated
 
 
 @contextlib.contextmanager
@@ -79,18 +77,30 @@ def raw_writer(store: Store) -> Iterator[Any]:
         dbapi.autocommit = True
         yield dbapi
     finally:
-        try:
-            if not (dbapi.closed or dbapi.broken) and dbapi.info.transaction_status != 0:  # 0: idle
-                try:
-                    dbapi.execute("ROLLBACK")
-                except Exception:
-                    conn.invalidate()
-            if dbapi.closed or dbapi.broken:
-                conn.invalidate()  # closed, not back into the pool (and its error kept)
-            else:
-                dbapi.autocommit = False  # the pool's other users expect SQLAlchemy's transactions
-        finally:
-            conn.close()
+        _hand_back(conn, rollback=True)
+
+
+def _hand_back(conn, rollback: bool) -> None:
+    """A pooled PostgreSQL connection used in autocommit (``raw_reader``, ``raw_writer``) back to
+    the pool, out of autocommit as the pool's other users expect SQLAlchemy's transactions. One
+    left in a transaction is rolled back if ``rollback``; one still in a transaction, or broken,
+    is invalidated: closed, not back into the pool (and its error kept)."""
+    dbapi = conn.driver_connection
+    try:
+        if rollback and not (dbapi.closed or dbapi.broken) and not _idle(dbapi):
+            with contextlib.suppress(Exception):  # it stays in its transaction: invalidated below
+                dbapi.execute("ROLLBACK")
+        if _idle(dbapi):
+            dbapi.autocommit = False
+        else:
+            conn.invalidate()
+    finally:
+        conn.close()
+
+
+def _idle(dbapi) -> bool:
+    """A psycopg connection open, not broken and outside a transaction."""
+    return not (dbapi.closed or dbapi.broken) and dbapi.info.transaction_status == 0  # 0: idle
 
 
 def on_sqlite(session: "Session | RawRead") -> bool:
@@ -127,7 +137,7 @@ def driver_stream(session: "Session | RawRead", sql: str, *params, size: int = 2
     on PostgreSQL through a server-side cursor, which a plain one is not)."""
     cursor, sql = _cursor(session, sql)
     held = contextlib.nullcontext()
-    if not (session.qmark if isinstance(session, RawRead) else session.connection().dialect.paramstyle == "qmark"):
+    if not on_sqlite(session):
         cursor.close()
         if cursor.connection.autocommit:  # raw_reader's autocommit: a server-side cursor needs a transaction
             held = cursor.connection.transaction()
@@ -285,8 +295,8 @@ class OwnAutocommit:
         finally:
             self._depth -= 1
             self._used = time.monotonic()
-            if not self._depth and (dbapi.broken or dbapi.closed or dbapi.info.transaction_status != 0):
-                self.close()  # 0: idle, outside a transaction; anything else is not kept
+            if not self._depth and not _idle(dbapi):
+                self.close()  # a connection in a transaction, or broken, is not kept
 
     def _give_back(self) -> None:
         fairy, self._fairy = self._fairy, None
