@@ -259,6 +259,17 @@ def notifications(items: Iterable[str]) -> list[tuple[str, str]]:
     return out
 
 
+#: every notification of a commit in one statement: the channels and the payloads of
+#: ``notifications`` as two arrays, each placeholder filled as the caller's driver wants it
+NOTIFY_SQL = "SELECT pg_notify(c, p) FROM unnest(CAST({} AS text[]), CAST({} AS text[])) AS n(c, p)"
+
+
+def notify_arrays(items: Iterable[str]) -> tuple[list[str], list[str]]:
+    """``notifications`` of announced items as NOTIFY_SQL's two arrays: channels, payloads."""
+    pairs = notifications(items)
+    return [c for c, _ in pairs], [p for _, p in pairs]
+
+
 def send_announcements(session) -> None:
     """The transaction's announcements, one ``pg_notify`` per channel touched (``notifications``),
     all in one statement, in the transaction. Run before every COMMIT of a session (the event
@@ -268,10 +279,8 @@ def send_announcements(session) -> None:
         return
     from sqlalchemy import text
 
-    channels, payloads = zip(*notifications(pending))
-    session.execute(text("SELECT pg_notify(c, p) FROM unnest(CAST(:channels AS text[]), "
-                         "CAST(:payloads AS text[])) AS n(c, p)"),
-                    {"channels": list(channels), "payloads": list(payloads)})
+    channels, payloads = notify_arrays(pending)
+    session.execute(text(NOTIFY_SQL.format(":channels", ":payloads")), {"channels": channels, "payloads": payloads})
 
 
 def announcements_sql(session) -> str:
@@ -285,10 +294,9 @@ def announcements_sql(session) -> str:
         return ""
     if not all(_ITEM.match(x) for x in pending):
         raise ValueError(f"announcements must be ids: {sorted(pending)[:5]!r}")
-    channels, payloads = zip(*notifications(pending))
-    # one statement, as send_announcements; channel names and payloads need no escaping
-    return ("SELECT pg_notify(c, p) FROM unnest('{" + ",".join(channels) + "}'::text[], '{"
-            + ",".join(f'"{p}"' for p in payloads) + "}'::text[]) AS n(c, p); ")
+    channels, payloads = notify_arrays(pending)
+    # array literals: channel names and payloads need no escaping
+    return NOTIFY_SQL.format("'{" + ",".join(channels) + "}'", "'{" + ",".join(f'"{p}"' for p in payloads) + "}'") + "; "
 
 
 _ITEM = re.compile(r"a?[0-9]+\Z")

@@ -19,7 +19,7 @@ from ..errors import NotFound
 from .api import Stored, UidRanges
 from .driver import raw_writer
 from .mailbox_sql import uid_sql
-from .notify import notifications
+from .notify import NOTIFY_SQL, notify_arrays
 
 if TYPE_CHECKING:
     from .db import Store
@@ -29,7 +29,7 @@ _BUMP = "UPDATE folder SET highestmodseq = highestmodseq + 1 WHERE id = %s RETUR
 _GIVE_BACK = "UPDATE folder SET highestmodseq = highestmodseq - 1 WHERE id = %s"
 _WRITE = ("UPDATE message SET flags = v.flags, keywords = v.keywords, modseq = %s "
           "FROM unnest(%s::bigint[], %s::int[], %s::text[]) AS v(id, flags, keywords) WHERE message.id = v.id")
-_NOTIFY = "SELECT pg_notify(c, p) FROM unnest(%s::text[], %s::text[]) AS n(c, p)"
+_NOTIFY = NOTIFY_SQL.format("%s", "%s")
 
 
 def store_flags_pg(store: Store, folder_id: int, uids: UidRanges, change: FlagChange) -> Stored:
@@ -50,8 +50,7 @@ def store_flags_pg(store: Store, folder_id: int, uids: UidRanges, change: FlagCh
         if changes:
             nflags, nkws, ids, _ = zip(*changes)
             bump.execute(_WRITE, (modseq, list(ids), list(nflags), list(nkws)))
-            channels, payloads = zip(*notifications([str(folder_id)]))
-            bump.execute(_NOTIFY, (list(channels), list(payloads)))
+            bump.execute(_NOTIFY, notify_arrays([str(folder_id)]))
         else:
             # Nothing changed: give the MODSEQ back (the row is still locked by us), so that
             # HIGHESTMODSEQ stays the highest MODSEQ of a message and no session is woken.
