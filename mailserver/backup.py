@@ -327,11 +327,12 @@ def _keep_key_file(source: Path, target: Path) -> str:
     one there is never overwritten (it may be the only copy of the keys of an older backup).
     Returns its SHA-256."""
     if target.exists():
-        if _sha256(target) != _sha256(source):
+        digest = _sha256(target)
+        if digest != _sha256(source):
             raise UserError(f"{target} holds other keys: give --keys-to an empty folder (that file may be the "
                             "only copy of the keys an older backup needs)")
         os.chmod(target, datadir.FILE_MODE)
-        return _sha256(target)
+        return digest
     return _copy_private(source, target)
 
 

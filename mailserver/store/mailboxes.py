@@ -45,6 +45,10 @@ def list_folders(store: Store, account_id: int) -> list[FolderInfo]:
                                                      "ORDER BY name", account_id)]
 
 
+#: INFO_SQL's columns of the folder table aliased f (folder_status)
+_FOLDER_INFO = ", ".join(f"f.{c.strip()}" for c in INFO_SQL.split(","))
+
+
 def folder_status(store: Store, account_id: int, names: Iterable[str] | None = None) -> list[FolderStatus]:
     """Counters of the named folders (all folders when names is None), with UNSEEN and RECENT."""
     params: list = [account_id]
@@ -57,8 +61,7 @@ def folder_status(store: Store, account_id: int, names: Iterable[str] | None = N
         params += names
     # One statement (one round trip on PostgreSQL): the folders' rows, each with its counts
     # from one pass over its messages.
-    info = ", ".join(f"f.{c.strip()}" for c in INFO_SQL.split(","))
-    sql = (f"SELECT {info}, coalesce(a.unseen, 0), coalesce(a.recent, 0), coalesce(a.deleted, 0) "
+    sql = (f"SELECT {_FOLDER_INFO}, coalesce(a.unseen, 0), coalesce(a.recent, 0), coalesce(a.deleted, 0) "
            f"FROM folder f LEFT JOIN (SELECT m.folder_id AS folder_id, "
            f"sum(CASE WHEN m.flags & {SEEN} = 0 THEN 1 ELSE 0 END) AS unseen, "
            f"sum(CASE WHEN m.uid > g.recent_uid THEN 1 ELSE 0 END) AS recent, "
@@ -68,7 +71,7 @@ def folder_status(store: Store, account_id: int, names: Iterable[str] | None = N
            f"WHERE f.account_id = ?{named.format(t='f')} ORDER BY f.name")
     with raw_reader(store) as s:
         rows = driver_rows(s, sql, *params, *params)
-    return [FolderStatus(info_of(r), r[8], r[9], r[10]) for r in rows]
+    return [FolderStatus(info_of(r), *r[-3:]) for r in rows]  # the counts: unseen, recent, deleted
 
 
 def _new_uidvalidity(session: Session, account_id: int) -> int:

@@ -249,11 +249,11 @@ def store_flags(store: Store, folder_id: int, uids: UidRanges, mode: str, bits: 
     pipelined round trips (``pgflags``)."""
     if not uids:
         return Stored([], 0, 0)
+    change = FlagChange(mode, bits, frozenset(keywords), unchangedsince)
     if store.dialect == "postgresql":
         from .pgflags import store_flags_pg
 
-        return store_flags_pg(store, folder_id, uids, FlagChange(mode, bits, frozenset(keywords), unchangedsince))
-    change = FlagChange(mode, bits, frozenset(keywords), unchangedsince)
+        return store_flags_pg(store, folder_id, uids, change)
     with writing(store) as s:
         # SQLite's write transaction holds the database's write lock from BEGIN IMMEDIATE, so
         # the MODSEQ is taken only when something changes.
