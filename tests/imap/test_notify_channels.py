@@ -83,9 +83,15 @@ def notify(conn: psycopg.Connection, folder_id: int) -> None:
 def test_listen_and_unlisten_are_counted_per_channel(node, other_node):
     hub, listener = node
     a, b, c = Heard(), Heard(), Heard()
+    # the three subscribe before the thread looks at the hub (its wake-up held back until then):
+    # otherwise the LISTEN may take effect between two of them, and one subscribing after it is
+    # told by ``announced_since`` (tested below), not woken
+    hub.on_interest = None
     hub.subscribe(5, a)
     hub.subscribe(5, b)
     hub.subscribe(1029, c)  # 1029 mod 1024 = 5: the same channel
+    hub.on_interest = listener.wake
+    listener.wake()
     # woken once the LISTEN took effect, with no write: what was committed before it was never heard
     assert a.wait() == [5] and b.wait() == [5] and c.wait() == [1029]
     assert (listener.figures.listens, listener.figures.channels) == (1, 1)
