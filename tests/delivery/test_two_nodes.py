@@ -111,10 +111,13 @@ def test_a_live_nodes_drop_is_refused_and_a_stalled_ones_taken_over_once(pg_drop
         # executemany: no Sync yet, so no ReadyForQuery and no idle timeout, though pg_stat_activity
         # still says "idle in transaction") waits for ever. In production the node's dead connection
         # ends both; here they are ended as an operator would (pg_terminate_backend), then the update
-        # is tried again.
+        # is tried again (the update's own wait for the row is bounded by lock_timeout).
         while True:
             try:
                 with reg.store.session() as s:
+                    # a bounded wait for the row: without it the update waits for ever on a
+                    # backend the loop below has not ended yet (seen under load in CI)
+                    s.execute(text("SET LOCAL lock_timeout = '3s'"))
                     s.execute(update(Drop).where(Drop.id == drop_id).values(lease_until=utcnow()))
                 break
             except OperationalError:
