@@ -234,11 +234,18 @@ class ServerChild:
         return 0.0
 
     def cpu_seconds(self) -> float:
-        total = 0
+        return sum(self.cpu_times())
+
+    def cpu_times(self) -> tuple[float, float]:
+        """(user, system) CPU seconds of the server's processes so far: a cost that grows in
+        the kernel (fsync, the file system) shows in the second alone."""
+        user = system = 0
         for proc in self.procs:
             fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        return total / os.sysconf("SC_CLK_TCK")
+            user += int(fields[11])
+            system += int(fields[12])
+        tick = os.sysconf("SC_CLK_TCK")
+        return user / tick, system / tick
 
     def context_switches(self) -> int:
         """Context switches of all the server's threads so far (the kernel's count), a cost that
@@ -717,7 +724,7 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, notify: 
                 hashing = "the product's argon2id" if real_hash else "a cheap argon2id (--real-hash for the product's)"
                 click.echo(f"stress: passwords hashed with {hashing}; server RSS {server.rss_mib():.0f} MiB")
                 for run in range(runs):
-                    cpu = server.cpu_seconds()
+                    user, system = server.cpu_times()
                     switches = server.context_switches()
                     mine = resource.getrusage(resource.RUSAGE_SELF)
                     first = 1 + idle_n + run * clients
@@ -726,10 +733,13 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, notify: 
                         keep_sessions, sort_mix))
                     after = resource.getrusage(resource.RUSAGE_SELF)
                     client_cpu = after.ru_utime + after.ru_stime - mine.ru_utime - mine.ru_stime
+                    user_after, system_after = server.cpu_times()
+                    user, system = user_after - user, system_after - system
                     click.echo(f"stress{' (kept sessions)' if keep_sessions else ''}: {clients} clients, {commands:,} commands in {elapsed:.1f} s = "
                                f"{commands / elapsed:,.0f} commands/s, {logins:,} LOGINs, {errors} state errors "
-                               f"(CPU: server {server.cpu_seconds() - cpu:.1f} s, "
-                               f"{(server.cpu_seconds() - cpu) * 1000 / max(commands, 1):.2f} ms per command, "
+                               f"(CPU: server {user + system:.1f} s, "
+                               f"{(user + system) * 1000 / max(commands, 1):.2f} ms per command "
+                               f"({user * 1000 / max(commands, 1):.2f} user, {system * 1000 / max(commands, 1):.2f} system), "
                                f"{(server.context_switches() - switches) / max(commands, 1):.1f} context switches "
                                f"per command; clients {client_cpu:.1f} s; "
                                f"server RSS {server.rss_mib():.0f} MiB after run {run + 1})")

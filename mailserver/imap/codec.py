@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass
 
@@ -30,9 +31,11 @@ def encode_mailbox(name: str) -> str:
     return "".join(out)
 
 
+@functools.lru_cache(maxsize=4096)
 def mailbox_wire(name: str, utf8: bool) -> str:
     """A mailbox name as a session is sent it: modified UTF-7, or as it is in UTF-8 to one that
-    enabled UTF8=ACCEPT (RFC 6855 3: such a session is never sent modified UTF-7)."""
+    enabled UTF8=ACCEPT (RFC 6855 3: such a session is never sent modified UTF-7). Kept for the
+    names last sent (LIST and STATUS send the same few of every user again and again)."""
     return astring(name if utf8 else encode_mailbox(name), utf8).decode("utf-8")
 
 

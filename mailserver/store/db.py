@@ -6,13 +6,14 @@ import functools
 import os
 import secrets
 import socket
+import sqlite3
 import time
 from pathlib import Path
 from typing import Callable, Iterator
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, InvalidatePoolError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import ConfigError, StoreUnavailable
@@ -111,10 +112,16 @@ def make_engine(url: str, busy_timeout: float = 30.0, connect_timeout: float = 5
         def _no_autobegin(dbapi_conn, _record):
             dbapi_conn.isolation_level = None
 
+        # Through the driver: SQLAlchemy's statement path cost more than the BEGIN itself, at
+        # every transaction (each group commit of the IMAP write lane); its error is wrapped as
+        # that path wraps it (a "database is locked" is SQLAlchemy's OperationalError)
         @event.listens_for(engine, "begin")
         def _begin(conn):
-            readonly = conn.get_execution_options().get("civicmail_readonly", False)
-            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+            sql = "BEGIN" if conn.get_execution_options().get("civicmail_readonly", False) else "BEGIN IMMEDIATE"
+            try:
+                conn.connection.dbapi_connection.execute(sql)
+            except sqlite3.Error as exc:
+                raise DBAPIError.instance(sql, (), exc, sqlite3.Error) from exc
 
         return engine
     if parsed.get_backend_name() == "postgresql":

@@ -14,6 +14,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from .db import PING_IDLE, Store
+from .groupcommit import PINNED_DBAPI
 
 T = TypeVar("T")
 #: the connection raw_reader uses in this thread instead of the pool's (``OwnReader``)
@@ -103,21 +104,26 @@ def _idle(dbapi) -> bool:
     return not (dbapi.closed or dbapi.broken) and dbapi.info.transaction_status == 0  # 0: idle
 
 
+def _driver(session: "Session | RawRead") -> tuple[bool, Any]:
+    """(qmark, DBAPI connection) of the session's transaction."""
+    if isinstance(session, RawRead):
+        return session.qmark, session.dbapi
+    pinned = session.info.get(PINNED_DBAPI)
+    if pinned is not None:
+        return pinned
+    conn = session.connection()
+    return conn.dialect.paramstyle == "qmark", conn.connection.dbapi_connection
+
+
 def on_sqlite(session: "Session | RawRead") -> bool:
     """Whether the session's database is SQLite (its driver's paramstyle is qmark)."""
-    if isinstance(session, RawRead):
-        return session.qmark
-    return session.connection().dialect.paramstyle == "qmark"
+    return _driver(session)[0]
 
 
 def _cursor(session: "Session | RawRead", sql: str):
     """A DBAPI cursor in the session's transaction, and ``sql`` ("?" placeholders) in its
     driver's paramstyle."""
-    if isinstance(session, RawRead):
-        qmark, dbapi = session.qmark, session.dbapi
-    else:
-        conn = session.connection()
-        qmark, dbapi = conn.dialect.paramstyle == "qmark", conn.connection.dbapi_connection
+    qmark, dbapi = _driver(session)
     return dbapi.cursor(), (sql if qmark else sql.replace("?", "%s"))
 
 

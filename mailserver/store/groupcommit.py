@@ -31,6 +31,21 @@ from ..errors import StorageError
 
 _SAVEPOINT = "civicmail_write"
 
+#: ``Session.info`` key: (qmark, DBAPI connection) of a session whose transaction is open on one
+#: connection until the session ends (the group commit's: ``pin_dbapi``); ``driver._cursor`` then takes
+#: them from there instead of asking SQLAlchemy for its connection at every statement
+PINNED_DBAPI = "civicmail_pinned_dbapi"
+
+
+def pin_dbapi(session: Session):
+    """The DBAPI connection of ``session``'s transaction (begun if it was not), kept in the
+    session for ``driver._cursor``. Only for a session closed when its one transaction ends."""
+    pinned = session.info.get(PINNED_DBAPI)
+    if pinned is None:
+        conn = session.connection()
+        pinned = session.info[PINNED_DBAPI] = (conn.dialect.paramstyle == "qmark", conn.connection.dbapi_connection)
+    return pinned[1]
+
 
 class _Batch:
     def __init__(self) -> None:
@@ -149,7 +164,7 @@ class GroupCommit:
         # The savepoint through the driver: SQLAlchemy's begin_nested() cost more than the
         # statements of a small write, and every writer of the process waits meanwhile. The
         # blocks run Core and driver statements only (no ORM objects to expire on rollback).
-        dbapi = session.connection().connection.dbapi_connection
+        dbapi = pin_dbapi(session)  # the batch's session ends with its transaction (_commit)
         dbapi.execute(f"SAVEPOINT {_SAVEPOINT}")
         try:
             yield session

@@ -83,11 +83,10 @@ def sqlite_insert_ids(session: Session, table: str, columns: tuple[str, ...], ro
     """
     if not rows:
         return []
-    conn = session.connection()
-    first = conn.exec_driver_sql(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").scalar()
+    first = driver_rows(session, f"SELECT coalesce(max(id), 0) + 1 FROM {table}")[0][0]
     marks = ", ".join("?" * (len(columns) + 1))
-    conn.exec_driver_sql(f"INSERT INTO {table} (id, {', '.join(columns)}) VALUES ({marks})",
-                         [(first + i, *row) for i, row in enumerate(rows)])
+    driver_execute(session, f"INSERT INTO {table} (id, {', '.join(columns)}) VALUES ({marks})",
+                   [(first + i, *row) for i, row in enumerate(rows)])
     return list(range(first, first + len(rows)))
 
 
@@ -275,10 +274,9 @@ def _insert(session: Session, messages: list[NewMessage],
     order = [m for fid in folder_ids for m in per_folder[fid]]
     if sqlite:
         ids = sqlite_insert_ids(session, "message", MESSAGE_COLUMNS, message_rows)
-        session.connection().exec_driver_sql(
-            "UPDATE folder SET uidnext = ?, highestmodseq = ?, total_size = total_size + ?, "
-            "message_count = message_count + ? WHERE id = ?",
-            [(u["uidnext"], u["modseq"], u["size"], u["count"], u["fid"]) for u in folder_updates])
+        driver_execute(session, "UPDATE folder SET uidnext = ?, highestmodseq = ?, total_size = total_size + ?, "
+                       "message_count = message_count + ? WHERE id = ?",
+                       [(u["uidnext"], u["modseq"], u["size"], u["count"], u["fid"]) for u in folder_updates])
     else:
         ids = insert_returning_ids(session, Message.__table__, message_rows)
         t = Folder.__table__
