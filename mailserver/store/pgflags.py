@@ -25,11 +25,11 @@ if TYPE_CHECKING:
     from .db import Store
     from .selection import FlagChange
 
-_BUMP = "UPDATE folder SET highestmodseq = highestmodseq + 1 WHERE id = %s RETURNING highestmodseq"
-_GIVE_BACK = "UPDATE folder SET highestmodseq = highestmodseq - 1 WHERE id = %s"
+BUMP = "UPDATE folder SET highestmodseq = highestmodseq + 1 WHERE id = %s RETURNING highestmodseq"
+GIVE_BACK = "UPDATE folder SET highestmodseq = highestmodseq - 1 WHERE id = %s"
 _WRITE = ("UPDATE message SET flags = v.flags, keywords = v.keywords, modseq = %s "
           "FROM unnest(%s::bigint[], %s::int[], %s::text[]) AS v(id, flags, keywords) WHERE message.id = v.id")
-_NOTIFY = NOTIFY_SQL.format("%s", "%s")
+NOTIFY = NOTIFY_SQL.format("%s", "%s")
 
 
 def store_flags_pg(store: Store, folder_id: int, uids: UidRanges, change: FlagChange) -> Stored:
@@ -38,7 +38,7 @@ def store_flags_pg(store: Store, folder_id: int, uids: UidRanges, change: FlagCh
     with raw_writer(store) as conn, conn.pipeline() as pipe:
         bump, read = conn.cursor(), conn.cursor()
         bump.execute("BEGIN")
-        bump.execute(_BUMP, (folder_id,))
+        bump.execute(BUMP, (folder_id,))
         read.execute(f"SELECT id, uid, flags, keywords, modseq FROM message WHERE folder_id = %s AND "
                      f"{where.replace('?', '%s')} ORDER BY uid", (folder_id, *params))
         pipe.sync()
@@ -50,11 +50,11 @@ def store_flags_pg(store: Store, folder_id: int, uids: UidRanges, change: FlagCh
         if changes:
             nflags, nkws, ids, _ = zip(*changes)
             bump.execute(_WRITE, (modseq, list(ids), list(nflags), list(nkws)))
-            bump.execute(_NOTIFY, notify_arrays([str(folder_id)]))
+            bump.execute(NOTIFY, notify_arrays([str(folder_id)]))
         else:
             # Nothing changed: give the MODSEQ back (the row is still locked by us), so that
             # HIGHESTMODSEQ stays the highest MODSEQ of a message and no session is woken.
-            bump.execute(_GIVE_BACK, (folder_id,))
+            bump.execute(GIVE_BACK, (folder_id,))
         bump.execute("COMMIT")  # sent, and its answer read, as the pipeline ends
     if not changes:
         return Stored(out, 0, 0, modified)

@@ -19,7 +19,7 @@ from .driver import driver_execute, driver_rows, raw_reader
 from .api import (Appended, AppendedMany, PreparedAppend, Changes, Copied, NewMessage, QuotaUsage, Snapshot, Stored,
                   ToAppend, UidRanges)
 from .mailbox_sql import folder_row, info_of, INFO_SQL, uid_sql, bump_modseq, remove_messages, copy_rows, writing
-from .pgselect import snapshot_rows
+from .pgselect import CHANGES_SQL, changes_rows, snapshot_rows
 from .mailstore import check_quota, insert_messages, over_quota, quota_usage_of
 from .models.mail import DELETED, SEEN
 
@@ -86,10 +86,12 @@ def changes_since(store: Store, folder_id: int, modseq: int, known_max_uid: int,
     # Runs after most commands of every session: plain SQL through the driver's cursor, the
     # folder's row and its messages changed since ``modseq`` in one statement (one round trip
     # on PostgreSQL; none of them when nothing changed: the index of "folder_id, modseq > n").
+    # On PostgreSQL the folder's UIDs come in the same round trip when some left it (``pgselect``).
     with raw_reader(store) as s:
-        found = driver_rows(s, "SELECT f.highestmodseq, f.uidnext, f.message_count, f.recent_uid, m.uid, m.flags, "
-                               "m.keywords, m.modseq FROM folder f LEFT JOIN message m ON m.folder_id = f.id "
-                               "AND m.modseq > ? WHERE f.id = ? ORDER BY m.uid", modseq, folder_id)
+        if s.qmark:
+            found, uids = driver_rows(s, CHANGES_SQL.replace("%s", "?"), modseq, folder_id), None
+        else:
+            found, uids = changes_rows(s.dbapi, folder_id, modseq, known_max_uid, known_count)
         if not found:
             return None
         highest, uidnext, count, recent_uid = found[0][:4]
@@ -98,9 +100,9 @@ def changes_since(store: Store, folder_id: int, modseq: int, known_max_uid: int,
         rows = [r[4:] for r in found if r[4] is not None]
         new = [tuple(r) for r in rows if r[0] > known_max_uid]
         changed = [tuple(r) for r in rows if r[0] <= known_max_uid]
-        present = None
+        present = None if uids is None else array("q", (r[0] for r in uids))
         # Expunges only lower the count, so a count below known + new means some went.
-        if count < known_count + len(new):
+        if present is None and count < known_count + len(new):
             present = array("q", (r[0] for r in driver_rows(
                 s, "SELECT uid FROM message WHERE folder_id = ? ORDER BY uid", folder_id)))
     return Changes(highest, uidnext, new, changed, present, recent_uid)
@@ -309,7 +311,12 @@ class FlagChange(NamedTuple):
 
 
 def expunge(store: Store, folder_id: int, uids: UidRanges | None = None) -> list[int]:
-    """RFC 3501 6.4.3 / RFC 4315 UID EXPUNGE: remove the \\Deleted messages; their UIDs, ascending."""
+    """RFC 3501 6.4.3 / RFC 4315 UID EXPUNGE: remove the \\Deleted messages; their UIDs, ascending.
+    On PostgreSQL in two pipelined round trips (``pgexpunge``)."""
+    if store.dialect == "postgresql":
+        from .pgexpunge import expunge_pg
+
+        return expunge_pg(store, folder_id, uids)
     with writing(store) as s:
         where, params = uid_sql(uids) if uids else ("1 = 1", [])
         gone = [r[0] for r in driver_rows(s, f"SELECT uid FROM message WHERE folder_id = ? AND (flags & {DELETED}) "

@@ -268,3 +268,76 @@ def test_select_reads_its_folder_and_messages_in_one_round_trip_and_one_snapshot
         command(raw, "s4", "SELECT INBOX", trace)  # the connection still serves
         lines, _ = command(raw, "f", "UID FETCH 1:* (FLAGS)", trace)
         assert sum(b" FETCH (" in ln for ln in lines) == 3, lines
+
+
+def _folder_and_contents(pg_url: str, account_id: int) -> tuple[int, int, int]:
+    """INBOX's id, and the content rows and tombstones of the database, read on a connection
+    of the test's own (the server's are traced)."""
+    looker = create_engine(pg_url)
+    try:
+        with looker.connect() as conn:
+            folder_id = conn.exec_driver_sql("SELECT id FROM folder WHERE name = 'INBOX' AND account_id = %(a)s",
+                                             {"a": account_id}).scalar()
+            contents = conn.exec_driver_sql("SELECT count(*) FROM content").scalar()
+            tombstones = conn.exec_driver_sql("SELECT count(*) FROM expunged WHERE folder_id = %(f)s",
+                                              {"f": folder_id}).scalar()
+    finally:
+        looker.dispose()
+    return folder_id, contents, tombstones
+
+
+@contextlib.contextmanager
+def listening(pg_url: str, folder_id: int) -> Iterator:
+    """A connection of another node's LISTENing to the folder's channel, and the payload it hears."""
+    import psycopg
+
+    from mailserver.store.notify import notifications
+
+    (channel, payload), = notifications([str(folder_id)])
+    listener = psycopg.connect(make_url(pg_url).set(drivername="postgresql").render_as_string(False),
+                               autocommit=True)
+    try:
+        listener.execute(f"LISTEN {channel}")
+        yield listener, payload
+    finally:
+        listener.close()
+
+
+def test_an_expunge_is_two_round_trips_and_its_look(pg_server):
+    """The folder's MODSEQ raised and the \\Deleted messages deleted in one round trip; the
+    counters, the tombstones, the contents released, the other nodes told and the COMMIT in a
+    second; the look after it (the remaining UIDs with it) the third (eleven before). What EXPUNGE
+    does is unchanged: the answers, HIGHESTMODSEQ, QRESYNC's VANISHED, the contents gone, an
+    EXPUNGE that finds nothing."""
+    running, trace, pg_url = pg_server
+    with selected(running, trace, 4) as raw:
+        command(raw, "q", "ENABLE QRESYNC", trace)
+        command(raw, "d", "UID STORE 2:3 +FLAGS.SILENT (\\Deleted)", trace)
+        lines, _ = command(raw, "h0", "STATUS INBOX (HIGHESTMODSEQ UIDVALIDITY)", trace)
+        before = int(re.search(rb"HIGHESTMODSEQ (\d+)", lines[0]).group(1))
+        uidvalidity = int(re.search(rb"UIDVALIDITY (\d+)", lines[0]).group(1))
+        folder_id, contents, tombstones = _folder_and_contents(pg_url, running.users[0][1])
+        with listening(pg_url, folder_id) as (listener, payload):
+            lines, sent = command(raw, "x", "EXPUNGE", trace)
+            assert exchanges(sent) == 3, sent
+            assert lines[:-1] == [b"* VANISHED 2:3\r\n"], lines  # QRESYNC enabled: VANISHED, not EXPUNGE
+            assert together(sent, "pg_notify", "COMMIT"), sent
+            heard = [n.payload for n in listener.notifies(timeout=10, stop_after=1)]
+            assert payload in heard, heard
+        assert _folder_and_contents(pg_url, running.users[0][1])[1:] == (contents - 2, tombstones + 2)
+        lines, _ = command(raw, "h1", "STATUS INBOX (MESSAGES HIGHESTMODSEQ)", trace)
+        assert f"(MESSAGES 2 HIGHESTMODSEQ {before + 1})".encode() in lines[0], lines
+        # nothing left to expunge: nothing answered, the MODSEQ given back
+        lines, sent = command(raw, "x2", "EXPUNGE", trace)
+        assert lines[:-1] == [] and exchanges(sent) == 3, (lines, sent)  # its look too
+        lines, _ = command(raw, "h2", "STATUS INBOX (HIGHESTMODSEQ)", trace)
+        assert f"HIGHESTMODSEQ {before + 1})".encode() in lines[0], lines
+    other = running.raw()
+    try:
+        command(other, "q", "ENABLE QRESYNC", trace)
+        lines, _ = command(other, "s", f"SELECT INBOX (QRESYNC ({uidvalidity} {before}))", trace)
+        assert b"* VANISHED (EARLIER) 2:3\r\n" in lines and b"* 2 EXISTS\r\n" in lines, lines
+        lines, _ = command(other, "f", "UID FETCH 1:* (FLAGS)", trace)
+        assert [ln.split(b" FLAGS")[0] for ln in lines[:-1]] == [b"* 1 FETCH (UID 1", b"* 2 FETCH (UID 4"], lines
+    finally:
+        other.close()
