@@ -19,12 +19,10 @@ import datetime as dt
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from ..errors import NotFound
 from .api import UidRanges
 from .driver import raw_writer
-from .mailbox_sql import uid_sql
 from .models.mail import DELETED
-from .pgflags import BUMP, GIVE_BACK, NOTIFY
+from .pgflags import GIVE_BACK, NOTIFY, first_trip
 from .notify import notify_arrays
 
 if TYPE_CHECKING:
@@ -41,19 +39,9 @@ _DROP = ("WITH gone AS (DELETE FROM content WHERE refcount <= 0 AND id = ANY(%s:
 
 def expunge_pg(store: Store, folder_id: int, uids: UidRanges | None) -> list[int]:
     """``selection.expunge`` on PostgreSQL (see the module's text): the UIDs removed, ascending."""
-    where, params = uid_sql(uids) if uids else ("1 = 1", [])
     with raw_writer(store) as conn, conn.pipeline() as pipe:
-        bump, delete = conn.cursor(), conn.cursor()
-        bump.execute("BEGIN")
-        bump.execute(BUMP, (folder_id,))
-        delete.execute(f"DELETE FROM message WHERE folder_id = %s AND (flags & {DELETED}) != 0 AND "
-                       f"{where.replace('?', '%s')} RETURNING uid, content_id, size", (folder_id, *params))
-        pipe.sync()
-        found = bump.fetchall()
-        if not found:
-            raise NotFound("folder is gone")
-        modseq = found[0][0]
-        removed = delete.fetchall()
+        bump, modseq, removed = first_trip(conn, pipe, folder_id, f"DELETE FROM message WHERE folder_id = %s AND "
+                                           f"(flags & {DELETED}) != 0 AND {{uids}} RETURNING uid, content_id, size", uids)
         if removed:
             gone, contents, sizes = zip(*removed)
             at = dt.datetime.now(dt.timezone.utc)
