@@ -376,6 +376,11 @@ def append_messages(store: Store, account_id: int, folder: str, items: Sequence[
     if not isinstance(items, PreparedAppend):
         items = prepare_append(store, account_id, folder, items)
     messages = list(items.messages)
+    if (store.dialect == "postgresql" and len(messages) == 1 and store.blobs is None and not store.external_mailboxes
+            and not messages[0].reuse_content_id):
+        from .pgappend import append_one_pg  # two pipelined round trips
+
+        return append_one_pg(store, messages[0], quota_default, claim_recent)
     with writing(store) as s:
         target = folder_row(s, account_id, folder)
         check_quota(s, messages, quota_default)

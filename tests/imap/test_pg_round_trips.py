@@ -303,6 +303,12 @@ def listening(pg_url: str, folder_id: int) -> Iterator:
         listener.close()
 
 
+def _modseq_and_validity(raw, trace: WireTrace) -> tuple[int, int]:
+    """INBOX's HIGHESTMODSEQ and UIDVALIDITY, asked by STATUS."""
+    lines, _ = command(raw, "h", "STATUS INBOX (HIGHESTMODSEQ UIDVALIDITY)", trace)
+    return tuple(int(re.search(rb"%s (\d+)" % item, lines[0]).group(1)) for item in (b"HIGHESTMODSEQ", b"UIDVALIDITY"))
+
+
 def test_an_expunge_is_two_round_trips_and_its_look(pg_server):
     """The folder's MODSEQ raised and the \\Deleted messages deleted in one round trip; the
     counters, the tombstones, the contents released, the other nodes told and the COMMIT in a
@@ -313,9 +319,7 @@ def test_an_expunge_is_two_round_trips_and_its_look(pg_server):
     with selected(running, trace, 4) as raw:
         command(raw, "q", "ENABLE QRESYNC", trace)
         command(raw, "d", "UID STORE 2:3 +FLAGS.SILENT (\\Deleted)", trace)
-        lines, _ = command(raw, "h0", "STATUS INBOX (HIGHESTMODSEQ UIDVALIDITY)", trace)
-        before = int(re.search(rb"HIGHESTMODSEQ (\d+)", lines[0]).group(1))
-        uidvalidity = int(re.search(rb"UIDVALIDITY (\d+)", lines[0]).group(1))
+        before, uidvalidity = _modseq_and_validity(raw, trace)
         folder_id, contents, tombstones = _folder_and_contents(pg_url, running.users[0][1])
         with listening(pg_url, folder_id) as (listener, payload):
             lines, sent = command(raw, "x", "EXPUNGE", trace)
@@ -341,3 +345,68 @@ def test_an_expunge_is_two_round_trips_and_its_look(pg_server):
         assert [ln.split(b" FLAGS")[0] for ln in lines[:-1]] == [b"* 1 FETCH (UID 1", b"* 2 FETCH (UID 4"], lines
     finally:
         other.close()
+
+
+def _append(raw, tag: str, mailbox: str, message: bytes, trace: WireTrace) -> tuple[list[bytes], list]:
+    """APPEND over the wire (a synchronising literal): every line up to the tagged reply, and
+    the messages to and from PostgreSQL once the literal was sent."""
+    raw.send(f"{tag} APPEND {mailbox} (\\Flagged $Work) {{{len(message)}}}\r\n".encode())
+    assert raw.line().startswith(b"+"), "no continuation"
+    mark = trace.mark()
+    raw.send(message + b"\r\n")
+    lines = []
+    while not lines or not lines[-1].startswith(tag.encode() + b" "):
+        lines.append(raw.line())
+    return lines, trace.since(mark)
+
+
+def test_an_append_is_two_round_trips_and_its_look(pg_server):
+    """The folder's row moved on, the content, its sort fields and the message written and the
+    quota read in one round trip; the \\Recent mark, the other nodes told and the COMMIT in a
+    second; the look the third (eleven before). What APPEND does is unchanged: APPENDUID,
+    EXISTS and RECENT, the flags, the body, HIGHESTMODSEQ, the quota refused (nothing stored)
+    and a folder that is not there."""
+    running, trace, pg_url = pg_server
+    message = RAW % 9
+    with selected(running, trace, 2) as raw:
+        command(raw, "e", "ENABLE CONDSTORE", trace)
+        before, uidvalidity = _modseq_and_validity(raw, trace)
+        folder_id, contents, _ = _folder_and_contents(pg_url, running.users[0][1])
+        with listening(pg_url, folder_id) as (listener, payload):
+            lines, sent = _append(raw, "a", "INBOX", message, trace)
+            # the new keyword announced, and the message \Recent in this session (with the two it selected)
+            assert lines[-3:] == [b"* 3 EXISTS\r\n", b"* 3 RECENT\r\n",
+                                  f"a OK [APPENDUID {uidvalidity} 3] completed\r\n".encode()], lines
+            assert lines[0].startswith(b"* FLAGS (") and b"$Work" in lines[0], lines
+            assert exchanges(sent) == 3, sent
+            assert together(sent, "pg_notify", "COMMIT"), sent
+            heard = [n.payload for n in listener.notifies(timeout=10, stop_after=1)]
+            assert payload in heard, heard
+        assert _folder_and_contents(pg_url, running.users[0][1])[1] == contents + 1
+        lines, _ = command(raw, "f", "UID FETCH 3 (FLAGS MODSEQ BODY.PEEK[])", trace)
+        assert lines[0].startswith(f"* 3 FETCH (UID 3 FLAGS (\\Flagged \\Recent $Work) MODSEQ ({before + 1}) "
+                                   f"BODY[] {{{len(message)}}}".encode()), lines
+        assert b"".join(lines[1:-2]) == message and lines[-2] == b")\r\n", lines
+        lines, _ = command(raw, "h1", "STATUS INBOX (MESSAGES UIDNEXT HIGHESTMODSEQ)", trace)
+        assert f"(MESSAGES 3 UIDNEXT 4 HIGHESTMODSEQ {before + 1})".encode() in lines[0], lines
+        # over the quota: refused, and nothing of it stored
+        looker = create_engine(pg_url)
+        try:
+            with looker.begin() as conn:
+                conn.exec_driver_sql("UPDATE account SET quota_bytes = 1 WHERE id = %(a)s", {"a": running.users[0][1]})
+        finally:
+            looker.dispose()
+        lines, _ = _append(raw, "q", "INBOX", message, trace)
+        assert lines[-1].startswith(b"q NO [OVERQUOTA]"), lines
+        lines, _ = _append(raw, "n", "Nowhere", message, trace)
+        assert lines[-1].startswith(b"n NO [TRYCREATE]"), lines
+        lines, _ = command(raw, "h2", "STATUS INBOX (MESSAGES UIDNEXT HIGHESTMODSEQ)", trace)
+        assert f"(MESSAGES 3 UIDNEXT 4 HIGHESTMODSEQ {before + 1})".encode() in lines[0], lines
+        assert _folder_and_contents(pg_url, running.users[0][1])[1] == contents + 1
+    other = running.raw()
+    try:  # the \Recent mark was claimed by the session that had the folder selected
+        lines, _ = command(other, "s", "SELECT INBOX", trace)
+        assert b"* 3 EXISTS\r\n" in lines and b"* 0 RECENT\r\n" in lines, lines
+    finally:
+        other.close()
+
