@@ -19,7 +19,7 @@ from .driver import driver_execute, driver_rows, raw_reader
 from .api import (Appended, AppendedMany, PreparedAppend, Changes, Copied, NewMessage, QuotaUsage, Snapshot, Stored,
                   ToAppend, UidRanges)
 from .mailbox_sql import folder_row, info_of, INFO_SQL, uid_sql, bump_modseq, remove_messages, copy_rows, writing
-from .pgselect import CHANGES_SQL, changes_rows, snapshot_rows
+from .pgselect import CHANGES_SQL, changes_rows, rows_and_size, snapshot_rows
 from .mailstore import check_quota, insert_messages, over_quota, quota_usage_of
 from .models.mail import DELETED, SEEN
 
@@ -168,10 +168,12 @@ _DATE_COLUMNS = frozenset(("internaldate", "savedate"))
 
 
 @functools.lru_cache(maxsize=256)
-def _fetch_sql(columns: tuple[str, ...], ranges: int, changedsince: bool) -> tuple[str, type]:
+def _fetch_sql(columns: tuple[str, ...], ranges: int, changedsince: bool, within: bool = False) -> tuple[str, type]:
     """The plain SQL of ``fetch_rows`` for these columns, ``ranges`` UID ranges (a single
-    value or BETWEEN each) and with or without CHANGEDSINCE, and the row type it makes: built
-    once per shape, so no query is composed or compiled per FETCH."""
+    value or BETWEEN each), with or without CHANGEDSINCE and the bound of ``within`` (no row
+    when the messages between the two UIDs are more or bigger: a one-time filter, read before
+    any row), and the row type it makes: built once per shape, so no query is composed or
+    compiled per FETCH."""
     names = ["message.uid"]
     for c in columns:
         if c == "header":  # bytes 1 .. header_size: substr works on BLOB (SQLite) and bytea (PostgreSQL)
@@ -186,6 +188,8 @@ def _fetch_sql(columns: tuple[str, ...], ranges: int, changedsince: bool) -> tup
         where += " AND (" + " OR ".join(["message.uid BETWEEN ? AND ?"] * ranges) + ")"
     if changedsince:
         where += " AND message.modseq > ?"
+    if within:
+        where += f" AND (SELECT count(*) <= ? AND coalesce(sum(size), 0) <= ? {_RANGE_OF})"
     sql = f"SELECT {', '.join(names)} FROM message{join} WHERE {where} ORDER BY message.uid LIMIT ?"
     return sql, collections.namedtuple("FetchRow", ("uid",) + columns)
 
@@ -194,21 +198,38 @@ def _as_datetime(value):
     return value if value is None or isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
 
 
+#: the messages between two UIDs of a folder (``range_size``, ``fetch_rows``' ``within``)
+_RANGE_OF = "FROM message WHERE folder_id = ? AND uid >= ? AND uid <= ?"
+RANGE_SIZE_SQL = f"SELECT count(*), coalesce(sum(size), 0) {_RANGE_OF}"
+
+
 def fetch_rows(store: Store, folder_id: int, lo_uid: int, hi_uid: int, limit: int, columns: Sequence[str],
-               uids: UidRanges | None = None, changedsince: int | None = None) -> list:
+               uids: UidRanges | None = None, changedsince: int | None = None,
+               within: tuple[int, int] | None = None) -> list | None:
     """Up to ``limit`` message rows with lo_uid <= uid <= hi_uid, in UID order (keyset paging);
-    ``changedsince``: only those whose MODSEQ is above it (RFC 7162 CHANGEDSINCE). The column
+    ``changedsince``: only those whose MODSEQ is above it (RFC 7162 CHANGEDSINCE); ``within``
+    (messages, bytes): None instead if the messages between the two UIDs are more or bigger
+    (``range_size``; on PostgreSQL read in the same round trip as the rows). The column
     ``header`` is the raw header alone (what SEARCH HEADER and SENTBEFORE read), not the message.
     Rows are named tuples (``row.uid``, ``row.flags``...), except for FLAGS alone (with or
     without MODSEQ), the hot path of opening a big folder: plain tuples."""
     columns = tuple(columns)
     ranges = list(uids or ())
-    sql, row_type = _fetch_sql(columns, len(ranges), changedsince is not None)
+    sql, row_type = _fetch_sql(columns, len(ranges), changedsince is not None, within is not None)
     params = [folder_id, lo_uid, hi_uid, *(u for r in ranges for u in r)]
     if changedsince is not None:
         params.append(changedsince)
+    if within is not None:
+        params += [*within, folder_id, lo_uid, hi_uid]
     with raw_reader(store) as r:
-        rows = driver_rows(r, sql, *params, limit)
+        if within is not None and not r.qmark:
+            rows, size = rows_and_size(r.dbapi, sql, (*params, limit), RANGE_SIZE_SQL, (folder_id, lo_uid, hi_uid))
+        else:
+            rows, size = driver_rows(r, sql, *params, limit), None
+        if within is not None and not rows:  # none there, or over the bound: the size tells
+            count, total = size or driver_rows(r, RANGE_SIZE_SQL, folder_id, lo_uid, hi_uid)[0]
+            if count > within[0] or total > within[1]:
+                return None
     if columns in _FLAG_COLUMNS and not uids:
         return rows
     dates = [i + 1 for i, c in enumerate(columns) if c in _DATE_COLUMNS]
