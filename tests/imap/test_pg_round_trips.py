@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 from mailserver.provision import prepare
 from mailserver.store.db import PING_IDLE
+from mailserver.store.notify import NOTIFY_SQL, notify_arrays
 
 from tests.conftest import PG_ADMIN, make_config
 
@@ -429,3 +430,49 @@ def test_a_fetch_of_a_small_body_is_one_round_trip(pg_server):
         lines, sent = command(raw, "g", "UID FETCH 1 (BODY.PEEK[])", trace)
         assert exchanges(sent) == 2, sent
         assert b"".join(lines[1:-2]) == big, lines[0]
+
+
+def test_a_node_skips_the_echo_of_its_own_notifications_and_hears_the_others(tmp_path, pg_url):
+    """A write's pg_notify comes back to its own node's LISTEN; its writer told the sessions
+    there already, so the echo is skipped: no wake-up, no second look at the next command. A
+    notification from another node's connection is heard, and the session looks."""
+    import psycopg
+
+    config = make_config(tmp_path / "data", store_url=pg_url)
+    prepare(config)
+    running = start_server(config)  # with the LISTEN thread
+    trace = WireTrace(running.ctx.store.engine, tmp_path / "wire.trace")
+    try:
+        figures = running.ctx.metrics.watcher.listener.figures
+        with selected(running, trace, 1) as raw:
+            # the LISTEN on INBOX's channel took effect; then a write of the session's own
+            until = time.monotonic() + 10
+            while not figures.channels and time.monotonic() < until:
+                time.sleep(0.05)
+            received, own = figures.received, figures.own
+            command(raw, "w", "UID STORE 1 +FLAGS (\\Seen)", trace)
+            while figures.received == received and time.monotonic() < until:
+                time.sleep(0.05)
+            assert (figures.received, figures.own) == (received + 1, own + 1)
+            # STATUS reads its counts: one round trip, no look after it (the STORE's own was the last)
+            _, sent = command(raw, "s1", "STATUS INBOX (MESSAGES)", trace)
+            assert exchanges(sent) == 1, sent
+            # another node's change: heard, and looked at
+            folder_id = _folder_and_contents(pg_url, running.users[0][1])[0]
+            other = psycopg.connect(make_url(pg_url).set(drivername="postgresql").render_as_string(False),
+                                    autocommit=True)
+            try:
+                other.execute("UPDATE folder SET highestmodseq = highestmodseq + 1 WHERE id = %s", (folder_id,))
+                other.execute("UPDATE message SET flags = flags | 2, modseq = f.highestmodseq FROM folder f "
+                              "WHERE f.id = message.folder_id AND f.id = %s", (folder_id,))
+                other.execute(NOTIFY_SQL.format("%s", "%s"), notify_arrays([str(folder_id)]))
+            finally:
+                other.close()
+            while figures.received == received + 1 and time.monotonic() < until:
+                time.sleep(0.05)
+            assert (figures.received, figures.own) == (received + 2, own + 1)
+            lines, sent = command(raw, "s2", "STATUS INBOX (MESSAGES)", trace)
+            assert exchanges(sent) == 2 and any(b"FETCH (UID 1 FLAGS (\\Seen \\Answered" in ln for ln in lines), lines
+    finally:
+        running._stop()  # type: ignore[attr-defined]
+        trace.file.close()
