@@ -462,6 +462,6 @@ async def do_expunge(s: ImapSession, cmd: Expunge) -> Reply:
         ranges = _ranges(s, cmd.seqset, True)
         if not ranges:
             return R.OK_DONE
-    await s.run_looking(s.store.expunge, sel.folder_id, ranges)
+    await s.run_looking(s.store.expunge, sel.folder_id, ranges, expunges=True)
     s.pending = True
     return R.OK_DONE

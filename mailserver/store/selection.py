@@ -86,9 +86,11 @@ def changes_since(store: Store, folder_id: int, modseq: int, known_max_uid: int,
     # Runs after most commands of every session: plain SQL through the driver's cursor, the
     # folder's row and its messages changed since ``modseq`` in one statement (one round trip
     # on PostgreSQL; none of them when nothing changed: the index of "folder_id, modseq > n").
-    # On PostgreSQL the folder's UIDs come in the same round trip when some left it (``pgselect``).
+    # On PostgreSQL, with ``force`` (expunges looked for: after an EXPUNGE, or ones deferred),
+    # the folder's UIDs come in the same round trip when some left it (``pgselect``); without,
+    # the pipeline's own cost (psycopg's pipeline mode) is not paid on the look after every write.
     with raw_reader(store) as s:
-        if s.qmark:
+        if s.qmark or not force:
             found, uids = driver_rows(s, CHANGES_SQL.replace("%s", "?"), modseq, folder_id), None
         else:
             found, uids = changes_rows(s.dbapi, folder_id, modseq, known_max_uid, known_count)
