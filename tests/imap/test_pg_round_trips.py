@@ -476,3 +476,24 @@ def test_a_node_skips_the_echo_of_its_own_notifications_and_hears_the_others(tmp
     finally:
         running._stop()  # type: ignore[attr-defined]
         trace.file.close()
+
+
+def test_writes_on_a_lane_of_their_own_answer_alike(tmp_path, pg_url):
+    """imap.pg_write_threads: the writes and their looks on a lane of two threads, each write
+    its own transaction: the same answers and round trips as on the store threads."""
+    config = make_config(tmp_path / "data", "imap.pg_write_threads=2", store_url=pg_url)
+    prepare(config)
+    running = start_server(config, watcher_on=False)
+    trace = WireTrace(running.ctx.store.engine, tmp_path / "wire.trace")
+    try:
+        assert running.ctx.writes is not None
+        with selected(running, trace, 3) as raw:
+            lines, sent = command(raw, "w", "UID STORE 2:3 +FLAGS (\\Deleted)", trace)
+            assert exchanges(sent) == 3 and sum(b"\\Deleted" in ln for ln in lines) == 2, (lines, sent)
+            lines, sent = command(raw, "x", "EXPUNGE", trace)
+            assert exchanges(sent) == 3 and lines[:-1] == [b"* 3 EXPUNGE\r\n", b"* 2 EXPUNGE\r\n"], (lines, sent)
+            lines, sent = _append(raw, "a", "INBOX", RAW % 7, trace)
+            assert exchanges(sent) == 3 and b"* 2 EXISTS\r\n" in lines and b"APPENDUID" in lines[-1], (lines, sent)
+    finally:
+        running._stop()  # type: ignore[attr-defined]
+        trace.file.close()
