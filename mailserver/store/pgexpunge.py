@@ -1,4 +1,4 @@
-"""EXPUNGE on PostgreSQL in two round trips instead of ten (issue 13), as ``pgflags`` does STORE:
+"""EXPUNGE on PostgreSQL in two round trips instead of nine (issue 13), as ``pgflags`` does STORE:
 the statements go pipelined (psycopg's pipeline mode) on a pooled connection in autocommit, with
 an explicit BEGIN:
 
