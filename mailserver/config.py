@@ -250,6 +250,11 @@ class IMAPConfig:
     #: threads for the cheap reads of every command (STATUS, SELECT, FETCH FLAGS, what changed
     #: in the selected folder), each taking the reads queued meanwhile in one go (lanes.ReadLane)
     read_threads: int = 1
+    #: on PostgreSQL, threads for the IMAP writes (STORE, EXPUNGE, APPEND ... and the look after
+    #: each), each taking the writes queued meanwhile one after another, each in its own
+    #: transaction: fewer threads passing the GIL around than the store threads'. 0: the writes
+    #: run on the store threads (measured: docs/benchmarks.md, branch pgcost)
+    pg_write_threads: int = 0
     #: on SQLite, the cheap reads of a small folder run on the event loop itself, each within
     #: this many SQLite steps (50,000: about a millisecond); a larger one goes to the read lane.
     #: 0: all go to the read lane, which measured faster on a machine busy with other work; the
@@ -680,6 +685,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"accounts.max_folder_name_length: must be 1 to {FOLDER_NAME_COLUMN} (the store's column)")
     if config.server.workers < 0:
         raise ConfigError("server.workers: must be 0 (one per CPU core) or more")
+    if config.imap.pg_write_threads < 0:
+        raise ConfigError("imap.pg_write_threads: must be 0 (the writes on the store threads) or more")
     if config.imap.loop_read_budget < 0:
         raise ConfigError("imap.loop_read_budget: must be 0 (no reads on the event loop) or more")
     for key in ("heavy_threads", "heavy_jobs_per_user", "read_threads", "max_search_depth", "max_search_keys",

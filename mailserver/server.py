@@ -165,9 +165,13 @@ class ServerContext:
         announces their changes after it, then makes each write's look (``then``) itself, on a
         connection of its own: handing the looks to the read lane cost a wake-up of its thread
         per batch, made holding the GIL, which stalled the loop more than the looks take. None
-        on PostgreSQL, whose writes run side by side on the store threads."""
+        on PostgreSQL, whose writes run side by side on the store threads, unless
+        imap.pg_write_threads gives them a lane of their own (each write its own transaction)."""
         if not self.mail.batches_writes:
-            return None
+            threads = self.config.imap.pg_write_threads
+            if not threads or self.store.dialect != "postgresql":
+                return None
+            return BatchLane(threads, "write", init=lambda: OwnAutocommit(self.store).hold())  # the looks' connection
         own = (lambda: OwnReader(self.store).hold()) if self._own_connections else None
         return BatchLane(1, "write", around=self.mail.batch, init=own)
 

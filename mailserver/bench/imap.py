@@ -128,11 +128,13 @@ def prepare_data(root: Path, users: int, messages: int, varied: bool = False,
 
 
 def _child_main(root: str, conn, profile: str | None = None, real_hash: bool = False,
-                settings: tuple[str, ...] = (), port: int = 0) -> None:
+                settings: tuple[str, ...] = (), port: int = 0, profile_cpu: bool = False) -> None:
     """The server process: IMAP on 127.0.0.1:``port`` (0: any) plus the folder watcher, with the
     config ``settings`` (KEY=VALUE) on top. With ``profile``, the event loop and every store
     thread run under cProfile; the merged stats go to that file, and those of the read and
-    write lanes' threads to ``{profile}.read`` and ``{profile}.write``."""
+    write lanes' threads to ``{profile}.read`` and ``{profile}.write``. ``profile_cpu``: each
+    thread's CPU time is counted (``time.thread_time``), not the wall clock, in which a thread
+    waiting for the database's answer looks as busy as one working."""
     import concurrent.futures
     import cProfile
     import pstats
@@ -149,9 +151,10 @@ def _child_main(root: str, conn, profile: str | None = None, real_hash: bool = F
     cfg = _config(Path(root), *settings, real_hash=real_hash)
     store = open_store(cfg)
     profiles: list[cProfile.Profile] = []
+    clock = (time.thread_time,) if profile_cpu else ()
 
     def profiled_thread() -> None:
-        profiles.append(cProfile.Profile())
+        profiles.append(cProfile.Profile(*clock))
         profiles[-1].enable()
 
     extra = {}
@@ -163,7 +166,7 @@ def _child_main(root: str, conn, profile: str | None = None, real_hash: bool = F
 
         def profiled_serve(lane) -> None:  # the bench child's own process: no other server here
             name = threading.current_thread().name.split("-")[0]
-            lanes.setdefault(name, []).append(cProfile.Profile())
+            lanes.setdefault(name, []).append(cProfile.Profile(*clock))
             lanes[name][-1].enable()
             serve(lane)
 
@@ -201,19 +204,21 @@ class ServerChild:
     them, the memory is the first one's."""
 
     def __init__(self, root: Path, profile: str | None = None, real_hash: bool = False,
-                 settings: tuple[str, ...] = ()) -> None:
+                 settings: tuple[str, ...] = (), profile_cpu: bool = False) -> None:
         workers = _config(root, *settings).server.workers or len(os.sched_getaffinity(0))
         self.procs: list = []
         self.conns: list = []
         self.port = 0
         for _ in range(workers):
-            self._start(root, profile, real_hash, settings)
+            self._start(root, profile, real_hash, settings, profile_cpu)
 
-    def _start(self, root: Path, profile: str | None, real_hash: bool, settings: tuple[str, ...]) -> None:
+    def _start(self, root: Path, profile: str | None, real_hash: bool, settings: tuple[str, ...],
+               profile_cpu: bool = False) -> None:
         mp = multiprocessing.get_context("spawn")
         conn, child = mp.Pipe()
         proc = mp.Process(target=_child_main, args=(str(root), child, profile and f"{profile}.{len(self.procs)}"
-                                                     if self.procs else profile, real_hash, settings, self.port),
+                                                     if self.procs else profile, real_hash, settings, self.port,
+                                                     profile_cpu),
                           daemon=True)
         proc.start()
         while not conn.poll(0.2):  # a child that failed to start is an error, not a hang
@@ -657,10 +662,12 @@ async def _stress(host: str, port: int, users: list[str], clients: int,
               help="a config setting for the server, e.g. login.cache_size=0 (repeatable)")
 @click.option("--profile", type=click.Path(dir_okay=False), hidden=True,
               help="run the server under cProfile and write its stats to this file")
+@click.option("--profile-cpu", is_flag=True, hidden=True,
+              help="with --profile: count each thread's CPU time, not the wall clock")
 @store_url_option
 def command(mode: str, messages: int, idle_count: int, idle_users: int, notify: bool, clients: int, seconds: float,
             connect: str | None, real_hash: bool, keep_sessions: bool, sort_mix: bool, runs: int,
-            settings: tuple[str, ...], profile: str | None, store_url: str) -> None:
+            settings: tuple[str, ...], profile: str | None, profile_cpu: bool, store_url: str) -> None:
     """SELECT/FETCH time, SORT and THREAD time, IDLE memory and notification latency, random stress
     with a model check."""
     if connect:
@@ -695,7 +702,7 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, notify: 
         folder = messages if mode in ("all", "select", "sort") else 0
         users = prepare_data(root, users_needed, folder, varied=mode in ("all", "sort"), real_hash=real_hash)
         click.echo(f"prepared {len(users)} users and {folder:,} messages on {engine} in {time.monotonic() - started:.1f} s")
-        server = ServerChild(root, profile, real_hash, settings)
+        server = ServerChild(root, profile, real_hash, settings, profile_cpu)
         try:
             if mode in ("all", "select"):
                 for condstore in (False, True):

@@ -50,13 +50,17 @@ def _ranges(s: ImapSession, seqset, by_uid: bool) -> list[tuple[int, int]] | Non
 
 def _render_batch(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tuple[FetchAtt, ...],
                   columns: tuple[str, ...], with_uid: bool,
-                  changedsince: int | None = None, light: bool = False) -> tuple[bytes | None, int | None, set[str]]:
+                  changedsince: int | None = None, light: bool = False,
+                  within: tuple[int, int] | None = None) -> tuple[bytes | None, int | None, set[str]] | None:
     """One batch of FETCH lines (in the thread pool), the UID to continue after (None: done) and
     the keywords in them that the session has not announced yet (``announce_keywords``).
     ``light``: on the store's pool, not the heavy lane; a batch that would have to read
-    messages there (a PREVIEW not cached at delivery) comes back as None, for the heavy lane."""
+    messages there (a PREVIEW not cached at delivery) comes back as None, for the heavy lane.
+    ``within``: None if the messages between ``lo`` and ``hi`` are more or bigger (store.fetch)."""
     rows = store.fetch(sel.folder_id, lo, hi, FETCH_BATCH, columns, ranges if len(ranges) > 1 else None,
-                       changedsince)
+                       changedsince, within)
+    if rows is None:
+        return None
     if light and "preview" in columns and F.needs_raw(atts, rows):
         return None, lo, set()
     uids = sel.uids
@@ -142,11 +146,10 @@ SMALL_FETCH_MESSAGES = 16
 def _render_small(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tuple[FetchAtt, ...],
                   columns: tuple[str, ...], with_uid: bool, changedsince: int | None):
     """``_render_batch`` of a FETCH that reads message bodies, if the messages between ``lo``
-    and ``hi`` are few and small (their sizes are read first); else None."""
-    count, size = store.range_size(sel.folder_id, lo, hi)
-    if count > SMALL_FETCH_MESSAGES or size > SMALL_FETCH_BYTES:
-        return None
-    return _render_batch(store, sel, lo, hi, ranges, atts, columns, with_uid, changedsince, True)
+    and ``hi`` are few and small (their sizes read with them: one round trip on PostgreSQL);
+    else None."""
+    return _render_batch(store, sel, lo, hi, ranges, atts, columns, with_uid, changedsince, True,
+                         (SMALL_FETCH_MESSAGES, SMALL_FETCH_BYTES))
 
 
 async def _send_fetch(s: ImapSession, run, sel: SelectedFolder, ranges, atts: tuple[FetchAtt, ...], with_uid: bool,
@@ -459,6 +462,6 @@ async def do_expunge(s: ImapSession, cmd: Expunge) -> Reply:
         ranges = _ranges(s, cmd.seqset, True)
         if not ranges:
             return R.OK_DONE
-    await s.run_looking(s.store.expunge, sel.folder_id, ranges)
+    await s.run_looking(s.store.expunge, sel.folder_id, ranges, expunges=True)
     s.pending = True
     return R.OK_DONE

@@ -551,15 +551,17 @@ class ImapSession:
             for line in sel.flags_responses():
                 await self.untagged(line)
 
-    async def run_looking(self, fn: Callable[..., T], *args: Any, flags_only: bool = False) -> T:
+    async def run_looking(self, fn: Callable[..., T], *args: Any, flags_only: bool = False,
+                          expunges: bool = False) -> T:
         """``ctx.run_write(fn, *args)`` for a command that writes: with a folder selected, the
         same job then looks at what changed in it after the COMMIT (``changes_since``), which
         ``report_changes`` would otherwise fetch in a second hop to a store thread. A result with ``modseq_before`` / ``modseq_after`` (``Stored``) is the
-        session's own write, as ``_saw_own_write`` in handlers_message counts it."""
+        session's own write, as ``_saw_own_write`` in handlers_message counts it. ``expunges``:
+        the write removes messages (EXPUNGE), so the look looks for expunges (``force``)."""
         sel = self.selected
         if sel is None:
             return await self.ctx.run_write(fn, *args, flags_only=flags_only)
-        force = self._expunge_ok and sel.expunge_pending
+        force = expunges or (self._expunge_ok and sel.expunge_pending)
         look = functools.partial(_look_after, self.store, sel.folder_id, sel.modseq, sel.max_uid,
                                  sel.exists, force)
         result, looked = await self.ctx.run_write(fn, *args, then=look, flags_only=flags_only)

@@ -335,10 +335,12 @@ class MailStore(Protocol):
         ...
 
     def fetch(self, folder_id: int, lo_uid: int, hi_uid: int, limit: int, fields: Sequence[str],
-              uids: UidRanges | None = None, changedsince: int | None = None) -> list:
+              uids: UidRanges | None = None, changedsince: int | None = None,
+              within: tuple[int, int] | None = None) -> list | None:
         """Up to ``limit`` rows (``uid`` and ``fields`` from FETCH_FIELDS, by name) of the
         messages with lo_uid <= UID <= hi_uid (and in ``uids``; MODSEQ above ``changedsince``),
-        in UID order."""
+        in UID order. ``within`` (messages, bytes): None instead if the messages between the two
+        UIDs are more or bigger than that (``range_size``, in the same read)."""
         ...
 
     def range_size(self, folder_id: int, lo_uid: int, hi_uid: int) -> tuple[int, int]:

@@ -89,6 +89,22 @@ def _ping_when_idle(engine: Engine, idle: float) -> None:
             raise
 
 
+def _track_backends(engine: Engine, pids: set[int]) -> None:
+    """Keep ``pids`` the backend pids of the engine's open connections: added as each is made,
+    taken out as it is closed, invalidated or detached (then no longer ours to know)."""
+
+    @event.listens_for(engine, "connect")
+    def _made(dbapi_conn, record) -> None:
+        record.info["civicmail_backend"] = pid = dbapi_conn.info.backend_pid
+        pids.add(pid)
+
+    def _gone(_dbapi_conn, record, *_) -> None:
+        pids.discard(record.info.pop("civicmail_backend", None))
+
+    for name in ("close", "invalidate", "detach"):
+        event.listen(engine, name, _gone)
+
+
 def make_engine(url: str, busy_timeout: float = 30.0, connect_timeout: float = 5.0, statement_timeout: float = 30.0,
                 pooled: bool = False, **kwargs) -> Engine:
     try:
@@ -156,6 +172,13 @@ class Store:
         self.blobs = blobs
         #: the blob collector's epoch as this process last read it (``store/bodies.py``)
         self.blob_epoch: int | None = None
+        #: PostgreSQL, straight (no pooler between, whose server connections change under a client):
+        #: the backend pids of this process's connections. The LISTEN thread skips the
+        #: notifications they sent: their writer told ``hub`` itself after its COMMIT, and the echo
+        #: cost a wake-up of that thread, of the sessions and a second look of each (pglisten)
+        self.own_backends: set[int] = set()
+        if self.dialect == "postgresql" and not listen_url:
+            _track_backends(self.engine, self.own_backends)
         #: libpq parameters of a direct connection made beside the engine's (LISTEN)
         self.postgresql_bounds = _postgresql_bounds(connect_timeout, statement_timeout)
         #: store.mode = "external": the writers' sessions say so (``session.info``), and

@@ -13,7 +13,7 @@ snapshot taken before it waited for the lock). No statement is prepared on the s
 what the connection's settings allow (``prepare_threshold`` is off behind PgBouncer)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFound
 from .api import Stored, UidRanges
@@ -25,36 +25,43 @@ if TYPE_CHECKING:
     from .db import Store
     from .selection import FlagChange
 
-_BUMP = "UPDATE folder SET highestmodseq = highestmodseq + 1 WHERE id = %s RETURNING highestmodseq"
-_GIVE_BACK = "UPDATE folder SET highestmodseq = highestmodseq - 1 WHERE id = %s"
+BUMP = "UPDATE folder SET highestmodseq = highestmodseq + 1 WHERE id = %s RETURNING highestmodseq"
+GIVE_BACK = "UPDATE folder SET highestmodseq = highestmodseq - 1 WHERE id = %s"
 _WRITE = ("UPDATE message SET flags = v.flags, keywords = v.keywords, modseq = %s "
           "FROM unnest(%s::bigint[], %s::int[], %s::text[]) AS v(id, flags, keywords) WHERE message.id = v.id")
-_NOTIFY = NOTIFY_SQL.format("%s", "%s")
+NOTIFY = NOTIFY_SQL.format("%s", "%s")
+
+
+def first_trip(conn, pipe, folder_id: int, sql: str, uids: UidRanges | None) -> tuple[Any, int, list[tuple]]:
+    """The first round trip of a write of messages in a folder: BEGIN, the folder's MODSEQ
+    raised (its row locked), then ``sql`` on its messages ({uids}: the UIDs' condition; every
+    message without ``uids``). The cursor to send the rest on, the new MODSEQ, ``sql``'s rows."""
+    where, params = uid_sql(uids) if uids else ("1 = 1", [])
+    bump, messages = conn.cursor(), conn.cursor()
+    bump.execute("BEGIN")
+    bump.execute(BUMP, (folder_id,))
+    messages.execute(sql.format(uids=where.replace("?", "%s")), (folder_id, *params))
+    pipe.sync()
+    found = bump.fetchall()
+    if not found:
+        raise NotFound("folder is gone")
+    return bump, found[0][0], messages.fetchall()
 
 
 def store_flags_pg(store: Store, folder_id: int, uids: UidRanges, change: FlagChange) -> Stored:
     """``selection.store_flags`` on PostgreSQL (see the module's text)."""
-    where, params = uid_sql(uids)
     with raw_writer(store) as conn, conn.pipeline() as pipe:
-        bump, read = conn.cursor(), conn.cursor()
-        bump.execute("BEGIN")
-        bump.execute(_BUMP, (folder_id,))
-        read.execute(f"SELECT id, uid, flags, keywords, modseq FROM message WHERE folder_id = %s AND "
-                     f"{where.replace('?', '%s')} ORDER BY uid", (folder_id, *params))
-        pipe.sync()
-        found = bump.fetchall()
-        if not found:
-            raise NotFound("folder is gone")
-        modseq = found[0][0]
-        out, modified, changes = change.apply(read.fetchall())
+        bump, modseq, rows = first_trip(conn, pipe, folder_id, "SELECT id, uid, flags, keywords, modseq FROM message "
+                                        "WHERE folder_id = %s AND {uids} ORDER BY uid", uids)
+        out, modified, changes = change.apply(rows)
         if changes:
             nflags, nkws, ids, _ = zip(*changes)
             bump.execute(_WRITE, (modseq, list(ids), list(nflags), list(nkws)))
-            bump.execute(_NOTIFY, notify_arrays([str(folder_id)]))
+            bump.execute(NOTIFY, notify_arrays([str(folder_id)]))
         else:
             # Nothing changed: give the MODSEQ back (the row is still locked by us), so that
             # HIGHESTMODSEQ stays the highest MODSEQ of a message and no session is woken.
-            bump.execute(_GIVE_BACK, (folder_id,))
+            bump.execute(GIVE_BACK, (folder_id,))
         bump.execute("COMMIT")  # sent, and its answer read, as the pipeline ends
     if not changes:
         return Stored(out, 0, 0, modified)

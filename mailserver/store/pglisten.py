@@ -36,6 +36,8 @@ class ListenFigures:
 
     #: notifications received (one per channel a commit touched and this node listened to)
     received: int = 0
+    #: of which sent by this process's own connections, and skipped (``Store.own_backends``)
+    own: int = 0
     #: channels LISTENed to now
     channels: int = 0
     listens: int = 0
@@ -125,9 +127,9 @@ class ChannelListener:
         and those libpq read with a statement's reply but has not parsed (the socket no longer
         says readable for them)."""
         for note in conn.notifies(timeout=0):
-            self._heard(note.payload)
+            self._heard(note.payload, note.pid)
         while (pgn := conn.pgconn.notifies()) is not None:
-            self._heard(pgn.extra.decode())
+            self._heard(pgn.extra.decode(), pgn.be_pid)
 
     def _update(self, conn, interest: dict[str, bool]) -> list[str]:
         """LISTEN to the wanted channels not yet listened to, UNLISTEN the unwanted; the
@@ -153,8 +155,11 @@ class ChannelListener:
         except (BlockingIOError, OSError):
             pass
 
-    def _heard(self, payload: str) -> None:
+    def _heard(self, payload: str, pid: int) -> None:
         self.figures.received += 1
+        if pid in self.store.own_backends and self.hub is self.store.hub:
+            self.figures.own += 1  # its writer told the hub after its COMMIT
+            return
         folders, accounts = parse_payload(payload)
         if folders:
             self.hub.changed(folders)

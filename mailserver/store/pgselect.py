@@ -1,7 +1,9 @@
-"""SELECT's reads on PostgreSQL in one round trip instead of two (issue 13): the folder's row
-and its messages pipelined (psycopg's pipeline mode) in one READ ONLY, REPEATABLE READ
-transaction on the reader's autocommit connection, so that both are read in one snapshot (the
-message list found by the folder's name, as the folder's id is not known before the answer)."""
+"""Reads on PostgreSQL in one round trip instead of two (issue 13), pipelined (psycopg's pipeline
+mode) on the reader's autocommit connection: SELECT's folder row and messages in one READ ONLY,
+REPEATABLE READ transaction, so that both are read in one snapshot (the message list found by
+the folder's name, as the folder's id is not known before the answer); and the look at what
+changed in a folder with, when messages left it, the UIDs still there (``changes_rows``); a
+FETCH's rows with the size of their range (``rows_and_size``)."""
 from __future__ import annotations
 
 from .mailbox_sql import INFO_SQL
@@ -20,3 +22,35 @@ def snapshot_rows(dbapi, account_id: int, name: str) -> tuple[tuple | None, list
         control.execute("COMMIT")  # one Sync for the four, as the pipeline ends: one round trip
     found, rows = folder.fetchall(), messages.fetchall()
     return (found[0] if found else None), rows
+
+
+#: the folder's row and its messages changed since a MODSEQ (``selection.changes_since``)
+CHANGES_SQL = ("SELECT f.highestmodseq, f.uidnext, f.message_count, f.recent_uid, m.uid, m.flags, m.keywords, "
+               "m.modseq FROM folder f LEFT JOIN message m ON m.folder_id = f.id AND m.modseq > %s "
+               "WHERE f.id = %s ORDER BY m.uid")
+#: the folder's UIDs, only if it holds fewer messages than the session knew of plus those above
+#: the highest UID it knew (some left: expunged): a one-time filter, no scan of the folder otherwise
+_UIDS_IF_SHRUNK = ("SELECT uid FROM message WHERE folder_id = %s AND (SELECT message_count FROM folder WHERE id = %s) "
+                   "< %s + (SELECT count(*) FROM message WHERE folder_id = %s AND uid > %s) ORDER BY uid")
+
+
+def changes_rows(dbapi, folder_id: int, modseq: int, known_max_uid: int,
+                 known_count: int) -> tuple[list[tuple], list[tuple] | None]:
+    """``CHANGES_SQL``'s rows and, in the same round trip, the folder's UIDs (uid,) if some of
+    the messages known left it (None: none left, as far as this read saw; each statement has its
+    own snapshot in autocommit, so the caller asks again if its count says otherwise)."""
+    with dbapi.pipeline():
+        changes, uids = dbapi.cursor(), dbapi.cursor()
+        changes.execute(CHANGES_SQL, (modseq, folder_id))
+        uids.execute(_UIDS_IF_SHRUNK, (folder_id, folder_id, known_count, folder_id, known_max_uid))
+    found, present = changes.fetchall(), uids.fetchall()
+    return found, (present or None)
+
+
+def rows_and_size(dbapi, sql: str, params: tuple, size_sql: str, size_params: tuple) -> tuple[list[tuple], tuple]:
+    """The rows of ``sql`` and the one row of ``size_sql`` ("?" placeholders both), in one round trip."""
+    with dbapi.pipeline():
+        rows, size = dbapi.cursor(), dbapi.cursor()
+        rows.execute(sql.replace("?", "%s"), params)
+        size.execute(size_sql.replace("?", "%s"), size_params)
+    return rows.fetchall(), size.fetchone()

@@ -19,7 +19,7 @@ from .driver import driver_execute, driver_rows, raw_reader
 from .api import (Appended, AppendedMany, PreparedAppend, Changes, Copied, NewMessage, QuotaUsage, Snapshot, Stored,
                   ToAppend, UidRanges)
 from .mailbox_sql import folder_row, info_of, INFO_SQL, uid_sql, bump_modseq, remove_messages, copy_rows, writing
-from .pgselect import snapshot_rows
+from .pgselect import CHANGES_SQL, changes_rows, rows_and_size, snapshot_rows
 from .mailstore import check_quota, insert_messages, over_quota, quota_usage_of
 from .models.mail import DELETED, SEEN
 
@@ -86,10 +86,14 @@ def changes_since(store: Store, folder_id: int, modseq: int, known_max_uid: int,
     # Runs after most commands of every session: plain SQL through the driver's cursor, the
     # folder's row and its messages changed since ``modseq`` in one statement (one round trip
     # on PostgreSQL; none of them when nothing changed: the index of "folder_id, modseq > n").
+    # On PostgreSQL, with ``force`` (expunges looked for: after an EXPUNGE, or ones deferred),
+    # the folder's UIDs come in the same round trip when some left it (``pgselect``); without,
+    # the pipeline's own cost (psycopg's pipeline mode) is not paid on the look after every write.
     with raw_reader(store) as s:
-        found = driver_rows(s, "SELECT f.highestmodseq, f.uidnext, f.message_count, f.recent_uid, m.uid, m.flags, "
-                               "m.keywords, m.modseq FROM folder f LEFT JOIN message m ON m.folder_id = f.id "
-                               "AND m.modseq > ? WHERE f.id = ? ORDER BY m.uid", modseq, folder_id)
+        if s.qmark or not force:
+            found, uids = driver_rows(s, CHANGES_SQL.replace("%s", "?"), modseq, folder_id), None
+        else:
+            found, uids = changes_rows(s.dbapi, folder_id, modseq, known_max_uid, known_count)
         if not found:
             return None
         highest, uidnext, count, recent_uid = found[0][:4]
@@ -98,9 +102,9 @@ def changes_since(store: Store, folder_id: int, modseq: int, known_max_uid: int,
         rows = [r[4:] for r in found if r[4] is not None]
         new = [tuple(r) for r in rows if r[0] > known_max_uid]
         changed = [tuple(r) for r in rows if r[0] <= known_max_uid]
-        present = None
+        present = None if uids is None else array("q", (r[0] for r in uids))
         # Expunges only lower the count, so a count below known + new means some went.
-        if count < known_count + len(new):
+        if present is None and count < known_count + len(new):
             present = array("q", (r[0] for r in driver_rows(
                 s, "SELECT uid FROM message WHERE folder_id = ? ORDER BY uid", folder_id)))
     return Changes(highest, uidnext, new, changed, present, recent_uid)
@@ -166,10 +170,12 @@ _DATE_COLUMNS = frozenset(("internaldate", "savedate"))
 
 
 @functools.lru_cache(maxsize=256)
-def _fetch_sql(columns: tuple[str, ...], ranges: int, changedsince: bool) -> tuple[str, type]:
+def _fetch_sql(columns: tuple[str, ...], ranges: int, changedsince: bool, within: bool = False) -> tuple[str, type]:
     """The plain SQL of ``fetch_rows`` for these columns, ``ranges`` UID ranges (a single
-    value or BETWEEN each) and with or without CHANGEDSINCE, and the row type it makes: built
-    once per shape, so no query is composed or compiled per FETCH."""
+    value or BETWEEN each), with or without CHANGEDSINCE and the bound of ``within`` (no row
+    when the messages between the two UIDs are more or bigger: a one-time filter, read before
+    any row), and the row type it makes: built once per shape, so no query is composed or
+    compiled per FETCH."""
     names = ["message.uid"]
     for c in columns:
         if c == "header":  # bytes 1 .. header_size: substr works on BLOB (SQLite) and bytea (PostgreSQL)
@@ -184,6 +190,8 @@ def _fetch_sql(columns: tuple[str, ...], ranges: int, changedsince: bool) -> tup
         where += " AND (" + " OR ".join(["message.uid BETWEEN ? AND ?"] * ranges) + ")"
     if changedsince:
         where += " AND message.modseq > ?"
+    if within:
+        where += f" AND (SELECT count(*) <= ? AND coalesce(sum(size), 0) <= ? {_RANGE_OF})"
     sql = f"SELECT {', '.join(names)} FROM message{join} WHERE {where} ORDER BY message.uid LIMIT ?"
     return sql, collections.namedtuple("FetchRow", ("uid",) + columns)
 
@@ -192,21 +200,38 @@ def _as_datetime(value):
     return value if value is None or isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
 
 
+#: the messages between two UIDs of a folder (``range_size``, ``fetch_rows``' ``within``)
+_RANGE_OF = "FROM message WHERE folder_id = ? AND uid >= ? AND uid <= ?"
+RANGE_SIZE_SQL = f"SELECT count(*), coalesce(sum(size), 0) {_RANGE_OF}"
+
+
 def fetch_rows(store: Store, folder_id: int, lo_uid: int, hi_uid: int, limit: int, columns: Sequence[str],
-               uids: UidRanges | None = None, changedsince: int | None = None) -> list:
+               uids: UidRanges | None = None, changedsince: int | None = None,
+               within: tuple[int, int] | None = None) -> list | None:
     """Up to ``limit`` message rows with lo_uid <= uid <= hi_uid, in UID order (keyset paging);
-    ``changedsince``: only those whose MODSEQ is above it (RFC 7162 CHANGEDSINCE). The column
+    ``changedsince``: only those whose MODSEQ is above it (RFC 7162 CHANGEDSINCE); ``within``
+    (messages, bytes): None instead if the messages between the two UIDs are more or bigger
+    (``range_size``; on PostgreSQL read in the same round trip as the rows). The column
     ``header`` is the raw header alone (what SEARCH HEADER and SENTBEFORE read), not the message.
     Rows are named tuples (``row.uid``, ``row.flags``...), except for FLAGS alone (with or
     without MODSEQ), the hot path of opening a big folder: plain tuples."""
     columns = tuple(columns)
     ranges = list(uids or ())
-    sql, row_type = _fetch_sql(columns, len(ranges), changedsince is not None)
+    sql, row_type = _fetch_sql(columns, len(ranges), changedsince is not None, within is not None)
     params = [folder_id, lo_uid, hi_uid, *(u for r in ranges for u in r)]
     if changedsince is not None:
         params.append(changedsince)
+    if within is not None:
+        params += [*within, folder_id, lo_uid, hi_uid]
     with raw_reader(store) as r:
-        rows = driver_rows(r, sql, *params, limit)
+        if within is not None and not r.qmark:
+            rows, size = rows_and_size(r.dbapi, sql, (*params, limit), RANGE_SIZE_SQL, (folder_id, lo_uid, hi_uid))
+        else:
+            rows, size = driver_rows(r, sql, *params, limit), None
+        if within is not None and not rows:  # none there, or over the bound: the size tells
+            count, total = size or driver_rows(r, RANGE_SIZE_SQL, folder_id, lo_uid, hi_uid)[0]
+            if count > within[0] or total > within[1]:
+                return None
     if columns in _FLAG_COLUMNS and not uids:
         return rows
     dates = [i + 1 for i, c in enumerate(columns) if c in _DATE_COLUMNS]
@@ -309,7 +334,12 @@ class FlagChange(NamedTuple):
 
 
 def expunge(store: Store, folder_id: int, uids: UidRanges | None = None) -> list[int]:
-    """RFC 3501 6.4.3 / RFC 4315 UID EXPUNGE: remove the \\Deleted messages; their UIDs, ascending."""
+    """RFC 3501 6.4.3 / RFC 4315 UID EXPUNGE: remove the \\Deleted messages; their UIDs, ascending.
+    On PostgreSQL in two pipelined round trips (``pgexpunge``)."""
+    if store.dialect == "postgresql":
+        from .pgexpunge import expunge_pg
+
+        return expunge_pg(store, folder_id, uids)
     with writing(store) as s:
         where, params = uid_sql(uids) if uids else ("1 = 1", [])
         gone = [r[0] for r in driver_rows(s, f"SELECT uid FROM message WHERE folder_id = ? AND (flags & {DELETED}) "
@@ -369,6 +399,11 @@ def append_messages(store: Store, account_id: int, folder: str, items: Sequence[
     if not isinstance(items, PreparedAppend):
         items = prepare_append(store, account_id, folder, items)
     messages = list(items.messages)
+    if (store.dialect == "postgresql" and len(messages) == 1 and store.blobs is None and not store.external_mailboxes
+            and not messages[0].reuse_content_id):
+        from .pgappend import append_one_pg  # two pipelined round trips
+
+        return append_one_pg(store, messages[0], quota_default, claim_recent)
     with writing(store) as s:
         target = folder_row(s, account_id, folder)
         check_quota(s, messages, quota_default)

@@ -108,8 +108,9 @@ class SqlMailStore:
         return mailboxes.vanished_since(self.db, folder_id, modseq, ranges, still_seen)
 
     def fetch(self, folder_id: int, lo_uid: int, hi_uid: int, limit: int, fields: Sequence[str],
-              uids: UidRanges | None = None, changedsince: int | None = None) -> list:
-        return mailboxes.fetch_rows(self.db, folder_id, lo_uid, hi_uid, limit, fields, uids, changedsince)
+              uids: UidRanges | None = None, changedsince: int | None = None,
+              within: tuple[int, int] | None = None) -> list | None:
+        return mailboxes.fetch_rows(self.db, folder_id, lo_uid, hi_uid, limit, fields, uids, changedsince, within)
 
     def range_size(self, folder_id: int, lo_uid: int, hi_uid: int) -> tuple[int, int]:
         return mailboxes.range_size(self.db, folder_id, lo_uid, hi_uid)

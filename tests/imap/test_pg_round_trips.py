@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 from mailserver.provision import prepare
 from mailserver.store.db import PING_IDLE
+from mailserver.store.notify import NOTIFY_SQL, notify_arrays
 
 from tests.conftest import PG_ADMIN, make_config
 
@@ -268,3 +269,231 @@ def test_select_reads_its_folder_and_messages_in_one_round_trip_and_one_snapshot
         command(raw, "s4", "SELECT INBOX", trace)  # the connection still serves
         lines, _ = command(raw, "f", "UID FETCH 1:* (FLAGS)", trace)
         assert sum(b" FETCH (" in ln for ln in lines) == 3, lines
+
+
+def _folder_and_contents(pg_url: str, account_id: int) -> tuple[int, int, int]:
+    """INBOX's id, and the content rows and tombstones of the database, read on a connection
+    of the test's own (the server's are traced)."""
+    looker = create_engine(pg_url)
+    try:
+        with looker.connect() as conn:
+            folder_id = conn.exec_driver_sql("SELECT id FROM folder WHERE name = 'INBOX' AND account_id = %(a)s",
+                                             {"a": account_id}).scalar()
+            contents = conn.exec_driver_sql("SELECT count(*) FROM content").scalar()
+            tombstones = conn.exec_driver_sql("SELECT count(*) FROM expunged WHERE folder_id = %(f)s",
+                                              {"f": folder_id}).scalar()
+    finally:
+        looker.dispose()
+    return folder_id, contents, tombstones
+
+
+@contextlib.contextmanager
+def listening(pg_url: str, folder_id: int) -> Iterator:
+    """A connection of another node's LISTENing to the folder's channel, and the payload it hears."""
+    import psycopg
+
+    from mailserver.store.notify import notifications
+
+    (channel, payload), = notifications([str(folder_id)])
+    listener = psycopg.connect(make_url(pg_url).set(drivername="postgresql").render_as_string(False),
+                               autocommit=True)
+    try:
+        listener.execute(f"LISTEN {channel}")
+        yield listener, payload
+    finally:
+        listener.close()
+
+
+def _modseq_and_validity(raw, trace: WireTrace) -> tuple[int, int]:
+    """INBOX's HIGHESTMODSEQ and UIDVALIDITY, asked by STATUS."""
+    lines, _ = command(raw, "h", "STATUS INBOX (HIGHESTMODSEQ UIDVALIDITY)", trace)
+    return tuple(int(re.search(rb"%s (\d+)" % item, lines[0]).group(1)) for item in (b"HIGHESTMODSEQ", b"UIDVALIDITY"))
+
+
+def test_an_expunge_is_two_round_trips_and_its_look(pg_server):
+    """The folder's MODSEQ raised and the \\Deleted messages deleted in one round trip; the
+    counters, the tombstones, the contents released, the other nodes told and the COMMIT in a
+    second; the look after it (the remaining UIDs with it) the third (eleven before). What EXPUNGE
+    does is unchanged: the answers, HIGHESTMODSEQ, QRESYNC's VANISHED, the contents gone, an
+    EXPUNGE that finds nothing."""
+    running, trace, pg_url = pg_server
+    with selected(running, trace, 4) as raw:
+        command(raw, "q", "ENABLE QRESYNC", trace)
+        command(raw, "d", "UID STORE 2:3 +FLAGS.SILENT (\\Deleted)", trace)
+        before, uidvalidity = _modseq_and_validity(raw, trace)
+        folder_id, contents, tombstones = _folder_and_contents(pg_url, running.users[0][1])
+        with listening(pg_url, folder_id) as (listener, payload):
+            lines, sent = command(raw, "x", "EXPUNGE", trace)
+            assert exchanges(sent) == 3, sent
+            assert lines[:-1] == [b"* VANISHED 2:3\r\n"], lines  # QRESYNC enabled: VANISHED, not EXPUNGE
+            assert together(sent, "pg_notify", "COMMIT"), sent
+            heard = [n.payload for n in listener.notifies(timeout=10, stop_after=1)]
+            assert payload in heard, heard
+        assert _folder_and_contents(pg_url, running.users[0][1])[1:] == (contents - 2, tombstones + 2)
+        lines, _ = command(raw, "h1", "STATUS INBOX (MESSAGES HIGHESTMODSEQ)", trace)
+        assert f"(MESSAGES 2 HIGHESTMODSEQ {before + 1})".encode() in lines[0], lines
+        # nothing left to expunge: nothing answered, the MODSEQ given back
+        lines, sent = command(raw, "x2", "EXPUNGE", trace)
+        assert lines[:-1] == [] and exchanges(sent) == 3, (lines, sent)  # its look too
+        lines, _ = command(raw, "h2", "STATUS INBOX (HIGHESTMODSEQ)", trace)
+        assert f"HIGHESTMODSEQ {before + 1})".encode() in lines[0], lines
+    other = running.raw()
+    try:
+        command(other, "q", "ENABLE QRESYNC", trace)
+        lines, _ = command(other, "s", f"SELECT INBOX (QRESYNC ({uidvalidity} {before}))", trace)
+        assert b"* VANISHED (EARLIER) 2:3\r\n" in lines and b"* 2 EXISTS\r\n" in lines, lines
+        lines, _ = command(other, "f", "UID FETCH 1:* (FLAGS)", trace)
+        assert [ln.split(b" FLAGS")[0] for ln in lines[:-1]] == [b"* 1 FETCH (UID 1", b"* 2 FETCH (UID 4"], lines
+    finally:
+        other.close()
+
+
+def _append(raw, tag: str, mailbox: str, message: bytes, trace: WireTrace) -> tuple[list[bytes], list]:
+    """APPEND over the wire (a synchronising literal): every line up to the tagged reply, and
+    the messages to and from PostgreSQL once the literal was sent."""
+    raw.send(f"{tag} APPEND {mailbox} (\\Flagged $Work) {{{len(message)}}}\r\n".encode())
+    assert raw.line().startswith(b"+"), "no continuation"
+    mark = trace.mark()
+    raw.send(message + b"\r\n")
+    lines = []
+    while not lines or not lines[-1].startswith(tag.encode() + b" "):
+        lines.append(raw.line())
+    return lines, trace.since(mark)
+
+
+def test_an_append_is_two_round_trips_and_its_look(pg_server):
+    """The folder's row moved on, the content, its sort fields and the message written and the
+    quota read in one round trip; the \\Recent mark, the other nodes told and the COMMIT in a
+    second; the look the third (eleven before). What APPEND does is unchanged: APPENDUID,
+    EXISTS and RECENT, the flags, the body, HIGHESTMODSEQ, the quota refused (nothing stored)
+    and a folder that is not there."""
+    running, trace, pg_url = pg_server
+    message = RAW % 9
+    with selected(running, trace, 2) as raw:
+        command(raw, "e", "ENABLE CONDSTORE", trace)
+        before, uidvalidity = _modseq_and_validity(raw, trace)
+        folder_id, contents, _ = _folder_and_contents(pg_url, running.users[0][1])
+        with listening(pg_url, folder_id) as (listener, payload):
+            lines, sent = _append(raw, "a", "INBOX", message, trace)
+            # the new keyword announced, and the message \Recent in this session (with the two it selected)
+            assert lines[-3:] == [b"* 3 EXISTS\r\n", b"* 3 RECENT\r\n",
+                                  f"a OK [APPENDUID {uidvalidity} 3] completed\r\n".encode()], lines
+            assert lines[0].startswith(b"* FLAGS (") and b"$Work" in lines[0], lines
+            assert exchanges(sent) == 3, sent
+            assert together(sent, "pg_notify", "COMMIT"), sent
+            heard = [n.payload for n in listener.notifies(timeout=10, stop_after=1)]
+            assert payload in heard, heard
+        assert _folder_and_contents(pg_url, running.users[0][1])[1] == contents + 1
+        lines, _ = command(raw, "f", "UID FETCH 3 (FLAGS MODSEQ BODY.PEEK[])", trace)
+        assert lines[0].startswith(f"* 3 FETCH (UID 3 FLAGS (\\Flagged \\Recent $Work) MODSEQ ({before + 1}) "
+                                   f"BODY[] {{{len(message)}}}".encode()), lines
+        assert b"".join(lines[1:-2]) == message and lines[-2] == b")\r\n", lines
+        lines, _ = command(raw, "h1", "STATUS INBOX (MESSAGES UIDNEXT HIGHESTMODSEQ)", trace)
+        assert f"(MESSAGES 3 UIDNEXT 4 HIGHESTMODSEQ {before + 1})".encode() in lines[0], lines
+        # over the quota: refused, and nothing of it stored
+        looker = create_engine(pg_url)
+        try:
+            with looker.begin() as conn:
+                conn.exec_driver_sql("UPDATE account SET quota_bytes = 1 WHERE id = %(a)s", {"a": running.users[0][1]})
+        finally:
+            looker.dispose()
+        lines, _ = _append(raw, "q", "INBOX", message, trace)
+        assert lines[-1].startswith(b"q NO [OVERQUOTA]"), lines
+        lines, _ = _append(raw, "n", "Nowhere", message, trace)
+        assert lines[-1].startswith(b"n NO [TRYCREATE]"), lines
+        lines, _ = command(raw, "h2", "STATUS INBOX (MESSAGES UIDNEXT HIGHESTMODSEQ)", trace)
+        assert f"(MESSAGES 3 UIDNEXT 4 HIGHESTMODSEQ {before + 1})".encode() in lines[0], lines
+        assert _folder_and_contents(pg_url, running.users[0][1])[1] == contents + 1
+    other = running.raw()
+    try:  # the \Recent mark was claimed by the session that had the folder selected
+        lines, _ = command(other, "s", "SELECT INBOX", trace)
+        assert b"* 3 EXISTS\r\n" in lines and b"* 0 RECENT\r\n" in lines, lines
+    finally:
+        other.close()
+
+
+def test_a_fetch_of_a_small_body_is_one_round_trip(pg_server):
+    """A few small messages' bodies: their rows and the size of their range in one round trip
+    (two before: the size first); a range over the bound (a big message) still answered, by
+    the heavy lane after that round trip told it so."""
+    running, trace, _ = pg_server
+    big = b"From: a@x.example\r\nSubject: big\r\n\r\n" + b"x" * 70 * 1024 + b"\r\n"
+    client = running.client()
+    try:
+        assert client.append("INBOX", None, None, big)[0] == "OK"
+    finally:
+        client.logout()
+    with selected(running, trace, 2) as raw:
+        lines, sent = command(raw, "b", "UID FETCH 2 (BODY.PEEK[])", trace)
+        assert exchanges(sent) == 1, sent
+        assert b"".join(lines[1:-2]) == RAW % 0 and lines[0].startswith(b"* 2 FETCH (UID 2 BODY[] {"), lines
+        lines, sent = command(raw, "g", "UID FETCH 1 (BODY.PEEK[])", trace)
+        assert exchanges(sent) == 2, sent
+        assert b"".join(lines[1:-2]) == big, lines[0]
+
+
+def test_a_node_skips_the_echo_of_its_own_notifications_and_hears_the_others(tmp_path, pg_url):
+    """A write's pg_notify comes back to its own node's LISTEN; its writer told the sessions
+    there already, so the echo is skipped: no wake-up, no second look at the next command. A
+    notification from another node's connection is heard, and the session looks."""
+    import psycopg
+
+    config = make_config(tmp_path / "data", store_url=pg_url)
+    prepare(config)
+    running = start_server(config)  # with the LISTEN thread
+    trace = WireTrace(running.ctx.store.engine, tmp_path / "wire.trace")
+    try:
+        figures = running.ctx.metrics.watcher.listener.figures
+        with selected(running, trace, 1) as raw:
+            # the LISTEN on INBOX's channel took effect; then a write of the session's own
+            until = time.monotonic() + 10
+            while not figures.channels and time.monotonic() < until:
+                time.sleep(0.05)
+            received, own = figures.received, figures.own
+            command(raw, "w", "UID STORE 1 +FLAGS (\\Seen)", trace)
+            while figures.received == received and time.monotonic() < until:
+                time.sleep(0.05)
+            assert (figures.received, figures.own) == (received + 1, own + 1)
+            # STATUS reads its counts: one round trip, no look after it (the STORE's own was the last)
+            _, sent = command(raw, "s1", "STATUS INBOX (MESSAGES)", trace)
+            assert exchanges(sent) == 1, sent
+            # another node's change: heard, and looked at
+            folder_id = _folder_and_contents(pg_url, running.users[0][1])[0]
+            other = psycopg.connect(make_url(pg_url).set(drivername="postgresql").render_as_string(False),
+                                    autocommit=True)
+            try:
+                other.execute("UPDATE folder SET highestmodseq = highestmodseq + 1 WHERE id = %s", (folder_id,))
+                other.execute("UPDATE message SET flags = flags | 2, modseq = f.highestmodseq FROM folder f "
+                              "WHERE f.id = message.folder_id AND f.id = %s", (folder_id,))
+                other.execute(NOTIFY_SQL.format("%s", "%s"), notify_arrays([str(folder_id)]))
+            finally:
+                other.close()
+            while figures.received == received + 1 and time.monotonic() < until:
+                time.sleep(0.05)
+            assert (figures.received, figures.own) == (received + 2, own + 1)
+            lines, sent = command(raw, "s2", "STATUS INBOX (MESSAGES)", trace)
+            assert exchanges(sent) == 2 and any(b"FETCH (UID 1 FLAGS (\\Seen \\Answered" in ln for ln in lines), lines
+    finally:
+        running._stop()  # type: ignore[attr-defined]
+        trace.file.close()
+
+
+def test_writes_on_a_lane_of_their_own_answer_alike(tmp_path, pg_url):
+    """imap.pg_write_threads: the writes and their looks on a lane of two threads, each write
+    its own transaction: the same answers and round trips as on the store threads."""
+    config = make_config(tmp_path / "data", "imap.pg_write_threads=2", store_url=pg_url)
+    prepare(config)
+    running = start_server(config, watcher_on=False)
+    trace = WireTrace(running.ctx.store.engine, tmp_path / "wire.trace")
+    try:
+        assert running.ctx.writes is not None
+        with selected(running, trace, 3) as raw:
+            lines, sent = command(raw, "w", "UID STORE 2:3 +FLAGS (\\Deleted)", trace)
+            assert exchanges(sent) == 3 and sum(b"\\Deleted" in ln for ln in lines) == 2, (lines, sent)
+            lines, sent = command(raw, "x", "EXPUNGE", trace)
+            assert exchanges(sent) == 3 and lines[:-1] == [b"* 3 EXPUNGE\r\n", b"* 2 EXPUNGE\r\n"], (lines, sent)
+            lines, sent = _append(raw, "a", "INBOX", RAW % 7, trace)
+            assert exchanges(sent) == 3 and b"* 2 EXISTS\r\n" in lines and b"APPENDUID" in lines[-1], (lines, sent)
+    finally:
+        running._stop()  # type: ignore[attr-defined]
+        trace.file.close()
