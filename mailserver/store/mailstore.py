@@ -67,11 +67,14 @@ def pg_insert_ids(session: Session, table: str, columns: tuple[str, ...], types:
     and their new ids in the order of ``rows``. The rows go in in their order (ORDER BY their
     ordinal), so the ids the sequence gives them ascend in it: the same reliance as SQLAlchemy's
     own ``sort_by_parameter_order`` on PostgreSQL, without its per-row parameter handling
-    (a multi-row VALUES of every value bound one by one), which cost more than the insert."""
+    (a multi-row VALUES of every value bound one by one), which cost more than the insert.
+    The arrays go in psycopg's binary format (``%b``, not the "?" the driver helpers turn into
+    ``%s``): as text every element is quoted and escaped in Python, 250 us a content row against
+    10 (docs/benchmarks.md)."""
     if not rows:
         return []
     names = ", ".join(columns)
-    arrays = ", ".join(f"?::{t}[]" for t in types)
+    arrays = ", ".join(f"%b::{t}[]" for t in types)
     found = driver_rows(session, f"INSERT INTO {table} ({names}) SELECT {names} FROM unnest({arrays}) "
                                  f"WITH ORDINALITY AS u({names}, n) ORDER BY n RETURNING id",
                         *(list(column) for column in zip(*rows)))
