@@ -21,7 +21,7 @@ from ..mime.sortkeys import COLUMNS as SORT_COLUMNS
 from . import bodies
 from .api import Delivered, NewMessage
 from .db import EXTERNAL_MAILBOXES, Store
-from .driver import driver_execute, driver_rows
+from .driver import driver_execute, driver_rows, on_sqlite, unnest_insert_sql, unnest_params
 from .models import Content, Folder
 from .notify import announce
 
@@ -56,6 +56,8 @@ CONTENT_COLUMNS = ("raw", "blob_key", "size", "header_size", "envelope", "body",
 CONTENT_TYPES = ("bytea", "varchar", "integer", "integer", "text", "text", "text", "text", "text", "integer")
 #: the content_sort table: what SORT and THREAD read of each content row
 CONTENT_SORT_COLUMNS = ("content_id", *SORT_COLUMNS)
+CONTENT_SORT_TYPES = ("bigint", "varchar", "boolean", "bigint", "varchar", "varchar", "varchar", "varchar", "varchar",
+                      "varchar", "text")
 MESSAGE_COLUMNS = ("folder_id", "uid", "modseq", "flags", "keywords", "internaldate", "savedate", "size",
                    "content_id")
 MESSAGE_TYPES = ("bigint", "bigint", "bigint", "integer", "varchar", "timestamptz", "timestamptz", "integer", "bigint")
@@ -63,21 +65,14 @@ MESSAGE_TYPES = ("bigint", "bigint", "bigint", "integer", "varchar", "timestampt
 
 def pg_insert_ids(session: Session, table: str, columns: tuple[str, ...], types: tuple[str, ...],
                   rows: list[tuple]) -> list[int]:
-    """PostgreSQL: rows inserted by one statement, each column sent as one array and unnested,
-    and their new ids in the order of ``rows``. The rows go in in their order (ORDER BY their
-    ordinal), so the ids the sequence gives them ascend in it: the same reliance as SQLAlchemy's
-    own ``sort_by_parameter_order`` on PostgreSQL, without its per-row parameter handling
-    (a multi-row VALUES of every value bound one by one), which cost more than the insert.
-    The arrays go in psycopg's binary format (``%b``, not the "?" the driver helpers turn into
-    ``%s``): as text every element is quoted and escaped in Python, 250 us a content row against
-    10 (docs/benchmarks.md)."""
+    """PostgreSQL: rows inserted by one statement (``driver.unnest_insert_sql``), and their new
+    ids in the order of ``rows``. The rows go in in their order, so the ids the sequence gives
+    them ascend in it: the same reliance as SQLAlchemy's own ``sort_by_parameter_order`` on
+    PostgreSQL, without its per-row parameter handling (a multi-row VALUES of every value bound
+    one by one), which cost more than the insert."""
     if not rows:
         return []
-    names = ", ".join(columns)
-    arrays = ", ".join(f"%b::{t}[]" for t in types)
-    found = driver_rows(session, f"INSERT INTO {table} ({names}) SELECT {names} FROM unnest({arrays}) "
-                                 f"WITH ORDINALITY AS u({names}, n) ORDER BY n RETURNING id",
-                        *(list(column) for column in zip(*rows)))
+    found = driver_rows(session, unnest_insert_sql(table, columns, types, "id"), *unnest_params(rows))
     return sorted(i for (i,) in found)
 
 
@@ -164,9 +159,13 @@ def write_contents(session: Session, contents: list[tuple[bytes, Analyzed, int]]
         content_ids = pg_insert_ids(session, "content", CONTENT_COLUMNS, CONTENT_TYPES, rows)
     # what SORT and THREAD read, beside each new content row (a writer that brought no sort
     # fields gets them from the header here, so every message has them)
-    driver_execute(session, f"INSERT INTO content_sort ({', '.join(CONTENT_SORT_COLUMNS)}) "
-                            f"VALUES ({', '.join('?' * len(CONTENT_SORT_COLUMNS))})",
-                   [(cid, *(an.sort or sort_fields_of(raw))) for cid, (raw, an, _) in zip(content_ids, contents)])
+    sort_rows = [(cid, *(an.sort or sort_fields_of(raw))) for cid, (raw, an, _) in zip(content_ids, contents)]
+    if on_sqlite(session):
+        driver_execute(session, f"INSERT INTO content_sort ({', '.join(CONTENT_SORT_COLUMNS)}) "
+                                f"VALUES ({', '.join('?' * len(CONTENT_SORT_COLUMNS))})", sort_rows)
+    elif sort_rows:
+        driver_execute(session, unnest_insert_sql("content_sort", CONTENT_SORT_COLUMNS, CONTENT_SORT_TYPES),
+                       [unnest_params(sort_rows)])
     return content_ids
 
 
