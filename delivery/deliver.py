@@ -152,7 +152,8 @@ def _insert_rows(session, table: str, columns: tuple[str, ...], rows: list[tuple
         driver_execute(session, f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
                        rows)
     else:
-        driver_execute(session, unnest_insert_sql(table, columns, [COLUMN_TYPES[c] for c in columns]), [unnest_params(rows)])
+        driver_execute(session, unnest_insert_sql(table, columns, [COLUMN_TYPES[c] for c in columns]),
+                       [unnest_params(rows)])
 
 
 def _sealed(ring: IdKeyring, r: RowState, originals: dict[int, dict[str, str]]) -> bytes | None:
