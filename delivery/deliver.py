@@ -19,7 +19,7 @@ from mailserver.identity.keys import IdKeyring
 from mailserver.identity.rowseal import seal_row
 from mailserver.store import Store, bodies
 from mailserver.store.counters import count_notices
-from mailserver.store.driver import driver_execute, driver_rows, on_sqlite
+from mailserver.store.driver import driver_execute, driver_rows, on_sqlite, unnest_insert_sql, unnest_params
 from mailserver.store.api import MailStore, NewMessage
 from mailserver.store.models import Drop, DropRow, utcnow
 from mailserver.store.models.delivery import ROW_COUNT_COLUMNS
@@ -134,14 +134,26 @@ def _undo_delivered(rows: list[RowState]) -> None:
 NOTICE_COLUMNS = ("idempotency_key", "agency_id", "notice_type_id", "account_id", "message_id", "drop_id",
                   "delivered_at")
 DROP_ROW_COLUMNS = ("drop_id", "line", "status", "reason", "idempotency_key", "stage", "data")
+#: the PostgreSQL types of the columns ``_insert_rows`` writes (``driver.unnest_insert_sql``), of
+#: both tables (and ``state``, delivery/external.py's)
+COLUMN_TYPES = {"idempotency_key": "varchar", "agency_id": "varchar", "notice_type_id": "varchar",
+                "account_id": "bigint", "message_id": "bigint", "drop_id": "bigint", "delivered_at": "timestamptz",
+                "state": "varchar", "line": "integer", "status": "varchar", "reason": "text", "stage": "varchar",
+                "data": "bytea"}
 
 
 def _insert_rows(session, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
-    """executemany straight through the driver: the pipeline's own rows are the bulk of its
-    writes, and SQLAlchemy's per-row parameter processing cost more than the insert itself."""
-    if rows:
+    """executemany straight through the driver (PostgreSQL: one statement of unnested arrays):
+    the pipeline's own rows are the bulk of its writes, and SQLAlchemy's per-row parameter
+    processing cost more than the insert itself. A duplicate key raises IntegrityError either way."""
+    if not rows:
+        return
+    if on_sqlite(session):
         driver_execute(session, f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
                        rows)
+    else:
+        driver_execute(session, unnest_insert_sql(table, columns, [COLUMN_TYPES[c] for c in columns]),
+                       [unnest_params(rows)])
 
 
 def _sealed(ring: IdKeyring, r: RowState, originals: dict[int, dict[str, str]]) -> bytes | None:

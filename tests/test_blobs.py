@@ -117,6 +117,17 @@ def test_local_blobs_are_private_durable_files_checked_on_read(tmp_path):
     blobs.path(cut).write_bytes(b"")
     LocalBlobs(tmp_path / "blobs").put_many({cut: many[cut]})
     assert blobs.path(cut).read_bytes() == many[cut]
+    # the same in a batch (syncfs), by a store that has not seen these directories yet: the cut
+    # file is written again, a whole one is left as it is (same file), new ones land beside them
+    whole = sorted(many)[1]
+    inode = blobs.path(whole).stat().st_ino
+    blobs.path(cut).write_bytes(many[cut][:10])
+    fresh = {blob_key(r): r for r in (_message(n) for n in range(40, 60))}
+    LocalBlobs(tmp_path / "blobs").put_many(fresh | {cut: many[cut], whole: many[whole]})
+    assert blobs.path(cut).read_bytes() == many[cut]
+    assert blobs.path(whole).stat().st_ino == inode
+    assert all(blobs.path(k).read_bytes() == r for k, r in fresh.items())
+    assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
 
 
 def test_deliver_fetch_copy_expunge_and_gc(city):

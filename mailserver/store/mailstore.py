@@ -12,7 +12,7 @@ import datetime as dt
 from collections import defaultdict
 from typing import Sequence
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound, QuotaExceeded
@@ -21,8 +21,8 @@ from ..mime.sortkeys import COLUMNS as SORT_COLUMNS
 from . import bodies
 from .api import Delivered, NewMessage
 from .db import EXTERNAL_MAILBOXES, Store
-from .driver import driver_execute, driver_rows
-from .models import Content, Folder, Message
+from .driver import driver_execute, driver_rows, on_sqlite, unnest_insert_sql, unnest_params
+from .models import Content, Folder
 from .notify import announce
 
 
@@ -50,27 +50,30 @@ def _chunks(items: list, size: int):
         yield items[i:i + size]
 
 
-def insert_returning_ids(session: Session, table, rows: list[dict]) -> list[int]:
-    """Insert rows (executemany) and return their new ids in the order of ``rows``.
-
-    SQLAlchemy keeps parameter order on SQLite only by inserting row by row. Inside our write
-    transaction (BEGIN IMMEDIATE holds the lock) SQLite gives a multi-row INSERT ascending
-    rowids in the order of its VALUES, so the ids sorted are in parameter order; PostgreSQL
-    orders them itself at no such cost.
-    """
-    if not rows:
-        return []
-    if session.get_bind().dialect.name == "sqlite":
-        return sorted(session.execute(insert(table).returning(table.c.id), rows).scalars().all())
-    return list(session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars())
-
-
 CONTENT_COLUMNS = ("raw", "blob_key", "size", "header_size", "envelope", "body", "bodystructure", "search_text",
                    "preview", "refcount")
+#: their PostgreSQL types, for ``pg_insert_ids``
+CONTENT_TYPES = ("bytea", "varchar", "integer", "integer", "text", "text", "text", "text", "text", "integer")
 #: the content_sort table: what SORT and THREAD read of each content row
 CONTENT_SORT_COLUMNS = ("content_id", *SORT_COLUMNS)
+CONTENT_SORT_TYPES = ("bigint", "varchar", "boolean", "bigint", "varchar", "varchar", "varchar", "varchar", "varchar",
+                      "varchar", "text")
 MESSAGE_COLUMNS = ("folder_id", "uid", "modseq", "flags", "keywords", "internaldate", "savedate", "size",
                    "content_id")
+MESSAGE_TYPES = ("bigint", "bigint", "bigint", "integer", "varchar", "timestamptz", "timestamptz", "integer", "bigint")
+
+
+def pg_insert_ids(session: Session, table: str, columns: tuple[str, ...], types: tuple[str, ...],
+                  rows: list[tuple]) -> list[int]:
+    """PostgreSQL: rows inserted by one statement (``driver.unnest_insert_sql``), and their new
+    ids in the order of ``rows``. The rows go in in their order, so the ids the sequence gives
+    them ascend in it: the same reliance as SQLAlchemy's own ``sort_by_parameter_order`` on
+    PostgreSQL, without its per-row parameter handling (a multi-row VALUES of every value bound
+    one by one), which cost more than the insert."""
+    if not rows:
+        return []
+    found = driver_rows(session, unnest_insert_sql(table, columns, types, "id"), *unnest_params(rows))
+    return sorted(i for (i,) in found)
 
 
 def sqlite_insert_ids(session: Session, table: str, columns: tuple[str, ...], rows: list[tuple]) -> list[int]:
@@ -152,12 +155,16 @@ def write_contents(session: Session, contents: list[tuple[bytes, Analyzed, int]]
     if session.get_bind().dialect.name == "sqlite":
         content_ids = sqlite_insert_ids(session, "content", CONTENT_COLUMNS, rows)
     else:
-        content_ids = insert_returning_ids(session, Content.__table__, [dict(zip(CONTENT_COLUMNS, r)) for r in rows])
+        content_ids = pg_insert_ids(session, "content", CONTENT_COLUMNS, CONTENT_TYPES, rows)
     # what SORT and THREAD read, beside each new content row (a writer that brought no sort
     # fields gets them from the header here, so every message has them)
-    driver_execute(session, f"INSERT INTO content_sort ({', '.join(CONTENT_SORT_COLUMNS)}) "
-                            f"VALUES ({', '.join('?' * len(CONTENT_SORT_COLUMNS))})",
-                   [(cid, *(an.sort or sort_fields_of(raw))) for cid, (raw, an, _) in zip(content_ids, contents)])
+    sort_rows = [(cid, *(an.sort or sort_fields_of(raw))) for cid, (raw, an, _) in zip(content_ids, contents)]
+    if on_sqlite(session):
+        driver_execute(session, f"INSERT INTO content_sort ({', '.join(CONTENT_SORT_COLUMNS)}) "
+                                f"VALUES ({', '.join('?' * len(CONTENT_SORT_COLUMNS))})", sort_rows)
+    elif sort_rows:
+        driver_execute(session, unnest_insert_sql("content_sort", CONTENT_SORT_COLUMNS, CONTENT_SORT_TYPES),
+                       [unnest_params(sort_rows)])
     return content_ids
 
 
@@ -246,9 +253,9 @@ def _insert(session: Session, messages: list[NewMessage],
         for fid, uidnext, modseq in rows:
             state[fid] = (uidnext, modseq)
     now = dt.datetime.now(dt.timezone.utc)
-    # SQLite: the rows as the driver takes them (values in MESSAGE_COLUMNS order, datetimes as
-    # SQLAlchemy stores them there); PostgreSQL: dicts for SQLAlchemy
-    stored_now = sqlite_datetime(now) if sqlite else None
+    # the rows as the driver takes them (values in MESSAGE_COLUMNS order; on SQLite datetimes as
+    # SQLAlchemy stores them there)
+    stored_now = sqlite_datetime(now) if sqlite else now
     message_rows: list = []
     folder_updates = []
     for fid in folder_ids:
@@ -261,14 +268,9 @@ def _insert(session: Session, messages: list[NewMessage],
             m.content_id = m.reuse_content_id or content_of[id(m.raw)]
             byte_size = m.byte_size
             size += byte_size
-            if sqlite:
-                message_rows.append((fid, m.uid, modseq, m.flags, m.keywords,
-                                     sqlite_datetime(m.internaldate) if m.internaldate else stored_now, stored_now,
-                                     byte_size, m.content_id))
-            else:
-                message_rows.append({"folder_id": fid, "uid": m.uid, "modseq": modseq, "flags": m.flags,
-                                     "keywords": m.keywords, "internaldate": m.internaldate or now, "savedate": now,
-                                     "size": byte_size, "content_id": m.content_id})
+            internaldate = m.internaldate and (sqlite_datetime(m.internaldate) if sqlite else m.internaldate)
+            message_rows.append((fid, m.uid, modseq, m.flags, m.keywords, internaldate or stored_now, stored_now,
+                                 byte_size, m.content_id))
         folder_updates.append({"fid": fid, "uidnext": uidnext, "modseq": modseq, "size": size,
                                "count": len(per_folder[fid])})
     order = [m for fid in folder_ids for m in per_folder[fid]]
@@ -278,7 +280,7 @@ def _insert(session: Session, messages: list[NewMessage],
                        "message_count = message_count + ? WHERE id = ?",
                        [(u["uidnext"], u["modseq"], u["size"], u["count"], u["fid"]) for u in folder_updates])
     else:
-        ids = insert_returning_ids(session, Message.__table__, message_rows)
+        ids = pg_insert_ids(session, "message", MESSAGE_COLUMNS, MESSAGE_TYPES, message_rows)
         t = Folder.__table__
         session.execute(
             update(t).where(t.c.id == bindparam("fid")).values(
