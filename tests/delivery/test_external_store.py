@@ -294,9 +294,15 @@ def test_serve_in_external_mode_starts_no_imap_and_hands_smtp_mail_to_dovecot(ex
         got = wait_for(server, city[number], "external hello")
         assert len(got) == 1 and got[0]["Received"]  # civicmail's trace header, then Dovecot's
         assert len(wait_for(server, city[other], "external hello")) == 1
-        # Dovecot names a transaction's session, and each further recipient in it ":R<n>"
-        sessions = re.findall(r"<\d+><([^>]+)>: Info: msgid=<external-hello@elsewhere.example>: saved mail",
-                              server.log())
+        # Dovecot names a transaction's session, and each further recipient in it ":R<n>". Its log
+        # process writes the lines after the mail is readable: both are waited for
+        deadline = time.monotonic() + 30
+        while True:
+            sessions = re.findall(r"<\d+><([^>]+)>: Info: msgid=<external-hello@elsewhere.example>: saved mail",
+                                  server.log())
+            if len(sessions) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert len(sessions) == 2 and len({re.sub(r":R\d+$", "", x) for x in sessions}) == 1, sessions
         assert running.inbox(city[number]) == []  # nothing in civicmail's own store
 
