@@ -134,12 +134,6 @@ def _undo_delivered(rows: list[RowState]) -> None:
 NOTICE_COLUMNS = ("idempotency_key", "agency_id", "notice_type_id", "account_id", "message_id", "drop_id",
                   "delivered_at")
 DROP_ROW_COLUMNS = ("drop_id", "line", "status", "reason", "idempotency_key", "stage", "data")
-#: the PostgreSQL types of the columns ``_insert_rows`` writes (``driver.unnest_insert_sql``), of
-#: both tables (and ``state``, delivery/external.py's)
-COLUMN_TYPES = {"idempotency_key": "varchar", "agency_id": "varchar", "notice_type_id": "varchar",
-                "account_id": "bigint", "message_id": "bigint", "drop_id": "bigint", "delivered_at": "timestamptz",
-                "state": "varchar", "line": "integer", "status": "varchar", "reason": "text", "stage": "varchar",
-                "data": "bytea"}
 
 
 def _insert_rows(session, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
@@ -152,8 +146,7 @@ def _insert_rows(session, table: str, columns: tuple[str, ...], rows: list[tuple
         driver_execute(session, f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
                        rows)
     else:
-        driver_execute(session, unnest_insert_sql(table, columns, [COLUMN_TYPES[c] for c in columns]),
-                       [unnest_params(rows)])
+        driver_execute(session, unnest_insert_sql(table, columns), [unnest_params(rows)])
 
 
 def _sealed(ring: IdKeyring, r: RowState, originals: dict[int, dict[str, str]]) -> bytes | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import sqlite3
 import threading
 import time
@@ -160,17 +161,33 @@ def driver_stream(session: "Session | RawRead", sql: str, *params, size: int = 2
             cursor.close()
 
 
-def unnest_insert_sql(table: str, columns: Sequence[str], types: Sequence[str], returning: str = "") -> str:
-    """PostgreSQL: an INSERT of many rows by one statement, each column one array (``types``:
-    the columns' types) unnested, the rows in their order (WITH ORDINALITY). Its parameters go in
-    psycopg's binary format (``%b``; there is no "?" for the helpers here to turn into ``%s``): as
-    text every element was quoted and escaped in Python, 250 us a content row against 10
-    (docs/benchmarks.md). Run it with ``driver_execute(session, sql, [unnest_params(rows)])``,
-    or ``driver_rows`` for ``returning``."""
+@functools.lru_cache(maxsize=64)
+def unnest_insert_sql(table: str, columns: tuple[str, ...], returning: str = "") -> str:
+    """PostgreSQL: an INSERT of many rows by one statement, each column one array unnested, the
+    rows in their order (WITH ORDINALITY); the arrays' types are the columns' own in the schema
+    (``_array_type``). Its parameters go in psycopg's binary format (``%b``; there is no "?" for
+    the helpers here to turn into ``%s``): as text every element was quoted and escaped in
+    Python, 250 us a content row against 10 (docs/benchmarks.md). Run it with
+    ``driver_execute(session, sql, [unnest_params(rows)])``, or ``driver_rows`` for ``returning``."""
+    from .models import Base
+
+    t = Base.metadata.tables[table]
     names = ", ".join(columns)
-    arrays = ", ".join(f"%b::{t}[]" for t in types)
+    arrays = ", ".join(f"%b::{_array_type(t.c[c].type)}[]" for c in columns)
     return (f"INSERT INTO {table} ({names}) SELECT {names} FROM unnest({arrays}) WITH ORDINALITY AS u({names}, n) "
             f"ORDER BY n{' RETURNING ' + returning if returning else ''}")
+
+
+def _array_type(column_type) -> str:
+    """A column's PostgreSQL type as its array's element type: a bounded varchar as plain varchar,
+    since an explicit cast to varchar(n) would cut a longer value where the column's own bound
+    refuses it."""
+    from sqlalchemy import String, Text
+    from sqlalchemy.dialects import postgresql
+
+    if isinstance(column_type, String) and not isinstance(column_type, Text):
+        return "varchar"
+    return column_type.compile(dialect=postgresql.dialect()).lower()
 
 
 def unnest_params(rows: Sequence[tuple]) -> tuple[list, ...]:

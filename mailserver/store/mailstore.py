@@ -52,19 +52,13 @@ def _chunks(items: list, size: int):
 
 CONTENT_COLUMNS = ("raw", "blob_key", "size", "header_size", "envelope", "body", "bodystructure", "search_text",
                    "preview", "refcount")
-#: their PostgreSQL types, for ``pg_insert_ids``
-CONTENT_TYPES = ("bytea", "varchar", "integer", "integer", "text", "text", "text", "text", "text", "integer")
 #: the content_sort table: what SORT and THREAD read of each content row
 CONTENT_SORT_COLUMNS = ("content_id", *SORT_COLUMNS)
-CONTENT_SORT_TYPES = ("bigint", "varchar", "boolean", "bigint", "varchar", "varchar", "varchar", "varchar", "varchar",
-                      "varchar", "text")
 MESSAGE_COLUMNS = ("folder_id", "uid", "modseq", "flags", "keywords", "internaldate", "savedate", "size",
                    "content_id")
-MESSAGE_TYPES = ("bigint", "bigint", "bigint", "integer", "varchar", "timestamptz", "timestamptz", "integer", "bigint")
 
 
-def pg_insert_ids(session: Session, table: str, columns: tuple[str, ...], types: tuple[str, ...],
-                  rows: list[tuple]) -> list[int]:
+def pg_insert_ids(session: Session, table: str, columns: tuple[str, ...], rows: list[tuple]) -> list[int]:
     """PostgreSQL: rows inserted by one statement (``driver.unnest_insert_sql``), and their new
     ids in the order of ``rows``. The rows go in in their order, so the ids the sequence gives
     them ascend in it: the same reliance as SQLAlchemy's own ``sort_by_parameter_order`` on
@@ -72,7 +66,7 @@ def pg_insert_ids(session: Session, table: str, columns: tuple[str, ...], types:
     one by one), which cost more than the insert."""
     if not rows:
         return []
-    found = driver_rows(session, unnest_insert_sql(table, columns, types, "id"), *unnest_params(rows))
+    found = driver_rows(session, unnest_insert_sql(table, columns, "id"), *unnest_params(rows))
     return sorted(i for (i,) in found)
 
 
@@ -155,7 +149,7 @@ def write_contents(session: Session, contents: list[tuple[bytes, Analyzed, int]]
     if session.get_bind().dialect.name == "sqlite":
         content_ids = sqlite_insert_ids(session, "content", CONTENT_COLUMNS, rows)
     else:
-        content_ids = pg_insert_ids(session, "content", CONTENT_COLUMNS, CONTENT_TYPES, rows)
+        content_ids = pg_insert_ids(session, "content", CONTENT_COLUMNS, rows)
     # what SORT and THREAD read, beside each new content row (a writer that brought no sort
     # fields gets them from the header here, so every message has them)
     sort_rows = [(cid, *(an.sort or sort_fields_of(raw))) for cid, (raw, an, _) in zip(content_ids, contents)]
@@ -163,7 +157,7 @@ def write_contents(session: Session, contents: list[tuple[bytes, Analyzed, int]]
         driver_execute(session, f"INSERT INTO content_sort ({', '.join(CONTENT_SORT_COLUMNS)}) "
                                 f"VALUES ({', '.join('?' * len(CONTENT_SORT_COLUMNS))})", sort_rows)
     elif sort_rows:
-        driver_execute(session, unnest_insert_sql("content_sort", CONTENT_SORT_COLUMNS, CONTENT_SORT_TYPES),
+        driver_execute(session, unnest_insert_sql("content_sort", CONTENT_SORT_COLUMNS),
                        [unnest_params(sort_rows)])
     return content_ids
 
@@ -280,7 +274,7 @@ def _insert(session: Session, messages: list[NewMessage],
                        "message_count = message_count + ? WHERE id = ?",
                        [(u["uidnext"], u["modseq"], u["size"], u["count"], u["fid"]) for u in folder_updates])
     else:
-        ids = pg_insert_ids(session, "message", MESSAGE_COLUMNS, MESSAGE_TYPES, message_rows)
+        ids = pg_insert_ids(session, "message", MESSAGE_COLUMNS, message_rows)
         t = Folder.__table__
         session.execute(
             update(t).where(t.c.id == bindparam("fid")).values(
