@@ -15,7 +15,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from .db import PING_IDLE, Store
-from .groupcommit import PINNED_DBAPI
+from .groupcommit import PINNED_DBAPI, session_dbapi
 
 T = TypeVar("T")
 #: the connection raw_reader uses in this thread instead of the pool's (``OwnReader``)
@@ -109,11 +109,7 @@ def _driver(session: "Session | RawRead") -> tuple[bool, Any]:
     """(qmark, DBAPI connection) of the session's transaction."""
     if isinstance(session, RawRead):
         return session.qmark, session.dbapi
-    pinned = session.info.get(PINNED_DBAPI)
-    if pinned is not None:
-        return pinned
-    conn = session.connection()
-    return conn.dialect.paramstyle == "qmark", conn.connection.dbapi_connection
+    return session.info.get(PINNED_DBAPI) or session_dbapi(session)
 
 
 def on_sqlite(session: "Session | RawRead") -> bool:

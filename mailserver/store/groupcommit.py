@@ -22,7 +22,7 @@ import contextlib
 import sys
 import threading
 import time
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from sqlalchemy.orm import Session
 
@@ -37,13 +37,19 @@ _SAVEPOINT = "civicmail_write"
 PINNED_DBAPI = "civicmail_pinned_dbapi"
 
 
+def session_dbapi(session: Session) -> tuple[bool, Any]:
+    """(qmark, DBAPI connection) of ``session``'s transaction (begun if it was not): whether its
+    driver takes "?" placeholders (SQLite), and the connection."""
+    conn = session.connection()
+    return conn.dialect.paramstyle == "qmark", conn.connection.dbapi_connection
+
+
 def pin_dbapi(session: Session):
     """The DBAPI connection of ``session``'s transaction (begun if it was not), kept in the
     session for ``driver._cursor``. Only for a session closed when its one transaction ends."""
     pinned = session.info.get(PINNED_DBAPI)
     if pinned is None:
-        conn = session.connection()
-        pinned = session.info[PINNED_DBAPI] = (conn.dialect.paramstyle == "qmark", conn.connection.dbapi_connection)
+        pinned = session.info[PINNED_DBAPI] = session_dbapi(session)
     return pinned[1]
 
 
