@@ -231,9 +231,13 @@ class LocalBlobs(BlobStore):
         self._tmp_tag, self._tmp_seq = secrets.token_hex(4), itertools.count()
 
     def path(self, key: str) -> Path:
+        return Path(self._final(key))
+
+    def _final(self, key: str) -> str:
+        """Where the blob of ``key`` lies, ROOT/ab/cd/KEY, as a string (a batch's form)."""
         if not _is_key(key):
             raise StorageError(f"not a blob key: {key!r}")
-        return self.root / key[:2] / key[2:4] / key
+        return f"{self._root_str}/{key[:2]}/{key[2:4]}/{key}"
 
     def _tmp_name(self, key: str, pid: int | None = None) -> str:
         return f"{self._tmp_str}/{key}.{pid or os.getpid()}.{self._tmp_tag}.{next(self._tmp_seq)}"
@@ -302,9 +306,7 @@ class LocalBlobs(BlobStore):
         looked for only in a directory that was there (a new one holds nothing yet)."""
         moves, pid = [], os.getpid()
         for key, raw in blobs.items():
-            if not _is_key(key):
-                raise StorageError(f"not a blob key: {key!r}")
-            final = f"{self._root_str}/{key[:2]}/{key[2:4]}/{key}"
+            final = self._final(key)
             if not self._new_leaf(key):
                 try:
                     if os.stat(final).st_size == len(raw):  # the same bytes, unless a crash cut them short
