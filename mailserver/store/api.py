@@ -340,12 +340,8 @@ class MailStore(Protocol):
         """Up to ``limit`` rows (``uid`` and ``fields`` from FETCH_FIELDS, by name) of the
         messages with lo_uid <= UID <= hi_uid (and in ``uids``; MODSEQ above ``changedsince``),
         in UID order. ``within`` (messages, bytes): None instead if the messages between the two
-        UIDs are more or bigger than that (``range_size``, in the same read)."""
-        ...
-
-    def range_size(self, folder_id: int, lo_uid: int, hi_uid: int) -> tuple[int, int]:
-        """The number of messages with lo_uid <= UID <= hi_uid and their size in all: a cheap
-        read a FETCH uses to tell a few small bodies from a costly job."""
+        UIDs are more or bigger than that, read with the rows: a FETCH tells a few small bodies
+        from a costly job by it."""
         ...
 
     def search(self, folder_id: int, lo_uid: int, hi_uid: int, fields: Sequence[str],

@@ -31,7 +31,7 @@ from .models.mail import DELETED, SEEN
 from .notify import announce, announce_account
 # The selected folder's operations live in selection.py; they are re-exported here so that
 # callers use one module for the mailbox store.
-from .selection import (RANGE_SIZE_SQL, append_message, append_messages, prepare_append,
+from .selection import (append_message, append_messages, prepare_append,
                         changes_since, claim_recent, copy_messages, expunge, fetch_rows, message_raw,
                         quota_usage, select_folder, claim_snapshot, store_flags, vanished_since)
 
@@ -302,10 +302,3 @@ __all__ = ["FolderInfo", "FolderStatus", "Snapshot", "Changes", "Copied", "Store
            "subscribe", "unsubscribe",
            "find_folder", "select_folder", "claim_snapshot", "claim_recent", "changes_since", "fetch_rows", "message_raw", "store_flags",
            "expunge", "copy_messages", "append_message", "quota_usage"]
-
-
-def range_size(store: Store, folder_id: int, lo_uid: int, hi_uid: int) -> tuple[int, int]:
-    """How many messages lie between two UIDs of a folder, and their bytes in all (index only)."""
-    with raw_reader(store) as r:
-        count, size = driver_rows(r, RANGE_SIZE_SQL, folder_id, lo_uid, hi_uid)[0]
-    return int(count), int(size)

@@ -200,7 +200,7 @@ def _as_datetime(value):
     return value if value is None or isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
 
 
-#: the messages between two UIDs of a folder (``range_size``, ``fetch_rows``' ``within``)
+#: the messages between two UIDs of a folder (``fetch_rows``' ``within``): how many, and their bytes in all
 _RANGE_OF = "FROM message WHERE folder_id = ? AND uid >= ? AND uid <= ?"
 RANGE_SIZE_SQL = f"SELECT count(*), coalesce(sum(size), 0) {_RANGE_OF}"
 
@@ -211,7 +211,7 @@ def fetch_rows(store: Store, folder_id: int, lo_uid: int, hi_uid: int, limit: in
     """Up to ``limit`` message rows with lo_uid <= uid <= hi_uid, in UID order (keyset paging);
     ``changedsince``: only those whose MODSEQ is above it (RFC 7162 CHANGEDSINCE); ``within``
     (messages, bytes): None instead if the messages between the two UIDs are more or bigger
-    (``range_size``; on PostgreSQL read in the same round trip as the rows). The column
+    (``RANGE_SIZE_SQL``; on PostgreSQL read in the same round trip as the rows). The column
     ``header`` is the raw header alone (what SEARCH HEADER and SENTBEFORE read), not the message.
     Rows are named tuples (``row.uid``, ``row.flags``...), except for FLAGS alone (with or
     without MODSEQ), the hot path of opening a big folder: plain tuples."""

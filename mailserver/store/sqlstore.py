@@ -112,9 +112,6 @@ class SqlMailStore:
               within: tuple[int, int] | None = None) -> list | None:
         return mailboxes.fetch_rows(self.db, folder_id, lo_uid, hi_uid, limit, fields, uids, changedsince, within)
 
-    def range_size(self, folder_id: int, lo_uid: int, hi_uid: int) -> tuple[int, int]:
-        return mailboxes.range_size(self.db, folder_id, lo_uid, hi_uid)
-
     def search(self, folder_id: int, lo_uid: int, hi_uid: int, fields: Sequence[str],
                match: Callable[[Any], bool], uids: UidRanges | None = None) -> Iterator:
         fields = tuple(fields)
