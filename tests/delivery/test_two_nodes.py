@@ -84,6 +84,7 @@ def _delivered(store) -> int:
         return s.scalar(select(func.count(DropRow.id)))
 
 
+@pytest.mark.serial  # stalls a node with SIGSTOP and waits on its backends: hung twice beside the parallel group's load
 def test_a_live_nodes_drop_is_refused_and_a_stalled_ones_taken_over_once(pg_drop):
     reg, drop = pg_drop
     # The first node's stalled transaction is ended by the server after 3 s (as
