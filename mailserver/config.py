@@ -44,6 +44,9 @@ class ServerConfig:
     #: and the citizens' HTTP (portal, sign-in) on the same ports (SO_REUSEPORT), told of each other's writes as nodes are (workers.py).
     #: The connection gate, the per-address caps and the login throttle are per process
     workers: int = 1
+    #: the event loop: "uvloop" (libuv's, about half the CPU per socket operation of asyncio's
+    #: own) or "asyncio" (the standard library's)
+    event_loop: str = "uvloop"
 
 
 @dataclass(frozen=True)
@@ -683,6 +686,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("passwords.memory_cost_kib: must be at least 8 x parallelism")
     if not 1 <= config.accounts.max_folder_name_length <= FOLDER_NAME_COLUMN:
         raise ConfigError(f"accounts.max_folder_name_length: must be 1 to {FOLDER_NAME_COLUMN} (the store's column)")
+    if config.server.event_loop not in ("uvloop", "asyncio"):
+        raise ConfigError(f"server.event_loop: {config.server.event_loop!r} is not \"uvloop\" or \"asyncio\"")
     if config.server.workers < 0:
         raise ConfigError("server.workers: must be 0 (one per CPU core) or more")
     if config.imap.pg_write_threads < 0:

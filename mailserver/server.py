@@ -13,6 +13,8 @@ import functools
 import importlib
 import logging
 import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -335,12 +337,50 @@ def _then(fn: Callable[..., T], args: tuple, then: Callable[[T], Any] | None) ->
     return result if then is None else then(result)
 
 
+def run_loop(config: Config, main: Any) -> None:
+    """Run the coroutine MAIN to its end on the event loop server.event_loop names."""
+    if config.server.event_loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
+
+
 def build_services(ctx: ServerContext, factories: tuple[str, ...] = SERVICE_FACTORIES) -> list[Service]:
     services: list[Service] = []
     for spec in factories:
         module, _, func = spec.partition(":")
         services.extend(getattr(importlib.import_module(module), func)(ctx))
     return services
+
+
+#: Seconds a stop may take before serve writes every thread's stack and its pending tasks to
+#: stderr (once; it goes on stopping): a stop that hangs says where.
+STOP_REPORT_AFTER = 20.0
+
+
+def _stop_watchdog(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+    """A daemon timer that, if this process is still running SECONDS from now, writes where each
+    thread is (faulthandler) and what each pending task awaits. The tasks are listed from the loop
+    itself when it still runs callbacks, else read from this thread (diagnostic only)."""
+    import faulthandler
+
+    def tasks() -> None:
+        for task in asyncio.all_tasks(loop):
+            task.print_stack(limit=8, file=sys.stderr)
+
+    def report() -> None:
+        print(f"civicmail: still stopping after {seconds:g} s; thread stacks follow", file=sys.stderr, flush=True)
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        try:
+            loop.call_soon_threadsafe(tasks)
+        except RuntimeError:  # the loop is closed: what hangs is past it (threads, exit)
+            pass
+
+    timer = threading.Timer(seconds, report)
+    timer.daemon = True
+    timer.start()
 
 
 async def serve(ctx: ServerContext, ready: Callable[[], None] | None = None,
@@ -356,6 +396,7 @@ async def serve(ctx: ServerContext, ready: Callable[[], None] | None = None,
         loop.add_signal_handler(sig, stop.set)
     services = build_services(ctx, factories)
     log.info("%s", ctx.gate.describe())
+    log.info("event loop: %s", type(loop).__module__.partition(".")[0])
     started: list[Service] = []
     workers = Workers(ctx.config)
     try:
@@ -369,6 +410,7 @@ async def serve(ctx: ServerContext, ready: Callable[[], None] | None = None,
             ready()
         await stop.wait()
         log.info("shutting down")
+        _stop_watchdog(loop, STOP_REPORT_AFTER)
     finally:
         if workers.procs:
             await loop.run_in_executor(None, workers.stop)

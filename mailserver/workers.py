@@ -16,7 +16,6 @@ the per-address and per-user connection caps, the login throttle, the login cach
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import multiprocessing
 import os
@@ -39,7 +38,7 @@ def _worker_main(config, number: int) -> None:
     """An IMAP worker process: its own store connections, lanes and loop."""
     from .logs import setup_logging
     from .registry import Registry
-    from .server import ServerContext, serve
+    from .server import ServerContext, run_loop, serve
     from .store import open_store
 
     _die_with_parent()
@@ -48,7 +47,7 @@ def _worker_main(config, number: int) -> None:
     ctx = ServerContext(config, store, Registry(config, store))
     log.info("IMAP worker %d (pid %d) starting", number, os.getpid())
     try:
-        asyncio.run(serve(ctx, factories=WORKER_FACTORIES))
+        run_loop(config, serve(ctx, factories=WORKER_FACTORIES))
     finally:
         store.dispose()
 

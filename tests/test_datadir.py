@@ -4,13 +4,12 @@ with --strict refuses) a data directory others can read."""
 from __future__ import annotations
 
 import os
-import signal
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
-from mailserver.bench.smtp import PORT_ZERO, start_server
+from mailserver.bench.smtp import PORT_ZERO, start_server, stop_server
 
 CLI = [sys.executable, "-m", "mailserver.cli"]
 FAST_KDF = ("--set", "passwords.memory_cost_kib=1024", "--set", "passwords.time_cost=1")
@@ -46,8 +45,7 @@ def test_init_makes_the_data_directory_closed_to_others_and_serve_keeps_it(tmp_p
             assert _mode(data / wal) == 0o600, wal
         assert not [line for line in log if "should be" in line], log
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
+        assert stop_server(proc, log) == 0
 
 
 def test_serve_warns_of_an_open_data_directory_and_refuses_with_strict(tmp_path):
@@ -67,5 +65,4 @@ def test_serve_warns_of_an_open_data_directory_and_refuses_with_strict(tmp_path)
         warnings = [line for line in log if "should be" in line]
         assert len(warnings) == 2 and any(f"{data} is mode 0755" in line for line in warnings), log
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
+        assert stop_server(proc, log) == 0

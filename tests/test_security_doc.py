@@ -22,6 +22,7 @@ NOT_BOUNDS = {
     "delivery.templates_dir", "delivery.spool_dir", "http.listen", "http.base_url", "http.tls", "http.metrics",
     "http.metrics_listen", "oidc.enabled", "oidc.portal_redirect_path", "oidc.webmail_url", "ca.crl_url",
     "ca.agency_key_type", "ca.citizen_key_type", "ca.sign_notices", "ca.sign_submissions", "check.nameservers",
+    "server.event_loop",
 }
 
 

@@ -168,6 +168,20 @@ def start_server(config_path: Path, extra: tuple[str, ...] = (),
     return proc, found["smtp"][0], found["smtp"][1], log
 
 
+def stop_server(proc: subprocess.Popen, log: list[str], timeout: float = 60) -> int:
+    """SIGTERM a server from start_server and wait for its exit status. If it has not exited
+    within TIMEOUT, kill it and fail with the end of its log, which holds serve's report of
+    where each thread was (server.STOP_REPORT_AFTER)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(30)
+        raise AssertionError(f"civicmail serve did not stop within {timeout:g} s of SIGTERM:\n"
+                             + "".join(log[-150:])) from None
+
+
 def run(messages: int, concurrency: int, data_dir: Path, store_url: str = "", bodies: str = "local",
         overrides: tuple[str, ...] = ()) -> SmtpBenchResult:
     recipients = prepare_city(data_dir, store_url)

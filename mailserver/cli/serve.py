@@ -1,14 +1,13 @@
 """`civicmail serve`: run the servers."""
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import click
 
 from .. import datadir
 from ..logs import setup_logging
-from ..server import ServerContext, StartupError, serve
+from ..server import ServerContext, StartupError, run_loop, serve
 from .app import App
 
 
@@ -43,4 +42,4 @@ def command(app: App, strict: bool) -> None:
     setup_logging(app.config.server.log_level)
     check_data_dir(app.config, strict)
     ctx = ServerContext(app.config, app.migrated_store(), app.registry)
-    asyncio.run(serve(ctx))
+    run_loop(app.config, serve(ctx))

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import signal
 import socket
 import time
 from pathlib import Path
 
 import pytest
 
-from mailserver.bench.smtp import start_server
+from mailserver.bench.smtp import start_server, stop_server
 from mailserver.identity import idnumber
 from mailserver.registry.citizens import add_citizen
 from tests.imap.conftest import PASSWORD, Raw
@@ -105,7 +104,6 @@ def test_idle_in_one_worker_is_told_of_mail_appended_through_another(tmp_path):
                 raw.close()
             except OSError:
                 pass
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
+        assert stop_server(proc, log) == 0
     workers = [line for line in log if "IMAP worker" in line]
     assert workers, log[-20:]

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from mailserver.bench.smtp import PORT_ZERO, start_server
+from mailserver.bench.smtp import PORT_ZERO, start_server, stop_server
 from mailserver.provision import prepare
 from mailserver.registry import Registry
 from mailserver.store import open_store
@@ -40,18 +40,19 @@ def serve_cmd(config, *overrides: str) -> list[str]:
     return cmd + ["serve"]
 
 
-def test_serve_logs_each_listener_and_exits_0_on_sigterm(data_dir):
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+def test_serve_logs_each_listener_and_exits_0_on_sigterm(data_dir, event_loop):
     config, people = data_dir
-    proc, host, port, log = start_server(config.source)
+    proc, host, port, log = start_server(config.source, (f"server.event_loop={event_loop}",))
     try:
         text = "".join(log)
+        assert f"event loop: {event_loop}" in text
         for kind in ("smtp", "submission", "submissions"):
             assert f"SMTP {kind} listening on 127.0.0.1:" in text
         with smtplib.SMTP(host, port, timeout=30) as c:
             c.sendmail("someone@example.org", [people.alice], message("someone@example.org", people.alice, "served"))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
+        assert stop_server(proc, log) == 0
     assert "shutting down" in "".join(log)
     assert any("stored" in line and f"to=<{people.alice}>" in line for line in log)
     assert not any("ID number" in line or "Subject" in line for line in log)
@@ -76,8 +77,7 @@ def test_client_input_cannot_forge_or_colour_a_log_line(data_dir):
             sock.sendall(b"QUIT\r\n")
             assert f.readline().startswith(b"221")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
+        assert stop_server(proc, log) == 0
     [refused] = [line for line in log if "refused (unknown user)" in line]
     assert "evil\\x1b[2J\\x1b]0;pwned\\x07" in refused and f"nobody\\r{forged_line}\\x1b[0m" in refused
     text = "".join(log)
@@ -100,11 +100,34 @@ def test_an_id_number_a_client_sends_is_hidden_in_the_log(data_dir):
             assert c.rcpt(f"{number}@{domain}")[0] == 550
             assert c.rcpt(f"{number[:6]}-{number[6:14]}-{number[14:]}@{domain}")[0] == 550
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
+        assert stop_server(proc, log) == 0
     refused = [line for line in log if "refused (unknown user)" in line]
     assert len(refused) == 2 and all("long number hidden" in line for line in refused), refused
     assert number[6:14] not in "".join(log)
+
+
+def test_a_stop_that_hangs_reports_where_each_thread_and_task_waits():
+    """serve's stop watchdog, in a process of its own: a task and a thread that never finish."""
+    script = """if True:
+        import asyncio, sys, threading, time
+        from mailserver.server import _stop_watchdog
+        def blocked_worker():
+            threading.Event().wait()
+        async def stuck_task():
+            await asyncio.Event().wait()
+        async def main():
+            threading.Thread(target=blocked_worker, daemon=True).start()
+            task = asyncio.ensure_future(stuck_task())
+            _stop_watchdog(asyncio.get_running_loop(), 0.2)
+            await asyncio.sleep(2)
+            task.cancel()
+        asyncio.run(main())
+    """
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "civicmail: still stopping after 0.2 s" in done.stderr
+    assert "in blocked_worker" in done.stderr  # faulthandler's line for the other thread
+    assert "stuck_task" in done.stderr  # the pending task's stack, listed from the loop
 
 
 def test_port_in_use_is_a_clear_error(data_dir):
