@@ -142,7 +142,7 @@ def _child_main(root: str, conn, profile: str | None = None, real_hash: bool = F
     import threading
 
     from ..registry import Registry
-    from ..server import ServerContext
+    from ..server import ServerContext, run_loop
     from ..store import open_store
     from ..imap.service import ImapService, WatcherService
 
@@ -186,7 +186,7 @@ def _child_main(root: str, conn, profile: str | None = None, real_hash: bool = F
         await imap.stop()
         await watcher.stop()
 
-    asyncio.run(main())
+    run_loop(cfg, main())  # the event loop serve runs (server.event_loop)
     if profile:
         ctx.shutdown()
         for p in profiles:
