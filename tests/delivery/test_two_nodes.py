@@ -124,10 +124,15 @@ def test_a_live_nodes_drop_is_refused_and_a_stalled_ones_taken_over_once(pg_drop
             except OperationalError:
                 assert time.monotonic() < deadline
                 with reg.store.session() as s:
+                    # Any backend but an idle one, for over 5 s: only the frozen node has such
+                    # (this test's own connections are idle between its statements). A backend
+                    # left mid-pipeline reports "active" waiting on ClientRead, not "idle in
+                    # transaction", on some runs: a filter on the latter alone missed it, and the
+                    # update was retried until pytest's timeout.
                     s.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
-                                   "current_database() AND pid <> pg_backend_pid() AND (wait_event = 'ClientWrite' "
-                                   "OR (state = 'idle in transaction' AND wait_event = 'ClientRead' "
-                                   "AND now() - state_change > interval '5 seconds'))"))
+                                   "current_database() AND pid <> pg_backend_pid() AND backend_type = "
+                                   "'client backend' AND (wait_event = 'ClientWrite' OR (state <> 'idle' "
+                                   "AND wait_event = 'ClientRead' AND now() - state_change > interval '5 seconds'))"))
         while True:  # refused while the stalled node's transaction still holds the drop's row
             third = node(reg.config, drop)
             out, err = third.communicate(timeout=300)
