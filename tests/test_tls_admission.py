@@ -9,6 +9,8 @@ import socket
 import ssl
 import time
 
+import pytest
+
 from tests.abuse import PASSWORD, assert_responsive, city, city_factory  # noqa: F401
 
 #: the gate's cap and the handshake timeout of these tests
@@ -80,3 +82,48 @@ def test_a_failed_handshake_gives_its_place_back(city):  # noqa: F811
     with imaplib.IMAP4_SSL("127.0.0.1", city.port("imaps"), ssl_context=client_tls(), timeout=10) as client:
         assert client.login(city.addresses[2], PASSWORD)[0] == "OK"
     wait_open(city, 0)
+
+
+@pytest.mark.parametrize("loop_name", ["uvloop", "asyncio"])
+def test_a_client_hello_sent_at_once_is_never_lost(loop_name, tmp_path):
+    """Clients that send their ClientHello the moment TCP connects, one after another: each is
+    greeted. Before the listener handed accepted sockets to the TLS layer itself, a hello that
+    arrived before the handshake task ran went to the clear protocol (uvloop reads a new
+    transport at once) and that client waited out the handshake timeout."""
+    import asyncio
+    import subprocess
+    import threading
+
+    import uvloop
+
+    from mailserver.admission import TLSAfterAdmission
+
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem"), "-days", "1",
+                    "-subj", "/CN=localhost"], check=True, capture_output=True)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    admitted, released = [], []
+
+    class Greeter(asyncio.Protocol):
+        def connection_made(self, transport):
+            transport.write(b"* OK hello\r\n")
+
+    loop = uvloop.new_event_loop() if loop_name == "uvloop" else asyncio.new_event_loop()
+    listener = loop.run_until_complete(TLSAfterAdmission(
+        lambda ip: admitted.append(ip) or True, released.append, server_tls, 5.0, Greeter).listen("127.0.0.1", 0))
+    port = listener.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        greeted = 0
+        for _ in range(40):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                    client_tls().wrap_socket(raw) as tls:
+                greeted += tls.recv(64).startswith(b"* OK hello")
+        assert greeted == 40 and len(admitted) == 40 and released == []
+    finally:
+        loop.call_soon_threadsafe(listener.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

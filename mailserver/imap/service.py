@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import functools
 import logging
 import sys
 import time
 import weakref
 from collections import Counter
-from typing import Callable
 
 from ..admission import ConnectionCounter, TLSAfterAdmission
 from ..config import parse_hostport
@@ -39,7 +37,7 @@ class ImapService:
         self.listen = listen
         self.implicit_tls = implicit_tls
         self.name = name
-        self.server: asyncio.AbstractServer | None = None
+        self.server: asyncio.AbstractServer | TLSAfterAdmission | None = None
         #: (host, port) actually bound (port 0 in tests picks a free one)
         self.address: tuple[str, int] | None = None
         self.sessions: weakref.WeakSet[ImapSession] = weakref.WeakSet()
@@ -165,15 +163,16 @@ class ImapService:
         def make_protocol() -> asyncio.Protocol:  # what asyncio.start_server makes per connection
             return asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=limit, loop=loop), self._handle, loop=loop)
 
-        factory: Callable[[], asyncio.Protocol] = make_protocol
-        if self.implicit_tls:
-            factory = functools.partial(TLSAfterAdmission, self._admit_before_tls, self._release_before_tls,
-                                        self.tls_context(), self.ctx.config.server.tls_handshake_timeout, make_protocol)
         try:
             # several `serve` workers listen on the same port (workers.py): the kernel spreads
             # the connections over them
             shared = self.ctx.config.server.workers != 1
-            self.server = await loop.create_server(factory, host, port, backlog=4096, reuse_port=shared or None)
+            if self.implicit_tls:  # places taken at TCP accept, the handshake after (admission.py)
+                self.server = await TLSAfterAdmission(
+                    self._admit_before_tls, self._release_before_tls, self.tls_context(),
+                    self.ctx.config.server.tls_handshake_timeout, make_protocol).listen(host, port, 4096, shared or None)
+            else:
+                self.server = await loop.create_server(make_protocol, host, port, backlog=4096, reuse_port=shared or None)
         except OSError as exc:
             raise StartupError(f"{self.name}: cannot listen on {self.listen}: {exc.strerror}") from None
         self.address = self.server.sockets[0].getsockname()[:2]

@@ -87,7 +87,7 @@ class SMTPListener:
         self.sessions: set[CivicSMTP] = set()
         self.closing = False
         self.address: tuple[str, int] | None = None
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.AbstractServer | TLSAfterAdmission | None = None
 
     def refusal(self, ip: str) -> str | None:
         """The reply refusing a new connection from ``ip``, or None: it holds a place in the
@@ -119,11 +119,12 @@ class SMTPListener:
             self.starttls_context = tls
         loop = asyncio.get_running_loop()
         factory: Callable[[], asyncio.Protocol] = functools.partial(CivicSMTP, self)
-        if self.implicit_tls:  # places taken at TCP accept, the handshake after (admission.py)
-            factory = functools.partial(TLSAfterAdmission, self.admit_before_tls, self.release, tls,
-                                        self.ctx.config.server.tls_handshake_timeout, factory)
         try:
-            self._server = await loop.create_server(factory, host, port, reuse_address=True)
+            if self.implicit_tls:  # places taken at TCP accept, the handshake after (admission.py)
+                self._server = await TLSAfterAdmission(self.admit_before_tls, self.release, tls,
+                                                       self.ctx.config.server.tls_handshake_timeout, factory).listen(host, port)
+            else:
+                self._server = await loop.create_server(factory, host, port, reuse_address=True)
         except OSError as exc:
             reason = {errno.EADDRINUSE: "address already in use",
                       errno.EACCES: "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE; "
