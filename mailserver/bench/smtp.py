@@ -159,7 +159,9 @@ def start_server(config_path: Path, extra: tuple[str, ...] = (),
             if "civicmail ready" in line:
                 ready.set()
         ready.set()
+        proc.log_read.set()  # type: ignore[attr-defined]
 
+    proc.log_read = threading.Event()  # type: ignore[attr-defined]  # set at the end of its stderr
     threading.Thread(target=pump, daemon=True).start()
     ready.wait(120)
     if "smtp" not in found:
@@ -169,17 +171,22 @@ def start_server(config_path: Path, extra: tuple[str, ...] = (),
 
 
 def stop_server(proc: subprocess.Popen, log: list[str], timeout: float = 60) -> int:
-    """SIGTERM a server from start_server and wait for its exit status. If it has not exited
-    within TIMEOUT, kill it and fail with the end of its log, which holds serve's report of
-    where each thread was (server.STOP_REPORT_AFTER)."""
+    """SIGTERM a server from start_server and wait for its exit status, and for the last line of
+    its log to be read into LOG. If it has not exited within TIMEOUT, kill it and fail with the
+    end of its log, which holds serve's report of where each thread was (server.STOP_REPORT_AFTER)."""
     proc.send_signal(signal.SIGTERM)
     try:
-        return proc.wait(timeout)
+        code = proc.wait(timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(30)
         raise AssertionError(f"civicmail serve did not stop within {timeout:g} s of SIGTERM:\n"
                              + "".join(log[-150:])) from None
+    # the log's last lines may still be on their way through the pipe: the caller reads them next
+    log_read = getattr(proc, "log_read", None)
+    if log_read is not None:
+        log_read.wait(30)
+    return code
 
 
 def run(messages: int, concurrency: int, data_dir: Path, store_url: str = "", bodies: str = "local",

@@ -191,9 +191,8 @@ def test_a_mailed_drop_writes_its_line_to_the_serve_log(tmp_path):
     """`civicmail serve` as operators run it: a drop mailed by an agency over submission gets its
     line in the log, as a spooled drop does (and the spooled one still does)."""
     import re
-    import signal
     from drophelpers import mail_pension_drop, make_city
-    from mailserver.bench.smtp import start_server
+    from mailserver.bench.smtp import start_server, stop_server
     from mailserver.provision import prepare
     from tests.conftest import make_config
 
@@ -219,8 +218,7 @@ def test_a_mailed_drop_writes_its_line_to_the_serve_log(tmp_path):
             store.dispose()
         wait_for(lambda: sum(" drop " in line for line in log) >= 2, timeout=10)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
+        assert stop_server(proc, log) == 0
     [mailed] = [line for line in log if "mail social-security/" in line]
     assert re.search(r"INFO .*mail social-security/pension-statement/pension.csv \(message 1\): drop \d+: "
                      r"delivered 3$", mailed.rstrip()), mailed
