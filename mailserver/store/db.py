@@ -130,12 +130,18 @@ def make_engine(url: str, busy_timeout: float = 30.0, connect_timeout: float = 5
 
         # Through the driver: SQLAlchemy's statement path cost more than the BEGIN itself, at
         # every transaction (each group commit of the IMAP write lane); its error is wrapped as
-        # that path wraps it (a "database is locked" is SQLAlchemy's OperationalError)
+        # that path wraps it (a "database is locked" is SQLAlchemy's OperationalError). A connection
+        # in a transaction already is a group commit's (groupcommit._transaction: it sent its own
+        # BEGIN IMMEDIATE, and a session over it joins that transaction); every other comes out of
+        # the pool rolled back.
         @event.listens_for(engine, "begin")
         def _begin(conn):
+            dbapi = conn.connection.dbapi_connection
+            if dbapi.in_transaction:
+                return
             sql = "BEGIN" if conn.get_execution_options().get("civicmail_readonly", False) else "BEGIN IMMEDIATE"
             try:
-                conn.connection.dbapi_connection.execute(sql)
+                dbapi.execute(sql)
             except sqlite3.Error as exc:
                 raise DBAPIError.instance(sql, (), exc, sqlite3.Error) from exc
 

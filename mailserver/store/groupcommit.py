@@ -19,11 +19,14 @@ to the pool.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import sys
 import threading
 import time
 from typing import Any, Callable, Iterator
 
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from ..errors import StorageError
@@ -195,25 +198,61 @@ class GroupCommit:
 
 @contextlib.contextmanager
 def _transaction(store, durable: bool, unsynced: list[bool]) -> Iterator[Session]:
-    """The batch's transaction (``store.session()``'s), on a connection that ``durable=False``
-    sets to ``synchronous=NORMAL`` before BEGIN (appending True to ``unsynced``) and back after
-    the COMMIT; where the level is NORMAL or OFF already, nothing changes."""
-    with store.engine.connect() as conn:
-        level = None
+    """The batch's transaction: BEGIN IMMEDIATE and COMMIT sent through the driver on a pooled
+    connection, and a session over that connection for the writers (its ``info`` pins the
+    connection for ``driver._cursor``). SQLAlchemy's own session transaction (its Connection's
+    checkout, the session's begin and commit state machine, the checkin) cost several times
+    the statements of a small write, in the thread every writer of the process waits on
+    (docs/benchmarks.md, branch ``loopcost``). A writer that runs a statement through the
+    session itself makes SQLAlchemy begin there too; db.py's BEGIN then finds the transaction
+    open and leaves it, and the COMMIT goes through the session (its flush and hooks).
+
+    ``durable=False`` sets the connection to ``synchronous=NORMAL`` before BEGIN (appending True
+    to ``unsynced``) and back after the COMMIT; where the level is NORMAL or OFF already,
+    nothing changes. A failed BEGIN or COMMIT raises SQLAlchemy's wrapper of the driver's error
+    (an OperationalError for "database is locked" or a disk error), as its own path did."""
+    fairy = store.engine.raw_connection()
+    dbapi = fairy.driver_connection
+    level = None
+    try:
         if not durable:
-            dbapi = conn.connection.dbapi_connection
             level = dbapi.execute("PRAGMA synchronous").fetchone()[0]
             if level > 1:
                 dbapi.execute("PRAGMA synchronous=NORMAL")
                 unsynced.append(True)
             else:
                 level = None
+        session = store.sessions(bind=Connection(store.engine, fairy))
+        session.info[PINNED_DBAPI] = (True, dbapi)
+        _driver_sql(dbapi, "BEGIN IMMEDIATE")
         try:
-            with store.sessions(bind=conn) as session, session.begin():
-                yield session
-        finally:
+            yield session
+        except BaseException:
+            try:
+                if session.in_transaction():
+                    session.rollback()
+            finally:
+                if dbapi.in_transaction:
+                    dbapi.execute("ROLLBACK")
+            raise
+        if session.in_transaction():
+            session.commit()
+        if dbapi.in_transaction:
+            _driver_sql(dbapi, "COMMIT")
+    finally:
+        try:
             if level is not None:
                 dbapi.execute(f"PRAGMA synchronous={int(level)}")
+        finally:
+            fairy.close()  # back to the pool, rolled back there if a COMMIT failed
+
+
+def _driver_sql(dbapi, sql: str) -> None:
+    """``sql`` through the driver, its error wrapped as SQLAlchemy's statement path wraps it."""
+    try:
+        dbapi.execute(sql)
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, (), exc, sqlite3.Error) from exc
 
 
 def group_commit(store) -> GroupCommit:
