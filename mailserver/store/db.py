@@ -301,6 +301,7 @@ class Store:
             conn.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
+        self.commits.close()
         self.engine.dispose()
         if self.blobs is not None:
             self.blobs.close()

@@ -84,6 +84,8 @@ class GroupCommit:
         self._unsynced = False
         #: set in a thread inside ``batch``
         self._local = threading.local()
+        #: the pooled connection the last batch committed on, kept for the next (``_transaction``)
+        self._held = None
 
     def _acquire(self) -> None:
         with self._count_lock:
@@ -95,7 +97,7 @@ class GroupCommit:
     def _open(self, durable: bool = True) -> tuple[Session, _Batch]:
         if self._session is None:
             unsynced: list[bool] = []
-            self._cm = _transaction(self.store, durable, unsynced)
+            self._cm = _transaction(self, durable, unsynced)
             self._session = self._cm.__enter__()
             self._unsynced = bool(unsynced)
             self._batch = _Batch()
@@ -183,6 +185,12 @@ class GroupCommit:
             raise
         dbapi.execute(f"RELEASE {_SAVEPOINT}")
 
+    def close(self) -> None:
+        """Give the connection kept between batches back to the pool (``Store.dispose``)."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()
+
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
         """For a writer with its own transaction (another module's): commit any open batch,
@@ -197,7 +205,7 @@ class GroupCommit:
 
 
 @contextlib.contextmanager
-def _transaction(store, durable: bool, unsynced: list[bool]) -> Iterator[Session]:
+def _transaction(commits: GroupCommit, durable: bool, unsynced: list[bool]) -> Iterator[Session]:
     """The batch's transaction: BEGIN IMMEDIATE and COMMIT sent through the driver on a pooled
     connection, and a session over that connection for the writers (its ``info`` pins the
     connection for ``driver._cursor``). SQLAlchemy's own session transaction (its Connection's
@@ -207,13 +215,21 @@ def _transaction(store, durable: bool, unsynced: list[bool]) -> Iterator[Session
     session itself makes SQLAlchemy begin there too; db.py's BEGIN then finds the transaction
     open and leaves it, and the COMMIT goes through the session (its flush and hooks).
 
+    The connection of a batch that committed is kept for the next one (``commits._held``, the
+    batches run one at a time under the group commit's mutex): the pool's checkin and checkout
+    were the next largest cost. After any failure it goes back to the pool, which rolls it back.
+
     ``durable=False`` sets the connection to ``synchronous=NORMAL`` before BEGIN (appending True
     to ``unsynced``) and back after the COMMIT; where the level is NORMAL or OFF already,
     nothing changes. A failed BEGIN or COMMIT raises SQLAlchemy's wrapper of the driver's error
     (an OperationalError for "database is locked" or a disk error), as its own path did."""
-    fairy = store.engine.raw_connection()
+    store = commits.store
+    fairy, commits._held = commits._held, None
+    if fairy is None:
+        fairy = store.engine.raw_connection()
     dbapi = fairy.driver_connection
     level = None
+    keep = False
     try:
         if not durable:
             level = dbapi.execute("PRAGMA synchronous").fetchone()[0]
@@ -239,12 +255,19 @@ def _transaction(store, durable: bool, unsynced: list[bool]) -> Iterator[Session
             session.commit()
         if dbapi.in_transaction:
             _driver_sql(dbapi, "COMMIT")
+        keep = True
     finally:
         try:
             if level is not None:
                 dbapi.execute(f"PRAGMA synchronous={int(level)}")
+        except BaseException:
+            keep = False
+            raise
         finally:
-            fairy.close()  # back to the pool, rolled back there if a COMMIT failed
+            if keep and not dbapi.in_transaction:
+                commits._held = fairy
+            else:
+                fairy.close()  # back to the pool, rolled back there
 
 
 def _driver_sql(dbapi, sql: str) -> None:
