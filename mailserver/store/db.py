@@ -6,18 +6,17 @@ import functools
 import os
 import secrets
 import socket
-import sqlite3
 import time
 from pathlib import Path
 from typing import Callable, Iterator
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, InvalidatePoolError
+from sqlalchemy.exc import ArgumentError, IntegrityError, InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import ConfigError, StoreUnavailable
-from .groupcommit import GroupCommit
+from .groupcommit import GroupCommit, sqlite_execute
 from .notify import ChangeHub
 
 #: TCP keepalives on PostgreSQL connections: a peer silent for this long is probed ...
@@ -139,11 +138,8 @@ def make_engine(url: str, busy_timeout: float = 30.0, connect_timeout: float = 5
             dbapi = conn.connection.dbapi_connection
             if dbapi.in_transaction:
                 return
-            sql = "BEGIN" if conn.get_execution_options().get("civicmail_readonly", False) else "BEGIN IMMEDIATE"
-            try:
-                dbapi.execute(sql)
-            except sqlite3.Error as exc:
-                raise DBAPIError.instance(sql, (), exc, sqlite3.Error) from exc
+            sqlite_execute(dbapi, "BEGIN" if conn.get_execution_options().get("civicmail_readonly", False)
+                           else "BEGIN IMMEDIATE")
 
         return engine
     if parsed.get_backend_name() == "postgresql":

@@ -240,7 +240,7 @@ def _transaction(commits: GroupCommit, durable: bool, unsynced: list[bool]) -> I
                 level = None
         session = store.sessions(bind=Connection(store.engine, fairy))
         session.info[PINNED_DBAPI] = (True, dbapi)
-        _driver_sql(dbapi, "BEGIN IMMEDIATE")
+        sqlite_execute(dbapi, "BEGIN IMMEDIATE")
         try:
             yield session
         except BaseException:
@@ -254,7 +254,7 @@ def _transaction(commits: GroupCommit, durable: bool, unsynced: list[bool]) -> I
         if session.in_transaction():
             session.commit()
         if dbapi.in_transaction:
-            _driver_sql(dbapi, "COMMIT")
+            sqlite_execute(dbapi, "COMMIT")
         keep = True
     finally:
         try:
@@ -270,8 +270,10 @@ def _transaction(commits: GroupCommit, durable: bool, unsynced: list[bool]) -> I
                 fairy.close()  # back to the pool, rolled back there
 
 
-def _driver_sql(dbapi, sql: str) -> None:
-    """``sql`` through the driver, its error wrapped as SQLAlchemy's statement path wraps it."""
+def sqlite_execute(dbapi, sql: str) -> None:
+    """``sql`` through the SQLite driver, its error wrapped as SQLAlchemy's statement path wraps
+    it (a "database is locked" is SQLAlchemy's OperationalError): for the BEGIN and COMMIT that
+    skip that path (here and db.py's)."""
     try:
         dbapi.execute(sql)
     except sqlite3.Error as exc:
