@@ -8,6 +8,7 @@ import sqlite3
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from mailserver.errors import StorageError
 from mailserver.store import Store
@@ -100,3 +101,34 @@ def test_an_unsynced_batch_sets_the_level_back(sqlite_store):
     assert told == {"synced": 0, "unsynced": 1}
     with sqlite_store.engine.connect() as conn:  # the one connection the pool holds
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+
+
+def test_the_connection_kept_between_batches_goes_back_to_the_pool(sqlite_store, tmp_path):
+    commits = sqlite_store.commits
+    for i in range(3):
+        with commits.write() as session:
+            driver_execute(session, "INSERT INTO parent (id) VALUES (?)", [(i,)])
+        assert sqlite_store.engine.pool.checkedout() == 1  # the one kept for the next batch
+    commits.close()  # as Store.dispose does
+    assert sqlite_store.engine.pool.checkedout() == 0
+    with commits.write() as session:  # a batch after it takes one from the pool again
+        driver_execute(session, "INSERT INTO parent (id) VALUES (?)", [(3,)])
+    assert _seen_elsewhere(tmp_path, "SELECT count(*) FROM parent") == [(4,)]
+
+
+def test_a_locked_database_at_begin_fails_the_write_and_keeps_nothing(sqlite_store, tmp_path):
+    other = sqlite3.connect(tmp_path / "gc.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        sqlite_store.engine.pool.dispose()
+        with sqlite_store.engine.connect() as conn:  # don't wait busy_timeout's 30 s for it
+            conn.connection.dbapi_connection.execute("PRAGMA busy_timeout=0")
+        with pytest.raises(OperationalError, match="locked"), sqlite_store.commits.write() as session:
+            driver_execute(session, "INSERT INTO parent (id) VALUES (?)", [(1,)])
+        assert sqlite_store.engine.pool.checkedout() == 0
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    with sqlite_store.commits.write() as session:
+        driver_execute(session, "INSERT INTO parent (id) VALUES (?)", [(2,)])
+    assert _seen_elsewhere(tmp_path, "SELECT id FROM parent") == [(2,)]
