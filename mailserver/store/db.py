@@ -6,18 +6,17 @@ import functools
 import os
 import secrets
 import socket
-import sqlite3
 import time
 from pathlib import Path
 from typing import Callable, Iterator
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, InvalidatePoolError
+from sqlalchemy.exc import ArgumentError, IntegrityError, InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import ConfigError, StoreUnavailable
-from .groupcommit import GroupCommit
+from .groupcommit import GroupCommit, sqlite_execute
 from .notify import ChangeHub
 
 #: TCP keepalives on PostgreSQL connections: a peer silent for this long is probed ...
@@ -130,14 +129,17 @@ def make_engine(url: str, busy_timeout: float = 30.0, connect_timeout: float = 5
 
         # Through the driver: SQLAlchemy's statement path cost more than the BEGIN itself, at
         # every transaction (each group commit of the IMAP write lane); its error is wrapped as
-        # that path wraps it (a "database is locked" is SQLAlchemy's OperationalError)
+        # that path wraps it (a "database is locked" is SQLAlchemy's OperationalError). A connection
+        # in a transaction already is a group commit's (groupcommit._transaction: it sent its own
+        # BEGIN IMMEDIATE, and a session over it joins that transaction); every other comes out of
+        # the pool rolled back.
         @event.listens_for(engine, "begin")
         def _begin(conn):
-            sql = "BEGIN" if conn.get_execution_options().get("civicmail_readonly", False) else "BEGIN IMMEDIATE"
-            try:
-                conn.connection.dbapi_connection.execute(sql)
-            except sqlite3.Error as exc:
-                raise DBAPIError.instance(sql, (), exc, sqlite3.Error) from exc
+            dbapi = conn.connection.dbapi_connection
+            if dbapi.in_transaction:
+                return
+            sqlite_execute(dbapi, "BEGIN" if conn.get_execution_options().get("civicmail_readonly", False)
+                           else "BEGIN IMMEDIATE")
 
         return engine
     if parsed.get_backend_name() == "postgresql":
@@ -295,6 +297,7 @@ class Store:
             conn.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
+        self.commits.close()
         self.engine.dispose()
         if self.blobs is not None:
             self.blobs.close()

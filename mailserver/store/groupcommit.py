@@ -19,11 +19,14 @@ to the pool.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import sys
 import threading
 import time
 from typing import Any, Callable, Iterator
 
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from ..errors import StorageError
@@ -81,6 +84,8 @@ class GroupCommit:
         self._unsynced = False
         #: set in a thread inside ``batch``
         self._local = threading.local()
+        #: the pooled connection the last batch committed on, kept for the next (``_transaction``)
+        self._held = None
 
     def _acquire(self) -> None:
         with self._count_lock:
@@ -92,7 +97,7 @@ class GroupCommit:
     def _open(self, durable: bool = True) -> tuple[Session, _Batch]:
         if self._session is None:
             unsynced: list[bool] = []
-            self._cm = _transaction(self.store, durable, unsynced)
+            self._cm = _transaction(self, durable, unsynced)
             self._session = self._cm.__enter__()
             self._unsynced = bool(unsynced)
             self._batch = _Batch()
@@ -180,6 +185,12 @@ class GroupCommit:
             raise
         dbapi.execute(f"RELEASE {_SAVEPOINT}")
 
+    def close(self) -> None:
+        """Give the connection kept between batches back to the pool (``Store.dispose``)."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()
+
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
         """For a writer with its own transaction (another module's): commit any open batch,
@@ -194,26 +205,79 @@ class GroupCommit:
 
 
 @contextlib.contextmanager
-def _transaction(store, durable: bool, unsynced: list[bool]) -> Iterator[Session]:
-    """The batch's transaction (``store.session()``'s), on a connection that ``durable=False``
-    sets to ``synchronous=NORMAL`` before BEGIN (appending True to ``unsynced``) and back after
-    the COMMIT; where the level is NORMAL or OFF already, nothing changes."""
-    with store.engine.connect() as conn:
-        level = None
+def _transaction(commits: GroupCommit, durable: bool, unsynced: list[bool]) -> Iterator[Session]:
+    """The batch's transaction: BEGIN IMMEDIATE and COMMIT sent through the driver on a pooled
+    connection, and a session over that connection for the writers (its ``info`` pins the
+    connection for ``driver._cursor``). SQLAlchemy's own session transaction (its Connection's
+    checkout, the session's begin and commit state machine, the checkin) cost several times
+    the statements of a small write, in the thread every writer of the process waits on
+    (docs/benchmarks.md, branch ``loopcost``). A writer that runs a statement through the
+    session itself makes SQLAlchemy begin there too; db.py's BEGIN then finds the transaction
+    open and leaves it, and the COMMIT goes through the session (its flush and hooks).
+
+    The connection of a batch that committed is kept for the next one (``commits._held``, the
+    batches run one at a time under the group commit's mutex): the pool's checkin and checkout
+    were the next largest cost. After any failure it goes back to the pool, which rolls it back.
+
+    ``durable=False`` sets the connection to ``synchronous=NORMAL`` before BEGIN (appending True
+    to ``unsynced``) and back after the COMMIT; where the level is NORMAL or OFF already,
+    nothing changes. A failed BEGIN or COMMIT raises SQLAlchemy's wrapper of the driver's error
+    (an OperationalError for "database is locked" or a disk error), as its own path did."""
+    store = commits.store
+    fairy, commits._held = commits._held, None
+    if fairy is None:
+        fairy = store.engine.raw_connection()
+    dbapi = fairy.driver_connection
+    level = None
+    keep = False
+    try:
         if not durable:
-            dbapi = conn.connection.dbapi_connection
             level = dbapi.execute("PRAGMA synchronous").fetchone()[0]
             if level > 1:
                 dbapi.execute("PRAGMA synchronous=NORMAL")
                 unsynced.append(True)
             else:
                 level = None
+        session = store.sessions(bind=Connection(store.engine, fairy))
+        session.info[PINNED_DBAPI] = (True, dbapi)
+        sqlite_execute(dbapi, "BEGIN IMMEDIATE")
         try:
-            with store.sessions(bind=conn) as session, session.begin():
-                yield session
-        finally:
+            yield session
+        except BaseException:
+            try:
+                if session.in_transaction():
+                    session.rollback()
+            finally:
+                if dbapi.in_transaction:
+                    dbapi.execute("ROLLBACK")
+            raise
+        if session.in_transaction():
+            session.commit()
+        if dbapi.in_transaction:
+            sqlite_execute(dbapi, "COMMIT")
+        keep = True
+    finally:
+        try:
             if level is not None:
                 dbapi.execute(f"PRAGMA synchronous={int(level)}")
+        except BaseException:
+            keep = False
+            raise
+        finally:
+            if keep and not dbapi.in_transaction:
+                commits._held = fairy
+            else:
+                fairy.close()  # back to the pool, rolled back there
+
+
+def sqlite_execute(dbapi, sql: str) -> None:
+    """``sql`` through the SQLite driver, its error wrapped as SQLAlchemy's statement path wraps
+    it (a "database is locked" is SQLAlchemy's OperationalError): for the BEGIN and COMMIT that
+    skip that path (here and db.py's)."""
+    try:
+        dbapi.execute(sql)
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, (), exc, sqlite3.Error) from exc
 
 
 def group_commit(store) -> GroupCommit:
