@@ -20,6 +20,7 @@ from mailserver.store import bodies
 from mailserver.store.blobs import TMP_MAX_AGE, BlobMissing, LocalBlobs, blob_key
 from mailserver.store.mailstore import NewMessage, insert_messages
 from tests.test_blobs import REPO, _bodies_in_the_database, _blob_files, _imap, _message, _rows, _send, city  # noqa: F401
+from tests.test_cli import civicmail
 
 
 def _packs(root: Path) -> list[Path]:
@@ -71,6 +72,8 @@ def test_a_batch_is_one_pack_read_back_and_removed_with_its_last_blob(tmp_path):
     half = dict(list(many.items())[:15]) | newer
     blobs.put_many(half)
     assert len(_packs(root)) == 2 and _indexed(root) == 45
+    size = sum(map(len, many.values()))
+    assert blobs.pack_usage() == (2, 45, size + sum(map(len, newer.values())), size + sum(map(len, half.values())))
 
     # deleting some of a pack's blobs keeps it; deleting the last removes it
     keys = sorted(many)
@@ -105,6 +108,9 @@ def test_imap_fetch_of_packed_bodies_and_a_pack_removed_once_all_are_released(ci
     assert bodies.migrate_bodies(store, batch=100) == 70  # `blobs migrate`: one batch, one pack
     [pack] = _packs(root)
     assert _blob_files(root) == []
+    done = civicmail("-c", str(server.config.source), "--set", f'store.url="{server.config.store_url}"', "--set",
+                     'blobs.backend="local"', "blobs", "status")
+    assert done.returncode == 0 and "packs: 1, holding 70 bodies" in done.stdout, done.stderr
     raws = [_message(n, 400) for n in range(70)]
     assert _fetch_all(server) == raws  # exact bytes, over IMAP
     c = _imap(server, server.people.alice)

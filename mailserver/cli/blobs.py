@@ -36,6 +36,10 @@ def status(app: App) -> None:
     click.echo(f"bodies in the blob store: {in_blobs}")
     click.echo(f"bodies still in the database: {bodies_in_database(store)}")
     click.echo(f"released blobs waiting for gc: {released}")
+    if hasattr(store.blobs, "pack_usage"):
+        packs, packed, live, total = store.blobs.pack_usage()
+        click.echo(f"packs: {packs}, holding {packed} bodies ({live / 1e6:.1f} MB of {total / 1e6:.1f} MB: "
+                   f"the rest is bodies deleted from packs still in use)")
 
 
 @command.command("migrate")

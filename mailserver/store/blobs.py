@@ -42,7 +42,8 @@ PACK_MIN = 64
 #: the local store's index of packed blobs (key -> pack, offset, length), under ROOT/packs/
 PACK_INDEX = "index.sqlite3"
 _PACK_SCHEMA = """
-CREATE TABLE IF NOT EXISTS pack (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, made REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS pack (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, made REAL NOT NULL,
+                                 size INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS blob (key TEXT PRIMARY KEY, pack INTEGER NOT NULL, at INTEGER NOT NULL,
                                  size INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS blob_pack ON blob (pack);
@@ -347,7 +348,8 @@ class LocalBlobs(BlobStore):
         conn = self._index()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            pack = conn.execute("INSERT INTO pack (name, made) VALUES (?, ?)", (name, time.time())).lastrowid
+            pack = conn.execute("INSERT INTO pack (name, made, size) VALUES (?, ?, ?)",
+                                (name, time.time(), at)).lastrowid
             before = conn.total_changes
             conn.executemany("INSERT OR IGNORE INTO blob (key, pack, at, size) VALUES (?, ?, ?, ?)",
                              [(key, pack, at, size) for key, at, size in rows])
@@ -360,6 +362,16 @@ class LocalBlobs(BlobStore):
             raise  # the pack stays unnamed: the sweep removes it
         if unused:
             os.unlink(path)
+
+    def pack_usage(self) -> tuple[int, int, int, int]:
+        """(packs, blobs in them, bytes of those blobs, bytes of the pack files): the difference
+        of the last two is what deleted blobs left in packs still in use (``blobs status``)."""
+        if self._no_index():
+            return 0, 0, 0, 0
+        conn = self._index()
+        packs, total = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM pack").fetchone()
+        blobs, live = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM blob").fetchone()
+        return packs, blobs, live, total
 
     def _read_packed(self, key: str) -> bytes | None:
         hit = self._locate(key)
