@@ -52,7 +52,7 @@ def test_a_batch_is_one_pack_read_back_and_removed_with_its_last_blob(tmp_path):
     assert _blob_files(root) == [] and list((root / "tmp").iterdir()) == []  # no file, no rename a blob
     assert stat.S_IMODE(pack.stat().st_mode) == 0o600 and stat.S_IMODE((root / "packs").stat().st_mode) == 0o700
     assert stat.S_IMODE((root / "packs" / "index.sqlite3").stat().st_mode) == 0o600
-    assert pack.stat().st_size == sum(map(len, many.values()))
+    assert pack.stat().st_size == sum(map(len, many.values())) + 30 * 48 + 24  # the bytes, then the trailer
     fresh = LocalBlobs(root)  # no cache: from the pack
     assert fresh.get_many(list(many)) == many and all(fresh.exists(k) for k in many)
 
@@ -155,20 +155,28 @@ bodies.stage(store, news)
 """
 
 
-def test_a_pack_cut_short_by_a_crash_loses_no_acknowledged_message_and_gc_removes_it(city):
+def _a_city_with_a_pack(city, count: int):
+    """A city whose alice has ``count`` messages delivered as one batch, committed: one pack.
+    Returns the server, its blob directory, alice's account id, the messages and the pack."""
     server = city()
-    store = server.store
     root = server.config.data_dir / "blobs"
-    account = _rows(store, "SELECT id FROM account WHERE address = :a", a=server.people.alice)[0][0]
-    acked = [_message(n, 500) for n in range(80)]
-    _stage_and_commit(store, account, acked)  # a delivery batch, committed: one pack
-    [whole] = _packs(root)
+    account = _rows(server.store, "SELECT id FROM account WHERE address = :a", a=server.people.alice)[0][0]
+    acked = [_message(n, 500) for n in range(count)]
+    _stage_and_commit(server.store, account, acked)
+    [pack] = _packs(root)
+    return server, root, account, acked, pack
+
+
+def test_a_pack_cut_short_by_a_crash_loses_no_acknowledged_message_and_gc_removes_it(city):
+    server, root, account, acked, whole = _a_city_with_a_pack(city, 80)
+    store = server.store
     _send(server, server.people.alice, _message(99))  # and one message by SMTP (250: a file of its own)
     proc = subprocess.run([sys.executable, "-c", _CUT_WRITER, str(REPO), str(server.config.source), str(account),
                            server.config.store_url], capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     [cut] = [p for p in _packs(root) if p != whole]
-    assert 0 < cut.stat().st_size < 100 * 30  # cut short, and never indexed
+    whole_size = sum(len(b"Subject: lost %d\r\n\r\nnever acknowledged\r\n" % n) for n in range(100)) + 100 * 48 + 24
+    assert 0 < cut.stat().st_size < whole_size  # cut short, and never indexed
     assert _indexed(root) == 80
 
     got = _fetch_all(server)  # nothing acknowledged is lost
@@ -176,6 +184,7 @@ def test_a_pack_cut_short_by_a_crash_loses_no_acknowledged_message_and_gc_remove
     # the sweep leaves a pack the index does not name while a live writer could still index it ...
     assert bodies.collect_orphans(store, grace_seconds=0) == (81, 0)
     assert cut.exists()
+    assert store.blobs.reindex() == (0, 0)  # no whole trailer: nothing of it is indexed
     # ... and removes it once that is out of the question
     old = time.time() - TMP_MAX_AGE - 60
     os.utime(cut, (old, old))
@@ -183,3 +192,20 @@ def test_a_pack_cut_short_by_a_crash_loses_no_acknowledged_message_and_gc_remove
     assert _packs(root) == [whole]
     assert _fetch_all(server)[:80] == acked
     assert _rows(store, "SELECT count(*) FROM message") == [(81,)]
+
+
+def test_a_lost_index_is_rebuilt_from_the_packs_and_the_sweep_waits_for_it(city):
+    server, root, _, acked, pack = _a_city_with_a_pack(city, 70)
+    store = server.store
+    store.blobs.close()  # its connections to the index go with it
+    for end in ("", "-wal", "-shm"):
+        (root / "packs" / f"index.sqlite3{end}").unlink(missing_ok=True)
+    args = ["-c", str(server.config.source), "--set", f'store.url="{server.config.store_url}"', "--set",
+            'blobs.backend="local"', "blobs"]
+    done = civicmail(*args, "gc", "--grace-minutes", "0")  # every packed body looks unnamed: refused
+    assert done.returncode == 1 and "blobs reindex" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert pack.exists()
+    done = civicmail(*args, "reindex")
+    assert done.returncode == 0 and "indexed 70 bodies from 1 pack(s)" in done.stdout, done.stderr
+    assert _fetch_all(server) == acked
+    assert bodies.collect_orphans(store, grace_seconds=0) == (70, 0)

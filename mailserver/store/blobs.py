@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import sqlite3
+import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +49,12 @@ CREATE TABLE IF NOT EXISTS blob (key TEXT PRIMARY KEY, pack INTEGER NOT NULL, at
                                  size INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS blob_pack ON blob (pack);
 """
+#: a pack's trailer, after its bytes: an entry a blob (its key's 32 bytes, offset, length), then
+#: the footer (magic, entries, bytes of blobs before the trailer). The index can be rebuilt from
+#: it (``LocalBlobs.reindex``, `civicmail blobs reindex`); reads never use it.
+_PACK_ENTRY = struct.Struct("<32sQQ")
+_PACK_FOOTER = struct.Struct("<8sQQ")
+_PACK_MAGIC = b"CMPACK01"
 #: seconds after which a temporary file of a local write is taken as abandoned (its writer died)
 TMP_MAX_AGE = 3600.0
 #: bytes of blobs a process keeps in memory for repeated reads (FETCH BODY.PEEK[HEADER] then
@@ -336,32 +343,66 @@ class LocalBlobs(BlobStore):
             at += len(raw)
         name = f"{time.time_ns():x}-{os.getpid()}-{self._tmp_tag}-{next(self._tmp_seq)}.pack"
         path = f"{self._packs_str}/{name}"
+        trailer = b"".join(_PACK_ENTRY.pack(bytes.fromhex(key), at, size) for key, at, size in rows)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            view = memoryview(b"".join(blobs.values()))
+            view = memoryview(b"".join((*blobs.values(), trailer, _PACK_FOOTER.pack(_PACK_MAGIC, len(rows), at))))
             while view:
                 view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)
         fsync_dir(self.packs)  # its name: the index must never name a pack a crash could lose
+        if not self._index_pack(name, time.time(), at, rows):  # (an error leaves it unnamed: the sweep removes it)
+            os.unlink(path)
+
+    def _index_pack(self, name: str, made: float, size: int, rows: list[tuple[str, int, int]]) -> int:
+        """One transaction: a pack and its blobs (key, offset, length) into the index, where a
+        key there already keeps its place. Returns the blobs indexed; a pack with none is left
+        out of the index."""
         conn = self._index()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            pack = conn.execute("INSERT INTO pack (name, made, size) VALUES (?, ?, ?)",
-                                (name, time.time(), at)).lastrowid
+            pack = conn.execute("INSERT INTO pack (name, made, size) VALUES (?, ?, ?)", (name, made, size)).lastrowid
             before = conn.total_changes
             conn.executemany("INSERT OR IGNORE INTO blob (key, pack, at, size) VALUES (?, ?, ?, ?)",
-                             [(key, pack, at, size) for key, at, size in rows])
-            unused = conn.total_changes == before
-            if unused:
+                             [(key, pack, at, length) for key, at, length in rows])
+            added = conn.total_changes - before
+            if not added:
                 conn.execute("DELETE FROM pack WHERE id = ?", (pack,))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
-            raise  # the pack stays unnamed: the sweep removes it
-        if unused:
-            os.unlink(path)
+            raise
+        return added
+
+    def reindex(self) -> tuple[int, int]:
+        """Index again the packs the index does not name, from their trailers (a lost or damaged
+        index.sqlite3, moved aside first): each blob whose bytes hash to its key. A pack cut short
+        by a crash has no whole trailer, and a pack whose keys are all indexed elsewhere adds
+        nothing: both are left to the sweep. Returns (packs, blobs) indexed."""
+        conn = self._index()
+        packs = blobs = 0
+        for entry in sorted(os.scandir(self.packs), key=lambda e: e.name):
+            if not entry.name.endswith(".pack") or conn.execute(
+                    "SELECT 1 FROM pack WHERE name = ?", (entry.name,)).fetchone() is not None:
+                continue
+            with open(entry.path, "rb") as fh:
+                data = fh.read()
+            if len(data) < _PACK_FOOTER.size:
+                continue
+            magic, count, size = _PACK_FOOTER.unpack_from(data, len(data) - _PACK_FOOTER.size)
+            if magic != _PACK_MAGIC or len(data) != size + count * _PACK_ENTRY.size + _PACK_FOOTER.size:
+                continue
+            rows = []
+            for i in range(count):
+                raw_key, at, length = _PACK_ENTRY.unpack_from(data, size + i * _PACK_ENTRY.size)
+                key = raw_key.hex()
+                if at + length <= size and blob_key(data[at:at + length]) == key:
+                    rows.append((key, at, length))
+            added = self._index_pack(entry.name, entry.stat().st_mtime, size, rows)
+            packs, blobs = packs + bool(added), blobs + added
+        return packs, blobs
 
     def pack_usage(self) -> tuple[int, int, int, int]:
         """(packs, blobs in them, bytes of those blobs, bytes of the pack files): the difference
@@ -424,7 +465,11 @@ class LocalBlobs(BlobStore):
     def _packed_older_than(self, cutoff: float, stale: float) -> Iterator[str]:
         """Keys of the blobs in packs made before ``cutoff``, a page at a time (no read
         transaction held while the caller deletes); first, pack files the index does not name
-        older than ``stale`` (a crash before their index commit, or after their last blob's)."""
+        older than ``stale`` (a crash before their index commit, or after their last blob's).
+        Without an index, packs are never taken as unnamed: StorageError (`blobs reindex`)."""
+        if self._no_index() and any(e.name.endswith(".pack") for e in os.scandir(self.packs)):
+            raise StorageError(f"{self._index_str} is missing but {self.packs} holds packs: the sweep would take "
+                               "every packed body for an orphan; run `civicmail blobs reindex` first")
         for entry in os.scandir(self.packs):
             if not entry.name.endswith(".pack"):
                 continue
