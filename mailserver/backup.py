@@ -53,6 +53,7 @@ from . import __version__, datadir
 from .config import Config
 from .errors import UserError
 from .privatefiles import fsync_dir
+from .store.blobs import PACK_INDEX
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -181,8 +182,8 @@ def _skipped(config: Config) -> set[Path]:
     """Paths of the data directory a backup never copies as files (the database, the keys, the
     configuration: each has its own place in a backup; the city CA's root key: it belongs off the
     machine, and a backup is no place for it)."""
-    skipped = {config.data_path(config.keys.dir).resolve(), config.data_path(config.ca.root_dir).resolve(),
-               (config.data_path(config.blobs.dir or "blobs") / "tmp").resolve()}  # blobs being written
+    skipped = {config.data_path(config.keys.dir).resolve(), config.data_path(config.ca.root_dir).resolve()}
+    skipped |= _blobs_skipped(config)
     db = datadir.sqlite_path(config)
     if db is not None:
         db = db.resolve()
@@ -191,6 +192,14 @@ def _skipped(config: Config) -> set[Path]:
     if config.source is not None:
         skipped.add(config.source.resolve())
     return skipped
+
+
+def _blobs_skipped(config: Config) -> set[Path]:
+    """The local blob store's paths never copied as files: blobs being written (tmp/), and the
+    pack index (a live SQLite database, copied by ``_pack_index_snapshot`` instead)."""
+    root = config.data_path(config.blobs.dir or "blobs").resolve()
+    index = root / "packs" / PACK_INDEX
+    return {root / "tmp"} | {index.with_name(index.name + end) for end in ("", "-wal", "-shm", "-journal")}
 
 
 def _data_files(root: Path, skipped: set[Path], folders: set[str] | None = None) -> Iterator[tuple[Path, str]]:
@@ -254,7 +263,7 @@ def _copy_files(config: Config, dest: Path, hashes: dict[str, str],
         where = f"{EXTERNAL}/{section}.{key}" + ("" if folder else f"/{path.name}")
         if folder:
             folders.add(f"{FILES}/{where}")
-            total += _copy_tree(path, set(), dest, f"{FILES}/{where}", hashes, folders)
+            total += _copy_tree(path, _blobs_skipped(config), dest, f"{FILES}/{where}", hashes, folders)
         else:
             hashes[f"{FILES}/{where}"] = _copy_private(path, dest / FILES / where)
             total += path.stat().st_size
@@ -272,7 +281,15 @@ def _copy_new_blobs(config: Config, dest: Path, paths: dict[str, str], hashes: d
     if config.blobs_backend != "local" or "blobs.dir" not in paths:
         return 0
     root = config.data_path(config.blobs.dir or "blobs").resolve()
-    return _copy_tree(root, {root / "tmp"}, dest, f"{FILES}/{paths['blobs.dir']}", hashes)
+    prefix = f"{FILES}/{paths['blobs.dir']}"
+    index = root / "packs" / PACK_INDEX
+    if index.exists():  # first: every pack it names is then copied below (packs never change)
+        name = f"{prefix}/packs/{PACK_INDEX}"
+        _private_dir((dest / name).parent)
+        _sqlite_copy(index, dest / name, config.store.busy_timeout)
+        fsync_dir(dest / name)  # opens read-only and fsyncs: a file as well as a folder
+        hashes[name] = _sha256(dest / name)
+    return _copy_tree(root, _blobs_skipped(config), dest, prefix, hashes)
 
 
 def _sqlite_snapshot(config: Config, target: Path) -> str | None:
@@ -280,16 +297,22 @@ def _sqlite_snapshot(config: Config, target: Path) -> str | None:
     from a read transaction (WAL: the servers keep writing meanwhile); returns its schema revision."""
     source = datadir.sqlite_path(config)
     assert source is not None
+    return _sqlite_copy(source, target, config.store.busy_timeout, _sqlite_revision)
+
+
+def _sqlite_copy(source: Path, target: Path, timeout: float, then: Callable | None = None):
+    """A new ``target``: one consistent copy of the SQLite database ``source``, checked, on
+    disk; ``then(copy)`` (a connection to it) is returned."""
     os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, datadir.FILE_MODE))
-    src = sqlite3.connect(f"file:{urllib.parse.quote(str(source))}?mode=ro", uri=True, timeout=config.store.busy_timeout)
+    src = sqlite3.connect(f"file:{urllib.parse.quote(str(source))}?mode=ro", uri=True, timeout=timeout)
     dst = sqlite3.connect(target)
     try:
         src.backup(dst)  # pages=-1: every page in one step, so one snapshot, never restarted by a writer
         dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
         problem = dst.execute("PRAGMA quick_check").fetchone()[0]
         if problem != "ok":
-            raise UserError(f"the database copy fails SQLite's quick_check: {problem}")
-        return _sqlite_revision(dst)
+            raise UserError(f"the copy of {source.name} fails SQLite's quick_check: {problem}")
+        return then(dst) if then is not None else None
     finally:
         dst.close()
         src.close()

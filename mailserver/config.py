@@ -128,6 +128,9 @@ class BlobsConfig:
     #: local: how a batch of blobs is made durable: "batch", two syncfs calls for the whole
     #: batch (the file system's other dirty data is flushed too); "file", a fsync per blob
     sync: str = "batch"
+    #: local: a put of this many bodies or more (a delivery batch, a migration batch) is written
+    #: as one pack file, indexed in packs/index.sqlite3, instead of a file each (0: never)
+    pack_min: int = 64
     #: s3: the bucket, the endpoint URL (empty: AWS), the region, a key prefix
     bucket: str = ""
     endpoint: str = ""
@@ -680,6 +683,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"blobs.backend: {config.blobs.backend!r} is not one of \"local\", \"s3\", \"database\"")
     if config.blobs.sync not in ("batch", "file"):
         raise ConfigError(f"blobs.sync: {config.blobs.sync!r} is not \"batch\" or \"file\"")
+    if config.blobs.pack_min < 0:
+        raise ConfigError(f"blobs.pack_min: {config.blobs.pack_min} is below 0 (0: never pack)")
     if config.blobs.backend == "s3" and not config.blobs.bucket:
         raise ConfigError("blobs.bucket: the S3 backend needs a bucket")
     if config.passwords.memory_cost_kib < 8 * config.passwords.parallelism:

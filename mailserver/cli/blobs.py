@@ -36,6 +36,10 @@ def status(app: App) -> None:
     click.echo(f"bodies in the blob store: {in_blobs}")
     click.echo(f"bodies still in the database: {bodies_in_database(store)}")
     click.echo(f"released blobs waiting for gc: {released}")
+    if hasattr(store.blobs, "pack_usage"):
+        packs, packed, live, total = store.blobs.pack_usage()
+        click.echo(f"packs: {packs}, holding {packed} bodies ({live / 1e6:.1f} MB of {total / 1e6:.1f} MB: "
+                   f"the rest is bodies deleted from packs still in use)")
 
 
 @command.command("migrate")
@@ -78,3 +82,17 @@ def gc(app: App, grace_minutes: int | None) -> None:
     done = collect(store, grace * 60.0)
     click.echo(f"deleted {done['released']} released blob(s); swept {done['swept']} blob(s) older than "
                f"{grace} min, deleted {done['orphans']} orphan(s)")
+
+
+@command.command("reindex")
+@click.pass_obj
+def reindex(app: App) -> None:
+    """Index again the local store's packs its index does not name, from each pack's trailer.
+
+    For a lost or damaged blobs/packs/index.sqlite3 (move it aside first): every body whose bytes
+    still hash to its key is readable again. Without an index, `blobs gc` refuses to sweep."""
+    store = _blob_store(app)
+    if not hasattr(store.blobs, "reindex"):
+        raise UserError("blobs.backend is not \"local\": only the local blob store has packs")
+    packs, found = store.blobs.reindex()
+    click.echo(f"indexed {found} bodies from {packs} pack(s)")

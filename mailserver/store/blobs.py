@@ -2,7 +2,8 @@
 S3-compatible object storage (several nodes). Keys are the SHA-256 of the bytes, in hex.
 
 A put is durable when it returns: a local blob is written to a temporary name, fsynced, renamed
-into its fan-out directory and that directory fsynced; an S3 PUT is acknowledged once stored.
+into its fan-out directory and that directory fsynced; a local batch of ``pack_min`` blobs or more
+goes into one pack file instead (``LocalBlobs._put_pack``); an S3 PUT is acknowledged once stored.
 Blobs are immutable, so a read is checked against its key and may be cached. What references a
 blob, and when one may be deleted, is the database's business (``store/bodies.py``): this module
 only stores bytes.
@@ -17,6 +18,8 @@ import itertools
 import os
 import re
 import secrets
+import sqlite3
+import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +36,25 @@ PARALLEL = 16
 #: a local put of this many blobs or more is made durable by the file system's sync (Linux
 #: ``syncfs``) rather than a fsync per file
 SYNCFS_BATCH = 8
+#: a local put of this many blobs or more is written as one pack file (``blobs.pack_min``; 0:
+#: never): one file, one write and one fsync a batch instead of a file, a rename and an inode
+#: each (the inode's allocation was most of a delivery batch's blob CPU, see docs/benchmarks.md)
+PACK_MIN = 64
+#: the local store's index of packed blobs (key -> pack, offset, length), under ROOT/packs/
+PACK_INDEX = "index.sqlite3"
+_PACK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pack (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, made REAL NOT NULL,
+                                 size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS blob (key TEXT PRIMARY KEY, pack INTEGER NOT NULL, at INTEGER NOT NULL,
+                                 size INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blob_pack ON blob (pack);
+"""
+#: a pack's trailer, after its bytes: an entry a blob (its key's 32 bytes, offset, length), then
+#: the footer (magic, entries, bytes of blobs before the trailer). The index can be rebuilt from
+#: it (``LocalBlobs.reindex``, `civicmail blobs reindex`); reads never use it.
+_PACK_ENTRY = struct.Struct("<32sQQ")
+_PACK_FOOTER = struct.Struct("<8sQQ")
+_PACK_MAGIC = b"CMPACK01"
 #: seconds after which a temporary file of a local write is taken as abandoned (its writer died)
 TMP_MAX_AGE = 3600.0
 #: bytes of blobs a process keeps in memory for repeated reads (FETCH BODY.PEEK[HEADER] then
@@ -208,21 +230,39 @@ class LocalBlobs(BlobStore):
     are ~15,000 files a directory), private to the service user (files 0600, directories
     0700). Written under ``ROOT/tmp/`` first (same file system), fsynced, renamed into place,
     then the directory fsynced (and its parent, when the directory is new); a batch of
-    ``SYNCFS_BATCH`` or more is made durable with two ``syncfs`` calls instead (``_put_batch``)."""
+    ``SYNCFS_BATCH`` or more is made durable with two ``syncfs`` calls instead (``_put_batch``).
+
+    A batch of ``pack_min`` blobs or more (a delivery batch, a migration batch) is one pack file,
+    ``ROOT/packs/NAME.pack``: the bytes one after another, fsynced with its directory, then
+    indexed (key -> pack, offset, length) in ``ROOT/packs/index.sqlite3`` (SQLite, WAL,
+    synchronous=FULL; shared by every process of the node) before the put returns. A crash
+    before the index commit leaves a pack the index does not name, which the sweep removes
+    (``keys_older_than``); a read finds a loose file first, then the index. A pack is removed
+    when the last of its blobs is deleted (no compaction: a pack with one live blob keeps its
+    whole file; delivery batches are released together as their notices expire)."""
 
     backend = "local"
 
-    def __init__(self, root: Path, cache_bytes: int = CACHE_BYTES, sync: str = "batch") -> None:
+    def __init__(self, root: Path, cache_bytes: int = CACHE_BYTES, sync: str = "batch",
+                 pack_min: int = PACK_MIN) -> None:
         super().__init__(cache_bytes)
         self.root = Path(root)
         #: "batch": a batch made durable by syncfs; "file": every blob by its own fsync
         self.batch_sync = sync == "batch" and _syncfs is not None
+        #: batches of this many blobs or more go into a pack (0: none does)
+        self.pack_min = pack_min
         self.tmp = self.root / "tmp"
-        for d in (self.root, self.tmp):
+        self.packs = self.root / "packs"
+        for d in (self.root, self.tmp, self.packs):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(d, 0o700)
         # A batch's names as plain strings: pathlib's objects cost more than the syscalls did
-        self._root_str, self._tmp_str = str(self.root), str(self.tmp)
+        self._root_str, self._tmp_str, self._packs_str = str(self.root), str(self.tmp), str(self.packs)
+        self._index_str = f"{self._packs_str}/{PACK_INDEX}"
+        #: the index's connection of each thread (sqlite3 objects are not shared between threads),
+        #: per process: a forked child opens its own
+        self._local = threading.local()
+        self._conns: list[tuple[int, sqlite3.Connection]] = []
         #: the fan-out directories ("abcd" of ROOT/ab/cd) known to exist: nothing removes one, so
         #: a batch neither looks for nor makes them again (at most 65,536 short strings)
         self._leaves: set[str] = set()
@@ -243,13 +283,222 @@ class LocalBlobs(BlobStore):
         return f"{self._tmp_str}/{key}.{pid or os.getpid()}.{self._tmp_tag}.{next(self._tmp_seq)}"
 
     def exists(self, key: str) -> bool:
-        return self.path(key).exists()
+        return self.path(key).exists() or self._locate(key) is not None
 
     def ping(self) -> None:
-        if not os.access(self.tmp, os.W_OK):
-            raise StorageError(f"{self.tmp} is not writable")
+        for d in (self.tmp, self.packs):
+            if not os.access(d, os.W_OK):
+                raise StorageError(f"{d} is not writable")
+        if os.path.exists(self._index_str):
+            self._index().execute("SELECT count(*) FROM pack").fetchone()
+
+    def close(self) -> None:
+        super().close()
+        pid = os.getpid()
+        for owner, conn in self._conns:
+            if owner == pid:  # a forked child leaves its parent's connections alone
+                conn.close()
+        self._conns.clear()
+        self._local = threading.local()
+
+    # -- the pack index ------------------------------------------------------------------------
+    def _index(self) -> sqlite3.Connection:
+        """This thread's connection to the pack index (made, with its tables, on first use)."""
+        local, pid = self._local, os.getpid()
+        conn = getattr(local, "conn", None)
+        if conn is not None and local.pid == pid:
+            return conn
+        if not os.path.exists(self._index_str):
+            os.close(os.open(self._index_str, os.O_WRONLY | os.O_CREAT, 0o600))  # private, as SQLite's -wal/-shm
+        conn = sqlite3.connect(self._index_str, timeout=60.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.executescript(_PACK_SCHEMA)
+        local.conn, local.pid = conn, pid
+        self._conns.append((pid, conn))
+        return conn
+
+    def _no_index(self) -> bool:
+        """True while no pack was ever written here (and so no index made): reads and deletes
+        of loose blobs make none."""
+        return getattr(self._local, "conn", None) is None and not os.path.exists(self._index_str)
+
+    def _locate(self, key: str) -> tuple[str, int, int] | None:
+        """(pack file name, offset, length) of a packed blob; None if the index has no such key."""
+        if self._no_index():
+            return None
+        return self._index().execute(
+            "SELECT pack.name, blob.at, blob.size FROM blob JOIN pack ON pack.id = blob.pack WHERE blob.key = ?",
+            (key,)).fetchone()
+
+    def _put_pack(self, blobs: Mapping[str, bytes]) -> None:
+        """A batch as one pack file: written from one buffer, fsynced with its directory, then
+        its blobs indexed in one transaction. A key the index has already keeps its first place
+        (its bytes here are dead space; a pack no key ended up naming is removed at once)."""
+        rows, at = [], 0
+        for key, raw in blobs.items():
+            if not _is_key(key):
+                raise StorageError(f"not a blob key: {key!r}")
+            rows.append((key, at, len(raw)))
+            at += len(raw)
+        name = f"{time.time_ns():x}-{os.getpid()}-{self._tmp_tag}-{next(self._tmp_seq)}.pack"
+        path = f"{self._packs_str}/{name}"
+        trailer = b"".join(_PACK_ENTRY.pack(bytes.fromhex(key), at, size) for key, at, size in rows)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(b"".join((*blobs.values(), trailer, _PACK_FOOTER.pack(_PACK_MAGIC, len(rows), at))))
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(self.packs)  # its name: the index must never name a pack a crash could lose
+        if not self._index_pack(name, time.time(), at, rows):  # (an error leaves it unnamed: the sweep removes it)
+            os.unlink(path)
+
+    def _index_pack(self, name: str, made: float, size: int, rows: list[tuple[str, int, int]]) -> int:
+        """One transaction: a pack and its blobs (key, offset, length) into the index, where a
+        key there already keeps its place. Returns the blobs indexed; a pack with none is left
+        out of the index."""
+        conn = self._index()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            pack = conn.execute("INSERT INTO pack (name, made, size) VALUES (?, ?, ?)", (name, made, size)).lastrowid
+            before = conn.total_changes
+            conn.executemany("INSERT OR IGNORE INTO blob (key, pack, at, size) VALUES (?, ?, ?, ?)",
+                             [(key, pack, at, length) for key, at, length in rows])
+            added = conn.total_changes - before
+            if not added:
+                conn.execute("DELETE FROM pack WHERE id = ?", (pack,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return added
+
+    def reindex(self) -> tuple[int, int]:
+        """Index again the packs the index does not name, from their trailers (a lost or damaged
+        index.sqlite3, moved aside first): each blob whose bytes hash to its key. A pack cut short
+        by a crash has no whole trailer, and a pack whose keys are all indexed elsewhere adds
+        nothing: both are left to the sweep. Returns (packs, blobs) indexed."""
+        conn = self._index()
+        packs = blobs = 0
+        for entry in sorted(os.scandir(self.packs), key=lambda e: e.name):
+            if not entry.name.endswith(".pack") or conn.execute(
+                    "SELECT 1 FROM pack WHERE name = ?", (entry.name,)).fetchone() is not None:
+                continue
+            with open(entry.path, "rb") as fh:
+                data = fh.read()
+            if len(data) < _PACK_FOOTER.size:
+                continue
+            magic, count, size = _PACK_FOOTER.unpack_from(data, len(data) - _PACK_FOOTER.size)
+            if magic != _PACK_MAGIC or len(data) != size + count * _PACK_ENTRY.size + _PACK_FOOTER.size:
+                continue
+            rows = []
+            for i in range(count):
+                raw_key, at, length = _PACK_ENTRY.unpack_from(data, size + i * _PACK_ENTRY.size)
+                key = raw_key.hex()
+                if at + length <= size and blob_key(data[at:at + length]) == key:
+                    rows.append((key, at, length))
+            added = self._index_pack(entry.name, entry.stat().st_mtime, size, rows)
+            packs, blobs = packs + bool(added), blobs + added
+        return packs, blobs
+
+    def pack_usage(self) -> tuple[int, int, int, int]:
+        """(packs, blobs in them, bytes of those blobs, bytes of the pack files): the difference
+        of the last two is what deleted blobs left in packs still in use (``blobs status``)."""
+        if self._no_index():
+            return 0, 0, 0, 0
+        conn = self._index()
+        packs, total = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM pack").fetchone()
+        blobs, live = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM blob").fetchone()
+        return packs, blobs, live, total
+
+    def _read_packed(self, key: str) -> bytes | None:
+        hit = self._locate(key)
+        if hit is None:
+            return None
+        name, at, size = hit
+        try:
+            fd = os.open(f"{self._packs_str}/{name}", os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            raw = os.pread(fd, size, at)
+        finally:
+            os.close(fd)
+        if len(raw) != size:
+            raise StorageError(f"blob {key} is damaged (its pack {name} is cut short)")
+        return raw
+
+    def _delete_packed(self, keys: list[str]) -> None:
+        """Unindex these keys; remove each pack left naming none (index first: a crash between
+        leaves a pack file the index does not name, which the sweep removes)."""
+        if self._no_index():
+            return
+        conn = self._index()
+        gone: list[str] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            packs: set[int] = set()
+            for i in range(0, len(keys), 500):
+                part = keys[i:i + 500]
+                marks = ", ".join("?" * len(part))
+                packs.update(p for (p,) in conn.execute(f"SELECT DISTINCT pack FROM blob WHERE key IN ({marks})", part))
+                conn.execute(f"DELETE FROM blob WHERE key IN ({marks})", part)
+            for pack in sorted(packs):
+                if conn.execute("SELECT 1 FROM blob WHERE pack = ? LIMIT 1", (pack,)).fetchone() is None:
+                    gone.append(conn.execute("SELECT name FROM pack WHERE id = ?", (pack,)).fetchone()[0])
+                    conn.execute("DELETE FROM pack WHERE id = ?", (pack,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        for name in gone:
+            try:
+                os.unlink(f"{self._packs_str}/{name}")
+            except FileNotFoundError:
+                pass
+        if gone:
+            fsync_dir(self.packs)
+
+    def _packed_older_than(self, cutoff: float, stale: float) -> Iterator[str]:
+        """Keys of the blobs in packs made before ``cutoff``, a page at a time (no read
+        transaction held while the caller deletes); first, pack files the index does not name
+        older than ``stale`` (a crash before their index commit, or after their last blob's).
+        Without an index, packs are never taken as unnamed: StorageError (`blobs reindex`)."""
+        if self._no_index() and any(e.name.endswith(".pack") for e in os.scandir(self.packs)):
+            raise StorageError(f"{self._index_str} is missing but {self.packs} holds packs: the sweep would take "
+                               "every packed body for an orphan; run `civicmail blobs reindex` first")
+        for entry in os.scandir(self.packs):
+            if not entry.name.endswith(".pack"):
+                continue
+            try:
+                if entry.stat().st_mtime >= stale:
+                    continue
+            except FileNotFoundError:
+                continue
+            if self._index().execute("SELECT 1 FROM pack WHERE name = ?", (entry.name,)).fetchone() is None:
+                try:
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    pass
+        if self._no_index():
+            return
+        last = ""
+        while True:
+            page = [k for (k,) in self._index().execute(
+                "SELECT blob.key FROM blob JOIN pack ON pack.id = blob.pack WHERE blob.key > ? AND pack.made < ? "
+                "ORDER BY blob.key LIMIT 1000", (last, cutoff))]
+            yield from page
+            if len(page) < 1000:
+                return
+            last = page[-1]
 
     def put_many(self, blobs: Mapping[str, bytes]) -> None:
+        if self.pack_min and len(blobs) >= self.pack_min:
+            self._put_pack(blobs)
+            return
         if len(blobs) >= SYNCFS_BATCH and self.batch_sync:
             self._put_batch(blobs)
             return
@@ -354,9 +603,14 @@ class LocalBlobs(BlobStore):
         try:
             return self.path(key).read_bytes()
         except FileNotFoundError:
+            pass
+        raw = self._read_packed(key)
+        if raw is None:
             raise BlobMissing(f"blob {key} is not in the blob store") from None
+        return raw
 
     def _delete(self, keys: list[str]) -> None:
+        self._delete_packed(keys)
         dirs = set()
         for key in keys:
             p = self.path(key)
@@ -378,6 +632,7 @@ class LocalBlobs(BlobStore):
                     os.unlink(entry.path)
             except FileNotFoundError:
                 pass
+        yield from self._packed_older_than(cutoff, stale)
         for top in sorted(os.scandir(self.root), key=lambda e: e.name):
             if len(top.name) != 2 or not top.is_dir():
                 continue
@@ -480,7 +735,7 @@ def open_blobs(config) -> BlobStore | None:
     if backend == "database":
         return None
     if backend == "local":
-        return LocalBlobs(config.data_dir / (b.dir or "blobs"), b.cache_mb * 1024 * 1024, b.sync)
+        return LocalBlobs(config.data_dir / (b.dir or "blobs"), b.cache_mb * 1024 * 1024, b.sync, b.pack_min)
     if backend == "s3":
         if not b.bucket:
             raise ConfigError("blobs.bucket: the S3 backend needs a bucket")
