@@ -92,24 +92,6 @@ def raw_writer(store: Store) -> Iterator[Any]:
         _hand_back(conn, rollback=True)
 
 
-def trip(conn, *statements: tuple[str, tuple]) -> list[list[tuple] | None]:
-    """One round trip to PostgreSQL: ``statements`` ((SQL with %s, parameters) each) sent as one
-    simple query, their parameters bound on the client (psycopg's ClientCursor): about half the
-    Python of psycopg's pipeline mode for the same statements, nothing prepared on the server
-    (so it holds behind PgBouncer; ``pgflags`` gives the figures). Each statement's rows, None
-    for one that returns none. A failed one raises; in a transaction it leaves it aborted
-    (``raw_writer`` rolls it back)."""
-    from psycopg import ClientCursor  # (not imported on SQLite)
-
-    cur = ClientCursor(conn)
-    cur.execute("; ".join(sql for sql, _ in statements), [p for _, params in statements for p in params])
-    out = []
-    while True:
-        out.append(cur.fetchall() if cur.description is not None else None)
-        if not cur.nextset():
-            return out
-
-
 def _hand_back(conn, rollback: bool) -> None:
     """A pooled PostgreSQL connection used in autocommit (``raw_reader``, ``raw_writer``) back to
     the pool, out of autocommit as the pool's other users expect SQLAlchemy's transactions. One

@@ -1,6 +1,6 @@
 """EXPUNGE on PostgreSQL in two round trips instead of nine (issue 13), as ``pgflags`` does STORE:
-the statements go on a connection in autocommit, with an explicit BEGIN, each round trip's in
-one simple query bound on the client (``pgflags.trip``):
+the statements go pipelined (psycopg's pipeline mode) on a pooled connection in autocommit, with
+an explicit BEGIN:
 
 1. BEGIN, the folder row's MODSEQ raised (which locks it), the \\Deleted messages deleted
    (their UIDs, contents and sizes returned);
@@ -20,9 +20,9 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from .api import UidRanges
-from .driver import raw_writer, trip
+from .driver import raw_writer
 from .models.mail import DELETED
-from .pgflags import COMMIT, GIVE_BACK, NOTIFY, first_trip
+from .pgflags import GIVE_BACK, NOTIFY, first_trip
 from .notify import notify_arrays
 
 if TYPE_CHECKING:
@@ -39,20 +39,21 @@ _DROP = ("WITH gone AS (DELETE FROM content WHERE refcount <= 0 AND id = ANY(%s:
 
 def expunge_pg(store: Store, folder_id: int, uids: UidRanges | None) -> list[int]:
     """``selection.expunge`` on PostgreSQL (see the module's text): the UIDs removed, ascending."""
-    with raw_writer(store) as conn:
-        modseq, removed = first_trip(conn, folder_id, f"DELETE FROM message WHERE folder_id = %s AND "
-                                     f"(flags & {DELETED}) != 0 AND {{uids}} RETURNING uid, content_id, size", uids)
+    with raw_writer(store) as conn, conn.pipeline() as pipe:
+        bump, modseq, removed = first_trip(conn, pipe, folder_id, f"DELETE FROM message WHERE folder_id = %s AND "
+                                           f"(flags & {DELETED}) != 0 AND {{uids}} RETURNING uid, content_id, size", uids)
         if removed:
             gone, contents, sizes = zip(*removed)
             at = dt.datetime.now(dt.timezone.utc)
             references = Counter(contents)
-            trip(conn, (_COUNTERS, (len(removed), sum(sizes), folder_id)),
-                 (_TOMBSTONES, (folder_id, modseq, at, list(gone))),
-                 (_RELEASE, (list(references), list(references.values()))),
-                 (_DROP, (list(references), at)),
-                 (NOTIFY, notify_arrays([str(folder_id)])), COMMIT)
+            bump.execute(_COUNTERS, (len(removed), sum(sizes), folder_id))
+            bump.execute(_TOMBSTONES, (folder_id, modseq, at, list(gone)))
+            bump.execute(_RELEASE, (list(references), list(references.values())))
+            bump.execute(_DROP, (list(references), at))
+            bump.execute(NOTIFY, notify_arrays([str(folder_id)]))
         else:
-            trip(conn, (GIVE_BACK, (folder_id,)), COMMIT)  # nothing removed: HIGHESTMODSEQ stays (``pgflags``)
+            bump.execute(GIVE_BACK, (folder_id,))  # nothing removed: HIGHESTMODSEQ stays (``pgflags``)
+        bump.execute("COMMIT")  # sent, and its answer read, as the pipeline ends
     if not removed:
         return []
     store.hub.changed([folder_id])

@@ -1,6 +1,6 @@
 """STORE on PostgreSQL in two round trips instead of five (issue 13): the statements of the
-transaction go on a connection in autocommit, with an explicit BEGIN, so that psycopg's own
-BEGIN is no round trip of its own, each round trip's statements in one simple query (``trip``):
+transaction go pipelined (psycopg's pipeline mode) on a pooled connection in autocommit, with
+an explicit BEGIN, so that psycopg's own BEGIN is no round trip of its own:
 
 1. BEGIN, the folder row's MODSEQ raised (which locks it), the messages read;
 2. the changed messages written in one statement, the other nodes told (``pg_notify``,
@@ -9,21 +9,18 @@ BEGIN is no round trip of its own, each round trip's statements in one simple qu
 
 The messages are read by their own statement after the folder's UPDATE, so under READ
 COMMITTED they are read after the lock is held (a statement of both would read them in a
-snapshot taken before it waited for the lock).
-
-A round trip's statements go as one simple query, their parameters bound by psycopg on the
-client (``ClientCursor``), not pipelined (psycopg's pipeline mode, as before): measured on the
-STORE's two round trips, 0.20 ms of client CPU against 0.38, PostgreSQL's own CPU the same
-within the noise (0.29 to 0.32 ms against 0.28: it parses them each time, where the pipeline's
-were prepared), docs/benchmarks.md (branch pgfast). Nothing is prepared on the server, so it
-holds behind PgBouncer in transaction mode."""
+snapshot taken before it waited for the lock). No statement is prepared on the server beyond
+what the connection's settings allow (``prepare_threshold`` is off behind PgBouncer).
+Each round trip sent as one simple query bound on the client (psycopg's ClientCursor) instead
+measured worse: 0.10 ms less of our CPU a STORE, 0.15 ms more of PostgreSQL's, which parses and
+plans each statement again (docs/benchmarks.md, branch pgfast); on shared cores that is a loss."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFound
 from .api import Stored, UidRanges
-from .driver import raw_writer, trip
+from .driver import raw_writer
 from .mailbox_sql import uid_sql
 from .notify import NOTIFY_SQL, notify_arrays
 
@@ -36,35 +33,39 @@ GIVE_BACK = "UPDATE folder SET highestmodseq = highestmodseq - 1 WHERE id = %s"
 _WRITE = ("UPDATE message SET flags = v.flags, keywords = v.keywords, modseq = %s "
           "FROM unnest(%s::bigint[], %s::int[], %s::text[]) AS v(id, flags, keywords) WHERE message.id = v.id")
 NOTIFY = NOTIFY_SQL.format("%s", "%s")
-COMMIT = ("COMMIT", ())
 
 
-def first_trip(conn, folder_id: int, sql: str, uids: UidRanges | None) -> tuple[int, list[tuple]]:
+def first_trip(conn, pipe, folder_id: int, sql: str, uids: UidRanges | None) -> tuple[Any, int, list[tuple]]:
     """The first round trip of a write of messages in a folder: BEGIN, the folder's MODSEQ
     raised (its row locked), then ``sql`` on its messages ({uids}: the UIDs' condition; every
-    message without ``uids``). The new MODSEQ, and ``sql``'s rows."""
+    message without ``uids``). The cursor to send the rest on, the new MODSEQ, ``sql``'s rows."""
     where, params = uid_sql(uids) if uids else ("1 = 1", [])
-    _, found, rows = trip(conn, ("BEGIN", ()), (BUMP, (folder_id,)),
-                          (sql.format(uids=where.replace("?", "%s")), (folder_id, *params)))
+    bump, messages = conn.cursor(), conn.cursor()
+    bump.execute("BEGIN")
+    bump.execute(BUMP, (folder_id,))
+    messages.execute(sql.format(uids=where.replace("?", "%s")), (folder_id, *params))
+    pipe.sync()
+    found = bump.fetchall()
     if not found:
         raise NotFound("folder is gone")
-    return found[0][0], rows
+    return bump, found[0][0], messages.fetchall()
 
 
 def store_flags_pg(store: Store, folder_id: int, uids: UidRanges, change: FlagChange) -> Stored:
     """``selection.store_flags`` on PostgreSQL (see the module's text)."""
-    with raw_writer(store) as conn:
-        modseq, rows = first_trip(conn, folder_id, "SELECT id, uid, flags, keywords, modseq FROM message "
-                                  "WHERE folder_id = %s AND {uids} ORDER BY uid", uids)
+    with raw_writer(store) as conn, conn.pipeline() as pipe:
+        bump, modseq, rows = first_trip(conn, pipe, folder_id, "SELECT id, uid, flags, keywords, modseq FROM message "
+                                        "WHERE folder_id = %s AND {uids} ORDER BY uid", uids)
         out, modified, changes = change.apply(rows)
         if changes:
             nflags, nkws, ids, _ = zip(*changes)
-            trip(conn, (_WRITE, (modseq, list(ids), list(nflags), list(nkws))),
-                 (NOTIFY, notify_arrays([str(folder_id)])), COMMIT)
+            bump.execute(_WRITE, (modseq, list(ids), list(nflags), list(nkws)))
+            bump.execute(NOTIFY, notify_arrays([str(folder_id)]))
         else:
             # Nothing changed: give the MODSEQ back (the row is still locked by us), so that
             # HIGHESTMODSEQ stays the highest MODSEQ of a message and no session is woken.
-            trip(conn, (GIVE_BACK, (folder_id,)), COMMIT)
+            bump.execute(GIVE_BACK, (folder_id,))
+        bump.execute("COMMIT")  # sent, and its answer read, as the pipeline ends
     if not changes:
         return Stored(out, 0, 0, modified)
     for _, _, _, i in changes:

@@ -1,25 +1,26 @@
-"""Reads on PostgreSQL in one round trip instead of two (issue 13), each round trip's statements
-in one simple query (``driver.trip``) on the reader's autocommit connection: SELECT's folder row and messages in one READ ONLY,
+"""Reads on PostgreSQL in one round trip instead of two (issue 13), pipelined (psycopg's pipeline
+mode) on the reader's autocommit connection: SELECT's folder row and messages in one READ ONLY,
 REPEATABLE READ transaction, so that both are read in one snapshot (the message list found by
 the folder's name, as the folder's id is not known before the answer); and the look at what
 changed in a folder with, when messages left it, the UIDs still there (``changes_rows``); a
 FETCH's rows with the size of their range (``rows_and_size``)."""
 from __future__ import annotations
 
-from .driver import trip
 from .mailbox_sql import INFO_SQL
-
-
-_FOLDER = f"SELECT {INFO_SQL}, recent_uid FROM folder WHERE account_id = %s AND name = %s"
-_MESSAGES = ("SELECT uid, flags, keywords FROM message WHERE folder_id = (SELECT id FROM folder "
-             "WHERE account_id = %s AND name = %s) ORDER BY uid")
 
 
 def snapshot_rows(dbapi, account_id: int, name: str) -> tuple[tuple | None, list[tuple]]:
     """The folder's row (``INFO_SQL``, recent_uid; None if there is none) and its messages'
     (uid, flags, keywords) in UID order, through a psycopg connection in autocommit."""
-    _, found, rows, _ = trip(dbapi, ("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", ()),
-                             (_FOLDER, (account_id, name)), (_MESSAGES, (account_id, name)), ("COMMIT", ()))
+    with dbapi.pipeline():
+        control, folder, messages = dbapi.cursor(), dbapi.cursor(), dbapi.cursor()
+        control.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        folder.execute(f"SELECT {INFO_SQL}, recent_uid FROM folder WHERE account_id = %s AND name = %s",
+                       (account_id, name))
+        messages.execute("SELECT uid, flags, keywords FROM message WHERE folder_id = (SELECT id FROM folder "
+                         "WHERE account_id = %s AND name = %s) ORDER BY uid", (account_id, name))
+        control.execute("COMMIT")  # one Sync for the four, as the pipeline ends: one round trip
+    found, rows = folder.fetchall(), messages.fetchall()
     return (found[0] if found else None), rows
 
 
@@ -38,12 +39,18 @@ def changes_rows(dbapi, folder_id: int, modseq: int, known_max_uid: int,
     """``CHANGES_SQL``'s rows and, in the same round trip, the folder's UIDs (uid,) if some of
     the messages known left it (None: none left, as far as this read saw; each statement has its
     own snapshot in autocommit, so the caller asks again if its count says otherwise)."""
-    found, present = trip(dbapi, (CHANGES_SQL, (modseq, folder_id)),
-                          (_UIDS_IF_SHRUNK, (folder_id, folder_id, known_count, folder_id, known_max_uid)))
+    with dbapi.pipeline():
+        changes, uids = dbapi.cursor(), dbapi.cursor()
+        changes.execute(CHANGES_SQL, (modseq, folder_id))
+        uids.execute(_UIDS_IF_SHRUNK, (folder_id, folder_id, known_count, folder_id, known_max_uid))
+    found, present = changes.fetchall(), uids.fetchall()
     return found, (present or None)
 
 
 def rows_and_size(dbapi, sql: str, params: tuple, size_sql: str, size_params: tuple) -> tuple[list[tuple], tuple]:
     """The rows of ``sql`` and the one row of ``size_sql`` ("?" placeholders both), in one round trip."""
-    rows, size = trip(dbapi, (sql.replace("?", "%s"), params), (size_sql.replace("?", "%s"), size_params))
-    return rows, size[0]
+    with dbapi.pipeline():
+        rows, size = dbapi.cursor(), dbapi.cursor()
+        rows.execute(sql.replace("?", "%s"), params)
+        size.execute(size_sql.replace("?", "%s"), size_params)
+    return rows.fetchall(), size.fetchone()
