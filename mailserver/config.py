@@ -258,8 +258,10 @@ class IMAPConfig:
     #: threads passing the GIL around than the store threads'. A user's writes past
     #: pg_write_jobs_per_user, several messages at once (MULTIAPPEND, COPY, MOVE) and every
     #: write while all the lane's threads are stuck in one (0.1 s) run on the store threads
-    #: (lanes.SpillLane). 0: every write runs on the store threads (measured: docs/benchmarks.md)
-    pg_write_threads: int = 0
+    #: (lanes.SpillLane). 0: every write runs on the store threads. 4 measured 11 to 39 % less
+    #: server CPU a command than 0 and as many commands/s or more; 2 fewer commands/s on a
+    #: loaded machine (docs/benchmarks.md, branch pgfast)
+    pg_write_threads: int = 4
     #: writes one user may have on that lane at once, queued or running, over all their
     #: connections; the next ones run on the store threads
     pg_write_jobs_per_user: int = 1

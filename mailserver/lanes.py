@@ -219,8 +219,8 @@ class SpillLane(BatchLane):
       new writes run on ``spill``, and so do those queued then (a timer on the event loop,
       one at a time, armed while writes are queued, looks every ``STALL`` seconds).
 
-    A write queued thus waits at most ``STALL`` seconds more than on the store threads, and
-    for at most ``per_owner`` writes of its own owner."""
+    A write queued behind stuck threads thus moves to ``spill`` within about twice ``STALL``
+    seconds, and no owner's writes take more than ``per_owner`` of the threads."""
 
     #: seconds a thread may be in one write before it counts as stalled (a write takes about
     #: a millisecond, tens under load)

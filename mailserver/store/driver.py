@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from .db import PING_IDLE, Store
+from .db import LAST_USED, PING_IDLE, Store
 from .groupcommit import PINNED_DBAPI, session_dbapi
 
 T = TypeVar("T")
@@ -356,6 +356,7 @@ class OwnAutocommit:
     def _give_back(self) -> None:
         fairy, self._fairy = self._fairy, None
         fairy.driver_connection.autocommit = False  # as the pool's other users expect it
+        fairy.info[LAST_USED] = self._used  # idle since then: pinged at its next checkout
         fairy.close()
 
     def close(self) -> None:
