@@ -257,10 +257,17 @@ class IMAPConfig:
     #: in the selected folder), each taking the reads queued meanwhile in one go (lanes.ReadLane)
     read_threads: int = 1
     #: on PostgreSQL, threads for the IMAP writes (STORE, EXPUNGE, APPEND ... and the look after
-    #: each), each taking the writes queued meanwhile one after another, each in its own
-    #: transaction: fewer threads passing the GIL around than the store threads'. 0: the writes
-    #: run on the store threads (measured: docs/benchmarks.md, branch pgcost)
-    pg_write_threads: int = 0
+    #: each), each taking the queued writes one at a time, each in its own transaction: fewer
+    #: threads passing the GIL around than the store threads'. A user's writes past
+    #: pg_write_jobs_per_user, several messages at once (MULTIAPPEND, COPY, MOVE) and every
+    #: write while all the lane's threads are stuck in one (0.1 s) run on the store threads
+    #: (lanes.SpillLane). 0: every write runs on the store threads. 4 measured 11 to 39 % less
+    #: server CPU a command than 0 and as many commands/s or more; 2 fewer commands/s on a
+    #: loaded machine (docs/benchmarks.md, branch pgfast)
+    pg_write_threads: int = 4
+    #: writes one user may have on that lane at once, queued or running, over all their
+    #: connections; the next ones run on the store threads
+    pg_write_jobs_per_user: int = 1
     #: on SQLite, the cheap reads of a small folder run on the event loop itself, each within
     #: this many SQLite steps (50,000: about a millisecond); a larger one goes to the read lane.
     #: 0: all go to the read lane, which measured faster on a machine busy with other work; the
@@ -699,7 +706,7 @@ def _validate(config: Config) -> None:
         raise ConfigError("imap.pg_write_threads: must be 0 (the writes on the store threads) or more")
     if config.imap.loop_read_budget < 0:
         raise ConfigError("imap.loop_read_budget: must be 0 (no reads on the event loop) or more")
-    for key in ("heavy_threads", "heavy_jobs_per_user", "read_threads", "max_search_depth", "max_search_keys",
+    for key in ("heavy_threads", "heavy_jobs_per_user", "pg_write_jobs_per_user", "read_threads", "max_search_depth", "max_search_keys",
                 "max_catenate_parts", "notify_max_events", "max_keywords", "max_keyword_length"):
         if getattr(config.imap, key) < 1:
             raise ConfigError(f"imap.{key}: must be at least 1")

@@ -3,7 +3,8 @@
 The heavy lane (``HeavyLane``): threads for the work whose cost a client chooses (SEARCH over a
 folder, FETCH of message bodies, LIST with wildcards), apart from the store threads that logins,
 deliveries and every other command use, so that no number of such commands can make those wait.
-The read and write lanes (``BatchLane``) take the cheap store work of every command in batches.
+The read and write lanes (``BatchLane``) take the cheap store work of every command in batches;
+on PostgreSQL the write lane (``SpillLane``) takes one write at a time per thread, within bounds.
 
 Each owner (an account) runs at most ``per_owner`` jobs at a time; the others wait on the event
 loop, holding no thread, so one citizen's sixteen searching connections take no more of the
@@ -19,6 +20,7 @@ import contextlib
 import functools
 import logging
 import threading
+import time
 from typing import Any, Callable, Hashable, TypeVar
 
 log = logging.getLogger("civicmail.lanes")
@@ -115,12 +117,14 @@ class BatchLane:
         self._idle = 0
         self._stopping = False
         self._around = around
-        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(threads)]
+        self._threads = [threading.Thread(target=self._work, args=(i,), name=f"{name}-{i}", daemon=True)
+                         for i in range(threads)]
         for t in self._threads:
             t.start()
 
     async def run(self, fn: Callable[..., T], *args: Any, then: Callable[[T], Any] | None = None,
-                  durable: bool = True) -> T:
+                  durable: bool = True, owner: Hashable = None, big: bool = False) -> T:
+        """``fn(*args)`` on the lane (``owner`` and ``big``: for ``SpillLane``)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue([(loop, future, fn, args, then, durable)])
@@ -134,24 +138,30 @@ class BatchLane:
             if self._idle:
                 self._cond.notify()
 
-    def _work(self) -> None:
+    def _work(self, index: int) -> None:
         held = self._init() if self._init is not None else None
         try:
-            self._serve()
+            self._serve(index)
         finally:
             if held is not None:
                 held.close()
 
-    def _serve(self) -> None:
+    def _wait(self) -> bool:
+        """Holding the lock: wait until a job is queued (True) or the lane stops (False)."""
+        while not self._jobs:
+            if self._stopping:
+                return False
+            self._idle += 1
+            self._cond.wait()
+            self._idle -= 1
+        return True
+
+    def _serve(self, index: int) -> None:
         jobs = self._jobs
         while True:
             with self._cond:
-                while not jobs:
-                    if self._stopping:
-                        return
-                    self._idle += 1
-                    self._cond.wait()
-                    self._idle -= 1
+                if not self._wait():
+                    return
                 batch = [jobs.popleft() for _ in range(min(len(jobs), self.BATCH))]
             batch = [job for job in batch if not job[1].cancelled()]  # its caller stopped waiting
             light = [job for job in batch if not job[5]]
@@ -192,6 +202,129 @@ class BatchLane:
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join()
+
+
+class SpillLane(BatchLane):
+    """On PostgreSQL, the IMAP writes' lane (imap.pg_write_threads): a few threads instead of
+    the store threads' sixteen passing the GIL around, each write its own transaction, within
+    bounds that keep one slow write (a row another node holds, a big COPY) from stalling the
+    node's other writes:
+
+    - a thread takes one write at a time (none waits behind another's batch) and hands each
+      answer back as soon as it has it;
+    - an owner (an account) has at most ``per_owner`` writes on the lane, queued or running;
+      its next ones run on ``spill`` (the store threads), as do writes marked ``big`` (several
+      messages, COPY, MOVE: a cost the client chooses);
+    - once every thread has been in its write for over ``STALL`` seconds (the lane is stalled),
+      new writes run on ``spill``, and so do those queued then (a timer on the event loop,
+      one at a time, armed while writes are queued, looks every ``STALL`` seconds).
+
+    A write queued behind stuck threads thus moves to ``spill`` within about twice ``STALL``
+    seconds, and no owner's writes take more than ``per_owner`` of the threads."""
+
+    #: seconds a thread may be in one write before it counts as stalled (a write takes about
+    #: a millisecond, tens under load)
+    STALL = 0.1
+
+    def __init__(self, threads: int, spill: concurrent.futures.Executor, per_owner: int,
+                 init: Callable[[], Any] | None = None) -> None:
+        self._spill = spill
+        self.per_owner = per_owner
+        #: owner -> its writes on the lane, queued or running
+        self._owners: dict[Hashable, int] = {}
+        #: when each thread's write began (0.0: none running)
+        self._since = [0.0] * threads
+        self._timer: asyncio.TimerHandle | None = None
+        self.spilled = 0  # writes sent to ``spill`` (for tests and diagnostics)
+        super().__init__(threads, "write", init=init)
+
+    async def run(self, fn: Callable[..., T], *args: Any, then: Callable[[T], Any] | None = None,
+                  durable: bool = True, owner: Hashable = None, big: bool = False) -> T:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        owners = self._owners
+        with self._cond:
+            if self._stopping:
+                raise RuntimeError("the lane is shut down")
+            mine = owners.get(owner, 0)
+            here = not big and mine < self.per_owner and not self._stalled()
+            if here:
+                owners[owner] = mine + 1
+                self._jobs.append((loop, future, fn, args, then, durable, owner))
+                if self._idle:
+                    self._cond.notify()
+                if self._timer is None:  # (an idle thread woken may not have taken it yet)
+                    self._timer = loop.call_later(self.STALL, self._watch)
+        if here:
+            return await future
+        self.spilled += 1
+        return await loop.run_in_executor(self._spill, run_then, fn, args, then)
+
+    def _stalled(self) -> bool:
+        """Every thread in a write begun over STALL seconds ago (called holding the lock)."""
+        now = time.monotonic()
+        return all(began and now - began > self.STALL for began in self._since)
+
+    def _release(self, owner: Hashable) -> None:
+        """One write of ``owner`` off the lane (called holding the lock)."""
+        left = self._owners[owner] - 1
+        if left:
+            self._owners[owner] = left
+        else:
+            del self._owners[owner]
+
+    def _watch(self) -> None:
+        """On the event loop, STALL seconds after a write was queued: if the lane is stalled,
+        its queued writes go to ``spill``; while writes are queued, again STALL seconds later."""
+        self._timer = None
+        moved: list = []
+        with self._cond:
+            if self._stopping or not self._jobs:
+                return
+            if self._stalled():
+                moved = list(self._jobs)
+                self._jobs.clear()
+                for job in moved:
+                    self._release(job[6])
+            else:
+                self._timer = asyncio.get_running_loop().call_later(self.STALL, self._watch)
+        for loop, future, fn, args, then, _, _ in moved:
+            if not future.cancelled():
+                self.spilled += 1
+                done = self._spill.submit(run_then, fn, args, then)
+                done.add_done_callback(functools.partial(_hand_over, loop, future))
+
+    def _serve(self, index: int) -> None:
+        jobs, since = self._jobs, self._since
+        while True:
+            with self._cond:
+                if not self._wait():
+                    return
+                loop, future, fn, args, then, _, owner = jobs.popleft()
+                since[index] = time.monotonic()
+            run = not future.cancelled()  # else its caller stopped waiting
+            if run:
+                try:
+                    ok, value = True, run_then(fn, args, then)
+                except BaseException as exc:  # noqa: BLE001 - the caller gets it
+                    ok, value = False, exc
+            with self._cond:  # off the lane before its caller hears (and may write again)
+                since[index] = 0.0
+                self._release(owner)
+            if run:
+                _call_soon(loop, _settle, [(future, ok, value)])
+
+
+def run_then(fn: Callable[..., T], args: tuple, then: Callable[[T], Any] | None) -> Any:
+    """``fn(*args)``, then ``then`` of its result if given, in the same thread."""
+    result = fn(*args)
+    return result if then is None else then(result)
+
+
+def _hand_over(loop: asyncio.AbstractEventLoop, future: asyncio.Future, done: concurrent.futures.Future) -> None:
+    """A write moved to ``spill``: its outcome to the future its caller awaits."""
+    error = done.exception()
+    _call_soon(loop, _settle, [(future, error is None, done.result() if error is None else error)])
 
 
 def _settle(outcomes: list) -> None:

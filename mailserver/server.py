@@ -24,7 +24,7 @@ from .admission import ConnectionGate
 from .config import Config
 from .errors import AuthenticationFailed, CivicmailError, StoreUnavailable, Throttled
 from .identity.throttle import LoginThrottle
-from .lanes import BatchLane, HeavyLane
+from .lanes import BatchLane, HeavyLane, SpillLane, run_then
 from .registry import Registry
 from .registry.auth import Principal, authenticate
 from .store import Store
@@ -166,14 +166,16 @@ class ServerContext:
         transaction and one COMMIT (group commit without the hand-offs between threads),
         announces their changes after it, then makes each write's look (``then``) itself, on a
         connection of its own: handing the looks to the read lane cost a wake-up of its thread
-        per batch, made holding the GIL, which stalled the loop more than the looks take. None
-        on PostgreSQL, whose writes run side by side on the store threads, unless
-        imap.pg_write_threads gives them a lane of their own (each write its own transaction)."""
+        per batch, made holding the GIL, which stalled the loop more than the looks take. On
+        PostgreSQL, with imap.pg_write_threads, a lane of that many threads (``SpillLane``: each
+        write its own transaction, one at a time, within bounds per user and past a stalled
+        write); with 0, None: the writes run side by side on the store threads."""
         if not self.mail.batches_writes:
             threads = self.config.imap.pg_write_threads
             if not threads or self.store.dialect != "postgresql":
                 return None
-            return BatchLane(threads, "write", init=lambda: OwnAutocommit(self.store).hold())  # the looks' connection
+            return SpillLane(threads, self.executor, self.config.imap.pg_write_jobs_per_user,
+                             init=lambda: OwnAutocommit(self.store).hold())  # the looks' connection
         own = (lambda: OwnReader(self.store).hold()) if self._own_connections else None
         return BatchLane(1, "write", around=self.mail.batch, init=own)
 
@@ -227,16 +229,18 @@ class ServerContext:
         return {}
 
     async def run_write(self, fn: Callable[..., T], *args: Any, then: Callable[[T], Any] | None = None,
-                        flags_only: bool = False) -> Any:
+                        flags_only: bool = False, owner: Hashable = None, big: bool = False) -> Any:
         """Run an IMAP write (``fn`` writes through ``mailboxes.writing``) and then ``then(result)``
-        in the same thread after its COMMIT: on SQLite on the write lane, else on the store threads.
-        ``flags_only``: the write changes flags only (STORE, \\Recent): unless
+        in the same thread after its COMMIT: on SQLite on the write lane; on PostgreSQL on the
+        store threads, or with imap.pg_write_threads on its lane (``SpillLane``), at most
+        imap.pg_write_jobs_per_user of ``owner``'s there and none ``big`` (several messages,
+        COPY, MOVE: those on the store threads). ``flags_only``: the write changes flags only (STORE, \\Recent): unless
         imap.fsync_flag_changes, its COMMIT on SQLite is not fsynced (store/groupcommit.py)."""
         lane = self.writes
         if lane is not None:
             durable = not flags_only or self.config.imap.fsync_flag_changes
-            return await lane.run(fn, *args, then=then, durable=durable)
-        return await self.run(_then, fn, args, then)
+            return await lane.run(fn, *args, then=then, durable=durable, owner=owner, big=big)
+        return await self.run(run_then, fn, args, then)
 
     def shutdown(self) -> None:
         """Wait for the work in flight on every lane, then stop their threads."""
@@ -330,11 +334,6 @@ def _size_key(fn: Callable, args: tuple) -> tuple | None:
         return None
     name = args[2] if len(args) > 2 and isinstance(args[2], str) else None
     return getattr(fn, "func", fn), of, name
-
-
-def _then(fn: Callable[..., T], args: tuple, then: Callable[[T], Any] | None) -> Any:
-    result = fn(*args)
-    return result if then is None else then(result)
 
 
 def run_loop(config: Config, main: Any) -> None:

@@ -203,3 +203,50 @@ def test_a_job_whose_caller_stopped_waiting_before_it_started_never_runs():
     finally:
         lane.shutdown()
     assert ran == ["next"]
+
+
+def test_a_spill_lane_sends_past_it_an_owners_extra_writes_the_big_ones_and_those_queued_behind_stuck_threads():
+    """lanes.SpillLane (PostgreSQL's IMAP writes): an owner has at most per_owner writes on it,
+    a big write never goes on it, and once every thread has been stuck in a write for STALL
+    seconds, the writes queued behind them and the next ones run on the spill executor."""
+    import concurrent.futures
+
+    from mailserver.lanes import SpillLane
+
+    spill = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="spill")
+    lane = SpillLane(2, spill, per_owner=1)
+    release = threading.Event()
+
+    def where(_: object = None) -> str:
+        return threading.current_thread().name.split("-")[0].split("_")[0]
+
+    def stuck() -> str:
+        release.wait(30)
+        return where()
+
+    async def main():
+        assert await lane.run(where, owner="a") == "write"
+        assert await lane.run(where, owner="a", big=True) == "spill"
+        a = asyncio.ensure_future(lane.run(stuck, owner="a"))
+        await asyncio.sleep(0.05)
+        assert await lane.run(where, owner="a") == "spill"  # "a" has its one write on the lane
+        assert await lane.run(where, owner="b") == "write"  # the other thread, at once
+        b = asyncio.ensure_future(lane.run(stuck, owner="b"))
+        await asyncio.sleep(0.01)
+        # both threads stuck: a write queued now runs on the spill executor once they have been
+        # for STALL seconds, then so does a new one at once; then their answers (``then``)
+        queued = await asyncio.wait_for(lane.run(where, owner="c", then=lambda w: (w, where())), 5)
+        assert queued == ("spill", "spill")
+        assert await asyncio.wait_for(lane.run(where, owner="d"), 5) == "spill"
+        release.set()
+        assert await a == "write" and await b == "write"
+        assert await lane.run(where, owner="c") == "write"  # free again
+        assert lane._owners == {}
+
+    try:
+        asyncio.run(main())
+    finally:
+        release.set()
+        lane.shutdown()
+        spill.shutdown()
+    assert lane.spilled == 4

@@ -162,15 +162,15 @@ def _child_main(root: str, conn, profile: str | None = None, real_hash: bool = F
     if profile:
         from .. import lanes as lane_module
 
-        serve = lane_module.BatchLane._serve
+        work = lane_module.BatchLane._work  # every lane thread's (SpillLane's too)
 
-        def profiled_serve(lane) -> None:  # the bench child's own process: no other server here
+        def profiled_work(lane, index: int) -> None:  # the bench child's own process: no other server here
             name = threading.current_thread().name.split("-")[0]
             lanes.setdefault(name, []).append(cProfile.Profile(*clock))
             lanes[name][-1].enable()
-            serve(lane)
+            work(lane, index)
 
-        lane_module.BatchLane._serve = profiled_serve
+        lane_module.BatchLane._work = profiled_work
         extra["executor"] = concurrent.futures.ThreadPoolExecutor(
             max_workers=16, thread_name_prefix="store", initializer=profiled_thread)
         profiled_thread()

@@ -20,6 +20,9 @@ from .responses import Reply
 from .selected import SelectedFolder, keywords_refused, split_flags
 from .session import ImapSession
 
+#: bytes of one APPEND's message past which its write is ``big`` (on PostgreSQL's write lane,
+#: ServerContext.run_write: it runs on the store threads, as several messages at once do)
+BIG_APPEND = 1 << 20
 #: RFC 7889: the largest APPEND this server takes
 APPENDLIMIT = Cap("APPENDLIMIT", show=lambda s: f"APPENDLIMIT={s.config.imap.max_literal_size}")
 
@@ -42,7 +45,7 @@ async def do_select(s: ImapSession, cmd: MailboxCommand) -> Reply:
     serial = s.ctx.hub.serial()  # before the snapshot: see ImapSession.select
     snap = await s.ctx.run_read(s.store.select, s.account_id, cmd.mailbox, not claims, False)
     if claims and snap.unclaimed:  # messages no session has seen as \Recent: claim them (a write)
-        snap = await s.ctx.run_write(s.store.claim_snapshot, snap, flags_only=True)
+        snap = await s.ctx.run_write(s.store.claim_snapshot, snap, flags_only=True, owner=s.account_id)
     sel = SelectedFolder.from_snapshot(snap, readonly, s.rev2, s.config.imap.max_keywords)
     for line in sel.flags_responses():
         await s.untagged(line)
@@ -193,7 +196,8 @@ async def do_append(s: ImapSession, cmd: Append) -> Reply:
     prepared = await s.heavy(s.store.prepare_append, s.account_id, cmd.mailbox, items)
     try:
         done = await s.run_looking(s.store.append, s.account_id, cmd.mailbox, prepared,
-                                   s.config.accounts.quota_bytes, into_selected and not sel.readonly)
+                                   s.config.accounts.quota_bytes, into_selected and not sel.readonly,
+                                   big=len(raws) > 1 or len(raws[0]) > BIG_APPEND)
     except NotFound:
         return R.NO_TRYCREATE
     if into_selected:
@@ -234,7 +238,7 @@ async def do_close(s: ImapSession, cmd: Command) -> Reply:
     sel = s.selected
     s.close_selected()
     if sel is not None and not sel.readonly:
-        await s.ctx.run_write(s.store.expunge, sel.folder_id)  # silently (RFC 3501 6.4.2)
+        await s.ctx.run_write(s.store.expunge, sel.folder_id, owner=s.account_id)  # silently (RFC 3501 6.4.2)
     return R.OK_DONE
 
 

@@ -225,7 +225,8 @@ async def do_fetch(s: ImapSession, cmd: Fetch) -> Reply:
     if cmd.changedsince is not None or any(a.name == "MODSEQ" for a in atts):
         await s.enable_condstore()
     if F.sets_seen(atts) and not sel.readonly:
-        stored = await s.ctx.run_write(s.store.store_flags, sel.folder_id, ranges, "+", SEEN, (), flags_only=True)
+        stored = await s.ctx.run_write(s.store.store_flags, sel.folder_id, ranges, "+", SEEN, (), flags_only=True,
+                                       owner=s.account_id)
         _saw_own_write(sel, stored)
         if stored.rows and not any(a.name == "FLAGS" for a in atts):
             atts = atts + (FetchAtt("FLAGS"),)
@@ -294,7 +295,7 @@ async def do_copy(s: ImapSession, cmd: Copy) -> Reply:
         return R.OK_DONE
     try:
         copied = await s.run_looking(s.store.copy, s.account_id, sel.folder_id, ranges, cmd.mailbox,
-                                     cmd.move, s.config.accounts.quota_bytes)
+                                     cmd.move, s.config.accounts.quota_bytes, big=True)
     except NotFound:
         return R.NO_TRYCREATE
     if not copied.source_uids:

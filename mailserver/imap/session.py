@@ -552,19 +552,21 @@ class ImapSession:
                 await self.untagged(line)
 
     async def run_looking(self, fn: Callable[..., T], *args: Any, flags_only: bool = False,
-                          expunges: bool = False) -> T:
+                          expunges: bool = False, big: bool = False) -> T:
         """``ctx.run_write(fn, *args)`` for a command that writes: with a folder selected, the
         same job then looks at what changed in it after the COMMIT (``changes_since``), which
         ``report_changes`` would otherwise fetch in a second hop to a store thread. A result with ``modseq_before`` / ``modseq_after`` (``Stored``) is the
         session's own write, as ``_saw_own_write`` in handlers_message counts it. ``expunges``:
-        the write removes messages (EXPUNGE), so the look looks for expunges (``force``)."""
+        the write removes messages (EXPUNGE), so the look looks for expunges (``force``).
+        ``big``: several messages at once (``ServerContext.run_write``)."""
         sel = self.selected
         if sel is None:
-            return await self.ctx.run_write(fn, *args, flags_only=flags_only)
+            return await self.ctx.run_write(fn, *args, flags_only=flags_only, owner=self.account_id, big=big)
         force = expunges or (self._expunge_ok and sel.expunge_pending)
         look = functools.partial(_look_after, self.store, sel.folder_id, sel.modseq, sel.max_uid,
                                  sel.exists, force)
-        result, looked = await self.ctx.run_write(fn, *args, then=look, flags_only=flags_only)
+        result, looked = await self.ctx.run_write(fn, *args, then=look, flags_only=flags_only,
+                                                  owner=self.account_id, big=big)
         self._looked = _Looked(sel, *looked)
         return result
 
@@ -614,7 +616,8 @@ class ImapSession:
             if sel.readonly:  # EXAMINE: \Recent as no session has claimed them, without claiming
                 sel.note_recent(max(changes.recent_uid, known_max), new[-1])
             elif not sel.rev2 and not all(sel.is_recent(u) for u in new):
-                before = await self.ctx.run_write(self.store.claim_recent, sel.folder_id, new[-1], flags_only=True)
+                before = await self.ctx.run_write(self.store.claim_recent, sel.folder_id, new[-1], flags_only=True,
+                                                  owner=self.account_id)
                 sel.note_recent(max(before, known_max), new[-1])
             await self.untagged(f"{sel.exists} EXISTS")
             if not sel.rev2:  # RFC 9051 E.6: no RECENT response

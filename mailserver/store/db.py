@@ -27,6 +27,9 @@ KEEPALIVE_COUNT = 3
 #: a pooled PostgreSQL connection back in the pool for longer than this (seconds) is pinged
 #: before it is used again (``_ping_when_idle``)
 PING_IDLE = 1.0
+#: the key of a pooled connection's ``info``: when it was last used, if that was before its
+#: checkin (a connection a thread kept idle, ``driver.OwnAutocommit``, given back)
+LAST_USED = "civicmail_last_used"
 
 
 def _sqlite_pragmas(busy_timeout: float):
@@ -68,11 +71,13 @@ def _ping_when_idle(engine: Engine, idle: float) -> None:
     moment ago (under load, nearly all of them) is as alive as the ping would say. A server
     restarted, or a pooler, drops connections while they wait; one dropped within ``idle`` of
     its last use fails the statement it is used for, as one dropped while in use always did.
-    A failed ping takes the connection and every older one out of the pool, as pre-ping does."""
+    A failed ping takes the connection and every older one out of the pool, as pre-ping does.
+    A connection kept idle by a thread before its checkin counts as waiting since its last use
+    (``LAST_USED``)."""
 
     @event.listens_for(engine, "checkin")
     def _checked_in(_dbapi_conn, record) -> None:
-        record.info["civicmail_checked_in"] = time.monotonic()
+        record.info["civicmail_checked_in"] = record.info.pop(LAST_USED, None) or time.monotonic()
 
     @event.listens_for(engine, "checkout")
     def _checked_out(dbapi_conn, record, _proxy) -> None:

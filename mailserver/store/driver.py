@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from .db import PING_IDLE, Store
+from .db import LAST_USED, PING_IDLE, Store
 from .groupcommit import PINNED_DBAPI, session_dbapi
 
 T = TypeVar("T")
@@ -72,7 +72,17 @@ def raw_reader(store: Store) -> Iterator[RawRead]:
 def raw_writer(store: Store) -> Iterator[Any]:
     """A pooled psycopg connection in autocommit, for a PostgreSQL write that sends its own
     BEGIN and COMMIT (``pgflags``: pipelined with its statements). Left mid-transaction (an
-    error), it is rolled back; a broken one is invalidated, never handed out again."""
+    error), it is rolled back; a broken one is invalidated, never handed out again. A thread
+    with a connection of its own (``OwnAutocommit``: PostgreSQL's write lane) writes on that:
+    no pool checkout and return a write."""
+    own = getattr(_here, "reader", None)
+    if isinstance(own, OwnAutocommit) and own.store is store:
+        with own.transaction() as held:
+            try:
+                yield held.dbapi
+            finally:
+                _roll_back(held.dbapi)  # still in a transaction: not kept (OwnAutocommit)
+        return
     conn = store.engine.raw_connection()
     dbapi = conn.driver_connection
     try:
@@ -89,15 +99,22 @@ def _hand_back(conn, rollback: bool) -> None:
     is invalidated: closed, not back into the pool (and its error kept)."""
     dbapi = conn.driver_connection
     try:
-        if rollback and not (dbapi.closed or dbapi.broken) and not _idle(dbapi):
-            with contextlib.suppress(Exception):  # it stays in its transaction: invalidated below
-                dbapi.execute("ROLLBACK")
+        if rollback:
+            _roll_back(dbapi)
         if _idle(dbapi):
             dbapi.autocommit = False
         else:
             conn.invalidate()
     finally:
         conn.close()
+
+
+def _roll_back(dbapi) -> None:
+    """A psycopg connection in autocommit left in a transaction (an error) rolled back, if it can
+    be; if not, it stays in its transaction, which its owner takes as a reason not to keep it."""
+    if not (dbapi.closed or dbapi.broken) and not _idle(dbapi):
+        with contextlib.suppress(Exception):
+            dbapi.execute("ROLLBACK")
 
 
 def _idle(dbapi) -> bool:
@@ -299,8 +316,9 @@ class OwnReader:
 
 
 class OwnAutocommit:
-    """A PostgreSQL connection of one thread's own for raw_reader's reads, in autocommit and
-    kept while the thread is busy (the read lane's threads: ``ServerContext.reads``): no pool
+    """A PostgreSQL connection of one thread's own for raw_reader's reads (and raw_writer's
+    writes), in autocommit and kept while the thread is busy (the read lane's threads:
+    ``ServerContext.reads``; the write lane's on PostgreSQL, ``ServerContext.writes``): no pool
     checkout per read, so no ping round trip and no reset on return. Idle for more than
     ``db.PING_IDLE``, it goes back to the pool, and the next read takes one out again (pinged
     there if it waited: a server restarted meanwhile costs no failed read). A connection that
@@ -338,6 +356,7 @@ class OwnAutocommit:
     def _give_back(self) -> None:
         fairy, self._fairy = self._fairy, None
         fairy.driver_connection.autocommit = False  # as the pool's other users expect it
+        fairy.info[LAST_USED] = self._used  # idle since then: pinged at its next checkout
         fairy.close()
 
     def close(self) -> None:

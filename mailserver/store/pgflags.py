@@ -10,7 +10,10 @@ an explicit BEGIN, so that psycopg's own BEGIN is no round trip of its own:
 The messages are read by their own statement after the folder's UPDATE, so under READ
 COMMITTED they are read after the lock is held (a statement of both would read them in a
 snapshot taken before it waited for the lock). No statement is prepared on the server beyond
-what the connection's settings allow (``prepare_threshold`` is off behind PgBouncer)."""
+what the connection's settings allow (``prepare_threshold`` is off behind PgBouncer).
+Each round trip sent as one simple query bound on the client (psycopg's ClientCursor) instead
+measured worse: 0.10 ms less of our CPU a STORE, 0.15 ms more of PostgreSQL's, which parses and
+plans each statement again (docs/benchmarks.md, branch pgfast); on shared cores that is a loss."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any

@@ -480,20 +480,46 @@ def test_a_node_skips_the_echo_of_its_own_notifications_and_hears_the_others(tmp
 
 def test_writes_on_a_lane_of_their_own_answer_alike(tmp_path, pg_url):
     """imap.pg_write_threads: the writes and their looks on a lane of two threads, each write
-    its own transaction: the same answers and round trips as on the store threads."""
+    its own transaction: the same answers and round trips as on the store threads, each write
+    on its thread's own connection (no pool checkout)."""
     config = make_config(tmp_path / "data", "imap.pg_write_threads=2", store_url=pg_url)
     prepare(config)
     running = start_server(config, watcher_on=False)
     trace = WireTrace(running.ctx.store.engine, tmp_path / "wire.trace")
+    checkouts = []
+    event.listen(running.ctx.store.engine, "checkout", lambda *_: checkouts.append(1))
     try:
         assert running.ctx.writes is not None
         with selected(running, trace, 3) as raw:
+            _warm(running)
+            checkouts.clear()
             lines, sent = command(raw, "w", "UID STORE 2:3 +FLAGS (\\Deleted)", trace)
             assert exchanges(sent) == 3 and sum(b"\\Deleted" in ln for ln in lines) == 2, (lines, sent)
             lines, sent = command(raw, "x", "EXPUNGE", trace)
             assert exchanges(sent) == 3 and lines[:-1] == [b"* 3 EXPUNGE\r\n", b"* 2 EXPUNGE\r\n"], (lines, sent)
             lines, sent = _append(raw, "a", "INBOX", RAW % 7, trace)
             assert exchanges(sent) == 3 and b"* 2 EXISTS\r\n" in lines and b"APPENDUID" in lines[-1], (lines, sent)
+            assert not checkouts
     finally:
         running._stop()  # type: ignore[attr-defined]
         trace.file.close()
+
+
+def _warm(running: Running) -> None:
+    """Each of the write lane's two threads takes its connection of its own (on its first use)."""
+    import asyncio
+    import threading
+
+    from mailserver.store.driver import raw_reader
+
+    both = threading.Barrier(2, timeout=30)
+
+    def read() -> None:
+        with raw_reader(running.ctx.store):
+            both.wait()
+
+    async def on_both() -> None:
+        lane = running.ctx.writes
+        await asyncio.gather(lane.run(read, owner=1), lane.run(read, owner=2))
+
+    asyncio.run_coroutine_threadsafe(on_both(), running.loop).result(60)
