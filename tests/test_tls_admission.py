@@ -91,16 +91,14 @@ def test_a_client_hello_sent_at_once_is_never_lost(loop_name, tmp_path):
     arrived before the handshake task ran went to the clear protocol (uvloop reads a new
     transport at once) and that client waited out the handshake timeout."""
     import asyncio
-    import subprocess
     import threading
 
     import uvloop
 
     from mailserver.admission import TLSAfterAdmission
+    from mailserver.identity.certs import make_self_signed
 
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem"), "-days", "1",
-                    "-subj", "/CN=localhost"], check=True, capture_output=True)
+    make_self_signed(tmp_path / "cert.pem", tmp_path / "key.pem", "localhost")
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
     admitted, released = [], []
