@@ -197,13 +197,20 @@ class TLSAfterAdmission:
         self._handshakes: set[asyncio.Task] = set()
 
     async def listen(self, host: str, port: int, backlog: int = 100, reuse_port: bool | None = None) -> "TLSAfterAdmission":
-        """Bind and listen on HOST:PORT (OSError as ``create_server`` raises it), and accept."""
+        """Bind and listen on every address HOST:PORT resolves to (a name with IPv4 and IPv6
+        addresses gets both, as ``create_server`` binds them; OSError as it raises it), and accept."""
         self._loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.create_server((host, port), family=family, backlog=backlog, reuse_port=bool(reuse_port))
-        sock.setblocking(False)
-        self.sockets = [sock]
-        self._loop.add_reader(sock.fileno(), self._accept, sock)
+        addresses = dict.fromkeys((family, address) for family, *_, address in await self._loop.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE))
+        try:
+            for family, address in addresses:
+                sock = socket.create_server(address, family=family, backlog=backlog, reuse_port=bool(reuse_port))
+                sock.setblocking(False)
+                self.sockets.append(sock)
+                self._loop.add_reader(sock.fileno(), self._accept, sock)
+        except OSError:
+            self.close()
+            raise
         return self
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
