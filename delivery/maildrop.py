@@ -105,13 +105,14 @@ def _save_state(reg: Registry, state: dict) -> bool:
 
 def _new_messages(reg: Registry, state: dict) -> tuple[int | None, list[tuple[int, bytes]]]:
     with reg.store.reader() as s:
-        row = s.execute(select(Folder.id, Folder.uidvalidity).join(Account, Account.id == Folder.account_id)
+        row = s.execute(select(Folder.account_id, Folder.id, Folder.uidvalidity)
+                        .join(Account, Account.id == Folder.account_id)
                         .where(Account.address == drop_address(reg), Folder.name == "INBOX")).first()
         if row is None:
             return None, []
-        folder_id, uidvalidity = row
+        account_id, folder_id, uidvalidity = row
     last = state["last_uid"] if state.get("uidvalidity") == uidvalidity else 0
-    rows = reg.store.mail.fetch(folder_id, last + 1, MAX_UID, 20, ("raw",))
+    rows = reg.store.mail.fetch(account_id, folder_id, last + 1, MAX_UID, 20, ("raw",))
     return uidvalidity, [(row.uid, bytes(row.raw)) for row in rows]
 
 

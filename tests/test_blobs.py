@@ -265,8 +265,8 @@ def test_collections_racing_writers_of_the_same_bytes_never_lose_a_body(city):
             deliver(store, raws[n % 3], [account])
             if n % 10 == 9:  # expunge all but the newest: their content rows go, their keys are released
                 uids = [u for (u,) in _rows(store, "SELECT uid FROM message WHERE folder_id = :f", f=inbox)]
-                mb.store_flags(store, inbox, [(min(uids), max(uids) - 1)], "+", DELETED, [])
-                mb.expunge(store, inbox)
+                mb.store_flags(store, account, inbox, [(min(uids), max(uids) - 1)], "+", DELETED, [])
+                mb.expunge(store, account, inbox)
     finally:
         stop.set()
         thread.join(60)

@@ -83,13 +83,13 @@ def test_deliver_select_fetch_and_the_raw_bytes(mail, account):
     snap = mail.select(account, "INBOX", readonly=False)
     assert list(snap.uids) == [1] and snap.recent == 1 and snap.first_unseen_uid == 1
     assert snap.folder.id == delivered[0].folder_id
-    rows = mail.fetch(snap.folder.id, 1, 10, 100, ("flags", "size", "envelope", "raw", "header"))
+    rows = mail.fetch(account, snap.folder.id, 1, 10, 100, ("flags", "size", "envelope", "raw", "header"))
     assert [r.uid for r in rows] == [1]
     assert bytes(rows[0].raw) == _msg("一", "第一封") and rows[0].size == len(_msg("一", "第一封"))
     assert bytes(rows[0].header).endswith(b"\r\n\r\n") and bytes(rows[0].header) in _msg("一", "第一封")
     assert rows[0].envelope and rows[0].flags == 0
-    assert mail.message_raw(snap.folder.id, 1) == _msg("一", "第一封")
-    assert mail.message_raw(snap.folder.id, 2) == b""
+    assert mail.message_raw(account, snap.folder.id, 1) == _msg("一", "第一封")
+    assert mail.message_raw(account, snap.folder.id, 2) == b""
     with pytest.raises(NotFound):
         mail.deliver(_msg("x"), [account], folder="No such folder")
     with pytest.raises(NotFound):
@@ -115,7 +115,7 @@ def test_deliver_in_the_callers_transaction_commits_with_it_or_not_at_all(mail, 
         # the UIDs a rolled-back transaction allocated are not used again, nor skipped
         assert [d.uid for d in done] == [1, 1]
         with txn() as t:
-            raw = mail.raw_in(t, done[0].message_id)
+            raw = mail.raw_in(t, account, done[0].message_id)
         assert raw == _msg("a")
     finally:
         mail.hub.unsubscribe(inbox.id, heard.append)
@@ -126,25 +126,25 @@ def test_store_flags_changes_since_search_and_expunge(mail, account):
         mail.deliver(_msg(f"m{i}", "needle" if i % 2 else "hay"), [account])
     snap = mail.select(account, "INBOX", readonly=False)
     fid, start = snap.folder.id, snap.folder.highestmodseq
-    stored = mail.store_flags(fid, [(1, 2)], "+", SEEN | FLAGGED, ["$Notice"])
+    stored = mail.store_flags(account, fid, [(1, 2)], "+", SEEN | FLAGGED, ["$Notice"])
     assert [(u, f, k) for u, f, k, _ in stored.rows] == [(1, SEEN | FLAGGED, "$Notice"), (2, SEEN | FLAGGED, "$Notice")]
     assert (stored.modseq_before, stored.modseq_after) == (start, start + 1)
-    refused = mail.store_flags(fid, [(1, 3)], "-", SEEN, [], unchangedsince=start)
+    refused = mail.store_flags(account, fid, [(1, 3)], "-", SEEN, [], unchangedsince=start)
     assert refused.modified == [1, 2]
-    changes = mail.changes_since(fid, start, 4, 4)
+    changes = mail.changes_since(account, fid, start, 4, 4)
     # 1 and 2 changed; 3 had no \Seen to remove, so it kept its MODSEQ
     assert [c[0] for c in changes.changed] == [1, 2] and changes.new == [] and changes.present is None
-    found = [r.uid for r in mail.search(fid, 1, 4, ("search_text", "flags"),
+    found = [r.uid for r in mail.search(account, fid, 1, 4, ("search_text", "flags"),
                                         lambda r: "needle" in (r.search_text or "") and not r.flags & SEEN)]
     assert found == [4]  # 2 has the needle, but is \Seen
-    mail.store_flags(fid, [(2, 3)], "+", DELETED, [])
-    assert mail.expunge(fid, [(3, 4)]) == [3]  # UID EXPUNGE: within the range only
-    changes = mail.changes_since(fid, start, 4, 4)
+    mail.store_flags(account, fid, [(2, 3)], "+", DELETED, [])
+    assert mail.expunge(account, fid, [(3, 4)]) == [3]  # UID EXPUNGE: within the range only
+    changes = mail.changes_since(account, fid, start, 4, 4)
     assert list(changes.present) == [1, 2, 4]
-    assert mail.vanished_since(fid, start, None) == [(3, 3)]
-    assert mail.expunge(fid) == [2]
+    assert mail.vanished_since(account, fid, start, None) == [(3, 3)]
+    assert mail.expunge(account, fid) == [2]
     assert [s.info.message_count for s in mail.folder_status(account, ["INBOX"])] == [2]
-    assert mail.changes_since(fid + 10**6, 0, 0, 0) is None  # the folder is gone
+    assert mail.changes_since(account, fid + 10**6, 0, 0, 0) is None  # the folder is gone
 
 
 def test_append_copy_move_and_quota_counted_one_way(mail, txn, account, registry, store):
@@ -199,7 +199,7 @@ def test_sort_values_and_recent_claims(mail, account):
         mail.deliver(_msg(subject), [account])
     snap = mail.select(account, "INBOX", readonly=True)
     assert snap.unclaimed and snap.recent == 3  # EXAMINE counts them, claims none
-    rows = mail.sort_values(snap.folder.id, ("subject", "size"), 0, 3, 10)
+    rows = mail.sort_values(account, snap.folder.id, ("subject", "size"), 0, 3, 10)
     assert [uid for uid, _, _ in rows] == [1, 2, 3]  # in UID order, the values to sort by beside
     assert [uid for uid, _, _ in sorted(rows, key=lambda r: r[1])] == [2, 1, 3]
     assert {size for _, _, size in rows} == {len(_msg("a"))}
@@ -217,7 +217,7 @@ def test_writes_in_a_batch_are_told_after_its_commit(mail, account):
             told_inside = []
             with mail.batch():
                 mail.append(account, "INBOX", [ToAppend(_msg("one"), 0, None, None)], BIG)
-                mail.store_flags(inbox.id, [(1, 1)], "+", SEEN, [])
+                mail.store_flags(account, inbox.id, [(1, 1)], "+", SEEN, [])
                 told_inside.extend(heard)
             assert told_inside == [] and heard == [inbox.id]
         else:

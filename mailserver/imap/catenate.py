@@ -84,7 +84,7 @@ def _resolve(store, account_id: int, login: str, selected: str | None, url: str)
         raise BadUrl(echo(url)) from None
     if parsed.uidvalidity is not None and parsed.uidvalidity != folder.uidvalidity:
         raise BadUrl(echo(url))
-    raw = store.message_raw(folder.id, parsed.uid)
+    raw = store.message_raw(account_id, folder.id, parsed.uid)
     if not raw:
         raise BadUrl(echo(url))
     att = parsed.section

@@ -55,7 +55,7 @@ def matching(store, sel: SelectedFolder, keys: tuple, uids: list[int]) -> set[in
                 ranges[-1] = (ranges[-1][0], u)
             else:
                 ranges.append((u, u))
-        for row in store.fetch(sel.folder_id, part[0], part[-1], len(part), cols, ranges):
+        for row in store.fetch(sel.account_id, sel.folder_id, part[0], part[-1], len(part), cols, ranges):
             seq = sel.seq_of(row.uid)
             msg = Message(row)
             if seq is not None and all(matcher.match(k, msg, seq) for k in keys):

@@ -46,7 +46,7 @@ async def do_select(s: ImapSession, cmd: MailboxCommand) -> Reply:
     snap = await s.ctx.run_read(s.store.select, s.account_id, cmd.mailbox, not claims, False)
     if claims and snap.unclaimed:  # messages no session has seen as \Recent: claim them (a write)
         snap = await s.ctx.run_write(s.store.claim_snapshot, snap, flags_only=True, owner=s.account_id)
-    sel = SelectedFolder.from_snapshot(snap, readonly, s.rev2, s.config.imap.max_keywords)
+    sel = SelectedFolder.from_snapshot(s.account_id, snap, readonly, s.rev2, s.config.imap.max_keywords)
     for line in sel.flags_responses():
         await s.untagged(line)
     await s.untagged(f"{sel.exists} EXISTS")
@@ -238,7 +238,8 @@ async def do_close(s: ImapSession, cmd: Command) -> Reply:
     sel = s.selected
     s.close_selected()
     if sel is not None and not sel.readonly:
-        await s.ctx.run_write(s.store.expunge, sel.folder_id, owner=s.account_id)  # silently (RFC 3501 6.4.2)
+        # silently (RFC 3501 6.4.2)
+        await s.ctx.run_write(s.store.expunge, sel.account_id, sel.folder_id, owner=s.account_id)
     return R.OK_DONE
 
 

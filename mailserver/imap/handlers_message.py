@@ -57,7 +57,7 @@ def _render_batch(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tu
     ``light``: on the store's pool, not the heavy lane; a batch that would have to read
     messages there (a PREVIEW not cached at delivery) comes back as None, for the heavy lane.
     ``within``: None if the messages between ``lo`` and ``hi`` are more or bigger (store.fetch)."""
-    rows = store.fetch(sel.folder_id, lo, hi, FETCH_BATCH, columns, ranges if len(ranges) > 1 else None,
+    rows = store.fetch(sel.account_id, sel.folder_id, lo, hi, FETCH_BATCH, columns, ranges if len(ranges) > 1 else None,
                        changedsince, within)
     if rows is None:
         return None
@@ -102,7 +102,7 @@ def _render_batch(store, sel: SelectedFolder, lo: int, hi: int, ranges, atts: tu
             if has_raw:
                 loader = (lambda r=row.raw: r)
             else:
-                loader = (lambda u=row.uid: store.message_raw(sel.folder_id, u))
+                loader = (lambda u=row.uid: store.message_raw(sel.account_id, sel.folder_id, u))
             out.append(F.render(i + 1, row, atts, sel.is_recent(row.uid), with_uid, loader))
         unknown = sel.unknown_keywords(row.keywords for row in rows) if "keywords" in columns else set()
     nxt = rows[-1][0] + 1 if len(rows) == FETCH_BATCH else None
@@ -123,7 +123,7 @@ async def send_vanished_earlier(s: ImapSession, sel: SelectedFolder, modseq: int
     any) expunged after ``modseq``; those still in the session's view are left to the
     VANISHED that tells it of their expunge."""
     ranges = uids.resolve(_ANY_UID) if uids is not None else None
-    gone = await s.ctx.run_read(s.store.vanished_since, sel.folder_id, modseq, ranges, sel.uids)
+    gone = await s.ctx.run_read(s.store.vanished_since, sel.account_id, sel.folder_id, modseq, ranges, sel.uids)
     if gone:
         await s.untagged("VANISHED (EARLIER) " + ranges_text(gone))
 
@@ -225,8 +225,8 @@ async def do_fetch(s: ImapSession, cmd: Fetch) -> Reply:
     if cmd.changedsince is not None or any(a.name == "MODSEQ" for a in atts):
         await s.enable_condstore()
     if F.sets_seen(atts) and not sel.readonly:
-        stored = await s.ctx.run_write(s.store.store_flags, sel.folder_id, ranges, "+", SEEN, (), flags_only=True,
-                                       owner=s.account_id)
+        stored = await s.ctx.run_write(s.store.store_flags, sel.account_id, sel.folder_id, ranges, "+", SEEN, (),
+                                       flags_only=True, owner=s.account_id)
         _saw_own_write(sel, stored)
         if stored.rows and not any(a.name == "FLAGS" for a in atts):
             atts = atts + (FetchAtt("FLAGS"),)
@@ -255,7 +255,7 @@ async def do_store(s: ImapSession, cmd: Store) -> Reply:
     bits, keywords = split_flags(cmd.flags)
     if cmd.mode != "-" and sel.keywords_refused(keywords, s.config.imap.max_keyword_length):
         return s.keyword_limit()
-    stored = await s.run_looking(s.store.store_flags, sel.folder_id, ranges, cmd.mode, bits, keywords,
+    stored = await s.run_looking(s.store.store_flags, sel.account_id, sel.folder_id, ranges, cmd.mode, bits, keywords,
                                  cmd.unchangedsince, flags_only=True)
     _saw_own_write(sel, stored)
     await s.announce_keywords(r[2] for r in stored.rows)
@@ -332,7 +332,7 @@ def _search(store, sel: SelectedFolder, keys: tuple, charset_ok: bool) -> list[t
         return all(matcher.match(k, msg, seq) for k in keys)
 
     return [(seq_of(row.uid), row.uid, row.modseq if with_modseq else 0)
-            for row in store.search(sel.folder_id, 1, sel.max_uid, cols, match)]
+            for row in store.search(sel.account_id, sel.folder_id, 1, sel.max_uid, cols, match)]
 
 
 def _window(sel: SelectedFolder, ranges: list[tuple[int, int]], low: int, high: int) -> list[tuple[int, int]]:
@@ -463,6 +463,6 @@ async def do_expunge(s: ImapSession, cmd: Expunge) -> Reply:
         ranges = _ranges(s, cmd.seqset, True)
         if not ranges:
             return R.OK_DONE
-    await s.run_looking(s.store.expunge, sel.folder_id, ranges, expunges=True)
+    await s.run_looking(s.store.expunge, sel.account_id, sel.folder_id, ranges, expunges=True)
     s.pending = True
     return R.OK_DONE

@@ -52,6 +52,8 @@ def keywords_refused(known: set[str], keywords: Iterable[str], max_count: int, m
 
 @dataclass
 class SelectedFolder:
+    #: the folder's account, named by every statement on its messages (partitioned by it)
+    account_id: int
     folder_id: int
     name: str
     readonly: bool
@@ -71,9 +73,9 @@ class SelectedFolder:
     max_keywords: int = 0
 
     @classmethod
-    def from_snapshot(cls, snap: Snapshot, readonly: bool, rev2: bool = False,
+    def from_snapshot(cls, account_id: int, snap: Snapshot, readonly: bool, rev2: bool = False,
                       max_keywords: int = 0) -> "SelectedFolder":
-        sel = cls(snap.folder.id, snap.folder.name, readonly, snap.folder.uidvalidity, snap.folder.highestmodseq,
+        sel = cls(account_id, snap.folder.id, snap.folder.name, readonly, snap.folder.uidvalidity, snap.folder.highestmodseq,
                   snap.uids, keywords=set(snap.keywords), rev2=rev2, max_keywords=max_keywords)
         if snap.uids and snap.uids[-1] > snap.recent_above and not rev2:
             sel.recent_ranges.append((snap.recent_above, snap.uids[-1]))

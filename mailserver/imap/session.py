@@ -68,7 +68,7 @@ class _Looked(NamedTuple):
     changes: "Changes | None"
 
 
-def _look_after(store: "MailStore", folder_id: int, modseq: int, max_uid: int, exists: int, force: bool,
+def _look_after(store: "MailStore", account_id: int, folder_id: int, modseq: int, max_uid: int, exists: int, force: bool,
                 result: T) -> tuple[T, tuple]:
     """In a store thread, after a write's COMMIT: what changed in the selected folder since
     ``modseq`` (after the session's own write, when the result says it saw no other)."""
@@ -76,7 +76,7 @@ def _look_after(store: "MailStore", folder_id: int, modseq: int, max_uid: int, e
     if before and before == modseq:
         modseq = result.modseq_after
     version = store.hub.version(folder_id)  # before the look: see ChangeHub.version
-    changes = store.changes_since(folder_id, modseq, max_uid, exists, force)
+    changes = store.changes_since(account_id, folder_id, modseq, max_uid, exists, force)
     return result, ((modseq, max_uid, exists), force, version, changes)
 
 
@@ -563,7 +563,7 @@ class ImapSession:
         if sel is None:
             return await self.ctx.run_write(fn, *args, flags_only=flags_only, owner=self.account_id, big=big)
         force = expunges or (self._expunge_ok and sel.expunge_pending)
-        look = functools.partial(_look_after, self.store, sel.folder_id, sel.modseq, sel.max_uid,
+        look = functools.partial(_look_after, self.store, sel.account_id, sel.folder_id, sel.modseq, sel.max_uid,
                                  sel.exists, force)
         result, looked = await self.ctx.run_write(fn, *args, then=look, flags_only=flags_only,
                                                   owner=self.account_id, big=big)
@@ -587,7 +587,7 @@ class ImapSession:
             if sel is None or not (self.pending or force or (allow_expunge and sel.expunge_pending)):
                 return
             self.pending = False
-            changes = await self.ctx.run_read(self.store.changes_since, sel.folder_id, sel.modseq,
+            changes = await self.ctx.run_read(self.store.changes_since, sel.account_id, sel.folder_id, sel.modseq,
                                               sel.max_uid, sel.exists, allow_expunge and sel.expunge_pending)
             if self.selected is not sel:
                 return

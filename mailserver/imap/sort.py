@@ -49,7 +49,7 @@ def gather(store, sel: SelectedFolder, names: tuple[str, ...], keys: tuple, with
     i = 0
     after = 0
     while True:
-        rows = store.sort_values(sel.folder_id, names, after, sel.max_uid, FETCH_BATCH)
+        rows = store.sort_values(sel.account_id, sel.folder_id, names, after, sel.max_uid, FETCH_BATCH)
         last = bisect_left(uids, rows[-1][0], i) if rows else n
         if matching is None and last < n and uids[last] == rows[-1][0] and uids[i] == rows[0][0] \
                 and last - i + 1 == len(rows):

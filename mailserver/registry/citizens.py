@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from ..errors import AuthenticationFailed, Conflict, NotFound, ValidationError
 from ..identity import addresses, idnumber
 from ..identity.passwords import activation_code, normalize_code
-from ..store.models import Account, AddressCounter, Citizen, Folder, Message, as_utc
+from ..store.models import Account, AddressCounter, Citizen, Message, as_utc
 from . import audit
 from .context import Registry
 from .folders import create_default_folders
@@ -178,8 +178,7 @@ def show_citizen(reg: Registry, who: str) -> CitizenView:
             account = s.scalar(select(Account).where(Account.citizen_id == citizen.id))
         count, used = s.execute(
             select(func.count(Message.id), func.coalesce(func.sum(Message.size), 0))
-            .join(Folder, Folder.id == Message.folder_id)
-            .where(Folder.account_id == account.id)
+            .where(Message.account_id == account.id)
         ).one()
         return CitizenView(
             name=citizen.name,

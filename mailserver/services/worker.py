@@ -74,8 +74,14 @@ def pending_messages(store, folder_ids: list[int], since: dict[int, int] | None 
         return [], {}
     since = since or {}
     with store.reader() as s:
-        marks = dict(s.execute(select(Folder.id, Folder.highestmodseq).where(Folder.id.in_(folder_ids))).all())
-        new = or_(*[(Message.folder_id == fid) & (Message.modseq > since.get(fid, 0)) for fid in folder_ids])
+        found = s.execute(select(Folder.id, Folder.account_id, Folder.highestmodseq)
+                          .where(Folder.id.in_(folder_ids))).all()
+        marks = {fid: modseq for fid, _, modseq in found}
+        if not found:
+            return [], marks
+        # each folder with its account: the index (account_id, folder_id, modseq), one partition each
+        new = or_(*[(Message.account_id == account_id) & (Message.folder_id == fid)
+                    & (Message.modseq > since.get(fid, 0)) for fid, account_id, _ in found])
         rows = s.execute(select(Message.id, Message.folder_id)
                          .outerjoin(ServiceProcessed, ServiceProcessed.message_id == Message.id)
                          .where(new, ServiceProcessed.message_id.is_(None)).order_by(Message.id).limit(limit))
@@ -146,7 +152,7 @@ def _handle(reg, s, message_id: int, inbox: ServiceInbox) -> tuple[str, list]:
     s.add(ServiceProcessed(message_id=message_id, account_id=inbox.account_id, outcome="claimed"))
     s.flush()  # the claim: a second handler stops here (primary key)
     mail = reg.store.mail
-    raw = mail.raw_in(s, message_id)
+    raw = mail.raw_in(s, inbox.account_id, message_id)
     if raw is None:  # expunged meanwhile
         s.get(ServiceProcessed, message_id).outcome = "gone"
         return "gone", []
@@ -203,6 +209,7 @@ def retry_failed(store, message_ids: Collection[int] | None = None) -> list[int]
         q = delete(ServiceProcessed).where(ServiceProcessed.outcome == FAILED)
         if message_ids is not None:
             q = q.where(ServiceProcessed.message_id.in_(list(message_ids)))
-        retried = sorted(s.scalars(q.returning(ServiceProcessed.message_id)))
-        store.mail.touch_in(s, retried)
-        return retried
+        retried = sorted((mid, account_id) for mid, account_id in
+                         s.execute(q.returning(ServiceProcessed.message_id, ServiceProcessed.account_id)))
+        store.mail.touch_in(s, [(account_id, mid) for mid, account_id in retried])
+        return [mid for mid, _ in retried]

@@ -273,13 +273,14 @@ class MailStore(Protocol):
         """RFC 2087 GETQUOTA: what the account holds and its limit."""
         ...
 
-    def raw_in(self, txn: Any, message_id: int) -> bytes | None:
-        """The bytes of one message by its id, in the caller's transaction (None: expunged)."""
+    def raw_in(self, txn: Any, account_id: int, message_id: int) -> bytes | None:
+        """The bytes of one message of the account by its id, in the caller's transaction (None:
+        expunged)."""
         ...
 
-    def touch_in(self, txn: Any, message_ids: Sequence[int]) -> list[int]:
-        """Give messages a new MODSEQ without changing them (whatever follows folders by MODSEQ
-        looks at them again); the folder ids touched."""
+    def touch_in(self, txn: Any, messages: Sequence[tuple[int, int]]) -> list[int]:
+        """Give messages ((account id, message id) each) a new MODSEQ without changing them
+        (whatever follows folders by MODSEQ looks at them again); the folder ids touched."""
         ...
 
     # -- folders (RFC 3501 6.3) ----------------------------------------------------------------
@@ -324,17 +325,17 @@ class MailStore(Protocol):
         """Messages up to ``up_to_uid`` are \\Recent for the caller alone; the previous mark."""
         ...
 
-    def changes_since(self, folder_id: int, modseq: int, known_max_uid: int, known_count: int,
+    def changes_since(self, account_id: int, folder_id: int, modseq: int, known_max_uid: int, known_count: int,
                       force: bool = False) -> Changes | None:
         """What changed after ``modseq`` (RFC 7162); None when the folder is gone."""
         ...
 
-    def vanished_since(self, folder_id: int, modseq: int, ranges: UidRanges | None,
+    def vanished_since(self, account_id: int, folder_id: int, modseq: int, ranges: UidRanges | None,
                        still_seen: Sequence[int] = ()) -> list[tuple[int, int]]:
         """RFC 7162 3.2.5/3.2.6 VANISHED: UID ranges expunged after ``modseq``."""
         ...
 
-    def fetch(self, folder_id: int, lo_uid: int, hi_uid: int, limit: int, fields: Sequence[str],
+    def fetch(self, account_id: int, folder_id: int, lo_uid: int, hi_uid: int, limit: int, fields: Sequence[str],
               uids: UidRanges | None = None, changedsince: int | None = None,
               within: tuple[int, int] | None = None) -> list | None:
         """Up to ``limit`` rows (``uid`` and ``fields`` from FETCH_FIELDS, by name) of the
@@ -344,28 +345,28 @@ class MailStore(Protocol):
         from a costly job by it."""
         ...
 
-    def search(self, folder_id: int, lo_uid: int, hi_uid: int, fields: Sequence[str],
+    def search(self, account_id: int, folder_id: int, lo_uid: int, hi_uid: int, fields: Sequence[str],
                match: Callable[[Any], bool], uids: UidRanges | None = None) -> Iterator:
         """RFC 3501 6.4.4: the rows (as ``fetch`` makes them) for which ``match`` is true, in UID
         order, read in batches (the caller decides what matches: the search keys' semantics are
         IMAP's)."""
         ...
 
-    def sort_values(self, folder_id: int, names: Sequence[str], after_uid: int, hi_uid: int,
+    def sort_values(self, account_id: int, folder_id: int, names: Sequence[str], after_uid: int, hi_uid: int,
                     limit: int) -> list[tuple]:
         """RFC 5256: rows ``(uid, *values)`` of SORT_VALUES ``names``, after_uid < UID <= hi_uid."""
         ...
 
-    def message_raw(self, folder_id: int, uid: int) -> bytes:
+    def message_raw(self, account_id: int, folder_id: int, uid: int) -> bytes:
         """The bytes of one message (b"" if it is gone)."""
         ...
 
-    def store_flags(self, folder_id: int, uids: UidRanges, mode: str, bits: int, keywords: Sequence[str],
+    def store_flags(self, account_id: int, folder_id: int, uids: UidRanges, mode: str, bits: int, keywords: Sequence[str],
                     unchangedsince: int | None = None) -> Stored:
         """RFC 3501 6.4.6 STORE ("+", "-" or "" to replace), RFC 7162 UNCHANGEDSINCE."""
         ...
 
-    def expunge(self, folder_id: int, uids: UidRanges | None = None) -> list[int]:
+    def expunge(self, account_id: int, folder_id: int, uids: UidRanges | None = None) -> list[int]:
         """RFC 3501 6.4.3, RFC 4315 UID EXPUNGE: the \\Deleted messages go; their UIDs."""
         ...
 

@@ -97,21 +97,27 @@ def bump_modseq(session: Session, folder_id: int, count_delta: int = 0, size_del
     return found[0][0]
 
 
-def touch_messages(session: Session, message_ids: list[int]) -> list[int]:
-    """Give messages a new MODSEQ without changing them, so that whatever follows their folders
-    by MODSEQ (the services worker's watermark, the FolderWatcher of every server process,
-    CONDSTORE clients, who refetch their unchanged flags) looks at them again. Returns the
-    folder ids touched."""
-    if not message_ids:
+def touch_messages(session: Session, messages: list[tuple[int, int]]) -> list[int]:
+    """Give messages ((account id, message id) each) a new MODSEQ without changing them, so that
+    whatever follows their folders by MODSEQ (the services worker's watermark, the FolderWatcher
+    of every server process, CONDSTORE clients, who refetch their unchanged flags) looks at them
+    again. Returns the folder ids touched."""
+    if not messages:
         return []
-    rows = session.execute(select(M.c.id, M.c.folder_id).where(M.c.id.in_(message_ids))).all()
+    by_account: dict[int, list[int]] = defaultdict(list)
+    for account_id, mid in messages:
+        by_account[account_id].append(mid)
     by_folder: dict[int, list[int]] = defaultdict(list)
-    for mid, fid in rows:
-        by_folder[fid].append(mid)
+    account_of: dict[int, int] = {}
+    for account_id, mids in by_account.items():
+        for mid, fid in session.execute(select(M.c.id, M.c.folder_id).where(M.c.account_id == account_id,
+                                                                             M.c.id.in_(mids))).all():
+            by_folder[fid].append(mid)
+            account_of[fid] = account_id
     for fid in sorted(by_folder):  # one order for every writer: no deadlock on the folder rows
         modseq = bump_modseq(session, fid)
-        session.execute(update(M).where(M.c.id.in_(by_folder[fid])).values(modseq=modseq),
-                        execution_options={"synchronize_session": False})
+        session.execute(update(M).where(M.c.account_id == account_of[fid], M.c.id.in_(by_folder[fid]))
+                        .values(modseq=modseq), execution_options={"synchronize_session": False})
     announce(session, by_folder)  # other nodes (PostgreSQL NOTIFY, sent at commit)
     return sorted(by_folder)
 
@@ -134,7 +140,7 @@ def release_content(session: Session, content_ids: list[int]) -> None:
         bodies.release(session, [k for (k,) in gone])  # the blob goes at the collector's next round
 
 
-def remove_messages(session: Session, folder_id: int, uids: list[int], release: bool = True) -> None:
+def remove_messages(session: Session, account_id: int, folder_id: int, uids: list[int], release: bool = True) -> None:
     """Delete these messages from a folder and fix its counters (caller's transaction). The
     removal raises the folder's HIGHESTMODSEQ, and each removed UID leaves a tombstone at that
     MODSEQ (QRESYNC's VANISHED, RFC 7162 3.2)."""
@@ -146,12 +152,13 @@ def remove_messages(session: Session, folder_id: int, uids: list[int], release: 
     for i in range(0, len(uids), 900):
         chunk = uids[i:i + 900]
         marks = ",".join("?" * len(chunk))
-        for uid, cid, sz in driver_rows(session, f"SELECT uid, content_id, size FROM message WHERE folder_id = ? "
-                                                 f"AND uid IN ({marks})", folder_id, *chunk):
+        for uid, cid, sz in driver_rows(session, f"SELECT uid, content_id, size FROM message WHERE account_id = ? "
+                                                 f"AND folder_id = ? AND uid IN ({marks})", account_id, folder_id, *chunk):
             removed.append(uid)
             content_ids.append(cid)
             size += sz
-        driver_execute(session, f"DELETE FROM message WHERE folder_id = ? AND uid IN ({marks})", [(folder_id, *chunk)])
+        driver_execute(session, f"DELETE FROM message WHERE account_id = ? AND folder_id = ? AND uid IN ({marks})",
+                       [(account_id, folder_id, *chunk)])
     modseq = bump_modseq(session, folder_id, -len(content_ids), -size)
     if removed:
         at = dt.datetime.now(dt.timezone.utc)

@@ -66,7 +66,8 @@ def folder_status(store: Store, account_id: int, names: Iterable[str] | None = N
            f"sum(CASE WHEN m.flags & {SEEN} = 0 THEN 1 ELSE 0 END) AS unseen, "
            f"sum(CASE WHEN m.uid > g.recent_uid THEN 1 ELSE 0 END) AS recent, "
            f"sum(CASE WHEN m.flags & {DELETED} <> 0 THEN 1 ELSE 0 END) AS deleted "
-           f"FROM message m JOIN folder g ON g.id = m.folder_id WHERE g.account_id = ?{named.format(t='g')} "
+           f"FROM message m JOIN folder g ON g.account_id = m.account_id AND g.id = m.folder_id "
+           f"WHERE m.account_id = ?{named.format(t='g')} "
            f"GROUP BY m.folder_id) a ON a.folder_id = f.id "
            f"WHERE f.account_id = ?{named.format(t='f')} ORDER BY f.name")
     with raw_reader(store) as s:
@@ -174,8 +175,9 @@ def delete_folder(store: Store, account_id: int, name: str) -> None:
         if s.scalar(select(func.count()).where(F.c.account_id == account_id, F.c.name.startswith(name + SEP,
                                                                                                    autoescape=True))):
             raise HasChildFolders(f"{name} has child folders")
-        content_ids = list(s.scalars(select(M.c.content_id).where(M.c.folder_id == row.id)))
-        s.execute(delete(M).where(M.c.folder_id == row.id))
+        mine = (M.c.account_id == account_id) & (M.c.folder_id == row.id)
+        content_ids = list(s.scalars(select(M.c.content_id).where(mine)))
+        s.execute(delete(M).where(mine))
         # The folder goes, and its tombstones with it: a folder made later under the same
         # name has another UIDVALIDITY, so no client resynchronises against these. Its METADATA
         # entries go too (RFC 5464 3.1): the new folder starts with none.
@@ -217,9 +219,9 @@ def rename_folder(store: Store, account_id: int, old: str, new: str, limits: Acc
             _insert_folder(s, account_id, new)
             target = folder_row(s, account_id, new)
             uids = list(s.execute(select(M.c.uid, M.c.content_id, M.c.size, M.c.flags, M.c.keywords, M.c.internaldate)
-                                  .where(M.c.folder_id == row.id).order_by(M.c.uid)))
+                                  .where(M.c.account_id == account_id, M.c.folder_id == row.id).order_by(M.c.uid)))
             copy_rows(s, account_id, uids, new)
-            remove_messages(s, row.id, [u.uid for u in uids])  # refcounts: +1 by the copy, -1 here
+            remove_messages(s, account_id, row.id, [u.uid for u in uids])  # refcounts: +1 by the copy, -1 here
             moved_folders = [row.id, target.id]
         else:
             _rename_subscriptions(s, account_id, old, new)

@@ -54,7 +54,7 @@ CONTENT_COLUMNS = ("raw", "blob_key", "size", "header_size", "envelope", "body",
                    "preview", "refcount")
 #: the content_sort table: what SORT and THREAD read of each content row
 CONTENT_SORT_COLUMNS = ("content_id", *SORT_COLUMNS)
-MESSAGE_COLUMNS = ("folder_id", "uid", "modseq", "flags", "keywords", "internaldate", "savedate", "size",
+MESSAGE_COLUMNS = ("account_id", "folder_id", "uid", "modseq", "flags", "keywords", "internaldate", "savedate", "size",
                    "content_id")
 
 
@@ -162,17 +162,29 @@ def write_contents(session: Session, contents: list[tuple[bytes, Analyzed, int]]
     return content_ids
 
 
-def read_raw(store: Store, session, message_ids: Sequence[int]) -> dict[int, bytes]:
-    """The raw bytes of messages by message id, in ``session``'s transaction on ``store`` (those
+def read_raw(store: Store, session, account_id: int, message_ids: Sequence[int]) -> dict[int, bytes]:
+    """The raw bytes of an account's messages by message id, in ``session``'s transaction on ``store`` (those
     gone are missing), from the content row or the blob store. Besides FETCH's rows
     (``selection.fetch_rows``, ``message_raw``), the one place a message's raw bytes are read."""
     out: dict[int, bytes] = {}
     for chunk in _chunks(sorted(set(message_ids)), 900):
         for mid, raw, key in driver_rows(session, "SELECT message.id, content.raw, content.blob_key FROM message "
-                                                  "JOIN content ON content.id = message.content_id WHERE message.id IN "
-                                                  f"({', '.join('?' * len(chunk))})", *chunk):
+                                                  "JOIN content ON content.id = message.content_id WHERE "
+                                                  f"message.account_id = ? AND message.id IN "
+                                                  f"({', '.join('?' * len(chunk))})", account_id, *chunk):
             out[mid] = bodies.body(store, raw, key)
     return out
+
+
+def newest_message_id(session) -> int:
+    """The highest message id given out so far (0: none). On PostgreSQL the id sequence's last
+    value: ``message`` is partitioned by account there (primary key ``(account_id, id)``), so
+    ``max(id)`` has no index to read and would scan every partition. The sequence may be ahead of
+    the committed rows by ids that transactions still open (or rolled back) took: an id at or
+    below it was taken before this call, one above it after."""
+    if on_sqlite(session):
+        return driver_rows(session, "SELECT coalesce(max(id), 0) FROM message")[0][0]
+    return driver_rows(session, "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM message_id_seq")[0][0]
 
 
 def insert_messages(session: Session, messages: list[NewMessage],
@@ -263,8 +275,8 @@ def _insert(session: Session, messages: list[NewMessage],
             byte_size = m.byte_size
             size += byte_size
             internaldate = m.internaldate and (sqlite_datetime(m.internaldate) if sqlite else m.internaldate)
-            message_rows.append((fid, m.uid, modseq, m.flags, m.keywords, internaldate or stored_now, stored_now,
-                                 byte_size, m.content_id))
+            message_rows.append((m.account_id, fid, m.uid, modseq, m.flags, m.keywords, internaldate or stored_now,
+                                 stored_now, byte_size, m.content_id))
         folder_updates.append({"fid": fid, "uidnext": uidnext, "modseq": modseq, "size": size,
                                "count": len(per_folder[fid])})
     order = [m for fid in folder_ids for m in per_folder[fid]]

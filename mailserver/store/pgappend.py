@@ -42,7 +42,7 @@ _INSERT = (f"WITH c AS (INSERT INTO content ({', '.join(CONTENT_COLUMNS)}) VALUE
            f"RETURNING id), "
            f"s AS (INSERT INTO content_sort ({', '.join(CONTENT_SORT_COLUMNS)}) "
            f"VALUES ((SELECT id FROM c), {_marks(len(CONTENT_SORT_COLUMNS) - 1)})) "
-           f"INSERT INTO message ({', '.join(MESSAGE_COLUMNS)}) SELECT f.id, f.uidnext - 1, f.highestmodseq, "
+           f"INSERT INTO message ({', '.join(MESSAGE_COLUMNS)}) SELECT f.account_id, f.id, f.uidnext - 1, f.highestmodseq, "
            f"%s::int, %s::text, %s, %s, %s::bigint, c.id FROM folder f, c WHERE f.account_id = %s AND f.name = %s "
            f"RETURNING id")
 #: the account's quota and the bytes its folders hold (``mailstore.quota_usage_of``)

@@ -37,11 +37,12 @@ _DROP = ("WITH gone AS (DELETE FROM content WHERE refcount <= 0 AND id = ANY(%s:
          "INSERT INTO blob_release (blob_key, at) SELECT DISTINCT blob_key, %s FROM gone WHERE blob_key <> ''")
 
 
-def expunge_pg(store: Store, folder_id: int, uids: UidRanges | None) -> list[int]:
+def expunge_pg(store: Store, account_id: int, folder_id: int, uids: UidRanges | None) -> list[int]:
     """``selection.expunge`` on PostgreSQL (see the module's text): the UIDs removed, ascending."""
     with raw_writer(store) as conn, conn.pipeline() as pipe:
-        bump, modseq, removed = first_trip(conn, pipe, folder_id, f"DELETE FROM message WHERE folder_id = %s AND "
-                                           f"(flags & {DELETED}) != 0 AND {{uids}} RETURNING uid, content_id, size", uids)
+        bump, modseq, removed = first_trip(conn, pipe, account_id, folder_id, f"DELETE FROM message WHERE account_id = %s "
+                                           f"AND folder_id = %s AND (flags & {DELETED}) != 0 AND {{uids}} "
+                                           "RETURNING uid, content_id, size", uids)
         if removed:
             gone, contents, sizes = zip(*removed)
             at = dt.datetime.now(dt.timezone.utc)

@@ -31,19 +31,22 @@ if TYPE_CHECKING:
 BUMP = "UPDATE folder SET highestmodseq = highestmodseq + 1 WHERE id = %s RETURNING highestmodseq"
 GIVE_BACK = "UPDATE folder SET highestmodseq = highestmodseq - 1 WHERE id = %s"
 _WRITE = ("UPDATE message SET flags = v.flags, keywords = v.keywords, modseq = %s "
-          "FROM unnest(%s::bigint[], %s::int[], %s::text[]) AS v(id, flags, keywords) WHERE message.id = v.id")
+          "FROM unnest(%s::bigint[], %s::int[], %s::text[]) AS v(id, flags, keywords) "
+          "WHERE message.account_id = %s AND message.id = v.id")
 NOTIFY = NOTIFY_SQL.format("%s", "%s")
 
 
-def first_trip(conn, pipe, folder_id: int, sql: str, uids: UidRanges | None) -> tuple[Any, int, list[tuple]]:
+def first_trip(conn, pipe, account_id: int, folder_id: int, sql: str,
+               uids: UidRanges | None) -> tuple[Any, int, list[tuple]]:
     """The first round trip of a write of messages in a folder: BEGIN, the folder's MODSEQ
-    raised (its row locked), then ``sql`` on its messages ({uids}: the UIDs' condition; every
-    message without ``uids``). The cursor to send the rest on, the new MODSEQ, ``sql``'s rows."""
+    raised (its row locked), then ``sql`` on its messages (its parameters the account, the
+    folder, then {uids}: the UIDs' condition; every message without ``uids``). The cursor to
+    send the rest on, the new MODSEQ, ``sql``'s rows."""
     where, params = uid_sql(uids) if uids else ("1 = 1", [])
     bump, messages = conn.cursor(), conn.cursor()
     bump.execute("BEGIN")
     bump.execute(BUMP, (folder_id,))
-    messages.execute(sql.format(uids=where.replace("?", "%s")), (folder_id, *params))
+    messages.execute(sql.format(uids=where.replace("?", "%s")), (account_id, folder_id, *params))
     pipe.sync()
     found = bump.fetchall()
     if not found:
@@ -51,15 +54,16 @@ def first_trip(conn, pipe, folder_id: int, sql: str, uids: UidRanges | None) -> 
     return bump, found[0][0], messages.fetchall()
 
 
-def store_flags_pg(store: Store, folder_id: int, uids: UidRanges, change: FlagChange) -> Stored:
+def store_flags_pg(store: Store, account_id: int, folder_id: int, uids: UidRanges, change: FlagChange) -> Stored:
     """``selection.store_flags`` on PostgreSQL (see the module's text)."""
     with raw_writer(store) as conn, conn.pipeline() as pipe:
-        bump, modseq, rows = first_trip(conn, pipe, folder_id, "SELECT id, uid, flags, keywords, modseq FROM message "
-                                        "WHERE folder_id = %s AND {uids} ORDER BY uid", uids)
+        bump, modseq, rows = first_trip(conn, pipe, account_id, folder_id, "SELECT id, uid, flags, keywords, modseq "
+                                        "FROM message WHERE account_id = %s AND folder_id = %s AND {uids} ORDER BY uid",
+                                        uids)
         out, modified, changes = change.apply(rows)
         if changes:
             nflags, nkws, ids, _ = zip(*changes)
-            bump.execute(_WRITE, (modseq, list(ids), list(nflags), list(nkws)))
+            bump.execute(_WRITE, (modseq, list(ids), list(nflags), list(nkws), account_id))
             bump.execute(NOTIFY, notify_arrays([str(folder_id)]))
         else:
             # Nothing changed: give the MODSEQ back (the row is still locked by us), so that

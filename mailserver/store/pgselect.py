@@ -17,32 +17,36 @@ def snapshot_rows(dbapi, account_id: int, name: str) -> tuple[tuple | None, list
         control.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         folder.execute(f"SELECT {INFO_SQL}, recent_uid FROM folder WHERE account_id = %s AND name = %s",
                        (account_id, name))
-        messages.execute("SELECT uid, flags, keywords FROM message WHERE folder_id = (SELECT id FROM folder "
-                         "WHERE account_id = %s AND name = %s) ORDER BY uid", (account_id, name))
+        messages.execute("SELECT uid, flags, keywords FROM message WHERE account_id = %s AND folder_id = "
+                         "(SELECT id FROM folder WHERE account_id = %s AND name = %s) ORDER BY uid",
+                         (account_id, account_id, name))
         control.execute("COMMIT")  # one Sync for the four, as the pipeline ends: one round trip
     found, rows = folder.fetchall(), messages.fetchall()
     return (found[0] if found else None), rows
 
 
-#: the folder's row and its messages changed since a MODSEQ (``selection.changes_since``)
+#: the folder's row and its messages changed since a MODSEQ (``selection.changes_since``); the
+#: account given as a value, not joined from the folder, so that the planner reads one partition
 CHANGES_SQL = ("SELECT f.highestmodseq, f.uidnext, f.message_count, f.recent_uid, m.uid, m.flags, m.keywords, "
-               "m.modseq FROM folder f LEFT JOIN message m ON m.folder_id = f.id AND m.modseq > %s "
-               "WHERE f.id = %s ORDER BY m.uid")
+               "m.modseq FROM folder f LEFT JOIN message m ON m.account_id = %s AND m.folder_id = f.id "
+               "AND m.modseq > %s WHERE f.id = %s AND f.account_id = %s ORDER BY m.uid")
 #: the folder's UIDs, only if it holds fewer messages than the session knew of plus those above
 #: the highest UID it knew (some left: expunged): a one-time filter, no scan of the folder otherwise
-_UIDS_IF_SHRUNK = ("SELECT uid FROM message WHERE folder_id = %s AND (SELECT message_count FROM folder WHERE id = %s) "
-                   "< %s + (SELECT count(*) FROM message WHERE folder_id = %s AND uid > %s) ORDER BY uid")
+_UIDS_IF_SHRUNK = ("SELECT uid FROM message WHERE account_id = %s AND folder_id = %s AND (SELECT message_count "
+                   "FROM folder WHERE id = %s) < %s + (SELECT count(*) FROM message WHERE account_id = %s AND "
+                   "folder_id = %s AND uid > %s) ORDER BY uid")
 
 
-def changes_rows(dbapi, folder_id: int, modseq: int, known_max_uid: int,
+def changes_rows(dbapi, account_id: int, folder_id: int, modseq: int, known_max_uid: int,
                  known_count: int) -> tuple[list[tuple], list[tuple] | None]:
     """``CHANGES_SQL``'s rows and, in the same round trip, the folder's UIDs (uid,) if some of
     the messages known left it (None: none left, as far as this read saw; each statement has its
     own snapshot in autocommit, so the caller asks again if its count says otherwise)."""
     with dbapi.pipeline():
         changes, uids = dbapi.cursor(), dbapi.cursor()
-        changes.execute(CHANGES_SQL, (modseq, folder_id))
-        uids.execute(_UIDS_IF_SHRUNK, (folder_id, folder_id, known_count, folder_id, known_max_uid))
+        changes.execute(CHANGES_SQL, (account_id, modseq, folder_id, account_id))
+        uids.execute(_UIDS_IF_SHRUNK, (account_id, folder_id, folder_id, known_count, account_id, folder_id,
+                                       known_max_uid))
     found, present = changes.fetchall(), uids.fetchall()
     return found, (present or None)
 

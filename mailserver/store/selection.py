@@ -36,7 +36,8 @@ def select_folder(store: Store, account_id: int, name: str, readonly: bool, clai
             found = next(iter(driver_rows(s, f"SELECT {INFO_SQL}, recent_uid FROM folder WHERE account_id = ? "
                                              "AND name = ?", account_id, name)), None)
             rows = [] if found is None else driver_rows(s, "SELECT uid, flags, keywords FROM message "
-                                                           "WHERE folder_id = ? ORDER BY uid", found[0])
+                                                           "WHERE account_id = ? AND folder_id = ? ORDER BY uid",
+                                                        account_id, found[0])
     if found is None:
         raise NotFound(f"no folder {name}")
     info, recent_uid = info_of(found), found[-1]
@@ -79,7 +80,7 @@ def claim_recent(store: Store, folder_id: int, up_to_uid: int) -> int:
         return before
 
 
-def changes_since(store: Store, folder_id: int, modseq: int, known_max_uid: int, known_count: int,
+def changes_since(store: Store, account_id: int, folder_id: int, modseq: int, known_max_uid: int, known_count: int,
                   force: bool = False) -> Changes | None:
     """What happened in a folder since a session last looked (None: the folder is gone).
     ``force``: look for expunges even if the MODSEQ did not move (ones deferred earlier)."""
@@ -91,9 +92,9 @@ def changes_since(store: Store, folder_id: int, modseq: int, known_max_uid: int,
     # the pipeline's own cost (psycopg's pipeline mode) is not paid on the look after every write.
     with raw_reader(store) as s:
         if s.qmark or not force:
-            found, uids = driver_rows(s, CHANGES_SQL.replace("%s", "?"), modseq, folder_id), None
+            found, uids = driver_rows(s, CHANGES_SQL.replace("%s", "?"), account_id, modseq, folder_id, account_id), None
         else:
-            found, uids = changes_rows(s.dbapi, folder_id, modseq, known_max_uid, known_count)
+            found, uids = changes_rows(s.dbapi, account_id, folder_id, modseq, known_max_uid, known_count)
         if not found:
             return None
         highest, uidnext, count, recent_uid = found[0][:4]
@@ -106,11 +107,11 @@ def changes_since(store: Store, folder_id: int, modseq: int, known_max_uid: int,
         # Expunges only lower the count, so a count below known + new means some went.
         if present is None and count < known_count + len(new):
             present = array("q", (r[0] for r in driver_rows(
-                s, "SELECT uid FROM message WHERE folder_id = ? ORDER BY uid", folder_id)))
+                s, "SELECT uid FROM message WHERE account_id = ? AND folder_id = ? ORDER BY uid", account_id, folder_id)))
     return Changes(highest, uidnext, new, changed, present, recent_uid)
 
 
-def vanished_since(store: Store, folder_id: int, modseq: int, ranges: UidRanges | None,
+def vanished_since(store: Store, account_id: int, folder_id: int, modseq: int, ranges: UidRanges | None,
                    still_seen: Sequence[int] = ()) -> list[tuple[int, int]]:
     """UID ranges, ascending, of the messages within ``ranges`` (None: any UID) that left the
     folder after ``modseq`` (RFC 7162 3.2.5, 3.2.6 VANISHED (EARLIER)), from the tombstones.
@@ -139,7 +140,8 @@ def vanished_since(store: Store, folder_id: int, modseq: int, ranges: UidRanges 
                 else:
                     out.append((uid, uid))
             return out
-        present = sorted({r[0] for r in driver_rows(s, "SELECT uid FROM message WHERE folder_id = ?", folder_id)}
+        present = sorted({r[0] for r in driver_rows(s, "SELECT uid FROM message WHERE account_id = ? AND folder_id = ?",
+                                                    account_id, folder_id)}
                          .union(still_seen))
     out = []
     for lo, hi in spans:
@@ -185,7 +187,7 @@ def _fetch_sql(columns: tuple[str, ...], ranges: int, changedsince: bool, within
     if "raw" in columns or "header" in columns:  # bodies in the blob store: read by key (``_bodies``)
         names += ["content.blob_key", "content.header_size"]
     join = " JOIN content ON content.id = message.content_id" if any(c in _CONTENT_COLUMNS for c in columns) else ""
-    where = "message.folder_id = ? AND message.uid >= ? AND message.uid <= ?"
+    where = "message.account_id = ? AND message.folder_id = ? AND message.uid >= ? AND message.uid <= ?"
     if ranges:
         where += " AND (" + " OR ".join(["message.uid BETWEEN ? AND ?"] * ranges) + ")"
     if changedsince:
@@ -201,11 +203,11 @@ def _as_datetime(value):
 
 
 #: the messages between two UIDs of a folder (``fetch_rows``' ``within``): how many, and their bytes in all
-_RANGE_OF = "FROM message WHERE folder_id = ? AND uid >= ? AND uid <= ?"
+_RANGE_OF = "FROM message WHERE account_id = ? AND folder_id = ? AND uid >= ? AND uid <= ?"
 RANGE_SIZE_SQL = f"SELECT count(*), coalesce(sum(size), 0) {_RANGE_OF}"
 
 
-def fetch_rows(store: Store, folder_id: int, lo_uid: int, hi_uid: int, limit: int, columns: Sequence[str],
+def fetch_rows(store: Store, account_id: int, folder_id: int, lo_uid: int, hi_uid: int, limit: int, columns: Sequence[str],
                uids: UidRanges | None = None, changedsince: int | None = None,
                within: tuple[int, int] | None = None) -> list | None:
     """Up to ``limit`` message rows with lo_uid <= uid <= hi_uid, in UID order (keyset paging);
@@ -218,18 +220,19 @@ def fetch_rows(store: Store, folder_id: int, lo_uid: int, hi_uid: int, limit: in
     columns = tuple(columns)
     ranges = list(uids or ())
     sql, row_type = _fetch_sql(columns, len(ranges), changedsince is not None, within is not None)
-    params = [folder_id, lo_uid, hi_uid, *(u for r in ranges for u in r)]
+    params = [account_id, folder_id, lo_uid, hi_uid, *(u for r in ranges for u in r)]
     if changedsince is not None:
         params.append(changedsince)
     if within is not None:
-        params += [*within, folder_id, lo_uid, hi_uid]
+        params += [*within, account_id, folder_id, lo_uid, hi_uid]
     with raw_reader(store) as r:
         if within is not None and not r.qmark:
-            rows, size = rows_and_size(r.dbapi, sql, (*params, limit), RANGE_SIZE_SQL, (folder_id, lo_uid, hi_uid))
+            rows, size = rows_and_size(r.dbapi, sql, (*params, limit), RANGE_SIZE_SQL,
+                                       (account_id, folder_id, lo_uid, hi_uid))
         else:
             rows, size = driver_rows(r, sql, *params, limit), None
         if within is not None and not rows:  # none there, or over the bound: the size tells
-            count, total = size or driver_rows(r, RANGE_SIZE_SQL, folder_id, lo_uid, hi_uid)[0]
+            count, total = size or driver_rows(r, RANGE_SIZE_SQL, account_id, folder_id, lo_uid, hi_uid)[0]
             if count > within[0] or total > within[1]:
                 return None
     if columns in _FLAG_COLUMNS and not uids:
@@ -256,16 +259,16 @@ def _bodies(store: Store, columns: tuple[str, ...], rows: list) -> list:
     return [row[:key_at] for row in rows]
 
 
-def message_raw(store: Store, folder_id: int, uid: int) -> bytes:
+def message_raw(store: Store, account_id: int, folder_id: int, uid: int) -> bytes:
     """The raw bytes of one message (b"" if it is gone)."""
     with raw_reader(store) as r:
         rows = driver_rows(r, "SELECT content.raw, content.blob_key FROM message JOIN content "
-                              "ON content.id = message.content_id WHERE message.folder_id = ? AND message.uid = ?",
-                           folder_id, uid)
+                              "ON content.id = message.content_id WHERE message.account_id = ? "
+                              "AND message.folder_id = ? AND message.uid = ?", account_id, folder_id, uid)
     return bodies.body(store, *rows[0]) if rows else b""
 
 
-def store_flags(store: Store, folder_id: int, uids: UidRanges, mode: str, bits: int,
+def store_flags(store: Store, account_id: int, folder_id: int, uids: UidRanges, mode: str, bits: int,
                 keywords: Sequence[str], unchangedsince: int | None = None) -> Stored:
     """RFC 3501 6.4.6: mode "+", "-" or "" (replace). With ``unchangedsince`` (RFC 7162
     UNCHANGEDSINCE), a message whose MODSEQ is above it is not changed but listed in
@@ -278,18 +281,18 @@ def store_flags(store: Store, folder_id: int, uids: UidRanges, mode: str, bits: 
     if store.dialect == "postgresql":
         from .pgflags import store_flags_pg
 
-        return store_flags_pg(store, folder_id, uids, change)
+        return store_flags_pg(store, account_id, folder_id, uids, change)
     with writing(store) as s:
         # SQLite's write transaction holds the database's write lock from BEGIN IMMEDIATE, so
         # the MODSEQ is taken only when something changes.
         where, params = uid_sql(uids)
-        rows = driver_rows(s, f"SELECT id, uid, flags, keywords, modseq FROM message WHERE folder_id = ? AND {where} "
-                              "ORDER BY uid", folder_id, *params)
+        rows = driver_rows(s, f"SELECT id, uid, flags, keywords, modseq FROM message WHERE account_id = ? "
+                              f"AND folder_id = ? AND {where} ORDER BY uid", account_id, folder_id, *params)
         out, modified, changes = change.apply(rows)
         if changes:
             modseq = bump_modseq(s, folder_id)
-            driver_execute(s, "UPDATE message SET flags = ?, keywords = ?, modseq = ? WHERE id = ?",
-                           [(nflags, nkws, modseq, mid) for nflags, nkws, mid, _ in changes])
+            driver_execute(s, "UPDATE message SET flags = ?, keywords = ?, modseq = ? WHERE account_id = ? AND id = ?",
+                           [(nflags, nkws, modseq, account_id, mid) for nflags, nkws, mid, _ in changes])
             for _, _, _, i in changes:
                 out[i] = out[i][:3] + (modseq,)
     if changes:
@@ -333,18 +336,19 @@ class FlagChange(NamedTuple):
         return out, modified, changes
 
 
-def expunge(store: Store, folder_id: int, uids: UidRanges | None = None) -> list[int]:
+def expunge(store: Store, account_id: int, folder_id: int, uids: UidRanges | None = None) -> list[int]:
     """RFC 3501 6.4.3 / RFC 4315 UID EXPUNGE: remove the \\Deleted messages; their UIDs, ascending.
     On PostgreSQL in two pipelined round trips (``pgexpunge``)."""
     if store.dialect == "postgresql":
         from .pgexpunge import expunge_pg
 
-        return expunge_pg(store, folder_id, uids)
+        return expunge_pg(store, account_id, folder_id, uids)
     with writing(store) as s:
         where, params = uid_sql(uids) if uids else ("1 = 1", [])
-        gone = [r[0] for r in driver_rows(s, f"SELECT uid FROM message WHERE folder_id = ? AND (flags & {DELETED}) "
-                                              f"!= 0 AND {where} ORDER BY uid", folder_id, *params)]
-        remove_messages(s, folder_id, gone)
+        gone = [r[0] for r in driver_rows(s, f"SELECT uid FROM message WHERE account_id = ? AND folder_id = ? AND "
+                                              f"(flags & {DELETED}) != 0 AND {where} ORDER BY uid",
+                                          account_id, folder_id, *params)]
+        remove_messages(s, account_id, folder_id, gone)
     if gone:
         store.hub.changed([folder_id])
     return gone
@@ -369,13 +373,14 @@ def copy_messages(store: Store, account_id: int, folder_id: int, uids: UidRanges
             where, params = uid_sql(uids)
             rows = [_CopyRow(uid, cid, size, flags, kws, _as_datetime(date)) for uid, cid, size, flags, kws, date in
                     driver_rows(s, f"SELECT uid, content_id, size, flags, keywords, internaldate FROM message "
-                                   f"WHERE folder_id = ? AND {where} ORDER BY uid", folder_id, *params)]
+                                   f"WHERE account_id = ? AND folder_id = ? AND {where} ORDER BY uid",
+                                   account_id, folder_id, *params)]
         if not move:
             if over_quota(s, [(sum(r.size for r in rows), (account_id,))], quota_default):
                 raise QuotaExceeded(f"mailbox of account {account_id} is over its quota")
         dest_uids = copy_rows(s, account_id, rows, dest)
         if move:  # copy_rows raised each content's refcount; the removal lowers it back
-            remove_messages(s, folder_id, [r.uid for r in rows])
+            remove_messages(s, account_id, folder_id, [r.uid for r in rows])
     store.hub.changed([target.id, folder_id])
     return Copied(target.uidvalidity, [r.uid for r in rows], dest_uids, target.id)
 

@@ -28,7 +28,7 @@ def _value(name: str, dialect: str) -> str:
     return _VALUES[name]
 
 
-def sort_rows(store: Store, folder_id: int, names: Sequence[str], after_uid: int, hi_uid: int,
+def sort_rows(store: Store, account_id: int, folder_id: int, names: Sequence[str], after_uid: int, hi_uid: int,
               limit: int) -> list[tuple]:
     """Up to ``limit`` rows ``(uid, *values)`` of the folder's messages with after_uid < UID <=
     hi_uid, in UID order; ``names`` from NAMES. ``arrival`` is INTERNALDATE in seconds
@@ -37,5 +37,5 @@ def sort_rows(store: Store, folder_id: int, names: Sequence[str], after_uid: int
         values = [_value(n, store.dialect) for n in names]
         join = " JOIN content_sort s ON s.content_id = m.content_id" if set(names) - {"size", "arrival"} else ""
         return driver_rows(r, f"SELECT m.uid{''.join(', ' + v for v in values)} FROM message m{join} "
-                              f"WHERE m.folder_id = ? AND m.uid > ? AND m.uid <= ? ORDER BY m.uid LIMIT ?", folder_id,
-                           after_uid, hi_uid, limit)
+                              f"WHERE m.account_id = ? AND m.folder_id = ? AND m.uid > ? AND m.uid <= ? ORDER BY m.uid "
+                              "LIMIT ?", account_id, folder_id, after_uid, hi_uid, limit)

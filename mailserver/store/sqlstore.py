@@ -54,11 +54,11 @@ class SqlMailStore:
     def quota(self, account_id: int, quota_default: int) -> QuotaUsage:
         return mailboxes.quota_usage(self.db, account_id, quota_default)
 
-    def raw_in(self, txn, message_id: int) -> bytes | None:
-        return mailstore.read_raw(self.db, txn, [message_id]).get(message_id)
+    def raw_in(self, txn, account_id: int, message_id: int) -> bytes | None:
+        return mailstore.read_raw(self.db, txn, account_id, [message_id]).get(message_id)
 
-    def touch_in(self, txn, message_ids: Sequence[int]) -> list[int]:
-        return touch_messages(txn, list(message_ids))
+    def touch_in(self, txn, messages: Sequence[tuple[int, int]]) -> list[int]:
+        return touch_messages(txn, list(messages))
 
     # -- folders ---------------------------------------------------------------------------------
     def list_folders(self, account_id: int) -> list[FolderInfo]:
@@ -99,42 +99,42 @@ class SqlMailStore:
     def claim_recent(self, folder_id: int, up_to_uid: int) -> int:
         return mailboxes.claim_recent(self.db, folder_id, up_to_uid)
 
-    def changes_since(self, folder_id: int, modseq: int, known_max_uid: int, known_count: int,
+    def changes_since(self, account_id: int, folder_id: int, modseq: int, known_max_uid: int, known_count: int,
                       force: bool = False) -> Changes | None:
-        return mailboxes.changes_since(self.db, folder_id, modseq, known_max_uid, known_count, force)
+        return mailboxes.changes_since(self.db, account_id, folder_id, modseq, known_max_uid, known_count, force)
 
-    def vanished_since(self, folder_id: int, modseq: int, ranges: UidRanges | None,
+    def vanished_since(self, account_id: int, folder_id: int, modseq: int, ranges: UidRanges | None,
                        still_seen: Sequence[int] = ()) -> list[tuple[int, int]]:
-        return mailboxes.vanished_since(self.db, folder_id, modseq, ranges, still_seen)
+        return mailboxes.vanished_since(self.db, account_id, folder_id, modseq, ranges, still_seen)
 
-    def fetch(self, folder_id: int, lo_uid: int, hi_uid: int, limit: int, fields: Sequence[str],
+    def fetch(self, account_id: int, folder_id: int, lo_uid: int, hi_uid: int, limit: int, fields: Sequence[str],
               uids: UidRanges | None = None, changedsince: int | None = None,
               within: tuple[int, int] | None = None) -> list | None:
-        return mailboxes.fetch_rows(self.db, folder_id, lo_uid, hi_uid, limit, fields, uids, changedsince, within)
+        return mailboxes.fetch_rows(self.db, account_id, folder_id, lo_uid, hi_uid, limit, fields, uids, changedsince, within)
 
-    def search(self, folder_id: int, lo_uid: int, hi_uid: int, fields: Sequence[str],
+    def search(self, account_id: int, folder_id: int, lo_uid: int, hi_uid: int, fields: Sequence[str],
                match: Callable[[Any], bool], uids: UidRanges | None = None) -> Iterator:
         fields = tuple(fields)
         while lo_uid <= hi_uid:
-            rows = mailboxes.fetch_rows(self.db, folder_id, lo_uid, hi_uid, SEARCH_BATCH, fields, uids)
+            rows = mailboxes.fetch_rows(self.db, account_id, folder_id, lo_uid, hi_uid, SEARCH_BATCH, fields, uids)
             yield from (row for row in rows if match(row))
             if len(rows) < SEARCH_BATCH:
                 return
             lo_uid = rows[-1].uid + 1
 
-    def sort_values(self, folder_id: int, names: Sequence[str], after_uid: int, hi_uid: int,
+    def sort_values(self, account_id: int, folder_id: int, names: Sequence[str], after_uid: int, hi_uid: int,
                     limit: int) -> list[tuple]:
-        return sortrows.sort_rows(self.db, folder_id, names, after_uid, hi_uid, limit)
+        return sortrows.sort_rows(self.db, account_id, folder_id, names, after_uid, hi_uid, limit)
 
-    def message_raw(self, folder_id: int, uid: int) -> bytes:
-        return mailboxes.message_raw(self.db, folder_id, uid)
+    def message_raw(self, account_id: int, folder_id: int, uid: int) -> bytes:
+        return mailboxes.message_raw(self.db, account_id, folder_id, uid)
 
-    def store_flags(self, folder_id: int, uids: UidRanges, mode: str, bits: int, keywords: Sequence[str],
+    def store_flags(self, account_id: int, folder_id: int, uids: UidRanges, mode: str, bits: int, keywords: Sequence[str],
                     unchangedsince: int | None = None) -> Stored:
-        return mailboxes.store_flags(self.db, folder_id, uids, mode, bits, keywords, unchangedsince)
+        return mailboxes.store_flags(self.db, account_id, folder_id, uids, mode, bits, keywords, unchangedsince)
 
-    def expunge(self, folder_id: int, uids: UidRanges | None = None) -> list[int]:
-        return mailboxes.expunge(self.db, folder_id, uids)
+    def expunge(self, account_id: int, folder_id: int, uids: UidRanges | None = None) -> list[int]:
+        return mailboxes.expunge(self.db, account_id, folder_id, uids)
 
     def copy(self, account_id: int, folder_id: int, uids: UidRanges, dest: str, move: bool,
              quota_default: int) -> Copied:

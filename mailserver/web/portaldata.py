@@ -26,6 +26,7 @@ from ..services.applications import status_label
 from ..services.replies import APPLICATION_HEADER, STATUS_HEADER
 from ..services.topics import is_subscribed, set_statement, set_subscribed
 from ..store import bodies
+from ..store.mailstore import newest_message_id
 from ..store.driver import RawRead, driver_rows, driver_time, raw_reader
 from ..store.models import (Agency, Application, Content, Folder, Message, Notice, NoticeOptOut, NoticeType,
                             Survey, SurveyRecipient, Topic, WebSession, as_utc, utcnow)
@@ -256,7 +257,7 @@ def get_notice(reg, account_id: int, public_id: str) -> NoticeView | None:
     with reg.store.reader() as s:
         row = s.execute(select(Notice.agency_id, Agency.name, NoticeType.title, Notice.delivered_at, Content.raw,
                                Content.blob_key)
-                        .join(Message, Message.id == Notice.message_id)
+                        .join(Message, (Message.account_id == Notice.account_id) & (Message.id == Notice.message_id))
                         .join(Folder, (Folder.id == Message.folder_id) & (Folder.account_id == Notice.account_id))
                         .join(Content, Content.id == Message.content_id)
                         .outerjoin(Agency, Agency.id == Notice.agency_id)
@@ -378,7 +379,7 @@ def vote(reg, account_id: int, survey_id: str, answers: dict[int, str]) -> str |
         if not answers or any(not 1 <= n <= len(questions) or code not in {c for c, _ in questions[n - 1].choices}
                               for n, code in answers.items()):
             return "invalid"
-        newest = s.scalar(select(func.max(Message.id))) or 0
+        newest = newest_message_id(s)
         return survey_service.record_ballot(reg, s, survey, account_id, answers, newest)
 
 
@@ -425,7 +426,8 @@ def get_application(reg, account_id: int, number: str) -> tuple[ApplicationItem,
         refs = [r for r in app.thread_refs.split() if r.startswith("<") and r.endswith(">")][:MAX_THREAD]
         raws = list(s.execute(select(Content.raw, Content.blob_key).join(Message, Message.content_id == Content.id)
                               .join(Folder, Folder.id == Message.folder_id)
-                              .where(Folder.account_id == account_id, Folder.special_use.is_distinct_from("\\Sent"),
+                              .where(Message.account_id == account_id, Folder.account_id == account_id,
+                                     Folder.special_use.is_distinct_from("\\Sent"),
                                      or_(*[Content.envelope.contains(r[1:-1]) for r in refs]))
                               .order_by(Message.id).limit(MAX_THREAD))) if refs else []
     thread = []

@@ -49,18 +49,18 @@ def test_append_flags_copy_move_expunge_and_changes(store, account):
     snap = mb.select_folder(store, account, "INBOX", readonly=False)
     assert list(snap.uids) == [1, 2] and snap.recent == 2 and snap.first_unseen_uid == 1
     assert mb.select_folder(store, account, "INBOX", readonly=False).recent == 0  # claimed once
-    stored = mb.store_flags(store, inbox.id, [(1, 2)], "+", SEEN | FLAGGED, ["$Notice"])
+    stored = mb.store_flags(store, account, inbox.id, [(1, 2)], "+", SEEN | FLAGGED, ["$Notice"])
     assert [(u, f) for u, f, _, _ in stored.rows] == [(1, SEEN | FLAGGED), (2, SEEN | FLAGGED)]
-    changes = mb.changes_since(store, inbox.id, snap.folder.highestmodseq, 2, 2)
+    changes = mb.changes_since(store, account, inbox.id, snap.folder.highestmodseq, 2, 2)
     assert [c[0] for c in changes.changed] == [1, 2] and changes.present is None
     copied = mb.copy_messages(store, account, inbox.id, [(1, 1)], "Archive", move=False, quota_default=10**9)
     assert copied.dest_uids == [1]
     moved = mb.copy_messages(store, account, inbox.id, [(2, 2)], "Trash", move=True, quota_default=10**9)
     assert moved.source_uids == [2] and moved.dest_uids == [1]
-    changes = mb.changes_since(store, inbox.id, changes.highestmodseq, 2, 2)
+    changes = mb.changes_since(store, account, inbox.id, changes.highestmodseq, 2, 2)
     assert list(changes.present) == [1]  # message 2 went (moved)
-    mb.store_flags(store, inbox.id, [(1, 1)], "", DELETED, [])
-    assert mb.expunge(store, inbox.id) == [1]
+    mb.store_flags(store, account, inbox.id, [(1, 1)], "", DELETED, [])
+    assert mb.expunge(store, account, inbox.id) == [1]
     statuses = {s.info.name: s for s in mb.folder_status(store, account)}
     assert statuses["INBOX"].info.message_count == 0
     assert statuses["Archive"].info.message_count == 1 and statuses["Trash"].info.message_count == 1
@@ -105,22 +105,22 @@ def test_modseqs_unchangedsince_and_a_store_that_changes_nothing(store, account)
         deliver(store, f"Subject: {i}\r\n\r\nx\r\n".encode(), [account])
     inbox = mb.find_folder(store, account, "INBOX")
     start = inbox.highestmodseq
-    stored = mb.store_flags(store, inbox.id, [(2, 2)], "+", FLAGGED, [])
+    stored = mb.store_flags(store, account, inbox.id, [(2, 2)], "+", FLAGGED, [])
     assert stored.rows == [(2, FLAGGED, None, start + 1)] and (stored.modseq_before, stored.modseq_after) == (start,
                                                                                                              start + 1)
     # UID 2 changed after `start`: refused; 1 and 3 change and get the next MODSEQ
-    stored = mb.store_flags(store, inbox.id, [(1, 3)], "+", SEEN, ["$x"], unchangedsince=start)
+    stored = mb.store_flags(store, account, inbox.id, [(1, 3)], "+", SEEN, ["$x"], unchangedsince=start)
     assert stored.modified == [2]
     assert stored.rows == [(1, SEEN, "$x", start + 2), (3, SEEN, "$x", start + 2)]
     # nothing to change: no MODSEQ moves, HIGHESTMODSEQ included; the rows keep theirs
-    stored = mb.store_flags(store, inbox.id, [(1, 1), (3, 3)], "+", SEEN, [])
+    stored = mb.store_flags(store, account, inbox.id, [(1, 1), (3, 3)], "+", SEEN, [])
     assert stored.modified == [] and (stored.modseq_before, stored.modseq_after) == (0, 0)
     assert stored.rows == [(1, SEEN, "$x", start + 2), (3, SEEN, "$x", start + 2)]
     assert mb.find_folder(store, account, "INBOX").highestmodseq == start + 2
-    assert mb.store_flags(store, inbox.id, [(1, 3)], "-", SEEN, [], unchangedsince=0).modified == [1, 2, 3]
+    assert mb.store_flags(store, account, inbox.id, [(1, 3)], "-", SEEN, [], unchangedsince=0).modified == [1, 2, 3]
     assert mb.find_folder(store, account, "INBOX").highestmodseq == start + 2
     # CHANGEDSINCE and the MODSEQs other sessions are told
-    rows = mb.fetch_rows(store, inbox.id, 1, 3, 100, ("flags", "modseq"), changedsince=start + 1)
+    rows = mb.fetch_rows(store, account, inbox.id, 1, 3, 100, ("flags", "modseq"), changedsince=start + 1)
     assert [(r.uid, r.modseq) for r in rows] == [(1, start + 2), (3, start + 2)]
-    changes = mb.changes_since(store, inbox.id, start, 3, 3)
+    changes = mb.changes_since(store, account, inbox.id, start, 3, 3)
     assert changes.changed == [(1, SEEN, "$x", start + 2), (2, FLAGGED, None, start + 1), (3, SEEN, "$x", start + 2)]

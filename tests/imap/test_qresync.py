@@ -296,8 +296,8 @@ def test_every_way_out_of_a_folder_leaves_a_tombstone(registry, store):
     for i in range(8):
         deliver(store, notice(f"第{i}封"), [acc])
     inbox, start = _folder(store, acc, "INBOX")
-    mb.store_flags(store, inbox, [(2, 3)], "+", DELETED, ())
-    assert mb.expunge(store, inbox) == [2, 3]
+    mb.store_flags(store, acc, inbox, [(2, 3)], "+", DELETED, ())
+    assert mb.expunge(store, acc, inbox) == [2, 3]
     inbox_, after_expunge = _folder(store, acc, "INBOX")
     assert after_expunge > start  # an expunge raises HIGHESTMODSEQ
     assert _tombstones(store, inbox) == [(2, after_expunge), (3, after_expunge)]
@@ -305,21 +305,21 @@ def test_every_way_out_of_a_folder_leaves_a_tombstone(registry, store):
     _, after_move = _folder(store, acc, "INBOX")
     assert after_move > after_expunge
     assert _tombstones(store, inbox)[2:] == [(5, after_move), (6, after_move)]
-    assert mb.vanished_since(store, inbox, start, None) == [(2, 3), (5, 6)]
-    assert mb.vanished_since(store, inbox, after_expunge, None) == [(5, 6)]
-    assert mb.vanished_since(store, inbox, start, [(3, 5)]) == [(3, 3), (5, 5)]
-    assert mb.vanished_since(store, inbox, start, None, [2, 6]) == [(3, 3), (5, 5)]
-    mb.store_flags(store, inbox, [(7, 7)], "+", DELETED, ())
-    assert mb.expunge(store, inbox, [(1, 100)]) == [7]  # UID EXPUNGE
+    assert mb.vanished_since(store, acc, inbox, start, None) == [(2, 3), (5, 6)]
+    assert mb.vanished_since(store, acc, inbox, after_expunge, None) == [(5, 6)]
+    assert mb.vanished_since(store, acc, inbox, start, [(3, 5)]) == [(3, 3), (5, 5)]
+    assert mb.vanished_since(store, acc, inbox, start, None, [2, 6]) == [(3, 3), (5, 5)]
+    mb.store_flags(store, acc, inbox, [(7, 7)], "+", DELETED, ())
+    assert mb.expunge(store, acc, inbox, [(1, 100)]) == [7]  # UID EXPUNGE
     assert _tombstones(store, inbox)[-1] == (7, _folder(store, acc, "INBOX")[1])
     # RENAME INBOX moves its messages out of it
     mb.rename_folder(store, acc, "INBOX", "Old")
     assert [u for u, _ in _tombstones(store, inbox)] == [1, 2, 3, 4, 5, 6, 7, 8]
-    assert mb.vanished_since(store, inbox, start, None) == [(1, 8)]
+    assert mb.vanished_since(store, acc, inbox, start, None) == [(1, 8)]
     # DELETE of a folder takes its tombstones with it
     old, _ = _folder(store, acc, "Old")
-    mb.store_flags(store, old, [(1, 1)], "+", DELETED, ())
-    mb.expunge(store, old)
+    mb.store_flags(store, acc, old, [(1, 1)], "+", DELETED, ())
+    mb.expunge(store, acc, old)
     assert len(_tombstones(store, old)) == 1
     mb.delete_folder(store, acc, "Old")
     assert _tombstones(store, old) == []
@@ -341,11 +341,11 @@ def test_old_tombstones_are_pruned_and_resync_stays_correct(registry, store):
     for i in range(6):
         deliver(store, notice(f"第{i}封"), [acc])
     inbox, start = _folder(store, acc, "INBOX")
-    mb.store_flags(store, inbox, [(1, 2)], "+", DELETED, ())
-    mb.expunge(store, inbox)
+    mb.store_flags(store, acc, inbox, [(1, 2)], "+", DELETED, ())
+    mb.expunge(store, acc, inbox)
     _, first = _folder(store, acc, "INBOX")
-    mb.store_flags(store, inbox, [(4, 4)], "+", DELETED, ())
-    mb.expunge(store, inbox)
+    mb.store_flags(store, acc, inbox, [(4, 4)], "+", DELETED, ())
+    mb.expunge(store, acc, inbox)
     _, second = _folder(store, acc, "INBOX")
     now = dt.datetime.now(dt.timezone.utc)
     with store.session() as s:  # the first expunge happened 100 days ago
@@ -355,6 +355,6 @@ def test_old_tombstones_are_pruned_and_resync_stays_correct(registry, store):
     assert _tombstones(store, inbox) == [(4, second)]
     with store.reader() as s:
         assert s.scalar(select(Folder.tombstone_floor).where(Folder.id == inbox)) == first
-    assert mb.vanished_since(store, inbox, first, None) == [(4, 4)]          # from the tombstones
-    assert mb.vanished_since(store, inbox, start, None) == [(1, 2), (4, 4)]  # below the floor: not present
+    assert mb.vanished_since(store, acc, inbox, first, None) == [(4, 4)]          # from the tombstones
+    assert mb.vanished_since(store, acc, inbox, start, None) == [(1, 2), (4, 4)]  # below the floor: not present
     assert prune_tombstones(store, now - dt.timedelta(days=90)) == (0, 0)     # nothing left to prune

@@ -77,8 +77,8 @@ def test_a_registered_command_is_parsed_advertised_and_holds_expunge_back(server
         assert raw.command("s", "SELECT INBOX")[-1].startswith(b"s OK")
         assert raw.command("b", "XPROBE extra")[-1].startswith(b"b BAD")  # its parser takes no arguments
         folder = mb.find_folder(server.ctx.store, server.users[0][1], "INBOX")
-        mb.store_flags(server.ctx.store, folder.id, [(2, 2)], "+", DELETED, ())
-        mb.expunge(server.ctx.store, folder.id)  # another writer expunges message 2
+        mb.store_flags(server.ctx.store, server.users[0][1], folder.id, [(2, 2)], "+", DELETED, ())
+        mb.expunge(server.ctx.store, server.users[0][1], folder.id)  # another writer expunges message 2
         lines = raw.command("x", "XPROBE")
         assert lines[-1] == b"x OK completed\r\n" and len(xprobe) == 1
         assert not any(b"EXPUNGE" in line for line in lines), lines  # withheld, as during FETCH

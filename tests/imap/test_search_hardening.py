@@ -188,8 +188,9 @@ def test_search_reads_the_header_alone_once_per_message_on_both_engines(registry
     _fill_inbox(store, made.address, days=3)
     keys = parse_command(b'a SEARCH OR SENTON 2-Jan-2019 HEADER Message-ID d2@ NOT HEADER X-None ""\r\n').criteria
     assert columns_for(keys) >= {"header"} and "raw" not in columns_for(keys)
-    folder = next(f for f in mb.list_folders(store, account_id_of(store, made.address)) if f.name == "INBOX")
-    rows = mb.fetch_rows(store, folder.id, 1, 3, 10, tuple(sorted(columns_for(keys))))
+    folder_account = account_id_of(store, made.address)
+    folder = next(f for f in mb.list_folders(store, folder_account) if f.name == "INBOX")
+    rows = mb.fetch_rows(store, folder_account, folder.id, 1, 3, 10, tuple(sorted(columns_for(keys))))
     assert [r.header.endswith(b"\r\n\r\n") and b"body line" not in r.header for r in rows] == [True] * 3
     matcher = Matcher(3, 3, lambda uid: False)
     messages = [Message(r) for r in rows]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, text
+from sqlalchemy import Boolean, ForeignKey, ForeignKeyConstraint, Index, Integer, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ...config import FOLDER_NAME_COLUMN
@@ -53,7 +53,9 @@ class Folder(Base):
     tombstone_floor: Mapped[int] = mapped_column(BigId, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
-    __table_args__ = (UniqueConstraint("account_id", "name", name="uq_folder_account_name"),)
+    __table_args__ = (UniqueConstraint("account_id", "name", name="uq_folder_account_name"),
+                      # what ``message``'s foreign key (account_id, folder_id) refers to (migration 0027)
+                      UniqueConstraint("account_id", "id", name="uq_folder_account_id_id"))
 
 
 class MailboxSubscription(Base):
@@ -151,10 +153,17 @@ class ContentSort(Base):
 
 
 class Message(Base):
+    """One message in one folder. ``account_id`` is its folder's account (migration 0027; the
+    foreign key ``(account_id, folder_id)`` holds them together), and every hot statement names
+    it: on PostgreSQL the table is hash-partitioned by it (migration 0028: primary key
+    ``(account_id, id)``, every index in its partition), so a statement with the account reads
+    one partition; SQLite keeps one table (docs/scale.md, "Hash partitioning")."""
+
     __tablename__ = "message"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    folder_id: Mapped[int] = mapped_column(ForeignKey("folder.id", ondelete="CASCADE"))
+    account_id: Mapped[int] = mapped_column(BigId)
+    folder_id: Mapped[int] = mapped_column(BigId)
     uid: Mapped[int] = mapped_column(BigId)
     modseq: Mapped[int] = mapped_column(BigId, default=1)
     flags: Mapped[int] = mapped_column(Integer, default=0)
@@ -167,9 +176,11 @@ class Message(Base):
     content_id: Mapped[int] = mapped_column(ForeignKey("content.id"), index=True)
 
     __table_args__ = (
-        UniqueConstraint("folder_id", "uid", name="uq_message_folder_uid"),
+        ForeignKeyConstraint(["account_id", "folder_id"], ["folder.account_id", "folder.id"], ondelete="CASCADE",
+                             name="fk_message_account_folder_folder"),
+        UniqueConstraint("account_id", "folder_id", "uid", name="uq_message_account_folder_uid"),
         # what changed since the MODSEQ a session last saw (cross-session updates)
-        Index("ix_message_folder_modseq", "folder_id", "modseq"),
+        Index("ix_message_account_folder_modseq", "account_id", "folder_id", "modseq"),
     )
 
 

@@ -22,6 +22,8 @@ Create Date: 2026-12-07
 from alembic import op
 import sqlalchemy as sa
 
+from mailserver.store.rebuild import rebuild
+
 
 revision = '0026'
 down_revision = '0024'
@@ -39,10 +41,6 @@ INDEXES = (("ix_notice_account_id", "account_id"), ("ix_notice_delivered_at", "d
            ("ix_notice_account_delivered", "account_id, delivered_at"))
 
 
-def partition_name(n: int) -> str:
-    return f"notice_p{n:02d}"
-
-
 def _table_sql(partitioned: bool) -> str:
     pk, unique = ("account_id, id", "idempotency_key, account_id") if partitioned else ("id", "idempotency_key")
     uq_name = "uq_notice_idempotency_key_account" if partitioned else "uq_notice_idempotency_key"
@@ -58,30 +56,11 @@ def _table_sql(partitioned: bool) -> str:
 
 
 def _rebuild(partitioned: bool) -> None:
-    """``notice`` made anew (partitioned or not), its rows moved over in id ranges, the old one
-    dropped; the id sequence carries on."""
-    op.execute("ALTER TABLE notice RENAME TO notice_moving")
-    for name in ("pk_notice", "uq_notice_idempotency_key", "uq_notice_idempotency_key_account",
-                 "fk_notice_account_id_account"):
-        op.execute(f"ALTER TABLE notice_moving DROP CONSTRAINT IF EXISTS {name}")
-    for name, _ in INDEXES:
-        op.execute(f"DROP INDEX IF EXISTS {name}")
-    op.execute("ALTER SEQUENCE notice_id_seq OWNED BY NONE")  # or it goes with the old table
-    op.execute(_table_sql(partitioned))
-    if partitioned:
-        for n in range(NOTICE_PARTITIONS):
-            op.execute(f"CREATE TABLE {partition_name(n)} PARTITION OF notice "
-                       f"FOR VALUES WITH (MODULUS {NOTICE_PARTITIONS}, REMAINDER {n})")
-    for name, columns in INDEXES:
-        op.execute(f"CREATE INDEX {name} ON notice ({columns})")
-    op.execute("ALTER SEQUENCE notice_id_seq OWNED BY notice.id")
-    bind = op.get_bind()
-    low, high = bind.execute(sa.text("SELECT min(id), max(id) FROM notice_moving")).one()
-    if low is not None:
-        for start in range(low, high + 1, MOVE_BATCH):
-            bind.execute(sa.text(f"INSERT INTO notice ({COLUMNS}) SELECT {COLUMNS} FROM notice_moving "
-                                 "WHERE id >= :lo AND id < :hi"), {"lo": start, "hi": start + MOVE_BATCH})
-    op.execute("DROP TABLE notice_moving")
+    """``notice`` made anew (partitioned or not), its rows moved over in id ranges
+    (``store.rebuild``)."""
+    rebuild("notice", _table_sql(partitioned), NOTICE_PARTITIONS if partitioned else 0,
+            ("pk_notice", "uq_notice_idempotency_key", "uq_notice_idempotency_key_account",
+             "fk_notice_account_id_account"), INDEXES, COLUMNS, MOVE_BATCH)
 
 
 def upgrade() -> None:

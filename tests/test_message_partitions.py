@@ -1,0 +1,204 @@
+"""``message`` hash-partitioned by account on PostgreSQL (migrations 0027, 0028): an upgrade from
+0026 with messages in place keeps every message, flag and UID (and puts each in its account's
+partition), the downgrade gives the same rows back; and every statement on ``message`` an IMAP
+session issues over a real socket (SELECT, FETCH, SEARCH, SORT, STORE, COPY, MOVE, APPEND,
+EXPUNGE, STATUS) is planned to read one partition, as its ``EXPLAIN`` says."""
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from mailserver.identity import idnumber
+from mailserver.provision import prepare
+from mailserver.registry import Registry
+from mailserver.registry.citizens import add_citizen
+from mailserver.store import mailboxes as mb
+from mailserver.store import migrate, open_store
+from mailserver.store.mailstore import deliver
+from mailserver.store.models.mail import DELETED, FLAGGED, SEEN
+
+from tests.conftest import make_config
+
+PARTITIONS = 16
+#: the columns of a message that 0026 already had, as a migration must keep them
+KEPT = "id, folder_id, uid, modseq, flags, keywords, internaldate, savedate, size, content_id"
+
+
+def _rows(store, sql: str, **params) -> list[tuple]:
+    with store.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(sql), params)]
+
+
+def _partitions(store) -> list[str]:
+    return [p for (p,) in _rows(store, "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                                       "WHERE i.inhparent = 'message'::regclass ORDER BY c.relname")]
+
+
+def _in_its_partition(store) -> None:
+    """Every message is in the partition its account hashes to, and names its folder's account."""
+    rows = _rows(store, "SELECT m.account_id, f.account_id, m.tableoid::regclass::text FROM message m "
+                        "JOIN folder f ON f.id = m.folder_id")
+    assert rows
+    for account_id, folder_account, partition in rows:
+        assert account_id == folder_account
+        [(fits,)] = _rows(store, "SELECT satisfies_hash_partition('message'::regclass, :n, :r, CAST(:a AS bigint))",
+                          n=PARTITIONS, r=int(partition.removeprefix("message_p")), a=account_id)
+        assert fits, f"account {account_id} is in {partition}"
+
+
+@pytest.fixture
+def pg_city(tmp_path, pg_url):
+    config = make_config(tmp_path / "pg", store_url=pg_url)
+    prepare(config)
+    store = open_store(config)
+    registry = Registry(config, store)
+    accounts = []
+    for n, name in enumerate(("张伟", "王芳", "李娜", "刘洋"), start=1):
+        made = add_citizen(registry, name, idnumber.make("330106", dt.date(1980, 1, n), n), password="long enough pw")
+        accounts += [a for (a,) in _rows(store, "SELECT id FROM account WHERE address = :a", a=made.address)]
+    yield store, accounts
+    store.dispose()
+
+
+def test_message_is_hash_partitioned_by_account(pg_city):
+    store, _ = pg_city
+    [(strategy, columns)] = _rows(store, "SELECT partstrat, partattrs::text FROM pg_partitioned_table "
+                                         "WHERE partrelid = 'message'::regclass")
+    [(account_attnum,)] = _rows(store, "SELECT attnum FROM pg_attribute WHERE attrelid = 'message'::regclass "
+                                       "AND attname = 'account_id'")
+    assert (strategy, columns) == ("h", str(account_attnum))
+    assert _partitions(store) == [f"message_p{n:02d}" for n in range(PARTITIONS)]
+    [(pk,)] = _rows(store, "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'pk_message'")
+    assert pk == "PRIMARY KEY (account_id, id)"
+    # the unique key of a UID in its folder is in every partition, and holds
+    for index in ("uq_message_account_folder_uid", "ix_message_account_folder_modseq"):
+        [(count,)] = _rows(store, "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent "
+                                  "WHERE c.relname = :i", i=index)
+        assert count == PARTITIONS, index
+
+
+def test_upgrade_from_0026_keeps_every_message_flag_and_uid_and_the_downgrade_gives_them_back(pg_city):
+    store, accounts = pg_city
+    for n in range(12):
+        deliver(store, f"Subject: {n}\r\n\r\nbody {n}\r\n".encode(), accounts[: 1 + n % len(accounts)])
+    for account in accounts[:2]:
+        inbox = mb.find_folder(store, account, "INBOX")
+        mb.store_flags(store, account, inbox.id, [(1, 2)], "+", SEEN | FLAGGED, ["$Notice"])
+        mb.store_flags(store, account, inbox.id, [(3, 3)], "+", DELETED, [])
+        mb.expunge(store, account, inbox.id)  # a gap in the UIDs
+        mb.copy_messages(store, account, inbox.id, [(4, 6)], "Archive", True, 10**9)  # MOVE
+    store.engine.dispose()
+
+    migrate.downgrade(store, "0026")
+    assert _rows(store, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'message' "
+                        "AND column_name = 'account_id'") == [(0,)]
+    assert _rows(store, "SELECT relkind FROM pg_class WHERE relname = 'message'") == [("r",)]
+    before = _rows(store, f"SELECT {KEPT} FROM message ORDER BY id")
+    assert len(before) == 30 - 2 and {r[4] for r in before} >= {0, SEEN | FLAGGED}
+    accounts_of = dict(_rows(store, "SELECT id, account_id FROM folder"))
+
+    migrate.upgrade(store)
+    assert migrate.is_current(store)
+    after = _rows(store, f"SELECT {KEPT}, account_id FROM message ORDER BY id")
+    assert [r[:-1] for r in after] == before
+    assert all(r[-1] == accounts_of[r[1]] for r in after)
+    assert len({r[-1] for r in after}) == len(accounts)
+    _in_its_partition(store)
+    # the id sequence carried on: a new message takes the next id
+    [(newest,)] = _rows(store, "SELECT max(id) FROM message")
+    [delivered] = deliver(store, b"Subject: after\r\n\r\nx\r\n", accounts[:1])
+    assert delivered.message_id > newest
+
+    store.engine.dispose()
+    migrate.downgrade(store, "0026")
+    again = _rows(store, f"SELECT {KEPT} FROM message ORDER BY id")
+    assert again[:-1] == before and again[-1][0] == delivered.message_id
+    assert _rows(store, "SELECT relkind FROM pg_class WHERE relname = 'message'") == [("r",)]
+    migrate.upgrade(store)
+    assert len(_rows(store, "SELECT id FROM message")) == len(before) + 1
+    _in_its_partition(store)
+
+
+#: a statement that reads or writes rows of ``message`` (not an INSERT: its row goes to its
+#: account's partition by the partition key itself)
+_ON_MESSAGE = re.compile(r"\b(FROM|JOIN|UPDATE|DELETE FROM)\s+message\b", re.IGNORECASE)
+
+
+class Recorder:
+    """Every statement psycopg executes in this process, with its parameters (the database
+    still runs each one; this only writes down what was asked of it)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, object]] = []
+        self.on = False
+
+    def install(self, monkeypatch) -> None:
+        real = psycopg.Cursor.execute
+        recorder = self
+
+        def execute(cursor, query, params=None, **kwargs):
+            if recorder.on and isinstance(query, str) and _ON_MESSAGE.search(query):
+                recorder.seen.append((query, params))
+            return real(cursor, query, params, **kwargs)
+
+        monkeypatch.setattr(psycopg.Cursor, "execute", execute)
+
+
+def test_every_statement_an_imap_session_makes_on_message_reads_one_partition(tmp_path, pg_url, monkeypatch):
+    from tests.imap.conftest import start_server
+
+    config = make_config(tmp_path / "data", store_url=pg_url)
+    prepare(config)
+    recorder = Recorder()
+    recorder.install(monkeypatch)
+    running = start_server(config, watcher_on=False)
+    store = running.ctx.store
+    try:
+        account = running.users[0][1]
+        for n in range(5):
+            deliver(store, f"From: a@x.example\r\nSubject: {n}\r\n\r\nneedle {n}\r\n".encode(),
+                    [u for _, u in running.users])
+        recorder.on = True
+        c = running.client()
+        try:
+            assert c.select("INBOX")[0] == "OK"
+            assert c.fetch("1:*", "(FLAGS RFC822.SIZE ENVELOPE)")[0] == "OK"
+            assert c.fetch("2", "(BODY[])")[0] == "OK"
+            assert c.uid("FETCH", "1:3", "(BODY.PEEK[HEADER])")[0] == "OK"
+            assert c.search(None, "BODY", "needle")[0] == "OK"
+            assert c.uid("SORT", "(SUBJECT)", "UTF-8", "ALL")[0] == "OK"
+            assert c.store("1:2", "+FLAGS", "(\\Seen $Notice)")[0] == "OK"
+            assert c.copy("1", "Archive")[0] == "OK"
+            assert c._simple_command("UID", "MOVE", "2", "Archive")[0] == "OK"
+            assert c.append("INBOX", "(\\Flagged)", None, b"Subject: appended\r\n\r\nx\r\n")[0] == "OK"
+            assert c.store("1", "+FLAGS", "(\\Deleted)")[0] == "OK"
+            assert c.expunge()[0] == "OK"
+            assert c.status("Archive", "(MESSAGES UNSEEN RECENT)")[0] == "OK"
+            assert c.noop()[0] == "OK"
+        finally:
+            c.logout()
+        recorder.on = False
+    finally:
+        running._stop()  # type: ignore[attr-defined]
+
+    statements = {}
+    for sql, params in recorder.seen:
+        statements.setdefault(sql, params)  # one EXPLAIN per distinct statement
+    # what must have been seen (the hot statements of each command): the list fails if one is gone
+    expected = ("SELECT uid, flags, keywords FROM message WHERE account_id", "LEFT JOIN message m ON m.account_id",
+                "ORDER BY message.uid LIMIT", "FROM message m JOIN content_sort", "UPDATE message SET flags",
+                "DELETE FROM message WHERE account_id", "FROM message m JOIN folder g",
+                "SELECT uid, content_id, size, flags, keywords, internaldate FROM message")
+    for part in expected:
+        assert any(part in sql for sql in statements), f"no statement with {part!r} was made"
+    with psycopg.connect(pg_url.replace("postgresql+psycopg", "postgresql")) as conn:
+        [(partition,)] = conn.execute("SELECT DISTINCT tableoid::regclass::text FROM message WHERE account_id = %s",
+                                      (account,)).fetchall()
+        for sql, params in statements.items():
+            plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, params).fetchall())
+            read = set(re.findall(r"\bmessage_p\d\d\b", plan))
+            assert read == {partition}, f"{sql}\n{plan}"
