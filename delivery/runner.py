@@ -79,7 +79,7 @@ BLOB_INDEX_CACHE_KIB = 16 * 1024
 #: one batch: every commit then copied the whole WAL into the database). The pages of the random
 #: unique indexes (the idempotency key, the blob key) are rewritten by every batch; checkpointed
 #: every few batches instead, each is copied once for several commits. The WAL stays bounded (it
-#: restarts after each checkpoint), at most this plus one batch: about 32 MiB.
+#: restarts after a checkpoint no reader's older snapshot holds back): this plus a batch, about 45 MiB.
 WRITER_CHECKPOINT_PAGES = 8192
 #: batches handed to the writer thread and not yet written (bounded: memory stays flat)
 WRITES_QUEUED = 1
