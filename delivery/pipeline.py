@@ -63,9 +63,10 @@ class RunSpec:
     mapping: dict[str, str]
 
 
-def small_cache_store(config: Config, cache_kib: int) -> Store:
+def small_cache_store(config: Config, cache_kib: int, checkpoint_pages: int | None = None) -> Store:
     """A store of its own whose SQLite connections keep a page cache of ``cache_kib`` (the
-    store's default, 64 MiB per connection, is sized for a server's many readers)."""
+    store's default, 64 MiB per connection, is sized for a server's many readers).
+    ``checkpoint_pages``: the connections' ``wal_autocheckpoint`` (SQLite's default: 1000)."""
     from sqlalchemy import event
 
     from mailserver.store import open_store
@@ -75,6 +76,8 @@ def small_cache_store(config: Config, cache_kib: int) -> Store:
         @event.listens_for(store.engine, "connect")
         def _small_cache(dbapi_conn, _record):
             dbapi_conn.execute(f"PRAGMA cache_size=-{cache_kib}")
+            if checkpoint_pages is not None:
+                dbapi_conn.execute(f"PRAGMA wal_autocheckpoint={checkpoint_pages}")
     return store
 
 

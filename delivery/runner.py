@@ -35,6 +35,7 @@ from mailserver.errors import Conflict, NotFound, StoreUnavailable
 from mailserver.identity.rowseal import unseal_row
 from mailserver.registry import Registry
 from mailserver.store import leases
+from mailserver.store.blobs import LocalBlobs
 from mailserver.store.external import open_external
 from mailserver.store.leases import Heartbeat
 from mailserver.store.models import (Account, Agency, AgencyGrant, AgencySender, ApplicationDesk, Drop, DropRow,
@@ -66,8 +67,20 @@ POOL_CHUNK_ROWS = 200
 #: chunks in flight per worker: one being worked on, one waiting, so a worker never idles while
 #: its result is collected (results are taken in row order: a resumed drop skips a prefix)
 CHUNKS_PER_WORKER = 2
-#: the writer connection's SQLite page cache
-WRITER_CACHE_KIB = 2 * 1024
+#: the writer connection's SQLite page cache: bounded (it does not grow with the drop), and large
+#: enough for a batch's dirty pages (about 11 MiB: a page per content row, the index pages its
+#: inserts touch) and the random unique indexes between batches. At 2 MiB a batch spilled pages to
+#: the WAL before its commit and read them back (a 50,000-row drop: 1.3 times the write calls and
+#: 2.5 times the read calls; docs/benchmarks.md)
+WRITER_CACHE_KIB = 32 * 1024
+#: the same for the blob store's pack index (keyed by the random blob key), on the writer's thread
+BLOB_INDEX_CACHE_KIB = 16 * 1024
+#: the writer connection's WAL checkpoint threshold, in pages (SQLite's default is 1000, about
+#: one batch: every commit then copied the whole WAL into the database). The pages of the random
+#: unique indexes (the idempotency key, the blob key) are rewritten by every batch; checkpointed
+#: every few batches instead, each is copied once for several commits. The WAL stays bounded (it
+#: restarts after a checkpoint no reader's older snapshot holds back): this plus a batch, about 45 MiB.
+WRITER_CHECKPOINT_PAGES = 8192
 #: batches handed to the writer thread and not yet written (bounded: memory stays flat)
 WRITES_QUEUED = 1
 
@@ -199,8 +212,13 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
         clock.add("report", t)
 
     # The writer's own connection, with a page cache that does not grow with the drop: a batch's
-    # pages are written to the WAL at commit, and SQLite spills early if a batch outgrows it.
-    writer_store = small_cache_store(config, WRITER_CACHE_KIB) if store.dialect == "sqlite" else store
+    # pages are written to the WAL at commit (SQLite spills early if a batch outgrows it), and
+    # copied into the database every WRITER_CHECKPOINT_PAGES.
+    writer_store = (small_cache_store(config, WRITER_CACHE_KIB, WRITER_CHECKPOINT_PAGES)
+                    if store.dialect == "sqlite" else store)
+    if writer_store is not store and isinstance(writer_store.blobs, LocalBlobs):
+        writer_store.blobs.index_cache_kib = BLOB_INDEX_CACHE_KIB
+        writer_store.blobs.index_checkpoint_pages = WRITER_CHECKPOINT_PAGES
     # external mode: the LMTP connections to the city's mail store, for this run
     external = None if dry_run else open_external(config)
     lease = config.delivery.lease_seconds

@@ -101,6 +101,28 @@ def _stage_and_commit(store, account: int, raws: list[bytes]) -> None:
         insert_messages(s, news)
 
 
+def test_a_bulk_writers_index_settings_apply_to_its_connection_and_its_packs_read_back(tmp_path):
+    """A drop's writer raises its pack index connection's page cache and WAL checkpoint
+    threshold (delivery/runner.py): they are that connection's, and what it indexed is read back
+    by a store with SQLite's defaults (another connection) once each put returned."""
+    root = tmp_path / "blobs"
+    writer = LocalBlobs(root, pack_min=8)
+    writer.index_cache_kib, writer.index_checkpoint_pages = 16 * 1024, 8192
+    batches = [{blob_key(r): r for r in (_message(b * 100 + n, 400) for n in range(40))} for b in range(5)]
+    for batch in batches:
+        writer.put_many(batch)
+    conn = writer._index()
+    assert conn.execute("PRAGMA cache_size").fetchone()[0] == -16 * 1024
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 8192
+    assert len(_packs(root)) == 5 and _indexed(root) == 200
+    reader = LocalBlobs(root)
+    assert reader._index().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # untouched elsewhere
+    every = {k: v for batch in batches for k, v in batch.items()}
+    assert reader.get_many(list(every)) == every
+    writer.close()
+    reader.close()
+
+
 def test_imap_fetch_of_packed_bodies_and_a_pack_removed_once_all_are_released(city):
     server = city(before=lambda config, people: _bodies_in_the_database(config, people, 70))
     store = server.store

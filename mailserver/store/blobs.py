@@ -269,6 +269,11 @@ class LocalBlobs(BlobStore):
         #: temporary names: unique per process (a forked child has its own pid) and per write,
         #: without a random draw each (os.urandom was a tenth of a batch's CPU)
         self._tmp_tag, self._tmp_seq = secrets.token_hex(4), itertools.count()
+        #: the index connections' page cache (KiB) and WAL checkpoint threshold (pages), set
+        #: before the first use; None: SQLite's defaults (2 MiB, 1000 pages). A bulk writer (a
+        #: drop's) raises both: its keys are random, so every batch rewrites pages all over the index
+        self.index_cache_kib: int | None = None
+        self.index_checkpoint_pages: int | None = None
 
     def path(self, key: str) -> Path:
         return Path(self._final(key))
@@ -313,6 +318,10 @@ class LocalBlobs(BlobStore):
         conn = sqlite3.connect(self._index_str, timeout=60.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
+        if self.index_cache_kib is not None:
+            conn.execute(f"PRAGMA cache_size=-{int(self.index_cache_kib)}")
+        if self.index_checkpoint_pages is not None:
+            conn.execute(f"PRAGMA wal_autocheckpoint={int(self.index_checkpoint_pages)}")
         conn.executescript(_PACK_SCHEMA)
         local.conn, local.pid = conn, pid
         self._conns.append((pid, conn))
