@@ -232,8 +232,8 @@ class ImapService:
             self.ctx.outage.on_outage.append(self._on_outage)
             return
         try:
-            # several `serve` workers listen on the same port (workers.py): the kernel spreads
-            # the connections over them
+            # several processes listening on one port without a hand-off (serve hands over,
+            # handoff.py): the kernel spreads the connections over them
             shared = self.ctx.config.server.workers != 1
             if isinstance(self.handoff, HandoffHub):
                 self.server = await HandoffListener(self, self.handoff).listen(host, port, 4096)

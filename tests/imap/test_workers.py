@@ -188,3 +188,29 @@ def test_a_dead_worker_leaves_the_server_greeting_and_logging_in(tmp_path):
         _close(raws)
         assert stop_server(proc, log) == 0
     assert any("channel closed" in line for line in log), log[-20:]
+
+
+def test_imaps_connections_are_handed_over_too(tmp_path):
+    """On the implicit-TLS port the serving process takes its gate's place and runs the handshake."""
+    import imaplib
+    import ssl
+
+    tls_port = _free_port()
+    proc, log, port, user = _city(tmp_path, f"imaps.listen=127.0.0.1:{tls_port}")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    clients = []
+    try:
+        for _ in range(2):
+            client = imaplib.IMAP4_SSL("127.0.0.1", tls_port, ssl_context=context, timeout=30)
+            clients.append(client)
+            assert client.login(user, PASSWORD)[0] == "OK"
+        owners = {_owner(proc.pid, tls_port, client.sock) for client in clients}
+        assert len(owners) == 2 and proc.pid in owners, owners
+        for client in clients:
+            assert client.select("INBOX")[0] == "OK"
+    finally:
+        for client in clients:
+            client.logout()
+        assert stop_server(proc, log) == 0
