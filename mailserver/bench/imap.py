@@ -268,13 +268,17 @@ class ServerChild:
     def cpu_times(self) -> tuple[float, float]:
         """(user, system) CPU seconds of the server's processes so far: a cost that grows in
         the kernel (fsync, the file system) shows in the second alone."""
-        user = system = 0
+        each = self.cpu_each()
+        return sum(u for u, _ in each), sum(s for _, s in each)
+
+    def cpu_each(self) -> list[tuple[float, float]]:
+        """(user, system) CPU seconds of each server process so far, the first first."""
+        tick = os.sysconf("SC_CLK_TCK")
+        out = []
         for proc in self.procs:
             fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            user += int(fields[11])
-            system += int(fields[12])
-        tick = os.sysconf("SC_CLK_TCK")
-        return user / tick, system / tick
+            out.append((int(fields[11]) / tick, int(fields[12]) / tick))
+        return out
 
     def context_switches(self) -> int:
         """Context switches of all the server's threads so far (the kernel's count), a cost that
@@ -756,6 +760,7 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, notify: 
                 click.echo(f"stress: passwords hashed with {hashing}; server RSS {server.rss_mib():.0f} MiB")
                 for run in range(runs):
                     user, system = server.cpu_times()
+                    each = server.cpu_each()
                     switches = server.context_switches()
                     mine = resource.getrusage(resource.RUSAGE_SELF)
                     first = 1 + idle_n + run * clients
@@ -765,10 +770,14 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, notify: 
                     after = resource.getrusage(resource.RUSAGE_SELF)
                     client_cpu = after.ru_utime + after.ru_stime - mine.ru_utime - mine.ru_stime
                     user_after, system_after = server.cpu_times()
+                    split = ""
+                    if len(each) > 1:  # several server processes: each one's share, the first first
+                        split = " (" + " + ".join(f"{u + s - u0 - s0:.1f}" for (u, s), (u0, s0)
+                                                 in zip(server.cpu_each(), each)) + " s per process)"
                     user, system = user_after - user, system_after - system
                     click.echo(f"stress{' (kept sessions)' if keep_sessions else ''}: {clients} clients, {commands:,} commands in {elapsed:.1f} s = "
                                f"{commands / elapsed:,.0f} commands/s, {logins:,} LOGINs, {errors} state errors "
-                               f"(CPU: server {user + system:.1f} s, "
+                               f"(CPU: server {user + system:.1f} s{split}, "
                                f"{(user + system) * 1000 / max(commands, 1):.2f} ms per command "
                                f"({user * 1000 / max(commands, 1):.2f} user, {system * 1000 / max(commands, 1):.2f} system), "
                                f"{(server.context_switches() - switches) / max(commands, 1):.1f} context switches "

@@ -77,6 +77,9 @@ def test_bench_imap_stress_keeps_sessions_open_with_issue_12s_mix(settings):
     assert m, run.stdout + run.stderr
     # two sessions only, yet many cycles of nine commands each: the sessions were kept
     assert m.group(2) == "2" and int(m.group(1).replace(",", "")) > 40 and m.group(3) == "0", run.stdout + run.stderr
+    if settings:  # each process served a session: both used CPU
+        split = re.search(r"\(([\d.]+) \+ ([\d.]+) s per process\)", run.stdout)
+        assert split and float(split.group(1)) > 0 and float(split.group(2)) > 0, run.stdout
 
 
 def test_bench_imap_stress_runs_on_postgresql_with_store_url(pg_admin_url):
