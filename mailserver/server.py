@@ -76,6 +76,8 @@ class ServerContext:
     #: server.workers above 1 (imap/handoff.py): ("accept", [each worker's channel]) in the first
     #: process, ("work", its channel) in a worker; None: the IMAP listeners accept for themselves
     handoff: tuple | None = None
+    #: serve has begun to stop (SIGTERM or SIGINT): its workers ending is expected, not a failure
+    stopping: bool = False
 
     @property
     def mail(self) -> MailStore:
@@ -413,6 +415,7 @@ async def serve(ctx: ServerContext, ready: Callable[[], None] | None = None,
         if ready:
             ready()
         await stop.wait()
+        ctx.stopping = True
         log.info("shutting down")
         _stop_watchdog(loop, STOP_REPORT_AFTER)
     finally:

@@ -132,11 +132,12 @@ def _child_main(root: str, conn, profile: str | None = None, real_hash: bool = F
                 handoff: tuple | None = None) -> None:
     """The server process: IMAP on 127.0.0.1:``port`` (0: any) plus the folder watcher, with the
     config ``settings`` (KEY=VALUE) on top; ``handoff`` as ``ServerContext.handoff`` (several
-    processes: the first accepts and hands connections to the others, imap/handoff.py). With ``profile``, the event loop and every store
-    thread run under cProfile; the merged stats go to that file, and those of the read and
-    write lanes' threads to ``{profile}.read`` and ``{profile}.write``. ``profile_cpu``: each
-    thread's CPU time is counted (``time.thread_time``), not the wall clock, in which a thread
-    waiting for the database's answer looks as busy as one working."""
+    processes: the first accepts and hands connections to the others, imap/handoff.py). With
+    ``profile``, the event loop and every store thread run under cProfile; the merged stats go
+    to that file, and those of the read and write lanes' threads to ``{profile}.read`` and
+    ``{profile}.write``. ``profile_cpu``: each thread's CPU time is counted
+    (``time.thread_time``), not the wall clock, in which a thread waiting for the database's
+    answer looks as busy as one working."""
     import concurrent.futures
     import cProfile
     import pstats
@@ -293,9 +294,9 @@ class ServerChild:
         return total
 
     def stop(self) -> None:
-        for conn in self.conns:
+        """The first process first: it stops handing connections over before its workers go."""
+        for conn, proc in zip(self.conns, self.procs):
             conn.send("stop")
-        for proc in self.procs:
             proc.join(30)
 
 

@@ -30,7 +30,7 @@ import collections
 import logging
 import socket
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ..admission import AcceptingListener, ConnectionCounter
 
@@ -64,9 +64,12 @@ class HandoffHub:
 
     name = "imap-handoff"
 
-    def __init__(self, channels: list[socket.socket], preauth: ConnectionCounter) -> None:
+    def __init__(self, channels: list[socket.socket], preauth: ConnectionCounter,
+                 stopping: Callable[[], bool] = lambda: False) -> None:
         self.channels = [_Channel(sock, n) for n, sock in enumerate(channels, start=1)]
         self.preauth = preauth
+        #: whether the server is stopping (its workers' channels then close as expected)
+        self.stopping = stopping
         self._turn = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         #: connections handed over per target: 0 is this process, 1... the workers in order
@@ -80,7 +83,7 @@ class HandoffHub:
 
     async def stop(self) -> None:
         for channel in list(self.channels):
-            self._drop(channel, quiet=True)
+            self._drop(channel)
 
     def route(self, conn: socket.socket, ip: str, service: "ImapService") -> None:
         """Serve ``conn`` (its pre-login place taken) here or hand it to the next worker."""
@@ -115,8 +118,9 @@ class HandoffHub:
             except OSError:
                 data = b""
             if not data:
-                log.warning("an IMAP worker's channel closed (the worker stopped or died): "
-                            "its share of connections goes to the other processes")
+                if not self.stopping():
+                    log.warning("an IMAP worker's channel closed (the worker stopped or died): "
+                                "its share of connections goes to the other processes")
                 self._drop(channel)
                 return
             kind, ip = data[:1], data[2:].decode("ascii", "replace")
@@ -129,7 +133,7 @@ class HandoffHub:
                 channel.places[ip] += 1
                 self.preauth.add(ip)
 
-    def _drop(self, channel: _Channel, quiet: bool = False) -> None:
+    def _drop(self, channel: _Channel) -> None:
         """Stop handing to ``channel``'s worker; the places it held are given back."""
         if channel not in self.channels:
             return
@@ -212,8 +216,8 @@ class HandoffWorker:
                 return
             except OSError:
                 data, fds = b"", []
-            if not data:
-                log.warning("imap: the first process's channel closed: no more connections come here")
+            if not data:  # it stopped (a worker of serve is stopped with it: PR_SET_PDEATHSIG)
+                log.info("imap: the first process's channel closed: no more connections come here")
                 self._loop.remove_reader(self.sock.fileno())
                 return
             name, _, ip = data.decode("ascii", "replace").partition(" ")

@@ -345,7 +345,7 @@ def make_services(ctx: ServerContext, worker: bool = False) -> list:
     handoff: HandoffHub | HandoffWorker | None = None
     role, channels = ctx.handoff or (None, None)
     if role == "accept":  # the first process of several (workers.py): it accepts for them all
-        handoff = HandoffHub(channels, preauth)
+        handoff = HandoffHub(channels, preauth, lambda: ctx.stopping)
         services.append(handoff)  # started before the listeners, stopped after them
     elif role == "work":
         handoff = HandoffWorker(channels)

@@ -132,6 +132,7 @@ def test_idle_in_one_worker_is_told_of_mail_appended_through_another(tmp_path):
         assert stop_server(proc, log) == 0
     workers = [line for line in log if "IMAP worker" in line]
     assert workers, log[-20:]
+    assert not any("channel closed" in line for line in log), log[-20:]  # a stop is no worker's death
 
 
 def test_pre_login_cap_per_address_is_the_servers(tmp_path):
