@@ -122,6 +122,10 @@ class ConnectionCounter:
         self._open[ip] = n + 1
         return True
 
+    def add(self, ip: str) -> None:
+        """Count a connection whose place was granted elsewhere (imap/handoff.py), past the limit if need be."""
+        self._open[ip] = self._open.get(ip, 0) + 1
+
     def close(self, ip: str) -> None:
         n = self._open.get(ip, 0) - 1
         if n > 0:
@@ -163,40 +167,19 @@ class ConnectionGate:
         self.open_by[listener] -= 1
 
 
-class TLSAfterAdmission:
-    """An implicit-TLS listener (see the module text): its own listening socket, whose
-    connections are admitted at TCP accept and only then handed to the loop for the handshake.
-
-    ``admit(ip)`` takes the connection's places (the gate, a per-address cap) or refuses (the
-    socket is closed at once); ``release(ip)`` gives them back when the handshake fails or times
-    out. Once the handshake is done the places belong to the protocol that ``make_protocol()``
-    returns, which serves the connection as if the listener had been opened with ``ssl=`` and
-    releases them as it does for every connection it admitted itself.
-
-    The handshake runs through ``loop.connect_accepted_socket(ssl=...)``, so the TLS layer reads
-    the socket from its first byte. (An earlier version took a clear transport from
-    ``create_server`` and called ``start_tls`` from a task: a ClientHello read in between went to
-    the clear protocol and the handshake then waited for one until its timeout. uvloop, which
-    starts reading a new transport at once, lost that race about one connection in five.)
-
-    It offers what the listeners use of ``asyncio.Server``: ``sockets``, ``get_loop``,
-    ``close`` and ``wait_closed``."""
+class AcceptingListener:
+    """A listener that accepts for itself (its own listening sockets, read by the loop) and gives
+    each accepted connection, non-blocking, to ``accepted(conn, ip)``. It offers what the
+    listeners use of ``asyncio.Server``: ``sockets``, ``get_loop``, ``close`` and ``wait_closed``."""
 
     #: connections taken per wake-up of the listening socket (the rest at the next)
     ACCEPT_BATCH = 64
 
-    def __init__(self, admit: Callable[[str], bool], release: Callable[[str], None],
-                 context: ssl.SSLContext, handshake_timeout: float,
-                 make_protocol: Callable[[], asyncio.Protocol]) -> None:
-        self.admit, self.release = admit, release
-        self.context, self.handshake_timeout = context, handshake_timeout
-        self.make_protocol = make_protocol
+    def __init__(self) -> None:
         self.sockets: list[socket.socket] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: handshakes in progress (a task is kept referenced until it ends)
-        self._handshakes: set[asyncio.Task] = set()
 
-    async def listen(self, host: str, port: int, backlog: int = 100, reuse_port: bool | None = None) -> "TLSAfterAdmission":
+    async def listen(self, host: str, port: int, backlog: int = 100, reuse_port: bool | None = None):
         """Bind and listen on every address HOST:PORT resolves to (a name with IPv4 and IPv6
         addresses gets both, as ``create_server`` binds them; OSError as it raises it), and accept."""
         self._loop = asyncio.get_running_loop()
@@ -226,14 +209,57 @@ class TLSAfterAdmission:
             except OSError as exc:  # EMFILE and the like: the gate's reserve is meant to prevent it
                 log.warning("accept on %s failed: %s", sock.getsockname(), exc.strerror or exc)
                 return
-            ip = str(peer[0]) if peer else "?"
-            if not self.admit(ip):
-                conn.close()
-                continue
             conn.setblocking(False)
-            task = self.get_loop().create_task(self._handshake(conn, ip))
-            self._handshakes.add(task)
-            task.add_done_callback(self._handshakes.discard)
+            self.accepted(conn, str(peer[0]) if peer else "?")
+
+    def accepted(self, conn: socket.socket, ip: str) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop accepting (connections being set up go on, as asyncio.Server's do)."""
+        for sock in self.sockets:
+            if sock.fileno() >= 0:
+                if self._loop is not None and not self._loop.is_closed():
+                    self._loop.remove_reader(sock.fileno())
+                sock.close()
+
+    async def wait_closed(self) -> None:
+        return None
+
+
+class TLSAfterAdmission(AcceptingListener):
+    """An implicit-TLS listener (see the module text): its own listening socket, whose
+    connections are admitted at TCP accept and only then handed to the loop for the handshake.
+
+    ``admit(ip)`` takes the connection's places (the gate, a per-address cap) or refuses (the
+    socket is closed at once); ``release(ip)`` gives them back when the handshake fails or times
+    out. Once the handshake is done the places belong to the protocol that ``make_protocol()``
+    returns, which serves the connection as if the listener had been opened with ``ssl=`` and
+    releases them as it does for every connection it admitted itself.
+
+    The handshake runs through ``loop.connect_accepted_socket(ssl=...)``, so the TLS layer reads
+    the socket from its first byte. (An earlier version took a clear transport from
+    ``create_server`` and called ``start_tls`` from a task: a ClientHello read in between went to
+    the clear protocol and the handshake then waited for one until its timeout. uvloop, which
+    starts reading a new transport at once, lost that race about one connection in five.)"""
+
+    def __init__(self, admit: Callable[[str], bool], release: Callable[[str], None],
+                 context: ssl.SSLContext, handshake_timeout: float,
+                 make_protocol: Callable[[], asyncio.Protocol]) -> None:
+        super().__init__()
+        self.admit, self.release = admit, release
+        self.context, self.handshake_timeout = context, handshake_timeout
+        self.make_protocol = make_protocol
+        #: handshakes in progress (a task is kept referenced until it ends)
+        self._handshakes: set[asyncio.Task] = set()
+
+    def accepted(self, conn: socket.socket, ip: str) -> None:
+        if not self.admit(ip):
+            conn.close()
+            return
+        task = self.get_loop().create_task(self._handshake(conn, ip))
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
 
     async def _handshake(self, conn: socket.socket, ip: str) -> None:
         try:
@@ -243,14 +269,3 @@ class TLSAfterAdmission:
             # a timeout, a failed handshake, or the client went away: nothing was handed over
             conn.close()
             self.release(ip)
-
-    def close(self) -> None:
-        """Stop accepting (handshakes in progress go on, as asyncio.Server's do)."""
-        for sock in self.sockets:
-            if sock.fileno() >= 0:
-                if self._loop is not None and not self._loop.is_closed():
-                    self._loop.remove_reader(sock.fileno())
-                sock.close()
-
-    async def wait_closed(self) -> None:
-        return None

@@ -53,6 +53,7 @@ from . import __version__, datadir
 from .config import Config
 from .errors import UserError
 from .privatefiles import fsync_dir
+from .store import writequeue
 from .store.blobs import PACK_INDEX
 
 MANIFEST = "manifest.json"
@@ -188,7 +189,7 @@ def _skipped(config: Config) -> set[Path]:
     if db is not None:
         db = db.resolve()
         skipped |= {db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"),
-                    db.with_name(db.name + "-journal")}
+                    db.with_name(db.name + "-journal"), db.with_name(db.name + writequeue.SUFFIX)}
     if config.source is not None:
         skipped.add(config.source.resolve())
     return skipped

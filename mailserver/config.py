@@ -41,8 +41,10 @@ class ServerConfig:
     #: handshake; it holds a place in max_connections from TCP accept, and is closed after this
     tls_handshake_timeout: float = 10.0
     #: processes `serve` runs (0: one per CPU core): the first serves everything, the others IMAP
-    #: and the citizens' HTTP (portal, sign-in) on the same ports (SO_REUSEPORT), told of each other's writes as nodes are (workers.py).
-    #: The connection gate, the per-address caps and the login throttle are per process
+    #: (connections the first accepts and hands over in turn, imap/handoff.py) and the citizens'
+    #: HTTP (portal, sign-in; the same port, SO_REUSEPORT), told of each other's writes as nodes
+    #: are (workers.py). The connection gate, the per-user and HTTP caps and the login throttle
+    #: are per process; IMAP's pre-login cap per address is the server's
     workers: int = 1
     #: the event loop: "uvloop" (libuv's, about half the CPU per socket operation of asyncio's
     #: own) or "asyncio" (the standard library's)

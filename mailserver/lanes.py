@@ -97,7 +97,8 @@ class BatchLane:
 
     ``around``: a context manager factory wrapped around each batch's jobs (the write lane's one
     transaction), called with whether the batch's jobs must be durable when it ends; if leaving
-    it raises, every job of the batch gets that exception. Jobs queued with ``durable=False``
+    it raises, every job of the batch gets that exception; jobs queued while the batch runs join
+    it before ``around`` is left (``_top_up``). Jobs queued with ``durable=False``
     (flag changes) go in a batch of their own, before the others: the durable ones' wait for
     the disk does not hold them up. A job's
     ``then`` runs after it in the same thread once ``around`` has been left (the write lane's
@@ -175,11 +176,16 @@ class BatchLane:
         outcomes = []
         try:
             with self._around(durable) if self._around is not None else contextlib.nullcontext():
-                for loop, future, fn, args, then, _ in batch:
+                i = 0
+                while i < len(batch):
+                    loop, future, fn, args, then, _ = batch[i]
+                    i += 1
                     try:
                         outcomes.append([loop, future, True, fn(*args), then])
                     except BaseException as exc:  # noqa: BLE001 - the caller gets it
                         outcomes.append([loop, future, False, exc, None])
+                    if i == len(batch) and self._around is not None:
+                        batch.extend(self._top_up(durable, self.BATCH - len(batch)))
         except BaseException as exc:  # noqa: BLE001 - the batch failed as a whole (its COMMIT)
             outcomes = [[loop, future, False, exc, None] for loop, future, *_ in batch]
         done: dict[asyncio.AbstractEventLoop, list] = {}
@@ -193,6 +199,21 @@ class BatchLane:
             done.setdefault(loop, []).append((future, ok, value))
         for loop, settled in done.items():
             _call_soon(loop, _settle, settled)
+
+    def _top_up(self, durable: bool, room: int) -> list:
+        """Jobs queued while the batch ran (``around``: its transaction still open), taken into
+        it from the front of the queue while they are of the batch's kind (durable or not: a job
+        without fsync never waits for one), up to ``room``. The write lane's BEGIN may wait for another
+        process's writer (store/writequeue.py); what queued meanwhile shares its COMMIT instead
+        of waiting again for one of its own."""
+        out: list = []
+        with self._cond:
+            jobs = self._jobs
+            while jobs and len(out) < room and jobs[0][5] == durable:
+                job = jobs.popleft()
+                if not job[1].cancelled():  # its caller stopped waiting
+                    out.append(job)
+        return out
 
     def shutdown(self) -> None:
         """Run what is queued, then stop the threads."""

@@ -73,6 +73,11 @@ class ServerContext:
 
     #: the store's availability as this process sees it (one traceback per outage)
     outage: OutageLog = field(default_factory=OutageLog)
+    #: server.workers above 1 (imap/handoff.py): ("accept", [each worker's channel]) in the first
+    #: process, ("work", its channel) in a worker; None: the IMAP listeners accept for themselves
+    handoff: tuple | None = None
+    #: serve has begun to stop (SIGTERM or SIGINT): its workers ending is expected, not a failure
+    stopping: bool = False
 
     @property
     def mail(self) -> MailStore:
@@ -393,11 +398,13 @@ async def serve(ctx: ServerContext, ready: Callable[[], None] | None = None,
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    workers = Workers(ctx.config)
+    if factories == SERVICE_FACTORIES and ctx.handoff is None:
+        ctx.handoff = workers.channels()
     services = build_services(ctx, factories)
     log.info("%s", ctx.gate.describe())
     log.info("event loop: %s", type(loop).__module__.partition(".")[0])
     started: list[Service] = []
-    workers = Workers(ctx.config)
     try:
         for service in services:
             await service.start()
@@ -408,6 +415,7 @@ async def serve(ctx: ServerContext, ready: Callable[[], None] | None = None,
         if ready:
             ready()
         await stop.wait()
+        ctx.stopping = True
         log.info("shutting down")
         _stop_watchdog(loop, STOP_REPORT_AFTER)
     finally:

@@ -2,8 +2,10 @@
 process serves everything and N - 1 more processes serve IMAP and the citizens' HTTP (the
 portal, the sign-in provider, autoconfig, unsubscribe) on the same ports.
 
-Each process binds the IMAP and citizens' HTTP listeners with SO_REUSEPORT, so the kernel spreads new connections
-over them; one process is held to one core by the GIL. The workers share the store as nodes do:
+IMAP: only the first process listens; it hands each accepted connection in turn to itself or to
+a worker over a Unix socket pair (imap/handoff.py), so long-lived sessions are spread evenly.
+The citizens' HTTP: each process binds the listener with SO_REUSEPORT and the kernel spreads new
+connections over them. One process is held to one core by the GIL. The workers share the store as nodes do:
 a write made in one is told to the sessions of the others by the folder watcher (PostgreSQL
 LISTEN/NOTIFY; on SQLite ``PRAGMA data_version`` and HIGHESTMODSEQ, polled four times a second),
 so a session in IDLE hears of new mail whichever process took it. The web face keeps nothing
@@ -12,7 +14,10 @@ city's keys), so any process answers any request of a sign-in. SMTP, the metrics
 outbound queue, the spool watcher and the hourly pruning run in the first process only.
 
 Per process, not per server (docs/security.md): the connection gate (``server.max_connections``),
-the per-address and per-user connection caps, the login throttle, the login cache and the lanes.
+the per-user connection cap (``imap.max_connections_per_user_ip``), HTTP's per-address caps, the
+login throttle, the login cache and the lanes. IMAP's pre-login cap per address
+(``imap.max_preauth_connections_per_ip``) is the whole server's, kept by the first process
+(imap/handoff.py).
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ def worker_count(config) -> int:
     return n if n > 0 else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def _worker_main(config, number: int) -> None:
+def _worker_main(config, number: int, channel=None) -> None:
     """An IMAP worker process: its own store connections, lanes and loop."""
     from .logs import setup_logging
     from .registry import Registry
@@ -44,7 +49,7 @@ def _worker_main(config, number: int) -> None:
     _die_with_parent()
     setup_logging(config.server.log_level)
     store = open_store(config)
-    ctx = ServerContext(config, store, Registry(config, store))
+    ctx = ServerContext(config, store, Registry(config, store), handoff=("work", channel) if channel else None)
     log.info("IMAP worker %d (pid %d) starting", number, os.getpid())
     try:
         run_loop(config, serve(ctx, factories=WORKER_FACTORIES))
@@ -72,14 +77,31 @@ class Workers:
     def __init__(self, config) -> None:
         self.config = config
         self.procs: list[multiprocessing.process.BaseProcess] = []
+        #: the workers' ends of their IMAP hand-off channels (``channels``), given to them at start
+        self._ends: list = []
+
+    def channels(self) -> tuple | None:
+        """Before the first process's services are built: ("accept", [its end of each worker's
+        channel]) for ``ServerContext.handoff`` when there are workers and IMAP runs, else None."""
+        cfg = self.config
+        if worker_count(cfg) < 2 or cfg.external_store or not (cfg.imap.listen or cfg.imaps.listen):
+            return None
+        from .imap.handoff import channel_pair
+
+        pairs = [channel_pair() for _ in range(1, worker_count(cfg))]
+        self._ends = [worker for _, worker in pairs]
+        return ("accept", [first for first, _ in pairs])
 
     def start(self) -> None:
         mp = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or loop forked
         for number in range(1, worker_count(self.config)):
-            proc = mp.Process(target=_worker_main, args=(self.config, number), name=f"civicmail-imap-{number}",
+            end = self._ends[number - 1] if self._ends else None
+            proc = mp.Process(target=_worker_main, args=(self.config, number, end), name=f"civicmail-imap-{number}",
                               daemon=True)
             proc.start()
             self.procs.append(proc)
+            if end is not None:
+                end.close()  # the worker has its own copy: its death closes the channel
         if self.procs:
             log.info("%d IMAP worker processes beside this one: pids %s", len(self.procs),
                      ", ".join(str(p.pid) for p in self.procs))

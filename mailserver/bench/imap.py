@@ -128,13 +128,16 @@ def prepare_data(root: Path, users: int, messages: int, varied: bool = False,
 
 
 def _child_main(root: str, conn, profile: str | None = None, real_hash: bool = False,
-                settings: tuple[str, ...] = (), port: int = 0, profile_cpu: bool = False) -> None:
+                settings: tuple[str, ...] = (), port: int = 0, profile_cpu: bool = False,
+                handoff: tuple | None = None) -> None:
     """The server process: IMAP on 127.0.0.1:``port`` (0: any) plus the folder watcher, with the
-    config ``settings`` (KEY=VALUE) on top. With ``profile``, the event loop and every store
-    thread run under cProfile; the merged stats go to that file, and those of the read and
-    write lanes' threads to ``{profile}.read`` and ``{profile}.write``. ``profile_cpu``: each
-    thread's CPU time is counted (``time.thread_time``), not the wall clock, in which a thread
-    waiting for the database's answer looks as busy as one working."""
+    config ``settings`` (KEY=VALUE) on top; ``handoff`` as ``ServerContext.handoff`` (several
+    processes: the first accepts and hands connections to the others, imap/handoff.py). With
+    ``profile``, the event loop and every store thread run under cProfile; the merged stats go
+    to that file, and those of the read and write lanes' threads to ``{profile}.read`` and
+    ``{profile}.write``. ``profile_cpu``: each thread's CPU time is counted
+    (``time.thread_time``), not the wall clock, in which a thread waiting for the database's
+    answer looks as busy as one working."""
     import concurrent.futures
     import cProfile
     import pstats
@@ -174,17 +177,31 @@ def _child_main(root: str, conn, profile: str | None = None, real_hash: bool = F
         extra["executor"] = concurrent.futures.ThreadPoolExecutor(
             max_workers=16, thread_name_prefix="store", initializer=profiled_thread)
         profiled_thread()
-    ctx = ServerContext(cfg, store, Registry(cfg, store), **extra)
+    ctx = ServerContext(cfg, store, Registry(cfg, store), handoff=handoff, **extra)
 
     async def main():
-        imap = ImapService(ctx, f"127.0.0.1:{port}", False, "imap")
-        watcher = WatcherService(ctx)
-        await watcher.start()
-        await imap.start()
-        conn.send(imap.address[1])
+        from ..admission import ConnectionCounter
+        from ..imap.handoff import HandoffHub, HandoffWorker, RemotePlaces
+
+        services: list = [WatcherService(ctx)]
+        limit = cfg.imap.max_preauth_connections_per_ip
+        preauth, link = ConnectionCounter(limit), None
+        if handoff and handoff[0] == "accept":
+            link = HandoffHub(handoff[1], preauth)
+            services.append(link)
+        elif handoff:
+            link = HandoffWorker(handoff[1])
+            preauth = RemotePlaces(link, limit)
+        imap = ImapService(ctx, f"127.0.0.1:{port}", False, "imap", preauth, link)
+        services.append(imap)
+        if isinstance(link, HandoffWorker):
+            services.append(link)
+        for service in services:
+            await service.start()
+        conn.send(imap.address[1] if imap.address else port)
         await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # wait for "stop"
-        await imap.stop()
-        await watcher.stop()
+        for service in reversed(services):
+            await service.stop()
 
     run_loop(cfg, main())  # the event loop serve runs (server.event_loop)
     if profile:
@@ -199,9 +216,10 @@ def _child_main(root: str, conn, profile: str | None = None, real_hash: bool = F
 
 
 class ServerChild:
-    """The server in child processes: one, or with ``--set server.workers=N`` N on one port
-    (SO_REUSEPORT), as `serve` runs its IMAP workers; CPU and context switches are summed over
-    them, the memory is the first one's."""
+    """The server in child processes: one, or with ``--set server.workers=N`` N, the first
+    accepting and handing each connection in turn to itself or another (imap/handoff.py), as
+    `serve` runs its IMAP workers; CPU and context switches are summed over them, the memory is
+    the first one's."""
 
     def __init__(self, root: Path, profile: str | None = None, real_hash: bool = False,
                  settings: tuple[str, ...] = (), profile_cpu: bool = False) -> None:
@@ -209,16 +227,23 @@ class ServerChild:
         self.procs: list = []
         self.conns: list = []
         self.port = 0
-        for _ in range(workers):
-            self._start(root, profile, real_hash, settings, profile_cpu)
+        from ..imap.handoff import channel_pair
+
+        pairs = [channel_pair() for _ in range(1, workers)]
+        for n in range(workers):
+            handoff = None if workers == 1 else ("accept", [a for a, _ in pairs]) if n == 0 else ("work", pairs[n - 1][1])
+            self._start(root, profile, real_hash, settings, profile_cpu, handoff)
+        for a, b in pairs:  # the children have their own copies
+            a.close()
+            b.close()
 
     def _start(self, root: Path, profile: str | None, real_hash: bool, settings: tuple[str, ...],
-               profile_cpu: bool = False) -> None:
+               profile_cpu: bool = False, handoff: tuple | None = None) -> None:
         mp = multiprocessing.get_context("spawn")
         conn, child = mp.Pipe()
         proc = mp.Process(target=_child_main, args=(str(root), child, profile and f"{profile}.{len(self.procs)}"
                                                      if self.procs else profile, real_hash, settings, self.port,
-                                                     profile_cpu),
+                                                     profile_cpu, handoff),
                           daemon=True)
         proc.start()
         while not conn.poll(0.2):  # a child that failed to start is an error, not a hang
@@ -244,13 +269,17 @@ class ServerChild:
     def cpu_times(self) -> tuple[float, float]:
         """(user, system) CPU seconds of the server's processes so far: a cost that grows in
         the kernel (fsync, the file system) shows in the second alone."""
-        user = system = 0
+        each = self.cpu_each()
+        return sum(u for u, _ in each), sum(s for _, s in each)
+
+    def cpu_each(self) -> list[tuple[float, float]]:
+        """(user, system) CPU seconds of each server process so far, the first first."""
+        tick = os.sysconf("SC_CLK_TCK")
+        out = []
         for proc in self.procs:
             fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            user += int(fields[11])
-            system += int(fields[12])
-        tick = os.sysconf("SC_CLK_TCK")
-        return user / tick, system / tick
+            out.append((int(fields[11]) / tick, int(fields[12]) / tick))
+        return out
 
     def context_switches(self) -> int:
         """Context switches of all the server's threads so far (the kernel's count), a cost that
@@ -265,9 +294,9 @@ class ServerChild:
         return total
 
     def stop(self) -> None:
-        for conn in self.conns:
+        """The first process first: it stops handing connections over before its workers go."""
+        for conn, proc in zip(self.conns, self.procs):
             conn.send("stop")
-        for proc in self.procs:
             proc.join(30)
 
 
@@ -732,6 +761,7 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, notify: 
                 click.echo(f"stress: passwords hashed with {hashing}; server RSS {server.rss_mib():.0f} MiB")
                 for run in range(runs):
                     user, system = server.cpu_times()
+                    each = server.cpu_each()
                     switches = server.context_switches()
                     mine = resource.getrusage(resource.RUSAGE_SELF)
                     first = 1 + idle_n + run * clients
@@ -741,10 +771,14 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, notify: 
                     after = resource.getrusage(resource.RUSAGE_SELF)
                     client_cpu = after.ru_utime + after.ru_stime - mine.ru_utime - mine.ru_stime
                     user_after, system_after = server.cpu_times()
+                    split = ""
+                    if len(each) > 1:  # several server processes: each one's share, the first first
+                        split = " (" + " + ".join(f"{u + s - u0 - s0:.1f}" for (u, s), (u0, s0)
+                                                 in zip(server.cpu_each(), each)) + " s per process)"
                     user, system = user_after - user, system_after - system
                     click.echo(f"stress{' (kept sessions)' if keep_sessions else ''}: {clients} clients, {commands:,} commands in {elapsed:.1f} s = "
                                f"{commands / elapsed:,.0f} commands/s, {logins:,} LOGINs, {errors} state errors "
-                               f"(CPU: server {user + system:.1f} s, "
+                               f"(CPU: server {user + system:.1f} s{split}, "
                                f"{(user + system) * 1000 / max(commands, 1):.2f} ms per command "
                                f"({user * 1000 / max(commands, 1):.2f} user, {system * 1000 / max(commands, 1):.2f} system), "
                                f"{(server.context_switches() - switches) / max(commands, 1):.1f} context switches "

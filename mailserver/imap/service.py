@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import ssl
 import sys
 import time
 import weakref
@@ -17,6 +18,7 @@ from ..server import ServerContext, StartupError
 from ..store.notify import FolderWatcher
 from . import registry
 from . import responses as R
+from .handoff import HandoffHub, HandoffListener, HandoffWorker, RemotePlaces
 from .session import ImapSession
 
 log = logging.getLogger("civicmail.imap")
@@ -32,7 +34,8 @@ PREAUTH_REASON = "too many connections before login from this address (imap.max_
 
 class ImapService:
     def __init__(self, ctx: ServerContext, listen: str, implicit_tls: bool, name: str,
-                 preauth: ConnectionCounter | None = None) -> None:
+                 preauth: ConnectionCounter | RemotePlaces | None = None,
+                 handoff: HandoffHub | HandoffWorker | None = None) -> None:
         self.ctx = ctx
         self.listen = listen
         self.implicit_tls = implicit_tls
@@ -46,6 +49,16 @@ class ImapService:
         self.preauth = preauth or ConnectionCounter(ctx.config.imap.max_preauth_connections_per_ip)
         self._tls = None
         self._recorded: dict[int, float] = {}
+        #: server.workers above 1 (handoff.py): the first process accepts for every process
+        #: (HandoffHub), a worker serves what it is handed (HandoffWorker); either way a
+        #: connection comes with its pre-login place taken by the first process
+        self.handoff = handoff
+        if isinstance(handoff, HandoffWorker):
+            handoff.services[name] = self
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._make_protocol = None
+        #: connections being set up (adopt): kept referenced until done
+        self._adopting: set[asyncio.Task] = set()
 
     @property
     def tls_available(self) -> bool:
@@ -111,7 +124,11 @@ class ImapService:
         """The BYE text that refuses a new connection from ``ip``, or None: it is admitted (it
         then holds a place in the process's gate, and one under the per-address cap)."""
         if not self.ctx.gate.enter(self.name, ip):
+            if self.handoff is not None:  # the place taken at accept goes back
+                self.preauth.close(ip)
             return R.BYE_SERVER_BUSY
+        if self.handoff is not None:  # its pre-login place was taken at accept (handoff.py)
+            return None
         if not self.preauth.open(ip):
             self.ctx.gate.leave(self.name)
             self.ctx.gate.refusals.refused(self.name, ip, PREAUTH_REASON, per_address=True)
@@ -126,6 +143,53 @@ class ImapService:
     def _release_before_tls(self, ip: str) -> None:
         self.preauth.close(ip)
         self.ctx.gate.leave(self.name)
+
+    # -- hand-off mode (handoff.py) ----------------------------------------------------------------
+    def take_place(self, conn, ip: str) -> bool:
+        """The first process, at accept: a pre-login place for ``ip`` for the whole server, or a
+        refusal (BYE on imap; on imaps the socket is closed, there is no TLS channel yet)."""
+        if self.preauth.open(ip):
+            return True
+        self.ctx.gate.refusals.refused(self.name, ip, PREAUTH_REASON, per_address=True)
+        if not self.implicit_tls:
+            try:
+                conn.send(f"* BYE {R.BYE_PREAUTH_TOO_MANY}\r\n".encode())
+            except OSError:
+                pass
+        conn.close()
+        return False
+
+    def adopt(self, conn, ip: str) -> None:
+        """Serve an accepted connection (non-blocking) whose pre-login place is taken: under this
+        process's gate, then as ``create_server`` (imap) or ``TLSAfterAdmission`` (imaps) would."""
+        if self.implicit_tls and not self._admit_gate_before_tls(ip):
+            conn.close()
+            return
+        task = self._loop.create_task(self._adopt(conn, ip))
+        self._adopting.add(task)
+        task.add_done_callback(self._adopting.discard)
+
+    def _admit_gate_before_tls(self, ip: str) -> bool:
+        if self.ctx.gate.enter(self.name, ip):
+            return True
+        self.preauth.close(ip)
+        return False
+
+    async def _adopt(self, conn, ip: str) -> None:
+        loop = self._loop
+        try:
+            if self.implicit_tls:
+                await loop.connect_accepted_socket(self._make_protocol, conn, ssl=self.tls_context(),
+                                                   ssl_handshake_timeout=self.ctx.config.server.tls_handshake_timeout)
+            else:
+                await loop.connect_accepted_socket(self._make_protocol, conn)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError):
+            # a timeout, a failed handshake, or the client went away: nothing was handed over
+            conn.close()
+            if self.implicit_tls:
+                self._release_before_tls(ip)
+            else:
+                self.preauth.close(ip)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
@@ -156,18 +220,24 @@ class ImapService:
         # take 10-40 ms of wall time. SMTP sets the same (smtp/service.py).
         sys.setswitchinterval(SWITCH_INTERVAL)
         host, port = parse_hostport(self.listen, f"{self.name}.listen")
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         # the reader starts with the pre-login line bound; session.authenticated raises it
         limit = min(self.ctx.config.imap.max_line_length, self.ctx.config.imap.max_preauth_command_size) + 2
 
         def make_protocol() -> asyncio.Protocol:  # what asyncio.start_server makes per connection
             return asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=limit, loop=loop), self._handle, loop=loop)
 
+        self._make_protocol = make_protocol
+        if isinstance(self.handoff, HandoffWorker):  # the first process listens and hands connections here
+            self.ctx.outage.on_outage.append(self._on_outage)
+            return
         try:
-            # several `serve` workers listen on the same port (workers.py): the kernel spreads
-            # the connections over them
+            # several processes listening on one port without a hand-off (serve hands over,
+            # handoff.py): the kernel spreads the connections over them
             shared = self.ctx.config.server.workers != 1
-            if self.implicit_tls:  # places taken at TCP accept, the handshake after (admission.py)
+            if isinstance(self.handoff, HandoffHub):
+                self.server = await HandoffListener(self, self.handoff).listen(host, port, 4096)
+            elif self.implicit_tls:  # places taken at TCP accept, the handshake after (admission.py)
                 self.server = await TLSAfterAdmission(
                     self._admit_before_tls, self._release_before_tls, self.tls_context(),
                     self.ctx.config.server.tls_handshake_timeout, make_protocol).listen(host, port, 4096, shared or None)
@@ -181,7 +251,7 @@ class ImapService:
 
     def _on_outage(self) -> None:
         """An outage began (called in the failing thread): every session in IDLE looks at the store."""
-        loop = self.server.get_loop() if self.server is not None else None
+        loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._wake_idlers)
 
@@ -191,18 +261,20 @@ class ImapService:
                 session.wake.set()
 
     async def stop(self) -> None:
-        if self.server is None:
+        if self._loop is None:
             return
         with contextlib.suppress(ValueError):
             self.ctx.outage.on_outage.remove(self._on_outage)
-        self.server.close()
+        if self.server is not None:
+            self.server.close()
         for session in list(self.sessions):
             try:
                 session.writer.write(session.wire(f"* BYE {R.BYE_SHUTDOWN}\r\n".encode()))
                 session.writer.close()
             except Exception:  # already gone
                 pass
-        await self.server.wait_closed()
+        if self.server is not None:
+            await self.server.wait_closed()
 
 
 class WatcherService:
@@ -270,10 +342,20 @@ def make_services(ctx: ServerContext, worker: bool = False) -> list:
         services.append(TombstonePruner(ctx))
     # one per-address count of connections before login for both listeners
     preauth = ConnectionCounter(ctx.config.imap.max_preauth_connections_per_ip)
+    handoff: HandoffHub | HandoffWorker | None = None
+    role, channels = ctx.handoff or (None, None)
+    if role == "accept":  # the first process of several (workers.py): it accepts for them all
+        handoff = HandoffHub(channels, preauth, lambda: ctx.stopping)
+        services.append(handoff)  # started before the listeners, stopped after them
+    elif role == "work":
+        handoff = HandoffWorker(channels)
+        preauth = RemotePlaces(handoff, ctx.config.imap.max_preauth_connections_per_ip)
     if ctx.config.imap.listen:
-        services.append(ImapService(ctx, ctx.config.imap.listen, False, "imap", preauth))
+        services.append(ImapService(ctx, ctx.config.imap.listen, False, "imap", preauth, handoff))
     if ctx.config.imaps.listen:
-        services.append(ImapService(ctx, ctx.config.imaps.listen, True, "imaps", preauth))
+        services.append(ImapService(ctx, ctx.config.imaps.listen, True, "imaps", preauth, handoff))
+    if role == "work":
+        services.append(handoff)  # started after the listeners it hands to, stopped before them
     return services
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import ConfigError, StoreUnavailable
+from . import writequeue
 from .groupcommit import GroupCommit, sqlite_execute
 from .notify import ChangeHub
 
@@ -120,10 +121,13 @@ def make_engine(url: str, busy_timeout: float = 30.0, connect_timeout: float = 5
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         # Connections are cheap to keep and costly to open (each runs the PRAGMAs): keep at
         # least as many as the servers' store executor has threads.
+        connect_args: dict = {"check_same_thread": False}
         if parsed.database and parsed.database != ":memory:":
             kwargs.setdefault("pool_size", 24)
             kwargs.setdefault("max_overflow", 16)
-        engine = create_engine(parsed, connect_args={"check_same_thread": False}, **kwargs)
+            # writers of several processes (serve's workers) queue in the kernel (writequeue.py)
+            connect_args["factory"] = writequeue.factory(busy_timeout)
+        engine = create_engine(parsed, connect_args=connect_args, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas(busy_timeout))
 
         # pysqlite's own transaction handling defers BEGIN; take the write lock at BEGIN

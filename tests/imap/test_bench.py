@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from click.testing import CliRunner
 
 from mailserver.bench.imap import command
@@ -58,15 +59,17 @@ def test_bench_imap_connect_wants_stress_mode_and_host_port():
     assert CliRunner().invoke(command, ["--mode", "stress", "--connect", "nohost"]).exit_code == 2
 
 
-def test_bench_imap_stress_keeps_sessions_open_with_issue_12s_mix():
+@pytest.mark.parametrize("settings", [(), ("--set", "server.workers=2")], ids=["one process", "workers=2"])
+def test_bench_imap_stress_keeps_sessions_open_with_issue_12s_mix(settings):
     """--keep-sessions: one LOGIN per client for the whole run, each cycle LIST, STATUS, SELECT,
     FETCH of flags and of a whole 4 KB message, STORE of flags and keywords, STORE +FLAGS
-    \\Deleted, EXPUNGE and APPEND, every answer checked against the model. Through the real CLI."""
+    \\Deleted, EXPUNGE and APPEND, every answer checked against the model. Through the real CLI;
+    with server.workers=2 the first server child hands one session to the other (imap/handoff.py)."""
     import subprocess
     import sys
 
     run = subprocess.run([sys.executable, "-m", "mailserver.cli", "bench", "imap", "--mode", "stress",
-                          "--keep-sessions", "--clients", "2", "--seconds", "2"],
+                          "--keep-sessions", "--clients", "2", "--seconds", "2", *settings],
                          capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 0, run.stderr
     m = re.search(r"stress \(kept sessions\): 2 clients, ([\d,]+) commands .* (\d+) LOGINs, (\d+) state errors",
@@ -74,6 +77,9 @@ def test_bench_imap_stress_keeps_sessions_open_with_issue_12s_mix():
     assert m, run.stdout + run.stderr
     # two sessions only, yet many cycles of nine commands each: the sessions were kept
     assert m.group(2) == "2" and int(m.group(1).replace(",", "")) > 40 and m.group(3) == "0", run.stdout + run.stderr
+    if settings:  # each process served a session: both used CPU
+        split = re.search(r"\(([\d.]+) \+ ([\d.]+) s per process\)", run.stdout)
+        assert split and float(split.group(1)) > 0 and float(split.group(2)) > 0, run.stdout
 
 
 def test_bench_imap_stress_runs_on_postgresql_with_store_url(pg_admin_url):

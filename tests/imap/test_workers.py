@@ -1,10 +1,13 @@
-"""`serve` with server.workers = 2: two processes serve IMAP on one port (SO_REUSEPORT), and a
-session in IDLE in one process is told of mail appended through the other (the folder watcher,
-as between nodes). Which process holds a connection is read from /proc, not guessed."""
+"""`serve` with server.workers = 2: the first process accepts IMAP connections and hands them in
+turn to itself and its worker (imap/handoff.py), and a session in one process is told of mail
+appended and flags stored through the other (the folder watcher, as between nodes). The
+pre-login cap per address is the server's; a worker's death leaves the server greeting and
+logging in. Which process holds a connection is read from /proc, not guessed."""
 from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -56,32 +59,41 @@ def _owner(server_pid: int, port: int, client: socket.socket) -> int | None:
     return None
 
 
-def test_idle_in_one_worker_is_told_of_mail_appended_through_another(tmp_path):
+def _city(tmp_path, *settings: str):
+    """A city with one citizen and `serve` with two processes on a free IMAP port, once the
+    worker takes connections: (serve's process, its log, the port, the citizen's address)."""
     port = _free_port()
     config, user = prepared_city(tmp_path / "data", (), lambda reg: add_citizen(
         reg, "张伟", idnumber.make("330106", dt.date(1980, 1, 2), 7), password=PASSWORD).address)
     proc, _, _, log = start_server(tmp_path / "data" / "civicmail.toml",
-                                   (f"imap.listen=127.0.0.1:{port}", "imaps.listen=", "server.workers=2"))
+                                   (f"imap.listen=127.0.0.1:{port}", "imaps.listen=", "server.workers=2") + settings)
+    deadline = time.monotonic() + 60
+    while not any("serving the connections the first process hands over" in line for line in log):
+        assert time.monotonic() < deadline and proc.poll() is None, "".join(log[-20:])
+        time.sleep(0.1)
+    return proc, log, port, user
+
+
+def _close(raws) -> None:
+    for raw in raws:
+        try:
+            raw.close()
+        except OSError:
+            pass
+
+
+def test_idle_in_one_worker_is_told_of_mail_appended_through_another(tmp_path):
+    proc, log, port, user = _city(tmp_path)
     held: dict[int, list[Raw]] = {}  # per process: an IDLE session and a writer
-    others: list[Raw] = []
     try:
-        deadline = time.monotonic() + 60
-        while sum("imap listening on" in line for line in log) < 2:  # the first process and its worker
-            assert time.monotonic() < deadline and proc.poll() is None, "".join(log[-20:])
-            time.sleep(0.1)
-        # connections until each process holds two (the kernel spreads them by address hash)
-        for _ in range(64):
+        # four connections: handed in turn, two to each process (the kernel's SO_REUSEPORT
+        # hash gave ten clients 75% and 25%)
+        for _ in range(4):
             raw = Raw(port)
-            owner = _owner(proc.pid, port, raw.sock)
-            if owner is not None and len(held.setdefault(owner, [])) < 2:
-                assert raw.command("l", f'LOGIN "{user}" "{PASSWORD}"')[-1].startswith(b"l OK")
-                held[owner].append(raw)
-            else:
-                others.append(raw)
-            if len(held) == 2 and all(len(v) == 2 for v in held.values()):
-                break
-        assert len(held) == 2 and all(len(v) == 2 for v in held.values()), f"connections per process: {held}"
-        assert proc.pid in held  # the first process serves IMAP too
+            held.setdefault(_owner(proc.pid, port, raw.sock), []).append(raw)
+            assert raw.command("l", f'LOGIN "{user}" "{PASSWORD}"')[-1].startswith(b"l OK")
+        assert sorted(len(v) for v in held.values()) == [2, 2], f"connections per process: {held}"
+        assert proc.pid in held and None not in held  # the first process serves IMAP too
         idlers = []
         for idler, _ in held.values():
             assert idler.command("s", "SELECT INBOX")[-1].startswith(b"s OK")
@@ -98,12 +110,108 @@ def test_idle_in_one_worker_is_told_of_mail_appended_through_another(tmp_path):
             for idler in idlers:
                 told = [idler.line() for _ in range(2)]  # EXISTS, RECENT
                 assert f"* {n} EXISTS".encode() in b"".join(told), told
-    finally:
-        for raw in [r for v in held.values() for r in v] + others:
-            try:
-                raw.close()
-            except OSError:
+        for idler in idlers:
+            idler.send(b"DONE\r\n")
+            while not (line := idler.line()).startswith(b"i "):
                 pass
+            assert line.startswith(b"i OK"), line
+        # a flag stored through each process: the other's session hears of it at NOOP
+        for n, ((_, writer), (reader, _)) in enumerate(zip(held.values(), reversed(held.values())), start=1):
+            assert writer.command("w", "SELECT INBOX")[-1].startswith(b"w OK")
+            assert writer.command("f", f"STORE {n} +FLAGS (\\Flagged)")[-1].startswith(b"f OK")
+            deadline = time.monotonic() + 30
+            while True:
+                told = reader.command("n", "NOOP")
+                if any(b"FETCH" in ln and b"\\Flagged" in ln for ln in told):
+                    break
+                assert time.monotonic() < deadline, told
+                time.sleep(0.05)
+            assert any(ln.startswith(f"* {n} FETCH".encode()) for ln in told), told
+    finally:
+        _close([r for v in held.values() for r in v])
         assert stop_server(proc, log) == 0
     workers = [line for line in log if "IMAP worker" in line]
     assert workers, log[-20:]
+    assert not any("channel closed" in line for line in log), log[-20:]  # a stop is no worker's death
+
+
+def test_pre_login_cap_per_address_is_the_servers(tmp_path):
+    """imap.max_preauth_connections_per_ip = 2 over two processes: a third connection before
+    login is refused whichever process it would go to; a login in the worker gives its place
+    back to the first process, which then admits another."""
+    proc, log, port, user = _city(tmp_path, "imap.max_preauth_connections_per_ip=2")
+    raws: list[Raw] = []
+    try:
+        raws += [Raw(port), Raw(port)]
+        owners = [_owner(proc.pid, port, r.sock) for r in raws]
+        assert proc.pid in owners and len(set(owners)) == 2, owners
+        assert all(r.greeting.startswith(b"* OK") for r in raws)
+        for _ in range(2):  # refused at accept, whichever process the turn would give them
+            refused = Raw(port)
+            raws.append(refused)
+            assert refused.greeting.startswith(b"* BYE"), refused.greeting
+        in_worker = raws[owners.index(next(o for o in owners if o != proc.pid))]
+        assert in_worker.command("l", f'LOGIN "{user}" "{PASSWORD}"')[-1].startswith(b"l OK")
+        deadline = time.monotonic() + 30
+        while not (admitted := Raw(port)).greeting.startswith(b"* OK"):  # the worker's message is on its way
+            raws.append(admitted)
+            assert time.monotonic() < deadline, admitted.greeting
+            time.sleep(0.05)
+        raws.append(admitted)
+        assert Raw(port).greeting.startswith(b"* BYE")  # two before login again: the cap holds
+    finally:
+        _close(raws)
+        assert stop_server(proc, log) == 0
+
+
+def test_a_dead_worker_leaves_the_server_greeting_and_logging_in(tmp_path):
+    proc, log, port, user = _city(tmp_path, "imap.max_preauth_connections_per_ip=2")
+    raws: list[Raw] = []
+    try:
+        raws += [Raw(port), Raw(port)]  # one in each process, not logged in: the cap is full
+        owners = [_owner(proc.pid, port, r.sock) for r in raws]
+        worker = next(o for o in owners if o != proc.pid)
+        os.kill(worker, signal.SIGKILL)
+        assert raws[owners.index(worker)].line() == b""  # its connection died with it
+        # its place comes back to the first process, which now serves every new connection
+        deadline = time.monotonic() + 30
+        for n in range(6):
+            while not (raw := Raw(port)).greeting.startswith(b"* OK"):
+                assert time.monotonic() < deadline, (n, raw.greeting)
+                raw.close()
+                time.sleep(0.05)
+            raws.append(raw)
+            assert _owner(proc.pid, port, raw.sock) == proc.pid
+            assert raw.command("l", f'LOGIN "{user}" "{PASSWORD}"')[-1].startswith(b"l OK")
+            assert raw.command("s", "SELECT INBOX")[-1].startswith(b"s OK")
+        assert proc.poll() is None
+    finally:
+        _close(raws)
+        assert stop_server(proc, log) == 0
+    assert any("channel closed" in line for line in log), log[-20:]
+
+
+def test_imaps_connections_are_handed_over_too(tmp_path):
+    """On the implicit-TLS port the serving process takes its gate's place and runs the handshake."""
+    import imaplib
+    import ssl
+
+    tls_port = _free_port()
+    proc, log, port, user = _city(tmp_path, f"imaps.listen=127.0.0.1:{tls_port}")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    clients = []
+    try:
+        for _ in range(2):
+            client = imaplib.IMAP4_SSL("127.0.0.1", tls_port, ssl_context=context, timeout=30)
+            clients.append(client)
+            assert client.login(user, PASSWORD)[0] == "OK"
+        owners = {_owner(proc.pid, tls_port, client.sock) for client in clients}
+        assert len(owners) == 2 and proc.pid in owners, owners
+        for client in clients:
+            assert client.select("INBOX")[0] == "OK"
+    finally:
+        for client in clients:
+            client.logout()
+        assert stop_server(proc, log) == 0

@@ -1,0 +1,259 @@
+"""IMAP connections handed from the first process of `serve` to its workers (workers.py).
+
+With server.workers above 1 only the first process listens on the IMAP ports. It accepts each
+connection and hands it, in turn, to itself or to one of the workers: the accepted socket goes
+over a Unix socket pair made before the worker was started (SOCK_SEQPACKET, the descriptor
+attached with SCM_RIGHTS, ``socket.send_fds``), with the listener's name and the client's
+address. The kernel's SO_REUSEPORT spread, which this replaces, hashes each connection's
+addresses and ports: ten clients came out 75% on one process and 25% on the other.
+
+Where the admission limits are applied (docs/security.md):
+
+* ``imap.max_preauth_connections_per_ip``: in the first process, for the whole server. A place
+  is taken at accept (a refusal answers BYE there: on IMAPS the socket is closed, as no TLS
+  channel exists yet); a worker holding a connection tells the first process when the place is
+  given back (login, or the connection ended before it) with a ``C`` message. A worker that dies
+  gives back every place it held. UNAUTHENTICATE in a worker takes a place again, checked
+  against that worker's own count and added to the server's (an ``O`` message).
+* the connection gate (``server.max_connections``, the file-descriptor limit): in the process
+  that serves the connection, as the descriptors are that process's.
+* ``imap.max_connections_per_user_ip`` (after login): in the process that serves the
+  connection, so up to ``server.workers`` times the setting for the server.
+
+A worker whose channel is gone (it died) is skipped from then on; the first process serves
+the connections that would have been its own, so greeting and logging in go on.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import socket
+from collections import Counter
+from typing import TYPE_CHECKING, Callable
+
+from ..admission import AcceptingListener, ConnectionCounter
+
+if TYPE_CHECKING:
+    from .service import ImapService
+
+log = logging.getLogger("civicmail.imap")
+
+#: messages read per wake-up of a channel (the rest at the next)
+MESSAGE_BATCH = 64
+#: the largest message on a channel: a listener's name and an address, or a C/O message
+MESSAGE_SIZE = 256
+
+
+def channel_pair() -> tuple[socket.socket, socket.socket]:
+    """(first process's end, worker's end) of one worker's channel."""
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+
+class _Channel:
+    """The first process's end of one worker's channel, and the pre-login places that worker holds."""
+
+    def __init__(self, sock: socket.socket, number: int) -> None:
+        self.sock, self.number = sock, number
+        self.places: Counter[str] = Counter()
+
+
+class HandoffHub:
+    """The first process: whose turn it is, the workers' channels, and the server-wide count of
+    connections not logged in yet per address (``preauth``, shared by the imap and imaps listeners)."""
+
+    name = "imap-handoff"
+
+    def __init__(self, channels: list[socket.socket], preauth: ConnectionCounter,
+                 stopping: Callable[[], bool] = lambda: False) -> None:
+        self.channels = [_Channel(sock, n) for n, sock in enumerate(channels, start=1)]
+        self.preauth = preauth
+        #: whether the server is stopping (its workers' channels then close as expected)
+        self.stopping = stopping
+        self._turn = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: connections handed over per target: 0 is this process, 1... the workers in order
+        self.handed: Counter[int] = Counter()
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for channel in self.channels:
+            channel.sock.setblocking(False)
+            self._loop.add_reader(channel.sock.fileno(), self._readable, channel)
+
+    async def stop(self) -> None:
+        for channel in list(self.channels):
+            self._drop(channel)
+
+    def route(self, conn: socket.socket, ip: str, service: "ImapService") -> None:
+        """Serve ``conn`` (its pre-login place taken) here or hand it to the next worker."""
+        while True:
+            targets = len(self.channels) + 1
+            turn = self._turn % targets
+            self._turn = turn + 1
+            if turn == 0:
+                self.handed[0] += 1
+                service.adopt(conn, ip)
+                return
+            channel = self.channels[turn - 1]
+            try:
+                socket.send_fds(channel.sock, [f"{service.name} {ip}".encode()], [conn.fileno()])
+            except BlockingIOError:  # that worker is behind on its channel: the next one takes it
+                continue
+            except OSError as exc:  # the worker is gone
+                log.warning("IMAP worker channel failed (%s): connections go to the other processes", exc)
+                self._drop(channel)
+                continue
+            channel.places[ip] += 1
+            self.handed[channel.number] += 1
+            conn.close()  # the worker holds its own descriptor now
+            return
+
+    def _readable(self, channel: _Channel) -> None:
+        for _ in range(MESSAGE_BATCH):
+            try:
+                data = channel.sock.recv(MESSAGE_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                if not self.stopping():
+                    log.warning("an IMAP worker's channel closed (the worker stopped or died): "
+                                "its share of connections goes to the other processes")
+                self._drop(channel)
+                return
+            kind, ip = data[:1], data[2:].decode("ascii", "replace")
+            if kind == b"C" and channel.places[ip] > 0:
+                channel.places[ip] -= 1
+                if not channel.places[ip]:
+                    del channel.places[ip]
+                self.preauth.close(ip)
+            elif kind == b"O":
+                channel.places[ip] += 1
+                self.preauth.add(ip)
+
+    def _drop(self, channel: _Channel) -> None:
+        """Stop handing to ``channel``'s worker; the places it held are given back."""
+        if channel not in self.channels:
+            return
+        self.channels.remove(channel)
+        if self._loop is not None and channel.sock.fileno() >= 0:
+            self._loop.remove_reader(channel.sock.fileno())
+        channel.sock.close()
+        for ip, n in channel.places.items():
+            for _ in range(n):
+                self.preauth.close(ip)
+        channel.places.clear()
+
+
+class HandoffListener(AcceptingListener):
+    """The first process's listening sockets in hand-off mode: each accepted connection takes
+    its pre-login place (``ImapService.take_place``) and goes to ``hub.route``."""
+
+    def __init__(self, service: "ImapService", hub: HandoffHub) -> None:
+        super().__init__()
+        self.service, self.hub = service, hub
+
+    def accepted(self, conn: socket.socket, ip: str) -> None:
+        if self.service.take_place(conn, ip):
+            self.hub.route(conn, ip, self.service)
+
+
+class RemotePlaces:
+    """A worker's view of ``imap.max_preauth_connections_per_ip`` (ConnectionCounter's ``open``
+    and ``close``): the places are the first process's; this one counts its own and tells it."""
+
+    def __init__(self, link: "HandoffWorker", limit: int) -> None:
+        self.link = link
+        self.local = ConnectionCounter(limit)
+
+    def adopted(self, ip: str) -> None:
+        """A connection handed over with its place taken by the first process."""
+        self.local.add(ip)
+
+    def open(self, ip: str) -> bool:
+        if not self.local.open(ip):
+            return False
+        self.link.tell(b"O", ip)
+        return True
+
+    def close(self, ip: str) -> None:
+        self.local.close(ip)
+        self.link.tell(b"C", ip)
+
+
+class HandoffWorker:
+    """A worker's end of its channel: receives connections and gives them to its listener of
+    that name (``ImapService.adopt``); sends the first process C and O messages."""
+
+    name = "imap-handoff"
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.services: dict[str, "ImapService"] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: collections.deque[bytes] = collections.deque()
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.sock.setblocking(False)
+        self._loop.add_reader(self.sock.fileno(), self._readable)
+        log.info("imap: serving the connections the first process hands over")
+
+    async def stop(self) -> None:
+        if self._loop is not None and self.sock.fileno() >= 0:
+            self._loop.remove_reader(self.sock.fileno())
+            if self._pending:
+                self._loop.remove_writer(self.sock.fileno())
+        self.sock.close()
+
+    def _readable(self) -> None:
+        for _ in range(MESSAGE_BATCH):
+            try:
+                data, fds, _flags, _ = socket.recv_fds(self.sock, MESSAGE_SIZE, 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data, fds = b"", []
+            if not data:  # it stopped (a worker of serve is stopped with it: PR_SET_PDEATHSIG)
+                log.info("imap: the first process's channel closed: no more connections come here")
+                self._loop.remove_reader(self.sock.fileno())
+                return
+            name, _, ip = data.decode("ascii", "replace").partition(" ")
+            service = self.services.get(name)
+            if not fds or service is None:  # no descriptor came (this process's file limit): give the place back
+                for fd in fds:
+                    socket.socket(fileno=fd).close()
+                log.warning("imap: a connection from %s handed over without a descriptor or listener: dropped", ip)
+                self.tell(b"C", ip)
+                continue
+            conn = socket.socket(fileno=fds[0])
+            conn.setblocking(False)
+            service.preauth.adopted(ip)
+            service.adopt(conn, ip)
+
+    def tell(self, kind: bytes, ip: str) -> None:
+        message = kind + b" " + ip.encode()
+        if not self._pending:
+            try:
+                self.sock.send(message)
+                return
+            except BlockingIOError:
+                pass
+            except OSError:  # the first process is gone: nobody to tell
+                return
+            self._loop.add_writer(self.sock.fileno(), self._flush)
+        self._pending.append(message)
+
+    def _flush(self) -> None:
+        while self._pending:
+            try:
+                self.sock.send(self._pending[0])
+            except BlockingIOError:
+                return
+            except OSError:
+                self._pending.clear()
+                break
+            self._pending.popleft()
+        self._loop.remove_writer(self.sock.fileno())
