@@ -84,10 +84,11 @@ class Notice(Base):
     idempotency_key: Mapped[str] = mapped_column(String(128))
     agency_id: Mapped[str] = mapped_column(String(64))
     notice_type_id: Mapped[str] = mapped_column(String(64))
-    account_id: Mapped[int] = mapped_column(ForeignKey("account.id"), index=True)
+    #: no index of its own: ix_notice_account_delivered leads with it (migration 0029)
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id"))
     message_id: Mapped[int | None] = mapped_column(BigId)
     drop_id: Mapped[int | None] = mapped_column(BigId)
-    delivered_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    delivered_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     #: NULL: delivered. "sending": being handed to the external mail store (store.mode =
     #: "external"), its LMTP 250 not yet recorded (delivery/external.py)
     state: Mapped[str | None] = mapped_column(String(16))
