@@ -147,7 +147,7 @@ def _child_main(root: str, conn, profile: str | None = None, real_hash: bool = F
     from ..registry import Registry
     from ..server import ServerContext, run_loop
     from ..store import open_store
-    from ..imap.service import ImapService, WatcherService
+    from ..imap.service import ImapService, WatcherService, listener_services
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -180,22 +180,8 @@ def _child_main(root: str, conn, profile: str | None = None, real_hash: bool = F
     ctx = ServerContext(cfg, store, Registry(cfg, store), handoff=handoff, **extra)
 
     async def main():
-        from ..admission import ConnectionCounter
-        from ..imap.handoff import HandoffHub, HandoffWorker, RemotePlaces
-
-        services: list = [WatcherService(ctx)]
-        limit = cfg.imap.max_preauth_connections_per_ip
-        preauth, link = ConnectionCounter(limit), None
-        if handoff and handoff[0] == "accept":
-            link = HandoffHub(handoff[1], preauth)
-            services.append(link)
-        elif handoff:
-            link = HandoffWorker(handoff[1])
-            preauth = RemotePlaces(link, limit)
-        imap = ImapService(ctx, f"127.0.0.1:{port}", False, "imap", preauth, link)
-        services.append(imap)
-        if isinstance(link, HandoffWorker):
-            services.append(link)
+        services: list = [WatcherService(ctx), *listener_services(ctx, [(f"127.0.0.1:{port}", False, "imap")])]
+        imap = next(service for service in services if isinstance(service, ImapService))
         for service in services:
             await service.start()
         conn.send(imap.address[1] if imap.address else port)

@@ -340,23 +340,29 @@ def make_services(ctx: ServerContext, worker: bool = False) -> list:
     services: list = [WatcherService(ctx)]
     if ctx.config.imap.expunge_history_days > 0 and not worker:  # once per server, in the first process
         services.append(TombstonePruner(ctx))
-    # one per-address count of connections before login for both listeners
-    preauth = ConnectionCounter(ctx.config.imap.max_preauth_connections_per_ip)
+    listeners = [(ctx.config.imap.listen, False, "imap"), (ctx.config.imaps.listen, True, "imaps")]
+    return services + listener_services(ctx, [listener for listener in listeners if listener[0]])
+
+
+def listener_services(ctx: ServerContext, listeners: list[tuple[str, bool, str]]) -> list:
+    """The IMAP listeners ``(listen, implicit_tls, name)``, in the order to start them, with one
+    per-address count of connections before login between them and, with ``ctx.handoff``
+    (workers.py), the hand-off link in its place: the first process's hub before the listeners
+    (started before them, stopped after), a worker's end after the listeners it hands to."""
+    limit = ctx.config.imap.max_preauth_connections_per_ip
+    preauth: ConnectionCounter | RemotePlaces = ConnectionCounter(limit)
     handoff: HandoffHub | HandoffWorker | None = None
+    before: list = []
+    after: list = []
     role, channels = ctx.handoff or (None, None)
-    if role == "accept":  # the first process of several (workers.py): it accepts for them all
+    if role == "accept":  # the first process of several: it accepts for them all
         handoff = HandoffHub(channels, preauth, lambda: ctx.stopping)
-        services.append(handoff)  # started before the listeners, stopped after them
+        before.append(handoff)
     elif role == "work":
         handoff = HandoffWorker(channels)
-        preauth = RemotePlaces(handoff, ctx.config.imap.max_preauth_connections_per_ip)
-    if ctx.config.imap.listen:
-        services.append(ImapService(ctx, ctx.config.imap.listen, False, "imap", preauth, handoff))
-    if ctx.config.imaps.listen:
-        services.append(ImapService(ctx, ctx.config.imaps.listen, True, "imaps", preauth, handoff))
-    if role == "work":
-        services.append(handoff)  # started after the listeners it hands to, stopped before them
-    return services
+        preauth = RemotePlaces(handoff, limit)
+        after.append(handoff)
+    return before + [ImapService(ctx, listen, tls, name, preauth, handoff) for listen, tls, name in listeners] + after
 
 
 def make_worker_services(ctx: ServerContext) -> list:
