@@ -76,6 +76,9 @@ class ServerContext:
     #: server.workers above 1 (imap/handoff.py): ("accept", [each worker's channel]) in the first
     #: process, ("work", its channel) in a worker; None: the IMAP listeners accept for themselves
     handoff: tuple | None = None
+    #: the first process of several: starts a new worker in place of worker N whose channel
+    #: closed, returning the first process's end of its new channel (workers.Workers.respawn)
+    respawn_worker: Callable[[int], Any] | None = None
     #: serve has begun to stop (SIGTERM or SIGINT): its workers ending is expected, not a failure
     stopping: bool = False
 
@@ -401,6 +404,8 @@ async def serve(ctx: ServerContext, ready: Callable[[], None] | None = None,
     workers = Workers(ctx.config)
     if factories == SERVICE_FACTORIES and ctx.handoff is None:
         ctx.handoff = workers.channels()
+        if ctx.handoff is not None:
+            ctx.respawn_worker = workers.respawn
     services = build_services(ctx, factories)
     log.info("%s", ctx.gate.describe())
     log.info("event loop: %s", type(loop).__module__.partition(".")[0])

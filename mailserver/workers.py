@@ -4,6 +4,7 @@ portal, the sign-in provider, autoconfig, unsubscribe) on the same ports.
 
 IMAP: only the first process listens; it hands each accepted connection in turn to itself or to
 a worker over a Unix socket pair (imap/handoff.py), so long-lived sessions are spread evenly.
+A worker that dies is replaced (``Workers.respawn``, when handoff.py says so).
 The citizens' HTTP: each process binds the listener with SO_REUSEPORT and the kernel spreads new
 connections over them. One process is held to one core by the GIL. The workers share the store as nodes do:
 a write made in one is told to the sessions of the others by the folder watcher (PostgreSQL
@@ -25,12 +26,23 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 
 log = logging.getLogger("civicmail.server")
 
 #: the services an IMAP worker runs (the first process runs server.SERVICE_FACTORIES)
 WORKER_FACTORIES: tuple[str, ...] = ("mailserver.imap.service:make_worker_services",
                                      "mailserver.web.service:make_worker_services")
+
+
+#: seconds to wait for a worker whose channel closed to end before it is killed (``respawn``)
+RESPAWN_JOIN = 5.0
+
+
+def _exit_text(code: int | None) -> str:
+    if code is None:
+        return "no exit status"
+    return f"signal {-code}" if code < 0 else f"exit code {code}"
 
 
 def worker_count(config) -> int:
@@ -79,6 +91,9 @@ class Workers:
         self.procs: list[multiprocessing.process.BaseProcess] = []
         #: the workers' ends of their IMAP hand-off channels (``channels``), given to them at start
         self._ends: list = []
+        #: held while a worker is started in a dead one's place, and by ``stop`` to end that
+        self._lock = threading.Lock()
+        self._stopped = False
 
     def channels(self) -> tuple | None:
         """Before the first process's services are built: ("accept", [its end of each worker's
@@ -93,21 +108,47 @@ class Workers:
         return ("accept", [first for first, _ in pairs])
 
     def start(self) -> None:
-        mp = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or loop forked
         for number in range(1, worker_count(self.config)):
-            end = self._ends[number - 1] if self._ends else None
-            proc = mp.Process(target=_worker_main, args=(self.config, number, end), name=f"civicmail-imap-{number}",
-                              daemon=True)
-            proc.start()
-            self.procs.append(proc)
-            if end is not None:
-                end.close()  # the worker has its own copy: its death closes the channel
+            self.procs.append(self._spawn(number, self._ends[number - 1] if self._ends else None))
         if self.procs:
             log.info("%d IMAP worker processes beside this one: pids %s", len(self.procs),
                      ", ".join(str(p.pid) for p in self.procs))
 
+    def _spawn(self, number: int, end) -> multiprocessing.process.BaseProcess:
+        mp = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or loop forked
+        proc = mp.Process(target=_worker_main, args=(self.config, number, end), name=f"civicmail-imap-{number}",
+                          daemon=True)
+        proc.start()
+        if end is not None:
+            end.close()  # the worker has its own copy: its death closes the channel
+        return proc
+
+    def respawn(self, number: int):
+        """Worker ``number``'s channel closed while serve runs (imap/handoff.py): wait for that
+        process to end (killed if it lingers), start a new one on a new channel, and return the
+        first process's end of it; None once serve stops. Blocking: called off the event loop."""
+        from .imap.handoff import channel_pair
+
+        with self._lock:
+            if self._stopped:
+                return None
+            old = self.procs[number - 1]
+            old.join(RESPAWN_JOIN)
+            if old.is_alive():  # it closed its channel but did not end
+                old.kill()
+                old.join(5)
+            first, end = channel_pair()
+            proc = self._spawn(number, end)
+            self.procs[number - 1] = proc
+        log.warning("IMAP worker %d (pid %s) ended with %s: started pid %d in its place", number, old.pid,
+                    _exit_text(old.exitcode), proc.pid)
+        return first
+
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM each worker (it stops as serve does: work in flight finishes), then wait."""
+        """SIGTERM each worker (it stops as serve does: work in flight finishes), then wait.
+        No worker is started in a dead one's place after this begins."""
+        with self._lock:
+            self._stopped = True
         for proc in self.procs:
             if proc.is_alive():
                 proc.terminate()

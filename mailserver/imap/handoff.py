@@ -20,8 +20,13 @@ Where the admission limits are applied (docs/security.md):
 * ``imap.max_connections_per_user_ip`` (after login): in the process that serves the
   connection, so up to ``server.workers`` times the setting for the server.
 
-A worker whose channel is gone (it died) is skipped from then on; the first process serves
-the connections that would have been its own, so greeting and logging in go on.
+A worker takes connections once it says it is ready (an ``R`` message, sent when its listeners
+are up); until then the first process serves its turns. A worker whose channel is gone (it died)
+is skipped; the first process serves the connections that would have been its own, so greeting
+and logging in go on, and after ``RESPAWN_DELAY`` seconds starts a new worker in its place
+(workers.Workers.respawn). A worker that dies again within ``RESPAWN_STEADY`` seconds of its
+start waits twice as long as the last time, up to ``RESPAWN_MAX``, so a worker that cannot start
+(a broken store, no memory) does not make the first process spin.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ import asyncio
 import collections
 import logging
 import socket
+import time
 from collections import Counter
 from typing import TYPE_CHECKING, Callable
 
@@ -43,6 +49,12 @@ log = logging.getLogger("civicmail.imap")
 MESSAGE_BATCH = 64
 #: the largest message on a channel: a listener's name and an address, or a C/O message
 MESSAGE_SIZE = 256
+#: seconds before a new worker is started in place of one whose channel closed
+RESPAWN_DELAY = 1.0
+#: a worker that lived less than this long before it died waits twice the last delay
+RESPAWN_STEADY = 30.0
+#: the longest wait before a new worker is started
+RESPAWN_MAX = 60.0
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:
@@ -56,6 +68,9 @@ class _Channel:
     def __init__(self, sock: socket.socket, number: int) -> None:
         self.sock, self.number = sock, number
         self.places: Counter[str] = Counter()
+        #: the worker said its listeners are up (an R message): only then is it handed connections
+        self.ready = False
+        self.born = time.monotonic()
 
 
 class HandoffHub:
@@ -65,11 +80,19 @@ class HandoffHub:
     name = "imap-handoff"
 
     def __init__(self, channels: list[socket.socket], preauth: ConnectionCounter,
-                 stopping: Callable[[], bool] = lambda: False) -> None:
+                 stopping: Callable[[], bool] = lambda: False,
+                 respawn: Callable[[int], socket.socket | None] | None = None) -> None:
         self.channels = [_Channel(sock, n) for n, sock in enumerate(channels, start=1)]
         self.preauth = preauth
         #: whether the server is stopping (its workers' channels then close as expected)
         self.stopping = stopping
+        #: blocking: starts a new worker N and returns our end of its channel (None: not now)
+        self.respawn = respawn
+        #: the last wait before worker N was started again, and the waits and starts under way
+        self._delays: dict[int, float] = {}
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._closed = False
         self._turn = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         #: connections handed over per target: 0 is this process, 1... the workers in order
@@ -78,12 +101,21 @@ class HandoffHub:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         for channel in self.channels:
-            channel.sock.setblocking(False)
-            self._loop.add_reader(channel.sock.fileno(), self._readable, channel)
+            self._listen(channel)
+
+    def _listen(self, channel: _Channel) -> None:
+        channel.sock.setblocking(False)
+        self._loop.add_reader(channel.sock.fileno(), self._readable, channel)
 
     async def stop(self) -> None:
+        self._closed = True
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
         for channel in list(self.channels):
             self._drop(channel)
+        if self._tasks:  # a start under way: its new channel is closed when it returns
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def route(self, conn: socket.socket, ip: str, service: "ImapService") -> None:
         """Serve ``conn`` (its pre-login place taken) here or hand it to the next worker."""
@@ -96,6 +128,8 @@ class HandoffHub:
                 service.adopt(conn, ip)
                 return
             channel = self.channels[turn - 1]
+            if not channel.ready:  # still starting: this process takes its turn
+                continue
             try:
                 socket.send_fds(channel.sock, [f"{service.name} {ip}".encode()], [conn.fileno()])
             except BlockingIOError:  # that worker is behind on its channel: the next one takes it
@@ -132,6 +166,9 @@ class HandoffHub:
             elif kind == b"O":
                 channel.places[ip] += 1
                 self.preauth.add(ip)
+            elif kind == b"R" and not channel.ready:
+                channel.ready = True
+                log.info("IMAP worker %d takes connections", channel.number)
 
     def _drop(self, channel: _Channel) -> None:
         """Stop handing to ``channel``'s worker; the places it held are given back."""
@@ -145,6 +182,44 @@ class HandoffHub:
             for _ in range(n):
                 self.preauth.close(ip)
         channel.places.clear()
+        if self.respawn is not None and not self._closed and not self.stopping():
+            self._replace_later(channel.number, channel.born)
+
+    def _replace_later(self, number: int, born: float) -> None:
+        """A new worker ``number`` after a wait that grows while it keeps dying young (``born``:
+        when its channel was made)."""
+        last = self._delays.get(number)
+        if last is None or time.monotonic() - born >= RESPAWN_STEADY:
+            delay = RESPAWN_DELAY
+        else:
+            delay = min(RESPAWN_MAX, last * 2)
+        self._delays[number] = delay
+        log.warning("IMAP worker %d is gone: another is started in its place in %g s", number, delay)
+        self._timers[number] = self._loop.call_later(delay, self._replace_now, number)
+
+    def _replace_now(self, number: int) -> None:
+        self._timers.pop(number, None)
+        task = self._loop.create_task(self._replace(number))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _replace(self, number: int) -> None:
+        try:
+            sock = await self._loop.run_in_executor(None, self.respawn, number)
+        except Exception:  # could not start one (no memory, no descriptors): try again later
+            log.exception("starting IMAP worker %d failed", number)
+            if not self._closed and not self.stopping():
+                self._replace_later(number, time.monotonic())
+            return
+        if sock is None:
+            return
+        if self._closed:
+            sock.close()
+            return
+        channel = _Channel(sock, number)
+        self.channels.append(channel)
+        self.channels.sort(key=lambda c: c.number)
+        self._listen(channel)
 
 
 class HandoffListener(AcceptingListener):
@@ -199,6 +274,7 @@ class HandoffWorker:
         self._loop = asyncio.get_running_loop()
         self.sock.setblocking(False)
         self._loop.add_reader(self.sock.fileno(), self._readable)
+        self.tell(b"R", "-")  # the listeners started before this: connections may come
         log.info("imap: serving the connections the first process hands over")
 
     async def stop(self) -> None:

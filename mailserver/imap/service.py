@@ -356,7 +356,7 @@ def listener_services(ctx: ServerContext, listeners: list[tuple[str, bool, str]]
     after: list = []
     role, channels = ctx.handoff or (None, None)
     if role == "accept":  # the first process of several: it accepts for them all
-        handoff = HandoffHub(channels, preauth, lambda: ctx.stopping)
+        handoff = HandoffHub(channels, preauth, lambda: ctx.stopping, ctx.respawn_worker)
         before.append(handoff)
     elif role == "work":
         handoff = HandoffWorker(channels)

@@ -2,7 +2,8 @@
 turn to itself and its worker (imap/handoff.py), and a session in one process is told of mail
 appended and flags stored through the other (the folder watcher, as between nodes). The
 pre-login cap per address is the server's; a worker's death leaves the server greeting and
-logging in. Which process holds a connection is read from /proc, not guessed."""
+logging in, and a new worker is started in its place. Which process holds a connection is read
+from /proc, not guessed."""
 from __future__ import annotations
 
 import datetime as dt
@@ -68,7 +69,7 @@ def _city(tmp_path, *settings: str):
     proc, _, _, log = start_server(tmp_path / "data" / "civicmail.toml",
                                    (f"imap.listen=127.0.0.1:{port}", "imaps.listen=", "server.workers=2") + settings)
     deadline = time.monotonic() + 60
-    while not any("serving the connections the first process hands over" in line for line in log):
+    while not any("IMAP worker 1 takes connections" in line for line in log):
         assert time.monotonic() < deadline and proc.poll() is None, "".join(log[-20:])
         time.sleep(0.1)
     return proc, log, port, user
@@ -132,7 +133,7 @@ def test_idle_in_one_worker_is_told_of_mail_appended_through_another(tmp_path):
         assert stop_server(proc, log) == 0
     workers = [line for line in log if "IMAP worker" in line]
     assert workers, log[-20:]
-    assert not any("channel closed" in line for line in log), log[-20:]  # a stop is no worker's death
+    assert not any("channel closed" in line or "is gone" in line for line in log), log[-20:]  # a stop is no worker's death
 
 
 def test_pre_login_cap_per_address_is_the_servers(tmp_path):
@@ -164,7 +165,23 @@ def test_pre_login_cap_per_address_is_the_servers(tmp_path):
         assert stop_server(proc, log) == 0
 
 
-def test_a_dead_worker_leaves_the_server_greeting_and_logging_in(tmp_path):
+def _admitted(port: int, deadline: float) -> Raw:
+    """A connection greeted with OK, retried while the pre-login cap refuses it."""
+    while not (raw := Raw(port)).greeting.startswith(b"* OK"):
+        assert time.monotonic() < deadline, raw.greeting
+        raw.close()
+        time.sleep(0.05)
+    return raw
+
+
+def _wait_for(log: list[str], text: str, count: int, proc) -> None:
+    deadline = time.monotonic() + 60
+    while sum(text in line for line in log) < count:
+        assert time.monotonic() < deadline and proc.poll() is None, "".join(log[-20:])
+        time.sleep(0.1)
+
+
+def test_a_dead_worker_leaves_the_server_serving_and_is_replaced(tmp_path):
     proc, log, port, user = _city(tmp_path, "imap.max_preauth_connections_per_ip=2")
     raws: list[Raw] = []
     try:
@@ -173,22 +190,36 @@ def test_a_dead_worker_leaves_the_server_greeting_and_logging_in(tmp_path):
         worker = next(o for o in owners if o != proc.pid)
         os.kill(worker, signal.SIGKILL)
         assert raws[owners.index(worker)].line() == b""  # its connection died with it
-        # its place comes back to the first process, which now serves every new connection
-        deadline = time.monotonic() + 30
-        for n in range(6):
-            while not (raw := Raw(port)).greeting.startswith(b"* OK"):
-                assert time.monotonic() < deadline, (n, raw.greeting)
-                raw.close()
-                time.sleep(0.05)
+        # its place comes back to the first process, which serves the next connection at once
+        raw = _admitted(port, time.monotonic() + 30)
+        raws.append(raw)
+        assert _owner(proc.pid, port, raw.sock) == proc.pid
+        assert raw.command("l", f'LOGIN "{user}" "{PASSWORD}"')[-1].startswith(b"l OK")
+        assert raw.command("s", "SELECT INBOX")[-1].startswith(b"s OK")
+
+        # a new worker is started in its place and takes its turns again
+        _wait_for(log, "IMAP worker 1 takes connections", 2, proc)
+        assert any("started pid" in line and "signal 9" in line for line in log), log[-20:]
+        seen = set()
+        for _ in range(4):
+            raw = _admitted(port, time.monotonic() + 30)
             raws.append(raw)
-            assert _owner(proc.pid, port, raw.sock) == proc.pid
+            seen.add(owner := _owner(proc.pid, port, raw.sock))
             assert raw.command("l", f'LOGIN "{user}" "{PASSWORD}"')[-1].startswith(b"l OK")
-            assert raw.command("s", "SELECT INBOX")[-1].startswith(b"s OK")
+            assert raw.command("s", "SELECT INBOX")[-1].startswith(b"s OK"), owner
+        assert proc.pid in seen and len(seen) == 2, seen
+        (new,) = seen - {proc.pid}
+        assert new != worker and new in _descendants(proc.pid)
+
+        # one that dies young waits twice as long before the next is started
+        os.kill(new, signal.SIGKILL)
+        _wait_for(log, "another is started in its place in 2 s", 1, proc)
         assert proc.poll() is None
     finally:
         _close(raws)
-        assert stop_server(proc, log) == 0
+        assert stop_server(proc, log) == 0  # with a start still pending
     assert any("channel closed" in line for line in log), log[-20:]
+    assert sum("takes connections" in line for line in log) == 2, log[-20:]  # none started while stopping
 
 
 def test_imaps_connections_are_handed_over_too(tmp_path):
