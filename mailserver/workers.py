@@ -15,9 +15,9 @@ city's keys), so any process answers any request of a sign-in. SMTP, the metrics
 outbound queue, the spool watcher and the hourly pruning run in the first process only.
 
 Per process, not per server (docs/security.md): the connection gate (``server.max_connections``),
-the per-user connection cap (``imap.max_connections_per_user_ip``), HTTP's per-address caps, the
-login throttle, the login cache and the lanes. IMAP's pre-login cap per address
-(``imap.max_preauth_connections_per_ip``) is the whole server's, kept by the first process
+HTTP's per-address caps, the login throttle, the login cache and the lanes. IMAP's pre-login cap
+per address (``imap.max_preauth_connections_per_ip``) and its per-user cap
+(``imap.max_connections_per_user_ip``) are the whole server's, kept by the first process
 (imap/handoff.py).
 """
 from __future__ import annotations

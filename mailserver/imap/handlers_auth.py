@@ -125,7 +125,7 @@ async def _login(s: ImapSession, login: str, password: str, token: bool = False)
 async def _logged_in(s: ImapSession, principal) -> Reply:
     if principal.account_id is None:
         return R.NO_NO_MAILBOX
-    if not s.service.admit(s, principal.account_id):
+    if not await s.service.admit(s, principal.account_id):
         return R.NO_TOO_MANY
     s.authenticated(principal, principal.account_id)
     if s.service.should_record_login(principal.account_id):

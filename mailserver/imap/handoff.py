@@ -17,8 +17,11 @@ Where the admission limits are applied (docs/security.md):
   against that worker's own count and added to the server's (an ``O`` message).
 * the connection gate (``server.max_connections``, the file-descriptor limit): in the process
   that serves the connection, as the descriptors are that process's.
-* ``imap.max_connections_per_user_ip`` (after login): in the process that serves the
-  connection, so up to ``server.workers`` times the setting for the server.
+* ``imap.max_connections_per_user_ip`` (after login): in the first process, for the whole
+  server (and both listeners). A worker asks for a place at login (``U``, answered ``=``) and
+  gives it back when the session ends or unauthenticates (``u``); a worker that dies gives back
+  every place it held. A worker that hears no answer within ``ASK_TIMEOUT`` refuses the login
+  (and gives back a place granted after that).
 
 A worker takes connections once it says it is ready (an ``R`` message, sent when its listeners
 are up); until then the first process serves its turns. A worker whose channel is gone (it died)
@@ -47,8 +50,10 @@ log = logging.getLogger("civicmail.imap")
 
 #: messages read per wake-up of a channel (the rest at the next)
 MESSAGE_BATCH = 64
-#: the largest message on a channel: a listener's name and an address, or a C/O message
+#: the largest message on a channel: a listener's name and an address, or a C/O/U/u/= message
 MESSAGE_SIZE = 256
+#: seconds a worker waits for the first process to grant a logged-in place (``RemoteUsers``)
+ASK_TIMEOUT = 5.0
 #: seconds before a new worker is started in place of one whose channel closed
 RESPAWN_DELAY = 1.0
 #: a worker that lived less than this long before it died waits twice the last delay
@@ -68,6 +73,8 @@ class _Channel:
     def __init__(self, sock: socket.socket, number: int) -> None:
         self.sock, self.number = sock, number
         self.places: Counter[str] = Counter()
+        #: the logged-in places ("account ip") that worker holds under the per-user cap
+        self.users: Counter[str] = Counter()
         #: the worker said its listeners are up (an R message): only then is it handed connections
         self.ready = False
         self.born = time.monotonic()
@@ -81,9 +88,12 @@ class HandoffHub:
 
     def __init__(self, channels: list[socket.socket], preauth: ConnectionCounter,
                  stopping: Callable[[], bool] = lambda: False,
-                 respawn: Callable[[int], socket.socket | None] | None = None) -> None:
+                 respawn: Callable[[int], socket.socket | None] | None = None,
+                 users: ConnectionCounter | None = None) -> None:
         self.channels = [_Channel(sock, n) for n, sock in enumerate(channels, start=1)]
         self.preauth = preauth
+        #: the server-wide count of logged-in connections per "account ip" (the per-user cap)
+        self.users = users if users is not None else ConnectionCounter(0)
         #: whether the server is stopping (its workers' channels then close as expected)
         self.stopping = stopping
         #: blocking: starts a new worker N and returns our end of its channel (None: not now)
@@ -166,9 +176,29 @@ class HandoffHub:
             elif kind == b"O":
                 channel.places[ip] += 1
                 self.preauth.add(ip)
+            elif kind == b"U":
+                self._grant(channel, ip)
+            elif kind == b"u" and channel.users[ip] > 0:
+                channel.users[ip] -= 1
+                if not channel.users[ip]:
+                    del channel.users[ip]
+                self.users.close(ip)
             elif kind == b"R" and not channel.ready:
                 channel.ready = True
                 log.info("IMAP worker %d takes connections", channel.number)
+
+    def _grant(self, channel: _Channel, ask: str) -> None:
+        """A worker's ``U request account ip``: a logged-in place under the per-user cap, or not."""
+        request, _, key = ask.partition(" ")
+        granted = self.users.open(key)
+        try:
+            channel.sock.send(b"= %s %d" % (request.encode("ascii", "replace"), granted))
+        except OSError:  # its channel is full or gone: no answer, so no place (it times out)
+            if granted:
+                self.users.close(key)
+            return
+        if granted:
+            channel.users[key] += 1
 
     def _drop(self, channel: _Channel) -> None:
         """Stop handing to ``channel``'s worker; the places it held are given back."""
@@ -182,6 +212,10 @@ class HandoffHub:
             for _ in range(n):
                 self.preauth.close(ip)
         channel.places.clear()
+        for key, n in channel.users.items():
+            for _ in range(n):
+                self.users.close(key)
+        channel.users.clear()
         if self.respawn is not None and not self._closed and not self.stopping():
             self._replace_later(channel.number, channel.born)
 
@@ -258,6 +292,26 @@ class RemotePlaces:
         self.link.tell(b"C", ip)
 
 
+class RemoteUsers:
+    """A worker's view of ``imap.max_connections_per_user_ip``: the places ("account ip") are
+    the first process's, asked for at login and given back when the session ends."""
+
+    def __init__(self, link: "HandoffWorker") -> None:
+        self.link = link
+
+    async def ask(self, key: str) -> bool:
+        request, future = self.link.ask(key)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), ASK_TIMEOUT)
+        except asyncio.TimeoutError:
+            self.link.forget(request)
+            log.warning("imap: the first process did not answer a login's place within %g s: refused", ASK_TIMEOUT)
+            return False
+
+    def close(self, key: str) -> None:
+        self.link.tell(b"u", key)
+
+
 class HandoffWorker:
     """A worker's end of its channel: receives connections and gives them to its listener of
     that name (``ImapService.adopt``); sends the first process C and O messages."""
@@ -269,6 +323,10 @@ class HandoffWorker:
         self.services: dict[str, "ImapService"] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: collections.deque[bytes] = collections.deque()
+        #: logged-in places asked of the first process and not answered yet: request -> (key,
+        #: the asker's future, or None once it stopped waiting)
+        self._asks: dict[int, tuple[str, asyncio.Future | None]] = {}
+        self._next_ask = 0
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -295,7 +353,16 @@ class HandoffWorker:
             if not data:  # it stopped (a worker of serve is stopped with it: PR_SET_PDEATHSIG)
                 log.info("imap: the first process's channel closed: no more connections come here")
                 self._loop.remove_reader(self.sock.fileno())
+                for _, future in self._asks.values():  # nobody will grant them
+                    if future is not None and not future.done():
+                        future.set_result(False)
+                self._asks.clear()
                 return
+            if data[:2] == b"= ":  # the answer to a ``U`` (ask)
+                for fd in fds:
+                    socket.socket(fileno=fd).close()
+                self._answered(data)
+                continue
             name, _, ip = data.decode("ascii", "replace").partition(" ")
             service = self.services.get(name)
             if not fds or service is None:  # no descriptor came (this process's file limit): give the place back
@@ -308,6 +375,32 @@ class HandoffWorker:
             conn.setblocking(False)
             service.preauth.adopted(ip)
             service.adopt(conn, ip)
+
+    def ask(self, key: str) -> tuple[int, asyncio.Future]:
+        """Ask the first process for a logged-in place for ``key`` ("account ip"): the request's
+        number and a future of whether it was granted."""
+        self._next_ask += 1
+        future = self._loop.create_future()
+        self._asks[self._next_ask] = (key, future)
+        self.tell(b"U", f"{self._next_ask} {key}")
+        return self._next_ask, future
+
+    def forget(self, request: int) -> None:
+        """The asker stopped waiting: a place granted later is given back at once."""
+        if request in self._asks:
+            key, _ = self._asks[request]
+            self._asks[request] = (key, None)
+
+    def _answered(self, data: bytes) -> None:
+        _, request, granted = data.decode("ascii", "replace").split(" ", 2)
+        key, future = self._asks.pop(int(request), (None, None)) if request.isdigit() else (None, None)
+        if key is None:
+            return
+        if future is None:  # given up on (timed out): a place granted now goes back
+            if granted == "1":
+                self.tell(b"u", key)
+        elif not future.done():
+            future.set_result(granted == "1")
 
     def tell(self, kind: bytes, ip: str) -> None:
         message = kind + b" " + ip.encode()

@@ -10,7 +10,6 @@ import ssl
 import sys
 import time
 import weakref
-from collections import Counter
 
 from ..admission import ConnectionCounter, TLSAfterAdmission
 from ..config import parse_hostport
@@ -18,7 +17,7 @@ from ..server import ServerContext, StartupError
 from ..store.notify import FolderWatcher
 from . import registry
 from . import responses as R
-from .handoff import HandoffHub, HandoffListener, HandoffWorker, RemotePlaces
+from .handoff import HandoffHub, HandoffListener, HandoffWorker, RemotePlaces, RemoteUsers
 from .session import ImapSession
 
 log = logging.getLogger("civicmail.imap")
@@ -35,7 +34,8 @@ PREAUTH_REASON = "too many connections before login from this address (imap.max_
 class ImapService:
     def __init__(self, ctx: ServerContext, listen: str, implicit_tls: bool, name: str,
                  preauth: ConnectionCounter | RemotePlaces | None = None,
-                 handoff: HandoffHub | HandoffWorker | None = None) -> None:
+                 handoff: HandoffHub | HandoffWorker | None = None,
+                 users: ConnectionCounter | RemoteUsers | None = None) -> None:
         self.ctx = ctx
         self.listen = listen
         self.implicit_tls = implicit_tls
@@ -44,7 +44,9 @@ class ImapService:
         #: (host, port) actually bound (port 0 in tests picks a free one)
         self.address: tuple[str, int] | None = None
         self.sessions: weakref.WeakSet[ImapSession] = weakref.WeakSet()
-        self._per_user_ip: Counter[tuple[int, str]] = Counter()
+        #: logged-in connections per "account ip" (imap.max_connections_per_user_ip), shared by
+        #: the imap and imaps listeners; with workers the first process's (handoff.py)
+        self.users = users if users is not None else ConnectionCounter(ctx.config.imap.max_connections_per_user_ip)
         #: connections not logged in yet, per client IP (shared by the imap and imaps listeners)
         self.preauth = preauth or ConnectionCounter(ctx.config.imap.max_preauth_connections_per_ip)
         self._tls = None
@@ -88,22 +90,22 @@ class ImapService:
         return True
 
     # -- connection limits per user and client IP --------------------------------------------------
-    def admit(self, session: ImapSession, account_id: int) -> bool:
-        key = (account_id, session.peer_ip)
-        if self._per_user_ip[key] >= self.ctx.config.imap.max_connections_per_user_ip:
-            return False
-        self._per_user_ip[key] += 1
-        session._limit_key = key
-        return True
+    async def admit(self, session: ImapSession, account_id: int) -> bool:
+        key = f"{account_id} {session.peer_ip}"
+        if isinstance(self.users, RemoteUsers):
+            granted = await self.users.ask(key)
+        else:
+            granted = self.users.open(key)
+        if granted:
+            session._limit_key = key
+        return granted
 
     def release(self, session: ImapSession) -> None:
         self.release_preauth(session)
         key = session._limit_key
         if key is not None:
             session._limit_key = None
-            self._per_user_ip[key] -= 1
-            if self._per_user_ip[key] <= 0:
-                del self._per_user_ip[key]
+            self.users.close(key)
 
     def readmit_preauth(self, session: ImapSession) -> bool:
         """UNAUTHENTICATE: the session goes back under imap.max_preauth_connections_per_ip (and
@@ -351,18 +353,21 @@ def listener_services(ctx: ServerContext, listeners: list[tuple[str, bool, str]]
     (started before them, stopped after), a worker's end after the listeners it hands to."""
     limit = ctx.config.imap.max_preauth_connections_per_ip
     preauth: ConnectionCounter | RemotePlaces = ConnectionCounter(limit)
+    users: ConnectionCounter | RemoteUsers = ConnectionCounter(ctx.config.imap.max_connections_per_user_ip)
     handoff: HandoffHub | HandoffWorker | None = None
     before: list = []
     after: list = []
     role, channels = ctx.handoff or (None, None)
     if role == "accept":  # the first process of several: it accepts for them all
-        handoff = HandoffHub(channels, preauth, lambda: ctx.stopping, ctx.respawn_worker)
+        handoff = HandoffHub(channels, preauth, lambda: ctx.stopping, ctx.respawn_worker, users)
         before.append(handoff)
     elif role == "work":
         handoff = HandoffWorker(channels)
         preauth = RemotePlaces(handoff, limit)
+        users = RemoteUsers(handoff)
         after.append(handoff)
-    return before + [ImapService(ctx, listen, tls, name, preauth, handoff) for listen, tls, name in listeners] + after
+    return before + [ImapService(ctx, listen, tls, name, preauth, handoff, users)
+                     for listen, tls, name in listeners] + after
 
 
 def make_worker_services(ctx: ServerContext) -> list:

@@ -128,7 +128,7 @@ class ImapSession:
         self.rev2 = False
         #: the session holds a place under imap.max_preauth_connections_per_ip (until it logs in)
         self.preauth_slot = False
-        self._limit_key: tuple[int, str] | None = None
+        self._limit_key: str | None = None
         now = asyncio.get_running_loop().time()
         #: loop time by which the client must have logged in (imap.preauth_timeout)
         self._login_deadline = now + ctx.config.imap.preauth_timeout

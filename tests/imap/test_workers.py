@@ -222,6 +222,58 @@ def test_a_dead_worker_leaves_the_server_serving_and_is_replaced(tmp_path):
     assert sum("takes connections" in line for line in log) == 2, log[-20:]  # none started while stopping
 
 
+def test_per_user_cap_is_the_servers(tmp_path):
+    """imap.max_connections_per_user_ip counts logins in every process together; a dead
+    worker's places come back."""
+    proc, log, port, user = _city(tmp_path, "imap.max_connections_per_user_ip=2")
+    raws: list[Raw] = []
+
+    def login(raw: Raw) -> bytes:
+        return raw.command("l", f'LOGIN "{user}" "{PASSWORD}"')[-1]
+
+    try:
+        raws += [Raw(port), Raw(port)]
+        owners = [_owner(proc.pid, port, r.sock) for r in raws]
+        assert proc.pid in owners and len(set(owners)) == 2, owners  # one in each process
+        for raw in raws:
+            assert login(raw).startswith(b"l OK")
+        # a third, in either process, is over the server's cap (each process holds only one)
+        for _ in range(2):
+            third = Raw(port)
+            raws.append(third)
+            refused = login(third)
+            assert refused.startswith(b"l NO [LIMIT]"), refused
+            assert third.command("n", "NOOP")[-1].startswith(b"n OK")  # the session goes on
+        # the worker's session logs out: its place comes back for a login in either process
+        worker = next(o for o in owners if o != proc.pid)
+        leaving = raws[owners.index(worker)]
+        assert leaving.command("o", "LOGOUT")[-1].startswith(b"o OK")
+        deadline = time.monotonic() + 30
+        while not (answer := login(raws[-1])).startswith(b"l OK"):
+            assert time.monotonic() < deadline and answer.startswith(b"l NO [LIMIT]"), answer
+            time.sleep(0.05)
+        # a worker holding a logged-in place dies: the place comes back
+        held = next((r for r in raws[2:] if _owner(proc.pid, port, r.sock) == worker), None)
+        if held is None:  # the login above was in the first process: log one in through the worker
+            assert raws[-1].command("o", "LOGOUT")[-1].startswith(b"o OK")
+            while _owner(proc.pid, port, (held := Raw(port)).sock) != worker:
+                raws.append(held)
+            raws.append(held)
+            while not (answer := login(held)).startswith(b"l OK"):
+                assert time.monotonic() < deadline and answer.startswith(b"l NO [LIMIT]"), answer
+                time.sleep(0.05)
+        refused = login(extra := Raw(port))
+        raws.append(extra)
+        assert refused.startswith(b"l NO [LIMIT]"), refused
+        os.kill(worker, signal.SIGKILL)
+        while not (answer := login(extra)).startswith(b"l OK"):
+            assert time.monotonic() < deadline and answer.startswith(b"l NO [LIMIT]"), answer
+            time.sleep(0.05)
+    finally:
+        _close(raws)
+        assert stop_server(proc, log) == 0
+
+
 def test_imaps_connections_are_handed_over_too(tmp_path):
     """On the implicit-TLS port the serving process takes its gate's place and runs the handshake."""
     import imaplib
