@@ -129,7 +129,9 @@ def prepare(root: Path, rows: int, store_url: str = "") -> tuple[Path, Path]:
 
 def prepared(root: Path, rows: int) -> tuple[Path, Path]:
     """A prepared directory kept between runs (``root/base``, made once per row count); each run
-    gets a fresh copy of its data directory, so no run sees an earlier run's notices."""
+    gets a fresh copy of its data directory, so no run sees an earlier run's notices. A directory
+    prepared by an older release has its store migrated to the current schema first (once: a
+    store at the head is left as it is)."""
     base = root / "base"
     marker = base / "prepared-rows"
     if not (marker.exists() and marker.read_text().strip() == str(rows)):
@@ -137,6 +139,9 @@ def prepared(root: Path, rows: int) -> tuple[Path, Path]:
         base.mkdir(parents=True)
         prepare(base, rows)
         marker.write_text(str(rows))
+    else:
+        subprocess.run([sys.executable, "-m", "mailserver.cli", "-c", str(base / "data" / "civicmail.toml"),
+                        "db", "upgrade"], check=True, stdout=subprocess.DEVNULL)
     run = root / "run"
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir()

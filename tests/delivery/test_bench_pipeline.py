@@ -36,6 +36,25 @@ def test_bench_pipeline_reuses_a_prepared_directory(tmp_path):
         assert sum(float(v) for v in stages.values()) <= total + 0.05, out
     assert "(SQLite, signing: none)" in first and "(SQLite, signing: ec-p256)" in again
 
+    # a directory prepared by an older release: its store is migrated before the copy is run
+    from mailserver.config import load as load_config
+    from mailserver.store import migrate, open_store
+
+    store = open_store(load_config(tmp_path / "base" / "data" / "civicmail.toml"))
+    try:
+        migrate.downgrade(store, "0028")
+        assert migrate.pending_revisions(store)
+    finally:
+        store.dispose()
+    third = _bench("--rows", "100", "--prepared", str(tmp_path))
+    assert "setup: reusing the 100 citizens" in third
+    assert re.search(r"100 rows, 100 delivered in ", third.strip().splitlines()[-1]), third
+    store = open_store(load_config(tmp_path / "base" / "data" / "civicmail.toml"))
+    try:
+        assert migrate.is_current(store)
+    finally:
+        store.dispose()
+
 
 def test_bench_pipeline_runs_on_postgresql_with_store_url(tmp_path, pg_admin_url):
     from tests.conftest import pg_databases
