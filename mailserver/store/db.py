@@ -63,10 +63,11 @@ def _postgresql_bounds(connect_timeout: float, statement_timeout: float, pooled:
     Straight to the server, a prepared statement runs a generic plan (``plan_cache_mode``):
     PostgreSQL's own choice, after five custom plans, keeps planning each run afresh when the
     statement reads a partitioned table (``message``, ``notice``), whose generic plan it costs
-    over every partition though run-time pruning reads one; that planning, at each Bind, was
-    most of the database's CPU in the IMAP mix (docs/benchmarks.md, twelfth session). Every
-    statement we prepare names its account and folder, so a plan that does not know the values
-    is as good as one that does."""
+    over every partition though run-time pruning reads one; that planning, at each Bind, was a
+    quarter to a third of the database's CPU in the IMAP mix (docs/benchmarks.md, eleventh
+    session). What we run often are keyed lookups (an account, a folder, ids); no index is
+    partial on a value a statement binds and none is searched with LIKE, so a plan that does not
+    know the values picks the same indexes as one that does."""
     ms = int(statement_timeout * 1000)
     bounds = {"connect_timeout": max(2, int(round(connect_timeout))),  # libpq: whole seconds, at least 2
               "keepalives": 1, "keepalives_idle": KEEPALIVE_IDLE, "keepalives_interval": KEEPALIVE_INTERVAL,
