@@ -202,3 +202,25 @@ def test_every_statement_an_imap_session_makes_on_message_reads_one_partition(tm
             plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, params).fetchall())
             read = set(re.findall(r"\bmessage_p\d\d\b", plan))
             assert read == {partition}, f"{sql}\n{plan}"
+
+
+def test_a_prepared_statement_on_message_runs_a_generic_plan_that_reads_one_partition(pg_city):
+    """The store's connections plan prepared statements generically (db.PLAN_CACHE_MODE):
+    PostgreSQL's own choice planned a statement on the partitioned table afresh at every run.
+    The generic plan still reads one partition: it is pruned when it starts, by the account."""
+    store, accounts = pg_city
+    deliver(store, b"Subject: one\r\n\r\nx\r\n", accounts[:1])
+    account, inbox = accounts[0], mb.find_folder(store, accounts[0], "INBOX").id
+    sql = "SELECT uid, flags, keywords FROM message WHERE account_id = :a AND folder_id = :f ORDER BY uid"
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_generic_plan"
+        for _ in range(7):  # psycopg prepares it on the server after its fifth run
+            assert conn.execute(text(sql), {"a": account, "f": inbox}).all() == [(1, 0, None)]
+        [(name, generic, custom)] = conn.exec_driver_sql(
+            "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE 'SELECT uid, flags, keywords FROM message%%'").all()
+        assert generic >= 1 and custom == 0
+        plan = "\n".join(r for (r,) in conn.exec_driver_sql(f"EXPLAIN EXECUTE {name}({account}, {inbox})"))
+        [(partition,)] = conn.exec_driver_sql(f"SELECT DISTINCT tableoid::regclass::text FROM message "
+                                              f"WHERE account_id = {account}").all()
+    assert set(re.findall(r"\bmessage_p\d\d\b", plan)) == {partition}, plan

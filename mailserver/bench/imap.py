@@ -7,9 +7,10 @@
 * stress: --clients aioimaplib clients loop LOGIN, LIST, STATUS, SELECT, FETCH, STORE,
   EXPUNGE, APPEND, SORT, THREAD, ESEARCH and LOGOUT at random, every answer checked against a
   model of the mailbox (each client owns one mailbox, so the model is exact); prints commands/s,
-  state errors, the server's CPU and context switches per command and its memory after each of
-  --runs runs; --real-hash gives the users the product's argon2id; --keep-sessions: one session
-  per client for the whole run, a fixed mix each cycle (issue 12), --sort-mix adding SORT,
+  state errors, the server's CPU and context switches per command (on PostgreSQL also its
+  backends' CPU per command: bench/pgcpu.py) and its memory after each of --runs runs;
+  --real-hash gives the users the product's argon2id; --keep-sessions: one session per client
+  for the whole run, a fixed mix each cycle (issue 12), --sort-mix adding SORT,
   THREAD and ESEARCH to it.
 
 The server runs in a child process (only the IMAP listeners and the folder watcher), so that
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import click
 
+from .pgcpu import BackendCpu
 from .util import store_url_option, throwaway_store
 
 PASSWORD = "bench password 1"
@@ -751,9 +753,12 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, notify: 
                     switches = server.context_switches()
                     mine = resource.getrusage(resource.RUSAGE_SELF)
                     first = 1 + idle_n + run * clients
+                    backends = BackendCpu(url).start() if url else None
                     commands, errors, elapsed, logins = asyncio.run(_stress(
                         "127.0.0.1", server.port, [u for u, _ in users[first:first + clients]], clients, seconds,
                         keep_sessions, sort_mix))
+                    if backends:
+                        backends.stop()
                     after = resource.getrusage(resource.RUSAGE_SELF)
                     client_cpu = after.ru_utime + after.ru_stime - mine.ru_utime - mine.ru_stime
                     user_after, system_after = server.cpu_times()
@@ -770,5 +775,10 @@ def command(mode: str, messages: int, idle_count: int, idle_users: int, notify: 
                                f"{(server.context_switches() - switches) / max(commands, 1):.1f} context switches "
                                f"per command; clients {client_cpu:.1f} s; "
                                f"server RSS {server.rss_mib():.0f} MiB after run {run + 1})")
+                    if backends:
+                        click.echo(f"stress: PostgreSQL backends' CPU {backends.seconds:.1f} s = "
+                                   f"{backends.seconds * 1000 / max(commands, 1):.2f} ms per command "
+                                   f"({backends.backends} backends of the bench's database, utime + stime from "
+                                   "/proc/PID/stat over the run; the server must be on this machine)")
         finally:
             server.stop()

@@ -25,6 +25,8 @@ KEEPALIVE_IDLE = 10
 #: ... every this many seconds, and dropped after this many probes unanswered (~25 s in all)
 KEEPALIVE_INTERVAL = 5
 KEEPALIVE_COUNT = 3
+#: how PostgreSQL plans the statements psycopg prepared on a direct connection (``_postgresql_bounds``)
+PLAN_CACHE_MODE = "force_generic_plan"
 #: a pooled PostgreSQL connection back in the pool for longer than this (seconds) is pinged
 #: before it is used again (``_ping_when_idle``)
 PING_IDLE = 1.0
@@ -56,14 +58,24 @@ def _postgresql_bounds(connect_timeout: float, statement_timeout: float, pooled:
     transaction may run on another server connection. No prepared statements then (psycopg
     prepares a query after its fifth run on a connection, and the next transaction may find
     another server connection that never saw it), and no ``options`` (PgBouncer refuses the
-    startup parameter: its ``connect_query`` sets the two server timeouts, docs/scale.md)."""
+    startup parameter: its ``connect_query`` sets the two server timeouts, docs/scale.md).
+
+    Straight to the server, a prepared statement runs a generic plan (``plan_cache_mode``):
+    PostgreSQL's own choice, after five custom plans, keeps planning each run afresh when the
+    statement reads a partitioned table (``message``, ``notice``), whose generic plan it costs
+    over every partition though run-time pruning reads one; that planning, at each Bind, was a
+    quarter to a third of the database's CPU in the IMAP mix (docs/benchmarks.md, eleventh
+    session). What we run often are keyed lookups (an account, a folder, ids); no index is
+    partial on a value a statement binds and none is searched with LIKE, so a plan that does not
+    know the values picks the same indexes as one that does."""
     ms = int(statement_timeout * 1000)
     bounds = {"connect_timeout": max(2, int(round(connect_timeout))),  # libpq: whole seconds, at least 2
               "keepalives": 1, "keepalives_idle": KEEPALIVE_IDLE, "keepalives_interval": KEEPALIVE_INTERVAL,
               "keepalives_count": KEEPALIVE_COUNT, "tcp_user_timeout": ms}
     if pooled:
         return {**bounds, "prepare_threshold": None}
-    return {**bounds, "options": f"-c statement_timeout={ms} -c idle_in_transaction_session_timeout={ms}"}
+    return {**bounds, "options": f"-c statement_timeout={ms} -c idle_in_transaction_session_timeout={ms} "
+                                 f"-c plan_cache_mode={PLAN_CACHE_MODE}"}
 
 
 def _ping_when_idle(engine: Engine, idle: float) -> None:

@@ -91,6 +91,10 @@ def test_bench_imap_stress_runs_on_postgresql_with_store_url(pg_admin_url):
     assert re.search(r"prepared 3 users and 0 messages on PostgreSQL", result.output), result.output
     m = re.search(r"stress: 2 clients, ([\d,]+) commands .* (\d+) state errors", result.output)
     assert m and int(m.group(1).replace(",", "")) > 0 and m.group(2) == "0", result.output
+    # the database's own CPU per command (its backends', read from /proc: the server is on this machine)
+    cpu = re.search(r"stress: PostgreSQL backends' CPU ([\d.]+) s = ([\d.]+) ms per command \((\d+) backends",
+                    result.output)
+    assert cpu and float(cpu.group(2)) > 0 and int(cpu.group(3)) > 0, result.output
     name = re.search(r"^store: PostgreSQL database (civicmail_bench_[0-9a-f]+) on ", result.output, re.M).group(1)
     assert f"store: database {name} dropped" in result.output and name not in pg_databases()
     assert CliRunner().invoke(command, ["--mode", "stress", "--connect", "127.0.0.1:1",
