@@ -59,14 +59,27 @@ class HeavyLane:
             self._leave(owner, gate)
             raise
 
-        def done(_: concurrent.futures.Future) -> None:
+        answer = loop.create_future()
+
+        def done(job: concurrent.futures.Future) -> None:
             gate.free.release()
             self._leave(owner, gate)
+            if answer.done():  # its caller stopped waiting
+                return
+            if job.cancelled():
+                answer.cancel()
+            elif (error := job.exception()) is not None:
+                answer.set_exception(error)
+            else:
+                answer.set_result(job.result())
 
         job = self.executor.submit(functools.partial(fn, *args))
-        # released when the thread is done (or the job was cancelled before it started)
+        # The slot is released when the thread is done (or the job was cancelled before it
+        # started), and the answer handed over in the same wake-up of the loop: one
+        # call_soon_threadsafe a job, where asyncio.wrap_future added a second.
         job.add_done_callback(lambda f: _call_soon(loop, done, f))
-        return await asyncio.wrap_future(job)
+        answer.add_done_callback(lambda f: job.cancel() if f.cancelled() else None)
+        return await answer
 
     def _leave(self, owner: Hashable, gate: _Gate) -> None:
         gate.users -= 1

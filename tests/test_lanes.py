@@ -81,6 +81,45 @@ def test_a_cancelled_job_keeps_its_slot_until_its_thread_is_done():
     assert order == ["slow done", "quick ran"]
 
 
+def test_a_heavy_jobs_error_reaches_its_caller_and_a_job_cancelled_before_it_started_never_runs():
+    lane = HeavyLane(threads=1, per_owner=2)
+    release = threading.Event()
+    ran: list[str] = []
+
+    def fails() -> None:
+        raise LookupError("no such message")
+
+    def slow() -> str:
+        release.wait(10)
+        ran.append("slow")
+        return "slow"
+
+    def never() -> None:
+        ran.append("never")
+
+    async def main():
+        try:
+            await lane.run("a", fails)
+        except LookupError as exc:
+            failed = str(exc)
+        assert lane.busy_owners() == 0  # its slot given back with the answer
+        first = asyncio.ensure_future(lane.run("a", slow))
+        queued = asyncio.ensure_future(lane.run("a", never))  # behind "slow": the only thread
+        await asyncio.sleep(0.1)
+        queued.cancel()
+        await asyncio.sleep(0.1)
+        release.set()
+        return failed, await first, queued.cancelled()
+
+    try:
+        failed, first, cancelled = asyncio.run(main())
+    finally:
+        lane.shutdown()
+    assert (failed, first, cancelled) == ("no such message", "slow", True)
+    assert ran == ["slow"]
+    assert lane.busy_owners() == 0
+
+
 # -- the read and write lanes (BatchLane) ------------------------------------------------------------
 
 def test_a_batch_lane_takes_what_queued_meanwhile_in_one_batch_and_answers_each_caller():

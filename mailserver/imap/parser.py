@@ -141,6 +141,11 @@ def parse_command(buf: bytes, limits: IMAPConfig = _DEFAULTS) -> Parsed:
 #: parsed form (immutable) is kept by their text after the tag: ``parse`` then only retags it
 _REPEATED = frozenset({"LIST", "LSUB", "STATUS", "SELECT", "EXAMINE", "FETCH", "UID FETCH", "NOOP", "CHECK", "IDLE",
                        "EXPUNGE", "CLOSE", "UNSELECT", "CAPABILITY", "NAMESPACE", "SEARCH", "UID SEARCH"})
+#: [UID] FETCH and STORE with a set of plain numbers, which clients repeat but for the tag and
+#: the set (a message's body, a message's flags): kept by the text around the set, whose parse
+#: does not depend on the set (``fetch``, ``store``); a hit parses only the set
+_WITH_SET = re.compile(rb"((?:UID )?(?:FETCH|STORE)) ([0-9:,*]+) ", re.IGNORECASE)
+_SET_COMMANDS = frozenset({"FETCH", "UID FETCH", "STORE", "UID STORE"})
 #: commands longer than this are not kept (nor any with a literal)
 _KEPT_LENGTH = 200
 #: (text after the tag, UTF8=ACCEPT, the parsers' limits) -> (spec, command); emptied when this full
@@ -152,31 +157,50 @@ def parse(buf: bytes, limits: IMAPConfig = _DEFAULTS, utf8: bool = False) -> tup
     """The registered command and what its parser made of ``buf`` (None and Invalid for an
     unknown command); ``utf8``: the session has enabled UTF8=ACCEPT (RFC 6855), so mailbox
     names are UTF-8, not modified UTF-7. A command of ``_REPEATED`` seen before with another
-    tag is not parsed again."""
+    tag, or one of ``_SET_COMMANDS`` with another tag and set, is not parsed again."""
     m = _TAG_START.match(buf) if len(buf) <= _KEPT_LENGTH else None
-    key = None
+    key = numbers = None
     if m is not None and b"{" not in buf:
-        key = (buf[m.end():], utf8, limits.max_search_depth, limits.max_search_keys, limits.max_catenate_parts)
+        rest = buf[m.end():]
+        with_set = _WITH_SET.match(rest)
+        if with_set is not None:  # the set left out of the key
+            numbers = with_set.group(2)
+            rest = (with_set.group(1), rest[with_set.end():])
+        key = (rest, utf8, limits.max_search_depth, limits.max_search_keys, limits.max_catenate_parts)
         hit = _kept.get(key)
         if hit is not None:
-            return hit[0], _retagged(hit[1], m.group(1).decode("ascii"))
+            if numbers is None:
+                return hit[0], _retagged(hit[1], m.group(1).decode("ascii"))
+            try:
+                seqset = SeqSet.parse(numbers.decode("ascii"))
+            except ValueError:  # (a number out of range) parsed in full below, for its Invalid
+                pass
+            else:
+                return hit[0], _retagged(hit[1], m.group(1).decode("ascii"), seqset)
     token = UTF8_SESSION.set(utf8)
     try:
         spec, cmd = _parse(buf, limits)
     finally:
         UTF8_SESSION.reset(token)
-    if key is not None and spec is not None and spec.name in _REPEATED and not isinstance(cmd, Invalid):
-        if len(_kept) >= _KEPT_COUNT:
-            _kept.clear()
-        _kept[key] = (spec, cmd)
+    if key is not None and spec is not None and not isinstance(cmd, Invalid):
+        if numbers is None:
+            keep = spec.name in _REPEATED
+        else:  # the set the command holds is the one left out of the key
+            keep = spec.name in _SET_COMMANDS and cmd.seqset.text == numbers.decode("ascii")
+        if keep:
+            if len(_kept) >= _KEPT_COUNT:
+                _kept.clear()
+            _kept[key] = (spec, cmd)
     return spec, cmd
 
 
-def _retagged(cmd: Command, tag: str) -> Command:
-    """A copy of a kept (frozen) command with another tag."""
+def _retagged(cmd: Command, tag: str, seqset: SeqSet | None = None) -> Command:
+    """A copy of a kept (frozen) command with another tag (and set)."""
     new = object.__new__(type(cmd))
     new.__dict__.update(cmd.__dict__)
     new.__dict__["tag"] = tag
+    if seqset is not None:
+        new.__dict__["seqset"] = seqset
     return new
 
 

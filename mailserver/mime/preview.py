@@ -40,14 +40,24 @@ def _text_part(part: Part, depth: int = 0) -> Part | None:
     return None
 
 
-def _reader_text(text: str) -> str:
-    lines = []
+def _reader_text(text: str, limit: int = MAX_CHARS) -> str:
+    """The first ``limit`` characters of ``text`` without quoted lines and the signature, blank
+    runs as one space. Lines are read only until ``limit`` characters are had: a 4 KB message's
+    preview took a third of its analysis when every line was read (the words of the lines kept
+    are those of their join, as lines are joined by a blank)."""
+    words: list[str] = []
+    size = -1  # len(" ".join(words))
     for line in text.splitlines():
         if line.rstrip() == "--":
             break  # a signature follows
         if not line.lstrip().startswith(">"):
-            lines.append(line)
-    return " ".join(" ".join(lines).split())
+            found = line.split()
+            if found:
+                words += found
+                size += len(found) + sum(map(len, found))
+                if size >= limit:
+                    break
+    return " ".join(words)[:limit]
 
 
 def build(raw: bytes, root: Part) -> str:
@@ -59,4 +69,4 @@ def build(raw: bytes, root: Part) -> str:
     text = decode_charset(data, param(part.params, "charset"))
     if part.subtype == "html":
         text = html_text(text)
-    return _reader_text(text.replace("\x00", ""))[:MAX_CHARS]
+    return _reader_text(text.replace("\x00", ""))

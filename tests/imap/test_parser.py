@@ -10,7 +10,7 @@ from mailserver.imap.codec import SeqSet, decode_mailbox, encode_mailbox
 from mailserver.imap.commands import (Append, AppendMessage, Authenticate, Copy, Expunge, Fetch, FetchAtt, Id, Invalid, ListCmd,
                                       Login, MailboxCommand, Qresync, Rename, Search, Simple, Status, Store)
 from mailserver.imap.framing import Framed, Refused, read_command
-from mailserver.imap.parser import parse_command, parse_fetch_att
+from mailserver.imap.parser import _DEFAULTS, _kept, _parse, parse, parse_command, parse_fetch_att
 
 
 def test_login_with_quoted_and_literal_strings():
@@ -226,6 +226,37 @@ def test_random_bytes_never_raise(data):
                                  b"FETCH", b"BODY[", b"1:*", b"\r\n", b"\x00", b"\xff"]), max_size=30))
 def test_grammar_fragments_never_raise(parts):
     assert parse_command(b"".join(parts)) is not None
+
+
+_SET_TEMPLATES = [b"TAG UID FETCH SET (BODY.PEEK[])\r\n", b"TAG FETCH SET (FLAGS)\r\n", b"TAG fetch SET FAST\r\n",
+                  b"TAG UID STORE SET +FLAGS (\\Seen $Label1)\r\n", b"TAG STORE SET -FLAGS.SILENT (\\Deleted)\r\n",
+                  b"TAG uid store SET FLAGS ()\r\n", b"TAG UID FETCH SET (FLAGS) (CHANGEDSINCE 5 VANISHED)\r\n",
+                  b"TAG UID STORE SET (UNCHANGEDSINCE 3) +FLAGS (\\Seen)\r\n", b"TAG UID STORE SET +FLAGS (\\Recent)\r\n",
+                  b"TAG FETCH SET (NOSUCH)\r\n", b"TAG FETCH SET\r\n", b"TAG STORE SET  +FLAGS (\\Seen)\r\n"]
+_SETS = st.one_of(st.sampled_from([b"1", b"1:*", b"*", b"7,9:12", b"0", b"1:0", b"4294967295", b"4294967296",
+                                   b"99999999999999999999", b"1,,2", b":", b"1:", b"*:*"]),
+                  st.from_regex(rb"\A[0-9:,*]{1,10}\Z"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(_SET_TEMPLATES), st.lists(st.tuples(st.sampled_from([b"a1", b"B.2", b"x"]), _SETS),
+                                                  min_size=2, max_size=6))
+def test_a_fetch_or_store_kept_but_for_its_set_parses_as_it_does_in_full(template, uses):
+    """``parse`` keeps a FETCH or STORE by its text but for the tag and the set: each use, with
+    any tag and set (numbers out of range too), gives what parsing it in full gives."""
+    _kept.clear()
+    for tag, numbers in uses:
+        buf = template.replace(b"TAG", tag).replace(b"SET", numbers)
+        assert parse(buf) == _parse(buf, _DEFAULTS)
+
+
+def test_a_uid_fetch_of_another_message_is_the_kept_fetch_with_its_own_set():
+    _kept.clear()
+    first = parse_command(b"a1 UID FETCH 17 (BODY.PEEK[])\r\n")
+    second = parse_command(b"a2 UID FETCH 18:20,* (BODY.PEEK[])\r\n")
+    assert len(_kept) == 1  # one entry for both
+    assert (second.tag, second.seqset, second.atts, second.uid) == ("a2", SeqSet.parse("18:20,*"), first.atts, True)
+    assert first.tag == "a1" and first.seqset == SeqSet.parse("17")
 
 
 # -- the framer ------------------------------------------------------------------------------------
