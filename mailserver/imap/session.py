@@ -68,13 +68,30 @@ class _Looked(NamedTuple):
     changes: "Changes | None"
 
 
+#: ``_Looked.changes`` of a look left out: nothing but the session's own write can be there
+UNLOOKED = Changes(0, 0, [], [], None)
+
+
 def _look_after(store: "MailStore", account_id: int, folder_id: int, modseq: int, max_uid: int, exists: int, force: bool,
-                result: T) -> tuple[T, tuple]:
+                quiet: int | None, result: T) -> tuple[T, tuple]:
     """In a store thread, after a write's COMMIT: what changed in the selected folder since
-    ``modseq`` (after the session's own write, when the result says it saw no other)."""
+    ``modseq`` (after the session's own write, when the result says it saw no other).
+
+    ``quiet``: the hub's version of the folder before the write was queued, when no change
+    was pending then (else None). If the write saw no other (``modseq_before``), it is the only
+    change of the folder up to its COMMIT; if the version then moved by exactly its own
+    announcement, nobody else's was announced since either, and the look is left out (a
+    statement and a round trip a STORE): a change committed after ours is announced after
+    its COMMIT, so its announcement moves the version later and marks the session
+    ``pending`` (or, from another node or process, arrives later still and does), and the
+    next command (or IDLE) looks then. A batch of the write lane announces a folder once
+    for every writer in it (``ChangeHub.held``), so another session's write in the same
+    COMMIT moves the version by two and the look is made."""
     before = getattr(result, "modseq_before", 0)
     if before and before == modseq:
         modseq = result.modseq_after
+        if quiet is not None and not force and store.hub.version(folder_id) == quiet + 1:
+            return result, ((modseq, max_uid, exists), force, quiet + 1, UNLOOKED)
     version = store.hub.version(folder_id)  # before the look: see ChangeHub.version
     changes = store.changes_since(account_id, folder_id, modseq, max_uid, exists, force)
     return result, ((modseq, max_uid, exists), force, version, changes)
@@ -563,8 +580,9 @@ class ImapSession:
         if sel is None:
             return await self.ctx.run_write(fn, *args, flags_only=flags_only, owner=self.account_id, big=big)
         force = expunges or (self._expunge_ok and sel.expunge_pending)
+        quiet = None if self.pending else self.ctx.hub.version(sel.folder_id)
         look = functools.partial(_look_after, self.store, sel.account_id, sel.folder_id, sel.modseq, sel.max_uid,
-                                 sel.exists, force)
+                                 sel.exists, force, quiet)
         result, looked = await self.ctx.run_write(fn, *args, then=look, flags_only=flags_only,
                                                   owner=self.account_id, big=big)
         self._looked = _Looked(sel, *looked)
@@ -583,6 +601,8 @@ class ImapSession:
             # A change announced since the look began is looked at after the next command.
             self.pending = self.ctx.hub.version(sel.folder_id) != looked.version
             changes = looked.changes
+            if changes is UNLOOKED:
+                return
         else:
             if sel is None or not (self.pending or force or (allow_expunge and sel.expunge_pending)):
                 return

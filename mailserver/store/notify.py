@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import re
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Callable, Iterable, Iterator
 
 Listener = Callable[[int], None]
@@ -51,7 +51,8 @@ class ChangeHub:
         #: folder ids (listened to or not): see ``serial`` and ``announced_since``
         self._serial = 0
         self._last = [0] * _SLOTS
-        #: ``held``: the changes a thread announces inside it, announced when it ends
+        #: ``held``: the changes a thread announces inside it (each folder with how many times),
+        #: announced when it ends
         self._local = threading.local()
         #: channel -> the folders (or accounts) listened to here that it carries: the channel's
         #: reference count is the set's size
@@ -137,14 +138,14 @@ class ChangeHub:
         if channel.startswith(ACCOUNT_CHANNEL):
             self.account_changed(keys)
             return
-        self._announce(keys, range(int(channel[len(FOLDER_CHANNEL):]), _SLOTS, CHANNELS))
+        self._announce(dict.fromkeys(keys, 1), range(int(channel[len(FOLDER_CHANNEL):]), _SLOTS, CHANNELS))
 
     def wake_all(self) -> None:
         """The LISTEN connection was (re)made: anything may have been missed, so every listener
         looks once and every folder counts as announced."""
         with self._lock:
             folders, accounts = set(self._listeners), set(self._accounts)
-        self._announce(folders, range(_SLOTS))
+        self._announce(dict.fromkeys(folders, 1), range(_SLOTS))
         self.account_changed(accounts)
 
     def account_changed(self, account_ids: Iterable[int]) -> None:
@@ -180,35 +181,38 @@ class ChangeHub:
     def held(self) -> Iterator[None]:
         """Changes announced by this thread inside the block are announced when it ends without
         an error (after the COMMIT of the write lane's batch, which the block encloses), and
-        dropped if it raises (nothing was committed)."""
-        held: set[int] = set()
+        dropped if it raises (nothing was committed). A folder's ``version`` still moves once
+        for each writer that announced it: a session that wrote in the batch tells its own
+        change from another's by the count (imap/session.py ``_look_after``)."""
+        held: Counter[int] = Counter()
         self._local.held = held
         try:
             yield
         finally:
             self._local.held = None
         if held:
-            self.changed(held)
+            self._announce(held, ())
 
     def changed(self, folder_ids: Iterable[int]) -> None:
         held = getattr(self._local, "held", None)
         if held is not None:
-            held.update(folder_ids)
+            held.update(set(folder_ids))
             return
-        self._announce(set(folder_ids), ())
+        self._announce(dict.fromkeys(folder_ids, 1), ())
 
-    def _announce(self, folder_ids: set[int], slots: Iterable[int]) -> None:
-        """``folder_ids`` changed; the folders of ``slots`` count as announced too."""
+    def _announce(self, folder_ids: dict[int, int], slots: Iterable[int]) -> None:
+        """``folder_ids`` changed (each by this many writers: its version moves by as much);
+        the folders of ``slots`` count as announced too."""
         with self._lock:
             self._serial += 1
             for slot in slots:
                 self._last[slot] = self._serial
             targets = []
-            for fid in folder_ids:
+            for fid, times in folder_ids.items():
                 self._last[fid % _SLOTS] = self._serial
                 entries = self._listeners.get(fid)
                 if entries:
-                    self._versions[fid] = self._versions.get(fid, 0) + 1
+                    self._versions[fid] = self._versions.get(fid, 0) + times
                     targets.extend((fid, entry) for entry in entries)
         _call(targets)
 
