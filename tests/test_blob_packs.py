@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from mailserver.errors import StorageError
 from mailserver.store import bodies
 from mailserver.store.blobs import TMP_MAX_AGE, BlobMissing, LocalBlobs, blob_key
 from mailserver.store.mailstore import NewMessage, insert_messages
@@ -91,6 +92,96 @@ def test_a_batch_is_one_pack_read_back_and_removed_with_its_last_blob(tmp_path):
     LocalBlobs(root, pack_min=0).put_many(many)
     assert len(_blob_files(root)) == 30 and _packs(root) == []
     blobs.close()
+
+
+#: the pack index as civicmail wrote it before PACK_INDEX_VERSION 1 (983b988's store/blobs.py,
+#: verbatim): keys in hex, in the table and again in an index by pack; no user_version
+_INDEX_V0 = """
+CREATE TABLE IF NOT EXISTS pack (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, made REAL NOT NULL,
+                                 size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS blob (key TEXT PRIMARY KEY, pack INTEGER NOT NULL, at INTEGER NOT NULL,
+                                 size INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blob_pack ON blob (pack);
+"""
+
+
+def _index_as_version_0(root: Path) -> dict[str, str]:
+    """Replace the pack index of ``root`` by the same entries in version 0's form, written as
+    the old code wrote them (its schema, WAL, its inserts); returns key -> pack name."""
+    index = root / "packs" / "index.sqlite3"
+    with sqlite3.connect(index) as conn:
+        packs = conn.execute("SELECT id, name, made, size FROM pack ORDER BY id").fetchall()
+        entries = conn.execute("SELECT key, pack, at, size FROM blob").fetchall()
+    conn.close()
+    for end in ("", "-wal", "-shm"):
+        (root / "packs" / f"index.sqlite3{end}").unlink(missing_ok=True)
+    conn = sqlite3.connect(index, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.executescript(_INDEX_V0)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany("INSERT INTO pack (id, name, made, size) VALUES (?, ?, ?, ?)", packs)
+    conn.executemany("INSERT OR IGNORE INTO blob (key, pack, at, size) VALUES (?, ?, ?, ?)",
+                     [(key.hex(), pack, at, size) for key, pack, at, size in entries])
+    conn.execute("COMMIT")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
+    conn.close()
+    names = {i: n for i, n, _, _ in packs}
+    return {key.hex(): names[pack] for key, pack, _, _ in entries}
+
+
+def test_an_index_written_before_version_1_is_upgraded_in_place_and_keeps_every_blob(tmp_path):
+    """An upgraded node's pack index (hex keys, an index by pack) becomes version 1 on first use:
+    every blob reads back, each key is its 32 bytes stored once (no other index), each pack
+    counts its blobs, and deletes, the sweep and new packs work on it."""
+    root = tmp_path / "blobs"
+    writer = LocalBlobs(root, pack_min=8)
+    batches = [{blob_key(r): r for r in (_message(b * 100 + n, 500) for n in range(20))} for b in range(3)]
+    for batch in batches:
+        writer.put_many(batch)
+    writer.close()
+    where = _index_as_version_0(root)
+    every = {k: v for batch in batches for k, v in batch.items()}
+    assert len(where) == 60 and len(set(where.values())) == 3
+
+    first, second = LocalBlobs(root), LocalBlobs(root)  # two processes' worth: the second finds it done
+    assert first.get_many(list(every)) == every and second.get_many(list(every)) == every
+    with sqlite3.connect(root / "packs" / "index.sqlite3") as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert [n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")] == \
+            ["sqlite_autoindex_pack_1"]  # pack.name's; none on blob but its key
+        assert conn.execute("SELECT DISTINCT typeof(key), length(key) FROM blob").fetchall() == [("blob", 32)]
+        assert sorted(live for (live,) in conn.execute("SELECT live FROM pack")) == [20, 20, 20]
+    conn.close()
+    assert first.pack_usage()[:3] == (3, 60, sum(map(len, every.values())))
+
+    # a pack goes with its last blob; the others stay
+    doomed = list(batches[0])
+    first.delete_many(doomed[:19])
+    assert len(_packs(root)) == 3
+    first.delete_many(doomed[19:])
+    assert len(_packs(root)) == 2 and not (root / "packs" / where[doomed[0]]).exists()
+    with pytest.raises(BlobMissing):
+        LocalBlobs(root).get(doomed[0])
+    # the sweep's keys are hex, as the database names them
+    assert sorted(first.keys_older_than(time.time() + 1)) == sorted(k for b in batches[1:] for k in b)
+    # and a new pack indexes beside the upgraded entries
+    newer = {blob_key(r): r for r in (_message(900 + n, 500) for n in range(10))}
+    first.put_many(newer)
+    assert LocalBlobs(root).get_many(list(newer) + list(batches[2])) == newer | batches[2]
+    first.close()
+    second.close()
+
+
+def test_an_index_of_a_newer_version_is_refused(tmp_path):
+    root = tmp_path / "blobs"
+    blobs = LocalBlobs(root, pack_min=8)
+    blobs.put_many({blob_key(r): r for r in (_message(n, 300) for n in range(8))})
+    blobs.close()
+    with sqlite3.connect(root / "packs" / "index.sqlite3") as conn:
+        conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    with pytest.raises(StorageError, match="version 2 of the pack index, made by a newer civicmail"):
+        LocalBlobs(root).get(blob_key(_message(0, 300)))
 
 
 def _stage_and_commit(store, account: int, raws: list[bytes]) -> None:

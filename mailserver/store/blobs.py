@@ -42,13 +42,28 @@ SYNCFS_BATCH = 8
 PACK_MIN = 64
 #: the local store's index of packed blobs (key -> pack, offset, length), under ROOT/packs/
 PACK_INDEX = "index.sqlite3"
-_PACK_SCHEMA = """
-CREATE TABLE IF NOT EXISTS pack (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, made REAL NOT NULL,
-                                 size INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS blob (key TEXT PRIMARY KEY, pack INTEGER NOT NULL, at INTEGER NOT NULL,
-                                 size INTEGER NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS blob_pack ON blob (pack);
-"""
+#: the pack index's schema (its own, not Alembic's: ``PRAGMA user_version``). 1: a key is its 32
+#: raw bytes, stored once (the table is keyed by it, WITHOUT ROWID, and has no other index); a
+#: pack counts its indexed blobs (``live``), so that the last one's delete finds it without an
+#: index by pack. 0 (before): the key in hex, in the table and again in an index by pack, about
+#: three times the bytes an entry; upgraded in place on first use (``_upgrade_index``).
+PACK_INDEX_VERSION = 1
+_PACK_TABLES = (
+    "CREATE TABLE pack (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, made REAL NOT NULL, "
+    "size INTEGER NOT NULL, live INTEGER NOT NULL DEFAULT 0)",
+    "CREATE TABLE blob (key BLOB PRIMARY KEY, pack INTEGER NOT NULL, at INTEGER NOT NULL, "
+    "size INTEGER NOT NULL) WITHOUT ROWID",
+)
+#: version 0 -> 1, in one transaction: the live counts from version 0's index by pack, then the
+#: entries copied in key order (hex and byte order agree) with their keys as bytes
+_PACK_UPGRADE_0 = (
+    "ALTER TABLE pack ADD COLUMN live INTEGER NOT NULL DEFAULT 0",
+    "UPDATE pack SET live = (SELECT count(*) FROM blob WHERE blob.pack = pack.id)",
+    _PACK_TABLES[1].replace("TABLE blob ", "TABLE blob_v1 "),
+    "INSERT INTO blob_v1 (key, pack, at, size) SELECT civicmail_unhex(key), pack, at, size FROM blob ORDER BY key",
+    "DROP TABLE blob",
+    "ALTER TABLE blob_v1 RENAME TO blob",
+)
 #: a pack's trailer, after its bytes: an entry a blob (its key's 32 bytes, offset, length), then
 #: the footer (magic, entries, bytes of blobs before the trailer). The index can be rebuilt from
 #: it (``LocalBlobs.reindex``, `civicmail blobs reindex`); reads never use it.
@@ -100,6 +115,35 @@ def blob_key(raw: bytes) -> str:
 
 #: a blob key as ``blob_key`` makes it (a regular expression: a tenth of a check per character)
 _is_key = re.compile(r"[0-9a-f]{64}").fullmatch
+
+
+def _key_bytes(key: str) -> bytes:
+    """A key as the pack index keeps it: its 32 bytes (StorageError unless ``blob_key`` made it)."""
+    if not _is_key(key):
+        raise StorageError(f"not a blob key: {key!r}")
+    return bytes.fromhex(key)
+
+
+def _upgrade_index(conn: sqlite3.Connection, where: str) -> None:
+    """Bring a pack index to ``PACK_INDEX_VERSION``: make its tables (a new index), or upgrade
+    version 0's, in one transaction under the write lock (another process that got there first
+    leaves nothing to do). A crash in the middle leaves version 0 whole."""
+    conn.create_function("civicmail_unhex", 1, bytes.fromhex, deterministic=True)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > PACK_INDEX_VERSION:
+            raise StorageError(f"{where} is version {version} of the pack index, made by a newer civicmail "
+                               f"(this one knows up to {PACK_INDEX_VERSION})")
+        if version < PACK_INDEX_VERSION:
+            made = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'blob'").fetchone()
+            for sql in _PACK_UPGRADE_0 if made else _PACK_TABLES:
+                conn.execute(sql)
+            conn.execute(f"PRAGMA user_version = {PACK_INDEX_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 class _Cache:
@@ -322,7 +366,8 @@ class LocalBlobs(BlobStore):
             conn.execute(f"PRAGMA cache_size=-{int(self.index_cache_kib)}")
         if self.index_checkpoint_pages is not None:
             conn.execute(f"PRAGMA wal_autocheckpoint={int(self.index_checkpoint_pages)}")
-        conn.executescript(_PACK_SCHEMA)
+        if conn.execute("PRAGMA user_version").fetchone()[0] != PACK_INDEX_VERSION:
+            _upgrade_index(conn, self._index_str)
         local.conn, local.pid = conn, pid
         self._conns.append((pid, conn))
         return conn
@@ -338,7 +383,7 @@ class LocalBlobs(BlobStore):
             return None
         return self._index().execute(
             "SELECT pack.name, blob.at, blob.size FROM blob JOIN pack ON pack.id = blob.pack WHERE blob.key = ?",
-            (key,)).fetchone()
+            (_key_bytes(key),)).fetchone()
 
     def _put_pack(self, blobs: Mapping[str, bytes]) -> None:
         """A batch as one pack file: written from one buffer, fsynced with its directory, then
@@ -346,13 +391,11 @@ class LocalBlobs(BlobStore):
         (its bytes here are dead space; a pack no key ended up naming is removed at once)."""
         rows, at = [], 0
         for key, raw in blobs.items():
-            if not _is_key(key):
-                raise StorageError(f"not a blob key: {key!r}")
-            rows.append((key, at, len(raw)))
+            rows.append((_key_bytes(key), at, len(raw)))
             at += len(raw)
         name = f"{time.time_ns():x}-{os.getpid()}-{self._tmp_tag}-{next(self._tmp_seq)}.pack"
         path = f"{self._packs_str}/{name}"
-        trailer = b"".join(_PACK_ENTRY.pack(bytes.fromhex(key), at, size) for key, at, size in rows)
+        trailer = b"".join(_PACK_ENTRY.pack(key, at, size) for key, at, size in rows)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             view = memoryview(b"".join((*blobs.values(), trailer, _PACK_FOOTER.pack(_PACK_MAGIC, len(rows), at))))
@@ -365,20 +408,23 @@ class LocalBlobs(BlobStore):
         if not self._index_pack(name, time.time(), at, rows):  # (an error leaves it unnamed: the sweep removes it)
             os.unlink(path)
 
-    def _index_pack(self, name: str, made: float, size: int, rows: list[tuple[str, int, int]]) -> int:
-        """One transaction: a pack and its blobs (key, offset, length) into the index, where a
-        key there already keeps its place. Returns the blobs indexed; a pack with none is left
-        out of the index."""
+    def _index_pack(self, name: str, made: float, size: int, rows: list[tuple[bytes, int, int]]) -> int:
+        """One transaction: a pack and its blobs (key's 32 bytes, offset, length) into the index,
+        where a key there already keeps its place. Returns the blobs indexed; a pack with none is
+        left out of the index."""
         conn = self._index()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            pack = conn.execute("INSERT INTO pack (name, made, size) VALUES (?, ?, ?)", (name, made, size)).lastrowid
+            pack = conn.execute("INSERT INTO pack (name, made, size, live) VALUES (?, ?, ?, ?)",
+                                (name, made, size, len(rows))).lastrowid
             before = conn.total_changes
             conn.executemany("INSERT OR IGNORE INTO blob (key, pack, at, size) VALUES (?, ?, ?, ?)",
                              [(key, pack, at, length) for key, at, length in rows])
             added = conn.total_changes - before
             if not added:
                 conn.execute("DELETE FROM pack WHERE id = ?", (pack,))
+            elif added != len(rows):
+                conn.execute("UPDATE pack SET live = ? WHERE id = ?", (added, pack))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -405,9 +451,8 @@ class LocalBlobs(BlobStore):
                 continue
             rows = []
             for i in range(count):
-                raw_key, at, length = _PACK_ENTRY.unpack_from(data, size + i * _PACK_ENTRY.size)
-                key = raw_key.hex()
-                if at + length <= size and blob_key(data[at:at + length]) == key:
+                key, at, length = _PACK_ENTRY.unpack_from(data, size + i * _PACK_ENTRY.size)
+                if at + length <= size and hashlib.sha256(data[at:at + length]).digest() == key:
                     rows.append((key, at, length))
             added = self._index_pack(entry.name, entry.stat().st_mtime, size, rows)
             packs, blobs = packs + bool(added), blobs + added
@@ -446,18 +491,21 @@ class LocalBlobs(BlobStore):
         if self._no_index():
             return
         conn = self._index()
+        raw_keys = [_key_bytes(k) for k in keys]
         gone: list[str] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            packs: set[int] = set()
-            for i in range(0, len(keys), 500):
-                part = keys[i:i + 500]
+            dropped: collections.Counter[int] = collections.Counter()
+            for i in range(0, len(raw_keys), 500):
+                part = raw_keys[i:i + 500]
                 marks = ", ".join("?" * len(part))
-                packs.update(p for (p,) in conn.execute(f"SELECT DISTINCT pack FROM blob WHERE key IN ({marks})", part))
+                dropped.update(p for (p,) in conn.execute(f"SELECT pack FROM blob WHERE key IN ({marks})", part))
                 conn.execute(f"DELETE FROM blob WHERE key IN ({marks})", part)
-            for pack in sorted(packs):
-                if conn.execute("SELECT 1 FROM blob WHERE pack = ? LIMIT 1", (pack,)).fetchone() is None:
-                    gone.append(conn.execute("SELECT name FROM pack WHERE id = ?", (pack,)).fetchone()[0])
+            for pack, n in sorted(dropped.items()):
+                hit = conn.execute("UPDATE pack SET live = live - ? WHERE id = ? RETURNING name, live",
+                                   (n, pack)).fetchone()
+                if hit is not None and hit[1] <= 0:
+                    gone.append(hit[0])
                     conn.execute("DELETE FROM pack WHERE id = ?", (pack,))
             conn.execute("COMMIT")
         except BaseException:
@@ -494,12 +542,12 @@ class LocalBlobs(BlobStore):
                     pass
         if self._no_index():
             return
-        last = ""
+        last = b""
         while True:
             page = [k for (k,) in self._index().execute(
                 "SELECT blob.key FROM blob JOIN pack ON pack.id = blob.pack WHERE blob.key > ? AND pack.made < ? "
                 "ORDER BY blob.key LIMIT 1000", (last, cutoff))]
-            yield from page
+            yield from (k.hex() for k in page)
             if len(page) < 1000:
                 return
             last = page[-1]
