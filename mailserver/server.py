@@ -32,6 +32,7 @@ from .store.api import MailStore
 from .store.driver import OverBudget, OwnAutocommit, OwnReader
 from .store.notify import ChangeHub
 from .store.outage import OutageLog, is_outage
+from .timeouts import within
 
 log = logging.getLogger("civicmail.server")
 auth_log = logging.getLogger("civicmail.auth")
@@ -267,7 +268,7 @@ class ServerContext:
         what = getattr(fn, "__name__", "store")
         seconds = self.config.store.lookup_timeout if timeout is None else timeout
         try:
-            result = await asyncio.wait_for(self.run(fn, *args, **kwargs), seconds)
+            result = await within(self.run(fn, *args, **kwargs), seconds)
         except asyncio.TimeoutError:
             error = StoreUnavailable(f"no answer within {seconds:g} s")
             self.outage.failed(what, error)

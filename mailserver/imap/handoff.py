@@ -42,6 +42,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Callable
 
 from ..admission import AcceptingListener, ConnectionCounter
+from ..timeouts import within
 
 if TYPE_CHECKING:
     from .service import ImapService
@@ -302,7 +303,7 @@ class RemoteUsers:
     async def ask(self, key: str) -> bool:
         request, future = self.link.ask(key)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), ASK_TIMEOUT)
+            return await within(asyncio.shield(future), ASK_TIMEOUT)
         except asyncio.TimeoutError:
             self.link.forget(request)
             log.warning("imap: the first process did not answer a login's place within %g s: refused", ASK_TIMEOUT)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, NoReturn,
 from ..errors import CivicmailError, LimitExceeded
 from ..store.api import Changes
 from ..store.outage import is_outage
+from ..timeouts import within
 from . import responses as R
 from .codec import format_uid_set, mailbox_wire
 from .commands import Invalid
@@ -304,7 +305,7 @@ class ImapSession:
         """One line (an AUTHENTICATE response, IDLE's DONE) without its CRLF; b"" if too long.
         After ``timeout`` seconds of silence the session ends (``timed_out``)."""
         try:
-            line = await asyncio.wait_for(read_line(self.reader, self.frame_limits()[0]), timeout)
+            line = await within(read_line(self.reader, self.frame_limits()[0]), timeout)
         except asyncio.TimeoutError:
             await self.timed_out()
         if line is None:

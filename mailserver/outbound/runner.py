@@ -14,6 +14,7 @@ from ..server import ServerContext, StartupError
 from ..identity.addresses import normalise_domain
 from ..store.external import Outgoing, open_external
 from ..store.models import Account
+from ..timeouts import within
 from . import queue, relay
 from .dsn import build_dsn
 from .signing import DkimSigner
@@ -196,7 +197,7 @@ class OutboundService:
                 log.exception("outbound queue pass failed")
             try:
                 # external mode: the services' mail for mailboxes waits here too (no wake-up call)
-                await asyncio.wait_for(self._wake.wait(), EXTERNAL_POLL_SECONDS if self.runner.lmtp else POLL_SECONDS)
+                await within(self._wake.wait(), EXTERNAL_POLL_SECONDS if self.runner.lmtp else POLL_SECONDS)
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()

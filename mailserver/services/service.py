@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ..timeouts import within
 from .topics import ensure_statements
 from .worker import ServiceInbox, process_pending, service_inboxes
 
@@ -50,10 +51,7 @@ class ServicesWorker:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await asyncio.wait([self._task])  # its end; a cancel of this stop still reaches it
             self._task = None
         for fid in self.inboxes:
             self.ctx.hub.unsubscribe(fid, self._changed, self._loop)
@@ -79,7 +77,7 @@ class ServicesWorker:
     async def _run(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                await within(self._wake.wait(), self.poll_seconds)
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()

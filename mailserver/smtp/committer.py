@@ -24,6 +24,7 @@ from ..outbound.queue import enqueue
 from ..store import bodies
 from ..store.api import NewMessage
 from ..store.outage import CommitGuard, OutageLog, is_outage
+from ..timeouts import within
 
 log = logging.getLogger("civicmail.smtp")
 
@@ -124,7 +125,7 @@ class GroupCommitter:
         self._incoming.put_nowait((pending, future))
         # The commit goes on even if this session is cancelled (client gone): shield it.
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self._timeout)
+            return await within(asyncio.shield(future), self._timeout)
         except asyncio.TimeoutError:
             pass
         # Past the deadline. Before its COMMIT started the write is abandoned (rolled back if it
