@@ -2,8 +2,7 @@
 mode) on the reader's autocommit connection: SELECT's folder row and messages in one READ ONLY,
 REPEATABLE READ transaction, so that both are read in one snapshot (the message list found by
 the folder's name, as the folder's id is not known before the answer); and the look at what
-changed in a folder with, when messages left it, the UIDs still there (``changes_rows``); a
-FETCH's rows with the size of their range (``rows_and_size``)."""
+changed in a folder with, when messages left it, the UIDs still there (``changes_rows``)."""
 from __future__ import annotations
 
 from .mailbox_sql import INFO_SQL
@@ -50,11 +49,3 @@ def changes_rows(dbapi, account_id: int, folder_id: int, modseq: int, known_max_
     found, present = changes.fetchall(), uids.fetchall()
     return found, (present or None)
 
-
-def rows_and_size(dbapi, sql: str, params: tuple, size_sql: str, size_params: tuple) -> tuple[list[tuple], tuple]:
-    """The rows of ``sql`` and the one row of ``size_sql`` ("?" placeholders both), in one round trip."""
-    with dbapi.pipeline():
-        rows, size = dbapi.cursor(), dbapi.cursor()
-        rows.execute(sql.replace("?", "%s"), params)
-        size.execute(size_sql.replace("?", "%s"), size_params)
-    return rows.fetchall(), size.fetchone()
