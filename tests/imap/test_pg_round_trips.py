@@ -255,8 +255,9 @@ def test_a_store_is_two_round_trips_and_no_look_when_it_saw_no_other_change(pg_s
 
 
 def test_select_reads_its_folder_and_messages_in_one_round_trip_and_one_snapshot(pg_server):
-    """The folder's row and its message list pipelined in one READ ONLY transaction (two round
-    trips before); what SELECT answers is unchanged, and a folder that is not there is a NO."""
+    """The folder's row and its message list in one statement (two round trips before, then
+    four statements pipelined in a READ ONLY transaction); what SELECT answers is unchanged,
+    and a folder that is not there is a NO."""
     running, trace, _ = pg_server
     with selected(running, trace, 3) as raw:
         command(raw, "w", "UID STORE 2 +FLAGS.SILENT (\\Seen $Later)", trace)
@@ -265,7 +266,7 @@ def test_select_reads_its_folder_and_messages_in_one_round_trip_and_one_snapshot
         assert b"* 3 EXISTS\r\n" in lines and b"* OK [UNSEEN 1] first unseen\r\n" in lines, lines
         assert any(ln.startswith(b"* FLAGS (") and b"$Later" in ln for ln in lines), lines
         texts = statements(sent)
-        assert texts[0] == "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" and texts[-1] == "COMMIT", texts
+        assert len(texts) == 1 and "array_agg(uid)" in texts[0], texts
         lines = raw.command("s3", "SELECT Nowhere")
         assert lines[-1].startswith(b"s3 NO"), lines  # and nothing is selected (RFC 3501 6.3.1)
         command(raw, "s4", "SELECT INBOX", trace)  # the connection still serves
