@@ -7,7 +7,8 @@ autocommit, with an explicit BEGIN:
    the message taking the UID and MODSEQ the folder row now says; the account's quota and use,
    the message counted;
 2. over quota, or no such folder: ROLLBACK; else the folder's \\Recent mark claimed (a session
-   that has it selected), the other nodes told (``pg_notify``) and the COMMIT.
+   that has it selected) and the other nodes told (``pg_notify``), in one statement, and the
+   COMMIT.
 
 What is written is what ``mailstore.insert_messages`` writes (the path of several messages, of
 the external store and of a blob store, and on SQLite). The body was parsed before, off the
@@ -23,7 +24,7 @@ from .api import AppendedMany, NewMessage
 from .driver import raw_writer
 from .mailstore import CONTENT_COLUMNS, CONTENT_SORT_COLUMNS, MESSAGE_COLUMNS
 from .notify import notify_arrays
-from .pgflags import NOTIFY
+from .pgflags import NOTIFY, with_notify
 
 if TYPE_CHECKING:
     from .db import Store
@@ -50,6 +51,7 @@ _QUOTA = ("SELECT a.quota_bytes, (SELECT coalesce(sum(f.total_size), 0) FROM fol
           "FROM account a WHERE a.id = %s")
 #: the folder's \\Recent mark claimed: its row is locked, so the mark read is the mark now
 _CLAIM = "UPDATE folder SET recent_uid = %s WHERE id = %s"
+_CLAIM_NOTIFY = with_notify(_CLAIM)  # one statement: each in the pipeline costs its own (``with_notify``)
 
 
 def append_one_pg(store: Store, m: NewMessage, quota_default: int, claim_recent: bool) -> AppendedMany:
@@ -79,9 +81,11 @@ def append_one_pg(store: Store, m: NewMessage, quota_default: int, claim_recent:
         folder_id, uidvalidity, m.uid, recent_uid = found[0]
         m.folder_id, m.message_id = folder_id, message.fetchone()[0]
         recent = claim_recent and recent_uid == m.uid - 1
+        told = notify_arrays([str(folder_id)])
         if recent:
-            folder.execute(_CLAIM, (m.uid, folder_id))
-        folder.execute(NOTIFY, notify_arrays([str(folder_id)]))
+            folder.execute(_CLAIM_NOTIFY, (m.uid, folder_id, *told))
+        else:
+            folder.execute(NOTIFY, told)
         folder.execute("COMMIT")  # sent, and its answer read, as the pipeline ends
     store.hub.changed([folder_id])
     return AppendedMany(uidvalidity, [m.uid], recent)

@@ -5,8 +5,9 @@ an explicit BEGIN:
 1. BEGIN, the folder row's MODSEQ raised (which locks it), the \\Deleted messages deleted
    (their UIDs, contents and sizes returned);
 2. the folder's counters lowered, a tombstone per UID at the new MODSEQ (QRESYNC's VANISHED),
-   the contents' references released (a content nobody points at any more deleted, its blob
-   key queued for the collector), the other nodes told (``pg_notify``) and the COMMIT; or, when
+   the contents' references released and the other nodes told (``pg_notify``), in one
+   statement; then a content nobody points at any more deleted (its blob key queued for the
+   collector) and the COMMIT; or, when
    nothing was deleted, the MODSEQ given back and the COMMIT.
 
 The messages are deleted by their own statement after the folder's UPDATE, so under READ
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING
 from .api import UidRanges
 from .driver import raw_writer
 from .models.mail import DELETED
-from .pgflags import GIVE_BACK, NOTIFY, first_trip
+from .pgflags import GIVE_BACK, first_trip, with_notify
 from .notify import notify_arrays
 
 if TYPE_CHECKING:
@@ -36,6 +37,9 @@ _RELEASE = ("UPDATE content SET refcount = refcount - v.n FROM unnest(%s::bigint
 _DROP = ("WITH gone AS (DELETE FROM content WHERE refcount <= 0 AND id = ANY(%s::bigint[]) RETURNING blob_key) "
          "INSERT INTO blob_release (blob_key, at) SELECT DISTINCT blob_key, %s FROM gone WHERE blob_key <> ''")
 
+#: the counters, the tombstones, the release and the NOTIFY in one statement (``with_notify``)
+_WRITES = with_notify(_COUNTERS, _TOMBSTONES, _RELEASE)
+
 
 def expunge_pg(store: Store, account_id: int, folder_id: int, uids: UidRanges | None) -> list[int]:
     """``selection.expunge`` on PostgreSQL (see the module's text): the UIDs removed, ascending."""
@@ -47,11 +51,9 @@ def expunge_pg(store: Store, account_id: int, folder_id: int, uids: UidRanges | 
             gone, contents, sizes = zip(*removed)
             at = dt.datetime.now(dt.timezone.utc)
             references = Counter(contents)
-            bump.execute(_COUNTERS, (len(removed), sum(sizes), folder_id))
-            bump.execute(_TOMBSTONES, (folder_id, modseq, at, list(gone)))
-            bump.execute(_RELEASE, (list(references), list(references.values())))
-            bump.execute(_DROP, (list(references), at))
-            bump.execute(NOTIFY, notify_arrays([str(folder_id)]))
+            bump.execute(_WRITES, (len(removed), sum(sizes), folder_id, folder_id, modseq, at, list(gone),
+                                   list(references), list(references.values()), *notify_arrays([str(folder_id)])))
+            bump.execute(_DROP, (list(references), at))  # after the release: it reads the refcounts
         else:
             bump.execute(GIVE_BACK, (folder_id,))  # nothing removed: HIGHESTMODSEQ stays (``pgflags``)
         bump.execute("COMMIT")  # sent, and its answer read, as the pipeline ends

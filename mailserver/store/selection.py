@@ -19,7 +19,7 @@ from .driver import driver_execute, driver_rows, raw_reader
 from .api import (Appended, AppendedMany, PreparedAppend, Changes, Copied, NewMessage, QuotaUsage, Snapshot, Stored,
                   ToAppend, UidRanges)
 from .mailbox_sql import folder_row, info_of, INFO_SQL, uid_sql, bump_modseq, remove_messages, copy_rows, writing
-from .pgselect import CHANGES_SQL, changes_rows, rows_and_size, snapshot_rows
+from .pgselect import CHANGES_SQL, changes_rows, snapshot_rows
 from .mailstore import check_quota, insert_messages, over_quota, quota_usage_of
 from .models.mail import DELETED, SEEN
 
@@ -213,7 +213,7 @@ def fetch_rows(store: Store, account_id: int, folder_id: int, lo_uid: int, hi_ui
     """Up to ``limit`` message rows with lo_uid <= uid <= hi_uid, in UID order (keyset paging);
     ``changedsince``: only those whose MODSEQ is above it (RFC 7162 CHANGEDSINCE); ``within``
     (messages, bytes): None instead if the messages between the two UIDs are more or bigger
-    (``RANGE_SIZE_SQL``; on PostgreSQL read in the same round trip as the rows). The column
+    (``RANGE_SIZE_SQL``, read when no row was found within them). The column
     ``header`` is the raw header alone (what SEARCH HEADER and SENTBEFORE read), not the message.
     Rows are named tuples (``row.uid``, ``row.flags``...), except for FLAGS alone (with or
     without MODSEQ), the hot path of opening a big folder: plain tuples."""
@@ -226,13 +226,13 @@ def fetch_rows(store: Store, account_id: int, folder_id: int, lo_uid: int, hi_ui
     if within is not None:
         params += [*within, account_id, folder_id, lo_uid, hi_uid]
     with raw_reader(store) as r:
-        if within is not None and not r.qmark:
-            rows, size = rows_and_size(r.dbapi, sql, (*params, limit), RANGE_SIZE_SQL,
-                                       (account_id, folder_id, lo_uid, hi_uid))
-        else:
-            rows, size = driver_rows(r, sql, *params, limit), None
-        if within is not None and not rows:  # none there, or over the bound: the size tells
-            count, total = size or driver_rows(r, RANGE_SIZE_SQL, account_id, folder_id, lo_uid, hi_uid)[0]
+        rows = driver_rows(r, sql, *params, limit)
+        # None there, or over the bound: the size tells. Asked only then, by a statement of its
+        # own: pipelined with the rows on PostgreSQL (one round trip for both) it cost 60 us more
+        # of our CPU on every FETCH than the one statement (docs/benchmarks.md, branch pgclient),
+        # to save a round trip on the rare FETCH that finds nothing or goes to the heavy lane.
+        if within is not None and not rows:
+            count, total = driver_rows(r, RANGE_SIZE_SQL, account_id, folder_id, lo_uid, hi_uid)[0]
             if count > within[0] or total > within[1]:
                 return None
     if columns in _FLAG_COLUMNS and not uids:

@@ -255,8 +255,9 @@ def test_a_store_is_two_round_trips_and_no_look_when_it_saw_no_other_change(pg_s
 
 
 def test_select_reads_its_folder_and_messages_in_one_round_trip_and_one_snapshot(pg_server):
-    """The folder's row and its message list pipelined in one READ ONLY transaction (two round
-    trips before); what SELECT answers is unchanged, and a folder that is not there is a NO."""
+    """The folder's row and its message list in one statement (two round trips before, then
+    four statements pipelined in a READ ONLY transaction); what SELECT answers is unchanged,
+    and a folder that is not there is a NO."""
     running, trace, _ = pg_server
     with selected(running, trace, 3) as raw:
         command(raw, "w", "UID STORE 2 +FLAGS.SILENT (\\Seen $Later)", trace)
@@ -265,7 +266,7 @@ def test_select_reads_its_folder_and_messages_in_one_round_trip_and_one_snapshot
         assert b"* 3 EXISTS\r\n" in lines and b"* OK [UNSEEN 1] first unseen\r\n" in lines, lines
         assert any(ln.startswith(b"* FLAGS (") and b"$Later" in ln for ln in lines), lines
         texts = statements(sent)
-        assert texts[0] == "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" and texts[-1] == "COMMIT", texts
+        assert len(texts) == 1 and "array_agg(uid)" in texts[0], texts
         lines = raw.command("s3", "SELECT Nowhere")
         assert lines[-1].startswith(b"s3 NO"), lines  # and nothing is selected (RFC 3501 6.3.1)
         command(raw, "s4", "SELECT INBOX", trace)  # the connection still serves
@@ -415,9 +416,9 @@ def test_an_append_is_two_round_trips_and_its_look(pg_server):
 
 
 def test_a_fetch_of_a_small_body_is_one_round_trip(pg_server):
-    """A few small messages' bodies: their rows and the size of their range in one round trip
-    (two before: the size first); a range over the bound (a big message) still answered, by
-    the heavy lane after that round trip told it so."""
+    """A few small messages' bodies: their rows in one round trip (two before: the size
+    first); a range over the bound (a big message) still answered, by the heavy lane after
+    its rows (none within the bound) and then the size of the range told it so."""
     running, trace, _ = pg_server
     big = b"From: a@x.example\r\nSubject: big\r\n\r\n" + b"x" * 70 * 1024 + b"\r\n"
     client = running.client()
@@ -430,7 +431,7 @@ def test_a_fetch_of_a_small_body_is_one_round_trip(pg_server):
         assert exchanges(sent) == 1, sent
         assert b"".join(lines[1:-2]) == RAW % 0 and lines[0].startswith(b"* 2 FETCH (UID 2 BODY[] {"), lines
         lines, sent = command(raw, "g", "UID FETCH 1 (BODY.PEEK[])", trace)
-        assert exchanges(sent) == 2, sent
+        assert exchanges(sent) == 3, sent
         assert b"".join(lines[1:-2]) == big, lines[0]
 
 
