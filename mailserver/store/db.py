@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..errors import ConfigError, StoreUnavailable
+from ..errors import ConfigError, Conflict, StoreUnavailable
 from . import writequeue
 from .groupcommit import GroupCommit, sqlite_execute
 from .notify import ChangeHub
@@ -263,14 +263,15 @@ class Store:
     def create_once(self, exists: Callable[[Session], bool], create: Callable[[Session], object]) -> bool:
         """``create`` in one transaction unless ``exists`` finds it made already; True if made now.
         Nodes starting at once (after an upgrade that added it) each find it missing; the second's
-        insert then fails on a unique key once the first commits, and it finds the first's
-        instead (an integrity error with nothing found is raised)."""
+        insert then fails on a unique key once the first commits, or ``create``'s own check finds
+        the first's committed row between the two (a Conflict: "already taken"), and it finds the
+        first's instead (the error is raised if nothing is found)."""
         try:
             with self.session() as s:
                 if exists(s):
                     return False
                 create(s)
-        except IntegrityError:
+        except (IntegrityError, Conflict):
             with self.reader() as s:
                 if exists(s):
                     return False
