@@ -48,7 +48,7 @@ import click
 from .imap import LineClient
 from .pipeline import AGENCY, NOTICE_TYPE, write_drop
 from .smtp import make_message, start_server
-from .util import citizen_name, throwaway_store, write_citizens_csv
+from .util import CLOCK_TICKS, citizen_name, cpu_ticks, throwaway_store, write_citizens_csv
 
 DOMAIN, HOSTNAME = "bench.example.cn", "mail.bench.example.cn"
 PASSWORD, AGENCY_PASSWORD = "bench-password", "bench-agency-password"
@@ -203,13 +203,10 @@ def nodes_cpu(nodes: list[Node]) -> float:
     workers of a drop), from /proc."""
     total = 0
     for node in nodes:
-        try:
-            with open(f"/proc/{node.proc.pid}/stat") as fh:
-                fields = fh.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
-    return total / os.sysconf("SC_CLK_TCK")
+        ticks = cpu_ticks(node.proc.pid)
+        if ticks is not None:
+            total += sum(ticks)  # utime, stime, cutime, cstime
+    return total / CLOCK_TICKS
 
 
 def notifications_received(nodes: list[Node]) -> list[int | None]:

@@ -32,7 +32,7 @@ from pathlib import Path
 import click
 
 from .pgcpu import BackendCpu
-from .util import store_url_option, throwaway_store
+from .util import CLOCK_TICKS, cpu_ticks, store_url_option, throwaway_store
 
 PASSWORD = "bench password 1"
 
@@ -262,11 +262,12 @@ class ServerChild:
 
     def cpu_each(self) -> list[tuple[float, float]]:
         """(user, system) CPU seconds of each server process so far, the first first."""
-        tick = os.sysconf("SC_CLK_TCK")
         out = []
         for proc in self.procs:
-            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            out.append((int(fields[11]) / tick, int(fields[12]) / tick))
+            ticks = cpu_ticks(proc.pid)
+            if ticks is None:
+                raise ProcessLookupError(f"the bench's server process {proc.pid} is gone")
+            out.append((ticks[0] / CLOCK_TICKS, ticks[1] / CLOCK_TICKS))
         return out
 
     def context_switches(self) -> int:

@@ -9,18 +9,9 @@ connection closed): the sampler looks every ``interval`` seconds and keeps each 
 figure, so at most its last interval is missed."""
 from __future__ import annotations
 
-import os
 import threading
-from pathlib import Path
 
-
-def _cpu_ticks(pid: int) -> int | None:
-    """utime + stime of a process in clock ticks, None if it is gone or not readable."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return int(fields[11]) + int(fields[12])
+from .util import CLOCK_TICKS, cpu_ticks
 
 
 class BackendCpu:
@@ -50,9 +41,9 @@ class BackendCpu:
 
     def _sample(self) -> None:
         for pid in self._pids():
-            ticks = _cpu_ticks(pid)
+            ticks = cpu_ticks(pid)
             if ticks is not None:
-                self._last[pid] = ticks
+                self._last[pid] = ticks[0] + ticks[1]
 
     def _run(self) -> None:
         while not self._done.wait(self.interval):
@@ -73,8 +64,7 @@ class BackendCpu:
         self._thread.join()
         self._sample()
         self._conn.close()
-        tick = os.sysconf("SC_CLK_TCK")
         total = sum(last - self._first.get(pid, 0) for pid, last in self._last.items())
-        self.seconds = total / tick
+        self.seconds = total / CLOCK_TICKS
         self.backends = len(self._last)
         return self

@@ -1,9 +1,11 @@
-"""Shared by the benchmarks: generated citizens, resident memory, a throwaway data directory."""
+"""Shared by the benchmarks: generated citizens, resident memory and CPU of processes, a throwaway
+data directory."""
 from __future__ import annotations
 
 import contextlib
 import csv
 import datetime as dt
+import os
 import random
 import resource
 import secrets
@@ -36,6 +38,20 @@ def write_citizens_csv(path: Path, count: int, seed: int = 1) -> None:
         w.writerow(["name", "id_number", "phone"])
         for i in range(count):
             w.writerow([citizen_name(rng), citizen_number(i), f"1{rng.randrange(3, 9)}{rng.randrange(10**9):09d}"])
+
+
+#: clock ticks a second, the unit of ``cpu_ticks``
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(pid: int) -> tuple[int, int, int, int] | None:
+    """(utime, stime, cutime, cstime) of a process from /proc/PID/stat, in clock ticks (the last
+    two: its waited-for children's); None if it is gone or not readable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]), int(fields[12]), int(fields[13]), int(fields[14])
 
 
 def peak_rss_mib(children: bool = False) -> float:

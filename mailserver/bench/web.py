@@ -35,7 +35,7 @@ from pathlib import Path
 import click
 
 from .smtp import start_server
-from .util import store_url_option, throwaway_store
+from .util import CLOCK_TICKS, cpu_ticks, store_url_option, throwaway_store
 
 CITIZEN_NAME = "陈建国"
 CITIZEN_NUMBER = "330102196804120318"
@@ -79,10 +79,11 @@ def server_cpu(pid: int) -> float:
     total, todo = 0.0, [pid]
     while todo:
         p = todo.pop()
+        ticks = cpu_ticks(p)
+        if ticks is None:
+            continue
+        total += (ticks[0] + ticks[1]) / CLOCK_TICKS
         try:
-            with open(f"/proc/{p}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
             for task in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{task}/children") as fh:
                     todo.extend(int(c) for c in fh.read().split())
