@@ -19,15 +19,9 @@ from mailserver.bench.smtp import start_server, stop_server
 from mailserver.identity import idnumber
 from mailserver.registry.citizens import add_citizen
 from tests.imap.conftest import PASSWORD, Raw
-from tests.serverkit import prepared_city
+from tests.serverkit import listening_port, prepared_city
 
 pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _descendants(pid: int) -> set[int]:
@@ -61,18 +55,18 @@ def _owner(server_pid: int, port: int, client: socket.socket) -> int | None:
 
 
 def _city(tmp_path, *settings: str):
-    """A city with one citizen and `serve` with two processes on a free IMAP port, once the
-    worker takes connections: (serve's process, its log, the port, the citizen's address)."""
-    port = _free_port()
+    """A city with one citizen and `serve` with two processes, its IMAP port bound to port 0 (the
+    port read from its log), once the worker takes connections: (serve's process, its log, the
+    port, the citizen's address)."""
     config, user = prepared_city(tmp_path / "data", (), lambda reg: add_citizen(
         reg, "张伟", idnumber.make("330106", dt.date(1980, 1, 2), 7), password=PASSWORD).address)
     proc, _, _, log = start_server(tmp_path / "data" / "civicmail.toml",
-                                   (f"imap.listen=127.0.0.1:{port}", "imaps.listen=", "server.workers=2") + settings)
+                                   ("imap.listen=127.0.0.1:0", "imaps.listen=", "server.workers=2") + settings)
     deadline = time.monotonic() + 60
     while not any("IMAP worker 1 takes connections" in line for line in log):
         assert time.monotonic() < deadline and proc.poll() is None, "".join(log[-20:])
         time.sleep(0.1)
-    return proc, log, port, user
+    return proc, log, listening_port(log, "imap"), user
 
 
 def _close(raws) -> None:
@@ -282,8 +276,8 @@ def test_imaps_connections_are_handed_over_too(tmp_path):
     import imaplib
     import ssl
 
-    tls_port = _free_port()
-    proc, log, port, user = _city(tmp_path, f"imaps.listen=127.0.0.1:{tls_port}")
+    proc, log, port, user = _city(tmp_path, "imaps.listen=127.0.0.1:0")
+    tls_port = listening_port(log, "imaps")
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
