@@ -46,6 +46,12 @@ class ServerConfig:
     #: are (workers.py). The connection gate, the per-user and HTTP caps and the login throttle
     #: are per process; IMAP's pre-login cap per address is the server's
     workers: int = 1
+    #: with workers: seconds before a new IMAP worker is started in place of one that died ...
+    worker_respawn_delay: float = 1.0
+    #: ... twice the last wait if the dead one lived less than this many seconds ...
+    worker_respawn_steady: float = 30.0
+    #: ... but never longer than this (a worker that cannot start costs one attempt per this)
+    worker_respawn_max: float = 60.0
     #: the event loop: "uvloop" (libuv's, about half the CPU per socket operation of asyncio's
     #: own) or "asyncio" (the standard library's)
     event_loop: str = "uvloop"
@@ -77,6 +83,10 @@ class StoreConfig:
     #: PostgreSQL: longest statement, and longest idle time inside a transaction (server side);
     #: also how long unacknowledged data may wait on the connection's TCP socket
     statement_timeout: float = 30.0
+    #: PostgreSQL: rows a pooled connection's kept cursor may hold until its next read
+    #: (driver.driver_rows); a larger result's cursor is closed at once, so this bounds the memory
+    #: each connection keeps between reads
+    keep_result_rows: int = 1000
     #: seconds a RCPT lookup or a login waits for the store before 451 4.3.0 / NO [UNAVAILABLE]
     lookup_timeout: float = 10.0
     #: seconds the end of DATA waits for its commit before 451 4.3.0; such a message is never
@@ -239,6 +249,9 @@ class IMAPConfig:
     #: concurrent connections one client IP may hold before they log in (one that logs in no
     #: longer counts); more are refused with * BYE at once
     max_preauth_connections_per_ip: int = 20
+    #: with server.workers above 1: seconds a worker waits for the first process to grant a
+    #: login its place under max_connections_per_user_ip (imap/handoff.py); then NO [LIMIT]
+    handoff_ask_timeout: float = 5.0
     #: seconds from connecting to a successful login; then * BYE
     preauth_timeout: int = 60
     #: before login, the longest line, the largest literal and the largest whole command, in
@@ -704,6 +717,7 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"server.event_loop: {config.server.event_loop!r} is not \"uvloop\" or \"asyncio\"")
     if config.server.workers < 0:
         raise ConfigError("server.workers: must be 0 (one per CPU core) or more")
+    _validate_workers(config)
     if config.imap.pg_write_threads < 0:
         raise ConfigError("imap.pg_write_threads: must be 0 (the writes on the store threads) or more")
     if config.imap.loop_read_budget < 0:
@@ -725,6 +739,8 @@ def _validate(config: Config) -> None:
     for key in ("busy_timeout", "connect_timeout", "statement_timeout", "lookup_timeout", "commit_timeout"):
         if getattr(config.store, key) <= 0:
             raise ConfigError(f"store.{key}: must be more than 0 seconds")
+    if not 1 <= config.store.keep_result_rows <= 1_000_000:
+        raise ConfigError(f"store.keep_result_rows: must be 1 to 1000000 rows (got {config.store.keep_result_rows})")
     _validate_external(config)
     if config.store.listen_url and not (config.store.url.startswith("postgresql")
                                         and config.store.listen_url.startswith("postgresql")):
@@ -770,6 +786,24 @@ def _validate(config: Config) -> None:
         raise ConfigError("ca.agency_days, ca.citizen_days: must be 1 to 3650")
     if config.server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"server.log_level: {config.server.log_level!r} is not debug, info, warning or error")
+
+
+#: the longest a dead worker's replacement may be made to wait, in seconds (server.worker_respawn_max)
+RESPAWN_MAX_CEILING = 3600.0
+
+
+def _validate_workers(config: Config) -> None:
+    """The waits of serve's workers: a replacement's (server.worker_respawn_*) and a login's
+    place asked of the first process (imap.handoff_ask_timeout)."""
+    server = config.server
+    if not 0.1 <= server.worker_respawn_delay <= server.worker_respawn_max <= RESPAWN_MAX_CEILING:
+        raise ConfigError(f"server.worker_respawn_delay, server.worker_respawn_max: must be 0.1 <= delay <= max <= "
+                          f"{RESPAWN_MAX_CEILING:g} seconds (got {server.worker_respawn_delay:g} and "
+                          f"{server.worker_respawn_max:g})")
+    if not 0 < server.worker_respawn_steady <= 86400:
+        raise ConfigError("server.worker_respawn_steady: must be more than 0 and at most 86400 seconds")
+    if not 0.1 <= config.imap.handoff_ask_timeout <= 60:
+        raise ConfigError("imap.handoff_ask_timeout: must be 0.1 to 60 seconds")
 
 
 def _validate_external(config: Config) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import imaplib
+import itertools
 import os
 import socket
 import threading
@@ -70,9 +71,10 @@ def start_city(data_dir, *overrides: str, store_url: str | None = None) -> City:
 @pytest.fixture
 def city_factory(tmp_path):
     running: list[City] = []
+    made = itertools.count()  # a start made again (serverkit.on_free_ports) gets a directory of its own
 
     def make(*overrides: str, store_url: str | None = None) -> City:
-        c = start_city(tmp_path / f"city{len(running)}", *overrides, store_url=store_url)
+        c = start_city(tmp_path / f"city{next(made)}", *overrides, store_url=store_url)
         running.append(c)
         return c
 

@@ -66,6 +66,16 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path):
     ('', "server.max_connections=-1", "server.max_connections: must be 0"),
     ('', "imap.preauth_timeout=0", "imap.preauth_timeout: must be at least 1"),
     ('', "imap.max_preauth_command_size=100", "imap.max_preauth_command_size: must be at least 1024"),
+    ('', "server.worker_respawn_delay=0", r"server.worker_respawn_delay, server.worker_respawn_max: must be 0.1 <= "
+                                          r"delay <= max <= 3600 seconds \(got 0 and 60\)"),
+    ('[server]\nworker_respawn_delay = 90.0\n', None, r"must be 0.1 <= delay <= max .*\(got 90 and 60\)"),
+    ('', "server.worker_respawn_max=7200", r"must be 0.1 <= delay <= max <= 3600 seconds \(got 1 and 7200\)"),
+    ('', "server.worker_respawn_steady=-1", "server.worker_respawn_steady: must be more than 0"),
+    ('', "server.worker_respawn_steady=nan", "server.worker_respawn_steady: must be more than 0"),
+    ('', "imap.handoff_ask_timeout=0", "imap.handoff_ask_timeout: must be 0.1 to 60 seconds"),
+    ('', 'imap.handoff_ask_timeout="5s"', "imap.handoff_ask_timeout: expected a number"),
+    ('', "store.keep_result_rows=0", r"store.keep_result_rows: must be 1 to 1000000 rows \(got 0\)"),
+    ('', "store.keep_result_rows=2000000", "store.keep_result_rows: must be 1 to 1000000"),
 ])
 def test_bad_config_names_the_key(tmp_path, text, override, message):
     path = tmp_path / "c.toml"

@@ -27,14 +27,8 @@ from mailserver.store import open_store
 from mailserver.store.models import Account, AccountPasskey, AuditLog, WebauthnChallenge
 from mailserver.web.tour import wait_for_page
 from tests.abuse import ALL_PORTS_ZERO
-from tests.serverkit import LoopServer
+from tests.serverkit import LoopServer, on_free_ports
 from tests.test_portal import AXE, LOGIN, axe_violations, browser, browser_only, civicmail, go  # noqa: F401
-
-def _free_port() -> int:
-    from mailserver.bench.web import free_port
-
-    return free_port()
-
 
 class _StandIn(http.server.BaseHTTPRequestHandler):
     """The relying party's redirect URI: a page, whatever the query (the test reads the URL)."""
@@ -59,21 +53,31 @@ def city(tmp_path_factory):
     done = civicmail("--set", "passwords.memory_cost_kib=1024", "init", str(data), "--demo")
     assert done.returncode == 0, done.stderr
     logins = {addr: pw for _, addr, pw in LOGIN.findall(done.stdout) if "@" in addr}
-    port = _free_port()
-    overrides = tuple(o for o in ALL_PORTS_ZERO if not o.startswith("http.listen=")) + (
-        f"http.listen=127.0.0.1:{port}", f"http.base_url=http://localhost:{port}")
-    config = config_mod.load(data / "civicmail.toml", overrides)
     stand_in = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StandIn)
     threading.Thread(target=stand_in.serve_forever, daemon=True).start()
     redirect = f"http://localhost:{stand_in.server_address[1]}/callback"
+
+    config = config_mod.load(data / "civicmail.toml", ALL_PORTS_ZERO)
     store = open_store(config)
     try:
-        reg = Registry(config, store)
-        ensure_provider(reg)  # the portal's redirect URI, now under http://localhost:PORT (as `db upgrade` does)
-        secret = add_client(reg, "rp", "示例办事网站", [redirect])
+        secret = add_client(Registry(config, store), "rp", "示例办事网站", [redirect])
     finally:
         store.dispose()
-    server = LoopServer(config).start()
+
+    def start(port: int) -> tuple[LoopServer, int]:
+        """The city on ``port``, known before it starts (http.base_url names it): started again on
+        another if that one was taken meanwhile (serverkit.on_free_ports)."""
+        overrides = tuple(o for o in ALL_PORTS_ZERO if not o.startswith("http.listen=")) + (
+            f"http.listen=127.0.0.1:{port}", f"http.base_url=http://localhost:{port}")
+        config = config_mod.load(data / "civicmail.toml", overrides)
+        store = open_store(config)
+        try:  # the portal's redirect URI, now under http://localhost:PORT (as `db upgrade` does)
+            ensure_provider(Registry(config, store))
+        finally:
+            store.dispose()
+        return LoopServer(config).start(), port
+
+    server, port = on_free_ports(start)
     try:
         yield server, f"http://localhost:{port}", logins, secret, redirect
     finally:

@@ -28,7 +28,7 @@ from mailserver.services.surveys import RATINGS, Question, add_survey, tally
 from mailserver.store.models import Account, Application, OidcToken, SurveyRecipient
 from tests.abuse import ALL_PORTS_ZERO
 from tests.conftest import PG_ADMIN, pg_unavailable
-from tests.serverkit import LoopServer
+from tests.serverkit import LoopServer, on_free_ports
 
 HTTP = "citizen services HTTP"
 CLI = [sys.executable, "-m", "mailserver.cli"]
@@ -311,21 +311,30 @@ def test_serve_workers_answer_the_portal_on_one_port(tmp_path, store_url):
     import time
 
     from mailserver.bench.smtp import start_server
-    from mailserver.bench.web import _HTTP, CITIZEN_NAME, demo_city, free_port
+    from mailserver.bench.web import _HTTP, CITIZEN_NAME, demo_city
 
     config, logins = demo_city(tmp_path / "data", "" if store_url.startswith("sqlite") else store_url)
     assert config_mod.load(config).store_url.startswith(store_url.split(":")[0]), config_mod.load(config).store_url
     address, password = logins[CITIZEN_NAME]
-    port = free_port()
-    proc, _, _, log = start_server(config, ("server.workers=2", f"http.listen=127.0.0.1:{port}",
-                                            f"imap.listen=127.0.0.1:{free_port()}",
-                                            f"imaps.listen=127.0.0.1:{free_port()}"))
+
+    def start(port: int):
+        """serve on an HTTP port known before it starts (both processes bind it; port 0 would give
+        each its own), again on another if it was taken meanwhile (serverkit.on_free_ports)."""
+        proc, _, _, log = start_server(config, ("server.workers=2", f"http.listen=127.0.0.1:{port}"))
+        try:
+            for _ in range(600):
+                if len(_HTTP.findall("".join(log))) >= 2:
+                    break
+                assert proc.poll() is None, "".join(log[-20:])
+                time.sleep(0.1)
+        except BaseException:
+            proc.kill()
+            proc.wait(30)
+            raise
+        return proc, log, port
+
+    proc, log, port = on_free_ports(start)
     try:
-        for _ in range(600):
-            if len(_HTTP.findall("".join(log))) >= 2:
-                break
-            assert proc.poll() is None, "".join(log[-20:])
-            time.sleep(0.1)
         assert [int(p) for _, p in _HTTP.findall("".join(log))] == [port, port], "".join(log[-20:])
         c = Client(f"http://127.0.0.1:{port}")
         c.http.headers["Connection"] = "close"  # a new connection for every request

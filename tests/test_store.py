@@ -118,3 +118,32 @@ def test_insert_messages_rolls_back_with_its_transaction(registry, store):
     with store.reader() as s:
         assert s.execute(text("SELECT count(*) FROM message")).scalar() == 0
         assert s.scalar(select(Folder.uidnext).where(Folder.account_id == a, Folder.name == "INBOX")) == 1
+
+
+def test_a_pooled_connections_kept_result_is_bounded_by_the_configuration(tmp_path, pg_url):
+    """store.keep_result_rows reaches driver_rows over a real PostgreSQL connection: a result of up
+    to that many rows stays with the connection's kept cursor until its next read; a larger
+    one's cursor is closed at once, its rows let go, and the next read keeps a new one."""
+    from mailserver.store import driver, open_store
+    from tests.conftest import make_config
+
+    series = "SELECT generate_series(1, ?::int)"
+    store = open_store(make_config(tmp_path / "data", "store.keep_result_rows=3", store_url=pg_url))
+    default = Store(pg_url)
+    try:
+        with driver.raw_reader(store) as read:
+            assert driver.driver_rows(read, series, 3) == [(1,), (2,), (3,)]
+            kept = driver._kept_cursors[read.dbapi]
+            cursor = kept.cursor
+            assert kept.limit == 3 and cursor.pgresult.ntuples == 3  # held with the connection
+            assert len(driver.driver_rows(read, series, 4)) == 4
+            assert kept.cursor is None and cursor.closed and cursor.pgresult is None
+            driver.driver_rows(read, series, 2)
+            assert kept.cursor is not None and kept.cursor is not cursor
+        with driver.raw_reader(default) as read:  # the default bound: 1,000
+            driver.driver_rows(read, series, 4)
+            kept = driver._kept_cursors[read.dbapi]
+            assert kept.limit == 1000 and kept.cursor.pgresult.ntuples == 4
+    finally:
+        store.dispose()
+        default.dispose()

@@ -20,16 +20,17 @@ Where the admission limits are applied (docs/security.md):
 * ``imap.max_connections_per_user_ip`` (after login): in the first process, for the whole
   server (and both listeners). A worker asks for a place at login (``U``, answered ``=``) and
   gives it back when the session ends or unauthenticates (``u``); a worker that dies gives back
-  every place it held. A worker that hears no answer within ``ASK_TIMEOUT`` refuses the login
-  (and gives back a place granted after that).
+  every place it held. A worker that hears no answer within ``imap.handoff_ask_timeout``
+  refuses the login (and gives back a place granted after that).
 
 A worker takes connections once it says it is ready (an ``R`` message, sent when its listeners
 are up); until then the first process serves its turns. A worker whose channel is gone (it died)
 is skipped; the first process serves the connections that would have been its own, so greeting
-and logging in go on, and after ``RESPAWN_DELAY`` seconds starts a new worker in its place
-(workers.Workers.respawn). A worker that dies again within ``RESPAWN_STEADY`` seconds of its
-start waits twice as long as the last time, up to ``RESPAWN_MAX``, so a worker that cannot start
-(a broken store, no memory) does not make the first process spin.
+and logging in go on, and after ``server.worker_respawn_delay`` seconds starts a new worker in
+its place (workers.Workers.respawn). A worker that dies again within
+``server.worker_respawn_steady`` seconds of its start waits twice as long as the last time, up
+to ``server.worker_respawn_max``, so a worker that cannot start (a broken store, no memory) does
+not make the first process spin.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Callable
 
 from ..admission import AcceptingListener, ConnectionCounter
+from ..config import ServerConfig
 from ..timeouts import within
 
 if TYPE_CHECKING:
@@ -53,14 +55,6 @@ log = logging.getLogger("civicmail.imap")
 MESSAGE_BATCH = 64
 #: the largest message on a channel: a listener's name and an address, or a C/O/U/u/= message
 MESSAGE_SIZE = 256
-#: seconds a worker waits for the first process to grant a logged-in place (``RemoteUsers``)
-ASK_TIMEOUT = 5.0
-#: seconds before a new worker is started in place of one whose channel closed
-RESPAWN_DELAY = 1.0
-#: a worker that lived less than this long before it died waits twice the last delay
-RESPAWN_STEADY = 30.0
-#: the longest wait before a new worker is started
-RESPAWN_MAX = 60.0
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:
@@ -90,7 +84,7 @@ class HandoffHub:
     def __init__(self, channels: list[socket.socket], preauth: ConnectionCounter,
                  stopping: Callable[[], bool] = lambda: False,
                  respawn: Callable[[int], socket.socket | None] | None = None,
-                 users: ConnectionCounter | None = None) -> None:
+                 users: ConnectionCounter | None = None, server: ServerConfig = ServerConfig()) -> None:
         self.channels = [_Channel(sock, n) for n, sock in enumerate(channels, start=1)]
         self.preauth = preauth
         #: the server-wide count of logged-in connections per "account ip" (the per-user cap)
@@ -99,6 +93,10 @@ class HandoffHub:
         self.stopping = stopping
         #: blocking: starts a new worker N and returns our end of its channel (None: not now)
         self.respawn = respawn
+        #: the waits before a new worker is started (server.worker_respawn_delay, _steady, _max)
+        self.respawn_delay = server.worker_respawn_delay
+        self.respawn_steady = server.worker_respawn_steady
+        self.respawn_max = server.worker_respawn_max
         #: the last wait before worker N was started again, and the waits and starts under way
         self._delays: dict[int, float] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
@@ -224,10 +222,10 @@ class HandoffHub:
         """A new worker ``number`` after a wait that grows while it keeps dying young (``born``:
         when its channel was made)."""
         last = self._delays.get(number)
-        if last is None or time.monotonic() - born >= RESPAWN_STEADY:
-            delay = RESPAWN_DELAY
+        if last is None or time.monotonic() - born >= self.respawn_steady:
+            delay = self.respawn_delay
         else:
-            delay = min(RESPAWN_MAX, last * 2)
+            delay = min(self.respawn_max, last * 2)
         self._delays[number] = delay
         log.warning("IMAP worker %d is gone: another is started in its place in %g s", number, delay)
         self._timers[number] = self._loop.call_later(delay, self._replace_now, number)
@@ -295,18 +293,21 @@ class RemotePlaces:
 
 class RemoteUsers:
     """A worker's view of ``imap.max_connections_per_user_ip``: the places ("account ip") are
-    the first process's, asked for at login and given back when the session ends."""
+    the first process's, asked for at login and given back when the session ends. ``timeout``:
+    seconds a login waits for the first process's answer (imap.handoff_ask_timeout)."""
 
-    def __init__(self, link: "HandoffWorker") -> None:
+    def __init__(self, link: "HandoffWorker", timeout: float) -> None:
         self.link = link
+        self.timeout = timeout
 
     async def ask(self, key: str) -> bool:
         request, future = self.link.ask(key)
         try:
-            return await within(asyncio.shield(future), ASK_TIMEOUT)
+            return await within(asyncio.shield(future), self.timeout)
         except asyncio.TimeoutError:
             self.link.forget(request)
-            log.warning("imap: the first process did not answer a login's place within %g s: refused", ASK_TIMEOUT)
+            log.warning("imap: the first process did not answer a login's place within %g s "
+                        "(imap.handoff_ask_timeout): refused", self.timeout)
             return False
 
     def close(self, key: str) -> None:

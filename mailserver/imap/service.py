@@ -359,12 +359,12 @@ def listener_services(ctx: ServerContext, listeners: list[tuple[str, bool, str]]
     after: list = []
     role, channels = ctx.handoff or (None, None)
     if role == "accept":  # the first process of several: it accepts for them all
-        handoff = HandoffHub(channels, preauth, lambda: ctx.stopping, ctx.respawn_worker, users)
+        handoff = HandoffHub(channels, preauth, lambda: ctx.stopping, ctx.respawn_worker, users, ctx.config.server)
         before.append(handoff)
     elif role == "work":
         handoff = HandoffWorker(channels)
         preauth = RemotePlaces(handoff, limit)
-        users = RemoteUsers(handoff)
+        users = RemoteUsers(handoff, ctx.config.imap.handoff_ask_timeout)
         after.append(handoff)
     return before + [ImapService(ctx, listen, tls, name, preauth, handoff, users)
                      for listen, tls, name in listeners] + after

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..config import StoreConfig
 from ..errors import ConfigError, Conflict, StoreUnavailable
 from . import writequeue
 from .groupcommit import GroupCommit, sqlite_execute
@@ -186,7 +187,7 @@ class Store:
 
     def __init__(self, url: str, busy_timeout: float = 30.0, connect_timeout: float = 5.0,
                  statement_timeout: float = 30.0, external_mailboxes: bool = False,
-                 listen_url: str = "", blobs=None) -> None:
+                 listen_url: str = "", blobs=None, keep_result_rows: int = StoreConfig.keep_result_rows) -> None:
         self.url = url
         #: ``url`` is a transaction-mode pooler and ``listen_url`` the database directly (config.py)
         self.listen_url = listen_url
@@ -202,6 +203,10 @@ class Store:
         self.own_backends: set[int] = set()
         if self.dialect == "postgresql" and not listen_url:
             _track_backends(self.engine, self.own_backends)
+        if self.dialect == "postgresql":
+            from .driver import keep_cursors
+
+            keep_cursors(self.engine, keep_result_rows)
         #: libpq parameters of a direct connection made beside the engine's (LISTEN)
         self.postgresql_bounds = _postgresql_bounds(connect_timeout, statement_timeout)
         #: store.mode = "external": the writers' sessions say so (``session.info``), and
@@ -331,4 +336,4 @@ def open_store(config) -> Store:
     bounds = config.store
     return Store(config.store_url, bounds.busy_timeout, bounds.connect_timeout, bounds.statement_timeout,
                  external_mailboxes=config.external_store, listen_url=bounds.listen_url,
-                 blobs=open_blobs(config))
+                 blobs=open_blobs(config), keep_result_rows=bounds.keep_result_rows)

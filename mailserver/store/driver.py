@@ -12,6 +12,7 @@ import time
 import weakref
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
@@ -142,10 +143,29 @@ def _cursor(session: "Session | RawRead", sql: str):
     return dbapi.cursor(), (sql if qmark else sql.replace("?", "%s"))
 
 
-#: a psycopg connection's cursor for ``driver_rows``, kept with it (weakly: it goes with it)
-_kept_cursors: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
-#: a result of more rows than this is not kept with the cursor until the next read: it is closed
-KEEP_RESULT_ROWS = 1000
+class KeptCursor:
+    """A psycopg connection's one cursor for ``driver_rows`` (None until its first read, and after
+    a read that closed it), and ``limit``: a result of more rows than that is not held with the
+    cursor until the next read, the cursor is closed at once (store.keep_result_rows)."""
+
+    __slots__ = ("cursor", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.cursor = None
+        self.limit = limit
+
+
+#: each PostgreSQL connection of a Store's engine and its KeptCursor (weakly: it goes with it)
+_kept_cursors: "weakref.WeakKeyDictionary[Any, KeptCursor]" = weakref.WeakKeyDictionary()
+
+
+def keep_cursors(engine, limit: int) -> None:
+    """Each PostgreSQL connection ``engine`` opens keeps a cursor for ``driver_rows``, with at most
+    ``limit`` rows of its last result held until its next read (Store; store.keep_result_rows)."""
+
+    @event.listens_for(engine, "connect")
+    def _connected(dbapi_conn, _record) -> None:
+        _kept_cursors[dbapi_conn] = KeptCursor(limit)
 
 
 def driver_rows(session: "Session | RawRead", sql: str, *params) -> list[tuple]:
@@ -153,7 +173,8 @@ def driver_rows(session: "Session | RawRead", sql: str, *params) -> list[tuple]:
     transaction. On PostgreSQL the connection's one cursor is used again from read to read: a
     psycopg cursor made and closed per statement (its transformer, its adapters' map) cost
     29-31 us of CPU a one-row read against 18-25 us on a kept cursor (docs/benchmarks.md). A connection is
-    used by one thread at a time, and the rows are all fetched before the next read."""
+    used by one thread at a time, and the rows are all fetched before the next read. A connection
+    no Store made (``keep_cursors``) reads on a cursor of its own each time."""
     qmark, dbapi = _driver(session)
     if qmark:
         cursor = dbapi.cursor()
@@ -162,22 +183,26 @@ def driver_rows(session: "Session | RawRead", sql: str, *params) -> list[tuple]:
             return cursor.fetchall()
         finally:
             cursor.close()
-    cursor = _kept_cursors.get(dbapi)
+    kept = _kept_cursors.get(dbapi)
+    cursor = kept.cursor if kept is not None else None
     if cursor is None or cursor.closed:
-        cursor = _kept_cursors[dbapi] = dbapi.cursor()
+        cursor = dbapi.cursor()
+        if kept is not None:
+            kept.cursor = cursor
     try:
         cursor.execute(sql.replace("?", "%s"), params)
         rows = cursor.fetchall()
     except BaseException:
-        _drop_cursor(dbapi, cursor)
+        _drop_cursor(kept, cursor)
         raise
-    if len(rows) > KEEP_RESULT_ROWS:  # its result's memory is not held by the pooled connection
-        _drop_cursor(dbapi, cursor)
+    if kept is None or len(rows) > kept.limit:  # its result's memory is not held by the pooled connection
+        _drop_cursor(kept, cursor)
     return rows
 
 
-def _drop_cursor(dbapi, cursor) -> None:
-    _kept_cursors.pop(dbapi, None)
+def _drop_cursor(kept: KeptCursor | None, cursor) -> None:
+    if kept is not None:
+        kept.cursor = None
     with contextlib.suppress(Exception):
         cursor.close()
 

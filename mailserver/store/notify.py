@@ -383,10 +383,7 @@ class FolderWatcher:
             self.listener = None
         if self._task is not None:
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await asyncio.wait([self._task])  # its end; a cancel of this stop still reaches the caller
             self._task = None
         await asyncio.get_running_loop().run_in_executor(self.executor, self._close)
 

@@ -19,7 +19,6 @@ import re
 import shutil
 import signal
 import smtplib
-import socket
 import subprocess
 import time
 from email.message import EmailMessage
@@ -37,6 +36,7 @@ from mailserver.registry import Registry
 from mailserver.store import open_store
 from mailserver.store.models import Notice, NoticeCount
 from tests.conftest import make_config
+from tests.serverkit import free_port, listening_port, on_free_ports, start_program
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 #: the server timeouts civicmail sends as startup options on a direct connection (db.py), set
@@ -45,37 +45,22 @@ CONNECT_QUERY = "SET statement_timeout = 30000; SET idle_in_transaction_session_
 MAILS = 20
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            assert proc.poll() is None, f"pgbouncer exited {proc.returncode}: {proc.stderr.read()}"
-            assert time.monotonic() < deadline, "pgbouncer did not listen"
-            time.sleep(0.1)
-
-
 @contextlib.contextmanager
 def running_pgbouncer(pg_url: str, folder, connect_query: str | None = CONNECT_QUERY):
     """A PgBouncer in transaction mode in front of ``pg_url``'s server: (its URL of the same
-    database, its port). ``connect_query``: what it runs on each server connection it opens."""
+    database, its port). ``connect_query``: what it runs on each server connection it opens.
+    It cannot listen on port 0 and say which it got: it is started on a port free a moment
+    before, and again on another if that one was taken meanwhile (serverkit.on_free_ports)."""
     if not os.path.exists(PGBOUNCER):
         if os.environ.get("CI"):
             pytest.fail("pgbouncer is not installed (.ci/run installs Debian's pgbouncer)")
         pytest.skip("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
     direct = make_url(pg_url)
-    port = _free_port()
-    ini = folder / f"pgbouncer-{port}.ini"
     query = f" connect_query='{connect_query}'" if connect_query else ""
-    ini.write_text(f"""[databases]
+
+    def start(port: int) -> tuple[subprocess.Popen, int]:
+        ini = folder / f"pgbouncer-{port}.ini"
+        ini.write_text(f"""[databases]
 * = host={direct.host} port={direct.port or 5432} user={direct.username}{query}
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -87,11 +72,13 @@ pool_mode = transaction
 max_client_conn = 500
 default_pool_size = 20
 """)
-    # PgBouncer refuses to run as root: as root it reads its file, then becomes postgres
-    cmd = [PGBOUNCER] + (["-u", "postgres"] if os.geteuid() == 0 else []) + [str(ini)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # PgBouncer refuses to run as root: as root it reads its file, then becomes postgres
+        cmd = [PGBOUNCER] + (["-u", "postgres"] if os.geteuid() == 0 else []) + [str(ini)]
+        # this, or its "cannot listen on ...: bind(): Address already in use" and exit
+        return start_program(cmd, folder / f"pgbouncer-{port}.log", f"listening on 127.0.0.1:{port}", 20), port
+
+    proc, port = on_free_ports(start)
     try:
-        _wait_port(port, proc)
         yield direct.set(port=port).render_as_string(hide_password=False), port
     finally:
         proc.terminate()
@@ -138,8 +125,7 @@ def test_serve_and_a_drop_through_pgbouncer_with_listen_direct(pg_url, pgbouncer
         nodes = [start_server(tmp_path / name / "civicmail.toml", sets) for name in ("a", "b")]
         try:
             log_a, log_b = nodes[0][3], nodes[1][3]
-            imap_b = int(re.search(r"imap listening on 127.0.0.1:(\d+)", "".join(log_b)).group(1))
-            submission_a = int(re.search(r"SMTP submission listening on [\d.]+:(\d+)", "".join(log_a)).group(1))
+            imap_b, submission_a = listening_port(log_b, "imap"), listening_port(log_a, "SMTP submission")
             with imaplib.IMAP4("127.0.0.1", imap_b, timeout=30) as imap:
                 imap.login(citizen, "citizen-pw-1")
                 typ, data = imap.select("INBOX")
@@ -213,7 +199,7 @@ def test_check_names_what_the_pooler_set_up_lacks(pg_url, tmp_path):
         lines = database_lines(pooled, pg_url)
         assert "OK    database: through the pooler, statement and idle-transaction timeouts set" in lines, lines
         assert "OK    database: the LISTEN connection (store.listen_url) opens" in lines, lines
-        closed = make_url(pg_url).set(port=_free_port()).render_as_string(hide_password=False)
+        closed = make_url(pg_url).set(port=free_port()).render_as_string(hide_password=False)
         assert any(line.startswith("FAIL  database: store.listen_url does not connect") for line in
                    database_lines(pooled, closed))
     with running_pgbouncer(pg_url, tmp_path, connect_query=None) as (pooled, _):

@@ -110,6 +110,32 @@ def test_stopping_the_watcher_waits_for_a_poll_in_flight(sqlite_config):
     store.engine.dispose()
 
 
+def test_a_cancel_of_the_watchers_stop_reaches_its_caller(sqlite_config):
+    """stop() cancels the watcher's task and waits for its end; a cancel of stop() itself (a
+    shutdown given up on) arriving meanwhile is the caller's, never swallowed with the task's."""
+    import asyncio
+
+    from mailserver.store import open_store
+    from mailserver.store.notify import ChangeHub, FolderWatcher
+
+    store = open_store(sqlite_config)
+    watcher = FolderWatcher(store, ChangeHub(), interval=0.01)
+
+    async def scenario():
+        watcher.start()
+        stopping = asyncio.ensure_future(watcher.stop())
+        await asyncio.sleep(0)  # stop() has cancelled the task and waits for its end
+        assert not stopping.done()
+        stopping.cancel()
+        await asyncio.wait([stopping])
+        assert stopping.cancelled()
+        await watcher.stop()  # a later stop still ends it
+        assert watcher._task is None and watcher.poll() == []
+
+    asyncio.run(scenario())
+    store.engine.dispose()
+
+
 def test_a_drop_run_in_the_servers_process_reaches_a_session_in_idle(hub_only):
     """On SQLite the pipeline writes through a connection pool of its own (its own page cache);
     it still tells the mail store of the registry it runs for, whose hub this server's sessions

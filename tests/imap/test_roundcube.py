@@ -14,10 +14,8 @@ import json
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -38,6 +36,7 @@ from mailserver.store.models import Account, AuditLog, Content, Folder, Message,
 from mailserver.store.models.mail import ANSWERED, SEEN
 from mailserver.web.webmail import php_value
 from tests.abuse import PASSWORD, city, city_factory  # noqa: F401
+from tests.serverkit import on_free_ports, start_program
 
 #: the Debian package's layout: the application, and its public web root
 ROUNDCUBE = Path("/var/lib/roundcube")
@@ -85,19 +84,13 @@ def _deliver_notices(town) -> list[EmailMessage]:
     return made
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _config(town, root: Path, extra: str = "") -> Path:
     """A config dir of Roundcube's own for this server: plain IMAP and submission on loopback (the
     server's development mode allows it there), SQLite and logs in the temp dir, IMAP debug on;
     ``extra`` (PHP, e.g. what `civicmail webmail config` prints) after, so it wins."""
     conf = root / "config"
     for name in ("logs", "temp", "config"):
-        (root / name).mkdir(parents=True)
+        (root / name).mkdir(parents=True, exist_ok=True)  # config: PHP's server may be up already (sso)
     for name in ("defaults.inc.php", "mimetypes.php"):
         (conf / name).symlink_to(PACKAGE_CONFIG / name)
     settings = {
@@ -172,40 +165,41 @@ def _field(page: str, name: str) -> str:
     return found.group(1)
 
 
-@contextlib.contextmanager
-def _roundcube(conf: Path, log_path: Path, plugins: Path | None = None, port: int | None = None):
-    """Roundcube under PHP's built-in web server over the config dir ``conf``: its base URL.
-    ``plugins``: a plugins folder of the test's own (RCUBE_PLUGINS_DIR, defined before Roundcube
-    defines its default), so a plugin is installed without touching the package's folder."""
-    port = port or _free_port()
+def _php(conf: Path, log_path: Path, plugins: Path | None, port: int) -> subprocess.Popen:
+    """PHP's built-in web server serving Roundcube over the config dir ``conf`` on ``port``, once
+    it listens (it reads the config at each request: the files may come after). ``plugins``: a
+    plugins folder of the test's own (RCUBE_PLUGINS_DIR, defined before Roundcube defines its
+    default), so a plugin is installed without touching the package's folder. A port taken
+    meanwhile fails with PHP's "Address already in use" (serverkit.on_free_ports)."""
     command = ["php", "-S", f"127.0.0.1:{port}", "-t", str(PUBLIC)]
     if plugins is not None:
+        conf.mkdir(parents=True, exist_ok=True)
         prepend = conf / "prepend.php"
         prepend.write_text(f"<?php define('RCUBE_PLUGINS_DIR', {php_value(str(plugins) + '/')});\n")
         command[1:1] = ["-d", f"auto_prepend_file={prepend}"]
-    log = log_path.open("wb")
-    php = subprocess.Popen(command, env={"ROUNDCUBE_CONFIG_DIR": str(conf), "PATH": "/usr/bin:/bin"},
-                           stdout=log, stderr=subprocess.STDOUT)
+    return start_program(command, log_path, f"Development Server (http://127.0.0.1:{port}) started", WAIT,
+                         env={"ROUNDCUBE_CONFIG_DIR": str(conf), "PATH": "/usr/bin:/bin"})
+
+
+def _end(php: subprocess.Popen) -> None:
+    php.terminate()
+    php.wait(10)
+
+
+@contextlib.contextmanager
+def _roundcube(php: subprocess.Popen, port: int):
+    """Roundcube's base URL while ``php`` (``_php``) serves it on ``port``; PHP stopped after."""
     try:
-        deadline = time.monotonic() + WAIT
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert php.poll() is None and time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.05)
         yield f"http://127.0.0.1:{port}"
     finally:
-        php.terminate()
-        php.wait(10)
-        log.close()
+        _end(php)
 
 
 @pytest.fixture
 def webmail(city, tmp_path):  # noqa: F811
     conf = _config(city, tmp_path / "roundcube")
-    with _roundcube(conf, tmp_path / "php.log") as base:
+    php, port = on_free_ports(lambda port: (_php(conf, tmp_path / "php.log", None, port), port))
+    with _roundcube(php, port) as base:
         yield Webmail(base), tmp_path / "roundcube" / "logs"
 
 
@@ -307,28 +301,43 @@ HTTP = "citizen services HTTP"
 
 @pytest.fixture
 def sso(city_factory, tmp_path):  # noqa: F811
-    """A city whose provider, IMAPS and SMTPS listen on ports known before it starts (the printed
-    config names them), and Roundcube configured by nothing but `civicmail webmail config`'s
-    output (on top of its database, logs and debug switches) with the plugin it installs."""
-    ports = [f"{name}.listen=127.0.0.1:{_free_port()}" for name in ("http", "imaps", "submissions")]
-    php_port = _free_port()
-    url = f"http://127.0.0.1:{php_port}/"
-    town = city_factory(*ports, f"oidc.webmail_url={url}")  # where the portal's webmail link goes
+    """A city and Roundcube configured by nothing but `civicmail webmail config`'s output (on top
+    of its database, logs and debug switches) with the plugin it installs. The printed config
+    names the city's IMAPS and SMTPS listeners (bound to port 0, their ports asked after the
+    start) and its provider, whose URL (http.listen) the city must know before it starts, as it
+    must Roundcube's (PHP's port; the portal links there): those two ports are picked first, PHP
+    started, then the city, both again on new ports if either port was taken meanwhile."""
     root = tmp_path / "roundcube"
+    conf = root / "config"
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     for plugin in (ROUNDCUBE / "plugins").iterdir():  # the package's own (jqueryui, ...)
         (plugins / plugin.name).symlink_to(plugin.resolve())
+
+    def start(http_port: int, php_port: int):
+        php = _php(conf, tmp_path / "php.log", plugins, php_port)
+        try:  # where the portal's webmail link goes
+            town = city_factory(f"http.listen=127.0.0.1:{http_port}", f"oidc.webmail_url=http://127.0.0.1:{php_port}/")
+        except BaseException:
+            _end(php)
+            raise
+        return php, php_port, town
+
+    php, php_port, town = on_free_ports(start, 2)
+    url = f"http://127.0.0.1:{php_port}/"
+    listens = {"http": town.server.config.http.listen, "imaps": f"127.0.0.1:{town.port('imaps')}",
+               "submissions": f"127.0.0.1:{town.port('submissions')}"}
     args = [sys.executable, str(REPO_ROOT / "bin" / "civicmail"), "-c", str(town.server.config.source),
-            *[a for p in ports for a in ("--set", p)], "webmail", "config", "--url", url, "--plugins-dir", str(plugins)]
-    made = subprocess.run(args, capture_output=True, text=True, timeout=120)
-    assert made.returncode == 0, made.stderr
-    assert "client webmail registered" in made.stderr and "plugin installed" in made.stderr, made.stderr
-    again = subprocess.run(args, capture_output=True, text=True, timeout=120)  # idempotent: same secret
-    assert again.returncode == 0 and again.stdout == made.stdout, again.stderr
-    assert "already registered" in again.stderr and "plugin already in" in again.stderr, again.stderr
-    conf = _config(town, root, made.stdout)
-    with _roundcube(conf, tmp_path / "php.log", plugins, port=php_port) as base:
+            *[a for name, listen in listens.items() for a in ("--set", f"{name}.listen={listen}")],
+            "webmail", "config", "--url", url, "--plugins-dir", str(plugins)]
+    with _roundcube(php, php_port) as base:
+        made = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        assert made.returncode == 0, made.stderr
+        assert "client webmail registered" in made.stderr and "plugin installed" in made.stderr, made.stderr
+        again = subprocess.run(args, capture_output=True, text=True, timeout=120)  # idempotent: same secret
+        assert again.returncode == 0 and again.stdout == made.stdout, again.stderr
+        assert "already registered" in again.stderr and "plugin already in" in again.stderr, again.stderr
+        _config(town, root, made.stdout)
         yield town, base, root / "logs", made.stdout
 
 

@@ -19,15 +19,9 @@ from mailserver.bench.smtp import start_server, stop_server
 from mailserver.identity import idnumber
 from mailserver.registry.citizens import add_citizen
 from tests.imap.conftest import PASSWORD, Raw
-from tests.serverkit import prepared_city
+from tests.serverkit import listening_port, prepared_city
 
 pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _descendants(pid: int) -> set[int]:
@@ -61,18 +55,18 @@ def _owner(server_pid: int, port: int, client: socket.socket) -> int | None:
 
 
 def _city(tmp_path, *settings: str):
-    """A city with one citizen and `serve` with two processes on a free IMAP port, once the
-    worker takes connections: (serve's process, its log, the port, the citizen's address)."""
-    port = _free_port()
+    """A city with one citizen and `serve` with two processes, its IMAP port bound to port 0 (the
+    port read from its log), once the worker takes connections: (serve's process, its log, the
+    port, the citizen's address)."""
     config, user = prepared_city(tmp_path / "data", (), lambda reg: add_citizen(
         reg, "张伟", idnumber.make("330106", dt.date(1980, 1, 2), 7), password=PASSWORD).address)
     proc, _, _, log = start_server(tmp_path / "data" / "civicmail.toml",
-                                   (f"imap.listen=127.0.0.1:{port}", "imaps.listen=", "server.workers=2") + settings)
+                                   ("imap.listen=127.0.0.1:0", "imaps.listen=", "server.workers=2") + settings)
     deadline = time.monotonic() + 60
     while not any("IMAP worker 1 takes connections" in line for line in log):
         assert time.monotonic() < deadline and proc.poll() is None, "".join(log[-20:])
         time.sleep(0.1)
-    return proc, log, port, user
+    return proc, log, listening_port(log, "imap"), user
 
 
 def _close(raws) -> None:
@@ -182,7 +176,9 @@ def _wait_for(log: list[str], text: str, count: int, proc) -> None:
 
 
 def test_a_dead_worker_leaves_the_server_serving_and_is_replaced(tmp_path):
-    proc, log, port, user = _city(tmp_path, "imap.max_preauth_connections_per_ip=2")
+    """server.worker_respawn_delay and _max set: the waits before each replacement are theirs."""
+    proc, log, port, user = _city(tmp_path, "imap.max_preauth_connections_per_ip=2", "server.worker_respawn_delay=1.25",
+                                  "server.worker_respawn_max=1.75")
     raws: list[Raw] = []
     try:
         raws += [Raw(port), Raw(port)]  # one in each process, not logged in: the cap is full
@@ -197,7 +193,8 @@ def test_a_dead_worker_leaves_the_server_serving_and_is_replaced(tmp_path):
         assert raw.command("l", f'LOGIN "{user}" "{PASSWORD}"')[-1].startswith(b"l OK")
         assert raw.command("s", "SELECT INBOX")[-1].startswith(b"s OK")
 
-        # a new worker is started in its place and takes its turns again
+        # a new worker is started in its place, after server.worker_respawn_delay, and takes its turns again
+        _wait_for(log, "IMAP worker 1 is gone: another is started in its place in 1.25 s", 1, proc)
         _wait_for(log, "IMAP worker 1 takes connections", 2, proc)
         assert any("started pid" in line and "signal 9" in line for line in log), log[-20:]
         seen = set()
@@ -211,9 +208,9 @@ def test_a_dead_worker_leaves_the_server_serving_and_is_replaced(tmp_path):
         (new,) = seen - {proc.pid}
         assert new != worker and new in _descendants(proc.pid)
 
-        # one that dies young waits twice as long before the next is started
+        # one that dies young waits twice as long before the next is started, up to server.worker_respawn_max
         os.kill(new, signal.SIGKILL)
-        _wait_for(log, "another is started in its place in 2 s", 1, proc)
+        _wait_for(log, "another is started in its place in 1.75 s", 1, proc)
         assert proc.poll() is None
     finally:
         _close(raws)
@@ -279,8 +276,8 @@ def test_imaps_connections_are_handed_over_too(tmp_path):
     import imaplib
     import ssl
 
-    tls_port = _free_port()
-    proc, log, port, user = _city(tmp_path, f"imaps.listen=127.0.0.1:{tls_port}")
+    proc, log, port, user = _city(tmp_path, "imaps.listen=127.0.0.1:0")
+    tls_port = listening_port(log, "imaps")
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -298,3 +295,88 @@ def test_imaps_connections_are_handed_over_too(tmp_path):
         for client in clients:
             client.logout()
         assert stop_server(proc, log) == 0
+
+
+def _handoff_services(role: str, channels, *settings: str, respawn=None) -> list:
+    """The IMAP services listener_services makes for ``role`` ("accept": the first process's hub;
+    "work": a worker's listener and its end) from a configuration with ``settings``, as serve
+    makes them, over real channels (Unix socket pairs); nothing listens."""
+    from types import SimpleNamespace
+
+    from mailserver import config as config_mod
+    from mailserver.imap.service import listener_services
+
+    ctx = SimpleNamespace(config=config_mod.build({}, settings), handoff=(role, channels), stopping=False,
+                          respawn_worker=respawn)
+    return listener_services(ctx, [("127.0.0.1:0", False, "imap")] if role == "work" else [])
+
+
+@pytest.mark.parametrize("steady, second", [(3600, "0.5 s"), (0.001, "0.3 s")])
+def test_a_replacements_waits_are_the_configurations(caplog, steady, second):
+    """server.worker_respawn_delay, _steady and _max reach the first process's hub: a worker that
+    dies waits delay; its replacement dying within steady of its start waits twice that, up to
+    max; one that lived longer than steady waits delay again."""
+    import asyncio
+    import logging
+
+    from mailserver.imap.handoff import channel_pair
+
+    ends: list[socket.socket] = []  # the workers' ends of the channels
+
+    def respawn(number: int) -> socket.socket:  # a new "worker": a new channel
+        first, end = channel_pair()
+        ends.append(end)
+        return first
+
+    first, end = channel_pair()
+    ends.append(end)
+    (hub,) = _handoff_services("accept", [first], "server.worker_respawn_delay=0.3",
+                               f"server.worker_respawn_steady={steady}", "server.worker_respawn_max=0.5",
+                               respawn=respawn)
+    gone = "IMAP worker 1 is gone: another is started in its place in"
+
+    async def scenario() -> list[str]:
+        await hub.start()
+        deadline = time.monotonic() + 30
+        for n in (1, 2):
+            ends[-1].close()  # the worker died
+            while len(ends) == n:  # until its replacement's channel is made
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            while len(hub.channels) < 1:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # the replacement lives a little (longer than a tiny steady)
+        await hub.stop()
+        return [r.getMessage() for r in caplog.records if gone in r.getMessage()]
+
+    with caplog.at_level(logging.WARNING, logger="civicmail.imap"):
+        waits = asyncio.run(scenario())
+    for sock in ends:
+        sock.close()
+    assert waits == [f"{gone} 0.3 s", f"{gone} {second}"], waits
+
+
+def test_a_workers_login_waits_for_its_place_as_long_as_configured(caplog):
+    """imap.handoff_ask_timeout reaches a worker's per-user places: a first process that does not
+    answer refuses the login after that long (the log says how long)."""
+    import asyncio
+    import logging
+
+    from mailserver.imap.handoff import channel_pair
+
+    first, end = channel_pair()  # the first process's end stays silent
+    service, worker = _handoff_services("work", end, "imap.handoff_ask_timeout=0.2")
+
+    async def scenario() -> bool:
+        await worker.start()
+        try:
+            return await service.users.ask("1 127.0.0.1")
+        finally:
+            await worker.stop()
+
+    with caplog.at_level(logging.WARNING, logger="civicmail.imap"):
+        granted = asyncio.run(scenario())
+    asked = first.recv(256)
+    first.close()
+    assert granted is False and asked.startswith(b"R "), asked  # ready, then asked ("U 1 ...")
+    assert any("did not answer a login's place within 0.2 s" in r.getMessage() for r in caplog.records), caplog.text
