@@ -77,6 +77,11 @@ class StoreConfig:
     #: PostgreSQL: longest statement, and longest idle time inside a transaction (server side);
     #: also how long unacknowledged data may wait on the connection's TCP socket
     statement_timeout: float = 30.0
+    #: PostgreSQL, straight (not behind a pooler): statements each connection keeps prepared on
+    #: the server (psycopg's prepared_max, 100 of its own), the least recently used deallocated
+    #: past it. The hot statements name the account's partition (store/leaves.py), so each has a
+    #: text per partition: ~15 shapes times 16 partitions, and the rest
+    prepared_statements: int = 400
     #: seconds a RCPT lookup or a login waits for the store before 451 4.3.0 / NO [UNAVAILABLE]
     lookup_timeout: float = 10.0
     #: seconds the end of DATA waits for its commit before 451 4.3.0; such a message is never
@@ -725,6 +730,8 @@ def _validate(config: Config) -> None:
     for key in ("busy_timeout", "connect_timeout", "statement_timeout", "lookup_timeout", "commit_timeout"):
         if getattr(config.store, key) <= 0:
             raise ConfigError(f"store.{key}: must be more than 0 seconds")
+    if config.store.prepared_statements < 1:
+        raise ConfigError("store.prepared_statements: must be at least 1")
     _validate_external(config)
     if config.store.listen_url and not (config.store.url.startswith("postgresql")
                                         and config.store.listen_url.startswith("postgresql")):

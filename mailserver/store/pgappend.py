@@ -22,6 +22,7 @@ from ..errors import NotFound, QuotaExceeded
 from ..mime import analyze, sort_fields_of
 from .api import AppendedMany, NewMessage
 from .driver import raw_writer
+from .leaves import on_table
 from .mailstore import CONTENT_COLUMNS, CONTENT_SORT_COLUMNS, MESSAGE_COLUMNS
 from .notify import notify_arrays
 from .pgflags import NOTIFY, with_notify
@@ -38,12 +39,13 @@ def _marks(n: int) -> str:
     return ", ".join(["%s"] * n)
 
 
-#: the content row, its sort fields beside it and the message, in the folder as it now is
+#: the content row, its sort fields beside it and the message, in the folder as it now is; the
+#: message into the account's messages' table (``{message}``: ``Store.message_table``, its leaf)
 _INSERT = (f"WITH c AS (INSERT INTO content ({', '.join(CONTENT_COLUMNS)}) VALUES ({_marks(len(CONTENT_COLUMNS))}) "
            f"RETURNING id), "
            f"s AS (INSERT INTO content_sort ({', '.join(CONTENT_SORT_COLUMNS)}) "
            f"VALUES ((SELECT id FROM c), {_marks(len(CONTENT_SORT_COLUMNS) - 1)})) "
-           f"INSERT INTO message ({', '.join(MESSAGE_COLUMNS)}) SELECT f.account_id, f.id, f.uidnext - 1, f.highestmodseq, "
+           f"INSERT INTO {{message}} ({', '.join(MESSAGE_COLUMNS)}) SELECT f.account_id, f.id, f.uidnext - 1, f.highestmodseq, "
            f"%s::int, %s::text, %s, %s, %s::bigint, c.id FROM folder f, c WHERE f.account_id = %s AND f.name = %s "
            f"RETURNING id")
 #: the account's quota and the bytes its folders hold (``mailstore.quota_usage_of``)
@@ -66,7 +68,7 @@ def append_one_pg(store: Store, m: NewMessage, quota_default: int, claim_recent:
         folder, message, quota = conn.cursor(), conn.cursor(), conn.cursor()
         folder.execute("BEGIN")
         folder.execute(_FOLDER, (size, m.account_id, m.folder))
-        message.execute(_INSERT, (*content, *(an.sort or sort_fields_of(m.raw)), m.flags, m.keywords,
+        message.execute(on_table(_INSERT, store.message_table(m.account_id)), (*content, *(an.sort or sort_fields_of(m.raw)), m.flags, m.keywords,
                                   m.internaldate or now, now, size, m.account_id, m.folder))
         quota.execute(_QUOTA, (m.account_id,))
         pipe.sync()

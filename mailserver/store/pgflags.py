@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import NotFound
 from .api import Stored, UidRanges
 from .driver import raw_writer
+from .leaves import on_table
 from .mailbox_sql import uid_sql
 from .notify import NOTIFY_SQL, notify_arrays
 
@@ -30,9 +31,11 @@ if TYPE_CHECKING:
 
 BUMP = "UPDATE folder SET highestmodseq = highestmodseq + 1 WHERE id = %s RETURNING highestmodseq"
 GIVE_BACK = "UPDATE folder SET highestmodseq = highestmodseq - 1 WHERE id = %s"
-_WRITE = ("UPDATE message SET flags = v.flags, keywords = v.keywords, modseq = %s "
+#: ``{message}``: the account's messages' table (``Store.message_table``, its leaf partition)
+_WRITE = ("UPDATE {message} AS m SET flags = v.flags, keywords = v.keywords, modseq = %s "
           "FROM unnest(%s::bigint[], %s::int[], %s::text[]) AS v(id, flags, keywords) "
-          "WHERE message.account_id = %s AND message.id = v.id")
+          "WHERE m.account_id = %s AND m.id = v.id")
+_READ = "SELECT id, uid, flags, keywords, modseq FROM {message} WHERE account_id = %s AND folder_id = %s AND {uids} ORDER BY uid"
 NOTIFY = NOTIFY_SQL.format("%s", "%s")
 
 
@@ -66,14 +69,13 @@ def first_trip(conn, pipe, account_id: int, folder_id: int, sql: str,
 
 def store_flags_pg(store: Store, account_id: int, folder_id: int, uids: UidRanges, change: FlagChange) -> Stored:
     """``selection.store_flags`` on PostgreSQL (see the module's text)."""
+    table = store.message_table(account_id)
     with raw_writer(store) as conn, conn.pipeline() as pipe:
-        bump, modseq, rows = first_trip(conn, pipe, account_id, folder_id, "SELECT id, uid, flags, keywords, modseq "
-                                        "FROM message WHERE account_id = %s AND folder_id = %s AND {uids} ORDER BY uid",
-                                        uids)
+        bump, modseq, rows = first_trip(conn, pipe, account_id, folder_id, on_table(_READ, table), uids)
         out, modified, changes = change.apply(rows)
         if changes:
             nflags, nkws, ids, _ = zip(*changes)
-            bump.execute(_WRITE_NOTIFY, (modseq, list(ids), list(nflags), list(nkws), account_id,
+            bump.execute(on_table(_WRITE_NOTIFY, table), (modseq, list(ids), list(nflags), list(nkws), account_id,
                                          *notify_arrays([str(folder_id)])))
         else:
             # Nothing changed: give the MODSEQ back (the row is still locked by us), so that
