@@ -93,6 +93,10 @@ def _look_after(store: "MailStore", account_id: int, folder_id: int, modseq: int
         modseq = result.modseq_after
         if quiet is not None and not force and store.hub.version(folder_id) == quiet + 1:
             return result, ((modseq, max_uid, exists), force, quiet + 1, UNLOOKED)
+    own = getattr(result, "own", None)  # an APPEND's own change (api.AppendedMany), by the same reasoning
+    if (own is not None and own.highestmodseq == modseq + 1 and own.new[0][0] > max_uid and quiet is not None
+            and not force and store.hub.version(folder_id) == quiet + 1):
+        return result, ((modseq, max_uid, exists), force, quiet + 1, own)
     version = store.hub.version(folder_id)  # before the look: see ChangeHub.version
     changes = store.changes_since(account_id, folder_id, modseq, max_uid, exists, force)
     return result, ((modseq, max_uid, exists), force, version, changes)

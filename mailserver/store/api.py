@@ -146,6 +146,10 @@ class AppendedMany(NamedTuple):
     uids: list[int]
     #: the appending session holds all of them as \\Recent (see Appended)
     recent: bool
+    #: where the store knows it: the folder's change by this write alone, as ``changes_since``
+    #: would tell it to a session that had seen HIGHESTMODSEQ ``own.highestmodseq - 1`` (the
+    #: write raised it by one: no other write came between); a session with another view looks
+    own: "Changes | None" = None
 
 
 # -- folders ----------------------------------------------------------------------------------------

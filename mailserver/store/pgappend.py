@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import NotFound, QuotaExceeded
 from ..mime import analyze, sort_fields_of
-from .api import AppendedMany, NewMessage
+from .api import AppendedMany, Changes, NewMessage
 from .driver import raw_writer
 from .leaves import on_table
 from .mailstore import CONTENT_COLUMNS, CONTENT_SORT_COLUMNS, MESSAGE_COLUMNS
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 _FOLDER = ("UPDATE folder SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1, "
            "message_count = message_count + 1, total_size = total_size + %s WHERE account_id = %s AND name = %s "
-           "RETURNING id, uidvalidity, uidnext - 1, recent_uid")
+           "RETURNING id, uidvalidity, uidnext - 1, recent_uid, highestmodseq")
 
 
 def _marks(n: int) -> str:
@@ -80,7 +80,7 @@ def append_one_pg(store: Store, m: NewMessage, quota_default: int, claim_recent:
             if not found:
                 raise NotFound(f"no folder {m.folder}")
             raise QuotaExceeded(f"mailbox of account {m.account_id} is over its quota")
-        folder_id, uidvalidity, m.uid, recent_uid = found[0]
+        folder_id, uidvalidity, m.uid, recent_uid, modseq = found[0]
         m.folder_id, m.message_id = folder_id, message.fetchone()[0]
         recent = claim_recent and recent_uid == m.uid - 1
         told = notify_arrays([str(folder_id)])
@@ -90,4 +90,7 @@ def append_one_pg(store: Store, m: NewMessage, quota_default: int, claim_recent:
             folder.execute(NOTIFY, told)
         folder.execute("COMMIT")  # sent, and its answer read, as the pipeline ends
     store.hub.changed([folder_id])
-    return AppendedMany(uidvalidity, [m.uid], recent)
+    # The folder's row was locked from its UPDATE on: a session that had seen the MODSEQ before
+    # this one saw the folder up to this message, which it now needs no look to be told of.
+    own = Changes(modseq, m.uid + 1, [(m.uid, m.flags, m.keywords, modseq)], [], None, m.uid if recent else recent_uid)
+    return AppendedMany(uidvalidity, [m.uid], recent, own)
