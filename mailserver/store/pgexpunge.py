@@ -20,7 +20,7 @@ import datetime as dt
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from .api import UidRanges
+from .api import Changes, Expunged, UidRanges
 from .driver import raw_writer
 from .leaves import on_table
 from .models.mail import DELETED
@@ -49,7 +49,7 @@ _WRITES = with_notify(_COUNTERS, _TOMBSTONES, _RELEASE)
 def expunge_pg(store: Store, account_id: int, folder_id: int, uids: UidRanges | None) -> list[int]:
     """``selection.expunge`` on PostgreSQL (see the module's text): the UIDs removed, ascending."""
     with raw_writer(store) as conn, conn.pipeline() as pipe:
-        bump, modseq, removed = first_trip(conn, pipe, account_id, folder_id,
+        bump, (modseq, uidnext, recent_uid), removed = first_trip(conn, pipe, account_id, folder_id,
                                            on_table(_DELETE, store.message_table(account_id)), uids)
         if removed:
             gone, contents, sizes = zip(*removed)
@@ -64,4 +64,5 @@ def expunge_pg(store: Store, account_id: int, folder_id: int, uids: UidRanges | 
     if not removed:
         return []
     store.hub.changed([folder_id])
-    return sorted(gone)
+    # the folder's row was locked from its UPDATE on: its change by this write alone (api.Expunged)
+    return Expunged(sorted(gone), Changes(modseq, uidnext, [], [], None, recent_uid))
