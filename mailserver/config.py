@@ -87,6 +87,11 @@ class StoreConfig:
     #: (driver.driver_rows); a larger result's cursor is closed at once, so this bounds the memory
     #: each connection keeps between reads
     keep_result_rows: int = 1000
+    #: PostgreSQL, straight (not behind a pooler): statements each connection keeps prepared on
+    #: the server (psycopg's prepared_max, 100 of its own), the least recently used deallocated
+    #: past it. The hot statements name the account's partition (store/leaves.py), so each has a
+    #: text per partition: ~15 shapes times 16 partitions, and the rest
+    prepared_statements: int = 400
     #: seconds a RCPT lookup or a login waits for the store before 451 4.3.0 / NO [UNAVAILABLE]
     lookup_timeout: float = 10.0
     #: seconds the end of DATA waits for its commit before 451 4.3.0; such a message is never
@@ -741,6 +746,8 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"store.{key}: must be more than 0 seconds")
     if not 1 <= config.store.keep_result_rows <= 1_000_000:
         raise ConfigError(f"store.keep_result_rows: must be 1 to 1000000 rows (got {config.store.keep_result_rows})")
+    if config.store.prepared_statements < 1:
+        raise ConfigError("store.prepared_statements: must be at least 1")
     _validate_external(config)
     if config.store.listen_url and not (config.store.url.startswith("postgresql")
                                         and config.store.listen_url.startswith("postgresql")):

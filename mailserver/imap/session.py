@@ -9,9 +9,11 @@ Reply``; an error raised by one is mapped to its reply in one place here
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import ipaddress
 import logging
+from array import array
 from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, NoReturn, TypeVar
 
 from ..errors import CivicmailError, LimitExceeded
@@ -74,7 +76,7 @@ UNLOOKED = Changes(0, 0, [], [], None)
 
 
 def _look_after(store: "MailStore", account_id: int, folder_id: int, modseq: int, max_uid: int, exists: int, force: bool,
-                quiet: int | None, result: T) -> tuple[T, tuple]:
+                quiet: int | None, view: "array | None", result: T) -> tuple[T, tuple]:
     """In a store thread, after a write's COMMIT: what changed in the selected folder since
     ``modseq`` (after the session's own write, when the result says it saw no other).
 
@@ -87,12 +89,27 @@ def _look_after(store: "MailStore", account_id: int, folder_id: int, modseq: int
     ``pending`` (or, from another node or process, arrives later still and does), and the
     next command (or IDLE) looks then. A batch of the write lane announces a folder once
     for every writer in it (``ChangeHub.held``), so another session's write in the same
-    COMMIT moves the version by two and the look is made."""
+    COMMIT moves the version by two and the look is made.
+
+    By the same reasoning, a write that tells its own change (``own``: an APPEND's message, an
+    EXPUNGE's UIDs, ``api.AppendedMany`` and ``api.Expunged``) after a MODSEQ the session had
+    seen makes no look: that change is what the look would have found. ``view``: for an
+    EXPUNGE, the session's UIDs (its task does not change them while it awaits the write),
+    which less the expunged ones are the folder's; None when expunges are owed to it."""
     before = getattr(result, "modseq_before", 0)
     if before and before == modseq:
         modseq = result.modseq_after
         if quiet is not None and not force and store.hub.version(folder_id) == quiet + 1:
             return result, ((modseq, max_uid, exists), force, quiet + 1, UNLOOKED)
+    own = getattr(result, "own", None)
+    if (own is not None and own.highestmodseq == modseq + 1 and quiet is not None
+            and store.hub.version(folder_id) == quiet + 1):
+        if own.new and own.new[0][0] > max_uid and not force:  # APPEND
+            return result, ((modseq, max_uid, exists), force, quiet + 1, own)
+        if not own.new and view is not None:  # EXPUNGE
+            gone = set(result)
+            present = array("q", (uid for uid in view if uid not in gone))
+            return result, ((modseq, max_uid, exists), force, quiet + 1, dataclasses.replace(own, present=present))
     version = store.hub.version(folder_id)  # before the look: see ChangeHub.version
     changes = store.changes_since(account_id, folder_id, modseq, max_uid, exists, force)
     return result, ((modseq, max_uid, exists), force, version, changes)
@@ -582,8 +599,9 @@ class ImapSession:
             return await self.ctx.run_write(fn, *args, flags_only=flags_only, owner=self.account_id, big=big)
         force = expunges or (self._expunge_ok and sel.expunge_pending)
         quiet = None if self.pending else self.ctx.hub.version(sel.folder_id)
+        view = sel.uids if expunges and not sel.expunge_pending else None
         look = functools.partial(_look_after, self.store, sel.account_id, sel.folder_id, sel.modseq, sel.max_uid,
-                                 sel.exists, force, quiet)
+                                 sel.exists, force, quiet, view)
         result, looked = await self.ctx.run_write(fn, *args, then=look, flags_only=flags_only,
                                                   owner=self.account_id, big=big)
         self._looked = _Looked(sel, *looked)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from .notify import ChangeHub
 
 __all__ = ["MailStore", "NewMessage", "Delivered", "FolderInfo", "FolderStatus", "Snapshot", "Changes", "Stored",
-           "Copied", "Appended", "AppendedMany", "ToAppend", "PreparedAppend", "QuotaUsage", "UidRanges", "CannotDelete",
+           "Copied", "Appended", "AppendedMany", "Expunged", "ToAppend", "PreparedAppend", "QuotaUsage", "UidRanges", "CannotDelete",
            "HasChildFolders", "SEP", "FETCH_FIELDS", "SORT_VALUES", "SEEN", "ANSWERED", "FLAGGED", "DELETED", "DRAFT"]
 
 #: the hierarchy separator of folder names (names are Unicode; the IMAP edge encodes them)
@@ -146,6 +146,21 @@ class AppendedMany(NamedTuple):
     uids: list[int]
     #: the appending session holds all of them as \\Recent (see Appended)
     recent: bool
+    #: where the store knows it: the folder's change by this write alone, as ``changes_since``
+    #: would tell it to a session that had seen HIGHESTMODSEQ ``own.highestmodseq - 1`` (the
+    #: write raised it by one: no other write came between); a session with another view looks
+    own: "Changes | None" = None
+
+
+class Expunged(list):
+    """``expunge``'s answer: the UIDs removed, ascending (a list); ``own``, where the store knows
+    it, the folder's change by this write alone (its HIGHESTMODSEQ, UIDNEXT and \\Recent mark;
+    no ``present``: the caller's view without these UIDs) for a session that had seen
+    HIGHESTMODSEQ ``own.highestmodseq - 1`` (as ``AppendedMany.own``)."""
+
+    def __init__(self, uids: Iterable[int] = (), own: "Changes | None" = None) -> None:
+        super().__init__(uids)
+        self.own = own
 
 
 # -- folders ----------------------------------------------------------------------------------------
@@ -367,7 +382,8 @@ class MailStore(Protocol):
         ...
 
     def expunge(self, account_id: int, folder_id: int, uids: UidRanges | None = None) -> list[int]:
-        """RFC 3501 6.4.3, RFC 4315 UID EXPUNGE: the \\Deleted messages go; their UIDs."""
+        """RFC 3501 6.4.3, RFC 4315 UID EXPUNGE: the \\Deleted messages go; their UIDs (an
+        ``Expunged`` where the store can tell its own change)."""
         ...
 
     def copy(self, account_id: int, folder_id: int, uids: UidRanges, dest: str, move: bool,

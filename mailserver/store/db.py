@@ -19,6 +19,7 @@ from ..config import StoreConfig
 from ..errors import ConfigError, Conflict, StoreUnavailable
 from . import writequeue
 from .groupcommit import GroupCommit, sqlite_execute
+from .leaves import PARTITIONS_SQL, message_table, partitions_from
 from .notify import ChangeHub
 
 #: TCP keepalives on PostgreSQL connections: a peer silent for this long is probed ...
@@ -124,7 +125,7 @@ def _track_backends(engine: Engine, pids: set[int]) -> None:
 
 
 def make_engine(url: str, busy_timeout: float = 30.0, connect_timeout: float = 5.0, statement_timeout: float = 30.0,
-                pooled: bool = False, **kwargs) -> Engine:
+                pooled: bool = False, prepared_statements: int = 400, **kwargs) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -170,6 +171,12 @@ def make_engine(url: str, busy_timeout: float = 30.0, connect_timeout: float = 5
         engine = create_engine(parsed, pool_size=10, max_overflow=20, pool_timeout=connect_timeout,
                                connect_args=_postgresql_bounds(connect_timeout, statement_timeout, pooled), **kwargs)
         _ping_when_idle(engine, PING_IDLE)
+        if not pooled:
+            @event.listens_for(engine, "connect")
+            def _prepared_max(dbapi_conn, _record) -> None:
+                # store.prepared_statements: a hot statement has a text per partition of
+                # ``message`` (leaves.py), more than psycopg's own 100 keep prepared
+                dbapi_conn.prepared_max = prepared_statements
         return engine
     raise ConfigError(f"store.url: {parsed.get_backend_name()!r} is not supported (sqlite or postgresql)")
 
@@ -187,11 +194,13 @@ class Store:
 
     def __init__(self, url: str, busy_timeout: float = 30.0, connect_timeout: float = 5.0,
                  statement_timeout: float = 30.0, external_mailboxes: bool = False,
-                 listen_url: str = "", blobs=None, keep_result_rows: int = StoreConfig.keep_result_rows) -> None:
+                 listen_url: str = "", blobs=None, keep_result_rows: int = StoreConfig.keep_result_rows,
+                 prepared_statements: int = StoreConfig.prepared_statements) -> None:
         self.url = url
         #: ``url`` is a transaction-mode pooler and ``listen_url`` the database directly (config.py)
         self.listen_url = listen_url
-        self.engine = make_engine(url, busy_timeout, connect_timeout, statement_timeout, pooled=bool(listen_url))
+        self.engine = make_engine(url, busy_timeout, connect_timeout, statement_timeout, pooled=bool(listen_url),
+                                  prepared_statements=prepared_statements)
         #: where new message bodies go (``store/blobs.py``); None: into the content table
         self.blobs = blobs
         #: the blob collector's epoch as this process last read it (``store/bodies.py``)
@@ -235,6 +244,20 @@ class Store:
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    @functools.cached_property
+    def message_partitions(self) -> int:
+        """PostgreSQL: how many hash partitions of ``message`` by account there are, as migration
+        0028 makes them (read once from the catalog); 0 on SQLite, or in another shape."""
+        if self.dialect != "postgresql":
+            return 0
+        with self.engine.connect() as conn:
+            return partitions_from([tuple(r) for r in conn.exec_driver_sql(PARTITIONS_SQL)])
+
+    def message_table(self, account_id: int) -> str:
+        """The table the hot statements on one account's messages name: on PostgreSQL its leaf
+        partition (store/leaves.py), else ``message``."""
+        return message_table(self.message_partitions, account_id)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -336,4 +359,5 @@ def open_store(config) -> Store:
     bounds = config.store
     return Store(config.store_url, bounds.busy_timeout, bounds.connect_timeout, bounds.statement_timeout,
                  external_mailboxes=config.external_store, listen_url=bounds.listen_url,
-                 blobs=open_blobs(config), keep_result_rows=bounds.keep_result_rows)
+                 blobs=open_blobs(config), keep_result_rows=bounds.keep_result_rows,
+                 prepared_statements=bounds.prepared_statements)

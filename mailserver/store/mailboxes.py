@@ -60,13 +60,13 @@ def folder_status(store: Store, account_id: int, names: Iterable[str] | None = N
         named = " AND {t}.name IN (" + ",".join("?" * len(names)) + ")"
         params += names
     # One statement (one round trip on PostgreSQL): the folders' rows, each with its counts
-    # from one pass over its messages.
+    # from one pass over its messages (on PostgreSQL in the account's leaf partition).
     sql = (f"SELECT {_FOLDER_INFO}, coalesce(a.unseen, 0), coalesce(a.recent, 0), coalesce(a.deleted, 0) "
            f"FROM folder f LEFT JOIN (SELECT m.folder_id AS folder_id, "
            f"sum(CASE WHEN m.flags & {SEEN} = 0 THEN 1 ELSE 0 END) AS unseen, "
            f"sum(CASE WHEN m.uid > g.recent_uid THEN 1 ELSE 0 END) AS recent, "
            f"sum(CASE WHEN m.flags & {DELETED} <> 0 THEN 1 ELSE 0 END) AS deleted "
-           f"FROM message m JOIN folder g ON g.account_id = m.account_id AND g.id = m.folder_id "
+           f"FROM {store.message_table(account_id)} m JOIN folder g ON g.account_id = m.account_id AND g.id = m.folder_id "
            f"WHERE m.account_id = ?{named.format(t='g')} "
            f"GROUP BY m.folder_id) a ON a.folder_id = f.id "
            f"WHERE f.account_id = ?{named.format(t='f')} ORDER BY f.name")

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 
 from ..errors import NotFound, QuotaExceeded
 from ..mime import analyze, sort_fields_of
-from .api import AppendedMany, NewMessage
+from .api import AppendedMany, Changes, NewMessage
 from .driver import raw_writer
+from .leaves import on_table
 from .mailstore import CONTENT_COLUMNS, CONTENT_SORT_COLUMNS, MESSAGE_COLUMNS
 from .notify import notify_arrays
 from .pgflags import NOTIFY, with_notify
@@ -31,19 +32,20 @@ if TYPE_CHECKING:
 
 _FOLDER = ("UPDATE folder SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1, "
            "message_count = message_count + 1, total_size = total_size + %s WHERE account_id = %s AND name = %s "
-           "RETURNING id, uidvalidity, uidnext - 1, recent_uid")
+           "RETURNING id, uidvalidity, uidnext - 1, recent_uid, highestmodseq")
 
 
 def _marks(n: int) -> str:
     return ", ".join(["%s"] * n)
 
 
-#: the content row, its sort fields beside it and the message, in the folder as it now is
+#: the content row, its sort fields beside it and the message, in the folder as it now is; the
+#: message into the account's messages' table (``{message}``: ``Store.message_table``, its leaf)
 _INSERT = (f"WITH c AS (INSERT INTO content ({', '.join(CONTENT_COLUMNS)}) VALUES ({_marks(len(CONTENT_COLUMNS))}) "
            f"RETURNING id), "
            f"s AS (INSERT INTO content_sort ({', '.join(CONTENT_SORT_COLUMNS)}) "
            f"VALUES ((SELECT id FROM c), {_marks(len(CONTENT_SORT_COLUMNS) - 1)})) "
-           f"INSERT INTO message ({', '.join(MESSAGE_COLUMNS)}) SELECT f.account_id, f.id, f.uidnext - 1, f.highestmodseq, "
+           f"INSERT INTO {{message}} ({', '.join(MESSAGE_COLUMNS)}) SELECT f.account_id, f.id, f.uidnext - 1, f.highestmodseq, "
            f"%s::int, %s::text, %s, %s, %s::bigint, c.id FROM folder f, c WHERE f.account_id = %s AND f.name = %s "
            f"RETURNING id")
 #: the account's quota and the bytes its folders hold (``mailstore.quota_usage_of``)
@@ -66,7 +68,7 @@ def append_one_pg(store: Store, m: NewMessage, quota_default: int, claim_recent:
         folder, message, quota = conn.cursor(), conn.cursor(), conn.cursor()
         folder.execute("BEGIN")
         folder.execute(_FOLDER, (size, m.account_id, m.folder))
-        message.execute(_INSERT, (*content, *(an.sort or sort_fields_of(m.raw)), m.flags, m.keywords,
+        message.execute(on_table(_INSERT, store.message_table(m.account_id)), (*content, *(an.sort or sort_fields_of(m.raw)), m.flags, m.keywords,
                                   m.internaldate or now, now, size, m.account_id, m.folder))
         quota.execute(_QUOTA, (m.account_id,))
         pipe.sync()
@@ -78,7 +80,7 @@ def append_one_pg(store: Store, m: NewMessage, quota_default: int, claim_recent:
             if not found:
                 raise NotFound(f"no folder {m.folder}")
             raise QuotaExceeded(f"mailbox of account {m.account_id} is over its quota")
-        folder_id, uidvalidity, m.uid, recent_uid = found[0]
+        folder_id, uidvalidity, m.uid, recent_uid, modseq = found[0]
         m.folder_id, m.message_id = folder_id, message.fetchone()[0]
         recent = claim_recent and recent_uid == m.uid - 1
         told = notify_arrays([str(folder_id)])
@@ -88,4 +90,7 @@ def append_one_pg(store: Store, m: NewMessage, quota_default: int, claim_recent:
             folder.execute(NOTIFY, told)
         folder.execute("COMMIT")  # sent, and its answer read, as the pipeline ends
     store.hub.changed([folder_id])
-    return AppendedMany(uidvalidity, [m.uid], recent)
+    # The folder's row was locked from its UPDATE on: a session that had seen the MODSEQ before
+    # this one saw the folder up to this message, which it now needs no look to be told of.
+    own = Changes(modseq, m.uid + 1, [(m.uid, m.flags, m.keywords, modseq)], [], None, m.uid if recent else recent_uid)
+    return AppendedMany(uidvalidity, [m.uid], recent, own)

@@ -20,8 +20,9 @@ import datetime as dt
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from .api import UidRanges
+from .api import Changes, Expunged, UidRanges
 from .driver import raw_writer
+from .leaves import on_table
 from .models.mail import DELETED
 from .pgflags import GIVE_BACK, first_trip, with_notify
 from .notify import notify_arrays
@@ -37,6 +38,10 @@ _RELEASE = ("UPDATE content SET refcount = refcount - v.n FROM unnest(%s::bigint
 _DROP = ("WITH gone AS (DELETE FROM content WHERE refcount <= 0 AND id = ANY(%s::bigint[]) RETURNING blob_key) "
          "INSERT INTO blob_release (blob_key, at) SELECT DISTINCT blob_key, %s FROM gone WHERE blob_key <> ''")
 
+#: the folder's \\Deleted messages removed (``first_trip``), in the account's messages' table
+#: (``{message}``: ``Store.message_table``, its leaf partition)
+_DELETE = (f"DELETE FROM {{message}} WHERE account_id = %s AND folder_id = %s AND (flags & {DELETED}) != 0 AND {{uids}} "
+           "RETURNING uid, content_id, size")
 #: the counters, the tombstones, the release and the NOTIFY in one statement (``with_notify``)
 _WRITES = with_notify(_COUNTERS, _TOMBSTONES, _RELEASE)
 
@@ -44,9 +49,8 @@ _WRITES = with_notify(_COUNTERS, _TOMBSTONES, _RELEASE)
 def expunge_pg(store: Store, account_id: int, folder_id: int, uids: UidRanges | None) -> list[int]:
     """``selection.expunge`` on PostgreSQL (see the module's text): the UIDs removed, ascending."""
     with raw_writer(store) as conn, conn.pipeline() as pipe:
-        bump, modseq, removed = first_trip(conn, pipe, account_id, folder_id, f"DELETE FROM message WHERE account_id = %s "
-                                           f"AND folder_id = %s AND (flags & {DELETED}) != 0 AND {{uids}} "
-                                           "RETURNING uid, content_id, size", uids)
+        bump, (modseq, uidnext, recent_uid), removed = first_trip(conn, pipe, account_id, folder_id,
+                                           on_table(_DELETE, store.message_table(account_id)), uids)
         if removed:
             gone, contents, sizes = zip(*removed)
             at = dt.datetime.now(dt.timezone.utc)
@@ -60,4 +64,5 @@ def expunge_pg(store: Store, account_id: int, folder_id: int, uids: UidRanges | 
     if not removed:
         return []
     store.hub.changed([folder_id])
-    return sorted(gone)
+    # the folder's row was locked from its UPDATE on: its change by this write alone (api.Expunged)
+    return Expunged(sorted(gone), Changes(modseq, uidnext, [], [], None, recent_uid))

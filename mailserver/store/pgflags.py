@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import NotFound
 from .api import Stored, UidRanges
 from .driver import raw_writer
+from .leaves import on_table
 from .mailbox_sql import uid_sql
 from .notify import NOTIFY_SQL, notify_arrays
 
@@ -28,11 +29,13 @@ if TYPE_CHECKING:
     from .db import Store
     from .selection import FlagChange
 
-BUMP = "UPDATE folder SET highestmodseq = highestmodseq + 1 WHERE id = %s RETURNING highestmodseq"
+BUMP = "UPDATE folder SET highestmodseq = highestmodseq + 1 WHERE id = %s RETURNING highestmodseq, uidnext, recent_uid"
 GIVE_BACK = "UPDATE folder SET highestmodseq = highestmodseq - 1 WHERE id = %s"
-_WRITE = ("UPDATE message SET flags = v.flags, keywords = v.keywords, modseq = %s "
+#: ``{message}``: the account's messages' table (``Store.message_table``, its leaf partition)
+_WRITE = ("UPDATE {message} AS m SET flags = v.flags, keywords = v.keywords, modseq = %s "
           "FROM unnest(%s::bigint[], %s::int[], %s::text[]) AS v(id, flags, keywords) "
-          "WHERE message.account_id = %s AND message.id = v.id")
+          "WHERE m.account_id = %s AND m.id = v.id")
+_READ = "SELECT id, uid, flags, keywords, modseq FROM {message} WHERE account_id = %s AND folder_id = %s AND {uids} ORDER BY uid"
 NOTIFY = NOTIFY_SQL.format("%s", "%s")
 
 
@@ -47,11 +50,11 @@ _WRITE_NOTIFY = with_notify(_WRITE)
 
 
 def first_trip(conn, pipe, account_id: int, folder_id: int, sql: str,
-               uids: UidRanges | None) -> tuple[Any, int, list[tuple]]:
+               uids: UidRanges | None) -> tuple[Any, tuple, list[tuple]]:
     """The first round trip of a write of messages in a folder: BEGIN, the folder's MODSEQ
     raised (its row locked), then ``sql`` on its messages (its parameters the account, the
     folder, then {uids}: the UIDs' condition; every message without ``uids``). The cursor to
-    send the rest on, the new MODSEQ, ``sql``'s rows."""
+    send the rest on, the folder's (new MODSEQ, UIDNEXT, \\Recent mark), ``sql``'s rows."""
     where, params = uid_sql(uids) if uids else ("1 = 1", [])
     bump, messages = conn.cursor(), conn.cursor()
     bump.execute("BEGIN")
@@ -61,19 +64,18 @@ def first_trip(conn, pipe, account_id: int, folder_id: int, sql: str,
     found = bump.fetchall()
     if not found:
         raise NotFound("folder is gone")
-    return bump, found[0][0], messages.fetchall()
+    return bump, found[0], messages.fetchall()
 
 
 def store_flags_pg(store: Store, account_id: int, folder_id: int, uids: UidRanges, change: FlagChange) -> Stored:
     """``selection.store_flags`` on PostgreSQL (see the module's text)."""
+    table = store.message_table(account_id)
     with raw_writer(store) as conn, conn.pipeline() as pipe:
-        bump, modseq, rows = first_trip(conn, pipe, account_id, folder_id, "SELECT id, uid, flags, keywords, modseq "
-                                        "FROM message WHERE account_id = %s AND folder_id = %s AND {uids} ORDER BY uid",
-                                        uids)
+        bump, (modseq, _, _), rows = first_trip(conn, pipe, account_id, folder_id, on_table(_READ, table), uids)
         out, modified, changes = change.apply(rows)
         if changes:
             nflags, nkws, ids, _ = zip(*changes)
-            bump.execute(_WRITE_NOTIFY, (modseq, list(ids), list(nflags), list(nkws), account_id,
+            bump.execute(on_table(_WRITE_NOTIFY, table), (modseq, list(ids), list(nflags), list(nkws), account_id,
                                          *notify_arrays([str(folder_id)])))
         else:
             # Nothing changed: give the MODSEQ back (the row is still locked by us), so that

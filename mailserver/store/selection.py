@@ -19,6 +19,7 @@ from .driver import driver_execute, driver_rows, raw_reader
 from .api import (Appended, AppendedMany, PreparedAppend, Changes, Copied, NewMessage, QuotaUsage, Snapshot, Stored,
                   ToAppend, UidRanges)
 from .mailbox_sql import folder_row, info_of, INFO_SQL, uid_sql, bump_modseq, remove_messages, copy_rows, writing
+from .leaves import on_table
 from .pgselect import CHANGES_SQL, changes_rows, snapshot_rows
 from .mailstore import check_quota, insert_messages, over_quota, quota_usage_of
 from .models.mail import DELETED, SEEN
@@ -31,7 +32,7 @@ def select_folder(store: Store, account_id: int, name: str, readonly: bool, clai
     for this session, here or (``claim`` false: this reads only) in ``claim_snapshot``."""
     with raw_reader(store) as s:
         if not s.qmark:  # PostgreSQL: both reads in one round trip
-            found, rows = snapshot_rows(s.dbapi, account_id, name)
+            found, rows = snapshot_rows(s.dbapi, account_id, name, store.message_table(account_id))
         else:
             found = next(iter(driver_rows(s, f"SELECT {INFO_SQL}, recent_uid FROM folder WHERE account_id = ? "
                                              "AND name = ?", account_id, name)), None)
@@ -90,11 +91,12 @@ def changes_since(store: Store, account_id: int, folder_id: int, modseq: int, kn
     # On PostgreSQL, with ``force`` (expunges looked for: after an EXPUNGE, or ones deferred),
     # the folder's UIDs come in the same round trip when some left it (``pgselect``); without,
     # the pipeline's own cost (psycopg's pipeline mode) is not paid on the look after every write.
+    table = store.message_table(account_id)
     with raw_reader(store) as s:
         if s.qmark or not force:
-            found, uids = driver_rows(s, CHANGES_SQL.replace("%s", "?"), account_id, modseq, folder_id, account_id), None
+            found, uids = driver_rows(s, _changes_sql(table), account_id, modseq, folder_id, account_id), None
         else:
-            found, uids = changes_rows(s.dbapi, account_id, folder_id, modseq, known_max_uid, known_count)
+            found, uids = changes_rows(s.dbapi, account_id, folder_id, modseq, known_max_uid, known_count, table)
         if not found:
             return None
         highest, uidnext, count, recent_uid = found[0][:4]
@@ -107,8 +109,15 @@ def changes_since(store: Store, account_id: int, folder_id: int, modseq: int, kn
         # Expunges only lower the count, so a count below known + new means some went.
         if present is None and count < known_count + len(new):
             present = array("q", (r[0] for r in driver_rows(
-                s, "SELECT uid FROM message WHERE account_id = ? AND folder_id = ? ORDER BY uid", account_id, folder_id)))
+                s, f"SELECT uid FROM {table} WHERE account_id = ? AND folder_id = ? ORDER BY uid", account_id,
+                folder_id)))
     return Changes(highest, uidnext, new, changed, present, recent_uid)
+
+
+@functools.lru_cache(maxsize=64)
+def _changes_sql(table: str) -> str:
+    """``CHANGES_SQL`` on ``table`` with "?" placeholders (``driver_rows``' own), made once a table."""
+    return on_table(CHANGES_SQL, table).replace("%s", "?")
 
 
 def vanished_since(store: Store, account_id: int, folder_id: int, modseq: int, ranges: UidRanges | None,
@@ -172,12 +181,14 @@ _DATE_COLUMNS = frozenset(("internaldate", "savedate"))
 
 
 @functools.lru_cache(maxsize=256)
-def _fetch_sql(columns: tuple[str, ...], ranges: int, changedsince: bool, within: bool = False) -> tuple[str, type]:
+def _fetch_sql(columns: tuple[str, ...], ranges: int, changedsince: bool, within: bool = False,
+               table: str = "message") -> tuple[str, type]:
     """The plain SQL of ``fetch_rows`` for these columns, ``ranges`` UID ranges (a single
     value or BETWEEN each), with or without CHANGEDSINCE and the bound of ``within`` (no row
     when the messages between the two UIDs are more or bigger: a one-time filter, read before
     any row), and the row type it makes: built once per shape, so no query is composed or
-    compiled per FETCH."""
+    compiled per FETCH. ``table``: the account's messages' (``Store.message_table``), named
+    ``message`` in the statement."""
     names = ["message.uid"]
     for c in columns:
         if c == "header":  # bytes 1 .. header_size: substr works on BLOB (SQLite) and bytea (PostgreSQL)
@@ -193,8 +204,9 @@ def _fetch_sql(columns: tuple[str, ...], ranges: int, changedsince: bool, within
     if changedsince:
         where += " AND message.modseq > ?"
     if within:
-        where += f" AND (SELECT count(*) <= ? AND coalesce(sum(size), 0) <= ? {_RANGE_OF})"
-    sql = f"SELECT {', '.join(names)} FROM message{join} WHERE {where} ORDER BY message.uid LIMIT ?"
+        where += f" AND (SELECT count(*) <= ? AND coalesce(sum(size), 0) <= ? {on_table(_RANGE_OF, table)})"
+    named = "message" if table == "message" else f"{table} AS message"
+    sql = f"SELECT {', '.join(names)} FROM {named}{join} WHERE {where} ORDER BY message.uid LIMIT ?"
     return sql, collections.namedtuple("FetchRow", ("uid",) + columns)
 
 
@@ -203,7 +215,7 @@ def _as_datetime(value):
 
 
 #: the messages between two UIDs of a folder (``fetch_rows``' ``within``): how many, and their bytes in all
-_RANGE_OF = "FROM message WHERE account_id = ? AND folder_id = ? AND uid >= ? AND uid <= ?"
+_RANGE_OF = "FROM {message} WHERE account_id = ? AND folder_id = ? AND uid >= ? AND uid <= ?"
 RANGE_SIZE_SQL = f"SELECT count(*), coalesce(sum(size), 0) {_RANGE_OF}"
 
 
@@ -219,7 +231,8 @@ def fetch_rows(store: Store, account_id: int, folder_id: int, lo_uid: int, hi_ui
     without MODSEQ), the hot path of opening a big folder: plain tuples."""
     columns = tuple(columns)
     ranges = list(uids or ())
-    sql, row_type = _fetch_sql(columns, len(ranges), changedsince is not None, within is not None)
+    table = store.message_table(account_id)
+    sql, row_type = _fetch_sql(columns, len(ranges), changedsince is not None, within is not None, table)
     params = [account_id, folder_id, lo_uid, hi_uid, *(u for r in ranges for u in r)]
     if changedsince is not None:
         params.append(changedsince)
@@ -232,7 +245,7 @@ def fetch_rows(store: Store, account_id: int, folder_id: int, lo_uid: int, hi_ui
         # of our CPU on every FETCH than the one statement (docs/benchmarks.md, branch pgclient),
         # to save a round trip on the rare FETCH that finds nothing or goes to the heavy lane.
         if within is not None and not rows:
-            count, total = driver_rows(r, RANGE_SIZE_SQL, account_id, folder_id, lo_uid, hi_uid)[0]
+            count, total = driver_rows(r, on_table(RANGE_SIZE_SQL, table), account_id, folder_id, lo_uid, hi_uid)[0]
             if count > within[0] or total > within[1]:
                 return None
     if columns in _FLAG_COLUMNS and not uids:

@@ -81,6 +81,30 @@ def test_a_change_right_after_an_append_is_told_at_the_next_command(hub_only):
         assert any(b"FETCH (UID 2 FLAGS (\\Flagged))" in ln for ln in lines), lines
 
 
+def test_an_append_after_a_change_not_yet_told_tells_both(hub_only):
+    """An APPEND tells its own message without a look only when no other change came first
+    (``api.AppendedMany.own``); here B's message, not yet told to A, comes with it."""
+    with two_sessions(hub_only, 1) as (a, b):
+        append(b, "b1", RAW % 5)
+        lines = append(a, "a1", RAW % 7)
+        assert b"* 3 EXISTS\r\n" in lines, lines
+        fetched = ok(a, "f1", "UID FETCH 1:* (UID)")
+        assert [ln.split(b"(")[1] for ln in fetched] == [b"UID 1)\r\n", b"UID 2)\r\n", b"UID 3)\r\n"], fetched
+
+
+def test_an_expunge_after_expunges_not_yet_told_tells_them_all(hub_only):
+    """An EXPUNGE tells what it removed from the session's own view only when no other change
+    came first (``api.Expunged``); here B's expunge, not yet told to A, is told with A's."""
+    with two_sessions(hub_only, 4) as (a, b):
+        ok(a, "a1", "UID STORE 1,3 +FLAGS.SILENT (\\Deleted)")
+        ok(b, "b1", "UID STORE 4 +FLAGS.SILENT (\\Deleted)")
+        ok(b, "b2", "UID EXPUNGE 4")
+        lines = ok(a, "a2", "EXPUNGE")
+        assert lines == [b"* 4 EXPUNGE\r\n", b"* 3 EXPUNGE\r\n", b"* 1 EXPUNGE\r\n"], lines
+        fetched = ok(a, "f1", "UID FETCH 1:* (UID)")
+        assert fetched == [b"* 1 FETCH (UID 2)\r\n"], fetched
+
+
 def test_a_change_right_after_a_store_reaches_idle(hub_only):
     with two_sessions(hub_only, 2) as (a, b):
         ok(a, "a1", "UID STORE 1 +FLAGS.SILENT (\\Seen)")
