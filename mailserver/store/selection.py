@@ -370,10 +370,10 @@ def expunge(store: Store, account_id: int, folder_id: int, uids: UidRanges | Non
         return expunge_pg(store, account_id, folder_id, uids)
     with writing(store) as s:
         where, params = uid_sql(uids) if uids else ("1 = 1", [])
-        gone = [r[0] for r in driver_rows(s, f"SELECT uid FROM message WHERE account_id = ? AND folder_id = ? AND "
-                                              f"(flags & {DELETED}) != 0 AND {where} ORDER BY uid",
-                                          account_id, folder_id, *params)]
-        remove_messages(s, account_id, folder_id, gone)
+        rows = driver_rows(s, f"SELECT uid, content_id, size FROM message WHERE account_id = ? AND folder_id = ? AND "
+                              f"(flags & {DELETED}) != 0 AND {where} ORDER BY uid", account_id, folder_id, *params)
+        gone = [r[0] for r in rows]
+        remove_messages(s, account_id, folder_id, gone, rows=rows)  # the rows read once
     if gone:
         store.hub.changed([folder_id])
     return gone
