@@ -437,7 +437,8 @@ def append_messages(store: Store, account_id: int, folder: str, items: Sequence[
     with writing(store) as s:
         target = folder_row(s, account_id, folder)
         check_quota(s, messages, quota_default)
-        insert_messages(s, messages, {(account_id, folder): target.id})
+        insert_messages(s, messages, {(account_id, folder): target.id},
+                        {target.id: (target.uidnext, target.highestmodseq)})  # read above, under the lock
         recent = False
         if claim_recent:
             first, last = messages[0].uid, messages[-1].uid
