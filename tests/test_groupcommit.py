@@ -90,6 +90,8 @@ def test_a_failed_commit_fails_the_batch_and_the_next_one_works(sqlite_store, tm
 
 
 def test_an_unsynced_batch_sets_the_level_back(sqlite_store):
+    """The kept connection stays at NORMAL between unsynced batches, is at FULL again inside the
+    next durable batch, and goes back to the pool at FULL."""
     commits = sqlite_store.commits
     told = {"synced": 0, "unsynced": 0}
     commits.on_commit = lambda _s: told.__setitem__("synced", told["synced"] + 1)
@@ -99,8 +101,36 @@ def test_an_unsynced_batch_sets_the_level_back(sqlite_store):
             assert driver_rows(session, "PRAGMA synchronous") == [(1,)]  # NORMAL
             driver_execute(session, "INSERT INTO parent (id) VALUES (?)", [(1,)])
     assert told == {"synced": 0, "unsynced": 1}
+    with commits.write() as session:  # durable, on the connection kept
+        assert driver_rows(session, "PRAGMA synchronous") == [(2,)]  # FULL
+        driver_execute(session, "INSERT INTO parent (id) VALUES (?)", [(2,)])
+    assert told == {"synced": 1, "unsynced": 1}
+    with commits.batch(durable=False):
+        with commits.write() as session:
+            driver_execute(session, "INSERT INTO parent (id) VALUES (?)", [(3,)])
+    commits.close()  # as Store.dispose does: the kept connection back to the pool
+    assert sqlite_store.engine.pool.checkedout() == 0
     with sqlite_store.engine.connect() as conn:  # the one connection the pool holds
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+
+
+def test_a_run_of_unsynced_batches_sets_the_level_once(sqlite_store):
+    """Flag changes in a row (the IMAP write lane's unsynced batches) on the kept connection:
+    the level is read and lowered by the first, and not set back and lowered again by each."""
+    commits = sqlite_store.commits
+    pragmas: list[str] = []
+    for i in range(4):
+        with commits.batch(durable=False):
+            with commits.write() as session:
+                if i == 0:
+                    driver_rows(session, "SELECT 1")
+                    session.info["civicmail_pinned_dbapi"][1].set_trace_callback(
+                        lambda sql: pragmas.append(sql) if sql.startswith("PRAGMA") else None)
+                driver_execute(session, "INSERT INTO parent (id) VALUES (?)", [(i,)])
+    assert pragmas == []  # the first batch's two came before the trace; none since
+    with commits.write() as session:
+        driver_execute(session, "INSERT INTO parent (id) VALUES (?)", [(9,)])
+    assert pragmas == ["PRAGMA synchronous=2"]  # raised once, for the durable batch
 
 
 def test_the_connection_kept_between_batches_goes_back_to_the_pool(sqlite_store, tmp_path):

@@ -262,3 +262,51 @@ def test_each_store_has_its_own_hub_and_group_commit(config, store):
         ctx.shutdown()
     finally:
         other.dispose()
+
+
+def test_an_expunge_on_sqlite_reads_the_rows_it_removes_once(store, account):
+    """EXPUNGE's one SELECT of the \\Deleted messages gives remove_messages their content ids and
+    sizes too; the counters and the content's refcounts come out right."""
+    if store.dialect != "sqlite":
+        pytest.skip("SQLite's own expunge (PostgreSQL's is pgexpunge)")
+    from sqlalchemy import event
+
+    mail = store.mail
+    for i in range(3):
+        mail.deliver(_msg(f"m{i}", f"body {i}"), [account])
+    fid = mail.select(account, "INBOX", readonly=False).folder.id
+    mail.store_flags(account, fid, [(1, 2)], "+", DELETED, [])
+    sent: list[str] = []
+    store.commits.close()
+    store.engine.pool.dispose()  # connections made from here on are traced
+    event.listen(store.engine, "connect", lambda dbapi, _rec: dbapi.set_trace_callback(sent.append))
+    assert mail.expunge(account, fid) == [1, 2]
+    reads = [s for s in sent if s.startswith("SELECT") and " FROM message " in s]
+    assert len(reads) == 1 and reads[0].startswith("SELECT uid, content_id, size FROM message"), sent
+    [status] = mail.folder_status(account, ["INBOX"])
+    assert (status.info.message_count, status.info.total_size) == (1, len(_msg("m2", "body 2")))
+
+
+def test_an_append_on_sqlite_reads_its_folders_counters_once(store, account):
+    """APPEND reads the folder's row (UIDNEXT, HIGHESTMODSEQ) once, under the write lock, and the
+    UIDs and counters it writes follow from it; two APPENDs in one group commit's batch each see
+    the other's."""
+    if store.dialect != "sqlite":
+        pytest.skip("SQLite's counters are read under BEGIN IMMEDIATE's lock (PostgreSQL locks the row)")
+    from sqlalchemy import event
+
+    mail = store.mail
+    mail.deliver(_msg("first"), [account])
+    before = mail.folder_status(account, ["INBOX"])[0].info
+    sent: list[str] = []
+    store.commits.close()
+    store.engine.pool.dispose()  # connections made from here on are traced
+    event.listen(store.engine, "connect", lambda dbapi, _rec: dbapi.set_trace_callback(sent.append))
+    with store.mail.batch():
+        one = mail.append(account, "INBOX", [ToAppend(_msg("a"), 0, None, None)], BIG)
+        two = mail.append(account, "INBOX", [ToAppend(_msg("b"), 0, None, None)], BIG)
+    assert (one.uids, two.uids) == ([before.uidnext], [before.uidnext + 1])
+    assert not [s for s in sent if s.startswith("SELECT id, uidnext, highestmodseq FROM folder")], sent
+    after = mail.folder_status(account, ["INBOX"])[0].info
+    assert (after.uidnext, after.highestmodseq, after.message_count) == (
+        before.uidnext + 2, before.highestmodseq + 2, before.message_count + 2)

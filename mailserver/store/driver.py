@@ -70,6 +70,19 @@ def raw_reader(store: Store) -> Iterator[RawRead]:
             _hand_back(conn, rollback=False)  # lost mid-read: invalidated
 
 
+def read_rows(store: Store, sql: str, *params) -> list[tuple]:
+    """``driver_rows`` of one statement that is the whole read: on a thread's own SQLite connection
+    (``OwnReader``: the event loop's, the read and write lanes') it runs outside a transaction
+    of its own, in autocommit, where a lone SELECT reads one snapshot as it would inside BEGIN
+    and ROLLBACK; those two statements (and raw_reader's two context managers) cost more than
+    the read of a small folder. Elsewhere, and inside a raw_reader already open, as raw_reader."""
+    own = getattr(_here, "reader", None)
+    if own is not None and own.store is store and isinstance(own, OwnReader) and not own._depth:
+        return own.rows(sql, params)
+    with raw_reader(store) as read:
+        return driver_rows(read, sql, *params)
+
+
 @contextlib.contextmanager
 def raw_writer(store: Store) -> Iterator[Any]:
     """A pooled psycopg connection in autocommit, for a PostgreSQL write that sends its own
@@ -361,6 +374,16 @@ class OwnReader:
             if self._depth == 0 and self.dbapi.in_transaction:
                 self._spent = 0  # the ROLLBACK is never the one interrupted
                 self.dbapi.execute("ROLLBACK")
+
+    def rows(self, sql: str, params: tuple) -> list[tuple]:
+        """The rows of one statement in autocommit (``read_rows``); it is finished (all rows
+        fetched, the cursor closed) before this returns, so no read stays open."""
+        cursor = self.dbapi.cursor()
+        try:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+        finally:
+            cursor.close()
 
     def close(self) -> None:
         if self._fairy is not None:

@@ -86,6 +86,10 @@ class GroupCommit:
         self._local = threading.local()
         #: the pooled connection the last batch committed on, kept for the next (``_transaction``)
         self._held = None
+        #: that connection's synchronous level as the pool gave it, and its level now (an
+        #: unsynced batch left it lowered: the next durable batch raises it, and it goes back to
+        #: the pool raised); None: at the pool's level, not read
+        self._held_levels: list[int] | None = None
 
     def _acquire(self) -> None:
         with self._count_lock:
@@ -188,7 +192,13 @@ class GroupCommit:
     def close(self) -> None:
         """Give the connection kept between batches back to the pool (``Store.dispose``)."""
         held, self._held = self._held, None
+        levels, self._held_levels = self._held_levels, None
         if held is not None:
+            try:
+                _restore_level(held.driver_connection, levels)
+            except BaseException:
+                held.invalidate()  # never back into the pool with its level lowered
+                raise
             held.close()
 
     @contextlib.contextmanager
@@ -220,24 +230,34 @@ def _transaction(commits: GroupCommit, durable: bool, unsynced: list[bool]) -> I
     were the next largest cost. After any failure it goes back to the pool, which rolls it back.
 
     ``durable=False`` sets the connection to ``synchronous=NORMAL`` before BEGIN (appending True
-    to ``unsynced``) and back after the COMMIT; where the level is NORMAL or OFF already,
-    nothing changes. A failed BEGIN or COMMIT raises SQLAlchemy's wrapper of the driver's error
+    to ``unsynced``); where the level is NORMAL or OFF already, nothing changes. A durable batch
+    sets it back to the pool's level before its BEGIN, and so does the connection's return to
+    the pool (``_restore_level``): a kept connection is not set back after every unsynced batch,
+    which in a run of flag changes cost two statements a batch (the level is read once a
+    connection, ``commits._held_levels``). A failed BEGIN or COMMIT raises SQLAlchemy's wrapper of the driver's error
     (an OperationalError for "database is locked" or a disk error), as its own path did."""
     store = commits.store
     fairy, commits._held = commits._held, None
+    levels, commits._held_levels = commits._held_levels, None
     if fairy is None:
         fairy = store.engine.raw_connection()
+        levels = None
     dbapi = fairy.driver_connection
-    level = None
     keep = False
     try:
-        if not durable:
-            level = dbapi.execute("PRAGMA synchronous").fetchone()[0]
-            if level > 1:
-                dbapi.execute("PRAGMA synchronous=NORMAL")
+        if durable:
+            if levels is not None and levels[1] != levels[0]:
+                dbapi.execute(f"PRAGMA synchronous={int(levels[0])}")
+                levels[1] = levels[0]
+        else:
+            if levels is None:
+                level = dbapi.execute("PRAGMA synchronous").fetchone()[0]
+                levels = [level, level]
+            if levels[0] > 1:
+                if levels[1] != 1:
+                    dbapi.execute("PRAGMA synchronous=NORMAL")
+                    levels[1] = 1
                 unsynced.append(True)
-            else:
-                level = None
         session = store.sessions(bind=Connection(store.engine, fairy))
         session.info[PINNED_DBAPI] = (True, dbapi)
         sqlite_execute(dbapi, "BEGIN IMMEDIATE")
@@ -257,17 +277,23 @@ def _transaction(commits: GroupCommit, durable: bool, unsynced: list[bool]) -> I
             sqlite_execute(dbapi, "COMMIT")
         keep = True
     finally:
-        try:
-            if level is not None:
-                dbapi.execute(f"PRAGMA synchronous={int(level)}")
-        except BaseException:
-            keep = False
-            raise
-        finally:
-            if keep and not dbapi.in_transaction:
-                commits._held = fairy
-            else:
-                fairy.close()  # back to the pool, rolled back there
+        if keep and not dbapi.in_transaction:
+            commits._held, commits._held_levels = fairy, levels
+        else:
+            try:
+                _restore_level(dbapi, levels)
+            except BaseException:
+                fairy.invalidate()  # never back into the pool with its level lowered
+                raise
+            fairy.close()  # back to the pool, rolled back there
+
+
+def _restore_level(dbapi, levels: list[int] | None) -> None:
+    """A connection's synchronous level back to the pool's, before it goes back there."""
+    if levels is not None and levels[1] != levels[0]:
+        if dbapi.in_transaction:
+            dbapi.rollback()  # the level cannot change inside a transaction (the pool rolls back anyway)
+        dbapi.execute(f"PRAGMA synchronous={int(levels[0])}")
 
 
 def sqlite_execute(dbapi, sql: str) -> None:

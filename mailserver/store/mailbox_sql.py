@@ -140,10 +140,12 @@ def release_content(session: Session, content_ids: list[int]) -> None:
         bodies.release(session, [k for (k,) in gone])  # the blob goes at the collector's next round
 
 
-def remove_messages(session: Session, account_id: int, folder_id: int, uids: list[int], release: bool = True) -> None:
+def remove_messages(session: Session, account_id: int, folder_id: int, uids: list[int], release: bool = True,
+                    rows: list[tuple[int, int, int]] | None = None) -> None:
     """Delete these messages from a folder and fix its counters (caller's transaction). The
     removal raises the folder's HIGHESTMODSEQ, and each removed UID leaves a tombstone at that
-    MODSEQ (QRESYNC's VANISHED, RFC 7162 3.2)."""
+    MODSEQ (QRESYNC's VANISHED, RFC 7162 3.2). ``rows``: (uid, content id, size) of exactly
+    these messages, read by the caller in this transaction (not read again here)."""
     if not uids:
         return
     content_ids: list[int] = []
@@ -152,8 +154,9 @@ def remove_messages(session: Session, account_id: int, folder_id: int, uids: lis
     for i in range(0, len(uids), 900):
         chunk = uids[i:i + 900]
         marks = ",".join("?" * len(chunk))
-        for uid, cid, sz in driver_rows(session, f"SELECT uid, content_id, size FROM message WHERE account_id = ? "
-                                                 f"AND folder_id = ? AND uid IN ({marks})", account_id, folder_id, *chunk):
+        for uid, cid, sz in (rows[i:i + 900] if rows is not None else driver_rows(
+                session, f"SELECT uid, content_id, size FROM message WHERE account_id = ? AND folder_id = ? "
+                         f"AND uid IN ({marks})", account_id, folder_id, *chunk)):
             removed.append(uid)
             content_ids.append(cid)
             size += sz

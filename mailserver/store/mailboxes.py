@@ -24,7 +24,7 @@ from ..errors import Conflict, LimitExceeded, QuotaExceeded, SpecialUseRefused
 from .api import (SEP, Appended, AppendedMany, CannotDelete, Changes, Copied, FolderInfo, FolderStatus,
                   HasChildFolders, Snapshot, Stored, ToAppend, UidRanges)
 from .db import Store
-from .driver import driver_execute, driver_rows, raw_reader
+from .driver import driver_execute, driver_rows, raw_reader, read_rows
 from .mailbox_sql import (F, M, copy_rows, folder_row, info_of, INFO_SQL, release_content, remove_messages,
                           serialized_writes, writing)
 from .models.mail import DELETED, SEEN
@@ -40,9 +40,8 @@ from .selection import (append_message, append_messages, prepare_append,
 # the driver's cursor: SQLAlchemy's per-statement work costs more than SQLite's here.
 
 def list_folders(store: Store, account_id: int) -> list[FolderInfo]:
-    with raw_reader(store) as s:
-        return [info_of(t) for t in driver_rows(s, f"SELECT {INFO_SQL} FROM folder WHERE account_id = ? "
-                                                     "ORDER BY name", account_id)]
+    return [info_of(t) for t in read_rows(store, f"SELECT {INFO_SQL} FROM folder WHERE account_id = ? ORDER BY name",
+                                          account_id)]
 
 
 #: INFO_SQL's columns of the folder table aliased f (folder_status)
@@ -70,8 +69,7 @@ def folder_status(store: Store, account_id: int, names: Iterable[str] | None = N
            f"WHERE m.account_id = ?{named.format(t='g')} "
            f"GROUP BY m.folder_id) a ON a.folder_id = f.id "
            f"WHERE f.account_id = ?{named.format(t='f')} ORDER BY f.name")
-    with raw_reader(store) as s:
-        rows = driver_rows(s, sql, *params, *params)
+    rows = read_rows(store, sql, *params, *params)
     return [FolderStatus(info_of(r), *r[-3:]) for r in rows]  # the counts: unseen, recent, deleted
 
 

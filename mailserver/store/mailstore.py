@@ -188,10 +188,14 @@ def newest_message_id(session) -> int:
 
 
 def insert_messages(session: Session, messages: list[NewMessage],
-                    known: dict[tuple[int, str], int] | None = None) -> list[Delivered]:
+                    known: dict[tuple[int, str], int] | None = None,
+                    counters: dict[int, tuple[int, int]] | None = None) -> list[Delivered]:
     """Insert messages (content once per distinct ``raw`` object) and allocate their UIDs.
     ``known``: (account id, folder name) -> folder id of folders the caller has read in this
-    transaction already (not looked up again: a round trip less on PostgreSQL).
+    transaction already (not looked up again: a round trip less on PostgreSQL). ``counters``:
+    folder id -> (UIDNEXT, HIGHESTMODSEQ) as the caller read them in this transaction, on
+    SQLite (whose transaction has held the write lock since its BEGIN IMMEDIATE, so they are
+    current): not read again. PostgreSQL reads them locking the rows, whatever is given.
 
     Runs inside the caller's transaction. On SQLite the transaction holds the write lock
     (BEGIN IMMEDIATE); on PostgreSQL the folder rows are locked (FOR UPDATE), in id order so
@@ -204,13 +208,14 @@ def insert_messages(session: Session, messages: list[NewMessage],
     if session.info.get(EXTERNAL_MAILBOXES):
         from .external import divert
 
-        _insert(session, divert(session, messages), known)
+        _insert(session, divert(session, messages), known, counters)
         return [Delivered(m.account_id, m.folder_id, m.uid, m.message_id) for m in messages]
-    return _insert(session, messages, known)
+    return _insert(session, messages, known, counters)
 
 
 def _insert(session: Session, messages: list[NewMessage],
-            known: dict[tuple[int, str], int] | None = None) -> list[Delivered]:
+            known: dict[tuple[int, str], int] | None = None,
+            counters: dict[int, tuple[int, int]] | None = None) -> list[Delivered]:
     if not messages:
         return []
     folders = dict(known or {})
@@ -249,7 +254,11 @@ def _insert(session: Session, messages: list[NewMessage],
     # UIDs: lock the folders, read their counters, write them back advanced.
     folder_ids = sorted(per_folder)
     state: dict[int, tuple[int, int]] = {}
-    for chunk in _chunks(folder_ids, 900):
+    unread = folder_ids
+    if sqlite and counters:
+        state = {fid: counters[fid] for fid in folder_ids if fid in counters}
+        unread = [fid for fid in folder_ids if fid not in state]
+    for chunk in _chunks(unread, 900):
         if sqlite:  # the write lock is held already (BEGIN IMMEDIATE): no FOR UPDATE to compile
             rows = driver_rows(session, f"SELECT id, uidnext, highestmodseq FROM folder "
                                f"WHERE id IN ({', '.join('?' * len(chunk))})", *chunk)

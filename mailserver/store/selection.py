@@ -15,7 +15,7 @@ from ..errors import NotFound, QuotaExceeded
 from ..mime import analyze
 from . import bodies
 from .db import Store
-from .driver import driver_execute, driver_rows, raw_reader
+from .driver import driver_execute, driver_rows, raw_reader, read_rows
 from .api import (Appended, AppendedMany, PreparedAppend, Changes, Copied, NewMessage, QuotaUsage, Snapshot, Stored,
                   ToAppend, UidRanges)
 from .mailbox_sql import folder_row, info_of, INFO_SQL, uid_sql, bump_modseq, remove_messages, copy_rows, writing
@@ -92,25 +92,50 @@ def changes_since(store: Store, account_id: int, folder_id: int, modseq: int, kn
     # the folder's UIDs come in the same round trip when some left it (``pgselect``); without,
     # the pipeline's own cost (psycopg's pipeline mode) is not paid on the look after every write.
     table = store.message_table(account_id)
+    sql = _changes_sql(table)
+    if not force:
+        # The usual case, a look for no expunge in particular: the one statement alone
+        # (read_rows, without a transaction of its own). If some messages left after all, the
+        # folder's UIDs are read with it in one transaction below (its statement again), so
+        # that they agree; so is every look for expunges (``force``: after an EXPUNGE).
+        found = read_rows(store, sql, account_id, modseq, folder_id, account_id)
+        got = _changes_of(found, None, modseq, known_max_uid, known_count, force)
+        if got is not _UIDS_NEEDED:
+            return got
     with raw_reader(store) as s:
         if s.qmark or not force:
-            found, uids = driver_rows(s, _changes_sql(table), account_id, modseq, folder_id, account_id), None
+            found, uids = driver_rows(s, sql, account_id, modseq, folder_id, account_id), None
         else:
             found, uids = changes_rows(s.dbapi, account_id, folder_id, modseq, known_max_uid, known_count, table)
-        if not found:
-            return None
-        highest, uidnext, count, recent_uid = found[0][:4]
-        if highest == modseq and not (force and count < known_count):
-            return Changes(modseq, uidnext, [], [], None, recent_uid)
-        rows = [r[4:] for r in found if r[4] is not None]
-        new = [tuple(r) for r in rows if r[0] > known_max_uid]
-        changed = [tuple(r) for r in rows if r[0] <= known_max_uid]
         present = None if uids is None else array("q", (r[0] for r in uids))
-        # Expunges only lower the count, so a count below known + new means some went.
-        if present is None and count < known_count + len(new):
+        got = _changes_of(found, present, modseq, known_max_uid, known_count, force)
+        if got is _UIDS_NEEDED:
             present = array("q", (r[0] for r in driver_rows(
                 s, f"SELECT uid FROM {table} WHERE account_id = ? AND folder_id = ? ORDER BY uid", account_id,
                 folder_id)))
+            got = _changes_of(found, present, modseq, known_max_uid, known_count, force)
+    return got
+
+
+#: ``_changes_of``: some messages left the folder, and the UIDs it holds are needed to tell which
+_UIDS_NEEDED = object()
+
+
+def _changes_of(found: list[tuple], present: array | None, modseq: int, known_max_uid: int, known_count: int,
+                force: bool) -> "Changes | None | object":
+    """``changes_since``'s answer from CHANGES_SQL's rows and the folder's UIDs if read, or
+    _UIDS_NEEDED if they were not and some messages left."""
+    if not found:
+        return None
+    highest, uidnext, count, recent_uid = found[0][:4]
+    if highest == modseq and not (force and count < known_count):
+        return Changes(modseq, uidnext, [], [], None, recent_uid)
+    rows = [r[4:] for r in found if r[4] is not None]
+    new = [tuple(r) for r in rows if r[0] > known_max_uid]
+    # Expunges only lower the count, so a count below known + new means some went.
+    if present is None and count < known_count + len(new):
+        return _UIDS_NEEDED
+    changed = [tuple(r) for r in rows if r[0] <= known_max_uid]
     return Changes(highest, uidnext, new, changed, present, recent_uid)
 
 
@@ -238,16 +263,17 @@ def fetch_rows(store: Store, account_id: int, folder_id: int, lo_uid: int, hi_ui
         params.append(changedsince)
     if within is not None:
         params += [*within, account_id, folder_id, lo_uid, hi_uid]
-    with raw_reader(store) as r:
-        rows = driver_rows(r, sql, *params, limit)
-        # None there, or over the bound: the size tells. Asked only then, by a statement of its
-        # own: pipelined with the rows on PostgreSQL (one round trip for both) it cost 60 us more
-        # of our CPU on every FETCH than the one statement (docs/benchmarks.md, branch pgclient),
-        # to save a round trip on the rare FETCH that finds nothing or goes to the heavy lane.
-        if within is not None and not rows:
-            count, total = driver_rows(r, on_table(RANGE_SIZE_SQL, table), account_id, folder_id, lo_uid, hi_uid)[0]
-            if count > within[0] or total > within[1]:
-                return None
+    rows = read_rows(store, sql, *params, limit)
+    # None there, or over the bound: the size tells. Asked only then, by a statement of its
+    # own: pipelined with the rows on PostgreSQL (one round trip for both) it cost 60 us more
+    # of our CPU on every FETCH than the one statement (docs/benchmarks.md, branch pgclient),
+    # to save a round trip on the rare FETCH that finds nothing or goes to the heavy lane. Its
+    # own read (read_rows), not the rows' snapshot: what it decides is only where the FETCH is
+    # read (here, or again on the heavy lane), and either is right for a range that changed.
+    if within is not None and not rows:
+        count, total = read_rows(store, on_table(RANGE_SIZE_SQL, table), account_id, folder_id, lo_uid, hi_uid)[0]
+        if count > within[0] or total > within[1]:
+            return None
     if columns in _FLAG_COLUMNS and not uids:
         return rows
     dates = [i + 1 for i, c in enumerate(columns) if c in _DATE_COLUMNS]
@@ -274,10 +300,9 @@ def _bodies(store: Store, columns: tuple[str, ...], rows: list) -> list:
 
 def message_raw(store: Store, account_id: int, folder_id: int, uid: int) -> bytes:
     """The raw bytes of one message (b"" if it is gone)."""
-    with raw_reader(store) as r:
-        rows = driver_rows(r, "SELECT content.raw, content.blob_key FROM message JOIN content "
-                              "ON content.id = message.content_id WHERE message.account_id = ? "
-                              "AND message.folder_id = ? AND message.uid = ?", account_id, folder_id, uid)
+    rows = read_rows(store, "SELECT content.raw, content.blob_key FROM message JOIN content "
+                            "ON content.id = message.content_id WHERE message.account_id = ? "
+                            "AND message.folder_id = ? AND message.uid = ?", account_id, folder_id, uid)
     return bodies.body(store, *rows[0]) if rows else b""
 
 
@@ -358,10 +383,10 @@ def expunge(store: Store, account_id: int, folder_id: int, uids: UidRanges | Non
         return expunge_pg(store, account_id, folder_id, uids)
     with writing(store) as s:
         where, params = uid_sql(uids) if uids else ("1 = 1", [])
-        gone = [r[0] for r in driver_rows(s, f"SELECT uid FROM message WHERE account_id = ? AND folder_id = ? AND "
-                                              f"(flags & {DELETED}) != 0 AND {where} ORDER BY uid",
-                                          account_id, folder_id, *params)]
-        remove_messages(s, account_id, folder_id, gone)
+        rows = driver_rows(s, f"SELECT uid, content_id, size FROM message WHERE account_id = ? AND folder_id = ? AND "
+                              f"(flags & {DELETED}) != 0 AND {where} ORDER BY uid", account_id, folder_id, *params)
+        gone = [r[0] for r in rows]
+        remove_messages(s, account_id, folder_id, gone, rows=rows)  # the rows read once
     if gone:
         store.hub.changed([folder_id])
     return gone
@@ -425,7 +450,8 @@ def append_messages(store: Store, account_id: int, folder: str, items: Sequence[
     with writing(store) as s:
         target = folder_row(s, account_id, folder)
         check_quota(s, messages, quota_default)
-        insert_messages(s, messages, {(account_id, folder): target.id})
+        insert_messages(s, messages, {(account_id, folder): target.id},
+                        {target.id: (target.uidnext, target.highestmodseq)})  # read above, under the lock
         recent = False
         if claim_recent:
             first, last = messages[0].uid, messages[-1].uid

@@ -72,20 +72,30 @@ class QueuedWriters(sqlite3.Connection):
         self._locked = False
 
     def execute(self, sql, *args):
-        if sql == "BEGIN IMMEDIATE" and self._lock_path is not None and not self._locked:
+        if self._locked:
+            return self._then_give_back(sqlite3.Connection.execute, sql, *args)  # a COMMIT, ROLLBACK
+        if sql == "BEGIN IMMEDIATE" and self._lock_path is not None:
             self._take()
             try:
                 return super().execute(sql, *args)
             except BaseException:
                 self._give()
                 raise
-        return self._then_give_back(sqlite3.Connection.execute, sql, *args)  # a COMMIT, ROLLBACK
+        # Without the lock there is nothing to give back: the readers' BEGIN and ROLLBACK and
+        # every statement of a connection that is not writing go straight to the driver.
+        return sqlite3.Connection.execute(self, sql, *args)
 
     def commit(self) -> None:
-        self._then_give_back(sqlite3.Connection.commit)
+        if self._locked:
+            self._then_give_back(sqlite3.Connection.commit)
+        else:
+            sqlite3.Connection.commit(self)
 
     def rollback(self) -> None:
-        self._then_give_back(sqlite3.Connection.rollback)
+        if self._locked:
+            self._then_give_back(sqlite3.Connection.rollback)
+        else:
+            sqlite3.Connection.rollback(self)
 
     def _then_give_back(self, method, *args):
         """``method(self, *args)``, then the lock back if the transaction is over."""

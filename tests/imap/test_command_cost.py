@@ -135,3 +135,37 @@ def test_cheap_reads_run_on_the_loop_by_default_and_none_with_a_budget_of_0(serv
             assert lane.ctx.loop_reader is None  # every read on the read lane
         finally:
             off.logout()
+
+
+def test_a_read_of_one_statement_on_the_loop_sends_that_statement_alone(server, client):
+    """STATUS, LIST, FETCH of flags and the look after a command read one statement each on the
+    event loop's connection, without BEGIN and ROLLBACK around it (store.driver.read_rows); a
+    look that finds messages gone reads the folder's UIDs with it in one transaction, and the
+    client is told of the expunge."""
+    for subject in (b"one", b"two", b"three"):
+        assert client.append("INBOX", None, None, RAW % (subject, b"body"))[0] == "OK"
+    raw = server.raw()
+    try:
+        ok(raw, "s", "SELECT INBOX")  # the loop's reader is made by the loop's thread on a first read
+        reader = server.ctx.loop_reader
+        sent: list[str] = []
+        reader.dbapi.set_trace_callback(sent.append)
+        try:
+            for tag, command in (("a", "STATUS INBOX (MESSAGES UNSEEN)"), ("b", 'LIST "" "*"'),
+                                 ("c", "UID FETCH 1:* (FLAGS)"), ("d", "NOOP")):
+                sent.clear()
+                ok(raw, tag, command)
+                assert len(sent) == 1 and sent[0].startswith("SELECT "), (command, sent)
+            # another session expunges: this one's look lists the UIDs, in one transaction
+            assert client.select("INBOX")[0] == "OK"
+            assert client.store("2", "+FLAGS.SILENT", "(\\Deleted)")[0] == "OK"
+            assert client.expunge()[0] == "OK"
+            sent.clear()
+            lines = ok(raw, "e", "NOOP")
+            assert b"* 2 EXPUNGE\r\n" in lines, lines
+            assert sent[0].startswith("SELECT ") and sent[1] == "BEGIN" and sent[-1] == "ROLLBACK", sent
+            assert any(s.startswith("SELECT uid FROM message") for s in sent), sent
+        finally:
+            reader.dbapi.set_trace_callback(None)
+    finally:
+        raw.close()
