@@ -66,6 +66,7 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path):
     ('', "server.max_connections=-1", "server.max_connections: must be 0"),
     ('', "imap.preauth_timeout=0", "imap.preauth_timeout: must be at least 1"),
     ('', "imap.max_preauth_command_size=100", "imap.max_preauth_command_size: must be at least 1024"),
+    ('', "delivery.writer_wal_pages=100", "delivery.writer_wal_pages: must be at least 1000"),
 ])
 def test_bad_config_names_the_key(tmp_path, text, override, message):
     path = tmp_path / "c.toml"
