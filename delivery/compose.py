@@ -176,7 +176,7 @@ def compose_notice(skel: Skeleton, rendered: Rendered, to_name: str, to_address:
     return ComposedNotice(raw=(head + body).encode("ascii"), header_size=len(head), to_value=to_value,
                           subject_value=subject_field[len("Subject: "):], date=date, message_id=msgid, boundary=b,
                           content_type=content_type, text_b64=text_b64, html_b64=html_b64, text=text,
-                          to_name=to_name)
+                          to_name=to_name, to_address=to_address)
 
 
 def compose_slow(skel: Skeleton, rendered: Rendered, to_name: str, to_address: str, key: str,

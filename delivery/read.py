@@ -118,15 +118,20 @@ def _header(drop: DropFile) -> Iterator[list[str]]:
 def rows(drop: DropFile) -> Iterator[tuple[int, dict[str, str]]]:
     """(row number, {column as written: cell text}) for every non-blank data row."""
     columns = drop.columns
+    n = len(columns)
     for line, record in _records(drop, header=False):
         if isinstance(record, dict):
             yield line, record
             continue
-        if not any(str(c).strip() for c in record):
+        # each cell's text once (a CSV's cells are str already: stripped in C)
+        texts = list(map(str.strip, record)) if drop.format == "csv" else [str(c).strip() for c in record]
+        if not any(texts):
             continue
-        cells = {c: (str(record[i]).strip() if i < len(record) else "") for i, c in enumerate(columns)}
-        if len(record) > len(columns) and any(str(c).strip() for c in record[len(columns):]):
-            cells["\0extra"] = f"{len(record)} cells, the header names {len(columns)}"
+        if len(texts) < n:
+            texts += [""] * (n - len(texts))
+        cells = dict(zip(columns, texts))
+        if len(texts) > n and any(texts[n:]):
+            cells["\0extra"] = f"{len(record)} cells, the header names {n}"
         yield line, cells
 
 

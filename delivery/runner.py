@@ -75,12 +75,6 @@ CHUNKS_PER_WORKER = 2
 WRITER_CACHE_KIB = 32 * 1024
 #: the same for the blob store's pack index (keyed by the random blob key), on the writer's thread
 BLOB_INDEX_CACHE_KIB = 16 * 1024
-#: the writer connection's WAL checkpoint threshold, in pages (SQLite's default is 1000, about
-#: one batch: every commit then copied the whole WAL into the database). The pages of the random
-#: unique indexes (the idempotency key, the blob key) are rewritten by every batch; checkpointed
-#: every few batches instead, each is copied once for several commits. The WAL stays bounded (it
-#: restarts after a checkpoint no reader's older snapshot holds back): this plus a batch, about 45 MiB.
-WRITER_CHECKPOINT_PAGES = 8192
 #: batches handed to the writer thread and not yet written (bounded: memory stays flat)
 WRITES_QUEUED = 1
 
@@ -213,12 +207,16 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
 
     # The writer's own connection, with a page cache that does not grow with the drop: a batch's
     # pages are written to the WAL at commit (SQLite spills early if a batch outgrows it), and
-    # copied into the database every WRITER_CHECKPOINT_PAGES.
-    writer_store = (small_cache_store(config, WRITER_CACHE_KIB, WRITER_CHECKPOINT_PAGES)
+    # copied into the database every delivery.writer_wal_pages. The pages of the random unique indexes
+    # (the idempotency key, the blob key) are rewritten by every batch: checkpointed every few batches
+    # (SQLite's default, 1000 pages, is about one), each is copied once for several commits. The WAL
+    # restarts after a checkpoint no reader's older snapshot holds back: it stays near the key plus a batch.
+    wal_pages = config.delivery.writer_wal_pages
+    writer_store = (small_cache_store(config, WRITER_CACHE_KIB, wal_pages)
                     if store.dialect == "sqlite" else store)
     if writer_store is not store and isinstance(writer_store.blobs, LocalBlobs):
         writer_store.blobs.index_cache_kib = BLOB_INDEX_CACHE_KIB
-        writer_store.blobs.index_checkpoint_pages = WRITER_CHECKPOINT_PAGES
+        writer_store.blobs.index_checkpoint_pages = wal_pages
     # external mode: the LMTP connections to the city's mail store, for this run
     external = None if dry_run else open_external(config)
     lease = config.delivery.lease_seconds
@@ -247,6 +245,10 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
                 in_write.append(writing.submit(write, rows, originals))
             while in_write:
                 written(*in_write.popleft().result())
+        if writer_store is not store:
+            t = stagecpu.now()
+            _settle_wal(writer_store)
+            clock.add("commit", t)
         beat()
         clock.merge(writer_clock)
         t = stagecpu.now()
@@ -293,6 +295,19 @@ def run_drop(reg: Registry, path: Path, agency_id: str, notice_type: str, *, dry
         except StoreUnavailable as exc:  # every row is in; the rerun only records the end
             raise _stopped(drop_id, summary, exc) from None
     return DropResult(drop_id, summary, report_path, paper_path if letters else None, resumed)
+
+
+def _settle_wal(writer_store) -> None:
+    """The drop writer's WALs (the database's, the blob store's pack index) copied into their files
+    by the drop itself: up to delivery.writer_wal_pages of them would otherwise wait for the next
+    commit of any writer on the node (an SMTP delivery in `serve`), which would copy them."""
+    conn = writer_store.engine.raw_connection()  # the driver's, outside any transaction
+    try:
+        conn.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    finally:
+        conn.close()
+    if isinstance(writer_store.blobs, LocalBlobs):
+        writer_store.blobs.checkpoint()
 
 
 def _stopped(drop_id: int | None, summary: Summary, exc: BaseException) -> StoreUnavailable:

@@ -13,8 +13,10 @@ takes ``analyze`` itself.
 from __future__ import annotations
 
 import base64
+import re
 from typing import NamedTuple
 
+from mailserver.identity.smime import B64_LINE
 from mailserver.mime import Analyzed, analyze
 from mailserver.mime.envelope import Address, address_list, parse_addresses
 from mailserver.mime.headers import cached_if_short, decode_words
@@ -52,6 +54,8 @@ class ComposedNotice(NamedTuple):
     text: str
     #: the To display name as given (before encoding), "" if not known
     to_name: str = ""
+    #: the To address as given, "" if not known
+    to_address: str = ""
 
 
 def _unfold(value: str) -> str:
@@ -61,8 +65,10 @@ def _unfold(value: str) -> str:
 
 def _part_size_lines(b64: str) -> tuple[int, int]:
     # The CRLF before the next delimiter belongs to the delimiter (RFC 2046 5.1.1); every
-    # line, the last included, is one base64 line.
-    return len(b64) - 2, b64.count("\n")
+    # line, the last included, is one base64 line. ``b64`` is ``base64_lines``' (compose): every
+    # line but the last has B64_LINE characters and its CRLF, so the lines are counted from the
+    # length instead of character by character.
+    return len(b64) - 2, (len(b64) + B64_LINE + 1) // (B64_LINE + 2)
 
 
 class NoticeStructure:
@@ -105,11 +111,9 @@ class NoticeStructure:
             return analyze(self.trace.encode("ascii") + raw)  # search would index both parts
         _, date_string, date_text, date_sort = self._date_pieces(notice.date)
         subject, subject_string, subject_text, subject_sort, reply = _subject_pieces(notice.subject_value)
-        to_value = _unfold(notice.to_value)
-        to = parse_addresses(to_value)
-        to_text, to_key, display_to = _to_pieces(to, to_value, notice.to_name)
+        to_list, to_text, to_key, display_to = _to_fields(notice)
         envelope = (f"({date_string} {subject_string} {self.from_list} {self.from_list} {self.from_list} "
-                    f"{address_list(to)} NIL NIL NIL {string(notice.message_id)})")
+                    f"{to_list} NIL NIL NIL {string(notice.message_id)})")
         text_part = f"{TEXT_PART}{text_size} {text_lines}"
         html_part = f"{HTML_PART}{html_size} {html_lines}"
         body = f"({text_part}){html_part}) \"ALTERNATIVE\")"
@@ -138,11 +142,39 @@ class NoticeStructure:
                         sort=sort)
 
 
+#: an address ``parse_addresses`` takes whole as mailbox@host (``SIMPLE_ADDRESS``, nothing ``TRICKY``)
+_PLAIN_ADDRESS = re.compile(r'[^\s<>@,"()\\:;\[]+@[^\s<>@,"()\\:;\[]+').fullmatch
+
+
+def _name_word(name: str) -> str:
+    """The one encoded word compose makes of a short display name (``compose._address``)."""
+    return f"=?utf-8?b?{base64.b64encode(name.encode('utf-8')).decode('ascii')}?="
+
+
+def _to_fields(notice: ComposedNotice) -> tuple[str, str, str, str]:
+    """(ENVELOPE address list, search text, sort key, sort display key) of the To field. The To
+    compose makes of nearly every citizen (``word <box@host>``: the name one encoded word of its
+    UTF-8, the address plain) is known from the name and address it was made of, without parsing
+    the field (what ``parse_addresses`` would find: tests hold the two equal); any other goes
+    through the parser."""
+    name, address, value = notice.to_name, notice.to_address, notice.to_value
+    if (address and value.endswith(f" <{address}>") and _PLAIN_ADDRESS(address) and "=?" not in address
+            and name.isprintable() and value[:-len(address) - 3] == _name_word(name)):
+        display = " ".join(name.split())
+        if display:
+            mailbox, _, host = address.partition("@")
+            return (address_list([Address(value[:-len(address) - 3], None, mailbox, host)]),
+                    normalize(f"{name} <{address}>"), key(mailbox), key(display))
+    value = _unfold(value)
+    to = parse_addresses(value)
+    return (address_list(to), *_to_pieces(to, value, name))
+
+
 def _to_pieces(to: list[Address], to_value: str, name: str) -> tuple[str, str, str]:
     """(search text, sort key, sort display key) of the To field. A name that went out as one
     encoded word of its UTF-8 (nearly every citizen's) is known without decoding the word."""
     if (len(to) == 1 and to[0].host and to[0].mailbox and "=?" not in to[0].mailbox and name.isprintable()
-            and to[0].name == f"=?utf-8?b?{base64.b64encode(name.encode('utf-8')).decode('ascii')}?="):
+            and to[0].name == _name_word(name)):
         display = " ".join(name.split())
         if display:
             a = to[0]

@@ -45,12 +45,14 @@ _BLANK = " \u3000"
 #: a plain number, signed, with thousands separators ("-1,268.40"): a negative amount stays a
 #: number a clerk can add up (no letters: it cannot name a function, a reference or a DDE server)
 _PLAIN_NUMBER = re.compile(r"[+-]?\.?[0-9][0-9.,]*\Z")
+#: a cell not starting with one of these is safe as it is (nearly every cell: one look at its first character)
+_LOOK_FURTHER = FORMULA_START | frozenset(_BLANK)
 
 
 def safe_cell(value: Any) -> Any:
     """A cell as a spreadsheet will not run it: text that would start a formula gets a leading
     single quote (which Excel shows as "text follows"); numbers and plain numeric text pass."""
-    if value.__class__ is not str or not value:
+    if value.__class__ is not str or not value or value[0] not in _LOOK_FURTHER:
         return value
     first = value.lstrip(_BLANK)[:1]
     if first in FORMULA_START and _PLAIN_NUMBER.match(value) is None:
@@ -66,7 +68,7 @@ class SpreadsheetWriter:
         self._writer = csv.writer(fh, **fmt)
 
     def writerow(self, row: Iterable[Any]) -> Any:
-        return self._writer.writerow([safe_cell(c) for c in row])
+        return self._writer.writerow(map(safe_cell, row))
 
     def writerows(self, rows: Iterable[Iterable[Any]]) -> None:
         for row in rows:

@@ -385,6 +385,9 @@ class DeliveryConfig:
     batch_size: int = 1000
     #: worker processes for render and compose; 0 means one per core
     workers: int = 0
+    #: a drop writer's SQLite WAL (the database's, and the local blob store's pack index) is copied
+    #: into its file once it holds this many pages (4 KiB each): the bound of each WAL while a drop runs
+    writer_wal_pages: int = 32768
     #: longest line of a CSV or JSON Lines drop, in characters; a longer one is an invalid row
     max_line_chars: int = 1048576
     #: deepest nesting of a JSON Lines row (a row is one flat object); deeper is an invalid row
@@ -737,6 +740,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("login.cache_size, login.cache_ttl_seconds: must be 0 or more, and at least 1 second")
     if config.delivery.store_retry_seconds < 0:
         raise ConfigError("delivery.store_retry_seconds: must be 0 or more")
+    if config.delivery.writer_wal_pages < 1000:
+        raise ConfigError("delivery.writer_wal_pages: must be at least 1000 (SQLite's own default)")
     for key in ("delivery.lease_seconds", "outbound.lease_seconds"):
         section, name = key.split(".")
         if getattr(getattr(config, section), name) < 1:

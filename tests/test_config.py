@@ -76,6 +76,7 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path):
     ('', 'imap.handoff_ask_timeout="5s"', "imap.handoff_ask_timeout: expected a number"),
     ('', "store.keep_result_rows=0", r"store.keep_result_rows: must be 1 to 1000000 rows \(got 0\)"),
     ('', "store.keep_result_rows=2000000", "store.keep_result_rows: must be 1 to 1000000"),
+    ('', "delivery.writer_wal_pages=100", "delivery.writer_wal_pages: must be at least 1000"),
 ])
 def test_bad_config_names_the_key(tmp_path, text, override, message):
     path = tmp_path / "c.toml"

@@ -372,6 +372,12 @@ class LocalBlobs(BlobStore):
         self._conns.append((pid, conn))
         return conn
 
+    def checkpoint(self) -> None:
+        """The pack index's WAL copied into its file now (a bulk writer that raised
+        ``index_checkpoint_pages``, once it is done), not by whoever writes next."""
+        if not self._no_index():
+            self._index().execute("PRAGMA wal_checkpoint(PASSIVE)")
+
     def _no_index(self) -> bool:
         """True while no pack was ever written here (and so no index made): reads and deletes
         of loose blobs make none."""

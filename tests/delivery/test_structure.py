@@ -92,3 +92,23 @@ def test_encoded_words_cut_where_the_character_by_character_reference_cuts():
         value = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 120)))
         first = rng.choice((4, 9, 36, 45))
         assert encoded_words(value, first) == encoded_words_reference(value, first), value
+
+
+TRICKY_ADDRESSES = ["a.b@hz.example.cn", '"wang wu"@example.cn', "a(b)@example.cn", "x=?y@example.cn",
+                    "a;b@example.cn", "a\\b@example.cn", "a[1]@example.cn", "a@b@example.cn", "zhang@[10.0.0.1]"]
+
+
+def test_the_to_field_known_without_parsing_equals_the_parsers(sqlite_registry, sqlite_city):
+    """The To a citizen's notice carries is read from the name and address compose made it of
+    (``structure._to_fields``) only where the parser would find exactly those: every other
+    address, and every name that is not one encoded word, goes through the parser; all equal
+    ``analyze``."""
+    definition = CATALOG["licence-renewal"]
+    with open(definition.folder / "sample.csv", encoding="utf-8", newline="") as fh:
+        base = next(csv.DictReader(fh))
+    ctx = _context(sqlite_registry, "licence-renewal", list(base))
+    values, errors = validate_row(definition, ctx.spec.mapping, base)
+    assert errors == []
+    for i, (name, address) in enumerate((n, a) for n in ("王五", "欧阳" * 30, "王 五", "\u3000", "Zhang Wei", "")
+                                        for a in TRICKY_ADDRESSES):
+        _assert_same(ctx, dict(values, name=name), name, address, f"{i:032x}")
