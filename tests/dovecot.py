@@ -9,7 +9,6 @@ import pwd
 import grp
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,13 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.serverkit import on_free_ports
+
 PASSWORD = "dovecot-password-1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def dovecot_missing() -> str | None:
@@ -105,7 +100,6 @@ def start_dovecot(users: list[str], dedupe: bool = False, tls: tuple[Path, Path]
     # looks the user up: its RCPT gets 451 (temporary), as from a store whose user database fails
     (where / "passwd").write_text("".join(f"{u}:{{PLAIN}}{PASSWORD}::::{'relative/home' if u in deferring else ''}"
                                           f"::\n" for u in users))
-    lmtp_port, imap_port = free_port(), free_port()
     sieve = ""
     ssl = "ssl = no"
     if tls is not None:  # STARTTLS on LMTP (and IMAP) with this certificate and key (PEM)
@@ -117,7 +111,9 @@ def start_dovecot(users: list[str], dedupe: bool = False, tls: tuple[Path, Path]
         subprocess.run(["sievec", str(where / "dedupe.sieve")], check=True, capture_output=True, timeout=30)
         sieve = (f"protocol lmtp {{\n  mail_plugins = $mail_plugins sieve\n}}\n"
                  f"plugin {{\n  sieve_before = {where}/dedupe.sieve\n}}\n")
-    (where / "dovecot.conf").write_text(f"""{as_user}protocols = imap lmtp
+
+    def start(lmtp_port: int, imap_port: int) -> Dovecot:
+        (where / "dovecot.conf").write_text(f"""{as_user}protocols = imap lmtp
 listen = 127.0.0.1
 base_dir = {where}/run
 state_dir = {where}/run
@@ -154,33 +150,32 @@ service lmtp {{
   }}
 }}
 {sieve}""")
-    # readable by Dovecot's unprivileged processes whatever umask an earlier test left behind
-    for path in where.iterdir():
-        if path.is_file() and path.suffix != ".pem":
-            path.chmod(0o644)
-    # (it forks its master into the background: no pipes, which the master would hold open)
-    with open(where / "start.log", "wb") as out:
-        subprocess.run(["dovecot", "-c", str(where / "dovecot.conf")], check=True, stdin=subprocess.DEVNULL,
-                       stdout=out, stderr=subprocess.STDOUT, timeout=30)
-    deadline = time.monotonic() + 15
-    pid_file = where / "run" / "master.pid"
-    while not pid_file.exists() or not pid_file.read_text().strip():  # written by the forked master
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"dovecot did not start:\n{(where / 'start.log').read_text(errors='replace')}")
-        time.sleep(0.05)
-    server = Dovecot(where, lmtp_port, imap_port, int(pid_file.read_text().split()[0]))
-    for port in (lmtp_port, imap_port):
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    log = server.log()
-                    server.stop()
-                    raise RuntimeError(f"dovecot did not listen on {port}:\n{log}")
-                time.sleep(0.05)
-    return server
+        # readable by Dovecot's unprivileged processes whatever umask an earlier test left behind
+        for path in where.iterdir():
+            if path.is_file() and path.suffix != ".pem":
+                path.chmod(0o644)
+        # Its master binds every listener before it forks into the background (no pipes, which
+        # the master would hold open): a taken port is its exit status 89 and "listen(...)
+        # failed: Address already in use" in start.log, which on_free_ports starts again after
+        with open(where / "start.log", "wb") as out:
+            done = subprocess.run(["dovecot", "-c", str(where / "dovecot.conf")], stdin=subprocess.DEVNULL,
+                                  stdout=out, stderr=subprocess.STDOUT, timeout=30)
+        if done.returncode != 0:
+            raise RuntimeError(f"dovecot did not start (exit {done.returncode}):\n"
+                               f"{(where / 'start.log').read_text(errors='replace')}")
+        deadline = time.monotonic() + 15
+        pid_file = where / "run" / "master.pid"
+        while not pid_file.exists() or not pid_file.read_text().strip():  # written by the forked master
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"dovecot wrote no pid:\n{(where / 'start.log').read_text(errors='replace')}")
+            time.sleep(0.05)
+        return Dovecot(where, lmtp_port, imap_port, int(pid_file.read_text().split()[0]))
+
+    try:
+        return on_free_ports(start, 2)
+    except BaseException:
+        shutil.rmtree(where, ignore_errors=True)
+        raise
 
 
 def dovecot_or_skip() -> None:

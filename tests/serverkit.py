@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 from sqlalchemy import select
 
@@ -60,6 +60,17 @@ def free_ports(count: int = 1) -> list[int]:
 
 def free_port() -> int:
     return free_ports(1)[0]
+
+
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A port of 127.0.0.1 where nothing listens, for as long as the block runs: bound here
+    without listening (a connection to it is refused) and without SO_REUSEADDR (no other
+    process, nor a server started by mistake, can bind it meanwhile). A port merely free a
+    moment ago may be taken, and answered, by the time the test connects."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
 
 
 #: the most starts ``on_free_ports`` makes

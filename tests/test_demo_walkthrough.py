@@ -23,16 +23,16 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from mailserver.config import REPO_ROOT
+from tests.serverkit import on_free_ports, start_program
 
 README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
 LISTENERS = ("smtp", "submission", "submissions", "imap", "imaps", "http")
@@ -61,17 +61,6 @@ def setup_commands() -> list[str]:
     return [s.replace(".venv/bin/civicmail", "civicmail", 1) for s in steps[2:]]
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 @dataclass
 class Demo:
     folder: Path
@@ -79,7 +68,6 @@ class Demo:
     ports: dict[str, int]
     init_out: str
     logins: dict[str, str]  # address -> password, citizens only
-    log: list[str] = field(default_factory=list)
 
     def sh(self, line: str, timeout: float = 120) -> subprocess.CompletedProcess:
         line = line.replace("localhost:2993", f"localhost:{self.ports['imaps']}")
@@ -125,25 +113,20 @@ def demo(tmp_path_factory):
     env.pop("CIVICMAIL_CONFIG", None)
     init, serve = setup_commands()
     assert init == "civicmail init demo-data --demo" and serve == "civicmail -c demo-data/civicmail.toml serve"
-    ports = dict(zip(LISTENERS, free_ports(len(LISTENERS))))
     done = subprocess.run(["bash", "-c", init], cwd=folder, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     logins = {address: password for _, address, password in LOGIN.findall(done.stdout) if "@" in address}
-    proc = subprocess.Popen(["bash", "-c", "exec " + with_ports(serve, ports)], cwd=folder, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def start(*picked: int) -> tuple[subprocess.Popen, dict[str, int]]:
+        # a port taken between its pick and serve's bind ends serve with "address already in
+        # use" in its output: on_free_ports starts it again on new ports
+        ports = dict(zip(LISTENERS, picked))
+        return start_program(["bash", "-c", "exec " + with_ports(serve, ports)], folder / "serve.log",
+                             "civicmail ready", timeout=120, cwd=folder, env=env, stdin=subprocess.DEVNULL), ports
+
+    proc, ports = on_free_ports(start, len(LISTENERS))
     demo = Demo(folder, env, ports, done.stdout, logins)
-    ready = threading.Event()
-
-    def pump() -> None:
-        for raw in proc.stderr:
-            demo.log.append(raw.decode("utf-8", "backslashreplace"))
-            if "civicmail ready" in demo.log[-1]:
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
     try:
-        assert ready.wait(120) and proc.poll() is None, "".join(demo.log[-20:])
         yield demo
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -17,8 +17,8 @@ folders' counters in one store call and tells what moved:
   commands as well as after them (``ImapSession.push``), and MessageNew's FETCH list for each
   new message (``fetch_new``).
 
-Bounded: at most imap.notify_max_events notifications wait for one session (dirty folders,
-list changes, new messages to FETCH); past that the session is told ``* OK
+Bounded: at most imap.notify_max_events notifications wait for one session (folders whose
+counters moved, list changes, new messages to FETCH); past that the session is told ``* OK
 [NOTIFICATIONOVERFLOW]`` and notifications stop, as RFC 5465 5.8 says (the client then
 resynchronises and issues NOTIFY SET again). A NOTIFY naming more than MAX_NAMES mailboxes is
 refused with NO [NOTIFICATIONOVERFLOW], as Dovecot refuses more than 100.
@@ -203,10 +203,11 @@ class Notifier:
             self.list_dirty = False
             lines.extend(await self._list_changes())
         dirty = self.dirty - self._selected_ids()
-        if len(dirty) + len(lines) > self.limit:
-            await self.overflow()
-            return
         if dirty:
+            # Counted after the read, not before: a folder announced whose counters did not move
+            # owes nothing (the folder watcher's first look at a folder newly watched announces
+            # it, as any false yes of the hub may), and the read is one call for at most the
+            # account's folders
             self.dirty -= dirty
             names = [self.names[fid] for fid in dirty if fid in self.names]
             for st in await s.ctx.run(_statuses, s.store, self._account, names) if names else ():
@@ -215,6 +216,9 @@ class Notifier:
                     lines.append(line)
         if s.notifier is not self:
             return  # stopped meanwhile (NOTIFY NONE in IDLE is impossible, but LOGOUT is not)
+        if len(lines) > self.limit:
+            await self.overflow()
+            return
         for line in lines:
             await s.untagged(line)
 

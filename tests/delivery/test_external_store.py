@@ -28,7 +28,8 @@ from mailserver.registry import Registry
 from mailserver.store import open_store
 from mailserver.store.models import Account, Drop, DropRow, Notice, NoticeCount
 from tests.conftest import make_config
-from tests.dovecot import PASSWORD, dovecot_or_skip, free_port, sieve_missing, start_dovecot
+from tests.dovecot import PASSWORD, dovecot_or_skip, sieve_missing, start_dovecot
+from tests.serverkit import closed_port
 
 SAMPLE = CATALOG["licence-renewal"].folder / "sample.csv"
 #: the sample's rows (row 1 is the header), by the citizen's ID number
@@ -129,10 +130,11 @@ def test_a_drop_goes_into_dovecot_once_and_a_refused_mailbox_is_its_rows_failure
 def test_a_run_the_lmtp_server_stopped_resumes_and_delivers_each_notice_once(store_url, external_city):
     reg, city, server = external_city
     others = {n for n in ROWS if n != REFUSED}
-    down = Registry(reg.config.replace(lmtp=config_mod.LMTPConfig(target=f"127.0.0.1:{free_port()}",
-                                                                  retry_seconds=0.5)), reg.store)
-    with pytest.raises(StoreUnavailable, match="external mail store .* gave no answer"):
-        run_drop(down, SAMPLE, "traffic-police", "licence-renewal")
+    with closed_port() as port:  # nothing answers there, nor can anything start to
+        down = Registry(reg.config.replace(lmtp=config_mod.LMTPConfig(target=f"127.0.0.1:{port}",
+                                                                      retry_seconds=0.5)), reg.store)
+        with pytest.raises(StoreUnavailable, match="external mail store .* gave no answer"):
+            run_drop(down, SAMPLE, "traffic-police", "licence-renewal")
     with reg.store.reader() as s:
         assert s.scalar(select(Drop.state)) == "failed"
     # the batch's keys were recorded before LMTP was tried: still 'sending', their rows unrecorded
@@ -271,18 +273,26 @@ def test_serve_in_external_mode_starts_no_imap_and_hands_smtp_mail_to_dovecot(ex
 
     reg, city, server = external_city
     topic = add_topic(reg, "policy", "政策法规")
-    imap_port = free_port()
-    config = reg.config.replace(
-        smtp=config_mod.SMTPConfig(listen="127.0.0.1:0"), submission=config_mod.SubmissionConfig(listen="127.0.0.1:0"),
-        submissions=config_mod.SubmissionsConfig(listen=""), imap=config_mod.IMAPConfig(listen=f"127.0.0.1:{imap_port}"),
-        imaps=config_mod.IMAPSConfig(listen=""), http=config_mod.HTTPConfig(listen="", metrics=False))
     number = next(n for n in ROWS if n != REFUSED)
-    with caplog.at_level("INFO", logger="civicmail.imap"):
-        running = LoopServer(config).start()
+    # the port IMAP is given is held (not listening) up to the probe: refused unless IMAP listens
+    # there, which could not bind it either; a port only free a moment ago might be answered by
+    # whatever took it since
+    with closed_port() as imap_port:
+        config = reg.config.replace(
+            smtp=config_mod.SMTPConfig(listen="127.0.0.1:0"), submission=config_mod.SubmissionConfig(listen="127.0.0.1:0"),
+            submissions=config_mod.SubmissionsConfig(listen=""),
+            imap=config_mod.IMAPConfig(listen=f"127.0.0.1:{imap_port}"),
+            imaps=config_mod.IMAPSConfig(listen=""), http=config_mod.HTTPConfig(listen="", metrics=False))
+        with caplog.at_level("INFO", logger="civicmail.imap"):
+            running = LoopServer(config).start()
+        try:
+            assert 'IMAP not started: store.mode = "external"' in caplog.text
+            with pytest.raises(OSError):
+                socket_probe(imap_port)
+        except BaseException:
+            running.stop()
+            raise
     try:
-        assert 'IMAP not started: store.mode = "external"' in caplog.text
-        with pytest.raises(OSError):
-            socket_probe(imap_port)
         # mail from the internet to two citizens: one message, one LMTP transaction for both
         other = next(n for n in ROWS if n not in (REFUSED, number))
         msg = EmailMessage()
