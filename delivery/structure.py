@@ -160,14 +160,22 @@ def _to_fields(notice: ComposedNotice) -> tuple[str, str, str, str]:
     name, address, value = notice.to_name, notice.to_address, notice.to_value
     if (address and value.endswith(f" <{address}>") and _PLAIN_ADDRESS(address) and "=?" not in address
             and name.isprintable() and value[:-len(address) - 3] == _name_word(name)):
-        display = " ".join(name.split())
-        if display:
-            mailbox, _, host = address.partition("@")
-            return (address_list([Address(value[:-len(address) - 3], None, mailbox, host)]),
-                    normalize(f"{name} <{address}>"), key(mailbox), key(display))
+        mailbox, _, host = address.partition("@")
+        pieces = _named_pieces(name, mailbox, host)
+        if pieces is not None:
+            return (address_list([Address(value[:-len(address) - 3], None, mailbox, host)]), *pieces)
     value = _unfold(value)
     to = parse_addresses(value)
     return (address_list(to), *_to_pieces(to, value, name))
+
+
+def _named_pieces(name: str, mailbox: str, host: str) -> tuple[str, str, str] | None:
+    """(search text, sort key, sort display key) of a To of one address whose display name went
+    out as one encoded word of ``name`` (``_name_word``); None if the name is blank."""
+    display = " ".join(name.split())
+    if not display:
+        return None
+    return normalize(f"{name} <{mailbox}@{host}>"), key(mailbox), key(display)
 
 
 def _to_pieces(to: list[Address], to_value: str, name: str) -> tuple[str, str, str]:
@@ -175,10 +183,9 @@ def _to_pieces(to: list[Address], to_value: str, name: str) -> tuple[str, str, s
     encoded word of its UTF-8 (nearly every citizen's) is known without decoding the word."""
     if (len(to) == 1 and to[0].host and to[0].mailbox and "=?" not in to[0].mailbox and name.isprintable()
             and to[0].name == _name_word(name)):
-        display = " ".join(name.split())
-        if display:
-            a = to[0]
-            return normalize(f"{name} <{a.mailbox}@{a.host}>"), key(a.mailbox), key(display)
+        pieces = _named_pieces(name, to[0].mailbox, to[0].host)
+        if pieces is not None:
+            return pieces
     by_to = sort_fields({"to": to_value.encode("utf-8")}, {"to": to})
     return normalize(address_text(to)), by_to.to, by_to.display_to
 

@@ -125,7 +125,8 @@ def _track_backends(engine: Engine, pids: set[int]) -> None:
 
 
 def make_engine(url: str, busy_timeout: float = 30.0, connect_timeout: float = 5.0, statement_timeout: float = 30.0,
-                pooled: bool = False, prepared_statements: int = 400, **kwargs) -> Engine:
+                pooled: bool = False, prepared_statements: int = StoreConfig.prepared_statements,
+                **kwargs) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:

@@ -190,12 +190,7 @@ def driver_rows(session: "Session | RawRead", sql: str, *params) -> list[tuple]:
     no Store made (``keep_cursors``) reads on a cursor of its own each time."""
     qmark, dbapi = _driver(session)
     if qmark:
-        cursor = dbapi.cursor()
-        try:
-            cursor.execute(sql, params)
-            return cursor.fetchall()
-        finally:
-            cursor.close()
+        return _rows_once(dbapi, sql, params)
     kept = _kept_cursors.get(dbapi)
     cursor = kept.cursor if kept is not None else None
     if cursor is None or cursor.closed:
@@ -211,6 +206,16 @@ def driver_rows(session: "Session | RawRead", sql: str, *params) -> list[tuple]:
     if kept is None or len(rows) > kept.limit:  # its result's memory is not held by the pooled connection
         _drop_cursor(kept, cursor)
     return rows
+
+
+def _rows_once(dbapi, sql: str, params: tuple) -> list[tuple]:
+    """Every row of ``sql`` on a cursor of its own, closed before this returns (SQLite)."""
+    cursor = dbapi.cursor()
+    try:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
 
 
 def _drop_cursor(kept: KeptCursor | None, cursor) -> None:
@@ -378,12 +383,7 @@ class OwnReader:
     def rows(self, sql: str, params: tuple) -> list[tuple]:
         """The rows of one statement in autocommit (``read_rows``); it is finished (all rows
         fetched, the cursor closed) before this returns, so no read stays open."""
-        cursor = self.dbapi.cursor()
-        try:
-            cursor.execute(sql, params)
-            return cursor.fetchall()
-        finally:
-            cursor.close()
+        return _rows_once(self.dbapi, sql, params)
 
     def close(self) -> None:
         if self._fairy is not None:
